@@ -1,0 +1,48 @@
+"""events.valid -> events.accepted: the faust agent that drops duplicates, one batch message at a time."""
+
+from __future__ import annotations
+
+import faust
+
+from stream import metrics
+from stream.dedup.policy import DAY_MS, decide, encode_changelog
+from stream.dedup.table import DedupeTable
+from stream.events.batch import EventBatch, Origin
+from stream.settings import Settings
+from stream.topics import dedupe_changelog, dedupe_changelog_retention_ms
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    t = settings.topics
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    valid = app.topic(t.name("valid"), partitions=t.partitions, **raw)
+    accepted = app.topic(t.name("accepted"), partitions=t.partitions, **raw)
+    changelog = app.topic(dedupe_changelog(settings), partitions=t.partitions, internal=True,
+                          retention=dedupe_changelog_retention_ms(settings) / 1000, compacting=False,
+                          deleting=True, **raw)
+    table = app.tables.add(DedupeTable(
+        app, name="dedupe", partitions=t.partitions, changelog_topic=changelog, help="(device_id, insert_id) -> "
+        "first occurrence", options={"ttl": int(dedupe_changelog_retention_ms(settings) / 1000)},
+        key_type=bytes, value_type=bytes))
+    window_ms = int(settings.dedupe.window_days * DAY_MS)
+    valid_name = valid.get_topic_name()
+
+    @app.agent(valid, name="dedupe")
+    async def dedupe(stream: faust.StreamT) -> None:
+        """Per batch: multi-get, decide, one WriteBatch + one changelog record, one accepted batch.
+
+        The accepted batch and the changelog record go through faust's producer,
+        which faust flushes before it commits the valid offset.
+        """
+        async for event in stream.events():
+            msg = event.message
+            batch = EventBatch.decode(event.value)
+            d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
+            origin = Origin(valid_name, msg.partition, msg.offset)
+            if d.writes:
+                table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
+            out = batch.select(d.keep, origin)
+            if out.lines:
+                await accepted.send(value=out.encode(), partition=msg.partition)
+            metrics.DEDUPE_EVENTS.inc(len(batch))
+            metrics.DEDUPE_DUPLICATES.inc(d.duplicates)

@@ -1,0 +1,174 @@
+"""events.accepted -> hourly objects on S3 for one destination, offsets committed after the upload."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import aioboto3
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from stream import kafka, metrics
+from stream.clock import Clock
+from stream.events.batch import EventBatch
+from stream.export.layout import amplitude_key
+from stream.export.ledger import LedgerIndex, LedgerRecord
+from stream.export.storage import PutRequest, S3Storage, Storage
+from stream.export.writer import ClosedObject, PartitionWriter
+from stream.retry import retry, s3_retriable
+from stream.settings import DestinationSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+class Exporter:
+    """One destination's writers, fed by the loop below; also driven directly by component tests."""
+
+    def __init__(self, settings: Settings, dest: DestinationSettings, storage: Storage, clock: Clock,
+                 spool_dir: Path, append_ledger: Callable[[LedgerRecord], Awaitable[None]], ledger: LedgerIndex):
+        self.settings, self.dest, self.storage, self.clock = settings, dest, storage, clock
+        self.spool_dir = spool_dir
+        self.append_ledger = append_ledger
+        self.ledger = ledger
+        self.topic = settings.topics.name("accepted")
+        self.writers: dict[int, PartitionWriter] = {}
+
+    def writer(self, partition: int) -> PartitionWriter:
+        w = self.writers.get(partition)
+        if w is None:
+            d = self.dest
+            w = self.writers[partition] = PartitionWriter(
+                partition, lambda hour, p, start: amplitude_key(d.prefix, d.project, hour, p, start),
+                self.spool_dir, self.ledger, d.max_object_bytes, int(d.close_grace_s * 1000))
+        return w
+
+    def add(self, partition: int, offset: int, value: bytes) -> list[ClosedObject]:
+        batch = EventBatch.decode(value)
+        w = self.writer(partition)
+        if batch.project != self.dest.project or not batch.lines:
+            w.skip(offset)
+            return []
+        skipped = w.skipped_events
+        closed = w.add(offset, batch.hour, batch.lines, max(batch.times))
+        if w.skipped_events != skipped:
+            metrics.EXPORT_SKIPPED.labels(self.dest.name).inc(w.skipped_events - skipped)
+        return closed
+
+    def tick(self, idle_partitions: set[int]) -> list[ClosedObject]:
+        now = self.clock.now_ms()
+        return [obj for p, w in self.writers.items() for obj in w.tick(now, idle=p in idle_partitions)]
+
+    async def finish(self, obj: ClosedObject) -> LedgerRecord:
+        """Upload, then record in the ledger; only then may the offsets be committed."""
+        d = self.dest
+        req = PutRequest(d.bucket, obj.key, obj.path, obj.size, "application/gzip", {
+            "stream-topic": self.topic, "stream-partition": str(obj.partition),
+            "stream-start-offset": str(obj.start_offset), "stream-end-offset": str(obj.end_offset),
+            "stream-events": str(obj.events)})
+        await retry(f"upload of s3://{d.bucket}/{obj.key}", lambda: self.storage.put_file(req),
+                    retriable=s3_retriable)
+        rec = LedgerRecord(d.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
+                           obj.start_offset, obj.end_offset, obj.events, obj.size, obj.reason.value,
+                           self.clock.now_ms())
+        await self.append_ledger(rec)
+        self.ledger.add(rec)
+        self.writers[obj.partition].written(obj)
+        obj.path.unlink(missing_ok=True)
+        metrics.EXPORT_EVENTS.labels(d.name).inc(obj.events)
+        metrics.EXPORT_OBJECTS.labels(d.name, obj.reason.value).inc()
+        metrics.EXPORT_BYTES.labels(d.name).inc(obj.size)
+        log.info("export %s: wrote s3://%s/%s (%d events, %d bytes, offsets %d-%d, %s)", d.name, d.bucket, obj.key,
+                 obj.events, obj.size, obj.start_offset, obj.end_offset, obj.reason.value)
+        return rec
+
+    def committable(self) -> dict[int, int]:
+        return {p: o for p, w in self.writers.items() if (o := w.committable()) is not None}
+
+    def revoke(self, partitions: set[int]) -> None:
+        for p in partitions:
+            w = self.writers.pop(p, None)
+            if w is not None:
+                w.discard()
+
+    def discard_all(self) -> None:
+        self.revoke(set(self.writers))
+
+
+async def load_ledger(settings: Settings, destination: str) -> LedgerIndex:
+    records = await kafka.read_all(settings, settings.topics.name("export_ledger"))
+    return LedgerIndex(r for r in map(lambda m: LedgerRecord.decode(m.value), records) if r.destination == destination)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, exporter: Exporter, settings: Settings):
+        self.exporter, self.settings = exporter, settings
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.exporter.revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # another worker may have written objects of these partitions since we last read the ledger
+        fresh = await load_ledger(self.settings, self.exporter.dest.name)
+        self.exporter.ledger = fresh
+        for w in self.exporter.writers.values():
+            w._ledger = fresh
+        for tp in assigned:
+            self.exporter.writer(tp.partition)
+
+
+async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock) -> None:
+    """Export one destination forever.
+
+    Order per poll: add the batches to the open objects; upload every object that
+    closed, then append its ledger record (acknowledged by Kafka); then commit,
+    per partition, the lowest offset not yet inside a written object.
+    """
+    spool = Path(settings.worker.data_dir) / "spool" / dest.name
+    shutil.rmtree(spool, ignore_errors=True)   # parts of a previous run: their events will be replayed
+    spool.mkdir(parents=True)
+    producer = kafka.producer(settings.kafka)
+    await producer.start()
+    ledger_topic = settings.topics.name("export_ledger")
+
+    async def append_ledger(rec: LedgerRecord) -> None:
+        await (await producer.send(ledger_topic, rec.encode(), key=rec.message_key()))
+
+    session = aioboto3.Session()
+    async with session.client("s3", endpoint_url=settings.s3.endpoint_url,
+                              region_name=dest.region or settings.s3.region) as s3:
+        exporter = Exporter(settings, dest, S3Storage(s3, dest.encryption, settings.s3.upload_part_bytes), clock,
+                            spool, append_ledger, LedgerIndex())
+        consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-export-{dest.name}",
+                                    **kafka.consumer_args(settings.kafka))
+        consumer.subscribe([exporter.topic], listener=_Rebalance(exporter, settings))
+        await consumer.start()
+        log.info("export %s: reading %s for project %d into s3://%s/%s", dest.name, exporter.topic, dest.project,
+                 dest.bucket, dest.prefix)
+        committed: dict[int, int] = {}
+        try:
+            while True:
+                polled = await consumer.getmany(timeout_ms=1000, max_records=2000)
+                closed: list[ClosedObject] = []
+                for tp, recs in polled.items():
+                    for r in recs:
+                        closed += exporter.add(tp.partition, r.offset, r.value)
+                idle = set()
+                for tp in consumer.assignment():
+                    if tp in polled:
+                        continue
+                    high = consumer.highwater(tp)
+                    if high is None or await consumer.position(tp) >= high:
+                        idle.add(tp.partition)
+                closed += exporter.tick(idle)
+                for obj in closed:
+                    await exporter.finish(obj)
+                offsets = {p: o for p, o in exporter.committable().items() if committed.get(p) != o}
+                if offsets:
+                    await consumer.commit({TopicPartition(exporter.topic, p): o for p, o in offsets.items()})
+                    committed.update(offsets)
+        finally:
+            exporter.discard_all()
+            await consumer.stop()
+            await producer.stop()

@@ -1,0 +1,60 @@
+"""The faust application of a worker: the dedupe agent, plus the ingest and export loops as app tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from stream.agents import dedupe
+from stream.agents.export import run_export
+from stream.agents.ingest import run_ingest
+from stream.clock import Clock, SystemClock
+from stream.settings import Settings
+
+
+def faust_settings(settings: Settings) -> dict:
+    k, w = settings.kafka, settings.worker
+    conf = dict(
+        broker=[f"kafka://{h.strip()}" for h in k.bootstrap_servers.split(",")],
+        store="rocksdb://",
+        datadir=str(Path(w.data_dir) / "faust"),
+        web_enabled=w.web_enabled,
+        web_port=w.web_port,
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=k.heartbeat_interval_s,
+        topic_partitions=settings.topics.partitions,
+        topic_replication_factor=settings.topics.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=k.max_request_bytes,
+        producer_acks=-1,
+        consumer_max_fetch_size=max(k.max_request_bytes, 1 << 20),
+        table_standby_replicas=0,
+    )
+    if k.sasl_mechanism:
+        conf["broker_credentials"] = faust.SASLCredentials(username=k.sasl_username, password=k.sasl_password,
+                                                           mechanism=k.sasl_mechanism)
+    return conf
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
+    clock = clock or SystemClock()
+    (Path(settings.worker.data_dir) / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.worker.app_id, **faust_settings(settings))
+    dedupe.register(app, settings)
+
+    @app.task
+    async def ingest() -> None:
+        await run_ingest(settings, clock)
+
+    for dest in settings.destinations:
+        if dest.enabled:
+            app.task(_export_task(settings, dest, clock))
+    return app
+
+
+def _export_task(settings, dest, clock):
+    async def export() -> None:
+        await run_export(settings, dest, clock)
+    export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}"
+    return export

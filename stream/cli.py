@@ -1,0 +1,130 @@
+"""The ``stream`` command: worker, dev, check, and small S3 helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from stream.errors import ConfigError, ProbeError
+from stream.settings import Settings, field_reference, load_settings
+
+CONFIG_HELP = "YAML configuration file (examples/stream.yaml); STREAM_* environment variables override it."
+
+
+def _load(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """stream: Kafka events in, Amplitude-format hourly files on S3 out, exactly once."""
+
+
+@main.command()
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def worker(config: str | None) -> None:
+    """Run a worker: ingest, dedupe and every enabled export, until SIGINT/SIGTERM."""
+    settings = _load(config)
+    from stream.kafka import ensure_topics
+    logging.basicConfig(level=settings.worker.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(ensure_topics(settings))
+    except Exception as exc:
+        raise click.ClickException(f"cannot reach the Kafka cluster at {settings.kafka.bootstrap_servers} to "
+                                   f"create the topics: {exc}. Check kafka.bootstrap_servers.") from None
+    from faust.worker import Worker
+
+    from stream.app import build_app
+    app = build_app(settings)
+    Worker(app, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
+
+
+@main.command()
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for each probe.")
+def check(config: str | None, timeout: float) -> None:
+    """Validate the configuration, then probe the broker and every bucket it names."""
+    settings = _load(config)
+    click.echo(f"configuration: ok ({len(settings.projects)} project(s), {len(settings.destinations)} "
+               "destination(s))")
+    from stream.check import run_checks
+    problems = asyncio.run(run_checks(settings, timeout, click.echo))
+    if problems:
+        raise click.ClickException(f"{problems} problem(s) found; see above")
+    click.echo("all checks passed")
+
+
+@main.command()
+@click.option("--exit-after", type=float, default=None, metavar="SECONDS",
+              help="Stop everything cleanly after this many seconds (for scripts).")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Live sample events per second.")
+@click.option("--backfill", type=int, default=3000, show_default=True,
+              help="Sample events stamped in each of the two hours before this one (they close at once).")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=".stream-dev", show_default=True,
+              help="Where the generated config, logs and worker state go.")
+def dev(exit_after: float | None, rate: float, backfill: int, workdir: str) -> None:
+    """Run everything locally: a broker, a local S3, the worker, and a sample producer."""
+    from stream.devstack.dev import run_dev
+    try:
+        code = run_dev(Path(workdir), exit_after, rate, backfill, click.echo)
+    except ProbeError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command("config-reference")
+def config_reference() -> None:
+    """Print every configuration key with its default and description (Markdown)."""
+    click.echo("| key | default | description |\n|---|---|---|")
+    for path, default, doc in field_reference():
+        click.echo(f"| `{path}` | `{default}` | {doc} |")
+
+
+@main.group()
+def s3() -> None:
+    """Read what the exporter wrote (handy with the local stack)."""
+
+
+def _split(url: str) -> tuple[str, str]:
+    if not url.startswith("s3://"):
+        raise click.BadParameter(f"{url!r} is not an s3://bucket/key URL")
+    bucket, _, key = url[5:].partition("/")
+    return bucket, key
+
+
+@s3.command("ls")
+@click.argument("url")
+@click.option("--endpoint-url", envvar="STREAM_S3__ENDPOINT_URL", help="S3 endpoint (the local stack prints it).")
+def s3_ls(url: str, endpoint_url: str | None) -> None:
+    """List objects under s3://bucket/prefix with their sizes."""
+    import boto3
+    bucket, prefix = _split(url)
+    client = boto3.client("s3", endpoint_url=endpoint_url)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            click.echo(f"{o['Size']:>12}  s3://{bucket}/{o['Key']}")
+
+
+@s3.command("cat")
+@click.argument("url")
+@click.option("--endpoint-url", envvar="STREAM_S3__ENDPOINT_URL", help="S3 endpoint (the local stack prints it).")
+def s3_cat(url: str, endpoint_url: str | None) -> None:
+    """Print an object, gunzipped when it is gzip."""
+    import gzip
+
+    import boto3
+    bucket, key = _split(url)
+    body = boto3.client("s3", endpoint_url=endpoint_url).get_object(Bucket=bucket, Key=key)["Body"].read()
+    sys.stdout.buffer.write(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""``stream dev``: the whole pipeline on this machine, with sample events, printing objects as they land."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import boto3
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream.devstack.sample import SampleEvents
+from stream.devstack.services import Service, local_aws_env, start_broker, start_moto
+from stream.events.timefmt import HOUR_MS, hour_label
+from stream.export.ledger import LedgerRecord
+
+PROJECT = 424242
+BUCKET = "stream-dev"
+
+
+def dev_config(bootstrap: str, s3_url: str, data_dir: Path) -> dict:
+    """The configuration ``stream dev`` runs the worker with (also a small example)."""
+    return {
+        "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 2, "heartbeat_interval_s": 0.5},
+        "topics": {"partitions": 2, "ingest_partitions": 2},
+        "ingest": {"default_project": PROJECT},
+        "s3": {"endpoint_url": s3_url},
+        "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info"},
+        "projects": [{"id": PROJECT, "name": "demo"}],
+        "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/",
+                          "encryption": {"type": "sse-s3"}, "close_grace_s": 5}],
+    }
+
+
+def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int, say: Callable[[str], None]) -> int:
+    workdir = workdir.resolve()
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    os.environ.update(local_aws_env())
+    started: list[Service] = []
+    worker: subprocess.Popen | None = None
+    t0 = time.monotonic()
+    try:
+        say("starting the local stack on 127.0.0.1 ...")
+        broker = start_broker(workdir / "logs")
+        started.append(broker)
+        moto = start_moto(workdir / "logs")
+        started.append(moto)
+        bootstrap, s3_url = f"127.0.0.1:{broker.port}", f"http://127.0.0.1:{moto.port}"
+        say(f"  kafka broker (Tansu)   {bootstrap}   pid {broker.pid}")
+        say(f"  S3 endpoint (moto)     {s3_url}   pid {moto.pid}")
+        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
+        cfg = workdir / "stream.yaml"
+        data_dir = workdir / "data"
+        cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir), sort_keys=False))
+        log = open(workdir / "logs" / "worker.log", "wb")
+        worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg)], stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        say(f"  worker                 pid {worker.pid}, config {cfg}, log {workdir / 'logs' / 'worker.log'}")
+        say(f"bucket s3://{BUCKET}/ -- to look inside while this runs:")
+        say(f"  stream s3 ls s3://{BUCKET}/amp/ --endpoint-url {s3_url}")
+        say(f"  stream s3 cat 's3://{BUCKET}/amp/{PROJECT}/<file>.json.gz' --endpoint-url {s3_url}")
+        return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0))
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+        return 130
+    finally:
+        if worker is not None and worker.poll() is None:
+            say(f"stopping worker (pid {worker.pid}) ...")
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        for svc in reversed(started):
+            say(f"stopping {svc.name} (pid {svc.pid})")
+            svc.stop()
+
+
+async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | None, rate: float, backfill: int,
+               say: Callable[[str], None], t0: float) -> int:
+    produced: Counter[str] = Counter()
+    exported = Counter()
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        await p.start()
+        try:
+            samples = SampleEvents()
+            now = int(time.time() * 1000)
+            this_hour = now - now % HOUR_MS
+            for h in (this_hour - 2 * HOUR_MS, this_hour - HOUR_MS):
+                day, hour = hour_label(h)
+                for s in samples.stream(h, h + HOUR_MS - 1, backfill):
+                    await p.send("events.ingest", s.value, key=s.key, timestamp_ms=s.timestamp_ms)
+                    produced[s.kind] += 1
+                say(f"produced {backfill} sample events stamped {day} {hour}:00-{hour}:59 UTC")
+            await p.flush()
+            say(f"producing {rate:g} live events/s (about 3% re-sent duplicates, 1% invalid) ...")
+            while not stop.is_set():
+                t = int(time.time() * 1000)
+                for s in samples.stream(t, t + 1000, max(1, int(rate))):
+                    await p.send("events.ingest", s.value, key=s.key, timestamp_ms=s.timestamp_ms)
+                    produced[s.kind] += 1
+                try:
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await p.stop()
+
+    async def tail_ledger() -> None:
+        c = AIOKafkaConsumer("exports.ledger", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+        await c.start()
+        try:
+            while not stop.is_set():
+                for recs in (await c.getmany(timeout_ms=500)).values():
+                    for m in recs:
+                        r = LedgerRecord.decode(m.value)
+                        exported["objects"] += 1
+                        exported["events"] += r.events
+                        say(f"[{time.monotonic() - t0:5.1f}s] landed s3://{r.bucket}/{r.key}  "
+                            f"{r.events} events, {r.bytes} bytes ({r.reason})")
+        finally:
+            await c.stop()
+
+    async def watch() -> int:
+        deadline = None if exit_after is None else time.monotonic() + exit_after
+        while deadline is None or time.monotonic() < deadline:
+            if worker.poll() is not None:
+                say(f"the worker exited with status {worker.returncode}; see its log")
+                return 1
+            await asyncio.sleep(0.5)
+        return 0
+
+    tasks = [asyncio.create_task(produce()), asyncio.create_task(tail_ledger())]
+    try:
+        code = await watch()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    valid = produced["event"]
+    say(f"produced {sum(produced.values())} inputs: {valid} events, {produced['duplicate']} re-sent duplicates, "
+        f"{sum(v for k, v in produced.items() if k not in ('event', 'duplicate'))} invalid; "
+        f"{exported['objects']} objects with {exported['events']} events landed (the open hour lands when it closes)")
+    return code

@@ -1,0 +1,22 @@
+"""The dead-letter record (schemas/dead_letter.avsc): the original bytes, a reason code, the field, the source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.events import avro
+from stream.events.normalize import Rejected
+
+
+def encode(rejected: Rejected, topic: str, partition: int, offset: int, timestamp_ms: int,
+           key: bytes | None, value: bytes | None, rejected_at_ms: int, max_value_bytes: int) -> bytes:
+    return avro.encode("dead_letter", {
+        "reason": rejected.reason.value, "field": rejected.field, "detail": rejected.detail,
+        "topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp_ms,
+        "key": key, "value": value[:max_value_bytes] if value is not None else None,
+        "rejected_at": rejected_at_ms,
+    })
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    return avro.decode("dead_letter", data)

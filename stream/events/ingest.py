@@ -1,0 +1,70 @@
+"""One poll of events.ingest -> batches for events.valid and records for the dead-letter topic (pure)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from stream.events import deadletter
+from stream.events.batch import EventBatch, group
+from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize_message
+
+PROJECT_HEADER = "project"
+"""Message header naming the project of a raw event (ASCII digits); else ingest.default_project."""
+
+
+class RecordLike(Protocol):
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass
+class IngestResult:
+    batches: list[tuple[int, EventBatch]] = field(default_factory=list)   # (target partition, batch)
+    dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, dead-letter record)
+    reasons: Counter[str] = field(default_factory=Counter)
+    valid: int = 0
+
+
+def project_of(headers: Sequence[tuple[str, bytes]], projects: frozenset[int], default: int | None) -> int | Rejected:
+    for name, value in headers:
+        if name == PROJECT_HEADER:
+            try:
+                p = int(value)
+            except ValueError:
+                return Rejected(Reason.UNKNOWN_PROJECT, None, f"project header {value!r} is not a project id")
+            if p not in projects:
+                return Rejected(Reason.UNKNOWN_PROJECT, None, f"project {p} is not configured (projects[].id)")
+            return p
+    if default is None:
+        return Rejected(Reason.UNKNOWN_PROJECT, None,
+                        f"the message has no '{PROJECT_HEADER}' header and ingest.default_project is not set")
+    return default
+
+
+def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *, projects: frozenset[int],
+                   default_project: int | None, rules: Rules, partitions: int, max_events: int,
+                   now_ms: int) -> IngestResult:
+    """Validate and normalize the records of one source partition, in offset order."""
+    res = IngestResult()
+    good: list[tuple[int, Normalized]] = []
+    for r in records:
+        project = project_of(r.headers or (), projects, default_project)
+        if isinstance(project, int):
+            out: Any = normalize_message(r.value, r.key, project, r.timestamp, f"{topic}/{partition}/{r.offset}",
+                                         rules)
+        else:
+            out = project
+        if type(out) is Normalized:
+            good.append((r.offset, out))
+            continue
+        res.reasons[out.reason.value] += 1
+        res.dead.append((r.key, deadletter.encode(out, topic, partition, r.offset, r.timestamp, r.key, r.value,
+                                                  now_ms, rules.max_event_bytes)))
+    res.valid = len(good)
+    res.batches = list(group(good, topic, partition, partitions, max_events))
+    return res

@@ -1,0 +1,481 @@
+"""Raw event bytes -> an Amplitude export row, or a rejection with a reason code.
+
+``normalize`` is pure: the same bytes, project and source coordinates give the
+same row (``uuid`` comes from the coordinates, the server times from the
+record's timestamp), so a replay of a message produces the same event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid as uuidlib
+from enum import Enum
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
+
+from stream.events.fields import EXPORT_FIELDS, INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
+from stream.events.timefmt import format_ms
+
+UUID_NAMESPACE = uuidlib.UUID("6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f")
+"""Namespace of the uuid5 derived from an event's source coordinates."""
+
+
+def uuid5_bytes(name: str, _ns: bytes = UUID_NAMESPACE.bytes, _sha1=hashlib.sha1) -> bytes:
+    """``uuid.uuid5(UUID_NAMESPACE, name).bytes``, without the UUID object (twice as fast)."""
+    h = bytearray(_sha1(_ns + name.encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    return bytes(h)
+
+
+def uuid_str(b: bytes) -> str:
+    """16 bytes -> the canonical ``8-4-4-4-12`` form."""
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+class Reason(str, Enum):
+    """Why an input was rejected: a small fixed set, used as a metric label."""
+
+    EMPTY_MESSAGE = "empty_message"
+    TOO_LARGE = "too_large"
+    INVALID_KEY = "invalid_key"
+    INVALID_UTF8 = "invalid_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_PROJECT = "unknown_project"
+    MISSING_EVENT_TYPE = "missing_event_type"
+    MISSING_ID = "missing_id"
+    INVALID_ID = "invalid_id"
+    INVALID_TYPE = "invalid_type"
+    INVALID_VALUE = "invalid_value"
+    UNKNOWN_FIELD = "unknown_field"
+
+
+class Rejected(NamedTuple):
+    reason: Reason
+    field: str | None
+    detail: str
+
+
+class Normalized(NamedTuple):
+    project: int
+    partition_key: str       # device_id, or user_id when the event has no device_id
+    dedupe_key: bytes        # b"" when the event has no insert_id (never deduplicated)
+    upload_ms: int           # server_upload_time, epoch ms: drives the export hour
+    uuid: bytes              # 16 bytes: identifies this occurrence of the event
+    line: bytes              # the export row, JSON
+
+
+class Rules(NamedTuple):
+    """The settings normalize depends on (a subset of IngestSettings)."""
+
+    max_event_bytes: int = 1024 * 1024
+    min_id_length: int = 5
+    keep_unknown_fields: bool = False
+
+
+_json_decode = msgspec.json.Decoder().decode
+_json_encode = msgspec.json.Encoder().encode
+_TEMPLATE: dict[str, Any] = dict.fromkeys(EXPORT_FIELDS)
+_DATA_KEYS = tuple(k for k, (_, where, _) in INPUT_FIELDS.items() if where is Where.DATA)
+_REVENUE_KEYS = tuple(k for k, (_, where, _) in INPUT_FIELDS.items() if where is Where.REVENUE)
+_KIND_NAMES = {Kind.STR: "a string", Kind.INT: "an integer", Kind.NUM: "a number", Kind.DICT: "an object",
+               Kind.BOOL: "a boolean"}
+
+
+class _Bad(Exception):
+    def __init__(self, reason: Reason, field: str | None, detail: str):
+        self.rejected = Rejected(reason, field, detail)
+
+
+def _type_name(v: Any) -> str:
+    return {str: "string", bool: "boolean", int: "integer", float: "number", dict: "object", list: "array"}.get(
+        type(v), type(v).__name__)
+
+
+def _coerce(key: str, kind: Kind, v: Any) -> Any:
+    """Check one value against its kind; numeric strings are accepted for numbers."""
+    t = type(v)
+    if kind is Kind.STR:
+        if t is str:
+            if len(v) > MAX_STRING:
+                raise _Bad(Reason.INVALID_VALUE, key, f"{key} is {len(v)} characters long; the limit is {MAX_STRING}")
+            return v
+    elif kind is Kind.DICT:
+        if t is dict:
+            return v
+    elif kind is Kind.INT:
+        if t is int:
+            return v
+        if t is float and math.isfinite(v):
+            return int(v)
+        if t is str and v.strip().lstrip("-").isdigit():
+            return int(v)
+    elif kind is Kind.NUM:
+        if t is int or (t is float and math.isfinite(v)):
+            return v
+        if t is str:
+            try:
+                f = float(v)
+            except ValueError:
+                pass
+            else:
+                if math.isfinite(f):
+                    return f
+    elif kind is Kind.BOOL:
+        if t is bool:
+            return v
+    raise _Bad(Reason.INVALID_TYPE, key, f"{key} must be {_KIND_NAMES[kind]}, got {_type_name(v)}")
+
+
+def _id(key: str, v: Any, min_len: int) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not str:
+        raise _Bad(Reason.INVALID_TYPE, key, f"{key} must be a string, got {_type_name(v)}")
+    if v.lower() in INVALID_IDS:
+        raise _Bad(Reason.INVALID_ID, key, f"{key} {v!r} is not a valid id")
+    if len(v) > MAX_STRING:
+        raise _Bad(Reason.INVALID_VALUE, key, f"{key} is {len(v)} characters long; the limit is {MAX_STRING}")
+    return v if len(v) >= min_len else None  # Amplitude removes ids shorter than min_id_length
+
+
+def decode(value: bytes | None, key: bytes | None, rules: Rules) -> dict[str, Any] | Rejected:
+    """The message bytes as a JSON object, or why they are not one."""
+    if not value:
+        return Rejected(Reason.EMPTY_MESSAGE, None, "the message has no value")
+    if len(value) > rules.max_event_bytes:
+        return Rejected(Reason.TOO_LARGE, None,
+                        f"the event is {len(value)} bytes; the limit is {rules.max_event_bytes} (ingest.max_event_bytes)")
+    if key is not None:
+        try:
+            key.decode()
+        except UnicodeDecodeError as exc:
+            return Rejected(Reason.INVALID_KEY, None, f"the message key is not UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        obj = _json_decode(value)
+    except msgspec.DecodeError as exc:
+        try:
+            value.decode()
+        except UnicodeDecodeError as uexc:
+            return Rejected(Reason.INVALID_UTF8, None,
+                            f"the message is not UTF-8 ({uexc.reason} at byte {uexc.start})")
+        return Rejected(Reason.MALFORMED_JSON, None, f"the message is not valid JSON: {exc}")
+    if type(obj) is not dict:
+        return Rejected(Reason.NOT_AN_OBJECT, None, f"the message is a JSON {_type_name(obj)}, not an object")
+    return obj
+
+
+def normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str,
+              rules: Rules) -> Normalized | Rejected:
+    """Validate one decoded event and build its export row.
+
+    ``timestamp_ms`` stamps server_received_time and server_upload_time when the
+    event has none (the record's timestamp, so a replay stamps the same time);
+    ``origin`` names the source coordinates (``topic/partition/offset``) from which
+    the uuid is derived when the event has none.
+    """
+    try:
+        return _normalize(obj, project, timestamp_ms, origin, rules)
+    except _Bad as bad:
+        return bad.rejected
+
+
+def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str, rules: Rules) -> Normalized:
+    row = dict(_TEMPLATE)
+    data: dict[str, Any] = {}
+    revenue: dict[str, Any] | None = None
+    fields = INPUT_FIELDS
+    for k, v in obj.items():
+        spec = fields.get(k)
+        if spec is None:
+            if not rules.keep_unknown_fields:
+                raise _Bad(Reason.UNKNOWN_FIELD, k, f"{k!r} is not an event field (ingest.unknown_fields=keep "
+                           "stores such values under data)")
+            data[k] = v
+            continue
+        if v is None:
+            continue
+        kind, where, column = spec
+        if where is Where.SPECIAL:
+            continue  # read below
+        v = _coerce(k, kind, v)
+        if where is Where.COLUMN:
+            row[column] = v
+        elif where is Where.DATA:
+            data[k] = v
+        else:
+            if revenue is None:
+                revenue = {}
+            revenue["$" + k] = v
+
+    if data:
+        data = {**{k: data[k] for k in _DATA_KEYS if k in data}, **data}
+    if revenue:
+        revenue = {"$" + k: revenue["$" + k] for k in _REVENUE_KEYS if "$" + k in revenue}
+    if obj.get("version_name") is not None:  # version_name wins over app_version, whatever the key order
+        row["version_name"] = obj["version_name"]
+
+    event_type = obj.get("event_type")
+    if event_type is None or event_type == "":
+        raise _Bad(Reason.MISSING_EVENT_TYPE, "event_type", "event_type is missing or empty")
+    event_type = _coerce("event_type", Kind.STR, event_type)
+    user_id = _id("user_id", obj.get("user_id"), rules.min_id_length)
+    device_id = _id("device_id", obj.get("device_id"), rules.min_id_length)
+    if user_id is None and device_id is None:
+        raise _Bad(Reason.MISSING_ID, "user_id", f"the event needs a user_id or a device_id of at least "
+                   f"{rules.min_id_length} characters")
+    insert_id = obj.get("insert_id")
+    if insert_id is not None:
+        insert_id = _coerce("insert_id", Kind.STR, insert_id) or None
+
+    received = _time(obj, "server_received_time", timestamp_ms)
+    uploaded = _time(obj, "server_upload_time", timestamp_ms)
+    client_time = _time(obj, "time", received)
+
+    uid = _uuid(obj.get("uuid"), origin)
+
+    if revenue:
+        props = row["event_properties"]
+        row["event_properties"] = {**props, **revenue} if props else revenue
+    received_s = format_ms(received)
+    uploaded_s = received_s if uploaded == received else format_ms(uploaded)
+    client_s = received_s if client_time == received else format_ms(client_time)
+    row["$insert_id"] = insert_id
+    row["app"] = project
+    row["event_type"] = event_type
+    row["user_id"] = user_id
+    row["device_id"] = device_id
+    row["client_event_time"] = client_s
+    # We do not know the SDK's upload time: it is taken as the receive time, so
+    # event_time = client_event_time + (server_received_time - client_upload_time)
+    # = client_event_time (FORMATS.md §1.3).
+    row["client_upload_time"] = received_s
+    row["event_time"] = client_s
+    row["server_received_time"] = received_s
+    row["server_upload_time"] = uploaded_s
+    row["processed_time"] = uploaded_s
+    row["uuid"] = uuid_str(uid)
+    row["data"] = data
+    for k in ("event_properties", "user_properties", "group_properties", "groups"):
+        if row[k] is None:
+            row[k] = {}
+    if row["session_id"] is None:
+        row["session_id"] = -1
+    line = _json_encode(row)
+    partition_key = device_id if device_id is not None else user_id
+    dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
+                  if insert_id else b"")
+    return Normalized(project, partition_key, dedupe_key, uploaded, uid, line)
+
+
+def _uuid(u: Any, origin: str) -> bytes:
+    if u is None:
+        return uuid5_bytes(origin)
+    try:
+        return uuidlib.UUID(_coerce("uuid", Kind.STR, u)).bytes
+    except ValueError:
+        raise _Bad(Reason.INVALID_VALUE, "uuid", f"uuid {u!r} is not a UUID") from None
+
+
+def _time(obj: dict[str, Any], key: str, default: int) -> int:
+    v = obj.get(key)
+    if v is None:
+        return default
+    ms = _coerce(key, Kind.INT, v)
+    if ms < 0:
+        raise _Bad(Reason.INVALID_VALUE, key, f"{key} must be epoch milliseconds >= 0, got {ms}")
+    return ms
+
+
+# --- the fast path --------------------------------------------------------------
+# msgspec checks every type in C; the row is built with one dict display. Any
+# input the fast path does not take (a type error, a numeric string, an unknown
+# key, a semantic check) goes through the reference path above, which either
+# accepts it or says exactly why not. tests/unit/events check that both paths
+# write the same bytes for every input the fast path takes.
+
+_S = Annotated[str, msgspec.Meta(max_length=MAX_STRING)]
+_N = int | float | None
+_O = msgspec.Raw  # a nested object is copied through undecoded: checked to be an object, never rebuilt
+_EMPTY = msgspec.Raw(b"{}")
+
+
+def _obj(raw: msgspec.Raw | None) -> msgspec.Raw | None:
+    if raw is None:
+        return None
+    first = memoryview(raw)[0]
+    if first == 0x7B:  # {
+        return raw
+    if first == 0x6E:  # null
+        return None
+    raise _NotFast
+
+
+class _Fast(msgspec.Struct, forbid_unknown_fields=True):
+    event_type: _S | None = None
+    user_id: _S | None = None
+    device_id: _S | None = None
+    insert_id: _S | None = None
+    uuid: _S | None = None
+    time: int | None = None
+    server_received_time: int | None = None
+    server_upload_time: int | None = None
+    event_properties: _O = None  # type: ignore[assignment]
+    user_properties: _O = None  # type: ignore[assignment]
+    group_properties: _O = None  # type: ignore[assignment]
+    groups: _O = None  # type: ignore[assignment]
+    app_version: _S | None = None
+    version_name: _S | None = None
+    platform: _S | None = None
+    os_name: _S | None = None
+    os_version: _S | None = None
+    device_brand: _S | None = None
+    device_manufacturer: _S | None = None
+    device_model: _S | None = None
+    carrier: _S | None = None
+    country: _S | None = None
+    region: _S | None = None
+    city: _S | None = None
+    dma: _S | None = None
+    language: _S | None = None
+    library: _S | None = None
+    ip: _S | None = None
+    idfa: _S | None = None
+    adid: _S | None = None
+    location_lat: _N = None
+    location_lng: _N = None
+    event_id: int | None = None
+    session_id: int | None = None
+    price: _N = None
+    quantity: int | None = None
+    revenue: _N = None
+    productId: _S | None = None
+    revenueType: _S | None = None
+    currency: _S | None = None
+    idfv: _S | None = None
+    android_id: _S | None = None
+    android_app_set_id: _S | None = None
+    user_agent: _S | None = None
+    partner_id: _S | None = None
+    plan: _O = None  # type: ignore[assignment]
+    ingestion_metadata: _O = None  # type: ignore[assignment]
+    extra: _O = None  # type: ignore[assignment]
+    skip_user_properties_sync: bool | None = msgspec.field(default=None, name="$skip_user_properties_sync")
+
+
+assert {f.encode_name for f in msgspec.structs.fields(_Fast)} == set(INPUT_FIELDS), "_Fast must mirror INPUT_FIELDS"
+_fast_decode = msgspec.json.Decoder(_Fast).decode
+
+
+class _NotFast(Exception):
+    pass
+
+
+def _fast_id(v: str | None, min_len: int) -> str | None:
+    if v is None:
+        return None
+    if v.lower() in INVALID_IDS:
+        raise _NotFast
+    return v if len(v) >= min_len else None
+
+
+def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules) -> Normalized:
+    e = _fast_decode(value)
+    if not e.event_type:
+        raise _NotFast
+    user_id = _fast_id(e.user_id, rules.min_id_length)
+    device_id = _fast_id(e.device_id, rules.min_id_length)
+    if user_id is None and device_id is None:
+        raise _NotFast
+    received = timestamp_ms if e.server_received_time is None else e.server_received_time
+    uploaded = timestamp_ms if e.server_upload_time is None else e.server_upload_time
+    client_time = received if e.time is None else e.time
+    if received < 0 or uploaded < 0 or client_time < 0:
+        raise _NotFast
+    if e.uuid is None:
+        uid = uuid5_bytes(origin)
+    else:
+        try:
+            uid = uuidlib.UUID(e.uuid).bytes
+        except ValueError:
+            raise _NotFast from None
+    insert_id = e.insert_id or None
+    received_s = format_ms(received)
+    uploaded_s = received_s if uploaded == received else format_ms(uploaded)
+    client_s = received_s if client_time == received else format_ms(client_time)
+
+    data = {}
+    if e.idfv is not None: data["idfv"] = e.idfv  # noqa: E701 -- one line per key keeps the order visible
+    if e.android_id is not None: data["android_id"] = e.android_id  # noqa: E701
+    if e.android_app_set_id is not None: data["android_app_set_id"] = e.android_app_set_id  # noqa: E701
+    if e.user_agent is not None: data["user_agent"] = e.user_agent  # noqa: E701
+    if e.partner_id is not None: data["partner_id"] = e.partner_id  # noqa: E701
+    if (o := _obj(e.plan)) is not None: data["plan"] = o  # noqa: E701
+    if (o := _obj(e.ingestion_metadata)) is not None: data["ingestion_metadata"] = o  # noqa: E701
+    if (o := _obj(e.extra)) is not None: data["extra"] = o  # noqa: E701
+    if e.skip_user_properties_sync is not None: data["$skip_user_properties_sync"] = e.skip_user_properties_sync  # noqa: E701,E501
+    props = _obj(e.event_properties)
+    group_props = _obj(e.group_properties)
+    groups = _obj(e.groups)
+    user_props = _obj(e.user_properties)
+    if (e.price is not None or e.quantity is not None or e.revenue is not None or e.productId is not None
+            or e.revenueType is not None or e.currency is not None):
+        revenue = {}
+        if e.price is not None: revenue["$price"] = e.price  # noqa: E701
+        if e.quantity is not None: revenue["$quantity"] = e.quantity  # noqa: E701
+        if e.revenue is not None: revenue["$revenue"] = e.revenue  # noqa: E701
+        if e.productId is not None: revenue["$productId"] = e.productId  # noqa: E701
+        if e.revenueType is not None: revenue["$revenueType"] = e.revenueType  # noqa: E701
+        if e.currency is not None: revenue["$currency"] = e.currency  # noqa: E701
+        props = {**_json_decode(props), **revenue} if props is not None else revenue
+
+    row = {
+        "$insert_id": insert_id, "$schema": None, "adid": e.adid, "amplitude_attribution_ids": None,
+        "amplitude_event_type": None, "amplitude_id": None, "app": project, "city": e.city,
+        "client_event_time": client_s, "client_upload_time": received_s, "country": e.country, "data": data,
+        "device_brand": e.device_brand, "device_carrier": e.carrier, "device_family": None,
+        "device_id": device_id, "device_manufacturer": e.device_manufacturer, "device_model": e.device_model,
+        "device_type": None, "dma": e.dma, "event_id": e.event_id, "event_properties": props if props is not None else _EMPTY,
+        "event_time": client_s, "event_type": e.event_type,
+        "group_properties": group_props if group_props is not None else _EMPTY,
+        "groups": groups if groups is not None else _EMPTY, "idfa": e.idfa, "ip_address": e.ip,
+        "is_attribution_event": None, "language": e.language, "library": e.library,
+        "location_lat": e.location_lat, "location_lng": e.location_lng, "os_name": e.os_name,
+        "os_version": e.os_version, "paying": None, "platform": e.platform, "processed_time": uploaded_s,
+        "region": e.region, "sample_rate": None, "server_received_time": received_s,
+        "server_upload_time": uploaded_s, "session_id": e.session_id if e.session_id is not None else -1,
+        "start_version": None, "user_id": user_id,
+        "user_properties": user_props if user_props is not None else _EMPTY,
+        "uuid": uuid_str(uid),
+        "version_name": e.version_name if e.version_name is not None else e.app_version,
+    }
+    line = _json_encode(row)
+    dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
+                  if insert_id else b"")
+    return Normalized(project, device_id if device_id is not None else user_id, dedupe_key, uploaded, uid, line)
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def normalize_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
+                      rules: Rules) -> Normalized | Rejected:
+    """One raw message -> its export row or why it was rejected (see ``normalize``)."""
+    if value and len(value) <= rules.max_event_bytes and (key is None or _is_utf8(key)):
+        try:
+            return _fast(value, project, timestamp_ms, origin, rules)
+        except (msgspec.MsgspecError, _NotFast):
+            pass
+    obj = decode(value, key, rules)
+    if isinstance(obj, Rejected):
+        return obj
+    return normalize(obj, project, timestamp_ms, origin, rules)

@@ -1,0 +1,36 @@
+"""Amplitude's export timestamp strings: ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC.
+
+Exported rows use a space between date and time and six fractional digits with
+no zone (FORMATS.md §1.4); millisecond inputs give ``.123000``.
+"""
+
+from __future__ import annotations
+
+import time
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+_second_cache: dict[int, str] = {}
+
+
+def format_ms(ms: int) -> str:
+    """Epoch milliseconds -> ``2024-03-09 07:15:02.123000`` (UTC)."""
+    sec, frac = divmod(ms, 1000)
+    prefix = _second_cache.get(sec)
+    if prefix is None:
+        if len(_second_cache) > 65536:
+            _second_cache.clear()
+        prefix = _second_cache[sec] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
+    return f"{prefix}.{frac:03d}000"
+
+
+def hour_start(ms: int) -> int:
+    """The epoch-ms start of the UTC hour holding ``ms``."""
+    return ms - ms % HOUR_MS
+
+
+def hour_label(hour_ms: int) -> tuple[str, int]:
+    """(``yyyy-MM-dd``, unpadded hour) of an hour, as the export key writes them."""
+    t = time.gmtime(hour_ms // 1000)
+    return time.strftime("%Y-%m-%d", t), t.tm_hour

@@ -1,0 +1,63 @@
+"""The export ledger: one record per object on S3 (schemas/export_ledger.avsc).
+
+The exporter writes a record after the object is complete on S3 and before it
+commits the offsets the object holds. After a restart it reads the ledger back:
+an event of (partition, hour) at or below the highest end offset recorded for
+that pair is already inside an object and is skipped, so a replay from the
+committed offset never writes it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+from stream.events import avro
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRecord:
+    destination: str
+    project: int
+    topic: str
+    partition: int
+    hour: int
+    bucket: str
+    key: str
+    start_offset: int
+    end_offset: int
+    events: int
+    bytes: int
+    reason: str
+    written_at: int
+
+    def encode(self) -> bytes:
+        return avro.encode("export_ledger", asdict(self))
+
+    @classmethod
+    def decode(cls, data: bytes) -> "LedgerRecord":
+        return cls(**avro.decode("export_ledger", data))
+
+    def message_key(self) -> bytes:
+        return f"{self.destination}/{self.partition}".encode()
+
+
+class LedgerIndex:
+    """Per (partition, hour), the highest offset already inside a written object."""
+
+    def __init__(self, records: Iterable[LedgerRecord] = ()):
+        self._marks: dict[tuple[int, int], int] = {}
+        for r in records:
+            self.add(r)
+
+    def add(self, r: LedgerRecord) -> None:
+        k = (r.partition, r.hour)
+        if r.end_offset > self._marks.get(k, -1):
+            self._marks[k] = r.end_offset
+
+    def written_through(self, partition: int, hour: int) -> int:
+        """The highest offset of (partition, hour) in a written object, -1 if none."""
+        return self._marks.get((partition, hour), -1)
+
+    def hours(self, partition: int) -> set[int]:
+        return {h for (p, h) in self._marks if p == partition}

@@ -1,0 +1,76 @@
+"""How objects are stored: S3 (aioboto3) or memory, behind one small protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from stream.settings import EncryptionSettings
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    bucket: str
+    key: str
+    path: Path
+    size: int
+    content_type: str
+    metadata: dict[str, str]
+
+
+class Storage(Protocol):
+    async def put_file(self, req: PutRequest) -> None:
+        """Store the file at ``req.path`` under ``s3://bucket/key``, replacing any object there."""
+
+
+def sse_args(enc: EncryptionSettings) -> dict[str, str]:
+    """The server-side-encryption arguments of PutObject/CreateMultipartUpload."""
+    if enc.type == "sse-s3":
+        return {"ServerSideEncryption": "AES256"}
+    if enc.type == "sse-kms":
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": enc.kms_key_id or ""}
+    return {}
+
+
+class S3Storage:
+    """PutObject for small files, a multipart upload (``part_bytes`` parts) for large ones."""
+
+    def __init__(self, client: Any, encryption: EncryptionSettings, part_bytes: int):
+        self._s3 = client
+        self._sse = sse_args(encryption)
+        self._part = part_bytes
+
+    async def put_file(self, req: PutRequest) -> None:
+        extra = {"ContentType": req.content_type, "Metadata": req.metadata, **self._sse}
+        if req.size <= self._part:
+            await self._s3.put_object(Bucket=req.bucket, Key=req.key, Body=req.path.read_bytes(), **extra)
+            return
+        up = await self._s3.create_multipart_upload(Bucket=req.bucket, Key=req.key, **extra)
+        upload_id = up["UploadId"]
+        try:
+            parts = []
+            with open(req.path, "rb") as f:
+                n = 1
+                while chunk := f.read(self._part):
+                    r = await self._s3.upload_part(Bucket=req.bucket, Key=req.key, UploadId=upload_id,
+                                                   PartNumber=n, Body=chunk)
+                    parts.append({"ETag": r["ETag"], "PartNumber": n})
+                    n += 1
+            await self._s3.complete_multipart_upload(Bucket=req.bucket, Key=req.key, UploadId=upload_id,
+                                                     MultipartUpload={"Parts": parts})
+        except BaseException:
+            await self._s3.abort_multipart_upload(Bucket=req.bucket, Key=req.key, UploadId=upload_id)
+            raise
+
+
+class MemoryStorage:
+    """Objects in a dict, for component tests."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.puts: list[str] = []
+
+    async def put_file(self, req: PutRequest) -> None:
+        self.objects[(req.bucket, req.key)] = req.path.read_bytes()
+        self.puts.append(req.key)

@@ -1,0 +1,112 @@
+"""The open objects of one partition of one destination, and which of them to close.
+
+No Kafka and no S3 here: the export agent feeds batches in offset order, uploads
+what ``add``/``tick`` hand back, records them in the ledger, and commits
+``committable()``. Each object covers a contiguous run of its hour's batches;
+its key comes from (partition, hour, first offset) through ``key_for``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from stream.export.format import GzipLinesSpool
+from stream.export.ledger import LedgerIndex
+from stream.export.rotation import CloseReason, hour_close_reason, size_reached
+
+
+@dataclass(slots=True)
+class _Open:
+    hour: int
+    start_offset: int
+    end_offset: int
+    spool: GzipLinesSpool
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedObject:
+    partition: int
+    hour: int
+    key: str
+    start_offset: int
+    end_offset: int
+    events: int
+    raw_bytes: int
+    size: int
+    path: Path
+    reason: CloseReason
+
+
+class PartitionWriter:
+    def __init__(self, partition: int, key_for: Callable[[int, int, int], str], spool_dir: Path,
+                 ledger: LedgerIndex, max_object_bytes: int, grace_ms: int):
+        self.partition = partition
+        self._key_for = key_for
+        self._spool_dir = spool_dir
+        self._ledger = ledger
+        self._max_bytes = max_object_bytes
+        self._grace_ms = grace_ms
+        self._open: dict[int, _Open] = {}
+        self._pending: dict[str, int] = {}     # closed, not yet written: key -> start offset
+        self._next_offset: int | None = None
+        self.latest_event_ms = -1
+        self.skipped_events = 0
+
+    def add(self, offset: int, hour: int, lines: list[bytes], latest_ms: int) -> list[ClosedObject]:
+        """Take one batch at ``offset``; return the objects to upload now."""
+        self._next_offset = offset + 1
+        if offset <= self._ledger.written_through(self.partition, hour):
+            self.skipped_events += len(lines)   # already inside a written object (a replay)
+            return []
+        obj = self._open.get(hour)
+        if obj is None:
+            path = self._spool_dir / f"p{self.partition}-h{hour}-o{offset}.json.gz.part"
+            obj = self._open[hour] = _Open(hour, offset, offset, GzipLinesSpool(path))
+        obj.spool.write_lines(lines)
+        obj.end_offset = offset
+        closed = []
+        if size_reached(obj.spool.raw_bytes, self._max_bytes):
+            closed.append(self._close(hour, CloseReason.SIZE))
+        if latest_ms > self.latest_event_ms:
+            self.latest_event_ms = latest_ms
+        return closed + self.tick(now_ms=-1, idle=False)
+
+    def skip(self, offset: int) -> None:
+        """A batch this destination does not export (another project) was read at ``offset``."""
+        self._next_offset = offset + 1
+
+    def tick(self, now_ms: int, idle: bool) -> list[ClosedObject]:
+        """Close the hours that are over (see ``rotation``)."""
+        due = [(h, r) for h in sorted(self._open)
+               if (r := hour_close_reason(h, self.latest_event_ms, idle, now_ms, self._grace_ms)) is not None]
+        return [self._close(h, r) for h, r in due]
+
+    def _close(self, hour: int, reason: CloseReason) -> ClosedObject:
+        obj = self._open.pop(hour)
+        size = obj.spool.close()
+        key = self._key_for(hour, self.partition, obj.start_offset)
+        self._pending[key] = obj.start_offset
+        return ClosedObject(self.partition, hour, key, obj.start_offset, obj.end_offset, obj.spool.events,
+                            obj.spool.raw_bytes, size, obj.spool.path, reason)
+
+    def written(self, obj: ClosedObject) -> None:
+        """``obj`` is on S3 and in the ledger: its offsets may be committed."""
+        self._pending.pop(obj.key, None)
+
+    def committable(self) -> int | None:
+        """The offset to commit: everything below it is in a written object or exports nothing."""
+        starts = [o.start_offset for o in self._open.values()] + list(self._pending.values())
+        if starts:
+            return min(starts)
+        return self._next_offset
+
+    def open_hours(self) -> list[int]:
+        return sorted(self._open)
+
+    def discard(self) -> None:
+        """Drop the open objects (partition revoked or worker stopping): a replay rebuilds them."""
+        for obj in self._open.values():
+            obj.spool.discard()
+        self._open.clear()

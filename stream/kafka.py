@@ -1,0 +1,91 @@
+"""aiokafka clients built from the settings, topic creation, and reading a topic to its end."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream.settings import KafkaSettings, Settings
+from stream.topics import topic_specs
+
+log = logging.getLogger(__name__)
+
+
+def client_args(k: KafkaSettings) -> dict[str, Any]:
+    args: dict[str, Any] = {"bootstrap_servers": k.bootstrap_servers, "client_id": k.client_id,
+                            "security_protocol": k.security_protocol}
+    if k.sasl_mechanism:
+        args.update(sasl_mechanism=k.sasl_mechanism, sasl_plain_username=k.sasl_username,
+                    sasl_plain_password=k.sasl_password)
+    return args
+
+
+def consumer_args(k: KafkaSettings) -> dict[str, Any]:
+    return {**client_args(k), "enable_auto_commit": False, "auto_offset_reset": "earliest",
+            "session_timeout_ms": int(k.session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(k.heartbeat_interval_s * 1000),
+            "max_partition_fetch_bytes": max(k.max_request_bytes, 1 << 20),
+            "fetch_max_bytes": max(4 * k.max_request_bytes, 50 << 20)}
+
+
+def producer(k: KafkaSettings) -> AIOKafkaProducer:
+    # acks=all: a batch counts as written only once every in-sync replica has it.
+    return AIOKafkaProducer(**client_args(k), acks="all", linger_ms=5, max_batch_size=1 << 20,
+                            max_request_size=k.max_request_bytes)
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(**client_args(settings.kafka))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(s.name, s.partitions, settings.topics.replication_factor, topic_configs=s.config)
+               for s in topic_specs(settings) if s.name not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them first
+            log.info("created topics %s", ", ".join(t.name for t in new))
+        return [t.name for t in new]
+    finally:
+        await admin.close()
+
+
+async def read_all(settings: Settings, topic: str) -> list[Any]:
+    """Every record of ``topic``, from the beginning to the end offsets read at the start.
+
+    The local Tansu broker can report end offsets short (LOCAL-STACK.md); on it this
+    may stop early. Production Kafka reports them exactly.
+    """
+    c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        if not parts:
+            await c.topics()  # refresh metadata
+            parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        out: list[Any] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        empty_polls = 0
+        while remaining and empty_polls < 3:
+            batches = await c.getmany(*remaining, timeout_ms=1000)
+            empty_polls = 0 if batches else empty_polls + 1
+            for tp, recs in batches.items():
+                out.extend(recs)
+                if recs[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await c.stop()

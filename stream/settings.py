@@ -1,0 +1,240 @@
+"""The typed settings tree: one YAML file plus ``STREAM_*`` environment variables.
+
+Environment variables override the file; nested keys use a double underscore
+(``STREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092``). Unknown keys are errors that
+name their path. Every field carries a description, which ``stream config-doc``
+prints as the reference.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stream.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated (host:port,...).")
+    client_id: str = Field("stream", description="Client id sent to the brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*.")
+    sasl_username: str | None = Field(None, description="SASL user name (set it through STREAM_KAFKA__SASL_USERNAME).")
+    sasl_password: str | None = Field(None, description="SASL password (set it through STREAM_KAFKA__SASL_PASSWORD).")
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer group session timeout. Short values speed up group joins and "
+        "rebalances but evict a worker that stalls for longer than this.")
+    heartbeat_interval_s: float = Field(
+        3.0, gt=0, description="Consumer group heartbeat interval; keep it below a third of session_timeout_s.")
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest produce request (and batch message) the producer sends; "
+        "the brokers' message.max.bytes must allow it.")
+
+
+class TopicSettings(_Section):
+    prefix: str = Field("", description="Prepended to every topic name (one deployment per prefix).")
+    ingest: str = Field("events.ingest", description="Raw JSON events from producers, one event per message.")
+    valid: str = Field("events.valid", description="Validated events in batches, partitioned by device_id.")
+    accepted: str = Field("events.accepted", description="Deduplicated events in batches, read by the exporters.")
+    dead_letter: str = Field("events.dead-letter", description="Rejected input with its reason (schemas/dead_letter.avsc).")
+    export_ledger: str = Field("exports.ledger", description="One record per object written to S3 (schemas/export_ledger.avsc).")
+    partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
+                            "(and of the dedupe changelog); the export key encodes the partition in three digits.")
+    ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of the topics stream creates.")
+    dead_letter_retention_days: float = Field(14, gt=0, description="Retention of the dead-letter topic.")
+
+    def name(self, topic: str) -> str:
+        """The full name of one of the topics above, with the prefix."""
+        return self.prefix + getattr(self, topic)
+
+
+class IngestSettings(_Section):
+    default_project: int | None = Field(
+        None, description="Project of events.ingest messages that carry no `project` header. "
+        "Without it, such messages go to the dead-letter topic (reason unknown_project).")
+    unknown_fields: Literal["dead_letter", "keep"] = Field(
+        "dead_letter", description="An event key that is neither an HTTP V2 event key nor an export field: "
+        "dead_letter rejects the event (reason unknown_field); keep stores the value under `data`.")
+    max_event_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest raw event accepted; larger ones are dead-lettered (too_large).")
+    min_id_length: int = Field(5, ge=1, description="user_id/device_id shorter than this are removed, as Amplitude does.")
+    batch_max_events: int = Field(500, ge=1, description="Most events per batch message on events.valid.")
+    poll_max_records: int = Field(5000, ge=1, description="Most records one poll of events.ingest returns.")
+
+
+class DedupeSettings(_Section):
+    window_days: float = Field(7, gt=0, description="An event whose (device_id, insert_id) was seen this "
+                               "recently (by server_upload_time) is dropped.")
+
+
+class EncryptionSettings(_Section):
+    type: Literal["none", "sse-s3", "sse-kms"] = Field(
+        "sse-s3", description="Server-side encryption of written objects.")
+    kms_key_id: str | None = Field(None, description="KMS key id or ARN, required for sse-kms.")
+
+    @model_validator(mode="after")
+    def _kms_needs_key(self) -> "EncryptionSettings":
+        if self.type == "sse-kms" and not self.kms_key_id:
+            raise ValueError("kms_key_id is required when type is sse-kms")
+        return self
+
+
+class DestinationSettings(_Section):
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                      description="Unique name: names the consumer group and appears in metrics and the ledger.")
+    project: int = Field(..., description="Project whose events this destination exports.")
+    layout: Literal["amplitude"] = Field("amplitude", description="Object layout and record format.")
+    bucket: str = Field(..., min_length=3, description="S3 bucket name.")
+    prefix: str = Field("", description="Key prefix inside the bucket, e.g. `amp/`; objects go under "
+                        "<prefix><project>/.")
+    region: str | None = Field(None, description="Bucket region; defaults to s3.region.")
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings, description="Server-side encryption.")
+    enabled: bool = Field(True, description="A disabled destination keeps its place but exports nothing.")
+    close_grace_s: float = Field(
+        20, ge=0, description="An hour closes when its partition reaches events stamped this long after the "
+        "hour's end, or when the partition is idle and the clock is this far past the hour.")
+    max_object_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="An object is closed and a new one started when its "
+        "uncompressed size reaches this (deterministic: derived from the data, not the clock).")
+
+
+class ProjectSettings(_Section):
+    id: int = Field(..., gt=0, description="Project id: the `app` field of exported events and the key prefix.")
+    name: str = Field("", description="Human-readable name.")
+    api_keys: list[str] = Field(default_factory=list, description="API keys the HTTP API accepts for this project.")
+
+
+class S3Settings(_Section):
+    endpoint_url: str | None = Field(None, description="S3 endpoint; unset for AWS. Set it for a local stack.")
+    region: str = Field("us-east-1", description="Default region of buckets.")
+    upload_part_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024,
+                                   description="Part size of multipart uploads.")
+
+
+class WorkerSettings(_Section):
+    app_id: str = Field("stream", pattern=r"^[A-Za-z0-9._-]+$",
+                        description="Faust application id: prefixes consumer groups and changelog topics.")
+    data_dir: Path = Field(Path("data"), description="Local state: RocksDB tables and export spool files.")
+    web_enabled: bool = Field(False, description="Serve faust's web endpoints.")
+    web_port: int = Field(6066, description="Port of faust's web endpoints.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAM_", env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="The Kafka cluster.")
+    topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names and sizes.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Validation of raw events.")
+    dedupe: DedupeSettings = Field(default_factory=DedupeSettings, description="Duplicate detection.")
+    s3: S3Settings = Field(default_factory=S3Settings, description="S3 client.")
+    worker: WorkerSettings = Field(default_factory=WorkerSettings, description="The worker process.")
+    projects: list[ProjectSettings] = Field(default_factory=list, description="Projects events belong to.")
+    destinations: list[DestinationSettings] = Field(default_factory=list, description="Where events are exported.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment first: it overrides the YAML file passed as init kwargs
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "Settings":
+        ids = [p.id for p in self.projects]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"projects: duplicate project id in {ids}")
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"destinations: duplicate destination name in {names}")
+        for i, d in enumerate(self.destinations):
+            if d.project not in ids:
+                raise ValueError(f"destinations[{i}].project: project {d.project} is not declared in projects")
+        if self.ingest.default_project is not None and self.ingest.default_project not in ids:
+            raise ValueError(f"ingest.default_project: project {self.ingest.default_project} is not declared "
+                             "in projects")
+        return self
+
+    def project_ids(self) -> frozenset[int]:
+        return frozenset(p.id for p in self.projects)
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = _format_loc(tuple(e["loc"]))
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{loc}: {msg}")
+    return f"invalid configuration in {source}: " + "; ".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load and validate the settings from ``path`` (YAML) and the environment.
+
+    Raises ConfigError with one line naming each offending key.
+    """
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
+        data = loaded
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def field_reference(model: type[BaseModel] = Settings, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(path, default, description) of every field, for the configuration reference."""
+    rows = []
+    for name, f in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = f.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is None and getattr(ann, "__origin__", None) is list:
+            (item,) = ann.__args__
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                rows.append((path, "[]", f.description or ""))
+                rows += field_reference(item, f"{path}[].")
+                continue
+        if sub is not None:
+            rows += field_reference(sub, f"{path}.")
+            continue
+        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+        rows.append((path, default, f.description or ""))
+    return rows

@@ -1,0 +1,39 @@
+"""The topics a deployment uses: names, partitions and configs, from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stream.events.timefmt import DAY_MS
+from stream.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def dedupe_changelog(settings: Settings) -> str:
+    return f"{settings.worker.app_id}-dedupe-changelog"
+
+
+def dedupe_changelog_retention_ms(settings: Settings) -> int:
+    """Each changelog record holds keys first seen in one batch; after the window plus a day none of
+    them can decide anything, so the changelog is deleted by time instead of compacted."""
+    return int((settings.dedupe.window_days + 1) * DAY_MS)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes, as the worker creates them when missing."""
+    t = settings.topics
+    return [
+        TopicSpec(t.name("ingest"), t.ingest_partitions),
+        TopicSpec(t.name("valid"), t.partitions),
+        TopicSpec(t.name("accepted"), t.partitions),
+        TopicSpec(t.name("dead_letter"), 1, {"retention.ms": str(int(t.dead_letter_retention_days * DAY_MS))}),
+        TopicSpec(t.name("export_ledger"), 1),
+        TopicSpec(dedupe_changelog(settings), t.partitions,
+                  {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
+    ]
