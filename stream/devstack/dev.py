@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream.devstack.sample import SampleEvents
 from stream.devstack.services import Service, local_aws_env, start_broker, start_moto
+from stream.events.batch import EventBatch
 from stream.events.timefmt import HOUR_MS, hour_label
 from stream.export.ledger import LedgerRecord
 
@@ -84,6 +85,24 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
             svc.stop()
 
 
+class _ValidCounter:
+    """Counts the events the worker has validated (events.valid), to pace the demo's backfill."""
+
+    def __init__(self, bootstrap: str):
+        self.consumer = AIOKafkaConsumer("events.valid", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                         enable_auto_commit=False)
+        self.count = 0
+
+    async def wait_for(self, expected: int, say: Callable[[str], None], timeout: float = 90) -> None:
+        deadline, shown = time.monotonic() + timeout, False
+        while self.count < expected and time.monotonic() < deadline:
+            for recs in (await self.consumer.getmany(timeout_ms=500)).values():
+                self.count += sum(len(EventBatch.decode(r.value)) for r in recs)
+            if self.count < expected and not shown:
+                say("  waiting for the worker to read them ...")
+                shown = True
+
+
 async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | None, rate: float, backfill: int,
                say: Callable[[str], None], t0: float) -> int:
     produced: Counter[str] = Counter()
@@ -92,7 +111,9 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
 
     async def produce() -> None:
         p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        counter = _ValidCounter(bootstrap)
         await p.start()
+        await counter.consumer.start()
         try:
             samples = SampleEvents()
             now = int(time.time() * 1000)
@@ -102,8 +123,11 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                 for s in samples.stream(h, h + HOUR_MS - 1, backfill):
                     await p.send("events.ingest", s.value, key=s.key, timestamp_ms=s.timestamp_ms)
                     produced[s.kind] += 1
+                await p.flush()
                 say(f"produced {backfill} sample events stamped {day} {hour}:00-{hour}:59 UTC")
-            await p.flush()
+                # Hours close when the data moves past them: let the worker read this hour before the next,
+                # so the demo's compressed hours do not interleave (live traffic never needs this).
+                await counter.wait_for(produced["event"] + produced["duplicate"], say)
             say(f"producing {rate:g} live events/s (about 3% re-sent duplicates, 1% invalid) ...")
             while not stop.is_set():
                 t = int(time.time() * 1000)
@@ -115,6 +139,7 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                 except asyncio.TimeoutError:
                     pass
         finally:
+            await counter.consumer.stop()
             await p.stop()
 
     async def tail_ledger() -> None:

@@ -157,7 +157,7 @@ def decode(value: bytes | None, key: bytes | None, rules: Rules) -> dict[str, An
             return Rejected(Reason.INVALID_KEY, None, f"the message key is not UTF-8 ({exc.reason} at byte {exc.start})")
     try:
         obj = _json_decode(value)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         try:
             value.decode()
         except UnicodeDecodeError as uexc:
@@ -473,7 +473,7 @@ def normalize_message(value: bytes | None, key: bytes | None, project: int, time
     if value and len(value) <= rules.max_event_bytes and (key is None or _is_utf8(key)):
         try:
             return _fast(value, project, timestamp_ms, origin, rules)
-        except (msgspec.MsgspecError, _NotFast):
+        except (msgspec.MsgspecError, UnicodeDecodeError, _NotFast):
             pass
     obj = decode(value, key, rules)
     if isinstance(obj, Rejected):

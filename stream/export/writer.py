@@ -22,6 +22,7 @@ class _Open:
     hour: int
     start_offset: int
     end_offset: int
+    opened_latest_ms: int
     spool: GzipLinesSpool
 
 
@@ -63,7 +64,7 @@ class PartitionWriter:
         obj = self._open.get(hour)
         if obj is None:
             path = self._spool_dir / f"p{self.partition}-h{hour}-o{offset}.json.gz.part"
-            obj = self._open[hour] = _Open(hour, offset, offset, GzipLinesSpool(path))
+            obj = self._open[hour] = _Open(hour, offset, offset, self.latest_event_ms, GzipLinesSpool(path))
         obj.spool.write_lines(lines)
         obj.end_offset = offset
         closed = []
@@ -79,8 +80,9 @@ class PartitionWriter:
 
     def tick(self, now_ms: int, idle: bool) -> list[ClosedObject]:
         """Close the hours that are over (see ``rotation``)."""
-        due = [(h, r) for h in sorted(self._open)
-               if (r := hour_close_reason(h, self.latest_event_ms, idle, now_ms, self._grace_ms)) is not None]
+        due = [(h, r) for h, o in sorted(self._open.items())
+               if (r := hour_close_reason(h, o.opened_latest_ms, self.latest_event_ms, idle, now_ms,
+                                          self._grace_ms)) is not None]
         return [self._close(h, r) for h, r in due]
 
     def _close(self, hour: int, reason: CloseReason) -> ClosedObject:

@@ -1,0 +1,64 @@
+from types import SimpleNamespace
+
+import fastavro
+
+from stream.events import avro, deadletter
+from stream.events.batch import EventBatch, Origin
+from stream.events.ingest import ingest_records
+from stream.events.normalize import Rules
+from stream.events.partitioning import partition_for
+
+H = 1709967600000
+
+
+def rec(offset, value, key=None, ts=H + 5, headers=()):
+    return SimpleNamespace(offset=offset, value=value, key=key, timestamp=ts, headers=headers)
+
+
+def test_every_schema_parses():
+    for name in ("event", "event_batch", "dead_letter", "export_ledger"):
+        assert fastavro.parse_schema(avro.schema(name)) is not None
+
+
+def test_partitioning_matches_kafkas_default_partitioner():
+    # values of the Java client's murmur2 for these keys (Utils.toPositive(murmur2(key)) % n)
+    from aiokafka.partitioner import murmur2
+    assert partition_for("device-1", 4) == (murmur2(b"device-1") & 0x7FFFFFFF) % 4
+    assert murmur2(b"21") == -973932308  # the Java client's known value
+
+
+def test_a_poll_becomes_batches_per_target_partition_and_hour_plus_dead_letters():
+    recs = [rec(0, b'{"event_type":"a","device_id":"device-1","insert_id":"i1"}'),
+            rec(1, b'{"event_type":"a","device_id":"device-2"}', ts=H + 3_600_000),
+            rec(2, b'{"bad json'),
+            rec(3, b'{"event_type":"b","device_id":"device-1"}', headers=(("project", b"7"),))]
+    res = ingest_records(recs, "events.ingest", 0, projects=frozenset({424242, 7}), default_project=424242,
+                         rules=Rules(), partitions=4, max_events=100, now_ms=99)
+    assert res.valid == 3
+    assert dict(res.reasons) == {"malformed_json": 1}
+    got = sorted((t, b.project, b.hour, b.offsets, b.origin) for t, b in res.batches)
+    p1, p2 = partition_for("device-1", 4), partition_for("device-2", 4)
+    assert got == sorted([(p1, 424242, H, [0], Origin("events.ingest", 0, 0)),
+                          (p2, 424242, H + 3_600_000, [1], Origin("events.ingest", 0, 1)),
+                          (p1, 7, H, [3], Origin("events.ingest", 0, 3))])
+    (key, dl), = res.dead
+    d = deadletter.decode(dl)
+    assert (d["reason"], d["field"], d["topic"], d["partition"], d["offset"], d["value"], d["rejected_at"]) == \
+        ("malformed_json", None, "events.ingest", 0, 2, b'{"bad json', 99)
+
+
+def test_an_unknown_project_header_is_dead_lettered():
+    res = ingest_records([rec(0, b'{"event_type":"a","device_id":"device-1"}', headers=(("project", b"5"),))],
+                         "events.ingest", 0, projects=frozenset({1}), default_project=None, rules=Rules(),
+                         partitions=1, max_events=10, now_ms=0)
+    assert dict(res.reasons) == {"unknown_project": 1}
+    assert deadletter.decode(res.dead[0][1])["detail"] == "project 5 is not configured (projects[].id)"
+
+
+def test_batches_round_trip_and_select_keeps_the_masked_events():
+    b = EventBatch(424242, H, Origin("events.ingest", 1, 9), [8, 9], [b"k1", b""], [H + 1, H + 2],
+                   [b"a" * 16, b"b" * 16], [b'{"x":1}', b'{"x":2}'])
+    assert EventBatch.decode(b.encode()) == b
+    s = b.select([False, True], Origin("events.valid", 0, 3))
+    assert (s.lines, s.keys, s.times, s.offsets, s.origin) == ([b'{"x":2}'], [b""], [H + 2], [],
+                                                               Origin("events.valid", 0, 3))

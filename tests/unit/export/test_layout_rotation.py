@@ -1,0 +1,47 @@
+import pytest
+
+from stream.events.timefmt import HOUR_MS, format_ms, hour_label, hour_start
+from stream.export.layout import amplitude_key, object_number, parse_number
+from stream.export.rotation import CloseReason, hour_close_reason, size_reached
+
+H7 = 1709967600000  # 2024-03-09 07:00 UTC
+
+
+def test_keys_follow_amplitudes_layout_with_an_unpadded_hour():
+    assert amplitude_key("amp/", 424242, H7, 0, 0) == "amp/424242/424242_2024-03-09_7#0.json.gz"
+    assert amplitude_key("amp/", 424242, H7, 1, 0) == "amp/424242/424242_2024-03-09_7#1.json.gz"
+    assert amplitude_key("", 187520, 1579971600000, 3, 1234) == "187520/187520_2020-01-25_17#1234003.json.gz"
+
+
+def test_the_key_number_gives_back_partition_and_start_offset():
+    assert parse_number(object_number(7, 98765)) == (7, 98765)
+    with pytest.raises(ValueError):
+        object_number(1000, 0)
+
+
+def test_timestamps_use_the_export_format_in_utc():
+    assert format_ms(H7 + 62_123) == "2024-03-09 07:01:02.123000"
+    assert hour_start(H7 + 59 * 60_000) == H7
+    assert hour_label(H7) == ("2024-03-09", 7)
+
+
+def test_an_hour_closes_when_the_data_passes_its_end_plus_grace():
+    assert hour_close_reason(H7, H7, H7 + HOUR_MS + 19_999, False, 0, 20_000) is None
+    assert hour_close_reason(H7, H7, H7 + HOUR_MS + 20_000, False, 0, 20_000) is CloseReason.HOUR_CLOSED
+
+
+def test_an_idle_partition_closes_the_hour_by_the_clock():
+    assert hour_close_reason(H7, H7, H7 + 5, True, H7 + HOUR_MS + 19_999, 20_000) is None
+    assert hour_close_reason(H7, H7, H7 + 5, True, H7 + HOUR_MS + 20_000, 20_000) is CloseReason.IDLE
+    assert hour_close_reason(H7, H7, H7 + 5, False, H7 + 2 * HOUR_MS, 20_000) is None
+
+
+def test_a_straggler_object_waits_a_grace_after_it_opened():
+    opened = H7 + 3 * HOUR_MS
+    assert hour_close_reason(H7, opened, opened + 19_999, False, 0, 20_000) is None
+    assert hour_close_reason(H7, opened, opened + 20_000, False, 0, 20_000) is CloseReason.HOUR_CLOSED
+
+
+def test_size_rotation_is_counted_on_uncompressed_bytes():
+    assert not size_reached(99, 100)
+    assert size_reached(100, 100)

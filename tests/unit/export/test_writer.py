@@ -1,0 +1,102 @@
+"""The exporter's core with in-memory storage and a fake clock: exact keys, contents, commits."""
+
+import asyncio
+import gzip
+
+from stream.clock import FakeClock
+from stream.events.batch import EventBatch, Origin
+from stream.export.ledger import LedgerIndex, LedgerRecord
+from stream.export.storage import MemoryStorage
+from stream.settings import load_settings
+from stream.agents.export import Exporter
+
+H7 = 1709967600000  # 2024-03-09 07:00 UTC
+HOUR = 3_600_000
+
+
+def settings(**dest):
+    return load_settings(None, projects=[{"id": 424242}, {"id": 7}], destinations=[
+        {"name": "main", "project": 424242, "bucket": "bkt", "prefix": "amp/", "close_grace_s": 20, **dest}])
+
+
+def batch(hour, lines, times=None, project=424242):
+    times = times or [hour + 1000] * len(lines)
+    return EventBatch(project, hour, Origin("events.valid", 0, 0), [], [b""] * len(lines), times,
+                      [b"u" * 16] * len(lines), lines).encode()
+
+
+def make(tmp_path, ledger=None, **dest):
+    s = settings(**dest)
+    records = []
+
+    async def append(rec):
+        records.append(rec)
+    storage = MemoryStorage()
+    ex = Exporter(s, s.destinations[0], storage, FakeClock(H7 + 2 * HOUR), tmp_path, append, ledger or LedgerIndex())
+    return ex, storage, records
+
+
+def finish_all(ex, closed):
+    async def go():
+        for obj in closed:
+            await ex.finish(obj)
+    asyncio.run(go())
+
+
+def test_an_hour_is_written_once_its_partition_moves_past_it(tmp_path):
+    ex, storage, records = make(tmp_path)
+    assert ex.add(3, 10, batch(H7, [b'{"a":1}', b'{"a":2}'])) == []
+    assert ex.add(3, 11, batch(H7, [b'{"a":3}'])) == []
+    assert ex.committable() == {3: 10}
+    closed = ex.add(3, 12, batch(H7 + HOUR, [b'{"b":1}'], [H7 + HOUR + 20_000]))
+    assert [c.key for c in closed] == ["amp/424242/424242_2024-03-09_7#10003.json.gz"]
+    finish_all(ex, closed)
+    assert gzip.decompress(storage.objects[("bkt", "amp/424242/424242_2024-03-09_7#10003.json.gz")]) == \
+        b'{"a":1}\n{"a":2}\n{"a":3}\n'
+    assert [(r.key, r.start_offset, r.end_offset, r.events, r.reason) for r in records] == [
+        ("amp/424242/424242_2024-03-09_7#10003.json.gz", 10, 11, 3, "hour_closed")]
+    assert ex.committable() == {3: 12}   # hour 8 is still open from offset 12
+
+
+def test_other_projects_are_skipped_but_their_offsets_committed(tmp_path):
+    ex, storage, _ = make(tmp_path)
+    assert ex.add(0, 0, batch(H7, [b"x"], project=7)) == []
+    assert ex.committable() == {0: 1}
+
+
+def test_a_straggler_for_a_closed_hour_goes_into_a_new_object(tmp_path):
+    ex, storage, _ = make(tmp_path)
+    ex.add(0, 0, batch(H7, [b"a"]))
+    finish_all(ex, ex.add(0, 1, batch(H7 + HOUR, [b"b"], [H7 + HOUR + 30_000])))
+    assert ex.add(0, 2, batch(H7, [b"late"])) == []
+    assert ex.add(0, 3, batch(H7, [b"later"])) == []      # the same straggler object
+    closed = ex.tick(idle_partitions={0})  # the clock is past the straggler's deadline, not hour 8's
+    assert [c.key for c in closed] == ["amp/424242/424242_2024-03-09_7#2000.json.gz"]
+    finish_all(ex, closed)
+    assert set(storage.objects) == {("bkt", "amp/424242/424242_2024-03-09_7#0.json.gz"),
+                                    ("bkt", "amp/424242/424242_2024-03-09_7#2000.json.gz")}
+    assert gzip.decompress(storage.objects[("bkt", "amp/424242/424242_2024-03-09_7#2000.json.gz")]) == \
+        b"late\nlater\n"
+    assert ex.committable() == {0: 1}   # hour 8, open since offset 1
+
+
+def test_objects_rotate_at_the_size_limit(tmp_path):
+    ex, storage, records = make(tmp_path, max_object_bytes=10)
+    assert ex.add(0, 0, batch(H7, [b"12345"])) == []
+    closed = ex.add(0, 1, batch(H7, [b"67890"]))
+    assert [(c.key, c.reason.value) for c in closed] == [("amp/424242/424242_2024-03-09_7#0.json.gz", "size")]
+    finish_all(ex, closed)
+    ex.add(0, 2, batch(H7, [b"x"]))
+    assert ex.committable() == {0: 2}
+
+
+def test_after_a_restart_events_already_in_a_written_object_are_skipped(tmp_path):
+    written = LedgerRecord("main", 424242, "events.accepted", 0, H7, "bkt", "amp/424242/424242_2024-03-09_7#0.json.gz",
+                           0, 4, 9, 100, "hour_closed", 0)
+    ex, storage, _ = make(tmp_path, ledger=LedgerIndex([written]))
+    assert ex.add(0, 3, batch(H7, [b"old"])) == []        # inside #0 already
+    ex.add(0, 5, batch(H7, [b"new"]))
+    closed = ex.tick(idle_partitions={0})
+    assert [c.key for c in closed] == ["amp/424242/424242_2024-03-09_7#5000.json.gz"]
+    finish_all(ex, closed)
+    assert gzip.decompress(storage.objects[("bkt", closed[0].key)]) == b"new\n"

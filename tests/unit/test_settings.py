@@ -1,0 +1,43 @@
+import pytest
+
+from stream.errors import ConfigError
+from stream.settings import field_reference, load_settings
+
+
+def test_the_example_configuration_is_valid():
+    s = load_settings("examples/stream.yaml")
+    assert [d.name for d in s.destinations] == ["amplitude-raw"]
+    assert s.destinations[0].encryption.type == "sse-s3"
+
+
+def test_an_unknown_key_is_rejected_with_its_path(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("projects: [{id: 1}]\ndestinations:\n  - {name: a, project: 1, bucket: bkt, bukcet: x}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(f)
+    assert str(e.value) == f"invalid configuration in {f}: destinations[0].bukcet: unknown key"
+
+
+def test_environment_variables_override_the_file(tmp_path, monkeypatch):
+    f = tmp_path / "c.yaml"
+    f.write_text("kafka: {bootstrap_servers: 'a:1'}\n")
+    monkeypatch.setenv("STREAM_KAFKA__BOOTSTRAP_SERVERS", "b:2")
+    assert load_settings(f).kafka.bootstrap_servers == "b:2"
+
+
+def test_a_destination_must_name_a_declared_project():
+    with pytest.raises(ConfigError, match=r"destinations\[0\]\.project: project 9 is not declared"):
+        load_settings(None, destinations=[{"name": "a", "project": 9, "bucket": "bkt"}])
+
+
+def test_sse_kms_needs_a_key():
+    with pytest.raises(ConfigError, match="kms_key_id is required"):
+        load_settings(None, projects=[{"id": 1}], destinations=[
+            {"name": "a", "project": 1, "bucket": "bkt", "encryption": {"type": "sse-kms"}}])
+
+
+def test_every_field_is_documented():
+    rows = field_reference()
+    assert ("kafka.bootstrap_servers", "'127.0.0.1:9092'",
+            "Kafka bootstrap servers, comma separated (host:port,...).") in rows
+    assert [p for p, _, doc in rows if not doc] == []
