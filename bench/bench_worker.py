@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -345,6 +346,8 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
     lasts = asyncio.run(first_timestamps(stack.bootstrap, t.name("accepted"), PARTITIONS, last_end))
     t_last_accepted = max(lasts.values()) / 1000 if lasts else float("nan")
     wall = t_last - t_first
+    marks = log_times(log_path)
+    res["milestones_after_first_output_s"] = {k: round(v - t_first, 3) for k, v in marks.items()}
     reasons: dict[str, int] = {}
     for _, rec in ledger:
         reasons[rec.reason] = reasons.get(rec.reason, 0) + 1
@@ -354,6 +357,24 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
         "cpu_s": sampler.between("worker", t_first, t_last), "broker_cpu_s": sampler.between("broker", t_first, t_last),
         "moto_cpu_s": sampler.between("moto", t_first, t_last)})
     return res
+
+
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+
+
+def log_times(path: Path) -> dict[str, float]:
+    """Wall times of the worker's start-up milestones, from its log (local time, ms)."""
+    marks = {"faust_ready": "[^Worker]: Ready", "ingest_reading": "ingest: reading",
+             "export_reading": "export bench: reading"}
+    out: dict[str, float] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = LOG_TIME.match(line)
+        if not m:
+            continue
+        for k, text in marks.items():
+            if k not in out and text in line:
+                out[k] = time.mktime(time.strptime(m[1], "%Y-%m-%d %H:%M:%S")) + int(m[2]) / 1000
+    return out
 
 
 def clean(r: Run) -> None:

@@ -1,0 +1,135 @@
+"""events.ingest -> dedupe -> hourly objects on S3, against the real broker and S3 endpoint."""
+
+import asyncio
+import gzip
+from collections import Counter
+
+import boto3
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream.events import deadletter
+from stream.events.batch import EventBatch
+from stream.export.layout import amplitude_key
+from stream.export.ledger import LedgerRecord
+from stream.kafka import ensure_topics, read_all
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+H7 = 1709967600000   # 2024-03-09 07:00 UTC
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def ev(n, device="device-0001", **kw):
+    return {"event_type": "Page Viewed", "device_id": device, "user_id": f"user-{n:04d}", "insert_id": f"ins-{n}",
+            "event_properties": {"n": n}, **kw}
+
+
+# (value, timestamp, expected outcome)
+INPUTS = [
+    (ev(1), H7 + 1_000, "exported"),
+    (ev(2, device="device-0002"), H7 + 2_000, "exported"),
+    (ev(1), H7 + 3_000, "duplicate"),                                   # same device + insert_id
+    (ev(3, insert_id=None), H7 + 4_000, "exported"),
+    (ev(3, insert_id=None), H7 + 5_000, "exported"),                    # no insert_id: never deduplicated
+    (ev(4, device="device-0003"), H7 + HOUR + 1_000, "exported"),
+    (ev(2, device="device-0002"), H7 + HOUR + 2_000, "duplicate"),      # duplicate in the next hour
+    (ev(5), H7 + 2 * HOUR + 1, "exported"),
+    (ev(1), H7 + 1_000 + 7 * DAY, "exported"),                          # 7 days later: accepted again
+    (b"", H7 + 6_000, "empty_message"),
+    (b'{"event_type": "x", "user_id"', H7 + 6_000, "malformed_json"),
+    (b'["not", "an", "object"]', H7 + 6_000, "not_an_object"),
+    ({"user_id": "user-0009"}, H7 + 6_000, "missing_event_type"),
+    ({"event_type": "", "user_id": "user-0009"}, H7 + 6_000, "missing_event_type"),
+    ({"event_type": "x"}, H7 + 6_000, "missing_id"),
+    ({"event_type": "x", "user_id": "user-0009", "time": "yesterday"}, H7 + 6_000, "invalid_type"),
+    ({"event_type": "x", "user_id": "user-0009", "event_properties": [1]}, H7 + 6_000, "invalid_type"),
+    ({"event_type": "x", "user_id": "user-0009", "colour": "red"}, H7 + 6_000, "unknown_field"),
+    ({"event_type": "x", "user_id": "user-0009", "p": "a" * 2_000_000}, H7 + 6_000, "too_large"),
+    (b'{"event_type": "caf\xe9", "user_id": "user-0009"}', H7 + 6_000, "invalid_utf8"),
+]
+
+
+def encode(v):
+    return v if isinstance(v, bytes) else orjson.dumps({k: x for k, x in v.items() if x is not None})
+
+
+async def produce(settings):
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, max_request_size=4 << 20)
+    await p.start()
+    try:
+        topic = settings.topics.name("ingest")
+        for value, ts, _ in INPUTS:
+            await (await p.send(topic, encode(value), key=b"k", timestamp_ms=ts))
+        await (await p.send(topic, b'{"event_type":"x","user_id":"user-0009"}', key=b"\xff\xfe",
+                            timestamp_ms=H7 + 6_000))
+    finally:
+        await p.stop()
+
+
+def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker):
+    settings, _ = deployment
+    dest = settings.destinations[0]
+    asyncio.run(ensure_topics(settings))  # before producing: the producer would auto-create events.ingest
+    proc = worker()
+    asyncio.run(produce(settings))
+    expected = Counter(o for _, _, o in INPUTS)
+    expected["invalid_key"] += 1
+    exported = expected["exported"]
+
+    def ledger():
+        recs = [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+            "export_ledger")))]
+        return recs if sum(r.events for r in recs) >= exported else None
+
+    assert proc.poll() is None
+    records = wait_until(ledger, 120, f"{exported} exported events in the ledger")
+    assert sum(r.events for r in records) == exported
+
+    # every object's key comes from its partition, hour and the first accepted offset it holds
+    accepted = asyncio.run(read_all(settings, settings.topics.name("accepted")))
+    first = {}
+    for m in accepted:
+        b = EventBatch.decode(m.value)
+        first.setdefault((m.partition, b.hour), m.offset)
+    assert sorted(r.key for r in records) == sorted(
+        amplitude_key("amp/", 424242, hour, p, off) for (p, hour), off in first.items())
+    assert {r.key.split("#")[0] for r in records} == {
+        "amp/424242/424242_2024-03-09_7", "amp/424242/424242_2024-03-09_8", "amp/424242/424242_2024-03-09_9",
+        "amp/424242/424242_2024-03-16_7"}
+
+    # the bucket holds exactly those objects, and their rows are the exported events
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest.bucket)["Contents"])
+    assert keys == sorted(r.key for r in records)
+    rows = []
+    for k in keys:
+        obj = s3.get_object(Bucket=dest.bucket, Key=k)
+        assert obj["ServerSideEncryption"] == "AES256"
+        rows += [orjson.loads(line) for line in gzip.decompress(obj["Body"].read()).splitlines()]
+    got = sorted((r["event_properties"]["n"], r["server_upload_time"], r["$insert_id"]) for r in rows)
+    assert got == [(1, "2024-03-09 07:00:01.000000", "ins-1"), (1, "2024-03-16 07:00:01.000000", "ins-1"),
+                   (2, "2024-03-09 07:00:02.000000", "ins-2"), (3, "2024-03-09 07:00:04.000000", None),
+                   (3, "2024-03-09 07:00:05.000000", None), (4, "2024-03-09 08:00:01.000000", "ins-4"),
+                   (5, "2024-03-09 09:00:00.001000", "ins-5")]
+    assert len({r["uuid"] for r in rows}) == len(rows)
+    one = next(r for r in rows if r["event_properties"]["n"] == 4)
+    assert (one["app"], one["device_id"], one["user_id"], one["event_type"], one["client_event_time"],
+            one["session_id"], one["amplitude_id"]) == (424242, "device-0003", "user-0004", "Page Viewed",
+                                                        "2024-03-09 08:00:01.000000", -1, None)
+
+    # every rejected input is in the dead-letter topic with its reason and source coordinates
+    dead = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
+    assert Counter(d["reason"] for d in dead) == Counter(
+        {k: v for k, v in expected.items() if k not in ("exported", "duplicate")})
+    assert all(d["topic"] == settings.topics.name("ingest") and d["partition"] == 0 for d in dead)
+    by_reason = {d["reason"]: d for d in dead}
+    assert by_reason["unknown_field"]["field"] == "colour"
+    assert by_reason["malformed_json"]["value"] == b'{"event_type": "x", "user_id"'
+    assert by_reason["malformed_json"]["offset"] == 10
+
+    # nothing lost: exported + duplicates + dead-lettered = produced
+    assert len(rows) + expected["duplicate"] + len(dead) == len(INPUTS) + 1
