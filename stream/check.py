@@ -92,6 +92,9 @@ async def run_checks(settings: Settings, timeout: float, say: Callable[[str], No
         except asyncio.TimeoutError:
             say(f"{what}: no answer within {timeout:.0f}s")
             return 1
+        except Exception as exc:  # no credentials, endpoint unreachable...
+            say(f"{what}: {type(exc).__name__}: {exc}")
+            return 1
     problems = await bounded(check_broker(settings, say), "kafka")
     for d in settings.destinations:
         problems += await bounded(check_destination(settings, d, say), f"destination {d.name}")
