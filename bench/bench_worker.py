@@ -204,6 +204,31 @@ async def first_timestamps(bootstrap: str, topic: str, partitions: int, offsets:
         await c.stop()
 
 
+async def topic_span(bootstrap: str, topic: str, partitions: int) -> dict:
+    """First and last Kafka timestamp (s), records and bytes of a whole topic (read after the run, untimed).
+
+    Reads until two polls in a row come back empty: Tansu's end offsets can be short."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
+                         fetch_max_bytes=50 << 20, max_partition_fetch_bytes=8 << 20)
+    await c.start()
+    try:
+        c.assign([TopicPartition(topic, p) for p in range(partitions)])
+        await c.seek_to_beginning()
+        lo, hi, n, size, empty = None, None, 0, 0, 0
+        while empty < 2:
+            polled = await c.getmany(timeout_ms=500)
+            empty = 0 if polled else empty + 1
+            for recs in polled.values():
+                for m in recs:
+                    lo = m.timestamp if lo is None else min(lo, m.timestamp)
+                    hi = m.timestamp if hi is None else max(hi, m.timestamp)
+                    n += 1
+                    size += len(m.value or b"")
+        return {"first": (lo or 0) / 1000, "last": (hi or 0) / 1000, "records": n, "bytes": size}
+    finally:
+        await c.stop()
+
+
 async def watch_ledger(bootstrap: str, topic: str, expected: int, proc: subprocess.Popen, timeout: float,
                        on_first_output=None, first_topic: str | None = None) -> dict:
     """Read exports.ledger until the exported events reach ``expected`` (or the worker dies / time runs out)."""
@@ -346,6 +371,13 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
     lasts = asyncio.run(first_timestamps(stack.bootstrap, t.name("accepted"), PARTITIONS, last_end))
     t_last_accepted = max(lasts.values()) / 1000 if lasts else float("nan")
     wall = t_last - t_first
+    spans = {"valid": asyncio.run(topic_span(stack.bootstrap, t.name("valid"), PARTITIONS))} \
+        if r.variant == "ingest" else {}
+    spans["accepted"] = asyncio.run(topic_span(stack.bootstrap, t.name("accepted"), PARTITIONS))
+    res["timeline_s"] = {f"{k}_{e}": round(v[e] - t_first, 3) for k, v in spans.items() for e in ("first", "last")}
+    res["timeline_s"]["ledger_last"] = round(t_last - t_first, 3)
+    res["topic_bytes"] = {k: v["bytes"] for k, v in spans.items()}
+    res["topic_records"] = {k: v["records"] for k, v in spans.items()}
     marks = log_times(log_path)
     res["milestones_after_first_output_s"] = {k: round(v - t_first, 3) for k, v in marks.items()}
     reasons: dict[str, int] = {}
@@ -498,7 +530,7 @@ def main() -> int:
                                 log(f"  worker: {x['events_per_s']:,.0f} ev/s (wall {x['wall_s']:.2f}s, start-up "
                                     f"{x['startup_s']:.1f}s, idle-close tail {x['tail_after_last_accepted_s']:.2f}s), "
                                     f"{x['exported']:,} exported in {x['objects']} objects, cpu {x['cpu_s']:.1f}s, "
-                                    f"broker cpu {x['broker_cpu_s']:.1f}s, rss {x['peak_rss_mb']:.0f} MB")
+                                    f"broker cpu {x['broker_cpu_s']:.1f}s, rss {x['peak_rss_mb']:.0f} MB; timeline {x['timeline_s']}")
                     results.append(one)
                 finally:
                     if r is not None:
