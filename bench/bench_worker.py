@@ -350,12 +350,14 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
         if proc.poll() is None:
             hwm_kb = status_kb(proc.pid, "VmHWM")
     finally:
-        for s in spy:
-            stop_proc(s, signal.SIGINT, 60)
-        sampler.stop()
-        worker_cpu_total = sampler.samples["worker"][-1][1] if sampler.samples["worker"] else 0.0
-        stop_proc(proc)
-        logf.close()
+        try:
+            for s in spy:
+                stop_proc(s, signal.SIGINT, 60)
+            sampler.stop()
+            worker_cpu_total = sampler.samples["worker"][-1][1] if sampler.samples["worker"] else 0.0
+        finally:
+            stop_proc(proc)
+            logf.close()
     res: dict = {"status": watched["status"], "exported": watched["exported"], "expected": w.originals,
                  "log": str(log_path), "peak_rss_mb": hwm_kb / 1024, "worker_cpu_total_s": worker_cpu_total}
     ledger = watched["ledger"]
