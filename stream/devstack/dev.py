@@ -43,6 +43,8 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path) -> dict:
 def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int, say: Callable[[str], None]) -> int:
     workdir = workdir.resolve()
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    # SIGTERM (a supervisor, `timeout`) stops everything we started, as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     os.environ.update(local_aws_env())
     started: list[Service] = []
     worker: subprocess.Popen | None = None
