@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from stream import kafka, metrics
 from stream.clock import Clock
-from stream.events.batch import EventBatch
+from stream.events.batch import decode_rows
 from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import PutRequest, S3Storage, Storage
@@ -45,13 +45,13 @@ class Exporter:
         return w
 
     def add(self, partition: int, offset: int, value: bytes) -> list[ClosedObject]:
-        batch = EventBatch.decode(value)
+        rows = decode_rows(value)
         w = self.writer(partition)
-        if batch.project != self.dest.project or not batch.lines:
+        if rows.project != self.dest.project or not rows.count:
             w.skip(offset)
             return []
         skipped = w.skipped_events
-        closed = w.add(offset, batch.hour, batch.lines, max(batch.times))
+        closed = w.add(offset, rows.hour, rows.blob, rows.count, rows.latest_ms)
         if w.skipped_events != skipped:
             metrics.EXPORT_SKIPPED.labels(self.dest.name).inc(w.skipped_events - skipped)
         return closed

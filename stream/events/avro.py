@@ -25,5 +25,37 @@ def encode(name: str, record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+@cache
+def head_schema(name: str) -> Any:
+    """``schemas/<name>.avsc`` without its last field, which must be ``bytes`` (see ``encode_with_tail``)."""
+    full = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+    if full["fields"][-1]["type"] != "bytes":
+        raise ValueError(f"the last field of {name} is not bytes")
+    full["fields"] = full["fields"][:-1]
+    full["name"] += "Head"
+    return fastavro.parse_schema(full)
+
+
+def encode_with_tail(name: str, head: dict[str, Any], tail: bytes) -> bytes:
+    """Avro binary of a record whose last field is the bytes ``tail``, without copying ``tail`` through fastavro.
+
+    A record is its fields encoded one after the other, and ``bytes`` is a zig-zag
+    varint length followed by the bytes, so this equals ``encode(name, {**head, last: tail})``.
+    """
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, head_schema(name), head)
+    return b"".join((buf.getvalue(), _long(len(tail)), tail))
+
+
+def _long(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)  # zig-zag
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def decode(name: str, data: bytes) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(data), schema(name), None)

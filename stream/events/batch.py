@@ -7,8 +7,10 @@ and the exporter writes a batch's rows without decoding them.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from stream.events import avro
 from stream.events.normalize import Normalized
@@ -43,21 +45,23 @@ class EventBatch:
         return len(self.lines)
 
     def encode(self) -> bytes:
-        return avro.encode("event_batch", {
+        return avro.encode_with_tail("event_batch", {
             "project": self.project, "hour": self.hour,
             "origin": {"topic": self.origin.topic, "partition": self.origin.partition, "offset": self.origin.offset},
-            "offsets": self.offsets, "keys": self.keys, "times": self.times, "uuids": self.uuids,
-            "events": b"\n".join(self.lines),
-        })
+            "offsets": _pack(self.offsets), "keys": b"\xff".join(self.keys), "times": _pack(self.times),
+            "uuids": b"".join(self.uuids)}, b"\n".join(self.lines))
 
     @classmethod
     def decode(cls, data: bytes) -> "EventBatch":
         r = avro.decode("event_batch", data)
         o = r["origin"]
-        events = r["events"]
+        times = _unpack(r["times"])
+        n = len(times)
+        u = r["uuids"]
         return cls(project=r["project"], hour=r["hour"], origin=Origin(o["topic"], o["partition"], o["offset"]),
-                   offsets=r["offsets"], keys=r["keys"], times=r["times"], uuids=r["uuids"],
-                   lines=events.split(b"\n") if events else [])
+                   offsets=_unpack(r["offsets"]), keys=r["keys"].split(b"\xff") if n else [], times=times,
+                   uuids=[u[i:i + 16] for i in range(0, 16 * n, 16)],
+                   lines=r["events"].split(b"\n") if n else [])
 
     def select(self, mask: list[bool], origin: Origin) -> "EventBatch":
         """The events whose mask is true, as a batch derived from ``origin``."""
@@ -65,6 +69,38 @@ class EventBatch:
             project=self.project, hour=self.hour, origin=origin, offsets=[],
             keys=[k for k, m in zip(self.keys, mask) if m], times=[t for t, m in zip(self.times, mask) if m],
             uuids=[u for u, m in zip(self.uuids, mask) if m], lines=[ln for ln, m in zip(self.lines, mask) if m])
+
+
+class Rows(NamedTuple):
+    """What an exporter needs of a batch: its rows as one newline-joined blob, never split."""
+
+    project: int
+    hour: int
+    latest_ms: int
+    count: int
+    blob: bytes
+
+
+def decode_rows(data: bytes) -> Rows:
+    r = avro.decode("event_batch", data)
+    times = array("q", r["times"])
+    if sys.byteorder == "big":
+        times.byteswap()
+    return Rows(r["project"], r["hour"], max(times) if times else -1, len(times), r["events"])
+
+
+def _pack(values: list[int]) -> bytes:
+    a = array("q", values)
+    if sys.byteorder == "big":  # the wire format is little-endian
+        a.byteswap()
+    return a.tobytes()
+
+
+def _unpack(data: bytes) -> list[int]:
+    a = array("q", data)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tolist()
 
 
 def group(events: Iterable[tuple[int, Normalized]], topic: str, partition: int, partitions: int,

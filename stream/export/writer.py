@@ -55,17 +55,17 @@ class PartitionWriter:
         self.latest_event_ms = -1
         self.skipped_events = 0
 
-    def add(self, offset: int, hour: int, lines: list[bytes], latest_ms: int) -> list[ClosedObject]:
-        """Take one batch at ``offset``; return the objects to upload now."""
+    def add(self, offset: int, hour: int, blob: bytes, count: int, latest_ms: int) -> list[ClosedObject]:
+        """Take one batch at ``offset`` (``count`` rows joined by newlines); return the objects to upload now."""
         self._next_offset = offset + 1
         if offset <= self._ledger.written_through(self.partition, hour):
-            self.skipped_events += len(lines)   # already inside a written object (a replay)
+            self.skipped_events += count   # already inside a written object (a replay)
             return []
         obj = self._open.get(hour)
         if obj is None:
             path = self._spool_dir / f"p{self.partition}-h{hour}-o{offset}.json.gz.part"
             obj = self._open[hour] = _Open(hour, offset, offset, self.latest_event_ms, GzipLinesSpool(path))
-        obj.spool.write_lines(lines)
+        obj.spool.write_rows(blob, count)
         obj.end_offset = offset
         closed = []
         if size_reached(obj.spool.raw_bytes, self._max_bytes):

@@ -62,3 +62,28 @@ def test_batches_round_trip_and_select_keeps_the_masked_events():
     s = b.select([False, True], Origin("events.valid", 0, 3))
     assert (s.lines, s.keys, s.times, s.offsets, s.origin) == ([b'{"x":2}'], [b""], [H + 2], [],
                                                                Origin("events.valid", 0, 3))
+
+
+def test_an_exporter_reads_a_batchs_rows_as_one_blob():
+    from stream.events.batch import Rows, decode_rows
+    b = EventBatch(7, H, Origin("events.valid", 2, 5), [], [b"k", b""], [H + 9, H + 4], [b"a" * 16, b"b" * 16],
+                   [b'{"x":1}', b'{"x":2}'])
+    assert decode_rows(b.encode()) == Rows(7, H, H + 9, 2, b'{"x":1}\n{"x":2}')
+    empty = EventBatch(7, H, Origin("events.valid", 2, 6))
+    assert decode_rows(empty.encode()) == Rows(7, H, -1, 0, b"")
+    assert EventBatch.decode(empty.encode()) == empty
+
+
+def test_the_fast_batch_encoding_is_plain_avro():
+    b = EventBatch(424242, H, Origin("events.ingest", 3, 2**40), [1, 2**40], [b"k\x00a", b""], [H, -1],
+                   [b"a" * 16, b"b" * 16], [b"x" * 300, b'{"y":2}'])
+    full = avro.encode("event_batch", {
+        "project": 424242, "hour": H, "origin": {"topic": "events.ingest", "partition": 3, "offset": 2**40},
+        "offsets": (1).to_bytes(8, "little") + (2**40).to_bytes(8, "little"), "keys": b"k\x00a\xff",
+        "times": H.to_bytes(8, "little") + (-1).to_bytes(8, "little", signed=True), "uuids": b"a" * 16 + b"b" * 16,
+        "events": b"x" * 300 + b'\n{"y":2}'})
+    assert b.encode() == full
+    head = {k: v for k, v in avro.decode("event_batch", full).items() if k != "events"}
+    for n in (0, 1, 63, 64, 8191, 8192, 2**21):  # varint lengths of 1, 2, 3 and 4 bytes
+        assert avro.encode_with_tail("event_batch", head, b"z" * n) == \
+            avro.encode("event_batch", {**head, "events": b"z" * n})
