@@ -22,6 +22,9 @@ from stream.settings import DestinationSettings, Settings
 
 log = logging.getLogger(__name__)
 
+IDLE_POLL_MS = 200
+"""How long a poll waits for records: an empty poll marks its partitions idle, which lets a past hour close."""
+
 
 class Exporter:
     """One destination's writers, fed by the loop below; also driven directly by component tests."""
@@ -149,7 +152,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         committed: dict[int, int] = {}
         try:
             while True:
-                polled = await consumer.getmany(timeout_ms=1000, max_records=2000)
+                polled = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=2000)
                 closed: list[ClosedObject] = []
                 for tp, recs in polled.items():
                     for r in recs:

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, NamedTuple
 from stream.events import avro
 from stream.events.normalize import Normalized
 from stream.events.partitioning import partition_for
-from stream.events.timefmt import hour_start
+from stream.events.timefmt import HOUR_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +112,12 @@ def group(events: Iterable[tuple[int, Normalized]], topic: str, partition: int, 
     default partitioner on the event's device_id), in their source order.
     """
     open_: dict[tuple[int, int, int], EventBatch] = {}
+    targets: dict[str, int] = {}
     for offset, ev in events:
-        target = partition_for(ev.partition_key, partitions)
-        hour = hour_start(ev.upload_ms)
+        target = targets.get(ev.partition_key)
+        if target is None:
+            target = targets[ev.partition_key] = partition_for(ev.partition_key, partitions)
+        hour = ev.upload_ms - ev.upload_ms % HOUR_MS
         k = (target, ev.project, hour)
         b = open_.get(k)
         if b is None:
@@ -124,9 +127,10 @@ def group(events: Iterable[tuple[int, Normalized]], topic: str, partition: int, 
         b.times.append(ev.upload_ms)
         b.uuids.append(ev.uuid)
         b.lines.append(ev.line)
-        b.origin = Origin(topic, partition, offset)
         if len(b.lines) >= max_events:
             del open_[k]
+            b.origin = Origin(topic, partition, offset)
             yield target, b
     for (target, _, _), b in open_.items():
+        b.origin = Origin(topic, partition, b.offsets[-1])
         yield target, b

@@ -52,11 +52,12 @@ def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *,
     """Validate and normalize the records of one source partition, in offset order."""
     res = IngestResult()
     good: list[tuple[int, Normalized]] = []
+    prefix = f"{topic}/{partition}/"
     for r in records:
-        project = project_of(r.headers or (), projects, default_project)
-        if isinstance(project, int):
-            out: Any = normalize_message(r.value, r.key, project, r.timestamp, f"{topic}/{partition}/{r.offset}",
-                                         rules)
+        project = project_of(r.headers, projects, default_project) if r.headers or default_project is None \
+            else default_project
+        if type(project) is int:
+            out: Any = normalize_message(r.value, r.key, project, r.timestamp, prefix + str(r.offset), rules)
         else:
             out = project
         if type(out) is Normalized:

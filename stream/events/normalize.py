@@ -369,6 +369,9 @@ class _Fast(msgspec.Struct, forbid_unknown_fields=True):
 
 assert {f.encode_name for f in msgspec.structs.fields(_Fast)} == set(INPUT_FIELDS), "_Fast must mirror INPUT_FIELDS"
 _fast_decode = msgspec.json.Decoder(_Fast).decode
+_ROW_NAMES = tuple(f.replace("$", "dollar_") for f in EXPORT_FIELDS)
+_Row = msgspec.defstruct("_Row", _ROW_NAMES, rename=dict(zip(_ROW_NAMES, EXPORT_FIELDS)))
+"""The export row as a Struct: built positionally in C, encoded with its columns in order."""
 
 
 class _NotFast(Exception):
@@ -433,26 +436,27 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         if e.currency is not None: revenue["$currency"] = e.currency  # noqa: E701
         props = {**_json_decode(props), **revenue} if props is not None else revenue
 
-    row = {
-        "$insert_id": insert_id, "$schema": None, "adid": e.adid, "amplitude_attribution_ids": None,
-        "amplitude_event_type": None, "amplitude_id": None, "app": project, "city": e.city,
-        "client_event_time": client_s, "client_upload_time": received_s, "country": e.country, "data": data,
-        "device_brand": e.device_brand, "device_carrier": e.carrier, "device_family": None,
-        "device_id": device_id, "device_manufacturer": e.device_manufacturer, "device_model": e.device_model,
-        "device_type": None, "dma": e.dma, "event_id": e.event_id, "event_properties": props if props is not None else _EMPTY,
-        "event_time": client_s, "event_type": e.event_type,
-        "group_properties": group_props if group_props is not None else _EMPTY,
-        "groups": groups if groups is not None else _EMPTY, "idfa": e.idfa, "ip_address": e.ip,
-        "is_attribution_event": None, "language": e.language, "library": e.library,
-        "location_lat": e.location_lat, "location_lng": e.location_lng, "os_name": e.os_name,
-        "os_version": e.os_version, "paying": None, "platform": e.platform, "processed_time": uploaded_s,
-        "region": e.region, "sample_rate": None, "server_received_time": received_s,
-        "server_upload_time": uploaded_s, "session_id": e.session_id if e.session_id is not None else -1,
-        "start_version": None, "user_id": user_id,
-        "user_properties": user_props if user_props is not None else _EMPTY,
-        "uuid": uuid_str(uid),
-        "version_name": e.version_name if e.version_name is not None else e.app_version,
-    }
+    # one positional argument per export column, in EXPORT_FIELDS order (checked at import below)
+    row = _Row(
+        insert_id, None, e.adid, None,                          # $insert_id $schema adid amplitude_attribution_ids
+        None, None, project, e.city,                            # amplitude_event_type amplitude_id app city
+        client_s, received_s, e.country, data,                  # client_event_time client_upload_time country data
+        e.device_brand, e.carrier, None, device_id,             # device_brand device_carrier device_family device_id
+        e.device_manufacturer, e.device_model, None, e.dma,     # device_manufacturer device_model device_type dma
+        e.event_id, props if props is not None else _EMPTY,     # event_id event_properties
+        client_s, e.event_type,                                 # event_time event_type
+        group_props if group_props is not None else _EMPTY,     # group_properties
+        groups if groups is not None else _EMPTY,               # groups
+        e.idfa, e.ip, None, e.language, e.library,              # idfa ip_address is_attribution_event language library
+        e.location_lat, e.location_lng, e.os_name,              # location_lat location_lng os_name
+        e.os_version, None, e.platform, uploaded_s,             # os_version paying platform processed_time
+        e.region, None, received_s, uploaded_s,                 # region sample_rate server_received_time server_upload_time
+        e.session_id if e.session_id is not None else -1,       # session_id
+        None, user_id,                                          # start_version user_id
+        user_props if user_props is not None else _EMPTY,       # user_properties
+        uuid_str(uid),                                          # uuid
+        e.version_name if e.version_name is not None else e.app_version,  # version_name
+    )
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
