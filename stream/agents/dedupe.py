@@ -8,6 +8,8 @@ from stream import metrics
 from stream.dedup.policy import DAY_MS, decide, encode_changelog
 from stream.dedup.table import DedupeTable
 from stream.events.batch import EventBatch, Origin
+from stream.events.deadletter import not_a_batch
+from stream.events.normalize import Reason
 from stream.settings import Settings
 from stream.topics import dedupe_changelog, dedupe_changelog_retention_ms
 
@@ -17,6 +19,7 @@ def register(app: faust.App, settings: Settings) -> None:
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     valid = app.topic(t.name("valid"), partitions=t.partitions, **raw)
     accepted = app.topic(t.name("accepted"), partitions=t.partitions, **raw)
+    dead = app.topic(t.name("dead_letter"), **raw)
     changelog = app.topic(dedupe_changelog(settings), partitions=t.partitions, internal=True,
                           retention=dedupe_changelog_retention_ms(settings) / 1000, compacting=False,
                           deleting=True, **raw)
@@ -36,7 +39,14 @@ def register(app: faust.App, settings: Settings) -> None:
         """
         async for event in stream.events():
             msg = event.message
-            batch = EventBatch.decode(event.value)
+            try:
+                batch = EventBatch.decode(event.value)
+            except Exception as exc:  # not a batch: kept in the dead-letter topic, never retried
+                await dead.send(key=msg.key, value=not_a_batch(msg.topic, msg.partition, msg.offset,
+                                                               int(msg.timestamp * 1000), msg.key, event.value, exc,
+                                                               settings.kafka.max_request_bytes))
+                metrics.EVENTS_DEAD_LETTERED.labels(Reason.INVALID_BATCH.value).inc()
+                continue
             d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
             origin = Origin(valid_name, msg.partition, msg.offset)
             if d.writes:

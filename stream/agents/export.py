@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from stream import kafka, metrics
 from stream.clock import Clock
 from stream.events.batch import decode_rows
+from stream.events.deadletter import not_a_batch
+from stream.events.normalize import Reason
 from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import PutRequest, S3Storage, Storage
@@ -48,6 +50,7 @@ class Exporter:
         return w
 
     def add(self, partition: int, offset: int, value: bytes) -> list[ClosedObject]:
+        """Take the batch at ``offset``; raises if the message is not a batch."""
         rows = decode_rows(value)
         w = self.writer(partition)
         if rows.project != self.dest.project or not rows.count:
@@ -134,6 +137,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
     producer = kafka.producer(settings.kafka)
     await producer.start()
     ledger_topic = settings.topics.name("export_ledger")
+    dead_topic = settings.topics.name("dead_letter")
 
     async def append_ledger(rec: LedgerRecord) -> None:
         await (await producer.send(ledger_topic, rec.encode(), key=rec.message_key()))
@@ -156,7 +160,14 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                 closed: list[ClosedObject] = []
                 for tp, recs in polled.items():
                     for r in recs:
-                        closed += exporter.add(tp.partition, r.offset, r.value)
+                        try:
+                            closed += exporter.add(tp.partition, r.offset, r.value)
+                        except Exception as exc:  # not a batch: keep it in the dead-letter topic, go on
+                            await (await producer.send(dead_topic, not_a_batch(
+                                tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value, exc,
+                                settings.kafka.max_request_bytes), key=r.key))
+                            metrics.EVENTS_DEAD_LETTERED.labels(Reason.INVALID_BATCH.value).inc()
+                            exporter.writer(tp.partition).skip(r.offset)
                 idle = set()
                 for tp in consumer.assignment():
                     if tp in polled:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stream.events import avro
-from stream.events.normalize import Rejected
+from stream.events.normalize import Reason, Rejected
 
 
 def encode(rejected: Rejected, topic: str, partition: int, offset: int, timestamp_ms: int,
@@ -20,3 +20,13 @@ def encode(rejected: Rejected, topic: str, partition: int, offset: int, timestam
 
 def decode(data: bytes) -> dict[str, Any]:
     return avro.decode("dead_letter", data)
+
+
+def not_a_batch(topic: str, partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None,
+                exc: Exception, max_value_bytes: int) -> bytes:
+    """The dead letter of a message on an internal topic that is not an EventBatch."""
+    import time
+    why = Rejected(Reason.INVALID_BATCH, None, f"the message is not an EventBatch (schemas/event_batch.avsc): "
+                   f"{type(exc).__name__}: {exc}. Only stream and its HTTP API write to this topic.")
+    return encode(why, topic, partition, offset, timestamp_ms, key, value, time.time_ns() // 1_000_000,
+                  max_value_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -9,6 +10,8 @@ from typing import Any, Protocol, Sequence
 from stream.events import deadletter
 from stream.events.batch import EventBatch, group
 from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize_message
+
+log = logging.getLogger(__name__)
 
 PROJECT_HEADER = "project"
 """Message header naming the project of a raw event (ASCII digits); else ingest.default_project."""
@@ -57,7 +60,11 @@ def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *,
         project = project_of(r.headers, projects, default_project) if r.headers or default_project is None \
             else default_project
         if type(project) is int:
-            out: Any = normalize_message(r.value, r.key, project, r.timestamp, prefix + str(r.offset), rules)
+            try:
+                out: Any = normalize_message(r.value, r.key, project, r.timestamp, prefix + str(r.offset), rules)
+            except Exception as exc:  # never crash-loop on one record: keep it, loudly
+                log.exception("unexpected error on %s[%d]@%d", topic, partition, r.offset)
+                out = Rejected(Reason.PROCESSING_ERROR, None, f"unexpected {type(exc).__name__}: {exc}")
         else:
             out = project
         if type(out) is Normalized:

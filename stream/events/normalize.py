@@ -52,6 +52,8 @@ class Reason(str, Enum):
     INVALID_TYPE = "invalid_type"
     INVALID_VALUE = "invalid_value"
     UNKNOWN_FIELD = "unknown_field"
+    INVALID_BATCH = "invalid_batch"          # a message of an internal topic that is not an EventBatch
+    PROCESSING_ERROR = "processing_error"    # an unexpected failure on this record (a bug: please report it)
 
 
 class Rejected(NamedTuple):
