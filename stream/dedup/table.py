@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import faust
-from rocksdict import WriteBatch
+from rocksdict import WriteBatch, WriteOptions
 
 from stream.dedup.policy import decode_changelog
 
@@ -18,9 +18,22 @@ from stream.dedup.policy import decode_changelog
 class DedupeTable(faust.Table):
     """A faust Table whose changelog records each carry the writes of one batch."""
 
+    _unlogged: set[int] = set()
+
     def db(self, partition: int) -> Any:
-        """The RocksDB (rocksdict) of one partition."""
-        return self.data._db_for_partition(partition)
+        """The RocksDB (rocksdict) of one partition, written without RocksDB's write-ahead log.
+
+        The changelog topic is the log: after a crash RocksDB reopens at its last
+        flushed state, whose persisted changelog offset is no later than its data,
+        and recovery replays the changelog from there.
+        """
+        db = self.data._db_for_partition(partition)
+        if id(db) not in self._unlogged:
+            wo = WriteOptions()
+            wo.disable_wal = True
+            db.set_write_options(wo)
+            self._unlogged.add(id(db))
+        return db
 
     def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
         return self.db(partition).get(keys)

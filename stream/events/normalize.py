@@ -22,12 +22,22 @@ UUID_NAMESPACE = uuidlib.UUID("6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f")
 """Namespace of the uuid5 derived from an event's source coordinates."""
 
 
-def uuid5_bytes(name: str, _ns: bytes = UUID_NAMESPACE.bytes, _sha1=hashlib.sha1) -> bytes:
-    """``uuid.uuid5(UUID_NAMESPACE, name).bytes``, without the UUID object (twice as fast)."""
-    h = bytearray(_sha1(_ns + name.encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    return bytes(h)
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+def uuid5_str(name: str, _ns: bytes = UUID_NAMESPACE.bytes, _sha1=hashlib.sha1) -> str:
+    """``str(uuid.uuid5(UUID_NAMESPACE, name))``, straight from the hex digest (no UUID object)."""
+    h = _sha1(_ns + name.encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+def uuid_bytes(s: str) -> bytes:
+    """The 16 bytes of a canonical uuid string."""
+    return bytes.fromhex(s.replace("-", ""))
+
+
+def uuid5_bytes(name: str) -> bytes:
+    return uuid_bytes(uuid5_str(name))
 
 
 def uuid_str(b: bytes) -> str:
@@ -402,10 +412,10 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     if received < 0 or uploaded < 0 or client_time < 0:
         raise _NotFast
     if e.uuid is None:
-        uid = uuid5_bytes(origin)
+        uid_s = uuid5_str(origin)
     else:
         try:
-            uid = uuidlib.UUID(e.uuid).bytes
+            uid_s = str(uuidlib.UUID(e.uuid))
         except ValueError:
             raise _NotFast from None
     insert_id = e.insert_id or None
@@ -419,14 +429,14 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     if e.android_app_set_id is not None: data["android_app_set_id"] = e.android_app_set_id  # noqa: E701
     if e.user_agent is not None: data["user_agent"] = e.user_agent  # noqa: E701
     if e.partner_id is not None: data["partner_id"] = e.partner_id  # noqa: E701
-    if (o := _obj(e.plan)) is not None: data["plan"] = o  # noqa: E701
-    if (o := _obj(e.ingestion_metadata)) is not None: data["ingestion_metadata"] = o  # noqa: E701
-    if (o := _obj(e.extra)) is not None: data["extra"] = o  # noqa: E701
+    if e.plan is not None and (o := _obj(e.plan)) is not None: data["plan"] = o  # noqa: E701,E501
+    if e.ingestion_metadata is not None and (o := _obj(e.ingestion_metadata)) is not None: data["ingestion_metadata"] = o  # noqa: E701,E501
+    if e.extra is not None and (o := _obj(e.extra)) is not None: data["extra"] = o  # noqa: E701,E501
     if e.skip_user_properties_sync is not None: data["$skip_user_properties_sync"] = e.skip_user_properties_sync  # noqa: E701,E501
-    props = _obj(e.event_properties)
-    group_props = _obj(e.group_properties)
-    groups = _obj(e.groups)
-    user_props = _obj(e.user_properties)
+    props = e.event_properties if e.event_properties is None else _obj(e.event_properties)
+    group_props = e.group_properties if e.group_properties is None else _obj(e.group_properties)
+    groups = e.groups if e.groups is None else _obj(e.groups)
+    user_props = e.user_properties if e.user_properties is None else _obj(e.user_properties)
     if (e.price is not None or e.quantity is not None or e.revenue is not None or e.productId is not None
             or e.revenueType is not None or e.currency is not None):
         revenue = {}
@@ -456,13 +466,14 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         e.session_id if e.session_id is not None else -1,       # session_id
         None, user_id,                                          # start_version user_id
         user_props if user_props is not None else _EMPTY,       # user_properties
-        uuid_str(uid),                                          # uuid
+        uid_s,                                                  # uuid
         e.version_name if e.version_name is not None else e.app_version,  # version_name
     )
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    return Normalized(project, device_id if device_id is not None else user_id, dedupe_key, uploaded, uid, line)
+    return Normalized(project, device_id if device_id is not None else user_id, dedupe_key, uploaded,
+                      bytes.fromhex(uid_s.replace("-", "")), line)
 
 
 def _is_utf8(b: bytes) -> bool:

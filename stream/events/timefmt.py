@@ -12,17 +12,18 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
 _second_cache: dict[int, str] = {}
+_FRACTIONS = tuple(f".{i:03d}000" for i in range(1000))
 
 
 def format_ms(ms: int) -> str:
     """Epoch milliseconds -> ``2024-03-09 07:15:02.123000`` (UTC)."""
-    sec, frac = divmod(ms, 1000)
+    sec = ms // 1000
     prefix = _second_cache.get(sec)
     if prefix is None:
         if len(_second_cache) > 65536:
             _second_cache.clear()
         prefix = _second_cache[sec] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
-    return f"{prefix}.{frac:03d}000"
+    return prefix + _FRACTIONS[ms - sec * 1000]
 
 
 def hour_start(ms: int) -> int:
