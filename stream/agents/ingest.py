@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from stream import kafka, metrics
 from stream.clock import Clock
@@ -15,44 +16,110 @@ from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+MAX_POLLS_IN_FLIGHT = 4
+"""Polls whose output may await Kafka's acknowledgement while the next ones are processed."""
+COMMIT_INTERVAL_S = 0.5
+
+
+class _Pending:
+    """Polls in offset order, each with the sends of its output and the offsets it covers.
+
+    The offsets of a poll are committed only once all of its sends, and those of
+    every earlier poll, are acknowledged by Kafka.
+    """
+
+    def __init__(self) -> None:
+        self.polls: deque[tuple[list[asyncio.Future], dict[TopicPartition, int]]] = deque()
+        self.done: dict[TopicPartition, int] = {}
+
+    def add(self, sends: list[asyncio.Future], offsets: dict[TopicPartition, int]) -> None:
+        self.polls.append((sends, offsets))
+
+    def collect(self) -> None:
+        """Move the acknowledged polls at the head into ``done`` (raises if a send failed)."""
+        while self.polls and all(f.done() for f in self.polls[0][0]):
+            sends, offsets = self.polls.popleft()
+            for f in sends:
+                f.result()
+            self.done.update(offsets)
+
+    async def wait_oldest(self) -> None:
+        await asyncio.gather(*self.polls[0][0])
+        self.collect()
+
+    async def drain(self) -> None:
+        while self.polls:
+            await self.wait_oldest()
+
+
+class _Drain(ConsumerRebalanceListener):
+    """Before partitions move to another worker, finish and commit what was read from them."""
+
+    def __init__(self, pending: _Pending, consumer: AIOKafkaConsumer):
+        self.pending, self.consumer = pending, consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.pending.drain()
+        if self.pending.done:
+            await self.consumer.commit(self.pending.done)
+            self.pending.done = {}
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
+
 
 async def run_ingest(settings: Settings, clock: Clock) -> None:
     """Consume events.ingest forever.
 
-    Order per poll: every batch and dead letter is acknowledged by Kafka, then the
-    offsets of the records they came from are committed. A crash in between
+    Order: every batch and dead letter of a poll is acknowledged by Kafka, then the
+    offsets of the records they came from are committed; up to MAX_POLLS_IN_FLIGHT
+    polls overlap so the loop never idles on a round trip. A crash in between
     replays those records, which produce the same batches (same uuids, same times).
     """
     t, ing = settings.topics, settings.ingest
     src, valid, dead = t.name("ingest"), t.name("valid"), t.name("dead_letter")
     rules = Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep")
-    consumer = AIOKafkaConsumer(src, group_id=f"{settings.worker.app_id}-ingest",
-                                **kafka.consumer_args(settings.kafka))
+    consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-ingest", **kafka.consumer_args(settings.kafka))
     producer = kafka.producer(settings.kafka)
+    pending = _Pending()
+    consumer.subscribe([src], listener=_Drain(pending, consumer))
     await producer.start()
     await consumer.start()
     log.info("ingest: reading %s", src)
+    loop = asyncio.get_running_loop()
+    last_commit = loop.time()
     try:
         while True:
-            polled = await consumer.getmany(timeout_ms=1000, max_records=ing.poll_max_records)
-            if not polled:
-                continue
-            sends = []
-            for tp, recs in polled.items():
-                res = ingest_records(recs, src, tp.partition, projects=settings.project_ids(),
-                                     default_project=ing.default_project, rules=rules,
-                                     partitions=t.partitions, max_events=ing.batch_max_events,
-                                     now_ms=clock.now_ms())
-                for target, batch in res.batches:
-                    sends.append(await producer.send(valid, batch.encode(), partition=target))
-                for key, record in res.dead:
-                    sends.append(await producer.send(dead, record, key=key, partition=0))
-                metrics.EVENTS_INGESTED.inc(len(recs))
-                metrics.EVENTS_VALID.inc(res.valid)
-                for reason, n in res.reasons.items():
-                    metrics.EVENTS_DEAD_LETTERED.labels(reason).inc(n)
-            await asyncio.gather(*sends)
-            await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in polled.items()})
+            polled = await consumer.getmany(timeout_ms=200 if pending.polls else 1000,
+                                            max_records=ing.poll_max_records)
+            if polled:
+                sends = []
+                for tp, recs in polled.items():
+                    res = ingest_records(recs, src, tp.partition, projects=settings.project_ids(),
+                                         default_project=ing.default_project, rules=rules,
+                                         partitions=t.partitions, max_events=ing.batch_max_events,
+                                         now_ms=clock.now_ms())
+                    for target, batch in res.batches:
+                        sends.append(await producer.send(valid, batch.encode(), partition=target))
+                    for key, record in res.dead:
+                        sends.append(await producer.send(dead, record, key=key, partition=0))
+                    metrics.EVENTS_INGESTED.inc(len(recs))
+                    metrics.EVENTS_VALID.inc(res.valid)
+                    for reason, n in res.reasons.items():
+                        metrics.EVENTS_DEAD_LETTERED.labels(reason).inc(n)
+                pending.add(sends, {tp: recs[-1].offset + 1 for tp, recs in polled.items()})
+            pending.collect()
+            if len(pending.polls) >= MAX_POLLS_IN_FLIGHT:
+                await pending.wait_oldest()
+            if pending.done and (not polled or loop.time() - last_commit >= COMMIT_INTERVAL_S):
+                await consumer.commit(pending.done)
+                pending.done = {}
+                last_commit = loop.time()
     finally:
-        await consumer.stop()
-        await producer.stop()
+        try:
+            await pending.drain()
+            if pending.done:
+                await consumer.commit(pending.done)
+        finally:
+            await consumer.stop()
+            await producer.stop()
