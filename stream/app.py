@@ -28,6 +28,7 @@ def faust_settings(settings: Settings) -> dict:
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=k.max_request_bytes,
         producer_acks=-1,
+        producer_compression_type=None if k.compression_type == "none" else k.compression_type,
         consumer_max_fetch_size=max(k.max_request_bytes, 1 << 20),
         table_standby_replicas=0,
     )

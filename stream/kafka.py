@@ -35,7 +35,8 @@ def consumer_args(k: KafkaSettings) -> dict[str, Any]:
 def producer(k: KafkaSettings) -> AIOKafkaProducer:
     # acks=all: a batch counts as written only once every in-sync replica has it.
     return AIOKafkaProducer(**client_args(k), acks="all", linger_ms=5, max_batch_size=1 << 20,
-                            max_request_size=k.max_request_bytes)
+                            max_request_size=k.max_request_bytes,
+                            compression_type=None if k.compression_type == "none" else k.compression_type)
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
