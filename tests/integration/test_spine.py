@@ -66,6 +66,8 @@ async def produce(settings):
             await (await p.send(topic, encode(value), key=b"k", timestamp_ms=ts))
         await (await p.send(topic, b'{"event_type":"x","user_id":"user-0009"}', key=b"\xff\xfe",
                             timestamp_ms=H7 + 6_000))
+        # not a batch, on an internal topic: dead-lettered by the dedupe stage, which carries on
+        await (await p.send(settings.topics.name("valid"), b"not a batch", partition=1, timestamp_ms=H7))
     finally:
         await p.stop()
 
@@ -78,6 +80,7 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker):
     asyncio.run(produce(settings))
     expected = Counter(o for _, _, o in INPUTS)
     expected["invalid_key"] += 1
+    expected["invalid_batch"] += 1
     exported = expected["exported"]
 
     def ledger():
@@ -125,11 +128,14 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker):
     dead = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
     assert Counter(d["reason"] for d in dead) == Counter(
         {k: v for k, v in expected.items() if k not in ("exported", "duplicate")})
-    assert all(d["topic"] == settings.topics.name("ingest") and d["partition"] == 0 for d in dead)
     by_reason = {d["reason"]: d for d in dead}
+    assert (by_reason["invalid_batch"]["topic"], by_reason["invalid_batch"]["partition"],
+            by_reason["invalid_batch"]["value"]) == (settings.topics.name("valid"), 1, b"not a batch")
+    assert all(d["topic"] == settings.topics.name("ingest") and d["partition"] == 0
+               for d in dead if d["reason"] != "invalid_batch")
     assert by_reason["unknown_field"]["field"] == "colour"
     assert by_reason["malformed_json"]["value"] == b'{"event_type": "x", "user_id"'
     assert by_reason["malformed_json"]["offset"] == 10
 
     # nothing lost: exported + duplicates + dead-lettered = produced
-    assert len(rows) + expected["duplicate"] + len(dead) == len(INPUTS) + 1
+    assert len(rows) + expected["duplicate"] + len(dead) == len(INPUTS) + 2

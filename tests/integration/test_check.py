@@ -1,0 +1,44 @@
+"""``stream check`` against the real broker and S3 endpoint: it names what is missing."""
+
+import asyncio
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from stream.cli import main
+from stream.kafka import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_check_names_missing_topics_and_buckets_then_passes(deployment, tmp_path):
+    settings, path = deployment
+    p = settings.topics.prefix
+    r = CliRunner().invoke(main, ["check", "-c", str(path)])
+    assert r.exit_code == 1
+    assert r.output.splitlines() == [
+        "configuration: ok (2 project(s), 1 destination(s))",
+        f"kafka: missing topics {p}events.ingest, {p}events.valid, {p}events.accepted, {p}events.dead-letter, "
+        f"{p}exports.ledger, {settings.worker.app_id}-dedupe-changelog (the worker creates them at start if it "
+        "may create topics; otherwise create them)",
+        f"destination main: ok (s3://{settings.destinations[0].bucket}/amp/424242/, encryption sse-s3)",
+        "Error: 6 problem(s) found; see above",
+    ]
+
+    asyncio.run(ensure_topics(settings))
+    cfg = yaml.safe_load(path.read_text())
+    cfg["destinations"][0]["bucket"] = "no-such-bucket-here"
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(main, ["check", "-c", str(other)])
+    assert r.exit_code == 1
+    assert r.output.splitlines()[1:] == [
+        f"kafka: ok ({settings.kafka.bootstrap_servers}, 6 topics present)",
+        "destination main: bucket no-such-bucket-here does not exist",
+        "Error: 1 problem(s) found; see above",
+    ]
+
+    r = CliRunner().invoke(main, ["check", "-c", str(path)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-1] == "all checks passed"
