@@ -68,7 +68,8 @@ async def check_destination(settings: Settings, dest: DestinationSettings, say: 
                 say(f"destination {dest.name}: bucket {dest.bucket} does not exist")
                 return 1
             if code not in ("403", "AccessDenied"):  # 403 on HeadBucket only means no s3:ListBucket
-                say(f"destination {dest.name}: {explain_s3_error(exc, 's3:ListBucket', f'arn:aws:s3:::{dest.bucket}', dest)}")
+                why = explain_s3_error(exc, "s3:ListBucket", f"arn:aws:s3:::{dest.bucket}", dest)
+                say(f"destination {dest.name}: {why}")
                 return 1
         try:
             await s3.put_object(Bucket=dest.bucket, Key=key, Body=b"", **sse_args(dest.encryption))

@@ -51,8 +51,10 @@ class TopicSettings(_Section):
     ingest: str = Field("events.ingest", description="Raw JSON events from producers, one event per message.")
     valid: str = Field("events.valid", description="Validated events in batches, partitioned by device_id.")
     accepted: str = Field("events.accepted", description="Deduplicated events in batches, read by the exporters.")
-    dead_letter: str = Field("events.dead-letter", description="Rejected input with its reason (schemas/dead_letter.avsc).")
-    export_ledger: str = Field("exports.ledger", description="One record per object written to S3 (schemas/export_ledger.avsc).")
+    dead_letter: str = Field("events.dead-letter",
+                             description="Rejected input with its reason (schemas/dead_letter.avsc).")
+    export_ledger: str = Field("exports.ledger",
+                               description="One record per object written to S3 (schemas/export_ledger.avsc).")
     partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
                             "(and of the dedupe changelog); the export key encodes the partition in three digits.")
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")
@@ -73,7 +75,8 @@ class IngestSettings(_Section):
         "dead_letter rejects the event (reason unknown_field); keep stores the value under `data`.")
     max_event_bytes: int = Field(
         1024 * 1024, gt=0, description="Largest raw event accepted; larger ones are dead-lettered (too_large).")
-    min_id_length: int = Field(5, ge=1, description="user_id/device_id shorter than this are removed, as Amplitude does.")
+    min_id_length: int = Field(5, ge=1,
+                               description="user_id/device_id shorter than this are removed, as Amplitude does.")
     batch_max_events: int = Field(500, ge=1, description="Most events per batch message on events.valid.")
     poll_max_records: int = Field(5000, ge=1, description="Most records one poll of events.ingest returns.")
 

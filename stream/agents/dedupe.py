@@ -25,7 +25,8 @@ def register(app: faust.App, settings: Settings) -> None:
                           deleting=True, **raw)
     table = app.tables.add(DedupeTable(
         app, name="dedupe", partitions=t.partitions, changelog_topic=changelog, help="(device_id, insert_id) -> "
-        "first occurrence", options={"ttl": int(dedupe_changelog_retention_ms(settings) / 1000), "bloom_filter_size": 10},
+        "first occurrence",
+        options={"ttl": int(dedupe_changelog_retention_ms(settings) / 1000), "bloom_filter_size": 10},
         key_type=bytes, value_type=bytes))
     window_ms = int(settings.dedupe.window_days * DAY_MS)
     valid_name = valid.get_topic_name()

@@ -161,12 +161,14 @@ def decode(value: bytes | None, key: bytes | None, rules: Rules) -> dict[str, An
         return Rejected(Reason.EMPTY_MESSAGE, None, "the message has no value")
     if len(value) > rules.max_event_bytes:
         return Rejected(Reason.TOO_LARGE, None,
-                        f"the event is {len(value)} bytes; the limit is {rules.max_event_bytes} (ingest.max_event_bytes)")
+                        f"the event is {len(value)} bytes; the limit is {rules.max_event_bytes} "
+                        "(ingest.max_event_bytes)")
     if key is not None:
         try:
             key.decode()
         except UnicodeDecodeError as exc:
-            return Rejected(Reason.INVALID_KEY, None, f"the message key is not UTF-8 ({exc.reason} at byte {exc.start})")
+            return Rejected(Reason.INVALID_KEY, None,
+                            f"the message key is not UTF-8 ({exc.reason} at byte {exc.start})")
     try:
         obj = _json_decode(value)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -462,7 +464,7 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         e.idfa, e.ip, None, e.language, e.library,              # idfa ip_address is_attribution_event language library
         e.location_lat, e.location_lng, e.os_name,              # location_lat location_lng os_name
         e.os_version, None, e.platform, uploaded_s,             # os_version paying platform processed_time
-        e.region, None, received_s, uploaded_s,                 # region sample_rate server_received_time server_upload_time
+        e.region, None, received_s, uploaded_s,                 # region sample_rate server_received/upload_time
         e.session_id if e.session_id is not None else -1,       # session_id
         None, user_id,                                          # start_version user_id
         user_props if user_props is not None else _EMPTY,       # user_properties
