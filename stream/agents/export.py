@@ -89,6 +89,11 @@ class Exporter:
                  obj.events, obj.size, obj.start_offset, obj.end_offset, obj.reason.value)
         return rec
 
+    def use_ledger(self, ledger: LedgerIndex) -> None:
+        self.ledger = ledger
+        for w in self.writers.values():
+            w.use_ledger(ledger)
+
     def committable(self) -> dict[int, int]:
         return {p: o for p, w in self.writers.items() if (o := w.committable()) is not None}
 
@@ -116,10 +121,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         # another worker may have written objects of these partitions since we last read the ledger
-        fresh = await load_ledger(self.settings, self.exporter.dest.name)
-        self.exporter.ledger = fresh
-        for w in self.exporter.writers.values():
-            w._ledger = fresh
+        self.exporter.use_ledger(await load_ledger(self.settings, self.exporter.dest.name))
         for tp in assigned:
             self.exporter.writer(tp.partition)
 

@@ -74,6 +74,10 @@ class PartitionWriter:
             self.latest_event_ms = latest_ms
         return closed + self.tick(now_ms=-1, idle=False)
 
+    def use_ledger(self, ledger: LedgerIndex) -> None:
+        """A fresher reading of the ledger (after a rebalance: other workers may have written)."""
+        self._ledger = ledger
+
     def skip(self, offset: int) -> None:
         """A batch this destination does not export (another project) was read at ``offset``."""
         self._next_offset = offset + 1
