@@ -93,6 +93,39 @@ def s3() -> None:
     """Read what the exporter wrote (handy with the local stack)."""
 
 
+def _s3_client(endpoint_url: str | None):
+    """A boto3 S3 client; against a loopback endpoint without credentials, the local stack's dummy ones."""
+    import os
+    from urllib.parse import urlparse
+
+    import boto3
+
+    from stream.devstack.services import local_aws_env
+    session = boto3.Session()
+    host = urlparse(endpoint_url).hostname if endpoint_url else None
+    if session.get_credentials() is None and host in ("127.0.0.1", "localhost", "::1"):
+        env = local_aws_env()
+        session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                region_name=os.environ.get("AWS_DEFAULT_REGION", env["AWS_DEFAULT_REGION"]))
+    return session.client("s3", endpoint_url=endpoint_url)
+
+
+def _aws_errors(fn):
+    """One line instead of a traceback when S3 says no."""
+    import functools
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise click.ClickException(str(exc)) from None
+    return wrapper
+
+
 def _split(url: str) -> tuple[str, str]:
     if not url.startswith("s3://"):
         raise click.BadParameter(f"{url!r} is not an s3://bucket/key URL")
@@ -103,11 +136,11 @@ def _split(url: str) -> tuple[str, str]:
 @s3.command("ls")
 @click.argument("url")
 @click.option("--endpoint-url", envvar="STREAM_S3__ENDPOINT_URL", help="S3 endpoint (the local stack prints it).")
+@_aws_errors
 def s3_ls(url: str, endpoint_url: str | None) -> None:
     """List objects under s3://bucket/prefix with their sizes."""
-    import boto3
     bucket, prefix = _split(url)
-    client = boto3.client("s3", endpoint_url=endpoint_url)
+    client = _s3_client(endpoint_url)
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
             click.echo(f"{o['Size']:>12}  s3://{bucket}/{o['Key']}")
@@ -116,13 +149,12 @@ def s3_ls(url: str, endpoint_url: str | None) -> None:
 @s3.command("cat")
 @click.argument("url")
 @click.option("--endpoint-url", envvar="STREAM_S3__ENDPOINT_URL", help="S3 endpoint (the local stack prints it).")
+@_aws_errors
 def s3_cat(url: str, endpoint_url: str | None) -> None:
     """Print an object, gunzipped when it is gzip."""
     import gzip
-
-    import boto3
     bucket, key = _split(url)
-    body = boto3.client("s3", endpoint_url=endpoint_url).get_object(Bucket=bucket, Key=key)["Body"].read()
+    body = _s3_client(endpoint_url).get_object(Bucket=bucket, Key=key)["Body"].read()
     sys.stdout.buffer.write(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
 
 
