@@ -43,6 +43,9 @@ def worker(config: str | None) -> None:
     from faust.worker import Worker
 
     from stream.app import build_app
+    if settings.worker.metrics_port:
+        from prometheus_client import start_http_server
+        start_http_server(settings.worker.metrics_port)
     app = build_app(settings)
     Worker(app, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
 

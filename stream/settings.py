@@ -137,6 +137,8 @@ class WorkerSettings(_Section):
     web_enabled: bool = Field(False, description="Serve faust's web endpoints.")
     web_port: int = Field(6066, description="Port of faust's web endpoints.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    metrics_port: int | None = Field(None, ge=1, le=65535,
+                                     description="Serve Prometheus metrics on this port (/metrics); unset: off.")
 
 
 class Settings(BaseSettings):

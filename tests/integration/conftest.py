@@ -10,7 +10,7 @@ import boto3
 import pytest
 import yaml
 
-from stream.devstack.services import local_aws_env, start_broker, start_moto
+from stream.devstack.services import free_port, local_aws_env, start_broker, start_moto
 from stream.settings import load_settings
 
 
@@ -40,7 +40,8 @@ def deployment(stack, tmp_path):
         "topics": {"prefix": f"{run}.", "partitions": 2, "ingest_partitions": 1},
         "ingest": {"default_project": 424242},
         "s3": {"endpoint_url": stack["s3"]},
-        "worker": {"app_id": f"it-{run}", "data_dir": str(tmp_path / "data"), "log_level": "info"},
+        "worker": {"app_id": f"it-{run}", "data_dir": str(tmp_path / "data"), "log_level": "info",
+                   "metrics_port": free_port()},
         "projects": [{"id": 424242}, {"id": 7}],
         "destinations": [{"name": "main", "project": 424242, "bucket": bucket, "prefix": "amp/",
                           "close_grace_s": 1}],

@@ -2,6 +2,7 @@
 
 import asyncio
 import gzip
+import urllib.request
 from collections import Counter
 
 import boto3
@@ -139,3 +140,12 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker):
 
     # nothing lost: exported + duplicates + dead-lettered = produced
     assert len(rows) + expected["duplicate"] + len(dead) == len(INPUTS) + 2
+
+    # and the worker counted each
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.metrics_port}/metrics").read().decode()
+    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+    assert float(samples["stream_ingest_events_total"]) == len(INPUTS) + 1
+    assert float(samples["stream_dedupe_duplicates_total"]) == expected["duplicate"]
+    assert float(samples['stream_export_events_total{destination="main"}']) == len(rows)
+    assert float(samples['stream_ingest_dead_lettered_events_total{reason="missing_event_type"}']) == 2
+    assert float(samples['stream_ingest_dead_lettered_events_total{reason="invalid_batch"}']) == 1
