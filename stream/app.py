@@ -41,16 +41,23 @@ def faust_settings(settings: Settings) -> dict:
 def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     clock = clock or SystemClock()
     (Path(settings.worker.data_dir) / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(settings.worker.app_id, **faust_settings(settings))
-    dedupe.register(app, settings)
+    stages = set(settings.worker.stages)
+    # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
+    # that it never takes part in the dedupe group's partition assignment
+    app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
+    app = faust.App(app_id, **faust_settings(settings))
+    if "dedupe" in stages:
+        dedupe.register(app, settings)
 
-    @app.task
-    async def ingest() -> None:
-        await run_ingest(settings, clock)
+    if "ingest" in stages:
+        @app.task
+        async def ingest() -> None:
+            await run_ingest(settings, clock)
 
-    for dest in settings.destinations:
-        if dest.enabled:
-            app.task(_export_task(settings, dest, clock))
+    if "export" in stages:
+        for dest in settings.destinations:
+            if dest.enabled:
+                app.task(_export_task(settings, dest, clock))
     return app
 
 

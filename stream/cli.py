@@ -29,9 +29,16 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
-def worker(config: str | None) -> None:
+@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export (worker.stages); default: all.")
+def worker(config: str | None, stages: str | None) -> None:
     """Run a worker: ingest, dedupe and every enabled export, until SIGINT/SIGTERM."""
     settings = _load(config)
+    if stages:
+        try:
+            settings = load_settings(config, worker={**settings.worker.model_dump(),
+                                                     "stages": [s.strip() for s in stages.split(",")]})
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
     from stream.kafka import ensure_topics
     logging.basicConfig(level=settings.worker.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

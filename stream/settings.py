@@ -137,6 +137,10 @@ class WorkerSettings(_Section):
     web_enabled: bool = Field(False, description="Serve faust's web endpoints.")
     web_port: int = Field(6066, description="Port of faust's web endpoints.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    stages: list[Literal["ingest", "dedupe", "export"]] = Field(
+        ["ingest", "dedupe", "export"], min_length=1,
+        description="The stages this worker runs. Each stage is its own consumer group, so workers running "
+        "different stages can be scaled apart (e.g. more ingest replicas).")
     metrics_port: int | None = Field(None, ge=1, le=65535,
                                      description="Serve Prometheus metrics on this port (/metrics); unset: off.")
 

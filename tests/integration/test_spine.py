@@ -14,6 +14,7 @@ from stream.events import deadletter
 from stream.events.batch import EventBatch
 from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerRecord
+from stream.devstack.services import free_port
 from stream.kafka import ensure_topics, read_all
 from tests.integration.conftest import wait_until
 
@@ -73,11 +74,17 @@ async def produce(settings):
         await p.stop()
 
 
-def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker):
+@pytest.mark.parametrize("stages", [None, ("ingest", "dedupe,export")], ids=["one-worker", "split-stages"])
+def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, stages):
     settings, _ = deployment
     dest = settings.destinations[0]
     asyncio.run(ensure_topics(settings))  # before producing: the producer would auto-create events.ingest
-    proc = worker()
+    if stages is None:
+        ports = [settings.worker.metrics_port]
+        procs = [worker()]
+    else:
+        ports = [free_port() for _ in stages]
+        procs = [worker("--stages", s, metrics_port=port) for s, port in zip(stages, ports)]
     asyncio.run(produce(settings))
     expected = Counter(o for _, _, o in INPUTS)
     expected["invalid_key"] += 1
@@ -89,7 +96,7 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker):
             "export_ledger")))]
         return recs if sum(r.events for r in recs) >= exported else None
 
-    assert proc.poll() is None
+    assert [p.poll() for p in procs] == [None] * len(procs)
     records = wait_until(ledger, 120, f"{exported} exported events in the ledger")
     assert sum(r.events for r in records) == exported
 
@@ -142,8 +149,13 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker):
     assert len(rows) + expected["duplicate"] + len(dead) == len(INPUTS) + 2
 
     # and the worker counted each
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.metrics_port}/metrics").read().decode()
-    samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+    samples = Counter()
+    for port in ports:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] += float(value)
     assert float(samples["stream_ingest_events_total"]) == len(INPUTS) + 1
     assert float(samples["stream_dedupe_duplicates_total"]) == expected["duplicate"]
     assert float(samples['stream_export_events_total{destination="main"}']) == len(rows)

@@ -23,3 +23,11 @@ def test_config_reference_lists_every_key():
     r = CliRunner().invoke(main, ["config-reference"])
     assert r.exit_code == 0
     assert "| `destinations[].bucket` | `required` | S3 bucket name. |" in r.output
+
+
+def test_an_unknown_stage_is_refused_with_the_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("projects: [{id: 1}]\n")
+    r = CliRunner().invoke(main, ["worker", "-c", str(f), "--stages", "ingest,dedup"])
+    assert r.exit_code == 1
+    assert r.output.startswith(f"Error: invalid configuration in {f}: worker.stages[1]: Input should be ")

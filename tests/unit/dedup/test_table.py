@@ -36,3 +36,11 @@ def test_recovery_replays_each_batch_record_into_its_partition(tmp_path):
 def test_the_changelog_is_deleted_by_time_not_compacted(tmp_path):
     topic = table(tmp_path).changelog_topic
     assert (topic.compacting, topic.deleting, topic.retention) == (False, True, 8 * 86400.0)
+
+
+def test_a_worker_without_the_dedupe_stage_has_no_agent_and_its_own_faust_group(tmp_path):
+    s = load_settings(None, worker={"app_id": "unit", "data_dir": str(tmp_path), "stages": ["ingest"]},
+                      projects=[{"id": 1}], destinations=[{"name": "d", "project": 1, "bucket": "bkt"}])
+    app = build_app(s)
+    assert (app.conf.id, list(app.agents), list(app.tables)) == ("unit-ingest", [], [])
+    assert [t.__name__ for t in app._app_tasks] == ["ingest"]
