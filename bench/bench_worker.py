@@ -1,7 +1,7 @@
 """Throughput of one worker process (validate + dedupe + export to S3) against a raw aiokafka loop.
 
 usage:
-    python bench/bench_worker.py [--events N] [--repeats R] [--variant ingest|valid|all]
+    python bench/bench_worker.py [--events N] [--repeats R] [--variant ingest|valid|ingest-split|all]
                                  [--profile | --no-profile] [--seed S] [--timeout SECONDS]
 
 Everything runs on 127.0.0.1: a Tansu broker (fresh for every run) and one
@@ -17,6 +17,9 @@ spread over the 3 hours before the current one, 4 partitions everywhere):
   valid  (figure B)  pre-loaded on events.valid as EventBatch records (built with
                      stream.events.ingest.ingest_records, <= 500 events each, explicit
                      partition); the worker's ingest stage has nothing to read.
+  ingest-split (A2)  as ingest, but the worker runs as two processes on the same
+                     machine: `--stages ingest` and `--stages dedupe,export` (CPU and
+                     RSS are their sums). Not part of --variant all.
 
 Each repeat: fresh broker, pre-load, then the raw baseline (bench/raw_baseline.py,
 a separate process reading the same topic) and a fresh worker
@@ -76,7 +79,11 @@ PROJECT = 424242
 BUCKET = "stream-bench"
 RAW_BUCKET = "raw-baseline"
 PARTITIONS = 4
-VARIANTS = {"ingest": "A", "valid": "B"}
+VARIANTS = {"ingest": "A", "valid": "B", "ingest-split": "A2"}
+
+
+def reads_ingest(variant: str) -> bool:
+    return variant in ("ingest", "ingest-split")
 
 
 def log(msg: str) -> None:
@@ -290,9 +297,9 @@ def prepare(stack: Stack, variant: str, repeat: int, session: str) -> Run:
 
 def run_raw(stack: Stack, r: Run, w: workload.Workload) -> dict:
     t = r.settings.topics
-    topic = t.name("ingest") if r.variant == "ingest" else t.name("valid")
+    topic = t.name("ingest") if reads_ingest(r.variant) else t.name("valid")
     cmd = [sys.executable, str(BENCH / "raw_baseline.py"), "--bootstrap", stack.bootstrap, "--s3", stack.s3_url,
-           "--topic", topic, "--shape", "events" if r.variant == "ingest" else "batches", "--events", str(w.n),
+           "--topic", topic, "--shape", "events" if reads_ingest(r.variant) else "batches", "--events", str(w.n),
            "--partitions", str(PARTITIONS), "--bucket", RAW_BUCKET, "--key-prefix", r.prefix,
            "--broker-pid", str(stack.broker.pid), "--data-dir", str(stack.workdir)]
     errf = open(stack.workdir / f"raw-{r.variant}{r.repeat}.log", "wb")
@@ -329,12 +336,18 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
     log_path = stack.workdir / f"worker-{r.variant}{r.repeat}{'-profile' if profile_to else ''}.log"
     logf = open(log_path, "wb")
     t_spawn = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(r.cfg_path)], stdout=logf,
+    split = r.variant == "ingest-split"
+    cmd = [sys.executable, "-m", "stream", "worker", "-c", str(r.cfg_path)]
+    proc = subprocess.Popen(cmd + (["--stages", "dedupe,export"] if split else []), stdout=logf,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-    sampler = CpuSampler({"worker": proc.pid, "broker": stack.broker.pid, "moto": stack.moto.pid})
+    others = [subprocess.Popen(cmd + ["--stages", "ingest"], stdout=logf, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True, env=env)] if split else []
+    pids = {"worker": proc.pid, "broker": stack.broker.pid, "moto": stack.moto.pid}
+    pids.update({f"worker{i + 2}": o.pid for i, o in enumerate(others)})
+    sampler = CpuSampler(pids)
     sampler.start()
     t = r.settings.topics
-    first_topic = t.name("valid") if r.variant == "ingest" else t.name("accepted")
+    first_topic = t.name("valid") if reads_ingest(r.variant) else t.name("accepted")
     spy: list[subprocess.Popen] = []
 
     def start_spy() -> None:
@@ -347,16 +360,17 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
     try:
         watched = asyncio.run(watch_ledger(stack.bootstrap, t.name("export_ledger"), w.originals, proc, timeout,
                                            start_spy if profile_to else None, first_topic))
-        if proc.poll() is None:
-            hwm_kb = status_kb(proc.pid, "VmHWM")
+        hwm_kb = sum(status_kb(p.pid, "VmHWM") for p in [proc, *others] if p.poll() is None)
     finally:
         try:
             for s in spy:
                 stop_proc(s, signal.SIGINT, 60)
             sampler.stop()
-            worker_cpu_total = sampler.samples["worker"][-1][1] if sampler.samples["worker"] else 0.0
+            worker_cpu_total = sum(sampler.samples[k][-1][1] for k in pids if k.startswith("worker")
+                                   and sampler.samples[k])
         finally:
-            stop_proc(proc)
+            for p in [proc, *others]:
+                stop_proc(p)
             logf.close()
     res: dict = {"status": watched["status"], "exported": watched["exported"], "expected": w.originals,
                  "log": str(log_path), "peak_rss_mb": hwm_kb / 1024, "worker_cpu_total_s": worker_cpu_total}
@@ -374,7 +388,7 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
     t_last_accepted = max(lasts.values()) / 1000 if lasts else float("nan")
     wall = t_last - t_first
     spans = {"valid": asyncio.run(topic_span(stack.bootstrap, t.name("valid"), PARTITIONS))} \
-        if r.variant == "ingest" else {}
+        if reads_ingest(r.variant) else {}
     spans["accepted"] = asyncio.run(topic_span(stack.bootstrap, t.name("accepted"), PARTITIONS))
     res["timeline_s"] = {f"{k}_{e}": round(v[e] - t_first, 3) for k, v in spans.items() for e in ("first", "last")}
     res["timeline_s"]["ledger_last"] = round(t_last - t_first, 3)
@@ -388,7 +402,7 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
     res.update({
         "wall_s": wall, "events_per_s": w.n / wall, "startup_s": t_first - t_spawn,
         "tail_after_last_accepted_s": t_last - t_last_accepted, "objects": len(ledger), "close_reasons": reasons,
-        "cpu_s": sampler.between("worker", t_first, t_last), "broker_cpu_s": sampler.between("broker", t_first, t_last),
+        "cpu_s": sum(sampler.between(k, t_first, t_last) for k in pids if k.startswith("worker")), "broker_cpu_s": sampler.between("broker", t_first, t_last),
         "moto_cpu_s": sampler.between("moto", t_first, t_last)})
     return res
 
@@ -433,7 +447,8 @@ def summarise(results: list[dict], n: int) -> str:
             ok = [x[kind] for x in rs if x[kind].get("status", "ok") == "ok" and "events_per_s" in x[kind]]
             rows[kind] = ok
         raw_m = med([x["events_per_s"] for x in rows["raw"]])
-        for kind, label in (("raw", "raw aiokafka loop"), ("worker", "stream worker (1 process)")):
+        worker_label = "stream worker (2 processes)" if variant == "ingest-split" else "stream worker (1 process)"
+        for kind, label in (("raw", "raw aiokafka loop"), ("worker", worker_label)):
             ok = rows[kind]
             if not ok:
                 lines.append(f"| {fig} ({variant}) | {label} | failed | | | | | |")
@@ -452,7 +467,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="Worker throughput vs a raw aiokafka loop (see the module docstring).")
     ap.add_argument("--events", type=int, default=200_000, help="events per run (default 200000)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant and pipeline (default 3)")
-    ap.add_argument("--variant", choices=["ingest", "valid", "all"], default="all")
+    ap.add_argument("--variant", choices=["ingest", "valid", "ingest-split", "all"], default="all")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                     help="one extra py-spy-sampled worker run per variant (default on)")
     ap.add_argument("--seed", type=int, default=7)
@@ -495,7 +510,7 @@ def main() -> int:
                 try:
                     r = prepare(stack, variant, rep, session)
                     t0 = time.monotonic()
-                    if variant == "ingest":
+                    if reads_ingest(variant):
                         asyncio.run(workload.preload_events(stack.bootstrap, r.settings.topics.name("ingest"), w))
                     else:
                         asyncio.run(workload.preload_batches(stack.bootstrap, r.settings.topics.name("valid"),
