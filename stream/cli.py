@@ -52,7 +52,11 @@ def worker(config: str | None, stages: str | None) -> None:
     from stream.app import build_app
     if settings.worker.metrics_port:
         from prometheus_client import start_http_server
-        start_http_server(settings.worker.metrics_port)
+        try:
+            start_http_server(settings.worker.metrics_port)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on port {settings.worker.metrics_port}: "
+                                       f"{exc.strerror} (worker.metrics_port)") from None
     app = build_app(settings)
     Worker(app, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
 

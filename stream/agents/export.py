@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from stream import kafka, metrics
 from stream.clock import Clock
+from stream.crashpoints import crash_point
 from stream.events.batch import decode_rows
 from stream.events.deadletter import not_a_batch
 from stream.events.normalize import Reason
@@ -75,10 +76,12 @@ class Exporter:
             "stream-events": str(obj.events)})
         await retry(f"upload of s3://{d.bucket}/{obj.key}", lambda: self.storage.put_file(req),
                     retriable=s3_retriable)
+        crash_point("export.uploaded")
         rec = LedgerRecord(d.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
                            obj.start_offset, obj.end_offset, obj.events, obj.size, obj.reason.value,
                            self.clock.now_ms())
         await self.append_ledger(rec)
+        crash_point("export.ledgered")
         self.ledger.add(rec)
         self.writers[obj.partition].written(obj)
         obj.path.unlink(missing_ok=True)
@@ -183,6 +186,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                 offsets = {p: o for p, o in exporter.committable().items() if committed.get(p) != o}
                 if offsets:
                     await consumer.commit({TopicPartition(exporter.topic, p): o for p, o in offsets.items()})
+                    crash_point("export.committed")
                     committed.update(offsets)
         finally:
             exporter.discard_all()

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from stream import kafka, metrics
 from stream.clock import Clock
+from stream.crashpoints import crash_point
 from stream.events.ingest import ingest_records
 from stream.events.normalize import Rules
 from stream.settings import Settings
@@ -41,6 +42,7 @@ class _Pending:
             sends, offsets = self.polls.popleft()
             for f in sends:
                 f.result()
+            crash_point("ingest.produced")
             self.done.update(offsets)
 
     async def wait_oldest(self) -> None:

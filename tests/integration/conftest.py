@@ -56,9 +56,10 @@ def worker(deployment, tmp_path):
     """Start ``stream worker`` for the deployment; stop it (SIGTERM, by PID) afterwards."""
     procs = []
 
-    def start(*args, metrics_port=None):
+    def start(*args, metrics_port=None, env=None):
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
-        env = {**os.environ, **({"STREAM_WORKER__METRICS_PORT": str(metrics_port)} if metrics_port else {})}
+        env = {**os.environ, **({"STREAM_WORKER__METRICS_PORT": str(metrics_port)} if metrics_port else {}),
+               **(env or {})}
         p = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(deployment[1]), *args], stdout=log,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         procs.append((p, log))
