@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 
 import aioboto3
 from aiokafka.admin import AIOKafkaAdminClient
@@ -90,7 +90,7 @@ async def run_checks(settings: Settings, timeout: float, say: Callable[[str], No
     async def bounded(coro, what: str) -> int:
         try:
             return await asyncio.wait_for(coro, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             say(f"{what}: no answer within {timeout:.0f}s")
             return 1
         except Exception as exc:  # no credentials, endpoint unreachable...

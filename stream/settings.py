@@ -92,7 +92,7 @@ class EncryptionSettings(_Section):
     kms_key_id: str | None = Field(None, description="KMS key id or ARN, required for sse-kms.")
 
     @model_validator(mode="after")
-    def _kms_needs_key(self) -> "EncryptionSettings":
+    def _kms_needs_key(self) -> EncryptionSettings:
         if self.type == "sse-kms" and not self.kms_key_id:
             raise ValueError("kms_key_id is required when type is sse-kms")
         return self
@@ -167,7 +167,7 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
     @model_validator(mode="after")
-    def _cross_references(self) -> "Settings":
+    def _cross_references(self) -> Settings:
         ids = [p.id for p in self.projects]
         if len(set(ids)) != len(ids):
             raise ValueError(f"projects: duplicate project id in {ids}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import aioboto3
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -112,7 +112,7 @@ class Exporter:
 
 async def load_ledger(settings: Settings, destination: str) -> LedgerIndex:
     records = await kafka.read_all(settings, settings.topics.name("export_ledger"))
-    return LedgerIndex(r for r in map(lambda m: LedgerRecord.decode(m.value), records) if r.destination == destination)
+    return LedgerIndex(r for r in (LedgerRecord.decode(m.value) for m in records) if r.destination == destination)
 
 
 class _Rebalance(ConsumerRebalanceListener):

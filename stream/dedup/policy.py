@@ -12,7 +12,8 @@ deduplicated (FORMATS.md §2.2).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 DAY_MS = 86_400_000
 _VALUE = struct.Struct(">q16s")

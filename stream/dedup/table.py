@@ -7,7 +7,8 @@ instead of one record per key. Recovery expands those records again.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import faust
 from rocksdict import WriteBatch, WriteOptions
@@ -18,8 +19,6 @@ from stream.dedup.policy import decode_changelog
 class DedupeTable(faust.Table):
     """A faust Table whose changelog records each carry the writes of one batch."""
 
-    _unlogged: set[int] = set()
-
     def db(self, partition: int) -> Any:
         """The RocksDB (rocksdict) of one partition, written without RocksDB's write-ahead log.
 
@@ -28,11 +27,12 @@ class DedupeTable(faust.Table):
         and recovery replays the changelog from there.
         """
         db = self.data._db_for_partition(partition)
-        if id(db) not in self._unlogged:
+        unlogged = self.__dict__.setdefault("_unlogged_dbs", set())   # per table instance
+        if id(db) not in unlogged:
             wo = WriteOptions()
             wo.disable_wal = True
             db.set_write_options(wo)
-            self._unlogged.add(id(db))
+            unlogged.add(id(db))
         return db
 
     def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:

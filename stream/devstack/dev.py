@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import boto3
 import yaml
@@ -138,7 +138,7 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                     produced[s.kind] += 1
                 try:
                     await asyncio.wait_for(stop.wait(), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             await counter.consumer.stop()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 from stream.events import avro
 from stream.events.normalize import Normalized
@@ -52,7 +53,7 @@ class EventBatch:
             "uuids": b"".join(self.uuids)}, b"\n".join(self.lines))
 
     @classmethod
-    def decode(cls, data: bytes) -> "EventBatch":
+    def decode(cls, data: bytes) -> EventBatch:
         r = avro.decode("event_batch", data)
         o = r["origin"]
         times = _unpack(r["times"])
@@ -63,7 +64,7 @@ class EventBatch:
                    uuids=[u[i:i + 16] for i in range(0, 16 * n, 16)],
                    lines=r["events"].split(b"\n") if n else [])
 
-    def select(self, mask: list[bool], origin: Origin) -> "EventBatch":
+    def select(self, mask: list[bool], origin: Origin) -> EventBatch:
         """The events whose mask is true, as a batch derived from ``origin``."""
         return EventBatch(
             project=self.project, hour=self.hour, origin=origin, offsets=[],

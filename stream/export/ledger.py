@@ -9,8 +9,8 @@ committed offset never writes it twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 from stream.events import avro
 
@@ -35,7 +35,7 @@ class LedgerRecord:
         return avro.encode("export_ledger", asdict(self))
 
     @classmethod
-    def decode(cls, data: bytes) -> "LedgerRecord":
+    def decode(cls, data: bytes) -> LedgerRecord:
         return cls(**avro.decode("export_ledger", data))
 
     def message_key(self) -> bytes:

@@ -8,9 +8,9 @@ its key comes from (partition, hour, first offset) through ``key_for``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from stream.export.format import GzipLinesSpool
 from stream.export.ledger import LedgerIndex
@@ -70,8 +70,7 @@ class PartitionWriter:
         closed = []
         if size_reached(obj.spool.raw_bytes, self._max_bytes):
             closed.append(self._close(hour, CloseReason.SIZE))
-        if latest_ms > self.latest_event_ms:
-            self.latest_event_ms = latest_ms
+        self.latest_event_ms = max(self.latest_event_ms, latest_ms)
         return closed + self.tick(now_ms=-1, idle=False)
 
     def use_ledger(self, ledger: LedgerIndex) -> None:

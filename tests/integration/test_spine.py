@@ -10,11 +10,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from stream.devstack.services import free_port
 from stream.events import deadletter
 from stream.events.batch import EventBatch
 from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerRecord
-from stream.devstack.services import free_port
 from stream.kafka import ensure_topics, read_all
 from tests.integration.conftest import wait_until
 

@@ -1,4 +1,4 @@
-from stream.dedup.policy import (DAY_MS, decide, decode_changelog, decode_value, encode_changelog, encode_value)
+from stream.dedup.policy import DAY_MS, decide, decode_changelog, decode_value, encode_changelog, encode_value
 
 W = 7 * DAY_MS
 U1, U2, U3 = b"1" * 16, b"2" * 16, b"3" * 16

@@ -2,8 +2,17 @@ import orjson
 import pytest
 
 from stream.events.fields import EXPORT_FIELDS
-from stream.events.normalize import (Normalized, Reason, Rejected, Rules, decode, normalize, normalize_message,
-                                     uuid5_bytes, uuid_str)
+from stream.events.normalize import (
+    Normalized,
+    Reason,
+    Rejected,
+    Rules,
+    decode,
+    normalize,
+    normalize_message,
+    uuid5_bytes,
+    uuid_str,
+)
 
 RULES = Rules()
 T = 1_710_000_000_123  # 2024-03-09 16:00:00.123 UTC

@@ -3,12 +3,12 @@
 import asyncio
 import gzip
 
+from stream.agents.export import Exporter
 from stream.clock import FakeClock
 from stream.events.batch import EventBatch, Origin
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import MemoryStorage
 from stream.settings import load_settings
-from stream.agents.export import Exporter
 
 H7 = 1709967600000  # 2024-03-09 07:00 UTC
 HOUR = 3_600_000
