@@ -17,6 +17,7 @@ _left = int(_n or 1)
 
 NAMES = (
     "ingest.produced",        # a poll's batches are acknowledged by Kafka, its offsets not committed
+    "dedupe.sent",            # an accepted batch is handed to the producer, the valid offset not committed
     "export.uploaded",        # an object is on S3, its ledger record not written
     "export.ledgered",        # the ledger record is written, the offsets not committed
     "export.committed",       # the offsets are committed

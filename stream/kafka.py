@@ -58,11 +58,12 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
-async def read_all(settings: Settings, topic: str) -> list[Any]:
-    """Every record of ``topic``, from the beginning to the end offsets read at the start.
+async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
+    """Every record of ``topic`` from the beginning, until ``quiet_polls`` polls in a row return nothing.
 
-    The local Tansu broker can report end offsets short (LOCAL-STACK.md); on it this
-    may stop early. Production Kafka reports them exactly.
+    End offsets are not trusted to say where a topic ends: the local Tansu broker
+    reports them short (LOCAL-STACK.md), and a ledger read short would let a
+    restarted exporter write again what it had already written.
     """
     c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
     await c.start()
@@ -76,17 +77,13 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
             return []
         c.assign(tps)
         await c.seek_to_beginning(*tps)
-        ends = await c.end_offsets(tps)
         out: list[Any] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        empty_polls = 0
-        while remaining and empty_polls < 3:
-            batches = await c.getmany(*remaining, timeout_ms=1000)
-            empty_polls = 0 if batches else empty_polls + 1
-            for tp, recs in batches.items():
+        quiet = 0
+        while quiet < quiet_polls:
+            batches = await c.getmany(timeout_ms=poll_ms)
+            quiet = 0 if batches else quiet + 1
+            for recs in batches.values():
                 out.extend(recs)
-                if recs[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
         return out
     finally:
         await c.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from stream import metrics
+from stream.crashpoints import crash_point
 from stream.dedup.policy import DAY_MS, decide, encode_changelog
 from stream.dedup.table import DedupeTable
 from stream.events.batch import EventBatch, Origin
@@ -55,5 +56,6 @@ def register(app: faust.App, settings: Settings) -> None:
             out = batch.select(d.keep, origin)
             if out.lines:
                 await accepted.send(value=out.encode(), partition=msg.partition)
+                crash_point("dedupe.sent")
             metrics.DEDUPE_EVENTS.inc(len(batch))
             metrics.DEDUPE_DUPLICATES.inc(d.duplicates)

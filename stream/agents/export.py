@@ -58,7 +58,7 @@ class Exporter:
             w.skip(offset)
             return []
         skipped = w.skipped_events
-        closed = w.add(offset, rows.hour, rows.blob, rows.count, rows.latest_ms)
+        closed = w.add(offset, rows.hour, rows.blob, rows.count, rows.latest_ms, rows.source, rows.offsets)
         if w.skipped_events != skipped:
             metrics.EXPORT_SKIPPED.labels(self.dest.name).inc(w.skipped_events - skipped)
         return closed
@@ -78,7 +78,7 @@ class Exporter:
                     retriable=s3_retriable)
         crash_point("export.uploaded")
         rec = LedgerRecord(d.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
-                           obj.start_offset, obj.end_offset, obj.events, obj.size, obj.reason.value,
+                           obj.start_offset, obj.end_offset, obj.events, obj.marks, obj.size, obj.reason.value,
                            self.clock.now_ms())
         await self.append_ledger(rec)
         crash_point("export.ledgered")
@@ -111,22 +111,29 @@ class Exporter:
 
 
 async def load_ledger(settings: Settings, destination: str) -> LedgerIndex:
-    records = await kafka.read_all(settings, settings.topics.name("export_ledger"))
-    return LedgerIndex(r for r in (LedgerRecord.decode(m.value) for m in records) if r.destination == destination)
+    topic = settings.topics.name("export_ledger")
+    records = [r for r in (LedgerRecord.decode(m.value) for m in await kafka.read_all(settings, topic))
+               if r.destination == destination]
+    log.info("export %s: read %d ledger records of %s", destination, len(records), topic)
+    return LedgerIndex(records)
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, exporter: Exporter, settings: Settings):
-        self.exporter, self.settings = exporter, settings
+    """Notes a new assignment; the export loop reads the ledger before it takes any record.
+
+    (aiokafka starts fetching for new partitions while this listener still runs, so
+    reading the ledger here would race the first records of a replay.)
+    """
+
+    def __init__(self, exporter: Exporter):
+        self.exporter = exporter
+        self.assigned: set[int] | None = None
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.exporter.revoke({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        # another worker may have written objects of these partitions since we last read the ledger
-        self.exporter.use_ledger(await load_ledger(self.settings, self.exporter.dest.name))
-        for tp in assigned:
-            self.exporter.writer(tp.partition)
+        self.assigned = {tp.partition for tp in assigned}
 
 
 async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock) -> None:
@@ -154,7 +161,8 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                             spool, append_ledger, LedgerIndex())
         consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-export-{dest.name}",
                                     **kafka.consumer_args(settings.kafka))
-        consumer.subscribe([exporter.topic], listener=_Rebalance(exporter, settings))
+        rebalance = _Rebalance(exporter)
+        consumer.subscribe([exporter.topic], listener=rebalance)
         await consumer.start()
         log.info("export %s: reading %s for project %d into s3://%s/%s", dest.name, exporter.topic, dest.project,
                  dest.bucket, dest.prefix)
@@ -162,6 +170,12 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         try:
             while True:
                 polled = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=2000)
+                if rebalance.assigned is not None:
+                    # another worker may have written objects of these partitions: read the ledger first
+                    assigned, rebalance.assigned = rebalance.assigned, None
+                    exporter.use_ledger(await load_ledger(settings, dest.name))
+                    for p in assigned:
+                        exporter.writer(p)
                 closed: list[ClosedObject] = []
                 for tp, recs in polled.items():
                     for r in recs:

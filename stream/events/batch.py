@@ -31,6 +31,17 @@ class Origin:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where events first entered Kafka: ``topic[partition]``; their offsets there identify them."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
 @dataclass(slots=True)
 class EventBatch:
     project: int
@@ -41,45 +52,62 @@ class EventBatch:
     times: list[int] = field(default_factory=list)
     uuids: list[bytes] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)
+    source: Source | None = None   # None: the events entered Kafka in this batch's origin topic and partition
 
     def __len__(self) -> int:
         return len(self.lines)
 
+    def source_of_events(self) -> tuple[Source, list[int]]:
+        """(source, per-event source offsets); a batch written directly to its first topic is its own source."""
+        if self.offsets:
+            return self.source or Source(self.origin.topic, self.origin.partition), self.offsets
+        return Source(self.origin.topic, self.origin.partition), [self.origin.offset] * len(self.lines)
+
     def encode(self) -> bytes:
+        src = self.source or Source(self.origin.topic, self.origin.partition)
         return avro.encode_with_tail("event_batch", {
             "project": self.project, "hour": self.hour,
             "origin": {"topic": self.origin.topic, "partition": self.origin.partition, "offset": self.origin.offset},
+            "source": {"topic": src.topic, "partition": src.partition},
             "offsets": _pack(self.offsets), "keys": b"\xff".join(self.keys), "times": _pack(self.times),
             "uuids": b"".join(self.uuids)}, b"\n".join(self.lines))
 
     @classmethod
     def decode(cls, data: bytes) -> EventBatch:
         r = avro.decode("event_batch", data)
-        o = r["origin"]
+        o, src = r["origin"], r["source"]
         times = _unpack(r["times"])
         n = len(times)
         u = r["uuids"]
-        return cls(project=r["project"], hour=r["hour"], origin=Origin(o["topic"], o["partition"], o["offset"]),
+        origin = Origin(o["topic"], o["partition"], o["offset"])
+        source = Source(src["topic"], src["partition"])
+        return cls(project=r["project"], hour=r["hour"], origin=origin,
                    offsets=_unpack(r["offsets"]), keys=r["keys"].split(b"\xff") if n else [], times=times,
                    uuids=[u[i:i + 16] for i in range(0, 16 * n, 16)],
-                   lines=r["events"].split(b"\n") if n else [])
+                   lines=r["events"].split(b"\n") if n else [],
+                   source=None if source == Source(origin.topic, origin.partition) else source)
 
     def select(self, mask: list[bool], origin: Origin) -> EventBatch:
-        """The events whose mask is true, as a batch derived from ``origin``."""
+        """The events whose mask is true, as a batch derived from ``origin``; the events keep their source."""
+        source, offsets = self.source_of_events()
         return EventBatch(
-            project=self.project, hour=self.hour, origin=origin, offsets=[],
+            project=self.project, hour=self.hour, origin=origin,
+            offsets=[o for o, m in zip(offsets, mask) if m],
             keys=[k for k, m in zip(self.keys, mask) if m], times=[t for t, m in zip(self.times, mask) if m],
-            uuids=[u for u, m in zip(self.uuids, mask) if m], lines=[ln for ln, m in zip(self.lines, mask) if m])
+            uuids=[u for u, m in zip(self.uuids, mask) if m], lines=[ln for ln, m in zip(self.lines, mask) if m],
+            source=source)
 
 
 class Rows(NamedTuple):
-    """What an exporter needs of a batch: its rows as one newline-joined blob, never split."""
+    """What an exporter needs of a batch: its rows as one newline-joined blob, and their source offsets."""
 
     project: int
     hour: int
     latest_ms: int
     count: int
     blob: bytes
+    source: str          # "topic[partition]" where the events first entered Kafka
+    offsets: list[int]   # per row, its offset there
 
 
 def decode_rows(data: bytes) -> Rows:
@@ -87,7 +115,14 @@ def decode_rows(data: bytes) -> Rows:
     times = array("q", r["times"])
     if sys.byteorder == "big":
         times.byteswap()
-    return Rows(r["project"], r["hour"], max(times) if times else -1, len(times), r["events"])
+    n = len(times)
+    offsets = _unpack(r["offsets"])
+    src = r["source"]
+    if not offsets:  # written directly to its first topic: the batch is its own source
+        o = r["origin"]
+        src, offsets = o, [o["offset"]] * n
+    return Rows(r["project"], r["hour"], max(times) if n else -1, n, r["events"],
+                f"{src['topic']}[{src['partition']}]", offsets)
 
 
 def _pack(values: list[int]) -> bytes:

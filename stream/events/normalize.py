@@ -426,15 +426,24 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     client_s = received_s if client_time == received else format_ms(client_time)
 
     data = {}
-    if e.idfv is not None: data["idfv"] = e.idfv
-    if e.android_id is not None: data["android_id"] = e.android_id
-    if e.android_app_set_id is not None: data["android_app_set_id"] = e.android_app_set_id
-    if e.user_agent is not None: data["user_agent"] = e.user_agent
-    if e.partner_id is not None: data["partner_id"] = e.partner_id
-    if e.plan is not None and (o := _obj(e.plan)) is not None: data["plan"] = o
-    if e.ingestion_metadata is not None and (o := _obj(e.ingestion_metadata)) is not None: data["ingestion_metadata"] = o
-    if e.extra is not None and (o := _obj(e.extra)) is not None: data["extra"] = o
-    if e.skip_user_properties_sync is not None: data["$skip_user_properties_sync"] = e.skip_user_properties_sync
+    if e.idfv is not None:
+        data["idfv"] = e.idfv
+    if e.android_id is not None:
+        data["android_id"] = e.android_id
+    if e.android_app_set_id is not None:
+        data["android_app_set_id"] = e.android_app_set_id
+    if e.user_agent is not None:
+        data["user_agent"] = e.user_agent
+    if e.partner_id is not None:
+        data["partner_id"] = e.partner_id
+    if e.plan is not None and (o := _obj(e.plan)) is not None:
+        data["plan"] = o
+    if e.ingestion_metadata is not None and (o := _obj(e.ingestion_metadata)) is not None:
+        data["ingestion_metadata"] = o
+    if e.extra is not None and (o := _obj(e.extra)) is not None:
+        data["extra"] = o
+    if e.skip_user_properties_sync is not None:
+        data["$skip_user_properties_sync"] = e.skip_user_properties_sync
     props = e.event_properties if e.event_properties is None else _obj(e.event_properties)
     group_props = e.group_properties if e.group_properties is None else _obj(e.group_properties)
     groups = e.groups if e.groups is None else _obj(e.groups)
@@ -442,12 +451,18 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     if (e.price is not None or e.quantity is not None or e.revenue is not None or e.productId is not None
             or e.revenueType is not None or e.currency is not None):
         revenue = {}
-        if e.price is not None: revenue["$price"] = e.price
-        if e.quantity is not None: revenue["$quantity"] = e.quantity
-        if e.revenue is not None: revenue["$revenue"] = e.revenue
-        if e.productId is not None: revenue["$productId"] = e.productId
-        if e.revenueType is not None: revenue["$revenueType"] = e.revenueType
-        if e.currency is not None: revenue["$currency"] = e.currency
+        if e.price is not None:
+            revenue["$price"] = e.price
+        if e.quantity is not None:
+            revenue["$quantity"] = e.quantity
+        if e.revenue is not None:
+            revenue["$revenue"] = e.revenue
+        if e.productId is not None:
+            revenue["$productId"] = e.productId
+        if e.revenueType is not None:
+            revenue["$revenueType"] = e.revenueType
+        if e.currency is not None:
+            revenue["$currency"] = e.currency
         props = {**_json_decode(props), **revenue} if props is not None else revenue
 
     # one positional argument per export column, in EXPORT_FIELDS order (checked at import below)

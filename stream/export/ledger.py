@@ -1,10 +1,13 @@
 """The export ledger: one record per object on S3 (schemas/export_ledger.avsc).
 
 The exporter writes a record after the object is complete on S3 and before it
-commits the offsets the object holds. After a restart it reads the ledger back:
-an event of (partition, hour) at or below the highest end offset recorded for
-that pair is already inside an object and is skipped, so a replay from the
-committed offset never writes it twice.
+commits the offsets the object holds. After a restart it reads the ledger back,
+and an event of (partition, hour) is skipped when it is already inside an object:
+- its batch is at or below the highest offset recorded for the pair (a re-read
+  from the committed offset), or
+- its source offset -- where it first entered Kafka -- is at or below the highest
+  recorded for the pair and that source (a replay by an upstream stage that
+  crashed between producing and committing, which re-sends the same events).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class LedgerRecord:
     start_offset: int
     end_offset: int
     events: int
+    marks: dict[str, int]
     bytes: int
     reason: str
     written_at: int
@@ -47,6 +51,7 @@ class LedgerIndex:
 
     def __init__(self, records: Iterable[LedgerRecord] = ()):
         self._marks: dict[tuple[int, int], int] = {}
+        self._sources: dict[tuple[int, int, str], int] = {}
         for r in records:
             self.add(r)
 
@@ -54,6 +59,14 @@ class LedgerIndex:
         k = (r.partition, r.hour)
         if r.end_offset > self._marks.get(k, -1):
             self._marks[k] = r.end_offset
+        for source, offset in r.marks.items():
+            ks = (r.partition, r.hour, source)
+            if offset > self._sources.get(ks, -1):
+                self._sources[ks] = offset
+
+    def source_mark(self, partition: int, hour: int, source: str) -> int:
+        """The highest source offset of ``source`` among written events of (partition, hour), -1 if none."""
+        return self._sources.get((partition, hour, source), -1)
 
     def written_through(self, partition: int, hour: int) -> int:
         """The highest offset of (partition, hour) in a written object, -1 if none."""

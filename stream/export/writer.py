@@ -24,6 +24,7 @@ class _Open:
     end_offset: int
     opened_latest_ms: int
     spool: GzipLinesSpool
+    marks: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class ClosedObject:
     size: int
     path: Path
     reason: CloseReason
+    marks: dict[str, int]      # per source, the highest source offset among its events
 
 
 class PartitionWriter:
@@ -52,21 +54,35 @@ class PartitionWriter:
         self._open: dict[int, _Open] = {}
         self._pending: dict[str, int] = {}     # closed, not yet written: key -> start offset
         self._next_offset: int | None = None
+        self._marks: dict[tuple[int, str], int] = {}   # (hour, source) -> highest source offset taken
         self.latest_event_ms = -1
         self.skipped_events = 0
 
-    def add(self, offset: int, hour: int, blob: bytes, count: int, latest_ms: int) -> list[ClosedObject]:
-        """Take one batch at ``offset`` (``count`` rows joined by newlines); return the objects to upload now."""
+    def add(self, offset: int, hour: int, blob: bytes, count: int, latest_ms: int, source: str,
+            source_offsets: list[int]) -> list[ClosedObject]:
+        """Take one batch at ``offset`` (``count`` rows joined by newlines, with their source offsets);
+        return the objects to upload now."""
         self._next_offset = offset + 1
         if offset <= self._ledger.written_through(self.partition, hour):
-            self.skipped_events += count   # already inside a written object (a replay)
+            self.skipped_events += count   # already inside a written object (a re-read)
             return []
+        mark = self._mark(hour, source)
+        lo, hi = min(source_offsets), max(source_offsets)
+        if hi <= mark:
+            self.skipped_events += count   # an upstream replay of events already taken
+            return []
+        if lo <= mark:                     # partly a replay: keep the events past the mark
+            kept = [ln for ln, o in zip(blob.split(b"\n"), source_offsets) if o > mark]
+            self.skipped_events += count - len(kept)
+            blob, count = b"\n".join(kept), len(kept)
+        self._marks[(hour, source)] = hi
         obj = self._open.get(hour)
         if obj is None:
             path = self._spool_dir / f"p{self.partition}-h{hour}-o{offset}.json.gz.part"
-            obj = self._open[hour] = _Open(hour, offset, offset, self.latest_event_ms, GzipLinesSpool(path))
+            obj = self._open[hour] = _Open(hour, offset, offset, self.latest_event_ms, GzipLinesSpool(path), {})
         obj.spool.write_rows(blob, count)
         obj.end_offset = offset
+        obj.marks[source] = hi
         closed = []
         if size_reached(obj.spool.raw_bytes, self._max_bytes):
             closed.append(self._close(hour, CloseReason.SIZE))
@@ -76,6 +92,12 @@ class PartitionWriter:
     def use_ledger(self, ledger: LedgerIndex) -> None:
         """A fresher reading of the ledger (after a rebalance: other workers may have written)."""
         self._ledger = ledger
+
+    def _mark(self, hour: int, source: str) -> int:
+        mark = self._marks.get((hour, source))
+        if mark is None:
+            mark = self._marks[(hour, source)] = self._ledger.source_mark(self.partition, hour, source)
+        return mark
 
     def skip(self, offset: int) -> None:
         """A batch this destination does not export (another project) was read at ``offset``."""
@@ -94,7 +116,7 @@ class PartitionWriter:
         key = self._key_for(hour, self.partition, obj.start_offset)
         self._pending[key] = obj.start_offset
         return ClosedObject(self.partition, hour, key, obj.start_offset, obj.end_offset, obj.spool.events,
-                            obj.spool.raw_bytes, size, obj.spool.path, reason)
+                            obj.spool.raw_bytes, size, obj.spool.path, reason, obj.marks)
 
     def written(self, obj: ClosedObject) -> None:
         """``obj`` is on S3 and in the ledger: its offsets may be committed."""

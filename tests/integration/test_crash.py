@@ -67,10 +67,10 @@ def test_killing_the_exporter_at_each_point_neither_loses_nor_duplicates(deploym
     assert keys_before <= object_keys(settings)   # objects written before the kill keep their keys
 
 
-@pytest.mark.xfail(strict=True, reason="a whole worker killed before its ingest and dedupe commits replays their "
-                   "output, which reaches S3 again: dropping replays by per-hop watermarks is not built yet")
-@pytest.mark.parametrize("point", ["ingest.produced"])
+@pytest.mark.parametrize("point", ["ingest.produced", "dedupe.sent:3", "export.uploaded", "export.ledgered",
+                                   "export.committed"])
 def test_killing_the_whole_worker_neither_loses_nor_duplicates(deployment, worker, point):
+    """Every stage replays what it had not committed; the exporter drops the replays by their source offsets."""
     settings, _ = deployment
     asyncio.run(ensure_topics(settings))
     first = worker(env={"STREAM_CRASH_AT": point})

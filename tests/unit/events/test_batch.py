@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import fastavro
 
 from stream.events import avro, deadletter
-from stream.events.batch import EventBatch, Origin
+from stream.events.batch import EventBatch, Origin, Source
 from stream.events.ingest import ingest_records
 from stream.events.normalize import Rules
 from stream.events.partitioning import partition_for
@@ -60,17 +60,21 @@ def test_batches_round_trip_and_select_keeps_the_masked_events():
                    [b"a" * 16, b"b" * 16], [b'{"x":1}', b'{"x":2}'])
     assert EventBatch.decode(b.encode()) == b
     s = b.select([False, True], Origin("events.valid", 0, 3))
-    assert (s.lines, s.keys, s.times, s.offsets, s.origin) == ([b'{"x":2}'], [b""], [H + 2], [],
-                                                               Origin("events.valid", 0, 3))
+    assert (s.lines, s.keys, s.times, s.offsets, s.origin, s.source) == (
+        [b'{"x":2}'], [b""], [H + 2], [9], Origin("events.valid", 0, 3), Source("events.ingest", 1))
+    assert EventBatch.decode(s.encode()) == s
+    direct = EventBatch(7, H, Origin("events.valid", 2, 40), [], [b"", b""], [H, H], [b"a" * 16] * 2, [b"1", b"2"])
+    assert direct.select([True, True], Origin("events.valid", 2, 40)).source_of_events() == (
+        Source("events.valid", 2), [40, 40])
 
 
 def test_an_exporter_reads_a_batchs_rows_as_one_blob():
     from stream.events.batch import Rows, decode_rows
     b = EventBatch(7, H, Origin("events.valid", 2, 5), [], [b"k", b""], [H + 9, H + 4], [b"a" * 16, b"b" * 16],
                    [b'{"x":1}', b'{"x":2}'])
-    assert decode_rows(b.encode()) == Rows(7, H, H + 9, 2, b'{"x":1}\n{"x":2}')
+    assert decode_rows(b.encode()) == Rows(7, H, H + 9, 2, b'{"x":1}\n{"x":2}', "events.valid[2]", [5, 5])
     empty = EventBatch(7, H, Origin("events.valid", 2, 6))
-    assert decode_rows(empty.encode()) == Rows(7, H, -1, 0, b"")
+    assert decode_rows(empty.encode()) == Rows(7, H, -1, 0, b"", "events.valid[2]", [])
     assert EventBatch.decode(empty.encode()) == empty
 
 
@@ -79,6 +83,7 @@ def test_the_fast_batch_encoding_is_plain_avro():
                    [b"a" * 16, b"b" * 16], [b"x" * 300, b'{"y":2}'])
     full = avro.encode("event_batch", {
         "project": 424242, "hour": H, "origin": {"topic": "events.ingest", "partition": 3, "offset": 2**40},
+        "source": {"topic": "events.ingest", "partition": 3},
         "offsets": (1).to_bytes(8, "little") + (2**40).to_bytes(8, "little"), "keys": b"k\x00a\xff",
         "times": H.to_bytes(8, "little") + (-1).to_bytes(8, "little", signed=True), "uuids": b"a" * 16 + b"b" * 16,
         "events": b"x" * 300 + b'\n{"y":2}'})

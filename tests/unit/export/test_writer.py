@@ -2,10 +2,11 @@
 
 import asyncio
 import gzip
+import itertools
 
 from stream.agents.export import Exporter
 from stream.clock import FakeClock
-from stream.events.batch import EventBatch, Origin
+from stream.events.batch import EventBatch, Origin, Source
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import MemoryStorage
 from stream.settings import load_settings
@@ -19,10 +20,15 @@ def settings(**dest):
         {"name": "main", "project": 424242, "bucket": "bkt", "prefix": "amp/", "close_grace_s": 20, **dest}])
 
 
-def batch(hour, lines, times=None, project=424242):
+_source_offsets = itertools.count()
+
+
+def batch(hour, lines, times=None, project=424242, offsets=None, source=Source("events.ingest", 0)):
+    """A batch as events.accepted carries it; by default its events are the next ones of events.ingest[0]."""
     times = times or [hour + 1000] * len(lines)
-    return EventBatch(project, hour, Origin("events.valid", 0, 0), [], [b""] * len(lines), times,
-                      [b"u" * 16] * len(lines), lines).encode()
+    offsets = offsets if offsets is not None else [next(_source_offsets) for _ in lines]
+    return EventBatch(project, hour, Origin("events.valid", 0, 0), offsets, [b""] * len(lines), times,
+                      [b"u" * 16] * len(lines), lines, source).encode()
 
 
 def make(tmp_path, ledger=None, **dest):
@@ -92,7 +98,7 @@ def test_objects_rotate_at_the_size_limit(tmp_path):
 
 def test_after_a_restart_events_already_in_a_written_object_are_skipped(tmp_path):
     written = LedgerRecord("main", 424242, "events.accepted", 0, H7, "bkt", "amp/424242/424242_2024-03-09_7#0.json.gz",
-                           0, 4, 9, 100, "hour_closed", 0)
+                           0, 4, 9, {}, 100, "hour_closed", 0)
     ex, storage, _ = make(tmp_path, ledger=LedgerIndex([written]))
     assert ex.add(0, 3, batch(H7, [b"old"])) == []        # inside #0 already
     ex.add(0, 5, batch(H7, [b"new"]))
@@ -100,3 +106,28 @@ def test_after_a_restart_events_already_in_a_written_object_are_skipped(tmp_path
     assert [c.key for c in closed] == ["amp/424242/424242_2024-03-09_7#5000.json.gz"]
     finish_all(ex, closed)
     assert gzip.decompress(storage.objects[("bkt", closed[0].key)]) == b"new\n"
+
+
+def test_an_upstream_replay_is_dropped_whole_or_in_part(tmp_path):
+    ex, storage, records = make(tmp_path)
+    ex.add(0, 0, batch(H7, [b"a", b"b", b"c"], offsets=[10, 11, 12]))
+    ex.add(0, 1, batch(H7, [b"b", b"c"], offsets=[11, 12]))                 # replayed whole
+    ex.add(0, 2, batch(H7, [b"c", b"d", b"e"], offsets=[12, 13, 14]))       # replayed in part
+    ex.add(0, 3, batch(H7, [b"x"], offsets=[5], source=Source("events.api", 0)))   # another source
+    closed = ex.tick(idle_partitions={0})
+    finish_all(ex, closed)
+    assert gzip.decompress(storage.objects[("bkt", "amp/424242/424242_2024-03-09_7#0.json.gz")]) == \
+        b"a\nb\nc\nd\ne\nx\n"
+    assert ex.writers[0].skipped_events == 3
+    assert records[0].marks == {"events.ingest[0]": 14, "events.api[0]": 5}
+
+
+def test_after_a_restart_the_ledger_marks_drop_replays_of_written_events(tmp_path):
+    written = LedgerRecord("main", 424242, "events.accepted", 0, H7, "bkt", "amp/424242/424242_2024-03-09_7#0.json.gz",
+                           0, 4, 3, {"events.ingest[0]": 12}, 100, "hour_closed", 0)
+    ex, storage, _ = make(tmp_path, ledger=LedgerIndex([written]))
+    ex.add(0, 9, batch(H7, [b"b", b"c", b"d"], offsets=[11, 12, 13]))      # a dedupe replay after the object
+    ex.add(0, 10, batch(H7 + HOUR, [b"z"], offsets=[12]))                   # another hour: not the same mark
+    finish_all(ex, ex.tick(idle_partitions={0}))
+    assert gzip.decompress(storage.objects[("bkt", "amp/424242/424242_2024-03-09_7#9000.json.gz")]) == b"d\n"
+    assert ex.writers[0].skipped_events == 2
