@@ -2,6 +2,9 @@
 
 import asyncio
 import gzip
+import os
+import random
+import threading
 import time
 
 import boto3
@@ -80,5 +83,43 @@ def test_killing_the_whole_worker_neither_loses_nor_duplicates(deployment, worke
     worker()
     expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
     wait_until(lambda: len(exported(settings)) >= len(expected), 90, "every event to be exported")
+    time.sleep(3)
+    assert exported(settings) == expected
+
+
+SOAK_EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 13:04d}", "insert_id": f"soak-{i}"},
+                H7 + i * 20_000) for i in range(1500)]   # about eight hours of data, 180 events an hour
+
+
+def test_a_soak_of_random_kills_while_events_flow_neither_loses_nor_duplicates(deployment, worker):
+    """SIGKILL the worker at random moments (seeded) while a producer streams events, then let one finish."""
+    cycles = int(os.environ.get("STREAM_SOAK_CYCLES", "10"))
+    rnd = random.Random(int(os.environ.get("STREAM_SOAK_SEED", "7")))
+    settings, _ = deployment
+    asyncio.run(ensure_topics(settings))
+
+    async def stream_events():
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=5)
+        await p.start()
+        try:
+            for i, (ev, ts) in enumerate(SOAK_EVENTS):
+                await p.send(settings.topics.name("ingest"), orjson.dumps(ev), timestamp_ms=ts)
+                if i % 50 == 49:
+                    await asyncio.sleep(0.25)   # about 200 events a second
+            await p.flush()
+        finally:
+            await p.stop()
+
+    producer = threading.Thread(target=asyncio.run, args=(stream_events(),))
+    producer.start()
+    for _ in range(cycles):
+        w = worker()
+        time.sleep(rnd.uniform(2.5, 7.0))   # during start-up, joins, processing, uploads
+        w.kill()
+        w.wait()
+    producer.join()
+    worker()
+    expected = sorted(ev["insert_id"] for ev, _ in SOAK_EVENTS)
+    wait_until(lambda: len(exported(settings)) >= len(expected), 180, "every event to be exported")
     time.sleep(3)
     assert exported(settings) == expected

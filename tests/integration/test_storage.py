@@ -1,0 +1,49 @@
+"""S3Storage against the real S3 endpoint: single and multipart uploads, each with its encryption."""
+
+import asyncio
+
+import aioboto3
+import boto3
+import pytest
+
+from stream.export.storage import PutRequest, S3Storage
+from stream.settings import EncryptionSettings
+
+pytestmark = pytest.mark.integration
+PART = 5 * 1024 * 1024
+
+
+@pytest.fixture
+def bucket(stack):
+    name = f"enc-{id(object()) % 10**8}"
+    boto3.client("s3", endpoint_url=stack["s3"]).create_bucket(Bucket=name)
+    return name
+
+
+def put(stack, bucket, path, encryption):
+    async def go():
+        async with aioboto3.Session().client("s3", endpoint_url=stack["s3"]) as s3:
+            await S3Storage(s3, encryption, PART).put_file(PutRequest(
+                bucket, path.name, path, path.stat().st_size, "application/gzip", {"stream-events": "3"}))
+    asyncio.run(go())
+    return boto3.client("s3", endpoint_url=stack["s3"]).head_object(Bucket=bucket, Key=path.name)
+
+
+@pytest.mark.parametrize("size", [1000, 2 * PART + 17], ids=["single", "multipart"])
+def test_sse_s3_applies_to_every_object(stack, bucket, tmp_path, size):
+    path = tmp_path / f"a-{size}.json.gz"
+    path.write_bytes(b"x" * size)
+    head = put(stack, bucket, path, EncryptionSettings(type="sse-s3"))
+    assert (head["ContentLength"], head["ServerSideEncryption"], head["Metadata"]) == (
+        size, "AES256", {"stream-events": "3"})
+
+
+@pytest.mark.parametrize("size", [1000, 2 * PART + 17], ids=["single", "multipart"])
+def test_sse_kms_applies_the_destinations_key_to_every_object(stack, bucket, tmp_path, size):
+    key_id = boto3.client("kms", endpoint_url=stack["s3"]).create_key()["KeyMetadata"]["Arn"]
+    path = tmp_path / f"b-{size}.json.gz"
+    path.write_bytes(b"y" * size)
+    head = put(stack, bucket, path, EncryptionSettings(type="sse-kms", kms_key_id=key_id))
+    assert (head["ContentLength"], head["ServerSideEncryption"], head["SSEKMSKeyId"]) == (size, "aws:kms", key_id)
+    body = boto3.client("s3", endpoint_url=stack["s3"]).get_object(Bucket=bucket, Key=path.name)["Body"].read()
+    assert body == b"y" * size
