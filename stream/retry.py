@@ -25,17 +25,38 @@ def s3_retriable(exc: BaseException) -> bool:
     return isinstance(exc, (EndpointConnectionError, BotoCoreError, ConnectionError, asyncio.TimeoutError))
 
 
-async def retry(what: str, call: Callable[[], Awaitable[T]], *, retriable: Callable[[BaseException], bool],
-                attempts: int = 8, first_delay: float = 0.2, max_delay: float = 30.0) -> T:
-    """``call()`` until it succeeds, backing off exponentially on retriable errors."""
+def s3_failure_kind(exc: BaseException) -> str | None:
+    """``transient`` (throttling, 5xx, connection), ``permanent`` (access, bucket, key: S3 said no), or
+    None for anything that is not an S3 failure (a bug: not retried)."""
+    if s3_retriable(exc):
+        return "transient"
+    if isinstance(exc, ClientError):
+        return "permanent"
+    return None
+
+
+async def retry_until_done(what: str, call: Callable[[], Awaitable[T]], *,
+                           kind_of: Callable[[BaseException], str | None],
+                           on_failure: Callable[[str, BaseException], None] = lambda kind, exc: None,
+                           first_delay: float = 0.2, max_delay: float = 30.0, permanent_delay: float = 60.0) -> T:
+    """``call()`` until it succeeds: nothing is given up, the caller simply stops pulling meanwhile.
+
+    Transient failures back off exponentially up to ``max_delay``; permanent ones (a
+    permission someone has to grant) are retried every ``permanent_delay``. Failures
+    ``kind_of`` does not know are raised.
+    """
     delay = first_delay
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return await call()
         except Exception as exc:
-            if attempt == attempts or not retriable(exc):
+            kind = kind_of(exc)
+            if kind is None:
                 raise
-            log.warning("%s failed (attempt %d of %d, retrying in %.1fs): %s", what, attempt, attempts, delay, exc)
-            await asyncio.sleep(delay)
+            on_failure(kind, exc)
+            wait = delay if kind == "transient" else permanent_delay
+            log.warning("%s failed (%s, attempt %d, retrying in %.1fs): %s", what, kind, attempt, wait, exc)
+            await asyncio.sleep(wait)
             delay = min(delay * 2, max_delay)
-    raise AssertionError("unreachable")

@@ -128,6 +128,9 @@ class S3Settings(_Section):
     region: str = Field("us-east-1", description="Default region of buckets.")
     upload_part_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024,
                                    description="Part size of multipart uploads.")
+    connect_timeout_s: float = Field(10, gt=0, description="Connection timeout of S3 requests.")
+    read_timeout_s: float = Field(60, gt=0, description="Longest an S3 request may take: a stalled upload "
+                                  "fails after this and is retried. Keep it above part size / bandwidth.")
 
 
 class WorkerSettings(_Section):

@@ -8,9 +8,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aioboto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from stream import kafka, metrics
+from stream.check import explain_s3_error
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import decode_rows
@@ -20,7 +23,7 @@ from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import PutRequest, S3Storage, Storage
 from stream.export.writer import ClosedObject, PartitionWriter
-from stream.retry import retry, s3_retriable
+from stream.retry import retry_until_done, s3_failure_kind
 from stream.settings import DestinationSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -74,8 +77,9 @@ class Exporter:
             "stream-topic": self.topic, "stream-partition": str(obj.partition),
             "stream-start-offset": str(obj.start_offset), "stream-end-offset": str(obj.end_offset),
             "stream-events": str(obj.events)})
-        await retry(f"upload of s3://{d.bucket}/{obj.key}", lambda: self.storage.put_file(req),
-                    retriable=s3_retriable)
+        await retry_until_done(f"upload of s3://{d.bucket}/{obj.key}", lambda: self.storage.put_file(req),
+                               kind_of=s3_failure_kind, on_failure=self._upload_failed)
+        metrics.EXPORT_FAILING.labels(d.name).set(0)
         crash_point("export.uploaded")
         rec = LedgerRecord(d.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
                            obj.start_offset, obj.end_offset, obj.events, obj.marks, obj.size, obj.reason.value,
@@ -96,6 +100,14 @@ class Exporter:
         self.ledger = ledger
         for w in self.writers.values():
             w.use_ledger(ledger)
+
+    def _upload_failed(self, kind: str, exc: BaseException) -> None:
+        d = self.dest
+        metrics.EXPORT_UPLOAD_FAILURES.labels(d.name, kind).inc()
+        metrics.EXPORT_FAILING.labels(d.name).set(1)
+        if kind == "permanent" and isinstance(exc, ClientError):
+            why = explain_s3_error(exc, "s3:PutObject", f"arn:aws:s3:::{d.bucket}/{d.prefix}*", d)
+            log.error("export %s: %s; uploads retry every minute until it is fixed", d.name, why)
 
     def committable(self) -> dict[int, int]:
         return {p: o for p, w in self.writers.items() if (o := w.committable()) is not None}
@@ -155,9 +167,12 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         await (await producer.send(ledger_topic, rec.encode(), key=rec.message_key()))
 
     session = aioboto3.Session()
+    timeouts = Config(connect_timeout=settings.s3.connect_timeout_s, read_timeout=settings.s3.read_timeout_s,
+                      retries={"max_attempts": 1})   # retried in retry_until_done, which never gives up
     async with session.client("s3", endpoint_url=settings.s3.endpoint_url,
-                              region_name=dest.region or settings.s3.region) as s3:
-        exporter = Exporter(settings, dest, S3Storage(s3, dest.encryption, settings.s3.upload_part_bytes), clock,
+                              region_name=dest.region or settings.s3.region, config=timeouts) as s3:
+        exporter = Exporter(settings, dest, S3Storage(s3, dest.encryption, settings.s3.upload_part_bytes,
+                                                 settings.s3.read_timeout_s), clock,
                             spool, append_ledger, LedgerIndex())
         consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-export-{dest.name}",
                                     **kafka.consumer_args(settings.kafka))

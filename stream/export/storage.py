@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,33 +35,46 @@ def sse_args(enc: EncryptionSettings) -> dict[str, str]:
 
 
 class S3Storage:
-    """PutObject for small files, a multipart upload (``part_bytes`` parts) for large ones."""
+    """PutObject for small files, a multipart upload (``part_bytes`` parts) for large ones.
 
-    def __init__(self, client: Any, encryption: EncryptionSettings, part_bytes: int):
+    Every request is bounded by ``request_timeout_s``: aiobotocore's read timeout does
+    not fire on a connection that accepted the request and never answers (measured
+    with tests/integration/faultproxy.py), and a stalled upload must fail to be retried.
+    """
+
+    def __init__(self, client: Any, encryption: EncryptionSettings, part_bytes: int,
+                 request_timeout_s: float = 60):
         self._s3 = client
         self._sse = sse_args(encryption)
         self._part = part_bytes
+        self._timeout = request_timeout_s
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        return await asyncio.wait_for(getattr(self._s3, method)(**kwargs), self._timeout)
 
     async def put_file(self, req: PutRequest) -> None:
         extra = {"ContentType": req.content_type, "Metadata": req.metadata, **self._sse}
         if req.size <= self._part:
-            await self._s3.put_object(Bucket=req.bucket, Key=req.key, Body=req.path.read_bytes(), **extra)
+            await self._call("put_object", Bucket=req.bucket, Key=req.key, Body=req.path.read_bytes(), **extra)
             return
-        up = await self._s3.create_multipart_upload(Bucket=req.bucket, Key=req.key, **extra)
+        up = await self._call("create_multipart_upload", Bucket=req.bucket, Key=req.key, **extra)
         upload_id = up["UploadId"]
         try:
             parts = []
             with open(req.path, "rb") as f:
                 n = 1
                 while chunk := f.read(self._part):
-                    r = await self._s3.upload_part(Bucket=req.bucket, Key=req.key, UploadId=upload_id,
-                                                   PartNumber=n, Body=chunk)
+                    r = await self._call("upload_part", Bucket=req.bucket, Key=req.key, UploadId=upload_id,
+                                         PartNumber=n, Body=chunk)
                     parts.append({"ETag": r["ETag"], "PartNumber": n})
                     n += 1
-            await self._s3.complete_multipart_upload(Bucket=req.bucket, Key=req.key, UploadId=upload_id,
-                                                     MultipartUpload={"Parts": parts})
+            await self._call("complete_multipart_upload", Bucket=req.bucket, Key=req.key, UploadId=upload_id,
+                             MultipartUpload={"Parts": parts})
         except BaseException:
-            await self._s3.abort_multipart_upload(Bucket=req.bucket, Key=req.key, UploadId=upload_id)
+            try:  # best effort: S3 also expires incomplete uploads by the bucket's lifecycle rule
+                await self._call("abort_multipart_upload", Bucket=req.bucket, Key=req.key, UploadId=upload_id)
+            except Exception:
+                pass
             raise
 
 
