@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import faust
@@ -10,6 +11,7 @@ from stream.agents import dedupe
 from stream.agents.export import run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
+from stream.health import HEALTH
 from stream.settings import Settings
 
 
@@ -46,8 +48,24 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
     app = faust.App(app_id, **faust_settings(settings))
+    HEALTH.expect(*stages)
     if "dedupe" in stages:
         dedupe.register(app, settings)
+
+        @app.on_rebalance_complete.connect
+        async def _dedupe_ready(sender, **kwargs) -> None:
+            HEALTH.mark_ready("dedupe")
+
+    if settings.worker.http_port:
+        from stream.web import serve, worker_app
+
+        @app.task
+        async def http() -> None:
+            runner = await serve(worker_app(HEALTH), settings.worker.http_host, settings.worker.http_port)
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await runner.cleanup()
 
     if "ingest" in stages:
         @app.task

@@ -50,13 +50,11 @@ def worker(config: str | None, stages: str | None) -> None:
     from faust.worker import Worker
 
     from stream.app import build_app
-    if settings.worker.metrics_port:
-        from prometheus_client import start_http_server
-        try:
-            start_http_server(settings.worker.metrics_port)
-        except OSError as exc:
-            raise click.ClickException(f"cannot serve metrics on port {settings.worker.metrics_port}: "
-                                       f"{exc.strerror} (worker.metrics_port)") from None
+    w = settings.worker
+    if w.http_port:
+        from stream.web import port_free
+        if (why := port_free(w.http_host, w.http_port)) is not None:
+            raise click.ClickException(f"cannot serve HTTP on {w.http_host}:{w.http_port}: {why} (worker.http_port)")
     app = build_app(settings)
     Worker(app, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
 

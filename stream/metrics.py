@@ -1,22 +1,70 @@
-"""Every metric, declared once. Label values come from small fixed sets, never from data."""
+"""Every metric, declared once. Label values come from small fixed sets, never from data.
+
+Names follow Prometheus conventions: ``stream_<stage>_<noun>_total`` for
+counters, ``_seconds`` and ``_bytes`` for units, ``_timestamp_seconds`` for
+points in time. Labels:
+
+- ``stage``: ingest, dedupe, export, api
+- ``reason``: a dead-letter reason code (``stream.events.normalize.Reason``), a
+  close reason (``stream.export.rotation.CloseReason``) or an upload failure
+  reason (``stream.retry.FAILURE_REASONS``)
+- ``destination``: a destination name from the configuration
+- ``consumer``: ingest, dedupe, or ``export-<destination>``
+- ``route``: an HTTP route template, ``status``: an HTTP status code
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
-EVENTS_INGESTED = Counter("stream_ingest_events_total", "Raw events read from events.ingest.")
+# --- events through the pipeline ----------------------------------------------------------------------------------
+EVENTS_INGESTED = Counter("stream_ingest_events_total", "Raw messages read from events.ingest.")
 EVENTS_VALID = Counter("stream_ingest_valid_events_total", "Events validated and written to events.valid.")
-EVENTS_DEAD_LETTERED = Counter("stream_ingest_dead_lettered_events_total",
-                               "Inputs written to the dead-letter topic.", ["reason"])
+EVENTS_DEAD_LETTERED = Counter("stream_dead_letter_events_total",
+                               "Inputs written to the dead-letter topic, by the stage that rejected them.",
+                               ["stage", "reason"])
 DEDUPE_EVENTS = Counter("stream_dedupe_events_total", "Events read by the dedupe stage.")
 DEDUPE_DUPLICATES = Counter("stream_dedupe_duplicates_total", "Events dropped as duplicates.")
+DEDUPE_ACCEPTED = Counter("stream_dedupe_accepted_events_total", "Events written to events.accepted.")
+CONSUMER_LAG = Gauge("stream_consumer_lag_messages",
+                     "Messages between a consumer's position and the end of the partitions this worker reads, "
+                     "summed per topic.", ["consumer", "topic"])
+
+# --- export ------------------------------------------------------------------------------------------------------
 EXPORT_EVENTS = Counter("stream_export_events_total", "Rows written to exported objects.", ["destination"])
-EXPORT_OBJECTS = Counter("stream_export_objects_total", "Objects written to S3.", ["destination", "reason"])
+EXPORT_OBJECTS = Counter("stream_export_objects_total", "Objects written to S3, by why they were closed.",
+                         ["destination", "reason"])
 EXPORT_BYTES = Counter("stream_export_bytes_total", "Compressed bytes written to S3.", ["destination"])
 EXPORT_SKIPPED = Counter("stream_export_replayed_events_total",
                          "Rows skipped because the ledger shows them already written.", ["destination"])
+EXPORT_MARKERS = Counter("stream_export_markers_total", "_complete markers written for sealed hours.",
+                         ["destination"])
 EXPORT_UPLOAD_FAILURES = Counter("stream_export_upload_failures_total",
-                                 "Failed uploads, retried: transient (throttling, 5xx, connection) or permanent "
-                                 "(access, bucket: someone must act).", ["destination", "kind"])
+                                 "Failed S3 requests of the exporter, all retried, by reason "
+                                 "(throttled, server_error, connection, timeout: transient; access_denied, "
+                                 "kms_denied, no_such_bucket, wrong_region, credentials, other: someone must act).",
+                                 ["destination", "reason"])
 EXPORT_FAILING = Gauge("stream_export_destination_failing",
-                       "1 while the destination's uploads fail, 0 once one succeeds.", ["destination"])
+                       "1 while the destination's uploads fail with an error retrying cannot fix (access, bucket, "
+                       "key, region), 0 otherwise.", ["destination"])
+EXPORT_RETRYING = Gauge("stream_export_destination_retrying",
+                        "1 while the destination's uploads fail and are being retried (any reason), 0 otherwise.",
+                        ["destination"])
+EXPORT_OLDEST_AGE = Gauge("stream_export_oldest_unexported_event_age_seconds",
+                          "Age (by server_upload_time) of the oldest event this worker has read for the destination "
+                          "but not yet written to S3; 0 when everything read is written.", ["destination"])
+EXPORT_LAST_SEALED = Gauge("stream_export_last_sealed_hour_timestamp_seconds",
+                           "Start of the latest hour sealed on every partition of the destination (its _complete "
+                           "marker is due), as a Unix timestamp.", ["destination"])
+
+# --- HTTP API ----------------------------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter("stream_http_requests_total", "HTTP requests answered, by route and status.",
+                        ["route", "status"])
+HTTP_DURATION = Histogram("stream_http_request_duration_seconds", "Time to answer an HTTP request.", ["route"],
+                          buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+API_EVENTS = Counter("stream_api_events_total",
+                     "Events received by the HTTP API, by outcome (accepted, rejected, throttled).", ["outcome"])
+API_PRODUCE_DURATION = Histogram("stream_api_produce_duration_seconds",
+                                 "Time from handing a request's batches to the producer to the broker's "
+                                 "acknowledgement of all of them.",
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))

@@ -117,10 +117,23 @@ class DestinationSettings(_Section):
         "uncompressed size reaches this (deterministic: derived from the data, not the clock).")
 
 
+class SegmentSourceSettings(_Section):
+    write_key: str = Field(..., min_length=1, description="The source's write key (HTTP Basic user name or "
+                           "`writeKey` in the body).")
+    source_id: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                           description="Source id: the `{source_id}` folder of the Segment layout "
+                           "(segment-logs/<source_id>/<received_day>/).")
+
+
 class ProjectSettings(_Section):
     id: int = Field(..., gt=0, description="Project id: the `app` field of exported events and the key prefix.")
     name: str = Field("", description="Human-readable name.")
-    api_keys: list[str] = Field(default_factory=list, description="API keys the HTTP API accepts for this project.")
+    api_keys: list[str] = Field(default_factory=list,
+                                description="Amplitude API keys the HTTP API accepts for this project (/2/httpapi, "
+                                "/batch).")
+    segment_sources: list[SegmentSourceSettings] = Field(
+        default_factory=list, description="Segment sources whose write keys the HTTP API accepts for this project "
+        "(/v1/*).")
 
 
 class S3Settings(_Section):
@@ -144,8 +157,41 @@ class WorkerSettings(_Section):
         ["ingest", "dedupe", "export"], min_length=1,
         description="The stages this worker runs. Each stage is its own consumer group, so workers running "
         "different stages can be scaled apart (e.g. more ingest replicas).")
-    metrics_port: int | None = Field(None, ge=1, le=65535,
-                                     description="Serve Prometheus metrics on this port (/metrics); unset: off.")
+    http_port: int | None = Field(
+        9108, ge=1, le=65535, description="Serve /metrics (Prometheus), /healthz (liveness), /readyz (readiness) "
+        "and /exports/status (JSON) on this port; null turns the server off.")
+    http_host: str = Field("0.0.0.0", description="Address the worker's HTTP server listens on.")
+    shutdown_timeout_s: float = Field(
+        30, gt=0, description="On SIGTERM the worker stops reading, finishes the uploads in flight and commits "
+        "what is durable; after this many seconds it abandons the rest (a restart replays it, exactly once). "
+        "Keep Kubernetes' terminationGracePeriodSeconds above it.")
+
+
+class ApiSettings(_Section):
+    """The HTTP ingestion service (``stream api``): Amplitude HTTP V2 / Batch and Segment's tracking API."""
+
+    host: str = Field("0.0.0.0", description="Address `stream api` listens on (--host).")
+    port: int = Field(8080, ge=1, le=65535, description="Port `stream api` listens on (--port).")
+    amplitude_httpapi_max_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest /2/httpapi body (after gzip decoding); larger ones get 413, as "
+        "Amplitude answers above 1 MB.")
+    amplitude_batch_max_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Largest /batch body (after gzip decoding); Amplitude's limit is 20 MB.")
+    amplitude_max_events: int = Field(2000, gt=0, description="Most events in one Amplitude request.")
+    httpapi_device_eps: float = Field(
+        30, gt=0, description="Events per second one device_id or user_id may send to /2/httpapi, averaged over "
+        "throttle_window_s; above it the events get 429 (Amplitude: 30).")
+    batch_device_eps: float = Field(
+        1000, gt=0, description="Events per second one device_id or user_id may send to /batch, averaged over "
+        "throttle_window_s (Amplitude: 1000).")
+    throttle_window_s: float = Field(30, gt=0, description="Window of the per-device/user rate limits.")
+    segment_max_message_bytes: int = Field(32 * 1024, gt=0, description="Largest Segment message (Segment: 32 KB).")
+    segment_max_batch_bytes: int = Field(500 * 1024, gt=0, description="Largest /v1/batch body (Segment: 500 KB).")
+    segment_max_batch_messages: int = Field(2500, gt=0, description="Most messages in one /v1/batch (Segment: 2500).")
+    cors_origins: list[str] = Field(["*"], description="Origins browser SDKs may send from (CORS); [] turns CORS off.")
+    produce_timeout_s: float = Field(
+        10, gt=0, description="Longest a request waits for the broker to acknowledge its batches before it is "
+        "answered 503 (the client retries).")
 
 
 class Settings(BaseSettings):
@@ -160,6 +206,7 @@ class Settings(BaseSettings):
     dedupe: DedupeSettings = Field(default_factory=DedupeSettings, description="Duplicate detection.")
     s3: S3Settings = Field(default_factory=S3Settings, description="S3 client.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="The worker process.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP ingestion service (`stream api`).")
     projects: list[ProjectSettings] = Field(default_factory=list, description="Projects events belong to.")
     destinations: list[DestinationSettings] = Field(default_factory=list, description="Where events are exported.")
 
@@ -180,6 +227,12 @@ class Settings(BaseSettings):
         for i, d in enumerate(self.destinations):
             if d.project not in ids:
                 raise ValueError(f"destinations[{i}].project: project {d.project} is not declared in projects")
+        keys = [k for p in self.projects for k in p.api_keys]
+        if len(set(keys)) != len(keys):
+            raise ValueError("projects[].api_keys: an API key may belong to one project only")
+        write_keys = [src.write_key for p in self.projects for src in p.segment_sources]
+        if len(set(write_keys)) != len(write_keys):
+            raise ValueError("projects[].segment_sources: a write key may belong to one source only")
         if self.ingest.default_project is not None and self.ingest.default_project not in ids:
             raise ValueError(f"ingest.default_project: project {self.ingest.default_project} is not declared "
                              "in projects")

@@ -47,10 +47,11 @@ def register(app: faust.App, settings: Settings) -> None:
                 await dead.send(key=msg.key, value=not_a_batch(msg.topic, msg.partition, msg.offset,
                                                                int(msg.timestamp * 1000), msg.key, event.value, exc,
                                                                settings.kafka.max_request_bytes))
-                metrics.EVENTS_DEAD_LETTERED.labels(Reason.INVALID_BATCH.value).inc()
+                metrics.EVENTS_DEAD_LETTERED.labels("dedupe", Reason.INVALID_BATCH.value).inc()
                 continue
-            d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
             origin = Origin(valid_name, msg.partition, msg.offset)
+            batch.arrived_at(origin)
+            d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
             if d.writes:
                 table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
             out = batch.select(d.keep, origin)
@@ -59,3 +60,4 @@ def register(app: faust.App, settings: Settings) -> None:
                 crash_point("dedupe.sent")
             metrics.DEDUPE_EVENTS.inc(len(batch))
             metrics.DEDUPE_DUPLICATES.inc(d.duplicates)
+            metrics.DEDUPE_ACCEPTED.inc(len(out.lines))

@@ -16,6 +16,7 @@ from stream import kafka, metrics
 from stream.check import explain_s3_error
 from stream.clock import Clock
 from stream.crashpoints import crash_point
+from stream.health import HEALTH
 from stream.events.batch import decode_rows
 from stream.events.deadletter import not_a_batch
 from stream.events.normalize import Reason
@@ -179,6 +180,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         rebalance = _Rebalance(exporter)
         consumer.subscribe([exporter.topic], listener=rebalance)
         await consumer.start()
+        HEALTH.mark_ready("export")
         log.info("export %s: reading %s for project %d into s3://%s/%s", dest.name, exporter.topic, dest.project,
                  dest.bucket, dest.prefix)
         committed: dict[int, int] = {}
@@ -200,7 +202,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                             await (await producer.send(dead_topic, not_a_batch(
                                 tp.topic, tp.partition, r.offset, r.timestamp, r.key, r.value, exc,
                                 settings.kafka.max_request_bytes), key=r.key))
-                            metrics.EVENTS_DEAD_LETTERED.labels(Reason.INVALID_BATCH.value).inc()
+                            metrics.EVENTS_DEAD_LETTERED.labels("export", Reason.INVALID_BATCH.value).inc()
                             exporter.writer(tp.partition).skip(r.offset)
                 idle = set()
                 for tp in consumer.assignment():

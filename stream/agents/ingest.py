@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from stream import kafka, metrics
 from stream.clock import Clock
 from stream.crashpoints import crash_point
+from stream.health import HEALTH
 from stream.events.ingest import ingest_records
 from stream.events.normalize import Rules
 from stream.settings import Settings
@@ -87,6 +88,7 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
     consumer.subscribe([src], listener=_Drain(pending, consumer))
     await producer.start()
     await consumer.start()
+    HEALTH.mark_ready("ingest")
     log.info("ingest: reading %s", src)
     loop = asyncio.get_running_loop()
     last_commit = loop.time()
@@ -108,7 +110,7 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
                     metrics.EVENTS_INGESTED.inc(len(recs))
                     metrics.EVENTS_VALID.inc(res.valid)
                     for reason, n in res.reasons.items():
-                        metrics.EVENTS_DEAD_LETTERED.labels(reason).inc(n)
+                        metrics.EVENTS_DEAD_LETTERED.labels("ingest", reason).inc(n)
                 pending.add(sends, {tp: recs[-1].offset + 1 for tp, recs in polled.items()})
             pending.collect()
             if len(pending.polls) >= MAX_POLLS_IN_FLIGHT:

@@ -17,7 +17,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream.devstack.sample import SampleEvents
-from stream.devstack.services import Service, local_aws_env, start_broker, start_moto
+from stream.devstack.services import Service, free_port, local_aws_env, start_broker, start_moto
 from stream.events.batch import EventBatch
 from stream.events.timefmt import HOUR_MS, hour_label
 from stream.export.ledger import LedgerRecord
@@ -26,14 +26,14 @@ PROJECT = 424242
 BUCKET = "stream-dev"
 
 
-def dev_config(bootstrap: str, s3_url: str, data_dir: Path) -> dict:
+def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | None = None) -> dict:
     """The configuration ``stream dev`` runs the worker with (also a small example)."""
     return {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 2, "heartbeat_interval_s": 0.5},
         "topics": {"partitions": 2, "ingest_partitions": 2},
         "ingest": {"default_project": PROJECT},
         "s3": {"endpoint_url": s3_url},
-        "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info"},
+        "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info", "http_port": http_port},
         "projects": [{"id": PROJECT, "name": "demo"}],
         "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/",
                           "encryption": {"type": "sse-s3"}, "close_grace_s": 5}],
@@ -61,7 +61,8 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
         cfg = workdir / "stream.yaml"
         data_dir = workdir / "data"
-        cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir), sort_keys=False))
+        http_port = free_port()
+        cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port), sort_keys=False))
         log = open(workdir / "logs" / "worker.log", "wb")
         worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg)], stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

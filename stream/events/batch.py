@@ -53,6 +53,8 @@ class EventBatch:
     uuids: list[bytes] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)
     source: Source | None = None   # None: the events entered Kafka in this batch's origin topic and partition
+    segment_source: str = ""       # the Segment source id of the events, "" when not from Segment's API
+    segment: list[bytes] = field(default_factory=list)   # per event, its Segment message; [] when none has one
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -70,7 +72,8 @@ class EventBatch:
             "origin": {"topic": self.origin.topic, "partition": self.origin.partition, "offset": self.origin.offset},
             "source": {"topic": src.topic, "partition": src.partition},
             "offsets": _pack(self.offsets), "keys": b"\xff".join(self.keys), "times": _pack(self.times),
-            "uuids": b"".join(self.uuids)}, b"\n".join(self.lines))
+            "uuids": b"".join(self.uuids), "segment_source": self.segment_source,
+            "segment": b"\xff".join(self.segment) if any(self.segment) else b""}, b"\n".join(self.lines))
 
     @classmethod
     def decode(cls, data: bytes) -> EventBatch:
@@ -85,7 +88,14 @@ class EventBatch:
                    offsets=_unpack(r["offsets"]), keys=r["keys"].split(b"\xff") if n else [], times=times,
                    uuids=[u[i:i + 16] for i in range(0, 16 * n, 16)],
                    lines=r["events"].split(b"\n") if n else [],
-                   source=None if source == Source(origin.topic, origin.partition) else source)
+                   source=None if source == Source(origin.topic, origin.partition) else source,
+                   segment_source=r["segment_source"], segment=r["segment"].split(b"\xff") if r["segment"] else [])
+
+    def arrived_at(self, origin: Origin) -> None:
+        """This batch was read at ``origin``; when it was written there directly (no per-event offsets, as the
+        HTTP API writes events.valid), that message is where its events entered Kafka."""
+        if not self.offsets:
+            self.origin, self.source = origin, None
 
     def select(self, mask: list[bool], origin: Origin) -> EventBatch:
         """The events whose mask is true, as a batch derived from ``origin``; the events keep their source."""
@@ -95,7 +105,8 @@ class EventBatch:
             offsets=[o for o, m in zip(offsets, mask) if m],
             keys=[k for k, m in zip(self.keys, mask) if m], times=[t for t, m in zip(self.times, mask) if m],
             uuids=[u for u, m in zip(self.uuids, mask) if m], lines=[ln for ln, m in zip(self.lines, mask) if m],
-            source=source)
+            source=source, segment_source=self.segment_source,
+            segment=[s for s, m in zip(self.segment, mask) if m] if self.segment else [])
 
 
 class Rows(NamedTuple):
@@ -103,11 +114,14 @@ class Rows(NamedTuple):
 
     project: int
     hour: int
-    latest_ms: int
+    earliest_ms: int     # the smallest server_upload_time of the rows
+    latest_ms: int       # the largest
     count: int
     blob: bytes
     source: str          # "topic[partition]" where the events first entered Kafka
     offsets: list[int]   # per row, its offset there
+    segment_source: str  # the Segment source id, "" when the events did not come through Segment's API
+    segment: bytes       # the rows' Segment messages joined by 0xFF, b"" when none has one
 
 
 def decode_rows(data: bytes) -> Rows:
@@ -121,8 +135,8 @@ def decode_rows(data: bytes) -> Rows:
     if not offsets:  # written directly to its first topic: the batch is its own source
         o = r["origin"]
         src, offsets = o, [o["offset"]] * n
-    return Rows(r["project"], r["hour"], max(times) if n else -1, n, r["events"],
-                f"{src['topic']}[{src['partition']}]", offsets)
+    return Rows(r["project"], r["hour"], min(times) if n else -1, max(times) if n else -1, n, r["events"],
+                f"{src['topic']}[{src['partition']}]", offsets, r["segment_source"], r["segment"])
 
 
 def _pack(values: list[int]) -> bytes:

@@ -41,7 +41,7 @@ def deployment(stack, tmp_path):
         "ingest": {"default_project": 424242},
         "s3": {"endpoint_url": stack["s3"]},
         "worker": {"app_id": f"it-{run}", "data_dir": str(tmp_path / "data"), "log_level": "info",
-                   "metrics_port": free_port()},
+                   "http_port": free_port()},
         "projects": [{"id": 424242}, {"id": 7}],
         "destinations": [{"name": "main", "project": 424242, "bucket": bucket, "prefix": "amp/",
                           "close_grace_s": 1}],
@@ -56,9 +56,9 @@ def worker(deployment, tmp_path):
     """Start ``stream worker`` for the deployment; stop it (SIGTERM, by PID) afterwards."""
     procs = []
 
-    def start(*args, metrics_port=None, env=None):
+    def start(*args, http_port=None, env=None):
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
-        env = {**os.environ, **({"STREAM_WORKER__METRICS_PORT": str(metrics_port)} if metrics_port else {}),
+        env = {**os.environ, **({"STREAM_WORKER__HTTP_PORT": str(http_port)} if http_port else {}),
                **(env or {})}
         p = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(deployment[1]), *args], stdout=log,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)

@@ -56,13 +56,13 @@ def test_killing_the_exporter_at_each_point_neither_loses_nor_duplicates(deploym
     """The export stage alone is killed and restarted; ingest and dedupe run on in another worker."""
     settings, _ = deployment
     asyncio.run(ensure_topics(settings))
-    worker("--stages", "ingest,dedupe", metrics_port=free_port())
-    exporter = worker("--stages", "export", metrics_port=free_port(), env={"STREAM_CRASH_AT": point})
+    worker("--stages", "ingest,dedupe", http_port=free_port())
+    exporter = worker("--stages", "export", http_port=free_port(), env={"STREAM_CRASH_AT": point})
     asyncio.run(produce(settings))
     wait_until(lambda: exporter.poll() is not None, 60, f"the exporter to die at {point}")
     assert exporter.returncode == -9
     keys_before = object_keys(settings)
-    worker("--stages", "export", metrics_port=free_port())
+    worker("--stages", "export", http_port=free_port())
     expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
     wait_until(lambda: len(exported(settings)) >= len(expected), 90, "every event to be exported")
     time.sleep(3)  # anything written twice would land by now

@@ -80,11 +80,11 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     dest = settings.destinations[0]
     asyncio.run(ensure_topics(settings))  # before producing: the producer would auto-create events.ingest
     if stages is None:
-        ports = [settings.worker.metrics_port]
+        ports = [settings.worker.http_port]
         procs = [worker()]
     else:
         ports = [free_port() for _ in stages]
-        procs = [worker("--stages", s, metrics_port=port) for s, port in zip(stages, ports)]
+        procs = [worker("--stages", s, http_port=port) for s, port in zip(stages, ports)]
     asyncio.run(produce(settings))
     expected = Counter(o for _, _, o in INPUTS)
     expected["invalid_key"] += 1
@@ -98,6 +98,11 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
 
     assert [p.poll() for p in procs] == [None] * len(procs)
     records = wait_until(ledger, 120, f"{exported} exported events in the ledger")
+    ready = [orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").read()) for port in ports]
+    assert [r["ready"] for r in ready] == ([["dedupe", "export", "ingest"]] if stages is None
+                                           else [["ingest"], ["dedupe", "export"]])
+    assert [orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read()) for port in ports] == \
+        [{"status": "ok", "failed": {}}] * len(ports)
     assert sum(r.events for r in records) == exported
 
     # every object's key comes from its partition, hour and the first accepted offset it holds
@@ -159,5 +164,6 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     assert float(samples["stream_ingest_events_total"]) == len(INPUTS) + 1
     assert float(samples["stream_dedupe_duplicates_total"]) == expected["duplicate"]
     assert float(samples['stream_export_events_total{destination="main"}']) == len(rows)
-    assert float(samples['stream_ingest_dead_lettered_events_total{reason="missing_event_type"}']) == 2
-    assert float(samples['stream_ingest_dead_lettered_events_total{reason="invalid_batch"}']) == 1
+    assert float(samples["stream_dedupe_accepted_events_total"]) == len(rows)
+    assert float(samples['stream_dead_letter_events_total{reason="missing_event_type",stage="ingest"}']) == 2
+    assert float(samples['stream_dead_letter_events_total{reason="invalid_batch",stage="dedupe"}']) == 1

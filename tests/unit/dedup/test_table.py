@@ -43,4 +43,4 @@ def test_a_worker_without_the_dedupe_stage_has_no_agent_and_its_own_faust_group(
                       projects=[{"id": 1}], destinations=[{"name": "d", "project": 1, "bucket": "bkt"}])
     app = build_app(s)
     assert (app.conf.id, list(app.agents), list(app.tables)) == ("unit-ingest", [], [])
-    assert [t.__name__ for t in app._app_tasks] == ["ingest"]
+    assert [t.__name__ for t in app._app_tasks] == ["http", "ingest"]   # worker.http_port is on by default

@@ -68,13 +68,34 @@ def test_batches_round_trip_and_select_keeps_the_masked_events():
         Source("events.valid", 2), [40, 40])
 
 
+def test_segment_messages_travel_with_their_events_and_api_batches_take_their_coordinates_when_read():
+    api = EventBatch(7, H, Origin("events.valid", 2, -1), [], [b"k1", b"k2", b"k3"], [H, H + 1, H + 2],
+                     [b"a" * 16, b"b" * 16, b"c" * 16], [b'{"r":1}', b'{"r":2}', b'{"r":3}'],
+                     segment_source="src-1", segment=[b'{"m":1}', b"", b'{"m":3}'])
+    read = EventBatch.decode(api.encode())
+    assert read == api
+    read.arrived_at(Origin("events.valid", 2, 41))
+    kept = read.select([True, False, True], Origin("events.valid", 2, 41))
+    assert (kept.segment_source, kept.segment, kept.source_of_events()) == (
+        "src-1", [b'{"m":1}', b'{"m":3}'], (Source("events.valid", 2), [41, 41]))
+    from stream.events.batch import decode_rows
+    rows = decode_rows(kept.encode())
+    assert (rows.segment_source, rows.segment, rows.source, rows.offsets) == (
+        "src-1", b'{"m":1}\xff{"m":3}', "events.valid[2]", [41, 41])
+    ingested = EventBatch(7, H, Origin("events.ingest", 0, 9), [8, 9], [b"", b""], [H, H], [b"a" * 16] * 2,
+                          [b"1", b"2"])
+    ingested.arrived_at(Origin("events.valid", 2, 50))    # offsets from its source: kept as they are
+    assert ingested.source_of_events() == (Source("events.ingest", 0), [8, 9])
+
+
 def test_an_exporter_reads_a_batchs_rows_as_one_blob():
     from stream.events.batch import Rows, decode_rows
     b = EventBatch(7, H, Origin("events.valid", 2, 5), [], [b"k", b""], [H + 9, H + 4], [b"a" * 16, b"b" * 16],
                    [b'{"x":1}', b'{"x":2}'])
-    assert decode_rows(b.encode()) == Rows(7, H, H + 9, 2, b'{"x":1}\n{"x":2}', "events.valid[2]", [5, 5])
+    assert decode_rows(b.encode()) == Rows(7, H, H + 4, H + 9, 2, b'{"x":1}\n{"x":2}', "events.valid[2]", [5, 5],
+                                           "", b"")
     empty = EventBatch(7, H, Origin("events.valid", 2, 6))
-    assert decode_rows(empty.encode()) == Rows(7, H, -1, 0, b"", "events.valid[2]", [])
+    assert decode_rows(empty.encode()) == Rows(7, H, -1, -1, 0, b"", "events.valid[2]", [], "", b"")
     assert EventBatch.decode(empty.encode()) == empty
 
 
@@ -86,7 +107,7 @@ def test_the_fast_batch_encoding_is_plain_avro():
         "source": {"topic": "events.ingest", "partition": 3},
         "offsets": (1).to_bytes(8, "little") + (2**40).to_bytes(8, "little"), "keys": b"k\x00a\xff",
         "times": H.to_bytes(8, "little") + (-1).to_bytes(8, "little", signed=True), "uuids": b"a" * 16 + b"b" * 16,
-        "events": b"x" * 300 + b'\n{"y":2}'})
+        "segment_source": "", "segment": b"", "events": b"x" * 300 + b'\n{"y":2}'})
     assert b.encode() == full
     head = {k: v for k, v in avro.decode("event_batch", full).items() if k != "events"}
     for n in (0, 1, 63, 64, 8191, 8192, 2**21):  # varint lengths of 1, 2, 3 and 4 bytes

@@ -1,0 +1,64 @@
+"""The worker's HTTP endpoints: /metrics, /healthz, /readyz and /exports/status, on worker.http_port."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from stream.health import HEALTH, Health
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), status=status,
+                        content_type="application/json")
+
+
+def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None) -> web.Application:
+    """``status`` returns the export status document (``stream.export.status``); None: the worker exports nothing."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        ok, body = health.live()
+        return _json(body, 200 if ok else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok, body = health.readiness()
+        return _json(body, 200 if ok else 503)
+
+    async def exports_status(_: web.Request) -> web.Response:
+        if status is None:
+            return _json({"error": "this worker does not run the export stage (worker.stages)"}, 404)
+        return _json(status())
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/exports/status", exports_status)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start serving ``app``; the caller awaits ``runner.cleanup()`` to stop."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+def port_free(host: str, port: int) -> str | None:
+    """None if ``host:port`` can be listened on, else why not (checked before the worker starts)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
