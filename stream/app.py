@@ -8,7 +8,7 @@ from pathlib import Path
 import faust
 
 from stream.agents import dedupe
-from stream.agents.export import run_export
+from stream.agents.export import export_status, run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
 from stream.health import HEALTH
@@ -61,7 +61,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
         @app.task
         async def http() -> None:
-            runner = await serve(worker_app(HEALTH), settings.worker.http_host, settings.worker.http_port)
+            status = (lambda hours: export_status(settings, hours=hours)) if "export" in stages else None
+            runner = await serve(worker_app(HEALTH, status), settings.worker.http_host, settings.worker.http_port)
             try:
                 await asyncio.Event().wait()
             finally:

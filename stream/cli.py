@@ -92,6 +92,34 @@ def dev(exit_after: float | None, rate: float, backfill: int, workdir: str) -> N
     sys.exit(code)
 
 
+@main.group()
+def exports() -> None:
+    """Look at the exports: what each destination has written, hour by hour."""
+
+
+@exports.command("status")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--hours", default=24, show_default=True, help="How many of the latest hours to list per destination.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON (as /exports/status does).")
+def exports_status(config: str | None, hours: int, as_json: bool) -> None:
+    """Per destination and hour: sealed or open, the _complete marker, objects, events, bytes, last error.
+
+    Read from the export ledger topic, so it shows every worker's exports.
+    """
+    settings = _load(config)
+    from stream.export.status_cli import read_status, render
+    try:
+        doc = asyncio.run(read_status(settings, hours))
+    except Exception as exc:
+        raise click.ClickException(f"cannot read the export ledger from {settings.kafka.bootstrap_servers}: "
+                                   f"{exc}. Check kafka.bootstrap_servers and topics.prefix.") from None
+    if as_json:
+        import orjson
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(render(doc))
+
+
 @main.command("config-reference")
 def config_reference() -> None:
     """Print every configuration key with its default and description (Markdown)."""

@@ -58,6 +58,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def partition_count(settings: Settings, topic: str) -> int:
+    """The number of partitions of ``topic`` (0 when it does not exist)."""
+    c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
+    await c.start()
+    try:
+        await c.topics()
+        return len(c.partitions_for_topic(topic) or ())
+    finally:
+        await c.stop()
+
+
 async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
     """Every record of ``topic`` from the beginning, until ``quiet_polls`` polls in a row return nothing.
 

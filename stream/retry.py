@@ -1,49 +1,77 @@
-"""Retrying calls to S3: one place decides what is worth retrying, and the only place that sleeps."""
+"""Retrying calls to S3: one place decides what a failure is and whether waiting fixes it, and the only place that
+sleeps."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
+                                 EndpointConnectionError, NoCredentialsError, PartialCredentialsError)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRIABLE_CODES = frozenset({"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
-                             "RequestTimeTooSkewed", "503", "500", "ThrottlingException"})
+TRANSIENT_REASONS = ("throttled", "server_error", "connection", "timeout")
+"""Failures that pass by themselves: retried with backoff."""
+PERMANENT_REASONS = ("access_denied", "kms_denied", "no_such_bucket", "wrong_region", "credentials", "other")
+"""Failures someone has to fix (a permission, a bucket name, a region, credentials): retried slowly meanwhile."""
+FAILURE_REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
+
+_THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"})
+_REDIRECT = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+                       "301", "TemporaryRedirect"})
+_CREDENTIALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                          "TokenRefreshRequired", "ExpiredTokenException"})
 
 
-def s3_retriable(exc: BaseException) -> bool:
-    """Throttling, 5xx and connection failures are retried; access and naming errors are not."""
+class Failure(NamedTuple):
+    kind: str     # "transient" or "permanent"
+    reason: str   # one of FAILURE_REASONS: a metric label
+
+
+def s3_failure(exc: BaseException) -> Failure | None:
+    """What an S3 (or STS/KMS through S3) failure is, or None when it is not one (a bug: not retried)."""
     if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
+        err = exc.response.get("Error", {})
+        code, msg = str(err.get("Code", "")), str(err.get("Message", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in RETRIABLE_CODES or status >= 500
-    return isinstance(exc, (EndpointConnectionError, BotoCoreError, ConnectionError, asyncio.TimeoutError))
-
-
-def s3_failure_kind(exc: BaseException) -> str | None:
-    """``transient`` (throttling, 5xx, connection), ``permanent`` (access, bucket, key: S3 said no), or
-    None for anything that is not an S3 failure (a bug: not retried)."""
-    if s3_retriable(exc):
-        return "transient"
-    if isinstance(exc, ClientError):
-        return "permanent"
+        if code in _THROTTLED:
+            return Failure("transient", "throttled")
+        if code in ("InternalError", "ServiceUnavailable", "RequestTimeout", "500") or status >= 500:
+            return Failure("transient", "server_error")
+        if code.startswith("KMS") or "kms" in msg.lower() or code == "KMSAccessDeniedException":
+            return Failure("permanent", "kms_denied")
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"):
+            return Failure("permanent", "access_denied")
+        if code in ("NoSuchBucket", "404"):
+            return Failure("permanent", "no_such_bucket")
+        if code in _REDIRECT or status == 301:
+            return Failure("permanent", "wrong_region")
+        if code in _CREDENTIALS:
+            return Failure("permanent", "credentials")
+        return Failure("permanent", "other")
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return Failure("transient", "timeout")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return Failure("permanent", "credentials")
+    if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ConnectionError, BotoCoreError)):
+        return Failure("transient", "connection")
     return None
 
 
 async def retry_until_done(what: str, call: Callable[[], Awaitable[T]], *,
-                           kind_of: Callable[[BaseException], str | None],
-                           on_failure: Callable[[str, BaseException], None] = lambda kind, exc: None,
+                           classify: Callable[[BaseException], Failure | None],
+                           on_failure: Callable[[Failure, BaseException], object] = lambda failure, exc: None,
                            first_delay: float = 0.2, max_delay: float = 30.0, permanent_delay: float = 60.0) -> T:
     """``call()`` until it succeeds: nothing is given up, the caller simply stops pulling meanwhile.
 
     Transient failures back off exponentially up to ``max_delay``; permanent ones (a
     permission someone has to grant) are retried every ``permanent_delay``. Failures
-    ``kind_of`` does not know are raised.
+    ``classify`` does not know are raised. ``on_failure`` may be a coroutine function.
     """
     delay = first_delay
     attempt = 0
@@ -52,11 +80,14 @@ async def retry_until_done(what: str, call: Callable[[], Awaitable[T]], *,
         try:
             return await call()
         except Exception as exc:
-            kind = kind_of(exc)
-            if kind is None:
+            failure = classify(exc)
+            if failure is None:
                 raise
-            on_failure(kind, exc)
-            wait = delay if kind == "transient" else permanent_delay
-            log.warning("%s failed (%s, attempt %d, retrying in %.1fs): %s", what, kind, attempt, wait, exc)
+            reported = on_failure(failure, exc)
+            if inspect.isawaitable(reported):
+                await reported
+            wait = delay if failure.kind == "transient" else permanent_delay
+            log.warning("%s failed (%s: %s, attempt %d, retrying in %.1fs): %s", what, failure.kind, failure.reason,
+                        attempt, wait, exc)
             await asyncio.sleep(wait)
             delay = min(delay * 2, max_delay)

@@ -107,14 +107,26 @@ class DestinationSettings(_Section):
     prefix: str = Field("", description="Key prefix inside the bucket, e.g. `amp/`; objects go under "
                         "<prefix><project>/.")
     region: str | None = Field(None, description="Bucket region; defaults to s3.region.")
+    endpoint_url: str | None = Field(None, description="S3 endpoint of this destination; defaults to "
+                                     "s3.endpoint_url (unset for AWS).")
+    role_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
+        description="IAM role to assume for this destination (e.g. a role in the bucket owner's account); unset: "
+        "the worker's own credentials (the AWS default chain: env, profile, IRSA).")
+    external_id: str | None = Field(None, description="External ID to pass when assuming role_arn, if its trust "
+                                    "policy requires one.")
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings, description="Server-side encryption.")
     enabled: bool = Field(True, description="A disabled destination keeps its place but exports nothing.")
     close_grace_s: float = Field(
-        20, ge=0, description="An hour closes when its partition reaches events stamped this long after the "
-        "hour's end, or when the partition is idle and the clock is this far past the hour.")
+        60, ge=0, description="An hour closes (and is sealed) on a partition when the partition reaches events "
+        "stamped this long after the hour's end, or when the partition is idle and the clock is this far past the "
+        "hour; later events of the hour go into an extra object. Once every partition sealed an hour, its "
+        "_complete marker is written.")
     max_object_bytes: int = Field(
         256 * 1024 * 1024, gt=0, description="An object is closed and a new one started when its "
         "uncompressed size reaches this (deterministic: derived from the data, not the clock).")
+    max_object_events: int = Field(
+        1_000_000, gt=0, description="An object is closed and a new one started when it holds this many events.")
 
 
 class SegmentSourceSettings(_Section):

@@ -19,7 +19,8 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None) -> web.Application:
-    """``status`` returns the export status document (``stream.export.status``); None: the worker exports nothing."""
+    """``status(hours)`` returns the export status document listing the latest ``hours`` hours of each destination
+    (``stream.agents.export.export_status``); None: the worker exports nothing."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -32,10 +33,14 @@ def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None)
         ok, body = health.readiness()
         return _json(body, 200 if ok else 503)
 
-    async def exports_status(_: web.Request) -> web.Response:
+    async def exports_status(request: web.Request) -> web.Response:
         if status is None:
             return _json({"error": "this worker does not run the export stage (worker.stages)"}, 404)
-        return _json(status())
+        try:
+            hours = int(request.query.get("hours", "48"))
+        except ValueError:
+            return _json({"error": "hours must be an integer (the number of latest hours to list)"}, 400)
+        return _json(status(hours))
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

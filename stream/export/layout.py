@@ -6,10 +6,20 @@ partition and the first offset the object holds, ``n = start_offset * 1000 +
 partition``, so an object rebuilt after a crash gets the same key and
 overwrites instead of duplicating; the first objects of a fresh topic are
 ``#0``, ``#1``... one per partition, as Amplitude's own files are numbered.
+
+Numbering by start offset rather than by a per-hour counter keeps the key a
+function of the data alone: a ledger read short (or lost) can only make an
+object be written again under the key it already has, never under the key of
+another object.
+
+Once every partition has sealed an hour, ``<prefix><project>/<project>_<yyyy-MM-dd>_<H>_complete``
+(an empty object) tells readers the hour is complete -- an hour with no events
+then has a marker and no objects, a late hour has neither.
 """
 
 from __future__ import annotations
 
+from stream.events.batch import Rows
 from stream.events.timefmt import hour_label
 
 PARTITION_SLOTS = 1000
@@ -28,6 +38,34 @@ def amplitude_key(prefix: str, project: int, hour_ms: int, partition: int, start
     return f"{prefix}{project}/{project}_{day}_{hour}#{object_number(partition, start_offset)}.json.gz"
 
 
+def amplitude_marker_key(prefix: str, project: int, hour_ms: int) -> str:
+    """The ``_complete`` marker of ``project``'s hour: every partition has sealed it (FORMATS.md §1.2)."""
+    day, hour = hour_label(hour_ms)
+    return f"{prefix}{project}/{project}_{day}_{hour}_complete"
+
+
 def parse_number(n: int) -> tuple[int, int]:
     """(partition, start offset) of a key number."""
     return n % PARTITION_SLOTS, n // PARTITION_SLOTS
+
+
+class AmplitudeLayout:
+    """Amplitude's raw export: the export rows as they are, one object per (partition, hour, run of offsets)."""
+
+    name = "amplitude"
+    content_type = "application/gzip"
+
+    def __init__(self, prefix: str, project: int):
+        self.prefix, self.project = prefix, project
+
+    def group(self, rows: Rows) -> str:
+        return ""
+
+    def lines(self, rows: Rows) -> bytes:
+        return rows.blob
+
+    def key(self, hour: int, group: str, partition: int, start_offset: int) -> str:
+        return amplitude_key(self.prefix, self.project, hour, partition, start_offset)
+
+    def marker_key(self, hour: int) -> str | None:
+        return amplitude_marker_key(self.prefix, self.project, hour)

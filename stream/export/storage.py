@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from stream.crashpoints import crash_point
 from stream.settings import EncryptionSettings
 
 
@@ -23,6 +24,9 @@ class PutRequest:
 class Storage(Protocol):
     async def put_file(self, req: PutRequest) -> None:
         """Store the file at ``req.path`` under ``s3://bucket/key``, replacing any object there."""
+
+    async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        """Store ``body`` under ``s3://bucket/key`` (a small object: a marker), replacing any object there."""
 
 
 def sse_args(enc: EncryptionSettings) -> dict[str, str]:
@@ -59,6 +63,7 @@ class S3Storage:
             return
         up = await self._call("create_multipart_upload", Bucket=req.bucket, Key=req.key, **extra)
         upload_id = up["UploadId"]
+        crash_point("export.multipart_created")
         try:
             parts = []
             with open(req.path, "rb") as f:
@@ -67,6 +72,7 @@ class S3Storage:
                     r = await self._call("upload_part", Bucket=req.bucket, Key=req.key, UploadId=upload_id,
                                          PartNumber=n, Body=chunk)
                     parts.append({"ETag": r["ETag"], "PartNumber": n})
+                    crash_point("export.part_uploaded")
                     n += 1
             await self._call("complete_multipart_upload", Bucket=req.bucket, Key=req.key, UploadId=upload_id,
                              MultipartUpload={"Parts": parts})
@@ -76,6 +82,10 @@ class S3Storage:
             except Exception:
                 pass
             raise
+
+
+    async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        await self._call("put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type, **self._sse)
 
 
 class MemoryStorage:
@@ -88,3 +98,7 @@ class MemoryStorage:
     async def put_file(self, req: PutRequest) -> None:
         self.objects[(req.bucket, req.key)] = req.path.read_bytes()
         self.puts.append(req.key)
+
+    async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        self.objects[(bucket, key)] = body
+        self.puts.append(key)

@@ -37,7 +37,8 @@ async def produce(settings):
 
 def object_keys(settings):
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    return {o["Key"] for o in s3.list_objects_v2(Bucket=settings.destinations[0].bucket).get("Contents", [])}
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=settings.destinations[0].bucket).get("Contents", [])
+            if not o["Key"].endswith("_complete")}
 
 
 def exported(settings):

@@ -20,6 +20,8 @@ H7 = 1709967600000  # 2024-03-09 07:00 UTC
 def rows(s3, bucket, prefix=""):
     out = {}
     for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        if o["Key"].endswith("_complete"):
+            continue
         lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()).splitlines()
         out[o["Key"]] = sorted(orjson.loads(x)["$insert_id"] for x in lines)
     return out

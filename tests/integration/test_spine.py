@@ -2,6 +2,9 @@
 
 import asyncio
 import gzip
+import subprocess
+import sys
+import time
 import urllib.request
 from collections import Counter
 
@@ -91,13 +94,40 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     expected["invalid_batch"] += 1
     exported = expected["exported"]
 
+    data_hours = ["amp/424242/424242_2024-03-09_7", "amp/424242/424242_2024-03-09_8",
+                  "amp/424242/424242_2024-03-09_9", "amp/424242/424242_2024-03-16_7"]
+
     def ledger():
         recs = [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
             "export_ledger")))]
-        return recs if sum(r.events for r in recs) >= exported else None
+        marked = {r.key for r in recs if r.kind == "marker"}
+        done = sum(r.events for r in recs) >= exported and {h + "_complete" for h in data_hours} <= marked
+        return recs if done else None
 
     assert [p.poll() for p in procs] == [None] * len(procs)
-    records = wait_until(ledger, 120, f"{exported} exported events in the ledger")
+    everything = wait_until(ledger, 120, f"{exported} exported events and the markers of their hours in the ledger")
+    records = [r for r in everything if r.kind == "object"]
+    markers = sorted(r.key for r in everything if r.kind == "marker")
+    # the hours with events are marked complete, and so are the empty hours of the last two days (the clock
+    # seals them: the partitions are idle), but not the empty week between the two dates of the data
+    assert markers[:4] == [h + "_complete" for h in data_hours]
+    now = time.time()
+    recent = [time.mktime(time.strptime(k.split("_", 1)[1], "%Y-%m-%d_%H_complete")) - time.timezone
+              for k in markers[4:]]
+    assert all(now - 49 * 3600 < t < now for t in recent) and len(recent) >= 46
+    assert {r.partition for r in everything if r.kind == "seal"} == {0, 1}
+    exporting = ports[-1]
+    status = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{exporting}/exports/status?hours=100").read())
+    (main,) = status["destinations"]
+    hour7 = next(h for h in main["hours"] if h["hour"] == "2024-03-09T07:00:00Z")
+    assert (main["destination"], main["state"], hour7["state"], hour7["complete_marker"], hour7["events"]) == (
+        "main", "ok", "sealed", "amp/424242/424242_2024-03-09_7_complete", 4)
+    # the same view from the ledger topic, for the operator's shell
+    table = subprocess.run([sys.executable, "-m", "stream", "exports", "status", "-c", str(deployment[1]),
+                            "--hours", "100"], capture_output=True, text=True, timeout=60, check=True).stdout
+    line7 = next(x for x in table.splitlines() if "2024-03-09T07:00:00Z" in x).split()
+    assert line7[:5] == ["2024-03-09T07:00:00Z", "sealed", "yes", str(hour7["objects"]), "4"]
+    assert table.splitlines()[0] == f"main: project 424242, amplitude layout, s3://{dest.bucket}/amp/  [ok]"
     ready = [orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").read()) for port in ports]
     assert [r["ready"] for r in ready] == ([["dedupe", "export", "ingest"]] if stages is None
                                            else [["ingest"], ["dedupe", "export"]])
@@ -119,7 +149,8 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
 
     # the bucket holds exactly those objects, and their rows are the exported events
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest.bucket)["Contents"])
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest.bucket)["Contents"]
+                  if not o["Key"].endswith("_complete"))
     assert keys == sorted(r.key for r in records)
     rows = []
     for k in keys:

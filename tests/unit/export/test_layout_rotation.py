@@ -1,8 +1,8 @@
 import pytest
 
 from stream.events.timefmt import HOUR_MS, format_ms, hour_label, hour_start
-from stream.export.layout import amplitude_key, object_number, parse_number
-from stream.export.rotation import CloseReason, hour_close_reason, size_reached
+from stream.export.layout import amplitude_key, amplitude_marker_key, object_number, parse_number
+from stream.export.rotation import CloseReason, hour_close_reason, rotation_reason, sealed_hour
 
 H7 = 1709967600000  # 2024-03-09 07:00 UTC
 
@@ -42,6 +42,25 @@ def test_a_straggler_object_waits_a_grace_after_it_opened():
     assert hour_close_reason(H7, opened, opened + 20_000, False, 0, 20_000) is CloseReason.HOUR_CLOSED
 
 
-def test_size_rotation_is_counted_on_uncompressed_bytes():
-    assert not size_reached(99, 100)
-    assert size_reached(100, 100)
+def test_rotation_counts_uncompressed_bytes_and_events():
+    assert rotation_reason(99, 9, 100, 10) is None
+    assert rotation_reason(100, 1, 100, 10) is CloseReason.SIZE
+    assert rotation_reason(5, 10, 100, 10) is CloseReason.EVENTS
+
+
+def test_the_marker_key_sits_beside_the_hours_objects():
+    assert amplitude_marker_key("amp/", 424242, H7) == "amp/424242/424242_2024-03-09_7_complete"
+    assert amplitude_marker_key("", 7, H7 + 17 * HOUR_MS) == "7/7_2024-03-10_0_complete"
+
+
+def test_a_partition_seals_the_hours_its_data_has_passed_by_the_grace():
+    assert sealed_hour(-1, False, H7, 60_000) is None                        # nothing read, not idle
+    assert sealed_hour(H7 + HOUR_MS + 59_999, False, 0, 60_000) == (H7 - HOUR_MS, CloseReason.HOUR_CLOSED)
+    assert sealed_hour(H7 + HOUR_MS + 60_000, False, 0, 60_000) == (H7, CloseReason.HOUR_CLOSED)
+
+
+def test_an_idle_partition_seals_by_the_clock_even_with_no_data():
+    assert sealed_hour(-1, True, H7 + HOUR_MS + 60_000, 60_000) == (H7, CloseReason.IDLE)
+    assert sealed_hour(H7 + 5, True, H7 + 3 * HOUR_MS + 60_000, 60_000) == (H7 + 2 * HOUR_MS, CloseReason.IDLE)
+    # the data can be ahead of the clock (producer timestamps): the later of the two wins
+    assert sealed_hour(H7 + 3 * HOUR_MS + 60_000, True, H7, 60_000) == (H7 + 2 * HOUR_MS, CloseReason.HOUR_CLOSED)

@@ -4,7 +4,7 @@ import asyncio
 import gzip
 import itertools
 
-from stream.agents.export import Exporter
+from stream.export.exporter import Exporter
 from stream.clock import FakeClock
 from stream.events.batch import EventBatch, Origin, Source
 from stream.export.ledger import LedgerIndex, LedgerRecord

@@ -1,0 +1,223 @@
+"""One destination's export: batches in, objects on S3, ledger records out. No Kafka consumer here.
+
+The export agent (``stream.agents.export``) feeds it the batches of the
+partitions it owns, in offset order, and drives one cycle per poll:
+
+1. ``add`` each batch (objects that reach their size or event limit close);
+2. ``tick`` closes the objects whose hour is over;
+3. ``finish`` each closed object: upload it, then append its ledger record
+   (acknowledged by Kafka) -- only then are its offsets committable;
+4. ``seal`` the partitions whose hours are over (a ledger record each), after
+   their objects are written;
+5. ``write_markers`` (the exporter that owns partition 0 only): the
+   ``_complete`` marker of each hour every partition has sealed, then its record;
+6. the agent commits ``committable()``.
+
+A crash between any two steps is replayed from the committed offsets, and
+deterministic keys plus the ledger's marks make the replay converge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+from stream import metrics
+from stream.check import explain_s3_error
+from stream.clock import Clock
+from stream.crashpoints import crash_point
+from stream.events.batch import decode_rows
+from stream.export.completion import ExportBook
+from stream.export.layout import AmplitudeLayout
+from stream.export.ledger import LedgerIndex, LedgerRecord
+from stream.export.storage import PutRequest, Storage
+from stream.export.writer import ClosedObject, Limits, PartitionWriter
+from stream.retry import Failure, retry_until_done, s3_failure
+from stream.settings import DestinationSettings, Settings
+
+log = logging.getLogger(__name__)
+
+ERROR_RECORD_INTERVAL_MS = 60_000
+"""A failure that goes on is recorded in the ledger again after this long (or at once when its reason changes)."""
+
+AppendLedger = Callable[[LedgerRecord], Awaitable[None]]
+
+
+def layout_for(dest: DestinationSettings) -> AmplitudeLayout:
+    return AmplitudeLayout(dest.prefix, dest.project)
+
+
+class Exporter:
+    def __init__(self, settings: Settings, dest: DestinationSettings, storage: Storage, clock: Clock,
+                 spool_dir: Path, append_ledger: AppendLedger, ledger: LedgerIndex, partitions: int | None = None):
+        self.settings, self.dest, self.storage, self.clock = settings, dest, storage, clock
+        self.layout = layout_for(dest)
+        self.spool_dir = spool_dir
+        self.append_ledger = append_ledger
+        self.ledger = ledger
+        self.topic = settings.topics.name("accepted")
+        self.book = ExportBook(dest.name, partitions if partitions is not None else settings.topics.partitions)
+        self.writers: dict[int, PartitionWriter] = {}
+        self.limits = Limits(dest.max_object_bytes, dest.max_object_events, int(dest.close_grace_s * 1000))
+        self._markers_written: set[int] = set()
+        self._last_error: tuple[str, int] | None = None     # (reason, when recorded)
+
+    # --- taking batches -------------------------------------------------------------------------------------------
+    def writer(self, partition: int) -> PartitionWriter:
+        w = self.writers.get(partition)
+        if w is None:
+            w = self.writers[partition] = PartitionWriter(partition, self.layout.key, self.spool_dir, self.ledger,
+                                                          self.limits)
+        return w
+
+    def add(self, partition: int, offset: int, value: bytes) -> list[ClosedObject]:
+        """Take the batch at ``offset``; raises if the message is not a batch."""
+        rows = decode_rows(value)
+        w = self.writer(partition)
+        if rows.project != self.dest.project or not rows.count:
+            w.skip(offset)
+            return []
+        skipped = w.skipped_events
+        closed = w.add(offset, rows.hour, self.layout.group(rows), self.layout.lines(rows), rows.count,
+                       rows.earliest_ms, rows.latest_ms, rows.source, rows.offsets)
+        crash_point("export.added")
+        if w.skipped_events != skipped:
+            metrics.EXPORT_SKIPPED.labels(self.dest.name).inc(w.skipped_events - skipped)
+        return closed
+
+    def tick(self, idle_partitions: set[int]) -> list[ClosedObject]:
+        now = self.clock.now_ms()
+        return [obj for p, w in self.writers.items() for obj in w.tick(now, idle=p in idle_partitions)]
+
+    # --- writing --------------------------------------------------------------------------------------------------
+    async def finish(self, obj: ClosedObject) -> LedgerRecord:
+        """Upload, then record in the ledger; only then may the offsets be committed."""
+        crash_point("export.closed")
+        d = self.dest
+        req = PutRequest(d.bucket, obj.key, obj.path, obj.size, self.layout.content_type, {
+            "stream-topic": self.topic, "stream-partition": str(obj.partition),
+            "stream-start-offset": str(obj.start_offset), "stream-end-offset": str(obj.end_offset),
+            "stream-events": str(obj.events)})
+        await retry_until_done(f"upload of s3://{d.bucket}/{obj.key}", lambda: self.storage.put_file(req),
+                               classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, obj))
+        self._succeeded()
+        crash_point("export.uploaded")
+        rec = LedgerRecord(d.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
+                           obj.start_offset, obj.end_offset, obj.events, obj.marks, obj.size, obj.reason.value,
+                           self.clock.now_ms(), group=obj.group)
+        await self.append_ledger(rec)
+        crash_point("export.ledgered")
+        self.ledger.add(rec)
+        self.writers[obj.partition].written(obj)
+        obj.path.unlink(missing_ok=True)
+        metrics.EXPORT_EVENTS.labels(d.name).inc(obj.events)
+        metrics.EXPORT_OBJECTS.labels(d.name, obj.reason.value).inc()
+        metrics.EXPORT_BYTES.labels(d.name).inc(obj.size)
+        log.info("export %s: wrote s3://%s/%s (%d events, %d bytes, offsets %d-%d, %s%s)", d.name, d.bucket, obj.key,
+                 obj.events, obj.size, obj.start_offset, obj.end_offset, obj.reason.value,
+                 ", a straggler of a sealed hour" if obj.straggler else "")
+        return rec
+
+    async def seal(self, idle_partitions: set[int]) -> list[LedgerRecord]:
+        """Record the hours each partition has finished; call after every closed object is finished."""
+        now, d = self.clock.now_ms(), self.dest
+        out = []
+        for p, w in sorted(self.writers.items()):
+            due = w.seal_due(now, idle=p in idle_partitions)
+            if due is None:
+                continue
+            hour, reason = due
+            rec = LedgerRecord.seal(d.name, d.project, self.topic, p, hour, d.bucket, reason.value, now)
+            await self.append_ledger(rec)
+            crash_point("export.sealed")
+            w.sealed(hour)
+            out.append(rec)
+        return out
+
+    async def write_markers(self) -> list[str]:
+        """Write the ``_complete`` marker of every hour all partitions have sealed (by the ledger as read so far)."""
+        d = self.dest
+        due = [h for h in self.book.markers_due(self.clock.now_ms()) if h not in self._markers_written]
+        keys = []
+        for hour in due:
+            key = self.layout.marker_key(hour)
+            if key is None:
+                continue
+            await retry_until_done(f"marker s3://{d.bucket}/{key}",
+                                   lambda: self.storage.put_bytes(d.bucket, key, b"", "application/octet-stream"),
+                                   classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, None))
+            self._succeeded()
+            crash_point("export.marker_uploaded")
+            await self.append_ledger(LedgerRecord.marker(d.name, d.project, self.topic, hour, d.bucket, key,
+                                                         self.clock.now_ms()))
+            crash_point("export.marker_ledgered")
+            self._markers_written.add(hour)
+            metrics.EXPORT_MARKERS.labels(d.name).inc()
+            log.info("export %s: hour complete on every partition: wrote s3://%s/%s", d.name, d.bucket, key)
+            keys.append(key)
+        return keys
+
+    # --- failures -------------------------------------------------------------------------------------------------
+    async def _upload_failed(self, failure: Failure, exc: BaseException, obj: ClosedObject | None) -> None:
+        d = self.dest
+        metrics.EXPORT_UPLOAD_FAILURES.labels(d.name, failure.reason).inc()
+        metrics.EXPORT_RETRYING.labels(d.name).set(1)
+        if failure.kind == "permanent":
+            metrics.EXPORT_FAILING.labels(d.name).set(1)
+        if isinstance(exc, ClientError):
+            detail = explain_s3_error(exc, "s3:PutObject", f"arn:aws:s3:::{d.bucket}/{d.prefix}*", d)
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        if failure.kind == "permanent":
+            log.error("export %s: %s; uploads retry every minute until it is fixed", d.name, detail)
+        now = self.clock.now_ms()
+        if self._last_error is not None and self._last_error[0] == failure.reason and \
+                now - self._last_error[1] < ERROR_RECORD_INTERVAL_MS:
+            return
+        self._last_error = (failure.reason, now)
+        rec = LedgerRecord.error(d.name, d.project, self.topic, obj.partition if obj else -1,
+                                 obj.hour if obj else -1, d.bucket, obj.key if obj else "", failure.reason, detail,
+                                 now)
+        try:   # the status view's "last error"; never let a slow broker hold the retries up
+            await asyncio.wait_for(self.append_ledger(rec), 5)
+        except Exception as e:
+            log.warning("export %s: could not record the failure in the ledger: %s", d.name, e)
+
+    def _succeeded(self) -> None:
+        metrics.EXPORT_FAILING.labels(self.dest.name).set(0)
+        metrics.EXPORT_RETRYING.labels(self.dest.name).set(0)
+        self._last_error = None
+
+    # --- progress -------------------------------------------------------------------------------------------------
+    def committable(self) -> dict[int, int]:
+        return {p: o for p, w in self.writers.items() if (o := w.committable()) is not None}
+
+    def oldest_unwritten_ms(self) -> int | None:
+        times = [t for w in self.writers.values() if (t := w.oldest_unwritten_ms()) is not None]
+        return min(times) if times else None
+
+    def update_gauges(self) -> None:
+        d, now = self.dest.name, self.clock.now_ms()
+        oldest = self.oldest_unwritten_ms()
+        metrics.EXPORT_OLDEST_AGE.labels(d).set(max(0, now - oldest) / 1000 if oldest is not None else 0)
+        through = self.book.sealed_through()
+        if through is not None:
+            metrics.EXPORT_LAST_SEALED.labels(d).set(through / 1000)
+
+    def use_ledger(self, ledger: LedgerIndex) -> None:
+        self.ledger = ledger
+        for w in self.writers.values():
+            w.use_ledger(ledger)
+
+    def revoke(self, partitions: set[int]) -> None:
+        for p in partitions:
+            w = self.writers.pop(p, None)
+            if w is not None:
+                w.discard()
+
+    def discard_all(self) -> None:
+        self.revoke(set(self.writers))
