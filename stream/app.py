@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import faust
+from faust.worker import Worker
 
 from stream.agents import dedupe
 from stream.agents.export import export_status, run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
+from stream.crashpoints import crash_point
 from stream.health import HEALTH
 from stream.settings import Settings
+from stream.shutdown import SHUTDOWN
+
+
+log = logging.getLogger(__name__)
 
 
 def faust_settings(settings: Settings) -> dict:
@@ -71,7 +78,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     if "ingest" in stages:
         @app.task
         async def ingest() -> None:
-            await run_ingest(settings, clock)
+            with SHUTDOWN.running("ingest"):
+                await run_ingest(settings, clock)
 
     if "export" in stages:
         for dest in settings.destinations:
@@ -82,6 +90,28 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
 def _export_task(settings, dest, clock):
     async def export() -> None:
-        await run_export(settings, dest, clock)
+        with SHUTDOWN.running(f"export {dest.name}"):
+            await run_export(settings, dest, clock)
     export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}"
     return export
+
+
+class StreamWorker(Worker):
+    """faust's worker, whose stop first lets the stage loops finish their cycle (``stream.shutdown``)."""
+
+    def __init__(self, app: faust.App, settings: Settings, **kwargs):
+        super().__init__(app, **kwargs)
+        self.stream_settings = settings
+
+    async def on_stop(self) -> None:
+        crash_point("worker.stopping")
+        timeout = self.stream_settings.worker.shutdown_timeout_s
+        log.info("stopping: finishing the uploads in flight and committing (at most %.0fs)", timeout)
+        SHUTDOWN.request()
+        left = await SHUTDOWN.wait(timeout)
+        if left:
+            log.warning("stopping: %s still running after %.0fs (worker.shutdown_timeout_s); abandoned, a restart "
+                        "replays it exactly once", ", ".join(left), timeout)
+        else:
+            log.info("stopping: every loop finished and committed")
+        await super().on_stop()

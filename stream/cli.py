@@ -47,16 +47,14 @@ def worker(config: str | None, stages: str | None) -> None:
     except Exception as exc:
         raise click.ClickException(f"cannot reach the Kafka cluster at {settings.kafka.bootstrap_servers} to "
                                    f"create the topics: {exc}. Check kafka.bootstrap_servers.") from None
-    from faust.worker import Worker
-
-    from stream.app import build_app
+    from stream.app import StreamWorker, build_app
     w = settings.worker
     if w.http_port:
         from stream.web import port_free
         if (why := port_free(w.http_host, w.http_port)) is not None:
             raise click.ClickException(f"cannot serve HTTP on {w.http_host}:{w.http_port}: {why} (worker.http_port)")
     app = build_app(settings)
-    Worker(app, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
+    StreamWorker(app, settings, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
 
 
 @main.command()

@@ -16,15 +16,36 @@ _ARMED = _name or None
 _left = int(_n or 1)
 
 NAMES = (
-    "ingest.produced",        # a poll's batches are acknowledged by Kafka, its offsets not committed
-    "dedupe.sent",            # an accepted batch is handed to the producer, the valid offset not committed
-    "export.uploaded",        # an object is on S3, its ledger record not written
-    "export.ledgered",        # the ledger record is written, the offsets not committed
-    "export.committed",       # the offsets are committed
+    # ingest: events.ingest -> events.valid
+    "ingest.polled",          # records fetched, nothing produced for them yet
+    "ingest.sent",            # a poll's batches handed to the producer, not acknowledged
+    "ingest.produced",        # a poll's batches acknowledged by Kafka, its offsets not committed
+    "ingest.committed",       # offsets committed
+    # dedupe: events.valid -> events.accepted
+    "dedupe.received",        # a batch received, the state not read
+    "dedupe.state_written",   # RocksDB written and the changelog record handed over, the accepted batch not sent
+    "dedupe.sent",            # the accepted batch handed to the producer, the valid offset not committed
+    "dedupe.committed",       # faust committed the valid offsets
+    # export: events.accepted -> S3
+    "export.assigned",        # partitions assigned, the ledger not read
+    "export.ledger_read",     # the ledger read, no record of the new assignment taken
+    "export.added",           # a batch written to an open object's spool file
+    "export.closed",          # an object closed, its upload not started
+    "export.multipart_created",  # a multipart upload created, no part uploaded
+    "export.part_uploaded",   # a part uploaded, the upload not completed
+    "export.uploaded",        # an object on S3, its ledger record not written
+    "export.ledgered",        # the ledger record written, the offsets not committed
+    "export.sealed",          # a partition's seal recorded
+    "export.marker_uploaded",  # a _complete marker on S3, its ledger record not written
+    "export.marker_ledgered",  # the marker recorded
+    "export.committed",       # the offsets committed
+    # shutdown
+    "worker.stopping",        # SIGTERM received, nothing drained yet
 )
 
 
 def crash_point(name: str) -> None:
+    """Die here if the test armed this point (see the module docstring); a no-op otherwise."""
     global _left
     if name != _ARMED:
         return

@@ -58,6 +58,16 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
+async def lag(consumer: AIOKafkaConsumer) -> int:
+    """Messages between the consumer's positions and the ends of its assigned partitions (as last fetched)."""
+    total = 0
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is not None:
+            total += max(0, high - await consumer.position(tp))
+    return total
+
+
 async def partition_count(settings: Settings, topic: str) -> int:
     """The number of partitions of ``topic`` (0 when it does not exist)."""
     c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})

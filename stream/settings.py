@@ -245,6 +245,10 @@ class Settings(BaseSettings):
         write_keys = [src.write_key for p in self.projects for src in p.segment_sources]
         if len(set(write_keys)) != len(write_keys):
             raise ValueError("projects[].segment_sources: a write key may belong to one source only")
+        if self.ingest.max_event_bytes + 65536 > self.kafka.max_request_bytes // 2:
+            raise ValueError(f"ingest.max_event_bytes ({self.ingest.max_event_bytes}) must stay below half of "
+                             f"kafka.max_request_bytes ({self.kafka.max_request_bytes}) minus 64 KiB: a batch holds "
+                             "at least one event's row")
         if self.ingest.default_project is not None and self.ingest.default_project not in ids:
             raise ValueError(f"ingest.default_project: project {self.ingest.default_project} is not declared "
                              "in projects")

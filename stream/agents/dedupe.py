@@ -41,6 +41,7 @@ def register(app: faust.App, settings: Settings) -> None:
         """
         async for event in stream.events():
             msg = event.message
+            crash_point("dedupe.received")
             try:
                 batch = EventBatch.decode(event.value)
             except Exception as exc:  # not a batch: kept in the dead-letter topic, never retried
@@ -54,6 +55,7 @@ def register(app: faust.App, settings: Settings) -> None:
             d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
             if d.writes:
                 table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
+                crash_point("dedupe.state_written")
             out = batch.select(d.keep, origin)
             if out.lines:
                 await accepted.send(value=out.encode(), partition=msg.partition)
@@ -61,3 +63,25 @@ def register(app: faust.App, settings: Settings) -> None:
             metrics.DEDUPE_EVENTS.inc(len(batch))
             metrics.DEDUPE_DUPLICATES.inc(d.duplicates)
             metrics.DEDUPE_ACCEPTED.inc(len(out.lines))
+
+    lag_gauge = metrics.CONSUMER_LAG.labels("dedupe", valid_name)
+
+    @app.timer(interval=5.0)
+    async def dedupe_lag() -> None:
+        c = app.consumer
+        total = 0
+        for tp in c.assignment():
+            if tp.topic == valid_name:
+                position = await c.position(tp)
+                if position is not None:
+                    total += max(0, c.highwater(tp) - position)
+        lag_gauge.set(total)
+
+    app.sensors.add(_CommitCrashPoint())
+
+
+class _CommitCrashPoint(faust.Sensor):
+    """Names the moment faust has committed the dedupe group's offsets (``dedupe.committed``)."""
+
+    def on_commit_completed(self, consumer, state) -> None:
+        crash_point("dedupe.committed")

@@ -22,6 +22,7 @@ from stream.export.s3client import destination_client
 from stream.export.storage import S3Storage
 from stream.export.writer import ClosedObject
 from stream.health import HEALTH
+from stream.shutdown import SHUTDOWN
 from stream.settings import DestinationSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         committed: dict[int, int] = {}
         lag_label = metrics.CONSUMER_LAG.labels(f"export-{dest.name}", exporter.topic)
         try:
-            while True:
+            while not SHUTDOWN.requested:   # a stop ends the loop after a whole cycle: uploaded, recorded, committed
                 polled = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=2000)
                 if rebalance.assigned is not None:
                     # another worker may have written objects of these partitions: read the ledger first
@@ -156,16 +157,12 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                                 settings.kafka.max_request_bytes), key=r.key))
                             metrics.EVENTS_DEAD_LETTERED.labels("export", Reason.INVALID_BATCH.value).inc()
                             exporter.writer(tp.partition).skip(r.offset)
-                idle, lag = set(), 0
+                idle = set()
                 for tp in consumer.assignment():
                     high = consumer.highwater(tp)
-                    if high is None:
-                        continue
-                    position = await consumer.position(tp)
-                    lag += max(0, high - position)
-                    if tp not in polled and position >= high:
+                    if high is not None and tp not in polled and await consumer.position(tp) >= high:
                         idle.add(tp.partition)
-                lag_label.set(lag)
+                lag_label.set(await kafka.lag(consumer))
                 closed += exporter.tick(idle)
                 for obj in closed:
                     await exporter.finish(obj)

@@ -12,6 +12,7 @@ from stream import kafka, metrics
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.health import HEALTH
+from stream.shutdown import SHUTDOWN
 from stream.events.ingest import ingest_records
 from stream.events.normalize import Rules
 from stream.settings import Settings
@@ -78,6 +79,7 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
     offsets of the records they came from are committed; up to MAX_POLLS_IN_FLIGHT
     polls overlap so the loop never idles on a round trip. A crash in between
     replays those records, which produce the same batches (same uuids, same times).
+    On shutdown it stops polling, waits for what it produced and commits it.
     """
     t, ing = settings.topics, settings.ingest
     src, valid, dead = t.name("ingest"), t.name("valid"), t.name("dead_letter")
@@ -92,16 +94,19 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
     log.info("ingest: reading %s", src)
     loop = asyncio.get_running_loop()
     last_commit = loop.time()
+    lag_gauge = metrics.CONSUMER_LAG.labels("ingest", src)
     try:
-        while True:
+        while not SHUTDOWN.requested:
             polled = await consumer.getmany(timeout_ms=200 if pending.polls else 1000,
                                             max_records=ing.poll_max_records)
             if polled:
+                crash_point("ingest.polled")
                 sends = []
                 for tp, recs in polled.items():
                     res = ingest_records(recs, src, tp.partition, projects=settings.project_ids(),
                                          default_project=ing.default_project, rules=rules,
                                          partitions=t.partitions, max_events=ing.batch_max_events,
+                                         max_bytes=settings.kafka.max_request_bytes // 2,
                                          now_ms=clock.now_ms())
                     for target, batch in res.batches:
                         sends.append(await producer.send(valid, batch.encode(), partition=target))
@@ -112,13 +117,16 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
                     for reason, n in res.reasons.items():
                         metrics.EVENTS_DEAD_LETTERED.labels("ingest", reason).inc(n)
                 pending.add(sends, {tp: recs[-1].offset + 1 for tp, recs in polled.items()})
+                crash_point("ingest.sent")
             pending.collect()
             if len(pending.polls) >= MAX_POLLS_IN_FLIGHT:
                 await pending.wait_oldest()
             if pending.done and (not polled or loop.time() - last_commit >= COMMIT_INTERVAL_S):
                 await consumer.commit(pending.done)
+                crash_point("ingest.committed")
                 pending.done = {}
                 last_commit = loop.time()
+                lag_gauge.set(await kafka.lag(consumer))
     finally:
         try:
             await pending.drain()

@@ -154,14 +154,16 @@ def _unpack(data: bytes) -> list[int]:
 
 
 def group(events: Iterable[tuple[int, Normalized]], topic: str, partition: int, partitions: int,
-          max_events: int) -> Iterator[tuple[int, EventBatch]]:
+          max_events: int, max_bytes: int = 4 << 20) -> Iterator[tuple[int, EventBatch]]:
     """(target partition, batch) for events read from ``topic[partition]``, in offset order.
 
-    ``events`` are (source offset, event). Each batch holds one project, one hour
-    and at most ``max_events`` events, all for one target partition (Kafka's
-    default partitioner on the event's device_id), in their source order.
+    ``events`` are (source offset, event). Each batch holds one project, one hour,
+    at most ``max_events`` events and, unless one event alone is larger, at most
+    about ``max_bytes`` of rows, all for one target partition (Kafka's default
+    partitioner on the event's device_id), in their source order.
     """
     open_: dict[tuple[int, int, int], EventBatch] = {}
+    sizes: dict[tuple[int, int, int], int] = {}
     targets: dict[str, int] = {}
     for offset, ev in events:
         target = targets.get(ev.partition_key)
@@ -170,8 +172,16 @@ def group(events: Iterable[tuple[int, Normalized]], topic: str, partition: int, 
         hour = ev.upload_ms - ev.upload_ms % HOUR_MS
         k = (target, ev.project, hour)
         b = open_.get(k)
+        size = len(ev.line) + len(ev.dedupe_key) + 40
+        if b is not None and sizes[k] + size > max_bytes:
+            del open_[k]
+            b.origin = Origin(topic, partition, b.offsets[-1])
+            yield target, b
+            b = None
         if b is None:
             b = open_[k] = EventBatch(ev.project, hour, Origin(topic, partition, offset))
+            sizes[k] = 0
+        sizes[k] += size
         b.offsets.append(offset)
         b.keys.append(ev.dedupe_key)
         b.times.append(ev.upload_ms)

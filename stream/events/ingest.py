@@ -52,6 +52,7 @@ def project_of(headers: Sequence[tuple[str, bytes]], projects: frozenset[int], d
 
 def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *, projects: frozenset[int],
                    default_project: int | None, rules: Rules, partitions: int, max_events: int,
+                   max_bytes: int = 4 << 20,
                    now_ms: int) -> IngestResult:
     """Validate and normalize the records of one source partition, in offset order."""
     res = IngestResult()
@@ -75,5 +76,5 @@ def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *,
         res.dead.append((r.key, deadletter.encode(out, topic, partition, r.offset, r.timestamp, r.key, r.value,
                                                   now_ms, rules.max_event_bytes)))
     res.valid = len(good)
-    res.batches = list(group(good, topic, partition, partitions, max_events))
+    res.batches = list(group(good, topic, partition, partitions, max_events, max_bytes))
     return res

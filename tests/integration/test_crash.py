@@ -1,19 +1,24 @@
-"""Kill -9 the worker at named points of its cycle, restart it, and compare what is on S3, exactly."""
+"""Kill -9 the worker at every named point of its cycle, restart it, and compare what is on S3, exactly."""
 
 import asyncio
 import gzip
 import os
 import random
+import signal
 import threading
 import time
 
 import boto3
 import orjson
 import pytest
+import yaml
 from aiokafka import AIOKafkaProducer
 
+from stream.crashpoints import NAMES
 from stream.devstack.services import free_port
-from stream.kafka import ensure_topics
+from stream.kafka import ensure_topics, read_all
+from stream.export.ledger import LedgerRecord
+from stream.settings import load_settings
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -22,23 +27,28 @@ H7 = 1709967600000   # 2024-03-09 07:00 UTC
 HOUR = 3_600_000
 EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 7:04d}", "insert_id": f"ins-{i}"},
            H7 + (i // 20) * HOUR + i * 1000) for i in range(60)]   # three hours, seven devices
+DATA_HOURS = ["2024-03-09_7", "2024-03-09_8", "2024-03-09_9"]
+MULTIPART = ("export.multipart_created", "export.part_uploaded")
 
 
-async def produce(settings):
-    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+async def produce(settings, events=EVENTS):
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, max_request_size=4 << 20)
     await p.start()
     try:
-        for ev, ts in EVENTS:
+        for ev, ts in events:
             await p.send(settings.topics.name("ingest"), orjson.dumps(ev), timestamp_ms=ts)
         await p.flush()
     finally:
         await p.stop()
 
 
-def object_keys(settings):
+def listing(settings):
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    return {o["Key"] for o in s3.list_objects_v2(Bucket=settings.destinations[0].bucket).get("Contents", [])
-            if not o["Key"].endswith("_complete")}
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=settings.destinations[0].bucket).get("Contents", [])]
+
+
+def object_keys(settings):
+    return {k for k in listing(settings) if not k.endswith("_complete")}
 
 
 def exported(settings):
@@ -46,14 +56,69 @@ def exported(settings):
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     bucket = settings.destinations[0].bucket
     ids = []
-    for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
-        body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+    for key in object_keys(settings):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         ids += [orjson.loads(line)["$insert_id"] for line in gzip.decompress(body).splitlines()]
     return sorted(ids)
 
 
+def hours_complete(settings, hours=DATA_HOURS):
+    """Every data hour's _complete marker is recorded: each partition sealed it after writing its objects, so
+    anything that could be written twice would be on S3 by now."""
+    topic = settings.topics.name("export_ledger")
+    marked = {LedgerRecord.decode(m.value).key for m in asyncio.run(read_all(settings, topic))}
+    return all(f"amp/424242/424242_{h}_complete" in marked for h in hours)
+
+
+def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS, signal_after=None):
+    first = worker(env={"STREAM_CRASH_AT": point})
+    asyncio.run(produce(settings, events))
+    if signal_after is not None:
+        time.sleep(signal_after)
+        first.send_signal(signal.SIGTERM)
+    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
+    assert first.returncode == -9, f"the worker exited with {first.returncode} instead of dying at {point}"
+    keys_before = object_keys(settings)
+    worker()
+    wait_until(lambda: hours_complete(settings, hours), 120, "every hour to be written and marked complete")
+    expected = sorted(ev["insert_id"] for ev, _ in events)
+    assert exported(settings) == expected                 # no loss, no duplicate
+    assert keys_before <= object_keys(settings)          # objects written before the kill keep their keys
+
+
+@pytest.mark.parametrize("point", [p for p in NAMES if p not in MULTIPART and p != "worker.stopping"])
+def test_killing_the_worker_at_each_point_neither_loses_nor_duplicates(deployment, worker, point):
+    """Every stage replays what it had not committed; the exporter drops the replays by their source offsets."""
+    settings, _ = deployment
+    asyncio.run(ensure_topics(settings))
+    crash_then_recover(settings, worker, point)
+
+
+@pytest.mark.parametrize("point", MULTIPART)
+def test_killing_the_worker_in_a_multipart_upload_neither_loses_nor_duplicates(deployment, worker, point):
+    """Objects over s3.upload_part_bytes go up in parts: a kill between parts leaves an incomplete upload, which
+    the restarted worker uploads again whole, under the same key."""
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["s3"]["upload_part_bytes"] = 5 * 1024 * 1024
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    rnd = random.Random(3)
+    # about 9 MB of hardly compressible rows in one hour of one device: one object of two parts
+    big = [({"event_type": "Upload", "device_id": "device-big1", "insert_id": f"big-{i}",
+             "event_properties": {"blob": rnd.randbytes(150_000).hex()}}, H7 + i) for i in range(30)]
+    crash_then_recover(settings, worker, point, big, ["2024-03-09_7"])
+
+
+def test_killing_the_worker_as_it_starts_to_stop_neither_loses_nor_duplicates(deployment, worker):
+    settings, _ = deployment
+    asyncio.run(ensure_topics(settings))
+    crash_then_recover(settings, worker, "worker.stopping", signal_after=3)
+
+
 @pytest.mark.parametrize("point", ["export.uploaded", "export.ledgered", "export.committed"])
-def test_killing_the_exporter_at_each_point_neither_loses_nor_duplicates(deployment, worker, point):
+def test_killing_the_exporter_alone_neither_loses_nor_duplicates(deployment, worker, point):
     """The export stage alone is killed and restarted; ingest and dedupe run on in another worker."""
     settings, _ = deployment
     asyncio.run(ensure_topics(settings))
@@ -64,28 +129,9 @@ def test_killing_the_exporter_at_each_point_neither_loses_nor_duplicates(deploym
     assert exporter.returncode == -9
     keys_before = object_keys(settings)
     worker("--stages", "export", http_port=free_port())
-    expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
-    wait_until(lambda: len(exported(settings)) >= len(expected), 90, "every event to be exported")
-    time.sleep(3)  # anything written twice would land by now
-    assert exported(settings) == expected
-    assert keys_before <= object_keys(settings)   # objects written before the kill keep their keys
-
-
-@pytest.mark.parametrize("point", ["ingest.produced", "dedupe.sent:3", "export.uploaded", "export.ledgered",
-                                   "export.committed"])
-def test_killing_the_whole_worker_neither_loses_nor_duplicates(deployment, worker, point):
-    """Every stage replays what it had not committed; the exporter drops the replays by their source offsets."""
-    settings, _ = deployment
-    asyncio.run(ensure_topics(settings))
-    first = worker(env={"STREAM_CRASH_AT": point})
-    asyncio.run(produce(settings))
-    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
-    assert first.returncode == -9
-    worker()
-    expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
-    wait_until(lambda: len(exported(settings)) >= len(expected), 90, "every event to be exported")
-    time.sleep(3)
-    assert exported(settings) == expected
+    wait_until(lambda: hours_complete(settings), 120, "every hour to be written and marked complete")
+    assert exported(settings) == sorted(ev["insert_id"] for ev, _ in EVENTS)
+    assert keys_before <= object_keys(settings)
 
 
 SOAK_EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 13:04d}", "insert_id": f"soak-{i}"},
@@ -105,8 +151,8 @@ def test_a_soak_of_random_kills_while_events_flow_neither_loses_nor_duplicates(d
         try:
             for i, (ev, ts) in enumerate(SOAK_EVENTS):
                 await p.send(settings.topics.name("ingest"), orjson.dumps(ev), timestamp_ms=ts)
-                if i % 50 == 49:
-                    await asyncio.sleep(0.25)   # about 200 events a second
+                if i % 50 == 49:   # 30 pauses: the stream lasts about as long as the kills (4.75 s each)
+                    await asyncio.sleep(cycles * 4.75 / 30)
             await p.flush()
         finally:
             await p.stop()
@@ -120,7 +166,6 @@ def test_a_soak_of_random_kills_while_events_flow_neither_loses_nor_duplicates(d
         w.wait()
     producer.join()
     worker()
-    expected = sorted(ev["insert_id"] for ev, _ in SOAK_EVENTS)
-    wait_until(lambda: len(exported(settings)) >= len(expected), 180, "every event to be exported")
-    time.sleep(3)
-    assert exported(settings) == expected
+    hours = sorted({time.strftime("%Y-%m-%d_%-H", time.gmtime(ts // 1000)) for _, ts in SOAK_EVENTS})
+    wait_until(lambda: hours_complete(settings, hours), 180, "every hour to be written and marked complete")
+    assert exported(settings) == sorted(ev["insert_id"] for ev, _ in SOAK_EVENTS)

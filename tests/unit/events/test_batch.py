@@ -113,3 +113,15 @@ def test_the_fast_batch_encoding_is_plain_avro():
     for n in (0, 1, 63, 64, 8191, 8192, 2**21):  # varint lengths of 1, 2, 3 and 4 bytes
         assert avro.encode_with_tail("event_batch", head, b"z" * n) == \
             avro.encode("event_batch", {**head, "events": b"z" * n})
+
+
+def test_batches_stay_under_the_byte_limit_but_never_split_an_event():
+    big = b'{"event_type":"a","device_id":"device-1","event_properties":{"x":"' + b"y" * 3000 + b'"}}'
+    recs = [rec(i, big) for i in range(5)]
+    res = ingest_records(recs, "events.ingest", 0, projects=frozenset({1}), default_project=1, rules=Rules(),
+                         partitions=1, max_events=100, max_bytes=9000, now_ms=0)
+    assert [b.offsets for _, b in res.batches] == [[0, 1], [2, 3], [4]]
+    alone = ingest_records(recs[:2], "events.ingest", 0, projects=frozenset({1}), default_project=1, rules=Rules(),
+                           partitions=1, max_events=100, max_bytes=100, now_ms=0)
+    assert [b.offsets for _, b in alone.batches] == [[0], [1]]
+    assert [b.origin.offset for _, b in res.batches] == [1, 3, 4]
