@@ -342,3 +342,13 @@ def test_helm_refuses_unknown_and_invalid_config_keys():
     assert "at '/config/kafka': additional properties 'bootstrap_server' not allowed" in proc.stderr
     assert "at '/config/destinations/0': missing properties 'project', 'bucket'" in proc.stderr
     assert "at '/config/destinations/0/name': 'Bad_Name' does not match pattern" in proc.stderr
+
+
+def test_packaged_chart_carries_the_rules_file(tmp_path):
+    """rules/stream-alerts.yaml in the chart links to helm/rules/; `helm package` must store its content."""
+    run(tool("helm"), "package", str(CHART), "--destination", str(tmp_path))
+    (package,) = tmp_path.glob("stream-*.tgz")
+    out = run(tool("helm"), "template", "stream", str(package), "--set", "metrics.prometheusRule.enabled=true",
+              "--show-only", "templates/prometheusrule.yaml").stdout
+    rule = yaml.safe_load(out)
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
