@@ -46,7 +46,7 @@ def tool(name: str) -> str:
 
 
 def run(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(args, check=False, cwd=cwd, capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}",
                     pytrace=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import jsonschema
 import kubernetes_validate
@@ -120,21 +121,21 @@ def test_operator_objects_satisfy_their_crd_fields(rendered):
 
 
 def test_rendered_stream_yaml_is_a_valid_settings_tree(rendered, tmp_path, monkeypatch):
-    for key in [k for k in __import__("os").environ if k.startswith("STREAM_")]:
+    for key in [k for k in os.environ if k.startswith("STREAM_")]:
         monkeypatch.delenv(key)
     (cm,) = [d for d in rendered.of_kind("ConfigMap") if d["metadata"]["name"] == "stream-config"]
     path = tmp_path / "stream.yaml"
     path.write_text(cm["data"]["stream.yaml"])
     settings = load_settings(path)
     expected = {
-        "default": dict(bootstrap="kafka-bootstrap:9092", data_dir="/var/lib/stream", port=9108, shutdown=30,
-                        destinations=[], partitions=12),
-        "irsa-servicemonitor": dict(bootstrap="b-1.msk.example.internal:9094,b-2.msk.example.internal:9094",
-                                    data_dir="/var/lib/stream", port=9108, shutdown=45.5,
-                                    destinations=["amplitude-raw"], partitions=24),
-        "split-stages-existing-secret": dict(bootstrap="kafka-0.kafka:9093,kafka-1.kafka:9093,kafka-2.kafka:9093",
-                                             data_dir="/data/stream", port=9200, shutdown=30,
-                                             destinations=["shop-raw", "app-raw"], partitions=48),
+        "default": {"bootstrap": "kafka-bootstrap:9092", "data_dir": "/var/lib/stream", "port": 9108,
+                    "shutdown": 30, "destinations": [], "partitions": 12},
+        "irsa-servicemonitor": {"bootstrap": "b-1.msk.example.internal:9094,b-2.msk.example.internal:9094",
+                                "data_dir": "/var/lib/stream", "port": 9108, "shutdown": 45.5,
+                                "destinations": ["amplitude-raw"], "partitions": 24},
+        "split-stages-existing-secret": {"bootstrap": "kafka-0.kafka:9093,kafka-1.kafka:9093,kafka-2.kafka:9093",
+                                         "data_dir": "/data/stream", "port": 9200, "shutdown": 30,
+                                         "destinations": ["shop-raw", "app-raw"], "partitions": 48},
     }[rendered.name]
     assert settings.kafka.bootstrap_servers == expected["bootstrap"]
     assert str(settings.worker.data_dir) == expected["data_dir"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-import stream.events.avro as avro
+from stream.events import avro
 from tests.ops.conftest import ROOT, run, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -108,7 +108,7 @@ def test_runtime_contract_of_the_image():
     (health,) = of("HEALTHCHECK")
     assert "curl" not in health and "wget" not in health
     assert "urllib.request.urlopen" in health and "http://127.0.0.1:9108/healthz" in health
-    assert "COPY examples/stream.yaml /etc/stream/stream.yaml".split(" ", 1)[1] in of("COPY", 1)
+    assert "examples/stream.yaml /etc/stream/stream.yaml" in of("COPY", 1)
 
 
 def test_healthcheck_command_follows_the_workers_healthz():

@@ -77,3 +77,23 @@ def test_the_dashboard_shows_every_metric_stream_declares():
     used = set().union(*map(names_in, dashboard_expressions()))
     families = {name for name in exposed() if not name.endswith(("_sum", "_count"))}
     assert families <= used, f"no panel shows {sorted(families - used)}"
+
+
+def test_dashboard_panels_are_well_formed():
+    dash = json.loads((CHART / "dashboards" / "stream.json").read_text())
+    panels = dash["panels"]
+    assert len(panels) == 27 and [p["title"] for p in panels if p["type"] == "row"] == [
+        "Pipeline", "Export", "HTTP API", "Targets"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells = set()
+    for p in panels:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        area = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert cells.isdisjoint(area), f"{p['title']} overlaps another panel"
+        cells |= area
+        if p["type"] != "row":
+            assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            assert p["description"] and p["targets"]
+            assert len({t["refId"] for t in p["targets"]}) == len(p["targets"])
+    assert [v["name"] for v in dash["templating"]["list"]] == ["datasource", "namespace", "destination"]

@@ -39,7 +39,7 @@ def test_every_rule_has_severity_component_and_a_runbook_section():
     runbook = (ROOT / "docs" / "runbook.md").read_text()
     # GitHub's anchors: headings lower-cased, punctuation dropped, spaces to hyphens
     anchors = {re.sub(r"[^a-z0-9 _-]", "", h.strip().lower()).replace(" ", "-")
-               for h in re.findall(r"^#{1,6} (.+)$", runbook, re.M)}
+               for h in re.findall(r"^#{1,6} (.+)$", runbook, re.MULTILINE)}
     for rule in _rules():
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["labels"]["component"] in ("worker", "api"), rule["alert"]
