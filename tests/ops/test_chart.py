@@ -353,3 +353,20 @@ def test_packaged_chart_carries_the_rules_file(tmp_path):
               "--show-only", "templates/prometheusrule.yaml").stdout
     rule = yaml.safe_load(out)
     assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_notes_name_the_workers_and_warn_without_destinations(value_set):
+    args = [tool("helm"), "install", "stream", str(CHART), "--namespace", "analytics", "--dry-run=client"]
+    if VALUE_SETS[value_set] is not None:
+        args += ["--values", str(VALUE_SETS[value_set])]
+    notes = run(*args).stdout.split("\nNOTES:\n", 1)[1]
+    workers = {"default": "Workers: StatefulSet stream-worker, 2 replica(s), stages ingest, dedupe, export.",
+               "irsa-servicemonitor": "Workers: StatefulSet stream-worker, 4 replica(s), stages ingest, dedupe, "
+                                      "export.",
+               "split-stages-existing-secret": "Workers: StatefulSet stream-worker, 6 replica(s), stages "
+                                               "dedupe,export (ingest runs in Deployment stream-ingest)."}
+    assert workers[value_set] in notes
+    assert ("WARNING: config.destinations is empty" in notes) == (value_set == "default")
+    assert "kubectl -n analytics exec stream-worker-0 -- stream check -c /etc/stream/stream.yaml" in notes
+    assert "Not in this chart yet: the S3 importer and cohort jobs" in notes
