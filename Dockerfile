@@ -24,9 +24,6 @@ RUN groupadd --system --gid 10001 stream \
 # --no-index: nothing but the wheels of the build stage can be installed.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/stream-*.whl
-# stream.events.avro reads the record contracts from <site-packages>/schemas (two levels above the
-# package); the wheel does not carry them.
-COPY schemas /usr/local/lib/python3.11/site-packages/schemas
 # A default configuration (a broker on 127.0.0.1); Kubernetes mounts its ConfigMap over /etc/stream.
 COPY examples/stream.yaml /etc/stream/stream.yaml
 USER 10001:10001

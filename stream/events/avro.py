@@ -10,7 +10,8 @@ from typing import Any
 
 import fastavro
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+"""``stream/schemas``: in the repository a link to the top-level ``schemas/``; in a wheel, its copy."""
 
 
 @cache
