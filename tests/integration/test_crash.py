@@ -15,6 +15,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from stream.crashpoints import NAMES
+from stream.events.partitioning import partition_for
 from stream.devstack.services import free_port
 from stream.kafka import ensure_topics, read_all
 from stream.export.ledger import LedgerRecord
@@ -105,10 +106,30 @@ def test_killing_the_worker_in_a_multipart_upload_neither_loses_nor_duplicates(d
     settings = load_settings(path)
     asyncio.run(ensure_topics(settings))
     rnd = random.Random(3)
-    # about 9 MB of hardly compressible rows in one hour of one device: one object of two parts
+    # an hour two hours ahead, so the clock never closes it while the events trickle in: the data does, with the
+    # last event. About 16 MB of rows of one device that compress to about 8: one object, two parts.
+    hour = int(time.time() * 1000) // HOUR * HOUR + 2 * HOUR
     big = [({"event_type": "Upload", "device_id": "device-big1", "insert_id": f"big-{i}",
-             "event_properties": {"blob": rnd.randbytes(150_000).hex()}}, H7 + i) for i in range(30)]
-    crash_then_recover(settings, worker, point, big, ["2024-03-09_7"])
+             "event_properties": {"blob": rnd.randbytes(200_000).hex()}}, hour + i) for i in range(40)]
+    closing = ({"event_type": "Tick", "device_id": "device-big1", "insert_id": "next-hour"}, hour + HOUR + 2_000)
+    first = worker(env={"STREAM_CRASH_AT": point})
+    asyncio.run(produce(settings, big + [closing]))
+    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
+    assert first.returncode == -9
+    worker()
+    partition = partition_for("device-big1", settings.topics.partitions)
+
+    def sealed():
+        recs = [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+            "export_ledger")))]
+        return [r for r in recs if r.kind == "object"] if any(
+            r.kind == "seal" and r.partition == partition and r.hour >= hour for r in recs) else None
+    objects = wait_until(sealed, 120, "the hour's object and the partition's seal")
+    assert [r.events for r in objects] == [40]
+    assert exported(settings) == sorted(ev["insert_id"] for ev, _ in big)
+    head = boto3.client("s3", endpoint_url=settings.s3.endpoint_url).head_object(
+        Bucket=settings.destinations[0].bucket, Key=objects[0].key)
+    assert head["ContentLength"] > 5 * 1024 * 1024 and head["ETag"].endswith('-2"')   # a two-part upload
 
 
 def test_killing_the_worker_as_it_starts_to_stop_neither_loses_nor_duplicates(deployment, worker):
