@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from stream import kafka, metrics
 from stream.clock import Clock
@@ -121,8 +122,11 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         exporter = Exporter(settings, dest, S3Storage(s3, dest.encryption, settings.s3.upload_part_bytes,
                                                       settings.s3.read_timeout_s),
                             clock, spool, append_ledger, LedgerIndex())
+        # An upload that keeps failing holds the loop (backpressure: nothing more is read) for as long as the
+        # failure lasts; the group must not evict the exporter for not polling meanwhile: any other exporter of
+        # the destination would be held by the same bucket.
         consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-export-{dest.name}",
-                                    **kafka.consumer_args(settings.kafka))
+                                    **{**kafka.consumer_args(settings.kafka), "max_poll_interval_ms": 86_400_000})
         rebalance = _Rebalance(exporter)
         consumer.subscribe([exporter.topic], listener=rebalance)
         tail = LedgerTail(settings, exporter.book)
@@ -173,7 +177,14 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                 exporter.update_gauges()
                 offsets = {p: o for p, o in exporter.committable().items() if committed.get(p) != o}
                 if offsets:
-                    await consumer.commit({TopicPartition(exporter.topic, p): o for p, o in offsets.items()})
+                    try:
+                        await consumer.commit({TopicPartition(exporter.topic, p): o for p, o in offsets.items()})
+                    except (CommitFailedError, IllegalStateError) as exc:
+                        # the group rebalanced meanwhile: whoever owns the partitions now reads from the last
+                        # commit, and the ledger skips what this exporter wrote since
+                        log.warning("export %s: offsets %s not committed (%s); the next owner replays them",
+                                    dest.name, offsets, exc)
+                        continue
                     crash_point("export.committed")
                     committed.update(offsets)
         finally:

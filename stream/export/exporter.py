@@ -112,7 +112,8 @@ class Exporter:
         await self.append_ledger(rec)
         crash_point("export.ledgered")
         self.ledger.add(rec)
-        self.writers[obj.partition].written(obj)
+        if (w := self.writers.get(obj.partition)) is not None:   # None: revoked during the upload
+            w.written(obj)
         obj.path.unlink(missing_ok=True)
         metrics.EXPORT_EVENTS.labels(d.name).inc(obj.events)
         metrics.EXPORT_OBJECTS.labels(d.name, obj.reason.value).inc()
