@@ -14,6 +14,7 @@ from stream.agents.export import export_status, run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
 from stream.crashpoints import crash_point
+from stream.retry import supervise
 from stream.health import HEALTH
 from stream.settings import Settings
 from stream.shutdown import SHUTDOWN
@@ -78,8 +79,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     if "ingest" in stages:
         @app.task
         async def ingest() -> None:
-            with SHUTDOWN.running("ingest"):
-                await run_ingest(settings, clock)
+            await _supervised("ingest", "ingest", lambda: run_ingest(settings, clock))
 
     if "export" in stages:
         for dest in settings.destinations:
@@ -90,10 +90,26 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
 def _export_task(settings, dest, clock):
     async def export() -> None:
-        with SHUTDOWN.running(f"export {dest.name}"):
-            await run_export(settings, dest, clock)
+        await _supervised(f"export {dest.name}", "export", lambda: run_export(settings, dest, clock))
     export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}"
     return export
+
+
+FAILURES_BEFORE_UNHEALTHY = 5
+"""A stage that failed this many times in a row fails the liveness check, so that Kubernetes restarts the pod."""
+
+
+async def _supervised(name: str, part: str, run) -> None:
+    def failed(exc: BaseException, failures: int) -> None:
+        HEALTH.mark_not_ready(part)
+        if failures >= FAILURES_BEFORE_UNHEALTHY:
+            HEALTH.mark_failed(part, f"{name} failed {failures} times in a row, last: {type(exc).__name__}: {exc}")
+
+    async def once() -> None:
+        with SHUTDOWN.running(name):
+            await run()
+
+    await supervise(name, once, stop=lambda: SHUTDOWN.requested, on_error=failed)
 
 
 class StreamWorker(Worker):

@@ -22,8 +22,10 @@ class Health:
         self.expected.update(parts)
 
     def mark_ready(self, part: str) -> None:
+        """The part works (again): ready, and no longer failed."""
         self.expected.add(part)
         self.ready.add(part)
+        self.failed.pop(part, None)
 
     def mark_not_ready(self, part: str) -> None:
         self.ready.discard(part)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -37,6 +38,33 @@ def producer(k: KafkaSettings) -> AIOKafkaProducer:
     return AIOKafkaProducer(**client_args(k), acks="all", linger_ms=5, max_batch_size=1 << 20,
                             max_request_size=k.max_request_bytes,
                             compression_type=None if k.compression_type == "none" else k.compression_type)
+
+
+async def stop_all(*clients: Any) -> None:
+    """Stop every client, whatever happens to one of them.
+
+    A client left running after its loop ended keeps its group membership alive in
+    the background (a consumer's heartbeats go on), and holds partitions nobody
+    reads. aiokafka's ``stop`` can raise, or let a CancelledError out of its fetcher,
+    when the broker went away: each client is stopped regardless, and only a
+    cancellation of the caller itself is raised again, at the end.
+    """
+    cancelled = False
+    for c in clients:
+        if c is None:
+            continue
+        try:
+            await c.stop()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                cancelled = True
+            else:
+                log.warning("stopping %s: a cancellation from inside the client, ignored", type(c).__name__)
+        except Exception as exc:
+            log.warning("stopping %s: %s", type(c).__name__, exc)
+    if cancelled:
+        raise asyncio.CancelledError()
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
@@ -76,7 +104,7 @@ async def partition_count(settings: Settings, topic: str) -> int:
         await c.topics()
         return len(c.partitions_for_topic(topic) or ())
     finally:
-        await c.stop()
+        await stop_all(c)
 
 
 async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
@@ -107,4 +135,4 @@ async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms
                 out.extend(recs)
         return out
     finally:
-        await c.stop()
+        await stop_all(c)

@@ -91,3 +91,37 @@ async def retry_until_done(what: str, call: Callable[[], Awaitable[T]], *,
                         attempt, wait, exc)
             await asyncio.sleep(wait)
             delay = min(delay * 2, max_delay)
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]], *, stop: Callable[[], bool],
+                    on_error: Callable[[BaseException, int], object] = lambda exc, failures: None,
+                    first_delay: float = 1.0, max_delay: float = 30.0) -> None:
+    """Run a stage loop until it returns or ``stop()``; when it fails, log why and start it again after a pause.
+
+    A stage loop fails when something it cannot ride out happens (the broker went
+    away under a call that does not retry); starting it again from its committed
+    offsets is what a restart of the process would do, without losing the others.
+    """
+    delay, failures = first_delay, 0
+    while not stop():
+        try:
+            await run()
+            return
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if stop() or task is None or task.cancelling():
+                raise   # we are being stopped
+            # a CancelledError from inside a client library (aiokafka lets one out when the broker goes away
+            # under it): a failure like any other
+            failures += 1
+            on_error(exc, failures)
+            log.exception("%s was cancelled from inside (%d in a row); starting it again in %.0fs", name, failures,
+                          delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+        except Exception as exc:
+            failures += 1
+            on_error(exc, failures)
+            log.exception("%s stopped on an error (%d in a row); starting it again in %.0fs", name, failures, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)

@@ -122,6 +122,9 @@ class DestinationSettings(_Section):
         "stamped this long after the hour's end, or when the partition is idle and the clock is this far past the "
         "hour; later events of the hour go into an extra object. Once every partition sealed an hour, its "
         "_complete marker is written.")
+    idle_close_s: float = Field(
+        10, ge=0, description="A partition counts as idle -- so the clock may close and seal its past hours -- once "
+        "it has been caught up with nothing fetched for this long (end offsets alone are not trusted).")
     max_object_bytes: int = Field(
         256 * 1024 * 1024, gt=0, description="An object is closed and a new one started when its "
         "uncompressed size reaches this (deterministic: derived from the data, not the clock).")

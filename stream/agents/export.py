@@ -111,7 +111,6 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
     shutil.rmtree(spool, ignore_errors=True)   # parts of a previous run: their events will be replayed
     spool.mkdir(parents=True)
     producer = kafka.producer(settings.kafka)
-    await producer.start()
     ledger_topic = settings.topics.name("export_ledger")
     dead_topic = settings.topics.name("dead_letter")
 
@@ -130,8 +129,13 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         rebalance = _Rebalance(exporter)
         consumer.subscribe([exporter.topic], listener=rebalance)
         tail = LedgerTail(settings, exporter.book)
-        await consumer.start()
-        await tail.start()
+        try:
+            await producer.start()
+            await consumer.start()
+            await tail.start()
+        except BaseException:
+            await kafka.stop_all(consumer, tail.consumer, producer)
+            raise
         exporter.book.partitions = len(consumer.partitions_for_topic(exporter.topic) or ()) or exporter.book.partitions
         RUNNING[dest.name] = exporter
         HEALTH.mark_ready("export")
@@ -145,6 +149,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                 if rebalance.assigned is not None:
                     # another worker may have written objects of these partitions: read the ledger first
                     assigned, rebalance.assigned = rebalance.assigned, None
+                    log.info("export %s: assigned partitions %s of %s", dest.name, sorted(assigned), exporter.topic)
                     crash_point("export.assigned")
                     exporter.use_ledger(await load_ledger(settings, dest.name))
                     crash_point("export.ledger_read")
@@ -161,16 +166,16 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                                 settings.kafka.max_request_bytes), key=r.key))
                             metrics.EVENTS_DEAD_LETTERED.labels("export", Reason.INVALID_BATCH.value).inc()
                             exporter.writer(tp.partition).skip(r.offset)
-                idle = set()
+                caught_up = set()
                 for tp in consumer.assignment():
                     high = consumer.highwater(tp)
                     if high is not None and tp not in polled and await consumer.position(tp) >= high:
-                        idle.add(tp.partition)
+                        caught_up.add(tp.partition)
                 lag_label.set(await kafka.lag(consumer))
-                closed += exporter.tick(idle)
+                closed += exporter.tick(caught_up)
                 for obj in closed:
                     await exporter.finish(obj)
-                await exporter.seal(idle)
+                await exporter.seal()
                 await tail.poll()
                 if 0 in exporter.writers:   # the owner of partition 0 writes the markers of the whole destination
                     await exporter.write_markers()
@@ -190,6 +195,4 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         finally:
             RUNNING.pop(dest.name, None)
             exporter.discard_all()
-            await tail.stop()
-            await consumer.stop()
-            await producer.stop()
+            await kafka.stop_all(consumer, tail.consumer, producer)

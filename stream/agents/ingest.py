@@ -88,8 +88,12 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
     producer = kafka.producer(settings.kafka)
     pending = _Pending()
     consumer.subscribe([src], listener=_Drain(pending, consumer))
-    await producer.start()
-    await consumer.start()
+    try:
+        await producer.start()
+        await consumer.start()
+    except BaseException:
+        await kafka.stop_all(consumer, producer)
+        raise
     HEALTH.mark_ready("ingest")
     log.info("ingest: reading %s", src)
     loop = asyncio.get_running_loop()
@@ -133,5 +137,4 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
             if pending.done:
                 await consumer.commit(pending.done)
         finally:
-            await consumer.stop()
-            await producer.stop()
+            await kafka.stop_all(consumer, producer)

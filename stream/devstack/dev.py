@@ -36,7 +36,7 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
         "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info", "http_port": http_port},
         "projects": [{"id": PROJECT, "name": "demo"}],
         "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/",
-                          "encryption": {"type": "sse-s3"}, "close_grace_s": 5}],
+                          "encryption": {"type": "sse-s3"}, "close_grace_s": 5, "idle_close_s": 2}],
     }
 
 

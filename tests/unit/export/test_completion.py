@@ -19,7 +19,7 @@ GRACE = 60_000
 
 
 def make(tmp_path, storage=None, partitions=2, now=H7):
-    s = settings(close_grace_s=60)
+    s = settings(close_grace_s=60, idle_close_s=0)
     records = []
 
     async def append(rec):
@@ -41,7 +41,7 @@ def cycle(ex, records, idle=frozenset()):
         closed, ex.closed = ex.__dict__.get("closed", []), []
         for obj in closed + ex.tick(set(idle)):
             await ex.finish(obj)
-        await ex.seal(set(idle))
+        await ex.seal()
         for r in records[len(ex.book_seen):]:
             ex.book.add(r)
         ex.book_seen[:] = records
@@ -109,7 +109,8 @@ def test_a_restarted_exporter_keeps_its_seals_and_marks_a_straggler_as_such(tmp_
     clock.t = H7 + HOUR + 1
     assert ex.writer(0).sealed_through == H7
     add(ex, 0, 5, batch(H7, [b"late"]))
-    asyncio.run(ex.seal(set()))
+    ex.tick(set())
+    asyncio.run(ex.seal())
     assert [r.kind for r in records] == []                       # nothing new is sealed by a straggler
     clock.t = H7 + HOUR + GRACE
     closed = ex.tick({0})
@@ -201,3 +202,23 @@ def test_old_data_marks_its_own_hours_and_only_the_recent_empty_ones():
     due = book.markers_due(now)
     assert due[:2] == [H7, H7 + 2 * HOUR]          # 8:00 of that day, empty and long ago, is not marked
     assert due[2:] == list(range(now - 48 * HOUR, now - HOUR, HOUR))
+
+
+def test_a_partition_must_stay_caught_up_for_idle_close_s_before_the_clock_closes_its_hour(tmp_path):
+    s = settings(close_grace_s=60, idle_close_s=10)
+    records = []
+
+    async def append(rec):
+        records.append(rec)
+    clock = FakeClock(H7 + 5 * HOUR)       # long past 7:00: old data
+    ex = Exporter(s, s.destinations[0], MemoryStorage(), clock, tmp_path, append, LedgerIndex(), partitions=1)
+    ex.add(0, 0, batch(H7, [b"a"]))
+    assert ex.tick({0}) == []              # caught up just now
+    clock.advance(9_999)
+    assert ex.tick({0}) == []
+    ex.add(0, 1, batch(H7, [b"b"]))        # more of the hour trickles in: not idle any more
+    clock.advance(5_000)
+    assert ex.tick(set()) == [] and ex.tick({0}) == []
+    clock.advance(10_000)
+    (closed,) = ex.tick({0})               # ten seconds caught up in a row
+    assert (closed.events, closed.reason.value) == (2, "idle")

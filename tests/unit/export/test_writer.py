@@ -17,7 +17,8 @@ HOUR = 3_600_000
 
 def settings(**dest):
     return load_settings(None, projects=[{"id": 424242}, {"id": 7}], destinations=[
-        {"name": "main", "project": 424242, "bucket": "bkt", "prefix": "amp/", "close_grace_s": 20, **dest}])
+        {"name": "main", "project": 424242, "bucket": "bkt", "prefix": "amp/", "close_grace_s": 20, "idle_close_s": 0,
+         **dest}])
 
 
 _source_offsets = itertools.count()
@@ -76,7 +77,7 @@ def test_a_straggler_for_a_closed_hour_goes_into_a_new_object(tmp_path):
     finish_all(ex, ex.add(0, 1, batch(H7 + HOUR, [b"b"], [H7 + HOUR + 30_000])))
     assert ex.add(0, 2, batch(H7, [b"late"])) == []
     assert ex.add(0, 3, batch(H7, [b"later"])) == []      # the same straggler object
-    closed = ex.tick(idle_partitions={0})  # the clock is past the straggler's deadline, not hour 8's
+    closed = ex.tick(caught_up={0})  # the clock is past the straggler's deadline, not hour 8's
     assert [c.key for c in closed] == ["amp/424242/424242_2024-03-09_7#2000.json.gz"]
     finish_all(ex, closed)
     assert set(storage.objects) == {("bkt", "amp/424242/424242_2024-03-09_7#0.json.gz"),
@@ -102,7 +103,7 @@ def test_after_a_restart_events_already_in_a_written_object_are_skipped(tmp_path
     ex, storage, _ = make(tmp_path, ledger=LedgerIndex([written]))
     assert ex.add(0, 3, batch(H7, [b"old"])) == []        # inside #0 already
     ex.add(0, 5, batch(H7, [b"new"]))
-    closed = ex.tick(idle_partitions={0})
+    closed = ex.tick(caught_up={0})
     assert [c.key for c in closed] == ["amp/424242/424242_2024-03-09_7#5000.json.gz"]
     finish_all(ex, closed)
     assert gzip.decompress(storage.objects[("bkt", closed[0].key)]) == b"new\n"
@@ -114,7 +115,7 @@ def test_an_upstream_replay_is_dropped_whole_or_in_part(tmp_path):
     ex.add(0, 1, batch(H7, [b"b", b"c"], offsets=[11, 12]))                 # replayed whole
     ex.add(0, 2, batch(H7, [b"c", b"d", b"e"], offsets=[12, 13, 14]))       # replayed in part
     ex.add(0, 3, batch(H7, [b"x"], offsets=[5], source=Source("events.api", 0)))   # another source
-    closed = ex.tick(idle_partitions={0})
+    closed = ex.tick(caught_up={0})
     finish_all(ex, closed)
     assert gzip.decompress(storage.objects[("bkt", "amp/424242/424242_2024-03-09_7#0.json.gz")]) == \
         b"a\nb\nc\nd\ne\nx\n"
@@ -128,6 +129,6 @@ def test_after_a_restart_the_ledger_marks_drop_replays_of_written_events(tmp_pat
     ex, storage, _ = make(tmp_path, ledger=LedgerIndex([written]))
     ex.add(0, 9, batch(H7, [b"b", b"c", b"d"], offsets=[11, 12, 13]))      # a dedupe replay after the object
     ex.add(0, 10, batch(H7 + HOUR, [b"z"], offsets=[12]))                   # another hour: not the same mark
-    finish_all(ex, ex.tick(idle_partitions={0}))
+    finish_all(ex, ex.tick(caught_up={0}))
     assert gzip.decompress(storage.objects[("bkt", "amp/424242/424242_2024-03-09_7#9000.json.gz")]) == b"d\n"
     assert ex.writers[0].skipped_events == 2
