@@ -82,8 +82,19 @@ def parse(body: bytes, max_events: int) -> AmplitudeRequest | ApiError:
         return error(400, ERR_JSON, "the body must be a JSON object: {\"api_key\": ..., \"events\": [...]}")
     except msgspec.DecodeError as exc:
         return error(400, ERR_JSON, f"the body is not valid JSON: {exc}")
-    raw_key = env.get("api_key")
-    key = _decode_or_none(raw_key)
+    try:
+        return _parse(env, max_events)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        try:
+            body.decode()
+        except UnicodeDecodeError as u:
+            return error(400, ERR_JSON, f"the body is not UTF-8 ({u.reason} at byte {u.start}); send JSON "
+                         "encoded as UTF-8")
+        return error(400, ERR_JSON, f"the body is not valid JSON: {exc}")
+
+
+def _parse(env: dict[str, msgspec.Raw], max_events: int) -> AmplitudeRequest | ApiError:
+    key = _decode_or_none(env.get("api_key"))
     if key is None or key == "":
         return error(400, ERR_MISSING, "api_key is missing: put the project's API key in the body's api_key",
                      missing_field="api_key")

@@ -49,7 +49,7 @@ def check_headers(content_type: str | None, content_encoding: str | None, conten
             declared = int(content_length)
         except ValueError:
             declared = 0
-        if declared > limit and encoding == "identity":
+        if declared > limit:  # the raw bytes count against the limit too, compressed or not
             raise BodyError(BodyProblem.TOO_LARGE, too_large_detail(limit, declared))
     return encoding != "identity"
 

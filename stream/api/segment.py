@@ -65,6 +65,11 @@ def parse_body(body: bytes) -> dict[str, Any] | ApiError:
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        try:
+            body.decode()
+        except UnicodeDecodeError as u:
+            return error(400, "invalid_json", f"the body is not UTF-8 ({u.reason} at byte {u.start}); send JSON "
+                         "encoded as UTF-8")
         return error(400, "invalid_json", f"the body is not valid JSON: {exc}")
     if type(obj) is not dict:
         return error(400, "invalid_json", "the body must be a JSON object")
