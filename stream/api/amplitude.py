@@ -101,7 +101,7 @@ def _parse(env: dict[str, msgspec.Raw], max_events: int) -> AmplitudeRequest | A
     if type(key) is not str:
         return error(400, f"{ERR_API_KEY}: {mask(str(key))}", "api_key must be a string")
     raw_events = env.get("events")
-    if raw_events is None or _decode_or_none(raw_events) is None:
+    if raw_events is None or bytes(raw_events) == b"null":
         return error(400, ERR_MISSING, "events is missing: send the events as an array under \"events\"",
                      missing_field="events")
     try:
