@@ -125,7 +125,11 @@ class Ingestor:
             except (asyncio.CancelledError, Exception):
                 pass
         if self.producer is not None:
-            await self.producer.stop()
+            # whatever is still unacknowledged was answered 503 (or will be): give it one produce timeout
+            try:
+                await asyncio.wait_for(self.producer.stop(), self.settings.api.produce_timeout_s)
+            except (TimeoutError, Exception) as exc:
+                log.warning("producer did not stop cleanly: %s", exc or type(exc).__name__)
 
     # --- producing ---------------------------------------------------------------------------------------------
     async def _produce(self, batches: list[tuple[int, Any]], dead: list[bytes]) -> None:
