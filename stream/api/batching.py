@@ -27,16 +27,18 @@ class _Ids(msgspec.Struct):
     user_id: str | None = None
 
 
-_ids = msgspec.json.Decoder(_Ids).decode
+_ids = msgspec.json.Decoder(list[_Ids]).decode
 
 
-def ids_of(events: Sequence[Normalized]) -> tuple[list[str | None], list[str | None]]:
-    """(device_ids, user_ids) of normalized events, read from their export rows (ids already validated)."""
+def ids_of(events: msgspec.Raw | bytes, min_id_length: int) -> tuple[list[str | None], list[str | None]]:
+    """(device_ids, user_ids) of a request's raw ``events`` array, in one decode; ids shorter than
+    ``min_id_length`` count as absent, as normalize removes them. For the accepted events of a request only
+    (their ids are strings)."""
     devices, users = [], []
-    for ev in events:
-        i = _ids(ev.line)
-        devices.append(i.device_id)
-        users.append(i.user_id)
+    for i in _ids(events):
+        d, u = i.device_id, i.user_id
+        devices.append(d if d is not None and len(d) >= min_id_length else None)
+        users.append(u if u is not None and len(u) >= min_id_length else None)
     return devices, users
 
 
@@ -47,27 +49,34 @@ def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_e
     A batch holds at most ``max_events`` events and about ``max_bytes`` bytes (the producer's largest message);
     ``segment`` gives each event's Segment message when the events came from Segment's API.
     """
-    open_: dict[tuple[int, int, int], tuple[EventBatch, list[int]]] = {}
-    done: list[tuple[int, EventBatch]] = []
+    # a request's events share one project and, stamped with its receive time, one hour: bucket by target first
+    by_key: dict[tuple[int, int, int], list[int]] = {}
+    targets: dict[str, int] = {}
     for i, ev in enumerate(events):
-        target = partition_for(ev.partition_key, partitions)
-        hour = ev.upload_ms - ev.upload_ms % HOUR_MS
-        k = (target, ev.project, hour)
-        size = len(ev.line) + len(ev.dedupe_key) + PER_EVENT_OVERHEAD + (len(segment[i]) if segment else 0)
-        entry = open_.get(k)
-        if entry is not None and (len(entry[0].lines) >= max_events or entry[1][0] + size > max_bytes):
-            done.append((target, entry[0]))
-            entry = None
-        if entry is None:
-            entry = open_[k] = (EventBatch(ev.project, hour, Origin(valid_topic, target, -1),
-                                           segment_source=segment_source), [BATCH_OVERHEAD])
-        b, used = entry
-        used[0] += size
-        b.keys.append(ev.dedupe_key)
-        b.times.append(ev.upload_ms)
-        b.uuids.append(ev.uuid)
-        b.lines.append(ev.line)
-        if segment:
-            b.segment.append(segment[i])
-    done.extend((target, b) for (target, _, _), (b, _) in open_.items())
-    return done
+        target = targets.get(ev.partition_key)
+        if target is None:
+            target = targets[ev.partition_key] = partition_for(ev.partition_key, partitions)
+        k = (target, ev.project, ev.upload_ms - ev.upload_ms % HOUR_MS)
+        members = by_key.get(k)
+        if members is None:
+            by_key[k] = [i]
+        else:
+            members.append(i)
+    out: list[tuple[int, EventBatch]] = []
+    for (target, project, hour), members in by_key.items():
+        b, used = None, 0
+        for i in members:
+            ev = events[i]
+            size = len(ev.line) + len(ev.dedupe_key) + PER_EVENT_OVERHEAD + (len(segment[i]) if segment else 0)
+            if b is None or len(b.lines) >= max_events or used + size > max_bytes:
+                b = EventBatch(project, hour, Origin(valid_topic, target, -1), segment_source=segment_source)
+                out.append((target, b))
+                used = BATCH_OVERHEAD
+            used += size
+            b.keys.append(ev.dedupe_key)
+            b.times.append(ev.upload_ms)
+            b.uuids.append(ev.uuid)
+            b.lines.append(ev.line)
+            if segment:
+                b.segment.append(segment[i])
+    return out

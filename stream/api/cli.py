@@ -46,6 +46,10 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     runner = await serve(Ingestor(settings), settings.api.host, settings.api.port)
+    import gc
+    gc.collect()
+    gc.freeze()
+
     log.info("stream api listening on http://%s:%d", settings.api.host, settings.api.port)
     await stop.wait()
     log.info("stopping: finishing the requests in flight")

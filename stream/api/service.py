@@ -185,7 +185,7 @@ class Ingestor:
                 return unavailable_amplitude(str(exc))
             metrics.API_EVENTS.labels("rejected").inc(n)
             return _reply(amplitude.invalid_body(checked.rejected))
-        devices, users = ids_of(checked.accepted)
+        devices, users = ids_of(req.raw_events, rules.min_id_length)
         throttled = self.throttles[route].admit(devices, users, received_ms)
         if throttled is not None:
             metrics.API_EVENTS.labels("throttled").inc(n)

@@ -31,7 +31,7 @@ class Throttled:
 
 
 class Throttle:
-    """Leaky buckets keyed by ``d:<device_id>`` / ``u:<user_id>``; time is a parameter (epoch ms)."""
+    """Leaky buckets per device_id and per user_id; time is a parameter (epoch ms)."""
 
     def __init__(self, eps: float, window_s: float, max_ids: int = 1_000_000):
         self.eps = eps
@@ -39,13 +39,15 @@ class Throttle:
         self.window_s = window_s
         self._per_ms = eps / 1000
         self._max_ids = max_ids
-        self._levels: dict[str, tuple[float, int]] = {}   # key -> (events in the bucket, as of ms)
+        # id -> (events in its bucket, as of epoch ms); devices and users apart
+        self._devices: dict[str, tuple[float, int]] = {}
+        self._users: dict[str, tuple[float, int]] = {}
 
     def __len__(self) -> int:
-        return len(self._levels)
+        return len(self._devices) + len(self._users)
 
-    def _level(self, key: str, now_ms: int) -> float:
-        entry = self._levels.get(key)
+    def _level(self, levels: dict[str, tuple[float, int]], key: str, now_ms: int) -> float:
+        entry = levels.get(key)
         if entry is None:
             return 0.0
         level, t = entry
@@ -53,36 +55,39 @@ class Throttle:
 
     def admit(self, devices: Sequence[str | None], users: Sequence[str | None], now_ms: int) -> Throttled | None:
         """Count the request's events (event i has ``devices[i]``, ``users[i]``), or say which are throttled."""
-        wanted: Counter[str] = Counter()
-        for d in devices:
-            if d is not None:
-                wanted["d:" + d] += 1
-        for u in users:
-            if u is not None:
-                wanted["u:" + u] += 1
-        over: dict[str, float] = {}
-        for key, n in wanted.items():
-            total = self._level(key, now_ms) + n
-            if total > self.capacity:
-                over[key] = total
-        if over:
-            rate = {k: round(v / self.window_s) for k, v in over.items()}
+        sides = ((self._devices, Counter(devices)), (self._users, Counter(users)))
+        over: list[dict[str, float]] = [{}, {}]
+        after: list[list[tuple[str, float]]] = [[], []]
+        for side, (levels, wanted) in enumerate(sides):
+            wanted.pop(None, None)
+            for key, n in wanted.items():
+                total = self._level(levels, key, now_ms) + n
+                if total > self.capacity:
+                    over[side][key] = total
+                after[side].append((key, total))
+        if over[0] or over[1]:
+            d_over, u_over = over
             return Throttled(
-                self.eps,
-                {k[2:]: r for k, r in rate.items() if k[0] == "d"},
-                {k[2:]: r for k, r in rate.items() if k[0] == "u"},
-                [i for i, (d, u) in enumerate(zip(devices, users))
-                 if (d is not None and "d:" + d in over) or (u is not None and "u:" + u in over)])
-        for key, n in wanted.items():
-            self._levels[key] = (self._level(key, now_ms) + n, now_ms)
-        if len(self._levels) > self._max_ids:
+                self.eps, {k: round(v / self.window_s) for k, v in d_over.items()},
+                {k: round(v / self.window_s) for k, v in u_over.items()},
+                [i for i, (d, u) in enumerate(zip(devices, users)) if d in d_over or u in u_over])
+        for side, (levels, _) in enumerate(sides):
+            for key, total in after[side]:
+                levels[key] = (total, now_ms)
+        if len(self) > self._max_ids:
             self.prune(now_ms)
         return None
 
     def prune(self, now_ms: int) -> None:
         """Forget the ids whose bucket has drained (they would start from empty anyway); if that is not enough,
         the least recently seen half."""
-        self._levels = {k: v for k, v in self._levels.items() if v[0] - (now_ms - v[1]) * self._per_ms > 0}
-        if len(self._levels) > self._max_ids:
-            keep = sorted(self._levels.items(), key=lambda kv: kv[1][1])[len(self._levels) // 2:]
-            self._levels = dict(keep)
+        per_ms = self._per_ms
+        for levels in (self._devices, self._users):
+            drained = [k for k, (level, t) in levels.items() if level - (now_ms - t) * per_ms <= 0]
+            for k in drained:
+                del levels[k]
+        if len(self) > self._max_ids:
+            for levels in (self._devices, self._users):
+                keep = sorted(levels.items(), key=lambda kv: kv[1][1])[len(levels) // 2:]
+                levels.clear()
+                levels.update(keep)

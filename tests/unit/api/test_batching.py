@@ -54,6 +54,8 @@ def test_a_batch_round_trips_and_takes_its_coordinates_when_read():
     assert d.source_of_events()[1] == [41, 41, 41]
 
 
-def test_ids_are_read_from_the_rows():
-    assert ids_of([norm(device="device-0001", user="user-0001"), norm(user="user-0002")]) == (
-        ["device-0001", None], ["user-0001", "user-0002"])
+def test_ids_are_read_from_the_raw_events_as_normalize_keeps_them():
+    raw = orjson.dumps([{"device_id": "device-0001", "user_id": "user-0001", "x": [1]}, {"user_id": "user-0002"},
+                        {"device_id": "dev", "user_id": "user-0003"}])
+    assert ids_of(raw, 5) == (["device-0001", None, None], ["user-0001", "user-0002", "user-0003"])
+    assert ids_of(raw, 3)[0] == ["device-0001", None, "dev"]
