@@ -39,7 +39,7 @@ EVENT_FIELD = "event"
 object, too large)."""
 
 _MISSING_REASONS = (Reason.MISSING_EVENT_TYPE, Reason.MISSING_ID)
-_STAMPED = (b'"server_received_time"', b'"server_upload_time"')
+_SERVER = b'"server_'   # server_received_time / server_upload_time: the server's to set
 _REMOTE = b'"$remote"'
 
 
@@ -165,7 +165,7 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
     for i, raw in enumerate(events):
         value = bytes(raw)
         origin = f"{nonce}/{i}"
-        if _STAMPED[0] in value or _STAMPED[1] in value or _REMOTE in value:
+        if _SERVER in value or _REMOTE in value:
             res = _rewritten(value, project, received_ms, origin, rules, client_ip)
         else:
             res = normalize_message(value, None, project, received_ms, origin, rules)

@@ -46,33 +46,30 @@ class Throttle:
     def __len__(self) -> int:
         return len(self._devices) + len(self._users)
 
-    def _level(self, levels: dict[str, tuple[float, int]], key: str, now_ms: int) -> float:
-        entry = levels.get(key)
-        if entry is None:
-            return 0.0
-        level, t = entry
-        return max(0.0, level - (now_ms - t) * self._per_ms)
-
     def admit(self, devices: Sequence[str | None], users: Sequence[str | None], now_ms: int) -> Throttled | None:
         """Count the request's events (event i has ``devices[i]``, ``users[i]``), or say which are throttled."""
-        sides = ((self._devices, Counter(devices)), (self._users, Counter(users)))
-        over: list[dict[str, float]] = [{}, {}]
+        per_ms, cap = self._per_ms, self.capacity
         after: list[list[tuple[str, float]]] = [[], []]
-        for side, (levels, wanted) in enumerate(sides):
+        over: list[dict[str, float]] = [{}, {}]
+        for side, (levels, ids) in enumerate(((self._devices, devices), (self._users, users))):
+            wanted = Counter(ids)
             wanted.pop(None, None)
+            side_after, side_over = after[side], over[side]
+            get = levels.get
             for key, n in wanted.items():
-                total = self._level(levels, key, now_ms) + n
-                if total > self.capacity:
-                    over[side][key] = total
-                after[side].append((key, total))
-        if over[0] or over[1]:
-            d_over, u_over = over
+                entry = get(key)
+                total = n if entry is None else max(0.0, entry[0] - (now_ms - entry[1]) * per_ms) + n
+                if total > cap:
+                    side_over[key] = total
+                side_after.append((key, total))
+        d_over, u_over = over
+        if d_over or u_over:
             return Throttled(
                 self.eps, {k: round(v / self.window_s) for k, v in d_over.items()},
                 {k: round(v / self.window_s) for k, v in u_over.items()},
                 [i for i, (d, u) in enumerate(zip(devices, users)) if d in d_over or u in u_over])
-        for side, (levels, _) in enumerate(sides):
-            for key, total in after[side]:
+        for levels, side_after in ((self._devices, after[0]), (self._users, after[1])):
+            for key, total in side_after:
                 levels[key] = (total, now_ms)
         if len(self) > self._max_ids:
             self.prune(now_ms)
