@@ -6,6 +6,8 @@ KIND:
                     endpoint on this stack and broker can do.
   ceiling-uvicorn   the same as a raw ASGI app on uvicorn (uvloop, httptools)
   ceiling-granian   the same ASGI app on granian
+  validate-aiohttp  the ceiling plus what no implementation can skip: every event through normalize_message
+                    (the ingest stage's validator), the results thrown away
   api-uvicorn       the real service (stream.api.service.Ingestor, BodyReader) behind a raw ASGI adapter on
                     uvicorn, to compare stacks with the same work per request
 (``stream api`` itself, aiohttp, is started by bench_api.py with ``python -m stream api``.)
@@ -16,11 +18,13 @@ from __future__ import annotations
 import gc
 import itertools
 import sys
+import time
 
 import msgspec
 import orjson
 
 from stream import kafka
+from stream.events.normalize import Rules, normalize_message
 from stream.settings import load_settings
 
 _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
@@ -31,11 +35,14 @@ OK = b'{"code":200}'
 class Ceiling:
     """Parse the body's envelope and produce the body as one message."""
 
+    validate = False
+
     def __init__(self, config: str):
         self.settings = load_settings(config)
         self.topic = self.settings.topics.name("valid")
         self.parts = itertools.cycle(range(self.settings.topics.partitions))
         self.producer = None
+        self.rules = Rules()
 
     async def start(self) -> None:
         self.producer = kafka.producer(self.settings.kafka)
@@ -46,16 +53,22 @@ class Ceiling:
 
     async def handle(self, body: bytes) -> tuple[int, bytes]:
         try:
-            n = len(_events(_envelope(body)["events"]))
+            events = _events(_envelope(body)["events"])
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
             return 400, b'{"code":400}'
+        n = len(events)
+        if self.validate:
+            now = int(time.time() * 1000)
+            for i, e in enumerate(events):
+                normalize_message(bytes(e), None, 424242, now, f"bench/{i}", self.rules)
         await (await self.producer.send(self.topic, body, partition=next(self.parts)))
         return 200, b'{"code":200,"events_ingested":%d}' % n
 
 
-def aiohttp_ceiling(config: str, port: int) -> None:
+def aiohttp_ceiling(config: str, port: int, validate: bool = False) -> None:
     from aiohttp import web
     c = Ceiling(config)
+    c.validate = validate
 
     async def post(request: web.Request) -> web.Response:
         status, body = await c.handle(await request.read())
@@ -154,8 +167,8 @@ def asgi_api(config: str):
 
 def main() -> None:
     kind, config, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if kind == "ceiling-aiohttp":
-        return aiohttp_ceiling(config, port)
+    if kind in ("ceiling-aiohttp", "validate-aiohttp"):
+        return aiohttp_ceiling(config, port, validate=kind == "validate-aiohttp")
     if kind in ("ceiling-uvicorn", "api-uvicorn"):
         import uvicorn
         app = asgi_ceiling(config) if kind == "ceiling-uvicorn" else asgi_api(config)

@@ -7,6 +7,7 @@ hands it to the Ingestor and writes the reply; requests are counted by route tem
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import orjson
@@ -20,6 +21,7 @@ from stream.api.routes import (ROUTES, Route, body_limit, body_problem, cors_hea
 from stream.api.service import Ingestor, Reply
 from stream.health import Health
 
+log = logging.getLogger(__name__)
 _INGESTOR = web.AppKey("ingestor", Ingestor)
 _HEALTH = web.AppKey("health", Health)
 READ_CHUNK = 64 * 1024
@@ -109,6 +111,10 @@ def _middleware(cors_origins: list[str]):
         except web.HTTPException as exc:  # aiohttp's own 404/405: answered in JSON like ours
             resp = _json(exc.status, not_found(request.path) if exc.status == 404 else
                          method_not_allowed(request.method, request.path))
+        except Exception:  # a bug: the client retries (both SDKs retry a 500), the log says what happened
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            resp = _json(500, {"code": 500, "error": "Internal server error",
+                               "detail": "unexpected error; the request was not stored, send it again"})
         cors = cors_headers(request.headers.get("Origin"), cors_origins, request.method == "OPTIONS",
                             request.headers.get("Access-Control-Request-Headers"))
         resp.headers.update(cors)

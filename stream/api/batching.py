@@ -49,7 +49,6 @@ def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_e
     A batch holds at most ``max_events`` events and about ``max_bytes`` bytes (the producer's largest message);
     ``segment`` gives each event's Segment message when the events came from Segment's API.
     """
-    # a request's events share one project and, stamped with its receive time, one hour: bucket by target first
     by_key: dict[tuple[int, int, int], list[int]] = {}
     targets: dict[str, int] = {}
     for i, ev in enumerate(events):
@@ -64,19 +63,34 @@ def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_e
             members.append(i)
     out: list[tuple[int, EventBatch]] = []
     for (target, project, hour), members in by_key.items():
-        b, used = None, 0
-        for i in members:
-            ev = events[i]
-            size = len(ev.line) + len(ev.dedupe_key) + PER_EVENT_OVERHEAD + (len(segment[i]) if segment else 0)
-            if b is None or len(b.lines) >= max_events or used + size > max_bytes:
-                b = EventBatch(project, hour, Origin(valid_topic, target, -1), segment_source=segment_source)
-                out.append((target, b))
-                used = BATCH_OVERHEAD
-            used += size
-            b.keys.append(ev.dedupe_key)
-            b.times.append(ev.upload_ms)
-            b.uuids.append(ev.uuid)
-            b.lines.append(ev.line)
-            if segment:
-                b.segment.append(segment[i])
+        for chunk in _chunks(events, members, max_events, max_bytes, segment):
+            evs = [events[i] for i in chunk]
+            out.append((target, EventBatch(
+                project, hour, Origin(valid_topic, target, -1), keys=[e.dedupe_key for e in evs],
+                times=[e.upload_ms for e in evs], uuids=[e.uuid for e in evs], lines=[e.line for e in evs],
+                segment_source=segment_source, segment=[segment[i] for i in chunk] if segment else [])))
+    return out
+
+
+def _size(ev: Normalized, i: int, segment: Sequence[bytes] | None) -> int:
+    return len(ev.line) + len(ev.dedupe_key) + PER_EVENT_OVERHEAD + (len(segment[i]) if segment else 0)
+
+
+def _chunks(events: Sequence[Normalized], members: list[int], max_events: int, max_bytes: int,
+            segment: Sequence[bytes] | None) -> list[list[int]]:
+    """``members`` cut into runs of at most ``max_events`` events and about ``max_bytes`` bytes."""
+    if len(members) <= max_events and BATCH_OVERHEAD + sum(
+            _size(events[i], i, segment) for i in members) <= max_bytes:
+        return [members]
+    out: list[list[int]] = []
+    run: list[int] = []
+    used = BATCH_OVERHEAD
+    for i in members:
+        size = _size(events[i], i, segment)
+        if run and (len(run) >= max_events or used + size > max_bytes):
+            out.append(run)
+            run, used = [], BATCH_OVERHEAD
+        run.append(i)
+        used += size
+    out.append(run)
     return out

@@ -111,7 +111,8 @@ def api_deployment(deployment):
     """The `deployment` with the API's keys, sources and port written into its config file; topics created."""
     _, path = deployment
     cfg = api_config(yaml.safe_load(path.read_text()), free_port(),
-                     httpapi_device_eps=2, throttle_window_s=5)   # 10 events per device in the /2/httpapi window
+                     httpapi_device_eps=2, throttle_window_s=5,   # 10 events per device in the /2/httpapi window
+                     request_timeout_s=2)
     path.write_text(yaml.safe_dump(cfg))
     settings = load_settings(path)
     asyncio.run(ensure_topics(settings))

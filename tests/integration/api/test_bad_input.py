@@ -116,6 +116,11 @@ def trickle(port: int, path: str, total: int, chunk: int = 32 * 1024, pause: flo
                 break
     except (BrokenPipeError, ConnectionResetError):
         pass
+    return (sent, *read_response(s))
+
+
+def read_response(s: socket.socket):
+    """(status, JSON body, head) of the response on ``s``; closes it."""
     data = b""
     s.settimeout(10)
     while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
@@ -126,7 +131,7 @@ def trickle(port: int, path: str, total: int, chunk: int = 32 * 1024, pause: flo
         data += part
     s.close()
     head, body = data.split(b"\r\n\r\n", 1)
-    return sent, int(head.split(b" ", 2)[1]), orjson.loads(body), head
+    return int(head.split(b" ", 2)[1]), orjson.loads(body), head
 
 
 def test_bad_input_is_answered_exactly_and_never_stored(api_deployment, api, worker):
@@ -158,6 +163,16 @@ def test_bad_input_is_answered_exactly_and_never_stored(api_deployment, api, wor
         f"the request body is larger than the limit of {MB} bytes; split the events into smaller requests")})
     assert MB < sent <= MB + 4 * 32 * 1024 and b"Connection: close" in head
     assert time.monotonic() - t < 10
+
+    # a body that stops coming is answered 408 after api.request_timeout_s (2 s here), and its connection closed
+    s = socket.create_connection(("127.0.0.1", settings.api.port))
+    s.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 1000\r\n\r\n" + b'{"batch": [')
+    t = time.monotonic()
+    status, body, head = read_response(s)
+    assert (status, body) == (408, {"success": False, "code": "timeout", "message": "the request body did not "
+                                    "arrive within 2s (api.request_timeout_s)"})
+    assert 2 <= time.monotonic() - t < 5 and b"Connection: close" in head
 
     # a browser's preflight
     status, headers, _ = api.request("OPTIONS", "/2/httpapi", headers={
