@@ -16,8 +16,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from stream import metrics
 from stream.api.body import BodyError, BodyReader, check_headers
-from stream.api.routes import (ROUTES, Route, body_limit, body_problem, cors_headers, method_not_allowed,
-                               not_found, timeout)
+from stream.api.routes import (
+    ROUTES,
+    Route,
+    body_limit,
+    body_problem,
+    cors_headers,
+    method_not_allowed,
+    not_found,
+    timeout,
+)
 from stream.api.service import Ingestor, Reply
 from stream.health import Health
 

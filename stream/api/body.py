@@ -112,10 +112,9 @@ class BodyReader:
 
     def finish(self) -> bytes:
         """The whole (decoded) body; raises BodyError if a gzip stream ended early."""
-        if self._z is not None:
-            if not self._z.eof:
-                if self.received == 0:
-                    return b""
-                raise BodyError(BodyProblem.BAD_GZIP, "the gzip body ends before its gzip stream does "
-                                "(truncated upload?)")
+        if self._z is not None and not self._z.eof:
+            if self.received == 0:
+                return b""
+            raise BodyError(BodyProblem.BAD_GZIP, "the gzip body ends before its gzip stream does "
+                            "(truncated upload?)")
         return b"".join(self._parts)

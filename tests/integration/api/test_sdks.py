@@ -1,7 +1,7 @@
 """The official SDKs against `stream api` and a worker: the exact events land in S3 once, retries included."""
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -71,13 +71,13 @@ def send_with_sdk(url, events):
 def test_amplitude_sdk_events_land_once_with_retries_dropped(api_deployment, api, worker):
     settings, _ = api_deployment
     worker()
-    t0 = datetime.now(timezone.utc).timestamp() * 1000
+    t0 = datetime.now(UTC).timestamp() * 1000
     first = send_with_sdk(api.url + "/2/httpapi", amplitude_events(["ins-0", "ins-1", "ins-2"]))
     assert first == [(f"ins-{i}", 200, "Event sent successfully.") for i in range(3)]
     # the same three again (an SDK retry carries the same insert_ids) and a new one, through /batch
     again = send_with_sdk(api.url + "/batch", amplitude_events(["ins-0", "ins-1", "ins-2", "ins-3"]))
     assert again == [(f"ins-{i}", 200, "Event sent successfully.") for i in range(4)]
-    t1 = datetime.now(timezone.utc).timestamp() * 1000
+    t1 = datetime.now(UTC).timestamp() * 1000
 
     check_valid_topic(settings, 7)
     wait_for_worker(settings, read=7, exported=4)
@@ -111,7 +111,7 @@ def test_amplitude_sdk_events_land_once_with_retries_dropped(api_deployment, api
 def test_segment_sdk_calls_land_mapped_with_their_full_messages(api_deployment, api, worker):
     settings, _ = api_deployment
     worker()
-    sent = datetime(2024, 3, 9, 7, 15, tzinfo=timezone.utc)
+    sent = datetime(2024, 3, 9, 7, 15, tzinfo=UTC)
     client = Client(WRITE_KEY, host=api.url, sync_mode=True, gzip=True)
     client.track(user_id="u-77", anonymous_id="anon-0001", event="Plan Upgraded", properties={"plan": "pro"},
                  timestamp=sent, message_id="msg-1")

@@ -44,7 +44,7 @@ def test_batches_split_by_project_hour_count_and_bytes():
 
 def test_a_batch_round_trips_and_takes_its_coordinates_when_read():
     evs = [norm(device="device-0001", i=i) for i in range(3)]
-    ((target, b),) = group(evs, "v", 1, 500, 1 << 20, segment=[b'{"m":1}', b'{"m":2}', b'{"m":3}'],
+    ((_, b),) = group(evs, "v", 1, 500, 1 << 20, segment=[b'{"m":1}', b'{"m":2}', b'{"m":3}'],
                            segment_source="src1")
     d = EventBatch.decode(b.encode())
     assert (d.lines, d.uuids, d.keys, d.times, d.segment, d.segment_source) == (

@@ -36,8 +36,8 @@ def test_key_errors_are_401_with_a_json_body():
 @pytest.mark.parametrize("raw, message", [
     (b"", "the request has no body; send a JSON object"),
     (b'{"batch": [', "the body is not valid JSON: unexpected end of data: line 1 column 12 (char 11)"),
-    (b'{"userId": "caf\xe9"}', "the body is not UTF-8 (invalid continuation byte at byte 15); send JSON encoded "
-                              "as UTF-8"),
+    (b'{"userId": "caf\xe9"}', ("the body is not UTF-8 (invalid continuation byte at byte 15); send JSON encoded "
+                               "as UTF-8")),
     (b"[1]", "the body must be a JSON object"),
 ])
 def test_unreadable_bodies_are_400(raw, message):
