@@ -128,7 +128,7 @@ class Ingestor:
             # whatever is still unacknowledged was answered 503 (or will be): give it one produce timeout
             try:
                 await asyncio.wait_for(self.producer.stop(), self.settings.api.produce_timeout_s)
-            except (TimeoutError, Exception) as exc:
+            except Exception as exc:
                 log.warning("producer did not stop cleanly: %s", exc or type(exc).__name__)
 
     # --- producing ---------------------------------------------------------------------------------------------
@@ -159,8 +159,13 @@ class Ingestor:
         for i, why, value in rejected:
             out.append(deadletter.encode(why, f"http:{route}", -1, i, received_ms, None, value, now,
                                          self.rules.max_event_bytes))
-            metrics.EVENTS_DEAD_LETTERED.labels("api", why.reason.value).inc()
         return out
+
+    @staticmethod
+    def _count_dead(rejected: list[tuple[int, Rejected]] | list[tuple[int, Rejected, bytes]]) -> None:
+        """Count dead letters once the broker has them."""
+        for r in rejected:
+            metrics.EVENTS_DEAD_LETTERED.labels("api", r[1].reason.value).inc()
 
     # --- Amplitude ---------------------------------------------------------------------------------------------
     async def amplitude(self, route: str, body: bytes, received_ms: int, client_ip: str | None = None) -> Reply:
@@ -183,6 +188,7 @@ class Ingestor:
             except Unavailable as exc:
                 metrics.API_EVENTS.labels("rejected").inc(n)
                 return unavailable_amplitude(str(exc))
+            self._count_dead(checked.rejected)
             metrics.API_EVENTS.labels("rejected").inc(n)
             return _reply(amplitude.invalid_body(checked.rejected))
         devices, users = ids_of(req.raw_events, rules.min_id_length)
@@ -243,6 +249,7 @@ class Ingestor:
         except Unavailable as exc:
             metrics.API_EVENTS.labels("rejected").inc(len(accepted) + len(rejected))
             return unavailable_segment(str(exc))
+        self._count_dead(rejected)
         metrics.API_EVENTS.labels("accepted").inc(len(accepted))
         metrics.API_EVENTS.labels("rejected").inc(len(rejected))
         return Reply(200, segment.success_body(len(accepted), [(i, why) for i, why, _ in rejected]))
