@@ -196,5 +196,8 @@ def s3_cat(url: str, endpoint_url: str | None) -> None:
     sys.stdout.buffer.write(gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body)
 
 
+main.add_command(__import__("stream.api.cli", fromlist=["api"]).api)
+
+
 if __name__ == "__main__":
     main()

@@ -207,6 +207,12 @@ class ApiSettings(_Section):
     produce_timeout_s: float = Field(
         10, gt=0, description="Longest a request waits for the broker to acknowledge its batches before it is "
         "answered 503 (the client retries).")
+    request_timeout_s: float = Field(
+        30, gt=0, description="Longest a client may take to send a request body; a slower one is answered 408 "
+        "and its connection closed (a trickling client cannot hold a connection forever).")
+    trust_forwarded_for: bool = Field(
+        False, description="Take the client address (for Amplitude's `ip: $remote`) from the last entry of "
+        "X-Forwarded-For, as the load balancer in front appends it; off: the peer address of the connection.")
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,284 @@
+"""Throughput and latency of one `stream api` process, against the ceiling of the same stack, in one run.
+
+    python bench/bench_api.py [--duration 10] [--repeat 3] [--connections 32] [--profile] [--only NAME,...]
+
+Starts a Tansu broker on loopback (stream.devstack.services.start_broker; a fresh one for every server run),
+creates the topics, writes request bodies of 100 realistic events each (stream.devstack.sample.SampleEvents,
+Amplitude /batch bodies), and runs the servers in turn, --repeat times (one process each, started here and
+stopped by PID): wrk (`apt-get install -y wrk`) with 32 connections posts those bodies for --duration seconds
+after a 3 s warm-up. Every answer must be 200. Prints each run and the median run per server, and writes
+bench/results-api.json. --profile adds a run of `stream api` recorded by py-spy (bench/profile-api.txt).
+
+Servers (default: the first five; any of them with --only):
+  stream-api-aiohttp         `stream api` as shipped (aiohttp)
+  stream-api-uvicorn         the same service (Ingestor, BodyReader) behind a raw ASGI adapter on uvicorn with
+                             uvloop and httptools
+  validate-aiohttp           the ceiling plus normalize_message on every event (the validation every
+                             implementation must do)
+  ceiling-aiohttp            a raw endpoint that only splits the body's JSON envelope and produces the whole
+                             body as one message (acks=all, the configured compression)
+  ceiling-uvicorn            the same as raw ASGI on uvicorn + uvloop + httptools
+  ceiling-granian            the same on granian
+  stream-api-aiohttp-uvloop  `stream api` with uvloop's event loop
+The comparison stacks are not dependencies of stream: `pip install uvicorn uvloop httptools granian` (a server
+whose packages are missing is skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stream.devstack.sample import SampleEvents
+from stream.devstack.services import free_port, start_broker
+from stream.kafka import ensure_topics
+from stream.settings import load_settings
+
+API_KEY = "bench-key"
+EVENTS_PER_REQUEST = 100
+BODIES = 200
+WARMUP_S = 3.0
+
+SERVERS = {
+    # name: (command, description)
+    "stream-api-aiohttp": ("stream api (aiohttp)", "the service as shipped"),
+    "stream-api-aiohttp-uvloop": ("stream api (aiohttp) on uvloop", "the service, uvloop's event loop"),
+    "stream-api-uvicorn": ("service on uvicorn+uvloop+httptools", "same service, raw ASGI adapter"),
+    "ceiling-aiohttp": ("ceiling on aiohttp", "parse envelope, produce body as one message"),
+    "validate-aiohttp": ("ceiling + normalize on aiohttp", "the ceiling plus normalize_message per event"),
+    "ceiling-uvicorn": ("ceiling on uvicorn+uvloop+httptools", "same, raw ASGI"),
+    "ceiling-granian": ("ceiling on granian (ASGI)", "same, raw ASGI"),
+}
+
+
+DEFAULT_SERVERS = ["stream-api-aiohttp", "stream-api-uvicorn", "validate-aiohttp", "ceiling-aiohttp",
+                   "ceiling-uvicorn"]
+
+
+def bodies(path: Path) -> tuple[int, int]:
+    """BODIES request bodies of EVENTS_PER_REQUEST events, one per line; returns (bytes per body, per event)."""
+    s = SampleEvents(seed=11, users=5000)
+    t = int(time.time() * 1000)
+    total = 0
+    with open(path, "wb") as f:
+        for _ in range(BODIES):
+            body = orjson.dumps({"api_key": API_KEY, "events": [s.event(t) for _ in range(EVENTS_PER_REQUEST)]})
+            total += len(body)
+            f.write(body + b"\n")
+    return total // BODIES, total // BODIES // EVENTS_PER_REQUEST
+
+
+def command(name: str, config: Path, port: int) -> list[str]:
+    if name == "stream-api-aiohttp":
+        return [sys.executable, "-m", "stream", "api", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    if name == "stream-api-aiohttp-uvloop":
+        return [sys.executable, "-c", ("import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy());"
+                                       " from stream.cli import main; main()"), "api", "-c", str(config), "--host", "127.0.0.1", "--port",
+                str(port)]
+    kind = {"stream-api-uvicorn": "api-uvicorn"}.get(name, name)
+    return [sys.executable, str(ROOT / "bench" / "api_servers.py"), kind, str(config), str(port)]
+
+
+def wait_up(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            body = orjson.dumps({"api_key": API_KEY, "events": [{"event_type": "warm", "device_id": "dev-00001"}]})
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/batch", data=body,
+                                         headers={"Content-Type": "application/json"})
+            if urllib.request.urlopen(req, timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not answer within {timeout}s")
+
+
+def wrk(port: int, bodies_file: Path, duration: float, connections: int, threads: int) -> dict:
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
+                          "--timeout", "10s", "-s", str(ROOT / "bench" / "post.lua"),
+                          f"http://127.0.0.1:{port}/batch", "--", str(bodies_file)],
+                         capture_output=True, text=True, check=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
+    return json.loads(line)
+
+
+def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profile: bool = False) -> dict:
+    port = free_port()
+    env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}"}
+    log = open(logs / f"{name}.log", "wb")
+    proc = subprocess.Popen(command(name, config, port), stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    spy = None
+    try:
+        wait_up(port, proc)
+        wrk(port, bodies_file, WARMUP_S, args.connections, args.threads)
+        if profile:
+            spy = subprocess.Popen([shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
+                                    "--duration", str(int(args.duration)), "--nonblocking",
+                                    "-o", str(logs / "api.folded")], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        cpu0 = _cpu_seconds(proc.pid)
+        r = wrk(port, bodies_file, args.duration, args.connections, args.threads)
+        r["server_cpu_s"] = _cpu_seconds(proc.pid) - cpu0
+        if spy is not None:
+            spy.wait(args.duration + 30)
+            _summarise_profile(logs / "api.folded", ROOT / "bench" / "profile-api.txt")
+        return r
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (granian runs its worker as a child)."""
+    total = 0.0
+    pids = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(k) for k in kids]
+    except FileNotFoundError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _summarise_profile(folded: Path, out: Path) -> None:
+    """Self time and total time by function, from py-spy's raw (folded) output."""
+    if not folded.exists():
+        return
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        count = int(n)
+        total += count
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + count
+    lines = [f"py-spy samples: {total}", "", "self %  function"]
+    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:25]]
+    lines += ["", "total %  function"]
+    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(inclusive.items(), key=lambda kv: -kv[1])[:40]]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the most CPU to the server)")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--only", help="comma-separated subset of " + ",".join(SERVERS))
+    ap.add_argument("--profile", action="store_true", help="py-spy the stream api run")
+    ap.add_argument("--repeat", type=int, default=3, help="run the servers in turn this many times; the run with "
+                    "the median throughput of each server is reported")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench_api.py needs wrk: apt-get install -y wrk")
+    names = args.only.split(",") if args.only else DEFAULT_SERVERS
+    needs = {"stream-api-aiohttp-uvloop": ["uvloop"], "stream-api-uvicorn": ["uvicorn", "uvloop", "httptools"],
+             "ceiling-uvicorn": ["uvicorn", "uvloop", "httptools"], "ceiling-granian": ["granian"]}
+    missing = {n: [m for m in needs.get(n, []) if importlib.util.find_spec(m) is None] for n in names}
+    for n, mods in missing.items():
+        if mods:
+            print(f"skipping {n}: pip install {' '.join(mods)} (the comparison stacks are not dependencies of stream)")
+    names = [n for n in names if not missing[n]]
+    work = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    try:
+        body_bytes, event_bytes = bodies(work / "bodies.ndjson")
+        runs: dict[str, list[dict]] = {}
+        for name in names * args.repeat + (["profile"] if args.profile else []):
+            # a fresh broker per server: the in-memory broker slows down as it fills, which would favour the
+            # servers measured first
+            broker = start_broker(work)
+            try:
+                config = work / "stream.yaml"
+                config.write_text(yaml.safe_dump({
+                    "kafka": {"bootstrap_servers": f"127.0.0.1:{broker.port}"},
+                    "topics": {"prefix": "bench.", "partitions": args.partitions},
+                    "projects": [{"id": 424242, "api_keys": [API_KEY]}],
+                    # every body is sent many times: the per-device limit is not the subject here
+                    "api": {"batch_device_eps": 1e9},
+                    "worker": {"log_level": "warning"},
+                }))
+                asyncio.run(ensure_topics(load_settings(config)))
+                if name == "profile":  # an extra run, so that the sampler's cost is in no measured one
+                    run_one("stream-api-aiohttp", config, work / "bodies.ndjson", args, work, profile=True)
+                    continue
+                r = run_one(name, config, work / "bodies.ndjson", args, work)
+            finally:
+                broker.stop()
+            secs = r["duration_us"] / 1e6
+            r["requests_per_s"] = r["requests"] / secs
+            r["events_per_s"] = r["requests_per_s"] * EVENTS_PER_REQUEST
+            r["cpu_us_per_event"] = 1e6 * r["server_cpu_s"] / (r["requests"] * EVENTS_PER_REQUEST)
+            runs.setdefault(name, []).append(r)
+            print(f"{name:26s} {r['events_per_s']:>9,.0f} events/s  p50 {r['p50_us'] / 1000:6.1f} ms  "
+                  f"p99 {r['p99_us'] / 1000:6.1f} ms  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}  "
+                  f"server CPU {r['cpu_us_per_event']:.1f} us/event", flush=True)
+        results = {}
+        for name, rs in runs.items():
+            rs.sort(key=lambda r: r["events_per_s"])
+            results[name] = {**rs[(len(rs) - 1) // 2], "all_events_per_s": [round(r["events_per_s"]) for r in rs]}
+            assert all(r["non2xx"] == 0 and r["socket_errors"] == 0 for r in rs), f"{name}: errors"
+        if args.repeat > 1:
+            print("median runs:")
+            for name, r in results.items():
+                print(f"{name:26s} {r['events_per_s']:>9,.0f} events/s  p50 {r['p50_us'] / 1000:6.1f} ms  "
+                      f"p99 {r['p99_us'] / 1000:6.1f} ms  (all: {r['all_events_per_s']})")
+        ceiling = max((r["events_per_s"] for n, r in results.items() if n.startswith("ceiling")), default=None)
+        same_stack = results.get("ceiling-aiohttp", {}).get("events_per_s")
+        summary = {"events_per_request": EVENTS_PER_REQUEST, "body_bytes": body_bytes, "event_bytes": event_bytes,
+                   "connections": args.connections, "duration_s": args.duration, "partitions": args.partitions,
+                   "repeat": args.repeat,
+                   "results": results}
+        if "stream-api-aiohttp" in results and same_stack:
+            summary["ratio_to_ceiling_same_stack"] = results["stream-api-aiohttp"]["events_per_s"] / same_stack
+            print(f"stream api / ceiling on aiohttp: {summary['ratio_to_ceiling_same_stack']:.2f}")
+        if "stream-api-aiohttp" in results and ceiling:
+            summary["ratio_to_best_ceiling"] = results["stream-api-aiohttp"]["events_per_s"] / ceiling
+            print(f"stream api / best ceiling:       {summary['ratio_to_best_ceiling']:.2f}")
+        if "stream-api-aiohttp" in results and "validate-aiohttp" in results:
+            summary["ratio_to_validate_only"] = (results["stream-api-aiohttp"]["events_per_s"]
+                                                 / results["validate-aiohttp"]["events_per_s"])
+            print(f"stream api / ceiling + normalize: {summary['ratio_to_validate_only']:.2f}")
+        (ROOT / "bench" / "results-api.json").write_text(json.dumps(summary, indent=2) + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

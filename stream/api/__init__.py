@@ -1,0 +1,1 @@
+"""The HTTP ingestion service (``stream api``): Amplitude HTTP V2 / Batch and Segment's tracking API."""

@@ -1,0 +1,222 @@
+"""Amplitude HTTP V2 (/2/httpapi) and Batch (/batch) requests: parsing, validation, response bodies (pure).
+
+Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. The
+envelope is split with msgspec into the raw bytes of each event, which go through ``normalize_message`` (the
+ingest stage's validator, its fast path included) without ever being decoded into dicts here.
+
+A request is accepted or rejected whole, as Amplitude's documented 400 says ("Invalid field values on some
+events") and as its official SDKs expect: on a 400 that lists event indexes, amplitude-analytics drops the
+listed events and sends the others again in a new request, so accepting them now would store them twice
+(without insert_id) or make the SDK's retry carry events the server already holds.
+
+Response bodies are Amplitude's (FORMATS.md §2.3); error bodies add a ``detail`` sentence naming the event
+index and field, which the SDKs ignore.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, normalize_message
+
+ERR_PATH = "Invalid request path"
+ERR_NO_BODY = "Missing request body"
+ERR_JSON = "Invalid JSON request body"
+ERR_MISSING = "Request missing required field"
+ERR_EVENT_JSON = "Invalid event JSON"
+ERR_API_KEY = "Invalid API key"
+ERR_FIELDS = "Invalid field values on some events"
+ERR_TOO_LARGE = "Payload too large"
+ERR_THROTTLED = "Too many requests for some devices and users"
+
+EVENT_FIELD = "event"
+"""The field named in events_with_invalid_fields when the event itself is unreadable (not UTF-8, not JSON, not an
+object, too large)."""
+
+_MISSING_REASONS = (Reason.MISSING_EVENT_TYPE, Reason.MISSING_ID)
+_SERVER = b'"server_'   # server_received_time / server_upload_time: the server's to set
+_REMOTE = b'"$remote"'
+
+
+@dataclass(frozen=True)
+class ApiError:
+    """A request answered before (or instead of) producing anything: status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error(status: int, message: str, detail: str, **extra: Any) -> ApiError:
+    return ApiError(status, {"code": status, "error": message, **extra, "detail": detail})
+
+
+def too_large(detail: str) -> ApiError:
+    return error(413, ERR_TOO_LARGE, detail)
+
+
+@dataclass(frozen=True)
+class AmplitudeRequest:
+    api_key: str
+    events: list[msgspec.Raw]
+    min_id_length: int | None
+    raw_events: msgspec.Raw      # the events array as sent
+
+
+_envelope = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_events = msgspec.json.Decoder(list[msgspec.Raw]).decode
+_any = msgspec.json.Decoder().decode
+
+
+def parse(body: bytes, max_events: int) -> AmplitudeRequest | ApiError:
+    """The request's API key, raw events and min_id_length, or the 400/413 that answers it."""
+    if not body.strip():
+        return error(400, ERR_NO_BODY, "the request has no body; send {\"api_key\": ..., \"events\": [...]}")
+    try:
+        env = _envelope(body)
+    except msgspec.ValidationError:
+        return error(400, ERR_JSON, "the body must be a JSON object: {\"api_key\": ..., \"events\": [...]}")
+    except msgspec.DecodeError as exc:
+        return error(400, ERR_JSON, f"the body is not valid JSON: {exc}")
+    try:
+        return _parse(env, max_events)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        try:
+            body.decode()
+        except UnicodeDecodeError as u:
+            return error(400, ERR_JSON, f"the body is not UTF-8 ({u.reason} at byte {u.start}); send JSON "
+                         "encoded as UTF-8")
+        return error(400, ERR_JSON, f"the body is not valid JSON: {exc}")
+
+
+def _parse(env: dict[str, msgspec.Raw], max_events: int) -> AmplitudeRequest | ApiError:
+    key = _decode_or_none(env.get("api_key"))
+    if key is None or key == "":
+        return error(400, ERR_MISSING, "api_key is missing: put the project's API key in the body's api_key",
+                     missing_field="api_key")
+    if type(key) is not str:
+        return error(400, f"{ERR_API_KEY}: {mask(str(key))}", "api_key must be a string")
+    raw_events = env.get("events")
+    if raw_events is None or bytes(raw_events) == b"null":
+        return error(400, ERR_MISSING, "events is missing: send the events as an array under \"events\"",
+                     missing_field="events")
+    try:
+        events = _events(raw_events)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return error(400, ERR_JSON, "events must be an array of event objects")
+    if not events:
+        return error(400, ERR_MISSING, "events is empty: send at least one event", missing_field="events")
+    if len(events) > max_events:
+        return too_large(f"the request holds {len(events)} events; the limit is {max_events} per request "
+                         "(api.amplitude_max_events): split them into smaller requests")
+    min_id: int | None = None
+    if "options" in env:
+        options = _decode_or_none(env["options"])
+        if options is not None:
+            if type(options) is not dict:
+                return error(400, ERR_JSON, "options must be an object such as {\"min_id_length\": 5}")
+            min_id = options.get("min_id_length")
+            if min_id is not None and (type(min_id) is not int or min_id < 1):
+                return error(400, ERR_JSON, "options.min_id_length must be a positive integer")
+    return AmplitudeRequest(key, events, min_id, raw_events)
+
+
+def _decode_or_none(raw: msgspec.Raw | None) -> Any:
+    return None if raw is None else _any(raw)
+
+
+def mask(key: str) -> str:
+    """Enough of a key to recognise it in a log, not enough to use it."""
+    return key[:4] + "…" if len(key) > 4 else "…"
+
+
+def unknown_key(key: str) -> ApiError:
+    # amplitude-analytics stops retrying (and drops the events) on an error starting "Invalid API key:"
+    return error(400, f"{ERR_API_KEY}: {mask(key)}", "no project has this API key (projects[].api_keys); "
+                 "check the key the SDK is initialised with")
+
+
+@dataclass
+class Validated:
+    accepted: list[Normalized]
+    rejected: list[tuple[int, Rejected]]   # (event index, why)
+
+
+def request_nonce() -> str:
+    """A fresh random name for this request's events: their uuids derive from it, so an SDK's retry of the same
+    events gets new uuids (it is a new occurrence; dedupe recognises it by insert_id)."""
+    return "http/" + secrets.token_hex(16)
+
+
+def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonce: str, rules: Rules,
+             client_ip: str | None = None) -> Validated:
+    """Normalize every event with the ingest stage's rules, stamping the request's receive time.
+
+    ``server_received_time``/``server_upload_time`` are the server's to set: values an event carries are
+    replaced by the receive time. Events without a ``uuid`` get ``uuid5(nonce/index)``, random per request.
+    ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
+    """
+    out = Validated([], [])
+    for i, raw in enumerate(events):
+        value = bytes(raw)
+        origin = f"{nonce}/{i}"
+        if _SERVER in value or _REMOTE in value:
+            res = _rewritten(value, project, received_ms, origin, rules, client_ip)
+        else:
+            res = normalize_message(value, None, project, received_ms, origin, rules)
+        if type(res) is Normalized:
+            out.accepted.append(res)
+        else:
+            out.rejected.append((i, res))
+    return out
+
+
+def _rewritten(value: bytes, project: int, received_ms: int, origin: str, rules: Rules,
+               client_ip: str | None) -> Normalized | Rejected:
+    try:
+        obj = _any(value)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return normalize_message(value, None, project, received_ms, origin, rules)  # says why
+    if type(obj) is dict:
+        obj.pop("server_received_time", None)
+        obj.pop("server_upload_time", None)
+        if obj.get("ip") == "$remote":
+            if client_ip:
+                obj["ip"] = client_ip
+            else:
+                del obj["ip"]
+        if len(value) > rules.max_event_bytes:
+            return normalize_message(value, None, project, received_ms, origin, rules)
+        return normalize(obj, project, received_ms, origin, rules)
+    return normalize_message(value, None, project, received_ms, origin, rules)
+
+
+def invalid_body(rejected: Sequence[tuple[int, Rejected]], shown: int = 5) -> ApiError:
+    """The 400 naming every rejected event by index under its field, as Amplitude's body does."""
+    invalid: dict[str, list[int]] = {}
+    missing: dict[str, list[int]] = {}
+    for i, r in rejected:
+        target = missing if r.reason in _MISSING_REASONS else invalid
+        target.setdefault(r.field or EVENT_FIELD, []).append(i)
+    unreadable = EVENT_FIELD in invalid and all(r.field is None for _, r in rejected)
+    message = ERR_EVENT_JSON if unreadable else ERR_FIELDS if invalid else ERR_MISSING
+    body: dict[str, Any] = {"code": 400, "error": message}
+    if invalid:
+        body["events_with_invalid_fields"] = invalid
+    if missing:
+        body["events_with_missing_fields"] = missing
+    parts = [f"events[{i}]{'.' + r.field if r.field else ''}: {r.detail}" for i, r in rejected[:shown]]
+    more = f" (and {len(rejected) - shown} more)" if len(rejected) > shown else ""
+    body["detail"] = "; ".join(parts) + more + ". No event of this request was stored: fix or drop the listed " \
+        "events and send the others again"
+    return ApiError(400, body)
+
+
+def success_body(events: int, payload_bytes: int, upload_ms: int) -> dict[str, Any]:
+    return {"code": 200, "events_ingested": events, "payload_size_bytes": payload_bytes,
+            "server_upload_time": upload_ms}

@@ -1,0 +1,163 @@
+"""The HTTP server of ``stream api`` (aiohttp): thin views over ``Ingestor``, plus /healthz, /readyz, /metrics.
+
+Each ingestion view checks the headers, reads the body through ``BodyReader`` (limits enforced while reading),
+hands it to the Ingestor and writes the reply; requests are counted by route template and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from stream import metrics
+from stream.api.body import BodyError, BodyReader, check_headers
+from stream.api.routes import (
+    ROUTES,
+    Route,
+    body_limit,
+    body_problem,
+    cors_headers,
+    method_not_allowed,
+    not_found,
+    timeout,
+)
+from stream.api.service import Ingestor, Reply
+from stream.health import Health
+
+log = logging.getLogger(__name__)
+_INGESTOR = web.AppKey("ingestor", Ingestor)
+_HEALTH = web.AppKey("health", Health)
+READ_CHUNK = 64 * 1024
+
+
+def _json(status: int, body: dict, headers: dict[str, str] | None = None, close: bool = False) -> web.Response:
+    resp = web.Response(body=orjson.dumps(body), status=status, content_type="application/json",
+                        headers=headers)
+    if close:
+        resp.force_close()
+    return resp
+
+
+def _client_ip(request: web.Request, trust_forwarded_for: bool) -> str | None:
+    if trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For")
+        if forwarded:
+            return forwarded.rsplit(",", 1)[-1].strip() or None
+    return request.remote
+
+
+async def _read(request: web.Request, route: Route, ingestor: Ingestor) -> bytes | web.Response:
+    api = ingestor.settings.api
+    limit = body_limit(route, api)
+    h = request.headers
+    try:
+        gz = check_headers(h.get("Content-Type"), h.get("Content-Encoding"), h.get("Content-Length"), limit)
+        reader = BodyReader(limit, gz)
+        async with asyncio.timeout(api.request_timeout_s):
+            async for chunk in request.content.iter_chunked(READ_CHUNK):
+                reader.feed(chunk)
+        return reader.finish()
+    except BodyError as exc:
+        status, body = body_problem(route, exc.problem, exc.detail)
+        return _json(status, body, close=not request.content.is_eof())
+    except TimeoutError:
+        status, body = timeout(route, api.request_timeout_s)
+        return _json(status, body, close=True)
+
+
+async def _ingest(request: web.Request) -> web.Response:
+    ingestor = request.app[_INGESTOR]
+    route = ROUTES[request.match_info.route.resource.canonical]
+    received_ms = ingestor.clock.now_ms()
+    body = await _read(request, route, ingestor)
+    if isinstance(body, web.Response):
+        return body
+    if route.vendor == "amplitude":
+        reply: Reply = await ingestor.amplitude(route.path, body, received_ms,
+                                                _client_ip(request, ingestor.settings.api.trust_forwarded_for))
+    else:
+        reply = await ingestor.segment(route.path, route.call_type, body, request.headers.get("Authorization"),
+                                       received_ms)
+    return _json(reply.status, reply.body, reply.headers)
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)  # the CORS headers are added by the middleware
+
+
+async def _not_allowed(request: web.Request) -> web.Response:
+    return _json(405, method_not_allowed(request.method, request.path), {"Allow": "POST, OPTIONS"})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    ok, body = request.app[_HEALTH].live()
+    return _json(200 if ok else 503, body)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    ok, body = request.app[_HEALTH].readiness()
+    return _json(200 if ok else 503, body)
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _middleware(cors_origins: list[str]):
+    @web.middleware
+    async def observe(request: web.Request, handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else "other"
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:  # aiohttp's own 404/405: answered in JSON like ours
+            resp = _json(exc.status, not_found(request.path) if exc.status == 404 else
+                         method_not_allowed(request.method, request.path))
+        except Exception:  # a bug: the client retries (both SDKs retry a 500), the log says what happened
+            log.exception("unexpected error answering %s %s", request.method, request.path)
+            resp = _json(500, {"code": 500, "error": "Internal server error",
+                               "detail": "unexpected error; the request was not stored, send it again"})
+        cors = cors_headers(request.headers.get("Origin"), cors_origins, request.method == "OPTIONS",
+                            request.headers.get("Access-Control-Request-Headers"))
+        resp.headers.update(cors)
+        metrics.HTTP_REQUESTS.labels(template, str(resp.status)).inc()
+        metrics.HTTP_DURATION.labels(template).observe(time.perf_counter() - started)
+        return resp
+    return observe
+
+
+def api_app(ingestor: Ingestor) -> web.Application:
+    app = web.Application(middlewares=[_middleware(ingestor.settings.api.cors_origins)])
+    app[_INGESTOR] = ingestor
+    app[_HEALTH] = ingestor.health
+    for path in ROUTES:
+        app.router.add_post(path, _ingest)
+        app.router.add_route("OPTIONS", path, _preflight)
+        app.router.add_get(path, _not_allowed)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+
+    async def lifecycle(_: web.Application):
+        await ingestor.start()
+        yield
+        await ingestor.stop()
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def serve(ingestor: Ingestor, host: str, port: int) -> web.AppRunner:
+    """Start serving; the caller awaits ``runner.cleanup()`` to stop (which also stops the producer)."""
+    # auto_decompress off: BodyReader decodes gzip itself, within the limit; a short lingering time bounds how
+    # long the unread rest of a rejected body is drained before the connection closes
+    runner = web.AppRunner(api_app(ingestor), access_log=None, auto_decompress=False, lingering_time=5.0,
+                           handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    return runner

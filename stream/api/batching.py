@@ -1,0 +1,96 @@
+"""A request's accepted events -> EventBatches for events.valid, one per (target partition, project, hour) (pure).
+
+A batch the API writes has no per-event offsets and the origin ``events.valid[p]@-1``: its events enter
+Kafka in that very message, whose real coordinates the dedupe stage fills in when it reads it
+(``EventBatch.arrived_at``). The target partition is Kafka's default partitioner on device_id (else
+user_id), so a device's events from the API and from producers keyed by device_id meet in one partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from stream.events.batch import EventBatch, Origin
+from stream.events.normalize import Normalized
+from stream.events.partitioning import partition_for
+from stream.events.timefmt import HOUR_MS
+
+BATCH_OVERHEAD = 1024
+"""Bytes reserved per batch message for its header (project, hour, origin, per-event keys, times, uuids)."""
+PER_EVENT_OVERHEAD = 48
+
+
+class _Ids(msgspec.Struct):
+    device_id: str | None = None
+    user_id: str | None = None
+
+
+_ids = msgspec.json.Decoder(list[_Ids]).decode
+
+
+def ids_of(events: msgspec.Raw | bytes, min_id_length: int) -> tuple[list[str | None], list[str | None]]:
+    """(device_ids, user_ids) of a request's raw ``events`` array, in one decode; ids shorter than
+    ``min_id_length`` count as absent, as normalize removes them. For the accepted events of a request only
+    (their ids are strings)."""
+    devices, users = [], []
+    for i in _ids(events):
+        d, u = i.device_id, i.user_id
+        devices.append(d if d is not None and len(d) >= min_id_length else None)
+        users.append(u if u is not None and len(u) >= min_id_length else None)
+    return devices, users
+
+
+def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_events: int, max_bytes: int,
+          segment: Sequence[bytes] | None = None, segment_source: str = "") -> list[tuple[int, EventBatch]]:
+    """(target partition, batch) for the events, in request order within each batch.
+
+    A batch holds at most ``max_events`` events and about ``max_bytes`` bytes (the producer's largest message);
+    ``segment`` gives each event's Segment message when the events came from Segment's API.
+    """
+    by_key: dict[tuple[int, int, int], list[int]] = {}
+    targets: dict[str, int] = {}
+    for i, ev in enumerate(events):
+        target = targets.get(ev.partition_key)
+        if target is None:
+            target = targets[ev.partition_key] = partition_for(ev.partition_key, partitions)
+        k = (target, ev.project, ev.upload_ms - ev.upload_ms % HOUR_MS)
+        members = by_key.get(k)
+        if members is None:
+            by_key[k] = [i]
+        else:
+            members.append(i)
+    out: list[tuple[int, EventBatch]] = []
+    for (target, project, hour), members in by_key.items():
+        for chunk in _chunks(events, members, max_events, max_bytes, segment):
+            evs = [events[i] for i in chunk]
+            out.append((target, EventBatch(
+                project, hour, Origin(valid_topic, target, -1), keys=[e.dedupe_key for e in evs],
+                times=[e.upload_ms for e in evs], uuids=[e.uuid for e in evs], lines=[e.line for e in evs],
+                segment_source=segment_source, segment=[segment[i] for i in chunk] if segment else [])))
+    return out
+
+
+def _size(ev: Normalized, i: int, segment: Sequence[bytes] | None) -> int:
+    return len(ev.line) + len(ev.dedupe_key) + PER_EVENT_OVERHEAD + (len(segment[i]) if segment else 0)
+
+
+def _chunks(events: Sequence[Normalized], members: list[int], max_events: int, max_bytes: int,
+            segment: Sequence[bytes] | None) -> list[list[int]]:
+    """``members`` cut into runs of at most ``max_events`` events and about ``max_bytes`` bytes."""
+    if len(members) <= max_events and BATCH_OVERHEAD + sum(
+            _size(events[i], i, segment) for i in members) <= max_bytes:
+        return [members]
+    out: list[list[int]] = []
+    run: list[int] = []
+    used = BATCH_OVERHEAD
+    for i in members:
+        size = _size(events[i], i, segment)
+        if run and (len(run) >= max_events or used + size > max_bytes):
+            out.append(run)
+            run, used = [], BATCH_OVERHEAD
+        run.append(i)
+        used += size
+    out.append(run)
+    return out

@@ -1,0 +1,129 @@
+"""Segment tracking-API requests (/v1/track ... /v1/batch): write key, parsing, limits, response bodies (pure).
+
+Status codes follow Segment (FORMATS.md §3.1): 200 for a readable request, whatever its messages; 400 for a body
+that is not JSON or too large. A message Segment would not accept (no userId/anonymousId, a track without event,
+over 32 KB, ...) does not fail its request: the others are stored, it goes to the dead-letter topic, and the 200
+body lists it. One departure: a missing or unknown write key answers 401 with a JSON body (Segment accepts the
+request and drops the data, which hides a misconfigured SDK).
+
+Bodies: ``{"success": true}`` when every message was stored (Segment's own 200 body is unverified; its SDKs
+check the status only); with rejected messages also ``accepted``, ``rejected`` and ``errors`` (the first 20).
+Errors are ``{"success": false, "code": ..., "message": ...}``: segment-analytics-python reads ``code`` and
+``message`` from an error body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from stream.api.amplitude import ApiError
+from stream.events.normalize import Reason, Rejected
+from stream.events.segment import full_message
+
+SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+MAX_ERRORS_SHOWN = 20
+
+
+def error(status: int, code: str, message: str) -> ApiError:
+    return ApiError(status, {"success": False, "code": code, "message": message})
+
+
+def write_key_from_header(authorization: str | None) -> str | None:
+    """The write key of ``Authorization: Basic base64(<writeKey>:)``; None without one."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user.partition(":")[0] or None
+
+
+def missing_key() -> ApiError:
+    return error(401, "unauthorized", "no write key: send it as the HTTP Basic user name (Authorization: Basic "
+                 "base64(<writeKey>:)) or as writeKey in the body")
+
+
+def unknown_key() -> ApiError:
+    return error(401, "unauthorized", "the write key is not configured for any source "
+                 "(projects[].segment_sources[].write_key); check the key the SDK is initialised with")
+
+
+def parse_body(body: bytes) -> dict[str, Any] | ApiError:
+    if not body.strip():
+        return error(400, "invalid_json", "the request has no body; send a JSON object")
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            body.decode()
+        except UnicodeDecodeError as u:
+            return error(400, "invalid_json", f"the body is not UTF-8 ({u.reason} at byte {u.start}); send JSON "
+                         "encoded as UTF-8")
+        return error(400, "invalid_json", f"the body is not valid JSON: {exc}")
+    if type(obj) is not dict:
+        return error(400, "invalid_json", "the body must be a JSON object")
+    return obj
+
+
+@dataclass
+class Messages:
+    """A request's messages: the full ones (index, message) and the rejected ones (index, why, original)."""
+
+    full: list[tuple[int, dict[str, Any]]]
+    rejected: list[tuple[int, Rejected, Any]]
+
+
+def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, max_message_bytes: int,
+             max_messages: int, new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> Messages | ApiError:
+    """The full messages of one call (``call_type`` None: a /v1/batch), each checked against Segment's limits."""
+    if call_type is not None:
+        items, sent_at, ctx, integrations = [obj], None, None, None
+    else:
+        items = obj.get("batch")
+        if type(items) is not list:
+            return error(400, "invalid_json", "a batch needs \"batch\": an array of messages")
+        sent_at, ctx, integrations = obj.get("sentAt"), obj.get("context"), obj.get("integrations")
+        if ctx is not None and type(ctx) is not dict:
+            return error(400, "invalid_json", "the batch's context must be an object")
+        if integrations is not None and type(integrations) is not dict:
+            return error(400, "invalid_json", "the batch's integrations must be an object")
+    out = Messages([], [])
+    too_many = call_type is None and len(items) > max_messages
+    for i, msg in enumerate(items):
+        if too_many:
+            out.rejected.append((i, Rejected(Reason.TOO_LARGE, "batch", f"the batch holds {len(items)} messages; "
+                                             f"the limit is {max_messages} (api.segment_max_batch_messages): send "
+                                             "smaller batches"), msg))
+            continue
+        if call_type is None:
+            size = len(orjson.dumps(msg))
+            if size > max_message_bytes:
+                out.rejected.append((i, Rejected(Reason.TOO_LARGE, None, f"the message is {size} bytes; the limit "
+                                                 f"is {max_message_bytes} (api.segment_max_message_bytes)"), msg))
+                continue
+        full = full_message(msg, call_type, received_ms=received_ms, message_id=new_id(), batch_sent_at=sent_at,
+                            batch_context=ctx, batch_integrations=integrations)
+        if isinstance(full, Rejected):
+            out.rejected.append((i, full, msg))
+        else:
+            out.full.append((i, full))
+    return out
+
+
+def success_body(accepted: int, rejected: list[tuple[int, Rejected]]) -> dict[str, Any]:
+    if not rejected:
+        return {"success": True}
+    return {"success": True, "accepted": accepted, "rejected": len(rejected),
+            "errors": [{"index": i, "reason": r.reason.value, "field": r.field, "message": r.detail}
+                       for i, r in rejected[:MAX_ERRORS_SHOWN]]}

@@ -1,0 +1,255 @@
+"""What a request does once its body is read: validate, throttle, batch, produce, answer (no HTTP framework here).
+
+Order, per request: the body is parsed and every event validated; a request with an invalid event has its
+invalid events written to events.dead-letter and is answered 400 with nothing written to events.valid
+(Amplitude); a Segment request stores its valid messages and dead-letters the others. Accepted events are
+grouped into batches and produced to events.valid with an explicit partition (acks=all). The answer is 200 only
+once the broker acknowledged every batch and dead letter of the request; if it does not within
+``api.produce_timeout_s``, the answer is 503 with Retry-After and the client sends the request again (events
+that did reach the broker are then dropped by dedupe through their insert_id / messageId).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from stream import metrics
+from stream.api import amplitude, segment
+from stream.api.batching import group, ids_of
+from stream.api.throttle import Throttle
+from stream.clock import Clock, SystemClock
+from stream.events import deadletter
+from stream.events.normalize import Normalized, Rejected, Rules, normalize
+from stream.events.segment import to_amplitude
+from stream.health import HEALTH, Health
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "producer"
+"""The part of this process /readyz waits for: the producer has reached the brokers."""
+RETRY_AFTER_S = 5
+PROBE_INTERVAL_S = 5.0
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _reply(err: amplitude.ApiError) -> Reply:
+    return Reply(err.status, err.body, dict(err.headers))
+
+
+def unavailable_amplitude(detail: str) -> Reply:
+    return Reply(503, {"code": 503, "error": "Service unavailable", "detail": detail},
+                 {"Retry-After": str(RETRY_AFTER_S)})
+
+
+def unavailable_segment(detail: str) -> Reply:
+    return Reply(503, {"success": False, "code": "unavailable", "message": detail},
+                 {"Retry-After": str(RETRY_AFTER_S)})
+
+
+class Unavailable(Exception):
+    """The broker did not acknowledge in time (or refused): nothing of the request counts as stored."""
+
+
+class Ingestor:
+    """The HTTP API's state: the keys, the throttles and the producer. One per process."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None, health: Health = HEALTH):
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.health = health
+        api, ing, t = settings.api, settings.ingest, settings.topics
+        self.projects = {k: p.id for p in settings.projects for k in p.api_keys}
+        self.sources = {s.write_key: (p.id, s.source_id) for p in settings.projects for s in p.segment_sources}
+        self.rules = Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep")
+        # Segment ids of any length are ids: dropping a userId "42" as too short would lose the user
+        self.segment_rules = Rules(ing.max_event_bytes, 1, False)
+        self.throttles = {"/2/httpapi": Throttle(api.httpapi_device_eps, api.throttle_window_s),
+                          "/batch": Throttle(api.batch_device_eps, api.throttle_window_s)}
+        self.valid_topic, self.dead_topic = t.name("valid"), t.name("dead_letter")
+        self.max_batch_bytes = max(settings.kafka.max_request_bytes - 64 * 1024, 64 * 1024)
+        self.producer: AIOKafkaProducer | None = None
+        self._tasks: list[asyncio.Task] = []
+        health.expect(PRODUCER)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect in the background: the server answers (503, not ready) while the brokers are unreachable."""
+        self._tasks.append(asyncio.create_task(self._connect_and_probe(), name="producer"))
+
+    async def _connect_and_probe(self) -> None:
+        from stream import kafka
+        while self.producer is None:
+            producer = kafka.producer(self.settings.kafka)
+            try:
+                await producer.start()
+            except Exception as exc:
+                log.warning("cannot reach the brokers at %s (%s); retrying", self.settings.kafka.bootstrap_servers,
+                            exc)
+                await producer.stop()
+                await asyncio.sleep(2)
+                continue
+            self.producer = producer
+            self.health.mark_ready(PRODUCER)
+            log.info("producer connected to %s", self.settings.kafka.bootstrap_servers)
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            try:
+                ok = await asyncio.wait_for(self.producer.client.force_metadata_update(), PROBE_INTERVAL_S)
+            except Exception:
+                ok = False
+            if ok:
+                self.health.mark_ready(PRODUCER)
+            else:
+                self.health.mark_not_ready(PRODUCER)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.producer is not None:
+            # whatever is still unacknowledged was answered 503 (or will be): give it one produce timeout
+            try:
+                await asyncio.wait_for(self.producer.stop(), self.settings.api.produce_timeout_s)
+            except Exception as exc:
+                log.warning("producer did not stop cleanly: %s", exc or type(exc).__name__)
+
+    # --- producing ---------------------------------------------------------------------------------------------
+    async def _produce(self, batches: list[tuple[int, Any]], dead: list[bytes]) -> None:
+        """Hand every batch and dead letter to the producer and wait for all acknowledgements (or raise)."""
+        if self.producer is None:
+            raise Unavailable("not connected to the brokers yet")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.api.produce_timeout_s):
+                futures = [await self.producer.send(self.valid_topic, b.encode(), partition=p) for p, b in batches]
+                futures += [await self.producer.send(self.dead_topic, d) for d in dead]
+                await asyncio.gather(*futures)
+        except TimeoutError:
+            self.health.mark_not_ready(PRODUCER)
+            raise Unavailable(f"the brokers did not acknowledge the events within "
+                              f"{self.settings.api.produce_timeout_s:g}s (api.produce_timeout_s)") from None
+        except Exception as exc:
+            log.warning("produce failed: %s", exc)
+            raise Unavailable(f"the brokers refused the events ({type(exc).__name__})") from None
+        metrics.API_PRODUCE_DURATION.observe(time.perf_counter() - started)
+        self.health.mark_ready(PRODUCER)
+
+    def _dead_letters(self, route: str, rejected: list[tuple[int, Rejected, bytes]], received_ms: int) -> list[bytes]:
+        """Dead-letter records of rejected events: topic ``http:<route>``, partition -1, offset = event index."""
+        now = self.clock.now_ms()
+        out = []
+        for i, why, value in rejected:
+            out.append(deadletter.encode(why, f"http:{route}", -1, i, received_ms, None, value, now,
+                                         self.rules.max_event_bytes))
+        return out
+
+    @staticmethod
+    def _count_dead(rejected: list[tuple[int, Rejected]] | list[tuple[int, Rejected, bytes]]) -> None:
+        """Count dead letters once the broker has them."""
+        for r in rejected:
+            metrics.EVENTS_DEAD_LETTERED.labels("api", r[1].reason.value).inc()
+
+    # --- Amplitude ---------------------------------------------------------------------------------------------
+    async def amplitude(self, route: str, body: bytes, received_ms: int, client_ip: str | None = None) -> Reply:
+        api = self.settings.api
+        req = amplitude.parse(body, api.amplitude_max_events)
+        if isinstance(req, amplitude.ApiError):
+            return _reply(req)
+        project = self.projects.get(req.api_key)
+        if project is None:
+            return _reply(amplitude.unknown_key(req.api_key))
+        rules = self.rules if req.min_id_length is None else self.rules._replace(min_id_length=req.min_id_length)
+        checked = amplitude.validate(req.events, project, received_ms, amplitude.request_nonce(), rules,
+                                     client_ip=client_ip)
+        n = len(req.events)
+        if checked.rejected:
+            dead = self._dead_letters(route, [(i, why, bytes(req.events[i])) for i, why in checked.rejected],
+                                      received_ms)
+            try:
+                await self._produce([], dead)
+            except Unavailable as exc:
+                metrics.API_EVENTS.labels("rejected").inc(n)
+                return unavailable_amplitude(str(exc))
+            self._count_dead(checked.rejected)
+            metrics.API_EVENTS.labels("rejected").inc(n)
+            return _reply(amplitude.invalid_body(checked.rejected))
+        devices, users = ids_of(req.raw_events, rules.min_id_length)
+        throttled = self.throttles[route].admit(devices, users, received_ms)
+        if throttled is not None:
+            metrics.API_EVENTS.labels("throttled").inc(n)
+            return Reply(429, throttled.body())
+        batches = group(checked.accepted, self.valid_topic, self.settings.topics.partitions,
+                        self.settings.ingest.batch_max_events, self.max_batch_bytes)
+        try:
+            await self._produce(batches, [])
+        except Unavailable as exc:
+            metrics.API_EVENTS.labels("rejected").inc(n)
+            return unavailable_amplitude(str(exc))
+        metrics.API_EVENTS.labels("accepted").inc(n)
+        return Reply(200, amplitude.success_body(n, len(body), received_ms))
+
+    # --- Segment -----------------------------------------------------------------------------------------------
+    async def segment(self, route: str, call_type: str | None, body: bytes, authorization: str | None,
+                      received_ms: int) -> Reply:
+        api = self.settings.api
+        key = segment.write_key_from_header(authorization)
+        if key is not None and key not in self.sources:
+            return _reply(segment.unknown_key())
+        obj = segment.parse_body(body)
+        if isinstance(obj, amplitude.ApiError):
+            return _reply(obj)
+        if key is None:
+            body_key = obj.get("writeKey")
+            if not body_key or type(body_key) is not str:
+                return _reply(segment.missing_key())
+            if body_key not in self.sources:
+                return _reply(segment.unknown_key())
+            key = body_key
+        project, source_id = self.sources[key]
+        msgs = segment.messages(obj, call_type, received_ms, max_message_bytes=api.segment_max_message_bytes,
+                                max_messages=api.segment_max_batch_messages)
+        if isinstance(msgs, amplitude.ApiError):
+            return _reply(msgs)
+        nonce = amplitude.request_nonce()
+        accepted: list[Normalized] = []
+        full_bytes: list[bytes] = []
+        rejected: list[tuple[int, Rejected, bytes]] = [(i, why, orjson.dumps(m)) for i, why, m in msgs.rejected]
+        for i, full in msgs.full:
+            res = normalize(to_amplitude(full), project, received_ms, f"{nonce}/{i}", self.segment_rules)
+            if isinstance(res, Rejected):
+                rejected.append((i, res, orjson.dumps(full)))
+            else:
+                accepted.append(res)
+                full_bytes.append(orjson.dumps(full))
+        rejected.sort(key=lambda r: r[0])
+        dead = self._dead_letters(route, rejected, received_ms)
+        batches = group(accepted, self.valid_topic, self.settings.topics.partitions,
+                        self.settings.ingest.batch_max_events, self.max_batch_bytes, segment=full_bytes,
+                        segment_source=source_id)
+        try:
+            await self._produce(batches, dead)
+        except Unavailable as exc:
+            metrics.API_EVENTS.labels("rejected").inc(len(accepted) + len(rejected))
+            return unavailable_segment(str(exc))
+        self._count_dead(rejected)
+        metrics.API_EVENTS.labels("accepted").inc(len(accepted))
+        metrics.API_EVENTS.labels("rejected").inc(len(rejected))
+        return Reply(200, segment.success_body(len(accepted), [(i, why) for i, why, _ in rejected]))

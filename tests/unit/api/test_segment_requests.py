@@ -1,0 +1,100 @@
+"""Segment requests: the write key, the body, Segment's limits, the bodies answered."""
+
+import base64
+
+import orjson
+import pytest
+
+from stream.api import segment
+from stream.api.amplitude import ApiError
+from stream.events.normalize import Reason, Rejected
+
+T = 1709968500000
+
+
+def basic(user):
+    return "Basic " + base64.b64encode(user.encode()).decode()
+
+
+def test_the_write_key_is_the_basic_user_name():
+    assert segment.write_key_from_header(basic("abc123:")) == "abc123"
+    assert segment.write_key_from_header("Basic YWJjMTIzOg==") == "abc123"   # FORMATS.md §3.1's example
+    assert segment.write_key_from_header(basic("abc123")) == "abc123"
+    for bad in (None, "", "Bearer tok", "Basic !!!", basic(":pw")):
+        assert segment.write_key_from_header(bad) is None
+
+
+def test_key_errors_are_401_with_a_json_body():
+    assert (segment.missing_key().status, segment.missing_key().body) == (401, {
+        "success": False, "code": "unauthorized", "message": "no write key: send it as the HTTP Basic user name "
+        "(Authorization: Basic base64(<writeKey>:)) or as writeKey in the body"})
+    assert segment.unknown_key().body == {
+        "success": False, "code": "unauthorized", "message": "the write key is not configured for any source "
+        "(projects[].segment_sources[].write_key); check the key the SDK is initialised with"}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"", "the request has no body; send a JSON object"),
+    (b'{"batch": [', "the body is not valid JSON: unexpected end of data: line 1 column 12 (char 11)"),
+    (b'{"userId": "caf\xe9"}', ("the body is not UTF-8 (invalid continuation byte at byte 15); send JSON encoded "
+                               "as UTF-8")),
+    (b"[1]", "the body must be a JSON object"),
+])
+def test_unreadable_bodies_are_400(raw, message):
+    got = segment.parse_body(raw)
+    assert isinstance(got, ApiError)
+    assert (got.status, got.body) == (400, {"success": False, "code": "invalid_json", "message": message})
+
+
+def msgs(obj, call_type=None, max_bytes=32 * 1024, max_messages=2500):
+    ids = iter(f"gen-{i}" for i in range(10_000))
+    return segment.messages(obj, call_type, T, max_message_bytes=max_bytes, max_messages=max_messages,
+                            new_id=lambda: next(ids))
+
+
+def test_a_single_call_is_one_message_of_its_type():
+    got = msgs({"userId": "u-77", "event": "E", "writeKey": "wk", "type": "identify"}, "track")
+    assert got.rejected == []
+    ((i, m),) = got.full
+    assert (i, m["type"], m["messageId"], "writeKey" in m) == (0, "track", "gen-0", False)
+
+
+def test_a_batch_merges_its_context_and_keeps_going_past_bad_messages():
+    big = {"type": "track", "userId": "u-77", "event": "E", "properties": {"x": "y" * 200}}
+    got = msgs({"batch": [{"type": "track", "userId": "u-77", "event": "E"}, {"type": "track"}, 5, big,
+                          {"type": "page", "anonymousId": "anon-1"}],
+                "context": {"library": {"name": "analytics-python"}}, "sentAt": "2024-03-09T07:15:00Z"},
+               max_bytes=200)
+    assert [(i, m["type"], m["context"]) for i, m in got.full] == [
+        (0, "track", {"library": {"name": "analytics-python"}}), (4, "page", {"library": {"name": "analytics-python"}})]
+    assert [(i, r.reason, r.field, orig) for i, r, orig in got.rejected] == [
+        (1, Reason.MISSING_ID, "userId", {"type": "track"}), (2, Reason.NOT_AN_OBJECT, None, 5),
+        (3, Reason.TOO_LARGE, None, big)]
+    assert got.rejected[2][1].detail == f"the message is {len(orjson.dumps(big))} bytes; the limit is 200 " \
+        "(api.segment_max_message_bytes)"
+
+
+def test_a_batch_over_the_message_limit_is_dead_lettered_whole():
+    got = msgs({"batch": [{"type": "track", "userId": "u-77", "event": "E"}] * 3}, max_messages=2)
+    assert got.full == []
+    assert [(i, r.reason, r.field) for i, r, _ in got.rejected] == [(i, Reason.TOO_LARGE, "batch") for i in range(3)]
+    assert got.rejected[0][1].detail == "the batch holds 3 messages; the limit is 2 " \
+        "(api.segment_max_batch_messages): send smaller batches"
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({"batch": {"a": 1}}, 'a batch needs "batch": an array of messages'),
+    ({}, 'a batch needs "batch": an array of messages'),
+    ({"batch": [], "context": []}, "the batch's context must be an object"),
+    ({"batch": [], "integrations": 1}, "the batch's integrations must be an object"),
+])
+def test_a_malformed_batch_is_400(obj, message):
+    got = msgs(obj)
+    assert (got.status, got.body) == (400, {"success": False, "code": "invalid_json", "message": message})
+
+
+def test_success_bodies():
+    assert segment.success_body(3, []) == {"success": True}
+    assert segment.success_body(1, [(2, Rejected(Reason.MISSING_ID, "userId", "needs an id"))]) == {
+        "success": True, "accepted": 1, "rejected": 1,
+        "errors": [{"index": 2, "reason": "missing_id", "field": "userId", "message": "needs an id"}]}
