@@ -83,15 +83,19 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
     if "export" in stages:
         for dest in settings.destinations:
-            if dest.enabled:
-                app.task(_export_task(settings, dest, clock))
+            if dest.enabled and dest.exports_events():
+                app.task(_export_task(settings, dest, clock, "accepted"))
+            if dest.enabled and dest.exports_merged_ids():
+                app.task(_export_task(settings, dest, clock, "identity_merges"))
     return app
 
 
-def _export_task(settings, dest, clock):
+def _export_task(settings, dest, clock, topic):
+    suffix = "" if topic == "accepted" else "_merged_ids"
+
     async def export() -> None:
-        await _supervised(f"export {dest.name}", "export", lambda: run_export(settings, dest, clock))
-    export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}"
+        await _supervised(f"export {dest.name}{suffix}", "export", lambda: run_export(settings, dest, clock, topic))
+    export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}{suffix}"
     return export
 
 

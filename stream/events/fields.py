@@ -22,7 +22,7 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "event_properties", "event_time", "event_type", "group_properties", "groups", "idfa", "ip_address",
     "is_attribution_event", "language", "library", "location_lat", "location_lng", "os_name", "os_version",
     "paying", "platform", "processed_time", "region", "sample_rate", "server_received_time",
-    "server_upload_time", "session_id", "start_version", "user_id", "user_properties", "uuid", "version_name",
+    "server_upload_time", "session_id", "start_version", "user_creation_time", "user_id", "user_properties", "uuid", "version_name",
 )
 
 

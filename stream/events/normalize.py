@@ -62,6 +62,8 @@ class Reason(str, Enum):
     INVALID_TYPE = "invalid_type"
     INVALID_VALUE = "invalid_value"
     UNKNOWN_FIELD = "unknown_field"
+    INVALID_IDENTIFY = "invalid_identify"    # a user/group property update that cannot be applied (identity stage)
+    TOO_MANY_PROPERTIES = "too_many_properties"  # an update naming more properties than the limit (identity stage)
     INVALID_BATCH = "invalid_batch"          # a message of an internal topic that is not an EventBatch
     PROCESSING_ERROR = "processing_error"    # an unexpected failure on this record (a bug: please report it)
 
@@ -481,7 +483,7 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         e.os_version, None, e.platform, uploaded_s,             # os_version paying platform processed_time
         e.region, None, received_s, uploaded_s,                 # region sample_rate server_received/upload_time
         e.session_id if e.session_id is not None else -1,       # session_id
-        None, user_id,                                          # start_version user_id
+        None, None, user_id,                                    # start_version user_creation_time user_id
         user_props if user_props is not None else _EMPTY,       # user_properties
         uid_s,                                                  # uuid
         e.version_name if e.version_name is not None else e.app_version,  # version_name

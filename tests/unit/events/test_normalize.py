@@ -42,7 +42,7 @@ def test_writes_every_export_column_in_order_with_amplitude_values():
         b'"library":null,"location_lat":null,"location_lng":null,"os_name":null,"os_version":null,"paying":null,'
         b'"platform":null,"processed_time":"2024-03-09 16:00:00.123000","region":null,"sample_rate":null,'
         b'"server_received_time":"2024-03-09 16:00:00.123000","server_upload_time":"2024-03-09 16:00:00.123000",'
-        b'"session_id":-1,"start_version":null,"user_id":"user-20391","user_properties":{},'
+        b'"session_id":-1,"start_version":null,"user_creation_time":null,"user_id":"user-20391","user_properties":{},'
         b'"uuid":"' + uid.encode() + b'","version_name":"2.1.0"}')
     assert list(orjson.loads(out.line)) == list(EXPORT_FIELDS)
     assert out.dedupe_key == b"424242\x00dev-12345\x00ord-1"
