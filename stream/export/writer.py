@@ -68,8 +68,8 @@ class PartitionWriter:
         self.partition = partition
         self._key_for = key_for
         # the key of an hour's first object, for layouts that name it apart (merged-IDs files): the first object
-        # of (hour, group) closed here, with none in the ledger, and not a straggler -- facts of the data and the
-        # ledger, so a replay names an object as it was named before
+        # of (hour, group) closed here, with none in the ledger -- facts of the data and the ledger, so a replay
+        # names an object as it was named before (a straggler of an hour sealed without objects is its first)
         self._first_key_for = first_key_for
         self._closed: set[tuple[int, str]] = set()
         self._spool_dir = spool_dir
@@ -148,8 +148,7 @@ class PartitionWriter:
         size = obj.spool.close()
         key = self._key_for(obj.hour, obj.group, self.partition, obj.start_offset)
         if self._first_key_for is not None:
-            if not obj.straggler and k not in self._closed and \
-                    self._ledger.written_through(self.partition, obj.hour, obj.group) < 0:
+            if k not in self._closed and self._ledger.written_through(self.partition, obj.hour, obj.group) < 0:
                 key = self._first_key_for(obj.hour, obj.group, self.partition, obj.start_offset)
             self._closed.add(k)
         closed = ClosedObject(self.partition, obj.hour, obj.group, key, obj.start_offset, obj.end_offset,
