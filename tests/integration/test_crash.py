@@ -26,8 +26,11 @@ pytestmark = pytest.mark.integration
 
 H7 = 1709967600000   # 2024-03-09 07:00 UTC
 HOUR = 3_600_000
-EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 7:04d}", "insert_id": f"ins-{i}"},
-           H7 + (i // 20) * HOUR + i * 1000) for i in range(60)]   # three hours, seven devices
+EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 7:04d}", "insert_id": f"ins-{i}",
+            **({"user_id": f"user-{i % 2:04d}"} if i % 3 == 0 else {})},
+           H7 + (i // 20) * HOUR + i * 1000) for i in range(60)]   # three hours, seven devices, two users
+# every (device, user) pair links a distinct id; all but each user's first are merged into it
+MERGES = len({(ev["device_id"], ev["user_id"]) for ev, _ in EVENTS if "user_id" in ev}) - 2
 DATA_HOURS = ["2024-03-09_7", "2024-03-09_8", "2024-03-09_9"]
 MULTIPART = ("export.multipart_created", "export.part_uploaded")
 
@@ -49,7 +52,7 @@ def listing(settings):
 
 
 def object_keys(settings):
-    return {k for k in listing(settings) if not k.endswith("_complete")}
+    return {k for k in listing(settings) if not k.endswith("_complete") and not k.startswith("amp/-")}
 
 
 def exported(settings):
@@ -71,6 +74,31 @@ def hours_complete(settings, hours=DATA_HOURS):
     return all(f"amp/424242/424242_{h}_complete" in marked for h in hours)
 
 
+def merged_ids(settings):
+    """merged_amplitude_id of every merge line in the bucket, with repeats."""
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    bucket = settings.destinations[0].bucket
+    out = []
+    for key in listing(settings):
+        if key.startswith("amp/-"):
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            out += [orjson.loads(line)["merged_amplitude_id"] for line in gzip.decompress(body).splitlines()]
+    return sorted(out)
+
+
+def merges_written(settings):
+    recs = [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+        "export_ledger")))]
+    return sum(r.events for r in recs if r.destination.endswith(".merged-ids")) >= MERGES
+
+
+def exporting_merged_ids(path):
+    cfg = yaml.safe_load(path.read_text())
+    cfg["destinations"][0].update(exports="both", org_id=55)
+    path.write_text(yaml.safe_dump(cfg))
+    return load_settings(path)
+
+
 def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS, signal_after=None):
     first = worker(env={"STREAM_CRASH_AT": point})
     asyncio.run(produce(settings, events))
@@ -85,12 +113,16 @@ def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS,
     expected = sorted(ev["insert_id"] for ev, _ in events)
     assert exported(settings) == expected                 # no loss, no duplicate
     assert keys_before <= object_keys(settings)          # objects written before the kill keep their keys
+    if events is EVENTS:                                 # and every merge exactly once
+        wait_until(lambda: merges_written(settings), 60, "every merge on S3")
+        merged = merged_ids(settings)
+        assert len(merged) == MERGES and len(set(merged)) == MERGES
 
 
 @pytest.mark.parametrize("point", [p for p in NAMES if p not in MULTIPART and p != "worker.stopping"])
 def test_killing_the_worker_at_each_point_neither_loses_nor_duplicates(deployment, worker, point):
     """Every stage replays what it had not committed; the exporter drops the replays by their source offsets."""
-    settings, _ = deployment
+    settings = exporting_merged_ids(deployment[1])
     asyncio.run(ensure_topics(settings))
     crash_then_recover(settings, worker, point)
 
