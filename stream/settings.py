@@ -102,7 +102,13 @@ class DestinationSettings(_Section):
     name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
                       description="Unique name: names the consumer group and appears in metrics and the ledger.")
     project: int = Field(..., description="Project whose events this destination exports.")
-    layout: Literal["amplitude"] = Field("amplitude", description="Object layout and record format.")
+    layout: Literal["amplitude", "segment"] = Field(
+        "amplitude", description="Object layout and record format: `amplitude` (Amplitude's raw export: "
+        "<prefix><project>/<project>_<day>_<H>#<n>.json.gz, export rows, _complete markers) or `segment` (Segment's "
+        "S3 destination: <prefix>segment-logs/<source_id>/<received_day>/<file>.gz, full Segment messages).")
+    segment_source_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Segment layout: the segment-logs/<source_id>/ folder of "
+        "events that did not come through Segment's tracking API (Amplitude events); default: the project id.")
     bucket: str = Field(..., min_length=3, description="S3 bucket name.")
     prefix: str = Field("", description="Key prefix inside the bucket, e.g. `amp/`; objects go under "
                         "<prefix><project>/.")
@@ -127,9 +133,17 @@ class DestinationSettings(_Section):
         "it has been caught up with nothing fetched for this long (end offsets alone are not trusted).")
     max_object_bytes: int = Field(
         256 * 1024 * 1024, gt=0, description="An object is closed and a new one started when its "
-        "uncompressed size reaches this (deterministic: derived from the data, not the clock).")
+        "uncompressed size reaches this (deterministic: derived from the data, not the clock). Default 256 MiB; "
+        "100 MB for the segment layout, as Segment rolls its files.")
     max_object_events: int = Field(
         1_000_000, gt=0, description="An object is closed and a new one started when it holds this many events.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _segment_object_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("layout") == "segment" and "max_object_bytes" not in data:
+            data = {**data, "max_object_bytes": 100 * 1000 * 1000}
+        return data
 
 
 class SegmentSourceSettings(_Section):

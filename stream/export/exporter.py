@@ -33,7 +33,7 @@ from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import decode_rows
 from stream.export.completion import ExportBook
-from stream.export.layout import AmplitudeLayout
+from stream.export.layout import AmplitudeLayout, SegmentLayout
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import PutRequest, Storage
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
@@ -48,7 +48,9 @@ ERROR_RECORD_INTERVAL_MS = 60_000
 AppendLedger = Callable[[LedgerRecord], Awaitable[None]]
 
 
-def layout_for(dest: DestinationSettings) -> AmplitudeLayout:
+def layout_for(dest: DestinationSettings) -> AmplitudeLayout | SegmentLayout:
+    if dest.layout == "segment":
+        return SegmentLayout(dest.prefix, dest.segment_source_id or str(dest.project))
     return AmplitudeLayout(dest.prefix, dest.project)
 
 
@@ -110,7 +112,8 @@ class Exporter:
         """Upload, then record in the ledger; only then may the offsets be committed."""
         crash_point("export.closed")
         d = self.dest
-        req = PutRequest(d.bucket, obj.key, obj.path, obj.size, self.layout.content_type, {
+        req = PutRequest(d.bucket, obj.key, obj.path, obj.size, self.layout.content_type,
+                         self.layout.content_encoding, {
             "stream-topic": self.topic, "stream-partition": str(obj.partition),
             "stream-start-offset": str(obj.start_offset), "stream-end-offset": str(obj.end_offset),
             "stream-events": str(obj.events)})
