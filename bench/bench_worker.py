@@ -70,6 +70,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import workload  # noqa: E402
+
 from stream.devstack.services import Service, local_aws_env, start_broker, start_moto  # noqa: E402
 from stream.export.ledger import LedgerRecord  # noqa: E402
 from stream.kafka import ensure_topics  # noqa: E402

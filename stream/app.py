@@ -14,11 +14,10 @@ from stream.agents.export import export_status, run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
 from stream.crashpoints import crash_point
-from stream.retry import supervise
 from stream.health import HEALTH
+from stream.retry import supervise
 from stream.settings import Settings
 from stream.shutdown import SHUTDOWN
-
 
 log = logging.getLogger(__name__)
 

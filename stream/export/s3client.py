@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import aioboto3
-from aiobotocore.credentials import (AioAssumeRoleCredentialFetcher, AioDeferredRefreshableCredentials,
-                                     _get_client_creator)
+from aiobotocore.credentials import (
+    AioAssumeRoleCredentialFetcher,
+    AioDeferredRefreshableCredentials,
+    _get_client_creator,
+)
 from aiobotocore.session import get_session
 from botocore.config import Config
 

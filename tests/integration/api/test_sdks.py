@@ -15,8 +15,15 @@ from stream.events.batch import EventBatch
 from stream.events.segment import parse_time
 from stream.events.timefmt import format_ms
 from stream.export.layout import amplitude_key
-from tests.integration.api.conftest import (API_KEY, SOURCE_ID, WRITE_KEY, add_segment_destination, bucket_rows,
-                                            topic, wait_for_worker)
+from tests.integration.api.conftest import (
+    API_KEY,
+    SOURCE_ID,
+    WRITE_KEY,
+    add_segment_destination,
+    bucket_rows,
+    topic,
+    wait_for_worker,
+)
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
