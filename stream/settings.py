@@ -173,6 +173,11 @@ class S3Settings(_Section):
     connect_timeout_s: float = Field(10, gt=0, description="Connection timeout of S3 requests.")
     read_timeout_s: float = Field(60, gt=0, description="Longest an S3 request may take: a stalled upload "
                                   "fails after this and is retried. Keep it above part size / bandwidth.")
+    retry_max_s: float = Field(30, gt=0, description="Longest pause between retries of an upload that fails for a "
+                               "passing reason (throttling, 5xx, connection, timeout); pauses double up to it.")
+    permanent_retry_s: float = Field(60, gt=0, description="Pause between retries of an upload that fails for a "
+                                     "reason someone must fix (access denied, no such bucket, KMS, region, "
+                                     "credentials); the destination is marked failing meanwhile.")
 
 
 class WorkerSettings(_Section):

@@ -67,6 +67,7 @@ class Exporter:
         self.writers: dict[int, PartitionWriter] = {}
         self.limits = Limits(dest.max_object_bytes, dest.max_object_events, int(dest.close_grace_s * 1000))
         self._markers_written: set[int] = set()
+        self._retry = {"max_delay": settings.s3.retry_max_s, "permanent_delay": settings.s3.permanent_retry_s}
         self._idle_ms = int(dest.idle_close_s * 1000)
         self._idle_since: dict[int, int] = {}      # partition -> when it was first seen caught up, in a row
         self._idle: set[int] = set()
@@ -118,7 +119,8 @@ class Exporter:
             "stream-start-offset": str(obj.start_offset), "stream-end-offset": str(obj.end_offset),
             "stream-events": str(obj.events)})
         await retry_until_done(f"upload of s3://{d.bucket}/{obj.key}", lambda: self.storage.put_file(req),
-                               classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, obj))
+                               classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, obj),
+                               **self._retry)
         self._succeeded()
         crash_point("export.uploaded")
         rec = LedgerRecord(d.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
@@ -166,7 +168,8 @@ class Exporter:
                 continue
             await retry_until_done(f"marker s3://{d.bucket}/{key}",
                                    lambda: self.storage.put_bytes(d.bucket, key, b"", "application/octet-stream"),
-                                   classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, None))
+                                   classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, None),
+                                   **self._retry)
             self._succeeded()
             crash_point("export.marker_uploaded")
             await self.append_ledger(LedgerRecord.marker(d.name, d.project, self.topic, hour, d.bucket, key,
@@ -190,7 +193,8 @@ class Exporter:
         else:
             detail = f"{type(exc).__name__}: {exc}"
         if failure.kind == "permanent":
-            log.error("export %s: %s; uploads retry every minute until it is fixed", d.name, detail)
+            log.error("export %s: %s; uploads retry every %.0fs until it is fixed", d.name, detail,
+                      self.settings.s3.permanent_retry_s)
         now = self.clock.now_ms()
         if self._last_error is not None and self._last_error[0] == failure.reason and \
                 now - self._last_error[1] < ERROR_RECORD_INTERVAL_MS:
@@ -199,7 +203,8 @@ class Exporter:
         rec = LedgerRecord.error(d.name, d.project, self.topic, obj.partition if obj else -1,
                                  obj.hour if obj else -1, d.bucket, obj.key if obj else "", failure.reason, detail,
                                  now)
-        try:   # the status view's "last error"; never let a slow broker hold the retries up
+        self.book.add(rec)   # the status view shows it now; the ledger tail is not read while the upload retries
+        try:   # every worker's status view; never let a slow broker hold the retries up
             await asyncio.wait_for(self.append_ledger(rec), 5)
         except Exception as e:
             log.warning("export %s: could not record the failure in the ledger: %s", d.name, e)
