@@ -39,6 +39,7 @@ def faust_settings(settings: Settings) -> dict:
         producer_acks=-1,
         producer_compression_type=None if k.compression_type == "none" else k.compression_type,
         consumer_max_fetch_size=max(k.max_request_bytes, 1 << 20),
+        stream_buffer_maxsize=k.prefetch_messages,   # faust's default, 4096 messages, is gigabytes of batches
         table_standby_replicas=0,
     )
     if k.sasl_mechanism:

@@ -44,6 +44,10 @@ class KafkaSettings(_Section):
     max_request_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest produce request (and batch message) the producer sends; "
         "the brokers' message.max.bytes must allow it.")
+    prefetch_messages: int = Field(
+        16, ge=1, description="Batch messages the dedupe stage may hold fetched ahead of processing, per stream. "
+        "A batch is up to half of max_request_bytes, so this bounds the stage's memory; more only helps while "
+        "the broker is far away.")
 
 
 class TopicSettings(_Section):
