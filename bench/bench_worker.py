@@ -157,7 +157,7 @@ def worker_config(bootstrap: str, s3_url: str, prefix: str, app_id: str, data_di
         "worker": {"app_id": app_id, "data_dir": str(data_dir), "log_level": "info", "http_port": None},
         "projects": [{"id": PROJECT, "name": "bench"}],
         "destinations": [{"name": "bench", "project": PROJECT, "bucket": BUCKET, "prefix": prefix,
-                          "encryption": {"type": "sse-s3"}, "close_grace_s": 1, "idle_close_s": 1}],
+                          "encryption": {"type": "sse-s3"}, "close_grace_s": 1, "idle_close_s": 0}],
     }
 
 

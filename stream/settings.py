@@ -45,7 +45,7 @@ class KafkaSettings(_Section):
         8 * 1024 * 1024, gt=0, description="Largest produce request (and batch message) the producer sends; "
         "the brokers' message.max.bytes must allow it.")
     prefetch_messages: int = Field(
-        16, ge=1, description="Batch messages the dedupe stage may hold fetched ahead of processing, per stream. "
+        64, ge=1, description="Batch messages the dedupe stage may hold fetched ahead of processing, per stream. "
         "A batch is up to half of max_request_bytes, so this bounds the stage's memory; more only helps while "
         "the broker is far away.")
 
@@ -88,6 +88,12 @@ class IngestSettings(_Section):
 class DedupeSettings(_Section):
     window_days: float = Field(7, gt=0, description="An event whose (device_id, insert_id) was seen this "
                                "recently (by server_upload_time) is dropped.")
+    block_cache_mb: int = Field(64, ge=1, description="RocksDB block cache of each partition's dedupe state: what "
+                                "the state may hold in memory for reads (faust's default, 2 GiB a partition, lets "
+                                "a long-running worker grow far beyond its pod's limit).")
+    write_buffer_mb: int = Field(16, ge=1, description="RocksDB write buffer (memtable) of each partition's dedupe "
+                                 "state; two of them at most, then they are flushed to disk. A worker's state memory "
+                                 "is at most its partitions x (block_cache_mb + 2 x write_buffer_mb).")
 
 
 class EncryptionSettings(_Section):
