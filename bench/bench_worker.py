@@ -70,6 +70,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import workload  # noqa: E402
+
 from stream.devstack.services import Service, local_aws_env, start_broker, start_moto  # noqa: E402
 from stream.export.ledger import LedgerRecord  # noqa: E402
 from stream.kafka import ensure_topics  # noqa: E402
@@ -156,7 +157,7 @@ def worker_config(bootstrap: str, s3_url: str, prefix: str, app_id: str, data_di
         "worker": {"app_id": app_id, "data_dir": str(data_dir), "log_level": "info", "http_port": None},
         "projects": [{"id": PROJECT, "name": "bench"}],
         "destinations": [{"name": "bench", "project": PROJECT, "bucket": BUCKET, "prefix": prefix,
-                          "encryption": {"type": "sse-s3"}, "close_grace_s": 1, "idle_close_s": 1}],
+                          "encryption": {"type": "sse-s3"}, "close_grace_s": 1, "idle_close_s": 0}],
     }
 
 

@@ -14,11 +14,10 @@ from stream.agents.export import export_status, run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
 from stream.crashpoints import crash_point
-from stream.retry import supervise
 from stream.health import HEALTH
+from stream.retry import supervise
 from stream.settings import Settings
 from stream.shutdown import SHUTDOWN
-
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +39,7 @@ def faust_settings(settings: Settings) -> dict:
         producer_acks=-1,
         producer_compression_type=None if k.compression_type == "none" else k.compression_type,
         consumer_max_fetch_size=max(k.max_request_bytes, 1 << 20),
+        stream_buffer_maxsize=k.prefetch_messages,   # faust's default, 4096 messages, is gigabytes of batches
         table_standby_replicas=0,
     )
     if k.sasl_mechanism:

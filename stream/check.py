@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import aioboto3
 from aiokafka.admin import AIOKafkaAdminClient
 from botocore.exceptions import ClientError
 
@@ -27,7 +26,8 @@ def explain_s3_error(exc: ClientError, action: str, resource: str, dest: Destina
         key = dest.encryption.kms_key_id or "(bucket default key)"
         return f"missing kms:GenerateDataKey on key {key} ({code}: {msg})"
     if code in ("AccessDenied", "403", "Forbidden"):
-        return f"missing {action} on {resource}"
+        who = f" (as role {dest.role_arn})" if dest.role_arn else ""
+        return f"missing {action} on {resource}{who}"
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
         return f"credentials are invalid or expired ({code})"
     if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
@@ -56,10 +56,9 @@ async def check_broker(settings: Settings, say: Callable[[str], None]) -> int:
 
 async def check_destination(settings: Settings, dest: DestinationSettings, say: Callable[[str], None]) -> int:
     """HeadBucket, then a test PutObject with the destination's encryption, as the exporter writes."""
-    session = aioboto3.Session()
+    from stream.export.s3client import destination_client
     key = f"{dest.prefix}{dest.project}/{CHECK_KEY}"
-    async with session.client("s3", endpoint_url=settings.s3.endpoint_url,
-                              region_name=dest.region or settings.s3.region) as s3:
+    async with destination_client(dest, settings.s3) as s3:
         try:
             await s3.head_bucket(Bucket=dest.bucket)
         except ClientError as exc:

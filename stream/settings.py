@@ -44,6 +44,10 @@ class KafkaSettings(_Section):
     max_request_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest produce request (and batch message) the producer sends; "
         "the brokers' message.max.bytes must allow it.")
+    prefetch_messages: int = Field(
+        64, ge=1, description="Batch messages the dedupe stage may hold fetched ahead of processing, per stream. "
+        "A batch is up to half of max_request_bytes, so this bounds the stage's memory; more only helps while "
+        "the broker is far away.")
 
 
 class TopicSettings(_Section):
@@ -88,6 +92,12 @@ class IngestSettings(_Section):
 class DedupeSettings(_Section):
     window_days: float = Field(7, gt=0, description="An event whose (device_id, insert_id) was seen this "
                                "recently (by server_upload_time) is dropped.")
+    block_cache_mb: int = Field(64, ge=1, description="RocksDB block cache of each partition's dedupe state: what "
+                                "the state may hold in memory for reads (faust's default, 2 GiB a partition, lets "
+                                "a long-running worker grow far beyond its pod's limit).")
+    write_buffer_mb: int = Field(16, ge=1, description="RocksDB write buffer (memtable) of each partition's dedupe "
+                                 "state; two of them at most, then they are flushed to disk. A worker's state memory "
+                                 "is at most its partitions x (block_cache_mb + 2 x write_buffer_mb).")
 
 
 class IdentitySettings(_Section):
@@ -113,7 +123,13 @@ class DestinationSettings(_Section):
     name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
                       description="Unique name: names the consumer group and appears in metrics and the ledger.")
     project: int = Field(..., description="Project whose events this destination exports.")
-    layout: Literal["amplitude"] = Field("amplitude", description="Object layout and record format.")
+    layout: Literal["amplitude", "segment"] = Field(
+        "amplitude", description="Object layout and record format: `amplitude` (Amplitude's raw export: "
+        "<prefix><project>/<project>_<day>_<H>#<n>.json.gz, export rows, _complete markers) or `segment` (Segment's "
+        "S3 destination: <prefix>segment-logs/<source_id>/<received_day>/<file>.gz, full Segment messages).")
+    segment_source_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Segment layout: the segment-logs/<source_id>/ folder of "
+        "events that did not come through Segment's tracking API (Amplitude events); default: the project id.")
     exports: Literal["events", "merged_ids", "both"] = Field(
         "events", description="What the destination exports: `events` (the hourly event objects), `merged_ids` "
         "(the hourly merged Amplitude IDs files of the project, <prefix>-<org_id>_<yyyy-MM-dd>_<H>.json.gz, "
@@ -145,9 +161,17 @@ class DestinationSettings(_Section):
         "it has been caught up with nothing fetched for this long (end offsets alone are not trusted).")
     max_object_bytes: int = Field(
         256 * 1024 * 1024, gt=0, description="An object is closed and a new one started when its "
-        "uncompressed size reaches this (deterministic: derived from the data, not the clock).")
+        "uncompressed size reaches this (deterministic: derived from the data, not the clock). Default 256 MiB; "
+        "100 MB for the segment layout, as Segment rolls its files.")
     max_object_events: int = Field(
         1_000_000, gt=0, description="An object is closed and a new one started when it holds this many events.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _segment_object_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("layout") == "segment" and "max_object_bytes" not in data:
+            data = {**data, "max_object_bytes": 100 * 1000 * 1000}
+        return data
 
     @model_validator(mode="after")
     def _merged_ids_need_an_org(self) -> DestinationSettings:
@@ -189,6 +213,11 @@ class S3Settings(_Section):
     connect_timeout_s: float = Field(10, gt=0, description="Connection timeout of S3 requests.")
     read_timeout_s: float = Field(60, gt=0, description="Longest an S3 request may take: a stalled upload "
                                   "fails after this and is retried. Keep it above part size / bandwidth.")
+    retry_max_s: float = Field(30, gt=0, description="Longest pause between retries of an upload that fails for a "
+                               "passing reason (throttling, 5xx, connection, timeout); pauses double up to it.")
+    permanent_retry_s: float = Field(60, gt=0, description="Pause between retries of an upload that fails for a "
+                                     "reason someone must fix (access denied, no such bucket, KMS, region, "
+                                     "credentials); the destination is marked failing meanwhile.")
 
 
 class WorkerSettings(_Section):

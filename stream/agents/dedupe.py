@@ -32,7 +32,9 @@ def register(app: faust.App, settings: Settings) -> None:
     table = app.tables.add(DedupeTable(
         app, name="dedupe", partitions=t.partitions, changelog_topic=changelog, help="(device_id, insert_id) -> "
         "first occurrence",
-        options={"ttl": int(dedupe_changelog_retention_ms(settings) / 1000), "bloom_filter_size": 10},
+        options={"ttl": int(dedupe_changelog_retention_ms(settings) / 1000), "bloom_filter_size": 10,
+                 "block_cache_size": settings.dedupe.block_cache_mb << 20,
+                 "write_buffer_size": settings.dedupe.write_buffer_mb << 20, "max_write_buffer_number": 2},
         key_type=bytes, value_type=bytes))
     window_ms = int(settings.dedupe.window_days * DAY_MS)
     valid_name = valid.get_topic_name()

@@ -23,8 +23,8 @@ from stream.export.s3client import destination_client
 from stream.export.storage import S3Storage
 from stream.export.writer import ClosedObject
 from stream.health import HEALTH
-from stream.shutdown import SHUTDOWN
 from stream.settings import DestinationSettings, Settings
+from stream.shutdown import SHUTDOWN
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from stream import kafka, metrics
 from stream.clock import Clock
 from stream.crashpoints import crash_point
-from stream.health import HEALTH
-from stream.shutdown import SHUTDOWN
 from stream.events.ingest import ingest_records
 from stream.events.normalize import Rules
+from stream.health import HEALTH
 from stream.settings import Settings
+from stream.shutdown import SHUTDOWN
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,18 +27,49 @@ PROJECT = 424242
 BUCKET = "stream-dev"
 
 
-def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | None = None) -> dict:
-    """The configuration ``stream dev`` runs the worker with (also a small example)."""
+API_KEY = "dev-api-key"
+WRITE_KEY = "dev-write-key"
+SOURCE_ID = "dev-source"
+
+
+def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | None = None,
+               api_port: int = 8080) -> dict:
+    """The configuration ``stream dev`` runs the worker and the API with (also a small example)."""
+    fast = {"encryption": {"type": "sse-s3"}, "close_grace_s": 5, "idle_close_s": 2}
     return {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 2, "heartbeat_interval_s": 0.5},
         "topics": {"partitions": 2, "ingest_partitions": 2},
         "ingest": {"default_project": PROJECT},
         "s3": {"endpoint_url": s3_url},
         "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info", "http_port": http_port},
-        "projects": [{"id": PROJECT, "name": "demo"}],
-        "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/",
-                          "encryption": {"type": "sse-s3"}, "close_grace_s": 5, "idle_close_s": 2}],
+        "api": {"host": "127.0.0.1", "port": api_port},
+        "projects": [{"id": PROJECT, "name": "demo", "api_keys": [API_KEY],
+                      "segment_sources": [{"write_key": WRITE_KEY, "source_id": SOURCE_ID}]}],
+        "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/", **fast},
+                         {"name": "local-segment", "project": PROJECT, "bucket": BUCKET, "prefix": "segment/",
+                          "layout": "segment", **fast}],
     }
+
+
+def curl_lines(api_url: str) -> list[str]:
+    """A ready request per vendor against the local API."""
+    amp = ('{"api_key":"%s","events":[{"event_type":"Signed Up","user_id":"user-00001","insert_id":"curl-1"}]}'
+           % API_KEY)
+    seg = '{"userId":"user-00001","event":"Plan Upgraded","properties":{"plan":"pro"}}'
+    return [f"curl -s {api_url}/2/httpapi -H 'Content-Type: application/json' -d '{amp}'",
+            f"curl -s -u {WRITE_KEY}: {api_url}/v1/track -H 'Content-Type: application/json' -d '{seg}'"]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int, say: Callable[[str], None]) -> int:
@@ -47,7 +79,7 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     os.environ.update(local_aws_env())
     started: list[Service] = []
-    worker: subprocess.Popen | None = None
+    children: list[tuple[str, subprocess.Popen]] = []
     t0 = time.monotonic()
     try:
         say("starting the local stack on 127.0.0.1 ...")
@@ -61,28 +93,45 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
         cfg = workdir / "stream.yaml"
         data_dir = workdir / "data"
-        http_port = free_port()
-        cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port), sort_keys=False))
+        http_port, api_port = free_port(), free_port()
+        cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port, api_port),
+                                      sort_keys=False))
         log = open(workdir / "logs" / "worker.log", "wb")
         worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg)], stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        children.append(("worker", worker))
         say(f"  worker                 pid {worker.pid}, config {cfg}, log {workdir / 'logs' / 'worker.log'}")
+        say(f"                         http://127.0.0.1:{http_port}/exports/status  /metrics  /readyz")
+        api_log = open(workdir / "logs" / "api.log", "wb")
+        api = subprocess.Popen([sys.executable, "-m", "stream", "api", "-c", str(cfg)], stdout=api_log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        children.append(("api", api))
+        api_url = f"http://127.0.0.1:{api_port}"
+        if not _wait_ready(api_url + "/readyz", api):
+            say(f"the HTTP API did not become ready; see {workdir / 'logs' / 'api.log'}")
+            return 1
+        say(f"  HTTP API               {api_url}   pid {api.pid} (Amplitude /2/httpapi /batch, Segment /v1/*)")
+        say("send your own events (or point an SDK at the URL above):")
+        for line in curl_lines(api_url):
+            say(f"  {line}")
         say(f"bucket s3://{BUCKET}/ -- to look inside while this runs:")
-        say(f"  stream s3 ls s3://{BUCKET}/amp/ --endpoint-url {s3_url}")
+        say(f"  stream s3 ls s3://{BUCKET}/ --endpoint-url {s3_url}")
         say(f"  stream s3 cat 's3://{BUCKET}/amp/{PROJECT}/<file>.json.gz' --endpoint-url {s3_url}")
+        say(f"  stream exports status -c {cfg}")
         return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0))
     except KeyboardInterrupt:
         say("\ninterrupted")
         return 130
     finally:
-        if worker is not None and worker.poll() is None:
-            say(f"stopping worker (pid {worker.pid}) ...")
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        for name, proc in reversed(children):
+            if proc.poll() is None:
+                say(f"stopping {name} (pid {proc.pid}) ...")
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(45)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         for svc in reversed(started):
             say(f"stopping {svc.name} (pid {svc.pid})")
             svc.stop()
@@ -154,10 +203,16 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                 for recs in (await c.getmany(timeout_ms=500)).values():
                     for m in recs:
                         r = LedgerRecord.decode(m.value)
-                        exported["objects"] += 1
-                        exported["events"] += r.events
-                        say(f"[{time.monotonic() - t0:5.1f}s] landed s3://{r.bucket}/{r.key}  "
-                            f"{r.events} events, {r.bytes} bytes ({r.reason})")
+                        at = f"[{time.monotonic() - t0:5.1f}s]"
+                        if r.kind == "object":
+                            exported["objects"] += 1
+                            exported["events"] += r.events
+                            say(f"{at} landed s3://{r.bucket}/{r.key}  {r.events} events, {r.bytes} bytes "
+                                f"({r.destination}, {r.reason})")
+                        elif r.kind == "marker":
+                            say(f"{at} hour complete: s3://{r.bucket}/{r.key}")
+                        elif r.kind == "error":
+                            say(f"{at} upload failed ({r.destination}, {r.reason}): {r.detail}; retrying")
         finally:
             await c.stop()
 
@@ -179,5 +234,6 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
     valid = produced["event"]
     say(f"produced {sum(produced.values())} inputs: {valid} events, {produced['duplicate']} re-sent duplicates, "
         f"{sum(v for k, v in produced.items() if k not in ('event', 'duplicate'))} invalid; "
-        f"{exported['objects']} objects with {exported['events']} events landed (the open hour lands when it closes)")
+        f"{exported['objects']} objects with {exported['events']} rows landed, in both layouts (the open hour lands "
+        "when it closes)")
     return code

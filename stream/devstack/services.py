@@ -97,12 +97,14 @@ def moto_binary() -> list[str]:
     return [exe]
 
 
-def start_moto(log_dir: Path, port: int | None = None) -> Service:
-    """moto_server: S3, SQS and KMS in memory."""
+def start_moto(log_dir: Path, port: int | None = None, env: dict[str, str] | None = None) -> Service:
+    """moto_server: S3, SQS, KMS, STS and IAM in memory (``env``: e.g. INITIAL_NO_AUTH_ACTION_COUNT, after which
+    moto authenticates requests and enforces IAM policies)."""
     port = port or free_port()
     log = open(log_dir / "moto.log", "ab")
     proc = subprocess.Popen([*moto_binary(), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, **(env or {})})
     svc = Service("moto", proc, port, log)
     _wait_for_port(svc, 30)
     deadline = time.monotonic() + 30

@@ -17,7 +17,6 @@ from typing import Any
 from stream.events.timefmt import HOUR_MS, hour_start
 from stream.export.ledger import Kind, LedgerRecord
 
-
 EMPTY_HOUR_MARKERS_MS = 48 * HOUR_MS
 """How far back hours without events get a marker: a destination that starts exporting data of long ago marks the
 hours that hold it, not every empty hour since."""

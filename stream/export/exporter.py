@@ -35,7 +35,7 @@ from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import Rows, decode_rows
 from stream.export.completion import ExportBook
-from stream.export.layout import AmplitudeLayout, MergedIdsLayout
+from stream.export.layout import AmplitudeLayout, MergedIdsLayout, SegmentLayout
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import PutRequest, Storage
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
@@ -50,7 +50,9 @@ ERROR_RECORD_INTERVAL_MS = 60_000
 AppendLedger = Callable[[LedgerRecord], Awaitable[None]]
 
 
-def layout_for(dest: DestinationSettings) -> AmplitudeLayout:
+def layout_for(dest: DestinationSettings) -> AmplitudeLayout | SegmentLayout:
+    if dest.layout == "segment":
+        return SegmentLayout(dest.prefix, dest.segment_source_id or str(dest.project))
     return AmplitudeLayout(dest.prefix, dest.project)
 
 
@@ -98,6 +100,7 @@ class Exporter:
         self.writers: dict[int, PartitionWriter] = {}
         self.limits = Limits(dest.max_object_bytes, dest.max_object_events, int(dest.close_grace_s * 1000))
         self._markers_written: set[int] = set()
+        self._retry = {"max_delay": settings.s3.retry_max_s, "permanent_delay": settings.s3.permanent_retry_s}
         self._idle_ms = int(dest.idle_close_s * 1000)
         self._idle_since: dict[int, int] = {}      # partition -> when it was first seen caught up, in a row
         self._idle: set[int] = set()
@@ -143,12 +146,14 @@ class Exporter:
         """Upload, then record in the ledger; only then may the offsets be committed."""
         crash_point("export.closed")
         d = self.dest
-        req = PutRequest(d.bucket, obj.key, obj.path, obj.size, self.layout.content_type, {
+        req = PutRequest(d.bucket, obj.key, obj.path, obj.size, self.layout.content_type,
+                         self.layout.content_encoding, {
             "stream-topic": self.topic, "stream-partition": str(obj.partition),
             "stream-start-offset": str(obj.start_offset), "stream-end-offset": str(obj.end_offset),
             "stream-events": str(obj.events)})
         await retry_until_done(f"upload of s3://{d.bucket}/{obj.key}", lambda: self.storage.put_file(req),
-                               classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, obj))
+                               classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, obj),
+                               **self._retry)
         self._succeeded()
         crash_point("export.uploaded")
         rec = LedgerRecord(self.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
@@ -196,7 +201,8 @@ class Exporter:
                 continue
             await retry_until_done(f"marker s3://{d.bucket}/{key}",
                                    lambda: self.storage.put_bytes(d.bucket, key, b"", "application/octet-stream"),
-                                   classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, None))
+                                   classify=s3_failure, on_failure=lambda f, exc: self._upload_failed(f, exc, None),
+                                   **self._retry)
             self._succeeded()
             crash_point("export.marker_uploaded")
             await self.append_ledger(LedgerRecord.marker(self.name, d.project, self.topic, hour, d.bucket, key,
@@ -220,7 +226,8 @@ class Exporter:
         else:
             detail = f"{type(exc).__name__}: {exc}"
         if failure.kind == "permanent":
-            log.error("export %s: %s; uploads retry every minute until it is fixed", self.name, detail)
+            log.error("export %s: %s; uploads retry every %.0fs until it is fixed", self.name, detail,
+                      self.settings.s3.permanent_retry_s)
         now = self.clock.now_ms()
         if self._last_error is not None and self._last_error[0] == failure.reason and \
                 now - self._last_error[1] < ERROR_RECORD_INTERVAL_MS:
@@ -229,7 +236,8 @@ class Exporter:
         rec = LedgerRecord.error(self.name, d.project, self.topic, obj.partition if obj else -1,
                                  obj.hour if obj else -1, d.bucket, obj.key if obj else "", failure.reason, detail,
                                  now)
-        try:   # the status view's "last error"; never let a slow broker hold the retries up
+        self.book.add(rec)   # the status view shows it now; the ledger tail is not read while the upload retries
+        try:   # every worker's status view; never let a slow broker hold the retries up
             await asyncio.wait_for(self.append_ledger(rec), 5)
         except Exception as e:
             log.warning("export %s: could not record the failure in the ledger: %s", self.name, e)

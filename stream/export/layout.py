@@ -1,4 +1,11 @@
-"""Where an object goes: Amplitude's key layout, derived from the data alone.
+"""Where an object goes and what its lines are: Amplitude's raw-export layout, or Segment's S3 layout.
+
+A layout is the partitioner, naming and format seams of the exporter: ``group``
+splits an hour's events (Segment: by source), ``key`` names an object from data
+alone, ``lines`` gives the bytes to write for a batch, ``marker_key`` names an
+hour's completion marker (if the layout has one).
+
+Amplitude:
 
 ``<prefix><project>/<project>_<yyyy-MM-dd>_<H>#<n>.json.gz`` (FORMATS.md §1.2)
 with the hour of server_upload_time in UTC, unpadded. ``n`` encodes the Kafka
@@ -19,7 +26,10 @@ then has a marker and no objects, a late hour has neither.
 
 from __future__ import annotations
 
+import orjson
+
 from stream.events.batch import Rows
+from stream.events.segment import from_amplitude_row
 from stream.events.timefmt import hour_label
 
 PARTITION_SLOTS = 1000
@@ -54,6 +64,7 @@ class AmplitudeLayout:
 
     name = "amplitude"
     content_type = "application/gzip"
+    content_encoding = None
 
     def __init__(self, prefix: str, project: int):
         self.prefix, self.project = prefix, project
@@ -69,6 +80,50 @@ class AmplitudeLayout:
 
     def marker_key(self, hour: int) -> str | None:
         return amplitude_marker_key(self.prefix, self.project, hour)
+
+
+SEGMENT_DAY_MS = 86_400_000
+
+
+class SegmentLayout:
+    """Segment's S3 destination: ``<prefix>segment-logs/<source_id>/<received_day>/<file>.gz`` (FORMATS.md §3.4).
+
+    ``received_day`` is the epoch milliseconds of 00:00 UTC of the day the events were received
+    (server_upload_time, stamped on arrival), as Segment's own keys show it. The file name, which Segment does
+    not document, is ``<hour start, epoch ms>-<n>.gz`` with Amplitude's layout's ``n = start_offset * 1000 +
+    partition``: one object per partition, hour and source, rolled sooner by size (100 MB by default), and the
+    same key for an object rebuilt after a crash. Each line is a full Segment message: the one the tracking API
+    received (completed as Segment completes it), or, for an event that did not come through it, the ``track``
+    message its Amplitude row maps to (``stream.events.segment.from_amplitude_row``). Events that did not come
+    through Segment's API go to the folder of ``default_source``.
+    """
+
+    name = "segment"
+    content_type = "text/plain"
+    content_encoding = "gzip"
+
+    def __init__(self, prefix: str, default_source: str):
+        self.prefix, self.default_source = prefix, default_source
+
+    def group(self, rows: Rows) -> str:
+        return rows.segment_source or self.default_source
+
+    def lines(self, rows: Rows) -> bytes:
+        messages = rows.segment.split(b"\xff") if rows.segment else [b""] * rows.count
+        if all(messages):
+            return b"\n".join(messages)                         # every event came through Segment's API
+        return b"\n".join(m or _track_message(line) for m, line in zip(messages, rows.blob.split(b"\n")))
+
+    def key(self, hour: int, group: str, partition: int, start_offset: int) -> str:
+        day = hour - hour % SEGMENT_DAY_MS
+        return f"{self.prefix}segment-logs/{group}/{day}/{hour}-{object_number(partition, start_offset)}.gz"
+
+    def marker_key(self, hour: int) -> str | None:
+        return None    # Segment writes no completion markers
+
+
+def _track_message(row: bytes) -> bytes:
+    return orjson.dumps(from_amplitude_row(orjson.loads(row)))
 
 
 def merged_ids_key(prefix: str, org_id: int, hour_ms: int, number: int | None = None) -> str:

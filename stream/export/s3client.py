@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import aioboto3
-from aiobotocore.credentials import (AioAssumeRoleCredentialFetcher, AioDeferredRefreshableCredentials,
-                                     _get_client_creator)
+from aiobotocore.credentials import (
+    AioAssumeRoleCredentialFetcher,
+    AioDeferredRefreshableCredentials,
+    _get_client_creator,
+)
 from aiobotocore.session import get_session
 from botocore.config import Config
 
@@ -23,7 +26,7 @@ def destination_session(dest: DestinationSettings, s3: S3Settings) -> aioboto3.S
     ``external_id``) on first use and refreshed before they expire."""
     if dest.role_arn is None:
         return aioboto3.Session()
-    base = get_session()
+    base, source = get_session(), get_session()   # the role's session, and the worker's own for the source
     region = dest.region or s3.region
     extra: dict[str, Any] = {"RoleSessionName": f"stream-export-{dest.name}"}
     if dest.external_id:
@@ -31,7 +34,7 @@ def destination_session(dest: DestinationSettings, s3: S3Settings) -> aioboto3.S
 
     class _Source:  # the worker's own credentials, resolved when the role is first assumed
         async def get_frozen_credentials(self):
-            creds = await base.get_credentials()
+            creds = await source.get_credentials()
             if creds is None:
                 from botocore.exceptions import NoCredentialsError
                 raise NoCredentialsError()

@@ -18,6 +18,7 @@ class PutRequest:
     path: Path
     size: int
     content_type: str
+    content_encoding: str | None
     metadata: dict[str, str]
 
 
@@ -58,6 +59,8 @@ class S3Storage:
 
     async def put_file(self, req: PutRequest) -> None:
         extra = {"ContentType": req.content_type, "Metadata": req.metadata, **self._sse}
+        if req.content_encoding:
+            extra["ContentEncoding"] = req.content_encoding
         if req.size <= self._part:
             await self._call("put_object", Bucket=req.bucket, Key=req.key, Body=req.path.read_bytes(), **extra)
             return

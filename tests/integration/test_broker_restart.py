@@ -12,10 +12,10 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from stream.devstack.services import start_broker
+from stream.events.partitioning import partition_for
 from stream.kafka import ensure_topics
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
-from stream.events.partitioning import partition_for
 from tests.integration.test_crash import exported, hours_complete
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ import yaml
 from aiokafka import AIOKafkaProducer
 
 from stream.crashpoints import NAMES
-from stream.events.partitioning import partition_for
 from stream.devstack.services import free_port
-from stream.kafka import ensure_topics, read_all
+from stream.events.partitioning import partition_for
 from stream.export.ledger import LedgerRecord
+from stream.kafka import ensure_topics, read_all
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
 

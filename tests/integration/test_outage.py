@@ -54,12 +54,13 @@ def test_an_outage_that_refuses_stalls_and_cuts_uploads_loses_and_duplicates_not
         time.sleep(10)
         proxy.set("reset", cut=False)     # every request is cut after 3 MB: small ones pass, parts of the big one do not
         time.sleep(10)
-        assert exported(settings) != sorted(ev["insert_id"] for ev, _ in events)   # the outage held them back
+        expected = sorted(ev["insert_id"] for ev, _ in events)
+        assert exported(settings) != expected   # the outage held them back
         proxy.set("pass", cut=False)   # connections that stalled stay stalled: the client must drop them itself
         healed = time.monotonic()
         wait_until(lambda: hours_complete(settings), 120, "every hour to be written and marked complete")
         recovery = time.monotonic() - healed
-        assert exported(settings) == sorted(ev["insert_id"] for ev, _ in events)   # no loss, no duplicate
+        assert exported(settings) == expected   # no loss, no duplicate
         seen = failures(port)
         assert seen.get("connection", 0) >= 1 and seen.get("timeout", 0) >= 1, seen
         assert min(proxy.connections.values()) >= 1, proxy.connections

@@ -201,3 +201,38 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     assert float(samples["stream_dedupe_accepted_events_total"]) == len(rows)
     assert float(samples['stream_dead_letter_events_total{reason="missing_event_type",stage="ingest"}']) == 2
     assert float(samples['stream_dead_letter_events_total{reason="invalid_batch",stage="dedupe"}']) == 1
+
+
+def test_a_straggler_after_the_hour_is_sealed_lands_in_an_extra_object_of_that_hour(deployment, worker):
+    settings, _ = deployment
+    asyncio.run(ensure_topics(settings))
+    worker()
+
+    async def send(events):
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await p.start()
+        try:
+            for value, ts in events:
+                await p.send(settings.topics.name("ingest"), orjson.dumps(value), key=b"device-0001",
+                             timestamp_ms=ts)
+            await p.flush()
+        finally:
+            await p.stop()
+
+    def ledger():
+        return [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+            "export_ledger")))]
+    asyncio.run(send([(ev(1), H7 + 1_000), (ev(2), H7 + 2_000)]))
+    marker = "amp/424242/424242_2024-03-09_7_complete"
+    wait_until(lambda: any(r.key == marker for r in ledger()), 60, "07:00 to be sealed and marked")
+    asyncio.run(send([(ev(3), H7 + 3_000)]))          # a straggler of 07:00, long sealed
+    records = wait_until(lambda: (recs := ledger()) and sum(r.events for r in recs) == 3 and recs, 60,
+                         "the straggler's object")
+    objects = [(r.key, r.events) for r in records if r.kind == "object"]
+    (first, n1), (extra, n2) = objects
+    assert first.startswith("amp/424242/424242_2024-03-09_7#") and extra.startswith("amp/424242/424242_2024-03-09_7#")
+    assert (n1, n2) == (2, 1) and int(extra.split("#")[1][:-8]) > int(first.split("#")[1][:-8])
+    assert [r.key for r in records if r.kind == "marker" and "2024" in r.key] == [marker]   # not marked again
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    body = s3.get_object(Bucket=settings.destinations[0].bucket, Key=extra)["Body"].read()
+    assert [orjson.loads(x)["$insert_id"] for x in gzip.decompress(body).splitlines()] == ["ins-3"]

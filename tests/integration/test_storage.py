@@ -24,7 +24,7 @@ def put(stack, bucket, path, encryption):
     async def go():
         async with aioboto3.Session().client("s3", endpoint_url=stack["s3"]) as s3:
             await S3Storage(s3, encryption, PART).put_file(PutRequest(
-                bucket, path.name, path, path.stat().st_size, "application/gzip", {"stream-events": "3"}))
+                bucket, path.name, path, path.stat().st_size, "application/gzip", None, {"stream-events": "3"}))
     asyncio.run(go())
     return boto3.client("s3", endpoint_url=stack["s3"]).head_object(Bucket=bucket, Key=path.name)
 

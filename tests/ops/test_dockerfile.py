@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import zipfile
 import tomllib
+import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement

@@ -126,16 +126,26 @@ def api(api_deployment, tmp_path):
     stop_api(a)
 
 
-def bucket_rows(settings) -> tuple[list[str], list[dict]]:
-    """(keys, decoded rows) of everything in the destination's bucket."""
+def bucket_rows(settings, prefix: str = "amp/") -> tuple[list[str], list[dict]]:
+    """(keys, decoded rows) of the objects under ``prefix`` in the destination's bucket (markers left out)."""
     dest = settings.destinations[0]
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest.bucket).get("Contents", []))
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dest.bucket, Prefix=prefix).get("Contents", [])
+                  if not o["Key"].endswith("_complete"))
     rows = []
     for k in keys:
         rows += [orjson.loads(line) for line in
                  gzip.decompress(s3.get_object(Bucket=dest.bucket, Key=k)["Body"].read()).splitlines()]
     return keys, rows
+
+
+def add_segment_destination(settings, path) -> object:
+    """A second destination of project 424242 in the same bucket, in Segment's layout under ``seg/``."""
+    cfg = yaml.safe_load(path.read_text())
+    main = cfg["destinations"][0]
+    cfg["destinations"].append({**main, "name": "seg", "layout": "segment", "prefix": "seg/"})
+    path.write_text(yaml.safe_dump(cfg))
+    return load_settings(path)
 
 
 def topic(settings, name):
@@ -151,11 +161,12 @@ def worker_metric(settings, name: str) -> float:
 
 
 def wait_for_worker(settings, read: int, exported: int, timeout: float = 60) -> None:
-    """Until the worker's dedupe stage has read ``read`` events and its exporter written ``exported`` rows."""
+    """Until the worker's dedupe stage has read ``read`` events and each exporter written ``exported`` rows."""
     def done():
         try:
             return (worker_metric(settings, "stream_dedupe_events_total") >= read
-                    and worker_metric(settings, 'stream_export_events_total{destination="main"}') >= exported)
+                    and all(worker_metric(settings, f'stream_export_events_total{{destination="{d.name}"}}')
+                            >= exported for d in settings.destinations))
         except OSError:
             return False
     wait_until(done, timeout, f"the worker to read {read} events and export {exported}")

@@ -1,8 +1,10 @@
 """The official SDKs against `stream api` and a worker: the exact events land in S3 once, retries included."""
 
+import gzip
 import threading
 from datetime import UTC, datetime
 
+import boto3
 import orjson
 import pytest
 from amplitude import Amplitude, BaseEvent, Config
@@ -13,7 +15,15 @@ from stream.events.batch import EventBatch
 from stream.events.segment import parse_time
 from stream.events.timefmt import format_ms
 from stream.export.layout import amplitude_key
-from tests.integration.api.conftest import API_KEY, SOURCE_ID, WRITE_KEY, bucket_rows, topic, wait_for_worker
+from tests.integration.api.conftest import (
+    API_KEY,
+    SOURCE_ID,
+    WRITE_KEY,
+    add_segment_destination,
+    bucket_rows,
+    topic,
+    wait_for_worker,
+)
 from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -68,8 +78,25 @@ def send_with_sdk(url, events):
     return sorted(results)
 
 
+def segment_objects(settings):
+    """{key: (head, lines)} of the Segment-layout objects under seg/."""
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    bucket = settings.destinations[0].bucket
+    out = {}
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix="seg/").get("Contents", []):
+        obj = s3.get_object(Bucket=bucket, Key=o["Key"])
+        out[o["Key"]] = ((obj["ContentType"], obj["ContentEncoding"]),
+                         [orjson.loads(x) for x in gzip.decompress(obj["Body"].read()).splitlines()])
+    return out
+
+
+def received_day(ms):
+    return ms - ms % 86_400_000
+
+
 def test_amplitude_sdk_events_land_once_with_retries_dropped(api_deployment, api, worker):
-    settings, _ = api_deployment
+    settings, path = api_deployment
+    settings = add_segment_destination(settings, path)
     worker()
     t0 = datetime.now(UTC).timestamp() * 1000
     first = send_with_sdk(api.url + "/2/httpapi", amplitude_events(["ins-0", "ins-1", "ins-2"]))
@@ -107,9 +134,23 @@ def test_amplitude_sdk_events_land_once_with_retries_dropped(api_deployment, api
     assert m['stream_http_requests_total{route="/batch",status="200"}'] == 1
     assert m['stream_api_events_total{outcome="accepted"}'] == 7
 
+    # the same events in Segment's layout: track messages made from the rows, under the project's folder
+    seg = segment_objects(settings)
+    assert {k.rsplit("/", 2)[0] for k in seg} == {"seg/segment-logs/424242"}
+    assert {k.split("/")[3] for k in seg} <= {str(received_day(int(t0))), str(received_day(int(t1)))}
+    assert {head for head, _ in seg.values()} == {("text/plain", "gzip")}
+    messages = sorted((m for _, lines in seg.values() for m in lines), key=lambda m: m["messageId"])
+    assert [(m["type"], m["event"], m["messageId"], m["userId"], m["anonymousId"], m["properties"],
+             m["context"]["traits"], m["originalTimestamp"]) for m in messages] == [
+        ("track", "Order Completed", f"ins-{n}", f"user-{n:04d}", f"device-{n % 2:04d}",
+         {"sku": f"sku-{n}", "$price": 9.5, "$quantity": 2}, {"plan": "pro"},
+         datetime.fromtimestamp((T + n) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
+        for n in range(4)]
+
 
 def test_segment_sdk_calls_land_mapped_with_their_full_messages(api_deployment, api, worker):
-    settings, _ = api_deployment
+    settings, path = api_deployment
+    settings = add_segment_destination(settings, path)
     worker()
     sent = datetime(2024, 3, 9, 7, 15, tzinfo=UTC)
     client = Client(WRITE_KEY, host=api.url, sync_mode=True, gzip=True)
@@ -171,4 +212,11 @@ def test_segment_sdk_calls_land_mapped_with_their_full_messages(api_deployment, 
         {"name": "analytics-python", "version": SEGMENT_VERSION}, False)
     assert parse_time(one["receivedAt"]) - parse_time(one["sentAt"]) < 2_000
     assert parse_time(by_id["msg-1"]["server_upload_time"].replace(" ", "T")) == parse_time(one["receivedAt"])
+
+    # in Segment's layout, the full messages themselves, under the source's folder and the day they arrived
+    seg = segment_objects(settings)
+    day = received_day(parse_time(one["receivedAt"]))
+    assert all(k.startswith(f"seg/segment-logs/{SOURCE_ID}/{day}/") and k.endswith(".gz") for k in seg)
+    stored = {m["messageId"]: m for _, lines in seg.values() for m in lines}
+    assert stored == full
     wait_until(lambda: api.metrics().get('stream_api_events_total{outcome="accepted"}') == 8, 5, "metrics")

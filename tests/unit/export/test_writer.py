@@ -4,9 +4,9 @@ import asyncio
 import gzip
 import itertools
 
-from stream.export.exporter import Exporter
 from stream.clock import FakeClock
 from stream.events.batch import EventBatch, Origin, Source
+from stream.export.exporter import Exporter
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import MemoryStorage
 from stream.settings import load_settings

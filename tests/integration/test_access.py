@@ -1,0 +1,126 @@
+"""Access errors against an S3 that enforces IAM (moto with authentication on): the destination without the
+permission is named failing with the missing permission, the others export meanwhile, and it catches up once
+the permission is granted; a destination that writes through an assumed role."""
+
+import asyncio
+import gzip
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import boto3
+import orjson
+import pytest
+import yaml
+
+from stream.devstack.services import start_moto
+from stream.kafka import ensure_topics
+from stream.settings import load_settings
+from tests.integration.conftest import wait_until
+from tests.integration.test_crash import EVENTS, produce
+
+pytestmark = pytest.mark.integration
+
+READ = {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "sts:AssumeRole"],
+        "Resource": "*"}
+
+
+def put(bucket):
+    return {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": f"arn:aws:s3:::{bucket}/*"}
+
+
+def policy(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def rows(s3, bucket):
+    out = []
+    for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        if not o["Key"].endswith("_complete"):
+            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            out += [orjson.loads(x)["$insert_id"] for x in gzip.decompress(body).splitlines()]
+    return sorted(out)
+
+
+def test_a_denied_destination_is_named_and_retried_while_the_others_export(deployment, worker, tmp_path):
+    setup_actions = 12   # every call below until the exporter's credentials exist goes unauthenticated
+    moto = start_moto(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": str(setup_actions)})
+    try:
+        url = f"http://127.0.0.1:{moto.port}"
+        s3 = boto3.client("s3", endpoint_url=url)
+        iam = boto3.client("iam", endpoint_url=url)
+        for b in ("acc-ok", "acc-denied", "acc-role"):
+            s3.create_bucket(Bucket=b)                                                           # 3
+        iam.create_user(UserName="admin")                                                         # 4
+        admin = iam.create_access_key(UserName="admin")["AccessKey"]                              # 5
+        iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=policy(
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}))                                 # 6
+        iam.create_user(UserName="exporter")                                                      # 7
+        key = iam.create_access_key(UserName="exporter")["AccessKey"]                             # 8
+        iam.put_user_policy(UserName="exporter", PolicyName="p", PolicyDocument=policy(READ, put("acc-ok")))  # 9
+        role = iam.create_role(RoleName="writer", AssumeRolePolicyDocument=policy({
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:user/exporter"},
+            "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": "ext-4242"}}}))["Role"]  # 10
+        iam.put_role_policy(RoleName="writer", PolicyName="w", PolicyDocument=policy(READ, put("acc-role")))  # 11
+        s3.put_object(Bucket="acc-ok", Key="setup-done", Body=b"")                                # 12
+        as_admin = {"aws_access_key_id": admin["AccessKeyId"], "aws_secret_access_key": admin["SecretAccessKey"]}
+        s3 = boto3.client("s3", endpoint_url=url, **as_admin)
+        s3.delete_object(Bucket="acc-ok", Key="setup-done")
+        with pytest.raises(Exception, match="AccessDenied"):      # authentication is on from here
+            boto3.client("s3", endpoint_url=url, aws_access_key_id=key["AccessKeyId"],
+                         aws_secret_access_key=key["SecretAccessKey"]).put_object(Bucket="acc-denied", Key="x",
+                                                                                  Body=b"")
+
+        settings, path = deployment
+        cfg = yaml.safe_load(path.read_text())
+        base = {k: cfg["destinations"][0][k] for k in ("project", "prefix", "close_grace_s", "idle_close_s")}
+        cfg["destinations"] = [{**base, "name": "ok", "bucket": "acc-ok"},
+                               {**base, "name": "denied", "bucket": "acc-denied"},
+                               {**base, "name": "via-role", "bucket": "acc-role", "role_arn": role["Arn"],
+                                "external_id": "ext-4242"}]
+        cfg["s3"].update(endpoint_url=url, permanent_retry_s=2)
+        path.write_text(yaml.safe_dump(cfg))
+        settings = load_settings(path)
+        asyncio.run(ensure_topics(settings))
+        creds = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                 "AWS_ENDPOINT_URL_STS": url}
+
+        # stream check names the missing permission before anything runs
+        check = subprocess.run([sys.executable, "-m", "stream", "check", "-c", str(path)], capture_output=True,
+                               text=True, timeout=120, env={**os.environ, **creds})
+        assert check.returncode == 1
+        assert "destination denied: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/*" in check.stdout
+        assert "destination ok: ok" in check.stdout and "destination via-role: ok" in check.stdout
+
+        worker(env=creds)
+        asyncio.run(produce(settings))
+        expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
+        wait_until(lambda: rows(s3, "acc-ok") == expected and rows(s3, "acc-role") == expected, 90,
+                   "the permitted destinations to export everything")
+        port = settings.worker.http_port
+
+        def denied():
+            doc = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/exports/status").read())
+            return next(d for d in doc["destinations"] if d["destination"] == "denied")
+        status = wait_until(lambda: (d := denied())["state"] == "failing" and d, 30, "the denied destination failing")
+        assert (status["last_error"]["reason"], status["last_error"]["detail"]) == (
+            "access_denied", "missing s3:PutObject on arn:aws:s3:::acc-denied/amp/*")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert 'stream_export_destination_failing{destination="denied"} 1.0' in metrics
+        assert 'stream_export_destination_failing{destination="ok"} 0.0' in metrics
+        log = (tmp_path / "worker-0.log").read_text()
+        assert "export denied: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/*; uploads retry every 2s" in log
+        assert rows(s3, "acc-denied") == []
+
+        # the permission is granted: the next retry succeeds and the destination catches up, exactly once
+        boto3.client("iam", endpoint_url=url, **as_admin).put_user_policy(
+            UserName="exporter", PolicyName="p", PolicyDocument=policy(READ, put("acc-ok"), put("acc-denied")))
+        wait_until(lambda: rows(s3, "acc-denied") == expected, 60, "the denied destination to catch up")
+        wait_until(lambda: denied()["state"] == "ok", 30, "the destination to be ok again")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert 'stream_export_destination_failing{destination="denied"} 0.0' in metrics
+        assert rows(s3, "acc-ok") == rows(s3, "acc-role") == expected
+    finally:
+        moto.stop()

@@ -1,0 +1,67 @@
+"""`stream dev`, the README's first command: the past hours' objects land within a minute, the API answers, and
+everything it started stops when it stops."""
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import orjson
+import pytest
+
+from stream.devstack.dev import API_KEY, WRITE_KEY
+from stream.events.timefmt import HOUR_MS, hour_label
+
+pytestmark = pytest.mark.integration
+
+
+def test_stream_dev_lands_the_past_hours_and_serves_the_api_then_stops_everything(tmp_path):
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "dev", "--exit-after", "30", "--backfill", "400",
+                             "--rate", "20", "--dir", str(tmp_path / "dev")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, api_url, answers = [], [], []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            m = re.search(r"HTTP API +(http://127\.0\.0\.1:\d+)", line)
+            if m:
+                api_url.append(m.group(1))
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not api_url and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert api_url, "\n".join(lines)
+    for path, body, headers in [
+            ("/2/httpapi", {"api_key": API_KEY, "events": [{"event_type": "Signed Up", "user_id": "user-00001"}]},
+             {}),
+            ("/v1/track", {"userId": "user-00001", "event": "Plan Upgraded"},
+             {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()})]:
+        req = urllib.request.Request(api_url[0] + path, data=orjson.dumps(body), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answers.append((r.status, orjson.loads(r.read()).get("code", r.status)))
+    assert proc.wait(90) == 0, "\n".join(lines)
+    reader.join(10)
+    out = "\n".join(lines)
+    assert answers == [(200, 200), (200, 200)]
+    now = int(time.time() * 1000)
+    for h in (now - now % HOUR_MS - 2 * HOUR_MS, now - now % HOUR_MS - HOUR_MS):
+        day, hour = hour_label(h)
+        key = rf"s3://stream-dev/amp/424242/424242_{day}_{hour}#\d+\.json\.gz"
+        landed = re.findall(rf"\[ *([\d.]+)s\] landed {key}", out)
+        assert landed and float(landed[0]) < 60, out                       # within a minute of starting
+        assert f"hour complete: s3://stream-dev/amp/424242/424242_{day}_{hour}_complete" in out, out
+        assert re.search(rf"landed s3://stream-dev/segment/segment-logs/424242/\d+/{h}-\d+\.gz", out), out
+    pids = {int(p) for p in re.findall(r"pid (\d+)", out)}
+    assert len(pids) == 4                                                   # broker, moto, worker, API
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert time.monotonic() - started < 80
