@@ -165,7 +165,7 @@ def test_killing_the_worker_in_a_multipart_upload_neither_loses_nor_duplicates(d
 
 
 def test_killing_the_worker_as_it_starts_to_stop_neither_loses_nor_duplicates(deployment, worker):
-    settings, _ = deployment
+    settings = exporting_merged_ids(deployment[1])
     asyncio.run(ensure_topics(settings))
     crash_then_recover(settings, worker, "worker.stopping", signal_after=3)
 
