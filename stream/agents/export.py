@@ -17,7 +17,7 @@ from stream.crashpoints import crash_point
 from stream.events.deadletter import not_a_batch
 from stream.events.normalize import Reason
 from stream.export.completion import ExportBook, iso_ms
-from stream.export.exporter import Exporter, export_input
+from stream.export.exporter import Exporter, export_input, exporters_of
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.s3client import destination_client
 from stream.export.storage import S3Storage
@@ -32,7 +32,8 @@ IDLE_POLL_MS = 200
 """How long a poll waits for records: an empty poll marks its partitions idle, which lets a past hour close."""
 
 RUNNING: dict[str, Exporter] = {}
-"""The exporters of this process, by destination name (for the status view)."""
+"""The exporters of this process, by name (the destination's, or ``<destination>.merged-ids``; for the status
+view)."""
 
 
 async def load_ledger(settings: Settings, destination: str) -> LedgerIndex:
@@ -44,19 +45,23 @@ async def load_ledger(settings: Settings, destination: str) -> LedgerIndex:
 
 
 def export_status(settings: Settings, books: dict[str, ExportBook] | None = None, hours: int = 48) -> dict[str, Any]:
-    """The status view of every destination: from ``books`` (read from the ledger), else this process's exporters."""
+    """The status view of every exporter -- a destination's events, and its merged-IDs files when it exports
+    them (``<destination>.merged-ids``) -- from ``books`` (read from the ledger, by exporter name), else this
+    process's exporters."""
     out = []
     for d in settings.destinations:
-        book = books.get(d.name) if books is not None else (RUNNING[d.name].book if d.name in RUNNING else None)
-        head = {"destination": d.name, "project": d.project, "layout": d.layout, "bucket": d.bucket,
-                "prefix": d.prefix, "enabled": d.enabled}
-        if book is None:
-            out.append({**head, "state": "disabled" if not d.enabled else "not running here"})
-        else:
-            st = book.status(hours)
-            if not d.enabled:
-                st["state"] = "disabled"
-            out.append({**head, **st})
+        for name, what in exporters_of(d):
+            book = books.get(name) if books is not None else (RUNNING[name].book if name in RUNNING else None)
+            head = {"destination": name, "project": d.project, "exports": what,
+                    "layout": d.layout if what == "events" else "merged_ids", "bucket": d.bucket,
+                    "prefix": d.prefix, "enabled": d.enabled}
+            if book is None:
+                out.append({**head, "state": "disabled" if not d.enabled else "not running here"})
+            else:
+                st = book.status(hours)
+                if not d.enabled:
+                    st["state"] = "disabled"
+                out.append({**head, **st})
     return {"generated_at": iso_ms(time.time_ns() // 1_000_000), "destinations": out}
 
 

@@ -75,6 +75,16 @@ MERGED_IDS_SUFFIX = ".merged-ids"
 destination name cannot hold a dot)."""
 
 
+def exporters_of(dest: DestinationSettings) -> list[tuple[str, str]]:
+    """(name in the ledger, what it exports: ``events`` or ``merged_ids``) of each exporter of ``dest``."""
+    out = []
+    if dest.exports_events():
+        out.append((dest.name, "events"))
+    if dest.exports_merged_ids():
+        out.append((dest.name + MERGED_IDS_SUFFIX, "merged_ids"))
+    return out
+
+
 def export_input(settings: Settings, dest: DestinationSettings, topic: str = "accepted") -> ExportInput:
     """The events (``accepted``) or merged-IDs (``identity_merges``) export of ``dest``."""
     if topic == "identity_merges":

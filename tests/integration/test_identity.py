@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stream.events import deadletter
 from stream.events.partitioning import partition_for
 from stream.export.ledger import LedgerRecord
+from stream.export.status_cli import read_status
 from stream.kafka import ensure_topics, read_all
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
@@ -143,6 +144,13 @@ def test_devices_and_users_across_partitions_get_exact_ids_merges_and_fields(dep
         b'"merge_server_time":1709971202000,"scope":424242}',
         b'{"amplitude_id":1024,"merged_amplitude_id":3072,"merge_time":1709971203000,'
         b'"merge_server_time":1709971203000,"scope":424242}'])
+
+    # the operator's status view lists the merged-IDs exporter beside the events, with the hour it wrote
+    doc = asyncio.run(read_status(settings, 48))
+    assert [(d["destination"], d["exports"]) for d in doc["destinations"]] == [
+        ("main", "events"), ("main.merged-ids", "merged_ids")]
+    hour8 = next(h for h in doc["destinations"][1]["hours"] if h["hour"] == "2024-03-09T08:00:00Z")
+    assert (hour8["objects"], hour8["events"]) == (len(merged), 2)
 
     # bad input: dead-lettered with its reason, by the stage that found it
     dead = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
