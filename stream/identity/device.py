@@ -91,6 +91,7 @@ _decode_row = msgspec.json.Decoder(_RowIO).decode
 _encode = msgspec.json.Encoder().encode
 _json = msgspec.json.Decoder().decode
 _EMPTY = b"{}"
+_EMPTY_RAW = msgspec.Raw(_EMPTY)
 IDENTIFY, GROUP_IDENTIFY = "$identify", "$groupidentify"
 
 
@@ -155,8 +156,13 @@ def _device_of(row: Any) -> str:
     return row.device_id if row.device_id is not None else "\x01" + row.user_id
 
 
-def _paid(event_properties: bytes) -> bool:
-    return b'"$revenue"' in event_properties or b'"$price"' in event_properties
+def _paid(line: bytes, event_properties: msgspec.Raw) -> bool:
+    """A revenue event: ``$revenue`` or ``$price`` among its event_properties. The row's bytes are looked at
+    first: without either name anywhere in it, which is nearly every row, nothing is decoded."""
+    if b'"$revenue"' not in line and b'"$price"' not in line:
+        return False
+    props = _json(event_properties)
+    return type(props) is dict and ("$revenue" in props or "$price" in props)
 
 
 def _groups(raw: bytes) -> list[tuple[str, str]]:
@@ -187,14 +193,15 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for i, line in enumerate(lines):
         r = _decode_row(line)
         try:
-            up = bytes(r.user_properties)
+            up = r.user_properties
             if r.event_type == IDENTIFY:
                 updates[i] = ("identify", check_identify(_json(up)))
-            elif up != _EMPTY:
-                updates[i] = ("set", check_set(_json(up)))
-            g = bytes(r.groups)
-            if g != _EMPTY:
-                groups[i] = _groups(g)
+            elif up != _EMPTY_RAW:
+                raw = bytes(up)
+                updates[i] = ("set", check_set(_json(raw), raw=raw))
+            g = r.groups
+            if g != _EMPTY_RAW:
+                groups[i] = _groups(bytes(g))
                 if r.event_type == GROUP_IDENTIFY:
                     group_ops[i] = check_identify(_json(bytes(r.group_properties)), "group_properties")
         except (IdentifyError, msgspec.DecodeError) as exc:
@@ -272,7 +279,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             prof.created, p.dirty = r.event_time, True
         if prof.start_version is None and r.version_name is not None:
             prof.start_version, p.dirty = r.version_name, True
-        if not prof.paying and _paid(bytes(r.event_properties)):
+        if not prof.paying and _paid(lines[i], r.event_properties):
             prof.paying, p.dirty = True, True
         u = updates[i]
         if u is not None:

@@ -88,16 +88,28 @@ def _is_number(v: Any) -> bool:
     return type(v) is int or type(v) is float
 
 
-def check_set(values: Any, where: str = "user_properties") -> dict[str, Any]:
-    """A plain update (a non-identify event's user_properties), checked; raises IdentifyError."""
+def within_limits(raw: bytes) -> bool:
+    """True when the JSON ``raw`` cannot break a limit, so its values need no walk: a string of more than
+    MAX_STRING characters takes more than MAX_STRING bytes, more than MAX_PROPERTIES properties take five
+    bytes each, and nesting deeper than 40 levels takes more than 41 brackets (counted inside strings too, so a
+    JSON that passes here may be walked for nothing, never the other way round)."""
+    return len(raw) <= MAX_STRING and raw.count(b"{") + raw.count(b"[") <= 41
+
+
+def check_set(values: Any, where: str = "user_properties", raw: bytes | None = None) -> dict[str, Any]:
+    """A plain update (a non-identify event's user_properties), checked; raises IdentifyError. ``raw``: the JSON
+    it was decoded from, when the caller has it (``within_limits`` spares the walk of the values)."""
     if type(values) is not dict:
         raise IdentifyError("invalid_identify", where, f"{where} must be an object, got {_type_name(values)}")
-    _check_values(values, where)
+    if raw is None or not within_limits(raw):
+        _check_values(values, where)
     return values
 
 
 def set_values(props: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """``props`` with every key of a checked plain update that is not an operation set."""
+    if OPERATIONS.isdisjoint(values):
+        return {**props, **values}
     out = dict(props)
     for k, v in values.items():
         if k not in OPERATIONS:

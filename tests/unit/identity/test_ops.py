@@ -1,8 +1,9 @@
 """Identify operations: one case per operator, the order they run in, and the errors that dead-letter an event."""
 
+import orjson
 import pytest
 
-from stream.identity.ops import MAX_PROPERTIES, IdentifyError, apply_identify, check_set, set_values
+from stream.identity.ops import MAX_PROPERTIES, IdentifyError, apply_identify, check_set, set_values, within_limits
 
 
 def test_set_overwrites_and_adds():
@@ -102,3 +103,38 @@ def test_a_plain_update_sets_its_keys_and_ignores_operations():
     assert set_values({"a": 1}, check_set({"a": 2, "b": 3, "$set": {"c": 1}})) == {"a": 2, "b": 3}
     with pytest.raises(IdentifyError):
         check_set({f"p{i}": i for i in range(MAX_PROPERTIES + 1)})
+
+
+def test_a_plain_update_without_operations_is_merged_whole():
+    assert set_values({"a": 1, "b": 2}, {"b": 3, "$own": 4}) == {"a": 1, "b": 3, "$own": 4}
+
+
+def _nested(levels):
+    v = 0
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
+@pytest.mark.parametrize("value, walked", [
+    ({"plan": "pro", "tags": ["a", "b"]}, False),      # small and shallow: nothing to walk
+    ({"a": _nested(40)}, False),                        # 41 brackets
+    ({"bio": "x" * 1020}, True),                        # over MAX_STRING bytes of JSON
+    ({"a": "[" * 41}, True),                           # 42 brackets, if only in a string: walked for nothing
+])
+def test_json_that_cannot_break_a_limit_is_not_walked(value, walked):
+    raw = orjson.dumps(value)
+    assert within_limits(raw) is not walked
+    assert check_set(value, raw=raw) is value
+
+
+def test_a_limit_is_enforced_with_or_without_the_json_it_came_from():
+    deep = {"a": [0]}
+    for _ in range(41):
+        deep = {"a": [deep]}
+    for value, reason in [({"bio": "x" * 1025}, "invalid_value"), (deep, "invalid_value"),
+                          ({f"p{i}": i for i in range(MAX_PROPERTIES + 1)}, "too_many_properties")]:
+        for raw in (None, orjson.dumps(value)):
+            with pytest.raises(IdentifyError) as e:
+                check_set(value, raw=raw)
+            assert e.value.reason == reason

@@ -131,6 +131,15 @@ def test_user_fields_follow_the_events_in_order():
     assert (rows[0]["user_properties"], rows[0]["paying"], rows[0]["start_version"]) == ({"logins": 3}, True, "1.0")
 
 
+def test_only_a_revenue_property_of_the_event_makes_the_user_paying():
+    p = Partition(0)
+    rows, _ = p.run(ev("dev-aaaa1", user_properties={"$revenue": 5, "$price": 1}),
+                    ev("dev-aaaa1", event_properties={"note": "$revenue"}),
+                    ev("dev-aaaa1", event_properties={"$revenue": 3.5}),
+                    ev("dev-bbbb2", event_properties={"$price": 2}))
+    assert [r["paying"] for r in rows] == [False, False, True, True]
+
+
 def test_operations_on_a_non_identify_event_are_not_applied():
     rows, _ = Partition(0).run(ev("dev-aaaa1", user_properties={"$set": {"a": 1}, "b": 2}))
     assert rows[0]["user_properties"] == {"b": 2}
