@@ -105,6 +105,11 @@ class IdentitySettings(_Section):
                           "(user_properties, user_creation_time, start_version, paying, group_properties), and "
                           "produce merge records (stream/identity/device.py says how). Off: those columns stay "
                           "null or as sent, and no destination may export merged ids.")
+    block_cache_mb: int = Field(64, ge=1, description="RocksDB block cache of each partition's identity state "
+                                "(devices, users, profiles), as dedupe.block_cache_mb is for the dedupe state.")
+    write_buffer_mb: int = Field(16, ge=1, description="RocksDB write buffer (memtable) of each partition's "
+                                 "identity state; two of them at most. With identity on, a worker's state memory is "
+                                 "at most its partitions x (both block caches + 2 x both write buffers).")
 
 
 class EncryptionSettings(_Section):

@@ -43,7 +43,9 @@ def add_table(app: faust.App, settings: Settings) -> IdentityTable:
                           compacting=False, deleting=True, config={"retention.ms": "-1"}, **raw)
     return app.tables.add(IdentityTable(
         app, name="identity", partitions=t.partitions, changelog_topic=changelog,
-        help="devices, (device, user) pairs, users, profiles, groups", options={"bloom_filter_size": 10},
+        help="devices, (device, user) pairs, users, profiles, groups",
+        options={"bloom_filter_size": 10, "block_cache_size": settings.identity.block_cache_mb << 20,
+                 "write_buffer_size": settings.identity.write_buffer_mb << 20, "max_write_buffer_number": 2},
         key_type=bytes, value_type=bytes))
 
 
