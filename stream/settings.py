@@ -68,6 +68,10 @@ class TopicSettings(_Section):
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics stream creates.")
     dead_letter_retention_days: float = Field(14, gt=0, description="Retention of the dead-letter topic.")
+    ledger_retention_days: float = Field(
+        30, gt=0, description="Retention of the export ledger: how far back the status view sees, and it must "
+        "cover more than any destination may stay disabled or failing (a resumed exporter reads the ledger of "
+        "what it had written after its committed offsets).")
 
     def name(self, topic: str) -> str:
         """The full name of one of the topics above, with the prefix."""

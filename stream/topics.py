@@ -37,7 +37,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("valid"), t.partitions),
         TopicSpec(t.name("accepted"), t.partitions),
         TopicSpec(t.name("dead_letter"), 1, {"retention.ms": str(int(t.dead_letter_retention_days * DAY_MS))}),
-        TopicSpec(t.name("export_ledger"), 1),
+        TopicSpec(t.name("export_ledger"), 1, {"retention.ms": str(int(t.ledger_retention_days * DAY_MS))}),
         TopicSpec(dedupe_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
     ] + ([

@@ -219,6 +219,10 @@ def test_a_soak_of_random_kills_while_events_flow_neither_loses_nor_duplicates(d
         w.wait()
     producer.join()
     worker()
+    recovering = time.monotonic()
     hours = sorted({time.strftime("%Y-%m-%d_%-H", time.gmtime(ts // 1000)) for _, ts in SOAK_EVENTS})
     wait_until(lambda: hours_complete(settings, hours), 180, "every hour to be written and marked complete")
-    assert exported(settings) == sorted(ev["insert_id"] for ev, _ in SOAK_EVENTS)
+    got = exported(settings)
+    print(f"soak: {cycles} kills, {len(SOAK_EVENTS)} events, {len(got)} exported, {len(object_keys(settings))} "
+          f"objects; the last worker finished {time.monotonic() - recovering:.1f}s after it started")
+    assert got == sorted(ev["insert_id"] for ev, _ in SOAK_EVENTS)
