@@ -30,7 +30,10 @@ EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 7:04d}", "in
             **({"user_id": f"user-{i % 2:04d}"} if i % 3 == 0 else {})},
            H7 + (i // 20) * HOUR + i * 1000) for i in range(60)]   # three hours, seven devices, two users
 # every (device, user) pair links a distinct id; all but each user's first are merged into it
-MERGES = len({(ev["device_id"], ev["user_id"]) for ev, _ in EVENTS if "user_id" in ev}) - 2
+PAIRS = {(ev["device_id"], ev["user_id"]) for ev, _ in EVENTS if "user_id" in ev}
+MERGES = len(PAIRS) - 2
+# ids: one per device; a pair adopts its device's id when it is the device's first user, else takes a new one
+ALLOCATED = len({ev["device_id"] for ev, _ in EVENTS}) + len(PAIRS) - len({d for d, _ in PAIRS})
 DATA_HOURS = ["2024-03-09_7", "2024-03-09_8", "2024-03-09_9"]
 MULTIPART = ("export.multipart_created", "export.part_uploaded")
 
@@ -55,15 +58,20 @@ def object_keys(settings):
     return {k for k in listing(settings) if not k.endswith("_complete") and not k.startswith("amp/-")}
 
 
-def exported(settings):
-    """insert_id of every row in the bucket, with repeats."""
+def rows(settings, keys):
+    """Every JSON line of the objects ``keys``, with repeats."""
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     bucket = settings.destinations[0].bucket
-    ids = []
-    for key in object_keys(settings):
+    out = []
+    for key in keys:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        ids += [orjson.loads(line)["$insert_id"] for line in gzip.decompress(body).splitlines()]
-    return sorted(ids)
+        out += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
+    return out
+
+
+def exported(settings):
+    """insert_id of every row in the bucket, with repeats."""
+    return sorted(r["$insert_id"] for r in rows(settings, object_keys(settings)))
 
 
 def hours_complete(settings, hours=DATA_HOURS):
@@ -74,16 +82,9 @@ def hours_complete(settings, hours=DATA_HOURS):
     return all(f"amp/424242/424242_{h}_complete" in marked for h in hours)
 
 
-def merged_ids(settings):
-    """merged_amplitude_id of every merge line in the bucket, with repeats."""
-    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    bucket = settings.destinations[0].bucket
-    out = []
-    for key in listing(settings):
-        if key.startswith("amp/-"):
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            out += [orjson.loads(line)["merged_amplitude_id"] for line in gzip.decompress(body).splitlines()]
-    return sorted(out)
+def merge_lines(settings):
+    """Every merge line in the bucket, with repeats."""
+    return rows(settings, [k for k in listing(settings) if k.startswith("amp/-")])
 
 
 def merges_written(settings):
@@ -115,8 +116,16 @@ def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS,
     assert keys_before <= object_keys(settings)          # objects written before the kill keep their keys
     if events is EVENTS:                                 # and every merge exactly once
         wait_until(lambda: merges_written(settings), 60, "every merge on S3")
-        merged = merged_ids(settings)
+        merges = merge_lines(settings)
+        merged = [m["merged_amplitude_id"] for m in merges]
         assert len(merged) == MERGES and len(set(merged)) == MERGES
+        # same ids across the kill: no id allocated twice for a device or pair, none lost, partition by partition
+        ids = {r["amplitude_id"] for r in rows(settings, object_keys(settings))} | set(merged) | {
+            m["amplitude_id"] for m in merges}
+        assert len(ids) == ALLOCATED
+        for p in {i % 1024 for i in ids}:
+            mine = sorted(i for i in ids if i % 1024 == p)
+            assert mine == [k * 1024 + p for k in range(1, len(mine) + 1)]
 
 
 @pytest.mark.parametrize("point", [p for p in NAMES if p not in MULTIPART and p != "worker.stopping"])
