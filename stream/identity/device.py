@@ -71,27 +71,68 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from stream.events.fields import EXPORT_FIELDS
+from stream.events.fields import IDENTITY_FIELDS
 from stream.events.timefmt import parse_ms
 from stream.identity import ids
-from stream.identity.ops import IdentifyError, check_identify, check_set, identify, set_values
+from stream.identity.ops import OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values
 from stream.identity.records import (
     COUNTER, Device, Link, Profile, Remap, dec_device, dec_profile, decode_int, device_key, enc, encode_int,
     group_key, pair_key, profile_key)
 
 GetMany = Callable[[list[bytes]], list[bytes | None]]
-
-_TYPED: dict[str, Any] = {"device_id": str | None, "user_id": str | None, "event_type": str,
-                          "version_name": str | None, "event_time": str | None}
-_NAMES = tuple(f.replace("$", "dollar_") for f in EXPORT_FIELDS)
-_RowIO = msgspec.defstruct("_RowIO", [(n, _TYPED.get(n, msgspec.Raw)) for n in _NAMES],
-                           rename=dict(zip(_NAMES, EXPORT_FIELDS)))
-"""An export row with the columns this stage reads typed and every other one kept as its raw JSON."""
-_decode_row = msgspec.json.Decoder(_RowIO).decode
 _encode = msgspec.json.Encoder().encode
 _json = msgspec.json.Decoder().decode
 _EMPTY = b"{}"
 _EMPTY_RAW = msgspec.Raw(_EMPTY)
+_NULL = b"null"
+
+
+class _Revenue(msgspec.Struct, gc=False):
+    """Whether event_properties name a revenue: nothing else of them is decoded."""
+    revenue: Any = msgspec.field(default=msgspec.UNSET, name="$revenue")
+    price: Any = msgspec.field(default=msgspec.UNSET, name="$price")
+
+
+class _In(msgspec.Struct, gc=False):
+    """What this stage reads of an export row: a few typed columns, and as raw JSON the identity columns that can
+    hold anything but null when the row comes from ``stream.events.normalize``."""
+    device_id: str | None = None
+    user_id: str | None = None
+    event_type: str = ""
+    version_name: str | None = None
+    event_time: str | None = None
+    event_properties: _Revenue = msgspec.field(default_factory=_Revenue)
+    groups: msgspec.Raw = msgspec.Raw(b"{}")
+    group_properties: msgspec.Raw = msgspec.Raw(b"{}")
+    processed_time: msgspec.Raw = msgspec.Raw(b"null")
+    user_properties: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_decode_in = msgspec.json.Decoder(_In).decode
+_TAIL = b",".join(b'"%s":%%b' % f.encode() for f in IDENTITY_FIELDS) + b"}"
+"""The identity columns at the end of a row, by value (raw JSON, ``%b``), and the row's closing brace."""
+_NEW_TAIL = _TAIL % tuple(b"%b" if f in ("group_properties", "processed_time", "user_properties") else b"null"
+                          for f in IDENTITY_FIELDS)
+"""The tail of a row from ``stream.events.normalize``: null but for group_properties, processed_time and
+user_properties (``%b``)."""
+
+
+def _head(line: bytes, r: _In) -> tuple[bytes, bytes]:
+    """The row without its identity columns, up to and including the comma before them, and its
+    amplitude_event_type (raw JSON).
+
+    A row from ``stream.events.normalize`` ends with them (EXPORT_FIELDS order), so its tail is checked byte for
+    byte against the values just decoded, and cut off; any other row (another column order, identity columns
+    already filled) is re-encoded without them."""
+    tail = _NEW_TAIL % (r.group_properties, r.processed_time, r.user_properties)
+    cut = len(line) - len(tail)
+    if line.endswith(tail) and line[cut - 1:cut] == b",":
+        return line[:cut], _NULL
+    row = _json(line)
+    rest = {k: v for k, v in row.items() if k not in IDENTITY_FIELDS}
+    return _encode(rest)[:-1] + b"," if rest else b"{", _encode(row.get("amplitude_event_type"))
+
+
 IDENTIFY, GROUP_IDENTIFY = "$identify", "$groupidentify"
 
 
@@ -135,12 +176,15 @@ class BatchState:
 
 
 class _Props:
-    """A user's (or group's) fields while a batch runs: the record, its properties decoded when needed."""
+    """A user's (or group's) fields while a batch runs: the record, its properties decoded when needed, and the
+    JSON of its amplitude_id, paying, start_version and creation time (None until asked, and again when one of
+    them changes)."""
 
-    __slots__ = ("profile", "props", "raw", "dirty")
+    __slots__ = ("profile", "props", "raw", "dirty", "fields")
 
     def __init__(self, profile: Profile):
         self.profile, self.props, self.raw, self.dirty = profile, None, profile.props, False
+        self.fields: tuple[bytes, bytes, bytes, bytes] | None = None
 
     def get(self) -> dict[str, Any]:
         if self.props is None:
@@ -151,18 +195,23 @@ class _Props:
         if props != self.get():
             self.props, self.raw, self.dirty = props, _encode(props), True
 
+    def set(self, values: dict[str, Any], raw: bytes) -> None:
+        """Apply a checked plain update whose JSON is ``raw``. When it names every property the user has (an
+        SDK that sends all of them with each event), the result is the update itself, and so is its JSON."""
+        props = self.get()
+        if props.keys() <= values.keys() and OPERATIONS.isdisjoint(values):
+            self.props, self.raw, self.dirty = values, raw, True
+        else:
+            self.replace(set_values(props, values))
+
 
 def _device_of(row: Any) -> str:
     return row.device_id if row.device_id is not None else "\x01" + row.user_id
 
 
-def _paid(line: bytes, event_properties: msgspec.Raw) -> bool:
-    """A revenue event: ``$revenue`` or ``$price`` among its event_properties. The row's bytes are looked at
-    first: without either name anywhere in it, which is nearly every row, nothing is decoded."""
-    if b'"$revenue"' not in line and b'"$price"' not in line:
-        return False
-    props = _json(event_properties)
-    return type(props) is dict and ("$revenue" in props or "$price" in props)
+def _paid(r: _In) -> bool:
+    """A revenue event: ``$revenue`` or ``$price`` among its event_properties."""
+    return r.event_properties.revenue is not msgspec.UNSET or r.event_properties.price is not msgspec.UNSET
 
 
 def _groups(raw: bytes) -> list[tuple[str, str]]:
@@ -178,27 +227,33 @@ def _groups(raw: bytes) -> list[tuple[str, str]]:
     return out
 
 
+def _json_or_null(v: str | None) -> bytes:
+    return _NULL if v is None else _encode(v)
+
+
 def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, partition: int,
                   processed_time: str, get_many: GetMany) -> Resolution:
     """Ids, user and group fields for the rows of one batch (see the module docstring)."""
     st = BatchState(get_many)
     n = len(lines)
     rows: list[Any] = [None] * n
-    updates: list[tuple[str, Any] | None] = [None] * n      # ("identify" | "set", checked value)
+    devkeys: list[bytes] = [b""] * n
+    updates: list[tuple[str, Any, bytes] | None] = [None] * n   # ("identify" | "set", checked value, its JSON)
     group_ops: list[dict[str, Any] | None] = [None] * n
     groups: list[list[tuple[str, str]]] = [[] for _ in range(n)]
     keep = [True] * n
     rejected: list[tuple[int, IdentifyError]] = []
     keys = {COUNTER}
     for i, line in enumerate(lines):
-        r = _decode_row(line)
         try:
+            r = _decode_in(line)
             up = r.user_properties
             if r.event_type == IDENTIFY:
-                updates[i] = ("identify", check_identify(_json(up)))
+                raw = bytes(up)
+                updates[i] = ("identify", check_identify(_json(raw)), raw)
             elif up != _EMPTY_RAW:
                 raw = bytes(up)
-                updates[i] = ("set", check_set(_json(raw), raw=raw))
+                updates[i] = ("set", check_set(_json(raw), raw=raw), raw)
             g = r.groups
             if g != _EMPTY_RAW:
                 groups[i] = _groups(bytes(g))
@@ -210,10 +265,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                              IdentifyError("invalid_identify", "user_properties", str(exc))))
             continue
         rows[i] = r
-        dev = _device_of(r)
-        keys.add(device_key(project, dev))
-        if r.user_id:
-            keys.add(pair_key(project, dev, r.user_id))
+        devkeys[i] = dk = device_key(project, _device_of(r))
+        keys.add(dk)     # (device, user) pairs are read when needed: a device with another user, a new user
         for t, name in groups[i]:
             keys.add(group_key(project, t, name))
     st.load(keys)
@@ -227,7 +280,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for i, r in enumerate(rows):
         if r is None:
             continue
-        dk = device_key(project, _device_of(r))
+        dk = devkeys[i]
         if dk in devices:
             d = devices[dk]
         else:
@@ -260,12 +313,13 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     if counter != counter0:
         st.put(COUNTER, encode_int(counter))
 
-    # user and group fields, in order
+    # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
     st.load({profile_key(project, a) for a, r in zip(aids, rows) if r is not None})
     profiles: dict[int, _Props] = {}
     group_state: dict[bytes, _Props] = {}
     out: list[bytes] = []
     links: list[Link] = []
+    processed = _encode(processed_time)
     for i, r in enumerate(rows):
         if r is None:
             continue
@@ -276,14 +330,19 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             p = profiles[aid] = _Props(dec_profile(v) if v is not None else Profile(None, None, False))
         prof = p.profile
         if prof.created is None and r.event_time is not None:
-            prof.created, p.dirty = r.event_time, True
+            prof.created, p.dirty, p.fields = r.event_time, True, None
         if prof.start_version is None and r.version_name is not None:
-            prof.start_version, p.dirty = r.version_name, True
-        if not prof.paying and _paid(lines[i], r.event_properties):
-            prof.paying, p.dirty = True, True
+            prof.start_version, p.dirty, p.fields = r.version_name, True, None
+        line = lines[i]
+        if not prof.paying and _paid(r):
+            prof.paying, p.dirty, p.fields = True, True, None
         u = updates[i]
         if u is not None:
-            p.replace(identify(p.get(), u[1]) if u[0] == "identify" else set_values(p.get(), u[1]))
+            if u[0] == "identify":
+                p.replace(identify(p.get(), u[1]))
+            else:
+                p.set(u[1], u[2])
+        gp = r.group_properties
         if groups[i]:
             shown: dict[str, dict[str, Any]] = {}
             for t, name in groups[i]:
@@ -295,16 +354,15 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 if group_ops[i] is not None:
                     g.replace(identify(g.get(), group_ops[i]))
                 shown.setdefault(t, {})[name] = g.get()
-            r.group_properties = msgspec.Raw(_encode(shown))
-        r.amplitude_id = aid
-        r.user_properties = msgspec.Raw(p.raw)
-        r.user_creation_time = prof.created
-        r.start_version = prof.start_version
-        r.paying = prof.paying
-        r.processed_time = processed_time
-        if r.event_type == IDENTIFY or r.event_type == GROUP_IDENTIFY:
-            r.amplitude_event_type = r.event_type
-        out.append(_encode(r))
+            gp = _encode(shown)
+        f = p.fields
+        if f is None:
+            f = p.fields = (b"%d" % aid, b"true" if prof.paying else b"false", _json_or_null(prof.start_version),
+                            _json_or_null(prof.created))
+        head, event_type = _head(line, r)
+        et = r.event_type
+        out.append(head + _TAIL % (b'"%s"' % et.encode() if et == IDENTIFY or et == GROUP_IDENTIFY else event_type,
+                                   f[0], gp, f[1], processed, f[2], f[3], p.raw))
         if linked[i]:
             links.append(Link(project, r.user_id, _device_of(r), partition, aid,
                               parse_ms(r.event_time) if r.event_time else times[i], times[i], prof.created,

@@ -203,3 +203,32 @@ def test_the_same_batch_resolved_again_on_the_same_state_gives_the_same_rows():
     p.db = before
     rows2, res2 = p.run(*events)
     assert rows1 == rows2 and res1.links == res2.links and res1.writes == res2.writes
+
+
+def test_a_rows_identity_columns_are_replaced_at_its_end_and_every_other_byte_is_kept():
+    tricky = {"user_properties": {"amplitude_id": None}, "amplitude_event_type": None, "x": "\"paying\":null}"}
+    line = normalize_message(orjson.dumps(ev("device-1", event_properties=tricky, user_properties=tricky)), None,
+                             PROJECT, T, "in/0/0", Rules()).line
+    cut = line.index(b'"amplitude_event_type":null,"amplitude_id":null')
+    res = resolve_batch([line], [T], PROJECT, 3, "2024-03-09 07:30:00.000000", Partition(3).get_many)
+    props = orjson.dumps(tricky)
+    assert res.lines == [
+        line[:cut] + b'"amplitude_event_type":null,"amplitude_id":1027,"group_properties":{},"paying":false,'
+        b'"processed_time":"2024-03-09 07:30:00.000000","start_version":null,'
+        b'"user_creation_time":"2024-03-09 07:00:00.000000","user_properties":' + props + b'}']
+
+
+def test_a_row_in_another_column_order_or_already_enriched_is_enriched_the_same():
+    line = normalize_message(orjson.dumps(ev("device-1", "user-1", event_type="$identify",
+                                             user_properties={"$set": {"plan": "pro"}})), None, PROJECT, T,
+                             "in/0/0", Rules()).line
+    row = orjson.loads(line)
+    reordered = orjson.dumps({**row, "amplitude_id": 99, "paying": True}, option=orjson.OPT_SORT_KEYS)
+    assert reordered != line
+    outs = [resolve_batch([x], [T], PROJECT, 3, "2024-03-09 07:30:00.000000", Partition(3).get_many).lines[0]
+            for x in (line, reordered)]
+    assert outs[0] == outs[1]
+    got = orjson.loads(outs[0])
+    assert list(got) == list(row)
+    assert (got["amplitude_id"], got["amplitude_event_type"], got["user_properties"], got["paying"]) == (
+        1027, "$identify", {"plan": "pro"}, False)
