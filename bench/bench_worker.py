@@ -153,6 +153,8 @@ def worker_config(bootstrap: str, s3_url: str, prefix: str, app_id: str, data_di
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 2, "heartbeat_interval_s": 0.5},
         "topics": {"prefix": prefix, "partitions": PARTITIONS, "ingest_partitions": PARTITIONS},
         "ingest": {"default_project": PROJECT},
+        # the spine: validate, dedupe, export; bench_identity.py measures the identity stage against this figure B
+        "identity": {"enabled": False},
         "s3": {"endpoint_url": s3_url},
         "worker": {"app_id": app_id, "data_dir": str(data_dir), "log_level": "info", "http_port": None},
         "projects": [{"id": PROJECT, "name": "bench"}],

@@ -13,6 +13,7 @@ from stream.agents import dedupe
 from stream.agents.export import export_status, run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
+from stream.consumer import App as StreamApp
 from stream.crashpoints import crash_point
 from stream.health import HEALTH
 from stream.retry import supervise
@@ -55,7 +56,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
-    app = faust.App(app_id, **faust_settings(settings))
+    app = StreamApp(app_id, **faust_settings(settings))
     HEALTH.expect(*stages)
     if "dedupe" in stages:
         dedupe.register(app, settings)
@@ -83,15 +84,19 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
     if "export" in stages:
         for dest in settings.destinations:
-            if dest.enabled:
-                app.task(_export_task(settings, dest, clock))
+            if dest.enabled and dest.exports_events():
+                app.task(_export_task(settings, dest, clock, "accepted"))
+            if dest.enabled and dest.exports_merged_ids():
+                app.task(_export_task(settings, dest, clock, "identity_merges"))
     return app
 
 
-def _export_task(settings, dest, clock):
+def _export_task(settings, dest, clock, topic):
+    suffix = "" if topic == "accepted" else "_merged_ids"
+
     async def export() -> None:
-        await _supervised(f"export {dest.name}", "export", lambda: run_export(settings, dest, clock))
-    export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}"
+        await _supervised(f"export {dest.name}{suffix}", "export", lambda: run_export(settings, dest, clock, topic))
+    export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}{suffix}"
     return export
 
 

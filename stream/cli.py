@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -54,6 +55,9 @@ def worker(config: str | None, stages: str | None) -> None:
         if (why := port_free(w.http_host, w.http_port)) is not None:
             raise click.ClickException(f"cannot serve HTTP on {w.http_host}:{w.http_port}: {why} (worker.http_port)")
     app = build_app(settings)
+    # what start-up built (faust, aiokafka, botocore's service models) lives as long as the process: out of the
+    # collector's sight, the full collections that batch after batch of short-lived rows trigger stay short
+    gc.freeze()
     StreamWorker(app, settings, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
 
 

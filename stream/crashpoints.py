@@ -26,6 +26,12 @@ NAMES = (
     "dedupe.state_written",   # RocksDB written and the changelog record handed over, the accepted batch not sent
     "dedupe.sent",            # the accepted batch handed to the producer, the valid offset not committed
     "dedupe.committed",       # faust committed the valid offsets
+    # identity, device side (in the dedupe agent) and user side (identity.links -> identity.merges, remaps)
+    "identity.state_written",  # a batch's identity state written (journaled), its rows and links not sent
+    "identity.links_sent",    # a batch's links handed to the producer, its accepted batch not sent
+    "identity.remap_applied",  # a remap message applied to the device state, its offset not committed
+    "identity.merges_sent",   # a links message's merges and remaps acknowledged by Kafka, the user state not written
+    "identity.users_written",  # the user state written, the links offset not committed
     # export: events.accepted -> S3
     "export.assigned",        # partitions assigned, the ledger not read
     "export.ledger_read",     # the ledger read, no record of the new assignment taken

@@ -26,6 +26,13 @@ EVENTS_DEAD_LETTERED = Counter("stream_dead_letter_events_total",
 DEDUPE_EVENTS = Counter("stream_dedupe_events_total", "Events read by the dedupe stage.")
 DEDUPE_DUPLICATES = Counter("stream_dedupe_duplicates_total", "Events dropped as duplicates.")
 DEDUPE_ACCEPTED = Counter("stream_dedupe_accepted_events_total", "Events written to events.accepted.")
+IDENTITY_IDS = Counter("stream_identity_ids_total", "amplitude_ids allocated (new devices and new (device, user) "
+                       "pairs).")
+IDENTITY_LINKS = Counter("stream_identity_links_total", "Links sent to the user side (new (device, user) pairs).")
+IDENTITY_MERGES = Counter("stream_identity_merges_total", "Merge records produced (an id merged into a user's).")
+IDENTITY_REMAPS = Counter("stream_identity_remaps_total", "Remaps applied to the device state.")
+IDENTITY_ROLLBACKS = Counter("stream_identity_rollbacks_total", "Batches of identity state rolled back through the "
+                             "journal before a replayed batch (after a crash).")
 CONSUMER_LAG = Gauge("stream_consumer_lag_messages",
                      "Messages between a consumer's position and the end of the partitions this worker reads, "
                      "summed per topic.", ["consumer", "topic"])

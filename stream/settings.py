@@ -57,6 +57,10 @@ class TopicSettings(_Section):
     accepted: str = Field("events.accepted", description="Deduplicated events in batches, read by the exporters.")
     dead_letter: str = Field("events.dead-letter",
                              description="Rejected input with its reason (schemas/dead_letter.avsc).")
+    identity_links: str = Field("identity.links", description="(device, user_id) pairs seen for the first time, "
+                                "keyed by user_id, for the identity stage's user side.")
+    identity_merges: str = Field("identity.merges", description="Merge records (amplitude_id merged into "
+                                 "another), read by destinations that export merged ids. One partition.")
     export_ledger: str = Field("exports.ledger",
                                description="One record per object written to S3 (schemas/export_ledger.avsc).")
     partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
@@ -100,6 +104,18 @@ class DedupeSettings(_Section):
                                  "is at most its partitions x (block_cache_mb + 2 x write_buffer_mb).")
 
 
+class IdentitySettings(_Section):
+    enabled: bool = Field(True, description="Give every exported event its amplitude_id and the user's fields "
+                          "(user_properties, user_creation_time, start_version, paying, group_properties), and "
+                          "produce merge records (stream/identity/device.py says how). Off: those columns stay "
+                          "null or as sent, and no destination may export merged ids.")
+    block_cache_mb: int = Field(64, ge=1, description="RocksDB block cache of each partition's identity state "
+                                "(devices, users, profiles), as dedupe.block_cache_mb is for the dedupe state.")
+    write_buffer_mb: int = Field(16, ge=1, description="RocksDB write buffer (memtable) of each partition's "
+                                 "identity state; two of them at most. With identity on, a worker's state memory is "
+                                 "at most its partitions x (both block caches + 2 x both write buffers).")
+
+
 class EncryptionSettings(_Section):
     type: Literal["none", "sse-s3", "sse-kms"] = Field(
         "sse-s3", description="Server-side encryption of written objects.")
@@ -123,6 +139,13 @@ class DestinationSettings(_Section):
     segment_source_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Segment layout: the segment-logs/<source_id>/ folder of "
         "events that did not come through Segment's tracking API (Amplitude events); default: the project id.")
+    exports: Literal["events", "merged_ids", "both"] = Field(
+        "events", description="What the destination exports: `events` (the hourly event objects), `merged_ids` "
+        "(the hourly merged Amplitude IDs files of the project, <prefix>-<org_id>_<yyyy-MM-dd>_<H>.json.gz, "
+        "FORMATS.md 1.5) or `both`, as Amplitude's export offers the two data sets.")
+    org_id: int | None = Field(
+        None, gt=0, description="Organization id: names the merged-IDs files (`-<org_id>_<day>_<H>.json.gz`); "
+        "required when exports is merged_ids or both.")
     bucket: str = Field(..., min_length=3, description="S3 bucket name.")
     prefix: str = Field("", description="Key prefix inside the bucket, e.g. `amp/`; objects go under "
                         "<prefix><project>/.")
@@ -158,6 +181,18 @@ class DestinationSettings(_Section):
         if isinstance(data, dict) and data.get("layout") == "segment" and "max_object_bytes" not in data:
             data = {**data, "max_object_bytes": 100 * 1000 * 1000}
         return data
+
+    @model_validator(mode="after")
+    def _merged_ids_need_an_org(self) -> DestinationSettings:
+        if self.exports != "events" and self.org_id is None:
+            raise ValueError("org_id is required when exports is merged_ids or both")
+        return self
+
+    def exports_events(self) -> bool:
+        return self.exports in ("events", "both")
+
+    def exports_merged_ids(self) -> bool:
+        return self.exports in ("merged_ids", "both")
 
 
 class SegmentSourceSettings(_Section):
@@ -258,6 +293,8 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings, description="Topic names and sizes.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Validation of raw events.")
     dedupe: DedupeSettings = Field(default_factory=DedupeSettings, description="Duplicate detection.")
+    identity: IdentitySettings = Field(default_factory=IdentitySettings,
+                                       description="amplitude_ids, merges, user and group properties.")
     s3: S3Settings = Field(default_factory=S3Settings, description="S3 client.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="The worker process.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP ingestion service (`stream api`).")
@@ -281,6 +318,14 @@ class Settings(BaseSettings):
         for i, d in enumerate(self.destinations):
             if d.project not in ids:
                 raise ValueError(f"destinations[{i}].project: project {d.project} is not declared in projects")
+        merged = [d for d in self.destinations if d.exports_merged_ids()]
+        if merged and not self.identity.enabled:
+            raise ValueError(f"destinations {[d.name for d in merged]} export merged ids, which needs "
+                             "identity.enabled")
+        places = [(d.bucket, d.prefix, d.org_id) for d in merged]
+        if len(set(places)) != len(places):
+            raise ValueError("destinations: two destinations export the merged ids of one org_id to the same bucket "
+                             "and prefix (their files would have the same keys); give them different prefixes")
         keys = [k for p in self.projects for k in p.api_keys]
         if len(set(keys)) != len(keys):
             raise ValueError("projects[].api_keys: an API key may belong to one project only")

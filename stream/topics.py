@@ -25,6 +25,10 @@ def dedupe_changelog_retention_ms(settings: Settings) -> int:
     return int((settings.dedupe.window_days + 1) * DAY_MS)
 
 
+def identity_changelog(settings: Settings) -> str:
+    return f"{settings.worker.app_id}-identity-changelog"
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the worker reads or writes, as the worker creates them when missing."""
     t = settings.topics
@@ -36,4 +40,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("export_ledger"), 1, {"retention.ms": str(int(t.ledger_retention_days * DAY_MS))}),
         TopicSpec(dedupe_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
-    ]
+    ] + ([
+        TopicSpec(t.name("identity_links"), t.partitions),
+        TopicSpec(t.name("identity_merges"), 1),
+        # batch records, not keys: compaction could not shorten it, and the state it rebuilds never expires
+        TopicSpec(identity_changelog(settings), t.partitions, {"cleanup.policy": "delete", "retention.ms": "-1"}),
+    ] if settings.identity.enabled else [])

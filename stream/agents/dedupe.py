@@ -7,6 +7,7 @@ import logging
 import faust
 
 from stream import metrics
+from stream.agents import identity
 from stream.crashpoints import crash_point
 from stream.dedup.policy import DAY_MS, decide, encode_changelog
 from stream.dedup.table import DedupeTable
@@ -37,10 +38,20 @@ def register(app: faust.App, settings: Settings) -> None:
         key_type=bytes, value_type=bytes))
     window_ms = int(settings.dedupe.window_days * DAY_MS)
     valid_name = valid.get_topic_name()
+    device = None
+    if settings.identity.enabled:
+        links = app.topic(t.name("identity_links"), partitions=t.partitions, **raw)
+        itable = identity.add_table(app, settings)
+        device = identity.DeviceSide(settings, itable, links, dead, valid_name,
+                                     identity.committed_offsets(app, valid_name))
+        identity.register(app, settings, itable, valid, links, dead)
 
     @app.agent(valid, name="dedupe")
     async def dedupe(stream: faust.StreamT) -> None:
         """Per batch: multi-get, decide, one WriteBatch + one changelog record, one accepted batch.
+
+        With identity on, the accepted events then get their ids and user fields on the same partition
+        (``stream.agents.identity.DeviceSide``), and remap messages on events.valid update the device state.
 
         The accepted batch and the changelog record go through faust's producer,
         which faust flushes before it commits the valid offset.
@@ -48,6 +59,8 @@ def register(app: faust.App, settings: Settings) -> None:
         async for event in stream.events():
             msg = event.message
             crash_point("dedupe.received")
+            if device is not None and device.remaps(event.value, msg.partition, msg.offset):
+                continue
             try:
                 batch = EventBatch.decode(event.value)
             except Exception as exc:  # not a batch: kept in the dead-letter topic, never retried
@@ -63,6 +76,8 @@ def register(app: faust.App, settings: Settings) -> None:
                 table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
                 crash_point("dedupe.state_written")
             out = batch.select(d.keep, origin)
+            if device is not None and out.lines:
+                out = await device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000))
             if out.lines:
                 await accepted.send(value=out.encode(), partition=msg.partition)
                 crash_point("dedupe.sent")

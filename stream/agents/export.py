@@ -17,7 +17,7 @@ from stream.crashpoints import crash_point
 from stream.events.deadletter import not_a_batch
 from stream.events.normalize import Reason
 from stream.export.completion import ExportBook, iso_ms
-from stream.export.exporter import Exporter
+from stream.export.exporter import Exporter, export_input, exporters_of
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.s3client import destination_client
 from stream.export.storage import S3Storage
@@ -32,7 +32,8 @@ IDLE_POLL_MS = 200
 """How long a poll waits for records: an empty poll marks its partitions idle, which lets a past hour close."""
 
 RUNNING: dict[str, Exporter] = {}
-"""The exporters of this process, by destination name (for the status view)."""
+"""The exporters of this process, by name (the destination's, or ``<destination>.merged-ids``; for the status
+view)."""
 
 
 async def load_ledger(settings: Settings, destination: str) -> LedgerIndex:
@@ -44,19 +45,23 @@ async def load_ledger(settings: Settings, destination: str) -> LedgerIndex:
 
 
 def export_status(settings: Settings, books: dict[str, ExportBook] | None = None, hours: int = 48) -> dict[str, Any]:
-    """The status view of every destination: from ``books`` (read from the ledger), else this process's exporters."""
+    """The status view of every exporter -- a destination's events, and its merged-IDs files when it exports
+    them (``<destination>.merged-ids``) -- from ``books`` (read from the ledger, by exporter name), else this
+    process's exporters."""
     out = []
     for d in settings.destinations:
-        book = books.get(d.name) if books is not None else (RUNNING[d.name].book if d.name in RUNNING else None)
-        head = {"destination": d.name, "project": d.project, "layout": d.layout, "bucket": d.bucket,
-                "prefix": d.prefix, "enabled": d.enabled}
-        if book is None:
-            out.append({**head, "state": "disabled" if not d.enabled else "not running here"})
-        else:
-            st = book.status(hours)
-            if not d.enabled:
-                st["state"] = "disabled"
-            out.append({**head, **st})
+        for name, what in exporters_of(d):
+            book = books.get(name) if books is not None else (RUNNING[name].book if name in RUNNING else None)
+            head = {"destination": name, "project": d.project, "exports": what,
+                    "layout": d.layout if what == "events" else "merged_ids", "bucket": d.bucket,
+                    "prefix": d.prefix, "enabled": d.enabled}
+            if book is None:
+                out.append({**head, "state": "disabled" if not d.enabled else "not running here"})
+            else:
+                st = book.status(hours)
+                if not d.enabled:
+                    st["state"] = "disabled"
+                out.append({**head, **st})
     return {"generated_at": iso_ms(time.time_ns() // 1_000_000), "destinations": out}
 
 
@@ -105,9 +110,12 @@ class LedgerTail:
         await self.consumer.stop()
 
 
-async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock) -> None:
-    """Export one destination forever; see ``stream.export.exporter`` for the order of one cycle."""
-    spool = Path(settings.worker.data_dir) / "spool" / dest.name
+async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock, topic: str = "accepted") -> None:
+    """Export one destination's events (``topic="accepted"``) or merged ids (``"identity_merges"``) forever; see
+    ``stream.export.exporter`` for the order of one cycle."""
+    source = export_input(settings, dest, topic)
+    name = source.name
+    spool = Path(settings.worker.data_dir) / "spool" / name
     shutil.rmtree(spool, ignore_errors=True)   # parts of a previous run: their events will be replayed
     spool.mkdir(parents=True)
     producer = kafka.producer(settings.kafka)
@@ -120,11 +128,11 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
     async with destination_client(dest, settings.s3) as s3:
         exporter = Exporter(settings, dest, S3Storage(s3, dest.encryption, settings.s3.upload_part_bytes,
                                                       settings.s3.read_timeout_s),
-                            clock, spool, append_ledger, LedgerIndex())
+                            clock, spool, append_ledger, LedgerIndex(), source=source)
         # An upload that keeps failing holds the loop (backpressure: nothing more is read) for as long as the
         # failure lasts; the group must not evict the exporter for not polling meanwhile: any other exporter of
         # the destination would be held by the same bucket.
-        consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-export-{dest.name}",
+        consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-export-{name}",
                                     **{**kafka.consumer_args(settings.kafka), "max_poll_interval_ms": 86_400_000})
         rebalance = _Rebalance(exporter)
         consumer.subscribe([exporter.topic], listener=rebalance)
@@ -137,21 +145,21 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
             await kafka.stop_all(consumer, tail.consumer, producer)
             raise
         exporter.book.partitions = len(consumer.partitions_for_topic(exporter.topic) or ()) or exporter.book.partitions
-        RUNNING[dest.name] = exporter
+        RUNNING[name] = exporter
         HEALTH.mark_ready("export")
-        log.info("export %s: reading %s for project %d into s3://%s/%s", dest.name, exporter.topic, dest.project,
+        log.info("export %s: reading %s for project %d into s3://%s/%s", name, exporter.topic, dest.project,
                  dest.bucket, dest.prefix)
         committed: dict[int, int] = {}
-        lag_label = metrics.CONSUMER_LAG.labels(f"export-{dest.name}", exporter.topic)
+        lag_label = metrics.CONSUMER_LAG.labels(f"export-{name}", exporter.topic)
         try:
             while not SHUTDOWN.requested:   # a stop ends the loop after a whole cycle: uploaded, recorded, committed
                 polled = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=2000)
                 if rebalance.assigned is not None:
                     # another worker may have written objects of these partitions: read the ledger first
                     assigned, rebalance.assigned = rebalance.assigned, None
-                    log.info("export %s: assigned partitions %s of %s", dest.name, sorted(assigned), exporter.topic)
+                    log.info("export %s: assigned partitions %s of %s", name, sorted(assigned), exporter.topic)
                     crash_point("export.assigned")
-                    exporter.use_ledger(await load_ledger(settings, dest.name))
+                    exporter.use_ledger(await load_ledger(settings, name))
                     crash_point("export.ledger_read")
                     for p in assigned:
                         exporter.writer(p)
@@ -188,11 +196,11 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
                         # the group rebalanced meanwhile: whoever owns the partitions now reads from the last
                         # commit, and the ledger skips what this exporter wrote since
                         log.warning("export %s: offsets %s not committed (%s); the next owner replays them",
-                                    dest.name, offsets, exc)
+                                    name, offsets, exc)
                         continue
                     crash_point("export.committed")
                     committed.update(offsets)
         finally:
-            RUNNING.pop(dest.name, None)
+            RUNNING.pop(name, None)
             exporter.discard_all()
             await kafka.stop_all(consumer, tail.consumer, producer)

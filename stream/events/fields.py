@@ -4,7 +4,8 @@ Input is an Amplitude HTTP V2 event object (FORMATS.md §2.2), the keys its
 official SDKs send, plus ``uuid``, ``server_received_time`` and
 ``server_upload_time`` for producers that carry their own. Output is one row of
 Amplitude's raw export (FORMATS.md §1.3), always with every column, in
-``EXPORT_FIELDS`` order, ``null`` where nothing is known.
+``EXPORT_FIELDS`` order, ``null`` where nothing is known (until the identity
+stage fills its columns, ``IDENTITY_FIELDS``).
 
 Where an accepted input key has no export column, its value is kept in ``data``
 under its own name; revenue keys go into ``event_properties`` as
@@ -15,15 +16,22 @@ from __future__ import annotations
 
 from enum import Enum
 
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "amplitude_event_type", "amplitude_id", "group_properties", "paying", "processed_time", "start_version",
+    "user_creation_time", "user_properties",
+)
+"""The columns the identity stage fills, last in a row: it replaces that tail without re-encoding the rest."""
+
 EXPORT_FIELDS: tuple[str, ...] = (
-    "$insert_id", "$schema", "adid", "amplitude_attribution_ids", "amplitude_event_type", "amplitude_id", "app",
+    "$insert_id", "$schema", "adid", "amplitude_attribution_ids", "app",
     "city", "client_event_time", "client_upload_time", "country", "data", "device_brand", "device_carrier",
     "device_family", "device_id", "device_manufacturer", "device_model", "device_type", "dma", "event_id",
-    "event_properties", "event_time", "event_type", "group_properties", "groups", "idfa", "ip_address",
+    "event_properties", "event_time", "event_type", "groups", "idfa", "ip_address",
     "is_attribution_event", "language", "library", "location_lat", "location_lng", "os_name", "os_version",
-    "paying", "platform", "processed_time", "region", "sample_rate", "server_received_time",
-    "server_upload_time", "session_id", "start_version", "user_id", "user_properties", "uuid", "version_name",
-)
+    "platform", "region", "sample_rate", "server_received_time",
+    "server_upload_time", "session_id", "user_id", "uuid", "version_name",
+) + IDENTITY_FIELDS
+"""The export columns in row order: alphabetical, then the identity stage's columns, alphabetical."""
 
 
 class Kind(Enum):

@@ -62,6 +62,8 @@ class Reason(str, Enum):
     INVALID_TYPE = "invalid_type"
     INVALID_VALUE = "invalid_value"
     UNKNOWN_FIELD = "unknown_field"
+    INVALID_IDENTIFY = "invalid_identify"    # a user/group property update that cannot be applied (identity stage)
+    TOO_MANY_PROPERTIES = "too_many_properties"  # an update naming more properties than the limit (identity stage)
     INVALID_BATCH = "invalid_batch"          # a message of an internal topic that is not an EventBatch
     PROCESSING_ERROR = "processing_error"    # an unexpected failure on this record (a bug: please report it)
 
@@ -465,26 +467,30 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
             revenue["$currency"] = e.currency
         props = {**_json_decode(props), **revenue} if props is not None else revenue
 
-    # one positional argument per export column, in EXPORT_FIELDS order (checked at import below)
+    # one positional argument per export column, in EXPORT_FIELDS order (the fast and reference paths are
+    # compared byte for byte by the tests)
     row = _Row(
         insert_id, None, e.adid, None,                          # $insert_id $schema adid amplitude_attribution_ids
-        None, None, project, e.city,                            # amplitude_event_type amplitude_id app city
+        project, e.city,                                        # app city
         client_s, received_s, e.country, data,                  # client_event_time client_upload_time country data
         e.device_brand, e.carrier, None, device_id,             # device_brand device_carrier device_family device_id
         e.device_manufacturer, e.device_model, None, e.dma,     # device_manufacturer device_model device_type dma
         e.event_id, props if props is not None else _EMPTY,     # event_id event_properties
         client_s, e.event_type,                                 # event_time event_type
-        group_props if group_props is not None else _EMPTY,     # group_properties
         groups if groups is not None else _EMPTY,               # groups
         e.idfa, e.ip, None, e.language, e.library,              # idfa ip_address is_attribution_event language library
         e.location_lat, e.location_lng, e.os_name,              # location_lat location_lng os_name
-        e.os_version, None, e.platform, uploaded_s,             # os_version paying platform processed_time
+        e.os_version, e.platform,                               # os_version platform
         e.region, None, received_s, uploaded_s,                 # region sample_rate server_received/upload_time
         e.session_id if e.session_id is not None else -1,       # session_id
-        None, user_id,                                          # start_version user_id
-        user_props if user_props is not None else _EMPTY,       # user_properties
-        uid_s,                                                  # uuid
+        user_id, uid_s,                                         # user_id uuid
         e.version_name if e.version_name is not None else e.app_version,  # version_name
+        # IDENTITY_FIELDS
+        None, None,                                             # amplitude_event_type amplitude_id
+        group_props if group_props is not None else _EMPTY,     # group_properties
+        None, uploaded_s,                                       # paying processed_time
+        None, None,                                             # start_version user_creation_time
+        user_props if user_props is not None else _EMPTY,       # user_properties
     )
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())

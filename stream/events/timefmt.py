@@ -35,3 +35,11 @@ def hour_label(hour_ms: int) -> tuple[str, int]:
     """(``yyyy-MM-dd``, unpadded hour) of an hour, as the export key writes them."""
     t = time.gmtime(hour_ms // 1000)
     return time.strftime("%Y-%m-%d", t), t.tm_hour
+
+
+def parse_ms(s: str) -> int:
+    """``2024-03-09 07:15:02.123000`` (or with a ``T``) -> epoch milliseconds (UTC)."""
+    import calendar
+    secs = calendar.timegm(time.strptime(s[:19].replace("T", " "), "%Y-%m-%d %H:%M:%S"))
+    frac = s[20:23] if len(s) > 20 else ""
+    return secs * 1000 + (int(frac.ljust(3, "0")) if frac else 0)

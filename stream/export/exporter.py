@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -31,9 +33,9 @@ from stream import metrics
 from stream.check import explain_s3_error
 from stream.clock import Clock
 from stream.crashpoints import crash_point
-from stream.events.batch import decode_rows
+from stream.events.batch import Rows, decode_rows
 from stream.export.completion import ExportBook
-from stream.export.layout import AmplitudeLayout, SegmentLayout
+from stream.export.layout import AmplitudeLayout, MergedIdsLayout, SegmentLayout
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.export.storage import PutRequest, Storage
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
@@ -54,16 +56,57 @@ def layout_for(dest: DestinationSettings) -> AmplitudeLayout | SegmentLayout:
     return AmplitudeLayout(dest.prefix, dest.project)
 
 
+Decode = Callable[[bytes], Rows]
+"""A message of the exporter's topic -> its rows (raises if it is not one)."""
+
+
+@dataclass(frozen=True)
+class ExportInput:
+    """What one exporter of a destination reads and writes: its name in the ledger, topic, decoder and layout."""
+
+    name: str
+    topic: str
+    decode: Decode
+    layout: Any
+
+
+MERGED_IDS_SUFFIX = ".merged-ids"
+"""The merged-IDs exporter of destination d is ``d.merged-ids`` in the ledger, metrics and its consumer group (a
+destination name cannot hold a dot)."""
+
+
+def exporters_of(dest: DestinationSettings) -> list[tuple[str, str]]:
+    """(name in the ledger, what it exports: ``events`` or ``merged_ids``) of each exporter of ``dest``."""
+    out = []
+    if dest.exports_events():
+        out.append((dest.name, "events"))
+    if dest.exports_merged_ids():
+        out.append((dest.name + MERGED_IDS_SUFFIX, "merged_ids"))
+    return out
+
+
+def export_input(settings: Settings, dest: DestinationSettings, topic: str = "accepted") -> ExportInput:
+    """The events (``accepted``) or merged-IDs (``identity_merges``) export of ``dest``."""
+    if topic == "identity_merges":
+        return ExportInput(dest.name + MERGED_IDS_SUFFIX, settings.topics.name(topic), decode_rows,
+                           MergedIdsLayout(dest.prefix, dest.org_id or 0))
+    return ExportInput(dest.name, settings.topics.name(topic), decode_rows, layout_for(dest))
+
+
 class Exporter:
     def __init__(self, settings: Settings, dest: DestinationSettings, storage: Storage, clock: Clock,
-                 spool_dir: Path, append_ledger: AppendLedger, ledger: LedgerIndex, partitions: int | None = None):
+                 spool_dir: Path, append_ledger: AppendLedger, ledger: LedgerIndex, partitions: int | None = None,
+                 source: ExportInput | None = None):
         self.settings, self.dest, self.storage, self.clock = settings, dest, storage, clock
-        self.layout = layout_for(dest)
+        source = source or export_input(settings, dest)
+        self.name = source.name
+        self.layout = source.layout
+        self.decode = source.decode
         self.spool_dir = spool_dir
         self.append_ledger = append_ledger
         self.ledger = ledger
-        self.topic = settings.topics.name("accepted")
-        self.book = ExportBook(dest.name, partitions if partitions is not None else settings.topics.partitions)
+        self.topic = source.topic
+        self.book = ExportBook(self.name, partitions if partitions is not None else settings.topics.partitions)
         self.writers: dict[int, PartitionWriter] = {}
         self.limits = Limits(dest.max_object_bytes, dest.max_object_events, int(dest.close_grace_s * 1000))
         self._markers_written: set[int] = set()
@@ -78,12 +121,12 @@ class Exporter:
         w = self.writers.get(partition)
         if w is None:
             w = self.writers[partition] = PartitionWriter(partition, self.layout.key, self.spool_dir, self.ledger,
-                                                          self.limits)
+                                                          self.limits, getattr(self.layout, "first_key", None))
         return w
 
     def add(self, partition: int, offset: int, value: bytes) -> list[ClosedObject]:
         """Take the batch at ``offset``; raises if the message is not a batch."""
-        rows = decode_rows(value)
+        rows = self.decode(value)
         w = self.writer(partition)
         if rows.project != self.dest.project or not rows.count:
             w.skip(offset)
@@ -93,7 +136,7 @@ class Exporter:
                        rows.earliest_ms, rows.latest_ms, rows.source, rows.offsets)
         crash_point("export.added")
         if w.skipped_events != skipped:
-            metrics.EXPORT_SKIPPED.labels(self.dest.name).inc(w.skipped_events - skipped)
+            metrics.EXPORT_SKIPPED.labels(self.name).inc(w.skipped_events - skipped)
         return closed
 
     def tick(self, caught_up: set[int]) -> list[ClosedObject]:
@@ -123,7 +166,7 @@ class Exporter:
                                **self._retry)
         self._succeeded()
         crash_point("export.uploaded")
-        rec = LedgerRecord(d.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
+        rec = LedgerRecord(self.name, d.project, self.topic, obj.partition, obj.hour, d.bucket, obj.key,
                            obj.start_offset, obj.end_offset, obj.events, obj.marks, obj.size, obj.reason.value,
                            self.clock.now_ms(), group=obj.group)
         await self.append_ledger(rec)
@@ -132,10 +175,10 @@ class Exporter:
         if (w := self.writers.get(obj.partition)) is not None:   # None: revoked during the upload
             w.written(obj)
         obj.path.unlink(missing_ok=True)
-        metrics.EXPORT_EVENTS.labels(d.name).inc(obj.events)
-        metrics.EXPORT_OBJECTS.labels(d.name, obj.reason.value).inc()
-        metrics.EXPORT_BYTES.labels(d.name).inc(obj.size)
-        log.info("export %s: wrote s3://%s/%s (%d events, %d bytes, offsets %d-%d, %s%s)", d.name, d.bucket, obj.key,
+        metrics.EXPORT_EVENTS.labels(self.name).inc(obj.events)
+        metrics.EXPORT_OBJECTS.labels(self.name, obj.reason.value).inc()
+        metrics.EXPORT_BYTES.labels(self.name).inc(obj.size)
+        log.info("export %s: wrote s3://%s/%s (%d events, %d bytes, offsets %d-%d, %s%s)", self.name, d.bucket, obj.key,
                  obj.events, obj.size, obj.start_offset, obj.end_offset, obj.reason.value,
                  ", a straggler of a sealed hour" if obj.straggler else "")
         return rec
@@ -150,7 +193,7 @@ class Exporter:
             if due is None:
                 continue
             hour, reason = due
-            rec = LedgerRecord.seal(d.name, d.project, self.topic, p, hour, d.bucket, reason.value, now)
+            rec = LedgerRecord.seal(self.name, d.project, self.topic, p, hour, d.bucket, reason.value, now)
             await self.append_ledger(rec)
             crash_point("export.sealed")
             w.sealed(hour)
@@ -172,46 +215,46 @@ class Exporter:
                                    **self._retry)
             self._succeeded()
             crash_point("export.marker_uploaded")
-            await self.append_ledger(LedgerRecord.marker(d.name, d.project, self.topic, hour, d.bucket, key,
+            await self.append_ledger(LedgerRecord.marker(self.name, d.project, self.topic, hour, d.bucket, key,
                                                          self.clock.now_ms()))
             crash_point("export.marker_ledgered")
             self._markers_written.add(hour)
-            metrics.EXPORT_MARKERS.labels(d.name).inc()
-            log.info("export %s: hour complete on every partition: wrote s3://%s/%s", d.name, d.bucket, key)
+            metrics.EXPORT_MARKERS.labels(self.name).inc()
+            log.info("export %s: hour complete on every partition: wrote s3://%s/%s", self.name, d.bucket, key)
             keys.append(key)
         return keys
 
     # --- failures -------------------------------------------------------------------------------------------------
     async def _upload_failed(self, failure: Failure, exc: BaseException, obj: ClosedObject | None) -> None:
         d = self.dest
-        metrics.EXPORT_UPLOAD_FAILURES.labels(d.name, failure.reason).inc()
-        metrics.EXPORT_RETRYING.labels(d.name).set(1)
+        metrics.EXPORT_UPLOAD_FAILURES.labels(self.name, failure.reason).inc()
+        metrics.EXPORT_RETRYING.labels(self.name).set(1)
         if failure.kind == "permanent":
-            metrics.EXPORT_FAILING.labels(d.name).set(1)
+            metrics.EXPORT_FAILING.labels(self.name).set(1)
         if isinstance(exc, ClientError):
             detail = explain_s3_error(exc, "s3:PutObject", f"arn:aws:s3:::{d.bucket}/{d.prefix}*", d)
         else:
             detail = f"{type(exc).__name__}: {exc}"
         if failure.kind == "permanent":
-            log.error("export %s: %s; uploads retry every %.0fs until it is fixed", d.name, detail,
+            log.error("export %s: %s; uploads retry every %.0fs until it is fixed", self.name, detail,
                       self.settings.s3.permanent_retry_s)
         now = self.clock.now_ms()
         if self._last_error is not None and self._last_error[0] == failure.reason and \
                 now - self._last_error[1] < ERROR_RECORD_INTERVAL_MS:
             return
         self._last_error = (failure.reason, now)
-        rec = LedgerRecord.error(d.name, d.project, self.topic, obj.partition if obj else -1,
+        rec = LedgerRecord.error(self.name, d.project, self.topic, obj.partition if obj else -1,
                                  obj.hour if obj else -1, d.bucket, obj.key if obj else "", failure.reason, detail,
                                  now)
         self.book.add(rec)   # the status view shows it now; the ledger tail is not read while the upload retries
         try:   # every worker's status view; never let a slow broker hold the retries up
             await asyncio.wait_for(self.append_ledger(rec), 5)
         except Exception as e:
-            log.warning("export %s: could not record the failure in the ledger: %s", d.name, e)
+            log.warning("export %s: could not record the failure in the ledger: %s", self.name, e)
 
     def _succeeded(self) -> None:
-        metrics.EXPORT_FAILING.labels(self.dest.name).set(0)
-        metrics.EXPORT_RETRYING.labels(self.dest.name).set(0)
+        metrics.EXPORT_FAILING.labels(self.name).set(0)
+        metrics.EXPORT_RETRYING.labels(self.name).set(0)
         self._last_error = None
 
     # --- progress -------------------------------------------------------------------------------------------------
@@ -223,7 +266,7 @@ class Exporter:
         return min(times) if times else None
 
     def update_gauges(self) -> None:
-        d, now = self.dest.name, self.clock.now_ms()
+        d, now = self.name, self.clock.now_ms()
         oldest = self.oldest_unwritten_ms()
         metrics.EXPORT_OLDEST_AGE.labels(d).set(max(0, now - oldest) / 1000 if oldest is not None else 0)
         through = self.book.sealed_through()

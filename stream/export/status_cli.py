@@ -6,14 +6,17 @@ from typing import Any
 
 from stream import kafka
 from stream.export.completion import ExportBook
+from stream.export.exporter import exporters_of
 from stream.export.ledger import LedgerRecord
 from stream.settings import Settings
 
 
 async def read_status(settings: Settings, hours: int) -> dict[str, Any]:
     from stream.agents.export import export_status
-    partitions = await kafka.partition_count(settings, settings.topics.name("accepted")) or settings.topics.partitions
-    books = {d.name: ExportBook(d.name, partitions) for d in settings.destinations}
+    partitions = {"events": await kafka.partition_count(settings, settings.topics.name("accepted"))
+                  or settings.topics.partitions, "merged_ids": 1}     # identity.merges has one partition
+    books = {name: ExportBook(name, partitions[what]) for d in settings.destinations
+             for name, what in exporters_of(d)}
     for m in await kafka.read_all(settings, settings.topics.name("export_ledger")):
         r = LedgerRecord.decode(m.value)
         if r.destination in books:

@@ -63,9 +63,15 @@ class ClosedObject:
 
 
 class PartitionWriter:
-    def __init__(self, partition: int, key_for: KeyFor, spool_dir: Path, ledger: LedgerIndex, limits: Limits):
+    def __init__(self, partition: int, key_for: KeyFor, spool_dir: Path, ledger: LedgerIndex, limits: Limits,
+                 first_key_for: KeyFor | None = None):
         self.partition = partition
         self._key_for = key_for
+        # the key of an hour's first object, for layouts that name it apart (merged-IDs files): the first object
+        # of (hour, group) closed here, with none in the ledger -- facts of the data and the ledger, so a replay
+        # names an object as it was named before (a straggler of an hour sealed without objects is its first)
+        self._first_key_for = first_key_for
+        self._closed: set[tuple[int, str]] = set()
         self._spool_dir = spool_dir
         self._ledger = ledger
         self._limits = limits
@@ -141,6 +147,10 @@ class PartitionWriter:
         obj = self._open.pop(k)
         size = obj.spool.close()
         key = self._key_for(obj.hour, obj.group, self.partition, obj.start_offset)
+        if self._first_key_for is not None:
+            if k not in self._closed and self._ledger.written_through(self.partition, obj.hour, obj.group) < 0:
+                key = self._first_key_for(obj.hour, obj.group, self.partition, obj.start_offset)
+            self._closed.add(k)
         closed = ClosedObject(self.partition, obj.hour, obj.group, key, obj.start_offset, obj.end_offset,
                               obj.spool.events, obj.spool.raw_bytes, size, obj.spool.path, reason, obj.marks,
                               obj.earliest_ms, obj.straggler)

@@ -20,10 +20,11 @@ def test_check_names_missing_topics_and_buckets_then_passes(deployment, tmp_path
     assert r.output.splitlines() == [
         "configuration: ok (2 project(s), 1 destination(s))",
         f"kafka: missing topics {p}events.ingest, {p}events.valid, {p}events.accepted, {p}events.dead-letter, "
-        f"{p}exports.ledger, {settings.worker.app_id}-dedupe-changelog (the worker creates them at start if it "
-        "may create topics; otherwise create them)",
+        f"{p}exports.ledger, {settings.worker.app_id}-dedupe-changelog, {p}identity.links, {p}identity.merges, "
+        f"{settings.worker.app_id}-identity-changelog (the worker creates them at start if it may create topics; "
+        "otherwise create them)",
         f"destination main: ok (s3://{settings.destinations[0].bucket}/amp/424242/, encryption sse-s3)",
-        "Error: 6 problem(s) found; see above",
+        "Error: 9 problem(s) found; see above",
     ]
 
     asyncio.run(ensure_topics(settings))
@@ -34,7 +35,7 @@ def test_check_names_missing_topics_and_buckets_then_passes(deployment, tmp_path
     r = CliRunner().invoke(main, ["check", "-c", str(other)])
     assert r.exit_code == 1
     assert r.output.splitlines()[1:] == [
-        f"kafka: ok ({settings.kafka.bootstrap_servers}, 6 topics present)",
+        f"kafka: ok ({settings.kafka.bootstrap_servers}, 9 topics present)",
         "destination main: bucket no-such-bucket-here does not exist",
         "Error: 1 problem(s) found; see above",
     ]

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.integration
 
 H7 = 1709967600000   # 2024-03-09 07:00 UTC
 HOUR = 3_600_000
-EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 7:04d}", "insert_id": f"ins-{i}"},
-           H7 + (i // 20) * HOUR + i * 1000) for i in range(60)]   # three hours, seven devices
+EVENTS = [({"event_type": "Page Viewed", "device_id": f"device-{i % 7:04d}", "insert_id": f"ins-{i}",
+            **({"user_id": f"user-{i % 2:04d}"} if i % 3 == 0 else {})},
+           H7 + (i // 20) * HOUR + i * 1000) for i in range(60)]   # three hours, seven devices, two users
+# every (device, user) pair links a distinct id; all but each user's first are merged into it
+PAIRS = {(ev["device_id"], ev["user_id"]) for ev, _ in EVENTS if "user_id" in ev}
+MERGES = len(PAIRS) - 2
+# ids: one per device; a pair adopts its device's id when it is the device's first user, else takes a new one
+ALLOCATED = len({ev["device_id"] for ev, _ in EVENTS}) + len(PAIRS) - len({d for d, _ in PAIRS})
 DATA_HOURS = ["2024-03-09_7", "2024-03-09_8", "2024-03-09_9"]
 MULTIPART = ("export.multipart_created", "export.part_uploaded")
 
@@ -49,18 +55,23 @@ def listing(settings):
 
 
 def object_keys(settings):
-    return {k for k in listing(settings) if not k.endswith("_complete")}
+    return {k for k in listing(settings) if not k.endswith("_complete") and not k.startswith("amp/-")}
+
+
+def rows(settings, keys):
+    """Every JSON line of the objects ``keys``, with repeats."""
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    bucket = settings.destinations[0].bucket
+    out = []
+    for key in keys:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        out += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
+    return out
 
 
 def exported(settings):
     """insert_id of every row in the bucket, with repeats."""
-    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    bucket = settings.destinations[0].bucket
-    ids = []
-    for key in object_keys(settings):
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        ids += [orjson.loads(line)["$insert_id"] for line in gzip.decompress(body).splitlines()]
-    return sorted(ids)
+    return sorted(r["$insert_id"] for r in rows(settings, object_keys(settings)))
 
 
 def hours_complete(settings, hours=DATA_HOURS):
@@ -69,6 +80,24 @@ def hours_complete(settings, hours=DATA_HOURS):
     topic = settings.topics.name("export_ledger")
     marked = {LedgerRecord.decode(m.value).key for m in asyncio.run(read_all(settings, topic))}
     return all(f"amp/424242/424242_{h}_complete" in marked for h in hours)
+
+
+def merge_lines(settings):
+    """Every merge line in the bucket, with repeats."""
+    return rows(settings, [k for k in listing(settings) if k.startswith("amp/-")])
+
+
+def merges_written(settings):
+    recs = [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+        "export_ledger")))]
+    return sum(r.events for r in recs if r.destination.endswith(".merged-ids")) >= MERGES
+
+
+def exporting_merged_ids(path):
+    cfg = yaml.safe_load(path.read_text())
+    cfg["destinations"][0].update(exports="both", org_id=55)
+    path.write_text(yaml.safe_dump(cfg))
+    return load_settings(path)
 
 
 def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS, signal_after=None):
@@ -85,12 +114,24 @@ def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS,
     expected = sorted(ev["insert_id"] for ev, _ in events)
     assert exported(settings) == expected                 # no loss, no duplicate
     assert keys_before <= object_keys(settings)          # objects written before the kill keep their keys
+    if events is EVENTS:                                 # and every merge exactly once
+        wait_until(lambda: merges_written(settings), 60, "every merge on S3")
+        merges = merge_lines(settings)
+        merged = [m["merged_amplitude_id"] for m in merges]
+        assert len(merged) == MERGES and len(set(merged)) == MERGES
+        # same ids across the kill: no id allocated twice for a device or pair, none lost, partition by partition
+        ids = {r["amplitude_id"] for r in rows(settings, object_keys(settings))} | set(merged) | {
+            m["amplitude_id"] for m in merges}
+        assert len(ids) == ALLOCATED
+        for p in {i % 1024 for i in ids}:
+            mine = sorted(i for i in ids if i % 1024 == p)
+            assert mine == [k * 1024 + p for k in range(1, len(mine) + 1)]
 
 
 @pytest.mark.parametrize("point", [p for p in NAMES if p not in MULTIPART and p != "worker.stopping"])
 def test_killing_the_worker_at_each_point_neither_loses_nor_duplicates(deployment, worker, point):
     """Every stage replays what it had not committed; the exporter drops the replays by their source offsets."""
-    settings, _ = deployment
+    settings = exporting_merged_ids(deployment[1])
     asyncio.run(ensure_topics(settings))
     crash_then_recover(settings, worker, point)
 
@@ -133,7 +174,7 @@ def test_killing_the_worker_in_a_multipart_upload_neither_loses_nor_duplicates(d
 
 
 def test_killing_the_worker_as_it_starts_to_stop_neither_loses_nor_duplicates(deployment, worker):
-    settings, _ = deployment
+    settings = exporting_merged_ids(deployment[1])
     asyncio.run(ensure_topics(settings))
     crash_then_recover(settings, worker, "worker.stopping", signal_after=3)
 

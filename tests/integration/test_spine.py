@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from stream.devstack.services import free_port
 from stream.events import deadletter
 from stream.events.batch import EventBatch
+from stream.events.partitioning import partition_for
 from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerRecord
 from stream.kafka import ensure_topics, read_all
@@ -166,7 +167,9 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     one = next(r for r in rows if r["event_properties"]["n"] == 4)
     assert (one["app"], one["device_id"], one["user_id"], one["event_type"], one["client_event_time"],
             one["session_id"], one["amplitude_id"]) == (424242, "device-0003", "user-0004", "Page Viewed",
-                                                        "2024-03-09 08:00:01.000000", -1, None)
+                                                        "2024-03-09 08:00:01.000000", -1, 4097)
+    # the fourth id of partition 1 (ids are counter * 1024 + partition; stream.identity.ids)
+    assert partition_for("device-0003", 2) == 1
 
     # every rejected input is in the dead-letter topic with its reason and source coordinates
     dead = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]

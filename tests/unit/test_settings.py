@@ -41,3 +41,16 @@ def test_every_field_is_documented():
     assert ("kafka.bootstrap_servers", "'127.0.0.1:9092'",
             "Kafka bootstrap servers, comma separated (host:port,...).") in rows
     assert [p for p, _, doc in rows if not doc] == []
+
+
+def test_merged_ids_need_an_org_id_and_the_identity_stage():
+    import pytest as _pytest
+
+    from stream.errors import ConfigError
+    dest = {"name": "d", "project": 1, "bucket": "bkt", "exports": "both"}
+    with _pytest.raises(ConfigError, match="org_id is required"):
+        load_settings(None, projects=[{"id": 1}], destinations=[dest])
+    with _pytest.raises(ConfigError, match="needs identity.enabled"):
+        load_settings(None, projects=[{"id": 1}], destinations=[{**dest, "org_id": 5}], identity={"enabled": False})
+    s = load_settings(None, projects=[{"id": 1}], destinations=[{**dest, "org_id": 5}])
+    assert (s.destinations[0].exports_events(), s.destinations[0].exports_merged_ids()) == (True, True)

@@ -182,10 +182,13 @@ def test_segment_sdk_calls_land_mapped_with_their_full_messages(api_deployment, 
     lib = f"analytics-python/{SEGMENT_VERSION}"
     assert got == {
         "msg-1": ("Plan Upgraded", "u-77", "anon-0001", {"plan": "pro"}, {}, {}, {}, lib),
-        "msg-2": ("$identify", "u-77", "anon-0001", {}, {"$set": {"email": "ann@example.com"}}, {}, {}, lib),
+        # the identity stage exports an identify's user properties after its operations, and group properties
+        # as {type: {name: properties}} (stream/identity/device.py)
+        "msg-2": ("$identify", "u-77", "anon-0001", {}, {"email": "ann@example.com"}, {}, {}, lib),
         "msg-3": ("Viewed Pricing Page", "u-77", None, {"path": "/pricing", "name": "Pricing"}, {}, {}, {}, lib),
         "msg-4": ("Viewed Home Screen", "u-77", None, {"name": "Home"}, {}, {}, {}, lib),
-        "msg-5": ("$groupidentify", "u-77", None, {}, {}, {"company": "acme"}, {"$set": {"size": 50}}, lib),
+        "msg-5": ("$groupidentify", "u-77", None, {}, {}, {"company": "acme"}, {"company": {"acme": {"size": 50}}},
+                  lib),
         "msg-6": ("[Segment] Alias", "u-77", None, {"previousId": "anon-0001"}, {}, {}, {}, lib),
         "msg-8": ("Signed Up", "u-78", None, {}, {}, {}, {}, None),
     }

@@ -31,19 +31,21 @@ def test_writes_every_export_column_in_order_with_amplitude_values():
     assert isinstance(out, Normalized)
     uid = uuid_str(uuid5_bytes(ORIGIN))
     assert out.line == (
-        b'{"$insert_id":"ord-1","$schema":null,"adid":null,"amplitude_attribution_ids":null,'
-        b'"amplitude_event_type":null,"amplitude_id":null,"app":424242,"city":null,'
-        b'"client_event_time":"2024-03-09 07:15:00.000000","client_upload_time":"2024-03-09 16:00:00.123000",'
+        b'{"$insert_id":"ord-1","$schema":null,"adid":null,"amplitude_attribution_ids":null,"app":424242,'
+        b'"city":null,"client_event_time":"2024-03-09 07:15:00.000000","client_upload_time":"2024-03-09 16:00:00.123000",'
         b'"country":null,"data":{"idfv":"idfv-1"},"device_brand":null,"device_carrier":"Verizon",'
         b'"device_family":null,"device_id":"dev-12345","device_manufacturer":null,"device_model":null,'
         b'"device_type":null,"dma":null,"event_id":null,"event_properties":{"sku":"a","$price":9.5,"$quantity":2},'
-        b'"event_time":"2024-03-09 07:15:00.000000","event_type":"Order Completed","group_properties":{},'
+        b'"event_time":"2024-03-09 07:15:00.000000","event_type":"Order Completed",'
         b'"groups":{},"idfa":null,"ip_address":"10.1.2.3","is_attribution_event":null,"language":null,'
-        b'"library":null,"location_lat":null,"location_lng":null,"os_name":null,"os_version":null,"paying":null,'
-        b'"platform":null,"processed_time":"2024-03-09 16:00:00.123000","region":null,"sample_rate":null,'
+        b'"library":null,"location_lat":null,"location_lng":null,"os_name":null,"os_version":null,'
+        b'"platform":null,"region":null,"sample_rate":null,'
         b'"server_received_time":"2024-03-09 16:00:00.123000","server_upload_time":"2024-03-09 16:00:00.123000",'
-        b'"session_id":-1,"start_version":null,"user_id":"user-20391","user_properties":{},'
-        b'"uuid":"' + uid.encode() + b'","version_name":"2.1.0"}')
+        b'"session_id":-1,"user_id":"user-20391","uuid":"' + uid.encode() + b'","version_name":"2.1.0",'
+        # the identity stage's columns come last (IDENTITY_FIELDS)
+        b'"amplitude_event_type":null,"amplitude_id":null,"group_properties":{},"paying":null,'
+        b'"processed_time":"2024-03-09 16:00:00.123000","start_version":null,"user_creation_time":null,'
+        b'"user_properties":{}}')
     assert list(orjson.loads(out.line)) == list(EXPORT_FIELDS)
     assert out.dedupe_key == b"424242\x00dev-12345\x00ord-1"
     assert out.partition_key == "dev-12345"

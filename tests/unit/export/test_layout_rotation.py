@@ -64,3 +64,12 @@ def test_an_idle_partition_seals_by_the_clock_even_with_no_data():
     assert sealed_hour(H7 + 5, True, H7 + 3 * HOUR_MS + 60_000, 60_000) == (H7 + 2 * HOUR_MS, CloseReason.IDLE)
     # the data can be ahead of the clock (producer timestamps): the later of the two wins
     assert sealed_hour(H7 + 3 * HOUR_MS + 60_000, True, H7, 60_000) == (H7 + 2 * HOUR_MS, CloseReason.HOUR_CLOSED)
+
+
+def test_merged_ids_files_are_named_by_org_and_hour_and_later_objects_numbered():
+    from stream.export.layout import MergedIdsLayout
+    lay = MergedIdsLayout("amp/", 189524)
+    h17 = 1579971600000   # 2020-01-25 17:00 UTC
+    assert lay.first_key(h17, "", 0, 12) == "amp/-189524_2020-01-25_17.json.gz"
+    assert lay.key(h17, "", 0, 12) == "amp/-189524_2020-01-25_17#12000.json.gz"
+    assert lay.marker_key(h17) is None

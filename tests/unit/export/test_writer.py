@@ -132,3 +132,37 @@ def test_after_a_restart_the_ledger_marks_drop_replays_of_written_events(tmp_pat
     finish_all(ex, ex.tick(caught_up={0}))
     assert gzip.decompress(storage.objects[("bkt", "amp/424242/424242_2024-03-09_7#9000.json.gz")]) == b"d\n"
     assert ex.writers[0].skipped_events == 2
+
+
+def merged_ids(tmp_path, ledger=None, **dest):
+    from stream.export.exporter import export_input
+    s = settings(exports="both", org_id=99, **dest)
+    records = []
+
+    async def append(rec):
+        records.append(rec)
+    storage = MemoryStorage()
+    ex = Exporter(s, s.destinations[0], storage, FakeClock(H7 + 2 * HOUR), tmp_path, append, ledger or LedgerIndex(),
+                  partitions=1, source=export_input(s, s.destinations[0], "identity_merges"))
+    return ex, storage, records
+
+
+def test_merged_ids_go_to_one_file_per_hour_named_by_org_then_numbered_objects(tmp_path):
+    ex, storage, records = merged_ids(tmp_path, max_object_bytes=20)
+    src = Source("identity.links", 0)
+    ex.add(0, 0, batch(H7, [b'{"m":1}'], offsets=[0], source=src))
+    closed = ex.add(0, 1, batch(H7, [b'{"m":2}', b'{"m":3}'], offsets=[1, 1], source=src))    # over 20 bytes
+    finish_all(ex, closed)
+    ex.add(0, 2, batch(H7, [b'{"m":4}'], offsets=[2], source=src))
+    finish_all(ex, ex.add(0, 3, batch(H7 + HOUR, [b'{"m":5}'], [H7 + HOUR + 30_000], offsets=[3], source=src)))
+    assert sorted(k for _, k in storage.objects) == ["amp/-99_2024-03-09_7#2000.json.gz",
+                                                     "amp/-99_2024-03-09_7.json.gz"]
+    assert gzip.decompress(storage.objects[("bkt", "amp/-99_2024-03-09_7.json.gz")]) == \
+        b'{"m":1}\n{"m":2}\n{"m":3}\n'
+    assert {r.destination for r in records} == {"main.merged-ids"}
+    assert ex.topic == "identity.merges"
+    # after a restart the ledger has the hour's first object: a rebuilt later object keeps its number
+    ex2, storage2, _ = merged_ids(tmp_path, LedgerIndex(records[:1]), max_object_bytes=20)
+    ex2.add(0, 2, batch(H7, [b'{"m":4}'], offsets=[2], source=src))
+    closed = ex2.add(0, 3, batch(H7 + HOUR, [b'{"m":5}'], [H7 + HOUR + 30_000], offsets=[3], source=src))
+    assert [c.key for c in closed] == ["amp/-99_2024-03-09_7#2000.json.gz"]

@@ -1,0 +1,163 @@
+"""The identity stage's Kafka side: the device side inside the dedupe agent's batch, and the user-side agent.
+
+``DeviceSide.batch`` runs in the dedupe agent after the dedupe decision, on the
+same events.valid partition (no extra hop for the rows): it rolls back a
+replayed batch, resolves ids and fields (``stream.identity.device``), writes
+the state (one WriteBatch, one changelog record), and returns the enriched
+batch, the dead letters and the links to send. ``DeviceSide.remaps`` applies a
+remap message read from events.valid. ``register`` adds the user-side agent on
+identity.links (``stream.identity.users``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import faust
+from faust.types import TP
+
+from stream import metrics
+from stream.crashpoints import crash_point
+from stream.events import deadletter
+from stream.events.batch import EventBatch, Origin, Source
+from stream.events.deadletter import not_a_batch
+from stream.events.normalize import Reason, Rejected, uuid5_bytes
+from stream.events.partitioning import partition_for
+from stream.events.timefmt import format_ms
+from stream.identity.device import apply_remaps, resolve_batch
+from stream.identity.records import Links, dec_links, decode_remaps, enc, encode_remaps
+from stream.identity.table import IdentityTable
+from stream.identity.users import decide, group_merges
+from stream.settings import Settings
+from stream.topics import identity_changelog
+
+log = logging.getLogger(__name__)
+
+
+def add_table(app: faust.App, settings: Settings) -> IdentityTable:
+    t = settings.topics
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    changelog = app.topic(identity_changelog(settings), partitions=t.partitions, internal=True, retention=None,
+                          compacting=False, deleting=True, config={"retention.ms": "-1"}, **raw)
+    return app.tables.add(IdentityTable(
+        app, name="identity", partitions=t.partitions, changelog_topic=changelog,
+        help="devices, (device, user) pairs, users, profiles, groups",
+        options={"bloom_filter_size": 10, "block_cache_size": settings.identity.block_cache_mb << 20,
+                 "write_buffer_size": settings.identity.write_buffer_mb << 20, "max_write_buffer_number": 2},
+        key_type=bytes, value_type=bytes))
+
+
+class DeviceSide:
+    """The device side of one worker's dedupe agent."""
+
+    def __init__(self, settings: Settings, table: IdentityTable, links: faust.TopicT, dead: faust.TopicT,
+                 valid_name: str, committed: Callable[[int], int | None]):
+        self.settings, self.table, self.links, self.dead = settings, table, links, dead
+        self.valid_name, self.committed = valid_name, committed
+        self.partitions = settings.topics.partitions
+
+    def _rollback(self, partition: int, offset: int, origin: bytes) -> None:
+        undone = self.table.rollback(partition, offset, origin)
+        if undone:
+            metrics.IDENTITY_ROLLBACKS.inc(undone)
+            log.info("identity: %s[%d]@%d read again: rolled back %d batches of state", self.valid_name, partition,
+                     offset, undone)
+
+    def remaps(self, value: bytes, partition: int, offset: int) -> bool:
+        """Apply the message at ``offset`` if it is a remap message; False if it is not one."""
+        remaps = decode_remaps(value)
+        if remaps is None:
+            return False
+        origin = f"{self.valid_name}[{partition}]@{offset}".encode()
+        self._rollback(partition, offset, origin)
+        writes, before, applied = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys))
+        self.table.apply(partition, offset, writes, before, origin, self.committed(partition))
+        metrics.IDENTITY_REMAPS.inc(applied)
+        crash_point("identity.remap_applied")
+        return True
+
+    async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int) -> EventBatch:
+        """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered."""
+        origin = f"{self.valid_name}[{partition}]@{offset}".encode()
+        self._rollback(partition, offset, origin)
+        res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
+                            lambda keys: self.table.get_many(partition, keys))
+        self.table.apply(partition, offset, res.writes, res.before, origin, self.committed(partition))
+        crash_point("identity.state_written")
+        metrics.IDENTITY_IDS.inc(res.allocated)
+        if res.rejected:
+            now = time.time_ns() // 1_000_000
+            for i, err in res.rejected:
+                why = Rejected(Reason(err.reason), err.field, f"{err.detail} (identity stage; source "
+                               f"{out.source_of_events()[0]}@{out.source_of_events()[1][i]})")
+                await self.dead.send(value=deadletter.encode(why, self.valid_name, partition, offset, timestamp_ms,
+                                                             None, out.lines[i], now,
+                                                             self.settings.kafka.max_request_bytes // 2))
+                metrics.EVENTS_DEAD_LETTERED.labels("identity", err.reason).inc()
+            out = out.select(res.keep, out.origin)
+        out.lines = res.lines
+        if res.links:
+            by_part: dict[int, list] = {}
+            for link in res.links:
+                by_part.setdefault(partition_for(link.user, self.partitions), []).append(link)
+            for q, links in by_part.items():
+                await self.links.send(value=enc.encode(Links(partition, offset, links)), partition=q)
+            metrics.IDENTITY_LINKS.inc(len(res.links))
+            crash_point("identity.links_sent")
+        return out
+
+
+def register(app: faust.App, settings: Settings, table: IdentityTable, valid: faust.TopicT,
+             links: faust.TopicT, dead: faust.TopicT) -> None:
+    """The user side: an agent on identity.links that adopts or merges, and sends merges and remaps."""
+    t = settings.topics
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    merges = app.topic(t.name("identity_merges"), partitions=1, **raw)
+    links_name = links.get_topic_name()
+
+    @app.agent(links, name="identity-users")
+    async def users(stream: faust.StreamT) -> None:
+        """Per links message: decide, send merges and remaps and wait for Kafka to have them, then write the
+        state (see ``stream.identity.users`` for why this order)."""
+        async for event in stream.events():
+            msg = event.message
+            try:
+                message = dec_links(event.value)
+            except Exception as exc:   # not a links message: kept in the dead-letter topic, never retried
+                await dead.send(key=msg.key, value=not_a_batch(msg.topic, msg.partition, msg.offset,
+                                                               int(msg.timestamp * 1000), msg.key, event.value, exc,
+                                                               settings.kafka.max_request_bytes))
+                metrics.EVENTS_DEAD_LETTERED.labels("identity", Reason.INVALID_BATCH.value).inc()
+                continue
+            p = msg.partition
+            d = decide(message, lambda keys: table.get_many(p, keys))
+            if d.skipped:
+                continue
+            sent = []
+            for vp, remaps in d.remaps.items():
+                sent.append(await valid.send(value=encode_remaps(remaps), partition=vp))
+            for (project, hour), ms in group_merges(d.merges).items():
+                n = len(ms)
+                batch = EventBatch(project, hour, Origin(links_name, p, msg.offset), offsets=[msg.offset] * n,
+                                   keys=[b""] * n, times=[m.merge_server_time for m in ms],
+                                   uuids=[uuid5_bytes(f"{links_name}/{p}/{msg.offset}/{i}") for i in range(n)],
+                                   lines=[m.line() for m in ms], source=Source(links_name, p))
+                sent.append(await merges.send(value=batch.encode(), partition=0))
+            for fut in sent:
+                await fut
+            crash_point("identity.merges_sent")
+            metrics.IDENTITY_MERGES.inc(len(d.merges))
+            table.write(p, d.writes, f"{links_name}[{p}]@{msg.offset}".encode())
+            crash_point("identity.users_written")
+
+
+def committed_offsets(app: faust.App, topic: str) -> Callable[[int], int | None]:
+    """The committed offset of ``topic[partition]`` as faust's consumer last committed or read it."""
+    def committed(partition: int) -> int | None:
+        try:
+            return app.consumer._committed_offset.get(TP(topic, partition))
+        except Exception:
+            return None
+    return committed

@@ -1,0 +1,420 @@
+"""The device side of identity, in the dedupe agent's batch: amplitude_ids, user and group fields, links out.
+
+Pure: ``resolve_batch`` takes the accepted rows of one events.valid batch and a
+multi-get on the partition's identity state, and returns the enriched rows, the
+rejected events, the links for the user side and the state writes with their
+pre-images (the journal). ``apply_remaps`` does the same for a remap message.
+
+**Ids** (``stream.identity.ids``). A device seen for the first time gets a new
+id from its partition's counter. A user_id seen on a device for the first time
+*links* them: the pair adopts the device's id when the device had no user yet,
+or a new id when the device belonged to another user_id (a user_id that changes
+on one device: Amplitude never merges two user_ids, so each user keeps its own
+id on the shared device). Each new pair sends a link to identity.links, keyed by
+user_id; the user side (``stream.identity.users``) adopts the first id it sees
+for a user and *merges* every later one into it: a merge record, and a remap
+back to the device's events.valid partition, which moves the pair (and the
+device, when that user is still its current one) to the user's id.
+
+**Races, and which id an event carries.** An event carries the id its device
+(or its (device, user) pair) has in its partition's state when the event is
+processed -- in events.valid order, where remap messages sit among the batches.
+So while a merge is in flight (the link on its way to the user side, the remap
+on its way back), a new device of a known user exports its own, pre-merge id;
+from the remap on, it exports the user's. The merged-IDs file records the
+merge, as Amplitude's does for events exported before a merge. Two devices of
+one user on two partitions at once: each links; the link the user side reads
+first gives the user its id, the other is merged into it -- which one wins
+depends on the order the links reach the user's identity.links partition, and
+is then fixed in the user table. An identify that arrives after the user's
+events changes the properties of the events after it only (rows are never
+rewritten).
+
+**User fields** live per (partition, amplitude_id): ``user_creation_time`` is
+the event_time of the user's first event on the partition, ``start_version``
+the first version_name, ``paying`` whether a revenue event (``$revenue`` or
+``$price`` in event_properties) was seen, ``user_properties`` the result of
+every update in partition order (``stream.identity.ops``): a non-identify
+event's user_properties are set, an ``$identify``'s operations applied. A
+device's events see what its own partition knows; what was set through a device
+on another partition arrives with the remap that merges the device into the
+user (the remap carries the user side's fields: the earliest creation time and
+its start_version, paying if any device paid, the properties the user side
+knows overridden by what this partition had for the user and then by what this
+device had set). Updates made on another partition after that merge are not
+seen here. Group properties (``$groupidentify``: ``groups`` + ``group_properties``
+operations) are kept per partition the same way, and every event with
+``groups`` exports ``group_properties`` as ``{type: {name: properties}}``.
+
+**Replays.** The output depends only on the rows and the state, and every
+batch's writes are journaled with their pre-images under its events.valid
+offset, so a batch read again after a crash (its offset at or below the
+state's applied offset) first rolls the state back to before it and then
+computes exactly the same rows, ids and links (``stream.identity.table``).
+Links are deduplicated by the user side with a watermark per events.valid
+partition; remaps are idempotent (a remap whose pair no longer has the old id
+does nothing).
+
+Export fields set here: amplitude_id, user_properties, group_properties (when
+the event has groups), user_creation_time, start_version, paying,
+processed_time (the Kafka timestamp of the events.valid message: deterministic
+on replay), amplitude_event_type (``$identify`` and ``$groupidentify`` rows
+carry their event type there too, *unverified*: Amplitude's docs list the field
+without its values). Identify rows are exported like any other event, with the
+properties after their operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import msgspec
+
+from stream.events.fields import IDENTITY_FIELDS
+from stream.events.timefmt import parse_ms
+from stream.identity import ids
+from stream.identity.ops import OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values
+from stream.identity.records import (
+    COUNTER, Device, Link, Profile, Remap, dec_device, dec_profile, decode_int, device_key, enc, encode_int,
+    group_key, pair_key, profile_key)
+
+GetMany = Callable[[list[bytes]], list[bytes | None]]
+_encode = msgspec.json.Encoder().encode
+_json = msgspec.json.Decoder().decode
+_EMPTY = b"{}"
+_EMPTY_RAW = msgspec.Raw(_EMPTY)
+_NULL = b"null"
+
+
+class _Revenue(msgspec.Struct, gc=False):
+    """Whether event_properties name a revenue: nothing else of them is decoded."""
+    revenue: Any = msgspec.field(default=msgspec.UNSET, name="$revenue")
+    price: Any = msgspec.field(default=msgspec.UNSET, name="$price")
+
+
+class _In(msgspec.Struct, gc=False):
+    """What this stage reads of an export row: a few typed columns, and as raw JSON the identity columns that can
+    hold anything but null when the row comes from ``stream.events.normalize``."""
+    device_id: str | None = None
+    user_id: str | None = None
+    event_type: str = ""
+    version_name: str | None = None
+    event_time: str | None = None
+    event_properties: _Revenue = msgspec.field(default_factory=_Revenue)
+    groups: msgspec.Raw = msgspec.Raw(b"{}")
+    group_properties: msgspec.Raw = msgspec.Raw(b"{}")
+    processed_time: msgspec.Raw = msgspec.Raw(b"null")
+    user_properties: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+_decode_in = msgspec.json.Decoder(_In).decode
+_TAIL = b",".join(b'"%s":%%b' % f.encode() for f in IDENTITY_FIELDS) + b"}"
+"""The identity columns at the end of a row, by value (raw JSON, ``%b``), and the row's closing brace."""
+_NEW_TAIL = _TAIL % tuple(b"%b" if f in ("group_properties", "processed_time", "user_properties") else b"null"
+                          for f in IDENTITY_FIELDS)
+"""The tail of a row from ``stream.events.normalize``: null but for group_properties, processed_time and
+user_properties (``%b``)."""
+
+
+def _head(line: bytes, r: _In) -> tuple[bytes, bytes]:
+    """The row without its identity columns, up to and including the comma before them, and its
+    amplitude_event_type (raw JSON).
+
+    A row from ``stream.events.normalize`` ends with them (EXPORT_FIELDS order), so its tail is checked byte for
+    byte against the values just decoded, and cut off; any other row (another column order, identity columns
+    already filled) is re-encoded without them."""
+    tail = _NEW_TAIL % (r.group_properties, r.processed_time, r.user_properties)
+    cut = len(line) - len(tail)
+    if line.endswith(tail) and line[cut - 1:cut] == b",":
+        return line[:cut], _NULL
+    row = _json(line)
+    rest = {k: v for k, v in row.items() if k not in IDENTITY_FIELDS}
+    return _encode(rest)[:-1] + b"," if rest else b"{", _encode(row.get("amplitude_event_type"))
+
+
+IDENTIFY, GROUP_IDENTIFY = "$identify", "$groupidentify"
+
+
+class Resolution(NamedTuple):
+    lines: list[bytes]                           # the enriched rows of the events kept, in order
+    keep: list[bool]                             # per input row: False when rejected
+    rejected: list[tuple[int, IdentifyError]]    # (row index, why)
+    links: list[Link]
+    writes: dict[bytes, bytes | None]            # key -> new value (None: delete)
+    before: dict[bytes, bytes | None]            # key -> its value before the batch
+    allocated: int                               # ids allocated
+
+
+class BatchState:
+    """A batch's view of the partition's state: read by multi-get, written in memory, pre-images kept."""
+
+    def __init__(self, get_many: GetMany):
+        self._get_many = get_many
+        self.values: dict[bytes, bytes | None] = {}
+        self.writes: dict[bytes, bytes | None] = {}
+
+    def load(self, keys: set[bytes]) -> None:
+        want = [k for k in keys if k not in self.values]
+        if want:
+            self.values.update(zip(want, self._get_many(want)))
+
+    def get(self, key: bytes) -> bytes | None:
+        if key not in self.values:
+            self.load({key})
+        return self.values[key]
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.get(key)
+        self.writes[key] = value
+
+    def current(self, key: bytes) -> bytes | None:
+        return self.writes[key] if key in self.writes else self.get(key)
+
+    def before(self) -> dict[bytes, bytes | None]:
+        return {k: self.values[k] for k in self.writes}
+
+
+class _Props:
+    """A user's (or group's) fields while a batch runs: the record, its properties decoded when needed, and the
+    JSON of its amplitude_id, paying, start_version and creation time (None until asked, and again when one of
+    them changes)."""
+
+    __slots__ = ("profile", "props", "raw", "dirty", "fields")
+
+    def __init__(self, profile: Profile):
+        self.profile, self.props, self.raw, self.dirty = profile, None, profile.props, False
+        self.fields: tuple[bytes, bytes, bytes, bytes] | None = None
+
+    def get(self) -> dict[str, Any]:
+        if self.props is None:
+            self.props = _json(self.raw)
+        return self.props
+
+    def replace(self, props: dict[str, Any]) -> None:
+        if props != self.get():
+            self.props, self.raw, self.dirty = props, _encode(props), True
+
+    def set(self, values: dict[str, Any], raw: bytes) -> None:
+        """Apply a checked plain update whose JSON is ``raw``. When it names every property the user has (an
+        SDK that sends all of them with each event), the result is the update itself, and so is its JSON."""
+        props = self.get()
+        if props.keys() <= values.keys() and OPERATIONS.isdisjoint(values):
+            self.props, self.raw, self.dirty = values, raw, True
+        else:
+            self.replace(set_values(props, values))
+
+
+def _device_of(row: Any) -> str:
+    return row.device_id if row.device_id is not None else "\x01" + row.user_id
+
+
+def _paid(r: _In) -> bool:
+    """A revenue event: ``$revenue`` or ``$price`` among its event_properties."""
+    return r.event_properties.revenue is not msgspec.UNSET or r.event_properties.price is not msgspec.UNSET
+
+
+def _groups(raw: bytes) -> list[tuple[str, str]]:
+    """(type, name) of an event's ``groups``: a name, or a list of names, per type."""
+    g = _json(raw)
+    out = []
+    for t, names in g.items():
+        for n in (names if type(names) is list else [names]):
+            if type(n) is not str:
+                raise IdentifyError("invalid_identify", f"groups.{t}",
+                                    f"groups.{t} must be a group name or a list of names")
+            out.append((t, n))
+    return out
+
+
+def _json_or_null(v: str | None) -> bytes:
+    return _NULL if v is None else _encode(v)
+
+
+def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, partition: int,
+                  processed_time: str, get_many: GetMany) -> Resolution:
+    """Ids, user and group fields for the rows of one batch (see the module docstring)."""
+    st = BatchState(get_many)
+    n = len(lines)
+    rows: list[Any] = [None] * n
+    devkeys: list[bytes] = [b""] * n
+    updates: list[tuple[str, Any, bytes] | None] = [None] * n   # ("identify" | "set", checked value, its JSON)
+    group_ops: list[dict[str, Any] | None] = [None] * n
+    groups: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+    keep = [True] * n
+    rejected: list[tuple[int, IdentifyError]] = []
+    keys = {COUNTER}
+    for i, line in enumerate(lines):
+        try:
+            r = _decode_in(line)
+            up = r.user_properties
+            if r.event_type == IDENTIFY:
+                raw = bytes(up)
+                updates[i] = ("identify", check_identify(_json(raw)), raw)
+            elif up != _EMPTY_RAW:
+                raw = bytes(up)
+                updates[i] = ("set", check_set(_json(raw), raw=raw), raw)
+            g = r.groups
+            if g != _EMPTY_RAW:
+                groups[i] = _groups(bytes(g))
+                if r.event_type == GROUP_IDENTIFY:
+                    group_ops[i] = check_identify(_json(bytes(r.group_properties)), "group_properties")
+        except (IdentifyError, msgspec.DecodeError) as exc:
+            keep[i] = False
+            rejected.append((i, exc if isinstance(exc, IdentifyError) else
+                             IdentifyError("invalid_identify", "user_properties", str(exc))))
+            continue
+        rows[i] = r
+        devkeys[i] = dk = device_key(project, _device_of(r))
+        keys.add(dk)     # (device, user) pairs are read when needed: a device with another user, a new user
+        for t, name in groups[i]:
+            keys.add(group_key(project, t, name))
+    st.load(keys)
+
+    # ids, in order
+    counter = decode_int(st.get(COUNTER), 0)
+    counter0 = counter
+    aids = [0] * n
+    linked = [False] * n
+    devices: dict[bytes, Device | None] = {}
+    for i, r in enumerate(rows):
+        if r is None:
+            continue
+        dk = devkeys[i]
+        if dk in devices:
+            d = devices[dk]
+        else:
+            v = st.get(dk)
+            d = devices[dk] = dec_device(v) if v is not None else None
+        uid = r.user_id or ""
+        if d is not None and (not uid or uid == d.user):
+            aids[i] = d.aid
+            continue
+        if d is None or d.user == "":
+            if d is None:
+                aid, counter = ids.allocate(counter, partition)
+            else:
+                aid = d.aid
+        else:   # another user_id on this device: its own pair, known or new
+            pk = pair_key(project, _device_of(r), uid)
+            known = st.current(pk)
+            if known is not None:
+                aid = decode_int(known, 0)
+            else:
+                aid, counter = ids.allocate(counter, partition)
+        if uid and (d is None or d.user != uid):
+            pk = pair_key(project, _device_of(r), uid)
+            if st.current(pk) is None:
+                st.put(pk, encode_int(aid))
+                linked[i] = True
+        d = devices[dk] = Device(aid, uid)
+        st.put(dk, enc.encode(d))
+        aids[i] = aid
+    if counter != counter0:
+        st.put(COUNTER, encode_int(counter))
+
+    # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
+    st.load({profile_key(project, a) for a, r in zip(aids, rows) if r is not None})
+    profiles: dict[int, _Props] = {}
+    group_state: dict[bytes, _Props] = {}
+    out: list[bytes] = []
+    links: list[Link] = []
+    processed = _encode(processed_time)
+    for i, r in enumerate(rows):
+        if r is None:
+            continue
+        aid = aids[i]
+        p = profiles.get(aid)
+        if p is None:
+            v = st.get(profile_key(project, aid))
+            p = profiles[aid] = _Props(dec_profile(v) if v is not None else Profile(None, None, False))
+        prof = p.profile
+        if prof.created is None and r.event_time is not None:
+            prof.created, p.dirty, p.fields = r.event_time, True, None
+        if prof.start_version is None and r.version_name is not None:
+            prof.start_version, p.dirty, p.fields = r.version_name, True, None
+        line = lines[i]
+        if not prof.paying and _paid(r):
+            prof.paying, p.dirty, p.fields = True, True, None
+        u = updates[i]
+        if u is not None:
+            if u[0] == "identify":
+                p.replace(identify(p.get(), u[1]))
+            else:
+                p.set(u[1], u[2])
+        gp = r.group_properties
+        if groups[i]:
+            shown: dict[str, dict[str, Any]] = {}
+            for t, name in groups[i]:
+                gk = group_key(project, t, name)
+                g = group_state.get(gk)
+                if g is None:
+                    v = st.get(gk)
+                    g = group_state[gk] = _Props(Profile(None, None, False, v if v is not None else _EMPTY))
+                if group_ops[i] is not None:
+                    g.replace(identify(g.get(), group_ops[i]))
+                shown.setdefault(t, {})[name] = g.get()
+            gp = _encode(shown)
+        f = p.fields
+        if f is None:
+            f = p.fields = (b"%d" % aid, b"true" if prof.paying else b"false", _json_or_null(prof.start_version),
+                            _json_or_null(prof.created))
+        head, event_type = _head(line, r)
+        et = r.event_type
+        out.append(head + _TAIL % (b'"%s"' % et.encode() if et == IDENTIFY or et == GROUP_IDENTIFY else event_type,
+                                   f[0], gp, f[1], processed, f[2], f[3], p.raw))
+        if linked[i]:
+            links.append(Link(project, r.user_id, _device_of(r), partition, aid,
+                              parse_ms(r.event_time) if r.event_time else times[i], times[i], prof.created,
+                              prof.start_version, prof.paying, p.raw))
+    for aid, p in profiles.items():
+        if p.dirty:
+            p.profile.props = p.raw
+            st.put(profile_key(project, aid), enc.encode(p.profile))
+    for gk, g in group_state.items():
+        if g.dirty:
+            st.put(gk, g.raw)
+    return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0)
+
+
+def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:
+    """The user's fields on a partition after a remap: the earliest creation time (and its start_version), paying
+    if any was, properties: the user side's, overridden by this partition's for the user, then the device's."""
+    firsts = [(x.created, x.start_version) for x in (remap, dst, src) if x is not None and x.created is not None]
+    created, start = min(firsts, key=lambda c: c[0]) if firsts else (None, None)
+    if start is None:
+        start = next((x.start_version for x in (remap, dst, src) if x is not None and x.start_version), None)
+    props = _json(remap.props)
+    for x in (dst, src):
+        if x is not None:
+            props.update(_json(x.props))
+    paying = any(x.paying for x in (remap, dst, src) if x is not None)
+    return Profile(created, start, paying, _encode(props))
+
+
+def apply_remaps(remaps: Sequence[Remap], get_many: GetMany) -> tuple[dict[bytes, bytes | None],
+                                                                       dict[bytes, bytes | None], int]:
+    """(writes, pre-images, remaps applied) of a remap message; a remap whose pair moved on already does nothing."""
+    st = BatchState(get_many)
+    keys: set[bytes] = set()
+    for m in remaps:
+        keys |= {pair_key(m.project, m.device, m.user), device_key(m.project, m.device),
+                 profile_key(m.project, m.from_aid), profile_key(m.project, m.to_aid)}
+    st.load(keys)
+    applied = 0
+    for m in remaps:
+        pk = pair_key(m.project, m.device, m.user)
+        if decode_int(st.current(pk), -1) != m.from_aid:
+            continue
+        applied += 1
+        st.put(pk, encode_int(m.to_aid))
+        dk = device_key(m.project, m.device)
+        v = st.current(dk)
+        if v is not None:
+            d = dec_device(v)
+            if d.user == m.user and d.aid == m.from_aid:
+                st.put(dk, enc.encode(Device(m.to_aid, m.user)))
+        to_k, from_k = profile_key(m.project, m.to_aid), profile_key(m.project, m.from_aid)
+        dst, src = st.current(to_k), st.current(from_k)
+        st.put(to_k, enc.encode(fold(m, dec_profile(dst) if dst else None, dec_profile(src) if src else None)))
+    return dict(st.writes), st.before(), applied

@@ -1,0 +1,170 @@
+"""The identity state's records and keys, and the messages of identity.links and the remaps on events.valid.
+
+State (one faust table, ``<app_id>-identity-changelog``; partition p holds the
+device side of events.valid[p] and the user side of identity.links[p]):
+
+==========================================  ================================================
+key                                          value (msgpack arrays, ``Struct`` below)
+==========================================  ================================================
+``c``                                        the partition's id counter (``ids.allocate``)
+``a``                                        the highest events.valid offset applied
+``j`` + offset (8 bytes, big-endian)         journal: pre-images of what that batch wrote
+``D<project>\\0<device>``                    ``Device``: current amplitude_id and user_id
+``P<project>\\0<device>\\0<user_id>``        amplitude_id of that (device, user) pair
+``A<project>\\0<amplitude_id>``              ``Profile``: the user's fields on this partition
+``G<project>\\0<group type>\\0<name>``       the group's properties (JSON)
+``U<project>\\0<user_id>``                   ``User``: the user's id and fields (user side)
+``W<events.valid partition>``                highest events.valid offset applied from it
+==========================================  ================================================
+
+``<device>`` is the event's device_id, or ``\\x01`` + user_id for an event that
+has none (it is partitioned by its user_id).
+
+Messages (msgpack, arrays in field order; documented here, the contract of both
+ends): an identity.links message is a ``Links``: the links of one events.valid
+batch for one identity.links partition, keyed by nothing (its partition is
+``partition_for(user_id)``). A remap message on events.valid is
+``REMAP_MAGIC`` + ``Remaps``; ``REMAP_MAGIC`` starts with a zero byte, which no
+EventBatch starts with (its first field is a project id > 0, zig-zag encoded).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+
+REMAP_MAGIC = b"\x00stream-remap\x00"
+
+COUNTER = b"c"
+APPLIED = b"a"
+JOURNAL = b"j"
+_OFFSET = struct.Struct(">q")
+
+
+class Device(msgspec.Struct, array_like=True):
+    aid: int
+    user: str            # "" while no user_id was seen on the device
+
+
+class Profile(msgspec.Struct, array_like=True):
+    created: str | None           # user_creation_time
+    start_version: str | None
+    paying: bool
+    props: bytes = b"{}"          # user properties, JSON
+
+
+class User(msgspec.Struct, array_like=True):
+    aid: int
+    created: str | None
+    start_version: str | None
+    paying: bool
+    props: bytes = b"{}"
+
+
+class Link(msgspec.Struct, array_like=True):
+    """A (device, user) pair seen for the first time, with the device's id and what its partition knows."""
+
+    project: int
+    user: str
+    device: str
+    partition: int        # the events.valid partition of the device
+    aid: int
+    time_ms: int          # event_time of the event that linked them, epoch ms
+    server_ms: int        # its server_upload_time, epoch ms
+    created: str | None
+    start_version: str | None
+    paying: bool
+    props: bytes
+
+
+class Links(msgspec.Struct, array_like=True):
+    origin_partition: int   # events.valid partition of the batch
+    origin_offset: int      # its offset: a replay of it is dropped by the W watermark
+    links: list[Link]
+
+
+class Remap(msgspec.Struct, array_like=True):
+    """Device ``device``'s pair with ``user`` moves from id ``from_aid`` to the user's ``to_aid``."""
+
+    project: int
+    device: str
+    user: str
+    from_aid: int
+    to_aid: int
+    created: str | None
+    start_version: str | None
+    paying: bool
+    props: bytes
+
+
+class Remaps(msgspec.Struct, array_like=True):
+    remaps: list[Remap]
+
+
+enc = msgspec.msgpack.Encoder()
+dec_device = msgspec.msgpack.Decoder(Device).decode
+dec_profile = msgspec.msgpack.Decoder(Profile).decode
+dec_user = msgspec.msgpack.Decoder(User).decode
+dec_links = msgspec.msgpack.Decoder(Links).decode
+_dec_remaps = msgspec.msgpack.Decoder(Remaps).decode
+
+
+def encode_remaps(remaps: list[Remap]) -> bytes:
+    return REMAP_MAGIC + enc.encode(Remaps(remaps))
+
+
+def decode_remaps(value: bytes) -> list[Remap] | None:
+    """The remaps of an events.valid message, None when it is not a remap message (an EventBatch)."""
+    if not value.startswith(REMAP_MAGIC):
+        return None
+    return _dec_remaps(value[len(REMAP_MAGIC):]).remaps
+
+
+def encode_int(n: int) -> bytes:
+    return _OFFSET.pack(n)
+
+
+def decode_int(b: bytes | None, default: int) -> int:
+    return default if b is None else _OFFSET.unpack(b)[0]
+
+
+def device_key(project: int, device: str) -> bytes:
+    return b"D%d\x00%s" % (project, device.encode())
+
+
+def pair_key(project: int, device: str, user: str) -> bytes:
+    return b"P%d\x00%s\x00%s" % (project, device.encode(), user.encode())
+
+
+def profile_key(project: int, aid: int) -> bytes:
+    return b"A%d\x00%d" % (project, aid)
+
+
+def group_key(project: int, group_type: str, name: str) -> bytes:
+    return b"G%d\x00%s\x00%s" % (project, group_type.encode(), name.encode())
+
+
+def user_key(project: int, user: str) -> bytes:
+    return b"U%d\x00%s" % (project, user.encode())
+
+
+def watermark_key(valid_partition: int) -> bytes:
+    return b"W%d" % valid_partition
+
+
+def journal_key(offset: int) -> bytes:
+    return JOURNAL + _OFFSET.pack(offset)
+
+
+def journal_offset(key: bytes) -> int:
+    return _OFFSET.unpack(key[1:])[0]
+
+
+def encode_ops(ops: dict[bytes, bytes | None]) -> bytes:
+    """Puts (a value) and deletes (None) as one record: the changelog value, and a journal entry's pre-images."""
+    return enc.encode(list(ops.items()))
+
+
+def decode_ops(data: bytes) -> list[tuple[bytes, bytes | None]]:
+    return [(k, v) for k, v in msgspec.msgpack.decode(data)]

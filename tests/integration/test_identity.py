@@ -1,0 +1,160 @@
+"""Identity end to end on the real broker and S3: exact amplitude_ids, merged-IDs lines and dead letters."""
+
+import asyncio
+import gzip
+
+import boto3
+import orjson
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stream.events import deadletter
+from stream.events.partitioning import partition_for
+from stream.export.ledger import LedgerRecord
+from stream.export.status_cli import read_status
+from stream.kafka import ensure_topics, read_all
+from stream.settings import load_settings
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+H7 = 1709967600000   # 2024-03-09 07:00 UTC
+HOUR = 3_600_000
+# three devices: A and C share a partition, B is on the other one (of 2)
+A, B, C = "device-aaaa", "device-b001", "device-cccc"
+
+
+def ev(device, user=None, t=0, **kw):
+    e = {"event_type": kw.pop("event_type", "Page Viewed"), "device_id": device, "insert_id": f"{device}-{t}", **kw}
+    if user:
+        e["user_id"] = user
+    return e, t
+
+
+PHASE1 = [ev(A, t=H7 + 1000, app_version="1.0"),
+          ev(A, "user-1111", t=H7 + 2000, event_type="$identify",
+             user_properties={"$set": {"plan": "pro"}, "$add": {"visits": 1}}),
+          ev(C, "user-2222", t=H7 + 3000),
+          # bad input: each is dead-lettered with its reason, nothing else changes
+          ev(A, "user-1111", t=H7 + 4000, event_type="$identify", user_properties={"$set": "plan"}),
+          ev(A, "user-1111", t=H7 + 5000, event_type="$identify", user_properties={"$add": {"visits": "1"}}),
+          ev(A, "user-1111", t=H7 + 6000, event_type="$identify", user_properties={"$set": {"bio": "x" * 100_000}}),
+          ev(A, "user-1111", t=H7 + 7000, event_type="$identify",
+             user_properties={"$set": {f"p{i}": i for i in range(2000)}}),
+          ev(A, "user-1111", t=H7 + 8000, user_properties={"blob": "y" * (10 << 20)})]
+PHASE2 = [ev(B, t=H7 + HOUR + 1000),                                 # a new device: its own id
+          ev(B, "user-1111", t=H7 + HOUR + 2000),                    # user-1111's second device: merged
+          ev(C, "user-1111", t=H7 + HOUR + 3000)]                    # C's user_id changes: a pair id, merged
+PHASE3 = [ev(B, "user-1111", t=H7 + 2 * HOUR + 1000), ev(C, t=H7 + 2 * HOUR + 2000),
+          ev(A, "user-1111", t=H7 + 2 * HOUR + 3000, price=3.0)]
+
+
+async def produce(settings, events):
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, max_request_size=16 << 20)
+    await p.start()
+    try:
+        for e, ts in events:
+            await (await p.send(settings.topics.name("ingest"), orjson.dumps(e), timestamp_ms=ts))
+    finally:
+        await p.stop()
+
+
+async def links_applied(settings):
+    """Every identity.links record is read and committed by the user side (faust's group)."""
+    records = await read_all(settings, settings.topics.name("identity_links"), quiet_polls=1)
+    ends = {}
+    for m in records:
+        ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)
+    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, group_id=settings.worker.app_id,
+                         enable_auto_commit=False)
+    await c.start()
+    try:   # the group's committed offsets, read without joining it
+        done = {p: await c.committed(TopicPartition(settings.topics.name("identity_links"), p)) for p in ends}
+    finally:
+        await c.stop()
+    return bool(ends) and all((done[p] or -1) >= end for p, end in ends.items())
+
+
+def ledger(settings):
+    return [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+        "export_ledger")))]
+
+
+def rows_of(settings, keys):
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    out = []
+    for k in sorted(keys):
+        body = s3.get_object(Bucket=settings.destinations[0].bucket, Key=k)["Body"].read()
+        out += [orjson.loads(x) for x in gzip.decompress(body).splitlines()]
+    return out
+
+
+def test_devices_and_users_across_partitions_get_exact_ids_merges_and_fields(deployment, worker):
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["destinations"][0].update(exports="both", org_id=55)
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    assert [partition_for(d, 2) for d in (A, B, C)] == [0, 1, 0]
+    asyncio.run(ensure_topics(settings))
+    worker()
+    asyncio.run(produce(settings, PHASE1))
+    wait_until(lambda: asyncio.run(links_applied(settings)), 60, "phase 1's links applied by the user side")
+    asyncio.run(produce(settings, PHASE2))
+    wait_until(lambda: sum(r.events for r in ledger(settings) if r.destination == "main.merged-ids") >= 2, 90,
+               "both merges on S3")
+    asyncio.run(produce(settings, PHASE3))
+    expected_events = 3 + len(PHASE2) + len(PHASE3)
+    records = wait_until(lambda: (lambda rs: rs if sum(r.events for r in rs if r.destination == "main" and
+                                                       r.kind == "object") >= expected_events else None)(
+        ledger(settings)), 90, "every event on S3")
+
+    # ids: partition 0 allocates 1024 (A), 2048 (C), 3072 (C's pair with user-1111); partition 1: 1025 (B)
+    rows = rows_of(settings, {r.key for r in records if r.destination == "main" and r.kind == "object"})
+    got = sorted((r["server_upload_time"], r["device_id"], r["user_id"], r["amplitude_id"]) for r in rows)
+    assert got == [
+        ("2024-03-09 07:00:01.000000", A, None, 1024),
+        ("2024-03-09 07:00:02.000000", A, "user-1111", 1024),      # the user adopts its device's id
+        ("2024-03-09 07:00:03.000000", C, "user-2222", 2048),
+        ("2024-03-09 08:00:01.000000", B, None, 1025),
+        ("2024-03-09 08:00:02.000000", B, "user-1111", 1025),      # pre-merge id while the merge is in flight
+        ("2024-03-09 08:00:03.000000", C, "user-1111", 3072),      # a user_id change: the pair's own id
+        ("2024-03-09 09:00:01.000000", B, "user-1111", 1024),      # after the remaps: the user's id
+        ("2024-03-09 09:00:02.000000", C, None, 1024),
+        ("2024-03-09 09:00:03.000000", A, "user-1111", 1024)]
+    by_time = {r["server_upload_time"]: r for r in rows}
+    ident = by_time["2024-03-09 07:00:02.000000"]
+    assert (ident["event_type"], ident["amplitude_event_type"], ident["user_properties"], ident["start_version"],
+            ident["user_creation_time"], ident["paying"]) == (
+        "$identify", "$identify", {"plan": "pro", "visits": 1}, "1.0", "2024-03-09 07:00:01.000000", False)
+    last_a, last_b = by_time["2024-03-09 09:00:03.000000"], by_time["2024-03-09 09:00:01.000000"]
+    assert (last_a["user_properties"], last_a["paying"]) == ({"plan": "pro", "visits": 1}, True)
+    # B learnt the user's fields with the remap: the user side's properties and its creation time
+    assert (last_b["user_properties"], last_b["user_creation_time"], last_b["start_version"]) == (
+        {"plan": "pro", "visits": 1}, "2024-03-09 07:00:01.000000", "1.0")
+    assert all(r["processed_time"] is not None for r in rows)
+
+    # the merged-IDs file of hour 8, named by the org, one line per merge, exactly once
+    merged = sorted(r.key for r in records if r.destination == "main.merged-ids" and r.kind == "object")
+    assert merged[0] == "amp/-55_2024-03-09_8.json.gz"
+    lines = sorted(orjson.dumps(x) for x in rows_of(settings, merged))
+    assert lines == sorted([
+        b'{"amplitude_id":1024,"merged_amplitude_id":1025,"merge_time":1709971202000,'
+        b'"merge_server_time":1709971202000,"scope":424242}',
+        b'{"amplitude_id":1024,"merged_amplitude_id":3072,"merge_time":1709971203000,'
+        b'"merge_server_time":1709971203000,"scope":424242}'])
+
+    # the operator's status view lists the merged-IDs exporter beside the events, with the hour it wrote
+    doc = asyncio.run(read_status(settings, 48))
+    assert [(d["destination"], d["exports"]) for d in doc["destinations"]] == [
+        ("main", "events"), ("main.merged-ids", "merged_ids")]
+    hour8 = next(h for h in doc["destinations"][1]["hours"] if h["hour"] == "2024-03-09T08:00:00Z")
+    assert (hour8["objects"], hour8["events"]) == (len(merged), 2)
+
+    # bad input: dead-lettered with its reason, by the stage that found it
+    dead = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
+    assert sorted((d["reason"], d["field"]) for d in dead) == [
+        ("invalid_identify", "user_properties.$add.visits"), ("invalid_identify", "user_properties.$set"),
+        ("invalid_value", "user_properties.$set.bio"), ("too_large", None),
+        ("too_many_properties", "user_properties.$set")]
