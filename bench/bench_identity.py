@@ -28,7 +28,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -41,6 +40,7 @@ sys.path.insert(0, str(BENCH))
 
 import bench_worker as bw  # noqa: E402
 import workload  # noqa: E402
+
 from stream.devstack.services import local_aws_env, start_broker, start_moto  # noqa: E402
 from stream.settings import load_settings  # noqa: E402
 

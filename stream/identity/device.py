@@ -76,8 +76,21 @@ from stream.events.timefmt import parse_ms
 from stream.identity import ids
 from stream.identity.ops import OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values
 from stream.identity.records import (
-    COUNTER, Device, Link, Profile, Remap, dec_device, dec_profile, decode_int, device_key, enc, encode_int,
-    group_key, pair_key, profile_key)
+    COUNTER,
+    Device,
+    Link,
+    Profile,
+    Remap,
+    dec_device,
+    dec_profile,
+    decode_int,
+    device_key,
+    enc,
+    encode_int,
+    group_key,
+    pair_key,
+    profile_key,
+)
 
 GetMany = Callable[[list[bytes]], list[bytes | None]]
 _encode = msgspec.json.Encoder().encode

@@ -23,8 +23,16 @@ import faust
 from rocksdict import WriteBatch
 
 from stream.dedup.table import DedupeTable
-from stream.identity.records import APPLIED, JOURNAL, decode_int, decode_ops, encode_int, encode_ops, \
-    journal_key, journal_offset
+from stream.identity.records import (
+    APPLIED,
+    JOURNAL,
+    decode_int,
+    decode_ops,
+    encode_int,
+    encode_ops,
+    journal_key,
+    journal_offset,
+)
 
 PRUNE_EVERY = 64
 """Batches between two prunings of a partition's journal."""

@@ -33,9 +33,19 @@ from typing import NamedTuple
 
 import msgspec
 
-from stream.identity.device import GetMany, BatchState
-from stream.identity.records import Link, Links, Remap, User, dec_user, decode_int, enc, encode_int, user_key, \
-    watermark_key
+from stream.identity.device import BatchState, GetMany
+from stream.identity.records import (
+    Link,
+    Links,
+    Remap,
+    User,
+    dec_user,
+    decode_int,
+    enc,
+    encode_int,
+    user_key,
+    watermark_key,
+)
 
 _json = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode

@@ -32,7 +32,8 @@ def test_writes_every_export_column_in_order_with_amplitude_values():
     uid = uuid_str(uuid5_bytes(ORIGIN))
     assert out.line == (
         b'{"$insert_id":"ord-1","$schema":null,"adid":null,"amplitude_attribution_ids":null,"app":424242,'
-        b'"city":null,"client_event_time":"2024-03-09 07:15:00.000000","client_upload_time":"2024-03-09 16:00:00.123000",'
+        b'"city":null,"client_event_time":"2024-03-09 07:15:00.000000",'
+        b'"client_upload_time":"2024-03-09 16:00:00.123000",'
         b'"country":null,"data":{"idfv":"idfv-1"},"device_brand":null,"device_carrier":"Verizon",'
         b'"device_family":null,"device_id":"dev-12345","device_manufacturer":null,"device_model":null,'
         b'"device_type":null,"dma":null,"event_id":null,"event_properties":{"sku":"a","$price":9.5,"$quantity":2},'
