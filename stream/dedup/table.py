@@ -47,8 +47,12 @@ class DedupeTable(faust.Table):
         self.send_changelog(partition, changelog_key, changelog_value, key_serializer="raw",
                             value_serializer="raw")
 
+    def changelog_ops(self, value: bytes) -> Iterable[tuple[bytes, bytes | None]]:
+        """The writes of one changelog record, in order: (key, value), a value of None deletes the key."""
+        return decode_changelog(value)
+
     def apply_changelog_batch(self, batch: Iterable[faust.types.EventT]) -> None:
-        """Recovery: replay batch records into each partition's RocksDB."""
+        """Recovery: replay batch records, in order, into each partition's RocksDB."""
         batches: dict[int, WriteBatch] = {}
         offsets: dict[Any, int] = {}
         for event in batch:
@@ -59,8 +63,11 @@ class DedupeTable(faust.Table):
             wb = batches.get(msg.partition)
             if wb is None:
                 wb = batches[msg.partition] = WriteBatch(raw_mode=True)
-            for k, v in decode_changelog(msg.value):
-                wb.put(k, v)
+            for k, v in self.changelog_ops(msg.value):
+                if v is None:
+                    wb.delete(k)
+                else:
+                    wb.put(k, v)
         for partition, wb in batches.items():
             self.db(partition).write(wb)
         for tp, offset in offsets.items():

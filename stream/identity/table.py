@@ -17,9 +17,7 @@ rebuilds (devices, users, profiles) never expires.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-import faust
 from rocksdict import WriteBatch
 
 from stream.dedup.table import DedupeTable
@@ -91,24 +89,5 @@ class IdentityTable(DedupeTable):
         self.write(partition, ops, changelog_key)
         return len(entries)
 
-    def apply_changelog_batch(self, batch: Iterable[faust.types.EventT]) -> None:
-        """Recovery: replay the batch records, in order, into each partition's RocksDB."""
-        batches: dict[int, WriteBatch] = {}
-        offsets: dict[Any, int] = {}
-        for event in batch:
-            msg = event.message
-            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
-            if msg.value is None:
-                continue
-            wb = batches.get(msg.partition)
-            if wb is None:
-                wb = batches[msg.partition] = WriteBatch(raw_mode=True)
-            for k, v in decode_ops(msg.value):
-                if v is None:
-                    wb.delete(k)
-                else:
-                    wb.put(k, v)
-        for partition, wb in batches.items():
-            self.db(partition).write(wb)
-        for tp, offset in offsets.items():
-            self.data.set_persisted_offset(tp, offset)
+    def changelog_ops(self, value: bytes) -> Iterable[tuple[bytes, bytes | None]]:
+        return decode_ops(value)
