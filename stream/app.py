@@ -16,6 +16,7 @@ from stream.clock import Clock, SystemClock
 from stream.consumer import App as StreamApp
 from stream.crashpoints import crash_point
 from stream.health import HEALTH
+from stream.kafka import client_args
 from stream.retry import supervise
 from stream.settings import Settings
 from stream.shutdown import SHUTDOWN
@@ -57,6 +58,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
     app = StreamApp(app_id, **faust_settings(settings))
+    app.kafka_client_args = client_args(settings.kafka)
     HEALTH.expect(*stages)
     if "dedupe" in stages:
         dedupe.register(app, settings)

@@ -1,12 +1,14 @@
-"""The worker's consumer seeks a partition without a committed offset back to its beginning, on the real broker."""
+"""The worker's consumer, on the real broker: a partition without a committed offset is sought back to its beginning,
+and the end offsets recovery reads up to are checked by fetching."""
 
 import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TP
 
-from stream.consumer import seek_to_committed
-from stream.kafka import ensure_topics
+from stream.consumer import read_ends, seek_to_committed
+from stream.kafka import client_args, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +48,25 @@ def test_aiokafkas_own_seek_to_committed_leaves_such_a_partition_where_the_fetch
     """Why ``stream.consumer`` exists: records fetched while faust recovers its tables are dropped and never read
     again (this test fails once aiokafka seeks such partitions itself; stream.consumer can then go)."""
     assert asyncio.run(_fetched_three_then_sought(deployment[0], lambda c: c.seek_to_committed())) == 3
+
+
+async def _ends_of_five_and_none(settings, reported):
+    await ensure_topics(settings)
+    topic = settings.topics.name("identity_links")
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await p.start()
+    try:
+        for i in range(5):
+            await p.send_and_wait(topic, b"m%d" % i, partition=0)
+    finally:
+        await p.stop()
+    return await read_ends(client_args(settings.kafka), {TP(topic, 0): reported[0], TP(topic, 1): reported[1]})
+
+
+@pytest.mark.parametrize("reported", [(0, 0), (3, 0), (5, 0)])
+def test_an_end_offset_reported_short_is_read_past_to_the_last_record(deployment, reported):
+    """Partition 0 holds 5 records, partition 1 none: whatever end the broker reports up to the real one, the
+    end found by fetching is 5 and 0."""
+    settings = deployment[0]
+    topic = settings.topics.name("identity_links")
+    assert asyncio.run(_ends_of_five_and_none(settings, reported)) == {TP(topic, 0): 5, TP(topic, 1): 0}
