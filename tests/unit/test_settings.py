@@ -8,6 +8,7 @@ def test_the_example_configuration_is_valid():
     s = load_settings("examples/stream.yaml")
     assert [d.name for d in s.destinations] == ["amplitude-raw"]
     assert s.destinations[0].encryption.type == "sse-s3"
+    assert (s.identity.enabled, s.destinations[0].exports, s.destinations[0].org_id) == (True, "both", 55)
 
 
 def test_an_unknown_key_is_rejected_with_its_path(tmp_path):
