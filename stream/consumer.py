@@ -39,6 +39,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
+from stream.kafka import stop_all, until_quiet
+
 log = logging.getLogger(__name__)
 
 
@@ -64,21 +66,16 @@ async def read_ends(client_args: Mapping[str, Any], reported: Mapping[Any, int],
         c.assign([TopicPartition(tp.topic, tp.partition) for tp in ends])
         for tp, offset in ends.items():
             c.seek(TopicPartition(tp.topic, tp.partition), max(offset, 0))
-        quiet = 0
-        while quiet < quiet_polls:
-            batches = await c.getmany(timeout_ms=poll_ms)
-            quiet = 0 if batches else quiet + 1
-            for tp, records in batches.items():
-                if records:
-                    key = TP(tp.topic, tp.partition)
-                    ends[key] = max(ends[key], records[-1].offset + 1)
+        async for r in until_quiet(c, quiet_polls, poll_ms):
+            key = TP(r.topic, r.partition)
+            ends[key] = max(ends[key], r.offset + 1)
         for tp, end in ends.items():
             if end != reported.get(tp, end):
                 log.info("recovery: %s[%d] ends at offset %d, not %d as the broker reported", tp.topic, tp.partition,
                          end, reported[tp])
         return ends
     finally:
-        await c.stop()
+        await stop_all(c)
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -107,13 +108,26 @@ async def partition_count(settings: Settings, topic: str) -> int:
         await stop_all(c)
 
 
-async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
-    """Every record of ``topic`` from the beginning, until ``quiet_polls`` polls in a row return nothing.
+async def until_quiet(c: AIOKafkaConsumer, quiet_polls: int = 2, poll_ms: int = 300) -> AsyncIterator[Any]:
+    """Every record the assigned partitions of ``c`` hold from their positions on, until ``quiet_polls`` polls in
+    a row return nothing.
 
-    End offsets are not trusted to say where a topic ends: the local Tansu broker
-    reports them short (LOCAL-STACK.md), and a ledger read short would let a
-    restarted exporter write again what it had already written.
+    End offsets are not trusted to say where a partition ends: the local Tansu
+    broker reports them short (LOCAL-STACK.md), and what is read short -- an
+    export ledger, a changelog -- would be missing its last records.
     """
+    quiet = 0
+    while quiet < quiet_polls:
+        batches = await c.getmany(timeout_ms=poll_ms)
+        quiet = 0 if batches else quiet + 1
+        for recs in batches.values():
+            for r in recs:
+                yield r
+
+
+async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
+    """Every record of ``topic`` from the beginning (``until_quiet``): a restarted exporter that read its ledger
+    short would write again what it had already written."""
     c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
     await c.start()
     try:
@@ -126,13 +140,6 @@ async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms
             return []
         c.assign(tps)
         await c.seek_to_beginning(*tps)
-        out: list[Any] = []
-        quiet = 0
-        while quiet < quiet_polls:
-            batches = await c.getmany(timeout_ms=poll_ms)
-            quiet = 0 if batches else quiet + 1
-            for recs in batches.values():
-                out.extend(recs)
-        return out
+        return [r async for r in until_quiet(c, quiet_polls, poll_ms)]
     finally:
         await stop_all(c)

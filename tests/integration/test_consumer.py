@@ -13,18 +13,24 @@ from stream.kafka import client_args, ensure_topics
 pytestmark = pytest.mark.integration
 
 
-async def _fetched_three_then_sought(settings, seek):
-    """Fetch the first three records of a fresh topic in a group that never committed, then ``seek``; the
-    position after it."""
+async def _records_on_partition_0(settings, n):
+    """The name of a fresh topic of two partitions (identity.links) with ``n`` records on its partition 0."""
     await ensure_topics(settings)
     topic = settings.topics.name("identity_links")
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await p.start()
     try:
-        for i in range(3):
+        for i in range(n):
             await p.send_and_wait(topic, b"m%d" % i, partition=0)
     finally:
         await p.stop()
+    return topic
+
+
+async def _fetched_three_then_sought(settings, seek):
+    """Fetch the first three records of a fresh topic in a group that never committed, then ``seek``; the
+    position after it."""
+    topic = await _records_on_partition_0(settings, 3)
     c = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap_servers, group_id=topic + "-g",
                          auto_offset_reset="earliest", enable_auto_commit=False)
     await c.start()
@@ -51,15 +57,7 @@ def test_aiokafkas_own_seek_to_committed_leaves_such_a_partition_where_the_fetch
 
 
 async def _ends_of_five_and_none(settings, reported):
-    await ensure_topics(settings)
-    topic = settings.topics.name("identity_links")
-    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await p.start()
-    try:
-        for i in range(5):
-            await p.send_and_wait(topic, b"m%d" % i, partition=0)
-    finally:
-        await p.stop()
+    topic = await _records_on_partition_0(settings, 5)
     return await read_ends(client_args(settings.kafka), {TP(topic, 0): reported[0], TP(topic, 1): reported[1]})
 
 
