@@ -89,9 +89,10 @@ class DeviceSide:
         metrics.IDENTITY_IDS.inc(res.allocated)
         if res.rejected:
             now = time.time_ns() // 1_000_000
+            source, source_offsets = out.source_of_events()
             for i, err in res.rejected:
                 why = Rejected(Reason(err.reason), err.field, f"{err.detail} (identity stage; source "
-                               f"{out.source_of_events()[0]}@{out.source_of_events()[1][i]})")
+                               f"{source}@{source_offsets[i]})")
                 await self.dead.send(value=deadletter.encode(why, self.valid_name, partition, offset, timestamp_ms,
                                                              None, out.lines[i], now,
                                                              self.settings.kafka.max_request_bytes // 2))

@@ -303,23 +303,21 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         if d is not None and (not uid or uid == d.user):
             aids[i] = d.aid
             continue
-        if d is None or d.user == "":
-            if d is None:
-                aid, counter = ids.allocate(counter, partition)
-            else:
-                aid = d.aid
+        # here the device is new, or the event names a user_id the device does not have
+        pk = pair_key(project, _device_of(r), uid) if uid else None
+        if d is None:
+            aid, counter = ids.allocate(counter, partition)
+        elif d.user == "":
+            aid = d.aid
         else:   # another user_id on this device: its own pair, known or new
-            pk = pair_key(project, _device_of(r), uid)
             known = st.current(pk)
             if known is not None:
                 aid = decode_int(known, 0)
             else:
                 aid, counter = ids.allocate(counter, partition)
-        if uid and (d is None or d.user != uid):
-            pk = pair_key(project, _device_of(r), uid)
-            if st.current(pk) is None:
-                st.put(pk, encode_int(aid))
-                linked[i] = True
+        if pk is not None and st.current(pk) is None:
+            st.put(pk, encode_int(aid))
+            linked[i] = True
         d = devices[dk] = Device(aid, uid)
         st.put(dk, enc.encode(d))
         aids[i] = aid
