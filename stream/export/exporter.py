@@ -33,7 +33,7 @@ from stream import metrics
 from stream.check import explain_s3_error
 from stream.clock import Clock
 from stream.crashpoints import crash_point
-from stream.events.batch import Rows, decode_rows
+from stream.events.batch import decode_rows
 from stream.export.completion import ExportBook
 from stream.export.layout import AmplitudeLayout, MergedIdsLayout, SegmentLayout
 from stream.export.ledger import LedgerIndex, LedgerRecord
@@ -56,17 +56,13 @@ def layout_for(dest: DestinationSettings) -> AmplitudeLayout | SegmentLayout:
     return AmplitudeLayout(dest.prefix, dest.project)
 
 
-Decode = Callable[[bytes], Rows]
-"""A message of the exporter's topic -> its rows (raises if it is not one)."""
-
-
 @dataclass(frozen=True)
 class ExportInput:
-    """What one exporter of a destination reads and writes: its name in the ledger, topic, decoder and layout."""
+    """What one exporter of a destination reads and writes: its name in the ledger, topic and layout. Both topics
+    carry EventBatch records."""
 
     name: str
     topic: str
-    decode: Decode
     layout: Any
 
 
@@ -88,9 +84,9 @@ def exporters_of(dest: DestinationSettings) -> list[tuple[str, str]]:
 def export_input(settings: Settings, dest: DestinationSettings, topic: str = "accepted") -> ExportInput:
     """The events (``accepted``) or merged-IDs (``identity_merges``) export of ``dest``."""
     if topic == "identity_merges":
-        return ExportInput(dest.name + MERGED_IDS_SUFFIX, settings.topics.name(topic), decode_rows,
+        return ExportInput(dest.name + MERGED_IDS_SUFFIX, settings.topics.name(topic),
                            MergedIdsLayout(dest.prefix, dest.org_id or 0))
-    return ExportInput(dest.name, settings.topics.name(topic), decode_rows, layout_for(dest))
+    return ExportInput(dest.name, settings.topics.name(topic), layout_for(dest))
 
 
 class Exporter:
@@ -101,7 +97,6 @@ class Exporter:
         source = source or export_input(settings, dest)
         self.name = source.name
         self.layout = source.layout
-        self.decode = source.decode
         self.spool_dir = spool_dir
         self.append_ledger = append_ledger
         self.ledger = ledger
@@ -126,7 +121,7 @@ class Exporter:
 
     def add(self, partition: int, offset: int, value: bytes) -> list[ClosedObject]:
         """Take the batch at ``offset``; raises if the message is not a batch."""
-        rows = self.decode(value)
+        rows = decode_rows(value)
         w = self.writer(partition)
         if rows.project != self.dest.project or not rows.count:
             w.skip(offset)
