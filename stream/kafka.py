@@ -108,6 +108,21 @@ async def partition_count(settings: Settings, topic: str) -> int:
         await stop_all(c)
 
 
+async def assign_from_beginning(c: AIOKafkaConsumer, topic: str, default: frozenset[int] = frozenset()) -> bool:
+    """Assign every partition of ``topic`` to ``c`` (``default`` when the broker knows none, even after a metadata
+    refresh) and seek them to their beginning; False when there is none to assign."""
+    parts = c.partitions_for_topic(topic) or set()
+    if not parts:
+        await c.topics()  # refresh metadata
+        parts = c.partitions_for_topic(topic) or default
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    if not tps:
+        return False
+    c.assign(tps)
+    await c.seek_to_beginning(*tps)
+    return True
+
+
 async def until_quiet(c: AIOKafkaConsumer, quiet_polls: int = 2, poll_ms: int = 300) -> AsyncIterator[Any]:
     """Every record the assigned partitions of ``c`` hold from their positions on, until ``quiet_polls`` polls in
     a row return nothing.
@@ -131,15 +146,8 @@ async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms
     c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
     await c.start()
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        if not parts:
-            await c.topics()  # refresh metadata
-            parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
+        if not await assign_from_beginning(c, topic):
             return []
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
         return [r async for r in until_quiet(c, quiet_polls, poll_ms)]
     finally:
         await stop_all(c)

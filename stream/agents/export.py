@@ -93,13 +93,7 @@ class LedgerTail:
 
     async def start(self) -> None:
         await self.consumer.start()
-        parts = self.consumer.partitions_for_topic(self.topic) or set()
-        if not parts:
-            await self.consumer.topics()
-            parts = self.consumer.partitions_for_topic(self.topic) or {0}
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
+        await kafka.assign_from_beginning(self.consumer, self.topic, default=frozenset({0}))
 
     async def poll(self) -> None:
         for recs in (await self.consumer.getmany(timeout_ms=0, max_records=5000)).values():
