@@ -65,7 +65,6 @@ class AmplitudeRequest:
     api_key: str
     events: list[msgspec.Raw]
     min_id_length: int | None
-    raw_events: msgspec.Raw      # the events array as sent
 
 
 _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
@@ -123,7 +122,7 @@ def _parse(env: dict[str, msgspec.Raw], max_events: int) -> AmplitudeRequest | A
             min_id = options.get("min_id_length")
             if min_id is not None and (type(min_id) is not int or min_id < 1):
                 return error(400, ERR_JSON, "options.min_id_length must be a positive integer")
-    return AmplitudeRequest(key, events, min_id, raw_events)
+    return AmplitudeRequest(key, events, min_id)
 
 
 def _decode_or_none(raw: msgspec.Raw | None) -> Any:

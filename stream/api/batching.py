@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
-
 from stream.events.batch import EventBatch, Origin
 from stream.events.normalize import Normalized
 from stream.events.partitioning import partition_for
@@ -20,26 +18,6 @@ from stream.events.timefmt import HOUR_MS
 BATCH_OVERHEAD = 1024
 """Bytes reserved per batch message for its header (project, hour, origin, per-event keys, times, uuids)."""
 PER_EVENT_OVERHEAD = 48
-
-
-class _Ids(msgspec.Struct):
-    device_id: str | None = None
-    user_id: str | None = None
-
-
-_ids = msgspec.json.Decoder(list[_Ids]).decode
-
-
-def ids_of(events: msgspec.Raw | bytes, min_id_length: int) -> tuple[list[str | None], list[str | None]]:
-    """(device_ids, user_ids) of a request's raw ``events`` array, in one decode; ids shorter than
-    ``min_id_length`` count as absent, as normalize removes them. For the accepted events of a request only
-    (their ids are strings)."""
-    devices, users = [], []
-    for i in _ids(events):
-        d, u = i.device_id, i.user_id
-        devices.append(d if d is not None and len(d) >= min_id_length else None)
-        users.append(u if u is not None and len(u) >= min_id_length else None)
-    return devices, users
 
 
 def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_events: int, max_bytes: int,

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream import metrics
 from stream.api import amplitude, segment
-from stream.api.batching import group, ids_of
+from stream.api.batching import group
 from stream.api.throttle import Throttle
 from stream.clock import Clock, SystemClock
 from stream.events import deadletter
@@ -191,12 +191,13 @@ class Ingestor:
             self._count_dead(checked.rejected)
             metrics.API_EVENTS.labels("rejected").inc(n)
             return _reply(amplitude.invalid_body(checked.rejected))
-        devices, users = ids_of(req.raw_events, rules.min_id_length)
-        throttled = self.throttles[route].admit(devices, users, received_ms)
+        accepted = checked.accepted  # every event of the request, in order
+        throttled = self.throttles[route].admit([e.device_id for e in accepted], [e.user_id for e in accepted],
+                                                received_ms)
         if throttled is not None:
             metrics.API_EVENTS.labels("throttled").inc(n)
             return Reply(429, throttled.body())
-        batches = group(checked.accepted, self.valid_topic, self.settings.topics.partitions,
+        batches = group(accepted, self.valid_topic, self.settings.topics.partitions,
                         self.settings.ingest.batch_max_events, self.max_batch_bytes)
         try:
             await self._produce(batches, [])

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+_SLACK_MS = 0.001
+"""Rounding room (1 µs) for a bucket filled exactly to its capacity: its empty moment is a sum of floats."""
+
+
 @dataclass(frozen=True)
 class Throttled:
     eps_threshold: float
@@ -31,60 +35,64 @@ class Throttled:
 
 
 class Throttle:
-    """Leaky buckets per device_id and per user_id; time is a parameter (epoch ms)."""
+    """Leaky buckets per device_id and per user_id; time is a parameter (epoch ms).
+
+    A bucket is kept as the moment it will be empty (epoch ms, a float): ``n`` events move it
+    ``n * 1000 / eps`` ms later, and it holds ``(empty_at - now) * eps / 1000`` events at ``now``, so one
+    number per id and one comparison per id and request say whether it overflows.
+    """
 
     def __init__(self, eps: float, window_s: float, max_ids: int = 1_000_000):
         self.eps = eps
         self.capacity = eps * window_s
         self.window_s = window_s
-        self._per_ms = eps / 1000
+        self._window_ms = window_s * 1000
+        self._ms_per_event = 1000 / eps
         self._max_ids = max_ids
-        # id -> (events in its bucket, as of epoch ms); devices and users apart
-        self._devices: dict[str, tuple[float, int]] = {}
-        self._users: dict[str, tuple[float, int]] = {}
+        # id -> when its bucket is empty (epoch ms); devices and users apart
+        self._devices: dict[str, float] = {}
+        self._users: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._devices) + len(self._users)
 
     def admit(self, devices: Sequence[str | None], users: Sequence[str | None], now_ms: int) -> Throttled | None:
         """Count the request's events (event i has ``devices[i]``, ``users[i]``), or say which are throttled."""
-        per_ms, cap = self._per_ms, self.capacity
-        after: list[list[tuple[str, float]]] = [[], []]
-        over: list[dict[str, float]] = [{}, {}]
-        for side, (levels, ids) in enumerate(((self._devices, devices), (self._users, users))):
-            wanted = Counter(ids)
-            wanted.pop(None, None)
-            side_after, side_over = after[side], over[side]
-            get = levels.get
-            for key, n in wanted.items():
-                entry = get(key)
-                total = n if entry is None else max(0.0, entry[0] - (now_ms - entry[1]) * per_ms) + n
-                if total > cap:
-                    side_over[key] = total
-                side_after.append((key, total))
-        d_over, u_over = over
+        d_after = self._after(self._devices, devices, now_ms)
+        u_after = self._after(self._users, users, now_ms)
+        limit = now_ms + self._window_ms + _SLACK_MS
+        d_over = {k: t for k, t in d_after.items() if t > limit}
+        u_over = {k: t for k, t in u_after.items() if t > limit}
         if d_over or u_over:
             return Throttled(
-                self.eps, {k: round(v / self.window_s) for k, v in d_over.items()},
-                {k: round(v / self.window_s) for k, v in u_over.items()},
+                self.eps, self._rates(d_over, now_ms), self._rates(u_over, now_ms),
                 [i for i, (d, u) in enumerate(zip(devices, users)) if d in d_over or u in u_over])
-        for levels, side_after in ((self._devices, after[0]), (self._users, after[1])):
-            for key, total in side_after:
-                levels[key] = (total, now_ms)
+        self._devices.update(d_after)
+        self._users.update(u_after)
         if len(self) > self._max_ids:
             self.prune(now_ms)
         return None
 
+    def _after(self, empty_at: dict[str, float], ids: Sequence[str | None], now_ms: int) -> dict[str, float]:
+        """Each id's empty moment had the request been counted."""
+        wanted = Counter(ids)
+        wanted.pop(None, None)
+        get, per = empty_at.get, self._ms_per_event
+        return {k: max(get(k, now_ms), now_ms) + n * per for k, n in wanted.items()}
+
+    def _rates(self, over: dict[str, float], now_ms: int) -> dict[str, int]:
+        """Events/s over the window each id would have reached."""
+        return {k: round((t - now_ms) / self._ms_per_event / self.window_s) for k, t in over.items()}
+
     def prune(self, now_ms: int) -> None:
         """Forget the ids whose bucket has drained (they would start from empty anyway); if that is not enough,
-        the least recently seen half."""
-        per_ms = self._per_ms
-        for levels in (self._devices, self._users):
-            drained = [k for k, (level, t) in levels.items() if level - (now_ms - t) * per_ms <= 0]
+        the half whose buckets drain soonest."""
+        for empty_at in (self._devices, self._users):
+            drained = [k for k, t in empty_at.items() if t <= now_ms]
             for k in drained:
-                del levels[k]
+                del empty_at[k]
         if len(self) > self._max_ids:
-            for levels in (self._devices, self._users):
-                keep = sorted(levels.items(), key=lambda kv: kv[1][1])[len(levels) // 2:]
-                levels.clear()
-                levels.update(keep)
+            for empty_at in (self._devices, self._users):
+                keep = sorted(empty_at.items(), key=lambda kv: kv[1])[len(empty_at) // 2:]
+                empty_at.clear()
+                empty_at.update(keep)

@@ -81,6 +81,8 @@ class Normalized(NamedTuple):
     upload_ms: int           # server_upload_time, epoch ms: drives the export hour
     uuid: bytes              # 16 bytes: identifies this occurrence of the event
     line: bytes              # the export row, JSON
+    device_id: str | None    # the ids as exported (an id shorter than min_id_length is None)
+    user_id: str | None
 
 
 class Rules(NamedTuple):
@@ -285,7 +287,7 @@ def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str
     partition_key = device_id if device_id is not None else user_id
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    return Normalized(project, partition_key, dedupe_key, uploaded, uid, line)
+    return Normalized(project, partition_key, dedupe_key, uploaded, uid, line, device_id, user_id)
 
 
 def _uuid(u: Any, origin: str) -> bytes:
@@ -496,7 +498,7 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
     return Normalized(project, device_id if device_id is not None else user_id, dedupe_key, uploaded,
-                      bytes.fromhex(uid_s.replace("-", "")), line)
+                      bytes.fromhex(uid_s.replace("-", "")), line, device_id, user_id)
 
 
 def _is_utf8(b: bytes) -> bool:

@@ -2,7 +2,7 @@
 
 import orjson
 
-from stream.api.batching import group, ids_of
+from stream.api.batching import group
 from stream.events.batch import EventBatch, Origin
 from stream.events.normalize import Rules, normalize
 from stream.events.partitioning import partition_for
@@ -52,10 +52,3 @@ def test_a_batch_round_trips_and_takes_its_coordinates_when_read():
         [b'{"m":1}', b'{"m":2}', b'{"m":3}'], "src1")
     d.arrived_at(Origin("v", 0, 41))
     assert d.source_of_events()[1] == [41, 41, 41]
-
-
-def test_ids_are_read_from_the_raw_events_as_normalize_keeps_them():
-    raw = orjson.dumps([{"device_id": "device-0001", "user_id": "user-0001", "x": [1]}, {"user_id": "user-0002"},
-                        {"device_id": "dev", "user_id": "user-0003"}])
-    assert ids_of(raw, 5) == (["device-0001", None, None], ["user-0001", "user-0002", "user-0003"])
-    assert ids_of(raw, 3)[0] == ["device-0001", None, "dev"]

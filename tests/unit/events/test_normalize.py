@@ -50,6 +50,7 @@ def test_writes_every_export_column_in_order_with_amplitude_values():
     assert list(orjson.loads(out.line)) == list(EXPORT_FIELDS)
     assert out.dedupe_key == b"424242\x00dev-12345\x00ord-1"
     assert out.partition_key == "dev-12345"
+    assert (out.device_id, out.user_id) == ("dev-12345", "user-20391")
     assert out.upload_ms == T
 
 
@@ -74,6 +75,7 @@ def test_without_insert_id_there_is_no_dedupe_key_and_short_ids_are_removed():
     assert out.dedupe_key == b""
     assert orjson.loads(out.line)["device_id"] is None
     assert out.partition_key == "user-1"
+    assert (out.device_id, out.user_id) == (None, "user-1")
 
 
 @pytest.mark.parametrize("value,key,reason,field", [
