@@ -1,6 +1,8 @@
 """Per-device/user leaky buckets: the average over the window stays at or under eps; a throttled request counts
 against nothing."""
 
+import pytest
+
 from stream.api.throttle import Throttle
 
 T = 1_700_000_000_000
@@ -54,3 +56,21 @@ def test_the_least_recent_half_goes_when_nothing_has_drained():
     for i in range(5):
         assert t.admit([f"dev-{i}"], [None], T + i) is None
     assert len(t) == 3 and t.admit(["dev-4"] * 100, [None] * 100, T + 5) is not None  # dev-4 still counted
+
+
+@pytest.mark.parametrize("eps,window_s,now", [(3, 3, 1000), (6, 30, 0), (7, 1, 0), (3, 30, T)])
+def test_a_bucket_filled_to_capacity_in_fractional_steps_is_not_over(eps, window_s, now):
+    t = Throttle(eps=eps, window_s=window_s)   # one event every 1000/eps ms: a float sum
+    for i in range(eps * window_s):
+        assert t.admit(["dev-1"], [None], now) is None, i
+    got = t.admit(["dev-1"], [None], now)
+    assert got is not None and got.devices == {"dev-1": round((eps * window_s + 1) / window_s)}
+
+
+def test_a_steady_rate_at_the_threshold_is_never_throttled():
+    t = Throttle(eps=7, window_s=3)
+    assert t.admit(["dev-1"] * 21, ["user-1"] * 21, T) is None      # the burst the window allows
+    for s in range(1, 200):                                          # then exactly eps per second
+        assert t.admit(["dev-1"] * 7, ["user-1"] * 7, T + s * 1000) is None, s
+    got = t.admit(["dev-1"], ["user-1"], T + 199_000)
+    assert got.body()["throttled_devices"] == {"dev-1": 7} and got.body()["throttled_users"] == {"user-1": 7}

@@ -1,0 +1,202 @@
+"""What figure A asks of one process, timed without Kafka: a floor under the worker's CPU per event.
+
+Figure A of ``bench_worker.py`` compares one worker process reading events.ingest (one JSON event per message)
+with a raw aiokafka loop. This script runs, in this one process and with no broker, the pure steps each side
+performs on the same workload (``bench/workload.py``: the same seed, events and duplicates), and times each step
+per event (best of ``--repeats`` passes). Neither side is charged anything for Kafka here.
+
+Raw loop (``raw_baseline.py``'s own code): decode device_id, insert_id and time (msgspec); one RocksDB
+multi-get and one WriteBatch per poll of 500 records; isal gzip of the input bytes.
+
+Worker, the dataflow of DESIGN.md in one process (the functions the stages call):
+
+- ingest: validate and normalize every event into its export row and group the rows into EventBatches
+  (``ingest_records``), encode them, and compress them with Kafka's zstd (level 3, what aiokafka's producer uses);
+- dedupe: decompress, ``EventBatch.decode``, RocksDB multi-get, ``decide``, WriteBatch and its changelog
+  record (encoded and compressed, as the changelog topic receives it), ``select``, encode, compress;
+- export: decompress, ``decode_rows``, isal gzip of the rows (``GzipLinesSpool.write_rows``).
+
+Prints the CPU microseconds per event of each step and the totals. ``bench_worker.py`` measures what each side
+costs with Kafka; BENCHMARKS.md combines the two into the bound on figure A.
+
+    python bench/bench_floor.py [--events N] [--repeats R] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import rocksdict
+from aiokafka.codec import zstd_decode, zstd_encode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from raw_baseline import Parts, RocksDedupe, extract_events  # noqa: E402
+from workload import generate  # noqa: E402
+
+from stream.dedup.policy import decide, encode_changelog  # noqa: E402
+from stream.events.batch import EventBatch, Origin, decode_rows  # noqa: E402
+from stream.events.ingest import ingest_records  # noqa: E402
+from stream.events.normalize import Rules  # noqa: E402
+from stream.export.format import GzipLinesSpool  # noqa: E402
+
+POLL = 500
+"""Records per poll, as both sides read them (the raw loop's getmany and the ingest stage's)."""
+WINDOW_MS = 7 * 86_400_000
+
+
+def _db(path: Path) -> rocksdict.Rdict:
+    """A RocksDB store with the dedupe table's options (bloom filter 10 bits, no WAL)."""
+    o = rocksdict.Options(raw_mode=True)
+    o.create_if_missing(True)
+    t = rocksdict.BlockBasedOptions()
+    t.set_bloom_filter(10, False)
+    o.set_block_based_table_factory(t)
+    db = rocksdict.Rdict(str(path), options=o)
+    w = rocksdict.WriteOptions()
+    w.disable_wal = True
+    db.set_write_options(w)
+    return db
+
+
+def _timed(step: Callable[[], None], repeats: int, setup: Callable[[], None] | None = None) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        t0 = time.process_time()
+        step()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def measure(n: int, repeats: int, work: Path) -> dict:
+    wl = generate(n, 4)
+    polls: list[tuple[int, list]] = []
+    for p in range(wl.partitions):
+        recs = [r for r in wl.records if r.partition == p]
+        polls += [(p, recs[i:i + POLL]) for i in range(0, len(recs), POLL)]
+    rules = Rules()
+    out: dict[str, float] = {}
+    state = {"round": 0}
+
+    def fresh() -> None:  # a new RocksDB per pass, so every pass sees the same first occurrences
+        state["round"] += 1
+
+    # --- the raw loop's compute ------------------------------------------------------------------------------
+    def raw_decode() -> None:
+        for _, recs in polls:
+            extract_events(recs)
+
+    extracted = [(p, extract_events(recs)) for p, recs in polls]
+
+    def raw_dedupe() -> None:
+        d = RocksDedupe(str(work / f"raw-{state['round']}"))
+        for _, (keys, _hours, _lines) in extracted:
+            d.keep(keys)
+        d.close()
+
+    probe = RocksDedupe(str(work / "raw-masks"))
+    masks = [probe.keep(keys) for _, (keys, _h, _l) in extracted]
+    probe.close()
+
+    def raw_gzip() -> None:  # the surviving lines, per (partition, hour), as the raw loop compresses them
+        parts = Parts()
+        for (p, (_keys, hours, lines)), mask in zip(extracted, masks):
+            groups: dict[int, list[bytes]] = {}
+            for h, line, keep in zip(hours, lines, mask):
+                if keep:
+                    groups.setdefault(h, []).append(line)
+            for h, g in groups.items():
+                parts.add(p, h, g)
+        parts.close_all()
+
+    out["raw: decode 3 fields"] = _timed(raw_decode, repeats)
+    out["raw: RocksDB dedupe"] = _timed(raw_dedupe, repeats, fresh)
+    out["raw: isal gzip of the input"] = _timed(raw_gzip, repeats)
+
+    # --- the worker's compute --------------------------------------------------------------------------------
+    def ingest() -> list:
+        res = []
+        for p, recs in polls:
+            r = ingest_records(recs, "events.ingest", p, projects=frozenset({424242}), default_project=424242,
+                               rules=rules, partitions=wl.partitions, max_events=500, now_ms=0)
+            res += r.batches
+        return res
+
+    batches = ingest()
+    out["ingest: validate, normalize, group"] = _timed(ingest, repeats)
+    encoded = [(t, b.encode()) for t, b in batches]
+    out["ingest: EventBatch.encode"] = _timed(lambda: [b.encode() for _, b in batches], repeats)
+    compressed = [(t, zstd_encode(v)) for t, v in encoded]
+    out["ingest: zstd-3 (producer)"] = _timed(lambda: [zstd_encode(v) for _, v in encoded], repeats)
+    out["dedupe: zstd decompress"] = _timed(lambda: [zstd_decode(v) for _, v in compressed], repeats)
+    out["dedupe: EventBatch.decode"] = _timed(lambda: [EventBatch.decode(v) for _, v in encoded], repeats)
+    decoded = [(t, EventBatch.decode(v)) for t, v in encoded]
+    accepted: list[bytes] = []
+
+    def dedupe() -> None:
+        accepted.clear()
+        dbs = [_db(work / f"worker-{state['round']}-{p}") for p in range(wl.partitions)]
+        for i, (t, b) in enumerate(decoded):
+            db = dbs[t]
+            d = decide(b.keys, b.times, b.uuids, db.get(b.keys), WINDOW_MS)
+            if d.writes:
+                wb = rocksdict.WriteBatch(raw_mode=True)
+                for k, v in d.writes:
+                    wb.put(k, v)
+                db.write(wb)
+                zstd_encode(encode_changelog(d.writes))
+            accepted.append(b.select(d.keep, Origin("events.valid", t, i)).encode())
+        for db in dbs:
+            db.close()
+
+    out["dedupe: RocksDB, decide, changelog, select, encode"] = _timed(dedupe, repeats, fresh)
+    acc_compressed = [zstd_encode(v) for v in accepted]
+    out["dedupe: zstd-3 (producer)"] = _timed(lambda: [zstd_encode(v) for v in accepted], repeats)
+    out["export: zstd decompress"] = _timed(lambda: [zstd_decode(v) for v in acc_compressed], repeats)
+    out["export: decode_rows"] = _timed(lambda: [decode_rows(v) for v in accepted], repeats)
+    rows = [decode_rows(v) for v in accepted]
+
+    def gzip_rows() -> None:
+        spool = GzipLinesSpool(work / "spool.gz")
+        for r in rows:
+            spool.write_rows(r.blob, r.count)
+        spool.close()
+
+    out["export: isal gzip of the rows"] = _timed(gzip_rows, repeats)
+
+    per_event = {k: round(v / n * 1e6, 2) for k, v in out.items()}
+    raw = sum(v for k, v in per_event.items() if k.startswith("raw:"))
+    worker = sum(v for k, v in per_event.items() if not k.startswith("raw:"))
+    return {"events": n, "exported": sum(r.count for r in rows), "repeats": repeats, "us_per_event": per_event,
+            "raw_total": round(raw, 2), "worker_total": round(worker, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results-floor.json"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        print(f"generating {args.events:,} events ...", flush=True)
+        r = measure(args.events, args.repeats, Path(tmp))
+    width = max(map(len, r["us_per_event"]))
+    for k, v in r["us_per_event"].items():
+        print(f"{k:<{width}}  {v:6.2f} µs/event")
+    print(f"{'raw loop, compute':<{width}}  {r['raw_total']:6.2f} µs/event")
+    print(f"{'worker (figure A), compute':<{width}}  {r['worker_total']:6.2f} µs/event  "
+          f"({r['exported']:,} of {r['events']:,} exported)")
+    Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
