@@ -46,10 +46,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stream.devstack.sample import SampleEvents
-from stream.devstack.services import free_port, start_broker
-from stream.kafka import ensure_topics
-from stream.settings import load_settings
+from stream.devstack.sample import SampleEvents  # noqa: E402
+from stream.devstack.services import free_port, start_broker  # noqa: E402
+from stream.kafka import ensure_topics  # noqa: E402
+from stream.settings import load_settings  # noqa: E402
 
 API_KEY = "bench-key"
 EVENTS_PER_REQUEST = 100
@@ -87,11 +87,13 @@ def bodies(path: Path) -> tuple[int, int]:
 
 def command(name: str, config: Path, port: int) -> list[str]:
     if name == "stream-api-aiohttp":
-        return [sys.executable, "-m", "stream", "api", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
+        return [sys.executable, "-m", "stream", "api", "-c", str(config), "--host", "127.0.0.1",
+                "--port", str(port)]
     if name == "stream-api-aiohttp-uvloop":
-        return [sys.executable, "-c", ("import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy());"
-                                       " from stream.cli import main; main()"), "api", "-c", str(config), "--host", "127.0.0.1", "--port",
-                str(port)]
+        return [sys.executable, "-c",
+                ("import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy());"
+                 " from stream.cli import main; main()"),
+                "api", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
     kind = {"stream-api-uvicorn": "api-uvicorn"}.get(name, name)
     return [sys.executable, str(ROOT / "bench" / "api_servers.py"), kind, str(config), str(port)]
 
@@ -133,7 +135,8 @@ def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profil
         wait_up(port, proc)
         wrk(port, bodies_file, WARMUP_S, args.connections, args.threads)
         if profile:
-            spy = subprocess.Popen([shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
+            py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+            spy = subprocess.Popen([py_spy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
                                     "--duration", str(int(args.duration)), "--nonblocking",
                                     "-o", str(logs / "api.folded")], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)

@@ -16,10 +16,15 @@ Worker, the dataflow of DESIGN.md in one process (the functions the stages call)
   record (encoded and compressed, as the changelog topic receives it), ``select``, encode, compress;
 - export: decompress, ``decode_rows``, isal gzip of the rows (``GzipLinesSpool.write_rows``).
 
-Prints the CPU microseconds per event of each step and the totals. ``bench_worker.py`` measures what each side
-costs with Kafka; BENCHMARKS.md combines the two into the bound on figure A.
+``--api`` also times the pure steps of one ``stream api`` request against those of the ceiling endpoint of
+``bench_api.py``, on that benchmark's request bodies (100 events each): the ceiling parses the envelope and
+compresses the body as one message; the service also validates and normalizes every event, throttles, groups
+by partition, encodes the batches and compresses them.
 
-    python bench/bench_floor.py [--events N] [--repeats R] [--json PATH]
+Prints the CPU microseconds per event of each step and the totals. ``bench_worker.py`` and ``bench_api.py``
+measure what each side costs with Kafka and HTTP; BENCHMARKS.md combines them into the bounds.
+
+    python bench/bench_floor.py [--events N] [--repeats R] [--api] [--json PATH]
 """
 
 from __future__ import annotations
@@ -180,22 +185,70 @@ def measure(n: int, repeats: int, work: Path) -> dict:
             "raw_total": round(raw, 2), "worker_total": round(worker, 2)}
 
 
+def measure_api(repeats: int, work: Path) -> dict:
+    from bench_api import API_KEY, bodies
+
+    from stream.api import amplitude
+    from stream.api.batching import group
+    from stream.api.throttle import Throttle
+
+    bodies(work / "bodies.ndjson")
+    reqs = (work / "bodies.ndjson").read_bytes().splitlines()
+    n = sum(len(amplitude.parse(b, 2000).events) for b in reqs)
+    parsed = [amplitude.parse(b, 2000) for b in reqs]
+    assert all(r.api_key == API_KEY for r in parsed)
+    rules, now = Rules(), int(time.time() * 1000)
+    out: dict[str, float] = {}
+    out["ceiling: parse the envelope"] = _timed(lambda: [amplitude.parse(b, 2000) for b in reqs], repeats)
+    out["ceiling: zstd-3 of the body (producer)"] = _timed(lambda: [zstd_encode(b) for b in reqs], repeats)
+    out["api: parse the envelope"] = out["ceiling: parse the envelope"]
+    checked = [amplitude.validate(r.events, 424242, now, "n", rules).accepted for r in parsed]
+    assert sum(map(len, checked)) == n
+    out["api: validate, normalize"] = _timed(
+        lambda: [amplitude.validate(r.events, 424242, now, "n", rules) for r in parsed], repeats)
+    throttle = Throttle(1e9, 30)
+    out["api: throttle"] = _timed(lambda: [throttle.admit([e.device_id for e in a], [e.user_id for e in a], now)
+                                           for a in checked], repeats)
+    grouped = [group(a, "events.valid", 4, 500, 1 << 20) for a in checked]
+    out["api: group by partition"] = _timed(lambda: [group(a, "events.valid", 4, 500, 1 << 20) for a in checked],
+                                            repeats)
+    encoded = [[b.encode() for _, b in g] for g in grouped]
+    out["api: EventBatch.encode"] = _timed(lambda: [[b.encode() for _, b in g] for g in grouped], repeats)
+    out["api: zstd-3 of the batches (producer)"] = _timed(lambda: [[zstd_encode(v) for v in e] for e in encoded],
+                                                          repeats)
+    per_event = {k: round(v / n * 1e6, 2) for k, v in out.items()}
+    return {"requests": len(reqs), "events": n, "us_per_event": per_event,
+            "ceiling_total": round(sum(v for k, v in per_event.items() if k.startswith("ceiling:")), 2),
+            "api_total": round(sum(v for k, v in per_event.items() if k.startswith("api:")), 2)}
+
+
+def _print(r: dict, totals: list[tuple[str, str]]) -> None:
+    width = max(map(len, r["us_per_event"]))
+    for k, v in r["us_per_event"].items():
+        print(f"{k:<{width}}  {v:6.2f} µs/event")
+    for label, key in totals:
+        print(f"{label:<{width}}  {r[key]:6.2f} µs/event")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--api", action="store_true", help="also time the pure steps of an API request")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results-floor.json"))
     args = ap.parse_args()
+    results = {}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
-        print(f"generating {args.events:,} events ...", flush=True)
-        r = measure(args.events, args.repeats, Path(tmp))
-    width = max(map(len, r["us_per_event"]))
-    for k, v in r["us_per_event"].items():
-        print(f"{k:<{width}}  {v:6.2f} µs/event")
-    print(f"{'raw loop, compute':<{width}}  {r['raw_total']:6.2f} µs/event")
-    print(f"{'worker (figure A), compute':<{width}}  {r['worker_total']:6.2f} µs/event  "
-          f"({r['exported']:,} of {r['events']:,} exported)")
-    Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+        print(f"figure A: generating {args.events:,} events, then {args.repeats} passes of each step ...",
+              flush=True)
+        r = results["figure_a"] = measure(args.events, args.repeats, Path(tmp))
+        _print(r, [("raw loop, compute", "raw_total"), ("worker (figure A), compute", "worker_total")])
+        print(f"({r['exported']:,} of {r['events']:,} events exported)")
+        if args.api:
+            print(f"stream api: {args.repeats} passes of each step over bench_api.py's request bodies ...", flush=True)
+            r = results["api"] = measure_api(args.repeats, Path(tmp))
+            _print(r, [("ceiling, compute", "ceiling_total"), ("stream api, compute", "api_total")])
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

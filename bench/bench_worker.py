@@ -405,7 +405,8 @@ def run_worker(stack: Stack, r: Run, w: workload.Workload, timeout: float, profi
     res.update({
         "wall_s": wall, "events_per_s": w.n / wall, "startup_s": t_first - t_spawn,
         "tail_after_last_accepted_s": t_last - t_last_accepted, "objects": len(ledger), "close_reasons": reasons,
-        "cpu_s": sum(sampler.between(k, t_first, t_last) for k in pids if k.startswith("worker")), "broker_cpu_s": sampler.between("broker", t_first, t_last),
+        "cpu_s": sum(sampler.between(k, t_first, t_last) for k in pids if k.startswith("worker")),
+        "broker_cpu_s": sampler.between("broker", t_first, t_last),
         "moto_cpu_s": sampler.between("moto", t_first, t_last)})
     return res
 
@@ -539,7 +540,8 @@ def main() -> int:
                             one["raw"] = run_raw(stack, r, w)
                             x = one["raw"]
                             log(f"  raw baseline: {x['events_per_s']:,.0f} ev/s, {x['kept']:,} kept, cpu "
-                                f"{x['cpu_s']:.1f}s, broker cpu {x['broker_cpu_s']:.1f}s, rss {x['peak_rss_mb']:.0f} MB")
+                                f"{x['cpu_s']:.1f}s, broker cpu {x['broker_cpu_s']:.1f}s, "
+                                f"rss {x['peak_rss_mb']:.0f} MB")
                         else:
                             one["worker"] = run_worker(stack, r, w, a.timeout)
                             x = one["worker"]
@@ -550,7 +552,8 @@ def main() -> int:
                                 log(f"  worker: {x['events_per_s']:,.0f} ev/s (wall {x['wall_s']:.2f}s, start-up "
                                     f"{x['startup_s']:.1f}s, idle-close tail {x['tail_after_last_accepted_s']:.2f}s), "
                                     f"{x['exported']:,} exported in {x['objects']} objects, cpu {x['cpu_s']:.1f}s, "
-                                    f"broker cpu {x['broker_cpu_s']:.1f}s, rss {x['peak_rss_mb']:.0f} MB; timeline {x['timeline_s']}")
+                                    f"broker cpu {x['broker_cpu_s']:.1f}s, rss {x['peak_rss_mb']:.0f} MB; "
+                                    f"timeline {x['timeline_s']}")
                     results.append(one)
                 finally:
                     if r is not None:

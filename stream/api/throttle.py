@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 _SLACK_MS = 0.001
 """Rounding room (1 µs) for a bucket filled exactly to its capacity: its empty moment is a sum of floats."""
 

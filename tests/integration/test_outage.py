@@ -52,7 +52,8 @@ def test_an_outage_that_refuses_stalls_and_cuts_uploads_loses_and_duplicates_not
         time.sleep(10)
         proxy.set("stall")     # every request hangs until s3.read_timeout_s
         time.sleep(10)
-        proxy.set("reset", cut=False)     # every request is cut after 3 MB: small ones pass, parts of the big one do not
+        # every request is cut after 3 MB: small ones pass, parts of the big one do not
+        proxy.set("reset", cut=False)
         time.sleep(10)
         expected = sorted(ev["insert_id"] for ev, _ in events)
         assert exported(settings) != expected   # the outage held them back

@@ -79,7 +79,8 @@ CASES = [
       "detail": "the gzip body ends before its gzip stream does (truncated upload?)"}),
     ("throttled device", "/2/httpapi", amp([ev(i, device_id="device-0009") for i in range(11)]), {}, False, 429,
      {"code": 429, "error": "Too many requests for some devices and users", "eps_threshold": 2,
-      "throttled_devices": {"device-0009": 2}, "throttled_users": {"user-0001": 2}, "throttled_events": list(range(11))}),
+      "throttled_devices": {"device-0009": 2}, "throttled_users": {"user-0001": 2},
+      "throttled_events": list(range(11))}),
     ("segment: no write key", "/v1/track", {"userId": "u-77", "event": "E"}, {}, False, 401,
      {**UNAUTHORIZED, "message": "no write key: send it as the HTTP Basic user name (Authorization: Basic "
       "base64(<writeKey>:)) or as writeKey in the body"}),

@@ -33,8 +33,8 @@ def test_parses_key_events_and_min_id_length():
     (b'{"api_key": "k", "events": [', 400, {"code": 400, "error": "Invalid JSON request body",
                                             "detail": "the body is not valid JSON: Input data was truncated"}),
     (b'{"api_key": "k",, }', 400, {"code": 400, "error": "Invalid JSON request body",
-                                   "detail": "the body is not valid JSON: JSON is malformed: object keys must be strings "
-                                   "(byte 16)"}),
+                                   "detail": "the body is not valid JSON: JSON is malformed: object keys must be "
+                                   "strings (byte 16)"}),
     (b"[1, 2]", 400, {"code": 400, "error": "Invalid JSON request body",
                       "detail": 'the body must be a JSON object: {"api_key": ..., "events": [...]}'}),
     (b'{"events": [{}]}', 400, {"code": 400, "error": "Request missing required field", "missing_field": "api_key",
