@@ -43,7 +43,6 @@ class Throttle:
 
     def __init__(self, eps: float, window_s: float, max_ids: int = 1_000_000):
         self.eps = eps
-        self.capacity = eps * window_s
         self.window_s = window_s
         self._window_ms = window_s * 1000
         self._ms_per_event = 1000 / eps
