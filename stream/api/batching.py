@@ -30,9 +30,10 @@ def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_e
     by_key: dict[tuple[int, int, int], list[int]] = {}
     targets: dict[str, int] = {}
     for i, ev in enumerate(events):
-        target = targets.get(ev.partition_key)
+        key = ev.partition_key
+        target = targets.get(key)
         if target is None:
-            target = targets[ev.partition_key] = partition_for(ev.partition_key, partitions)
+            target = targets[key] = partition_for(key, partitions)
         k = (target, ev.project, ev.upload_ms - ev.upload_ms % HOUR_MS)
         members = by_key.get(k)
         if members is None:

@@ -166,9 +166,10 @@ def group(events: Iterable[tuple[int, Normalized]], topic: str, partition: int, 
     sizes: dict[tuple[int, int, int], int] = {}
     targets: dict[str, int] = {}
     for offset, ev in events:
-        target = targets.get(ev.partition_key)
+        key = ev.partition_key
+        target = targets.get(key)
         if target is None:
-            target = targets[ev.partition_key] = partition_for(ev.partition_key, partitions)
+            target = targets[key] = partition_for(key, partitions)
         hour = ev.upload_ms - ev.upload_ms % HOUR_MS
         k = (target, ev.project, hour)
         b = open_.get(k)

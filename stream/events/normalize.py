@@ -76,13 +76,17 @@ class Rejected(NamedTuple):
 
 class Normalized(NamedTuple):
     project: int
-    partition_key: str       # device_id, or user_id when the event has no device_id
     dedupe_key: bytes        # b"" when the event has no insert_id (never deduplicated)
     upload_ms: int           # server_upload_time, epoch ms: drives the export hour
     uuid: bytes              # 16 bytes: identifies this occurrence of the event
     line: bytes              # the export row, JSON
-    device_id: str | None    # the ids as exported (an id shorter than min_id_length is None)
+    device_id: str | None    # the ids as exported (an id shorter than min_id_length is None); one of the two is set
     user_id: str | None
+
+    @property
+    def partition_key(self) -> str:
+        """device_id, or user_id when the event has no device_id: what the target partition is hashed from."""
+        return self.device_id if self.device_id is not None else self.user_id  # type: ignore[return-value]
 
 
 class Rules(NamedTuple):
@@ -284,10 +288,9 @@ def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str
     if row["session_id"] is None:
         row["session_id"] = -1
     line = _json_encode(row)
-    partition_key = device_id if device_id is not None else user_id
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    return Normalized(project, partition_key, dedupe_key, uploaded, uid, line, device_id, user_id)
+    return Normalized(project, dedupe_key, uploaded, uid, line, device_id, user_id)
 
 
 def _uuid(u: Any, origin: str) -> bytes:
@@ -497,8 +500,7 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    return Normalized(project, device_id if device_id is not None else user_id, dedupe_key, uploaded,
-                      bytes.fromhex(uid_s.replace("-", "")), line, device_id, user_id)
+    return Normalized(project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line, device_id, user_id)
 
 
 def _is_utf8(b: bytes) -> bool:
