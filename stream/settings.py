@@ -141,10 +141,10 @@ class DestinationSettings(_Section):
         "events that did not come through Segment's tracking API (Amplitude events); default: the project id.")
     exports: Literal["events", "merged_ids", "both"] = Field(
         "events", description="What the destination exports: `events` (the hourly event objects), `merged_ids` "
-        "(the hourly merged Amplitude IDs files of the project, <prefix>-<org_id>_<yyyy-MM-dd>_<H>.json.gz, "
+        "(the hourly merged Amplitude IDs files of the project, <prefix><project>/-<org_id>_<yyyy-MM-dd>_<H>.json.gz, "
         "FORMATS.md 1.5) or `both`, as Amplitude's export offers the two data sets.")
     org_id: int | None = Field(
-        None, gt=0, description="Organization id: names the merged-IDs files (`-<org_id>_<day>_<H>.json.gz`); "
+        None, gt=0, description="Organization id: names the merged-IDs files (`<project>/-<org_id>_<day>_<H>.json.gz`); "
         "required when exports is merged_ids or both.")
     bucket: str = Field(..., min_length=3, description="S3 bucket name.")
     prefix: str = Field("", description="Key prefix inside the bucket, e.g. `amp/`; objects go under "
@@ -322,10 +322,7 @@ class Settings(BaseSettings):
         if merged and not self.identity.enabled:
             raise ValueError(f"destinations {[d.name for d in merged]} export merged ids, which needs "
                              "identity.enabled")
-        places = [(d.bucket, d.prefix, d.org_id) for d in merged]
-        if len(set(places)) != len(places):
-            raise ValueError("destinations: two destinations export the merged ids of one org_id to the same bucket "
-                             "and prefix (their files would have the same keys); give them different prefixes")
+        self._no_shared_keys()
         keys = [k for p in self.projects for k in p.api_keys]
         if len(set(keys)) != len(keys):
             raise ValueError("projects[].api_keys: an API key may belong to one project only")
@@ -340,6 +337,25 @@ class Settings(BaseSettings):
             raise ValueError(f"ingest.default_project: project {self.ingest.default_project} is not declared "
                              "in projects")
         return self
+
+    def _no_shared_keys(self) -> None:
+        """Two destinations must never write the same keys: the later object would replace the earlier."""
+        sources = {p.id: {s.source_id for s in p.segment_sources} for p in self.projects}
+        seen: dict[tuple[str, str, str], str] = {}
+        for d in self.destinations:
+            if d.layout == "segment":   # segment-logs/<source>/...: no project in the key
+                places = {(d.bucket, d.prefix, f"segment-logs/{s}/")
+                          for s in {d.segment_source_id or str(d.project)} | sources.get(d.project, set())}
+            else:
+                places = {(d.bucket, d.prefix, f"{d.project}/")} if d.exports_events() else set()
+            if d.exports_merged_ids():
+                places.add((d.bucket, d.prefix, f"{d.project}/-"))
+            for place in places:
+                other = seen.setdefault(place, d.name)
+                if other != d.name:
+                    raise ValueError(f"destinations {other} and {d.name} would both write s3://{place[0]}/{place[1]}"
+                                     f"{place[2]}... (the later object would replace the earlier); give one of them "
+                                     "another bucket or prefix")
 
     def project_ids(self) -> frozenset[int]:
         return frozenset(p.id for p in self.projects)

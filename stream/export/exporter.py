@@ -85,7 +85,7 @@ def export_input(settings: Settings, dest: DestinationSettings, topic: str = "ac
     """The events (``accepted``) or merged-IDs (``identity_merges``) export of ``dest``."""
     if topic == "identity_merges":
         return ExportInput(dest.name + MERGED_IDS_SUFFIX, settings.topics.name(topic),
-                           MergedIdsLayout(dest.prefix, dest.org_id or 0))
+                           MergedIdsLayout(dest.prefix, dest.project, dest.org_id or 0))
     return ExportInput(dest.name, settings.topics.name(topic), layout_for(dest))
 
 

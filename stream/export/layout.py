@@ -126,30 +126,35 @@ def _track_message(row: bytes) -> bytes:
     return orjson.dumps(from_amplitude_row(orjson.loads(row)))
 
 
-def merged_ids_key(prefix: str, org_id: int, hour_ms: int, number: int | None = None) -> str:
-    """``<prefix>-<org_id>_<yyyy-MM-dd>_<H>.json.gz`` (FORMATS.md §1.5); ``#<number>`` before ``.json.gz`` for
-    an hour's further objects."""
+def merged_ids_key(prefix: str, project: int, org_id: int, hour_ms: int, number: int | None = None) -> str:
+    """``<prefix><project>/-<org_id>_<yyyy-MM-dd>_<H>.json.gz``: Amplitude's file name (FORMATS.md §1.5) in the
+    project's folder, beside its events; ``#<number>`` before ``.json.gz`` for an hour's further objects."""
     day, hour = hour_label(hour_ms)
-    return f"{prefix}-{org_id}_{day}_{hour}{'' if number is None else f'#{number}'}.json.gz"
+    return f"{prefix}{project}/-{org_id}_{day}_{hour}{'' if number is None else f'#{number}'}.json.gz"
 
 
 class MergedIdsLayout:
-    """Amplitude's merged Amplitude IDs files: one per hour of merge_server_time, keyed by org (FORMATS.md §1.5).
+    """Amplitude's merged Amplitude IDs files: one per hour of merge_server_time (FORMATS.md §1.5).
+
+    Amplitude names the file by org (``-<org_id>_<day>_<H>.json.gz``; the leading ``-`` is part of its
+    pattern), while its lines belong to one project (``scope``). Several projects of one org may export to one
+    bucket and prefix, so the file goes into the project's folder, ``<prefix><project>/``, where the project's
+    events are: the file name stays Amplitude's, and two projects' files never share a key.
 
     The lines are the merge records as identity.merges carries them (``stream.identity.users``). identity.merges
-    has one partition, so an hour's records go into one object, named as Amplitude names it (no number; the
-    leading ``-`` is part of Amplitude's pattern). An object of an hour that already has one -- a straggler after
-    the hour was sealed, or the next part of an hour over max_object_bytes -- is ``..._<H>#<n>.json.gz`` with
-    the events' ``n = start_offset * 1000 + partition``: a key from the data, stable across replays (the
-    writer's ``first_key_for``). No ``_complete`` markers (Amplitude documents none for these files).
+    has one partition, so an hour's records go into one object, named as Amplitude names it (no number). An
+    object of an hour that already has one -- a straggler after the hour was sealed, or the next part of an hour
+    over max_object_bytes -- is ``..._<H>#<n>.json.gz`` with the events' ``n = start_offset * 1000 +
+    partition``: a key from the data, stable across replays (the writer's ``first_key_for``). No ``_complete``
+    markers (Amplitude documents none for these files).
     """
 
     name = "merged_ids"
     content_type = "application/gzip"
     content_encoding = None
 
-    def __init__(self, prefix: str, org_id: int):
-        self.prefix, self.org_id = prefix, org_id
+    def __init__(self, prefix: str, project: int, org_id: int):
+        self.prefix, self.project, self.org_id = prefix, project, org_id
 
     def group(self, rows: Rows) -> str:
         return ""
@@ -158,10 +163,10 @@ class MergedIdsLayout:
         return rows.blob
 
     def key(self, hour: int, group: str, partition: int, start_offset: int) -> str:
-        return merged_ids_key(self.prefix, self.org_id, hour, object_number(partition, start_offset))
+        return merged_ids_key(self.prefix, self.project, self.org_id, hour, object_number(partition, start_offset))
 
     def first_key(self, hour: int, group: str, partition: int, start_offset: int) -> str:
-        return merged_ids_key(self.prefix, self.org_id, hour)
+        return merged_ids_key(self.prefix, self.project, self.org_id, hour)
 
     def marker_key(self, hour: int) -> str | None:
         return None

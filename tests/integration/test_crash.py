@@ -55,7 +55,7 @@ def listing(settings):
 
 
 def object_keys(settings):
-    return {k for k in listing(settings) if not k.endswith("_complete") and not k.startswith("amp/-")}
+    return {k for k in listing(settings) if not k.endswith("_complete") and not k.startswith("amp/424242/-")}
 
 
 def rows(settings, keys):
@@ -84,7 +84,7 @@ def hours_complete(settings, hours=DATA_HOURS):
 
 def merge_lines(settings):
     """Every merge line in the bucket, with repeats."""
-    return rows(settings, [k for k in listing(settings) if k.startswith("amp/-")])
+    return rows(settings, [k for k in listing(settings) if k.startswith("amp/424242/-")])
 
 
 def merges_written(settings):

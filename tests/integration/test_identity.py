@@ -137,7 +137,7 @@ def test_devices_and_users_across_partitions_get_exact_ids_merges_and_fields(dep
 
     # the merged-IDs file of hour 8, named by the org, one line per merge, exactly once
     merged = sorted(r.key for r in records if r.destination == "main.merged-ids" and r.kind == "object")
-    assert merged[0] == "amp/-55_2024-03-09_8.json.gz"
+    assert merged[0] == "amp/424242/-55_2024-03-09_8.json.gz"
     lines = sorted(orjson.dumps(x) for x in rows_of(settings, merged))
     assert lines == sorted([
         b'{"amplitude_id":1024,"merged_amplitude_id":1025,"merge_time":1709971202000,'

@@ -55,3 +55,28 @@ def test_merged_ids_need_an_org_id_and_the_identity_stage():
         load_settings(None, projects=[{"id": 1}], destinations=[{**dest, "org_id": 5}], identity={"enabled": False})
     s = load_settings(None, projects=[{"id": 1}], destinations=[{**dest, "org_id": 5}])
     assert (s.destinations[0].exports_events(), s.destinations[0].exports_merged_ids()) == (True, True)
+
+
+def test_two_projects_of_one_org_may_export_merged_ids_to_one_bucket_and_prefix():
+    dest = {"bucket": "bkt", "prefix": "amp/", "exports": "both", "org_id": 55}
+    s = load_settings(None, projects=[{"id": 1}, {"id": 2}], destinations=[
+        {"name": "a", "project": 1, **dest}, {"name": "b", "project": 2, **dest}])
+    assert [d.name for d in s.destinations] == ["a", "b"]
+
+
+def test_two_destinations_that_would_write_the_same_keys_are_refused():
+    with pytest.raises(ConfigError, match=r"destinations a and b would both write s3://bkt/amp/1/\.\.\. "):
+        load_settings(None, projects=[{"id": 1}], destinations=[
+            {"name": "a", "project": 1, "bucket": "bkt", "prefix": "amp/"},
+            {"name": "b", "project": 1, "bucket": "bkt", "prefix": "amp/"}])
+    with pytest.raises(ConfigError, match=r"would both write s3://bkt/seg/segment-logs/src-1/\.\.\. "):
+        load_settings(None, projects=[{"id": 1, "segment_sources": [{"write_key": "w1", "source_id": "src-1"}]},
+                                     {"id": 2}], destinations=[
+            {"name": "a", "project": 1, "bucket": "bkt", "prefix": "seg/", "layout": "segment"},
+            {"name": "b", "project": 2, "bucket": "bkt", "prefix": "seg/", "layout": "segment",
+             "segment_source_id": "src-1"}])
+    # events of one project and the merged ids of another in one place: different keys
+    s = load_settings(None, projects=[{"id": 1}], destinations=[
+        {"name": "a", "project": 1, "bucket": "bkt", "prefix": "amp/"},
+        {"name": "b", "project": 1, "bucket": "bkt", "prefix": "amp/", "exports": "merged_ids", "org_id": 5}])
+    assert len(s.destinations) == 2

@@ -66,10 +66,19 @@ def test_an_idle_partition_seals_by_the_clock_even_with_no_data():
     assert sealed_hour(H7 + 3 * HOUR_MS + 60_000, True, H7, 60_000) == (H7 + 2 * HOUR_MS, CloseReason.HOUR_CLOSED)
 
 
-def test_merged_ids_files_are_named_by_org_and_hour_and_later_objects_numbered():
+def test_merged_ids_files_are_named_by_org_and_hour_in_the_project_folder_and_later_objects_numbered():
     from stream.export.layout import MergedIdsLayout
-    lay = MergedIdsLayout("amp/", 189524)
+    lay = MergedIdsLayout("amp/", 187520, 189524)
     h17 = 1579971600000   # 2020-01-25 17:00 UTC
-    assert lay.first_key(h17, "", 0, 12) == "amp/-189524_2020-01-25_17.json.gz"
-    assert lay.key(h17, "", 0, 12) == "amp/-189524_2020-01-25_17#12000.json.gz"
+    assert lay.first_key(h17, "", 0, 12) == "amp/187520/-189524_2020-01-25_17.json.gz"
+    assert lay.key(h17, "", 0, 12) == "amp/187520/-189524_2020-01-25_17#12000.json.gz"
     assert lay.marker_key(h17) is None
+
+
+def test_two_projects_of_one_org_sharing_a_bucket_and_prefix_never_share_a_merged_ids_key():
+    from stream.export.layout import MergedIdsLayout
+    h17 = 1579971600000
+    a, b = MergedIdsLayout("amp/", 187520, 189524), MergedIdsLayout("amp/", 187521, 189524)
+    assert a.first_key(h17, "", 0, 0) == "amp/187520/-189524_2020-01-25_17.json.gz"
+    assert b.first_key(h17, "", 0, 0) == "amp/187521/-189524_2020-01-25_17.json.gz"
+    assert a.key(h17, "", 0, 5) != b.key(h17, "", 0, 5)

@@ -155,9 +155,9 @@ def test_merged_ids_go_to_one_file_per_hour_named_by_org_then_numbered_objects(t
     finish_all(ex, closed)
     ex.add(0, 2, batch(H7, [b'{"m":4}'], offsets=[2], source=src))
     finish_all(ex, ex.add(0, 3, batch(H7 + HOUR, [b'{"m":5}'], [H7 + HOUR + 30_000], offsets=[3], source=src)))
-    assert sorted(k for _, k in storage.objects) == ["amp/-99_2024-03-09_7#2000.json.gz",
-                                                     "amp/-99_2024-03-09_7.json.gz"]
-    assert gzip.decompress(storage.objects[("bkt", "amp/-99_2024-03-09_7.json.gz")]) == \
+    assert sorted(k for _, k in storage.objects) == ["amp/424242/-99_2024-03-09_7#2000.json.gz",
+                                                     "amp/424242/-99_2024-03-09_7.json.gz"]
+    assert gzip.decompress(storage.objects[("bkt", "amp/424242/-99_2024-03-09_7.json.gz")]) == \
         b'{"m":1}\n{"m":2}\n{"m":3}\n'
     assert {r.destination for r in records} == {"main.merged-ids"}
     assert ex.topic == "identity.merges"
@@ -165,4 +165,4 @@ def test_merged_ids_go_to_one_file_per_hour_named_by_org_then_numbered_objects(t
     ex2, storage2, _ = merged_ids(tmp_path, LedgerIndex(records[:1]), max_object_bytes=20)
     ex2.add(0, 2, batch(H7, [b'{"m":4}'], offsets=[2], source=src))
     closed = ex2.add(0, 3, batch(H7 + HOUR, [b'{"m":5}'], [H7 + HOUR + 30_000], offsets=[3], source=src))
-    assert [c.key for c in closed] == ["amp/-99_2024-03-09_7#2000.json.gz"]
+    assert [c.key for c in closed] == ["amp/424242/-99_2024-03-09_7#2000.json.gz"]
