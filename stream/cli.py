@@ -43,6 +43,8 @@ def worker(config: str | None, stages: str | None) -> None:
     from stream.kafka import ensure_topics
     logging.basicConfig(level=settings.worker.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from stream.redact import install_log_filter
+    install_log_filter(settings)
     try:
         asyncio.run(ensure_topics(settings))
     except Exception as exc:

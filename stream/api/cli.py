@@ -31,6 +31,8 @@ def api(config: str | None, host: str | None, port: int | None) -> None:
         raise click.ClickException(str(exc)) from None
     logging.basicConfig(level=settings.worker.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from stream.redact import install_log_filter
+    install_log_filter(settings)
     from stream.web import port_free
     if (why := port_free(settings.api.host, settings.api.port)) is not None:
         raise click.ClickException(f"cannot serve HTTP on {settings.api.host}:{settings.api.port}: {why} "

@@ -1,4 +1,8 @@
-"""The dead-letter record (schemas/dead_letter.avsc): the original bytes, a reason code, the field, the source."""
+"""The dead-letter record (schemas/dead_letter.avsc): the original bytes, a reason code, the field, the source.
+
+The original bytes are kept as they came, except credentials: the value of a ``writeKey`` or ``api_key`` field
+is replaced by ``"[redacted]"`` (``stream.redact``), so a rejected Segment call never stores its write key.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 from stream.events import avro
 from stream.events.normalize import Reason, Rejected
+from stream.redact import redact_json
 
 
 def encode(rejected: Rejected, topic: str, partition: int, offset: int, timestamp_ms: int,
@@ -13,7 +18,7 @@ def encode(rejected: Rejected, topic: str, partition: int, offset: int, timestam
     return avro.encode("dead_letter", {
         "reason": rejected.reason.value, "field": rejected.field, "detail": rejected.detail,
         "topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp_ms,
-        "key": key, "value": value[:max_value_bytes] if value is not None else None,
+        "key": key, "value": redact_json(value[:max_value_bytes]) if value is not None else None,
         "rejected_at": rejected_at_ms,
     })
 

@@ -195,6 +195,9 @@ def test_bad_input_is_answered_exactly_and_never_stored(api_deployment, api, wor
         "success": True, "accepted": 1, "rejected": 1, "errors": [
             {"index": 1, "reason": "missing_id", "field": "userId",
              "message": "the message needs a userId or an anonymousId"}]})
+    # a single call that carries its write key in the body and is rejected: dead-lettered without the key
+    status, _, body = api.post("/v1/track", {"writeKey": WRITE_KEY, "userId": "u-77", "properties": {}})
+    assert (status, orjson.loads(body)["rejected"]) == (200, 1)
     valid = [EventBatch.decode(m.value) for m in topic(settings, "valid")]
     assert sorted(orjson.loads(line)["$insert_id"] for b in valid for line in b.lines) == ["ins-100", "m-ok"]
     wait_for_worker(settings, read=2, exported=2)
@@ -208,9 +211,12 @@ def test_bad_input_is_answered_exactly_and_never_stored(api_deployment, api, wor
         ("http:/2/httpapi", -1, 0, "missing_event_type", "event_type", None),
         ("http:/2/httpapi", -1, 1, "invalid_utf8", None, None),
         ("http:/2/httpapi", -1, 2, "invalid_type", "time", None),
-        ("http:/v1/batch", -1, 1, "missing_id", "userId", None)]
+        ("http:/v1/batch", -1, 1, "missing_id", "userId", None),
+        ("http:/v1/track", -1, 0, "missing_event_type", "event", None)]
     assert dead[1]["value"] == b'{"event_type": "caf\xe9", "user_id": "user-0001"}'
     assert orjson.loads(dead[3]["value"]) == {"type": "track", "event": "No id"}
+    assert orjson.loads(dead[4]["value"]) == {"writeKey": "[redacted]", "userId": "u-77", "properties": {}}
+    assert not [d for d in dead if WRITE_KEY.encode() in d["value"] or API_KEY.encode() in d["value"]]
 
     m = api.metrics()
     assert m['stream_dead_letter_events_total{reason="invalid_utf8",stage="api"}'] == 1
