@@ -22,7 +22,8 @@ from typing import Any
 
 import msgspec
 
-from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, normalize_message
+from stream.events.depth import MAX_DEPTH, depth_over
+from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, normalize_message, too_deep
 
 ERR_PATH = "Invalid request path"
 ERR_NO_BODY = "Missing request body"
@@ -77,13 +78,12 @@ def parse(body: bytes, max_events: int) -> AmplitudeRequest | ApiError:
     if not body.strip():
         return error(400, ERR_NO_BODY, "the request has no body; send {\"api_key\": ..., \"events\": [...]}")
     try:
-        env = _envelope(body)
+        return _parse(_envelope(body), max_events)
+    except RecursionError:   # nested past the decoder's stack: not an Amplitude body (events nest at most 40 deep)
+        return error(400, ERR_JSON, "the body nests objects and arrays too deeply to be read; events may nest at "
+                     f"most {MAX_DEPTH} levels deep")
     except msgspec.ValidationError:
         return error(400, ERR_JSON, "the body must be a JSON object: {\"api_key\": ..., \"events\": [...]}")
-    except msgspec.DecodeError as exc:
-        return error(400, ERR_JSON, f"the body is not valid JSON: {exc}")
-    try:
-        return _parse(env, max_events)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         try:
             body.decode()
@@ -164,6 +164,9 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
     for i, raw in enumerate(events):
         value = bytes(raw)
         origin = f"{nonce}/{i}"
+        if (depth := depth_over(value)) is not None:
+            out.rejected.append((i, too_deep(depth)))
+            continue
         if _SERVER in value or _REMOTE in value:
             res = _rewritten(value, project, received_ms, origin, rules, client_ip)
         else:

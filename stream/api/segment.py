@@ -24,7 +24,8 @@ from typing import Any
 import orjson
 
 from stream.api.amplitude import ApiError
-from stream.events.normalize import Reason, Rejected
+from stream.events.depth import value_depth_over
+from stream.events.normalize import Reason, Rejected, too_deep
 from stream.events.segment import full_message
 
 SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
@@ -112,6 +113,9 @@ def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, ma
                 out.rejected.append((i, Rejected(Reason.TOO_LARGE, None, f"the message is {size} bytes; the limit "
                                                  f"is {max_message_bytes} (api.segment_max_message_bytes)"), msg))
                 continue
+        if (depth := value_depth_over(msg)) is not None:
+            out.rejected.append((i, too_deep(depth), msg))
+            continue
         full = full_message(msg, call_type, received_ms=received_ms, message_id=new_id(), batch_sent_at=sent_at,
                             batch_context=ctx, batch_integrations=integrations)
         if isinstance(full, Rejected):

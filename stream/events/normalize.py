@@ -15,6 +15,7 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
+from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.fields import EXPORT_FIELDS, INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
 from stream.events.timefmt import format_ms
 
@@ -44,6 +45,10 @@ def uuid_str(b: bytes) -> str:
     """16 bytes -> the canonical ``8-4-4-4-12`` form."""
     x = b.hex()
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+MAX_TIME_MS = 253_402_300_799_999
+"""The last millisecond of 9999-12-31: the latest time an export timestamp (``YYYY-MM-DD ...``) can show."""
 
 
 class Reason(str, Enum):
@@ -307,8 +312,9 @@ def _time(obj: dict[str, Any], key: str, default: int) -> int:
     if v is None:
         return default
     ms = _coerce(key, Kind.INT, v)
-    if ms < 0:
-        raise _Bad(Reason.INVALID_VALUE, key, f"{key} must be epoch milliseconds >= 0, got {ms}")
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise _Bad(Reason.INVALID_VALUE, key, f"{key} must be epoch milliseconds from 0 to {MAX_TIME_MS} "
+                   f"(9999-12-31), got {ms}")
     return ms
 
 
@@ -418,7 +424,7 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     received = timestamp_ms if e.server_received_time is None else e.server_received_time
     uploaded = timestamp_ms if e.server_upload_time is None else e.server_upload_time
     client_time = received if e.time is None else e.time
-    if received < 0 or uploaded < 0 or client_time < 0:
+    if not (0 <= received <= MAX_TIME_MS and 0 <= uploaded <= MAX_TIME_MS and 0 <= client_time <= MAX_TIME_MS):
         raise _NotFast
     if e.uuid is None:
         uid_s = uuid5_str(origin)
@@ -511,10 +517,17 @@ def _is_utf8(b: bytes) -> bool:
     return True
 
 
+def too_deep(depth: int) -> Rejected:
+    return Rejected(Reason.INVALID_VALUE, None, f"the event nests objects and arrays more than {MAX_DEPTH} levels "
+                    f"deep ({depth} seen); Amplitude's limit is {MAX_DEPTH}: flatten its properties")
+
+
 def normalize_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
                       rules: Rules) -> Normalized | Rejected:
     """One raw message -> its export row or why it was rejected (see ``normalize``)."""
     if value and len(value) <= rules.max_event_bytes and (key is None or _is_utf8(key)):
+        if (depth := depth_over(value)) is not None:   # before a decoder recurses into it
+            return too_deep(depth)
         try:
             return _fast(value, project, timestamp_ms, origin, rules)
         except (msgspec.MsgspecError, UnicodeDecodeError, _NotFast):
