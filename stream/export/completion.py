@@ -35,10 +35,23 @@ class _Hour:
     objects: int = 0
     events: int = 0
     bytes: int = 0
-    keys: set[str] = field(default_factory=set)
+    keys: dict[str, tuple[int, int]] = field(default_factory=dict)   # key -> (events, bytes) of its latest record
     marker: str | None = None
     last_error: LedgerRecord | None = None
     last_written_at: int = -1
+
+    def put(self, key: str, events: int, size: int) -> None:
+        """An object written under ``key``; a key written again (an object rebuilt after a crash or a move of its
+        partition, whatever it holds now) counts once, as its latest record says: S3 holds the latest."""
+        old = self.keys.get(key)
+        if old is None:
+            self.objects += 1
+        else:
+            self.events -= old[0]
+            self.bytes -= old[1]
+        self.keys[key] = (events, size)
+        self.events += events
+        self.bytes += size
 
 
 class ExportBook:
@@ -60,11 +73,7 @@ class ExportBook:
             return
         h = self.hours.setdefault(r.hour, _Hour())
         if r.kind == Kind.OBJECT.value:
-            if r.key not in h.keys:           # an object rewritten after a crash is counted once
-                h.keys.add(r.key)
-                h.objects += 1
-                h.events += r.events
-                h.bytes += r.bytes
+            h.put(r.key, r.events, r.bytes)
             h.last_written_at = max(h.last_written_at, r.written_at)
             self.last_written_at = max(self.last_written_at, r.written_at)
             if self.first_hour is None or r.hour < self.first_hour:

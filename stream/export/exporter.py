@@ -166,13 +166,17 @@ class Exporter:
                            self.clock.now_ms(), group=obj.group)
         await self.append_ledger(rec)
         crash_point("export.ledgered")
+        before = self.ledger.object(obj.key)
         self.ledger.add(rec)
         if (w := self.writers.get(obj.partition)) is not None:   # None: revoked during the upload
             w.written(obj)
         obj.path.unlink(missing_ok=True)
-        metrics.EXPORT_EVENTS.labels(self.name).inc(obj.events)
-        metrics.EXPORT_OBJECTS.labels(self.name, obj.reason.value).inc()
-        metrics.EXPORT_BYTES.labels(self.name).inc(obj.size)
+        # each key counts once: an object written again under its key (a replay, a partition that moved) adds only
+        # what it holds beyond its previous version
+        metrics.EXPORT_EVENTS.labels(self.name).inc(max(0, obj.events - (before.events if before else 0)))
+        metrics.EXPORT_BYTES.labels(self.name).inc(max(0, obj.size - (before.bytes if before else 0)))
+        if before is None:
+            metrics.EXPORT_OBJECTS.labels(self.name, obj.reason.value).inc()
         log.info("export %s: wrote s3://%s/%s (%d events, %d bytes, offsets %d-%d, %s%s)", self.name, d.bucket, obj.key,
                  obj.events, obj.size, obj.start_offset, obj.end_offset, obj.reason.value,
                  ", a straggler of a sealed hour" if obj.straggler else "")

@@ -93,6 +93,7 @@ class LedgerIndex:
         self._marks: dict[tuple[int, int, str], int] = {}
         self._sources: dict[tuple[int, int, str, str], int] = {}
         self._sealed: dict[int, int] = {}
+        self._objects: dict[str, LedgerRecord] = {}
         for r in records:
             self.add(r)
 
@@ -103,6 +104,7 @@ class LedgerIndex:
             return
         if r.kind != Kind.OBJECT.value:
             return
+        self._objects[r.key] = r
         k = (r.partition, r.hour, r.group)
         if r.end_offset > self._marks.get(k, -1):
             self._marks[k] = r.end_offset
@@ -122,6 +124,10 @@ class LedgerIndex:
     def sealed_through(self, partition: int) -> int | None:
         """The latest hour sealed on ``partition`` (every earlier hour is sealed too), None if none."""
         return self._sealed.get(partition)
+
+    def object(self, key: str) -> LedgerRecord | None:
+        """The latest record of the object ``key``, None if it was never written."""
+        return self._objects.get(key)
 
     def hours(self, partition: int) -> set[int]:
         return {h for (p, h, _) in self._marks if p == partition}

@@ -18,6 +18,7 @@ from stream.crashpoints import NAMES
 from stream.devstack.services import free_port
 from stream.events.partitioning import partition_for
 from stream.export.ledger import LedgerRecord
+from stream.export.status_cli import read_status
 from stream.kafka import ensure_topics, read_all
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
@@ -74,6 +75,13 @@ def exported(settings):
     return sorted(r["$insert_id"] for r in rows(settings, object_keys(settings)))
 
 
+def status_counts(settings):
+    """(objects, events) of the destination's events exporter as the status view counts them from the ledger."""
+    doc = asyncio.run(read_status(settings, 1000))
+    (main,) = [d for d in doc["destinations"] if d["destination"] == settings.destinations[0].name]
+    return sum(h["objects"] for h in main["hours"]), sum(h["events"] for h in main["hours"])
+
+
 def hours_complete(settings, hours=DATA_HOURS):
     """Every data hour's _complete marker is recorded: each partition sealed it after writing its objects, so
     anything that could be written twice would be on S3 by now."""
@@ -113,6 +121,8 @@ def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS,
     wait_until(lambda: hours_complete(settings, hours), 120, "every hour to be written and marked complete")
     expected = sorted(ev["insert_id"] for ev, _ in events)
     assert exported(settings) == expected                 # no loss, no duplicate
+    # the status view counts each object once, whatever the kill made the worker write again
+    assert status_counts(settings) == (len(object_keys(settings)), len(expected))
     assert keys_before <= object_keys(settings)          # objects written before the kill keep their keys
     if events is EVENTS:                                 # and every merge exactly once
         wait_until(lambda: merges_written(settings), 60, "every merge on S3")
@@ -235,3 +245,4 @@ def test_a_soak_of_random_kills_while_events_flow_neither_loses_nor_duplicates(d
     print(f"soak: {cycles} kills, {len(SOAK_EVENTS)} events, {len(got)} exported, {len(object_keys(settings))} "
           f"objects; the last worker finished {time.monotonic() - recovering:.1f}s after it started")
     assert got == sorted(ev["insert_id"] for ev, _ in SOAK_EVENTS)
+    assert status_counts(settings) == (len(object_keys(settings)), len(got))

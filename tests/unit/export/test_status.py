@@ -51,3 +51,18 @@ def test_a_destination_exporting_events_or_merged_ids_alone_shows_that_exporter_
     doc = export_status(settings(exports="merged_ids", org_id=55, enabled=False), books_of())
     assert [(d["destination"], d["exports"], d["state"]) for d in doc["destinations"]] == [
         ("main.merged-ids", "merged_ids", "disabled")]
+
+
+def test_an_object_recorded_again_under_its_key_counts_once_as_its_latest_record_says():
+    key = "amp/424242/424242_2024-03-09_8#0.json.gz"
+
+    def obj(key, end, events, size, at):
+        return LedgerRecord("main", 424242, "events.accepted", 0, H8, "bkt", key, 0, end, events, {}, size,
+                            "hour_closed", at)
+    # written by one replica, written again under the same key by the next owner of the partition (holding more,
+    # then less, events than before), and a second object
+    book = books_of(obj(key, 4, 5, 400, H8 + HOUR), obj(key, 9, 10, 800, H8 + HOUR + 5),
+                    obj("amp/424242/424242_2024-03-09_8#10000.json.gz", 12, 3, 100, H8 + HOUR + 6),
+                    obj(key, 6, 7, 560, H8 + HOUR + 7))["main"]
+    (hour,) = book.status()["hours"]
+    assert (hour["objects"], hour["events"], hour["bytes"]) == (2, 10, 660)

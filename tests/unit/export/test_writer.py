@@ -166,3 +166,24 @@ def test_merged_ids_go_to_one_file_per_hour_named_by_org_then_numbered_objects(t
     ex2.add(0, 2, batch(H7, [b'{"m":4}'], offsets=[2], source=src))
     closed = ex2.add(0, 3, batch(H7 + HOUR, [b'{"m":5}'], [H7 + HOUR + 30_000], offsets=[3], source=src))
     assert [c.key for c in closed] == ["amp/424242/-99_2024-03-09_7#2000.json.gz"]
+
+
+def test_an_object_written_again_under_its_key_is_counted_once_in_the_metrics(tmp_path):
+    from stream import metrics
+
+    def counts():
+        return (metrics.EXPORT_EVENTS.labels("main")._value.get(),
+                sum(metrics.EXPORT_OBJECTS.labels("main", r)._value.get() for r in ("hour_closed", "idle")))
+    ex, _, records = make(tmp_path)
+    ex.add(3, 20, batch(H7, [b'{"a":1}', b'{"a":2}']))
+    before = counts()
+    finish_all(ex, ex.add(3, 21, batch(H7 + HOUR, [b'{"b":1}'], [H7 + HOUR + 20_000])))
+    assert counts() == (before[0] + 2, before[1] + 1)
+    # the next owner of the partition reads the same offsets from the last commit and writes the object again,
+    # now holding one more event
+    ex2, _, _ = make(tmp_path, LedgerIndex(records[:0]))
+    ex2.ledger.add(records[0])
+    ex2.writer(3)._ledger = LedgerIndex()            # its ledger was read before the first owner's record
+    ex2.add(3, 20, batch(H7, [b'{"a":1}', b'{"a":2}', b'{"a":3}']))
+    finish_all(ex2, ex2.add(3, 21, batch(H7 + HOUR, [b'{"b":1}'], [H7 + HOUR + 20_000])))
+    assert counts() == (before[0] + 3, before[1] + 1)
