@@ -1,0 +1,74 @@
+"""The compiled ``convertToAmplitudeFunc``: row -> (output, field errors); a field that fails is left out, never raised.
+
+The output's own objects -- the mapping itself and every object nested directly in it, such as
+``"event_properties": {"sku": "sku", "price": "price"}`` -- are evaluated entry by entry: an entry that has no
+value is left out and reported at its output path (``event_properties.price``) while its siblings stay.
+Below an operator, an object is an ordinary value and fails as a whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stream.imports.converter.compile import MAX_DEPTH, compile_source, dict_entries
+from stream.imports.converter.errors import ConverterError, FieldError, NoValue
+from stream.imports.converter.values import Ctx, Fn
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: str
+    field: str  # output path, for FieldError
+    source: Fn | None  # set for a leaf
+    children: tuple[_Entry, ...]  # set for an object of the output
+
+
+class Converter:
+    """Amplitude's ``convertToAmplitudeFunc`` compiled once; call it with a row and the current time."""
+
+    __slots__ = ("fields", "_entries")
+
+    def __init__(self, func: Mapping[str, Any], path: str = "convertToAmplitudeFunc") -> None:
+        if not isinstance(func, Mapping):
+            raise ConverterError(path, None, 'must be an object of output fields, e.g. {"event_type": "action"}')
+        if not func:
+            raise ConverterError(path, None, 'maps no field; write at least {"event_type": ..., "user_id": ...}')
+        self._entries = _compile_object(func, path, "", 0)
+        self.fields: tuple[str, ...] = tuple(entry.key for entry in self._entries)
+
+    def __call__(self, row: Mapping[str, Any], now_ms: int) -> tuple[dict[str, Any], list[FieldError]]:
+        """The output built from ``row`` and one FieldError per field left out; ``now_ms`` feeds the *_now operators."""
+        errors: list[FieldError] = []
+        return _evaluate(self._entries, row, Ctx(now_ms), errors), errors
+
+    def __repr__(self) -> str:
+        return f"Converter(fields={self.fields!r})"
+
+
+def _compile_object(sd: Any, path: str, field: str, depth: int) -> tuple[_Entry, ...]:
+    if depth > MAX_DEPTH:
+        raise ConverterError(path, None, f"objects nested more than {MAX_DEPTH} levels deep; flatten the output")
+    compiled = []
+    for key, description, entry_path in dict_entries(sd, path) or ():
+        entry_field = f"{field}.{key}" if field else key
+        if dict_entries(description, entry_path) is not None:
+            children = _compile_object(description, entry_path, entry_field, depth + 1)
+            compiled.append(_Entry(key, entry_field, None, children))
+        else:
+            compiled.append(_Entry(key, entry_field, compile_source(description, entry_path), ()))
+    return tuple(compiled)
+
+
+def _evaluate(entries: tuple[_Entry, ...], row: Any, ctx: Ctx, errors: list[FieldError]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for entry in entries:
+        if entry.source is None:
+            out[entry.key] = _evaluate(entry.children, row, ctx, errors)
+            continue
+        try:
+            out[entry.key] = entry.source(row, ctx)
+        except NoValue as exc:
+            errors.append(FieldError(entry.field, str(exc)))
+    return out
