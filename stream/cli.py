@@ -124,6 +124,95 @@ def exports_status(config: str | None, hours: int, as_json: bool) -> None:
         click.echo(render(doc))
 
 
+@main.group()
+def deadletters() -> None:
+    """Read the dead-letter topic: every rejected input with its reason and where it came from."""
+
+
+@deadletters.command("tail")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--lines", "-n", default=20, show_default=True, help="How many of the latest dead letters to show.")
+@click.option("--follow", "-f", is_flag=True, help="Then print new dead letters as they arrive, until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter (the value as text).")
+def deadletters_tail(config: str | None, lines: int, follow: bool, as_json: bool) -> None:
+    """The latest dead letters: when, the reason and field, the source (topic[partition]@offset, or the HTTP
+    route and event index), what is wrong, and the start of the input (credentials redacted)."""
+    settings = _load(config)
+    from stream.deadletters import read_dead_letters
+    from stream.events.deadletter import describe
+
+    async def run() -> None:
+        caught_up, shown = False, []
+        async for d in read_dead_letters(settings, last=lines, follow=follow):
+            if d is None:          # the latest ones are read: show them, then each new one as it comes
+                caught_up = True
+                for x in shown[-lines:]:
+                    _print_dead_letter(x, as_json, describe)
+            elif caught_up:
+                _print_dead_letter(d, as_json, describe)
+            else:
+                shown.append(d)
+        if not follow:
+            for x in shown[-lines:]:
+                _print_dead_letter(x, as_json, describe)
+    _run_kafka(settings, run())
+
+
+def _print_dead_letter(d: dict, as_json: bool, describe) -> None:
+    if as_json:
+        import orjson
+        click.echo(orjson.dumps({**d, "key": (d["key"] or b"").decode("utf-8", "backslashreplace"),
+                                 "value": (d["value"] or b"").decode("utf-8", "backslashreplace")}).decode())
+    else:
+        click.echo(describe(d))
+
+
+@deadletters.command("summary")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--hours", default=24.0, show_default=True, help="Summarize the dead letters of this many hours.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def deadletters_summary(config: str | None, hours: float, as_json: bool) -> None:
+    """Dead letters by reason: how many, from which sources, first and last, and the latest one's coordinates."""
+    settings = _load(config)
+    import time
+
+    from stream.deadletters import read_dead_letters
+    from stream.events.deadletter import summarize
+
+    since = time.time_ns() // 1_000_000 - int(hours * 3_600_000)
+
+    async def run() -> list[dict]:
+        return summarize([d async for d in read_dead_letters(settings, since_ms=since) if d is not None])
+    rows = _run_kafka(settings, run())
+    if as_json:
+        import orjson
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not rows:
+        click.echo(f"no dead letters in the last {hours:g} hours")
+        return
+    iso = lambda ms: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + "Z"  # noqa: E731
+    click.echo(f"dead letters of the last {hours:g} hours, {sum(r['count'] for r in rows)} in all:")
+    for r in rows:
+        sources = ", ".join(f"{t} {n}" for t, n in sorted(r["sources"].items()))
+        click.echo(f"  {r['reason']:<20} {r['count']:>8}  ({sources}; {iso(r['first_at'])} .. {iso(r['last_at'])})")
+        latest = r["latest"]
+        click.echo(f"      latest: {latest['source']}{' ' + latest['field'] if latest['field'] else ''}: "
+                   f"{latest['detail']}")
+
+
+def _run_kafka(settings: Settings, coro):
+    """Run ``coro``; a broker that cannot be reached is one line naming the setting, not a traceback."""
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    except Exception as exc:
+        raise click.ClickException(f"cannot read from the Kafka cluster at {settings.kafka.bootstrap_servers}: "
+                                   f"{type(exc).__name__}: {exc}. Check kafka.bootstrap_servers and "
+                                   "topics.prefix.") from None
+
+
 @main.command("config-reference")
 def config_reference() -> None:
     """Print every configuration key with its default and description (Markdown)."""

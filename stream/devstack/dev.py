@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,11 +20,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream.devstack.sample import SampleEvents
 from stream.devstack.services import Service, free_port, local_aws_env, start_broker, start_moto
+from stream.events import deadletter
 from stream.events.batch import EventBatch
 from stream.events.timefmt import HOUR_MS, hour_label
 from stream.export.ledger import LedgerRecord
 
 PROJECT = 424242
+ORG = 55
 BUCKET = "stream-dev"
 
 
@@ -36,6 +39,8 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
                api_port: int = 8080) -> dict:
     """The configuration ``stream dev`` runs the worker and the API with (also a small example)."""
     fast = {"encryption": {"type": "sse-s3"}, "close_grace_s": 5, "idle_close_s": 2}
+    # every kind of output: events in Amplitude's layout with _complete markers and the merged-IDs files beside
+    # them, and events in Segment's layout
     return {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 2, "heartbeat_interval_s": 0.5},
         "topics": {"partitions": 2, "ingest_partitions": 2},
@@ -45,7 +50,8 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
         "api": {"host": "127.0.0.1", "port": api_port},
         "projects": [{"id": PROJECT, "name": "demo", "api_keys": [API_KEY],
                       "segment_sources": [{"write_key": WRITE_KEY, "source_id": SOURCE_ID}]}],
-        "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/", **fast},
+        "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/",
+                          "exports": "both", "org_id": ORG, **fast},
                          {"name": "local-segment", "project": PROJECT, "bucket": BUCKET, "prefix": "segment/",
                           "layout": "segment", **fast}],
     }
@@ -93,6 +99,11 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
         cfg = workdir / "stream.yaml"
         data_dir = workdir / "data"
+        # the local broker starts empty: state kept from an earlier run (RocksDB tables, spool files) would
+        # describe topics that no longer exist, and the worker would refuse to start on it
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+            say(f"  removed the previous run's worker state in {data_dir} (the local broker starts empty)")
         http_port, api_port = free_port(), free_port()
         cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port, api_port),
                                       sort_keys=False))
@@ -118,6 +129,8 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  stream s3 ls s3://{BUCKET}/ --endpoint-url {s3_url}")
         say(f"  stream s3 cat 's3://{BUCKET}/amp/{PROJECT}/<file>.json.gz' --endpoint-url {s3_url}")
         say(f"  stream exports status -c {cfg}")
+        say(f"  stream deadletters tail -c {cfg}      (rejected inputs, with reason and source)")
+        say(f"  stream deadletters summary -c {cfg}")
         return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0))
     except KeyboardInterrupt:
         say("\ninterrupted")
@@ -167,7 +180,7 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
         await p.start()
         await counter.consumer.start()
         try:
-            samples = SampleEvents()
+            samples = SampleEvents(second_device_rate=0.15)   # users with two devices: merged ids
             now = int(time.time() * 1000)
             this_hour = now - now % HOUR_MS
             for h in (this_hour - 2 * HOUR_MS, this_hour - HOUR_MS):
@@ -225,7 +238,25 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
             await asyncio.sleep(0.5)
         return 0
 
-    tasks = [asyncio.create_task(produce()), asyncio.create_task(tail_ledger())]
+    dead: Counter[str] = Counter()
+
+    async def tail_dead_letters() -> None:
+        c = AIOKafkaConsumer("events.dead-letter", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+        await c.start()
+        try:
+            while not stop.is_set():
+                for recs in (await c.getmany(timeout_ms=500)).values():
+                    for m in recs:
+                        d = deadletter.decode(m.value)
+                        dead[d["reason"]] += 1
+                        if dead[d["reason"]] == 1:   # the first of each reason, whole; the rest are counted
+                            say(f"[{time.monotonic() - t0:5.1f}s] dead letter: {deadletter.describe(d, 100)}")
+        finally:
+            await c.stop()
+
+    tasks = [asyncio.create_task(produce()), asyncio.create_task(tail_ledger()),
+             asyncio.create_task(tail_dead_letters())]
     try:
         code = await watch()
     finally:
@@ -236,4 +267,6 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
         f"{sum(v for k, v in produced.items() if k not in ('event', 'duplicate'))} invalid; "
         f"{exported['objects']} objects with {exported['events']} rows landed, in both layouts (the open hour lands "
         "when it closes)")
+    if dead:
+        say(f"dead letters by reason: {', '.join(f'{r} {n}' for r, n in dead.most_common())}")
     return code

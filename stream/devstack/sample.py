@@ -44,19 +44,27 @@ class Sample:
 
 
 class SampleEvents:
-    def __init__(self, seed: int = 7, users: int = 500, duplicate_rate: float = 0.03, invalid_rate: float = 0.01):
+    def __init__(self, seed: int = 7, users: int = 500, duplicate_rate: float = 0.03, invalid_rate: float = 0.01,
+                 second_device_rate: float = 0.0):
         self.rnd = random.Random(seed)
         self.duplicate_rate, self.invalid_rate = duplicate_rate, invalid_rate
         r = self.rnd
         self.users = [(f"user-{r.getrandbits(32):08x}", str(uuid.UUID(int=r.getrandbits(128), version=4)),
                        r.choice(PLATFORMS), r.choice(PLACES), r.choice(LANGUAGES), r.choice(PLANS))
                       for _ in range(users)]
+        # a share of users with a second device (a phone and a laptop): their ids are merged. Drawn from a random
+        # generator of their own, so the events of a given seed stay the same whatever this rate is.
+        self._devices = random.Random(seed + 1)
+        self.second_devices = {u[0]: str(uuid.UUID(int=self._devices.getrandbits(128), version=4))
+                               for u in self.users if self._devices.random() < second_device_rate}
         self.sessions: dict[str, int] = {}
         self.recent: list[tuple[bytes, bytes]] = []
 
     def event(self, t_ms: int) -> dict:
         r = self.rnd
         user_id, device_id, (platform, os_name, os_version, brand, model), place, lang, plan = r.choice(self.users)
+        if user_id in self.second_devices and self._devices.random() < 0.5:
+            device_id = self.second_devices[user_id]
         if device_id not in self.sessions or r.random() < 0.05:
             self.sessions[device_id] = t_ms
         et = r.choice(EVENT_TYPES)

@@ -35,3 +35,40 @@ def not_a_batch(topic: str, partition: int, offset: int, timestamp_ms: int, key:
                    f"{type(exc).__name__}: {exc}. Only stream and its HTTP API write to this topic.")
     return encode(why, topic, partition, offset, timestamp_ms, key, value, time.time_ns() // 1_000_000,
                   max_value_bytes)
+
+
+def source_of(d: dict[str, Any]) -> str:
+    """Where a dead letter's input came from: ``topic[partition]@offset``, or for the HTTP API, which has no
+    offsets, the route and the event's index in its request (``http:/2/httpapi event 3``)."""
+    if d["partition"] < 0:
+        return f"{d['topic']} event {d['offset']}"
+    return f"{d['topic']}[{d['partition']}]@{d['offset']}"
+
+
+def describe(d: dict[str, Any], value_chars: int = 160) -> str:
+    """One line for a person: when, why (reason and field), where from, what is wrong, and the input's start."""
+    import time
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["rejected_at"] // 1000))
+    value = d["value"] or b""
+    shown = value[:value_chars].decode("utf-8", "backslashreplace")
+    more = f"... ({len(value)} bytes)" if len(value) > value_chars else ""
+    field = f" {d['field']}" if d.get("field") else ""
+    return f"{at}Z {d['reason']}{field} from {source_of(d)}: {d['detail']} | {shown}{more}"
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dead letters by reason, most frequent first: the count, the sources they came from (topic, or HTTP route)
+    with counts, the first and last rejection times, and the latest one's source coordinates and detail."""
+    by: dict[str, dict[str, Any]] = {}
+    for d in records:
+        s = by.get(d["reason"])
+        if s is None:
+            s = by[d["reason"]] = {"reason": d["reason"], "count": 0, "sources": {}, "first_at": d["rejected_at"],
+                                   "last_at": d["rejected_at"], "latest": None}
+        s["count"] += 1
+        s["sources"][d["topic"]] = s["sources"].get(d["topic"], 0) + 1
+        s["first_at"] = min(s["first_at"], d["rejected_at"])
+        if d["rejected_at"] >= s["last_at"] or s["latest"] is None:
+            s["last_at"] = d["rejected_at"]
+            s["latest"] = {"source": source_of(d), "field": d.get("field"), "detail": d["detail"]}
+    return sorted(by.values(), key=lambda s: (-s["count"], s["reason"]))

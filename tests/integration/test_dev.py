@@ -19,7 +19,13 @@ from stream.events.timefmt import HOUR_MS, hour_label
 pytestmark = pytest.mark.integration
 
 
-def test_stream_dev_lands_the_past_hours_and_serves_the_api_then_stops_everything(tmp_path):
+def test_stream_dev_lands_every_kind_of_output_and_serves_the_api_then_stops_everything_twice(tmp_path):
+    # a first run in the folder leaves its worker state behind; the second run must start on it as if new
+    first = subprocess.run([sys.executable, "-m", "stream", "dev", "--exit-after", "15", "--backfill", "50",
+                            "--rate", "5", "--dir", str(tmp_path / "dev")], capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "dev" / "data").exists()
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "stream", "dev", "--exit-after", "30", "--backfill", "400",
                              "--rate", "20", "--dir", str(tmp_path / "dev")], stdout=subprocess.PIPE,
@@ -59,6 +65,14 @@ def test_stream_dev_lands_the_past_hours_and_serves_the_api_then_stops_everythin
         assert landed and float(landed[0]) < 60, out                       # within a minute of starting
         assert f"hour complete: s3://stream-dev/amp/424242/424242_{day}_{hour}_complete" in out, out
         assert re.search(rf"landed s3://stream-dev/segment/segment-logs/424242/\d+/{h}-\d+\.gz", out), out
+    # users with two devices were merged: a merged-IDs file of a past hour, in the project's folder
+    assert re.search(r"landed s3://stream-dev/amp/424242/-55_\d{4}-\d\d-\d\d_\d+(#\d+)?\.json\.gz .* "
+                     r"\(local\.merged-ids, ", out), out
+    # the first dead letter of each reason, with its source coordinates, and the count by reason at the end
+    assert re.search(r"dead letter: \S+ \S+Z missing_id user_id from events\.ingest\[\d\]@\d+: the event needs a "
+                     r"user_id or a device_id", out), out
+    assert re.search(r"dead letters by reason: .*malformed_json \d+", out), out
+    assert "removed the previous run's worker state" in out
     pids = {int(p) for p in re.findall(r"pid (\d+)", out)}
     assert len(pids) == 4                                                   # broker, moto, worker, API
     for pid in pids:
