@@ -184,6 +184,19 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     assert by_reason["malformed_json"]["value"] == b'{"event_type": "x", "user_id"'
     assert by_reason["malformed_json"]["offset"] == 10
 
+    if stages is None:   # the operator's view of the same dead letters, from the command line
+        cli = [sys.executable, "-m", "stream", "deadletters"]
+        summary = orjson.loads(subprocess.run([*cli, "summary", "-c", str(deployment[1]), "--json"], check=True,
+                                              capture_output=True, text=True, timeout=60).stdout)
+        assert {r["reason"]: r["count"] for r in summary} == Counter(d["reason"] for d in dead)
+        unknown = by_reason["unknown_field"]
+        assert next(r for r in summary if r["reason"] == "unknown_field")["latest"] == {
+            "source": f"{settings.topics.name('ingest')}[0]@{unknown['offset']}", "field": "colour",
+            "detail": unknown["detail"]}
+        tail = subprocess.run([*cli, "tail", "-c", str(deployment[1]), "-n", "2"], check=True, capture_output=True,
+                              text=True, timeout=60).stdout.splitlines()
+        assert tail == [deadletter.describe(d) for d in dead[-2:]]
+
     # nothing lost: exported + duplicates + dead-lettered = produced
     assert len(rows) + expected["duplicate"] + len(dead) == len(INPUTS) + 2
 
