@@ -20,6 +20,9 @@ from prometheus_client import Counter, Gauge, Histogram
 # --- events through the pipeline ----------------------------------------------------------------------------------
 EVENTS_INGESTED = Counter("stream_ingest_events_total", "Raw messages read from events.ingest.")
 EVENTS_VALID = Counter("stream_ingest_valid_events_total", "Events validated and written to events.valid.")
+EVENTS_CLAMPED = Counter("stream_ingest_clamped_events_total",
+                         "Events whose server time was ahead of the ingest clock by more than ingest.max_clock_skew_s "
+                         "and was replaced by the ingest clock (a producer's clock is wrong).")
 EVENTS_DEAD_LETTERED = Counter("stream_dead_letter_events_total",
                                "Inputs written to the dead-letter topic, by the stage that rejected them.",
                                ["stage", "reason"])

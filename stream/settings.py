@@ -63,6 +63,10 @@ class TopicSettings(_Section):
                                  "another), read by destinations that export merged ids. One partition.")
     export_ledger: str = Field("exports.ledger",
                                description="One record per object written to S3 (schemas/export_ledger.avsc).")
+    ingest_clamps: str = Field(
+        "events.ingest-clamps", description="The ingest stage's record of the server times it replaced "
+        "(ingest.max_clock_skew_s), so that a replay after a crash replaces them with the same time. Written only "
+        "when a producer's clock is ahead; one partition.")
     partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
                             "(and of the dedupe changelog); the export key encodes the partition in three digits.")
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")
@@ -89,6 +93,11 @@ class IngestSettings(_Section):
         1024 * 1024, gt=0, description="Largest raw event accepted; larger ones are dead-lettered (too_large).")
     min_id_length: int = Field(5, ge=1,
                                description="user_id/device_id shorter than this are removed, as Amplitude does.")
+    max_clock_skew_s: float = Field(
+        300, ge=0, description="A server time (the Kafka record's timestamp, or server_upload_time / "
+        "server_received_time in the event) ahead of the ingest clock by more than this is replaced by the ingest "
+        "clock and counted (stream_ingest_clamped_events_total): a producer's clock must never hold hours open. "
+        "Times in the past are kept as they are.")
     batch_max_events: int = Field(500, ge=1, description="Most events per batch message on events.valid.")
     poll_max_records: int = Field(5000, ge=1, description="Most records one poll of events.ingest returns.")
 

@@ -38,6 +38,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("accepted"), t.partitions),
         TopicSpec(t.name("dead_letter"), 1, {"retention.ms": str(int(t.dead_letter_retention_days * DAY_MS))}),
         TopicSpec(t.name("export_ledger"), 1, {"retention.ms": str(int(t.ledger_retention_days * DAY_MS))}),
+        # a replay of events.ingest reads what it replaced; replays come from uncommitted offsets, so a week is
+        # far more than it needs
+        TopicSpec(t.name("ingest_clamps"), 1, {"retention.ms": str(7 * DAY_MS)}),
         TopicSpec(dedupe_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
     ] + ([

@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from stream import kafka, metrics
 from stream.clock import Clock
 from stream.crashpoints import crash_point
+from stream.events.clamps import ClampIndex
+from stream.events.clamps import encode as encode_clamps
 from stream.events.ingest import ingest_records
 from stream.events.normalize import Rules
 from stream.health import HEALTH
@@ -75,15 +77,20 @@ class _Drain(ConsumerRebalanceListener):
 async def run_ingest(settings: Settings, clock: Clock) -> None:
     """Consume events.ingest forever.
 
-    Order: every batch and dead letter of a poll is acknowledged by Kafka, then the
-    offsets of the records they came from are committed; up to MAX_POLLS_IN_FLIGHT
-    polls overlap so the loop never idles on a round trip. A crash in between
-    replays those records, which produce the same batches (same uuids, same times).
+    Order: the server times a poll replaced (a producer's clock ahead of ours) are
+    recorded and acknowledged (``stream.events.clamps``); every batch and dead letter
+    of the poll is acknowledged by Kafka; then the offsets of the records they came
+    from are committed. Up to MAX_POLLS_IN_FLIGHT polls overlap so the loop never
+    idles on a round trip. A crash in between replays those records, which produce
+    the same batches (same uuids, same times: replaced times from the record).
     On shutdown it stops polling, waits for what it produced and commits it.
     """
     t, ing = settings.topics, settings.ingest
-    src, valid, dead = t.name("ingest"), t.name("valid"), t.name("dead_letter")
-    rules = Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep")
+    src, valid, dead, clamps_topic = t.name("ingest"), t.name("valid"), t.name("dead_letter"), t.name("ingest_clamps")
+    rules = Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep",
+                  int(ing.max_clock_skew_s * 1000))
+    clamps = ClampIndex(src)
+    known: set[TopicPartition] = set()
     consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-ingest", **kafka.consumer_args(settings.kafka))
     producer = kafka.producer(settings.kafka)
     pending = _Pending()
@@ -103,21 +110,42 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
         while not SHUTDOWN.requested:
             polled = await consumer.getmany(timeout_ms=200 if pending.polls else 1000,
                                             max_records=ing.poll_max_records)
+            if (assigned := consumer.assignment()) != known:
+                # partitions taken over (at start, or from another worker): what an earlier pass replaced in them
+                # is read before any of their records is processed
+                new = {tp.partition for tp in assigned - known}
+                if new:
+                    n = clamps.load((m.value for m in await kafka.read_all(settings, clamps_topic)), new)
+                    if n:
+                        log.info("ingest: %d replaced server times recorded for partitions %s", n, sorted(new))
+                known = set(assigned)
             if polled:
                 crash_point("ingest.polled")
+                now = clock.now_ms()
+                results = [(tp, recs, ingest_records(
+                    recs, src, tp.partition, projects=settings.project_ids(), default_project=ing.default_project,
+                    rules=rules, partitions=t.partitions, max_events=ing.batch_max_events,
+                    max_bytes=settings.kafka.max_request_bytes // 2, now_ms=now, clamps=clamps.of(tp.partition)))
+                    for tp, recs in polled.items()]
+                recorded = [await producer.send(clamps_topic, value, key=key, partition=0)
+                            for tp, _, res in results if res.new_clamps
+                            for key, value in [encode_clamps(src, tp.partition, res.new_clamps)]]
+                for fut in recorded:   # a replay must find them before it finds the batches they stamped
+                    await fut
                 sends = []
-                for tp, recs in polled.items():
-                    res = ingest_records(recs, src, tp.partition, projects=settings.project_ids(),
-                                         default_project=ing.default_project, rules=rules,
-                                         partitions=t.partitions, max_events=ing.batch_max_events,
-                                         max_bytes=settings.kafka.max_request_bytes // 2,
-                                         now_ms=clock.now_ms())
+                for tp, recs, res in results:
+                    clamps.add(tp.partition, res.new_clamps)
                     for target, batch in res.batches:
                         sends.append(await producer.send(valid, batch.encode(), partition=target))
                     for key, record in res.dead:
                         sends.append(await producer.send(dead, record, key=key, partition=0))
                     metrics.EVENTS_INGESTED.inc(len(recs))
                     metrics.EVENTS_VALID.inc(res.valid)
+                    if res.clamped:
+                        metrics.EVENTS_CLAMPED.inc(res.clamped)
+                        log.warning("ingest: %d events of %s[%d] carried server times more than %.0fs ahead of this "
+                                    "clock; stamped with the ingest time instead (a producer's clock is wrong)",
+                                    res.clamped, src, tp.partition, ing.max_clock_skew_s)
                     for reason, n in res.reasons.items():
                         metrics.EVENTS_DEAD_LETTERED.labels("ingest", reason).inc(n)
                 pending.add(sends, {tp: recs[-1].offset + 1 for tp, recs in polled.items()})
@@ -128,6 +156,8 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
             if pending.done and (not polled or loop.time() - last_commit >= COMMIT_INTERVAL_S):
                 await consumer.commit(pending.done)
                 crash_point("ingest.committed")
+                for tp, offset in pending.done.items():
+                    clamps.prune(tp.partition, offset)
                 pending.done = {}
                 last_commit = loop.time()
                 lag_gauge.set(await kafka.lag(consumer))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,8 @@ class IngestResult:
     dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)  # (key, dead-letter record)
     reasons: Counter[str] = field(default_factory=Counter)
     valid: int = 0
+    clamped: int = 0                                                   # events whose server time was replaced
+    new_clamps: dict[int, int] = field(default_factory=dict)           # offset -> ingest clock, to record first
 
 
 def project_of(headers: Sequence[tuple[str, bytes]], projects: frozenset[int], default: int | None) -> int | Rejected:
@@ -52,18 +54,29 @@ def project_of(headers: Sequence[tuple[str, bytes]], projects: frozenset[int], d
 
 def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *, projects: frozenset[int],
                    default_project: int | None, rules: Rules, partitions: int, max_events: int,
-                   max_bytes: int = 4 << 20,
-                   now_ms: int) -> IngestResult:
-    """Validate and normalize the records of one source partition, in offset order."""
+                   max_bytes: int = 4 << 20, now_ms: int,
+                   clamps: Mapping[int, int] | None = None) -> IngestResult:
+    """Validate and normalize the records of one source partition, in offset order.
+
+    Server times ahead of the ingest clock ``now_ms`` by more than ``rules.max_clock_skew_ms`` are replaced by it
+    (``normalize.clamp_server_time``). ``clamps`` holds, per offset, the clock a previous pass replaced that
+    record's times with (``stream.ingest_clamps``): a replay of the record uses that clock again, so it lands in
+    the same hour. Records replaced now, with no previous pass, are returned in ``new_clamps``, which must be
+    recorded before the batches are produced. A record the first pass did not replace is not replaced on a
+    replay either: the clock has only moved on since.
+    """
     res = IngestResult()
     good: list[tuple[int, Normalized]] = []
     prefix = f"{topic}/{partition}/"
+    clamps = clamps or {}
     for r in records:
         project = project_of(r.headers, projects, default_project) if r.headers or default_project is None \
             else default_project
         if type(project) is int:
+            clock = clamps.get(r.offset, now_ms)
             try:
-                out: Any = normalize_message(r.value, r.key, project, r.timestamp, prefix + str(r.offset), rules)
+                out: Any = normalize_message(r.value, r.key, project, r.timestamp, prefix + str(r.offset), rules,
+                                             clock)
             except Exception as exc:  # never crash-loop on one record: keep it, loudly
                 log.exception("unexpected error on %s[%d]@%d", topic, partition, r.offset)
                 out = Rejected(Reason.PROCESSING_ERROR, None, f"unexpected {type(exc).__name__}: {exc}")
@@ -71,6 +84,10 @@ def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *,
             out = project
         if type(out) is Normalized:
             good.append((r.offset, out))
+            if out.clamped:
+                res.clamped += 1
+                if r.offset not in clamps:
+                    res.new_clamps[r.offset] = now_ms
             continue
         res.reasons[out.reason.value] += 1
         res.dead.append((r.key, deadletter.encode(out, topic, partition, r.offset, r.timestamp, r.key, r.value,

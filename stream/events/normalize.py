@@ -87,6 +87,7 @@ class Normalized(NamedTuple):
     line: bytes              # the export row, JSON
     device_id: str | None    # the ids as exported (an id shorter than min_id_length is None); one of the two is set
     user_id: str | None
+    clamped: bool = False    # a server time ahead of the ingest clock by more than the allowed skew was replaced
 
     @property
     def partition_key(self) -> str:
@@ -100,6 +101,15 @@ class Rules(NamedTuple):
     max_event_bytes: int = 1024 * 1024
     min_id_length: int = 5
     keep_unknown_fields: bool = False
+    max_clock_skew_ms: int = 300_000
+
+
+def clamp_server_time(t: int, now_ms: int | None, max_skew_ms: int) -> int:
+    """A server time as stamped: ``t``, unless it is ahead of the ingest clock ``now_ms`` by more than the allowed
+    skew, when it is the ingest clock. A producer's clock (a record timestamp, a ``server_upload_time`` it wrote)
+    then never holds hours open: the hour of a far-future time would otherwise stay open until it passed, and its
+    partition's later events with it. Times in the past are kept: replays and backfills rely on them."""
+    return now_ms if now_ms is not None and t > now_ms + max_skew_ms else t
 
 
 _json_decode = msgspec.json.Decoder().decode
@@ -197,21 +207,23 @@ def decode(value: bytes | None, key: bytes | None, rules: Rules) -> dict[str, An
 
 
 def normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str,
-              rules: Rules) -> Normalized | Rejected:
+              rules: Rules, now_ms: int | None = None) -> Normalized | Rejected:
     """Validate one decoded event and build its export row.
 
     ``timestamp_ms`` stamps server_received_time and server_upload_time when the
     event has none (the record's timestamp, so a replay stamps the same time);
     ``origin`` names the source coordinates (``topic/partition/offset``) from which
-    the uuid is derived when the event has none.
+    the uuid is derived when the event has none. ``now_ms``, the ingest clock, replaces server times ahead of it
+    by more than ``rules.max_clock_skew_ms`` (``clamp_server_time``); None stamps them as given.
     """
     try:
-        return _normalize(obj, project, timestamp_ms, origin, rules)
+        return _normalize(obj, project, timestamp_ms, origin, rules, now_ms)
     except _Bad as bad:
         return bad.rejected
 
 
-def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str, rules: Rules) -> Normalized:
+def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str, rules: Rules,
+               now_ms: int | None) -> Normalized:
     row = dict(_TEMPLATE)
     data: dict[str, Any] = {}
     revenue: dict[str, Any] | None = None
@@ -259,8 +271,10 @@ def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str
     if insert_id is not None:
         insert_id = _coerce("insert_id", Kind.STR, insert_id) or None
 
-    received = _time(obj, "server_received_time", timestamp_ms)
-    uploaded = _time(obj, "server_upload_time", timestamp_ms)
+    given_received = _time(obj, "server_received_time", timestamp_ms)
+    given_uploaded = _time(obj, "server_upload_time", timestamp_ms)
+    received = clamp_server_time(given_received, now_ms, rules.max_clock_skew_ms)
+    uploaded = clamp_server_time(given_uploaded, now_ms, rules.max_clock_skew_ms)
     client_time = _time(obj, "time", received)
 
     uid = _uuid(obj.get("uuid"), origin)
@@ -295,7 +309,8 @@ def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    return Normalized(project, dedupe_key, uploaded, uid, line, device_id, user_id)
+    return Normalized(project, dedupe_key, uploaded, uid, line, device_id, user_id,
+                      received != given_received or uploaded != given_uploaded)
 
 
 def _uuid(u: Any, origin: str) -> bytes:
@@ -413,7 +428,7 @@ def _fast_id(v: str | None, min_len: int) -> str | None:
     return v if len(v) >= min_len else None
 
 
-def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules) -> Normalized:
+def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules, now_ms: int | None) -> Normalized:
     e = _fast_decode(value)
     if not e.event_type:
         raise _NotFast
@@ -423,8 +438,16 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         raise _NotFast
     received = timestamp_ms if e.server_received_time is None else e.server_received_time
     uploaded = timestamp_ms if e.server_upload_time is None else e.server_upload_time
+    if not (0 <= received <= MAX_TIME_MS and 0 <= uploaded <= MAX_TIME_MS):
+        raise _NotFast
+    clamped = False
+    if now_ms is not None and (received > now_ms + rules.max_clock_skew_ms or
+                               uploaded > now_ms + rules.max_clock_skew_ms):
+        received = clamp_server_time(received, now_ms, rules.max_clock_skew_ms)
+        uploaded = clamp_server_time(uploaded, now_ms, rules.max_clock_skew_ms)
+        clamped = True
     client_time = received if e.time is None else e.time
-    if not (0 <= received <= MAX_TIME_MS and 0 <= uploaded <= MAX_TIME_MS and 0 <= client_time <= MAX_TIME_MS):
+    if not 0 <= client_time <= MAX_TIME_MS:
         raise _NotFast
     if e.uuid is None:
         uid_s = uuid5_str(origin)
@@ -506,7 +529,8 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    return Normalized(project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line, device_id, user_id)
+    return Normalized(project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line, device_id, user_id,
+                      clamped)
 
 
 def _is_utf8(b: bytes) -> bool:
@@ -523,16 +547,16 @@ def too_deep(depth: int) -> Rejected:
 
 
 def normalize_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
-                      rules: Rules) -> Normalized | Rejected:
+                      rules: Rules, now_ms: int | None = None) -> Normalized | Rejected:
     """One raw message -> its export row or why it was rejected (see ``normalize``)."""
     if value and len(value) <= rules.max_event_bytes and (key is None or _is_utf8(key)):
         if (depth := depth_over(value)) is not None:   # before a decoder recurses into it
             return too_deep(depth)
         try:
-            return _fast(value, project, timestamp_ms, origin, rules)
+            return _fast(value, project, timestamp_ms, origin, rules, now_ms)
         except (msgspec.MsgspecError, UnicodeDecodeError, _NotFast):
             pass
     obj = decode(value, key, rules)
     if isinstance(obj, Rejected):
         return obj
-    return normalize(obj, project, timestamp_ms, origin, rules)
+    return normalize(obj, project, timestamp_ms, origin, rules, now_ms)

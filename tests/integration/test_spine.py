@@ -17,6 +17,7 @@ from stream.devstack.services import free_port
 from stream.events import deadletter
 from stream.events.batch import EventBatch
 from stream.events.partitioning import partition_for
+from stream.events.timefmt import parse_ms
 from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerRecord
 from stream.kafka import ensure_topics, read_all
@@ -249,3 +250,64 @@ def test_a_straggler_after_the_hour_is_sealed_lands_in_an_extra_object_of_that_h
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     body = s3.get_object(Bucket=settings.destinations[0].bucket, Key=extra)["Body"].read()
     assert [orjson.loads(x)["$insert_id"] for x in gzip.decompress(body).splitlines()] == ["ins-3"]
+
+
+def test_an_event_stamped_days_ahead_holds_no_hour_open(deployment, worker):
+    """A producer whose clock is three days ahead: its events are stamped with the ingest clock (and counted), and
+    the ordinary events of the previous hour that follow them on the same devices are all exported within
+    close_grace_s + 30 s, exactly once; no hour ahead of the clock gets a marker."""
+    settings, _ = deployment
+    asyncio.run(ensure_topics(settings))
+    worker()
+    ready = f"http://127.0.0.1:{settings.worker.http_port}/readyz"
+    wait_until(lambda: _answers(ready), 60, "the worker to be ready")
+    now = int(time.time() * 1000)
+    previous_hour = now - now % HOUR - HOUR
+    devices = [f"device-{i:04d}" for i in range(8)]   # both partitions
+    future = [(ev(1000 + i, device=d), now + 3 * DAY) for i, d in enumerate(devices)]
+    ordinary = [(ev(i, device=devices[i % 8]), previous_hour + i * 1000) for i in range(400)]
+
+    async def send():
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=5)
+        await p.start()
+        try:
+            for value, ts in future + ordinary:
+                await p.send(settings.topics.name("ingest"), orjson.dumps(value), timestamp_ms=ts)
+            await p.flush()
+        finally:
+            await p.stop()
+    asyncio.run(send())
+    sent = time.monotonic()
+
+    def ledger():
+        return [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+            "export_ledger")))]
+    grace = settings.destinations[0].close_grace_s
+    wait_until(lambda: sum(r.events for r in ledger() if r.kind == "object") >= 400, grace + 30,
+               "the previous hour's events on S3")
+    assert time.monotonic() - sent <= grace + 30
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    bucket = settings.destinations[0].bucket
+    rows = []
+    for r in ledger():
+        if r.kind == "object":
+            rows += [orjson.loads(x) for x in gzip.decompress(s3.get_object(Bucket=bucket, Key=r.key)["Body"]
+                                                             .read()).splitlines()]
+    assert sorted(r["$insert_id"] for r in rows) == sorted(v["insert_id"] for v, _ in ordinary)
+    # the events from the future are in the current hour, stamped with the ingest clock; they close with it
+    accepted = [EventBatch.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("accepted")))]
+    stamped = {orjson.loads(line)["$insert_id"]: t for b in accepted for line, t in zip(b.lines, b.times)
+               if orjson.loads(line)["event_properties"]["n"] >= 1000}
+    assert sorted(stamped) == sorted(v["insert_id"] for v, _ in future)
+    assert all(abs(t - now) < 60_000 for t in stamped.values())
+    assert all(parse_ms(k.split("_", 1)[1][:10] + " 00:00:00.000") <= now
+               for k in (r.key for r in ledger() if r.kind == "marker"))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.http_port}/metrics").read().decode()
+    assert "stream_ingest_clamped_events_total 8.0" in text.splitlines()
+
+
+def _answers(url):
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False

@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
 import fastavro
+import orjson
 
 from stream.events import avro, deadletter
 from stream.events.batch import EventBatch, Origin, Source
@@ -9,6 +10,7 @@ from stream.events.normalize import Rules
 from stream.events.partitioning import partition_for
 
 H = 1709967600000
+NOW = H + 7_200_000
 
 
 def rec(offset, value, key=None, ts=H + 5, headers=()):
@@ -33,7 +35,7 @@ def test_a_poll_becomes_batches_per_target_partition_and_hour_plus_dead_letters(
             rec(2, b'{"bad json'),
             rec(3, b'{"event_type":"b","device_id":"device-1"}', headers=(("project", b"7"),))]
     res = ingest_records(recs, "events.ingest", 0, projects=frozenset({424242, 7}), default_project=424242,
-                         rules=Rules(), partitions=4, max_events=100, now_ms=99)
+                         rules=Rules(), partitions=4, max_events=100, now_ms=H + 7_200_099)
     assert res.valid == 3
     assert dict(res.reasons) == {"malformed_json": 1}
     got = sorted((t, b.project, b.hour, b.offsets, b.origin) for t, b in res.batches)
@@ -44,7 +46,7 @@ def test_a_poll_becomes_batches_per_target_partition_and_hour_plus_dead_letters(
     (key, dl), = res.dead
     d = deadletter.decode(dl)
     assert (d["reason"], d["field"], d["topic"], d["partition"], d["offset"], d["value"], d["rejected_at"]) == \
-        ("malformed_json", None, "events.ingest", 0, 2, b'{"bad json', 99)
+        ("malformed_json", None, "events.ingest", 0, 2, b'{"bad json', H + 7_200_099)
 
 
 def test_an_unknown_project_header_is_dead_lettered():
@@ -119,9 +121,37 @@ def test_batches_stay_under_the_byte_limit_but_never_split_an_event():
     big = b'{"event_type":"a","device_id":"device-1","event_properties":{"x":"' + b"y" * 3000 + b'"}}'
     recs = [rec(i, big) for i in range(5)]
     res = ingest_records(recs, "events.ingest", 0, projects=frozenset({1}), default_project=1, rules=Rules(),
-                         partitions=1, max_events=100, max_bytes=9000, now_ms=0)
+                         partitions=1, max_events=100, max_bytes=9000, now_ms=NOW)
     assert [b.offsets for _, b in res.batches] == [[0, 1], [2, 3], [4]]
     alone = ingest_records(recs[:2], "events.ingest", 0, projects=frozenset({1}), default_project=1, rules=Rules(),
-                           partitions=1, max_events=100, max_bytes=100, now_ms=0)
+                           partitions=1, max_events=100, max_bytes=100, now_ms=NOW)
     assert [b.offsets for _, b in alone.batches] == [[0], [1]]
     assert [b.origin.offset for _, b in res.batches] == [1, 3, 4]
+
+
+def test_a_server_time_ahead_of_the_ingest_clock_is_replaced_and_a_replay_replaces_it_the_same_way():
+    from stream.events.clamps import ClampIndex, encode
+    three_days = 3 * 24 * 3_600_000
+    recs = [rec(0, b'{"event_type":"a","device_id":"device-1"}', ts=H + three_days),             # record timestamp
+            rec(1, b'{"event_type":"a","device_id":"device-1","server_upload_time":%d}' % (H + three_days)),
+            rec(2, b'{"event_type":"a","device_id":"device-1"}', ts=H + 1000),                     # the past: kept
+            rec(3, b'{"event_type":"a","device_id":"device-1"}', ts=NOW + 299_000)]                # within skew
+    res = ingest_records(recs, "events.ingest", 0, projects=frozenset({1}), default_project=1,
+                         rules=Rules(max_clock_skew_ms=300_000), partitions=1, max_events=100, now_ms=NOW)
+    assert (res.clamped, res.new_clamps) == (2, {0: NOW, 1: NOW})
+    times = sorted((o, t) for _, b in res.batches for o, t in zip(b.offsets, b.times))
+    assert times == [(0, NOW), (1, NOW), (2, H + 1000), (3, NOW + 299_000)]
+    rows = {o: orjson.loads(line) for _, b in res.batches for o, line in zip(b.offsets, b.lines)}
+    assert (rows[1]["server_upload_time"], rows[1]["server_received_time"]) == (
+        "2024-03-09 09:00:00.000000", "2024-03-09 07:00:00.005000")   # received: the record's own, in the past
+    # a replay two hours later reads what the first pass recorded: the same times, so the same hours
+    key, value = encode("events.ingest", 0, res.new_clamps)
+    index = ClampIndex("events.ingest")
+    assert (key, index.load([value, encode("other", 0, {5: 1})[1]], [0])) == (b"events.ingest[0]", 2)
+    replay = ingest_records(recs, "events.ingest", 0, projects=frozenset({1}), default_project=1,
+                            rules=Rules(max_clock_skew_ms=300_000), partitions=1, max_events=100,
+                            now_ms=NOW + 7_200_000, clamps=index.of(0))
+    assert (replay.clamped, replay.new_clamps) == (2, {})
+    assert [b.encode() for _, b in replay.batches] == [b.encode() for _, b in res.batches]
+    index.prune(0, 1)
+    assert index.of(0) == {1: NOW}
