@@ -6,33 +6,13 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka.admin import AIOKafkaAdminClient
-from botocore.exceptions import ClientError
 
-from stream.export.storage import sse_args
+from stream.export.layout import written_prefixes
 from stream.kafka import client_args
+from stream.s3.client import target_of
+from stream.s3.probe import probe_writes
 from stream.settings import DestinationSettings, Settings
 from stream.topics import topic_specs
-
-CHECK_KEY = ".stream-access-check"
-
-
-def explain_s3_error(exc: ClientError, action: str, resource: str, dest: DestinationSettings) -> str:
-    """What an S3 error means for the destination, naming the permission (FORMATS.md §7.3)."""
-    code = exc.response.get("Error", {}).get("Code", "")
-    msg = exc.response.get("Error", {}).get("Message", "")
-    if code in ("NoSuchBucket", "404") and action == "s3:ListBucket":
-        return f"bucket {dest.bucket} does not exist (or is not visible to these credentials)"
-    if "KMS" in code or "kms" in msg.lower():
-        key = dest.encryption.kms_key_id or "(bucket default key)"
-        return f"missing kms:GenerateDataKey on key {key} ({code}: {msg})"
-    if code in ("AccessDenied", "403", "Forbidden"):
-        who = f" (as role {dest.role_arn})" if dest.role_arn else ""
-        return f"missing {action} on {resource}{who}"
-    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-        return f"credentials are invalid or expired ({code})"
-    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
-        return f"bucket {dest.bucket} is in another region than {dest.region or 'the configured s3.region'}"
-    return f"{action} on {resource} failed: {code} {msg}".strip()
 
 
 async def check_broker(settings: Settings, say: Callable[[str], None]) -> int:
@@ -55,34 +35,20 @@ async def check_broker(settings: Settings, say: Callable[[str], None]) -> int:
 
 
 async def check_destination(settings: Settings, dest: DestinationSettings, say: Callable[[str], None]) -> int:
-    """HeadBucket, then a test PutObject with the destination's encryption, as the exporter writes."""
-    from stream.export.s3client import destination_client
-    key = f"{dest.prefix}{dest.project}/{CHECK_KEY}"
-    async with destination_client(dest, settings.s3) as s3:
-        try:
-            await s3.head_bucket(Bucket=dest.bucket)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchBucket"):
-                say(f"destination {dest.name}: bucket {dest.bucket} does not exist")
-                return 1
-            if code not in ("403", "AccessDenied"):  # 403 on HeadBucket only means no s3:ListBucket
-                why = explain_s3_error(exc, "s3:ListBucket", f"arn:aws:s3:::{dest.bucket}", dest)
-                say(f"destination {dest.name}: {why}")
-                return 1
-        try:
-            await s3.put_object(Bucket=dest.bucket, Key=key, Body=b"", **sse_args(dest.encryption))
-        except ClientError as exc:
-            say(f"destination {dest.name}: "
-                f"{explain_s3_error(exc, 's3:PutObject', f'arn:aws:s3:::{dest.bucket}/{dest.prefix}*', dest)}")
-            return 1
-        try:
-            await s3.delete_object(Bucket=dest.bucket, Key=key)
-        except ClientError:
-            pass  # s3:DeleteObject is not needed to export; the empty check object may stay
-    say(f"destination {dest.name}: ok (s3://{dest.bucket}/{dest.prefix}{dest.project}/, "
-        f"encryption {dest.encryption.type})")
+    """Probe every place the destination writes, as the exporter writes (``stream.s3.probe``)."""
+    prefixes = [p for _, p in written_prefixes(dest, segment_sources_of(settings, dest.project))]
+    steps = await probe_writes(target_of(dest, settings.s3), prefixes, settings.s3)
+    failed = [s for s in steps if s.problem is not None]
+    if failed:
+        say(f"destination {dest.name}: {failed[0].problem.message}")
+        return 1
+    places = ", ".join(f"s3://{dest.bucket}/{p}" for p in prefixes)
+    say(f"destination {dest.name}: ok ({places}, encryption {dest.encryption.type})")
     return 0
+
+
+def segment_sources_of(settings: Settings, project: int) -> list[str]:
+    return [s.source_id for p in settings.projects if p.id == project for s in p.segment_sources]
 
 
 async def run_checks(settings: Settings, timeout: float, say: Callable[[str], None]) -> int:

@@ -7,7 +7,7 @@ points in time. Labels:
 - ``stage``: ingest, dedupe, export, api
 - ``reason``: a dead-letter reason code (``stream.events.normalize.Reason``), a
   close reason (``stream.export.rotation.CloseReason``) or an upload failure
-  reason (``stream.retry.FAILURE_REASONS``)
+  reason (``stream.s3.errors.FAILURE_REASONS``)
 - ``destination``: a destination name from the configuration
 - ``consumer``: ingest, dedupe, or ``export-<destination>``
 - ``route``: an HTTP route template, ``status``: an HTTP status code

@@ -1,5 +1,8 @@
-"""Retrying calls to S3: one place decides what a failure is and whether waiting fixes it, and the only place that
-sleeps."""
+"""Retrying calls until they succeed, and supervising stage loops: the only places that sleep between attempts.
+
+What a failure is, and whether waiting fixes it, is decided per external system (``stream.s3.errors.classify``
+for S3) and handed in as ``classify``.
+"""
 
 from __future__ import annotations
 
@@ -7,66 +10,17 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple, TypeVar
-
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TRANSIENT_REASONS = ("throttled", "server_error", "connection", "timeout")
-"""Failures that pass by themselves: retried with backoff."""
-PERMANENT_REASONS = ("access_denied", "kms_denied", "no_such_bucket", "wrong_region", "credentials", "other")
-"""Failures someone has to fix (a permission, a bucket name, a region, credentials): retried slowly meanwhile."""
-FAILURE_REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
 
-_THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"})
-_REDIRECT = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
-                       "301", "TemporaryRedirect"})
-_CREDENTIALS = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                          "TokenRefreshRequired", "ExpiredTokenException"})
+class Failure(Protocol):
+    """What ``classify`` says of a failure (``stream.s3.errors.Failure``): transient or permanent, and why."""
 
-
-class Failure(NamedTuple):
     kind: str     # "transient" or "permanent"
-    reason: str   # one of FAILURE_REASONS: a metric label
-
-
-def s3_failure(exc: BaseException) -> Failure | None:
-    """What an S3 (or STS/KMS through S3) failure is, or None when it is not one (a bug: not retried)."""
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code, msg = str(err.get("Code", "")), str(err.get("Message", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in _THROTTLED:
-            return Failure("transient", "throttled")
-        if code in ("InternalError", "ServiceUnavailable", "RequestTimeout", "500") or status >= 500:
-            return Failure("transient", "server_error")
-        if code.startswith("KMS") or "kms" in msg.lower() or code == "KMSAccessDeniedException":
-            return Failure("permanent", "kms_denied")
-        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem"):
-            return Failure("permanent", "access_denied")
-        if code in ("NoSuchBucket", "404"):
-            return Failure("permanent", "no_such_bucket")
-        if code in _REDIRECT or status == 301:
-            return Failure("permanent", "wrong_region")
-        if code in _CREDENTIALS:
-            return Failure("permanent", "credentials")
-        return Failure("permanent", "other")
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return Failure("transient", "timeout")
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return Failure("permanent", "credentials")
-    if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ConnectionError, BotoCoreError)):
-        return Failure("transient", "connection")
-    return None
+    reason: str   # a metric label
 
 
 async def retry_until_done(what: str, call: Callable[[], Awaitable[T]], *,

@@ -153,8 +153,8 @@ class DestinationSettings(_Section):
         "(the hourly merged Amplitude IDs files of the project, <prefix><project>/-<org_id>_<yyyy-MM-dd>_<H>.json.gz, "
         "FORMATS.md 1.5) or `both`, as Amplitude's export offers the two data sets.")
     org_id: int | None = Field(
-        None, gt=0, description="Organization id: names the merged-IDs files (`<project>/-<org_id>_<day>_<H>.json.gz`); "
-        "required when exports is merged_ids or both.")
+        None, gt=0, description="Organization id: names the merged-IDs files "
+        "(`<project>/-<org_id>_<day>_<H>.json.gz`); required when exports is merged_ids or both.")
     bucket: str = Field(..., min_length=3, description="S3 bucket name.")
     prefix: str = Field("", description="Key prefix inside the bucket, e.g. `amp/`; objects go under "
                         "<prefix><project>/.")

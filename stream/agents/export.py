@@ -19,10 +19,10 @@ from stream.events.normalize import Reason
 from stream.export.completion import ExportBook, iso_ms
 from stream.export.exporter import Exporter, export_input, exporters_of
 from stream.export.ledger import LedgerIndex, LedgerRecord
-from stream.export.s3client import destination_client
-from stream.export.storage import S3Storage
 from stream.export.writer import ClosedObject
 from stream.health import HEALTH
+from stream.s3.client import target_client, target_of
+from stream.s3.storage import S3Storage
 from stream.settings import DestinationSettings, Settings
 from stream.shutdown import SHUTDOWN
 
@@ -119,7 +119,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
     async def append_ledger(rec: LedgerRecord) -> None:
         await (await producer.send(ledger_topic, rec.encode(), key=rec.message_key()))
 
-    async with destination_client(dest, settings.s3) as s3:
+    async with target_client(target_of(dest, settings.s3, name), settings.s3) as s3:
         exporter = Exporter(settings, dest, S3Storage(s3, dest.encryption, settings.s3.upload_part_bytes,
                                                       settings.s3.read_timeout_s),
                             clock, spool, append_ledger, LedgerIndex(), source=source)

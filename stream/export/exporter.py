@@ -27,19 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from stream import metrics
-from stream.check import explain_s3_error
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import decode_rows
 from stream.export.completion import ExportBook
 from stream.export.layout import AmplitudeLayout, MergedIdsLayout, SegmentLayout
 from stream.export.ledger import LedgerIndex, LedgerRecord
-from stream.export.storage import PutRequest, Storage
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
-from stream.retry import Failure, retry_until_done, s3_failure
+from stream.retry import Failure, retry_until_done
+from stream.s3.client import target_of
+from stream.s3.errors import classify as s3_failure
+from stream.s3.errors import explain
+from stream.s3.storage import PutRequest, Storage
 from stream.settings import DestinationSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class Exporter:
         self.limits = Limits(dest.max_object_bytes, dest.max_object_events, int(dest.close_grace_s * 1000))
         self._markers_written: set[int] = set()
         self._retry = {"max_delay": settings.s3.retry_max_s, "permanent_delay": settings.s3.permanent_retry_s}
+        self.target = target_of(dest, settings.s3, self.name)
         self._idle_ms = int(dest.idle_close_s * 1000)
         self._idle_since: dict[int, int] = {}      # partition -> when it was first seen caught up, in a row
         self._idle: set[int] = set()
@@ -230,10 +231,8 @@ class Exporter:
         metrics.EXPORT_RETRYING.labels(self.name).set(1)
         if failure.kind == "permanent":
             metrics.EXPORT_FAILING.labels(self.name).set(1)
-        if isinstance(exc, ClientError):
-            detail = explain_s3_error(exc, "s3:PutObject", f"arn:aws:s3:::{d.bucket}/{d.prefix}*", d)
-        else:
-            detail = f"{type(exc).__name__}: {exc}"
+        prefix = obj.key.rsplit("/", 1)[0] + "/" if obj is not None else d.prefix
+        detail = explain(exc, self.target, "s3:PutObject", f"arn:aws:s3:::{d.bucket}/{prefix}*").message
         if failure.kind == "permanent":
             log.error("export %s: %s; uploads retry every %.0fs until it is fixed", self.name, detail,
                       self.settings.s3.permanent_retry_s)

@@ -26,6 +26,9 @@ then has a marker and no objects, a late hour has neither.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import orjson
 
 from stream.events.batch import Rows
@@ -52,6 +55,22 @@ def amplitude_marker_key(prefix: str, project: int, hour_ms: int) -> str:
     """The ``_complete`` marker of ``project``'s hour: every partition has sealed it (FORMATS.md §1.2)."""
     day, hour = hour_label(hour_ms)
     return f"{prefix}{project}/{project}_{day}_{hour}_complete"
+
+
+def written_prefixes(dest: Any, segment_sources: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(data set, key prefix) of every place the destination writes: what ``stream check`` and ``stream exports
+    verify`` probe and what its generated bucket policy grants. ``segment_sources``: the source ids of the
+    project's Segment sources (the Segment layout writes a folder per source)."""
+    out: list[tuple[str, str]] = []
+    if dest.exports_events():
+        if dest.layout == "segment":
+            for src in sorted({dest.segment_source_id or str(dest.project), *segment_sources}):
+                out.append(("events", f"{dest.prefix}segment-logs/{src}/"))
+        else:
+            out.append(("events", f"{dest.prefix}{dest.project}/{dest.project}_"))
+    if dest.exports_merged_ids():
+        out.append(("merged_ids", f"{dest.prefix}{dest.project}/-{dest.org_id}_"))
+    return out
 
 
 def parse_number(n: int) -> tuple[int, int]:

@@ -91,7 +91,8 @@ def test_a_denied_destination_is_named_and_retried_while_the_others_export(deplo
         check = subprocess.run([sys.executable, "-m", "stream", "check", "-c", str(path)], capture_output=True,
                                text=True, timeout=120, env={**os.environ, **creds})
         assert check.returncode == 1
-        assert "destination denied: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/*" in check.stdout
+        assert "destination denied: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/424242/424242_* (or a " \
+            "bucket policy denies it" in check.stdout
         assert "destination ok: ok" in check.stdout and "destination via-role: ok" in check.stdout
 
         worker(env=creds)
@@ -106,12 +107,15 @@ def test_a_denied_destination_is_named_and_retried_while_the_others_export(deplo
             return next(d for d in doc["destinations"] if d["destination"] == "denied")
         status = wait_until(lambda: (d := denied())["state"] == "failing" and d, 30, "the denied destination failing")
         assert (status["last_error"]["reason"], status["last_error"]["detail"]) == (
-            "access_denied", "missing s3:PutObject on arn:aws:s3:::acc-denied/amp/*")
+            "access_denied", "missing s3:PutObject on arn:aws:s3:::acc-denied/amp/424242/* (or a bucket policy denies "
+            "it, e.g. one that requires another server-side encryption than encryption.type)")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert 'stream_export_destination_failing{destination="denied"} 1.0' in metrics
         assert 'stream_export_destination_failing{destination="ok"} 0.0' in metrics
         log = (tmp_path / "worker-0.log").read_text()
-        assert "export denied: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/*; uploads retry every 2s" in log
+        assert "export denied: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/424242/* (or a bucket policy " \
+            "denies it, e.g. one that requires another server-side encryption than encryption.type); uploads retry " \
+            "every 2s" in log
         assert rows(s3, "acc-denied") == []
 
         # the permission is granted: the next retry succeeds and the destination catches up, exactly once

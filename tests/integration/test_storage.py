@@ -6,7 +6,7 @@ import aioboto3
 import boto3
 import pytest
 
-from stream.export.storage import PutRequest, S3Storage
+from stream.s3.storage import PutRequest, S3Storage
 from stream.settings import EncryptionSettings
 
 pytestmark = pytest.mark.integration

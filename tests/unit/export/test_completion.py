@@ -10,7 +10,7 @@ from stream.clock import FakeClock
 from stream.export.completion import ExportBook
 from stream.export.exporter import Exporter
 from stream.export.ledger import LedgerIndex, LedgerRecord
-from stream.export.storage import MemoryStorage
+from stream.s3.storage import MemoryStorage
 from tests.unit.export.test_writer import batch, settings
 
 H7 = 1709967600000  # 2024-03-09 07:00 UTC
@@ -157,7 +157,9 @@ def test_an_access_error_is_recorded_with_the_missing_permission_and_retried(tmp
     cycle(ex, records, idle={0})
     errors = [(r.kind, r.reason, r.key, r.detail) for r in records if r.kind == "error"]
     assert errors == [("error", "access_denied", "amp/424242/424242_2024-03-09_7#0.json.gz",
-                       "missing s3:PutObject on arn:aws:s3:::bkt/amp/*")]   # once: the same reason within a minute
+                       "missing s3:PutObject on arn:aws:s3:::bkt/amp/424242/* (or a bucket policy denies it, e.g. one "
+                       "that requires another server-side encryption than encryption.type)")]
+    # once: the same reason within a minute
     assert metrics.EXPORT_UPLOAD_FAILURES.labels("main", "access_denied")._value.get() - before == 3
     assert metrics.EXPORT_FAILING.labels("main")._value.get() == 0          # the fourth attempt succeeded
     assert [r.kind for r in records] == ["error", "object", "seal", "marker"]

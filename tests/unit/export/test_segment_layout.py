@@ -10,7 +10,7 @@ from stream.events.batch import EventBatch, Origin, Source, decode_rows
 from stream.export.exporter import Exporter
 from stream.export.layout import SegmentLayout
 from stream.export.ledger import LedgerIndex
-from stream.export.storage import MemoryStorage
+from stream.s3.storage import MemoryStorage
 from stream.settings import load_settings
 
 H7 = 1709967600000          # 2024-03-09 07:00 UTC

@@ -24,8 +24,8 @@ def test_a_destination_exporting_both_shows_its_merged_ids_exporter_with_its_own
     books = books_of(
         LedgerRecord("main", 424242, "events.accepted", 0, H8, "bkt", "amp/424242/424242_2024-03-09_8#0.json.gz",
                      0, 4, 5, {}, 400, "hour_closed", H8 + HOUR + 60_000),
-        LedgerRecord("main.merged-ids", 424242, MERGES, 0, H8, "bkt", "amp/424242/-55_2024-03-09_8.json.gz", 0, 1, 2, {},
-                     120, "idle", H8 + HOUR + 70_000),
+        LedgerRecord("main.merged-ids", 424242, MERGES, 0, H8, "bkt", "amp/424242/-55_2024-03-09_8.json.gz", 0, 1, 2,
+                     {}, 120, "idle", H8 + HOUR + 70_000),
         LedgerRecord.seal("main.merged-ids", 424242, MERGES, 0, H8, "bkt", "idle", H8 + HOUR + 70_000))
     doc = export_status(s, books)
     heads = [{k: d[k] for k in ("destination", "exports", "layout", "state", "sealed_through", "partitions")}

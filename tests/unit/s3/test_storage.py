@@ -1,4 +1,4 @@
-from stream.export.storage import sse_args
+from stream.s3.storage import sse_args
 from stream.settings import EncryptionSettings
 
 

@@ -1,8 +1,10 @@
-"""How objects are stored: S3 (aioboto3) or memory, behind one small protocol."""
+"""How objects are stored: S3 (aioboto3) or memory, behind one small protocol: put (a file, or a few bytes),
+list under a prefix, read a stream, and delete -- what writing objects and replacing an hour's objects need."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +30,23 @@ class Storage(Protocol):
 
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         """Store ``body`` under ``s3://bucket/key`` (a small object: a marker), replacing any object there."""
+
+    def list(self, bucket: str, prefix: str) -> AsyncIterator[ListedObject]:
+        """Every object under ``prefix``, in key order, page by page."""
+
+    def read(self, bucket: str, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes, chunk by chunk (never the whole object in memory)."""
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Remove ``s3://bucket/key`` (nothing happens when there is none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListedObject:
+    key: str
+    size: int
+    last_modified_ms: int
+    etag: str
 
 
 def sse_args(enc: EncryptionSettings) -> dict[str, str]:
@@ -86,9 +105,31 @@ class S3Storage:
                 pass
             raise
 
-
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         await self._call("put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type, **self._sse)
+
+    async def list(self, bucket: str, prefix: str) -> AsyncIterator[ListedObject]:
+        token: dict[str, str] = {}
+        while True:
+            page = await self._call("list_objects_v2", Bucket=bucket, Prefix=prefix, **token)
+            for o in page.get("Contents", []):
+                yield ListedObject(o["Key"], o["Size"], int(o["LastModified"].timestamp() * 1000),
+                                   o.get("ETag", "").strip('"'))
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    async def read(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes]:
+        obj = await self._call("get_object", Bucket=bucket, Key=key)
+        async with obj["Body"] as body:
+            while True:
+                chunk = await asyncio.wait_for(body.read(chunk_bytes), self._timeout)
+                if not chunk:
+                    return
+                yield chunk
+
+    async def delete(self, bucket: str, key: str) -> None:
+        await self._call("delete_object", Bucket=bucket, Key=key)
 
 
 class MemoryStorage:
@@ -97,6 +138,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.puts: list[str] = []
+        self.deletes: list[str] = []
 
     async def put_file(self, req: PutRequest) -> None:
         self.objects[(req.bucket, req.key)] = req.path.read_bytes()
@@ -105,3 +147,15 @@ class MemoryStorage:
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         self.objects[(bucket, key)] = body
         self.puts.append(key)
+
+    async def list(self, bucket: str, prefix: str) -> AsyncIterator[ListedObject]:
+        for (b, k), body in sorted(self.objects.items()):
+            if b == bucket and k.startswith(prefix):
+                yield ListedObject(k, len(body), 0, "")
+
+    async def read(self, bucket: str, key: str) -> AsyncIterator[bytes]:
+        yield self.objects[(bucket, key)]
+
+    async def delete(self, bucket: str, key: str) -> None:
+        self.objects.pop((bucket, key), None)
+        self.deletes.append(key)
