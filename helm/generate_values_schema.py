@@ -57,6 +57,7 @@ CHART_VALUES: dict[str, Any] = {
     "serviceAccount": _obj({"create": BOOL, "name": STRING, "annotations": STRING_MAP,
                             "automountServiceAccountToken": BOOL}),
     "existingSecret": STRING,
+    "admin": _obj({"generateToken": BOOL}),
     "extraEnv": OBJECT_LIST,
     "extraEnvFrom": OBJECT_LIST,
     "podSecurityContext": MAP,

@@ -73,7 +73,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
         @app.task
         async def http() -> None:
             status = (lambda hours: export_status(settings, hours=hours)) if "export" in stages else None
-            runner = await serve(worker_app(HEALTH, status), settings.worker.http_host, settings.worker.http_port)
+            token = settings.admin.token.get_secret_value() if settings.admin.token is not None else None
+            runner = await serve(worker_app(HEALTH, status, token), settings.worker.http_host,
+                                 settings.worker.http_port)
             try:
                 await asyncio.Event().wait()
             finally:

@@ -43,7 +43,8 @@ def configured_secrets(settings: Any) -> list[str]:
     """Every secret the settings hold: API keys, write keys, the admin token, the SASL password."""
     out = [k for p in settings.projects for k in p.api_keys]
     out += [s.write_key for p in settings.projects for s in p.segment_sources]
-    for value in (settings.kafka.sasl_password, getattr(getattr(settings, "admin", None), "token", None)):
+    token = getattr(getattr(settings, "admin", None), "token", None)
+    for value in (settings.kafka.sasl_password, token.get_secret_value() if token is not None else None):
         if value:
             out.append(value)
     return out

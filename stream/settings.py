@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.errors import ConfigError
@@ -259,6 +259,15 @@ class WorkerSettings(_Section):
         "Keep Kubernetes' terminationGracePeriodSeconds above it.")
 
 
+class AdminSettings(_Section):
+    """Access to the admin endpoints: everything on worker.http_port but the probes and /metrics."""
+
+    token: SecretStr | None = Field(
+        None, description="Bearer token the admin endpoints (/exports/status, /admin/*, the console) require "
+        "(`Authorization: Bearer <token>`); set it through STREAM_ADMIN__TOKEN, never in the file. Unset: those "
+        "endpoints answer 401 to everyone. /healthz, /readyz and /metrics stay open.")
+
+
 class ApiSettings(_Section):
     """The HTTP ingestion service (``stream api``): Amplitude HTTP V2 / Batch and Segment's tracking API."""
 
@@ -307,6 +316,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings, description="S3 client.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="The worker process.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP ingestion service (`stream api`).")
+    admin: AdminSettings = Field(default_factory=AdminSettings, description="Access to the admin endpoints.")
     projects: list[ProjectSettings] = Field(default_factory=list, description="Projects events belong to.")
     destinations: list[DestinationSettings] = Field(default_factory=list, description="Where events are exported.")
 

@@ -1,4 +1,5 @@
-"""The worker's HTTP endpoints: /metrics, /healthz, /readyz and /exports/status, on worker.http_port."""
+"""The worker's HTTP endpoints on worker.http_port: /metrics, /healthz, /readyz (open), /exports/status (admin
+token required, ``stream.admin.auth``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from stream.admin.auth import REALM, is_open, refusal
 from stream.health import HEALTH, Health
 
 
@@ -18,9 +20,23 @@ def _json(body: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None) -> web.Application:
+def admin_guard(token: str | None):
+    """A middleware answering 401 to any request of a path that is not open without the admin token."""
+    @web.middleware
+    async def guard(request: web.Request, handler) -> web.StreamResponse:
+        if not is_open(request.path):
+            why = refusal(request.headers.get("Authorization"), token)
+            if why is not None:
+                return web.Response(body=orjson.dumps({"error": "unauthorized", "detail": why}), status=401,
+                                    content_type="application/json", headers={"WWW-Authenticate": REALM})
+        return await handler(request)
+    return guard
+
+
+def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
+               token: str | None = None) -> web.Application:
     """``status(hours)`` returns the export status document listing the latest ``hours`` hours of each destination
-    (``stream.agents.export.export_status``); None: the worker exports nothing."""
+    (``stream.agents.export.export_status``); None: the worker exports nothing. ``token``: the admin token."""
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -42,7 +58,7 @@ def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None)
             return _json({"error": "hours must be an integer (the number of latest hours to list)"}, 400)
         return _json(status(hours))
 
-    app = web.Application()
+    app = web.Application(middlewares=[admin_guard(token)])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

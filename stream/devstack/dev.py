@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -108,11 +109,16 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port, api_port),
                                       sort_keys=False))
         log = open(workdir / "logs" / "worker.log", "wb")
+        token = secrets.token_urlsafe(18)   # the admin token of this run: the worker's status and admin API
         worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg)], stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                  env={**os.environ, "STREAM_ADMIN__TOKEN": token})
         children.append(("worker", worker))
         say(f"  worker                 pid {worker.pid}, config {cfg}, log {workdir / 'logs' / 'worker.log'}")
-        say(f"                         http://127.0.0.1:{http_port}/exports/status  /metrics  /readyz")
+        say(f"                         http://127.0.0.1:{http_port}/metrics  /readyz  (open)")
+        say(f"  admin token            {token}")
+        say(f"                         curl -H 'Authorization: Bearer {token}' "
+            f"http://127.0.0.1:{http_port}/exports/status")
         api_log = open(workdir / "logs" / "api.log", "wb")
         api = subprocess.Popen([sys.executable, "-m", "stream", "api", "-c", str(cfg)], stdout=api_log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

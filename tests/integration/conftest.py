@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 import boto3
@@ -12,6 +13,16 @@ import yaml
 
 from stream.devstack.services import free_port, local_aws_env, start_broker, start_moto
 from stream.settings import load_settings
+
+
+ADMIN_TOKEN = "it-admin-token"
+
+
+def admin_get(url: str, token: str = ADMIN_TOKEN, timeout: float = 10) -> bytes:
+    """GET an admin endpoint of a worker with the deployment's admin token."""
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +53,7 @@ def deployment(stack, tmp_path):
         "s3": {"endpoint_url": stack["s3"]},
         "worker": {"app_id": f"it-{run}", "data_dir": str(tmp_path / "data"), "log_level": "info",
                    "http_port": free_port()},
+        "admin": {"token": ADMIN_TOKEN},
         "projects": [{"id": 424242}, {"id": 7}],
         "destinations": [{"name": "main", "project": 424242, "bucket": bucket, "prefix": "amp/",
                           "close_grace_s": 1, "idle_close_s": 1}],

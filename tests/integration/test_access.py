@@ -18,7 +18,7 @@ import yaml
 from stream.devstack.services import start_moto
 from stream.kafka import ensure_topics
 from stream.settings import load_settings
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import admin_get, wait_until
 from tests.integration.test_crash import EVENTS, produce
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,7 @@ def test_a_denied_destination_is_named_and_retried_while_the_others_export(deplo
         port = settings.worker.http_port
 
         def denied():
-            doc = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/exports/status").read())
+            doc = orjson.loads(admin_get(f"http://127.0.0.1:{port}/exports/status"))
             return next(d for d in doc["destinations"] if d["destination"] == "denied")
         status = wait_until(lambda: (d := denied())["state"] == "failing" and d, 30, "the denied destination failing")
         assert (status["last_error"]["reason"], status["last_error"]["detail"]) == (

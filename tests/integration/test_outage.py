@@ -12,7 +12,7 @@ import yaml
 from stream.devstack.services import free_port
 from stream.kafka import ensure_topics
 from stream.settings import load_settings
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import admin_get, wait_until
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.test_crash import EVENTS, H7, exported, hours_complete, produce
 
@@ -65,7 +65,7 @@ def test_an_outage_that_refuses_stalls_and_cuts_uploads_loses_and_duplicates_not
         seen = failures(port)
         assert seen.get("connection", 0) >= 1 and seen.get("timeout", 0) >= 1, seen
         assert min(proxy.connections.values()) >= 1, proxy.connections
-        status = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/exports/status?hours=500").read())
+        status = orjson.loads(admin_get(f"http://127.0.0.1:{port}/exports/status?hours=500"))
         assert status["destinations"][0]["state"] == "ok"
         print(f"recovered {recovery:.1f}s after the outage; failures {seen}; connections {proxy.connections}")
     finally:

@@ -5,6 +5,7 @@ import gzip
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -21,7 +22,7 @@ from stream.events.timefmt import parse_ms
 from stream.export.layout import amplitude_key
 from stream.export.ledger import LedgerRecord
 from stream.kafka import ensure_topics, read_all
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import admin_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +120,17 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     assert all(now - 49 * 3600 < t < now for t in recent) and len(recent) >= 46
     assert {r.partition for r in everything if r.kind == "seal"} == {0, 1}
     exporting = ports[-1]
-    status = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{exporting}/exports/status?hours=100").read())
+    status = orjson.loads(admin_get(f"http://127.0.0.1:{exporting}/exports/status?hours=100"))
+    # the status names buckets, roles and errors: without the admin token it is refused; the probes stay open
+    for token in (None, "not-the-token"):
+        req = urllib.request.Request(f"http://127.0.0.1:{exporting}/exports/status",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req)
+        assert (refused.value.code, refused.value.headers["WWW-Authenticate"]) == (401, 'Bearer realm="stream"')
+        assert orjson.loads(refused.value.read())["detail"] == (
+            "the bearer token is not the admin token" if token else
+            "send the admin token as Authorization: Bearer <token>")
     (main,) = status["destinations"]
     hour7 = next(h for h in main["hours"] if h["hour"] == "2024-03-09T07:00:00Z")
     assert (main["destination"], main["state"], hour7["state"], hour7["complete_marker"], hour7["events"]) == (

@@ -19,20 +19,21 @@ KUBERNETES_VERSIONS = ("1.25", "1.29", "1.37")
 
 EXPECTED_KINDS = {
     "default": {"ConfigMap": 1, "Deployment": 1, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 2,
-                "Service": 2, "ServiceAccount": 1, "StatefulSet": 1},
+                "Secret": 1, "Service": 2, "ServiceAccount": 1, "StatefulSet": 1},
     "irsa-servicemonitor": {"ConfigMap": 2, "Deployment": 1, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 2,
-                            "PrometheusRule": 1, "Service": 2, "ServiceAccount": 1, "ServiceMonitor": 2,
+                            "PrometheusRule": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1, "ServiceMonitor": 2,
                             "StatefulSet": 1},
     "split-stages-existing-secret": {"ConfigMap": 1, "Deployment": 1, "PodDisruptionBudget": 2, "PrometheusRule": 1,
                                      "Service": 2, "ServiceAccount": 1, "ServiceMonitor": 1, "StatefulSet": 1},
 }
 EXPECTED_NAMES = {
     "default": ["ConfigMap/stream-config", "Deployment/stream-api", "HorizontalPodAutoscaler/stream-api",
-                "PodDisruptionBudget/stream-api", "PodDisruptionBudget/stream-worker", "Service/stream-api",
-                "Service/stream-worker", "ServiceAccount/stream", "StatefulSet/stream-worker"],
+                "PodDisruptionBudget/stream-api", "PodDisruptionBudget/stream-worker", "Secret/stream-admin",
+                "Service/stream-api", "Service/stream-worker", "ServiceAccount/stream", "StatefulSet/stream-worker"],
     "irsa-servicemonitor": ["ConfigMap/stream-config", "ConfigMap/stream-dashboard", "Deployment/stream-api",
                             "HorizontalPodAutoscaler/stream-api", "PodDisruptionBudget/stream-api",
-                            "PodDisruptionBudget/stream-worker", "PrometheusRule/stream", "Service/stream-api",
+                            "PodDisruptionBudget/stream-worker", "PrometheusRule/stream", "Secret/stream-admin",
+                            "Service/stream-api",
                             "Service/stream-worker", "ServiceAccount/stream", "ServiceMonitor/stream-api",
                             "ServiceMonitor/stream-worker", "StatefulSet/stream-worker"],
     "split-stages-existing-secret": ["ConfigMap/stream-config", "Deployment/stream-ingest",
@@ -49,8 +50,18 @@ def test_each_value_set_renders_exactly_its_objects(rendered):
     assert {d["metadata"].get("namespace") for d in rendered.docs} == {None}   # helm sets it at install
 
 
-def test_no_secret_is_ever_rendered(rendered):
-    assert rendered.of_kind("Secret") == []
+def test_the_only_secret_rendered_is_the_generated_admin_token(rendered):
+    import base64
+    secrets = rendered.of_kind("Secret")
+    if rendered.name == "split-stages-existing-secret":
+        assert secrets == []
+    else:
+        (admin,) = secrets
+        assert admin["metadata"]["name"] == "stream-admin"
+        assert admin["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert list(admin["data"]) == ["STREAM_ADMIN__TOKEN"]
+        token = base64.b64decode(admin["data"]["STREAM_ADMIN__TOKEN"]).decode()
+        assert len(token) == 40 and token.isalnum()
     text = yaml.safe_dump_all(rendered.docs)
     assert "sasl_password" not in text and "AWS_SECRET_ACCESS_KEY" not in text
 
@@ -224,8 +235,11 @@ def test_credentials_come_from_the_existing_secret_or_irsa(rendered):
     sa = rendered.one("ServiceAccount", "stream")
     if rendered.name == "split-stages-existing-secret":
         assert env_from == [[{"secretRef": {"name": "stream-credentials"}}]] * 2
-    else:
-        assert env_from == [None, None]
+    else:   # the workers get the admin token; the HTTP API does not need it
+        workers = [c.get("envFrom") for d in rendered.of_kind("StatefulSet")
+                   for c in d["spec"]["template"]["spec"]["containers"]]
+        assert workers == [[{"secretRef": {"name": "stream-admin"}}]]
+        assert sorted(env_from, key=str) == sorted([None, [{"secretRef": {"name": "stream-admin"}}]], key=str)
     if rendered.name == "irsa-servicemonitor":
         assert sa["metadata"]["annotations"] == {
             "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/stream-export"}

@@ -91,15 +91,22 @@ checksum/config: {{ include "stream.settings" .root | sha256sum }}
 {{- end }}
 {{- end }}
 
-{{/* Environment of every stream container: credentials from the existing Secret, then extra ones. */}}
+{{/* Environment of a stream container: credentials from the existing Secret, the admin token for workers
+(dict "root" $ "admin" true), then extra ones. */}}
 {{- define "stream.envFrom" -}}
-{{- if or .Values.existingSecret .Values.extraEnvFrom }}
+{{- $root := .root -}}
+{{- $admin := and .admin $root.Values.admin.generateToken -}}
+{{- if or $root.Values.existingSecret $root.Values.extraEnvFrom $admin }}
 envFrom:
-  {{- with .Values.existingSecret }}
+  {{- with $root.Values.existingSecret }}
   - secretRef:
       name: {{ . }}
   {{- end }}
-  {{- with .Values.extraEnvFrom }}
+  {{- if $admin }}
+  - secretRef:
+      name: {{ include "stream.fullname" $root }}-admin
+  {{- end }}
+  {{- with $root.Values.extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end }}
@@ -181,7 +188,7 @@ affinity:
     - --stages
     - {{ . }}
     {{- end }}
-  {{- with include "stream.envFrom" $root | trim }}
+  {{- with include "stream.envFrom" (dict "root" $root "admin" true) | trim }}
   {{- . | nindent 2 }}
   {{- end }}
   {{- with $root.Values.extraEnv }}
