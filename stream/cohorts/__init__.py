@@ -1,0 +1,1 @@
+"""Cohorts: definitions compiled once (``rules``), per-user state (``membership``), sync files (``csvfiles``)."""

@@ -1,0 +1,116 @@
+"""Cohort sync files (FORMATS.md §6): their S3 keys, their CSV bytes, and the entering/exiting diff as one stream.
+
+Each sync writes three files: ``entering`` (in the cohort now, not at the previous sync), ``exiting`` (the reverse)
+and ``existing`` (everyone in it now). The key carries the sync's scheduled time, never the time it ran, so a
+sync retried after a crash writes the same keys again.
+
+CSV: RFC 4180, UTF-8 without a byte order mark, CRLF after every line, header included. A field holding a comma,
+a double quote, CR or LF is quoted and its quotes doubled. Values: strings as they are, integers in decimal, floats
+as JSON writes them (``2.5``, ``1e16``), booleans ``true``/``false``, lists and mappings as compact JSON, null
+(and a NaN or infinity) as an empty field -- an empty string is an empty field too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
+
+import msgspec
+
+DIFF_TYPES = ("entering", "exiting", "existing")
+DiffType = Literal["entering", "exiting", "existing"]
+_json = msgspec.json.Encoder(enc_hook=str).encode
+_SPECIAL = (",", '"', "\r", "\n")
+
+
+def sync_key(path_prefix: str, project_id: int, cohort_id: str, scheduled_ms: int, diff_type: str,
+             routing_key: str = "", hyphen: bool = False) -> str:
+    """``<path_prefix><projectID>_<cohortID>_<YYYY-MM-DDTHH:MM>_<diff_type>[_<routing_key>].csv``.
+
+    The time is the sync's scheduled minute in UTC, written ``HH:MM`` as Amplitude's template does, or ``HH-MM``
+    with ``hyphen`` for tools that cannot take a colon in a key (FORMATS.md §6.1). An empty routing key drops its
+    part with the underscore before it. ``path_prefix`` is prepended as written (``cohorts/`` makes a folder), as
+    the export's prefix is.
+    """
+    if diff_type not in DIFF_TYPES:
+        raise ValueError(f"diff type {diff_type!r}: expected one of {', '.join(DIFF_TYPES)}")
+    stamp = time.strftime("%Y-%m-%dT%H-%M" if hyphen else "%Y-%m-%dT%H:%M", time.gmtime(scheduled_ms // 1000))
+    routing = f"_{routing_key}" if routing_key else ""
+    return f"{path_prefix}{project_id}_{cohort_id}_{stamp}_{diff_type}{routing}.csv"
+
+
+def field(value: Any) -> str:
+    """One value as the text of a CSV field, before quoting."""
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _json(value).decode() if math.isfinite(value) else ""
+    if isinstance(value, (dict, list, tuple)):
+        return _json(value).decode()
+    return str(value)
+
+
+def _quoted(text: str) -> str:
+    if any(c in text for c in _SPECIAL):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def line(values: Iterable[Any]) -> bytes:
+    """One CSV line, CRLF included."""
+    return (",".join(_quoted(field(v)) for v in values) + "\r\n").encode()
+
+
+def header(props: Iterable[str]) -> bytes:
+    """``amplitudeID,userID,<prop>...``: the header line of every sync file (FORMATS.md §6.2)."""
+    return line(("amplitudeID", "userID", *props))
+
+
+def row(amplitude_id: int, user_id: str | None, values: Iterable[Any]) -> bytes:
+    """One user's line: its ids, then its value of each property of the header, in the header's order."""
+    return line((amplitude_id, user_id, *values))
+
+
+def _ascending(ids: Iterable[int], name: str) -> Iterator[int]:
+    # a merge of unsorted input would be silently wrong: say so instead
+    last = None
+    for i in ids:
+        if last is not None and i <= last:
+            raise ValueError(f"{name} ids must be strictly ascending: {i} after {last}")
+        last = i
+        yield i
+
+
+def diff(previous: Iterable[int], current: Iterable[int], existing: bool = False) -> Iterator[tuple[int, DiffType]]:
+    """The changes between two syncs' members, each given as strictly ascending amplitude_ids, in one merge pass.
+
+    Yields ``(id, "entering")`` for an id in ``current`` only and ``(id, "exiting")`` for one in ``previous`` only,
+    in ascending id order; with ``existing``, also ``(id, "existing")`` for every id of ``current`` (after its
+    ``entering``), so one pass feeds the three files. Memory is constant: neither side is held, which is also why
+    this is one stream of tagged ids rather than two iterators (reading one to its end would hold the other).
+    """
+    prev, cur = _ascending(previous, "previous"), _ascending(current, "current")
+    p, c = next(prev, None), next(cur, None)
+    while p is not None or c is not None:
+        if c is None or (p is not None and p < c):
+            yield p, "exiting"
+            p = next(prev, None)
+        elif p is None or c < p:
+            yield c, "entering"
+            if existing:
+                yield c, "existing"
+            c = next(cur, None)
+        else:
+            if existing:
+                yield c, "existing"
+            p, c = next(prev, None), next(cur, None)
