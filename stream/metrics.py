@@ -34,6 +34,9 @@ IDENTITY_IDS = Counter("stream_identity_ids_total", "amplitude_ids allocated (ne
 IDENTITY_LINKS = Counter("stream_identity_links_total", "Links sent to the user side (new (device, user) pairs).")
 IDENTITY_MERGES = Counter("stream_identity_merges_total", "Merge records produced (an id merged into a user's).")
 IDENTITY_REMAPS = Counter("stream_identity_remaps_total", "Remaps applied to the device state.")
+IDENTITY_DROPPED = Counter("stream_identity_updates_dropped_total",
+                           "User or group property updates not applied because they would have grown the "
+                           "properties past identity.max_properties_bytes (the events are exported).")
 IDENTITY_ROLLBACKS = Counter("stream_identity_rollbacks_total", "Batches of identity state rolled back through the "
                              "journal before a replayed batch (after a crash).")
 CONSUMER_LAG = Gauge("stream_consumer_lag_messages",

@@ -98,7 +98,9 @@ class IngestSettings(_Section):
         "server_received_time in the event) ahead of the ingest clock by more than this is replaced by the ingest "
         "clock and counted (stream_ingest_clamped_events_total): a producer's clock must never hold hours open. "
         "Times in the past are kept as they are.")
-    batch_max_events: int = Field(500, ge=1, description="Most events per batch message on events.valid.")
+    batch_max_events: int = Field(500, ge=1, le=65536, description="Most events per batch message on events.valid "
+                                  "(at most 65536: the events of a batch the HTTP API writes are told apart by "
+                                  "their index in it).")
     poll_max_records: int = Field(5000, ge=1, description="Most records one poll of events.ingest returns.")
 
 
@@ -118,6 +120,11 @@ class IdentitySettings(_Section):
                           "(user_properties, user_creation_time, start_version, paying, group_properties), and "
                           "produce merge records (stream/identity/device.py says how). Off: those columns stay "
                           "null or as sent, and no destination may export merged ids.")
+    max_properties_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest a user's (or a group's) properties may grow, as JSON. An update "
+        "that would take them past it is not applied and is counted (stream_identity_updates_dropped_total): the "
+        "event is exported with the properties as they were, as Amplitude ingests events whose property updates it "
+        "drops. It bounds every exported row (the event plus its user's properties) and each user's state.")
     block_cache_mb: int = Field(64, ge=1, description="RocksDB block cache of each partition's identity state "
                                 "(devices, users, profiles), as dedupe.block_cache_mb is for the dedupe state.")
     write_buffer_mb: int = Field(16, ge=1, description="RocksDB write buffer (memtable) of each partition's "

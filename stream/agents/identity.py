@@ -83,10 +83,18 @@ class DeviceSide:
         origin = f"{self.valid_name}[{partition}]@{offset}".encode()
         self._rollback(partition, offset, origin)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
-                            lambda keys: self.table.get_many(partition, keys))
+                            lambda keys: self.table.get_many(partition, keys),
+                            self.settings.identity.max_properties_bytes)
         self.table.apply(partition, offset, res.writes, res.before, origin, self.committed(partition))
         crash_point("identity.state_written")
         metrics.IDENTITY_IDS.inc(res.allocated)
+        if res.dropped:
+            metrics.IDENTITY_DROPPED.inc(len(res.dropped))
+            i, size = res.dropped[0]
+            log.warning("identity: %d property updates in %s[%d]@%d not applied: they would have grown a user's or "
+                        "group's properties to %d bytes, past identity.max_properties_bytes (%d); the events are "
+                        "exported with the properties as they were", len(res.dropped), self.valid_name, partition,
+                        offset, size, self.settings.identity.max_properties_bytes)
         if res.rejected:
             now = time.time_ns() // 1_000_000
             source, source_offsets = out.source_of_events()

@@ -60,10 +60,34 @@ class EventBatch:
         return len(self.lines)
 
     def source_of_events(self) -> tuple[Source, list[int]]:
-        """(source, per-event source offsets); a batch written directly to its first topic is its own source."""
+        """(source, per-event source offsets); a batch written directly to its first topic is its own source, and
+        its i-th event's source offset is ``offset * SOURCE_SLOTS + i`` (``own_offsets``)."""
         if self.offsets:
             return self.source or Source(self.origin.topic, self.origin.partition), self.offsets
-        return Source(self.origin.topic, self.origin.partition), [self.origin.offset] * len(self.lines)
+        return Source(self.origin.topic, self.origin.partition), own_offsets(self.origin.offset, len(self.lines))
+
+    def split(self, max_bytes: int) -> list[EventBatch]:
+        """This batch as batches of about ``max_bytes`` of rows at most (an event larger than that goes alone), in
+        order. Every part keeps its events' source offsets and the batch's origin, so the exporter tells the parts'
+        events apart, and each from a replay. For batches grown after they were sized: the identity stage adds each
+        user's properties to the rows, and a batch must stay within the producer's largest message."""
+        sizes = [len(ln) + len(k) + PER_EVENT_BYTES for ln, k in zip(self.lines, self.keys)]
+        if self.segment:
+            sizes = [n + len(m) for n, m in zip(sizes, self.segment)]
+        if sum(sizes) + BATCH_HEAD_BYTES <= max_bytes:
+            return [self]
+        source, offsets = self.source_of_events()
+        parts: list[EventBatch] = []
+        start, used = 0, BATCH_HEAD_BYTES
+        for i, n in enumerate(sizes + [max_bytes]):   # the sentinel closes the last part
+            if i == len(sizes) or (i > start and used + n > max_bytes):
+                sl = slice(start, i)
+                parts.append(EventBatch(self.project, self.hour, self.origin, offsets[sl], self.keys[sl],
+                                        self.times[sl], self.uuids[sl], self.lines[sl], source, self.segment_source,
+                                        self.segment[sl] if self.segment else []))
+                start, used = i, BATCH_HEAD_BYTES
+            used += n
+        return parts
 
     def encode(self) -> bytes:
         src = self.source or Source(self.origin.topic, self.origin.partition)
@@ -134,9 +158,24 @@ def decode_rows(data: bytes) -> Rows:
     src = r["source"]
     if not offsets:  # written directly to its first topic: the batch is its own source
         o = r["origin"]
-        src, offsets = o, [o["offset"]] * n
+        src, offsets = o, own_offsets(o["offset"], n)
     return Rows(r["project"], r["hour"], min(times) if n else -1, max(times) if n else -1, n, r["events"],
                 f"{src['topic']}[{src['partition']}]", offsets, r["segment_source"], r["segment"])
+
+
+SOURCE_SLOTS = 1 << 16
+"""Events one batch written directly to its first topic may hold (the HTTP API writes events.valid so): their
+source offsets are the message's offset times this, plus their index, so that each event of such a batch has a
+source offset of its own, even once the batch is split."""
+BATCH_HEAD_BYTES = 1024
+PER_EVENT_BYTES = 48
+"""Bytes of a batch message besides its rows: the header, and per event its offset, time, uuid and separators."""
+
+
+def own_offsets(offset: int, n: int) -> list[int]:
+    """The source offsets of the ``n`` events of a batch that entered Kafka as the message at ``offset``."""
+    base = offset * SOURCE_SLOTS
+    return list(range(base, base + n))
 
 
 def _pack(values: list[int]) -> bytes:

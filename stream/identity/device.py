@@ -157,6 +157,7 @@ class Resolution(NamedTuple):
     writes: dict[bytes, bytes | None]            # key -> new value (None: delete)
     before: dict[bytes, bytes | None]            # key -> its value before the batch
     allocated: int                               # ids allocated
+    dropped: list[tuple[int, int]] = []          # (row index, size it would have grown to): updates not applied
 
 
 class BatchState:
@@ -244,9 +245,20 @@ def _json_or_null(v: str | None) -> bytes:
     return _NULL if v is None else _encode(v)
 
 
+MAX_PROPERTIES_BYTES = 256 * 1024
+"""Default bound of one user's (or group's) properties, as JSON: the identity.max_properties_bytes setting."""
+
+
 def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, partition: int,
-                  processed_time: str, get_many: GetMany) -> Resolution:
-    """Ids, user and group fields for the rows of one batch (see the module docstring)."""
+                  processed_time: str, get_many: GetMany,
+                  max_props_bytes: int = MAX_PROPERTIES_BYTES) -> Resolution:
+    """Ids, user and group fields for the rows of one batch (see the module docstring).
+
+    A user's (or group's) properties never grow past ``max_props_bytes`` of JSON: an update that would take them
+    past it is not applied (the event is exported with the properties as they were, and the update is listed in
+    ``dropped``), as Amplitude still ingests events whose property updates it drops. Every exported row then
+    stays within the event's own size plus this bound, and so does the state of each user.
+    """
     st = BatchState(get_many)
     n = len(lines)
     rows: list[Any] = [None] * n
@@ -330,6 +342,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     group_state: dict[bytes, _Props] = {}
     out: list[bytes] = []
     links: list[Link] = []
+    dropped: list[tuple[int, int]] = []
     processed = _encode(processed_time)
     for i, r in enumerate(rows):
         if r is None:
@@ -349,10 +362,14 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             prof.paying, p.dirty, p.fields = True, True, None
         u = updates[i]
         if u is not None:
+            was = (p.props, p.raw, p.dirty)
             if u[0] == "identify":
                 p.replace(identify(p.get(), u[1]))
             else:
                 p.set(u[1], u[2])
+            if len(p.raw) > max_props_bytes:
+                dropped.append((i, len(p.raw)))
+                p.props, p.raw, p.dirty = was
         gp = r.group_properties
         if groups[i]:
             shown: dict[str, dict[str, Any]] = {}
@@ -363,7 +380,11 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                     v = st.get(gk)
                     g = group_state[gk] = _Props(Profile(None, None, False, v if v is not None else _EMPTY))
                 if group_ops[i] is not None:
+                    was = (g.props, g.raw, g.dirty)
                     g.replace(identify(g.get(), group_ops[i]))
+                    if len(g.raw) > max_props_bytes:
+                        dropped.append((i, len(g.raw)))
+                        g.props, g.raw, g.dirty = was
                 shown.setdefault(t, {})[name] = g.get()
             gp = _encode(shown)
         f = p.fields
@@ -385,7 +406,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for gk, g in group_state.items():
         if g.dirty:
             st.put(gk, g.raw)
-    return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0)
+    return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped)
 
 
 def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:

@@ -158,3 +158,41 @@ def test_devices_and_users_across_partitions_get_exact_ids_merges_and_fields(dep
         ("invalid_identify", "user_properties.$add.visits"), ("invalid_identify", "user_properties.$set"),
         ("invalid_value", "user_properties.$set.bio"), ("too_large", None),
         ("too_many_properties", "user_properties.$set")]
+
+
+def test_a_user_with_large_properties_has_every_event_exported_in_batches_within_the_producers_limit(
+        deployment, worker):
+    """A user whose properties are about 200 KB: each of its rows carries them, so a batch of its events grows
+    far past the producer's largest message once enriched; it is split, and every event lands exactly once. An
+    update that would take the properties past identity.max_properties_bytes is not applied."""
+    _, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["kafka"]["max_request_bytes"] = 2 << 20          # enriched batches are split at 1 MiB
+    cfg["ingest"]["max_event_bytes"] = 512 << 10
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    worker()
+    big = {f"p{i:03d}": "v" * 1000 for i in range(200)}
+    events = [ev(A, "user-big1", t=H7 + 1000, event_type="$identify", user_properties={"$set": big})]
+    events += [ev(A, "user-big1", t=H7 + 2000 + i) for i in range(30)]
+    events += [ev(A, "user-big1", t=H7 + 3000, event_type="$identify",
+                  user_properties={"$set": {f"q{i:03d}": "w" * 1000 for i in range(100)}})]   # past 256 KiB
+    events += [ev(A, "user-big1", t=H7 + 4000 + i) for i in range(5)]
+    asyncio.run(produce(settings, events))
+
+    def exported():
+        recs = [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+            "export_ledger")))]
+        return sum(r.events for r in recs if r.kind == "object" and r.destination == "main")
+    wait_until(lambda: exported() >= len(events), 120, "every event exported")
+    accepted = asyncio.run(read_all(settings, settings.topics.name("accepted")))
+    assert len(accepted) > 6 and max(len(m.value) for m in accepted) <= 1 << 20
+    rows = rows_of(settings, [r.key for r in (LedgerRecord.decode(m.value) for m in asyncio.run(
+        read_all(settings, settings.topics.name("export_ledger")))) if r.kind == "object"])
+    assert sorted(r["$insert_id"] for r in rows) == sorted(e["insert_id"] for e, _ in events)
+    assert all(r["user_properties"] == big for r in rows)     # the update past the bound was not applied
+    port = settings.worker.http_port
+    import urllib.request
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode().splitlines()
+    assert "stream_identity_updates_dropped_total 1.0" in metrics

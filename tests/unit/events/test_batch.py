@@ -67,7 +67,7 @@ def test_batches_round_trip_and_select_keeps_the_masked_events():
     assert EventBatch.decode(s.encode()) == s
     direct = EventBatch(7, H, Origin("events.valid", 2, 40), [], [b"", b""], [H, H], [b"a" * 16] * 2, [b"1", b"2"])
     assert direct.select([True, True], Origin("events.valid", 2, 40)).source_of_events() == (
-        Source("events.valid", 2), [40, 40])
+        Source("events.valid", 2), [40 << 16, (40 << 16) + 1])   # each event of the message its own offset
 
 
 def test_segment_messages_travel_with_their_events_and_api_batches_take_their_coordinates_when_read():
@@ -79,11 +79,11 @@ def test_segment_messages_travel_with_their_events_and_api_batches_take_their_co
     read.arrived_at(Origin("events.valid", 2, 41))
     kept = read.select([True, False, True], Origin("events.valid", 2, 41))
     assert (kept.segment_source, kept.segment, kept.source_of_events()) == (
-        "src-1", [b'{"m":1}', b'{"m":3}'], (Source("events.valid", 2), [41, 41]))
+        "src-1", [b'{"m":1}', b'{"m":3}'], (Source("events.valid", 2), [41 << 16, (41 << 16) + 2]))
     from stream.events.batch import decode_rows
     rows = decode_rows(kept.encode())
     assert (rows.segment_source, rows.segment, rows.source, rows.offsets) == (
-        "src-1", b'{"m":1}\xff{"m":3}', "events.valid[2]", [41, 41])
+        "src-1", b'{"m":1}\xff{"m":3}', "events.valid[2]", [41 << 16, (41 << 16) + 2])
     ingested = EventBatch(7, H, Origin("events.ingest", 0, 9), [8, 9], [b"", b""], [H, H], [b"a" * 16] * 2,
                           [b"1", b"2"])
     ingested.arrived_at(Origin("events.valid", 2, 50))    # offsets from its source: kept as they are
@@ -94,8 +94,8 @@ def test_an_exporter_reads_a_batchs_rows_as_one_blob():
     from stream.events.batch import Rows, decode_rows
     b = EventBatch(7, H, Origin("events.valid", 2, 5), [], [b"k", b""], [H + 9, H + 4], [b"a" * 16, b"b" * 16],
                    [b'{"x":1}', b'{"x":2}'])
-    assert decode_rows(b.encode()) == Rows(7, H, H + 4, H + 9, 2, b'{"x":1}\n{"x":2}', "events.valid[2]", [5, 5],
-                                           "", b"")
+    assert decode_rows(b.encode()) == Rows(7, H, H + 4, H + 9, 2, b'{"x":1}\n{"x":2}', "events.valid[2]",
+                                           [5 << 16, (5 << 16) + 1], "", b"")
     empty = EventBatch(7, H, Origin("events.valid", 2, 6))
     assert decode_rows(empty.encode()) == Rows(7, H, -1, -1, 0, b"", "events.valid[2]", [], "", b"")
     assert EventBatch.decode(empty.encode()) == empty
@@ -155,3 +155,20 @@ def test_a_server_time_ahead_of_the_ingest_clock_is_replaced_and_a_replay_replac
     assert [b.encode() for _, b in replay.batches] == [b.encode() for _, b in res.batches]
     index.prune(0, 1)
     assert index.of(0) == {1: NOW}
+
+
+def test_a_batch_grown_past_the_limit_is_split_in_order_and_each_event_keeps_its_source_offset():
+    lines = [b'{"p":"' + b"x" * 400 + b'"}' for _ in range(10)]
+    b = EventBatch(7, H, Origin("events.valid", 1, 12), [], [b"k"] * 10, [H + i for i in range(10)],
+                   [bytes([i]) * 16 for i in range(10)], lines, segment_source="s", segment=[b"m"] * 10)
+    assert b.split(1 << 20) == [b]
+    parts = b.split(2000)      # header 1024 + about 460 bytes an event: two events a part
+    assert [len(p) for p in parts] == [2] * 5
+    assert [o for p in parts for o in p.source_of_events()[1]] == [(12 << 16) + i for i in range(10)]
+    assert [t for p in parts for t in p.times] == b.times and [x for p in parts for x in p.lines] == lines
+    assert {(p.origin, p.source, p.segment_source) for p in parts} == {
+        (Origin("events.valid", 1, 12), Source("events.valid", 1), "s")}
+    decoded = [EventBatch.decode(p.encode()) for p in parts]
+    assert [d.source_of_events()[1] for d in decoded] == [p.offsets for p in parts]
+    # an event over the limit goes alone
+    assert [len(p) for p in b.split(100)] == [1] * 10

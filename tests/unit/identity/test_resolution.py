@@ -232,3 +232,22 @@ def test_a_row_in_another_column_order_or_already_enriched_is_enriched_the_same(
     assert list(got) == list(row)
     assert (got["amplitude_id"], got["amplitude_event_type"], got["user_properties"], got["paying"]) == (
         1027, "$identify", {"plan": "pro"}, False)
+
+
+def test_an_update_that_would_grow_a_users_properties_past_the_bound_is_not_applied_and_the_event_is_kept():
+    p = Partition(3)
+    big = {f"p{i}": "v" * 900 for i in range(4)}       # about 3.6 KB of properties
+    lines = [normalize_message(orjson.dumps(e), None, PROJECT, T + i, f"in/0/{i}", Rules()).line for i, e in enumerate([
+        ev("device-1", "user-1", event_type="$identify", user_properties={"$set": big}),
+        ev("device-1", "user-1", event_type="$identify", user_properties={"$set": {"p9": "w" * 900}}),   # too much
+        ev("device-1", "user-1", event_type="$identify", user_properties={"$unset": {"p0": "-"}}),       # fits
+        ev("device-1", "user-1", event_type="$groupidentify", groups={"org": "acme"},
+           group_properties={"$set": {f"g{i}": "x" * 1000 for i in range(5)}})])]                          # too much
+    res = resolve_batch(lines, [T + i for i in range(4)], PROJECT, 3, "2024-03-09 07:30:00.000000", p.get_many,
+                        max_props_bytes=4000)
+    rows = [orjson.loads(x) for x in res.lines]
+    assert res.keep == [True] * 4 and res.rejected == []
+    assert [(i, size > 4000) for i, size in res.dropped] == [(1, True), (3, True)]
+    assert rows[0]["user_properties"] == rows[1]["user_properties"] == big
+    assert rows[2]["user_properties"] == {k: v for k, v in big.items() if k != "p0"}
+    assert rows[3]["group_properties"] == {"org": {"acme": {}}}
