@@ -77,6 +77,8 @@ HTTP_DURATION = Histogram("stream_http_request_duration_seconds", "Time to answe
                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 API_EVENTS = Counter("stream_api_events_total",
                      "Events received by the HTTP API, by outcome (accepted, rejected, throttled).", ["outcome"])
+API_BUSY = Counter("stream_api_busy_total", "Requests answered 503 because the process held api.max_inflight_bytes "
+                   "of requests already (the clients send them again).")
 API_PRODUCE_DURATION = Histogram("stream_api_produce_duration_seconds",
                                  "Time from handing a request's batches to the producer to the broker's "
                                  "acknowledgement of all of them.",

@@ -297,6 +297,12 @@ class ApiSettings(_Section):
     segment_max_batch_bytes: int = Field(500 * 1024, gt=0, description="Largest /v1/batch body (Segment: 500 KB).")
     segment_max_batch_messages: int = Field(2500, gt=0, description="Most messages in one /v1/batch (Segment: 2500).")
     cors_origins: list[str] = Field(["*"], description="Origins browser SDKs may send from (CORS); [] turns CORS off.")
+    max_inflight_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024 * 1024, description="Most bytes the requests one `stream api` process is "
+        "answering may hold at once (each request: its decoded body as it is read, then its rows and their batches): "
+        "beyond it a request is answered 503 with Retry-After (the SDKs send it again), so a burst of large "
+        "requests cannot exhaust the memory. A process stays within its idle size plus this plus about 32 MiB "
+        "(docs/api.md, 'Memory'); a single request larger than this is still answered when it is the only one.")
     produce_timeout_s: float = Field(
         10, gt=0, description="Longest a request waits for the broker to acknowledge its batches before it is "
         "answered 503 (the client retries).")

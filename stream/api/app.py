@@ -16,22 +16,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from stream import metrics
 from stream.api.body import BodyError, BodyReader, check_headers
+from stream.api.budget import Budget, Claim
 from stream.api.routes import (
     ROUTES,
     Route,
     body_limit,
     body_problem,
+    busy,
     cors_headers,
     method_not_allowed,
     not_found,
     timeout,
 )
-from stream.api.service import Ingestor, Reply
+from stream.api.service import RETRY_AFTER_S, Ingestor, Reply
 from stream.health import Health
 
 log = logging.getLogger(__name__)
 _INGESTOR = web.AppKey("ingestor", Ingestor)
 _HEALTH = web.AppKey("health", Health)
+_BUDGET = web.AppKey("budget", Budget)
 READ_CHUNK = 64 * 1024
 
 
@@ -51,16 +54,22 @@ def _client_ip(request: web.Request, trust_forwarded_for: bool) -> str | None:
     return request.remote
 
 
-async def _read(request: web.Request, route: Route, ingestor: Ingestor) -> bytes | web.Response:
+async def _read(request: web.Request, route: Route, ingestor: Ingestor, claim: Claim) -> bytes | web.Response:
+    """The body, within its limit and the process's budget of request bytes (``stream.api.budget``)."""
     api = ingestor.settings.api
     limit = body_limit(route, api)
     h = request.headers
     try:
         gz = check_headers(h.get("Content-Type"), h.get("Content-Encoding"), h.get("Content-Length"), limit)
+        declared = request.content_length or 0
+        if not claim.grow_to(0 if gz else declared):     # an announced body: refused before it is sent
+            return _busy(route, api.max_inflight_bytes)
         reader = BodyReader(limit, gz)
         async with asyncio.timeout(api.request_timeout_s):
             async for chunk in request.content.iter_chunked(READ_CHUNK):
                 reader.feed(chunk)
+                if not claim.grow_to(reader.held):
+                    return _busy(route, api.max_inflight_bytes)
         return reader.finish()
     except BodyError as exc:
         status, body = body_problem(route, exc.problem, exc.detail)
@@ -70,20 +79,31 @@ async def _read(request: web.Request, route: Route, ingestor: Ingestor) -> bytes
         return _json(status, body, close=True)
 
 
+def _busy(route: Route, limit: int) -> web.Response:
+    metrics.API_BUSY.inc()
+    status, body = busy(route, limit)   # read or not, the body is not held: the connection closes
+    return _json(status, body, {"Retry-After": str(RETRY_AFTER_S)}, close=True)
+
+
 async def _ingest(request: web.Request) -> web.Response:
     ingestor = request.app[_INGESTOR]
     route = ROUTES[request.match_info.route.resource.canonical]
     received_ms = ingestor.clock.now_ms()
-    body = await _read(request, route, ingestor)
-    if isinstance(body, web.Response):
-        return body
-    if route.vendor == "amplitude":
-        reply: Reply = await ingestor.amplitude(route.path, body, received_ms,
-                                                _client_ip(request, ingestor.settings.api.trust_forwarded_for))
-    else:
-        reply = await ingestor.segment(route.path, route.call_type, body, request.headers.get("Authorization"),
-                                       received_ms)
-    return _json(reply.status, reply.body, reply.headers)
+    claim = Claim(request.app[_BUDGET])
+    try:
+        body = await _read(request, route, ingestor, claim)
+        if isinstance(body, web.Response):
+            return body
+        if route.vendor == "amplitude":
+            reply: Reply = await ingestor.amplitude(route.path, body, received_ms,
+                                                    _client_ip(request, ingestor.settings.api.trust_forwarded_for),
+                                                    claim.grow_to)
+        else:
+            reply = await ingestor.segment(route.path, route.call_type, body, request.headers.get("Authorization"),
+                                           received_ms, claim.grow_to)
+        return _json(reply.status, reply.body, reply.headers)
+    finally:
+        claim.release()
 
 
 async def _preflight(request: web.Request) -> web.Response:
@@ -136,6 +156,7 @@ def api_app(ingestor: Ingestor) -> web.Application:
     app = web.Application(middlewares=[_middleware(ingestor.settings.api.cors_origins)])
     app[_INGESTOR] = ingestor
     app[_HEALTH] = ingestor.health
+    app[_BUDGET] = Budget(ingestor.settings.api.max_inflight_bytes)
     for path in ROUTES:
         app.router.add_post(path, _ingest)
         app.router.add_route("OPTIONS", path, _preflight)

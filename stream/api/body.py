@@ -110,6 +110,11 @@ class BodyReader:
                 raise BodyError(BodyProblem.TOO_LARGE, too_large_detail(self.limit, decoded=True))
             self._parts.append(data)
 
+    @property
+    def held(self) -> int:
+        """The bytes of the body kept so far (decoded, for gzip)."""
+        return self._size
+
     def finish(self) -> bytes:
         """The whole (decoded) body; raises BodyError if a gzip stream ended early."""
         if self._z is not None and not self._z.eof:

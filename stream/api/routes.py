@@ -57,6 +57,15 @@ def body_problem(route: Route, problem: BodyProblem, detail: str) -> tuple[int, 
     return status, {"success": False, "code": code, "message": detail}
 
 
+def busy(route: Route, limit: int) -> tuple[int, dict]:
+    """The answer when the process holds too many request bytes already: send again later."""
+    detail = (f"this server holds {limit} bytes of requests already (api.max_inflight_bytes); the request was not "
+              "stored: send it again after Retry-After seconds")
+    if route.vendor == "amplitude":
+        return 503, {"code": 503, "error": "Service unavailable", "detail": detail}
+    return 503, {"success": False, "code": "unavailable", "message": detail}
+
+
 def timeout(route: Route, seconds: float) -> tuple[int, dict]:
     detail = f"the request body did not arrive within {seconds:g}s (api.request_timeout_s)"
     if route.vendor == "amplitude":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,17 @@ def unavailable_amplitude(detail: str) -> Reply:
 def unavailable_segment(detail: str) -> Reply:
     return Reply(503, {"success": False, "code": "unavailable", "message": detail},
                  {"Retry-After": str(RETRY_AFTER_S)})
+
+
+Reserve = Callable[[int], bool]
+"""Grows the request's share of the process's budget of request bytes to ``n`` in all; False: no room left."""
+PER_EVENT_HELD = 200
+"""Bytes a validated event holds besides its row (its Python objects), counted against the budget."""
+
+
+def held_bytes(body: bytes, accepted: list[Normalized]) -> int:
+    """What a request holds once validated: its body, its rows, and their copy in the encoded batches."""
+    return len(body) + sum(2 * len(e.line) + PER_EVENT_HELD for e in accepted)
 
 
 class Unavailable(Exception):
@@ -131,6 +143,11 @@ class Ingestor:
             except Exception as exc:
                 log.warning("producer did not stop cleanly: %s", exc or type(exc).__name__)
 
+    def busy(self) -> str:
+        metrics.API_BUSY.inc()
+        return (f"this server holds {self.settings.api.max_inflight_bytes} bytes of requests already "
+                "(api.max_inflight_bytes); the request was not stored: send it again after Retry-After seconds")
+
     # --- producing ---------------------------------------------------------------------------------------------
     async def _produce(self, batches: list[tuple[int, Any]], dead: list[bytes]) -> None:
         """Hand every batch and dead letter to the producer and wait for all acknowledgements (or raise)."""
@@ -168,7 +185,8 @@ class Ingestor:
             metrics.EVENTS_DEAD_LETTERED.labels("api", r[1].reason.value).inc()
 
     # --- Amplitude ---------------------------------------------------------------------------------------------
-    async def amplitude(self, route: str, body: bytes, received_ms: int, client_ip: str | None = None) -> Reply:
+    async def amplitude(self, route: str, body: bytes, received_ms: int, client_ip: str | None = None,
+                        reserve: Reserve = lambda n: True) -> Reply:
         api = self.settings.api
         req = amplitude.parse(body, api.amplitude_max_events)
         if isinstance(req, amplitude.ApiError):
@@ -197,6 +215,8 @@ class Ingestor:
         if throttled is not None:
             metrics.API_EVENTS.labels("throttled").inc(n)
             return Reply(429, throttled.body())
+        if not reserve(held_bytes(body, accepted)):
+            return unavailable_amplitude(self.busy())
         batches = group(accepted, self.valid_topic, self.settings.topics.partitions,
                         self.settings.ingest.batch_max_events, self.max_batch_bytes)
         try:
@@ -209,7 +229,7 @@ class Ingestor:
 
     # --- Segment -----------------------------------------------------------------------------------------------
     async def segment(self, route: str, call_type: str | None, body: bytes, authorization: str | None,
-                      received_ms: int) -> Reply:
+                      received_ms: int, reserve: Reserve = lambda n: True) -> Reply:
         api = self.settings.api
         key = segment.write_key_from_header(authorization)
         if key is not None and key not in self.sources:
@@ -241,6 +261,8 @@ class Ingestor:
                 accepted.append(res)
                 full_bytes.append(orjson.dumps(full))
         rejected.sort(key=lambda r: r[0])
+        if not reserve(held_bytes(body, accepted) + sum(map(len, full_bytes))):
+            return unavailable_segment(self.busy())
         dead = self._dead_letters(route, rejected, received_ms)
         batches = group(accepted, self.valid_topic, self.settings.topics.partitions,
                         self.settings.ingest.batch_max_events, self.max_batch_bytes, segment=full_bytes,
