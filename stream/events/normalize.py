@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import uuid as uuidlib
 from enum import Enum
 from typing import Annotated, Any, NamedTuple
@@ -147,8 +148,15 @@ def _coerce(key: str, kind: Kind, v: Any) -> Any:
             return v
         if t is float and math.isfinite(v):
             return int(v)
-        if t is str and v.strip().lstrip("-").isdigit():
-            return int(v)
+        if t is str:
+            s = v.strip()
+            digits = s[1:] if s[:1] == "-" else s
+            if digits.isdecimal():  # what int() reads: "²" passes isdigit() and "--5" lstrip("-"), not int()
+                try:
+                    return int(s)
+                except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+                    raise _Bad(Reason.INVALID_VALUE, key, f"{key} has {len(digits)} digits; the limit is "
+                               f"{sys.get_int_max_str_digits()}") from None
     elif kind is Kind.NUM:
         if t is int or (t is float and math.isfinite(v)):
             return v
@@ -178,8 +186,13 @@ def _id(key: str, v: Any, min_len: int) -> str | None:
     return v if len(v) >= min_len else None  # Amplitude removes ids shorter than min_id_length
 
 
+def too_deep(depth: int) -> Rejected:
+    return Rejected(Reason.INVALID_VALUE, None, f"the event nests objects and arrays more than {MAX_DEPTH} levels "
+                    f"deep ({depth} seen); Amplitude's limit is {MAX_DEPTH}: flatten its properties")
+
+
 def decode(value: bytes | None, key: bytes | None, rules: Rules) -> dict[str, Any] | Rejected:
-    """The message bytes as a JSON object, or why they are not one."""
+    """The message bytes as a JSON object, or why they are not one (too deep included: ``depth_over``)."""
     if not value:
         return Rejected(Reason.EMPTY_MESSAGE, None, "the message has no value")
     if len(value) > rules.max_event_bytes:
@@ -192,6 +205,8 @@ def decode(value: bytes | None, key: bytes | None, rules: Rules) -> dict[str, An
         except UnicodeDecodeError as exc:
             return Rejected(Reason.INVALID_KEY, None,
                             f"the message key is not UTF-8 ({exc.reason} at byte {exc.start})")
+    if (depth := depth_over(value)) is not None:  # before the decoder recurses into it
+        return too_deep(depth)
     try:
         obj = _json_decode(value)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -334,7 +349,7 @@ def _time(obj: dict[str, Any], key: str, default: int) -> int:
 
 
 # --- the fast path --------------------------------------------------------------
-# msgspec checks every type in C; the row is built with one dict display. Any
+# msgspec checks every type in C; the row is built positionally in C. Any
 # input the fast path does not take (a type error, a numeric string, an unknown
 # key, a semantic check) goes through the reference path above, which either
 # accepts it or says exactly why not. tests/unit/events check that both paths
@@ -342,19 +357,10 @@ def _time(obj: dict[str, Any], key: str, default: int) -> int:
 
 _S = Annotated[str, msgspec.Meta(max_length=MAX_STRING)]
 _N = int | float | None
-_O = msgspec.Raw  # a nested object is copied through undecoded: checked to be an object, never rebuilt
-_EMPTY = msgspec.Raw(b"{}")
-
-
-def _obj(raw: msgspec.Raw | None) -> msgspec.Raw | None:
-    if raw is None:
-        return None
-    first = memoryview(raw)[0]
-    if first == 0x7B:  # {
-        return raw
-    if first == 0x6E:  # null
-        return None
-    raise _NotFast
+_O = dict[str, Any] | None
+"""A nested object is decoded and encoded again, as the reference path does, never copied through as raw text:
+the text may be spelled in other ways (``{"a": 1}``, ``1.50``, ``"\\u00e9"``, a key twice) that the row must not
+keep, and only a decode tells them apart (checking the text with a regex costs several times more)."""
 
 
 class _Fast(msgspec.Struct, forbid_unknown_fields=True):
@@ -366,10 +372,10 @@ class _Fast(msgspec.Struct, forbid_unknown_fields=True):
     time: int | None = None
     server_received_time: int | None = None
     server_upload_time: int | None = None
-    event_properties: _O = None  # type: ignore[assignment]
-    user_properties: _O = None  # type: ignore[assignment]
-    group_properties: _O = None  # type: ignore[assignment]
-    groups: _O = None  # type: ignore[assignment]
+    event_properties: _O = None
+    user_properties: _O = None
+    group_properties: _O = None
+    groups: _O = None
     app_version: _S | None = None
     version_name: _S | None = None
     platform: _S | None = None
@@ -403,9 +409,9 @@ class _Fast(msgspec.Struct, forbid_unknown_fields=True):
     android_app_set_id: _S | None = None
     user_agent: _S | None = None
     partner_id: _S | None = None
-    plan: _O = None  # type: ignore[assignment]
-    ingestion_metadata: _O = None  # type: ignore[assignment]
-    extra: _O = None  # type: ignore[assignment]
+    plan: _O = None
+    ingestion_metadata: _O = None
+    extra: _O = None
     skip_user_properties_sync: bool | None = msgspec.field(default=None, name="$skip_user_properties_sync")
 
 
@@ -472,18 +478,15 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         data["user_agent"] = e.user_agent
     if e.partner_id is not None:
         data["partner_id"] = e.partner_id
-    if e.plan is not None and (o := _obj(e.plan)) is not None:
-        data["plan"] = o
-    if e.ingestion_metadata is not None and (o := _obj(e.ingestion_metadata)) is not None:
-        data["ingestion_metadata"] = o
-    if e.extra is not None and (o := _obj(e.extra)) is not None:
-        data["extra"] = o
+    if e.plan is not None:
+        data["plan"] = e.plan
+    if e.ingestion_metadata is not None:
+        data["ingestion_metadata"] = e.ingestion_metadata
+    if e.extra is not None:
+        data["extra"] = e.extra
     if e.skip_user_properties_sync is not None:
         data["$skip_user_properties_sync"] = e.skip_user_properties_sync
-    props = e.event_properties if e.event_properties is None else _obj(e.event_properties)
-    group_props = e.group_properties if e.group_properties is None else _obj(e.group_properties)
-    groups = e.groups if e.groups is None else _obj(e.groups)
-    user_props = e.user_properties if e.user_properties is None else _obj(e.user_properties)
+    props = e.event_properties
     if (e.price is not None or e.quantity is not None or e.revenue is not None or e.productId is not None
             or e.revenueType is not None or e.currency is not None):
         revenue = {}
@@ -499,7 +502,7 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
             revenue["$revenueType"] = e.revenueType
         if e.currency is not None:
             revenue["$currency"] = e.currency
-        props = {**_json_decode(props), **revenue} if props is not None else revenue
+        props = {**props, **revenue} if props is not None else revenue
 
     # one positional argument per export column, in EXPORT_FIELDS order (the fast and reference paths are
     # compared byte for byte by the tests)
@@ -509,9 +512,9 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         client_s, received_s, e.country, data,                  # client_event_time client_upload_time country data
         e.device_brand, e.carrier, None, device_id,             # device_brand device_carrier device_family device_id
         e.device_manufacturer, e.device_model, None, e.dma,     # device_manufacturer device_model device_type dma
-        e.event_id, props if props is not None else _EMPTY,     # event_id event_properties
+        e.event_id, props if props is not None else {},         # event_id event_properties
         client_s, e.event_type,                                 # event_time event_type
-        groups if groups is not None else _EMPTY,               # groups
+        e.groups if e.groups is not None else {},               # groups
         e.idfa, e.ip, None, e.language, e.library,              # idfa ip_address is_attribution_event language library
         e.location_lat, e.location_lng, e.os_name,              # location_lat location_lng os_name
         e.os_version, e.platform,                               # os_version platform
@@ -521,10 +524,10 @@ def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rul
         e.version_name if e.version_name is not None else e.app_version,  # version_name
         # IDENTITY_FIELDS
         None, None,                                             # amplitude_event_type amplitude_id
-        group_props if group_props is not None else _EMPTY,     # group_properties
+        e.group_properties if e.group_properties is not None else {},  # group_properties
         None, uploaded_s,                                       # paying processed_time
         None, None,                                             # start_version user_creation_time
-        user_props if user_props is not None else _EMPTY,       # user_properties
+        e.user_properties if e.user_properties is not None else {},  # user_properties
     )
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
@@ -541,17 +544,11 @@ def _is_utf8(b: bytes) -> bool:
     return True
 
 
-def too_deep(depth: int) -> Rejected:
-    return Rejected(Reason.INVALID_VALUE, None, f"the event nests objects and arrays more than {MAX_DEPTH} levels "
-                    f"deep ({depth} seen); Amplitude's limit is {MAX_DEPTH}: flatten its properties")
-
-
 def normalize_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
                       rules: Rules, now_ms: int | None = None) -> Normalized | Rejected:
     """One raw message -> its export row or why it was rejected (see ``normalize``)."""
-    if value and len(value) <= rules.max_event_bytes and (key is None or _is_utf8(key)):
-        if (depth := depth_over(value)) is not None:   # before a decoder recurses into it
-            return too_deep(depth)
+    if (value and len(value) <= rules.max_event_bytes and (key is None or _is_utf8(key))
+            and depth_over(value) is None):   # a too deep event is rejected by decode, before a decoder recurses
         try:
             return _fast(value, project, timestamp_ms, origin, rules, now_ms)
         except (msgspec.MsgspecError, UnicodeDecodeError, _NotFast):

@@ -1,0 +1,434 @@
+"""The fast path and the reference path of normalize, compared on generated events: they agree byte for byte.
+
+Every input key of ``INPUT_FIELDS`` gets values of every JSON type (the right one, wrong ones, null, edge values
+of its kind), the events are written in several JSON layouts, and each one goes through
+
+- the fast path (``_fast``), where ``normalize_message`` tries it: when it takes the event, the reference path
+  takes it too and returns the very same ``Normalized`` (row bytes, dedupe key, upload time, uuid, ids, clamped);
+- the reference path (``decode`` + ``normalize``): it accepts or names why not, and never raises;
+- ``normalize_message``: always exactly the reference path's answer.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import msgspec
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
+
+from stream.events.depth import MAX_DEPTH, depth_over
+from stream.events.fields import INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
+from stream.events.normalize import (
+    MAX_TIME_MS,
+    Normalized,
+    Reason,
+    Rejected,
+    Rules,
+    _fast,
+    _NotFast,
+    decode,
+    normalize,
+    normalize_message,
+)
+
+PROJECT = 424242
+T = 1_710_000_000_123  # 2024-03-09 16:00:00.123 UTC: the record's timestamp
+ORIGIN = "events.ingest/0/42"
+SKEW = 300_000
+RULES = Rules()
+
+GENERATED = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --- the three answers --------------------------------------------------------------------------------------
+
+def reference(value, key, rules, timestamp_ms=T, now_ms=None):
+    obj = decode(value, key, rules)
+    if isinstance(obj, Rejected):
+        return obj
+    return normalize(obj, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
+
+
+def fast(value, key, rules, timestamp_ms=T, now_ms=None):
+    """The fast path's answer where ``normalize_message`` tries it; None where it is not tried or declines."""
+    if not value or len(value) > rules.max_event_bytes or depth_over(value) is not None:
+        return None
+    if key is not None:
+        try:
+            key.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        return _fast(value, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
+    except (_NotFast, msgspec.MsgspecError, UnicodeDecodeError):
+        return None
+
+
+def agree(value: bytes, key: bytes | None = None, rules: Rules = RULES, timestamp_ms: int = T,
+          now_ms: int | None = None) -> Normalized | Rejected:
+    """Check that the three answers agree; return the reference path's."""
+    ref = reference(value, key, rules, timestamp_ms, now_ms)
+    assert type(ref) in (Normalized, Rejected)
+    if type(ref) is Rejected:
+        assert type(ref.reason) is Reason and ref.detail
+    got = fast(value, key, rules, timestamp_ms, now_ms)
+    if got is not None:
+        assert type(got) is Normalized
+        assert got._asdict() == ref._asdict()
+    if currently_in_test_context():
+        event("fast path" if got is not None else "reference path: accepted" if type(ref) is Normalized else
+              f"reference path: {ref.reason.value}")  # the mix: pytest --hypothesis-show-statistics
+    assert normalize_message(value, key, PROJECT, timestamp_ms, ORIGIN, rules, now_ms) == ref
+    return ref
+
+
+# --- values --------------------------------------------------------------------------------------------------
+
+def repeated(*pairs: tuple[str, int]):
+    """Long strings, drawn as (text, times) so that a failure shows how they were made."""
+    return st.sampled_from(pairs).map(lambda p: p[0] * p[1])
+
+
+at_limit = repeated(("a", MAX_STRING), ("\u00e9", MAX_STRING), ("\U0001f600", MAX_STRING))
+over_limit = repeated(("a", MAX_STRING + 1), ("\u00e9", MAX_STRING + 1), ("\U0001f600", MAX_STRING + 1))
+numeric_texts = st.sampled_from([
+    "0", "12", "-12", " 12 ", "+12", "--12", "-", "1.5", "-1.5", "1e3", "1E3", "1_000", "0x10", "\u00b2",
+    "-\u00b2", "\u0661\u0662", "\uff11\uff12", "nan", "NaN", "inf", "-Infinity", "1e999", " ", "1709968500000",
+    "253402300799999", "253402300800000", "-1709968500000", "1.0", "\u0661.\u0665", "12abc"]) | repeated(
+    ("1", 30), ("1", 4300), ("1", 4301), ("9", 5000)) | st.integers().map(str) | st.floats().map(repr)
+
+huge_ints = st.sampled_from([2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 10**30, -(10**30),
+                             10**300, -1])
+ints = st.integers(-1000, 1000) | st.integers(-(2**70), 2**70) | huge_ints
+epoch_ms = st.integers(0, MAX_TIME_MS) | st.integers(T - 10**10, T + 10**10) | st.sampled_from([0, MAX_TIME_MS])
+floats = st.floats(allow_nan=False, allow_infinity=False)
+integral_floats = st.integers(-(2**60), 2**60).map(float) | st.sampled_from([1e16, 1e22, 1e300, -0.0, 1.7e12])
+texts = st.text(max_size=12) | numeric_texts | at_limit
+json_scalars = st.none() | st.booleans() | ints | floats | texts
+keys = st.text(max_size=6) | st.sampled_from(["$price", "$quantity", "$revenue", "a", "b", "user_id", ""])
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) |
+                           st.dictionaries(keys, inner, max_size=3), max_leaves=5)
+objects = st.dictionaries(keys, json_values, max_size=4)
+
+
+def nested(depth: int, arrays: bool) -> dict:
+    """An object ``depth`` levels deep: ``{"a": {"a": ...}}``, or alternating with arrays."""
+    v: object = 1
+    for level in range(depth - 1):
+        v = [v] if arrays and level % 2 else {"a": v}
+    return v if isinstance(v, dict) else {"a": v}
+
+
+# an object that, as the value of a top-level key, nests the event MAX_DEPTH - 1 to MAX_DEPTH + 3 levels deep
+deep_objects = st.builds(nested, st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2), st.booleans())
+
+RIGHT = {  # values of the right type, valid or not (times, lengths, ids, uuids)
+    Kind.STR: st.text(max_size=20) | at_limit | st.sampled_from(["", " "]),
+    Kind.INT: ints,
+    Kind.NUM: ints | floats,
+    Kind.DICT: objects | objects | deep_objects,
+    Kind.BOOL: st.booleans(),
+}
+NEAR = {  # what a producer sends when it gets the type nearly right
+    Kind.STR: ints | floats | st.booleans() | over_limit,
+    Kind.INT: integral_floats | floats | numeric_texts,
+    Kind.NUM: numeric_texts,
+    Kind.DICT: st.lists(json_values, max_size=3) | st.sampled_from(["{}", "", "null"]),
+    Kind.BOOL: st.sampled_from([0, 1, "true", "false", "True", ""]),
+}
+invalid_ids = st.sampled_from(sorted(INVALID_IDS)).flatmap(
+    lambda s: st.sampled_from([s, s.upper(), s.title(), f" {s}"]))
+ids = st.text(min_size=5, max_size=30) | st.sampled_from(["user-1", "dev-12345", "\u0130" * 5, "NULL "]) | at_limit
+short_ids = st.text(max_size=7)
+uuids = st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: u.hex),
+                  st.uuids().map(lambda u: "{" + str(u) + "}"), st.uuids().map(lambda u: u.urn))
+invalid_uuids = st.one_of(
+    st.uuids().map(lambda u: str(u)[:-1]), st.uuids().map(lambda u: " " + str(u)),
+    st.uuids().map(lambda u: str(u).replace("-", "_")), st.text(max_size=40),
+    st.sampled_from(["", "null", "nope", "00000000-0000-0000-0000-000000000000", "\u0661" * 32]))
+
+TIME_KEYS = ("time", "server_received_time", "server_upload_time")
+VALID = {k: RIGHT[kind] for k, (kind, _, _) in INPUT_FIELDS.items()}
+VALID.update({"event_type": st.text(min_size=1, max_size=20) | st.sampled_from(["$identify", "Order Completed"]),
+              "user_id": ids, "device_id": ids, "uuid": uuids, **dict.fromkeys(TIME_KEYS, epoch_ms)})
+ODD = {k: NEAR[kind] | st.none() | json_values for k, (kind, _, _) in INPUT_FIELDS.items()}
+ODD.update({"user_id": invalid_ids | short_ids | over_limit | st.none() | json_values,
+            "uuid": invalid_uuids | json_values,
+            **{k: ODD[k] | ints | st.sampled_from([-1, MAX_TIME_MS + 1, 2**64]) for k in TIME_KEYS}})
+ODD["device_id"] = ODD["user_id"]
+ODD["event_type"] |= st.just("")
+unknown_keys = st.text(max_size=10).filter(lambda k: k not in INPUT_FIELDS) | st.sampled_from(
+    ["skip_user_properties_sync", "Event_Type", "user_id ", "$price", "data", "app", "ip_address", "userId"])
+
+rules = st.builds(Rules, max_event_bytes=st.sampled_from([1024 * 1024] * 5 + [300]),
+                  min_id_length=st.sampled_from([5, 5, 0, 1, 8]), keep_unknown_fields=st.booleans(),
+                  max_clock_skew_ms=st.sampled_from([SKEW, 0]))
+# a record's timestamp: a producer may set any (-1: none), and it stamps the server times the event does not carry
+timestamps = st.one_of(st.just(T), st.integers(0, MAX_TIME_MS), st.sampled_from([-1, MAX_TIME_MS + 1]))
+clocks = st.one_of(st.none(), st.just(T), st.integers(T - 3_600_000, T + 3_600_000))
+
+
+# --- layouts ------------------------------------------------------------------------------------------------
+
+LAYOUTS = {
+    "compact": msgspec.json.encode,                                                        # msgspec, orjson, JS
+    "python": lambda obj: json.dumps(obj).encode(),                                        # ", " and ": "
+    "indented": lambda obj: json.dumps(obj, indent=2, ensure_ascii=True).encode(),         # newlines, \\u escapes
+    "unicode": lambda obj: json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(),  # 1e+16 floats
+}
+layouts = st.sampled_from(sorted(LAYOUTS))
+ALL_FIELDS = st.sampled_from(sorted(INPUT_FIELDS))
+BASES = [{"event_type": "Order Completed", "user_id": "user-20391"},
+         {"event_type": "x", "device_id": "dev-12345", "insert_id": "ord-1"}]
+
+
+@st.composite
+def events(draw, fields=ALL_FIELDS, unknown: bool = True, odd: bool = True) -> dict:
+    """A valid event with valid values for a few fields, and often an odd value (a wrong type, null, an invalid
+    id...) for one or two, and sometimes an unknown key; its keys in any order."""
+    ev = dict(draw(st.sampled_from(BASES)))
+    for k in draw(st.lists(fields, max_size=6, unique=True)):
+        ev[k] = draw(VALID[k])
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2])) if odd else 0):
+        k = draw(fields)
+        ev[k] = draw(ODD[k])
+    if unknown and draw(st.integers(0, 4)) == 0:
+        ev[draw(unknown_keys)] = draw(json_values)
+    return dict(draw(st.permutations(list(ev.items()))))
+
+
+# --- tests ---------------------------------------------------------------------------------------------------
+
+@GENERATED
+@given(events(), layouts, rules, timestamps, clocks)
+def test_every_field_with_values_of_every_json_type(ev, layout, rules, timestamp_ms, now_ms):
+    agree(LAYOUTS[layout](ev), None, rules, timestamp_ms, now_ms)
+
+
+@GENERATED
+@given(events(st.sampled_from(["event_type", "user_id", "device_id", "insert_id"]), unknown=False),
+       st.sampled_from([5, 0, 1, 3, 8]))
+def test_ids_invalid_short_long_and_of_other_types(ev, min_id_length):
+    out = agree(msgspec.json.encode(ev), rules=Rules(min_id_length=min_id_length))
+    if type(out) is Normalized:
+        user_id, device_id, insert_id = (ev.get(k) for k in ("user_id", "device_id", "insert_id"))
+        assert out.user_id == (user_id if user_id is not None and len(user_id) >= min_id_length else None)
+        assert out.device_id == (device_id if device_id is not None and len(device_id) >= min_id_length else None)
+        assert out.dedupe_key == (b"%d\x00%s\x00%s" % (PROJECT, (out.device_id or "").encode(), insert_id.encode())
+                                  if insert_id else b"")
+        row = msgspec.json.decode(out.line)
+        assert (row["user_id"], row["device_id"], row["$insert_id"]) == (out.user_id, out.device_id, insert_id or None)
+
+
+@st.composite
+def times_around(draw, now_ms: int, skew: int):
+    """A time for a time key: just around the allowed skew of the ingest clock, or anywhere, or not an int."""
+    edge = now_ms + skew + draw(st.sampled_from([-1, 0, 1, 2, -skew - 1, 3_600_000]))
+    return draw(st.one_of(st.just(edge), st.just(edge), st.integers(-5, MAX_TIME_MS + 5),
+                          st.sampled_from([0, -1, MAX_TIME_MS, MAX_TIME_MS + 1, 2**63, -(2**63)]),
+                          st.just(float(edge)), st.just(edge + 0.5), st.just(str(edge)), NEAR[Kind.INT],
+                          st.none()))
+
+
+@st.composite
+def timed(draw):
+    now_ms = draw(st.integers(0, MAX_TIME_MS - 3_600_000 - SKEW) | st.just(T))
+    skew = draw(st.sampled_from([SKEW, 0, 1]))
+    ev = dict(draw(st.sampled_from(BASES)))
+    for k in draw(st.lists(st.sampled_from(TIME_KEYS), max_size=3, unique=True)):
+        ev[k] = draw(times_around(now_ms, skew))
+    return ev, draw(st.one_of(st.none(), st.just(now_ms))), skew, draw(st.one_of(st.just(now_ms), timestamps))
+
+
+@GENERATED
+@given(timed())
+def test_times_negative_past_9999_and_around_the_clock_skew(case):
+    ev, now_ms, skew, timestamp_ms = case
+    out = agree(msgspec.json.encode(ev), rules=Rules(max_clock_skew_ms=skew), timestamp_ms=timestamp_ms,
+                now_ms=now_ms)
+    if type(out) is Normalized and all(type(ev.get(k)) in (int, type(None)) for k in TIME_KEYS):
+        def stamped(t: int) -> int:
+            return now_ms if now_ms is not None and t > now_ms + skew else t
+        received, uploaded = (timestamp_ms if ev.get(k) is None else ev[k] for k in TIME_KEYS[1:])
+        assert out.upload_ms == stamped(uploaded)
+        assert out.clamped == (stamped(received) != received or stamped(uploaded) != uploaded)
+
+
+@GENERATED
+@given(events(st.just("uuid"), unknown=False))
+def test_uuids_valid_and_invalid(ev):
+    out = agree(msgspec.json.encode(ev))
+    u = ev.get("uuid")
+    if type(out) is Normalized:
+        expected = uuid.uuid5(uuid.UUID("6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f"), ORIGIN) if u is None else uuid.UUID(u)
+        assert out.uuid == expected.bytes
+        assert msgspec.json.decode(out.line)["uuid"] == str(expected)
+    elif type(u) is str and out.field == "uuid":
+        assert out == Rejected(Reason.INVALID_VALUE, "uuid", f"uuid is {len(u)} characters long; the limit is "
+                               f"{MAX_STRING}" if len(u) > MAX_STRING else f"uuid {u!r} is not a UUID")
+
+
+DICT_KEYS = sorted(k for k, (kind, _, _) in INPUT_FIELDS.items() if kind is Kind.DICT)
+
+
+@GENERATED
+@given(st.dictionaries(st.sampled_from(DICT_KEYS + ["colour"]), deep_objects | objects, min_size=1, max_size=3),
+       layouts, st.booleans())
+def test_objects_nested_near_the_depth_limit(extra, layout, keep):
+    ev = {"event_type": "x", "user_id": "user-1", **extra}
+    out = agree(LAYOUTS[layout](ev), rules=Rules(keep_unknown_fields=keep))
+    deepest = 1 + max(_depth(v) for v in extra.values())
+    if deepest > MAX_DEPTH + 1:
+        assert out == Rejected(Reason.INVALID_VALUE, None, f"the event nests objects and arrays more than "
+                               f"{MAX_DEPTH} levels deep ({deepest} seen); Amplitude's limit is {MAX_DEPTH}: "
+                               "flatten its properties")
+    elif "colour" in extra and not keep:
+        assert out == Rejected(Reason.UNKNOWN_FIELD, "colour", "'colour' is not an event field "
+                               "(ingest.unknown_fields=keep stores such values under data)")
+    else:
+        row = msgspec.json.decode(out.line)
+        for k, v in extra.items():
+            assert (row[k] if k in row else row["data"][k]) == v
+
+
+def _depth(v) -> int:
+    if isinstance(v, dict):
+        return 1 + max(map(_depth, v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max(map(_depth, v), default=0)
+    return 0
+
+
+@GENERATED
+@given(st.dictionaries(unknown_keys, json_values, min_size=1, max_size=3), events(unknown=False, odd=False),
+       st.booleans())
+def test_unknown_keys_kept_in_data_or_rejected(unknown, ev, keep):
+    ev = {**ev, **unknown}
+    out = agree(msgspec.json.encode(ev), rules=Rules(keep_unknown_fields=keep))
+    if type(out) is Rejected and out.reason is not Reason.UNKNOWN_FIELD:
+        assert out.detail.startswith("the event nests objects and arrays more than")  # a deep object among ev
+    elif not keep:
+        first = next(iter(unknown))
+        assert out == Rejected(Reason.UNKNOWN_FIELD, first, f"{first!r} is not an event field "
+                               "(ingest.unknown_fields=keep stores such values under data)")
+    else:
+        data = msgspec.json.decode(out.line)["data"]
+        assert list(data)[-len(unknown):] == list(unknown)  # after the known keys kept in data
+        assert {k: data[k] for k in unknown} == unknown
+
+
+REVENUE_KEYS = [k for k, (_, where, _) in INPUT_FIELDS.items() if where is Where.REVENUE]
+EXACT_TYPES = {Kind.STR: (str,), Kind.INT: (int,), Kind.NUM: (int, float), Kind.BOOL: (bool,), Kind.DICT: (dict,)}
+
+
+@GENERATED
+@given(events(st.sampled_from(REVENUE_KEYS + ["event_properties", "$skip_user_properties_sync"]), unknown=False),
+       layouts)
+def test_revenue_keys_and_skip_user_properties_sync(ev, layout):
+    out = agree(LAYOUTS[layout](ev))
+    given = {k: v for k, v in ev.items() if k in REVENUE_KEYS and v is not None}
+    if type(out) is Normalized and all(type(v) in EXACT_TYPES[INPUT_FIELDS[k][0]] for k, v in given.items()):
+        row = msgspec.json.decode(out.line)
+        revenue = {"$" + k: ev[k] for k in REVENUE_KEYS if k in given}  # in INPUT_FIELDS order, after the others
+        props = ev.get("event_properties") or {}
+        assert list(row["event_properties"].items()) == list({**props, **revenue}.items())
+        skip = ev.get("$skip_user_properties_sync")
+        assert row["data"] == ({} if skip is None else {"$skip_user_properties_sync": skip})
+
+
+# raw JSON text that no encoder above writes: other spellings of the same numbers and strings, duplicate keys
+RAW_NUMBERS = [b"1.50", b"1E2", b"1e+2", b"1e16", b"-0", b"-0.0", b"0.30000000000000001", b"1e400", b"-1e400",
+               b"123456789012345678901234567890", b"1" * 4301, b"1709968500000", b"1709968500000.0", b"17099685e5"]
+RAW_STRINGS = [b'"\\u0041"', b'"\\/"', b'"\\ud83d\\ude00"', b'"\\ud800"', b'"\\u0000"', b'"\xe2\x80\xa8"', b'"\xff"',
+               b'"a\\"b"', b'"\\t"', b'"\\u00e9"', b'"\xc3\xa9"', b'"user-\\u0031"', b'"\\u006eull"']
+SPACES = [b"", b"", b" ", b"\n  ", b"\t"]
+raw_scalars = st.sampled_from(RAW_NUMBERS + RAW_STRINGS + [b"true", b"null"]) | json_scalars.map(msgspec.json.encode)
+
+
+@st.composite
+def raw_objects(draw, depth: int = 3) -> bytes:
+    """An object as text: spaces anywhere between tokens, keys maybe twice, values spelled in any way."""
+    members = []
+    for _ in range(draw(st.integers(0, 3))):
+        inner = (raw_objects(depth - 1) | raw_objects(depth - 1).map(lambda o: b"[" + o + b"]")) if depth \
+            else st.nothing()
+        v = draw(raw_scalars | inner)
+        k = draw(st.sampled_from([b'"a"', b'"b"', b'"$price"', b'"\\u0061"']))
+        members.append(draw(st.sampled_from(SPACES)) + k + draw(st.sampled_from([b":", b" : "])) + v
+                       + draw(st.sampled_from(SPACES)))
+    return b"{" + b",".join(members) + b"}"
+
+
+def raw_values(kind: Kind):
+    return {Kind.DICT: raw_objects(), Kind.BOOL: st.sampled_from([b"true", b"false", b" true "]),
+            Kind.STR: st.sampled_from(RAW_STRINGS), Kind.INT: st.sampled_from(RAW_NUMBERS),
+            Kind.NUM: st.sampled_from(RAW_NUMBERS)}[kind]
+
+
+@st.composite
+def raw_events(draw) -> bytes:
+    """An event written by hand: keys (some twice) with values spelled in any way, spaces between tokens."""
+    parts = [b'"event_type":"x"', b'"user_id":"user-1"']
+    for _ in range(draw(st.integers(1, 4))):
+        k = draw(st.sampled_from(sorted(INPUT_FIELDS)))
+        v = draw(raw_values(INPUT_FIELDS[k][0]) | raw_scalars) if draw(st.integers(0, 5)) == 0 else \
+            draw(raw_values(INPUT_FIELDS[k][0]))
+        if draw(st.integers(0, 9)) == 0:
+            k = draw(unknown_keys)
+        parts.insert(draw(st.integers(0, len(parts))), msgspec.json.encode(k) + draw(st.sampled_from([b":", b" : "]))
+                     + v)
+    return b"{" + draw(st.sampled_from([b",", b", ", b",\n"])).join(parts) + b"}"
+
+
+@GENERATED
+@given(raw_events(), st.booleans())
+def test_hand_written_json_text(value, keep):
+    agree(value, rules=Rules(keep_unknown_fields=keep))
+
+
+@GENERATED
+@given(st.one_of(st.binary(max_size=40), json_values.map(msgspec.json.encode),
+                 events().map(msgspec.json.encode).flatmap(
+                     lambda b: st.integers(0, len(b)).map(lambda i: b[:i] + b"\xff" + b[i:]))),
+       st.sampled_from([None, b"", b"dev-12345", b"\xff\xfe"]))
+def test_any_bytes_and_keys(value, key):
+    agree(value, key)
+
+
+# --- what the generated tests found, kept as examples --------------------------------------------------------
+
+def test_nested_objects_are_written_in_one_spelling_whatever_the_input_layout():
+    spaced = agree(b'{"event_type": "x", "user_id": "user-1", "event_properties": {"a": [1.50, "\\u00e9"], '
+                   b'"b": 1E2, "a": 2}, "plan": {"branch" : "main"}}')
+    compact = agree(b'{"event_type":"x","user_id":"user-1","event_properties":{"a":2,"b":100.0},'
+                    b'"plan":{"branch":"main"}}')
+    assert spaced == compact
+    assert b',"data":{"plan":{"branch":"main"}},' in spaced.line
+    assert b',"event_properties":{"a":2,"b":100.0},' in spaced.line
+
+
+def test_an_event_nested_past_the_limit_is_rejected_by_the_reference_path_too():
+    deep = b'{"a":' * 3000 + b"1" + b"}" * 3000
+    value = b'{"event_type":"x","user_id":"user-1","event_properties":' + deep + b"}"
+    assert decode(value, None, RULES) == Rejected(
+        Reason.INVALID_VALUE, None, "the event nests objects and arrays more than 40 levels deep (3001 seen); "
+        "Amplitude's limit is 40: flatten its properties")
+    agree(value)
+
+
+def test_integer_strings_that_are_not_integers_are_invalid_types():
+    for text in ("--5", "\u00b2", "-\u00b2"):
+        value = msgspec.json.encode({"event_type": "x", "user_id": "user-1", "session_id": text})
+        assert agree(value) == Rejected(Reason.INVALID_TYPE, "session_id",
+                                        "session_id must be an integer, got string")
+    out = agree(msgspec.json.encode({"event_type": "x", "user_id": "user-1", "session_id": "\u0661\u0662"}))
+    assert b'"session_id":12,' in out.line
+
+
+def test_an_integer_string_too_long_to_read_is_an_invalid_value():
+    value = msgspec.json.encode({"event_type": "x", "user_id": "user-1", "event_id": "9" * 5000})
+    assert agree(value) == Rejected(Reason.INVALID_VALUE, "event_id",
+                                    "event_id has 5000 digits; the limit is 4300")
