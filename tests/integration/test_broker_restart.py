@@ -43,6 +43,7 @@ def test_a_broker_restart_while_events_flow_loses_and_duplicates_nothing(deploym
         _, path = deployment
         cfg = yaml.safe_load(path.read_text())
         cfg["kafka"]["bootstrap_servers"] = f"127.0.0.1:{broker.port}"
+        cfg["ingest"]["max_clock_skew_s"] = 86_400   # the events are stamped hours ahead on purpose
         path.write_text(yaml.safe_dump(cfg))
         settings = load_settings(path)
         asyncio.run(ensure_topics(settings))

@@ -153,6 +153,7 @@ def test_killing_the_worker_in_a_multipart_upload_neither_loses_nor_duplicates(d
     settings, path = deployment
     cfg = yaml.safe_load(path.read_text())
     cfg["s3"]["upload_part_bytes"] = 5 * 1024 * 1024
+    cfg["ingest"]["max_clock_skew_s"] = 86_400    # the events below are stamped hours ahead on purpose
     path.write_text(yaml.safe_dump(cfg))
     settings = load_settings(path)
     asyncio.run(ensure_topics(settings))

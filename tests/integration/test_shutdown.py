@@ -44,6 +44,7 @@ def test_sigterm_mid_hour_stops_in_time_and_the_next_worker_loses_and_duplicates
         cfg["s3"]["read_timeout_s"] = 30          # a stalled upload outlives the shutdown timeout
         cfg["destinations"][0]["endpoint_url"] = proxy.url
         cfg["destinations"][0]["max_object_events"] = 25   # objects close (and upload) while the hour is open
+        cfg["ingest"]["max_clock_skew_s"] = 86_400   # the events are stamped hours ahead on purpose
         path.write_text(yaml.safe_dump(cfg))
         settings = load_settings(path)
         asyncio.run(ensure_topics(settings))
