@@ -37,6 +37,11 @@ IDENTITY_REMAPS = Counter("stream_identity_remaps_total", "Remaps applied to the
 IDENTITY_DROPPED = Counter("stream_identity_updates_dropped_total",
                            "User or group property updates not applied because they would have grown the "
                            "properties past identity.max_properties_bytes (the events are exported).")
+IDENTITY_PRUNED = Counter("stream_identity_journal_pruned_total",
+                          "Replay journal entries deleted because their batches are below the committed offset.")
+IDENTITY_PRUNE_FAILURES = Counter("stream_identity_journal_prune_failures_total",
+                                  "Prunings of the replay journal skipped because the committed offset could not be "
+                                  "read (the journal grows until it can).")
 IDENTITY_ROLLBACKS = Counter("stream_identity_rollbacks_total", "Batches of identity state rolled back through the "
                              "journal before a replayed batch (after a crash).")
 CONSUMER_LAG = Gauge("stream_consumer_lag_messages",

@@ -46,6 +46,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ] + ([
         TopicSpec(t.name("identity_links"), t.partitions),
         TopicSpec(t.name("identity_merges"), 1),
-        # batch records, not keys: compaction could not shorten it, and the state it rebuilds never expires
-        TopicSpec(identity_changelog(settings), t.partitions, {"cleanup.policy": "delete", "retention.ms": "-1"}),
+        # one record per key written: compaction keeps the latest of each (a broker that does not compact keeps all)
+        TopicSpec(identity_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
     ] if settings.identity.enabled else [])

@@ -28,7 +28,7 @@ from stream.events.partitioning import partition_for
 from stream.events.timefmt import format_ms
 from stream.identity.device import apply_remaps, resolve_batch
 from stream.identity.records import Links, dec_links, decode_remaps, enc, encode_remaps
-from stream.identity.table import IdentityTable
+from stream.identity.table import PRUNE_EVERY, IdentityTable
 from stream.identity.users import decide, group_merges
 from stream.settings import Settings
 from stream.topics import identity_changelog
@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 def add_table(app: faust.App, settings: Settings) -> IdentityTable:
     t = settings.topics
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    # one record per key written: compacted, it keeps about one record per live key (stream.identity.table)
     changelog = app.topic(identity_changelog(settings), partitions=t.partitions, internal=True, retention=None,
-                          compacting=False, deleting=True, config={"retention.ms": "-1"}, **raw)
+                          compacting=True, deleting=False, **raw)
     return app.tables.add(IdentityTable(
         app, name="identity", partitions=t.partitions, changelog_topic=changelog,
         help="devices, (device, user) pairs, users, profiles, groups",
@@ -58,34 +59,49 @@ class DeviceSide:
         self.valid_name, self.committed = valid_name, committed
         self.partitions = settings.topics.partitions
 
-    def _rollback(self, partition: int, offset: int, origin: bytes) -> None:
-        undone = self.table.rollback(partition, offset, origin)
+    def _rollback(self, partition: int, offset: int) -> None:
+        undone = self.table.rollback(partition, offset)
         if undone:
             metrics.IDENTITY_ROLLBACKS.inc(undone)
             log.info("identity: %s[%d]@%d read again: rolled back %d batches of state", self.valid_name, partition,
                      offset, undone)
+
+    def _apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
+               before: dict[bytes, bytes | None]) -> None:
+        """Write a batch's state; at each pruning point, first learn the committed offset (below it the journal is
+        not needed): when it cannot be read, the journal grows until it can, and that is said loudly."""
+        committed = None
+        if offset % PRUNE_EVERY == 0 and writes:
+            try:
+                committed = self.committed(partition)
+            except Exception as exc:
+                metrics.IDENTITY_PRUNE_FAILURES.inc()
+                log.warning("identity: the committed offset of %s[%d] cannot be read (%s: %s); the replay journal "
+                            "of the partition is not pruned until it can (it grows by one entry per batch)",
+                            self.valid_name, partition, type(exc).__name__, exc)
+        pruned = self.table.apply(partition, offset, writes, before, committed)
+        if pruned:
+            metrics.IDENTITY_PRUNED.inc(pruned)
 
     def remaps(self, value: bytes, partition: int, offset: int) -> bool:
         """Apply the message at ``offset`` if it is a remap message; False if it is not one."""
         remaps = decode_remaps(value)
         if remaps is None:
             return False
-        origin = f"{self.valid_name}[{partition}]@{offset}".encode()
-        self._rollback(partition, offset, origin)
+        self._rollback(partition, offset)
         writes, before, applied = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys))
-        self.table.apply(partition, offset, writes, before, origin, self.committed(partition))
+        self._apply(partition, offset, writes, before)
         metrics.IDENTITY_REMAPS.inc(applied)
         crash_point("identity.remap_applied")
         return True
 
     async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int) -> EventBatch:
         """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered."""
-        origin = f"{self.valid_name}[{partition}]@{offset}".encode()
-        self._rollback(partition, offset, origin)
+        self._rollback(partition, offset)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
                             lambda keys: self.table.get_many(partition, keys),
                             self.settings.identity.max_properties_bytes)
-        self.table.apply(partition, offset, res.writes, res.before, origin, self.committed(partition))
+        self._apply(partition, offset, res.writes, res.before)
         crash_point("identity.state_written")
         metrics.IDENTITY_IDS.inc(res.allocated)
         if res.dropped:
@@ -158,15 +174,16 @@ def register(app: faust.App, settings: Settings, table: IdentityTable, valid: fa
                 await fut
             crash_point("identity.merges_sent")
             metrics.IDENTITY_MERGES.inc(len(d.merges))
-            table.write(p, d.writes, f"{links_name}[{p}]@{msg.offset}".encode())
+            table.write(p, d.writes)
             crash_point("identity.users_written")
 
 
 def committed_offsets(app: faust.App, topic: str) -> Callable[[int], int | None]:
-    """The committed offset of ``topic[partition]`` as faust's consumer last committed or read it."""
+    """The committed offset of ``topic[partition]`` as faust's consumer last committed or read it (None: none yet).
+
+    faust keeps it in a private attribute; if a faust version moves it, reading it raises, which the caller
+    reports (``stream_identity_journal_prune_failures_total``) rather than treating as "nothing committed yet".
+    """
     def committed(partition: int) -> int | None:
-        try:
-            return app.consumer._committed_offset.get(TP(topic, partition))
-        except Exception:
-            return None
+        return app.consumer._committed_offset.get(TP(topic, partition))
     return committed

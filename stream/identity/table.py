@@ -2,22 +2,27 @@
 
 Each batch does its multi-gets, then one WriteBatch holding its writes, the
 journal of their pre-images (key ``j`` + the events.valid offset) and the
-partition's applied offset (``a``), and sends one changelog record with all of
-it (``records.encode_ops``). A batch read again at or below the applied offset
-(a replay after a crash) first rolls the partition back through the journal
-(``rollback``), so it is computed on the state it was first computed on. Journal
-entries below the consumer's committed offset can never be replayed and are
-deleted every ``PRUNE_EVERY`` batches.
+partition's applied offset (``a``). A batch read again at or below the applied
+offset (a replay after a crash) first rolls the partition back through the
+journal (``rollback``), so it is computed on the state it was first computed
+on. Journal entries below the consumer's committed offset can never be replayed
+and are deleted every ``PRUNE_EVERY`` batches.
 
-The changelog is kept (``retention.ms=-1``, cleanup by delete): its records
-are batches, not keys, so compaction could not shorten it, and the state it
-rebuilds (devices, users, profiles) never expires.
+The changelog carries one record per key written (the key, and its value or a
+tombstone), so it is compacted (``cleanup.policy=compact``): on a broker that
+compacts, it holds about one record per live key -- devices, pairs, users,
+profiles, groups and the last journal entries -- and its size follows the state
+(a few hundred bytes a user, BENCHMARKS.md), not the number of events. A broker
+that does not compact (the local Tansu broker) keeps every record: one per key
+written, about one per event that changes a user's fields.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import faust
 from rocksdict import WriteBatch
 
 from stream.dedup.table import DedupeTable
@@ -37,9 +42,10 @@ PRUNE_EVERY = 64
 
 
 class IdentityTable(DedupeTable):
-    """The identity state; changelog records carry ``(key, value | None)`` operations of one batch."""
+    """The identity state; its changelog holds one record per key written, compacted by the broker."""
 
-    def write(self, partition: int, ops: dict[bytes, bytes | None], changelog_key: bytes) -> None:
+    def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
+        """Write ``ops`` (a value of None deletes the key) in one WriteBatch, and a changelog record per key."""
         if not ops:
             return
         wb = WriteBatch(raw_mode=True)
@@ -49,28 +55,33 @@ class IdentityTable(DedupeTable):
             else:
                 wb.put(k, v)
         self.db(partition).write(wb)
-        self.send_changelog(partition, changelog_key, encode_ops(ops), key_serializer="raw", value_serializer="raw")
+        for k, v in ops.items():
+            self.send_changelog(partition, k, v, key_serializer="raw", value_serializer="raw")
 
     def applied(self, partition: int) -> int:
         """The highest events.valid offset whose writes are in the state, -1 if none."""
         return decode_int(self.db(partition).get(APPLIED), -1)
 
     def apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
-              before: dict[bytes, bytes | None], changelog_key: bytes, committed: int | None = None) -> None:
-        """The writes of the batch at ``offset``, journaled, in one WriteBatch and one changelog record."""
+              before: dict[bytes, bytes | None], committed: int | None = None) -> int:
+        """The writes of the batch at ``offset``, journaled, in one WriteBatch; journal entries below the
+        ``committed`` offset are deleted every PRUNE_EVERY offsets. Returns how many entries were pruned."""
         if not writes:
-            return
+            return 0
         ops = dict(writes)
         ops[journal_key(offset)] = encode_ops(before)
         ops[APPLIED] = encode_int(offset)
+        pruned = 0
         if committed is not None and offset % PRUNE_EVERY == 0:
             for k in self.db(partition).keys(from_key=JOURNAL):
                 if not k.startswith(JOURNAL) or journal_offset(k) >= committed:
                     break
                 ops[k] = None
-        self.write(partition, ops, changelog_key)
+                pruned += 1
+        self.write(partition, ops)
+        return pruned
 
-    def rollback(self, partition: int, offset: int, changelog_key: bytes) -> int:
+    def rollback(self, partition: int, offset: int) -> int:
         """Undo the journaled batches at or above ``offset`` (newest first); return how many were undone."""
         applied = self.applied(partition)
         if applied < offset:
@@ -86,8 +97,27 @@ class IdentityTable(DedupeTable):
             ops.update(decode_ops(v))
             ops[k] = None
         ops[APPLIED] = encode_int(offset - 1)
-        self.write(partition, ops, changelog_key)
+        self.write(partition, ops)
         return len(entries)
 
     def changelog_ops(self, value: bytes) -> Iterable[tuple[bytes, bytes | None]]:
-        return decode_ops(value)
+        raise NotImplementedError("identity changelog records are one key each")
+
+    def apply_changelog_batch(self, batch: Iterable[faust.types.EventT]) -> None:
+        """Recovery: replay the per-key records, in order, into each partition's RocksDB (a tombstone deletes)."""
+        batches: dict[int, WriteBatch] = {}
+        offsets: dict[Any, int] = {}
+        for event in batch:
+            msg = event.message
+            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
+            wb = batches.get(msg.partition)
+            if wb is None:
+                wb = batches[msg.partition] = WriteBatch(raw_mode=True)
+            if msg.value is None:
+                wb.delete(msg.key)
+            else:
+                wb.put(msg.key, msg.value)
+        for partition, wb in batches.items():
+            self.db(partition).write(wb)
+        for tp, offset in offsets.items():
+            self.data.set_persisted_offset(tp, offset)
