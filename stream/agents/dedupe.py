@@ -59,7 +59,7 @@ def register(app: faust.App, settings: Settings) -> None:
         async for event in stream.events():
             msg = event.message
             crash_point("dedupe.received")
-            if device is not None and device.remaps(event.value, msg.partition, msg.offset):
+            if device is not None and await device.remaps(event.value, msg.partition, msg.offset):
                 continue
             try:
                 batch = EventBatch.decode(event.value)

@@ -59,14 +59,14 @@ class DeviceSide:
         self.valid_name, self.committed = valid_name, committed
         self.partitions = settings.topics.partitions
 
-    def _rollback(self, partition: int, offset: int) -> None:
-        undone = self.table.rollback(partition, offset)
+    async def _rollback(self, partition: int, offset: int) -> None:
+        undone = await self.table.rollback(partition, offset)
         if undone:
             metrics.IDENTITY_ROLLBACKS.inc(undone)
             log.info("identity: %s[%d]@%d read again: rolled back %d batches of state", self.valid_name, partition,
                      offset, undone)
 
-    def _apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
+    async def _apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
                before: dict[bytes, bytes | None]) -> None:
         """Write a batch's state; at each pruning point, first learn the committed offset (below it the journal is
         not needed): when it cannot be read, the journal grows until it can, and that is said loudly."""
@@ -79,29 +79,29 @@ class DeviceSide:
                 log.warning("identity: the committed offset of %s[%d] cannot be read (%s: %s); the replay journal "
                             "of the partition is not pruned until it can (it grows by one entry per batch)",
                             self.valid_name, partition, type(exc).__name__, exc)
-        pruned = self.table.apply(partition, offset, writes, before, committed)
+        pruned = await self.table.apply(partition, offset, writes, before, committed)
         if pruned:
             metrics.IDENTITY_PRUNED.inc(pruned)
 
-    def remaps(self, value: bytes, partition: int, offset: int) -> bool:
+    async def remaps(self, value: bytes, partition: int, offset: int) -> bool:
         """Apply the message at ``offset`` if it is a remap message; False if it is not one."""
         remaps = decode_remaps(value)
         if remaps is None:
             return False
-        self._rollback(partition, offset)
+        await self._rollback(partition, offset)
         writes, before, applied = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys))
-        self._apply(partition, offset, writes, before)
+        await self._apply(partition, offset, writes, before)
         metrics.IDENTITY_REMAPS.inc(applied)
         crash_point("identity.remap_applied")
         return True
 
     async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int) -> EventBatch:
         """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered."""
-        self._rollback(partition, offset)
+        await self._rollback(partition, offset)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
                             lambda keys: self.table.get_many(partition, keys),
                             self.settings.identity.max_properties_bytes)
-        self._apply(partition, offset, res.writes, res.before)
+        await self._apply(partition, offset, res.writes, res.before)
         crash_point("identity.state_written")
         metrics.IDENTITY_IDS.inc(res.allocated)
         if res.dropped:
@@ -174,7 +174,7 @@ def register(app: faust.App, settings: Settings, table: IdentityTable, valid: fa
                 await fut
             crash_point("identity.merges_sent")
             metrics.IDENTITY_MERGES.inc(len(d.merges))
-            table.write(p, d.writes)
+            await table.write(p, d.writes)
             crash_point("identity.users_written")
 
 

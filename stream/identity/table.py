@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from faust.types import TP
 from rocksdict import WriteBatch
 
 from stream.dedup.table import DedupeTable
@@ -42,9 +43,15 @@ PRUNE_EVERY = 64
 
 
 class IdentityTable(DedupeTable):
-    """The identity state; its changelog holds one record per key written, compacted by the broker."""
+    """The identity state; its changelog holds one record per key written, compacted by the broker.
 
-    def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
+    The records of one batch's writes go to the broker as Kafka record batches built in one go (aiokafka's
+    ``create_batch``/``send_batch`` on faust's own producer), not one faust message each: sent one by one they
+    cost tens of microseconds a key (BENCHMARKS.md). faust flushes its producer before it commits the events.valid
+    offsets, so the records are on the broker before the batch they come from counts as done.
+    """
+
+    async def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
         """Write ``ops`` (a value of None deletes the key) in one WriteBatch, and a changelog record per key."""
         if not ops:
             return
@@ -55,14 +62,37 @@ class IdentityTable(DedupeTable):
             else:
                 wb.put(k, v)
         self.db(partition).write(wb)
+        await self._send(partition, ops)
+
+    async def _send(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
+        producer = getattr(self.app.producer, "_producer", None)
+        if producer is None:    # no broker (unit tests): faust's per-message path, which tests can replace
+            for k, v in ops.items():
+                self.send_changelog(partition, k, v, key_serializer="raw", value_serializer="raw")
+            return
+        topic = self.changelog_topic.get_topic_name()
+        batch, n = producer.create_batch(), 0
         for k, v in ops.items():
-            self.send_changelog(partition, k, v, key_serializer="raw", value_serializer="raw")
+            if batch.append(key=k, value=v, timestamp=None) is None:    # full: send it, start the next
+                self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
+                batch, n = producer.create_batch(), 0
+                batch.append(key=k, value=v, timestamp=None)
+            n += 1
+        self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
+
+    def _track(self, sent: Any, topic: str, partition: int, n: int) -> None:
+        """Once the broker has the batch, record its last offset as the local state's (faust's persisted offset:
+        where recovery starts after a restart)."""
+        def done(fut: Any) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                self.data.set_persisted_offset(TP(topic, partition), fut.result().offset + n - 1)
+        sent.add_done_callback(done)
 
     def applied(self, partition: int) -> int:
         """The highest events.valid offset whose writes are in the state, -1 if none."""
         return decode_int(self.db(partition).get(APPLIED), -1)
 
-    def apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
+    async def apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
               before: dict[bytes, bytes | None], committed: int | None = None) -> int:
         """The writes of the batch at ``offset``, journaled, in one WriteBatch; journal entries below the
         ``committed`` offset are deleted every PRUNE_EVERY offsets. Returns how many entries were pruned."""
@@ -78,10 +108,10 @@ class IdentityTable(DedupeTable):
                     break
                 ops[k] = None
                 pruned += 1
-        self.write(partition, ops)
+        await self.write(partition, ops)
         return pruned
 
-    def rollback(self, partition: int, offset: int) -> int:
+    async def rollback(self, partition: int, offset: int) -> int:
         """Undo the journaled batches at or above ``offset`` (newest first); return how many were undone."""
         applied = self.applied(partition)
         if applied < offset:
@@ -97,7 +127,7 @@ class IdentityTable(DedupeTable):
             ops.update(decode_ops(v))
             ops[k] = None
         ops[APPLIED] = encode_int(offset - 1)
-        self.write(partition, ops)
+        await self.write(partition, ops)
         return len(entries)
 
     def changelog_ops(self, value: bytes) -> Iterable[tuple[bytes, bytes | None]]:

@@ -1,5 +1,6 @@
 """The identity table against a real RocksDB: journaled writes, rollback of replayed batches, recovery."""
 
+import asyncio
 from types import SimpleNamespace
 
 from faust.types import TP
@@ -19,18 +20,22 @@ def table(tmp_path):
     return t
 
 
+def run(coro):
+    return asyncio.run(coro)
+
+
 def state(t, partition, keys):
     return dict(zip(keys, t.get_many(partition, keys)))
 
 
 def test_a_replayed_batch_rolls_the_state_back_to_before_it(tmp_path):
     t = table(tmp_path)
-    t.apply(0, 10, {b"k": b"1", b"m": b"x"}, {b"k": None, b"m": None})
-    t.apply(0, 11, {b"k": b"2"}, {b"k": b"1"})
-    t.apply(0, 12, {b"m": None, b"n": b"3"}, {b"m": b"x", b"n": None})
+    run(t.apply(0, 10, {b"k": b"1", b"m": b"x"}, {b"k": None, b"m": None}))
+    run(t.apply(0, 11, {b"k": b"2"}, {b"k": b"1"}))
+    run(t.apply(0, 12, {b"m": None, b"n": b"3"}, {b"m": b"x", b"n": None}))
     assert state(t, 0, [b"k", b"m", b"n"]) == {b"k": b"2", b"m": None, b"n": b"3"}
-    assert t.rollback(0, 13) == 0                        # not a replay
-    assert t.rollback(0, 11) == 2                        # batches 11 and 12 are undone, newest first
+    assert run(t.rollback(0, 13)) == 0                        # not a replay
+    assert run(t.rollback(0, 11)) == 2                        # batches 11 and 12 are undone, newest first
     assert state(t, 0, [b"k", b"m", b"n", journal_key(11), journal_key(12)]) == {
         b"k": b"1", b"m": b"x", b"n": None, journal_key(11): None, journal_key(12): None}
     assert t.applied(0) == 10
@@ -44,8 +49,8 @@ def test_a_replayed_batch_rolls_the_state_back_to_before_it(tmp_path):
 def test_journal_entries_below_the_committed_offset_are_pruned(tmp_path):
     t = table(tmp_path)
     for o in range(PRUNE_EVERY - 3, PRUNE_EVERY):
-        t.apply(0, o, {b"k": b"%d" % o}, {b"k": None})
-    assert t.apply(0, PRUNE_EVERY, {b"k": b"x"}, {b"k": None}, committed=PRUNE_EVERY - 1) == 2
+        run(t.apply(0, o, {b"k": b"%d" % o}, {b"k": None}))
+    assert run(t.apply(0, PRUNE_EVERY, {b"k": b"x"}, {b"k": None}, committed=PRUNE_EVERY - 1)) == 2
     kept = [o for o in range(PRUNE_EVERY - 3, PRUNE_EVERY + 1) if t.get_many(0, [journal_key(o)])[0] is not None]
     assert kept == [PRUNE_EVERY - 1, PRUNE_EVERY]
 
