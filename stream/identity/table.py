@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 from rocksdict import WriteBatch
 
@@ -71,14 +72,20 @@ class IdentityTable(DedupeTable):
                 self.send_changelog(partition, k, v, key_serializer="raw", value_serializer="raw")
             return
         topic = self.changelog_topic.get_topic_name()
-        batch, n = producer.create_batch(), 0
+        batch, n = self._new_batch(producer), 0
         for k, v in ops.items():
             if batch.append(key=k, value=v, timestamp=None) is None:    # full: send it, start the next
                 self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
-                batch, n = producer.create_batch(), 0
+                batch, n = self._new_batch(producer), 0
                 batch.append(key=k, value=v, timestamp=None)
             n += 1
         self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
+
+    def _new_batch(self, producer: Any) -> BatchBuilder:
+        # one record batch per request, as large as a request may be: the producer's default batch (16 KiB) would
+        # make a batch's writes a dozen requests, each paid for in the producer's send loop
+        size = max(producer._max_request_size // 2, 1 << 20)
+        return BatchBuilder(size, producer._message_accumulator._compression_type)
 
     def _track(self, sent: Any, topic: str, partition: int, n: int) -> None:
         """Once the broker has the batch, record its last offset as the local state's (faust's persisted offset:
