@@ -10,11 +10,13 @@ import faust
 from faust.worker import Worker
 
 from stream.agents import dedupe
-from stream.agents.export import export_status, run_export
+from stream.agents.export import run_export
 from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
 from stream.consumer import App as StreamApp
 from stream.crashpoints import crash_point
+from stream.export.exporter import Exporter
+from stream.export.status import export_status
 from stream.health import HEALTH
 from stream.kafka import client_args
 from stream.retry import supervise
@@ -60,6 +62,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     app = StreamApp(app_id, **faust_settings(settings))
     app.kafka_client_args = client_args(settings.kafka)
     HEALTH.expect(*stages)
+    running: dict[str, Exporter] = {}    # this process's exporters by name, while they run (the status view)
     if "dedupe" in stages:
         dedupe.register(app, settings)
 
@@ -72,7 +75,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
         @app.task
         async def http() -> None:
-            status = (lambda hours: export_status(settings, hours=hours)) if "export" in stages else None
+            status = (lambda hours: export_status(settings, {n: e.book for n, e in running.items()}, hours)) \
+                if "export" in stages else None
             token = settings.admin.token.get_secret_value() if settings.admin.token is not None else None
             runner = await serve(worker_app(HEALTH, status, token), settings.worker.http_host,
                                  settings.worker.http_port)
@@ -89,17 +93,18 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     if "export" in stages:
         for dest in settings.destinations:
             if dest.enabled and dest.exports_events():
-                app.task(_export_task(settings, dest, clock, "accepted"))
+                app.task(_export_task(settings, dest, clock, "accepted", running))
             if dest.enabled and dest.exports_merged_ids():
-                app.task(_export_task(settings, dest, clock, "identity_merges"))
+                app.task(_export_task(settings, dest, clock, "identity_merges", running))
     return app
 
 
-def _export_task(settings, dest, clock, topic):
+def _export_task(settings, dest, clock, topic, running):
     suffix = "" if topic == "accepted" else "_merged_ids"
 
     async def export() -> None:
-        await _supervised(f"export {dest.name}{suffix}", "export", lambda: run_export(settings, dest, clock, topic))
+        await _supervised(f"export {dest.name}{suffix}", "export",
+                          lambda: run_export(settings, dest, clock, topic, running))
     export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}{suffix}"
     return export
 

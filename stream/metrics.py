@@ -62,6 +62,10 @@ EXPORT_UPLOAD_FAILURES = Counter("stream_export_upload_failures_total",
                                  "(throttled, server_error, connection, timeout: transient; access_denied, "
                                  "kms_denied, no_such_bucket, wrong_region, credentials, other: someone must act).",
                                  ["destination", "reason"])
+EXPORT_LOST = Counter("stream_export_lost_messages_total",
+                      "Messages of the exporter's topic deleted by its retention before the destination exported them "
+                      "(it was disabled or failing for longer than the retention): their events are missing from the "
+                      "destination until its hours are rebuilt from the archive.", ["destination"])
 EXPORT_FAILING = Gauge("stream_export_destination_failing",
                        "1 while the destination's uploads fail with an error retrying cannot fix (access, bucket, "
                        "key, region), 0 otherwise.", ["destination"])

@@ -30,6 +30,10 @@ def iso_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
+_HOURLY = frozenset({Kind.OBJECT.value, Kind.MARKER.value, Kind.ERROR.value})
+"""Records that say something of one hour of the destination."""
+
+
 @dataclass
 class _Hour:
     objects: int = 0
@@ -63,6 +67,7 @@ class ExportBook:
         self.first_hour: int | None = None        # of the first object: markers start there
         self.last_error: LedgerRecord | None = None
         self.last_written_at = -1
+        self.gaps: list[LedgerRecord] = []         # offsets lost to the topic's retention (kind gap)
 
     def add(self, r: LedgerRecord) -> None:
         if r.destination != self.destination:
@@ -70,6 +75,11 @@ class ExportBook:
         if r.kind == Kind.SEAL.value:
             if r.hour > self.sealed.get(r.partition, -1):
                 self.sealed[r.partition] = r.hour
+            return
+        if r.kind == Kind.GAP.value:
+            self.gaps.append(r)
+            return
+        if r.kind not in _HOURLY:
             return
         h = self.hours.setdefault(r.hour, _Hour())
         if r.kind == Kind.OBJECT.value:
@@ -117,6 +127,8 @@ class ExportBook:
             "partitions": {str(p): iso_hour(self.sealed[p]) if p in self.sealed else None
                            for p in range(self.partitions)},
             "last_error": _error(self.last_error),
+            "data_lost": [{"at": iso_ms(g.written_at), "partition": g.partition, "first_offset": g.start_offset,
+                           "last_offset": g.end_offset, "detail": g.detail} for g in reversed(self.gaps[-20:])],
             "hours": [{
                 "hour": iso_hour(h),
                 "state": "sealed" if through is not None and h <= through else "open",

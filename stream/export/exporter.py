@@ -31,9 +31,9 @@ from stream import metrics
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import decode_rows
-from stream.export.completion import ExportBook
+from stream.export.completion import ExportBook, iso_hour
 from stream.export.layout import AmplitudeLayout, MergedIdsLayout, SegmentLayout
-from stream.export.ledger import LedgerIndex, LedgerRecord
+from stream.export.ledger import Kind, LedgerIndex, LedgerRecord
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
 from stream.retry import Failure, retry_until_done
 from stream.s3.client import target_of
@@ -223,6 +223,27 @@ class Exporter:
             log.info("export %s: hour complete on every partition: wrote s3://%s/%s", self.name, d.bucket, key)
             keys.append(key)
         return keys
+
+    async def record_gap(self, partition: int, first: int, end: int) -> LedgerRecord:
+        """Offsets ``[first, end)`` of ``partition`` were deleted by the topic's retention before this exporter wrote
+        them: the loss is said in the ledger (the status view shows it), a metric and the log, with the cure."""
+        d, now = self.dest, self.clock.now_ms()
+        written = self.ledger.hours(partition)
+        after = max(written) if written else None
+        since = f"the hours after {iso_hour(after)} (the last hour written from this partition)" if after is not None \
+            else "hours this destination never exported"
+        detail = (f"offsets {first}-{end - 1} of {self.topic}[{partition}] were deleted by the topic's retention "
+                  f"(topics.retention_days) before destination {self.name} exported them; their events are missing "
+                  f"from {since}. Rebuild those hours from the archive: stream exports backfill {d.name} --from "
+                  f"<hour> --to <hour> --source archive; and keep a destination disabled or failing for less than the "
+                  "retention")
+        rec = LedgerRecord(self.name, d.project, self.topic, partition, after if after is not None else -1, d.bucket,
+                           "", first, end - 1, 0, {}, 0, "retention", now, Kind.GAP.value, detail)
+        await self.append_ledger(rec)
+        self.book.add(rec)
+        metrics.EXPORT_LOST.labels(self.name).inc(end - first)
+        log.error("export %s: DATA LOST: %s", self.name, detail)
+        return rec
 
     # --- failures -------------------------------------------------------------------------------------------------
     async def _upload_failed(self, failure: Failure, exc: BaseException, obj: ClosedObject | None) -> None:

@@ -31,6 +31,13 @@ class Kind(str, Enum):
     SEAL = "seal"
     MARKER = "marker"
     ERROR = "error"
+    CLAIM = "claim"            # a backfill takes hours over: events of them below its end offsets are its own
+    CLAIM_ACK = "claim_ack"    # a live exporter of the destination honours a claim on a partition
+    DELETED = "deleted"        # an object removed: a rebuild replaced its hour
+    JOB = "job"                # a backfill's state and progress
+    GAP = "gap"                # offsets of the partition lost to the topic's retention before they were exported
+    NOTICE = "notice"          # a failure (or its resolution) was notified
+    VERIFIED = "verified"      # an access verification and its outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,11 @@ from stream import kafka
 from stream.export.completion import ExportBook
 from stream.export.exporter import exporters_of
 from stream.export.ledger import LedgerRecord
+from stream.export.status import export_status
 from stream.settings import Settings
 
 
 async def read_status(settings: Settings, hours: int) -> dict[str, Any]:
-    from stream.agents.export import export_status
     partitions = {"events": await kafka.partition_count(settings, settings.topics.name("accepted"))
                   or settings.topics.partitions, "merged_ids": 1}     # identity.merges has one partition
     books = {name: ExportBook(name, partitions[what]) for d in settings.destinations

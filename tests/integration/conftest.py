@@ -14,7 +14,6 @@ import yaml
 from stream.devstack.services import free_port, local_aws_env, start_broker, start_moto
 from stream.settings import load_settings
 
-
 ADMIN_TOKEN = "it-admin-token"
 
 

@@ -7,7 +7,7 @@ from botocore.exceptions import ClientError
 
 from stream import metrics
 from stream.clock import FakeClock
-from stream.export.completion import ExportBook
+from stream.export.completion import ExportBook, iso_ms
 from stream.export.exporter import Exporter
 from stream.export.ledger import LedgerIndex, LedgerRecord
 from stream.s3.storage import MemoryStorage
@@ -185,6 +185,7 @@ def test_the_status_view_shows_each_hour_and_the_last_error():
         "last_error": {"at": "2024-03-09T09:00:00.000Z", "reason": "no_such_bucket",
                        "detail": "bucket bkt does not exist", "key": "amp/424242/424242_2024-03-09_8#1.json.gz",
                        "partition": 1},
+        "data_lost": [],
         "hours": [
             {"hour": "2024-03-09T08:00:00Z", "state": "open", "complete_marker": None, "objects": 0, "events": 0,
              "bytes": 0, "last_error": {"at": "2024-03-09T09:00:00.000Z", "reason": "no_such_bucket",
@@ -224,3 +225,26 @@ def test_a_partition_must_stay_caught_up_for_idle_close_s_before_the_clock_close
     clock.advance(10_000)
     (closed,) = ex.tick({0})               # ten seconds caught up in a row
     assert (closed.events, closed.reason.value) == (2, "idle")
+
+
+def test_offsets_lost_to_the_retention_are_recorded_in_the_ledger_the_status_the_metrics_and_the_log(tmp_path, caplog):
+    from stream import metrics
+    ex, storage, records, clock = make(tmp_path, partitions=2)
+    add(ex, 1, 0, batch(H7, [b"a"]))
+    clock.t = H7 + HOUR + GRACE
+    cycle(ex, records, idle={1})
+    before = metrics.EXPORT_LOST.labels("main")._value.get()
+    rec = asyncio.run(ex.record_gap(1, 120, 456))
+    assert (rec.kind, rec.partition, rec.start_offset, rec.end_offset, rec.hour, rec.reason) == (
+        "gap", 1, 120, 455, H7, "retention")
+    assert rec.detail == (
+        "offsets 120-455 of events.accepted[1] were deleted by the topic's retention (topics.retention_days) before "
+        "destination main exported them; their events are missing from the hours after 2024-03-09T07:00:00Z (the "
+        "last hour written from this partition). Rebuild those hours from the archive: stream exports backfill main "
+        "--from <hour> --to <hour> --source archive; and keep a destination disabled or failing for less than the "
+        "retention")
+    assert records[-1] == rec
+    assert metrics.EXPORT_LOST.labels("main")._value.get() - before == 336
+    assert ex.book.status()["data_lost"] == [{"at": iso_ms(rec.written_at), "partition": 1, "first_offset": 120,
+                                              "last_offset": 455, "detail": rec.detail}]
+    assert f"export main: DATA LOST: {rec.detail}" in caplog.text

@@ -1,8 +1,8 @@
 """The status view lists each exporter of a destination: its events and, when it exports them, its merged-IDs files."""
 
-from stream.agents.export import export_status
 from stream.export.completion import ExportBook
 from stream.export.ledger import LedgerRecord
+from stream.export.status import export_status
 from stream.export.status_cli import render
 from tests.unit.export.test_writer import settings
 
@@ -46,7 +46,7 @@ def test_a_destination_exporting_both_shows_its_merged_ids_exporter_with_its_own
 
 
 def test_a_destination_exporting_events_or_merged_ids_alone_shows_that_exporter_only():
-    assert [(d["destination"], d["exports"], d["state"]) for d in export_status(settings())["destinations"]] == [
+    assert [(d["destination"], d["exports"], d["state"]) for d in export_status(settings(), {})["destinations"]] == [
         ("main", "events", "not running here")]
     doc = export_status(settings(exports="merged_ids", org_id=55, enabled=False), books_of())
     assert [(d["destination"], d["exports"], d["state"]) for d in doc["destinations"]] == [
