@@ -8,8 +8,9 @@ import yaml
 
 from tests.ops.conftest import OPS_TESTS, ROOT, RULES, run, tool
 
-ALERTS = ["StreamExportBehind", "StreamExportDestinationFailing", "StreamExportStalled", "StreamDeadLetterRateHigh",
-          "StreamConsumerLagGrowing", "StreamWorkerDown", "StreamApiDown", "StreamApiErrorRateHigh"]
+ALERTS = ["StreamExportBehind", "StreamExportDestinationFailing", "StreamExportStalled", "StreamExportDataLost",
+          "StreamDeadLetterRateHigh", "StreamConsumerLagGrowing", "StreamProducerClockAhead",
+          "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamApiDown", "StreamApiErrorRateHigh"]
 
 
 def _rules() -> list[dict]:
@@ -18,7 +19,7 @@ def _rules() -> list[dict]:
 
 def test_promtool_checks_the_rules_file():
     out = run(tool("promtool"), "check", "rules", str(RULES)).stdout
-    assert "SUCCESS: 8 rules found" in out
+    assert f"SUCCESS: {len(ALERTS)} rules found" in out
 
 
 def test_promtool_unit_tests_pass():
