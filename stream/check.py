@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream.export.layout import written_prefixes
 from stream.kafka import client_args
@@ -31,7 +32,34 @@ async def check_broker(settings: Settings, say: Callable[[str], None]) -> int:
             "topics; otherwise create them)")
         return len(missing)
     say(f"kafka: ok ({settings.kafka.bootstrap_servers}, {len(topic_specs(settings))} topics present)")
-    return 0
+    return await check_retention(settings, say)
+
+
+async def check_retention(settings: Settings, say: Callable[[str], None]) -> int:
+    """Each topic whose retention stream sets keeps its records at least that long (a shorter retention than
+    topics.retention_days can delete what a disabled or failing destination has not exported yet)."""
+    wanted = {s.name: int(s.config["retention.ms"]) for s in topic_specs(settings) if "retention.ms" in s.config}
+    admin = AIOKafkaAdminClient(**client_args(settings.kafka), request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in wanted])
+    except Exception as exc:
+        say(f"kafka: could not read the topics' retention ({type(exc).__name__}: {exc}); check it by hand")
+        return 0
+    finally:
+        await admin.close()
+    actual = {res[3]: dict((c[0], c[1]) for c in res[4]) for a in answers for res in a.resources}
+    problems = 0
+    for topic, want in wanted.items():
+        got = actual.get(topic, {}).get("retention.ms")
+        if got is None:
+            continue   # the broker's default applies, which its DescribeConfigs answer may leave out
+        if 0 <= int(got) < want:
+            problems += 1
+            say(f"kafka: topic {topic} keeps records {int(got) / 86_400_000:g} days, less than the {want / 86_400_000:g} "
+                f"it needs: kafka-configs --alter --entity-type topics --entity-name {topic} --add-config "
+                f"retention.ms={want}")
+    return problems
 
 
 async def check_destination(settings: Settings, dest: DestinationSettings, say: Callable[[str], None]) -> int:

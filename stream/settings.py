@@ -71,6 +71,11 @@ class TopicSettings(_Section):
                             "(and of the dedupe changelog); the export key encodes the partition in three digits.")
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of the topics stream creates.")
+    retention_days: float = Field(
+        7, ge=1, description="Retention of events.ingest, events.valid and events.accepted (set on the topics stream "
+        "creates; stream check compares it with the topics'). It bounds how long a destination may stay disabled or "
+        "failing and still catch up, and how far back a backfill reads from events.accepted (older hours come from "
+        "the archive destination). Offsets deleted before a destination exported them are reported as data lost.")
     dead_letter_retention_days: float = Field(14, gt=0, description="Retention of the dead-letter topic.")
     ledger_retention_days: float = Field(
         30, gt=0, description="Retention of the export ledger: how far back the status view sees, and it must "
@@ -365,6 +370,11 @@ class Settings(BaseSettings):
             raise ValueError(f"ingest.max_event_bytes ({self.ingest.max_event_bytes}) must stay below half of "
                              f"kafka.max_request_bytes ({self.kafka.max_request_bytes}) minus 64 KiB: a batch holds "
                              "at least one event's row")
+        if self.topics.ledger_retention_days < self.topics.retention_days:
+            raise ValueError(f"topics.ledger_retention_days ({self.topics.ledger_retention_days:g}) must be at least "
+                             f"topics.retention_days ({self.topics.retention_days:g}): an exporter that reads "
+                             "events.accepted again must find in the ledger what it wrote of them, or it writes them "
+                             "twice")
         if self.ingest.default_project is not None and self.ingest.default_project not in ids:
             raise ValueError(f"ingest.default_project: project {self.ingest.default_project} is not declared "
                              "in projects")

@@ -32,10 +32,11 @@ def identity_changelog(settings: Settings) -> str:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the worker reads or writes, as the worker creates them when missing."""
     t = settings.topics
+    kept = {"retention.ms": str(int(t.retention_days * DAY_MS))}
     return [
-        TopicSpec(t.name("ingest"), t.ingest_partitions),
-        TopicSpec(t.name("valid"), t.partitions),
-        TopicSpec(t.name("accepted"), t.partitions),
+        TopicSpec(t.name("ingest"), t.ingest_partitions, kept),
+        TopicSpec(t.name("valid"), t.partitions, kept),
+        TopicSpec(t.name("accepted"), t.partitions, kept),
         TopicSpec(t.name("dead_letter"), 1, {"retention.ms": str(int(t.dead_letter_retention_days * DAY_MS))}),
         TopicSpec(t.name("export_ledger"), 1, {"retention.ms": str(int(t.ledger_retention_days * DAY_MS))}),
         # a replay of events.ingest reads what it replaced; replays come from uncommitted offsets, so a week is

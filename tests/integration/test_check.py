@@ -150,3 +150,19 @@ def test_check_probes_exactly_where_each_destination_writes_and_names_each_cure(
             "AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or its role's session)" in r.output
     finally:
         moto.stop()
+
+
+def test_check_names_a_topic_whose_retention_is_shorter_than_the_settings_need(deployment, tmp_path):
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump({**cfg, "topics": {**cfg["topics"], "retention_days": 1}}))
+    from stream.settings import load_settings
+    asyncio.run(ensure_topics(load_settings(short)))          # created keeping one day
+    r = CliRunner().invoke(main, ["check", "-c", str(path)])   # the settings need seven
+    p = settings.topics.prefix
+    assert r.exit_code == 1
+    assert [line for line in r.output.splitlines() if "keeps records" in line] == [
+        f"kafka: topic {p}{t} keeps records 1 days, less than the 7 it needs: kafka-configs --alter --entity-type "
+        f"topics --entity-name {p}{t} --add-config retention.ms=604800000"
+        for t in ("events.ingest", "events.valid", "events.accepted")]

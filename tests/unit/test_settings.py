@@ -80,3 +80,12 @@ def test_two_destinations_that_would_write_the_same_keys_are_refused():
         {"name": "a", "project": 1, "bucket": "bkt", "prefix": "amp/"},
         {"name": "b", "project": 1, "bucket": "bkt", "prefix": "amp/", "exports": "merged_ids", "org_id": 5}])
     assert len(s.destinations) == 2
+
+
+def test_the_ledger_must_outlive_the_topics_the_exporters_read_again():
+    with pytest.raises(ConfigError, match=r"topics.ledger_retention_days \(5\) must be at least "
+                                          r"topics.retention_days \(7\)"):
+        load_settings(None, topics={"ledger_retention_days": 5})
+    s = load_settings(None, topics={"retention_days": 10, "ledger_retention_days": 30})
+    from stream.topics import topic_specs
+    assert {t.name: t.config.get("retention.ms") for t in topic_specs(s)}["events.accepted"] == str(10 * 86_400_000)
