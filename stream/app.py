@@ -15,7 +15,8 @@ from stream.agents.ingest import run_ingest
 from stream.clock import Clock, SystemClock
 from stream.consumer import App as StreamApp
 from stream.crashpoints import crash_point
-from stream.export.exporter import Exporter
+from stream.export.control import Control, ControlTail
+from stream.export.exporter import Exporter, export_input
 from stream.export.status import export_status
 from stream.health import HEALTH
 from stream.kafka import client_args
@@ -63,6 +64,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     app.kafka_client_args = client_args(settings.kafka)
     HEALTH.expect(*stages)
     running: dict[str, Exporter] = {}    # this process's exporters by name, while they run (the status view)
+    control = Control()                    # the exports turned off at runtime (stream.export.control)
     if "dedupe" in stages:
         dedupe.register(app, settings)
 
@@ -75,8 +77,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
         @app.task
         async def http() -> None:
-            status = (lambda hours: export_status(settings, {n: e.book for n, e in running.items()}, hours)) \
-                if "export" in stages else None
+            status = (lambda hours: export_status(settings, {n: e.book for n, e in running.items()}, hours,
+                                                  paused=control.paused)) if "export" in stages else None
             token = settings.admin.token.get_secret_value() if settings.admin.token is not None else None
             runner = await serve(worker_app(HEALTH, status, token), settings.worker.http_host,
                                  settings.worker.http_port)
@@ -91,20 +93,41 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
             await _supervised("ingest", "ingest", lambda: run_ingest(settings, clock))
 
     if "export" in stages:
+        control_ready = asyncio.Event()
+
+        @app.task
+        async def export_control() -> None:
+            async def follow() -> None:
+                tail = ControlTail(settings, control)
+                await tail.start()
+                control_ready.set()
+                await tail.run(stop=lambda: SHUTDOWN.requested)
+            await _supervised("export control", "export", follow)
+
         for dest in settings.destinations:
             if dest.enabled and dest.exports_events():
-                app.task(_export_task(settings, dest, clock, "accepted", running))
+                app.task(_export_task(settings, dest, clock, "accepted", running, control, control_ready))
             if dest.enabled and dest.exports_merged_ids():
-                app.task(_export_task(settings, dest, clock, "identity_merges", running))
+                app.task(_export_task(settings, dest, clock, "identity_merges", running, control, control_ready))
     return app
 
 
-def _export_task(settings, dest, clock, topic, running):
+def _export_task(settings, dest, clock, topic, running, control, control_ready):
     suffix = "" if topic == "accepted" else "_merged_ids"
+    name = export_input(settings, dest, topic).name
 
     async def export() -> None:
-        await _supervised(f"export {dest.name}{suffix}", "export",
-                          lambda: run_export(settings, dest, clock, topic, running))
+        await control_ready.wait()
+        while not SHUTDOWN.requested:
+            if control.is_paused(name):       # turned off at runtime: wait until it is turned on again
+                await control.wait_change(5)
+                continue
+            log.info("export %s: exporting (turned on)", name)
+            await _supervised(f"export {dest.name}{suffix}", "export",
+                              lambda: run_export(settings, dest, clock, topic, running,
+                                                 stop=lambda: SHUTDOWN.requested or control.is_paused(name)))
+            if control.is_paused(name):
+                log.info("export %s: turned off at runtime; finished its cycle and left its consumer group", name)
     export.__name__ = export.__qualname__ = f"export_{dest.name.replace('-', '_')}{suffix}"
     return export
 

@@ -101,6 +101,9 @@ def exports() -> None:
     """Look at the exports: what each destination has written, hour by hour."""
 
 
+__import__("stream.admin.cli", fromlist=["register"]).register(exports, main)
+
+
 @exports.command("status")
 @click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
 @click.option("--hours", default=24, show_default=True, help="How many of the latest hours to list per destination.")

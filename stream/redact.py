@@ -44,7 +44,10 @@ def configured_secrets(settings: Any) -> list[str]:
     out = [k for p in settings.projects for k in p.api_keys]
     out += [s.write_key for p in settings.projects for s in p.segment_sources]
     token = getattr(getattr(settings, "admin", None), "token", None)
-    for value in (settings.kafka.sasl_password, token.get_secret_value() if token is not None else None):
+    smtp = getattr(getattr(settings, "notifications", None), "smtp", None)
+    mail = smtp.password if smtp is not None else None
+    for value in (settings.kafka.sasl_password, token.get_secret_value() if token is not None else None,
+                  mail.get_secret_value() if mail is not None else None):
         if value:
             out.append(value)
     return out

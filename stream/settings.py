@@ -63,6 +63,9 @@ class TopicSettings(_Section):
                                  "another), read by destinations that export merged ids. One partition.")
     export_ledger: str = Field("exports.ledger",
                                description="One record per object written to S3 (schemas/export_ledger.avsc).")
+    export_control: str = Field(
+        "exports.control", description="Runtime control of the exports (destinations turned off and on, backfills "
+        "cancelled): JSON records, compacted, one partition (stream/export/control.py).")
     ingest_clamps: str = Field(
         "events.ingest-clamps", description="The ingest stage's record of the server times it replaced "
         "(ingest.max_clock_skew_s), so that a replay after a crash replaces them with the same time. Written only "
@@ -149,6 +152,16 @@ class EncryptionSettings(_Section):
         return self
 
 
+class NotifySettings(_Section):
+    """Who hears of a destination whose uploads keep failing."""
+
+    after_failures: int = Field(5, ge=1, description="Failed upload attempts in a row (as the ledger records them, "
+                                "at most one a minute per worker and reason) after which one notification of the "
+                                "incident is sent; one more says when exports succeed again.")
+    emails: list[str] = Field(default_factory=list, description="Addresses to email (notifications.smtp).")
+    webhooks: list[str] = Field(default_factory=list, description="Names of notifications.webhooks to call.")
+
+
 class DestinationSettings(_Section):
     name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
                       description="Unique name: names the consumer group and appears in metrics and the ledger.")
@@ -180,7 +193,17 @@ class DestinationSettings(_Section):
     external_id: str | None = Field(None, description="External ID to pass when assuming role_arn, if its trust "
                                     "policy requires one.")
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings, description="Server-side encryption.")
-    enabled: bool = Field(True, description="A disabled destination keeps its place but exports nothing.")
+    enabled: bool = Field(True, description="A disabled destination keeps its place but exports nothing "
+                          "(`stream exports disable` turns one off at runtime instead, without a restart).")
+    notify: NotifySettings = Field(default_factory=NotifySettings, description="Notifications when uploads keep "
+                                   "failing (and when they succeed again).")
+    archive: bool = Field(
+        False, description="This destination is the system of record: a backfill of hours events.accepted no longer "
+        "holds reads them back from its objects. Amplitude layout only; at most one per project.")
+    verify: bool = Field(
+        True, description="Verify access (as `stream exports verify` does: a put under each prefix the layout writes, "
+        "a multipart put for SSE-KMS) before the destination exports anything for the first time; until it passes, "
+        "the destination is failing with the missing permission and nothing is read. false skips it.")
     close_grace_s: float = Field(
         60, ge=0, description="An hour closes (and is sealed) on a partition when the partition reaches events "
         "stamped this long after the hour's end, or when the partition is idle and the clock is this far past the "
@@ -245,6 +268,10 @@ class S3Settings(_Section):
                                   "fails after this and is retried. Keep it above part size / bandwidth.")
     retry_max_s: float = Field(30, gt=0, description="Longest pause between retries of an upload that fails for a "
                                "passing reason (throttling, 5xx, connection, timeout); pauses double up to it.")
+    worker_principal_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:.+$", description="The IAM role (or user) the workers run "
+        "as, e.g. their IRSA role: the principal of the policies `stream policy` prints for destinations without "
+        "their own role_arn, and of the trust policies of those with one.")
     permanent_retry_s: float = Field(60, gt=0, description="Pause between retries of an upload that fails for a "
                                      "reason someone must fix (access denied, no such bucket, KMS, region, "
                                      "credentials); the destination is marked failing meanwhile.")
@@ -269,6 +296,45 @@ class WorkerSettings(_Section):
         30, gt=0, description="On SIGTERM the worker stops reading, finishes the uploads in flight and commits "
         "what is durable; after this many seconds it abandons the rest (a restart replays it, exactly once). "
         "Keep Kubernetes' terminationGracePeriodSeconds above it.")
+
+
+class WebhookSettings(_Section):
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Name destinations refer to.")
+    url: str = Field(..., pattern=r"^https?://", description="URL a notification is POSTed to.")
+    format: Literal["json", "slack"] = Field(
+        "json", description="json: the notification document; slack: `{\"text\": ...}` as Slack's incoming "
+        "webhooks (and compatible chat tools) take.")
+    timeout_s: float = Field(10, gt=0, description="Longest a POST may take.")
+
+
+class SmtpSettings(_Section):
+    host: str = Field(..., description="SMTP server.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    sender: str = Field(..., description="From address of the notification emails.")
+    username: str | None = Field(None, description="SMTP user name.")
+    password: SecretStr | None = Field(None, description="SMTP password; set it through "
+                                       "STREAM_NOTIFICATIONS__SMTP__PASSWORD.")
+    starttls: bool = Field(True, description="Upgrade the connection with STARTTLS.")
+    timeout_s: float = Field(15, gt=0, description="Longest sending a message may take.")
+
+
+class NotificationSettings(_Section):
+    """Where failure notifications go: webhooks by name, and email through one SMTP server."""
+
+    webhooks: list[WebhookSettings] = Field(default_factory=list, description="Webhooks destinations may name.")
+    smtp: SmtpSettings | None = Field(None, description="The SMTP server for destinations with notify.emails.")
+
+
+class BackfillSettings(_Section):
+    """Rebuilding past hours of a destination (``stream exports backfill``)."""
+
+    chunk_hours: int = Field(24, ge=1, description="Hours a backfill claims and rebuilds in one pass over "
+                             "events.accepted; a cancellation takes effect between passes.")
+    ack_timeout_s: float = Field(120, gt=0, description="How long a backfill waits for the live exporters of the "
+                                 "destination to acknowledge its claim of hours before it gives up (a live exporter "
+                                 "acknowledges within a cycle, unless its uploads are failing).")
+    progress_interval_s: float = Field(2, gt=0, description="How often a running backfill records its progress in "
+                                       "the ledger (the admin API and `stream exports backfill` show it).")
 
 
 class AdminSettings(_Section):
@@ -335,6 +401,9 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="The worker process.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP ingestion service (`stream api`).")
     admin: AdminSettings = Field(default_factory=AdminSettings, description="Access to the admin endpoints.")
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings, description="Rebuilding past hours.")
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings,
+                                                description="Channels of failure notifications.")
     projects: list[ProjectSettings] = Field(default_factory=list, description="Projects events belong to.")
     destinations: list[DestinationSettings] = Field(default_factory=list, description="Where events are exported.")
 
@@ -360,6 +429,14 @@ class Settings(BaseSettings):
             raise ValueError(f"destinations {[d.name for d in merged]} export merged ids, which needs "
                              "identity.enabled")
         self._no_shared_keys()
+        self._one_archive_per_project()
+        hooks = {w.name for w in self.notifications.webhooks}
+        for i, d in enumerate(self.destinations):
+            unknown = [w for w in d.notify.webhooks if w not in hooks]
+            if unknown:
+                raise ValueError(f"destinations[{i}].notify.webhooks: {unknown} not in notifications.webhooks")
+            if d.notify.emails and self.notifications.smtp is None:
+                raise ValueError(f"destinations[{i}].notify.emails needs notifications.smtp")
         keys = [k for p in self.projects for k in p.api_keys]
         if len(set(keys)) != len(keys):
             raise ValueError("projects[].api_keys: an API key may belong to one project only")
@@ -379,6 +456,24 @@ class Settings(BaseSettings):
             raise ValueError(f"ingest.default_project: project {self.ingest.default_project} is not declared "
                              "in projects")
         return self
+
+    def _one_archive_per_project(self) -> None:
+        seen: dict[int, str] = {}
+        for d in self.destinations:
+            if not d.archive:
+                continue
+            if d.layout != "amplitude":
+                raise ValueError(f"destinations {d.name}: an archive destination must use the amplitude layout")
+            if d.project in seen:
+                raise ValueError(f"destinations {seen[d.project]} and {d.name}: project {d.project} has two archive "
+                                 "destinations; name one system of record")
+            seen[d.project] = d.name
+
+    def archive_of(self, project: int) -> DestinationSettings | None:
+        return next((d for d in self.destinations if d.archive and d.project == project), None)
+
+    def destination(self, name: str) -> DestinationSettings | None:
+        return next((d for d in self.destinations if d.name == name), None)
 
     def _no_shared_keys(self) -> None:
         """Two destinations must never write the same keys: the later object would replace the earlier."""

@@ -42,6 +42,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # a replay of events.ingest reads what it replaced; replays come from uncommitted offsets, so a week is
         # far more than it needs
         TopicSpec(t.name("ingest_clamps"), 1, {"retention.ms": str(7 * DAY_MS)}),
+        # the latest record of each key is the state: kept for good, compacted
+        TopicSpec(t.name("export_control"), 1, {"cleanup.policy": "compact"}),
         TopicSpec(dedupe_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
     ] + ([

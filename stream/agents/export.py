@@ -14,6 +14,7 @@ from stream.export.cycle import ExportCycle
 from stream.export.exporter import Exporter, export_input
 from stream.export.feed import KafkaFeed, LedgerTail, load_ledger
 from stream.export.ledger import LedgerIndex, LedgerRecord
+from stream.export.verify import ensure_verified
 from stream.health import HEALTH
 from stream.s3.client import target_client, target_of
 from stream.s3.storage import S3Storage
@@ -56,6 +57,10 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         tail = LedgerTail(settings, name)
         try:
             await producer.start()
+            # a new destination exports nothing before its access is verified (stream.export.verify)
+            if not await ensure_verified(settings, dest, name, (await load_ledger(settings, name))[1], append_ledger,
+                                         clock, stop):
+                return
             await feed.start()
             await tail.start()
         except BaseException:

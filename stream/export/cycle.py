@@ -27,7 +27,7 @@ from stream import metrics
 from stream.crashpoints import crash_point
 from stream.export.exporter import Exporter
 from stream.export.feed import Gap
-from stream.export.ledger import LedgerIndex, LedgerRecord
+from stream.export.ledger import Claim, Kind, LedgerIndex, LedgerRecord, facts
 from stream.export.writer import ClosedObject
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Feed(Protocol):
     def take_gaps(self) -> list[Gap]: ...
     async def poll(self) -> dict[int, list[Any]]: ...
     async def caught_up(self, polled: set[int]) -> set[int]: ...
+    async def seek(self, partition: int, offset: int) -> None: ...
     async def lag(self) -> int: ...
     async def commit(self, offsets: dict[int, int]) -> bool: ...
 
@@ -48,6 +49,8 @@ class Tail(Protocol):
     async def poll(self) -> list[LedgerRecord]: ...
 
 
+FINISHED = frozenset({"done", "cancelled", "failed"})
+"""States of a backfill job that has stopped for good."""
 ReadLedger = Callable[[], Awaitable[LedgerIndex]]
 DeadLetter = Callable[[int, Any, Exception], Awaitable[None]]
 """(partition, record, why): keep a message that is not a batch in the dead-letter topic."""
@@ -59,7 +62,33 @@ class ExportCycle:
         self.exporter, self.feed, self.read_ledger, self.tail, self.dead_letter = (
             exporter, feed, read_ledger, tail, dead_letter)
         self.committed: dict[int, int] = {}
+        self.finished: set[str | None] = set()     # backfill jobs done, cancelled or failed: claims not to answer
         self._lag = metrics.CONSUMER_LAG.labels(f"export-{exporter.name}", feed.topic)
+
+    async def _follow_ledger(self) -> None:
+        """Take the ledger's new records (every worker's): into the status book, and honour backfills' claims of
+        hours (``Exporter.claim``), acknowledging each one that is still running."""
+        ex = self.exporter
+        new = await self.tail.poll()
+        self.finished |= {facts(r).get("job") for r in new
+                          if r.kind == Kind.JOB.value and facts(r).get("state") in FINISHED}
+        for rec in new:
+            ex.book.add(rec)
+            ex.notices.add(rec)
+            if rec.kind != Kind.CLAIM.value:
+                continue
+            claim = Claim.of(rec)
+            ex.ledger.add(rec)
+            if claim.job in self.finished:
+                continue
+            owned = set(ex.writers)
+            for p, offset in ex.claim(claim).items():
+                await self.feed.seek(p, offset)
+                log.info("export %s: backfill %s claimed hours of partition %d; its open objects were dropped and "
+                         "it reads again from offset %d", ex.name, claim.job, p, offset)
+            await ex.acknowledge(claim, owned)
+        if new:
+            await ex.notify()
 
     async def step(self) -> None:
         ex = self.exporter
@@ -87,8 +116,7 @@ class ExportCycle:
         for obj in closed:
             await ex.finish(obj)
         await ex.seal()
-        for rec in await self.tail.poll():
-            ex.book.add(rec)
+        await self._follow_ledger()
         if 0 in ex.writers:   # the owner of partition 0 writes the markers of the whole destination
             await ex.write_markers()
         ex.update_gauges()

@@ -27,13 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from stream import metrics
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import decode_rows
 from stream.export.completion import ExportBook, iso_hour
 from stream.export.layout import AmplitudeLayout, MergedIdsLayout, SegmentLayout
-from stream.export.ledger import Kind, LedgerIndex, LedgerRecord
+from stream.export.ledger import Claim, Kind, LedgerIndex, LedgerRecord
+from stream.export.notify import NoticeBook, Notifier
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
 from stream.retry import Failure, retry_until_done
 from stream.s3.client import target_of
@@ -107,6 +110,8 @@ class Exporter:
         self._markers_written: set[int] = set()
         self._retry = {"max_delay": settings.s3.retry_max_s, "permanent_delay": settings.s3.permanent_retry_s}
         self.target = target_of(dest, settings.s3, self.name)
+        self.notices = NoticeBook()
+        self.notifier = Notifier(settings, dest, self.name, self.target)
         self._idle_ms = int(dest.idle_close_s * 1000)
         self._idle_since: dict[int, int] = {}      # partition -> when it was first seen caught up, in a row
         self._idle: set[int] = set()
@@ -266,10 +271,22 @@ class Exporter:
                                  obj.hour if obj else -1, d.bucket, obj.key if obj else "", failure.reason, detail,
                                  now)
         self.book.add(rec)   # the status view shows it now; the ledger tail is not read while the upload retries
+        self.notices.add(rec)
         try:   # every worker's status view; never let a slow broker hold the retries up
             await asyncio.wait_for(self.append_ledger(rec), 5)
         except Exception as e:
             log.warning("export %s: could not record the failure in the ledger: %s", self.name, e)
+        await self.notify()
+
+    async def notify(self) -> None:
+        """Send a failure (or resolution) notification when one is due; the owner of partition 0 speaks for the
+        destination (``stream.export.notify``). A notification that cannot be sent never holds the export up."""
+        if 0 not in self.writers:
+            return
+        try:
+            await asyncio.wait_for(self.notifier.notify(self.notices, self.append_ledger, self.clock.now_ms()), 60)
+        except Exception as e:
+            log.warning("export %s: notification not sent: %s", self.name, e)
 
     def _succeeded(self) -> None:
         metrics.EXPORT_FAILING.labels(self.name).set(0)
@@ -296,6 +313,31 @@ class Exporter:
         self.ledger = ledger
         for w in self.writers.values():
             w.use_ledger(ledger)
+
+    # --- backfills --------------------------------------------------------------------------------------------------
+    def claim(self, claim: Claim) -> dict[int, int]:
+        """Honour a backfill's claim of hours (the ledger index counts them as written below the claim's end
+        offsets, so their events there are skipped from now on). A partition with an open object of a claimed hour
+        that began below the end is reset: its open objects are dropped, and it is returned with the offset to read
+        it again from (its committable offset) -- the events of other hours in them are written again under the
+        same keys, those of the claimed hours are the backfill's."""
+        hours, resets = set(claim.hours), {}
+        for p, w in list(self.writers.items()):
+            end = claim.ends.get(p)
+            if end is not None and any(h in hours and start < end for h, start in w.open_starts()):
+                offset = w.committable()
+                self.revoke({p})
+                if offset is not None:
+                    resets[p] = offset
+        return resets
+
+    async def acknowledge(self, claim: Claim, partitions: set[int]) -> None:
+        """Tell the backfill that this exporter will write no event of its hours below its end offsets."""
+        d = self.dest
+        await self.append_ledger(LedgerRecord(
+            self.name, d.project, self.topic, -1, min(claim.hours), d.bucket, "", -1, -1, 0, {}, 0, "claim_ack",
+            self.clock.now_ms(), Kind.CLAIM_ACK.value,
+            orjson.dumps({"job": claim.job, "partitions": sorted(partitions)}).decode()))
 
     def revoke(self, partitions: set[int]) -> None:
         for p in partitions:

@@ -73,6 +73,30 @@ def written_prefixes(dest: Any, segment_sources: Iterable[str] = ()) -> list[tup
     return out
 
 
+def hour_prefixes(layout: Any, hour_ms: int, groups: Iterable[str] = ("",)) -> list[str]:
+    """The key prefixes under which ``layout`` puts the objects of an hour (one per group for the Segment layout):
+    what a rebuild lists to find the objects it replaces."""
+    day, hour = hour_label(hour_ms)
+    if isinstance(layout, SegmentLayout):
+        day_ms = hour_ms - hour_ms % SEGMENT_DAY_MS
+        return [f"{layout.prefix}segment-logs/{g}/{day_ms}/{hour_ms}-" for g in groups]
+    if isinstance(layout, MergedIdsLayout):
+        return [f"{layout.prefix}{layout.project}/-{layout.org_id}_{day}_{hour}"]
+    return [f"{layout.prefix}{layout.project}/{layout.project}_{day}_{hour}#"]
+
+
+def number_of(key: str) -> int | None:
+    """The object number in a key written by any layout (``#<n>.json.gz``, ``-<n>.gz``); None when it has none
+    (an hour's first merged-IDs file) or is not an object of ours."""
+    base = key.rsplit("/", 1)[-1]
+    for sep, end in (("#", ".json.gz"), ("-", ".gz")):
+        if sep in base and base.endswith(end):
+            digits = base.rsplit(sep, 1)[1][: -len(end)]
+            if digits.isdigit():
+                return int(digits)
+    return None
+
+
 def parse_number(n: int) -> tuple[int, int]:
     """(partition, start offset) of a key number."""
     return n % PARTITION_SLOTS, n // PARTITION_SLOTS

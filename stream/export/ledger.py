@@ -15,6 +15,19 @@ Four kinds of record, all keyed ``destination/partition``:
   ``_complete`` marker is due.
 - ``marker``: the ``_complete`` marker of ``hour`` is on S3.
 - ``error``: an upload failed (``reason``, ``detail``); the exporter retries it.
+
+Backfills and operations add, with their facts as JSON in ``detail``:
+
+- ``claim`` (``{"job", "hours", "ends": {partition: end offset}}``): a backfill rebuilds these hours from the
+  events below each partition's end offset; live exporters skip those events of those hours from then on
+  (``LedgerIndex.written_through``), and answer with a ``claim_ack`` (``{"job", "partitions"}``) once every
+  object they had open for those hours is dropped;
+- ``deleted`` (``{"job"}``): an object of a rebuilt hour that the rebuild's objects replace, removed from S3;
+- ``job``: a backfill's state and progress (``stream.export.backfill``); objects and markers it wrote carry
+  ``{"job"}`` too;
+- ``gap``: offsets the topic's retention deleted before they were exported (a sentence);
+- ``notice`` (``{"incident", "channels"}``): a failure notification sent (``reason`` failing or resolved);
+- ``verified``: an access verification (``reason`` ok or failed, the problem in ``detail``).
 """
 
 from __future__ import annotations
@@ -22,6 +35,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
+
+import orjson
 
 from stream.events import avro
 
@@ -89,6 +104,33 @@ class LedgerRecord:
                    Kind.ERROR.value, detail)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A backfill's claim: its job, the hours it rebuilds, and per partition the end offset below which it writes
+    their events (the live exporter writes those at or past it)."""
+
+    job: str
+    hours: tuple[int, ...]
+    ends: dict[int, int]
+
+    def record(self, destination: str, project: int, topic: str, bucket: str, now_ms: int) -> LedgerRecord:
+        detail = orjson.dumps({"job": self.job, "hours": list(self.hours),
+                               "ends": {str(p): e for p, e in self.ends.items()}}).decode()
+        return LedgerRecord(destination, project, topic, -1, min(self.hours), bucket, "", -1, -1, 0, {}, 0, "claim",
+                            now_ms, Kind.CLAIM.value, detail)
+
+    @classmethod
+    def of(cls, r: LedgerRecord) -> Claim:
+        d = orjson.loads(r.detail)
+        return cls(d["job"], tuple(d["hours"]), {int(p): e for p, e in d["ends"].items()})
+
+
+def facts(r: LedgerRecord) -> dict:
+    """The JSON facts of a record whose ``detail`` holds them (claim_ack, deleted, job, notice; objects and markers
+    a backfill wrote); {} for the others."""
+    return orjson.loads(r.detail) if r.detail.startswith("{") else {}
+
+
 class LedgerIndex:
     """What one destination's exporter needs of its ledger to skip what it already wrote.
 
@@ -101,10 +143,17 @@ class LedgerIndex:
         self._sources: dict[tuple[int, int, str, str], int] = {}
         self._sealed: dict[int, int] = {}
         self._objects: dict[str, LedgerRecord] = {}
+        self._claimed: dict[tuple[int, int], int] = {}     # (partition, hour) -> last offset a backfill took over
         for r in records:
             self.add(r)
 
     def add(self, r: LedgerRecord) -> None:
+        if r.kind == Kind.CLAIM.value:
+            claim = Claim.of(r)
+            for p, end in claim.ends.items():
+                for h in claim.hours:
+                    self._claimed[(p, h)] = max(self._claimed.get((p, h), -1), end - 1)
+            return
         if r.kind == Kind.SEAL.value:
             if r.hour > self._sealed.get(r.partition, -1):
                 self._sealed[r.partition] = r.hour
@@ -125,8 +174,9 @@ class LedgerIndex:
         return self._sources.get((partition, hour, group, source), -1)
 
     def written_through(self, partition: int, hour: int, group: str = "") -> int:
-        """The highest offset of (partition, hour, group) in a written object, -1 if none."""
-        return self._marks.get((partition, hour, group), -1)
+        """The highest offset of (partition, hour, group) in a written object, -1 if none; a backfill's claim of the
+        hour counts as written up to its end offset (the backfill writes what lies below it)."""
+        return max(self._marks.get((partition, hour, group), -1), self._claimed.get((partition, hour), -1))
 
     def sealed_through(self, partition: int) -> int | None:
         """The latest hour sealed on ``partition`` (every earlier hour is sealed too), None if none."""

@@ -27,6 +27,7 @@ class CloseReason(str, Enum):
     IDLE = "idle"
     SIZE = "size"
     EVENTS = "events"
+    REBUILT = "rebuilt"        # closed by a backfill: the end of its range, or where the live export cut it
 
 
 def hour_close_reason(hour_ms: int, opened_latest_ms: int, latest_event_ms: int, idle: bool, now_ms: int,

@@ -157,6 +157,10 @@ class PartitionWriter:
         self._pending[key] = closed
         return closed
 
+    def close_open(self, reason: CloseReason, hour: int | None = None) -> list[ClosedObject]:
+        """Close the open objects (of ``hour`` only, when given) now: a backfill's cut points and range end."""
+        return [self._close(k, reason) for k in sorted(self._open) if hour is None or k[0] == hour]
+
     def written(self, obj: ClosedObject) -> None:
         """``obj`` is on S3 and in the ledger: its offsets may be committed."""
         self._pending.pop(obj.key, None)
@@ -193,6 +197,10 @@ class PartitionWriter:
         """The oldest server_upload_time among the events taken but not yet on S3, None if there are none."""
         times = [o.earliest_ms for o in self._open.values()] + [o.earliest_ms for o in self._pending.values()]
         return min(times) if times else None
+
+    def open_starts(self) -> list[tuple[int, int]]:
+        """(hour, first offset) of each open object."""
+        return [(o.hour, o.start_offset) for o in self._open.values()]
 
     def open_hours(self) -> list[int]:
         return sorted({h for h, _ in self._open})

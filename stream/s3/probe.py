@@ -4,8 +4,9 @@ A write probe (export destinations, cohort destinations) does what the writer wi
 credentials or role and its encryption: HeadBucket (the bucket exists and is in the configured region), then a
 PutObject under *each* key prefix the target writes -- a policy scoped to ``segment-logs/*`` is probed there, not
 under a folder it does not grant -- and, for SSE-KMS, a multipart upload too, which needs kms:Decrypt besides
-kms:GenerateDataKey. The probe objects (``<prefix>.stream-access-check``, empty) stay: deleting them would need
-a permission the writer does not. Each failure is worded by ``stream.s3.errors`` and stops the target's probe at
+kms:GenerateDataKey. The probe objects (``<prefix>.stream-access-check``, empty) are deleted when the
+credentials may; else they stay, as s3:DeleteObject is not needed to write (readers that take ``*.json.gz``
+skip them). Each failure is worded by ``stream.s3.errors`` and stops the target's probe at
 the first step that fails, since the later steps would fail for the same reason.
 """
 
@@ -91,4 +92,8 @@ async def probe_writes(target: Target, prefixes: list[str], s3: S3Settings) -> l
                     done.append(Probe("multipart put", where, explain(exc, target, "s3:PutObject", resource)))
                     return done
                 done.append(Probe("multipart put", where, None))
+            try:   # best effort: s3:DeleteObject is not needed to write, and the empty probe object may stay
+                await client.delete_object(Bucket=target.bucket, Key=key)
+            except Exception:
+                pass
     return done

@@ -121,12 +121,15 @@ class S3Storage:
 
     async def read(self, bucket: str, key: str, chunk_bytes: int = 1 << 20) -> AsyncIterator[bytes]:
         obj = await self._call("get_object", Bucket=bucket, Key=key)
-        async with obj["Body"] as body:
+        body = obj["Body"]
+        try:
             while True:
                 chunk = await asyncio.wait_for(body.read(chunk_bytes), self._timeout)
                 if not chunk:
                     return
                 yield chunk
+        finally:
+            body.close()
 
     async def delete(self, bucket: str, key: str) -> None:
         await self._call("delete_object", Bucket=bucket, Key=key)

@@ -47,3 +47,26 @@ def test_sse_kms_applies_the_destinations_key_to_every_object(stack, bucket, tmp
     assert (head["ContentLength"], head["ServerSideEncryption"], head["SSEKMSKeyId"]) == (size, "aws:kms", key_id)
     body = boto3.client("s3", endpoint_url=stack["s3"]).get_object(Bucket=bucket, Key=path.name)["Body"].read()
     assert body == b"y" * size
+
+
+def test_storage_lists_reads_and_deletes_what_an_hour_rebuild_replaces(stack, bucket):
+    s3 = boto3.client("s3", endpoint_url=stack["s3"])
+    for i in range(1005):     # more than a page of a listing
+        s3.put_object(Bucket=bucket, Key=f"amp/1/1_2024-03-09_7#{i * 1000}.json.gz", Body=b"x" * (i % 3))
+    s3.put_object(Bucket=bucket, Key="amp/1/1_2024-03-09_8#0.json.gz", Body=b"y")
+    big = bytes(range(256)) * 10_000     # 2.5 MB, read in 1 MiB chunks
+
+    async def go():
+        async with aioboto3.Session().client("s3", endpoint_url=stack["s3"]) as client:
+            st = S3Storage(client, EncryptionSettings(type="none"), PART)
+            listed = [o async for o in st.list(bucket, "amp/1/1_2024-03-09_7#")]
+            await st.put_bytes(bucket, "big", big, "application/octet-stream")
+            chunks = [c async for c in st.read(bucket, "big")]
+            await st.delete(bucket, "amp/1/1_2024-03-09_8#0.json.gz")
+            await st.delete(bucket, "amp/1/no-such-key")
+            return listed, chunks
+    listed, chunks = asyncio.run(go())
+    assert [o.key for o in listed] == sorted(f"amp/1/1_2024-03-09_7#{i * 1000}.json.gz" for i in range(1005))
+    assert {o.key: o.size for o in listed} == {f"amp/1/1_2024-03-09_7#{i * 1000}.json.gz": i % 3 for i in range(1005)}
+    assert b"".join(chunks) == big and len(chunks) >= 3
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="amp/1/1_2024-03-09_8").get("KeyCount") == 0

@@ -18,7 +18,7 @@ class FakeFeed:
     topic = "events.accepted"
 
     def __init__(self, polls, assigned=None, gaps=()):
-        self.polls, self.assigned, self.gaps, self.commits = list(polls), assigned, list(gaps), []
+        self.polls, self.assigned, self.gaps, self.commits, self.seeks = list(polls), assigned, list(gaps), [], []
 
     def take_assigned(self):
         assigned, self.assigned = self.assigned, None
@@ -36,6 +36,9 @@ class FakeFeed:
 
     async def lag(self):
         return 0
+
+    async def seek(self, partition, offset):
+        self.seeks.append((partition, offset))
 
     async def commit(self, offsets):
         self.commits.append(offsets)

@@ -1,0 +1,284 @@
+"""The admin actions, one implementation each: the admin API (``stream.admin.api``) and the CLI call these.
+
+Each action reads what it needs from Kafka (the export ledger, the control topic) and S3, or writes a control
+record; none needs the worker that serves the API to run the exporters themselves. A backfill runs where it is
+started -- in the CLI's process, or in the worker that answered the API -- and reports its progress in the
+ledger, so any worker's API (and the CLI) shows it, and a cancellation through the control topic reaches it
+wherever it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream import kafka
+from stream.clock import Clock, SystemClock
+from stream.export import control
+from stream.export.backfill import Backfill, BackfillRefused, Request, hour_text, new_job_id, parse_hour
+from stream.export.exporter import exporters_of
+from stream.export.history import history
+from stream.export.layout import written_prefixes
+from stream.export.ledger import Kind, LedgerRecord, facts
+from stream.export.status_cli import read_status
+from stream.export.verify import segment_sources_of, verify
+from stream.s3 import policy
+from stream.s3.client import target_client, target_of
+from stream.s3.storage import S3Storage
+from stream.settings import DestinationSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+class AdminError(Exception):
+    """An action that cannot be done as asked: ``status`` is the HTTP status, the message says why and what to
+    do."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Admin:
+    def __init__(self, settings: Settings, clock: Clock | None = None, ctl: control.Control | None = None):
+        self.settings, self.clock = settings, clock or SystemClock()
+        self.control = ctl            # the worker's followed control state (None in the CLI: read when needed)
+        self.jobs: dict[str, asyncio.Task] = {}   # backfills running in this process
+
+    def destination(self, name: str) -> DestinationSettings:
+        d = self.settings.destination(name)
+        if d is None:
+            known = ", ".join(x.name for x in self.settings.destinations) or "none"
+            raise AdminError(404, f"no destination {name!r} in the settings (destinations: {known})")
+        return d
+
+    async def _ledger(self) -> list[LedgerRecord]:
+        return [LedgerRecord.decode(m.value) for m in await kafka.read_all(
+            self.settings, self.settings.topics.name("export_ledger"))]
+
+    # --- status and history -------------------------------------------------------------------------------------
+    async def status(self, hours: int = 48) -> dict[str, Any]:
+        ctl = self.control or await control.read_control(self.settings)
+        doc = await read_status(self.settings, hours)
+        for d in doc["destinations"]:
+            if ctl.is_paused(d["destination"]):
+                d["enabled"], d["state"] = False, "disabled"
+        return doc
+
+    async def history(self, name: str, hours: int = 48) -> dict[str, Any]:
+        dest = self.destination(name)
+        records = await self._ledger()
+        partitions = await kafka.partition_count(self.settings, self.settings.topics.name("accepted")) or \
+            self.settings.topics.partitions
+        out = {"destination": name, "exporters": []}
+        for exporter, what in exporters_of(dest):
+            mine = [r for r in records if r.destination == exporter or
+                    (r.kind == Kind.JOB.value and r.destination == dest.name)]
+            out["exporters"].append({"exporter": exporter, "exports": what, "hours": history(
+                mine, hours, self.clock.now_ms(), partitions if what == "events" else 1)})
+        return out
+
+    # --- enable / disable --------------------------------------------------------------------------------------
+    async def set_enabled(self, name: str, enabled: bool, exports: str = "all", by: str = "admin") -> dict[str, Any]:
+        """Turn a destination's exports (or one data set: events, merged_ids) off or on at runtime."""
+        dest = self.destination(name)
+        names = [n for n, what in exporters_of(dest) if exports in ("all", what)]
+        if not names:
+            raise AdminError(400, f"destination {name} does not export {exports} (exports: {dest.exports})")
+        if enabled and not dest.enabled:
+            raise AdminError(409, f"destination {name} is disabled in the settings (enabled: false); set it to true "
+                             "and restart the workers")
+        exporter = dest.name if exports == "all" else names[0]
+        await control.append(self.settings, control.exports_record(exporter, enabled, self.clock.now_ms(), by))
+        doc: dict[str, Any] = {"destination": name, "exporters": names, "enabled": enabled}
+        if enabled:
+            lost = await self.lost_offsets(names)
+            if lost:
+                doc["data_lost"] = lost
+                doc["hint"] = ("the pause outlived the topic's retention: the offsets listed were deleted before they "
+                               f"were exported; rebuild their hours with stream exports backfill {name} --from <hour> "
+                               "--to <hour> --source archive")
+        return doc
+
+    async def lost_offsets(self, exporters: list[str]) -> list[dict[str, Any]]:
+        """Per exporter and partition, committed offsets its topic no longer holds."""
+        out = []
+        for name in exporters:
+            topic = self.settings.topics.name("identity_merges" if name.endswith(".merged-ids") else "accepted")
+            c = AIOKafkaConsumer(group_id=f"{self.settings.worker.app_id}-export-{name}",
+                                 **{**kafka.client_args(self.settings.kafka), "enable_auto_commit": False})
+            await c.start()
+            try:
+                await c.topics()
+                tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+                begins = await c.beginning_offsets(tps) if tps else {}
+                for tp in tps:
+                    committed = await c.committed(tp)
+                    if committed is not None and committed < begins[tp]:
+                        out.append({"exporter": name, "partition": tp.partition, "first_offset": committed,
+                                    "last_offset": begins[tp] - 1})
+            finally:
+                await kafka.stop_all(c)
+        return out
+
+    # --- verification and policies -------------------------------------------------------------------------------
+    async def verify(self, name: str) -> dict[str, Any]:
+        dest = self.destination(name)
+        doc = await verify(self.settings, dest)
+        p = kafka.producer(self.settings.kafka)
+        await p.start()
+        try:
+            from stream.export.verify import verified_record
+            for exporter, _ in exporters_of(dest):
+                rec = verified_record(exporter, dest, doc, self.clock.now_ms())
+                await (await p.send(self.settings.topics.name("export_ledger"), rec.encode(),
+                                    key=rec.message_key()))
+        finally:
+            await kafka.stop_all(p)
+        return doc
+
+    def policy(self, name: str, enforce_encryption: bool = False) -> dict[str, Any]:
+        """The policies to paste for a destination (``stream.s3.policy``), with where each goes."""
+        dest = self.destination(name)
+        target = target_of(dest, self.settings.s3)
+        prefixes = [p for _, p in written_prefixes(dest, segment_sources_of(self.settings, dest.project))]
+        principal = self.settings.s3.worker_principal_arn
+        doc: dict[str, Any] = {
+            "destination": name, "writer": policy.writer_of(target, principal), "prefixes": prefixes,
+            "bucket_policy": policy.bucket_policy(target, prefixes, principal, enforce_encryption),
+            "role_policy": policy.role_policy(target, prefixes)}
+        if dest.encryption.type == "sse-kms":
+            doc["kms_key_policy_statement"] = policy.kms_key_policy_statement(target, principal)
+        trust = policy.trust_policy(target, principal)
+        if trust is not None:
+            doc["trust_policy"] = trust
+        if principal is None:
+            doc["note"] = (f"{policy.UNKNOWN_PRINCIPAL} stands for the workers' own role: set s3.worker_principal_arn "
+                           "to have it written in")
+        return doc
+
+    # --- backfills -----------------------------------------------------------------------------------------------
+    def request(self, name: str, first: str, end: str, exports: str = "all", source: str = "auto",
+                by: str = "admin") -> Request:
+        self.destination(name)
+        try:
+            return Request(name, parse_hour(first), parse_hour(end), exports, source,
+                           new_job_id(self.clock.now_ms()), by)
+        except BackfillRefused as exc:
+            raise AdminError(400, str(exc)) from None
+
+    async def run_backfill(self, req: Request, on_progress: Callable[[dict[str, Any]], None] = lambda d: None,
+                           cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """Run a backfill here until it ends (done, cancelled or failed); raises AdminError when refused."""
+        dest = self.destination(req.destination)
+        ctl = self.control
+        follower = None
+        if ctl is None:           # the CLI: follow the control topic for a cancellation from the API
+            ctl = control.Control()
+            follower = control.ControlTail(self.settings, ctl)
+            await follower.start()
+            follow_task = asyncio.create_task(follower.run())
+        producer = kafka.producer(self.settings.kafka)
+        await producer.start()
+        ledger_topic = self.settings.topics.name("export_ledger")
+
+        async def append(rec: LedgerRecord) -> None:
+            await (await producer.send(ledger_topic, rec.encode(), key=rec.message_key()))
+        archive = self.settings.archive_of(dest.project)
+        try:
+            async with target_client(target_of(dest, self.settings.s3), self.settings.s3) as s3:
+                storage = S3Storage(s3, dest.encryption, self.settings.s3.upload_part_bytes,
+                                    self.settings.s3.read_timeout_s)
+                spool = Path(self.settings.worker.data_dir) / "spool" / f"backfill-{req.job}"
+                if archive is not None and archive.name != dest.name:
+                    async with target_client(target_of(archive, self.settings.s3), self.settings.s3) as a3:
+                        archive_storage = S3Storage(a3, archive.encryption, self.settings.s3.upload_part_bytes,
+                                                    self.settings.s3.read_timeout_s)
+                        job = Backfill(self.settings, req, storage, append, self.clock, spool,
+                                       cancelled or (lambda: req.job in ctl.cancelled), on_progress, archive_storage)
+                        return await job.run()
+                job = Backfill(self.settings, req, storage, append, self.clock, spool,
+                               cancelled or (lambda: req.job in ctl.cancelled), on_progress)
+                return await job.run()
+        except BackfillRefused as exc:
+            raise AdminError(409, str(exc)) from None
+        finally:
+            await kafka.stop_all(producer)
+            if follower is not None:
+                follow_task.cancel()
+                try:
+                    await follow_task
+                except BaseException:
+                    pass
+
+    async def start_backfill(self, req: Request) -> dict[str, Any]:
+        """Start a backfill in this process (the API); its first progress document once it is known to run."""
+        started: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def progress(doc: dict[str, Any]) -> None:
+            if not started.done():
+                started.set_result(doc)
+
+        async def run() -> None:
+            try:
+                await self.run_backfill(req, progress)
+            except AdminError as exc:
+                if not started.done():
+                    started.set_exception(exc)
+            except Exception as exc:
+                log.exception("backfill %s failed", req.job)
+                if not started.done():
+                    started.set_exception(AdminError(500, f"{type(exc).__name__}: {exc}"))
+            finally:
+                self.jobs.pop(req.job, None)
+        self.jobs[req.job] = asyncio.create_task(run(), name=f"backfill {req.job}")
+        return await started
+
+    async def backfills(self, destination: str | None = None) -> list[dict[str, Any]]:
+        """Every backfill the ledger knows, latest first: its latest progress document."""
+        latest: dict[str, dict[str, Any]] = {}
+        for r in await self._ledger():
+            if r.kind == Kind.JOB.value and (destination is None or r.destination == destination):
+                doc = facts(r)
+                if doc.get("state") == "running" and time.time() * 1000 - r.written_at > 60_000 and \
+                        doc["job"] not in self.jobs:
+                    doc = {**doc, "state": "interrupted"}
+                latest[doc["job"]] = doc
+        return sorted(latest.values(), key=lambda d: d.get("started_at", 0), reverse=True)
+
+    async def backfill(self, job: str) -> dict[str, Any]:
+        for doc in await self.backfills():
+            if doc["job"] == job:
+                return doc
+        raise AdminError(404, f"no backfill {job!r} in the ledger")
+
+    async def cancel(self, job: str, by: str = "admin") -> dict[str, Any]:
+        doc = await self.backfill(job)
+        if doc["state"] != "running":
+            raise AdminError(409, f"backfill {job} is {doc['state']}, not running")
+        await control.append(self.settings, control.cancel_record(job, self.clock.now_ms(), by))
+        return {**doc, "cancel": "requested: the backfill stops after the hours it is rebuilding"}
+
+
+def progress_line(doc: dict[str, Any], width: int = 30) -> str:
+    """``[#####.....] 12/48 hours, 1,234,567 events, 8,000 ev/s, ETA 3m20s``: a backfill's progress bar."""
+    total, done = max(doc["hours_total"], 1), doc["hours_done"]
+    filled = int(width * done / total)
+    eta = doc.get("eta_s")
+    eta_s = f", ETA {int(eta // 60)}m{int(eta % 60):02d}s" if eta is not None else ""
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{doc['hours_total']} hours, {doc['events']:,} events, "
+            f"{doc['events_per_s']:,.0f} ev/s{eta_s} ({doc['state']})")
+
+
+def dumps(doc: Any) -> str:
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+
+
+__all__ = ["Admin", "AdminError", "dumps", "hour_text", "progress_line"]

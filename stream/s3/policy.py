@@ -1,0 +1,117 @@
+"""Least-privilege IAM documents for a bucket target, ready to paste (pure).
+
+For a target that stream writes (an export or cohort destination):
+
+- the **bucket policy** (on the bucket, naming who writes: the target's ``role_arn``, else the workers' own
+  identity) with ``s3:PutObject`` on exactly the key prefixes the target writes, and, on request, Segment's two
+  encryption-enforcing Deny statements (FORMATS.md §7.1);
+- the **role policy** (an identity policy: attach it to that role, or to the workers' role) granting the same
+  writes, and the KMS actions on the key for SSE-KMS;
+- the **KMS key policy** statement for SSE-KMS: ``kms:GenerateDataKey`` and ``kms:Decrypt`` (multipart uploads
+  decrypt the data key) for the writer;
+- the **trust policy** of ``role_arn``: the workers' identity may assume it, with the external id if one is set.
+
+For a target that stream reads (an import source): ``s3:ListBucket`` limited to its prefix, ``s3:GetObject`` under
+it, ``kms:Decrypt``, and the notification set-up actions (FORMATS.md §7.1, Amplitude's import policy shape).
+
+``statement_for`` gives the single statement that grants a permission a probe found missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from stream.s3.client import Target
+
+VERSION = "2012-10-17"
+UNKNOWN_PRINCIPAL = "arn:aws:iam::<account id>:role/<the role the stream workers run as>"
+"""Written where the workers' identity is not configured (s3.worker_principal_arn): replace it before pasting."""
+
+
+def _doc(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"Version": VERSION, "Statement": list(statements)}
+
+
+def _objects(bucket: str, prefixes: Sequence[str]) -> list[str]:
+    return [f"arn:aws:s3:::{bucket}/{p}*" for p in prefixes]
+
+
+def writer_of(target: Target, worker_principal: str | None) -> str:
+    """Who writes the target's objects: its role, else the workers' identity."""
+    return target.role_arn or worker_principal or UNKNOWN_PRINCIPAL
+
+
+def bucket_policy(target: Target, prefixes: Sequence[str], worker_principal: str | None,
+                  enforce_encryption: bool = False) -> dict[str, Any]:
+    statements: list[dict[str, Any]] = [{
+        "Sid": "StreamWrites", "Effect": "Allow", "Principal": {"AWS": writer_of(target, worker_principal)},
+        "Action": "s3:PutObject", "Resource": _objects(target.bucket, prefixes)}]
+    if enforce_encryption:
+        sse = "aws:kms" if target.encryption.type == "sse-kms" else "AES256"
+        everything = f"arn:aws:s3:::{target.bucket}/*"
+        statements += [
+            {"Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": everything,
+             "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": sse}}},
+            {"Sid": "DenyUnencrypted", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": everything, "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}}]
+    return _doc(*statements)
+
+
+def role_policy(target: Target, prefixes: Sequence[str]) -> dict[str, Any]:
+    statements: list[dict[str, Any]] = [{"Sid": "StreamWrites", "Effect": "Allow", "Action": "s3:PutObject",
+                                         "Resource": _objects(target.bucket, prefixes)}]
+    if target.encryption.type == "sse-kms":
+        statements.append({"Sid": "StreamEncrypts", "Effect": "Allow",
+                           "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                           "Resource": target.encryption.kms_key_id or "*"})
+    return _doc(*statements)
+
+
+def kms_key_policy_statement(target: Target, worker_principal: str | None) -> dict[str, Any]:
+    """The statement to add to the KMS key's policy (a key policy's resource is the key itself: ``*``)."""
+    return {"Sid": "StreamEncrypts", "Effect": "Allow", "Principal": {"AWS": writer_of(target, worker_principal)},
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": "*"}
+
+
+def trust_policy(target: Target, worker_principal: str | None) -> dict[str, Any] | None:
+    """The trust policy of the target's role: the workers may assume it (with the external id); None without a
+    role."""
+    if not target.role_arn:
+        return None
+    st: dict[str, Any] = {"Sid": "StreamAssumes", "Effect": "Allow",
+                          "Principal": {"AWS": worker_principal or UNKNOWN_PRINCIPAL}, "Action": "sts:AssumeRole"}
+    if target.external_id:
+        st["Condition"] = {"StringEquals": {"sts:ExternalId": target.external_id}}
+    return _doc(st)
+
+
+def reader_role_policy(target: Target, prefix: str, notifications: bool, kms: bool) -> dict[str, Any]:
+    """An import source's read role: list and read under its prefix (FORMATS.md §7.1), optionally decrypt and
+    configure the bucket's notifications."""
+    bucket = f"arn:aws:s3:::{target.bucket}"
+    statements: list[dict[str, Any]] = [
+        {"Sid": "StreamLists", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
+         "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
+        {"Sid": "StreamReads", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket}/{prefix}*"}]
+    if kms:
+        statements.append({"Sid": "StreamDecrypts", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"})
+    if notifications:
+        statements.append({"Sid": "StreamNotifications", "Effect": "Allow",
+                           "Action": ["s3:PutBucketNotification", "s3:GetBucketNotification"], "Resource": bucket})
+    return _doc(*statements)
+
+
+def statement_for(missing: str, resource: str | None, target: Target,
+                  worker_principal: str | None) -> tuple[str, dict[str, Any]]:
+    """(where it goes, the statement) that grants the ``missing`` permission on ``resource``."""
+    if missing == "sts:AssumeRole":
+        return f"the trust policy of role {target.role_arn}", (trust_policy(target, worker_principal) or {})[
+            "Statement"][0]
+    if missing.startswith("kms:"):
+        return f"the key policy of {resource}", kms_key_policy_statement(target, worker_principal)
+    return (f"the bucket policy of {target.bucket} (or the identity policy of {writer_of(target, worker_principal)}"
+            ", without Principal)",
+            {"Effect": "Allow", "Principal": {"AWS": writer_of(target, worker_principal)}, "Action": missing,
+             "Resource": resource or f"arn:aws:s3:::{target.bucket}/*"})
