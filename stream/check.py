@@ -56,9 +56,9 @@ async def check_retention(settings: Settings, say: Callable[[str], None]) -> int
             continue   # the broker's default applies, which its DescribeConfigs answer may leave out
         if 0 <= int(got) < want:
             problems += 1
-            say(f"kafka: topic {topic} keeps records {int(got) / 86_400_000:g} days, less than the {want / 86_400_000:g} "
-                f"it needs: kafka-configs --alter --entity-type topics --entity-name {topic} --add-config "
-                f"retention.ms={want}")
+            days, needed = int(got) / 86_400_000, want / 86_400_000
+            say(f"kafka: topic {topic} keeps records {days:g} days, less than the {needed:g} it needs: kafka-configs "
+                f"--alter --entity-type topics --entity-name {topic} --add-config retention.ms={want}")
     return problems
 
 
