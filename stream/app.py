@@ -80,7 +80,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
             status = (lambda hours: export_status(settings, {n: e.book for n, e in running.items()}, hours,
                                                   paused=control.paused)) if "export" in stages else None
             token = settings.admin.token.get_secret_value() if settings.admin.token is not None else None
-            runner = await serve(worker_app(HEALTH, status, token), settings.worker.http_host,
+            from stream.admin.service import Admin
+            admin = Admin(settings, clock, control if "export" in stages else None)
+            runner = await serve(worker_app(HEALTH, status, token, admin), settings.worker.http_host,
                                  settings.worker.http_port)
             try:
                 await asyncio.Event().wait()

@@ -1,5 +1,5 @@
-"""The worker's HTTP endpoints on worker.http_port: /metrics, /healthz, /readyz (open), /exports/status (admin
-token required, ``stream.admin.auth``)."""
+"""The worker's HTTP endpoints on worker.http_port: /metrics, /healthz, /readyz (open); /exports/status and the admin
+API under /admin (``stream.admin.api``), with the admin token (``stream.admin.auth``)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def admin_guard(token: str | None):
 
 
 def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
-               token: str | None = None) -> web.Application:
+               token: str | None = None, admin: Any = None) -> web.Application:
     """``status(hours)`` returns the export status document listing the latest ``hours`` hours of each destination
     (``stream.agents.export.export_status``); None: the worker exports nothing. ``token``: the admin token."""
 
@@ -63,6 +63,9 @@ def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/exports/status", exports_status)
+    if admin is not None:
+        from stream.admin.api import add_routes
+        add_routes(app, admin)
     return app
 
 

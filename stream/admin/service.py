@@ -164,6 +164,11 @@ class Admin:
                            "to have it written in")
         return doc
 
+    # --- dead letters -------------------------------------------------------------------------------------------
+    async def dead_letters(self, hours: int = 24, samples: int = 20) -> dict[str, Any]:
+        since = self.clock.now_ms() - hours * 3_600_000
+        return {"hours": hours, **dead_letter_doc(await _read_dead_letters(self.settings, since), samples)}
+
     # --- backfills -----------------------------------------------------------------------------------------------
     def request(self, name: str, first: str, end: str, exports: str = "all", source: str = "auto",
                 by: str = "admin") -> Request:
@@ -265,6 +270,28 @@ class Admin:
             raise AdminError(409, f"backfill {job} is {doc['state']}, not running")
         await control.append(self.settings, control.cancel_record(job, self.clock.now_ms(), by))
         return {**doc, "cancel": "requested: the backfill stops after the hours it is rebuilding"}
+
+
+async def _read_dead_letters(settings: Settings, since_ms: int) -> list[dict[str, Any]]:
+    from stream.deadletters import read_dead_letters
+    return [d async for d in read_dead_letters(settings, since_ms=since_ms) if d is not None]
+
+
+def dead_letter_doc(records: list[dict[str, Any]], samples: int) -> dict[str, Any]:
+    """Dead letters by reason, counts by hour and reason, and the latest samples (credentials already redacted)."""
+    from stream.events.deadletter import describe, source_of, summarize
+    by_hour: dict[str, dict[str, int]] = {}
+    for d in records:
+        h = hour_text(d["rejected_at"] - d["rejected_at"] % 3_600_000)
+        by_hour.setdefault(h, {})
+        by_hour[h][d["reason"]] = by_hour[h].get(d["reason"], 0) + 1
+    latest = records[-samples:] if samples > 0 else []
+    return {"total": len(records), "by_reason": summarize(records),
+            "by_hour": [{"hour": h, "reasons": r} for h, r in sorted(by_hour.items())],
+            "samples": [{"reason": d["reason"], "field": d["field"], "source": source_of(d), "detail": d["detail"],
+                         "rejected_at": d["rejected_at"], "line": describe(d, 300),
+                         "value": (d["value"] or b"")[:2000].decode("utf-8", "backslashreplace")}
+                        for d in reversed(latest)]}
 
 
 def progress_line(doc: dict[str, Any], width: int = 30) -> str:

@@ -14,7 +14,7 @@ from stream.export.cycle import ExportCycle
 from stream.export.exporter import Exporter, export_input
 from stream.export.feed import KafkaFeed, LedgerTail, load_ledger
 from stream.export.ledger import LedgerIndex, LedgerRecord
-from stream.export.verify import ensure_verified
+from stream.export.verify import VerificationGate
 from stream.health import HEALTH
 from stream.s3.client import target_client, target_of
 from stream.s3.storage import S3Storage
@@ -57,22 +57,25 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         tail = LedgerTail(settings, name)
         try:
             await producer.start()
-            # a new destination exports nothing before its access is verified (stream.export.verify)
-            if not await ensure_verified(settings, dest, name, (await load_ledger(settings, name))[1], append_ledger,
-                                         clock, stop):
-                return
             await feed.start()
             await tail.start()
         except BaseException:
             await kafka.stop_all(feed, tail, producer)
             raise
+
+        async def counted(rec: LedgerRecord) -> None:   # a failed verification counts toward a notification
+            exporter.notices.add(rec)
+            await exporter.notify()
+        # a new destination exports nothing before its access is verified (stream.export.verify)
+        gate = VerificationGate(settings, dest, name, (await load_ledger(settings, name))[1], append_ledger, clock,
+                                counted)
         exporter.book.partitions = feed.partitions() or exporter.book.partitions
         if running is not None:
             running[name] = exporter
         HEALTH.mark_ready("export")
         log.info("export %s: reading %s for project %d into s3://%s/%s", name, exporter.topic, dest.project,
                  dest.bucket, dest.prefix)
-        cycle = ExportCycle(exporter, feed, read_ledger, tail, dead_letter)
+        cycle = ExportCycle(exporter, feed, read_ledger, tail, dead_letter, gate)
         try:
             while not stop():
                 await cycle.step()

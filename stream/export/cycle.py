@@ -58,12 +58,26 @@ DeadLetter = Callable[[int, Any, Exception], Awaitable[None]]
 
 class ExportCycle:
     def __init__(self, exporter: Exporter, feed: Feed, read_ledger: ReadLedger, tail: Tail,
-                 dead_letter: DeadLetter):
+                 dead_letter: DeadLetter, gate: Callable[[], Awaitable[bool]] | None = None):
         self.exporter, self.feed, self.read_ledger, self.tail, self.dead_letter = (
             exporter, feed, read_ledger, tail, dead_letter)
+        self.gate = gate           # access verification: nothing is read before it opens (stream.export.verify)
         self.committed: dict[int, int] = {}
         self.finished: set[str | None] = set()     # backfill jobs done, cancelled or failed: claims not to answer
         self._lag = metrics.CONSUMER_LAG.labels(f"export-{exporter.name}", feed.topic)
+
+    async def _take_assignment(self) -> None:
+        """After a new assignment, read the ledger (another worker may have written objects of these
+        partitions) before taking any record of them."""
+        ex = self.exporter
+        assigned = self.feed.take_assigned()
+        if assigned is not None:
+            log.info("export %s: assigned partitions %s of %s", ex.name, sorted(assigned), self.feed.topic)
+            crash_point("export.assigned")
+            ex.use_ledger(await self.read_ledger())
+            crash_point("export.ledger_read")
+            for p in assigned:
+                ex.writer(p)
 
     async def _follow_ledger(self) -> None:
         """Take the ledger's new records (every worker's): into the status book, and honour backfills' claims of
@@ -92,15 +106,14 @@ class ExportCycle:
 
     async def step(self) -> None:
         ex = self.exporter
+        if self.gate is not None:
+            await self._take_assignment()      # the group is joined in the background: know what is ours
+            await self._follow_ledger()
+            if not await self.gate():
+                return
+            self.gate = None
         polled = await self.feed.poll()
-        assigned = self.feed.take_assigned()
-        if assigned is not None:
-            log.info("export %s: assigned partitions %s of %s", ex.name, sorted(assigned), self.feed.topic)
-            crash_point("export.assigned")
-            ex.use_ledger(await self.read_ledger())
-            crash_point("export.ledger_read")
-            for p in assigned:
-                ex.writer(p)
+        await self._take_assignment()
         closed: list[ClosedObject] = []
         for p, recs in polled.items():
             for r in recs:

@@ -69,34 +69,44 @@ def already_verified(records: list[LedgerRecord]) -> bool:
     return any(r.kind == Kind.OBJECT.value or (r.kind == Kind.VERIFIED.value and r.reason == "ok") for r in records)
 
 
-async def ensure_verified(settings: Settings, dest: DestinationSettings, name: str, records: list[LedgerRecord],
-                          append: Callable[[LedgerRecord], Awaitable[None]], clock: Clock,
-                          stop: Callable[[], bool]) -> bool:
-    """Probe until the destination passes (or ``stop()``): True once it may export. Each failure is recorded
-    (``verified`` failed, and an ``error`` the status view shows as failing with the missing permission)."""
-    if not dest.verify or already_verified(records):
-        return True
-    names = [name]
-    while not stop():
-        doc = await verify(settings, dest)
-        now = clock.now_ms()
-        for name in names:
-            await append(verified_record(name, dest, doc, now))
+class VerificationGate:
+    """Holds an exporter back until its destination's access verification passes (``ExportCycle`` asks it each
+    cycle, and reads nothing while it says no). It probes at once, then every ``s3.permanent_retry_s``; each
+    failure is recorded (``verified`` failed, and an ``error`` the status view and the notifications count) and
+    the destination is failing meanwhile. Open at once when verification is off, or was passed before."""
+
+    def __init__(self, settings: Settings, dest: DestinationSettings, name: str, records: list[LedgerRecord],
+                 append: Callable[[LedgerRecord], Awaitable[None]], clock: Clock,
+                 on_error: Callable[[LedgerRecord], Awaitable[None]] | None = None):
+        self.settings, self.dest, self.name, self.append, self.clock = settings, dest, name, append, clock
+        self.on_error = on_error
+        self.open = not dest.verify or already_verified(records)
+        self._next = 0
+
+    async def __call__(self) -> bool:
+        if self.open:
+            return True
+        now = self.clock.now_ms()
+        if now < self._next:
+            await asyncio.sleep(min(0.5, (self._next - now) / 1000))
+            return False
+        doc = await verify(self.settings, self.dest)
+        now = self.clock.now_ms()
+        self._next = now + int(self.settings.s3.permanent_retry_s * 1000)
+        await self.append(verified_record(self.name, self.dest, doc, now))
         if doc["ok"]:
-            for name in names:
-                metrics.EXPORT_FAILING.labels(name).set(0)
-            log.info("export %s: access verified (%s)", dest.name, ", ".join(s["where"] for s in doc["steps"]))
+            metrics.EXPORT_FAILING.labels(self.name).set(0)
+            log.info("export %s: access verified (%s)", self.name, ", ".join(s["where"] for s in doc["steps"]))
+            self.open = True
             return True
         failed = next(s for s in doc["steps"] if not s["ok"])
-        for name in names:
-            metrics.EXPORT_FAILING.labels(name).set(1)
-            await append(LedgerRecord(name, dest.project, "", -1, -1, dest.bucket, "", -1, -1, 0, {}, 0,
-                                      failed["reason"], now, Kind.ERROR.value, failed["message"]))
+        metrics.EXPORT_FAILING.labels(self.name).set(1)
+        rec = LedgerRecord(self.name, self.dest.project, "", -1, -1, self.dest.bucket, "", -1, -1, 0, {}, 0,
+                           failed["reason"], now, Kind.ERROR.value, failed["message"])
+        await self.append(rec)
+        if self.on_error is not None:
+            await self.on_error(rec)
         log.error("export %s: access verification failed at %s %s: %s; nothing is exported until it passes "
-                  "(retried every %.0fs; destinations[].verify: false skips it)", dest.name, failed["step"],
-                  failed["where"], failed["message"], settings.s3.permanent_retry_s)
-        try:
-            await asyncio.sleep(settings.s3.permanent_retry_s)
-        except asyncio.CancelledError:
-            raise
-    return False
+                  "(retried every %.0fs; destinations[].verify: false skips it)", self.name, failed["step"],
+                  failed["where"], failed["message"], self.settings.s3.permanent_retry_s)
+        return False

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 
 import boto3
@@ -106,16 +107,18 @@ def test_a_denied_destination_is_named_and_retried_while_the_others_export(deplo
             doc = orjson.loads(admin_get(f"http://127.0.0.1:{port}/exports/status"))
             return next(d for d in doc["destinations"] if d["destination"] == "denied")
         status = wait_until(lambda: (d := denied())["state"] == "failing" and d, 30, "the denied destination failing")
+        # its access verification fails: nothing is read for it, and its status names the missing permission
         assert (status["last_error"]["reason"], status["last_error"]["detail"]) == (
-            "access_denied", "missing s3:PutObject on arn:aws:s3:::acc-denied/amp/424242/* (or a bucket policy denies "
-            "it, e.g. one that requires another server-side encryption than encryption.type)")
+            "access_denied", "missing s3:PutObject on arn:aws:s3:::acc-denied/amp/424242/424242_* (or a bucket policy "
+            "denies it, e.g. one that requires another server-side encryption than encryption.type)")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert 'stream_export_destination_failing{destination="denied"} 1.0' in metrics
         assert 'stream_export_destination_failing{destination="ok"} 0.0' in metrics
         log = (tmp_path / "worker-0.log").read_text()
-        assert "export denied: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/424242/* (or a bucket policy " \
-            "denies it, e.g. one that requires another server-side encryption than encryption.type); uploads retry " \
-            "every 2s" in log
+        assert "export denied: access verification failed at put s3://acc-denied/amp/424242/424242_.stream-access-" \
+            "check: missing s3:PutObject on arn:aws:s3:::acc-denied/amp/424242/424242_* (or a bucket policy denies " \
+            "it, e.g. one that requires another server-side encryption than encryption.type); nothing is exported " \
+            "until it passes (retried every 2s; destinations[].verify: false skips it)" in log
         assert rows(s3, "acc-denied") == []
 
         # the permission is granted: the next retry succeeds and the destination catches up, exactly once
@@ -128,3 +131,110 @@ def test_a_denied_destination_is_named_and_retried_while_the_others_export(deplo
         assert rows(s3, "acc-ok") == rows(s3, "acc-role") == expected
     finally:
         moto.stop()
+
+
+def test_a_destination_that_cannot_write_is_notified_once_verified_and_fixed_with_its_generated_policy(
+        deployment, worker, tmp_path):
+    """Against S3 with IAM enforced: the destination's access verification fails (it exports nothing), one
+    notification per incident reaches the webhook and the mailbox with the missing permission and the statement;
+    `stream exports verify` names it; the role policy `stream policy` prints, attached as it is, lets the
+    destination export -- and still denies a put outside its prefix -- and one resolved message follows."""
+    import http.server
+    import threading
+
+    from aiosmtpd.controller import Controller
+
+    from stream.devstack.services import free_port
+
+    hooks, mails = [], []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            hooks.append(orjson.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Hook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+
+    class Mailbox:
+        async def handle_DATA(self, server, session, envelope):
+            mails.append((envelope.rcpt_tos, envelope.content.decode()))
+            return "250 OK"
+    smtp = Controller(Mailbox(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    moto = start_moto(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": "8"})
+    try:
+        url = f"http://127.0.0.1:{moto.port}"
+        s3, iam = boto3.client("s3", endpoint_url=url), boto3.client("iam", endpoint_url=url)
+        s3.create_bucket(Bucket="ntf-bkt")                                                     # 1
+        iam.create_user(UserName="admin")                                                     # 2
+        admin = iam.create_access_key(UserName="admin")["AccessKey"]                          # 3
+        iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=policy(         # 4
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}))
+        iam.create_user(UserName="exporter")                                                  # 5
+        key = iam.create_access_key(UserName="exporter")["AccessKey"]                         # 6
+        iam.put_user_policy(UserName="exporter", PolicyName="p", PolicyDocument=policy(READ))  # 7: no put
+        s3.list_buckets()                                                                     # 8
+        as_admin = {"aws_access_key_id": admin["AccessKeyId"], "aws_secret_access_key": admin["SecretAccessKey"]}
+
+        settings, path = deployment
+        cfg = yaml.safe_load(path.read_text())
+        cfg["destinations"] = [{**cfg["destinations"][0], "name": "denied", "bucket": "ntf-bkt",
+                                "notify": {"after_failures": 2, "emails": ["ops@example.com"], "webhooks": ["ops"]}}]
+        cfg["notifications"] = {"webhooks": [{"name": "ops", "url": f"http://127.0.0.1:{receiver.server_port}/h"}],
+                                "smtp": {"host": "127.0.0.1", "port": smtp.port, "sender": "stream@example.com",
+                                         "starttls": False}}
+        cfg["s3"].update(endpoint_url=url, permanent_retry_s=1)
+        path.write_text(yaml.safe_dump(cfg))
+        settings = load_settings(path)
+        asyncio.run(ensure_topics(settings))
+        creds = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        env = {**os.environ, **creds}
+
+        verify = subprocess.run([sys.executable, "-m", "stream", "exports", "verify", "denied", "-c", str(path)],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert verify.returncode == 1
+        lines = verify.stdout.splitlines()
+        assert lines[:3] == ["ok   bucket         s3://ntf-bkt",
+                             "FAIL put            s3://ntf-bkt/amp/424242/424242_.stream-access-check",
+                             "     missing s3:PutObject on arn:aws:s3:::ntf-bkt/amp/424242/424242_* (or a bucket "
+                             "policy denies it, e.g. one that requires another server-side encryption than "
+                             "encryption.type)"]
+        assert '"Action": "s3:PutObject"' in verify.stdout
+
+        worker(env=creds)
+        asyncio.run(produce(settings))
+        wait_until(lambda: len(hooks) >= 1 and len(mails) >= 1, 60, "the failure notification")
+        time.sleep(4)                                         # further failures of the same incident: no more
+        assert len(hooks) == 1 and len(mails) == 1
+        note = hooks[0]
+        assert (note["event"], note["destination"], note["reason"], note["missing_permission"]) == (
+            "export_failing", "denied", "access_denied", "s3:PutObject")
+        assert note["statement"]["Action"] == "s3:PutObject" and note["failures"] >= 2
+        assert mails[0][0] == ["ops@example.com"]
+        assert "Subject: [stream] exports to denied are failing: access_denied" in mails[0][1]
+        assert key["SecretAccessKey"] not in str(hooks) + str(mails)
+
+        # the generated role policy, attached to the exporter's identity as it is printed
+        printed = orjson.loads(subprocess.run([sys.executable, "-m", "stream", "policy", "denied", "-c", str(path)],
+                                              capture_output=True, text=True, timeout=60, check=True).stdout)
+        boto3.client("iam", endpoint_url=url, **as_admin).put_user_policy(
+            UserName="exporter", PolicyName="p", PolicyDocument=policy(
+                READ, *printed["role_policy"]["Statement"]))
+        expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
+        s3 = boto3.client("s3", endpoint_url=url, **as_admin)
+        wait_until(lambda: rows(s3, "ntf-bkt") == expected, 90, "the destination to export everything")
+        wait_until(lambda: len(hooks) == 2 and len(mails) == 2, 60, "the resolved notification")
+        assert hooks[1]["event"] == "export_resolved"
+        assert "Subject: [stream] exports to denied succeed again" in mails[1][1]
+        outside = boto3.client("s3", endpoint_url=url, aws_access_key_id=key["AccessKeyId"],
+                               aws_secret_access_key=key["SecretAccessKey"])
+        with pytest.raises(Exception, match="AccessDenied"):
+            outside.put_object(Bucket="ntf-bkt", Key="elsewhere/x.json.gz", Body=b"")
+    finally:
+        moto.stop()
+        smtp.stop()
+        receiver.shutdown()

@@ -1,0 +1,139 @@
+"""The admin API on the worker's HTTP port: thin aiohttp views over ``stream.admin.service.Admin``.
+
+Every path is behind the admin token (``stream.admin.auth``); ``/admin/openapi.json`` describes them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from stream.admin.openapi import OPENAPI
+from stream.admin.service import Admin, AdminError
+
+_ADMIN = web.AppKey("admin", Admin)
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), status=status,
+                        content_type="application/json")
+
+
+def _hours(request: web.Request, default: int = 48) -> int:
+    try:
+        hours = int(request.query.get("hours", str(default)))
+    except ValueError:
+        raise AdminError(400, "hours must be an integer (the number of latest hours to list)") from None
+    if not 1 <= hours <= 24 * 366:
+        raise AdminError(400, "hours must be between 1 and 8784")
+    return hours
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise AdminError(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise AdminError(400, "the body must be a JSON object")
+    return body
+
+
+def _view(fn: Callable[[web.Request, Admin], Awaitable[Any]], status: int = 200):
+    async def view(request: web.Request) -> web.Response:
+        try:
+            return _json(await fn(request, request.app[_ADMIN]), status)
+        except AdminError as exc:
+            return _json({"error": str(exc)}, exc.status)
+    return view
+
+
+async def _status(r: web.Request, a: Admin) -> Any:
+    return await a.status(_hours(r))
+
+
+async def _destinations(r: web.Request, a: Admin) -> Any:
+    status = {d["destination"]: d for d in (await a.status(1))["destinations"]}
+    out = []
+    for d in a.settings.destinations:
+        out.append({"name": d.name, "project": d.project, "layout": d.layout, "exports": d.exports,
+                    "bucket": d.bucket, "prefix": d.prefix, "region": d.region or a.settings.s3.region,
+                    "encryption": d.encryption.type, "role_arn": d.role_arn, "archive": d.archive,
+                    "configured_enabled": d.enabled,
+                    "state": status.get(d.name, {}).get("state"), "enabled": status.get(d.name, {}).get("enabled")})
+    return {"destinations": out}
+
+
+async def _history(r: web.Request, a: Admin) -> Any:
+    return await a.history(r.match_info["name"], _hours(r))
+
+
+def _switch(on: bool):
+    async def switch(r: web.Request, a: Admin) -> Any:
+        body = await _body(r)
+        exports = body.get("exports", "all")
+        if exports not in ("all", "events", "merged_ids"):
+            raise AdminError(400, "exports must be all, events or merged_ids")
+        return await a.set_enabled(r.match_info["name"], on, exports, by="api")
+    return switch
+
+
+async def _verify(r: web.Request, a: Admin) -> Any:
+    return await a.verify(r.match_info["name"])
+
+
+async def _policy(r: web.Request, a: Admin) -> Any:
+    return a.policy(r.match_info["name"], r.query.get("enforce_encryption", "false").lower() in ("1", "true"))
+
+
+async def _backfills(r: web.Request, a: Admin) -> Any:
+    return {"backfills": await a.backfills(r.query.get("destination"))}
+
+
+async def _start_backfill(r: web.Request, a: Admin) -> Any:
+    body = await _body(r)
+    missing = [k for k in ("destination", "from", "to") if not isinstance(body.get(k), str)]
+    if missing:
+        raise AdminError(400, f"the body needs {', '.join(missing)} (strings, hours such as 2024-03-01T00)")
+    req = a.request(body["destination"], body["from"], body["to"], body.get("exports", "all"),
+                    body.get("source", "auto"), by="api")
+    return await a.start_backfill(req)
+
+
+async def _backfill(r: web.Request, a: Admin) -> Any:
+    return await a.backfill(r.match_info["job"])
+
+
+async def _cancel(r: web.Request, a: Admin) -> Any:
+    return await a.cancel(r.match_info["job"], by="api")
+
+
+async def _deadletters(r: web.Request, a: Admin) -> Any:
+    return await a.dead_letters(_hours(r, 24), int(r.query.get("samples", "20")))
+
+
+async def _openapi(r: web.Request) -> web.Response:
+    return _json(OPENAPI)
+
+
+def add_routes(app: web.Application, admin: Admin) -> None:
+    app[_ADMIN] = admin
+    g, p = app.router.add_get, app.router.add_post
+    app.router.add_get("/admin/openapi.json", _openapi)
+    g("/admin/status", _view(_status))
+    g("/admin/destinations", _view(_destinations))
+    g("/admin/destinations/{name}/history", _view(_history))
+    p("/admin/destinations/{name}/enable", _view(_switch(True)))
+    p("/admin/destinations/{name}/disable", _view(_switch(False)))
+    p("/admin/destinations/{name}/verify", _view(_verify))
+    g("/admin/destinations/{name}/policy", _view(_policy))
+    g("/admin/backfills", _view(_backfills))
+    p("/admin/backfills", _view(_start_backfill, 202))
+    g("/admin/backfills/{job}", _view(_backfill))
+    app.router.add_delete("/admin/backfills/{job}", _view(_cancel))
+    g("/admin/deadletters", _view(_deadletters))

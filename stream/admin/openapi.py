@@ -1,0 +1,85 @@
+"""The OpenAPI 3 description of the admin API (served at /admin/openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"description": "Why not, and what to do",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_OBJ = {"content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _op(summary: str, description: str, *, params: list[dict] | None = None, body: dict | None = None,
+        ok: str = "200", errors: tuple[str, ...] = ("401",)) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "description": description,
+                          "responses": {ok: {"description": "OK", **_OBJ}, **{e: _ERROR for e in errors}}}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "A destination's name."}
+JOB = {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}, "description": "A backfill id."}
+HOURS = {"name": "hours", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 8784},
+         "description": "How many of the latest hours."}
+EXPORTS = {"type": "object", "properties": {"exports": {"type": "string", "enum": ["all", "events", "merged_ids"]}}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "stream admin API", "version": "1",
+             "description": "Status, history, backfills, runtime enable/disable, access verification, policies and "
+                            "dead letters of a stream deployment. Every path needs `Authorization: Bearer "
+                            "<admin.token>` (docs/operations.md, Access); docs/admin.md has the operator's guide."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Error": {"type": "object", "required": ["error"],
+                              "properties": {"error": {"type": "string"}}}}},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/admin/status": {"get": _op(
+            "Export status", "Per exporter: state, sealed hours, partitions, last error, data lost, latest hours.",
+            params=[HOURS])},
+        "/admin/destinations": {"get": _op("Destinations", "The destinations, their settings and state.")},
+        "/admin/destinations/{name}/history": {"get": _op(
+            "Export history", "Per hour, every export job (live, backfills): status, counts, timing, failures.",
+            params=[NAME, HOURS], errors=("401", "404"))},
+        "/admin/destinations/{name}/enable": {"post": _op(
+            "Turn exports on", "At runtime, no restart; resumes from the destination's own offsets, and reports "
+            "offsets lost if the pause outlived the retention.", params=[NAME], body=EXPORTS,
+            errors=("400", "401", "404", "409"))},
+        "/admin/destinations/{name}/disable": {"post": _op(
+            "Turn exports off", "At runtime: each exporter finishes its cycle and leaves its consumer group.",
+            params=[NAME], body=EXPORTS, errors=("400", "401", "404"))},
+        "/admin/destinations/{name}/verify": {"post": _op(
+            "Verify access", "Puts under each prefix the layout writes, a multipart put for SSE-KMS, the region; "
+            "each failure with the missing permission and the statement that grants it.", params=[NAME],
+            errors=("401", "404"))},
+        "/admin/destinations/{name}/policy": {"get": _op(
+            "Policies", "Bucket policy, role policy, KMS key policy statement and trust policy, ready to paste.",
+            params=[NAME, {"name": "enforce_encryption", "in": "query", "schema": {"type": "boolean"}}],
+            errors=("401", "404"))},
+        "/admin/backfills": {
+            "get": _op("Backfills", "Every backfill the ledger knows, latest first, with its progress.",
+                       params=[{"name": "destination", "in": "query", "schema": {"type": "string"}}]),
+            "post": _op("Start a backfill", "Rebuild a destination's hours [from, to) in this worker; answers with "
+                        "its first progress document.", ok="202", errors=("400", "401", "404", "409"), body={
+                            "type": "object", "required": ["destination", "from", "to"], "properties": {
+                                "destination": {"type": "string"}, "from": {"type": "string", "example":
+                                                                            "2024-03-01T00"},
+                                "to": {"type": "string", "example": "2024-03-08T00"},
+                                "exports": {"type": "string", "enum": ["all", "events", "merged_ids"]},
+                                "source": {"type": "string", "enum": ["auto", "accepted", "archive"]}}})},
+        "/admin/backfills/{job}": {
+            "get": _op("A backfill's progress", "Hours done of total, events, rate, ETA, state.", params=[JOB],
+                       errors=("401", "404")),
+            "delete": _op("Cancel a backfill", "It stops after the hours it is rebuilding, wherever it runs.",
+                          params=[JOB], errors=("401", "404", "409"))},
+        "/admin/deadletters": {"get": _op(
+            "Dead letters", "Counts by reason and by hour, and the latest samples with their source coordinates "
+            "(credentials redacted).", params=[HOURS, {"name": "samples", "in": "query",
+                                                       "schema": {"type": "integer", "minimum": 0}}])},
+    },
+}

@@ -1,0 +1,140 @@
+"""The admin API of a running worker: runtime enable/disable, backfills with progress and cancellation, history,
+policies and the OpenAPI description, all behind the admin token."""
+
+import asyncio
+import time
+import urllib.error
+import urllib.request
+
+import boto3
+import orjson
+import pytest
+import yaml
+
+from stream.kafka import ensure_topics
+from stream.settings import load_settings
+from tests.integration.conftest import ADMIN_TOKEN, wait_until
+from tests.integration.test_backfill import ledger, marked, objects, rows
+from tests.integration.test_crash import EVENTS, produce
+
+pytestmark = pytest.mark.integration
+
+
+def call(settings, method, path, body=None, token=ADMIN_TOKEN):
+    req = urllib.request.Request(f"http://127.0.0.1:{settings.worker.http_port}{path}", method=method,
+                                 data=orjson.dumps(body) if body is not None else None,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read())
+
+
+def exported(settings, name):
+    return sum(r.events for r in ledger(settings) if r.kind == "object" and r.destination == name)
+
+
+def test_a_destination_turned_off_at_runtime_stops_alone_and_resumes_from_its_own_offsets(deployment, worker):
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["destinations"].append({**cfg["destinations"][0], "name": "other", "prefix": "other/"})
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    worker()
+    first, rest = EVENTS[:20], EVENTS[20:]
+    asyncio.run(produce(settings, first))
+    wait_until(lambda: exported(settings, "main") == 20 and exported(settings, "other") == 20, 90,
+               "the first hour in both destinations")
+    assert call(settings, "POST", "/admin/destinations/main/disable", {}) == (
+        200, {"destination": "main", "exporters": ["main"], "enabled": False})
+    wait_until(lambda: next(d for d in call(settings, "GET", "/admin/status")[1]["destinations"]
+                            if d["destination"] == "main")["state"] == "disabled", 30, "main disabled")
+    asyncio.run(produce(settings, rest))
+    wait_until(lambda: exported(settings, "other") == 60, 90, "the other destination to go on")
+    time.sleep(3)
+    assert exported(settings, "main") == 20                       # main stopped
+    status, doc = call(settings, "POST", "/admin/destinations/main/enable", {"exports": "events"})
+    assert (status, doc["enabled"], doc.get("data_lost")) == (200, True, None)
+    wait_until(lambda: exported(settings, "main") == 60, 90, "main to catch up")
+    bucket = settings.destinations[0].bucket
+    assert sorted(r["$insert_id"] for r in rows(objects(settings, bucket, "amp/"))) == \
+        sorted(ev["insert_id"] for ev, _ in EVENTS)
+    assert call(settings, "POST", "/admin/destinations/nope/disable", {}) == (
+        404, {"error": "no destination 'nope' in the settings (destinations: main, other)"})
+
+
+def test_backfills_through_the_api_report_progress_and_can_be_cancelled(deployment, worker):
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["backfill"] = {"chunk_hours": 1, "progress_interval_s": 0.2}
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    worker()
+    asyncio.run(produce(settings))
+    wait_until(lambda: marked(settings), 120, "every hour exported and marked")
+    bucket = settings.destinations[0].bucket
+    live = objects(settings, bucket, "amp/424242/424242_2024")
+    status, started = call(settings, "POST", "/admin/backfills",
+                           {"destination": "main", "from": "2024-03-09T07", "to": "2024-03-09T10"})
+    assert (status, started["state"], started["hours_total"]) == (202, "running", 3)
+    job = started["job"]
+    done = wait_until(lambda: (d := call(settings, "GET", f"/admin/backfills/{job}")[1])["state"] == "done" and d,
+                      120, "the backfill to finish")
+    assert (done["hours_done"], done["events"], done["objects"]) == (3, 60, len([k for k in live if "#" in k]))
+    assert objects(settings, bucket, "amp/424242/424242_2024") == live
+    assert [b["job"] for b in call(settings, "GET", "/admin/backfills?destination=main")[1]["backfills"]] == [job]
+
+    # a long backfill, cancelled: it stops after the hour it is rebuilding
+    status, started = call(settings, "POST", "/admin/backfills",
+                           {"destination": "main", "from": "2024-03-09T00", "to": "2024-03-10T00"})
+    assert status == 202
+    status, cancelled = call(settings, "DELETE", f"/admin/backfills/{started['job']}")
+    assert (status, cancelled["cancel"]) == (200, "requested: the backfill stops after the hours it is rebuilding")
+    end = wait_until(lambda: (d := call(settings, "GET", f"/admin/backfills/{started['job']}")[1])["state"] != "running"
+                     and d, 120, "the backfill to stop")
+    assert end["state"] == "cancelled" and end["hours_done"] < 24
+    after = objects(settings, bucket, "amp/424242/424242_2024")
+    # each hour it rebuilt is whole: the empty ones got their marker, the others are as they were
+    assert {k: v for k, v in after.items() if k in live} == live
+    assert sorted(set(after) - set(live)) == [f"amp/424242/424242_2024-03-09_{h}_complete"
+                                             for h in sorted(range(end["hours_done"]), key=str)]
+
+    assert call(settings, "POST", "/admin/backfills", {"destination": "main", "from": "x", "to": "y"}) == (
+        400, {"error": "'x' is not an hour: write it as 2024-03-01T07 (UTC)"})
+    assert call(settings, "POST", "/admin/backfills", {"destination": "main"}) == (
+        400, {"error": "the body needs from, to (strings, hours such as 2024-03-01T00)"})
+    status, hist = call(settings, "GET", "/admin/destinations/main/history?hours=1000")
+    hour8 = next(h for h in hist["exporters"][0]["hours"] if h["hour"] == "2024-03-09T08:00:00Z")
+    assert [(j["job"], j["status"]) for j in hour8["jobs"]] == [("live", "complete"), (job, "done")]
+
+
+def test_the_admin_api_describes_itself_prints_policies_and_refuses_without_the_token(deployment, worker):
+    settings, path = deployment
+    asyncio.run(ensure_topics(settings))
+    worker()
+    def up():
+        try:
+            return call(settings, "GET", "/admin/destinations")[0] == 200
+        except OSError:
+            return False
+    wait_until(up, 60, "the admin API")
+    status, spec = call(settings, "GET", "/admin/openapi.json")
+    from openapi_spec_validator import validate
+    validate(spec)
+    assert status == 200 and "/admin/backfills/{job}" in spec["paths"]
+    status, pol = call(settings, "GET", "/admin/destinations/main/policy?enforce_encryption=true")
+    bucket = settings.destinations[0].bucket
+    assert pol["role_policy"] == {"Version": "2012-10-17", "Statement": [
+        {"Sid": "StreamWrites", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": [f"arn:aws:s3:::{bucket}/amp/424242/424242_*"]}]}
+    assert [s["Sid"] for s in pol["bucket_policy"]["Statement"]] == ["StreamWrites", "DenyOtherEncryption",
+                                                                      "DenyUnencrypted"]
+    assert call(settings, "GET", "/admin/status", token="wrong")[0] == 401
+    status, dests = call(settings, "GET", "/admin/destinations")
+    assert [(d["name"], d["bucket"], d["encryption"]) for d in dests["destinations"]] == [
+        ("main", bucket, "sse-s3")]
+    assert boto3.client("s3", endpoint_url=settings.s3.endpoint_url).list_objects_v2(
+        Bucket=bucket, Prefix="amp/424242/.stream").get("KeyCount") == 0     # the verification's probe, deleted
