@@ -140,6 +140,31 @@ async def until_quiet(c: AIOKafkaConsumer, quiet_polls: int = 2, poll_ms: int = 
                 yield r
 
 
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """partition -> the offset after the last record of ``topic`` that can be fetched now.
+
+    The broker's end offsets are the start: on Kafka they are exact. Records fetched at and after them (the
+    local Tansu broker reports end offsets short, LOCAL-STACK.md) move the end to where fetching stops, so a
+    cut made at these offsets never leaves records below it unseen.
+    """
+    c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
+    await c.start()
+    try:
+        await c.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        if not tps:
+            return {}
+        ends = {tp.partition: o for tp, o in (await c.end_offsets(tps)).items()}
+        c.assign(tps)
+        for tp in tps:
+            c.seek(tp, ends[tp.partition])
+        async for r in until_quiet(c):
+            ends[r.partition] = max(ends[r.partition], r.offset + 1)
+        return ends
+    finally:
+        await stop_all(c)
+
+
 async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
     """Every record of ``topic`` from the beginning (``until_quiet``): a restarted exporter that read its ledger
     short would write again what it had already written."""

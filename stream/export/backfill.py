@@ -363,7 +363,7 @@ class Backfill:
     async def _rebuild_from_topic(self, source: ExportInput, hours: list[int]) -> None:
         from stream.export.feed import load_ledger
         _, live = await load_ledger(self.settings, source.name)
-        ends = await self._end_offsets(source.topic)
+        ends = await kafka.end_offsets(self.settings, source.topic)
         claim = Claim(self.request.job, tuple(hours), ends)
         await self.append_ledger(claim.record(source.name, self.dest.project, source.topic, self.dest.bucket,
                                               self.clock.now_ms()))
@@ -409,16 +409,6 @@ class Backfill:
             return [""]
         own = [s.source_id for p in self.settings.projects if p.id == self.dest.project for s in p.segment_sources]
         return sorted({source.layout.default_source, *own})
-
-    async def _end_offsets(self, topic: str) -> dict[int, int]:
-        c = AIOKafkaConsumer(**{**kafka.client_args(self.settings.kafka), "enable_auto_commit": False})
-        await c.start()
-        try:
-            await c.topics()
-            tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-            return {tp.partition: o for tp, o in (await c.end_offsets(tps)).items()}
-        finally:
-            await kafka.stop_all(c)
 
     async def _await_acknowledgements(self, source: ExportInput, claim: Claim) -> None:
         """Until the live exporters of ``source`` acknowledged the claim on every partition, or have no consumer
