@@ -76,16 +76,21 @@ def worker(deployment, tmp_path):
         procs.append((p, log))
         return p
 
+    def stop():
+        """Stop every worker started (a test whose own services stop first calls it before them)."""
+        for p, log in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            log.close()
+
+    start.stop = stop
     yield start
-    for p, log in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        log.close()
+    stop()
 
 
 def wait_until(predicate, timeout, what):

@@ -130,6 +130,7 @@ def test_a_denied_destination_is_named_and_retried_while_the_others_export(deplo
         assert 'stream_export_destination_failing{destination="denied"} 0.0' in metrics
         assert rows(s3, "acc-ok") == rows(s3, "acc-role") == expected
     finally:
+        worker.stop()      # before the S3 it exports to
         moto.stop()
 
 
@@ -235,6 +236,7 @@ def test_a_destination_that_cannot_write_is_notified_once_verified_and_fixed_wit
         with pytest.raises(Exception, match="AccessDenied"):
             outside.put_object(Bucket="ntf-bkt", Key="elsewhere/x.json.gz", Body=b"")
     finally:
+        worker.stop()      # before the S3 it exports to
         moto.stop()
         smtp.stop()
         receiver.shutdown()
