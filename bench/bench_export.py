@@ -199,15 +199,17 @@ def hour_of_rows(gigabytes: float, seed: int) -> tuple[list[tuple[int, bytes, in
     return items, n, size
 
 
-def memory_run(workdir: Path, s3_url: str, items, events: int, label: str, stages: tuple[str, ...]) -> dict:
+def memory_run(workdir: Path, s3_url: str, items, events: int, label: str, stages: tuple[str, ...],
+               identity: bool = True) -> dict:
     broker = start_broker(workdir)
     bootstrap = f"127.0.0.1:{broker.port}"
     prefix = f"mem-{label}-{uuid.uuid4().hex[:6]}."
     run_dir = workdir / prefix.rstrip(".")
     run_dir.mkdir()
     cfg_path = run_dir / "stream.yaml"
-    cfg_path.write_text(yaml.safe_dump(config(bootstrap, s3_url, prefix, run_dir / "data", close_grace_s=1,
-                                              idle_close_s=2)))
+    cfg = config(bootstrap, s3_url, prefix, run_dir / "data", close_grace_s=1, idle_close_s=2)
+    cfg["identity"] = {"enabled": identity}    # on by default; it runs in the dedupe stage
+    cfg_path.write_text(yaml.safe_dump(cfg))
     settings = load_settings(cfg_path)
     try:
         asyncio.run(ensure_topics(settings))
@@ -238,7 +240,8 @@ def memory_run(workdir: Path, s3_url: str, items, events: int, label: str, stage
         t_first = min(r.written_at for r in objects) / 1000 if objects else t_start
         t_last = max(r.written_at for r in objects) / 1000 if objects else t_start
         raw = sum(len(v) for _, v, _ in items)
-        return {"label": label, "stages": "+".join(stages), "events": events, "exported": written, "batch_bytes": raw,
+        return {"label": label, "stages": "+".join(stages), "identity": identity and "dedupe" in stages,
+                "events": events, "exported": written, "batch_bytes": raw,
                 "objects": len(objects), "object_bytes_max": max((r.bytes for r in objects), default=0),
                 "peak_rss_mb": hwm / 1024, "rss_sampled_max_mb": rss_peak / 1024,
                 "seconds_to_last_object": t_last - t_start, "events_per_s": written / (t_last - t_start),
@@ -263,9 +266,9 @@ def memory(a) -> dict:
     tenth = [it for part in by_part.values() for it in part[: max(1, len(part) // 10)]]
     runs = []
     try:
-        for stages in (("export",), ("dedupe", "export")):
+        for stages, identity in ((("export",), False), (("dedupe", "export"), False), (("dedupe", "export"), True)):
             for label, these in (("tenth", tenth), ("full", items)):
-                r = memory_run(workdir, s3_url, these, sum(n for _, _, n in these), label, stages)
+                r = memory_run(workdir, s3_url, these, sum(n for _, _, n in these), label, stages, identity)
                 log(f"  {json.dumps(r)}")
                 runs.append(r)
     finally:

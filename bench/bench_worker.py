@@ -2,7 +2,7 @@
 
 usage:
     python bench/bench_worker.py [--events N] [--repeats R] [--variant ingest|valid|ingest-split|all]
-                                 [--profile | --no-profile] [--seed S] [--timeout SECONDS]
+                                 [--[no-]identity] [--profile | --no-profile] [--seed S] [--timeout SECONDS]
 
 Everything runs on 127.0.0.1: a Tansu broker (fresh for every run) and one
 moto_server (for the whole session), started with stream.devstack.services and
@@ -148,13 +148,14 @@ class CpuSampler(threading.Thread):
 
 # ---------------------------------------------------------------- config ----------
 
-def worker_config(bootstrap: str, s3_url: str, prefix: str, app_id: str, data_dir: Path) -> dict:
+def worker_config(bootstrap: str, s3_url: str, prefix: str, app_id: str, data_dir: Path,
+                  identity: bool = True) -> dict:
     return {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 2, "heartbeat_interval_s": 0.5},
         "topics": {"prefix": prefix, "partitions": PARTITIONS, "ingest_partitions": PARTITIONS},
         "ingest": {"default_project": PROJECT},
-        # the spine: validate, dedupe, export; bench_identity.py measures the identity stage against this figure B
-        "identity": {"enabled": False},
+        # on by default (the default configuration); --no-identity measures the spine: validate, dedupe, export
+        "identity": {"enabled": identity},
         "s3": {"endpoint_url": s3_url},
         "worker": {"app_id": app_id, "data_dir": str(data_dir), "log_level": "info", "http_port": None},
         "projects": [{"id": PROJECT, "name": "bench"}],
@@ -285,13 +286,13 @@ async def watch_ledger(bootstrap: str, topic: str, expected: int, proc: subproce
 
 # ---------------------------------------------------------------- one run ----------
 
-def prepare(stack: Stack, variant: str, repeat: int, session: str) -> Run:
+def prepare(stack: Stack, variant: str, repeat: int, session: str, identity: bool = True) -> Run:
     tag = f"{variant}{repeat}"
     prefix = f"bench-{session}-{tag}."
     run_dir = stack.workdir / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     r = Run(variant, repeat, prefix, f"bench-{session}-{tag}", run_dir / "stream.yaml", run_dir / "data")
-    cfg = worker_config(stack.bootstrap, stack.s3_url, prefix, r.app_id, r.data_dir)
+    cfg = worker_config(stack.bootstrap, stack.s3_url, prefix, r.app_id, r.data_dir, identity)
     r.cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     r.settings = load_settings(r.cfg_path)
     asyncio.run(ensure_topics(r.settings))
@@ -474,6 +475,8 @@ def main() -> int:
     ap.add_argument("--variant", choices=["ingest", "valid", "ingest-split", "all"], default="all")
     ap.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                     help="one extra py-spy-sampled worker run per variant (default on)")
+    ap.add_argument("--identity", action=argparse.BooleanOptionalAction, default=True,
+                    help="the worker's identity stage (default on, as deployed; --no-identity: the spine alone)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=300, help="seconds a worker run may take (default 300)")
     ap.add_argument("--results", default=str(BENCH / "results.json"))
@@ -512,7 +515,7 @@ def main() -> int:
                 stack.broker = start_broker(workdir)
                 r = None
                 try:
-                    r = prepare(stack, variant, rep, session)
+                    r = prepare(stack, variant, rep, session, a.identity)
                     t0 = time.monotonic()
                     if reads_ingest(variant):
                         asyncio.run(workload.preload_events(stack.bootstrap, r.settings.topics.name("ingest"), w))
@@ -533,7 +536,7 @@ def main() -> int:
                                 f"worker at {res.get('events_per_s', 0):,.0f} ev/s under py-spy"))
                             profiles[variant] = str(out)
                         continue
-                    one = {"variant": variant, "repeat": rep}
+                    one = {"variant": variant, "repeat": rep, "identity": a.identity}
                     order = ("raw", "worker") if rep % 2 == 0 else ("worker", "raw")
                     for kind in order:
                         if kind == "raw":

@@ -94,4 +94,5 @@ def test_a_broker_restart_while_events_flow_loses_and_duplicates_nothing(deploym
         print(f"caught up {time.monotonic() - restarted:.1f}s after the broker came back; "
               f"{len(workers) - 1} worker restart(s); the test producer's failed sends: {errors}")
     finally:
+        worker.stop()      # before the broker it reads
         broker.stop()

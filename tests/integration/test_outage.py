@@ -10,13 +10,19 @@ import pytest
 import yaml
 
 from stream.devstack.services import free_port
-from stream.kafka import ensure_topics
+from stream.export.ledger import LedgerRecord
+from stream.kafka import ensure_topics, read_all
 from stream.settings import load_settings
 from tests.integration.conftest import admin_get, wait_until
 from tests.integration.faultproxy import FaultProxy
 from tests.integration.test_crash import EVENTS, H7, exported, hours_complete, produce
 
 pytestmark = pytest.mark.integration
+
+
+def ledger(settings):
+    return [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+        "export_ledger")))]
 
 
 def failures(port):
@@ -35,7 +41,8 @@ def test_an_outage_that_refuses_stalls_and_cuts_uploads_loses_and_duplicates_not
     try:
         cfg = yaml.safe_load(path.read_text())
         cfg["destinations"][0]["endpoint_url"] = proxy.url
-        cfg["s3"].update(upload_part_bytes=5 * 1024 * 1024, read_timeout_s=2, connect_timeout_s=2)
+        # retries at most 3 s apart, so that each 10 s phase of the outage sees new attempts
+        cfg["s3"].update(upload_part_bytes=5 * 1024 * 1024, read_timeout_s=2, connect_timeout_s=2, retry_max_s=3)
         port = free_port()
         cfg["worker"]["http_port"] = port
         path.write_text(yaml.safe_dump(cfg))
@@ -47,6 +54,9 @@ def test_an_outage_that_refuses_stalls_and_cuts_uploads_loses_and_duplicates_not
                  "event_properties": {"blob": rnd.randbytes(200_000).hex()}}, H7 + 10_000 + i) for i in range(40)]
         events = EVENTS + big
         worker()
+        # the destination's access is verified before its first export: the outage then hits the uploads
+        wait_until(lambda: any(r.kind == "verified" and r.reason == "ok" for r in ledger(settings)), 60,
+                   "the destination's access to be verified")
         proxy.set("refuse")
         asyncio.run(produce(settings, events))
         time.sleep(10)
