@@ -20,6 +20,7 @@ from stream.events.partitioning import partition_for
 from stream.export.ledger import LedgerRecord
 from stream.export.status_cli import read_status
 from stream.kafka import ensure_topics, read_all
+from stream.s3.probe import PROBE_NAME
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
 
@@ -56,7 +57,10 @@ def listing(settings):
 
 
 def object_keys(settings):
-    return {k for k in listing(settings) if not k.endswith("_complete") and not k.startswith("amp/424242/-")}
+    """Data objects: no markers, no merged-IDs files, and no access-verification probe (written and deleted as the
+    destination is verified, so a listing may catch it)."""
+    return {k for k in listing(settings) if not k.endswith(("_complete", PROBE_NAME))
+            and not k.startswith("amp/424242/-")}
 
 
 def rows(settings, keys):
@@ -125,7 +129,7 @@ def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS,
     assert status_counts(settings) == (len(object_keys(settings)), len(expected))
     assert keys_before <= object_keys(settings)          # objects written before the kill keep their keys
     if events is EVENTS:                                 # and every merge exactly once
-        wait_until(lambda: merges_written(settings), 60, "every merge on S3")
+        wait_until(lambda: merges_written(settings), 120, "every merge on S3")
         merges = merge_lines(settings)
         merged = [m["merged_amplitude_id"] for m in merges]
         assert len(merged) == MERGES and len(set(merged)) == MERGES
