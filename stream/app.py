@@ -57,6 +57,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     clock = clock or SystemClock()
     (Path(settings.worker.data_dir) / "faust").mkdir(parents=True, exist_ok=True)
     stages = set(settings.worker.stages)
+    if not settings.sources:
+        stages.discard("import")     # nothing to import: no agent, no table, no discovery
     # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
@@ -88,6 +90,10 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
                 await asyncio.Event().wait()
             finally:
                 await runner.cleanup()
+
+    if "import" in stages:
+        from stream.agents import imports
+        imports.register(app, settings, clock)
 
     if "ingest" in stages:
         @app.task

@@ -30,7 +30,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
-@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export (worker.stages); default: all.")
+@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export,import (worker.stages); default: all.")
 def worker(config: str | None, stages: str | None) -> None:
     """Run a worker: ingest, dedupe and every enabled export, until SIGINT/SIGTERM."""
     settings = _load(config)
@@ -297,5 +297,18 @@ def s3_cat(url: str, endpoint_url: str | None) -> None:
 main.add_command(__import__("stream.api.cli", fromlist=["api"]).api)
 
 
+def _import_commands() -> click.Group:
+    """``stream import``: set-up and checks of the sources (stream.imports.setup), preview, status and retry."""
+    from stream.imports import commands
+    from stream.imports.setup import import_group
+    for cmd in (commands.preview, commands.status, commands.retry):
+        import_group.add_command(cmd)
+    return import_group
+
+
+main.add_command(_import_commands())
+
+
 if __name__ == "__main__":
     main()
+

@@ -45,6 +45,11 @@ NAMES = (
     "export.marker_uploaded",  # a _complete marker on S3, its ledger record not written
     "export.marker_ledgered",  # the marker recorded
     "export.committed",       # the offsets committed
+    # import: discovery (SQS, scan) -> imports.files -> events.valid
+    "import.discovered",      # a message's discovery records acknowledged by Kafka, the SQS message not deleted
+    "import.reading",         # a file's first rows produced, the rest not read (a kill mid-file)
+    "import.produced",        # a file's rows all acknowledged by Kafka, its processed state not written
+    "import.state_written",   # the processed state written, the imports.files offset not committed
     # shutdown
     "worker.stopping",        # SIGTERM received, nothing drained yet
 )

@@ -92,3 +92,46 @@ API_PRODUCE_DURATION = Histogram("stream_api_produce_duration_seconds",
                                  "Time from handing a request's batches to the producer to the broker's "
                                  "acknowledgement of all of them.",
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+
+# --- S3 import ---------------------------------------------------------------------------------------------------
+IMPORT_FILES = Counter("stream_import_files_total",
+                       "Import files by outcome: done (every row produced or dead-lettered), failed (unreadable: "
+                       "reason says why), skipped (already imported or failed: a duplicate discovery).",
+                       ["source", "outcome", "reason"])
+IMPORT_ROWS = Counter("stream_import_rows_total",
+                      "Rows of import files by outcome: imported (written to events.valid) or dead_lettered.",
+                      ["source", "outcome"])
+IMPORT_FIELDS_LEFT_OUT = Counter("stream_import_converter_fields_left_out_total",
+                                 "Fields of converted rows the converter could not evaluate (left out of the "
+                                 "event, as Amplitude does).", ["source"])
+IMPORT_LAG = Histogram("stream_import_lag_seconds",
+                       "From an import file's creation (the notification's eventTime, or LastModified for a scan) "
+                       "to its last row acknowledged on events.valid.", ["source"],
+                       buckets=(.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 4 * 3600, 86400))
+IMPORT_IN_PROGRESS = Gauge("stream_import_files_in_progress",
+                           "Import files being read by this process.", ["source"])
+IMPORT_LAST_DONE = Gauge("stream_import_last_file_done_timestamp_seconds",
+                         "When this process last finished an import file of the source, as a Unix timestamp.",
+                         ["source"])
+IMPORT_SQS_MESSAGES = Counter(
+    "stream_import_sqs_messages_total",
+    "SQS messages of an import source's queue, by outcome: received (every message), test_event (the s3:TestEvent "
+    "S3 sends when a notification configuration is saved), ignored (announces nothing the sources on the queue "
+    "import: other events, buckets, prefixes or keys), unreadable (not an S3 event notification, or a record that "
+    "cannot be read: left on the queue for its redrive policy), deleted (deleted from the queue once handled).",
+    ["source", "outcome"])
+IMPORT_SQS_VISIBILITY_EXTENSIONS = Counter(
+    "stream_import_sqs_visibility_extensions_total",
+    "Messages whose visibility timeout was extended because Kafka took more than half of it to acknowledge their "
+    "discovery records.", ["source"])
+IMPORT_SQS_ERRORS = Counter(
+    "stream_import_sqs_errors_total",
+    "Failed calls to an import source's SQS queue, all retried, by reason (throttled, server_error, connection, "
+    "timeout: transient; access_denied, no_such_queue, credentials, other: someone must act).", ["source", "reason"])
+IMPORT_FILES_DISCOVERED = Counter(
+    "stream_import_files_discovered_total",
+    "Import files discovered and acknowledged on imports.files, by how they were found (sqs, scan). A file may be "
+    "discovered more than once; it is imported once.", ["source", "found_by"])
+IMPORT_SCAN_LISTED = Counter(
+    "stream_import_scan_listed_objects_total",
+    "Objects listed by an import source's list scans (every object under the prefix, wanted or not).", ["source"])

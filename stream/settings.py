@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.errors import ConfigError
@@ -70,6 +70,10 @@ class TopicSettings(_Section):
         "events.ingest-clamps", description="The ingest stage's record of the server times it replaced "
         "(ingest.max_clock_skew_s), so that a replay after a crash replaces them with the same time. Written only "
         "when a producer's clock is ahead; one partition.")
+    import_files: str = Field(
+        "imports.files", description="Import files discovered on the sources' buckets (by SQS notifications or the "
+        "list scan), keyed by source and key (schemas/import_file.avsc); the partition that owns a key decides "
+        "whether the file was already imported.")
     partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
                             "(and of the dedupe changelog); the export key encodes the partition in three digits.")
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")
@@ -239,6 +243,106 @@ class DestinationSettings(_Section):
         return self.exports in ("merged_ids", "both")
 
 
+class CsvSettings(_Section):
+    delimiter: str = Field(",", min_length=1, max_length=1, description="Field delimiter.")
+    quote: str = Field('"', min_length=1, max_length=1, description="Quote character.")
+    escape: str | None = Field(None, min_length=1, max_length=1, description="Escape character; none by default "
+                               "(a quote inside quotes is doubled).")
+    header: bool = Field(True, description="The first record names the columns; false: columns are named "
+                         "\"0\", \"1\", ...")
+
+
+class ImportRateSettings(_Section):
+    events_per_s: float = Field(30_000, gt=0, description="Most rows per second the source's files are read at, "
+                                "so that an import does not starve live traffic (Amplitude's cap per project).")
+    files_per_s: float = Field(50, gt=0, description="Most files per second the source starts (Amplitude's cap "
+                               "per project).")
+
+
+class ScanSettings(_Section):
+    enabled: bool = Field(True, description="List the bucket to find files: every file when the source has no "
+                          "queue, and what notifications missed when it has one.")
+    interval_s: float = Field(60, gt=0, description="Pause between incremental scans: a listing that starts after "
+                              "the greatest key found so far (StartAfter), for files named in the order they are "
+                              "written, as Amplitude asks.")
+    full_pass_s: float = Field(3600, gt=0, description="Pause between full passes, which list the whole prefix and "
+                               "find files whose names sort before the greatest key.")
+
+
+class SourceSettings(_Section):
+    """One S3 import source (FORMATS.md 4): files on a bucket the team owns, read once each."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                      description="Unique name: in metrics, status, dead letters and the CLI.")
+    project: int = Field(..., description="Project the imported rows belong to.")
+    bucket: str = Field(..., min_length=3, description="Bucket holding the files.")
+    prefix: str = Field("", description="Only keys under this prefix are imported.")
+    region: str | None = Field(None, description="Bucket region; defaults to s3.region.")
+    endpoint_url: str | None = Field(None, description="S3 endpoint of this source; defaults to s3.endpoint_url.")
+    role_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
+        description="IAM role to assume to list and read the bucket (`stream policy` prints its policies); unset: "
+        "the worker's own credentials.")
+    external_id: str | None = Field(None, description="External ID to pass when assuming role_arn.")
+    converter: dict[str, Any] | str = Field(
+        ..., description="Amplitude's converter configuration (FORMATS.md 4.3), as Amplitude writes it: a mapping or "
+        "its JSON text, with converterConfig.convertToAmplitudeFunc and optionally fileType, compressionType and "
+        "keyValidatorConfig.filterPattern. Checked and compiled when the settings load.")
+    filter_pattern: str | None = Field(
+        None, description="Java regular expression a key must match in full to be imported; default: the "
+        "converter's keyValidatorConfig.filterPattern, else every key under the prefix.")
+    file_type: Literal["json", "csv", "parquet"] | None = Field(
+        None, description="json (JSON lines), csv or parquet; default: the converter's fileType, else each file's "
+        "name: .csv or .csv.gz is CSV, .parquet parquet, anything else JSON lines.")
+    compression: Literal["auto", "gzip", "none"] | None = Field(
+        None, description="gzip, none or auto (gzip when a file starts with gzip's magic bytes); default: the "
+        "converter's compressionType, else auto.")
+    csv: CsvSettings = Field(default_factory=CsvSettings, description="How CSV files are read.")
+    data_type: Literal["event", "user_properties", "group_properties"] = Field(
+        "event", description="event: a row is an event (an event_type of $identify or $groupidentify makes it an "
+        "identify or group identify); user_properties: a row sets a user's properties (an identify); "
+        "group_properties: a row sets a group's properties (`groups` and `group_properties`, a group identify).")
+    strategy: Literal["append_only"] = Field("append_only", description="append_only: each row is added, with the "
+                                             "normal dedupe and identity.")
+    skip_user_properties_sync: bool = Field(
+        True, description="Events' user_properties are exported with them but do not update the user's stored "
+        "properties (Amplitude's default for cloud storage imports); a row's own $skip_user_properties_sync wins.")
+    queue_url: str | None = Field(None, description="SQS queue receiving the bucket's ObjectCreated notifications "
+                                  "(`stream import setup` configures them); unset: the list scan alone finds files.")
+    queue_region: str | None = Field(None, description="Region of the queue; defaults to the bucket's.")
+    rate: ImportRateSettings = Field(default_factory=ImportRateSettings, description="Limits of the source's "
+                                     "reading.")
+    scan: ScanSettings = Field(default_factory=ScanSettings, description="The list scan.")
+    enabled: bool = Field(True, description="A disabled source discovers and reads nothing.")
+    _compiled: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _compile_converter(self) -> SourceSettings:
+        from stream.imports.converter import ConverterError, parse_converter_config
+        try:
+            compiled = parse_converter_config(self.converter)
+        except ConverterError as exc:
+            raise ValueError(f"converter: {exc}") from None
+        for ours, theirs, key in ((self.file_type, compiled.file_type, "fileType"),
+                                  (self.compression, compiled.compression, "compressionType"),
+                                  (self.filter_pattern, compiled.filter_pattern, "keyValidatorConfig.filterPattern")):
+            if ours is not None and theirs is not None and ours != theirs:
+                raise ValueError(f"the converter's {key} is {theirs!r} but the source sets {ours!r}; keep one")
+        if self.filter_pattern is not None and compiled.filter_pattern is None:
+            from stream.imports.converter.javaregex import RegexError, compile_java_regex
+            try:
+                compile_java_regex(self.filter_pattern)
+            except RegexError as exc:
+                raise ValueError(f"filter_pattern: {exc}") from None
+        self._compiled = compiled
+        return self
+
+    @property
+    def compiled(self) -> Any:
+        """The checked converter configuration (``stream.imports.converter.ConverterConfig``)."""
+        return self._compiled
+
+
 class SegmentSourceSettings(_Section):
     write_key: str = Field(..., min_length=1, description="The source's write key (HTTP Basic user name or "
                            "`writeKey` in the body).")
@@ -284,8 +388,8 @@ class WorkerSettings(_Section):
     web_enabled: bool = Field(False, description="Serve faust's web endpoints.")
     web_port: int = Field(6066, description="Port of faust's web endpoints.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    stages: list[Literal["ingest", "dedupe", "export"]] = Field(
-        ["ingest", "dedupe", "export"], min_length=1,
+    stages: list[Literal["ingest", "dedupe", "export", "import"]] = Field(
+        ["ingest", "dedupe", "export", "import"], min_length=1,
         description="The stages this worker runs. Each stage is its own consumer group, so workers running "
         "different stages can be scaled apart (e.g. more ingest replicas).")
     http_port: int | None = Field(
@@ -406,6 +510,8 @@ class Settings(BaseSettings):
                                                 description="Channels of failure notifications.")
     projects: list[ProjectSettings] = Field(default_factory=list, description="Projects events belong to.")
     destinations: list[DestinationSettings] = Field(default_factory=list, description="Where events are exported.")
+    sources: list[SourceSettings] = Field(default_factory=list, description="S3 import sources: files on buckets "
+                                          "the team owns, imported once each (docs/imports.md).")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -429,6 +535,12 @@ class Settings(BaseSettings):
             raise ValueError(f"destinations {[d.name for d in merged]} export merged ids, which needs "
                              "identity.enabled")
         self._no_shared_keys()
+        sources = [src.name for src in self.sources]
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"sources: duplicate source name in {sources}")
+        for i, src in enumerate(self.sources):
+            if src.project not in ids:
+                raise ValueError(f"sources[{i}].project: project {src.project} is not declared in projects")
         self._one_archive_per_project()
         hooks = {w.name for w in self.notifications.webhooks}
         for i, d in enumerate(self.destinations):
@@ -471,6 +583,9 @@ class Settings(BaseSettings):
 
     def archive_of(self, project: int) -> DestinationSettings | None:
         return next((d for d in self.destinations if d.archive and d.project == project), None)
+
+    def source(self, name: str) -> SourceSettings | None:
+        return next((src for src in self.sources if src.name == name), None)
 
     def destination(self, name: str) -> DestinationSettings | None:
         return next((d for d in self.destinations if d.name == name), None)

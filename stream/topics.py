@@ -44,6 +44,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("ingest_clamps"), 1, {"retention.ms": str(7 * DAY_MS)}),
         # the latest record of each key is the state: kept for good, compacted
         TopicSpec(t.name("export_control"), 1, {"cleanup.policy": "compact"}),
+        # one record per discovery of a file; the processed-files table's changelog is faust's own
+        TopicSpec(t.name("import_files"), t.partitions, kept),
         TopicSpec(dedupe_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
     ] + ([

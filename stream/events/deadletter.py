@@ -23,6 +23,11 @@ def encode(rejected: Rejected, topic: str, partition: int, offset: int, timestam
     })
 
 
+FILE_ROW = -2
+"""The partition of a dead letter from an import file: its topic is ``s3://bucket/key`` and its offset the row
+number (0: the whole file)."""
+
+
 def decode(data: bytes) -> dict[str, Any]:
     return avro.decode("dead_letter", data)
 
@@ -39,7 +44,10 @@ def not_a_batch(topic: str, partition: int, offset: int, timestamp_ms: int, key:
 
 def source_of(d: dict[str, Any]) -> str:
     """Where a dead letter's input came from: ``topic[partition]@offset``, or for the HTTP API, which has no
-    offsets, the route and the event's index in its request (``http:/2/httpapi event 3``)."""
+    offsets, the route and the event's index in its request (``http:/2/httpapi event 3``); for an import file, its
+    URL and row (``s3://bucket/key#12``)."""
+    if d["partition"] == FILE_ROW:
+        return f"{d['topic']}#{d['offset']}" if d["offset"] else d["topic"]
     if d["partition"] < 0:
         return f"{d['topic']} event {d['offset']}"
     return f"{d['topic']}[{d['partition']}]@{d['offset']}"

@@ -70,6 +70,8 @@ class Reason(str, Enum):
     UNKNOWN_FIELD = "unknown_field"
     INVALID_IDENTIFY = "invalid_identify"    # a user/group property update that cannot be applied (identity stage)
     TOO_MANY_PROPERTIES = "too_many_properties"  # an update naming more properties than the limit (identity stage)
+    BAD_CSV_ROW = "bad_csv_row"              # an imported CSV row with the wrong number of columns, or bad quoting
+    UNREADABLE_FILE = "unreadable_file"      # an import file that cannot be read at all (truncated gzip, not parquet)
     INVALID_BATCH = "invalid_batch"          # a message of an internal topic that is not an EventBatch
     PROCESSING_ERROR = "processing_error"    # an unexpected failure on this record (a bug: please report it)
 

@@ -10,7 +10,8 @@ from tests.ops.conftest import OPS_TESTS, ROOT, RULES, run, tool
 
 ALERTS = ["StreamExportBehind", "StreamExportDestinationFailing", "StreamExportStalled", "StreamExportDataLost",
           "StreamDeadLetterRateHigh", "StreamConsumerLagGrowing", "StreamProducerClockAhead",
-          "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamApiDown", "StreamApiErrorRateHigh"]
+          "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamApiDown", "StreamApiErrorRateHigh",
+          "StreamImportFilesFailing", "StreamImportStuck"]
 
 
 def _rules() -> list[dict]:

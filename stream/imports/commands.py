@@ -1,0 +1,81 @@
+"""``stream import preview|status|retry``: clients of ``stream.imports.ops`` (the admin API serves the same)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+import orjson
+
+from stream.settings import Settings, load_settings
+
+CONFIG_HELP = "YAML configuration file (examples/stream.yaml); STREAM_* environment variables override it."
+
+
+def _load(config: str | None) -> Settings:
+    from stream.errors import ConfigError
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except LookupError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+
+
+@click.command("preview")
+@click.argument("source")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--key", help="The file to read; default: the first file of the source its filter accepts.")
+@click.option("--rows", default=10, show_default=True, help="How many rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the preview as JSON (as the admin API does).")
+def preview(source: str, config: str | None, key: str | None, rows: int, as_json: bool) -> None:
+    """Show a file's first rows next to the events they become, and each row's errors; imports nothing."""
+    from stream.imports import ops
+    from stream.imports.reader import FileError
+    settings = _load(config)
+    try:
+        doc = _run(ops.preview(settings, source, key, rows))
+    except FileError as exc:
+        raise click.ClickException(f"the file cannot be read: {exc}") from None
+    if as_json:
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode())
+        return
+    for line in ops.show_preview(doc):
+        click.echo(line)
+
+
+@click.command("status")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (as the admin API does).")
+def status(config: str | None, as_json: bool) -> None:
+    """Files discovered, waiting, done and failed (with reasons) per source, rows, and the oldest wait."""
+    from stream.imports import ops
+    settings = _load(config)
+    if not settings.sources:
+        raise click.ClickException("no import source is configured (sources: in the settings)")
+    click.echo("reading imports.files and the processed-files changelog...", err=True)
+    doc = _run(ops.status(settings))
+    if as_json:
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    for line in ops.show_status(doc):
+        click.echo(line)
+
+
+@click.command("retry")
+@click.argument("source")
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def retry(source: str, keys: tuple[str, ...], config: str | None) -> None:
+    """Import files of SOURCE again (a failed file once fixed, or one to read again): rows imported before keep
+    their ids, so dedupe drops them within its window."""
+    from stream.imports import ops
+    settings = _load(config)
+    records = _run(ops.retry(settings, source, list(keys)))
+    for r in records:
+        click.echo(f"{r.url}: queued for import again (a worker picks it up from {settings.topics.name('import_files')})")

@@ -1,0 +1,193 @@
+"""What the CLI and the admin API do with import sources: preview, status, retry.
+
+* ``preview``: the first rows of a file next to the events they convert to and each row's errors; it reads the
+  file and produces nothing (Amplitude shows this before a source may be turned on).
+* ``status``: per source, files discovered, waiting (discovered, not yet imported), done and failed (with
+  reasons), rows, and the lag of the oldest waiting file; read from imports.files and the processed-files
+  table's changelog, as a worker's table holds them.
+* ``retry``: a discovery record with found_by ``retry``: the worker imports the file again even if it was done or
+  failed. Rows imported before keep their ids, so dedupe drops them (within the dedupe window).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from stream.events.normalize import Normalized, Rules
+from stream.imports.files import FileState, ImportFile, State, split_file_key
+from stream.imports.rows import FileContext, convert
+from stream.settings import Settings, SourceSettings
+
+PREVIEW_ROWS = 10
+
+
+def source_or_error(settings: Settings, name: str) -> SourceSettings:
+    src = settings.source(name)
+    if src is None:
+        names = ", ".join(s.name for s in settings.sources) or "none"
+        raise LookupError(f"no source named {name!r}; sources: {names}")
+    return src
+
+
+def _rules(settings: Settings) -> Rules:
+    ing = settings.ingest
+    return Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep", int(ing.max_clock_skew_s * 1000))
+
+
+def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: list[Any], now_ms: int) -> list[dict]:
+    """Per item: its row number, the source row, the converted export row (or None) and its errors (pure)."""
+    from stream.events import deadletter
+    from stream.imports.reader import RowError
+    ctx = FileContext(src, f, 0, now_ms, _rules(settings))
+    out = []
+    for item in items:
+        res = convert(ctx, [item], now_ms)
+        entry: dict[str, Any] = {"row": item.number, "source": None if isinstance(item, RowError) else item.value,
+                                 "event": None, "errors": []}
+        if res.events:
+            ev: Normalized = res.events[0][1]
+            entry["event"] = orjson.loads(ev.line)
+        for _, record in res.dead:
+            d = deadletter.decode(record)
+            entry["errors"].append({"reason": d["reason"], "field": d["field"], "detail": d["detail"]})
+        src_conv = src.compiled.convert
+        if not isinstance(item, RowError):
+            _, errors = src_conv(item.value, now_ms)
+            entry["errors"] += [{"reason": "field_left_out", "field": e.field, "detail": e.message} for e in errors]
+        out.append(entry)
+    return out
+
+
+async def preview(settings: Settings, name: str, key: str | None = None, rows: int = PREVIEW_ROWS) -> dict:
+    """Read the first ``rows`` rows of ``key`` (default: the first file of the source the filter accepts)."""
+    from stream.agents.imports import _chunks
+    from stream.imports import discovery
+    from stream.s3.client import target_client, target_of
+    src = source_or_error(settings, name)
+    if key is None:
+        async with target_client(target_of(src, settings.s3), settings.s3) as s3:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=src.bucket, Prefix=src.prefix)
+            async for page in pages:
+                key = next((o["Key"] for o in page.get("Contents", []) if discovery.wanted(src, o["Key"])), None)
+                if key is not None:
+                    break
+        if key is None:
+            raise LookupError(f"no file under s3://{src.bucket}/{src.prefix} matches the source's filter yet; "
+                              "upload one, or name one with --key")
+    now = int(time.time() * 1000)
+    f = ImportFile(src.name, src.bucket, key, now, "scan")
+    from pathlib import Path
+    spool = Path(settings.worker.data_dir) / "import-spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    items = []
+    gen = _chunks(settings, src, f, spool)
+    try:
+        async for item in gen:
+            items.append(item)
+            if len(items) >= rows:
+                break
+    finally:
+        await gen.aclose()
+    return {"source": src.name, "key": key, "url": f.url, "rows": preview_rows(settings, src, f, items, now)}
+
+
+def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], states: dict[bytes, FileState],
+              now_ms: int, failed_shown: int = 20) -> list[dict]:
+    """The status of each source from its discovery records and latest file states (pure)."""
+    out = []
+    for src in settings.sources:
+        keys = {k: f for k, f in discovered if f.source == src.name}
+        mine = {k: s for k, s in states.items() if split_file_key(k)[0] == src.name}
+        waiting = [f for k, f in keys.items() if k not in mine]
+        failed = sorted(((k, s) for k, s in mine.items() if s.state is State.FAILED), key=lambda ks: -ks[1].at_ms)
+        reasons: dict[str, int] = {}
+        for _, s in failed:
+            reasons[s.reason or "unknown"] = reasons.get(s.reason or "unknown", 0) + 1
+        done = [s for s in mine.values() if s.state is State.DONE]
+        oldest = min((f.event_time_ms for f in waiting), default=None)
+        out.append({
+            "source": src.name, "enabled": src.enabled, "bucket": src.bucket, "prefix": src.prefix,
+            "files": {"discovered": len(set(keys) | set(mine)), "waiting": len(waiting), "done": len(done),
+                      "failed": len(failed)},
+            "rows": {"read": sum(s.rows for s in mine.values()), "imported": sum(s.imported for s in mine.values()),
+                     "dead_lettered": sum(s.dead for s in mine.values())},
+            "failed_by_reason": reasons,
+            "failed": [{"key": split_file_key(k)[1], "reason": s.reason, "message": s.message, "rows": s.rows,
+                        "at_ms": s.at_ms} for k, s in failed[:failed_shown]],
+            "oldest_waiting_age_s": None if oldest is None else max(0, now_ms - oldest) / 1000,
+            "last_done_ms": max((s.at_ms for s in done), default=None),
+        })
+    return out
+
+
+async def status(settings: Settings) -> list[dict]:
+    from stream.agents.imports import import_changelog
+    from stream.kafka import read_all
+    discovered = []
+    for m in await read_all(settings, settings.topics.name("import_files")):
+        try:
+            discovered.append((m.key, ImportFile.decode(m.value)))
+        except Exception:   # not a discovery record: the worker dead-letters it
+            continue
+    states: dict[bytes, FileState] = {}
+    try:
+        changelog = await read_all(settings, import_changelog(settings))
+    except Exception:   # no worker has imported anything yet: the changelog does not exist
+        changelog = []
+    for m in changelog:
+        if m.value is None:
+            states.pop(m.key, None)
+        else:
+            states[m.key] = FileState.decode(m.value)
+    return summarize(settings, discovered, states, int(time.time() * 1000))
+
+
+async def retry(settings: Settings, name: str, keys: list[str]) -> list[ImportFile]:
+    """Ask the workers to import ``keys`` of the source again; returns the records, acknowledged by Kafka."""
+    from stream import kafka
+    src = source_or_error(settings, name)
+    now = int(time.time() * 1000)
+    records = [ImportFile(src.name, src.bucket, k, now, "retry") for k in keys]
+    p = kafka.producer(settings.kafka)
+    await p.start()
+    try:
+        futs = [await p.send(settings.topics.name("import_files"), r.encode(), key=r.kafka_key) for r in records]
+        for fut in futs:
+            await fut
+    finally:
+        await p.stop()
+    return records
+
+
+def show_status(doc: list[dict]) -> list[str]:
+    """The status as lines for a person."""
+    lines = []
+    for s in doc:
+        f, r = s["files"], s["rows"]
+        age = "" if s["oldest_waiting_age_s"] is None else f", oldest waiting {s['oldest_waiting_age_s']:.0f}s"
+        lines.append(f"{s['source']}{'' if s['enabled'] else ' (disabled)'}: s3://{s['bucket']}/{s['prefix']}: "
+                     f"{f['discovered']} discovered, {f['waiting']} waiting, {f['done']} done, {f['failed']} failed"
+                     f"{age}; rows: {r['read']} read, {r['imported']} imported, {r['dead_lettered']} dead-lettered")
+        for reason, n in sorted(s["failed_by_reason"].items()):
+            lines.append(f"  failed ({reason}): {n}")
+        for x in s["failed"]:
+            lines.append(f"    {x['key']}: {x['message']}")
+    return lines
+
+
+def show_preview(doc: dict) -> list[str]:
+    lines = [f"{doc['url']}: the first {len(doc['rows'])} rows and what they become (nothing is imported)"]
+    for r in doc["rows"]:
+        lines.append(f"row {r['row']}:")
+        lines.append(f"  source: {orjson.dumps(r['source'], default=str).decode()}")
+        ev = r["event"]
+        if ev is not None:
+            shown = {k: v for k, v in ev.items() if v not in (None, {}, -1) or k == "event_type"}
+            lines.append(f"  event:  {orjson.dumps(shown).decode()}")
+        for e in r["errors"]:
+            field = f" {e['field']}" if e["field"] else ""
+            lines.append(f"  error:  {e['reason']}{field}: {e['detail']}")
+    return lines

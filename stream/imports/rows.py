@@ -1,0 +1,155 @@
+"""Rows of an import file -> events for events.valid, and dead letters for the rows that fail (pure).
+
+Each row read from a file (``stream.imports.reader``) goes through the source's converter (FORMATS.md 4.3), is
+shaped by the source's data type, and then through the same validation and export-row building as every
+ingested event (``stream.events.normalize``), so imported rows get the same dedupe, identity and exports.
+
+* **data_type event**: the converter's output is the event; an ``event_type`` of ``$identify`` or
+  ``$groupidentify`` makes it an identify or a group identify.
+* **user_properties**: the output's ``user_properties`` become an ``$identify``; properties without an operation
+  (no key starting with ``$``) are ``$set``.
+* **group_properties**: the output's ``groups`` and ``group_properties`` become a ``$groupidentify``, the
+  properties ``$set`` likewise.
+* A row without ``insert_id`` gets one derived from (source, key, row number), and without ``uuid`` a uuid from
+  the same coordinates: a file read again (after a crash, or a retry) gives every row the same ids, so dedupe and
+  the exporter drop what was already sent. The server times default to the discovery record's timestamp, which is
+  the same on every replay of that record.
+* Events keep their ``user_properties`` in the export but do not update the user's stored properties when the
+  source says ``skip_user_properties_sync`` (Amplitude's default for imports), unless the row sets
+  ``$skip_user_properties_sync`` itself.
+* A field the converter cannot evaluate is left out (FieldError); if the event is then rejected, the dead letter's
+  detail names those fields. A row the reader cannot read (bad JSON, a CSV row with the wrong number of columns) is
+  dead-lettered with the reader's reason. Dead letters carry ``s3://bucket/key`` and the row number.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.events import deadletter
+from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, uuid5_str
+from stream.imports.files import ImportFile, row_offset
+from stream.imports.reader import Row, RowError, RowErrorReason
+from stream.settings import SourceSettings
+
+_READER_REASONS = {
+    RowErrorReason.MALFORMED_JSON: Reason.MALFORMED_JSON,
+    RowErrorReason.NOT_AN_OBJECT: Reason.NOT_AN_OBJECT,
+    RowErrorReason.BAD_CSV_ROW: Reason.BAD_CSV_ROW,
+    RowErrorReason.INVALID_UTF8: Reason.INVALID_UTF8,
+    RowErrorReason.TOO_LARGE: Reason.TOO_LARGE,
+}
+IDENTIFY, GROUP_IDENTIFY = "$identify", "$groupidentify"
+SKIP_SYNC = "$skip_user_properties_sync"
+
+
+@dataclass
+class Converted:
+    """One chunk of a file's rows: the good events with their source offsets, and the dead letters."""
+
+    events: list[tuple[int, Normalized]] = field(default_factory=list)
+    dead: list[tuple[bytes, bytes]] = field(default_factory=list)   # (key, dead-letter record)
+    reasons: Counter[str] = field(default_factory=Counter)
+    fields_left_out: int = 0
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class FileContext:
+    """What converting the rows of one discovered file needs to know."""
+
+    source: SourceSettings
+    file: ImportFile
+    record_offset: int        # the offset of the discovery record on imports.files
+    server_ms: int            # the discovery record's timestamp: the rows' server times when they give none
+    rules: Rules
+    max_dead_value_bytes: int = 1 << 20
+
+    @property
+    def url(self) -> str:
+        return self.file.url
+
+
+def shape(out: dict[str, Any], source: SourceSettings) -> dict[str, Any]:
+    """The converter's output as an event of the source's data type (see the module docstring)."""
+    if source.data_type == "user_properties":
+        out["event_type"] = IDENTIFY
+        out["user_properties"] = _as_operations(out.get("user_properties"))
+    elif source.data_type == "group_properties":
+        out["event_type"] = GROUP_IDENTIFY
+        out["group_properties"] = _as_operations(out.get("group_properties"))
+    elif source.skip_user_properties_sync and out.get("event_type") not in (IDENTIFY, GROUP_IDENTIFY):
+        out.setdefault(SKIP_SYNC, True)
+    return out
+
+
+def _as_operations(props: Any) -> Any:
+    if isinstance(props, dict) and props and not any(k.startswith("$") for k in props):
+        return {"$set": props}
+    return props
+
+
+def row_ids(source: str, key: str, row: int) -> str:
+    """The insert_id (and uuid) of a row that gives none: a uuid5 of its coordinates."""
+    return uuid5_str(f"s3-import/{source}/{key}#{row}")
+
+
+def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> Converted:
+    """Convert a run of a file's items, in row order (``now_ms`` feeds the converter's *_now operators)."""
+    out = Converted()
+    src, f = ctx.source, ctx.file
+    converter = src.compiled.convert
+    project = src.project
+    for item in items:
+        out.rows += 1
+        if isinstance(item, RowError):
+            why = Rejected(_READER_REASONS[item.reason], None, item.message)
+            out.reasons[why.reason.value] += 1
+            out.dead.append(_dead(ctx, item.number, why, None, now_ms))
+            continue
+        try:
+            ev, errors = converter(item.value, now_ms)
+        except Exception as exc:   # never stop a file on one row: keep it, loudly
+            why = Rejected(Reason.PROCESSING_ERROR, None, f"the converter failed: {type(exc).__name__}: {exc}")
+            out.reasons[why.reason.value] += 1
+            out.dead.append(_dead(ctx, item.number, why, item.value, now_ms))
+            continue
+        out.fields_left_out += len(errors)
+        ev = shape(ev, src)
+        ids = None
+        if ev.get("insert_id") in (None, ""):
+            ids = row_ids(src.name, f.key, item.number)
+            ev["insert_id"] = ids
+        if ev.get("uuid") is None:
+            ev["uuid"] = ids or row_ids(src.name, f.key, item.number)
+        origin = f"{f.url}#{item.number}"
+        res = normalize(ev, project, ctx.server_ms, origin, ctx.rules, now_ms)
+        if type(res) is Normalized and len(res.line) > ctx.rules.max_event_bytes:
+            res = Rejected(Reason.TOO_LARGE, None, f"the converted event is {len(res.line)} bytes, over "
+                           f"ingest.max_event_bytes ({ctx.rules.max_event_bytes})")
+        if type(res) is Normalized:
+            out.events.append((row_offset(ctx.record_offset, item.number), res))
+            continue
+        if errors:
+            left = "; ".join(f"{e.field}: {e.message}" for e in errors)
+            res = Rejected(res.reason, res.field, f"{res.detail} (fields the converter left out: {left})")
+        out.reasons[res.reason.value] += 1
+        out.dead.append(_dead(ctx, item.number, res, item.value, now_ms))
+    return out
+
+
+def _dead(ctx: FileContext, row: int, why: Rejected, value: Any, now_ms: int) -> tuple[bytes, bytes]:
+    import orjson
+    raw = None if value is None else orjson.dumps(value, default=str)
+    key = ctx.file.kafka_key
+    return key, deadletter.encode(why, ctx.url, deadletter.FILE_ROW, row, ctx.server_ms, key, raw, now_ms,
+                                  ctx.max_dead_value_bytes)
+
+
+def file_failed(ctx: FileContext, reason: str, message: str, now_ms: int) -> tuple[bytes, bytes]:
+    """The dead letter of a file that cannot be read at all (row 0 stands for the whole file)."""
+    why = Rejected(Reason.UNREADABLE_FILE, None, f"{reason}: {message}")
+    return _dead(ctx, 0, why, None, now_ms)

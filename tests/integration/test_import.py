@@ -1,0 +1,150 @@
+"""S3 import end to end: files on a source bucket -> imports.files -> events.valid -> dedupe -> the export, exactly."""
+
+import asyncio
+import csv
+import gzip
+import io
+
+import boto3
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from aiokafka import AIOKafkaProducer
+
+from stream.events import deadletter
+from stream.imports import ops
+from stream.imports.files import ImportFile
+from stream.kafka import ensure_topics, read_all
+from stream.settings import load_settings
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+FUNC = {"event_type": "event", "user_id": "user", "device_id": "device", "time": "ts",
+        "event_properties": {"price": "price", "plan": "plan"}}
+T0 = 1_709_967_600_000   # 2024-03-09 07:00 UTC
+
+
+def rows(prefix, n, start=0):
+    return [{"event": "Play", "user": f"user-{i % 3:04d}", "device": f"device-{i % 5:04d}", "ts": T0 + i * 1000,
+             "price": i, "plan": "pro" if i % 2 else "free", "extra": "ignored"} for i in range(start, start + n)]
+
+
+def jsonl(items, bad_after=None):
+    lines = [orjson.dumps(r) for r in items]
+    if bad_after is not None:
+        lines.insert(bad_after, b"{not json")
+    return b"\n".join(lines) + b"\n"
+
+
+def csv_bytes(items, broken_row=None):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    cols = ["event", "user", "device", "ts", "price", "plan"]
+    w.writerow(cols)
+    for i, r in enumerate(items):
+        w.writerow([r[c] for c in cols])
+        if i == broken_row:
+            w.writerow(["Play", "user-0009"])   # two fields for a header of six
+    return ("\ufeff" + buf.getvalue()).encode()
+
+
+def parquet_bytes(items):
+    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k != "extra"} for r in items])
+    out = io.BytesIO()
+    pq.write_table(table, out, row_group_size=2)
+    return out.getvalue()
+
+
+def source_deployment(path, src_bucket, **source):
+    cfg = yaml.safe_load(path.read_text())
+    cfg["sources"] = [{"name": "clicks", "project": 424242, "bucket": src_bucket, "prefix": "in/",
+                       "converter": {"converterConfig": {"convertToAmplitudeFunc": FUNC}},
+                       "scan": {"enabled": False}, **source}]
+    cfg["ingest"]["max_clock_skew_s"] = 86_400
+    path.write_text(yaml.safe_dump(cfg))
+    return load_settings(path)
+
+
+async def discover(settings, files):
+    """Discovery records as the notifications and the scan write them, stamped in a past hour: the rows' server
+    time is their discovery's, so that hour closes at once and the export can be read whole."""
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await p.start()
+    try:
+        for f in files:
+            await p.send_and_wait(settings.topics.name("import_files"), f.encode(), key=f.kafka_key,
+                                  timestamp_ms=T0 + 3_600_000)
+    finally:
+        await p.stop()
+
+
+def exported_rows(settings):
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    bucket = settings.destinations[0].bucket
+    out = []
+    for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        if o["Key"].endswith(".json.gz"):
+            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            out += [orjson.loads(line) for line in gzip.decompress(body).splitlines()]
+    return out
+
+
+def dead_letters(settings):
+    return [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
+
+
+def put(settings, bucket, files):
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    for key, body in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def record(bucket, key, found_by="sqs"):
+    return ImportFile("clicks", bucket, key, T0, found_by)
+
+
+def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(deployment, worker):
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
+    settings = source_deployment(path, src_bucket)
+    asyncio.run(ensure_topics(settings))
+    a, b, c, d = rows("a", 6), rows("b", 4, 100), rows("c", 5, 200), rows("d", 50, 300)
+    truncated = gzip.compress(jsonl(d))
+    put(settings, src_bucket, {
+        "in/a.json.gz": gzip.compress(jsonl(a, bad_after=2)),     # 6 rows and a bad line
+        "in/b.csv": csv_bytes(b, broken_row=1),                   # BOM, CRLF, a row of the wrong width
+        "in/c.parquet": parquet_bytes(c),                         # three row groups
+        "in/d.json.gz": truncated[: len(truncated) - 20],        # a truncated gzip: marked failed
+    })
+    # no fileType: each file's type follows its name (.csv, .parquet, else JSON lines)
+    files = [record(src_bucket, k) for k in ("in/a.json.gz", "in/b.csv", "in/c.parquet", "in/d.json.gz")]
+    asyncio.run(discover(settings, files + [files[0], record(src_bucket, "in/a.json.gz", "scan")]))
+    worker()
+    wanted = sorted(str(r["price"]) for r in a + b + c)      # CSV gives every value as text
+
+    def price(r):
+        return str(r["event_properties"]["price"])
+
+    def imported():
+        doc = asyncio.run(ops.status(settings))[0]
+        return doc if doc["files"]["done"] + doc["files"]["failed"] == 4 else None
+    doc = wait_until(imported, 90, "every file imported or failed")
+    assert doc["files"] == {"discovered": 4, "waiting": 0, "done": 3, "failed": 1}
+    assert doc["failed_by_reason"] == {"truncated_gzip": 1}
+    got = wait_until(lambda: (x := exported_rows(settings)) and {price(r) for r in x} >= set(wanted) and x, 60,
+                     "the rows in the export")
+    # each good row once, whatever the duplicate discoveries
+    assert sorted(price(r) for r in got if int(price(r)) < 300) == wanted
+    deads = dead_letters(settings)
+    sources = sorted(deadletter.source_of(x) for x in deads)
+    assert sources[:3] == [f"s3://{src_bucket}/in/a.json.gz#3", f"s3://{src_bucket}/in/b.csv#3",
+                           f"s3://{src_bucket}/in/d.json.gz"]
+    assert {x["reason"] for x in deads} >= {"malformed_json", "bad_csv_row", "unreadable_file"}
+    # rows read = imported + dead-lettered, per file; the truncated file's rows before the cut were imported
+    assert doc["rows"]["read"] == doc["rows"]["imported"] + doc["rows"]["dead_lettered"]
+    d_rows = [r for r in got if int(price(r)) >= 300]
+    assert len(d_rows) == len({r["$insert_id"] for r in d_rows})

@@ -1,0 +1,142 @@
+"""Import rows -> events and dead letters; the discovery record and the processed-files state; the rate limit."""
+
+import orjson
+import pytest
+
+from stream.agents.imports import RateLimit, should_import
+from stream.events import deadletter
+from stream.events.normalize import Rules
+from stream.imports.files import ROW_SLOTS, FileState, ImportFile, State, row_offset, split_file_key
+from stream.imports.ops import summarize
+from stream.imports.reader import Row, RowError, RowErrorReason
+from stream.imports.rows import FileContext, convert, row_ids
+from stream.settings import Settings, SourceSettings
+
+CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
+    "event_type": "event", "user_id": "user", "device_id": "device", "time": "ts",
+    "event_properties": {"price": "price"}, "user_properties": "props", "groups": "groups",
+    "group_properties": "gprops"}}}
+FILE = ImportFile("clicks", "bkt", "d/1.json.gz", 1_700_000_000_000, "sqs", size=10, etag="abc")
+SERVER = 1_700_000_001_000
+NOW = 1_700_000_002_000
+
+
+def source(**kw):
+    return SourceSettings(name="clicks", project=7, bucket="bkt", converter=CONVERTER, **kw)
+
+
+def ctx(src=None, offset=5):
+    return FileContext(src or source(), FILE, offset, SERVER, Rules())
+
+
+def row(n, **v):
+    return Row(n, {"event": "Play", "user": "user-0001", "device": "dev-00001", "ts": 1_699_999_999_000, **v})
+
+
+def test_an_event_row_becomes_an_export_row_with_ids_from_its_coordinates():
+    out = convert(ctx(), [row(1, price=3)], NOW)
+    assert out.rows == 1 and out.dead == [] and out.fields_left_out == 3   # no props, groups, gprops
+    ((offset, ev),) = out.events
+    assert offset == 5 * ROW_SLOTS + 1
+    line = orjson.loads(ev.line)
+    ids = row_ids("clicks", "d/1.json.gz", 1)
+    assert (line["$insert_id"], line["uuid"]) == (ids, ids)
+    assert (line["event_type"], line["user_id"], line["device_id"], line["app"]) == ("Play", "user-0001",
+                                                                                     "dev-00001", 7)
+    assert line["event_properties"] == {"price": 3}
+    assert line["client_event_time"] == "2023-11-14 22:13:19.000000"
+    assert line["server_upload_time"] == "2023-11-14 22:13:21.000000"    # the discovery record's time
+    assert line["data"] == {"$skip_user_properties_sync": True}
+    assert ev.dedupe_key == b"7\x00dev-00001\x00" + ids.encode()
+
+
+def test_the_same_row_read_again_gets_the_same_ids_and_offset():
+    a = convert(ctx(), [row(4)], NOW)
+    b = convert(ctx(), [row(4)], NOW + 60_000)
+    assert a.events[0][0] == b.events[0][0]
+    assert orjson.loads(a.events[0][1].line)["uuid"] == orjson.loads(b.events[0][1].line)["uuid"]
+    assert a.events[0][1].dedupe_key == b.events[0][1].dedupe_key
+
+
+def test_a_row_s_own_insert_id_and_sync_flag_win():
+    src = SourceSettings(name="clicks", project=7, bucket="bkt", converter={"converterConfig": {
+        "convertToAmplitudeFunc": {"event_type": "event", "user_id": "user", "insert_id": "id",
+                                   "$skip_user_properties_sync": "skip"}}})
+    out = convert(ctx(src), [Row(1, {"event": "Play", "user": "user-0001", "id": "given-1", "skip": False})], NOW)
+    line = orjson.loads(out.events[0][1].line)
+    assert line["$insert_id"] == "given-1"
+    assert line["data"] == {"$skip_user_properties_sync": False}
+
+
+def test_user_and_group_properties_sources_make_identifies():
+    users = convert(ctx(source(data_type="user_properties")), [row(1, props={"plan": "pro"})], NOW)
+    line = orjson.loads(users.events[0][1].line)
+    assert (line["event_type"], line["user_properties"], line["data"]) == ("$identify", {"$set": {"plan": "pro"}}, {})
+    ops = convert(ctx(source(data_type="user_properties")), [row(1, props={"$add": {"n": 1}})], NOW)
+    assert orjson.loads(ops.events[0][1].line)["user_properties"] == {"$add": {"n": 1}}
+    groups = convert(ctx(source(data_type="group_properties")),
+                     [row(1, groups={"org": "acme"}, gprops={"size": 10})], NOW)
+    line = orjson.loads(groups.events[0][1].line)
+    assert (line["event_type"], line["groups"], line["group_properties"]) == (
+        "$groupidentify", {"org": "acme"}, {"$set": {"size": 10}})
+
+
+def test_failing_rows_are_dead_lettered_with_their_file_and_row():
+    out = convert(ctx(), [RowError(2, RowErrorReason.BAD_CSV_ROW, "row 2 has 3 fields, the header 4"),
+                          Row(3, {"user": "user-0001"}), row(4)], NOW)
+    assert [o for o, _ in out.events] == [5 * ROW_SLOTS + 4]
+    assert dict(out.reasons) == {"bad_csv_row": 1, "missing_event_type": 1}
+    (k1, d1), (k2, d2) = out.dead
+    assert k1 == k2 == b"clicks:d/1.json.gz"
+    assert deadletter.describe(deadletter.decode(d1)) == (
+        "2023-11-14 22:13:22Z bad_csv_row from s3://bkt/d/1.json.gz#2: row 2 has 3 fields, the header 4 | ")
+    assert deadletter.describe(deadletter.decode(d2)) == (
+        "2023-11-14 22:13:22Z missing_event_type event_type from s3://bkt/d/1.json.gz#3: event_type is missing or "
+        "empty (fields the converter left out: event_type: no field 'event'; device_id: no field 'device'; time: no "
+        "field 'ts'; event_properties.price: no field 'price'; user_properties: no field 'props'; groups: no field "
+        "'groups'; group_properties: no field 'gprops') | {\"user\":\"user-0001\"}")
+
+
+def test_discovery_records_and_states_round_trip():
+    assert ImportFile.decode(FILE.encode()) == FILE
+    assert FILE.kafka_key == b"clicks:d/1.json.gz"
+    assert split_file_key(b"clicks:a:b/c") == ("clicks", "a:b/c")
+    s = FileState(State.FAILED, 10, 4, 1, NOW, FILE.event_time_ms, "abc", 10, "truncated_gzip", "ends early")
+    assert FileState.decode(s.encode()) == s
+    assert row_offset(3, 1) == 3 * ROW_SLOTS + 1
+    with pytest.raises(ValueError, match="beyond"):
+        row_offset(3, ROW_SLOTS)
+
+
+def test_a_file_is_imported_once_unless_a_retry_was_asked_after_its_state():
+    done = FileState(State.DONE, 1, 1, 0, NOW, 0)
+    assert should_import(None, FILE, NOW)
+    assert not should_import(done, FILE, NOW + 1)                                   # a second notification
+    retry = ImportFile("clicks", "bkt", FILE.key, NOW, "retry")
+    assert should_import(done, retry, NOW + 1)                                      # asked after the import
+    assert not should_import(done, retry, NOW - 1)                                  # the retry read again
+
+
+def test_the_rate_limit_spreads_rows_over_seconds():
+    t = [0.0]
+    lim = RateLimit(1000, clock=lambda: t[0])
+    assert lim.delay(1000) == 0.0
+    assert lim.delay(500) == 0.5
+    t[0] = 1.5                                       # the debt is paid, and 1000 more are allowed
+    assert lim.delay(1000) == 0.0
+
+
+def test_status_counts_each_source_s_files_and_rows():
+    settings = Settings(projects=[{"id": 7}], sources=[{"name": "clicks", "project": 7, "bucket": "bkt",
+                                                         "converter": CONVERTER}])
+    other = ImportFile("clicks", "bkt", "d/2.json", NOW - 30_000, "scan")
+    discovered = [(FILE.kafka_key, FILE), (FILE.kafka_key, FILE), (other.kafka_key, other)]
+    states = {FILE.kafka_key: FileState(State.FAILED, 3, 2, 1, NOW, 0, reason="truncated_gzip",
+                                        message="the gzip stream ends early")}
+    (doc,) = summarize(settings, discovered, states, NOW)
+    assert doc["files"] == {"discovered": 2, "waiting": 1, "done": 0, "failed": 1}
+    assert doc["rows"] == {"read": 3, "imported": 2, "dead_lettered": 1}
+    assert doc["failed_by_reason"] == {"truncated_gzip": 1}
+    assert doc["failed"] == [{"key": "d/1.json.gz", "reason": "truncated_gzip", "message": "the gzip stream ends early",
+                              "rows": 3, "at_ms": NOW}]
+    assert doc["oldest_waiting_age_s"] == 30.0
