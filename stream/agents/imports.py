@@ -293,6 +293,9 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             raw_prev = table.get(msg.key)
             prev = FileState.decode(raw_prev) if raw_prev is not None else None
             if not should_import(prev, f, record_ms):
+                # written again as it is: if a crash lost its changelog record after the local write, this
+                # replay puts it back, so that another owner of the partition and `stream import status` see it
+                table[msg.key] = raw_prev
                 metrics.IMPORT_FILES.labels(src.name, "skipped", f"already_{prev.state.value}").inc()
                 log.debug("import %s: %s was %s already; this discovery (%s) is skipped", src.name, f.url,
                           prev.state.value, f.found_by)
@@ -305,6 +308,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
                 gauge.dec()
             crash_point("import.produced")
             table[msg.key] = state.encode()
+            await app.producer.flush()   # the changelog record acknowledged: the state outlives this process
             crash_point("import.state_written")
             metrics.IMPORT_FILES.labels(src.name, state.state.value, state.reason or "").inc()
             if state.state is State.DONE:

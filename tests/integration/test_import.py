@@ -148,3 +148,79 @@ def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(de
     assert doc["rows"]["read"] == doc["rows"]["imported"] + doc["rows"]["dead_lettered"]
     d_rows = [r for r in got if int(price(r)) >= 300]
     assert len(d_rows) == len({r["$insert_id"] for r in d_rows})
+
+
+def big_and_small(src_bucket):
+    big = rows("big", 5000, 1000)          # three chunks of rows: a kill after the first is a kill mid-file
+    small = rows("small", 100, 9000)
+    return {"in/big.json.gz": gzip.compress(jsonl(big)), "in/small.json": jsonl(small)}, big + small
+
+
+@pytest.mark.parametrize("point", ["import.reading", "import.produced", "import.state_written"])
+def test_killing_the_importer_at_each_point_neither_loses_nor_duplicates_a_row(deployment, worker, point):
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
+    settings = source_deployment(path, src_bucket)
+    asyncio.run(ensure_topics(settings))
+    files, expected = big_and_small(src_bucket)
+    put(settings, src_bucket, files)
+    asyncio.run(discover(settings, [record(src_bucket, k) for k in files]))
+    first = worker(env={"STREAM_CRASH_AT": point})
+    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
+    assert first.returncode == -9
+    worker()
+
+    def imported():
+        doc = asyncio.run(ops.status(settings))[0]
+        return doc if doc["files"]["done"] == 2 else None
+    doc = wait_until(imported, 90, "both files imported")
+    assert doc["files"] == {"discovered": 2, "waiting": 0, "done": 2, "failed": 0}
+    assert doc["rows"] == {"read": 5100, "imported": 5100, "dead_lettered": 0}
+    want = sorted(str(r["price"]) for r in expected)
+    got = wait_until(lambda: (x := exported_rows(settings)) and len(x) >= len(want) and x, 90, "every row exported")
+    assert sorted(str(r["event_properties"]["price"]) for r in got) == want     # each row once
+    assert len({r["$insert_id"] for r in got}) == len(want)
+
+
+def accepted_rows(settings):
+    from stream.events.batch import EventBatch
+    out = []
+    for m in asyncio.run(read_all(settings, settings.topics.name("accepted"))):
+        out += [orjson.loads(line) for line in EventBatch.decode(m.value).lines]
+    return out
+
+
+def test_a_notified_file_killed_before_its_message_is_deleted_is_imported_once(deployment, worker):
+    """The worker polls the source's queue; killed after the discovery record is acknowledged and before the SQS
+    message is deleted, it imports the file from the record when it restarts, and the message, delivered again,
+    finds the file done."""
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    endpoint = settings.s3.endpoint_url
+    s3, sqs = boto3.client("s3", endpoint_url=endpoint), boto3.client("sqs", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=src_bucket)
+    queue = sqs.create_queue(QueueName=src_bucket)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=src_bucket, NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    settings = source_deployment(path, src_bucket, queue_url=queue)
+    asyncio.run(ensure_topics(settings))
+    first = worker(env={"STREAM_CRASH_AT": "import.discovered"})
+    items = rows("n", 300, 20_000)
+    put(settings, src_bucket, {"in/a b#1.json.gz": gzip.compress(jsonl(items))})   # form-encoded in the message
+    wait_until(lambda: first.poll() is not None, 60, "the worker to die after the discovery record")
+    assert first.returncode == -9
+    worker()
+
+    def imported():
+        doc = asyncio.run(ops.status(settings))[0]
+        return doc if doc["files"]["done"] == 1 else None
+    doc = wait_until(imported, 60, "the file imported")
+    assert doc["files"] == {"discovered": 1, "waiting": 0, "done": 1, "failed": 0}
+    assert doc["rows"] == {"read": 300, "imported": 300, "dead_lettered": 0}
+    got = wait_until(lambda: (x := accepted_rows(settings)) and len(x) >= 300 and x, 60, "the rows accepted")
+    assert sorted(r["event_properties"]["price"] for r in got) == [r["price"] for r in items]
+    (f,) = {ImportFile.decode(m.value).key for m in asyncio.run(read_all(settings, settings.topics.name(
+        "import_files")))}
+    assert f == "in/a b#1.json.gz"
