@@ -117,6 +117,27 @@ async def _deadletters(r: web.Request, a: Admin) -> Any:
     return await a.dead_letters(_hours(r, 24), int(r.query.get("samples", "20")))
 
 
+async def _imports(r: web.Request, a: Admin) -> Any:
+    return {"sources": await a.import_status()}
+
+
+async def _import_preview(r: web.Request, a: Admin) -> Any:
+    try:
+        rows = int(r.query.get("rows", "10"))
+    except ValueError:
+        raise AdminError(400, "rows must be a whole number of rows (1-100)") from None
+    if not 1 <= rows <= 100:
+        raise AdminError(400, "rows must be between 1 and 100")
+    return await a.import_preview(r.match_info["name"], r.query.get("key"), rows)
+
+
+async def _import_retry(r: web.Request, a: Admin) -> Any:
+    keys = (await _body(r)).get("keys")
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
+        raise AdminError(400, 'the body needs "keys": a list of object keys of the source')
+    return await a.import_retry(r.match_info["name"], keys)
+
+
 async def _openapi(r: web.Request) -> web.Response:
     return _json(OPENAPI)
 
@@ -137,3 +158,6 @@ def add_routes(app: web.Application, admin: Admin) -> None:
     g("/admin/backfills/{job}", _view(_backfill))
     app.router.add_delete("/admin/backfills/{job}", _view(_cancel))
     g("/admin/deadletters", _view(_deadletters))
+    g("/admin/imports", _view(_imports))
+    g("/admin/imports/{name}/preview", _view(_import_preview))
+    p("/admin/imports/{name}/retry", _view(_import_retry, 202))

@@ -77,6 +77,20 @@ OPENAPI: dict[str, Any] = {
                        errors=("401", "404")),
             "delete": _op("Cancel a backfill", "It stops after the hours it is rebuilding, wherever it runs.",
                           params=[JOB], errors=("401", "404", "409"))},
+        "/admin/imports": {"get": _op(
+            "Import status", "Per S3 import source: files discovered, waiting, done and failed (with reasons and the "
+            "latest failures), rows read, imported and dead-lettered, and the age of the oldest waiting file.")},
+        "/admin/imports/{name}/preview": {"get": _op(
+            "Import preview", "The first rows of a file of the source next to the events they convert to and each "
+            "row's errors; imports nothing.", params=[NAME, {"name": "key", "in": "query", "schema": {
+                "type": "string"}}, {"name": "rows", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                               "maximum": 100}}],
+            errors=("401", "404", "422"))},
+        "/admin/imports/{name}/retry": {"post": _op(
+            "Import files again", "Queue keys of the source for import again, even if they were done or failed.",
+            params=[NAME], errors=("400", "401", "404"), body={
+                "type": "object", "required": ["keys"], "properties": {
+                    "keys": {"type": "array", "items": {"type": "string"}, "minItems": 1}}})},
         "/admin/deadletters": {"get": _op(
             "Dead letters", "Counts by reason and by hour, and the latest samples with their source coordinates "
             "(credentials redacted).", params=[HOURS, {"name": "samples", "in": "query",

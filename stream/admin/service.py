@@ -272,6 +272,29 @@ class Admin:
         return {**doc, "cancel": "requested: the backfill stops after the hours it is rebuilding"}
 
 
+    async def import_status(self) -> list[dict[str, Any]]:
+        from stream.imports import ops
+        return await ops.status(self.settings)
+
+    async def import_preview(self, name: str, key: str | None, rows: int) -> dict[str, Any]:
+        from stream.imports import ops
+        from stream.imports.reader import FileError
+        try:
+            return await ops.preview(self.settings, name, key, rows)
+        except LookupError as exc:
+            raise AdminError(404, str(exc.args[0])) from None
+        except FileError as exc:
+            raise AdminError(422, f"the file cannot be read: {exc}") from None
+
+    async def import_retry(self, name: str, keys: list[str]) -> dict[str, Any]:
+        from stream.imports import ops
+        try:
+            records = await ops.retry(self.settings, name, keys)
+        except LookupError as exc:
+            raise AdminError(404, str(exc.args[0])) from None
+        return {"source": name, "queued": [r.url for r in records]}
+
+
 async def _read_dead_letters(settings: Settings, since_ms: int) -> list[dict[str, Any]]:
     from stream.deadletters import read_dead_letters
     return [d async for d in read_dead_letters(settings, since_ms=since_ms) if d is not None]

@@ -165,7 +165,8 @@ class FileImporter:
                   record_ms: int) -> FileState:
         rows_limit, files_limit = self._limits(src)
         await files_limit.take(1)
-        ctx = FileContext(src, f, record_offset, record_ms, self.rules, self.settings.ingest.max_event_bytes)
+        ctx = FileContext(src, f, record_offset, record_ms, self.rules, self.settings.ingest.max_event_bytes,
+                          f"{self.topic}/{partition}/{record_offset}")
         attempt = 0
         while True:
             try:

@@ -41,7 +41,7 @@ def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: 
     """Per item: its row number, the source row, the converted export row (or None) and its errors (pure)."""
     from stream.events import deadletter
     from stream.imports.reader import RowError
-    ctx = FileContext(src, f, 0, now_ms, _rules(settings))
+    ctx = FileContext(src, f, 0, now_ms, _rules(settings), record="preview")
     out = []
     for item in items:
         res = convert(ctx, [item], now_ms)

@@ -10,10 +10,12 @@ ingested event (``stream.events.normalize``), so imported rows get the same dedu
   (no key starting with ``$``) are ``$set``.
 * **group_properties**: the output's ``groups`` and ``group_properties`` become a ``$groupidentify``, the
   properties ``$set`` likewise.
-* A row without ``insert_id`` gets one derived from (source, key, row number), and without ``uuid`` a uuid from
-  the same coordinates: a file read again (after a crash, or a retry) gives every row the same ids, so dedupe and
-  the exporter drop what was already sent. The server times default to the discovery record's timestamp, which is
-  the same on every replay of that record.
+* A row without ``insert_id`` gets one derived from (source, key, row number): a file read again, whatever made it
+  read again, gives every row the same insert_id, so dedupe drops what was accepted before (within its window).
+  A row without ``uuid`` gets one derived from the discovery record and the row number: the same when a crash
+  replays that record (dedupe then keeps the row as a replay of itself, and the exporter drops it by its source
+  offset), a new one for a new discovery such as a retry (dedupe drops the row as a duplicate). The server times
+  default to the discovery record's timestamp, which is the same on every replay of that record.
 * Events keep their ``user_properties`` in the export but do not update the user's stored properties when the
   source says ``skip_user_properties_sync`` (Amplitude's default for imports), unless the row sets
   ``$skip_user_properties_sync`` itself.
@@ -67,6 +69,7 @@ class FileContext:
     server_ms: int            # the discovery record's timestamp: the rows' server times when they give none
     rules: Rules
     max_dead_value_bytes: int = 1 << 20
+    record: str = ""          # the discovery record as topic/partition/offset: the uuids of its rows derive from it
 
     @property
     def url(self) -> str:
@@ -93,7 +96,7 @@ def _as_operations(props: Any) -> Any:
 
 
 def row_ids(source: str, key: str, row: int) -> str:
-    """The insert_id (and uuid) of a row that gives none: a uuid5 of its coordinates."""
+    """The insert_id of a row that gives none: a uuid5 of its coordinates."""
     return uuid5_str(f"s3-import/{source}/{key}#{row}")
 
 
@@ -119,12 +122,10 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> C
             continue
         out.fields_left_out += len(errors)
         ev = shape(ev, src)
-        ids = None
         if ev.get("insert_id") in (None, ""):
-            ids = row_ids(src.name, f.key, item.number)
-            ev["insert_id"] = ids
+            ev["insert_id"] = row_ids(src.name, f.key, item.number)
         if ev.get("uuid") is None:
-            ev["uuid"] = ids or row_ids(src.name, f.key, item.number)
+            ev["uuid"] = uuid5_str(f"{ctx.record}#{item.number}")
         origin = f"{f.url}#{item.number}"
         res = normalize(ev, project, ctx.server_ms, origin, ctx.rules, now_ms)
         if type(res) is Normalized and len(res.line) > ctx.rules.max_event_bytes:

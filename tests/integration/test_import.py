@@ -4,6 +4,9 @@ import asyncio
 import csv
 import gzip
 import io
+import json
+import time
+import urllib.request
 
 import boto3
 import orjson
@@ -18,13 +21,14 @@ from stream.imports import ops
 from stream.imports.files import ImportFile
 from stream.kafka import ensure_topics, read_all
 from stream.settings import load_settings
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import ADMIN_TOKEN, admin_get, wait_until
 
 pytestmark = pytest.mark.integration
 
 FUNC = {"event_type": "event", "user_id": "user", "device_id": "device", "time": "ts",
         "event_properties": {"price": "price", "plan": "plan"}}
-T0 = 1_709_967_600_000   # 2024-03-09 07:00 UTC
+T0 = 1_709_967_600_000   # 2024-03-09 07:00 UTC: the rows' own times
+DISCOVERED = (int(time.time() * 1000) // 3_600_000 - 2) * 3_600_000 + 1000   # two hours ago: a closed hour
 
 
 def rows(prefix, n, start=0):
@@ -70,13 +74,14 @@ def source_deployment(path, src_bucket, **source):
 
 async def discover(settings, files):
     """Discovery records as the notifications and the scan write them, stamped in a past hour: the rows' server
-    time is their discovery's, so that hour closes at once and the export can be read whole."""
+    time is their discovery's, so that hour closes at once and the export can be read whole (and a retry now is
+    within the dedupe window of that time)."""
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await p.start()
     try:
         for f in files:
             await p.send_and_wait(settings.topics.name("import_files"), f.encode(), key=f.kafka_key,
-                                  timestamp_ms=T0 + 3_600_000)
+                                  timestamp_ms=DISCOVERED)
     finally:
         await p.stop()
 
@@ -148,6 +153,32 @@ def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(de
     assert doc["rows"]["read"] == doc["rows"]["imported"] + doc["rows"]["dead_lettered"]
     d_rows = [r for r in got if int(price(r)) >= 300]
     assert len(d_rows) == len({r["$insert_id"] for r in d_rows})
+
+    # the admin API: the same status, a preview of the CSV file, and a retry that imports nothing twice
+    api = f"http://127.0.0.1:{settings.worker.http_port}/admin/imports"
+    assert json.loads(admin_get(api))["sources"][0]["files"] == doc["files"]
+    preview = json.loads(admin_get(f"{api}/clicks/preview?key=in/b.csv&rows=3"))
+    assert [(r["row"], r["source"]) for r in preview["rows"]] == [
+        (1, {"event": "Play", "user": "user-0001", "device": "device-0000", "ts": str(T0 + 100_000), "price": "100",
+             "plan": "free"}),
+        (2, {"event": "Play", "user": "user-0002", "device": "device-0001", "ts": str(T0 + 101_000), "price": "101",
+             "plan": "pro"}),
+        (3, None)]
+    first = preview["rows"][0]["event"]
+    assert (first["event_type"], first["user_id"], first["device_id"], first["event_properties"]) == (
+        "Play", "user-0001", "device-0000", {"price": "100", "plan": "free"})
+    assert preview["rows"][0]["errors"] == []
+    assert preview["rows"][2]["event"] is None
+    assert [e["reason"] for e in preview["rows"][2]["errors"]] == ["bad_csv_row"]
+    req = urllib.request.Request(f"{api}/clicks/retry", data=b'{"keys": ["in/a.json.gz"]}', method="POST",
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert (r.status, json.loads(r.read())) == (202, {"source": "clicks",
+                                                          "queued": [f"s3://{src_bucket}/in/a.json.gz"]})
+    before = doc["last_done_ms"]
+    wait_until(lambda: asyncio.run(ops.status(settings))[0]["last_done_ms"] > before, 60, "the retried file done")
+    time.sleep(3)   # its rows through dedupe: dropped there as duplicates (same insert_ids), none accepted twice
+    assert sorted(price(r) for r in accepted_rows(settings) if int(price(r)) < 300) == wanted
 
 
 def big_and_small(src_bucket):

@@ -5,7 +5,7 @@ import pytest
 
 from stream.agents.imports import RateLimit, should_import
 from stream.events import deadletter
-from stream.events.normalize import Rules
+from stream.events.normalize import Rules, uuid5_str
 from stream.imports.files import ROW_SLOTS, FileState, ImportFile, State, row_offset, split_file_key
 from stream.imports.ops import summarize
 from stream.imports.reader import Row, RowError, RowErrorReason
@@ -26,7 +26,7 @@ def source(**kw):
 
 
 def ctx(src=None, offset=5):
-    return FileContext(src or source(), FILE, offset, SERVER, Rules())
+    return FileContext(src or source(), FILE, offset, SERVER, Rules(), record=f"imports.files/1/{offset}")
 
 
 def row(n, **v):
@@ -39,23 +39,26 @@ def test_an_event_row_becomes_an_export_row_with_ids_from_its_coordinates():
     ((offset, ev),) = out.events
     assert offset == 5 * ROW_SLOTS + 1
     line = orjson.loads(ev.line)
-    ids = row_ids("clicks", "d/1.json.gz", 1)
-    assert (line["$insert_id"], line["uuid"]) == (ids, ids)
+    assert line["$insert_id"] == row_ids("clicks", "d/1.json.gz", 1)
+    assert line["uuid"] == uuid5_str("imports.files/1/5#1")          # this discovery's occurrence of the row
     assert (line["event_type"], line["user_id"], line["device_id"], line["app"]) == ("Play", "user-0001",
                                                                                      "dev-00001", 7)
     assert line["event_properties"] == {"price": 3}
     assert line["client_event_time"] == "2023-11-14 22:13:19.000000"
     assert line["server_upload_time"] == "2023-11-14 22:13:21.000000"    # the discovery record's time
     assert line["data"] == {"$skip_user_properties_sync": True}
-    assert ev.dedupe_key == b"7\x00dev-00001\x00" + ids.encode()
+    assert ev.dedupe_key == b"7\x00dev-00001\x00" + line["$insert_id"].encode()
 
 
 def test_the_same_row_read_again_gets_the_same_ids_and_offset():
     a = convert(ctx(), [row(4)], NOW)
-    b = convert(ctx(), [row(4)], NOW + 60_000)
+    b = convert(ctx(), [row(4)], NOW + 60_000)                    # the same discovery record, replayed
     assert a.events[0][0] == b.events[0][0]
     assert orjson.loads(a.events[0][1].line)["uuid"] == orjson.loads(b.events[0][1].line)["uuid"]
     assert a.events[0][1].dedupe_key == b.events[0][1].dedupe_key
+    c = convert(ctx(offset=9), [row(4)], NOW)                     # another discovery (a retry): a duplicate
+    assert c.events[0][1].dedupe_key == a.events[0][1].dedupe_key
+    assert orjson.loads(c.events[0][1].line)["uuid"] != orjson.loads(a.events[0][1].line)["uuid"]
 
 
 def test_a_row_s_own_insert_id_and_sync_flag_win():
