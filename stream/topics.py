@@ -25,6 +25,11 @@ def dedupe_changelog_retention_ms(settings: Settings) -> int:
     return int((settings.dedupe.window_days + 1) * DAY_MS)
 
 
+def import_changelog(settings: Settings) -> str:
+    """The import agent's processed-files table's changelog (one name whatever stages a worker runs)."""
+    return f"{settings.worker.app_id}-import-files-changelog"
+
+
 def identity_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-identity-changelog"
 
@@ -53,4 +58,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("identity_merges"), 1),
         # one record per key written: compaction keeps the latest of each (a broker that does not compact keeps all)
         TopicSpec(identity_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
-    ] if settings.identity.enabled else [])
+    ] if settings.identity.enabled else []) + ([
+        # created here rather than by faust on first use, so that it has the partitions of imports.files even if
+        # a reader asked for it first (a broker that creates topics on request gives its own default)
+        TopicSpec(import_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
+    ] if settings.sources else [])

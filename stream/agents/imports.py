@@ -45,6 +45,7 @@ from stream.s3.client import target_client, target_of
 from stream.s3.errors import classify, explain
 from stream.settings import Settings, SourceSettings
 from stream.shutdown import SHUTDOWN
+from stream.topics import import_changelog
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ CHUNK_ROWS = 2000
 READ_BYTES = 1 << 20
 MAX_CHUNKS_IN_FLIGHT = 4
 """Chunks whose sends may await Kafka's acknowledgement while the next ones are read."""
-
-
-def import_changelog(settings: Settings) -> str:
-    return f"{settings.worker.app_id}-import-files-changelog"
 
 
 class RateLimit:

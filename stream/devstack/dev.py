@@ -29,6 +29,13 @@ from stream.export.ledger import LedgerRecord
 PROJECT = 424242
 ORG = 55
 BUCKET = "stream-dev"
+IMPORT_BUCKET = "stream-dev-import"
+IMPORT_QUEUE = "stream-dev-import"
+IMPORT_SOURCE = "clicks"
+# the converter of the demo's import source, as Amplitude's docs write one: columns of a clickstream export
+IMPORT_CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
+    "event_type": "action", "user_id": "uid", "device_id": "device", "time": ["iso_time_to_ms", "at"],
+    "insert_id": "id", "event_properties": {"page": "page", "plan": "plan"}, "platform": "platform"}}}
 
 
 API_KEY = "dev-api-key"
@@ -37,7 +44,7 @@ SOURCE_ID = "dev-source"
 
 
 def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | None = None,
-               api_port: int = 8080) -> dict:
+               api_port: int = 8080, import_queue: str | None = None) -> dict:
     """The configuration ``stream dev`` runs the worker and the API with (also a small example)."""
     fast = {"encryption": {"type": "sse-s3"}, "close_grace_s": 5, "idle_close_s": 2}
     # every kind of output: events in Amplitude's layout with _complete markers and the merged-IDs files beside
@@ -55,6 +62,9 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
                           "exports": "both", "org_id": ORG, **fast},
                          {"name": "local-segment", "project": PROJECT, "bucket": BUCKET, "prefix": "segment/",
                           "layout": "segment", **fast}],
+        # files dropped on another bucket, announced by S3 notifications through SQS (and found by the scan)
+        "sources": [{"name": IMPORT_SOURCE, "project": PROJECT, "bucket": IMPORT_BUCKET, "prefix": "clicks/",
+                     "converter": IMPORT_CONVERTER, "queue_url": import_queue, "scan": {"interval_s": 30}}],
     }
 
 
@@ -98,6 +108,8 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  kafka broker (Tansu)   {bootstrap}   pid {broker.pid}")
         say(f"  S3 endpoint (moto)     {s3_url}   pid {moto.pid}")
         boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
+        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=IMPORT_BUCKET)
+        queue = boto3.client("sqs", endpoint_url=s3_url).create_queue(QueueName=IMPORT_QUEUE)["QueueUrl"]
         cfg = workdir / "stream.yaml"
         data_dir = workdir / "data"
         # the local broker starts empty: state kept from an earlier run (RocksDB tables, spool files) would
@@ -106,8 +118,12 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
             shutil.rmtree(data_dir)
             say(f"  removed the previous run's worker state in {data_dir} (the local broker starts empty)")
         http_port, api_port = free_port(), free_port()
-        cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port, api_port),
+        cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port, api_port, queue),
                                       sort_keys=False))
+        from stream.imports.setup import setup_source
+        from stream.settings import load_settings
+        for line in asyncio.run(setup_source(load_settings(cfg), IMPORT_SOURCE, merge=False, dry_run=False)):
+            say(f"  import setup: {line}")
         log = open(workdir / "logs" / "worker.log", "wb")
         token = secrets.token_urlsafe(18)   # the admin token of this run: the worker's status and admin API
         worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg)], stdout=log,
@@ -137,7 +153,9 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  stream exports status -c {cfg}")
         say(f"  stream deadletters tail -c {cfg}      (rejected inputs, with reason and source)")
         say(f"  stream deadletters summary -c {cfg}")
-        return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0))
+        say(f"  stream import status -c {cfg}        (files dropped on s3://{IMPORT_BUCKET}/clicks/ and imported)")
+        say(f"  stream import preview {IMPORT_SOURCE} -c {cfg}")
+        return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0, s3_url))
     except KeyboardInterrupt:
         say("\ninterrupted")
         return 130
@@ -174,8 +192,44 @@ class _ValidCounter:
                 shown = True
 
 
+def import_files(samples: SampleEvents, now_ms: int, rows: int = 40) -> dict[str, bytes]:
+    """Two files of the demo's import source: gzip JSON lines with one line that is not JSON, and a CSV (with a
+    BOM and CRLF line ends, as spreadsheets write them) with one row of the wrong width."""
+    import csv
+    import gzip
+    import io
+
+    import orjson
+    from stream.events.timefmt import format_ms
+    recs = []
+    for i, s in enumerate(samples.stream(now_ms - 60_000, now_ms, rows * 3)):
+        if s.kind != "event":
+            continue
+        ev = orjson.loads(s.value)
+        if not ev.get("user_id"):     # an empty cell is not an id: the export's files name their users
+            continue
+        recs.append({"id": f"import-{i}", "uid": ev.get("user_id") or "", "device": ev.get("device_id") or "",
+                     "action": ev["event_type"], "at": format_ms(ev["time"]).replace(" ", "T")[:19] + "Z",
+                     "page": (ev.get("event_properties") or {}).get("page", "/"), "plan": "pro",
+                     "platform": ev.get("platform") or "Web"})
+        if len(recs) == rows:
+            break
+    day = time.strftime("%Y-%m-%d", time.gmtime(now_ms / 1000))
+    lines = [orjson.dumps(r) for r in recs[: rows // 2]]
+    lines.insert(3, b'{"id": "import-broken", "uid": ')          # cut short: a dead letter, malformed_json
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(recs[0]), lineterminator="\r\n")
+    w.writeheader()
+    for i, r in enumerate(recs[rows // 2:]):
+        w.writerow(r)
+        if i == 2:
+            buf.write("Page Viewed,user-without-columns\r\n")   # two fields for a header of eight: bad_csv_row
+    return {f"clicks/{day}/export-0001.json.gz": gzip.compress(b"\n".join(lines) + b"\n"),
+            f"clicks/{day}/export-0002.csv": ("\ufeff" + buf.getvalue()).encode()}
+
+
 async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | None, rate: float, backfill: int,
-               say: Callable[[str], None], t0: float) -> int:
+               say: Callable[[str], None], t0: float, s3_url: str) -> int:
     produced: Counter[str] = Counter()
     exported = Counter()
     stop = asyncio.Event()
@@ -199,6 +253,11 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                 # Hours close when the data moves past them: let the worker read this hour before the next,
                 # so the demo's compressed hours do not interleave (live traffic never needs this).
                 await counter.wait_for(produced["event"] + produced["duplicate"], say)
+            s3 = boto3.client("s3", endpoint_url=s3_url)
+            for key, body in import_files(samples, int(time.time() * 1000)).items():
+                await asyncio.to_thread(s3.put_object, Bucket=IMPORT_BUCKET, Key=key, Body=body)
+                say(f"dropped s3://{IMPORT_BUCKET}/{key} ({len(body)} bytes) for the import source "
+                    f"'{IMPORT_SOURCE}' (S3 notifies the queue)")
             say(f"producing {rate:g} live events/s (about 3% re-sent duplicates, 1% invalid) ...")
             while not stop.is_set():
                 t = int(time.time() * 1000)
@@ -261,8 +320,35 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
         finally:
             await c.stop()
 
+    async def tail_imports() -> None:
+        from stream.imports.files import FileState, split_file_key
+        from stream.kafka import assign_from_beginning
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await c.start()
+        shown: set[bytes] = set()
+        try:
+            # the worker creates the table's changelog as it starts: wait for it (asking a broker for a topic by
+            # name may create it, with the broker's default partitions, which the worker would then refuse)
+            while not await assign_from_beginning(c, "stream-dev-import-files-changelog"):
+                if stop.is_set():
+                    return
+                await asyncio.sleep(1)
+            while not stop.is_set():
+                for recs in (await c.getmany(timeout_ms=500)).values():
+                    for m in recs:
+                        if m.key in shown or m.value is None:
+                            continue
+                        shown.add(m.key)
+                        st, (_, key) = FileState.decode(m.value), split_file_key(m.key)
+                        what = (f"{st.rows} rows, {st.imported} to events.valid, {st.dead} dead-lettered"
+                                if st.state.value == "done" else f"failed ({st.reason}): {st.message}")
+                        say(f"[{time.monotonic() - t0:5.1f}s] imported s3://{IMPORT_BUCKET}/{key}: {what} (its rows "
+                            "land in the export when this hour closes)")
+        finally:
+            await c.stop()
+
     tasks = [asyncio.create_task(produce()), asyncio.create_task(tail_ledger()),
-             asyncio.create_task(tail_dead_letters())]
+             asyncio.create_task(tail_dead_letters()), asyncio.create_task(tail_imports())]
     try:
         code = await watch()
     finally:

@@ -124,7 +124,7 @@ def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], st
 
 
 async def status(settings: Settings) -> list[dict]:
-    from stream.agents.imports import import_changelog
+    from stream.topics import import_changelog
     from stream.kafka import read_all
     discovered = []
     for m in await read_all(settings, settings.topics.name("import_files")):

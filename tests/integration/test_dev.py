@@ -72,6 +72,12 @@ def test_stream_dev_lands_every_kind_of_output_and_serves_the_api_then_stops_eve
     assert re.search(r"dead letter: \S+ \S+Z missing_id user_id from events\.ingest\[\d\]@\d+: the event needs a "
                      r"user_id or a device_id", out), out
     assert re.search(r"dead letters by reason: .*malformed_json \d+", out), out
+    # files dropped on the import source's bucket: announced through SQS, imported, their bad rows dead-lettered
+    for name, kind in (("export-0001.json.gz", "malformed_json"), ("export-0002.csv", "bad_csv_row")):
+        key = rf"s3://stream-dev-import/clicks/\d{{4}}-\d\d-\d\d/{re.escape(name)}"
+        assert re.search(rf"imported {key}: 21 rows, 20 to events\.valid, 1 dead-lettered", out), out
+        assert re.search(rf"dead letter: \S+ \S+Z {kind} from {key}#4: ", out), out
+    assert "import setup: source clicks: set up" in out
     assert "removed the previous run's worker state" in out
     pids = {int(p) for p in re.findall(r"pid (\d+)", out)}
     assert len(pids) == 4                                                   # broker, moto, worker, API
