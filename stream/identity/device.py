@@ -35,7 +35,9 @@ the event_time of the user's first event on the partition, ``start_version``
 the first version_name, ``paying`` whether a revenue event (``$revenue`` or
 ``$price`` in event_properties) was seen, ``user_properties`` the result of
 every update in partition order (``stream.identity.ops``): a non-identify
-event's user_properties are set, an ``$identify``'s operations applied. A
+event's user_properties are set (unless its ``$skip_user_properties_sync`` is
+true, as imported events carry by default: then the row shows them over the
+user's, and the user keeps none of them), an ``$identify``'s operations applied. A
 device's events see what its own partition knows; what was set through a device
 on another partition arrives with the remap that merges the device into the
 user (the remap carries the user side's fields: the earliest creation time and
@@ -106,6 +108,10 @@ class _Revenue(msgspec.Struct, gc=False):
     price: Any = msgspec.field(default=msgspec.UNSET, name="$price")
 
 
+class _Data(msgspec.Struct, gc=False):
+    skip_sync: bool | None = msgspec.field(default=None, name="$skip_user_properties_sync")
+
+
 class _In(msgspec.Struct, gc=False):
     """What this stage reads of an export row: a few typed columns, and as raw JSON the identity columns that can
     hold anything but null when the row comes from ``stream.events.normalize``."""
@@ -119,6 +125,7 @@ class _In(msgspec.Struct, gc=False):
     group_properties: msgspec.Raw = msgspec.Raw(b"{}")
     processed_time: msgspec.Raw = msgspec.Raw(b"null")
     user_properties: msgspec.Raw = msgspec.Raw(b"{}")
+    data: _Data = msgspec.field(default_factory=_Data)
 
 
 _decode_in = msgspec.json.Decoder(_In).decode
@@ -278,7 +285,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 updates[i] = ("identify", check_identify(_json(raw)), raw)
             elif up != _EMPTY_RAW:
                 raw = bytes(up)
-                updates[i] = ("set", check_set(_json(raw), raw=raw), raw)
+                # $skip_user_properties_sync: the event shows its properties over the user's, which keeps them not
+                updates[i] = ("show" if r.data.skip_sync else "set", check_set(_json(raw), raw=raw), raw)
             g = r.groups
             if g != _EMPTY_RAW:
                 groups[i] = _groups(bytes(g))
@@ -361,6 +369,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         if not prof.paying and _paid(r):
             prof.paying, p.dirty, p.fields = True, True, None
         u = updates[i]
+        shown_props = None
         if u is not None:
             was = (p.props, p.raw, p.dirty)
             if u[0] == "identify":
@@ -369,6 +378,9 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 p.set(u[1], u[2])
             if len(p.raw) > max_props_bytes:
                 dropped.append((i, len(p.raw)))
+                p.props, p.raw, p.dirty = was
+            elif u[0] == "show":
+                shown_props = p.raw
                 p.props, p.raw, p.dirty = was
         gp = r.group_properties
         if groups[i]:
@@ -394,7 +406,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         head, event_type = _head(line, r)
         et = r.event_type
         out.append(head + _TAIL % (b'"%s"' % et.encode() if et == IDENTIFY or et == GROUP_IDENTIFY else event_type,
-                                   f[0], gp, f[1], processed, f[2], f[3], p.raw))
+                                   f[0], gp, f[1], processed, f[2], f[3],
+                                   p.raw if shown_props is None else shown_props))
         if linked[i]:
             links.append(Link(project, r.user_id, _device_of(r), partition, aid,
                               parse_ms(r.event_time) if r.event_time else times[i], times[i], prof.created,

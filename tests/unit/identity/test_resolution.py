@@ -140,6 +140,16 @@ def test_only_a_revenue_property_of_the_event_makes_the_user_paying():
     assert [r["paying"] for r in rows] == [False, False, True, True]
 
 
+def test_an_event_that_skips_the_user_properties_sync_shows_its_properties_but_does_not_keep_them():
+    rows, _ = Partition(0).run(
+        ev("dev-aaaa1", user_properties={"plan": "free"}),
+        ev("dev-aaaa1", user_properties={"plan": "pro", "seats": 3}, **{"$skip_user_properties_sync": True}),
+        ev("dev-aaaa1"),
+        ev("dev-aaaa1", user_properties={"seats": 5}, **{"$skip_user_properties_sync": False}))
+    assert [r["user_properties"] for r in rows] == [{"plan": "free"}, {"plan": "pro", "seats": 3}, {"plan": "free"},
+                                                    {"plan": "free", "seats": 5}]
+
+
 def test_operations_on_a_non_identify_event_are_not_applied():
     rows, _ = Partition(0).run(ev("dev-aaaa1", user_properties={"$set": {"a": 1}, "b": 2}))
     assert rows[0]["user_properties"] == {"b": 2}
