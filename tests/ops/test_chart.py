@@ -384,4 +384,6 @@ def test_notes_name_the_workers_and_warn_without_destinations(value_set):
     assert workers[value_set] in notes
     assert ("WARNING: config.destinations is empty" in notes) == (value_set == "default")
     assert "kubectl -n analytics exec stream-worker-0 -- stream check -c /etc/stream/stream.yaml" in notes
-    assert "Not in this chart yet: the S3 importer and cohort jobs" in notes
+    imports = "1 source(s), imported by the worker pods (stream import status)" if value_set == \
+        "irsa-servicemonitor" else "no source (config.sources)"
+    assert f"S3 import: {imports}. Not in this chart yet: cohort jobs." in notes
