@@ -49,8 +49,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("ingest_clamps"), 1, {"retention.ms": str(7 * DAY_MS)}),
         # the latest record of each key is the state: kept for good, compacted
         TopicSpec(t.name("export_control"), 1, {"cleanup.policy": "compact"}),
-        # one record per discovery of a file; the processed-files table's changelog is faust's own
-        TopicSpec(t.name("import_files"), t.partitions, kept),
         TopicSpec(dedupe_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
     ] + ([
@@ -59,6 +57,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # one record per key written: compaction keeps the latest of each (a broker that does not compact keeps all)
         TopicSpec(identity_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
     ] if settings.identity.enabled else []) + ([
+        # one record per discovery of a file
+        TopicSpec(t.name("import_files"), t.partitions, kept),
         # created here rather than by faust on first use, so that it has the partitions of imports.files even if
         # a reader asked for it first (a broker that creates topics on request gives its own default)
         TopicSpec(import_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
