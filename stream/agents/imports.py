@@ -20,6 +20,7 @@ and counted; S3 failures that pass (timeouts, throttling) are retried, the file 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -80,14 +81,18 @@ class _Transient(Exception):
     """S3 failed in a way that passes: read the file again later."""
 
 
-async def _chunks(settings: Settings, src: SourceSettings, f: ImportFile, spool: Path) -> AsyncIterator[Row | RowError]:
-    """The file's rows, read from S3 as a stream; parquet through a spool file, removed afterwards."""
+async def _chunks(settings: Settings, src: SourceSettings, f: ImportFile, spool: Path,
+                  clients: Clients | None = None) -> AsyncIterator[Row | RowError]:
+    """The file's rows, read from S3 as a stream; parquet through a spool file, removed afterwards. ``clients``
+    keeps one S3 client per source (a new one costs about 0.1 s); without it, one is opened for this file."""
     compiled = src.compiled
     file_type = file_type_of(src, f.key)
     compression = src.compression or compiled.compression or "auto"
     target = target_of(src, settings.s3)
     try:
-        async with target_client(target, settings.s3) as s3:
+        async with contextlib.AsyncExitStack() as stack:
+            s3 = await clients.get(src) if clients is not None else await stack.enter_async_context(
+                target_client(target, settings.s3))
             resp = await s3.get_object(Bucket=f.bucket, Key=f.key)
             body = resp["Body"]
             if file_type == "parquet":
@@ -112,6 +117,8 @@ async def _chunks(settings: Settings, src: SourceSettings, f: ImportFile, spool:
         failure = classify(exc)
         if failure is None:
             raise
+        if clients is not None:
+            await clients.drop(src)     # credentials or connections gone bad: the next file opens a new client
         if failure.kind == "transient":
             raise _Transient(f"{failure.reason}: {exc}") from exc
         code = getattr(exc, "response", {}).get("Error", {}).get("Code")
@@ -120,6 +127,30 @@ async def _chunks(settings: Settings, src: SourceSettings, f: ImportFile, spool:
                             "nothing to import") from None
         problem = explain(exc, target, "GetObject", f"arn:aws:s3:::{f.bucket}/{f.key}")
         raise FileError(_reason(failure.reason), problem.message) from None
+
+
+class Clients:
+    """One S3 client per source, opened on first use and kept for the process's life."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.open: dict[str, tuple[contextlib.AsyncExitStack, Any]] = {}
+
+    async def get(self, src: SourceSettings) -> Any:
+        if src.name not in self.open:
+            stack = contextlib.AsyncExitStack()
+            client = await stack.enter_async_context(target_client(target_of(src, self.settings.s3),
+                                                                   self.settings.s3))
+            self.open[src.name] = (stack, client)
+        return self.open[src.name][1]
+
+    async def drop(self, src: SourceSettings) -> None:
+        entry = self.open.pop(src.name, None)
+        if entry is not None:
+            try:
+                await entry[0].aclose()
+            except Exception as exc:   # closing a broken client: nothing left to do with it
+                log.debug("import %s: closing its S3 client: %s", src.name, exc)
 
 
 def file_type_of(src: SourceSettings, key: str) -> str:
@@ -152,6 +183,7 @@ class FileImporter:
         self.rates: dict[str, tuple[RateLimit, RateLimit]] = {}
         self.spool = Path(settings.worker.data_dir) / "import-spool"
         self.spool.mkdir(parents=True, exist_ok=True)
+        self.clients = Clients(settings)
 
     def _limits(self, src: SourceSettings) -> tuple[RateLimit, RateLimit]:
         if src.name not in self.rates:
@@ -216,7 +248,7 @@ class FileImporter:
                     await fut
 
         try:
-            async for item in _chunks(s, src, f, self.spool):
+            async for item in _chunks(s, src, f, self.spool, self.clients):
                 chunk.append(item)
                 if len(chunk) >= CHUNK_ROWS:
                     await flush()

@@ -10,12 +10,19 @@ from typing import Any
 from stream.imports.converter.errors import ArgError, NoValue
 from stream.imports.converter.values import Ctx, Fn, Row, as_int, as_text, show, type_name
 
+_MISSING = object()
+
 
 def basic_path(name: str) -> Fn:
     """A field of the current element: a key of an object, or a decimal index ("1") into a list."""
     index = int(name) if name.isascii() and name.isdigit() else None
 
     def get(cur: Row, ctx: Ctx) -> Any:
+        if type(cur) is dict:   # a row as the reader gives it: the common case, without the ABC check
+            value = cur.get(name, _MISSING)
+            if value is _MISSING:
+                raise NoValue(f"no field {name!r}")
+            return value
         if isinstance(cur, Mapping):
             try:
                 return cur[name]
