@@ -186,7 +186,8 @@ def register(exports: click.Group, main: click.Group) -> None:
                   "the destination's server-side encryption to the bucket policy.")
     def policy(config, destination, enforce_encryption):
         """Print the least-privilege policies for DESTINATION, ready to paste: bucket policy, role policy, KMS key
-        policy statement (SSE-KMS) and trust policy (a role with an external id)."""
+        policy statement (SSE-KMS) and trust policy (a role with an external id). Given an import source's name,
+        its read role's permission policy (list, read, decrypt, the bucket's notifications) and trust policy."""
         doc = _run(_policy(Admin(_settings(config)), destination, enforce_encryption))
         click.echo(dumps(doc))
 

@@ -145,7 +145,11 @@ class Admin:
         return doc
 
     def policy(self, name: str, enforce_encryption: bool = False) -> dict[str, Any]:
-        """The policies to paste for a destination (``stream.s3.policy``), with where each goes."""
+        """The policies to paste for a destination or an import source (``stream.s3.policy``), with where each
+        goes."""
+        src = self.settings.source(name)
+        if src is not None and self.settings.destination(name) is None:
+            return self.source_policy(name)
         dest = self.destination(name)
         target = target_of(dest, self.settings.s3)
         prefixes = [p for _, p in written_prefixes(dest, segment_sources_of(self.settings, dest.project))]
@@ -156,6 +160,28 @@ class Admin:
             "role_policy": policy.role_policy(target, prefixes)}
         if dest.encryption.type == "sse-kms":
             doc["kms_key_policy_statement"] = policy.kms_key_policy_statement(target, principal)
+        trust = policy.trust_policy(target, principal)
+        if trust is not None:
+            doc["trust_policy"] = trust
+        if principal is None:
+            doc["note"] = (f"{policy.UNKNOWN_PRINCIPAL} stands for the workers' own role: set s3.worker_principal_arn "
+                           "to have it written in")
+        return doc
+
+    def source_policy(self, name: str) -> dict[str, Any]:
+        """An import source's read role (FORMATS.md 7.1): list and read under its prefix, decrypt (SSE-KMS
+        objects), and read and write the bucket's notification configuration when it has a queue; with the trust
+        policy when the source names a role."""
+        src = self.settings.source(name)
+        if src is None:
+            known = ", ".join(x.name for x in self.settings.sources) or "none"
+            raise AdminError(404, f"no source {name!r} in the settings (sources: {known})")
+        target = target_of(src, self.settings.s3)
+        principal = self.settings.s3.worker_principal_arn
+        doc: dict[str, Any] = {
+            "source": name, "reader": policy.writer_of(target, principal),
+            "role_policy": policy.reader_role_policy(target, src.prefix, notifications=bool(src.queue_url),
+                                                     kms=True)}
         trust = policy.trust_policy(target, principal)
         if trust is not None:
             doc["trust_policy"] = trust

@@ -143,3 +143,23 @@ def test_status_counts_each_source_s_files_and_rows():
     assert doc["failed"] == [{"key": "d/1.json.gz", "reason": "truncated_gzip", "message": "the gzip stream ends early",
                               "rows": 3, "at_ms": NOW}]
     assert doc["oldest_waiting_age_s"] == 30.0
+
+
+def test_stream_policy_of_an_import_source_prints_its_read_role():
+    from stream.admin.service import Admin
+    settings = Settings(projects=[{"id": 7}], s3={"worker_principal_arn": "arn:aws:iam::111122223333:role/stream"},
+                        sources=[{"name": "clicks", "project": 7, "bucket": "acme-clicks", "prefix": "in/",
+                                  "queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/q",
+                                  "role_arn": "arn:aws:iam::123456789012:role/stream-import", "external_id": "x-1",
+                                  "converter": CONVERTER}])
+    doc = Admin(settings).policy("clicks")
+    assert doc["source"] == "clicks" and doc["reader"] == "arn:aws:iam::123456789012:role/stream-import"
+    assert [st["Sid"] for st in doc["role_policy"]["Statement"]] == ["StreamLists", "StreamReads", "StreamDecrypts",
+                                                                    "StreamNotifications"]
+    assert doc["role_policy"]["Statement"][0] == {
+        "Sid": "StreamLists", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::acme-clicks",
+        "Condition": {"StringLike": {"s3:prefix": ["in/*"]}}}
+    assert doc["role_policy"]["Statement"][1]["Resource"] == "arn:aws:s3:::acme-clicks/in/*"
+    assert doc["trust_policy"]["Statement"] == [{
+        "Sid": "StreamAssumes", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:role/stream"},
+        "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": "x-1"}}}]
