@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 
@@ -163,11 +163,14 @@ def file_type_of(src: SourceSettings, key: str) -> str:
     return "csv" if name.endswith(".csv") else "parquet" if name.endswith((".parquet", ".pq")) else "json"
 
 
+class _S3Reason(NamedTuple):
+    """The reason of a file S3 would not give (not found, access denied, ...): a FileError reason beside the
+    reader's own, with the error table's reason code as its value."""
+    value: str
+
+
 def _reason(code: str) -> Any:
-    """A FileError reason outside the reader's own (an S3 failure): its code string stands in for the enum."""
-    class _R:
-        value = code
-    return _R()
+    return _S3Reason(code)
 
 
 class FileImporter:

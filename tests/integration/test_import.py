@@ -126,7 +126,8 @@ def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(de
         "in/d.json.gz": truncated[: len(truncated) - 20],        # a truncated gzip: marked failed
     })
     # no fileType: each file's type follows its name (.csv, .parquet, else JSON lines)
-    files = [record(src_bucket, k) for k in ("in/a.json.gz", "in/b.csv", "in/c.parquet", "in/d.json.gz")]
+    files = [record(src_bucket, k) for k in ("in/a.json.gz", "in/b.csv", "in/c.parquet", "in/d.json.gz",
+                                             "in/gone.json")]          # deleted before it was read
     asyncio.run(discover(settings, files + [files[0], record(src_bucket, "in/a.json.gz", "scan")]))
     worker()
     wanted = sorted(str(r["price"]) for r in a + b + c)      # CSV gives every value as text
@@ -136,18 +137,21 @@ def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(de
 
     def imported():
         doc = asyncio.run(ops.status(settings))[0]
-        return doc if doc["files"]["done"] + doc["files"]["failed"] == 4 else None
+        return doc if doc["files"]["done"] + doc["files"]["failed"] == 5 else None
     doc = wait_until(imported, 90, "every file imported or failed")
-    assert doc["files"] == {"discovered": 4, "waiting": 0, "done": 3, "failed": 1}
-    assert doc["failed_by_reason"] == {"truncated_gzip": 1}
+    assert doc["files"] == {"discovered": 5, "waiting": 0, "done": 3, "failed": 2}
+    assert doc["failed_by_reason"] == {"truncated_gzip": 1, "not_found": 1}
+    gone = next(x for x in doc["failed"] if x["key"] == "in/gone.json")
+    assert gone["message"] == (f"s3://{src_bucket}/in/gone.json no longer exists (deleted after it was discovered); "
+                               "nothing to import")
     got = wait_until(lambda: (x := exported_rows(settings)) and {price(r) for r in x} >= set(wanted) and x, 60,
                      "the rows in the export")
     # each good row once, whatever the duplicate discoveries
     assert sorted(price(r) for r in got if int(price(r)) < 300) == wanted
     deads = dead_letters(settings)
     sources = sorted(deadletter.source_of(x) for x in deads)
-    assert sources[:3] == [f"s3://{src_bucket}/in/a.json.gz#3", f"s3://{src_bucket}/in/b.csv#3",
-                           f"s3://{src_bucket}/in/d.json.gz"]
+    assert sources[:4] == [f"s3://{src_bucket}/in/a.json.gz#3", f"s3://{src_bucket}/in/b.csv#3",
+                           f"s3://{src_bucket}/in/d.json.gz", f"s3://{src_bucket}/in/gone.json"]
     assert {x["reason"] for x in deads} >= {"malformed_json", "bad_csv_row", "unreadable_file"}
     # rows read = imported + dead-lettered, per file; the truncated file's rows before the cut were imported
     assert doc["rows"]["read"] == doc["rows"]["imported"] + doc["rows"]["dead_lettered"]
