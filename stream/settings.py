@@ -253,10 +253,11 @@ class CsvSettings(_Section):
 
 
 class ImportRateSettings(_Section):
-    events_per_s: float = Field(30_000, gt=0, description="Most rows per second the source's files are read at, "
-                                "so that an import does not starve live traffic (Amplitude's cap per project).")
-    files_per_s: float = Field(50, gt=0, description="Most files per second the source starts (Amplitude's cap "
-                               "per project).")
+    events_per_s: float = Field(30_000, gt=0, description="Most rows per second one worker process reads the "
+                                "source's files at, so that an import does not starve live traffic (Amplitude's "
+                                "cap per project; N import replicas allow up to N times this).")
+    files_per_s: float = Field(50, gt=0, description="Most files per second one worker process starts of the "
+                               "source (Amplitude's cap per project).")
 
 
 class ScanSettings(_Section):
