@@ -115,8 +115,10 @@ async def _chunks(settings: Settings, src: SourceSettings, f: ImportFile, spool:
         raise
     except Exception as exc:
         failure = classify(exc)
-        if failure is None:
-            raise
+        if failure is None:   # not S3's: a bug reading this file. Mark it failed rather than crash-loop on it
+            log.exception("import %s: unexpected error reading %s", src.name, f.url)
+            raise FileError(_reason("processing_error"), f"unexpected {type(exc).__name__} while reading the file: "
+                            f"{exc} (please report it with the worker's log)") from None
         if clients is not None:
             await clients.drop(src)     # credentials or connections gone bad: the next file opens a new client
         if failure.kind == "transient":

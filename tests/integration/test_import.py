@@ -316,3 +316,29 @@ def test_fifty_files_of_mixed_types_and_compressions_are_each_imported_once(depl
     assert states[0] == states[1] == states[2] and states[0].rows == 20
     time.sleep(2)
     assert sorted(price(r) for r in accepted_rows(settings)) == want
+
+
+def test_an_unexpected_error_reading_a_file_marks_it_failed_instead_of_crash_looping(deployment, monkeypatch,
+                                                                                     tmp_path):
+    """A bug in reading one file (injected here into the reader) must not stop the partition: the file fails with
+    processing_error and the next one is imported."""
+    from stream.agents import imports as agent
+    from stream.imports.reader import FileError
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
+    settings = source_deployment(path, src_bucket)
+    put(settings, src_bucket, {"in/x.json": jsonl(rows("x", 3))})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("reader bug")
+    monkeypatch.setattr(agent, "aiter_rows", broken)
+
+    async def read():
+        return [item async for item in agent._chunks(settings, settings.sources[0], record(src_bucket, "in/x.json"),
+                                                     tmp_path)]
+    with pytest.raises(FileError) as err:
+        asyncio.run(read())
+    assert (err.value.reason.value, err.value.detail) == (
+        "processing_error", "unexpected RuntimeError while reading the file: reader bug (please report it with the "
+        "worker's log)")
