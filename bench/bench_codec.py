@@ -1,0 +1,81 @@
+"""The internal hops' codec: zstd (the default) against lz4 and none, in CPU per event and bytes per event.
+
+    python bench/bench_codec.py [--events N] [--repeats R]
+
+The batches are those of bench_floor's workload (``workload.generate``): the sample events of the benchmarks
+validated, normalized and grouped by ``ingest_records`` as the ingest stage writes them to events.valid
+(EventBatch records, 500 events at most). Each codec compresses and decompresses every batch, as the producer
+and the consumer of one hop do (aiokafka's codec functions, the producer's default levels); process CPU time,
+best of ``--repeats``. Figure A has two such hops (events.valid, events.accepted), figure B one plus the
+accepted hop. Results go to stdout and bench/results-codec.json. lz4 needs the ``lz4`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from aiokafka.codec import has_lz4, lz4_decode, lz4_encode, zstd_decode, zstd_encode
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+from workload import generate  # noqa: E402
+
+from stream.events.ingest import ingest_records  # noqa: E402
+from stream.events.normalize import Rules  # noqa: E402
+
+POLL = 500
+
+
+def best(step, repeats: int) -> float:
+    out = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        step()
+        out = min(out, time.process_time() - t0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--results", default=str(BENCH / "results-codec.json"))
+    args = ap.parse_args()
+    wl = generate(args.events, 4)
+    batches = []
+    for p in range(wl.partitions):
+        recs = [r for r in wl.records if r.partition == p]
+        for i in range(0, len(recs), POLL):
+            res = ingest_records(recs[i:i + POLL], "events.ingest", p, projects=frozenset({424242}),
+                                 default_project=424242, rules=Rules(), partitions=wl.partitions, max_events=500,
+                                 now_ms=0)
+            batches += [b.encode() for _, b in res.batches]
+    events = sum(1 for r in wl.records)
+    raw = sum(len(b) for b in batches)
+    codecs = {"zstd": (zstd_encode, zstd_decode)}
+    if has_lz4():
+        codecs["lz4"] = (lz4_encode, lz4_decode)
+    results = {"events": events, "batches": len(batches), "bytes_per_event_uncompressed": raw / events,
+               "codecs": {}}
+    print(f"{events:,} events in {len(batches):,} batches, {raw / events:.0f} bytes an event uncompressed")
+    for name, (enc, dec) in codecs.items():
+        packed = [enc(b) for b in batches]
+        t_enc = best(lambda: [enc(b) for b in batches], args.repeats)
+        t_dec = best(lambda: [dec(b) for b in packed], args.repeats)
+        size = sum(len(b) for b in packed)
+        r = {"compress_us_per_event": t_enc / events * 1e6, "decompress_us_per_event": t_dec / events * 1e6,
+             "bytes_per_event": size / events, "ratio": raw / size}
+        results["codecs"][name] = r
+        print(f"{name:5s} compress {r['compress_us_per_event']:.2f} µs/event, decompress "
+              f"{r['decompress_us_per_event']:.2f} µs/event, {r['bytes_per_event']:.0f} bytes/event "
+              f"({r['ratio']:.1f}x)")
+    Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
