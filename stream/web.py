@@ -1,5 +1,6 @@
 """The worker's HTTP endpoints on worker.http_port: /metrics, /healthz, /readyz (open); /exports/status and the admin
-API under /admin (``stream.admin.api``), with the admin token (``stream.admin.auth``)."""
+API under /admin (``stream.admin.api``), with the admin token (``stream.admin.auth``); the web console under
+/console/ (``stream.admin.console``) when a token is configured, behind its own sign-in with that token."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ def _json(body: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-def admin_guard(token: str | None):
-    """A middleware answering 401 to any request of a path that is not open without the admin token."""
+def admin_guard(token: str | None, own_auth: tuple[str, ...] = ()):
+    """A middleware answering 401 to any request of a path that is not open without the admin token; paths under
+    ``own_auth`` (the console) check their sessions themselves."""
     @web.middleware
     async def guard(request: web.Request, handler) -> web.StreamResponse:
-        if not is_open(request.path):
+        if not is_open(request.path) and not any(request.path == p or request.path.startswith(p + "/")
+                                                 for p in own_auth):
             why = refusal(request.headers.get("Authorization"), token)
             if why is not None:
                 return web.Response(body=orjson.dumps({"error": "unauthorized", "detail": why}), status=401,
@@ -58,7 +61,8 @@ def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
             return _json({"error": "hours must be an integer (the number of latest hours to list)"}, 400)
         return _json(status(hours))
 
-    app = web.Application(middlewares=[admin_guard(token)])
+    console = admin is not None and token is not None
+    app = web.Application(middlewares=[admin_guard(token, ("/console",) if console else ())])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -66,6 +70,9 @@ def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
     if admin is not None:
         from stream.admin.api import add_routes
         add_routes(app, admin)
+    if console:
+        from stream.admin import console as web_console
+        web_console.add_routes(app, admin, token)
     return app
 
 

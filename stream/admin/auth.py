@@ -1,9 +1,10 @@
 """Who may use the admin endpoints: a bearer token from the settings, compared in constant time (pure).
 
 The access model: the probes (``/healthz``, ``/readyz``) and ``/metrics`` are open, as Kubernetes and Prometheus
-need them and they carry no names; everything else the worker serves -- the export status, the admin API, the
-console -- answers 401 unless the request carries ``Authorization: Bearer <admin.token>``. With no token
-configured, nobody is let in: the admin endpoints are closed rather than open.
+need them and they carry no names; everything else the worker serves -- the export status, the admin API --
+answers 401 unless the request carries ``Authorization: Bearer <admin.token>``; the console signs in with the same
+token and then carries a session cookie (``stream.admin.console``). With no token configured, nobody is let in:
+the admin endpoints are closed rather than open, and the console is not served.
 """
 
 from __future__ import annotations

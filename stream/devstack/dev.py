@@ -133,6 +133,7 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  worker                 pid {worker.pid}, config {cfg}, log {workdir / 'logs' / 'worker.log'}")
         say(f"                         http://127.0.0.1:{http_port}/metrics  /readyz  (open)")
         say(f"  admin token            {token}")
+        say(f"  web console            http://127.0.0.1:{http_port}/console/   (sign in with the admin token)")
         say(f"                         curl -H 'Authorization: Bearer {token}' "
             f"http://127.0.0.1:{http_port}/exports/status")
         api_log = open(workdir / "logs" / "api.log", "wb")

@@ -1,0 +1,378 @@
+"""The web console under ``/console/`` on the worker's HTTP port: server-rendered pages over ``Admin``, the same
+actions as the admin API and the CLI.
+
+Sign-in: the login form takes the admin token; the session is a cookie (HttpOnly, SameSite=Strict,
+Path=/console) holding ``<issued_ms>.<nonce>.<signature>``, the signature an HMAC-SHA256 under a key derived from
+the admin token. Nothing is kept server-side, so a session opened on one worker is valid on every worker of the
+deployment (a Service in front of several pods), survives a worker restart, lasts ``SESSION_S`` at most, and
+ends everywhere when the token is rotated. Logging out clears the cookie and revokes its nonce in this process.
+
+CSRF: every POST form carries ``csrf``, an HMAC of the session's nonce under the same key; a POST without it or
+with another is answered 403. The login form is the exception: it carries the token itself, and signing in to
+the one account there is grants nothing. SameSite=Strict and a Content-Security-Policy (``form-action 'self'``,
+no inline scripts, no framing) are further layers.
+
+The pages work without JavaScript; ``console.js`` only adds the policy page's copy buttons. The backfills page
+reloads itself (meta refresh) while a backfill runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from stream.admin.service import Admin, AdminError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/console"
+COOKIE = "stream_console"
+FLASH = "stream_console_flash"
+SESSION_S = 12 * 3600
+PREVIEW_ROWS = 10
+HOURS = 48
+SWITCH_WAIT_S = 10
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+
+Handler = Callable[[web.Request, "Console"], Awaitable[web.StreamResponse]]
+
+
+def _ms(value: int | None) -> str:
+    if not value:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value / 1000))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _pretty(doc: Any) -> str:
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode()
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("stream.admin", "templates"), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(ms=_ms, duration=_duration, pretty=_pretty,
+                       seg=lambda s: urllib.parse.quote(str(s), safe=""))
+    return env
+
+
+class Console:
+    def __init__(self, admin: Admin, token: str):
+        self.admin = admin
+        self.key = hmac.new(token.encode(), b"stream console session v1", hashlib.sha256).digest()
+        self.token_digest = hashlib.sha256(token.encode()).digest()
+        self.revoked: dict[str, int] = {}      # nonce -> issued_ms, of sessions logged out here
+        self.env = _env()
+
+    # --- sessions ----------------------------------------------------------------------------------------------
+    def _sign(self, text: str) -> str:
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
+
+    def new_session(self) -> str:
+        body = f"{int(time.time() * 1000)}.{secrets.token_urlsafe(18)}"
+        return f"{body}.{self._sign('session:' + body)}"
+
+    def session(self, request: web.Request) -> str | None:
+        """The nonce of the request's valid session, else None."""
+        value = request.cookies.get(COOKIE, "")
+        issued, _, rest = value.partition(".")
+        nonce, _, sig = rest.partition(".")
+        if not (issued.isdigit() and nonce and sig):
+            return None
+        if not hmac.compare_digest(sig, self._sign(f"session:{issued}.{nonce}")):
+            return None
+        age = time.time() - int(issued) / 1000
+        if not 0 <= age < SESSION_S or nonce in self.revoked:
+            return None
+        return nonce
+
+    def csrf(self, nonce: str) -> str:
+        return self._sign("csrf:" + nonce)
+
+    def revoke(self, nonce: str) -> None:
+        now = int(time.time() * 1000)
+        self.revoked = {n: t for n, t in self.revoked.items() if now - t < SESSION_S * 1000}
+        self.revoked[nonce] = now
+
+    # --- rendering ---------------------------------------------------------------------------------------------
+    def page(self, request: web.Request, template: str, http_status: int = 200, **ctx: Any) -> web.Response:
+        nonce = request.get("console_session")
+        flash = request.cookies.get(FLASH)
+        html = self.env.get_template(template).render(
+            prefix=PREFIX, path=request.path, csrf=self.csrf(nonce) if nonce else "", signed_in=nonce is not None,
+            flash=urllib.parse.unquote(flash) if flash else None, **ctx)
+        resp = web.Response(text=html, status=http_status, content_type="text/html")
+        if flash:
+            resp.del_cookie(FLASH, path=PREFIX)
+        return _headers(resp)
+
+
+_CONSOLE = web.AppKey("console", Console)
+
+
+def _headers(resp: web.StreamResponse) -> web.StreamResponse:
+    resp.headers.update({"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
+                         "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                         "Cache-Control": "no-store"})
+    return resp
+
+
+def _redirect(to: str, flash: str | None = None) -> web.Response:
+    resp = web.Response(status=303, headers={"Location": to})
+    if flash:
+        resp.set_cookie(FLASH, urllib.parse.quote(flash[:1000]), path=PREFIX, httponly=True, samesite="Strict")
+    return _headers(resp)
+
+
+def _error(request: web.Request, c: Console, exc: AdminError, **ctx: Any) -> web.Response:
+    return c.page(request, "error.html", exc.status, status=exc.status, message=str(exc), **ctx)
+
+
+def _page(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A signed-in view: GETs without a session go to the login page; POSTs also need the session's CSRF token."""
+    async def view(request: web.Request) -> web.StreamResponse:
+        c: Console = request.app[_CONSOLE]
+        nonce = c.session(request)
+        if nonce is None:
+            return _redirect(f"{PREFIX}/login")
+        request["console_session"] = nonce
+        if request.method == "POST":
+            form = await request.post()
+            given = form.get("csrf")
+            if not isinstance(given, str) or not hmac.compare_digest(given, c.csrf(nonce)):
+                return c.page(request, "error.html", 403, status=403,
+                              message="the form's CSRF token is missing or not this session's: reload the page "
+                                      "and submit again")
+            request["form"] = form
+        try:
+            return await fn(request, c)
+        except AdminError as exc:
+            return _error(request, c, exc)
+        except Exception as exc:   # Kafka or S3 unreachable, ...: say so on the page, keep the details in the log
+            log.exception("console %s %s failed", request.method, request.path)
+            return _error(request, c, AdminError(500, f"{type(exc).__name__}: {exc}"))
+    return view
+
+
+def _form(request: web.Request, name: str, default: str = "") -> str:
+    value = request["form"].get(name, default)
+    return value.strip() if isinstance(value, str) else default
+
+
+# --- login ---------------------------------------------------------------------------------------------------------
+async def login_form(request: web.Request) -> web.StreamResponse:
+    c: Console = request.app[_CONSOLE]
+    if c.session(request) is not None:
+        return _redirect(f"{PREFIX}/")
+    return c.page(request, "login.html")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    c: Console = request.app[_CONSOLE]
+    form = await request.post()
+    given = form.get("token")
+    if not isinstance(given, str) or not given.strip() or not hmac.compare_digest(
+            hashlib.sha256(given.strip().encode()).digest(), c.token_digest):
+        return c.page(request, "login.html", 401, error="that is not the admin token")
+    resp = _redirect(f"{PREFIX}/")
+    resp.set_cookie(COOKIE, c.new_session(), path=PREFIX, httponly=True, samesite="Strict", max_age=SESSION_S,
+                    secure=request.secure)
+    return resp
+
+
+async def logout(request: web.Request, c: Console) -> web.StreamResponse:
+    c.revoke(request["console_session"])
+    resp = _redirect(f"{PREFIX}/login")
+    resp.del_cookie(COOKIE, path=PREFIX)
+    return resp
+
+
+# --- destinations --------------------------------------------------------------------------------------------------
+async def destinations(request: web.Request, c: Console) -> web.StreamResponse:
+    doc = await c.admin.status(HOURS)
+    by_name = {d["destination"]: d for d in doc["destinations"]}
+    out = []
+    for d in c.admin.settings.destinations:
+        exporters = [e for n, e in by_name.items() if n == d.name or n.startswith(d.name + ".")]
+        main = by_name.get(d.name) or (exporters[0] if exporters else {})
+        out.append({"settings": d, "enabled": main.get("enabled", d.enabled), "state": main.get("state", "-"),
+                    "exporters": exporters})
+    return c.page(request, "destinations.html", destinations=out, generated_at=doc["generated_at"], hours=HOURS)
+
+
+def _switch(on: bool) -> Handler:
+    async def switch(request: web.Request, c: Console) -> web.StreamResponse:
+        name = request.match_info["name"]
+        doc = await c.admin.set_enabled(name, on, by="console")
+        ctl = c.admin.control            # the state this worker follows: show the page once it has the change
+        deadline = time.monotonic() + SWITCH_WAIT_S
+        while ctl is not None and ctl.is_paused(name) == on and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        msg = f"{name}: exports {'enabled' if on else 'disabled'} ({', '.join(doc['exporters'])})"
+        if doc.get("data_lost"):
+            msg += f". Data lost while it was off: {_pretty(doc['data_lost'])}. {doc['hint']}"
+        return _redirect(f"{PREFIX}/", msg)
+    return switch
+
+
+async def verify(request: web.Request, c: Console) -> web.StreamResponse:
+    name = request.match_info["name"]
+    return c.page(request, "verify.html", name=name, doc=await c.admin.verify(name))
+
+
+def _hours(request: web.Request, default: int) -> int:
+    try:
+        hours = int(request.query.get("hours", str(default)))
+    except ValueError:
+        raise AdminError(400, "hours must be a whole number of hours") from None
+    if not 1 <= hours <= 24 * 366:
+        raise AdminError(400, "hours must be between 1 and 8784")
+    return hours
+
+
+async def history(request: web.Request, c: Console) -> web.StreamResponse:
+    name, hours = request.match_info["name"], _hours(request, HOURS)
+    return c.page(request, "history.html", name=name, doc=await c.admin.history(name, hours), hours=hours)
+
+
+async def policy(request: web.Request, c: Console) -> web.StreamResponse:
+    name = request.match_info["name"]
+    enforce = request.query.get("enforce_encryption", "") in ("1", "true", "on")
+    doc = c.admin.policy(name, enforce)
+    docs = [(k, _pretty(v)) for k, v in doc.items() if isinstance(v, (dict, list)) and k != "prefixes"]
+    return c.page(request, "policy.html", name=name, doc=doc, docs=docs, enforce=enforce)
+
+
+# --- backfills -----------------------------------------------------------------------------------------------------
+async def _backfills_page(request: web.Request, c: Console, status: int = 200, error: str | None = None,
+                          form: dict[str, str] | None = None) -> web.StreamResponse:
+    jobs = await c.admin.backfills()
+    return c.page(request, "backfills.html", status, jobs=jobs, error=error, form=form or {},
+                  running=any(j.get("state") == "running" for j in jobs),
+                  destinations=[d.name for d in c.admin.settings.destinations])
+
+
+async def backfills(request: web.Request, c: Console) -> web.StreamResponse:
+    return await _backfills_page(request, c)
+
+
+async def start_backfill(request: web.Request, c: Console) -> web.StreamResponse:
+    form = {k: _form(request, k, d) for k, d in
+            (("destination", ""), ("from", ""), ("to", ""), ("exports", "all"), ("source", "auto"))}
+    try:
+        if form["exports"] not in ("all", "events", "merged_ids") or \
+                form["source"] not in ("auto", "accepted", "archive"):
+            raise AdminError(400, "exports must be all, events or merged_ids; source auto, accepted or archive")
+        if not (form["from"] and form["to"]):
+            raise AdminError(400, "give the first hour (from) and the hour after the last (to), such as "
+                                  "2024-03-01T00")
+        req = c.admin.request(form["destination"], form["from"], form["to"], form["exports"], form["source"],
+                              by="console")
+        doc = await c.admin.start_backfill(req)
+    except AdminError as exc:
+        return await _backfills_page(request, c, exc.status, f"{exc.status}: {exc}", form)
+    return _redirect(f"{PREFIX}/backfills", f"backfill {doc['job']} started: {doc['destination']}, "
+                                            f"{doc['from']} to {doc['to']}, {doc['hours_total']} hours")
+
+
+async def cancel(request: web.Request, c: Console) -> web.StreamResponse:
+    job = request.match_info["job"]
+    doc = await c.admin.cancel(job, by="console")
+    return _redirect(f"{PREFIX}/backfills", f"backfill {job}: cancel {doc['cancel']}")
+
+
+# --- imports, dead letters, cohorts --------------------------------------------------------------------------------
+async def imports(request: web.Request, c: Console) -> web.StreamResponse:
+    sources = await c.admin.import_status()
+    name, key = request.query.get("source", "").strip(), request.query.get("key", "").strip()
+    preview, error, status = None, None, 200
+    if name:
+        try:
+            preview = await c.admin.import_preview(name, key or None, PREVIEW_ROWS)
+        except AdminError as exc:
+            error, status = f"{exc.status}: {exc}", exc.status
+    return c.page(request, "imports.html", status, sources=sources, preview=preview, error=error,
+                  form={"source": name, "key": key}, names=[s.name for s in c.admin.settings.sources])
+
+
+async def import_retry(request: web.Request, c: Console) -> web.StreamResponse:
+    name, key = request.match_info["name"], _form(request, "key")
+    if not key:
+        raise AdminError(400, "the form needs the key of the file to import again")
+    doc = await c.admin.import_retry(name, [key])
+    return _redirect(f"{PREFIX}/imports", f"{name}: queued again: {', '.join(doc['queued'])}")
+
+
+async def deadletters(request: web.Request, c: Console) -> web.StreamResponse:
+    hours = _hours(request, 24)
+    return c.page(request, "deadletters.html", doc=await c.admin.dead_letters(hours, 20), hours=hours)
+
+
+async def cohorts(request: web.Request, c: Console) -> web.StreamResponse:
+    return c.page(request, "cohorts.html")
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["file"]
+    if name not in STATIC:
+        raise web.HTTPNotFound()
+    body = resources.files("stream.admin").joinpath("templates", name).read_bytes()
+    resp = web.Response(body=body, content_type=STATIC[name])
+    resp.headers["Cache-Control"] = "max-age=300"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+async def _to_slash(request: web.Request) -> web.StreamResponse:
+    return _redirect(f"{PREFIX}/")
+
+
+def add_routes(app: web.Application, admin: Admin, token: str) -> None:
+    """Mount the console on ``app``; its paths authenticate themselves (``stream.web.admin_guard`` lets them
+    through)."""
+    app[_CONSOLE] = Console(admin, token)
+    g, p = app.router.add_get, app.router.add_post
+    g(PREFIX, _to_slash)
+    g(f"{PREFIX}/static/{{file}}", static)
+    g(f"{PREFIX}/login", login_form)
+    p(f"{PREFIX}/login", login)
+    p(f"{PREFIX}/logout", _page(logout))
+    g(f"{PREFIX}/", _page(destinations))
+    p(f"{PREFIX}/destinations/{{name}}/enable", _page(_switch(True)))
+    p(f"{PREFIX}/destinations/{{name}}/disable", _page(_switch(False)))
+    p(f"{PREFIX}/destinations/{{name}}/verify", _page(verify))
+    g(f"{PREFIX}/destinations/{{name}}/history", _page(history))
+    g(f"{PREFIX}/destinations/{{name}}/policy", _page(policy))
+    g(f"{PREFIX}/backfills", _page(backfills))
+    p(f"{PREFIX}/backfills", _page(start_backfill))
+    p(f"{PREFIX}/backfills/{{job}}/cancel", _page(cancel))
+    g(f"{PREFIX}/imports", _page(imports))
+    p(f"{PREFIX}/imports/{{name}}/retry", _page(import_retry))
+    g(f"{PREFIX}/deadletters", _page(deadletters))
+    g(f"{PREFIX}/cohorts", _page(cohorts))
+
+
+POST_ROUTES = ["/logout", "/destinations/{name}/enable", "/destinations/{name}/disable",
+               "/destinations/{name}/verify", "/backfills", "/backfills/{job}/cancel", "/imports/{name}/retry"]
+"""The POST routes that need the session's CSRF token (all but the login), relative to ``PREFIX``."""

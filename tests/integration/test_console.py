@@ -1,0 +1,297 @@
+"""The web console of a running worker, in headless Chromium: sign-in, turning a destination off and on, policies,
+backfills through the form; and the CSRF and session checks of every POST route, over plain HTTP."""
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import time
+import urllib.parse
+
+import pytest
+import yaml
+
+from stream.kafka import ensure_topics
+from stream.settings import load_settings
+from tests.integration.conftest import ADMIN_TOKEN, wait_until
+from tests.integration.test_admin import call, exported
+from tests.integration.test_backfill import marked
+from tests.integration.test_crash import EVENTS, produce
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium through its chromedriver; both paths given, so Selenium Manager is never run."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("chromium and chromium-driver are not installed (.ci/install-ops-tools)")
+    os.environ["SE_OFFLINE"] = "true"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def driver(browser, tmp_path):
+    """The browser, signed out; the last page it showed is kept in tmp_path (last.png, last.html)."""
+    browser.delete_all_cookies()
+    browser.set_window_size(1280, 900)
+    yield browser
+    browser.save_screenshot(str(tmp_path / "last.png"))
+    (tmp_path / "last.html").write_text(browser.page_source)
+
+
+def base(settings):
+    return f"http://127.0.0.1:{settings.worker.http_port}/console"
+
+
+def console_up(settings):
+    def up():
+        try:
+            return http_request(settings, "GET", "/console/login")[0] == 200
+        except OSError:
+            return False
+    wait_until(up, 60, "the console")
+
+
+def http_request(settings, method, path, form=None, cookie=None):
+    conn = http.client.HTTPConnection("127.0.0.1", settings.worker.http_port, timeout=60)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {}
+    if cookie:
+        headers["Cookie"] = cookie
+    try:
+        conn.request(method, path, body=urllib.parse.urlencode(form) if form is not None else None, headers=headers)
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read().decode()
+    finally:
+        conn.close()
+
+
+def sign_in(driver, settings, token=ADMIN_TOKEN):
+    from selenium.webdriver.common.by import By
+    driver.get(f"{base(settings)}/login")
+    field = driver.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "main form button[type=submit]"))
+
+
+def submit(driver, element, timeout=60):
+    """Click a submit button and wait for the page the POST (and its redirect) leads to."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, timeout).until(ec.staleness_of(old))
+    WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def text(driver):
+    from selenium.webdriver.common.by import By
+    return driver.find_element(By.TAG_NAME, "main").text
+
+
+def wait_for(driver, predicate, timeout, what):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def check(d):
+        try:
+            return predicate(d)
+        except StaleElementReferenceException:      # the page reloaded under us
+            return False
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(check, f"timed out waiting for {what}")
+
+
+def test_every_console_post_route_needs_a_session_and_its_csrf_token(deployment, worker):
+    settings, _ = deployment
+    asyncio.run(ensure_topics(settings))
+    worker()
+    console_up(settings)
+    status, headers, _ = http_request(settings, "GET", "/console/")
+    assert (status, headers["Location"]) == (303, "/console/login")
+    status, _, body = http_request(settings, "POST", "/console/login", {"token": "wrong"})
+    assert status == 401 and "that is not the admin token" in body
+    status, headers, _ = http_request(settings, "POST", "/console/login", {"token": ADMIN_TOKEN})
+    assert (status, headers["Location"]) == (303, "/console/")
+    set_cookie = headers["Set-Cookie"]
+    assert {"HttpOnly", "SameSite=Strict", "Path=/console"} <= {p.strip() for p in set_cookie.split(";")}
+    cookie = set_cookie.split(";")[0]
+    status, _, page = http_request(settings, "GET", "/console/", cookie=cookie)
+    assert status == 200 and "Destinations" in page and "main" in page
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+
+    posts = ["/console/logout", "/console/destinations/main/enable", "/console/destinations/main/disable",
+             "/console/destinations/main/verify", "/console/backfills", "/console/backfills/bf-none/cancel",
+             "/console/imports/none/retry"]
+    from stream.admin.console import POST_ROUTES
+    assert len(posts) == len(POST_ROUTES)
+    for path in posts:
+        assert http_request(settings, "POST", path, {}, cookie)[0] == 403, path
+        assert http_request(settings, "POST", path, {"csrf": "0" * 64}, cookie)[0] == 403, path
+        status, headers, _ = http_request(settings, "POST", path, {"csrf": csrf})     # no session
+        assert (status, headers["Location"]) == (303, "/console/login"), path
+    # nothing was done meanwhile: main is still on
+    assert next(d for d in call(settings, "GET", "/admin/status")[1]["destinations"]
+                if d["destination"] == "main")["enabled"] is True
+    # with the token, an action runs; its refusal is shown on the page with its status
+    status, _, page = http_request(settings, "POST", "/console/backfills/bf-none/cancel", {"csrf": csrf}, cookie)
+    assert status == 404 and "no backfill &#39;bf-none&#39; in the ledger" in page
+    status, _, page = http_request(settings, "GET", "/console/destinations/nope/history", cookie=cookie)
+    assert status == 404 and "no destination &#39;nope&#39; in the settings" in page
+    # a forged or tampered session is no session
+    issued, nonce, sig = cookie.split("=", 1)[1].split(".")
+    for forged in (f"{issued}.{nonce}.{'0' * 64}", f"{int(issued) + 1}.{nonce}.{sig}", "x"):
+        assert http_request(settings, "GET", "/console/", cookie=f"stream_console={forged}")[0] == 303
+    # the console's pages are not a way around the admin API's token
+    assert http_request(settings, "GET", "/console/../admin/status", cookie=cookie)[0] in (401, 404)
+    assert call(settings, "GET", "/admin/status", token="wrong")[0] == 401
+    # logging out ends the session
+    status, headers, _ = http_request(settings, "POST", "/console/logout", {"csrf": csrf}, cookie)
+    assert (status, headers["Location"]) == (303, "/console/login")
+    assert http_request(settings, "GET", "/console/", cookie=cookie)[0] == 303
+
+
+def test_sign_in_turn_a_destination_off_and_on_and_copy_its_policy(deployment, worker, driver, tmp_path):
+    from selenium.webdriver.common.by import By
+    settings, _ = deployment
+    asyncio.run(ensure_topics(settings))
+    worker()
+    console_up(settings)
+    url = base(settings)
+
+    driver.get(f"{url}/")                                          # not signed in: the login form
+    assert driver.current_url == f"{url}/login"
+    sign_in(driver, settings, "not-the-token")
+    assert driver.find_element(By.ID, "login-error").text == "that is not the admin token"
+    driver.save_screenshot(str(tmp_path / "login-refused.png"))
+    sign_in(driver, settings)
+    assert driver.current_url == f"{url}/"
+    assert [a.text for a in driver.find_elements(By.CSS_SELECTOR, "nav a")] == [
+        "Destinations", "Backfills", "Imports", "Dead letters", "Cohorts"]
+
+    first, rest = EVENTS[:20], EVENTS[20:]
+    asyncio.run(produce(settings, first))
+    wait_until(lambda: exported(settings, "main") == 20, 90, "the first hour exported")
+    driver.refresh()
+    section = driver.find_element(By.ID, "dest-main")
+    assert section.find_element(By.CSS_SELECTOR, "[data-enabled]").text == "enabled"
+    assert section.find_element(By.CSS_SELECTOR, "h2 [data-state]").text == "state: ok"
+    cells = section.find_elements(By.CSS_SELECTOR, ".grid .cell")
+    assert len(cells) == 48
+    for cell in cells[:3]:                      # the state is written, not only coloured
+        assert cell.get_attribute("data-state") in ("open", "sealed", "error")
+        assert cell.find_element(By.CSS_SELECTOR, ".state").text.split()[0] == \
+            cell.get_attribute("data-state").upper()
+    driver.save_screenshot(str(tmp_path / "destinations.png"))
+
+    submit(driver, driver.find_element(By.ID, "disable-main"))
+    section = driver.find_element(By.ID, "dest-main")
+    assert "main: exports disabled (main)" in driver.find_element(By.CSS_SELECTOR, ".flash").text
+    assert section.find_element(By.CSS_SELECTOR, "[data-enabled]").text == "disabled"
+    assert section.find_elements(By.CSS_SELECTOR, "h2 [data-state]") == []       # no "state: ok" any more
+    assert driver.find_element(By.ID, "enable-main").text == "Enable"
+    driver.save_screenshot(str(tmp_path / "disabled.png"))
+    assert next(d for d in call(settings, "GET", "/admin/status")[1]["destinations"]
+                if d["destination"] == "main")["state"] == "disabled"
+    asyncio.run(produce(settings, rest))
+    time.sleep(4)
+    assert exported(settings, "main") == 20                          # the export stopped
+
+    submit(driver, driver.find_element(By.ID, "enable-main"))
+    assert "main: exports enabled (main)" in driver.find_element(By.CSS_SELECTOR, ".flash").text
+    assert driver.find_element(By.CSS_SELECTOR, "#dest-main [data-enabled]").text == "enabled"
+    assert driver.find_element(By.ID, "disable-main").text == "Disable"
+    wait_until(lambda: exported(settings, "main") == 60, 90, "main to catch up")   # and resumed
+
+    submit(driver, driver.find_element(By.ID, "verify-main"))
+    assert driver.find_element(By.ID, "verify-result").text == "Passed: every step succeeded."
+    assert "amp/424242/424242_" in text(driver)
+
+    driver.get(f"{url}/destinations/main/history?hours=1000")
+    row = driver.find_element(By.XPATH, '//tr[th[text()="2024-03-09T07:00:00Z"]]').text
+    hour, job, status, objects, events = row.split()[:5]
+    assert (hour, job, status, objects, events) == ("2024-03-09T07:00:00Z", "live", "complete", "2", "20"), row
+    driver.save_screenshot(str(tmp_path / "history.png"))
+
+    driver.get(f"{url}/destinations/main/policy")
+    bucket = settings.destinations[0].bucket
+    doc = json.loads(driver.find_element(By.ID, "bucket_policy").text)
+    assert doc["Statement"][0]["Sid"] == "StreamWrites"
+    assert doc["Statement"][0]["Resource"] == [f"arn:aws:s3:::{bucket}/amp/424242/424242_*"]
+    copy = driver.find_element(By.CSS_SELECTOR, 'button.copy[data-copy="bucket_policy"]')
+    assert copy.is_displayed() and copy.text == "Copy"
+    copy.click()
+    wait_for(driver, lambda d: copy.text in ("Copied", "Copy failed: select the text"), 5, "the copy button")
+    driver.find_element(By.ID, "enforce_encryption").click()
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form.inline button"))
+    doc = json.loads(driver.find_element(By.ID, "bucket_policy").text)
+    assert [s["Sid"] for s in doc["Statement"]] == ["StreamWrites", "DenyOtherEncryption", "DenyUnencrypted"]
+    driver.save_screenshot(str(tmp_path / "policy.png"))
+    driver.set_window_size(375, 800)
+    driver.save_screenshot(str(tmp_path / "policy-375.png"))
+
+    for page, words in (("/deadletters", "0 rejected in the latest 24 hours."),
+                        ("/imports", "No import sources in the settings."),
+                        ("/cohorts", "Cohorts are not built yet")):
+        driver.get(url + page)
+        assert words in text(driver), page
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form.logout button"))
+    assert driver.current_url == f"{url}/login"
+    driver.get(f"{url}/backfills")
+    assert driver.current_url == f"{url}/login"
+
+
+def test_a_backfill_started_from_the_form_shows_its_progress_until_done(deployment, worker, driver, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["backfill"] = {"chunk_hours": 1, "progress_interval_s": 0.2}
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    worker()
+    asyncio.run(produce(settings))
+    console_up(settings)
+    sign_in(driver, settings)
+    wait_until(lambda: marked(settings), 120, "every hour exported and marked")
+
+    driver.get(f"{base(settings)}/backfills")
+    assert "No backfills in the ledger." in text(driver)
+    Select(driver.find_element(By.ID, "bf-destination")).select_by_visible_text("main")
+    driver.find_element(By.ID, "bf-from").send_keys("2024-03-09T07")
+    driver.find_element(By.ID, "bf-to").send_keys("nonsense")
+    submit(driver, driver.find_element(By.ID, "bf-start"))
+    assert driver.find_element(By.ID, "backfill-error").text == \
+        "400: 'nonsense' is not an hour: write it as 2024-03-01T07 (UTC)"
+    assert driver.find_element(By.ID, "bf-from").get_attribute("value") == "2024-03-09T07"   # the form is kept
+    to = driver.find_element(By.ID, "bf-to")
+    to.clear()
+    to.send_keys("2024-03-09T10")
+    submit(driver, driver.find_element(By.ID, "bf-start"))
+    flash = driver.find_element(By.CSS_SELECTOR, ".flash").text
+    job = re.match(r"backfill (bf-\S+) started: main, 2024-03-09T07 to 2024-03-09T10, 3 hours", flash).group(1)
+    driver.save_screenshot(str(tmp_path / "backfill-started.png"))
+
+    def row_state(d):
+        rows = d.find_elements(By.ID, f"job-{job}")
+        return rows and rows[0].get_attribute("data-state") == "done" and rows[0].text
+    row = wait_for(driver, row_state, 120, "the backfill to be done")     # the page reloads itself meanwhile
+    assert "3/3 hours" in row and "done" in row and "60" in row
+    assert driver.find_elements(By.CSS_SELECTOR, f"#job-{job} form") == []    # nothing to cancel any more
+    driver.save_screenshot(str(tmp_path / "backfill-done.png"))
+    assert call(settings, "GET", f"/admin/backfills/{job}")[1]["state"] == "done"
