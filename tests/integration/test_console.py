@@ -295,3 +295,48 @@ def test_a_backfill_started_from_the_form_shows_its_progress_until_done(deployme
     assert driver.find_elements(By.CSS_SELECTOR, f"#job-{job} form") == []    # nothing to cancel any more
     driver.save_screenshot(str(tmp_path / "backfill-done.png"))
     assert call(settings, "GET", f"/admin/backfills/{job}")[1]["state"] == "done"
+
+
+def test_the_imports_page_shows_a_failed_file_retries_it_and_previews_a_file(deployment, worker, driver, tmp_path):
+    import gzip
+
+    import boto3
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.test_import import (csv_bytes, discover, jsonl, ops, put, record, rows,
+                                               source_deployment)
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
+    settings = source_deployment(path, src_bucket)
+    asyncio.run(ensure_topics(settings))
+    cut = gzip.compress(jsonl(rows("d", 50)))
+    put(settings, src_bucket, {"in/b.csv": csv_bytes(rows("b", 3, 100), broken_row=0),
+                               "in/d.json.gz": cut[: len(cut) - 20]})
+    asyncio.run(discover(settings, [record(src_bucket, "in/b.csv"), record(src_bucket, "in/d.json.gz")]))
+    worker()
+    wait_until(lambda: asyncio.run(ops.status(settings))[0]["files"]["failed"] == 1, 90, "the files imported")
+    console_up(settings)
+    sign_in(driver, settings)
+    driver.get(f"{base(settings)}/imports")
+    section = driver.find_element(By.ID, "source-clicks").text
+    assert "discovered\n2" in section and "done\n1" in section and "failed\n1" in section
+    assert "failed (truncated_gzip): 1" in section and "in/d.json.gz" in section
+    driver.save_screenshot(str(tmp_path / "imports.png"))
+
+    # retry the failed file: fixed first, then queued again through the button
+    put(settings, src_bucket, {"in/d.json.gz": gzip.compress(jsonl(rows("d", 50)))})
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "button[aria-label='Retry in/d.json.gz']"))
+    assert "in/d.json.gz" in driver.find_element(By.CSS_SELECTOR, ".flash").text
+    wait_until(lambda: asyncio.run(ops.status(settings))[0]["files"] == {
+        "discovered": 2, "waiting": 0, "done": 2, "failed": 0}, 60, "the retried file done")
+    driver.get(f"{base(settings)}/imports")
+    assert "failed\n0" in driver.find_element(By.ID, "source-clicks").text
+
+    # preview the CSV: its rows next to the events, and the broken row's error
+    driver.find_element(By.ID, "pv-key").send_keys("in/b.csv")
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form.grid-form button[type=submit]"))
+    table = driver.find_element(By.ID, "preview").text
+    assert '"event_type": "Play"' in table and '"user_id": "user-0001"' in table
+    assert "bad_csv_row" in table
+    driver.save_screenshot(str(tmp_path / "preview.png"))
