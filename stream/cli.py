@@ -312,3 +312,120 @@ main.add_command(_import_commands())
 if __name__ == "__main__":
     main()
 
+
+
+@main.group()
+def cohorts() -> None:
+    """Cohorts and their syncs to S3: three CSV files per sync (entering, exiting, existing), FORMATS.md 6."""
+
+
+@cohorts.command("list")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def cohorts_list(config: str | None) -> None:
+    """Every cohort: id, project, kind, name, and the destinations it is synced to."""
+    settings = _load(config)
+    cohort_set = settings.cohort_set
+    if not cohort_set.cohorts:
+        click.echo("no cohorts (cohorts in the settings)")
+        return
+    for c in cohort_set.cohorts:
+        syncs = [f"{d.name} ({s.cadence})" for d in settings.cohort_destinations for s in d.syncs if s.cohort == c.id]
+        click.echo(f"{c.id:<24} project {c.project:<10} {'static' if c.static else 'rule':<6} {c.name}"
+                   f"{'  -> ' + ', '.join(syncs) if syncs else ''}")
+
+
+@cohorts.command("show")
+@click.argument("cohort_id")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def cohorts_show(cohort_id: str, config: str | None) -> None:
+    """One cohort: its definition, its conditions, and its syncs with the keys of the next one."""
+    import time
+
+    import yaml
+
+    from stream.cohorts.sync import SyncJob, scheduled_time, sync_keys
+    settings = _load(config)
+    cohort = settings.cohort_set.cohort(cohort_id)
+    if cohort is None:
+        raise click.ClickException(f"no cohort {cohort_id!r} (stream cohorts list shows them)")
+    definition = next(d for d in settings.cohorts if d.get("id") == cohort_id)
+    click.echo(yaml.safe_dump(definition, sort_keys=False).rstrip())
+    for c in cohort.conditions:
+        window = f"within_days {c.within_days}" if c.within_days is not None else f"between {c.between}"
+        click.echo(f"condition {c.id}: {c.event_type}, {window} (counters under {c.key})")
+    now = int(time.time() * 1000)
+    for d in settings.cohort_destinations:
+        for s in d.syncs:
+            if s.cohort == cohort_id:
+                keys = sync_keys(SyncJob(d, s, cohort), scheduled_time(s.cadence, now))
+                click.echo(f"sync to {d.name}: {s.cadence}, s3://{d.bucket}/{keys['existing']} (and _entering, "
+                           "_exiting)" + ("; once: stamped with its first sync's time" if s.cadence == "once" else ""))
+
+
+def _parse_now(now: str | None) -> int:
+    import time
+    if now is None:
+        return int(time.time() * 1000)
+    from datetime import UTC, datetime
+    try:
+        t = datetime.fromisoformat(now)
+    except ValueError:
+        raise click.BadParameter(f"{now!r}: write a UTC time such as 2024-03-09T07:00Z", param_hint="--now") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+@cohorts.command("sync")
+@click.argument("cohort_id")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--destination", "-d", help="Only the sync to this cohort destination; default: every one.")
+@click.option("--now", help="Sync as if it were this UTC time (ISO 8601, e.g. 2024-03-09T07:30Z); default: now. "
+              "The sync due then is written, unless it is complete already.")
+def cohorts_sync(cohort_id: str, config: str | None, destination: str | None, now: str | None) -> None:
+    """Write the cohort's sync due now (hourly, daily: the hour's, the day's; once: the first), from the events
+    on events.accepted: entering, exiting and existing files, then the sync's completion record."""
+    settings = _load(config)
+    from stream.cohorts.sync import SyncError, jobs_of, run_syncs
+    try:
+        jobs = jobs_of(settings, cohort_id, destination)
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from None
+    now_ms = _parse_now(now)
+    try:
+        results = asyncio.run(run_syncs(settings, jobs, now_ms, echo=click.echo))
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    except Exception as exc:
+        raise click.ClickException(f"cohort sync failed: {type(exc).__name__}: {exc}") from None
+    for r in results:
+        for diff_type, key in r.keys.items():
+            click.echo(f"{diff_type:<9} s3://{r.job.destination.bucket}/{key}")
+
+
+@cohorts.command("history")
+@click.argument("cohort_id")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@click.option("--destination", "-d", help="Only the syncs to this cohort destination.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON completion record per line.")
+def cohorts_history(cohort_id: str, config: str | None, destination: str | None, as_json: bool) -> None:
+    """The cohort's completed syncs, read from their completion records on S3."""
+    settings = _load(config)
+    from stream.cohorts.sync import SyncError, history, jobs_of
+    try:
+        jobs = jobs_of(settings, cohort_id, destination)
+        rows = asyncio.run(history(settings, jobs))
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        raise click.ClickException(f"cannot read the sync records: {type(exc).__name__}: {exc}") from None
+    if as_json:
+        import orjson
+        for _, r in rows:
+            click.echo(orjson.dumps(r).decode())
+        return
+    if not rows:
+        click.echo(f"no completed sync of {cohort_id}")
+    for job, r in rows:
+        click.echo(f"{r['stamp']}  {job.destination.name:<16} members {r['members']:>8}  entering {r['entering']:>8}"
+                   f"  exiting {r['exiting']:>8}  s3://{job.destination.bucket}/{r['keys']['existing']}")

@@ -52,6 +52,10 @@ NAMES = (
     "import.state_written",   # the processed state written, the imports.files offset not committed
     # shutdown
     "worker.stopping",        # SIGTERM received, nothing drained yet
+    # cohorts
+    "cohorts.diffed",         # a sync's three files spooled, none uploaded
+    "cohorts.file_written",   # one of a sync's files on S3, the others or its completion record not yet
+    "cohorts.completed",      # a sync's completion record on S3
 )
 
 

@@ -11,6 +11,7 @@ points in time. Labels:
 - ``destination``: a destination name from the configuration
 - ``consumer``: ingest, dedupe, or ``export-<destination>``
 - ``route``: an HTTP route template, ``status``: an HTTP status code
+- ``cohort``: a cohort id from the configuration (cohorts[].id)
 """
 
 from __future__ import annotations
@@ -135,3 +136,18 @@ IMPORT_FILES_DISCOVERED = Counter(
 IMPORT_SCAN_LISTED = Counter(
     "stream_import_scan_listed_objects_total",
     "Objects listed by an import source's list scans (every object under the prefix, wanted or not).", ["source"])
+
+# --- cohort syncs ------------------------------------------------------------------------------------------------
+COHORT_MEMBERS = Gauge("stream_cohort_members", "Users in the cohort at its latest completed sync to the "
+                       "destination (the rows of its existing file).", ["cohort", "destination"])
+COHORT_ENTERING = Counter("stream_cohort_entering_users_total", "Rows of the entering files of completed syncs.",
+                          ["cohort", "destination"])
+COHORT_EXITING = Counter("stream_cohort_exiting_users_total", "Rows of the exiting files of completed syncs.",
+                         ["cohort", "destination"])
+COHORT_SYNC_DURATION = Histogram("stream_cohort_sync_duration_seconds",
+                                 "Time to diff and write a sync's three files and its completion record (the "
+                                 "events' reading not included).", ["cohort", "destination"],
+                                 buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
+COHORT_SYNC_FAILURES = Counter("stream_cohort_sync_failures_total",
+                               "Cohort syncs that failed, by reason (an S3 failure reason of stream.s3.errors, or "
+                               "other).", ["cohort", "destination", "reason"])

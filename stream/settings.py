@@ -344,6 +344,51 @@ class SourceSettings(_Section):
         return self._compiled
 
 
+class CohortSyncSettings(_Section):
+    """One cohort synced to a cohort destination (FORMATS.md 6)."""
+
+    cohort: str = Field(..., description="Id of the cohort (an entry of `cohorts`).")
+    cadence: Literal["once", "hourly", "daily"] = Field(
+        "daily", description="once: a single sync, at the time of the first one; hourly / daily: one sync per UTC "
+        "hour / day, stamped with the hour's / day's start (`stream cohorts sync` syncs the latest one due).")
+    routing_key: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+                             description="Suffix of the file names (`..._<difftype>_<routing_key>.csv`); empty: none.")
+    properties: list[str] = Field(default_factory=list, description="User properties exported as columns after "
+                                  "amplitudeID and userID, in this order.")
+
+
+class CohortDestinationSettings(_Section):
+    """A bucket receiving cohort syncs: three CSV files per sync (entering, exiting, existing), FORMATS.md 6."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+                      description="Unique name: in metrics, the CLI and the sync records.")
+    bucket: str = Field(..., min_length=3, description="S3 bucket name.")
+    region: str | None = Field(None, description="Bucket region; defaults to s3.region.")
+    endpoint_url: str | None = Field(None, description="S3 endpoint of this destination; defaults to "
+                                     "s3.endpoint_url (unset for AWS).")
+    role_arn: str | None = Field(
+        None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
+        description="IAM role to assume to write the bucket; unset: the worker's own credentials.")
+    external_id: str | None = Field(None, description="External ID to pass when assuming role_arn.")
+    path_prefix: str = Field("cohorts/", description="Prepended to every key, as written (`cohorts/` makes a "
+                             "folder); the sync records go under <path_prefix>_sync/.")
+    encryption: EncryptionSettings = Field(default_factory=EncryptionSettings, description="Server-side encryption.")
+    hyphen_time: bool = Field(False, description="Write the time in keys as YYYY-MM-DDTHH-MM instead of "
+                              "YYYY-MM-DDTHH:MM, for tools that cannot take a colon in a key.")
+    user_id_property: str | None = Field(
+        None, min_length=1, description="User property whose value fills the userID column; unset: the user_id "
+        "of the user's latest event.")
+    syncs: list[CohortSyncSettings] = Field(default_factory=list, description="The cohorts synced here.")
+
+    @model_validator(mode="after")
+    def _one_sync_per_file_name(self) -> CohortDestinationSettings:
+        seen = [(s.cohort, s.routing_key) for s in self.syncs]
+        if len(set(seen)) != len(seen):
+            raise ValueError("syncs: two syncs of one cohort with the same routing_key would write the same files; "
+                             "give each its own routing_key")
+        return self
+
+
 class SegmentSourceSettings(_Section):
     write_key: str = Field(..., min_length=1, description="The source's write key (HTTP Basic user name or "
                            "`writeKey` in the body).")
@@ -513,6 +558,12 @@ class Settings(BaseSettings):
     destinations: list[DestinationSettings] = Field(default_factory=list, description="Where events are exported.")
     sources: list[SourceSettings] = Field(default_factory=list, description="S3 import sources: files on buckets "
                                           "the team owns, imported once each (docs/imports.md).")
+    cohorts: list[dict[str, Any]] = Field(
+        default_factory=list, description="Cohort definitions (stream/cohorts/rules.py: id, project, name, rule or "
+        "static), checked and compiled when the settings load.")
+    cohort_destinations: list[CohortDestinationSettings] = Field(
+        default_factory=list, description="Buckets receiving cohort syncs (FORMATS.md 6).")
+    _cohort_set: Any = PrivateAttr(None)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -568,7 +619,35 @@ class Settings(BaseSettings):
         if self.ingest.default_project is not None and self.ingest.default_project not in ids:
             raise ValueError(f"ingest.default_project: project {self.ingest.default_project} is not declared "
                              "in projects")
+        self._compile_cohorts()
         return self
+
+    def _compile_cohorts(self) -> None:
+        from stream.cohorts.rules import CohortError, parse_cohorts
+        keep = {p for d in self.cohort_destinations for s in d.syncs for p in s.properties}
+        keep |= {d.user_id_property for d in self.cohort_destinations if d.user_id_property}
+        try:
+            cohorts = parse_cohorts(self.cohorts, "cohorts", sorted(keep))
+        except CohortError as exc:
+            raise ValueError(str(exc)) from None
+        names = [d.name for d in self.cohort_destinations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cohort_destinations: duplicate destination name in {names}")
+        for i, d in enumerate(self.cohort_destinations):
+            for j, sync in enumerate(d.syncs):
+                if cohorts.cohort(sync.cohort) is None:
+                    raise ValueError(f"cohort_destinations[{i}].syncs[{j}].cohort: no cohort {sync.cohort!r} in "
+                                     "cohorts")
+        self._cohort_set = cohorts
+
+    @property
+    def cohort_set(self) -> Any:
+        """The cohorts, checked and compiled (``stream.cohorts.rules.CohortSet``); their users' states keep the
+        properties the syncs export too."""
+        return self._cohort_set
+
+    def cohort_destination(self, name: str) -> CohortDestinationSettings | None:
+        return next((d for d in self.cohort_destinations if d.name == name), None)
 
     def _one_archive_per_project(self) -> None:
         seen: dict[int, str] = {}

@@ -1,0 +1,134 @@
+"""Cohort syncs from the events a worker accepted to moto S3: exact files, the next sync's diff, and a kill -9
+between two files of a sync followed by a re-run that leaves one set of files with the same bytes."""
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import boto3
+import orjson
+import pytest
+import yaml
+from aiokafka import AIOKafkaProducer
+from click.testing import CliRunner
+
+from stream.cli import main
+from stream.events.batch import EventBatch
+from stream.kafka import read_all
+from stream.settings import load_settings
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+H7 = 1709967600000   # 2024-03-09 07:00 UTC
+MIN = 60_000
+HEAD = b"amplitudeID,userID,plan\r\n"
+
+
+def event(user, event_type, plan, at, n):
+    return ({"event_type": event_type, "device_id": f"device-{user}", "user_id": f"user-{user}",
+             "insert_id": f"ins-{user}-{n}", "time": at, "user_properties": {"plan": plan}}, at)
+
+
+# before 08:00: a buys on the pro plan, b on the free plan; after: a moves to free, b to pro
+FIRST = [event("aaaa", "purchase", "pro", H7 + 10 * MIN, 1), event("bbbb", "purchase", "free", H7 + 20 * MIN, 1)]
+SECOND = [event("aaaa", "view", "free", H7 + 70 * MIN, 2), event("bbbb", "view", "pro", H7 + 80 * MIN, 2)]
+
+
+async def produce(settings, events):
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await p.start()
+    try:
+        for ev, ts in events:
+            await p.send(settings.topics.name("ingest"), orjson.dumps(ev), timestamp_ms=ts)
+        await p.flush()
+    finally:
+        await p.stop()
+
+
+def accepted_rows(settings):
+    return [orjson.loads(line) for r in asyncio.run(read_all(settings, settings.topics.name("accepted")))
+            for line in EventBatch.decode(r.value).lines]
+
+
+def cohort_objects(s3, bucket):
+    out = {}
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix="cohorts/").get("Contents", []):
+        out[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+    return out
+
+
+def test_cohort_syncs_from_accepted_events(deployment, worker):
+    _, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    bucket = cfg["destinations"][0]["bucket"]
+    cfg["cohorts"] = [{"id": "pro_buyers", "project": 424242, "name": "Pro buyers", "rule": {"and": [
+        {"performed": "purchase", "within_days": 2}, {"user_property": "plan", "op": "=", "value": "pro"}]}}]
+    cfg["cohort_destinations"] = [{"name": "crm", "bucket": bucket, "syncs": [
+        {"cohort": "pro_buyers", "cadence": "hourly", "properties": ["plan"]}]}]
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    runner = CliRunner()
+
+    def sync(now):
+        result = runner.invoke(main, ["cohorts", "sync", "pro_buyers", "-c", str(path), "--now", now])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    worker()
+    asyncio.run(produce(settings, FIRST))
+    wait_until(lambda: len(accepted_rows(settings)) == 2, 30, "the first events on events.accepted")
+    ids = {r["user_id"]: r["amplitude_id"] for r in accepted_rows(settings)}
+    a, b = ids["user-aaaa"], ids["user-bbbb"]
+
+    out = sync("2024-03-09T08:30Z")
+    t1 = "cohorts/424242_pro_buyers_2024-03-09T08:00_"
+    assert f"existing  s3://{bucket}/{t1}existing.csv" in out
+    files = cohort_objects(s3, bucket)
+    assert files == {
+        t1 + "entering.csv": HEAD + b"%d,user-aaaa,pro\r\n" % a,
+        t1 + "exiting.csv": HEAD,
+        t1 + "existing.csv": HEAD + b"%d,user-aaaa,pro\r\n" % a,
+        "cohorts/_sync/424242_pro_buyers_2024-03-09T08:00.done": files.get(
+            "cohorts/_sync/424242_pro_buyers_2024-03-09T08:00.done"),
+    }
+    head = s3.head_object(Bucket=bucket, Key=t1 + "existing.csv")
+    assert head["ServerSideEncryption"] == "AES256"
+    # the same hour again: complete, nothing written
+    assert "complete already" in sync("2024-03-09T08:59Z")
+    assert cohort_objects(s3, bucket) == files
+
+    asyncio.run(produce(settings, SECOND))
+    wait_until(lambda: len(accepted_rows(settings)) == 4, 30, "the second events on events.accepted")
+
+    # the next hour's sync, killed -9 once its second file (exiting) is on S3
+    env = {**os.environ, "STREAM_CRASH_AT": "cohorts.file_written:2"}
+    crashed = subprocess.run([sys.executable, "-m", "stream", "cohorts", "sync", "pro_buyers", "-c", str(path),
+                              "--now", "2024-03-09T09:30Z"], env=env, capture_output=True, timeout=60,
+                             check=False)
+    assert crashed.returncode == -9, crashed.stderr.decode()
+    t2 = "cohorts/424242_pro_buyers_2024-03-09T09:00_"
+    after_crash = cohort_objects(s3, bucket)
+    assert set(after_crash) - set(files) == {t2 + "entering.csv", t2 + "exiting.csv"}   # no existing, no record
+
+    sync("2024-03-09T09:45Z")
+    final = cohort_objects(s3, bucket)
+    expected = {
+        t2 + "entering.csv": HEAD + b"%d,user-bbbb,pro\r\n" % b,
+        t2 + "exiting.csv": HEAD + b"%d,user-aaaa,free\r\n" % a,
+        t2 + "existing.csv": HEAD + b"%d,user-bbbb,pro\r\n" % b,
+    }
+    assert {k: v for k, v in final.items() if k.startswith(t2)} == expected
+    assert after_crash[t2 + "entering.csv"] == expected[t2 + "entering.csv"]
+    assert after_crash[t2 + "exiting.csv"] == expected[t2 + "exiting.csv"]
+    assert set(final) == set(files) | set(expected) | {"cohorts/_sync/424242_pro_buyers_2024-03-09T09:00.done"}
+    record = orjson.loads(final["cohorts/_sync/424242_pro_buyers_2024-03-09T09:00.done"])
+    assert (record["members"], record["entering"], record["exiting"], record["previous"]) == (
+        1, 1, 1, "2024-03-09T08:00")
+
+    history = runner.invoke(main, ["cohorts", "history", "pro_buyers", "-c", str(path)])
+    assert history.exit_code == 0, history.output
+    lines = history.output.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["2024-03-09T08:00", "2024-03-09T09:00"]
