@@ -309,11 +309,6 @@ def _import_commands() -> click.Group:
 main.add_command(_import_commands())
 
 
-if __name__ == "__main__":
-    main()
-
-
-
 @main.group()
 def cohorts() -> None:
     """Cohorts and their syncs to S3: three CSV files per sync (entering, exiting, existing), FORMATS.md 6."""
@@ -429,3 +424,7 @@ def cohorts_history(cohort_id: str, config: str | None, destination: str | None,
     for job, r in rows:
         click.echo(f"{r['stamp']}  {job.destination.name:<16} members {r['members']:>8}  entering {r['entering']:>8}"
                    f"  exiting {r['exiting']:>8}  s3://{job.destination.bucket}/{r['keys']['existing']}")
+
+
+if __name__ == "__main__":
+    main()
