@@ -112,10 +112,25 @@ def exporting_merged_ids(path):
     return load_settings(path)
 
 
+def _answers(url):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:       # it answers, if not yet healthy
+        return True
+    except OSError:
+        return False
+
+
 def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS, signal_after=None):
     first = worker(env={"STREAM_CRASH_AT": point})
     asyncio.run(produce(settings, events))
     if signal_after is not None:
+        # a SIGTERM before the worker installs its handler (still importing, on a busy machine) just kills it
+        wait_until(lambda: _answers(f"http://127.0.0.1:{settings.worker.http_port}/healthz"), 60,
+                   "the worker to serve its probes")
         time.sleep(signal_after)
         first.send_signal(signal.SIGTERM)
     wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
