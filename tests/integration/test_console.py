@@ -90,12 +90,19 @@ def sign_in(driver, settings, token=ADMIN_TOKEN):
 
 def submit(driver, element, timeout=60):
     """Click a submit button and wait for the page the POST (and its redirect) leads to."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
     old = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(driver, timeout).until(ec.staleness_of(old))
+
+    def navigated(_):
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException:   # stale, or (mid-navigation) "does not belong to the document"
+            return True
+    WebDriverWait(driver, timeout).until(navigated)
     WebDriverWait(driver, timeout).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
@@ -105,13 +112,13 @@ def text(driver):
 
 
 def wait_for(driver, predicate, timeout, what):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     def check(d):
         try:
             return predicate(d)
-        except StaleElementReferenceException:      # the page reloaded under us
+        except WebDriverException:      # the page reloaded under us: a stale element, or one of the old document
             return False
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(check, f"timed out waiting for {what}")
 
