@@ -182,9 +182,7 @@ class FileImporter:
                  send_dead: Callable[[bytes, bytes], Awaitable[Any]], topic: str) -> None:
         self.settings, self.clock, self.topic = settings, clock, topic
         self.send_valid, self.send_dead = send_valid, send_dead
-        ing = settings.ingest
-        self.rules = Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep",
-                           int(ing.max_clock_skew_s * 1000))
+        self.rules = Rules.of(settings.ingest)
         self.rates: dict[str, tuple[RateLimit, RateLimit]] = {}
         self.spool = Path(settings.worker.data_dir) / "import-spool"
         self.spool.mkdir(parents=True, exist_ok=True)

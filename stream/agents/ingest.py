@@ -87,8 +87,7 @@ async def run_ingest(settings: Settings, clock: Clock) -> None:
     """
     t, ing = settings.topics, settings.ingest
     src, valid, dead, clamps_topic = t.name("ingest"), t.name("valid"), t.name("dead_letter"), t.name("ingest_clamps")
-    rules = Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep",
-                  int(ing.max_clock_skew_s * 1000))
+    rules = Rules.of(ing)
     clamps = ClampIndex(src)
     known: set[TopicPartition] = set()
     consumer = AIOKafkaConsumer(group_id=f"{settings.worker.app_id}-ingest", **kafka.consumer_args(settings.kafka))

@@ -106,6 +106,13 @@ class Rules(NamedTuple):
     keep_unknown_fields: bool = False
     max_clock_skew_ms: int = 300_000
 
+    @classmethod
+    def of(cls, ingest: Any) -> Rules:
+        """The rules the ingest settings (``settings.ingest``) set: what every path that stamps server times from
+        a Kafka record or a file (the ingest stage, the S3 import) validates with."""
+        return cls(ingest.max_event_bytes, ingest.min_id_length, ingest.unknown_fields == "keep",
+                   int(ingest.max_clock_skew_s * 1000))
+
 
 def clamp_server_time(t: int, now_ms: int | None, max_skew_ms: int) -> int:
     """A server time as stamped: ``t``, unless it is ahead of the ingest clock ``now_ms`` by more than the allowed

@@ -32,16 +32,11 @@ def source_or_error(settings: Settings, name: str) -> SourceSettings:
     return src
 
 
-def _rules(settings: Settings) -> Rules:
-    ing = settings.ingest
-    return Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep", int(ing.max_clock_skew_s * 1000))
-
-
 def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: list[Any], now_ms: int) -> list[dict]:
     """Per item: its row number, the source row, the converted export row (or None) and its errors (pure)."""
     from stream.events import deadletter
     from stream.imports.reader import RowError
-    ctx = FileContext(src, f, 0, now_ms, _rules(settings), record="preview")
+    ctx = FileContext(src, f, 0, now_ms, Rules.of(settings.ingest), record="preview")
     out = []
     for item in items:
         res = convert(ctx, [item], now_ms)
@@ -124,8 +119,8 @@ def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], st
 
 
 async def status(settings: Settings) -> list[dict]:
-    from stream.topics import import_changelog
     from stream.kafka import read_all
+    from stream.topics import import_changelog
     discovered = []
     for m in await read_all(settings, settings.topics.name("import_files")):
         try:
