@@ -8,12 +8,11 @@ import faust
 
 from stream import metrics
 from stream.agents import identity
+from stream.agents.deadletters import keep_undecodable
 from stream.crashpoints import crash_point
 from stream.dedup.policy import DAY_MS, decide, encode_changelog
 from stream.dedup.table import DedupeTable
 from stream.events.batch import EventBatch, Origin
-from stream.events.deadletter import not_a_batch
-from stream.events.normalize import Reason
 from stream.settings import Settings
 from stream.topics import dedupe_changelog, dedupe_changelog_retention_ms
 
@@ -63,11 +62,8 @@ def register(app: faust.App, settings: Settings) -> None:
                 continue
             try:
                 batch = EventBatch.decode(event.value)
-            except Exception as exc:  # not a batch: kept in the dead-letter topic, never retried
-                await dead.send(key=msg.key, value=not_a_batch(msg.topic, msg.partition, msg.offset,
-                                                               int(msg.timestamp * 1000), msg.key, event.value, exc,
-                                                               settings.kafka.max_request_bytes))
-                metrics.EVENTS_DEAD_LETTERED.labels("dedupe", Reason.INVALID_BATCH.value).inc()
+            except Exception as exc:  # not a batch
+                await keep_undecodable(dead, event, exc, "dedupe", settings.kafka.max_request_bytes)
                 continue
             origin = Origin(valid_name, msg.partition, msg.offset)
             batch.arrived_at(origin)

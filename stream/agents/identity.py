@@ -19,10 +19,10 @@ import faust
 from faust.types import TP
 
 from stream import metrics
+from stream.agents.deadletters import keep_undecodable
 from stream.crashpoints import crash_point
 from stream.events import deadletter
 from stream.events.batch import EventBatch, Origin, Source
-from stream.events.deadletter import not_a_batch
 from stream.events.normalize import Reason, Rejected, uuid5_bytes
 from stream.events.partitioning import partition_for
 from stream.events.timefmt import format_ms
@@ -150,11 +150,8 @@ def register(app: faust.App, settings: Settings, table: IdentityTable, valid: fa
             msg = event.message
             try:
                 message = dec_links(event.value)
-            except Exception as exc:   # not a links message: kept in the dead-letter topic, never retried
-                await dead.send(key=msg.key, value=not_a_batch(msg.topic, msg.partition, msg.offset,
-                                                               int(msg.timestamp * 1000), msg.key, event.value, exc,
-                                                               settings.kafka.max_request_bytes))
-                metrics.EVENTS_DEAD_LETTERED.labels("identity", Reason.INVALID_BATCH.value).inc()
+            except Exception as exc:   # not a links message
+                await keep_undecodable(dead, event, exc, "identity", settings.kafka.max_request_bytes)
                 continue
             p = msg.partition
             d = decide(message, lambda keys: table.get_many(p, keys))

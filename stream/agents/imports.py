@@ -32,10 +32,10 @@ from typing import Any, NamedTuple
 import faust
 
 from stream import kafka, metrics
+from stream.agents.deadletters import keep_undecodable
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import group
-from stream.events.deadletter import not_a_batch
 from stream.events.normalize import Reason, Rules
 from stream.health import HEALTH
 from stream.imports.files import FileState, ImportFile, State
@@ -309,11 +309,8 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             msg = event.message
             try:
                 f = ImportFile.decode(event.value)
-            except Exception as exc:   # not a discovery record: kept in the dead-letter topic, never retried
-                await dead.send(key=msg.key, value=not_a_batch(msg.topic, msg.partition, msg.offset,
-                                                               int(msg.timestamp * 1000), msg.key, event.value, exc,
-                                                               settings.kafka.max_request_bytes))
-                metrics.EVENTS_DEAD_LETTERED.labels("import", Reason.INVALID_BATCH.value).inc()
+            except Exception as exc:   # not a discovery record
+                await keep_undecodable(dead, event, exc, "import", settings.kafka.max_request_bytes)
                 continue
             src = settings.source(f.source)
             if src is None or not src.enabled:
