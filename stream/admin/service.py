@@ -160,13 +160,7 @@ class Admin:
             "role_policy": policy.role_policy(target, prefixes)}
         if dest.encryption.type == "sse-kms":
             doc["kms_key_policy_statement"] = policy.kms_key_policy_statement(target, principal)
-        trust = policy.trust_policy(target, principal)
-        if trust is not None:
-            doc["trust_policy"] = trust
-        if principal is None:
-            doc["note"] = (f"{policy.UNKNOWN_PRINCIPAL} stands for the workers' own role: set s3.worker_principal_arn "
-                           "to have it written in")
-        return doc
+        return _with_trust(doc, target, principal)
 
     def source_policy(self, name: str) -> dict[str, Any]:
         """An import source's read role (FORMATS.md 7.1): list and read under its prefix, decrypt (SSE-KMS
@@ -182,13 +176,7 @@ class Admin:
             "source": name, "reader": policy.writer_of(target, principal),
             "role_policy": policy.reader_role_policy(target, src.prefix, notifications=bool(src.queue_url),
                                                      kms=True)}
-        trust = policy.trust_policy(target, principal)
-        if trust is not None:
-            doc["trust_policy"] = trust
-        if principal is None:
-            doc["note"] = (f"{policy.UNKNOWN_PRINCIPAL} stands for the workers' own role: set s3.worker_principal_arn "
-                           "to have it written in")
-        return doc
+        return _with_trust(doc, target, principal)
 
     # --- dead letters -------------------------------------------------------------------------------------------
     async def dead_letters(self, hours: int = 24, samples: int = 20) -> dict[str, Any]:
@@ -319,6 +307,18 @@ class Admin:
         except LookupError as exc:
             raise AdminError(404, str(exc.args[0])) from None
         return {"source": name, "queued": [r.url for r in records]}
+
+
+def _with_trust(doc: dict[str, Any], target: Any, principal: str | None) -> dict[str, Any]:
+    """``doc`` with the trust policy of the target's role (if it names one) and a note when the workers' own
+    principal is unknown."""
+    trust = policy.trust_policy(target, principal)
+    if trust is not None:
+        doc["trust_policy"] = trust
+    if principal is None:
+        doc["note"] = (f"{policy.UNKNOWN_PRINCIPAL} stands for the workers' own role: set s3.worker_principal_arn "
+                       "to have it written in")
+    return doc
 
 
 async def _read_dead_letters(settings: Settings, since_ms: int) -> list[dict[str, Any]]:

@@ -7,17 +7,8 @@ import asyncio
 import click
 import orjson
 
-from stream.settings import Settings, load_settings
-
-CONFIG_HELP = "YAML configuration file (examples/stream.yaml); STREAM_* environment variables override it."
-
-
-def _load(config: str | None) -> Settings:
-    from stream.errors import ConfigError
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+from stream.imports.setup import settings_of as _load
+from stream.imports.setup import config_option
 
 
 def _run(coro):
@@ -29,7 +20,7 @@ def _run(coro):
 
 @click.command("preview")
 @click.argument("source")
-@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@config_option
 @click.option("--key", help="The file to read; default: the first file of the source its filter accepts.")
 @click.option("--rows", default=10, show_default=True, help="How many rows to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print the preview as JSON (as the admin API does).")
@@ -50,7 +41,7 @@ def preview(source: str, config: str | None, key: str | None, rows: int, as_json
 
 
 @click.command("status")
-@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (as the admin API does).")
 def status(config: str | None, as_json: bool) -> None:
     """Files discovered, waiting, done and failed (with reasons) per source, rows, and the oldest wait."""
@@ -70,7 +61,7 @@ def status(config: str | None, as_json: bool) -> None:
 @click.command("retry")
 @click.argument("source")
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+@config_option
 def retry(source: str, keys: tuple[str, ...], config: str | None) -> None:
     """Import files of SOURCE again (a failed file once fixed, or one to read again): rows imported before keep
     their ids, so dedupe drops them within its window."""

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from stream.events import deadletter
 from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, uuid5_str
 from stream.imports.files import ImportFile, row_offset
@@ -143,7 +145,6 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> C
 
 
 def _dead(ctx: FileContext, row: int, why: Rejected, value: Any, now_ms: int) -> tuple[bytes, bytes]:
-    import orjson
     raw = None if value is None else orjson.dumps(value, default=str)
     key = ctx.file.kafka_key
     return key, deadletter.encode(why, ctx.url, deadletter.FILE_ROW, row, ctx.server_ms, key, raw, now_ms,

@@ -627,7 +627,7 @@ def _notification_line(what: str, doc: dict[str, Any], queue_arn: str, prefix: s
 
 # --- the commands ---------------------------------------------------------------------------------------------------
 
-def _settings(config: str | None) -> Settings:
+def settings_of(config: str | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
@@ -660,7 +660,7 @@ import_group = click.Group("import", help="The S3 import sources (sources[] of t
 def setup_command(source: str, merge: bool, dry_run: bool, config: str | None) -> None:
     """Make SOURCE's bucket notify its queue of new objects: the queue policy that lets S3 send to the queue, then
     an s3:ObjectCreated:* notification under the source's prefix. Running it again changes nothing."""
-    settings = _settings(config)
+    settings = settings_of(config)
     _known(settings, source, config)
     try:
         lines = asyncio.run(setup_source(settings, source, merge=merge, dry_run=dry_run))
@@ -678,7 +678,7 @@ def setup_command(source: str, merge: bool, dry_run: bool, config: str | None) -
 def check_command(source: str, config: str | None) -> None:
     """Probe what SOURCE's importer needs: list and read under the prefix, the queue, its policy, and the bucket's
     notification to it. Each failure names the missing permission or setting and the cure; exits 1 on any."""
-    settings = _settings(config)
+    settings = settings_of(config)
     _known(settings, source, config)
     lines = asyncio.run(check_source(settings, source))
     for line in lines:
