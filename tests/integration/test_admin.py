@@ -65,7 +65,9 @@ def test_a_destination_turned_off_at_runtime_stops_alone_and_resumes_from_its_ow
         404, {"error": "no destination 'nope' in the settings (destinations: main, other)"})
 
 
-def test_backfills_through_the_api_report_progress_and_can_be_cancelled(deployment, worker):
+def exported_with_hourly_backfills(deployment, worker):
+    """A worker that exported and marked the sample hours, its backfills claiming an hour at a time and reporting
+    progress often; the deployment's settings."""
     settings, path = deployment
     cfg = yaml.safe_load(path.read_text())
     cfg["backfill"] = {"chunk_hours": 1, "progress_interval_s": 0.2}
@@ -75,6 +77,11 @@ def test_backfills_through_the_api_report_progress_and_can_be_cancelled(deployme
     worker()
     asyncio.run(produce(settings))
     wait_until(lambda: marked(settings), 120, "every hour exported and marked")
+    return settings
+
+
+def test_backfills_through_the_api_report_progress_and_can_be_cancelled(deployment, worker):
+    settings = exported_with_hourly_backfills(deployment, worker)
     bucket = settings.destinations[0].bucket
     live = objects(settings, bucket, "amp/424242/424242_2024")
     status, started = call(settings, "POST", "/admin/backfills",

@@ -10,14 +10,13 @@ import boto3
 import orjson
 import pytest
 import yaml
-from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 
 from stream.cli import main
-from stream.events.batch import EventBatch
-from stream.kafka import read_all
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
+from tests.integration.test_crash import produce
+from tests.integration.test_import import accepted_rows
 
 pytestmark = pytest.mark.integration
 
@@ -34,22 +33,6 @@ def event(user, event_type, plan, at, n):
 # before 08:00: a buys on the pro plan, b on the free plan; after: a moves to free, b to pro
 FIRST = [event("aaaa", "purchase", "pro", H7 + 10 * MIN, 1), event("bbbb", "purchase", "free", H7 + 20 * MIN, 1)]
 SECOND = [event("aaaa", "view", "free", H7 + 70 * MIN, 2), event("bbbb", "view", "pro", H7 + 80 * MIN, 2)]
-
-
-async def produce(settings, events):
-    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await p.start()
-    try:
-        for ev, ts in events:
-            await p.send(settings.topics.name("ingest"), orjson.dumps(ev), timestamp_ms=ts)
-        await p.flush()
-    finally:
-        await p.stop()
-
-
-def accepted_rows(settings):
-    return [orjson.loads(line) for r in asyncio.run(read_all(settings, settings.topics.name("accepted")))
-            for line in EventBatch.decode(r.value).lines]
 
 
 def cohort_objects(s3, bucket):

@@ -10,13 +10,10 @@ import time
 import urllib.parse
 
 import pytest
-import yaml
 
 from stream.kafka import ensure_topics
-from stream.settings import load_settings
 from tests.integration.conftest import ADMIN_TOKEN, wait_until
-from tests.integration.test_admin import call, exported
-from tests.integration.test_backfill import marked
+from tests.integration.test_admin import call, exported, exported_with_hourly_backfills
 from tests.integration.test_crash import EVENTS, produce
 
 pytestmark = pytest.mark.integration
@@ -265,17 +262,9 @@ def test_sign_in_turn_a_destination_off_and_on_and_copy_its_policy(deployment, w
 def test_a_backfill_started_from_the_form_shows_its_progress_until_done(deployment, worker, driver, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
-    settings, path = deployment
-    cfg = yaml.safe_load(path.read_text())
-    cfg["backfill"] = {"chunk_hours": 1, "progress_interval_s": 0.2}
-    path.write_text(yaml.safe_dump(cfg))
-    settings = load_settings(path)
-    asyncio.run(ensure_topics(settings))
-    worker()
-    asyncio.run(produce(settings))
+    settings = exported_with_hourly_backfills(deployment, worker)
     console_up(settings)
     sign_in(driver, settings)
-    wait_until(lambda: marked(settings), 120, "every hour exported and marked")
 
     driver.get(f"{base(settings)}/backfills")
     assert "No backfills in the ledger." in text(driver)
@@ -310,8 +299,7 @@ def test_the_imports_page_shows_a_failed_file_retries_it_and_previews_a_file(dep
     import boto3
     from selenium.webdriver.common.by import By
 
-    from tests.integration.test_import import (csv_bytes, discover, jsonl, ops, put, record, rows,
-                                               source_deployment)
+    from tests.integration.test_import import csv_bytes, discover, jsonl, ops, put, record, rows, source_deployment
     settings, path = deployment
     src_bucket = settings.destinations[0].bucket + "-src"
     boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
