@@ -52,8 +52,8 @@ def register(app: faust.App, settings: Settings) -> None:
         With identity on, the accepted events then get their ids and user fields on the same partition
         (``stream.agents.identity.DeviceSide``), and remap messages on events.valid update the device state.
 
-        The accepted batch and the changelog record go through faust's producer,
-        which faust flushes before it commits the valid offset.
+        The accepted batch and the changelog record go to faust's Kafka producer (not its buffer,
+        ``stream.dedup.table``), which faust flushes before it commits the valid offset.
         """
         async for event in stream.events():
             msg = event.message
@@ -69,7 +69,7 @@ def register(app: faust.App, settings: Settings) -> None:
             batch.arrived_at(origin)
             d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
             if d.writes:
-                table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
+                await table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
                 crash_point("dedupe.state_written")
             out = batch.select(d.keep, origin)
             if device is not None and out.lines:

@@ -303,6 +303,17 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
 
     importer = FileImporter(settings, clock, send_valid, send_dead, files_name)
 
+    async def keep(key: bytes, value: bytes, partition: int) -> None:
+        """Write a file's state and wait for the broker to have its changelog record: the state outlives this
+        process. The record goes to the Kafka producer itself, not through faust's buffer, whose flush gives up
+        after 0.1 s (``stream.dedup.table``)."""
+        table.data[key] = value
+        sent = await table.changelog_topic.send(key=key, value=value, partition=partition,
+                                                key_serializer=table.key_serializer,
+                                                value_serializer=table.value_serializer,
+                                                callback=table._on_changelog_sent)
+        await sent
+
     @app.agent(files, name="import-files")
     async def imports(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -325,7 +336,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             if not should_import(prev, f, record_ms):
                 # written again as it is: if a crash lost its changelog record after the local write, this
                 # replay puts it back, so that another owner of the partition and `stream import status` see it
-                table[msg.key] = raw_prev
+                await keep(msg.key, raw_prev, msg.partition)
                 metrics.IMPORT_FILES.labels(src.name, "skipped", f"already_{prev.state.value}").inc()
                 log.debug("import %s: %s was %s already; this discovery (%s) is skipped", src.name, f.url,
                           prev.state.value, f.found_by)
@@ -337,8 +348,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             finally:
                 gauge.dec()
             crash_point("import.produced")
-            table[msg.key] = state.encode()
-            await app.producer.flush()   # the changelog record acknowledged: the state outlives this process
+            await keep(msg.key, state.encode(), msg.partition)
             crash_point("import.state_written")
             metrics.IMPORT_FILES.labels(src.name, state.state.value, state.reason or "").inc()
             if state.state is State.DONE:

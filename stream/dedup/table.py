@@ -3,6 +3,13 @@
 Each batch does one multi-get and one WriteBatch on the partition's RocksDB and
 sends one changelog record holding all its writes (``policy.encode_changelog``),
 instead of one record per key. Recovery expands those records again.
+
+Changelog records go straight into the Kafka producer's accumulator
+(``send_records``), never through faust's producer buffer: before it commits,
+faust waits for the accumulator to drain, but it gives up on its own buffer when
+a message waits there longer than 0.1 s (``ProducerBuffer.flush_atmost``), so a
+record still buffered (its topic's metadata not yet fetched, on a busy worker)
+could be lost with a crash after the commit of the offsets it belongs to.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.types import TP
 from rocksdict import WriteBatch, WriteOptions
 
 from stream.dedup.policy import decode_changelog
@@ -38,14 +47,48 @@ class DedupeTable(faust.Table):
     def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
         return self.db(partition).get(keys)
 
-    def write_batch(self, partition: int, writes: list[tuple[bytes, bytes]], changelog_key: bytes,
-                    changelog_value: bytes) -> None:
+    async def write_batch(self, partition: int, writes: list[tuple[bytes, bytes]], changelog_key: bytes,
+                          changelog_value: bytes) -> None:
         wb = WriteBatch(raw_mode=True)
         for k, v in writes:
             wb.put(k, v)
         self.db(partition).write(wb)
-        self.send_changelog(partition, changelog_key, changelog_value, key_serializer="raw",
-                            value_serializer="raw")
+        await self.send_records(partition, [(changelog_key, changelog_value)])
+
+    async def send_records(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Hand changelog records (a value of None is a tombstone) to the Kafka producer, as record batches built
+        in one go (aiokafka's ``send_batch`` on faust's own producer): one faust message each would cost tens of
+        microseconds a record (BENCHMARKS.md), and go through faust's buffer (see the module docstring). faust
+        flushes the producer before it commits, so the records are on the broker before the batch they come from
+        counts as done."""
+        producer = getattr(self.app.producer, "_producer", None)
+        if producer is None:    # no broker (unit tests): faust's per-message path, which tests can replace
+            for k, v in records:
+                self.send_changelog(partition, k, v, key_serializer="raw", value_serializer="raw")
+            return
+        topic = self.changelog_topic.get_topic_name()
+        batch, n = self._new_batch(producer), 0
+        for k, v in records:
+            if batch.append(key=k, value=v, timestamp=None) is None:    # full: send it, start the next
+                self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
+                batch, n = self._new_batch(producer), 0
+                batch.append(key=k, value=v, timestamp=None)
+            n += 1
+        self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
+
+    def _new_batch(self, producer: Any) -> BatchBuilder:
+        # one record batch per request, as large as a request may be: the producer's default batch (16 KiB) would
+        # make a batch's writes a dozen requests, each paid for in the producer's send loop
+        size = max(producer._max_request_size // 2, 1 << 20)
+        return BatchBuilder(size, producer._message_accumulator._compression_type)
+
+    def _track(self, sent: Any, topic: str, partition: int, n: int) -> None:
+        """Once the broker has the batch, record its last offset as the local state's (faust's persisted offset:
+        where recovery starts after a restart)."""
+        def done(fut: Any) -> None:
+            if not fut.cancelled() and fut.exception() is None:
+                self.data.set_persisted_offset(TP(topic, partition), fut.result().offset + n - 1)
+        sent.add_done_callback(done)
 
     def changelog_ops(self, value: bytes) -> Iterable[tuple[bytes, bytes | None]]:
         """The writes of one changelog record, in order: (key, value), a value of None deletes the key."""

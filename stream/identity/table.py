@@ -23,8 +23,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
-from aiokafka.producer.message_accumulator import BatchBuilder
-from faust.types import TP
 from rocksdict import WriteBatch
 
 from stream.dedup.table import DedupeTable
@@ -46,10 +44,7 @@ PRUNE_EVERY = 64
 class IdentityTable(DedupeTable):
     """The identity state; its changelog holds one record per key written, compacted by the broker.
 
-    The records of one batch's writes go to the broker as Kafka record batches built in one go (aiokafka's
-    ``create_batch``/``send_batch`` on faust's own producer), not one faust message each: sent one by one they
-    cost tens of microseconds a key (BENCHMARKS.md). faust flushes its producer before it commits the events.valid
-    offsets, so the records are on the broker before the batch they come from counts as done.
+    The records of one batch's writes go to the broker in one go (``DedupeTable.send_records``).
     """
 
     async def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
@@ -63,37 +58,7 @@ class IdentityTable(DedupeTable):
             else:
                 wb.put(k, v)
         self.db(partition).write(wb)
-        await self._send(partition, ops)
-
-    async def _send(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
-        producer = getattr(self.app.producer, "_producer", None)
-        if producer is None:    # no broker (unit tests): faust's per-message path, which tests can replace
-            for k, v in ops.items():
-                self.send_changelog(partition, k, v, key_serializer="raw", value_serializer="raw")
-            return
-        topic = self.changelog_topic.get_topic_name()
-        batch, n = self._new_batch(producer), 0
-        for k, v in ops.items():
-            if batch.append(key=k, value=v, timestamp=None) is None:    # full: send it, start the next
-                self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
-                batch, n = self._new_batch(producer), 0
-                batch.append(key=k, value=v, timestamp=None)
-            n += 1
-        self._track(await producer.send_batch(batch, topic, partition=partition), topic, partition, n)
-
-    def _new_batch(self, producer: Any) -> BatchBuilder:
-        # one record batch per request, as large as a request may be: the producer's default batch (16 KiB) would
-        # make a batch's writes a dozen requests, each paid for in the producer's send loop
-        size = max(producer._max_request_size // 2, 1 << 20)
-        return BatchBuilder(size, producer._message_accumulator._compression_type)
-
-    def _track(self, sent: Any, topic: str, partition: int, n: int) -> None:
-        """Once the broker has the batch, record its last offset as the local state's (faust's persisted offset:
-        where recovery starts after a restart)."""
-        def done(fut: Any) -> None:
-            if not fut.cancelled() and fut.exception() is None:
-                self.data.set_persisted_offset(TP(topic, partition), fut.result().offset + n - 1)
-        sent.add_done_callback(done)
+        await self.send_records(partition, ops.items())
 
     def applied(self, partition: int) -> int:
         """The highest events.valid offset whose writes are in the state, -1 if none."""
