@@ -19,6 +19,13 @@ stage drops what it had already handled (events.valid batches by the export
 ledger's source offsets and the identity journal, identity.links messages by
 the user side's watermarks).
 
+Even so, a record can still be passed over: a stream that dequeues a record while
+faust's flow control is suspended, or one fetched in an earlier generation, skips
+it *and acknowledges it*, so the next commit moves past it (the crash tests lost
+an events.valid batch this way, right after a restart's recovery). Each seek
+therefore records where it left every partition (``App.sought``), and the agents
+check that their records follow on from there (``stream.agents.contiguous``).
+
 Recovery also reads each changelog up to its end offset (the highwater) as
 ListOffsets reports it, and stops there. A broker whose answer lags behind its
 log (the local Tansu broker: short by about one produce batch) would have a
@@ -53,6 +60,17 @@ async def seek_to_committed(consumer: AIOKafkaConsumer) -> Mapping[Any, int]:
     return committed
 
 
+async def _seek_and_say_where(consumer: AIOKafkaConsumer) -> tuple[Mapping[Any, int], dict[TP, int]]:
+    """``seek_to_committed``, and where it left each partition: its committed offset, or its first offset."""
+    committed = await seek_to_committed(consumer)
+    uncommitted = [tp for tp, offset in committed.items() if not offset or offset < 0]
+    starts = {TP(tp.topic, tp.partition): offset for tp, offset in committed.items() if tp not in uncommitted}
+    if uncommitted:
+        for tp, offset in (await consumer.beginning_offsets(uncommitted)).items():
+            starts[TP(tp.topic, tp.partition)] = offset
+    return committed, starts
+
+
 async def read_ends(client_args: Mapping[str, Any], reported: Mapping[Any, int], quiet_polls: int = 2,
                     poll_ms: int = 150) -> dict[TP, int]:
     """Each partition's end offset as fetching finds it: from its ``reported`` end offset on, records are read until
@@ -80,7 +98,11 @@ async def read_ends(client_args: Mapping[str, Any], reported: Mapping[Any, int],
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
     async def seek_to_committed(self) -> Mapping[TP, int]:
-        return await self.call_thread(seek_to_committed, self._ensure_consumer())
+        committed, starts = await self.call_thread(_seek_and_say_where, self._ensure_consumer())
+        app = self.consumer.app
+        if isinstance(app, App):
+            app.sought(starts)
+        return committed
 
     async def _highwaters(self, partitions: Any) -> Mapping[TP, int]:
         reported = await super()._highwaters(partitions)
@@ -101,9 +123,18 @@ class Transport(driver.Transport):
 
 class App(faust.App):
     """A faust App on the Kafka transport above. ``kafka_client_args``: how to connect a plain aiokafka client
-    (``stream.kafka.client_args``), for the recovery's end-offset check; without them the check is skipped."""
+    (``stream.kafka.client_args``), for the recovery's end-offset check; without them the check is skipped.
+
+    ``seeks`` counts the consumer's seeks to the committed offsets and ``starts`` holds where the last one left
+    each partition (``stream.agents.contiguous`` reads them)."""
 
     kafka_client_args: Mapping[str, Any] | None = None
+    seeks: int = 0
+    starts: dict[TP, int] = {}
+
+    def sought(self, starts: dict[TP, int]) -> None:
+        self.starts = starts
+        self.seeks += 1
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)

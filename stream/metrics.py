@@ -27,6 +27,9 @@ EVENTS_CLAMPED = Counter("stream_ingest_clamped_events_total",
 EVENTS_DEAD_LETTERED = Counter("stream_dead_letter_events_total",
                                "Inputs written to the dead-letter topic, by the stage that rejected them.",
                                ["stage", "reason"])
+RECORDS_READ_BACK = Counter("stream_agent_records_read_back_total",
+                            "Records of an agent's input that the consumer passed over (around a rebalance) and the "
+                            "agent read back from Kafka (stream.agents.contiguous).", ["stage"])
 DEDUPE_EVENTS = Counter("stream_dedupe_events_total", "Events read by the dedupe stage.")
 DEDUPE_DUPLICATES = Counter("stream_dedupe_duplicates_total", "Events dropped as duplicates.")
 DEDUPE_ACCEPTED = Counter("stream_dedupe_accepted_events_total", "Events written to events.accepted.")

@@ -8,11 +8,13 @@ import faust
 
 from stream import metrics
 from stream.agents import identity
+from stream.agents.contiguous import Contiguous, Record
 from stream.agents.deadletters import keep_undecodable
 from stream.crashpoints import crash_point
 from stream.dedup.policy import DAY_MS, decide, encode_changelog
 from stream.dedup.table import DedupeTable
 from stream.events.batch import EventBatch, Origin
+from stream.kafka import client_args
 from stream.settings import Settings
 from stream.topics import dedupe_changelog, dedupe_changelog_retention_ms
 
@@ -37,6 +39,7 @@ def register(app: faust.App, settings: Settings) -> None:
         key_type=bytes, value_type=bytes))
     window_ms = int(settings.dedupe.window_days * DAY_MS)
     valid_name = valid.get_topic_name()
+    gaps = Contiguous(app, valid_name, client_args(settings.kafka), "dedupe")
     device = None
     if settings.identity.enabled:
         links = app.topic(t.name("identity_links"), partitions=t.partitions, **raw)
@@ -56,33 +59,39 @@ def register(app: faust.App, settings: Settings) -> None:
         ``stream.dedup.table``), which faust flushes before it commits the valid offset.
         """
         async for event in stream.events():
-            msg = event.message
-            crash_point("dedupe.received")
-            if device is not None and await device.remaps(event.value, msg.partition, msg.offset):
-                continue
-            try:
-                batch = EventBatch.decode(event.value)
-            except Exception as exc:  # not a batch
-                await keep_undecodable(dead, event, exc, "dedupe", settings.kafka.max_request_bytes)
-                continue
-            origin = Origin(valid_name, msg.partition, msg.offset)
-            batch.arrived_at(origin)
-            d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
-            if d.writes:
-                await table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
-                crash_point("dedupe.state_written")
-            out = batch.select(d.keep, origin)
-            if device is not None and out.lines:
-                out = await device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000))
-            if out.lines:
-                # the identity stage grew the rows after the batch was sized: keep each message within the
-                # producer's limit (the parts keep their events' source offsets, so replays stay harmless)
-                for part in out.split(settings.kafka.max_request_bytes // 2):
-                    await accepted.send(value=part.encode(), partition=msg.partition)
-                crash_point("dedupe.sent")
-            metrics.DEDUPE_EVENTS.inc(len(batch))
-            metrics.DEDUPE_DUPLICATES.inc(d.duplicates)
-            metrics.DEDUPE_ACCEPTED.inc(len(out.lines))
+            for missed in await gaps.missed(event.message.partition, event.message.offset):
+                await handle(missed)
+            await handle(event)
+
+    async def handle(event: faust.EventT | Record) -> None:
+        """One events.valid message: a batch, or a remap message of the identity stage."""
+        msg = event.message
+        crash_point("dedupe.received")
+        if device is not None and await device.remaps(event.value, msg.partition, msg.offset):
+            return
+        try:
+            batch = EventBatch.decode(event.value)
+        except Exception as exc:  # not a batch
+            await keep_undecodable(dead, event, exc, "dedupe", settings.kafka.max_request_bytes)
+            return
+        origin = Origin(valid_name, msg.partition, msg.offset)
+        batch.arrived_at(origin)
+        d = decide(batch.keys, batch.times, batch.uuids, table.get_many(msg.partition, batch.keys), window_ms)
+        if d.writes:
+            await table.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
+            crash_point("dedupe.state_written")
+        out = batch.select(d.keep, origin)
+        if device is not None and out.lines:
+            out = await device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000))
+        if out.lines:
+            # the identity stage grew the rows after the batch was sized: keep each message within the
+            # producer's limit (the parts keep their events' source offsets, so replays stay harmless)
+            for part in out.split(settings.kafka.max_request_bytes // 2):
+                await accepted.send(value=part.encode(), partition=msg.partition)
+            crash_point("dedupe.sent")
+        metrics.DEDUPE_EVENTS.inc(len(batch))
+        metrics.DEDUPE_DUPLICATES.inc(d.duplicates)
+        metrics.DEDUPE_ACCEPTED.inc(len(out.lines))
 
     lag_gauge = metrics.CONSUMER_LAG.labels("dedupe", valid_name)
 

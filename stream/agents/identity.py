@@ -19,6 +19,7 @@ import faust
 from faust.types import TP
 
 from stream import metrics
+from stream.agents.contiguous import Contiguous, Record
 from stream.agents.deadletters import keep_undecodable
 from stream.crashpoints import crash_point
 from stream.events import deadletter
@@ -30,6 +31,7 @@ from stream.identity.device import apply_remaps, resolve_batch
 from stream.identity.records import Links, dec_links, decode_remaps, enc, encode_remaps
 from stream.identity.table import PRUNE_EVERY, IdentityTable
 from stream.identity.users import decide, group_merges
+from stream.kafka import client_args
 from stream.settings import Settings
 from stream.topics import identity_changelog
 
@@ -142,37 +144,44 @@ def register(app: faust.App, settings: Settings, table: IdentityTable, valid: fa
     merges = app.topic(t.name("identity_merges"), partitions=1, **raw)
     links_name = links.get_topic_name()
 
+    gaps = Contiguous(app, links_name, client_args(settings.kafka), "identity")
+
     @app.agent(links, name="identity-users")
     async def users(stream: faust.StreamT) -> None:
         """Per links message: decide, send merges and remaps and wait for Kafka to have them, then write the
         state (see ``stream.identity.users`` for why this order)."""
         async for event in stream.events():
-            msg = event.message
-            try:
-                message = dec_links(event.value)
-            except Exception as exc:   # not a links message
-                await keep_undecodable(dead, event, exc, "identity", settings.kafka.max_request_bytes)
-                continue
-            p = msg.partition
-            d = decide(message, lambda keys: table.get_many(p, keys))
-            if d.skipped:
-                continue
-            sent = []
-            for vp, remaps in d.remaps.items():
-                sent.append(await valid.send(value=encode_remaps(remaps), partition=vp))
-            for (project, hour), ms in group_merges(d.merges).items():
-                n = len(ms)
-                batch = EventBatch(project, hour, Origin(links_name, p, msg.offset), offsets=[msg.offset] * n,
-                                   keys=[b""] * n, times=[m.merge_server_time for m in ms],
-                                   uuids=[uuid5_bytes(f"{links_name}/{p}/{msg.offset}/{i}") for i in range(n)],
-                                   lines=[m.line() for m in ms], source=Source(links_name, p))
-                sent.append(await merges.send(value=batch.encode(), partition=0))
-            for fut in sent:
-                await fut
-            crash_point("identity.merges_sent")
-            metrics.IDENTITY_MERGES.inc(len(d.merges))
-            await table.write(p, d.writes)
-            crash_point("identity.users_written")
+            for missed in await gaps.missed(event.message.partition, event.message.offset):
+                await handle(missed)
+            await handle(event)
+
+    async def handle(event: faust.EventT | Record) -> None:
+        msg = event.message
+        try:
+            message = dec_links(event.value)
+        except Exception as exc:   # not a links message
+            await keep_undecodable(dead, event, exc, "identity", settings.kafka.max_request_bytes)
+            return
+        p = msg.partition
+        d = decide(message, lambda keys: table.get_many(p, keys))
+        if d.skipped:
+            return
+        sent = []
+        for vp, remaps in d.remaps.items():
+            sent.append(await valid.send(value=encode_remaps(remaps), partition=vp))
+        for (project, hour), ms in group_merges(d.merges).items():
+            n = len(ms)
+            batch = EventBatch(project, hour, Origin(links_name, p, msg.offset), offsets=[msg.offset] * n,
+                               keys=[b""] * n, times=[m.merge_server_time for m in ms],
+                               uuids=[uuid5_bytes(f"{links_name}/{p}/{msg.offset}/{i}") for i in range(n)],
+                               lines=[m.line() for m in ms], source=Source(links_name, p))
+            sent.append(await merges.send(value=batch.encode(), partition=0))
+        for fut in sent:
+            await fut
+        crash_point("identity.merges_sent")
+        metrics.IDENTITY_MERGES.inc(len(d.merges))
+        await table.write(p, d.writes)
+        crash_point("identity.users_written")
 
 
 def committed_offsets(app: faust.App, topic: str) -> Callable[[int], int | None]:

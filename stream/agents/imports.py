@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import faust
 
 from stream import kafka, metrics
+from stream.agents.contiguous import Contiguous, Record
 from stream.agents.deadletters import keep_undecodable
 from stream.clock import Clock
 from stream.crashpoints import crash_point
@@ -314,48 +315,57 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
                                                 callback=table._on_changelog_sent)
         await sent
 
+    gaps = Contiguous(app, files_name, kafka.client_args(settings.kafka), "import")
+
     @app.agent(files, name="import-files")
     async def imports(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            msg = event.message
-            try:
-                f = ImportFile.decode(event.value)
-            except Exception as exc:   # not a discovery record
-                await keep_undecodable(dead, event, exc, "import", settings.kafka.max_request_bytes)
-                continue
-            src = settings.source(f.source)
-            if src is None or not src.enabled:
-                why = "unknown_source" if src is None else "disabled"
-                log.warning("import: %s discovered for source %r, which is %s; skipped", f.url, f.source,
-                            "not configured" if src is None else "disabled")
-                metrics.IMPORT_FILES.labels(f.source, "skipped", why).inc()
-                continue
-            record_ms = int(msg.timestamp * 1000)
-            raw_prev = table.get(msg.key)
-            prev = FileState.decode(raw_prev) if raw_prev is not None else None
-            if not should_import(prev, f, record_ms):
-                # written again as it is: if a crash lost its changelog record after the local write, this
-                # replay puts it back, so that another owner of the partition and `stream import status` see it
-                await keep(msg.key, raw_prev, msg.partition)
-                metrics.IMPORT_FILES.labels(src.name, "skipped", f"already_{prev.state.value}").inc()
-                log.debug("import %s: %s was %s already; this discovery (%s) is skipped", src.name, f.url,
-                          prev.state.value, f.found_by)
-                continue
-            gauge = metrics.IMPORT_IN_PROGRESS.labels(src.name)
-            gauge.inc()
-            try:
-                state = await importer.run(src, f, msg.partition, msg.offset, record_ms)
-            finally:
-                gauge.dec()
-            crash_point("import.produced")
-            await keep(msg.key, state.encode(), msg.partition)
-            crash_point("import.state_written")
-            metrics.IMPORT_FILES.labels(src.name, state.state.value, state.reason or "").inc()
-            if state.state is State.DONE:
-                metrics.IMPORT_LAG.labels(src.name).observe(max(0.0, (clock.now_ms() - f.event_time_ms) / 1000))
-                metrics.IMPORT_LAST_DONE.labels(src.name).set(clock.now_ms() / 1000)
-                log.info("import %s: %s imported: %d rows, %d to events.valid, %d dead-lettered", src.name, f.url,
-                         state.rows, state.imported, state.dead)
+            for missed in await gaps.missed(event.message.partition, event.message.offset):
+                await handle(missed)
+            await handle(event)
+
+    async def handle(event: faust.EventT | Record) -> None:
+        """One discovered file: imported once (a read-back record writes its state on the partition of the event
+        being handled, which is its own: a gap is within one partition)."""
+        msg = event.message
+        try:
+            f = ImportFile.decode(event.value)
+        except Exception as exc:   # not a discovery record
+            await keep_undecodable(dead, event, exc, "import", settings.kafka.max_request_bytes)
+            return
+        src = settings.source(f.source)
+        if src is None or not src.enabled:
+            why = "unknown_source" if src is None else "disabled"
+            log.warning("import: %s discovered for source %r, which is %s; skipped", f.url, f.source,
+                        "not configured" if src is None else "disabled")
+            metrics.IMPORT_FILES.labels(f.source, "skipped", why).inc()
+            return
+        record_ms = int(msg.timestamp * 1000)
+        raw_prev = table.get(msg.key)
+        prev = FileState.decode(raw_prev) if raw_prev is not None else None
+        if not should_import(prev, f, record_ms):
+            # written again as it is: if a crash lost its changelog record after the local write, this
+            # replay puts it back, so that another owner of the partition and `stream import status` see it
+            await keep(msg.key, raw_prev, msg.partition)
+            metrics.IMPORT_FILES.labels(src.name, "skipped", f"already_{prev.state.value}").inc()
+            log.debug("import %s: %s was %s already; this discovery (%s) is skipped", src.name, f.url,
+                      prev.state.value, f.found_by)
+            return
+        gauge = metrics.IMPORT_IN_PROGRESS.labels(src.name)
+        gauge.inc()
+        try:
+            state = await importer.run(src, f, msg.partition, msg.offset, record_ms)
+        finally:
+            gauge.dec()
+        crash_point("import.produced")
+        await keep(msg.key, state.encode(), msg.partition)
+        crash_point("import.state_written")
+        metrics.IMPORT_FILES.labels(src.name, state.state.value, state.reason or "").inc()
+        if state.state is State.DONE:
+            metrics.IMPORT_LAG.labels(src.name).observe(max(0.0, (clock.now_ms() - f.event_time_ms) / 1000))
+            metrics.IMPORT_LAST_DONE.labels(src.name).set(clock.now_ms() / 1000)
+            log.info("import %s: %s imported: %d rows, %d to events.valid, %d dead-lettered", src.name, f.url,
+                     state.rows, state.imported, state.dead)
 
     @app.on_rebalance_complete.connect
     async def _import_ready(sender, **kwargs) -> None:

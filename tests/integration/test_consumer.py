@@ -1,12 +1,16 @@
 """The worker's consumer, on the real broker: a partition without a committed offset is sought back to its beginning,
-and the end offsets recovery reads up to are checked by fetching."""
+the end offsets recovery reads up to are checked by fetching, and an agent reads back what the consumer passed
+over."""
 
 import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
+from prometheus_client import REGISTRY
 
+from stream.agents.contiguous import Contiguous
+from stream.app import build_app
 from stream.consumer import read_ends, seek_to_committed
 from stream.kafka import client_args, ensure_topics
 
@@ -68,3 +72,37 @@ def test_an_end_offset_reported_short_is_read_past_to_the_last_record(deployment
     settings = deployment[0]
     topic = settings.topics.name("identity_links")
     assert asyncio.run(_ends_of_five_and_none(settings, reported)) == {TP(topic, 0): 5, TP(topic, 1): 0}
+
+
+def test_an_agent_reads_back_what_the_consumer_passed_over_and_nothing_else(deployment):
+    """``stream.agents.contiguous``: from where the last seek left a partition, a record past the next expected
+    offset brings the records in between, read from Kafka; a record that comes again brings nothing."""
+    settings = deployment[0]
+    topic = settings.topics.name("valid")
+    asyncio.run(ensure_topics(settings))
+
+    async def produce():
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await p.start()
+        try:
+            for i in range(10):
+                await p.send_and_wait(topic, b"r%d" % i, key=b"k%d" % i, partition=1)
+        finally:
+            await p.stop()
+
+    asyncio.run(produce())
+    app = build_app(settings)
+    gaps = Contiguous(app, topic, client_args(settings.kafka), "dedupe")
+
+    def missed(offset):
+        return [(r.message.partition, r.message.offset, r.message.key, r.value)
+                for r in asyncio.run(gaps.missed(1, offset))]
+
+    app.sought({TP(topic, 1): 2, TP(topic, 0): 0, TP("another", 1): 0})
+    assert missed(2) == []                                              # where the seek left it
+    assert missed(5) == [(1, 3, b"k3", b"r3"), (1, 4, b"k4", b"r4")]    # 3 and 4 passed over
+    assert missed(6) == []
+    assert missed(4) == [] and missed(5) == [] and missed(6) == []      # again after a seek back: no gap
+    app.sought({TP(topic, 1): 8})
+    assert missed(9) == [(1, 8, b"k8", b"r8")]                          # a new seek: from where it left it
+    assert REGISTRY.get_sample_value("stream_agent_records_read_back_total", {"stage": "dedupe"}) >= 3

@@ -124,6 +124,34 @@ def _answers(url):
         return False
 
 
+def pipeline(settings):
+    """What each stage handed on, message by message (events.valid and events.accepted batches and remaps, the
+    identity links and merges): printed when a wait fails, so that a run that lost or held back something says
+    where."""
+    from stream.events.batch import EventBatch
+    from stream.identity.records import dec_links, decode_remaps
+    out = []
+
+    def ids(b):
+        return sorted(orjson.loads(ln).get("insert_id") or orjson.loads(ln).get("$insert_id") or ln.decode()
+                      for ln in b.lines)
+
+    for name in ("valid", "accepted", "identity_links", "identity_merges"):
+        for m in asyncio.run(read_all(settings, settings.topics.name(name))):
+            at = f"{name}[{m.partition}]@{m.offset}"
+            if name == "identity_links":
+                links = dec_links(m.value)
+                out.append(f"{at}: from valid[{links.origin_partition}]@{links.origin_offset} " + ", ".join(
+                    f"{x.user}/{x.device}->{x.aid}" for x in links.links))
+            elif (remaps := decode_remaps(m.value)) is not None:
+                out.append(f"{at}: remaps " + ", ".join(f"{r.user}/{r.device} {r.from_aid}->{r.to_aid}"
+                                                         for r in remaps))
+            else:
+                b = EventBatch.decode(m.value)
+                out.append(f"{at}: hour {b.hour} origin {b.origin} {len(b)} rows {ids(b)}")
+    return "\n".join(out)
+
+
 def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS, signal_after=None):
     first = worker(env={"STREAM_CRASH_AT": point})
     asyncio.run(produce(settings, events))
@@ -141,13 +169,20 @@ def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS,
     expected = sorted(ev["insert_id"] for ev, _ in events)
     # an hour the exporter sealed by the clock while the restarted dedupe stage was still recovering gets the
     # replayed events as stragglers, in an extra object of that hour: wait for them too
-    wait_until(lambda: len(exported(settings)) >= len(expected), 60, "every event exported")
+    try:
+        wait_until(lambda: len(exported(settings)) >= len(expected), 60, "every event exported")
+    except AssertionError as exc:
+        missing = sorted(set(expected) - set(exported(settings)))
+        raise AssertionError(f"{exc}; missing {missing}\n{pipeline(settings)}") from None
     assert exported(settings) == expected                 # no loss, no duplicate
     # the status view counts each object once, whatever the kill made the worker write again
     assert status_counts(settings) == (len(object_keys(settings)), len(expected))
     assert keys_before <= object_keys(settings)          # objects written before the kill keep their keys
     if events is EVENTS:                                 # and every merge exactly once
-        wait_until(lambda: merges_written(settings), 120, "every merge on S3")
+        try:
+            wait_until(lambda: merges_written(settings), 120, "every merge on S3")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{pipeline(settings)}") from None
         merges = merge_lines(settings)
         merged = [m["merged_amplitude_id"] for m in merges]
         assert len(merged) == MERGES and len(set(merged)) == MERGES

@@ -1,0 +1,103 @@
+"""Every record of an agent's input, in order: what faust passed over is read from Kafka and handed over first.
+
+faust can pass over a record around a rebalance and acknowledge it anyway, so
+that the next commit moves past it (``stream.consumer``): an events.valid batch
+lost that way is a batch of events never exported. An agent therefore checks,
+partition by partition, that each record follows on from the previous one, or,
+for the first record after a seek, from where the seek left the partition
+(``stream.consumer.App.starts``). The records of a gap are read with a plain Kafka consumer and
+handed to the agent before the record that revealed it. A record that comes
+again (a seek back to the committed offset) is handed over again: every stage
+drops what it had already handled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream import metrics
+from stream.kafka import stop_all
+
+log = logging.getLogger(__name__)
+
+
+class Record(NamedTuple):
+    """A record read back, shaped as the agents read faust's events: ``.value`` and ``.message``."""
+
+    value: bytes
+    message: Any
+
+
+class _Message(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float        # seconds, as faust's
+    key: bytes | None
+    value: bytes
+
+
+def gap(expected: int | None, offset: int) -> tuple[int, int] | None:
+    """The offsets ``[first, end)`` missing before ``offset`` when ``expected`` was next (None: nothing known)."""
+    if expected is None or offset <= expected:
+        return None
+    return expected, offset
+
+
+async def read_range(client_args: Mapping[str, Any], topic: str, partition: int, first: int,
+                     end: int) -> list[Record]:
+    """The records of ``topic[partition]`` from ``first`` up to ``end`` (excluded); offsets the retention deleted
+    are skipped (the read starts at the partition's first offset)."""
+    c = AIOKafkaConsumer(**{**client_args, "enable_auto_commit": False, "group_id": None,
+                            "auto_offset_reset": "earliest"})
+    await c.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        c.assign([tp])
+        c.seek(tp, first)
+        out: list[Record] = []
+        last = first - 1
+        while last < end - 1:
+            for r in (await c.getmany(tp, timeout_ms=500)).get(tp, []):
+                last = r.offset
+                if r.offset >= end:
+                    break
+                out.append(Record(r.value, _Message(r.topic, r.partition, r.offset, r.timestamp / 1000, r.key,
+                                                    r.value)))
+        return out
+    finally:
+        await stop_all(c)
+
+
+class Contiguous:
+    """The gaps of one agent's input topic (see the module docstring)."""
+
+    def __init__(self, app: faust.App, topic: str, client_args: Mapping[str, Any], stage: str):
+        self.app, self.topic, self.client_args, self.stage = app, topic, client_args, stage
+        self._next: dict[int, int] = {}
+        self._seeks = -1
+
+    async def missed(self, partition: int, offset: int) -> list[Record]:
+        """The records of ``partition`` before ``offset`` that the agent should have had and did not, in order."""
+        seeks = getattr(self.app, "seeks", 0)     # stream.consumer.App counts them
+        if seeks != self._seeks:                  # a seek: each partition follows on from where it left it
+            self._seeks = seeks
+            self._next = {tp.partition: o for tp, o in getattr(self.app, "starts", {}).items()
+                          if tp.topic == self.topic}
+        missing = gap(self._next.get(partition), offset)
+        self._next[partition] = offset + 1
+        if missing is None:
+            return []
+        first, end = missing
+        records = await read_range(self.client_args, self.topic, partition, first, end)
+        metrics.RECORDS_READ_BACK.labels(self.stage).inc(len(records))
+        log.warning("%s: offsets %d-%d of %s[%d] were not handed over by the consumer after its last seek (around a "
+                    "rebalance); read back from Kafka: %d records (any handled already are dropped downstream as "
+                    "replays)", self.stage, first, end - 1, self.topic, partition, len(records))
+        return records
+
