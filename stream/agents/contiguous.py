@@ -5,14 +5,15 @@ that the next commit moves past it (``stream.consumer``): an events.valid batch
 lost that way is a batch of events never exported. An agent therefore checks,
 partition by partition, that each record follows on from the previous one, or,
 for the first record after a seek, from where the seek left the partition
-(``stream.consumer.App.starts``). The records of a gap are read with a plain Kafka consumer and
-handed to the agent before the record that revealed it. A record that comes
+(``stream.consumer.App.starts``). The records of a gap are read with a plain
+Kafka consumer and handed to the agent before the record that revealed it. A record that comes
 again (a seek back to the committed offset) is handed over again: every stage
 drops what it had already handled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -49,10 +50,15 @@ def gap(expected: int | None, offset: int) -> tuple[int, int] | None:
     return expected, offset
 
 
+READ_TIMEOUT_S = 120.0
+
+
 async def read_range(client_args: Mapping[str, Any], topic: str, partition: int, first: int,
-                     end: int) -> list[Record]:
+                     end: int, timeout_s: float = READ_TIMEOUT_S) -> list[Record]:
     """The records of ``topic[partition]`` from ``first`` up to ``end`` (excluded); offsets the retention deleted
-    are skipped (the read starts at the partition's first offset)."""
+    are skipped (the read starts at the partition's first offset). The record at ``end`` exists (it revealed the
+    gap), so the read ends; a broker that does not serve it within ``timeout_s`` raises TimeoutError, and the
+    agent stops rather than go on past records it has not had."""
     c = AIOKafkaConsumer(**{**client_args, "enable_auto_commit": False, "group_id": None,
                             "auto_offset_reset": "earliest"})
     await c.start()
@@ -62,7 +68,11 @@ async def read_range(client_args: Mapping[str, Any], topic: str, partition: int,
         c.seek(tp, first)
         out: list[Record] = []
         last = first - 1
+        deadline = asyncio.get_running_loop().time() + timeout_s
         while last < end - 1:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"offsets {first}-{end - 1} of {topic}[{partition}] could not be read back within "
+                                   f"{timeout_s:.0f}s (read up to {last}): is the broker reachable?")
             for r in (await c.getmany(tp, timeout_ms=500)).get(tp, []):
                 last = r.offset
                 if r.offset >= end:

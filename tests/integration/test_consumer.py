@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 from prometheus_client import REGISTRY
 
-from stream.agents.contiguous import Contiguous
+from stream.agents.contiguous import Contiguous, read_range
 from stream.app import build_app
 from stream.consumer import read_ends, seek_to_committed
 from stream.kafka import client_args, ensure_topics
@@ -98,3 +98,11 @@ def test_an_agent_reads_back_what_the_consumer_passed_over_and_nothing_else(depl
     app.sought({TP(topic, 0): 8})
     assert missed(9) == [(0, 8, None, b"m8")]                           # a new seek: from where it left it
     assert read_back() - before == 3
+
+
+def test_a_read_back_that_cannot_reach_its_end_stops_with_a_message(deployment):
+    settings = deployment[0]
+    topic = asyncio.run(_records_on_partition_0(settings, 3))
+    with pytest.raises(TimeoutError, match=rf"offsets 1-9 of {topic}\[0\] could not be read back within 1s "
+                                           r"\(read up to 2\)"):
+        asyncio.run(read_range(client_args(settings.kafka), topic, 0, 1, 10, timeout_s=1))
