@@ -19,12 +19,14 @@ stage drops what it had already handled (events.valid batches by the export
 ledger's source offsets and the identity journal, identity.links messages by
 the user side's watermarks).
 
-Even so, a record can still be passed over: a stream that dequeues a record while
-faust's flow control is suspended, or one fetched in an earlier generation, skips
-it *and acknowledges it*, so the next commit moves past it (the crash tests lost
-an events.valid batch this way, right after a restart's recovery). Each seek
-therefore records where it left every partition (``App.sought``), and the agents
-check that their records follow on from there (``stream.agents.contiguous``).
+Even so, a record can still be passed over. In the crash tests a restarted
+worker's consumer handed an events.valid batch to faust's conductor as recovery
+resumed the stream partitions, and the agent never received it: faust's stream
+skips a record it dequeues while its flow control is suspended, or one fetched
+in an earlier generation, *and acknowledges it*, so the next commit moves past
+it. Each seek therefore records where it left every partition (``App.sought``),
+and the agents check that their records follow on from there
+(``stream.agents.contiguous``).
 
 Recovery also reads each changelog up to its end offset (the highwater) as
 ListOffsets reports it, and stops there. A broker whose answer lags behind its
