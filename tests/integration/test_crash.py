@@ -16,9 +16,11 @@ from aiokafka import AIOKafkaProducer
 
 from stream.crashpoints import NAMES
 from stream.devstack.services import free_port
+from stream.events.batch import EventBatch
 from stream.events.partitioning import partition_for
 from stream.export.ledger import LedgerRecord
 from stream.export.status_cli import read_status
+from stream.identity.records import dec_links, decode_remaps
 from stream.kafka import ensure_topics, read_all
 from stream.s3.probe import PROBE_NAME
 from stream.settings import load_settings
@@ -128,13 +130,11 @@ def pipeline(settings):
     """What each stage handed on, message by message (events.valid and events.accepted batches and remaps, the
     identity links and merges): printed when a wait fails, so that a run that lost or held back something says
     where."""
-    from stream.events.batch import EventBatch
-    from stream.identity.records import dec_links, decode_remaps
     out = []
 
     def ids(b):
-        return sorted(orjson.loads(ln).get("insert_id") or orjson.loads(ln).get("$insert_id") or ln.decode()
-                      for ln in b.lines)
+        rows = [(orjson.loads(ln), ln) for ln in b.lines]
+        return sorted(r.get("insert_id") or r.get("$insert_id") or ln.decode() for r, ln in rows)
 
     for name in ("valid", "accepted", "identity_links", "identity_merges"):
         for m in asyncio.run(read_all(settings, settings.topics.name(name))):
