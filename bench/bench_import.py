@@ -103,7 +103,7 @@ from isal import igzip, isal_zlib
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from bench_worker import CpuSampler, cpu_seconds, first_timestamps, log, status_kb, stop_proc
+from bench_worker import CpuSampler, cpu_seconds, first_timestamps, log, status_kb, stop_proc, whole_topic
 
 from stream.devstack.services import local_aws_env, start_broker, start_moto
 from stream.events.batch import decode_rows
@@ -288,27 +288,15 @@ async def await_files(bootstrap: str, topic: str, keys: set[bytes], w: Worker, t
 
 
 async def valid_rows(bootstrap: str, topic: str) -> dict:
-    """Rows, records and the first Kafka timestamp of a whole events.valid (read after a run, untimed). Reads until
-    two polls in a row come back empty: Tansu's end offsets can be short."""
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
-                         fetch_max_bytes=64 << 20, max_partition_fetch_bytes=16 << 20)
-    await c.start()
-    try:
-        c.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        await c.seek_to_beginning()
-        rows = records = empty = 0
-        first = None
-        while empty < 2:
-            polled = await c.getmany(timeout_ms=500)
-            empty = 0 if polled else empty + 1
-            for recs in polled.values():
-                for m in recs:
-                    rows += decode_rows(m.value).count
-                    records += 1
-                    first = m.timestamp if first is None else min(first, m.timestamp)
-        return {"rows": rows, "records": records, "first": (first or 0) / 1000}
-    finally:
-        await c.stop()
+    """Rows, records and the first Kafka timestamp of a whole events.valid (read after a run, untimed)."""
+    rows = records = 0
+    first = None
+    async for m in whole_topic(bootstrap, topic, PARTITIONS, fetch_max_bytes=64 << 20,
+                               max_partition_fetch_bytes=16 << 20):
+        rows += decode_rows(m.value).count
+        records += 1
+        first = m.timestamp if first is None else min(first, m.timestamp)
+    return {"rows": rows, "records": records, "first": (first or 0) / 1000}
 
 
 # ---------------------------------------------------------------- throughput ----------

@@ -59,8 +59,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import boto3
 import yaml
@@ -73,7 +75,7 @@ import workload  # noqa: E402
 
 from stream.devstack.services import Service, local_aws_env, start_broker, start_moto  # noqa: E402
 from stream.export.ledger import LedgerRecord  # noqa: E402
-from stream.kafka import ensure_topics  # noqa: E402
+from stream.kafka import ensure_topics, until_quiet  # noqa: E402
 from stream.settings import load_settings  # noqa: E402
 
 PROJECT = 424242
@@ -215,29 +217,31 @@ async def first_timestamps(bootstrap: str, topic: str, partitions: int, offsets:
         await c.stop()
 
 
-async def topic_span(bootstrap: str, topic: str, partitions: int) -> dict:
-    """First and last Kafka timestamp (s), records and bytes of a whole topic (read after the run, untimed).
-
-    Reads until two polls in a row come back empty: Tansu's end offsets can be short."""
+async def whole_topic(bootstrap: str, topic: str, partitions: int, fetch_max_bytes: int = 50 << 20,
+                      max_partition_fetch_bytes: int = 8 << 20) -> AsyncIterator[Any]:
+    """Every record of a whole topic (read after a run, untimed), until two polls in a row come back empty
+    (``stream.kafka.until_quiet``): Tansu's end offsets can be short."""
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
-                         fetch_max_bytes=50 << 20, max_partition_fetch_bytes=8 << 20)
+                         fetch_max_bytes=fetch_max_bytes, max_partition_fetch_bytes=max_partition_fetch_bytes)
     await c.start()
     try:
         c.assign([TopicPartition(topic, p) for p in range(partitions)])
         await c.seek_to_beginning()
-        lo, hi, n, size, empty = None, None, 0, 0, 0
-        while empty < 2:
-            polled = await c.getmany(timeout_ms=500)
-            empty = 0 if polled else empty + 1
-            for recs in polled.values():
-                for m in recs:
-                    lo = m.timestamp if lo is None else min(lo, m.timestamp)
-                    hi = m.timestamp if hi is None else max(hi, m.timestamp)
-                    n += 1
-                    size += len(m.value or b"")
-        return {"first": (lo or 0) / 1000, "last": (hi or 0) / 1000, "records": n, "bytes": size}
+        async for m in until_quiet(c, quiet_polls=2, poll_ms=500):
+            yield m
     finally:
         await c.stop()
+
+
+async def topic_span(bootstrap: str, topic: str, partitions: int) -> dict:
+    """First and last Kafka timestamp (s), records and bytes of a whole topic (read after the run, untimed)."""
+    lo, hi, n, size = None, None, 0, 0
+    async for m in whole_topic(bootstrap, topic, partitions):
+        lo = m.timestamp if lo is None else min(lo, m.timestamp)
+        hi = m.timestamp if hi is None else max(hi, m.timestamp)
+        n += 1
+        size += len(m.value or b"")
+    return {"first": (lo or 0) / 1000, "last": (hi or 0) / 1000, "records": n, "bytes": size}
 
 
 async def watch_ledger(bootstrap: str, topic: str, expected: int, proc: subprocess.Popen, timeout: float,
