@@ -22,7 +22,8 @@ def _json(body: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-def _hours(request: web.Request, default: int = 48) -> int:
+def hours_query(request: web.Request, default: int = 48) -> int:
+    """The ``hours`` query parameter (the latest hours to list), 1 to 8784; a 400 otherwise."""
     try:
         hours = int(request.query.get("hours", str(default)))
     except ValueError:
@@ -54,7 +55,7 @@ def _view(fn: Callable[[web.Request, Admin], Awaitable[Any]], status: int = 200)
 
 
 async def _status(r: web.Request, a: Admin) -> Any:
-    return await a.status(_hours(r))
+    return await a.status(hours_query(r))
 
 
 async def _destinations(r: web.Request, a: Admin) -> Any:
@@ -70,7 +71,7 @@ async def _destinations(r: web.Request, a: Admin) -> Any:
 
 
 async def _history(r: web.Request, a: Admin) -> Any:
-    return await a.history(r.match_info["name"], _hours(r))
+    return await a.history(r.match_info["name"], hours_query(r))
 
 
 def _switch(on: bool):
@@ -114,7 +115,7 @@ async def _cancel(r: web.Request, a: Admin) -> Any:
 
 
 async def _deadletters(r: web.Request, a: Admin) -> Any:
-    return await a.dead_letters(_hours(r, 24), int(r.query.get("samples", "20")))
+    return await a.dead_letters(hours_query(r, 24), int(r.query.get("samples", "20")))
 
 
 async def _imports(r: web.Request, a: Admin) -> Any:

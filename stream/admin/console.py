@@ -33,6 +33,7 @@ import orjson
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from stream.admin.api import hours_query
 from stream.admin.service import Admin, AdminError
 
 log = logging.getLogger(__name__)
@@ -241,18 +242,8 @@ async def verify(request: web.Request, c: Console) -> web.StreamResponse:
     return c.page(request, "verify.html", name=name, doc=await c.admin.verify(name))
 
 
-def _hours(request: web.Request, default: int) -> int:
-    try:
-        hours = int(request.query.get("hours", str(default)))
-    except ValueError:
-        raise AdminError(400, "hours must be a whole number of hours") from None
-    if not 1 <= hours <= 24 * 366:
-        raise AdminError(400, "hours must be between 1 and 8784")
-    return hours
-
-
 async def history(request: web.Request, c: Console) -> web.StreamResponse:
-    name, hours = request.match_info["name"], _hours(request, HOURS)
+    name, hours = request.match_info["name"], hours_query(request, HOURS)
     return c.page(request, "history.html", name=name, doc=await c.admin.history(name, hours), hours=hours)
 
 
@@ -325,7 +316,7 @@ async def import_retry(request: web.Request, c: Console) -> web.StreamResponse:
 
 
 async def deadletters(request: web.Request, c: Console) -> web.StreamResponse:
-    hours = _hours(request, 24)
+    hours = hours_query(request, 24)
     return c.page(request, "deadletters.html", doc=await c.admin.dead_letters(hours, 20), hours=hours)
 
 
