@@ -165,14 +165,21 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         await stop_all(c)
 
 
+async def iter_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300,
+                   **consumer: Any) -> AsyncIterator[Any]:
+    """Every record of ``topic`` from the beginning, as they are fetched (``until_quiet``); ``consumer``: more
+    aiokafka consumer settings."""
+    c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False, **consumer})
+    await c.start()
+    try:
+        if await assign_from_beginning(c, topic):
+            async for r in until_quiet(c, quiet_polls, poll_ms):
+                yield r
+    finally:
+        await stop_all(c)
+
+
 async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
     """Every record of ``topic`` from the beginning (``until_quiet``): a restarted exporter that read its ledger
     short would write again what it had already written."""
-    c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
-    await c.start()
-    try:
-        if not await assign_from_beginning(c, topic):
-            return []
-        return [r async for r in until_quiet(c, quiet_polls, poll_ms)]
-    finally:
-        await stop_all(c)
+    return [r async for r in iter_all(settings, topic, quiet_polls, poll_ms)]
