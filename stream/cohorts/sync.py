@@ -36,7 +36,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -238,19 +238,10 @@ class EventSource:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def _records(self, topic: str) -> AsyncIterator[Any]:
-        from aiokafka import AIOKafkaConsumer
-
-        from stream.kafka import assign_from_beginning, client_args, stop_all, until_quiet
-        c = AIOKafkaConsumer(**{**client_args(self.settings.kafka), "enable_auto_commit": False,
-                                "max_partition_fetch_bytes": max(self.settings.kafka.max_request_bytes, 1 << 20)})
-        await c.start()
-        try:
-            if await assign_from_beginning(c, topic):
-                async for r in until_quiet(c):
-                    yield r
-        finally:
-            await stop_all(c)
+    def _records(self, topic: str) -> AsyncIterator[Any]:
+        from stream.kafka import iter_all
+        return iter_all(self.settings, topic,
+                        max_partition_fetch_bytes=max(self.settings.kafka.max_request_bytes, 1 << 20))
 
     async def fold(self, membership: Membership) -> None:
         from stream.events.batch import EventBatch
@@ -386,7 +377,7 @@ class _Storages:
     def __init__(self, storage_of: Callable[[CohortDestinationSettings], Any]) -> None:
         self.storage_of = storage_of
         self.open: dict[str, Any] = {}
-        self.contexts: list[Any] = []
+        self.stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:
         return self
@@ -395,34 +386,21 @@ class _Storages:
         if dest.name not in self.open:
             made = self.storage_of(dest)
             if hasattr(made, "__aenter__"):
-                self.contexts.append(made)
-                made = await made.__aenter__()
+                made = await self.stack.enter_async_context(made)
             self.open[dest.name] = made
         return self.open[dest.name]
 
     async def __aexit__(self, *exc: object) -> None:
-        for c in reversed(self.contexts):
-            await c.__aexit__(None, None, None)
+        await self.stack.aclose()
 
 
-class _S3StorageContext:
-    def __init__(self, settings: Settings, dest: CohortDestinationSettings) -> None:
-        self.settings, self.dest = settings, dest
-
-    async def __aenter__(self) -> Storage:
-        from stream.s3.client import target_client, target_of
-        from stream.s3.storage import S3Storage
-        s3 = self.settings.s3
-        self.client_cm = target_client(target_of(self.dest, s3), s3)
-        client = await self.client_cm.__aenter__()
-        return S3Storage(client, self.dest.encryption, s3.upload_part_bytes, s3.read_timeout_s)
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client_cm.__aexit__(*exc)
-
-
-def _s3_storage(settings: Settings, dest: CohortDestinationSettings) -> _S3StorageContext:
-    return _S3StorageContext(settings, dest)
+@asynccontextmanager
+async def _s3_storage(settings: Settings, dest: CohortDestinationSettings) -> AsyncIterator[Storage]:
+    from stream.s3.client import target_client, target_of
+    from stream.s3.storage import S3Storage
+    s3 = settings.s3
+    async with target_client(target_of(dest, s3), s3) as client:
+        yield S3Storage(client, dest.encryption, s3.upload_part_bytes, s3.read_timeout_s)
 
 
 async def history(settings: Settings, jobs: list[SyncJob],
