@@ -97,6 +97,12 @@ API_PRODUCE_DURATION = Histogram("stream_api_produce_duration_seconds",
                                  "acknowledgement of all of them.",
                                  buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 
+# --- access --------------------------------------------------------------------------------------------------------
+AUTH_FAILURES = Counter("stream_auth_failures_total",
+                        "Failed authentications, by surface (api, admin, console) and outcome (refused: a wrong or "
+                        "missing credential; limited: refused unseen because the address failed too often).",
+                        ["surface", "outcome"])
+
 # --- S3 import ---------------------------------------------------------------------------------------------------
 IMPORT_FILES = Counter("stream_import_files_total",
                        "Import files by outcome: done (every row produced or dead-lettered), failed (unreadable: "
