@@ -1,0 +1,157 @@
+"""Mirror mutations applied to an hour's rows: the transform of an hour rebuild under ``strategy: mirror`` (pure).
+
+A mirror source's rows are mutations of events already exported: ``INSERT``, ``UPDATE`` or ``DELETE``, named by
+the field the converter maps to ``$mutation_type`` (any case; missing means ``UPDATE``, as the vendor's default).
+They name their event by ``$insert_id`` within the project. An hour rebuild reads the hour's rows as the live
+export wrote them and passes each through :func:`rewrite` with the hour's mutations:
+
+- ``UPDATE`` replaces the event by the mutation's row: every field of the new row, except the fields the system
+  gave the event (:data:`KEPT`), which stay as they were, so the event keeps its uuid, amplitude_id and the hour it
+  was exported in;
+- ``DELETE`` drops the event;
+- ``INSERT`` of an insert_id the hour already holds is an ``UPDATE`` when ``insert_is_update`` (a setting), and
+  is otherwise ignored and counted as a conflict. ``INSERT`` of a new insert_id does not pass here: it is a new
+  event, exported as an import's events are (hour of its import, no enrichment).
+
+**Matching.** A mutation that carries a ``device_id`` applies to the events of that device with its insert_id;
+one without applies to every event of the project with that insert_id (dedupe keeps one event per
+(device_id, insert_id), so an insert_id can name events of several devices).
+
+**Order.** The vendor applies the operations of one sync window in no promised order. Here they apply in a fixed
+one, so that a replay or a second rebuild leaves the same bytes: by their sequence, (the import file's discovery
+offset, the row number): the later file wins, and within a file the later row. After a ``DELETE``, a later
+``UPDATE`` of the same event finds nothing and is counted unmatched; a later ``INSERT`` is a new event.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+MUTATION_FIELD = "$mutation_type"
+"""The field a mirror source's converter maps the mutation type to."""
+
+KEPT = ("$insert_id", "uuid", "amplitude_id", "app", "server_received_time", "server_upload_time",
+        "processed_time")
+"""Fields an UPDATE never changes: the event's identity and the times that place it in its hour."""
+
+
+class Op(StrEnum):
+    INSERT = "INSERT"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+
+
+def parse_op(value: Any) -> Op | None:
+    """The mutation type of a row's ``$mutation_type`` value: missing (None or blank) is UPDATE; None when the
+    value is none of INSERT, UPDATE, DELETE in any case (the row is then a dead letter)."""
+    if value is None:
+        return Op.UPDATE
+    if not isinstance(value, str):
+        return None
+    text = value.strip().upper()
+    if not text:
+        return Op.UPDATE
+    try:
+        return Op(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Mutation:
+    insert_id: str
+    op: Op
+    seq: tuple[int, int]
+    """(discovery offset of the import file, row number): the order mutations apply in."""
+    device_id: str | None = None
+    row: Mapping[str, Any] | None = None
+    """The new event (UPDATE, INSERT): its export row, as the import builds it; None for a DELETE."""
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        return self.device_id is None or event.get("device_id") == self.device_id
+
+
+class Outcome(StrEnum):
+    UPDATED = "updated"
+    DELETED = "deleted"
+    INSERT_CONFLICT = "insert_conflict"
+    """INSERT of an insert_id the hour holds, with ``insert_is_update`` off: ignored."""
+    UNMATCHED = "unmatched"
+    """UPDATE or DELETE that found no event among the rows it was applied to."""
+
+
+def by_insert_id(mutations: Iterable[Mutation]) -> dict[str, list[Mutation]]:
+    """The mutations of an hour grouped by insert_id, each group in the order it applies."""
+    out: dict[str, list[Mutation]] = {}
+    for m in mutations:
+        out.setdefault(m.insert_id, []).append(m)
+    for group in out.values():
+        group.sort(key=lambda m: m.seq)
+    return out
+
+
+def updated(event: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new`` with the fields of :data:`KEPT` taken from ``event``; the key order is ``new``'s, then any kept
+    field ``new`` lacks."""
+    out = dict(new)
+    for k in KEPT:
+        if k in event:
+            out[k] = event[k]
+        else:
+            out.pop(k, None)
+    return out
+
+
+def apply(event: dict[str, Any], mutations: Sequence[Mutation], insert_is_update: bool,
+          outcomes: Counter[tuple[str, Outcome]]) -> tuple[dict[str, Any] | None, set[int]]:
+    """The event after its mutations (None: deleted) and the indexes of the mutations that matched it; each
+    matching mutation's outcome is counted in ``outcomes`` under (its op, outcome)."""
+    matched: set[int] = set()
+    current: dict[str, Any] | None = event
+    for i, m in enumerate(mutations):
+        if current is None or not m.matches(current):
+            continue
+        matched.add(i)
+        if m.op is Op.DELETE:
+            current = None
+            outcomes[(m.op.value, Outcome.DELETED)] += 1
+        elif m.op is Op.UPDATE or insert_is_update:
+            assert m.row is not None, "an UPDATE or INSERT carries its row"
+            current = updated(current, m.row)
+            outcomes[(m.op.value, Outcome.UPDATED)] += 1
+        else:
+            outcomes[(m.op.value, Outcome.INSERT_CONFLICT)] += 1
+    return current, matched
+
+
+def rewrite(lines: Iterable[bytes], mutations: Mapping[str, Sequence[Mutation]], insert_is_update: bool,
+            outcomes: Counter[tuple[str, Outcome]]) -> Iterator[bytes]:
+    """The hour's export lines with its mutations applied, in their order; lines no mutation names pass as they
+    are (the same bytes). Mutations that matched no line are counted as unmatched once the lines are done."""
+    matched: dict[str, set[int]] = {}
+    for line in lines:
+        if not mutations:
+            yield line
+            continue
+        event = orjson.loads(line)
+        insert_id = event.get("$insert_id")
+        group = mutations.get(insert_id) if isinstance(insert_id, str) else None
+        if not group:
+            yield line
+            continue
+        after, hit = apply(event, group, insert_is_update, outcomes)
+        matched.setdefault(insert_id, set()).update(hit)
+        if after is None:
+            continue
+        yield line if after is event else orjson.dumps(after)
+    for insert_id, group in mutations.items():
+        hit = matched.get(insert_id, set())
+        for i, m in enumerate(group):
+            if i not in hit and m.op is not Op.INSERT:
+                outcomes[(m.op.value, Outcome.UNMATCHED)] += 1
