@@ -82,26 +82,25 @@ class BodyReader:
         if self._z is None:
             self._keep(chunk)
             return
-        z = self._z
         try:
             data = chunk
-            while data and not z.eof:
+            while data:
+                z = self._z
                 # never inflate more than what still fits plus one byte: a bomb stops here
                 out = z.decompress(data, self.limit - self._size + 1)
                 self._keep(out)
-                data = z.unconsumed_tail
-            if z.eof and z.unused_data:
-                # a second gzip member (concatenated streams are valid gzip)
-                rest = z.unused_data
-                self._z = zlib.decompressobj(wbits=31)
-                self.feed_decoded_member(rest)
+                if not z.eof:
+                    data = z.unconsumed_tail
+                elif z.unused_data:
+                    # the next gzip member (concatenated streams are valid gzip), decoded in this same loop: a
+                    # body of thousands of tiny members costs no stack
+                    data = z.unused_data
+                    self._z = zlib.decompressobj(wbits=31)
+                else:
+                    data = b""
         except zlib.error as exc:
             raise BodyError(BodyProblem.BAD_GZIP, f"the gzip body is corrupt ({exc}); Content-Encoding: gzip "
                             "needs a gzip stream") from None
-
-    def feed_decoded_member(self, data: bytes) -> None:
-        self.received -= len(data)  # already counted as received
-        self.feed(data)
 
     def _keep(self, data: bytes) -> None:
         if data:

@@ -46,6 +46,26 @@ def test_gzip_in_small_chunks_and_concatenated_members():
     assert read([data[i:i + 3] for i in range(0, len(data), 3)], 100, gz=True) == b"hello world"
 
 
+def test_thousands_of_gzip_members_are_decoded_without_recursing():
+    members = gzip.compress(b"") * 3000 + gzip.compress(b'{"a":1}') + gzip.compress(b"") * 3000
+    assert len(members) < 130_000
+    assert read([members], 200_000, gz=True) == b'{"a":1}'
+    assert read([members[i:i + 7] for i in range(0, len(members), 7)], 200_000, gz=True) == b'{"a":1}'
+    assert read([gzip.compress(b"") * 3000], 200_000, gz=True) == b""
+
+
+def test_a_member_that_starts_a_new_chunk_is_decoded():
+    assert read([gzip.compress(b"hello "), gzip.compress(b"world")], 100, gz=True) == b"hello world"
+
+
+def test_garbage_after_a_gzip_member_is_refused():
+    with pytest.raises(BodyError) as e:
+        read([gzip.compress(b"{}") + b"\0\0"], 100, gz=True)
+    assert (e.value.problem, e.value.detail) == (BodyProblem.BAD_GZIP, "the gzip body is corrupt (Error -3 while "
+                                                 "decompressing data: incorrect header check); Content-Encoding: "
+                                                 "gzip needs a gzip stream")
+
+
 def test_a_gzip_bomb_is_cut_off_at_the_limit_without_inflating_it():
     bomb = gzip.compress(b"\0" * 200_000_000, compresslevel=9)
     assert len(bomb) < 250_000
