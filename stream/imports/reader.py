@@ -26,7 +26,8 @@ Choices:
   reading resumes at the next line. For CSV this bounds a whole record: a quote left open swallows the following
   lines until the limit, then they are reported as one ``too_large`` row.
 * JSON values are read by msgspec: integers of any size stay exact; NaN, Infinity and numbers beyond a double
-  (1e400) are ``malformed_json``; a key repeated in one object keeps its last value.
+  (1e400) are ``malformed_json``; a key repeated in one object keeps its last value. A line that is not UTF-8
+  (Latin-1 text, a UTF-16 file) is ``invalid_utf8``, wherever the bad byte is, even when it is not JSON either.
 * CSV: Python's csv module with the file's delimiter, quote and escape characters, a doubled quote inside quotes
   is one quote, text after a closing quote is kept (not strict). Values are strings. Without a header the columns
   are named "0", "1", ...; every record must have as many fields as the header (or, without one, the first
@@ -366,6 +367,9 @@ class _JsonRows(_Rows):
             except msgspec.DecodeError as exc:
                 if not line.strip():
                     continue  # a blank line (or "\r" alone): nothing to read, and not an error
+                if not _is_utf8(line):  # bytes that are not UTF-8 outside a string (Latin-1 text, UTF-16)
+                    yield RowError(number, RowErrorReason.INVALID_UTF8, f"line {number} {_where_not_utf8(line)}")
+                    continue
                 yield RowError(number, RowErrorReason.MALFORMED_JSON, f"line {number} is not valid JSON ({exc}); "
                                "write one JSON object per line")
                 continue
@@ -528,6 +532,14 @@ def _header(line: int, names: list[str]) -> list[str]:
                             f"(columns {seen[name] + 1} and {index + 1}); rename one")
         seen[name] = index
     return names
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _where_not_utf8(line: bytes) -> str:

@@ -98,6 +98,18 @@ def test_bad_lines_are_row_errors_and_the_lines_around_them_are_read():
     assert messages[3] == "line 5 is not valid UTF-8 (byte 0xff at byte 7); save the file as UTF-8"
 
 
+def test_a_line_that_is_not_utf8_is_invalid_utf8_even_where_it_is_not_json_either():
+    utf16 = '{"a":1}'.encode("utf-16")   # with its byte order mark ff fe
+    data = b'\xe9t\xe9\n{"a":1}\xff\n' + utf16 + b'\n{"\xe9":1}\n{"a":2}\n'
+    items = read(data, compression="none")
+    assert items[-1] == Row(5, {"a": 2})
+    assert [(e.number, e.reason, e.message) for e in items if isinstance(e, RowError)] == [
+        (1, RowErrorReason.INVALID_UTF8, "line 1 is not valid UTF-8 (byte 0xe9 at byte 1); save the file as UTF-8"),
+        (2, RowErrorReason.INVALID_UTF8, "line 2 is not valid UTF-8 (byte 0xff at byte 8); save the file as UTF-8"),
+        (3, RowErrorReason.INVALID_UTF8, "line 3 is not valid UTF-8 (byte 0xff at byte 1); save the file as UTF-8"),
+        (4, RowErrorReason.INVALID_UTF8, "line 4 is not valid UTF-8 (byte 0xe9 at byte 3); save the file as UTF-8")]
+
+
 def test_json_values_keep_their_types_and_big_integers_stay_exact():
     data = b'{"i":123456789012345678901234567890,"f":1.5,"b":true,"n":null,"o":{"l":[1,"x"]},"s":"\\u00e9"}\n'
     assert read(data) == [Row(1, {"i": 123456789012345678901234567890, "f": 1.5, "b": True, "n": None,
