@@ -3,8 +3,11 @@
 Two kinds of secret reach stream: credential fields inside JSON bodies (Segment's ``writeKey``, Amplitude's
 ``api_key``), which a rejected input would otherwise carry into the dead-letter topic, and configured secrets
 (write keys, API keys, the admin token, the Kafka SASL password), which an error message or a log line could
-echo. ``redact_json`` removes the first kind from raw bytes, whatever their shape (a body that is not valid JSON
-is redacted too); ``SecretFilter`` replaces the second kind in every log record of the process.
+echo. ``redact_json`` removes the first kind from raw bytes, whatever their shape: bytes that parse as JSON are
+redacted on the parsed value (so a field name written with escapes, ``"write\\u004bey"``, is the field it names)
+and encoded again; other bytes (a body cut short, not JSON at all) are redacted by a pattern that also knows the
+names written with ``\\uXXXX`` escapes. ``SecretFilter`` replaces the second kind in every log record of the
+process.
 """
 
 from __future__ import annotations
@@ -14,20 +17,52 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 REDACTED = "[redacted]"
 CREDENTIAL_FIELDS = ("writeKey", "api_key")
 """JSON fields that hold a credential: Segment's write key, Amplitude's project API key."""
 
-_FIELD = re.compile(rb'("(?:' + b"|".join(re.escape(f.encode()) for f in CREDENTIAL_FIELDS) +
+
+def _name_pattern(name: str) -> bytes:
+    """A field name as JSON may spell it: each character as itself or as a ``\\uXXXX`` escape (hex digits in
+    either case)."""
+    out = []
+    for ch in name:
+        digits = b"".join(b"[" + d.lower() + d.upper() + b"]" if d.isalpha() else d
+                          for d in (bytes([c]) for c in f"{ord(ch):04x}".encode()))
+        out.append(b"(?:" + re.escape(ch.encode()) + rb"|\\u" + digits + b")")
+    return b"".join(out)
+
+
+_FIELD = re.compile(rb'("(?:' + b"|".join(_name_pattern(f) for f in CREDENTIAL_FIELDS) +
                     rb')"\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]+)')
+_ESCAPE = b"\\u"
 
 
 def redact_json(raw: bytes | None) -> bytes | None:
-    """``raw`` with the value of every credential field replaced by ``"[redacted]"`` (works on any bytes: a body
-    cut short or not JSON at all is redacted as far as it goes)."""
-    if raw is None or not any(f.encode() in raw for f in CREDENTIAL_FIELDS):
+    """``raw`` with the value of every credential field replaced by ``"[redacted]"`` (works on any bytes).
+
+    Bytes that parse as JSON are redacted on the parsed value, field names unescaped, and encoded again (compact,
+    keys in their order); when nothing needs redacting they are returned as they came. Bytes that do not parse (a
+    body cut short, not JSON at all) are redacted as far as they go, names written with escapes included."""
+    if raw is None or (_ESCAPE not in raw and not any(f.encode() in raw for f in CREDENTIAL_FIELDS)):
         return raw
-    return _FIELD.sub(rb'\1"' + REDACTED.encode() + b'"', raw)
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return _FIELD.sub(rb'\1"' + REDACTED.encode() + b'"', raw)
+    if not _holds_credential(value):
+        return raw
+    return msgspec.json.encode(redact_fields(value))
+
+
+def _holds_credential(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return any(k in CREDENTIAL_FIELDS or _holds_credential(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_holds_credential(v) for v in obj)
+    return False
 
 
 def redact_fields(obj: Any) -> Any:

@@ -1,7 +1,9 @@
 """The dead-letter record (schemas/dead_letter.avsc): the original bytes, a reason code, the field, the source.
 
 The original bytes are kept as they came, except credentials: the value of a ``writeKey`` or ``api_key`` field
-is replaced by ``"[redacted]"`` (``stream.redact``), so a rejected Segment call never stores its write key.
+is replaced by ``"[redacted]"`` (``stream.redact``: on the parsed value when the bytes are JSON, so an escaped field
+name is no way around it), so a rejected Segment call never stores its write key. Redaction sees the whole value;
+what is kept is then cut to ``max_value_bytes``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def encode(rejected: Rejected, topic: str, partition: int, offset: int, timestam
     return avro.encode("dead_letter", {
         "reason": rejected.reason.value, "field": rejected.field, "detail": rejected.detail,
         "topic": topic, "partition": partition, "offset": offset, "timestamp": timestamp_ms,
-        "key": key, "value": redact_json(value[:max_value_bytes]) if value is not None else None,
+        "key": key, "value": redact_json(value)[:max_value_bytes] if value is not None else None,
         "rejected_at": rejected_at_ms,
     })
 

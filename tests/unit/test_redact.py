@@ -51,3 +51,42 @@ def test_configured_secrets_are_scrubbed_from_log_records(caplog):
 
 def test_short_values_are_not_treated_as_secrets():
     assert SecretFilter(["ab", "long-secret"]).scrub("ab long-secret") == "ab [redacted]"
+
+
+def test_a_field_name_written_with_escapes_is_redacted_when_the_bytes_are_json():
+    assert redact_json(b'{"userId":"u-1","write\\u004bey":"wk-secret-1","event":"x"}') == \
+        b'{"userId":"u-1","writeKey":"[redacted]","event":"x"}'
+    assert redact_json(b'{"api\\u005Fkey": "amp-key", "events": [{"event_type": "e\\u0301"}]}') == \
+        '{"api_key":"[redacted]","events":[{"event_type":"e\u0301"}]}'.encode()
+    # nested, and a name repeated (JSON keeps the last): one field, redacted
+    assert redact_json(b'{"batch":[{"\\u0077riteKey":"k1","writeKey":"k2"}]}') == \
+        b'{"batch":[{"writeKey":"[redacted]"}]}'
+    # JSON that holds no credential is kept byte for byte, escapes and spacing included
+    assert redact_json(b'{"e": "caf\\u00e9",  "n": 1}') == b'{"e": "caf\\u00e9",  "n": 1}'
+
+
+def test_a_field_name_written_with_escapes_is_redacted_when_the_bytes_are_not_json():
+    assert redact_json(b'{"api\\u005Fkey" : "amp-key", "events": [') == b'{"api\\u005Fkey" : "[redacted]", "events": ['
+    assert redact_json(b'garbage "\\u0077rite\\u004Bey":"a\\"b" tail') == \
+        b'garbage "\\u0077rite\\u004Bey":"[redacted]" tail'
+    assert redact_json(b'{"\\u0061\\u0070\\u0069\\u005f\\u006b\\u0065\\u0079":12345,') == \
+        b'{"\\u0061\\u0070\\u0069\\u005f\\u006b\\u0065\\u0079":"[redacted]",'
+    assert redact_json(b'{"write\\u004bey2":"x",') == b'{"write\\u004bey2":"x",'
+
+
+def test_a_dead_letter_of_the_kafka_path_never_holds_an_escaped_write_key():
+    from stream.events.ingest import ingest_records
+    from stream.events.normalize import Rules
+
+    s = load_settings(None, ingest={"default_project": 424242}, projects=[{"id": 424242}])
+    value = b'{"type":"track","userId":"u-1","write\\u004bey":"seg-write-key-1"}'
+
+    class Rec:
+        key, headers, offset, timestamp = b"k", (), 7, 1_700_000_000_000
+    Rec.value = value
+    res = ingest_records([Rec], "events.ingest", 0, projects=frozenset({424242}), default_project=424242,
+                         rules=Rules.of(s.ingest), now_ms=1_700_000_000_000, partitions=2, max_events=100,
+                         max_bytes=1 << 20)
+    (dead,) = [deadletter.decode(r) for _, r in res.dead]
+    assert dead["value"] == b'{"type":"track","userId":"u-1","writeKey":"[redacted]"}'
+    assert b"seg-write-key-1" not in dead["value"]
