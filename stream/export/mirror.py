@@ -18,8 +18,9 @@ one without applies to every event of the project with that insert_id (dedupe ke
 (device_id, insert_id), so an insert_id can name events of several devices).
 
 **Order.** The vendor applies the operations of one sync window in no promised order. Here they apply in a fixed
-one, so that a replay or a second rebuild leaves the same bytes: by their sequence, (the import file's discovery
-offset, the row number): the later file wins, and within a file the later row. After a ``DELETE``, a later
+one, so that a replay or a second rebuild leaves the same bytes: by their sequence, (the import file's S3
+LastModified in ms, its key, the row number): the file written later wins (the vendor asks for files uploaded in
+the order of their events), then the greater key, and within a file the later row. After a ``DELETE``, a later
 ``UPDATE`` of the same event finds nothing and is counted unmatched; a later ``INSERT`` is a new event.
 """
 
@@ -67,8 +68,8 @@ def parse_op(value: Any) -> Op | None:
 class Mutation:
     insert_id: str
     op: Op
-    seq: tuple[int, int]
-    """(discovery offset of the import file, row number): the order mutations apply in."""
+    seq: tuple[int, str, int]
+    """(the import file's LastModified in ms, its key, the row number): the order mutations apply in."""
     device_id: str | None = None
     row: Mapping[str, Any] | None = None
     """The new event (UPDATE, INSERT): its export row, as the import builds it; None for a DELETE."""

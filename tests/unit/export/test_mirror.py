@@ -39,8 +39,8 @@ def run(lines, mutations, insert_is_update=False):
 
 def test_an_update_replaces_the_event_but_keeps_its_identity_and_hour_and_a_delete_drops_it():
     lines = [line("a"), line("b"), line("c")]
-    out, outcomes = run(lines, [Mutation("a", Op.UPDATE, (5, 1), row=new_row("a")),
-                                Mutation("b", Op.DELETE, (5, 2))])
+    out, outcomes = run(lines, [Mutation("a", Op.UPDATE, (5, "k", 1), row=new_row("a")),
+                                Mutation("b", Op.DELETE, (5, "k", 2))])
     assert out[1] is lines[2]
     assert len(out) == 2
     assert orjson.loads(out[0]) == {
@@ -58,8 +58,8 @@ def test_untouched_lines_pass_as_the_same_bytes_and_no_mutation_means_no_parse()
 
 
 def test_mutations_apply_in_sequence_order_whatever_order_they_arrive_in():
-    m1 = Mutation("a", Op.UPDATE, (3, 9), row=new_row("a", event_type="first"))
-    m2 = Mutation("a", Op.UPDATE, (4, 1), row=new_row("a", event_type="second"))
+    m1 = Mutation("a", Op.UPDATE, (3, "k", 9), row=new_row("a", event_type="first"))
+    m2 = Mutation("a", Op.UPDATE, (4, "k", 1), row=new_row("a", event_type="second"))
     for order in ([m1, m2], [m2, m1]):
         out, outcomes = run([line("a")], order)
         assert orjson.loads(out[0])["event_type"] == "second"
@@ -67,23 +67,23 @@ def test_mutations_apply_in_sequence_order_whatever_order_they_arrive_in():
 
 
 def test_an_update_after_a_delete_finds_nothing_and_is_counted_unmatched():
-    out, outcomes = run([line("a")], [Mutation("a", Op.DELETE, (1, 1)),
-                                      Mutation("a", Op.UPDATE, (1, 2), row=new_row("a"))])
+    out, outcomes = run([line("a")], [Mutation("a", Op.DELETE, (1, "k", 1)),
+                                      Mutation("a", Op.UPDATE, (1, "k", 2), row=new_row("a"))])
     assert out == []
     assert outcomes == {("DELETE", Outcome.DELETED): 1, ("UPDATE", Outcome.UNMATCHED): 1}
 
 
 def test_a_mutation_naming_a_device_touches_only_that_devices_event_and_one_without_touches_all():
     lines = [line("a", "d1"), line("a", "d2")]
-    out, outcomes = run(lines, [Mutation("a", Op.DELETE, (1, 1), device_id="d2")])
+    out, outcomes = run(lines, [Mutation("a", Op.DELETE, (1, "k", 1), device_id="d2")])
     assert out == [lines[0]]
-    out, outcomes = run(lines, [Mutation("a", Op.UPDATE, (1, 1), row=new_row("a", "d9"))])
+    out, outcomes = run(lines, [Mutation("a", Op.UPDATE, (1, "k", 1), row=new_row("a", "d9"))])
     assert [orjson.loads(x)["uuid"] for x in out] == ["u-a-d1", "u-a-d2"]
     assert outcomes == {("UPDATE", Outcome.UPDATED): 2}
 
 
 def test_an_insert_of_a_held_insert_id_is_an_update_only_when_the_settings_say_so():
-    m = Mutation("a", Op.INSERT, (1, 1), row=new_row("a"))
+    m = Mutation("a", Op.INSERT, (1, "k", 1), row=new_row("a"))
     out, outcomes = run([line("a")], [m])
     assert out == [line("a")]
     assert outcomes == {("INSERT", Outcome.INSERT_CONFLICT): 1}
@@ -94,7 +94,7 @@ def test_an_insert_of_a_held_insert_id_is_an_update_only_when_the_settings_say_s
 
 def test_applying_the_same_mutations_to_their_own_result_changes_no_byte():
     lines = [line(i) for i in "abcdef"]
-    muts = [Mutation("b", Op.UPDATE, (1, 1), row=new_row("b")), Mutation("e", Op.UPDATE, (1, 2), row=new_row("e"))]
+    muts = [Mutation("b", Op.UPDATE, (1, "k", 1), row=new_row("b")), Mutation("e", Op.UPDATE, (1, "k", 2), row=new_row("e"))]
     once, _ = run(lines, muts)
     twice, _ = run(once, muts)
     assert twice == once
@@ -102,6 +102,14 @@ def test_applying_the_same_mutations_to_their_own_result_changes_no_byte():
 
 def test_a_kept_field_the_event_lacks_is_not_taken_from_the_mutation():
     event = {k: v for k, v in orjson.loads(line("a")).items() if k != "processed_time"}
-    out, _ = run([orjson.dumps(event)], [Mutation("a", Op.UPDATE, (1, 1), row=new_row("a"))])
+    out, _ = run([orjson.dumps(event)], [Mutation("a", Op.UPDATE, (1, "k", 1), row=new_row("a"))])
     assert "processed_time" not in orjson.loads(out[0])
     assert set(KEPT) - {"processed_time"} <= set(orjson.loads(out[0]))
+
+
+def test_files_written_in_the_same_millisecond_apply_in_the_order_of_their_keys():
+    early = Mutation("a", Op.UPDATE, (100, "mutations/2024-03-09-a.json", 7), row=new_row("a", event_type="from-a"))
+    late = Mutation("a", Op.UPDATE, (100, "mutations/2024-03-09-b.json", 1), row=new_row("a", event_type="from-b"))
+    for order in ([early, late], [late, early]):
+        out, _ = run([line("a")], order)
+        assert orjson.loads(out[0])["event_type"] == "from-b"
