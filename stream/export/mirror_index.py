@@ -1,0 +1,73 @@
+"""The mirror index: which hours hold the events of a (project, insert_id), kept for ``mirror.index_days`` (pure).
+
+A mirror UPDATE or DELETE names its event by insert_id; the event was exported in the hour of its
+``server_upload_time``, which the source of the mutations does not know. The index answers it. It is filled from
+``events.accepted`` for the projects that have a mirror source, re-keyed by insert_id so that the partition
+that reads a mutation holds its entries, and kept in RocksDB: key ``project (4 bytes) + insert_id``, value a
+sorted list of entries of 8 bytes each: the hour (hours since the epoch) and a 32-bit hash of the device_id
+(an insert_id can name events of several devices, as dedupe keeps one per (device_id, insert_id)). About
+``len(insert_id) + 12`` bytes of data per event before RocksDB's own overhead (BENCHMARKS.md, "Mirror index").
+
+Entries older than ``mirror.index_days`` (90 by default, longer than the 7 days of dedupe) are dropped when their
+key is next written or read, and by a sweep that walks the keys a slice at a time. The device hash only decides
+whether an INSERT names an event already held (then an UPDATE when ``mirror.insert_is_update``): two devices whose
+hashes collide on one insert_id (about one pair in four billion) would make such an INSERT an update of the other
+device's event; an UPDATE or DELETE with a device_id is matched on the device_id itself in the rewrite.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+
+from stream.events.timefmt import DAY_MS, HOUR_MS
+
+Entry = tuple[int, int]
+"""(hour number: hours since the epoch, crc32 of the device_id)."""
+
+_ENTRY = struct.Struct(">II")
+_PROJECT = struct.Struct(">I")
+
+
+def key(project: int, insert_id: str) -> bytes:
+    return _PROJECT.pack(project) + insert_id.encode()
+
+
+def split_key(k: bytes) -> tuple[int, str]:
+    return _PROJECT.unpack_from(k)[0], k[_PROJECT.size:].decode()
+
+
+def device_hash(device_id: str | None) -> int:
+    return zlib.crc32((device_id or "").encode())
+
+
+def entry(hour_ms: int, device_id: str | None) -> Entry:
+    return hour_ms // HOUR_MS, device_hash(device_id)
+
+
+def encode(entries: Sequence[Entry]) -> bytes:
+    return b"".join(_ENTRY.pack(h, d) for h, d in entries)
+
+
+def decode(value: bytes | None) -> list[Entry]:
+    if not value:
+        return []
+    return [_ENTRY.unpack_from(value, i) for i in range(0, len(value), _ENTRY.size)]
+
+
+def oldest_hour(now_ms: int, keep_days: int) -> int:
+    """The first hour number the index still keeps at ``now_ms``."""
+    return (now_ms - keep_days * DAY_MS) // HOUR_MS
+
+
+def added(entries: Iterable[Entry], new: Iterable[Entry], oldest: int) -> list[Entry]:
+    """The entries with ``new`` added, each once, sorted, without those older than hour number ``oldest``."""
+    return sorted({e for e in (*entries, *new) if e[0] >= oldest})
+
+
+def hours_of(entries: Iterable[Entry], device_id: str | None, oldest: int) -> list[int]:
+    """The hours (epoch ms) that hold events the mutation names: those of its device when it carries one,
+    else of every device; none older than ``oldest``."""
+    want = None if device_id is None else device_hash(device_id)
+    return sorted({h * HOUR_MS for h, d in entries if h >= oldest and (want is None or d == want)})
