@@ -98,8 +98,9 @@ def _parse(env: dict[str, msgspec.Raw], max_events: int) -> AmplitudeRequest | A
     if key is None or key == "":
         return error(400, ERR_MISSING, "api_key is missing: put the project's API key in the body's api_key",
                      missing_field="api_key")
-    if type(key) is not str:
-        return error(400, f"{ERR_API_KEY}: {mask(str(key))}", "api_key must be a string")
+    if type(key) is not str:   # shown masked like a key, but never str() of a list or object (it may nest deep)
+        shown = mask(str(key)) if type(key) in (int, float, bool) else mask("")
+        return error(400, f"{ERR_API_KEY}: {shown}", "api_key must be a string")
     raw_events = env.get("events")
     if raw_events is None or bytes(raw_events) == b"null":
         return error(400, ERR_MISSING, "events is missing: send the events as an array under \"events\"",

@@ -24,12 +24,16 @@ from typing import Any
 import orjson
 
 from stream.api.amplitude import ApiError
-from stream.events.depth import value_depth_over
+from stream.events.depth import MAX_DEPTH, depth_over, value_depth_over
 from stream.events.normalize import Reason, Rejected, too_deep
 from stream.events.segment import full_message
 
 SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 MAX_ERRORS_SHOWN = 20
+MAX_READ_DEPTH = 200
+"""Deepest nesting of a message (or of a batch's context and integrations) that is read at all. A message nested
+more than ``MAX_DEPTH`` (40) levels is rejected alone and dead-lettered as it came, which needs it encoded again,
+and orjson encodes at most 254 levels: a request holding anything deeper than this is refused whole (400)."""
 
 
 def error(status: int, code: str, message: str) -> ApiError:
@@ -60,12 +64,20 @@ def unknown_key() -> ApiError:
                  "(projects[].segment_sources[].write_key); check the key the SDK is initialised with")
 
 
+def too_deep_request(where: str) -> ApiError:
+    return error(400, "too_deep", f"{where} nests objects and arrays more than {MAX_READ_DEPTH} levels deep, the "
+                 f"most this API reads; no message of the request was stored. A message may nest at most {MAX_DEPTH} "
+                 "levels deep (deeper ones are dead-lettered one by one): flatten the properties")
+
+
 def parse_body(body: bytes) -> dict[str, Any] | ApiError:
     if not body.strip():
         return error(400, "invalid_json", "the request has no body; send a JSON object")
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if depth_over(body, MAX_READ_DEPTH) is not None:   # orjson reads at most 1024 levels
+            return too_deep_request("the body")
         try:
             body.decode()
         except UnicodeDecodeError as u:
@@ -99,13 +111,23 @@ def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, ma
             return error(400, "invalid_json", "the batch's context must be an object")
         if integrations is not None and type(integrations) is not dict:
             return error(400, "invalid_json", "the batch's integrations must be an object")
+        for name, value in (("context", ctx), ("integrations", integrations)):
+            if value is not None and value_depth_over(value, MAX_READ_DEPTH - 1) is not None:
+                return too_deep_request(f"the batch's {name}")
     out = Messages([], [])
     too_many = call_type is None and len(items) > max_messages
     for i, msg in enumerate(items):
+        # nothing encodes a message before its depth is known (orjson refuses past 254 levels)
+        depth = value_depth_over(msg)
+        if depth is not None and value_depth_over(msg, MAX_READ_DEPTH) is not None:
+            return too_deep_request("the message" if call_type is not None else f"message {i} of the batch")
         if too_many:
             out.rejected.append((i, Rejected(Reason.TOO_LARGE, "batch", f"the batch holds {len(items)} messages; "
                                              f"the limit is {max_messages} (api.segment_max_batch_messages): send "
                                              "smaller batches"), msg))
+            continue
+        if depth is not None:
+            out.rejected.append((i, too_deep(depth), msg))
             continue
         if call_type is None:
             size = len(orjson.dumps(msg))
@@ -113,13 +135,12 @@ def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, ma
                 out.rejected.append((i, Rejected(Reason.TOO_LARGE, None, f"the message is {size} bytes; the limit "
                                                  f"is {max_message_bytes} (api.segment_max_message_bytes)"), msg))
                 continue
-        if (depth := value_depth_over(msg)) is not None:
-            out.rejected.append((i, too_deep(depth), msg))
-            continue
         full = full_message(msg, call_type, received_ms=received_ms, message_id=new_id(), batch_sent_at=sent_at,
                             batch_context=ctx, batch_integrations=integrations)
         if isinstance(full, Rejected):
             out.rejected.append((i, full, msg))
+        elif (ctx or integrations) and (depth := value_depth_over(full)) is not None:
+            out.rejected.append((i, too_deep(depth), msg))   # the batch's context made it too deep
         else:
             out.full.append((i, full))
     return out

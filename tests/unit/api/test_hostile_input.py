@@ -56,7 +56,7 @@ def mutated(draw, valid: bytes):
         elif kind == "truncate":
             del data[at:]
         elif kind == "nest":
-            n = draw(st.sampled_from([39, 41, 300, 1100, 3000]))
+            n = draw(st.sampled_from([39, 41, 201, 255, 300, 500, 990, 1023, 1100, 3000]))
             data[at:at] = b'{"a":' * n + b"1" + b"}" * n
     return bytes(data)
 
@@ -125,6 +125,37 @@ def test_mutated_segment_requests_get_an_answer(body):
 def test_any_json_sent_to_segment_gets_an_answer(value):
     assert answer_segment(orjson.dumps(value)) in (200, 400)
     assert answer_segment(orjson.dumps({"batch": [value], "writeKey": "wk"})) in (200, 400)
+
+
+DEPTHS = st.sampled_from([39, 41, 42, 199, 200, 201, 254, 255, 256, 500, 990, 1000, 1022, 1023, 1024, 1100, 3000])
+
+
+def deep(n: int, kind: str) -> bytes:
+    """A JSON value nested ``n`` levels deep, of objects or of arrays."""
+    return b'{"a":' * n + b"1" + b"}" * n if kind == "object" else b"[" * n + b"1" + b"]" * n
+
+
+AMPLITUDE_SLOTS = [b'{"api_key":"k","events":[{"event_type":"e","user_id":"user-1","event_properties":@}]}',
+                   b'{"api_key":@,"events":[{"event_type":"e","user_id":"user-1"}]}',
+                   b'{"api_key":"k","events":@}', b'{"api_key":"k","events":[@]}',
+                   b'{"api_key":"k","options":@,"events":[{"event_type":"e","user_id":"user-1"}]}']
+SEGMENT_SLOTS = [b'{"batch":[{"type":"track","userId":"u","event":"e","properties":@}]}',
+                 b'{"batch":[{"type":"track","userId":"u","event":"e"}],"context":@}',
+                 b'{"batch":[{"type":"track","userId":"u","event":"e"}],"integrations":@}',
+                 b'{"batch":[@]}', b'{"batch":@}', b'{"batch":[{"type":"track","userId":@,"event":"e"}]}',
+                 b'{"batch":[{"type":"track","userId":"u","event":"e"}],"sentAt":@}']
+
+
+@FUZZ
+@given(st.sampled_from(AMPLITUDE_SLOTS), DEPTHS, st.sampled_from(["object", "array"]))
+def test_deep_values_anywhere_in_an_amplitude_request_get_an_answer(slot, n, kind):
+    assert answer_amplitude(slot.replace(b"@", deep(n, kind))) in (200, 400)
+
+
+@FUZZ
+@given(st.sampled_from(SEGMENT_SLOTS), DEPTHS, st.sampled_from(["object", "array"]))
+def test_deep_values_anywhere_in_a_segment_request_get_an_answer(slot, n, kind):
+    assert answer_segment(slot.replace(b"@", deep(n, kind))) in (200, 400)
 
 
 def test_an_event_nested_3000_levels_deep_is_a_400_naming_the_limit():

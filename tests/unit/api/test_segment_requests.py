@@ -98,3 +98,53 @@ def test_success_bodies():
     assert segment.success_body(1, [(2, Rejected(Reason.MISSING_ID, "userId", "needs an id"))]) == {
         "success": True, "accepted": 1, "rejected": 1,
         "errors": [{"index": 2, "reason": "missing_id", "field": "userId", "message": "needs an id"}]}
+
+
+def nested(n):
+    """A value nested ``n`` levels deep (the outermost object is level 1)."""
+    v = 1
+    for _ in range(n):
+        v = {"a": v}
+    return v
+
+
+TOO_DEEP = ("nests objects and arrays more than 200 levels deep, the most this API reads; no message of the request "
+            "was stored. A message may nest at most 40 levels deep (deeper ones are dead-lettered one by one): flatten "
+            "the properties")
+
+
+@pytest.mark.parametrize("depth", [201, 255, 500, 1023])
+def test_a_message_nested_past_the_read_limit_is_a_400_naming_it(depth):
+    msg = {"type": "track", "userId": "u-1", "event": "e", "properties": nested(depth - 1)}
+    got = msgs(msg, "track")
+    assert (got.status, got.body) == (400, {"success": False, "code": "too_deep", "message": "the message " + TOO_DEEP})
+    ok = {"type": "track", "userId": "u-1", "event": "e"}
+    for max_messages in (2500, 1):   # also when the batch is dead-lettered whole for its size
+        got = msgs({"batch": [ok, msg]}, max_messages=max_messages)
+        assert (got.status, got.body) == (400, {"success": False, "code": "too_deep",
+                                                "message": "message 1 of the batch " + TOO_DEEP})
+
+
+def test_a_message_at_the_read_limit_is_rejected_alone_and_can_be_encoded():
+    msg = {"type": "track", "userId": "u-1", "event": "e", "properties": nested(199)}
+    got = msgs({"batch": [msg, {"type": "track", "userId": "u-1", "event": "ok"}]})
+    assert [i for i, _ in got.full] == [1]
+    assert [(i, r.reason, r.detail) for i, r, _ in got.rejected] == [
+        (0, Reason.INVALID_VALUE, "the event nests objects and arrays more than 40 levels deep (42 seen); "
+         "Amplitude's limit is 40: flatten its properties")]
+    assert len(orjson.dumps(got.rejected[0][2])) > 0   # what the dead letter holds
+
+
+def test_a_batch_context_too_deep_is_400_and_one_that_makes_a_message_too_deep_rejects_it():
+    got = msgs({"batch": [{"type": "track", "userId": "u-1", "event": "e"}], "context": nested(200)})
+    assert (got.status, got.body) == (400, {"success": False, "code": "too_deep",
+                                            "message": "the batch's context " + TOO_DEEP})
+    got = msgs({"batch": [{"type": "track", "userId": "u-1", "event": "e"}], "context": nested(60)})
+    assert got.full == []
+    assert [(i, r.reason) for i, r, _ in got.rejected] == [(0, Reason.INVALID_VALUE)]
+
+
+def test_a_body_nested_past_what_json_decoding_reads_is_a_400_naming_the_limit():
+    deep = b'{"batch":[' + b'{"a":' * 1100 + b"1" + b"}" * 1100 + b"]}"
+    got = segment.parse_body(deep)
+    assert (got.status, got.body) == (400, {"success": False, "code": "too_deep", "message": "the body " + TOO_DEEP})
