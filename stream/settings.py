@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.errors import ConfigError
@@ -66,6 +66,10 @@ class TopicSettings(_Section):
     export_control: str = Field(
         "exports.control", description="Runtime control of the exports (destinations turned off and on, backfills "
         "cancelled): JSON records, compacted, one partition (stream/export/control.py).")
+    console_sessions: str = Field(
+        "console.sessions", description="Web console sessions logged out, which every worker follows so that a "
+        "logged-out session cookie is refused on every worker: JSON records, one partition, kept a day "
+        "(stream/admin/sessions.py).")
     ingest_clamps: str = Field(
         "events.ingest-clamps", description="The ingest stage's record of the server times it replaced "
         "(ingest.max_clock_skew_s), so that a replay after a crash replaces them with the same time. Written only "
@@ -290,8 +294,9 @@ class SourceSettings(_Section):
         "its JSON text, with converterConfig.convertToAmplitudeFunc and optionally fileType, compressionType and "
         "keyValidatorConfig.filterPattern. Checked and compiled when the settings load.")
     filter_pattern: str | None = Field(
-        None, description="Java regular expression a key must match in full to be imported; default: the "
-        "converter's keyValidatorConfig.filterPattern, else every key under the prefix.")
+        None, description="Java regular expression a key must match in full to be imported: the whole key or the "
+        "key after the prefix (a pattern pasted from Amplitude works either way; keys outside the prefix are never "
+        "imported); default: the converter's keyValidatorConfig.filterPattern, else every key under the prefix.")
     file_type: Literal["json", "csv", "parquet"] | None = Field(
         None, description="json (JSON lines), csv or parquet; default: the converter's fileType, else each file's "
         "name: .csv or .csv.gz is CSV, .parquet parquet, anything else JSON lines.")
@@ -487,13 +492,53 @@ class BackfillSettings(_Section):
                                        "the ledger (the admin API and `stream exports backfill` show it).")
 
 
+MIN_TOKEN_CHARS = 32
+"""The shortest admin token the settings accept."""
+
+
 class AdminSettings(_Section):
     """Access to the admin endpoints: everything on worker.http_port but the probes and /metrics."""
 
     token: SecretStr | None = Field(
         None, description="Bearer token the admin endpoints (/exports/status, /admin/*, the console) require "
         "(`Authorization: Bearer <token>`); set it through STREAM_ADMIN__TOKEN, never in the file. Unset: those "
-        "endpoints answer 401 to everyone. /healthz, /readyz and /metrics stay open.")
+        "endpoints answer 401 to everyone. /healthz, /readyz and /metrics stay open. At least 32 characters: make "
+        "one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` or `openssl rand -base64 32`.")
+    max_failed_auth: int = Field(
+        10, ge=1, description="Failed authentications (a wrong or missing admin token, a refused console sign-in) "
+        "one client address may make per failed_auth_window_s; beyond it the address is answered 429 with "
+        "Retry-After before its token is even compared. Counted per worker process.")
+    failed_auth_window_s: float = Field(
+        60, gt=0, description="Window of max_failed_auth: a failure is forgotten after "
+        "failed_auth_window_s / max_failed_auth seconds.")
+    trusted_proxies: list[str] = Field(
+        [], description="Addresses or CIDRs (10.0.0.0/8) of the reverse proxies and ingress controllers in front "
+        "of the workers. Only from them are X-Forwarded-For (the client address the failed-authentication limit "
+        "counts) and X-Forwarded-Proto (https: the console's cookies are Secure) believed.")
+    secure_cookies: bool = Field(
+        False, description="Mark the console's cookies Secure whatever the request says: set it when the console "
+        "is only reached over HTTPS (e.g. behind a TLS-terminating ingress that is not in trusted_proxies).")
+
+    @field_validator("token")
+    @classmethod
+    def _long_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"the admin token has {len(token.get_secret_value())} characters, fewer than {MIN_TOKEN_CHARS}: a "
+                "short one is guessed; make one with python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
+                "(or openssl rand -base64 32) and set it in STREAM_ADMIN__TOKEN")
+        return token
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: list[str]) -> list[str]:
+        import ipaddress
+        for p in proxies:
+            try:
+                ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                raise ValueError(f"{p!r} is not an address or a CIDR (such as 10.0.0.0/8)") from None
+        return proxies
 
 
 class ApiSettings(_Section):

@@ -137,20 +137,50 @@ def rewrite(lines: Iterable[bytes], mutations: Mapping[str, Sequence[Mutation]],
     are (the same bytes). Mutations that matched no line are counted as unmatched once the lines are done."""
     matched: dict[str, set[int]] = {}
     for line in lines:
-        if not mutations:
-            yield line
-            continue
-        event = orjson.loads(line)
-        insert_id = event.get("$insert_id")
-        group = mutations.get(insert_id) if isinstance(insert_id, str) else None
-        if not group:
-            yield line
-            continue
-        after, hit = apply(event, group, insert_is_update, outcomes)
-        matched.setdefault(insert_id, set()).update(hit)
-        if after is None:
-            continue
-        yield line if after is event else orjson.dumps(after)
+        after = _one(line, mutations, insert_is_update, outcomes, matched)
+        if after is not None:
+            yield after
+    count_unmatched(mutations, matched, outcomes)
+
+
+def rewrite_batch(blob: bytes, source_offsets: Sequence[int], mutations: Mapping[str, Sequence[Mutation]],
+                  insert_is_update: bool, outcomes: Counter[tuple[str, Outcome]],
+                  matched: dict[str, set[int]]) -> tuple[bytes, list[int]]:
+    """A batch's rows (joined by newlines, with their source offsets) with the mutations applied: the rows kept
+    and their source offsets, so that a writer drops replays of the rewritten rows as of the original ones.
+    A batch holds part of an hour: ``matched`` gathers what matched across the hour's batches, for
+    :func:`count_unmatched` once the hour is done."""
+    if not mutations:
+        return blob, list(source_offsets)
+    lines, offsets = [], []
+    for ln, off in zip(blob.split(b"\n"), source_offsets):
+        after = _one(ln, mutations, insert_is_update, outcomes, matched)
+        if after is not None:
+            lines.append(after)
+            offsets.append(off)
+    return b"\n".join(lines), offsets
+
+
+def _one(line: bytes, mutations: Mapping[str, Sequence[Mutation]], insert_is_update: bool,
+         outcomes: Counter[tuple[str, Outcome]], matched: dict[str, set[int]]) -> bytes | None:
+    """The line after its mutations (the same bytes when none names it); None when deleted."""
+    if not mutations:
+        return line
+    event = orjson.loads(line)
+    insert_id = event.get("$insert_id")
+    group = mutations.get(insert_id) if isinstance(insert_id, str) else None
+    if not group:
+        return line
+    after, hit = apply(event, group, insert_is_update, outcomes)
+    matched.setdefault(insert_id, set()).update(hit)
+    if after is None:
+        return None
+    return line if after is event else orjson.dumps(after)
+
+
+def count_unmatched(mutations: Mapping[str, Sequence[Mutation]], matched: Mapping[str, set[int]],
+                    outcomes: Counter[tuple[str, Outcome]]) -> None:
+    """Count the UPDATEs and DELETEs that matched no row of the hour."""
     for insert_id, group in mutations.items():
         hit = matched.get(insert_id, set())
         for i, m in enumerate(group):

@@ -87,11 +87,29 @@ def _key_filter(source: SourceSettings) -> Callable[[str], bool]:
 def wanted(source: SourceSettings, key: str) -> bool:
     """Whether ``key`` is a file of ``source``: under its prefix, not a "folder" (a key ending in ``/``, as the
     console creates), and matching the filter pattern in full (the source's ``filter_pattern``, else the
-    converter's ``keyValidatorConfig.filterPattern``, else every key). The pattern sees the whole key, prefix
-    included."""
+    converter's ``keyValidatorConfig.filterPattern``, else every key).
+
+    The pattern may match either the whole key or the key after the prefix: Amplitude's own examples are written
+    both ways (``folder1/folder2/ds=.../.*\\.parquet`` names the folders, ``\\w+\\_\\d{4}-...json.gz`` only the
+    file), and a pattern pasted from Amplitude must keep working on a source that has a prefix. Either way the
+    prefix bounds what is imported: a pattern never takes a key from outside it."""
     if not key.startswith(source.prefix) or key.endswith("/"):
         return False
-    return bool(_key_filter(source)(key))
+    matches = _key_filter(source)
+    return bool(matches(key) or (source.prefix and matches(key[len(source.prefix):])))
+
+
+def outside(source: SourceSettings, key: str) -> str | None:
+    """Why ``key`` is not a file of ``source`` (see ``wanted``), for a person; None when it is one."""
+    if wanted(source, key):
+        return None
+    pattern = source.filter_pattern or getattr(source.compiled, "filter_pattern", None)
+    rule = f"under {source.prefix!r}" if source.prefix else "in the bucket"
+    if pattern is not None:
+        rule += f", matching the filter pattern {pattern!r} in full (the whole key or the key after the prefix)"
+    what = "a folder, not a file" if key.endswith("/") else "not one of them"
+    return (f"s3://{source.bucket}/{key} is not a file of source {source.name}: its files are the keys {rule}, "
+            f"and this key is {what}; name a key of the source")
 
 
 def from_notification(source: SourceSettings, obj: S3Object) -> ImportFile | None:

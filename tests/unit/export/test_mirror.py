@@ -3,7 +3,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from stream.export.mirror import KEPT, Mutation, Op, Outcome, by_insert_id, parse_op, rewrite
+from stream.export.mirror import KEPT, Mutation, Op, Outcome, by_insert_id, parse_op, rewrite, rewrite_batch
 
 
 def line(insert_id, device="d1", **fields):
@@ -113,3 +113,17 @@ def test_files_written_in_the_same_millisecond_apply_in_the_order_of_their_keys(
     for order in ([early, late], [late, early]):
         out, _ = run([line("a")], order)
         assert orjson.loads(out[0])["event_type"] == "from-b"
+
+
+def test_a_batch_keeps_the_source_offsets_of_the_rows_it_keeps():
+    blob = b"\n".join([line("a"), line("b"), line("c")])
+    outcomes = Counter()
+    muts = by_insert_id([Mutation("b", Op.DELETE, (1, "k", 1)), Mutation("c", Op.UPDATE, (1, "k", 2), row=new_row("c"))])
+    matched = {}
+    out, offsets = rewrite_batch(blob, [10, 11, 12], muts, False, outcomes, matched)
+    assert matched == {"b": {0}, "c": {0}}
+    assert offsets == [10, 12]
+    assert out.split(b"\n")[0] == line("a")
+    assert orjson.loads(out.split(b"\n")[1])["event_type"] == "purchase"
+    assert outcomes == {("DELETE", Outcome.DELETED): 1, ("UPDATE", Outcome.UPDATED): 1}
+    assert rewrite_batch(blob, [1, 2, 3], {}, False, outcomes, {}) == (blob, [1, 2, 3])

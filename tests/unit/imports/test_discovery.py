@@ -75,6 +75,31 @@ def test_the_sources_own_filter_pattern_is_a_java_regex_matched_in_full():
                                      "in/ev-ents_2024-03-09.json.gz")] == [True, False, False]
 
 
+def test_a_pattern_may_match_the_key_after_the_prefix_as_amplitudes_own_example_does():
+    # FORMATS.md 4.3: Amplitude's example pattern names the file alone, no folder
+    src = source(prefix="clicks/", pattern=r"\w+\_\d{4}-\d{2}-\d{2}.json.gz")
+    assert [wanted(src, k) for k in ("clicks/events_2024-03-09.json.gz", "clicks/deep/events_2024-03-09.json.gz",
+                                     "clicks/events_2024-03-09.json.gz.tmp", "events_2024-03-09.json.gz",
+                                     "other/events_2024-03-09.json.gz")] == [True, False, False, False, False]
+    # and the one that names the folders still matches the whole key
+    src = source(prefix="folder1/", pattern=r"folder1/folder2/ds=202011[1-2][0-9]/.*\.parquet")
+    assert [wanted(src, k) for k in ("folder1/folder2/ds=20201115/a.parquet", "folder1/folder2/ds=20201135/a.parquet",
+                                     "folder2/ds=20201115/a.parquet")] == [True, False, False]
+
+
+def test_why_a_key_is_not_a_file_of_the_source_names_the_prefix_and_the_pattern():
+    from stream.imports.discovery import outside
+    src = source(prefix="in/", pattern=r".*\.json\.gz")
+    assert outside(src, "in/a.json.gz") is None
+    assert outside(src, "secrets/db.json.gz") == (
+        "s3://bkt/secrets/db.json.gz is not a file of source src: its files are the keys under 'in/', matching the "
+        "filter pattern '.*\\\\.json\\\\.gz' in full (the whole key or the key after the prefix), and this key is not "
+        "one of them; name a key of the source")
+    assert outside(source(prefix=""), "x/") == (
+        "s3://bkt/x/ is not a file of source src: its files are the keys in the bucket, and this key is a folder, "
+        "not a file; name a key of the source")
+
+
 def test_a_pattern_does_not_widen_the_prefix():
     src = source(prefix="in/", pattern=".*")
     assert [wanted(src, k) for k in ("in/a", "out/a")] == [True, False]
