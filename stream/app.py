@@ -81,12 +81,24 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
         async def http() -> None:
             status = (lambda hours: export_status(settings, {n: e.book for n, e in running.items()}, hours,
                                                   paused=control.paused)) if "export" in stages else None
-            token = settings.admin.token.get_secret_value() if settings.admin.token is not None else None
+            from stream.admin import sessions
+            from stream.admin.auth import Access
+            from stream.admin.console import SESSION_S
             from stream.admin.service import Admin
             admin = Admin(settings, clock, control if "export" in stages else None)
-            runner = await serve(worker_app(HEALTH, status, token, admin), settings.worker.http_host,
-                                 settings.worker.http_port)
+            access = Access.of(settings, clock)
+            revoked = sessions.Revoked(SESSION_S * 1000)
+            runner = await serve(worker_app(HEALTH, status, access.token, admin, access, revoked,
+                                            lambda rec: sessions.publish(settings, rec)),
+                                 settings.worker.http_host, settings.worker.http_port)
+
+            async def follow() -> None:
+                tail = sessions.RevokedTail(settings, revoked, clock.now_ms)
+                await tail.start()
+                await tail.run(stop=lambda: SHUTDOWN.requested)
             try:
+                if access.token is not None:     # the console is served: follow the sessions logged out anywhere
+                    await supervise("console sessions", follow, stop=lambda: SHUTDOWN.requested)
                 await asyncio.Event().wait()
             finally:
                 await runner.cleanup()

@@ -49,6 +49,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("ingest_clamps"), 1, {"retention.ms": str(7 * DAY_MS)}),
         # the latest record of each key is the state: kept for good, compacted
         TopicSpec(t.name("export_control"), 1, {"cleanup.policy": "compact"}),
+        # logged-out console sessions, read by every worker; a session lasts 12 hours at most
+        TopicSpec(t.name("console_sessions"), 1, {"retention.ms": str(DAY_MS)}),
         TopicSpec(dedupe_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
     ] + ([

@@ -12,34 +12,51 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from stream.admin.auth import REALM, is_open, refusal
+from stream.admin.auth import REALM, Access, is_open, refusal, too_many
 from stream.health import HEALTH, Health
+from stream.metrics import AUTH_FAILURES
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
 
 
-def admin_guard(token: str | None, own_auth: tuple[str, ...] = ()):
-    """A middleware answering 401 to any request of a path that is not open without the admin token; paths under
-    ``own_auth`` (the console) check their sessions themselves."""
+def admin_guard(access: Access, own_auth: tuple[str, ...] = ()):
+    """A middleware answering 401 to any request of a path that is not open without the admin token, and 429 to
+    an address that failed too often (before its token is compared); paths under ``own_auth`` (the console) check
+    their sessions themselves."""
     @web.middleware
     async def guard(request: web.Request, handler) -> web.StreamResponse:
         if not is_open(request.path) and not any(request.path == p or request.path.startswith(p + "/")
                                                  for p in own_auth):
-            why = refusal(request.headers.get("Authorization"), token)
+            if access.token is not None:
+                address = access.client(request.remote, request.headers.get("X-Forwarded-For"))
+                wait = access.retry_after_s(address)
+                if wait is not None:
+                    AUTH_FAILURES.labels("admin", "limited").inc()
+                    return _json({"error": "too many requests", "detail": too_many(wait)}, 429,
+                                 {"Retry-After": str(wait)})
+            why = refusal(request.headers.get("Authorization"), access.token)
             if why is not None:
-                return web.Response(body=orjson.dumps({"error": "unauthorized", "detail": why}), status=401,
-                                    content_type="application/json", headers={"WWW-Authenticate": REALM})
+                if access.token is not None:
+                    access.failed(address)
+                    AUTH_FAILURES.labels("admin", "refused").inc()
+                return _json({"error": "unauthorized", "detail": why}, 401, {"WWW-Authenticate": REALM})
         return await handler(request)
     return guard
 
 
 def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
-               token: str | None = None, admin: Any = None) -> web.Application:
+               token: str | None = None, admin: Any = None, access: Access | None = None,
+               revoked: Any = None, publish: Any = None) -> web.Application:
     """``status(hours)`` returns the export status document listing the latest ``hours`` hours of each destination
-    (``stream.agents.export.export_status``); None: the worker exports nothing. ``token``: the admin token."""
+    (``stream.agents.export.export_status``); None: the worker exports nothing. ``token``: the admin token;
+    ``access``: the admin side's access settings (``Access.of(settings)``; without it, ``token`` and the
+    defaults); ``revoked``, ``publish``: the console's logged-out sessions and how to tell the other workers
+    (``stream.admin.console.Console``)."""
+    access = access or Access(token)
+    token = access.token
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -61,18 +78,23 @@ def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
             return _json({"error": "hours must be an integer (the number of latest hours to list)"}, 400)
         return _json(status(hours))
 
+    async def health_details(_: web.Request) -> web.Response:
+        doc = health.details()      # why each part failed: error texts, with the configured secrets cut out
+        return _json({**doc, "failed": {part: access.scrub(why) for part, why in doc["failed"].items()}})
+
     console = admin is not None and token is not None
-    app = web.Application(middlewares=[admin_guard(token, ("/console",) if console else ())])
+    app = web.Application(middlewares=[admin_guard(access, ("/console",) if console else ())])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/exports/status", exports_status)
+    app.router.add_get("/admin/health", health_details)
     if admin is not None:
         from stream.admin.api import add_routes
         add_routes(app, admin)
     if console:
         from stream.admin import console as web_console
-        web_console.add_routes(app, admin, token)
+        web_console.add_routes(app, admin, access, revoked, publish)
     return app
 
 

@@ -5,15 +5,22 @@ Sign-in: the login form takes the admin token; the session is a cookie (HttpOnly
 Path=/console) holding ``<issued_ms>.<nonce>.<signature>``, the signature an HMAC-SHA256 under a key derived from
 the admin token. Nothing is kept server-side, so a session opened on one worker is valid on every worker of the
 deployment (a Service in front of several pods), survives a worker restart, lasts ``SESSION_S`` at most, and
-ends everywhere when the token is rotated. Logging out clears the cookie and revokes its nonce in this process.
+ends everywhere when the token is rotated. Logging out clears the cookie and revokes its nonce on every worker:
+through the console sessions topic, which every worker follows (``stream.admin.sessions``).
+
+The cookies are Secure when the request came over TLS, when a trusted proxy says the client used HTTPS
+(X-Forwarded-Proto from ``admin.trusted_proxies``), or always with ``admin.secure_cookies``. A refused sign-in
+counts against the client's address (``stream.admin.auth.Access``): too many, and the address is answered 429
+before its token is compared.
 
 CSRF: every POST form carries ``csrf``, an HMAC of the session's nonce under the same key; a POST without it or
 with another is answered 403. The login form is the exception: it carries the token itself, and signing in to
 the one account there is grants nothing. SameSite=Strict and a Content-Security-Policy (``form-action 'self'``,
 no inline scripts, no framing) are further layers.
 
-The pages work without JavaScript; ``console.js`` only adds the policy page's copy buttons. The backfills page
-reloads itself (meta refresh) while a backfill runs.
+The pages work without JavaScript; ``console.js`` adds the policy page's copy buttons and, while a backfill runs,
+refreshes the backfills page's progress table in place (from ``/console/backfills/progress``), leaving the form
+as it is being filled in.
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from stream.admin.api import hours_query
+from stream.admin.auth import Access, too_many
 from stream.admin.service import Admin, AdminError
+from stream.admin.sessions import Revoked, record
+from stream.metrics import AUTH_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +56,8 @@ PREVIEW_ROWS = 10
 HOURS = 48
 SWITCH_WAIT_S = 10
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
@@ -78,43 +89,64 @@ def _env() -> Environment:
     return env
 
 
+Publish = Callable[[tuple[bytes, bytes]], Awaitable[None]]
+
+
 class Console:
-    def __init__(self, admin: Admin, token: str):
+    def __init__(self, admin: Admin, token: str, access: Access | None = None, revoked: Revoked | None = None,
+                 publish: Publish | None = None):
+        """``revoked``: the sessions logged out on any worker (followed from the console sessions topic);
+        ``publish``: appends a revocation to that topic (None: this process only)."""
         self.admin = admin
+        self.access = access or Access(token)
         self.key = hmac.new(token.encode(), b"stream console session v1", hashlib.sha256).digest()
         self.token_digest = hashlib.sha256(token.encode()).digest()
-        self.revoked: dict[str, int] = {}      # nonce -> issued_ms, of sessions logged out here
+        self.revoked = revoked if revoked is not None else Revoked(SESSION_S * 1000)
+        self.publish = publish
         self.env = _env()
+
+    def now_ms(self) -> int:
+        return self.access.clock.now_ms()
+
+    def secure(self, request: web.Request) -> bool:
+        """Whether this request's cookies are marked Secure (``stream.admin.auth.secure_cookies``)."""
+        return self.access.secure(request.secure, request.remote, request.headers.get("X-Forwarded-Proto"))
 
     # --- sessions ----------------------------------------------------------------------------------------------
     def _sign(self, text: str) -> str:
         return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
 
     def new_session(self) -> str:
-        body = f"{int(time.time() * 1000)}.{secrets.token_urlsafe(18)}"
+        body = f"{self.now_ms()}.{secrets.token_urlsafe(18)}"
         return f"{body}.{self._sign('session:' + body)}"
 
-    def session(self, request: web.Request) -> str | None:
-        """The nonce of the request's valid session, else None."""
+    def issued(self, request: web.Request) -> tuple[str, int] | None:
+        """(nonce, issued_ms) of the request's valid session, else None."""
         value = request.cookies.get(COOKIE, "")
         issued, _, rest = value.partition(".")
         nonce, _, sig = rest.partition(".")
-        if not (issued.isdigit() and nonce and sig):
+        if not (issued.isdigit() and len(issued) < 16 and nonce and sig):
             return None
-        if not hmac.compare_digest(sig, self._sign(f"session:{issued}.{nonce}")):
+        if not hmac.compare_digest(sig.encode(), self._sign(f"session:{issued}.{nonce}").encode()):
             return None
-        age = time.time() - int(issued) / 1000
-        if not 0 <= age < SESSION_S or nonce in self.revoked:
+        age_ms = self.now_ms() - int(issued)
+        if not 0 <= age_ms < SESSION_S * 1000 or nonce in self.revoked:
             return None
-        return nonce
+        return nonce, int(issued)
+
+    def session(self, request: web.Request) -> str | None:
+        """The nonce of the request's valid session, else None."""
+        found = self.issued(request)
+        return found[0] if found else None
 
     def csrf(self, nonce: str) -> str:
         return self._sign("csrf:" + nonce)
 
-    def revoke(self, nonce: str) -> None:
-        now = int(time.time() * 1000)
-        self.revoked = {n: t for n, t in self.revoked.items() if now - t < SESSION_S * 1000}
-        self.revoked[nonce] = now
+    async def revoke(self, nonce: str, issued_ms: int) -> None:
+        """End the session here, then on every worker (through the console sessions topic)."""
+        self.revoked.add(nonce, issued_ms, self.now_ms())
+        if self.publish is not None:
+            await self.publish(record(nonce, issued_ms, self.now_ms()))
 
     # --- rendering ---------------------------------------------------------------------------------------------
     def page(self, request: web.Request, template: str, http_status: int = 200, **ctx: Any) -> web.Response:
@@ -125,8 +157,17 @@ class Console:
             flash=urllib.parse.unquote(flash) if flash else None, **ctx)
         resp = web.Response(text=html, status=http_status, content_type="text/html")
         if flash:
-            resp.del_cookie(FLASH, path=PREFIX)
+            resp.del_cookie(FLASH, path=PREFIX, secure=self.secure(request) or None, httponly=True,
+                            samesite="Strict")
         return _headers(resp)
+
+    def redirect(self, request: web.Request, to: str, flash: str | None = None) -> web.Response:
+        """A 303 to ``to``, with a message for the next page (the flash cookie)."""
+        resp = _redirect(to)
+        if flash:
+            resp.set_cookie(FLASH, urllib.parse.quote(flash[:1000]), path=PREFIX, httponly=True, samesite="Strict",
+                            secure=self.secure(request) or None)
+        return resp
 
 
 _CONSOLE = web.AppKey("console", Console)
@@ -139,11 +180,8 @@ def _headers(resp: web.StreamResponse) -> web.StreamResponse:
     return resp
 
 
-def _redirect(to: str, flash: str | None = None) -> web.Response:
-    resp = web.Response(status=303, headers={"Location": to})
-    if flash:
-        resp.set_cookie(FLASH, urllib.parse.quote(flash[:1000]), path=PREFIX, httponly=True, samesite="Strict")
-    return _headers(resp)
+def _redirect(to: str) -> web.Response:
+    return _headers(web.Response(status=303, headers={"Location": to}))
 
 
 def _error(request: web.Request, c: Console, exc: AdminError, **ctx: Any) -> web.Response:
@@ -154,10 +192,11 @@ def _page(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
     """A signed-in view: GETs without a session go to the login page; POSTs also need the session's CSRF token."""
     async def view(request: web.Request) -> web.StreamResponse:
         c: Console = request.app[_CONSOLE]
-        nonce = c.session(request)
-        if nonce is None:
+        found = c.issued(request)
+        if found is None:
             return _redirect(f"{PREFIX}/login")
-        request["console_session"] = nonce
+        nonce = request["console_session"] = found[0]
+        request["console_issued"] = found[1]
         if request.method == "POST":
             form = await request.post()
             given = form.get("csrf")
@@ -191,21 +230,38 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     c: Console = request.app[_CONSOLE]
+    address = c.access.client(request.remote, request.headers.get("X-Forwarded-For"))
+    wait = c.access.retry_after_s(address)
+    if wait is not None:          # checked before the token is even read
+        AUTH_FAILURES.labels("console", "limited").inc()
+        resp = c.page(request, "login.html", 429, error=too_many(wait))
+        resp.headers["Retry-After"] = str(wait)
+        return resp
     form = await request.post()
     given = form.get("token")
     if not isinstance(given, str) or not given.strip() or not hmac.compare_digest(
             hashlib.sha256(given.strip().encode()).digest(), c.token_digest):
+        c.access.failed(address)
+        AUTH_FAILURES.labels("console", "refused").inc()
         return c.page(request, "login.html", 401, error="that is not the admin token")
     resp = _redirect(f"{PREFIX}/")
     resp.set_cookie(COOKIE, c.new_session(), path=PREFIX, httponly=True, samesite="Strict", max_age=SESSION_S,
-                    secure=request.secure)
+                    secure=c.secure(request) or None)
     return resp
 
 
 async def logout(request: web.Request, c: Console) -> web.StreamResponse:
-    c.revoke(request["console_session"])
-    resp = _redirect(f"{PREFIX}/login")
-    resp.del_cookie(COOKIE, path=PREFIX)
+    flash = None
+    try:
+        await c.revoke(request["console_session"], request["console_issued"])
+    except Exception as exc:
+        log.warning("console: a logout could not be written to the console sessions topic: %s: %s",
+                    type(exc).__name__, exc)
+        flash = (f"logged out on this worker, but the other workers could not be told ({type(exc).__name__}: "
+                 f"{exc}); the session's cookie is still valid there until it expires: rotate the admin token to "
+                 "end every session now")
+    resp = c.redirect(request, f"{PREFIX}/login", flash)
+    resp.del_cookie(COOKIE, path=PREFIX, secure=c.secure(request) or None, httponly=True, samesite="Strict")
     return resp
 
 
@@ -233,7 +289,7 @@ def _switch(on: bool) -> Handler:
         msg = f"{name}: exports {'enabled' if on else 'disabled'} ({', '.join(doc['exporters'])})"
         if doc.get("data_lost"):
             msg += f". Data lost while it was off: {_pretty(doc['data_lost'])}. {doc['hint']}"
-        return _redirect(f"{PREFIX}/", msg)
+        return c.redirect(request, f"{PREFIX}/", msg)
     return switch
 
 
@@ -268,6 +324,12 @@ async def backfills(request: web.Request, c: Console) -> web.StreamResponse:
     return await _backfills_page(request, c)
 
 
+async def backfills_progress(request: web.Request, c: Console) -> web.StreamResponse:
+    """The jobs table alone, which ``console.js`` puts in place of the page's while a backfill runs."""
+    jobs = await c.admin.backfills()
+    return c.page(request, "backfill_jobs.html", jobs=jobs, running=any(j.get("state") == "running" for j in jobs))
+
+
 async def start_backfill(request: web.Request, c: Console) -> web.StreamResponse:
     form = {k: _form(request, k, d) for k, d in
             (("destination", ""), ("from", ""), ("to", ""), ("exports", "all"), ("source", "auto"))}
@@ -283,14 +345,14 @@ async def start_backfill(request: web.Request, c: Console) -> web.StreamResponse
         doc = await c.admin.start_backfill(req)
     except AdminError as exc:
         return await _backfills_page(request, c, exc.status, f"{exc.status}: {exc}", form)
-    return _redirect(f"{PREFIX}/backfills", f"backfill {doc['job']} started: {doc['destination']}, "
+    return c.redirect(request, f"{PREFIX}/backfills", f"backfill {doc['job']} started: {doc['destination']}, "
                                             f"{doc['from']} to {doc['to']}, {doc['hours_total']} hours")
 
 
 async def cancel(request: web.Request, c: Console) -> web.StreamResponse:
     job = request.match_info["job"]
     doc = await c.admin.cancel(job, by="console")
-    return _redirect(f"{PREFIX}/backfills", f"backfill {job}: cancel {doc['cancel']}")
+    return c.redirect(request, f"{PREFIX}/backfills", f"backfill {job}: cancel {doc['cancel']}")
 
 
 # --- imports, dead letters, cohorts --------------------------------------------------------------------------------
@@ -312,7 +374,7 @@ async def import_retry(request: web.Request, c: Console) -> web.StreamResponse:
     if not key:
         raise AdminError(400, "the form needs the key of the file to import again")
     doc = await c.admin.import_retry(name, [key])
-    return _redirect(f"{PREFIX}/imports", f"{name}: queued again: {', '.join(doc['queued'])}")
+    return c.redirect(request, f"{PREFIX}/imports", f"{name}: queued again: {', '.join(doc['queued'])}")
 
 
 async def deadletters(request: web.Request, c: Console) -> web.StreamResponse:
@@ -339,10 +401,12 @@ async def _to_slash(request: web.Request) -> web.StreamResponse:
     return _redirect(f"{PREFIX}/")
 
 
-def add_routes(app: web.Application, admin: Admin, token: str) -> None:
+def add_routes(app: web.Application, admin: Admin, access: Access, revoked: Revoked | None = None,
+               publish: Publish | None = None) -> None:
     """Mount the console on ``app``; its paths authenticate themselves (``stream.web.admin_guard`` lets them
-    through)."""
-    app[_CONSOLE] = Console(admin, token)
+    through). ``revoked`` and ``publish``: see ``Console``."""
+    assert access.token is not None
+    app[_CONSOLE] = Console(admin, access.token, access, revoked, publish)
     g, p = app.router.add_get, app.router.add_post
     g(PREFIX, _to_slash)
     g(f"{PREFIX}/static/{{file}}", static)
@@ -356,6 +420,7 @@ def add_routes(app: web.Application, admin: Admin, token: str) -> None:
     g(f"{PREFIX}/destinations/{{name}}/history", _page(history))
     g(f"{PREFIX}/destinations/{{name}}/policy", _page(policy))
     g(f"{PREFIX}/backfills", _page(backfills))
+    g(f"{PREFIX}/backfills/progress", _page(backfills_progress))
     p(f"{PREFIX}/backfills", _page(start_backfill))
     p(f"{PREFIX}/backfills/{{job}}/cancel", _page(cancel))
     g(f"{PREFIX}/imports", _page(imports))

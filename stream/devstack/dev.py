@@ -125,7 +125,7 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         for line in asyncio.run(setup_source(load_settings(cfg), IMPORT_SOURCE, merge=False, dry_run=False)):
             say(f"  import setup: {line}")
         log = open(workdir / "logs" / "worker.log", "wb")
-        token = secrets.token_urlsafe(18)   # the admin token of this run: the worker's status and admin API
+        token = secrets.token_urlsafe(32)   # the admin token of this run: the worker's status and admin API
         worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg)], stdout=log,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                   env={**os.environ, "STREAM_ADMIN__TOKEN": token})

@@ -14,7 +14,7 @@ import yaml
 from stream.devstack.services import free_port, local_aws_env, start_broker, start_moto
 from stream.settings import load_settings
 
-ADMIN_TOKEN = "it-admin-token"
+ADMIN_TOKEN = "it-admin-token-of-the-integration-tests"
 
 
 def admin_get(url: str, token: str = ADMIN_TOKEN, timeout: float = 10) -> bytes:

@@ -35,7 +35,7 @@ def test_check_names_missing_topics_and_buckets_then_passes(deployment, tmp_path
     r = CliRunner().invoke(main, ["check", "-c", str(other)])
     assert r.exit_code == 1
     assert r.output.splitlines()[1:] == [
-        f"kafka: ok ({settings.kafka.bootstrap_servers}, 11 topics present)",
+        f"kafka: ok ({settings.kafka.bootstrap_servers}, 12 topics present)",
         "destination main: bucket no-such-bucket-here does not exist (or these credentials cannot see it): check the "
         "bucket name",
         "Error: 1 problem(s) found; see above",

@@ -14,3 +14,24 @@
     });
   });
 })();
+
+// The backfills page: while a backfill runs, its progress table is fetched again every 2 seconds and put in place
+// of the old one; the rest of the page (the form being filled in) is left alone.
+(function () {
+  function refresh() {
+    var jobs = document.getElementById("jobs");
+    var url = jobs && jobs.getAttribute("data-refresh");
+    if (!url) return;
+    fetch(url, {credentials: "same-origin", headers: {"Accept": "text/html"}}).then(function (response) {
+      if (!response.ok || response.redirected) throw new Error("HTTP " + response.status);
+      return response.text();
+    }).then(function (html) {
+      var next = new DOMParser().parseFromString(html, "text/html").getElementById("jobs");
+      if (next) jobs.replaceWith(document.importNode(next, true));
+      setTimeout(refresh, 2000);
+    }).catch(function () {
+      setTimeout(refresh, 5000);
+    });
+  }
+  setTimeout(refresh, 2000);
+})();
