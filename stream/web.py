@@ -72,10 +72,12 @@ def worker_app(health: Health = HEALTH, status: Callable[[], Any] | None = None,
     async def exports_status(request: web.Request) -> web.Response:
         if status is None:
             return _json({"error": "this worker does not run the export stage (worker.stages)"}, 404)
+        from stream.admin.api import hours_query
+        from stream.admin.service import AdminError
         try:
-            hours = int(request.query.get("hours", "48"))
-        except ValueError:
-            return _json({"error": "hours must be an integer (the number of latest hours to list)"}, 400)
+            hours = hours_query(request)
+        except AdminError as exc:
+            return _json({"error": str(exc)}, exc.status)
         return _json(status(hours))
 
     async def health_details(_: web.Request) -> web.Response:

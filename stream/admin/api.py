@@ -22,15 +22,46 @@ def _json(body: Any, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+MAX_HOURS = 24 * 366
+MAX_SAMPLES = 500
+MAX_TEXT = 1024
+"""The longest text query parameter (a destination's name, an object key)."""
+
+
+def int_param(value: str | None, name: str, default: int, low: int, high: int, what: str) -> int:
+    """A whole-number query parameter between ``low`` and ``high``; an AdminError 400 naming it otherwise."""
+    if value is None:
+        return default
+    text = value.strip()
+    if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 12):
+        raise AdminError(400, f"{name} must be a whole number ({what}), {low} to {high}")
+    number = int(text)
+    if not low <= number <= high:
+        raise AdminError(400, f"{name} must be between {low} and {high}")
+    return number
+
+
+def bool_param(value: str | None, name: str) -> bool:
+    """A true/false query parameter (true, false, 1, 0; absent: false); an AdminError 400 naming it otherwise."""
+    if value is None:
+        return False
+    text = value.strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise AdminError(400, f"{name} must be true or false")
+    return text in ("true", "1")
+
+
+def text_param(value: str | None, name: str) -> str | None:
+    """A text query parameter of at most MAX_TEXT characters."""
+    if value is not None and len(value) > MAX_TEXT:
+        raise AdminError(400, f"{name} must be at most {MAX_TEXT} characters")
+    return value
+
+
 def hours_query(request: web.Request, default: int = 48) -> int:
     """The ``hours`` query parameter (the latest hours to list), 1 to 8784; a 400 otherwise."""
-    try:
-        hours = int(request.query.get("hours", str(default)))
-    except ValueError:
-        raise AdminError(400, "hours must be an integer (the number of latest hours to list)") from None
-    if not 1 <= hours <= 24 * 366:
-        raise AdminError(400, "hours must be between 1 and 8784")
-    return hours
+    return int_param(request.query.get("hours"), "hours", default, 1, MAX_HOURS,
+                     "the number of latest hours to list")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -52,6 +83,13 @@ def _view(fn: Callable[[web.Request, Admin], Awaitable[Any]], status: int = 200)
         except AdminError as exc:
             return _json({"error": str(exc)}, exc.status)
     return view
+
+
+def _exports(body: dict[str, Any]) -> str:
+    exports = body.get("exports", "all")
+    if exports not in ("all", "events", "merged_ids"):
+        raise AdminError(400, "exports must be all, events or merged_ids")
+    return exports
 
 
 async def _status(r: web.Request, a: Admin) -> Any:
@@ -76,10 +114,7 @@ async def _history(r: web.Request, a: Admin) -> Any:
 
 def _switch(on: bool):
     async def switch(r: web.Request, a: Admin) -> Any:
-        body = await _body(r)
-        exports = body.get("exports", "all")
-        if exports not in ("all", "events", "merged_ids"):
-            raise AdminError(400, "exports must be all, events or merged_ids")
+        exports = _exports(await _body(r))
         return await a.set_enabled(r.match_info["name"], on, exports, by="api")
     return switch
 
@@ -89,11 +124,11 @@ async def _verify(r: web.Request, a: Admin) -> Any:
 
 
 async def _policy(r: web.Request, a: Admin) -> Any:
-    return a.policy(r.match_info["name"], r.query.get("enforce_encryption", "false").lower() in ("1", "true"))
+    return a.policy(r.match_info["name"], bool_param(r.query.get("enforce_encryption"), "enforce_encryption"))
 
 
 async def _backfills(r: web.Request, a: Admin) -> Any:
-    return {"backfills": await a.backfills(r.query.get("destination"))}
+    return {"backfills": await a.backfills(text_param(r.query.get("destination"), "destination"))}
 
 
 async def _start_backfill(r: web.Request, a: Admin) -> Any:
@@ -101,8 +136,10 @@ async def _start_backfill(r: web.Request, a: Admin) -> Any:
     missing = [k for k in ("destination", "from", "to") if not isinstance(body.get(k), str)]
     if missing:
         raise AdminError(400, f"the body needs {', '.join(missing)} (strings, hours such as 2024-03-01T00)")
-    req = a.request(body["destination"], body["from"], body["to"], body.get("exports", "all"),
-                    body.get("source", "auto"), by="api")
+    source = body.get("source", "auto")
+    if source not in ("auto", "accepted", "archive"):
+        raise AdminError(400, "source must be auto, accepted or archive")
+    req = a.request(body["destination"], body["from"], body["to"], _exports(body), source, by="api")
     return await a.start_backfill(req)
 
 
@@ -115,7 +152,8 @@ async def _cancel(r: web.Request, a: Admin) -> Any:
 
 
 async def _deadletters(r: web.Request, a: Admin) -> Any:
-    return await a.dead_letters(hours_query(r, 24), int(r.query.get("samples", "20")))
+    samples = int_param(r.query.get("samples"), "samples", 20, 0, MAX_SAMPLES, "the latest dead letters to show")
+    return await a.dead_letters(hours_query(r, 24), samples)
 
 
 async def _imports(r: web.Request, a: Admin) -> Any:
@@ -123,13 +161,8 @@ async def _imports(r: web.Request, a: Admin) -> Any:
 
 
 async def _import_preview(r: web.Request, a: Admin) -> Any:
-    try:
-        rows = int(r.query.get("rows", "10"))
-    except ValueError:
-        raise AdminError(400, "rows must be a whole number of rows (1-100)") from None
-    if not 1 <= rows <= 100:
-        raise AdminError(400, "rows must be between 1 and 100")
-    return await a.import_preview(r.match_info["name"], r.query.get("key"), rows)
+    rows = int_param(r.query.get("rows"), "rows", 10, 1, 100, "the rows to preview")
+    return await a.import_preview(r.match_info["name"], text_param(r.query.get("key"), "key"), rows)
 
 
 async def _import_retry(r: web.Request, a: Admin) -> Any:

@@ -40,7 +40,7 @@ import orjson
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from stream.admin.api import hours_query
+from stream.admin.api import hours_query, text_param
 from stream.admin.auth import Access, too_many
 from stream.admin.service import Admin, AdminError
 from stream.admin.sessions import Revoked, record
@@ -305,7 +305,10 @@ async def history(request: web.Request, c: Console) -> web.StreamResponse:
 
 async def policy(request: web.Request, c: Console) -> web.StreamResponse:
     name = request.match_info["name"]
-    enforce = request.query.get("enforce_encryption", "") in ("1", "true", "on")
+    value = request.query.get("enforce_encryption", "").strip().lower()
+    if value not in ("", "0", "1", "false", "true", "on", "off"):
+        raise AdminError(400, "enforce_encryption must be on or off")
+    enforce = value in ("1", "true", "on")
     doc = c.admin.policy(name, enforce)
     docs = [(k, _pretty(v)) for k, v in doc.items() if isinstance(v, (dict, list)) and k != "prefixes"]
     return c.page(request, "policy.html", name=name, doc=doc, docs=docs, enforce=enforce)
@@ -358,7 +361,8 @@ async def cancel(request: web.Request, c: Console) -> web.StreamResponse:
 # --- imports, dead letters, cohorts --------------------------------------------------------------------------------
 async def imports(request: web.Request, c: Console) -> web.StreamResponse:
     sources = await c.admin.import_status()
-    name, key = request.query.get("source", "").strip(), request.query.get("key", "").strip()
+    name = (text_param(request.query.get("source"), "source") or "").strip()
+    key = (text_param(request.query.get("key"), "key") or "").strip()
     preview, error, status = None, None, 200
     if name:
         try:

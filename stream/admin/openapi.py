@@ -24,7 +24,8 @@ NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "stri
         "description": "A destination's name."}
 JOB = {"name": "job", "in": "path", "required": True, "schema": {"type": "string"}, "description": "A backfill id."}
 HOURS = {"name": "hours", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 8784},
-         "description": "How many of the latest hours."}
+         "description": "How many of the latest hours; anything else is answered 400 naming the parameter."}
+TEXT = {"type": "string", "maxLength": 1024}
 EXPORTS = {"type": "object", "properties": {"exports": {"type": "string", "enum": ["all", "events", "merged_ids"]}}}
 
 OPENAPI: dict[str, Any] = {
@@ -41,11 +42,15 @@ OPENAPI: dict[str, Any] = {
     "paths": {
         "/admin/status": {"get": _op(
             "Export status", "Per exporter: state, sealed hours, partitions, last error, data lost, latest hours.",
-            params=[HOURS])},
+            params=[HOURS], errors=("400", "401"))},
+        "/admin/health": {"get": _op(
+            "Health of this worker", "The readiness of this worker's parts, and why each failed part failed (the "
+            "error text, with the configured secrets replaced by [redacted]); /healthz and /readyz name the parts "
+            "only.")},
         "/admin/destinations": {"get": _op("Destinations", "The destinations, their settings and state.")},
         "/admin/destinations/{name}/history": {"get": _op(
             "Export history", "Per hour, every export job (live, backfills): status, counts, timing, failures.",
-            params=[NAME, HOURS], errors=("401", "404"))},
+            params=[NAME, HOURS], errors=("400", "401", "404"))},
         "/admin/destinations/{name}/enable": {"post": _op(
             "Turn exports on", "At runtime, no restart; resumes from the destination's own offsets, and reports "
             "offsets lost if the pause outlived the retention.", params=[NAME], body=EXPORTS,
@@ -59,11 +64,12 @@ OPENAPI: dict[str, Any] = {
             errors=("401", "404"))},
         "/admin/destinations/{name}/policy": {"get": _op(
             "Policies", "Bucket policy, role policy, KMS key policy statement and trust policy, ready to paste.",
-            params=[NAME, {"name": "enforce_encryption", "in": "query", "schema": {"type": "boolean"}}],
-            errors=("401", "404"))},
+            params=[NAME, {"name": "enforce_encryption", "in": "query", "schema": {"type": "boolean"},
+                           "description": "true or false (1 or 0); default false."}],
+            errors=("400", "401", "404"))},
         "/admin/backfills": {
             "get": _op("Backfills", "Every backfill the ledger knows, latest first, with its progress.",
-                       params=[{"name": "destination", "in": "query", "schema": {"type": "string"}}]),
+                       params=[{"name": "destination", "in": "query", "schema": TEXT}], errors=("400", "401")),
             "post": _op("Start a backfill", "Rebuild a destination's hours [from, to) in this worker; answers with "
                         "its first progress document.", ok="202", errors=("400", "401", "404", "409"), body={
                             "type": "object", "required": ["destination", "from", "to"], "properties": {
@@ -82,10 +88,9 @@ OPENAPI: dict[str, Any] = {
             "latest failures), rows read, imported and dead-lettered, and the age of the oldest waiting file.")},
         "/admin/imports/{name}/preview": {"get": _op(
             "Import preview", "The first rows of a file of the source next to the events they convert to and each "
-            "row's errors; imports nothing.", params=[NAME, {"name": "key", "in": "query", "schema": {
-                "type": "string"}}, {"name": "rows", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                                               "maximum": 100}}],
-            errors=("401", "404", "422"))},
+            "row's errors; imports nothing.", params=[NAME, {"name": "key", "in": "query", "schema": TEXT}, {
+                "name": "rows", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+            errors=("400", "401", "404", "422"))},
         "/admin/imports/{name}/retry": {"post": _op(
             "Import files again", "Queue keys of the source for import again, even if they were done or failed.",
             params=[NAME], errors=("400", "401", "404"), body={
@@ -93,7 +98,7 @@ OPENAPI: dict[str, Any] = {
                     "keys": {"type": "array", "items": {"type": "string"}, "minItems": 1}}})},
         "/admin/deadletters": {"get": _op(
             "Dead letters", "Counts by reason and by hour, and the latest samples with their source coordinates "
-            "(credentials redacted).", params=[HOURS, {"name": "samples", "in": "query",
-                                                       "schema": {"type": "integer", "minimum": 0}}])},
+            "(credentials redacted).", params=[HOURS, {"name": "samples", "in": "query", "schema": {
+                "type": "integer", "minimum": 0, "maximum": 500, "default": 20}}], errors=("400", "401"))},
     },
 }
