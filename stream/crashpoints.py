@@ -50,6 +50,9 @@ NAMES = (
     "import.reading",         # a file's first rows produced, the rest not read (a kill mid-file)
     "import.produced",        # a file's rows all acknowledged by Kafka, its processed state not written
     "import.state_written",   # the processed state written, the imports.files offset not committed
+    # mirror: events.mutations -> the hour logs -> hour rebuilds
+    "mirror.logged",          # a batch's mutations written to their hours' logs, no hour rebuilt
+    "mirror.rebuilt",         # the touched hours rebuilt, the events.mutations offsets not committed
     # shutdown
     "worker.stopping",        # SIGTERM received, nothing drained yet
     # cohorts

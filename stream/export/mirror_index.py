@@ -21,6 +21,8 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 
+import orjson
+
 from stream.events.timefmt import DAY_MS, HOUR_MS
 
 Entry = tuple[int, int]
@@ -71,3 +73,21 @@ def hours_of(entries: Iterable[Entry], device_id: str | None, oldest: int) -> li
     else of every device; none older than ``oldest``."""
     want = None if device_id is None else device_hash(device_id)
     return sorted({h * HOUR_MS for h, d in entries if h >= oldest and (want is None or d == want)})
+
+
+def entries_of(project: int, hour_ms: int, blob: bytes) -> dict[bytes, list[Entry]]:
+    """The index entries of an accepted batch of one project and hour (its rows joined by newlines), by key;
+    rows without an insert_id name nothing a mutation could find and are left out."""
+    out: dict[bytes, list[Entry]] = {}
+    hour = hour_ms // HOUR_MS
+    for line in blob.split(b"\n"):
+        if not line:
+            continue
+        event = orjson.loads(line)
+        insert_id = event.get("$insert_id")
+        if not isinstance(insert_id, str) or not insert_id:
+            continue
+        device = event.get("device_id")
+        out.setdefault(key(project, insert_id), []).append((hour, device_hash(device if isinstance(device, str)
+                                                                               else None)))
+    return out

@@ -34,3 +34,11 @@ def test_a_mutation_with_a_device_finds_that_devices_hours_and_one_without_finds
     assert ix.hours_of(entries, "d3", 0) == []
     assert ix.hours_of(entries, None, 0) == [HOUR, HOUR + HOUR_MS]
     assert ix.hours_of(entries, None, N + 1) == [HOUR + HOUR_MS]
+
+
+def test_an_accepted_batch_gives_an_entry_per_row_with_an_insert_id():
+    blob = b"\n".join([b'{"$insert_id":"a","device_id":"d1"}', b'{"$insert_id":null,"device_id":"d1"}',
+                       b'{"$insert_id":"a","device_id":"d2"}', b'{"$insert_id":"b","device_id":null}'])
+    assert ix.entries_of(7, HOUR + 1234, blob) == {
+        ix.key(7, "a"): [(N, ix.device_hash("d1")), (N, ix.device_hash("d2"))],
+        ix.key(7, "b"): [(N, ix.device_hash(None))]}

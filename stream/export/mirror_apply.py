@@ -1,0 +1,170 @@
+"""Applying a batch of mirror mutations: route each by the index, keep it in its hour's log, rebuild the hours.
+
+The engine under the mutation agent (faust-free: it takes a clock, the index store, the log's storage, a
+rebuild and a sender of new events). A batch is the mutations of one partition of ``events.mutations`` (keyed
+by project and insert_id, so that one partition holds every mutation of an event, in the order they were read,
+and the index entries of its insert_ids). Order, and why a crash anywhere converges:
+
+1. each mutation is routed by the index (``stream.export.mirror_index``): an UPDATE or DELETE to the hours that
+   hold its event, or, naming no held event, counted ``unknown`` and handed back to be dead-lettered with its
+   file and row; an INSERT of an insert_id no hour holds (for its device) is a new event, folded with the
+   batch's later mutations of the same insert_id (a later UPDATE replaces its row, a later DELETE drops it) and
+   handed to ``send_new`` (exported as an import's events are); an INSERT of a held one is routed as an UPDATE
+   when ``insert_is_update``, else counted ``insert_conflict``;
+2. per touched hour, the routed mutations are written to the hour's log (``stream.export.mirror_log``) under a
+   key made of the batch's partition and first offset (crash point ``mirror.logged`` after the last);
+3. ``rebuild`` is called with the touched hours: it rewrites each from its source events and the hour's whole
+   log (crash point ``mirror.rebuilt`` after it returns);
+4. the caller commits the batch's offsets.
+
+A crash before 4 replays the batch: the same mutations are written again (under the same keys, or, cut
+otherwise, under others whose copies the log's merge keeps once) and the hours are rebuilt again from the same
+inputs, so they end with the same bytes. New events sent again are dropped by dedupe: an INSERT's row carries
+its own insert_id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from stream.clock import Clock
+from stream.crashpoints import crash_point
+from stream.export import mirror_index, mirror_log
+from stream.export.mirror import Mutation, Op, updated
+from stream.s3.storage import Storage
+
+
+class IndexReader(Protocol):
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """The index values of the keys (None: not indexed), in their order."""
+
+
+@dataclass(frozen=True)
+class Targeted:
+    """A mutation of events.mutations with the project it belongs to."""
+
+    project: int
+    mutation: Mutation
+
+
+@dataclass
+class Applied:
+    routed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(op, outcome) of the routing: routed, new, unknown, insert_conflict, folded."""
+    hours: dict[int, list[int]] = field(default_factory=dict)
+    """Per project, the hours (epoch ms) rebuilt."""
+    unknown: list[Targeted] = field(default_factory=list)
+    """UPDATEs and DELETEs that name no event the index holds."""
+    new: list[Targeted] = field(default_factory=list)
+    """New events (INSERTs of insert_ids no hour holds), each with the batch's later mutations folded in."""
+
+
+def fold_new(first: Mutation, later: Sequence[Mutation]) -> Mutation | None:
+    """An INSERT of a new event with the batch's later mutations of its insert_id applied: None once deleted."""
+    current: Mutation | None = first
+    for m in later:
+        if current is None:
+            if m.op is Op.INSERT:
+                current = m
+            continue
+        if m.device_id is not None and m.device_id != _device_of(current):
+            continue
+        if m.op is Op.DELETE:
+            current = None
+        else:
+            assert current.row is not None and m.row is not None
+            current = Mutation(current.insert_id, Op.INSERT, current.seq, current.device_id,
+                               updated(current.row, m.row))
+    return current
+
+
+def _device_of(m: Mutation) -> str | None:
+    if m.device_id is not None:
+        return m.device_id
+    if m.row is not None and isinstance(m.row.get("device_id"), str):
+        return m.row["device_id"]
+    return None
+
+
+class MirrorApplier:
+    def __init__(self, clock: Clock, index: IndexReader, storage: Storage, bucket_of: Callable[[int], str],
+                 log_prefix: str, keep_days: int, insert_is_update: bool,
+                 rebuild: Callable[[int, list[int]], Awaitable[None]]):
+        self.clock = clock
+        self.index = index
+        self.storage = storage
+        self.bucket_of = bucket_of
+        self.log_prefix = log_prefix
+        self.keep_days = keep_days
+        self.insert_is_update = insert_is_update
+        self.rebuild = rebuild
+
+    def route(self, batch: Sequence[Targeted]) -> tuple[Applied, dict[tuple[int, int], list[Mutation]]]:
+        """Step 1 (pure but for the index reads): the outcome of each mutation and the mutations per
+        (project, hour)."""
+        applied = Applied()
+        keys = sorted({mirror_index.key(t.project, t.mutation.insert_id) for t in batch})
+        held = dict(zip(keys, self.index.get_many(keys)))
+        oldest = mirror_index.oldest_hour(self.clock.now_ms(), self.keep_days)
+        per_hour: dict[tuple[int, int], list[Mutation]] = {}
+        ordered = sorted(range(len(batch)), key=lambda i: batch[i].mutation.seq)
+        folded: set[int] = set()
+        for pos, i in enumerate(ordered):
+            if i in folded:
+                continue
+            t = batch[i]
+            m = t.mutation
+            entries = mirror_index.decode(held[mirror_index.key(t.project, m.insert_id)])
+            if m.op is Op.INSERT:
+                hours = mirror_index.hours_of(entries, _device_of(m), oldest)
+                if not hours:
+                    later = [j for j in ordered[pos + 1:] if batch[j].project == t.project
+                             and batch[j].mutation.insert_id == m.insert_id]
+                    folded.update(later)
+                    applied.routed[(m.op.value, "new")] += 1
+                    for j in later:
+                        applied.routed[(batch[j].mutation.op.value, "folded")] += 1
+                    result = fold_new(m, [batch[j].mutation for j in later])
+                    if result is not None:
+                        applied.new.append(Targeted(t.project, result))
+                    continue
+                if not self.insert_is_update:
+                    applied.routed[(m.op.value, "insert_conflict")] += 1
+                    continue
+            else:
+                hours = mirror_index.hours_of(entries, m.device_id, oldest)
+                if not hours:
+                    applied.routed[(m.op.value, "unknown")] += 1
+                    applied.unknown.append(t)
+                    continue
+            applied.routed[(m.op.value, "routed")] += 1
+            for h in hours:
+                per_hour.setdefault((t.project, h), []).append(m)
+        return applied, per_hour
+
+    async def apply(self, partition: int, first_offset: int, batch: Sequence[Targeted]) -> Applied:
+        """Steps 1 to 3 for the batch of ``events.mutations[partition]`` starting at ``first_offset``; the
+        caller commits after it returns (and sends ``Applied.new``, dead-letters ``Applied.unknown``)."""
+        applied, per_hour = self.route(batch)
+        for (project, hour), muts in sorted(per_hour.items()):
+            await self.storage.put_bytes(self.bucket_of(project),
+                                         mirror_log.log_key(self.log_prefix, project, hour, partition, first_offset),
+                                         mirror_log.encode(muts), "application/x-ndjson")
+            applied.hours.setdefault(project, []).append(hour)
+        crash_point("mirror.logged")
+        for project, hours in sorted(applied.hours.items()):
+            await self.rebuild(project, hours)
+        crash_point("mirror.rebuilt")
+        return applied
+
+
+async def hour_mutations(storage: Storage, bucket: str, log_prefix: str, project: int, hour_ms: int) -> list[Mutation]:
+    """Every mutation kept for the hour, each once, in the order they apply (what a rebuild of the hour applies)."""
+    logs = []
+    async for o in storage.list(bucket, mirror_log.hour_prefix(log_prefix, project, hour_ms)):
+        data = b"".join([chunk async for chunk in storage.read(bucket, o.key)])
+        logs.append(mirror_log.decode(data))
+    return mirror_log.merge(logs)
