@@ -18,7 +18,10 @@ An hour neither holds is refused before anything is written, naming the earliest
    moment a live exporter of the destination reads it, it writes no event of those hours below those offsets:
    they are the rebuild's (``Exporter.claim``); it drops an open object of those hours and reads the partition
    again, and acknowledges (``claim_ack``). The rebuild waits for every partition's acknowledgement, or for the
-   live export to have no consumer at all (it is off, or no worker runs): then no upload of it is in flight;
+   live export to have no consumer at all (it is off, or no worker runs): then no upload of it is in flight.
+   Until it reads the claim, a live exporter may write an object that holds events below the end and events
+   that arrived after the claim; the rebuild writes that (partition, hour) through the object's last offset
+   (``Acknowledgements``), so that its own object of those events holds the later ones too;
 2. the events of the chunk's hours below the end offsets are read in offset order and written as the live
    exporter writes them (same writer, same rotation, replays dropped by their source offsets, objects cut where
    the live ledger says the live export cut them), each object uploaded and recorded (``object`` with the job);
@@ -163,6 +166,48 @@ def cuts(records: Sequence[LedgerRecord], hours: set[int]) -> set[tuple[int, int
     gone = {r.key for r in records if r.kind == Kind.DELETED.value}
     return {(r.partition, r.end_offset) for r in records
             if r.kind == Kind.OBJECT.value and r.hour in hours and r.key not in gone and not facts(r).get("job")}
+
+
+class Acknowledgements:
+    """What the live export answered a backfill's claim, from the ledger records read after it: the partitions it
+    acknowledged and, per (partition, hour, group) of the claimed hours, the last offset of an object it wrote
+    across the claim's end before it read the claim.
+
+    Such an object holds events at and past the end (they arrived after the claim and were read before it); the
+    rebuild writes its own object of the same events below the end, under the same key or deleting the live one,
+    so it must hold those later events too: it writes that (partition, hour, group) up to the object's end. The
+    live exporter skips them already (they lie inside a written object, ``LedgerIndex.written_through``)."""
+
+    def __init__(self, claim: Claim):
+        self.claim = claim
+        self.acked: set[int] = set()
+        self.through: dict[tuple[int, int, str], int] = {}
+        self._hours = set(claim.hours)
+
+    def take(self, records: Sequence[LedgerRecord]) -> None:
+        for r in records:
+            if r.kind == Kind.CLAIM_ACK.value and facts(r).get("job") == self.claim.job:
+                self.acked |= set(facts(r).get("partitions", []))
+            elif (r.kind == Kind.OBJECT.value and r.hour in self._hours and r.partition not in self.acked
+                  and not facts(r).get("job")):
+                end = self.claim.ends.get(r.partition)
+                if end is not None and r.start_offset < end <= r.end_offset:
+                    k = (r.partition, r.hour, r.group)
+                    self.through[k] = max(self.through.get(k, -1), r.end_offset)
+
+    def done(self) -> bool:
+        return set(self.claim.ends) <= self.acked
+
+    def end(self, partition: int, hour: int, group: str) -> int:
+        """The offset below which the rebuild writes the events of (partition, hour, group)."""
+        return max(self.claim.ends.get(partition, 0), self.through.get((partition, hour, group), -1) + 1)
+
+    def read_ends(self) -> dict[int, int]:
+        """Per partition, the offset the rebuild reads the topic up to."""
+        out = dict(self.claim.ends)
+        for (p, _, _), last in self.through.items():
+            out[p] = max(out.get(p, 0), last + 1)
+        return out
 
 
 # --- progress ------------------------------------------------------------------------------------------------------
@@ -360,30 +405,39 @@ class Backfill:
         await self._report()
 
     # -- from the topic -------------------------------------------------------------------------------------------
-    async def _rebuild_from_topic(self, source: ExportInput, hours: list[int]) -> None:
+    async def _live_ledger(self, source: ExportInput) -> list[LedgerRecord]:
+        """The records of ``source``'s ledger so far (the live export's cuts and objects)."""
         from stream.export.feed import load_ledger
-        _, live = await load_ledger(self.settings, source.name)
-        ends = await kafka.end_offsets(self.settings, source.topic)
+        return (await load_ledger(self.settings, source.name))[1]
+
+    async def _end_offsets(self, topic: str) -> dict[int, int]:
+        return await kafka.end_offsets(self.settings, topic)
+
+    async def _rebuild_from_topic(self, source: ExportInput, hours: list[int]) -> None:
+        live = await self._live_ledger(source)
+        ends = await self._end_offsets(source.topic)
         claim = Claim(self.request.job, tuple(hours), ends)
         await self.append_ledger(claim.record(source.name, self.dest.project, source.topic, self.dest.bucket,
                                               self.clock.now_ms()))
         crash_point("backfill.claimed")
-        await self._await_acknowledgements(source, claim)
+        acks = await self._await_acknowledgements(source, claim)
         wanted, hour_cuts = set(hours), cuts(live, set(hours))
         written: set[str] = set()
         writers: dict[int, PartitionWriter] = {}
         spool = self.spool_dir / source.name.replace("/", "_")
         spool.mkdir(parents=True, exist_ok=True)
-        async for partition, offset, value in self._read(source.topic, ends):
+        async for partition, offset, value in self._read(source.topic, acks.read_ends()):
             w = writers.get(partition)
             if w is None:
                 w = writers[partition] = PartitionWriter(partition, source.layout.key, spool, LedgerIndex(),
                                                          self.limits, getattr(source.layout, "first_key", None))
             rows = decode_rows(value)
-            if rows.project != self.dest.project or rows.hour not in wanted or not rows.count:
+            group = source.layout.group(rows) if rows.count else ""
+            if rows.project != self.dest.project or rows.hour not in wanted or not rows.count or \
+                    offset >= acks.end(partition, rows.hour, group):
                 w.skip(offset)
                 continue
-            closed = w.add(offset, rows.hour, source.layout.group(rows), source.layout.lines(rows), rows.count,
+            closed = w.add(offset, rows.hour, group, source.layout.lines(rows), rows.count,
                            rows.earliest_ms, rows.latest_ms, rows.source, rows.offsets)
             if (partition, offset) in hour_cuts:
                 closed += w.close_open(CloseReason.REBUILT, rows.hour)
@@ -410,22 +464,21 @@ class Backfill:
         own = [s.source_id for p in self.settings.projects if p.id == self.dest.project for s in p.segment_sources]
         return sorted({source.layout.default_source, *own})
 
-    async def _await_acknowledgements(self, source: ExportInput, claim: Claim) -> None:
+    async def _await_acknowledgements(self, source: ExportInput, claim: Claim) -> Acknowledgements:
         """Until the live exporters of ``source`` acknowledged the claim on every partition, or have no consumer
         (the live export is off, or no worker runs it: no upload of it is in flight)."""
         from stream.export.feed import LedgerTail
         group = f"{self.settings.worker.app_id}-export-{source.name}"
         tail = LedgerTail(self.settings, source.name)
         await tail.start()
-        acked: set[int] = set()
+        acks = Acknowledgements(claim)
+        acked = acks.acked
         deadline = time.monotonic() + self.settings.backfill.ack_timeout_s
         try:
             while True:
-                for r in await tail.poll():
-                    if r.kind == Kind.CLAIM_ACK.value and facts(r).get("job") == claim.job:
-                        acked |= set(facts(r).get("partitions", []))
-                if set(claim.ends) <= acked or not await self._group_members(group):
-                    return
+                acks.take(await tail.poll())
+                if acks.done() or not await self._group_members(group):
+                    return acks
                 if time.monotonic() > deadline:
                     raise RuntimeError(
                         f"the live export of {source.name} did not acknowledge the claim of hours "
