@@ -576,8 +576,22 @@ class ApiSettings(_Section):
         30, gt=0, description="Longest a client may take to send a request body; a slower one is answered 408 "
         "and its connection closed (a trickling client cannot hold a connection forever).")
     trust_forwarded_for: bool = Field(
-        False, description="Take the client address (for Amplitude's `ip: $remote`) from the last entry of "
-        "X-Forwarded-For, as the load balancer in front appends it; off: the peer address of the connection.")
+        False, description="Take the client address (for Amplitude's `ip: $remote` and the failed-authentication "
+        "limit) from the last entry of X-Forwarded-For, as the load balancer in front appends it; off: the peer "
+        "address of the connection.")
+    segment_device_eps: float = Field(
+        1000, gt=0, description="Events per second one anonymousId (the device) or userId may send to the Segment "
+        "endpoints (/v1/*, together), averaged over throttle_window_s; above it the request gets 429 with "
+        "Retry-After (as batch_device_eps for /batch).")
+    max_failed_auth: int = Field(
+        20, ge=0, description="Failed authentications (a missing or unknown api_key on /2/httpapi and /batch, a "
+        "missing or unknown write key on /v1/*) one client address may make per failed_auth_window_s; beyond it "
+        "every request from the address is answered 429 with Retry-After before its key is compared. The address "
+        "is the connection's peer: behind a load balancer, set trust_forwarded_for, or all clients share the "
+        "balancer's address and one misconfigured SDK locks them all out. 0 turns the limit off. Per process.")
+    failed_auth_window_s: float = Field(
+        60, gt=0, description="Window of max_failed_auth: a failure is forgotten after "
+        "failed_auth_window_s / max_failed_auth seconds.")
 
 
 class Settings(BaseSettings):

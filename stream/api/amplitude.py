@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -51,6 +51,7 @@ class ApiError:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    auth_failure: bool = False   # refused for its credential (missing or unknown): counts against the address
 
 
 def error(status: int, message: str, detail: str, **extra: Any) -> ApiError:
@@ -96,11 +97,11 @@ def parse(body: bytes, max_events: int) -> AmplitudeRequest | ApiError:
 def _parse(env: dict[str, msgspec.Raw], max_events: int) -> AmplitudeRequest | ApiError:
     key = _decode_or_none(env.get("api_key"))
     if key is None or key == "":
-        return error(400, ERR_MISSING, "api_key is missing: put the project's API key in the body's api_key",
-                     missing_field="api_key")
+        return replace(error(400, ERR_MISSING, "api_key is missing: put the project's API key in the body's api_key",
+                             missing_field="api_key"), auth_failure=True)
     if type(key) is not str:   # shown masked like a key, but never str() of a list or object (it may nest deep)
         shown = mask(str(key)) if type(key) in (int, float, bool) else mask("")
-        return error(400, f"{ERR_API_KEY}: {shown}", "api_key must be a string")
+        return replace(error(400, f"{ERR_API_KEY}: {shown}", "api_key must be a string"), auth_failure=True)
     raw_events = env.get("events")
     if raw_events is None or bytes(raw_events) == b"null":
         return error(400, ERR_MISSING, "events is missing: send the events as an array under \"events\"",
@@ -137,8 +138,26 @@ def mask(key: str) -> str:
 
 def unknown_key(key: str) -> ApiError:
     # amplitude-analytics stops retrying (and drops the events) on an error starting "Invalid API key:"
-    return error(400, f"{ERR_API_KEY}: {mask(key)}", "no project has this API key (projects[].api_keys); "
-                 "check the key the SDK is initialised with")
+    return replace(error(400, f"{ERR_API_KEY}: {mask(key)}", "no project has this API key (projects[].api_keys); "
+                         "check the key the SDK is initialised with"), auth_failure=True)
+
+
+ERR_AUTH_LIMITED = "Too many failed authentications from this address"
+
+
+def auth_limited_detail(retry_after_s: int, max_failures: int, window_s: float) -> str:
+    return (f"this address sent {max_failures} requests with a missing or unknown key within {window_s:g}s, the "
+            "most allowed (api.max_failed_auth per api.failed_auth_window_s); nothing of the request was stored: "
+            f"fix the key, then send it again after {retry_after_s} seconds (Retry-After)")
+
+
+def auth_limited(retry_after_s: int, max_failures: int, window_s: float, events: int) -> ApiError:
+    """The 429 for an address over the failed-authentication limit, before its key is compared. Every event is
+    listed as throttled, so amplitude-analytics sends them again after 30 s rather than at once."""
+    extra = {"throttled_events": list(range(events))} if events else {}
+    return ApiError(429, {"code": 429, "error": ERR_AUTH_LIMITED, **extra,
+                          "detail": auth_limited_detail(retry_after_s, max_failures, window_s)},
+                    {"Retry-After": str(retry_after_s)})
 
 
 @dataclass

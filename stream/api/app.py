@@ -94,13 +94,12 @@ async def _ingest(request: web.Request) -> web.Response:
         body = await _read(request, route, ingestor, claim)
         if isinstance(body, web.Response):
             return body
+        client_ip = _client_ip(request, ingestor.settings.api.trust_forwarded_for)
         if route.vendor == "amplitude":
-            reply: Reply = await ingestor.amplitude(route.path, body, received_ms,
-                                                    _client_ip(request, ingestor.settings.api.trust_forwarded_for),
-                                                    claim.grow_to)
+            reply: Reply = await ingestor.amplitude(route.path, body, received_ms, client_ip, claim.grow_to)
         else:
             reply = await ingestor.segment(route.path, route.call_type, body, request.headers.get("Authorization"),
-                                           received_ms, claim.grow_to)
+                                           received_ms, claim.grow_to, client_ip)
         return _json(reply.status, reply.body, reply.headers)
     finally:
         claim.release()

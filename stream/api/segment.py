@@ -18,12 +18,13 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
-from stream.api.amplitude import ApiError
+from stream.api.amplitude import ApiError, auth_limited_detail
+from stream.api.throttle import Throttled
 from stream.events.depth import MAX_DEPTH, depth_over, value_depth_over
 from stream.events.normalize import Reason, Rejected, too_deep
 from stream.events.segment import full_message
@@ -55,13 +56,32 @@ def write_key_from_header(authorization: str | None) -> str | None:
 
 
 def missing_key() -> ApiError:
-    return error(401, "unauthorized", "no write key: send it as the HTTP Basic user name (Authorization: Basic "
-                 "base64(<writeKey>:)) or as writeKey in the body")
+    return replace(error(401, "unauthorized", "no write key: send it as the HTTP Basic user name (Authorization: "
+                         "Basic base64(<writeKey>:)) or as writeKey in the body"), auth_failure=True)
 
 
 def unknown_key() -> ApiError:
-    return error(401, "unauthorized", "the write key is not configured for any source "
-                 "(projects[].segment_sources[].write_key); check the key the SDK is initialised with")
+    return replace(error(401, "unauthorized", "the write key is not configured for any source "
+                         "(projects[].segment_sources[].write_key); check the key the SDK is initialised with"),
+                   auth_failure=True)
+
+
+def auth_limited(retry_after_s: int, max_failures: int, window_s: float) -> ApiError:
+    """The 429 for an address over the failed-authentication limit, before its write key is compared."""
+    return ApiError(429, {"success": False, "code": "too_many_failed_authentications",
+                          "message": auth_limited_detail(retry_after_s, max_failures, window_s)},
+                    {"Retry-After": str(retry_after_s)})
+
+
+def throttled(t: Throttled, window_s: float) -> ApiError:
+    """The 429 for a request some anonymousId (the device) or userId of which is over api.segment_device_eps."""
+    n = len(t.devices) + len(t.users)
+    return ApiError(429, {
+        "success": False, "code": "too_many_requests",
+        "message": f"{n} of the request's anonymousIds and userIds would send more than {t.body()['eps_threshold']} "
+                   f"events per second over {window_s:g}s (api.segment_device_eps); nothing of the request was "
+                   "stored: send it again after Retry-After seconds",
+        "throttled_anonymous_ids": t.devices, "throttled_user_ids": t.users}, {"Retry-After": str(t.retry_after_s)})
 
 
 def too_deep_request(where: str) -> ApiError:

@@ -20,9 +20,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from stream import metrics
 from stream.api import amplitude, segment
+from stream.attempts import FailedAttempts
 from stream.api.batching import group
 from stream.api.throttle import Throttle
 from stream.clock import Clock, SystemClock
@@ -73,7 +75,8 @@ def held_bytes(body: bytes, accepted: list[Normalized]) -> int:
 
 
 class Unavailable(Exception):
-    """The broker did not acknowledge in time (or refused): nothing of the request counts as stored."""
+    """The broker did not acknowledge in time (or refused: a ``KafkaError``): nothing of the request counts as
+    stored. Nothing else becomes one: any other error is a bug, answered 500 and logged."""
 
 
 class Ingestor:
@@ -90,7 +93,10 @@ class Ingestor:
         # Segment ids of any length are ids: dropping a userId "42" as too short would lose the user
         self.segment_rules = Rules(ing.max_event_bytes, 1, False)
         self.throttles = {"/2/httpapi": Throttle(api.httpapi_device_eps, api.throttle_window_s),
-                          "/batch": Throttle(api.batch_device_eps, api.throttle_window_s)}
+                          "/batch": Throttle(api.batch_device_eps, api.throttle_window_s),
+                          "segment": Throttle(api.segment_device_eps, api.throttle_window_s)}  # every /v1/* route
+        self.failed_auth = FailedAttempts(api.max_failed_auth, api.failed_auth_window_s) \
+            if api.max_failed_auth else None
         self.valid_topic, self.dead_topic = t.name("valid"), t.name("dead_letter")
         self.max_batch_bytes = max(settings.kafka.max_request_bytes - 64 * 1024, 64 * 1024)
         self.producer: AIOKafkaProducer | None = None
@@ -153,17 +159,19 @@ class Ingestor:
         """Hand every batch and dead letter to the producer and wait for all acknowledgements (or raise)."""
         if self.producer is None:
             raise Unavailable("not connected to the brokers yet")
+        # encoded before anything is sent: an error here is a bug (a 500, logged), not the broker's refusal
+        values = [(p, b.encode()) for p, b in batches]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.api.produce_timeout_s):
-                futures = [await self.producer.send(self.valid_topic, b.encode(), partition=p) for p, b in batches]
+                futures = [await self.producer.send(self.valid_topic, v, partition=p) for p, v in values]
                 futures += [await self.producer.send(self.dead_topic, d) for d in dead]
                 await asyncio.gather(*futures)
         except TimeoutError:
             self.health.mark_not_ready(PRODUCER)
             raise Unavailable(f"the brokers did not acknowledge the events within "
                               f"{self.settings.api.produce_timeout_s:g}s (api.produce_timeout_s)") from None
-        except Exception as exc:
+        except KafkaError as exc:   # only the broker's (or the client's) refusal is a 503; anything else is a bug
             log.warning("produce failed: %s", exc)
             raise Unavailable(f"the brokers refused the events ({type(exc).__name__})") from None
         metrics.API_PRODUCE_DURATION.observe(time.perf_counter() - started)
@@ -184,16 +192,37 @@ class Ingestor:
         for r in rejected:
             metrics.EVENTS_DEAD_LETTERED.labels("api", r[1].reason.value).inc()
 
+    # --- failed authentications --------------------------------------------------------------------------------
+    def _auth_wait(self, client_ip: str | None, now_ms: int) -> int | None:
+        """Seconds the address must wait (counted as limited) when it failed too often; None: look at its key."""
+        if self.failed_auth is None or not client_ip:
+            return None
+        wait = self.failed_auth.retry_after_s(client_ip, now_ms)
+        if wait is not None:
+            metrics.AUTH_FAILURES.labels("api", "limited").inc()
+        return wait
+
+    def _refused(self, err: amplitude.ApiError, client_ip: str | None, now_ms: int) -> Reply:
+        """The answer to a request refused before it was stored, counted against its address when for its key."""
+        if err.auth_failure:
+            metrics.AUTH_FAILURES.labels("api", "refused").inc()
+            if self.failed_auth is not None and client_ip:
+                self.failed_auth.failed(client_ip, now_ms)
+        return _reply(err)
+
     # --- Amplitude ---------------------------------------------------------------------------------------------
     async def amplitude(self, route: str, body: bytes, received_ms: int, client_ip: str | None = None,
                         reserve: Reserve = lambda n: True) -> Reply:
         api = self.settings.api
         req = amplitude.parse(body, api.amplitude_max_events)
+        if (wait := self._auth_wait(client_ip, received_ms)) is not None:
+            n = 0 if isinstance(req, amplitude.ApiError) else len(req.events)
+            return _reply(amplitude.auth_limited(wait, api.max_failed_auth, api.failed_auth_window_s, n))
         if isinstance(req, amplitude.ApiError):
-            return _reply(req)
+            return self._refused(req, client_ip, received_ms)
         project = self.projects.get(req.api_key)
         if project is None:
-            return _reply(amplitude.unknown_key(req.api_key))
+            return self._refused(amplitude.unknown_key(req.api_key), client_ip, received_ms)
         rules = self.rules if req.min_id_length is None else self.rules._replace(min_id_length=req.min_id_length)
         checked = amplitude.validate(req.events, project, received_ms, amplitude.request_nonce(), rules,
                                      client_ip=client_ip)
@@ -229,20 +258,22 @@ class Ingestor:
 
     # --- Segment -----------------------------------------------------------------------------------------------
     async def segment(self, route: str, call_type: str | None, body: bytes, authorization: str | None,
-                      received_ms: int, reserve: Reserve = lambda n: True) -> Reply:
+                      received_ms: int, reserve: Reserve = lambda n: True, client_ip: str | None = None) -> Reply:
         api = self.settings.api
+        if (wait := self._auth_wait(client_ip, received_ms)) is not None:
+            return _reply(segment.auth_limited(wait, api.max_failed_auth, api.failed_auth_window_s))
         key = segment.write_key_from_header(authorization)
         if key is not None and key not in self.sources:
-            return _reply(segment.unknown_key())
+            return self._refused(segment.unknown_key(), client_ip, received_ms)
         obj = segment.parse_body(body)
         if isinstance(obj, amplitude.ApiError):
             return _reply(obj)
         if key is None:
             body_key = obj.get("writeKey")
             if not body_key or type(body_key) is not str:
-                return _reply(segment.missing_key())
+                return self._refused(segment.missing_key(), client_ip, received_ms)
             if body_key not in self.sources:
-                return _reply(segment.unknown_key())
+                return self._refused(segment.unknown_key(), client_ip, received_ms)
             key = body_key
         project, source_id = self.sources[key]
         msgs = segment.messages(obj, call_type, received_ms, max_message_bytes=api.segment_max_message_bytes,
@@ -261,6 +292,11 @@ class Ingestor:
                 accepted.append(res)
                 full_bytes.append(orjson.dumps(full))
         rejected.sort(key=lambda r: r[0])
+        throttled = self.throttles["segment"].admit([e.device_id for e in accepted], [e.user_id for e in accepted],
+                                                    received_ms)
+        if throttled is not None:
+            metrics.API_EVENTS.labels("throttled").inc(len(accepted) + len(rejected))
+            return _reply(segment.throttled(throttled, api.throttle_window_s))
         if not reserve(held_bytes(body, accepted) + sum(map(len, full_bytes))):
             return unavailable_segment(self.busy())
         dead = self._dead_letters(route, rejected, received_ms)

@@ -11,6 +11,7 @@ effective limit is up to N times higher; route by device (or user) to keep it ex
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Throttled:
     devices: dict[str, int]      # id -> its rate (events/s over the window) had the request been accepted
     users: dict[str, int]
     events: list[int]            # indexes of the events of throttled ids
+    retry_after_s: int = 1       # seconds until every throttled id's bucket has room for the request again
 
     def body(self) -> dict[str, Any]:
         eps = int(self.eps_threshold) if float(self.eps_threshold).is_integer() else self.eps_threshold
@@ -62,9 +64,11 @@ class Throttle:
         d_over = {k: t for k, t in d_after.items() if t > limit}
         u_over = {k: t for k, t in u_after.items() if t > limit}
         if d_over or u_over:
+            wait_ms = max(max(d_over.values(), default=limit), max(u_over.values(), default=limit)) - limit
             return Throttled(
                 self.eps, self._rates(d_over, now_ms), self._rates(u_over, now_ms),
-                [i for i, (d, u) in enumerate(zip(devices, users)) if d in d_over or u in u_over])
+                [i for i, (d, u) in enumerate(zip(devices, users)) if d in d_over or u in u_over],
+                max(1, math.ceil(wait_ms / 1000)))
         self._devices.update(d_after)
         self._users.update(u_after)
         if len(self) > self._max_ids:

@@ -74,3 +74,11 @@ def test_a_steady_rate_at_the_threshold_is_never_throttled():
         assert t.admit(["dev-1"] * 7, ["user-1"] * 7, T + s * 1000) is None, s
     got = t.admit(["dev-1"], ["user-1"], T + 199_000)
     assert got.body()["throttled_devices"] == {"dev-1": 7} and got.body()["throttled_users"] == {"user-1": 7}
+
+
+def test_a_throttled_request_says_when_it_fits_again():
+    t = Throttle(eps=30, window_s=30)
+    assert t.admit(["dev-1"] * 900, ["user-1"] * 900, T) is None
+    assert t.admit(["dev-1"], [None], T).retry_after_s == 1             # one event over: 34 ms, rounded up
+    assert t.admit([None] * 61, ["user-1"] * 61, T).retry_after_s == 3   # 61 events at 30/s: 2.03 s
+    assert t.admit(["dev-1"] * 60, [None] * 60, T + 1000).retry_after_s == 1   # 30 drained meanwhile

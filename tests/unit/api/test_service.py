@@ -1,0 +1,186 @@
+"""What the Ingestor answers, route by route, with a clock and a stand-in for the producer: Segment throttling,
+the failed-authentication limit, nesting limits, and which errors of producing are a 503."""
+
+import asyncio
+import base64
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from prometheus_client import REGISTRY
+
+from stream.clock import FakeClock
+from stream.events.batch import EventBatch
+from stream.health import Health
+from stream.settings import Settings
+
+from stream.api.service import Ingestor
+
+T = 1_710_000_000_000
+API_KEY = "amp-key-424242"
+WRITE_KEY = "seg-write-key-1"
+
+
+class Producer:
+    """Acknowledges every record at once (or raises ``error`` from send), keeping what it was sent."""
+
+    def __init__(self, error: Exception | None = None):
+        self.error, self.sent = error, []
+
+    async def send(self, topic, value, partition=None):
+        if self.error is not None:
+            raise self.error
+        self.sent.append((topic, value))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def ingestor(producer=None, **api) -> Ingestor:
+    settings = Settings(projects=[{"id": 424242, "api_keys": [API_KEY],
+                                   "segment_sources": [{"write_key": WRITE_KEY, "source_id": "src-1"}]}],
+                        api=api)
+    ing = Ingestor(settings, FakeClock(T), Health())
+    ing.producer = producer
+    return ing
+
+
+def amp(ing, body, ip="198.51.100.7", route="/2/httpapi"):
+    reply = asyncio.run(ing.amplitude(route, orjson.dumps(body) if not isinstance(body, bytes) else body,
+                                      ing.clock.now_ms(), ip))
+    return reply.status, reply.body, reply.headers
+
+
+def seg(ing, body, route="/v1/batch", key=WRITE_KEY, ip="198.51.100.7"):
+    call_type = None if route == "/v1/batch" else route.rsplit("/", 1)[1]
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode() if key else None
+    reply = asyncio.run(ing.segment(route, call_type, orjson.dumps(body) if not isinstance(body, bytes) else body,
+                                    auth, ing.clock.now_ms(), client_ip=ip))
+    return reply.status, reply.body, reply.headers
+
+
+def auth_failures(outcome):
+    return REGISTRY.get_sample_value("stream_auth_failures_total", {"surface": "api", "outcome": outcome}) or 0
+
+
+EVENT = {"event_type": "E", "device_id": "device-0001", "insert_id": "i-1"}
+
+
+# --- producing --------------------------------------------------------------------------------------------------
+def test_a_broker_error_is_a_503_with_retry_after():
+    ing = ingestor(Producer(KafkaConnectionError("no broker")))
+    assert amp(ing, {"api_key": API_KEY, "events": [EVENT]}) == (503, {
+        "code": 503, "error": "Service unavailable", "detail": "the brokers refused the events (KafkaConnectionError)"},
+        {"Retry-After": "5"})
+    assert seg(ing, {"batch": [{"type": "track", "userId": "u-1", "event": "e"}]}) == (503, {
+        "success": False, "code": "unavailable", "message": "the brokers refused the events (KafkaConnectionError)"},
+        {"Retry-After": "5"})
+
+
+@pytest.mark.parametrize("producer_error", [None, ValueError("a bug in the producer's caller")])
+def test_any_other_error_of_producing_is_raised_not_a_503(monkeypatch, producer_error):
+    if producer_error is None:
+        def broken(self):
+            raise TypeError("a bug in the batch codec")
+        monkeypatch.setattr(EventBatch, "encode", broken)
+    ing = ingestor(Producer(producer_error))
+    with pytest.raises((TypeError, ValueError)):   # the server answers it 500 and logs it (app.py)
+        amp(ing, {"api_key": API_KEY, "events": [EVENT]})
+    with pytest.raises((TypeError, ValueError)):
+        seg(ing, {"batch": [{"type": "track", "userId": "u-1", "event": "e"}]})
+
+
+# --- nesting ----------------------------------------------------------------------------------------------------
+def nested(n: int) -> bytes:
+    """JSON text nested ``n`` levels deep (orjson encodes at most 254)."""
+    return b'{"a":' * n + b"1" + b"}" * n
+
+
+@pytest.mark.parametrize("depth", [255, 500, 1023])
+def test_a_segment_message_nested_past_the_limit_is_a_400_on_every_route(depth):
+    ing = ingestor(Producer())
+    msg = b'{"type":"track","userId":"u-1","event":"e","properties":' + nested(depth - 1) + b"}"
+    limit = ("nests objects and arrays more than 200 levels deep, the most this API reads; no message of the "
+             "request was stored. A message may nest at most 40 levels deep (deeper ones are dead-lettered one by "
+             "one): flatten the properties")
+    assert seg(ing, msg, route="/v1/track") == (400, {"success": False, "code": "too_deep",
+                                                      "message": "the message " + limit}, {})
+    want = "the body " + limit if depth + 2 > 1024 else "message 0 of the batch " + limit
+    assert seg(ing, b'{"batch":[' + msg + b"]}") == (400, {"success": False, "code": "too_deep", "message": want}, {})
+    assert ing.producer.sent == []
+
+
+# --- Segment throttling -----------------------------------------------------------------------------------------
+def test_segment_traffic_is_throttled_per_anonymous_id_and_user_id():
+    ing = ingestor(Producer(), segment_device_eps=2, throttle_window_s=5)   # 10 events per id in the window
+    track = {"type": "track", "event": "e"}
+    assert seg(ing, {"batch": [{**track, "anonymousId": "anon-1"}] * 10})[0] == 200
+    status, body, headers = seg(ing, {"userId": "u-2", "anonymousId": "anon-1", "event": "e"}, route="/v1/track")
+    assert (status, body, headers) == (429, {
+        "success": False, "code": "too_many_requests",
+        "message": "1 of the request's anonymousIds and userIds would send more than 2 events per second over 5s "
+                   "(api.segment_device_eps); nothing of the request was stored: send it again after Retry-After "
+                   "seconds",
+        "throttled_anonymous_ids": {"anon-1": 2}, "throttled_user_ids": {}}, {"Retry-After": "1"})
+    assert seg(ing, {"batch": [{**track, "userId": "u-3", "anonymousId": f"anon-{i}"} for i in range(2, 15)]})[:2] \
+        == (429, {"success": False, "code": "too_many_requests",
+                  "message": "1 of the request's anonymousIds and userIds would send more than 2 events per second "
+                             "over 5s (api.segment_device_eps); nothing of the request was stored: send it again "
+                             "after Retry-After seconds",
+                  "throttled_anonymous_ids": {}, "throttled_user_ids": {"u-3": 3}})
+    sent = len(ing.producer.sent)
+    ing.clock.advance(500)   # one event drained
+    assert seg(ing, {"anonymousId": "anon-1", "event": "e"}, route="/v1/track") == (200, {"success": True}, {})
+    assert len(ing.producer.sent) == sent + 1
+
+
+def test_segment_throttling_defaults_like_batch():
+    assert ingestor().throttles["segment"].eps == 1000
+
+
+# --- failed authentications -------------------------------------------------------------------------------------
+def test_an_address_that_sent_too_many_wrong_keys_waits_before_any_key_is_looked_at():
+    ing = ingestor(Producer(), max_failed_auth=3, failed_auth_window_s=60)
+    refused, limited = auth_failures("refused"), auth_failures("limited")
+    assert amp(ing, {"api_key": "wrong", "events": [EVENT]})[0] == 400
+    assert amp(ing, {"events": [EVENT]})[0] == 400                       # missing
+    assert seg(ing, {"userId": "u", "event": "e"}, route="/v1/track", key="wrong")[0] == 401
+    assert auth_failures("refused") - refused == 3
+    # the 4th request, a right key included, is refused unseen
+    detail = ("this address sent 3 requests with a missing or unknown key within 60s, the most allowed "
+              "(api.max_failed_auth per api.failed_auth_window_s); nothing of the request was stored: fix the key, "
+              "then send it again after 20 seconds (Retry-After)")
+    assert amp(ing, {"api_key": API_KEY, "events": [EVENT, EVENT]}) == (429, {
+        "code": 429, "error": "Too many failed authentications from this address", "throttled_events": [0, 1],
+        "detail": detail}, {"Retry-After": "20"})
+    assert seg(ing, {"userId": "u", "event": "e"}, route="/v1/track") == (429, {
+        "success": False, "code": "too_many_failed_authentications", "message": detail}, {"Retry-After": "20"})
+    assert amp(ing, b"not json") == (429, {"code": 429, "error": "Too many failed authentications from this address",
+                                           "detail": detail}, {"Retry-After": "20"})
+    assert auth_failures("limited") - limited == 3
+    assert auth_failures("refused") - refused == 3
+    assert ing.producer.sent == []
+    # another address is not affected; this one may try again once a failure has drained
+    assert amp(ing, {"api_key": API_KEY, "events": [EVENT]}, ip="203.0.113.5")[0] == 200
+    ing.clock.advance(20_000)
+    assert amp(ing, {"api_key": API_KEY, "events": [EVENT]})[0] == 200
+    assert seg(ing, {"userId": "u", "event": "e"}, route="/v1/track", key=None)[0] == 401   # no key at all
+    assert amp(ing, {"api_key": API_KEY, "events": [EVENT]})[0] == 429
+
+
+def test_a_wrong_write_key_in_the_body_counts_and_the_limit_can_be_turned_off():
+    ing = ingestor(Producer(), max_failed_auth=1)
+    assert seg(ing, {"userId": "u", "event": "e", "writeKey": "wrong"}, route="/v1/track", key=None)[0] == 401
+    assert seg(ing, {"userId": "u", "event": "e"}, route="/v1/track")[0] == 429
+    off = ingestor(Producer(), max_failed_auth=0)
+    for _ in range(50):
+        assert seg(off, {"userId": "u", "event": "e"}, route="/v1/track", key="wrong")[0] == 401
+    assert seg(off, {"userId": "u", "event": "e"}, route="/v1/track")[0] == 200
+
+
+def test_requests_that_fail_for_something_else_do_not_count():
+    ing = ingestor(Producer(), max_failed_auth=1)
+    assert amp(ing, b"not json")[0] == 400
+    assert amp(ing, {"api_key": API_KEY, "events": [{"device_id": "device-0001"}]})[0] == 400   # invalid event
+    assert seg(ing, b"[1]", key=WRITE_KEY)[0] == 400
+    assert amp(ing, {"api_key": API_KEY, "events": [EVENT]})[0] == 200
