@@ -74,6 +74,9 @@ class Reason(str, Enum):
     UNREADABLE_FILE = "unreadable_file"      # an import file that cannot be read at all (truncated gzip, not parquet)
     INVALID_BATCH = "invalid_batch"          # a message of an internal topic that is not an EventBatch
     PROCESSING_ERROR = "processing_error"    # an unexpected failure on this record (a bug: please report it)
+    INVALID_MUTATION_TYPE = "invalid_mutation_type"  # a mirror row whose $mutation_type is not INSERT/UPDATE/DELETE
+    MISSING_USER_ID = "missing_user_id"      # a mirror row without user_id (mirror requires one, as the vendor's)
+    UNKNOWN_INSERT_ID = "unknown_insert_id"  # a mirror UPDATE or DELETE naming no event the mirror index holds
 
 
 class Rejected(NamedTuple):
