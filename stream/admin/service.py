@@ -295,6 +295,8 @@ class Admin:
         from stream.imports.reader import FileError
         try:
             return await ops.preview(self.settings, name, key, rows)
+        except ops.Refused as exc:
+            raise AdminError(400, str(exc)) from None
         except LookupError as exc:
             raise AdminError(404, str(exc.args[0])) from None
         except FileError as exc:
@@ -304,6 +306,8 @@ class Admin:
         from stream.imports import ops
         try:
             records = await ops.retry(self.settings, name, keys)
+        except ops.Refused as exc:
+            raise AdminError(400, str(exc)) from None
         except LookupError as exc:
             raise AdminError(404, str(exc.args[0])) from None
         return {"source": name, "queued": [r.url for r in records]}

@@ -12,8 +12,11 @@ from stream.imports.setup import config_option
 
 
 def _run(coro):
+    from stream.imports.ops import Refused
     try:
         return asyncio.run(coro)
+    except Refused as exc:
+        raise click.ClickException(str(exc)) from None
     except LookupError as exc:
         raise click.ClickException(str(exc.args[0])) from None
 

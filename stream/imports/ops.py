@@ -7,6 +7,11 @@
   table's changelog, as a worker's table holds them.
 * ``retry``: a discovery record with found_by ``retry``: the worker imports the file again even if it was done or
   failed. Rows imported before keep their ids, so dedupe drops them (within the dedupe window).
+
+Both take only keys of the source (under its prefix and matching its filter pattern, ``discovery.wanted``), else
+``Refused`` (the admin API's 400): the admin token must not reach every object the workers' role can read. A
+preview reads what its rows need: JSON lines and CSV as a stream that stops after them; parquet by ranged GETs
+of its footer and the first pages of its columns (``stream.imports.ranged``), at most ``PREVIEW_MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,22 @@ from stream.imports.rows import FileContext, convert
 from stream.settings import Settings, SourceSettings
 
 PREVIEW_ROWS = 10
+PREVIEW_MAX_BYTES = 64 << 20
+"""The most a parquet preview fetches of its object (footer and first pages; about a megabyte or two per column)."""
+REFUSED_SHOWN = 5
+
+
+class Refused(ValueError):
+    """Asked for something the source does not hold (a key outside it), or a preview that would read too much."""
+
+
+def check_keys(src: SourceSettings, keys: list[str]) -> None:
+    """Refuse the request unless every key is a file of ``src`` (``discovery.wanted``)."""
+    from stream.imports import discovery
+    problems = [why for key in keys if (why := discovery.outside(src, key)) is not None]
+    if problems:
+        more = f" (and {len(problems) - REFUSED_SHOWN} more keys like them)" if len(problems) > REFUSED_SHOWN else ""
+        raise Refused("; ".join(problems[:REFUSED_SHOWN]) + more)
 
 
 def source_or_error(settings: Settings, name: str) -> SourceSettings:
@@ -58,10 +79,12 @@ def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: 
 
 async def preview(settings: Settings, name: str, key: str | None = None, rows: int = PREVIEW_ROWS) -> dict:
     """Read the first ``rows`` rows of ``key`` (default: the first file of the source the filter accepts)."""
-    from stream.agents.imports import _chunks
+    from stream.agents.imports import _chunks, file_type_of
     from stream.imports import discovery
     from stream.s3.client import target_client, target_of
     src = source_or_error(settings, name)
+    if key is not None:
+        check_keys(src, [key])
     if key is None:
         async with target_client(target_of(src, settings.s3), settings.s3) as s3:
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket=src.bucket, Prefix=src.prefix)
@@ -74,19 +97,68 @@ async def preview(settings: Settings, name: str, key: str | None = None, rows: i
                               "upload one, or name one with --key")
     now = int(time.time() * 1000)
     f = ImportFile(src.name, src.bucket, key, now, "scan")
-    from pathlib import Path
-    spool = Path(settings.worker.data_dir) / "import-spool"
-    spool.mkdir(parents=True, exist_ok=True)
-    items = []
-    gen = _chunks(settings, src, f, spool)
-    try:
-        async for item in gen:
-            items.append(item)
-            if len(items) >= rows:
-                break
-    finally:
-        await gen.aclose()
+    items: list[Any] = []
+    if file_type_of(src, key) == "parquet":
+        items = await parquet_head(settings, src, f, rows)
+    else:
+        from pathlib import Path
+        spool = Path(settings.worker.data_dir) / "import-spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        gen = _chunks(settings, src, f, spool)
+        try:
+            async for item in gen:   # a stream: closing it after the rows wanted stops the read
+                items.append(item)
+                if len(items) >= rows:
+                    break
+        finally:
+            await gen.aclose()
     return {"source": src.name, "key": key, "url": f.url, "rows": preview_rows(settings, src, f, items, now)}
+
+
+async def parquet_head(settings: Settings, src: SourceSettings, f: ImportFile, rows: int) -> list[Any]:
+    """The first ``rows`` rows of a parquet object, read by ranged GETs (its footer, then the first pages of each
+    column) rather than copied whole; ``Refused`` when that would fetch more than ``PREVIEW_MAX_BYTES``."""
+    import asyncio
+    import itertools
+
+    from stream.imports.ranged import RangedFile, ReadLimit
+    from stream.imports.reader import FileError, FileErrorReason, read_parquet
+    from stream.s3.client import target_client, target_of
+    from stream.s3.errors import explain
+    target = target_of(src, settings.s3)
+    loop = asyncio.get_running_loop()
+    async with target_client(target, settings.s3) as s3:
+        async def get(start: int, end: int) -> bytes:
+            resp = await s3.get_object(Bucket=f.bucket, Key=f.key, Range=f"bytes={start}-{end - 1}")
+            async with resp["Body"] as body:
+                return await body.read()
+
+        def fetch(start: int, end: int) -> bytes:   # called by pyarrow in the worker thread below
+            return asyncio.run_coroutine_threadsafe(get(start, end), loop).result()
+
+        def head(size: int) -> list[Any]:
+            gen = read_parquet(RangedFile(size, fetch, PREVIEW_MAX_BYTES, f.url), batch_rows=max(1, rows),
+                               pre_buffer=False)
+            try:
+                return list(itertools.islice(gen, rows))
+            finally:
+                gen.close()
+
+        try:
+            size = (await s3.head_object(Bucket=f.bucket, Key=f.key))["ContentLength"]
+            return await asyncio.to_thread(head, size)
+        except (FileError, Refused):
+            raise
+        except ReadLimit:
+            limit = f"{PREVIEW_MAX_BYTES >> 20} MiB" if PREVIEW_MAX_BYTES >= 1 << 20 else f"{PREVIEW_MAX_BYTES} bytes"
+            raise Refused(f"a preview of {f.url} would fetch more than {limit} of it (the "
+                          "first pages of its columns are that large); preview a smaller file of the source") from None
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise LookupError(f"{f.url} does not exist; name a file that is there (`aws s3 ls`)") from None
+            problem = explain(exc, target, "GetObject", f"arn:aws:s3:::{f.bucket}/{f.key}")
+            raise FileError(FileErrorReason.UNREADABLE, problem.message) from None
 
 
 def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], states: dict[bytes, FileState],
@@ -144,6 +216,7 @@ async def retry(settings: Settings, name: str, keys: list[str]) -> list[ImportFi
     """Ask the workers to import ``keys`` of the source again; returns the records, acknowledged by Kafka."""
     from stream import kafka
     src = source_or_error(settings, name)
+    check_keys(src, keys)
     now = int(time.time() * 1000)
     records = [ImportFile(src.name, src.bucket, k, now, "retry") for k in keys]
     p = kafka.producer(settings.kafka)

@@ -574,15 +574,18 @@ Convert = Callable[[Any], Any]
 
 
 def read_parquet(source: str | os.PathLike[str] | BinaryIO, *, batch_rows: int = PARQUET_BATCH_ROWS,
-                 ) -> Iterator[Row]:
+                 pre_buffer: bool = True) -> Iterator[Row]:
     """The rows of a parquet file at a local path or in a seekable binary file, row group by row group.
 
-    Memory: at most one row group's column chunks (read through 1 MiB buffers) plus one batch of ``batch_rows``
-    rows as Python values; never the whole file.
+    Memory: at most one row group's column chunks plus one batch of ``batch_rows`` rows as Python values; never
+    the whole file. ``pre_buffer`` (pyarrow's default) reads a row group's column chunks whole, in few large
+    reads; without it pages are read through 1 MiB buffers as the rows are wanted, which is what a reader of the
+    first rows over ranged GETs needs (``stream.imports.ranged``).
     """
     try:
         # INT96 as ns so its 12 bytes can be rebuilt exactly; pages read through a buffer, not whole column chunks
-        file = pq.ParquetFile(source, coerce_int96_timestamp_unit="ns", buffer_size=_PARQUET_BUFFER)
+        file = pq.ParquetFile(source, coerce_int96_timestamp_unit="ns", buffer_size=_PARQUET_BUFFER,
+                               pre_buffer=pre_buffer)
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise  # the caller's local file is missing: not a property of the object
     except (pa.ArrowInvalid, OSError) as exc:  # no magic bytes, or a footer that does not deserialize

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import time
+import urllib.error
 import urllib.request
 
 import boto3
@@ -111,7 +112,8 @@ def record(bucket, key, found_by="sqs"):
     return ImportFile("clicks", bucket, key, T0, found_by)
 
 
-def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(deployment, worker):
+def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(deployment, worker,
+                                                                                 monkeypatch):
     settings, path = deployment
     src_bucket = settings.destinations[0].bucket + "-src"
     boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
@@ -174,6 +176,25 @@ def test_files_of_every_type_are_imported_once_and_every_row_is_accounted_for(de
     assert preview["rows"][0]["errors"] == []
     assert preview["rows"][2]["event"] is None
     assert [e["reason"] for e in preview["rows"][2]["errors"]] == ["bad_csv_row"]
+    # parquet: read by ranged GETs of its footer and first pages
+    preview = json.loads(admin_get(f"{api}/clicks/preview?key=in/c.parquet&rows=3"))
+    assert [(r["row"], r["source"], r["event"]["event_properties"]) for r in preview["rows"]] == [
+        (n - 199, {k: v for k, v in row.items() if k != "extra"}, {"price": n, "plan": row["plan"]})
+        for n, row in zip(range(200, 203), c)]
+    monkeypatch.setattr(ops, "PREVIEW_MAX_BYTES", 100)
+    with pytest.raises(ops.Refused) as err:
+        asyncio.run(ops.preview(settings, "clicks", "in/c.parquet"))
+    assert str(err.value) == (f"a preview of s3://{src_bucket}/in/c.parquet would fetch more than 100 bytes of it (the "
+                              "first pages of its columns are that large); preview a smaller file of the source")
+    # keys outside the source: refused, nothing read or queued
+    for method, url, body in (("GET", f"{api}/clicks/preview?key=private/x.parquet", None),
+                              ("POST", f"{api}/clicks/retry", b'{"keys": ["in/a.json.gz", "private/x.parquet"]}')):
+        req = urllib.request.Request(url, data=body, method=method, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert (refused.value.code, json.loads(refused.value.read())) == (400, {"error": (
+            f"s3://{src_bucket}/private/x.parquet is not a file of source clicks: its files are the keys under 'in/', "
+            "and this key is not one of them; name a key of the source")})
     req = urllib.request.Request(f"{api}/clicks/retry", data=b'{"keys": ["in/a.json.gz"]}', method="POST",
                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as r:
