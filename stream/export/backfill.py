@@ -30,6 +30,12 @@ An hour neither holds is refused before anything is written, naming the earliest
    export's stragglers and stay; then the ``_complete`` marker;
 4. a ``job`` record with the progress; a cancellation takes effect here, between chunks.
 
+**Mirror.** Given the project's mirror log (``stream.export.mirror_apply.MirrorLog``), every rebuild of an hour in
+the Amplitude layout applies the mutations kept for that hour to the rows it reads (``stream.export.mirror``): the
+mirror's own rebuilds, and any backfill, which would otherwise undo them. A batch whose rows are all deleted writes
+nothing, and the objects are still cut where the live export cut them. Segment-layout and merged-IDs exports get
+no mirror mutations.
+
 A crash anywhere leaves at worst a chunk partly rebuilt: the same backfill run again writes the same objects
 under the same keys and deletes the same others. Memory is bounded: objects stream through gzip into spool files
 and multipart uploads.
@@ -42,6 +48,7 @@ import calendar
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +67,8 @@ from stream.export.exporter import ExportInput, export_input
 from stream.export.format import GzipLinesSpool
 from stream.export.layout import hour_prefixes, number_of, parse_number
 from stream.export.ledger import Claim, Kind, LedgerIndex, LedgerRecord, facts
+from stream.export.mirror import Mutation, Outcome, count_unmatched, rewrite, rewrite_batch
+from stream.export.mirror_apply import MirrorLog
 from stream.export.rotation import CloseReason
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
 from stream.s3.storage import PutRequest, Storage
@@ -255,7 +264,7 @@ class Backfill:
     def __init__(self, settings: Settings, request: Request, storage: Storage, append_ledger: AppendLedger,
                  clock: Clock, spool_dir: Path, cancelled: Callable[[], bool] = lambda: False,
                  on_progress: Callable[[dict[str, Any]], None] = lambda doc: None,
-                 archive_storage: Storage | None = None):
+                 archive_storage: Storage | None = None, mirror: MirrorLog | None = None):
         dest = settings.destination(request.destination)
         if dest is None:
             raise BackfillRefused(f"no destination {request.destination!r} in the settings "
@@ -264,6 +273,8 @@ class Backfill:
         self.storage, self.archive_storage = storage, archive_storage or storage
         self.append_ledger, self.clock, self.spool_dir = append_ledger, clock, spool_dir
         self.cancelled, self.on_progress = cancelled, on_progress
+        self.mirror = mirror
+        self.mirror_outcomes: Counter[tuple[str, Outcome]] = Counter()
         wanted = {"all": ("events", "merged_ids"), "events": ("events",), "merged_ids": ("merged_ids",),
                   "both": ("events", "merged_ids")}.get(request.exports)
         if wanted is None:
@@ -404,6 +415,14 @@ class Backfill:
         self.progress.bytes += obj.size
         await self._report()
 
+    async def _mutations(self, source: ExportInput, hour: int) -> dict[str, list[Mutation]]:
+        """The mirror mutations kept for the hour, which every rebuild of it applies; none for a layout other than
+        Amplitude's (mirror events do not reach Segment-layout destinations, as the vendor's do not reach its
+        streaming destinations) or without a mirror source."""
+        if self.mirror is None or source.layout.name != "amplitude":
+            return {}
+        return await self.mirror.hour(self.dest.project, hour)
+
     # -- from the topic -------------------------------------------------------------------------------------------
     async def _live_ledger(self, source: ExportInput) -> list[LedgerRecord]:
         """The records of ``source``'s ledger so far (the live export's cuts and objects)."""
@@ -426,6 +445,9 @@ class Backfill:
         writers: dict[int, PartitionWriter] = {}
         spool = self.spool_dir / source.name.replace("/", "_")
         spool.mkdir(parents=True, exist_ok=True)
+        mutations = {h: await self._mutations(source, h) for h in hours}
+        matched: dict[int, dict[str, set[int]]] = {h: {} for h in hours}
+        insert_is_update = self.mirror is not None and self.mirror.insert_is_update
         async for partition, offset, value in self._read(source.topic, acks.read_ends()):
             w = writers.get(partition)
             if w is None:
@@ -437,8 +459,16 @@ class Backfill:
                     offset >= acks.end(partition, rows.hour, group):
                 w.skip(offset)
                 continue
-            closed = w.add(offset, rows.hour, group, source.layout.lines(rows), rows.count,
-                           rows.earliest_ms, rows.latest_ms, rows.source, rows.offsets)
+            blob, offsets = source.layout.lines(rows), rows.offsets
+            if mutations[rows.hour]:
+                blob, offsets = rewrite_batch(blob, offsets, mutations[rows.hour], insert_is_update,
+                                              self.mirror_outcomes, matched[rows.hour])
+            if offsets:
+                closed = w.add(offset, rows.hour, group, blob, len(offsets), rows.earliest_ms, rows.latest_ms,
+                               rows.source, offsets)
+            else:                      # every row of the batch deleted: the object is cut where it was all the same
+                w.skip(offset)
+                closed = []
             if (partition, offset) in hour_cuts:
                 closed += w.close_open(CloseReason.REBUILT, rows.hour)
             for obj in closed:
@@ -450,6 +480,8 @@ class Backfill:
                 await self._upload(source, obj)
                 w.written(obj)
                 written.add(obj.key)
+        for h in hours:
+            count_unmatched(mutations[h], matched[h], self.mirror_outcomes)
         crash_point("backfill.written")
         groups = self._groups(source)
         for h in hours:
@@ -558,6 +590,7 @@ class Backfill:
         destination, numbered as the archive's (so a migration to a new bucket gets the same keys)."""
         archive = self.settings.archive_of(self.dest.project)
         assert archive is not None
+        mutations = await self._mutations(source, hour)
         from stream.events.batch import Rows
         from stream.export.layout import MergedIdsLayout
         if source.layout.name == "merged_ids":
@@ -577,6 +610,9 @@ class Backfill:
                 n = number_of(o.key)
                 partition, start = parse_number(n) if n is not None else (0, 0)
                 lines = [ln async for ln in self._archive_lines(archive.bucket, o.key)]
+                if mutations:
+                    lines = list(rewrite(lines, mutations, self.mirror is not None and self.mirror.insert_is_update,
+                                         self.mirror_outcomes))
                 if not lines:
                     continue
                 rows = Rows(self.dest.project, hour, hour, hour, len(lines), b"\n".join(lines), "archive",

@@ -33,7 +33,7 @@ from typing import Protocol
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.export import mirror_index, mirror_log
-from stream.export.mirror import Mutation, Op, updated
+from stream.export.mirror import Mutation, Op, by_insert_id, updated
 from stream.s3.storage import Storage
 
 
@@ -168,3 +168,15 @@ async def hour_mutations(storage: Storage, bucket: str, log_prefix: str, project
         data = b"".join([chunk async for chunk in storage.read(bucket, o.key)])
         logs.append(mirror_log.decode(data))
     return mirror_log.merge(logs)
+
+
+class MirrorLog:
+    """A project's kept mutations, as every rebuild of its hours reads them (the mirror's and a backfill's)."""
+
+    def __init__(self, storage: Storage, bucket: str, log_prefix: str, insert_is_update: bool):
+        self.storage, self.bucket, self.log_prefix = storage, bucket, log_prefix
+        self.insert_is_update = insert_is_update
+
+    async def hour(self, project: int, hour_ms: int) -> dict[str, list[Mutation]]:
+        """The hour's mutations by insert_id, each group in the order it applies."""
+        return by_insert_id(await hour_mutations(self.storage, self.bucket, self.log_prefix, project, hour_ms))
