@@ -4,6 +4,7 @@ policies and the OpenAPI description, all behind the admin token."""
 import asyncio
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import boto3
@@ -145,3 +146,87 @@ def test_the_admin_api_describes_itself_prints_policies_and_refuses_without_the_
         ("main", bucket, "sse-s3")]
     assert boto3.client("s3", endpoint_url=settings.s3.endpoint_url).list_objects_v2(
         Bucket=bucket, Prefix="amp/424242/.stream").get("KeyCount") == 0     # the verification's probe, deleted
+
+
+ROUTES = [("GET", "/admin/status"), ("GET", "/admin/destinations"), ("GET", "/admin/destinations/{}/history"),
+          ("POST", "/admin/destinations/{}/enable"), ("POST", "/admin/destinations/{}/disable"),
+          ("GET", "/admin/destinations/{}/policy"), ("GET", "/admin/backfills"), ("POST", "/admin/backfills"),
+          ("GET", "/admin/backfills/{}"), ("DELETE", "/admin/backfills/{}"), ("GET", "/admin/deadletters"),
+          ("GET", "/admin/imports"), ("GET", "/admin/imports/{}/preview"), ("POST", "/admin/imports/{}/retry"),
+          ("GET", "/admin/health"), ("GET", "/exports/status"), ("GET", "/admin/openapi.json")]
+PARAMS = ["hours", "samples", "rows", "key", "destination", "enforce_encryption", "source", "x"]
+
+
+def hostile_requests():
+    """(method, path with query, body) of every admin route, with names, parameters and bodies hypothesis makes
+    up: numbers out of range, not numbers at all, long and odd texts, bad percent-escapes, JSON of any shape."""
+    from hypothesis import strategies as st
+    texts = st.sampled_from(["", "0", "-1", "1e3", "20", "501", "8785", "true", "on", "nope", "main", "k" * 1100,
+                             "٣", "%", "%zz", "\x00", "2024-03-01T00"]) | st.text(max_size=20)
+    names = st.sampled_from(["main", "nope", "bf-none", "..", "%2F"]) | st.text(min_size=1, max_size=20)
+    scalars = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | texts
+    json = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["destination", "from", "to", "exports", "source", "keys", "x"]), inner, max_size=5),
+        max_leaves=12)
+    body = st.none() | st.binary(max_size=40) | json.map(orjson.dumps) | st.fixed_dictionaries(
+        {"destination": st.sampled_from(["nope", "other"]) | st.text(max_size=8), "from": texts, "to": texts},
+        optional={"exports": texts, "source": texts}).map(orjson.dumps)
+
+    @st.composite
+    def request(draw):
+        method, template = draw(st.sampled_from(ROUTES))
+        method = draw(st.sampled_from([method, method, "GET", "POST", "DELETE", "PUT"]))
+        path = template.replace("{}", urllib.parse.quote(draw(names), safe=""))
+        pairs = draw(st.lists(st.tuples(st.sampled_from(PARAMS) | st.text(max_size=5), texts), max_size=4))
+        query = urllib.parse.urlencode(pairs)
+        if draw(st.booleans()):
+            query += "&" + draw(st.text(alphabet="%=&+;abz09", max_size=12))
+        return method, f"{path}?{query}" if query else path, draw(body)
+    return request()
+
+
+def test_hostile_requests_to_the_admin_api_with_the_token_get_an_answer_never_a_500(deployment, worker):
+    """Whatever path, query and body a holder of the token sends, the admin API answers it: 2xx, or 4xx with a
+    JSON error naming what is wrong; never a 500."""
+    import http.client
+
+    from hypothesis import HealthCheck, example, given
+    from hypothesis import settings as hypothesis_settings
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["admin"]["max_failed_auth"] = 1000
+    path.write_text(yaml.safe_dump(cfg))
+    asyncio.run(ensure_topics(settings))
+    worker()
+    wait_until(lambda: _up(settings), 60, "the admin API")
+    seen = {}
+
+    @hypothesis_settings(max_examples=80, deadline=None, database=None,
+                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(hostile_requests())
+    @example(("GET", "/admin/deadletters?samples=x", None))
+    @example(("GET", "/admin/deadletters?samples=99999999999999999999", None))
+    @example(("POST", "/admin/backfills", b'{"destination":"main","from":"2024-03-01T00","to":"2024-03-01T01",'
+                                          b'"exports":["all"]}'))
+    def answered(req):
+        method, target, body = req
+        conn = http.client.HTTPConnection("127.0.0.1", settings.worker.http_port, timeout=120)
+        try:
+            conn.request(method, target, body=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            r = conn.getresponse()
+            status, raw = r.status, r.read()
+        finally:
+            conn.close()
+        seen[status // 100] = seen.get(status // 100, 0) + 1
+        assert status < 500, (method, target, body, status, raw[:500])
+        if status >= 400 and status not in (404, 405):     # the router's own 404 and 405 are plain text
+            assert isinstance(orjson.loads(raw)["error"], str), (method, target, raw[:500])
+    answered()
+    assert seen.get(2, 0) > 0 and seen.get(4, 0) > 0, seen
+
+
+def _up(settings):
+    try:
+        return call(settings, "GET", "/admin/destinations")[0] == 200
+    except OSError:
+        return False

@@ -63,14 +63,19 @@ def console_up(settings):
     wait_until(up, 60, "the console")
 
 
-def http_request(settings, method, path, form=None, cookie=None):
-    conn = http.client.HTTPConnection("127.0.0.1", settings.worker.http_port, timeout=60)
-    headers = {"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {}
+def http_request(settings, method, path, form=None, cookie=None, port=None, headers=None, set_cookies=None):
+    """(status, headers, body) of a request to the worker (``port``: another worker's); ``set_cookies``: a list
+    that gets every Set-Cookie header of the answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port or settings.worker.http_port, timeout=60)
+    headers = {**({"Content-Type": "application/x-www-form-urlencoded"} if form is not None else {}),
+               **(headers or {})}
     if cookie:
         headers["Cookie"] = cookie
     try:
         conn.request(method, path, body=urllib.parse.urlencode(form) if form is not None else None, headers=headers)
         r = conn.getresponse()
+        if set_cookies is not None:
+            set_cookies.extend(r.msg.get_all("Set-Cookie") or [])
         return r.status, dict(r.getheaders()), r.read().decode()
     finally:
         conn.close()
@@ -120,6 +125,42 @@ def wait_for(driver, predicate, timeout, what):
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(check, f"timed out waiting for {what}")
 
 
+def table_rows(page, table_id):
+    """The cells' texts of each body row of a table of the page, its times written T."""
+    import html
+    body = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', page, re.S).group(1)
+    return [[re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$", "T",
+                    " ".join(html.unescape(re.sub(r"<[^>]+>", "", c)).split()))
+             for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def dead_letters_of_every_source(settings):
+    """A message of events.ingest that is not JSON (rejected by the worker's ingest stage), and the dead letters
+    the HTTP API and an import write, through the same encoder they use."""
+    from stream import kafka
+    from stream.events import deadletter
+    from stream.events.normalize import Reason, Rejected
+    now = int(time.time() * 1000)
+
+    async def go():
+        p = kafka.producer(settings.kafka)
+        await p.start()
+        try:
+            http = deadletter.encode(Rejected(Reason.MISSING_ID, "user_id", "needs a user_id or a device_id"),
+                                     "http:/2/httpapi", -1, 3, now, None,
+                                     b'{"event_type":"Play","api_key":"secret-key-1"}', now, 1 << 20)
+            row = deadletter.encode(Rejected(Reason.BAD_CSV_ROW, None, "3 columns, the header has 5"),
+                                    "s3://src-bucket/in/b.csv", deadletter.FILE_ROW, 12, now, None, b"a,b,c", now,
+                                    1 << 20)
+            for value in (http, row):
+                await (await p.send(settings.topics.name("dead_letter"), value))
+            await (await p.send(settings.topics.name("ingest"), b'{"event_type": "Play", broken', partition=0))
+        finally:
+            await kafka.stop_all(p)
+    asyncio.run(go())
+
+
 def test_every_console_post_route_needs_a_session_and_its_csrf_token(deployment, worker):
     settings, _ = deployment
     asyncio.run(ensure_topics(settings))
@@ -163,6 +204,25 @@ def test_every_console_post_route_needs_a_session_and_its_csrf_token(deployment,
     # the console's pages are not a way around the admin API's token
     assert http_request(settings, "GET", "/console/../admin/status", cookie=cookie)[0] in (401, 404)
     assert call(settings, "GET", "/admin/status", token="wrong")[0] == 401
+    # the dead letters of every source, as the page shows them
+    dead_letters_of_every_source(settings)
+    status, _, page = wait_until(lambda: (r := http_request(settings, "GET", "/console/deadletters?hours=24",
+                                                              cookie=cookie)) and "3 rejected" in r[2] and r, 60,
+                                 "the three dead letters")
+    assert status == 200 and "3 rejected in the latest 24 hours." in page
+    ingest = f"{settings.topics.name('ingest')}[0]@0"
+    malformed = "the message is not valid JSON: JSON is malformed: object keys must be strings (byte 23)"
+    assert table_rows(page, "by-reason") == [
+        ["bad_csv_row", "1", "s3://src-bucket/in/b.csv (1)", "T", "T",
+         "s3://src-bucket/in/b.csv#12: 3 columns, the header has 5"],
+        ["malformed_json", "1", f"{settings.topics.name('ingest')} (1)", "T", "T", f"{ingest}: {malformed}"],
+        ["missing_id", "1", "http:/2/httpapi (1)", "T", "T",
+         "http:/2/httpapi event 3 user_id: needs a user_id or a device_id"]]
+    assert table_rows(page, "samples") == [                  # latest first; the API key stays redacted
+        ["T", "malformed_json", ingest, malformed, '{"event_type": "Play", broken'],
+        ["T", "bad_csv_row", "s3://src-bucket/in/b.csv#12", "3 columns, the header has 5", "a,b,c"],
+        ["T", "missing_id (user_id)", "http:/2/httpapi event 3", "needs a user_id or a device_id",
+         '{"event_type":"Play","api_key":"[redacted]"}']]
     # logging out ends the session
     status, headers, _ = http_request(settings, "POST", "/console/logout", {"csrf": csrf}, cookie)
     assert (status, headers["Location"]) == (303, "/console/login")
@@ -283,11 +343,24 @@ def test_a_backfill_started_from_the_form_shows_its_progress_until_done(deployme
     job = re.match(r"backfill (bf-\S+) started: main, 2024-03-09T07 to 2024-03-09T10, 3 hours", flash).group(1)
     driver.save_screenshot(str(tmp_path / "backfill-started.png"))
 
+    # while it runs, its progress is refreshed in place: a form being filled in is left as it is
+    driver.execute_script("window.notReloaded = true;")
+    driver.find_element(By.ID, "bf-from").send_keys("2024-03-09T00")
+    Select(driver.find_element(By.ID, "bf-source")).select_by_visible_text("archive")
+    seen = set()
+
     def row_state(d):
         rows = d.find_elements(By.ID, f"job-{job}")
+        if rows:
+            seen.add(rows[0].get_attribute("data-state"))
         return rows and rows[0].get_attribute("data-state") == "done" and rows[0].text
-    row = wait_for(driver, row_state, 120, "the backfill to be done")     # the page reloads itself meanwhile
+    row = wait_for(driver, row_state, 120, "the backfill to be done")
     assert "3/3 hours" in row and "done" in row and "60" in row
+    assert "running" in seen
+    assert driver.execute_script("return window.notReloaded === true") is True
+    assert driver.find_element(By.ID, "bf-from").get_attribute("value") == "2024-03-09T00"
+    assert Select(driver.find_element(By.ID, "bf-source")).first_selected_option.text == "archive"
+    assert driver.find_element(By.ID, "jobs").get_attribute("data-refresh") is None     # done: no more refreshes
     assert driver.find_elements(By.CSS_SELECTOR, f"#job-{job} form") == []    # nothing to cancel any more
     driver.save_screenshot(str(tmp_path / "backfill-done.png"))
     assert call(settings, "GET", f"/admin/backfills/{job}")[1]["state"] == "done"
@@ -335,3 +408,63 @@ def test_the_imports_page_shows_a_failed_file_retries_it_and_previews_a_file(dep
     assert '"event_type": "Play"' in table and '"user_id": "user-0001"' in table
     assert "bad_csv_row" in table
     driver.save_screenshot(str(tmp_path / "preview.png"))
+
+
+def test_a_logout_ends_the_session_on_every_worker_and_the_cookies_are_secure_behind_a_trusted_proxy(
+        deployment, worker):
+    import yaml
+
+    from stream.devstack.services import free_port
+    from stream.settings import load_settings
+    settings, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    cfg["admin"]["trusted_proxies"] = ["127.0.0.1"]       # the ingress in front of the workers
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    other = free_port()
+    worker()
+    worker(http_port=other)
+    console_up(settings)
+    wait_until(lambda: http_request(settings, "GET", "/console/login", port=other)[0] == 200, 60, "the other console")
+    https = {"X-Forwarded-Proto": "https"}
+
+    got = []
+    status, _, _ = http_request(settings, "POST", "/console/login", {"token": ADMIN_TOKEN}, headers=https,
+                                set_cookies=got)
+    (login,) = got
+    cookie = login.split(";")[0]
+    assert status == 303 and re.fullmatch(r"stream_console=\d+\.[\w-]+\.[0-9a-f]{64}", cookie)
+    assert login == f"{cookie}; HttpOnly; Max-Age=43200; Path=/console; SameSite=Strict; Secure"
+    # the flash cookie of an action, and its deletion by the page that shows it, are Secure too
+    status, _, page = http_request(settings, "GET", "/console/", cookie=cookie, headers=https)
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+    got = []
+    status, headers, _ = http_request(settings, "POST", "/console/backfills/bf-none/cancel", {"csrf": csrf},
+                                      cookie, headers=https, set_cookies=got)
+    assert status == 404 and got == []                    # a refusal is shown on the page, no flash
+    status, headers, _ = http_request(settings, "POST", "/console/destinations/main/disable", {"csrf": csrf},
+                                      cookie, headers=https, set_cookies=got)
+    (flash,) = got
+    assert (status, headers["Location"]) == (303, "/console/")
+    assert flash == ("stream_console_flash=main%3A%20exports%20disabled%20%28main%29; HttpOnly; Path=/console; "
+                     "SameSite=Strict; Secure")
+    got = []
+    http_request(settings, "GET", "/console/", cookie=f"{cookie}; {flash.split(';')[0]}", headers=https,
+                 set_cookies=got)
+    assert got == ['stream_console_flash=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; Max-Age=0; '
+                   "Path=/console; SameSite=Strict; Secure"]
+    # not through the proxy's https: not Secure
+    got = []
+    http_request(settings, "POST", "/console/login", {"token": ADMIN_TOKEN}, set_cookies=got)
+    assert got[0] == f"{got[0].split(';')[0]}; HttpOnly; Max-Age=43200; Path=/console; SameSite=Strict"
+
+    # the session works on the other worker; logged out on the first, it ends on both
+    assert http_request(settings, "GET", "/console/", cookie=cookie, port=other)[0] == 200
+    status, headers, _ = http_request(settings, "POST", "/console/logout", {"csrf": csrf}, cookie, headers=https)
+    assert (status, headers["Location"]) == (303, "/console/login")
+    assert http_request(settings, "GET", "/console/", cookie=cookie)[0] == 303
+    wait_until(lambda: http_request(settings, "GET", "/console/", cookie=cookie, port=other)[0] == 303, 20,
+               "the other worker to refuse the logged-out session")
+    status, headers, _ = http_request(settings, "GET", "/console/backfills", cookie=cookie, port=other)
+    assert (status, headers["Location"]) == (303, "/console/login")
