@@ -120,6 +120,22 @@ def api_deployment(deployment):
 
 
 @pytest.fixture
+def api_with(deployment, tmp_path):
+    """Starts `stream api` on the deployment with the given ``api:`` settings (topics created); stopped after."""
+    started = []
+
+    def start(**api) -> Api:
+        _, path = deployment
+        path.write_text(yaml.safe_dump(api_config(yaml.safe_load(path.read_text()), free_port(), **api)))
+        asyncio.run(ensure_topics(load_settings(path)))
+        started.append(start_api(path, tmp_path, name=f"api-{len(started)}"))
+        return started[-1]
+    yield start
+    for a in started:
+        stop_api(a)
+
+
+@pytest.fixture
 def api(api_deployment, tmp_path):
     a = start_api(api_deployment[1], tmp_path)
     yield a
