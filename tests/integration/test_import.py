@@ -337,6 +337,24 @@ def test_fifty_files_of_mixed_types_and_compressions_are_each_imported_once(depl
     assert states[0] == states[1] == states[2] and states[0].rows == 20
     time.sleep(2)
     assert sorted(price(r) for r in accepted_rows(settings)) == want
+    # what the worker read: each of the 51 files once, the duplicate and later discoveries skipped (the export
+    # alone cannot tell: dedupe drops the rows of a second read)
+    assert worker_counters(settings, "stream_import_files_total", "stream_import_rows_total") == {
+        'stream_import_files_total{outcome="done",reason="",source="clicks"}': 51,
+        'stream_import_files_total{outcome="skipped",reason="already_done",source="clicks"}': 52,
+        'stream_import_rows_total{outcome="imported",source="clicks"}': 1020}
+
+
+def worker_counters(settings, *names):
+    """The worker's samples of the counters ``names`` that are not 0, keyed as Prometheus text writes them."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.http_port}/metrics", timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            sample, value = line.rsplit(" ", 1)
+            if sample.split("{")[0] in names and float(value) != 0:
+                out[sample] = float(value)
+    return out
 
 
 def test_an_unexpected_error_reading_a_file_marks_it_failed_instead_of_crash_looping(deployment, monkeypatch,
