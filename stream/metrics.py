@@ -114,6 +114,17 @@ IMPORT_ROWS = Counter("stream_import_rows_total",
 IMPORT_FIELDS_LEFT_OUT = Counter("stream_import_converter_fields_left_out_total",
                                  "Fields of converted rows the converter could not evaluate (left out of the "
                                  "event, as Amplitude does).", ["source"])
+# --- mirror -------------------------------------------------------------------------------------------------------
+MIRROR_MUTATIONS = Counter(
+    "stream_mirror_mutations_total",
+    "Mirror mutations read from events.mutations, by op (insert, update, delete) and outcome: routed (to the hours "
+    "holding its event), new (an INSERT of an insert_id no hour holds: a new event), folded (applied to such an "
+    "INSERT of the same batch), unknown (an UPDATE or DELETE naming no indexed event: dead-lettered), "
+    "insert_conflict (an INSERT of a held insert_id, mirror.insert_is_update off: ignored).", ["op", "outcome"])
+MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
+                                 "Hour rebuilds started by mirror mutations (one per project and hour a batch "
+                                 "touched).")
+
 IMPORT_LAG = Histogram("stream_import_lag_seconds",
                        "From an import file's creation (the notification's eventTime, or LastModified for a scan) "
                        "to its last row acknowledged on events.valid.", ["source"],

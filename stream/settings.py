@@ -78,6 +78,13 @@ class TopicSettings(_Section):
         "imports.files", description="Import files discovered on the sources' buckets (by SQS notifications or the "
         "list scan), keyed by source and key (schemas/import_file.avsc); the partition that owns a key decides "
         "whether the file was already imported.")
+    mutations: str = Field(
+        "events.mutations", description="Mirror mutations read from the rows of mirror sources (schemas/mutation.avsc), "
+        "keyed by project and insert_id: every mutation of an event, and the mirror index entries of its insert_id, "
+        "are in one partition.")
+    mirror_index: str = Field(
+        "mirror.index", description="Entries of the mirror index (which hours hold each insert_id of a project with a "
+        "mirror source), re-keyed from events.accepted by project and insert_id, in batches per partition.")
     partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
                             "(and of the dedupe changelog); the export key encodes the partition in three digits.")
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")
@@ -487,6 +494,22 @@ class BackfillSettings(_Section):
                              "events.accepted; a cancellation takes effect between passes.")
     ack_timeout_s: float = Field(120, gt=0, description="How long a backfill waits for the live exporters of the "
                                  "destination to acknowledge its claim of hours before it gives up (a live exporter "
+class MirrorSettings(_Section):
+    """Mirror sources (``strategy: mirror``): the index of exported events and how mutations apply to their hours."""
+
+    index_days: int = Field(
+        90, ge=8, le=3660, description="How long the mirror index keeps which hour holds each insert_id: an UPDATE or "
+        "DELETE of an event exported longer ago than this is counted unknown and dead-lettered (unknown_insert_id). "
+        "Longer than dedupe's 7 days, as mutations correct events long after they were sent.")
+    insert_is_update: bool = Field(
+        False, description="An INSERT whose insert_id names an event already exported replaces it as an UPDATE would; "
+        "false: it is ignored and counted (insert_conflict).")
+    log_prefix: str = Field(
+        "_stream/mirror/", description="Where the applied mutations of each hour are kept, in the bucket of the "
+        "project's archive destination, at the top of the bucket (not under the destination's prefix, so that a "
+        "reader of the export's folder never lists them): every later rebuild of the hour applies them again.")
+
+
                                  "acknowledges within a cycle, unless its uploads are failing).")
     progress_interval_s: float = Field(2, gt=0, description="How often a running backfill records its progress in "
                                        "the ledger (the admin API and `stream exports backfill` show it).")
@@ -618,6 +641,8 @@ class Settings(BaseSettings):
     sources: list[SourceSettings] = Field(default_factory=list, description="S3 import sources: files on buckets "
                                           "the team owns, imported once each (docs/imports.md).")
     cohorts: list[dict[str, Any]] = Field(
+    mirror: MirrorSettings = Field(default_factory=MirrorSettings, description="Mirror sources: the index of "
+                                   "exported events and how mutations rewrite their hours.")
         default_factory=list, description="Cohort definitions (stream/cohorts/rules.py: id, project, name, rule or "
         "static), checked and compiled when the settings load.")
     cohort_destinations: list[CohortDestinationSettings] = Field(

@@ -30,6 +30,11 @@ def import_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-import-files-changelog"
 
 
+def mirror_index_changelog(settings: Settings) -> str:
+    """The mirror index table's changelog: a record per mirror.index message, kept mirror.index_days plus a day."""
+    return f"{settings.worker.app_id}-mirror-index-changelog"
+
+
 def identity_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-identity-changelog"
 

@@ -16,3 +16,8 @@ def partition_for(key: str, partitions: int, _cache: dict[tuple[str, int], int] 
             _cache.clear()
         p = _cache[(key, partitions)] = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
     return p
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """``partition_for`` of a key already in bytes (the mirror's keys: a project number, then an insert_id)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -9,7 +9,8 @@ sorted list of entries of 8 bytes each: the hour (hours since the epoch) and a 3
 ``len(insert_id) + 12`` bytes of data per event before RocksDB's own overhead (BENCHMARKS.md, "Mirror index").
 
 Entries older than ``mirror.index_days`` (90 by default, longer than the 7 days of dedupe) are dropped when their
-key is next written or read, and by a sweep that walks the keys a slice at a time. The device hash only decides
+key is next written, never answered when read, and a key no write refreshed for that long is dropped by RocksDB's
+TTL in its compactions (the table's changelog is kept as long, then deleted by time). The device hash only decides
 whether an INSERT names an event already held (then an UPDATE when ``mirror.insert_is_update``): two devices whose
 hashes collide on one insert_id (about one pair in four billion) would make such an INSERT an update of the other
 device's event; an UPDATE or DELETE with a device_id is matched on the device_id itself in the rewrite.
@@ -91,3 +92,36 @@ def entries_of(project: int, hour_ms: int, blob: bytes) -> dict[bytes, list[Entr
         out.setdefault(key(project, insert_id), []).append((hour, device_hash(device if isinstance(device, str)
                                                                                else None)))
     return out
+
+
+_LEN = struct.Struct(">H")
+_VLEN = struct.Struct(">I")
+
+
+def encode_writes(writes: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """(key, value) pairs as one message: (u16 key length, key, u32 value length, value)*. The value of a mirror
+    index message (a batch of entries per key) and of a record of the index table's changelog (the values one
+    batch wrote) alike."""
+    parts = []
+    for k, v in writes:
+        parts += (_LEN.pack(len(k)), k, _VLEN.pack(len(v)), v)
+    return b"".join(parts)
+
+
+def decode_writes(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, i, n = [], 0, len(data)
+    while i < n:
+        (kl,) = _LEN.unpack_from(data, i)
+        i += _LEN.size
+        k = data[i:i + kl]
+        i += kl
+        (vl,) = _VLEN.unpack_from(data, i)
+        i += _VLEN.size
+        out.append((k, data[i:i + vl]))
+        i += vl
+    return out
+
+
+def merged(current: Sequence[bytes | None], incoming: Sequence[bytes], oldest: int) -> list[bytes]:
+    """Each key's stored value with its incoming entries added (``added``), as values to write."""
+    return [encode(added(decode(c), decode(v), oldest)) for c, v in zip(current, incoming)]

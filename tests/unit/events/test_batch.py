@@ -172,3 +172,12 @@ def test_a_batch_grown_past_the_limit_is_split_in_order_and_each_event_keeps_its
     assert [d.source_of_events()[1] for d in decoded] == [p.offsets for p in parts]
     # an event over the limit goes alone
     assert [len(p) for p in b.split(100)] == [1] * 10
+
+
+def test_a_bytes_key_goes_to_the_partition_kafkas_default_partitioner_gives_it():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from stream.events.partitioning import partition_of
+    from stream.export.mirror_index import key
+    for k in (key(1, "a"), key(424242, "ins-" * 20), b"\x00"):
+        assert partition_of(k, 12) == DefaultPartitioner()(k, list(range(12)), list(range(12)))

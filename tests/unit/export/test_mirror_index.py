@@ -42,3 +42,15 @@ def test_an_accepted_batch_gives_an_entry_per_row_with_an_insert_id():
     assert ix.entries_of(7, HOUR + 1234, blob) == {
         ix.key(7, "a"): [(N, ix.device_hash("d1")), (N, ix.device_hash("d2"))],
         ix.key(7, "b"): [(N, ix.device_hash(None))]}
+
+
+def test_a_batch_of_writes_is_one_message_and_reads_back_in_order():
+    writes = [(ix.key(1, "a"), ix.encode([(N, 1)])), (ix.key(1, "é" * 300), b""), (b"k", b"v" * 70000)]
+    assert ix.decode_writes(ix.encode_writes(writes)) == writes
+    assert ix.decode_writes(b"") == []
+
+
+def test_incoming_entries_merge_into_what_is_stored():
+    stored = ix.encode([(N, 5)])
+    assert ix.merged([stored, None], [ix.encode([(N, 5), (N + 1, 5)]), ix.encode([(N, 9)])], N) == [
+        ix.encode([(N, 5), (N + 1, 5)]), ix.encode([(N, 9)])]

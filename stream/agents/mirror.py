@@ -1,0 +1,138 @@
+"""The mirror stage's faust agents: events.accepted -> mirror.index -> the index table; events.mutations -> hours.
+
+Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stream.export.mirror_apply``):
+
+- ``mirror-feed`` reads events.accepted and, for the projects that have a mirror source, sends each batch's index
+  entries to mirror.index, re-keyed by (project, insert_id): one message per target partition and batch;
+- ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
+  it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
+- ``mirror-mutations`` takes events.mutations a few thousand at a time; per partition, the applier routes each
+  mutation by the index (same partition: events.mutations and mirror.index are keyed alike), keeps it in its
+  hours' logs and rebuilds those hours; unknown UPDATEs and DELETEs are dead-lettered with their file and row.
+  faust commits the batch's offsets once the agent is done with it (``take_events`` acknowledges then).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import faust
+
+from stream import metrics
+from stream.agents.contiguous import Contiguous
+from stream.clock import Clock
+from stream.dedup.table import DedupeTable
+from stream.events import deadletter
+from stream.events.batch import decode_rows
+from stream.events.normalize import Reason, Rejected
+from stream.events.partitioning import partition_of
+from stream.events.timefmt import DAY_MS
+from stream.export import mirror_index
+from stream.export.mirror_apply import Applied, MirrorApplier, Targeted
+from stream.imports import mutations as records
+from stream.kafka import client_args
+from stream.s3.storage import Storage
+from stream.settings import Settings
+from stream.topics import mirror_index_changelog
+
+log = logging.getLogger(__name__)
+
+TAKE_MAX, TAKE_WITHIN_S = 5000, 2.0
+"""Mutations taken together: what one pass of rebuilds answers for (more at once: fewer rebuilds of an hour)."""
+
+
+class IndexTable(DedupeTable):
+    """The mirror index; each changelog record holds the values one message wrote (``encode_writes``)."""
+
+    def changelog_ops(self, value: bytes):
+        return mirror_index.decode_writes(value)
+
+
+def register(app: faust.App, settings: Settings, clock: Clock, projects: frozenset[int], storage: Storage,
+             bucket_of: Callable[[int], str], rebuild: Callable[[int, list[int]], Awaitable[None]],
+             send_new: Callable[[list[Targeted]], Awaitable[None]]) -> None:
+    t, m = settings.topics, settings.mirror
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    accepted = app.topic(t.name("accepted"), partitions=t.partitions, **raw)
+    index_topic = app.topic(t.name("mirror_index"), partitions=t.partitions, **raw)
+    mutations = app.topic(t.name("mutations"), partitions=t.partitions, **raw)
+    dead = app.topic(t.name("dead_letter"), **raw)
+    keep_s = (m.index_days + 1) * DAY_MS / 1000
+    changelog = app.topic(mirror_index_changelog(settings), partitions=t.partitions, internal=True, retention=keep_s,
+                          compacting=False, deleting=True, **raw)
+    table = app.tables.add(IndexTable(app, name="mirror-index", partitions=t.partitions, changelog_topic=changelog,
+                                      help="(project, insert_id) -> the hours that hold its events",
+                                      options={"ttl": int(keep_s), "bloom_filter_size": 10},
+                                      key_type=bytes, value_type=bytes))
+    applier_of: dict[int, MirrorApplier] = {}
+
+    def applier(partition: int) -> MirrorApplier:
+        class Reader:
+            def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+                return table.get_many(partition, keys)
+        if partition not in applier_of:
+            applier_of[partition] = MirrorApplier(clock, Reader(), storage, bucket_of, m.log_prefix, m.index_days,
+                                                  m.insert_is_update, rebuild)
+        return applier_of[partition]
+
+    @app.agent(accepted, name="mirror-feed")
+    async def feed(stream: faust.StreamT) -> None:
+        """Each accepted batch of a mirror project -> its index entries, one message per target partition."""
+        async for event in stream.events():
+            rows = decode_rows(event.value)
+            if rows.project not in projects or not rows.count:
+                continue
+            per_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+            for k, entries in mirror_index.entries_of(rows.project, rows.hour, rows.blob).items():
+                per_partition.setdefault(partition_of(k, t.partitions), []).append((k, mirror_index.encode(entries)))
+            for p, writes in sorted(per_partition.items()):
+                await index_topic.send(value=mirror_index.encode_writes(writes), partition=p)
+
+    index_name = index_topic.get_topic_name()
+    index_gaps = Contiguous(app, index_name, client_args(settings.kafka), "mirror-index")
+
+    @app.agent(index_topic, name="mirror-index")
+    async def index(stream: faust.StreamT) -> None:
+        """Merge each message's entries into the table: one multi-get, one WriteBatch, one changelog record."""
+        async for event in stream.events():
+            for missed in await index_gaps.missed(event.message.partition, event.message.offset):
+                await merge(missed)
+            await merge(event)
+
+    async def merge(event) -> None:
+        msg = event.message
+        writes = mirror_index.decode_writes(event.value)
+        keys = [k for k, _ in writes]
+        oldest = mirror_index.oldest_hour(clock.now_ms(), m.index_days)
+        values = mirror_index.merged(table.get_many(msg.partition, keys), [v for _, v in writes], oldest)
+        new = list(zip(keys, values))
+        await table.write_batch(msg.partition, new, f"{index_name}[{msg.partition}]@{msg.offset}".encode(),
+                                mirror_index.encode_writes(new))
+
+    @app.agent(mutations, name="mirror-mutations")
+    async def apply(stream: faust.StreamT) -> None:
+        """A few thousand mutations at a time, partition by partition (see the module)."""
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            by_partition: dict[int, list] = {}
+            for e in events:
+                by_partition.setdefault(e.message.partition, []).append(e)
+            for p, evs in sorted(by_partition.items()):
+                batch = [Targeted(*records.decode(e.value)) for e in evs]
+                applied = await applier(p).apply(p, evs[0].message.offset, batch)
+                await report(applied)
+
+    async def report(applied: Applied) -> None:
+        for (op, outcome), n in applied.routed.items():
+            metrics.MIRROR_MUTATIONS.labels(op.lower(), outcome).inc(n)
+        metrics.MIRROR_HOURS_REWRITTEN.inc(sum(len(hours) for hours in applied.hours.values()))
+        for u in applied.unknown:
+            _, url, row = u.mutation.seq
+            why = Rejected(Reason.UNKNOWN_INSERT_ID, "insert_id",
+                           f"{u.mutation.op.value} of insert_id {u.mutation.insert_id!r}: no event of project "
+                           f"{u.project} with it was exported in the last {m.index_days} days (mirror.index_days)")
+            await dead.send(key=mirror_index.key(u.project, u.mutation.insert_id), value=deadletter.encode(
+                why, url, deadletter.FILE_ROW, row, clock.now_ms(), None, None, clock.now_ms(), 1 << 20))
+            metrics.EVENTS_DEAD_LETTERED.labels("mirror", Reason.UNKNOWN_INSERT_ID.value).inc()
+        if applied.new:
+            await send_new(applied.new)
