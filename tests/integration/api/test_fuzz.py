@@ -145,7 +145,7 @@ def broker_caused(headers: dict, answer: bytes) -> bool:
         body = orjson.loads(answer)
     except orjson.JSONDecodeError:
         return False
-    text = body.get("detail") or body.get("message") or "" if type(body) is dict else ""
+    text = (body.get("detail") or body.get("message") or "") if type(body) is dict else ""
     if text.startswith(BROKER):
         return True
     error = (m := REFUSED.fullmatch(text)) and getattr(aiokafka.errors, m[1], None)
@@ -162,6 +162,7 @@ def test_a_503_counts_only_when_the_broker_caused_it():
     assert not broker_caused({"Retry-After": "5"}, answer("the brokers refused the events (RecursionError)"))
     assert not broker_caused({}, answer("the brokers refused the events (KafkaConnectionError)"))
     assert not broker_caused({"Retry-After": "5"}, b"<html>")
+    assert not broker_caused({"Retry-After": "5"}, b"[]")
 
 
 def test_no_hostile_request_gets_a_5xx(api_with):

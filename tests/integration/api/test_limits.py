@@ -45,7 +45,8 @@ def test_gzip_members_and_deep_segment_messages_are_400s(api):
     single = [r.path for r in ROUTES.values() if r.call_type is not None]
     assert answers == {"/2/httpapi": (400, no_amplitude_body), "/batch": (400, no_amplitude_body),
                        "/v1/batch": (400, no_segment_body), "/v1/import": (400, no_segment_body),
-                       **{p: (400, over_32k) for p in single}, **{p + " (1500)": (400, no_segment_body) for p in single}}
+                       **{p: (400, over_32k) for p in single},
+                       **{p + " (1500)": (400, no_segment_body) for p in single}}
     # a valid body among them is read whole
     status, _, body = api.post("/batch", EMPTY_MEMBER * 1500 + gzip.compress(orjson.dumps(AMPLITUDE))
                                + EMPTY_MEMBER * 1500, gz)

@@ -9,12 +9,11 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import REGISTRY
 
+from stream.api.service import Ingestor
 from stream.clock import FakeClock
 from stream.events.batch import EventBatch
 from stream.health import Health
 from stream.settings import Settings
-
-from stream.api.service import Ingestor
 
 T = 1_710_000_000_000
 API_KEY = "amp-key-424242"
