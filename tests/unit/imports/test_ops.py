@@ -7,6 +7,7 @@ import itertools
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from stream.imports import ops
 from stream.imports.ranged import RangedFile, ReadLimit
@@ -97,3 +98,17 @@ def test_a_ranged_file_refuses_to_fetch_past_its_limit():
     assert str(err.value) == (f"reading on in s3://b/k.parquet would fetch more than 100 bytes of it (0 fetched, "
                               f"{len(data)} more asked for at byte 0)")
     assert f.fetched == 0
+
+
+def test_the_cli_refuses_a_retry_of_a_key_outside_the_source(tmp_path):
+    from click.testing import CliRunner
+
+    from stream.cli import main
+    config = tmp_path / "stream.yaml"
+    config.write_text(yaml.safe_dump(settings().model_dump(mode="json", include={"kafka", "s3", "projects",
+                                                                                   "sources"})))
+    result = CliRunner().invoke(main, ["import", "retry", "clicks", "clicks/b.csv", "-c", str(config)])
+    assert (result.exit_code, result.output) == (1, (
+        "Error: s3://acme/clicks/b.csv is not a file of source clicks: its files are the keys under 'clicks/', "
+        "matching the filter pattern '.*\\\\.json\\\\.gz' in full (the whole key or the key after the prefix), and "
+        "this key is not one of them; name a key of the source\n"))
