@@ -1,12 +1,15 @@
 """What a request does once its body is read: validate, throttle, batch, produce, answer (no HTTP framework here).
 
-Order, per request: the body is parsed and every event validated; a request with an invalid event has its
-invalid events written to events.dead-letter and is answered 400 with nothing written to events.valid
-(Amplitude); a Segment request stores its valid messages and dead-letters the others. Accepted events are
-grouped into batches and produced to events.valid with an explicit partition (acks=all). The answer is 200 only
-once the broker acknowledged every batch and dead letter of the request; if it does not within
-``api.produce_timeout_s``, the answer is 503 with Retry-After and the client sends the request again (events
-that did reach the broker are then dropped by dedupe through their insert_id / messageId).
+Order, per request: an address that sent too many missing or unknown keys is answered 429 before its key is
+looked at (``stream.attempts``); the body is parsed and every event validated; a request with an invalid event
+has its invalid events written to events.dead-letter and is answered 400 with nothing written to events.valid
+(Amplitude); a Segment request stores its valid messages and dead-letters the others. A request over a device's
+or user's rate is answered 429 whole (``stream.api.throttle``; Segment: per anonymousId and userId). Accepted
+events are grouped into batches and produced to events.valid with an explicit partition (acks=all). The answer
+is 200 only once the broker acknowledged every batch and dead letter of the request; if it does not within
+``api.produce_timeout_s`` (or refuses with a Kafka error), the answer is 503 with Retry-After and the client
+sends the request again (events that did reach the broker are then dropped by dedupe through their insert_id /
+messageId). Any other error is a bug: it reaches the server, which logs it and answers 500.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from aiokafka.errors import KafkaError
 
 from stream import metrics
 from stream.api import amplitude, segment
-from stream.attempts import FailedAttempts
 from stream.api.batching import group
 from stream.api.throttle import Throttle
+from stream.attempts import FailedAttempts
 from stream.clock import Clock, SystemClock
 from stream.events import deadletter
 from stream.events.normalize import Normalized, Rejected, Rules, normalize
