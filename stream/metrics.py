@@ -41,6 +41,17 @@ IDENTITY_REMAPS = Counter("stream_identity_remaps_total", "Remaps applied to the
 IDENTITY_DROPPED = Counter("stream_identity_updates_dropped_total",
                            "User or group property updates not applied because they would have grown the "
                            "properties past identity.max_properties_bytes (the events are exported).")
+IDENTITY_HELD = Counter("stream_identity_held_events_total",
+                       "Events held from a device's first event with a new user_id until the user side answered "
+                       "the link (identity.hold_s).")
+IDENTITY_UNANSWERED = Counter("stream_identity_unanswered_events_total",
+                              "Held events exported without the user side's answer, because they were held "
+                              "identity.hold_s: a user known elsewhere has the device's own id and properties on "
+                              "them.")
+IDENTITY_HOLD_SECONDS = Histogram("stream_identity_hold_seconds",
+                                  "How long a device's rows were held for the user side's answer, from the Kafka "
+                                  "timestamp of the events.valid message that held the first one.",
+                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 IDENTITY_PRUNED = Counter("stream_identity_journal_pruned_total",
                           "Replay journal entries deleted because their batches are below the committed offset.")
 IDENTITY_PRUNE_FAILURES = Counter("stream_identity_journal_prune_failures_total",

@@ -148,6 +148,13 @@ class IdentitySettings(_Section):
         "that would take them past it is not applied and is counted (stream_identity_updates_dropped_total): the "
         "event is exported with the properties as they were, as Amplitude ingests events whose property updates it "
         "drops. It bounds every exported row (the event plus its user's properties) and each user's state.")
+    hold_s: float = Field(
+        30.0, ge=0, description="Longest the rows of a device are held, from its first event with a user_id new to "
+        "it, until the user side answers that link, so that a user known elsewhere has the user's amplitude_id and "
+        "properties on every event from the first (stream/agents/identity.py says how). Rows held longer are "
+        "exported with what their partition knows when its next batch is processed, and counted "
+        "(stream_identity_unanswered_events_total). 0: nothing is held; the first events of a new (device, user) "
+        "pair carry the device's id until the merge comes back.")
     block_cache_mb: int = Field(64, ge=1, description="RocksDB block cache of each partition's identity state "
                                 "(devices, users, profiles), as dedupe.block_cache_mb is for the dedupe state.")
     write_buffer_mb: int = Field(16, ge=1, description="RocksDB write buffer (memtable) of each partition's "

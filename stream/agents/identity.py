@@ -7,6 +7,40 @@ the state (one WriteBatch, one changelog record), and returns the enriched
 batch, the dead letters and the links to send. ``DeviceSide.remaps`` applies a
 remap message read from events.valid. ``register`` adds the user-side agent on
 identity.links (``stream.identity.users``).
+
+**Why a new (device, user) pair's first rows are held, and how.** The device
+side is keyed by device_id, the user side by user_id; what is known of a user
+(its id, the properties an identify by user_id alone set) is on the user's
+identity.links partition, usually on another worker. Without waiting, every
+event of a known user from a new device went out with the device's own id and
+none of the user's properties until the merge came back -- all of them, when a
+whole file of such events was imported at once. The choices were:
+
+- read the user state from the device side: it is another worker's RocksDB
+  partition; a remote read per new pair would need a request protocol outside
+  Kafka and would not replay deterministically;
+- partition events by user_id: the dedupe and device state are keyed by device
+  (anonymous events have no user_id);
+- hold the pair's rows in the partition's state until the answer arrives on
+  events.valid, where remaps already arrive, and let them go from there.
+
+The last keeps every step a function of the Kafka messages and the journaled
+state, which is what exactly-once rests on here: the held rows are state
+writes of their batch (rolled back and redone on a replay), the answer is a
+message at an events.valid offset, and the released rows are sent on their own
+source (``held_source``) with offsets from a per-partition counter in the
+state, so a replay sends the same rows under the same offsets and the exporter
+drops them (a released row goes out after later rows of its original source,
+so it cannot keep that source's offsets). The user side answers every link
+(``decide(answer=True)``): a merge is the remap as before; an adopted link gets a
+remap from its id to itself. The wait is bounded by ``identity.hold_s``,
+measured by the Kafka timestamps of the messages (deterministic on replay) and
+checked at each batch of the partition; held rows past it are exported with
+what the partition knows and counted (``stream_identity_unanswered_events_total``),
+and every hold's length is observed (``stream_identity_hold_seconds``, wall
+clock at the answer). A partition that reads no message at all lets nothing go
+until it reads one, or the answer comes. ``identity.hold_s: 0`` holds nothing
+(and lets go, at its next batch, what was held).
 """
 
 from __future__ import annotations
@@ -27,7 +61,8 @@ from stream.events.batch import EventBatch, Origin, Source
 from stream.events.normalize import Reason, Rejected, uuid5_bytes
 from stream.events.partitioning import partition_for
 from stream.events.timefmt import format_ms
-from stream.identity.device import apply_remaps, resolve_batch
+from stream.events.timefmt import HOUR_MS
+from stream.identity.device import Hold, Released, apply_remaps, resolve_batch
 from stream.identity.records import Links, dec_links, decode_remaps, enc, encode_remaps
 from stream.identity.table import PRUNE_EVERY, IdentityTable
 from stream.identity.users import decide, group_merges
@@ -60,6 +95,11 @@ class DeviceSide:
         self.settings, self.table, self.links, self.dead = settings, table, links, dead
         self.valid_name, self.committed = valid_name, committed
         self.partitions = settings.topics.partitions
+        self.hold_ms = int(settings.identity.hold_s * 1000)
+        t = settings.topics
+        self.accepted = links.app.topic(t.name("accepted"), partitions=t.partitions, key_type=bytes,
+                                        value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.released_source = held_source(valid_name)
 
     async def _rollback(self, partition: int, offset: int) -> None:
         undone = await self.table.rollback(partition, offset)
@@ -91,21 +131,43 @@ class DeviceSide:
         if remaps is None:
             return False
         await self._rollback(partition, offset)
-        writes, before, applied = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys))
-        await self._apply(partition, offset, writes, before)
-        metrics.IDENTITY_REMAPS.inc(applied)
+        # the wall clock measures the holds let go (a metric); what is let go depends on the messages only
+        r = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys), time.time_ns() // 1_000_000)
+        await self._apply(partition, offset, r.writes, r.before)
+        metrics.IDENTITY_REMAPS.inc(r.applied)
+        await self._release(r.released, partition, offset)
         crash_point("identity.remap_applied")
         return True
+
+    async def _release(self, released: Released, partition: int, offset: int) -> None:
+        """Send held rows let go to events.accepted, on the partition's own source (``held_source``): their
+        source offsets are the partition's release counter, so a replay of the message sends the same rows with
+        the same offsets, which the exporter drops."""
+        for wait in released.waits_ms:
+            metrics.IDENTITY_HOLD_SECONDS.observe(wait / 1000)
+        if released.unanswered:
+            metrics.IDENTITY_UNANSWERED.inc(released.unanswered)
+            log.warning("identity: %d held events of %s[%d]@%d exported without the user side's answer after "
+                        "identity.hold_s (%gs): their user's properties and id, if known elsewhere, come with a later "
+                        "remap; is the user side (identity.links) lagging?", released.unanswered, self.valid_name,
+                        partition, offset, self.settings.identity.hold_s)
+        for batch in released_batches(released, Origin(self.valid_name, partition, offset), self.released_source):
+            for part in batch.split(self.settings.kafka.max_request_bytes // 2):
+                await self.accepted.send(value=part.encode(), partition=partition)
 
     async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int) -> EventBatch:
         """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered."""
         await self._rollback(partition, offset)
+        # a bound of 0 holds nothing new, and lets go what was held before the setting changed
+        hold = Hold(timestamp_ms, self.hold_ms, out.keys, out.uuids, out.segment, out.segment_source)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
                             lambda keys: self.table.get_many(partition, keys),
-                            self.settings.identity.max_properties_bytes)
+                            self.settings.identity.max_properties_bytes, hold)
         await self._apply(partition, offset, res.writes, res.before)
         crash_point("identity.state_written")
         metrics.IDENTITY_IDS.inc(res.allocated)
+        metrics.IDENTITY_HELD.inc(res.held)
+        await self._release(res.released, partition, offset)
         if res.dropped:
             metrics.IDENTITY_DROPPED.inc(len(res.dropped))
             i, size = res.dropped[0]
@@ -123,6 +185,7 @@ class DeviceSide:
                                                              None, out.lines[i], now,
                                                              self.settings.kafka.max_request_bytes // 2))
                 metrics.EVENTS_DEAD_LETTERED.labels("identity", err.reason).inc()
+        if res.rejected or res.held:
             out = out.select(res.keep, out.origin)
         out.lines = res.lines
         if res.links:
@@ -134,6 +197,35 @@ class DeviceSide:
             metrics.IDENTITY_LINKS.inc(len(res.links))
             crash_point("identity.links_sent")
         return out
+
+
+def held_source(valid_name: str) -> str:
+    """The source name of the rows the device side held and let go: ``<events.valid>.held``. Their source offsets
+    count the rows released on the partition, apart from the offsets of the sources the events came from (a held
+    row goes out after later rows of its source, which the exporter would take for a replay)."""
+    return f"{valid_name}.held"
+
+
+def released_batches(released: Released, origin: Origin, source: str) -> list[EventBatch]:
+    """The released rows as batches of one project, hour and Segment source each, in order."""
+    out: list[EventBatch] = []
+    for row, line, offset in released.rows:
+        hour = row.time - row.time % HOUR_MS
+        b = out[-1] if out else None
+        if b is None or (b.project, b.hour, b.segment_source) != (row.project, hour, row.segment_source):
+            b = EventBatch(row.project, hour, origin, source=Source(source, origin.partition),
+                           segment_source=row.segment_source)
+            out.append(b)
+        b.offsets.append(offset)
+        b.keys.append(row.key)
+        b.times.append(row.time)
+        b.uuids.append(row.uuid)
+        b.lines.append(line)
+        b.segment.append(row.segment)
+    for b in out:
+        if not any(b.segment):
+            b.segment = []
+    return out
 
 
 def register(app: faust.App, settings: Settings, table: IdentityTable, valid: faust.TopicT,
@@ -163,7 +255,7 @@ def register(app: faust.App, settings: Settings, table: IdentityTable, valid: fa
             await keep_undecodable(dead, event, exc, "identity", settings.kafka.max_request_bytes)
             return
         p = msg.partition
-        d = decide(message, lambda keys: table.get_many(p, keys))
+        d = decide(message, lambda keys: table.get_many(p, keys), answer=settings.identity.hold_s > 0)
         if d.skipped:
             return
         sent = []

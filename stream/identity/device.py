@@ -16,13 +16,31 @@ for a user and *merges* every later one into it: a merge record, and a remap
 back to the device's events.valid partition, which moves the pair (and the
 device, when that user is still its current one) to the user's id.
 
+**Holds: the first events of a new pair wait for the user side.** Only the
+user side knows whether a user_id is known elsewhere (its id and properties
+live on the user's identity.links partition, usually another worker's), so a
+device's rows from its first event with a new user_id on are *held* in the
+partition's state (``Held``, with the batch's keys, uuids and Segment messages)
+until the user side answered every link the device sent: a remap (the user had
+another id: the held rows of the pair's old id take the user's id and fields,
+folded as below) or an answer that moves nothing (the user adopted the pair's
+id). Then they go out, in order, as released rows (``Released``; the agent
+sends them on their own source, ``stream.agents.identity.held_source``). A hold
+lasts ``identity.hold_s`` at most: the first batch of the partition read that
+long after the hold began lets its rows go as they are (counted: they carry the
+device's own id and fields, as without holds). Everything is decided from the
+messages and the state (the bound by the events.valid messages' Kafka
+timestamps), so a replay holds and releases the same rows under the same
+source offsets.
+
 **Races, and which id an event carries.** An event carries the id its device
 (or its (device, user) pair) has in its partition's state when the event is
-processed -- in events.valid order, where remap messages sit among the batches.
-So while a merge is in flight (the link on its way to the user side, the remap
-on its way back), a new device of a known user exports its own, pre-merge id;
-from the remap on, it exports the user's. The merged-IDs file records the
-merge, as Amplitude's does for events exported before a merge. Two devices of
+processed -- in events.valid order, where remap messages sit among the batches
+-- or, when it was held, the id the user side's answer gave it. So a new device
+of a known user exports the user's id from its first event on, unless the
+answer took longer than ``identity.hold_s``: then the rows held so far export
+the device's own, pre-merge id, and from the remap on, the user's. The
+merged-IDs file records every merge, as Amplitude's does. Two devices of
 one user on two partitions at once: each links; the link the user side reads
 first gives the user its id, the other is merged into it -- which one wins
 depends on the order the links reach the user's identity.links partition, and
@@ -79,17 +97,25 @@ from stream.identity import ids
 from stream.identity.ops import OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values
 from stream.identity.records import (
     COUNTER,
+    HOLDS,
+    RELEASED,
     Device,
+    Held,
+    HeldRow,
+    Holds,
     Link,
     Profile,
     Remap,
     dec_device,
+    dec_held,
+    dec_holds,
     dec_profile,
     decode_int,
     device_key,
     enc,
     encode_int,
     group_key,
+    held_key,
     pair_key,
     profile_key,
 )
@@ -156,15 +182,38 @@ def _head(line: bytes, r: _In) -> tuple[bytes, bytes]:
 IDENTIFY, GROUP_IDENTIFY = "$identify", "$groupidentify"
 
 
+class Hold(NamedTuple):
+    """What holding rows needs of their batch: when it was read (the Kafka timestamp of its events.valid message,
+    epoch ms), the bound of a hold (ms), and per row what the batch carries besides the row."""
+
+    now_ms: int
+    bound_ms: int
+    keys: Sequence[bytes]
+    uuids: Sequence[bytes]
+    segment: Sequence[bytes]           # per row its Segment message; empty when none has one
+    segment_source: str
+
+
+class Released(NamedTuple):
+    """Held rows let go, in order: each with its row and its source offset (``RELEASED``), how many of them went
+    without the user side's answer (the hold passed its bound), and how long each hold let go was held."""
+
+    rows: list[tuple[HeldRow, bytes, int]]     # (held row, enriched row, source offset)
+    unanswered: int = 0
+    waits_ms: list[int] = []
+
+
 class Resolution(NamedTuple):
     lines: list[bytes]                           # the enriched rows of the events kept, in order
-    keep: list[bool]                             # per input row: False when rejected
+    keep: list[bool]                             # per input row: False when rejected or held
     rejected: list[tuple[int, IdentifyError]]    # (row index, why)
     links: list[Link]
     writes: dict[bytes, bytes | None]            # key -> new value (None: delete)
     before: dict[bytes, bytes | None]            # key -> its value before the batch
     allocated: int                               # ids allocated
     dropped: list[tuple[int, int]] = []          # (row index, size it would have grown to): updates not applied
+    held: int = 0                                # rows held for the user side's answer
+    released: Released = Released([])           # rows let go: holds past their bound
 
 
 class BatchState:
@@ -252,14 +301,97 @@ def _json_or_null(v: str | None) -> bytes:
     return _NULL if v is None else _encode(v)
 
 
+def _row(head: bytes, event_type: bytes, aid: int, gp: bytes, paying: bool, processed: bytes,
+         start_version: str | None, created: str | None, props: bytes) -> bytes:
+    return head + _TAIL % (event_type, b"%d" % aid, gp, b"true" if paying else b"false", processed,
+                           _json_or_null(start_version), _json_or_null(created), props)
+
+
+def held_line(h: HeldRow) -> bytes:
+    """The enriched row of a held row, with the user's fields it has now."""
+    return _row(h.head, h.event_type, h.aid, h.group_properties, h.paying, h.processed_time, h.start_version,
+                h.created, h.props)
+
+
+class _HoldBook:
+    """The partition's holds while a batch or a remap message runs: read from and written to its ``BatchState``."""
+
+    def __init__(self, st: BatchState):
+        self.st = st
+        self.held: dict[bytes, Held | None] = {}
+        v = st.get(HOLDS)
+        self.index: list[tuple[int, bytes]] = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
+        self._index0 = list(self.index)
+        self.released: list[tuple[HeldRow, bytes, int]] = []
+        self.unanswered = 0
+        self.waits: list[int] = []
+
+    def get(self, hk: bytes) -> Held | None:
+        if hk not in self.held:
+            v = self.st.get(hk)
+            h = self.held[hk] = dec_held(v) if v is not None else None
+            if h is not None:       # stored with each row's properties left out when they are the row before's
+                for i in range(1, len(h.rows)):
+                    if not h.rows[i].props:
+                        h.rows[i].props = h.rows[i - 1].props
+        return self.held[hk]
+
+    @staticmethod
+    def _stored(h: Held) -> bytes:
+        rows = [msgspec.structs.replace(r, props=b"") if i and r.props == h.rows[i - 1].props else r
+                for i, r in enumerate(h.rows)]
+        return enc.encode(Held(h.since, h.waiting, rows))
+
+    def start(self, hk: bytes, since: int) -> Held:
+        h = self.held[hk] = Held(since, [], [])
+        self.index.append((since, hk))
+        return h
+
+    def release(self, hk: bytes, now_ms: int, answered: bool) -> None:
+        h = self.get(hk)
+        if h is None:
+            return
+        nxt = decode_int(self.st.current(RELEASED), 0)
+        for row in h.rows:
+            self.released.append((row, held_line(row), nxt))
+            nxt += 1
+        self.st.put(RELEASED, encode_int(nxt))
+        if not answered:
+            self.unanswered += len(h.rows)
+        self.waits.append(max(0, now_ms - h.since))
+        self.held[hk] = None
+        self.index = [x for x in self.index if x[1] != hk]
+
+    def expire(self, now_ms: int, bound_ms: int) -> None:
+        """Let go, as they are, the holds held for ``bound_ms`` or longer."""
+        for since, hk in list(self.index):
+            if now_ms - since >= bound_ms:
+                self.release(hk, now_ms, answered=False)
+
+    def result(self) -> Released:
+        for hk, h in self.held.items():
+            if h is not None:
+                self.st.put(hk, self._stored(h))
+            elif self.st.get(hk) is not None:
+                self.st.put(hk, None)
+        if self.index != self._index0:
+            self.st.put(HOLDS, enc.encode(Holds(self.index)) if self.index else None)
+        return Released(self.released, self.unanswered, self.waits)
+
+
 MAX_PROPERTIES_BYTES = 256 * 1024
 """Default bound of one user's (or group's) properties, as JSON: the identity.max_properties_bytes setting."""
 
 
 def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, partition: int,
                   processed_time: str, get_many: GetMany,
-                  max_props_bytes: int = MAX_PROPERTIES_BYTES) -> Resolution:
+                  max_props_bytes: int = MAX_PROPERTIES_BYTES, hold: Hold | None = None) -> Resolution:
     """Ids, user and group fields for the rows of one batch (see the module docstring).
+
+    With ``hold``, the rows of a device from its first event with a new user_id on are held (``Resolution.keep``
+    is False for them, they are in the state) until the user side answered that link, and holds past their bound
+    are let go (``Resolution.released``); a bound of 0 holds nothing new and lets go what was held. Without it,
+    every row goes out at once.
 
     A user's (or group's) properties never grow past ``max_props_bytes`` of JSON: an update that would take them
     past it is not applied (the event is exported with the properties as they were, and the update is listed in
@@ -300,6 +432,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         rows[i] = r
         devkeys[i] = dk = device_key(project, _device_of(r))
         keys.add(dk)     # (device, user) pairs are read when needed: a device with another user, a new user
+        if hold is not None:
+            keys.add(held_key(project, _device_of(r)))
         for t, name in groups[i]:
             keys.add(group_key(project, t, name))
     st.load(keys)
@@ -343,6 +477,11 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         aids[i] = aid
     if counter != counter0:
         st.put(COUNTER, encode_int(counter))
+    if hold is not None:
+        keys.add(HOLDS)
+        st.load({HOLDS})
+        book = _HoldBook(st)
+    held = 0
 
     # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
     st.load({profile_key(project, a) for a, r in zip(aids, rows) if r is not None})
@@ -405,9 +544,26 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                             _json_or_null(prof.created))
         head, event_type = _head(line, r)
         et = r.event_type
-        out.append(head + _TAIL % (b'"%s"' % et.encode() if et == IDENTIFY or et == GROUP_IDENTIFY else event_type,
-                                   f[0], gp, f[1], processed, f[2], f[3],
-                                   p.raw if shown_props is None else shown_props))
+        if et == IDENTIFY or et == GROUP_IDENTIFY:
+            event_type = b'"%s"' % et.encode()
+        h = None
+        if hold is not None:
+            hk = held_key(project, _device_of(r))
+            h = book.get(hk)
+            if linked[i] and (h is not None or hold.bound_ms > 0):
+                if h is None:
+                    h = book.start(hk, hold.now_ms)
+                h.waiting.append(r.user_id)
+        if h is not None:
+            assert hold is not None
+            h.rows.append(HeldRow(project, head, event_type, bytes(gp), processed, aid, prof.created, prof.start_version, prof.paying,
+                                  p.raw if shown_props is None else shown_props, times[i], hold.keys[i],
+                                  hold.uuids[i], hold.segment[i] if hold.segment else b"", hold.segment_source))
+            keep[i] = False
+            held += 1
+        else:
+            out.append(head + _TAIL % (event_type, f[0], gp, f[1], processed, f[2], f[3],
+                                       p.raw if shown_props is None else shown_props))
         if linked[i]:
             links.append(Link(project, r.user_id, _device_of(r), partition, aid,
                               parse_ms(r.event_time) if r.event_time else times[i], times[i], prof.created,
@@ -419,7 +575,12 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for gk, g in group_state.items():
         if g.dirty:
             st.put(gk, g.raw)
-    return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped)
+    released = Released([])
+    if hold is not None:
+        book.expire(hold.now_ms, hold.bound_ms)
+        released = book.result()
+    return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped, held,
+                      released)
 
 
 def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:
@@ -437,19 +598,47 @@ def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:
     return Profile(created, start, paying, _encode(props))
 
 
-def apply_remaps(remaps: Sequence[Remap], get_many: GetMany) -> tuple[dict[bytes, bytes | None],
-                                                                       dict[bytes, bytes | None], int]:
-    """(writes, pre-images, remaps applied) of a remap message; a remap whose pair moved on already does nothing."""
+class Remapped(NamedTuple):
+    writes: dict[bytes, bytes | None]
+    before: dict[bytes, bytes | None]
+    applied: int                         # remaps that moved a pair (answers move nothing)
+    released: Released                   # held rows let go: answered, or past their bound
+
+
+def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0, bound_ms: int | None = None
+                 ) -> Remapped:
+    """The writes, pre-images, remaps applied and rows released of a remap message read at ``now_ms``; a remap
+    whose pair moved on already moves nothing.
+
+    The rows held for the device wait for this answer no longer; those of the pair's old id get the user's id and
+    fields (the user side's, overridden by this partition's for the user, then by what the row showed). A device
+    whose every link is answered lets its rows go; with ``bound_ms``, so do the holds held that long."""
     st = BatchState(get_many)
-    keys: set[bytes] = set()
+    keys: set[bytes] = {HOLDS}
     for m in remaps:
         keys |= {pair_key(m.project, m.device, m.user), device_key(m.project, m.device),
-                 profile_key(m.project, m.from_aid), profile_key(m.project, m.to_aid)}
+                 profile_key(m.project, m.from_aid), profile_key(m.project, m.to_aid), held_key(m.project, m.device)}
     st.load(keys)
+    book = _HoldBook(st)
     applied = 0
     for m in remaps:
+        hk = held_key(m.project, m.device)
+        h = book.get(hk)
+        if h is not None and m.user in h.waiting:
+            if m.from_aid != m.to_aid:
+                v = st.current(profile_key(m.project, m.to_aid))
+                dst = dec_profile(v) if v is not None else None
+                for i, row in enumerate(h.rows):
+                    if row.aid == m.from_aid:
+                        f = fold(m, dst, Profile(row.created, row.start_version, row.paying, row.props))
+                        h.rows[i] = msgspec.structs.replace(row, aid=m.to_aid, created=f.created,
+                                                            start_version=f.start_version, paying=f.paying,
+                                                            props=f.props)
+            h.waiting.remove(m.user)
+            if not h.waiting:
+                book.release(hk, now_ms, answered=True)
         pk = pair_key(m.project, m.device, m.user)
-        if decode_int(st.current(pk), -1) != m.from_aid:
+        if m.from_aid == m.to_aid or decode_int(st.current(pk), -1) != m.from_aid:
             continue
         applied += 1
         st.put(pk, encode_int(m.to_aid))
@@ -462,4 +651,7 @@ def apply_remaps(remaps: Sequence[Remap], get_many: GetMany) -> tuple[dict[bytes
         to_k, from_k = profile_key(m.project, m.to_aid), profile_key(m.project, m.from_aid)
         dst, src = st.current(to_k), st.current(from_k)
         st.put(to_k, enc.encode(fold(m, dec_profile(dst) if dst else None, dec_profile(src) if src else None)))
-    return dict(st.writes), st.before(), applied
+    if bound_ms is not None:
+        book.expire(now_ms, bound_ms)
+    released = book.result()
+    return Remapped(dict(st.writes), st.before(), applied, released)

@@ -15,6 +15,9 @@ key                                          value (msgpack arrays, ``Struct`` b
 ``G<project>\\0<group type>\\0<name>``       the group's properties (JSON)
 ``U<project>\\0<user_id>``                   ``User``: the user's id and fields (user side)
 ``W<events.valid partition>``                highest events.valid offset applied from it
+``H<project>\\0<device>``                    ``Held``: the device's rows held for the user side's answer
+``h``                                        the partition's holds: ``Holds``, (since, H key) each
+``r``                                        the next source offset of released rows
 ==========================================  ================================================
 
 ``<device>`` is the event's device_id, or ``\\x01`` + user_id for an event that
@@ -26,6 +29,9 @@ batch for one identity.links partition, keyed by nothing (its partition is
 ``partition_for(user_id)``). A remap message on events.valid is
 ``REMAP_MAGIC`` + ``Remaps``; ``REMAP_MAGIC`` starts with a zero byte, which no
 EventBatch starts with (its first field is a project id > 0, zig-zag encoded).
+A remap whose ``from_aid`` is its ``to_aid`` is an *answer*: the user side took
+the link without a merge (the user adopted the pair's id); it moves nothing and
+releases the rows the device side held for it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ REMAP_MAGIC = b"\x00stream-remap\x00"
 
 COUNTER = b"c"
 APPLIED = b"a"
+HOLDS = b"h"
+RELEASED = b"r"
 JOURNAL = b"j"
 _OFFSET = struct.Struct(">q")
 
@@ -102,11 +110,50 @@ class Remaps(msgspec.Struct, array_like=True):
     remaps: list[Remap]
 
 
+class HeldRow(msgspec.Struct, array_like=True):
+    """An enriched row held back: the row up to its identity columns, the columns that do not depend on the user,
+    the user's fields as the device's partition had them for it, and what its batch carried of it."""
+
+    project: int
+    head: bytes            # the row up to and including the comma before its identity columns
+    event_type: bytes      # amplitude_event_type, raw JSON
+    group_properties: bytes
+    processed_time: bytes
+    aid: int
+    created: str | None
+    start_version: str | None
+    paying: bool
+    props: bytes           # user_properties as the row shows them, JSON
+    time: int              # server_upload_time, epoch ms
+    key: bytes
+    uuid: bytes
+    segment: bytes         # its Segment message, b"" when none
+    segment_source: str
+
+
+class Held(msgspec.Struct, array_like=True):
+    """A device's rows held until the user side answered every link it sent for the device (``waiting``: the
+    user_ids of those links), from ``since`` (the Kafka timestamp of the events.valid message that held the
+    first one, epoch ms)."""
+
+    since: int
+    waiting: list[str]
+    rows: list[HeldRow]
+
+
+class Holds(msgspec.Struct, array_like=True):
+    """The partition's held devices: (since, H key) each, so that a batch finds those past the bound."""
+
+    holds: list[tuple[int, bytes]]
+
+
 enc = msgspec.msgpack.Encoder()
 dec_device = msgspec.msgpack.Decoder(Device).decode
 dec_profile = msgspec.msgpack.Decoder(Profile).decode
 dec_user = msgspec.msgpack.Decoder(User).decode
 dec_links = msgspec.msgpack.Decoder(Links).decode
+dec_held = msgspec.msgpack.Decoder(Held).decode
+dec_holds = msgspec.msgpack.Decoder(Holds).decode
 _dec_remaps = msgspec.msgpack.Decoder(Remaps).decode
 
 
@@ -143,6 +190,10 @@ def profile_key(project: int, aid: int) -> bytes:
 
 def group_key(project: int, group_type: str, name: str) -> bytes:
     return b"G%d\x00%s\x00%s" % (project, group_type.encode(), name.encode())
+
+
+def held_key(project: int, device: str) -> bytes:
+    return b"H%d\x00%s" % (project, device.encode())
 
 
 def user_key(project: int, user: str) -> bytes:

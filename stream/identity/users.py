@@ -1,9 +1,11 @@
 """The user side of identity: adopt or merge, pure. Input: identity.links messages of one partition, in order.
 
 The first link of a user_id gives the user its amplitude_id (the device's, or the
-(device, user) pair's). A later link with another id merges that id into the
+(device, user) pair's), and an answer goes back to the device's events.valid
+partition (a remap from the id to itself: the device side holds the pair's rows
+until it hears back). A later link with another id merges that id into the
 user's: one merge record for the merged-IDs file and one remap for the device's
-events.valid partition. The user's id never changes once adopted, so merges
+events.valid partition, which is the answer to that link. The user's id never changes once adopted, so merges
 never chain. The user's fields fold every link's: the earliest creation time
 (and its start_version), paying if any link was, the properties of each link
 over the earlier ones.
@@ -84,8 +86,10 @@ def _fold(u: User, link: Link) -> User:
     return User(u.aid, created, start, u.paying or link.paying, props)
 
 
-def decide(msg: Links, get_many: GetMany) -> Decisions:
-    """Adopt or merge each link of one identity.links message (see the module docstring)."""
+def decide(msg: Links, get_many: GetMany, answer: bool = True) -> Decisions:
+    """Adopt or merge each link of one identity.links message (see the module docstring). With ``answer``, a link
+    adopted without a merge gets an answer too (a remap from its id to itself): the device side holds the pair's
+    rows until it hears back."""
     st = BatchState(get_many)
     wk = watermark_key(msg.origin_partition)
     st.load({wk} | {user_key(x.project, x.user) for x in msg.links})
@@ -97,13 +101,18 @@ def decide(msg: Links, get_many: GetMany) -> Decisions:
         uk = user_key(link.project, link.user)
         v = st.current(uk)
         if v is None:
-            st.put(uk, enc.encode(User(link.aid, link.created, link.start_version, link.paying, link.props)))
-            continue
-        u = dec_user(v)
-        new = _fold(u, link)
-        if new != u:
-            st.put(uk, enc.encode(new))
-        if link.aid != u.aid:
+            u = new = User(link.aid, link.created, link.start_version, link.paying, link.props)
+            st.put(uk, enc.encode(u))
+        else:
+            u = dec_user(v)
+            new = _fold(u, link)
+            if new != u:
+                st.put(uk, enc.encode(new))
+        if link.aid == u.aid:
+            if answer:
+                remaps.setdefault(link.partition, []).append(Remap(
+                    link.project, link.device, link.user, link.aid, link.aid, None, None, False, b"{}"))
+        else:
             merges.append(Merge(link.project, u.aid, link.aid, link.time_ms, link.server_ms))
             remaps.setdefault(link.partition, []).append(Remap(
                 link.project, link.device, link.user, link.aid, u.aid, new.created, new.start_version, new.paying,

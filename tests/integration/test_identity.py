@@ -118,8 +118,8 @@ def test_devices_and_users_across_partitions_get_exact_ids_merges_and_fields(dep
         ("2024-03-09 07:00:02.000000", A, "user-1111", 1024),      # the user adopts its device's id
         ("2024-03-09 07:00:03.000000", C, "user-2222", 2048),
         ("2024-03-09 08:00:01.000000", B, None, 1025),
-        ("2024-03-09 08:00:02.000000", B, "user-1111", 1025),      # pre-merge id while the merge is in flight
-        ("2024-03-09 08:00:03.000000", C, "user-1111", 3072),      # a user_id change: the pair's own id
+        ("2024-03-09 08:00:02.000000", B, "user-1111", 1024),      # held until the merge came back: the user's id
+        ("2024-03-09 08:00:03.000000", C, "user-1111", 1024),      # a user_id change: its pair (3072) merged too
         ("2024-03-09 09:00:01.000000", B, "user-1111", 1024),      # after the remaps: the user's id
         ("2024-03-09 09:00:02.000000", C, None, 1024),
         ("2024-03-09 09:00:03.000000", A, "user-1111", 1024)]
@@ -128,6 +128,9 @@ def test_devices_and_users_across_partitions_get_exact_ids_merges_and_fields(dep
     assert (ident["event_type"], ident["amplitude_event_type"], ident["user_properties"], ident["start_version"],
             ident["user_creation_time"], ident["paying"]) == (
         "$identify", "$identify", {"plan": "pro", "visits": 1}, "1.0", "2024-03-09 07:00:01.000000", False)
+    first_b = by_time["2024-03-09 08:00:02.000000"]     # B's first event with the user: the user's fields already
+    assert (first_b["user_properties"], first_b["user_creation_time"], first_b["start_version"]) == (
+        {"plan": "pro", "visits": 1}, "2024-03-09 07:00:01.000000", "1.0")
     last_a, last_b = by_time["2024-03-09 09:00:03.000000"], by_time["2024-03-09 09:00:01.000000"]
     assert (last_a["user_properties"], last_a["paying"]) == ({"plan": "pro", "visits": 1}, True)
     # B learnt the user's fields with the remap: the user side's properties and its creation time
@@ -196,3 +199,53 @@ def test_a_user_with_large_properties_has_every_event_exported_in_batches_within
     import urllib.request
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode().splitlines()
     assert "stream_identity_updates_dropped_total 1.0" in metrics
+
+
+def test_users_known_by_user_id_alone_have_their_id_and_properties_on_the_first_event_of_every_new_device(
+        deployment, worker):
+    """Twenty users' properties imported by user_id alone (``$identify`` rows without a device_id), then 500 events
+    of theirs from 100 new devices, imported in one file: every event carries its user's amplitude_id and
+    properties from the first one (the device side holds a new pair's rows until the user side answered)."""
+    from tests.integration.test_import import DISCOVERED, discover, exported_rows, put
+    from stream.imports.files import ImportFile
+    settings, path = deployment
+    src = settings.destinations[0].bucket + "-src"
+    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src)
+    cfg = yaml.safe_load(path.read_text())
+    func = {"event_type": "event", "user_id": "user", "device_id": "device", "time": "ts"}
+    cfg["sources"] = [
+        {"name": "profiles", "project": 424242, "bucket": src, "prefix": "props/", "data_type": "user_properties",
+         "scan": {"enabled": False}, "converter": {"converterConfig": {"convertToAmplitudeFunc": {
+             "user_id": "user", "user_properties": {"plan": "plan", "seat": "seat"}}}}},
+        {"name": "clicks", "project": 424242, "bucket": src, "prefix": "in/", "scan": {"enabled": False},
+         "converter": {"converterConfig": {"convertToAmplitudeFunc": func}}}]
+    cfg["ingest"]["max_clock_skew_s"] = 86_400
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    worker()
+    users = {f"user-{u:04d}": {"plan": "pro" if u % 2 else "free", "seat": u} for u in range(20)}
+    put(settings, src, {"props/users.jsonl": b"\n".join(orjson.dumps({"user": u, **p}) for u, p in users.items())})
+    asyncio.run(discover(settings, [ImportFile("profiles", src, "props/users.jsonl", DISCOVERED, "sqs")]))
+    wait_until(lambda: len(exported_rows(settings)) >= 20, 120, "the users' properties exported")
+    events = [{"event": "Play", "user": f"user-{i % 20:04d}", "device": f"new-{i % 100:04d}", "ts": H7 + i * 1000}
+              for i in range(500)]
+    put(settings, src, {"in/events.jsonl": b"\n".join(orjson.dumps(e) for e in events)})
+    asyncio.run(discover(settings, [ImportFile("clicks", src, "in/events.jsonl", DISCOVERED, "sqs")]))
+    rows = wait_until(lambda: (lambda rs: rs if len(rs) >= 520 else None)(exported_rows(settings)), 120,
+                      "every event exported")
+    idents = {r["user_id"]: r for r in rows if r["event_type"] == "$identify"}
+    assert ({u: r["device_id"] for u, r in idents.items()}, len(rows)) == ({u: None for u in users}, 520)
+    assert {u: r["user_properties"] for u, r in idents.items()} == users
+    plays = [r for r in rows if r["event_type"] == "Play"]
+    right = [r for r in plays if r["amplitude_id"] == idents[r["user_id"]]["amplitude_id"]
+             and r["user_properties"] == users[r["user_id"]]]
+    assert len(right) == 500, f"{500 - len(right)} of 500 events without their user's id or properties"
+    import urllib.request
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.http_port}/metrics").read().decode()
+    counts = {ln.split()[0]: float(ln.split()[1]) for ln in metrics.splitlines()
+              if ln.startswith(("stream_identity_held_events_total ", "stream_identity_unanswered_events_total ",
+                                "stream_identity_hold_seconds_count "))}
+    assert counts["stream_identity_held_events_total"] == 520
+    assert counts["stream_identity_unanswered_events_total"] == 0
+    assert counts["stream_identity_hold_seconds_count"] == 120     # 20 users' own devices, 100 new ones

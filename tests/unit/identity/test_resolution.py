@@ -5,8 +5,8 @@ import pytest
 
 from stream.events.normalize import Rules, normalize_message
 from stream.identity import ids
-from stream.identity.device import apply_remaps, resolve_batch
-from stream.identity.records import Links
+from stream.identity.device import Hold, apply_remaps, resolve_batch
+from stream.identity.records import Links, Remap
 from stream.identity.users import decide
 
 T = 1709967600000   # 2024-03-09 07:00 UTC
@@ -29,19 +29,25 @@ class Partition:
             else:
                 self.db[k] = v
 
-    def run(self, *events, t=T):
+    def run(self, *events, t=T, now=None, bound=30_000):
+        """Resolve a batch of ``events``; with ``now`` (the batch's Kafka timestamp), holding rows for answers."""
         lines = [normalize_message(orjson.dumps(e), None, PROJECT, t + i, f"in/0/{i}", Rules()).line
                  for i, e in enumerate(events)]
+        hold = None
+        if now is not None:
+            hold = Hold(now, bound, [b"k%d" % i for i in range(len(lines))],
+                        [b"u%015d" % i for i in range(len(lines))], [], "")
         res = resolve_batch(lines, [t + i for i in range(len(lines))], PROJECT, self.number,
-                            "2024-03-09 07:30:00.000000", self.get_many)
+                            "2024-03-09 07:30:00.000000", self.get_many, hold=hold)
         self.commit(res.writes)
         self.offset += 1
         return [orjson.loads(x) for x in res.lines], res
 
-    def remap(self, remaps):
-        writes, _, applied = apply_remaps(remaps, self.get_many)
-        self.commit(writes)
-        return applied
+    def remap(self, remaps, now=0):
+        r = apply_remaps(remaps, self.get_many, now)
+        self.commit(r.writes)
+        self.released = r.released
+        return r.applied
 
 
 class UserSide(Partition):
@@ -78,8 +84,11 @@ def test_a_user_seen_for_the_first_time_adopts_the_id_of_its_device():
     rows, res = p.run(ev("dev-aaaa1"), ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1", "user-1111"))
     assert [r["amplitude_id"] for r in rows] == [1024] * 3
     assert [(x.user, x.device, x.aid) for x in res.links] == [("user-1111", "dev-aaaa1", 1024)]   # one link
-    d = users.links(0, 0, res.links)
-    assert (d.merges, d.remaps) == ([], {})
+    d = users.links(0, 0, res.links)       # no merge; an answer that moves nothing
+    assert (d.merges, d.remaps) == ([], {0: [Remap(PROJECT, "dev-aaaa1", "user-1111", 1024, 1024, None, None, False,
+                                                   b"{}")]})
+    before = dict(p.db)
+    assert (p.remap(d.remaps[0]), p.db) == (0, before)
 
 
 def test_the_same_user_on_a_second_device_merges_that_devices_id_into_the_users():

@@ -1,0 +1,127 @@
+"""Rows held from a device's first event with a new user_id until the user side answers the link: a user known
+elsewhere has the user's id and fields on every event from the first; holds past the bound go out as they are."""
+
+import orjson
+
+from stream.identity.device import held_line
+from stream.identity.records import HOLDS, RELEASED, decode_int
+from tests.unit.identity.test_resolution import PROJECT, T, Partition, UserSide, ev
+
+NOW = 1_800_000_000_000       # Kafka timestamps of the events.valid messages
+
+
+def released(p):
+    """(amplitude_id, user_id, user_properties, user_creation_time, source offset) of the rows let go."""
+    return [(r["amplitude_id"], r["user_id"], r["user_properties"], r["user_creation_time"], o)
+            for r, o in ((orjson.loads(line), o) for _, line, o in p.released.rows)]
+
+
+def test_a_user_known_by_user_id_alone_has_its_id_and_properties_on_every_event_of_a_new_device():
+    p0, p1, users = Partition(0), Partition(1), UserSide(0)
+    # the user's properties imported by user_id alone: its own device, on its user_id's partition
+    rows, res = p0.run(ev(None, "user-1111", event_type="$identify", user_properties={"$set": {"plan": "pro"}}),
+                       now=NOW)
+    assert (rows, res.held, res.keep) == ([], 1, [False])
+    d = users.links(0, 0, res.links)
+    assert (d.merges, p0.remap(d.remaps[0], now=NOW + 40)) == ([], 0)   # adopted: the answer moves nothing
+    assert released(p0) == [(1024, "user-1111", {"plan": "pro"}, "2024-03-09 07:00:00.000000", 0)]
+    assert p0.released.waits_ms == [40] and p0.released.unanswered == 0
+    # then events of the user from a new device on another partition: held until the merge comes back
+    rows, res = p1.run(ev("dev-bbbb2", "user-1111"), ev("dev-bbbb2", "user-1111"), ev("dev-cccc3"),
+                       t=T + 60_000, now=NOW + 100)
+    assert ([r["device_id"] for r in rows], res.held, res.keep) == (["dev-cccc3"], 2, [False, False, True])
+    rows, res2 = p1.run(ev("dev-bbbb2"), t=T + 61_000, now=NOW + 150)   # the device's later rows wait behind
+    assert (rows, res2.held, res2.links) == ([], 1, [])
+    d = users.links(1, 0, res.links)
+    assert [(m.amplitude_id, m.merged_amplitude_id) for m in d.merges] == [(1024, 1025)]
+    assert p1.remap(d.remaps[1], now=NOW + 300) == 1
+    assert released(p1) == [(1024, "user-1111", {"plan": "pro"}, "2024-03-09 07:00:00.000000", 0),
+                            (1024, "user-1111", {"plan": "pro"}, "2024-03-09 07:00:00.000000", 1),
+                            (1024, None, {"plan": "pro"}, "2024-03-09 07:00:00.000000", 2)]
+    assert p1.released.waits_ms == [200]
+    assert (HOLDS in p1.db, decode_int(p1.db[RELEASED], 0)) == (False, 3)   # nothing held; next offset 3
+    rows, res = p1.run(ev("dev-bbbb2", "user-1111"), now=NOW + 400)          # from now on, at once
+    assert [(r["amplitude_id"], r["user_properties"]) for r in rows] == [(1024, {"plan": "pro"})]
+    assert res.held == 0
+
+
+def test_a_row_keeps_its_own_updates_over_the_users_properties_and_every_other_byte():
+    p0, p1, users = Partition(0), Partition(1), UserSide(0)
+    _, res = p0.run(ev("dev-aaaa1", "user-1111", user_properties={"plan": "pro", "n": 1}), now=NOW)
+    p0.remap(users.links(0, 0, res.links).remaps[0], now=NOW)
+    _, res = p1.run(ev("dev-bbbb2", "user-1111", user_properties={"n": 2}, app_version="2.0"),
+                    ev("dev-bbbb2", "user-1111", price=1.0), t=T + 5000, now=NOW)
+    p1.remap(users.links(1, 0, res.links).remaps[1], now=NOW)
+    rows = [orjson.loads(line) for _, line, _ in p1.released.rows]
+    assert [(r["amplitude_id"], r["user_properties"], r["paying"], r["start_version"], r["user_creation_time"])
+            for r in rows] == [(1024, {"plan": "pro", "n": 2}, False, "2.0", "2024-03-09 07:00:00.000000"),
+                               (1024, {"plan": "pro", "n": 2}, True, "2.0", "2024-03-09 07:00:00.000000")]
+    # the row's own columns are the ones the device side wrote: only the user's fields differ
+    before = [orjson.loads(held_line(r)) for r, _, _ in p1.released.rows]
+    assert [{k: v for k, v in r.items() if k not in ("amplitude_id", "user_properties", "paying",
+                                                      "start_version", "user_creation_time")} for r in rows] == [
+        {k: v for k, v in r.items() if k not in ("amplitude_id", "user_properties", "paying", "start_version",
+                                                 "user_creation_time")} for r in before]
+
+
+def test_rows_held_past_the_bound_go_out_as_they_are_with_the_next_batch_and_are_counted():
+    p1, users = Partition(1), UserSide(0)
+    _, res = p1.run(ev("dev-bbbb2", "user-1111"), now=NOW, bound=1000)
+    rows, res2 = p1.run(ev("dev-cccc3"), now=NOW + 999, bound=1000)
+    assert ([r["amplitude_id"] for r in rows], res2.released.rows) == ([2049], [])
+    rows, res3 = p1.run(ev("dev-cccc3"), now=NOW + 1000, bound=1000)
+    assert [(orjson.loads(line)["amplitude_id"], o) for _, line, o in res3.released.rows] == [(1025, 0)]
+    assert (res3.released.unanswered, res3.released.waits_ms, HOLDS in p1.db) == (1, [1000], False)
+    # the answer comes later: nothing is held any more; the pair still moves for the events after it
+    d = users.links(1, 0, res.links)
+    assert d.remaps[1][0].from_aid == d.remaps[1][0].to_aid          # the first link of the user: adopted
+    assert (p1.remap(d.remaps[1], now=NOW + 5000), p1.released.rows) == (0, [])
+
+
+def test_a_batch_resolved_again_on_the_same_state_holds_and_releases_the_same_rows():
+    p, users = Partition(0), UserSide(0)
+    _, res = p.run(ev("dev-aaaa1", "user-1111"), now=NOW, bound=1000)
+    state = dict(p.db)
+    rows1, r1 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000)
+    p.db = dict(state)
+    rows2, r2 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000)
+    assert (rows1, r1.writes, r1.released, r1.held) == (rows2, r2.writes, r2.released, r2.held)
+    # dev-aaaa1's hold was past the bound: its rows (the one held before and this batch's) go out; dev-bbbb2's waits
+    assert ([o for _, _, o in r1.released.rows], r1.released.unanswered, r1.held) == ([0, 1], 2, 2)
+
+
+def test_a_bound_of_0_holds_nothing_new_and_lets_go_what_was_held():
+    p = Partition(0)
+    p.run(ev("dev-aaaa1", "user-1111"), now=NOW)
+    rows, res = p.run(ev("dev-bbbb2", "user-2222"), ev("dev-aaaa1"), now=NOW + 10, bound=0)
+    assert [r["device_id"] for r in rows] == ["dev-bbbb2"] and res.held == 1
+    assert [(orjson.loads(line)["device_id"], o) for _, line, o in res.released.rows] == [
+        ("dev-aaaa1", 0), ("dev-aaaa1", 1)]
+    assert (res.released.unanswered, HOLDS in p.db) == (2, False)
+
+
+def test_released_rows_go_out_as_batches_of_one_hour_each_on_the_partitions_held_source():
+    from stream.agents.identity import held_source, released_batches
+    from stream.events.batch import Origin
+    p, users = Partition(0), UserSide(0)
+    _, res = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1"), now=NOW)
+    _, res2 = p.run(ev("dev-aaaa1"), t=T + 3_600_000, now=NOW + 5)
+    _, res3 = p.run(ev("dev-aaaa1"), t=T + 50, now=NOW + 6)
+    p.remap(users.links(0, 0, res.links).remaps[0], now=NOW + 10)
+    batches = released_batches(p.released, Origin("events.valid", 0, 77), held_source("events.valid"))
+    assert [(b.hour, b.offsets, b.keys, str(b.source), b.origin.offset, len(b.lines)) for b in batches] == [
+        (T, [0, 1], [b"k0", b"k1"], "events.valid.held[0]", 77, 2),
+        (T + 3_600_000, [2], [b"k0"], "events.valid.held[0]", 77, 1),
+        (T, [3], [b"k0"], "events.valid.held[0]", 77, 1)]
+
+
+def test_a_hold_keeps_each_version_of_the_users_properties_once():
+    from stream.identity.records import held_key
+    p = Partition(0)
+    big = {f"p{i:03d}": "v" * 1000 for i in range(50)}
+    p.run(ev("dev-aaaa1", "user-1111", event_type="$identify", user_properties={"$set": big}),
+          *[ev("dev-aaaa1", "user-1111") for _ in range(30)], now=NOW)
+    # the properties once (51 KB) and each row's own columns (under 1.1 KB each), not 31 copies (1.6 MB)
+    assert 51_000 < len(p.db[held_key(PROJECT, "dev-aaaa1")]) < 51_000 + 31 * 1100
+    rows, res = p.run(ev("dev-cccc3"), now=NOW + 60_000)
+    assert [orjson.loads(line)["user_properties"] for _, line, _ in res.released.rows] == [big] * 31
