@@ -426,7 +426,12 @@ def test_a_logout_ends_the_session_on_every_worker_and_the_cookies_are_secure_be
     worker()
     worker(http_port=other)
     console_up(settings)
-    wait_until(lambda: http_request(settings, "GET", "/console/login", port=other)[0] == 200, 60, "the other console")
+    def other_up():
+        try:
+            return http_request(settings, "GET", "/console/login", port=other)[0] == 200
+        except OSError:
+            return False
+    wait_until(other_up, 60, "the other console")
     https = {"X-Forwarded-Proto": "https"}
 
     got = []
