@@ -121,7 +121,9 @@ def test_a_backfill_rebuilds_complete_partial_and_new_destinations_exactly_while
 
 def test_stragglers_that_arrive_while_a_backfill_rebuilds_their_hours_land_exactly_once(deployment, worker):
     """Live export and a backfill of the same hours at once: events of the rebuilt hours keep arriving (and
-    others after them); whether the backfill or a live straggler object writes each one, it is there once."""
+    others after them); whether the backfill or a live straggler object writes each one, it is there once. Which
+    interleaving happens here depends on timing: those that need each of the claim's holds on the live export are
+    played step by step in tests/unit/export/test_backfill_race.py."""
     import threading
     settings, path = deployment
     asyncio.run(ensure_topics(settings))
