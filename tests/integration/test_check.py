@@ -20,11 +20,12 @@ def test_check_names_missing_topics_and_buckets_then_passes(deployment, tmp_path
     assert r.output.splitlines() == [
         "configuration: ok (2 project(s), 1 destination(s))",
         f"kafka: missing topics {p}events.ingest, {p}events.valid, {p}events.accepted, {p}events.dead-letter, "
-        f"{p}exports.ledger, {p}events.ingest-clamps, {p}exports.control, {settings.worker.app_id}-dedupe-changelog, "
-        f"{p}identity.links, {p}identity.merges, {settings.worker.app_id}-identity-changelog (the worker creates them "
-        "at start if it may create topics; otherwise create them)",
+        f"{p}exports.ledger, {p}events.ingest-clamps, {p}exports.control, {p}console.sessions, "
+        f"{settings.worker.app_id}-dedupe-changelog, {p}identity.links, {p}identity.merges, "
+        f"{settings.worker.app_id}-identity-changelog (the worker creates them at start if it may create topics; "
+        "otherwise create them)",
         f"destination main: ok (s3://{settings.destinations[0].bucket}/amp/424242/424242_, encryption sse-s3)",
-        "Error: 11 problem(s) found; see above",
+        "Error: 12 problem(s) found; see above",
     ]
 
     asyncio.run(ensure_topics(settings))
