@@ -85,7 +85,7 @@ async def preview(settings: Settings, name: str, key: str | None = None, rows: i
     src = source_or_error(settings, name)
     if key is not None:
         check_keys(src, [key])
-    if key is None:
+    else:
         async with target_client(target_of(src, settings.s3), settings.s3) as s3:
             pages = s3.get_paginator("list_objects_v2").paginate(Bucket=src.bucket, Prefix=src.prefix)
             async for page in pages:
