@@ -174,3 +174,16 @@ def test_a_converter_with_its_arguments_out_of_order_fails_the_settings_snippet(
     with pytest.raises(pytest.fail.Exception) as err:
         load(Snippet(ROOT / "docs" / "imports.md", 1, "yaml", ""), doc, tmp_path)
     assert "date pattern 'ts': letter 't' is not supported" in str(err.value)
+
+
+def test_the_converter_error_docs_imports_md_quotes_is_the_one_the_loader_gives(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "imports.md").read_text()
+    quoted = re.search(r"with the path and the\s+operator \(`([^`]*)`\)", text)
+    assert quoted is not None, "docs/imports.md no longer quotes the loader's error for a misspelt operator"
+    (example,) = [s for s in snippets(ROOT / "docs" / "imports.md") if kind(s) == "settings"]
+    doc = parsed(example)
+    doc["sources"][0]["converter"]["converterConfig"]["convertToAmplitudeFunc"]["time"][0] = "parse_tme_to_ms"
+    with pytest.raises(pytest.fail.Exception) as err:
+        load(example, doc, tmp_path)
+    head, _, tail = " ".join(quoted.group(1).split()).partition(" ... ")
+    assert head in str(err.value) and tail in str(err.value), (quoted.group(1), str(err.value))
