@@ -11,7 +11,7 @@ from tests.ops.conftest import OPS_TESTS, ROOT, RULES, run, tool
 ALERTS = ["StreamExportBehind", "StreamExportDestinationFailing", "StreamExportStalled", "StreamExportDataLost",
           "StreamDeadLetterRateHigh", "StreamConsumerLagGrowing", "StreamProducerClockAhead",
           "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamApiDown", "StreamApiErrorRateHigh",
-          "StreamImportFilesFailing", "StreamImportStuck"]
+          "StreamImportFilesFailing", "StreamImportStuck", "StreamAdminTokenGuessed"]
 
 
 def _rules() -> list[dict]:
