@@ -494,13 +494,6 @@ class NotificationSettings(_Section):
     smtp: SmtpSettings | None = Field(None, description="The SMTP server for destinations with notify.emails.")
 
 
-class BackfillSettings(_Section):
-    """Rebuilding past hours of a destination (``stream exports backfill``)."""
-
-    chunk_hours: int = Field(24, ge=1, description="Hours a backfill claims and rebuilds in one pass over "
-                             "events.accepted; a cancellation takes effect between passes.")
-    ack_timeout_s: float = Field(120, gt=0, description="How long a backfill waits for the live exporters of the "
-                                 "destination to acknowledge its claim of hours before it gives up (a live exporter "
 class MirrorSettings(_Section):
     """Mirror sources (``strategy: mirror``): the index of exported events and how mutations apply to their hours."""
 
@@ -517,6 +510,13 @@ class MirrorSettings(_Section):
         "reader of the export's folder never lists them): every later rebuild of the hour applies them again.")
 
 
+class BackfillSettings(_Section):
+    """Rebuilding past hours of a destination (``stream exports backfill``)."""
+
+    chunk_hours: int = Field(24, ge=1, description="Hours a backfill claims and rebuilds in one pass over "
+                             "events.accepted; a cancellation takes effect between passes.")
+    ack_timeout_s: float = Field(120, gt=0, description="How long a backfill waits for the live exporters of the "
+                                 "destination to acknowledge its claim of hours before it gives up (a live exporter "
                                  "acknowledges within a cycle, unless its uploads are failing).")
     progress_interval_s: float = Field(2, gt=0, description="How often a running backfill records its progress in "
                                        "the ledger (the admin API and `stream exports backfill` show it).")
@@ -641,6 +641,8 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP ingestion service (`stream api`).")
     admin: AdminSettings = Field(default_factory=AdminSettings, description="Access to the admin endpoints.")
     backfill: BackfillSettings = Field(default_factory=BackfillSettings, description="Rebuilding past hours.")
+    mirror: MirrorSettings = Field(default_factory=MirrorSettings, description="Mirror sources: the index of "
+                                   "exported events and how mutations rewrite their hours.")
     notifications: NotificationSettings = Field(default_factory=NotificationSettings,
                                                 description="Channels of failure notifications.")
     projects: list[ProjectSettings] = Field(default_factory=list, description="Projects events belong to.")
@@ -648,8 +650,6 @@ class Settings(BaseSettings):
     sources: list[SourceSettings] = Field(default_factory=list, description="S3 import sources: files on buckets "
                                           "the team owns, imported once each (docs/imports.md).")
     cohorts: list[dict[str, Any]] = Field(
-    mirror: MirrorSettings = Field(default_factory=MirrorSettings, description="Mirror sources: the index of "
-                                   "exported events and how mutations rewrite their hours.")
         default_factory=list, description="Cohort definitions (stream/cohorts/rules.py: id, project, name, rule or "
         "static), checked and compiled when the settings load.")
     cohort_destinations: list[CohortDestinationSettings] = Field(
