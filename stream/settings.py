@@ -535,7 +535,7 @@ class AdminSettings(_Section):
         "endpoints answer 401 to everyone. /healthz, /readyz and /metrics stay open. At least 32 characters: make "
         "one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` or `openssl rand -base64 32`.")
     max_failed_auth: int = Field(
-        10, ge=1, description="Failed authentications (a wrong or missing admin token, a refused console sign-in) "
+        10, ge=1, description="Failed authentications (a wrong admin token sent, a refused console sign-in) "
         "one client address may make per failed_auth_window_s; beyond it the address is answered 429 with "
         "Retry-After before its token is even compared. Counted per worker process.")
     failed_auth_window_s: float = Field(

@@ -40,7 +40,10 @@ def admin_guard(access: Access, own_auth: tuple[str, ...] = ()):
             why = refusal(request.headers.get("Authorization"), access.token)
             if why is not None:
                 if access.token is not None:
-                    access.failed(address)
+                    # only a credential sent counts against the address: a browser asking for /favicon.ico next
+                    # to the console is no guess
+                    if request.headers.get("Authorization"):
+                        access.failed(address)
                     AUTH_FAILURES.labels("admin", "refused").inc()
                 return _json({"error": "unauthorized", "detail": why}, 401, {"WWW-Authenticate": REALM})
         return await handler(request)

@@ -81,6 +81,9 @@ def test_failed_bearer_tokens_of_an_address_are_answered_429_before_the_token_is
                 r = await c.get("/exports/status?hours=2", headers={"Authorization": f"Bearer {token}",
                                                                     "X-Forwarded-For": forwarded_for})
                 return r.status, r.headers.get("Retry-After"), orjson.loads(await r.read())
+            for _ in range(5):                                  # no credential at all: refused, not a guess
+                r = await c.get("/favicon.ico", headers={"X-Forwarded-For": "198.51.100.1"})
+                assert r.status == 401
             out = [await get("wrong") for _ in range(3)]
             out.append(await get(TOKEN))                        # the right token, unseen: the address waits
             out.append(await get(TOKEN, "198.51.100.2"))       # another address is not held up
@@ -93,7 +96,7 @@ def test_failed_bearer_tokens_of_an_address_are_answered_429_before_the_token_is
         "too many failed authentications from this address: try again in 20 s, with the admin token (admin.token)")})
     assert out[4] == (200, None, {"hours": 2})
     assert out[5] == (200, None, {"hours": 2})
-    assert (failures("admin", "refused") - refused, failures("admin", "limited") - limited) == (3, 1)
+    assert (failures("admin", "refused") - refused, failures("admin", "limited") - limited) == (8, 1)
 
 
 def test_refused_console_sign_ins_are_limited_too():
