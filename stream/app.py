@@ -57,8 +57,13 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     clock = clock or SystemClock()
     (Path(settings.worker.data_dir) / "faust").mkdir(parents=True, exist_ok=True)
     stages = set(settings.worker.stages)
+    # a stage with nothing to do is not run, so that readiness waits only for the stages that work
     if not settings.sources:
         stages.discard("import")     # nothing to import: no agent, no table, no discovery
+    if not settings.destinations:
+        stages.discard("export")     # no destination: no exporter, no control tail
+    if not any(d.syncs for d in settings.cohort_destinations):
+        stages.discard("cohorts")    # no cohort sync to schedule
     # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
@@ -87,7 +92,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
             from stream.admin.service import Admin
             admin = Admin(settings, clock, control if "export" in stages else None)
             access = Access.of(settings, clock)
-            revoked = sessions.Revoked(SESSION_S * 1000)
+            revoked = sessions.Revoked(SESSION_S * 1000, ready=False)   # until the topic has been read
             runner = await serve(worker_app(HEALTH, status, access.token, admin, access, revoked,
                                             lambda rec: sessions.publish(settings, rec)),
                                  settings.worker.http_host, settings.worker.http_port)
@@ -129,6 +134,15 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
                 app.task(_export_task(settings, dest, clock, "accepted", running, control, control_ready))
             if dest.enabled and dest.exports_merged_ids():
                 app.task(_export_task(settings, dest, clock, "identity_merges", running, control, control_ready))
+        if not any(d.enabled and (d.exports_events() or d.exports_merged_ids()) for d in settings.destinations):
+            HEALTH.mark_ready("export")   # every destination is disabled in the settings: no exporter to wait for
+
+    if "cohorts" in stages:
+        @app.task
+        async def cohorts() -> None:
+            from stream.cohorts.schedule import run_stage
+            await _supervised("cohorts", "cohorts", lambda: run_stage(
+                settings, clock, stop=lambda: SHUTDOWN.requested, on_ready=lambda: HEALTH.mark_ready("cohorts")))
     return app
 
 

@@ -192,6 +192,12 @@ def _page(fn: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
     """A signed-in view: GETs without a session go to the login page; POSTs also need the session's CSRF token."""
     async def view(request: web.Request) -> web.StreamResponse:
         c: Console = request.app[_CONSOLE]
+        if not c.revoked.ready:     # a session logged out elsewhere must not pass while they are being read
+            resp = c.page(request, "error.html", 503, status=503,
+                          message="the console is starting: it is reading the sessions logged out on the other "
+                                  "workers (console.sessions topic); reload in a few seconds")
+            resp.headers["Retry-After"] = "5"
+            return resp
         found = c.issued(request)
         if found is None:
             return _redirect(f"{PREFIX}/login")

@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 class Revoked:
     """Nonces of logged-out sessions, each kept until its session expires (pure; time is a parameter)."""
 
-    def __init__(self, session_ms: int):
+    def __init__(self, session_ms: int, ready: bool = True):
+        """``ready``: whether every revocation so far is known (False until the topic has been read)."""
         self.session_ms = session_ms
         self.until: dict[str, int] = {}     # nonce -> when its session expires (ms)
+        self.ready = ready
 
     def __contains__(self, nonce: object) -> bool:
         return nonce in self.until
@@ -89,6 +91,7 @@ class RevokedTail:
             await kafka.assign_from_beginning(self.consumer, self.topic, default=frozenset({0}))
             async for m in kafka.until_quiet(self.consumer):
                 self.revoked.add_record(m.value, self.now_ms())
+            self.revoked.ready = True
         except BaseException:
             await kafka.stop_all(self.consumer)
             raise

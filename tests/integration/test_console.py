@@ -54,10 +54,12 @@ def base(settings):
     return f"http://127.0.0.1:{settings.worker.http_port}/console"
 
 
-def console_up(settings):
+def console_up(settings, port=None):
+    """Wait until the worker's console answers, having read the sessions logged out (503 until then)."""
     def up():
         try:
-            return http_request(settings, "GET", "/console/login")[0] == 200
+            return http_request(settings, "GET", "/console/login", port=port)[0] == 200 and \
+                http_request(settings, "GET", "/console/", port=port)[0] != 503
         except OSError:
             return False
     wait_until(up, 60, "the console")
@@ -426,12 +428,7 @@ def test_a_logout_ends_the_session_on_every_worker_and_the_cookies_are_secure_be
     worker()
     worker(http_port=other)
     console_up(settings)
-    def other_up():
-        try:
-            return http_request(settings, "GET", "/console/login", port=other)[0] == 200
-        except OSError:
-            return False
-    wait_until(other_up, 60, "the other console")
+    console_up(settings, other)
     https = {"X-Forwarded-Proto": "https"}
 
     got = []
@@ -473,3 +470,14 @@ def test_a_logout_ends_the_session_on_every_worker_and_the_cookies_are_secure_be
                "the other worker to refuse the logged-out session")
     status, headers, _ = http_request(settings, "GET", "/console/backfills", cookie=cookie, port=other)
     assert (status, headers["Location"]) == (303, "/console/login")
+    # a worker started afterwards reads the logout before it lets any session in
+    third = free_port()
+    worker(http_port=third)
+
+    def third_answer():
+        try:
+            status = http_request(settings, "GET", "/console/", cookie=cookie, port=third)[0]
+        except OSError:
+            return None
+        return status if status != 503 else None     # 503: still reading the logged-out sessions
+    assert wait_until(third_answer, 60, "the third worker's console") == 303

@@ -175,6 +175,15 @@ def test_a_logout_is_published_for_the_other_workers_and_their_revocations_are_f
     ((key, value),) = published
     nonce, issued = decode(value)
     assert key == nonce.encode() and nonce in revoked
+    # a worker that has not read the revocations yet lets no session in
+    starting = worker_app(Health(), admin=NoAdmin(), access=Access(TOKEN), revoked=Revoked(1000, ready=False))
+
+    async def before_reading():
+        async with TestClient(TestServer(starting)) as c:
+            r = await c.post("/console/login", data={"token": TOKEN}, allow_redirects=False)
+            r = await c.get("/console/cohorts", allow_redirects=False)
+            return r.status, r.headers.get("Retry-After"), "reading the sessions logged out" in await r.text()
+    assert asyncio.run(before_reading()) == (503, "5", True)
     # what another worker's follower does with the record, and with records that are not revocations
     other = Revoked(1000)
     other.add_record(record("n1", 5_000, 5_100)[1], 5_100)
