@@ -30,7 +30,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
-@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export,import (worker.stages); default: all.")
+@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export,import,cohorts (worker.stages); default: "
+              "all.")
 def worker(config: str | None, stages: str | None) -> None:
     """Run a worker: ingest, dedupe and every enabled export, until SIGINT/SIGTERM."""
     settings = _load(config)
@@ -352,7 +353,7 @@ def cohorts_show(cohort_id: str, config: str | None) -> None:
     for d in settings.cohort_destinations:
         for s in d.syncs:
             if s.cohort == cohort_id:
-                keys = sync_keys(SyncJob(d, s, cohort), scheduled_time(s.cadence, now))
+                keys = sync_keys(SyncJob(d, s, cohort), scheduled_time(s.cadence, now, (), s.time_zone))
                 click.echo(f"sync to {d.name}: {s.cadence}, s3://{d.bucket}/{keys['existing']} (and _entering, "
                            "_exiting)" + ("; once: stamped with its first sync's time" if s.cadence == "once" else ""))
 
@@ -381,7 +382,7 @@ def cohorts_sync(cohort_id: str, config: str | None, destination: str | None, no
     """Write the cohort's sync due now (hourly, daily: the hour's, the day's; once: the first), from the events
     on events.accepted: entering, exiting and existing files, then the sync's completion record."""
     settings = _load(config)
-    from stream.cohorts.sync import SyncError, jobs_of, run_syncs
+    from stream.cohorts.sync import SyncError, jobs_of, run_syncs, stamp
     try:
         jobs = jobs_of(settings, cohort_id, destination)
     except SyncError as exc:
@@ -394,8 +395,15 @@ def cohorts_sync(cohort_id: str, config: str | None, destination: str | None, no
     except Exception as exc:
         raise click.ClickException(f"cohort sync failed: {type(exc).__name__}: {exc}") from None
     for r in results:
-        for diff_type, key in r.keys.items():
-            click.echo(f"{diff_type:<9} s3://{r.job.destination.bucket}/{key}")
+        if r.error is None:
+            for diff_type, key in r.keys.items():
+                click.echo(f"{diff_type:<9} s3://{r.job.destination.bucket}/{key}")
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        raise click.ClickException(
+            f"{len(failed)} of {len(results)} cohort syncs failed: " + "; ".join(
+                f"{r.job.name} at {stamp(r.scheduled_ms)} ({r.reason}): {r.error}" for r in failed)
+            + ". The others went on; run it again once the cause is fixed (stream cohorts history shows the failures)")
 
 
 @cohorts.command("history")
@@ -404,7 +412,8 @@ def cohorts_sync(cohort_id: str, config: str | None, destination: str | None, no
 @click.option("--destination", "-d", help="Only the syncs to this cohort destination.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON completion record per line.")
 def cohorts_history(cohort_id: str, config: str | None, destination: str | None, as_json: bool) -> None:
-    """The cohort's completed syncs, read from their completion records on S3."""
+    """The cohort's completed syncs and failed attempts (the CLI's and the worker's), read from their records on
+    S3."""
     settings = _load(config)
     from stream.cohorts.sync import SyncError, history, jobs_of
     try:
@@ -420,8 +429,11 @@ def cohorts_history(cohort_id: str, config: str | None, destination: str | None,
             click.echo(orjson.dumps(r).decode())
         return
     if not rows:
-        click.echo(f"no completed sync of {cohort_id}")
+        click.echo(f"no sync of {cohort_id} completed or failed")
     for job, r in rows:
+        if "error" in r:
+            click.echo(f"{r['stamp']}  {job.destination.name:<16} FAILED ({r['reason']}): {r['error']}")
+            continue
         click.echo(f"{r['stamp']}  {job.destination.name:<16} members {r['members']:>8}  entering {r['entering']:>8}"
                    f"  exiting {r['exiting']:>8}  s3://{job.destination.bucket}/{r['keys']['existing']}")
 

@@ -180,5 +180,18 @@ COHORT_SYNC_DURATION = Histogram("stream_cohort_sync_duration_seconds",
                                  "events' reading not included).", ["cohort", "destination"],
                                  buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
 COHORT_SYNC_FAILURES = Counter("stream_cohort_sync_failures_total",
-                               "Cohort syncs that failed, by reason (an S3 failure reason of stream.s3.errors, or "
-                               "other).", ["cohort", "destination", "reason"])
+                               "Failed attempts at cohort syncs, by reason: an S3 failure reason of "
+                               "stream.s3.errors, or chain (another run completed a sync this one had to follow), "
+                               "events (reading events.accepted or identity.merges failed), other.",
+                               ["cohort", "destination", "reason"])
+COHORT_LAST_COMPLETED = Gauge("stream_cohort_last_completed_sync_timestamp_seconds",
+                              "Scheduled time of the latest completed sync of the cohort to the destination (or, "
+                              "before any, when the worker began scheduling it); with several routing keys, the "
+                              "oldest. Set by the worker's cohorts stage.", ["cohort", "destination"])
+COHORT_SYNC_INTERVAL = Gauge("stream_cohort_sync_interval_seconds",
+                             "The cadence of the cohort's syncs to the destination in seconds (3600 hourly, 86400 "
+                             "daily, 0 once).", ["cohort", "destination"])
+COHORT_CONSECUTIVE_FAILURES = Gauge("stream_cohort_sync_consecutive_failures",
+                                    "Failed attempts in a row at the cohort's sync to the destination (0 once one "
+                                    "completes); the worker retries with a backoff of 1 minute doubling to 30.",
+                                    ["cohort", "destination"])

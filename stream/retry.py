@@ -1,4 +1,4 @@
-"""Retrying calls until they succeed, and supervising stage loops: the only places that sleep between attempts.
+"""Retrying calls until they succeed, supervising stage loops, and pausing until a time: the only places that sleep.
 
 What a failure is, and whether waiting fixes it, is decided per external system (``stream.s3.errors.classify``
 for S3) and handed in as ``classify``.
@@ -85,3 +85,18 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], *, stop: Call
             log.exception("%s stopped on an error (%d in a row); starting it again in %.0fs", name, failures, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
+
+
+def backoff_s(failures: int, first_delay: float, max_delay: float) -> float:
+    """The pause after the ``failures``-th failure in a row: ``first_delay``, doubling, at most ``max_delay``."""
+    return min(first_delay * 2 ** max(failures - 1, 0), max_delay)
+
+
+async def pause(seconds: float, stop: Callable[[], bool], check_s: float = 1.0) -> None:
+    """Wait ``seconds``, or less once ``stop()`` is true (asked every ``check_s``): loops that wait for a time
+    (a schedule's next due time) wait here."""
+    left = seconds
+    while left > 0 and not stop():
+        step = min(left, check_s)
+        await asyncio.sleep(step)
+        left -= step

@@ -366,14 +366,38 @@ class SourceSettings(_Section):
 class CohortSyncSettings(_Section):
     """One cohort synced to a cohort destination (FORMATS.md 6)."""
 
-    cohort: str = Field(..., description="Id of the cohort (an entry of `cohorts`).")
+    cohort: str = Field(..., description="Id of the cohort (an entry of `cohorts`); without `_`, which separates the "
+                        "parts of the file names.")
     cadence: Literal["once", "hourly", "daily"] = Field(
-        "daily", description="once: a single sync, at the time of the first one; hourly / daily: one sync per UTC "
-        "hour / day, stamped with the hour's / day's start (`stream cohorts sync` syncs the latest one due).")
-    routing_key: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,64}$",
-                             description="Suffix of the file names (`..._<difftype>_<routing_key>.csv`); empty: none.")
+        "daily", description="once: a single sync, at the time of the first one; hourly / daily: one sync per "
+        "hour / day of `time_zone`, stamped with the hour's / day's start (the worker's `cohorts` stage runs each "
+        "when it is due; `stream cohorts sync` syncs the latest one due).")
+    time_zone: str = Field("UTC", description="IANA time zone (e.g. Europe/Paris) whose midnight starts a daily "
+                           "sync's day (and whose hours an hourly sync follows); the file names' time stays UTC.")
+    routing_key: str = Field("", description="Suffix of the file names (`..._<difftype>_<routing_key>.csv`): letters, "
+                             "digits, `.` and `-`, at most 64; empty: none.")
     properties: list[str] = Field(default_factory=list, description="User properties exported as columns after "
                                   "amplitudeID and userID, in this order.")
+
+    @field_validator("routing_key")
+    @classmethod
+    def _routing_key(cls, value: str) -> str:
+        import re
+        if not re.fullmatch(r"[A-Za-z0-9.-]{0,64}", value):
+            raise ValueError(f"{value!r}: a routing key has letters, digits, '.' and '-' only, at most 64 (an '_' "
+                             "would split the file name `..._<difftype>_<routing_key>.csv` in the wrong place for "
+                             "a reader that splits on '_')")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone: write one such as UTC or Europe/Paris") from None
+        return value
 
 
 class CohortDestinationSettings(_Section):
@@ -389,8 +413,15 @@ class CohortDestinationSettings(_Section):
         None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$",
         description="IAM role to assume to write the bucket; unset: the worker's own credentials.")
     external_id: str | None = Field(None, description="External ID to pass when assuming role_arn.")
-    path_prefix: str = Field("cohorts/", description="Prepended to every key, as written (`cohorts/` makes a "
-                             "folder); the sync records go under <path_prefix>_sync/.")
+    path_prefix: str = Field("cohorts/", description="Prepended to every file's key, as written (`cohorts/` makes a "
+                             "folder).")
+    records_prefix: str = Field(
+        "_stream/cohorts/", description="Where the sync records go in the bucket (each sync's completion record, "
+        "the pointer to the latest completed sync, failed attempts), under <records_prefix><name>/: by default a "
+        "top-level prefix of its own, like stream's other internal state, so that a reader listing path_prefix "
+        "finds only the CSV files.")
+    require_suffix: bool = Field(False, description="Every sync here must set a routing_key, appended to each "
+                                 "file's name (the vendor's \"Require suffix\" option).")
     encryption: EncryptionSettings = Field(default_factory=EncryptionSettings, description="Server-side encryption.")
     hyphen_time: bool = Field(False, description="Write the time in keys as YYYY-MM-DDTHH-MM instead of "
                               "YYYY-MM-DDTHH:MM, for tools that cannot take a colon in a key.")
@@ -405,6 +436,12 @@ class CohortDestinationSettings(_Section):
         if len(set(seen)) != len(seen):
             raise ValueError("syncs: two syncs of one cohort with the same routing_key would write the same files; "
                              "give each its own routing_key")
+        if self.require_suffix:
+            for j, sync in enumerate(self.syncs):
+                if not sync.routing_key:
+                    raise ValueError(f"syncs[{j}].routing_key: require_suffix is set, so every sync of {self.name} "
+                                     "needs a routing_key (the suffix of its files' names); set one or unset "
+                                     "require_suffix")
         return self
 
 
@@ -453,10 +490,11 @@ class WorkerSettings(_Section):
     web_enabled: bool = Field(False, description="Serve faust's web endpoints.")
     web_port: int = Field(6066, description="Port of faust's web endpoints.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    stages: list[Literal["ingest", "dedupe", "export", "import"]] = Field(
-        ["ingest", "dedupe", "export", "import"], min_length=1,
+    stages: list[Literal["ingest", "dedupe", "export", "import", "cohorts"]] = Field(
+        ["ingest", "dedupe", "export", "import", "cohorts"], min_length=1,
         description="The stages this worker runs. Each stage is its own consumer group, so workers running "
-        "different stages can be scaled apart (e.g. more ingest replicas).")
+        "different stages can be scaled apart (e.g. more ingest replicas). A stage with nothing to do is left out "
+        "(export without destinations, import without sources, cohorts without cohort_destinations' syncs).")
     http_port: int | None = Field(
         9108, ge=1, le=65535, description="Serve /metrics (Prometheus), /healthz (liveness), /readyz (readiness) "
         "and /exports/status (JSON) on this port; null turns the server off.")
@@ -729,6 +767,14 @@ class Settings(BaseSettings):
                 if cohorts.cohort(sync.cohort) is None:
                     raise ValueError(f"cohort_destinations[{i}].syncs[{j}].cohort: no cohort {sync.cohort!r} in "
                                      "cohorts")
+                if "_" in sync.cohort:
+                    raise ValueError(f"cohort_destinations[{i}].syncs[{j}].cohort: {sync.cohort!r} has an '_', which "
+                                     "separates the parts of the file names (<project>_<cohort>_<time>_<difftype>): "
+                                     "a reader splitting them on '_' would take a wrong cohort id and time; rename "
+                                     "the cohort with letters, digits and '-'")
+        from stream.cohorts.csvfiles import key_collision
+        if (collision := key_collision(self.cohort_destinations)) is not None:
+            raise ValueError(f"cohort_destinations: {collision}")
         self._cohort_set = cohorts
 
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -114,3 +114,36 @@ def diff(previous: Iterable[int], current: Iterable[int], existing: bool = False
             if existing:
                 yield c, "existing"
             p, c = next(prev, None), next(cur, None)
+
+
+def key_collision(destinations: Sequence[Any]) -> str | None:
+    """Why two syncs of these cohort destinations (``CohortDestinationSettings``) could write the same key, or None.
+
+    Two destinations on one bucket (and endpoint) write the same names when their path prefixes are equal and they
+    sync one cohort with one routing key and time form. When one prefix extends the other by something that starts
+    with a digit and holds no ``/``, the longer one's keys can spell the shorter one's (``cohorts/4`` + ``24242_...``
+    is ``cohorts/`` + ``424242_...``): refused whatever they sync, as no reader could tell them apart. Any other
+    extension cannot: the shorter prefix's names start with their project's digits and hold no ``/``.
+    """
+    for i, a in enumerate(destinations):
+        for b in destinations[i + 1:]:
+            if (a.bucket, a.endpoint_url) != (b.bucket, b.endpoint_url):
+                continue
+            short, long_ = sorted((a, b), key=lambda d: len(d.path_prefix))
+            if not long_.path_prefix.startswith(short.path_prefix):
+                continue
+            extra = long_.path_prefix[len(short.path_prefix):]
+            if extra and extra[0].isdigit() and "/" not in extra:
+                return (f"the path_prefix {long_.path_prefix!r} of {long_.name} extends {short.path_prefix!r}, "
+                        f"the path_prefix of {short.name}, on the same bucket {a.bucket}: their file names could "
+                        "coincide; give one of them a folder of its own (a path_prefix ending in '/')")
+            if extra:
+                continue
+            mine = {(s.cohort, s.routing_key) for s in a.syncs}
+            for s in b.syncs:
+                if (s.cohort, s.routing_key) in mine and a.hyphen_time == b.hyphen_time:
+                    routing = f" with routing key {s.routing_key!r}" if s.routing_key else " without a routing key"
+                    return (f"{a.name} and {b.name} both sync cohort {s.cohort!r}{routing} to s3://{a.bucket}/"
+                            f"{a.path_prefix}: they would write the same files; give one a routing_key of its own "
+                            "or another path_prefix")
+    return None

@@ -33,6 +33,7 @@ retried after the next hour began) stay in the bucket without a completion recor
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -41,23 +42,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+import msgspec
 import orjson
 
 from stream import metrics
-from stream.cohorts import csvfiles
+from stream.cohorts import csvfiles, schedule
 from stream.cohorts.membership import EMPTY, UserState, apply_event, is_member, merge
-from stream.cohorts.rules import Cohort, CohortSet, day_of_ms
+from stream.cohorts.rules import Cohort, CohortSet
 from stream.crashpoints import crash_point
-from stream.events.timefmt import DAY_MS, HOUR_MS
 from stream.s3.storage import PutRequest, Storage
 from stream.settings import CohortDestinationSettings, CohortSyncSettings, Settings
 
+log = logging.getLogger(__name__)
 MINUTE_MS = 60_000
 STAMP_LEN = len("2024-03-09T07:00")
 
 
 class SyncError(Exception):
     """A sync that cannot run as asked (an unknown cohort or destination, a static cohort)."""
+
+
+class ChainError(SyncError):
+    """A sync whose entering and exiting files would not be relative to the latest completed sync before it."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,13 @@ class SyncResult:
     entering: int = 0
     exiting: int = 0
     previous: str | None = None                # the stamp of the completed sync it was diffed against
+    error: str | None = None                   # why it failed (the other jobs went on)
+    reason: str | None = None                  # the failure's metric label (FAILURE_REASONS)
+
+
+FAILURE_REASONS = ("chain", "events", "other")
+"""Reasons of failed syncs besides S3's (``stream.s3.errors``): ``chain``, another run completed a sync that this
+one's diff had to follow; ``events``, reading events.accepted or identity.merges failed; ``other``, anything else."""
 
 
 def jobs_of(settings: Settings, cohort_id: str, destination: str | None = None) -> list[SyncJob]:
@@ -104,7 +117,14 @@ def jobs_of(settings: Settings, cohort_id: str, destination: str | None = None) 
     return jobs
 
 
-# --- keys and completion records ---------------------------------------------------------------------------------
+def all_jobs(settings: Settings) -> list[SyncJob]:
+    """Every sync of every cohort destination (static cohorts left out: they are not synced yet)."""
+    cohorts = settings.cohort_set
+    return [SyncJob(d, s, c) for d in settings.cohort_destinations for s in d.syncs
+            if (c := cohorts.cohort(s.cohort)) is not None and not c.static]
+
+
+# --- keys and records --------------------------------------------------------------------------------------------
 
 def stamp(scheduled_ms: int, hyphen: bool = False) -> str:
     return time.strftime("%Y-%m-%dT%H-%M" if hyphen else "%Y-%m-%dT%H:%M", time.gmtime(scheduled_ms // 1000))
@@ -128,53 +148,137 @@ def sync_keys(job: SyncJob, scheduled_ms: int) -> dict[str, str]:
                                  d.hyphen_time) for t in csvfiles.DIFF_TYPES}
 
 
-def done_prefix(job: SyncJob) -> str:
-    return f"{job.destination.path_prefix}_sync/{job.cohort.project}_{job.cohort.id}_"
+def records_dir(job: SyncJob) -> str:
+    """``<records_prefix><destination>/<project>_<cohort>[_<routing_key>]/``: the sync records of one job. Neither
+    the cohort id nor the routing key holds an ``_`` (the settings refuse it), so no two jobs share a folder."""
+    routing = f"_{job.sync.routing_key}" if job.sync.routing_key else ""
+    return f"{job.destination.records_prefix}{job.destination.name}/{job.cohort.project}_{job.cohort.id}{routing}/"
 
 
 def done_key(job: SyncJob, scheduled_ms: int) -> str:
-    routing = f"_{job.sync.routing_key}" if job.sync.routing_key else ""
-    return f"{done_prefix(job)}{stamp(scheduled_ms, job.destination.hyphen_time)}{routing}.done"
+    """The completion record of the sync at ``scheduled_ms``; the time always in the hyphen form, so that the
+    records' keys sort as their times do whatever ``hyphen_time`` is."""
+    return f"{records_dir(job)}done/{stamp(scheduled_ms, True)}.done"
+
+
+def pointer_key(job: SyncJob) -> str:
+    """A copy of the latest completed sync's record, written after it."""
+    return f"{records_dir(job)}latest.json"
+
+
+def failure_key(job: SyncJob, scheduled_ms: int) -> str:
+    """The latest failed attempt at the sync of ``scheduled_ms``."""
+    return f"{records_dir(job)}failed/{stamp(scheduled_ms, True)}.json"
 
 
 async def _read_bytes(storage: Storage, bucket: str, key: str) -> bytes:
     return b"".join([chunk async for chunk in storage.read(bucket, key)])
 
 
-async def completed(storage: Storage, job: SyncJob) -> list[dict[str, Any]]:
-    """The completion records of ``job``, oldest scheduled time first."""
-    prefix = done_prefix(job)
-    routing = f"_{job.sync.routing_key}" if job.sync.routing_key else ""
+async def _read_optional(storage: Storage, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such key."""
+    from botocore.exceptions import ClientError
+    try:
+        return await _read_bytes(storage, bucket, key)
+    except KeyError:          # MemoryStorage
+        return None
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
+async def _records(storage: Storage, job: SyncJob, prefix: str, start_after: str = "") -> list[dict[str, Any]]:
     out = []
-    async for o in storage.list(job.destination.bucket, prefix):
-        rest = o.key[len(prefix):]
-        if parse_stamp(rest[:STAMP_LEN]) is None or rest[STAMP_LEN:] != routing + ".done":
-            continue   # another cohort whose id starts with this one's and an underscore, or another routing key
+    async for o in storage.list(job.destination.bucket, prefix, start_after):
         out.append(orjson.loads(await _read_bytes(storage, job.destination.bucket, o.key)))
     return sorted(out, key=lambda r: r["scheduled_ms"])
 
 
-def scheduled_time(cadence: str, now_ms: int, done: list[dict[str, Any]] = ()) -> int:  # type: ignore[assignment]
-    """The time the sync due at ``now_ms`` is stamped with (see the module docstring)."""
-    if cadence == "hourly":
-        return now_ms - now_ms % HOUR_MS
-    if cadence == "daily":
-        return now_ms - now_ms % DAY_MS
-    if done:
-        return done[0]["scheduled_ms"]
-    return now_ms - now_ms % MINUTE_MS
+async def completed(storage: Storage, job: SyncJob) -> list[dict[str, Any]]:
+    """Every completion record of ``job``, oldest scheduled time first: a listing of all of them, for the history
+    and when the pointer is missing."""
+    return await _records(storage, job, f"{records_dir(job)}done/")
+
+
+async def failures(storage: Storage, job: SyncJob) -> list[dict[str, Any]]:
+    """The failure records of ``job`` (the latest failed attempt of each scheduled time), oldest first."""
+    return await _records(storage, job, f"{records_dir(job)}failed/")
+
+
+@dataclass
+class Chain:
+    """What a sync knows of the completed syncs of its job: the pointer, and every record at or after it."""
+
+    pointer: dict[str, Any] | None
+    known: list[dict[str, Any]]
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self.known[-1] if self.known else None
+
+
+async def chain(storage: Storage, job: SyncJob) -> Chain:
+    """The latest completed syncs of ``job``, at a cost that does not grow with its history.
+
+    Records are written in this order: the three files, the completion record ``done/<time>.done``, then the pointer
+    ``latest.json`` (a copy of that record). The pointer is read, then the completion records listed *after* its
+    own (one LIST with StartAfter, normally empty). A crash between a completion record and the pointer leaves the
+    pointer on an older sync: that listing finds the newer record, and the next sync writes the pointer again. A
+    crash before the completion record leaves no record (the sync is not complete; its files are overwritten by
+    the next run for its time). Only when the pointer is missing (no sync yet, or it was deleted) are all the
+    records listed.
+    """
+    bucket = job.destination.bucket
+    raw = await _read_optional(storage, bucket, pointer_key(job))
+    if raw is None:
+        return Chain(None, await completed(storage, job))
+    pointer = orjson.loads(raw)
+    after = await _records(storage, job, f"{records_dir(job)}done/", done_key(job, pointer["scheduled_ms"]))
+    return Chain(pointer, [pointer] + [r for r in after if r["scheduled_ms"] > pointer["scheduled_ms"]])
+
+
+async def latest_completed(storage: Storage, job: SyncJob) -> dict[str, Any] | None:
+    return (await chain(storage, job)).latest
+
+
+def scheduled_time(cadence: str, now_ms: int, done: Iterable[dict[str, Any]] = (), time_zone: str = "UTC") -> int:
+    """The time the sync due at ``now_ms`` is stamped with (``schedule.slot_start``); ``once``: that of its
+    completed sync (``done``), if any."""
+    if cadence == "once":
+        first = min((r["scheduled_ms"] for r in done), default=None)
+        if first is not None:
+            return first
+    return schedule.slot_start(cadence, time_zone, now_ms)
+
+
+async def record_failure(storage: Storage, job: SyncJob, scheduled_ms: int, reason: str, error: str,
+                         now_ms: int) -> None:
+    """Write the failure record of an attempt at ``scheduled_ms`` (best effort: S3 may be what failed)."""
+    record = {"cohort": job.cohort.id, "project": job.cohort.project, "destination": job.destination.name,
+              "routing_key": job.sync.routing_key, "scheduled_ms": scheduled_ms,
+              "stamp": stamp(scheduled_ms, job.destination.hyphen_time), "reason": reason, "error": error,
+              "failed_at_ms": now_ms}
+    try:
+        await storage.put_bytes(job.destination.bucket, failure_key(job, scheduled_ms), orjson.dumps(record),
+                                "application/json")
+    except Exception as exc:
+        log.warning("cohort sync %s: could not record its failure at s3://%s/%s: %s", job.name,
+                    job.destination.bucket, failure_key(job, scheduled_ms), exc)
 
 
 # --- membership from the events ----------------------------------------------------------------------------------
 
 class Membership:
-    """Users' latest states, folded from export rows uploaded before ``until_ms``, counted on day ``today``."""
+    """Users' latest states, folded from export rows uploaded before ``until_ms``, counted on the day ``today``
+    (``schedule.counted_day``: the day of ``until_ms - 1``, so that ``within_days: N`` covers N days before it)."""
 
     def __init__(self, cohorts: CohortSet, projects: Iterable[int], until_ms: int) -> None:
         self.cohorts, self.projects, self.until_ms = cohorts, frozenset(projects), until_ms
-        self.today = day_of_ms(until_ms)
+        self.today = schedule.counted_day(until_ms)
         self.states: dict[int, UserState] = {}
         self._props_at: dict[int, int] = {}       # amplitude_id -> upload time of the row its properties are from
+        self._user_id_at: dict[int, int] = {}     # amplitude_id -> upload time of the row its user_id is from
         self._merges: dict[int, int] = {}         # merged amplitude_id -> the id it was merged into
         self.rows = 0
 
@@ -188,9 +292,15 @@ class Membership:
         after = apply_event(before, row, self.cohorts, self.today)
         if after.properties is not before.properties:
             if uploaded_ms < self._props_at.get(aid, -1):   # an older row read after a newer one: keep the newer's
-                after = UserState(after.project, after.user_id, after.counts, before.properties)
+                after = msgspec.structs.replace(after, properties=before.properties)
             else:
                 self._props_at[aid] = uploaded_ms
+        user_id = row.get("user_id")
+        if isinstance(user_id, str) and user_id:
+            if uploaded_ms < self._user_id_at.get(aid, -1):  # likewise the user_id
+                after = msgspec.structs.replace(after, user_id=before.user_id)
+            else:
+                self._user_id_at[aid] = uploaded_ms
         self.states[aid] = after
         self.rows += 1
 
@@ -286,20 +396,41 @@ def write_files(spool_dir: Path, previous: Iterable[int], members: Iterable[int]
     return counts
 
 
-async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership: Membership,
-                   part_bytes: int = 8 << 20, echo: Callable[[str], None] = lambda _: None) -> SyncResult:
-    """Write the sync of ``job`` at ``scheduled_ms`` from ``membership`` (folded until ``scheduled_ms``), unless
-    a completion record says it is written."""
+async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership: Membership | None,
+                   part_bytes: int = 8 << 20, echo: Callable[[str], None] = lambda _: None,
+                   fold: Callable[[], Any] | None = None, now_ms: Callable[[], int] | None = None) -> SyncResult:
+    """Write the sync of ``job`` at ``scheduled_ms`` from ``membership`` (folded until ``scheduled_ms``; or made by
+    ``await fold()`` when first needed), unless a completion record says it is written.
+
+    The diff follows the latest completed sync before ``scheduled_ms`` and nothing else: a sync older than the
+    latest completed one is refused, and so is the completion of one during which another run completed a sync
+    (``ChainError``; its files stay without a record, and the next run for its time overwrites them).
+    """
     dest, bucket = job.destination, job.destination.bucket
+    now_ms = now_ms or (lambda: int(time.time() * 1000))
     keys, done = sync_keys(job, scheduled_ms), done_key(job, scheduled_ms)
     result = SyncResult(job, scheduled_ms, keys, done)
-    records = await completed(storage, job)
-    if any(r["scheduled_ms"] == scheduled_ms for r in records):
+    known = await chain(storage, job)
+    this = next((r for r in known.known if r["scheduled_ms"] == scheduled_ms), None)
+    later = [r for r in known.known if r["scheduled_ms"] > scheduled_ms]
+    if this is None and later:   # an older time than the pointer's: is it complete itself?
+        raw = await _read_optional(storage, bucket, done)
+        if raw is None:
+            raise ChainError(f"{job.name}: the sync of {stamp(later[-1]['scheduled_ms'])} is complete already; "
+                             f"a sync of the earlier {stamp(scheduled_ms)} now would break the chain of entering and "
+                             "exiting files (each relative to the previous completed sync): sync a later time")
+        this = orjson.loads(raw)
+    if this is not None:
         result.skipped = True
+        if known.pointer is not None and known.latest is not None and \
+                known.pointer["scheduled_ms"] < known.latest["scheduled_ms"]:
+            await _put_pointer(storage, job, known.latest)     # a crash left the pointer behind: catch up
         echo(f"{job.name}: the sync of {stamp(scheduled_ms)} is complete already ({done})")
         return result
-    before = [r for r in records if r["scheduled_ms"] < scheduled_ms]
+    before = [r for r in known.known if r["scheduled_ms"] < scheduled_ms]
     previous = before[-1] if before else None
+    if membership is None:
+        membership = await fold()
     members = membership.members(job.cohort)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stream-cohort-") as tmp:
@@ -319,14 +450,26 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
                                               "text/csv; charset=utf-8", None, {}))
             crash_point("cohorts.file_written")
             echo(f"{job.name}: wrote s3://{bucket}/{keys[diff_type]} ({counts[diff_type]} users)")
+    # another run (the worker, a CLI run) may have completed a sync meanwhile: this one's diff must still follow
+    # the latest completed sync before it, and no later sync may be complete
+    meanwhile = [r for r in await _records(storage, job, f"{records_dir(job)}done/",
+                                           done_key(job, previous["scheduled_ms"]) if previous else "")
+                 if r["scheduled_ms"] != scheduled_ms and (previous is None or r["scheduled_ms"] >
+                                                           previous["scheduled_ms"])]
+    if meanwhile:
+        raise ChainError(f"{job.name}: the sync of {stamp(meanwhile[0]['scheduled_ms'])} was completed by another "
+                         f"run while this sync of {stamp(scheduled_ms)} was diffed against "
+                         f"{result.previous or 'no previous sync'}; not completed (its files are overwritten by the "
+                         "next run): run it again")
     result.members, result.entering, result.exiting = counts["existing"], counts["entering"], counts["exiting"]
     record = {"cohort": job.cohort.id, "project": job.cohort.project, "destination": dest.name,
               "cadence": job.sync.cadence, "routing_key": job.sync.routing_key, "scheduled_ms": scheduled_ms,
               "stamp": stamp(scheduled_ms, dest.hyphen_time), "keys": keys, "members": result.members,
               "entering": result.entering, "exiting": result.exiting, "previous": result.previous,
-              "completed_at_ms": int(time.time() * 1000)}
+              "completed_at_ms": now_ms()}
     await storage.put_bytes(bucket, done, orjson.dumps(record), "application/json")
     crash_point("cohorts.completed")
+    await _put_pointer(storage, job, record)
     labels = {"cohort": job.cohort.id, "destination": dest.name}
     metrics.COHORT_MEMBERS.labels(**labels).set(result.members)
     metrics.COHORT_ENTERING.labels(**labels).inc(result.entering)
@@ -337,37 +480,87 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
     return result
 
 
+async def _put_pointer(storage: Storage, job: SyncJob, record: dict[str, Any]) -> None:
+    await storage.put_bytes(job.destination.bucket, pointer_key(job), orjson.dumps(record), "application/json")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The metric label of a failed sync: an S3 failure reason, or one of ``FAILURE_REASONS``."""
+    if isinstance(exc, ChainError):
+        return "chain"
+    from stream.s3.errors import classify
+    failure = classify(exc)
+    return failure.reason if failure else "other"
+
+
+class _FoldError(Exception):
+    """Reading the events failed (once per scheduled time: the jobs that need it fail with it)."""
+
+
 async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
                     storage_of: Callable[[CohortDestinationSettings], Any] | None = None,
-                    source: Any = None, echo: Callable[[str], None] = lambda _: None) -> list[SyncResult]:
-    """Each job's sync due at ``now_ms``; the events are read once per scheduled time the jobs need."""
+                    source: Any = None, echo: Callable[[str], None] = lambda _: None,
+                    at_ms: int | None = None, clock_ms: Callable[[], int] | None = None) -> list[SyncResult]:
+    """Each job's sync due at ``now_ms`` (or, with ``at_ms``, the sync of that scheduled time); the events are read
+    once per scheduled time the jobs need. A job that fails does not stop the others: its result carries the error
+    and its reason, the failure is counted (``stream_cohort_sync_failures_total``) and recorded in its bucket."""
     source = source or EventSource(settings)
     storage_of = storage_of or (lambda d: _s3_storage(settings, d))
+    clock_ms = clock_ms or (lambda: int(time.time() * 1000))
     results: list[SyncResult] = []
+
+    async def fail(job: SyncJob, t: int, exc: BaseException, storage: Storage | None) -> None:
+        cause = exc.__cause__ if isinstance(exc, _FoldError) and exc.__cause__ else exc
+        reason = "events" if isinstance(exc, _FoldError) else failure_reason(exc)
+        error = f"{type(cause).__name__}: {cause}"
+        metrics.COHORT_SYNC_FAILURES.labels(cohort=job.cohort.id, destination=job.destination.name,
+                                            reason=reason).inc()
+        log.warning("cohort sync %s of %s failed (%s): %s", job.name, stamp(t), reason, error)
+        echo(f"{job.name}: the sync of {stamp(t)} failed ({reason}): {error}")
+        if storage is not None:
+            await record_failure(storage, job, t, reason, error, clock_ms())
+        results.append(SyncResult(job, t, sync_keys(job, t), done_key(job, t), error=error, reason=reason))
+
     async with _Storages(storage_of) as storages:
         plan: dict[int, list[SyncJob]] = {}
         for job in jobs:
-            storage = await storages.get(job.destination)
-            t = scheduled_time(job.sync.cadence, now_ms, await completed(storage, job))
+            try:
+                storage = await storages.get(job.destination)
+                once = [r for r in [await latest_completed(storage, job)] if r] if job.sync.cadence == "once" \
+                    and at_ms is None else []
+                t = at_ms if at_ms is not None else scheduled_time(job.sync.cadence, now_ms, once, job.sync.time_zone)
+            except Exception as exc:
+                await fail(job, at_ms if at_ms is not None else now_ms - now_ms % MINUTE_MS, exc, None)
+                continue
             plan.setdefault(t, []).append(job)
         for t, due in sorted(plan.items()):
-            membership = None
-            for job in due:
-                storage = await storages.get(job.destination)
-                try:
-                    if membership is None and not any(r["scheduled_ms"] == t for r in await completed(storage, job)):
-                        echo(f"reading the events uploaded before {stamp(t)} UTC")
-                        membership = Membership(settings.cohort_set, {j.cohort.project for j in due}, t)
+            folded: list[Membership] = []
+            fold_error: list[BaseException] = []
+
+            async def fold(t: int = t, due: list[SyncJob] = due, folded: list[Membership] = folded,
+                           fold_error: list[BaseException] = fold_error) -> Membership:
+                if fold_error:
+                    raise _FoldError() from fold_error[0]
+                if not folded:
+                    echo(f"reading the events uploaded before {stamp(t)} UTC")
+                    membership = Membership(settings.cohort_set, {j.cohort.project for j in due}, t)
+                    try:
                         await source.fold(membership)
-                        echo(f"{membership.rows} rows folded into {len(membership.states)} users")
-                    results.append(await sync_job(storage, job, t, membership or Membership(
-                        settings.cohort_set, (), t), settings.s3.upload_part_bytes, echo))
+                    except Exception as exc:
+                        fold_error.append(exc)
+                        raise _FoldError() from exc
+                    echo(f"{membership.rows} rows folded into {len(membership.states)} users")
+                    folded.append(membership)
+                return folded[0]
+
+            for job in due:
+                storage = None
+                try:
+                    storage = await storages.get(job.destination)
+                    results.append(await sync_job(storage, job, t, None, settings.s3.upload_part_bytes, echo,
+                                                  fold, clock_ms))
                 except Exception as exc:
-                    from stream.s3.errors import classify
-                    failure = classify(exc)
-                    metrics.COHORT_SYNC_FAILURES.labels(cohort=job.cohort.id, destination=job.destination.name,
-                                                        reason=failure.reason if failure else "other").inc()
-                    raise
+                    await fail(job, t, exc, storage)
     return results
 
 
@@ -406,11 +599,13 @@ async def _s3_storage(settings: Settings, dest: CohortDestinationSettings) -> As
 async def history(settings: Settings, jobs: list[SyncJob],
                   storage_of: Callable[[CohortDestinationSettings], Any] | None = None
                   ) -> list[tuple[SyncJob, dict[str, Any]]]:
-    """Every completed sync of ``jobs``, read from their buckets' completion records."""
+    """Every completed sync of ``jobs`` and every failed attempt (the latest of each scheduled time: its record has
+    ``reason`` and ``error``), read from their buckets' sync records, by job then scheduled time."""
     storage_of = storage_of or (lambda d: _s3_storage(settings, d))
     out = []
     async with _Storages(storage_of) as storages:
         for job in jobs:
             storage = await storages.get(job.destination)
-            out += [(job, r) for r in await completed(storage, job)]
+            rows = await completed(storage, job) + await failures(storage, job)
+            out += [(job, r) for r in sorted(rows, key=lambda r: (r["scheduled_ms"], "error" in r))]
     return out

@@ -31,8 +31,9 @@ class Storage(Protocol):
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         """Store ``body`` under ``s3://bucket/key`` (a small object: a marker), replacing any object there."""
 
-    def list(self, bucket: str, prefix: str) -> AsyncIterator[ListedObject]:
-        """Every object under ``prefix``, in key order, page by page."""
+    def list(self, bucket: str, prefix: str, start_after: str = "") -> AsyncIterator[ListedObject]:
+        """Every object under ``prefix``, in key order, page by page; with ``start_after``, only the keys after it
+        (S3 skips the others: a listing of the few newest records costs one request however many precede them)."""
 
     def read(self, bucket: str, key: str) -> AsyncIterator[bytes]:
         """The object's bytes, chunk by chunk (never the whole object in memory)."""
@@ -108,8 +109,8 @@ class S3Storage:
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         await self._call("put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type, **self._sse)
 
-    async def list(self, bucket: str, prefix: str) -> AsyncIterator[ListedObject]:
-        token: dict[str, str] = {}
+    async def list(self, bucket: str, prefix: str, start_after: str = "") -> AsyncIterator[ListedObject]:
+        token: dict[str, str] = {"StartAfter": start_after} if start_after else {}
         while True:
             page = await self._call("list_objects_v2", Bucket=bucket, Prefix=prefix, **token)
             for o in page.get("Contents", []):
@@ -142,6 +143,8 @@ class MemoryStorage:
         self.objects: dict[tuple[str, str], bytes] = {}
         self.puts: list[str] = []
         self.deletes: list[str] = []
+        self.lists: list[tuple[str, str]] = []      # (prefix, start_after) of each listing, for tests that count
+        self.reads: list[str] = []
 
     async def put_file(self, req: PutRequest) -> None:
         self.objects[(req.bucket, req.key)] = req.path.read_bytes()
@@ -151,12 +154,14 @@ class MemoryStorage:
         self.objects[(bucket, key)] = body
         self.puts.append(key)
 
-    async def list(self, bucket: str, prefix: str) -> AsyncIterator[ListedObject]:
+    async def list(self, bucket: str, prefix: str, start_after: str = "") -> AsyncIterator[ListedObject]:
+        self.lists.append((prefix, start_after))
         for (b, k), body in sorted(self.objects.items()):
-            if b == bucket and k.startswith(prefix):
+            if b == bucket and k.startswith(prefix) and k > start_after:
                 yield ListedObject(k, len(body), 0, "")
 
     async def read(self, bucket: str, key: str) -> AsyncIterator[bytes]:
+        self.reads.append(key)
         yield self.objects[(bucket, key)]
 
     async def delete(self, bucket: str, key: str) -> None:

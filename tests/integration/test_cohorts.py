@@ -35,9 +35,12 @@ FIRST = [event("aaaa", "purchase", "pro", H7 + 10 * MIN, 1), event("bbbb", "purc
 SECOND = [event("aaaa", "view", "free", H7 + 70 * MIN, 2), event("bbbb", "view", "pro", H7 + 80 * MIN, 2)]
 
 
-def cohort_objects(s3, bucket):
+REC = "_stream/cohorts/crm/424242_pro-buyers/"
+
+
+def cohort_objects(s3, bucket, prefix="cohorts/"):
     out = {}
-    for o in s3.list_objects_v2(Bucket=bucket, Prefix="cohorts/").get("Contents", []):
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
         out[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
     return out
 
@@ -46,37 +49,36 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
     _, path = deployment
     cfg = yaml.safe_load(path.read_text())
     bucket = cfg["destinations"][0]["bucket"]
-    cfg["cohorts"] = [{"id": "pro_buyers", "project": 424242, "name": "Pro buyers", "rule": {"and": [
+    cfg["cohorts"] = [{"id": "pro-buyers", "project": 424242, "name": "Pro buyers", "rule": {"and": [
         {"performed": "purchase", "within_days": 2}, {"user_property": "plan", "op": "=", "value": "pro"}]}}]
     cfg["cohort_destinations"] = [{"name": "crm", "bucket": bucket, "syncs": [
-        {"cohort": "pro_buyers", "cadence": "hourly", "properties": ["plan"]}]}]
+        {"cohort": "pro-buyers", "cadence": "hourly", "properties": ["plan"]}]}]
     path.write_text(yaml.safe_dump(cfg))
     settings = load_settings(path)
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     runner = CliRunner()
 
     def sync(now):
-        result = runner.invoke(main, ["cohorts", "sync", "pro_buyers", "-c", str(path), "--now", now])
+        result = runner.invoke(main, ["cohorts", "sync", "pro-buyers", "-c", str(path), "--now", now])
         assert result.exit_code == 0, result.output
         return result.output
 
-    worker()
+    worker("--stages", "ingest,dedupe,export")   # these syncs are run by hand at chosen times, not scheduled
     asyncio.run(produce(settings, FIRST))
     wait_until(lambda: len(accepted_rows(settings)) == 2, 30, "the first events on events.accepted")
     ids = {r["user_id"]: r["amplitude_id"] for r in accepted_rows(settings)}
     a, b = ids["user-aaaa"], ids["user-bbbb"]
 
     out = sync("2024-03-09T08:30Z")
-    t1 = "cohorts/424242_pro_buyers_2024-03-09T08:00_"
+    t1 = "cohorts/424242_pro-buyers_2024-03-09T08:00_"
     assert f"existing  s3://{bucket}/{t1}existing.csv" in out
     files = cohort_objects(s3, bucket)
-    assert files == {
+    assert files == {   # the sync records are not among the files: they have a prefix of their own
         t1 + "entering.csv": HEAD + b"%d,user-aaaa,pro\r\n" % a,
         t1 + "exiting.csv": HEAD,
         t1 + "existing.csv": HEAD + b"%d,user-aaaa,pro\r\n" % a,
-        "cohorts/_sync/424242_pro_buyers_2024-03-09T08:00.done": files.get(
-            "cohorts/_sync/424242_pro_buyers_2024-03-09T08:00.done"),
     }
+    assert sorted(cohort_objects(s3, bucket, "_stream/cohorts/")) == [REC + "done/2024-03-09T08-00.done", REC + "latest.json"]
     head = s3.head_object(Bucket=bucket, Key=t1 + "existing.csv")
     assert head["ServerSideEncryption"] == "AES256"
     # the same hour again: complete, nothing written
@@ -88,11 +90,11 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
 
     # the next hour's sync, killed -9 once its second file (exiting) is on S3
     env = {**os.environ, "STREAM_CRASH_AT": "cohorts.file_written:2"}
-    crashed = subprocess.run([sys.executable, "-m", "stream", "cohorts", "sync", "pro_buyers", "-c", str(path),
+    crashed = subprocess.run([sys.executable, "-m", "stream", "cohorts", "sync", "pro-buyers", "-c", str(path),
                               "--now", "2024-03-09T09:30Z"], env=env, capture_output=True, timeout=60,
                              check=False)
     assert crashed.returncode == -9, crashed.stderr.decode()
-    t2 = "cohorts/424242_pro_buyers_2024-03-09T09:00_"
+    t2 = "cohorts/424242_pro-buyers_2024-03-09T09:00_"
     after_crash = cohort_objects(s3, bucket)
     assert set(after_crash) - set(files) == {t2 + "entering.csv", t2 + "exiting.csv"}   # no existing, no record
 
@@ -106,12 +108,16 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
     assert {k: v for k, v in final.items() if k.startswith(t2)} == expected
     assert after_crash[t2 + "entering.csv"] == expected[t2 + "entering.csv"]
     assert after_crash[t2 + "exiting.csv"] == expected[t2 + "exiting.csv"]
-    assert set(final) == set(files) | set(expected) | {"cohorts/_sync/424242_pro_buyers_2024-03-09T09:00.done"}
-    record = orjson.loads(final["cohorts/_sync/424242_pro_buyers_2024-03-09T09:00.done"])
+    assert set(final) == set(files) | set(expected)
+    records = cohort_objects(s3, bucket, "_stream/cohorts/")
+    assert sorted(records) == [REC + "done/2024-03-09T08-00.done", REC + "done/2024-03-09T09-00.done",
+                               REC + "latest.json"]
+    record = orjson.loads(records[REC + "done/2024-03-09T09-00.done"])
+    assert records[REC + "latest.json"] == records[REC + "done/2024-03-09T09-00.done"]
     assert (record["members"], record["entering"], record["exiting"], record["previous"]) == (
         1, 1, 1, "2024-03-09T08:00")
 
-    history = runner.invoke(main, ["cohorts", "history", "pro_buyers", "-c", str(path)])
+    history = runner.invoke(main, ["cohorts", "history", "pro-buyers", "-c", str(path)])
     assert history.exit_code == 0, history.output
     lines = history.output.splitlines()
     assert [ln.split()[0] for ln in lines] == ["2024-03-09T08:00", "2024-03-09T09:00"]

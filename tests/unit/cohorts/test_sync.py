@@ -33,7 +33,7 @@ def row(aid, event_type, at, user_id=None, **props):
 
 
 HISTORY = [
-    # 10: bought on the 9th: a member on the 10th, out of the two-day window on the 11th (exits: the window passed)
+    # 10: bought on the 9th: a member at the sync of the 10th, out of the window at the 11th's (exits: it passed)
     row(10, "purchase", "2024-03-09 12:00", "u-10", plan="pro"),
     # 20: bought on the 9th and the 10th, then switched to the free plan on the 10th (exits: a property changed)
     row(20, "purchase", "2024-03-09 13:00", "u-20", plan="pro"),
@@ -67,18 +67,18 @@ class Source:
 
 def settings(cadence="daily", **dest):
     return load_settings(None, projects=[{"id": P}, {"id": 7}], cohorts=[
-        {"id": "pro_buyers", "project": P, "name": "Pro buyers", "rule": {"and": [
-            {"performed": "purchase", "within_days": 2},
+        {"id": "pro-buyers", "project": P, "name": "Pro buyers", "rule": {"and": [
+            {"performed": "purchase", "within_days": 1},   # a daily sync at D 00:00 counts day D-1
             {"user_property": "plan", "op": "=", "value": "pro"}]}},
-        {"id": "pro_buyers_7", "project": 7, "name": "Another project's", "rule": {
+        {"id": "other-project", "project": 7, "name": "Another project's", "rule": {
             "performed": "purchase", "within_days": 2}},
     ], cohort_destinations=[{"name": "crm", "bucket": BUCKET, "encryption": {"type": "none"}, **dest,
-                             "syncs": [{"cohort": "pro_buyers", "cadence": cadence, "properties": ["plan", "score"],
+                             "syncs": [{"cohort": "pro-buyers", "cadence": cadence, "properties": ["plan", "score"],
                                         **({"routing_key": "crm"} if "routing" in dest.get("path_prefix", "") else {})
                                         }]}])
 
 
-def run(s, now, storage, source, cohort="pro_buyers"):
+def run(s, now, storage, source, cohort="pro-buyers"):
     return asyncio.run(run_syncs(s, jobs_of(s, cohort), now, lambda d: storage, source))
 
 
@@ -96,40 +96,40 @@ def test_three_syncs_write_the_exact_files_and_diffs():
     (r1,) = run(s, T1 + 7 * 3_600_000 + 1_800_000, storage, source)
     assert (r1.scheduled_ms, r1.skipped, r1.previous) == (T1, False, None)
     files = objects(storage)
-    assert files["cohorts/424242_pro_buyers_2024-03-10T00:00_entering.csv"] == (
+    assert files["cohorts/424242_pro-buyers_2024-03-10T00:00_entering.csv"] == (
         HEAD + b"10,u-10,pro,\r\n20,u-20,pro,\r\n")
-    assert files["cohorts/424242_pro_buyers_2024-03-10T00:00_exiting.csv"] == HEAD
-    assert files["cohorts/424242_pro_buyers_2024-03-10T00:00_existing.csv"] == (
+    assert files["cohorts/424242_pro-buyers_2024-03-10T00:00_exiting.csv"] == HEAD
+    assert files["cohorts/424242_pro-buyers_2024-03-10T00:00_existing.csv"] == (
         HEAD + b"10,u-10,pro,\r\n20,u-20,pro,\r\n")
 
     # the second: 10 exits (its purchase left the window), 20 exits (now on the free plan), 30 enters
     (r2,) = run(s, T2 + 60_000, storage, source)
     assert (r2.scheduled_ms, r2.members, r2.entering, r2.exiting, r2.previous) == (T2, 1, 1, 2, "2024-03-10T00:00")
     files = objects(storage)
-    assert files["cohorts/424242_pro_buyers_2024-03-11T00:00_entering.csv"] == HEAD + b'30,"u,30 ""jr""",pro,2.5\r\n'
-    assert files["cohorts/424242_pro_buyers_2024-03-11T00:00_exiting.csv"] == (
+    assert files["cohorts/424242_pro-buyers_2024-03-11T00:00_entering.csv"] == HEAD + b'30,"u,30 ""jr""",pro,2.5\r\n'
+    assert files["cohorts/424242_pro-buyers_2024-03-11T00:00_exiting.csv"] == (
         HEAD + b"10,u-10,pro,\r\n20,u-20,free,\r\n")
-    assert files["cohorts/424242_pro_buyers_2024-03-11T00:00_existing.csv"] == HEAD + b'30,"u,30 ""jr""",pro,2.5\r\n'
+    assert files["cohorts/424242_pro-buyers_2024-03-11T00:00_existing.csv"] == HEAD + b'30,"u,30 ""jr""",pro,2.5\r\n'
 
     # the third: 41's purchase counts for 40 once merged into it (41 alone is in no cohort: no plan), 30 stays
     (r3,) = run(s, T3, storage, source)
     assert (r3.members, r3.entering, r3.exiting) == (2, 1, 0)
     files = objects(storage)
-    assert files["cohorts/424242_pro_buyers_2024-03-12T00:00_entering.csv"] == HEAD + b"40,u-40,pro,\r\n"
-    assert files["cohorts/424242_pro_buyers_2024-03-12T00:00_exiting.csv"] == HEAD
-    assert files["cohorts/424242_pro_buyers_2024-03-12T00:00_existing.csv"] == (
+    assert files["cohorts/424242_pro-buyers_2024-03-12T00:00_entering.csv"] == HEAD + b"40,u-40,pro,\r\n"
+    assert files["cohorts/424242_pro-buyers_2024-03-12T00:00_exiting.csv"] == HEAD
+    assert files["cohorts/424242_pro-buyers_2024-03-12T00:00_existing.csv"] == (
         HEAD + b'30,"u,30 ""jr""",pro,\r\n40,u-40,pro,\r\n')   # 30's latest properties have no score
 
-    done = orjson.loads(files["cohorts/_sync/424242_pro_buyers_2024-03-12T00:00.done"])
-    assert done["keys"]["existing"] == "cohorts/424242_pro_buyers_2024-03-12T00:00_existing.csv"
+    done = orjson.loads(files["_stream/cohorts/crm/424242_pro-buyers/done/2024-03-12T00-00.done"])
+    assert done["keys"]["existing"] == "cohorts/424242_pro-buyers_2024-03-12T00:00_existing.csv"
     assert (done["scheduled_ms"], done["previous"], done["members"]) == (T3, "2024-03-11T00:00", 2)
-    assert len(files) == 3 * 4
+    assert len(files) == 3 * 3 + 3 + 1    # three syncs of three files, their records, the pointer
 
 
 def test_without_the_merge_the_merged_users_purchase_is_not_the_survivors():
     s, storage = settings(), MemoryStorage()
     run(s, T3, storage, Source(HISTORY, []))
-    assert objects(storage)["cohorts/424242_pro_buyers_2024-03-12T00:00_existing.csv"] == (
+    assert objects(storage)["cohorts/424242_pro-buyers_2024-03-12T00:00_existing.csv"] == (
         HEAD + b'30,"u,30 ""jr""",pro,\r\n')
 
 
@@ -150,12 +150,14 @@ def test_a_rerun_after_a_crash_rewrites_the_same_bytes():
     run(s, T2, storage, source)
     written = dict(storage.objects)
     # as if the run had died before its completion record: the files stay, the record does not
-    del storage.objects[(BUCKET, "cohorts/_sync/424242_pro_buyers_2024-03-11T00:00.done")]
+    records = "_stream/cohorts/crm/424242_pro-buyers/"
+    storage.objects[(BUCKET, records + "latest.json")] = storage.objects[(BUCKET, records + "done/2024-03-10T00-00.done")]
+    del storage.objects[(BUCKET, records + "done/2024-03-11T00-00.done")]
     source.rows = HISTORY + [row(60, "purchase", "2024-03-11 00:30", "u-60", plan="pro")]  # uploaded after T2
     (r,) = run(s, T2 + 3_600_000, storage, source)
     assert not r.skipped and r.previous == "2024-03-10T00:00"
-    assert {k: v for k, v in storage.objects.items() if not k[1].endswith(".done")} == {
-        k: v for k, v in written.items() if not k[1].endswith(".done")}
+    assert {k: v for k, v in storage.objects.items() if k[1].endswith(".csv")} == {
+        k: v for k, v in written.items() if k[1].endswith(".csv")}
 
 
 def test_hourly_and_once_schedules():
@@ -177,8 +179,8 @@ def test_hyphen_time_routing_key_and_user_id_property():
     storage = MemoryStorage()
     run(s, T2, storage, Source(HISTORY, MERGES))
     files = objects(storage)
-    assert files["routing/424242_pro_buyers_2024-03-11T00-00_existing_crm.csv"] == HEAD + b"30,2.5,pro,2.5\r\n"
-    assert "routing/_sync/424242_pro_buyers_2024-03-11T00-00_crm.done" in files
+    assert files["routing/424242_pro-buyers_2024-03-11T00-00_existing_crm.csv"] == HEAD + b"30,2.5,pro,2.5\r\n"
+    assert "_stream/cohorts/crm/424242_pro-buyers_crm/done/2024-03-11T00-00.done" in files
     (r,) = run(s, T2, storage, Source(HISTORY, MERGES))
     assert r.skipped
 
@@ -193,7 +195,7 @@ def test_the_settings_check_cohort_syncs():
     with pytest.raises(ConfigError, match="duplicate destination name"):
         load_settings(None, cohort_destinations=[{"name": "crm", "bucket": BUCKET}, {"name": "crm", "bucket": "bkt2"}])
     s = settings()
-    assert s.cohort_set.cohort("pro_buyers").project == P
+    assert s.cohort_set.cohort("pro-buyers").project == P
     assert {"plan", "score"} <= s.cohort_set.properties_of(P)
     with pytest.raises(sync.SyncError, match="synced to no cohort destination"):
-        jobs_of(s, "pro_buyers_7")
+        jobs_of(s, "other-project")

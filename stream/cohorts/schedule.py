@@ -1,0 +1,263 @@
+"""When cohort syncs are due, what is late, and when to try a failed one again: pure functions of a time, plus the
+thin loop of the worker's ``cohorts`` stage that acts on them.
+
+**Slots.** A sync's *slot* is the time it is stamped with. ``hourly``: the start of the hour of its ``time_zone``
+at or before now; ``daily``: that time zone's midnight at or before now (UTC by default; in Europe/Paris the daily
+slot of 9 March is 2024-03-08T23:00 UTC, and the file names carry that UTC time); ``once``: the time of its first
+completed sync, or before any, now to the minute. A slot is due once no sync of it is complete; when the next
+slot begins before a failing one succeeds, the failing one is left (its files, if any, stay without a completion
+record) and the next is synced against the latest completed sync.
+
+**What a sync at T counts** (``counted_day``): the events uploaded before T, on the UTC days of their
+``event_time`` up to the day holding T's last millisecond before it: ``within_days: N`` covers the N UTC days
+ending with the day of ``T - 1 ms``. For a sync stamped at a UTC midnight this is exactly ``[T - N days, T)``: a
+daily sync of 10 March 00:00 with ``within_days: 1`` counts 9 March's events.
+
+**Late** (``late``): an hourly or daily sync whose latest completed slot (or, when none completed yet, the time
+the worker began scheduling it) is more than two cadences old. The alert ``StreamCohortSyncLate`` computes the same
+from ``stream_cohort_last_completed_sync_timestamp_seconds`` and ``stream_cohort_sync_interval_seconds``.
+
+**Failures** are retried with ``stream.retry.backoff_s`` (1 minute, doubling, at most 30 minutes) until the slot's
+sync completes or the next slot begins; each failed attempt is recorded (``sync.record_failure``) and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from stream.cohorts.rules import day_of_ms
+from stream.events.timefmt import DAY_MS, HOUR_MS
+from stream.retry import backoff_s
+
+log = logging.getLogger(__name__)
+MINUTE_MS = 60_000
+RETRY_FIRST_S = 60.0
+RETRY_MAX_S = 1800.0
+IDLE_WAKE_S = 60.0
+"""The longest the loop waits without looking again (a new slot, a retry, or shutdown)."""
+
+
+def cadence_ms(cadence: str) -> int | None:
+    """The interval between two slots, or None for ``once``."""
+    return {"hourly": HOUR_MS, "daily": DAY_MS}.get(cadence)
+
+
+def slot_start(cadence: str, time_zone: str, now_ms: int) -> int:
+    """The latest slot of ``cadence`` in ``time_zone`` at or before ``now_ms``; ``once``: now to the minute."""
+    if cadence == "once":
+        return now_ms - now_ms % MINUTE_MS
+    zone = ZoneInfo(time_zone)
+    local = datetime.fromtimestamp(now_ms / 1000, zone)
+    floor = local.replace(minute=0, second=0, microsecond=0)
+    if cadence == "daily":
+        floor = floor.replace(hour=0)
+    ms = int(floor.timestamp() * 1000)
+    if ms > now_ms:   # a midnight that does not exist in the zone (a DST jump at 00:00): the hour before it
+        ms -= HOUR_MS
+    return ms
+
+
+def next_slot(cadence: str, time_zone: str, slot_ms: int) -> int | None:
+    """The first slot after ``slot_ms`` (None for ``once``): a day in the zone may last 23 or 25 hours."""
+    step = cadence_ms(cadence)
+    if step is None:
+        return None
+    guess = slot_start(cadence, time_zone, slot_ms + step + 2 * HOUR_MS)
+    while guess > slot_ms + HOUR_MS and slot_start(cadence, time_zone, guess - 1) > slot_ms:
+        guess = slot_start(cadence, time_zone, guess - 1)
+    return guess
+
+
+def counted_day(scheduled_ms: int) -> int:
+    """The last UTC day a sync at ``scheduled_ms`` counts: the day of its last millisecond before it."""
+    return day_of_ms(scheduled_ms - 1)
+
+
+@dataclass
+class JobState:
+    """What the loop knows of one (cohort, destination, routing key): its latest completed slot, its failures."""
+
+    cadence: str
+    time_zone: str = "UTC"
+    since_ms: int = 0                      # when the worker began scheduling it
+    completed_ms: int | None = None        # the latest completed slot
+    first_completed_ms: int | None = None  # once: the slot of its sync
+    failures: int = 0                      # failed attempts in a row
+    failed_slot: int | None = None
+    retry_at_ms: int | None = None
+    once_slot: int | None = None           # once: the slot of its first attempt, kept across retries
+
+
+def due(state: JobState, now_ms: int) -> int | None:
+    """The slot to sync at ``now_ms``, or None: nothing is due, or a failed attempt's retry is not yet."""
+    if state.cadence == "once":
+        if state.completed_ms is not None:
+            return None
+        slot = state.once_slot if state.once_slot is not None else slot_start("once", state.time_zone, now_ms)
+    else:
+        slot = slot_start(state.cadence, state.time_zone, now_ms)
+        if state.completed_ms is not None and state.completed_ms >= slot:
+            return None
+    if state.failed_slot == slot and state.retry_at_ms is not None and now_ms < state.retry_at_ms:
+        return None
+    return slot
+
+
+def next_wake(state: JobState, now_ms: int) -> int | None:
+    """The next time ``due`` may answer otherwise than at ``now_ms`` (None: never again)."""
+    if due(state, now_ms) is not None:
+        return now_ms
+    times = []
+    if state.cadence != "once":
+        times.append(next_slot(state.cadence, state.time_zone, slot_start(state.cadence, state.time_zone, now_ms)))
+    if state.retry_at_ms is not None and state.retry_at_ms > now_ms:
+        times.append(state.retry_at_ms)
+    return min((t for t in times if t is not None), default=None)
+
+
+def completed(state: JobState, slot_ms: int) -> JobState:
+    """The state once the sync of ``slot_ms`` is complete (or was found complete)."""
+    state.completed_ms = max(slot_ms, state.completed_ms or slot_ms)
+    state.failures, state.failed_slot, state.retry_at_ms = 0, None, None
+    return state
+
+
+def failed(state: JobState, slot_ms: int, now_ms: int) -> JobState:
+    """The state after a failed attempt at ``slot_ms``: tried again after the backoff of the failures in a row (of
+    any slot: a sync that fails slot after slot keeps backing off)."""
+    state.failures += 1
+    state.failed_slot = slot_ms
+    if state.cadence == "once":
+        state.once_slot = slot_ms
+    state.retry_at_ms = now_ms + int(backoff_s(state.failures, RETRY_FIRST_S, RETRY_MAX_S) * 1000)
+    return state
+
+
+def late(state: JobState, now_ms: int) -> bool:
+    """Whether an hourly or daily sync has had no completed slot for more than two cadences."""
+    step = cadence_ms(state.cadence)
+    if step is None:
+        return False
+    last = state.completed_ms if state.completed_ms is not None else state.since_ms
+    return now_ms - last > 2 * step
+
+
+@dataclass
+class Scheduler:
+    """The loop of the ``cohorts`` stage: at each wake, the due slots' syncs, one at a time, grouped by slot so the
+    events are read once per slot (oldest slot first); one (cohort, destination) never has two syncs at once.
+
+    ``jobs``: ``sync.SyncJob``s; ``now``: the clock; ``latest``: a job's latest completed record (or None);
+    ``run``: ``sync.run_syncs`` for (jobs, slot), returning its ``SyncResult``s (a failed job's has ``error``);
+    ``pause``: ``stream.retry.pause``-like wait of some seconds.
+    """
+
+    jobs: list[Any]
+    now: Callable[[], int]
+    latest: Callable[[Any], Awaitable[dict[str, Any] | None]]
+    run: Callable[[list[Any], int], Awaitable[list[Any]]]
+    pause: Callable[[float], Awaitable[None]]
+    on_state: Callable[[Any, JobState], None] = lambda job, state: None
+    states: dict[str, JobState] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        """Each job's latest completed sync, from its pointer (read once; the loop keeps it after)."""
+        now = self.now()
+        for job in self.jobs:
+            state = JobState(job.sync.cadence, job.sync.time_zone, since_ms=now)
+            record = await self.latest(job)
+            if record is not None:
+                state.completed_ms = record["scheduled_ms"]
+            self.states[job.name] = state
+            self.on_state(job, state)
+
+    async def tick(self) -> float:
+        """Sync what is due now; the seconds until the next wake."""
+        now = self.now()
+        plan: dict[int, list[Any]] = {}
+        for job in self.jobs:
+            slot = due(self.states[job.name], now)
+            if slot is not None:
+                plan.setdefault(slot, []).append(job)
+        for slot, group in sorted(plan.items()):
+            for result in await self.run(group, slot):
+                state = self.states[result.job.name]
+                if result.error is None:
+                    completed(state, slot)
+                else:
+                    failed(state, slot, self.now())
+                self.on_state(result.job, state)
+        now = self.now()
+        for job in self.jobs:
+            if late(self.states[job.name], now):
+                log.warning("cohort sync %s: no completed sync for more than two cadences", job.name)
+        wakes = [w for job in self.jobs if (w := next_wake(self.states[job.name], now)) is not None]
+        wait_ms = min(wakes, default=now + int(IDLE_WAKE_S * 1000)) - now
+        return min(max(wait_ms / 1000, 0.0), IDLE_WAKE_S)
+
+    async def run_forever(self, stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:
+        await self.start()
+        on_ready()
+        while not stop():
+            wait = await self.tick()
+            if wait > 0:
+                await self.pause(wait)
+
+
+def gauges(jobs: list[Any], states: dict[str, JobState]) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """Per (cohort, destination) -- the metrics' labels; its routing keys taken together, the worst of them: the
+    time of the oldest latest completed slot (or when scheduling began), the longest cadence in seconds (0:
+    ``once``), the most failed attempts in a row."""
+    out: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for job in jobs:
+        st = states.get(job.name)
+        if st is None:
+            continue
+        key = (job.cohort.id, job.destination.name)
+        last = (st.completed_ms if st.completed_ms is not None else st.since_ms) / 1000
+        interval = (cadence_ms(st.cadence) or 0) / 1000
+        if key in out:
+            a, b, c = out[key]
+            last, interval, failures = min(a, last), max(b, interval), max(c, st.failures)
+        else:
+            failures = st.failures
+        out[key] = (last, interval, failures)
+    return out
+
+
+async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
+                    on_ready: Callable[[], None] = lambda: None) -> None:
+    """The worker's ``cohorts`` stage: every configured sync on its cadence, until ``stop()``."""
+    from contextlib import AsyncExitStack
+
+    from stream import metrics
+    from stream.cohorts import sync
+    from stream.retry import pause
+
+    jobs = sync.all_jobs(settings)
+    async with AsyncExitStack() as stack:
+        storages = {d.name: await stack.enter_async_context(sync._s3_storage(settings, d))
+                    for d in settings.cohort_destinations if d.syncs}
+        source = sync.EventSource(settings)
+
+        def on_state(job: Any, state: JobState) -> None:
+            for (cohort, dest), (last, interval, failures) in gauges(jobs, scheduler.states).items():
+                metrics.COHORT_LAST_COMPLETED.labels(cohort=cohort, destination=dest).set(last)
+                metrics.COHORT_SYNC_INTERVAL.labels(cohort=cohort, destination=dest).set(interval)
+                metrics.COHORT_CONSECUTIVE_FAILURES.labels(cohort=cohort, destination=dest).set(failures)
+
+        async def latest(job: Any) -> dict[str, Any] | None:
+            return await sync.latest_completed(storages[job.destination.name], job)
+
+        async def run(group: list[Any], slot: int) -> list[Any]:
+            return await sync.run_syncs(settings, group, slot, lambda d: storages[d.name], source,
+                                        echo=lambda line: log.info("%s", line), at_ms=slot, clock_ms=clock.now_ms)
+
+        scheduler = Scheduler(jobs, clock.now_ms, latest, run, lambda s: pause(s, stop), on_state)
+        log.info("cohorts: scheduling %d sync(s): %s", len(jobs), ", ".join(j.name for j in jobs))
+        await scheduler.run_forever(stop, on_ready)
