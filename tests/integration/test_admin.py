@@ -181,13 +181,14 @@ def hostile_requests():
         query = urllib.parse.urlencode(pairs)
         if draw(st.booleans()):
             query += "&" + draw(st.text(alphabet="%=&+;abz09", max_size=12))
-        return method, f"{path}?{query}" if query else path, draw(body)
+        auth = draw(st.sampled_from([f"Bearer {ADMIN_TOKEN}"] * 4 + [None, "Bearer wrong", "Basic eDp5", ""]))
+        return method, f"{path}?{query}" if query else path, draw(body), auth
     return request()
 
 
 def test_hostile_requests_to_the_admin_api_with_the_token_get_an_answer_never_a_500(deployment, worker):
     """Whatever path, query and body a holder of the token sends, the admin API answers it: 2xx, or 4xx with a
-    JSON error naming what is wrong; never a 500."""
+    JSON error naming what is wrong; never a 500. Without the token, or with another, every path is a 401."""
     import http.client
 
     from hypothesis import HealthCheck, example, given
@@ -204,21 +205,23 @@ def test_hostile_requests_to_the_admin_api_with_the_token_get_an_answer_never_a_
     @hypothesis_settings(max_examples=80, deadline=None, database=None,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(hostile_requests())
-    @example(("GET", "/admin/deadletters?samples=x", None))
-    @example(("GET", "/admin/deadletters?samples=99999999999999999999", None))
+    @example(("GET", "/admin/deadletters?samples=x", None, f"Bearer {ADMIN_TOKEN}"))
+    @example(("GET", "/admin/deadletters?samples=99999999999999999999", None, f"Bearer {ADMIN_TOKEN}"))
     @example(("POST", "/admin/backfills", b'{"destination":"main","from":"2024-03-01T00","to":"2024-03-01T01",'
-                                          b'"exports":["all"]}'))
+                                          b'"exports":["all"]}', f"Bearer {ADMIN_TOKEN}"))
     def answered(req):
-        method, target, body = req
+        method, target, body, auth = req
         conn = http.client.HTTPConnection("127.0.0.1", settings.worker.http_port, timeout=120)
         try:
-            conn.request(method, target, body=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            conn.request(method, target, body=body, headers={"Authorization": auth} if auth is not None else {})
             r = conn.getresponse()
             status, raw = r.status, r.read()
         finally:
             conn.close()
         seen[status // 100] = seen.get(status // 100, 0) + 1
         assert status < 500, (method, target, body, status, raw[:500])
+        if auth != f"Bearer {ADMIN_TOKEN}":
+            assert status == 401, (method, target, status, raw[:500])
         if status >= 400 and status not in (404, 405):     # the router's own 404 and 405 are plain text
             assert isinstance(orjson.loads(raw)["error"], str), (method, target, raw[:500])
     answered()
