@@ -39,6 +39,7 @@ from stream.export.ledger import Claim, Kind, LedgerIndex, LedgerRecord
 from stream.export.notify import NoticeBook, Notifier
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
 from stream.retry import Failure, retry_until_done
+from stream.s3.arn import s3_arn
 from stream.s3.client import target_of
 from stream.s3.errors import classify as s3_failure
 from stream.s3.errors import explain
@@ -258,7 +259,8 @@ class Exporter:
         if failure.kind == "permanent":
             metrics.EXPORT_FAILING.labels(self.name).set(1)
         prefix = obj.key.rsplit("/", 1)[0] + "/" if obj is not None else d.prefix
-        detail = explain(exc, self.target, "s3:PutObject", f"arn:aws:s3:::{d.bucket}/{prefix}*").message
+        detail = explain(exc, self.target, "s3:PutObject",
+                         s3_arn(d.bucket, f"{prefix}*", region=self.target.region)).message
         if failure.kind == "permanent":
             log.error("export %s: %s; uploads retry every %.0fs until it is fixed", self.name, detail,
                       self.settings.s3.permanent_retry_s)

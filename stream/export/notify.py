@@ -29,6 +29,7 @@ import orjson
 from stream.export.completion import iso_hour, iso_ms
 from stream.export.ledger import Kind, LedgerRecord, facts
 from stream.redact import SecretFilter, configured_secrets
+from stream.s3.arn import s3_arn
 from stream.s3.client import Target
 from stream.s3.policy import statement_for
 from stream.settings import DestinationSettings, Settings
@@ -105,7 +106,8 @@ def message(dest: DestinationSettings, name: str, inc: Incident, target: Target,
         "hours_affected": [iso_hour(h) for h in inc.hours]}
     missing = MISSING.get(r.reason)
     if missing is not None:
-        resource = (f"arn:aws:s3:::{dest.bucket}/{r.key.rsplit('/', 1)[0]}/*" if r.key and missing.startswith("s3:")
+        resource = (s3_arn(dest.bucket, f"{r.key.rsplit('/', 1)[0]}/*", region=target.region)
+                    if r.key and missing.startswith("s3:")
                     else target.encryption.kms_key_id if missing.startswith("kms:") else target.role_arn)
         where, statement = statement_for(missing, resource, target, worker_principal)
         doc.update(missing_permission=missing, add_to=where, statement=statement)

@@ -31,16 +31,12 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from urllib.parse import urlparse
-
-from botocore.exceptions import ClientError
 
 from stream import metrics
 from stream.crashpoints import crash_point
@@ -48,6 +44,8 @@ from stream.imports.files import ImportFile
 from stream.imports.notifications import MessageKind, S3Object, parse_message
 from stream.retry import retry_until_done
 from stream.s3 import errors as s3errors
+from stream.s3 import sqs
+from stream.s3.arn import queue_arn, s3_arn
 from stream.s3.client import Target, target_client, target_of
 from stream.settings import ScanSettings, Settings, SourceSettings
 
@@ -337,34 +335,11 @@ async def run_scanner(settings: Settings, source: SourceSettings, send: Send, *,
 
 def _scan_problem(exc: BaseException, target: Target) -> str:
     if s3errors.classify(exc) is not None:
-        return s3errors.explain(exc, target, "s3:ListBucket", f"arn:aws:s3:::{target.bucket}").message
+        return s3errors.explain(exc, target, "s3:ListBucket", s3_arn(target.bucket, region=target.region)).message
     return f"{type(exc).__name__}: {exc} (files found so far were sent; the broker may be unreachable)"
 
 
 # --- the SQS poller --------------------------------------------------------------------------------------------
-
-_SQS_THROTTLED = frozenset({"RequestThrottled", "OverLimit", "KmsThrottled", "ThrottlingException"})
-_SQS_NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"})
-
-
-def _classify_sqs(exc: BaseException) -> s3errors.Failure | None:
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _SQS_THROTTLED:
-            return s3errors.Failure("transient", "throttled")
-        if code in _SQS_NO_QUEUE:
-            return s3errors.Failure("permanent", "no_such_queue")
-    return s3errors.classify(exc)
-
-
-def queue_arn(queue_url: str, region: str) -> str:
-    """``https://sqs.<region>.amazonaws.com/<account>/<name>`` -> ``arn:aws:sqs:<region>:<account>:<name>``; the
-    URL itself when it is not of that form."""
-    parts = urlparse(queue_url).path.strip("/").split("/")
-    if len(parts) == 2 and re.fullmatch(r"\d{12}", parts[0]):
-        return f"arn:aws:sqs:{region}:{parts[0]}:{parts[1]}"
-    return queue_url
-
 
 def _sqs_cure(failure: s3errors.Failure, exc: BaseException, source: SourceSettings, target: Target,
               action: str) -> str:
@@ -443,7 +418,7 @@ class _Poller:
         s3 = self.settings.s3
         return await retry_until_done(f"import {self.source.name}: {action}",
                                       lambda: getattr(self.sqs, method)(QueueUrl=self.url, **kwargs),
-                                      classify=_classify_sqs, on_failure=on_failure, first_delay=0.5,
+                                      classify=sqs.classify, on_failure=on_failure, first_delay=0.5,
                                       max_delay=s3.retry_max_s, permanent_delay=s3.permanent_retry_s)
 
     async def receive(self) -> list[Mapping[str, Any]] | None:
@@ -537,7 +512,7 @@ class _Poller:
         try:
             answer = await self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
         except Exception as exc:
-            failure = _classify_sqs(exc)
+            failure = sqs.classify(exc)
             if failure is None:
                 raise
             self.failed(action, failure, exc)

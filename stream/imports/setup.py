@@ -46,6 +46,9 @@ import click
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stream.errors import ConfigError, StreamError
+from stream.s3 import sqs as sqs_codes
+from stream.s3.arn import account_of, partition_of, s3_arn
+from stream.s3.arn import queue_arn as queue_arn_of_url
 from stream.s3.client import Target, target_client, target_of
 from stream.s3.errors import Problem, classify, explain
 from stream.settings import Settings, SourceSettings, load_settings
@@ -60,9 +63,6 @@ CONFIG_HELP = "YAML configuration file (examples/stream.yaml); STREAM_* environm
 _KINDS = (("QueueConfigurations", "queue configuration", "QueueArn"),
           ("TopicConfigurations", "topic configuration", "TopicArn"),
           ("LambdaFunctionConfigurations", "Lambda configuration", "LambdaFunctionArn"))
-_NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"})
-_SQS_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "403", "Forbidden",
-                         "AWS.SimpleQueueService.AccessDenied"})
 _KMS_KEY = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
 _DENIED_TO_OWNER = frozenset({"AccessDenied", "403", "Forbidden"})
 _WOULD = {"added": "add", "updated": "update"}
@@ -205,27 +205,14 @@ def notification_plan(existing: dict[str, Any], queue_arn: str, prefix: str, *, 
 
 # --- the queue policy (pure) ----------------------------------------------------------------------------------------
 
-def partition_of(arn: str) -> str:
-    parts = arn.split(":")
-    return parts[1] if len(parts) > 1 and parts[0] == "arn" and parts[1] else "aws"
-
-
-def account_of(arn: str) -> str | None:
-    parts = arn.split(":")
-    return parts[4] if len(parts) > 5 and re.fullmatch(r"\d{12}", parts[4]) else None
-
-
-def bucket_arn(bucket: str, partition: str = "aws") -> str:
-    return f"arn:{partition}:s3:::{bucket}"
-
-
 def statement_id(bucket: str) -> str:
     return f"stream-s3-{bucket}"
 
 
 def queue_statement(queue_arn: str, bucket: str, account_id: str | None) -> dict[str, Any]:
     """S3 may send the bucket's notifications to the queue (and only that bucket's, of that account)."""
-    condition: dict[str, Any] = {"ArnEquals": {"aws:SourceArn": bucket_arn(bucket, partition_of(queue_arn))}}
+    source_arn = s3_arn(bucket, partition=partition_of(queue_arn))
+    condition: dict[str, Any] = {"ArnEquals": {"aws:SourceArn": source_arn}}
     if account_id:
         condition["StringEquals"] = {"aws:SourceAccount": account_id}
     return {"Sid": statement_id(bucket), "Effect": "Allow", "Principal": {"Service": S3_SERVICE},
@@ -299,10 +286,10 @@ def problem_of(exc: BaseException, target: Target, action: str, resource: str, q
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if action.startswith("sqs:"):
-            if code in _NO_QUEUE:
+            if code in sqs_codes.NO_QUEUE:
                 return Problem("no_such_queue", None, None, f"queue {queue_url} does not exist (or these credentials "
                                "cannot see it): check queue_url and queue_region")
-            if code in _SQS_DENIED:
+            if code in sqs_codes.DENIED:
                 return Problem("access_denied", action, resource, f"missing {action} on {resource}{target.as_role()}: "
                                f"grant it to {_who(target)} (and check that the queue policy does not deny it)")
         msg = str(exc.response.get("Error", {}).get("Message", ""))
@@ -333,16 +320,6 @@ def _source_of(settings: Settings, name: str) -> tuple[int, SourceSettings]:
     raise ConfigError(f"no source named {name!r}; sources: {names}")
 
 
-def queue_arn_of_url(queue_url: str, region: str) -> str:
-    """The ARN of a queue URL ``https://sqs.<region>.amazonaws.com/<account>/<name>``, to name a permission before
-    the queue has answered; the URL itself when it has another shape."""
-    path = [p for p in queue_url.split("://", 1)[-1].split("/")[1:] if p]
-    if len(path) == 2 and re.fullmatch(r"\d{12}", path[0]):
-        partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
-        return f"arn:{partition}:sqs:{region}:{path[0]}:{path[1]}"
-    return queue_url
-
-
 @dataclass(frozen=True)
 class _Where:
     source: SourceSettings
@@ -352,7 +329,7 @@ class _Where:
 
     @property
     def bucket_arn(self) -> str:
-        return bucket_arn(self.bucket.bucket)
+        return s3_arn(self.bucket.bucket, region=self.bucket.region)
 
 
 def _where(settings: Settings, name: str) -> _Where:
@@ -431,8 +408,8 @@ async def setup_source(settings: Settings, name: str, *, merge: bool, dry_run: b
         policy = queue_policy(queue_arn, bucket, account, current)
         sid = statement_id(bucket)
         had = next((s for s in _statements(current) if s.get("Sid") == sid), None)
-        grant = f"{S3_SERVICE} may send messages from {bucket_arn(bucket, partition_of(queue_arn))}" + \
-            (f" of account {account}" if account else "")
+        sender = s3_arn(bucket, partition=partition_of(queue_arn))
+        grant = f"{S3_SERVICE} may send messages from {sender}" + (f" of account {account}" if account else "")
         if same_statement(had, queue_statement(queue_arn, bucket, account)):
             lines.append(f"queue policy: statement {sid} already in place ({grant})")
         else:
@@ -567,16 +544,16 @@ async def check_source(settings: Settings, name: str) -> list[CheckLine]:
                                                    src.queue_url)))
             return lines
         queue_arn = attrs["QueueArn"]
+        sender = s3_arn(bucket, partition=partition_of(queue_arn))
         lines.append(_queue_line(queue, attrs, target.region))
-        statement = sending_statement(json.loads(attrs["Policy"]) if attrs.get("Policy") else None,
-                                      bucket_arn(bucket, partition_of(queue_arn)))
+        statement = sending_statement(json.loads(attrs["Policy"]) if attrs.get("Policy") else None, sender)
         if statement is None:
             lines.append(CheckLine("queue policy", False, f"it does not let {S3_SERVICE} send messages from "
-                                   f"{bucket_arn(bucket, partition_of(queue_arn))}, so S3 cannot deliver the "
+                                   f"{sender}, so S3 cannot deliver the "
                                    "notifications", setup_cmd))
         else:
             lines.append(CheckLine("queue policy", True, f"statement {statement.get('Sid') or '(no Sid)'} lets "
-                                   f"{S3_SERVICE} send messages from {bucket_arn(bucket, partition_of(queue_arn))}"))
+                                   f"{S3_SERVICE} send messages from {sender}"))
 
         if not bucket_ok:
             return lines

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stream.s3.arn import s3_arn
 from stream.s3.client import Target
 
 VERSION = "2012-10-17"
@@ -33,8 +34,8 @@ def _doc(*statements: dict[str, Any]) -> dict[str, Any]:
     return {"Version": VERSION, "Statement": list(statements)}
 
 
-def _objects(bucket: str, prefixes: Sequence[str]) -> list[str]:
-    return [f"arn:aws:s3:::{bucket}/{p}*" for p in prefixes]
+def _objects(target: Target, prefixes: Sequence[str]) -> list[str]:
+    return [s3_arn(target.bucket, f"{p}*", region=target.region) for p in prefixes]
 
 
 def writer_of(target: Target, worker_principal: str | None) -> str:
@@ -46,10 +47,10 @@ def bucket_policy(target: Target, prefixes: Sequence[str], worker_principal: str
                   enforce_encryption: bool = False) -> dict[str, Any]:
     statements: list[dict[str, Any]] = [{
         "Sid": "StreamWrites", "Effect": "Allow", "Principal": {"AWS": writer_of(target, worker_principal)},
-        "Action": "s3:PutObject", "Resource": _objects(target.bucket, prefixes)}]
+        "Action": "s3:PutObject", "Resource": _objects(target, prefixes)}]
     if enforce_encryption:
         sse = "aws:kms" if target.encryption.type == "sse-kms" else "AES256"
-        everything = f"arn:aws:s3:::{target.bucket}/*"
+        everything = s3_arn(target.bucket, "*", region=target.region)
         statements += [
             {"Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
              "Resource": everything,
@@ -61,7 +62,7 @@ def bucket_policy(target: Target, prefixes: Sequence[str], worker_principal: str
 
 def role_policy(target: Target, prefixes: Sequence[str]) -> dict[str, Any]:
     statements: list[dict[str, Any]] = [{"Sid": "StreamWrites", "Effect": "Allow", "Action": "s3:PutObject",
-                                         "Resource": _objects(target.bucket, prefixes)}]
+                                         "Resource": _objects(target, prefixes)}]
     if target.encryption.type == "sse-kms":
         statements.append({"Sid": "StreamEncrypts", "Effect": "Allow",
                            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
@@ -90,7 +91,7 @@ def trust_policy(target: Target, worker_principal: str | None) -> dict[str, Any]
 def reader_role_policy(target: Target, prefix: str, notifications: bool, kms: bool) -> dict[str, Any]:
     """An import source's read role: list and read under its prefix (FORMATS.md §7.1), optionally decrypt and
     configure the bucket's notifications."""
-    bucket = f"arn:aws:s3:::{target.bucket}"
+    bucket = s3_arn(target.bucket, region=target.region)
     statements: list[dict[str, Any]] = [
         {"Sid": "StreamLists", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket,
          "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}}},
@@ -114,4 +115,4 @@ def statement_for(missing: str, resource: str | None, target: Target,
     return (f"the bucket policy of {target.bucket} (or the identity policy of {writer_of(target, worker_principal)}"
             ", without Principal)",
             {"Effect": "Allow", "Principal": {"AWS": writer_of(target, worker_principal)}, "Action": missing,
-             "Resource": resource or f"arn:aws:s3:::{target.bucket}/*"})
+             "Resource": resource or s3_arn(target.bucket, "*", region=target.region)})

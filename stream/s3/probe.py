@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
+from stream.s3.arn import s3_arn
 from stream.s3.client import Target, target_client
 from stream.s3.errors import Problem, explain
 from stream.s3.storage import sse_args
@@ -41,7 +42,7 @@ async def probe_writes(target: Target, prefixes: list[str], s3: S3Settings) -> l
     """Probe writing under each of ``prefixes`` of ``target``; the steps done, the first failing one last."""
     done: list[Probe] = []
     async with target_client(target, s3) as client:
-        bucket_arn = f"arn:aws:s3:::{target.bucket}"
+        bucket_arn = s3_arn(target.bucket, region=target.region)
         try:
             head = await client.head_bucket(Bucket=target.bucket)
             region = head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
@@ -64,7 +65,7 @@ async def probe_writes(target: Target, prefixes: list[str], s3: S3Settings) -> l
         sse = sse_args(target.encryption)
         for prefix in prefixes:
             key = probe_key(prefix)
-            resource = f"arn:aws:s3:::{target.bucket}/{prefix}*"
+            resource = s3_arn(target.bucket, f"{prefix}*", region=target.region)
             where = f"s3://{target.bucket}/{key}"
             try:
                 await client.put_object(Bucket=target.bucket, Key=key, Body=b"", **sse)

@@ -4,7 +4,6 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from botocore.exceptions import ClientError
 
 from stream.imports import discovery
 from stream.imports.discovery import (
@@ -12,7 +11,6 @@ from stream.imports.discovery import (
     ScanState,
     from_notification,
     plan_message,
-    queue_arn,
     sources_on_queue,
     wanted,
 )
@@ -177,25 +175,6 @@ def test_the_sources_on_a_queue_are_the_enabled_ones_with_the_same_url():
         source(name="a", queue_url=q), source(name="b", queue_url=q), source(name="c", queue_url=other),
         source(name="d", queue_url=q, enabled=False), source(name="e")])
     assert [s.name for s in sources_on_queue(settings, settings.source("b"))] == ["b", "a"]
-
-
-def test_queue_arn_of_an_sqs_url():
-    assert queue_arn("https://sqs.eu-west-1.amazonaws.com/123456789012/imports", "eu-west-1") == \
-        "arn:aws:sqs:eu-west-1:123456789012:imports"
-    assert queue_arn("http://127.0.0.1:5000/queue/imports", "us-east-1") == "http://127.0.0.1:5000/queue/imports"
-
-
-@pytest.mark.parametrize("code,kind,reason", [
-    ("AWS.SimpleQueueService.NonExistentQueue", "permanent", "no_such_queue"),
-    ("QueueDoesNotExist", "permanent", "no_such_queue"),
-    ("RequestThrottled", "transient", "throttled"),
-    ("OverLimit", "transient", "throttled"),
-    ("AccessDenied", "permanent", "access_denied"),
-    ("InternalError", "transient", "server_error"),
-])
-def test_sqs_failures_are_classified(code, kind, reason):
-    failure = discovery._classify_sqs(ClientError({"Error": {"Code": code, "Message": "x"}}, "ReceiveMessage"))
-    assert (failure.kind, failure.reason) == (kind, reason)
 
 
 # --- the scan planner ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from stream.imports.setup import (
     import_group,
     notification_plan,
     problem_of,
-    queue_arn_of_url,
     queue_policy,
     same_notifications,
     sending_statement,
@@ -156,16 +155,6 @@ def test_check_lines_render_as_stream_check_does_and_any_failure_exits_1():
     assert CheckLine("queue", False, "it failed").render() == "queue: it failed"
     assert exit_code([ok, skipped]) == 0
     assert exit_code([ok, bad, skipped]) == 1
-
-
-def test_a_queue_url_names_its_arn_before_the_queue_answers():
-    assert queue_arn_of_url("https://sqs.eu-west-1.amazonaws.com/123456789012/imports", "eu-west-1") == \
-        "arn:aws:sqs:eu-west-1:123456789012:imports"
-    assert queue_arn_of_url("http://127.0.0.1:5000/123456789012/imports", "us-east-1") == \
-        "arn:aws:sqs:us-east-1:123456789012:imports"
-    assert queue_arn_of_url("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q", "cn-north-1") == \
-        "arn:aws-cn:sqs:cn-north-1:123456789012:q"
-    assert queue_arn_of_url("http://elsewhere/q", "us-east-1") == "http://elsewhere/q"
 
 
 def _error(code, message, op, status=400):
