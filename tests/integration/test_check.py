@@ -166,4 +166,4 @@ def test_check_names_a_topic_whose_retention_is_shorter_than_the_settings_need(d
     assert [line for line in r.output.splitlines() if "keeps records" in line] == [
         f"kafka: topic {p}{t} keeps records 1 days, less than the 7 it needs: kafka-configs --alter --entity-type "
         f"topics --entity-name {p}{t} --add-config retention.ms=604800000"
-        for t in ("events.ingest", "events.valid", "events.accepted")]
+        for t in ("events.ingest", "events.valid", "events.accepted", "identity.merges")]

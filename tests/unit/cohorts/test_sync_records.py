@@ -287,3 +287,10 @@ def test_sync_job_alone_still_takes_a_membership():
     (job,) = jobs_of(s, "pro-buyers")
     r = asyncio.run(sync_job(storage, job, T1, m))
     assert (r.members, r.entering) == (2, 2)
+
+
+def test_identity_merges_are_kept_as_long_as_the_events_they_join():
+    from stream.topics import topic_specs
+    s = load_settings(None, topics={"retention_days": 10})
+    kept = {t.name: t.config.get("retention.ms") for t in topic_specs(s)}
+    assert kept["identity.merges"] == kept["events.accepted"] == str(10 * DAY)
