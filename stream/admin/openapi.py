@@ -7,12 +7,17 @@ from typing import Any
 _ERROR = {"description": "Why not, and what to do",
           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _OBJ = {"content": {"application/json": {"schema": {"type": "object"}}}}
+_LIMITED = {"description": "This address failed to authenticate too often (admin.max_failed_auth per "
+                           "admin.failed_auth_window_s): wait the Retry-After seconds; the token is not looked at.",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
 def _op(summary: str, description: str, *, params: list[dict] | None = None, body: dict | None = None,
         ok: str = "200", errors: tuple[str, ...] = ("401",)) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "description": description,
-                          "responses": {ok: {"description": "OK", **_OBJ}, **{e: _ERROR for e in errors}}}
+                          "responses": {ok: {"description": "OK", **_OBJ}, **{e: _ERROR for e in errors},
+                                        "429": _LIMITED}}
     if params:
         op["parameters"] = params
     if body:

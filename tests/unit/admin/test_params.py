@@ -74,4 +74,5 @@ def test_the_openapi_description_states_the_bounds():
                                                          "default": 20}
     assert params[("/admin/deadletters", "hours")] == {"type": "integer", "minimum": 1, "maximum": 8784}
     assert params[("/admin/imports/{name}/preview", "key")] == {"type": "string", "maxLength": 1024}
-    assert "400" in OPENAPI["paths"]["/admin/deadletters"]["get"]["responses"]
+    assert sorted(OPENAPI["paths"]["/admin/deadletters"]["get"]["responses"]) == ["200", "400", "401", "429"]
+    assert all("429" in op["responses"] for ops in OPENAPI["paths"].values() for op in ops.values())
