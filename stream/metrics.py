@@ -46,8 +46,8 @@ IDENTITY_HELD = Counter("stream_identity_held_events_total",
                        "the link (identity.hold_s).")
 IDENTITY_UNANSWERED = Counter("stream_identity_unanswered_events_total",
                               "Held events exported without the user side's answer, because they were held "
-                              "identity.hold_s: a user known elsewhere has the device's own id and properties on "
-                              "them.")
+                              "identity.hold_s or into a later hour: a user known elsewhere has the device's own id "
+                              "and properties on them.")
 IDENTITY_HOLD_SECONDS = Histogram("stream_identity_hold_seconds",
                                   "How long a device's rows were held for the user side's answer, from the Kafka "
                                   "timestamp of the events.valid message that held the first one.",

@@ -35,8 +35,12 @@ so it cannot keep that source's offsets). The user side answers every link
 (``decide(answer=True)``): a merge is the remap as before; an adopted link gets a
 remap from its id to itself. The wait is bounded by ``identity.hold_s``,
 measured by the Kafka timestamps of the messages (deterministic on replay) and
-checked at each batch of the partition; held rows past it are exported with
-what the partition knows and counted (``stream_identity_unanswered_events_total``),
+checked at each batch of the partition; held rows past it, or of an hour
+before the batch's (so that they reach events.accepted before the partition's
+rows of a later hour, and the exporter, which closes an hour once the
+partition's rows are past it, writes them into their hour's object rather than
+a straggler's), are exported with what the partition knows and counted
+(``stream_identity_unanswered_events_total``),
 and every hold's length is observed (``stream_identity_hold_seconds``, wall
 clock at the answer). A partition that reads no message at all lets nothing go
 until it reads one, or the answer comes. ``identity.hold_s: 0`` holds nothing
@@ -145,21 +149,22 @@ class DeviceSide:
         the same offsets, which the exporter drops."""
         for wait in released.waits_ms:
             metrics.IDENTITY_HOLD_SECONDS.observe(wait / 1000)
-        if released.unanswered:
-            metrics.IDENTITY_UNANSWERED.inc(released.unanswered)
+        metrics.IDENTITY_UNANSWERED.inc(released.unanswered)
+        if released.past_bound:
             log.warning("identity: %d held events of %s[%d]@%d exported without the user side's answer after "
                         "identity.hold_s (%gs): their user's properties and id, if known elsewhere, come with a later "
-                        "remap; is the user side (identity.links) lagging?", released.unanswered, self.valid_name,
+                        "remap; is the user side (identity.links) lagging?", released.past_bound, self.valid_name,
                         partition, offset, self.settings.identity.hold_s)
         for batch in released_batches(released, Origin(self.valid_name, partition, offset), self.released_source):
             for part in batch.split(self.settings.kafka.max_request_bytes // 2):
                 await self.accepted.send(value=part.encode(), partition=partition)
+        metrics.DEDUPE_ACCEPTED.inc(len(released.rows))     # written to events.accepted: now, not with their batch
 
     async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int) -> EventBatch:
         """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered."""
         await self._rollback(partition, offset)
         # a bound of 0 holds nothing new, and lets go what was held before the setting changed
-        hold = Hold(timestamp_ms, self.hold_ms, out.keys, out.uuids, out.segment, out.segment_source)
+        hold = Hold(timestamp_ms, self.hold_ms, out.hour, out.keys, out.uuids, out.segment, out.segment_source)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
                             lambda keys: self.table.get_many(partition, keys),
                             self.settings.identity.max_properties_bytes, hold)

@@ -27,8 +27,10 @@ folded as below) or an answer that moves nothing (the user adopted the pair's
 id). Then they go out, in order, as released rows (``Released``; the agent
 sends them on their own source, ``stream.agents.identity.held_source``). A hold
 lasts ``identity.hold_s`` at most: the first batch of the partition read that
-long after the hold began lets its rows go as they are (counted: they carry the
-device's own id and fields, as without holds). Everything is decided from the
+long after the hold began, or of a later hour than the hold's, lets its rows go
+as they are, before its own rows (counted: they carry the device's own id and
+fields, as without holds). The hour rule keeps held rows in their hour's object:
+the exporter closes an hour once the partition's rows are past it. Everything is decided from the
 messages and the state (the bound by the events.valid messages' Kafka
 timestamps), so a replay holds and releases the same rows under the same
 source offsets.
@@ -184,10 +186,11 @@ IDENTIFY, GROUP_IDENTIFY = "$identify", "$groupidentify"
 
 class Hold(NamedTuple):
     """What holding rows needs of their batch: when it was read (the Kafka timestamp of its events.valid message,
-    epoch ms), the bound of a hold (ms), and per row what the batch carries besides the row."""
+    epoch ms), the bound of a hold (ms), the batch's hour, and per row what the batch carries besides the row."""
 
     now_ms: int
     bound_ms: int
+    hour: int
     keys: Sequence[bytes]
     uuids: Sequence[bytes]
     segment: Sequence[bytes]           # per row its Segment message; empty when none has one
@@ -199,8 +202,9 @@ class Released(NamedTuple):
     without the user side's answer (the hold passed its bound), and how long each hold let go was held."""
 
     rows: list[tuple[HeldRow, bytes, int]]     # (held row, enriched row, source offset)
-    unanswered: int = 0
+    unanswered: int = 0                        # let go without an answer: past the bound, or of an earlier hour
     waits_ms: list[int] = []
+    past_bound: int = 0                        # of the unanswered, those held for the bound
 
 
 class Resolution(NamedTuple):
@@ -320,10 +324,11 @@ class _HoldBook:
         self.st = st
         self.held: dict[bytes, Held | None] = {}
         v = st.get(HOLDS)
-        self.index: list[tuple[int, bytes]] = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
+        self.index: list[tuple[int, int, bytes]] = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
         self._index0 = list(self.index)
         self.released: list[tuple[HeldRow, bytes, int]] = []
         self.unanswered = 0
+        self.past_bound = 0
         self.waits: list[int] = []
 
     def get(self, hk: bytes) -> Held | None:
@@ -342,12 +347,12 @@ class _HoldBook:
                 for i, r in enumerate(h.rows)]
         return enc.encode(Held(h.since, h.waiting, rows))
 
-    def start(self, hk: bytes, since: int) -> Held:
+    def start(self, hk: bytes, since: int, hour: int) -> Held:
         h = self.held[hk] = Held(since, [], [])
-        self.index.append((since, hk))
+        self.index.append((since, hour, hk))
         return h
 
-    def release(self, hk: bytes, now_ms: int, answered: bool) -> None:
+    def release(self, hk: bytes, now_ms: int, answered: bool, past_bound: bool = False) -> None:
         h = self.get(hk)
         if h is None:
             return
@@ -358,15 +363,20 @@ class _HoldBook:
         self.st.put(RELEASED, encode_int(nxt))
         if not answered:
             self.unanswered += len(h.rows)
+        if past_bound:
+            self.past_bound += len(h.rows)
         self.waits.append(max(0, now_ms - h.since))
         self.held[hk] = None
-        self.index = [x for x in self.index if x[1] != hk]
+        self.index = [x for x in self.index if x[2] != hk]
 
-    def expire(self, now_ms: int, bound_ms: int) -> None:
-        """Let go, as they are, the holds held for ``bound_ms`` or longer."""
-        for since, hk in list(self.index):
-            if now_ms - since >= bound_ms:
-                self.release(hk, now_ms, answered=False)
+    def expire(self, now_ms: int, bound_ms: int, hour: int) -> None:
+        """Let go, as they are, the holds held for ``bound_ms`` or longer, and those begun in a batch of an hour
+        before ``hour``: in events.accepted their rows then come before any row of a later hour of the partition,
+        so the exporter, which closes an hour once its partition's rows are past it, takes them into the hour's
+        object instead of a straggler's."""
+        for since, h_hour, hk in list(self.index):
+            if now_ms - since >= bound_ms or h_hour < hour:
+                self.release(hk, now_ms, answered=False, past_bound=now_ms - since >= bound_ms)
 
     def result(self) -> Released:
         for hk, h in self.held.items():
@@ -376,7 +386,7 @@ class _HoldBook:
                 self.st.put(hk, None)
         if self.index != self._index0:
             self.st.put(HOLDS, enc.encode(Holds(self.index)) if self.index else None)
-        return Released(self.released, self.unanswered, self.waits)
+        return Released(self.released, self.unanswered, self.waits, self.past_bound)
 
 
 MAX_PROPERTIES_BYTES = 256 * 1024
@@ -390,8 +400,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
 
     With ``hold``, the rows of a device from its first event with a new user_id on are held (``Resolution.keep``
     is False for them, they are in the state) until the user side answered that link, and holds past their bound
-    are let go (``Resolution.released``); a bound of 0 holds nothing new and lets go what was held. Without it,
-    every row goes out at once.
+    and those of an earlier hour are let go first (``Resolution.released``); a bound of 0 holds nothing new and
+    lets go what was held. Without it, every row goes out at once.
 
     A user's (or group's) properties never grow past ``max_props_bytes`` of JSON: an update that would take them
     past it is not applied (the event is exported with the properties as they were, and the update is listed in
@@ -478,9 +488,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     if counter != counter0:
         st.put(COUNTER, encode_int(counter))
     if hold is not None:
-        keys.add(HOLDS)
-        st.load({HOLDS})
         book = _HoldBook(st)
+        book.expire(hold.now_ms, hold.bound_ms, hold.hour)     # before this batch's rows, which then go out after
     held = 0
 
     # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
@@ -552,7 +561,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             h = book.get(hk)
             if linked[i] and (h is not None or hold.bound_ms > 0):
                 if h is None:
-                    h = book.start(hk, hold.now_ms)
+                    h = book.start(hk, hold.now_ms, hold.hour)
                 h.waiting.append(r.user_id)
         if h is not None:
             assert hold is not None
@@ -575,10 +584,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for gk, g in group_state.items():
         if g.dirty:
             st.put(gk, g.raw)
-    released = Released([])
-    if hold is not None:
-        book.expire(hold.now_ms, hold.bound_ms)
-        released = book.result()
+    released = book.result() if hold is not None else Released([])
     return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped, held,
                       released)
 
@@ -605,14 +611,13 @@ class Remapped(NamedTuple):
     released: Released                   # held rows let go: answered, or past their bound
 
 
-def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0, bound_ms: int | None = None
-                 ) -> Remapped:
+def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0) -> Remapped:
     """The writes, pre-images, remaps applied and rows released of a remap message read at ``now_ms``; a remap
     whose pair moved on already moves nothing.
 
     The rows held for the device wait for this answer no longer; those of the pair's old id get the user's id and
     fields (the user side's, overridden by this partition's for the user, then by what the row showed). A device
-    whose every link is answered lets its rows go; with ``bound_ms``, so do the holds held that long."""
+    whose every link is answered lets its rows go (``now_ms`` only measures how long they were held)."""
     st = BatchState(get_many)
     keys: set[bytes] = {HOLDS}
     for m in remaps:
@@ -651,7 +656,5 @@ def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0, bo
         to_k, from_k = profile_key(m.project, m.to_aid), profile_key(m.project, m.from_aid)
         dst, src = st.current(to_k), st.current(from_k)
         st.put(to_k, enc.encode(fold(m, dec_profile(dst) if dst else None, dec_profile(src) if src else None)))
-    if bound_ms is not None:
-        book.expire(now_ms, bound_ms)
     released = book.result()
     return Remapped(dict(st.writes), st.before(), applied, released)

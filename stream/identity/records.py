@@ -16,7 +16,7 @@ key                                          value (msgpack arrays, ``Struct`` b
 ``U<project>\\0<user_id>``                   ``User``: the user's id and fields (user side)
 ``W<events.valid partition>``                highest events.valid offset applied from it
 ``H<project>\\0<device>``                    ``Held``: the device's rows held for the user side's answer
-``h``                                        the partition's holds: ``Holds``, (since, H key) each
+``h``                                        the partition's holds: ``Holds``, (since, hour, H key) each
 ``r``                                        the next source offset of released rows
 ==========================================  ================================================
 
@@ -142,9 +142,10 @@ class Held(msgspec.Struct, array_like=True):
 
 
 class Holds(msgspec.Struct, array_like=True):
-    """The partition's held devices: (since, H key) each, so that a batch finds those past the bound."""
+    """The partition's held devices: (since, hour of the batch that began the hold, H key) each, so that a batch
+    finds those past the bound or of an earlier hour."""
 
-    holds: list[tuple[int, bytes]]
+    holds: list[tuple[int, int, bytes]]
 
 
 enc = msgspec.msgpack.Encoder()

@@ -71,7 +71,8 @@ def test_rows_held_past_the_bound_go_out_as_they_are_with_the_next_batch_and_are
     assert ([r["amplitude_id"] for r in rows], res2.released.rows) == ([2049], [])
     rows, res3 = p1.run(ev("dev-cccc3"), now=NOW + 1000, bound=1000)
     assert [(orjson.loads(line)["amplitude_id"], o) for _, line, o in res3.released.rows] == [(1025, 0)]
-    assert (res3.released.unanswered, res3.released.waits_ms, HOLDS in p1.db) == (1, [1000], False)
+    assert (res3.released.unanswered, res3.released.past_bound, res3.released.waits_ms, HOLDS in p1.db) == (
+        1, 1, [1000], False)
     # the answer comes later: nothing is held any more; the pair still moves for the events after it
     d = users.links(1, 0, res.links)
     assert d.remaps[1][0].from_aid == d.remaps[1][0].to_aid          # the first link of the user: adopted
@@ -86,18 +87,19 @@ def test_a_batch_resolved_again_on_the_same_state_holds_and_releases_the_same_ro
     p.db = dict(state)
     rows2, r2 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000)
     assert (rows1, r1.writes, r1.released, r1.held) == (rows2, r2.writes, r2.released, r2.held)
-    # dev-aaaa1's hold was past the bound: its rows (the one held before and this batch's) go out; dev-bbbb2's waits
-    assert ([o for _, _, o in r1.released.rows], r1.released.unanswered, r1.held) == ([0, 1], 2, 2)
+    # dev-aaaa1's hold was past the bound: its row goes out before the batch's, which goes out at once; dev-bbbb2's
+    # first row waits
+    assert ([o for _, _, o in r1.released.rows], r1.released.unanswered, r1.held) == ([0], 1, 1)
+    assert [r["device_id"] for r in rows1] == ["dev-aaaa1"]
 
 
 def test_a_bound_of_0_holds_nothing_new_and_lets_go_what_was_held():
     p = Partition(0)
     p.run(ev("dev-aaaa1", "user-1111"), now=NOW)
     rows, res = p.run(ev("dev-bbbb2", "user-2222"), ev("dev-aaaa1"), now=NOW + 10, bound=0)
-    assert [r["device_id"] for r in rows] == ["dev-bbbb2"] and res.held == 1
-    assert [(orjson.loads(line)["device_id"], o) for _, line, o in res.released.rows] == [
-        ("dev-aaaa1", 0), ("dev-aaaa1", 1)]
-    assert (res.released.unanswered, HOLDS in p.db) == (2, False)
+    assert [r["device_id"] for r in rows] == ["dev-bbbb2", "dev-aaaa1"] and res.held == 0
+    assert [(orjson.loads(line)["device_id"], o) for _, line, o in res.released.rows] == [("dev-aaaa1", 0)]
+    assert (res.released.unanswered, HOLDS in p.db) == (1, False)
 
 
 def test_released_rows_go_out_as_batches_of_one_hour_each_on_the_partitions_held_source():
@@ -105,13 +107,13 @@ def test_released_rows_go_out_as_batches_of_one_hour_each_on_the_partitions_held
     from stream.events.batch import Origin
     p, users = Partition(0), UserSide(0)
     _, res = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1"), now=NOW)
-    _, res2 = p.run(ev("dev-aaaa1"), t=T + 3_600_000, now=NOW + 5)
-    _, res3 = p.run(ev("dev-aaaa1"), t=T + 50, now=NOW + 6)
+    p.run(ev("dev-aaaa1"), t=T - 3_600_000, now=NOW + 5)           # a batch of an earlier hour: held too
+    p.run(ev("dev-aaaa1"), t=T + 50, now=NOW + 6)
     p.remap(users.links(0, 0, res.links).remaps[0], now=NOW + 10)
     batches = released_batches(p.released, Origin("events.valid", 0, 77), held_source("events.valid"))
     assert [(b.hour, b.offsets, b.keys, str(b.source), b.origin.offset, len(b.lines)) for b in batches] == [
         (T, [0, 1], [b"k0", b"k1"], "events.valid.held[0]", 77, 2),
-        (T + 3_600_000, [2], [b"k0"], "events.valid.held[0]", 77, 1),
+        (T - 3_600_000, [2], [b"k0"], "events.valid.held[0]", 77, 1),
         (T, [3], [b"k0"], "events.valid.held[0]", 77, 1)]
 
 
@@ -125,3 +127,13 @@ def test_a_hold_keeps_each_version_of_the_users_properties_once():
     assert 51_000 < len(p.db[held_key(PROJECT, "dev-aaaa1")]) < 51_000 + 31 * 1100
     rows, res = p.run(ev("dev-cccc3"), now=NOW + 60_000)
     assert [orjson.loads(line)["user_properties"] for _, line, _ in res.released.rows] == [big] * 31
+
+
+def test_a_hold_is_let_go_before_the_rows_of_a_later_hour_so_that_its_rows_stay_in_their_hours_object():
+    p = Partition(0)
+    p.run(ev("dev-aaaa1", "user-1111"), now=NOW)
+    rows, res = p.run(ev("dev-bbbb2"), ev("dev-aaaa1"), t=T + 3_600_000 + 60_000, now=NOW + 5)
+    assert [(r["device_id"], r["amplitude_id"]) for r in rows] == [("dev-bbbb2", 2048), ("dev-aaaa1", 1024)]
+    assert [(orjson.loads(line)["server_upload_time"], o) for _, line, o in res.released.rows] == [
+        ("2024-03-09 07:00:00.000000", 0)]
+    assert (res.released.unanswered, res.released.past_bound, res.held, HOLDS in p.db) == (1, 0, 0, False)

@@ -35,7 +35,7 @@ class Partition:
                  for i, e in enumerate(events)]
         hold = None
         if now is not None:
-            hold = Hold(now, bound, [b"k%d" % i for i in range(len(lines))],
+            hold = Hold(now, bound, t - t % 3_600_000, [b"k%d" % i for i in range(len(lines))],
                         [b"u%015d" % i for i in range(len(lines))], [], "")
         res = resolve_batch(lines, [t + i for i in range(len(lines))], PROJECT, self.number,
                             "2024-03-09 07:30:00.000000", self.get_many, hold=hold)
