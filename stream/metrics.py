@@ -181,8 +181,10 @@ COHORT_SYNC_DURATION = Histogram("stream_cohort_sync_duration_seconds",
                                  buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
 COHORT_SYNC_FAILURES = Counter("stream_cohort_sync_failures_total",
                                "Failed attempts at cohort syncs, by reason: an S3 failure reason of "
-                               "stream.s3.errors, or chain (another run completed a sync this one had to follow), "
-                               "events (reading events.accepted or identity.merges failed), other.",
+                               "stream.s3.errors, or chain (the diff cannot follow the latest completed sync: "
+                               "another run completed one meanwhile, a later one is complete, or the previous "
+                               "sync's existing file is missing), events (reading events.accepted or "
+                               "identity.merges failed), other.",
                                ["cohort", "destination", "reason"])
 COHORT_LAST_COMPLETED = Gauge("stream_cohort_last_completed_sync_timestamp_seconds",
                               "Scheduled time of the latest completed sync of the cohort to the destination (or, "

@@ -96,8 +96,9 @@ class SyncResult:
 
 
 FAILURE_REASONS = ("chain", "events", "other")
-"""Reasons of failed syncs besides S3's (``stream.s3.errors``): ``chain``, another run completed a sync that this
-one's diff had to follow; ``events``, reading events.accepted or identity.merges failed; ``other``, anything else."""
+"""Reasons of failed syncs besides S3's (``stream.s3.errors``): ``chain``, the diff cannot follow the latest completed
+sync (another run completed one meanwhile, a later one is complete, the previous sync's existing file is missing);
+``events``, reading events.accepted or identity.merges failed; ``other``, anything else."""
 
 
 def jobs_of(settings: Settings, cohort_id: str, destination: str | None = None) -> list[SyncJob]:
@@ -175,15 +176,20 @@ async def _read_bytes(storage: Storage, bucket: str, key: str) -> bytes:
     return b"".join([chunk async for chunk in storage.read(bucket, key)])
 
 
+def _missing(exc: BaseException) -> bool:
+    """Whether a read failed because there is no such key (S3's NoSuchKey; MemoryStorage's KeyError)."""
+    from botocore.exceptions import ClientError
+    if isinstance(exc, KeyError):
+        return True
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404")
+
+
 async def _read_optional(storage: Storage, bucket: str, key: str) -> bytes | None:
     """The object's bytes, or None when there is no such key."""
-    from botocore.exceptions import ClientError
     try:
         return await _read_bytes(storage, bucket, key)
-    except KeyError:          # MemoryStorage
-        return None
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+    except Exception as exc:
+        if _missing(exc):
             return None
         raise
 
@@ -439,8 +445,18 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
         with open(prev_path, "wb") as f:  # noqa: ASYNC230 (a local spool file)
             if previous is not None:
                 result.previous = previous["stamp"]
-                async for chunk in storage.read(bucket, previous["keys"]["existing"]):
-                    f.write(chunk)
+                try:
+                    async for chunk in storage.read(bucket, previous["keys"]["existing"]):
+                        f.write(chunk)
+                except Exception as exc:
+                    if not _missing(exc):
+                        raise
+                    raise ChainError(
+                        f"{job.name}: the existing file of the previous completed sync ({previous['stamp']}), "
+                        f"s3://{bucket}/{previous['keys']['existing']}, is missing: this sync's entering and "
+                        "exiting files are relative to it. Put it back, or delete the sync records under "
+                        f"s3://{bucket}/{records_dir(job)} to start again (the next entering file then holds every "
+                        "member)") from None
         counts = write_files(spool, _ids_of(prev_path) if previous else (), members, membership.states,
                              job.sync.properties, dest.user_id_property)
         crash_point("cohorts.diffed")

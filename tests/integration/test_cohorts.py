@@ -121,3 +121,83 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
     assert history.exit_code == 0, history.output
     lines = history.output.splitlines()
     assert [ln.split()[0] for ln in lines] == ["2024-03-09T08:00", "2024-03-09T09:00"]
+
+
+def _get(url):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return None, b""
+
+
+def test_a_worker_without_event_destination_is_ready_and_syncs_the_cohorts_on_their_cadence(deployment, worker):
+    import time
+    _, path = deployment
+    cfg = yaml.safe_load(path.read_text())
+    bucket = cfg["destinations"][0]["bucket"]
+    cfg["destinations"] = []          # a deployment that only syncs cohorts
+    cfg["cohorts"] = [{"id": "pro-buyers", "project": 424242, "name": "Pro buyers", "rule": {
+        "performed": "purchase", "within_days": 2}}]
+    cfg["cohort_destinations"] = [
+        {"name": "crm", "bucket": bucket, "syncs": [{"cohort": "pro-buyers", "cadence": "hourly"}]},
+        {"name": "late", "bucket": bucket, "path_prefix": "late/", "syncs": [{"cohort": "pro-buyers",
+                                                                             "cadence": "daily"}]}]
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    now_ms = int(time.time() * 1000)
+    # "late"'s previous completed sync (yesterday's) lost its existing file: today's cannot be diffed against it,
+    # so the worker records a failure for it and goes on with crm
+    yesterday = now_ms - now_ms % 86_400_000 - 86_400_000
+    record = {"scheduled_ms": yesterday, "stamp": "yesterday", "keys": {"existing": "late/deleted.csv"},
+              "members": 0, "entering": 0, "exiting": 0}
+    s3.put_object(Bucket=bucket, Key="_stream/cohorts/late/424242_pro-buyers/latest.json", Body=orjson.dumps(record))
+    worker()
+    port = settings.worker.http_port
+    status, body = wait_until(lambda: (r := _get(f"http://127.0.0.1:{port}/readyz"))[0] == 200 and r, 90,
+                              "the worker to be ready")
+    ready = orjson.loads(body)
+    assert (ready["status"], ready["waiting"], ready["failed"]) == ("ready", [], {})
+    assert "cohorts" in ready["ready"] and "export" not in ready["ready"]
+
+    hour = now_ms - now_ms % 3_600_000
+    done = wait_until(lambda: [k for k in cohort_objects(s3, bucket, "_stream/cohorts/crm/") if k.endswith(".done")],
+                      60, "the worker's sync of the hour")
+    # the hour's slot (or the next one's, when the test runs across the hour)
+    assert done[0] in {f"_stream/cohorts/crm/424242_pro-buyers/done/"
+                       f"{time.strftime('%Y-%m-%dT%H-%M', time.gmtime(h / 1000))}.done"
+                       for h in (hour, hour + 3_600_000)}
+    stamp = orjson.loads(s3.get_object(Bucket=bucket, Key=done[0])["Body"].read())["stamp"]
+    failed = wait_until(lambda: cohort_objects(s3, bucket, "_stream/cohorts/late/424242_pro-buyers/failed/"), 30,
+                        "the failure of the late sync")
+    (failure,) = [orjson.loads(v) for v in failed.values()]
+    assert (failure["reason"], failure["error"]) == ("chain", (
+        "ChainError: pro-buyers -> late: the existing file of the previous completed sync (yesterday), "
+        f"s3://{bucket}/late/deleted.csv, is missing: this sync's entering and exiting files are relative to it. Put "
+        f"it back, or delete the sync records under s3://{bucket}/_stream/cohorts/late/424242_pro-buyers/ to start "
+        "again (the next entering file then holds every member)"))
+
+    from prometheus_client.parser import text_string_to_metric_families
+    text = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+    samples = {(m.name, tuple(sorted(m.labels.items()))): m.value
+               for f in text_string_to_metric_families(text) for m in f.samples}
+    crm, late = (("cohort", "pro-buyers"), ("destination", "crm")), (("cohort", "pro-buyers"), ("destination", "late"))
+    scheduled = orjson.loads(s3.get_object(Bucket=bucket, Key=done[0])["Body"].read())["scheduled_ms"]
+    assert samples[("stream_cohort_last_completed_sync_timestamp_seconds", crm)] == scheduled / 1000
+    assert samples[("stream_cohort_sync_interval_seconds", crm)] == 3600.0
+    assert samples[("stream_cohort_sync_consecutive_failures", crm)] == 0.0
+    assert samples[("stream_cohort_sync_interval_seconds", late)] == 86400.0
+    assert samples[("stream_cohort_sync_consecutive_failures", late)] >= 1.0
+    assert samples[("stream_cohort_sync_failures_total", late + (("reason", "chain"),))] >= 1.0
+
+    runner = CliRunner()
+    history = runner.invoke(main, ["cohorts", "history", "pro-buyers", "-c", str(path)])
+    assert history.exit_code == 0, history.output
+    lines = history.output.splitlines()
+    assert lines[0].startswith(f"{stamp}  crm ") and "members        0" in lines[0]
+    assert lines[1] == f"{failure['stamp']}  late             FAILED (chain): {failure['error']}"
