@@ -805,6 +805,10 @@ class Settings(BaseSettings):
     def source(self, name: str) -> SourceSettings | None:
         return next((src for src in self.sources if src.name == name), None)
 
+    def mirror_projects(self) -> frozenset[int]:
+        """The projects with a mirror source of events: their exported hours are rewritten by mutations."""
+        return frozenset(s.project for s in self.sources if s.strategy == "mirror" and s.data_type == "event")
+
     def destination(self, name: str) -> DestinationSettings | None:
         return next((d for d in self.destinations if d.name == name), None)
 

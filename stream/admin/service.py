@@ -10,6 +10,7 @@ wherever it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from stream.export.exporter import exporters_of
 from stream.export.history import history
 from stream.export.layout import written_prefixes
 from stream.export.ledger import Kind, LedgerRecord, facts
+from stream.export.mirror_apply import mirror_log_of
 from stream.export.status_cli import read_status
 from stream.export.verify import segment_sources_of, verify
 from stream.s3 import policy
@@ -212,19 +214,19 @@ class Admin:
             await (await producer.send(ledger_topic, rec.encode(), key=rec.message_key()))
         archive = self.settings.archive_of(dest.project)
         try:
-            async with target_client(target_of(dest, self.settings.s3), self.settings.s3) as s3:
-                storage = S3Storage(s3, dest.encryption, self.settings.s3.upload_part_bytes,
-                                    self.settings.s3.read_timeout_s)
+            async with contextlib.AsyncExitStack() as stack:
+                s3 = await stack.enter_async_context(target_client(target_of(dest, self.settings.s3), self.settings.s3))
+                storage = archive_storage = S3Storage(s3, dest.encryption, self.settings.s3.upload_part_bytes,
+                                                      self.settings.s3.read_timeout_s)
                 spool = Path(self.settings.worker.data_dir) / "spool" / f"backfill-{req.job}"
                 if archive is not None and archive.name != dest.name:
-                    async with target_client(target_of(archive, self.settings.s3), self.settings.s3) as a3:
-                        archive_storage = S3Storage(a3, archive.encryption, self.settings.s3.upload_part_bytes,
-                                                    self.settings.s3.read_timeout_s)
-                        job = Backfill(self.settings, req, storage, append, self.clock, spool,
-                                       cancelled or (lambda: req.job in ctl.cancelled), on_progress, archive_storage)
-                        return await job.run()
+                    a3 = await stack.enter_async_context(target_client(target_of(archive, self.settings.s3),
+                                                                       self.settings.s3))
+                    archive_storage = S3Storage(a3, archive.encryption, self.settings.s3.upload_part_bytes,
+                                                self.settings.s3.read_timeout_s)
                 job = Backfill(self.settings, req, storage, append, self.clock, spool,
-                               cancelled or (lambda: req.job in ctl.cancelled), on_progress)
+                               cancelled or (lambda: req.job in ctl.cancelled), on_progress, archive_storage,
+                               mirror_log_of(self.settings, dest, archive_storage))
                 return await job.run()
         except BackfillRefused as exc:
             raise AdminError(409, str(exc)) from None

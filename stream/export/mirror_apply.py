@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from stream.clock import Clock
 from stream.crashpoints import crash_point
@@ -180,3 +180,13 @@ class MirrorLog:
     async def hour(self, project: int, hour_ms: int) -> dict[str, list[Mutation]]:
         """The hour's mutations by insert_id, each group in the order it applies."""
         return by_insert_id(await hour_mutations(self.storage, self.bucket, self.log_prefix, project, hour_ms))
+
+
+def mirror_log_of(settings: Any, dest: Any, archive_storage: Storage) -> MirrorLog | None:
+    """The mirror log a rebuild of ``dest`` applies: its project's, when the project has a mirror source and
+    ``dest`` is in the Amplitude layout (the log is in the bucket of the project's archive destination, read
+    through ``archive_storage``); None otherwise."""
+    archive = settings.archive_of(dest.project)
+    if dest.project not in settings.mirror_projects() or dest.layout != "amplitude" or archive is None:
+        return None
+    return MirrorLog(archive_storage, archive.bucket, settings.mirror.log_prefix, settings.mirror.insert_is_update)

@@ -107,3 +107,20 @@ def test_folding_stops_at_a_delete_and_an_insert_after_it_starts_again():
     again = Mutation("n", Op.INSERT, (1, "k", 3), None, row("n", event_type="b"))
     assert fold_new(ins, [Mutation("n", Op.DELETE, (1, "k", 2)), again]) == again
     assert fold_new(ins, [Mutation("n", Op.DELETE, (1, "k", 2), "other-device")]) == ins
+
+
+def test_a_rebuild_applies_the_log_only_for_a_mirror_project_in_the_amplitude_layout():
+    from stream.export.mirror_apply import MirrorLog, mirror_log_of
+    from stream.settings import load_settings
+    s = load_settings(None, projects=[{"id": 1}, {"id": 2}], destinations=[
+        {"name": "arch", "project": 1, "bucket": "archive-bucket", "archive": True},
+        {"name": "seg", "project": 1, "bucket": "seg-bucket", "layout": "segment", "segment_source_id": "src"},
+        {"name": "other", "project": 2, "bucket": "other-bucket"}])
+    storage = MemoryStorage()
+    assert mirror_log_of(s, s.destination("arch"), storage) is None      # no mirror source
+    s.__dict__["mirror_projects"] = lambda: frozenset({1})
+    log = mirror_log_of(s, s.destination("arch"), storage)
+    assert isinstance(log, MirrorLog) and (log.bucket, log.log_prefix, log.insert_is_update) == (
+        "archive-bucket", "_stream/mirror/", False)
+    assert mirror_log_of(s, s.destination("seg"), storage) is None       # Segment layout
+    assert mirror_log_of(s, s.destination("other"), storage) is None     # another project
