@@ -201,3 +201,26 @@ def test_a_worker_without_event_destination_is_ready_and_syncs_the_cohorts_on_th
     lines = history.output.splitlines()
     assert lines[0].startswith(f"{stamp}  crm ") and "members        0" in lines[0]
     assert lines[1] == f"{failure['stamp']}  late             FAILED (chain): {failure['error']}"
+
+
+def test_the_cli_syncs_every_destination_and_exits_non_zero_naming_the_failed_ones(deployment):
+    from stream.kafka import ensure_topics
+    settings, path = deployment
+    asyncio.run(ensure_topics(settings))
+    cfg = yaml.safe_load(path.read_text())
+    bucket = cfg["destinations"][0]["bucket"]
+    cfg["cohorts"] = [{"id": "pro-buyers", "project": 424242, "name": "Pro buyers", "rule": {
+        "performed": "purchase", "within_days": 2}}]
+    cfg["cohort_destinations"] = [
+        {"name": "gone", "bucket": "it-no-such-bucket", "syncs": [{"cohort": "pro-buyers", "cadence": "hourly"}]},
+        {"name": "crm", "bucket": bucket, "syncs": [{"cohort": "pro-buyers", "cadence": "hourly"}]}]
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(main, ["cohorts", "sync", "pro-buyers", "-c", str(path), "--now", "2024-03-09T08:30Z"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: 1 of 2 cohort syncs failed: pro-buyers -> gone at 2024-03-09T08:00 (no_such_bucket): NoSuchBucket: "
+        "An error occurred (NoSuchBucket) when calling the GetObject operation: The specified bucket does not exist. "
+        "The others went on; run it again once the cause is fixed (stream cohorts history shows the failures)")
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    assert sorted(cohort_objects(s3, bucket)) == [f"cohorts/424242_pro-buyers_2024-03-09T08:00_{t}.csv"
+                                                  for t in ("entering", "existing", "exiting")]
