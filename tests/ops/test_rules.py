@@ -11,7 +11,8 @@ from tests.ops.conftest import OPS_TESTS, ROOT, RULES, run, tool
 ALERTS = ["StreamExportBehind", "StreamExportDestinationFailing", "StreamExportStalled", "StreamExportDataLost",
           "StreamDeadLetterRateHigh", "StreamConsumerLagGrowing", "StreamProducerClockAhead",
           "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamApiDown", "StreamApiErrorRateHigh",
-          "StreamImportFilesFailing", "StreamImportStuck", "StreamAdminTokenGuessed"]
+          "StreamImportFilesFailing", "StreamImportStuck", "StreamAdminTokenGuessed", "StreamCohortSyncLate",
+          "StreamCohortSyncFailing"]
 
 
 def _rules() -> list[dict]:
