@@ -100,3 +100,10 @@ async def pause(seconds: float, stop: Callable[[], bool], check_s: float = 1.0) 
         step = min(left, check_s)
         await asyncio.sleep(step)
         left -= step
+
+
+async def wait(seconds: float) -> None:
+    """Wait ``seconds`` (nothing when it is not positive): a rate limit's pause, or a pause whose length the caller
+    worked out (``backoff_s``) before reading again."""
+    if seconds > 0:
+        await asyncio.sleep(seconds)

@@ -42,7 +42,7 @@ from stream import metrics
 from stream.crashpoints import crash_point
 from stream.imports.files import ImportFile
 from stream.imports.notifications import MessageKind, S3Object, parse_message
-from stream.retry import retry_until_done
+from stream.retry import pause, retry_until_done
 from stream.s3 import errors as s3errors
 from stream.s3 import sqs
 from stream.s3.arn import queue_arn, s3_arn
@@ -330,7 +330,27 @@ async def run_scanner(settings: Settings, source: SourceSettings, send: Send, *,
             failures += 1
             log.warning("import %s: the list scan failed (%d in a row), next try in %gs: %s", source.name,
                         failures, interval, _scan_problem(exc, target))
-        await _sleep_unless(interval, stop)
+        await pause(interval, stop, check_s=0.25)
+
+
+async def scan_while_owner(settings: Settings, source: SourceSettings, send: Send, *, owns: Callable[[], bool],
+                           stop: Callable[[], bool], idle_s: float = 5.0) -> None:
+    """``scan_source`` every ``scan.interval_s`` while ``owns()`` (the worker's scanner runs in the replica that owns
+    imports.files partition 0, so that one scans at a time), looking again every ``idle_s`` while it does not,
+    until ``stop()``. A failed scan is logged and tried again at the next interval."""
+    state = ScanState()
+    while not stop():
+        try:
+            mine = owns()
+        except Exception:   # no assignment yet (the consumer is still joining its group)
+            mine = False
+        if mine:
+            try:
+                await scan_source(settings, source, send, state, now_ms=time.time_ns() // 1_000_000)
+            except Exception as exc:  # noqa: BLE001 -- any failure: logged, the next interval tries again
+                log.warning("import %s: the list scan failed (%s); next try in %.0fs", source.name, exc,
+                            source.scan.interval_s)
+        await pause(source.scan.interval_s if mine else idle_s, stop)
 
 
 def _scan_problem(exc: BaseException, target: Target) -> str:
@@ -583,7 +603,7 @@ async def poll_queue(settings: Settings, source: SourceSettings, send: Send, *, 
             if await poller.handle(messages):
                 delay = 0.5
             else:
-                await _sleep_unless(delay, stop)
+                await pause(delay, stop, check_s=0.25)
                 delay = min(delay * 2, settings.s3.retry_max_s)
     log.info("import %s: stopped polling %s", source.name, source.queue_url)
 
@@ -608,17 +628,8 @@ async def _unless_stopped(aw: Awaitable[Any], stop: Callable[[], bool], check_s:
         raise
 
 
-async def _sleep_unless(seconds: float, stop: Callable[[], bool], check_s: float = 0.25) -> None:
-    end = time.monotonic() + seconds
-    while not stop():
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        await asyncio.sleep(min(left, check_s))
-
-
 __all__ = [
     "FILES_DISCOVERED", "MESSAGE_OUTCOMES", "SCAN_LISTED", "SCAN_MEMORY", "SQS_ERRORS", "SQS_MESSAGES",
     "SQS_VISIBILITY_EXTENSIONS", "MessagePlan", "OnEvent", "ScanState", "Send", "from_notification", "plan_message",
-    "poll_queue", "queue_arn", "run_scanner", "scan_source", "sources_on_queue", "wanted",
+    "poll_queue", "queue_arn", "run_scanner", "scan_source", "scan_while_owner", "sources_on_queue", "wanted",
 ]

@@ -79,7 +79,7 @@ def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: 
 
 async def preview(settings: Settings, name: str, key: str | None = None, rows: int = PREVIEW_ROWS) -> dict:
     """Read the first ``rows`` rows of ``key`` (default: the first file of the source the filter accepts)."""
-    from stream.agents.imports import _chunks, file_type_of
+    from stream.imports.fetch import file_type_of, read_rows
     from stream.imports import discovery
     from stream.s3.client import target_client, target_of
     src = source_or_error(settings, name)
@@ -104,7 +104,7 @@ async def preview(settings: Settings, name: str, key: str | None = None, rows: i
         from pathlib import Path
         spool = Path(settings.worker.data_dir) / "import-spool"
         spool.mkdir(parents=True, exist_ok=True)
-        gen = _chunks(settings, src, f, spool)
+        gen = read_rows(settings, src, f, spool)
         try:
             async for item in gen:   # a stream: closing it after the rows wanted stops the read
                 items.append(item)
@@ -123,6 +123,7 @@ async def parquet_head(settings: Settings, src: SourceSettings, f: ImportFile, r
 
     from stream.imports.ranged import RangedFile, ReadLimit
     from stream.imports.reader import FileError, FileErrorReason, read_parquet
+    from stream.s3.arn import s3_arn
     from stream.s3.client import target_client, target_of
     from stream.s3.errors import explain
     target = target_of(src, settings.s3)
@@ -157,7 +158,7 @@ async def parquet_head(settings: Settings, src: SourceSettings, f: ImportFile, r
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
             if code in ("NoSuchKey", "404"):
                 raise LookupError(f"{f.url} does not exist; name a file that is there (`aws s3 ls`)") from None
-            problem = explain(exc, target, "GetObject", f"arn:aws:s3:::{f.bucket}/{f.key}")
+            problem = explain(exc, target, "GetObject", s3_arn(f.bucket, f.key, region=target.region))
             raise FileError(FileErrorReason.UNREADABLE, problem.message) from None
 
 

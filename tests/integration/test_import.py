@@ -361,7 +361,7 @@ def test_an_unexpected_error_reading_a_file_marks_it_failed_instead_of_crash_loo
                                                                                      tmp_path):
     """A bug in reading one file (injected here into the reader) must not stop the partition: the file fails with
     processing_error and the next one is imported."""
-    from stream.agents import imports as agent
+    from stream.imports import fetch
     from stream.imports.reader import FileError
     settings, path = deployment
     src_bucket = settings.destinations[0].bucket + "-src"
@@ -371,11 +371,11 @@ def test_an_unexpected_error_reading_a_file_marks_it_failed_instead_of_crash_loo
 
     def broken(*args, **kwargs):
         raise RuntimeError("reader bug")
-    monkeypatch.setattr(agent, "aiter_rows", broken)
+    monkeypatch.setattr(fetch, "aiter_rows", broken)
 
     async def read():
-        return [item async for item in agent._chunks(settings, settings.sources[0], record(src_bucket, "in/x.json"),
-                                                     tmp_path)]
+        return [item async for item in fetch.read_rows(settings, settings.sources[0],
+                                                       record(src_bucket, "in/x.json"), tmp_path)]
     with pytest.raises(FileError) as err:
         asyncio.run(read())
     assert (err.value.reason.value, err.value.detail) == (

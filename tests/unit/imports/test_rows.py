@@ -3,10 +3,10 @@
 import orjson
 import pytest
 
-from stream.agents.imports import RateLimit, should_import
 from stream.events import deadletter
 from stream.events.normalize import Rules, uuid5_str
 from stream.imports.files import ROW_SLOTS, FileState, ImportFile, State, row_offset, split_file_key
+from stream.imports.importer import RateLimit, should_import
 from stream.imports.ops import summarize
 from stream.imports.reader import Row, RowError, RowErrorReason
 from stream.imports.rows import FileContext, convert, row_ids
