@@ -114,6 +114,20 @@ AUTH_FAILURES = Counter("stream_auth_failures_total",
                         "missing credential; limited: refused unseen because the address failed too often).",
                         ["surface", "outcome"])
 
+# --- mirror -------------------------------------------------------------------------------------------------------
+MIRROR_MUTATIONS = Counter(
+    "stream_mirror_mutations_total",
+    "Mirror mutations read from events.mutations, by op (insert, update, delete) and outcome: routed (to the hours "
+    "holding its event), new (an INSERT of an insert_id no hour holds: a new event), folded (applied to such an "
+    "INSERT of the same batch), unknown (an UPDATE or DELETE naming no indexed event: dead-lettered), "
+    "insert_conflict (an INSERT of a held insert_id, mirror.insert_is_update off: ignored).", ["op", "outcome"])
+MIRROR_WAITING = Gauge("stream_mirror_oldest_waiting_seconds",
+                       "Age of the oldest mirror mutation this worker took from events.mutations and has not applied "
+                       "yet (its hours not rebuilt); 0 when none waits. Mutations not taken yet show as consumer lag.")
+MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
+                                 "Hour rebuilds started by mirror mutations (one per project and hour a batch "
+                                 "touched).")
+
 # --- S3 import ---------------------------------------------------------------------------------------------------
 IMPORT_FILES = Counter("stream_import_files_total",
                        "Import files by outcome: done (every row produced or dead-lettered), failed (unreadable: "
@@ -125,17 +139,6 @@ IMPORT_ROWS = Counter("stream_import_rows_total",
 IMPORT_FIELDS_LEFT_OUT = Counter("stream_import_converter_fields_left_out_total",
                                  "Fields of converted rows the converter could not evaluate (left out of the "
                                  "event, as Amplitude does).", ["source"])
-# --- mirror -------------------------------------------------------------------------------------------------------
-MIRROR_MUTATIONS = Counter(
-    "stream_mirror_mutations_total",
-    "Mirror mutations read from events.mutations, by op (insert, update, delete) and outcome: routed (to the hours "
-    "holding its event), new (an INSERT of an insert_id no hour holds: a new event), folded (applied to such an "
-    "INSERT of the same batch), unknown (an UPDATE or DELETE naming no indexed event: dead-lettered), "
-    "insert_conflict (an INSERT of a held insert_id, mirror.insert_is_update off: ignored).", ["op", "outcome"])
-MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
-                                 "Hour rebuilds started by mirror mutations (one per project and hour a batch "
-                                 "touched).")
-
 IMPORT_LAG = Histogram("stream_import_lag_seconds",
                        "From an import file's creation (the notification's eventTime, or LastModified for a scan) "
                        "to its last row acknowledged on events.valid.", ["source"],

@@ -14,8 +14,10 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 import faust
 
@@ -27,12 +29,17 @@ from stream.events import deadletter
 from stream.events.batch import decode_rows
 from stream.events.normalize import Reason, Rejected
 from stream.events.partitioning import partition_of
-from stream.events.timefmt import DAY_MS
+from stream.events.batch import group
+from stream.events.normalize import from_row
+from stream.events.timefmt import DAY_MS, HOUR_MS
+from stream.export.backfill import hour_text
+from stream.retry import retry_until_done
 from stream.export import mirror_index
 from stream.export.mirror_apply import Applied, MirrorApplier, Targeted
 from stream.imports import mutations as records
 from stream.kafka import client_args
-from stream.s3.storage import Storage
+from stream.s3.client import target_client, target_of
+from stream.s3.storage import S3Storage, Storage
 from stream.settings import Settings
 from stream.topics import mirror_index_changelog
 
@@ -49,9 +56,26 @@ class IndexTable(DedupeTable):
         return mirror_index.decode_writes(value)
 
 
-def register(app: faust.App, settings: Settings, clock: Clock, projects: frozenset[int], storage: Storage,
-             bucket_of: Callable[[int], str], rebuild: Callable[[int, list[int]], Awaitable[None]],
-             send_new: Callable[[list[Targeted]], Awaitable[None]]) -> None:
+def register_stage(app: faust.App, settings: Settings, clock: Clock) -> None:
+    """The mirror stage of a worker whose settings have mirror sources of events."""
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    valid = app.topic(settings.topics.name("valid"), partitions=settings.topics.partitions, **raw)
+
+    @contextlib.asynccontextmanager
+    async def logs(project: int) -> AsyncIterator[tuple[Storage, str]]:
+        archive = settings.archive_of(project)
+        assert archive is not None, "a mirror source's project has an archive destination (checked at load)"
+        async with target_client(target_of(archive, settings.s3), settings.s3) as s3:
+            yield S3Storage(s3, archive.encryption, settings.s3.upload_part_bytes,
+                            settings.s3.read_timeout_s), archive.bucket
+    register(app, settings, clock, settings.mirror_projects(), logs, Rebuilds(settings, clock),
+             new_events_sender(valid, settings))
+
+
+def register(app: faust.App, settings: Settings, clock: Clock, projects: frozenset[int],
+             logs: Callable[[int], AbstractAsyncContextManager[tuple[Storage, str]]],
+             rebuild: Callable[[int, list[int]], Awaitable[None]],
+             send_new: Callable[[int, list[Targeted]], Awaitable[None]]) -> None:
     t, m = settings.topics, settings.mirror
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     accepted = app.topic(t.name("accepted"), partitions=t.partitions, **raw)
@@ -72,7 +96,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             def get_many(self, keys: list[bytes]) -> list[bytes | None]:
                 return table.get_many(partition, keys)
         if partition not in applier_of:
-            applier_of[partition] = MirrorApplier(clock, Reader(), storage, bucket_of, m.log_prefix, m.index_days,
+            applier_of[partition] = MirrorApplier(clock, Reader(), logs, m.log_prefix, m.index_days,
                                                   m.insert_is_update, rebuild)
         return applier_of[partition]
 
@@ -117,12 +141,20 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             by_partition: dict[int, list] = {}
             for e in events:
                 by_partition.setdefault(e.message.partition, []).append(e)
+            waiting[0] = min(e.message.timestamp for e in events)
             for p, evs in sorted(by_partition.items()):
-                batch = [Targeted(*records.decode(e.value)) for e in evs]
+                batch = [Targeted(*records.decode(e.value), e.message.offset) for e in evs]
                 applied = await applier(p).apply(p, evs[0].message.offset, batch)
-                await report(applied)
+                await report(applied, p)
+            waiting[0] = None
 
-    async def report(applied: Applied) -> None:
+    waiting: list[float | None] = [None]    # the oldest mutation taken and not yet applied: its Kafka timestamp (s)
+
+    @app.timer(interval=5.0)
+    async def mirror_waiting() -> None:
+        metrics.MIRROR_WAITING.set(0 if waiting[0] is None else max(0.0, clock.now_ms() / 1000 - waiting[0]))
+
+    async def report(applied: Applied, partition: int) -> None:
         for (op, outcome), n in applied.routed.items():
             metrics.MIRROR_MUTATIONS.labels(op.lower(), outcome).inc(n)
         metrics.MIRROR_HOURS_REWRITTEN.inc(sum(len(hours) for hours in applied.hours.values()))
@@ -135,4 +167,73 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
                 why, url, deadletter.FILE_ROW, row, clock.now_ms(), None, None, clock.now_ms(), 1 << 20))
             metrics.EVENTS_DEAD_LETTERED.labels("mirror", Reason.UNKNOWN_INSERT_ID.value).inc()
         if applied.new:
-            await send_new(applied.new)
+            await send_new(partition, applied.new)
+
+
+def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int, list[Targeted]], Awaitable[None]]:
+    """New INSERTs -> events.valid, as batches whose source is events.mutations: they go through dedupe (a
+    replay is dropped by its insert_id) and get their amplitude_id as every event does; their user properties
+    update no stored properties (``$skip_user_properties_sync``), as mirror rows are not enriched."""
+    t = settings.topics
+    mutations_topic = t.name("mutations")
+
+    async def send(partition: int, new: list[Targeted]) -> None:
+        events = []
+        for n in new:
+            row = dict(n.mutation.row or {})
+            row["data"] = {**(row.get("data") or {}), "$skip_user_properties_sync": True}
+            events.append((n.offset, from_row(n.project, row)))
+        for target, b in group(events, mutations_topic, partition, t.partitions, settings.ingest.batch_max_events,
+                               settings.kafka.max_request_bytes // 2):
+            await valid.send(value=b.encode(), partition=target)
+    return send
+
+
+class Rebuilds:
+    """The hour rebuilds of a batch of mutations: a backfill of the touched hours of every enabled Amplitude-layout
+    destination of the project that exports events, one run of consecutive hours at a time, through the admin
+    service (the backfill the API and the CLI run, which applies the project's mirror log). A rebuild that fails is
+    tried again until it succeeds: the batch is not committed meanwhile (StreamMirrorMutationsWaiting fires)."""
+
+    def __init__(self, settings: Settings, clock: Clock):
+        from stream.admin.service import Admin
+        self.settings, self.admin = settings, Admin(settings, clock)
+
+    def destinations(self, project: int) -> list[str]:
+        return [d.name for d in self.settings.destinations if d.project == project and d.enabled and
+                d.layout == "amplitude" and d.exports_events()]
+
+    async def __call__(self, project: int, hours: list[int]) -> None:
+        for name in self.destinations(project):
+            for first, end in runs(hours):
+                await retry_until_done(f"mirror rebuild of {name} {hour_text(first)}..{hour_text(end)}",
+                                       lambda: self._once(name, first, end), classify=lambda exc: _PASSING)
+
+    async def _once(self, name: str, first: int, end: int) -> None:
+        req = self.admin.request(name, hour_text(first), hour_text(end), exports="events", by="mirror")
+        doc = await self.admin.run_backfill(req)
+        if doc.get("state") != "done":
+            raise RebuildFailed(f"the rebuild of {name} {hour_text(first)}..{hour_text(end)} ended "
+                                f"{doc.get('state')}: {doc.get('error') or 'no error given'}")
+
+
+class RebuildFailed(Exception):
+    pass
+
+
+class _Passing:
+    kind, reason = "transient", "rebuild_failed"
+
+
+_PASSING = _Passing()
+
+
+def runs(hours: list[int]) -> list[tuple[int, int]]:
+    """Consecutive hours as [first, end) runs, in order."""
+    out: list[tuple[int, int]] = []
+    for h in sorted(set(hours)):
+        if out and out[-1][1] == h:
+            out[-1] = (out[-1][0], h + HOUR_MS)
+        else:
+            out.append((h, h + HOUR_MS))
+    return out

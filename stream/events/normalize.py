@@ -18,7 +18,7 @@ import msgspec
 
 from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.fields import EXPORT_FIELDS, INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
-from stream.events.timefmt import format_ms
+from stream.events.timefmt import format_ms, parse_ms
 
 UUID_NAMESPACE = uuidlib.UUID("6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f")
 """Namespace of the uuid5 derived from an event's source coordinates."""
@@ -231,6 +231,16 @@ def decode(value: bytes | None, key: bytes | None, rules: Rules) -> dict[str, An
     if type(obj) is not dict:
         return Rejected(Reason.NOT_AN_OBJECT, None, f"the message is a JSON {_type_name(obj)}, not an object")
     return obj
+
+
+def from_row(project: int, row: dict[str, Any]) -> Normalized:
+    """The event of an export row built earlier by ``normalize`` (a mirror INSERT's, kept as its row), with the
+    fields normalize gave it: the same dedupe key, upload time and uuid."""
+    device_id, user_id, insert_id = row.get("device_id"), row.get("user_id"), row.get("$insert_id")
+    dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
+                  if insert_id else b"")
+    return Normalized(project, dedupe_key, parse_ms(row["server_upload_time"]),
+                      bytes.fromhex(row["uuid"].replace("-", "")), _json_encode(row), device_id, user_id)
 
 
 def normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str,

@@ -1,7 +1,7 @@
 """Applying a batch of mirror mutations: route each by the index, keep it in its hour's log, rebuild the hours.
 
-The engine under the mutation agent (faust-free: it takes a clock, the index store, the log's storage, a
-rebuild and a sender of new events). A batch is the mutations of one partition of ``events.mutations`` (keyed
+The engine under the mutation agent (faust-free: it takes a clock, the index store, the logs' storage per project,
+and a rebuild; the agent sends the new events it hands back). A batch is the mutations of one partition of ``events.mutations`` (keyed
 by project and insert_id, so that one partition holds every mutation of an event, in the order they were read,
 and the index entries of its insert_ids). Order, and why a crash anywhere converges:
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,6 +49,8 @@ class Targeted:
 
     project: int
     mutation: Mutation
+    offset: int = -1
+    """Its offset on events.mutations: the source offset of the event a new INSERT becomes."""
 
 
 @dataclass
@@ -90,13 +93,13 @@ def _device_of(m: Mutation) -> str | None:
 
 
 class MirrorApplier:
-    def __init__(self, clock: Clock, index: IndexReader, storage: Storage, bucket_of: Callable[[int], str],
+    def __init__(self, clock: Clock, index: IndexReader,
+                 logs: Callable[[int], AbstractAsyncContextManager[tuple[Storage, str]]],
                  log_prefix: str, keep_days: int, insert_is_update: bool,
                  rebuild: Callable[[int, list[int]], Awaitable[None]]):
         self.clock = clock
         self.index = index
-        self.storage = storage
-        self.bucket_of = bucket_of
+        self.logs = logs
         self.log_prefix = log_prefix
         self.keep_days = keep_days
         self.insert_is_update = insert_is_update
@@ -129,7 +132,7 @@ class MirrorApplier:
                         applied.routed[(batch[j].mutation.op.value, "folded")] += 1
                     result = fold_new(m, [batch[j].mutation for j in later])
                     if result is not None:
-                        applied.new.append(Targeted(t.project, result))
+                        applied.new.append(Targeted(t.project, result, t.offset))
                     continue
                 if not self.insert_is_update:
                     applied.routed[(m.op.value, "insert_conflict")] += 1
@@ -149,11 +152,15 @@ class MirrorApplier:
         """Steps 1 to 3 for the batch of ``events.mutations[partition]`` starting at ``first_offset``; the
         caller commits after it returns (and sends ``Applied.new``, dead-letters ``Applied.unknown``)."""
         applied, per_hour = self.route(batch)
-        for (project, hour), muts in sorted(per_hour.items()):
-            await self.storage.put_bytes(self.bucket_of(project),
-                                         mirror_log.log_key(self.log_prefix, project, hour, partition, first_offset),
-                                         mirror_log.encode(muts), "application/x-ndjson")
-            applied.hours.setdefault(project, []).append(hour)
+        for project in sorted({p for p, _ in per_hour}):
+            async with self.logs(project) as (storage, bucket):
+                for (p, hour), muts in sorted(per_hour.items()):
+                    if p != project:
+                        continue
+                    await storage.put_bytes(bucket, mirror_log.log_key(self.log_prefix, project, hour, partition,
+                                                                       first_offset),
+                                            mirror_log.encode(muts), "application/x-ndjson")
+                    applied.hours.setdefault(project, []).append(hour)
         crash_point("mirror.logged")
         for project, hours in sorted(applied.hours.items()):
             await self.rebuild(project, hours)

@@ -149,3 +149,13 @@ def test_the_fast_path_and_the_reference_path_agree(ev):
         assert list(orjson.loads(fast.line)) == list(orjson.loads(ref.line))
     else:
         assert fast == ref
+
+
+def test_an_export_row_gives_back_the_event_normalize_built_it_from():
+    from stream.events.normalize import from_row
+    ev = {"event_type": "buy", "device_id": "device-1", "user_id": "user-1", "insert_id": "ins-12345",
+          "time": 1709967600000, "event_properties": {"sku": "a"}}
+    built = normalize(ev, 42, 1709967601234, "events.ingest/0/7", Rules())
+    again = from_row(42, orjson.loads(built.line))
+    assert again == built._replace(clamped=False)
+    assert again.line == built.line

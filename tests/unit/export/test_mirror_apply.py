@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import gzip
 
 import orjson
@@ -33,8 +34,11 @@ def applier(held, insert_is_update=False, keep_days=90):
     async def rebuild(project, hours):
         rebuilt.append((project, hours, sorted(k for (_, k) in storage.objects)))
 
-    a = MirrorApplier(FakeClock(NOW), Index(held), storage, lambda p: f"archive-{p}", "_stream/mirror/", keep_days,
-                      insert_is_update, rebuild)
+    @contextlib.asynccontextmanager
+    async def logs(project):
+        yield storage, f"archive-{project}"
+
+    a = MirrorApplier(FakeClock(NOW), Index(held), logs, "_stream/mirror/", keep_days, insert_is_update, rebuild)
     return a, storage, rebuilt
 
 
