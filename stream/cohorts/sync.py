@@ -2,27 +2,39 @@
 
 A sync of cohort C to a cohort destination D at scheduled time T:
 
-1. **Schedule.** ``hourly`` and ``daily`` syncs are stamped with the latest UTC hour or day start at or before
-   now; a ``once`` sync with the time of its first sync (its completion record's), or, before any, now to the
-   minute. Running the sync again within the same hour (day) finds that time's completion record and does nothing.
+1. **Schedule.** ``hourly`` and ``daily`` syncs are stamped with the latest hour or day start of the sync's
+   ``time_zone`` (UTC by default) at or before now; a ``once`` sync with the time of its first sync (its completion
+   record's), or, before any, now to the minute (``schedule.slot_start``). Running the sync again within the same
+   hour (day) finds that time's completion record and does nothing. The worker's ``cohorts`` stage runs each sync
+   when it is due (``schedule.Scheduler``); ``stream cohorts sync`` runs the one due now.
 2. **Membership.** events.accepted is read from its beginning, one record at a time (nothing is kept of a batch
    once its rows are folded): every row of C's project uploaded before T (the batch's server_upload_time) goes
-   through ``membership.apply_event`` with ``today`` = T's day, into the latest ``UserState`` of its
-   amplitude_id. Memory is one state per user, never per event. A user's properties are those of its row with
-   the latest server_upload_time, whatever order the partitions are read in. identity.merges is read likewise
-   (merges made before T) and each merged id's state joins its survivor's (``membership.merge``). The members are
-   the users ``membership.is_member`` says are in C on T's day, by amplitude_id.
-3. **Diff and files.** The previous *completed* sync's ``existing`` file (read back from S3 to a spool file) and
-   the members, both ascending, go through ``csvfiles.diff`` in one pass that writes the three spool files
-   ``entering``, ``exiting`` and ``existing``; each is uploaded (a multipart upload when large) under its
-   ``csvfiles.sync_key`` with the destination's server-side encryption.
-4. **Completion.** ``<path_prefix>_sync/<project>_<cohort>_<stamp>[_<routing_key>].done``, a small JSON object,
-   is written after the three files. It lives in the bucket with the files it vouches for, so whoever reads the
-   bucket (``stream cohorts history``, a consumer) sees which syncs are whole, it outlives any topic's
-   retention (the next diff needs the previous completed sync however old it is), and it needs no topic of its
-   own. A crash before it leaves no record: the next run for T computes the same members from the same events
-   (only rows uploaded before T count) against the same previous sync, and writes the same keys with the same
-   bytes over what the crash left. Two runs at once write the same bytes too.
+   through ``membership.apply_event`` with ``today`` = ``schedule.counted_day(T)``, the UTC day of T's last
+   millisecond before it, into the latest ``UserState`` of its amplitude_id: ``within_days: N`` counts the N
+   days ending that day, which for a sync at a UTC midnight is exactly ``[T - N days, T)``. Memory is one state
+   per user, never per event. A user's properties and user_id are those of its rows with the latest
+   server_upload_time, whatever order the partitions are read in. identity.merges is read likewise (merges made
+   before T) and each merged id's state joins its survivor's (``membership.merge``). The members are the users
+   ``membership.is_member`` says are in C on that day, by amplitude_id.
+3. **Diff and files.** The latest completed sync before T (``chain``: never another; a sync older than the latest
+   completed one is refused) has its ``existing`` file read back from S3 to a spool file; it and the members,
+   both ascending, go through ``csvfiles.diff`` in one pass that writes the three spool files ``entering``,
+   ``exiting`` and ``existing``; each is uploaded (a multipart upload when large) under its ``csvfiles.sync_key``
+   with the destination's server-side encryption.
+4. **Completion.** The completion record ``<records_prefix><destination>/<project>_<cohort>[_<routing_key>]/
+   done/<time>.done``, a small JSON object, is written after the three files, then the pointer ``latest.json``
+   beside ``done/`` (a copy of it). The records live in the bucket with the files they vouch for, so whoever
+   reads the bucket (``stream cohorts history``, a consumer) sees which syncs are whole, they outlive any topic's
+   retention (the next diff needs the previous completed sync however old it is), and they need no topic of
+   their own; they sit under a prefix of their own (``_stream/cohorts/`` by default), so that a reader listing
+   the CSV files' folder finds only what the vendor writes there. Just before the completion record, the records
+   after the previous sync are listed again: if another run (a CLI run beside the worker) completed one
+   meanwhile, this sync is not completed (``ChainError``), as its diff would skip it. A crash before the record
+   leaves none: the next run for T computes the same members from the same events (only rows uploaded before T
+   count) against the same previous sync, and writes the same keys with the same bytes over what the crash left.
+   Two runs at once write the same bytes too. A crash between the record and the pointer: see ``chain``.
+5. **Failures.** A failed sync is counted by reason (``stream_cohort_sync_failures_total``) and recorded under
+   ``failed/<time>.json`` beside ``done/``; the other jobs of the run go on.
 
 Limits of this first slice: the events come from events.accepted, so a window longer than the topic's retention
 undercounts; an event of T's past that reaches events.accepted only after a sync for T is not in that sync (it is
