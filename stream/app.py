@@ -64,6 +64,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
         stages.discard("export")     # no destination: no exporter, no control tail
     if not any(d.syncs for d in settings.cohort_destinations):
         stages.discard("cohorts")    # no cohort sync to schedule
+    if not settings.mirror_projects():
+        stages.discard("mirror")     # no mirror source: no index, no mutations to apply
     # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
@@ -111,6 +113,14 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     if "import" in stages:
         from stream.agents import imports
         imports.register(app, settings, clock)
+
+    if "mirror" in stages:
+        from stream.agents import mirror
+        mirror.register_stage(app, settings, clock)
+
+        @app.on_rebalance_complete.connect
+        async def _mirror_ready(sender, **kwargs) -> None:
+            HEALTH.mark_ready("mirror")
 
     if "ingest" in stages:
         @app.task

@@ -491,11 +491,12 @@ class WorkerSettings(_Section):
     web_enabled: bool = Field(False, description="Serve faust's web endpoints.")
     web_port: int = Field(6066, description="Port of faust's web endpoints.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    stages: list[Literal["ingest", "dedupe", "export", "import", "cohorts"]] = Field(
-        ["ingest", "dedupe", "export", "import", "cohorts"], min_length=1,
+    stages: list[Literal["ingest", "dedupe", "export", "import", "cohorts", "mirror"]] = Field(
+        ["ingest", "dedupe", "export", "import", "cohorts", "mirror"], min_length=1,
         description="The stages this worker runs. Each stage is its own consumer group, so workers running "
         "different stages can be scaled apart (e.g. more ingest replicas). A stage with nothing to do is left out "
-        "(export without destinations, import without sources, cohorts without cohort_destinations' syncs).")
+        "(export without destinations, import without sources, cohorts without cohort_destinations' syncs, mirror "
+        "without mirror sources).")
     http_port: int | None = Field(
         9108, ge=1, le=65535, description="Serve /metrics (Prometheus), /healthz (liveness), /readyz (readiness) "
         "and /exports/status (JSON) on this port; null turns the server off.")

@@ -73,4 +73,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # created here rather than by faust on first use, so that it has the partitions of imports.files even if
         # a reader asked for it first (a broker that creates topics on request gives its own default)
         TopicSpec(import_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
-    ] if settings.sources else [])
+    ] if settings.sources else []) + ([
+        # index entries re-keyed from events.accepted, read within seconds by the index agent
+        TopicSpec(t.name("mirror_index"), t.partitions, kept),
+        # a record per index message: the index outlives it only where no write refreshed a key for longer
+        TopicSpec(mirror_index_changelog(settings), t.partitions,
+                  {"cleanup.policy": "delete", "retention.ms": str(int((settings.mirror.index_days + 1) * DAY_MS))}),
+    ] if settings.mirror_projects() else [])
