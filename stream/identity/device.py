@@ -417,7 +417,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     groups: list[list[tuple[str, str]]] = [[] for _ in range(n)]
     keep = [True] * n
     rejected: list[tuple[int, IdentifyError]] = []
-    keys = {COUNTER}
+    keys = {COUNTER, HOLDS} if hold is not None else {COUNTER}
     for i, line in enumerate(lines):
         try:
             r = _decode_in(line)
@@ -565,9 +565,10 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 h.waiting.append(r.user_id)
         if h is not None:
             assert hold is not None
-            h.rows.append(HeldRow(project, head, event_type, bytes(gp), processed, aid, prof.created, prof.start_version, prof.paying,
-                                  p.raw if shown_props is None else shown_props, times[i], hold.keys[i],
-                                  hold.uuids[i], hold.segment[i] if hold.segment else b"", hold.segment_source))
+            h.rows.append(HeldRow(project, head, event_type, bytes(gp), processed, aid, prof.created,
+                                  prof.start_version, prof.paying, p.raw if shown_props is None else shown_props,
+                                  times[i], hold.keys[i], hold.uuids[i], hold.segment[i] if hold.segment else b"",
+                                  hold.segment_source))
             keep[i] = False
             held += 1
         else:
