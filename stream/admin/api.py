@@ -172,6 +172,13 @@ async def _import_retry(r: web.Request, a: Admin) -> Any:
     return await a.import_retry(r.match_info["name"], keys)
 
 
+async def _cohort_sync(r: web.Request, a: Admin) -> Any:
+    destination = (await _body(r)).get("destination")
+    if destination is not None and not isinstance(destination, str):
+        raise AdminError(400, 'destination must be a string: the name of one of the cohort\'s destinations')
+    return a.cohort_sync(r.match_info["id"], destination)
+
+
 async def _openapi(r: web.Request) -> web.Response:
     return _json(OPENAPI)
 
@@ -195,3 +202,4 @@ def add_routes(app: web.Application, admin: Admin) -> None:
     g("/admin/imports", _view(_imports))
     g("/admin/imports/{name}/preview", _view(_import_preview))
     p("/admin/imports/{name}/retry", _view(_import_retry, 202))
+    p("/admin/cohorts/{id}/syncs", _view(_cohort_sync, 202))

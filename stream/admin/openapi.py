@@ -101,6 +101,13 @@ OPENAPI: dict[str, Any] = {
             params=[NAME], errors=("400", "401", "404"), body={
                 "type": "object", "required": ["keys"], "properties": {
                     "keys": {"type": "array", "items": {"type": "string"}, "minItems": 1}}})},
+        "/admin/cohorts/{id}/syncs": {"post": _op(
+            "Sync a cohort now", "The cohort's syncs due now (to one destination, if the body names it) run by this "
+            "worker's cohorts stage at once, in turn with its other syncs and without waiting out a failed "
+            "attempt's backoff; per sync, queued or complete (its current time is complete already).",
+            params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
+                     "description": "A cohort's id."}], ok="202", errors=("400", "401", "404", "409"),
+            body={"type": "object", "properties": {"destination": {"type": "string"}}})},
         "/admin/deadletters": {"get": _op(
             "Dead letters", "Counts by reason and by hour, and the latest samples with their source coordinates "
             "(credentials redacted).", params=[HOURS, {"name": "samples", "in": "query", "schema": {

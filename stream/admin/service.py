@@ -314,6 +314,20 @@ class Admin:
             raise AdminError(404, str(exc.args[0])) from None
         return {"source": name, "queued": [r.url for r in records]}
 
+    def cohort_sync(self, cohort_id: str, destination: str | None = None) -> dict[str, Any]:
+        """"Sync now": the cohort's syncs (to ``destination`` only, if given) run by this worker's cohorts stage at
+        its next look, in turn with its other syncs."""
+        from stream.cohorts import schedule
+        from stream.cohorts.sync import SyncError, jobs_of
+        try:
+            jobs = jobs_of(self.settings, cohort_id, destination)
+        except SyncError as exc:
+            raise AdminError(400 if "static" in str(exc) else 404, str(exc)) from None
+        if schedule.NOW.scheduler is None:
+            raise AdminError(409, "this worker does not run the cohorts stage (worker.stages), or it has not "
+                             "started yet: ask a worker that runs it, or run stream cohorts sync " + cohort_id)
+        return {"cohort": cohort_id, "syncs": schedule.NOW.request(jobs, self.clock.now_ms())}
+
 
 def _with_trust(doc: dict[str, Any], target: Any, principal: str | None) -> dict[str, Any]:
     """``doc`` with the trust policy of the target's role (if it names one) and a note when the workers' own

@@ -147,6 +147,45 @@ def late(state: JobState, now_ms: int) -> bool:
     return now_ms - last > 2 * step
 
 
+class SyncNow:
+    """"Sync now" requests (``POST /admin/cohorts/{id}/syncs``) to this process's scheduler, if it runs one: each
+    named job's due sync is run at the scheduler's next look, without waiting out a failed attempt's backoff, in
+    its turn with the others (never beside another sync of the same job)."""
+
+    def __init__(self) -> None:
+        self.scheduler: Scheduler | None = None
+        self.pending: set[str] = set()
+
+    def request(self, jobs: list[Any], now_ms: int) -> list[dict[str, Any]]:
+        """Ask for ``jobs``' syncs now; what each will do: ``queued`` (its due time is not complete) or
+        ``complete`` (the current time of an hourly or daily sync, or a once sync, is complete already)."""
+        assert self.scheduler is not None
+        out = []
+        for job in jobs:
+            state = self.scheduler.states.get(job.name)
+            slot = due(_without_backoff(state), now_ms) if state is not None else None
+            if slot is not None:
+                self.pending.add(job.name)
+            out.append({"destination": job.destination.name, "routing_key": job.sync.routing_key,
+                        "cadence": job.sync.cadence, "state": "queued" if slot is not None else "complete",
+                        "scheduled_ms": slot, "latest_completed_ms": state.completed_ms if state else None,
+                        "failures": state.failures if state else 0})
+        return out
+
+    def take(self) -> set[str]:
+        taken, self.pending = self.pending, set()
+        return taken
+
+
+def _without_backoff(state: JobState) -> JobState:
+    from dataclasses import replace
+    return replace(state, retry_at_ms=None)
+
+
+NOW = SyncNow()
+"""This process's (one per process, like the health registry)."""
+
+
 @dataclass
 class Scheduler:
     """The loop of the ``cohorts`` stage: at each wake, the due slots' syncs, one at a time, grouped by slot so the
@@ -163,6 +202,7 @@ class Scheduler:
     run: Callable[[list[Any], int], Awaitable[list[Any]]]
     pause: Callable[[float], Awaitable[None]]
     on_state: Callable[[Any, JobState], None] = lambda job, state: None
+    requests: SyncNow | None = None
     states: dict[str, JobState] = field(default_factory=dict)
 
     async def start(self) -> None:
@@ -178,6 +218,9 @@ class Scheduler:
 
     async def tick(self) -> float:
         """Sync what is due now; the seconds until the next wake."""
+        for name in self.requests.take() if self.requests is not None else ():
+            if name in self.states:
+                self.states[name].retry_at_ms = None      # "sync now": no waiting out a backoff
         now = self.now()
         plan: dict[int, list[Any]] = {}
         for job in self.jobs:
@@ -258,6 +301,14 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
             return await sync.run_syncs(settings, group, slot, lambda d: storages[d.name], source,
                                         echo=lambda line: log.info("%s", line), at_ms=slot, clock_ms=clock.now_ms)
 
-        scheduler = Scheduler(jobs, clock.now_ms, latest, run, lambda s: pause(s, stop), on_state)
+        scheduler = Scheduler(jobs, clock.now_ms, latest, run, lambda s: pause(s, lambda: stop() or bool(NOW.pending)),
+                              on_state, NOW)
         log.info("cohorts: scheduling %d sync(s): %s", len(jobs), ", ".join(j.name for j in jobs))
-        await scheduler.run_forever(stop, on_ready)
+
+        def ready() -> None:
+            NOW.scheduler = scheduler      # the admin API's "sync now" reaches it from here on
+            on_ready()
+        try:
+            await scheduler.run_forever(stop, ready)
+        finally:
+            NOW.scheduler = None

@@ -153,7 +153,8 @@ ROUTES = [("GET", "/admin/status"), ("GET", "/admin/destinations"), ("GET", "/ad
           ("GET", "/admin/destinations/{}/policy"), ("GET", "/admin/backfills"), ("POST", "/admin/backfills"),
           ("GET", "/admin/backfills/{}"), ("DELETE", "/admin/backfills/{}"), ("GET", "/admin/deadletters"),
           ("GET", "/admin/imports"), ("GET", "/admin/imports/{}/preview"), ("POST", "/admin/imports/{}/retry"),
-          ("GET", "/admin/health"), ("GET", "/exports/status"), ("GET", "/admin/openapi.json")]
+          ("GET", "/admin/health"), ("GET", "/exports/status"), ("GET", "/admin/openapi.json"),
+          ("POST", "/admin/cohorts/{}/syncs")]
 PARAMS = ["hours", "samples", "rows", "key", "destination", "enforce_encryption", "source", "x"]
 
 

@@ -78,7 +78,8 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
         t1 + "exiting.csv": HEAD,
         t1 + "existing.csv": HEAD + b"%d,user-aaaa,pro\r\n" % a,
     }
-    assert sorted(cohort_objects(s3, bucket, "_stream/cohorts/")) == [REC + "done/2024-03-09T08-00.done", REC + "latest.json"]
+    assert sorted(cohort_objects(s3, bucket, "_stream/cohorts/")) == [REC + "done/2024-03-09T08-00.done",
+                                                                       REC + "latest.json"]
     head = s3.head_object(Bucket=bucket, Key=t1 + "existing.csv")
     assert head["ServerSideEncryption"] == "AES256"
     # the same hour again: complete, nothing written

@@ -151,7 +151,8 @@ def test_a_rerun_after_a_crash_rewrites_the_same_bytes():
     written = dict(storage.objects)
     # as if the run had died before its completion record: the files stay, the record does not
     records = "_stream/cohorts/crm/424242_pro-buyers/"
-    storage.objects[(BUCKET, records + "latest.json")] = storage.objects[(BUCKET, records + "done/2024-03-10T00-00.done")]
+    first = storage.objects[(BUCKET, records + "done/2024-03-10T00-00.done")]
+    storage.objects[(BUCKET, records + "latest.json")] = first
     del storage.objects[(BUCKET, records + "done/2024-03-11T00-00.done")]
     source.rows = HISTORY + [row(60, "purchase", "2024-03-11 00:30", "u-60", plan="pro")]  # uploaded after T2
     (r,) = run(s, T2 + 3_600_000, storage, source)
