@@ -324,7 +324,7 @@ def test_prometheus_rule_is_the_rules_file(rendered):
         base = "https://git.example.com/data/stream/blob/main/docs/runbook.md"
         expected = yaml.safe_load(RULES.read_text().replace("docs/runbook.md", base))["groups"]
         assert groups == expected
-        assert sum(len(g["rules"]) for g in groups) == 14
+        assert sum(len(g["rules"]) for g in groups) == 16
         assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     else:   # api.enabled=false: the API's rules are left out
         kept = [{**g, "rules": [r for r in g["rules"] if r["labels"]["component"] != "api"]} for g in source["groups"]]
@@ -333,7 +333,7 @@ def test_prometheus_rule_is_the_rules_file(rendered):
             "StreamExportBehind", "StreamExportDestinationFailing", "StreamExportStalled", "StreamExportDataLost",
             "StreamDeadLetterRateHigh", "StreamConsumerLagGrowing", "StreamProducerClockAhead",
             "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamImportFilesFailing", "StreamImportStuck",
-            "StreamAdminTokenGuessed"]
+            "StreamAdminTokenGuessed", "StreamCohortSyncLate", "StreamCohortSyncFailing"]
 
 
 def test_dashboard_configmap_carries_the_dashboard_for_the_sidecar():
@@ -387,4 +387,4 @@ def test_notes_name_the_workers_and_warn_without_destinations(value_set):
     assert "kubectl -n analytics exec stream-worker-0 -- stream check -c /etc/stream/stream.yaml" in notes
     imports = "1 source(s), imported by the worker pods (stream import status)" if value_set == \
         "irsa-servicemonitor" else "no source (config.sources)"
-    assert f"S3 import: {imports}. Not in this chart yet: cohort jobs." in notes
+    assert f"S3 import: {imports}.\nCohort syncs: no cohort destination (config.cohort_destinations).\n" in notes
