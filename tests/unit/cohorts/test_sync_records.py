@@ -12,7 +12,7 @@ from stream.cohorts.sync import Membership, jobs_of, run_syncs, sync_job
 from stream.errors import ConfigError
 from stream.s3.storage import MemoryStorage
 from stream.settings import load_settings
-from tests.unit.cohorts.test_sync import BUCKET, HISTORY, MERGES, P, T1, T2, T3, Source, ms, row, settings
+from tests.unit.cohorts.test_sync import BUCKET, HISTORY, MERGES, P, T1, T2, T3, Source, row, settings
 
 DAY = 86_400_000
 REC = "_stream/cohorts/crm/424242_pro-buyers/"
