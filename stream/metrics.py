@@ -134,8 +134,12 @@ IMPORT_FILES = Counter("stream_import_files_total",
                        "reason says why), skipped (already imported or failed: a duplicate discovery).",
                        ["source", "outcome", "reason"])
 IMPORT_ROWS = Counter("stream_import_rows_total",
-                      "Rows of import files by outcome: imported (written to events.valid) or dead_lettered.",
+                      "Rows of import files by outcome: imported (written to events.valid, or to events.mutations "
+                      "for a mirror source) or dead_lettered.",
                       ["source", "outcome"])
+IMPORT_MUTATIONS = Counter("stream_import_mutations_total",
+                           "Mirror mutations read from a mirror source's rows and produced to events.mutations, by "
+                           "op (insert, update, delete).", ["source", "op"])
 IMPORT_FIELDS_LEFT_OUT = Counter("stream_import_converter_fields_left_out_total",
                                  "Fields of converted rows the converter could not evaluate (left out of the "
                                  "event, as Amplitude does).", ["source"])

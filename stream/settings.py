@@ -323,8 +323,11 @@ class SourceSettings(_Section):
         "event", description="event: a row is an event (an event_type of $identify or $groupidentify makes it an "
         "identify or group identify); user_properties: a row sets a user's properties (an identify); "
         "group_properties: a row sets a group's properties (`groups` and `group_properties`, a group identify).")
-    strategy: Literal["append_only"] = Field("append_only", description="append_only: each row is added, with the "
-                                             "normal dedupe and identity.")
+    strategy: Literal["append_only", "mirror"] = Field(
+        "append_only", description="append_only: each row is added, with the normal dedupe and identity. mirror "
+        "(data_type event only): each row is an INSERT, UPDATE or DELETE of an exported event, named by the field "
+        "the converter maps to $mutation_type (missing: UPDATE) and the event's insert_id, applied to the exported "
+        "hours without enrichment (docs/imports.md); the project needs an archive destination.")
     skip_user_properties_sync: bool = Field(
         True, description="Events' user_properties are exported with them but do not update the user's stored "
         "properties (Amplitude's default for cloud storage imports); a row's own $skip_user_properties_sync wins.")
@@ -355,6 +358,11 @@ class SourceSettings(_Section):
                 compile_java_regex(self.filter_pattern)
             except RegexError as exc:
                 raise ValueError(f"filter_pattern: {exc}") from None
+        if self.strategy == "mirror" and self.data_type != "event":
+            raise ValueError(f"strategy: mirror applies to data_type event only, not {self.data_type} (user and group "
+                             "properties are appended, as Amplitude offers only Append Only for them; profiles, "
+                             "which Amplitude mirrors, are a data type of their own, not a strategy of these): use "
+                             "strategy: append_only")
         self._compiled = compiled
         return self
 
@@ -725,6 +733,13 @@ class Settings(BaseSettings):
             if src.project not in ids:
                 raise ValueError(f"sources[{i}].project: project {src.project} is not declared in projects")
         self._one_archive_per_project()
+        for i, src in enumerate(self.sources):
+            if src.strategy == "mirror" and self.archive_of(src.project) is None:
+                raise ValueError(
+                    f"sources[{i}] ({src.name}): a mirror source needs an archive destination of project "
+                    f"{src.project}: the applied mutations are kept in its bucket (mirror.log_prefix), and hours "
+                    "older than topics.retention_days are rebuilt from its objects; add `archive: true` to a "
+                    f"destination of project {src.project} with the amplitude layout, or use strategy: append_only")
         hooks = {w.name for w in self.notifications.webhooks}
         for i, d in enumerate(self.destinations):
             unknown = [w for w in d.notify.webhooks if w not in hooks]

@@ -1,5 +1,5 @@
-"""imports.files -> events.valid: the faust agent wiring the import engine (``stream.imports.importer``), and the
-discovery tasks (``stream.imports.discovery``).
+"""imports.files -> events.valid (events.mutations for mirror sources): the faust agent wiring the import engine
+(``stream.imports.importer``), and the discovery tasks (``stream.imports.discovery``).
 
 The agent declares the topics and the processed-files table (RocksDB, changelog), and hands each discovery record,
 on the partition that owns its key (``<source>:<key>``), to the engine; records that are not discovery records go
@@ -70,8 +70,16 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
     async def send_dead(key: bytes, value: bytes) -> Any:
         return await dead.send(key=key, value=value, partition=0)
 
-    importer = FileImporter(settings, clock, Senders(send_valid, send_dead), _TableStore(table), S3Files(settings),
-                            files_name)
+    send_mutation = None
+    if any(src.strategy == "mirror" for src in settings.sources):
+        mutations = app.topic(t.name("mutations"), partitions=t.partitions, **raw)
+
+        async def send_mutation(key: bytes, value: bytes) -> Any:
+            # no partition: the default partitioner places it by its key, where the mirror index keeps its entries
+            return await mutations.send(key=key, value=value)
+
+    importer = FileImporter(settings, clock, Senders(send_valid, send_dead, send_mutation), _TableStore(table),
+                            S3Files(settings), files_name)
     gaps = Contiguous(app, files_name, kafka.client_args(settings.kafka), "import")
 
     @app.agent(files, name="import-files")

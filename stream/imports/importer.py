@@ -1,4 +1,4 @@
-"""imports.files -> events.valid: the engine that imports each discovered file once.
+"""imports.files -> events.valid (or events.mutations): the engine that imports each discovered file once.
 
 Faust-free: it takes a clock, the senders it produces with, the store of the processed-files state and the reader
 of files (``stream.imports.fetch.S3Files`` in a worker); the agent (``stream.agents.imports``) hands it each
@@ -10,18 +10,20 @@ discovery record, on the partition that owns the record's key (``<source>:<key>`
    changelog record after the local write). A ``retry`` record imports the key again unless its state was
    written after the retry was asked for (a replay of the retry itself);
 2. the file is read as a stream (``stream.imports.fetch``), its rows converted and produced in chunks of
-   ``CHUNK_ROWS``, at most ``rate.events_per_s`` rows a second: the events to events.valid in batches as the
-   ingest stage makes them (``stream.imports.rows.convert``); failing rows go to the dead-letter topic.
+   ``CHUNK_ROWS``, at most ``rate.events_per_s`` rows a second: an append source's events to events.valid in
+   batches as the ingest stage makes them (``stream.imports.rows.convert``), a mirror source's mutations to
+   events.mutations keyed by the mirror index key (``convert_mirror``); failing rows go to the dead-letter topic.
    The first chunk is acknowledged before the next is read (crash point ``import.reading``), then at most
    ``MAX_CHUNKS_IN_FLIGHT`` chunks await their acknowledgements while the next ones are read;
 3. once every record is acknowledged by Kafka (crash point ``import.produced``), the state is written: done,
    with the counts (crash point ``import.state_written``).
 
 A crash anywhere re-reads the file from the same discovery record: every row gets the same source offset
-(``files.row_offset``), insert_id and uuid, so the dedupe stage and the exporter drop the events sent before. A
-file that cannot be read (truncated gzip, not parquet, access denied) is marked failed with its reason,
-dead-lettered and counted; S3 failures that pass (timeouts, throttling) are retried, the file read again from its
-start after a backoff (``stream.retry``).
+(``files.row_offset``), insert_id and uuid, and every mutation the same sequence (the object's LastModified, its
+URL, the row number), so the dedupe stage and the exporter drop the events sent before and the mirror's applying
+side tolerates the mutations sent again. A file that cannot be read (truncated gzip, not parquet, access denied)
+is marked failed with its reason, dead-lettered and counted; S3 failures that pass (timeouts, throttling) are
+retried, the file read again from its start after a backoff (``stream.retry``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from stream.events.normalize import Reason, Rules
 from stream.imports.fetch import Fetched, TransientRead
 from stream.imports.files import FileState, ImportFile, State
 from stream.imports.reader import FileError, Row, RowError
-from stream.imports.rows import Converted, FileContext, convert, file_failed
+from stream.imports.rows import Converted, FileContext, convert, convert_mirror, file_failed
 from stream.settings import Settings, SourceSettings
 from stream.shutdown import SHUTDOWN
 
@@ -63,6 +65,8 @@ class Senders:
     """(batch, partition) to events.valid."""
     dead: Callable[[bytes, bytes], Awaitable[Ack]]
     """(key, record) to the dead-letter topic."""
+    mutations: Callable[[bytes, bytes], Awaitable[Ack]] | None = None
+    """(key, record) to events.mutations (the default partitioner places it by its key): mirror sources."""
 
 
 class Store(Protocol):
@@ -150,8 +154,9 @@ class FileImporter:
             now = self.clock.now_ms()
             metrics.IMPORT_LAG.labels(src.name).observe(max(0.0, (now - f.event_time_ms) / 1000))
             metrics.IMPORT_LAST_DONE.labels(src.name).set(now / 1000)
-            log.info("import %s: %s imported: %d rows, %d to events.valid, %d dead-lettered", src.name, f.url,
-                     state.rows, state.imported, state.dead)
+            to = "events.mutations" if src.strategy == "mirror" else "events.valid"
+            log.info("import %s: %s imported: %d rows, %d to %s, %d dead-lettered", src.name, f.url, state.rows,
+                     state.imported, to, state.dead)
         return state
 
     def _limits(self, src: SourceSettings) -> tuple[RateLimit, RateLimit]:
@@ -184,9 +189,19 @@ class FileImporter:
         """Hand one chunk's records to the producers; their acknowledgements."""
         s = self.settings
         sends = []
-        for target, batch in group(out.events, self.topic, partition, s.topics.partitions,
-                                   s.ingest.batch_max_events, s.kafka.max_request_bytes // 2):
-            sends.append(await self.senders.valid(batch.encode(), target))
+        if src.strategy == "mirror":
+            send = self.senders.mutations
+            if send is None:
+                raise RuntimeError(f"import {src.name}: a mirror source's rows go to events.mutations, but this "
+                                   "importer was given no sender for it (a bug in the wiring: please report it)")
+            for key, record in out.mutations:
+                sends.append(await send(key, record))
+            for op, n in out.ops.items():
+                metrics.IMPORT_MUTATIONS.labels(src.name, op.lower()).inc(n)
+        else:
+            for target, batch in group(out.events, self.topic, partition, s.topics.partitions,
+                                       s.ingest.batch_max_events, s.kafka.max_request_bytes // 2):
+                sends.append(await self.senders.valid(batch.encode(), target))
         for key, record in out.dead:
             sends.append(await self.senders.dead(key, record))
         return sends
@@ -197,13 +212,18 @@ class FileImporter:
         inflight: list[list[Ack]] = []
         chunk: list[Row | RowError] = []
         fetched = Fetched()
+        mirror = src.strategy == "mirror"
 
         async def flush() -> None:
             await rows_limit.take(len(chunk))
-            out = convert(ctx, chunk, self.clock.now_ms())
+            now = self.clock.now_ms()
+            if mirror:
+                out = convert_mirror(ctx, chunk, now, fetched.modified_ms if fetched.modified_ms is not None else 0)
+            else:
+                out = convert(ctx, chunk, now)
             chunk.clear()
             sends = await self._produce(src, out, partition)
-            produced = len(out.events)
+            produced = len(out.mutations) if mirror else len(out.events)
             first = counts["rows"] == 0
             counts["rows"] += out.rows
             counts["imported"] += produced

@@ -22,6 +22,11 @@ ingested event (``stream.events.normalize``), so imported rows get the same dedu
 * A field the converter cannot evaluate is left out (FieldError); if the event is then rejected, the dead letter's
   detail names those fields. A row the reader cannot read (bad JSON, a CSV row with the wrong number of columns) is
   dead-lettered with the reader's reason. Dead letters carry ``s3://bucket/key`` and the row number.
+* **strategy mirror** (``convert_mirror``): the converter's output is a mutation of an exported event
+  (``stream.imports.mutations.mutation_of``: the type from ``$mutation_type``, the event named by insert_id), with
+  the sequence (the file's LastModified in ms, ``s3://bucket/key``, the row number); it is not shaped (no
+  enrichment). A refused row is dead-lettered as above, with its reason (``invalid_mutation_type``,
+  ``missing_user_id``, ``missing_id``, or any reason of the event's validation).
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ import orjson
 
 from stream.events import deadletter
 from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, uuid5_str
+from stream.export.mirror import Mutation
 from stream.imports.files import ImportFile, row_offset
+from stream.imports.mutations import encode as encode_mutation
+from stream.imports.mutations import mutation_of
 from stream.imports.reader import Row, RowError, RowErrorReason
 from stream.settings import SourceSettings
 
@@ -52,10 +60,13 @@ SKIP_SYNC = "$skip_user_properties_sync"
 
 @dataclass
 class Converted:
-    """One chunk of a file's rows: the good events with their source offsets, and the dead letters."""
+    """One chunk of a file's rows: the good events with their source offsets (or, for a mirror source, the
+    mutation records), and the dead letters."""
 
     events: list[tuple[int, Normalized]] = field(default_factory=list)
     dead: list[tuple[bytes, bytes]] = field(default_factory=list)   # (key, dead-letter record)
+    mutations: list[tuple[bytes, bytes]] = field(default_factory=list)   # a mirror source's (key, mutation record)
+    ops: Counter[str] = field(default_factory=Counter)                  # the mutations by op
     reasons: Counter[str] = field(default_factory=Counter)
     fields_left_out: int = 0
     rows: int = 0
@@ -109,20 +120,10 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> C
     converter = src.compiled.convert
     project = src.project
     for item in items:
-        out.rows += 1
-        if isinstance(item, RowError):
-            why = Rejected(_READER_REASONS[item.reason], None, item.message)
-            out.reasons[why.reason.value] += 1
-            out.dead.append(_dead(ctx, item.number, why, None, now_ms))
+        converted = _converted(ctx, converter, item, out, now_ms)
+        if converted is None:
             continue
-        try:
-            ev, errors = converter(item.value, now_ms)
-        except Exception as exc:   # never stop a file on one row: keep it, loudly
-            why = Rejected(Reason.PROCESSING_ERROR, None, f"the converter failed: {type(exc).__name__}: {exc}")
-            out.reasons[why.reason.value] += 1
-            out.dead.append(_dead(ctx, item.number, why, item.value, now_ms))
-            continue
-        out.fields_left_out += len(errors)
+        ev, errors = converted
         ev = shape(ev, src)
         if ev.get("insert_id") in (None, ""):
             ev["insert_id"] = row_ids(src.name, f.key, item.number)
@@ -136,12 +137,60 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> C
         if type(res) is Normalized:
             out.events.append((row_offset(ctx.record_offset, item.number), res))
             continue
-        if errors:
-            left = "; ".join(f"{e.field}: {e.message}" for e in errors)
-            res = Rejected(res.reason, res.field, f"{res.detail} (fields the converter left out: {left})")
-        out.reasons[res.reason.value] += 1
-        out.dead.append(_dead(ctx, item.number, res, item.value, now_ms))
+        _refused(ctx, out, item, res, errors, now_ms)
     return out
+
+
+def convert_mirror(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, modified_ms: int) -> Converted:
+    """Convert a run of a mirror source's items, in row order, to records of events.mutations
+    (``stream.imports.mutations``); ``modified_ms``: the file's LastModified, the first part of each mutation's
+    sequence. No enrichment: the rows are not shaped (nothing becomes an identify, no sync flag is added)."""
+    out = Converted()
+    src, f = ctx.source, ctx.file
+    converter = src.compiled.convert
+    for item in items:
+        converted = _converted(ctx, converter, item, out, now_ms)
+        if converted is None:
+            continue
+        ev, errors = converted
+        res = mutation_of(ev, src.project, (modified_ms, f.url, item.number), row_ids(src.name, f.key, item.number),
+                          ctx.server_ms, f"{f.url}#{item.number}", ctx.rules, now_ms)
+        if isinstance(res, Mutation):
+            out.mutations.append(encode_mutation(src.project, res))
+            out.ops[res.op.value] += 1
+            continue
+        _refused(ctx, out, item, res, errors, now_ms)
+    return out
+
+
+def _converted(ctx: FileContext, converter: Any, item: Row | RowError, out: Converted,
+               now_ms: int) -> tuple[dict[str, Any], list[Any]] | None:
+    """The converter's output of one item and the fields it left out; None when the item is dead-lettered (a row
+    the reader could not read, or one the converter failed on)."""
+    out.rows += 1
+    if isinstance(item, RowError):
+        why = Rejected(_READER_REASONS[item.reason], None, item.message)
+        out.reasons[why.reason.value] += 1
+        out.dead.append(_dead(ctx, item.number, why, None, now_ms))
+        return None
+    try:
+        ev, errors = converter(item.value, now_ms)
+    except Exception as exc:   # never stop a file on one row: keep it, loudly
+        why = Rejected(Reason.PROCESSING_ERROR, None, f"the converter failed: {type(exc).__name__}: {exc}")
+        out.reasons[why.reason.value] += 1
+        out.dead.append(_dead(ctx, item.number, why, item.value, now_ms))
+        return None
+    out.fields_left_out += len(errors)
+    return ev, errors
+
+
+def _refused(ctx: FileContext, out: Converted, item: Row, res: Rejected, errors: list[Any], now_ms: int) -> None:
+    """Dead-letter a converted row that was refused, naming the fields the converter left out."""
+    if errors:
+        left = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        res = Rejected(res.reason, res.field, f"{res.detail} (fields the converter left out: {left})")
+    out.reasons[res.reason.value] += 1
+    out.dead.append(_dead(ctx, item.number, res, item.value, now_ms))
 
 
 def _dead(ctx: FileContext, row: int, why: Rejected, value: Any, now_ms: int) -> tuple[bytes, bytes]:

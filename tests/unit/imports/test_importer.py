@@ -55,7 +55,7 @@ class Memory:
         return acked()
 
     def senders(self):
-        return Senders(self.send_valid, self.send_dead)
+        return Senders(self.send_valid, self.send_dead, self.send_mutation)
 
     def get(self, key):
         return self.states.get(key)
