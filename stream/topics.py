@@ -74,6 +74,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # a reader asked for it first (a broker that creates topics on request gives its own default)
         TopicSpec(import_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
     ] if settings.sources else []) + ([
+        # mutations read from mirror sources' files, keyed like the index entries
+        TopicSpec(t.name("mutations"), t.partitions, kept),
         # index entries re-keyed from events.accepted, read within seconds by the index agent
         TopicSpec(t.name("mirror_index"), t.partitions, kept),
         # a record per index message: the index outlives it only where no write refreshed a key for longer

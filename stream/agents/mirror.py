@@ -155,6 +155,10 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         metrics.MIRROR_WAITING.set(0 if waiting[0] is None else max(0.0, clock.now_ms() / 1000 - waiting[0]))
 
     async def report(applied: Applied, partition: int) -> None:
+        log.info("mirror: %d mutations of %s[%d] applied: %s; hours rebuilt: %s", sum(applied.routed.values()),
+                 mutations.get_topic_name(), partition,
+                 ", ".join(f"{op.lower()} {outcome} {n}" for (op, outcome), n in sorted(applied.routed.items())),
+                 ", ".join(f"{p}: {' '.join(hour_text(h) for h in hs)}" for p, hs in applied.hours.items()) or "none")
         for (op, outcome), n in applied.routed.items():
             metrics.MIRROR_MUTATIONS.labels(op.lower(), outcome).inc(n)
         metrics.MIRROR_HOURS_REWRITTEN.inc(sum(len(hours) for hours in applied.hours.values()))

@@ -12,7 +12,7 @@ ALERTS = ["StreamExportBehind", "StreamExportDestinationFailing", "StreamExportS
           "StreamDeadLetterRateHigh", "StreamConsumerLagGrowing", "StreamProducerClockAhead",
           "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamApiDown", "StreamApiErrorRateHigh",
           "StreamImportFilesFailing", "StreamImportStuck", "StreamAdminTokenGuessed", "StreamCohortSyncLate",
-          "StreamCohortSyncFailing"]
+          "StreamCohortSyncFailing", "StreamMirrorMutationsWaiting"]
 
 
 def _rules() -> list[dict]:
