@@ -324,7 +324,7 @@ def test_prometheus_rule_is_the_rules_file(rendered):
         base = "https://git.example.com/data/stream/blob/main/docs/runbook.md"
         expected = yaml.safe_load(RULES.read_text().replace("docs/runbook.md", base))["groups"]
         assert groups == expected
-        assert sum(len(g["rules"]) for g in groups) == 16
+        assert sum(len(g["rules"]) for g in groups) == 17
         assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     else:   # api.enabled=false: the API's rules are left out
         kept = [{**g, "rules": [r for r in g["rules"] if r["labels"]["component"] != "api"]} for g in source["groups"]]
@@ -333,7 +333,7 @@ def test_prometheus_rule_is_the_rules_file(rendered):
             "StreamExportBehind", "StreamExportDestinationFailing", "StreamExportStalled", "StreamExportDataLost",
             "StreamDeadLetterRateHigh", "StreamConsumerLagGrowing", "StreamProducerClockAhead",
             "StreamIdentityJournalNotPruned", "StreamWorkerDown", "StreamImportFilesFailing", "StreamImportStuck",
-            "StreamAdminTokenGuessed", "StreamCohortSyncLate", "StreamCohortSyncFailing"]
+            "StreamAdminTokenGuessed", "StreamCohortSyncLate", "StreamCohortSyncFailing", "StreamMirrorMutationsWaiting"]
 
 
 def test_dashboard_configmap_carries_the_dashboard_for_the_sidecar():
