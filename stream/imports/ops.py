@@ -23,7 +23,7 @@ import orjson
 
 from stream.events.normalize import Normalized, Rules
 from stream.imports.files import FileState, ImportFile, State, split_file_key
-from stream.imports.rows import FileContext, convert
+from stream.imports.rows import FileContext, convert, convert_mirror
 from stream.settings import Settings, SourceSettings
 
 PREVIEW_ROWS = 10
@@ -54,18 +54,28 @@ def source_or_error(settings: Settings, name: str) -> SourceSettings:
 
 
 def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: list[Any], now_ms: int) -> list[dict]:
-    """Per item: its row number, the source row, the converted export row (or None) and its errors (pure)."""
+    """Per item: its row number, the source row, the converted export row (or None) and its errors (pure). For a
+    mirror source, also the mutation (op, insert_id, device_id); the export row is the mutation's new event (None
+    for a DELETE)."""
     from stream.events import deadletter
+    from stream.imports import mutations
     from stream.imports.reader import RowError
     ctx = FileContext(src, f, 0, now_ms, Rules.of(settings.ingest), record="preview")
+    mirror = src.strategy == "mirror"
     out = []
     for item in items:
-        res = convert(ctx, [item], now_ms)
+        res = convert_mirror(ctx, [item], now_ms, f.event_time_ms) if mirror else convert(ctx, [item], now_ms)
         entry: dict[str, Any] = {"row": item.number, "source": None if isinstance(item, RowError) else item.value,
                                  "event": None, "errors": []}
+        if mirror:
+            entry["mutation"] = None
         if res.events:
             ev: Normalized = res.events[0][1]
             entry["event"] = orjson.loads(ev.line)
+        for _, record in res.mutations:
+            _, m = mutations.decode(record)
+            entry["mutation"] = {"op": m.op.value, "insert_id": m.insert_id, "device_id": m.device_id}
+            entry["event"] = None if m.row is None else dict(m.row)
         for _, record in res.dead:
             d = deadletter.decode(record)
             entry["errors"].append({"reason": d["reason"], "field": d["field"], "detail": d["detail"]})
@@ -252,6 +262,10 @@ def show_preview(doc: dict) -> list[str]:
     for r in doc["rows"]:
         lines.append(f"row {r['row']}:")
         lines.append(f"  source: {orjson.dumps(r['source'], default=str).decode()}")
+        m = r.get("mutation")
+        if m is not None:
+            device = f" of device {m['device_id']}" if m["device_id"] else ""
+            lines.append(f"  mutation: {m['op']} of insert_id {m['insert_id']}{device}")
         ev = r["event"]
         if ev is not None:
             shown = {k: v for k, v in ev.items() if v not in (None, {}, -1) or k == "event_type"}

@@ -144,3 +144,24 @@ def test_the_engine_produces_a_mirror_files_mutations_once_and_nothing_to_events
     assert [deadletter.decode(v)["reason"] for _, v in mem.dead] == ["invalid_mutation_type"]
     assert metrics.IMPORT_MUTATIONS.labels("fixes", "delete")._value.get() == counted + 1
     assert handle(found_by="scan") is None and len(mem.mutations) == 2 and files.reads == 1
+
+
+def test_the_preview_of_a_mirror_source_shows_each_rows_mutation_or_why_it_is_refused():
+    from stream.imports.ops import preview_rows, show_preview
+    s = settings()
+    rows = [row(1, id="e-1", op="delete"), row(2, id="e-2"), row(3, op="upsert", id="e-3")]
+    got = preview_rows(s, s.source("fixes"), FILE, rows, NOW)
+    assert [(r["row"], r["mutation"], r["errors"]) for r in got] == [
+        (1, {"op": "DELETE", "insert_id": "e-1", "device_id": "device-1"}, []),
+        (2, {"op": "UPDATE", "insert_id": "e-2", "device_id": "device-1"},       # no op column: an UPDATE
+         [{"reason": "field_left_out", "field": "$mutation_type", "detail": "no field 'op'"}]),
+        (3, None, [{"reason": "invalid_mutation_type", "field": "$mutation_type", "detail":
+                    '$mutation_type must be INSERT, UPDATE or DELETE (any case; missing means UPDATE), got "upsert"'}])]
+    assert got[0]["event"] is None and got[2]["event"] is None
+    assert (got[1]["event"]["$insert_id"], got[1]["event"]["event_properties"]) == ("e-2", {"price": 2})
+    lines = show_preview({"url": URL, "rows": got})
+    assert lines[1:4] == ["row 1:", '  source: {"event":"Play","user":"user-1","device":"device-1","ts":1699999941000'
+                          ',"price":1,"id":"e-1","op":"delete"}', "  mutation: DELETE of insert_id e-1 of device device-1"]
+    assert (lines[4], lines[6], lines[8]) == ("row 2:", "  mutation: UPDATE of insert_id e-2 of device device-1",
+                                              "  error:  field_left_out $mutation_type: no field 'op'")
+    assert lines[7].startswith('  event:  {"$insert_id":"e-2"')
