@@ -2,6 +2,7 @@
 exactly, with its bad rows in the dead-letter topic, and a second discovery of the file producing nothing."""
 
 import asyncio
+from collections import Counter
 
 import boto3
 import orjson
@@ -45,14 +46,8 @@ def play(user, insert_id, price, **more):
     return orjson.dumps(row)
 
 
-def test_a_mirror_files_rows_land_on_events_mutations_once_and_its_bad_rows_are_dead_lettered(deployment, worker):
-    settings, path = deployment
-    src_bucket = settings.destinations[0].bucket + "-src"
-    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    s3.create_bucket(Bucket=src_bucket)
-    settings = mirror_deployment(path, src_bucket)
-    asyncio.run(ensure_topics(settings))
-    lines = [
+def mirror_file():
+    return b"\n".join([
         play("user-1", "e-1", 1, op="UPDATE"),
         play("user-1", "e-2", 2, op="delete"),
         play("user-2", "e-3", 3, op="Insert"),
@@ -61,24 +56,42 @@ def test_a_mirror_files_rows_land_on_events_mutations_once_and_its_bad_rows_are_
         play(None, "e-6", 6, op="UPDATE"),             # missing_user_id
         play("user-1", None, 7, op="DELETE"),          # missing_id
         b"{not json",                                  # malformed_json
-    ]
+    ]) + b"\n"
+
+
+def mirror_source(deployment):
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    s3.create_bucket(Bucket=src_bucket)
+    settings = mirror_deployment(path, src_bucket)
+    asyncio.run(ensure_topics(settings))
+    return settings, s3, src_bucket
+
+
+def mutation_records(settings):
+    return [(r.partition, r.key, *mutations.decode(r.value))
+            for r in asyncio.run(read_all(settings, settings.topics.name("mutations")))]
+
+
+def wait_done(settings):
+    def done():
+        doc = asyncio.run(ops.status(settings))[0]
+        return doc if doc["files"]["done"] == 1 else None
+    return wait_until(done, 90, "the mirror file imported")
+
+
+def test_a_mirror_files_rows_land_on_events_mutations_once_and_its_bad_rows_are_dead_lettered(deployment, worker):
+    settings, s3, src_bucket = mirror_source(deployment)
     key = "in/fixes.json"
-    s3.put_object(Bucket=src_bucket, Key=key, Body=b"\n".join(lines) + b"\n")
+    s3.put_object(Bucket=src_bucket, Key=key, Body=mirror_file())
     modified_ms = int(s3.head_object(Bucket=src_bucket, Key=key)["LastModified"].timestamp() * 1000)
     url = f"s3://{src_bucket}/{key}"
     asyncio.run(discover(settings, [ImportFile("fixes", src_bucket, key, T0, "sqs")]))
     worker()
-
-    def done():
-        doc = asyncio.run(ops.status(settings))[0]
-        return doc if doc["files"]["done"] == 1 else None
-    doc = wait_until(done, 90, "the mirror file imported")
+    doc = wait_done(settings)
     assert doc["rows"] == {"read": 8, "imported": 4, "dead_lettered": 4}
-
-    def mutation_records():
-        return [(r.partition, r.key, *mutations.decode(r.value))
-                for r in asyncio.run(read_all(settings, settings.topics.name("mutations")))]
-    got = mutation_records()
+    got = mutation_records(settings)
     # in row order within a partition; the partitions are read one after the other
     ops_seen = [(m.op, m.insert_id, m.seq, m.device_id) for _, _, _, m in got]
     assert sorted(ops_seen, key=lambda x: x[2]) == [
@@ -108,9 +121,37 @@ def test_a_mirror_files_rows_land_on_events_mutations_once_and_its_bad_rows_are_
     wait_until(lambda: worker_counters(settings, "stream_import_files_total").get(
         'stream_import_files_total{outcome="skipped",reason="already_done",source="fixes"}') == 1, 60,
         "the second discovery skipped")
-    assert mutation_records() == got
+    assert mutation_records(settings) == got
     assert len(asyncio.run(read_all(settings, settings.topics.name("dead_letter")))) == 4
     assert worker_counters(settings, "stream_import_mutations_total") == {
         'stream_import_mutations_total{op="update",source="fixes"}': 2,
         'stream_import_mutations_total{op="delete",source="fixes"}': 1,
         'stream_import_mutations_total{op="insert",source="fixes"}': 1}
+
+
+@pytest.mark.parametrize("point", ["import.reading", "import.produced", "import.state_written"])
+def test_killing_the_importer_of_a_mirror_file_at_each_point_produces_the_same_records_again(deployment, worker,
+                                                                                              point):
+    """A crash re-reads the file from the same discovery record: whatever was produced before is produced again
+    byte for byte (the applying side takes a mutation twice without harm), and nothing else."""
+    settings, s3, src_bucket = mirror_source(deployment)
+    key = "in/fixes.json"
+    s3.put_object(Bucket=src_bucket, Key=key, Body=mirror_file())
+    asyncio.run(discover(settings, [ImportFile("fixes", src_bucket, key, T0, "sqs")]))
+    first = worker(env={"STREAM_CRASH_AT": point})
+    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
+    assert first.returncode == -9
+    worker()
+    doc = wait_done(settings)
+    assert doc["rows"] == {"read": 8, "imported": 4, "dead_lettered": 4}
+    records = [(r.key, r.value) for r in asyncio.run(read_all(settings, settings.topics.name("mutations")))]
+    assert sorted(mutations.decode(v)[1].insert_id for v in set(v for _, v in records)) == ["e-1", "e-2", "e-3",
+                                                                                          "e-4"]
+    copies = 1 if point == "import.state_written" else 2     # read again unless its state was written
+    assert sorted(Counter(records).values()) == [copies] * 4
+    deads = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
+    assert Counter((deadletter.source_of(d), d["reason"]) for d in deads) == Counter({
+        (f"s3://{src_bucket}/{key}#5", "invalid_mutation_type"): copies,
+        (f"s3://{src_bucket}/{key}#6", "missing_user_id"): copies,
+        (f"s3://{src_bucket}/{key}#7", "missing_id"): copies,
+        (f"s3://{src_bucket}/{key}#8", "malformed_json"): copies})

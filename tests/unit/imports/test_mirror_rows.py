@@ -165,3 +165,13 @@ def test_the_preview_of_a_mirror_source_shows_each_rows_mutation_or_why_it_is_re
     assert (lines[4], lines[6], lines[8]) == ("row 2:", "  mutation: UPDATE of insert_id e-2 of device device-1",
                                               "  error:  field_left_out $mutation_type: no field 'op'")
     assert lines[7].startswith('  event:  {"$insert_id":"e-2"')
+
+
+def test_events_mutations_is_created_with_the_other_topics_when_a_source_is_a_mirror_source():
+    from stream.events.timefmt import DAY_MS
+    from stream.topics import TopicSpec, topic_specs
+    kept = {"retention.ms": str(int(7 * DAY_MS))}
+    assert TopicSpec("events.mutations", 4, kept) in topic_specs(settings())
+    appending = Settings(projects=[{"id": 7}], sources=[{"name": "clicks", "project": 7, "bucket": "bkt",
+                                                         "converter": CONVERTER}])
+    assert "events.mutations" not in {t.name for t in topic_specs(appending)}
