@@ -2,7 +2,8 @@
 
 An ARN's partition follows the region: ``cn-*`` regions are in ``aws-cn`` and ``us-gov-*`` regions in
 ``aws-us-gov`` (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference-arns.html); a policy or a message
-naming ``arn:aws:...`` for a bucket there names nothing. Every ARN stream writes or words is made here.
+naming ``arn:aws:...`` for a bucket there names nothing. Every bucket, object and queue ARN stream writes or words
+is made here.
 """
 
 from __future__ import annotations
