@@ -145,7 +145,8 @@ IMPORT_FIELDS_LEFT_OUT = Counter("stream_import_converter_fields_left_out_total"
                                  "event, as Amplitude does).", ["source"])
 IMPORT_LAG = Histogram("stream_import_lag_seconds",
                        "From an import file's creation (the notification's eventTime, or LastModified for a scan) "
-                       "to its last row acknowledged on events.valid.", ["source"],
+                       "to its last row acknowledged on events.valid (events.mutations for a mirror source).",
+                       ["source"],
                        buckets=(.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 4 * 3600, 86400))
 IMPORT_IN_PROGRESS = Gauge("stream_import_files_in_progress",
                            "Import files being read by this process.", ["source"])
