@@ -77,34 +77,41 @@ async def send(settings, muts):
         await p.stop()
 
 
-def test_mutations_rewrite_the_hours_holding_their_events_and_nothing_else(deployment, worker):
-    settings = mirror_deployment(deployment[1])
+def exported(settings, worker, **env):
+    """Start a worker, produce the sample events, wait for their three hours: (objects, rows by hour)."""
     asyncio.run(ensure_topics(settings))
-    worker()
+    worker(env=env)
     asyncio.run(produce(settings))
     wait_until(lambda: marked(settings), 120, "every hour exported and marked")
     before = objects(settings)
     old = rows_by_hour(before)
     assert sorted(old) == ["2024-03-09_7", "2024-03-09_8", "2024-03-09_9"]
+    return before, old
 
-    # hour 7: ins-5 updated; hour 8: ins-25 deleted; an UPDATE of nothing; a new event
-    upd = mutation({"event_type": "Purchase", "user_id": "user-0001", "device_id": "device-0005",
-                    "insert_id": "ins-5"}, "update", 1)
-    dele = mutation({"user_id": "user-0001", "insert_id": "ins-25"}, "DELETE", 2)
-    unknown = mutation({"user_id": "user-0001", "insert_id": "never-sent"}, "delete", 3)
-    new = mutation({"event_type": "Signed Up", "user_id": "user-0009", "device_id": "device-0099",
-                    "insert_id": "brand-new"}, "Insert", 4)
-    asyncio.run(send(settings, [upd, dele, unknown, new]))
 
-    def rewritten():
-        now = rows_by_hour(objects(settings))
-        h7 = {r["$insert_id"]: r for r in now.get("2024-03-09_7", [])}
-        return "ins-25" not in {r["$insert_id"] for r in now.get("2024-03-09_8", [])} and \
-            h7.get("ins-5", {}).get("event_type") == "Purchase" and \
-            any(r["$insert_id"] == "brand-new" for rs in now.values() for r in rs) and now
-    after_rows = wait_until(rewritten, 120, "hours 7 and 8 rewritten and the new event exported")
+def corrections():
+    """hour 7: ins-5 updated; hour 8: ins-25 deleted; an UPDATE of nothing; a new event."""
+    return [mutation({"event_type": "Purchase", "user_id": "user-0001", "device_id": "device-0005",
+                      "insert_id": "ins-5"}, "update", 1),
+            mutation({"user_id": "user-0001", "insert_id": "ins-25"}, "DELETE", 2),
+            mutation({"user_id": "user-0001", "insert_id": "never-sent"}, "delete", 3),
+            mutation({"event_type": "Signed Up", "user_id": "user-0009", "device_id": "device-0099",
+                      "insert_id": "brand-new"}, "Insert", 4)]
+
+
+def rewritten(settings):
+    now = rows_by_hour(objects(settings))
+    h7 = {r["$insert_id"]: r for r in now.get("2024-03-09_7", [])}
+    return "ins-25" not in {r["$insert_id"] for r in now.get("2024-03-09_8", [])} and \
+        h7.get("ins-5", {}).get("event_type") == "Purchase" and \
+        any(r["$insert_id"] == "brand-new" for rs in now.values() for r in rs) and now
+
+
+def check(settings, before, old, muts):
+    """The hours as the model says once the corrections are applied; returns the objects."""
+    upd = muts[0]
+    after_rows = wait_until(lambda: rewritten(settings), 180, "hours 7 and 8 rewritten and the new event exported")
     after = objects(settings)
-
     # hour 7: every row as it was, but ins-5 replaced, keeping its identity and hour
     original = {r["$insert_id"]: r for r in old["2024-03-09_7"]}
     expected7 = sorted([updated(original["ins-5"], upd.row) if i == "ins-5" else r for i, r in original.items()],
@@ -124,18 +131,54 @@ def test_mutations_rewrite_the_hours_holding_their_events_and_nothing_else(deplo
     fresh = [r for rs in after_rows.values() for r in rs if r["$insert_id"] == "brand-new"]
     assert len(fresh) == 1 and fresh[0]["event_type"] == "Signed Up"
     assert fresh[0]["data"]["$skip_user_properties_sync"] is True
-    # the unknown one: a dead letter naming its file and row
-    dead = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
-    assert [(d["reason"], d["field"], deadletter.source_of(d)) for d in dead] == [
-        ("unknown_insert_id", "insert_id", f"{FILE}#3")]
+    # its hour (the server time the mutation was built with, 2024-03-09T16:00Z) is sealed like any other
+    wait_until(lambda: "amp/424242/424242_2024-03-09_16_complete" in objects(settings), 60, "the new event's hour")
+    after = objects(settings)
+    # every event once
+    ids = [r["$insert_id"] for rs in after_rows.values() for r in rs]
+    assert len(ids) == len(set(ids)) == 60 - 1 + 1
     # the applied mutations are kept in the archive bucket, out of the export's folder
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     kept = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.destinations[0].bucket,
                                                   Prefix="_stream/mirror/").get("Contents", [])]
-    assert sorted(k.rsplit("/", 2)[1] for k in kept) == ["2024-03-09_7", "2024-03-09_8"]
+    assert sorted({k.rsplit("/", 2)[1] for k in kept}) == ["2024-03-09_7", "2024-03-09_8"]
+    return after
+
+
+def dead_letters(settings):
+    return [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
+
+
+def test_mutations_rewrite_the_hours_holding_their_events_and_nothing_else(deployment, worker):
+    settings = mirror_deployment(deployment[1])
+    before, old = exported(settings, worker)
+    muts = corrections()
+    asyncio.run(send(settings, muts))
+    after = check(settings, before, old, muts)
+    # the unknown one: a dead letter naming its file and row, once the batch is applied
+    wait_until(lambda: dead_letters(settings), 30, "the unknown mutation's dead letter")
+    assert [(d["reason"], d["field"], deadletter.source_of(d)) for d in dead_letters(settings)] == [
+        ("unknown_insert_id", "insert_id", f"{FILE}#3")]
 
     # the same mutations again: the same bytes (the dead letter of the unknown one comes once the hours are rebuilt)
-    asyncio.run(send(settings, [upd, dele, unknown, new]))
-    wait_until(lambda: len(asyncio.run(read_all(settings, settings.topics.name("dead_letter")))) == 2, 120,
+    asyncio.run(send(settings, muts))
+    wait_until(lambda: len(dead_letters(settings)) == 2, 120,
                "the second pass applied (its unknown mutation dead-lettered again)")
     assert objects(settings) == after
+
+
+@pytest.mark.parametrize("point", ["mirror.logged", "mirror.rebuilt"])
+def test_killing_the_worker_while_it_applies_mutations_converges_to_the_same_hours(deployment, worker, point):
+    """kill -9 after the hours' logs are written (none rebuilt), or after they are rebuilt (offsets not committed):
+    the next worker applies the batch again, to the same result."""
+    settings = mirror_deployment(deployment[1])
+    before, old = exported(settings, worker)
+    worker.stop()
+    crashing = worker(env={"STREAM_CRASH_AT": point})
+    muts = corrections()
+    asyncio.run(send(settings, muts))
+    crashing.wait(180)
+    assert crashing.returncode == -9
+    worker()
+    check(settings, before, old, muts)
+    wait_until(lambda: dead_letters(settings), 60, "the unknown mutation's dead letter")
