@@ -108,6 +108,7 @@ from bench_worker import CpuSampler, cpu_seconds, first_timestamps, log, status_
 from stream.devstack.services import local_aws_env, start_broker, start_moto
 from stream.events.batch import decode_rows
 from stream.imports.files import FileState, ImportFile, State
+from stream.imports.importer import CHUNK_ROWS
 from stream.kafka import ensure_topics
 from stream.settings import load_settings
 
@@ -116,7 +117,6 @@ SOURCE = "bench"
 PARTITIONS = 4
 RATE = 1e9            # rows/s: far above anything measured here, so the source's limiter never waits
 BATCH_ROWS = 500      # ingest.batch_max_events, the worker's batch size
-CHUNK_ROWS = 2000     # stream.agents.imports.CHUNK_ROWS
 MAX_CHUNKS_IN_FLIGHT = 4
 PROPS = ("page", "plan", "price", "qty", "campaign", "file")
 CONVERTER = {"converterConfig": {
