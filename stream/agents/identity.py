@@ -31,7 +31,10 @@ message at an events.valid offset, and the released rows are sent on their own
 source (``held_source``) with offsets from a per-partition counter in the
 state, so a replay sends the same rows under the same offsets and the exporter
 drops them (a released row goes out after later rows of its original source,
-so it cannot keep that source's offsets). The user side answers every link
+so it cannot keep that source's offsets); the same event coming again from
+upstream, which dedupe lets through and the exporter would take for new on its
+own source, is dropped by the device side (``Device.held``). The user side
+answers every link
 (``decide(answer=True)``): a merge is the remap as before; an adopted link gets a
 remap from its id to itself. The wait is bounded by ``identity.hold_s``,
 measured by the Kafka timestamps of the messages (deterministic on replay) and
@@ -164,7 +167,9 @@ class DeviceSide:
         """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered."""
         await self._rollback(partition, offset)
         # a bound of 0 holds nothing new, and lets go what was held before the setting changed
-        hold = Hold(timestamp_ms, self.hold_ms, out.hour, out.keys, out.uuids, out.segment, out.segment_source)
+        source, source_offsets = out.source_of_events()
+        hold = Hold(timestamp_ms, self.hold_ms, out.hour, str(source), source_offsets, out.keys, out.uuids,
+                    out.segment, out.segment_source)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
                             lambda keys: self.table.get_many(partition, keys),
                             self.settings.identity.max_properties_bytes, hold)
@@ -190,7 +195,7 @@ class DeviceSide:
                                                              None, out.lines[i], now,
                                                              self.settings.kafka.max_request_bytes // 2))
                 metrics.EVENTS_DEAD_LETTERED.labels("identity", err.reason).inc()
-        if res.rejected or res.held:
+        if res.rejected or res.held or res.replayed:
             out = out.select(res.keep, out.origin)
         out.lines = res.lines
         if res.links:

@@ -33,7 +33,13 @@ fields, as without holds). The hour rule keeps held rows in their hour's object:
 the exporter closes an hour once the partition's rows are past it. Everything is decided from the
 messages and the state (the bound by the events.valid messages' Kafka
 timestamps), so a replay holds and releases the same rows under the same
-source offsets.
+source offsets. An upstream replay is another matter: dedupe lets the same
+event through again (a file read again after a crash, an ingest replay), and
+the exporter, which drops such repeats by their source offsets, cannot know an
+event that went out on the held rows' source. So each device keeps, per source,
+the offset of its last held row (``Device.held``), and its rows from that
+source up to that offset are dropped here (``Resolution.replayed``): they went
+out already.
 
 **Races, and which id an event carries.** An event carries the id its device
 (or its (device, user) pair) has in its partition's state when the event is
@@ -191,6 +197,8 @@ class Hold(NamedTuple):
     now_ms: int
     bound_ms: int
     hour: int
+    source: str                        # where the batch's events entered Kafka, "topic[partition]"
+    offsets: Sequence[int]             # per row, its offset there
     keys: Sequence[bytes]
     uuids: Sequence[bytes]
     segment: Sequence[bytes]           # per row its Segment message; empty when none has one
@@ -218,6 +226,7 @@ class Resolution(NamedTuple):
     dropped: list[tuple[int, int]] = []          # (row index, size it would have grown to): updates not applied
     held: int = 0                                # rows held for the user side's answer
     released: Released = Released([])           # rows let go: holds past their bound
+    replayed: int = 0                            # rows dropped: upstream replays of rows that went through a hold
 
 
 class BatchState:
@@ -454,6 +463,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     aids = [0] * n
     linked = [False] * n
     devices: dict[bytes, Device | None] = {}
+    replayed = 0
     for i, r in enumerate(rows):
         if r is None:
             continue
@@ -463,6 +473,10 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         else:
             v = st.get(dk)
             d = devices[dk] = dec_device(v) if v is not None else None
+        if hold is not None and d is not None and d.held and hold.offsets[i] <= d.held.get(hold.source, -1):
+            rows[i], keep[i] = None, False      # a row that went through a hold, again: it went out already
+            replayed += 1
+            continue
         uid = r.user_id or ""
         if d is not None and (not uid or uid == d.user):
             aids[i] = d.aid
@@ -482,7 +496,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         if pk is not None and st.current(pk) is None:
             st.put(pk, encode_int(aid))
             linked[i] = True
-        d = devices[dk] = Device(aid, uid)
+        d = devices[dk] = Device(aid, uid, d.held if d is not None else {})
         st.put(dk, enc.encode(d))
         aids[i] = aid
     if counter != counter0:
@@ -491,6 +505,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         book = _HoldBook(st)
         book.expire(hold.now_ms, hold.bound_ms, hold.hour)     # before this batch's rows, which then go out after
     held = 0
+    marked: set[bytes] = set()
 
     # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
     st.load({profile_key(project, a) for a, r in zip(aids, rows) if r is not None})
@@ -565,6 +580,11 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 h.waiting.append(r.user_id)
         if h is not None:
             assert hold is not None
+            dev = devices[devkeys[i]]
+            assert dev is not None
+            if hold.offsets[i] > dev.held.get(hold.source, -1):
+                dev.held[hold.source] = hold.offsets[i]
+                marked.add(devkeys[i])
             h.rows.append(HeldRow(project, head, event_type, bytes(gp), processed, aid, prof.created,
                                   prof.start_version, prof.paying, p.raw if shown_props is None else shown_props,
                                   times[i], hold.keys[i], hold.uuids[i], hold.segment[i] if hold.segment else b"",
@@ -585,9 +605,11 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for gk, g in group_state.items():
         if g.dirty:
             st.put(gk, g.raw)
+    for dk in marked:
+        st.put(dk, enc.encode(devices[dk]))
     released = book.result() if hold is not None else Released([])
     return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped, held,
-                      released)
+                      released, replayed)
 
 
 def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:
@@ -653,7 +675,7 @@ def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0) ->
         if v is not None:
             d = dec_device(v)
             if d.user == m.user and d.aid == m.from_aid:
-                st.put(dk, enc.encode(Device(m.to_aid, m.user)))
+                st.put(dk, enc.encode(Device(m.to_aid, m.user, d.held)))
         to_k, from_k = profile_key(m.project, m.to_aid), profile_key(m.project, m.from_aid)
         dst, src = st.current(to_k), st.current(from_k)
         st.put(to_k, enc.encode(fold(m, dec_profile(dst) if dst else None, dec_profile(src) if src else None)))

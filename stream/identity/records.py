@@ -53,6 +53,10 @@ _OFFSET = struct.Struct(">q")
 class Device(msgspec.Struct, array_like=True):
     aid: int
     user: str            # "" while no user_id was seen on the device
+    # per source ("topic[partition]"), the highest source offset of the device's rows that were held: an upstream
+    # replay of one (the same event again, which dedupe lets through) is known by it and dropped, as it went out
+    # through the hold, under another source than its own
+    held: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Profile(msgspec.Struct, array_like=True):

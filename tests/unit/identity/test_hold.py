@@ -83,9 +83,11 @@ def test_a_batch_resolved_again_on_the_same_state_holds_and_releases_the_same_ro
     p, users = Partition(0), UserSide(0)
     _, res = p.run(ev("dev-aaaa1", "user-1111"), now=NOW, bound=1000)
     state = dict(p.db)
-    rows1, r1 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000)
+    rows1, r1 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000,
+                      offsets=[1, 2])
     p.db = dict(state)
-    rows2, r2 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000)
+    rows2, r2 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000,
+                      offsets=[1, 2])
     assert (rows1, r1.writes, r1.released, r1.held) == (rows2, r2.writes, r2.released, r2.held)
     # dev-aaaa1's hold was past the bound: its row goes out before the batch's, which goes out at once; dev-bbbb2's
     # first row waits
@@ -137,3 +139,20 @@ def test_a_hold_is_let_go_before_the_rows_of_a_later_hour_so_that_its_rows_stay_
     assert [(orjson.loads(line)["server_upload_time"], o) for _, line, o in res.released.rows] == [
         ("2024-03-09 07:00:00.000000", 0)]
     assert (res.released.unanswered, res.released.past_bound, res.held, HOLDS in p.db) == (1, 0, 0, False)
+
+
+def test_an_event_that_went_through_a_hold_and_comes_again_from_upstream_is_dropped():
+    """Dedupe lets the same event through again (an import that read its file again, an ingest replay); held, it
+    went out on the held rows' source, where the exporter cannot know it: the device side drops it."""
+    p, users = Partition(0), UserSide(0)
+    rows, res = p.run(ev("dev-aaaa1"), ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1"), now=NOW, offsets=[10, 11, 12])
+    assert ([r["device_id"] for r in rows], res.held) == (["dev-aaaa1"], 2)      # the first went out at once
+    p.remap(users.links(0, 0, res.links).remaps[0], now=NOW + 5)
+    assert [o for _, _, o in p.released.rows] == [0, 1]
+    # the same three events again (their source offsets), and a new one; from another source, the same offsets
+    rows, res = p.run(ev("dev-aaaa1"), ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1"), ev("dev-aaaa1"),
+                      now=NOW + 10, offsets=[10, 11, 12, 13])
+    # every event of the device from that source up to the last one held went out already: dropped
+    assert ([r["amplitude_id"] for r in rows], res.keep, res.replayed) == ([1024], [False, False, False, True], 3)
+    rows, res = p.run(ev("dev-aaaa1", "user-1111"), now=NOW + 20, offsets=[11], source="imports.files[0]")
+    assert (len(rows), res.replayed) == (1, 0)

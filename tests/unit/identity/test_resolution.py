@@ -17,7 +17,7 @@ class Partition:
     """One partition's identity state in a dict, and the batches applied to it."""
 
     def __init__(self, number):
-        self.number, self.db, self.offset = number, {}, 0
+        self.number, self.db, self.offset, self.sourced = number, {}, 0, 0
 
     def get_many(self, keys):
         return [self.db.get(k) for k in keys]
@@ -29,13 +29,17 @@ class Partition:
             else:
                 self.db[k] = v
 
-    def run(self, *events, t=T, now=None, bound=30_000):
+    def run(self, *events, t=T, now=None, bound=30_000, source="events.ingest[0]", offsets=None):
         """Resolve a batch of ``events``; with ``now`` (the batch's Kafka timestamp), holding rows for answers."""
         lines = [normalize_message(orjson.dumps(e), None, PROJECT, t + i, f"in/0/{i}", Rules()).line
                  for i, e in enumerate(events)]
         hold = None
         if now is not None:
-            hold = Hold(now, bound, t - t % 3_600_000, [b"k%d" % i for i in range(len(lines))],
+            if offsets is None:       # the next events of the source
+                offsets = list(range(self.sourced, self.sourced + len(lines)))
+                self.sourced += len(lines)
+            hold = Hold(now, bound, t - t % 3_600_000, source, offsets,
+                        [b"k%d" % i for i in range(len(lines))],
                         [b"u%015d" % i for i in range(len(lines))], [], "")
         res = resolve_batch(lines, [t + i for i in range(len(lines))], PROJECT, self.number,
                             "2024-03-09 07:30:00.000000", self.get_many, hold=hold)
