@@ -25,6 +25,7 @@ from stream.events import deadletter
 from stream.events.batch import EventBatch
 from stream.events.timefmt import HOUR_MS, hour_label
 from stream.export.ledger import LedgerRecord
+from stream.identity.records import decode_remaps
 
 PROJECT = 424242
 ORG = 55
@@ -36,6 +37,12 @@ IMPORT_SOURCE = "clicks"
 IMPORT_CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
     "event_type": "action", "user_id": "uid", "device_id": "device", "time": ["iso_time_to_ms", "at"],
     "insert_id": "id", "event_properties": {"page": "page", "plan": "plan"}, "platform": "platform"}}}
+
+
+MIRROR_SOURCE = "corrections"
+# the mirror source's converter: the same columns, plus the mutation type in "op"
+MIRROR_CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
+    **IMPORT_CONVERTER["converterConfig"]["convertToAmplitudeFunc"], "$mutation_type": "op"}}}
 
 
 API_KEY = "dev-api-key"
@@ -58,13 +65,19 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
         "api": {"host": "127.0.0.1", "port": api_port},
         "projects": [{"id": PROJECT, "name": "demo", "api_keys": [API_KEY],
                       "segment_sources": [{"write_key": WRITE_KEY, "source_id": SOURCE_ID}]}],
+        # the Amplitude-layout destination is the project's archive: the system of record a mirror source's
+        # mutations are kept beside, and older hours are rebuilt from
         "destinations": [{"name": "local", "project": PROJECT, "bucket": BUCKET, "prefix": "amp/",
-                          "exports": "both", "org_id": ORG, **fast},
+                          "exports": "both", "org_id": ORG, "archive": True, **fast},
                          {"name": "local-segment", "project": PROJECT, "bucket": BUCKET, "prefix": "segment/",
                           "layout": "segment", **fast}],
         # files dropped on another bucket, announced by S3 notifications through SQS (and found by the scan)
         "sources": [{"name": IMPORT_SOURCE, "project": PROJECT, "bucket": IMPORT_BUCKET, "prefix": "clicks/",
-                     "converter": IMPORT_CONVERTER, "queue_url": import_queue, "scan": {"interval_s": 30}}],
+                     "converter": IMPORT_CONVERTER, "queue_url": import_queue, "scan": {"interval_s": 30}},
+                    # corrections of exported events (INSERT, UPDATE, DELETE rows) that rewrite the hours they are in
+                    {"name": MIRROR_SOURCE, "project": PROJECT, "bucket": IMPORT_BUCKET, "prefix": "corrections/",
+                     "strategy": "mirror", "converter": MIRROR_CONVERTER, "queue_url": import_queue,
+                     "scan": {"interval_s": 30}}],
     }
 
 
@@ -122,8 +135,9 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
                                       sort_keys=False))
         from stream.imports.setup import setup_source
         from stream.settings import load_settings
-        for line in asyncio.run(setup_source(load_settings(cfg), IMPORT_SOURCE, merge=False, dry_run=False)):
-            say(f"  import setup: {line}")
+        for name, merge in ((IMPORT_SOURCE, False), (MIRROR_SOURCE, True)):   # one queue, two prefixes
+            for line in asyncio.run(setup_source(load_settings(cfg), name, merge=merge, dry_run=False)):
+                say(f"  import setup: {line}")
         log = open(workdir / "logs" / "worker.log", "wb")
         token = secrets.token_urlsafe(32)   # the admin token of this run: the worker's status and admin API
         worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg)], stdout=log,
@@ -187,7 +201,8 @@ class _ValidCounter:
         deadline, shown = time.monotonic() + timeout, False
         while self.count < expected and time.monotonic() < deadline:
             for recs in (await self.consumer.getmany(timeout_ms=500)).values():
-                self.count += sum(len(EventBatch.decode(r.value)) for r in recs)
+                # events.valid also carries the identity stage's remap messages, which hold no event
+                self.count += sum(len(EventBatch.decode(r.value)) for r in recs if decode_remaps(r.value) is None)
             if self.count < expected and not shown:
                 say("  waiting for the worker to read them ...")
                 shown = True
@@ -227,6 +242,33 @@ def import_files(samples: SampleEvents, now_ms: int, rows: int = 40) -> dict[str
             buf.write("Page Viewed,user-without-columns\r\n")   # two fields for a header of eight: bad_csv_row
     return {f"clicks/{day}/export-0001.json.gz": gzip.compress(b"\n".join(lines) + b"\n"),
             f"clicks/{day}/export-0002.csv": ("\ufeff" + buf.getvalue()).encode()}
+
+
+def mirror_file(rows: list[dict], day: str) -> tuple[str, bytes, dict[str, str]]:
+    """A file of the demo's mirror source: an UPDATE of the first exported row given (a new event type) and a
+    DELETE of the second; and what to expect of each insert_id (the new event type, or "deleted")."""
+    import orjson
+    first, second = rows[0], rows[1]
+    lines = [{"op": "update", "id": first["$insert_id"], "uid": first["user_id"], "device": first["device_id"],
+              "action": f"{first['event_type']} (corrected)", "at": first["event_time"].replace(" ", "T")[:19] + "Z",
+              "page": "/corrected", "plan": "pro", "platform": first.get("platform") or "Web"},
+             {"op": "delete", "id": second["$insert_id"], "uid": second["user_id"], "device": second["device_id"]}]
+    return (f"corrections/{day}/fix-0001.json", b"".join(orjson.dumps(x) + b"\n" for x in lines),
+            {first["$insert_id"]: f"{first['event_type']} (corrected)", second["$insert_id"]: "deleted"})
+
+
+def hour_rows(s3, hour_ms: int) -> list[dict]:
+    """The rows of an exported hour of the demo's Amplitude-layout destination, in key order."""
+    import gzip
+
+    import orjson
+    day, hour = hour_label(hour_ms)
+    prefix = f"amp/{PROJECT}/{PROJECT}_{day}_{hour}#"
+    out = []
+    for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+        body = s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+        out += [orjson.loads(x) for x in gzip.decompress(body).splitlines()]
+    return out
 
 
 async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | None, rate: float, backfill: int,
@@ -340,16 +382,55 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                         if m.key in shown or m.value is None:
                             continue
                         shown.add(m.key)
-                        st, (_, key) = FileState.decode(m.value), split_file_key(m.key)
-                        what = (f"{st.rows} rows, {st.imported} to events.valid, {st.dead} dead-lettered"
+                        st, (source, key) = FileState.decode(m.value), split_file_key(m.key)
+                        to, then = (("events.mutations", "its mutations rewrite the hours of their events")
+                                    if source == MIRROR_SOURCE else
+                                    ("events.valid", "its rows land in the export when this hour closes"))
+                        what = (f"{st.rows} rows, {st.imported} to {to}, {st.dead} dead-lettered"
                                 if st.state.value == "done" else f"failed ({st.reason}): {st.message}")
-                        say(f"[{time.monotonic() - t0:5.1f}s] imported s3://{IMPORT_BUCKET}/{key}: {what} (its rows "
-                            "land in the export when this hour closes)")
+                        say(f"[{time.monotonic() - t0:5.1f}s] imported s3://{IMPORT_BUCKET}/{key}: {what} ({then})")
         finally:
             await c.stop()
 
+    async def mirror_demo() -> None:
+        """Once the oldest sample hour is exported: a mirror file that updates one of its events and deletes
+        another, and the hour's rows before and after it is rewritten."""
+        s3 = boto3.client("s3", endpoint_url=s3_url)
+        now = int(time.time() * 1000)
+        hour = now - now % HOUR_MS - 2 * HOUR_MS
+        day, h = hour_label(hour)
+        marker = f"amp/{PROJECT}/{PROJECT}_{day}_{h}_complete"
+        while not stop.is_set():
+            if (await asyncio.to_thread(s3.list_objects_v2, Bucket=BUCKET, Prefix=marker)).get("KeyCount"):
+                break
+            await asyncio.sleep(1)
+        else:
+            return
+        rows = [r for r in await asyncio.to_thread(hour_rows, s3, hour) if r.get("user_id") and r.get("device_id")]
+        if len(rows) < 2:
+            return
+        key, body, expect = mirror_file(rows, day)
+        say(f"[{time.monotonic() - t0:5.1f}s] mirror: hour {day} {h}:00 is exported; before the corrections:")
+        for r in rows[:2]:
+            say(f"    {r['$insert_id']}  {r['event_type']}  user {r['user_id']}  (uuid {r['uuid']})")
+        await asyncio.to_thread(s3.put_object, Bucket=IMPORT_BUCKET, Key=key, Body=body)
+        say(f"[{time.monotonic() - t0:5.1f}s] dropped s3://{IMPORT_BUCKET}/{key}: an UPDATE of {rows[0]['$insert_id']}"
+            f" and a DELETE of {rows[1]['$insert_id']} (mirror source '{MIRROR_SOURCE}')")
+        while not stop.is_set():
+            now_rows = {r["$insert_id"]: r for r in await asyncio.to_thread(hour_rows, s3, hour)}
+            got = {i: (now_rows[i]["event_type"] if i in now_rows else "deleted") for i in expect}
+            if got == expect:
+                say(f"[{time.monotonic() - t0:5.1f}s] mirror: hour {day} {h}:00 rewritten; after:")
+                first = now_rows[rows[0]["$insert_id"]]
+                say(f"    {first['$insert_id']}  {first['event_type']}  user {first['user_id']}  "
+                    f"(uuid {first['uuid']}, kept)")
+                say(f"    {rows[1]['$insert_id']}  deleted")
+                return
+            await asyncio.sleep(1)
+
     tasks = [asyncio.create_task(produce()), asyncio.create_task(tail_ledger()),
-             asyncio.create_task(tail_dead_letters()), asyncio.create_task(tail_imports())]
+             asyncio.create_task(tail_dead_letters()), asyncio.create_task(tail_imports()),
+             asyncio.create_task(mirror_demo())]
     try:
         code = await watch()
     finally:

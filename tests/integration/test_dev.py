@@ -27,7 +27,7 @@ def test_stream_dev_lands_every_kind_of_output_and_serves_the_api_then_stops_eve
     assert first.returncode == 0, first.stdout + first.stderr
     assert (tmp_path / "dev" / "data").exists()
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "dev", "--exit-after", "30", "--backfill", "400",
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "dev", "--exit-after", "45", "--backfill", "400",
                              "--rate", "20", "--dir", str(tmp_path / "dev")], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines, api_url, answers = [], [], []
@@ -77,11 +77,20 @@ def test_stream_dev_lands_every_kind_of_output_and_serves_the_api_then_stops_eve
         key = rf"s3://stream-dev-import/clicks/\d{{4}}-\d\d-\d\d/{re.escape(name)}"
         assert re.search(rf"imported {key}: 21 rows, 20 to events\.valid, 1 dead-lettered", out), out
         assert re.search(rf"dead letter: \S+ \S+Z {kind} from {key}#4: ", out), out
-    assert "import setup: source clicks: set up" in out
+    # a mirror file of corrections: an UPDATE and a DELETE of two events of the oldest hour, rewritten in place
+    before = re.search(r"mirror: hour (\S+ \d+):00 is exported; before the corrections:\n +(\S+) +(.+?)  user (\S+) "
+                       r" \(uuid (\S+)\)\n +(\S+) ", out)
+    assert before, out
+    hour, updated, event_type, user, uuid, deleted = before.groups()
+    assert re.search(r"imported s3://stream-dev-import/corrections/\S+/fix-0001\.json: 2 rows, 2 to events\.mutations, "
+                     r"0 dead-lettered", out), out
+    assert re.search(rf"mirror: hour {hour}:00 rewritten; after:\n +{updated} +{re.escape(event_type)} \(corrected\)"
+                     rf"  user {user}  \(uuid {uuid}, kept\)\n +{deleted}  deleted", out), out
+    assert "import setup: source clicks: set up" in out and "import setup: source corrections: set up" in out
     assert "removed the previous run's worker state" in out
     pids = {int(p) for p in re.findall(r"pid (\d+)", out)}
     assert len(pids) == 4                                                   # broker, moto, worker, API
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert time.monotonic() - started < 80
+    assert time.monotonic() - started < 95
