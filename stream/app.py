@@ -66,6 +66,8 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
         stages.discard("cohorts")    # no cohort sync to schedule
     if not settings.mirror_projects():
         stages.discard("mirror")     # no mirror source: no index, no mutations to apply
+    if not settings.profiles_projects():
+        stages.discard("profiles")   # no source of profiles: no profiles table
     # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"

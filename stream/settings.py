@@ -82,6 +82,10 @@ class TopicSettings(_Section):
         "events.mutations", description="Mirror mutations read from the rows of mirror sources (schemas/mutation.avsc), "
         "keyed by project and insert_id: every mutation of an event, and the mirror index entries of its insert_id, "
         "are in one partition.")
+    profiles: str = Field(
+        "profiles.mutations", description="Profile mutations read from the rows of sources of profiles, keyed by "
+        "project and user_id (stream.imports.profiles); the profiles stage applies them to its table, whose "
+        "compacted changelog holds each user's current profile.")
     mirror_index: str = Field(
         "mirror.index", description="Entries of the mirror index (which hours hold each insert_id of a project with a "
         "mirror source), re-keyed from events.accepted by project and insert_id, in batches per partition.")
@@ -319,15 +323,18 @@ class SourceSettings(_Section):
         None, description="gzip, none or auto (gzip when a file starts with gzip's magic bytes); default: the "
         "converter's compressionType, else auto.")
     csv: CsvSettings = Field(default_factory=CsvSettings, description="How CSV files are read.")
-    data_type: Literal["event", "user_properties", "group_properties"] = Field(
+    data_type: Literal["event", "user_properties", "group_properties", "profiles"] = Field(
         "event", description="event: a row is an event (an event_type of $identify or $groupidentify makes it an "
         "identify or group identify); user_properties: a row sets a user's properties (an identify); "
-        "group_properties: a row sets a group's properties (`groups` and `group_properties`, a group identify).")
+        "group_properties: a row sets a group's properties (`groups` and `group_properties`, a group identify); "
+        "profiles (strategy: mirror only): a row is a user's current properties (user_id and user_properties), "
+        "set, replaced or deleted by its $mutation_type in the worker's profiles stage (docs/imports.md).")
     strategy: Literal["append_only", "mirror"] = Field(
         "append_only", description="append_only: each row is added, with the normal dedupe and identity. mirror "
-        "(data_type event only): each row is an INSERT, UPDATE or DELETE of an exported event, named by the field "
-        "the converter maps to $mutation_type (missing: UPDATE) and the event's insert_id, applied to the exported "
-        "hours without enrichment (docs/imports.md); the project needs an archive destination.")
+        "(data_type event or profiles): each row is an INSERT, UPDATE or DELETE, named by the field the converter "
+        "maps to $mutation_type (missing: UPDATE); of data_type event, an exported event named by its insert_id, "
+        "applied to the exported hours without enrichment, and the project needs an archive destination; of "
+        "profiles, a user's profile named by its user_id (docs/imports.md).")
     skip_user_properties_sync: bool = Field(
         True, description="Events' user_properties are exported with them but do not update the user's stored "
         "properties (Amplitude's default for cloud storage imports); a row's own $skip_user_properties_sync wins.")
@@ -358,7 +365,11 @@ class SourceSettings(_Section):
                 compile_java_regex(self.filter_pattern)
             except RegexError as exc:
                 raise ValueError(f"filter_pattern: {exc}") from None
-        if self.strategy == "mirror" and self.data_type != "event":
+        if self.data_type == "profiles" and self.strategy != "mirror":
+            raise ValueError("data_type: profiles are each user's current properties, which a row sets, replaces or "
+                             "deletes (Amplitude's Mirror strategy; append_only does not apply to them): set "
+                             "strategy: mirror")
+        if self.strategy == "mirror" and self.data_type not in ("event", "profiles"):
             raise ValueError(f"strategy: mirror applies to data_type event only, not {self.data_type} (user and group "
                              "properties are appended, as Amplitude offers only Append Only for them; profiles, "
                              "which Amplitude mirrors, are a data type of their own, not a strategy of these): use "
@@ -499,12 +510,12 @@ class WorkerSettings(_Section):
     web_enabled: bool = Field(False, description="Serve faust's web endpoints.")
     web_port: int = Field(6066, description="Port of faust's web endpoints.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
-    stages: list[Literal["ingest", "dedupe", "export", "import", "cohorts", "mirror"]] = Field(
-        ["ingest", "dedupe", "export", "import", "cohorts", "mirror"], min_length=1,
+    stages: list[Literal["ingest", "dedupe", "export", "import", "cohorts", "mirror", "profiles"]] = Field(
+        ["ingest", "dedupe", "export", "import", "cohorts", "mirror", "profiles"], min_length=1,
         description="The stages this worker runs. Each stage is its own consumer group, so workers running "
         "different stages can be scaled apart (e.g. more ingest replicas). A stage with nothing to do is left out "
         "(export without destinations, import without sources, cohorts without cohort_destinations' syncs, mirror "
-        "without mirror sources).")
+        "without mirror sources of events, profiles without sources of profiles).")
     http_port: int | None = Field(
         9108, ge=1, le=65535, description="Serve /metrics (Prometheus), /healthz (liveness), /readyz (readiness) "
         "and /exports/status (JSON) on this port; null turns the server off.")
@@ -734,7 +745,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"sources[{i}].project: project {src.project} is not declared in projects")
         self._one_archive_per_project()
         for i, src in enumerate(self.sources):
-            if src.strategy == "mirror" and self.archive_of(src.project) is None:
+            if src.strategy == "mirror" and src.data_type == "event" and self.archive_of(src.project) is None:
                 raise ValueError(
                     f"sources[{i}] ({src.name}): a mirror source needs an archive destination of project "
                     f"{src.project}: the applied mutations are kept in its bucket (mirror.log_prefix), and hours "
@@ -824,6 +835,10 @@ class Settings(BaseSettings):
     def mirror_projects(self) -> frozenset[int]:
         """The projects with a mirror source of events: their exported hours are rewritten by mutations."""
         return frozenset(s.project for s in self.sources if s.strategy == "mirror" and s.data_type == "event")
+
+    def profiles_projects(self) -> frozenset[int]:
+        """The projects with a source of profiles: the profiles stage keeps their users' current properties."""
+        return frozenset(s.project for s in self.sources if s.data_type == "profiles")
 
     def destination(self, name: str) -> DestinationSettings | None:
         return next((d for d in self.destinations if d.name == name), None)
