@@ -35,6 +35,12 @@ def mirror_index_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-mirror-index-changelog"
 
 
+def profiles_changelog(settings: Settings) -> str:
+    """The profiles table's changelog: a record per user whose profile a mutation set, keyed like the table
+    (``stream.imports.profiles.key``), compacted: its latest record of a key is the user's current profile."""
+    return f"{settings.worker.app_id}-profiles-applied-changelog"
+
+
 def identity_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-identity-changelog"
 
@@ -81,4 +87,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # a record per index message: the index outlives it only where no write refreshed a key for longer
         TopicSpec(mirror_index_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(int((settings.mirror.index_days + 1) * DAY_MS))}),
-    ] if settings.mirror_projects() else [])
+    ] if settings.mirror_projects() else []) + ([
+        # mutations read from sources of profiles, keyed by project and user_id; not compacted: the record of a key
+        # produced last may be an older file's, and the newer one must still be applied
+        TopicSpec(t.name("profiles"), t.partitions, kept),
+        # the applied profiles, one record per key written: compaction keeps each user's current profile
+        TopicSpec(profiles_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
+    ] if settings.profiles_projects() else [])

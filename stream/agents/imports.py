@@ -1,5 +1,6 @@
-"""imports.files -> events.valid (events.mutations for mirror sources): the faust agent wiring the import engine
-(``stream.imports.importer``), and the discovery tasks (``stream.imports.discovery``).
+"""imports.files -> events.valid (events.mutations for mirror sources, profiles.mutations for sources of profiles):
+the faust agent wiring the import engine (``stream.imports.importer``), and the discovery tasks
+(``stream.imports.discovery``).
 
 The agent declares the topics and the processed-files table (RocksDB, changelog), and hands each discovery record,
 on the partition that owns its key (``<source>:<key>``), to the engine; records that are not discovery records go
@@ -78,7 +79,17 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             # no partition: the default partitioner places it by its key, where the mirror index keeps its entries
             return await mutations.send(key=key, value=value)
 
-    importer = FileImporter(settings, clock, Senders(send_valid, send_dead, send_mutation), _TableStore(table),
+    send_profile = None
+    if any(src.data_type == "profiles" for src in settings.sources):
+        from stream.imports.profiles import partition as profile_partition
+        profile_topic = app.topic(t.name("profiles"), partitions=t.partitions, **raw)
+
+        async def send_profile(key: bytes, value: bytes) -> Any:
+            # on the partition the admin API computes again to read the user's profile from the table's changelog
+            return await profile_topic.send(key=key, value=value, partition=profile_partition(key, t.partitions))
+
+    importer = FileImporter(settings, clock, Senders(send_valid, send_dead, send_mutation, send_profile),
+                            _TableStore(table),
                             S3Files(settings), files_name)
     gaps = Contiguous(app, files_name, kafka.client_args(settings.kafka), "import")
 

@@ -42,7 +42,7 @@ from stream.events.normalize import Reason, Rules
 from stream.imports.fetch import Fetched, TransientRead
 from stream.imports.files import FileState, ImportFile, State
 from stream.imports.reader import FileError, Row, RowError
-from stream.imports.rows import Converted, FileContext, convert, convert_mirror, file_failed
+from stream.imports.rows import Converted, FileContext, convert, convert_mirror, convert_profiles, file_failed
 from stream.settings import Settings, SourceSettings
 from stream.shutdown import SHUTDOWN
 
@@ -67,6 +67,9 @@ class Senders:
     """(key, record) to the dead-letter topic."""
     mutations: Callable[[bytes, bytes], Awaitable[Ack]] | None = None
     """(key, record) to events.mutations (the default partitioner places it by its key): mirror sources."""
+    profiles: Callable[[bytes, bytes], Awaitable[Ack]] | None = None
+    """(key, record) to profiles.mutations (on ``stream.imports.profiles.partition`` of its key): sources of
+    profiles."""
 
 
 class Store(Protocol):
@@ -154,7 +157,8 @@ class FileImporter:
             now = self.clock.now_ms()
             metrics.IMPORT_LAG.labels(src.name).observe(max(0.0, (now - f.event_time_ms) / 1000))
             metrics.IMPORT_LAST_DONE.labels(src.name).set(now / 1000)
-            to = "events.mutations" if src.strategy == "mirror" else "events.valid"
+            to = ("profiles.mutations" if src.data_type == "profiles" else
+                  "events.mutations" if src.strategy == "mirror" else "events.valid")
             log.info("import %s: %s imported: %d rows, %d to %s, %d dead-lettered", src.name, f.url, state.rows,
                      state.imported, to, state.dead)
         return state
@@ -190,9 +194,10 @@ class FileImporter:
         s = self.settings
         sends = []
         if src.strategy == "mirror":
-            send = self.senders.mutations
+            send = self.senders.profiles if src.data_type == "profiles" else self.senders.mutations
             if send is None:
-                raise RuntimeError(f"import {src.name}: a mirror source's rows go to events.mutations, but this "
+                to = "profiles.mutations" if src.data_type == "profiles" else "events.mutations"
+                raise RuntimeError(f"import {src.name}: a mirror source's rows go to {to}, but this "
                                    "importer was given no sender for it (a bug in the wiring: please report it)")
             for key, record in out.mutations:
                 sends.append(await send(key, record))
@@ -217,7 +222,10 @@ class FileImporter:
         async def flush() -> None:
             await rows_limit.take(len(chunk))
             now = self.clock.now_ms()
-            if mirror:
+            if mirror and src.data_type == "profiles":
+                out = convert_profiles(ctx, chunk, now,
+                                       fetched.modified_ms if fetched.modified_ms is not None else 0)
+            elif mirror:
                 out = convert_mirror(ctx, chunk, now, fetched.modified_ms if fetched.modified_ms is not None else 0)
             else:
                 out = convert(ctx, chunk, now)

@@ -23,7 +23,7 @@ import orjson
 
 from stream.events.normalize import Normalized, Rules
 from stream.imports.files import FileState, ImportFile, State, split_file_key
-from stream.imports.rows import FileContext, convert, convert_mirror
+from stream.imports.rows import FileContext, convert, convert_mirror, convert_profiles
 from stream.settings import Settings, SourceSettings
 
 PREVIEW_ROWS = 10
@@ -56,15 +56,19 @@ def source_or_error(settings: Settings, name: str) -> SourceSettings:
 def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: list[Any], now_ms: int) -> list[dict]:
     """Per item: its row number, the source row, the converted export row (or None) and its errors (pure). For a
     mirror source, also the mutation (op, insert_id, device_id); the export row is the mutation's new event (None
-    for a DELETE)."""
+    for a DELETE). For a source of profiles, the mutation is (op, user_id) and ``profile`` the user's properties it
+    sets (None for a DELETE); there is no event."""
     from stream.events import deadletter
-    from stream.imports import mutations
+    from stream.imports import mutations, profiles
     from stream.imports.reader import RowError
     ctx = FileContext(src, f, 0, now_ms, Rules.of(settings.ingest), record="preview")
     mirror = src.strategy == "mirror"
     out = []
     for item in items:
-        res = convert_mirror(ctx, [item], now_ms, f.event_time_ms) if mirror else convert(ctx, [item], now_ms)
+        if src.data_type == "profiles":
+            res = convert_profiles(ctx, [item], now_ms, f.event_time_ms)
+        else:
+            res = convert_mirror(ctx, [item], now_ms, f.event_time_ms) if mirror else convert(ctx, [item], now_ms)
         entry: dict[str, Any] = {"row": item.number, "source": None if isinstance(item, RowError) else item.value,
                                  "event": None, "errors": []}
         if mirror:
@@ -73,6 +77,11 @@ def preview_rows(settings: Settings, src: SourceSettings, f: ImportFile, items: 
             ev: Normalized = res.events[0][1]
             entry["event"] = orjson.loads(ev.line)
         for _, record in res.mutations:
+            if src.data_type == "profiles":
+                _, p = profiles.decode_mutation(record)
+                entry["mutation"] = {"op": p.op.value, "user_id": p.user_id}
+                entry["profile"] = p.properties
+                continue
             _, m = mutations.decode(record)
             entry["mutation"] = {"op": m.op.value, "insert_id": m.insert_id, "device_id": m.device_id}
             entry["event"] = None if m.row is None else dict(m.row)
@@ -263,7 +272,11 @@ def show_preview(doc: dict) -> list[str]:
         lines.append(f"row {r['row']}:")
         lines.append(f"  source: {orjson.dumps(r['source'], default=str).decode()}")
         m = r.get("mutation")
-        if m is not None:
+        if m is not None and "user_id" in m:
+            lines.append(f"  mutation: {m['op']} of the profile of user {m['user_id']}")
+            if r.get("profile") is not None:
+                lines.append(f"  profile: {orjson.dumps(r['profile'], default=str).decode()}")
+        elif m is not None:
             device = f" of device {m['device_id']}" if m["device_id"] else ""
             lines.append(f"  mutation: {m['op']} of insert_id {m['insert_id']}{device}")
         ev = r["event"]

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from stream.export.mirror import Op
+from stream.events.normalize import Reason, Rejected
+from stream.events.partitioning import partition_of
+from stream.export.mirror import MUTATION_FIELD, Op, parse_op
 
 _PROJECT = struct.Struct(">I")
+PROPERTIES_FIELD = "user_properties"
 
 
 def key(project: int, user_id: str) -> bytes:
@@ -34,6 +38,76 @@ def key(project: int, user_id: str) -> bytes:
 
 def split_key(k: bytes) -> tuple[int, str]:
     return _PROJECT.unpack_from(k)[0], k[_PROJECT.size:].decode()
+
+
+def partition(k: bytes, partitions: int) -> int:
+    """The partition of profiles.mutations, and so of the profiles table and its changelog, that holds a key:
+    Kafka's default partitioner (murmur2), which the admin API computes again to read a user's profile."""
+    return partition_of(k, partitions)
+
+
+@dataclass(frozen=True)
+class ProfileMutation:
+    """One row of a source of profiles: what it does to the user's profile, and its sequence (the file's
+    LastModified, its URL, the row number)."""
+
+    user_id: str
+    op: Op
+    properties: dict[str, Any] | None     # None for a DELETE
+    seq: tuple[int, str, int]
+
+
+def mutation_of(ev: dict[str, Any], seq: tuple[int, str, int], max_bytes: int) -> ProfileMutation | Rejected:
+    """The converter's output of one profiles row as a mutation, or why it is refused: a row needs a user_id
+    (``missing_user_id``) and a mutation type (``invalid_mutation_type``; missing means UPDATE); the properties of
+    an INSERT or UPDATE are its ``user_properties``, an object (none: no properties), at most ``max_bytes`` as
+    JSON (``too_large``). A DELETE needs only the user_id."""
+    raw = ev.pop(MUTATION_FIELD, None)
+    op = parse_op(raw)
+    if op is None:
+        return Rejected(Reason.INVALID_MUTATION_TYPE, MUTATION_FIELD,
+                        f"{MUTATION_FIELD} must be INSERT, UPDATE or DELETE (any case; missing means UPDATE), got "
+                        f"{orjson.dumps(raw, default=str).decode()[:100]}")
+    user_id = ev.get("user_id")
+    if not isinstance(user_id, str) or not user_id.strip():
+        return Rejected(Reason.MISSING_USER_ID, "user_id",
+                        "a profiles row names its user by user_id: map the column that holds it to user_id in the "
+                        "source's converter (rows without one are dropped, as Amplitude drops them)")
+    if op is Op.DELETE:
+        return ProfileMutation(user_id, op, None, seq)
+    props = ev.get(PROPERTIES_FIELD)
+    if props is None:
+        props = {}
+    if not isinstance(props, dict):
+        return Rejected(Reason.INVALID_TYPE, PROPERTIES_FIELD,
+                        f"a profile's user_properties must be an object of the user's properties, got "
+                        f"{type(props).__name__}: map an object to user_properties in the source's converter")
+    size = len(orjson.dumps(props, default=str))
+    if size > max_bytes:
+        return Rejected(Reason.TOO_LARGE, PROPERTIES_FIELD, f"the profile's user_properties are {size} bytes, over "
+                        f"ingest.max_event_bytes ({max_bytes}): leave the largest properties out in the converter")
+    return ProfileMutation(user_id, op, orjson.loads(orjson.dumps(props, default=str)), seq)
+
+
+def encode_mutation(project: int, m: ProfileMutation) -> tuple[bytes, bytes]:
+    """(key, value) of the mutation's record on profiles.mutations (JSON: project, user_id, op, properties,
+    seq)."""
+    return key(project, m.user_id), orjson.dumps({"project": project, "user_id": m.user_id, "op": m.op.value,
+                                                  "properties": m.properties, "seq": list(m.seq)})
+
+
+def decode_mutation(value: bytes) -> tuple[int, ProfileMutation]:
+    """(project, mutation) of a record written by :func:`encode_mutation`; raises ValueError for anything else."""
+    try:
+        r = orjson.loads(value)
+        s = r["seq"]
+        props = r["properties"]
+        if props is not None and not isinstance(props, dict):
+            raise TypeError("properties is not an object")
+        return int(r["project"]), ProfileMutation(str(r["user_id"]), Op(r["op"]), props,
+                                                  (int(s[0]), str(s[1]), int(s[2])))
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a profile mutation record: {type(exc).__name__}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -84,3 +158,34 @@ def snapshot_line(project: int, user_id: str, p: Profile) -> bytes:
     when they last changed, in the export's timestamp format."""
     return orjson.dumps({"app": project, "user_id": user_id, "user_properties": p.properties,
                          "deleted": p.deleted, "updated_time": _ts(p.changed_ms)})
+
+
+def step(current: bytes | None, m: ProfileMutation, now_ms: int) -> tuple[bytes | None, str]:
+    """What the profiles stage does with one mutation given the stored profile (encoded): the value to write to
+    the table and its changelog (None: nothing), and the outcome, a metric label:
+
+    - ``applied``: the profile changed (set, replaced, or deleted: a tombstone);
+    - ``unchanged``: a newer mutation setting what is there: the sequence moves on, not ``changed_ms``;
+    - ``replayed``: the very mutation that set the stored profile, handed over again (a crash after the table's
+      write, before the commit): the stored value is written again, so that a changelog record lost with the
+      crash is sent after all;
+    - ``stale``: a mutation older than the stored one: nothing.
+    """
+    prev = decode(current)
+    new = applied(prev, m.op, m.properties, m.seq, now_ms)
+    if new is not None:
+        return encode(new), "applied" if prev is None or new.properties != prev.properties else "unchanged"
+    assert prev is not None
+    if m.seq == prev.seq:
+        return current, "replayed"
+    return None, "stale"
+
+
+def latest(records: Iterable[tuple[bytes | None, bytes | None]], k: bytes) -> Profile | None:
+    """The profile of key ``k`` in the records of its changelog partition (key, value), in offset order: the last
+    one's (a record without value, a tombstone of the compacted topic, removes it); None when none has it."""
+    found: bytes | None = None
+    for rk, rv in records:
+        if rk == k:
+            found = rv
+    return decode(found)

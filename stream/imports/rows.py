@@ -44,6 +44,7 @@ from stream.export.mirror import Mutation
 from stream.imports.files import ImportFile, row_offset
 from stream.imports.mutations import encode as encode_mutation
 from stream.imports.mutations import mutation_of
+from stream.imports import profiles
 from stream.imports.reader import Row, RowError, RowErrorReason
 from stream.settings import SourceSettings
 
@@ -157,6 +158,28 @@ def convert_mirror(ctx: FileContext, items: Iterable[Row | RowError], now_ms: in
                           ctx.server_ms, f"{f.url}#{item.number}", ctx.rules, now_ms)
         if isinstance(res, Mutation):
             out.mutations.append(encode_mutation(src.project, res))
+            out.ops[res.op.value] += 1
+            continue
+        _refused(ctx, out, item, res, errors, now_ms)
+    return out
+
+
+def convert_profiles(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int,
+                     modified_ms: int) -> Converted:
+    """Convert a run of a source of profiles' items, in row order, to records of profiles.mutations
+    (``stream.imports.profiles``), each with the sequence (``modified_ms``: the file's LastModified, its URL, the
+    row number); refused rows are dead-lettered as every import row."""
+    out = Converted()
+    src, f = ctx.source, ctx.file
+    converter = src.compiled.convert
+    for item in items:
+        converted = _converted(ctx, converter, item, out, now_ms)
+        if converted is None:
+            continue
+        ev, errors = converted
+        res = profiles.mutation_of(ev, (modified_ms, f.url, item.number), ctx.rules.max_event_bytes)
+        if isinstance(res, profiles.ProfileMutation):
+            out.mutations.append(profiles.encode_mutation(src.project, res))
             out.ops[res.op.value] += 1
             continue
         _refused(ctx, out, item, res, errors, now_ms)
