@@ -34,7 +34,8 @@ An hour neither holds is refused before anything is written, naming the earliest
 the Amplitude layout applies the mutations kept for that hour to the rows it reads (``stream.export.mirror``): the
 mirror's own rebuilds, and any backfill, which would otherwise undo them. A batch whose rows are all deleted writes
 nothing, and the objects are still cut where the live export cut them. Segment-layout and merged-IDs exports get
-no mirror mutations.
+no mirror mutations. With a mirror log, the archive destination's own hours past the topic's retention are rebuilt
+from its own objects: each is read whole, then written again, with the mutations applied, under its key.
 
 A crash anywhere leaves at worst a chunk partly rebuilt: the same backfill run again writes the same objects
 under the same keys and deletes the same others. Memory is bounded: objects stream through gzip into spool files
@@ -325,7 +326,9 @@ class Backfill:
 
     async def _archive_hours(self, source: ExportInput) -> frozenset[int] | None:
         archive = self.settings.archive_of(self.dest.project)
-        if archive is None or archive.name == self.dest.name:
+        # the archive destination itself is rebuilt from its own objects only to apply mirror mutations (each object
+        # is read whole, then written again under its key): otherwise that would rebuild nothing
+        if archive is None or (archive.name == self.dest.name and self.mirror is None):
             return None
         hours = set()
         if source.layout.name == "merged_ids":

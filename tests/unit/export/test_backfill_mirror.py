@@ -5,8 +5,9 @@ import asyncio
 import gzip
 
 import orjson
+import pytest
 
-from stream.export.backfill import Request
+from stream.export.backfill import BackfillRefused, Request
 from stream.export.mirror import Mutation, Op, Outcome
 from stream.export.mirror_apply import MirrorLog
 from stream.export.mirror_log import encode, log_key
@@ -70,3 +71,36 @@ def test_without_a_mirror_log_a_rebuild_writes_the_rows_as_they_were_accepted(tm
         Mutation("a", Op.DELETE, (1, "s3://src/m1.json", 1))])
     rebuild(run, None)
     assert objects(run.storage) == {"0.json.gz": ["a:view"]}
+
+
+class PastRetention(Interleaved):
+    """events.accepted no longer holds hour 7: it holds from hour 8 on."""
+
+    async def _accepted_from(self, topic):
+        return H7 + HOUR
+
+
+def test_an_archive_hour_past_the_retention_is_rebuilt_from_its_own_objects_with_the_mutations(tmp_path):
+    run = Run(tmp_path, max_object_events=2, per_poll=10)
+    run.s.destinations[0].__dict__["archive"] = True
+    run.topic.produce(0, ev("a"), ev("b"))
+    run.topic.produce(0, ev("c"))
+    run.live(3)
+    run.storage.objects[("bkt", log_key("_stream/mirror/", 424242, H7, 0, 5))] = encode([
+        Mutation("b", Op.UPDATE, (1, "s3://src/m1.json", 1), None,
+                 {"$insert_id": "b", "uuid": "x", "device_id": "d1", "event_type": "fixed"}),
+        Mutation("c", Op.DELETE, (1, "s3://src/m1.json", 2))])
+    b = PastRetention(run.topic, run.ledger, run.cycle.step, lambda: None, settings=run.s,
+                      request=Request("main", H7, H7 + HOUR, job=JOB), storage=run.storage,
+                      append_ledger=run.append, clock=run.clock, spool_dir=run.tmp / "bf",
+                      mirror=MirrorLog(run.storage, "bkt", "_stream/mirror/", False))
+    doc = asyncio.run(b.run())
+    assert (doc["state"], doc["source"], doc["hours_done"]) == ("done", "auto", 1)
+    assert objects(run.storage) == {"0.json.gz": ["a:view", "b:fixed"]}     # 1000 held only c: gone
+    assert ("bkt", "amp/424242/424242_2024-03-09_7_complete") in run.storage.objects
+    # without a mirror log, the archive is not rebuilt from itself: the hour is refused
+    plain = PastRetention(run.topic, run.ledger, run.cycle.step, lambda: None, settings=run.s,
+                          request=Request("main", H7, H7 + HOUR, job=JOB), storage=run.storage,
+                          append_ledger=run.append, clock=run.clock, spool_dir=run.tmp / "bf2")
+    with pytest.raises(BackfillRefused, match="neither events.accepted nor the archive destination holds"):
+        asyncio.run(plain.run())
