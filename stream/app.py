@@ -124,6 +124,14 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
         async def _mirror_ready(sender, **kwargs) -> None:
             HEALTH.mark_ready("mirror")
 
+    if "profiles" in stages:
+        from stream.agents import profiles
+        profiles.register(app, settings, clock)
+
+        @app.on_rebalance_complete.connect
+        async def _profiles_ready(sender, **kwargs) -> None:
+            HEALTH.mark_ready("profiles")
+
     if "ingest" in stages:
         @app.task
         async def ingest() -> None:

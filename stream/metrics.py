@@ -128,6 +128,14 @@ MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
                                  "Hour rebuilds started by mirror mutations (one per project and hour a batch "
                                  "touched).")
 
+# --- profiles -----------------------------------------------------------------------------------------------------
+PROFILE_MUTATIONS = Counter(
+    "stream_profile_mutations_total",
+    "Profile mutations the profiles stage read from profiles.mutations, by op (insert, update, delete) and outcome: "
+    "applied (the profile changed), unchanged (a newer mutation setting what is there), replayed (the mutation that "
+    "set the stored profile, again after a crash), stale (older than the stored profile: nothing), invalid (not a "
+    "profile mutation record: dead-lettered; op is unknown).", ["op", "outcome"])
+
 # --- S3 import ---------------------------------------------------------------------------------------------------
 IMPORT_FILES = Counter("stream_import_files_total",
                        "Import files by outcome: done (every row produced or dead-lettered), failed (unreadable: "
@@ -138,8 +146,9 @@ IMPORT_ROWS = Counter("stream_import_rows_total",
                       "for a mirror source) or dead_lettered.",
                       ["source", "outcome"])
 IMPORT_MUTATIONS = Counter("stream_import_mutations_total",
-                           "Mirror mutations read from a mirror source's rows and produced to events.mutations, by "
-                           "op (insert, update, delete).", ["source", "op"])
+                           "Mirror mutations read from a mirror source's rows and produced to events.mutations (to "
+                           "profiles.mutations for a source of profiles), by op (insert, update, delete).",
+                           ["source", "op"])
 IMPORT_FIELDS_LEFT_OUT = Counter("stream_import_converter_fields_left_out_total",
                                  "Fields of converted rows the converter could not evaluate (left out of the "
                                  "event, as Amplitude does).", ["source"])

@@ -1,0 +1,94 @@
+"""The profiles stage's faust agent: profiles.mutations -> the profiles table (RocksDB, compacted changelog).
+
+Wiring only (the work is ``stream.imports.profiles.step``): each mutation, on the partition that owns its key
+(``project (4 bytes) + user_id``), is applied to the stored profile; what it writes goes to the table and, as one
+record keyed like the table, to its changelog (``stream.topics.profiles_changelog``), which is compacted: its latest
+record of a key is the user's current profile, where the admin API reads it. A gap in the partition (records the
+consumer skipped) is read back and applied first; a mutation handed over again changes nothing (its sequence is not
+newer), and the one that set the stored profile writes it again (``replayed``), so that a changelog record lost with
+a crash is sent after all. faust commits an offset once the agent is done with its record and the producer is
+flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import faust
+from rocksdict import WriteBatch
+
+from stream import metrics
+from stream.agents.contiguous import Contiguous, Record
+from stream.agents.deadletters import keep_undecodable
+from stream.clock import Clock
+from stream.dedup.table import DedupeTable
+from stream.imports import profiles
+from stream.kafka import client_args
+from stream.settings import Settings
+from stream.topics import profiles_changelog
+
+log = logging.getLogger(__name__)
+
+
+class ProfilesTable(DedupeTable):
+    """The profiles: ``project + user_id`` -> the encoded profile (``stream.imports.profiles.encode``); each
+    changelog record is one key's profile."""
+
+    def apply_changelog_batch(self, batch: Iterable[faust.types.EventT]) -> None:
+        """Recovery: each record's value is its key's profile, in offset order."""
+        batches: dict[int, WriteBatch] = {}
+        offsets: dict[Any, int] = {}
+        for event in batch:
+            msg = event.message
+            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
+            if msg.key is None:
+                continue
+            wb = batches.get(msg.partition)
+            if wb is None:
+                wb = batches[msg.partition] = WriteBatch(raw_mode=True)
+            if msg.value is None:
+                wb.delete(msg.key)
+            else:
+                wb.put(msg.key, msg.value)
+        for partition, wb in batches.items():
+            self.db(partition).write(wb)
+        for tp, offset in offsets.items():
+            self.data.set_persisted_offset(tp, offset)
+
+
+def register(app: faust.App, settings: Settings, clock: Clock) -> None:
+    """The profiles stage of a worker whose settings have sources of profiles."""
+    t = settings.topics
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    mutations = app.topic(t.name("profiles"), partitions=t.partitions, **raw)
+    dead = app.topic(t.name("dead_letter"), **raw)
+    changelog = app.topic(profiles_changelog(settings), partitions=t.partitions, internal=True, retention=None,
+                          compacting=True, deleting=False, **raw)
+    table = app.tables.add(ProfilesTable(app, name="profiles-applied", partitions=t.partitions,
+                                         changelog_topic=changelog, help="(project, user_id) -> the user's profile",
+                                         key_type=bytes, value_type=bytes))
+    name = mutations.get_topic_name()
+    gaps = Contiguous(app, name, client_args(settings.kafka), "profiles")
+
+    @app.agent(mutations, name="profiles-applied")
+    async def apply(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            for missed in await gaps.missed(event.message.partition, event.message.offset):
+                await handle(missed)
+            await handle(event)
+
+    async def handle(event: faust.EventT | Record) -> None:
+        msg = event.message
+        try:
+            project, m = profiles.decode_mutation(event.value)
+        except ValueError as exc:
+            await keep_undecodable(dead, event, exc, "profiles", settings.kafka.max_request_bytes)
+            metrics.PROFILE_MUTATIONS.labels("unknown", "invalid").inc()
+            return
+        k = profiles.key(project, m.user_id)
+        write, outcome = profiles.step(table.get_many(msg.partition, [k])[0], m, clock.now_ms())
+        if write is not None:
+            await table.write_batch(msg.partition, [(k, write)], k, write)
+        metrics.PROFILE_MUTATIONS.labels(m.op.value.lower(), outcome).inc()
