@@ -179,6 +179,24 @@ async def _cohort_sync(r: web.Request, a: Admin) -> Any:
     return a.cohort_sync(r.match_info["id"], destination)
 
 
+MAX_PROJECT = 2**32 - 1
+"""The largest project id (a profile's key holds it in 4 bytes)."""
+
+
+def profile_params(project: str, user_id: str) -> tuple[int, str]:
+    """The project and user_id of a profile lookup; an AdminError 400 naming the one that is not right."""
+    p = int_param(project, "project", 0, 0, MAX_PROJECT, "a project id")
+    if not user_id.strip():
+        raise AdminError(400, "user_id must not be empty: give the user_id of the profile to show")
+    if len(user_id) > MAX_TEXT:
+        raise AdminError(400, f"user_id must be at most {MAX_TEXT} characters")
+    return p, user_id
+
+
+async def _profile(r: web.Request, a: Admin) -> Any:
+    return await a.profile(*profile_params(r.match_info["project"], r.match_info["user_id"]))
+
+
 async def _openapi(r: web.Request) -> web.Response:
     return _json(OPENAPI)
 
@@ -203,3 +221,4 @@ def add_routes(app: web.Application, admin: Admin) -> None:
     g("/admin/imports/{name}/preview", _view(_import_preview))
     p("/admin/imports/{name}/retry", _view(_import_retry, 202))
     p("/admin/cohorts/{id}/syncs", _view(_cohort_sync, 202))
+    g("/admin/profiles/{project}/{user_id}", _view(_profile))

@@ -40,7 +40,7 @@ import orjson
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from stream.admin.api import hours_query, text_param
+from stream.admin.api import hours_query, profile_params, text_param
 from stream.admin.auth import Access, too_many
 from stream.admin.service import Admin, AdminError
 from stream.admin.sessions import Revoked, record
@@ -104,6 +104,9 @@ class Console:
         self.revoked = revoked if revoked is not None else Revoked(SESSION_S * 1000)
         self.publish = publish
         self.env = _env()
+        settings = getattr(admin, "settings", None)
+        # the navigation shows the profiles page where the deployment has a source of profiles
+        self.profiles_kept = settings is not None and bool(settings.profiles_projects())
 
     def now_ms(self) -> int:
         return self.access.clock.now_ms()
@@ -154,7 +157,7 @@ class Console:
         flash = request.cookies.get(FLASH)
         html = self.env.get_template(template).render(
             prefix=PREFIX, path=request.path, csrf=self.csrf(nonce) if nonce else "", signed_in=nonce is not None,
-            flash=urllib.parse.unquote(flash) if flash else None, **ctx)
+            flash=urllib.parse.unquote(flash) if flash else None, profiles_kept=self.profiles_kept, **ctx)
         resp = web.Response(text=html, status=http_status, content_type="text/html")
         if flash:
             resp.del_cookie(FLASH, path=PREFIX, secure=self.secure(request) or None, httponly=True,
@@ -392,6 +395,22 @@ async def deadletters(request: web.Request, c: Console) -> web.StreamResponse:
     return c.page(request, "deadletters.html", doc=await c.admin.dead_letters(hours, 20), hours=hours)
 
 
+async def profile_lookup(request: web.Request, c: Console) -> web.StreamResponse:
+    """A user's profile (``Admin.profile``), looked up by the form's project and user_id (any user_id, a '/' too:
+    they are query parameters); a refused lookup is shown on the page with its status."""
+    project = (text_param(request.query.get("project"), "project") or "").strip()
+    user_id = text_param(request.query.get("user_id"), "user_id") or ""
+    doc, error, status = None, None, 200
+    if "user_id" in request.query:
+        try:
+            doc = await c.admin.profile(*profile_params(project, user_id))
+        except AdminError as exc:
+            error, status = str(exc), exc.status
+    return c.page(request, "profiles.html", status, doc=doc, error=error, status=status,
+                  form={"project": project, "user_id": user_id},
+                  projects=sorted(c.admin.settings.profiles_projects()))
+
+
 async def cohorts(request: web.Request, c: Console) -> web.StreamResponse:
     return c.page(request, "cohorts.html")
 
@@ -437,6 +456,7 @@ def add_routes(app: web.Application, admin: Admin, access: Access, revoked: Revo
     p(f"{PREFIX}/imports/{{name}}/retry", _page(import_retry))
     g(f"{PREFIX}/deadletters", _page(deadletters))
     g(f"{PREFIX}/cohorts", _page(cohorts))
+    g(f"{PREFIX}/profiles", _page(profile_lookup))
 
 
 POST_ROUTES = ["/logout", "/destinations/{name}/enable", "/destinations/{name}/disable",

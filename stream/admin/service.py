@@ -314,6 +314,25 @@ class Admin:
             raise AdminError(404, str(exc.args[0])) from None
         return {"source": name, "queued": [r.url for r in records]}
 
+    async def profile(self, project: int, user_id: str) -> dict[str, Any]:
+        """A user's current profile, read from the profiles table's changelog (``stream.admin.profiles``); 404 for
+        a project without a source of profiles, a user without a profile, and a deleted one."""
+        from stream.admin import profiles
+        if project not in self.settings.profiles_projects():
+            have = ", ".join(str(p) for p in sorted(self.settings.profiles_projects())) or "none"
+            raise AdminError(404, f"project {project} has no source of profiles (data_type: profiles), so no "
+                             f"profiles are kept for it; projects with one: {have}")
+        p = await profiles.read_profile(self.settings, project, user_id)
+        if p is None:
+            raise AdminError(404, f"no profile of user {user_id!r} in project {project}: no row of a source of "
+                             "profiles has set one yet (a file not imported yet, or one whose profiles stage has "
+                             "not applied it: see stream import status and the stage's consumer lag)")
+        if p.deleted:
+            _, file, row = p.seq
+            raise AdminError(404, f"the profile of user {user_id!r} in project {project} was deleted, by row {row} "
+                             f"of {file}")
+        return profiles.profile_doc(project, user_id, p)
+
     def cohort_sync(self, cohort_id: str, destination: str | None = None) -> dict[str, Any]:
         """"Sync now": the cohort's syncs (to ``destination`` only, if given) run by this worker's cohorts stage at
         its next look, in turn with its other syncs."""

@@ -1,0 +1,128 @@
+"""A source of profiles end to end against the broker and S3: a file of INSERT/UPDATE/DELETE rows -> imports.files ->
+profiles.mutations -> the profiles stage's table -> GET /admin/profiles, with the bad rows dead-lettered; the same
+file discovered again, and the same mutations handed over again, change nothing."""
+
+import asyncio
+
+import boto3
+import orjson
+import pytest
+import yaml
+from aiokafka import AIOKafkaProducer
+
+from stream.events import deadletter
+from stream.imports import ops, profiles
+from stream.imports.files import ImportFile
+from stream.kafka import ensure_topics, read_all
+from stream.settings import load_settings
+from tests.integration.conftest import wait_until
+from tests.integration.test_admin import call
+from tests.integration.test_import import T0, discover, worker_counters
+
+pytestmark = pytest.mark.integration
+
+FUNC = {"user_id": "user", "user_properties": {"plan": "plan", "age": "age"}, "$mutation_type": "op"}
+PROJECT = 424242
+
+
+def profiles_file():
+    rows = [{"user": "user-1", "plan": "free", "age": 30, "op": "INSERT"},
+            {"user": "user-1", "plan": "pro", "op": "update"},        # the whole profile: age is gone
+            {"user": "user-2", "plan": "free", "age": 40, "op": "Insert"},
+            {"user": "user-2", "op": "DELETE"},
+            {"user": "user-3", "plan": "team", "age": 50},              # no type: an UPDATE
+            {"user": "user-4", "plan": "free", "op": "UPSERT"},         # invalid_mutation_type
+            {"plan": "free", "op": "INSERT"}]                           # missing_user_id
+    return b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
+
+
+def profiles_source(deployment):
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    s3.create_bucket(Bucket=src_bucket)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["sources"] = [{"name": "people", "project": PROJECT, "bucket": src_bucket, "prefix": "in/",
+                       "data_type": "profiles", "strategy": "mirror", "scan": {"enabled": False},
+                       "converter": {"converterConfig": {"convertToAmplitudeFunc": FUNC}}}]
+    cfg["worker"]["stages"] = ["import", "profiles"]
+    path.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    return settings, s3, src_bucket
+
+
+def lookup(settings, user):
+    return call(settings, "GET", f"/admin/profiles/{PROJECT}/{user}")
+
+
+async def produce_again(settings, records):
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await p.start()
+    try:
+        for r in records:
+            await p.send_and_wait(r.topic, r.value, key=r.key, partition=r.partition)
+    finally:
+        await p.stop()
+
+
+def test_a_profiles_file_sets_replaces_and_deletes_profiles_once_and_the_admin_api_shows_them(deployment, worker):
+    settings, s3, src_bucket = profiles_source(deployment)
+    key = "in/people.json"
+    s3.put_object(Bucket=src_bucket, Key=key, Body=profiles_file())
+    modified_ms = int(s3.head_object(Bucket=src_bucket, Key=key)["LastModified"].timestamp() * 1000)
+    url = f"s3://{src_bucket}/{key}"
+    asyncio.run(discover(settings, [ImportFile("people", src_bucket, key, T0, "sqs")]))
+    worker()
+    wait_until(lambda: asyncio.run(ops.status(settings))[0]["files"]["done"] == 1, 90, "the profiles file imported")
+    assert asyncio.run(ops.status(settings))[0]["rows"] == {"read": 7, "imported": 5, "dead_lettered": 2}
+
+    wait_until(lambda: lookup(settings, "user-3")[0] == 200, 90, "the profiles applied")
+    status, doc = lookup(settings, "user-1")
+    assert status == 200
+    assert (doc["project"], doc["user_id"], doc["user_properties"], doc["set_by"]) == (
+        PROJECT, "user-1", {"plan": "pro"}, {"file": url, "row": 2, "file_modified_ms": modified_ms})
+    assert lookup(settings, "user-3")[1]["user_properties"] == {"plan": "team", "age": 50}
+    assert lookup(settings, "user-2") == (404, {"error": f"the profile of user 'user-2' in project {PROJECT} was "
+                                                         f"deleted, by row 4 of {url}"})
+    assert lookup(settings, "user-9") == (404, {"error": f"no profile of user 'user-9' in project {PROJECT}: no row "
+                                                         "of a source of profiles has set one yet (a file not "
+                                                         "imported yet, or one whose profiles stage has not applied "
+                                                         "it: see stream import status and the stage's consumer "
+                                                         "lag)"})
+    assert lookup(settings, "user-4")[0] == 404
+    assert call(settings, "GET", "/admin/profiles/7/user-1") == (404, {
+        "error": f"project 7 has no source of profiles (data_type: profiles), so no profiles are kept for it; "
+                 f"projects with one: {PROJECT}"})
+
+    deads = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
+    assert sorted((deadletter.source_of(d), d["reason"]) for d in deads) == [
+        (f"{url}#6", "invalid_mutation_type"), (f"{url}#7", "missing_user_id")]
+    records = asyncio.run(read_all(settings, settings.topics.name("profiles")))
+    assert sorted((profiles.split_key(r.key)[1], r.partition) for r in records) == sorted(
+        (u, profiles.partition(profiles.key(PROJECT, u), settings.topics.partitions))
+        for u in ("user-1", "user-1", "user-2", "user-2", "user-3"))
+    counted = {'stream_profile_mutations_total{op="insert",outcome="applied"}': 2,
+               'stream_profile_mutations_total{op="update",outcome="applied"}': 2,
+               'stream_profile_mutations_total{op="delete",outcome="applied"}': 1}
+    assert worker_counters(settings, "stream_profile_mutations_total") == counted
+    before = {u: lookup(settings, u) for u in ("user-1", "user-2", "user-3")}
+
+    # the same file discovered again: skipped, nothing produced
+    asyncio.run(discover(settings, [ImportFile("people", src_bucket, key, T0, "scan")]))
+    wait_until(lambda: worker_counters(settings, "stream_import_files_total").get(
+        'stream_import_files_total{outcome="skipped",reason="already_done",source="people"}') == 1, 60,
+        "the second discovery skipped")
+    assert len(asyncio.run(read_all(settings, settings.topics.name("profiles")))) == 5
+    assert len(asyncio.run(read_all(settings, settings.topics.name("dead_letter")))) == 2
+
+    # the same mutations handed over again (a crash before the commit): the latest of each user is written again,
+    # the older ones change nothing
+    asyncio.run(produce_again(settings, records))
+    wait_until(lambda: sum(v for k, v in worker_counters(settings, "stream_profile_mutations_total").items()
+                           if "replayed" in k or "stale" in k) == 5, 60, "the mutations handed over again")
+    assert worker_counters(settings, "stream_profile_mutations_total") == {
+        **counted, 'stream_profile_mutations_total{op="insert",outcome="stale"}': 2,
+        'stream_profile_mutations_total{op="update",outcome="replayed"}': 2,
+        'stream_profile_mutations_total{op="delete",outcome="replayed"}': 1}
+    assert {u: lookup(settings, u) for u in ("user-1", "user-2", "user-3")} == before
