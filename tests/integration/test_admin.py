@@ -154,7 +154,7 @@ ROUTES = [("GET", "/admin/status"), ("GET", "/admin/destinations"), ("GET", "/ad
           ("GET", "/admin/backfills/{}"), ("DELETE", "/admin/backfills/{}"), ("GET", "/admin/deadletters"),
           ("GET", "/admin/imports"), ("GET", "/admin/imports/{}/preview"), ("POST", "/admin/imports/{}/retry"),
           ("GET", "/admin/health"), ("GET", "/exports/status"), ("GET", "/admin/openapi.json"),
-          ("POST", "/admin/cohorts/{}/syncs")]
+          ("POST", "/admin/cohorts/{}/syncs"), ("GET", "/admin/profiles/{}/{}")]
 PARAMS = ["hours", "samples", "rows", "key", "destination", "enforce_encryption", "source", "x"]
 
 
