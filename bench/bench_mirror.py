@@ -1,0 +1,450 @@
+"""Mirror mutations against a backfill of the same hours, in the same run; the mirror index's size and lookup cost.
+
+    python bench/bench_mirror.py [--hours H] [--events-per-hour N [N ...]] [--mutation-share S] [--repeats R]
+
+For each ``--events-per-hour`` value, a session of its own: one broker and one moto_server, started here and
+stopped by PID. events.accepted is pre-loaded with ``--hours`` whole hours (the last ones before the current
+hour) of N events each (EventBatch records as the dedupe stage writes them, 4 partitions). One destination of
+the project, the archive destination (``archive: true``), and a mirror source of the project (``strategy:
+mirror``, never scanned: the mutations are produced straight to events.mutations, as the importer would
+write them, with ``stream.imports.mutations.encode``). One ``stream worker --stages export,mirror`` exports
+every hour and indexes every event; the script waits for the whole count on the ledger and for the worker's
+consumer group to have committed the end of events.accepted and of mirror.index. Then, per repeat (the order
+alternates):
+
+  backfill  ``stream exports backfill`` of the hours of the destination (the live exporter still running, as
+            when the mirror rebuilds them): time from the process start to the ``written_at`` of the ledger
+            record of the rebuilt object that completes the hours' event count; rate = events / time.
+  mirror    UPDATEs of ``--mutation-share`` of the events, drawn at random over all hours, produced to
+            events.mutations: time from the first send to the ``written_at`` of the last ``done`` job record of
+            the rebuilds (by the mirror), once the worker's log lines "mirror: N mutations ... applied" add up
+            to every mutation; rate = events of the touched hours / time.
+
+Peak RSS: of the backfill, its VmHWM sampled every 0.1 s; of the worker, its VmHWM reset (``echo 5 >
+/proc/<pid>/clear_refs``) before the mutations are sent and read once they are applied, so that it is the
+peak while it applies them, not while it exported the hours.
+
+After the repeats, the index: the worker is stopped, and the size of its mirror-index RocksDB directories and
+the bytes of the index's changelog topic are divided by the events. Then a microbenchmark in this process: a
+rocksdict DB of every event's index key and value (the table's options: bloom filter 10 bits, no WAL, flushed),
+and ``MirrorApplier.route`` over batches of 5,000 UPDATEs of held events against it (one multi-get, decode,
+hours_of per mutation): µs per mutation.
+
+Results go to stdout and bench/results-mirror.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+import boto3
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workload
+from bench_backfill import Ledger
+from bench_export import config
+from bench_worker import BUCKET, PARTITIONS, PROJECT, log, status_kb, stop_proc, topic_span
+
+from stream.clock import FakeClock
+from stream.devstack.services import local_aws_env, start_broker, start_moto
+from stream.events.normalize import Rules
+from stream.events.partitioning import partition_of
+from stream.events.timefmt import HOUR_MS
+from stream.export import mirror_index
+from stream.export.ledger import facts
+from stream.export import mirror_log
+from stream.export.mirror import Mutation, Op, by_insert_id
+from stream.export.mirror_apply import MirrorApplier, Targeted
+from stream.imports import mutations as records
+from stream.kafka import ensure_topics
+from stream.settings import load_settings
+from stream.topics import mirror_index_changelog
+
+BENCH = Path(__file__).resolve().parent
+FILE = "s3://bench-src/mirror/corrections.json"
+APPLIED = re.compile(rb"mirror: (\d+) mutations of \S+ applied")
+
+
+def build(hours: int, per_hour: int, seed: int) -> tuple[list[tuple[int, bytes, int]], list[dict], list[int]]:
+    """(EventBatch items for events.accepted, the events as sent (insert_id, device_id, hour, bytes), the hours)."""
+    now = int(time.time() * 1000)
+    w = workload.generate(hours * per_hour, PARTITIONS, seed=seed, dup_rate=0.0, hours=hours,
+                          now_ms=now - now % HOUR_MS)
+    items = workload.batches(w, "events.ingest", PROJECT, PARTITIONS)
+    events = []
+    for r in w.records:
+        ev = orjson.loads(r.value)
+        events.append({"insert_id": ev["insert_id"], "device_id": ev["device_id"],
+                       "_hour": r.timestamp - r.timestamp % HOUR_MS, "_value": r.value})
+    return items, events, sorted(w.hours)
+
+
+def mutation_records(events: list[dict], share: float, seed: int) -> tuple[list[tuple[int, bytes, bytes]], set[int]]:
+    """(partition, key, value) of UPDATEs of ``share`` of the events, drawn at random; the hours they touch."""
+    r = random.Random(seed)
+    chosen = r.sample(range(len(events)), max(1, round(share * len(events))))
+    out, touched = [], set()
+    modified = int(time.time() * 1000)
+    for n, i in enumerate(sorted(chosen)):
+        ev = orjson.loads(events[i]["_value"])
+        ev["user_id"] = ev.get("user_id") or f"user-{i}"
+        ev["event_properties"] = {**ev.get("event_properties", {}), "corrected": True}
+        m = records.mutation_of({"$mutation_type": "UPDATE", **ev}, PROJECT, (modified, FILE, n), f"derived-{n}",
+                                modified, f"{FILE}#{n}", Rules(), modified)
+        assert not hasattr(m, "reason"), m
+        key, value = records.encode(PROJECT, m)
+        out.append((partition_of(key, PARTITIONS), key, value))
+        touched.add(events[i]["_hour"])
+    return out, touched
+
+
+async def send(bootstrap: str, topic: str, recs: list[tuple[int, bytes, bytes]]) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    await p.start()
+    try:
+        futs = [await p.send(topic, value, key=key, partition=part) for part, key, value in recs]
+        await asyncio.gather(*futs)
+    finally:
+        await p.stop()
+
+
+async def caught_up(bootstrap: str, group: str, topics: list[str]) -> bool:
+    """Has ``group`` committed the end offset of every partition of ``topics``?"""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await c.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        ends = await c.end_offsets(tps)
+        committed = {tp: await c.committed(tp) for tp in tps}
+    finally:
+        await c.stop()
+    return all(ends[tp] == 0 or (committed[tp] or 0) >= ends[tp] for tp in tps)
+
+
+def deployment(workdir: Path, bootstrap: str, s3_url: str, prefix: str) -> Path:
+    cfg = config(bootstrap, s3_url, prefix, workdir / "data", close_grace_s=1, idle_close_s=2, archive=True)
+    cfg["destinations"][0]["name"] = "mirrored"
+    cfg["sources"] = [{"name": "corrections", "project": PROJECT, "bucket": "bench-src", "prefix": "mirror/",
+                       "strategy": "mirror", "scan": {"enabled": False},
+                       "converter": {"converterConfig": {"convertToAmplitudeFunc": {
+                           "event_type": "event_type", "user_id": "user_id", "device_id": "device_id",
+                           "insert_id": "insert_id", "$mutation_type": "op"}}}}]
+    path = workdir / "stream.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def rebuilt(ledger: Ledger, dest: str, since_ms: int) -> list:
+    return [r for r in list(ledger.records) if r.destination == dest and r.written_at >= since_ms]
+
+
+def backfill_run(workdir: Path, cfg: Path, name: str, ledger: Ledger, events: int, first: str, end: str,
+                 timeout: float, rep: int) -> dict:
+    t0 = time.time()
+    out = workdir / f"backfill-{rep}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "stream", "exports", "backfill", name, "--from", first, "--to",
+                             end, "--json", "-c", str(cfg)], stdout=open(out, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **local_aws_env()})
+    deadline, hwm = time.time() + timeout, 0
+    while time.time() < deadline:
+        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        hwm = max(hwm, status_kb(proc.pid, "VmHWM"))
+        time.sleep(0.1)
+    else:
+        stop_proc(proc)
+        raise AssertionError(f"the backfill took longer than {timeout}s (log {out})")
+    exited = time.time()
+    assert os.waitstatus_to_exitcode(status) == 0, f"backfill exit {status} (log {out})"
+    time.sleep(1.0)                     # the ledger follower's last records
+    recs = rebuilt(ledger, name, int(t0 * 1000))
+    objs = [r for r in recs if r.kind == "object" and r.reason == "rebuilt"]
+    total, done_at = 0, None
+    for r in objs:
+        total += r.events
+        if done_at is None and total >= events:
+            done_at = r.written_at / 1000
+    assert total == events and done_at is not None, f"backfill rebuilt {total} events of {events} (log {out})"
+    seconds = done_at - t0
+    jobs = [facts(r) for r in recs if r.kind == "job" and r.reason == "done"]
+    return {"kind": "backfill", "repeat": rep, "events": events, "seconds": seconds, "events_per_s": events / seconds,
+            "process_seconds": exited - t0, "peak_rss_mb": hwm / 1024, "jobs": jobs}
+
+
+def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen, worker_log: Path, ledger: Ledger,
+               name: str, events: list[dict], share: float, seed: int, timeout: float, rep: int) -> dict:
+    recs, touched = mutation_records(events, share, seed)
+    touched_events = sum(1 for e in events if e["_hour"] in touched)
+    log_from = worker_log.stat().st_size
+    Path(f"/proc/{worker.pid}/clear_refs").write_text("5")      # VmHWM := VmRSS
+    rss_before = status_kb(worker.pid, "VmRSS")
+    t0 = time.time()
+    asyncio.run(send(bootstrap, settings.topics.name("mutations"), recs))
+    sent = time.time()
+    deadline, applied, hwm, lines = t0 + timeout, 0, 0, []
+    while time.time() < deadline:
+        with open(worker_log, "rb") as f:
+            f.seek(log_from)
+            lines = [ln for ln in f.read().splitlines() if APPLIED.search(ln)]
+        applied = sum(int(APPLIED.search(ln).group(1)) for ln in lines)
+        hwm = max(hwm, status_kb(worker.pid, "VmHWM"))
+        if applied >= len(recs):
+            break
+        assert worker.poll() is None, f"the worker exited {worker.returncode} (log {worker_log})"
+        time.sleep(0.2)
+    seen = time.time()
+    assert applied == len(recs), f"{applied} of {len(recs)} mutations applied in {timeout}s (log {worker_log})"
+    hwm = max(hwm, status_kb(worker.pid, "VmHWM"))
+    time.sleep(1.0)
+    recs_l = rebuilt(ledger, name, int(t0 * 1000))
+    jobs = [r for r in recs_l if r.kind == "job" and r.reason == "done"]
+    assert jobs, "no rebuild job recorded done"
+    done_at = max(r.written_at for r in jobs) / 1000
+    seconds = done_at - t0
+    objs = [r for r in recs_l if r.kind == "object" and r.reason == "rebuilt"]
+    docs = [facts(r) for r in jobs]
+    return {"kind": "mirror", "repeat": rep, "t0": t0, "mutations": len(recs), "hours_touched": len(touched),
+            "events": touched_events, "seconds": seconds, "events_per_s": touched_events / seconds,
+            "send_seconds": sent - t0, "log_seen_seconds": seen - t0, "peak_rss_mb": hwm / 1024,
+            "rss_before_mb": rss_before / 1024, "applied_lines": [ln.decode(errors="replace")[-400:] for ln in lines],
+            "rebuild_jobs": len(jobs), "hours_rebuilt": sum(d.get("hours_total", 0) for d in docs),
+            "events_rewritten": sum(r.events for r in objs),
+            "jobs": [{**{k: d.get(k) for k in ("job", "from", "to", "hours_total", "events", "events_per_s")},
+                      "started_s": d["started_at"] / 1000 - t0, "done_s": d["updated_at"] / 1000 - t0}
+                     for d in docs]}
+
+
+def held_mutation_bytes(events: list[dict], share: float, seed: int) -> dict:
+    """Python heap a rebuild holds per kept mutation: ``mirror_log.decode`` of the mutations' log object, grouped
+    with ``by_insert_id`` as ``Backfill._mutations`` holds them for every hour of its pass (tracemalloc)."""
+    recs, _ = mutation_records(events, share, seed)
+    muts = [records.decode(v)[1] for _, _, v in recs]
+    data = mirror_log.encode(muts)
+    del muts
+    tracemalloc.start()
+    held = by_insert_id(mirror_log.decode(data))
+    size, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    n = sum(len(v) for v in held.values())
+    return {"mutations": n, "log_object_bytes": len(data), "heap_bytes": size, "heap_bytes_per_mutation": size / n}
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def lookup_bench(events: list[dict], batch: int, seed: int, workdir: Path) -> dict:
+    """Index size and ``MirrorApplier.route`` µs per mutation against a rocksdict DB of every event's entry."""
+    from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+    path = workdir / "lookup-db"
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, block_based=True)
+    opts.set_block_based_table_factory(table)
+    db = Rdict(str(path), opts)
+    wo = WriteOptions()
+    wo.disable_wal = True
+    db.set_write_options(wo)
+    wb = WriteBatch(raw_mode=True)
+    for n, e in enumerate(events):
+        wb.put(mirror_index.key(PROJECT, e["insert_id"]), mirror_index.encode([mirror_index.entry(e["_hour"],
+                                                                                                 e["device_id"])]))
+        if n % 10000 == 9999:
+            db.write(wb)
+            wb = WriteBatch(raw_mode=True)
+    db.write(wb)
+    db.flush()
+    db.compact_range(None, None)
+    size = dir_bytes(path)
+
+    class Reader:
+        def get_many(self, keys):
+            return db.get(keys)
+
+    async def nothing(project, hours):
+        return None
+
+    applier = MirrorApplier(FakeClock(int(time.time() * 1000)), Reader(), None, "_stream/mirror/", 90, False, nothing)
+    r = random.Random(seed)
+    rounds = []
+    for _ in range(5):
+        picks = r.sample(range(len(events)), min(batch, len(events)))
+        batch_ = []
+        for n, i in enumerate(picks):
+            e = events[i]
+            m = Mutation(e["insert_id"], Op.UPDATE, (1, FILE, n), e["device_id"], {"event_type": "x"})
+            batch_.append(Targeted(PROJECT, m, n))
+        t = time.perf_counter()
+        applied, per_hour = applier.route(batch_)
+        rounds.append((time.perf_counter() - t) / len(batch_) * 1e6)
+        assert applied.routed[("UPDATE", "routed")] == len(batch_), applied.routed
+        keys = [mirror_index.key(PROJECT, t.mutation.insert_id) for t in batch_]
+        t = time.perf_counter()
+        db.get(keys)
+        rounds[-1] = (rounds[-1], (time.perf_counter() - t) / len(batch_) * 1e6)
+    db.close()
+    shutil.rmtree(path, ignore_errors=True)
+    return {"keys": len(events), "db_bytes": size, "db_bytes_per_event": size / len(events),
+            "route_us_per_mutation": [a for a, _ in rounds], "multiget_us_per_key": [b for _, b in rounds],
+            "route_us_median": statistics.median(a for a, _ in rounds),
+            "multiget_us_median": statistics.median(b for _, b in rounds), "batch": batch}
+
+
+def session(a, per_hour: int, workdir: Path) -> dict:
+    t = time.monotonic()
+    items, events, hours = build(a.hours, per_hour, a.seed)
+    n = len(events)
+    log(f"[{per_hour}/h] built {n:,} events over {a.hours} hours in {len(items):,} batches, "
+        f"{sum(len(v) for _, v, _ in items) / 1e9:.2f} GB, in {time.monotonic() - t:.0f}s")
+    first, end = (time.strftime("%Y-%m-%dT%H", time.gmtime(ms / 1000)) for ms in (hours[0], hours[-1] + HOUR_MS))
+    sdir = workdir / f"eph-{per_hour}"
+    sdir.mkdir()
+    moto, broker = start_moto(sdir), start_broker(sdir)
+    s3_url, bootstrap = f"http://127.0.0.1:{moto.port}", f"127.0.0.1:{broker.port}"
+    boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket=BUCKET)
+    prefix = f"mr-{uuid.uuid4().hex[:6]}."
+    runs: list[dict] = []
+    worker = None
+    out: dict = {"events_per_hour": per_hour, "hours": a.hours, "events": n, "mutation_share": a.mutation_share}
+    try:
+        cfg = deployment(sdir, bootstrap, s3_url, prefix)
+        settings = load_settings(cfg)
+        name = settings.destinations[0].name
+        asyncio.run(ensure_topics(settings))
+        t = time.monotonic()
+        asyncio.run(workload.preload_batches(bootstrap, settings.topics.name("accepted"), items))
+        del items
+        log(f"[{per_hour}/h] pre-loaded events.accepted in {time.monotonic() - t:.0f}s; hours {first} .. {end}")
+        ledger = Ledger(bootstrap, settings.topics.name("export_ledger"))
+        try:
+            worker_log = sdir / "worker.log"
+            t0 = time.time()
+            worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg), "--stages",
+                                       "export,mirror"], stdout=open(worker_log, "wb"), stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      env={**os.environ, **local_aws_env()})
+            group = f"{settings.worker.app_id}-export-mirror"
+            topics = [settings.topics.name("accepted"), settings.topics.name("mirror_index")]
+            deadline, exported, indexed = time.time() + a.timeout, None, None
+            while time.time() < deadline and (exported is None or indexed is None):
+                assert worker.poll() is None, f"the worker exited {worker.returncode} (log {worker_log})"
+                if exported is None and sum(r.events for r in list(ledger.records)
+                                            if r.kind == "object" and r.destination == name) >= n:
+                    exported = time.time() - t0
+                if indexed is None and asyncio.run(caught_up(bootstrap, group, topics)):
+                    indexed = time.time() - t0
+                time.sleep(1.0)
+            assert exported is not None and indexed is not None, \
+                f"not exported ({exported}) or not indexed ({indexed}) in {a.timeout}s (log {worker_log})"
+            out["worker_export_and_index"] = {"exported_s": exported, "indexed_s": indexed,
+                                              "peak_rss_mb": status_kb(worker.pid, "VmHWM") / 1024}
+            log(f"[{per_hour}/h] worker: every hour exported after {exported:.0f}s, every event indexed after "
+                f"{indexed:.0f}s (committed offsets), peak RSS {out['worker_export_and_index']['peak_rss_mb']:.0f} MB")
+            for rep in range(a.repeats):
+                order = ("backfill", "mirror") if rep % 2 == 0 else ("mirror", "backfill")
+                for kind in order:
+                    if kind == "backfill":
+                        r = backfill_run(sdir, cfg, name, ledger, n, first, end, a.timeout, rep)
+                        log(f"  [{per_hour}/h] backfill {rep}: {n:,} events of {a.hours} hours in {r['seconds']:.1f}s"
+                            f" = {r['events_per_s']:,.0f} ev/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+                    else:
+                        r = mirror_run(sdir, bootstrap, settings, worker, worker_log, ledger, name, events,
+                                       a.mutation_share, a.seed + 100 + rep, a.timeout, rep)
+                        log(f"  [{per_hour}/h] mirror {rep}: {r['mutations']:,} UPDATEs over {r['hours_touched']} "
+                            f"hours ({r['events']:,} events) in {r['seconds']:.1f}s = {r['events_per_s']:,.0f} ev/s; "
+                            f"{r['rebuild_jobs']} rebuild jobs, {r['hours_rebuilt']} hours rebuilt, "
+                            f"{r['events_rewritten']:,} events rewritten; worker peak RSS {r['peak_rss_mb']:.0f} MB "
+                            f"(from {r['rss_before_mb']:.0f})")
+                    runs.append(r)
+        finally:
+            ledger.stop()
+            if worker is not None:
+                stop_proc(worker)
+        index_dirs = [p for p in (sdir / "data").rglob("*") if p.is_dir() and "mirror-index" in p.name
+                      and not any("mirror-index" in q.name for q in p.parents)]
+        index_bytes = sum(dir_bytes(p) for p in index_dirs)
+        sst_bytes = sum(f.stat().st_size for p in index_dirs for f in p.rglob("*.sst"))
+        span = asyncio.run(topic_span(bootstrap, mirror_index_changelog(settings), PARTITIONS))
+        out["index"] = {"table_dirs": [str(p) for p in index_dirs], "table_bytes": index_bytes,
+                        "table_bytes_per_event": index_bytes / n, "table_sst_bytes": sst_bytes,
+                        "table_sst_bytes_per_event": sst_bytes / n, "changelog_records": span["records"],
+                        "changelog_value_bytes": span["bytes"], "changelog_bytes_per_event": span["bytes"] / n}
+        log(f"[{per_hour}/h] index: RocksDB {index_bytes / 1e6:.1f} MB = {index_bytes / n:.1f} B/event (.sst files "
+            f"{sst_bytes / n:.1f} B/event); changelog "
+            f"{span['bytes'] / 1e6:.1f} MB in {span['records']:,} records = {span['bytes'] / n:.1f} B/event")
+    finally:
+        broker.stop()
+        moto.stop()
+    look = lookup_bench(events, 5000, a.seed, sdir)
+    out["lookup"] = look
+    out["held_mutations"] = held = held_mutation_bytes(events, a.mutation_share, a.seed + 100)
+    log(f"[{per_hour}/h] a rebuild holds {held['heap_bytes'] / 1e6:.1f} MB of heap for the {held['mutations']:,} "
+        f"mutations of one repeat ({held['heap_bytes_per_mutation']:,.0f} B each)")
+    log(f"[{per_hour}/h] lookup: route {look['route_us_median']:.1f} µs/mutation (multi-get alone "
+        f"{look['multiget_us_median']:.1f} µs/key) over {look['keys']:,} keys; flushed DB {look['db_bytes_per_event']:.1f}"
+        f" B/event")
+    back = [r for r in runs if r["kind"] == "backfill"]
+    mirr = [r for r in runs if r["kind"] == "mirror"]
+    out["backfill_events_per_s"] = statistics.median(r["events_per_s"] for r in back)
+    out["mirror_events_per_s"] = statistics.median(r["events_per_s"] for r in mirr)
+    out["ratio_of_medians"] = out["mirror_events_per_s"] / out["backfill_events_per_s"]
+    out["ratio_per_repeat"] = [m["events_per_s"] / b["events_per_s"] for b in back for m in mirr
+                               if m["repeat"] == b["repeat"]]
+    out["backfill_peak_rss_mb"] = max(r["peak_rss_mb"] for r in back)
+    out["mirror_worker_peak_rss_mb"] = max(r["peak_rss_mb"] for r in mirr)
+    out["runs"] = runs
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--hours", type=int, default=24, help="whole past hours pre-loaded (default 24)")
+    ap.add_argument("--events-per-hour", type=int, nargs="+", default=[20000],
+                    help="events of each hour; several values: a session each (default 20000)")
+    ap.add_argument("--mutation-share", type=float, default=0.01, help="share of the events updated (default 0.01)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--timeout", type=float, default=900, help="seconds one step may take")
+    ap.add_argument("--results", default=str(BENCH / "results-mirror.json"))
+    a = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="stream-bench-mirror-"))
+    log(f"work dir {workdir}")
+    os.environ.update(local_aws_env())
+    sessions: list[dict] = []
+    for per_hour in a.events_per_hour:
+        sessions.append(session(a, per_hour, workdir))
+        summary = [{k: s[k] for k in ("events_per_hour", "hours", "events", "backfill_events_per_s",
+                                      "mirror_events_per_s", "ratio_of_medians", "ratio_per_repeat",
+                                      "backfill_peak_rss_mb", "mirror_worker_peak_rss_mb")} |
+                   {"index_table_bytes_per_event": s["index"]["table_bytes_per_event"],
+                    "index_table_sst_bytes_per_event": s["index"]["table_sst_bytes_per_event"],
+                    "index_changelog_bytes_per_event": s["index"]["changelog_bytes_per_event"],
+                    "route_us_per_mutation": s["lookup"]["route_us_median"]} for s in sessions]
+        Path(a.results).write_text(json.dumps({"command": " ".join(sys.argv), "summary": summary,
+                                               "sessions": sessions}, indent=2) + "\n")
+    log(json.dumps(summary, indent=1))
+    log(f"results in {a.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
