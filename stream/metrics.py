@@ -135,6 +135,9 @@ PROFILE_MUTATIONS = Counter(
     "applied (the profile changed), unchanged (a newer mutation setting what is there), replayed (the mutation that "
     "set the stored profile, again after a crash), stale (older than the stored profile: nothing), invalid (not a "
     "profile mutation record: dead-lettered; op is unknown).", ["op", "outcome"])
+PROFILE_SNAPSHOTS = Counter("stream_profile_snapshots_total",
+                            "Daily snapshots of changed profiles written to a destination with exports: profiles.",
+                            ["destination"])
 
 # --- S3 import ---------------------------------------------------------------------------------------------------
 IMPORT_FILES = Counter("stream_import_files_total",

@@ -200,10 +200,12 @@ class DestinationSettings(_Section):
     segment_source_id: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Segment layout: the segment-logs/<source_id>/ folder of "
         "events that did not come through Segment's tracking API (Amplitude events); default: the project id.")
-    exports: Literal["events", "merged_ids", "both"] = Field(
+    exports: Literal["events", "merged_ids", "both", "profiles"] = Field(
         "events", description="What the destination exports: `events` (the hourly event objects), `merged_ids` "
         "(the hourly merged Amplitude IDs files of the project, <prefix><project>/-<org_id>_<yyyy-MM-dd>_<H>.json.gz, "
-        "FORMATS.md 1.5) or `both`, as Amplitude's export offers the two data sets.")
+        "FORMATS.md 1.5) or `both`, as Amplitude's export offers the two data sets; or `profiles` (the project needs "
+        "a source of profiles): one snapshot per UTC day of the profiles that changed that day, "
+        "<prefix><project>/profiles/<project>_profiles_<yyyy-MM-dd>.json.gz (docs/imports.md).")
     org_id: int | None = Field(
         None, gt=0, description="Organization id: names the merged-IDs files "
         "(`<project>/-<org_id>_<day>_<H>.json.gz`); required when exports is merged_ids or both.")
@@ -255,7 +257,7 @@ class DestinationSettings(_Section):
 
     @model_validator(mode="after")
     def _merged_ids_need_an_org(self) -> DestinationSettings:
-        if self.exports != "events" and self.org_id is None:
+        if self.exports_merged_ids() and self.org_id is None:
             raise ValueError("org_id is required when exports is merged_ids or both")
         return self
 
@@ -264,6 +266,9 @@ class DestinationSettings(_Section):
 
     def exports_merged_ids(self) -> bool:
         return self.exports in ("merged_ids", "both")
+
+    def exports_profiles(self) -> bool:
+        return self.exports == "profiles"
 
 
 class CsvSettings(_Section):
@@ -732,6 +737,15 @@ class Settings(BaseSettings):
         for i, d in enumerate(self.destinations):
             if d.project not in ids:
                 raise ValueError(f"destinations[{i}].project: project {d.project} is not declared in projects")
+        for i, d in enumerate(self.destinations):
+            if d.exports_profiles() and d.project not in self.profiles_projects():
+                raise ValueError(f"destinations[{i}] ({d.name}): exports: profiles needs a source of profiles "
+                                 f"(data_type: profiles) of project {d.project}, whose users' profiles it exports; "
+                                 "add one, or export events")
+            if d.exports_profiles() and (d.layout != "amplitude" or d.archive):
+                raise ValueError(f"destinations[{i}] ({d.name}): exports: profiles writes daily profile snapshots "
+                                 "in the amplitude layout and is not an archive: use layout: amplitude and "
+                                 "archive: false, or another destination for the events")
         merged = [d for d in self.destinations if d.exports_merged_ids()]
         if merged and not self.identity.enabled:
             raise ValueError(f"destinations {[d.name for d in merged]} export merged ids, which needs "
@@ -855,6 +869,8 @@ class Settings(BaseSettings):
                 places = {(d.bucket, d.prefix, f"{d.project}/")} if d.exports_events() else set()
             if d.exports_merged_ids():
                 places.add((d.bucket, d.prefix, f"{d.project}/-"))
+            if d.exports_profiles():
+                places.add((d.bucket, d.prefix, f"{d.project}/profiles/"))
             for place in places:
                 other = seen.setdefault(place, d.name)
                 if other != d.name:

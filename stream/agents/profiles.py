@@ -8,6 +8,9 @@ consumer skipped) is read back and applied first; a mutation handed over again c
 newer), and the one that set the stored profile writes it again (``replayed``), so that a changelog record lost with
 a crash is sent after all. faust commits an offset once the agent is done with its record and the producer is
 flushed.
+
+Where a destination has ``exports: profiles``, the replica that owns partition 0 of profiles.mutations writes the
+daily snapshots due every ``SNAPSHOT_LOOK_S`` (``stream.export.profiles_snapshot``).
 """
 
 from __future__ import annotations
@@ -92,3 +95,24 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
         if write is not None:
             await table.write_batch(msg.partition, [(k, write)], k, write)
         metrics.PROFILE_MUTATIONS.labels(m.op.value.lower(), outcome).inc()
+
+    if any(d.enabled and d.exports_profiles() for d in settings.destinations):
+        from aiokafka import TopicPartition
+
+        from stream.export import profiles_snapshot
+        owner = TopicPartition(name, 0)
+
+        @app.timer(interval=SNAPSHOT_LOOK_S)
+        async def profiles_snapshots() -> None:
+            """The daily snapshots due, written by the replica that owns profiles.mutations partition 0."""
+            if owner not in app.consumer.assignment():
+                return
+            try:
+                await profiles_snapshot.write_due(settings, clock)
+            except Exception as exc:   # S3 or Kafka away: the next look writes what is still missing
+                log.warning("profiles: the daily snapshots could not be written (%s: %s); trying again in %ds",
+                            type(exc).__name__, exc, SNAPSHOT_LOOK_S)
+
+
+SNAPSHOT_LOOK_S = 300.0
+"""How often the profiles stage looks for daily snapshots due."""

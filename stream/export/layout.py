@@ -70,6 +70,8 @@ def written_prefixes(dest: Any, segment_sources: Iterable[str] = ()) -> list[tup
             out.append(("events", f"{dest.prefix}{dest.project}/{dest.project}_"))
     if dest.exports_merged_ids():
         out.append(("merged_ids", f"{dest.prefix}{dest.project}/-{dest.org_id}_"))
+    if getattr(dest, "exports_profiles", lambda: False)():
+        out.append(("profiles", f"{dest.prefix}{dest.project}/profiles/{dest.project}_profiles_"))
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,3 +189,28 @@ def latest(records: Iterable[tuple[bytes | None, bytes | None]], k: bytes) -> Pr
         if rk == k:
             found = rv
     return decode(found)
+
+
+DAY_MS = 86_400_000
+
+
+def snapshot_key(prefix: str, project: int, day_ms: int) -> str:
+    """The key of a project's profiles snapshot of the UTC day starting at ``day_ms``."""
+    return f"{prefix}{project}/profiles/{project}_profiles_{time.strftime('%Y-%m-%d', time.gmtime(day_ms // 1000))}" \
+        ".json.gz"
+
+
+def days_due(stored: Mapping[bytes, Profile], project: int, now_ms: int, grace_ms: int) -> list[int]:
+    """The UTC days (their start, ms) of ``project`` whose snapshot is due: a profile changed that day, and the day
+    ended ``grace_ms`` ago or more (no mutation applied after that can be of that day), in order."""
+    closed = (now_ms - grace_ms) // DAY_MS * DAY_MS
+    days = {p.changed_ms // DAY_MS * DAY_MS for k, p in stored.items() if split_key(k)[0] == project}
+    return sorted(d for d in days if d < closed)
+
+
+def snapshot_body(stored: Mapping[bytes, Profile], project: int, day_ms: int) -> bytes:
+    """The snapshot of the profiles of ``project`` changed in the day starting at ``day_ms``: a
+    :func:`snapshot_line` each, ordered by user_id, newline-terminated (not compressed)."""
+    users = sorted((split_key(k)[1], p) for k, p in stored.items()
+                   if split_key(k)[0] == project and day_ms <= p.changed_ms < day_ms + DAY_MS)
+    return b"".join(snapshot_line(project, u, p) + b"\n" for u, p in users)

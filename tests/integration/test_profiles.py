@@ -1,8 +1,11 @@
 """A source of profiles end to end against the broker and S3: a file of INSERT/UPDATE/DELETE rows -> imports.files ->
 profiles.mutations -> the profiles stage's table -> GET /admin/profiles, with the bad rows dead-lettered; the same
-file discovered again, and the same mutations handed over again, change nothing."""
+file discovered again, and the same mutations handed over again, change nothing; the day's snapshot of the changed
+profiles is written once to the destination that exports profiles."""
 
 import asyncio
+import gzip
+import time
 
 import boto3
 import orjson
@@ -10,9 +13,13 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
+from stream.clock import FakeClock
 from stream.events import deadletter
+from stream.export import profiles_snapshot
+from stream.export.profiles_snapshot import GRACE_MS
 from stream.imports import ops, profiles
 from stream.imports.files import ImportFile
+from stream.imports.profiles import DAY_MS
 from stream.kafka import ensure_topics, read_all
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
@@ -45,6 +52,8 @@ def profiles_source(deployment):
     cfg["sources"] = [{"name": "people", "project": PROJECT, "bucket": src_bucket, "prefix": "in/",
                        "data_type": "profiles", "strategy": "mirror", "scan": {"enabled": False},
                        "converter": {"converterConfig": {"convertToAmplitudeFunc": FUNC}}}]
+    cfg["destinations"].append({"name": "crm", "project": PROJECT, "bucket": settings.destinations[0].bucket,
+                                "prefix": "crm/", "exports": "profiles"})
     cfg["worker"]["stages"] = ["import", "profiles"]
     path.write_text(yaml.safe_dump(cfg))
     settings = load_settings(path)
@@ -126,3 +135,19 @@ def test_a_profiles_file_sets_replaces_and_deletes_profiles_once_and_the_admin_a
         'stream_profile_mutations_total{op="update",outcome="replayed"}': 2,
         'stream_profile_mutations_total{op="delete",outcome="replayed"}': 1}
     assert {u: lookup(settings, u) for u in ("user-1", "user-2", "user-3")} == before
+
+    # the day's snapshot of the changed profiles, once the day is over: written once
+    day = before["user-1"][1]["updated_ms"] // DAY_MS * DAY_MS
+    tomorrow = FakeClock(day + DAY_MS + GRACE_MS)
+    key = f"crm/{PROJECT}/profiles/{PROJECT}_profiles_{time.strftime('%Y-%m-%d', time.gmtime(day / 1000))}.json.gz"
+    bucket = settings.destinations[0].bucket
+    assert asyncio.run(profiles_snapshot.write_due(settings, FakeClock(day + DAY_MS))) == []     # not over yet
+    assert asyncio.run(profiles_snapshot.write_due(settings, tomorrow)) == [f"s3://{bucket}/{key}"]
+    body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    lines = [orjson.loads(x) for x in body.splitlines()]
+    assert [(x["app"], x["user_id"], x["user_properties"], x["deleted"]) for x in lines] == [
+        (PROJECT, "user-1", {"plan": "pro"}, False), (PROJECT, "user-2", None, True),
+        (PROJECT, "user-3", {"plan": "team", "age": 50}, False)]
+    modified = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+    assert asyncio.run(profiles_snapshot.write_due(settings, tomorrow)) == []
+    assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] == modified

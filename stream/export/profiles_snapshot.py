@@ -1,0 +1,87 @@
+"""Daily snapshots of the profiles that changed, to the destinations with ``exports: profiles``.
+
+For each such destination, once a UTC day has ended (and ``GRACE_MS`` more: a mutation applied after that is not
+of that day), the profiles of its project whose properties changed that day (``Profile.changed_ms``) are written as
+one object, ``<prefix><project>/profiles/<project>_profiles_<YYYY-MM-DD>.json.gz``: gzip (no timestamp in its
+header) of ``stream.imports.profiles.snapshot_line`` lines ordered by user_id. A day without a change has no object.
+
+Exactly once: a day's object is written only when the destination's listing does not have it, and it is written
+whole by one PutObject, so a crash before the put writes it at the next look and a crash after leaves it as it is;
+the writer runs in the one replica that owns partition 0 of profiles.mutations (``stream.agents.profiles``), so
+two replicas do not write a day at once. The state is read from the profiles table's compacted changelog, every
+partition (``read_stored``): a day's snapshot holds each profile changed that day as it is when the snapshot is
+written, so a profile changed again on a later day before its day's snapshot was written (the writer was down
+past midnight) is in the later day's snapshot only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Mapping
+
+from stream import metrics
+from stream.clock import Clock
+from stream.imports.profiles import Profile, days_due, decode, snapshot_body, snapshot_key
+from stream.kafka import iter_all
+from stream.s3.client import target_client, target_of
+from stream.s3.storage import S3Storage, Storage
+from stream.settings import DestinationSettings, Settings
+from stream.topics import profiles_changelog
+
+log = logging.getLogger(__name__)
+
+GRACE_MS = 10 * 60_000
+"""After a day's end, how long the profiles stage may still be applying mutations it took during the day."""
+
+
+async def read_stored(settings: Settings) -> dict[bytes, Profile]:
+    """Every stored profile (deleted ones too, as tombstones): the latest record of each key of the changelog."""
+    out: dict[bytes, Profile] = {}
+    async for r in iter_all(settings, profiles_changelog(settings)):
+        if r.key is None:
+            continue
+        p = decode(r.value)
+        if p is None:
+            out.pop(r.key, None)
+        else:
+            out[r.key] = p
+    return out
+
+
+def planned(stored: Mapping[bytes, Profile], dest: DestinationSettings, have: set[str],
+            now_ms: int) -> list[tuple[str, bytes]]:
+    """(key, gzip body) of each snapshot of ``dest`` that is due and not among the keys it ``have`` (pure)."""
+    out = []
+    for day in days_due(stored, dest.project, now_ms, GRACE_MS):
+        key = snapshot_key(dest.prefix, dest.project, day)
+        if key not in have:
+            out.append((key, gzip.compress(snapshot_body(stored, dest.project, day), mtime=0)))
+    return out
+
+
+async def write_to(storage: Storage, stored: Mapping[bytes, Profile], dest: DestinationSettings,
+                   now_ms: int) -> list[str]:
+    """Write the due snapshots of ``dest`` that its bucket does not have; their URLs."""
+    have = {o.key async for o in storage.list(dest.bucket, f"{dest.prefix}{dest.project}/profiles/")}
+    written = []
+    for key, body in planned(stored, dest, have, now_ms):
+        await storage.put_bytes(dest.bucket, key, body, "application/gzip")
+        metrics.PROFILE_SNAPSHOTS.labels(dest.name).inc()
+        log.info("profiles: snapshot s3://%s/%s written (%d bytes)", dest.bucket, key, len(body))
+        written.append(f"s3://{dest.bucket}/{key}")
+    return written
+
+
+async def write_due(settings: Settings, clock: Clock) -> list[str]:
+    """The due snapshots of every enabled destination with ``exports: profiles``, written; their URLs."""
+    dests = [d for d in settings.destinations if d.enabled and d.exports_profiles()]
+    if not dests:
+        return []
+    stored = await read_stored(settings)
+    written = []
+    for d in dests:
+        async with target_client(target_of(d, settings.s3), settings.s3) as s3:
+            storage = S3Storage(s3, d.encryption, settings.s3.upload_part_bytes, settings.s3.read_timeout_s)
+            written += await write_to(storage, stored, d, clock.now_ms())
+    return written
