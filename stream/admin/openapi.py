@@ -114,7 +114,8 @@ OPENAPI: dict[str, Any] = {
             "404 for a project without a source of profiles, a user without a profile and a deleted one. Read from "
             "the profiles table's changelog: a lookup reads one of its partitions (docs/admin.md).",
             params=[{"name": "project", "in": "path", "required": True,
-                     "schema": {"type": "integer", "minimum": 0, "maximum": 4294967295}, "description": "A project id."},
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+                     "description": "A project id."},
                     {"name": "user_id", "in": "path", "required": True, "schema": TEXT,
                      "description": "The user's user_id (URL-encoded; one with a '/' is looked up in the console)."}],
             errors=("400", "401", "404"))},
