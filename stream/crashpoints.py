@@ -53,6 +53,8 @@ NAMES = (
     # mirror: events.mutations -> the hour logs -> hour rebuilds
     "mirror.logged",          # a batch's mutations written to their hours' logs, no hour rebuilt
     "mirror.rebuilt",         # the touched hours rebuilt, the events.mutations offsets not committed
+    # profiles: profiles.mutations -> the profiles table
+    "profiles.applied",       # a mutation's profile written to the table and handed to the changelog, not committed
     # shutdown
     "worker.stopping",        # SIGTERM received, nothing drained yet
     # cohorts

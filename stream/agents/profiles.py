@@ -26,6 +26,7 @@ from stream import metrics
 from stream.agents.contiguous import Contiguous, Record
 from stream.agents.deadletters import keep_undecodable
 from stream.clock import Clock
+from stream.crashpoints import crash_point
 from stream.dedup.table import DedupeTable
 from stream.imports import profiles
 from stream.kafka import client_args
@@ -94,6 +95,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
         write, outcome = profiles.step(table.get_many(msg.partition, [k])[0], m, clock.now_ms())
         if write is not None:
             await table.write_batch(msg.partition, [(k, write)], k, write)
+            crash_point("profiles.applied")
         metrics.PROFILE_MUTATIONS.labels(m.op.value.lower(), outcome).inc()
 
     if any(d.enabled and d.exports_profiles() for d in settings.destinations):

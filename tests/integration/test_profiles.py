@@ -65,6 +65,14 @@ def lookup(settings, user):
     return call(settings, "GET", f"/admin/profiles/{PROJECT}/{user}")
 
 
+def answered(settings, user):
+    """The lookup's status, 0 while the worker's HTTP server is not up yet."""
+    try:
+        return lookup(settings, user)[0]
+    except OSError:
+        return 0
+
+
 async def produce_again(settings, records):
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await p.start()
@@ -86,7 +94,7 @@ def test_a_profiles_file_sets_replaces_and_deletes_profiles_once_and_the_admin_a
     wait_until(lambda: asyncio.run(ops.status(settings))[0]["files"]["done"] == 1, 90, "the profiles file imported")
     assert asyncio.run(ops.status(settings))[0]["rows"] == {"read": 7, "imported": 5, "dead_lettered": 2}
 
-    wait_until(lambda: lookup(settings, "user-3")[0] == 200, 90, "the profiles applied")
+    wait_until(lambda: answered(settings, "user-3") == 200, 90, "the profiles applied")
     status, doc = lookup(settings, "user-1")
     assert status == 200
     assert (doc["project"], doc["user_id"], doc["user_properties"], doc["set_by"]) == (
@@ -151,3 +159,27 @@ def test_a_profiles_file_sets_replaces_and_deletes_profiles_once_and_the_admin_a
     modified = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
     assert asyncio.run(profiles_snapshot.write_due(settings, tomorrow)) == []
     assert s3.head_object(Bucket=bucket, Key=key)["LastModified"] == modified
+
+
+@pytest.mark.parametrize("point", ["import.produced", "profiles.applied"])
+def test_a_worker_killed_while_importing_or_applying_profiles_ends_with_the_same_profiles(deployment, worker, point):
+    """Killed once the file's records are acknowledged (the file is read again: each record twice), or once the
+    first profile is written (the table recovers from its changelog): the profiles end as without a crash."""
+    settings, s3, src_bucket = profiles_source(deployment)
+    key = "in/people.json"
+    s3.put_object(Bucket=src_bucket, Key=key, Body=profiles_file())
+    url = f"s3://{src_bucket}/{key}"
+    asyncio.run(discover(settings, [ImportFile("people", src_bucket, key, T0, "sqs")]))
+    first = worker(env={"STREAM_CRASH_AT": point})
+    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
+    assert first.returncode == -9
+    worker()
+    wait_until(lambda: asyncio.run(ops.status(settings))[0]["files"]["done"] == 1, 90, "the profiles file imported")
+    wait_until(lambda: answered(settings, "user-3") == 200, 90, "the profiles applied")
+    records = asyncio.run(read_all(settings, settings.topics.name("profiles")))
+    assert len(records) == (10 if point == "import.produced" else 5)
+    assert len({r.value for r in records}) == 5
+    assert [lookup(settings, u)[1].get("user_properties") for u in ("user-1", "user-3")] == [
+        {"plan": "pro"}, {"plan": "team", "age": 50}]
+    assert lookup(settings, "user-2") == (404, {"error": f"the profile of user 'user-2' in project {PROJECT} was "
+                                                         f"deleted, by row 4 of {url}"})
