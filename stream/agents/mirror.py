@@ -52,8 +52,8 @@ TAKE_MAX, TAKE_WITHIN_S = 5000, 2.0
 class IndexTable(DedupeTable):
     """The mirror index; each changelog record holds the values one message wrote (``encode_writes``)."""
 
-    def changelog_ops(self, value: bytes):
-        return mirror_index.decode_writes(value)
+    def changelog_ops(self, key: bytes | None, value: bytes | None):
+        return () if value is None else mirror_index.decode_writes(value)
 
 
 def register_stage(app: faust.App, settings: Settings, clock: Clock) -> None:

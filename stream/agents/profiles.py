@@ -16,18 +16,15 @@ daily snapshots due every ``SNAPSHOT_LOOK_S`` (``stream.export.profiles_snapshot
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Any
 
 import faust
-from rocksdict import WriteBatch
 
 from stream import metrics
 from stream.agents.contiguous import Contiguous, Record
 from stream.agents.deadletters import keep_undecodable
 from stream.clock import Clock
 from stream.crashpoints import crash_point
-from stream.dedup.table import DedupeTable
+from stream.dedup.table import DedupeTable, KeyedChangelog
 from stream.imports import profiles
 from stream.kafka import client_args
 from stream.settings import Settings
@@ -36,30 +33,9 @@ from stream.topics import profiles_changelog
 log = logging.getLogger(__name__)
 
 
-class ProfilesTable(DedupeTable):
+class ProfilesTable(KeyedChangelog, DedupeTable):
     """The profiles: ``project + user_id`` -> the encoded profile (``stream.imports.profiles.encode``); each
     changelog record is one key's profile."""
-
-    def apply_changelog_batch(self, batch: Iterable[faust.types.EventT]) -> None:
-        """Recovery: each record's value is its key's profile, in offset order."""
-        batches: dict[int, WriteBatch] = {}
-        offsets: dict[Any, int] = {}
-        for event in batch:
-            msg = event.message
-            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
-            if msg.key is None:
-                continue
-            wb = batches.get(msg.partition)
-            if wb is None:
-                wb = batches[msg.partition] = WriteBatch(raw_mode=True)
-            if msg.value is None:
-                wb.delete(msg.key)
-            else:
-                wb.put(msg.key, msg.value)
-        for partition, wb in batches.items():
-            self.db(partition).write(wb)
-        for tp, offset in offsets.items():
-            self.data.set_persisted_offset(tp, offset)
 
 
 def register(app: faust.App, settings: Settings, clock: Clock) -> None:

@@ -90,23 +90,27 @@ class DedupeTable(faust.Table):
                 self.data.set_persisted_offset(TP(topic, partition), fut.result().offset + n - 1)
         sent.add_done_callback(done)
 
-    def changelog_ops(self, value: bytes) -> Iterable[tuple[bytes, bytes | None]]:
-        """The writes of one changelog record, in order: (key, value), a value of None deletes the key."""
-        return decode_changelog(value)
+    def changelog_ops(self, key: bytes | None, value: bytes | None) -> Iterable[tuple[bytes, bytes | None]]:
+        """The writes of one changelog record, in order: (key, value), a value of None deletes the key. Here a
+        record holds the writes of one batch; a table whose records are one key each says so with
+        :class:`KeyedChangelog`."""
+        return () if value is None else decode_changelog(value)
 
     def apply_changelog_batch(self, batch: Iterable[faust.types.EventT]) -> None:
-        """Recovery: replay batch records, in order, into each partition's RocksDB."""
+        """Recovery: replay the records, in order, into each partition's RocksDB (``changelog_ops`` says what
+        each record writes)."""
         batches: dict[int, WriteBatch] = {}
         offsets: dict[Any, int] = {}
         for event in batch:
             msg = event.message
             offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
-            if msg.value is None:
+            ops = self.changelog_ops(msg.key, msg.value)
+            if not ops:
                 continue
             wb = batches.get(msg.partition)
             if wb is None:
                 wb = batches[msg.partition] = WriteBatch(raw_mode=True)
-            for k, v in self.changelog_ops(msg.value):
+            for k, v in ops:
                 if v is None:
                     wb.delete(k)
                 else:
@@ -115,3 +119,11 @@ class DedupeTable(faust.Table):
             self.db(partition).write(wb)
         for tp, offset in offsets.items():
             self.data.set_persisted_offset(tp, offset)
+
+
+class KeyedChangelog:
+    """For a table whose changelog records are one key each (the record's key and value; a tombstone deletes):
+    put it before the table class among the bases."""
+
+    def changelog_ops(self, key: bytes | None, value: bytes | None) -> Iterable[tuple[bytes, bytes | None]]:
+        return () if key is None else ((key, value),)

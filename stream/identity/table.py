@@ -19,13 +19,9 @@ written, about one per event that changes a user's fields.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-import faust
 from rocksdict import WriteBatch
 
-from stream.dedup.table import DedupeTable
+from stream.dedup.table import DedupeTable, KeyedChangelog
 from stream.identity.records import (
     APPLIED,
     JOURNAL,
@@ -41,7 +37,7 @@ PRUNE_EVERY = 64
 """Batches between two prunings of a partition's journal."""
 
 
-class IdentityTable(DedupeTable):
+class IdentityTable(KeyedChangelog, DedupeTable):
     """The identity state; its changelog holds one record per key written, compacted by the broker.
 
     The records of one batch's writes go to the broker in one go (``DedupeTable.send_records``).
@@ -101,25 +97,3 @@ class IdentityTable(DedupeTable):
         ops[APPLIED] = encode_int(offset - 1)
         await self.write(partition, ops)
         return len(entries)
-
-    def changelog_ops(self, value: bytes) -> Iterable[tuple[bytes, bytes | None]]:
-        raise NotImplementedError("identity changelog records are one key each")
-
-    def apply_changelog_batch(self, batch: Iterable[faust.types.EventT]) -> None:
-        """Recovery: replay the per-key records, in order, into each partition's RocksDB (a tombstone deletes)."""
-        batches: dict[int, WriteBatch] = {}
-        offsets: dict[Any, int] = {}
-        for event in batch:
-            msg = event.message
-            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, -1))
-            wb = batches.get(msg.partition)
-            if wb is None:
-                wb = batches[msg.partition] = WriteBatch(raw_mode=True)
-            if msg.value is None:
-                wb.delete(msg.key)
-            else:
-                wb.put(msg.key, msg.value)
-        for partition, wb in batches.items():
-            self.db(partition).write(wb)
-        for tp, offset in offsets.items():
-            self.data.set_persisted_offset(tp, offset)

@@ -44,3 +44,10 @@ def test_a_worker_without_the_dedupe_stage_has_no_agent_and_its_own_faust_group(
     app = build_app(s)
     assert (app.conf.id, list(app.agents), list(app.tables)) == ("unit-ingest", [], [])
     assert [t.__name__ for t in app._app_tasks] == ["http", "ingest"]   # worker.http_port is on by default
+
+
+def test_a_table_of_one_key_per_record_replays_puts_and_tombstones_through_the_same_recovery():
+    from stream.dedup.table import KeyedChangelog
+    assert list(KeyedChangelog().changelog_ops(b"k", b"v")) == [(b"k", b"v")]
+    assert list(KeyedChangelog().changelog_ops(b"k", None)) == [(b"k", None)]
+    assert list(KeyedChangelog().changelog_ops(None, b"v")) == []
