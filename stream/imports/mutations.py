@@ -26,16 +26,24 @@ from stream.export import mirror_index
 from stream.export.mirror import MUTATION_FIELD, Mutation, Op, parse_op
 
 
-def mutation_of(ev: dict[str, Any], project: int, seq: tuple[int, str, int], default_insert_id: str,
-                server_ms: int, origin: str, rules: Rules, now_ms: int) -> Mutation | Rejected:
-    """The converter's output of one mirror row as a mutation (``seq``: the file's LastModified, its URL and the
-    row number), or why it is refused."""
+def pop_op(ev: dict[str, Any]) -> Op | Rejected:
+    """The mutation type of a converted mirror row (taken out of it), or why it is refused."""
     raw = ev.pop(MUTATION_FIELD, None)
     op = parse_op(raw)
     if op is None:
         return Rejected(Reason.INVALID_MUTATION_TYPE, MUTATION_FIELD,
                         f"{MUTATION_FIELD} must be INSERT, UPDATE or DELETE (any case; missing means UPDATE), got "
                         f"{orjson.dumps(raw, default=str).decode()[:100]}")
+    return op
+
+
+def mutation_of(ev: dict[str, Any], project: int, seq: tuple[int, str, int], default_insert_id: str,
+                server_ms: int, origin: str, rules: Rules, now_ms: int) -> Mutation | Rejected:
+    """The converter's output of one mirror row as a mutation (``seq``: the file's LastModified, its URL and the
+    row number), or why it is refused."""
+    op = pop_op(ev)
+    if isinstance(op, Rejected):
+        return op
     user_id = ev.get("user_id")
     if not isinstance(user_id, str) or not user_id.strip():
         return Rejected(Reason.MISSING_USER_ID, "user_id",

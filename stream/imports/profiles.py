@@ -26,7 +26,8 @@ import orjson
 
 from stream.events.normalize import Reason, Rejected
 from stream.events.partitioning import partition_of
-from stream.export.mirror import MUTATION_FIELD, Op, parse_op
+from stream.export.mirror import Op
+from stream.imports.mutations import pop_op
 
 _PROJECT = struct.Struct(">I")
 PROPERTIES_FIELD = "user_properties"
@@ -62,12 +63,9 @@ def mutation_of(ev: dict[str, Any], seq: tuple[int, str, int], max_bytes: int) -
     (``missing_user_id``) and a mutation type (``invalid_mutation_type``; missing means UPDATE); the properties of
     an INSERT or UPDATE are its ``user_properties``, an object (none: no properties), at most ``max_bytes`` as
     JSON (``too_large``). A DELETE needs only the user_id."""
-    raw = ev.pop(MUTATION_FIELD, None)
-    op = parse_op(raw)
-    if op is None:
-        return Rejected(Reason.INVALID_MUTATION_TYPE, MUTATION_FIELD,
-                        f"{MUTATION_FIELD} must be INSERT, UPDATE or DELETE (any case; missing means UPDATE), got "
-                        f"{orjson.dumps(raw, default=str).decode()[:100]}")
+    op = pop_op(ev)
+    if isinstance(op, Rejected):
+        return op
     user_id = ev.get("user_id")
     if not isinstance(user_id, str) or not user_id.strip():
         return Rejected(Reason.MISSING_USER_ID, "user_id",
