@@ -7,8 +7,9 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 - ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
   it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
 - ``mirror-mutations`` takes events.mutations a few thousand at a time; per partition, the applier routes each
-  mutation by the index (same partition: events.mutations and mirror.index are keyed alike), keeps it in its
-  hours' logs and rebuilds those hours; unknown UPDATEs and DELETEs are dead-lettered with their file and row.
+  mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in its
+  hours' logs; then every hour the partitions' batches touched is rebuilt once; unknown UPDATEs and DELETEs are
+  dead-lettered with their file and row.
   faust commits the batch's offsets once the agent is done with it (``take_events`` acknowledges then).
 """
 
@@ -35,7 +36,7 @@ from stream.events.timefmt import DAY_MS, HOUR_MS
 from stream.export.backfill import hour_text
 from stream.retry import retry_until_done
 from stream.export import mirror_index
-from stream.export.mirror_apply import Applied, MirrorApplier, Targeted
+from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, rebuild_touched
 from stream.imports import mutations as records
 from stream.kafka import client_args
 from stream.s3.client import target_client, target_of
@@ -142,10 +143,14 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             for e in events:
                 by_partition.setdefault(e.message.partition, []).append(e)
             waiting[0] = min(e.message.timestamp for e in events)
+            applied = []
             for p, evs in sorted(by_partition.items()):
                 batch = [Targeted(*records.decode(e.value), e.message.offset) for e in evs]
-                applied = await applier(p).apply(p, evs[0].message.offset, batch)
-                await report(applied, p)
+                applied.append((p, await applier(p).log(p, evs[0].message.offset, batch)))
+            # every partition's batch logged: each touched hour rebuilt once for all of them
+            await rebuild_touched([a for _, a in applied], rebuild)
+            for p, a in applied:
+                await report(a, p)
             waiting[0] = None
 
     waiting: list[float | None] = [None]    # the oldest mutation taken and not yet applied: its Kafka timestamp (s)

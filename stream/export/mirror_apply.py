@@ -13,8 +13,9 @@ and the index entries of its insert_ids). Order, and why a crash anywhere conver
    when ``insert_is_update``, else counted ``insert_conflict``;
 2. per touched hour, the routed mutations are written to the hour's log (``stream.export.mirror_log``) under a
    key made of the batch's partition and first offset (crash point ``mirror.logged`` after the last);
-3. ``rebuild`` is called with the touched hours: it rewrites each from its source events and the hour's whole
-   log (crash point ``mirror.rebuilt`` after it returns);
+3. ``rebuild`` is called with the touched hours, once for the batches of every partition taken together
+   (``rebuild_touched``): it rewrites each from its source events and the hour's whole log (crash point
+   ``mirror.rebuilt`` after it returns);
 4. the caller commits the batch's offsets.
 
 A crash before 4 replays the batch: the same mutations are written again (under the same keys, or, cut
@@ -26,7 +27,7 @@ its own insert_id.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -151,6 +152,13 @@ class MirrorApplier:
     async def apply(self, partition: int, first_offset: int, batch: Sequence[Targeted]) -> Applied:
         """Steps 1 to 3 for the batch of ``events.mutations[partition]`` starting at ``first_offset``; the
         caller commits after it returns (and sends ``Applied.new``, dead-letters ``Applied.unknown``)."""
+        applied = await self.log(partition, first_offset, batch)
+        await rebuild_touched([applied], self.rebuild)
+        return applied
+
+    async def log(self, partition: int, first_offset: int, batch: Sequence[Targeted]) -> Applied:
+        """Steps 1 and 2: route the batch and keep its mutations in their hours' logs; ``Applied.hours`` says
+        which hours to rebuild (``rebuild_touched``, once for the batches of every partition taken together)."""
         applied, per_hour = self.route(batch)
         for project in sorted({p for p, _ in per_hour}):
             async with self.logs(project) as (storage, bucket):
@@ -161,11 +169,20 @@ class MirrorApplier:
                                                                        first_offset),
                                             mirror_log.encode(muts), "application/x-ndjson")
                     applied.hours.setdefault(project, []).append(hour)
-        crash_point("mirror.logged")
-        for project, hours in sorted(applied.hours.items()):
-            await self.rebuild(project, hours)
-        crash_point("mirror.rebuilt")
         return applied
+
+
+async def rebuild_touched(applied: Iterable[Applied], rebuild: Callable[[int, list[int]], Awaitable[None]]) -> None:
+    """Step 3 for batches whose logs are written: each touched hour rebuilt once, however many partitions' batches
+    touched it (every rebuild reads the hour's whole log)."""
+    hours: dict[int, set[int]] = {}
+    for a in applied:
+        for project, hs in a.hours.items():
+            hours.setdefault(project, set()).update(hs)
+    crash_point("mirror.logged")
+    for project, hs in sorted(hours.items()):
+        await rebuild(project, sorted(hs))
+    crash_point("mirror.rebuilt")
 
 
 async def hour_mutations(storage: Storage, bucket: str, log_prefix: str, project: int, hour_ms: int) -> list[Mutation]:

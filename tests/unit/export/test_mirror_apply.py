@@ -128,3 +128,20 @@ def test_a_rebuild_applies_the_log_only_for_a_mirror_project_in_the_amplitude_la
         "archive-bucket", "_stream/mirror/", False)
     assert mirror_log_of(s, s.destination("seg"), storage) is None       # Segment layout
     assert mirror_log_of(s, s.destination("other"), storage) is None     # another project
+
+
+def test_hours_touched_by_the_batches_of_several_partitions_are_rebuilt_once():
+    from stream.export.mirror_apply import rebuild_touched
+    held = {(1, "a"): [(H7, "d1")], (1, "b"): [(H7, "d1"), (H8, "d1")]}
+    a0, storage, rebuilt = applier(held)
+    a1, _, _ = applier(held)
+    a1.logs = a0.logs
+    first = asyncio.run(a0.log(0, 10, [Targeted(1, Mutation("a", Op.DELETE, (1, "k", 1)))]))
+    second = asyncio.run(a1.log(1, 20, [Targeted(1, Mutation("b", Op.DELETE, (1, "k", 2)))]))
+    assert rebuilt == []                       # logged, nothing rebuilt yet
+    asyncio.run(rebuild_touched([first, second], a0.rebuild))
+    assert [(p, h) for p, h, _ in rebuilt] == [(1, [H7, H8])]
+    assert sorted(k for _, k in storage.objects) == [
+        "_stream/mirror/1/2024-03-09_7/0-00000000000000000010.jsonl.gz",
+        "_stream/mirror/1/2024-03-09_7/1-00000000000000000020.jsonl.gz",
+        "_stream/mirror/1/2024-03-09_8/1-00000000000000000020.jsonl.gz"]
