@@ -50,7 +50,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ from stream.export.layout import hour_prefixes, number_of, parse_number
 from stream.export.ledger import Claim, Kind, LedgerIndex, LedgerRecord, facts
 from stream.export.mirror import Mutation, Outcome, count_unmatched, rewrite, rewrite_batch
 from stream.export.mirror_apply import MirrorLog
+from stream.export.mirror_kept import KeptMutations
 from stream.export.rotation import CloseReason
 from stream.export.writer import ClosedObject, Limits, PartitionWriter
 from stream.s3.storage import PutRequest, Storage
@@ -418,13 +419,20 @@ class Backfill:
         self.progress.bytes += obj.size
         await self._report()
 
-    async def _mutations(self, source: ExportInput, hour: int) -> dict[str, list[Mutation]]:
+    async def _mutations(self, source: ExportInput, hour: int,
+                         kept: KeptMutations | None) -> Mapping[str, Sequence[Mutation]]:
         """The mirror mutations kept for the hour, which every rebuild of it applies; none for a layout other than
         Amplitude's (mirror events do not reach Segment-layout destinations, as the vendor's do not reach its
         streaming destinations) or without a mirror source."""
-        if self.mirror is None or source.layout.name != "amplitude":
+        if kept is None or self.mirror is None or source.layout.name != "amplitude":
             return {}
-        return await self.mirror.hour(self.dest.project, hour)
+        return await self.mirror.keep(self.dest.project, hour, kept)
+
+    def _kept(self, source: ExportInput, spool: Path) -> KeptMutations | None:
+        """Where a pass spills its hours' kept mutations (none without a mirror log for this layout)."""
+        if self.mirror is None or source.layout.name != "amplitude":
+            return None
+        return KeptMutations(spool / f"mirror-{self.request.job}")
 
     # -- from the topic -------------------------------------------------------------------------------------------
     async def _live_ledger(self, source: ExportInput) -> list[LedgerRecord]:
@@ -444,11 +452,21 @@ class Backfill:
         crash_point("backfill.claimed")
         acks = await self._await_acknowledgements(source, claim)
         wanted, hour_cuts = set(hours), cuts(live, set(hours))
-        written: set[str] = set()
-        writers: dict[int, PartitionWriter] = {}
         spool = self.spool_dir / source.name.replace("/", "_")
         spool.mkdir(parents=True, exist_ok=True)
-        mutations = {h: await self._mutations(source, h) for h in hours}
+        kept = self._kept(source, spool)
+        try:
+            await self._rebuild_pass(source, hours, live, ends, acks, hour_cuts, wanted, spool, kept)
+        finally:
+            if kept is not None:
+                kept.close()
+
+    async def _rebuild_pass(self, source: ExportInput, hours: list[int], live: list[LedgerRecord],
+                            ends: dict[int, int], acks: Acknowledgements, hour_cuts: set[tuple[int, int]],
+                            wanted: set[int], spool: Path, kept: KeptMutations | None) -> None:
+        written: set[str] = set()
+        writers: dict[int, PartitionWriter] = {}
+        mutations = {h: await self._mutations(source, h, kept) for h in hours}
         matched: dict[int, dict[str, set[int]]] = {h: {} for h in hours}
         insert_is_update = self.mirror is not None and self.mirror.insert_is_update
         async for partition, offset, value in self._read(source.topic, acks.read_ends()):
@@ -593,7 +611,16 @@ class Backfill:
         destination, numbered as the archive's (so a migration to a new bucket gets the same keys)."""
         archive = self.settings.archive_of(self.dest.project)
         assert archive is not None
-        mutations = await self._mutations(source, hour)
+        kept = self._kept(source, self.spool_dir / f"{source.name}-archive")
+        try:
+            await self._rebuild_archive_hour(source, hour, archive, kept)
+        finally:
+            if kept is not None:
+                kept.close()
+
+    async def _rebuild_archive_hour(self, source: ExportInput, hour: int, archive: DestinationSettings,
+                                    kept: KeptMutations | None) -> None:
+        mutations = await self._mutations(source, hour, kept)
         from stream.events.batch import Rows
         from stream.export.layout import MergedIdsLayout
         if source.layout.name == "merged_ids":

@@ -35,7 +35,8 @@ from typing import Any, Protocol
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.export import mirror_index, mirror_log
-from stream.export.mirror import Mutation, Op, by_insert_id, updated
+from stream.export.mirror import Mutation, Op, updated
+from stream.export.mirror_kept import HourMutations, KeptMutations
 from stream.s3.storage import Storage
 
 
@@ -201,9 +202,13 @@ class MirrorLog:
         self.storage, self.bucket, self.log_prefix = storage, bucket, log_prefix
         self.insert_is_update = insert_is_update
 
-    async def hour(self, project: int, hour_ms: int) -> dict[str, list[Mutation]]:
-        """The hour's mutations by insert_id, each group in the order it applies."""
-        return by_insert_id(await hour_mutations(self.storage, self.bucket, self.log_prefix, project, hour_ms))
+    async def keep(self, project: int, hour_ms: int, kept: KeptMutations) -> HourMutations:
+        """The hour's mutations by insert_id (each group in the order it applies), spilled to ``kept`` one log
+        object at a time."""
+        async for o in self.storage.list(self.bucket, mirror_log.hour_prefix(self.log_prefix, project, hour_ms)):
+            data = b"".join([chunk async for chunk in self.storage.read(self.bucket, o.key)])
+            kept.add(hour_ms, mirror_log.decode(data))
+        return kept.hour(hour_ms)
 
 
 def mirror_log_of(settings: Any, dest: Any, archive_storage: Storage) -> MirrorLog | None:

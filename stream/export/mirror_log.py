@@ -51,19 +51,28 @@ def _record(m: Mutation) -> dict[str, Any]:
     return out
 
 
+def line(m: Mutation) -> bytes:
+    """One mutation as a line of a log object."""
+    return orjson.dumps(_record(m)) + b"\n"
+
+
 def encode(mutations: Sequence[Mutation]) -> bytes:
     """The object's bytes: gzip (header without time or name) of one JSON line per mutation, in the given order."""
-    body = b"".join(orjson.dumps(_record(m)) + b"\n" for m in mutations)
-    return gzip.compress(body, compresslevel=6, mtime=0)
+    return gzip.compress(b"".join(line(m) for m in mutations), compresslevel=6, mtime=0)
 
 
 def decode(data: bytes) -> list[Mutation]:
     """The mutations of an object written by :func:`encode`."""
+    return decode_lines(gzip.decompress(data))
+
+
+def decode_lines(body: bytes) -> list[Mutation]:
+    """The mutations of lines made by :func:`line`."""
     out = []
-    for line in gzip.decompress(data).split(b"\n"):
-        if not line:
+    for ln in body.split(b"\n"):
+        if not ln:
             continue
-        r = orjson.loads(line)
+        r = orjson.loads(ln)
         seq = r["seq"]
         out.append(Mutation(r["insert_id"], Op(r["op"]), (int(seq[0]), str(seq[1]), int(seq[2])), r.get("device_id"),
                             r.get("row")))

@@ -1,0 +1,30 @@
+from stream.export.mirror import Mutation, Op, by_insert_id
+from stream.export.mirror_kept import KeptMutations
+
+H7, H8 = 1709967600000, 1709971200000
+
+
+def test_an_hours_kept_mutations_read_back_by_insert_id_each_once_in_the_order_they_apply(tmp_path):
+    kept = KeptMutations(tmp_path / "spill")
+    a2 = Mutation("a", Op.UPDATE, (9, "s3://b/2.json", 1), None, {"event_type": "second"})
+    a1 = Mutation("a", Op.UPDATE, (5, "s3://b/1.json", 4), "d1", {"event_type": "first"})
+    b = Mutation("b", Op.DELETE, (5, "s3://b/1.json", 5))
+    kept.add(H7, [a2, b])
+    kept.add(H7, [a1, a2])             # a2 kept twice (a replayed batch): read once
+    kept.add(H8, [Mutation("c", Op.DELETE, (1, "k", 1))])
+    h7 = kept.hour(H7)
+    assert len(h7) == 2 and sorted(h7) == ["a", "b"]
+    assert list(h7["a"]) == [a1, a2] and list(h7.get("b")) == [b] and h7.get("c") is None
+    assert {k: list(v) for k, v in h7.items()} == {k: list(v) for k, v in by_insert_id([a1, a2, b]).items()}
+    assert sorted(kept.hour(H8)) == ["c"] and len(kept.hour(H8 + 3_600_000)) == 0
+    kept.close()
+    assert not (tmp_path / "spill").exists()
+
+
+def test_a_crashed_passs_file_is_started_afresh(tmp_path):
+    kept = KeptMutations(tmp_path / "spill")
+    kept.add(H7, [Mutation("a", Op.DELETE, (1, "k", 1))])
+    kept.db.close()                    # a crash: the file stays
+    again = KeptMutations(tmp_path / "spill")
+    assert len(again.hour(H7)) == 0 and list(again.hour(H7)) == []
+    again.close()
