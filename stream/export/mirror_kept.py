@@ -19,12 +19,16 @@ from stream.export import mirror_log
 from stream.export.mirror import Mutation
 
 
+WRITE_BUFFER_BYTES = 4 << 20
+
+
 class KeptMutations:
     def __init__(self, path: Path):
         self.path = path
         shutil.rmtree(path, ignore_errors=True)     # a crashed pass's file: its mutations are read again
         path.parent.mkdir(parents=True, exist_ok=True)
         self._options = Options(raw_mode=True)
+        self._options.set_write_buffer_size(WRITE_BUFFER_BYTES)   # what it holds in memory before it flushes
         self.db = Rdict(str(path), self._options)
         self._ids: dict[int, int] = {}
 
