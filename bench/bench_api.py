@@ -1,6 +1,7 @@
 """Throughput and latency of one `stream api` process, against the ceiling of the same stack, in one run.
 
     python bench/bench_api.py [--duration 10] [--repeat 3] [--connections 32] [--profile] [--only NAME,...]
+                              [--open-loop 10000,25000,40000] [--no-closed] [--processes N] [--before CHECKOUT]
 
 Starts a Tansu broker on loopback (stream.devstack.services.start_broker; a fresh one for every server run),
 creates the topics, writes request bodies of 100 realistic events each (stream.devstack.sample.SampleEvents,
@@ -8,6 +9,15 @@ Amplitude /batch bodies), and runs the servers in turn, --repeat times (one proc
 stopped by PID): wrk (`apt-get install -y wrk`) with 32 connections posts those bodies for --duration seconds
 after a 3 s warm-up. Every answer must be 200. Prints each run and the median run per server, and writes
 bench/results-api.json. --profile adds a run of `stream api` recorded by py-spy (bench/profile-api.txt).
+
+The closed loop (wrk) measures the most a server takes in, but its latencies are those of 32 clients that wait
+for each answer before sending again: a server that stalls also stops the load, so the stall shows in few
+samples (coordinated omission). --open-loop adds runs at fixed offered rates (events/s; a fresh broker and
+server process each): request i is due at start + i / rate and is sent then, on an idle keep-alive connection
+or a new one (at most --max-connections), whatever the earlier answers do, and its latency is counted from the
+moment it was due. Prints p50 / p99 / p99.9 / max per offered rate, the answers (every one must be a 200) and
+the CPU of the server and of the client (this process). --before CHECKOUT runs `stream api` from another
+checkout (e.g. `git archive HEAD | tar -x -C /tmp/before`) in the same rounds, as stream-api-aiohttp@before.
 
 Servers (default: the first five; any of them with --only):
   stream-api-aiohttp         `stream api` as shipped (aiohttp)
@@ -68,6 +78,8 @@ SERVERS = {
 }
 
 
+BEFORE = "@before"
+"""Suffix of a server run from the checkout --before names (``stream-api-aiohttp@before``)."""
 DEFAULT_SERVERS = ["stream-api-aiohttp", "stream-api-uvicorn", "validate-aiohttp", "ceiling-aiohttp",
                    "ceiling-uvicorn"]
 
@@ -85,10 +97,10 @@ def bodies(path: Path) -> tuple[int, int]:
     return total // BODIES, total // BODIES // EVENTS_PER_REQUEST
 
 
-def command(name: str, config: Path, port: int) -> list[str]:
+def command(name: str, config: Path, port: int, processes: int = 1) -> list[str]:
     if name == "stream-api-aiohttp":
         return [sys.executable, "-m", "stream", "api", "-c", str(config), "--host", "127.0.0.1",
-                "--port", str(port)]
+                "--port", str(port)] + (["--processes", str(processes)] if processes > 1 else [])
     if name == "stream-api-aiohttp-uvloop":
         return [sys.executable, "-c",
                 ("import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy());"
@@ -124,15 +136,139 @@ def wrk(port: int, bodies_file: Path, duration: float, connections: int, threads
     return json.loads(line)
 
 
-def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profile: bool = False) -> dict:
+# --- open loop ----------------------------------------------------------------------------------------------
+
+class OpenLoop:
+    """Requests sent at a fixed offered rate, by the clock, whatever the answers do (not a closed loop).
+
+    Request i is due at ``start + i / rate``; it is written on an idle keep-alive connection, or on a new one when
+    every open connection is busy (up to ``max_connections``; past that it waits for one). Its latency is counted
+    from the moment it was due, not from when it could be written, so a server that falls behind shows its
+    queueing in the latencies instead of slowing the client down (no coordinated omission)."""
+
+    def __init__(self, port: int, bodies_: list[bytes], rate_rps: float, duration_s: float, max_connections: int,
+                 timeout_s: float = 30.0):
+        self.port, self.rate, self.duration, self.max_connections = port, rate_rps, duration_s, max_connections
+        self.timeout = timeout_s
+        self.requests = [b"POST /batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(b), b) for b in bodies_]
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+        self.waiters: list[asyncio.Future] = []
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.statuses: dict[int, int] = {}
+
+    async def _connection(self):
+        if self.idle:
+            return self.idle.pop()
+        if self.opened < self.max_connections:
+            self.opened += 1
+            try:
+                return await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                self.opened -= 1
+                raise
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        return await fut
+
+    def _release(self, conn) -> None:
+        while self.waiters:
+            fut = self.waiters.pop(0)
+            if not fut.done():
+                fut.set_result(conn)
+                return
+        self.idle.append(conn)
+
+    async def _one(self, due: float, request: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        conn = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = await self._connection()
+                reader, writer = conn
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+            self.latencies.append(loop.time() - due)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self._release(conn)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            self.errors += 1
+            if conn is not None:
+                conn[1].close()
+                self.opened -= 1
+
+    async def run(self) -> dict:
+        loop = asyncio.get_running_loop()
+        n = int(self.rate * self.duration)
+        tasks: list[asyncio.Task] = []
+        done = asyncio.Event()
+        start = loop.time() + 0.05
+        i = 0
+
+        def fire() -> None:  # every request due by now is started, then the next due time is scheduled
+            nonlocal i
+            now = loop.time()
+            while i < n and start + i / self.rate <= now:
+                due = start + i / self.rate
+                tasks.append(loop.create_task(self._one(due, self.requests[i % len(self.requests)])))
+                i += 1
+            if i < n:
+                loop.call_at(start + i / self.rate, fire)
+            else:
+                done.set()
+
+        loop.call_at(start, fire)
+        await done.wait()
+        sent_s = loop.time() - start
+        await asyncio.gather(*tasks)
+        for _, writer in self.idle:
+            writer.close()
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1e6 if lat else float("nan")
+        return {"offered_rps": self.rate, "requests": n, "answered": len(lat), "errors": self.errors,
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())}, "send_s": sent_s,
+                "connections": self.opened + 0, "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
+                "p999_us": pct(99.9), "max_us": lat[-1] * 1e6 if lat else float("nan")}
+
+
+def open_loop(port: int, bodies_file: Path, rate_rps: float, duration: float, max_connections: int) -> dict:
+    bodies_ = bodies_file.read_bytes().splitlines()
+    return asyncio.run(OpenLoop(port, bodies_, rate_rps, duration, max_connections).run())
+
+
+def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profile: bool = False,
+            rate_eps: float | None = None) -> dict:
+    """One server process: warm-up, then the closed loop (wrk), or the open loop at ``rate_eps`` events/s."""
     port = free_port()
-    env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{ROOT / 'bench'}:{ROOT}"}
+    tree = ROOT
+    if name.endswith(BEFORE):   # the same server run from another checkout (--before)
+        name, tree = name[:-len(BEFORE)], Path(args.before).resolve()
+    env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{tree / 'bench'}:{tree}"}
     log = open(logs / f"{name}.log", "wb")
-    proc = subprocess.Popen(command(name, config, port), stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(command(name, config, port, args.processes), stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True, cwd=tree)
     spy = None
     try:
         wait_up(port, proc)
+        if rate_eps is not None:
+            rps = rate_eps / EVENTS_PER_REQUEST
+            open_loop(port, bodies_file, rps, WARMUP_S, args.max_connections)
+            cpu0, t0 = _cpu_seconds(proc.pid), time.process_time()
+            r = open_loop(port, bodies_file, rps, args.duration, args.max_connections)
+            r["server_cpu_s"] = _cpu_seconds(proc.pid) - cpu0
+            r["client_cpu_s"] = time.process_time() - t0
+            return r
         wrk(port, bodies_file, WARMUP_S, args.connections, args.threads)
         if profile:
             py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
@@ -208,6 +344,16 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="py-spy the stream api run")
     ap.add_argument("--repeat", type=int, default=3, help="run the servers in turn this many times; the run with "
                     "the median throughput of each server is reported")
+    ap.add_argument("--open-loop", default="", metavar="EPS,...",
+                    help="also run each server under an open loop at these offered rates (events/s), e.g. "
+                    "10000,25000,40000: latency counted from each request's scheduled send time")
+    ap.add_argument("--no-closed", action="store_true", help="skip the closed-loop (wrk) runs")
+    ap.add_argument("--max-connections", type=int, default=256,
+                    help="the open loop's most connections (a request finding all busy waits for one)")
+    ap.add_argument("--processes", type=int, default=1, help="stream api --processes N for stream-api-aiohttp")
+    ap.add_argument("--before", metavar="CHECKOUT", help="also run stream-api-aiohttp from this checkout (a git "
+                    "worktree of an earlier commit), as stream-api-aiohttp@before, in the same rounds")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results-api.json"), help="where to write the results")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench_api.py needs wrk: apt-get install -y wrk")
@@ -219,11 +365,17 @@ def main() -> None:
         if mods:
             print(f"skipping {n}: pip install {' '.join(mods)} (the comparison stacks are not dependencies of stream)")
     names = [n for n in names if not missing[n]]
+    if args.before:
+        names = [m for n in names for m in ([n, n + BEFORE] if n == "stream-api-aiohttp" else [n])]
+    rates: list[float | None] = ([] if args.no_closed else [None]) + [
+        float(r) for r in args.open_loop.split(",") if r.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
     try:
         body_bytes, event_bytes = bodies(work / "bodies.ndjson")
         runs: dict[str, list[dict]] = {}
-        for name in names * args.repeat + (["profile"] if args.profile else []):
+        opened: dict[str, dict[str, list[dict]]] = {}
+        plan = [(n, rate) for n in names for rate in rates]
+        for name, rate in plan * args.repeat + ([("profile", None)] if args.profile else []):
             # a fresh broker per server: the in-memory broker slows down as it fills, which would favour the
             # servers measured first
             broker = start_broker(work)
@@ -241,9 +393,21 @@ def main() -> None:
                 if name == "profile":  # an extra run, so that the sampler's cost is in no measured one
                     run_one("stream-api-aiohttp", config, work / "bodies.ndjson", args, work, profile=True)
                     continue
-                r = run_one(name, config, work / "bodies.ndjson", args, work)
+                r = run_one(name, config, work / "bodies.ndjson", args, work, rate_eps=rate)
             finally:
                 broker.stop()
+            if rate is not None:
+                r["offered_events_per_s"] = rate
+                r["events_per_s"] = r["answered"] * EVENTS_PER_REQUEST / args.duration
+                r["cpu_us_per_event"] = 1e6 * r["server_cpu_s"] / max(1, r["answered"] * EVENTS_PER_REQUEST)
+                opened.setdefault(name, {}).setdefault(f"{rate:.0f}", []).append(r)
+                print(f"{name:26s} open loop {rate:>9,.0f} events/s offered: p50 {r['p50_us'] / 1000:7.1f} ms  "
+                      f"p99 {r['p99_us'] / 1000:7.1f} ms  p99.9 {r['p999_us'] / 1000:7.1f} ms  "
+                      f"max {r['max_us'] / 1000:7.1f} ms  answered {r['answered']}/{r['requests']} "
+                      f"{r['statuses']}  errors {r['errors']}  connections {r['connections']}  "
+                      f"server CPU {r['cpu_us_per_event']:.1f} us/event  client CPU {r['client_cpu_s']:.2f} s",
+                      flush=True)
+                continue
             secs = r["duration_us"] / 1e6
             r["requests_per_s"] = r["requests"] / secs
             r["events_per_s"] = r["requests_per_s"] * EVENTS_PER_REQUEST
@@ -266,8 +430,11 @@ def main() -> None:
         same_stack = results.get("ceiling-aiohttp", {}).get("events_per_s")
         summary = {"events_per_request": EVENTS_PER_REQUEST, "body_bytes": body_bytes, "event_bytes": event_bytes,
                    "connections": args.connections, "duration_s": args.duration, "partitions": args.partitions,
-                   "repeat": args.repeat,
+                   "repeat": args.repeat, "processes": args.processes,
                    "results": results}
+        if opened:   # per server and offered rate, the run with the median p99
+            summary["open_loop"] = {name: {rate: sorted(rs, key=lambda r: r["p99_us"])[(len(rs) - 1) // 2]
+                                           for rate, rs in by_rate.items()} for name, by_rate in opened.items()}
         if "stream-api-aiohttp" in results and same_stack:
             summary["ratio_to_ceiling_same_stack"] = results["stream-api-aiohttp"]["events_per_s"] / same_stack
             print(f"stream api / ceiling on aiohttp: {summary['ratio_to_ceiling_same_stack']:.2f}")
@@ -278,7 +445,7 @@ def main() -> None:
             summary["ratio_to_validate_only"] = (results["stream-api-aiohttp"]["events_per_s"]
                                                  / results["validate-aiohttp"]["events_per_s"])
             print(f"stream api / ceiling + normalize: {summary['ratio_to_validate_only']:.2f}")
-        (ROOT / "bench" / "results-api.json").write_text(json.dumps(summary, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
