@@ -179,6 +179,69 @@ async def _cohort_sync(r: web.Request, a: Admin) -> Any:
     return a.cohort_sync(r.match_info["id"], destination)
 
 
+async def _cohorts(r: web.Request, a: Admin) -> Any:
+    return a.cohorts()
+
+
+async def _cohort(r: web.Request, a: Admin) -> Any:
+    return await a.cohort(r.match_info["id"])
+
+
+async def _cohort_file(request: web.Request) -> web.StreamResponse:
+    """A file of a completed sync of the cohort (``?key=``), as text/csv."""
+    a = request.app[_ADMIN]
+    try:
+        key = text_param(request.query.get("key"), "key")
+        if not key:
+            raise AdminError(400, "give key: the S3 key of one of the cohort's files (its history lists them)")
+        first, rest = await a.cohort_file(request.match_info["id"], key)
+    except AdminError as exc:
+        return _json({"error": str(exc)}, exc.status)
+    resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8", "Content-Disposition":
+                                       f'attachment; filename="{key.rsplit("/", 1)[-1].replace(chr(34), "")}"'})
+    await resp.prepare(request)
+    await resp.write(first)
+    async for chunk in rest:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def members_body(raw: bytes, content_type: str) -> list[Any]:
+    """The user ids of an upload: a JSON body ``{"user_ids": [...]}``, or text/plain, one user id per line."""
+    from stream.cohorts import static
+    if content_type.startswith("text/plain"):
+        try:
+            return static.parse_lines(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise AdminError(400, "the body is not UTF-8 text: send one user id per line in UTF-8") from None
+        except static.StaticError as exc:
+            raise AdminError(400, str(exc)) from None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AdminError(400, f"the body is not JSON: {exc}; send {{\"user_ids\": [...]}} or text/plain, one user "
+                         "id per line") from None
+    if not isinstance(body, dict) or not isinstance(body.get("user_ids"), list):
+        raise AdminError(400, 'the body needs "user_ids": a list of user ids (strings)')
+    return body["user_ids"]
+
+
+async def _upload_members(r: web.Request, a: Admin) -> Any:
+    return await a.upload_members(r.match_info["id"], members_body(await r.read(), r.content_type), by="api")
+
+
+async def _memberships(r: web.Request, a: Admin) -> Any:
+    user_id = text_param(r.query.get("user_id"), "user_id")
+    aid = r.query.get("amplitude_id")
+    if aid is not None and not (aid.isascii() and aid.isdigit() and len(aid) <= 18):
+        raise AdminError(400, "amplitude_id must be a whole number (an amplitude_id, at most 18 digits)")
+    amplitude_id = None if aid is None else int(aid)
+    project = r.query.get("project")
+    return await a.memberships(user_id or None, amplitude_id, None if project is None else int_param(
+        project, "project", 0, 0, MAX_PROJECT, "a project id"))
+
+
 MAX_PROJECT = 2**32 - 1
 """The largest project id (a profile's key holds it in 4 bytes)."""
 
@@ -220,5 +283,10 @@ def add_routes(app: web.Application, admin: Admin) -> None:
     g("/admin/imports", _view(_imports))
     g("/admin/imports/{name}/preview", _view(_import_preview))
     p("/admin/imports/{name}/retry", _view(_import_retry, 202))
+    g("/admin/cohorts", _view(_cohorts))
+    g("/admin/cohorts/{id}", _view(_cohort))
+    g("/admin/cohorts/{id}/file", _cohort_file)
+    app.router.add_put("/admin/cohorts/{id}/members", _view(_upload_members))
     p("/admin/cohorts/{id}/syncs", _view(_cohort_sync, 202))
+    g("/admin/memberships", _view(_memberships))
     g("/admin/profiles/{project}/{user_id}", _view(_profile))

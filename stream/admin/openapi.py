@@ -31,6 +31,7 @@ JOB = {"name": "job", "in": "path", "required": True, "schema": {"type": "string
 HOURS = {"name": "hours", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 8784},
          "description": "How many of the latest hours; anything else is answered 400 naming the parameter."}
 TEXT = {"type": "string", "maxLength": 1024}
+COHORT = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": "A cohort's id."}
 EXPORTS = {"type": "object", "properties": {"exports": {"type": "string", "enum": ["all", "events", "merged_ids"]}}}
 
 OPENAPI: dict[str, Any] = {
@@ -101,6 +102,43 @@ OPENAPI: dict[str, Any] = {
             params=[NAME], errors=("400", "401", "404"), body={
                 "type": "object", "required": ["keys"], "properties": {
                     "keys": {"type": "array", "items": {"type": "string"}, "minItems": 1}}})},
+        "/admin/cohorts": {"get": _op(
+            "Cohorts", "Every cohort's definition, whether it is static, and the cohort destinations it is synced to "
+            "(destination, bucket, routing key, cadence, time zone, property columns).")},
+        "/admin/cohorts/{id}": {"get": _op(
+            "A cohort", "Its definition and syncs; its history, oldest first: each completed sync (state complete: "
+            "members, entering, exiting, the previous sync it was diffed against, its bucket and the keys of its "
+            "three files) and each failed attempt (state failed: reason, error); its member counts per sync "
+            "(counts: one point per completed sync); for a static cohort, its uploaded list (uploaded: members, "
+            "uploaded_at_ms, by; null before any upload). Read from the sync records in the buckets.",
+            params=[COHORT], errors=("401", "404"))},
+        "/admin/cohorts/{id}/file": {"get": {**_op(
+            "A file of a cohort's sync", "The CSV file at key, read from the destination's bucket, when key is a "
+            "file of a completed sync of the cohort (its history lists them); any other key is a 404.",
+            params=[COHORT, {"name": "key", "in": "query", "required": True, "schema": TEXT}],
+            errors=("400", "401", "404")), "responses": {
+                "200": {"description": "The file", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **{e: _ERROR for e in ("400", "401", "404")}, "429": _LIMITED}}},
+        "/admin/cohorts/{id}/members": {"put": {**_op(
+            "Upload a static cohort's members", "Replaces the list of user ids of a cohort defined with static: true, "
+            "kept in each bucket it is synced to (<records_prefix><destination>/static/<project>_<cohort>.json); "
+            "its next syncs list the users of its project with one of these user_ids (docs/cohorts.md). 409 for a "
+            "cohort with a rule or synced nowhere; 502 when a bucket refused the list.", params=[COHORT],
+            errors=("400", "401", "404", "409", "502")), "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"type": "object", "required": ["user_ids"], "properties": {
+                    "user_ids": {"type": "array", "items": {"type": "string", "minLength": 1,
+                                                            "maxLength": 1024}}}}},
+                "text/plain": {"schema": {"type": "string", "description": "One user id per line."}}}}}},
+        "/admin/memberships": {"get": _op(
+            "A user's cohorts", "The cohorts a user is in (by user_id or amplitude_id, one of them; of one project "
+            "if given): per sync, the user's row in the existing file of its latest completed sync (memberships), "
+            "and every sync looked at with the time of that sync (checked; null before any). Reads each of those "
+            "files whole.", params=[
+                {"name": "user_id", "in": "query", "schema": TEXT},
+                {"name": "amplitude_id", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "project", "in": "query", "schema": {"type": "integer", "minimum": 0,
+                                                             "maximum": 4294967295}}],
+            errors=("400", "401"))},
         "/admin/cohorts/{id}/syncs": {"post": _op(
             "Sync a cohort now", "The cohort's syncs due now (to one destination, if the body names it) run by this "
             "worker's cohorts stage at once, in turn with its other syncs and without waiting out a failed "

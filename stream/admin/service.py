@@ -53,6 +53,8 @@ class Admin:
         self.settings, self.clock = settings, clock or SystemClock()
         self.control = ctl            # the worker's followed control state (None in the CLI: read when needed)
         self.jobs: dict[str, asyncio.Task] = {}   # backfills running in this process
+        # the storage of a cohort destination (a Storage or an async context manager of one): S3 unless set
+        self.cohort_storage_of: Callable[[Any], Any] | None = None
 
     def destination(self, name: str) -> DestinationSettings:
         d = self.settings.destination(name)
@@ -341,11 +343,68 @@ class Admin:
         try:
             jobs = jobs_of(self.settings, cohort_id, destination)
         except SyncError as exc:
-            raise AdminError(400 if "static" in str(exc) else 404, str(exc)) from None
+            raise AdminError(404, str(exc)) from None
         if schedule.NOW.scheduler is None:
             raise AdminError(409, "this worker does not run the cohorts stage (worker.stages), or it has not "
                              "started yet: ask a worker that runs it, or run stream cohorts sync " + cohort_id)
         return {"cohort": cohort_id, "syncs": schedule.NOW.request(jobs, self.clock.now_ms())}
+
+    # --- cohorts, read from their sync records and files (stream.admin.cohorts) -------------------------------------
+    def _cohort_storage(self) -> Callable[[Any], Any]:
+        from stream.cohorts.sync import _s3_storage
+        return self.cohort_storage_of or (lambda d: _s3_storage(self.settings, d))
+
+    def cohorts(self) -> dict[str, Any]:
+        from stream.admin import cohorts
+        return cohorts.list_doc(self.settings)
+
+    async def cohort(self, cohort_id: str) -> dict[str, Any]:
+        """A cohort's definition, its syncs' history and its member counts per completed sync."""
+        from stream.admin import cohorts
+        try:
+            return await cohorts.cohort_doc(self.settings, cohort_id, self._cohort_storage())
+        except cohorts.CohortLookupError as exc:
+            raise AdminError(exc.status, str(exc)) from None
+
+    async def cohort_file(self, cohort_id: str, key: str) -> tuple[bytes, Any]:
+        """(the first chunk, an iterator of the others) of a file a completed sync of the cohort wrote."""
+        from stream.admin import cohorts
+        chunks = cohorts.read_file(self.settings, cohort_id, key, self._cohort_storage())
+        try:
+            first = await anext(chunks, b"")
+        except cohorts.CohortLookupError as exc:
+            raise AdminError(exc.status, str(exc)) from None
+        return first, chunks
+
+    async def memberships(self, user_id: str | None = None, amplitude_id: int | None = None,
+                          project: int | None = None) -> dict[str, Any]:
+        """The cohorts a user is in, per sync, from its latest completed sync's existing file."""
+        from stream.admin import cohorts
+        try:
+            return await cohorts.memberships(self.settings, self._cohort_storage(), user_id, amplitude_id, project)
+        except cohorts.CohortLookupError as exc:
+            raise AdminError(exc.status, str(exc)) from None
+
+    async def upload_members(self, cohort_id: str, user_ids: list[Any], by: str = "admin") -> dict[str, Any]:
+        """Replace a static cohort's members (``stream.cohorts.static``) in each bucket it is synced to; its next
+        syncs list them."""
+        from stream.admin import cohorts
+        from stream.cohorts import static
+        try:
+            cohort = cohorts.cohort_of(self.settings, cohort_id)
+        except cohorts.CohortLookupError as exc:
+            raise AdminError(exc.status, str(exc)) from None
+        if not cohort.static:
+            raise AdminError(409, f"cohort {cohort_id} is defined by a rule, not a list: only a cohort with static: "
+                             "true takes uploaded members")
+        dests = list({j.destination.name: j.destination for j in cohorts.jobs_of(self.settings, cohort)}.values())
+        if not dests:
+            raise AdminError(409, f"cohort {cohort_id} is synced to no cohort destination, and its list is kept in "
+                             "the buckets it is synced to: add a sync of it (cohort_destinations[].syncs) first")
+        try:
+            return await static.upload(dests, self._cohort_storage(), cohort, user_ids, self.clock.now_ms(), by)
+        except static.StaticError as exc:
+            raise AdminError(400 if exc.__cause__ is None else 502, str(exc)) from None
 
 
 def _with_trust(doc: dict[str, Any], target: Any, principal: str | None) -> dict[str, Any]:

@@ -68,7 +68,7 @@ from stream.export.exporter import ExportInput, export_input
 from stream.export.format import GzipLinesSpool
 from stream.export.layout import hour_prefixes, number_of, parse_number
 from stream.export.ledger import Claim, Kind, LedgerIndex, LedgerRecord, facts
-from stream.export.mirror import Mutation, Outcome, count_unmatched, rewrite, rewrite_batch
+from stream.export.mirror import Mutation, Outcome, count_unmatched, insert_ids, rewrite, rewrite_batch
 from stream.export.mirror_apply import MirrorLog
 from stream.export.mirror_kept import KeptMutations
 from stream.export.rotation import CloseReason
@@ -467,6 +467,7 @@ class Backfill:
         written: set[str] = set()
         writers: dict[int, PartitionWriter] = {}
         mutations = {h: await self._mutations(source, h, kept) for h in hours}
+        ids = {h: insert_ids(mutations[h]) for h in hours if mutations[h]}
         matched: dict[int, dict[str, set[int]]] = {h: {} for h in hours}
         insert_is_update = self.mirror is not None and self.mirror.insert_is_update
         async for partition, offset, value in self._read(source.topic, acks.read_ends()):
@@ -483,7 +484,7 @@ class Backfill:
             blob, offsets = source.layout.lines(rows), rows.offsets
             if mutations[rows.hour]:
                 blob, offsets = rewrite_batch(blob, offsets, mutations[rows.hour], insert_is_update,
-                                              self.mirror_outcomes, matched[rows.hour])
+                                              self.mirror_outcomes, matched[rows.hour], ids[rows.hour])
             if offsets:
                 closed = w.add(offset, rows.hour, group, blob, len(offsets), rows.earliest_ms, rows.latest_ms,
                                rows.source, offsets)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -145,13 +146,22 @@ def rewrite(lines: Iterable[bytes], mutations: Mapping[str, Sequence[Mutation]],
 
 def rewrite_batch(blob: bytes, source_offsets: Sequence[int], mutations: Mapping[str, Sequence[Mutation]],
                   insert_is_update: bool, outcomes: Counter[tuple[str, Outcome]],
-                  matched: dict[str, set[int]]) -> tuple[bytes, list[int]]:
+                  matched: dict[str, set[int]], ids: AbstractSet[bytes] | None = None) -> tuple[bytes, list[int]]:
     """A batch's rows (joined by newlines, with their source offsets) with the mutations applied: the rows kept
     and their source offsets, so that a writer drops replays of the rewritten rows as of the original ones.
     A batch holds part of an hour: ``matched`` gathers what matched across the hour's batches, for
-    :func:`count_unmatched` once the hour is done."""
+    :func:`count_unmatched` once the hour is done.
+
+    With ``ids`` (:func:`insert_ids` of ``mutations``), only the rows that may name a mutation are parsed: the
+    batch's ``"$insert_id":"..."`` fields are found in its bytes (:func:`named_rows`) and a row none of whose
+    insert_ids is in ``ids`` passes as it is, the same bytes as without ``ids``; a batch whose bytes do not allow
+    that (an insert_id written otherwise, with an escape, or not a string) has every row parsed."""
     if not mutations:
         return blob, list(source_offsets)
+    if ids is not None:
+        named = named_rows(blob, ids)
+        if named is not None:
+            return _rewrite_named(blob, source_offsets, named, mutations, insert_is_update, outcomes, matched)
     lines, offsets = [], []
     for ln, off in zip(blob.split(b"\n"), source_offsets):
         after = _one(ln, mutations, insert_is_update, outcomes, matched)
@@ -159,6 +169,78 @@ def rewrite_batch(blob: bytes, source_offsets: Sequence[int], mutations: Mapping
             lines.append(after)
             offsets.append(off)
     return b"\n".join(lines), offsets
+
+
+def insert_ids(mutations: Iterable[str]) -> frozenset[bytes]:
+    """The insert_ids of an hour's mutations (the keys of its mapping) as the bytes a row holds them in."""
+    return frozenset(i.encode() for i in mutations)
+
+
+_INSERT_ID_KEY = b'"$insert_id"'
+
+
+def named_rows(blob: bytes, ids: AbstractSet[bytes]) -> list[tuple[int, int, int]] | None:
+    """The rows of a batch (rows joined by newlines) that hold an insert_id field whose value is in ``ids``, at
+    any depth, found in the bytes without parsing them: (row index, first byte, end byte) in order. None when the
+    bytes cannot answer for every row: a ``"$insert_id"`` not written as a compact string field without escapes,
+    or any ``\\u`` escape (a key could be written with one). Every other row's own insert_id, if it has one, is
+    then written plainly and is not in ``ids``, so no mutation names it."""
+    escapes = b"\\" in blob
+    if escapes and b"\\u" in blob:
+        return None
+    out: list[tuple[int, int, int]] = []
+    row = at = 0
+    find, n = blob.find, len(_INSERT_ID_KEY)
+    pos = find(_INSERT_ID_KEY)
+    while pos >= 0:
+        start = pos + n + 2
+        if blob[pos + n:start] != b':"' or (escapes and blob[pos - 1:pos] == b"\\"):
+            return None
+        end = find(b'"', start)
+        if end < 0:
+            return None
+        value = blob[start:end]
+        if escapes and b"\\" in value:
+            return None
+        if value in ids:
+            row += blob.count(b"\n", at, pos)
+            at = pos
+            if not out or out[-1][0] != row:
+                first = blob.rfind(b"\n", 0, pos) + 1
+                last = find(b"\n", end)
+                out.append((row, first, len(blob) if last < 0 else last))
+        pos = find(_INSERT_ID_KEY, end)
+    return out
+
+
+def _rewrite_named(blob: bytes, source_offsets: Sequence[int], named: list[tuple[int, int, int]],
+                   mutations: Mapping[str, Sequence[Mutation]], insert_is_update: bool,
+                   outcomes: Counter[tuple[str, Outcome]], matched: dict[str, set[int]]) -> tuple[bytes, list[int]]:
+    """The batch with only the rows ``named`` parsed and rewritten; the bytes between them are copied as they
+    are."""
+    if not named:
+        return blob, list(source_offsets)
+    parts: list[bytes] = []
+    dropped: set[int] = set()
+    changed = False
+    at = 0                                  # the first byte of the next row not yet copied
+    for row, first, end in named:
+        if first > at:
+            parts.append(blob[at:first - 1])   # the rows before, without the newline before this one
+        line = blob[first:end]
+        after = _one(line, mutations, insert_is_update, outcomes, matched)
+        if after is None:
+            dropped.add(row)
+        else:
+            changed = changed or after is not line
+            parts.append(after)
+        at = end + 1
+    if not changed and not dropped:
+        return blob, list(source_offsets)
+    if at <= len(blob):
+        parts.append(blob[at:])
+    offsets = [o for i, o in enumerate(source_offsets) if i not in dropped] if dropped else list(source_offsets)
+    return b"\n".join(parts), offsets
 
 
 def _one(line: bytes, mutations: Mapping[str, Sequence[Mutation]], insert_is_update: bool,

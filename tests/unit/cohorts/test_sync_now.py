@@ -104,7 +104,7 @@ def test_sync_now_answers_what_is_wrong():
         (409, "this worker does not run the cohorts stage (worker.stages), or it has not started yet: ask a worker "
               "that runs it, or run stream cohorts sync buyers"),
         (404, "no cohort 'nope' in the settings (cohorts)"),
-        (400, "cohort 'vips' is static: static cohorts are not synced yet"),
+        (404, "cohort 'vips' is synced to no cohort destination (cohort_destinations[].syncs)"),
         (400, "destination must be a string: the name of one of the cohort's destinations"),
         (404, "no cohort destination 'nope' (cohort_destinations)"),
         (401, None)]

@@ -1,9 +1,13 @@
+import json
 from collections import Counter
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from stream.export.mirror import KEPT, Mutation, Op, Outcome, by_insert_id, parse_op, rewrite, rewrite_batch
+from stream.export.mirror import (KEPT, Mutation, Op, Outcome, by_insert_id, insert_ids, named_rows, parse_op, rewrite,
+                                  rewrite_batch)
 
 
 def line(insert_id, device="d1", **fields):
@@ -127,3 +131,72 @@ def test_a_batch_keeps_the_source_offsets_of_the_rows_it_keeps():
     assert orjson.loads(out.split(b"\n")[1])["event_type"] == "purchase"
     assert outcomes == {("DELETE", Outcome.DELETED): 1, ("UPDATE", Outcome.UPDATED): 1}
     assert rewrite_batch(blob, [1, 2, 3], {}, False, outcomes, {}) == (blob, [1, 2, 3])
+
+
+# --- the batch's rows found by their insert_id bytes, against the reference that parses every row ---------------
+IDS = ["a", "b", "c", 'q"x', "back\\slash", "é", "\u2028", "$insert_id"]
+_id = st.sampled_from(IDS)
+_scalar = st.one_of(st.none(), st.integers(-3, 3), _id, st.sampled_from(['"$insert_id":"a"', "\\u0061", "x\ny"]))
+_nested = st.dictionaries(st.sampled_from(["$insert_id", "k", "$insert_id "]), _scalar, max_size=3)
+_event = st.fixed_dictionaries(
+    {"uuid": st.sampled_from(["u1", "u2"]), "device_id": st.sampled_from(["d1", "d2"])},
+    optional={"$insert_id": st.one_of(_id, st.integers(0, 2), st.none()), "event_properties": _nested,
+              "user_properties": st.lists(_nested, max_size=2), "note": _scalar})
+
+
+def _dumps(event, style):
+    """A row as orjson writes it, or written otherwise (spaces, \\u escapes) as another writer could."""
+    if style == "orjson":
+        return orjson.dumps(event)
+    if style == "spaced":
+        return json.dumps(event, ensure_ascii=False).encode()
+    if style == "escaped":
+        return orjson.dumps(event).replace(b'"$insert_id"', b'"\\u0024insert_id"')
+    return json.dumps(event, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+_mutation = st.builds(
+    lambda insert_id, op, n, device, kind: Mutation(
+        insert_id, op, (n % 3, "k", n), device,
+        None if op is Op.DELETE else new_row(insert_id, device or "d1", event_type=kind)),
+    _id, st.sampled_from(list(Op)), st.integers(0, 50), st.sampled_from([None, "d1", "d2"]),
+    st.sampled_from(["x", "y"]))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(st.tuples(_event, st.sampled_from(["orjson", "orjson", "orjson", "spaced", "ascii", "escaped"])),
+                       min_size=1, max_size=8),
+       mutations=st.lists(_mutation, max_size=6), insert_is_update=st.booleans())
+def test_a_batch_rewritten_finding_rows_by_their_insert_id_bytes_is_the_batch_rewritten_parsing_every_row(
+        events, mutations, insert_is_update):
+    blob = b"\n".join(_dumps(e, style) for e, style in events)
+    offsets = list(range(100, 100 + len(events)))
+    muts = by_insert_id(mutations)
+    want_outcomes, want_matched = Counter(), {}
+    want = rewrite_batch(blob, offsets, muts, insert_is_update, want_outcomes, want_matched)
+    got_outcomes, got_matched = Counter(), {}
+    got = rewrite_batch(blob, offsets, muts, insert_is_update, got_outcomes, got_matched, insert_ids(muts))
+    assert got == want
+    assert got_outcomes == want_outcomes and got_matched == want_matched
+
+
+def test_rows_are_found_by_the_bytes_of_their_insert_id_and_bytes_that_cannot_say_are_left_to_the_parse():
+    rows = [line("a"), line("b"), orjson.dumps({"k": {"$insert_id": "c"}}), line("d")]
+    blob = b"\n".join(rows)
+    starts = [sum(len(r) + 1 for r in rows[:i]) for i in range(4)]
+    assert named_rows(blob, {b"b", b"c"}) == [(1, starts[1], starts[1] + len(rows[1])),
+                                               (2, starts[2], starts[2] + len(rows[2]))]
+    assert named_rows(blob, {b"zz"}) == []
+    assert named_rows(b'{"$insert_id": "a"}', {b"a"}) is None          # not compact
+    assert named_rows(b'{"$insert_id":7}', {b"a"}) is None               # not a string
+    assert named_rows(b'{"$insert_id":"a\\"b"}', {b"a"}) is None         # an escape in the value
+    assert named_rows(b'{"\\u0024insert_id":"a"}', {b"a"}) is None       # a key that could be written escaped
+    assert named_rows(b'{"\\"$insert_id":"a"}', {b"a"}) is None         # a key "$insert_id with a quote
+    assert named_rows(b'{"k":"x\\"$insert_id\\":\\"a"}', {b"a"}) == []  # inside a string: no field
+
+
+def test_a_batch_whose_rows_no_mutation_names_is_the_same_bytes_unparsed():
+    blob = b"\n".join([line("a"), line("b")])
+    muts = by_insert_id([Mutation("z", Op.DELETE, (1, "k", 1))])
+    out = rewrite_batch(blob, [1, 2], muts, False, Counter(), {}, insert_ids(muts))
+    assert out == (blob, [1, 2]) and out[0] is blob
