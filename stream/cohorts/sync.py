@@ -38,7 +38,8 @@ A sync of cohort C to a cohort destination D at scheduled time T:
 
 Limits of this first slice: the events come from events.accepted, so a window longer than the topic's retention
 undercounts; an event of T's past that reaches events.accepted only after a sync for T is not in that sync (it is
-in the next); static cohorts are not synced (their uploaded members are not stored yet); files written by a run
+in the next); a static cohort's members are its uploaded user ids matched to the users' states (``static``); files
+written by a run
 that crashed and whose time was never completed (a ``once`` sync retried on another minute, an hourly sync
 retried after the next hour began) stay in the bucket without a completion record.
 """
@@ -71,7 +72,7 @@ STAMP_LEN = len("2024-03-09T07:00")
 
 
 class SyncError(Exception):
-    """A sync that cannot run as asked (an unknown cohort or destination, a static cohort)."""
+    """A sync that cannot run as asked (an unknown cohort or destination)."""
 
 
 class ChainError(SyncError):
@@ -118,8 +119,6 @@ def jobs_of(settings: Settings, cohort_id: str, destination: str | None = None) 
     cohort = settings.cohort_set.cohort(cohort_id) if settings.cohort_set else None
     if cohort is None:
         raise SyncError(f"no cohort {cohort_id!r} in the settings (cohorts)")
-    if cohort.static:
-        raise SyncError(f"cohort {cohort_id!r} is static: static cohorts are not synced yet")
     if destination is not None and settings.cohort_destination(destination) is None:
         raise SyncError(f"no cohort destination {destination!r} (cohort_destinations)")
     jobs = [SyncJob(d, s, cohort) for d in settings.cohort_destinations
@@ -131,10 +130,10 @@ def jobs_of(settings: Settings, cohort_id: str, destination: str | None = None) 
 
 
 def all_jobs(settings: Settings) -> list[SyncJob]:
-    """Every sync of every cohort destination (static cohorts left out: they are not synced yet)."""
+    """Every sync of every cohort destination."""
     cohorts = settings.cohort_set
     return [SyncJob(d, s, c) for d in settings.cohort_destinations for s in d.syncs
-            if (c := cohorts.cohort(s.cohort)) is not None and not c.static]
+            if (c := cohorts.cohort(s.cohort)) is not None]
 
 
 # --- keys and records --------------------------------------------------------------------------------------------
@@ -477,7 +476,11 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
     previous = before[-1] if before else None
     if membership is None:
         membership = await fold()
-    members = membership.members(job.cohort)
+    if job.cohort.static:
+        from stream.cohorts import static
+        members = await static.members_of(storage, job, membership)
+    else:
+        members = membership.members(job.cohort)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stream-cohort-") as tmp:
         spool = Path(tmp)
