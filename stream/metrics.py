@@ -127,6 +127,10 @@ MIRROR_WAITING = Gauge("stream_mirror_oldest_waiting_seconds",
 MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
                                  "Hour rebuilds started by mirror mutations (one per project and hour a batch "
                                  "touched).")
+MIRROR_REWRITE_LAG = Histogram("stream_mirror_rewrite_lag_seconds",
+                               "Time from a mirror file's arrival (its S3 LastModified) to the rewrite of the hours "
+                               "its mutations touched, once per file and partition of each take applied.",
+                               buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400))
 
 # --- profiles -----------------------------------------------------------------------------------------------------
 PROFILE_MUTATIONS = Counter(

@@ -35,6 +35,12 @@ def mirror_index_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-mirror-index-changelog"
 
 
+def mirror_files_topic(settings: Settings) -> str:
+    """What the mirror stage did with each import file's mutations: a record per file, partition of events.mutations
+    and take (``stream.imports.mirror_files``), compacted: a take applied again replaces its records."""
+    return f"{settings.worker.app_id}-mirror-files"
+
+
 def profiles_changelog(settings: Settings) -> str:
     """The profiles table's changelog: a record per user whose profile a mutation set, keyed like the table
     (``stream.imports.profiles.key``), compacted: its latest record of a key is the user's current profile."""
@@ -87,6 +93,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # a record per index message: the index outlives it only where no write refreshed a key for longer
         TopicSpec(mirror_index_changelog(settings), t.partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(int((settings.mirror.index_days + 1) * DAY_MS))}),
+        # read whole by stream import status: one partition, the latest record of each key kept
+        TopicSpec(mirror_files_topic(settings), 1, {"cleanup.policy": "compact"}),
     ] if settings.mirror_projects() else []) + ([
         # mutations read from sources of profiles, keyed by project and user_id; not compacted: the record of a key
         # produced last may be an older file's, and the newer one must still be applied

@@ -9,7 +9,9 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 - ``mirror-mutations`` takes events.mutations a few thousand at a time; per partition, the applier routes each
   mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in its
   hours' logs; then every hour the partitions' batches touched is rebuilt once; unknown UPDATEs and DELETEs are
-  dead-lettered with their file and row.
+  dead-lettered with their file and row; once the hours are rewritten, a record per file and partition of what
+  the take did with the file's mutations goes to the mirror-files topic (``stream.imports.mirror_files``), which
+  ``stream import status`` reads.
   faust commits the batch's offsets once the agent is done with it (``take_events`` acknowledges then).
 """
 
@@ -37,12 +39,13 @@ from stream.export.backfill import hour_text
 from stream.retry import retry_until_done
 from stream.export import mirror_index
 from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, rebuild_touched
+from stream.imports import mirror_files
 from stream.imports import mutations as records
 from stream.kafka import client_args
 from stream.s3.client import target_client, target_of
 from stream.s3.storage import S3Storage, Storage
 from stream.settings import Settings
-from stream.topics import mirror_index_changelog
+from stream.topics import mirror_files_topic, mirror_index_changelog
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
     index_topic = app.topic(t.name("mirror_index"), partitions=t.partitions, **raw)
     mutations = app.topic(t.name("mutations"), partitions=t.partitions, **raw)
     dead = app.topic(t.name("dead_letter"), **raw)
+    files = app.topic(mirror_files_topic(settings), partitions=1, **raw)
     keep_s = (m.index_days + 1) * DAY_MS / 1000
     changelog = app.topic(mirror_index_changelog(settings), partitions=t.partitions, internal=True, retention=keep_s,
                           compacting=False, deleting=True, **raw)
@@ -149,8 +153,9 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
                 applied.append((p, await applier(p).log(p, evs[0].message.offset, batch)))
             # every partition's batch logged: each touched hour rebuilt once for all of them
             await rebuild_touched([a for _, a in applied], rebuild)
+            at_ms = clock.now_ms()
             for p, a in applied:
-                await report(a, p)
+                await report(a, p, at_ms)
             waiting[0] = None
 
     waiting: list[float | None] = [None]    # the oldest mutation taken and not yet applied: its Kafka timestamp (s)
@@ -159,7 +164,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
     async def mirror_waiting() -> None:
         metrics.MIRROR_WAITING.set(0 if waiting[0] is None else max(0.0, clock.now_ms() / 1000 - waiting[0]))
 
-    async def report(applied: Applied, partition: int) -> None:
+    async def report(applied: Applied, partition: int, at_ms: int) -> None:
         log.info("mirror: %d mutations of %s[%d] applied: %s; hours rebuilt: %s", sum(applied.routed.values()),
                  mutations.get_topic_name(), partition,
                  ", ".join(f"{op.lower()} {outcome} {n}" for (op, outcome), n in sorted(applied.routed.items())),
@@ -177,6 +182,10 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             metrics.EVENTS_DEAD_LETTERED.labels("mirror", Reason.UNKNOWN_INSERT_ID.value).inc()
         if applied.new:
             await send_new(partition, applied.new)
+        for take in mirror_files.takes_of(applied, partition, at_ms):
+            await files.send(key=take.key, value=take.encode())
+            if take.hours:
+                metrics.MIRROR_REWRITE_LAG.observe(max(0, at_ms - take.modified_ms) / 1000)
 
 
 def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int, list[Targeted]], Awaitable[None]]:

@@ -65,6 +65,39 @@ class Applied:
     """UPDATEs and DELETEs that name no event the index holds."""
     new: list[Targeted] = field(default_factory=list)
     """New events (INSERTs of insert_ids no hour holds), each with the batch's later mutations folded in."""
+    files: dict[str, FileTally] = field(default_factory=dict)
+    """Per import file (its URL), what the batch did with its mutations (``stream.imports.mirror_files``)."""
+
+    def tally(self, t: Targeted, outcome: str, hours: Iterable[tuple[int, int]] = ()) -> None:
+        """Count one mutation of the batch under its file: its op, its outcome, the hours it was routed to."""
+        modified_ms, url, _ = t.mutation.seq
+        f = self.files.get(url)
+        if f is None:
+            f = self.files[url] = FileTally(t.project, modified_ms, t.offset, t.offset)
+        f.first, f.last = min(f.first, t.offset), max(f.last, t.offset)
+        f.ops[t.mutation.op.value] += 1
+        f.outcomes[FILE_OUTCOME[outcome]] += 1
+        f.hours.update(hours)
+
+
+FILE_OUTCOME = {"routed": "applied", "folded": "applied", "new": "new", "unknown": "unknown_insert_id",
+                "insert_conflict": "insert_conflict"}
+"""The outcome a file's record gives each routing outcome: a mutation folded into a new event is applied too."""
+
+
+@dataclass
+class FileTally:
+    """What one batch did with the mutations of one import file."""
+
+    project: int
+    modified_ms: int
+    first: int
+    """The offsets on events.mutations of the file's first and last mutation in the batch."""
+    last: int
+    ops: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    hours: set[tuple[int, int]] = field(default_factory=set)
+    """(project, hour in epoch ms) its mutations were routed to: the hours the batch rewrites for it."""
 
 
 def fold_new(first: Mutation, later: Sequence[Mutation]) -> Mutation | None:
@@ -130,22 +163,27 @@ class MirrorApplier:
                              and batch[j].mutation.insert_id == m.insert_id]
                     folded.update(later)
                     applied.routed[(m.op.value, "new")] += 1
+                    applied.tally(t, "new")
                     for j in later:
                         applied.routed[(batch[j].mutation.op.value, "folded")] += 1
+                        applied.tally(batch[j], "folded")
                     result = fold_new(m, [batch[j].mutation for j in later])
                     if result is not None:
                         applied.new.append(Targeted(t.project, result, t.offset))
                     continue
                 if not self.insert_is_update:
                     applied.routed[(m.op.value, "insert_conflict")] += 1
+                    applied.tally(t, "insert_conflict")
                     continue
             else:
                 hours = mirror_index.hours_of(entries, m.device_id, oldest)
                 if not hours:
                     applied.routed[(m.op.value, "unknown")] += 1
+                    applied.tally(t, "unknown")
                     applied.unknown.append(t)
                     continue
             applied.routed[(m.op.value, "routed")] += 1
+            applied.tally(t, "routed", ((t.project, h) for h in hours))
             for h in hours:
                 per_hour.setdefault((t.project, h), []).append(m)
         return applied, per_hour

@@ -4,7 +4,9 @@
   file and produces nothing (Amplitude shows this before a source may be turned on).
 * ``status``: per source, files discovered, waiting (discovered, not yet imported), done and failed (with
   reasons), rows, and the lag of the oldest waiting file; read from imports.files and the processed-files
-  table's changelog, as a worker's table holds them.
+  table's changelog, as a worker's table holds them. A mirror source of events also lists its files' mutations by
+  type and outcome and the hours they rewrote, and when (``stream.imports.mirror_files``, from the mirror-files
+  topic the mirror stage writes).
 * ``retry``: a discovery record with found_by ``retry``: the worker imports the file again even if it was done or
   failed. Rows imported before keep their ids, so dedupe drops them (within the dedupe window).
 
@@ -17,12 +19,15 @@ of its footer and the first pages of its columns (``stream.imports.ranged``), at
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from stream.events.normalize import Normalized, Rules
+from stream.imports import mirror_files
 from stream.imports.files import FileState, ImportFile, State, split_file_key
+from stream.imports.mirror_files import FileSummary
 from stream.imports.rows import FileContext, convert, convert_mirror, convert_profiles
 from stream.settings import Settings, SourceSettings
 
@@ -182,8 +187,10 @@ async def parquet_head(settings: Settings, src: SourceSettings, f: ImportFile, r
 
 
 def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], states: dict[bytes, FileState],
-              now_ms: int, failed_shown: int = 20) -> list[dict]:
-    """The status of each source from its discovery records and latest file states (pure)."""
+              now_ms: int, failed_shown: int = 20, mirror: Mapping[str, FileSummary] | None = None,
+              mirror_shown: int = 20) -> list[dict]:
+    """The status of each source from its discovery records and latest file states (pure); a mirror source of
+    events also lists its files' mutations from ``mirror`` (``stream.imports.mirror_files``)."""
     out = []
     for src in settings.sources:
         keys = {k: f for k, f in discovered if f.source == src.name}
@@ -207,12 +214,16 @@ def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], st
             "oldest_waiting_age_s": None if oldest is None else max(0, now_ms - oldest) / 1000,
             "last_done_ms": max((s.at_ms for s in done), default=None),
         })
+        if src.strategy == "mirror" and src.data_type == "event":
+            dead = {split_file_key(k)[1]: s.dead for k, s in mine.items()}
+            out[-1]["mirror_files"] = mirror_files.status_of(src.bucket, src.prefix, src.project, mirror or {}, dead,
+                                                             mirror_shown)
     return out
 
 
 async def status(settings: Settings) -> list[dict]:
     from stream.kafka import read_all
-    from stream.topics import import_changelog
+    from stream.topics import import_changelog, mirror_files_topic
     discovered = []
     for m in await read_all(settings, settings.topics.name("import_files")):
         try:
@@ -229,7 +240,15 @@ async def status(settings: Settings) -> list[dict]:
             states.pop(m.key, None)
         else:
             states[m.key] = FileState.decode(m.value)
-    return summarize(settings, discovered, states, int(time.time() * 1000))
+    takes = []
+    if settings.mirror_projects():
+        try:
+            records = await read_all(settings, mirror_files_topic(settings))
+        except Exception:   # no mirror stage has applied anything yet: the topic does not exist
+            records = []
+        takes = [mirror_files.FileTake.decode(m.value) for m in records if m.value is not None]
+    return summarize(settings, discovered, states, int(time.time() * 1000),
+                     mirror=mirror_files.summaries(takes))
 
 
 async def retry(settings: Settings, name: str, keys: list[str]) -> list[ImportFile]:
@@ -263,6 +282,7 @@ def show_status(doc: list[dict]) -> list[str]:
             lines.append(f"  failed ({reason}): {n}")
         for x in s["failed"]:
             lines.append(f"    {x['key']}: {x['message']}")
+        lines += mirror_files.show(s.get("mirror_files", []))
     return lines
 
 

@@ -4,6 +4,9 @@ mutations applied twice leaving the same bytes."""
 
 import asyncio
 import gzip
+import subprocess
+import sys
+import time
 
 import boto3
 import orjson
@@ -17,7 +20,7 @@ from stream.export.mirror import updated
 from stream.imports import mutations as records
 from stream.kafka import ensure_topics, read_all
 from stream.settings import load_settings
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import ADMIN_TOKEN, wait_until
 from tests.integration.test_backfill import marked
 from tests.integration.test_crash import produce
 
@@ -182,3 +185,106 @@ def test_killing_the_worker_while_it_applies_mutations_converges_to_the_same_hou
     worker()
     check(settings, before, old, muts)
     wait_until(lambda: dead_letters(settings), 60, "the unknown mutation's dead letter")
+
+
+def mirror_import(deployment):
+    """The deployment with its mirror source on a bucket of its own (the import reads the files uploaded there)."""
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
+    mirror_deployment(path)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["sources"][0]["bucket"] = src_bucket
+    path.write_text(yaml.safe_dump(cfg))
+    return load_settings(path), src_bucket
+
+
+def fixes(*rows):
+    return b"\n".join(orjson.dumps(r) for r in rows) + b"\n"
+
+
+def cli_status(path):
+    out = subprocess.run([sys.executable, "-m", "stream", "import", "status", "-c", str(path)], capture_output=True,
+                         timeout=120, check=True)
+    return out.stdout.decode().splitlines()
+
+
+def test_the_import_status_shows_each_mirror_files_mutations_and_hours_and_an_overwritten_file_is_not_read_again(
+        deployment, worker):
+    from stream.admin.console import COOKIE, Console
+    from stream.imports import mirror_files, ops
+    from stream.imports.files import ImportFile
+    from tests.integration.test_admin import call
+    from tests.integration.test_console import http_request, table_rows
+    from tests.integration.test_import import T0, discover, worker_counters
+    settings, src_bucket = mirror_import(deployment)
+    before, old = exported(settings, worker)
+    key = "mirror/fixes.json"
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    s3.put_object(Bucket=src_bucket, Key=key, Body=fixes(
+        {"event_type": "Purchase", "user_id": "user-0001", "device_id": "device-0005", "insert_id": "ins-5",
+         "op": "update"},
+        {"user_id": "user-0001", "insert_id": "ins-25", "op": "DELETE"},
+        {"user_id": "user-0001", "insert_id": "never-sent", "op": "delete"},
+        {"insert_id": "ins-6", "op": "DELETE"}))                              # missing_user_id: refused by the import
+    modified_ms = int(s3.head_object(Bucket=src_bucket, Key=key)["LastModified"].timestamp() * 1000)
+    asyncio.run(discover(settings, [ImportFile("corrections", src_bucket, key, T0, "sqs")]))
+
+    def applied():
+        (doc,) = asyncio.run(ops.status(settings))
+        files = doc.get("mirror_files", [])
+        return doc if files and sum(files[0]["mutations"].values()) == 3 else None
+    doc = wait_until(applied, 180, "the file's mutations applied")
+    after = objects(settings)
+    now = rows_by_hour(after)
+    assert [r["$insert_id"] for r in now["2024-03-09_8"]] == [r["$insert_id"] for r in old["2024-03-09_8"]
+                                                               if r["$insert_id"] != "ins-25"]
+    assert {r["$insert_id"]: r["event_type"] for r in now["2024-03-09_7"]}["ins-5"] == "Purchase"
+    (f,) = doc["mirror_files"]
+    at = [h["rewritten_ms"] for h in f["hours"]]
+    assert f == {"key": key, "modified_ms": modified_ms, "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 2},
+                 "outcomes": {"applied": 2, "new": 0, "unknown_insert_id": 1, "insert_conflict": 0,
+                              "dead_lettered": 2},
+                 "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at[0]},
+                           {"project": 424242, "hour": "2024-03-09T08", "rewritten_ms": at[1]}],
+                 "last_applied_ms": max(at)}
+    assert all(modified_ms <= t <= time.time() * 1000 for t in at)
+    assert (doc["files"], doc["rows"]) == ({"discovered": 1, "waiting": 0, "done": 1, "failed": 0},
+                                           {"read": 4, "imported": 3, "dead_lettered": 1})
+    # the admin API, the CLI and the console show the same
+    assert call(settings, "GET", "/admin/imports") == (200, {"sources": [doc]})
+    assert cli_status(deployment[1]) == [
+        f"corrections: s3://{src_bucket}/mirror/: 1 discovered, 0 waiting, 1 done, 0 failed; rows: 4 read, "
+        "3 imported, 1 dead-lettered",
+        f"  mirror file {key}: 0 INSERT, 1 UPDATE, 2 DELETE; 2 applied, 0 new, 1 unknown insert_id, "
+        "0 insert conflicts, 2 dead-lettered",
+        f"    hour 424242 2024-03-09T07 rewritten at {mirror_files.iso(at[0])}",
+        f"    hour 424242 2024-03-09T08 rewritten at {mirror_files.iso(at[1])}"]
+    cookie = f"{COOKIE}={Console(None, ADMIN_TOKEN).new_session()}"
+    status, _, page = http_request(settings, "GET", "/console/imports", cookie=cookie)
+    assert status == 200
+    shown = [time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t / 1000)) for t in at]
+    assert table_rows(page, "mirror-corrections") == [[
+        key, "0 INSERT, 1 UPDATE, 2 DELETE",
+        "2 applied, 0 new, 1 unknown insert_id, 0 insert conflicts, 2 dead-lettered",
+        f"424242 2024-03-09T07 at {shown[0]} 424242 2024-03-09T08 at {shown[1]}"]]
+
+    # the same key uploaded again with other rows: an imported object is not read again (FORMATS.md 4.1), so the
+    # hours keep their bytes and the file's status stays what its first content did
+    s3.put_object(Bucket=src_bucket, Key=key, Body=fixes(
+        {"user_id": "user-0001", "insert_id": "ins-7", "op": "DELETE"},
+        {"event_type": "Refund", "user_id": "user-0001", "insert_id": "ins-5", "op": "update"}))
+    asyncio.run(discover(settings, [ImportFile("corrections", src_bucket, key, T0, "sqs")]))
+    wait_until(lambda: worker_counters(settings, "stream_import_files_total").get(
+        'stream_import_files_total{outcome="skipped",reason="already_done",source="corrections"}') == 1, 60,
+        "the second discovery skipped")
+    assert len(asyncio.run(read_all(settings, settings.topics.name("mutations")))) == 3
+    assert objects(settings) == after
+    assert asyncio.run(ops.status(settings)) == [doc]
+    # the rewrite lag: one observation per record of the file whose take rewrote hours
+    from stream.imports.mirror_files import FileTake
+    from stream.topics import mirror_files_topic
+    takes = [FileTake.decode(r.value) for r in asyncio.run(read_all(settings, mirror_files_topic(settings)))]
+    assert worker_counters(settings, "stream_mirror_rewrite_lag_seconds_count") == {
+        "stream_mirror_rewrite_lag_seconds_count": float(sum(1 for t in takes if t.hours))}
+    assert sum(1 for t in takes if t.hours) >= 1

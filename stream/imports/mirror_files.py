@@ -1,0 +1,152 @@
+"""What became of each mirror file's mutations: their types, outcomes and the hours they rewrote, and when (pure).
+
+The mirror stage (``stream.agents.mirror``) applies a file's mutations wherever their insert_ids put them: on many
+partitions of events.mutations, in one take or several. Once a take's hours are rewritten, it writes one
+``FileTake`` per file and partition the take held mutations of, to a compacted topic
+(``stream.topics.mirror_files_topic``) keyed by the file, the partition and the offset of the file's first
+mutation in the take: a take applied again after a crash writes its records again under the same keys.
+
+``summaries`` adds a file's takes up. A take applied again may be cut otherwise than the first time (the worker
+takes what is there), so its record may cover offsets that records of the first pass cover too: per file and
+partition, a record replaces the earlier-written ones whose offsets it overlaps, and so each mutation counts once
+once the replay is done.
+
+``status_of`` is a mirror source's part of ``stream import status``: per file, the mutations by type (INSERT,
+UPDATE, DELETE), their outcomes (applied: routed to the hours holding their events, or folded into a new event of
+the same take; new: an INSERT of an insert_id no hour holds, exported as a new event; unknown_insert_id: an UPDATE
+or DELETE naming no event of the index, dead-lettered; insert_conflict: an INSERT of a held insert_id while
+``mirror.insert_is_update`` is off, ignored), dead_lettered (every row of the file in the dead-letter topic: rows
+the import refused plus the unknown_insert_id ones), and each hour rewritten with when its rewrite completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from stream.export.mirror_apply import Applied
+
+OPS = ("INSERT", "UPDATE", "DELETE")
+OUTCOMES = ("applied", "new", "unknown_insert_id", "insert_conflict")
+
+
+@dataclass(frozen=True)
+class FileTake:
+    """What one take did with the mutations of one file on one partition of events.mutations."""
+
+    url: str
+    project: int
+    modified_ms: int
+    """The file's S3 LastModified: when it arrived."""
+    partition: int
+    first: int
+    last: int
+    """The offsets of the file's first and last mutation in the take."""
+    ops: dict[str, int]
+    outcomes: dict[str, int]
+    hours: tuple[tuple[int, int], ...]
+    """(project, hour in epoch ms) rewritten for the file's mutations."""
+    at_ms: int
+    """When the take's hours were rewritten."""
+
+    @property
+    def key(self) -> bytes:
+        return orjson.dumps([self.url, self.partition, self.first])
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"url": self.url, "project": self.project, "modified_ms": self.modified_ms,
+                             "partition": self.partition, "first": self.first, "last": self.last, "ops": self.ops,
+                             "outcomes": self.outcomes, "hours": [list(h) for h in self.hours], "at_ms": self.at_ms})
+
+    @classmethod
+    def decode(cls, data: bytes) -> FileTake:
+        d = orjson.loads(data)
+        return cls(d["url"], d["project"], d["modified_ms"], d["partition"], d["first"], d["last"], d["ops"],
+                   d["outcomes"], tuple((p, h) for p, h in d["hours"]), d["at_ms"])
+
+
+def takes_of(applied: Applied, partition: int, at_ms: int) -> list[FileTake]:
+    """The records of one partition's batch of a take whose hours were rewritten at ``at_ms``, by file URL."""
+    return [FileTake(url, f.project, f.modified_ms, partition, f.first, f.last, dict(sorted(f.ops.items())),
+                     dict(sorted(f.outcomes.items())), tuple(sorted(f.hours)), at_ms)
+            for url, f in sorted(applied.files.items())]
+
+
+@dataclass
+class FileSummary:
+    url: str
+    project: int
+    modified_ms: int
+    ops: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    hours: dict[tuple[int, int], int] = field(default_factory=dict)
+    """(project, hour) -> when its latest rewrite for the file completed (epoch ms)."""
+    last_ms: int = 0
+    """When the latest take of the file's mutations was applied."""
+
+
+def summaries(takes: Iterable[FileTake]) -> dict[str, FileSummary]:
+    """Each file's takes added up, a take applied again counted once (see the module)."""
+    kept: dict[tuple[str, int], list[FileTake]] = {}
+    for t in sorted(takes, key=lambda t: (t.at_ms, t.first)):
+        mine = kept.setdefault((t.url, t.partition), [])
+        mine[:] = [k for k in mine if k.last < t.first or k.first > t.last] + [t]
+    out: dict[str, FileSummary] = {}
+    for (url, _), ts in sorted(kept.items()):
+        for t in ts:
+            s = out.setdefault(url, FileSummary(url, t.project, t.modified_ms))
+            s.ops.update(t.ops)
+            s.outcomes.update(t.outcomes)
+            for h in t.hours:
+                s.hours[h] = max(s.hours.get(h, 0), t.at_ms)
+            s.last_ms = max(s.last_ms, t.at_ms)
+    return out
+
+
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def hour_text(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(ms // 1000))
+
+
+def status_of(bucket: str, prefix: str, project: int, files: Mapping[str, FileSummary],
+              import_dead: Mapping[str, int], shown: int = 20) -> list[dict]:
+    """The mirror files of a source (under ``s3://bucket/prefix``, of ``project``), latest applied first, at most
+    ``shown``; ``import_dead``: per key, the rows its import dead-lettered (the file's import state)."""
+    under = f"s3://{bucket}/{prefix}"
+    mine = sorted((s for url, s in files.items() if url.startswith(under) and s.project == project),
+                  key=lambda s: (-s.last_ms, s.url))
+    out = []
+    for s in mine[:shown]:
+        key = s.url[len(f"s3://{bucket}/"):]
+        outcomes = {o: s.outcomes.get(o, 0) for o in OUTCOMES}
+        out.append({
+            "key": key, "modified_ms": s.modified_ms,
+            "mutations": {op: s.ops.get(op, 0) for op in OPS},
+            "outcomes": {**outcomes, "dead_lettered": import_dead.get(key, 0) + outcomes["unknown_insert_id"]},
+            "hours": [{"project": p, "hour": hour_text(h), "rewritten_ms": at}
+                      for (p, h), at in sorted(s.hours.items())],
+            "last_applied_ms": s.last_ms,
+        })
+    return out
+
+
+def show(files: list[dict]) -> list[str]:
+    """A source's mirror files as lines for a person (under the source's line of ``stream import status``)."""
+    lines = []
+    for f in files:
+        m, o = f["mutations"], f["outcomes"]
+        lines.append(f"  mirror file {f['key']}: {m['INSERT']} INSERT, {m['UPDATE']} UPDATE, {m['DELETE']} DELETE; "
+                     f"{o['applied']} applied, {o['new']} new, {o['unknown_insert_id']} unknown insert_id, "
+                     f"{o['insert_conflict']} insert conflicts, {o['dead_lettered']} dead-lettered")
+        for h in f["hours"]:
+            lines.append(f"    hour {h['project']} {h['hour']} rewritten at {iso(h['rewritten_ms'])}")
+        if not f["hours"]:
+            lines.append("    no hour rewritten")
+    return lines

@@ -1,0 +1,113 @@
+"""What a mirror file's mutations became, per file: the records a take writes and their sum in the import status."""
+
+import asyncio
+
+from stream.export.mirror import Mutation, Op
+from stream.export.mirror_apply import Targeted
+from stream.imports import mirror_files as mf
+from stream.imports.mirror_files import FileTake
+from tests.unit.export.test_mirror_apply import H7, H8, applier, row
+
+F1 = "s3://src/in/a.json"
+F2 = "s3://src/in/b.json"
+AT = 1_800_000_000_000
+
+
+def take(first, last, at, partition=0, url=F1, ops=None, outcomes=None, hours=((1, H7),)):
+    return FileTake(url, 1, 1_700_000_000_000, partition, first, last, ops or {"UPDATE": last - first + 1},
+                    outcomes or {"applied": last - first + 1}, tuple(hours), at)
+
+
+def test_a_batch_tallies_each_files_mutations_by_type_outcome_and_hours():
+    a, _, _ = applier({(1, "a"): [(H7, "d1")], (1, "b"): [(H8, "d1"), (H7, "d2")], (1, "c"): [(H8, "d1")]})
+    batch = [Targeted(1, Mutation("a", Op.UPDATE, (5, F1, 1), None, row("a")), 40),
+             Targeted(1, Mutation("b", Op.DELETE, (5, F1, 2)), 41),
+             Targeted(1, Mutation("zz", Op.DELETE, (5, F1, 3)), 42),
+             Targeted(1, Mutation("n", Op.INSERT, (6, F2, 1), None, row("n")), 43),
+             Targeted(1, Mutation("n", Op.UPDATE, (6, F2, 2), None, row("n")), 44),
+             Targeted(1, Mutation("c", Op.INSERT, (6, F2, 3), None, row("c")), 45)]
+    applied = asyncio.run(a.log(3, 40, batch))
+    assert mf.takes_of(applied, 3, AT) == [
+        FileTake(F1, 1, 5, 3, 40, 42, {"DELETE": 2, "UPDATE": 1}, {"applied": 2, "unknown_insert_id": 1},
+                 ((1, H7), (1, H8)), AT),
+        FileTake(F2, 1, 6, 3, 43, 45, {"INSERT": 2, "UPDATE": 1}, {"applied": 1, "insert_conflict": 1, "new": 1},
+                 (), AT)]
+
+
+def test_a_record_reads_back_as_written_and_its_key_names_file_partition_and_first_offset():
+    t = take(7, 9, AT, partition=2, hours=((1, H7), (1, H8)))
+    assert FileTake.decode(t.encode()) == t
+    assert t.key == b'["s3://src/in/a.json",2,7]'
+
+
+def test_takes_add_up_per_file_and_each_hour_keeps_its_latest_rewrite():
+    s = mf.summaries([take(0, 9, AT), take(10, 14, AT + 5, hours=((1, H7), (1, H8))),
+                      take(0, 2, AT + 1, partition=1, ops={"DELETE": 3}, outcomes={"unknown_insert_id": 3}, hours=()),
+                      take(3, 3, AT, url=F2)])
+    assert sorted(s) == [F1, F2]
+    f = s[F1]
+    assert (f.ops, f.outcomes, f.hours, f.last_ms) == (
+        {"UPDATE": 15, "DELETE": 3}, {"applied": 15, "unknown_insert_id": 3}, {(1, H7): AT + 5, (1, H8): AT + 5},
+        AT + 5)
+
+
+def test_a_take_applied_again_cut_otherwise_replaces_the_records_it_overlaps():
+    first = [take(0, 99, AT), take(100, 199, AT + 1), take(200, 299, AT + 2)]
+    # the replay from offset 0 takes 150 mutations at first: 150-199 counted by nobody until its next take
+    assert mf.summaries(first + [take(0, 149, AT + 10)])[F1].ops == {"UPDATE": 150 + 100}
+    again = first + [take(0, 149, AT + 10), take(150, 299, AT + 11)]
+    assert mf.summaries(again)[F1].ops == {"UPDATE": 300}
+    # the same cut again: the same key, the compacted topic keeps one; counted once either way
+    assert mf.summaries(first + first)[F1].ops == {"UPDATE": 300}
+
+
+def test_a_sources_status_lists_its_files_latest_first_with_exact_counts_and_hours():
+    s = mf.summaries([take(0, 1, AT, ops={"UPDATE": 1, "DELETE": 1}, outcomes={"applied": 1, "unknown_insert_id": 1}),
+                      take(0, 0, AT + 60_000, url=F2, ops={"INSERT": 1}, outcomes={"new": 1}, hours=()),
+                      take(0, 0, AT, url="s3://other/in/c.json")])
+    doc = mf.status_of("src", "in/", 1, s, {"in/a.json": 2}, shown=20)
+    assert doc == [
+        {"key": "in/b.json", "modified_ms": 1_700_000_000_000, "mutations": {"INSERT": 1, "UPDATE": 0, "DELETE": 0},
+         "outcomes": {"applied": 0, "new": 1, "unknown_insert_id": 0, "insert_conflict": 0, "dead_lettered": 0},
+         "hours": [], "last_applied_ms": AT + 60_000},
+        {"key": "in/a.json", "modified_ms": 1_700_000_000_000, "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 1},
+         "outcomes": {"applied": 1, "new": 0, "unknown_insert_id": 1, "insert_conflict": 0, "dead_lettered": 3},
+         "hours": [{"project": 1, "hour": "2024-03-09T07", "rewritten_ms": AT}], "last_applied_ms": AT}]
+    assert mf.status_of("src", "in/", 1, s, {}, shown=1) == doc[:1]
+    assert mf.status_of("src", "in/", 2, s, {}) == []
+    assert mf.show(doc) == [
+        "  mirror file in/b.json: 1 INSERT, 0 UPDATE, 0 DELETE; 0 applied, 1 new, 0 unknown insert_id, "
+        "0 insert conflicts, 0 dead-lettered",
+        "    no hour rewritten",
+        "  mirror file in/a.json: 0 INSERT, 1 UPDATE, 1 DELETE; 1 applied, 0 new, 1 unknown insert_id, "
+        "0 insert conflicts, 3 dead-lettered",
+        "    hour 1 2024-03-09T07 rewritten at 2027-01-15T08:00:00.000Z"]
+
+
+def test_the_import_status_of_a_mirror_source_lists_its_files_and_an_appending_source_does_not():
+    from stream.imports.files import FileState, ImportFile, State
+    from stream.imports.ops import show_status, summarize
+    from stream.settings import Settings
+    conv = {"converterConfig": {"convertToAmplitudeFunc": {"event_type": "e", "user_id": "u", "insert_id": "i"}}}
+    settings = Settings(projects=[{"id": 1}], destinations=[{"name": "d", "project": 1, "bucket": "arch",
+                                                             "archive": True}],
+                        sources=[{"name": "fixes", "project": 1, "bucket": "src", "prefix": "in/", "strategy": "mirror",
+                                  "converter": conv},
+                                 {"name": "clicks", "project": 1, "bucket": "src", "prefix": "in/", "converter": conv}])
+    f = ImportFile("fixes", "src", "in/a.json", AT - 5000, "sqs")
+    states = {f.kafka_key: FileState(State.DONE, 4, 2, 2, AT - 1000, AT - 5000)}
+    mirror = mf.summaries([take(0, 1, AT, ops={"UPDATE": 1, "DELETE": 1}, outcomes={"applied": 2},
+                                hours=((1, H7), (1, H8)))])
+    fixes, clicks = summarize(settings, [(f.kafka_key, f)], states, AT, mirror=mirror)
+    assert "mirror_files" not in clicks
+    assert fixes["mirror_files"] == [
+        {"key": "in/a.json", "modified_ms": 1_700_000_000_000, "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 1},
+         "outcomes": {"applied": 2, "new": 0, "unknown_insert_id": 0, "insert_conflict": 0, "dead_lettered": 2},
+         "hours": [{"project": 1, "hour": "2024-03-09T07", "rewritten_ms": AT},
+                   {"project": 1, "hour": "2024-03-09T08", "rewritten_ms": AT}], "last_applied_ms": AT}]
+    assert show_status([fixes]) == [
+        "fixes: s3://src/in/: 1 discovered, 0 waiting, 1 done, 0 failed; rows: 4 read, 2 imported, 2 dead-lettered",
+        "  mirror file in/a.json: 0 INSERT, 1 UPDATE, 1 DELETE; 2 applied, 0 new, 0 unknown insert_id, "
+        "0 insert conflicts, 2 dead-lettered",
+        "    hour 1 2024-03-09T07 rewritten at 2027-01-15T08:00:00.000Z",
+        "    hour 1 2024-03-09T08 rewritten at 2027-01-15T08:00:00.000Z"]
