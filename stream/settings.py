@@ -558,6 +558,22 @@ class NotificationSettings(_Section):
     smtp: SmtpSettings | None = Field(None, description="The SMTP server for destinations with notify.emails.")
 
 
+class CohortStateSettings(_Section):
+    """The cohorts stage's per-user state (stream/cohorts/stage.py), which the cohort syncs read."""
+
+    state_days: int = Field(
+        400, ge=1, le=3660, description="How long a user's cohort state is kept after the day of its latest event: "
+        "its properties and counters outlive events.accepted's retention, so property-only, not and at_most cohorts "
+        "keep their quiet users. No cohort window (within_days, or the span of between) may be longer.")
+    grace_s: float = Field(
+        60, ge=0, description="How far behind the latest upload time read from an events.accepted partition the "
+        "stage says the partition has passed (events arrive roughly in upload order); a caught-up partition has "
+        "passed the clock minus this.")
+    sync_wait_s: float = Field(
+        600, gt=0, description="How long a sync at T waits for every partition's state to pass T before it fails "
+        "(and is retried): a stage behind by more than this delays the sync.")
+
+
 class MirrorSettings(_Section):
     """Mirror sources (``strategy: mirror``): the index of exported events and how mutations apply to their hours."""
 
@@ -705,6 +721,8 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP ingestion service (`stream api`).")
     admin: AdminSettings = Field(default_factory=AdminSettings, description="Access to the admin endpoints.")
     backfill: BackfillSettings = Field(default_factory=BackfillSettings, description="Rebuilding past hours.")
+    cohort_state: CohortStateSettings = Field(default_factory=CohortStateSettings,
+                                              description="The cohorts stage's per-user state, read by cohort syncs.")
     mirror: MirrorSettings = Field(default_factory=MirrorSettings, description="Mirror sources: the index of "
                                    "exported events and how mutations rewrite their hours.")
     notifications: NotificationSettings = Field(default_factory=NotificationSettings,
@@ -801,6 +819,15 @@ class Settings(BaseSettings):
             cohorts = parse_cohorts(self.cohorts, "cohorts", sorted(keep))
         except CohortError as exc:
             raise ValueError(str(exc)) from None
+        keep_days = self.cohort_state.state_days
+        for i, c in enumerate(cohorts.cohorts):
+            for cond in c.conditions:
+                span = cond.within_days if cond.within_days is not None else cond.between[1] - cond.between[0] + 1
+                if span > keep_days:
+                    raise ValueError(f"cohorts[{i}] ({c.id}): a window of {span} days, longer than the "
+                                     f"{keep_days} days a user's cohort state is kept after its latest event "
+                                     "(cohort_state.state_days): raise cohort_state.state_days to at least "
+                                     f"{span}, or shorten the window")
         names = [d.name for d in self.cohort_destinations]
         if len(set(names)) != len(names):
             raise ValueError(f"cohort_destinations: duplicate destination name in {names}")

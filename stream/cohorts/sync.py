@@ -601,6 +601,14 @@ async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
                 if fold_error:
                     raise _FoldError() from fold_error[0]
                 if not folded:
+                    if hasattr(source, "view"):     # the cohorts stage's state
+                        echo(f"reading the cohort state as of {stamp(t)} UTC")
+                        try:
+                            folded.append(await source.view(settings.cohort_set, t))
+                        except Exception as exc:
+                            fold_error.append(exc)
+                            raise _FoldError() from exc
+                        return folded[0]
                     echo(f"reading the events uploaded before {stamp(t)} UTC")
                     membership = Membership(settings.cohort_set, {j.cohort.project for j in due}, t)
                     try:

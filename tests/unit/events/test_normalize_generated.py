@@ -5,8 +5,13 @@ of its kind), the events are written in several JSON layouts, and each one goes 
 
 - the fast path (``_fast``), where ``normalize_message`` tries it: when it takes the event, the reference path
   takes it too and returns the very same ``Normalized`` (row bytes, dedupe key, upload time, uuid, ids, clamped);
-- the reference path (``decode`` + ``normalize``): it accepts or names why not, and never raises;
-- ``normalize_message``: always exactly the reference path's answer.
+- the fast path for decoded objects (``_fast_obj``, what ``normalize`` tries first: the S3 import's rows), on the
+  object the reference path decodes: when it takes the event, the very same ``Normalized`` as the reference path;
+- the reference path (``decode`` + ``_reference``): it accepts or names why not, and never raises;
+- ``normalize_message`` and ``normalize``: always exactly the reference path's answer.
+
+Objects a JSON text cannot hold (NaN, infinities, floats where integers go) are drawn as objects too
+(``test_decoded_objects_with_values_no_json_text_holds``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from stream.events.normalize import (
     Rejected,
     Rules,
     _fast,
+    _fast_obj,
     _NotFast,
+    _reference,
     decode,
     normalize,
     normalize_message,
@@ -49,7 +56,27 @@ def reference(value, key, rules, timestamp_ms=T, now_ms=None):
     obj = decode(value, key, rules)
     if isinstance(obj, Rejected):
         return obj
-    return normalize(obj, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
+    return _reference(obj, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
+
+
+def fast_obj(obj, rules, timestamp_ms=T, now_ms=None):
+    """The decoded objects' fast path's answer; None where it declines."""
+    try:
+        return _fast_obj(obj, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
+    except (_NotFast, msgspec.ValidationError):
+        return None
+
+
+def agree_obj(obj: dict, rules: Rules = RULES, timestamp_ms: int = T, now_ms: int | None = None) -> bool:
+    """The decoded object through ``normalize`` (its fast path first) and ``_reference``: the same answer. Returns
+    whether the fast path took it."""
+    ref = _reference(obj, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
+    got = fast_obj(obj, rules, timestamp_ms, now_ms)
+    if got is not None:
+        assert type(got) is Normalized
+        assert got._asdict() == ref._asdict()
+    assert normalize(obj, PROJECT, timestamp_ms, ORIGIN, rules, now_ms) == ref
+    return got is not None
 
 
 def fast(value, key, rules, timestamp_ms=T, now_ms=None):
@@ -82,6 +109,9 @@ def agree(value: bytes, key: bytes | None = None, rules: Rules = RULES, timestam
         event("fast path" if got is not None else "reference path: accepted" if type(ref) is Normalized else
               f"reference path: {ref.reason.value}")  # the mix: pytest --hypothesis-show-statistics
     assert normalize_message(value, key, PROJECT, timestamp_ms, ORIGIN, rules, now_ms) == ref
+    obj = decode(value, key, rules)
+    if type(obj) is dict:
+        agree_obj(obj, rules, timestamp_ms, now_ms)
     return ref
 
 
@@ -206,6 +236,32 @@ def events(draw, fields=ALL_FIELDS, unknown: bool = True, odd: bool = True) -> d
 @given(events(), layouts, rules, timestamps, clocks)
 def test_every_field_with_values_of_every_json_type(ev, layout, rules, timestamp_ms, now_ms):
     agree(LAYOUTS[layout](ev), None, rules, timestamp_ms, now_ms)
+
+
+not_json = st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 1.0, 1e16, 1.7e12, True, False])
+NUMBER_FIELDS = st.sampled_from(sorted(k for k, (kind, _, _) in INPUT_FIELDS.items() if kind in (Kind.INT, Kind.NUM)))
+
+
+@GENERATED
+@given(events() | events(odd=False, unknown=False), st.lists(st.tuples(NUMBER_FIELDS | ALL_FIELDS, not_json),
+                                                             min_size=1, max_size=2), rules, timestamps, clocks)
+def test_decoded_objects_with_values_no_json_text_holds(ev, odd, rules, timestamp_ms, now_ms):
+    for k, v in odd:
+        ev[k] = v
+    agree_obj(ev, rules, timestamp_ms, now_ms)
+
+
+def test_the_decoded_objects_fast_path_takes_an_imported_row():
+    row = {"event_type": "Order Completed", "user_id": "user-20391", "device_id": "dev-12345", "time": T - 5000,
+           "insert_id": "ord-1", "uuid": "5ba40637-3bde-4060-a429-e47906945ed5", "price": 9.5, "quantity": 2,
+           "event_properties": {"sku": "A-1", "n": 3}}
+    assert agree_obj(row)
+    assert not agree_obj({**row, "price": float("nan")})
+    assert agree_obj({**row, "uuid": "5BA40637-3BDE-4060-A429-E47906945ED5"})   # parsed, not kept as written
+    assert normalize({**row, "uuid": "5BA40637-3BDE-4060-A429-E47906945ED5"}, PROJECT, T, ORIGIN, RULES).uuid.hex() \
+        == "5ba406373bde4060a429e47906945ed5"
+    assert normalize({**row, "price": float("nan")}, PROJECT, T, ORIGIN, RULES) == Rejected(
+        Reason.INVALID_TYPE, "price", "price must be a number, got number")
 
 
 @GENERATED

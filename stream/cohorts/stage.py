@@ -1,0 +1,715 @@
+"""The cohorts stage: cohort membership kept in-stream, per user, so that a sync reads users' states, never events.
+
+Two steps, each an engine without faust (``stream.agents.cohorts`` wires them):
+
+1. ``Rekeyer`` reads events.accepted (events are keyed by device) and identity.merges, and writes compact records
+   (``schemas/cohort_record.avsc``) to the cohorts topic, on the partition ``amplitude_id % partitions``: per event
+   its user, the keys of the cohort conditions it matches, its day, its user_id and the user properties cohorts
+   read. Every events.accepted partition also sends each cohorts partition a PROGRESS record once it has passed a
+   time: every event uploaded before it was sent before the record (``Progress``: the latest upload time read
+   minus a grace, or, while the partition is caught up with its end, the clock minus the grace).
+2. ``CohortState`` folds those records into one ``StoredUser`` per amplitude_id in a store (RocksDB with a
+   compacted changelog in the worker): daily counters per condition, properties and user_id by upload time, the
+   source offsets it took per (events.accepted partition, source) -- a replay of an event (an upstream stage that
+   wrote it again, this stage re-reading after a crash) is at or below them and dropped. A merge moves the merged
+   user's state to its survivor's partition (MERGE_OUT, MERGE_IN), where counters add up and the newer properties
+   and user_id, by upload time, win; the merged id keeps a forwarding state, so that its late events count for
+   the survivor. Windows expire by a day index (``x`` keys: the day each user next has something to drop), so a
+   new day touches only the users it expires, never every user. A user stays after its events left the topic's
+   retention, for ``state_days`` after its latest event's day; no window may be longer (``rules.MAX_WINDOW_DAYS``
+   is checked against it when the settings load).
+
+A sync at T reads the states once every cohorts partition has passed T (``SyncView``): each state is viewed as of
+T (``view``): counters of events uploaded at or after T are taken off (``recent`` keeps them by upload minute for
+``RECENT_MS``), properties and user_id are the latest uploaded before T, a user first seen at T or later is not
+there yet. So a sync made while traffic flows has exactly the events uploaded before T.
+
+Store keys: ``u`` + amplitude_id (8 bytes big-endian, so that a scan is in amplitude_id order) -> ``StoredUser``;
+``x`` + day (4 bytes) + amplitude_id -> b"" (the day index); ``p`` + events.accepted partition (4 bytes) -> its
+progress (8 bytes); ``e`` -> the day up to which windows were expired (4 bytes).
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import msgspec
+import orjson
+
+from stream.cohorts.membership import UserState, event_day
+from stream.cohorts.rules import CohortSet, day_of_ms
+from stream.events import avro
+from stream.events.timefmt import DAY_MS, HOUR_MS
+
+MINUTE_MS = 60_000
+RECENT_MS = 26 * HOUR_MS
+"""How long after an upload its counters stay separable by upload minute: a sync at T that reads the state up to
+this long after T still counts exactly the events uploaded before T (a daily slot is retried within its day)."""
+EXPIRY_LAG_DAYS = 2
+"""Windows are expired as of this many days before the state's day, so that a sync of a slot up to that old still
+finds every counter it needs; an older one is refused (``SyncView.check``)."""
+DEFAULT_GRACE_MS = 60_000
+
+ACTIVITY, PROGRESS, MERGE_OUT, MERGE_IN = "ACTIVITY", "PROGRESS", "MERGE_OUT", "MERGE_IN"
+
+_U, _X, _P, _E = b"u", b"x", b"p", b"e"
+_Q = struct.Struct(">q")
+_I = struct.Struct(">i")
+
+
+def user_key(amplitude_id: int) -> bytes:
+    return _U + _Q.pack(amplitude_id)
+
+
+def index_key(day: int, amplitude_id: int) -> bytes:
+    return _X + _I.pack(day) + _Q.pack(amplitude_id)
+
+
+def progress_key(partition: int) -> bytes:
+    return _P + _I.pack(partition)
+
+
+def partition_of(amplitude_id: int, partitions: int) -> int:
+    """The cohorts partition of a user."""
+    return amplitude_id % partitions
+
+
+class StoredUser(msgspec.Struct, array_like=True):
+    """One user's cohort state (module docstring). ``recent``: upload minute -> condition key -> day -> events of
+    the last ``RECENT_MS``; ``props``/``uids``: (upload ms, value), oldest first, the latest before the last
+    ``RECENT_MS`` and every later one; ``marks``: ``<partition>/<source>`` -> the highest source offset taken;
+    ``merged_into``: the survivor, once this id was merged (then the state is kept only to answer a replay of the
+    merge)."""
+
+    project: int | None = None
+    first_ms: int = 0
+    last_day: int = 0
+    counts: dict[str, dict[int, int]] = {}
+    recent: dict[int, dict[str, dict[int, int]]] = {}
+    props: list[tuple[int, dict[str, Any]]] = []
+    uids: list[tuple[int, str]] = []
+    marks: dict[str, int] = {}
+    index_day: int | None = None
+    merged_into: int | None = None
+
+
+_enc = msgspec.msgpack.Encoder().encode
+_dec = msgspec.msgpack.Decoder(StoredUser).decode
+
+
+def encode_user(u: StoredUser) -> bytes:
+    return _enc(u)
+
+
+def decode_user(data: bytes) -> StoredUser:
+    return _dec(data)
+
+
+def _latest_before(log: list[tuple[int, Any]], t_ms: int) -> Any:
+    out = None
+    for ms, value in log:
+        if ms < t_ms:
+            out = value
+        else:
+            break
+    return out
+
+
+def view(u: StoredUser, t_ms: int) -> UserState | None:
+    """The user as a sync at ``t_ms`` sees it: only what was uploaded before ``t_ms``; None when it is not a user
+    of its own then (first seen at ``t_ms`` or later, or merged into another)."""
+    if u.merged_into is not None or u.first_ms >= t_ms:
+        return None
+    counts = u.counts
+    later = [m for m in u.recent if m >= t_ms]
+    if later:
+        counts = {k: dict(days) for k, days in counts.items()}
+        for m in later:
+            for k, days in u.recent[m].items():
+                mine = counts.get(k)
+                if mine is None:
+                    continue
+                for d, n in days.items():
+                    left = mine.get(d, 0) - n
+                    if left > 0:
+                        mine[d] = left
+                    else:
+                        mine.pop(d, None)
+    return UserState(project=u.project, user_id=_latest_before(u.uids, t_ms), counts=counts,
+                     properties=_latest_before(u.props, t_ms) or {})
+
+
+def _insert(log: list[tuple[int, Any]], ms: int, value: Any) -> list[tuple[int, Any]]:
+    out = list(log)
+    i = len(out)
+    while i > 0 and out[i - 1][0] > ms:
+        i -= 1
+    out.insert(i, (ms, value))
+    return out
+
+
+def _trim_log(log: list[tuple[int, Any]], cutoff: int) -> list[tuple[int, Any]]:
+    """Entries at or after ``cutoff``, and the latest before it (the value in force at ``cutoff``)."""
+    before = [i for i, (ms, _) in enumerate(log) if ms < cutoff]
+    return log[before[-1]:] if before else log
+
+
+def _trim(u: StoredUser, cutoff: int) -> StoredUser:
+    recent = {m: v for m, v in u.recent.items() if m >= cutoff - MINUTE_MS}
+    return msgspec.structs.replace(u, recent=recent, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
+
+
+def _add_counts(into: dict[str, dict[int, int]], other: Mapping[str, Mapping[int, int]]) -> dict[str, dict[int, int]]:
+    out = {k: dict(v) for k, v in into.items()}
+    for k, days in other.items():
+        mine = out.setdefault(k, {})
+        for d, n in days.items():
+            mine[d] = mine.get(d, 0) + n
+    return out
+
+
+def fold_merged(survivor: StoredUser, merged: StoredUser) -> StoredUser:
+    """The survivor after ``merged`` joined it: counters add up, properties and user_ids are one log by upload time
+    (the newest wins, whoever had it), the first upload is the earliest."""
+    recent = {m: dict(v) for m, v in survivor.recent.items()}
+    for m, v in merged.recent.items():
+        recent[m] = _add_counts(recent.get(m, {}), v)
+    props, uids = list(survivor.props), list(survivor.uids)
+    for ms, p in merged.props:
+        props = _insert(props, ms, p)
+    for ms, uid in merged.uids:
+        uids = _insert(uids, ms, uid)
+    marks = dict(survivor.marks)
+    for k, o in merged.marks.items():
+        marks[k] = max(o, marks.get(k, -1))
+    first = min(survivor.first_ms, merged.first_ms) if survivor.project is not None else merged.first_ms
+    return msgspec.structs.replace(
+        survivor, project=survivor.project if survivor.project is not None else merged.project, first_ms=first,
+        last_day=max(survivor.last_day, merged.last_day), counts=_add_counts(survivor.counts, merged.counts),
+        recent=recent, props=props, uids=uids, marks=marks)
+
+
+# --- records of the cohorts topic --------------------------------------------------------------------------------
+
+@dataclass
+class CohortRecord:
+    kind: str
+    amplitude_id: int = -1
+    partition: int = -1
+    source: str = ""
+    source_offset: int = -1
+    uploaded_ms: int = 0
+    project: int = 0
+    day: int = 0
+    conditions: list[str] = field(default_factory=list)
+    user_id: str | None = None
+    properties: bytes | None = None
+    into: int = -1
+    state: bytes | None = None
+
+    def encode(self) -> bytes:
+        return avro.encode("cohort_record", self.__dict__)
+
+    @classmethod
+    def decode(cls, data: bytes) -> CohortRecord:
+        return cls(**avro.decode("cohort_record", data))
+
+
+Sent = tuple[int, bytes, bytes]
+"""(cohorts partition, key, value): a record to produce."""
+
+
+class Progress:
+    """How far each events.accepted partition has passed (pure): the latest upload time read minus ``grace_ms``, or,
+    while the partition is caught up with its end (the agent knows from its consumer), the clock minus it. Never
+    goes back."""
+
+    def __init__(self, grace_ms: int = DEFAULT_GRACE_MS) -> None:
+        self.grace_ms = grace_ms
+        self.read: dict[int, int] = {}
+        self.passed: dict[int, int] = {}
+
+    def saw(self, partition: int, uploaded_ms: int) -> None:
+        if uploaded_ms > self.read.get(partition, -1):
+            self.read[partition] = uploaded_ms
+
+    def advance(self, partition: int, now_ms: int, caught_up: bool) -> int | None:
+        """The partition's new progress, or None when it did not move."""
+        t = self.read.get(partition, -1) - self.grace_ms
+        if caught_up:
+            t = max(t, now_ms - self.grace_ms)
+        if t > self.passed.get(partition, -1):
+            self.passed[partition] = t
+            return t
+        return None
+
+
+class Rekeyer:
+    """Step 1 (module docstring): events.accepted batches and identity.merges records -> cohorts topic records."""
+
+    def __init__(self, cohorts: CohortSet, partitions: int, grace_ms: int = DEFAULT_GRACE_MS) -> None:
+        self.cohorts, self.partitions = cohorts, partitions
+        self.projects = frozenset(c.project for c in cohorts.cohorts)
+        self.progress = Progress(grace_ms)
+
+    def batch(self, partition: int, batch: Any) -> list[Sent]:
+        """The records of one events.accepted batch (``EventBatch``) read from ``partition``."""
+        if batch.times:
+            self.progress.saw(partition, max(batch.times))
+        if batch.project not in self.projects or not batch.lines:
+            return []
+        source, offsets = batch.source_of_events()
+        src = str(source)
+        out: list[Sent] = []
+        for uploaded_ms, line, offset in zip(batch.times, batch.lines, offsets):
+            row = orjson.loads(line)
+            rec = self.activity(row, partition, src, offset, uploaded_ms)
+            if rec is not None:
+                out.append((partition_of(rec.amplitude_id, self.partitions), _Q.pack(rec.amplitude_id),
+                            rec.encode()))
+        return out
+
+    def activity(self, row: Mapping[str, Any], partition: int, source: str, offset: int,
+                 uploaded_ms: int) -> CohortRecord | None:
+        aid = row.get("amplitude_id")
+        project = row.get("app")
+        if not isinstance(aid, int) or isinstance(aid, bool) or not isinstance(project, int):
+            return None
+        day = event_day(row)
+        if day is None:
+            day = day_of_ms(uploaded_ms)
+        day = min(day, day_of_ms(uploaded_ms))    # a device ahead of the clock counts on its upload's day
+        keys = [c.key for c in self.cohorts.candidates(row) if c.matches(row)]
+        given = row.get("user_properties")
+        props = None
+        if isinstance(given, Mapping):
+            names = self.cohorts.properties_of(project)
+            props = orjson.dumps({n: given[n] for n in sorted(names) if given.get(n) is not None})
+        user_id = row.get("user_id")
+        return CohortRecord(ACTIVITY, aid, partition, source, offset, uploaded_ms, project, day, keys,
+                            user_id if isinstance(user_id, str) and user_id else None, props)
+
+    def merge(self, record: Mapping[str, Any]) -> list[Sent]:
+        """An identity.merges record: MERGE_OUT to the merged id's partition."""
+        merged, into = record.get("merged_amplitude_id"), record.get("amplitude_id")
+        if not isinstance(merged, int) or not isinstance(into, int) or merged == into:
+            return []
+        rec = CohortRecord(MERGE_OUT, merged, uploaded_ms=int(record.get("merge_server_time") or 0), into=into)
+        return [(partition_of(merged, self.partitions), _Q.pack(merged), rec.encode())]
+
+    def advance(self, partition: int, now_ms: int, caught_up: bool) -> list[Sent]:
+        """PROGRESS records to every cohorts partition when ``partition`` moved on (call after its records were
+        sent, e.g. on a timer)."""
+        t = self.progress.advance(partition, now_ms, caught_up)
+        if t is None:
+            return []
+        value = CohortRecord(PROGRESS, partition=partition, uploaded_ms=t).encode()
+        return [(q, _I.pack(partition), value) for q in range(self.partitions)]
+
+
+# --- step 2: the state -------------------------------------------------------------------------------------------
+
+class Store(Protocol):
+    """One cohorts partition's keys (RocksDB in the worker; a dict in tests)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class MemoryStore:
+    """A sorted in-memory ``Store`` (tests, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for k in sorted(k for k in self.data if start <= k < end):
+            yield k, self.data[k]
+
+    def write(self, ops: Iterable[tuple[bytes, bytes | None]]) -> None:
+        for k, v in ops:
+            if v is None:
+                self.data.pop(k, None)
+            else:
+                self.data[k] = v
+
+
+class RdictStore:
+    """A ``Store`` on a RocksDB (rocksdict ``Rdict`` in raw mode): a table partition's, or a sync's spool."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.db.get(key)
+
+    def scan(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for k, v in self.db.items(from_key=start):
+            if k >= end:
+                return
+            yield k, v
+
+    def write(self, ops: Iterable[tuple[bytes, bytes | None]]) -> None:
+        from rocksdict import WriteBatch
+        wb = WriteBatch(raw_mode=True)
+        for k, v in ops:
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        self.db.write(wb)
+
+
+@dataclass
+class Applied:
+    """What applying records decided: the store writes (a value of None deletes; each is also the changelog's
+    record of its key), the records to send on, and counts for the metrics."""
+
+    writes: list[tuple[bytes, bytes | None]] = field(default_factory=list)
+    sends: list[Sent] = field(default_factory=list)
+    applied: int = 0
+    replayed: int = 0
+    expired: int = 0
+    forgotten: int = 0
+
+
+class CohortState:
+    """Step 2 (module docstring) for the partitions of one process: ``apply`` the records of one partition, then
+    write ``Applied.writes`` to its store and changelog and send ``Applied.sends``."""
+
+    def __init__(self, cohorts: CohortSet, partitions: int, state_days: int,
+                 store_of: Callable[[int], Store]) -> None:
+        self.cohorts, self.partitions, self.state_days = cohorts, partitions, state_days
+        self.store_of = store_of
+
+    def apply(self, partition: int, records: Iterable[tuple[bytes | None, bytes]]) -> Applied:
+        store = self.store_of(partition)
+        out = Applied()
+        pending: dict[bytes, bytes | None] = {}
+
+        def get(key: bytes) -> bytes | None:
+            return pending[key] if key in pending else store.get(key)
+
+        def put(key: bytes, value: bytes | None) -> None:
+            pending[key] = value
+
+        for _, value in records:
+            rec = CohortRecord.decode(value)
+            if rec.kind == PROGRESS:
+                self._progress(partition, rec, get, put, store, out)
+            elif rec.kind == ACTIVITY:
+                self._activity(rec, get, put, out)
+            elif rec.kind == MERGE_OUT:
+                self._merge_out(rec, get, put, out)
+            elif rec.kind == MERGE_IN:
+                self._merge_in(rec, get, put, out)
+        out.writes = list(pending.items())
+        return out
+
+    # the user's index entry: the first day it has something to drop
+    def _next_day(self, u: StoredUser) -> int:
+        days = [u.last_day + self.state_days]
+        for key, counts in u.counts.items():
+            c = self.cohorts.conditions.get(key)
+            if c is None:
+                days.append(min(counts, default=u.last_day))      # a condition no cohort has: drop it soon
+            elif c.within_days is not None and counts:
+                days.append(min(counts) + c.within_days)
+        return min(days)
+
+    def _store(self, aid: int, u: StoredUser, put: Callable[[bytes, bytes | None], None]) -> None:
+        day = self._next_day(u) if u.merged_into is None else u.last_day + self.state_days
+        if day != u.index_day:
+            if u.index_day is not None:
+                put(index_key(u.index_day, aid), None)
+            put(index_key(day, aid), b"")
+            u = msgspec.structs.replace(u, index_day=day)
+        put(user_key(aid), encode_user(u))
+
+    def _activity(self, rec: CohortRecord, get: Any, put: Any, out: Applied) -> None:
+        raw = get(user_key(rec.amplitude_id))
+        u = decode_user(raw) if raw is not None else None
+        if u is not None and u.merged_into is not None:   # a late event of a merged id: the survivor's
+            fwd = CohortRecord(**{**rec.__dict__, "amplitude_id": u.merged_into,
+                                  "source": f"{rec.source}@{rec.amplitude_id}"})
+            out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
+            return
+        mark = f"{rec.partition}/{rec.source}"
+        if u is not None and rec.source_offset <= u.marks.get(mark, -1):
+            out.replayed += 1
+            return
+        if u is None:
+            u = StoredUser(project=rec.project, first_ms=rec.uploaded_ms, last_day=rec.day)
+        counts, recent = u.counts, u.recent
+        upload_day = day_of_ms(rec.uploaded_ms)
+        minute = rec.uploaded_ms - rec.uploaded_ms % MINUTE_MS
+        for key in rec.conditions:
+            c = self.cohorts.conditions.get(key)
+            if c is None or not c.keeps(rec.day, upload_day):
+                continue              # it could never count
+            if counts is u.counts:
+                counts, recent = dict(counts), dict(recent)
+            days = dict(counts.get(key, {}))
+            days[rec.day] = days.get(rec.day, 0) + 1
+            counts[key] = days
+            bucket = {k: dict(v) for k, v in recent.get(minute, {}).items()}
+            bucket.setdefault(key, {})[rec.day] = bucket.get(key, {}).get(rec.day, 0) + 1
+            recent[minute] = bucket
+        props, uids = u.props, u.uids
+        if rec.properties is not None:
+            props = _insert(props, rec.uploaded_ms, orjson.loads(rec.properties))
+        if rec.user_id is not None:
+            uids = _insert(uids, rec.uploaded_ms, rec.user_id)
+        u = msgspec.structs.replace(
+            u, project=u.project if u.project is not None else rec.project, first_ms=min(u.first_ms, rec.uploaded_ms),
+            last_day=max(u.last_day, rec.day), counts=counts, recent=recent, props=props, uids=uids,
+            marks={**u.marks, mark: rec.source_offset})
+        latest = max([u.first_ms] + [ms for ms, _ in u.props] + [ms for ms, _ in u.uids] + list(u.recent))
+        self._store(rec.amplitude_id, _trim(u, latest - RECENT_MS), put)
+        out.applied += 1
+
+    def _merge_out(self, rec: CohortRecord, get: Any, put: Any, out: Applied) -> None:
+        raw = get(user_key(rec.amplitude_id))
+        u = decode_user(raw) if raw is not None else StoredUser(first_ms=rec.uploaded_ms,
+                                                                 last_day=day_of_ms(rec.uploaded_ms))
+        if u.merged_into is not None and u.merged_into != rec.into:
+            return                    # merged into another already: the first merge stands
+        if raw is not None:           # sent again on a replay: the survivor drops what it already has
+            state = encode_user(msgspec.structs.replace(u, merged_into=None, index_day=None))
+            send = CohortRecord(MERGE_IN, rec.amplitude_id, uploaded_ms=rec.uploaded_ms, into=rec.into, state=state)
+            out.sends.append((partition_of(rec.into, self.partitions), _Q.pack(rec.into), send.encode()))
+        self._store(rec.amplitude_id, msgspec.structs.replace(u, merged_into=rec.into), put)
+
+    def _merge_in(self, rec: CohortRecord, get: Any, put: Any, out: Applied) -> None:
+        raw = get(user_key(rec.into))
+        u = decode_user(raw) if raw is not None else None
+        if u is not None and u.merged_into is not None:   # the survivor was merged on: on to its survivor
+            fwd = CohortRecord(**{**rec.__dict__, "into": u.merged_into})
+            out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
+            return
+        mark = f"merge/{rec.amplitude_id}"
+        if u is not None and mark in u.marks:
+            out.replayed += 1
+            return
+        merged = decode_user(rec.state or b"")
+        u = fold_merged(u, merged) if u is not None else merged
+        u = msgspec.structs.replace(u, marks={**u.marks, mark: 0})
+        self._store(rec.into, u, put)
+        out.applied += 1
+
+    # progress and expiry
+    def _progress(self, partition: int, rec: CohortRecord, get: Any, put: Any, store: Store, out: Applied) -> None:
+        key = progress_key(rec.partition)
+        raw = get(key)
+        if raw is not None and _Q.unpack(raw)[0] >= rec.uploaded_ms:
+            return
+        put(key, _Q.pack(rec.uploaded_ms))
+        passed = self.passed(get)
+        if passed is None:
+            return
+        day = day_of_ms(passed) - EXPIRY_LAG_DAYS
+        raw_e = get(_E)
+        done = _I.unpack(raw_e)[0] if raw_e is not None else None
+        if done is not None and day <= done:
+            return
+        self.expire(day, get, put, store, out)
+        put(_E, _I.pack(day))
+
+    def passed(self, get: Callable[[bytes], bytes | None]) -> int | None:
+        """The time the partition has passed: the least progress of all events.accepted partitions (None until
+        each has sent one)."""
+        least = None
+        for p in range(self.partitions):
+            raw = get(progress_key(p))
+            if raw is None:
+                return None
+            t = _Q.unpack(raw)[0]
+            least = t if least is None else min(least, t)
+        return least
+
+    def expire(self, today: int, get: Any, put: Any, store: Store, out: Applied) -> None:
+        """Drop what can no longer count on ``today`` or later, for the users the day index names up to it."""
+        for k, _ in list(store.scan(_X, _X + _I.pack(today + 1))):
+            aid = _Q.unpack(k[5:])[0]
+            put(k, None)
+            raw = get(user_key(aid))
+            if raw is None:
+                continue
+            u = decode_user(raw)
+            if u.index_day != _I.unpack(k[1:5])[0]:
+                continue                 # a stale entry
+            u = msgspec.structs.replace(u, index_day=None)
+            if u.last_day + self.state_days <= today:
+                put(user_key(aid), None)
+                out.forgotten += 1
+                continue
+            counts: dict[str, dict[int, int]] = {}
+            for key, days in u.counts.items():
+                c = self.cohorts.conditions.get(key)
+                if c is None:
+                    continue
+                kept = {d: n for d, n in days.items() if c.keeps(d, today)}
+                if kept:
+                    counts[key] = kept
+            self._store(aid, msgspec.structs.replace(u, counts=counts), put)
+            out.expired += 1
+
+
+# --- what a sync reads -------------------------------------------------------------------------------------------
+
+class NotPassed(Exception):
+    """The state has not passed the sync's time on every partition yet."""
+
+
+class SyncView:
+    """The states of every cohorts partition as a sync at ``t_ms`` reads them (``Membership``'s interface for
+    ``sync.sync_job``): ``stores`` are each partition's keys (the table's compacted changelog, read to its end into
+    a local store; or the stores themselves)."""
+
+    def __init__(self, cohorts: CohortSet, stores: Mapping[int, Store], accepted_partitions: int, t_ms: int,
+                 profile_of: Callable[[int, str], Mapping[str, Any] | None] | None = None) -> None:
+        from stream.cohorts.schedule import counted_day
+        self.cohorts, self.stores, self.accepted_partitions, self.t_ms = cohorts, stores, accepted_partitions, t_ms
+        self.profile_of = profile_of
+        self.today = counted_day(t_ms)
+        self.states = _States(self)
+        self.rows = 0
+
+    def passed(self) -> int | None:
+        """The least time every partition has passed (None: some partition has no progress yet)."""
+        least = None
+        for store in self.stores.values():
+            for p in range(self.accepted_partitions):
+                raw = store.get(progress_key(p))
+                if raw is None:
+                    return None
+                t = _Q.unpack(raw)[0]
+                least = t if least is None else min(least, t)
+        return least
+
+    def check(self) -> None:
+        """Raise ``NotPassed`` while some partition has not passed ``t_ms``; ``ValueError`` when the windows were
+        expired past what a sync of ``t_ms`` counts."""
+        passed = self.passed()
+        if passed is None or passed < self.t_ms:
+            raise NotPassed(f"the cohort state has passed {_iso(passed)} only, not the sync's time {_iso(self.t_ms)}")
+        for store in self.stores.values():
+            raw = store.get(_E)
+            if raw is not None and _I.unpack(raw)[0] > self.today:
+                raise ValueError(f"the sync of {_iso(self.t_ms)} is more than {EXPIRY_LAG_DAYS} days older than the "
+                                 "cohort state, whose windows have moved past it: sync a later time")
+
+    def users(self) -> Iterator[tuple[int, UserState]]:
+        """Every user there at ``t_ms``, in amplitude_id order (a merge of the partitions' scans)."""
+        def scan(store: Store) -> Iterator[tuple[int, bytes]]:
+            for k, v in store.scan(_U, _U + b"\xff"):
+                yield _Q.unpack(k[1:])[0], v
+        for aid, raw in heapq.merge(*(scan(s) for s in self.stores.values()), key=lambda kv: kv[0]):
+            st = self._profiled(view(decode_user(raw), self.t_ms))
+            if st is not None:
+                yield aid, st
+
+    def members(self, cohort: Any) -> Iterator[int]:
+        """The amplitude_ids in ``cohort`` at ``t_ms``, ascending, streamed."""
+        from stream.cohorts.membership import is_member
+        for aid, st in self.users():
+            if is_member(st, cohort, self.today):
+                yield aid
+
+    def state(self, aid: int) -> UserState | None:
+        key = user_key(aid)
+        for store in self.stores.values():
+            raw = store.get(key)
+            if raw is not None:
+                return self._profiled(view(decode_user(raw), self.t_ms))
+        return None
+
+    def _profiled(self, st: UserState | None) -> UserState | None:
+        """A user of a project with a source of profiles reads its profile's properties (``profile_of``: None for
+        no profile or a deleted one, then the rows' stay), as ``sync.Membership.apply_profiles`` does."""
+        if st is None or self.profile_of is None or st.project is None or st.user_id is None:
+            return st
+        props = self.profile_of(st.project, st.user_id)
+        if props is None:
+            return st
+        names = self.cohorts.properties_of(st.project)
+        return msgspec.structs.replace(st, properties={n: props[n] for n in sorted(names) if props.get(n) is not None})
+
+
+class _States(Mapping[int, UserState]):
+    """``SyncView.states``: a user's state by amplitude_id, looked up (``sync.write_files`` reads each member's)."""
+
+    def __init__(self, v: SyncView) -> None:
+        self.v = v
+
+    def __getitem__(self, aid: int) -> UserState:
+        st = self.v.state(aid)
+        if st is None:
+            raise KeyError(aid)
+        return st
+
+    def get(self, aid: int, default: Any = None) -> Any:
+        st = self.v.state(aid)
+        return default if st is None else st
+
+    def __iter__(self) -> Iterator[int]:
+        return (aid for aid, _ in self.v.users())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.v.users())
+
+
+def _iso(ms: int | None) -> str:
+    import time
+    return "nothing" if ms is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
+
+
+__all__ = ["DAY_MS", "CohortRecord", "CohortState", "MemoryStore", "Rekeyer", "StoredUser", "SyncView", "view"]
+
+
+class LocalStage:
+    """Both steps in one process on in-memory stores, records routed at once (unit tests, benchmarks); also the
+    ``source`` of ``sync.run_syncs`` (``view``)."""
+
+    def __init__(self, cohorts: CohortSet, partitions: int, state_days: int, grace_ms: int = 0) -> None:
+        self.partitions = partitions
+        self.rekeyer = Rekeyer(cohorts, partitions, grace_ms)
+        self.stores = {q: MemoryStore() for q in range(partitions)}
+        self.state = CohortState(cohorts, partitions, state_days, self.stores.__getitem__)
+        self.totals = Applied()
+
+    def deliver(self, sends: list[Sent]) -> None:
+        while sends:
+            by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+            for q, k, v in sends:
+                by_partition.setdefault(q, []).append((k, v))
+            sends = []
+            for q, records in sorted(by_partition.items()):
+                applied = self.state.apply(q, records)
+                self.stores[q].write(applied.writes)
+                sends += applied.sends
+                for name in ("applied", "replayed", "expired", "forgotten"):
+                    setattr(self.totals, name, getattr(self.totals, name) + getattr(applied, name))
+
+    def accepted(self, partition: int, batch: Any) -> None:
+        self.deliver(self.rekeyer.batch(partition, batch))
+
+    def merge(self, record: Mapping[str, Any]) -> None:
+        self.deliver(self.rekeyer.merge(record))
+
+    def advance(self, now_ms: int, caught_up: bool = True) -> None:
+        for p in range(self.partitions):
+            self.deliver(self.rekeyer.advance(p, now_ms, caught_up))
+
+    async def view(self, cohorts: CohortSet, t_ms: int) -> SyncView:
+        v = SyncView(cohorts, self.stores, self.partitions, t_ms)
+        v.check()
+        return v

@@ -1,0 +1,314 @@
+"""The cohorts stage on a fake clock: events re-keyed by user, folded into per-user state, and syncs that read the
+state as of their time -- exact member sets and file bytes across daily and hourly syncs, replays, merges, expiry
+by the day index, users kept beyond the events' retention."""
+
+import asyncio
+import calendar
+import time
+
+import orjson
+import pytest
+
+from stream.clock import FakeClock
+from stream.cohorts import stage
+from stream.cohorts.stage import (
+    EXPIRY_LAG_DAYS,
+    LocalStage,
+    NotPassed,
+    SyncView,
+    decode_user,
+    index_key,
+    user_key,
+)
+from stream.cohorts.sync import jobs_of, run_syncs
+from stream.events.batch import EventBatch, Origin, Source
+from stream.s3.storage import MemoryStorage
+from stream.settings import load_settings
+
+P = 424242
+BUCKET = "cohort-bucket"
+DAY = 86_400_000
+
+
+def ms(text: str) -> int:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M")) * 1000
+
+
+T1, T2, T3 = ms("2024-03-10 00:00"), ms("2024-03-11 00:00"), ms("2024-03-12 00:00")
+
+
+def settings(cohorts=None, cadence="daily", state_days=400):
+    return load_settings(None, projects=[{"id": P}, {"id": 7}], cohort_state={"state_days": state_days},
+                         cohorts=cohorts or [
+        {"id": "pro-buyers", "project": P, "name": "Pro buyers", "rule": {"and": [
+            {"performed": "purchase", "within_days": 1},
+            {"user_property": "plan", "op": "=", "value": "pro"}]}},
+        {"id": "other-project", "project": 7, "name": "Another project's", "rule": {
+            "performed": "purchase", "within_days": 2}},
+    ], cohort_destinations=[{"name": "crm", "bucket": BUCKET, "encryption": {"type": "none"}, "syncs": [
+        {"cohort": (cohorts or [{"id": "pro-buyers"}])[0]["id"], "cadence": cadence, "properties": ["plan", "score"]}]}])
+
+
+class Feed:
+    """events.accepted as the stage reads it: one batch per event, each with its own source offset."""
+
+    def __init__(self, s, partitions=3):
+        self.s, self.partitions = s, partitions
+        self.stage = LocalStage(s.cohort_set, partitions, s.cohort_state.state_days)
+        self.offset = 0
+        self.sent: list[tuple[int, EventBatch]] = []
+
+    def event(self, aid, event_type, at, user_id=None, app=P, uploaded=None, **props):
+        r = {"amplitude_id": aid, "app": app, "event_type": event_type, "event_time": at + ":00.000000",
+             "user_id": user_id}
+        if props:
+            r["user_properties"] = props
+        up = uploaded if uploaded is not None else ms(at) + 5_000
+        self.offset += 1
+        part = aid % self.partitions
+        batch = EventBatch(app, up - up % 3_600_000, Origin("events.valid", part, self.offset), [self.offset],
+                           [b"d"], [up], [b"u" * 16], [orjson.dumps(r)], Source("events.ingest", 0))
+        self.sent.append((part, batch))
+        self.stage.accepted(part, batch)
+
+    def replay(self, n):
+        """The last ``n`` batches delivered again (an upstream stage that wrote them twice)."""
+        for part, batch in self.sent[-n:]:
+            self.stage.accepted(part, batch)
+
+    def merge(self, into, merged, at):
+        self.stage.merge({"amplitude_id": into, "merged_amplitude_id": merged, "merge_time": at,
+                          "merge_server_time": at, "scope": P})
+
+    def advance(self, now):
+        self.stage.advance(now)
+
+
+def run(s, now, storage, source, cohort="pro-buyers"):
+    return asyncio.run(run_syncs(s, jobs_of(s, cohort), now, lambda d: storage, source))
+
+
+def objects(storage):
+    return {k: v for (b, k), v in storage.objects.items() if b == BUCKET}
+
+
+HEAD = b"amplitudeID,userID,plan,score\r\n"
+F = "cohorts/424242_pro-buyers_"
+
+
+def test_daily_syncs_while_traffic_flows_write_the_exact_files():
+    """The history of ``test_sync``: the same bytes, though each sync runs once the state has also taken events
+    uploaded after its time (they are not counted: the state is viewed as of T)."""
+    s, storage = settings(), MemoryStorage()
+    f = Feed(s)
+    f.event(10, "purchase", "2024-03-09 12:00", "u-10", plan="pro")
+    f.event(50, "purchase", "2024-03-09 12:00", "u-50", app=7, plan="pro")
+    f.event(20, "purchase", "2024-03-09 13:00", "u-20", plan="pro")
+    # after T1: a purchase of the 9th uploaded late (not counted by the sync of T1), 20's next rows
+    f.event(60, "purchase", "2024-03-09 23:50", "u-60", uploaded=T1 + 60_000, plan="pro")
+    f.event(20, "purchase", "2024-03-10 09:00", "u-20", plan="pro")
+    f.advance(T1 + 10 * 60_000)
+    (r1,) = run(s, T1 + 7 * 3_600_000, storage, f.stage)
+    assert (r1.scheduled_ms, r1.members, r1.entering, r1.error) == (T1, 2, 2, None)
+    files = objects(storage)
+    assert files[F + "2024-03-10T00:00_entering.csv"] == HEAD + b"10,u-10,pro,\r\n20,u-20,pro,\r\n"
+    assert files[F + "2024-03-10T00:00_exiting.csv"] == HEAD
+    assert files[F + "2024-03-10T00:00_existing.csv"] == HEAD + b"10,u-10,pro,\r\n20,u-20,pro,\r\n"
+
+    f.event(20, "view", "2024-03-10 10:00", "u-20", plan="free")
+    f.event(30, "purchase", "2024-03-10 15:00", "u,30 \"jr\"", plan="pro", score=2.5)
+    f.event(40, "view", "2024-03-10 16:00", "u-40", plan="pro")
+    # after T2: 20 back on the pro plan (a property of after T2: not in the sync of T2)
+    f.event(20, "view", "2024-03-11 00:05", "u-20", plan="pro")
+    f.advance(T2 + 10 * 60_000)
+    (r2,) = run(s, T2 + 60_000, storage, f.stage)
+    assert (r2.scheduled_ms, r2.members, r2.entering, r2.exiting, r2.previous) == (T2, 1, 1, 2, "2024-03-10T00:00")
+    files = objects(storage)
+    assert files[F + "2024-03-11T00:00_entering.csv"] == HEAD + b'30,"u,30 ""jr""",pro,2.5\r\n'
+    assert files[F + "2024-03-11T00:00_exiting.csv"] == HEAD + b"10,u-10,pro,\r\n20,u-20,free,\r\n"
+    assert files[F + "2024-03-11T00:00_existing.csv"] == HEAD + b'30,"u,30 ""jr""",pro,2.5\r\n'
+
+    f.event(30, "purchase", "2024-03-11 08:00", "u,30 \"jr\"", plan="pro")
+    f.event(41, "purchase", "2024-03-11 05:00")
+    f.merge(40, 41, ms("2024-03-11 06:00"))
+    f.advance(T3 + 10 * 60_000)
+    (r3,) = run(s, T3, storage, f.stage)
+    assert (r3.members, r3.entering, r3.exiting) == (2, 1, 0)
+    files = objects(storage)
+    assert files[F + "2024-03-12T00:00_entering.csv"] == HEAD + b"40,u-40,pro,\r\n"
+    assert files[F + "2024-03-12T00:00_exiting.csv"] == HEAD
+    assert files[F + "2024-03-12T00:00_existing.csv"] == HEAD + b'30,"u,30 ""jr""",pro,\r\n40,u-40,pro,\r\n'
+    done = orjson.loads(files["_stream/cohorts/crm/424242_pro-buyers/done/2024-03-12T00-00.done"])
+    assert (done["scheduled_ms"], done["previous"], done["members"]) == (T3, "2024-03-11T00:00", 2)
+
+
+def test_a_sync_waits_until_every_partition_has_passed_its_time():
+    """A partition behind T (a stall, or traffic still arriving) fails the sync (retried by the scheduler) instead
+    of writing files from a part of the events."""
+    s, storage = settings(), MemoryStorage()
+    f = Feed(s)
+    f.event(10, "purchase", "2024-03-09 12:00", "u-10", plan="pro")
+    f.stage.deliver(f.stage.rekeyer.advance(0, T1 + 60_000, True))
+    f.stage.deliver(f.stage.rekeyer.advance(1, T1 + 60_000, True))     # partition 2 has sent nothing past T1
+    f.stage.deliver(f.stage.rekeyer.advance(2, T1 - 60_000, True))
+    (r,) = run(s, T1 + 3_600_000, storage, f.stage)
+    assert (r.reason, r.error) == ("events", "NotPassed: the cohort state has passed 2024-03-09T23:59:00Z only, not "
+                                             "the sync's time 2024-03-10T00:00:00Z")
+    assert objects(storage).keys() == {"_stream/cohorts/crm/424242_pro-buyers/failed/2024-03-10T00-00.json"}
+    f.advance(T1 + 60_000)
+    (r,) = run(s, T1 + 3_600_000, storage, f.stage)
+    assert (r.error, r.members) == (None, 1)
+
+
+def test_progress_follows_the_latest_upload_read_or_the_clock_when_caught_up():
+    p = stage.Progress(grace_ms=60_000)
+    clock = FakeClock(T1)
+    assert p.advance(0, clock.now_ms(), caught_up=False) is None     # nothing read, not caught up
+    p.saw(0, T1 - 30_000)
+    assert p.advance(0, clock.now_ms(), caught_up=False) == T1 - 90_000
+    assert p.advance(0, clock.now_ms(), caught_up=False) is None     # did not move
+    clock.advance(600_000)
+    assert p.advance(0, clock.now_ms(), caught_up=True) == T1 + 540_000
+    p.saw(0, T1)                                                      # a late batch never moves it back
+    assert p.advance(0, clock.now_ms(), caught_up=False) is None
+
+
+def test_replays_delivered_twice_count_once():
+    s = settings([{"id": "twice", "project": P, "name": "Bought twice", "rule": {
+        "performed": "purchase", "count": {"op": "at_least", "n": 2}, "within_days": 3}}])
+    f = Feed(s)
+    f.event(10, "purchase", "2024-03-09 12:00", "u-10")
+    f.event(20, "purchase", "2024-03-09 12:00", "u-20")
+    f.event(20, "purchase", "2024-03-09 13:00", "u-20")
+    f.replay(3)
+    f.replay(3)
+    f.advance(T1 + 60_000)
+    view = asyncio.run(f.stage.view(s.cohort_set, T1))
+    assert list(view.members(s.cohort_set.cohort("twice"))) == [20]
+    assert (f.stage.totals.applied, f.stage.totals.replayed) == (3, 6)
+
+
+def test_a_user_without_events_inside_the_retention_stays_for_property_not_and_at_most_cohorts():
+    s = settings([
+        {"id": "pro", "project": P, "name": "Pro", "rule": {"user_property": "plan", "op": "=", "value": "pro"}},
+        {"id": "idle", "project": P, "name": "Idle", "rule": {"not": {"performed": "view", "within_days": 7}}},
+        {"id": "rare", "project": P, "name": "Rare", "rule": {
+            "performed": "view", "count": {"op": "at_most", "n": 1}, "within_days": 30}},
+        {"id": "month", "project": P, "name": "Viewed in 30 days", "rule": {"performed": "view", "within_days": 30}},
+    ])
+    f = Feed(s)
+    f.event(10, "view", "2024-02-10 12:00", "u-10", plan="pro")     # 29 days before T1: beyond 7 days' retention
+    f.event(20, "view", "2024-03-08 12:00", "u-20", plan="free")
+    f.event(20, "view", "2024-03-09 12:00", "u-20", plan="free")
+    f.advance(T1 + 60_000)
+    view = asyncio.run(f.stage.view(s.cohort_set, T1))
+    members = {c.id: list(view.members(c)) for c in s.cohort_set.cohorts}
+    assert members == {"pro": [10], "idle": [10], "rare": [10], "month": [10, 20]}
+
+
+def test_windows_expire_by_the_day_index_and_state_is_forgotten_after_state_days():
+    s = settings([{"id": "week", "project": P, "name": "Viewed this week", "rule": {
+        "performed": "view", "within_days": 7}}], state_days=20)
+    f = Feed(s)
+    f.event(10, "view", "2024-03-01 12:00", "u-10")
+    f.event(20, "view", "2024-03-05 12:00", "u-20")
+    day = T1 // DAY                                                 # 10 March
+    store10 = f.stage.stores[10 % 3]
+    assert decode_user(store10.get(user_key(10))).index_day == day - 9 + 7   # 1 March + 7: when it leaves
+    assert store10.get(index_key(day - 2, 10)) == b""
+    f.advance(ms("2024-03-10 00:05"))   # expired as of 8 March (two days back): 10's counter only
+    assert f.stage.totals.expired == 1
+    u10 = decode_user(store10.get(user_key(10)))
+    assert (u10.counts, u10.index_day, u10.uids) == ({}, day - 9 + 20, [(ms("2024-03-01 12:00") + 5_000, "u-10")])
+    assert decode_user(f.stage.stores[20 % 3].get(user_key(20))).counts != {}
+    f.advance(ms("2024-03-24 00:05"))   # 22 March: 10 is forgotten (1 March + 20 days), 20's counter expired
+    assert (f.stage.totals.expired, f.stage.totals.forgotten) == (2, 1)
+    assert store10.get(user_key(10)) is None
+    assert [k for k, _ in store10.scan(b"x", b"y")] == []
+
+
+def test_a_sync_older_than_the_expired_windows_is_refused():
+    s = settings()
+    f = Feed(s)
+    f.event(10, "purchase", "2024-03-09 12:00", "u-10", plan="pro")
+    f.advance(T1 + (EXPIRY_LAG_DAYS + 1) * DAY)
+    with pytest.raises(ValueError, match="more than 2 days older than the cohort state"):
+        asyncio.run(f.stage.view(s.cohort_set, T1))
+
+
+def test_merges_fold_into_the_survivor_with_the_newest_properties_by_time():
+    s = settings([{"id": "buyers", "project": P, "name": "Buyers", "rule": {"and": [
+        {"performed": "purchase", "count": {"op": "at_least", "n": 2}, "within_days": 7},
+        {"user_property": "plan", "op": "=", "value": "pro"}]}}])
+    f = Feed(s)
+    f.event(40, "purchase", "2024-03-09 08:00", "u-40", plan="free")
+    f.event(41, "purchase", "2024-03-09 09:00", plan="pro")     # newer than the survivor's properties
+    f.merge(40, 41, ms("2024-03-09 10:00"))
+    f.merge(40, 41, ms("2024-03-09 10:00"))                     # identity.merges read again: nothing twice
+    f.event(41, "view", "2024-03-09 11:00")                     # a late event of the merged id: the survivor's
+    f.advance(T1 + 60_000)
+    view = asyncio.run(f.stage.view(s.cohort_set, T1))
+    assert list(view.members(s.cohort_set.cohort("buyers"))) == [40]
+    st = view.states[40]
+    assert (st.user_id, st.properties, st.counts) == ("u-40", {"plan": "pro"},
+                                                      {s.cohort_set.cohorts[0].conditions[0].key: {T1 // DAY - 1: 2}})
+    assert 41 not in view.states
+    assert [aid for aid, _ in view.users()] == [40]
+
+
+def test_a_window_longer_than_the_event_retention_is_answered_from_state():
+    s = settings([{"id": "quarter", "project": P, "name": "Bought this quarter", "rule": {
+        "performed": "purchase", "count": {"op": "at_least", "n": 2}, "within_days": 90}}])
+    assert s.topics.retention_days == 7
+    f = Feed(s)
+    f.event(10, "purchase", "2024-01-02 12:00", "u-10")
+    f.advance(ms("2024-01-03 00:00"))
+    f.event(10, "purchase", "2024-02-20 12:00", "u-10")
+    f.event(20, "purchase", "2024-02-20 12:00", "u-20")
+    for day in range(1, 20):                                       # the days go by, no event
+        f.advance(ms("2024-02-21 00:00") + day * DAY)
+    view = asyncio.run(f.stage.view(s.cohort_set, ms("2024-03-10 00:00")))
+    assert list(view.members(s.cohort_set.cohort("quarter"))) == [10]
+
+
+def test_hourly_syncs_enter_and_exit_within_a_day():
+    s = settings([{"id": "hour", "project": P, "name": "Pro buyers today", "rule": {"and": [
+        {"performed": "purchase", "within_days": 1},
+        {"user_property": "plan", "op": "=", "value": "pro"}]}}], cadence="hourly")
+    storage = MemoryStorage()
+    f = Feed(s)
+    h = ms("2024-03-10 08:00")
+    f.event(10, "purchase", "2024-03-10 07:10", "u-10", plan="pro")
+    f.event(20, "purchase", "2024-03-10 08:10", "u-20", plan="pro")     # after 08:00
+    f.advance(h + 20 * 60_000)
+    (r,) = run(s, h + 30 * 60_000, storage, f.stage, "hour")
+    assert (r.scheduled_ms, r.members) == (h, 1)
+    hh = b"amplitudeID,userID,plan,score\r\n"
+    f.event(10, "view", "2024-03-10 08:30", "u-10", plan="free")
+    f.advance(h + 3_600_000 + 60_000)
+    (r,) = run(s, h + 3_600_000 + 60_000, storage, f.stage, "hour")
+    files = objects(storage)
+    g = "cohorts/424242_hour_2024-03-10T09:00_"
+    assert (files[g + "entering.csv"], files[g + "exiting.csv"], files[g + "existing.csv"]) == (
+        hh + b"20,u-20,pro,\r\n", hh + b"10,u-10,free,\r\n", hh + b"20,u-20,pro,\r\n")
+
+
+def test_the_sync_view_streams_members_in_amplitude_id_order_across_partitions():
+    s = settings([{"id": "any", "project": P, "name": "Any", "rule": {"performed": "view", "within_days": 2}}])
+    f = Feed(s, partitions=4)
+    ids = [97, 3, 1_000_000_007, 12, 5, 64]
+    for aid in ids:
+        f.event(aid, "view", "2024-03-09 12:00")
+    f.advance(T1 + 60_000)
+    view = SyncView(s.cohort_set, f.stage.stores, 4, T1)
+    view.check()
+    assert list(view.members(s.cohort_set.cohort("any"))) == sorted(ids)
+
+
+def test_a_window_longer_than_the_state_is_refused_when_the_settings_load():
+    with pytest.raises(Exception) as e:
+        settings([{"id": "long", "project": P, "name": "Long", "rule": {"performed": "view", "within_days": 30}}],
+                 state_days=20)
+    assert ("cohorts[0] (long): a window of 30 days, longer than the 20 days a user's cohort state is kept after its "
+            "latest event (cohort_state.state_days): raise cohort_state.state_days to at least 30, or shorten the "
+            "window") in str(e.value)
