@@ -231,15 +231,20 @@ async def _upload_members(r: web.Request, a: Admin) -> Any:
     return await a.upload_members(r.match_info["id"], members_body(await r.read(), r.content_type), by="api")
 
 
-async def _memberships(r: web.Request, a: Admin) -> Any:
-    user_id = text_param(r.query.get("user_id"), "user_id")
-    aid = r.query.get("amplitude_id")
-    if aid is not None and not (aid.isascii() and aid.isdigit() and len(aid) <= 18):
+def membership_params(query: Any) -> tuple[str | None, int | None, int | None]:
+    """The user_id, amplitude_id and project of a memberships lookup (empty ones: None); a 400 naming a wrong
+    one."""
+    user_id = (text_param(query.get("user_id"), "user_id") or "").strip() or None
+    aid = (query.get("amplitude_id") or "").strip()
+    if aid and not (aid.isascii() and aid.isdigit() and len(aid) <= 18):
         raise AdminError(400, "amplitude_id must be a whole number (an amplitude_id, at most 18 digits)")
-    amplitude_id = None if aid is None else int(aid)
-    project = r.query.get("project")
-    return await a.memberships(user_id or None, amplitude_id, None if project is None else int_param(
-        project, "project", 0, 0, MAX_PROJECT, "a project id"))
+    project = (query.get("project") or "").strip()
+    return user_id, int(aid) if aid else None, int_param(project, "project", 0, 0, MAX_PROJECT, "a project id") \
+        if project else None
+
+
+async def _memberships(r: web.Request, a: Admin) -> Any:
+    return await a.memberships(*membership_params(r.query))
 
 
 MAX_PROJECT = 2**32 - 1

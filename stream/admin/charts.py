@@ -125,3 +125,26 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[Series]) -> st
             out.append(f'<rect class="bar" x="{_n(x)}" y="{_n(bottom_y - h)}" width="{_n(bar)}" height="{_n(h)}" '
                        f'fill="{colour}"><title>{escape(s.name)} {escape(labels[j])}: {_count(v)}</title></rect>')
     return "\n".join(out + _x_labels(labels, xs) + ["</svg>"])
+
+
+MAX_HOURS = 336
+"""The most hours a per-hour chart draws (the latest); the page's table has the rest."""
+
+
+def hour_series(counts: dict[str, float], max_hours: int = MAX_HOURS) -> tuple[list[str], tuple[float, ...]]:
+    """Per-hour counts keyed by an hour written ``YYYY-MM-DDTHH`` (anything after is ignored, so ISO times such as
+    ``2024-03-09T07:00:00Z`` do) as the labels (``MM-DD HHh``) and values of a chart: every hour from the first to
+    the last, those without a count at 0, the latest ``max_hours`` of them."""
+    import calendar
+    import time
+    by_ms: dict[int, float] = {}
+    for hour, n in counts.items():
+        t = calendar.timegm(time.strptime(hour[:13], "%Y-%m-%dT%H")) * 1000
+        by_ms[t] = by_ms.get(t, 0) + n
+    if not by_ms:
+        return [], ()
+    last = max(by_ms)
+    first = max(min(by_ms), last - (max_hours - 1) * 3_600_000)
+    hours = range(first, last + 1, 3_600_000)
+    return ([time.strftime("%m-%d %Hh", time.gmtime(t // 1000)) for t in hours],
+            tuple(by_ms.get(t, 0) for t in hours))

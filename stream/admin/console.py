@@ -40,7 +40,10 @@ import orjson
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from stream.admin.api import hours_query, profile_params, text_param
+from markupsafe import Markup
+
+from stream.admin import charts
+from stream.admin.api import hours_query, membership_params, profile_params, text_param
 from stream.admin.auth import Access, too_many
 from stream.admin.service import Admin, AdminError
 from stream.admin.sessions import Revoked, record
@@ -284,7 +287,15 @@ async def destinations(request: web.Request, c: Console) -> web.StreamResponse:
         main = by_name.get(d.name) or (exporters[0] if exporters else {})
         out.append({"settings": d, "enabled": main.get("enabled", d.enabled), "state": main.get("state", "-"),
                     "exporters": exporters})
-    return c.page(request, "destinations.html", destinations=out, generated_at=doc["generated_at"], hours=HOURS)
+    hourly = {e["destination"]: Markup(charts.bar_chart(f"{e['destination']}: events per hour", *_hourly(
+        {h["hour"]: h["events"] for h in e["hours"]}, "events"))) for d in out for e in d["exporters"] if "hours" in e}
+    return c.page(request, "destinations.html", destinations=out, generated_at=doc["generated_at"], hours=HOURS,
+                  charts=hourly)
+
+
+def _hourly(counts: dict[str, float], name: str) -> tuple[list[str], list[charts.Series]]:
+    labels, values = charts.hour_series(counts)
+    return labels, [charts.Series(name, values)] if labels else []
 
 
 def _switch(on: bool) -> Handler:
@@ -392,7 +403,10 @@ async def import_retry(request: web.Request, c: Console) -> web.StreamResponse:
 
 async def deadletters(request: web.Request, c: Console) -> web.StreamResponse:
     hours = hours_query(request, 24)
-    return c.page(request, "deadletters.html", doc=await c.admin.dead_letters(hours, 20), hours=hours)
+    doc = await c.admin.dead_letters(hours, 20)
+    chart = Markup(charts.bar_chart("Dead letters per hour", *_hourly(
+        {h["hour"]: sum(h["reasons"].values()) for h in doc["by_hour"]}, "dead letters")))
+    return c.page(request, "deadletters.html", doc=doc, hours=hours, chart=chart)
 
 
 async def profile_lookup(request: web.Request, c: Console) -> web.StreamResponse:
@@ -412,7 +426,87 @@ async def profile_lookup(request: web.Request, c: Console) -> web.StreamResponse
 
 
 async def cohorts(request: web.Request, c: Console) -> web.StreamResponse:
-    return c.page(request, "cohorts.html")
+    """The cohorts and where each is synced; with ``user_id`` or ``amplitude_id``, the cohorts that user is in
+    (``Admin.memberships``), or why the lookup was refused."""
+    form = {k: (text_param(request.query.get(k), k) or "").strip() for k in ("user_id", "amplitude_id", "project")}
+    lookup, error, status = None, None, 200
+    if form["user_id"] or form["amplitude_id"]:
+        try:
+            lookup = await c.admin.memberships(*membership_params(request.query))
+        except AdminError as exc:
+            error, status = f"{exc.status}: {exc}", exc.status
+    return c.page(request, "cohorts.html", status, cohorts=c.admin.cohorts()["cohorts"], form=form, lookup=lookup,
+                  error=error)
+
+
+def cohort_charts(doc: dict[str, Any]) -> list[Markup]:
+    """One chart per sync of the cohort (destination and routing key): members, entering and exiting per completed
+    sync."""
+    out = []
+    for s in doc["counts"]:
+        routing = f" ({s['routing_key']})" if s["routing_key"] else ""
+        labels = [p["stamp"].replace("T", " ") for p in s["points"]]
+        out.append(Markup(charts.line_chart(
+            f"{doc['id']} to {s['destination']}{routing}: members per sync", labels,
+            [charts.Series(name, tuple(p[name] for p in s["points"])) for name in ("members", "entering", "exiting")])))
+    return out
+
+
+async def cohort(request: web.Request, c: Console) -> web.StreamResponse:
+    doc = await c.admin.cohort(request.match_info["id"])
+    return c.page(request, "cohort.html", doc=doc, charts=cohort_charts(doc),
+                  history=list(reversed(doc["history"])))
+
+
+async def cohort_file(request: web.Request, c: Console) -> web.StreamResponse:
+    """A file of a completed sync of the cohort, downloaded through the admin service (no other key of the
+    bucket)."""
+    key = (text_param(request.query.get("key"), "key") or "").strip()
+    if not key:
+        raise AdminError(400, "give key: the S3 key of one of the cohort's files (its history lists them)")
+    first, rest = await c.admin.cohort_file(request.match_info["id"], key)
+    name = key.rsplit("/", 1)[-1].replace('"', "")
+    resp = _headers(web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
+                                                "Content-Disposition": f'attachment; filename="{name}"'}))
+    await resp.prepare(request)
+    await resp.write(first)
+    async for chunk in rest:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def cohort_sync(request: web.Request, c: Console) -> web.StreamResponse:
+    """"Sync now": the same action as POST /admin/cohorts/{id}/syncs."""
+    cohort_id = request.match_info["id"]
+    doc = c.admin.cohort_sync(cohort_id, _form(request, "destination") or None)
+    states = ", ".join(f"{s['destination']}{' (' + s['routing_key'] + ')' if s['routing_key'] else ''}: "
+                       f"{s['state']}" for s in doc["syncs"])
+    return c.redirect(request, f"{PREFIX}/cohorts/{urllib.parse.quote(cohort_id, safe='')}",
+                      f"sync now of {cohort_id}: {states}")
+
+
+async def cohort_members(request: web.Request, c: Console) -> web.StreamResponse:
+    """A static cohort's upload: a text file (one user id per line) or the pasted ids, replacing its list."""
+    from stream.cohorts import static
+    cohort_id = request.match_info["id"]
+    upload = request["form"].get("file")
+    text = _form(request, "user_ids")
+    if isinstance(upload, web.FileField) and upload.filename:
+        try:
+            text = upload.file.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise AdminError(400, "the file is not UTF-8 text: upload one user id per line in UTF-8") from None
+    if not text.strip():
+        raise AdminError(400, "choose a file or paste the user ids, one per line")
+    try:
+        ids = static.parse_lines(text)
+    except static.StaticError as exc:
+        raise AdminError(400, str(exc)) from None
+    doc = await c.admin.upload_members(cohort_id, ids, by="console")
+    return c.redirect(request, f"{PREFIX}/cohorts/{urllib.parse.quote(cohort_id, safe='')}",
+                      f"{cohort_id}: {doc['members']} user ids stored in {', '.join(doc['stored'])}; the next syncs "
+                      "list them")
 
 
 async def static(request: web.Request) -> web.StreamResponse:
@@ -456,9 +550,14 @@ def add_routes(app: web.Application, admin: Admin, access: Access, revoked: Revo
     p(f"{PREFIX}/imports/{{name}}/retry", _page(import_retry))
     g(f"{PREFIX}/deadletters", _page(deadletters))
     g(f"{PREFIX}/cohorts", _page(cohorts))
+    g(f"{PREFIX}/cohorts/{{id}}", _page(cohort))
+    g(f"{PREFIX}/cohorts/{{id}}/file", _page(cohort_file))
+    p(f"{PREFIX}/cohorts/{{id}}/sync", _page(cohort_sync))
+    p(f"{PREFIX}/cohorts/{{id}}/members", _page(cohort_members))
     g(f"{PREFIX}/profiles", _page(profile_lookup))
 
 
 POST_ROUTES = ["/logout", "/destinations/{name}/enable", "/destinations/{name}/disable",
-               "/destinations/{name}/verify", "/backfills", "/backfills/{job}/cancel", "/imports/{name}/retry"]
+               "/destinations/{name}/verify", "/backfills", "/backfills/{job}/cancel", "/imports/{name}/retry",
+               "/cohorts/{id}/sync", "/cohorts/{id}/members"]
 """The POST routes that need the session's CSRF token (all but the login), relative to ``PREFIX``."""

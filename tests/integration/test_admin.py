@@ -154,8 +154,11 @@ ROUTES = [("GET", "/admin/status"), ("GET", "/admin/destinations"), ("GET", "/ad
           ("GET", "/admin/backfills/{}"), ("DELETE", "/admin/backfills/{}"), ("GET", "/admin/deadletters"),
           ("GET", "/admin/imports"), ("GET", "/admin/imports/{}/preview"), ("POST", "/admin/imports/{}/retry"),
           ("GET", "/admin/health"), ("GET", "/exports/status"), ("GET", "/admin/openapi.json"),
-          ("POST", "/admin/cohorts/{}/syncs"), ("GET", "/admin/profiles/{}/{}")]
-PARAMS = ["hours", "samples", "rows", "key", "destination", "enforce_encryption", "source", "x"]
+          ("POST", "/admin/cohorts/{}/syncs"), ("GET", "/admin/profiles/{}/{}"), ("GET", "/admin/cohorts"),
+          ("GET", "/admin/cohorts/{}"), ("GET", "/admin/cohorts/{}/file"), ("PUT", "/admin/cohorts/{}/members"),
+          ("GET", "/admin/memberships")]
+PARAMS = ["hours", "samples", "rows", "key", "destination", "enforce_encryption", "source", "user_id",
+          "amplitude_id", "project", "x"]
 
 
 def hostile_requests():

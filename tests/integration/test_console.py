@@ -183,7 +183,7 @@ def test_every_console_post_route_needs_a_session_and_its_csrf_token(deployment,
 
     posts = ["/console/logout", "/console/destinations/main/enable", "/console/destinations/main/disable",
              "/console/destinations/main/verify", "/console/backfills", "/console/backfills/bf-none/cancel",
-             "/console/imports/none/retry"]
+             "/console/imports/none/retry", "/console/cohorts/none/sync", "/console/cohorts/none/members"]
     from stream.admin.console import POST_ROUTES
     assert len(posts) == len(POST_ROUTES)
     for path in posts:

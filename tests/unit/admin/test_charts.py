@@ -77,3 +77,11 @@ def test_a_series_of_another_length_or_a_negative_count_is_refused():
         line_chart("t", ["a", "b"], [Series("x", (1,))])
     with pytest.raises(ValueError, match="series 'x' has a negative value"):
         bar_chart("t", ["a"], [Series("x", (-1,))])
+
+
+def test_per_hour_counts_fill_the_hours_between_with_zero_and_keep_the_latest():
+    from stream.admin.charts import hour_series
+    assert hour_series({"2024-03-09T23:00:00Z": 5, "2024-03-10T02": 1, "2024-03-09T23": 2}) == (
+        ["03-09 23h", "03-10 00h", "03-10 01h", "03-10 02h"], (7, 0, 0, 1))
+    assert hour_series({"2024-03-09T00": 1, "2024-03-10T00": 3}, max_hours=2) == (["03-09 23h", "03-10 00h"], (0, 3))
+    assert hour_series({}) == ([], ())
