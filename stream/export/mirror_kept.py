@@ -4,7 +4,10 @@ A pass rebuilds up to ``backfill.chunk_hours`` hours at once, reading the topic 
 mutations of every one of its hours at hand; held in memory they cost about 6.5 KB each (their rows decoded), which
 grows with the hours' size. Here they are written, hour by hour and object by object, to a RocksDB file keyed by
 the hour (8 bytes) and the insert_id, whose value is the mutations of that event as the log's lines: a rebuild
-reads a key when a row of the hour names it. Memory stays that of one log object at a time and RocksDB's caches.
+reads a key when a row of the hour names it. Memory stays that of one log object at a time and RocksDB's own, which
+is held to a fixed size: its memtables (``WRITE_BUFFER_BYTES`` each) and its block cache (``CACHE_BYTES``; RocksDB's
+default of 32 MiB would fill with every block a rebuild reads, so that the pass's memory grew with the mutations
+kept up to that size). Each key is read once per rebuild of its hour, so a bigger cache would not save reads.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from rocksdict import Options, Rdict
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
 from stream.export import mirror_log
 from stream.export.mirror import Mutation
 
 
-WRITE_BUFFER_BYTES = 4 << 20
+WRITE_BUFFER_BYTES = 1 << 20
+CACHE_BYTES = 1 << 20
 
 
 class KeptMutations:
@@ -29,6 +33,9 @@ class KeptMutations:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._options = Options(raw_mode=True)
         self._options.set_write_buffer_size(WRITE_BUFFER_BYTES)   # what it holds in memory before it flushes
+        table = BlockBasedOptions()
+        table.set_block_cache(Cache(CACHE_BYTES))
+        self._options.set_block_based_table_factory(table)
         self.db = Rdict(str(path), self._options)
         self._ids: dict[int, int] = {}
 

@@ -1,5 +1,5 @@
 from stream.export.mirror import Mutation, Op, by_insert_id
-from stream.export.mirror_kept import KeptMutations
+from stream.export.mirror_kept import CACHE_BYTES, KeptMutations
 
 H7, H8 = 1709967600000, 1709971200000
 
@@ -28,3 +28,15 @@ def test_a_crashed_passs_file_is_started_afresh(tmp_path):
     again = KeptMutations(tmp_path / "spill")
     assert len(again.hour(H7)) == 0 and list(again.hour(H7)) == []
     again.close()
+
+
+def test_reading_every_kept_mutation_holds_the_block_cache_to_its_fixed_size(tmp_path):
+    kept = KeptMutations(tmp_path / "spill")
+    ids = [f"event-{n:05d}" for n in range(3000)]
+    kept.add(H7, [Mutation(i, Op.UPDATE, (1, "k", n), None, {"event_type": "x" * 2000}) for n, i in enumerate(ids)])
+    kept.db.flush()                    # about 6 MB of mutations in the file, none in the memtable
+    h7 = kept.hour(H7)
+    assert all(len(h7[i]) == 1 for i in ids)
+    assert kept.db.property_int_value("rocksdb.block-cache-capacity") == CACHE_BYTES == 1 << 20
+    assert kept.db.property_int_value("rocksdb.block-cache-usage") <= CACHE_BYTES
+    kept.close()
