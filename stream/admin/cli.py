@@ -187,7 +187,9 @@ def register(exports: click.Group, main: click.Group) -> None:
     def policy(config, destination, enforce_encryption):
         """Print the least-privilege policies for DESTINATION, ready to paste: bucket policy, role policy, KMS key
         policy statement (SSE-KMS) and trust policy (a role with an external id). Given an import source's name,
-        its read role's permission policy (list, read, decrypt, the bucket's notifications) and trust policy."""
+        its read role's permission policy (list, read, decrypt, the bucket's notifications) and trust policy. Given
+        a cohort destination's name, its writer's policies: put the CSV files and the sync records, read back the
+        previous existing file and the records, list the records."""
         doc = _run(_policy(Admin(_settings(config)), destination, enforce_encryption))
         click.echo(dumps(doc))
 

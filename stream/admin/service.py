@@ -154,6 +154,15 @@ class Admin:
         src = self.settings.source(name)
         if src is not None and self.settings.destination(name) is None:
             return self.source_policy(name)
+        if self.settings.cohort_destination(name) is not None and self.settings.destination(name) is None:
+            return self.cohort_policy(name, enforce_encryption)
+        if self.settings.destination(name) is None:
+            def names(xs: Any) -> str:
+                return ", ".join(x.name for x in xs) or "none"
+            s = self.settings
+            raise AdminError(404, f"no destination, cohort destination or import source {name!r} in the settings "
+                             f"(destinations: {names(s.destinations)}; cohort destinations: "
+                             f"{names(s.cohort_destinations)}; sources: {names(s.sources)})")
         dest = self.destination(name)
         target = target_of(dest, self.settings.s3)
         prefixes = [p for _, p in written_prefixes(dest, segment_sources_of(self.settings, dest.project))]
@@ -162,6 +171,26 @@ class Admin:
             "destination": name, "writer": policy.writer_of(target, principal), "prefixes": prefixes,
             "bucket_policy": policy.bucket_policy(target, prefixes, principal, enforce_encryption),
             "role_policy": policy.role_policy(target, prefixes)}
+        if dest.encryption.type == "sse-kms":
+            doc["kms_key_policy_statement"] = policy.kms_key_policy_statement(target, principal)
+        return _with_trust(doc, target, principal)
+
+    def cohort_policy(self, name: str, enforce_encryption: bool = False) -> dict[str, Any]:
+        """A cohort destination's policies (``stream.s3.policy.cohort_bucket_policy``): put the files and the sync
+        records, read back the previous existing file and the records, list the records; KMS for SSE-KMS."""
+        dest = self.settings.cohort_destination(name)
+        if dest is None:
+            known = ", ".join(x.name for x in self.settings.cohort_destinations) or "none"
+            raise AdminError(404, f"no cohort destination {name!r} in the settings (cohort destinations: {known})")
+        target = target_of(dest, self.settings.s3)
+        records = f"{dest.records_prefix}{dest.name}/"
+        principal = self.settings.s3.worker_principal_arn
+        doc: dict[str, Any] = {
+            "cohort_destination": name, "writer": policy.writer_of(target, principal),
+            "prefixes": [dest.path_prefix, records],
+            "bucket_policy": policy.cohort_bucket_policy(target, dest.path_prefix, records, principal,
+                                                         enforce_encryption),
+            "role_policy": policy.cohort_role_policy(target, dest.path_prefix, records)}
         if dest.encryption.type == "sse-kms":
             doc["kms_key_policy_statement"] = policy.kms_key_policy_statement(target, principal)
         return _with_trust(doc, target, principal)

@@ -11,6 +11,10 @@ For a target that stream writes (an export or cohort destination):
   decrypt the data key) for the writer;
 - the **trust policy** of ``role_arn``: the workers' identity may assume it, with the external id if one is set.
 
+A cohort destination's writer also reads back what it wrote (``cohort_bucket_policy``, ``cohort_role_policy``):
+the previous sync's existing file (the diff), the sync records and a static cohort's list, and lists its
+records.
+
 For a target that stream reads (an import source): ``s3:ListBucket`` limited to its prefix, ``s3:GetObject`` under
 it, ``kms:Decrypt``, and the notification set-up actions (FORMATS.md §7.1, Amplitude's import policy shape).
 
@@ -49,14 +53,51 @@ def bucket_policy(target: Target, prefixes: Sequence[str], worker_principal: str
         "Sid": "StreamWrites", "Effect": "Allow", "Principal": {"AWS": writer_of(target, worker_principal)},
         "Action": "s3:PutObject", "Resource": _objects(target, prefixes)}]
     if enforce_encryption:
-        sse = "aws:kms" if target.encryption.type == "sse-kms" else "AES256"
-        everything = s3_arn(target.bucket, "*", region=target.region)
-        statements += [
-            {"Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
-             "Resource": everything,
-             "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": sse}}},
+        statements += _deny_unencrypted(target)
+    return _doc(*statements)
+
+
+def _deny_unencrypted(target: Target) -> list[dict[str, Any]]:
+    sse = "aws:kms" if target.encryption.type == "sse-kms" else "AES256"
+    everything = s3_arn(target.bucket, "*", region=target.region)
+    return [{"Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+             "Resource": everything, "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": sse}}},
             {"Sid": "DenyUnencrypted", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
              "Resource": everything, "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}}]
+
+
+def _cohort_statements(target: Target, path_prefix: str, records_dir: str,
+                       principal: dict[str, Any] | None) -> list[dict[str, Any]]:
+    who = {"Principal": principal} if principal else {}
+    objects = _objects(target, [path_prefix, records_dir])
+    return [
+        {"Sid": "StreamWrites", "Effect": "Allow", **who, "Action": "s3:PutObject", "Resource": objects},
+        {"Sid": "StreamReadsBack", "Effect": "Allow", **who, "Action": "s3:GetObject", "Resource": objects},
+        {"Sid": "StreamListsRecords", "Effect": "Allow", **who, "Action": "s3:ListBucket",
+         "Resource": s3_arn(target.bucket, region=target.region),
+         "Condition": {"StringLike": {"s3:prefix": [f"{records_dir}*"]}}}]
+
+
+def cohort_bucket_policy(target: Target, path_prefix: str, records_dir: str, worker_principal: str | None,
+                         enforce_encryption: bool = False) -> dict[str, Any]:
+    """A cohort destination's bucket policy: the writer puts the CSV files (under ``path_prefix``) and the sync
+    records (under ``records_dir``, ``<records_prefix><destination>/``, a static cohort's list too), reads back
+    the previous sync's existing file (the diff) and the records, and lists the records (the chain of completed
+    syncs); nothing else of the bucket."""
+    statements = _cohort_statements(target, path_prefix, records_dir, {"AWS": writer_of(target, worker_principal)})
+    if enforce_encryption:
+        statements += _deny_unencrypted(target)
+    return _doc(*statements)
+
+
+def cohort_role_policy(target: Target, path_prefix: str, records_dir: str) -> dict[str, Any]:
+    """The same grants as ``cohort_bucket_policy`` as an identity policy, and the KMS actions for SSE-KMS
+    (``kms:Decrypt`` also reads back what was written)."""
+    statements = _cohort_statements(target, path_prefix, records_dir, None)
+    if target.encryption.type == "sse-kms":
+        statements.append({"Sid": "StreamEncrypts", "Effect": "Allow",
+                           "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                           "Resource": target.encryption.kms_key_id or "*"})
     return _doc(*statements)
 
 
