@@ -7,6 +7,7 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -436,6 +437,85 @@ def cohorts_history(cohort_id: str, config: str | None, destination: str | None,
             continue
         click.echo(f"{r['stamp']}  {job.destination.name:<16} members {r['members']:>8}  entering {r['entering']:>8}"
                    f"  exiting {r['exiting']:>8}  s3://{job.destination.bucket}/{r['keys']['existing']}")
+
+
+
+def _admin_call(config: str | None, call: Any) -> Any:
+    """Run ``call(admin)`` (a coroutine) with an ``Admin`` of the settings: the same action as the admin API's."""
+    from stream.admin.service import Admin, AdminError
+    settings = _load(config)
+    try:
+        return asyncio.run(call(Admin(settings)))
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+
+
+@cohorts.command("upload")
+@click.argument("cohort_id")
+@click.argument("file", type=click.File("rb"))
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def cohorts_upload(cohort_id: str, file: Any, config: str | None) -> None:
+    """Replace the members of the static cohort COHORT_ID with the user ids of FILE (one per line, - for stdin),
+    kept in each bucket the cohort is synced to; its next syncs list them (PUT /admin/cohorts/ID/members)."""
+    from stream.cohorts import static
+    try:
+        ids = static.parse_lines(file.read().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise click.ClickException("the file is not UTF-8 text: give one user id per line in UTF-8") from None
+    except static.StaticError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def upload(admin: Any) -> Any:
+        return await admin.upload_members(cohort_id, ids, by="cli")
+    doc = _admin_call(config, upload)
+    click.echo(f"{cohort_id}: {doc['members']} user ids stored")
+    for where in doc["stored"]:
+        click.echo(f"  {where}")
+
+
+@cohorts.command("memberships")
+@click.option("--user-id", help="The user's user_id.")
+@click.option("--amplitude-id", type=click.IntRange(min=0), help="The user's amplitude_id (instead of --user-id).")
+@click.option("--project", type=click.IntRange(min=0), help="Only the cohorts of this project.")
+@click.option("--json", "as_json", is_flag=True, help="The document of GET /admin/memberships.")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def cohorts_memberships(user_id: str | None, amplitude_id: int | None, project: int | None, as_json: bool,
+                        config: str | None) -> None:
+    """The cohorts a user is in: per sync, the user's row in the existing file of its latest completed sync."""
+    async def lookup(admin: Any) -> Any:
+        return await admin.memberships(user_id, amplitude_id, project)
+    doc = _admin_call(config, lookup)
+    if as_json:
+        import orjson
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    for m in doc["memberships"]:
+        routing = f" ({m['routing_key']})" if m["routing_key"] else ""
+        click.echo(f"{m['cohort']:<24} {m['destination']}{routing:<12} {m['stamp']}  amplitudeID {m['amplitude_id']}"
+                   f"  userID {m['user_id'] or '-'}  s3://{m['bucket']}/{m['key']}")
+    if not doc["memberships"]:
+        click.echo("in no cohort's latest completed sync")
+    waiting = [f"{c['cohort']} -> {c['destination']}" for c in doc["checked"] if c["stamp"] is None]
+    if waiting:
+        click.echo(f"no completed sync yet: {', '.join(waiting)}")
+
+
+@cohorts.command("download")
+@click.argument("cohort_id")
+@click.argument("key")
+@click.option("--output", "-o", type=click.File("wb"), default="-", help="Where to write the file (default: "
+              "stdout).")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def cohorts_download(cohort_id: str, key: str, output: Any, config: str | None) -> None:
+    """Copy KEY, a file of a completed sync of COHORT_ID (stream cohorts history lists them), to --output."""
+    async def download(admin: Any) -> None:
+        first, rest = await admin.cohort_file(cohort_id, key)
+        output.write(first)
+        async for chunk in rest:
+            output.write(chunk)
+    _admin_call(config, download)
 
 
 if __name__ == "__main__":
