@@ -158,6 +158,9 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
             HEALTH.mark_ready("export")   # every destination is disabled in the settings: no exporter to wait for
 
     if "cohorts" in stages:
+        from stream.agents import cohorts as cohort_agents
+        cohort_agents.register(app, settings, clock)
+
         @app.task
         async def cohorts() -> None:
             from stream.cohorts.schedule import run_stage

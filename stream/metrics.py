@@ -210,6 +210,11 @@ COHORT_SYNC_FAILURES = Counter("stream_cohort_sync_failures_total",
                                "sync's existing file is missing), events (reading events.accepted or "
                                "identity.merges failed), other.",
                                ["cohort", "destination", "reason"])
+COHORT_STATE_RECORDS = Counter("stream_cohort_state_records_total",
+                               "Records of the cohorts topic the cohorts stage's state step handled, by outcome: "
+                               "applied (an event or merge folded into a user's state), replayed (one it had "
+                               "folded already, dropped); and users the day index touched: expired (counters left "
+                               "their windows), forgotten (no event for cohort_state.state_days).", ["outcome"])
 COHORT_LAST_COMPLETED = Gauge("stream_cohort_last_completed_sync_timestamp_seconds",
                               "Scheduled time of the latest completed sync of the cohort to the destination (or, "
                               "before any, when the worker began scheduling it); with several routing keys, the "

@@ -89,6 +89,10 @@ class TopicSettings(_Section):
     mirror_index: str = Field(
         "mirror.index", description="Entries of the mirror index (which hours hold each insert_id of a project with a "
         "mirror source), re-keyed from events.accepted by project and insert_id, in batches per partition.")
+    cohorts: str = Field(
+        "cohorts.activity", description="The cohorts stage's records (schemas/cohort_record.avsc): accepted events "
+        "re-keyed by amplitude_id, merges and each events.accepted partition's progress, read by the stage's state "
+        "step; partitioned like events.accepted.")
     partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
                             "(and of the dedupe changelog); the export key encodes the partition in three digits.")
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")

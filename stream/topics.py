@@ -47,6 +47,17 @@ def profiles_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-profiles-applied-changelog"
 
 
+def cohorts_changelog(settings: Settings) -> str:
+    """The cohorts stage's state table's changelog: a record per key written (a user's state, a day index entry, a
+    partition's progress), compacted: its latest record of each key is the state, which cohort syncs read."""
+    return f"{settings.worker.app_id}-cohorts-state-changelog"
+
+
+def cohorts_enabled(settings: Settings) -> bool:
+    """Whether the worker keeps cohort state: some cohort is synced somewhere."""
+    return any(d.syncs for d in settings.cohort_destinations)
+
+
 def identity_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-identity-changelog"
 
@@ -101,4 +112,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("profiles"), t.partitions, kept),
         # the applied profiles, one record per key written: compaction keeps each user's current profile
         TopicSpec(profiles_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
-    ] if settings.profiles_projects() else [])
+    ] if settings.profiles_projects() else []) + ([
+        # the stage's records, read within seconds by its state step
+        TopicSpec(t.name("cohorts"), t.partitions, kept),
+        # one record per key written: compaction keeps each user's current state
+        TopicSpec(cohorts_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
+    ] if cohorts_enabled(settings) else [])

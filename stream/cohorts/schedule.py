@@ -286,7 +286,9 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
     async with AsyncExitStack() as stack:
         storages = {d.name: await stack.enter_async_context(sync._s3_storage(settings, d))
                     for d in settings.cohort_destinations if d.syncs}
-        source = sync.EventSource(settings)
+        from stream.cohorts.changelog import ChangelogSource
+        source = ChangelogSource(settings, clock)
+        stack.push_async_callback(source.close)
 
         def on_state(job: Any, state: JobState) -> None:
             for (cohort, dest), (last, interval, failures) in gauges(jobs, scheduler.states).items():

@@ -26,7 +26,8 @@ there yet. So a sync made while traffic flows has exactly the events uploaded be
 
 Store keys: ``u`` + amplitude_id (8 bytes big-endian, so that a scan is in amplitude_id order) -> ``StoredUser``;
 ``x`` + day (4 bytes) + amplitude_id -> b"" (the day index); ``p`` + events.accepted partition (4 bytes) -> its
-progress (8 bytes); ``e`` -> the day up to which windows were expired (4 bytes).
+progress (8 bytes) and the day of the latest upload it read (4 bytes); ``e`` -> the day up to which windows were
+expired (4 bytes): the newest upload day read by any partition, less ``EXPIRY_LAG_DAYS``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ ACTIVITY, PROGRESS, MERGE_OUT, MERGE_IN = "ACTIVITY", "PROGRESS", "MERGE_OUT", "
 
 _U, _X, _P, _E = b"u", b"x", b"p", b"e"
 _Q = struct.Struct(">q")
+_PROGRESS = struct.Struct(">qi")     # the time passed, the day of the latest upload read (-1: none)
 _I = struct.Struct(">i")
 
 
@@ -219,8 +221,27 @@ class CohortRecord:
         return cls(**avro.decode("cohort_record", data))
 
 
+def decode_all(data: bytes) -> Iterator[CohortRecord]:
+    """The records of one cohorts topic message: Avro records one after the other (each ends where the next
+    begins), so that one message carries what one input batch sends to one partition."""
+    import io
+
+    import fastavro
+    buf, schema = io.BytesIO(data), avro.schema("cohort_record")
+    while buf.tell() < len(data):
+        yield CohortRecord(**fastavro.schemaless_reader(buf, schema, None))
+
+
 Sent = tuple[int, bytes, bytes]
-"""(cohorts partition, key, value): a record to produce."""
+"""(cohorts partition, key, value): a message to produce, holding one or more records (``decode_all``)."""
+
+
+def _grouped(sends: list[Sent]) -> list[Sent]:
+    """One message per target partition (the records joined in order), the key of its first."""
+    by: dict[int, tuple[bytes, list[bytes]]] = {}
+    for q, k, v in sends:
+        by.setdefault(q, (k, []))[1].append(v)
+    return [(q, k, b"".join(vs)) for q, (k, vs) in sorted(by.items())]
 
 
 class Progress:
@@ -271,7 +292,7 @@ class Rekeyer:
             if rec is not None:
                 out.append((partition_of(rec.amplitude_id, self.partitions), _Q.pack(rec.amplitude_id),
                             rec.encode()))
-        return out
+        return _grouped(out)
 
     def activity(self, row: Mapping[str, Any], partition: int, source: str, offset: int,
                  uploaded_ms: int) -> CohortRecord | None:
@@ -307,7 +328,9 @@ class Rekeyer:
         t = self.progress.advance(partition, now_ms, caught_up)
         if t is None:
             return []
-        value = CohortRecord(PROGRESS, partition=partition, uploaded_ms=t).encode()
+        read = self.progress.read.get(partition)
+        day = day_of_ms(read) if read is not None else -1
+        value = CohortRecord(PROGRESS, partition=partition, uploaded_ms=t, day=day).encode()
         return [(q, _I.pack(partition), value) for q in range(self.partitions)]
 
 
@@ -401,8 +424,7 @@ class CohortState:
         def put(key: bytes, value: bytes | None) -> None:
             pending[key] = value
 
-        for _, value in records:
-            rec = CohortRecord.decode(value)
+        for rec in (r for _, value in records for r in decode_all(value)):
             if rec.kind == PROGRESS:
                 self._progress(partition, rec, get, put, store, out)
             elif rec.kind == ACTIVITY:
@@ -412,6 +434,7 @@ class CohortState:
             elif rec.kind == MERGE_IN:
                 self._merge_in(rec, get, put, out)
         out.writes = list(pending.items())
+        out.sends = _grouped(out.sends)
         return out
 
     # the user's index entry: the first day it has something to drop
@@ -509,13 +532,15 @@ class CohortState:
     def _progress(self, partition: int, rec: CohortRecord, get: Any, put: Any, store: Store, out: Applied) -> None:
         key = progress_key(rec.partition)
         raw = get(key)
-        if raw is not None and _Q.unpack(raw)[0] >= rec.uploaded_ms:
+        if raw is not None and _Q.unpack(raw[:8])[0] >= rec.uploaded_ms:
             return
-        put(key, _Q.pack(rec.uploaded_ms))
-        passed = self.passed(get)
-        if passed is None:
+        put(key, _PROGRESS.pack(rec.uploaded_ms, rec.day))
+        # windows move with the days of the uploads read (the newest of any partition), never with the clock alone
+        read_days = [_PROGRESS.unpack(v)[1] for _, v in store.scan(_P, _P + b"\xff") if len(v) == 12]
+        read_days.append(rec.day)
+        day = max(read_days) - EXPIRY_LAG_DAYS
+        if max(read_days) < 0:
             return
-        day = day_of_ms(passed) - EXPIRY_LAG_DAYS
         raw_e = get(_E)
         done = _I.unpack(raw_e)[0] if raw_e is not None else None
         if done is not None and day <= done:
@@ -531,7 +556,7 @@ class CohortState:
             raw = get(progress_key(p))
             if raw is None:
                 return None
-            t = _Q.unpack(raw)[0]
+            t = _Q.unpack(raw[:8])[0]
             least = t if least is None else min(least, t)
         return least
 
@@ -591,7 +616,7 @@ class SyncView:
                 raw = store.get(progress_key(p))
                 if raw is None:
                     return None
-                t = _Q.unpack(raw)[0]
+                t = _Q.unpack(raw[:8])[0]
                 least = t if least is None else min(least, t)
         return least
 

@@ -563,7 +563,10 @@ async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
     """Each job's sync due at ``now_ms`` (or, with ``at_ms``, the sync of that scheduled time); the events are read
     once per scheduled time the jobs need. A job that fails does not stop the others: its result carries the error
     and its reason, the failure is counted (``stream_cohort_sync_failures_total``) and recorded in its bucket."""
-    source = source or EventSource(settings)
+    own_source = source is None
+    if source is None:
+        from stream.cohorts.changelog import ChangelogSource
+        source = ChangelogSource(settings)
     storage_of = storage_of or (lambda d: _s3_storage(settings, d))
     clock_ms = clock_ms or (lambda: int(time.time() * 1000))
     results: list[SyncResult] = []
@@ -628,6 +631,8 @@ async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
                                                   fold, clock_ms))
                 except Exception as exc:
                     await fail(job, t, exc, storage)
+    if own_source and hasattr(source, "close"):
+        await source.close()
     return results
 
 

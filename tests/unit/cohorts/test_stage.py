@@ -207,6 +207,8 @@ def test_a_user_without_events_inside_the_retention_stays_for_property_not_and_a
 
 
 def test_windows_expire_by_the_day_index_and_state_is_forgotten_after_state_days():
+    """Only the users the index names for a day are read and written; the days are those of the uploads read (a
+    replay of old events, or a quiet stream, expires nothing by the clock alone)."""
     s = settings([{"id": "week", "project": P, "name": "Viewed this week", "rule": {
         "performed": "view", "within_days": 7}}], state_days=20)
     f = Feed(s)
@@ -216,11 +218,13 @@ def test_windows_expire_by_the_day_index_and_state_is_forgotten_after_state_days
     store10 = f.stage.stores[10 % 3]
     assert decode_user(store10.get(user_key(10))).index_day == day - 9 + 7   # 1 March + 7: when it leaves
     assert store10.get(index_key(day - 2, 10)) == b""
+    f.event(99, "other", "2024-03-10 00:00")   # windows move with the uploads read: the 10th's
     f.advance(ms("2024-03-10 00:05"))   # expired as of 8 March (two days back): 10's counter only
     assert f.stage.totals.expired == 1
     u10 = decode_user(store10.get(user_key(10)))
     assert (u10.counts, u10.index_day, u10.uids) == ({}, day - 9 + 20, [(ms("2024-03-01 12:00") + 5_000, "u-10")])
     assert decode_user(f.stage.stores[20 % 3].get(user_key(20))).counts != {}
+    f.event(99, "other", "2024-03-24 00:00")
     f.advance(ms("2024-03-24 00:05"))   # 22 March: 10 is forgotten (1 March + 20 days), 20's counter expired
     assert (f.stage.totals.expired, f.stage.totals.forgotten) == (2, 1)
     assert store10.get(user_key(10)) is None
@@ -231,6 +235,7 @@ def test_a_sync_older_than_the_expired_windows_is_refused():
     s = settings()
     f = Feed(s)
     f.event(10, "purchase", "2024-03-09 12:00", "u-10", plan="pro")
+    f.event(20, "view", "2024-03-13 00:00", "u-20")
     f.advance(T1 + (EXPIRY_LAG_DAYS + 1) * DAY)
     with pytest.raises(ValueError, match="more than 2 days older than the cohort state"):
         asyncio.run(f.stage.view(s.cohort_set, T1))

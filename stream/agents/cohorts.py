@@ -1,0 +1,128 @@
+"""The cohorts stage's faust agents (wiring only; the work is ``stream.cohorts.stage``).
+
+- ``cohorts-rekey`` reads events.accepted and, for the projects with cohorts, sends each batch's compact records to
+  the cohorts topic, one message per target partition (``Rekeyer.batch``); a timer sends each partition's progress
+  (the consumer's position at its end: caught up). identity.merges, when identity is on, is read by
+  ``cohorts-merges`` into MERGE_OUT records.
+- ``cohorts-state`` folds the cohorts topic into the ``cohorts-state`` table (RocksDB, per partition), each write
+  also a record of its key on the table's compacted changelog (``stream.topics.cohorts_changelog``), which the
+  syncs read (``stream.cohorts.changelog``). A record read again after a crash or a rebalance is dropped by the
+  source offsets each user's state keeps. faust commits an offset once its record is handled and the producer is
+  flushed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+import orjson
+
+from stream import metrics
+from stream.agents.contiguous import Contiguous, Record
+from stream.clock import Clock
+from stream.cohorts.stage import CohortState, RdictStore, Rekeyer, Sent
+from stream.crashpoints import crash_point
+from stream.dedup.table import DedupeTable, KeyedChangelog
+from stream.events.batch import EventBatch
+from stream.kafka import client_args
+from stream.settings import Settings
+from stream.topics import cohorts_changelog
+
+log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 2.0
+"""How often each assigned events.accepted partition's progress is looked at (and sent when it moved)."""
+
+
+class CohortsTable(KeyedChangelog, DedupeTable):
+    """The cohort state: ``stream.cohorts.stage`` keys -> values; each changelog record is one key's."""
+
+
+def register(app: faust.App, settings: Settings, clock: Clock) -> None:
+    """The cohorts stage's agents and table (the syncs themselves are scheduled by ``schedule.run_stage``)."""
+    t, c = settings.topics, settings.cohort_state
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    accepted = app.topic(t.name("accepted"), partitions=t.partitions, **raw)
+    cohorts_topic = app.topic(t.name("cohorts"), partitions=t.partitions, **raw)
+    changelog = app.topic(cohorts_changelog(settings), partitions=t.partitions, internal=True, retention=None,
+                          compacting=True, deleting=False, **raw)
+    table = app.tables.add(CohortsTable(app, name="cohorts-state", partitions=t.partitions,
+                                        changelog_topic=changelog, help="a user's cohort state, the day index",
+                                        key_type=bytes, value_type=bytes))
+    rekeyer = Rekeyer(settings.cohort_set, t.partitions, int(c.grace_s * 1000))
+    state = CohortState(settings.cohort_set, t.partitions, c.state_days, lambda q: RdictStore(table.db(q)))
+    accepted_name, cohorts_name = accepted.get_topic_name(), cohorts_topic.get_topic_name()
+    args = client_args(settings.kafka)
+
+    async def send(sends: list[Sent]) -> None:
+        for q, key, value in sends:
+            await cohorts_topic.send(key=key, value=value, partition=q)
+
+    @app.agent(accepted, name="cohorts-rekey")
+    async def rekey(stream: faust.StreamT) -> None:
+        gaps = Contiguous(app, accepted_name, args, "cohorts-rekey")
+        async for event in stream.events():
+            for missed in await gaps.missed(event.message.partition, event.message.offset):
+                await rekey_one(missed)
+            await rekey_one(event)
+
+    async def rekey_one(event: faust.EventT | Record) -> None:
+        try:
+            batch = EventBatch.decode(event.value)
+        except Exception as exc:     # the exporter dead-letters it; here it has nothing a cohort counts
+            log.warning("cohorts: %s[%d]@%d is not an event batch (%s): skipped", accepted_name,
+                        event.message.partition, event.message.offset, exc)
+            return
+        await send(rekeyer.batch(event.message.partition, batch))
+        crash_point("cohorts.rekeyed")
+
+    @app.timer(interval=PROGRESS_INTERVAL_S)
+    async def cohorts_progress() -> None:
+        """Each assigned events.accepted partition's progress, to every cohorts partition when it moved."""
+        consumer = app.consumer
+        for tp in list(consumer.assignment()):
+            if tp.topic != accepted_name:
+                continue
+            try:
+                caught_up = await consumer.position(tp) >= consumer.highwater(tp)
+            except Exception:       # not fetched yet
+                caught_up = False
+            await send(rekeyer.advance(tp.partition, clock.now_ms(), caught_up))
+
+    if settings.identity.enabled:
+        merges = app.topic(t.name("identity_merges"), **raw)
+
+        @app.agent(merges, name="cohorts-merges")
+        async def merge(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                try:
+                    lines = EventBatch.decode(event.value).lines
+                except Exception as exc:
+                    log.warning("cohorts: an identity.merges record is not a batch (%s): skipped", exc)
+                    continue
+                for line in lines:
+                    await send(rekeyer.merge(orjson.loads(line)))
+
+    state_gaps = Contiguous(app, cohorts_name, args, "cohorts-state")
+
+    @app.agent(cohorts_topic, name="cohorts-state")
+    async def fold(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            for missed in await state_gaps.missed(event.message.partition, event.message.offset):
+                await fold_one(missed)
+            await fold_one(event)
+
+    async def fold_one(event: faust.EventT | Record) -> None:
+        q = event.message.partition
+        applied = state.apply(q, [(event.message.key, event.value)])
+        if applied.writes:
+            RdictStore(table.db(q)).write(applied.writes)
+            await table.send_records(q, applied.writes)
+        crash_point("cohorts.state_written")
+        await send(applied.sends)
+        for outcome in ("applied", "replayed", "expired", "forgotten"):
+            if n := getattr(applied, outcome):
+                metrics.COHORT_STATE_RECORDS.labels(outcome).inc(n)
+
+
+
