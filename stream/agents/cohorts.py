@@ -84,8 +84,9 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             if tp.topic != accepted_name:
                 continue
             try:
-                caught_up = await consumer.position(tp) >= consumer.highwater(tp)
-            except Exception:       # not fetched yet
+                high = consumer.highwater(tp)     # None until a fetch answered for the partition
+                caught_up = high is not None and await consumer.position(tp) >= high
+            except Exception:       # not assigned any more
                 caught_up = False
             await send(rekeyer.advance(tp.partition, clock.now_ms(), caught_up))
 

@@ -45,6 +45,37 @@ def cohort_objects(s3, bucket, prefix="cohorts/"):
     return out
 
 
+def start_state_worker(worker, path, cfg, bucket, stages="ingest,dedupe,export,cohorts"):
+    """A worker keeping the cohort state of ``cfg``'s cohorts, whose scheduled syncs (at the wall clock's hours) go
+    to a prefix and records of their own; ``path`` then holds ``cfg``, for the CLI's syncs at chosen times."""
+    side = {**cfg, "cohort_destinations": [
+        {"name": "side", "bucket": bucket, "path_prefix": "side/", "records_prefix": "_side/", "syncs": [
+            {**s, "cohort": s["cohort"]} for d in cfg["cohort_destinations"] for s in d["syncs"]][:1]}]}
+    path.write_text(yaml.safe_dump(side))
+    w = worker("--stages", stages)
+    wait_until(lambda: (path.parent / "data").exists(), 30, "the worker to start")
+    settings = load_settings(path)
+    wait_until(lambda: _topic_exists(settings), 60, "the worker to create the cohort state's changelog")
+    path.write_text(yaml.safe_dump(cfg))
+    return w
+
+
+def _topic_exists(settings):
+    from aiokafka import AIOKafkaConsumer
+
+    from stream.kafka import client_args
+    from stream.topics import cohorts_changelog
+
+    async def check():
+        c = AIOKafkaConsumer(**client_args(settings.kafka))
+        await c.start()
+        try:
+            return bool(await c.topics() & {cohorts_changelog(settings)})
+        finally:
+            await c.stop()
+    return asyncio.run(check())
+
+
 def test_cohort_syncs_from_accepted_events(deployment, worker):
     _, path = deployment
     cfg = yaml.safe_load(path.read_text())
@@ -53,7 +84,9 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
         {"performed": "purchase", "within_days": 2}, {"user_property": "plan", "op": "=", "value": "pro"}]}}]
     cfg["cohort_destinations"] = [{"name": "crm", "bucket": bucket, "syncs": [
         {"cohort": "pro-buyers", "cadence": "hourly", "properties": ["plan"]}]}]
-    path.write_text(yaml.safe_dump(cfg))
+    # these syncs are run by hand at chosen times: the worker keeps the cohort state, its own scheduled syncs go
+    # to a destination of its own
+    start_state_worker(worker, path, cfg, bucket)
     settings = load_settings(path)
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     runner = CliRunner()
@@ -63,7 +96,6 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
         assert result.exit_code == 0, result.output
         return result.output
 
-    worker("--stages", "ingest,dedupe,export")   # these syncs are run by hand at chosen times, not scheduled
     asyncio.run(produce(settings, FIRST))
     wait_until(lambda: len(accepted_rows(settings)) == 2, 30, "the first events on events.accepted")
     ids = {r["user_id"]: r["amplitude_id"] for r in accepted_rows(settings)}
@@ -204,10 +236,8 @@ def test_a_worker_without_event_destination_is_ready_and_syncs_the_cohorts_on_th
     assert lines[1] == f"{failure['stamp']}  late             FAILED (chain): {failure['error']}"
 
 
-def test_the_cli_syncs_every_destination_and_exits_non_zero_naming_the_failed_ones(deployment):
-    from stream.kafka import ensure_topics
+def test_the_cli_syncs_every_destination_and_exits_non_zero_naming_the_failed_ones(deployment, worker):
     settings, path = deployment
-    asyncio.run(ensure_topics(settings))
     cfg = yaml.safe_load(path.read_text())
     bucket = cfg["destinations"][0]["bucket"]
     cfg["cohorts"] = [{"id": "pro-buyers", "project": 424242, "name": "Pro buyers", "rule": {
@@ -215,7 +245,7 @@ def test_the_cli_syncs_every_destination_and_exits_non_zero_naming_the_failed_on
     cfg["cohort_destinations"] = [
         {"name": "gone", "bucket": "it-no-such-bucket", "syncs": [{"cohort": "pro-buyers", "cadence": "hourly"}]},
         {"name": "crm", "bucket": bucket, "syncs": [{"cohort": "pro-buyers", "cadence": "hourly"}]}]
-    path.write_text(yaml.safe_dump(cfg))
+    start_state_worker(worker, path, cfg, bucket, "cohorts")
     result = CliRunner().invoke(main, ["cohorts", "sync", "pro-buyers", "-c", str(path), "--now", "2024-03-09T08:30Z"])
     assert result.exit_code == 1, result.output
     assert result.output.splitlines()[-1] == (
