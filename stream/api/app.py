@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from stream import metrics
 from stream.api.body import BodyError, BodyReader, check_headers
 from stream.api.budget import Budget, Claim
+from stream.api.processes import MULTIPROC_ENV
 from stream.api.routes import (
     ROUTES,
     Route,
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 _INGESTOR = web.AppKey("ingestor", Ingestor)
 _HEALTH = web.AppKey("health", Health)
 _BUDGET = web.AppKey("budget", Budget)
+_REGISTRY = web.AppKey("registry", CollectorRegistry)
 READ_CHUNK = 64 * 1024
 
 
@@ -123,8 +126,18 @@ async def _readyz(request: web.Request) -> web.Response:
     return _json(200 if ok else 503, body)
 
 
-async def _metrics(_: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def metrics_registry() -> CollectorRegistry:
+    """What /metrics shows: this process's metrics, or those of every process of the group when the processes
+    share a directory of multiprocess files (``stream api --processes N``: PROMETHEUS_MULTIPROC_DIR)."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(request.app[_REGISTRY]), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _middleware(cors_origins: list[str]):
@@ -156,6 +169,7 @@ def api_app(ingestor: Ingestor) -> web.Application:
     app[_INGESTOR] = ingestor
     app[_HEALTH] = ingestor.health
     app[_BUDGET] = Budget(ingestor.settings.api.max_inflight_bytes)
+    app[_REGISTRY] = metrics_registry()
     for path in ROUTES:
         app.router.add_post(path, _ingest)
         app.router.add_route("OPTIONS", path, _preflight)
@@ -172,12 +186,13 @@ def api_app(ingestor: Ingestor) -> web.Application:
     return app
 
 
-async def serve(ingestor: Ingestor, host: str, port: int) -> web.AppRunner:
-    """Start serving; the caller awaits ``runner.cleanup()`` to stop (which also stops the producer)."""
+async def serve(ingestor: Ingestor, host: str, port: int, reuse_port: bool = False) -> web.AppRunner:
+    """Start serving; the caller awaits ``runner.cleanup()`` to stop (which also stops the producer).
+    ``reuse_port``: listen with SO_REUSEPORT, one of the processes of ``stream api --processes N``."""
     # auto_decompress off: BodyReader decodes gzip itself, within the limit; a short lingering time bounds how
     # long the unread rest of a rejected body is drained before the connection closes
     runner = web.AppRunner(api_app(ingestor), access_log=None, auto_decompress=False, lingering_time=5.0,
                            handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port, backlog=1024).start()
+    await web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None).start()
     return runner

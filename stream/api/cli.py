@@ -19,7 +19,11 @@ log = logging.getLogger("stream.api")
               help="YAML configuration file (examples/stream.yaml); STREAM_* environment variables override it.")
 @click.option("--host", default=None, help="Address to listen on (api.host).")
 @click.option("--port", type=int, default=None, help="Port to listen on (api.port).")
-def api(config: str | None, host: str | None, port: int | None) -> None:
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Serving processes sharing the port (SO_REUSEPORT), one per core to use; this process then "
+              "supervises them (stream.api.processes).")
+@click.option("--reuse-port", is_flag=True, hidden=True, help="Listen with SO_REUSEPORT (a process of a group).")
+def api(config: str | None, host: str | None, port: int | None, processes: int, reuse_port: bool) -> None:
     """Serve the HTTP ingestion API (Amplitude /2/httpapi, /batch; Segment /v1/*) until SIGINT/SIGTERM."""
     try:
         settings = load_settings(config)
@@ -34,20 +38,24 @@ def api(config: str | None, host: str | None, port: int | None) -> None:
     from stream.redact import install_log_filter
     install_log_filter(settings)
     from stream.web import port_free
-    if (why := port_free(settings.api.host, settings.api.port)) is not None:
+    if not reuse_port and (why := port_free(settings.api.host, settings.api.port)) is not None:
         raise click.ClickException(f"cannot serve HTTP on {settings.api.host}:{settings.api.port}: {why} "
                                    "(api.host, api.port, --host, --port)")
-    asyncio.run(_serve(settings))
+    if processes > 1:
+        from stream.api.processes import child_command, supervise
+        cmd = child_command(config, settings.api.host, settings.api.port)
+        raise SystemExit(supervise([cmd] * processes))
+    asyncio.run(_serve(settings, reuse_port))
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, reuse_port: bool = False) -> None:
     from stream.api.app import serve
     from stream.api.service import Ingestor
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = await serve(Ingestor(settings), settings.api.host, settings.api.port)
+    runner = await serve(Ingestor(settings), settings.api.host, settings.api.port, reuse_port=reuse_port)
     import gc
     gc.collect()
     gc.freeze()
