@@ -10,12 +10,17 @@ a crash is sent after all. faust commits an offset once the agent is done with i
 flushed.
 
 Where a destination has ``exports: profiles``, the replica that owns partition 0 of profiles.mutations writes the
-daily snapshots due every ``SNAPSHOT_LOOK_S`` (``stream.export.profiles_snapshot``).
+daily snapshots due every ``SNAPSHOT_LOOK_S`` (``stream.export.profiles_snapshot``). A day's snapshot is due ten
+minutes after the UTC day ends, by the worker's clock; a test arms ``STREAM_PROFILES_SNAPSHOTS=<look_s>[:<ahead_ms>]``
+in the environment (as crash points are armed) to look every ``look_s`` seconds with the snapshot writer's clock
+``ahead_ms`` ahead of the worker's, so that the worker writes today's snapshot without a day going by
+(``snapshot_schedule``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 import faust
 
@@ -38,8 +43,41 @@ class ProfilesTable(KeyedChangelog, DedupeTable):
     changelog record is one key's profile."""
 
 
-def register(app: faust.App, settings: Settings, clock: Clock) -> None:
-    """The profiles stage of a worker whose settings have sources of profiles."""
+SCHEDULE_ENV = "STREAM_PROFILES_SNAPSHOTS"
+
+
+def snapshot_schedule(armed: str | None) -> tuple[float, int]:
+    """(seconds between looks for snapshots due, ms the snapshot writer's clock runs ahead of the worker's):
+    ``(SNAPSHOT_LOOK_S, 0)``, or what ``armed`` (``<look_s>[:<ahead_ms>]``, from ``SCHEDULE_ENV``) says."""
+    if not armed:
+        return SNAPSHOT_LOOK_S, 0
+    look, _, ahead = armed.partition(":")
+    try:
+        look_s, ahead_ms = float(look), int(ahead or 0)
+    except ValueError:
+        look_s = ahead_ms = -1
+    if not look_s > 0 or ahead_ms < 0:
+        raise ValueError(f"{SCHEDULE_ENV}={armed!r}: expected <look_s>[:<ahead_ms>], seconds between looks (more "
+                         "than 0) and milliseconds the snapshot writer's clock runs ahead (0 or more), e.g. 1:87000000;"
+                         f" unset it to look every {SNAPSHOT_LOOK_S:.0f}s by the worker's clock")
+    return look_s, ahead_ms
+
+
+class Ahead:
+    """A clock ``ahead_ms`` ahead of another."""
+
+    def __init__(self, clock: Clock, ahead_ms: int):
+        self.clock, self.ahead_ms = clock, ahead_ms
+
+    def now_ms(self) -> int:
+        return self.clock.now_ms() + self.ahead_ms
+
+
+def register(app: faust.App, settings: Settings, clock: Clock,
+             schedule: tuple[float, int] | None = None) -> None:
+    """The profiles stage of a worker whose settings have sources of profiles; ``schedule``: that of the daily
+    snapshots (``snapshot_schedule``; default: as the environment arms it)."""
+    look_s, ahead_ms = schedule or snapshot_schedule(os.environ.get(SCHEDULE_ENV))
     t = settings.topics
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     mutations = app.topic(t.name("profiles"), partitions=t.partitions, **raw)
@@ -80,16 +118,18 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
         from stream.export import profiles_snapshot
         owner = TopicPartition(name, 0)
 
-        @app.timer(interval=SNAPSHOT_LOOK_S)
+        snapshot_clock = Ahead(clock, ahead_ms) if ahead_ms else clock
+
+        @app.timer(interval=look_s)
         async def profiles_snapshots() -> None:
             """The daily snapshots due, written by the replica that owns profiles.mutations partition 0."""
             if owner not in app.consumer.assignment():
                 return
             try:
-                await profiles_snapshot.write_due(settings, clock)
+                await profiles_snapshot.write_due(settings, snapshot_clock)
             except Exception as exc:   # S3 or Kafka away: the next look writes what is still missing
                 log.warning("profiles: the daily snapshots could not be written (%s: %s); trying again in %ds",
-                            type(exc).__name__, exc, SNAPSHOT_LOOK_S)
+                            type(exc).__name__, exc, look_s)
 
 
 SNAPSHOT_LOOK_S = 300.0

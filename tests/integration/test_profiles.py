@@ -183,3 +183,45 @@ def test_a_worker_killed_while_importing_or_applying_profiles_ends_with_the_same
         {"plan": "pro"}, {"plan": "team", "age": 50}]
     assert lookup(settings, "user-2") == (404, {"error": f"the profile of user 'user-2' in project {PROJECT} was "
                                                          f"deleted, by row 4 of {url}"})
+
+
+def test_the_worker_writes_the_days_snapshot_of_the_changed_profiles_on_its_own(deployment, worker):
+    """The profiles stage's timer, its clock armed a day and the grace ahead (STREAM_PROFILES_SNAPSHOTS): the day's
+    snapshot of a file's inserted, updated and deleted profiles, written by the worker to the destination that
+    exports profiles, and nothing else there."""
+    from stream.agents.profiles import SCHEDULE_ENV
+    settings, s3, src_bucket = profiles_source(deployment)
+    key = "in/people.json"
+    s3.put_object(Bucket=src_bucket, Key=key, Body=profiles_file())
+    asyncio.run(discover(settings, [ImportFile("people", src_bucket, key, T0, "sqs")]))
+    worker()                    # its snapshot looks are 5 minutes apart, by its own clock: nothing is due today
+    wait_until(lambda: answered(settings, "user-3") == 200 and answered(settings, "user-2") == 404, 90,
+               "the profiles applied")
+    worker.stop()
+    bucket = settings.destinations[0].bucket
+
+    def snapshots():
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="crm/").get("Contents", []))
+    assert snapshots() == []
+    stored = asyncio.run(profiles_snapshot.read_stored(settings))
+    day = {p.changed_ms // DAY_MS * DAY_MS for p in stored.values()}
+    assert len(day) == 1
+    day = day.pop()
+
+    worker(env={SCHEDULE_ENV: f"1:{DAY_MS + GRACE_MS}"})
+    key = f"crm/{PROJECT}/profiles/{PROJECT}_profiles_{time.strftime('%Y-%m-%d', time.gmtime(day / 1000))}.json.gz"
+    wait_until(lambda: snapshots() == [key], 90, "the day's snapshot written by the worker")
+    lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).splitlines()
+    changed = {profiles.split_key(k)[1]: p.changed_ms for k, p in stored.items()}
+
+    def ts(ms):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}000"
+    assert [orjson.loads(x) for x in lines] == [
+        {"app": PROJECT, "user_id": "user-1", "user_properties": {"plan": "pro"}, "deleted": False,
+         "updated_time": ts(changed["user-1"])},
+        {"app": PROJECT, "user_id": "user-2", "user_properties": None, "deleted": True,
+         "updated_time": ts(changed["user-2"])},
+        {"app": PROJECT, "user_id": "user-3", "user_properties": {"plan": "team", "age": 50}, "deleted": False,
+         "updated_time": ts(changed["user-3"])}]
+    assert worker_counters(settings, "stream_profile_snapshots_total") == {
+        'stream_profile_snapshots_total{destination="crm"}': 1}
