@@ -91,7 +91,9 @@ OPENAPI: dict[str, Any] = {
                           params=[JOB], errors=("401", "404", "409"))},
         "/admin/imports": {"get": _op(
             "Import status", "Per S3 import source: files discovered, waiting, done and failed (with reasons and the "
-            "latest failures), rows read, imported and dead-lettered, and the age of the oldest waiting file.")},
+            "latest failures), rows read, imported and dead-lettered, and the age of the oldest waiting file; a mirror "
+            "source of events also has mirror_files: per file, its mutations by type, their outcomes and each hour "
+            "they rewrote with when (docs/imports.md).")},
         "/admin/imports/{name}/preview": {"get": _op(
             "Import preview", "The first rows of a file of the source next to the events they convert to and each "
             "row's errors; imports nothing.", params=[NAME, {"name": "key", "in": "query", "schema": TEXT}, {

@@ -47,7 +47,8 @@ def preview(source: str, config: str | None, key: str | None, rows: int, as_json
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON (as the admin API does).")
 def status(config: str | None, as_json: bool) -> None:
-    """Files discovered, waiting, done and failed (with reasons) per source, rows, and the oldest wait."""
+    """Files discovered, waiting, done and failed (with reasons) per source, rows, and the oldest wait; per file of a
+    mirror source, its mutations by type and outcome and the hours they rewrote, and when."""
     from stream.imports import ops
     settings = _load(config)
     if not settings.sources:

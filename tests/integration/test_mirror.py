@@ -288,3 +288,6 @@ def test_the_import_status_shows_each_mirror_files_mutations_and_hours_and_an_ov
     assert worker_counters(settings, "stream_mirror_rewrite_lag_seconds_count") == {
         "stream_mirror_rewrite_lag_seconds_count": float(sum(1 for t in takes if t.hours))}
     assert sum(1 for t in takes if t.hours) >= 1
+    # kept in Kafka, not in the worker: the same with every worker stopped
+    worker.stop()
+    assert asyncio.run(ops.status(settings)) == [doc]
