@@ -54,6 +54,8 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
     accepted_name, cohorts_name = accepted.get_topic_name(), cohorts_topic.get_topic_name()
     args = client_args(settings.kafka)
 
+    handled: dict[int, int] = {}     # events.accepted partition -> the offset after the last record rekeyed
+
     async def send(sends: list[Sent]) -> None:
         for q, key, value in sends:
             await cohorts_topic.send(key=key, value=value, partition=q)
@@ -74,20 +76,25 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
                         event.message.partition, event.message.offset, exc)
             return
         await send(rekeyer.batch(event.message.partition, batch))
+        handled[event.message.partition] = event.message.offset + 1
         crash_point("cohorts.rekeyed")
 
     @app.timer(interval=PROGRESS_INTERVAL_S)
     async def cohorts_progress() -> None:
         """Each assigned events.accepted partition's progress, to every cohorts partition when it moved."""
         consumer = app.consumer
+        starts = getattr(app, "starts", {})     # where each partition was sought to (stream.consumer.App)
         for tp in list(consumer.assignment()):
             if tp.topic != accepted_name:
                 continue
             try:
                 high = consumer.highwater(tp)     # None until a fetch answered for the partition
-                caught_up = high is not None and await consumer.position(tp) >= high
             except Exception:       # not assigned any more
-                caught_up = False
+                high = None
+            # caught up: the agent has handled every record up to the end (the consumer's position is what it
+            # fetched, which may wait in the stream's buffer)
+            done = handled.get(tp.partition, starts.get(tp))
+            caught_up = high is not None and done is not None and done >= high
             await send(rekeyer.advance(tp.partition, clock.now_ms(), caught_up))
 
     if settings.identity.enabled:

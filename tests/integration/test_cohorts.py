@@ -45,18 +45,20 @@ def cohort_objects(s3, bucket, prefix="cohorts/"):
     return out
 
 
-def start_state_worker(worker, path, cfg, bucket, stages="ingest,dedupe,export,cohorts"):
+def start_state_worker(worker, path, cfg, bucket, stages="ingest,dedupe,export,cohorts", env=None):
     """A worker keeping the cohort state of ``cfg``'s cohorts, whose scheduled syncs (at the wall clock's hours) go
-    to a prefix and records of their own; ``path`` then holds ``cfg``, for the CLI's syncs at chosen times."""
+    to a prefix and records of their own (its own configuration file); ``path`` holds ``cfg``, for the CLI's syncs
+    at chosen times."""
     side = {**cfg, "cohort_destinations": [
-        {"name": "side", "bucket": bucket, "path_prefix": "side/", "records_prefix": "_side/", "syncs": [
-            {**s, "cohort": s["cohort"]} for d in cfg["cohort_destinations"] for s in d["syncs"]][:1]}]}
-    path.write_text(yaml.safe_dump(side))
-    w = worker("--stages", stages)
-    wait_until(lambda: (path.parent / "data").exists(), 30, "the worker to start")
-    settings = load_settings(path)
-    wait_until(lambda: _topic_exists(settings), 60, "the worker to create the cohort state's changelog")
+        {"name": "side", "bucket": bucket, "path_prefix": "side/", "records_prefix": "_side/",
+         "syncs": [s for d in cfg["cohort_destinations"] for s in d["syncs"]][:1]}]}
+    side_path = path.parent / "worker.yaml"
+    side_path.write_text(yaml.safe_dump(side))
     path.write_text(yaml.safe_dump(cfg))
+    w = worker("-c", str(side_path), "--stages", stages, env=env)
+    if env is None:
+        settings = load_settings(path)
+        wait_until(lambda: _topic_exists(settings), 60, "the worker to create the cohort state's changelog")
     return w
 
 
