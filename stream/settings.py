@@ -159,7 +159,7 @@ class IdentitySettings(_Section):
     hold_s: float = Field(
         30.0, ge=0, description="Longest the rows of a device are held, from its first event with a user_id new to "
         "it, until the user side answers that link, so that a user known elsewhere has the user's amplitude_id and "
-        "properties on every event from the first (stream/agents/identity.py says how). Rows held longer (or "
+        "properties on every event from the first (stream/identity/stage.py says how). Rows held longer (or "
         "into a later hour) are exported with what their partition knows when its next batch is processed, and "
         "counted "
         "(stream_identity_unanswered_events_total). 0: nothing is held; the first events of a new (device, user) "

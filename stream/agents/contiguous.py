@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 import faust
@@ -87,10 +87,20 @@ async def read_range(client_args: Mapping[str, Any], topic: str, partition: int,
 class Contiguous:
     """The gaps of one agent's input topic (see the module docstring)."""
 
-    def __init__(self, app: faust.App, topic: str, client_args: Mapping[str, Any], stage: str):
-        self.app, self.topic, self.client_args, self.stage = app, topic, client_args, stage
+    def __init__(self, app: faust.App, topic: str, client_args: Mapping[str, Any], stage: str,
+                 read: Callable[..., Awaitable[list[Record]]] = read_range):
+        self.app, self.topic, self.client_args, self.stage, self.read = app, topic, client_args, stage, read
         self._next: dict[int, int] = {}
         self._seeks = -1
+
+    async def each(self, stream: faust.StreamT, handle: Callable[[Any], Awaitable[None]]) -> None:
+        """Hand every record of the agent's ``stream`` to ``handle``, in order: the records passed over before
+        one (``missed``) first, then the one itself. The loop is over faust's own iterator, which acknowledges an
+        event once ``handle`` has returned for it and for the records read back before it."""
+        async for event in stream.events():
+            for missed in await self.missed(event.message.partition, event.message.offset):
+                await handle(missed)
+            await handle(event)
 
     async def missed(self, partition: int, offset: int) -> list[Record]:
         """The records of ``partition`` before ``offset`` that the agent should have had and did not, in order."""
@@ -104,7 +114,7 @@ class Contiguous:
         if missing is None:
             return []
         first, end = missing
-        records = await read_range(self.client_args, self.topic, partition, first, end)
+        records = await self.read(self.client_args, self.topic, partition, first, end)
         metrics.RECORDS_READ_BACK.labels(self.stage).inc(len(records))
         log.warning("%s: offsets %d-%d of %s[%d] were not handed over by the consumer after its last seek (around a "
                     "rebalance); read back from Kafka: %d records (any handled already are dropped downstream as "

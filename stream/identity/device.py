@@ -25,7 +25,7 @@ until the user side answered every link the device sent: a remap (the user had
 another id: the held rows of the pair's old id take the user's id and fields,
 folded as below) or an answer that moves nothing (the user adopted the pair's
 id). Then they go out, in order, as released rows (``Released``; the agent
-sends them on their own source, ``stream.agents.identity.held_source``). A hold
+sends them on their own source, ``stream.identity.stage.held_source``). A hold
 lasts ``identity.hold_s`` at most: the first batch of the partition read that
 long after the hold began, or of a later hour than the hold's, lets its rows go
 as they are, before its own rows (counted: they carry the device's own id and

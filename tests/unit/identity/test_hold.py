@@ -105,7 +105,7 @@ def test_a_bound_of_0_holds_nothing_new_and_lets_go_what_was_held():
 
 
 def test_released_rows_go_out_as_batches_of_one_hour_each_on_the_partitions_held_source():
-    from stream.agents.identity import held_source, released_batches
+    from stream.identity.stage import held_source, released_batches
     from stream.events.batch import Origin
     p, users = Partition(0), UserSide(0)
     _, res = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1"), now=NOW)

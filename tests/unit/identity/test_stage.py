@@ -1,0 +1,138 @@
+"""The identity stage's engines on the real table (RocksDB through faust's Table, no broker), on a fake clock,
+their sends kept in lists: ids and links of a batch, replays, dead letters, holds let go by the user side's
+answer."""
+
+import asyncio
+from types import SimpleNamespace
+
+import orjson
+
+from stream import metrics
+from stream.clock import FakeClock
+from stream.events import deadletter
+from stream.events.batch import EventBatch, Origin, Source
+from stream.events.normalize import Rules, normalize_message
+from stream.events.partitioning import partition_for
+from stream.identity.records import dec_links
+from stream.identity.stage import DeviceStage, UserStage
+from tests.unit.dedup.test_stage import table
+from tests.unit.identity.test_resolution import PROJECT, T, ev
+
+NOW = 1_800_000_000_000      # the Kafka timestamp of the events.valid messages
+PARTITIONS = 4
+
+
+async def _done(value=None):
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+class Stages:
+    """A device side and a user side on one table, and what each sent."""
+
+    def __init__(self, tmp_path, hold_s=30.0):
+        self.table = table(tmp_path, "identity")
+        self.clock = FakeClock(NOW)
+        self.accepted, self.links, self.dead, self.valid, self.merges, self.undecodable = [], [], [], [], [], []
+
+        def keep(into):
+            async def send(value, partition=None):
+                into.append((partition, value))
+                return await _done()
+            return send
+
+        async def dead_letter(event, exc):
+            self.undecodable.append((event.message.offset, type(exc).__name__))
+        self.device = DeviceStage(self.table, self.clock, keep(self.accepted), keep(self.links), keep(self.dead),
+                                  "events.valid", lambda p: None, partitions=PARTITIONS, hold_s=hold_s,
+                                  max_properties_bytes=64 << 10, max_request_bytes=1 << 20)
+        self.users = UserStage(self.table, keep(self.valid), keep(self.merges), dead_letter, "identity.links",
+                               answer=hold_s > 0)
+
+    def batch(self, *events, partition=0, offset=0, now=NOW, source_offsets=None):
+        lines = [normalize_message(orjson.dumps(e), None, PROJECT, T + i, f"in/0/{i}", Rules()).line
+                 for i, e in enumerate(events)]
+        n = len(lines)
+        out = EventBatch(PROJECT, T, Origin("events.valid", partition, offset),
+                         offsets=source_offsets or list(range(n)), keys=[b"k%d" % i for i in range(n)],
+                         times=[T + i for i in range(n)], uuids=[b"u%015d" % i for i in range(n)], lines=lines,
+                         source=Source("events.ingest", 0))
+        return asyncio.run(self.device.batch(out, partition, offset, now))
+
+    def user_side(self, partition, offset, value):
+        msg = SimpleNamespace(topic="identity.links", partition=partition, offset=offset, timestamp=0, key=None)
+        asyncio.run(self.users.handle(SimpleNamespace(value=value, message=msg)))
+
+    def remaps(self, value, partition, offset):
+        return asyncio.run(self.device.remaps(value, partition, offset))
+
+
+def ids(b):
+    return [(orjson.loads(ln)["device_id"], orjson.loads(ln)["amplitude_id"]) for ln in b.lines]
+
+
+def test_a_batch_gets_ids_its_links_go_to_the_users_partition_and_a_replay_sends_the_same(tmp_path):
+    s = Stages(tmp_path, hold_s=0)
+    out = s.batch(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2"), ev("dev-aaaa1"), partition=2, offset=64)
+    assert (ids(out), out.offsets) == ([("dev-aaaa1", 1026), ("dev-bbbb2", 2050), ("dev-aaaa1", 1026)], [0, 1, 2])
+    ((q, value),) = s.links
+    links = dec_links(value)
+    assert (q, links.origin_partition, links.origin_offset, [(x.user, x.device) for x in links.links]) == (
+        partition_for("user-1111", PARTITIONS), 2, 64, [("user-1111", "dev-aaaa1")])
+    assert s.table.applied(2) == 64
+    again = s.batch(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2"), ev("dev-aaaa1"), partition=2, offset=64)
+    assert (ids(again), s.links[1:]) == (ids(out), [(q, value)])    # rolled back, then the same ids and link
+    assert (s.accepted, s.dead) == ([], [])
+
+
+def test_a_row_the_identity_stage_rejects_is_dead_lettered_stamped_by_the_clock_and_the_rest_go_on(tmp_path):
+    s = Stages(tmp_path, hold_s=0)
+    s.clock.t = NOW + 777
+    out = s.batch(ev("dev-aaaa1"), ev("dev-aaaa1", event_type="$identify", user_properties={"$add": {"n": "1"}}),
+                  ev("dev-aaaa1"), offset=9, source_offsets=[30, 31, 32])
+    assert (out.offsets, ids(out)) == ([30, 32], [("dev-aaaa1", 1024)] * 2)
+    ((_, value),) = s.dead
+    d = deadletter.decode(value)
+    assert (d["reason"], d["topic"], d["partition"], d["offset"], d["timestamp"], d["rejected_at"]) == (
+        "invalid_identify", "events.valid", 0, 9, NOW, NOW + 777)
+    assert d["detail"].endswith("(identity stage; source events.ingest[0]@31)")
+
+
+def test_rows_held_for_the_users_answer_go_out_on_the_held_source_when_it_comes_and_their_wait_is_timed(tmp_path):
+    s = Stages(tmp_path)
+    out = s.batch(ev("dev-bbbb2", "user-1111"), ev("dev-cccc3"), partition=1, offset=5)
+    assert ids(out) == [("dev-cccc3", 2049)]                     # the new pair's row waits for the answer
+    ((q, value),) = s.links
+    s.user_side(q, 0, value)
+    assert s.merges == []                                        # the user's first link: adopted
+    ((vp, remap),) = s.valid
+    assert vp == 1
+    hold = metrics.IDENTITY_HOLD_SECONDS.collect()[0]
+    count = next(x.value for x in hold.samples if x.name.endswith("_count"))
+    total = next(x.value for x in hold.samples if x.name.endswith("_sum"))
+    s.clock.t = NOW + 2500
+    assert s.remaps(remap, 1, 6) is True
+    ((p, released),) = s.accepted
+    b = EventBatch.decode(released)
+    assert (p, str(b.source), b.offsets, b.origin, ids(b)) == (
+        1, "events.valid.held[1]", [0], Origin("events.valid", 1, 6), [("dev-bbbb2", 1025)])
+    hold = metrics.IDENTITY_HOLD_SECONDS.collect()[0]
+    assert next(x.value for x in hold.samples if x.name.endswith("_count")) == count + 1
+    assert next(x.value for x in hold.samples if x.name.endswith("_sum")) == total + 2.5
+    assert s.remaps(b"not a remap message", 1, 7) is False
+
+
+def test_the_user_side_merges_a_second_devices_id_and_waits_for_its_sends_before_writing(tmp_path):
+    s = Stages(tmp_path, hold_s=0)
+    s.batch(ev("dev-aaaa1", "user-1111"), partition=0, offset=1)
+    s.batch(ev("dev-bbbb2", "user-1111"), partition=1, offset=1)
+    for i, (q, value) in enumerate(s.links):
+        s.user_side(q, i, value)
+    ((_, merges),) = s.merges
+    b = EventBatch.decode(merges)
+    assert (str(b.source_of_events()[0]), b.offsets, [orjson.loads(ln)["merged_amplitude_id"] for ln in b.lines]) == (
+        f"identity.links[{partition_for('user-1111', PARTITIONS)}]", [1], [1025])
+    assert [p for p, _ in s.valid] == [1]                        # answer=False: only the merge's remap
+    s.user_side(0, 9, b"\x00 not links")
+    assert s.undecodable == [(9, "ValidationError")]
