@@ -6,13 +6,14 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
   entries to mirror.index, re-keyed by (project, insert_id): one message per target partition and batch;
 - ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
   it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
-- ``mirror-mutations`` takes events.mutations a few thousand at a time; per partition, the applier routes each
+- ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after
+  half a second without a mutation, ten seconds after its first, or at 20,000); per partition, the applier routes each
   mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in its
   hours' logs; then every hour the partitions' batches touched is rebuilt once; unknown UPDATEs and DELETEs are
   dead-lettered with their file and row; once the hours are rewritten, a record per file and partition of what
   the take did with the file's mutations goes to the mirror-files topic (``stream.imports.mirror_files``), which
   ``stream import status`` reads.
-  faust commits the batch's offsets once the agent is done with it (``take_events`` acknowledges then).
+  faust commits the batch's offsets once the agent is done with it (the take acknowledges them then).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import faust
 
 from stream import metrics
 from stream.agents.contiguous import Contiguous
+from stream.agents.takes import take_bursts
 from stream.clock import Clock
 from stream.dedup.table import DedupeTable
 from stream.events import deadletter
@@ -49,8 +51,10 @@ from stream.topics import mirror_files_topic, mirror_index_changelog
 
 log = logging.getLogger(__name__)
 
-TAKE_MAX, TAKE_WITHIN_S = 5000, 2.0
-"""Mutations taken together: what one pass of rebuilds answers for (more at once: fewer rebuilds of an hour)."""
+TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 0.5, 10.0
+"""Mutations taken together: what one pass of rebuilds answers for (more at once: fewer rebuilds of an hour). A
+take closes once no mutation came for ``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds
+``TAKE_MAX``."""
 
 
 class IndexTable(DedupeTable):
@@ -141,8 +145,8 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
 
     @app.agent(mutations, name="mirror-mutations")
     async def apply(stream: faust.StreamT) -> None:
-        """A few thousand mutations at a time, partition by partition (see the module)."""
-        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+        """A burst of mutations at a time, partition by partition (see the module)."""
+        async for events in take_bursts(stream, TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S, lambda: clock.now_ms() / 1000):
             by_partition: dict[int, list] = {}
             for e in events:
                 by_partition.setdefault(e.message.partition, []).append(e)
