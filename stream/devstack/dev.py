@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
+import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -45,6 +46,16 @@ MIRROR_CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
     **IMPORT_CONVERTER["converterConfig"]["convertToAmplitudeFunc"], "$mutation_type": "op"}}}
 
 
+COHORT_DESTINATION = "local-cohorts"
+STATIC_COHORT = "vips"
+# two cohorts over the sample users: a behavioral one, and a static one whose user ids the demo uploads. Their syncs
+# are "once": the demo writes each one's first sync itself, from the events accepted when it runs (the sample hours
+# are produced after the fact, so a sync scheduled at an hour's start would count none of them), and the worker
+# runs no cohorts stage; `stream cohorts history` and the console's cohorts pages show what it wrote.
+DEV_COHORTS = [{"id": "buyers", "project": PROJECT, "name": "Bought in the last 2 days",
+                "rule": {"performed": "Order Completed", "within_days": 2}},
+               {"id": STATIC_COHORT, "project": PROJECT, "name": "VIPs (an uploaded list)", "static": True}]
+
 API_KEY = "dev-api-key"
 WRITE_KEY = "dev-write-key"
 SOURCE_ID = "dev-source"
@@ -61,7 +72,8 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
         "topics": {"partitions": 2, "ingest_partitions": 2},
         "ingest": {"default_project": PROJECT},
         "s3": {"endpoint_url": s3_url},
-        "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info", "http_port": http_port},
+        "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info", "http_port": http_port,
+                   "stages": ["ingest", "dedupe", "export", "import", "mirror", "profiles"]},
         "api": {"host": "127.0.0.1", "port": api_port},
         "projects": [{"id": PROJECT, "name": "demo", "api_keys": [API_KEY],
                       "segment_sources": [{"write_key": WRITE_KEY, "source_id": SOURCE_ID}]}],
@@ -78,6 +90,11 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
                     {"name": MIRROR_SOURCE, "project": PROJECT, "bucket": IMPORT_BUCKET, "prefix": "corrections/",
                      "strategy": "mirror", "converter": MIRROR_CONVERTER, "queue_url": import_queue,
                      "scan": {"interval_s": 30}}],
+        "cohorts": DEV_COHORTS,
+        "cohort_destinations": [{"name": COHORT_DESTINATION, "bucket": BUCKET, "path_prefix": "cohorts/",
+                                 "encryption": {"type": "sse-s3"}, "syncs": [
+                                     {"cohort": c["id"], "cadence": "once", "properties": ["plan"]}
+                                     for c in DEV_COHORTS]}],
     }
 
 
@@ -170,7 +187,8 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  stream deadletters summary -c {cfg}")
         say(f"  stream import status -c {cfg}        (files dropped on s3://{IMPORT_BUCKET}/clicks/ and imported)")
         say(f"  stream import preview {IMPORT_SOURCE} -c {cfg}")
-        return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0, s3_url))
+        say(f"  stream cohorts history buyers -c {cfg}   (the demo's cohorts: buyers, {STATIC_COHORT})")
+        return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0, s3_url, cfg))
     except KeyboardInterrupt:
         say("\ninterrupted")
         return 130
@@ -206,6 +224,63 @@ class _ValidCounter:
             if self.count < expected and not shown:
                 say("  waiting for the worker to read them ...")
                 shown = True
+
+
+def file_lines(body: bytes, first: int = 4) -> list[str]:
+    """The first lines of a cohort sync file (its header included), as text."""
+    return body.decode("utf-8", "replace").split("\r\n")[:first]
+
+
+async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None], t0: float, s3_url: str) -> None:
+    """Upload the static cohort's user ids (some of the sample users, and one without events), then write the first
+    sync of both demo cohorts, counting the events accepted so far, and print each file's key and first lines."""
+    from stream.cohorts import static
+    from stream.cohorts.sync import EventSource, _s3_storage, all_jobs, run_syncs
+    from stream.settings import load_settings
+    settings = load_settings(cfg)
+    dest = settings.cohort_destination(COHORT_DESTINATION)
+    now = int(time.time() * 1000)
+    doc = await static.upload([dest], lambda d: _s3_storage(settings, d), settings.cohort_set.cohort(STATIC_COHORT),
+                              user_ids, now, "stream dev")
+    say(f"[{time.monotonic() - t0:5.1f}s] uploaded {doc['members']} user ids to the static cohort {STATIC_COHORT}: "
+        f"{', '.join(doc['stored'])}")
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    # the members are folded from events.accepted (the worker runs no cohorts stage to keep their state)
+    for r in await run_syncs(settings, all_jobs(settings), now, source=EventSource(settings), at_ms=now):
+        if r.error is not None:
+            say(f"[{time.monotonic() - t0:5.1f}s] cohort sync {r.job.name} failed ({r.reason}): {r.error}")
+            continue
+        say(f"[{time.monotonic() - t0:5.1f}s] cohort sync {r.job.name}: {r.members} members, {r.entering} entering, "
+            f"{r.exiting} exiting")
+        for diff_type, key in r.keys.items():
+            body = (await asyncio.to_thread(s3.get_object, Bucket=BUCKET, Key=key))["Body"].read()
+            say(f"    s3://{BUCKET}/{key}")
+            for line in file_lines(body):
+                if line:
+                    say(f"      {line}")
+    say(f"  the sync records: s3://{BUCKET}/{dest.records_prefix}{dest.name}/; the console's Cohorts page shows "
+        "them, with each file")
+
+
+class _AcceptedCounter:
+    """Counts the events on events.accepted, to sync the demo's cohorts once the sample hours are there."""
+
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+
+    async def wait_for(self, expected: int, timeout: float) -> int:
+        c = AIOKafkaConsumer("events.accepted", bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+        await c.start()
+        count, deadline = 0, time.monotonic() + timeout
+        try:
+            while count < expected and time.monotonic() < deadline:
+                for recs in (await c.getmany(timeout_ms=500)).values():
+                    count += sum(len(EventBatch.decode(r.value)) for r in recs
+                                 if r.value and decode_remaps(r.value) is None)
+        finally:
+            await c.stop()
+        return count
 
 
 def import_files(samples: SampleEvents, now_ms: int, rows: int = 40) -> dict[str, bytes]:
@@ -272,7 +347,7 @@ def hour_rows(s3, hour_ms: int) -> list[dict]:
 
 
 async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | None, rate: float, backfill: int,
-               say: Callable[[str], None], t0: float, s3_url: str) -> int:
+               say: Callable[[str], None], t0: float, s3_url: str, cfg: Path | None = None) -> int:
     produced: Counter[str] = Counter()
     exported = Counter()
     stop = asyncio.Event()
@@ -286,11 +361,15 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
             samples = SampleEvents(second_device_rate=0.15)   # users with two devices: merged ids
             now = int(time.time() * 1000)
             this_hour = now - now % HOUR_MS
+            seen_users: dict[str, None] = {}
             for h in (this_hour - 2 * HOUR_MS, this_hour - HOUR_MS):
                 day, hour = hour_label(h)
                 for s in samples.stream(h, h + HOUR_MS - 1, backfill):
                     await p.send("events.ingest", s.value, key=s.key, timestamp_ms=s.timestamp_ms)
                     produced[s.kind] += 1
+                    user_id = orjson.loads(s.value).get("user_id") if s.kind == "event" else None
+                    if user_id and len(seen_users) < 5:
+                        seen_users.setdefault(user_id, None)
                 await p.flush()
                 say(f"produced {backfill} sample events stamped {day} {hour}:00-{hour}:59 UTC")
                 # Hours close when the data moves past them: let the worker read this hour before the next,
@@ -301,6 +380,13 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                 await asyncio.to_thread(s3.put_object, Bucket=IMPORT_BUCKET, Key=key, Body=body)
                 say(f"dropped s3://{IMPORT_BUCKET}/{key} ({len(body)} bytes) for the import source "
                     f"'{IMPORT_SOURCE}' (S3 notifies the queue)")
+            if cfg is not None:
+                # the cohorts count the events accepted before their sync: wait for the sample hours' events
+                await _AcceptedCounter(bootstrap).wait_for(produced["event"], 30)
+                try:
+                    await cohort_demo(cfg, [*seen_users, "user-without-events"], say, t0, s3_url)
+                except Exception as exc:
+                    say(f"the cohorts demo failed: {type(exc).__name__}: {exc}")
             say(f"producing {rate:g} live events/s (about 3% re-sent duplicates, 1% invalid) ...")
             while not stop.is_set():
                 t = int(time.time() * 1000)
