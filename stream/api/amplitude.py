@@ -1,8 +1,9 @@
 """Amplitude HTTP V2 (/2/httpapi) and Batch (/batch) requests: parsing, validation, response bodies (pure).
 
 Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. The
-envelope is split with msgspec into the raw bytes of each event, which go through ``normalize_message`` (the
-ingest stage's validator, its fast path included) without ever being decoded into dicts here.
+envelope is split with msgspec into the raw bytes of each event, which go through ``normalize_stamped`` (the
+ingest stage's validator, its fast path included, with the server's times and the client's address) without ever
+being decoded into dicts here.
 
 A request is accepted or rejected whole, as Amplitude's documented 400 says ("Invalid field values on some
 events") and as its official SDKs expect: on a 400 that lists event indexes, amplitude-analytics drops the
@@ -23,7 +24,14 @@ from typing import Any
 import msgspec
 
 from stream.events.depth import MAX_DEPTH, depth_over
-from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, normalize_message, too_deep
+from stream.events.normalize import (
+    Normalized,
+    Reason,
+    Rejected,
+    Rules,
+    normalize_stamped,
+    too_deep,
+)
 
 ERR_PATH = "Invalid request path"
 ERR_NO_BODY = "Missing request body"
@@ -40,8 +48,6 @@ EVENT_FIELD = "event"
 object, too large)."""
 
 _MISSING_REASONS = (Reason.MISSING_EVENT_TYPE, Reason.MISSING_ID)
-_SERVER = b'"server_'   # server_received_time / server_upload_time: the server's to set
-_REMOTE = b'"$remote"'
 
 
 @dataclass(frozen=True)
@@ -181,41 +187,18 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
     ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
     """
     out = Validated([], [])
+    accept, reject = out.accepted.append, out.rejected.append
     for i, raw in enumerate(events):
         value = bytes(raw)
-        origin = f"{nonce}/{i}"
         if (depth := depth_over(value)) is not None:
-            out.rejected.append((i, too_deep(depth)))
+            reject((i, too_deep(depth)))
             continue
-        if _SERVER in value or _REMOTE in value:
-            res = _rewritten(value, project, received_ms, origin, rules, client_ip)
-        else:
-            res = normalize_message(value, None, project, received_ms, origin, rules)
+        res = normalize_stamped(value, project, received_ms, f"{nonce}/{i}", rules, client_ip)
         if type(res) is Normalized:
-            out.accepted.append(res)
+            accept(res)
         else:
-            out.rejected.append((i, res))
+            reject((i, res))
     return out
-
-
-def _rewritten(value: bytes, project: int, received_ms: int, origin: str, rules: Rules,
-               client_ip: str | None) -> Normalized | Rejected:
-    try:
-        obj = _any(value)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return normalize_message(value, None, project, received_ms, origin, rules)  # says why
-    if type(obj) is dict:
-        obj.pop("server_received_time", None)
-        obj.pop("server_upload_time", None)
-        if obj.get("ip") == "$remote":
-            if client_ip:
-                obj["ip"] = client_ip
-            else:
-                del obj["ip"]
-        if len(value) > rules.max_event_bytes:
-            return normalize_message(value, None, project, received_ms, origin, rules)
-        return normalize(obj, project, received_ms, origin, rules)
-    return normalize_message(value, None, project, received_ms, origin, rules)
 
 
 def invalid_body(rejected: Sequence[tuple[int, Rejected]], shown: int = 5) -> ApiError:

@@ -109,6 +109,18 @@ def test_server_times_sent_by_a_client_are_replaced():
     assert row["server_upload_time"] == row["server_received_time"] == "2024-03-09 07:15:00.000000"
 
 
+def test_server_times_and_remote_ip_are_the_servers_however_the_keys_and_values_are_spelled():
+    # JSON escapes spell the same keys and values: "server\u005fupload_time" is server_upload_time
+    escaped = [msgspec.Raw(b'{"event_type":"e","user_id":"user-20391","server\\u005fupload_time":1,'
+                           b'"server\\u005freceived_time":"x","ip":"\\u0024remote"}')]
+    v = validate(escaped, 1, T, "http/abc", Rules(), client_ip="203.0.113.9")
+    assert v.rejected == []
+    (row,) = rows(v)
+    assert (row["server_upload_time"], row["server_received_time"], row["client_event_time"], row["ip_address"]) == (
+        "2024-03-09 07:15:00.000000", "2024-03-09 07:15:00.000000", "2024-03-09 07:15:00.000000", "203.0.113.9")
+    assert v.accepted[0].upload_ms == T
+
+
 def test_uuids_are_fresh_per_request_and_kept_when_given():
     a = validate(raws(ev(), ev()), 1, T, amplitude.request_nonce(), Rules())
     b = validate(raws(ev(), ev()), 1, T, amplitude.request_nonce(), Rules())

@@ -39,6 +39,7 @@ from stream.events.normalize import (
     decode,
     normalize,
     normalize_message,
+    normalize_stamped,
 )
 
 PROJECT = 424242
@@ -236,6 +237,40 @@ def events(draw, fields=ALL_FIELDS, unknown: bool = True, odd: bool = True) -> d
 @given(events(), layouts, rules, timestamps, clocks)
 def test_every_field_with_values_of_every_json_type(ev, layout, rules, timestamp_ms, now_ms):
     agree(LAYOUTS[layout](ev), None, rules, timestamp_ms, now_ms)
+
+
+def stamped_reference(value: bytes, rules: Rules, timestamp_ms: int, remote_ip: str | None):
+    """What ``normalize_stamped`` answers, the slow way: the decoded object without its server times, its
+    ``"ip": "$remote"`` replaced, through the reference path."""
+    obj = decode(value, None, rules)
+    if isinstance(obj, Rejected):
+        return obj
+    obj.pop("server_received_time", None)
+    obj.pop("server_upload_time", None)
+    if obj.get("ip") == "$remote":
+        if remote_ip:
+            obj["ip"] = remote_ip
+        else:
+            del obj["ip"]
+    return _reference(obj, PROJECT, timestamp_ms, ORIGIN, rules)
+
+
+remote_ips = st.sampled_from([None, "", "203.0.113.9", "2001:db8::1", "a" * MAX_STRING, "a" * (MAX_STRING + 1)])
+stamped_events = events() | events(st.sampled_from(["ip", *TIME_KEYS, "event_type", "user_id", "uuid"]))
+
+
+@GENERATED
+@given(stamped_events, st.sampled_from(["$remote", None, "", "1.2.3.4", 5]), layouts, rules, timestamps, remote_ips)
+def test_stamped_events_the_fast_way_and_the_slow_way(ev, ip, layout, rules, timestamp_ms, remote_ip):
+    if ip is not None:
+        ev["ip"] = ip
+    value = LAYOUTS[layout](ev)
+    if depth_over(value) is not None:   # the caller rejects those first
+        return
+    ref = stamped_reference(value, rules, timestamp_ms, remote_ip)
+    got = normalize_stamped(value, PROJECT, timestamp_ms, ORIGIN, rules, remote_ip)
+    assert type(got) is type(ref)
+    assert got._asdict() == ref._asdict()
 
 
 not_json = st.sampled_from([float("nan"), float("inf"), float("-inf"), -0.0, 1.0, 1e16, 1.7e12, True, False])
