@@ -185,6 +185,23 @@ def test_killing_the_worker_while_it_applies_mutations_converges_to_the_same_hou
     worker()
     check(settings, before, old, muts)
     wait_until(lambda: dead_letters(settings), 60, "the unknown mutation's dead letter")
+    # the file's record: each mutation counted once, whatever pass of the batch wrote it
+    f = wait_until(lambda: applied_file(settings, 4), 60, "the file's record")
+    at = [h["rewritten_ms"] for h in f["hours"]]
+    assert f == {"key": "mirror/2024-03-10.json", "modified_ms": 1_710_000_000_000,
+                 "mutations": {"INSERT": 1, "UPDATE": 1, "DELETE": 2},
+                 "outcomes": {"applied": 2, "new": 1, "unknown_insert_id": 1, "insert_conflict": 0, "dead_lettered": 1},
+                 "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at[0]},
+                           {"project": 424242, "hour": "2024-03-09T08", "rewritten_ms": at[1]}],
+                 "last_applied_ms": f["last_applied_ms"]}
+
+
+def applied_file(settings, n):
+    """The import status of the mirror file of ``corrections()`` once ``n`` of its mutations are applied."""
+    from stream.imports import ops
+    (doc,) = asyncio.run(ops.status(settings))
+    files = doc["mirror_files"]
+    return files[0] if files and sum(files[0]["mutations"].values()) >= n else None
 
 
 def mirror_import(deployment):
