@@ -2,12 +2,16 @@
 users uploaded before its time; a worker killed -9 inside the stage ends with the same files."""
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 
 import boto3
+import orjson
 import pytest
 import yaml
+from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 
 from stream.cli import main
@@ -62,21 +66,39 @@ def test_a_sync_started_while_events_flow_ends_with_exactly_the_users_uploaded_b
     stop = threading.Event()
     sent = [0]
 
-    def traffic():   # purchases on the pro plan uploaded after 08:00, one every 20 ms until the sync is over
+    def traffic():
+        """Purchases on the pro plan uploaded after 08:00, as accepted batches one after the other (each once the
+        previous is acknowledged) until the sync is over: a reader of the topic never sees it quiet."""
         async def run():
-            n = 0
-            while not stop.is_set():
-                await produce(settings, [event(f"after{n % 50:02d}", "purchase", "pro", T + 60_000 + n * 1000, n)])
-                n += 1
-                sent[0] = n
+            from stream.events.batch import EventBatch, Origin, Source
+            p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+            await p.start()
+            try:
+                n = 0
+                while not stop.is_set():
+                    at = T + 60_000 + n * 1000
+                    row = {"amplitude_id": 900_000 + n % 50, "app": 424242, "event_type": "purchase",
+                           "event_time": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(at / 1000)),
+                           "user_id": f"after-{n % 50}", "user_properties": {"plan": "pro"}}
+                    batch = EventBatch(424242, at - at % 3_600_000, Origin("traffic", 0, n), [n], [b"d"], [at],
+                                       [b"u" * 16], [orjson.dumps(row)], Source("traffic", 0))
+                    await (await p.send(settings.topics.name("accepted"), batch.encode(), partition=n % 2))
+                    n += 1
+                    sent[0] = n
+            finally:
+                await p.stop()
         asyncio.run(run())
     thread = threading.Thread(target=traffic, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: sent[0] > 20, 60, "the traffic to flow")
+        wait_until(lambda: sent[0] > 500, 60, "the traffic to flow")     # (a read of the topic would not end)
         started = time.monotonic()
-        out = sync(path)
+        # in a process of its own, so that a read that never ends fails the test instead of hanging it
+        done = subprocess.run([sys.executable, "-m", "stream", "cohorts", "sync", "pro-buyers", "-c", str(path),
+                               "--now", "2024-03-09T08:30Z"], capture_output=True, timeout=120, check=False)
         took = time.monotonic() - started
+        out = done.stdout.decode()
+        assert done.returncode == 0, out + done.stderr.decode()
     finally:
         stop.set()
         thread.join(30)
