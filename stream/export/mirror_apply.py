@@ -26,6 +26,7 @@ its own insert_id.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -127,6 +128,11 @@ def _device_of(m: Mutation) -> str | None:
     return None
 
 
+LOG_PUTS = 16
+"""The hours' log objects of a batch written at once (one S3 request each; a take of a file's mutations touches
+every hour they name)."""
+
+
 class MirrorApplier:
     def __init__(self, clock: Clock, index: IndexReader,
                  logs: Callable[[int], AbstractAsyncContextManager[tuple[Storage, str]]],
@@ -200,14 +206,23 @@ class MirrorApplier:
         which hours to rebuild (``rebuild_touched``, once for the batches of every partition taken together)."""
         applied, per_hour = self.route(batch)
         for project in sorted({p for p, _ in per_hour}):
+            hours = sorted(h for p, h in per_hour if p == project)
             async with self.logs(project) as (storage, bucket):
-                for (p, hour), muts in sorted(per_hour.items()):
-                    if p != project:
-                        continue
-                    await storage.put_bytes(bucket, mirror_log.log_key(self.log_prefix, project, hour, partition,
-                                                                       first_offset),
-                                            mirror_log.encode(muts), "application/x-ndjson")
-                    applied.hours.setdefault(project, []).append(hour)
+                limit = asyncio.Semaphore(LOG_PUTS)
+
+                async def put(hour: int) -> None:
+                    async with limit:
+                        await storage.put_bytes(bucket, mirror_log.log_key(self.log_prefix, project, hour, partition,
+                                                                           first_offset),
+                                                mirror_log.encode(per_hour[(project, hour)]), "application/x-ndjson")
+                puts = [asyncio.ensure_future(put(h)) for h in hours]
+                try:
+                    await asyncio.gather(*puts)
+                except BaseException:
+                    for t in puts:        # one failed: the batch is logged again as a whole
+                        t.cancel()
+                    raise
+            applied.hours.setdefault(project, []).extend(hours)
         return applied
 
 

@@ -145,3 +145,29 @@ def test_hours_touched_by_the_batches_of_several_partitions_are_rebuilt_once():
         "_stream/mirror/1/2024-03-09_7/0-00000000000000000010.jsonl.gz",
         "_stream/mirror/1/2024-03-09_7/1-00000000000000000020.jsonl.gz",
         "_stream/mirror/1/2024-03-09_8/1-00000000000000000020.jsonl.gz"]
+
+
+def test_a_batchs_log_objects_are_written_at_once_and_the_hours_listed_once_all_are_written():
+    hours = [H7 + i * HOUR_MS for i in range(20)]
+    held = {(1, f"e{i}"): [(h, "d1")] for i, h in enumerate(hours)}
+    a, storage, rebuilt = applier(held)
+    in_flight, most = [0], [0]
+    put = storage.put_bytes
+    gate = asyncio.Event()
+
+    async def slow_put(bucket, key, data, content_type):
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        if in_flight[0] == 16:
+            gate.set()
+        await gate.wait()                # each put waits until 16 are on their way
+        in_flight[0] -= 1
+        await put(bucket, key, data, content_type)
+    storage.put_bytes = slow_put
+    batch = [Targeted(1, Mutation(f"e{i}", Op.DELETE, (1, "m.json", i))) for i in range(20)]
+    applied = asyncio.run(asyncio.wait_for(a.log(0, 7, batch), 10))
+    assert most[0] == 16
+    assert applied.hours == {1: hours}
+    assert sorted(k for _, k in storage.objects) == sorted(
+        f"_stream/mirror/1/2024-03-{9 + (7 + i) // 24:02d}_{(7 + i) % 24}/0-00000000000000000007.jsonl.gz"
+        for i in range(20))
