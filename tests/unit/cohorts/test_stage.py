@@ -106,6 +106,9 @@ def test_daily_syncs_while_traffic_flows_write_the_exact_files():
     f.event(20, "purchase", "2024-03-09 13:00", "u-20", plan="pro")
     # after T1: a purchase of the 9th uploaded late (not counted by the sync of T1), 20's next rows
     f.event(60, "purchase", "2024-03-09 23:50", "u-60", uploaded=T1 + 60_000, plan="pro")
+    # and one of a user seen before T1: its counter of the 9th is taken off as of T1
+    f.event(70, "view", "2024-03-09 10:00", "u-70", plan="pro")
+    f.event(70, "purchase", "2024-03-09 23:55", "u-70", uploaded=T1 + 120_000, plan="pro")
     f.event(20, "purchase", "2024-03-10 09:00", "u-20", plan="pro")
     f.advance(T1 + 10 * 60_000)
     (r1,) = run(s, T1 + 7 * 3_600_000, storage, f.stage)
@@ -284,10 +287,14 @@ def test_hourly_syncs_enter_and_exit_within_a_day():
     f = Feed(s)
     h = ms("2024-03-10 08:00")
     f.event(10, "purchase", "2024-03-10 07:10", "u-10", plan="pro")
+    f.event(30, "view", "2024-03-10 07:20", "u-30", plan="pro")
     f.event(20, "purchase", "2024-03-10 08:10", "u-20", plan="pro")     # after 08:00
+    f.event(30, "purchase", "2024-03-10 08:15", "u-30", plan="pro")     # a user of before 08:00, a purchase after
     f.advance(h + 20 * 60_000)
     (r,) = run(s, h + 30 * 60_000, storage, f.stage, "hour")
     assert (r.scheduled_ms, r.members) == (h, 1)
+    assert objects(storage)["cohorts/424242_hour_2024-03-10T08:00_existing.csv"] == (
+        b"amplitudeID,userID,plan,score\r\n10,u-10,pro,\r\n")
     hh = b"amplitudeID,userID,plan,score\r\n"
     f.event(10, "view", "2024-03-10 08:30", "u-10", plan="free")
     f.advance(h + 3_600_000 + 60_000)
@@ -295,7 +302,7 @@ def test_hourly_syncs_enter_and_exit_within_a_day():
     files = objects(storage)
     g = "cohorts/424242_hour_2024-03-10T09:00_"
     assert (files[g + "entering.csv"], files[g + "exiting.csv"], files[g + "existing.csv"]) == (
-        hh + b"20,u-20,pro,\r\n", hh + b"10,u-10,free,\r\n", hh + b"20,u-20,pro,\r\n")
+        hh + b"20,u-20,pro,\r\n30,u-30,pro,\r\n", hh + b"10,u-10,free,\r\n", hh + b"20,u-20,pro,\r\n30,u-30,pro,\r\n")
 
 
 def test_the_sync_view_streams_members_in_amplitude_id_order_across_partitions():
