@@ -7,15 +7,14 @@ A sync of cohort C to a cohort destination D at scheduled time T:
    record's), or, before any, now to the minute (``schedule.slot_start``). Running the sync again within the same
    hour (day) finds that time's completion record and does nothing. The worker's ``cohorts`` stage runs each sync
    when it is due (``schedule.Scheduler``); ``stream cohorts sync`` runs the one due now.
-2. **Membership.** events.accepted is read from its beginning, one record at a time (nothing is kept of a batch
-   once its rows are folded): every row of C's project uploaded before T (the batch's server_upload_time) goes
-   through ``membership.apply_event`` with ``today`` = ``schedule.counted_day(T)``, the UTC day of T's last
-   millisecond before it, into the latest ``UserState`` of its amplitude_id: ``within_days: N`` counts the N
-   days ending that day, which for a sync at a UTC midnight is exactly ``[T - N days, T)``. Memory is one state
-   per user, never per event. A user's properties and user_id are those of its rows with the latest
-   server_upload_time, whatever order the partitions are read in. identity.merges is read likewise (merges made
-   before T) and each merged id's state joins its survivor's (``membership.merge``). The members are the users
-   ``membership.is_member`` says are in C on that day, by amplitude_id.
+2. **Membership.** The cohorts stage keeps each user's state in-stream (``stage``); the sync reads it from the
+   state table's compacted changelog (``changelog.ChangelogSource``), up to its end offsets, once every partition
+   has passed T, and sees each user as of T (``stage.view``): the events uploaded before T, counted with ``today``
+   = ``schedule.counted_day(T)``, the UTC day of T's last millisecond before it: ``within_days: N`` counts the N
+   days ending that day, which for a sync at a UTC midnight is exactly ``[T - N days, T)``. A user's properties
+   and user_id are those of its rows with the latest server_upload_time before T; a merged id's state is its
+   survivor's. The members (``membership.is_member`` on that day) are streamed in amplitude_id order. (A
+   ``source`` with ``fold`` instead of ``view`` gets a ``Membership`` to fold rows and merges into.)
 3. **Diff and files.** The latest completed sync before T (``chain``: never another; a sync older than the latest
    completed one is refused) has its ``existing`` file read back from S3 to a spool file; it and the members,
    both ascending, go through ``csvfiles.diff`` in one pass that writes the three spool files ``entering``,
@@ -36,9 +35,8 @@ A sync of cohort C to a cohort destination D at scheduled time T:
 5. **Failures.** A failed sync is counted by reason (``stream_cohort_sync_failures_total``) and recorded under
    ``failed/<time>.json`` beside ``done/``; the other jobs of the run go on.
 
-Limits of this first slice: the events come from events.accepted, so a window longer than the topic's retention
-undercounts; an event of T's past that reaches events.accepted only after a sync for T is not in that sync (it is
-in the next); a static cohort's members are its uploaded user ids matched to the users' states (``static``); files
+Limits: an event of T's past that reaches events.accepted only after every partition of the state passed T is not
+in the sync of T (it is in the next); a merge counts from when the stage reads it; a static cohort's members are its uploaded user ids matched to the users' states (``static``); files
 written by a run
 that crashed and whose time was never completed (a ``once`` sync retried on another minute, an hourly sync
 retried after the next hour began) stay in the bucket without a completion record.
