@@ -312,7 +312,7 @@ def test_sign_in_turn_a_destination_off_and_on_and_copy_its_policy(deployment, w
 
     for page, words in (("/deadletters", "0 rejected in the latest 24 hours."),
                         ("/imports", "No import sources in the settings."),
-                        ("/cohorts", "Cohorts are not built yet")):
+                        ("/cohorts", "No cohorts in the settings (cohorts).")):
         driver.get(url + page)
         assert words in text(driver), page
     submit(driver, driver.find_element(By.CSS_SELECTOR, "form.logout button"))
