@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -115,16 +115,17 @@ def hour_text(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H", time.gmtime(ms // 1000))
 
 
-def status_of(bucket: str, prefix: str, project: int, files: Mapping[str, FileSummary],
+def status_of(bucket: str, wanted: Callable[[str], bool], project: int, files: Mapping[str, FileSummary],
               import_dead: Mapping[str, int], shown: int = 20) -> list[dict]:
-    """The mirror files of a source (under ``s3://bucket/prefix``, of ``project``), latest applied first, at most
-    ``shown``; ``import_dead``: per key, the rows its import dead-lettered (the file's import state)."""
-    under = f"s3://{bucket}/{prefix}"
-    mine = sorted((s for url, s in files.items() if url.startswith(under) and s.project == project),
+    """The mirror files of a source (in ``bucket``, keys it ``wanted``, of ``project``), latest applied first, at
+    most ``shown``; ``import_dead``: per key, the rows its import dead-lettered (the file's import state)."""
+    under = f"s3://{bucket}/"
+    mine = sorted((s for url, s in files.items()
+                   if url.startswith(under) and wanted(url[len(under):]) and s.project == project),
                   key=lambda s: (-s.last_ms, s.url))
     out = []
     for s in mine[:shown]:
-        key = s.url[len(f"s3://{bucket}/"):]
+        key = s.url[len(under):]
         outcomes = {o: s.outcomes.get(o, 0) for o in OUTCOMES}
         out.append({
             "key": key, "modified_ms": s.modified_ms,

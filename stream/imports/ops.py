@@ -18,6 +18,7 @@ of its footer and the first pages of its columns (``stream.imports.ranged``), at
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 
 from stream.events.normalize import Normalized, Rules
-from stream.imports import mirror_files
+from stream.imports import discovery, mirror_files
 from stream.imports.files import FileState, ImportFile, State, split_file_key
 from stream.imports.mirror_files import FileSummary
 from stream.imports.rows import FileContext, convert, convert_mirror, convert_profiles
@@ -216,8 +217,8 @@ def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], st
         })
         if src.strategy == "mirror" and src.data_type == "event":
             dead = {split_file_key(k)[1]: s.dead for k, s in mine.items()}
-            out[-1]["mirror_files"] = mirror_files.status_of(src.bucket, src.prefix, src.project, mirror or {}, dead,
-                                                             mirror_shown)
+            out[-1]["mirror_files"] = mirror_files.status_of(src.bucket, functools.partial(discovery.wanted, src),
+                                                             src.project, mirror or {}, dead, mirror_shown)
     return out
 
 

@@ -61,11 +61,15 @@ def test_a_take_applied_again_cut_otherwise_replaces_the_records_it_overlaps():
     assert mf.summaries(first + first)[F1].ops == {"UPDATE": 300}
 
 
+def under_in(key):
+    return key.startswith("in/")
+
+
 def test_a_sources_status_lists_its_files_latest_first_with_exact_counts_and_hours():
     s = mf.summaries([take(0, 1, AT, ops={"UPDATE": 1, "DELETE": 1}, outcomes={"applied": 1, "unknown_insert_id": 1}),
                       take(0, 0, AT + 60_000, url=F2, ops={"INSERT": 1}, outcomes={"new": 1}, hours=()),
                       take(0, 0, AT, url="s3://other/in/c.json")])
-    doc = mf.status_of("src", "in/", 1, s, {"in/a.json": 2}, shown=20)
+    doc = mf.status_of("src", under_in, 1, s, {"in/a.json": 2}, shown=20)
     assert doc == [
         {"key": "in/b.json", "modified_ms": 1_700_000_000_000, "mutations": {"INSERT": 1, "UPDATE": 0, "DELETE": 0},
          "outcomes": {"applied": 0, "new": 1, "unknown_insert_id": 0, "insert_conflict": 0, "dead_lettered": 0},
@@ -73,8 +77,8 @@ def test_a_sources_status_lists_its_files_latest_first_with_exact_counts_and_hou
         {"key": "in/a.json", "modified_ms": 1_700_000_000_000, "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 1},
          "outcomes": {"applied": 1, "new": 0, "unknown_insert_id": 1, "insert_conflict": 0, "dead_lettered": 3},
          "hours": [{"project": 1, "hour": "2024-03-09T07", "rewritten_ms": AT}], "last_applied_ms": AT}]
-    assert mf.status_of("src", "in/", 1, s, {}, shown=1) == doc[:1]
-    assert mf.status_of("src", "in/", 2, s, {}) == []
+    assert mf.status_of("src", under_in, 1, s, {}, shown=1) == doc[:1]
+    assert mf.status_of("src", under_in, 2, s, {}) == []
     assert mf.show(doc) == [
         "  mirror file in/b.json: 1 INSERT, 0 UPDATE, 0 DELETE; 0 applied, 1 new, 0 unknown insert_id, "
         "0 insert conflicts, 0 dead-lettered",
@@ -92,12 +96,13 @@ def test_the_import_status_of_a_mirror_source_lists_its_files_and_an_appending_s
     settings = Settings(projects=[{"id": 1}], destinations=[{"name": "d", "project": 1, "bucket": "arch",
                                                              "archive": True}],
                         sources=[{"name": "fixes", "project": 1, "bucket": "src", "prefix": "in/", "strategy": "mirror",
-                                  "converter": conv},
+                                  "filter_pattern": r".*\.json", "converter": conv},
                                  {"name": "clicks", "project": 1, "bucket": "src", "prefix": "in/", "converter": conv}])
     f = ImportFile("fixes", "src", "in/a.json", AT - 5000, "sqs")
     states = {f.kafka_key: FileState(State.DONE, 4, 2, 2, AT - 1000, AT - 5000)}
     mirror = mf.summaries([take(0, 1, AT, ops={"UPDATE": 1, "DELETE": 1}, outcomes={"applied": 2},
-                                hours=((1, H7), (1, H8)))])
+                                hours=((1, H7), (1, H8))),
+                           take(0, 0, AT + 1, url="s3://src/in/a.csv")])     # not a file of the source: its filter
     fixes, clicks = summarize(settings, [(f.kafka_key, f)], states, AT, mirror=mirror)
     assert "mirror_files" not in clicks
     assert fixes["mirror_files"] == [
