@@ -179,3 +179,19 @@ def test_a_static_cohort_before_any_upload_syncs_no_member():
     (r,) = sync(s, storage, "vips", T3 + 60_000)
     assert (r.error, r.members, r.entering, r.exiting) == (None, 0, 0, 0)
     assert storage.objects[(BUCKET, "cohorts/424242_vips_2024-03-12T00:00_existing.csv")] == b"amplitudeID,userID\r\n"
+
+
+def test_the_openapi_description_has_the_cohort_routes():
+    from openapi_spec_validator import validate
+
+    from stream.admin.openapi import OPENAPI
+    validate(OPENAPI)
+    assert {p: sorted(OPENAPI["paths"][p]) for p in OPENAPI["paths"] if "cohort" in p or "membership" in p} == {
+        "/admin/cohorts": ["get"], "/admin/cohorts/{id}": ["get"], "/admin/cohorts/{id}/file": ["get"],
+        "/admin/cohorts/{id}/members": ["put"], "/admin/cohorts/{id}/syncs": ["post"], "/admin/memberships": ["get"]}
+    members = OPENAPI["paths"]["/admin/cohorts/{id}/members"]["put"]
+    assert sorted(members["requestBody"]["content"]) == ["application/json", "text/plain"]
+    assert sorted(members["responses"]) == ["200", "400", "401", "404", "409", "429", "502"]
+    assert list(OPENAPI["paths"]["/admin/cohorts/{id}/file"]["get"]["responses"]["200"]["content"]) == ["text/csv"]
+    assert [p["name"] for p in OPENAPI["paths"]["/admin/memberships"]["get"]["parameters"]] == [
+        "user_id", "amplitude_id", "project"]
