@@ -36,10 +36,10 @@ A sync of cohort C to a cohort destination D at scheduled time T:
    ``failed/<time>.json`` beside ``done/``; the other jobs of the run go on.
 
 Limits: an event of T's past that reaches events.accepted only after every partition of the state passed T is not
-in the sync of T (it is in the next); a merge counts from when the stage reads it; a static cohort's members are its uploaded user ids matched to the users' states (``static``); files
-written by a run
-that crashed and whose time was never completed (a ``once`` sync retried on another minute, an hourly sync
-retried after the next hour began) stay in the bucket without a completion record.
+in the sync of T (it is in the next); a merge counts from when the stage reads it; a static cohort's members are
+its uploaded user ids matched to the users' states (``static``); files written by a run that crashed and whose
+time was never completed (a ``once`` sync retried on another minute, an hourly sync retried after the next hour
+began) stay in the bucket without a completion record.
 """
 
 from __future__ import annotations
