@@ -68,7 +68,7 @@ from stream.export.exporter import ExportInput, export_input
 from stream.export.format import GzipLinesSpool
 from stream.export.layout import hour_prefixes, number_of, parse_number
 from stream.export.ledger import Claim, Kind, LedgerIndex, LedgerRecord, facts
-from stream.export.mirror import Mutation, Outcome, count_unmatched, insert_ids, rewrite, rewrite_batch
+from stream.export.mirror import Mutation, Outcome, count_unmatched, insert_ids, rewrite_batch
 from stream.export.mirror_apply import MirrorLog
 from stream.export.mirror_kept import KeptMutations
 from stream.export.rotation import CloseReason
@@ -633,6 +633,8 @@ class Backfill:
         written: set[str] = set()
         spool = self.spool_dir / f"{source.name}-archive"
         spool.mkdir(parents=True, exist_ok=True)
+        ids = insert_ids(mutations) if mutations else None
+        matched: dict[str, set[int]] = {}       # across the hour's objects: a mutation matches in one of them
         for prefix in prefixes:
             async for o in self.archive_storage.list(archive.bucket, prefix):
                 rest = o.key[len(prefix):]
@@ -642,8 +644,10 @@ class Backfill:
                 partition, start = parse_number(n) if n is not None else (0, 0)
                 lines = [ln async for ln in self._archive_lines(archive.bucket, o.key)]
                 if mutations:
-                    lines = list(rewrite(lines, mutations, self.mirror is not None and self.mirror.insert_is_update,
-                                         self.mirror_outcomes))
+                    blob, kept_rows = rewrite_batch(b"\n".join(lines), range(len(lines)), mutations,
+                                                    self.mirror is not None and self.mirror.insert_is_update,
+                                                    self.mirror_outcomes, matched, ids)
+                    lines = blob.split(b"\n") if kept_rows else []
                 if not lines:
                     continue
                 rows = Rows(self.dest.project, hour, hour, hour, len(lines), b"\n".join(lines), "archive",
@@ -659,6 +663,8 @@ class Backfill:
                                    CloseReason.REBUILT, {}, hour, False)
                 await self._upload(source, obj)
                 written.add(key)
+        if mutations:
+            count_unmatched(mutations, matched, self.mirror_outcomes)
         await self._clean_archive_hour(source, hour, written)
         self.progress.hours_done += 1
         self.progress.hours_written.append(hour)

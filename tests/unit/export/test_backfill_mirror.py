@@ -98,6 +98,8 @@ def test_an_archive_hour_past_the_retention_is_rebuilt_from_its_own_objects_with
     assert (doc["state"], doc["source"], doc["hours_done"]) == ("done", "auto", 1)
     assert objects(run.storage) == {"0.json.gz": ["a:view", "b:fixed"]}     # 1000 held only c: gone
     assert ("bkt", "amp/424242/424242_2024-03-09_7_complete") in run.storage.objects
+    # each mutation matched a row of one of the hour's two objects: none is unmatched
+    assert b.mirror_outcomes == {("UPDATE", Outcome.UPDATED): 1, ("DELETE", Outcome.DELETED): 1}
     # without a mirror log, the archive is not rebuilt from itself: the hour is refused
     plain = PastRetention(run.topic, run.ledger, run.cycle.step, lambda: None, settings=run.s,
                           request=Request("main", H7, H7 + HOUR, job=JOB), storage=run.storage,
