@@ -43,7 +43,6 @@ import orjson
 
 from stream.cohorts.membership import UserState, event_day
 from stream.cohorts.rules import CohortSet, day_of_ms
-from stream.events import avro
 from stream.events.timefmt import DAY_MS, HOUR_MS
 
 MINUTE_MS = 60_000
@@ -197,8 +196,11 @@ def fold_merged(survivor: StoredUser, merged: StoredUser) -> StoredUser:
 
 # --- records of the cohorts topic --------------------------------------------------------------------------------
 
-@dataclass
-class CohortRecord:
+class CohortRecord(msgspec.Struct, array_like=True):
+    """One record of the cohorts topic, with the fields of ``schemas/cohort_record.avsc``, which documents them. On
+    the wire: msgpack, the fields in the schema's order (a benchmark showed fastavro's per-record cost to be most
+    of the stage's: BENCHMARKS.md, Cohorts); a message is an array of them (``decode_all``)."""
+
     kind: str
     amplitude_id: int = -1
     partition: int = -1
@@ -207,29 +209,32 @@ class CohortRecord:
     uploaded_ms: int = 0
     project: int = 0
     day: int = 0
-    conditions: list[str] = field(default_factory=list)
+    conditions: list[str] = []
     user_id: str | None = None
     properties: bytes | None = None
     into: int = -1
     state: bytes | None = None
 
     def encode(self) -> bytes:
-        return avro.encode("cohort_record", self.__dict__)
-
-    @classmethod
-    def decode(cls, data: bytes) -> CohortRecord:
-        return cls(**avro.decode("cohort_record", data))
+        return _rec_enc(self)
 
 
-def decode_all(data: bytes) -> Iterator[CohortRecord]:
-    """The records of one cohorts topic message: Avro records one after the other (each ends where the next
-    begins), so that one message carries what one input batch sends to one partition."""
-    import io
+_rec_enc = msgspec.msgpack.Encoder().encode
+_records_dec = msgspec.msgpack.Decoder(list[CohortRecord]).decode
 
-    import fastavro
-    buf, schema = io.BytesIO(data), avro.schema("cohort_record")
-    while buf.tell() < len(data):
-        yield CohortRecord(**fastavro.schemaless_reader(buf, schema, None))
+
+def decode_all(data: bytes) -> list[CohortRecord]:
+    """The records of one cohorts topic message (a msgpack array), so that one message carries what one input
+    batch sends to one partition."""
+    return _records_dec(data)
+
+
+def _array(values: list[bytes]) -> bytes:
+    """A msgpack array of already encoded elements."""
+    n = len(values)
+    head = bytes((0x90 | n,)) if n < 16 else (b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else
+                                             b"\xdd" + n.to_bytes(4, "big"))
+    return head + b"".join(values)
 
 
 Sent = tuple[int, bytes, bytes]
@@ -241,7 +246,7 @@ def _grouped(sends: list[Sent]) -> list[Sent]:
     by: dict[int, tuple[bytes, list[bytes]]] = {}
     for q, k, v in sends:
         by.setdefault(q, (k, []))[1].append(v)
-    return [(q, k, b"".join(vs)) for q, (k, vs) in sorted(by.items())]
+    return [(q, k, _array(vs)) for q, (k, vs) in sorted(by.items())]
 
 
 class Progress:
@@ -320,7 +325,7 @@ class Rekeyer:
         if not isinstance(merged, int) or not isinstance(into, int) or merged == into:
             return []
         rec = CohortRecord(MERGE_OUT, merged, uploaded_ms=int(record.get("merge_server_time") or 0), into=into)
-        return [(partition_of(merged, self.partitions), _Q.pack(merged), rec.encode())]
+        return _grouped([(partition_of(merged, self.partitions), _Q.pack(merged), rec.encode())])
 
     def advance(self, partition: int, now_ms: int, caught_up: bool) -> list[Sent]:
         """PROGRESS records to every cohorts partition when ``partition`` moved on (call after its records were
@@ -331,7 +336,7 @@ class Rekeyer:
         read = self.progress.read.get(partition)
         day = day_of_ms(read) if read is not None else -1
         value = CohortRecord(PROGRESS, partition=partition, uploaded_ms=t, day=day).encode()
-        return [(q, _I.pack(partition), value) for q in range(self.partitions)]
+        return [(q, _I.pack(partition), _array([value])) for q in range(self.partitions)]
 
 
 # --- step 2: the state -------------------------------------------------------------------------------------------
@@ -461,8 +466,7 @@ class CohortState:
         raw = get(user_key(rec.amplitude_id))
         u = decode_user(raw) if raw is not None else None
         if u is not None and u.merged_into is not None:   # a late event of a merged id: the survivor's
-            fwd = CohortRecord(**{**rec.__dict__, "amplitude_id": u.merged_into,
-                                  "source": f"{rec.source}@{rec.amplitude_id}"})
+            fwd = msgspec.structs.replace(rec, amplitude_id=u.merged_into, source=f"{rec.source}@{rec.amplitude_id}")
             out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
             return
         mark = f"{rec.partition}/{rec.source}"
@@ -515,7 +519,7 @@ class CohortState:
         raw = get(user_key(rec.into))
         u = decode_user(raw) if raw is not None else None
         if u is not None and u.merged_into is not None:   # the survivor was merged on: on to its survivor
-            fwd = CohortRecord(**{**rec.__dict__, "into": u.merged_into})
+            fwd = msgspec.structs.replace(rec, into=u.merged_into)
             out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
             return
         mark = f"merge/{rec.amplitude_id}"
@@ -604,6 +608,7 @@ class SyncView:
         from stream.cohorts.schedule import counted_day
         self.cohorts, self.stores, self.accepted_partitions, self.t_ms = cohorts, stores, accepted_partitions, t_ms
         self.profile_of = profile_of
+        self._recent: dict[int, UserState] = {}
         self.today = counted_day(t_ms)
         self.states = _States(self)
         self.rows = 0
@@ -633,13 +638,20 @@ class SyncView:
                                  "cohort state, whose windows have moved past it: sync a later time")
 
     def users(self) -> Iterator[tuple[int, UserState]]:
-        """Every user there at ``t_ms``, in amplitude_id order (a merge of the partitions' scans)."""
+        """Every user there at ``t_ms``, in amplitude_id order (a merge of the partitions' scans). The latest few
+        are kept for ``state``, which the sync asks right after for each member's row."""
+        unpack = _Q.unpack
+
         def scan(store: Store) -> Iterator[tuple[int, bytes]]:
             for k, v in store.scan(_U, _U + b"\xff"):
-                yield _Q.unpack(k[1:])[0], v
-        for aid, raw in heapq.merge(*(scan(s) for s in self.stores.values()), key=lambda kv: kv[0]):
+                yield unpack(k[1:])[0], v
+        recent = self._recent
+        for aid, raw in heapq.merge(*(scan(s) for s in self.stores.values())):
             st = self._profiled(view(decode_user(raw), self.t_ms))
             if st is not None:
+                recent[aid] = st
+                if len(recent) > 64:
+                    del recent[next(iter(recent))]
                 yield aid, st
 
     def members(self, cohort: Any) -> Iterator[int]:
@@ -650,7 +662,14 @@ class SyncView:
                 yield aid
 
     def state(self, aid: int) -> UserState | None:
+        st = self._recent.get(aid)
+        if st is not None:
+            return st
         key = user_key(aid)
+        home = self.stores.get(partition_of(aid, len(self.stores)))
+        raw = home.get(key) if home is not None else None
+        if raw is not None:
+            return self._profiled(view(decode_user(raw), self.t_ms))
         for store in self.stores.values():
             raw = store.get(key)
             if raw is not None:

@@ -324,3 +324,17 @@ def test_a_window_longer_than_the_state_is_refused_when_the_settings_load():
     assert ("cohorts[0] (long): a window of 30 days, longer than the 20 days a user's cohort state is kept after its "
             "latest event (cohort_state.state_days): raise cohort_state.state_days to at least 30, or shorten the "
             "window") in str(e.value)
+
+
+def test_the_records_have_the_fields_of_their_schema_in_its_order():
+    import json
+    from pathlib import Path
+
+    import msgspec
+
+    schema = json.loads((Path(stage.__file__).parents[2] / "schemas" / "cohort_record.avsc").read_text())
+    assert [f["name"] for f in schema["fields"]] == list(stage.CohortRecord.__struct_fields__)
+    rec = stage.CohortRecord("ACTIVITY", 7, 1, "events.ingest[0]", 42, T1, P, 19791, ["k"], "u", b"{}")
+    assert msgspec.msgpack.decode(stage._array([rec.encode(), rec.encode()])) == [
+        ["ACTIVITY", 7, 1, "events.ingest[0]", 42, T1, P, 19791, ["k"], "u", b"{}", -1, None]] * 2
+    assert stage.decode_all(stage._array([rec.encode()] * 20)) == [rec] * 20

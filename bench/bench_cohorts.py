@@ -1,0 +1,387 @@
+"""Cohorts stage: what keeping cohort membership in-stream costs the worker, and what a sync costs.
+
+usage:
+    python bench/bench_cohorts.py [--part worker|sync|retention|all] [--events N] [--repeats R]
+                                  [--members M] [--users U] [--seed S]
+
+Parts:
+
+  worker     One worker process (ingest skipped: events pre-loaded on events.valid as EventBatch records, as
+             bench_worker.py's variant "valid"; dedupe, identity, export to moto S3), with 10 cohorts defined
+             and synced (the cohorts stage's agents in the same process) and without any, alternating in the
+             same run, each on a fresh Tansu broker. The 10 cohorts' syncs go to a bucket that does not exist, so
+             that none runs in the measured window (a sync's cost is the part "sync"). Throughput = N / (t_last - t_first) as in bench_worker.py,
+             where t_last is also at least the Kafka timestamp of the cohort state's last changelog record (the
+             stage must have taken every event too). Target: with / without >= 0.8.
+  sync       A sync of a cohort of M members (default 1,000,000) from the state (4 RocksDB partitions as a
+             sync's local copy of the changelog: members streamed in amplitude_id order, each member's state
+             looked up for its row), diffed against a previous sync of which 10% differ, the three CSV files
+             written; against the same done in memory: the same users' states in a dict (what a sync reading
+             the events held once it had read them), each evaluated, the members sorted, then the same diff. Each in a process of its own: time, peak RSS, and the
+             state's bytes per user (keys and values; the RocksDB files after a compaction). Target: baseline
+             time / state time >= 0.5.
+  retention  The same U users (default 100,000) with one purchase a day for 1 and for 7 days (two retentions of
+             events), folded through both steps of the stage (a cohort of purchases within 1 day); then a sync from the state, and the old way's
+             read of the same rows (``sync.Membership.add_row``, the fold per row of a sync reading
+             events.accepted). The sync's cost should not depend on the days kept.
+
+Results: a Markdown table on stdout and bench/results-cohorts.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+
+P = 424242
+DAY = 86_400_000
+COHORT = {"id": "pro-buyers", "project": P, "name": "Pro buyers", "rule": {"and": [
+    {"performed": "purchase", "within_days": 7}, {"user_property": "plan", "op": "=", "value": "pro"}]}}
+
+
+def log(msg: str) -> None:
+    print(f"[bench_cohorts {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cohort_set(within_days: int = 7):
+    from stream.cohorts.rules import parse_cohorts
+    rule = {"and": [{"performed": "purchase", "within_days": within_days},
+                    {"user_property": "plan", "op": "=", "value": "pro"}]}
+    return parse_cohorts([{**COHORT, "rule": rule}], keep_properties=["plan"])
+
+
+# ---------------------------------------------------------------- sync -----------------------------------------
+
+def child_sync(kind: str, members: int, seed: int) -> dict:
+    """One sync of ``members`` members, from the state (``kind`` "state") or sorted in memory ("baseline")."""
+    from rocksdict import Options, Rdict
+
+    from stream.cohorts.membership import UserState
+    from stream.cohorts.stage import RdictStore, StoredUser, SyncView, encode_user, user_key
+    from stream.cohorts.sync import write_files
+
+    cohorts = cohort_set()
+    key = cohorts.cohorts[0].conditions[0].key
+    r = random.Random(seed)
+    ids = r.sample(range(1, members * 20), members)           # unsorted, as users arrive
+    t = 1_710_028_800_000                                    # 2024-03-10 00:00 UTC
+    day = t // DAY - 1
+    out: dict = {"kind": kind, "members": members}
+    changed = set(r.sample(ids, members // 10))
+    previous = sorted([i for i in ids if i not in changed] + [members * 20 + i for i in range(len(changed))])
+    work = Path(tempfile.mkdtemp(prefix="bench-cohorts-"))
+    try:
+        if kind == "state":
+            dbs = [Rdict(str(work / f"p{q}"), Options(raw_mode=True)) for q in range(4)]
+            stores = {q: RdictStore(db) for q, db in enumerate(dbs)}
+            t0 = time.monotonic()
+            size = 0
+            batches: list[list] = [[] for _ in range(4)]
+            for aid in ids:
+                u = StoredUser(project=P, first_ms=t - DAY, last_day=day, counts={key: {day: 1}},
+                               props=[(t - DAY, {"plan": "pro"})], uids=[(t - DAY, f"user-{aid}")],
+                               marks={"0/events.ingest[0]": aid}, index_day=day + 7)
+                k, v = user_key(aid), encode_user(u)
+                size += len(k) + len(v)
+                batches[aid % 4].append((k, v))
+                if len(batches[aid % 4]) >= 10_000:
+                    stores[aid % 4].write(batches[aid % 4])
+                    batches[aid % 4] = []
+            for q, b in enumerate(batches):
+                stores[q].write(b)
+            for db in dbs:
+                db.compact_range(None, None)
+                db.flush()
+            out["state_build_s"] = time.monotonic() - t0
+            out["state_bytes_per_user"] = size / members
+            out["rocksdb_bytes_per_user"] = sum(f.stat().st_size for f in work.rglob("*.sst")) / members
+            for q in range(4):
+                stores[q].write([(b"p" + p.to_bytes(4, "big"), (t + 60_000).to_bytes(8, "big") +
+                                  (day + 1).to_bytes(4, "big")) for p in range(4)])
+            del batches
+            t0 = time.monotonic()
+            view = SyncView(cohorts, stores, 4, t)
+            view.check()
+            counts = write_files(work, iter(previous), view.members(cohorts.cohorts[0]), view.states, ["plan"], None)
+            out["sync_s"] = time.monotonic() - t0
+        else:
+            states = {aid: UserState(project=P, user_id=f"user-{aid}", counts={key: {day: 1}},
+                                     properties={"plan": "pro"}) for aid in ids}
+            from stream.cohorts.membership import is_member
+            from stream.cohorts.schedule import counted_day
+            cohort, today = cohorts.cohorts[0], counted_day(t)
+            t0 = time.monotonic()
+            members_sorted = sorted(aid for aid, st in states.items() if is_member(st, cohort, today))
+            counts = write_files(work, iter(previous), members_sorted, states, ["plan"], None)
+            out["sync_s"] = time.monotonic() - t0
+        out["files"] = counts
+        out["file_bytes"] = {n: (work / f"{n}.csv").stat().st_size for n in counts}
+        out["peak_rss_mb"] = peak_rss_mb()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def run_child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, timeout=3600,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed: {proc.stderr.decode()[-2000:]}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def part_sync(members: int, seed: int, repeats: int) -> dict:
+    runs = []
+    for rep in range(repeats):
+        order = ("state", "baseline") if rep % 2 == 0 else ("baseline", "state")
+        one = {k: run_child("sync", k, str(members), str(seed + rep)) for k in order}
+        assert one["state"]["files"] == one["baseline"]["files"], one
+        one["ratio"] = one["baseline"]["sync_s"] / one["state"]["sync_s"]
+        log(f"sync of {members:,} members, run {rep}: state {one['state']['sync_s']:.2f}s "
+            f"(rss {one['state']['peak_rss_mb']:.0f} MB), sort-and-diff {one['baseline']['sync_s']:.2f}s "
+            f"(rss {one['baseline']['peak_rss_mb']:.0f} MB): {one['ratio']:.2f}")
+        runs.append(one)
+    return {"members": members, "runs": runs}
+
+
+# ---------------------------------------------------------------- retention -------------------------------------
+
+def child_retention(users: int, days: int, seed: int) -> dict:
+    from rocksdict import Options, Rdict
+
+    from stream.cohorts.stage import CohortState, RdictStore, Rekeyer, SyncView
+    from stream.cohorts.sync import Membership, write_files
+    from stream.events.batch import EventBatch, Origin, Source
+    import orjson
+
+    cohorts = cohort_set(within_days=1)      # what the state keeps does not grow with the days of events
+    r = random.Random(seed)
+    t = 1_710_028_800_000
+    work = Path(tempfile.mkdtemp(prefix="bench-cohorts-"))
+    try:
+        dbs = {q: RdictStore(Rdict(str(work / f"p{q}"), Options(raw_mode=True))) for q in range(4)}
+        state = CohortState(cohorts, 4, 400, dbs.__getitem__)
+        rekey = Rekeyer(cohorts, 4, 60_000)
+        rows: list[tuple[bytes, int]] = []
+        offset = 0
+        fold_s = 0.0
+        for d in range(days, 0, -1):
+            day_start = t - d * DAY
+            batch_rows = []
+            for u in range(users):
+                at = day_start + r.randrange(DAY)
+                row = {"amplitude_id": u + 1, "app": P, "event_type": "purchase",
+                       "event_time": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(at / 1000)),
+                       "user_id": f"user-{u + 1}", "user_properties": {"plan": "pro" if u % 3 else "free"}}
+                batch_rows.append((orjson.dumps(row), at))
+            batch_rows.sort(key=lambda x: x[1])
+            rows += batch_rows
+            t0 = time.monotonic()
+            for i in range(0, len(batch_rows), 500):
+                chunk = batch_rows[i:i + 500]
+                offset += 1
+                b = EventBatch(P, chunk[0][1] - chunk[0][1] % 3_600_000, Origin("events.valid", 0, offset),
+                               list(range(offset * 1000, offset * 1000 + len(chunk))), [b"d"] * len(chunk),
+                               [a for _, a in chunk], [b"u" * 16] * len(chunk), [line for line, _ in chunk],
+                               Source("events.ingest", 0))
+                for q, k, v in rekey.batch(offset % 4, b):
+                    applied = state.apply(q, [(k, v)])
+                    dbs[q].write(applied.writes)
+            for p in range(4):
+                for q, k, v in rekey.advance(p, day_start + DAY + 120_000, True):
+                    dbs[q].write(state.apply(q, [(k, v)]).writes)
+            fold_s += time.monotonic() - t0
+        t0 = time.monotonic()
+        view = SyncView(cohorts, dbs, 4, t)
+        view.check()
+        counts = write_files(work, iter(()), view.members(cohorts.cohorts[0]), view.states, ["plan"], None)
+        sync_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        m = Membership(cohorts, {P}, t)
+        for line, at in rows:
+            m.add_row(orjson.loads(line), at)
+        members_old = m.members(cohorts.cohorts[0])
+        old_s = time.monotonic() - t0
+        assert len(members_old) == counts["existing"], (len(members_old), counts)
+        return {"users": users, "days": days, "events": len(rows), "members": counts["existing"],
+                "stage_fold_s": fold_s, "stage_events_per_s": len(rows) / fold_s, "sync_from_state_s": sync_s,
+                "old_read_events_s": old_s, "peak_rss_mb": peak_rss_mb()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def part_retention(users: int, seed: int) -> dict:
+    out = {}
+    for days in (1, 7):
+        res = run_child("retention", str(users), str(days), str(seed))
+        log(f"{users:,} users, {days} day(s) of events ({res['events']:,}): stage {res['stage_events_per_s']:,.0f} "
+            f"ev/s; sync from the state {res['sync_from_state_s']:.2f}s; the old read of the events "
+            f"{res['old_read_events_s']:.2f}s")
+        out[str(days)] = res
+    return out
+
+
+# ---------------------------------------------------------------- worker ----------------------------------------
+
+def ten_cohorts() -> list[dict]:
+    from stream.devstack.sample import EVENT_TYPES
+    out = []
+    for i in range(10):
+        et = EVENT_TYPES[i % len(EVENT_TYPES)]
+        rule: dict = {"performed": et, "within_days": 7 + i}
+        if i % 3 == 1:
+            rule = {"and": [rule, {"user_property": "plan", "op": "=", "value": "pro"}]}
+        elif i % 3 == 2:
+            rule = {"or": [rule, {"not": {"performed": EVENT_TYPES[(i + 1) % len(EVENT_TYPES)],
+                                          "count": {"op": "at_least", "n": 3}, "within_days": 30}}]}
+        out.append({"id": f"c{i}", "project": 424242, "name": f"Cohort {i}", "rule": rule})
+    return out
+
+
+async def last_timestamp(bootstrap: str, topic: str) -> int | None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    try:
+        parts = c.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            return None
+        ends = await c.end_offsets(tps)
+        best = None
+        c.assign(tps)
+        for tp in tps:
+            if ends[tp] > 0:
+                c.seek(tp, ends[tp] - 1)
+        for _ in range(20):
+            got = await c.getmany(timeout_ms=500)
+            for recs in got.values():
+                for rec in recs:
+                    best = max(best or 0, rec.timestamp)
+            positions = [await c.position(tp) for tp in tps if ends[tp] > 0]
+            if best is not None and all(p >= ends[tp] for p, tp in zip(positions, [t for t in tps if ends[t] > 0])):
+                break
+        return best
+    finally:
+        await c.stop()
+
+
+def part_worker(events: int, repeats: int, seed: int, timeout: float) -> dict:
+    import boto3
+    import yaml
+
+    import bench_worker as bw
+    import workload
+    from stream.devstack.services import start_broker, start_moto
+    from stream.kafka import ensure_topics
+    from stream.settings import load_settings
+    from stream.topics import cohorts_changelog
+
+    os.environ.update(bw.local_aws_env())
+    session = os.urandom(3).hex()
+    workdir = Path(tempfile.mkdtemp(prefix=f"stream-bench-cohorts-{session}-"))
+    w = workload.generate(events, bw.PARTITIONS, seed=seed)
+    batched = workload.batches(w, "events.ingest", bw.PROJECT, bw.PARTITIONS)
+    stack = bw.Stack(workdir, start_moto(workdir), "")
+    stack.s3_url = f"http://127.0.0.1:{stack.moto.port}"
+    s3 = boto3.client("s3", endpoint_url=stack.s3_url)
+    s3.create_bucket(Bucket=bw.BUCKET)
+    runs = []
+    try:
+        for rep in range(repeats):
+            one = {}
+            for kind in (("none", "cohorts") if rep % 2 == 0 else ("cohorts", "none")):
+                stack.broker = start_broker(workdir)
+                try:
+                    r = bw.prepare(stack, "valid", rep, f"{session}{kind[0]}", True)
+                    cfg = yaml.safe_load(r.cfg_path.read_text())
+                    if kind == "cohorts":
+                        cfg["cohorts"] = ten_cohorts()
+                        # a bucket that does not exist: each sync fails before it reads the state (then waits a
+                        # minute), so that the window measured is the stage's steady work (syncs: part "sync")
+                        cfg["cohort_destinations"] = [{"name": "crm", "bucket": "bench-no-such-bucket",
+                                                       "path_prefix": "c/",
+                                                       "encryption": {"type": "none"}, "syncs": [
+                            {"cohort": f"c{i}", "cadence": "daily"} for i in range(10)]}]
+                        r.cfg_path.write_text(yaml.safe_dump(cfg))
+                        r.settings = load_settings(r.cfg_path)
+                        asyncio.run(ensure_topics(r.settings))
+                    asyncio.run(workload.preload_batches(stack.bootstrap, r.settings.topics.name("valid"), batched))
+                    res = bw.run_worker(stack, r, w, timeout)
+                    if kind == "cohorts" and res["status"] == "ok":
+                        last = asyncio.run(last_timestamp(stack.bootstrap, cohorts_changelog(r.settings)))
+                        firsts = asyncio.run(bw.first_timestamps(stack.bootstrap, r.settings.topics.name("accepted"),
+                                                                 bw.PARTITIONS))
+                        t_first = min(firsts.values()) / 1000
+                        wall = max(res["wall_s"], (last or 0) / 1000 - t_first)
+                        res["cohort_state_last_s"] = (last or 0) / 1000 - t_first
+                        res["events_per_s"] = w.n / wall
+                    one[kind] = res
+                    log(f"run {rep} {kind}: {res.get('events_per_s', 0):,.0f} ev/s ({res['status']}), "
+                        f"rss {res.get('peak_rss_mb', 0):.0f} MB")
+                finally:
+                    stack.broker.stop()
+                    shutil.rmtree(workdir / f"valid{rep}", ignore_errors=True)   # its data dir: the next run's
+            if one["none"].get("events_per_s") and one["cohorts"].get("events_per_s"):
+                one["ratio"] = one["cohorts"]["events_per_s"] / one["none"]["events_per_s"]
+            runs.append(one)
+    finally:
+        stack.moto.stop()
+    return {"events": w.n, "runs": runs}
+
+
+# ---------------------------------------------------------------- main ------------------------------------------
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        what = sys.argv[2]
+        if what == "sync":
+            print(json.dumps(child_sync(sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
+        else:
+            print(json.dumps(child_retention(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=["worker", "sync", "retention", "all"], default="all")
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--members", type=int, default=1_000_000)
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--results", default=str(BENCH / "results-cohorts.json"))
+    a = ap.parse_args()
+    parts = ["sync", "retention", "worker"] if a.part == "all" else [a.part]
+    path = Path(a.results)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for part in parts:
+        if part == "sync":
+            results["sync"] = part_sync(a.members, a.seed, a.repeats)
+        elif part == "retention":
+            results["retention"] = part_retention(a.users, a.seed)
+        else:
+            results["worker"] = part_worker(a.events, a.repeats, a.seed, a.timeout)
+        path.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
