@@ -83,10 +83,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                   {"cleanup.policy": "delete", "retention.ms": str(dedupe_changelog_retention_ms(settings))}),
     ] + ([
         TopicSpec(t.name("identity_links"), t.partitions),
-        # read from its beginning by every cohort sync (a merged id's events count for its survivor) and by the
-        # merged-IDs export, which catches up after an outage as the events' export does: kept as long as
-        # events.accepted keeps the events they join (a merge is newer than the merged id's events before it), so
-        # never the broker's default, which may be shorter
+        # read by the cohorts stage (a merged id's state joins its survivor's) and by the merged-IDs export, which
+        # catches up after an outage as the events' export does: kept as long as events.accepted keeps the events
+        # they join (a merge is newer than the merged id's events before it), so never the broker's default, which
+        # may be shorter
         TopicSpec(t.name("identity_merges"), 1, kept),
         # one record per key written: compaction keeps the latest of each (a broker that does not compact keeps all)
         TopicSpec(identity_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),

@@ -109,7 +109,8 @@ class SyncResult:
 FAILURE_REASONS = ("chain", "events", "other")
 """Reasons of failed syncs besides S3's (``stream.s3.errors``): ``chain``, the diff cannot follow the latest completed
 sync (another run completed one meanwhile, a later one is complete, the previous sync's existing file is missing);
-``events``, reading events.accepted or identity.merges failed; ``other``, anything else."""
+``events``, the cohort state could not be read or had not passed the sync's time within ``cohort_state.sync_wait_s``;
+``other``, anything else."""
 
 
 def jobs_of(settings: Settings, cohort_id: str, destination: str | None = None) -> list[SyncJob]:
