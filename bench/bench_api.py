@@ -1,7 +1,7 @@
 """Throughput and latency of one `stream api` process, against the ceiling of the same stack, in one run.
 
     python bench/bench_api.py [--duration 10] [--repeat 3] [--connections 32] [--profile] [--only NAME,...]
-                              [--open-loop 10000,25000,40000] [--no-closed] [--processes N] [--before CHECKOUT]
+                              [--open-loop 10000,25000,40000] [--no-closed] [--processes 1,2] [--before CHECKOUT]
 
 Starts a Tansu broker on loopback (stream.devstack.services.start_broker; a fresh one for every server run),
 creates the topics, writes request bodies of 100 realistic events each (stream.devstack.sample.SampleEvents,
@@ -30,6 +30,7 @@ Servers (default: the first five; any of them with --only):
   ceiling-uvicorn            the same as raw ASGI on uvicorn + uvloop + httptools
   ceiling-granian            the same on granian
   stream-api-aiohttp-uvloop  `stream api` with uvloop's event loop
+  stream-api-aiohttp-pN      `stream api --processes N` (--processes 1,N): N serving processes on one port
 The comparison stacks are not dependencies of stream: `pip install uvicorn uvloop httptools granian` (a server
 whose packages are missing is skipped).
 """
@@ -97,7 +98,10 @@ def bodies(path: Path) -> tuple[int, int]:
     return total // BODIES, total // BODIES // EVENTS_PER_REQUEST
 
 
-def command(name: str, config: Path, port: int, processes: int = 1) -> list[str]:
+def command(name: str, config: Path, port: int) -> list[str]:
+    processes = 1
+    if name.startswith("stream-api-aiohttp-p"):   # stream api --processes N
+        name, processes = "stream-api-aiohttp", int(name.rsplit("-p", 1)[1])
     if name == "stream-api-aiohttp":
         return [sys.executable, "-m", "stream", "api", "-c", str(config), "--host", "127.0.0.1",
                 "--port", str(port)] + (["--processes", str(processes)] if processes > 1 else [])
@@ -256,7 +260,7 @@ def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profil
         name, tree = name[:-len(BEFORE)], Path(args.before).resolve()
     env = {**os.environ, "BENCH_CONFIG": str(config), "PYTHONPATH": f"{tree / 'bench'}:{tree}"}
     log = open(logs / f"{name}.log", "wb")
-    proc = subprocess.Popen(command(name, config, port, args.processes), stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(command(name, config, port), stdout=log, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True, cwd=tree)
     spy = None
     try:
@@ -350,7 +354,8 @@ def main() -> None:
     ap.add_argument("--no-closed", action="store_true", help="skip the closed-loop (wrk) runs")
     ap.add_argument("--max-connections", type=int, default=256,
                     help="the open loop's most connections (a request finding all busy waits for one)")
-    ap.add_argument("--processes", type=int, default=1, help="stream api --processes N for stream-api-aiohttp")
+    ap.add_argument("--processes", default="1", metavar="N,...",
+                    help="run stream-api-aiohttp with each of these --processes (N > 1: as stream-api-aiohttp-pN)")
     ap.add_argument("--before", metavar="CHECKOUT", help="also run stream-api-aiohttp from this checkout (a git "
                     "worktree of an earlier commit), as stream-api-aiohttp@before, in the same rounds")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results-api.json"), help="where to write the results")
@@ -365,6 +370,9 @@ def main() -> None:
         if mods:
             print(f"skipping {n}: pip install {' '.join(mods)} (the comparison stacks are not dependencies of stream)")
     names = [n for n in names if not missing[n]]
+    procs = [int(p) for p in args.processes.split(",")]
+    names = [m for n in names for m in ([n if p == 1 else f"{n}-p{p}" for p in procs] if n == "stream-api-aiohttp"
+                                         else [n])]
     if args.before:
         names = [m for n in names for m in ([n, n + BEFORE] if n == "stream-api-aiohttp" else [n])]
     rates: list[float | None] = ([] if args.no_closed else [None]) + [
@@ -430,7 +438,8 @@ def main() -> None:
         same_stack = results.get("ceiling-aiohttp", {}).get("events_per_s")
         summary = {"events_per_request": EVENTS_PER_REQUEST, "body_bytes": body_bytes, "event_bytes": event_bytes,
                    "connections": args.connections, "duration_s": args.duration, "partitions": args.partitions,
-                   "repeat": args.repeat, "processes": args.processes,
+                   "repeat": args.repeat, "processes": procs, "cpus": os.cpu_count(),
+                   "loadavg_end": os.getloadavg(),
                    "results": results}
         if opened:   # per server and offered rate, the run with the median p99
             summary["open_loop"] = {name: {rate: sorted(rs, key=lambda r: r["p99_us"])[(len(rs) - 1) // 2]
