@@ -70,20 +70,29 @@ class Applied:
     """Per import file (its URL), what the batch did with its mutations (``stream.imports.mirror_files``)."""
 
     def tally(self, t: Targeted, outcome: str, hours: Iterable[tuple[int, int]] = ()) -> None:
-        """Count one mutation of the batch under its file: its op, its outcome, the hours it was routed to."""
-        modified_ms, url, _ = t.mutation.seq
+        """Note one mutation of the batch under its file: its offset, row, op, outcome, the hours it was routed to."""
+        modified_ms, url, row = t.mutation.seq
         f = self.files.get(url)
         if f is None:
-            f = self.files[url] = FileTally(t.project, modified_ms, t.offset, t.offset)
-        f.first, f.last = min(f.first, t.offset), max(f.last, t.offset)
-        f.ops[t.mutation.op.value] += 1
-        f.outcomes[FILE_OUTCOME[outcome]] += 1
-        f.hours.update(hours)
+            f = self.files[url] = FileTally(t.project, modified_ms)
+        f.mutations.append(FileMutation(t.offset, row, t.mutation.op.value, FILE_OUTCOME[outcome], tuple(hours)))
 
 
 FILE_OUTCOME = {"routed": "applied", "folded": "applied", "new": "new", "unknown": "unknown_insert_id",
                 "insert_conflict": "insert_conflict"}
 """The outcome a file's record gives each routing outcome: a mutation folded into a new event is applied too."""
+
+
+@dataclass(frozen=True)
+class FileMutation:
+    offset: int
+    """Its offset on events.mutations."""
+    row: int
+    """Its row in the file."""
+    op: str
+    outcome: str
+    hours: tuple[tuple[int, int], ...]
+    """(project, hour in epoch ms) it was routed to: hours the batch rewrites."""
 
 
 @dataclass
@@ -92,13 +101,7 @@ class FileTally:
 
     project: int
     modified_ms: int
-    first: int
-    """The offsets on events.mutations of the file's first and last mutation in the batch."""
-    last: int
-    ops: Counter[str] = field(default_factory=Counter)
-    outcomes: Counter[str] = field(default_factory=Counter)
-    hours: set[tuple[int, int]] = field(default_factory=set)
-    """(project, hour in epoch ms) its mutations were routed to: the hours the batch rewrites for it."""
+    mutations: list[FileMutation] = field(default_factory=list)
 
 
 def fold_new(first: Mutation, later: Sequence[Mutation]) -> Mutation | None:

@@ -6,10 +6,17 @@ partitions of events.mutations, in one take or several. Once a take's hours are 
 (``stream.topics.mirror_files_topic``) keyed by the file, the partition and the offset of the file's first
 mutation in the take: a take applied again after a crash writes its records again under the same keys.
 
-``summaries`` adds a file's takes up. A take applied again may be cut otherwise than the first time (the worker
-takes what is there), so its record may cover offsets that records of the first pass cover too: per file and
-partition, a record replaces the earlier-written ones whose offsets it overlaps, and so each mutation counts once
-once the replay is done.
+``summaries`` adds a file's takes up, each mutation once:
+
+- a take applied again may be cut otherwise than the first time (the worker takes what is there), so its record
+  may cover offsets that records of the first pass cover too: per file and partition, a record replaces the
+  earlier-written ones whose offsets it overlaps;
+- a file the import read again (a crash after its rows were produced and before its state was written, or
+  ``stream import retry``) has its mutations on events.mutations again, at later offsets, its rows starting over.
+  The import produces a file's rows in order, so on one partition they come in increasing row order within one
+  read: a take's mutations of a file are recorded in runs of increasing rows (a new record where the row goes
+  back), and, per file and partition, a record whose first row is not past the rows of the records before it
+  (in offset order) starts a new read. Only the latest read counts: the one the import's state stands for.
 
 ``status_of`` is a mirror source's part of ``stream import status``: per file, the mutations by type (INSERT,
 UPDATE, DELETE), their outcomes (applied: routed to the hours holding their events, or folded into a new event of
@@ -28,7 +35,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from stream.export.mirror_apply import Applied
+from stream.export.mirror_apply import Applied, FileMutation
 
 OPS = ("INSERT", "UPDATE", "DELETE")
 OUTCOMES = ("applied", "new", "unknown_insert_id", "insert_conflict")
@@ -45,7 +52,10 @@ class FileTake:
     partition: int
     first: int
     last: int
-    """The offsets of the file's first and last mutation in the take."""
+    """The offsets of the file's first and last mutation in the record."""
+    row_lo: int
+    row_hi: int
+    """Their rows in the file (increasing with the offset: a run of one read of the file)."""
     ops: dict[str, int]
     outcomes: dict[str, int]
     hours: tuple[tuple[int, int], ...]
@@ -59,21 +69,33 @@ class FileTake:
 
     def encode(self) -> bytes:
         return orjson.dumps({"url": self.url, "project": self.project, "modified_ms": self.modified_ms,
-                             "partition": self.partition, "first": self.first, "last": self.last, "ops": self.ops,
+                             "partition": self.partition, "first": self.first, "last": self.last,
+                             "row_lo": self.row_lo, "row_hi": self.row_hi, "ops": self.ops,
                              "outcomes": self.outcomes, "hours": [list(h) for h in self.hours], "at_ms": self.at_ms})
 
     @classmethod
     def decode(cls, data: bytes) -> FileTake:
         d = orjson.loads(data)
-        return cls(d["url"], d["project"], d["modified_ms"], d["partition"], d["first"], d["last"], d["ops"],
-                   d["outcomes"], tuple((p, h) for p, h in d["hours"]), d["at_ms"])
+        return cls(d["url"], d["project"], d["modified_ms"], d["partition"], d["first"], d["last"], d["row_lo"],
+                   d["row_hi"], d["ops"], d["outcomes"], tuple((p, h) for p, h in d["hours"]), d["at_ms"])
 
 
 def takes_of(applied: Applied, partition: int, at_ms: int) -> list[FileTake]:
-    """The records of one partition's batch of a take whose hours were rewritten at ``at_ms``, by file URL."""
-    return [FileTake(url, f.project, f.modified_ms, partition, f.first, f.last, dict(sorted(f.ops.items())),
-                     dict(sorted(f.outcomes.items())), tuple(sorted(f.hours)), at_ms)
-            for url, f in sorted(applied.files.items())]
+    """The records of one partition's batch of a take whose hours were rewritten at ``at_ms``: per file (by URL),
+    one per run of its mutations whose rows increase with their offsets."""
+    out = []
+    for url, f in sorted(applied.files.items()):
+        runs: list[list[FileMutation]] = []
+        for m in sorted(f.mutations, key=lambda m: m.offset):
+            if not runs or m.row <= runs[-1][-1].row:
+                runs.append([])
+            runs[-1].append(m)
+        for run in runs:
+            out.append(FileTake(url, f.project, f.modified_ms, partition, run[0].offset, run[-1].offset,
+                                run[0].row, run[-1].row, dict(sorted(Counter(m.op for m in run).items())),
+                                dict(sorted(Counter(m.outcome for m in run).items())),
+                                tuple(sorted({h for m in run for h in m.hours})), at_ms))
+    return out
 
 
 @dataclass
@@ -97,7 +119,7 @@ def summaries(takes: Iterable[FileTake]) -> dict[str, FileSummary]:
         mine[:] = [k for k in mine if k.last < t.first or k.first > t.last] + [t]
     out: dict[str, FileSummary] = {}
     for (url, _), ts in sorted(kept.items()):
-        for t in ts:
+        for t in latest_read(ts):
             s = out.setdefault(url, FileSummary(url, t.project, t.modified_ms))
             s.ops.update(t.ops)
             s.outcomes.update(t.outcomes)
@@ -105,6 +127,16 @@ def summaries(takes: Iterable[FileTake]) -> dict[str, FileSummary]:
                 s.hours[h] = max(s.hours.get(h, 0), t.at_ms)
             s.last_ms = max(s.last_ms, t.at_ms)
     return out
+
+
+def latest_read(takes: Iterable[FileTake]) -> list[FileTake]:
+    """The records of one file and partition that belong to the latest read of the file (see the module)."""
+    reads: list[list[FileTake]] = []
+    for t in sorted(takes, key=lambda t: t.first):
+        if not reads or t.row_lo <= max(k.row_hi for k in reads[-1]):
+            reads.append([])
+        reads[-1].append(t)
+    return reads[-1] if reads else []
 
 
 def iso(ms: int) -> str:

@@ -196,6 +196,48 @@ def test_killing_the_worker_while_it_applies_mutations_converges_to_the_same_hou
                  "last_applied_ms": f["last_applied_ms"]}
 
 
+def test_a_mirror_file_the_import_read_twice_counts_each_row_once_in_its_status(deployment, worker):
+    """The importer killed once the file's rows are acknowledged and before its state is written: the next worker
+    reads the file again, so events.mutations holds each of its mutations twice; the file's status counts the
+    latest read only, and the hours are rewritten as by one."""
+    from stream.imports import ops
+    from stream.imports.files import ImportFile
+    from tests.integration.test_import import T0, discover
+    settings, src_bucket = mirror_import(deployment)
+    before, old = exported(settings, worker)
+    worker.stop()
+    key = "mirror/fixes.json"
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    s3.put_object(Bucket=src_bucket, Key=key, Body=fixes(
+        {"event_type": "Purchase", "user_id": "user-0001", "device_id": "device-0005", "insert_id": "ins-5",
+         "op": "update"},
+        {"user_id": "user-0001", "insert_id": "ins-25", "op": "DELETE"},
+        {"user_id": "user-0001", "insert_id": "never-sent", "op": "delete"}))
+    modified_ms = int(s3.head_object(Bucket=src_bucket, Key=key)["LastModified"].timestamp() * 1000)
+    asyncio.run(discover(settings, [ImportFile("corrections", src_bucket, key, T0, "sqs")]))
+    crashing = worker(env={"STREAM_CRASH_AT": "import.produced"})
+    crashing.wait(120)
+    assert crashing.returncode == -9
+    worker()
+
+    def applied():
+        (doc,) = asyncio.run(ops.status(settings))
+        return doc if doc["files"]["done"] == 1 and len(dead_letters(settings)) == 2 and doc["mirror_files"] else None
+    doc = wait_until(applied, 180, "the file imported again and its mutations applied")
+    assert len(asyncio.run(read_all(settings, settings.topics.name("mutations")))) == 6
+    (f,) = doc["mirror_files"]
+    at = [h["rewritten_ms"] for h in f["hours"]]
+    assert f == {"key": key, "modified_ms": modified_ms, "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 2},
+                 "outcomes": {"applied": 2, "new": 0, "unknown_insert_id": 1, "insert_conflict": 0,
+                              "dead_lettered": 1},
+                 "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at[0]},
+                           {"project": 424242, "hour": "2024-03-09T08", "rewritten_ms": at[1]}],
+                 "last_applied_ms": f["last_applied_ms"]}
+    now = rows_by_hour(objects(settings))
+    assert [r["$insert_id"] for r in now["2024-03-09_8"]] == [r["$insert_id"] for r in old["2024-03-09_8"]
+                                                               if r["$insert_id"] != "ins-25"]
+
+
 def applied_file(settings, n):
     """The import status of the mirror file of ``corrections()`` once ``n`` of its mutations are applied."""
     from stream.imports import ops

@@ -13,8 +13,10 @@ F2 = "s3://src/in/b.json"
 AT = 1_800_000_000_000
 
 
-def take(first, last, at, partition=0, url=F1, ops=None, outcomes=None, hours=((1, H7),)):
-    return FileTake(url, 1, 1_700_000_000_000, partition, first, last, ops or {"UPDATE": last - first + 1},
+def take(first, last, at, partition=0, url=F1, ops=None, outcomes=None, hours=((1, H7),), rows=None):
+    """A record of the mutations at offsets first..last, of rows first+1..last+1 unless ``rows`` says."""
+    lo, hi = rows or (first + 1, last + 1)
+    return FileTake(url, 1, 1_700_000_000_000, partition, first, last, lo, hi, ops or {"UPDATE": last - first + 1},
                     outcomes or {"applied": last - first + 1}, tuple(hours), at)
 
 
@@ -28,14 +30,24 @@ def test_a_batch_tallies_each_files_mutations_by_type_outcome_and_hours():
              Targeted(1, Mutation("c", Op.INSERT, (6, F2, 3), None, row("c")), 45)]
     applied = asyncio.run(a.log(3, 40, batch))
     assert mf.takes_of(applied, 3, AT) == [
-        FileTake(F1, 1, 5, 3, 40, 42, {"DELETE": 2, "UPDATE": 1}, {"applied": 2, "unknown_insert_id": 1},
+        FileTake(F1, 1, 5, 3, 40, 42, 1, 3, {"DELETE": 2, "UPDATE": 1}, {"applied": 2, "unknown_insert_id": 1},
                  ((1, H7), (1, H8)), AT),
-        FileTake(F2, 1, 6, 3, 43, 45, {"INSERT": 2, "UPDATE": 1}, {"applied": 1, "insert_conflict": 1, "new": 1},
+        FileTake(F2, 1, 6, 3, 43, 45, 1, 3, {"INSERT": 2, "UPDATE": 1}, {"applied": 1, "insert_conflict": 1, "new": 1},
                  (), AT)]
 
 
+def test_a_batch_holding_the_end_of_one_read_of_a_file_and_the_start_of_the_next_records_them_apart():
+    a, _, _ = applier({(1, "a"): [(H7, "d1")], (1, "b"): [(H8, "d1")]})
+    up, dl = Mutation("a", Op.UPDATE, (5, F1, 4), None, row("a")), Mutation("b", Op.DELETE, (5, F1, 7))
+    again = [Mutation("a", Op.UPDATE, (5, F1, 4), None, row("a")), Mutation("b", Op.DELETE, (5, F1, 7))]
+    batch = [Targeted(1, m, o) for o, m in zip(range(20, 24), [up, dl] + again)]
+    assert mf.takes_of(asyncio.run(a.log(0, 20, batch)), 0, AT) == [
+        FileTake(F1, 1, 5, 0, 20, 21, 4, 7, {"DELETE": 1, "UPDATE": 1}, {"applied": 2}, ((1, H7), (1, H8)), AT),
+        FileTake(F1, 1, 5, 0, 22, 23, 4, 7, {"DELETE": 1, "UPDATE": 1}, {"applied": 2}, ((1, H7), (1, H8)), AT)]
+
+
 def test_a_record_reads_back_as_written_and_its_key_names_file_partition_and_first_offset():
-    t = take(7, 9, AT, partition=2, hours=((1, H7), (1, H8)))
+    t = take(7, 9, AT, partition=2, hours=((1, H7), (1, H8)), rows=(3, 40))
     assert FileTake.decode(t.encode()) == t
     assert t.key == b'["s3://src/in/a.json",2,7]'
 
@@ -59,6 +71,19 @@ def test_a_take_applied_again_cut_otherwise_replaces_the_records_it_overlaps():
     assert mf.summaries(again)[F1].ops == {"UPDATE": 300}
     # the same cut again: the same key, the compacted topic keeps one; counted once either way
     assert mf.summaries(first + first)[F1].ops == {"UPDATE": 300}
+
+
+def test_a_file_read_again_by_the_import_counts_its_latest_read_only():
+    # read 1 stopped at row 120 (a crash), read 2 produced every row again at later offsets, a partition at a time
+    read1 = [take(0, 59, AT, rows=(1, 119)), take(0, 59, AT, partition=1, rows=(2, 120))]
+    read2 = [take(60, 159, AT + 1, rows=(1, 199)), take(60, 159, AT + 1, partition=1, rows=(2, 200)),
+             take(160, 209, AT + 2, rows=(201, 299), ops={"DELETE": 50}, outcomes={"unknown_insert_id": 50})]
+    s = mf.summaries(read1 + read2)[F1]
+    assert (s.ops, s.outcomes) == ({"UPDATE": 200, "DELETE": 50}, {"applied": 200, "unknown_insert_id": 50})
+    # while read 2 is under way, what it applied so far
+    assert mf.summaries(read1 + read2[:1])[F1].ops == {"UPDATE": 100 + 60}
+    # and a third read (stream import retry) replaces both
+    assert mf.summaries(read1 + read2 + [take(300, 309, AT + 3, rows=(1, 10))])[F1].ops == {"UPDATE": 10 + 100}
 
 
 def under_in(key):
