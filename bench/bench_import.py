@@ -2,7 +2,7 @@
 
     python bench/bench_import.py [--files F] [--rows R] [--repeats N] [--lag-files L] [--lag-every S]
                                  [--lag-rows R] [--gigabytes G] [--parts throughput,lag,large,worker-profile,profile]
-                                 [--quick] [--seed S]
+                                 [--quick] [--seed S] [--before CHECKOUT]
 
 About 8.5 minutes on 2 cores with --gigabytes 0.5, about 10.5 with the defaults (the large file is imported at
 ~20,000 rows/s: 0.5 GB more is 2 minutes more), about 4 with --quick (6 files x 20,000 rows, 2 repeats, 10 lag
@@ -212,15 +212,17 @@ async def discover(bootstrap: str, topic: str, records: list[ImportFile]) -> flo
 class Worker:
     """``stream worker --stages import``, its log, and its memory read from /proc."""
 
-    def __init__(self, workdir: Path, cfg: Path, name: str, profile_to: Path | None = None) -> None:
+    def __init__(self, workdir: Path, cfg: Path, name: str, profile_to: Path | None = None,
+                 tree: Path | None = None) -> None:
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 -- the worker's stdout until stop()
         self.t_spawn = time.time()
         under = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
+        env = {**os.environ, **local_aws_env(), **({"PYTHONPATH": str(tree)} if tree else {})}
         self.proc = subprocess.Popen([sys.executable, *under, "-m", "stream", "worker", "-c", str(cfg), "--stages",
                                       "import"],
                                      stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env={**os.environ, **local_aws_env()})
+                                     start_new_session=True, env=env, cwd=tree)
         self.max_rss_kb = 0
         self.rss_trace: list[tuple[float, int]] = []
 
@@ -321,10 +323,10 @@ def upload_throughput(s3, bucket: str, files: int, rows: int, seed: int) -> tupl
 
 
 def worker_run(workdir: Path, stack: dict, run: str, bucket: str, records: list[ImportFile], rows: int,
-               timeout: float, profile_to: Path | None = None) -> dict:
+               timeout: float, profile_to: Path | None = None, tree: Path | None = None) -> dict:
     cfg, settings = deployment(workdir, stack["bootstrap"], stack["s3"], run, source_cfg(bucket, "tput/"))
     asyncio.run(discover(stack["bootstrap"], settings.topics.name("import_files"), records))
-    w = Worker(workdir, cfg, run, profile_to)
+    w = Worker(workdir, cfg, run, profile_to, tree)
     sampler = CpuSampler({"worker": w.pid, "broker": stack["broker_pid"], "moto": stack["moto_pid"]})
     sampler.start()
     try:
@@ -480,11 +482,18 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
     runs = []
     for rep in range(a.repeats):
         order = ("raw", "worker") if rep % 2 == 0 else ("worker", "raw")
+        if a.before:   # the other checkout's worker right before or after this one's
+            order = ("raw", "worker", "before") if rep % 2 == 0 else ("before", "worker", "raw")
         one: dict = {"repeat": rep, "order": list(order)}
         run = f"imp-{session}-t{rep}"
         try:
             for kind in order:
-                if kind == "raw":
+                if kind == "before":
+                    x = one["before"] = worker_run(workdir, stack, f"{run}b", bucket, records, n, a.timeout,
+                                                   tree=Path(a.before).resolve())
+                    log(f"  repeat {rep} worker of {a.before}: {x.get('rows_per_s', 0):,.0f} rows/s, cpu "
+                        f"{x.get('cpu_us_per_row', 0):.1f} µs/row, {x['status']}")
+                elif kind == "raw":
                     x = one["raw"] = raw_run(workdir, stack, run, bucket, n, a.timeout)
                     log(f"  repeat {rep} raw loop: {x['rows_per_s']:,.0f} rows/s (wall {x['wall_s']:.2f}s, cpu "
                         f"{x['cpu_util']:.0%} of a core, {x['cpu_us_per_row']:.1f} µs/row), rss "
@@ -500,8 +509,11 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
                             f"{x['broker_cpu_s']:.1f}s, rss {x['peak_rss_mb']:.0f} MB, {x['status']}")
         finally:
             drop(stack["bootstrap"], run)
+            if a.before:
+                drop(stack["bootstrap"], f"{run}b")
         runs.append(one)
     ok_w = [r["worker"] for r in runs if r.get("worker", {}).get("status") == "ok"]
+    ok_b = [r["before"] for r in runs if r.get("before", {}).get("status") == "ok"]
     ok_r = [r["raw"] for r in runs if r.get("raw", {}).get("status") == "ok"]
     med = statistics.median
     summary: dict = {"files": a.files, "rows_per_file": a.rows, "rows": n, "bytes": raw_bytes, "gzip_bytes": gz_bytes,
@@ -523,6 +535,14 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
             "worker_cpu_util": med(x["cpu_util"] for x in ok_w),
             "worker_peak_rss_mb": max(x["peak_rss_mb"] for x in ok_w),
             "target_rows_per_s_met": w >= 30_000, "target_ratio_met": w / r >= 0.5})
+    if ok_w and ok_b:
+        b = med(x["rows_per_s"] for x in ok_b)
+        summary.update({"before": a.before, "before_rows_per_s": b,
+                        "before_rows_per_s_runs": [x["rows_per_s"] for x in ok_b],
+                        "before_cpu_us_per_row": med(x["cpu_us_per_row"] for x in ok_b),
+                        "worker_over_before": med(x["rows_per_s"] for x in ok_w) / b})
+        log(f"  this checkout / {a.before}: {summary['worker_over_before']:.2f} "
+            f"({summary['worker_cpu_us_per_row']:.1f} vs {summary['before_cpu_us_per_row']:.1f} µs/row)")
     return {"summary": summary, "runs": runs}
 
 
@@ -934,6 +954,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="6 files x 20000 rows, 2 repeats, 10 lag files, 0.25 GB (unless given explicitly)")
     ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--before", metavar="CHECKOUT", help="throughput: also run the worker of this checkout (a copy "
+                    "of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every repeat, beside "
+                    "this one's, on the same files")
     ap.add_argument("--timeout", type=float, default=600, help="seconds one run may take (default 600)")
     ap.add_argument("--results", default=str(BENCH / "results-import.json"))
     # the raw loop's own process
