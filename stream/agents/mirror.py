@@ -7,9 +7,9 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 - ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
   it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
 - ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after
-  a second without a mutation, ten seconds after its first, or at 20,000); per partition, the applier routes each
-  mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in its
-  hours' logs; then every hour the partitions' batches touched is rebuilt once; unknown UPDATEs and DELETEs are
+  two seconds without a mutation, ten seconds after its first, or at 20,000); per partition, the applier routes
+  each mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in
+  its hours' logs; then every hour the partitions' batches touched is rebuilt once; unknown UPDATEs and DELETEs are
   dead-lettered with their file and row; once the hours are rewritten, a record per file and partition of what
   the take did with the file's mutations goes to the mirror-files topic (``stream.imports.mirror_files``), which
   ``stream import status`` reads.
@@ -51,10 +51,11 @@ from stream.topics import mirror_files_topic, mirror_index_changelog
 
 log = logging.getLogger(__name__)
 
-TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 1.0, 10.0
+TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 2.0, 10.0
 """Mutations taken together: what one pass of rebuilds answers for (more at once: fewer rebuilds of an hour). A
 take closes once no mutation came for ``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds
-``TAKE_MAX``."""
+``TAKE_MAX``. The quiet time is longer than the 1.5 s faust's consumer lets the broker hold a fetch
+(``fetch_max_wait_ms``): the records of one burst can reach the stage that far apart."""
 
 
 class IndexTable(DedupeTable):
