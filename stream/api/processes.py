@@ -36,11 +36,12 @@ def child_command(config: str | None, host: str, port: int, executable: str = sy
 
 def group_exit_code(codes: Sequence[int], unasked: int | None) -> int:
     """The supervisor's exit status once every process has exited: that of the first process that exited unasked
-    (1 if it exited with 0: serving stopped all the same), else 0 when every process stopped cleanly, else the
-    first non-zero status (a negative one, killed by a signal, as 1)."""
+    (1 if it exited with 0: serving stopped all the same), else 0 when every process stopped cleanly (with 0, or
+    ended by the SIGTERM it was sent before it could handle it), else the first other status (a negative one,
+    killed by another signal, as 1)."""
     if unasked is not None:
         return codes[unasked] if codes[unasked] > 0 else 1
-    return next((c if c > 0 else 1 for c in codes if c != 0), 0)
+    return next((c if c > 0 else 1 for c in codes if c not in (0, -signal.SIGTERM)), 0)
 
 
 def supervise(commands: Sequence[Sequence[str]], env: dict[str, str] | None = None) -> int:
@@ -67,8 +68,12 @@ def supervise(commands: Sequence[Sequence[str]], env: dict[str, str] | None = No
     previous = {s: signal.signal(s, stop_all) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         for cmd in commands:
+            if stopping:   # asked to stop while starting them: start no more
+                break
             p = subprocess.Popen(list(cmd), env=env)
             procs[p.pid] = p
+        if stopping:       # the signal may have come before the last one started was in procs
+            stop_all()
         log.info("stream api: %d processes serving (pids %s)", len(procs), ", ".join(map(str, procs)))
         while procs:
             pid, status = os.wait()

@@ -25,6 +25,7 @@ def test_group_exit_code():
     assert group_exit_code([0, 0, 0], None) == 0            # asked to stop, all stopped cleanly
     assert group_exit_code([0, 2, 0], None) == 2            # asked to stop, one failed to
     assert group_exit_code([0, -9], None) == 1              # asked to stop, one killed
+    assert group_exit_code([0, -15], None) == 0             # asked to stop, one ended by the SIGTERM it was sent
     assert group_exit_code([3, -15, 0], 0) == 3             # the first exited unasked with 3
     assert group_exit_code([0, -15], 0) == 1                # exiting unasked with 0 still stops serving
     assert group_exit_code([0, -11, 0], 1) == 1             # killed by a signal, unasked
@@ -81,3 +82,20 @@ def test_sigterm_to_the_supervisor_stops_every_process_and_the_group_exits_0(tmp
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+def test_a_sigterm_while_the_processes_start_stops_those_started_and_starts_no_more(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    killer = ["/bin/sh", "-c", "kill -TERM $PPID; exec sleep 30"]
+    waiter = (f"import os, pathlib, signal, sys\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+              f"pathlib.Path({str(marks)!r}, str(os.getpid())).touch()\nsignal.pause()")
+    prog = (f"import sys; from stream.api.processes import supervise; "
+            f"sys.exit(supervise([{killer!r}] + [[{PY!r}, '-c', {waiter!r}]] * 20))")
+    sup = subprocess.Popen([PY, "-c", prog])
+    try:
+        assert sup.wait(30) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+    assert len(os.listdir(marks)) < 20     # the signal came before the last ones were started
