@@ -49,6 +49,9 @@ MINUTE_MS = 60_000
 RECENT_MS = 26 * HOUR_MS
 """How long after an upload its counters stay separable by upload minute: a sync at T that reads the state up to
 this long after T still counts exactly the events uploaded before T (a daily slot is retried within its day)."""
+MINUTE_BUCKETS_MS = 2 * HOUR_MS
+"""For this long after an upload its counters are kept by upload minute (a ``once`` sync, stamped with a minute, is
+exact when read within it); after, by upload hour."""
 EXPIRY_LAG_DAYS = 2
 """Windows are expired as of this many days before the state's day, so that a sync of a slot up to that old still
 finds every counter it needs; an older one is refused (``SyncView.check``)."""
@@ -145,10 +148,14 @@ def view(u: StoredUser, t_ms: int) -> UserState | None:
 
 
 def _insert(log: list[tuple[int, Any]], ms: int, value: Any) -> list[tuple[int, Any]]:
-    out = list(log)
-    i = len(out)
-    while i > 0 and out[i - 1][0] > ms:
+    """``log`` with ``value`` set at ``ms``; unchanged when that value is the one in force then already (a user's
+    properties mostly stay the same from event to event: the log grows with changes, not events)."""
+    i = len(log)
+    while i > 0 and log[i - 1][0] > ms:
         i -= 1
+    if i > 0 and log[i - 1][1] == value:
+        return log
+    out = list(log)
     out.insert(i, (ms, value))
     return out
 
@@ -159,8 +166,18 @@ def _trim_log(log: list[tuple[int, Any]], cutoff: int) -> list[tuple[int, Any]]:
     return log[before[-1]:] if before else log
 
 
-def _trim(u: StoredUser, cutoff: int) -> StoredUser:
-    recent = {m: v for m, v in u.recent.items() if m >= cutoff - MINUTE_MS}
+def _trim(u: StoredUser, latest: int) -> StoredUser:
+    """Without what no sync can ask any more: ``recent`` buckets of uploads older than ``RECENT_MS`` before the
+    user's latest one, minute buckets older than ``MINUTE_BUCKETS_MS`` joined into their hour's (a sync reading the
+    state that late after its time is exact to the hour), properties and user_ids no longer in force then."""
+    cutoff = latest - RECENT_MS
+    hours_from = latest - MINUTE_BUCKETS_MS
+    recent: dict[int, dict[str, dict[int, int]]] = {}
+    for m, v in u.recent.items():
+        if m < cutoff - HOUR_MS:
+            continue
+        key = m if m >= hours_from else m - m % HOUR_MS
+        recent[key] = _add_counts(recent[key], v) if key in recent else v
     return msgspec.structs.replace(u, recent=recent, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
 
 
@@ -499,8 +516,8 @@ class CohortState:
             u, project=u.project if u.project is not None else rec.project, first_ms=min(u.first_ms, rec.uploaded_ms),
             last_day=max(u.last_day, rec.day), counts=counts, recent=recent, props=props, uids=uids,
             marks={**u.marks, mark: rec.source_offset})
-        latest = max([u.first_ms] + [ms for ms, _ in u.props] + [ms for ms, _ in u.uids] + list(u.recent))
-        self._store(rec.amplitude_id, _trim(u, latest - RECENT_MS), put)
+        latest = max([u.first_ms, rec.uploaded_ms] + [ms for ms, _ in u.props] + [ms for ms, _ in u.uids])
+        self._store(rec.amplitude_id, _trim(u, latest), put)
         out.applied += 1
 
     def _merge_out(self, rec: CohortRecord, get: Any, put: Any, out: Applied) -> None:

@@ -338,3 +338,23 @@ def test_the_records_have_the_fields_of_their_schema_in_its_order():
     assert msgspec.msgpack.decode(stage._array([rec.encode(), rec.encode()])) == [
         ["ACTIVITY", 7, 1, "events.ingest[0]", 42, T1, P, 19791, ["k"], "u", b"{}", -1, None]] * 2
     assert stage.decode_all(stage._array([rec.encode()] * 20)) == [rec] * 20
+
+
+def test_an_active_users_state_grows_with_changes_and_hours_not_events():
+    s = settings([{"id": "buyers", "project": P, "name": "Buyers", "rule": {
+        "performed": "purchase", "count": {"op": "at_least", "n": 200}, "within_days": 1}}])
+    f = Feed(s)
+    start = ms("2024-03-10 00:00")
+    for i in range(300):                                # a purchase a minute for five hours, the same properties
+        at = time.strftime("%Y-%m-%d %H:%M", time.gmtime((start + i * 60_000) / 1000))
+        f.event(10, "purchase", at, "u-10", plan="pro")
+    u = decode_user(f.stage.stores[10 % 3].get(user_key(10)))
+    # the last two hours by minute (03:00 to 04:59), the hours before by hour (00:00, 01:00, 02:00)
+    assert (len(u.props), len(u.uids), sorted(u.recent)) == (
+        1, 1, [start + h * 3_600_000 for h in range(3)] + [start + 3 * 3_600_000 + m * 60_000 for m in range(120)])
+    f.advance(start + 6 * 3_600_000)
+    view = asyncio.run(f.stage.view(s.cohort_set, start + 3 * 3_600_000))   # read three hours late: exact
+    assert list(view.members(s.cohort_set.cohort("buyers"))) == []          # 180 purchases before 03:00
+    view = asyncio.run(f.stage.view(s.cohort_set, start + 4 * 3_600_000))
+    assert list(view.members(s.cohort_set.cohort("buyers"))) == [10]        # 240
+    assert sum(view.states[10].counts[s.cohort_set.cohorts[0].conditions[0].key].values()) == 240
