@@ -284,7 +284,7 @@ async def last_timestamp(bootstrap: str, topic: str) -> int | None:
         await c.stop()
 
 
-def part_worker(events: int, repeats: int, seed: int, timeout: float) -> dict:
+def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: bool = False) -> dict:
     import boto3
     import yaml
 
@@ -325,7 +325,12 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float) -> dict:
                         r.settings = load_settings(r.cfg_path)
                         asyncio.run(ensure_topics(r.settings))
                     asyncio.run(workload.preload_batches(stack.bootstrap, r.settings.topics.name("valid"), batched))
-                    res = bw.run_worker(stack, r, w, timeout)
+                    raw = workdir / "profile-cohorts.raw" if profile and kind == "cohorts" else None
+                    res = bw.run_worker(stack, r, w, timeout, raw)
+                    if raw is not None and raw.exists():
+                        import profile_summary
+                        (BENCH / "profile-cohorts.txt").write_text(profile_summary.summarise(
+                            raw, f"the worker with 10 cohorts, {w.n:,} events (figure B's input), under py-spy"))
                     if kind == "cohorts" and res["status"] == "ok":
                         last = asyncio.run(last_timestamp(stack.bootstrap, cohorts_changelog(r.settings)))
                         firsts = asyncio.run(bw.first_timestamps(stack.bootstrap, r.settings.topics.name("accepted"),
@@ -366,6 +371,8 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--profile", action="store_true", help="sample the worker with 10 cohorts with py-spy "
+                    "(bench/profile-cohorts.txt); its throughput is then not comparable")
     ap.add_argument("--results", default=str(BENCH / "results-cohorts.json"))
     a = ap.parse_args()
     parts = ["sync", "retention", "worker"] if a.part == "all" else [a.part]
@@ -377,7 +384,8 @@ def main() -> int:
         elif part == "retention":
             results["retention"] = part_retention(a.users, a.seed)
         else:
-            results["worker"] = part_worker(a.events, a.repeats, a.seed, a.timeout)
+            results["worker-profiled" if a.profile else "worker"] = part_worker(a.events, a.repeats, a.seed,
+                                                                                 a.timeout, a.profile)
         path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0

@@ -49,9 +49,10 @@ MINUTE_MS = 60_000
 RECENT_MS = 26 * HOUR_MS
 """How long after an upload its counters stay separable by upload minute: a sync at T that reads the state up to
 this long after T still counts exactly the events uploaded before T (a daily slot is retried within its day)."""
-MINUTE_BUCKETS_MS = 2 * HOUR_MS
+MINUTE_BUCKETS_MS = 15 * MINUTE_MS
 """For this long after an upload its counters are kept by upload minute (a ``once`` sync, stamped with a minute, is
-exact when read within it); after, by upload hour."""
+exact when read within it: it waits only for the grace); after, by upload hour (the state an active user's events
+rewrite stays small: BENCHMARKS.md, Cohorts)."""
 EXPIRY_LAG_DAYS = 2
 """Windows are expired as of this many days before the state's day, so that a sync of a slot up to that old still
 finds every counter it needs; an older one is refused (``SyncView.check``)."""
@@ -168,8 +169,8 @@ def _trim_log(log: list[tuple[int, Any]], cutoff: int) -> list[tuple[int, Any]]:
 
 def _trim(u: StoredUser, latest: int) -> StoredUser:
     """Without what no sync can ask any more: ``recent`` buckets of uploads older than ``RECENT_MS`` before the
-    user's latest one, minute buckets older than ``MINUTE_BUCKETS_MS`` joined into their hour's (a sync reading the
-    state that late after its time is exact to the hour), properties and user_ids no longer in force then."""
+    user's latest one, minute buckets older than ``MINUTE_BUCKETS_MS`` joined into their hour's (a sync stamped
+    with another minute than an hour's and read that late after its time is exact to the hour), properties and user_ids no longer in force then."""
     cutoff = latest - RECENT_MS
     hours_from = latest - MINUTE_BUCKETS_MS
     recent: dict[int, dict[str, dict[int, int]]] = {}

@@ -349,9 +349,9 @@ def test_an_active_users_state_grows_with_changes_and_hours_not_events():
         at = time.strftime("%Y-%m-%d %H:%M", time.gmtime((start + i * 60_000) / 1000))
         f.event(10, "purchase", at, "u-10", plan="pro")
     u = decode_user(f.stage.stores[10 % 3].get(user_key(10)))
-    # the last two hours by minute (03:00 to 04:59), the hours before by hour (00:00, 01:00, 02:00)
+    # the last 15 minutes by minute (04:45 to 04:59), the uploads before by hour (00:00 to 04:00)
     assert (len(u.props), len(u.uids), sorted(u.recent)) == (
-        1, 1, [start + h * 3_600_000 for h in range(3)] + [start + 3 * 3_600_000 + m * 60_000 for m in range(120)])
+        1, 1, [start + h * 3_600_000 for h in range(5)] + [start + 4 * 3_600_000 + m * 60_000 for m in range(45, 60)])
     f.advance(start + 6 * 3_600_000)
     view = asyncio.run(f.stage.view(s.cohort_set, start + 3 * 3_600_000))   # read three hours late: exact
     assert list(view.members(s.cohort_set.cohort("buyers"))) == []          # 180 purchases before 03:00
