@@ -1,6 +1,7 @@
 """Mirror mutations against a backfill of the same hours, in the same run; the mirror index's size and lookup cost.
 
     python bench/bench_mirror.py [--hours H] [--events-per-hour N [N ...]] [--mutation-share S] [--repeats R]
+    python bench/bench_mirror.py --rewrite-only ROWS [--mutation-share S] --results FILE
 
 For each ``--events-per-hour`` value, a session of its own: one broker and one moto_server, started here and
 stopped by PID. events.accepted is pre-loaded with ``--hours`` whole hours (the last ones before the current
@@ -29,6 +30,13 @@ the bytes of the index's changelog topic are divided by the events. Then a micro
 rocksdict DB of every event's index key and value (the table's options: bloom filter 10 bits, no WAL, flushed),
 and ``MirrorApplier.route`` over batches of 5,000 UPDATEs of held events against it (one multi-get, decode,
 hours_of per mutation): µs per mutation.
+
+``--spill-only N [N ...]`` runs only the RSS growth of a rebuild pass's spill file (``KeptMutations``) that takes N
+kept UPDATEs of about 1 KB over 24 hours and reads each back, a process per N.
+
+``--rewrite-only ROWS`` runs only a microbenchmark of an hour's rewrite, in this process: ``rewrite_batch`` over
+batches of 500 rows with the hour's mutations spilled as a rebuild reads them, every row parsed (the reference)
+against rows found by their insert_id's bytes, in turns, outputs checked equal (µs per row).
 
 Results go to stdout and bench/results-mirror.json.
 """
@@ -247,6 +255,78 @@ def held_mutation_bytes(events: list[dict], share: float, seed: int) -> dict:
     return {"mutations": n, "log_object_bytes": len(data), "heap_bytes": size, "heap_bytes_per_mutation": size / n}
 
 
+def rewrite_bench(rows: int, share: float, seed: int, workdir: Path, repeats: int = 3) -> dict:
+    """µs per row of an hour's rewrite (``rewrite_batch`` over batches of 500 rows), each row parsed (the reference)
+    against rows found by their insert_id's bytes (``ids``), in turns in this process, with the hour's UPDATEs
+    (``share`` of the rows; every third a DELETE) spilled to a ``KeptMutations`` file as a rebuild reads them;
+    both outputs checked equal."""
+    from collections import Counter
+    from stream.export.mirror import insert_ids, rewrite_batch
+    from stream.export.mirror_kept import KeptMutations
+    now = int(time.time() * 1000)
+    w = workload.generate(rows, PARTITIONS, seed=seed, dup_rate=0.0, hours=1, now_ms=now - now % HOUR_MS)
+    r = random.Random(seed)
+    lines = []
+    for rec in w.records:
+        ev = orjson.loads(rec.value)
+        lines.append(orjson.dumps({"$insert_id": ev.pop("insert_id"), "uuid": str(uuid.UUID(int=r.getrandbits(128))),
+                                   "amplitude_id": 1, "app": 1, **ev}))
+    chosen = r.sample(range(rows), max(1, round(share * rows)))
+    kept = KeptMutations(workdir / "rewrite-spill")
+    hour = 0
+    kept.add(hour, [Mutation(orjson.loads(lines[i])["$insert_id"], Op.DELETE if n % 3 == 0 else Op.UPDATE, (1, FILE, n),
+                             None, None if n % 3 == 0 else {**orjson.loads(lines[i]), "corrected": True})
+                    for n, i in enumerate(chosen)])
+    muts = kept.hour(hour)
+    batches = [(b"\n".join(lines[i:i + 500]), list(range(i, min(i + 500, rows)))) for i in range(0, rows, 500)]
+
+    def run(fast: bool) -> tuple[float, list, Counter]:
+        outcomes: Counter = Counter()
+        matched: dict = {}
+        t = time.perf_counter()
+        ids = insert_ids(muts) if fast else None
+        out = [rewrite_batch(b, o, muts, False, outcomes, matched, ids) for b, o in batches]
+        return (time.perf_counter() - t) / rows * 1e6, out, outcomes
+
+    pairs = []
+    for _ in range(repeats):
+        ref, fast = run(False), run(True)
+        assert ref[1:] == fast[1:], "the rows found by their bytes must give the reference's output"
+        pairs.append((ref[0], fast[0]))
+    kept.close()
+    return {"rows": rows, "row_bytes": sum(map(len, lines)) / rows, "mutations": len(chosen),
+            "parse_every_row_us_per_row": [a for a, _ in pairs], "by_insert_id_bytes_us_per_row": [b for _, b in pairs]}
+
+
+def spill_rss(mutations: int, workdir: Path) -> dict:
+    """RSS growth of this process while a ``KeptMutations`` file takes ``mutations`` UPDATEs of about 1 KB spread
+    over 24 hours and every one is read back by its insert_id, as a rebuild pass does (run in a process of its
+    own per size: ``--spill-only``)."""
+    from stream.export.mirror_kept import KeptMutations
+
+    def rss_mb() -> float:
+        return status_kb(os.getpid(), "VmRSS") / 1024
+    r = random.Random(mutations)
+    row = {"event_type": "Video Played", "event_properties": {f"p{i}": "x" * 20 for i in range(30)},
+           "user_properties": {f"u{i}": i for i in range(20)}}
+    start = rss_mb()
+    kept = KeptMutations(workdir / f"spill-{mutations}")
+    per_hour = mutations // 24
+    for h in range(24):
+        ids = [str(uuid.UUID(int=r.getrandbits(128))) for _ in range(per_hour)]
+        kept.add(h, [Mutation(i, Op.UPDATE, (1, FILE, n), None, {**row, "$insert_id": i}) for n, i in enumerate(ids)])
+    added = rss_mb()
+    r = random.Random(mutations)
+    for h in range(24):
+        hour = kept.hour(h)
+        for _ in range(per_hour):
+            assert len(hour[str(uuid.UUID(int=r.getrandbits(128)))]) == 1
+    read = rss_mb()
+    kept.close()
+    return {"mutations": mutations, "rss_start_mb": start, "after_add_mb": added - start, "after_reads_mb": read - start,
+            "peak_mb": status_kb(os.getpid(), "VmHWM") / 1024}
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -425,9 +505,29 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--timeout", type=float, default=900, help="seconds one step may take")
     ap.add_argument("--results", default=str(BENCH / "results-mirror.json"))
+    ap.add_argument("--spill-only", type=int, nargs="+", metavar="N",
+                    help="only the spill file's RSS growth for N kept mutations, a process per N (no broker)")
+    ap.add_argument("--spill-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--rewrite-only", type=int, metavar="ROWS",
+                    help="only the rewrite microbenchmark, on an hour of ROWS rows (no broker, no worker)")
     a = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="stream-bench-mirror-"))
+    if a.spill_one:
+        print(json.dumps(spill_rss(a.spill_one, workdir)))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
     log(f"work dir {workdir}")
+    if a.spill_only:
+        runs = [json.loads(subprocess.run([sys.executable, __file__, "--spill-one", str(n)], capture_output=True,
+                                          check=True).stdout) for n in a.spill_only]
+        log(json.dumps(runs, indent=1))
+        Path(a.results).write_text(json.dumps({"command": " ".join(sys.argv), "spill": runs}, indent=2) + "\n")
+        return 0
+    if a.rewrite_only:
+        out = rewrite_bench(a.rewrite_only, a.mutation_share, a.seed, workdir)
+        log(json.dumps(out, indent=1))
+        Path(a.results).write_text(json.dumps({"command": " ".join(sys.argv), "rewrite": out}, indent=2) + "\n")
+        return 0
     os.environ.update(local_aws_env())
     sessions: list[dict] = []
     for per_hour in a.events_per_hour:
