@@ -14,18 +14,25 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
   the take did with the file's mutations goes to the mirror-files topic (``stream.imports.mirror_files``), which
   ``stream import status`` reads.
   faust commits the batch's offsets once the agent is done with it (the take acknowledges them then).
+
+The stage's S3 clients (one per bucket target) and the producer of its rebuilds' ledger records are made on first use
+and held until the mutations agent stops (``Held``): the logs of every partition and take and the rebuilds share them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Generic, TypeVar
 
 import faust
+from aiokafka import AIOKafkaProducer
 
-from stream import metrics
+from stream import kafka, metrics
 from stream.agents.contiguous import Contiguous
 from stream.agents.takes import take_bursts
 from stream.clock import Clock
@@ -37,10 +44,10 @@ from stream.events.partitioning import partition_of
 from stream.events.batch import group
 from stream.events.normalize import from_row
 from stream.events.timefmt import DAY_MS, HOUR_MS
-from stream.export.backfill import hour_text
+from stream.export.backfill import Backfill, hour_text
 from stream.retry import retry_until_done
 from stream.export import mirror_index
-from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, rebuild_touched
+from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, mirror_log_of, rebuild_touched
 from stream.imports import mirror_files
 from stream.imports import mutations as records
 from stream.kafka import client_args
@@ -65,26 +72,95 @@ class IndexTable(DedupeTable):
         return () if value is None else mirror_index.decode_writes(value)
 
 
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+class Held(Generic[K, T]):
+    """What ``open(key)`` enters, entered on the first ``get(key)`` and held until ``aclose()``, which exits them all
+    (the last entered first); a ``get`` after it enters again. Concurrent first uses of a key enter it once; one
+    that fails holds nothing, and the next ``get`` tries again."""
+
+    def __init__(self, open: Callable[[K], AbstractAsyncContextManager[T]]):
+        self._open = open
+        self._held: dict[K, T] = {}
+        self._locks: dict[K, asyncio.Lock] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def get(self, key: K) -> T:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if key not in self._held:
+                self._held[key] = await self._stack.enter_async_context(self._open(key))
+        return self._held[key]
+
+    def holds(self) -> list[K]:
+        """The keys held now, in the order they were entered."""
+        return list(self._held)
+
+    async def aclose(self) -> None:
+        stack, self._stack, self._held, self._locks = self._stack, contextlib.AsyncExitStack(), {}, {}
+        await stack.aclose()
+
+
+class StageClients:
+    """The stage's S3 storage of each destination it writes (by name) and the producer of its rebuilds' ledger
+    records, each made on first use and held until ``close()``: every partition's and take's logs and every rebuild
+    share them."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.storages: Held[str, Storage] = Held(self._storage)
+        self.producers: Held[str, AIOKafkaProducer] = Held(self._producer)
+
+    @contextlib.asynccontextmanager
+    async def _storage(self, name: str) -> AsyncIterator[Storage]:
+        dest = self.settings.destination(name)
+        assert dest is not None, f"destination {name} is in the settings"
+        s3 = self.settings.s3
+        async with target_client(target_of(dest, s3), s3) as client:
+            yield S3Storage(client, dest.encryption, s3.upload_part_bytes, s3.read_timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def _producer(self, _: str) -> AsyncIterator[AIOKafkaProducer]:
+        producer = kafka.producer(self.settings.kafka)
+        try:
+            await producer.start()
+            yield producer
+        finally:
+            await kafka.stop_all(producer)
+
+    @contextlib.asynccontextmanager
+    async def logs(self, project: int) -> AsyncIterator[tuple[Storage, str]]:
+        """The storage and bucket of the project's mirror log (its archive destination's)."""
+        archive = self.settings.archive_of(project)
+        assert archive is not None, "a mirror source's project has an archive destination (checked at load)"
+        yield await self.storages.get(archive.name), archive.bucket
+
+    async def close(self) -> None:
+        try:
+            await self.storages.aclose()
+        finally:
+            await self.producers.aclose()
+
+
 def register_stage(app: faust.App, settings: Settings, clock: Clock) -> None:
     """The mirror stage of a worker whose settings have mirror sources of events."""
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     valid = app.topic(settings.topics.name("valid"), partitions=settings.topics.partitions, **raw)
-
-    @contextlib.asynccontextmanager
-    async def logs(project: int) -> AsyncIterator[tuple[Storage, str]]:
-        archive = settings.archive_of(project)
-        assert archive is not None, "a mirror source's project has an archive destination (checked at load)"
-        async with target_client(target_of(archive, settings.s3), settings.s3) as s3:
-            yield S3Storage(s3, archive.encryption, settings.s3.upload_part_bytes,
-                            settings.s3.read_timeout_s), archive.bucket
-    register(app, settings, clock, settings.mirror_projects(), logs, Rebuilds(settings, clock),
-             new_events_sender(valid, settings))
+    clients = StageClients(settings)
+    rebuilds = Rebuilds(settings, clock, clients)
+    register(app, settings, clock, settings.mirror_projects(), clients.logs, rebuilds,
+             new_events_sender(valid, settings), rebuilds.prepare, clients.close)
 
 
 def register(app: faust.App, settings: Settings, clock: Clock, projects: frozenset[int],
              logs: Callable[[int], AbstractAsyncContextManager[tuple[Storage, str]]],
              rebuild: Callable[[int, list[int]], Awaitable[None]],
-             send_new: Callable[[int, list[Targeted]], Awaitable[None]]) -> None:
+             send_new: Callable[[int, list[Targeted]], Awaitable[None]],
+             prepare: Callable[[set[int]], Awaitable[None]] | None = None,
+             close: Callable[[], Awaitable[None]] | None = None) -> None:
+    """``prepare(projects)``, when given, runs while a take's logs are written (the rebuilds' clients made meanwhile);
+    ``close()`` when the mutations agent stops."""
     t, m = settings.topics, settings.mirror
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     accepted = app.topic(t.name("accepted"), partitions=t.partitions, **raw)
@@ -147,21 +223,40 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
     @app.agent(mutations, name="mirror-mutations")
     async def apply(stream: faust.StreamT) -> None:
         """A burst of mutations at a time, partition by partition (see the module)."""
-        async for events in take_bursts(stream, TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S, lambda: clock.now_ms() / 1000):
-            by_partition: dict[int, list] = {}
-            for e in events:
-                by_partition.setdefault(e.message.partition, []).append(e)
-            waiting[0] = min(e.message.timestamp for e in events)
+        try:
+            async for events in take_bursts(stream, TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
+                                            lambda: clock.now_ms() / 1000):
+                await apply_take(events)
+        finally:
+            if close is not None:
+                await close()
+
+    async def apply_take(events: list) -> None:
+        by_partition: dict[int, list] = {}
+        for e in events:
+            by_partition.setdefault(e.message.partition, []).append(e)
+        waiting[0] = min(e.message.timestamp for e in events)
+        decoded = {p: [Targeted(*records.decode(e.value), e.message.offset) for e in evs]
+                   for p, evs in by_partition.items()}
+        ready = None
+        if prepare is not None:     # made while the logs are written; a failure here is the rebuild's to meet
+            ready = asyncio.ensure_future(prepare({t.project for b in decoded.values() for t in b}))
+        try:
             applied = []
             for p, evs in sorted(by_partition.items()):
-                batch = [Targeted(*records.decode(e.value), e.message.offset) for e in evs]
-                applied.append((p, await applier(p).log(p, evs[0].message.offset, batch)))
-            # every partition's batch logged: each touched hour rebuilt once for all of them
-            await rebuild_touched([a for _, a in applied], rebuild)
-            at_ms = clock.now_ms()
-            for p, a in applied:
-                await report(a, p, at_ms)
-            waiting[0] = None
+                applied.append((p, await applier(p).log(p, evs[0].message.offset, decoded[p])))
+        except BaseException:
+            if ready is not None:
+                ready.cancel()
+            raise
+        if ready is not None:
+            await asyncio.gather(ready, return_exceptions=True)
+        # every partition's batch logged: each touched hour rebuilt once for all of them
+        await rebuild_touched([a for _, a in applied], rebuild)
+        at_ms = clock.now_ms()
+        for p, a in applied:
+            await report(a, p, at_ms)
+        waiting[0] = None
 
     waiting: list[float | None] = [None]    # the oldest mutation taken and not yet applied: its Kafka timestamp (s)
 
@@ -214,17 +309,31 @@ def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int,
 
 class Rebuilds:
     """The hour rebuilds of a batch of mutations: a backfill of the touched hours of every enabled Amplitude-layout
-    destination of the project that exports events, one run of consecutive hours at a time, through the admin
-    service (the backfill the API and the CLI run, which applies the project's mirror log). A rebuild that fails is
-    tried again until it succeeds: the batch is not committed meanwhile (StreamMirrorMutationsWaiting fires)."""
+    destination of the project that exports events, one run of consecutive hours at a time (the backfill the API
+    and the CLI run, which applies the project's mirror log), through the stage's held S3 clients and producer. A
+    rebuild that fails is tried again until it succeeds: the batch is not committed meanwhile
+    (StreamMirrorMutationsWaiting fires). A rebuild is not cancelled through the control topic: the stage would
+    only run it again."""
 
-    def __init__(self, settings: Settings, clock: Clock):
+    def __init__(self, settings: Settings, clock: Clock, clients: StageClients):
         from stream.admin.service import Admin
-        self.settings, self.admin = settings, Admin(settings, clock)
+        self.settings, self.clock, self.admin = settings, clock, Admin(settings, clock)
+        self.storages, self.producers = clients.storages, clients.producers
 
     def destinations(self, project: int) -> list[str]:
         return [d.name for d in self.settings.destinations if d.project == project and d.enabled and
                 d.layout == "amplitude" and d.exports_events()]
+
+    def clients_of(self, project: int) -> list[str]:
+        """The destinations whose S3 clients a rebuild of the project's hours uses: its destinations and archive."""
+        archive = self.settings.archive_of(project)
+        names = self.destinations(project)
+        return names + ([archive.name] if archive is not None and archive.name not in names else [])
+
+    async def prepare(self, projects: set[int]) -> None:
+        """Make the clients the rebuilds of these projects' hours use (the producer, the S3 clients)."""
+        await asyncio.gather(self.producers.get("ledger"),
+                             *(self.storages.get(n) for p in sorted(projects) for n in self.clients_of(p)))
 
     async def __call__(self, project: int, hours: list[int]) -> None:
         for name in self.destinations(project):
@@ -234,7 +343,18 @@ class Rebuilds:
 
     async def _once(self, name: str, first: int, end: int) -> None:
         req = self.admin.request(name, hour_text(first), hour_text(end), exports="events", by="mirror")
-        doc = await self.admin.run_backfill(req)
+        dest = self.admin.destination(name)
+        archive = self.settings.archive_of(dest.project)
+        storage = await self.storages.get(name)
+        archive_storage = storage if archive is None or archive.name == name else await self.storages.get(archive.name)
+        producer = await self.producers.get("ledger")
+        ledger_topic = self.settings.topics.name("export_ledger")
+
+        async def append(rec) -> None:
+            await (await producer.send(ledger_topic, rec.encode(), key=rec.message_key()))
+        spool = Path(self.settings.worker.data_dir) / "spool" / f"backfill-{req.job}"
+        doc = await Backfill(self.settings, req, storage, append, self.clock, spool, archive_storage=archive_storage,
+                             mirror=mirror_log_of(self.settings, dest, archive_storage)).run()
         if doc.get("state") != "done":
             raise RebuildFailed(f"the rebuild of {name} {hour_text(first)}..{hour_text(end)} ended "
                                 f"{doc.get('state')}: {doc.get('error') or 'no error given'}")
