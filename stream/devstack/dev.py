@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -49,9 +50,9 @@ MIRROR_CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
 COHORT_DESTINATION = "local-cohorts"
 STATIC_COHORT = "vips"
 # two cohorts over the sample users: a behavioral one, and a static one whose user ids the demo uploads. Their syncs
-# are "once": the demo writes each one's first sync itself, from the events accepted when it runs (the sample hours
-# are produced after the fact, so a sync scheduled at an hour's start would count none of them), and the worker
-# runs no cohorts stage; `stream cohorts history` and the console's cohorts pages show what it wrote.
+# are "once", stamped when the cohorts stage first schedules them: the demo runs that stage in a worker of its own
+# (`stream worker --stages cohorts`, its own consumer groups) started once the sample hours are accepted, asks it for
+# the syncs through the admin API's "sync now" (the console's button), and prints what they wrote.
 DEV_COHORTS = [{"id": "buyers", "project": PROJECT, "name": "Bought in the last 2 days",
                 "rule": {"performed": "Order Completed", "within_days": 2}},
                {"id": STATIC_COHORT, "project": PROJECT, "name": "VIPs (an uploaded list)", "static": True}]
@@ -62,8 +63,10 @@ SOURCE_ID = "dev-source"
 
 
 def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | None = None,
-               api_port: int = 8080, import_queue: str | None = None) -> dict:
-    """The configuration ``stream dev`` runs the worker and the API with (also a small example)."""
+               api_port: int = 8080, import_queue: str | None = None,
+               stages: tuple[str, ...] = ("ingest", "dedupe", "export", "import", "mirror", "profiles")) -> dict:
+    """The configuration ``stream dev`` runs the worker and the API with (also a small example); ``stages``: the
+    worker's (the demo's second worker runs ``cohorts`` alone)."""
     fast = {"encryption": {"type": "sse-s3"}, "close_grace_s": 5, "idle_close_s": 2}
     # every kind of output: events in Amplitude's layout with _complete markers and the merged-IDs files beside
     # them, and events in Segment's layout
@@ -73,7 +76,7 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
         "ingest": {"default_project": PROJECT},
         "s3": {"endpoint_url": s3_url},
         "worker": {"app_id": "stream-dev", "data_dir": str(data_dir), "log_level": "info", "http_port": http_port,
-                   "stages": ["ingest", "dedupe", "export", "import", "mirror", "profiles"]},
+                   "stages": list(stages)},
         "api": {"host": "127.0.0.1", "port": api_port},
         "projects": [{"id": PROJECT, "name": "demo", "api_keys": [API_KEY],
                       "segment_sources": [{"write_key": WRITE_KEY, "source_id": SOURCE_ID}]}],
@@ -91,6 +94,8 @@ def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | Non
                      "strategy": "mirror", "converter": MIRROR_CONVERTER, "queue_url": import_queue,
                      "scan": {"interval_s": 30}}],
         "cohorts": DEV_COHORTS,
+        # the demo's events reach events.accepted in upload order: a sync waits 2 s, not a minute, for late ones
+        "cohort_state": {"grace_s": 2},
         "cohort_destinations": [{"name": COHORT_DESTINATION, "bucket": BUCKET, "path_prefix": "cohorts/",
                                  "encryption": {"type": "sse-s3"}, "syncs": [
                                      {"cohort": c["id"], "cadence": "once", "properties": ["plan"]}
@@ -144,12 +149,16 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         data_dir = workdir / "data"
         # the local broker starts empty: state kept from an earlier run (RocksDB tables, spool files) would
         # describe topics that no longer exist, and the worker would refuse to start on it
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-            say(f"  removed the previous run's worker state in {data_dir} (the local broker starts empty)")
-        http_port, api_port = free_port(), free_port()
+        cohorts_cfg, cohorts_dir = workdir / "stream-cohorts.yaml", workdir / "data-cohorts"
+        for d in (data_dir, cohorts_dir):
+            if d.exists():
+                shutil.rmtree(d)
+                say(f"  removed the previous run's worker state in {d} (the local broker starts empty)")
+        http_port, api_port, cohorts_port = free_port(), free_port(), free_port()
         cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port, api_port, queue),
                                       sort_keys=False))
+        cohorts_cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, cohorts_dir, cohorts_port, api_port, queue,
+                                                         stages=("cohorts",)), sort_keys=False))
         from stream.imports.setup import setup_source
         from stream.settings import load_settings
         for name, merge in ((IMPORT_SOURCE, False), (MIRROR_SOURCE, True)):   # one queue, two prefixes
@@ -188,7 +197,20 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  stream import status -c {cfg}        (files dropped on s3://{IMPORT_BUCKET}/clicks/ and imported)")
         say(f"  stream import preview {IMPORT_SOURCE} -c {cfg}")
         say(f"  stream cohorts history buyers -c {cfg}   (the demo's cohorts: buyers, {STATIC_COHORT})")
-        return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0, s3_url, cfg))
+
+        def start_cohorts_worker() -> str:
+            """The cohorts stage's worker (its console's Sync now reaches its scheduler); its admin API's URL."""
+            clog = open(workdir / "logs" / "worker-cohorts.log", "wb")
+            proc = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cohorts_cfg)], stdout=clog,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, "STREAM_ADMIN__TOKEN": token})
+            children.append(("cohorts worker", proc))
+            say(f"  cohorts worker         pid {proc.pid}, config {cohorts_cfg}, log "
+                f"{workdir / 'logs' / 'worker-cohorts.log'}")
+            say(f"                         http://127.0.0.1:{cohorts_port}/console/   (its Cohorts page: Sync now)")
+            return f"http://127.0.0.1:{cohorts_port}"
+        return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0, s3_url, cfg,
+                                start_cohorts_worker, token))
     except KeyboardInterrupt:
         say("\ninterrupted")
         return 130
@@ -231,11 +253,33 @@ def file_lines(body: bytes, first: int = 4) -> list[str]:
     return body.decode("utf-8", "replace").split("\r\n")[:first]
 
 
-async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None], t0: float, s3_url: str) -> None:
-    """Upload the static cohort's user ids (some of the sample users, and one without events), then write the first
-    sync of both demo cohorts, counting the events accepted so far, and print each file's key and first lines."""
+def sync_now_lines(cohort: str, answer: dict) -> list[str]:
+    """What "sync now" (``POST /admin/cohorts/{id}/syncs``) answered, one line per sync of the cohort."""
+    return [f"sync now: {cohort} -> {s['destination']} ({s['cadence']}): {s['state']}" for s in answer["syncs"]]
+
+
+def completed_syncs(doc: dict) -> list[dict]:
+    """The completed syncs of a cohort's ``GET /admin/cohorts/{id}`` document (its history), oldest first."""
+    return [r for r in doc["history"] if r["state"] == "complete"]
+
+
+def _admin(url: str, token: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method=method, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, orjson.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
+
+
+async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None], t0: float, s3_url: str,
+                      start_cohorts_worker: Callable[[], str], token: str, timeout: float = 60) -> None:
+    """Upload the static cohort's user ids (some of the sample users, and one without events), start the cohorts
+    stage's worker, ask it for both demo cohorts' syncs ("sync now"), wait for them to complete, and print each
+    file's key and first lines."""
     from stream.cohorts import static
-    from stream.cohorts.sync import EventSource, _s3_storage, all_jobs, run_syncs
+    from stream.cohorts.sync import _s3_storage
     from stream.settings import load_settings
     settings = load_settings(cfg)
     dest = settings.cohort_destination(COHORT_DESTINATION)
@@ -244,20 +288,54 @@ async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None]
                               user_ids, now, "stream dev")
     say(f"[{time.monotonic() - t0:5.1f}s] uploaded {doc['members']} user ids to the static cohort {STATIC_COHORT}: "
         f"{', '.join(doc['stored'])}")
-    s3 = boto3.client("s3", endpoint_url=s3_url)
-    # the members are folded from events.accepted (the worker runs no cohorts stage to keep their state)
-    for r in await run_syncs(settings, all_jobs(settings), now, source=EventSource(settings), at_ms=now):
-        if r.error is not None:
-            say(f"[{time.monotonic() - t0:5.1f}s] cohort sync {r.job.name} failed ({r.reason}): {r.error}")
+    admin = start_cohorts_worker()
+    deadline, shown = time.monotonic() + timeout, False
+    pending = [c["id"] for c in DEV_COHORTS]
+    while pending and time.monotonic() < deadline:     # 409 until the stage has started its scheduler
+        cohort = pending[0]
+        try:
+            status, answer = await asyncio.to_thread(_admin, f"{admin}/admin/cohorts/{cohort}/syncs", token, "POST",
+                                                     b"{}")
+        except OSError:
+            status, answer = 0, {}
+        if status == 202:
+            pending.pop(0)
+            for line in sync_now_lines(cohort, answer):
+                say(f"[{time.monotonic() - t0:5.1f}s] {line} (POST {admin}/admin/cohorts/{cohort}/syncs)")
             continue
-        say(f"[{time.monotonic() - t0:5.1f}s] cohort sync {r.job.name}: {r.members} members, {r.entering} entering, "
-            f"{r.exiting} exiting")
-        for diff_type, key in r.keys.items():
-            body = (await asyncio.to_thread(s3.get_object, Bucket=BUCKET, Key=key))["Body"].read()
-            say(f"    s3://{BUCKET}/{key}")
-            for line in file_lines(body):
-                if line:
-                    say(f"      {line}")
+        if not shown:
+            say(f"[{time.monotonic() - t0:5.1f}s] waiting for the cohorts stage to start ...")
+            shown = True
+        await asyncio.sleep(0.5)
+    if pending:
+        say(f"the cohorts stage did not answer sync now within {timeout:g} s; see "
+            f"{cfg.parent / 'logs' / 'worker-cohorts.log'}")
+        return
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    waiting = [c["id"] for c in DEV_COHORTS]
+    say(f"[{time.monotonic() - t0:5.1f}s] waiting for the syncs: each reads the cohort state once it has passed the "
+        "sync's time")
+    while waiting and time.monotonic() < deadline:
+        cohort = waiting[0]
+        status, doc = await asyncio.to_thread(_admin, f"{admin}/admin/cohorts/{cohort}", token)
+        done = completed_syncs(doc) if status == 200 else []
+        if not done:
+            await asyncio.sleep(0.5)
+            continue
+        waiting.pop(0)
+        for r in done:
+            say(f"[{time.monotonic() - t0:5.1f}s] cohort sync {cohort} -> {r['destination']}: {r['members']} members, "
+                f"{r['entering']} entering, {r['exiting']} exiting")
+            for key in r["keys"].values():
+                body = (await asyncio.to_thread(s3.get_object, Bucket=r["bucket"], Key=key))["Body"].read()
+                say(f"    s3://{r['bucket']}/{key}")
+                for line in file_lines(body):
+                    if line:
+                        say(f"      {line}")
+    if waiting:
+        say(f"the syncs of {', '.join(waiting)} did not complete within {timeout:g} s; see "
+            f"{cfg.parent / 'logs' / 'worker-cohorts.log'}")
+        return
     say(f"  the sync records: s3://{BUCKET}/{dest.records_prefix}{dest.name}/; the console's Cohorts page shows "
         "them, with each file")
 
@@ -347,7 +425,8 @@ def hour_rows(s3, hour_ms: int) -> list[dict]:
 
 
 async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | None, rate: float, backfill: int,
-               say: Callable[[str], None], t0: float, s3_url: str, cfg: Path | None = None) -> int:
+               say: Callable[[str], None], t0: float, s3_url: str, cfg: Path | None = None,
+               start_cohorts_worker: Callable[[], str] | None = None, token: str = "") -> int:
     produced: Counter[str] = Counter()
     exported = Counter()
     stop = asyncio.Event()
@@ -380,11 +459,12 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                 await asyncio.to_thread(s3.put_object, Bucket=IMPORT_BUCKET, Key=key, Body=body)
                 say(f"dropped s3://{IMPORT_BUCKET}/{key} ({len(body)} bytes) for the import source "
                     f"'{IMPORT_SOURCE}' (S3 notifies the queue)")
-            if cfg is not None:
+            if cfg is not None and start_cohorts_worker is not None:
                 # the cohorts count the events accepted before their sync: wait for the sample hours' events
                 await _AcceptedCounter(bootstrap).wait_for(produced["event"], 30)
                 try:
-                    await cohort_demo(cfg, [*seen_users, "user-without-events"], say, t0, s3_url)
+                    await cohort_demo(cfg, [*seen_users, "user-without-events"], say, t0, s3_url,
+                                      start_cohorts_worker, token)
                 except Exception as exc:
                     say(f"the cohorts demo failed: {type(exc).__name__}: {exc}")
             say(f"producing {rate:g} live events/s (about 3% re-sent duplicates, 1% invalid) ...")
