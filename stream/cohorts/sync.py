@@ -353,61 +353,9 @@ class Membership:
             self.states[into] = merge(self.states.get(into, EMPTY), state)
         self._merges.clear()
 
-    def apply_profiles(self, profile_of: Callable[[int, str], Mapping[str, Any] | None]) -> None:
-        """Users of a project with a source of profiles read their profile: ``profile_of(project, user_id)`` gives
-        its properties (None: no profile, or a deleted one), which replace those the user's rows carried, restricted
-        to the names the project's cohorts read or its syncs export; a user without one keeps its rows'. Call once,
-        after ``apply_merges`` (a survivor's user_id is its latest)."""
-        for aid, st in self.states.items():
-            if st.project is None or st.user_id is None:
-                continue
-            props = profile_of(st.project, st.user_id)
-            if props is not None:
-                names = self.cohorts.properties_of(st.project)
-                self.states[aid] = msgspec.structs.replace(st, properties={
-                    n: props[n] for n in sorted(names) if props.get(n) is not None})
-
     def members(self, cohort: Cohort) -> list[int]:
         """The amplitude_ids in ``cohort`` on ``today``, ascending."""
         return sorted(aid for aid, st in self.states.items() if is_member(st, cohort, self.today))
-
-
-class EventSource:
-    """Where the rows and merges come from: events.accepted and identity.merges, each read from its beginning."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def _records(self, topic: str) -> AsyncIterator[Any]:
-        from stream.kafka import iter_all
-        return iter_all(self.settings, topic,
-                        max_partition_fetch_bytes=max(self.settings.kafka.max_request_bytes, 1 << 20))
-
-    async def fold(self, membership: Membership) -> None:
-        from stream.events.batch import EventBatch
-        async for r in self._records(self.settings.topics.name("accepted")):
-            if r.value:
-                membership.add_batch(EventBatch.decode(r.value))
-        if self.settings.identity.enabled:
-            async for r in self._records(self.settings.topics.name("identity_merges")):
-                if r.value:
-                    for line in EventBatch.decode(r.value).lines:
-                        membership.add_merge(orjson.loads(line))
-        membership.apply_merges()
-        if self.settings.profiles_projects() & membership.projects:
-            stored = await self.profiles()
-
-            def profile_of(project: int, user_id: str) -> Mapping[str, Any] | None:
-                from stream.imports.profiles import key
-                p = stored.get(key(project, user_id))
-                return None if p is None or project not in self.settings.profiles_projects() else p.properties
-            membership.apply_profiles(profile_of)
-
-    async def profiles(self) -> Mapping[bytes, Any]:
-        """Every stored profile (``stream.imports.profiles.Profile`` by key), read from the profiles table's
-        changelog as the sync runs: a profile's past states are not kept."""
-        from stream.export.profiles_snapshot import read_stored
-        return await read_stored(self.settings)
 
 
 # --- the files ---------------------------------------------------------------------------------------------------
