@@ -11,13 +11,10 @@ multi-get and one WriteBatch per poll of 500 records; isal gzip of the input byt
 Worker, the dataflow of DESIGN.md in one process (the functions the stages call):
 
 - ingest: validate and normalize every event into its export row and group the rows into EventBatches
-  (``ingest_records``), encode them (the rows packed: zstd level 1), and compress them with Kafka's zstd
-  (level 3, what aiokafka's producer uses);
-- dedupe (without the identity stage, as figure A runs it): decompress, ``Head.decode`` (the batch's columns, the
-  rows left packed), RocksDB multi-get, ``decide``, WriteBatch and its changelog record (encoded and compressed,
-  as the changelog topic receives it), ``select``, encode, compress;
-- export: decompress, ``decode_rows`` (which unpacks the rows), isal gzip of the rows
-  (``GzipLinesSpool.write_rows``).
+  (``ingest_records``), encode them, and compress them with Kafka's zstd (level 3, what aiokafka's producer uses);
+- dedupe: decompress, ``EventBatch.decode``, RocksDB multi-get, ``decide``, WriteBatch and its changelog
+  record (encoded and compressed, as the changelog topic receives it), ``select``, encode, compress;
+- export: decompress, ``decode_rows``, isal gzip of the rows (``GzipLinesSpool.write_rows``).
 
 ``--api`` also times the pure steps of one ``stream api`` request against those of the ceiling endpoint of
 ``bench_api.py``, on that benchmark's request bodies (100 events each): the ceiling parses the envelope and
@@ -50,7 +47,7 @@ from raw_baseline import Parts, RocksDedupe, extract_events  # noqa: E402
 from workload import generate  # noqa: E402
 
 from stream.dedup.policy import decide, encode_changelog  # noqa: E402
-from stream.events.batch import Head, Origin, decode_rows  # noqa: E402
+from stream.events.batch import EventBatch, Origin, decode_rows  # noqa: E402
 from stream.events.ingest import ingest_records  # noqa: E402
 from stream.events.normalize import Rules  # noqa: E402
 from stream.export.format import GzipLinesSpool  # noqa: E402
@@ -146,8 +143,8 @@ def measure(n: int, repeats: int, work: Path) -> dict:
     compressed = [(t, zstd_encode(v)) for t, v in encoded]
     out["ingest: zstd-3 (producer)"] = _timed(lambda: [zstd_encode(v) for _, v in encoded], repeats)
     out["dedupe: zstd decompress"] = _timed(lambda: [zstd_decode(v) for _, v in compressed], repeats)
-    out["dedupe: Head.decode"] = _timed(lambda: [Head.decode(v) for _, v in encoded], repeats)
-    decoded = [(t, Head.decode(v)) for t, v in encoded]
+    out["dedupe: EventBatch.decode"] = _timed(lambda: [EventBatch.decode(v) for _, v in encoded], repeats)
+    decoded = [(t, EventBatch.decode(v)) for t, v in encoded]
     accepted: list[bytes] = []
 
     def dedupe() -> None:

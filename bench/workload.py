@@ -135,8 +135,7 @@ def batches(w: Workload, topic: str, project: int, partitions: int, max_events: 
                                  max_events=max_events, now_ms=now)
             if res.dead:
                 raise RuntimeError(f"sample events were rejected: {dict(res.reasons)}")
-            # rows not packed, as the raw loop reads and splits them itself; the worker reads either form
-            out += [(target, b.encode(pack=False), len(b)) for target, b in res.batches]
+            out += [(target, b.encode(), len(b)) for target, b in res.batches]
     return out
 
 

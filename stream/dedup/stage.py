@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from stream import metrics
 from stream.crashpoints import crash_point
 from stream.dedup.policy import decide, encode_changelog
-from stream.events.batch import EventBatch, Head, Origin
+from stream.events.batch import EventBatch, Origin
 
 
 class Store(Protocol):
@@ -65,8 +65,7 @@ class DedupeStage:
         if self.device is not None and await self.device.remaps(event.value, msg.partition, msg.offset):
             return
         try:
-            # without the identity stage the rows pass through as they came (``Head``): only the columns are read
-            batch = EventBatch.decode(event.value) if self.device is not None else Head.decode(event.value)
+            batch = EventBatch.decode(event.value)
         except Exception as exc:  # not a batch
             await self.dead_letter(event, exc)
             return
@@ -78,9 +77,9 @@ class DedupeStage:
             await self.store.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
             crash_point("dedupe.state_written")
         out = batch.select(d.keep, origin)
-        if self.device is not None and len(out):
+        if self.device is not None and out.lines:
             out = await self.device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000))
-        if len(out):
+        if out.lines:
             # the identity stage grew the rows after the batch was sized: keep each message within the
             # producer's limit (the parts keep their events' source offsets, so replays stay harmless)
             for part in out.split(self.max_request_bytes // 2):
@@ -88,4 +87,4 @@ class DedupeStage:
             crash_point("dedupe.sent")
         metrics.DEDUPE_EVENTS.inc(len(batch))
         metrics.DEDUPE_DUPLICATES.inc(d.duplicates)
-        metrics.DEDUPE_ACCEPTED.inc(len(out))
+        metrics.DEDUPE_ACCEPTED.inc(len(out.lines))

@@ -45,11 +45,10 @@ def encode_with_tail(name: str, head: dict[str, Any], tail: bytes) -> bytes:
     """
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, head_schema(name), head)
-    return b"".join((buf.getvalue(), long_bytes(len(tail)), tail))
+    return b"".join((buf.getvalue(), _long(len(tail)), tail))
 
 
-def long_bytes(n: int) -> bytes:
-    """An Avro long: zig-zag, then a varint."""
+def _long(n: int) -> bytes:
     n = (n << 1) ^ (n >> 63)  # zig-zag
     out = bytearray()
     while n & ~0x7F:

@@ -3,15 +3,6 @@
 One Kafka message carries many events of one project, one target partition and
 one server_upload_time hour, so faust's per-message cost is paid once per batch
 and the exporter writes a batch's rows without decoding them.
-
-**Packed rows.** The rows (the ``events`` field) are written compressed, once, by the stage that builds them:
-``PACKED`` (a byte no JSON line starts with), the count of rows dropped since (varint) and their indices
-(little-endian uint32s, ascending), then the zstd frame of the newline-joined rows (``ZSTD_LEVEL``). The dedupe
-stage without the identity stage reads only the batch's columns (``Head``) and passes the frame on untouched, adding
-the duplicates it drops to the list; the producer's own zstd then finds nothing left to compress in it, and the
-next stage's fetch nothing to decompress. The frame is decompressed once, where the rows are read
-(``decode_rows``, ``EventBatch.decode``). A field that does not start with ``PACKED`` is the rows themselves, as
-written before.
 """
 
 from __future__ import annotations
@@ -20,9 +11,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-
-from aiokafka.codec import zstd_decode, zstd_encode
+from typing import NamedTuple
 
 from stream.events import avro
 from stream.events.normalize import Normalized
@@ -100,8 +89,7 @@ class EventBatch:
             used += n
         return parts
 
-    def encode(self, pack: bool = True) -> bytes:
-        """The batch's record; ``pack``: its rows packed (see the module docstring), else as they are."""
+    def encode(self) -> bytes:
         src = self.source or Source(self.origin.topic, self.origin.partition)
         return avro.encode_with_tail("event_batch", {
             "project": self.project, "hour": self.hour,
@@ -109,8 +97,7 @@ class EventBatch:
             "source": {"topic": src.topic, "partition": src.partition},
             "offsets": _pack(self.offsets), "keys": b"\xff".join(self.keys), "times": _pack(self.times),
             "uuids": b"".join(self.uuids), "segment_source": self.segment_source,
-            "segment": b"\xff".join(self.segment) if any(self.segment) else b""},
-            pack_rows(self.lines) if pack and self.lines else b"\n".join(self.lines))
+            "segment": b"\xff".join(self.segment) if any(self.segment) else b""}, b"\n".join(self.lines))
 
     @classmethod
     def decode(cls, data: bytes) -> EventBatch:
@@ -124,7 +111,7 @@ class EventBatch:
         return cls(project=r["project"], hour=r["hour"], origin=origin,
                    offsets=_unpack(r["offsets"]), keys=r["keys"].split(b"\xff") if n else [], times=times,
                    uuids=[u[i:i + 16] for i in range(0, 16 * n, 16)],
-                   lines=unpack_rows(r["events"]).split(b"\n") if n else [],
+                   lines=r["events"].split(b"\n") if n else [],
                    source=None if source == Source(origin.topic, origin.partition) else source,
                    segment_source=r["segment_source"], segment=r["segment"].split(b"\xff") if r["segment"] else [])
 
@@ -144,66 +131,6 @@ class EventBatch:
             uuids=[u for u, m in zip(self.uuids, mask) if m], lines=[ln for ln, m in zip(self.lines, mask) if m],
             source=source, segment_source=self.segment_source,
             segment=[s for s, m in zip(self.segment, mask) if m] if self.segment else [])
-
-
-@dataclass(slots=True)
-class Head:
-    """A batch read without its rows: the columns the dedupe stage decides on, and the ``events`` field as it
-    came (``EventBatch`` reads the rows too). ``select(...).encode()`` is ``EventBatch.select(...).encode()``
-    without decompressing, splitting, joining and compressing the rows again."""
-
-    record: dict[str, Any]
-    keys: list[bytes]
-    times: list[int]
-    uuids: list[bytes]
-
-    @classmethod
-    def decode(cls, data: bytes) -> Head:
-        r = avro.decode("event_batch", data)
-        times = _unpack(r["times"])
-        n = len(times)
-        u = r["uuids"]
-        return cls(r, r["keys"].split(b"\xff") if n else [], times, [u[i:i + 16] for i in range(0, 16 * n, 16)])
-
-    def __len__(self) -> int:
-        return len(self.times)
-
-    def arrived_at(self, origin: Origin) -> None:
-        """As ``EventBatch.arrived_at``."""
-        r = self.record
-        if not r["offsets"]:
-            r["origin"] = {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset}
-            r["source"] = {"topic": origin.topic, "partition": origin.partition}
-
-    def select(self, mask: list[bool], origin: Origin) -> Head:
-        """As ``EventBatch.select``: the events whose mask is true, derived from ``origin``."""
-        r = self.record
-        n = len(self.times)
-        offsets = _unpack(r["offsets"]) if r["offsets"] else own_offsets(r["origin"]["offset"], n)
-        keep = all(mask)
-        keys = self.keys if keep else [k for k, m in zip(self.keys, mask) if m]
-        times = self.times if keep else [t for t, m in zip(self.times, mask) if m]
-        uuids = self.uuids if keep else [u for u, m in zip(self.uuids, mask) if m]
-        segment = r["segment"]
-        if segment and not keep:
-            kept = [s for s, m in zip(segment.split(b"\xff"), mask) if m]
-            segment = b"\xff".join(kept) if any(kept) else b""
-        was = r["origin"]
-        source = r["source"] if r["offsets"] else {"topic": was["topic"], "partition": was["partition"]}
-        out = {**r, "origin": {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
-               "source": source, "offsets": _pack(offsets if keep else [o for o, m in zip(offsets, mask) if m]),
-               "keys": r["keys"] if keep else b"\xff".join(keys), "times": _pack(times),
-               "uuids": r["uuids"] if keep else b"".join(uuids), "segment": segment,
-               "events": drop_rows(r["events"], mask)}
-        return Head(out, keys, times, uuids)
-
-    def split(self, max_bytes: int) -> list[Head]:
-        """Its rows are the ones the batch was sized with: one part (``EventBatch.split`` is for grown rows)."""
-        return [self]
-
-    def encode(self) -> bytes:
-        r = dict(self.record)
-        return avro.encode_with_tail("event_batch", r, r.pop("events"))
 
 
 class Rows(NamedTuple):
@@ -232,72 +159,8 @@ def decode_rows(data: bytes) -> Rows:
     if not offsets:  # written directly to its first topic: the batch is its own source
         o = r["origin"]
         src, offsets = o, own_offsets(o["offset"], n)
-    return Rows(r["project"], r["hour"], min(times) if n else -1, max(times) if n else -1, n,
-                unpack_rows(r["events"]), f"{src['topic']}[{src['partition']}]", offsets, r["segment_source"],
-                r["segment"])
-
-
-PACKED = 0
-"""The first byte of a packed rows field (see the module docstring)."""
-ZSTD_LEVEL = 1
-"""The level the rows are packed at: on the export rows, a fifth less CPU than the producer's level 3 for as few
-bytes (BENCHMARKS.md)."""
-
-
-def pack_rows(lines: list[bytes]) -> bytes:
-    """The rows' packed field, nothing dropped."""
-    return b"\x00\x00" + zstd_encode(b"\n".join(lines), ZSTD_LEVEL)
-
-
-def _packed(field: bytes) -> tuple[list[int], int]:
-    """(indices of the rows dropped, where the frame starts) of a packed rows field."""
-    n, i = _read_long(field, 1)
-    dropped = array("I", field[i:i + 4 * n])
-    if sys.byteorder == "big":
-        dropped.byteswap()
-    return dropped.tolist(), i + 4 * n
-
-
-def unpack_rows(field: bytes) -> bytes:
-    """The newline-joined rows of an ``events`` field, packed or not, without the rows dropped."""
-    if not field or field[0] != PACKED:
-        return field
-    dropped, start = _packed(field)
-    blob = zstd_decode(field[start:])
-    if not dropped:
-        return blob
-    lines = blob.split(b"\n")
-    for i in reversed(dropped):
-        del lines[i]
-    return b"\n".join(lines)
-
-
-def drop_rows(field: bytes, keep: list[bool]) -> bytes:
-    """The ``events`` field without the rows whose ``keep`` is false (``keep``: one per row as the field reads);
-    a packed field keeps its frame untouched and lists the rows dropped."""
-    if all(keep):
-        return field
-    if not field or field[0] != PACKED:
-        return b"\n".join(ln for ln, k in zip(field.split(b"\n"), keep) if k)
-    dropped, start = _packed(field)
-    gone = set(dropped)
-    present = [i for i in range(len(keep) + len(dropped)) if i not in gone] if dropped else range(len(keep))
-    a = array("I", sorted(dropped + [i for i, k in zip(present, keep) if not k]))
-    if sys.byteorder == "big":
-        a.byteswap()
-    return b"".join((b"\x00", avro.long_bytes(len(a)), a.tobytes(), field[start:]))
-
-
-def _read_long(data: bytes, i: int) -> tuple[int, int]:
-    """The zig-zag varint (Avro long) at ``data[i]``, and where the next value starts."""
-    shift = n = 0
-    while True:
-        b = data[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return (n >> 1) ^ -(n & 1), i
+    return Rows(r["project"], r["hour"], min(times) if n else -1, max(times) if n else -1, n, r["events"],
+                f"{src['topic']}[{src['partition']}]", offsets, r["segment_source"], r["segment"])
 
 
 SOURCE_SLOTS = 1 << 16

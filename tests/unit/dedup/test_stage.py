@@ -88,8 +88,8 @@ def test_a_message_that_is_not_a_batch_is_dead_lettered_and_nothing_is_sent(tmp_
     assert (s.dead, s.accepted, s.table.sent) == ([(12, "EOFError")], [], [])
 
 
-def test_a_batch_the_identity_stage_grew_past_half_a_request_goes_out_in_parts_that_keep_their_offsets(tmp_path):
-    s = Stage(tmp_path, max_request_bytes=2 * (1024 + 2 * (48 + 2 + 401)), device=Device())
+def test_a_batch_larger_than_half_a_request_goes_out_in_parts_that_keep_their_source_offsets(tmp_path):
+    s = Stage(tmp_path, max_request_bytes=2 * (1024 + 2 * (48 + 2 + 400)))
     s.handle(batch(*[(b"k%d" % i, H + i, i, b"r" * 400) for i in range(5)], offsets=[10, 11, 12, 13, 14],
                    source=Source("events.ingest", 3)), partition=1, offset=7)
     assert [(p, b.offsets, len(b.lines), b.origin) for p, b in s.accepted] == [
@@ -121,20 +121,3 @@ def test_with_identity_a_remap_message_goes_to_the_device_side_and_the_kept_rows
     s.handle(batch((b"k1", H, 3, b"z")), offset=3)                  # all duplicates: the device side is not asked
     assert d.calls == [("remaps", 0, 1), ("remaps", 0, 2), ("batch", 0, 2, 1_800_000_000_500, 1), ("remaps", 0, 3)]
     assert ([b.lines for _, b in s.accepted], s.dead) == ([[b"x+"]], [])
-
-
-def test_without_identity_the_rows_pass_through_packed_as_they_came_with_the_duplicates_listed(tmp_path):
-    from stream.events import avro
-    s = Stage(tmp_path)
-    raw = []
-    send = s.stage.send_accepted
-
-    async def keep_raw(value, partition):
-        raw.append(value)
-        await send(value, partition)
-    s.stage.send_accepted = keep_raw
-    data = batch((b"k1", H, 1, b'{"a":1}'), (b"k1", H, 2, b'{"a":2}'), (b"k2", H, 3, b'{"a":3}'))
-    s.handle(data, offset=4)
-    came, went = avro.decode("event_batch", data)["events"], avro.decode("event_batch", raw[0])["events"]
-    assert (came[:2], went[:6], went[6:] == came[2:]) == (b"\x00\x00", b"\x00\x02\x01\x00\x00\x00", True)
-    assert [b.lines for _, b in s.accepted] == [[b'{"a":1}', b'{"a":3}']]

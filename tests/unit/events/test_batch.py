@@ -2,7 +2,6 @@ from types import SimpleNamespace
 
 import fastavro
 import orjson
-from aiokafka.codec import zstd_encode
 
 from stream.events import avro, deadletter
 from stream.events.batch import EventBatch, Origin, Source
@@ -111,9 +110,7 @@ def test_the_fast_batch_encoding_is_plain_avro():
         "offsets": (1).to_bytes(8, "little") + (2**40).to_bytes(8, "little"), "keys": b"k\x00a\xff",
         "times": H.to_bytes(8, "little") + (-1).to_bytes(8, "little", signed=True), "uuids": b"a" * 16 + b"b" * 16,
         "segment_source": "", "segment": b"", "events": b"x" * 300 + b'\n{"y":2}'})
-    assert b.encode(pack=False) == full
-    assert b.encode() == avro.encode("event_batch", {**avro.decode("event_batch", full),
-                                                     "events": b"\0\0" + zstd_encode(b"x" * 300 + b'\n{"y":2}', 1)})
+    assert b.encode() == full
     head = {k: v for k, v in avro.decode("event_batch", full).items() if k != "events"}
     for n in (0, 1, 63, 64, 8191, 8192, 2**21):  # varint lengths of 1, 2, 3 and 4 bytes
         assert avro.encode_with_tail("event_batch", head, b"z" * n) == \
