@@ -116,6 +116,7 @@ from stream.identity.records import (
     Remap,
     dec_device,
     dec_held,
+    dec_held_rows,
     dec_holds,
     dec_profile,
     decode_int,
@@ -124,6 +125,7 @@ from stream.identity.records import (
     encode_int,
     group_key,
     held_key,
+    held_rows_key,
     pair_key,
     profile_key,
 )
@@ -327,11 +329,15 @@ def held_line(h: HeldRow) -> bytes:
 
 
 class _HoldBook:
-    """The partition's holds while a batch or a remap message runs: read from and written to its ``BatchState``."""
+    """The partition's holds while a batch or a remap message runs: read from and written to its ``BatchState``.
+
+    A hold's rows read from its chunks are only read when the hold is let go or remapped (``rows``); rows held
+    meanwhile wait in ``Held.rows`` and go to a chunk of their own (``result``)."""
 
     def __init__(self, st: BatchState):
         self.st = st
         self.held: dict[bytes, Held | None] = {}
+        self.stored: dict[bytes, int] = {}        # H key -> chunks in the state before this batch
         v = st.get(HOLDS)
         self.index: list[tuple[int, int, bytes]] = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
         self._index0 = list(self.index)
@@ -340,21 +346,45 @@ class _HoldBook:
         self.past_bound = 0
         self.waits: list[int] = []
 
+    @staticmethod
+    def _unshare(rows: list[HeldRow]) -> list[HeldRow]:
+        """Rows as stored: each row's properties left out when they are the row before's."""
+        for i in range(1, len(rows)):
+            if not rows[i].props:
+                rows[i].props = rows[i - 1].props
+        return rows
+
+    @staticmethod
+    def _shared(rows: list[HeldRow]) -> bytes:
+        return enc.encode([msgspec.structs.replace(r, props=b"") if i and r.props == rows[i - 1].props else r
+                           for i, r in enumerate(rows)])
+
     def get(self, hk: bytes) -> Held | None:
         if hk not in self.held:
             v = self.st.get(hk)
             h = self.held[hk] = dec_held(v) if v is not None else None
-            if h is not None:       # stored with each row's properties left out when they are the row before's
-                for i in range(1, len(h.rows)):
-                    if not h.rows[i].props:
-                        h.rows[i].props = h.rows[i - 1].props
+            self.stored[hk] = h.chunks if h is not None else 0
+            if h is not None:       # rows stored in the record itself (before chunks) are rows not in a chunk yet
+                self._unshare(h.rows)
         return self.held[hk]
 
-    @staticmethod
-    def _stored(h: Held) -> bytes:
-        rows = [msgspec.structs.replace(r, props=b"") if i and r.props == h.rows[i - 1].props else r
-                for i, r in enumerate(h.rows)]
-        return enc.encode(Held(h.since, h.waiting, rows))
+    def rows(self, hk: bytes, h: Held) -> list[HeldRow]:
+        """All the hold's rows, in the order they were held: its chunks' rows are read and become rows not in a
+        chunk (their chunks are deleted by ``result`` unless the hold writes them again)."""
+        if h.chunks:
+            keys = [held_rows_key(hk, n) for n in range(h.chunks)]
+            self.st.load(set(keys))
+            rows: list[HeldRow] = []
+            for k in keys:
+                v = self.st.current(k)
+                if v is None:
+                    raise RuntimeError(f"identity: chunk {k!r} of hold {hk!r} is missing from the state: the "
+                                       f"state is not one this version wrote; restore the identity changelog "
+                                       f"from a backup or reset the identity state")
+                rows += self._unshare(dec_held_rows(v))
+            h.rows[:0] = rows
+            h.chunks = 0
+        return h.rows
 
     def start(self, hk: bytes, since: int, hour: int) -> Held:
         h = self.held[hk] = Held(since, [], [])
@@ -366,14 +396,15 @@ class _HoldBook:
         if h is None:
             return
         nxt = decode_int(self.st.current(RELEASED), 0)
-        for row in h.rows:
+        rows = self.rows(hk, h)
+        for row in rows:
             self.released.append((row, held_line(row), nxt))
             nxt += 1
         self.st.put(RELEASED, encode_int(nxt))
         if not answered:
-            self.unanswered += len(h.rows)
+            self.unanswered += len(rows)
         if past_bound:
-            self.past_bound += len(h.rows)
+            self.past_bound += len(rows)
         self.waits.append(max(0, now_ms - h.since))
         self.held[hk] = None
         self.index = [x for x in self.index if x[2] != hk]
@@ -388,11 +419,25 @@ class _HoldBook:
                 self.release(hk, now_ms, answered=False, past_bound=now_ms - since >= bound_ms)
 
     def result(self) -> Released:
+        """Write the holds: each one's rows not in a chunk yet as its next chunk, the chunks it no longer has
+        deleted, and its record when it changed."""
+        ops: dict[bytes, bytes | None] = {}
         for hk, h in self.held.items():
+            n0 = self.stored[hk]
             if h is not None:
-                self.st.put(hk, self._stored(h))
+                if h.rows:
+                    ops[held_rows_key(hk, h.chunks)] = self._shared(h.rows)
+                    h.chunks += 1
+                v = enc.encode(Held(h.since, h.waiting, [], h.chunks))
+                if v != self.st.get(hk):
+                    ops[hk] = v
             elif self.st.get(hk) is not None:
-                self.st.put(hk, None)
+                ops[hk] = None
+            for n in range(h.chunks if h is not None else 0, n0):
+                ops[held_rows_key(hk, n)] = None
+        self.st.load(set(ops))
+        for k, v in ops.items():
+            self.st.put(k, v)
         if self.index != self._index0:
             self.st.put(HOLDS, enc.encode(Holds(self.index)) if self.index else None)
         return Released(self.released, self.unanswered, self.waits, self.past_bound)
@@ -656,10 +701,11 @@ def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0) ->
             if m.from_aid != m.to_aid:
                 v = st.current(profile_key(m.project, m.to_aid))
                 dst = dec_profile(v) if v is not None else None
-                for i, row in enumerate(h.rows):
+                rows = book.rows(hk, h)
+                for i, row in enumerate(rows):
                     if row.aid == m.from_aid:
                         f = fold(m, dst, Profile(row.created, row.start_version, row.paying, row.props))
-                        h.rows[i] = msgspec.structs.replace(row, aid=m.to_aid, created=f.created,
+                        rows[i] = msgspec.structs.replace(row, aid=m.to_aid, created=f.created,
                                                             start_version=f.start_version, paying=f.paying,
                                                             props=f.props)
             h.waiting.remove(m.user)

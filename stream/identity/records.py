@@ -15,7 +15,8 @@ key                                          value (msgpack arrays, ``Struct`` b
 ``G<project>\\0<group type>\\0<name>``       the group's properties (JSON)
 ``U<project>\\0<user_id>``                   ``User``: the user's id and fields (user side)
 ``W<events.valid partition>``                highest events.valid offset applied from it
-``H<project>\\0<device>``                    ``Held``: the device's rows held for the user side's answer
+``H<project>\\0<device>``                    ``Held``: the device's hold (since, waiting, chunks)
+``R<project>\\0<device>`` + n (4 bytes)      the hold's n-th chunk of rows: ``HeldRow`` list, one per batch
 ``h``                                        the partition's holds: ``Holds``, (since, hour, H key) each
 ``r``                                        the next source offset of released rows
 ==========================================  ================================================
@@ -48,6 +49,7 @@ HOLDS = b"h"
 RELEASED = b"r"
 JOURNAL = b"j"
 _OFFSET = struct.Struct(">q")
+_CHUNK = struct.Struct(">I")
 
 
 class Device(msgspec.Struct, array_like=True):
@@ -138,11 +140,18 @@ class HeldRow(msgspec.Struct, array_like=True):
 class Held(msgspec.Struct, array_like=True):
     """A device's rows held until the user side answered every link it sent for the device (``waiting``: the
     user_ids of those links), from ``since`` (the Kafka timestamp of the events.valid message that held the
-    first one, epoch ms)."""
+    first one, epoch ms).
+
+    The rows are stored in ``chunks`` keys of their own (``held_rows_key`` 0 to ``chunks`` - 1, in order), each
+    written once by the batch (or remap message) that held its rows, so that holding a batch's rows writes those
+    rows and this small record, not every row held before. A value written before chunks existed has its rows
+    here (``rows``) and no chunks: it is read as such, and its rows move to chunk 0 when the hold is next
+    written. In memory, ``rows`` are the rows not in a chunk yet."""
 
     since: int
     waiting: list[str]
     rows: list[HeldRow]
+    chunks: int = 0
 
 
 class Holds(msgspec.Struct, array_like=True):
@@ -158,6 +167,7 @@ dec_profile = msgspec.msgpack.Decoder(Profile).decode
 dec_user = msgspec.msgpack.Decoder(User).decode
 dec_links = msgspec.msgpack.Decoder(Links).decode
 dec_held = msgspec.msgpack.Decoder(Held).decode
+dec_held_rows = msgspec.msgpack.Decoder(list[HeldRow]).decode
 dec_holds = msgspec.msgpack.Decoder(Holds).decode
 _dec_remaps = msgspec.msgpack.Decoder(Remaps).decode
 
@@ -199,6 +209,11 @@ def group_key(project: int, group_type: str, name: str) -> bytes:
 
 def held_key(project: int, device: str) -> bytes:
     return b"H%d\x00%s" % (project, device.encode())
+
+
+def held_rows_key(hk: bytes, n: int) -> bytes:
+    """The key of the n-th chunk of rows of the hold whose key is ``hk`` (``held_key``)."""
+    return b"R" + hk[1:] + _CHUNK.pack(n)
 
 
 def user_key(project: int, user: str) -> bytes:

@@ -120,13 +120,13 @@ def test_released_rows_go_out_as_batches_of_one_hour_each_on_the_partitions_held
 
 
 def test_a_hold_keeps_each_version_of_the_users_properties_once():
-    from stream.identity.records import held_key
+    from stream.identity.records import held_key, held_rows_key
     p = Partition(0)
     big = {f"p{i:03d}": "v" * 1000 for i in range(50)}
     p.run(ev("dev-aaaa1", "user-1111", event_type="$identify", user_properties={"$set": big}),
           *[ev("dev-aaaa1", "user-1111") for _ in range(30)], now=NOW)
     # the properties once (51 KB) and each row's own columns (under 1.1 KB each), not 31 copies (1.6 MB)
-    assert 51_000 < len(p.db[held_key(PROJECT, "dev-aaaa1")]) < 51_000 + 31 * 1100
+    assert 51_000 < len(p.db[held_rows_key(held_key(PROJECT, "dev-aaaa1"), 0)]) < 51_000 + 31 * 1100
     rows, res = p.run(ev("dev-cccc3"), now=NOW + 60_000)
     assert [orjson.loads(line)["user_properties"] for _, line, _ in res.released.rows] == [big] * 31
 
@@ -156,3 +156,82 @@ def test_an_event_that_went_through_a_hold_and_comes_again_from_upstream_is_drop
     assert ([r["amplitude_id"] for r in rows], res.keep, res.replayed) == ([1024], [False, False, False, True], 3)
     rows, res = p.run(ev("dev-aaaa1", "user-1111"), now=NOW + 20, offsets=[11], source="imports.files[0]")
     assert (len(rows), res.replayed) == (1, 0)
+
+
+def test_holding_a_batch_writes_that_batchs_rows_and_the_holds_record_not_the_rows_held_before():
+    from stream.identity.records import (Held, dec_held, dec_held_rows, device_key, enc, held_key, held_rows_key,
+                                         profile_key)
+    p = Partition(0)
+    hk, dk, ak = held_key(PROJECT, "dev-aaaa1"), device_key(PROJECT, "dev-aaaa1"), profile_key(PROJECT, 1024)
+    _, res = p.run(ev("dev-aaaa1", "user-1111"), now=NOW, bound=10**9)
+    assert set(res.writes) >= {hk, held_rows_key(hk, 0)}
+    sizes = []
+    for n in range(1, 41):
+        _, res = p.run(*[ev("dev-aaaa1", user_properties={"n": n}) for _ in range(3)], now=NOW + n, bound=10**9)
+        chunk = held_rows_key(hk, n)
+        assert (res.held, set(res.writes), res.before[chunk]) == (3, {dk, ak, hk, chunk}, None)
+        assert dec_held(res.writes[hk]) == Held(NOW, ["user-1111"], [], n + 1)
+        # the batch's rows, the user's properties once (the rows after the first show the same)
+        assert [(r.key, r.uuid, r.props) for r in dec_held_rows(res.writes[chunk])] == [
+            (b"k0", b"u%015d" % 0, b'{"n":%d}' % n), (b"k1", b"u%015d" % 1, b""), (b"k2", b"u%015d" % 2, b"")]
+        sizes.append(sum(len(v) for v in res.writes.values()) + sum(len(v or b"") for v in res.before.values()))
+    # the bytes written (and journaled) by a batch are those of its own rows, however many rows are held already
+    assert sizes[39] - sizes[0] <= 16, sizes          # (the digits of n and of offsets grow)
+    assert enc.encode(Held(NOW, ["user-1111"], [], 41)) == p.db[hk]
+    rows, res = p.run(ev("dev-cccc3"), now=NOW + 10**9)               # past the bound: all 121 go, in order
+    assert [(orjson.loads(line)["user_properties"], o) for _, line, o in res.released.rows] == [({}, 0)] + [
+        ({"n": n}, 1 + 3 * (n - 1) + i) for n in range(1, 41) for i in range(3)]
+    assert [k for k in p.db if k[:1] in (b"H", b"R")] == []             # the record and its 41 chunks deleted
+
+
+def _inline(p):
+    """The partition's holds as a version without chunks stored them: every row in the hold's record."""
+    from stream.identity.records import dec_held, dec_held_rows, enc, held_rows_key
+    import msgspec
+    for hk in [k for k in p.db if k[:1] == b"H"]:
+        h = dec_held(p.db[hk])
+        rows = list(h.rows)
+        for n in range(h.chunks):
+            chunk = dec_held_rows(p.db.pop(held_rows_key(hk, n)))
+            for i in range(1, len(chunk)):
+                if not chunk[i].props:
+                    chunk[i].props = chunk[i - 1].props
+            rows += chunk
+        rows = [msgspec.structs.replace(r, props=b"") if i and r.props == rows[i - 1].props else r
+                for i, r in enumerate(rows)]
+        p.db[hk] = enc.encode([h.since, h.waiting, rows])
+
+
+def test_holds_stored_in_chunks_or_in_one_record_let_go_the_same_rows_in_the_same_order():
+    """Generated batches and answers, on a partition whose holds are chunked and on one whose holds are turned
+    into one record after every step (as a version before chunks wrote them): the same rows out, byte for byte."""
+    import random
+    for seed in range(12):
+        rnd = random.Random(seed)
+        chunked, inline, users_c, users_i = Partition(0), Partition(0), UserSide(0), UserSide(0)
+        pending: list = []
+        out_c, out_i = [], []
+        now = NOW
+        for step in range(40):
+            now += rnd.choice([1, 50, 400])
+            if pending and rnd.random() < 0.3:
+                links = pending.pop(0)
+                for p, users, out in ((chunked, users_c, out_c), (inline, users_i, out_i)):
+                    d = users.links(0, step, links)
+                    p.remap(d.remaps.get(0, []), now=now)
+                    out.append([(line, o) for _, line, o in p.released.rows])
+                _inline(inline)
+                continue
+            events = [ev(f"dev-{rnd.randrange(4)}", rnd.choice([None, None, f"user-{rnd.randrange(3)}"]),
+                         user_properties={"$set": {"v": rnd.randrange(3)}}) for _ in range(rnd.randrange(1, 6))]
+            t = T + rnd.choice([0, 0, 0, 3_600_000]) * (step // 20)
+            res_c = chunked.run(*events, t=t, now=now, bound=1000)
+            res_i = inline.run(*events, t=t, now=now, bound=1000)
+            _inline(inline)
+            assert res_c[0] == res_i[0] and res_c[1].keep == res_i[1].keep
+            out_c.append([(line, o) for _, line, o in res_c[1].released.rows])
+            out_i.append([(line, o) for _, line, o in res_i[1].released.rows])
+            if res_c[1].links:
+                pending.append(res_c[1].links)
+        assert out_c == out_i
+        assert sum(map(len, out_c)) > 5, seed        # the generated steps do hold and let go rows
