@@ -163,6 +163,8 @@ def _insert(log: list[tuple[int, Any]], ms: int, value: Any) -> list[tuple[int, 
 
 def _trim_log(log: list[tuple[int, Any]], cutoff: int) -> list[tuple[int, Any]]:
     """Entries at or after ``cutoff``, and the latest before it (the value in force at ``cutoff``)."""
+    if len(log) < 2 or log[1][0] >= cutoff:
+        return log           # nothing before the one in force at ``cutoff`` (the log is sorted by time)
     before = [i for i, (ms, _) in enumerate(log) if ms < cutoff]
     return log[before[-1]:] if before else log
 
@@ -173,12 +175,29 @@ def _trim(u: StoredUser, latest: int) -> StoredUser:
     with another minute than an hour's and read that late after its time is exact to the hour), properties and user_ids no longer in force then."""
     cutoff = latest - RECENT_MS
     hours_from = latest - MINUTE_BUCKETS_MS
+    oldest = cutoff - HOUR_MS
+    for m in u.recent:
+        if m < oldest or (m < hours_from and m % HOUR_MS):
+            break
+    else:   # no bucket to drop or to join into its hour's (the common case): ``recent`` as it is
+        return msgspec.structs.replace(u, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
+    # ``u`` is its caller's own, and so are its buckets: a minute's is added into its hour's in place
     recent: dict[int, dict[str, dict[int, int]]] = {}
     for m, v in u.recent.items():
-        if m < cutoff - HOUR_MS:
+        if m < oldest:
             continue
         key = m if m >= hours_from else m - m % HOUR_MS
-        recent[key] = _add_counts(recent[key], v) if key in recent else v
+        into = recent.get(key)
+        if into is None:
+            recent[key] = v
+            continue
+        for k, days in v.items():
+            mine = into.get(k)
+            if mine is None:
+                into[k] = dict(days)
+                continue
+            for d, n in days.items():
+                mine[d] = mine.get(d, 0) + n
     return msgspec.structs.replace(u, recent=recent, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
 
 
@@ -427,6 +446,52 @@ class Applied:
     forgotten: int = 0
 
 
+_LATER = object()
+"""In ``_Txn.pending``: the key's value is its user's state in ``_Txn.users``, encoded once when the writes are
+taken."""
+
+
+class _Txn:
+    """The keys one ``CohortState.apply`` wrote, over its store. A user's state it wrote stays decoded until the
+    writes are taken (``writes``), so that a user with several records in one message is decoded and encoded once,
+    not once a record; the writes are the same, in the same order."""
+
+    __slots__ = ("pending", "store", "users")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pending: dict[bytes, Any] = {}
+        self.users: dict[bytes, StoredUser] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        pending = self.pending
+        if key in pending:
+            v = pending[key]
+            return encode_user(self.users[key]) if v is _LATER else v
+        return self.store.get(key)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.pending[key] = value
+        self.users.pop(key, None)
+
+    def user(self, key: bytes) -> StoredUser | None:
+        """The state at ``key``, the object written last when this apply wrote it: the caller owns it (may change it,
+        then must ``keep`` it)."""
+        u = self.users.get(key)
+        if u is not None:
+            return u
+        raw = self.get(key)
+        return decode_user(raw) if raw is not None else None
+
+    def keep(self, key: bytes, u: StoredUser) -> None:
+        self.pending[key] = _LATER
+        self.users[key] = u
+
+    def writes(self) -> list[tuple[bytes, bytes | None]]:
+        users = self.users
+        return [(k, encode_user(users[k]) if v is _LATER else v) for k, v in self.pending.items()]
+
+
 class CohortState:
     """Step 2 (module docstring) for the partitions of one process: ``apply`` the records of one partition, then
     write ``Applied.writes`` to its store and changelog and send ``Applied.sends``."""
@@ -439,50 +504,48 @@ class CohortState:
     def apply(self, partition: int, records: Iterable[tuple[bytes | None, bytes]]) -> Applied:
         store = self.store_of(partition)
         out = Applied()
-        pending: dict[bytes, bytes | None] = {}
-
-        def get(key: bytes) -> bytes | None:
-            return pending[key] if key in pending else store.get(key)
-
-        def put(key: bytes, value: bytes | None) -> None:
-            pending[key] = value
-
+        tx = _Txn(store)
         for rec in (r for _, value in records for r in decode_all(value)):
-            if rec.kind == PROGRESS:
-                self._progress(partition, rec, get, put, store, out)
-            elif rec.kind == ACTIVITY:
-                self._activity(rec, get, put, out)
-            elif rec.kind == MERGE_OUT:
-                self._merge_out(rec, get, put, out)
-            elif rec.kind == MERGE_IN:
-                self._merge_in(rec, get, put, out)
-        out.writes = list(pending.items())
+            kind = rec.kind
+            if kind == ACTIVITY:
+                self._activity(rec, tx, out)
+            elif kind == PROGRESS:
+                self._progress(partition, rec, tx, store, out)
+            elif kind == MERGE_OUT:
+                self._merge_out(rec, tx, out)
+            elif kind == MERGE_IN:
+                self._merge_in(rec, tx, out)
+        out.writes = tx.writes()
         out.sends = _grouped(out.sends)
         return out
 
     # the user's index entry: the first day it has something to drop
     def _next_day(self, u: StoredUser) -> int:
-        days = [u.last_day + self.state_days]
+        best = u.last_day + self.state_days
+        conditions = self.cohorts.conditions
         for key, counts in u.counts.items():
-            c = self.cohorts.conditions.get(key)
+            c = conditions.get(key)
             if c is None:
-                days.append(min(counts, default=u.last_day))      # a condition no cohort has: drop it soon
+                day = min(counts, default=u.last_day)      # a condition no cohort has: drop it soon
             elif c.within_days is not None and counts:
-                days.append(min(counts) + c.within_days)
-        return min(days)
+                day = min(counts) + c.within_days
+            else:
+                continue
+            if day < best:
+                best = day
+        return best
 
-    def _store(self, aid: int, u: StoredUser, put: Callable[[bytes, bytes | None], None]) -> None:
+    def _store(self, aid: int, u: StoredUser, tx: _Txn) -> None:
         day = self._next_day(u) if u.merged_into is None else u.last_day + self.state_days
         if day != u.index_day:
             if u.index_day is not None:
-                put(index_key(u.index_day, aid), None)
-            put(index_key(day, aid), b"")
+                tx.put(index_key(u.index_day, aid), None)
+            tx.put(index_key(day, aid), b"")
             u = msgspec.structs.replace(u, index_day=day)
-        put(user_key(aid), encode_user(u))
+        tx.keep(user_key(aid), u)
 
-    def _activity(self, rec: CohortRecord, get: Any, put: Any, out: Applied) -> None:
-        raw = get(user_key(rec.amplitude_id))
-        u = decode_user(raw) if raw is not None else None
+    def _activity(self, rec: CohortRecord, tx: _Txn, out: Applied) -> None:
+        u = tx.user(user_key(rec.amplitude_id))
         if u is not None and u.merged_into is not None:   # a late event of a merged id: the survivor's
             fwd = msgspec.structs.replace(rec, amplitude_id=u.merged_into, source=f"{rec.source}@{rec.amplitude_id}")
             out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
@@ -493,49 +556,59 @@ class CohortState:
             return
         if u is None:
             u = StoredUser(project=rec.project, first_ms=rec.uploaded_ms, last_day=rec.day)
+        # ``u`` is this apply's own (decoded for it, or the object it wrote): changed in place
         counts, recent = u.counts, u.recent
-        upload_day = day_of_ms(rec.uploaded_ms)
-        minute = rec.uploaded_ms - rec.uploaded_ms % MINUTE_MS
+        uploaded, day = rec.uploaded_ms, rec.day
+        upload_day = day_of_ms(uploaded)
+        minute = uploaded - uploaded % MINUTE_MS
+        conditions = self.cohorts.conditions
+        bucket = None
         for key in rec.conditions:
-            c = self.cohorts.conditions.get(key)
-            if c is None or not c.keeps(rec.day, upload_day):
+            c = conditions.get(key)
+            if c is None or not c.keeps(day, upload_day):
                 continue              # it could never count
-            if counts is u.counts:
-                counts, recent = dict(counts), dict(recent)
-            days = dict(counts.get(key, {}))
-            days[rec.day] = days.get(rec.day, 0) + 1
-            counts[key] = days
-            bucket = {k: dict(v) for k, v in recent.get(minute, {}).items()}
-            bucket.setdefault(key, {})[rec.day] = bucket.get(key, {}).get(rec.day, 0) + 1
-            recent[minute] = bucket
-        props, uids = u.props, u.uids
+            days = counts.get(key)
+            if days is None:
+                days = counts[key] = {}
+            days[day] = days.get(day, 0) + 1
+            if bucket is None:
+                bucket = recent.get(minute)
+                if bucket is None:
+                    bucket = recent[minute] = {}
+            days = bucket.get(key)
+            if days is None:
+                days = bucket[key] = {}
+            days[day] = days.get(day, 0) + 1
         if rec.properties is not None:
-            props = _insert(props, rec.uploaded_ms, orjson.loads(rec.properties))
+            u.props = _insert(u.props, uploaded, orjson.loads(rec.properties))
         if rec.user_id is not None:
-            uids = _insert(uids, rec.uploaded_ms, rec.user_id)
-        u = msgspec.structs.replace(
-            u, project=u.project if u.project is not None else rec.project, first_ms=min(u.first_ms, rec.uploaded_ms),
-            last_day=max(u.last_day, rec.day), counts=counts, recent=recent, props=props, uids=uids,
-            marks={**u.marks, mark: rec.source_offset})
-        latest = max([u.first_ms, rec.uploaded_ms] + [ms for ms, _ in u.props] + [ms for ms, _ in u.uids])
-        self._store(rec.amplitude_id, _trim(u, latest), put)
+            u.uids = _insert(u.uids, uploaded, rec.user_id)
+        if u.project is None:
+            u.project = rec.project
+        if uploaded < u.first_ms:
+            u.first_ms = uploaded
+        if day > u.last_day:
+            u.last_day = day
+        u.marks[mark] = rec.source_offset
+        # the logs are in upload order: their last entries are their latest
+        latest = max(u.first_ms, uploaded, u.props[-1][0] if u.props else uploaded,
+                     u.uids[-1][0] if u.uids else uploaded)
+        self._store(rec.amplitude_id, _trim(u, latest), tx)
         out.applied += 1
 
-    def _merge_out(self, rec: CohortRecord, get: Any, put: Any, out: Applied) -> None:
-        raw = get(user_key(rec.amplitude_id))
-        u = decode_user(raw) if raw is not None else StoredUser(first_ms=rec.uploaded_ms,
-                                                                 last_day=day_of_ms(rec.uploaded_ms))
+    def _merge_out(self, rec: CohortRecord, tx: _Txn, out: Applied) -> None:
+        had = tx.user(user_key(rec.amplitude_id))
+        u = had if had is not None else StoredUser(first_ms=rec.uploaded_ms, last_day=day_of_ms(rec.uploaded_ms))
         if u.merged_into is not None and u.merged_into != rec.into:
             return                    # merged into another already: the first merge stands
-        if raw is not None:           # sent again on a replay: the survivor drops what it already has
+        if had is not None:           # sent again on a replay: the survivor drops what it already has
             state = encode_user(msgspec.structs.replace(u, merged_into=None, index_day=None))
             send = CohortRecord(MERGE_IN, rec.amplitude_id, uploaded_ms=rec.uploaded_ms, into=rec.into, state=state)
             out.sends.append((partition_of(rec.into, self.partitions), _Q.pack(rec.into), send.encode()))
-        self._store(rec.amplitude_id, msgspec.structs.replace(u, merged_into=rec.into), put)
+        self._store(rec.amplitude_id, msgspec.structs.replace(u, merged_into=rec.into), tx)
 
-    def _merge_in(self, rec: CohortRecord, get: Any, put: Any, out: Applied) -> None:
-        raw = get(user_key(rec.into))
-        u = decode_user(raw) if raw is not None else None
+    def _merge_in(self, rec: CohortRecord, tx: _Txn, out: Applied) -> None:
+        u = tx.user(user_key(rec.into))
         if u is not None and u.merged_into is not None:   # the survivor was merged on: on to its survivor
             fwd = msgspec.structs.replace(rec, into=u.merged_into)
             out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
@@ -547,11 +620,12 @@ class CohortState:
         merged = decode_user(rec.state or b"")
         u = fold_merged(u, merged) if u is not None else merged
         u = msgspec.structs.replace(u, marks={**u.marks, mark: 0})
-        self._store(rec.into, u, put)
+        self._store(rec.into, u, tx)
         out.applied += 1
 
     # progress and expiry
-    def _progress(self, partition: int, rec: CohortRecord, get: Any, put: Any, store: Store, out: Applied) -> None:
+    def _progress(self, partition: int, rec: CohortRecord, tx: _Txn, store: Store, out: Applied) -> None:
+        get, put = tx.get, tx.put
         key = progress_key(rec.partition)
         raw = get(key)
         if raw is not None and _Q.unpack(raw[:8])[0] >= rec.uploaded_ms:
@@ -567,7 +641,7 @@ class CohortState:
         done = _I.unpack(raw_e)[0] if raw_e is not None else None
         if done is not None and day <= done:
             return
-        self.expire(day, get, put, store, out)
+        self.expire(day, tx, store, out)
         put(_E, _I.pack(day))
 
     def passed(self, get: Callable[[bytes], bytes | None]) -> int | None:
@@ -582,20 +656,19 @@ class CohortState:
             least = t if least is None else min(least, t)
         return least
 
-    def expire(self, today: int, get: Any, put: Any, store: Store, out: Applied) -> None:
+    def expire(self, today: int, tx: _Txn, store: Store, out: Applied) -> None:
         """Drop what can no longer count on ``today`` or later, for the users the day index names up to it."""
         for k, _ in list(store.scan(_X, _X + _I.pack(today + 1))):
             aid = _Q.unpack(k[5:])[0]
-            put(k, None)
-            raw = get(user_key(aid))
-            if raw is None:
+            tx.put(k, None)
+            u = tx.user(user_key(aid))
+            if u is None:
                 continue
-            u = decode_user(raw)
             if u.index_day != _I.unpack(k[1:5])[0]:
                 continue                 # a stale entry
             u = msgspec.structs.replace(u, index_day=None)
             if u.last_day + self.state_days <= today:
-                put(user_key(aid), None)
+                tx.put(user_key(aid), None)
                 out.forgotten += 1
                 continue
             counts: dict[str, dict[int, int]] = {}
@@ -606,7 +679,7 @@ class CohortState:
                 kept = {d: n for d, n in days.items() if c.keeps(d, today)}
                 if kept:
                     counts[key] = kept
-            self._store(aid, msgspec.structs.replace(u, counts=counts), put)
+            self._store(aid, msgspec.structs.replace(u, counts=counts), tx)
             out.expired += 1
 
 

@@ -358,3 +358,72 @@ def test_an_active_users_state_grows_with_changes_and_hours_not_events():
     view = asyncio.run(f.stage.view(s.cohort_set, start + 4 * 3_600_000))
     assert list(view.members(s.cohort_set.cohort("buyers"))) == [10]        # 240
     assert sum(view.states[10].counts[s.cohort_set.cohorts[0].conditions[0].key].values()) == 240
+
+
+def _generated(seed, per_batch):
+    """A generated day and a half of a few very active users (properties and user_ids that change, merges, late
+    events, progress that expires windows), fed in batches of ``per_batch`` events: the stores' keys and values,
+    the stage's totals."""
+    import hashlib
+    import random
+    s = settings([
+        {"id": "buyers", "project": P, "name": "Buyers", "rule": {"and": [
+            {"performed": "purchase", "count": {"op": "at_least", "n": 3}, "within_days": 1},
+            {"user_property": "plan", "op": "=", "value": "pro"}]}},
+        {"id": "idle", "project": P, "name": "Idle", "rule": {"not": {"performed": "view", "within_days": 2}}},
+        {"id": "any", "project": P, "name": "Any", "rule": {"or": [
+            {"performed": "purchase", "within_days": 3}, {"performed": "view", "within_days": 1}]}},
+    ])
+    r = random.Random(seed)
+    st = LocalStage(s.cohort_set, 3, s.cohort_state.state_days)
+    start, t, offset = ms("2024-03-10 00:00"), 0, 0
+    pending: dict[int, list] = {}
+    sent: list = []
+
+    def flush(part):
+        nonlocal offset
+        evs = pending.pop(part, [])
+        if evs:
+            offset += 1
+            sent.append((part, EventBatch(P, 0, Origin("events.valid", part, offset), [e[0] for e in evs],
+                                          [b"d"] * len(evs), [e[1] for e in evs], [b"u" * 16] * len(evs),
+                                          [e[2] for e in evs], Source("events.ingest", part))))
+            st.accepted(*sent[-1])
+    for i in range(1500):
+        t += r.randint(0, 400_000)
+        aid = r.randint(1, 7)
+        up = start + t
+        at = up - r.choice([0, 0, 0, 5_000, 3_600_000, 30 * 3_600_000])        # some late events
+        row = {"amplitude_id": aid, "app": P, "event_type": r.choice(["purchase", "view", "other"]),
+               "event_time": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(at / 1000)),
+               "user_id": r.choice([None, f"u-{aid}", f"u-{aid}-{r.randint(0, 2)}"]),
+               "user_properties": {"plan": r.choice(["pro", "pro", "free"])}}
+        part = aid % 3
+        pending.setdefault(part, []).append((i, up, orjson.dumps(row)))
+        if len(pending[part]) >= per_batch:
+            flush(part)
+        if i % 200 == 199:
+            for part in list(pending):
+                flush(part)
+            st.merge({"amplitude_id": r.randint(1, 7), "merged_amplitude_id": r.randint(1, 7),
+                      "merge_server_time": up})
+            st.advance(up)
+            st.accepted(*sent[-1])                      # a batch delivered again
+    for part in list(pending):
+        flush(part)
+    st.advance(start + t + 3 * DAY)
+    h = hashlib.sha256()
+    for q in sorted(st.stores):
+        for k in sorted(st.stores[q].data):
+            h.update(k + b"=" + st.stores[q].data[k] + b";")
+    return h.hexdigest(), (st.totals.applied, st.totals.replayed, st.totals.expired, st.totals.forgotten)
+
+
+def test_a_users_records_taken_together_change_its_state_as_before_byte_for_byte():
+    """A message's records of one user change its state decoded once and written once (``stage._Txn``), in place:
+    the stores are, byte for byte, those the stage wrote when it decoded, copied and encoded the state for each
+    record (the digests, taken from that version), with one record a message and with many of a user's in one."""
+    assert _generated(5, 1) == ("644d75f9496e0a1a6507ec4294a8f9174eb16ea517abf913449126253fddb61b", (1505, 7, 3, 0))
+    assert _generated(5, 40) == ("067aa3934d21dc4b4a06c11052d5edf8e71e1579b880f4c20e99e789d59d2c57", (1510, 55, 3, 0))
+    assert _generated(5, 400) == ("b75c64f89438cfcbe0918255a4c93958ee44439210aecec6ce3f7b5177077dac",
+                                  (1568, 426, 3, 0))
