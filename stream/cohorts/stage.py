@@ -768,8 +768,8 @@ class SyncView:
         return None
 
     def _profiled(self, st: UserState | None) -> UserState | None:
-        """A user of a project with a source of profiles reads its profile's properties (``profile_of``: None for
-        no profile or a deleted one, then the rows' stay), as ``sync.Membership.apply_profiles`` does."""
+        """A user of a project with a source of profiles reads its profile's properties, the names the cohorts and
+        their syncs read (``profile_of``: None for no profile or a deleted one, then the rows' stay)."""
         if st is None or self.profile_of is None or st.project is None or st.user_id is None:
             return st
         props = self.profile_of(st.project, st.user_id)

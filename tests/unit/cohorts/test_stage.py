@@ -427,3 +427,29 @@ def test_a_users_records_taken_together_change_its_state_as_before_byte_for_byte
     assert _generated(5, 40) == ("067aa3934d21dc4b4a06c11052d5edf8e71e1579b880f4c20e99e789d59d2c57", (1510, 55, 3, 0))
     assert _generated(5, 400) == ("b75c64f89438cfcbe0918255a4c93958ee44439210aecec6ce3f7b5177077dac",
                                   (1568, 426, 3, 0))
+
+
+def test_a_users_profile_replaces_the_properties_its_rows_carried_when_a_sync_reads_the_state():
+    """A project with a source of profiles: a user_property condition reads the user's profile (only the names the
+    cohorts and their syncs read: not age); a user without a profile, with a deleted one (None), or without a user_id keeps its rows'."""
+    s = settings([{"id": "french", "project": P, "name": "French", "rule": {"user_property": "country", "op": "=",
+                                                                            "value": "FR"}}])
+    f = Feed(s, partitions=4)
+    for aid, user_id, country in [(1, "u1", "DE"), (2, "u2", "FR"), (3, "u3", "FR"), (4, "u4", "FR"),
+                                  (5, None, "FR")]:
+        f.event(aid, "view", "2024-03-09 12:00", user_id, country=country)
+    f.advance(T1 + 60_000)
+    profiles = {(P, "u1"): {"country": "FR", "plan": "pro", "age": 40},     # the profile says FR
+                (P, "u2"): {"country": "US"},                    # the profile says US
+                (7, "u4"): {"country": "US"}}                    # another project's user of the same id
+
+    def profile_of(project, user_id):
+        return profiles.get((project, user_id))
+    french = s.cohort_set.cohort("french")
+    view = SyncView(s.cohort_set, f.stage.stores, 4, T1, profile_of)
+    view.check()
+    assert list(view.members(french)) == [1, 3, 4, 5]
+    assert (view.states[1].properties, view.states[2].properties) == ({"country": "FR", "plan": "pro"},
+                                                                      {"country": "US"})
+    plain = SyncView(s.cohort_set, f.stage.stores, 4, T1)
+    assert list(plain.members(french)) == [2, 3, 4, 5]
