@@ -189,16 +189,23 @@ async def _cohort(r: web.Request, a: Admin) -> Any:
 
 async def _cohort_file(request: web.Request) -> web.StreamResponse:
     """A file of a completed sync of the cohort (``?key=``), as text/csv."""
-    a = request.app[_ADMIN]
     try:
-        key = text_param(request.query.get("key"), "key")
-        if not key:
-            raise AdminError(400, "give key: the S3 key of one of the cohort's files (its history lists them)")
-        first, rest = await a.cohort_file(request.match_info["id"], key)
+        return await cohort_download(request, request.app[_ADMIN])
     except AdminError as exc:
         return _json({"error": str(exc)}, exc.status)
-    resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8", "Content-Disposition":
-                                       f'attachment; filename="{key.rsplit("/", 1)[-1].replace(chr(34), "")}"'})
+
+
+async def cohort_download(request: web.Request, a: Admin,
+                          wrap: Callable[[web.StreamResponse], web.StreamResponse] = lambda r: r) -> web.StreamResponse:
+    """Stream a file of a completed sync of the cohort named in the path (``?key=``; no other key of the bucket) as
+    a text/csv attachment (``wrap`` adds a surface's own headers); ``AdminError`` before anything is sent."""
+    key = (text_param(request.query.get("key"), "key") or "").strip()
+    if not key:
+        raise AdminError(400, "give key: the S3 key of one of the cohort's files (its history lists them)")
+    first, rest = await a.cohort_file(request.match_info["id"], key)
+    name = key.rsplit("/", 1)[-1].replace('"', "")
+    resp = wrap(web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
+                                            "Content-Disposition": f'attachment; filename="{name}"'}))
     await resp.prepare(request)
     await resp.write(first)
     async for chunk in rest:

@@ -43,7 +43,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from stream.admin import charts
-from stream.admin.api import hours_query, membership_params, profile_params, text_param
+from stream.admin.api import cohort_download, hours_query, membership_params, profile_params, text_param
 from stream.admin.auth import Access, too_many
 from stream.admin.service import Admin, AdminError
 from stream.admin.sessions import Revoked, record
@@ -461,19 +461,7 @@ async def cohort(request: web.Request, c: Console) -> web.StreamResponse:
 async def cohort_file(request: web.Request, c: Console) -> web.StreamResponse:
     """A file of a completed sync of the cohort, downloaded through the admin service (no other key of the
     bucket)."""
-    key = (text_param(request.query.get("key"), "key") or "").strip()
-    if not key:
-        raise AdminError(400, "give key: the S3 key of one of the cohort's files (its history lists them)")
-    first, rest = await c.admin.cohort_file(request.match_info["id"], key)
-    name = key.rsplit("/", 1)[-1].replace('"', "")
-    resp = _headers(web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
-                                                "Content-Disposition": f'attachment; filename="{name}"'}))
-    await resp.prepare(request)
-    await resp.write(first)
-    async for chunk in rest:
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+    return await cohort_download(request, c.admin, _headers)
 
 
 async def cohort_sync(request: web.Request, c: Console) -> web.StreamResponse:
