@@ -63,10 +63,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
     @app.agent(accepted, name="cohorts-rekey")
     async def rekey(stream: faust.StreamT) -> None:
         gaps = Contiguous(app, accepted_name, args, "cohorts-rekey")
-        async for event in stream.events():
-            for missed in await gaps.missed(event.message.partition, event.message.offset):
-                await rekey_one(missed)
-            await rekey_one(event)
+        await gaps.each(stream, rekey_one)
 
     async def rekey_one(event: faust.EventT | Record) -> None:
         try:
@@ -115,10 +112,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
 
     @app.agent(cohorts_topic, name="cohorts-state")
     async def fold(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            for missed in await state_gaps.missed(event.message.partition, event.message.offset):
-                await fold_one(missed)
-            await fold_one(event)
+        await state_gaps.each(stream, fold_one)
 
     async def fold_one(event: faust.EventT | Record) -> None:
         q = event.message.partition

@@ -95,10 +95,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
 
     @app.agent(files, name="import-files")
     async def imports(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            for missed in await gaps.missed(event.message.partition, event.message.offset):
-                await handle(missed)
-            await handle(event)
+        await gaps.each(stream, handle)
 
     async def handle(event: faust.EventT | Record) -> None:
         """One discovered file: imported once (a read-back record writes its state on the partition of the event

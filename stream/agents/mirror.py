@@ -205,10 +205,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
     @app.agent(index_topic, name="mirror-index")
     async def index(stream: faust.StreamT) -> None:
         """Merge each message's entries into the table: one multi-get, one WriteBatch, one changelog record."""
-        async for event in stream.events():
-            for missed in await index_gaps.missed(event.message.partition, event.message.offset):
-                await merge(missed)
-            await merge(event)
+        await index_gaps.each(stream, merge)
 
     async def merge(event) -> None:
         msg = event.message

@@ -92,10 +92,7 @@ def register(app: faust.App, settings: Settings, clock: Clock,
 
     @app.agent(mutations, name="profiles-applied")
     async def apply(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            for missed in await gaps.missed(event.message.partition, event.message.offset):
-                await handle(missed)
-            await handle(event)
+        await gaps.each(stream, handle)
 
     async def handle(event: faust.EventT | Record) -> None:
         msg = event.message
