@@ -22,7 +22,11 @@ def rows(s3, bucket, prefix=""):
     for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
         if o["Key"].endswith("_complete"):
             continue
-        lines = gzip.decompress(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()).splitlines()
+        try:
+            body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        except s3.exceptions.NoSuchKey:    # removed since the listing (a part replaced): the next look reads it
+            continue
+        lines = gzip.decompress(body).splitlines()
         out[o["Key"]] = sorted(orjson.loads(x)["$insert_id"] for x in lines)
     return out
 
