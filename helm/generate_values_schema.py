@@ -87,6 +87,7 @@ CHART_VALUES: dict[str, Any] = {
     "api": _obj({
         "enabled": BOOL,
         "replicas": COUNT,
+        "processes": {"type": "integer", "minimum": 1, "maximum": 64},   # stream api --processes
         "resources": MAP,
         "service": _obj({"type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
                          "port": {"type": "integer", "minimum": 1, "maximum": 65535}, "annotations": STRING_MAP}),

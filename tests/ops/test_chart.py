@@ -270,6 +270,28 @@ def test_api_runs_as_an_autoscaled_deployment_behind_a_service(rendered):
     assert rendered.one("PodDisruptionBudget", "stream-api")["spec"]["maxUnavailable"] == 1
 
 
+def _api_args(*set_values: str) -> list[str] | str:
+    """The API container's args as `helm template` renders them with these --set values (its stderr if it fails)."""
+    args = [tool("helm"), "template", "stream", str(CHART), "--namespace", "analytics"]
+    for v in set_values:
+        args += ["--set", v]
+    proc = run(*args, check=False)
+    if proc.returncode != 0:
+        return proc.stderr
+    (api,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "Deployment"
+              and d["metadata"]["name"] == "stream-api"]
+    (c,) = api["spec"]["template"]["spec"]["containers"]
+    return c["args"]
+
+
+def test_api_processes_value_runs_that_many_serving_processes_per_pod():
+    base = ["api", "-c", "/etc/stream/stream.yaml", "--host", "0.0.0.0", "--port", "8080"]
+    assert _api_args("api.processes=1") == base
+    assert _api_args("api.processes=4") == [*base, "--processes", "4"]
+    refused = _api_args("api.processes=0")
+    assert "at '/api/processes': minimum: got 0, want 1" in refused, refused
+
+
 def test_pod_disruption_budgets_select_their_pods(rendered):
     for pdb in rendered.of_kind("PodDisruptionBudget"):
         component = pdb["metadata"]["name"].removeprefix("stream-")
