@@ -300,10 +300,11 @@ main.add_command(__import__("stream.api.cli", fromlist=["api"]).api)
 
 
 def _import_commands() -> click.Group:
-    """``stream import``: set-up and checks of the sources (stream.imports.setup), preview, status and retry."""
+    """``stream import``: set-up and checks of the sources (stream.imports.setup), preview, status, history and
+    retry."""
     from stream.imports import commands
     from stream.imports.setup import import_group
-    for cmd in (commands.preview, commands.status, commands.retry):
+    for cmd in (commands.preview, commands.status, commands.history, commands.retry):
         import_group.add_command(cmd)
     return import_group
 

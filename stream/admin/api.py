@@ -160,6 +160,12 @@ async def _imports(r: web.Request, a: Admin) -> Any:
     return {"sources": await a.import_status()}
 
 
+async def _import_history(r: web.Request, a: Admin) -> Any:
+    from stream.imports.ops import HISTORY_LIMIT, HISTORY_MAX
+    limit = int_param(r.query.get("limit"), "limit", HISTORY_LIMIT, 1, HISTORY_MAX, "the most files of a page")
+    return await a.import_history(r.match_info["name"], limit, text_param(r.query.get("before"), "before"))
+
+
 async def _import_preview(r: web.Request, a: Admin) -> Any:
     rows = int_param(r.query.get("rows"), "rows", 10, 1, 100, "the rows to preview")
     return await a.import_preview(r.match_info["name"], text_param(r.query.get("key"), "key"), rows)
@@ -294,6 +300,7 @@ def add_routes(app: web.Application, admin: Admin) -> None:
     g("/admin/deadletters", _view(_deadletters))
     g("/admin/imports", _view(_imports))
     g("/admin/imports/{name}/preview", _view(_import_preview))
+    g("/admin/imports/{name}/history", _view(_import_history))
     p("/admin/imports/{name}/retry", _view(_import_retry, 202))
     g("/admin/cohorts", _view(_cohorts))
     g("/admin/cohorts/{id}", _view(_cohort))

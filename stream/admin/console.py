@@ -393,6 +393,15 @@ async def imports(request: web.Request, c: Console) -> web.StreamResponse:
                   form={"source": name, "key": key}, names=[s.name for s in c.admin.settings.sources])
 
 
+async def import_history(request: web.Request, c: Console) -> web.StreamResponse:
+    """Every mirror file of a source, a page at a time (``GET /admin/imports/{name}/history``)."""
+    from stream.imports.ops import HISTORY_LIMIT
+    name = request.match_info["name"]
+    before = text_param(request.query.get("before"), "before") or None
+    doc = await c.admin.import_history(name, HISTORY_LIMIT, before)
+    return c.page(request, "import_history.html", doc=doc, before=before)
+
+
 async def import_retry(request: web.Request, c: Console) -> web.StreamResponse:
     name, key = request.match_info["name"], _form(request, "key")
     if not key:
@@ -536,6 +545,7 @@ def add_routes(app: web.Application, admin: Admin, access: Access, revoked: Revo
     p(f"{PREFIX}/backfills/{{job}}/cancel", _page(cancel))
     g(f"{PREFIX}/imports", _page(imports))
     p(f"{PREFIX}/imports/{{name}}/retry", _page(import_retry))
+    g(f"{PREFIX}/imports/{{name}}/history", _page(import_history))
     g(f"{PREFIX}/deadletters", _page(deadletters))
     g(f"{PREFIX}/cohorts", _page(cohorts))
     g(f"{PREFIX}/cohorts/{{id}}", _page(cohort))

@@ -99,6 +99,19 @@ OPENAPI: dict[str, Any] = {
             "row's errors; imports nothing.", params=[NAME, {"name": "key", "in": "query", "schema": TEXT}, {
                 "name": "rows", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
             errors=("400", "401", "404", "422"))},
+        "/admin/imports/{name}/history": {"get": _op(
+            "Mirror files of a source", "Every mirror file of a mirror source of events (the import status shows the "
+            "20 applied last), latest applied first, a page at a time: total (the source's files), files (each as in "
+            "the import status: key, modified_ms, mutations by type, outcomes, hours rewritten with rewritten_ms, "
+            "last_applied_ms) and next, the cursor of the page's last file when more follow (pass it as before), "
+            "else null (docs/imports.md). 400 for another kind of source, a limit out of range or a before that is "
+            "not a cursor; 404 for no such source.", params=[{**NAME, "description": "An import source's name."}, {
+                "name": "limit", "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
+                "description": "The most files of the page."}, {
+                "name": "before", "in": "query", "schema": TEXT,
+                "description": "The next cursor of the previous page; absent: from the file applied last."}],
+            errors=("400", "401", "404"))},
         "/admin/imports/{name}/retry": {"post": _op(
             "Import files again", "Queue keys of the source for import again, even if they were done or failed.",
             params=[NAME], errors=("400", "401", "404"), body={

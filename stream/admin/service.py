@@ -323,6 +323,16 @@ class Admin:
         from stream.imports import ops
         return await ops.status(self.settings)
 
+    async def import_history(self, name: str, limit: int, before: str | None) -> dict[str, Any]:
+        """A page of the source's mirror files, latest applied first (``stream.imports.ops.history``)."""
+        from stream.imports import ops
+        try:
+            return await ops.history(self.settings, name, limit, before)
+        except ops.Refused as exc:
+            raise AdminError(400, str(exc)) from None
+        except LookupError as exc:
+            raise AdminError(404, str(exc.args[0])) from None
+
     async def import_preview(self, name: str, key: str | None, rows: int) -> dict[str, Any]:
         from stream.imports import ops
         from stream.imports.reader import FileError

@@ -1,4 +1,4 @@
-"""``stream import preview|status|retry``: clients of ``stream.imports.ops`` (the admin API serves the same)."""
+"""``stream import preview|status|history|retry``: clients of ``stream.imports.ops`` (the admin API serves the same)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,28 @@ def status(config: str | None, as_json: bool) -> None:
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return
     for line in ops.show_status(doc):
+        click.echo(line)
+
+
+@click.command("history")
+@click.argument("source")
+@config_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000),
+              help="The most files to show (a page).")
+@click.option("--before", help="Show the files applied before this cursor: the one a previous page printed last "
+              "(its 'more:' line, or next in --json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the page as JSON (as the admin API does).")
+def history(source: str, config: str | None, limit: int, before: str | None, as_json: bool) -> None:
+    """Every mirror file of SOURCE (a mirror source of events), latest applied first, a page at a time: its
+    mutations by type and outcome, the hours they rewrote and when; import status shows the latest 20 only."""
+    from stream.imports import mirror_files, ops
+    settings = _load(config)
+    click.echo("reading the mirror-files topic and the processed-files changelog...", err=True)
+    doc = _run(ops.history(settings, source, limit, before))
+    if as_json:
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return
+    for line in mirror_files.show_history(doc["source"], doc):
         click.echo(line)
 
 

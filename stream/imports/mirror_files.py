@@ -23,7 +23,9 @@ UPDATE, DELETE), their outcomes (applied: routed to the hours holding their even
 the same take; new: an INSERT of an insert_id no hour holds, exported as a new event; unknown_insert_id: an UPDATE
 or DELETE naming no event of the index, dead-lettered; insert_conflict: an INSERT of a held insert_id while
 ``mirror.insert_is_update`` is off, ignored), dead_lettered (every row of the file in the dead-letter topic: rows
-the import refused plus the unknown_insert_id ones), and each hour rewritten with when its rewrite completed.
+the import refused plus the unknown_insert_id ones), and each hour rewritten with when its rewrite completed: the
+20 files applied last. ``history_of`` pages through all of them (``stream import history``,
+``GET /admin/imports/{name}/history``), latest applied first, a page's ``next`` cursor leading to the next.
 """
 
 from __future__ import annotations
@@ -147,27 +149,68 @@ def hour_text(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H", time.gmtime(ms // 1000))
 
 
+def _mine(bucket: str, wanted: Callable[[str], bool], project: int,
+          files: Mapping[str, FileSummary]) -> list[FileSummary]:
+    """The mirror files of a source, latest applied first (ties by URL)."""
+    under = f"s3://{bucket}/"
+    return sorted((s for url, s in files.items()
+                   if url.startswith(under) and wanted(url[len(under):]) and s.project == project),
+                  key=lambda s: (-s.last_ms, s.url))
+
+
+def _entry(s: FileSummary, bucket: str, import_dead: Mapping[str, int]) -> dict:
+    key = s.url[len(f"s3://{bucket}/"):]
+    outcomes = {o: s.outcomes.get(o, 0) for o in OUTCOMES}
+    return {
+        "key": key, "modified_ms": s.modified_ms,
+        "mutations": {op: s.ops.get(op, 0) for op in OPS},
+        "outcomes": {**outcomes, "dead_lettered": import_dead.get(key, 0) + outcomes["unknown_insert_id"]},
+        "hours": [{"project": p, "hour": hour_text(h), "rewritten_ms": at} for (p, h), at in sorted(s.hours.items())],
+        "last_applied_ms": s.last_ms,
+    }
+
+
 def status_of(bucket: str, wanted: Callable[[str], bool], project: int, files: Mapping[str, FileSummary],
               import_dead: Mapping[str, int], shown: int = 20) -> list[dict]:
     """The mirror files of a source (in ``bucket``, keys it ``wanted``, of ``project``), latest applied first, at
     most ``shown``; ``import_dead``: per key, the rows its import dead-lettered (the file's import state)."""
+    return [_entry(s, bucket, import_dead) for s in _mine(bucket, wanted, project, files)[:shown]]
+
+
+class BadCursor(ValueError):
+    """A ``before`` that is not a cursor of ``history_of`` (its ``next``)."""
+
+
+def cursor(entry: Mapping) -> str:
+    """The place of a file in a source's history (``history_of``'s ``next``): its last_applied_ms and key."""
+    return f"{entry['last_applied_ms']}:{entry['key']}"
+
+
+def parse_cursor(text: str) -> tuple[int, str]:
+    ms, sep, key = text.partition(":")
+    if not sep or not ms.isascii() or not ms.isdigit() or len(ms) > 15 or not key:
+        raise BadCursor(f"before must be the next cursor of a previous page (<last_applied_ms>:<key>, such as "
+                        f"1733450761412:mirror/fixes.json), not {text!r}: leave it out for the latest files")
+    return int(ms), key
+
+
+def history_of(bucket: str, wanted: Callable[[str], bool], project: int, files: Mapping[str, FileSummary],
+               import_dead: Mapping[str, int], limit: int, before: str | None = None) -> dict:
+    """A page of a source's mirror files, latest applied first: at most ``limit`` of them, those after the cursor
+    ``before`` (a previous page's ``next``; None: from the latest). ``total``: the source's files; ``next``: the
+    cursor of the page's last file when more follow it, else None. A file applied again since a page was read
+    moves to the top of the history: a reader paging on sees each file at most once, the moved one on a new
+    first page."""
+    mine = _mine(bucket, wanted, project, files)
     under = f"s3://{bucket}/"
-    mine = sorted((s for url, s in files.items()
-                   if url.startswith(under) and wanted(url[len(under):]) and s.project == project),
-                  key=lambda s: (-s.last_ms, s.url))
-    out = []
-    for s in mine[:shown]:
-        key = s.url[len(under):]
-        outcomes = {o: s.outcomes.get(o, 0) for o in OUTCOMES}
-        out.append({
-            "key": key, "modified_ms": s.modified_ms,
-            "mutations": {op: s.ops.get(op, 0) for op in OPS},
-            "outcomes": {**outcomes, "dead_lettered": import_dead.get(key, 0) + outcomes["unknown_insert_id"]},
-            "hours": [{"project": p, "hour": hour_text(h), "rewritten_ms": at}
-                      for (p, h), at in sorted(s.hours.items())],
-            "last_applied_ms": s.last_ms,
-        })
-    return out
+    if before is not None:
+        ms, key = parse_cursor(before)
+        mine_after = [s for s in mine if (-s.last_ms, s.url) > (-ms, under + key)]
+    else:
+        mine_after = mine
+    page = [_entry(s, bucket, import_dead) for s in mine_after[:limit]]
+    more = len(mine_after) > limit
+    return {"total": len(mine), "files": page, "next": cursor(page[-1]) if more and page else None}
 
 
 def show(files: list[dict]) -> list[str]:
@@ -182,4 +225,17 @@ def show(files: list[dict]) -> list[str]:
             lines.append(f"    hour {h['project']} {h['hour']} rewritten at {iso(h['rewritten_ms'])}")
         if not f["hours"]:
             lines.append("    no hour rewritten")
+    return lines
+
+
+def show_history(source: str, doc: Mapping) -> list[str]:
+    """A page of ``history_of`` as lines for a person (``stream import history``)."""
+    import shlex
+    files = doc["files"]
+    lines = [f"{source}: {len(files)} of {doc['total']} mirror files shown, latest applied first"]
+    for f in files:
+        first, *rest = show([f])
+        lines += [first, f"    last applied at {iso(f['last_applied_ms'])}", *rest]
+    if doc["next"] is not None:
+        lines.append(f"more: stream import history {shlex.quote(source)} --before {shlex.quote(doc['next'])}")
     return lines

@@ -7,6 +7,8 @@
   table's changelog, as a worker's table holds them. A mirror source of events also lists its files' mutations by
   type and outcome and the hours they rewrote, and when (``stream.imports.mirror_files``, from the mirror-files
   topic the mirror stage writes).
+* ``history``: every mirror file of a mirror source of events, a page at a time, latest applied first
+  (``history_page``), from the same records as ``status`` (which shows the 20 applied last).
 * ``retry``: a discovery record with found_by ``retry``: the worker imports the file again even if it was done or
   failed. Rows imported before keep their ids, so dedupe drops them (within the dedupe window).
 
@@ -222,7 +224,9 @@ def summarize(settings: Settings, discovered: list[tuple[bytes, ImportFile]], st
     return out
 
 
-async def status(settings: Settings) -> list[dict]:
+async def _read(settings: Settings) -> tuple[list[tuple[bytes, ImportFile]], dict[bytes, FileState],
+                                             dict[str, FileSummary]]:
+    """The discovery records, the latest file states and the mirror files' summaries, as the workers keep them."""
     from stream.kafka import read_all
     from stream.topics import import_changelog, mirror_files_topic
     discovered = []
@@ -248,8 +252,43 @@ async def status(settings: Settings) -> list[dict]:
         except Exception:   # no mirror stage has applied anything yet: the topic does not exist
             records = []
         takes = [mirror_files.FileTake.decode(m.value) for m in records if m.value is not None]
-    return summarize(settings, discovered, states, int(time.time() * 1000),
-                     mirror=mirror_files.summaries(takes))
+    return discovered, states, mirror_files.summaries(takes)
+
+
+async def status(settings: Settings) -> list[dict]:
+    discovered, states, mirror = await _read(settings)
+    return summarize(settings, discovered, states, int(time.time() * 1000), mirror=mirror)
+
+
+HISTORY_LIMIT = 50
+HISTORY_MAX = 1000
+
+
+def history_page(src: SourceSettings, states: Mapping[bytes, FileState], mirror: Mapping[str, FileSummary],
+                 limit: int, before: str | None) -> dict:
+    """A page of the mirror files of ``src`` (``mirror_files.history_of``), as ``stream import history`` and
+    ``GET /admin/imports/{name}/history`` answer (pure); ``Refused`` for a source without mirror files or a
+    ``before`` that is not a cursor."""
+    if src.strategy != "mirror" or src.data_type != "event":
+        raise Refused(f"source {src.name!r} is not a mirror source of events (strategy: mirror, data_type: event), "
+                      "so it has no mirror files; see stream import status for its files")
+    dead = {split_file_key(k)[1]: s.dead for k, s in states.items() if split_file_key(k)[0] == src.name}
+    try:
+        page = mirror_files.history_of(src.bucket, functools.partial(discovery.wanted, src), src.project, mirror,
+                                       dead, limit, before)
+    except mirror_files.BadCursor as exc:
+        raise Refused(str(exc)) from None
+    return {"source": src.name, **page}
+
+
+async def history(settings: Settings, name: str, limit: int = HISTORY_LIMIT, before: str | None = None) -> dict:
+    """Every mirror file of the source, a page at a time, latest applied first (``history_page``)."""
+    src = source_or_error(settings, name)
+    if not 1 <= limit <= HISTORY_MAX:
+        raise Refused(f"limit must be between 1 and {HISTORY_MAX} (the files of a page), not {limit}")
+    history_page(src, {}, {}, limit, before)      # refuse before reading the topics
+    _, states, mirror = await _read(settings)
+    return history_page(src, states, mirror, limit, before)
 
 
 async def retry(settings: Settings, name: str, keys: list[str]) -> list[ImportFile]:

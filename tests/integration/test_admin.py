@@ -154,12 +154,13 @@ ROUTES = [("GET", "/admin/status"), ("GET", "/admin/destinations"), ("GET", "/ad
           ("GET", "/admin/destinations/{}/policy"), ("GET", "/admin/backfills"), ("POST", "/admin/backfills"),
           ("GET", "/admin/backfills/{}"), ("DELETE", "/admin/backfills/{}"), ("GET", "/admin/deadletters"),
           ("GET", "/admin/imports"), ("GET", "/admin/imports/{}/preview"), ("POST", "/admin/imports/{}/retry"),
+          ("GET", "/admin/imports/{}/history"),
           ("GET", "/admin/health"), ("GET", "/exports/status"), ("GET", "/admin/openapi.json"),
           ("POST", "/admin/cohorts/{}/syncs"), ("GET", "/admin/profiles/{}/{}"), ("GET", "/admin/cohorts"),
           ("GET", "/admin/cohorts/{}"), ("GET", "/admin/cohorts/{}/file"), ("PUT", "/admin/cohorts/{}/members"),
           ("GET", "/admin/memberships")]
 PARAMS = ["hours", "samples", "rows", "key", "destination", "enforce_encryption", "source", "user_id",
-          "amplitude_id", "project", "x"]
+          "amplitude_id", "project", "limit", "before", "x"]
 
 
 def _json_bytes(value: object) -> bytes:

@@ -7,6 +7,7 @@ import gzip
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import boto3
 import orjson
@@ -163,17 +164,28 @@ def test_mutations_rewrite_the_hours_holding_their_events_and_nothing_else(deplo
     assert [(d["reason"], d["field"], deadletter.source_of(d)) for d in dead_letters(settings)] == [
         ("unknown_insert_id", "insert_id", f"{FILE}#3")]
 
-    # the same mutations again: the same bytes (the dead letter of the unknown one comes once the hours are rebuilt)
+    # the same mutations again: the same bytes once their hours are rewritten again (the file's records of the
+    # second pass, at other offsets, written then)
+    first = rewrites(settings)
+    assert first >= 1
     asyncio.run(send(settings, muts))
-    wait_until(lambda: len(dead_letters(settings)) == 2, 120,
-               "the second pass applied (its unknown mutation dead-lettered again)")
+    wait_until(lambda: len(dead_letters(settings)) == 2 and rewrites(settings) == 2 * first, 120,
+               "the second pass applied (its unknown mutation dead-lettered again, its hours rewritten)")
     assert objects(settings) == after
 
 
-@pytest.mark.parametrize("point", ["mirror.logged", "mirror.rebuilt"])
+def rewrites(settings):
+    """The mirror-files records whose hours were rewritten (one per file, partition and take)."""
+    from stream.imports.mirror_files import FileTake
+    from stream.topics import mirror_files_topic
+    return sum(1 for r in asyncio.run(read_all(settings, mirror_files_topic(settings))) if FileTake.decode(r.value).hours)
+
+
+@pytest.mark.parametrize("point", ["mirror.logged", "mirror.pending", "mirror.rebuilt"])
 def test_killing_the_worker_while_it_applies_mutations_converges_to_the_same_hours(deployment, worker, point):
-    """kill -9 after the hours' logs are written (none rebuilt), or after they are rebuilt (offsets not committed):
-    the next worker applies the batch again, to the same result."""
+    """kill -9 after the hours' logs are written (not recorded pending), after they are recorded pending (the
+    offsets not committed), or after they are rebuilt (still pending): the next worker applies the take again, or
+    rebuilds what is pending, to the same result."""
     settings = mirror_deployment(deployment[1])
     before, old = exported(settings, worker)
     worker.stop()
@@ -350,3 +362,94 @@ def test_the_import_status_shows_each_mirror_files_mutations_and_hours_and_an_ov
     # kept in Kafka, not in the worker: the same with every worker stopped
     worker.stop()
     assert asyncio.run(ops.status(settings)) == [doc]
+
+
+def test_the_mirror_history_of_a_source_pages_through_every_file_past_the_twenty_of_its_status(deployment, worker):
+    """22 files' records on the mirror-files topic, as the mirror stage writes them: the status shows the 20 applied
+    last; the history (admin API, CLI, console) every one, a page at a time, latest applied first."""
+    from stream.admin.console import COOKIE, Console
+    from stream.imports import mirror_files, ops
+    from stream.imports.mirror_files import FileTake
+    from stream.topics import mirror_files_topic
+    from tests.integration.test_admin import call
+    from tests.integration.test_console import http_request, table_rows
+    settings, src_bucket = mirror_import(deployment)
+    asyncio.run(ensure_topics(settings))
+    at0, h7 = 1_765_000_000_000, 1_709_967_600_000        # h7: 2024-03-09T07
+    takes = [FileTake(f"s3://{src_bucket}/mirror/f{i:02d}.json", 424242, 1_764_000_000_000 + i, 0, 10 * i,
+                      10 * i + 1, 1, 2, {"UPDATE": 1, "DELETE": 1},
+                      {"applied": 1, "unknown_insert_id": 1} if i == 0 else {"applied": 2},
+                      ((424242, h7),), at0 + 60_000 * i) for i in range(22)]
+
+    async def write():
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await p.start()
+        try:
+            for t in takes:
+                await p.send_and_wait(mirror_files_topic(settings), t.encode(), key=t.key)
+        finally:
+            await p.stop()
+    asyncio.run(write())
+
+    def entry(i):
+        at = at0 + 60_000 * i
+        return {"key": f"mirror/f{i:02d}.json", "modified_ms": 1_764_000_000_000 + i,
+                "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 1},
+                "outcomes": {"applied": 1 if i == 0 else 2, "new": 0, "unknown_insert_id": 1 if i == 0 else 0,
+                             "insert_conflict": 0, "dead_lettered": 1 if i == 0 else 0},
+                "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at}], "last_applied_ms": at}
+    (status,) = asyncio.run(ops.status(settings))
+    assert status["mirror_files"] == [entry(i) for i in range(21, 1, -1)]
+    worker("--stages", "ingest")
+
+    def answers():
+        try:
+            return call(settings, "GET", "/admin/imports/corrections/history?limit=1")[0] == 200
+        except OSError:     # not listening yet
+            return False
+    wait_until(answers, 60, "the worker's admin API")
+    first = call(settings, "GET", "/admin/imports/corrections/history")
+    assert first == (200, {"source": "corrections", "total": 22, "files": [entry(i) for i in range(21, -1, -1)],
+                           "next": None})
+    page = call(settings, "GET", "/admin/imports/corrections/history?limit=20")
+    cursor = f"{at0 + 60_000 * 2}:mirror/f02.json"
+    assert page == (200, {"source": "corrections", "total": 22, "files": [entry(i) for i in range(21, 1, -1)],
+                          "next": cursor})
+    q = urllib.parse.quote(cursor, safe="")
+    assert call(settings, "GET", f"/admin/imports/corrections/history?limit=20&before={q}") == (
+        200, {"source": "corrections", "total": 22, "files": [entry(1), entry(0)], "next": None})
+    assert call(settings, "GET", "/admin/imports/corrections/history?before=2") == (400, {"error": (
+        "before must be the next cursor of a previous page (<last_applied_ms>:<key>, such as "
+        "1733450761412:mirror/fixes.json), not '2': leave it out for the latest files")})
+    assert call(settings, "GET", "/admin/imports/corrections/history?limit=0") == (
+        400, {"error": "limit must be between 1 and 1000"})
+    assert call(settings, "GET", "/admin/imports/nope/history")[0] == 404
+    # the CLI: a page of one after the cursor, and the command for the next
+    out = subprocess.run([sys.executable, "-m", "stream", "import", "history", "corrections", "-c",
+                          str(deployment[1]), "--limit", "1", "--before", cursor], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines() == [
+        "corrections: 1 of 22 mirror files shown, latest applied first",
+        "  mirror file mirror/f01.json: 0 INSERT, 1 UPDATE, 1 DELETE; 2 applied, 0 new, 0 unknown insert_id, "
+        "0 insert conflicts, 0 dead-lettered",
+        f"    last applied at {mirror_files.iso(at0 + 60_000)}",
+        f"    hour 424242 2024-03-09T07 rewritten at {mirror_files.iso(at0 + 60_000)}",
+        f"more: stream import history corrections --before {at0 + 60_000}:mirror/f01.json"]
+    # the console: the Imports page links to the history, whose pages of 50 hold all 22
+    cookie = f"{COOKIE}={Console(None, ADMIN_TOKEN).new_session()}"
+    code, _, imports_page = http_request(settings, "GET", "/console/imports", cookie=cookie)
+    assert code == 200 and 'href="/console/imports/corrections/history"' in imports_page
+    code, _, page = http_request(settings, "GET", "/console/imports/corrections/history", cookie=cookie)
+    assert code == 200
+    assert table_rows(page, "mirror-history")[:2] == [
+        ["mirror/f21.json", "0 INSERT, 1 UPDATE, 1 DELETE",
+         "2 applied, 0 new, 0 unknown insert_id, 0 insert conflicts, 0 dead-lettered", "424242 2024-03-09T07 at "
+         + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime((at0 + 60_000 * 21) / 1000)), "T"],
+        ["mirror/f20.json", "0 INSERT, 1 UPDATE, 1 DELETE",
+         "2 applied, 0 new, 0 unknown insert_id, 0 insert conflicts, 0 dead-lettered", "424242 2024-03-09T07 at "
+         + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime((at0 + 60_000 * 20) / 1000)), "T"]]
+    assert [r[0] for r in table_rows(page, "mirror-history")] == [f"mirror/f{i:02d}.json" for i in range(21, -1, -1)]
+    assert 'id="older"' not in page
+    code, _, older = http_request(settings, "GET", f"/console/imports/corrections/history?before={q}", cookie=cookie)
+    assert code == 200 and [r[0] for r in table_rows(older, "mirror-history")] == ["mirror/f01.json",
+                                                                                  "mirror/f00.json"]

@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from stream.export.mirror import Mutation, Op
 from stream.export.mirror_apply import Targeted
 from stream.imports import mirror_files as mf
@@ -141,3 +143,80 @@ def test_the_import_status_of_a_mirror_source_lists_its_files_and_an_appending_s
         "0 insert conflicts, 2 dead-lettered",
         "    hour 1 2024-03-09T07 rewritten at 2027-01-15T08:00:00.000Z",
         "    hour 1 2024-03-09T08 rewritten at 2027-01-15T08:00:00.000Z"]
+
+
+def history_files(n):
+    """n files of the source, in/f00.json applied first; in/f00 and in/f01 applied at the same time."""
+    ts = [take(0, 0, AT + max(i, 1) * 1000, url=f"s3://src/in/f{i:02d}.json") for i in range(n)]
+    return mf.summaries(ts + [take(0, 0, AT, url="s3://other/in/x.json")])
+
+
+def test_a_sources_history_pages_through_every_file_latest_applied_first():
+    s = history_files(25)
+    first = mf.history_of("src", under_in, 1, s, {"in/f24.json": 1}, limit=20)
+    assert (first["total"], len(first["files"]), first["next"]) == (25, 20, f"{AT + 5000}:in/f05.json")
+    assert [f["key"] for f in first["files"]] == [f"in/f{i:02d}.json" for i in range(24, 4, -1)]
+    assert first["files"][0] == {
+        "key": "in/f24.json", "modified_ms": 1_700_000_000_000, "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 0},
+        "outcomes": {"applied": 1, "new": 0, "unknown_insert_id": 0, "insert_conflict": 0, "dead_lettered": 1},
+        "hours": [{"project": 1, "hour": "2024-03-09T07", "rewritten_ms": AT + 24_000}],
+        "last_applied_ms": AT + 24_000}
+    # the first 20 are the import status's
+    assert first["files"] == mf.status_of("src", under_in, 1, s, {"in/f24.json": 1})
+    rest = mf.history_of("src", under_in, 1, s, {}, limit=20, before=first["next"])
+    assert [f["key"] for f in rest["files"]] == ["in/f04.json", "in/f03.json", "in/f02.json", "in/f00.json",
+                                                 "in/f01.json"]     # f00 and f01: the same time, by key
+    assert (rest["total"], rest["next"]) == (25, None)
+    # pages of 2 over the tie: each file once, the cursor between f00 and f01
+    keys, before = [], f"{AT + 3000}:in/f03.json"
+    while True:
+        page = mf.history_of("src", under_in, 1, s, {}, limit=2, before=before)
+        keys += [f["key"] for f in page["files"]]
+        if page["next"] is None:
+            break
+        before = page["next"]
+    assert keys == ["in/f02.json", "in/f00.json", "in/f01.json"]
+    assert mf.history_of("src", under_in, 1, s, {}, limit=25)["next"] is None
+    assert mf.history_of("src", under_in, 2, s, {}, limit=5) == {"total": 0, "files": [], "next": None}
+
+
+def test_a_history_cursor_that_is_not_one_is_refused_saying_what_to_pass():
+    for bad in ("", "12", "x:in/a.json", "12:", "-1:in/a.json"):
+        with pytest.raises(mf.BadCursor) as e:
+            mf.history_of("src", under_in, 1, {}, {}, limit=5, before=bad)
+        assert str(e.value) == (f"before must be the next cursor of a previous page (<last_applied_ms>:<key>, such "
+                                f"as 1733450761412:mirror/fixes.json), not {bad!r}: leave it out for the latest files")
+    assert mf.parse_cursor("1:in/a:b.json") == (1, "in/a:b.json")
+
+
+def test_a_history_page_as_lines_names_the_command_for_the_next_one():
+    s = history_files(3)
+    page = mf.history_of("src", under_in, 1, s, {}, limit=1)
+    assert mf.show_history("fixes", page) == [
+        "fixes: 1 of 3 mirror files shown, latest applied first",
+        "  mirror file in/f02.json: 0 INSERT, 1 UPDATE, 0 DELETE; 1 applied, 0 new, 0 unknown insert_id, "
+        "0 insert conflicts, 0 dead-lettered",
+        "    last applied at 2027-01-15T08:00:02.000Z",
+        "    hour 1 2024-03-09T07 rewritten at 2027-01-15T08:00:02.000Z",
+        f"more: stream import history fixes --before {AT + 2000}:in/f02.json"]
+    last = mf.history_of("src", under_in, 1, s, {}, limit=5, before=page["next"])
+    assert mf.show_history("fixes", last)[0] == "fixes: 2 of 3 mirror files shown, latest applied first"
+    assert not any(line.startswith("more:") for line in mf.show_history("fixes", last))
+
+
+def test_the_history_of_a_source_without_mirror_files_is_refused():
+    from stream.imports.ops import Refused, history_page
+    from stream.settings import Settings
+    conv = {"converterConfig": {"convertToAmplitudeFunc": {"event_type": "e", "user_id": "u", "insert_id": "i"}}}
+    settings = Settings(projects=[{"id": 1}], destinations=[{"name": "d", "project": 1, "bucket": "arch",
+                                                             "archive": True}],
+                        sources=[{"name": "fixes", "project": 1, "bucket": "src", "prefix": "in/", "strategy": "mirror",
+                                  "converter": conv},
+                                 {"name": "clicks", "project": 1, "bucket": "src", "prefix": "in/", "converter": conv}])
+    with pytest.raises(Refused) as e:
+        history_page(settings.source("clicks"), {}, {}, 5, None)
+    assert str(e.value) == ("source 'clicks' is not a mirror source of events (strategy: mirror, data_type: event), "
+                            "so it has no mirror files; see stream import status for its files")
+    assert history_page(settings.source("fixes"), {}, history_files(2), 1, None) == {
+        "source": "fixes", "total": 2, "files": mf.history_of("src", under_in, 1, history_files(2), {}, 1)["files"],
+        "next": f"{AT + 1000}:in/f00.json"}
