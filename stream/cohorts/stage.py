@@ -83,12 +83,33 @@ def partition_of(amplitude_id: int, partitions: int) -> int:
     return amplitude_id % partitions
 
 
-class StoredUser(msgspec.Struct, array_like=True):
-    """One user's cohort state (module docstring). ``recent``: upload minute -> condition key -> day -> events of
-    the last ``RECENT_MS``; ``props``/``uids``: (upload ms, value), oldest first, the latest before the last
-    ``RECENT_MS`` and every later one; ``marks``: ``<partition>/<source>`` -> the highest source offset taken;
-    ``merged_into``: the survivor, once this id was merged (then the state is kept only to answer a replay of the
-    merge)."""
+class StoredUser(msgspec.Struct, array_like=True, tag=2):
+    """One user's cohort state (module docstring), its condition keys written once: ``keys`` are the condition keys
+    it counts, and ``counts`` and ``recent`` name a key by its index there. ``counts``: key index -> day -> events;
+    ``recent``: upload minute -> day -> events of the last ``RECENT_MS`` by key index (a column per key, a key
+    without events of that minute and day 0); ``props``/``uids``: (upload ms, value), oldest first, the latest
+    before the last ``RECENT_MS`` and every later one; ``marks``: ``<partition>/<source>`` -> the highest source
+    offset taken; ``merged_into``: the survivor, once this id was merged (then the state is kept only to answer a
+    replay of the merge). On the wire: msgpack, an array of the tag 2 and the fields in this order
+    (``decode_user`` also reads the layout before it, ``StoredUserV1``)."""
+
+    project: int | None = None
+    first_ms: int = 0
+    last_day: int = 0
+    keys: list[str] = []
+    counts: dict[int, dict[int, int]] = {}
+    recent: dict[int, dict[int, list[int]]] = {}
+    props: list[tuple[int, dict[str, Any]]] = []
+    uids: list[tuple[int, str]] = []
+    marks: dict[str, int] = {}
+    index_day: int | None = None
+    merged_into: int | None = None
+
+
+class StoredUserV1(msgspec.Struct, array_like=True):
+    """The layout a state was stored in before ``StoredUser``: each condition key written out in ``counts`` and
+    again in every bucket of ``recent`` (upload minute -> condition key -> day -> events). Read (``decode_user``) and
+    written again as a ``StoredUser`` by the next write of its user."""
 
     project: int | None = None
     first_ms: int = 0
@@ -104,6 +125,8 @@ class StoredUser(msgspec.Struct, array_like=True):
 
 _enc = msgspec.msgpack.Encoder().encode
 _dec = msgspec.msgpack.Decoder(StoredUser).decode
+_dec_v1 = msgspec.msgpack.Decoder(StoredUserV1).decode
+_V1_HEAD = 0x9a        # a msgpack array of 10 elements: the fields of ``StoredUserV1`` (``StoredUser``'s has 12)
 
 
 def encode_user(u: StoredUser) -> bytes:
@@ -111,7 +134,65 @@ def encode_user(u: StoredUser) -> bytes:
 
 
 def decode_user(data: bytes) -> StoredUser:
+    """A stored state, in either layout (``StoredUserV1``: converted)."""
+    if data[0] == _V1_HEAD:
+        return from_v1(_dec_v1(data))
     return _dec(data)
+
+
+def _add_at(row: list[int], i: int, n: int) -> None:
+    """``row[i] += n``, the row grown with zeros to reach ``i``."""
+    if len(row) <= i:
+        row.extend([0] * (i + 1 - len(row)))
+    row[i] += n
+
+
+def from_v1(old: StoredUserV1) -> StoredUser:
+    """The same state in ``StoredUser``'s layout: the keys in the order they first appear (``counts``, then the
+    buckets of ``recent``)."""
+    keys: list[str] = []
+    at: dict[str, int] = {}
+
+    def index(key: str) -> int:
+        i = at.get(key)
+        if i is None:
+            i = at[key] = len(keys)
+            keys.append(key)
+        return i
+    counts = {index(k): days for k, days in old.counts.items()}
+    recent: dict[int, dict[int, list[int]]] = {}
+    for m, bucket in old.recent.items():
+        rows: dict[int, list[int]] = {}
+        for k, days in bucket.items():
+            i = index(k)
+            for d, n in days.items():
+                row = rows.get(d)
+                if row is None:
+                    row = rows[d] = []
+                _add_at(row, i, n)
+        recent[m] = rows
+    return StoredUser(old.project, old.first_ms, old.last_day, keys, counts, recent, old.props, old.uids, old.marks,
+                      old.index_day, old.merged_into)
+
+
+def counts_by_key(u: StoredUser) -> dict[str, dict[int, int]]:
+    """``u.counts`` by condition key."""
+    keys = u.keys
+    return {keys[i]: days for i, days in u.counts.items()}
+
+
+def recent_by_key(u: StoredUser) -> dict[int, dict[str, dict[int, int]]]:
+    """``u.recent`` as upload minute -> condition key -> day -> events (the keys with events only)."""
+    keys = u.keys
+    out: dict[int, dict[str, dict[int, int]]] = {}
+    for m, rows in u.recent.items():
+        bucket: dict[str, dict[int, int]] = {}
+        for d, row in rows.items():
+            for i, n in enumerate(row):
+                if n:
+                    bucket.setdefault(keys[i], {})[d] = n
+        out[m] = bucket
+    return out
 
 
 def _latest_before(log: list[tuple[int, Any]], t_ms: int) -> Any:
@@ -129,16 +210,19 @@ def view(u: StoredUser, t_ms: int) -> UserState | None:
     of its own then (first seen at ``t_ms`` or later, or merged into another)."""
     if u.merged_into is not None or u.first_ms >= t_ms:
         return None
-    counts = u.counts
+    keys = u.keys
+    counts = {keys[i]: days for i, days in u.counts.items()}
     later = [m for m in u.recent if m >= t_ms]
     if later:
         counts = {k: dict(days) for k, days in counts.items()}
         for m in later:
-            for k, days in u.recent[m].items():
-                mine = counts.get(k)
-                if mine is None:
-                    continue
-                for d, n in days.items():
+            for d, row in u.recent[m].items():
+                for i, n in enumerate(row):
+                    if not n:
+                        continue
+                    mine = counts.get(keys[i])
+                    if mine is None:
+                        continue
                     left = mine.get(d, 0) - n
                     if left > 0:
                         mine[d] = left
@@ -182,7 +266,7 @@ def _trim(u: StoredUser, latest: int) -> StoredUser:
     else:   # no bucket to drop or to join into its hour's (the common case): ``recent`` as it is
         return msgspec.structs.replace(u, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
     # ``u`` is its caller's own, and so are its buckets: a minute's is added into its hour's in place
-    recent: dict[int, dict[str, dict[int, int]]] = {}
+    recent: dict[int, dict[int, list[int]]] = {}
     for m, v in u.recent.items():
         if m < oldest:
             continue
@@ -191,31 +275,44 @@ def _trim(u: StoredUser, latest: int) -> StoredUser:
         if into is None:
             recent[key] = v
             continue
-        for k, days in v.items():
-            mine = into.get(k)
-            if mine is None:
-                into[k] = dict(days)
-                continue
-            for d, n in days.items():
-                mine[d] = mine.get(d, 0) + n
+        _add_rows(into, v)
     return msgspec.structs.replace(u, recent=recent, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
 
 
-def _add_counts(into: dict[str, dict[int, int]], other: Mapping[str, Mapping[int, int]]) -> dict[str, dict[int, int]]:
-    out = {k: dict(v) for k, v in into.items()}
-    for k, days in other.items():
-        mine = out.setdefault(k, {})
-        for d, n in days.items():
-            mine[d] = mine.get(d, 0) + n
-    return out
+def _add_rows(into: dict[int, list[int]], other: Mapping[int, list[int]], remap: list[int] | None = None) -> None:
+    """A bucket of ``recent`` added into another in place (``remap``: ``other``'s key index -> ``into``'s)."""
+    for d, row in other.items():
+        mine = into.get(d)
+        if mine is None:
+            if remap is None:
+                into[d] = list(row)
+                continue
+            mine = into[d] = []
+        for i, n in enumerate(row):
+            if n:
+                _add_at(mine, i if remap is None else remap[i], n)
 
 
 def fold_merged(survivor: StoredUser, merged: StoredUser) -> StoredUser:
     """The survivor after ``merged`` joined it: counters add up, properties and user_ids are one log by upload time
     (the newest wins, whoever had it), the first upload is the earliest."""
-    recent = {m: dict(v) for m, v in survivor.recent.items()}
+    keys = list(survivor.keys)
+    at = {k: i for i, k in enumerate(keys)}
+    remap = []
+    for k in merged.keys:
+        i = at.get(k)
+        if i is None:
+            i = at[k] = len(keys)
+            keys.append(k)
+        remap.append(i)
+    counts = {i: dict(days) for i, days in survivor.counts.items()}
+    for j, days in merged.counts.items():
+        mine = counts.setdefault(remap[j], {})
+        for d, n in days.items():
+            mine[d] = mine.get(d, 0) + n
+    recent = {m: {d: list(row) for d, row in v.items()} for m, v in survivor.recent.items()}
     for m, v in merged.recent.items():
-        recent[m] = _add_counts(recent.get(m, {}), v)
+        _add_rows(recent.setdefault(m, {}), v, remap)
     props, uids = list(survivor.props), list(survivor.uids)
     for ms, p in merged.props:
         props = _insert(props, ms, p)
@@ -227,8 +324,32 @@ def fold_merged(survivor: StoredUser, merged: StoredUser) -> StoredUser:
     first = min(survivor.first_ms, merged.first_ms) if survivor.project is not None else merged.first_ms
     return msgspec.structs.replace(
         survivor, project=survivor.project if survivor.project is not None else merged.project, first_ms=first,
-        last_day=max(survivor.last_day, merged.last_day), counts=_add_counts(survivor.counts, merged.counts),
-        recent=recent, props=props, uids=uids, marks=marks)
+        last_day=max(survivor.last_day, merged.last_day), keys=keys, counts=counts, recent=recent, props=props,
+        uids=uids, marks=marks)
+
+
+def _unused_keys_dropped(u: StoredUser) -> StoredUser:
+    """``u`` without the keys that neither ``counts`` nor ``recent`` count any more (their windows expired, or no
+    cohort has them), the others' indexes moved down in order."""
+    used = set(u.counts)
+    for rows in u.recent.values():
+        for row in rows.values():
+            used.update(i for i, n in enumerate(row) if n)
+    if len(used) == len(u.keys):
+        return u
+    remap = [-1] * len(u.keys)
+    keys: list[str] = []
+    for i, k in enumerate(u.keys):
+        if i in used:
+            remap[i] = len(keys)
+            keys.append(k)
+    counts = {remap[i]: days for i, days in u.counts.items()}
+    recent: dict[int, dict[int, list[int]]] = {}
+    for m, rows in u.recent.items():
+        moved: dict[int, list[int]] = {}
+        _add_rows(moved, rows, remap)
+        recent[m] = moved
+    return msgspec.structs.replace(u, keys=keys, counts=counts, recent=recent)
 
 
 # --- records of the cohorts topic --------------------------------------------------------------------------------
@@ -522,9 +643,9 @@ class CohortState:
     # the user's index entry: the first day it has something to drop
     def _next_day(self, u: StoredUser) -> int:
         best = u.last_day + self.state_days
-        conditions = self.cohorts.conditions
-        for key, counts in u.counts.items():
-            c = conditions.get(key)
+        conditions, keys = self.cohorts.conditions, u.keys
+        for i, counts in u.counts.items():
+            c = conditions.get(keys[i])
             if c is None:
                 day = min(counts, default=u.last_day)      # a condition no cohort has: drop it soon
             elif c.within_days is not None and counts:
@@ -561,24 +682,31 @@ class CohortState:
         uploaded, day = rec.uploaded_ms, rec.day
         upload_day = day_of_ms(uploaded)
         minute = uploaded - uploaded % MINUTE_MS
-        conditions = self.cohorts.conditions
-        bucket = None
+        conditions, keys = self.cohorts.conditions, u.keys
+        row = None
         for key in rec.conditions:
             c = conditions.get(key)
             if c is None or not c.keeps(day, upload_day):
                 continue              # it could never count
-            days = counts.get(key)
+            try:
+                i = keys.index(key)
+            except ValueError:
+                i = len(keys)
+                keys.append(key)
+            days = counts.get(i)
             if days is None:
-                days = counts[key] = {}
+                days = counts[i] = {}
             days[day] = days.get(day, 0) + 1
-            if bucket is None:
+            if row is None:
                 bucket = recent.get(minute)
                 if bucket is None:
                     bucket = recent[minute] = {}
-            days = bucket.get(key)
-            if days is None:
-                days = bucket[key] = {}
-            days[day] = days.get(day, 0) + 1
+                row = bucket.get(day)
+                if row is None:
+                    row = bucket[day] = []
+            if len(row) <= i:
+                row.extend([0] * (i + 1 - len(row)))
+            row[i] += 1
         if rec.properties is not None:
             u.props = _insert(u.props, uploaded, orjson.loads(rec.properties))
         if rec.user_id is not None:
@@ -671,15 +799,15 @@ class CohortState:
                 tx.put(user_key(aid), None)
                 out.forgotten += 1
                 continue
-            counts: dict[str, dict[int, int]] = {}
-            for key, days in u.counts.items():
-                c = self.cohorts.conditions.get(key)
+            counts: dict[int, dict[int, int]] = {}
+            for i, days in u.counts.items():
+                c = self.cohorts.conditions.get(u.keys[i])
                 if c is None:
                     continue
                 kept = {d: n for d, n in days.items() if c.keeps(d, today)}
                 if kept:
-                    counts[key] = kept
-            self._store(aid, msgspec.structs.replace(u, counts=counts), tx)
+                    counts[i] = kept
+            self._store(aid, _unused_keys_dropped(msgspec.structs.replace(u, counts=counts)), tx)
             out.expired += 1
 
 
