@@ -51,8 +51,9 @@ NAMES = (
     "import.produced",        # a file's rows all acknowledged by Kafka, its processed state not written
     "import.state_written",   # the processed state written, the imports.files offset not committed
     # mirror: events.mutations -> the hour logs -> hour rebuilds
-    "mirror.logged",          # a batch's mutations written to their hours' logs, no hour rebuilt
-    "mirror.rebuilt",         # the touched hours rebuilt, the events.mutations offsets not committed
+    "mirror.logged",          # a take's mutations written to their hours' logs, its hours not recorded pending
+    "mirror.pending",         # a take's hours recorded pending (handed to the changelog), its offsets not committed
+    "mirror.rebuilt",         # the pending hours rebuilt, their mirror-files records not written, still pending
     # profiles: profiles.mutations -> the profiles table
     "profiles.applied",       # a mutation's profile written to the table and handed to the changelog, not committed
     # shutdown

@@ -123,10 +123,11 @@ MIRROR_MUTATIONS = Counter(
     "insert_conflict (an INSERT of a held insert_id, mirror.insert_is_update off: ignored).", ["op", "outcome"])
 MIRROR_WAITING = Gauge("stream_mirror_oldest_waiting_seconds",
                        "Age of the oldest mirror mutation this worker took from events.mutations and has not applied "
-                       "yet (its hours not rebuilt); 0 when none waits. Mutations not taken yet show as consumer lag.")
+                       "yet (being logged, or its hours pending and not rebuilt); 0 when none waits. Mutations not "
+                       "taken yet show as consumer lag.")
 MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
-                                 "Hour rebuilds started by mirror mutations (one per project and hour a batch "
-                                 "touched).")
+                                 "Hours rebuilt for mirror mutations (one per project and pending hour of a rebuild, "
+                                 "however many takes touched it).")
 MIRROR_REWRITE_LAG = Histogram("stream_mirror_rewrite_lag_seconds",
                                "Time from a mirror file's arrival (its S3 LastModified) to the rewrite of the hours "
                                "its mutations touched, once per file and partition of each take applied.",

@@ -592,6 +592,12 @@ class MirrorSettings(_Section):
         "_stream/mirror/", description="Where the applied mutations of each hour are kept, in the bucket of the "
         "project's archive destination, at the top of the bucket (not under the destination's prefix, so that a "
         "reader of the export's folder never lists them): every later rebuild of the hour applies them again.")
+    rebuild_within_s: float = Field(
+        60, ge=0, le=1800, description="How long the hours that mirror mutations touched may wait for their rebuild "
+        "while more mutations keep coming: the mirror stage logs each take of mutations and records its hours as "
+        "pending, and rebuilds the pending hours once it has read every mutation there is (each hour once for all "
+        "the takes that touched it), or once the oldest has waited this long, whichever comes first. 0: every take's "
+        "hours are rebuilt before the next take (each hour again for every take that touches it).")
 
 
 class BackfillSettings(_Section):

@@ -35,6 +35,12 @@ def mirror_index_changelog(settings: Settings) -> str:
     return f"{settings.worker.app_id}-mirror-index-changelog"
 
 
+def mirror_pending_changelog(settings: Settings) -> str:
+    """The mirror stage's pending table's changelog: per partition of events.mutations, the hours its logged
+    mutations touched and not yet rebuilt, and the mirror-files records waiting for them; compacted."""
+    return f"{settings.worker.app_id}-mirror-pending-changelog"
+
+
 def mirror_files_topic(settings: Settings) -> str:
     """What the mirror stage did with each import file's mutations: a record per file, partition of events.mutations
     and take (``stream.imports.mirror_files``), compacted: a take applied again replaces its records."""
@@ -106,6 +112,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                   {"cleanup.policy": "delete", "retention.ms": str(int((settings.mirror.index_days + 1) * DAY_MS))}),
         # read whole by stream import status: one partition, the latest record of each key kept
         TopicSpec(mirror_files_topic(settings), 1, {"cleanup.policy": "compact"}),
+        # one record per key written (a pending hour or file record; a tombstone once rebuilt): compacted
+        TopicSpec(mirror_pending_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
     ] if settings.mirror_projects() else []) + ([
         # mutations read from sources of profiles, keyed by project and user_id; not compacted: the record of a key
         # produced last may be an older file's, and the newer one must still be applied

@@ -9,11 +9,15 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 - ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after
   two seconds without a mutation, ten seconds after its first, or at 20,000); per partition, the applier routes
   each mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in
-  its hours' logs; then every hour the partitions' batches touched is rebuilt once; unknown UPDATEs and DELETEs are
-  dead-lettered with their file and row; once the hours are rewritten, a record per file and partition of what
-  the take did with the file's mutations goes to the mirror-files topic (``stream.imports.mirror_files``), which
-  ``stream import status`` reads.
-  faust commits the batch's offsets once the agent is done with it (the take acknowledges them then).
+  its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
+  table (RocksDB, compacted changelog: ``stream.export.mirror_pending``; crash point ``mirror.pending``); unknown
+  UPDATEs and DELETEs are dead-lettered with their file and row, new INSERTs sent as events; faust commits the
+  take's offsets once the agent is done with it (the take acknowledges them then).
+  The ``mirror-pending`` timer rebuilds the pending hours of the worker's partitions (those a previous worker left
+  too), each once for every take that touched it, once the agent has taken every mutation of its partitions, or
+  once the oldest has waited ``mirror.rebuild_within_s`` (0: after every take); crash point ``mirror.rebuilt``. Once the hours are rewritten, a record per file and partition of what
+  each take did with the file's mutations goes to the mirror-files topic (``stream.imports.mirror_files``), which
+  ``stream import status`` reads, and the pending records are deleted.
 
 The stage's S3 clients (one per bucket target) and the producer of its rebuilds' ledger records are made on first use
 and held until the mutations agent stops (``Held``): the logs of every partition and take and the rebuilds share them.
@@ -31,12 +35,15 @@ from typing import Generic, TypeVar
 
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.types import TP
+from rocksdict import WriteBatch
 
 from stream import kafka, metrics
 from stream.agents.contiguous import Contiguous
 from stream.agents.takes import take_bursts
 from stream.clock import Clock
-from stream.dedup.table import DedupeTable
+from stream.crashpoints import crash_point
+from stream.dedup.table import DedupeTable, KeyedChangelog
 from stream.events import deadletter
 from stream.events.batch import decode_rows
 from stream.events.normalize import Reason, Rejected
@@ -47,22 +54,26 @@ from stream.events.timefmt import DAY_MS, HOUR_MS
 from stream.export.backfill import Backfill, hour_text
 from stream.retry import retry_until_done
 from stream.export import mirror_index
-from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, mirror_log_of, rebuild_touched
+from stream.export import mirror_pending
+from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, mirror_log_of
 from stream.imports import mirror_files
 from stream.imports import mutations as records
 from stream.kafka import client_args
 from stream.s3.client import target_client, target_of
 from stream.s3.storage import S3Storage, Storage
 from stream.settings import Settings
-from stream.topics import mirror_files_topic, mirror_index_changelog
+from stream.topics import mirror_files_topic, mirror_index_changelog, mirror_pending_changelog
 
 log = logging.getLogger(__name__)
 
 TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 2.0, 10.0
-"""Mutations taken together: what one pass of rebuilds answers for (more at once: fewer rebuilds of an hour). A
-take closes once no mutation came for ``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds
-``TAKE_MAX``. The quiet time is longer than the 1.5 s faust's consumer lets the broker hold a fetch
-(``fetch_max_wait_ms``): the records of one burst can reach the stage that far apart."""
+"""Mutations taken together: logged and recorded pending at once. A take closes once no mutation came for
+``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds ``TAKE_MAX``. The quiet time is longer than
+the 1.5 s faust's consumer lets the broker hold a fetch (``fetch_max_wait_ms``): the records of one burst can reach
+the stage that far apart."""
+
+PENDING_LOOK_S = 1.0
+"""How often the ``mirror-pending`` timer looks whether pending hours are due (and sets the waiting gauge)."""
 
 
 class IndexTable(DedupeTable):
@@ -70,6 +81,27 @@ class IndexTable(DedupeTable):
 
     def changelog_ops(self, key: bytes | None, value: bytes | None):
         return () if value is None else mirror_index.decode_writes(value)
+
+
+class PendingTable(KeyedChangelog, DedupeTable):
+    """Per partition of events.mutations, its pending hours and mirror-files records (``mirror_pending``); each
+    changelog record is one key's."""
+
+    def pending(self, partition: int) -> mirror_pending.Pending:
+        return mirror_pending.read(self.db(partition).items())
+
+    async def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
+        """Write ``ops`` (a value of None deletes the key) in one WriteBatch, and a changelog record per key."""
+        if not ops:
+            return
+        wb = WriteBatch(raw_mode=True)
+        for k, v in ops.items():
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        self.db(partition).write(wb)
+        await self.send_records(partition, ops.items())
 
 
 K = TypeVar("K", bound=Hashable)
@@ -167,7 +199,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
     index_topic = app.topic(t.name("mirror_index"), partitions=t.partitions, **raw)
     mutations = app.topic(t.name("mutations"), partitions=t.partitions, **raw)
     dead = app.topic(t.name("dead_letter"), **raw)
-    files = app.topic(mirror_files_topic(settings), partitions=1, **raw)
+    files_topic = app.topic(mirror_files_topic(settings), partitions=1, **raw)
     keep_s = (m.index_days + 1) * DAY_MS / 1000
     changelog = app.topic(mirror_index_changelog(settings), partitions=t.partitions, internal=True, retention=keep_s,
                           compacting=False, deleting=True, **raw)
@@ -217,6 +249,19 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         await table.write_batch(msg.partition, new, f"{index_name}[{msg.partition}]@{msg.offset}".encode(),
                                 mirror_index.encode_writes(new))
 
+    pending_changelog = app.topic(mirror_pending_changelog(settings), partitions=t.partitions, internal=True,
+                                  retention=None, compacting=True, deleting=False, **raw)
+    pending = app.tables.add(PendingTable(app, name="mirror-pending", partitions=t.partitions,
+                                          changelog_topic=pending_changelog,
+                                          help="per partition of events.mutations: its hours logged, not rebuilt",
+                                          key_type=bytes, value_type=bytes))
+    mutations_name = mutations.get_topic_name()
+    within_ms = int(m.rebuild_within_s * 1000)
+    lock = asyncio.Lock()           # a take and a rebuild of the pending hours: one at a time
+    handled: dict[int, int] = {}    # per partition: the offset after the last mutation taken
+    taken: list[int | None] = [None]    # the oldest mutation of the take being logged: its Kafka timestamp (ms)
+    held: list[int | None] = [None]     # the oldest mutation of the pending hours, as last read
+
     @app.agent(mutations, name="mirror-mutations")
     async def apply(stream: faust.StreamT) -> None:
         """A burst of mutations at a time, partition by partition (see the module)."""
@@ -229,10 +274,25 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
                 await close()
 
     async def apply_take(events: list) -> None:
+        async with lock:
+            try:
+                await log_take(events)
+            finally:
+                taken[0] = None
+                held[0] = oldest_pending()
+
+    def oldest_pending() -> int | None:
+        return min((o for p in partitions() if (o := pending.pending(p).oldest_ms()) is not None), default=None)
+
+    def set_waiting() -> None:
+        metrics.MIRROR_WAITING.set(mirror_pending.oldest_waiting_s([taken[0], held[0]], clock.now_ms()))
+
+    async def log_take(events: list) -> None:
         by_partition: dict[int, list] = {}
         for e in events:
             by_partition.setdefault(e.message.partition, []).append(e)
-        waiting[0] = min(e.message.timestamp for e in events)
+        oldest_ms = int(min(e.message.timestamp for e in events) * 1000)
+        taken[0] = oldest_ms
         decoded = {p: [Targeted(*records.decode(e.value), e.message.offset) for e in evs]
                    for p, evs in by_partition.items()}
         ready = None
@@ -248,27 +308,86 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             raise
         if ready is not None:
             await asyncio.gather(ready, return_exceptions=True)
-        # every partition's batch logged: each touched hour rebuilt once for all of them
-        await rebuild_touched([a for _, a in applied], rebuild)
+        crash_point("mirror.logged")
         at_ms = clock.now_ms()
+        files: dict[int, list[mirror_files.FileTake]] = {}
         for p, a in applied:
-            await report(a, p, at_ms)
-        waiting[0] = None
+            files[p] = mirror_files.takes_of(a, p, at_ms)
+            await pending.write(p, mirror_pending.writes(pending.pending(p), a.hours,
+                                                         [f for f in files[p] if f.hours], at_ms, oldest_ms))
+        crash_point("mirror.pending")
+        for p, a in applied:
+            await report(a, p, [f for f in files[p] if not f.hours])
+            handled[p] = max(e.message.offset for e in by_partition[p]) + 1
 
-    waiting: list[float | None] = [None]    # the oldest mutation taken and not yet applied: its Kafka timestamp (s)
+    def partitions() -> list[int]:
+        """The partitions of events.mutations assigned to this worker."""
+        try:
+            return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == mutations_name)
+        except Exception:       # no consumer yet, or not assigned any more
+            return []
 
-    @app.timer(interval=5.0)
-    async def mirror_waiting() -> None:
-        metrics.MIRROR_WAITING.set(0 if waiting[0] is None else max(0.0, clock.now_ms() / 1000 - waiting[0]))
+    def is_drained(parts: list[int]) -> bool:
+        """Has the agent taken every mutation up to the end of its partitions (as the last fetch saw it)?"""
+        starts = getattr(app, "starts", {})     # where each partition was sought to (stream.consumer.App)
+        ends: dict[int, int | None] = {}
+        done: dict[int, int | None] = {}
+        for p in parts:
+            tp = TP(mutations_name, p)
+            try:
+                ends[p] = app.consumer.highwater(tp)     # None until a fetch answered for the partition
+            except Exception:       # not assigned any more
+                ends[p] = None
+            done[p] = handled.get(p, starts.get(tp))
+        return mirror_pending.drained(done, ends)
 
-    async def report(applied: Applied, partition: int, at_ms: int) -> None:
-        log.info("mirror: %d mutations of %s[%d] applied: %s; hours rebuilt: %s", sum(applied.routed.values()),
+    async def rebuild_due() -> None:
+        """Rebuild the pending hours of the assigned partitions if they are due (``mirror_pending.due_hours``)."""
+        async with lock:
+            parts = partitions()
+            pend = {p: pending.pending(p) for p in parts}
+            now_ms = clock.now_ms()
+            hours = mirror_pending.due_hours(pend.values(), now_ms, is_drained(parts), within_ms)
+            if not hours:
+                return
+            for project, hs in hours.items():
+                await rebuild(project, hs)
+            crash_point("mirror.rebuilt")
+            at_ms = clock.now_ms()
+            for p, pd in sorted(pend.items()):
+                # on the broker before the records they waited for are deleted
+                sent = [await files_topic.send(key=take.key, value=take.encode())
+                        for take in mirror_pending.rewritten(pd, at_ms)]
+                await asyncio.gather(*sent)
+                for take in mirror_pending.rewritten(pd, at_ms):
+                    metrics.MIRROR_REWRITE_LAG.observe(max(0, at_ms - take.modified_ms) / 1000)
+                await pending.write(p, mirror_pending.clears(pd))
+            held[0] = oldest_pending()
+            metrics.MIRROR_HOURS_REWRITTEN.inc(sum(len(hs) for hs in hours.values()))
+            log.info("mirror: hours rebuilt (%d, pending since %.1fs): %s", sum(len(hs) for hs in hours.values()),
+                     (now_ms - min(s for pd in pend.values() if (s := pd.since_ms()) is not None)) / 1000,
+                     ", ".join(f"{p}: {' '.join(hour_text(h) for h in hs)}" for p, hs in hours.items()))
+
+    @app.timer(interval=PENDING_LOOK_S)
+    async def mirror_pending_look() -> None:
+        """The waiting gauge; the pending hours rebuilt once due (those a previous worker left too)."""
+        set_waiting()
+        if lock.locked() or getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
+            return      # a take or a rebuild under way (the gauge counts from what it started with), or a rebalance
+        held[0] = oldest_pending()
+        set_waiting()
+        await rebuild_due()
+        set_waiting()
+
+    async def report(applied: Applied, partition: int, takes: list[mirror_files.FileTake]) -> None:
+        """A take's outcomes of one partition: counted, logged, unknown ones dead-lettered, new events sent; the
+        mirror-files records of ``takes`` (records that name no hour to wait for) written."""
+        log.info("mirror: %d mutations of %s[%d] applied: %s; hours pending: %s", sum(applied.routed.values()),
                  mutations.get_topic_name(), partition,
                  ", ".join(f"{op.lower()} {outcome} {n}" for (op, outcome), n in sorted(applied.routed.items())),
                  ", ".join(f"{p}: {' '.join(hour_text(h) for h in hs)}" for p, hs in applied.hours.items()) or "none")
         for (op, outcome), n in applied.routed.items():
             metrics.MIRROR_MUTATIONS.labels(op.lower(), outcome).inc(n)
-        metrics.MIRROR_HOURS_REWRITTEN.inc(sum(len(hours) for hours in applied.hours.values()))
         for u in applied.unknown:
             _, url, row = u.mutation.seq
             why = Rejected(Reason.UNKNOWN_INSERT_ID, "insert_id",
@@ -279,10 +398,8 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             metrics.EVENTS_DEAD_LETTERED.labels("mirror", Reason.UNKNOWN_INSERT_ID.value).inc()
         if applied.new:
             await send_new(partition, applied.new)
-        for take in mirror_files.takes_of(applied, partition, at_ms):
-            await files.send(key=take.key, value=take.encode())
-            if take.hours:
-                metrics.MIRROR_REWRITE_LAG.observe(max(0, at_ms - take.modified_ms) / 1000)
+        for take in takes:
+            await files_topic.send(key=take.key, value=take.encode())
 
 
 def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int, list[Targeted]], Awaitable[None]]:

@@ -12,10 +12,11 @@ and the index entries of its insert_ids). Order, and why a crash anywhere conver
    handed to ``send_new`` (exported as an import's events are); an INSERT of a held one is routed as an UPDATE
    when ``insert_is_update``, else counted ``insert_conflict``;
 2. per touched hour, the routed mutations are written to the hour's log (``stream.export.mirror_log``) under a
-   key made of the batch's partition and first offset (crash point ``mirror.logged`` after the last);
-3. ``rebuild`` is called with the touched hours, once for the batches of every partition taken together
-   (``rebuild_touched``): it rewrites each from its source events and the hour's whole log (crash point
-   ``mirror.rebuilt`` after it returns);
+   key made of the batch's partition and first offset (the mirror stage's crash point ``mirror.logged`` after
+   the last);
+3. the touched hours are rebuilt: each from its source events and the hour's whole log. ``apply`` calls
+   ``rebuild`` with them before it returns (``rebuild_touched``); the mirror stage instead records them as
+   pending and rebuilds them later, each once for many takes (``stream.export.mirror_pending``);
 4. the caller commits the batch's offsets.
 
 A crash before 4 replays the batch: the same mutations are written again (under the same keys, or, cut
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stream.clock import Clock
-from stream.crashpoints import crash_point
 from stream.export import mirror_index, mirror_log
 from stream.export.mirror import Mutation, Op, updated
 from stream.export.mirror_kept import HourMutations, KeptMutations
@@ -236,10 +236,8 @@ async def rebuild_touched(applied: Iterable[Applied], rebuild: Callable[[int, li
     for a in applied:
         for project, hs in a.hours.items():
             hours.setdefault(project, set()).update(hs)
-    crash_point("mirror.logged")
     for project, hs in sorted(hours.items()):
         await rebuild(project, sorted(hs))
-    crash_point("mirror.rebuilt")
 
 
 async def hour_mutations(storage: Storage, bucket: str, log_prefix: str, project: int, hour_ms: int) -> list[Mutation]:
