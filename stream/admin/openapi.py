@@ -157,7 +157,10 @@ OPENAPI: dict[str, Any] = {
         "/admin/cohorts/{id}/syncs": {"post": _op(
             "Sync a cohort now", "The cohort's syncs due now (to one destination, if the body names it) run by this "
             "worker's cohorts stage at once, in turn with its other syncs and without waiting out a failed "
-            "attempt's backoff; per sync, queued or complete (its current time is complete already).",
+            "attempt's backoff; per sync, queued (scheduled_ms: the time it will be stamped with) or complete (the "
+            "current hour or day of an hourly or daily sync is complete already). A once sync whose sync is complete "
+            "runs another, stamped now to the minute (the next minute when asked within that of its latest "
+            "completed sync) and diffed against it (docs/cohorts.md).",
             params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
                      "description": "A cohort's id."}], ok="202", errors=("400", "401", "404", "409"),
             body={"type": "object", "properties": {"destination": {"type": "string"}}})},

@@ -8,6 +8,16 @@ completed sync, or before any, now to the minute. A slot is due once no sync of 
 slot begins before a failing one succeeds, the failing one is left (its files, if any, stay without a completion
 record) and the next is synced against the latest completed sync.
 
+**Sync now** (``SyncNow``: the admin API's ``POST /admin/cohorts/{id}/syncs``, the console's button) runs a due
+slot at the loop's next look, without waiting out a failed attempt's backoff. An hourly or daily sync whose
+current slot is complete has nothing due: it answers ``complete``. A ``once`` sync whose sync is complete runs
+another (``resync_slot``): stamped now to the minute, at the earliest the minute after its latest completed sync
+(two syncs cannot share a stamp: a request in that minute waits for the next), diffed against the latest
+completed sync like any other, and recorded in its history; the loop never runs one on its own. A ``once`` sync
+is stamped when the stage first schedules it, so one scheduled before the events it should count had arrived
+(a worker started before its first events) completes with what was there: "sync now" then gives the sync the
+user expects.
+
 **What a sync at T counts** (``counted_day``): the events uploaded before T, on the UTC days of their
 ``event_time`` up to the day holding T's last millisecond before it: ``within_days: N`` covers the N UTC days
 ending with the day of ``T - 1 ms``. For a sync stamped at a UTC midnight this is exactly ``[T - N days, T)``: a
@@ -25,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -91,14 +101,20 @@ class JobState:
     failed_slot: int | None = None
     retry_at_ms: int | None = None
     once_slot: int | None = None           # once: the slot of its first attempt, kept across retries
+    requested: bool = False                # once, complete: "sync now" asked for another sync
 
 
 def due(state: JobState, now_ms: int) -> int | None:
     """The slot to sync at ``now_ms``, or None: nothing is due, or a failed attempt's retry is not yet."""
     if state.cadence == "once":
         if state.completed_ms is not None:
-            return None
-        slot = state.once_slot if state.once_slot is not None else slot_start("once", state.time_zone, now_ms)
+            if not state.requested:
+                return None
+            slot = resync_slot(state, now_ms)
+            if slot > now_ms:       # asked within the minute of the latest completed sync: due at the next
+                return None
+        else:
+            slot = state.once_slot if state.once_slot is not None else slot_start("once", state.time_zone, now_ms)
     else:
         slot = slot_start(state.cadence, state.time_zone, now_ms)
         if state.completed_ms is not None and state.completed_ms >= slot:
@@ -106,6 +122,25 @@ def due(state: JobState, now_ms: int) -> int | None:
     if state.failed_slot == slot and state.retry_at_ms is not None and now_ms < state.retry_at_ms:
         return None
     return slot
+
+
+def resync_slot(state: JobState, now_ms: int) -> int:
+    """The slot of the sync "sync now" asked of a ``once`` sync whose sync is complete: that of its failed attempt,
+    else now to the minute, at the earliest the minute after the latest completed sync (which may be after
+    ``now_ms``: the sync is then due at that minute)."""
+    assert state.completed_ms is not None
+    if state.once_slot is not None and state.once_slot > state.completed_ms:
+        return state.once_slot
+    return max(slot_start("once", state.time_zone, now_ms), state.completed_ms + MINUTE_MS)
+
+
+def sync_now(state: JobState) -> JobState:
+    """The state once "sync now" is asked of it: no waiting out a failed attempt's backoff; a ``once`` sync whose
+    sync is complete asks for another (``resync_slot``)."""
+    state.retry_at_ms = None
+    if state.cadence == "once" and state.completed_ms is not None:
+        state.requested = True
+    return state
 
 
 def next_wake(state: JobState, now_ms: int) -> int | None:
@@ -117,6 +152,9 @@ def next_wake(state: JobState, now_ms: int) -> int | None:
         times.append(next_slot(state.cadence, state.time_zone, slot_start(state.cadence, state.time_zone, now_ms)))
     if state.retry_at_ms is not None and state.retry_at_ms > now_ms:
         times.append(state.retry_at_ms)
+    if state.cadence == "once" and state.requested and state.completed_ms is not None and \
+            resync_slot(state, now_ms) > now_ms:     # asked within the minute of the completed sync
+        times.append(resync_slot(state, now_ms))
     return min((t for t in times if t is not None), default=None)
 
 
@@ -124,6 +162,7 @@ def completed(state: JobState, slot_ms: int) -> JobState:
     """The state once the sync of ``slot_ms`` is complete (or was found complete)."""
     state.completed_ms = max(slot_ms, state.completed_ms or slot_ms)
     state.failures, state.failed_slot, state.retry_at_ms = 0, None, None
+    state.once_slot, state.requested = None, False
     return state
 
 
@@ -150,20 +189,22 @@ def late(state: JobState, now_ms: int) -> bool:
 class SyncNow:
     """"Sync now" requests (``POST /admin/cohorts/{id}/syncs``) to this process's scheduler, if it runs one: each
     named job's due sync is run at the scheduler's next look, without waiting out a failed attempt's backoff, in
-    its turn with the others (never beside another sync of the same job)."""
+    its turn with the others (never beside another sync of the same job); a ``once`` sync whose sync is complete
+    gets another (see the module)."""
 
     def __init__(self) -> None:
         self.scheduler: Scheduler | None = None
         self.pending: set[str] = set()
 
     def request(self, jobs: list[Any], now_ms: int) -> list[dict[str, Any]]:
-        """Ask for ``jobs``' syncs now; what each will do: ``queued`` (its due time is not complete) or
-        ``complete`` (the current time of an hourly or daily sync, or a once sync, is complete already)."""
+        """Ask for ``jobs``' syncs now; what each will do: ``queued`` (its due time is not complete, or a once sync
+        asks for another: ``scheduled_ms``, the time it will be stamped with) or ``complete`` (the current time of
+        an hourly or daily sync is complete already)."""
         assert self.scheduler is not None
         out = []
         for job in jobs:
             state = self.scheduler.states.get(job.name)
-            slot = due(_without_backoff(state), now_ms) if state is not None else None
+            slot = planned(sync_now(replace(state)), now_ms) if state is not None else None
             if slot is not None:
                 self.pending.add(job.name)
             out.append({"destination": job.destination.name, "routing_key": job.sync.routing_key,
@@ -177,9 +218,13 @@ class SyncNow:
         return taken
 
 
-def _without_backoff(state: JobState) -> JobState:
-    from dataclasses import replace
-    return replace(state, retry_at_ms=None)
+def planned(state: JobState, now_ms: int) -> int | None:
+    """The slot the loop syncs next for ``state`` once nothing else is before it: the due one, or that of the
+    sync a "sync now" asked of a complete ``once`` sync (due at its minute)."""
+    slot = due(state, now_ms)
+    if slot is None and state.cadence == "once" and state.requested and state.completed_ms is not None:
+        slot = resync_slot(state, now_ms)
+    return slot
 
 
 NOW = SyncNow()
@@ -220,7 +265,7 @@ class Scheduler:
         """Sync what is due now; the seconds until the next wake."""
         for name in self.requests.take() if self.requests is not None else ():
             if name in self.states:
-                self.states[name].retry_at_ms = None      # "sync now": no waiting out a backoff
+                sync_now(self.states[name])
         now = self.now()
         plan: dict[int, list[Any]] = {}
         for job in self.jobs:

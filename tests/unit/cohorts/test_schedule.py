@@ -72,6 +72,39 @@ def test_once_keeps_the_slot_of_its_first_attempt_across_retries():
     assert due(st, ms("2024-03-11 07:44")) is None and next_wake(st, ms("2024-03-11 07:44")) is None
 
 
+def test_sync_now_of_a_complete_once_sync_runs_another_at_a_minute_of_its_own():
+    # the once sync was stamped as the stage started, before the events it should count: it completed with what
+    # was there, and "sync now" asks for another
+    clock = FakeClock(ms("2024-03-10 07:42") + 5_000)
+    st = JobState("once", "UTC", since_ms=clock.now_ms())
+    first = due(st, clock.now_ms())
+    assert first == ms("2024-03-10 07:42")
+    schedule.completed(st, first)
+    clock.advance(20_000)
+    assert due(st, clock.now_ms()) is None and next_wake(st, clock.now_ms()) is None
+    schedule.sync_now(st)
+    # asked within the minute of the completed sync: stamped, and due, at the next minute
+    assert due(st, clock.now_ms()) is None
+    assert next_wake(st, clock.now_ms()) == schedule.planned(st, clock.now_ms()) == ms("2024-03-10 07:43")
+    clock.advance(35_000)
+    assert due(st, clock.now_ms()) == ms("2024-03-10 07:43")
+    # a failed attempt keeps its minute across retries, after the backoff
+    schedule.failed(st, ms("2024-03-10 07:43"), clock.now_ms())
+    assert due(st, clock.now_ms() + 59_000) is None and next_wake(st, clock.now_ms()) == clock.now_ms() + 60_000
+    assert due(st, ms("2024-03-10 07:50")) == ms("2024-03-10 07:43")
+    schedule.completed(st, ms("2024-03-10 07:43"))
+    assert (st.completed_ms, st.requested, st.once_slot) == (ms("2024-03-10 07:43"), False, None)
+    assert due(st, ms("2024-03-10 09:10")) is None and next_wake(st, ms("2024-03-10 09:10")) is None
+    # asked later: now to the minute, at once
+    schedule.sync_now(st)
+    assert due(st, ms("2024-03-10 09:10") + 40_000) == ms("2024-03-10 09:10")
+    # an hourly sync whose hour is complete has nothing due: sync now changes nothing
+    hourly = schedule.completed(JobState("hourly", "UTC"), ms("2024-03-10 09:00"))
+    schedule.sync_now(hourly)
+    assert due(hourly, ms("2024-03-10 09:10")) is None and schedule.planned(hourly, ms("2024-03-10 09:10")) is None
+    assert next_wake(hourly, ms("2024-03-10 09:10")) == ms("2024-03-10 10:00")
+
+
 def settings_with(*dests):
     return load_settings(None, projects=[{"id": P}], cohorts=[
         {"id": "pro-buyers", "project": P, "name": "Pro buyers", "rule": {"and": [

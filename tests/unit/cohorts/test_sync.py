@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from stream.cohorts import sync
-from stream.cohorts.sync import Membership, jobs_of, run_syncs, scheduled_time
+from stream.cohorts.sync import Membership, completed, jobs_of, run_syncs, scheduled_time
 from stream.s3.storage import MemoryStorage
 from stream.settings import load_settings
 
@@ -173,6 +173,15 @@ def test_hourly_and_once_schedules():
     (r1,) = run(s, now, storage, source)
     (r2,) = run(s, now + 86_400_000, storage, source)
     assert r1.scheduled_ms == r2.scheduled_ms == ms("2024-03-10 07:42") and r2.skipped
+    # "sync now" of the completed once sync: the scheduler's next minute, diffed against it, then the latest
+    (r3,) = asyncio.run(run_syncs(s, jobs_of(s, "pro-buyers"), now, lambda d: storage, source,
+                                  at_ms=ms("2024-03-10 07:43")))
+    assert (r3.skipped, r3.previous, r3.members, r3.entering, r3.exiting) == (False, "2024-03-10T07:42", r1.members,
+                                                                              0, 0)
+    assert [r["scheduled_ms"] for r in asyncio.run(completed(storage, jobs_of(s, "pro-buyers")[0]))] == [
+        ms("2024-03-10 07:42"), ms("2024-03-10 07:43")]
+    (r4,) = run(s, now + 86_400_000, storage, source)       # the CLI's once: that of the latest completed sync
+    assert r4.scheduled_ms == ms("2024-03-10 07:43") and r4.skipped
 
 
 def test_hyphen_time_routing_key_and_user_id_property():

@@ -83,6 +83,57 @@ def test_sync_now_runs_a_backed_off_sync_at_the_schedulers_next_look():
     assert sched.states["buyers -> crm"].completed_ms == ms("2024-03-10 07:00")
 
 
+def test_sync_now_of_a_once_sync_that_completed_runs_another_recorded_after_it():
+    s = load_settings(None, kafka={"bootstrap_servers": "127.0.0.1:9"}, admin={"token": TOKEN},
+                      projects=[{"id": P}], cohorts=[{"id": "buyers", "project": P, "name": "Buyers", "rule": {
+                          "performed": "purchase", "within_days": 1}}],
+                      cohort_destinations=[{"name": "crm", "bucket": "crm-bucket",
+                                            "syncs": [{"cohort": "buyers", "cadence": "once"}]}])
+    clock, calls = FakeClock(ms("2024-03-10 07:42") + 20_000), []
+
+    async def run(group, slot):
+        calls.append((clock.now_ms(), slot))
+        return [Result(j) for j in group]
+
+    async def latest(job):      # completed as the stage started, before the events it should count had arrived
+        return {"scheduled_ms": ms("2024-03-10 07:42")}
+
+    async def nothing(_):
+        return None
+
+    sched = Scheduler(jobs_of(s, "buyers"), clock.now_ms, latest, run, nothing, requests=schedule.NOW)
+    app = worker_app(Health(), admin=Admin(s, clock), access=Access(TOKEN))
+
+    async def go():
+        await sched.start()
+        waits = [await sched.tick()]                          # nothing due: the once sync is complete
+        schedule.NOW.scheduler, schedule.NOW.pending = sched, set()
+        bodies = []
+        try:
+            async with TestClient(TestServer(app)) as c:
+                r = await c.post("/admin/cohorts/buyers/syncs", headers=AUTH)
+                bodies.append((r.status, orjson.loads(await r.read())))
+                waits.append(await sched.tick())              # due at 07:43, the minute after the completed one
+                clock.advance(40_000)
+                waits.append(await sched.tick())
+                r = await c.post("/admin/cohorts/buyers/syncs", headers=AUTH)
+                bodies.append((r.status, orjson.loads(await r.read())))
+        finally:
+            schedule.NOW.scheduler, schedule.NOW.pending = None, set()
+        return waits, bodies
+
+    waits, bodies = asyncio.run(go())
+    assert bodies == [(202, {"cohort": "buyers", "syncs": [
+        {"destination": "crm", "routing_key": "", "cadence": "once", "state": "queued",
+         "scheduled_ms": ms("2024-03-10 07:43"), "latest_completed_ms": ms("2024-03-10 07:42"), "failures": 0}]}),
+        (202, {"cohort": "buyers", "syncs": [
+            {"destination": "crm", "routing_key": "", "cadence": "once", "state": "queued",
+             "scheduled_ms": ms("2024-03-10 07:44"), "latest_completed_ms": ms("2024-03-10 07:43"), "failures": 0}]})]
+    assert calls == [(ms("2024-03-10 07:43") + 0, ms("2024-03-10 07:43"))]
+    assert waits == [60.0, 40.0, 60.0]
+    assert sched.states["buyers -> crm"].completed_ms == ms("2024-03-10 07:43")
+
+
 def test_sync_now_answers_what_is_wrong():
     s = settings()
     app = worker_app(Health(), admin=Admin(s, FakeClock(0)), access=Access(TOKEN))
