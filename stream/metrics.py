@@ -120,7 +120,11 @@ MIRROR_MUTATIONS = Counter(
     "Mirror mutations read from events.mutations, by op (insert, update, delete) and outcome: routed (to the hours "
     "holding its event), new (an INSERT of an insert_id no hour holds: a new event), folded (applied to such an "
     "INSERT of the same batch), unknown (an UPDATE or DELETE naming no indexed event: dead-lettered), "
-    "insert_conflict (an INSERT of a held insert_id, mirror.insert_is_update off: ignored).", ["op", "outcome"])
+    "insert_conflict (an INSERT of a held insert_id, mirror.insert_is_update off: ignored). Counted by the worker "
+    "that applies a take, once per message of events.mutations it applies: a file the import read again (a crash "
+    "between producing its rows and writing its state, or stream import retry) has its mutations on "
+    "events.mutations again and they are counted again, as is a take applied again after a crash or on another "
+    "worker after a rebalance; each row once per file: stream import status / history.", ["op", "outcome"])
 MIRROR_WAITING = Gauge("stream_mirror_oldest_waiting_seconds",
                        "Age of the oldest mirror mutation this worker took from events.mutations and has not applied "
                        "yet (being logged, or its hours pending and not rebuilt); 0 when none waits. Mutations not "
