@@ -50,9 +50,9 @@ MIRROR_CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
 COHORT_DESTINATION = "local-cohorts"
 STATIC_COHORT = "vips"
 # two cohorts over the sample users: a behavioral one, and a static one whose user ids the demo uploads. Their syncs
-# are "once", stamped when the cohorts stage first schedules them: the demo runs that stage in a worker of its own
-# (`stream worker --stages cohorts`, its own consumer groups) started once the sample hours are accepted, asks it for
-# the syncs through the admin API's "sync now" (the console's button), and prints what they wrote.
+# are "once", stamped when the worker's cohorts stage first schedules them, before the sample events exist: those
+# complete empty. Once the sample hours are accepted, the demo asks the worker for another sync of each through the
+# admin API's "sync now" (the console's button), and prints what it wrote.
 DEV_COHORTS = [{"id": "buyers", "project": PROJECT, "name": "Bought in the last 2 days",
                 "rule": {"performed": "Order Completed", "within_days": 2}},
                {"id": STATIC_COHORT, "project": PROJECT, "name": "VIPs (an uploaded list)", "static": True}]
@@ -64,9 +64,10 @@ SOURCE_ID = "dev-source"
 
 def dev_config(bootstrap: str, s3_url: str, data_dir: Path, http_port: int | None = None,
                api_port: int = 8080, import_queue: str | None = None,
-               stages: tuple[str, ...] = ("ingest", "dedupe", "export", "import", "mirror", "profiles")) -> dict:
+               stages: tuple[str, ...] = ("ingest", "dedupe", "export", "import", "mirror", "profiles",
+                                          "cohorts")) -> dict:
     """The configuration ``stream dev`` runs the worker and the API with (also a small example); ``stages``: the
-    worker's (the demo's second worker runs ``cohorts`` alone)."""
+    worker's."""
     fast = {"encryption": {"type": "sse-s3"}, "close_grace_s": 5, "idle_close_s": 2}
     # every kind of output: events in Amplitude's layout with _complete markers and the merged-IDs files beside
     # them, and events in Segment's layout
@@ -149,16 +150,12 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         data_dir = workdir / "data"
         # the local broker starts empty: state kept from an earlier run (RocksDB tables, spool files) would
         # describe topics that no longer exist, and the worker would refuse to start on it
-        cohorts_cfg, cohorts_dir = workdir / "stream-cohorts.yaml", workdir / "data-cohorts"
-        for d in (data_dir, cohorts_dir):
-            if d.exists():
-                shutil.rmtree(d)
-                say(f"  removed the previous run's worker state in {d} (the local broker starts empty)")
-        http_port, api_port, cohorts_port = free_port(), free_port(), free_port()
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+            say(f"  removed the previous run's worker state in {data_dir} (the local broker starts empty)")
+        http_port, api_port = free_port(), free_port()
         cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, data_dir, http_port, api_port, queue),
                                       sort_keys=False))
-        cohorts_cfg.write_text(yaml.safe_dump(dev_config(bootstrap, s3_url, cohorts_dir, cohorts_port, api_port, queue,
-                                                         stages=("cohorts",)), sort_keys=False))
         from stream.imports.setup import setup_source
         from stream.settings import load_settings
         for name, merge in ((IMPORT_SOURCE, False), (MIRROR_SOURCE, True)):   # one queue, two prefixes
@@ -173,7 +170,8 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  worker                 pid {worker.pid}, config {cfg}, log {workdir / 'logs' / 'worker.log'}")
         say(f"                         http://127.0.0.1:{http_port}/metrics  /readyz  (open)")
         say(f"  admin token            {token}")
-        say(f"  web console            http://127.0.0.1:{http_port}/console/   (sign in with the admin token)")
+        say(f"  web console            http://127.0.0.1:{http_port}/console/   (sign in with the admin token; its "
+            "Cohorts page: Sync now)")
         say(f"                         curl -H 'Authorization: Bearer {token}' "
             f"http://127.0.0.1:{http_port}/exports/status")
         api_log = open(workdir / "logs" / "api.log", "wb")
@@ -197,20 +195,8 @@ def run_dev(workdir: Path, exit_after: float | None, rate: float, backfill: int,
         say(f"  stream import status -c {cfg}        (files dropped on s3://{IMPORT_BUCKET}/clicks/ and imported)")
         say(f"  stream import preview {IMPORT_SOURCE} -c {cfg}")
         say(f"  stream cohorts history buyers -c {cfg}   (the demo's cohorts: buyers, {STATIC_COHORT})")
-
-        def start_cohorts_worker() -> str:
-            """The cohorts stage's worker (its console's Sync now reaches its scheduler); its admin API's URL."""
-            clog = open(workdir / "logs" / "worker-cohorts.log", "wb")
-            proc = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cohorts_cfg)], stdout=clog,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={**os.environ, "STREAM_ADMIN__TOKEN": token})
-            children.append(("cohorts worker", proc))
-            say(f"  cohorts worker         pid {proc.pid}, config {cohorts_cfg}, log "
-                f"{workdir / 'logs' / 'worker-cohorts.log'}")
-            say(f"                         http://127.0.0.1:{cohorts_port}/console/   (its Cohorts page: Sync now)")
-            return f"http://127.0.0.1:{cohorts_port}"
         return asyncio.run(_run(bootstrap, worker, exit_after, rate, backfill, say, t0, s3_url, cfg,
-                                start_cohorts_worker, token))
+                                f"http://127.0.0.1:{http_port}", token))
     except KeyboardInterrupt:
         say("\ninterrupted")
         return 130
@@ -273,13 +259,34 @@ def _admin(url: str, token: str, method: str = "GET", body: bytes | None = None)
         return exc.code, orjson.loads(exc.read() or b"{}")
 
 
+def asked_syncs(answer: dict) -> list[tuple[str, str, int | None]]:
+    """(destination, routing key, time) of each sync a "sync now" answer names: the time it queued (None: complete
+    already, the latest completed is shown)."""
+    return [(s["destination"], s["routing_key"], s["scheduled_ms"] if s["state"] == "queued" else None)
+            for s in answer["syncs"]]
+
+
+def wanted_syncs(doc: dict, asked: list[tuple[str, str, int | None]]) -> list[dict] | None:
+    """The completed syncs of a cohort's document that "sync now" asked for (``asked_syncs``): per sync, the first
+    completed at or after the time asked (a minute begun between the answer and the sync stamps it later), or the
+    latest completed one; None while one of them is not complete."""
+    out = []
+    for dest, key, t in asked:
+        done = [r for r in completed_syncs(doc) if (r["destination"], r["routing_key"]) == (dest, key)]
+        found = [r for r in done if r["scheduled_ms"] >= t][:1] if t is not None else done[-1:]
+        if not found:
+            return None
+        out.append(found[0])
+    return out
+
+
 async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None], t0: float, s3_url: str,
-                      start_cohorts_worker: Callable[[], str], token: str, timeout: float = 60) -> None:
-    """Upload the static cohort's user ids (some of the sample users, and one without events), start the cohorts
-    stage's worker, ask it for both demo cohorts' syncs ("sync now"), wait for them to complete, and print each
-    file's key and first lines."""
+                      admin: str, token: str, timeout: float = 60) -> None:
+    """Upload the static cohort's user ids (some of the sample users, and one without events), ask the worker
+    (its admin API at ``admin``) for another sync of both demo cohorts ("sync now": their once syncs completed
+    before the sample events existed), wait for them to complete, and print each file's key and first lines."""
     from stream.cohorts import static
-    from stream.cohorts.sync import _s3_storage
+    from stream.cohorts.sync import _s3_storage, stamp
     from stream.settings import load_settings
     settings = load_settings(cfg)
     dest = settings.cohort_destination(COHORT_DESTINATION)
@@ -288,9 +295,9 @@ async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None]
                               user_ids, now, "stream dev")
     say(f"[{time.monotonic() - t0:5.1f}s] uploaded {doc['members']} user ids to the static cohort {STATIC_COHORT}: "
         f"{', '.join(doc['stored'])}")
-    admin = start_cohorts_worker()
     deadline, shown = time.monotonic() + timeout, False
     pending = [c["id"] for c in DEV_COHORTS]
+    asked: dict[str, list[tuple[str, str, int | None]]] = {}
     while pending and time.monotonic() < deadline:     # 409 until the stage has started its scheduler
         cohort = pending[0]
         try:
@@ -300,6 +307,7 @@ async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None]
             status, answer = 0, {}
         if status == 202:
             pending.pop(0)
+            asked[cohort] = asked_syncs(answer)
             for line in sync_now_lines(cohort, answer):
                 say(f"[{time.monotonic() - t0:5.1f}s] {line} (POST {admin}/admin/cohorts/{cohort}/syncs)")
             continue
@@ -309,23 +317,27 @@ async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None]
         await asyncio.sleep(0.5)
     if pending:
         say(f"the cohorts stage did not answer sync now within {timeout:g} s; see "
-            f"{cfg.parent / 'logs' / 'worker-cohorts.log'}")
+            f"{cfg.parent / 'logs' / 'worker.log'}")
         return
     s3 = boto3.client("s3", endpoint_url=s3_url)
     waiting = [c["id"] for c in DEV_COHORTS]
-    say(f"[{time.monotonic() - t0:5.1f}s] waiting for the syncs: each reads the cohort state once it has passed the "
-        "sync's time")
+    latest = max((t for syncs in asked.values() for _, _, t in syncs if t is not None), default=None)
+    if latest is not None:      # a sync is stamped to the minute: one asked within the minute of the last waits
+        deadline = max(deadline, time.monotonic() + max(0.0, latest / 1000 - time.time()) + timeout)
+        say(f"[{time.monotonic() - t0:5.1f}s] waiting for the syncs of {stamp(latest)} UTC: each reads the cohort "
+            "state once it has passed the sync's time")
     while waiting and time.monotonic() < deadline:
         cohort = waiting[0]
         status, doc = await asyncio.to_thread(_admin, f"{admin}/admin/cohorts/{cohort}", token)
-        done = completed_syncs(doc) if status == 200 else []
+        done = wanted_syncs(doc, asked[cohort]) if status == 200 else None
         if not done:
             await asyncio.sleep(0.5)
             continue
         waiting.pop(0)
         for r in done:
+            since = f"since the sync of {r['previous']}" if r.get("previous") else "the first sync"
             say(f"[{time.monotonic() - t0:5.1f}s] cohort sync {cohort} -> {r['destination']}: {r['members']} members, "
-                f"{r['entering']} entering, {r['exiting']} exiting")
+                f"{r['entering']} entering, {r['exiting']} exiting ({r['stamp']} UTC, {since})")
             for key in r["keys"].values():
                 body = (await asyncio.to_thread(s3.get_object, Bucket=r["bucket"], Key=key))["Body"].read()
                 say(f"    s3://{r['bucket']}/{key}")
@@ -333,8 +345,7 @@ async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None]
                     if line:
                         say(f"      {line}")
     if waiting:
-        say(f"the syncs of {', '.join(waiting)} did not complete within {timeout:g} s; see "
-            f"{cfg.parent / 'logs' / 'worker-cohorts.log'}")
+        say(f"the syncs of {', '.join(waiting)} did not complete in time; see {cfg.parent / 'logs' / 'worker.log'}")
         return
     say(f"  the sync records: s3://{BUCKET}/{dest.records_prefix}{dest.name}/; the console's Cohorts page shows "
         "them, with each file")
@@ -426,7 +437,7 @@ def hour_rows(s3, hour_ms: int) -> list[dict]:
 
 async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | None, rate: float, backfill: int,
                say: Callable[[str], None], t0: float, s3_url: str, cfg: Path | None = None,
-               start_cohorts_worker: Callable[[], str] | None = None, token: str = "") -> int:
+               admin_url: str | None = None, token: str = "") -> int:
     produced: Counter[str] = Counter()
     exported = Counter()
     stop = asyncio.Event()
@@ -459,12 +470,12 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
                 await asyncio.to_thread(s3.put_object, Bucket=IMPORT_BUCKET, Key=key, Body=body)
                 say(f"dropped s3://{IMPORT_BUCKET}/{key} ({len(body)} bytes) for the import source "
                     f"'{IMPORT_SOURCE}' (S3 notifies the queue)")
-            if cfg is not None and start_cohorts_worker is not None:
+            if cfg is not None and admin_url is not None:
                 # the cohorts count the events accepted before their sync: wait for the sample hours' events
                 await _AcceptedCounter(bootstrap).wait_for(produced["event"], 30)
                 try:
                     await cohort_demo(cfg, [*seen_users, "user-without-events"], say, t0, s3_url,
-                                      start_cohorts_worker, token)
+                                      admin_url, token)
                 except Exception as exc:
                     say(f"the cohorts demo failed: {type(exc).__name__}: {exc}")
             say(f"producing {rate:g} live events/s (about 3% re-sent duplicates, 1% invalid) ...")
