@@ -268,24 +268,25 @@ def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profil
         if rate_eps is not None:
             rps = rate_eps / EVENTS_PER_REQUEST
             open_loop(port, bodies_file, rps, WARMUP_S, args.max_connections)
-            cpu0, t0 = _cpu_seconds(proc.pid), time.process_time()
-            r = open_loop(port, bodies_file, rps, args.duration, args.max_connections)
-            r["server_cpu_s"] = _cpu_seconds(proc.pid) - cpu0
-            r["client_cpu_s"] = time.process_time() - t0
-            return r
-        wrk(port, bodies_file, WARMUP_S, args.connections, args.threads)
+        else:
+            wrk(port, bodies_file, WARMUP_S, args.connections, args.threads)
         if profile:
             py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
             spy = subprocess.Popen([py_spy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
                                     "--duration", str(int(args.duration)), "--nonblocking",
                                     "-o", str(logs / "api.folded")], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        cpu0 = _cpu_seconds(proc.pid)
-        r = wrk(port, bodies_file, args.duration, args.connections, args.threads)
+        cpu0, t0 = _cpu_seconds(proc.pid), time.process_time()
+        if rate_eps is not None:
+            r = open_loop(port, bodies_file, rate_eps / EVENTS_PER_REQUEST, args.duration, args.max_connections)
+            r["client_cpu_s"] = time.process_time() - t0
+        else:
+            r = wrk(port, bodies_file, args.duration, args.connections, args.threads)
         r["server_cpu_s"] = _cpu_seconds(proc.pid) - cpu0
         if spy is not None:
             spy.wait(args.duration + 30)
-            _summarise_profile(logs / "api.folded", ROOT / "bench" / "profile-api.txt")
+            what = "closed loop" if rate_eps is None else f"open loop, {rate_eps:,.0f} events/s offered"
+            _summarise_profile(logs / "api.folded", Path(args.profile_out), f"stream api, {what}")
         return r
     finally:
         if proc.poll() is None:
@@ -316,7 +317,7 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-def _summarise_profile(folded: Path, out: Path) -> None:
+def _summarise_profile(folded: Path, out: Path, title: str = "") -> None:
     """Self time and total time by function, from py-spy's raw (folded) output."""
     if not folded.exists():
         return
@@ -331,7 +332,7 @@ def _summarise_profile(folded: Path, out: Path) -> None:
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for f in set(frames):
             inclusive[f] = inclusive.get(f, 0) + count
-    lines = [f"py-spy samples: {total}", "", "self %  function"]
+    lines = ([title] if title else []) + [f"py-spy samples: {total}", "", "self %  function"]
     lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:25]]
     lines += ["", "total %  function"]
     lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(inclusive.items(), key=lambda kv: -kv[1])[:40]]
@@ -345,7 +346,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (1 leaves the most CPU to the server)")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--only", help="comma-separated subset of " + ",".join(SERVERS))
-    ap.add_argument("--profile", action="store_true", help="py-spy the stream api run")
+    ap.add_argument("--profile", action="store_true", help="py-spy one more stream api run (closed loop, or the "
+                    "first --open-loop rate with --no-closed)")
+    ap.add_argument("--profile-out", default=str(ROOT / "bench" / "profile-api.txt"),
+                    help="where --profile writes its summary")
     ap.add_argument("--repeat", type=int, default=3, help="run the servers in turn this many times; the run with "
                     "the median throughput of each server is reported")
     ap.add_argument("--open-loop", default="", metavar="EPS,...",
@@ -383,7 +387,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {}
         opened: dict[str, dict[str, list[dict]]] = {}
         plan = [(n, rate) for n in names for rate in rates]
-        for name, rate in plan * args.repeat + ([("profile", None)] if args.profile else []):
+        for name, rate in plan * args.repeat + ([("profile", rates[0] if rates else None)] if args.profile else []):
             # a fresh broker per server: the in-memory broker slows down as it fills, which would favour the
             # servers measured first
             broker = start_broker(work)
@@ -399,7 +403,8 @@ def main() -> None:
                 }))
                 asyncio.run(ensure_topics(load_settings(config)))
                 if name == "profile":  # an extra run, so that the sampler's cost is in no measured one
-                    run_one("stream-api-aiohttp", config, work / "bodies.ndjson", args, work, profile=True)
+                    run_one("stream-api-aiohttp", config, work / "bodies.ndjson", args, work, profile=True,
+                            rate_eps=rate)
                     continue
                 r = run_one(name, config, work / "bodies.ndjson", args, work, rate_eps=rate)
             finally:

@@ -83,6 +83,7 @@ import math
 import os
 import pstats
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from bench_worker import CpuSampler, cpu_seconds, first_timestamps, log, status_kb, stop_proc, whole_topic
+from profile_summary import summarise
 
 from stream.devstack.services import local_aws_env, start_broker, start_moto
 from stream.events.batch import decode_rows
@@ -323,12 +325,19 @@ def upload_throughput(s3, bucket: str, files: int, rows: int, seed: int) -> tupl
 
 
 def worker_run(workdir: Path, stack: dict, run: str, bucket: str, records: list[ImportFile], rows: int,
-               timeout: float, profile_to: Path | None = None, tree: Path | None = None) -> dict:
+               timeout: float, profile_to: Path | None = None, tree: Path | None = None,
+               spy_to: Path | None = None) -> dict:
     cfg, settings = deployment(workdir, stack["bootstrap"], stack["s3"], run, source_cfg(bucket, "tput/"))
     asyncio.run(discover(stack["bootstrap"], settings.topics.name("import_files"), records))
     w = Worker(workdir, cfg, run, profile_to, tree)
     sampler = CpuSampler({"worker": w.pid, "broker": stack["broker_pid"], "moto": stack["moto_pid"]})
     sampler.start()
+    spy = None
+    if spy_to is not None:   # py-spy on the whole run (start-up included), raw collapsed stacks
+        py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+        spy = subprocess.Popen([py_spy, "record", "--pid", str(w.pid), "--format", "raw", "--rate", "100",
+                                "--nonblocking", "-o", str(spy_to)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
         status, states = asyncio.run(await_files(stack["bootstrap"], changelog(run), {r.kafka_key for r in records},
                                                  w, timeout))
@@ -336,6 +345,8 @@ def worker_run(workdir: Path, stack: dict, run: str, bucket: str, records: list[
     finally:
         sampler.stop()
         w.stop()
+        if spy is not None:
+            spy.wait(30)   # py-spy writes its file once the process it samples has exited
     res: dict = {"status": status, "files_done": sum(s.state is State.DONE for s in states.values()),
                  "log": str(w.log_path), "peak_rss_mb": hwm / 1024}
     if status != "ok":
@@ -499,7 +510,11 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
                         f"{x['cpu_util']:.0%} of a core, {x['cpu_us_per_row']:.1f} µs/row), rss "
                         f"{x['peak_rss_mb']:.0f} MB, {x['status']}")
                 else:
-                    x = one["worker"] = worker_run(workdir, stack, run, bucket, records, n, a.timeout)
+                    x = one["worker"] = worker_run(workdir, stack, run, bucket, records, n, a.timeout,
+                                                   spy_to=workdir / "worker.pyspy" if a.py_spy and rep == 0 else None)
+                    if a.py_spy and rep == 0:
+                        Path(a.py_spy).write_text(summarise(workdir / "worker.pyspy", "stream worker --stages import, "
+                                                            f"the throughput part's first repeat ({n:,} rows)"))
                     if "rows_per_s" not in x:
                         log(f"  repeat {rep} worker FAILED: {x['status']}; log {x['log']}")
                     else:
@@ -959,6 +974,8 @@ def main() -> int:
                     "this one's, on the same files")
     ap.add_argument("--timeout", type=float, default=600, help="seconds one run may take (default 600)")
     ap.add_argument("--results", default=str(BENCH / "results-import.json"))
+    ap.add_argument("--py-spy", metavar="OUT", help="throughput: sample the first repeat's worker with py-spy and "
+                    "write a summary of where its CPU goes to OUT (bench/profile_summary.py)")
     # the raw loop's own process
     ap.add_argument("--raw-loop", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)

@@ -23,6 +23,7 @@ STAGES = [  # (stage, predicate on a frame's (func, file)), first match from the
     ("ingest", lambda f, p: p.endswith("stream/agents/ingest.py")),
     ("dedupe", lambda f, p: p.endswith("stream/agents/dedupe.py")),
     ("export", lambda f, p: p.endswith("stream/agents/export.py")),
+    ("import", lambda f, p: p.endswith("stream/agents/imports.py")),
 ]
 
 
