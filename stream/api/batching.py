@@ -30,7 +30,7 @@ def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_e
     by_key: dict[tuple[int, int, int], list[int]] = {}
     targets: dict[str, int] = {}
     for i, ev in enumerate(events):
-        key = ev.partition_key
+        key = ev.device_id if ev.device_id is not None else ev.user_id   # ev.partition_key, without its call
         target = targets.get(key)
         if target is None:
             target = targets[key] = partition_for(key, partitions)
