@@ -120,18 +120,21 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> C
     src, f = ctx.source, ctx.file
     converter = src.compiled.convert
     project = src.project
+    # the names the row ids and the origin derive from, up to the row number: the same strings as row_ids and
+    # f"{ctx.record}#{n}", f"{f.url}#{n}", built once a chunk
+    ids_name, uuid_name, origin_name = f"s3-import/{src.name}/{f.key}#", f"{ctx.record}#", f"{f.url}#"
     for item in items:
         converted = _converted(ctx, converter, item, out, now_ms)
         if converted is None:
             continue
         ev, errors = converted
         ev = shape(ev, src)
+        number = str(item.number)
         if ev.get("insert_id") in (None, ""):
-            ev["insert_id"] = row_ids(src.name, f.key, item.number)
+            ev["insert_id"] = uuid5_str(ids_name + number)
         if ev.get("uuid") is None:
-            ev["uuid"] = uuid5_str(f"{ctx.record}#{item.number}")
-        origin = f"{f.url}#{item.number}"
-        res = normalize(ev, project, ctx.server_ms, origin, ctx.rules, now_ms)
+            ev["uuid"] = uuid5_str(uuid_name + number)
+        res = normalize(ev, project, ctx.server_ms, origin_name + number, ctx.rules, now_ms)
         if type(res) is Normalized and len(res.line) > ctx.rules.max_event_bytes:
             res = Rejected(Reason.TOO_LARGE, None, f"the converted event is {len(res.line)} bytes, over "
                            f"ingest.max_event_bytes ({ctx.rules.max_event_bytes})")

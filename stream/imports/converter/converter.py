@@ -28,7 +28,7 @@ class _Entry:
 class Converter:
     """Amplitude's ``convertToAmplitudeFunc`` compiled once; call it with a row and the current time."""
 
-    __slots__ = ("fields", "_entries")
+    __slots__ = ("fields", "_entries", "_ctx")
 
     def __init__(self, func: Mapping[str, Any], path: str = "convertToAmplitudeFunc") -> None:
         if not isinstance(func, Mapping):
@@ -37,11 +37,15 @@ class Converter:
             raise ConverterError(path, None, 'maps no field; write at least {"event_type": ..., "user_id": ...}')
         self._entries = _compile_object(func, path, "", 0)
         self.fields: tuple[str, ...] = tuple(entry.key for entry in self._entries)
+        self._ctx = Ctx(0)
 
     def __call__(self, row: Mapping[str, Any], now_ms: int) -> tuple[dict[str, Any], list[FieldError]]:
         """The output built from ``row`` and one FieldError per field left out; ``now_ms`` feeds the *_now operators."""
         errors: list[FieldError] = []
-        return _evaluate(self._entries, row, Ctx(now_ms), errors), errors
+        ctx = self._ctx
+        if ctx.now_ms != now_ms:   # the rows of a chunk share their clock: one Ctx (frozen) for them all
+            ctx = self._ctx = Ctx(now_ms)
+        return _evaluate(self._entries, row, ctx, errors), errors
 
     def __repr__(self) -> str:
         return f"Converter(fields={self.fields!r})"
