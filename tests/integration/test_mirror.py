@@ -324,6 +324,8 @@ def test_the_import_status_shows_each_mirror_files_mutations_and_hours_and_an_ov
                                            {"read": 4, "imported": 3, "dead_lettered": 1})
     # the admin API, the CLI and the console show the same
     assert call(settings, "GET", "/admin/imports") == (200, {"sources": [doc]})
+    assert call(settings, "GET", "/admin/imports/corrections/history?limit=1") == (
+        200, {"source": "corrections", "total": 1, "files": [f], "next": None})
     assert cli_status(deployment[1]) == [
         f"corrections: s3://{src_bucket}/mirror/: 1 discovered, 0 waiting, 1 done, 0 failed; rows: 4 read, "
         "3 imported, 1 dead-lettered",
