@@ -333,7 +333,7 @@ def _summarise_profile(folded: Path, out: Path, title: str = "") -> None:
         for f in set(frames):
             inclusive[f] = inclusive.get(f, 0) + count
     lines = ([title] if title else []) + [f"py-spy samples: {total}", "", "self %  function"]
-    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:25]]
+    lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:40]]
     lines += ["", "total %  function"]
     lines += [f"{100 * c / total:6.1f}  {f}" for f, c in sorted(inclusive.items(), key=lambda kv: -kv[1])[:40]]
     out.write_text("\n".join(lines) + "\n")
