@@ -1,6 +1,7 @@
 """Mirror mutations against a backfill of the same hours, in the same run; the mirror index's size and lookup cost.
 
     python bench/bench_mirror.py [--hours H] [--events-per-hour N [N ...]] [--mutation-share S] [--repeats R]
+                                 [--shuffle] [--within S [S ...]]
     python bench/bench_mirror.py --rewrite-only ROWS [--mutation-share S] --results FILE
 
 For each ``--events-per-hour`` value, a session of its own: one broker and one moto_server, started here and
@@ -19,7 +20,12 @@ alternates):
   mirror    UPDATEs of ``--mutation-share`` of the events, drawn at random over all hours, produced to
             events.mutations: time from the first send to the ``written_at`` of the last ``done`` job record of
             the rebuilds (by the mirror), once the worker's log lines "mirror: N mutations ... applied" add up
-            to every mutation; rate = events of the touched hours / time.
+            to every mutation and a line "mirror: hours rebuilt" follows the last of them; rate = events of the
+            touched hours / time. The mutations are sent in the order of their events' hours, or, with
+            ``--shuffle``, in a random order (as an import file in no such order: every take touches every hour).
+            With several ``--within`` values, a mirror run per value and repeat, the worker restarted before it
+            with ``mirror.rebuild_within_s`` set to it (0: every take's hours rebuilt before the next take, as
+            the stage did before the hours were kept pending; more: the takes of a backlog rebuilt once).
 
 Peak RSS: of the backfill, its VmHWM sampled every 0.1 s; of the worker, its VmHWM reset (``echo 5 >
 /proc/<pid>/clear_refs``) before the mutations are sent and read once they are applied, so that it is the
@@ -88,6 +94,7 @@ from stream.topics import mirror_index_changelog
 BENCH = Path(__file__).resolve().parent
 FILE = "s3://bench-src/mirror/corrections.json"
 APPLIED = re.compile(rb"mirror: (\d+) mutations of \S+ applied")
+REBUILT = re.compile(rb"mirror: hours rebuilt")
 
 
 def build(hours: int, per_hour: int, seed: int) -> tuple[list[tuple[int, bytes, int]], list[dict], list[int]]:
@@ -104,8 +111,10 @@ def build(hours: int, per_hour: int, seed: int) -> tuple[list[tuple[int, bytes, 
     return items, events, sorted(w.hours)
 
 
-def mutation_records(events: list[dict], share: float, seed: int) -> tuple[list[tuple[int, bytes, bytes]], set[int]]:
-    """(partition, key, value) of UPDATEs of ``share`` of the events, drawn at random; the hours they touch."""
+def mutation_records(events: list[dict], share: float, seed: int,
+                     shuffle: bool = False) -> tuple[list[tuple[int, bytes, bytes]], set[int]]:
+    """(partition, key, value) of UPDATEs of ``share`` of the events, drawn at random, in the order of their events
+    (``shuffle``: in a random order); the hours they touch."""
     r = random.Random(seed)
     chosen = r.sample(range(len(events)), max(1, round(share * len(events))))
     out, touched = [], set()
@@ -120,6 +129,8 @@ def mutation_records(events: list[dict], share: float, seed: int) -> tuple[list[
         key, value = records.encode(PROJECT, m)
         out.append((partition_of(key, PARTITIONS), key, value))
         touched.add(events[i]["_hour"])
+    if shuffle:
+        r.shuffle(out)
     return out, touched
 
 
@@ -198,8 +209,9 @@ def backfill_run(workdir: Path, cfg: Path, name: str, ledger: Ledger, events: in
 
 
 def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen, worker_log: Path, ledger: Ledger,
-               name: str, events: list[dict], share: float, seed: int, timeout: float, rep: int) -> dict:
-    recs, touched = mutation_records(events, share, seed)
+               name: str, events: list[dict], share: float, seed: int, timeout: float, rep: int,
+               shuffle: bool = False, within: float | None = None) -> dict:
+    recs, touched = mutation_records(events, share, seed, shuffle)
     touched_events = sum(1 for e in events if e["_hour"] in touched)
     log_from = worker_log.stat().st_size
     Path(f"/proc/{worker.pid}/clear_refs").write_text("5")      # VmHWM := VmRSS
@@ -207,19 +219,24 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     t0 = time.time()
     asyncio.run(send(bootstrap, settings.topics.name("mutations"), recs))
     sent = time.time()
-    deadline, applied, hwm, lines = t0 + timeout, 0, 0, []
+    deadline, applied, hwm, lines, rebuilt_after = t0 + timeout, 0, 0, [], False
     while time.time() < deadline:
         with open(worker_log, "rb") as f:
             f.seek(log_from)
-            lines = [ln for ln in f.read().splitlines() if APPLIED.search(ln)]
+            all_lines = f.read().splitlines()
+        lines = [ln for ln in all_lines if APPLIED.search(ln)]
         applied = sum(int(APPLIED.search(ln).group(1)) for ln in lines)
+        last = max((i for i, ln in enumerate(all_lines) if APPLIED.search(ln)), default=None)
+        rebuilt_after = last is not None and any(REBUILT.search(ln) for ln in all_lines[last + 1:])
         hwm = max(hwm, status_kb(worker.pid, "VmHWM"))
-        if applied >= len(recs):
+        if applied >= len(recs) and rebuilt_after:
             break
         assert worker.poll() is None, f"the worker exited {worker.returncode} (log {worker_log})"
         time.sleep(0.2)
     seen = time.time()
-    assert applied == len(recs), f"{applied} of {len(recs)} mutations applied in {timeout}s (log {worker_log})"
+    assert applied == len(recs) and rebuilt_after, \
+        f"{applied} of {len(recs)} mutations applied in {timeout}s, rebuilt after: {rebuilt_after} (log {worker_log})"
+    rebuild_lines = [ln.decode(errors="replace")[-400:] for ln in all_lines if REBUILT.search(ln)]
     hwm = max(hwm, status_kb(worker.pid, "VmHWM"))
     time.sleep(1.0)
     recs_l = rebuilt(ledger, name, int(t0 * 1000))
@@ -229,7 +246,8 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     seconds = done_at - t0
     objs = [r for r in recs_l if r.kind == "object" and r.reason == "rebuilt"]
     docs = [facts(r) for r in jobs]
-    return {"kind": "mirror", "repeat": rep, "t0": t0, "mutations": len(recs), "hours_touched": len(touched),
+    return {"kind": "mirror", "repeat": rep, "within_s": within, "shuffled": shuffle, "t0": t0,
+            "mutations": len(recs), "hours_touched": len(touched), "rebuild_lines": rebuild_lines,
             "events": touched_events, "seconds": seconds, "events_per_s": touched_events / seconds,
             "send_seconds": sent - t0, "log_seen_seconds": seen - t0, "peak_rss_mb": hwm / 1024,
             "rss_before_mb": rss_before / 1024, "applied_lines": [ln.decode(errors="replace")[-400:] for ln in lines],
@@ -418,10 +436,17 @@ def session(a, per_hour: int, workdir: Path) -> dict:
         try:
             worker_log = sdir / "worker.log"
             t0 = time.time()
-            worker = subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg), "--stages",
-                                       "export,mirror"], stdout=open(worker_log, "wb"), stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                      env={**os.environ, **local_aws_env()})
+
+            def start(within: float | None) -> subprocess.Popen:
+                env = {**os.environ, **local_aws_env()}
+                if within is not None:
+                    env["STREAM_MIRROR__REBUILD_WITHIN_S"] = str(within)
+                return subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg), "--stages",
+                                         "export,mirror"], stdout=open(worker_log, "ab"), stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+            withins = a.within or [None]
+            running = withins[0]
+            worker = start(running)
             group = f"{settings.worker.app_id}-export-mirror"
             topics = [settings.topics.name("accepted"), settings.topics.name("mirror_index")]
             deadline, exported, indexed = time.time() + a.timeout, None, None
@@ -440,16 +465,30 @@ def session(a, per_hour: int, workdir: Path) -> dict:
             log(f"[{per_hour}/h] worker: every hour exported after {exported:.0f}s, every event indexed after "
                 f"{indexed:.0f}s (committed offsets), peak RSS {out['worker_export_and_index']['peak_rss_mb']:.0f} MB")
             for rep in range(a.repeats):
-                order = ("backfill", "mirror") if rep % 2 == 0 else ("mirror", "backfill")
-                for kind in order:
+                kinds = [("backfill", None)] + [("mirror", w) for w in withins]
+                order = kinds if rep % 2 == 0 else kinds[::-1]
+                for kind, within in order:
+                    if kind == "mirror" and within != running:
+                        stop_proc(worker)
+                        mark = worker_log.stat().st_size
+                        worker, running = start(within), within
+                        ready = time.time() + a.timeout
+                        while b"Worker ready" not in worker_log.read_bytes()[mark:]:
+                            assert worker.poll() is None and time.time() < ready, \
+                                f"the worker restarted with mirror.rebuild_within_s {within} is not ready (log {worker_log})"
+                            time.sleep(0.5)
+                        time.sleep(5.0)     # its consumers' partitions assigned
+                        log(f"  [{per_hour}/h] worker restarted with mirror.rebuild_within_s {within}")
                     if kind == "backfill":
                         r = backfill_run(sdir, cfg, name, ledger, n, first, end, a.timeout, rep)
                         log(f"  [{per_hour}/h] backfill {rep}: {n:,} events of {a.hours} hours in {r['seconds']:.1f}s"
                             f" = {r['events_per_s']:,.0f} ev/s, peak RSS {r['peak_rss_mb']:.0f} MB")
                     else:
                         r = mirror_run(sdir, bootstrap, settings, worker, worker_log, ledger, name, events,
-                                       a.mutation_share, a.seed + 100 + rep, a.timeout, rep)
-                        log(f"  [{per_hour}/h] mirror {rep}: {r['mutations']:,} UPDATEs over {r['hours_touched']} "
+                                       a.mutation_share, a.seed + 100 + rep + 1000 * withins.index(within),
+                                       a.timeout, rep, a.shuffle, within)
+                        log(f"  [{per_hour}/h] mirror {rep} (rebuild_within_s {within}): {r['mutations']:,} UPDATEs "
+                            f"over {r['hours_touched']} "
                             f"hours ({r['events']:,} events) in {r['seconds']:.1f}s = {r['events_per_s']:,.0f} ev/s; "
                             f"{r['rebuild_jobs']} rebuild jobs, {r['hours_rebuilt']} hours rebuilt, "
                             f"{r['events_rewritten']:,} events rewritten; worker peak RSS {r['peak_rss_mb']:.0f} MB "
@@ -491,6 +530,14 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                                if m["repeat"] == b["repeat"]]
     out["backfill_peak_rss_mb"] = max(r["peak_rss_mb"] for r in back)
     out["mirror_worker_peak_rss_mb"] = max(r["peak_rss_mb"] for r in mirr)
+    if a.within:
+        out["by_within_s"] = {str(w): {
+            "ratio_per_repeat": [m["events_per_s"] / b["events_per_s"] for b in back for m in mirr
+                                 if m["repeat"] == b["repeat"] and m["within_s"] == w],
+            "hours_rebuilt": [m["hours_rebuilt"] for m in mirr if m["within_s"] == w],
+            "rebuild_jobs": [m["rebuild_jobs"] for m in mirr if m["within_s"] == w],
+            "seconds": [m["seconds"] for m in mirr if m["within_s"] == w],
+            "worker_peak_rss_mb": [m["peak_rss_mb"] for m in mirr if m["within_s"] == w]} for w in a.within}
     out["runs"] = runs
     return out
 
@@ -502,6 +549,11 @@ def main() -> int:
                     help="events of each hour; several values: a session each (default 20000)")
     ap.add_argument("--mutation-share", type=float, default=0.01, help="share of the events updated (default 0.01)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--shuffle", action="store_true",
+                    help="send the mutations in a random order, not in their events' hours' order")
+    ap.add_argument("--within", type=float, nargs="+", metavar="S",
+                    help="mirror.rebuild_within_s of the worker: several values, a mirror run each per repeat, the "
+                         "worker restarted with it (default: the setting's default, one mirror run per repeat)")
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--timeout", type=float, default=900, help="seconds one step may take")
     ap.add_argument("--results", default=str(BENCH / "results-mirror.json"))
@@ -535,6 +587,7 @@ def main() -> int:
         summary = [{k: s[k] for k in ("events_per_hour", "hours", "events", "backfill_events_per_s",
                                       "mirror_events_per_s", "ratio_of_medians", "ratio_per_repeat",
                                       "backfill_peak_rss_mb", "mirror_worker_peak_rss_mb")} |
+                   ({"by_within_s": s["by_within_s"]} if "by_within_s" in s else {}) |
                    {"index_table_bytes_per_event": s["index"]["table_bytes_per_event"],
                     "index_table_sst_bytes_per_event": s["index"]["table_sst_bytes_per_event"],
                     "index_changelog_bytes_per_event": s["index"]["changelog_bytes_per_event"],

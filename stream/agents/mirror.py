@@ -52,6 +52,7 @@ from stream.events.batch import group
 from stream.events.normalize import from_row
 from stream.events.timefmt import DAY_MS, HOUR_MS
 from stream.export.backfill import Backfill, hour_text
+from stream.export.layout import MIRROR_SOURCE
 from stream.retry import retry_until_done
 from stream.export import mirror_index
 from stream.export import mirror_pending
@@ -338,7 +339,9 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
                 ends[p] = app.consumer.highwater(tp)     # None until a fetch answered for the partition
             except Exception:       # not assigned any more
                 ends[p] = None
-            done[p] = handled.get(p, starts.get(tp))
+            # where it was sought to at the last assignment, or past the last take since, whichever is later
+            known = [o for o in (handled.get(p), starts.get(tp)) if o is not None]
+            done[p] = max(known) if known else None
         return mirror_pending.drained(done, ends)
 
     async def rebuild_due() -> None:
@@ -405,7 +408,8 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
 def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int, list[Targeted]], Awaitable[None]]:
     """New INSERTs -> events.valid, as batches whose source is events.mutations: they go through dedupe (a
     replay is dropped by its insert_id) and get their amplitude_id as every event does; their user properties
-    update no stored properties (``$skip_user_properties_sync``), as mirror rows are not enriched."""
+    update no stored properties (``$skip_user_properties_sync``), as mirror rows are not enriched. Their Segment
+    source is ``MIRROR_SOURCE``: no Segment-layout destination exports them."""
     t = settings.topics
     mutations_topic = t.name("mutations")
 
@@ -417,6 +421,7 @@ def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int,
             events.append((n.offset, from_row(n.project, row)))
         for target, b in group(events, mutations_topic, partition, t.partitions, settings.ingest.batch_max_events,
                                settings.kafka.max_request_bytes // 2):
+            b.segment_source = MIRROR_SOURCE
             await valid.send(value=b.encode(), partition=target)
     return send
 
