@@ -193,7 +193,9 @@ def test_worker_probes_ports_args_and_grace_period_follow_the_config(rendered):
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    stages = ["--stages", "dedupe,export"] if rendered.name == "split-stages-existing-secret" else []
+    # split: every stage but ingest, which the ingest Deployment runs; otherwise config.worker.stages (all)
+    stages = ["--stages", "dedupe,export,import,cohorts,mirror,profiles"] \
+        if rendered.name == "split-stages-existing-secret" else []
     assert container["args"] == ["worker", "-c", "/etc/stream/stream.yaml", *stages]
     # ceil(worker.shutdown_timeout_s) + worker.terminationGraceMarginSeconds (30)
     shutdown = {"irsa-servicemonitor": 45.5}.get(rendered.name, 30)
@@ -315,6 +317,33 @@ def test_split_stages_run_ingest_as_a_stateless_deployment():
     assert list(anti) == ["requiredDuringSchedulingIgnoredDuringExecution"]
 
 
+def _worker_args(*sets: str) -> list[str] | str:
+    """The worker StatefulSet's container args with the split value set and ``--set``s, or helm's error."""
+    args = [tool("helm"), "template", "stream", str(CHART), "--values",
+            str(VALUE_SETS["split-stages-existing-secret"])]
+    for s in sets:
+        args += ["--set", s]
+    proc = run(*args, check=False)
+    if proc.returncode != 0:
+        return proc.stderr
+    (sts,) = [d for d in yaml.safe_load_all(proc.stdout) if d and d["kind"] == "StatefulSet"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    return c["args"]
+
+
+def test_split_worker_runs_every_stage_of_the_config_but_ingest():
+    from stream.settings import WorkerSettings
+    base = ["worker", "-c", "/etc/stream/stream.yaml", "--stages"]
+    # the chart's list of every stage is the settings' default, in its order
+    every = WorkerSettings.model_fields["stages"].default
+    assert _worker_args() == [*base, ",".join(s for s in every if s != "ingest")] == [
+        *base, "dedupe,export,import,cohorts,mirror,profiles"]
+    assert _worker_args("config.worker.stages={ingest,dedupe,cohorts}") == [*base, "dedupe,cohorts"]
+    assert _worker_args("ingest.separate=false", "config.worker.stages={ingest,dedupe,cohorts}") == base[:3]
+    refused = _worker_args("config.worker.stages={ingest}")
+    assert "config.worker.stages names only ingest, and ingest.separate runs it in the ingest Deployment" in refused
+
+
 def test_service_monitors_name_the_jobs_the_alert_rules_expect(rendered):
     monitors = {m["metadata"]["name"]: m for m in rendered.of_kind("ServiceMonitor")}
     expected = {"default": {}, "irsa-servicemonitor": {"stream-worker": ("stream-worker", ["worker", "ingest"]),
@@ -399,11 +428,13 @@ def test_notes_name_the_workers_and_warn_without_destinations(value_set):
     if VALUE_SETS[value_set] is not None:
         args += ["--values", str(VALUE_SETS[value_set])]
     notes = run(*args).stdout.split("\nNOTES:\n", 1)[1]
-    workers = {"default": "Workers: StatefulSet stream-worker, 2 replica(s), stages ingest, dedupe, export.",
-               "irsa-servicemonitor": "Workers: StatefulSet stream-worker, 4 replica(s), stages ingest, dedupe, "
-                                      "export.",
+    left_out = " (a stage with nothing to do in the config is left out)."
+    every = "ingest, dedupe, export, import, cohorts, mirror, profiles"
+    workers = {"default": f"Workers: StatefulSet stream-worker, 2 replica(s), stages {every}{left_out}",
+               "irsa-servicemonitor": f"Workers: StatefulSet stream-worker, 4 replica(s), stages {every}{left_out}",
                "split-stages-existing-secret": "Workers: StatefulSet stream-worker, 6 replica(s), stages "
-                                               "dedupe,export (ingest runs in Deployment stream-ingest)."}
+                                               "dedupe, export, import, cohorts, mirror, profiles; ingest runs in "
+                                               f"Deployment stream-ingest, 3 replica(s){left_out}"}
     assert workers[value_set] in notes
     assert ("WARNING: config.destinations is empty" in notes) == (value_set == "default")
     assert "kubectl -n analytics exec stream-worker-0 -- stream check -c /etc/stream/stream.yaml" in notes

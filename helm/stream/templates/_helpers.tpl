@@ -173,7 +173,22 @@ affinity:
 {{- end }}
 {{- end }}
 
-{{/* A container running `stream worker` (dict "root" $ "values" .Values.worker "stages" "dedupe,export"). */}}
+{{/* The stages the worker StatefulSet runs, comma-separated: config.worker.stages (every stage by default, the
+order of stream.settings.WorkerSettings.stages), without ingest when ingest.separate runs it in its own Deployment. */}}
+{{- define "stream.workerStages" -}}
+{{- $cfg := include "stream.settings" . | fromYaml }}
+{{- $stages := $cfg.worker.stages | default (list "ingest" "dedupe" "export" "import" "cohorts" "mirror" "profiles") }}
+{{- if .Values.ingest.separate }}
+{{- $stages = without $stages "ingest" }}
+{{- if not $stages }}
+{{- fail "config.worker.stages names only ingest, and ingest.separate runs it in the ingest Deployment: the worker StatefulSet would run no stage. Add the others (dedupe, export, import, cohorts, mirror, profiles) to config.worker.stages, or remove it to run every stage" }}
+{{- end }}
+{{- end }}
+{{- join "," $stages }}
+{{- end }}
+
+{{/* A container running `stream worker` (dict "root" $ "values" .Values.worker "stages" "dedupe,export"): --stages
+overrides config.worker.stages when given. */}}
 {{- define "stream.workerContainer" -}}
 {{- $root := .root }}
 {{- $cfg := include "stream.settings" $root | fromYaml }}
