@@ -34,6 +34,15 @@ PROGRESS_INTERVAL_S = 2.0
 """How often each assigned events.accepted partition's progress is looked at (and sent when it moved)."""
 
 
+def end_read_ms(consumer: object, tp: object) -> int | None:
+    """When the faust consumer's last fetch of ``tp`` answered (aiokafka's ``last_poll_timestamp``, the time its
+    highwater was read, wall clock ms); None when unknown."""
+    try:
+        return consumer._thread._ensure_consumer().last_poll_timestamp(tp)  # type: ignore[attr-defined]
+    except Exception:          # not assigned any more, or no fetch answered yet
+        return None
+
+
 class CohortsTable(KeyedChangelog, DedupeTable):
     """The cohort state: ``stream.cohorts.stage`` keys -> values; each changelog record is one key's."""
 
@@ -89,10 +98,13 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             except Exception:       # not assigned any more
                 high = None
             # caught up: the agent has handled every record up to the end (the consumer's position is what it
-            # fetched, which may wait in the stream's buffer)
+            # fetched, which may wait in the stream's buffer); the end is the one the consumer's last fetch of the
+            # partition answered, stale while it does not fetch it (paused): caught up with it, the partition has
+            # passed the time of that fetch, not the clock's (unknown: not caught up)
             done = handled.get(tp.partition, starts.get(tp))
-            caught_up = high is not None and done is not None and done >= high
-            await send(rekeyer.advance(tp.partition, clock.now_ms(), caught_up))
+            read_ms = end_read_ms(consumer, tp)
+            caught_up = high is not None and done is not None and done >= high and read_ms is not None
+            await send(rekeyer.advance(tp.partition, clock.now_ms(), caught_up, read_ms))
 
     if settings.identity.enabled:
         merges = app.topic(t.name("identity_merges"), **raw)

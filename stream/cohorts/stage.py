@@ -409,8 +409,12 @@ def _grouped(sends: list[Sent]) -> list[Sent]:
 
 class Progress:
     """How far each events.accepted partition has passed (pure): the latest upload time read minus ``grace_ms``, or,
-    while the partition is caught up with its end (the agent knows from its consumer), the clock minus it. Never
-    goes back."""
+    while the partition is caught up with its end (the agent knows from its consumer), the time that end was read
+    minus it (the clock's, when it was read now). Never goes back.
+
+    The end a consumer knows is the one its last fetch of the partition answered: a partition it stopped fetching
+    (paused while its records wait to be handled) has a stale end, which says nothing of the records appended
+    since; caught up with it, the partition has passed the time of that fetch, not the clock's."""
 
     def __init__(self, grace_ms: int = DEFAULT_GRACE_MS) -> None:
         self.grace_ms = grace_ms
@@ -421,11 +425,12 @@ class Progress:
         if uploaded_ms > self.read.get(partition, -1):
             self.read[partition] = uploaded_ms
 
-    def advance(self, partition: int, now_ms: int, caught_up: bool) -> int | None:
-        """The partition's new progress, or None when it did not move."""
+    def advance(self, partition: int, now_ms: int, caught_up: bool, end_read_ms: int | None = None) -> int | None:
+        """The partition's new progress, or None when it did not move. ``end_read_ms``: when the end it is caught
+        up with was read (None: now)."""
         t = self.read.get(partition, -1) - self.grace_ms
         if caught_up:
-            t = max(t, now_ms - self.grace_ms)
+            t = max(t, (now_ms if end_read_ms is None else min(now_ms, end_read_ms)) - self.grace_ms)
         if t > self.passed.get(partition, -1):
             self.passed[partition] = t
             return t
@@ -485,10 +490,10 @@ class Rekeyer:
         rec = CohortRecord(MERGE_OUT, merged, uploaded_ms=int(record.get("merge_server_time") or 0), into=into)
         return _grouped([(partition_of(merged, self.partitions), _Q.pack(merged), rec.encode())])
 
-    def advance(self, partition: int, now_ms: int, caught_up: bool) -> list[Sent]:
+    def advance(self, partition: int, now_ms: int, caught_up: bool, end_read_ms: int | None = None) -> list[Sent]:
         """PROGRESS records to every cohorts partition when ``partition`` moved on (call after its records were
-        sent, e.g. on a timer)."""
-        t = self.progress.advance(partition, now_ms, caught_up)
+        sent, e.g. on a timer; ``Progress.advance``)."""
+        t = self.progress.advance(partition, now_ms, caught_up, end_read_ms)
         if t is None:
             return []
         read = self.progress.read.get(partition)

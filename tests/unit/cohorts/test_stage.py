@@ -176,6 +176,22 @@ def test_progress_follows_the_latest_upload_read_or_the_clock_when_caught_up():
     assert p.advance(0, clock.now_ms(), caught_up=False) is None
 
 
+def test_a_partition_caught_up_with_a_stale_end_has_passed_the_time_that_end_was_read_not_the_clock():
+    """A consumer that stopped fetching a partition at T1 (paused, its records waiting in the agent's buffer) still
+    reports the end read then: the agent caught up with it at T1 + 10 minutes has not seen what came after T1."""
+    p = stage.Progress(grace_ms=60_000)
+    p.saw(0, T1 - 120_000)
+    assert p.advance(0, T1 + 600_000, True, T1) == T1 - 60_000
+    assert p.advance(0, T1 + 660_000, True, T1) is None               # the same end: no further
+    assert p.advance(0, T1 + 700_000, True, T1 + 650_000) == T1 + 590_000     # fetched again, caught up with it
+    assert p.advance(0, T1 + 710_000, True, T1 + 720_000) == T1 + 650_000     # a fetch stamped ahead: the clock
+    r = stage.Rekeyer(settings().cohort_set, 2, 60_000)
+    r.progress.saw(1, T1 - 120_000)
+    (q0, key, value), _ = r.advance(1, T1 + 600_000, True, T1)
+    assert (q0, key, [(x.kind, x.partition, x.uploaded_ms) for x in stage.decode_all(value)]) == (
+        0, b"\x00\x00\x00\x01", [("PROGRESS", 1, T1 - 60_000)])
+
+
 def test_replays_delivered_twice_count_once():
     s = settings([{"id": "twice", "project": P, "name": "Bought twice", "rule": {
         "performed": "purchase", "count": {"op": "at_least", "n": 2}, "within_days": 3}}])
