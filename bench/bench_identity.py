@@ -50,7 +50,9 @@ def dir_bytes(path: Path) -> int:
 
 
 KINDS = {b"D": "devices", b"P": "pairs", b"A": "profiles", b"U": "users", b"G": "groups", b"W": "link watermarks",
-         b"j": "journal", b"c": "counter", b"a": "applied offset"}
+         b"j": "journal", b"c": "counter", b"a": "applied offset", b"H": "holds", b"Q": "held rows",
+         b"R": "held rows (numbered by a previous version)", b"x": "held rows let go, until committed",
+         b"h": "the holds' index", b"r": "released rows' next offset"}
 
 
 def live_bytes(dbs: list[Path]) -> dict[str, int]:

@@ -123,11 +123,14 @@ from stream.identity.records import (
     device_key,
     enc,
     encode_int,
+    encode_keys,
     group_key,
+    held_chunk_key,
     held_key,
     held_rows_key,
     pair_key,
     profile_key,
+    unused_key,
 )
 
 GetMany = Callable[[list[bytes]], list[bytes | None]]
@@ -205,6 +208,7 @@ class Hold(NamedTuple):
     uuids: Sequence[bytes]
     segment: Sequence[bytes]           # per row its Segment message; empty when none has one
     segment_source: str
+    at: int = 0                        # the batch's events.valid offset: the key of the chunk it holds rows in
 
 
 class Released(NamedTuple):
@@ -329,15 +333,17 @@ def held_line(h: HeldRow) -> bytes:
 
 
 class _HoldBook:
-    """The partition's holds while a batch or a remap message runs: read from and written to its ``BatchState``.
+    """The partition's holds while the batch or remap message at ``offset`` runs: read from and written to its
+    ``BatchState``.
 
     A hold's rows read from its chunks are only read when the hold is let go or remapped (``rows``); rows held
-    meanwhile wait in ``Held.rows`` and go to a chunk of their own (``result``)."""
+    meanwhile wait in ``Held.rows`` and go to a chunk of their own (``result``). The chunks a hold no longer uses
+    are listed under ``unused_key(offset)``, not deleted (``Held``)."""
 
-    def __init__(self, st: BatchState):
-        self.st = st
+    def __init__(self, st: BatchState, offset: int):
+        self.st, self.offset = st, offset
         self.held: dict[bytes, Held | None] = {}
-        self.stored: dict[bytes, int] = {}        # H key -> chunks in the state before this batch
+        self.stored: dict[bytes, tuple[int, int]] = {}    # H key -> (first, chunks) in the state before
         v = st.get(HOLDS)
         self.index: list[tuple[int, int, bytes]] = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
         self._index0 = list(self.index)
@@ -363,16 +369,23 @@ class _HoldBook:
         if hk not in self.held:
             v = self.st.get(hk)
             h = self.held[hk] = dec_held(v) if v is not None else None
-            self.stored[hk] = h.chunks if h is not None else 0
+            self.stored[hk] = (h.first, h.chunks) if h is not None else (-1, 0)
             if h is not None:       # rows stored in the record itself (before chunks) are rows not in a chunk yet
                 self._unshare(h.rows)
         return self.held[hk]
 
+    @staticmethod
+    def _chunks(hk: bytes, first: int, chunks: int) -> list[bytes]:
+        """The keys of a hold's chunks, in order."""
+        if first < 0:     # as a previous version numbered them
+            return [held_rows_key(hk, n) for n in range(chunks)]
+        return [held_chunk_key(hk, first, n) for n in range(chunks)]
+
     def rows(self, hk: bytes, h: Held) -> list[HeldRow]:
         """All the hold's rows, in the order they were held: its chunks' rows are read and become rows not in a
-        chunk (their chunks are deleted by ``result`` unless the hold writes them again)."""
+        chunk (``result`` lists the chunks as unused, and writes the rows as a chunk again if they stay held)."""
         if h.chunks:
-            keys = [held_rows_key(hk, n) for n in range(h.chunks)]
+            keys = self._chunks(hk, h.first, h.chunks)
             self.st.load(set(keys))
             rows: list[HeldRow] = []
             for k in keys:
@@ -383,7 +396,7 @@ class _HoldBook:
                                        f"from a backup or reset the identity state")
                 rows += self._unshare(dec_held_rows(v))
             h.rows[:0] = rows
-            h.chunks = 0
+            h.chunks, h.first = 0, -1
         return h.rows
 
     def start(self, hk: bytes, since: int, hour: int) -> Held:
@@ -419,22 +432,28 @@ class _HoldBook:
                 self.release(hk, now_ms, answered=False, past_bound=now_ms - since >= bound_ms)
 
     def result(self) -> Released:
-        """Write the holds: each one's rows not in a chunk yet as its next chunk, the chunks it no longer has
-        deleted, and its record when it changed."""
+        """Write the holds: each one's rows not in a chunk yet as its next chunk, its record when it changed, and
+        the list of the chunks that are no longer any hold's."""
         ops: dict[bytes, bytes | None] = {}
+        unused: list[bytes] = []
         for hk, h in self.held.items():
-            n0 = self.stored[hk]
             if h is not None:
                 if h.rows:
-                    ops[held_rows_key(hk, h.chunks)] = self._shared(h.rows)
+                    if h.first < 0:      # a new hold, rows read from their chunks, or the layout before
+                        self.rows(hk, h)
+                        h.first = self.offset
+                    ops[held_chunk_key(hk, h.first, h.chunks)] = self._shared(h.rows)
                     h.chunks += 1
-                v = enc.encode(Held(h.since, h.waiting, [], h.chunks))
+                v = enc.encode(Held(h.since, h.waiting, [], h.chunks, h.first))
                 if v != self.st.get(hk):
                     ops[hk] = v
             elif self.st.get(hk) is not None:
                 ops[hk] = None
-            for n in range(h.chunks if h is not None else 0, n0):
-                ops[held_rows_key(hk, n)] = None
+            first, chunks = self.stored[hk]
+            if chunks and (h is None or h.first != first):     # let go, or its rows read and written anew
+                unused += self._chunks(hk, first, chunks)
+        if unused:
+            ops[unused_key(self.offset)] = encode_keys(unused)
         self.st.load(set(ops))
         for k, v in ops.items():
             self.st.put(k, v)
@@ -547,7 +566,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     if counter != counter0:
         st.put(COUNTER, encode_int(counter))
     if hold is not None:
-        book = _HoldBook(st)
+        book = _HoldBook(st, hold.at)
         book.expire(hold.now_ms, hold.bound_ms, hold.hour)     # before this batch's rows, which then go out after
     held = 0
     marked: set[bytes] = set()
@@ -679,9 +698,9 @@ class Remapped(NamedTuple):
     released: Released                   # held rows let go: answered, or past their bound
 
 
-def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0) -> Remapped:
-    """The writes, pre-images, remaps applied and rows released of a remap message read at ``now_ms``; a remap
-    whose pair moved on already moves nothing.
+def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0, offset: int = 0) -> Remapped:
+    """The writes, pre-images, remaps applied and rows released of the remap message at events.valid ``offset``,
+    read at ``now_ms``; a remap whose pair moved on already moves nothing.
 
     The rows held for the device wait for this answer no longer; those of the pair's old id get the user's id and
     fields (the user side's, overridden by this partition's for the user, then by what the row showed). A device
@@ -692,7 +711,7 @@ def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0) ->
         keys |= {pair_key(m.project, m.device, m.user), device_key(m.project, m.device),
                  profile_key(m.project, m.from_aid), profile_key(m.project, m.to_aid), held_key(m.project, m.device)}
     st.load(keys)
-    book = _HoldBook(st)
+    book = _HoldBook(st, offset)
     applied = 0
     for m in remaps:
         hk = held_key(m.project, m.device)

@@ -3,23 +3,25 @@
 State (one faust table, ``<app_id>-identity-changelog``; partition p holds the
 device side of events.valid[p] and the user side of identity.links[p]):
 
-==========================================  ================================================
-key                                          value (msgpack arrays, ``Struct`` below)
-==========================================  ================================================
-``c``                                        the partition's id counter (``ids.allocate``)
-``a``                                        the highest events.valid offset applied
-``j`` + offset (8 bytes, big-endian)         journal: pre-images of what that batch wrote
-``D<project>\\0<device>``                    ``Device``: current amplitude_id and user_id
-``P<project>\\0<device>\\0<user_id>``        amplitude_id of that (device, user) pair
-``A<project>\\0<amplitude_id>``              ``Profile``: the user's fields on this partition
-``G<project>\\0<group type>\\0<name>``       the group's properties (JSON)
-``U<project>\\0<user_id>``                   ``User``: the user's id and fields (user side)
-``W<events.valid partition>``                highest events.valid offset applied from it
-``H<project>\\0<device>``                    ``Held``: the device's hold (since, waiting, chunks)
-``R<project>\\0<device>`` + n (4 bytes)      the hold's n-th chunk of rows: ``HeldRow`` list, one per batch
-``h``                                        the partition's holds: ``Holds``, (since, hour, H key) each
-``r``                                        the next source offset of released rows
-==========================================  ================================================
+=============================================  ================================================
+key                                            value (msgpack arrays, ``Struct`` below)
+=============================================  ================================================
+``c``                                          the partition's id counter (``ids.allocate``)
+``a``                                          the highest events.valid offset applied
+``j`` + offset (8 bytes, big-endian)           journal: pre-images of what that batch wrote
+``D<project>\\0<device>``                      ``Device``: current amplitude_id and user_id
+``P<project>\\0<device>\\0<user_id>``          amplitude_id of that (device, user) pair
+``A<project>\\0<amplitude_id>``                ``Profile``: the user's fields on this partition
+``G<project>\\0<group type>\\0<name>``         the group's properties (JSON)
+``U<project>\\0<user_id>``                     ``User``: the user's id and fields (user side)
+``W<events.valid partition>``                  highest events.valid offset applied from it
+``H<project>\\0<device>``                      ``Held``: the device's hold (since, waiting, chunks)
+``Q<project>\\0<device>`` + first + n (8+4)    the hold's n-th chunk of rows (``HeldRow`` list), one per batch
+``R<project>\\0<device>`` + n (4 bytes)        the same, as a previous version numbered them (read, not written)
+``x`` + offset (8 bytes)                       chunks let go by the message at offset, deleted once it is committed
+``h``                                          the partition's holds: ``Holds``, (since, hour, H key) each
+``r``                                          the next source offset of released rows
+=============================================  ================================================
 
 ``<device>`` is the event's device_id, or ``\\x01`` + user_id for an event that
 has none (it is partitioned by its user_id).
@@ -48,6 +50,7 @@ APPLIED = b"a"
 HOLDS = b"h"
 RELEASED = b"r"
 JOURNAL = b"j"
+UNUSED = b"x"
 _OFFSET = struct.Struct(">q")
 _CHUNK = struct.Struct(">I")
 
@@ -142,16 +145,23 @@ class Held(msgspec.Struct, array_like=True):
     user_ids of those links), from ``since`` (the Kafka timestamp of the events.valid message that held the
     first one, epoch ms).
 
-    The rows are stored in ``chunks`` keys of their own (``held_rows_key`` 0 to ``chunks`` - 1, in order), each
-    written once by the batch (or remap message) that held its rows, so that holding a batch's rows writes those
-    rows and this small record, not every row held before. A value written before chunks existed has its rows
-    here (``rows``) and no chunks: it is read as such, and its rows move to chunk 0 when the hold is next
-    written. In memory, ``rows`` are the rows not in a chunk yet."""
+    The rows are stored in ``chunks`` keys of their own, each written once by the batch (or remap message) that
+    held its rows, so that holding a batch's rows writes those rows and this small record, not every row held
+    before: ``held_chunk_key(H key, first, n)`` for n from 0 to ``chunks`` - 1, in order, where ``first`` is the
+    events.valid offset of the message that wrote chunk 0 (so a key is never written twice, not even by a later
+    hold of the device). A chunk is not deleted by the message that lets its rows go (or rewrites them): that
+    message lists it under ``unused_key`` and it is deleted once the message's offset is committed
+    (``IdentityTable.apply``), so that letting rows go journals no pre-image of them.
+
+    A value written by a previous version has ``first`` -1: its rows are here (``rows``, before chunks existed)
+    or in chunks ``held_rows_key(H key, n)``; read as such, they move to chunks of the current layout when the
+    hold is next written. In memory, ``rows`` are the rows not in a chunk yet."""
 
     since: int
     waiting: list[str]
     rows: list[HeldRow]
     chunks: int = 0
+    first: int = -1
 
 
 class Holds(msgspec.Struct, array_like=True):
@@ -214,6 +224,28 @@ def held_key(project: int, device: str) -> bytes:
 def held_rows_key(hk: bytes, n: int) -> bytes:
     """The key of the n-th chunk of rows of the hold whose key is ``hk`` (``held_key``)."""
     return b"R" + hk[1:] + _CHUNK.pack(n)
+
+
+def held_chunk_key(hk: bytes, first: int, n: int) -> bytes:
+    """The key of the n-th chunk of rows of the hold whose key is ``hk`` and whose chunk 0 was written by the
+    message at events.valid offset ``first`` (``Held``)."""
+    return b"Q" + hk[1:] + _OFFSET.pack(first) + _CHUNK.pack(n)
+
+
+def unused_key(offset: int) -> bytes:
+    """The key of the list of chunks the message at ``offset`` stopped using (``Held``)."""
+    return UNUSED + _OFFSET.pack(offset)
+
+
+def unused_offset(key: bytes) -> int:
+    return _OFFSET.unpack(key[1:])[0]
+
+
+def encode_keys(keys: list[bytes]) -> bytes:
+    return enc.encode(keys)
+
+
+dec_keys = msgspec.msgpack.Decoder(list[bytes]).decode
 
 
 def user_key(project: int, user: str) -> bytes:

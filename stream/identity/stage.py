@@ -140,7 +140,7 @@ class DeviceStage:
         if remaps is None:
             return False
         await self._rollback(partition, offset)
-        r = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys), self.clock.now_ms())
+        r = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys), self.clock.now_ms(), offset)
         await self._apply(partition, offset, r.writes, r.before)
         metrics.IDENTITY_REMAPS.inc(r.applied)
         await self._release(r.released, partition, offset)
@@ -170,7 +170,7 @@ class DeviceStage:
         # a bound of 0 holds nothing new, and lets go what was held before the setting changed
         source, source_offsets = out.source_of_events()
         hold = Hold(timestamp_ms, self.hold_ms, out.hour, str(source), source_offsets, out.keys, out.uuids,
-                    out.segment, out.segment_source)
+                    out.segment, out.segment_source, offset)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
                             lambda keys: self.table.get_many(partition, keys), self.max_properties_bytes, hold)
         await self._apply(partition, offset, res.writes, res.before)

@@ -6,7 +6,10 @@ partition's applied offset (``a``). A batch read again at or below the applied
 offset (a replay after a crash) first rolls the partition back through the
 journal (``rollback``), so it is computed on the state it was first computed
 on. Journal entries below the consumer's committed offset can never be replayed
-and are deleted every ``PRUNE_EVERY`` batches.
+and are deleted every ``PRUNE_EVERY`` batches, and so are the chunks of held
+rows that the batches below it stopped using (``stream.identity.records.Held``):
+deleted by the batch that let their rows go, they would have been journaled,
+every row again, for a replay of it.
 
 The changelog carries one record per key written (the key, and its value or a
 tombstone), so it is compacted (``cleanup.policy=compact``): on a broker that
@@ -25,12 +28,15 @@ from stream.dedup.table import DedupeTable, KeyedChangelog
 from stream.identity.records import (
     APPLIED,
     JOURNAL,
+    UNUSED,
+    dec_keys,
     decode_int,
     decode_ops,
     encode_int,
     encode_ops,
     journal_key,
     journal_offset,
+    unused_offset,
 )
 
 PRUNE_EVERY = 64
@@ -63,7 +69,8 @@ class IdentityTable(KeyedChangelog, DedupeTable):
     async def apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
               before: dict[bytes, bytes | None], committed: int | None = None) -> int:
         """The writes of the batch at ``offset``, journaled, in one WriteBatch; journal entries below the
-        ``committed`` offset are deleted every PRUNE_EVERY offsets. Returns how many entries were pruned."""
+        ``committed`` offset, and the chunks of held rows unused since an offset below it, are deleted every
+        PRUNE_EVERY offsets. Returns how many journal entries were pruned."""
         if not writes:
             return 0
         ops = dict(writes)
@@ -76,6 +83,11 @@ class IdentityTable(KeyedChangelog, DedupeTable):
                     break
                 ops[k] = None
                 pruned += 1
+            for k, v in self.db(partition).items(from_key=UNUSED):
+                if not k.startswith(UNUSED) or unused_offset(k) >= committed:
+                    break
+                ops.update(dict.fromkeys(dec_keys(v)))
+                ops[k] = None
         await self.write(partition, ops)
         return pruned
 

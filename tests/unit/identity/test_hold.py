@@ -2,6 +2,7 @@
 elsewhere has the user's id and fields on every event from the first; holds past the bound go out as they are."""
 
 import orjson
+import pytest
 
 from stream.identity.device import held_line
 from stream.identity.records import HOLDS, RELEASED, decode_int
@@ -85,7 +86,7 @@ def test_a_batch_resolved_again_on_the_same_state_holds_and_releases_the_same_ro
     state = dict(p.db)
     rows1, r1 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000,
                       offsets=[1, 2])
-    p.db = dict(state)
+    p.db, p.offset = dict(state), p.offset - 1
     rows2, r2 = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2", "user-2222"), now=NOW + 2000, bound=1000,
                       offsets=[1, 2])
     assert (rows1, r1.writes, r1.released, r1.held) == (rows2, r2.writes, r2.released, r2.held)
@@ -120,13 +121,13 @@ def test_released_rows_go_out_as_batches_of_one_hour_each_on_the_partitions_held
 
 
 def test_a_hold_keeps_each_version_of_the_users_properties_once():
-    from stream.identity.records import held_key, held_rows_key
+    from stream.identity.records import held_chunk_key, held_key
     p = Partition(0)
     big = {f"p{i:03d}": "v" * 1000 for i in range(50)}
     p.run(ev("dev-aaaa1", "user-1111", event_type="$identify", user_properties={"$set": big}),
           *[ev("dev-aaaa1", "user-1111") for _ in range(30)], now=NOW)
     # the properties once (51 KB) and each row's own columns (under 1.1 KB each), not 31 copies (1.6 MB)
-    assert 51_000 < len(p.db[held_rows_key(held_key(PROJECT, "dev-aaaa1"), 0)]) < 51_000 + 31 * 1100
+    assert 51_000 < len(p.db[held_chunk_key(held_key(PROJECT, "dev-aaaa1"), 0, 0)]) < 51_000 + 31 * 1100
     rows, res = p.run(ev("dev-cccc3"), now=NOW + 60_000)
     assert [orjson.loads(line)["user_properties"] for _, line, _ in res.released.rows] == [big] * 31
 
@@ -159,40 +160,47 @@ def test_an_event_that_went_through_a_hold_and_comes_again_from_upstream_is_drop
 
 
 def test_holding_a_batch_writes_that_batchs_rows_and_the_holds_record_not_the_rows_held_before():
-    from stream.identity.records import (Held, dec_held, dec_held_rows, device_key, enc, held_key, held_rows_key,
-                                         profile_key)
+    from stream.identity.records import (Held, dec_held, dec_held_rows, dec_keys, device_key, enc, held_chunk_key,
+                                         held_key, profile_key, unused_key)
     p = Partition(0)
     hk, dk, ak = held_key(PROJECT, "dev-aaaa1"), device_key(PROJECT, "dev-aaaa1"), profile_key(PROJECT, 1024)
     _, res = p.run(ev("dev-aaaa1", "user-1111"), now=NOW, bound=10**9)
-    assert set(res.writes) >= {hk, held_rows_key(hk, 0)}
+    assert set(res.writes) >= {hk, held_chunk_key(hk, 0, 0)}
     sizes = []
     for n in range(1, 41):
         _, res = p.run(*[ev("dev-aaaa1", user_properties={"n": n}) for _ in range(3)], now=NOW + n, bound=10**9)
-        chunk = held_rows_key(hk, n)
+        chunk = held_chunk_key(hk, 0, n)
         assert (res.held, set(res.writes), res.before[chunk]) == (3, {dk, ak, hk, chunk}, None)
-        assert dec_held(res.writes[hk]) == Held(NOW, ["user-1111"], [], n + 1)
+        assert dec_held(res.writes[hk]) == Held(NOW, ["user-1111"], [], n + 1, 0)
         # the batch's rows, the user's properties once (the rows after the first show the same)
         assert [(r.key, r.uuid, r.props) for r in dec_held_rows(res.writes[chunk])] == [
             (b"k0", b"u%015d" % 0, b'{"n":%d}' % n), (b"k1", b"u%015d" % 1, b""), (b"k2", b"u%015d" % 2, b"")]
         sizes.append(sum(len(v) for v in res.writes.values()) + sum(len(v or b"") for v in res.before.values()))
     # the bytes written (and journaled) by a batch are those of its own rows, however many rows are held already
     assert sizes[39] - sizes[0] <= 16, sizes          # (the digits of n and of offsets grow)
-    assert enc.encode(Held(NOW, ["user-1111"], [], 41)) == p.db[hk]
+    assert enc.encode(Held(NOW, ["user-1111"], [], 41, 0)) == p.db[hk]
     rows, res = p.run(ev("dev-cccc3"), now=NOW + 10**9)               # past the bound: all 121 go, in order
     assert [(orjson.loads(line)["user_properties"], o) for _, line, o in res.released.rows] == [({}, 0)] + [
         ({"n": n}, 1 + 3 * (n - 1) + i) for n in range(1, 41) for i in range(3)]
-    assert [k for k in p.db if k[:1] in (b"H", b"R")] == []             # the record and its 41 chunks deleted
+    # the record deleted; its 41 chunks listed as unused by the batch (offset 41), not deleted with a pre-image each
+    assert (hk in p.db, dec_keys(p.db[unused_key(41)])) == (False, [held_chunk_key(hk, 0, n) for n in range(41)])
+    assert [k for k in res.writes if k[:1] == b"Q"] == [] and max(len(v or b"") for v in res.before.values()) < 100
+
+
+def _chunk_keys(hk, h):
+    from stream.identity.records import held_chunk_key, held_rows_key
+    return [held_rows_key(hk, n) if h.first < 0 else held_chunk_key(hk, h.first, n) for n in range(h.chunks)]
 
 
 def _inline(p):
     """The partition's holds as a version without chunks stored them: every row in the hold's record."""
-    from stream.identity.records import dec_held, dec_held_rows, enc, held_rows_key
+    from stream.identity.records import dec_held, dec_held_rows, enc
     import msgspec
     for hk in [k for k in p.db if k[:1] == b"H"]:
         h = dec_held(p.db[hk])
         rows = list(h.rows)
-        for n in range(h.chunks):
-            chunk = dec_held_rows(p.db.pop(held_rows_key(hk, n)))
+        for k in _chunk_keys(hk, h):
+            chunk = dec_held_rows(p.db.pop(k))
             for i in range(1, len(chunk)):
                 if not chunk[i].props:
                     chunk[i].props = chunk[i - 1].props
@@ -202,9 +210,26 @@ def _inline(p):
         p.db[hk] = enc.encode([h.since, h.waiting, rows])
 
 
-def test_holds_stored_in_chunks_or_in_one_record_let_go_the_same_rows_in_the_same_order():
+def _numbered(p):
+    """The partition's holds as the version before stored them: chunks numbered from 0 under ``held_rows_key``,
+    deleted by the message that let their rows go (so nothing is listed as unused)."""
+    from stream.identity.records import UNUSED, dec_held, dec_keys, enc, held_rows_key
+    for k in [k for k in p.db if k[:1] == UNUSED]:
+        for chunk in dec_keys(p.db.pop(k)):
+            p.db.pop(chunk)
+    for hk in [k for k in p.db if k[:1] == b"H"]:
+        h = dec_held(p.db[hk])
+        values = [p.db.pop(k) for k in _chunk_keys(hk, h)]
+        for n, v in enumerate(values):
+            p.db[held_rows_key(hk, n)] = v
+        p.db[hk] = enc.encode([h.since, h.waiting, h.rows, len(values)])
+
+
+@pytest.mark.parametrize("earlier", [_inline, _numbered])
+def test_holds_stored_in_chunks_or_in_one_record_let_go_the_same_rows_in_the_same_order(earlier):
     """Generated batches and answers, on a partition whose holds are chunked and on one whose holds are turned
-    into one record after every step (as a version before chunks wrote them): the same rows out, byte for byte."""
+    after every step into those of an earlier version (every row in the hold's record; chunks numbered from 0 and
+    deleted when let go): the same rows out, byte for byte."""
     import random
     for seed in range(12):
         rnd = random.Random(seed)
@@ -220,14 +245,14 @@ def test_holds_stored_in_chunks_or_in_one_record_let_go_the_same_rows_in_the_sam
                     d = users.links(0, step, links)
                     p.remap(d.remaps.get(0, []), now=now)
                     out.append([(line, o) for _, line, o in p.released.rows])
-                _inline(inline)
+                earlier(inline)
                 continue
             events = [ev(f"dev-{rnd.randrange(4)}", rnd.choice([None, None, f"user-{rnd.randrange(3)}"]),
                          user_properties={"$set": {"v": rnd.randrange(3)}}) for _ in range(rnd.randrange(1, 6))]
             t = T + rnd.choice([0, 0, 0, 3_600_000]) * (step // 20)
             res_c = chunked.run(*events, t=t, now=now, bound=1000)
             res_i = inline.run(*events, t=t, now=now, bound=1000)
-            _inline(inline)
+            earlier(inline)
             assert res_c[0] == res_i[0] and res_c[1].keep == res_i[1].keep
             out_c.append([(line, o) for _, line, o in res_c[1].released.rows])
             out_i.append([(line, o) for _, line, o in res_i[1].released.rows])

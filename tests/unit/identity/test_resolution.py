@@ -40,7 +40,7 @@ class Partition:
                 self.sourced += len(lines)
             hold = Hold(now, bound, t - t % 3_600_000, source, offsets,
                         [b"k%d" % i for i in range(len(lines))],
-                        [b"u%015d" % i for i in range(len(lines))], [], "")
+                        [b"u%015d" % i for i in range(len(lines))], [], "", self.offset)
         res = resolve_batch(lines, [t + i for i in range(len(lines))], PROJECT, self.number,
                             "2024-03-09 07:30:00.000000", self.get_many, hold=hold)
         self.commit(res.writes)
@@ -48,8 +48,9 @@ class Partition:
         return [orjson.loads(x) for x in res.lines], res
 
     def remap(self, remaps, now=0):
-        r = apply_remaps(remaps, self.get_many, now)
+        r = apply_remaps(remaps, self.get_many, now, self.offset)
         self.commit(r.writes)
+        self.offset += 1
         self.released = r.released
         return r.applied
 

@@ -136,3 +136,32 @@ def test_the_user_side_merges_a_second_devices_id_and_waits_for_its_sends_before
     assert [p for p, _ in s.valid] == [1]                        # answer=False: only the merge's remap
     s.user_side(0, 9, b"\x00 not links")
     assert s.undecodable == [(9, "ValidationError")]
+
+
+def test_chunks_a_hold_let_go_stay_until_that_offset_is_committed_so_a_replay_lets_the_same_rows_go(tmp_path):
+    """The message that lets held rows go lists their chunks as unused instead of deleting them (which would
+    journal every row again); a replay of it finds them, and a later batch deletes them once it is committed."""
+    from stream.identity.records import dec_keys, held_chunk_key, held_key, journal_key, unused_key
+    from stream.identity.table import PRUNE_EVERY
+    s = Stages(tmp_path)
+    s.batch(ev("dev-bbbb2", "user-1111"), partition=1, offset=5)
+    s.batch(ev("dev-bbbb2"), ev("dev-bbbb2"), partition=1, offset=6, source_offsets=[1, 2])
+    hk = held_key(PROJECT, "dev-bbbb2")
+    chunks = [held_chunk_key(hk, 5, 0), held_chunk_key(hk, 5, 1)]
+    ((q, value),) = s.links
+    s.user_side(q, 0, value)
+    ((_, remap),) = s.valid
+    assert s.remaps(remap, 1, 7) is True
+    first = [EventBatch.decode(v) for _, v in s.accepted]
+    assert [(b.offsets, ids(b)) for b in first] == [([0, 1, 2], [("dev-bbbb2", 1025)] * 3)]
+    state = dict(zip(chunks + [hk, unused_key(7)], s.table.get_many(1, chunks + [hk, unused_key(7)])))
+    assert [k for k, v in state.items() if v is None] == [hk] and dec_keys(state[unused_key(7)]) == chunks
+    # the journal of the release: the hold's record, no row (a chunk of three rows is over 1 KB)
+    assert len(s.table.get_many(1, [journal_key(7)])[0]) < 300
+    s.accepted.clear()
+    assert s.remaps(remap, 1, 7) is True                          # read again: rolled back, the same rows again
+    assert [(b.offsets, b.lines) for b in map(EventBatch.decode, (v for _, v in s.accepted))] == [
+        (b.offsets, b.lines) for b in first]
+    s.device.committed = lambda partition: 8
+    s.batch(ev("dev-dddd4"), partition=1, offset=PRUNE_EVERY)     # a pruning point, 7 committed
+    assert s.table.get_many(1, chunks + [unused_key(7)]) == [None, None, None]
