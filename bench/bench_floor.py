@@ -16,6 +16,13 @@ Worker, the dataflow of DESIGN.md in one process (the functions the stages call)
   record (encoded and compressed, as the changelog topic receives it), ``select``, encode, compress;
 - export: decompress, ``decode_rows``, isal gzip of the rows (``GzipLinesSpool.write_rows``).
 
+``--identity`` adds the identity stage's device side, as the dedupe stage runs it (the default): on each accepted
+batch, ``DeviceStage.batch`` on RocksDB (``resolve_batch``, the WriteBatch of its writes and journal, its
+changelog records built into a zstd record batch as the producer sends them), with holds let go as in figure B
+(its pre-loaded batches are all within ``identity.hold_s`` of each other, and the answers come after them: a hold
+lasts until a batch of a later hour); then the enriched batches' encode and zstd
+(the dedupe step's own encode and zstd still count the batches before enrichment).
+
 ``--api`` also times the pure steps of one ``stream api`` request against those of the ceiling endpoint of
 ``bench_api.py``, on that benchmark's request bodies (100 events each): the ceiling parses the envelope and
 compresses the body as one message; the service also validates and normalizes every event, throttles, groups
@@ -24,12 +31,14 @@ by partition, encodes the batches and compresses them.
 Prints the CPU microseconds per event of each step and the totals. ``bench_worker.py`` and ``bench_api.py``
 measure what each side costs with Kafka and HTTP; BENCHMARKS.md combines them into the bounds.
 
-    python bench/bench_floor.py [--events N] [--repeats R] [--api] [--json PATH]
+    python bench/bench_floor.py [--events N] [--repeats R] [--api] [--identity] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import json
 import sys
 import tempfile
@@ -39,6 +48,7 @@ from pathlib import Path
 
 import rocksdict
 from aiokafka.codec import zstd_decode, zstd_encode
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -46,15 +56,26 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from raw_baseline import Parts, RocksDedupe, extract_events  # noqa: E402
 from workload import generate  # noqa: E402
 
+from stream.clock import FakeClock  # noqa: E402
 from stream.dedup.policy import decide, encode_changelog  # noqa: E402
 from stream.events.batch import EventBatch, Origin, decode_rows  # noqa: E402
 from stream.events.ingest import ingest_records  # noqa: E402
 from stream.events.normalize import Rules  # noqa: E402
 from stream.export.format import GzipLinesSpool  # noqa: E402
+from stream.identity.records import dec_links, encode_remaps  # noqa: E402
+from stream.identity.stage import DeviceStage  # noqa: E402
+from stream.identity.users import decide as decide_users  # noqa: E402
+from stream.identity.table import IdentityTable  # noqa: E402
+
+ZSTD = 0x04
+"""The zstd codec id of a Kafka record batch (aiokafka's producer with compression_type zstd)."""
 
 POLL = 500
 """Records per poll, as both sides read them (the raw loop's getmany and the ingest stage's)."""
 WINDOW_MS = 7 * 86_400_000
+PRELOADED_MS = 1_800_000_000_000
+"""The Kafka timestamp of the first events.valid message (figure B pre-loads them all within a second: its holds
+are let go by a batch of a later hour, not by their bound)."""
 
 
 def _db(path: Path) -> rocksdict.Rdict:
@@ -82,7 +103,80 @@ def _timed(step: Callable[[], None], repeats: int, setup: Callable[[], None] | N
     return best
 
 
-def measure(n: int, repeats: int, work: Path) -> dict:
+class _IdentityStore:
+    """The identity table's writes (``IdentityTable``'s own methods) on plain RocksDB stores, its changelog
+    records built into a zstd record batch (what aiokafka's producer sends) instead of sent."""
+
+    apply, rollback, write, applied = IdentityTable.apply, IdentityTable.rollback, IdentityTable.write, \
+        IdentityTable.applied
+
+    def __init__(self, dbs: list[rocksdict.Rdict]):
+        self.dbs = dbs
+
+    def db(self, partition: int) -> rocksdict.Rdict:
+        return self.dbs[partition]
+
+    def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
+        return self.dbs[partition].get(keys)
+
+    async def send_records(self, partition: int, records) -> None:
+        b = BatchBuilder(1 << 20, ZSTD)
+        for k, v in records:
+            if b.append(key=k, value=v, timestamp=None) is None:
+                b._build()
+                b = BatchBuilder(1 << 20, ZSTD)
+                b.append(key=k, value=v, timestamp=None)
+        b._build()
+
+
+def measure_identity(accepted: list[tuple[int, int, EventBatch]], n: int, repeats: int, work: Path) -> dict:
+    """The identity stage on the accepted batches (partition, Kafka timestamp, batch), in order, then the user
+    side's answers to their links, applied as the remap messages that come after them on events.valid."""
+    state = {"round": 0}
+    enriched: list[EventBatch] = []
+    released: list[bytes] = []
+    links: list[tuple[bytes, int]] = []
+
+    async def accept(value: bytes, partition: int | None = None) -> None:
+        released.append(value)
+
+    async def link(value: bytes, partition: int | None = None) -> None:
+        links.append((value, partition or 0))
+
+    async def run() -> None:
+        enriched.clear()
+        released.clear()
+        links.clear()
+        state["round"] += 1
+        dbs = [_db(work / f"identity-{state['round']}-{p}") for p in range(4)]
+        stage = DeviceStage(_IdentityStore(dbs), FakeClock(0), accept, link, accept, "events.valid", lambda p: None,
+                            partitions=4, hold_s=30.0, max_properties_bytes=256 << 10, max_request_bytes=8 << 20)
+        offset = 0
+        for offset, (p, ts, b) in enumerate(accepted):   # a copy: the stage sets the batch's rows
+            enriched.append(await stage.batch(dataclasses.replace(b, lines=list(b.lines)), p, offset, ts))
+        users: list[dict[bytes, bytes]] = [{} for _ in range(4)]
+        answers: list[tuple[int, bytes]] = []
+        for value, q in links:
+            d = decide_users(dec_links(value), lambda keys, u=users[q]: [u.get(k) for k in keys], answer=True)
+            users[q].update((k, v) for k, v in d.writes.items() if v is not None)
+            answers += [(vp, encode_remaps(r)) for vp, r in d.remaps.items()]
+        for vp, value in answers:
+            offset += 1
+            await stage.remaps(value, vp, offset)
+        for db in dbs:
+            db.close()
+
+    out = {"dedupe: identity (batches held, answered, let go; RocksDB, changelog zstd)":
+           _timed(lambda: asyncio.run(run()), repeats)}
+    encoded = [b.encode() for b in enriched] + released
+    out["dedupe: zstd-3 of the enriched and released rows (producer)"] = _timed(
+        lambda: [zstd_encode(v) for v in encoded], repeats)
+    return {"events": n, "enriched": sum(len(b) for b in enriched), "released_messages": len(released),
+            "enriched_bytes": sum(map(len, encoded)), "repeats": repeats,
+            "us_per_event": {k: round(v / n * 1e6, 2) for k, v in out.items()}}
+
+
+def measure(n: int, repeats: int, work: Path, identity: bool = False) -> dict:
     wl = generate(n, 4)
     polls: list[tuple[int, list]] = []
     for p in range(wl.partitions):
@@ -146,9 +240,11 @@ def measure(n: int, repeats: int, work: Path) -> dict:
     out["dedupe: EventBatch.decode"] = _timed(lambda: [EventBatch.decode(v) for _, v in encoded], repeats)
     decoded = [(t, EventBatch.decode(v)) for t, v in encoded]
     accepted: list[bytes] = []
+    selected: list[tuple[int, int, EventBatch]] = []
 
     def dedupe() -> None:
         accepted.clear()
+        selected.clear()
         dbs = [_db(work / f"worker-{state['round']}-{p}") for p in range(wl.partitions)]
         for i, (t, b) in enumerate(decoded):
             db = dbs[t]
@@ -159,7 +255,9 @@ def measure(n: int, repeats: int, work: Path) -> dict:
                     wb.put(k, v)
                 db.write(wb)
                 zstd_encode(encode_changelog(d.writes))
-            accepted.append(b.select(d.keep, Origin("events.valid", t, i)).encode())
+            kept = b.select(d.keep, Origin("events.valid", t, i))
+            selected.append((t, PRELOADED_MS + i, kept))
+            accepted.append(kept.encode())
         for db in dbs:
             db.close()
 
@@ -179,6 +277,8 @@ def measure(n: int, repeats: int, work: Path) -> dict:
     out["export: isal gzip of the rows"] = _timed(gzip_rows, repeats)
 
     per_event = {k: round(v / n * 1e6, 2) for k, v in out.items()}
+    if identity:
+        per_event.update(measure_identity(selected, n, repeats, work)["us_per_event"])
     raw = sum(v for k, v in per_event.items() if k.startswith("raw:"))
     worker = sum(v for k, v in per_event.items() if not k.startswith("raw:"))
     return {"events": n, "exported": sum(r.count for r in rows), "repeats": repeats, "us_per_event": per_event,
@@ -235,13 +335,14 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--api", action="store_true", help="also time the pure steps of an API request")
+    ap.add_argument("--identity", action="store_true", help="also time the identity stage's device side")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results-floor.json"))
     args = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         print(f"figure A: generating {args.events:,} events, then {args.repeats} passes of each step ...",
               flush=True)
-        r = results["figure_a"] = measure(args.events, args.repeats, Path(tmp))
+        r = results["figure_a"] = measure(args.events, args.repeats, Path(tmp), args.identity)
         _print(r, [("raw loop, compute", "raw_total"), ("worker (figure A), compute", "worker_total")])
         print(f"({r['exported']:,} of {r['events']:,} events exported)")
         if args.api:

@@ -145,6 +145,10 @@ def extract_events(recs, dec=msgspec.json.Decoder(EventKey).decode):
     return keys, hours, lines
 
 
+REMAP_MAGIC = b"\x00stream-remap\x00"
+"""How a remap message of the identity stage starts (``stream.identity.records``): not a batch."""
+
+
 def make_extract_batches():
     with open(SCHEMA) as f:
         schema = fastavro.parse_schema(json.load(f))
@@ -154,6 +158,8 @@ def make_extract_batches():
     def extract_batches(recs):
         keys, hours, lines = [], [], []
         for r in recs:
+            if r.value.startswith(REMAP_MAGIC):    # the identity stage's remaps, when a worker ran on the topic first
+                continue
             b = read(io.BytesIO(r.value), schema, None)
             rows = b["events"].split(b"\n")
             h = b["hour"]
