@@ -478,7 +478,7 @@ class Backfill:
             rows = decode_rows(value)
             group = source.layout.group(rows) if rows.count else ""
             if rows.project != self.dest.project or rows.hour not in wanted or not rows.count or \
-                    offset >= acks.end(partition, rows.hour, group):
+                    not source.layout.takes(rows) or offset >= acks.end(partition, rows.hour, group):
                 w.skip(offset)
                 continue
             blob, offsets = source.layout.lines(rows), rows.offsets

@@ -130,7 +130,7 @@ class Exporter:
         """Take the batch at ``offset``; raises if the message is not a batch."""
         rows = decode_rows(value)
         w = self.writer(partition)
-        if rows.project != self.dest.project or not rows.count:
+        if rows.project != self.dest.project or not rows.count or not self.layout.takes(rows):
             w.skip(offset)
             return []
         skipped = w.skipped_events

@@ -3,7 +3,8 @@
 A layout is the partitioner, naming and format seams of the exporter: ``group``
 splits an hour's events (Segment: by source), ``key`` names an object from data
 alone, ``lines`` gives the bytes to write for a batch, ``marker_key`` names an
-hour's completion marker (if the layout has one).
+hour's completion marker (if the layout has one), ``takes`` says whether the layout exports a batch's events at
+all (the Segment layout does not export the events a mirror import inserted, ``MIRROR_SOURCE``).
 
 Amplitude:
 
@@ -34,6 +35,13 @@ import orjson
 from stream.events.batch import Rows
 from stream.events.segment import from_amplitude_row
 from stream.events.timefmt import hour_label
+
+MIRROR_SOURCE = "$mirror"
+"""The ``segment_source`` of the batches of events a mirror import inserted (``stream.agents.mirror``): no
+Segment-layout destination exports them, as the vendor's mirrored events reach none of its streaming
+destinations; the Amplitude layout exports them as any event. No Segment source id can be it (source ids are
+letters, digits, ``_`` and ``-``), it is not written to any object, and a batch keeps it through dedupe, the
+identity stage and its holds, which carry a batch's Segment source along with its rows."""
 
 PARTITION_SLOTS = 1000
 """Partitions the key number can tell apart (topics.partitions is capped below it)."""
@@ -114,6 +122,9 @@ class AmplitudeLayout:
     def __init__(self, prefix: str, project: int):
         self.prefix, self.project = prefix, project
 
+    def takes(self, rows: Rows) -> bool:
+        return True
+
     def group(self, rows: Rows) -> str:
         return ""
 
@@ -140,7 +151,8 @@ class SegmentLayout:
     same key for an object rebuilt after a crash. Each line is a full Segment message: the one the tracking API
     received (completed as Segment completes it), or, for an event that did not come through it, the ``track``
     message its Amplitude row maps to (``stream.events.segment.from_amplitude_row``). Events that did not come
-    through Segment's API go to the folder of ``default_source``.
+    through Segment's API go to the folder of ``default_source``. The events a mirror import inserted
+    (``MIRROR_SOURCE``) are not exported.
     """
 
     name = "segment"
@@ -149,6 +161,9 @@ class SegmentLayout:
 
     def __init__(self, prefix: str, default_source: str):
         self.prefix, self.default_source = prefix, default_source
+
+    def takes(self, rows: Rows) -> bool:
+        return rows.segment_source != MIRROR_SOURCE
 
     def group(self, rows: Rows) -> str:
         return rows.segment_source or self.default_source
@@ -200,6 +215,9 @@ class MergedIdsLayout:
 
     def __init__(self, prefix: str, project: int, org_id: int):
         self.prefix, self.project, self.org_id = prefix, project, org_id
+
+    def takes(self, rows: Rows) -> bool:
+        return True
 
     def group(self, rows: Rows) -> str:
         return ""
