@@ -17,12 +17,16 @@ from stream.imports.converter.errors import ConverterError, FieldError, NoValue
 from stream.imports.converter.values import Ctx, Fn
 
 
+_MISSING = object()
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     key: str
     field: str  # output path, for FieldError
     source: Fn | None  # set for a leaf
     children: tuple[_Entry, ...]  # set for an object of the output
+    column: str | None = None  # a leaf that is a field name: looked up inline in a dict row (its source otherwise)
 
 
 class Converter:
@@ -61,16 +65,23 @@ def _compile_object(sd: Any, path: str, field: str, depth: int) -> tuple[_Entry,
             children = _compile_object(description, entry_path, entry_field, depth + 1)
             compiled.append(_Entry(key, entry_field, None, children))
         else:
-            compiled.append(_Entry(key, entry_field, compile_source(description, entry_path), ()))
+            column = description if isinstance(description, str) else None
+            compiled.append(_Entry(key, entry_field, compile_source(description, entry_path), (), column))
     return tuple(compiled)
 
 
 def _evaluate(entries: tuple[_Entry, ...], row: Any, ctx: Ctx, errors: list[FieldError]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    is_dict = type(row) is dict
     for entry in entries:
         if entry.source is None:
             out[entry.key] = _evaluate(entry.children, row, ctx, errors)
             continue
+        if is_dict and entry.column is not None:   # a field name: what basic_path reads, without its call
+            value = row.get(entry.column, _MISSING)
+            if value is not _MISSING:
+                out[entry.key] = value
+                continue
         try:
             out[entry.key] = entry.source(row, ctx)
         except NoValue as exc:
