@@ -257,6 +257,12 @@ class BatchState:
         self.get(key)
         self.writes[key] = value
 
+    def put_new(self, key: bytes, value: bytes) -> None:
+        """Write a key that no message before this one wrote (or one that a replay of this message rolled back):
+        its pre-image is None, without reading it."""
+        self.values.setdefault(key, None)
+        self.writes[key] = value
+
     def current(self, key: bytes) -> bytes | None:
         return self.writes[key] if key in self.writes else self.get(key)
 
@@ -434,7 +440,6 @@ class _HoldBook:
     def result(self) -> Released:
         """Write the holds: each one's rows not in a chunk yet as its next chunk, its record when it changed, and
         the list of the chunks that are no longer any hold's."""
-        ops: dict[bytes, bytes | None] = {}
         unused: list[bytes] = []
         for hk, h in self.held.items():
             if h is not None:
@@ -442,21 +447,19 @@ class _HoldBook:
                     if h.first < 0:      # a new hold, rows read from their chunks, or the layout before
                         self.rows(hk, h)
                         h.first = self.offset
-                    ops[held_chunk_key(hk, h.first, h.chunks)] = self._shared(h.rows)
+                    # a chunk's key is written by one message only (``Held``)
+                    self.st.put_new(held_chunk_key(hk, h.first, h.chunks), self._shared(h.rows))
                     h.chunks += 1
                 v = enc.encode(Held(h.since, h.waiting, [], h.chunks, h.first))
                 if v != self.st.get(hk):
-                    ops[hk] = v
+                    self.st.put(hk, v)
             elif self.st.get(hk) is not None:
-                ops[hk] = None
+                self.st.put(hk, None)
             first, chunks = self.stored[hk]
             if chunks and (h is None or h.first != first):     # let go, or its rows read and written anew
                 unused += self._chunks(hk, first, chunks)
         if unused:
-            ops[unused_key(self.offset)] = encode_keys(unused)
-        self.st.load(set(ops))
-        for k, v in ops.items():
-            self.st.put(k, v)
+            self.st.put_new(unused_key(self.offset), encode_keys(unused))
         if self.index != self._index0:
             self.st.put(HOLDS, enc.encode(Holds(self.index)) if self.index else None)
         return Released(self.released, self.unanswered, self.waits, self.past_bound)

@@ -260,3 +260,20 @@ def test_holds_stored_in_chunks_or_in_one_record_let_go_the_same_rows_in_the_sam
                 pending.append(res_c[1].links)
         assert out_c == out_i
         assert sum(map(len, out_c)) > 5, seed        # the generated steps do hold and let go rows
+
+
+def test_holding_and_letting_go_read_no_chunk_before_writing_it():
+    """A chunk's key (and the list of unused chunks) is written by one message only: its pre-image is None
+    without a read of the state."""
+    p, users = Partition(0), UserSide(0)
+    asked: list[bytes] = []
+    get_many = p.get_many
+    p.get_many = lambda keys: asked.extend(keys) or get_many(keys)
+    _, res = p.run(ev("dev-aaaa1", "user-1111"), now=NOW)
+    p.run(ev("dev-aaaa1"), now=NOW + 1)
+    assert [k[:1] for k in res.writes if k[:1] == b"Q"] == [b"Q"] and [k for k in asked if k[:1] in b"Qx"] == []
+    p.remap(users.links(0, 0, res.links).remaps[0], now=NOW + 2)
+    assert len(p.released.rows) == 2
+    # the chunks are read to let their rows go; nothing else of them or of the unused list
+    assert sorted(k[-4:] for k in asked if k[:1] == b"Q") == [b"\0\0\0\0", b"\0\0\0\1"]
+    assert [k for k in asked if k[:1] == b"x"] == []
