@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from stream.clock import Clock, SystemClock
 from stream.settings import KafkaSettings, Settings
 from stream.topics import topic_specs
 
@@ -127,15 +128,67 @@ async def until_quiet(c: AIOKafkaConsumer, quiet_polls: int = 2, poll_ms: int = 
     """Every record the assigned partitions of ``c`` hold from their positions on, until ``quiet_polls`` polls in
     a row return nothing.
 
-    End offsets are not trusted to say where a partition ends: the local Tansu
-    broker reports them short (LOCAL-STACK.md), and what is read short -- an
-    export ledger, a changelog -- would be missing its last records.
+    A poll that returns nothing does not mean a partition is at its end: a fetch slower than ``poll_ms`` (a busy
+    broker) looks the same, and the read ends short. Where every record up to now must be read, use ``to_end``.
     """
     quiet = 0
     while quiet < quiet_polls:
         batches = await c.getmany(timeout_ms=poll_ms)
         quiet = 0 if batches else quiet + 1
         for recs in batches.values():
+            for r in recs:
+                yield r
+
+
+class ReadStalled(RuntimeError):
+    """A read to the end offsets fetched nothing for its ``stall_s`` with records below an end still to read."""
+
+
+async def to_end(c: AIOKafkaConsumer, poll_ms: int = 1000, stall_s: float = 60.0,
+                 clock: Clock | None = None) -> AsyncIterator[dict[TopicPartition, list[Any]]]:
+    """The records of the partitions assigned to ``c``, from their positions up to their ends as they are when the
+    read starts, as ``getmany`` returns them (partition -> records; a partition's last batch may run past its end).
+
+    The ends are the broker's end offsets, each raised to the high watermark of the partition's first fetch
+    response: on Kafka the end offsets are exact; the local Tansu broker reports them short (LOCAL-STACK.md) and
+    its fetch responses carry the true end. The read ends at them however slowly the broker answers: a poll of
+    ``poll_ms`` that returns nothing is waited past, not taken for the end. When nothing at all is fetched for
+    ``stall_s`` seconds (by ``clock``) while a partition is below its end, ``ReadStalled`` is raised: the records
+    are not all read, and the caller must not act as if they were.
+    """
+    clock = clock or SystemClock()
+    tps = sorted(c.assignment())
+    if not tps:
+        return
+    ends = dict(await c.end_offsets(tps))
+    raised: set[TopicPartition] = set()
+    last_ms = clock.now_ms()
+    while True:
+        for tp in tps:
+            high = c.highwater(tp) if tp not in raised else None
+            if high is not None:
+                ends[tp] = max(ends[tp], high)
+                raised.add(tp)
+        left = [tp for tp in tps if await c.position(tp) < ends[tp]]
+        if not left:
+            return
+        got = await c.getmany(*left, timeout_ms=poll_ms)
+        if got:
+            last_ms = clock.now_ms()
+            yield got
+        elif clock.now_ms() - last_ms >= stall_s * 1000:
+            at = ", ".join([f"{tp.topic}[{tp.partition}] at offset {await c.position(tp)} of {ends[tp]}"
+                            for tp in left])
+            raise ReadStalled(f"nothing was fetched for {stall_s:g}s while reading to the end: {at}; the broker is "
+                              "slow or unreachable (see its logs and the worker's connection errors), try again "
+                              "once it answers")
+
+
+async def records_to_end(c: AIOKafkaConsumer, poll_ms: int = 1000, stall_s: float = 60.0,
+                         clock: Clock | None = None) -> AsyncIterator[Any]:
+    """``to_end``, a record at a time."""
+    async for got in to_end(c, poll_ms, stall_s, clock):
+        for recs in got.values():
             for r in recs:
                 yield r
 
@@ -165,21 +218,22 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         await stop_all(c)
 
 
-async def iter_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300,
-                   **consumer: Any) -> AsyncIterator[Any]:
-    """Every record of ``topic`` from the beginning, as they are fetched (``until_quiet``); ``consumer``: more
-    aiokafka consumer settings."""
+async def iter_all(settings: Settings, topic: str, poll_ms: int = 1000, stall_s: float = 60.0,
+                   clock: Clock | None = None, **consumer: Any) -> AsyncIterator[Any]:
+    """Every record of ``topic`` from the beginning up to its end offsets as they are when the read starts
+    (``to_end``), as they are fetched; ``consumer``: more aiokafka consumer settings."""
     c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False, **consumer})
     await c.start()
     try:
         if await assign_from_beginning(c, topic):
-            async for r in until_quiet(c, quiet_polls, poll_ms):
+            async for r in records_to_end(c, poll_ms, stall_s, clock):
                 yield r
     finally:
         await stop_all(c)
 
 
-async def read_all(settings: Settings, topic: str, quiet_polls: int = 2, poll_ms: int = 300) -> list[Any]:
-    """Every record of ``topic`` from the beginning (``until_quiet``): a restarted exporter that read its ledger
-    short would write again what it had already written."""
-    return [r async for r in iter_all(settings, topic, quiet_polls, poll_ms)]
+async def read_all(settings: Settings, topic: str, poll_ms: int = 1000, stall_s: float = 60.0,
+                   clock: Clock | None = None, **consumer: Any) -> list[Any]:
+    """Every record of ``topic`` from the beginning up to its end offsets when the read starts (``iter_all``): a
+    restarted exporter that read its ledger short would write again what it had already written."""
+    return [r async for r in iter_all(settings, topic, poll_ms, stall_s, clock, **consumer)]

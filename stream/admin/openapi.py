@@ -168,13 +168,14 @@ OPENAPI: dict[str, Any] = {
             "A user's profile", "The user's current properties as the rows of the project's sources of profiles "
             "set them (user_properties), when they last changed (updated_ms) and the file and row that set them; "
             "404 for a project without a source of profiles, a user without a profile and a deleted one. Read from "
-            "the profiles table's changelog: a lookup reads one of its partitions (docs/admin.md).",
+            "the profiles table's changelog: a lookup reads one of its partitions up to its end as the lookup starts "
+            "(docs/admin.md); 503 when the broker fetches nothing of it for 20 s.",
             params=[{"name": "project", "in": "path", "required": True,
                      "schema": {"type": "integer", "minimum": 0, "maximum": 4294967295},
                      "description": "A project id."},
                     {"name": "user_id", "in": "path", "required": True, "schema": TEXT,
                      "description": "The user's user_id (URL-encoded; one with a '/' is looked up in the console)."}],
-            errors=("400", "401", "404"))},
+            errors=("400", "401", "404", "503"))},
         "/admin/deadletters": {"get": _op(
             "Dead letters", "Counts by reason and by hour, and the latest samples with their source coordinates "
             "(credentials redacted).", params=[HOURS, {"name": "samples", "in": "query", "schema": {

@@ -363,7 +363,12 @@ class Admin:
             have = ", ".join(str(p) for p in sorted(self.settings.profiles_projects())) or "none"
             raise AdminError(404, f"project {project} has no source of profiles (data_type: profiles), so no "
                              f"profiles are kept for it; projects with one: {have}")
-        p = await profiles.read_profile(self.settings, project, user_id)
+        from stream.kafka import ReadStalled
+        try:
+            p = await profiles.read_profile(self.settings, project, user_id)
+        except ReadStalled as exc:
+            raise AdminError(503, f"the profile of user {user_id!r} in project {project} could not be read: {exc}") \
+                from None
         if p is None:
             raise AdminError(404, f"no profile of user {user_id!r} in project {project}: no row of a source of "
                              "profiles has set one yet (a file not imported yet, or one whose profiles stage has "

@@ -9,9 +9,10 @@ Exactly once: a day's object is written only when the destination's listing does
 whole by one PutObject, so a crash before the put writes it at the next look and a crash after leaves it as it is;
 the writer runs in the one replica that owns partition 0 of profiles.mutations (``stream.agents.profiles``), so
 two replicas do not write a day at once. The state is read from the profiles table's compacted changelog, every
-partition (``read_stored``): a day's snapshot holds each profile changed that day as it is when the snapshot is
-written, so a profile changed again on a later day before its day's snapshot was written (the writer was down
-past midnight) is in the later day's snapshot only.
+partition up to its end offset as it is when the read starts (``read_stored``; a slow broker makes the read slower,
+not short, and one that fetches nothing for a minute fails the look, which the next look repeats): a day's snapshot
+holds each profile changed that day as it is when the snapshot is written, so a profile changed again on a later
+day before its day's snapshot was written (the writer was down past midnight) is in the later day's snapshot only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import gzip
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from stream import metrics
 from stream.clock import Clock
@@ -35,10 +37,11 @@ GRACE_MS = 10 * 60_000
 """After a day's end, how long the profiles stage may still be applying mutations it took during the day."""
 
 
-async def read_stored(settings: Settings) -> dict[bytes, Profile]:
-    """Every stored profile (deleted ones too, as tombstones): the latest record of each key of the changelog."""
+async def read_stored(settings: Settings, poll_ms: int = 1000, **consumer: Any) -> dict[bytes, Profile]:
+    """Every stored profile (deleted ones too, as tombstones): the latest record of each key of the changelog up to
+    its end offsets when the read starts (``stream.kafka.iter_all``); ``consumer``: more aiokafka consumer settings."""
     out: dict[bytes, Profile] = {}
-    async for r in iter_all(settings, profiles_changelog(settings)):
+    async for r in iter_all(settings, profiles_changelog(settings), poll_ms, **consumer):
         if r.key is None:
             continue
         p = decode(r.value)

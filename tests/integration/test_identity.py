@@ -62,7 +62,7 @@ async def produce(settings, events):
 
 async def links_applied(settings):
     """Every identity.links record is read and committed by the user side (faust's group)."""
-    records = await read_all(settings, settings.topics.name("identity_links"), quiet_polls=1)
+    records = await read_all(settings, settings.topics.name("identity_links"))
     ends = {}
     for m in records:
         ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)

@@ -225,3 +225,60 @@ def test_the_worker_writes_the_days_snapshot_of_the_changed_profiles_on_its_own(
          "updated_time": ts(changed["user-3"])}]
     assert worker_counters(settings, "stream_profile_snapshots_total") == {
         'stream_profile_snapshots_total{destination="crm"}': 1}
+
+
+SLOW = {"fetch_min_bytes": 50 << 20, "fetch_max_wait_ms": 1000}
+"""Consumer settings that make the broker hold each fetch 1 s (it waits for 50 MB that never come): longer than the
+two polls of 300 ms after which a read that took two empty polls for the end stopped."""
+
+
+async def write_changelog(settings, users):
+    """The profiles of ``users`` written to the profiles table's changelog as the stage writes it (the latest record
+    of a key is the profile; a deleted profile is its tombstone): a first batch of them all, then each user's profile
+    set again by a record of its own; the profiles written."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from stream.topics import profiles_changelog
+    topic, n = profiles_changelog(settings), settings.topics.partitions
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, n, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        await admin.close()
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=50)
+    await p.start()
+    written = {}
+    try:
+        for again in (0, 1):
+            sent = []
+            for i, user in enumerate(users):
+                k = profiles.key(PROJECT, user)
+                written[k] = profiles.Profile(None if (again and i % 10 == 3) else {"plan": f"plan-{again}-{i}"},
+                                              (T0, "s3://people/in/p.json", 2 * i + again + 1), T0 + i)
+                sent.append(await p.send(topic, profiles.encode(written[k]), key=k,
+                                         partition=profiles.partition(k, n)))
+                if again:
+                    await sent[-1]
+            await asyncio.gather(*sent)
+    finally:
+        await p.stop()
+    return written
+
+
+def test_reads_of_the_profiles_changelog_get_every_profile_when_the_broker_answers_slower_than_the_polls(deployment):
+    """The snapshot writer's and the cohort syncs' read of every profile, and the admin lookup of one, when each
+    fetch takes 1 s: every profile, as the changelog has it last (the changelog's partitions hold many batches,
+    whose end offsets the local broker reports short)."""
+    from stream.admin.profiles import read_profile
+    settings, _ = deployment
+    users = [f"user-{i}" for i in range(40)]
+    written = asyncio.run(write_changelog(settings, users))
+    assert len(written) == 40 and sum(p.deleted for p in written.values()) == 4
+
+    stored = asyncio.run(profiles_snapshot.read_stored(settings, **SLOW))
+    assert stored == written
+    for user in ("user-0", "user-3", "user-39"):
+        k = profiles.key(PROJECT, user)
+        assert asyncio.run(read_profile(settings, PROJECT, user, **SLOW)) == written[k]
+    assert asyncio.run(read_profile(settings, PROJECT, "user-40", **SLOW)) is None

@@ -55,7 +55,7 @@ def test_bad_profile_lookups_are_answered_400_or_404_naming_why_before_anything_
 
 def test_the_openapi_description_has_the_profile_lookup():
     op = OPENAPI["paths"]["/admin/profiles/{project}/{user_id}"]["get"]
-    assert sorted(op["responses"]) == ["200", "400", "401", "404", "429"]
+    assert sorted(op["responses"]) == ["200", "400", "401", "404", "429", "503"]
     assert [(p["name"], p["in"], p["schema"]) for p in op["parameters"]] == [
         ("project", "path", {"type": "integer", "minimum": 0, "maximum": 4294967295}),
         ("user_id", "path", {"type": "string", "maxLength": 1024})]
@@ -77,3 +77,23 @@ def test_the_console_page_shows_a_refused_lookup_with_its_status_and_the_navigat
                           'the user_id of the profile to show</p>') in bad
     assert s2 == 404 and "404: project 8 has no source of profiles" in other
     assert '<option selected>8</option>' not in other and '<option>7</option>' in other
+
+
+def test_a_lookup_whose_read_of_the_changelog_stalls_is_answered_503_saying_so(monkeypatch):
+    """The broker fetches nothing within the lookup's bound (stream.kafka.ReadStalled): 503 and why, not a 404 that
+    the user has no profile (which a read cut short would have answered)."""
+    from stream.admin import profiles
+    from stream.kafka import ReadStalled
+    stalled = ("nothing was fetched for 20s while reading to the end: it-profiles-applied-changelog[1] at offset 0 "
+               "of 12; the broker is slow or unreachable (see its logs and the worker's connection errors), try "
+               "again once it answers")
+
+    async def read_profile(settings, project, user_id):
+        raise ReadStalled(stalled)
+    monkeypatch.setattr(profiles, "read_profile", read_profile)
+
+    async def go():
+        async with TestClient(TestServer(app())) as c:
+            r = await c.get("/admin/profiles/7/u", headers={"Authorization": f"Bearer {TOKEN}"})
+            return r.status, orjson.loads(await r.read())
+    assert asyncio.run(go()) == (503, {"error": f"the profile of user 'u' in project 7 could not be read: {stalled}"})
