@@ -163,3 +163,24 @@ def test_stream_policy_of_an_import_source_prints_its_read_role():
     assert doc["trust_policy"]["Statement"] == [{
         "Sid": "StreamAssumes", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:role/stream"},
         "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"sts:ExternalId": "x-1"}}}]
+
+
+def test_a_row_the_converter_fails_on_is_dead_lettered_and_its_neighbours_go_on():
+    import dataclasses
+    src = source()
+    real = src.compiled.convert
+
+    def convert_or_fail(value, now_ms):   # a converter with a bug on one row
+        if value.get("ts") == "boom":
+            raise ValueError("boom")
+        return real(value, now_ms)
+    src._compiled = dataclasses.replace(src.compiled, convert=convert_or_fail)
+    out = convert(ctx(src), [row(1), row(2, ts="boom"), RowError(3, RowErrorReason.MALFORMED_JSON, "line 3 is bad"),
+                             row(4)], NOW)
+    assert out.rows == 4
+    assert [offset - 5 * ROW_SLOTS for offset, _ in out.events] == [1, 4]
+    assert dict(out.reasons) == {"processing_error": 1, "malformed_json": 1}
+    dead = [deadletter.decode(v) for _, v in out.dead]
+    assert [(d["offset"], d["reason"], d["detail"]) for d in dead] == [
+        (2, "processing_error", "the converter failed: ValueError: boom"),
+        (3, "malformed_json", "line 3 is bad")]
