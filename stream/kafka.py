@@ -193,27 +193,50 @@ async def records_to_end(c: AIOKafkaConsumer, poll_ms: int = 1000, stall_s: floa
                 yield r
 
 
-async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """partition -> the offset after the last record of ``topic`` that can be fetched now.
+async def fetched_ends(c: AIOKafkaConsumer, poll_ms: int = 1000, stall_s: float = 60.0,
+                       clock: Clock | None = None) -> dict[TopicPartition, int]:
+    """partition -> its end as it is now, for every partition assigned to ``c`` (each must have a position): the
+    broker's end offset, raised to the high watermark of the first fetch response for the partition (records it
+    fetches are dropped). On Kafka the end offsets are exact; the local Tansu broker reports them short
+    (LOCAL-STACK.md) and its fetch responses carry the true end. A slow broker makes this slower, never short: when no
+    fetch response comes for ``stall_s`` seconds (by ``clock``), ``ReadStalled``."""
+    clock = clock or SystemClock()
+    tps = sorted(c.assignment())
+    ends = dict(await c.end_offsets(tps)) if tps else {}
+    started = clock.now_ms()
+    highs: dict[TopicPartition, int] = {}
+    while True:
+        for tp in tps:
+            high = c.highwater(tp) if tp not in highs else None
+            if high is not None:
+                highs[tp] = high
+        unknown = [tp for tp in tps if tp not in highs]
+        if not unknown:
+            return {tp: max(ends[tp], highs[tp]) for tp in tps}
+        if clock.now_ms() - started >= stall_s * 1000:
+            raise ReadStalled(f"no fetch response came for {stall_s:g}s while finding the end of "
+                              + ", ".join(f"{tp.topic}[{tp.partition}]" for tp in unknown)
+                              + "; the broker is slow or unreachable (see its logs and the worker's connection "
+                                "errors), try again once it answers")
+        await c.getmany(*unknown, timeout_ms=poll_ms)
 
-    The broker's end offsets are the start: on Kafka they are exact. Records fetched at and after them (the
-    local Tansu broker reports end offsets short, LOCAL-STACK.md) move the end to where fetching stops, so a
-    cut made at these offsets never leaves records below it unseen.
-    """
-    c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
+
+async def end_offsets(settings: Settings, topic: str, poll_ms: int = 1000, stall_s: float = 60.0,
+                      clock: Clock | None = None, **consumer: Any) -> dict[int, int]:
+    """partition -> the offset after the last record of ``topic`` that can be fetched now (``fetched_ends``: a cut
+    made at these offsets never leaves records below it unseen); ``consumer``: more aiokafka consumer settings."""
+    c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False, **consumer})
     await c.start()
     try:
         await c.topics()
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
         if not tps:
             return {}
-        ends = {tp.partition: o for tp, o in (await c.end_offsets(tps)).items()}
+        reported = await c.end_offsets(tps)
         c.assign(tps)
         for tp in tps:
-            c.seek(tp, ends[tp.partition])
-        async for r in until_quiet(c):
-            ends[r.partition] = max(ends[r.partition], r.offset + 1)
-        return ends
+            c.seek(tp, reported[tp])
+        return {tp.partition: o for tp, o in (await fetched_ends(c, poll_ms, stall_s, clock)).items()}
     finally:
         await stop_all(c)
 

@@ -80,7 +80,8 @@ def test_a_backfill_rebuilds_complete_partial_and_new_destinations_exactly_while
     worker()
     asyncio.run(produce(settings))
     wait_until(lambda: marked(settings), 120, "every hour exported and marked")
-    live = objects(settings, bucket, "amp/")
+    # the events' hours (the live export goes on marking the hours since, as the clock seals them)
+    live = {k: v for k, v in objects(settings, bucket, "amp/").items() if "_2024-03-09_" in k}
     expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
     assert sorted(r["$insert_id"] for r in rows(live)) == expected
 
@@ -95,7 +96,7 @@ def test_a_backfill_rebuilds_complete_partial_and_new_destinations_exactly_while
                  path=path)
     doc = orjson.loads(out.stdout)
     assert (doc["state"], doc["hours_done"], doc["hours_total"]) == ("done", 3, 3)
-    after = objects(settings, bucket, "amp/")
+    after = {k: v for k, v in objects(settings, bucket, "amp/").items() if "_2024-03-09_" in k}
     assert after == live                       # byte for byte where live was complete; the lost one is back
     assert sorted(r["$insert_id"] for r in rows(after)) == expected
     assert len({r["uuid"] for r in rows(after)}) == len(expected)

@@ -100,3 +100,22 @@ def test_a_read_that_fetches_nothing_for_its_bound_raises_read_stalled_with_wher
                             "is slow or unreachable (see its logs and the worker's connection errors), try again once "
                             "it answers")
     assert (broker.polls, clock.now_ms()) == ([[0, 1]] + [[0]] * 3, 3000)
+
+
+def test_fetched_ends_are_the_reported_ones_raised_to_the_first_fetch_response_of_each_partition():
+    from stream.kafka import fetched_ends
+    clock = FakeClock(0)
+    broker = Broker(clock, {P0: [9, 12], P1: [2]}, {P0: 4, P1: 2}, [None, {P0: 0}, None, {P0: 0, P1: 0}])
+    assert asyncio.run(fetched_ends(broker, 500, 60, clock)) == {P0: 9, P1: 2}
+    assert broker.polls == [[0, 1], [0, 1], [1], [1]]
+
+
+def test_fetched_ends_raise_read_stalled_when_no_fetch_response_comes_for_the_bound():
+    from stream.kafka import fetched_ends
+    clock = FakeClock(0)
+    broker = Broker(clock, {P0: [9], P1: [2]}, {P0: 4, P1: 2}, [{P0: 0}] + [None] * 10)
+    with pytest.raises(ReadStalled) as e:
+        asyncio.run(fetched_ends(broker, 500, 2, clock))
+    assert str(e.value) == ("no fetch response came for 2s while finding the end of t[1]; the broker is slow or "
+                            "unreachable (see its logs and the worker's connection errors), try again once it answers")
+    assert (len(broker.polls), clock.now_ms()) == (5, 2000)

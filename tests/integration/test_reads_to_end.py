@@ -1,0 +1,57 @@
+"""Reads of a topic to its end against the broker when each fetch takes 1 s, longer than the polls of 300 ms after
+which a read used to take the broker's silence for the end: every record up to the end is read, and the ends found
+are those of the records written (the local broker reports its end offsets short: a partition of several batches
+reads as fewer)."""
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from stream import kafka
+
+pytestmark = pytest.mark.integration
+
+SLOW = {"fetch_min_bytes": 50 << 20, "fetch_max_wait_ms": 1000}
+"""Consumer settings that make the broker hold each fetch 1 s (it waits for 50 MB that never come)."""
+
+
+async def write(settings, topic, counts):
+    """``counts[p]`` records to partition p of a new topic: one batch each for half of them, then one batch of the
+    rest (the local broker reports the end offset of a partition as one past the first offset of its last batch)."""
+    bootstrap = settings.kafka.bootstrap_servers
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, len(counts), 1)])
+    finally:
+        await admin.close()
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
+    await p.start()
+    try:
+        for partition, n in enumerate(counts):
+            for i in range(n // 2):
+                await p.send_and_wait(topic, b"v%d" % i, partition=partition)
+            await asyncio.gather(*[await p.send(topic, b"v%d" % i, partition=partition) for i in range(n // 2, n)])
+    finally:
+        await p.stop()
+
+
+def test_the_end_offsets_of_a_topic_are_past_its_last_records_when_the_broker_answers_slower_than_the_polls(
+        deployment):
+    settings, _ = deployment
+    topic = settings.topics.prefix + "ends"
+    asyncio.run(write(settings, topic, [10, 0, 7]))
+    assert asyncio.run(kafka.end_offsets(settings, topic, **SLOW)) == {0: 10, 1: 0, 2: 7}
+    assert asyncio.run(kafka.end_offsets(settings, topic)) == {0: 10, 1: 0, 2: 7}
+    assert asyncio.run(kafka.end_offsets(settings, settings.topics.prefix + "none")) == {}
+
+
+def test_read_all_reads_every_record_of_a_topic_when_the_broker_answers_slower_than_the_polls(deployment):
+    settings, _ = deployment
+    topic = settings.topics.prefix + "all"
+    asyncio.run(write(settings, topic, [10, 0, 7]))
+    got = asyncio.run(kafka.read_all(settings, topic, **SLOW))
+    assert sorted((r.partition, r.offset, r.value) for r in got) == (
+        [(0, i, b"v%d" % i) for i in range(10)] + [(2, i, b"v%d" % i) for i in range(7)])
