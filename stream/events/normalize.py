@@ -496,6 +496,7 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules,
               now_ms: int | None) -> Normalized:
+    global _last_received
     if not e.event_type:
         raise _NotFast
     user_id = _fast_id(e.user_id, rules.min_id_length)
@@ -525,7 +526,6 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
         except ValueError:
             raise _NotFast from None
     insert_id = e.insert_id or None
-    global _last_received
     last = _last_received   # read once: a pair, never torn
     if received == last[0]:   # every event of a request (or of an import chunk) has the same received time
         received_s = last[1]
