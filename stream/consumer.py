@@ -33,8 +33,8 @@ ListOffsets reports it, and stops there. A broker whose answer lags behind its
 log (the local Tansu broker: short by about one produce batch) would have a
 table restored without its last writes -- for the identity state, a user
 adopted or a merge decided again. So the reported end is checked by fetching
-from it until nothing more comes (``read_ends``): on a broker that answers
-exactly, one empty fetch per recovery.
+from it (``read_ends``): the end is the high watermark of the first fetch
+response; on a broker that answers exactly, one empty fetch per recovery.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
-from stream.kafka import stop_all, until_quiet
+from stream.kafka import fetched_ends, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,10 @@ async def _seek_and_say_where(consumer: AIOKafkaConsumer) -> tuple[Mapping[Any, 
     return committed, starts
 
 
-async def read_ends(client_args: Mapping[str, Any], reported: Mapping[Any, int], quiet_polls: int = 2,
-                    poll_ms: int = 150) -> dict[TP, int]:
-    """Each partition's end offset as fetching finds it: from its ``reported`` end offset on, records are read until
-    ``quiet_polls`` fetches in a row return none; the end is past the last one read (or the reported end)."""
+async def read_ends(client_args: Mapping[str, Any], reported: Mapping[Any, int], poll_ms: int = 500) -> dict[TP, int]:
+    """Each partition's end offset as fetching finds it: the ``reported`` end offset, raised to the high watermark of
+    the first fetch response for the partition (``stream.kafka.fetched_ends``: a slow broker makes this slower, not
+    short; one that answers no fetch for a minute raises ``stream.kafka.ReadStalled``)."""
     ends = {TP(tp.topic, tp.partition): offset for tp, offset in reported.items()}
     if not ends:
         return ends
@@ -86,9 +86,9 @@ async def read_ends(client_args: Mapping[str, Any], reported: Mapping[Any, int],
         c.assign([TopicPartition(tp.topic, tp.partition) for tp in ends])
         for tp, offset in ends.items():
             c.seek(TopicPartition(tp.topic, tp.partition), max(offset, 0))
-        async for r in until_quiet(c, quiet_polls, poll_ms):
-            key = TP(r.topic, r.partition)
-            ends[key] = max(ends[key], r.offset + 1)
+        for tp, end in (await fetched_ends(c, poll_ms)).items():
+            key = TP(tp.topic, tp.partition)
+            ends[key] = max(ends[key], end)
         for tp, end in ends.items():
             if end != reported.get(tp, end):
                 log.info("recovery: %s[%d] ends at offset %d, not %d as the broker reported", tp.topic, tp.partition,

@@ -74,6 +74,20 @@ def test_an_end_offset_reported_short_is_read_past_to_the_last_record(deployment
     assert asyncio.run(_ends_of_five_and_none(settings, reported)) == {TP(topic, 0): 5, TP(topic, 1): 0}
 
 
+def test_an_end_offset_reported_short_is_read_past_to_the_last_record_when_the_broker_answers_slower_than_polls(
+        deployment):
+    """The broker holds each fetch 1 s (it waits for 50 MB that never come), far longer than the polls: the end found
+    by fetching is still 5 and 0."""
+    settings = deployment[0]
+    topic = settings.topics.name("identity_links")
+    slow = {**client_args(settings.kafka), "fetch_min_bytes": 50 << 20, "fetch_max_wait_ms": 1000}
+
+    async def ends():
+        await _records_on_partition_0(settings, 5)
+        return await read_ends(slow, {TP(topic, 0): 2, TP(topic, 1): 0})
+    assert asyncio.run(ends()) == {TP(topic, 0): 5, TP(topic, 1): 0}
+
+
 def test_an_agent_reads_back_what_the_consumer_passed_over_and_nothing_else(deployment):
     """``stream.agents.contiguous``: from where the last seek left a partition, a record past the next expected
     offset brings the records in between, read from Kafka; a record that comes again brings nothing."""
