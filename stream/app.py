@@ -159,13 +159,25 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
 
     if "cohorts" in stages:
         from stream.agents import cohorts as cohort_agents
+        from stream.cohorts.duty import DUTY, after_revocation, holds_duty
         cohort_agents.register(app, settings, clock)
+        cohorts_topic = settings.topics.name("cohorts")
+
+        # the syncs run on the worker assigned partition 0 of the cohorts topic (stream.cohorts.duty)
+        @app.on_partitions_revoked.connect
+        async def _cohort_sync_duty_revoked(sender, revoked, **kwargs) -> None:
+            DUTY.set(after_revocation(DUTY.held, revoked, cohorts_topic))
+
+        @app.on_partitions_assigned.connect
+        async def _cohort_sync_duty_assigned(sender, assigned, **kwargs) -> None:
+            DUTY.set(holds_duty(app.assignor.assigned_actives(), cohorts_topic))
 
         @app.task
         async def cohorts() -> None:
             from stream.cohorts.schedule import run_stage
             await _supervised("cohorts", "cohorts", lambda: run_stage(
-                settings, clock, stop=lambda: SHUTDOWN.requested, on_ready=lambda: HEALTH.mark_ready("cohorts")))
+                settings, clock, stop=lambda: SHUTDOWN.requested, on_ready=lambda: HEALTH.mark_ready("cohorts"),
+                duty=DUTY))
     return app
 
 

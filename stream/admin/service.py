@@ -389,8 +389,10 @@ class Admin:
         except SyncError as exc:
             raise AdminError(404, str(exc)) from None
         if schedule.NOW.scheduler is None:
-            raise AdminError(409, "this worker does not run the cohorts stage (worker.stages), or it has not "
-                             "started yet: ask a worker that runs it, or run stream cohorts sync " + cohort_id)
+            raise AdminError(409, "this worker does not run the cohort syncs: it does not run the cohorts stage "
+                             "(worker.stages), has not started it yet, or is not the worker assigned partition 0 of "
+                             f"{self.settings.topics.name('cohorts')}, the one that runs them (its log says so): ask "
+                             f"that worker, or run stream cohorts sync {cohort_id}")
         return {"cohort": cohort_id, "syncs": schedule.NOW.request(jobs, self.clock.now_ms())}
 
     # --- cohorts, read from their sync records and files (stream.admin.cohorts) -------------------------------------

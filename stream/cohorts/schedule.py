@@ -238,7 +238,8 @@ class Scheduler:
 
     ``jobs``: ``sync.SyncJob``s; ``now``: the clock; ``latest``: a job's latest completed record (or None);
     ``run``: ``sync.run_syncs`` for (jobs, slot), returning its ``SyncResult``s (a failed job's has ``error``);
-    ``pause``: ``stream.retry.pause``-like wait of some seconds.
+    ``pause``: ``stream.retry.pause``-like wait of some seconds; ``held``: whether this worker holds the sync duty
+    (``stream.cohorts.duty``; None: not known yet), asked before each sync it starts.
     """
 
     jobs: list[Any]
@@ -249,6 +250,7 @@ class Scheduler:
     on_state: Callable[[Any, JobState], None] = lambda job, state: None
     requests: SyncNow | None = None
     states: dict[str, JobState] = field(default_factory=dict)
+    held: Callable[[], bool | None] = lambda: True
 
     async def start(self) -> None:
         """Each job's latest completed sync, from its pointer (read once; the loop keeps it after)."""
@@ -273,6 +275,8 @@ class Scheduler:
             if slot is not None:
                 plan.setdefault(slot, []).append(job)
         for slot, group in sorted(plan.items()):
+            if not self.held():       # the duty moved to another worker: it syncs what is due from here on
+                break
             for result in await self.run(group, slot):
                 state = self.states[result.job.name]
                 if result.error is None:
@@ -288,13 +292,33 @@ class Scheduler:
         wait_ms = min(wakes, default=now + int(IDLE_WAKE_S * 1000)) - now
         return min(max(wait_ms / 1000, 0.0), IDLE_WAKE_S)
 
-    async def run_forever(self, stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None) -> None:
-        await self.start()
-        on_ready()
+    async def run_forever(self, stop: Callable[[], bool], on_ready: Callable[[], None] = lambda: None,
+                          on_duty: Callable[[Scheduler | None], None] = lambda scheduler: None) -> None:
+        """Until ``stop()``: while this worker holds the sync duty, the syncs as they come due. Each time it gains
+        the duty it starts from each job's latest completed sync again (another worker may have completed syncs
+        meanwhile); ``on_duty`` is told (the scheduler, then None once it lost it or stops). Ready
+        (``on_ready``, once) when it has started, or when it knows it does not hold the duty."""
+        ready = False
         while not stop():
-            wait = await self.tick()
-            if wait > 0:
-                await self.pause(wait)
+            held = self.held()
+            if not held:
+                if held is False and not ready:
+                    on_ready()
+                    ready = True
+                await self.pause(IDLE_WAKE_S)
+                continue
+            await self.start()
+            on_duty(self)
+            try:
+                if not ready:
+                    on_ready()
+                    ready = True
+                while not stop() and self.held():
+                    wait = await self.tick()
+                    if wait > 0 and self.held():
+                        await self.pause(wait)
+            finally:
+                on_duty(None)
 
 
 def gauges(jobs: list[Any], states: dict[str, JobState]) -> dict[tuple[str, str], tuple[float, float, int]]:
@@ -319,14 +343,17 @@ def gauges(jobs: list[Any], states: dict[str, JobState]) -> dict[tuple[str, str]
 
 
 async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
-                    on_ready: Callable[[], None] = lambda: None) -> None:
-    """The worker's ``cohorts`` stage: every configured sync on its cadence, until ``stop()``."""
+                    on_ready: Callable[[], None] = lambda: None, duty: Any = None) -> None:
+    """The worker's ``cohorts`` stage: every configured sync on its cadence, until ``stop()``, while this worker
+    holds the sync duty (``duty``, a ``stream.cohorts.duty.SyncDuty``; None: always)."""
     from contextlib import AsyncExitStack
 
     from stream import metrics
     from stream.cohorts import sync
     from stream.retry import pause
 
+    from stream.cohorts.duty import DUTY_PARTITION, SyncDuty
+    duty = duty if duty is not None else SyncDuty(held=True)
     jobs = sync.all_jobs(settings)
     async with AsyncExitStack() as stack:
         storages = {d.name: await stack.enter_async_context(sync._s3_storage(settings, d))
@@ -348,14 +375,28 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
             return await sync.run_syncs(settings, group, slot, lambda d: storages[d.name], source,
                                         echo=lambda line: log.info("%s", line), at_ms=slot, clock_ms=clock.now_ms)
 
-        scheduler = Scheduler(jobs, clock.now_ms, latest, run, lambda s: pause(s, lambda: stop() or bool(NOW.pending)),
-                              on_state, NOW)
-        log.info("cohorts: scheduling %d sync(s): %s", len(jobs), ", ".join(j.name for j in jobs))
+        async def wait(seconds: float) -> None:      # until then, or stop, "sync now", or the duty moved
+            seen = duty.changes
+            await pause(seconds, lambda: stop() or bool(NOW.pending) or duty.changes != seen)
 
-        def ready() -> None:
-            NOW.scheduler = scheduler      # the admin API's "sync now" reaches it from here on
-            on_ready()
+        scheduler = Scheduler(jobs, clock.now_ms, latest, run, wait, on_state, NOW, held=lambda: duty.held)
+        topic = settings.topics.name("cohorts")
+
+        def on_duty(holder: Scheduler | None) -> None:
+            NOW.scheduler = holder      # the admin API's "sync now" reaches it while it holds the duty
+            if holder is not None:
+                log.info("cohorts: this worker is assigned partition %d of %s: it runs the %d cohort sync(s): %s",
+                         DUTY_PARTITION, topic, len(jobs), ", ".join(j.name for j in jobs))
+            else:
+                # the worker holding the duty reports the syncs' times and failures; a former holder's would go
+                # stale (and the late alert takes the oldest of them)
+                for gauge in (metrics.COHORT_LAST_COMPLETED, metrics.COHORT_SYNC_INTERVAL,
+                              metrics.COHORT_CONSECUTIVE_FAILURES):
+                    gauge.clear()
+                if not stop():
+                    log.info("cohorts: partition %d of %s is no longer assigned to this worker: it starts no more "
+                             "cohort syncs (the worker assigned it does)", DUTY_PARTITION, topic)
         try:
-            await scheduler.run_forever(stop, ready)
+            await scheduler.run_forever(stop, on_ready, on_duty)
         finally:
             NOW.scheduler = None

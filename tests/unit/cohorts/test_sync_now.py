@@ -152,8 +152,9 @@ def test_sync_now_answers_what_is_wrong():
         return out
 
     assert asyncio.run(go()) == [
-        (409, "this worker does not run the cohorts stage (worker.stages), or it has not started yet: ask a worker "
-              "that runs it, or run stream cohorts sync buyers"),
+        (409, "this worker does not run the cohort syncs: it does not run the cohorts stage (worker.stages), has "
+              "not started it yet, or is not the worker assigned partition 0 of cohorts.activity, the one that runs "
+              "them (its log says so): ask that worker, or run stream cohorts sync buyers"),
         (404, "no cohort 'nope' in the settings (cohorts)"),
         (404, "cohort 'vips' is synced to no cohort destination (cohort_destinations[].syncs)"),
         (400, "destination must be a string: the name of one of the cohort's destinations"),
