@@ -6,7 +6,10 @@ a tombstone deletes it), then asks the view whether every partition has passed t
 (``stage.SyncView.check``). Not yet: it reads on, to the new end offsets, until it has or
 ``cohort_state.sync_wait_s`` is over (then the sync fails with the reason ``events`` and the scheduler tries again).
 The local copies are kept between syncs of one process and read on from where they were, so a sync reads what the
-state wrote since the previous one, not every user again. Memory is bounded: the copies are on disk.
+state wrote since the previous one, not every user again. Memory is bounded: the copies are on disk. The first
+read of a process (the changelog from its beginning: every record of a key not yet compacted by the broker, one a
+write of its user) is followed by a compaction of the copies, so that a sync's scan steps over one value a user,
+not one per write the state made since the broker last compacted the topic (BENCHMARKS.md, Cohorts).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class ChangelogSource:
         self.topic = cohorts_changelog(settings)
         self.consumer: Any = None
         self.stores: dict[int, RdictStore] = {}
+        self.compacted = False
 
     async def _start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -70,6 +74,7 @@ class ChangelogSource:
             self.spool.mkdir(parents=True)
         self.stores = {tp.partition: RdictStore(Rdict(str(self.spool / str(tp.partition)), Options(raw_mode=True)))
                        for tp in tps}
+        self.compacted = False
         self.consumer = c
 
     async def _read_to_end(self) -> int:
@@ -98,6 +103,10 @@ class ChangelogSource:
         profile_of = await self._profiles(cohorts)
         while True:
             n = await self._read_to_end()
+            if not self.compacted:
+                for s in self.stores.values():
+                    s.db.compact_range(None, None)
+                self.compacted = True
             v = SyncView(cohorts, self.stores, self.settings.topics.partitions, t_ms, profile_of)
             try:
                 v.check()

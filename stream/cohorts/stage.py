@@ -140,6 +140,33 @@ def decode_user(data: bytes) -> StoredUser:
     return _dec(data)
 
 
+class SeenUser(msgspec.Struct, array_like=True, tag=2):
+    """A ``StoredUser`` as a sync reads it (``view``): its ``marks``, which only the stage reads, are left encoded
+    (the state keeps one per events.accepted partition and source its events came through)."""
+
+    project: int | None = None
+    first_ms: int = 0
+    last_day: int = 0
+    keys: list[str] = []
+    counts: dict[int, dict[int, int]] = {}
+    recent: dict[int, dict[int, list[int]]] = {}
+    props: list[tuple[int, dict[str, Any]]] = []
+    uids: list[tuple[int, str]] = []
+    marks: msgspec.Raw = msgspec.Raw(b"\x80")
+    index_day: int | None = None
+    merged_into: int | None = None
+
+
+_dec_seen = msgspec.msgpack.Decoder(SeenUser).decode
+
+
+def decode_seen(data: bytes) -> StoredUser | SeenUser:
+    """A stored state as a sync reads it, in either layout."""
+    if data[0] == _V1_HEAD:
+        return from_v1(_dec_v1(data))
+    return _dec_seen(data)
+
+
 def _add_at(row: list[int], i: int, n: int) -> None:
     """``row[i] += n``, the row grown with zeros to reach ``i``."""
     if len(row) <= i:
@@ -196,6 +223,10 @@ def recent_by_key(u: StoredUser) -> dict[int, dict[str, dict[int, int]]]:
 
 
 def _latest_before(log: list[tuple[int, Any]], t_ms: int) -> Any:
+    if not log:
+        return None
+    if log[-1][0] < t_ms:           # all before (the common case)
+        return log[-1][1]
     out = None
     for ms, value in log:
         if ms < t_ms:
@@ -205,7 +236,7 @@ def _latest_before(log: list[tuple[int, Any]], t_ms: int) -> Any:
     return out
 
 
-def view(u: StoredUser, t_ms: int) -> UserState | None:
+def view(u: StoredUser | SeenUser, t_ms: int) -> UserState | None:
     """The user as a sync at ``t_ms`` sees it: only what was uploaded before ``t_ms``; None when it is not a user
     of its own then (first seen at ``t_ms`` or later, or merged into another)."""
     if u.merged_into is not None or u.first_ms >= t_ms:
@@ -864,19 +895,21 @@ class SyncView:
     def users(self) -> Iterator[tuple[int, UserState]]:
         """Every user there at ``t_ms``, in amplitude_id order (a merge of the partitions' scans). The latest few
         are kept for ``state``, which the sync asks right after for each member's row."""
-        unpack = _Q.unpack
-
-        def scan(store: Store) -> Iterator[tuple[int, bytes]]:
-            for k, v in store.scan(_U, _U + b"\xff"):
-                yield unpack(k[1:])[0], v
-        recent = self._recent
-        for aid, raw in heapq.merge(*(scan(s) for s in self.stores.values())):
-            st = self._profiled(view(decode_user(raw), self.t_ms))
-            if st is not None:
-                recent[aid] = st
-                if len(recent) > 64:
-                    del recent[next(iter(recent))]
-                yield aid, st
+        unpack, t_ms, recent = _Q.unpack, self.t_ms, self._recent
+        profiled = self._profiled if self.profile_of is not None else None
+        # merged by key: ``u`` + the amplitude_id big-endian, in amplitude_id order
+        scans = [store.scan(_U, _U + b"\xff") for store in self.stores.values()]
+        for k, raw in heapq.merge(*scans) if len(scans) > 1 else scans[0] if scans else ():
+            st = view(decode_seen(raw), t_ms)
+            if st is None:
+                continue
+            if profiled is not None:
+                st = profiled(st) or st
+            aid = unpack(k[1:])[0]
+            recent[aid] = st
+            if len(recent) > 64:
+                del recent[next(iter(recent))]
+            yield aid, st
 
     def members(self, cohort: Any) -> Iterator[int]:
         """The amplitude_ids in ``cohort`` at ``t_ms``, ascending, streamed."""
@@ -893,11 +926,11 @@ class SyncView:
         home = self.stores.get(partition_of(aid, len(self.stores)))
         raw = home.get(key) if home is not None else None
         if raw is not None:
-            return self._profiled(view(decode_user(raw), self.t_ms))
+            return self._profiled(view(decode_seen(raw), self.t_ms))
         for store in self.stores.values():
             raw = store.get(key)
             if raw is not None:
-                return self._profiled(view(decode_user(raw), self.t_ms))
+                return self._profiled(view(decode_seen(raw), self.t_ms))
         return None
 
     def _profiled(self, st: UserState | None) -> UserState | None:

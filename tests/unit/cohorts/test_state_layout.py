@@ -127,3 +127,15 @@ def test_a_merged_state_of_the_layout_before_joins_its_survivor():
         [view_key, buy], {view_key: {DAY: 1}, buy: {DAY: 2}},
         {T - 60_000: {buy: {DAY: 2}}, T + 60_000: {view_key: {DAY: 1}}}, T - 1000,
         [(T - 1000, "u-21"), (T + 60_000, "u-20")])
+
+
+def test_a_sync_reads_a_state_of_either_layout_without_its_marks():
+    """``decode_seen`` (what a sync decodes) leaves the marks encoded and sees the same user as ``decode_user``."""
+    new = encode_user(decode_user(OLD_STATE))
+    for raw in (OLD_STATE, new):
+        seen, full = stage.decode_seen(raw), decode_user(raw)
+        for t in (T + 1, T + 3_600_000, T + 3_600_001):
+            assert view(seen, t) == view(full, t)
+    seen = stage.decode_seen(new)
+    assert (type(seen).__name__, bytes(seen.marks), seen.keys) == (
+        "SeenUser", msgspec.msgpack.encode({"0/events.ingest[0]": 41}), ["buyKey01", "viewKey2"])
