@@ -10,6 +10,7 @@ still matters.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -79,17 +80,20 @@ async def publish(settings: Settings, rec: tuple[bytes, bytes]) -> None:
 class RevokedTail:
     """Follows the console sessions topic into a ``Revoked``, from its beginning."""
 
-    def __init__(self, settings: Settings, revoked: Revoked, now_ms, poll_s: float = 1.0):
+    def __init__(self, settings: Settings, revoked: Revoked, now_ms, poll_s: float = 1.0, **consumer: Any):
+        """``consumer``: more aiokafka consumer settings."""
         self.topic = settings.topics.name("console_sessions")
         self.revoked, self.now_ms, self.poll_ms = revoked, now_ms, int(poll_s * 1000)
-        self.consumer = AIOKafkaConsumer(**{**kafka.client_args(settings.kafka), "enable_auto_commit": False})
+        self.consumer = AIOKafkaConsumer(**{**kafka.client_args(settings.kafka), "enable_auto_commit": False,
+                                            **consumer})
 
     async def start(self) -> None:
-        """Read the revocations the topic holds (the consumer is stopped if that fails)."""
+        """Read the revocations the topic holds, up to its end offset as it is now however slowly the broker answers
+        (``stream.kafka.to_end``); the consumer is stopped if that fails."""
         try:
             await self.consumer.start()
             await kafka.assign_from_beginning(self.consumer, self.topic, default=frozenset({0}))
-            async for m in kafka.until_quiet(self.consumer):
+            async for m in kafka.records_to_end(self.consumer, self.poll_ms):
                 self.revoked.add_record(m.value, self.now_ms())
             self.revoked.ready = True
         except BaseException:

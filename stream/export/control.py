@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -97,15 +98,19 @@ async def read_control(settings: Settings) -> Control:
 class ControlTail:
     """Follows the control topic into a ``Control``, from its beginning."""
 
-    def __init__(self, settings: Settings, control: Control, poll_s: float = 1.0):
+    def __init__(self, settings: Settings, control: Control, poll_s: float = 1.0, **consumer: Any):
+        """``consumer``: more aiokafka consumer settings."""
         self.topic = settings.topics.name("export_control")
         self.control, self.poll_ms = control, int(poll_s * 1000)
-        self.consumer = AIOKafkaConsumer(**{**kafka.client_args(settings.kafka), "enable_auto_commit": False})
+        self.consumer = AIOKafkaConsumer(**{**kafka.client_args(settings.kafka), "enable_auto_commit": False,
+                                            **consumer})
 
     async def start(self) -> None:
+        """Read the state as it stands, before any exporter starts: the topic up to its end offset as it is now,
+        however slowly the broker answers (``stream.kafka.to_end``)."""
         await self.consumer.start()
         await kafka.assign_from_beginning(self.consumer, self.topic, default=frozenset({0}))
-        async for m in kafka.until_quiet(self.consumer):   # the state as it stands, before any exporter starts
+        async for m in kafka.records_to_end(self.consumer, self.poll_ms):
             self.control.add(m.value)
 
     async def run(self, stop=lambda: False) -> None:
