@@ -12,8 +12,8 @@ from stream.events import deadletter
 from stream.settings import Settings
 
 
-def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(**{**kafka.client_args(settings.kafka), "enable_auto_commit": False})
+def _consumer(settings: Settings, **consumer: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(**{**kafka.client_args(settings.kafka), "enable_auto_commit": False, **consumer})
 
 
 async def _partitions(c: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
@@ -22,12 +22,14 @@ async def _partitions(c: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 async def read_dead_letters(settings: Settings, *, since_ms: int | None = None, last: int | None = None,
-                            follow: bool = False) -> AsyncIterator[dict[str, Any] | None]:
+                            follow: bool = False, **consumer: Any) -> AsyncIterator[dict[str, Any] | None]:
     """Dead letters, oldest first: those rejected since ``since_ms`` (the broker's time index finds where to
-    start; a broker without one is read from the beginning), or the ``last`` ones of each partition, or all;
-    with ``follow``, then None once caught up, then every new one as it arrives, until cancelled."""
+    start; a broker without one is read from the beginning), or the ``last`` ones of each partition, or all, up to
+    the topic's end offsets as they are when the read starts, however slowly the broker answers
+    (``stream.kafka.to_end``); with ``follow``, then None once caught up, then every new one as it arrives, until
+    cancelled. ``consumer``: more aiokafka consumer settings."""
     topic = settings.topics.name("dead_letter")
-    c = _consumer(settings)
+    c = _consumer(settings, **consumer)
     await c.start()
     try:
         tps = await _partitions(c, topic)
@@ -45,7 +47,7 @@ async def read_dead_letters(settings: Settings, *, since_ms: int | None = None, 
             for tp in tps:
                 # end offsets may be reported short (Tansu): then a few more than ``last`` are read, never fewer
                 c.seek(tp, max(begin[tp], end[tp] - last))
-        async for m in kafka.until_quiet(c):
+        async for m in kafka.records_to_end(c):
             d = deadletter.decode(m.value)
             if since_ms is None or d["rejected_at"] >= since_ms:
                 yield d

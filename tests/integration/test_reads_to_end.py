@@ -55,3 +55,27 @@ def test_read_all_reads_every_record_of_a_topic_when_the_broker_answers_slower_t
     got = asyncio.run(kafka.read_all(settings, topic, **SLOW))
     assert sorted((r.partition, r.offset, r.value) for r in got) == (
         [(0, i, b"v%d" % i) for i in range(10)] + [(2, i, b"v%d" % i) for i in range(7)])
+
+
+def test_the_dead_letters_listed_are_every_one_when_the_broker_answers_slower_than_the_polls(deployment):
+    """stream deadletters and GET /admin/deadletters: all of them, and the last ones of each partition."""
+    from stream.deadletters import read_dead_letters
+    from stream.events import deadletter
+    from stream.kafka import ensure_topics
+    settings, _ = deployment
+    topic = settings.topics.name("dead_letter")
+
+    async def go():
+        await ensure_topics(settings)
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await p.start()
+        try:
+            for i in range(6):
+                await p.send_and_wait(topic, deadletter.not_a_batch("t", 0, i, 1000 + i, None, b"x%d" % i,
+                                                                    ValueError("bad"), 100))
+        finally:
+            await p.stop()
+        every = [d async for d in read_dead_letters(settings, **SLOW)]
+        last = [d async for d in read_dead_letters(settings, last=2, **SLOW)]
+        return [d["offset"] for d in every], [d["offset"] for d in last]
+    assert asyncio.run(go()) == (list(range(6)), [4, 5])
