@@ -12,16 +12,19 @@ as JSON writes them (``2.5``, ``1e16``), booleans ``true``/``false``, lists and 
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 import msgspec
 
 DIFF_TYPES = ("entering", "exiting", "existing")
 DiffType = Literal["entering", "exiting", "existing"]
 _json = msgspec.json.Encoder(enc_hook=str).encode
+T = TypeVar("T")
 _SPECIAL = (",", '"', "\r", "\n")
 
 
@@ -91,6 +94,47 @@ def _ascending(ids: Iterable[int], name: str) -> Iterator[int]:
         yield i
 
 
+def read_ids(f: IO[bytes]) -> Iterator[tuple[int, str]]:
+    """(amplitudeID, userID) of each line of a sync file read from ``f``, header skipped, in the file's order: the
+    userID as the file wrote it (an empty field: ``""``), its quoting undone."""
+    rows = csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
+    next(rows, None)
+    for r in rows:
+        if r and r[0].strip():
+            yield int(r[0]), r[1] if len(r) > 1 else ""
+
+
+def diff_with(previous: Iterable[tuple[int, T]], current: Iterable[int],
+              existing: bool = False) -> Iterator[tuple[int, DiffType, T | None]]:
+    """``diff`` of ``previous`` given as (id, what the previous sync listed of it) pairs (``read_ids``): each change
+    with what the previous sync listed of an ``exiting`` id (None with the others), so that a user who exits is
+    written as the previous sync listed it."""
+    prev, cur = _ascending_pairs(previous), _ascending(current, "current")
+    (p, had), c = next(prev, (None, None)), next(cur, None)
+    while p is not None or c is not None:
+        if c is None or (p is not None and p < c):
+            yield p, "exiting", had
+            p, had = next(prev, (None, None))
+        elif p is None or c < p:
+            yield c, "entering", None
+            if existing:
+                yield c, "existing", None
+            c = next(cur, None)
+        else:
+            if existing:
+                yield c, "existing", None
+            (p, had), c = next(prev, (None, None)), next(cur, None)
+
+
+def _ascending_pairs(pairs: Iterable[tuple[int, T]]) -> Iterator[tuple[int, T]]:
+    last = None
+    for i, v in pairs:
+        if last is not None and i <= last:
+            raise ValueError(f"previous ids must be strictly ascending: {i} after {last}")
+        last = i
+        yield i, v
+
+
 def diff(previous: Iterable[int], current: Iterable[int], existing: bool = False) -> Iterator[tuple[int, DiffType]]:
     """The changes between two syncs' members, each given as strictly ascending amplitude_ids, in one merge pass.
 
@@ -99,21 +143,7 @@ def diff(previous: Iterable[int], current: Iterable[int], existing: bool = False
     ``entering``), so one pass feeds the three files. Memory is constant: neither side is held, which is also why
     this is one stream of tagged ids rather than two iterators (reading one to its end would hold the other).
     """
-    prev, cur = _ascending(previous, "previous"), _ascending(current, "current")
-    p, c = next(prev, None), next(cur, None)
-    while p is not None or c is not None:
-        if c is None or (p is not None and p < c):
-            yield p, "exiting"
-            p = next(prev, None)
-        elif p is None or c < p:
-            yield c, "entering"
-            if existing:
-                yield c, "existing"
-            c = next(cur, None)
-        else:
-            if existing:
-                yield c, "existing"
-            p, c = next(prev, None), next(cur, None)
+    return ((i, t) for i, t, _ in diff_with(((p, None) for p in previous), current, existing))
 
 
 def key_collision(destinations: Sequence[Any]) -> str | None:

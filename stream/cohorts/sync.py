@@ -361,29 +361,31 @@ class Membership:
 
 # --- the files ---------------------------------------------------------------------------------------------------
 
-def _ids_of(path: Path) -> Iterator[int]:
-    """The amplitudeID column of a sync file, header skipped (the first field: digits, never quoted)."""
+def _ids_of(path: Path) -> Iterator[tuple[int, str]]:
+    """(amplitudeID, userID) of each line of a sync file, header skipped (``csvfiles.read_ids``)."""
     with open(path, "rb") as f:
-        next(f, None)
-        for raw in f:
-            head = raw.split(b",", 1)[0].strip()
-            if head:
-                yield int(head)
+        yield from csvfiles.read_ids(f)
 
 
-def write_files(spool_dir: Path, previous: Iterable[int], members: Iterable[int],
+def write_files(spool_dir: Path, previous: Iterable[int | tuple[int, str]], members: Iterable[int],
                 states: Mapping[int, UserState], properties: list[str],
                 user_id_property: str | None) -> dict[str, int]:
-    """The three sync files in ``spool_dir`` (``<diff_type>.csv``), in one merge pass; the users per file."""
+    """The three sync files in ``spool_dir`` (``<diff_type>.csv``), in one merge pass; the users per file.
+
+    ``previous``: the previous sync's members, ascending, each with the userID its existing file listed (``_ids_of``)
+    or alone. A user who exits keeps that userID (the one the destination knows it by), whatever its state is now:
+    a user merged into another since has no state of its own; the userID of the state is written only when the
+    previous file listed none. Its properties are the state's now, as every row's."""
     head = csvfiles.header(properties)
     counts = dict.fromkeys(csvfiles.DIFF_TYPES, 0)
+    pairs = ((p, None) if isinstance(p, int) else p for p in previous)
     with ExitStack() as stack:
         files = {t: stack.enter_context(open(spool_dir / f"{t}.csv", "wb")) for t in csvfiles.DIFF_TYPES}
         for f in files.values():
             f.write(head)
-        for aid, diff_type in csvfiles.diff(previous, members, existing=True):
+        for aid, diff_type, listed in csvfiles.diff_with(pairs, members, existing=True):
             st = states.get(aid, EMPTY)
-            user_id = st.properties.get(user_id_property) if user_id_property else st.user_id
+            user_id = listed or (st.properties.get(user_id_property) if user_id_property else st.user_id)
             files[diff_type].write(csvfiles.row(aid, user_id, (st.properties.get(p) for p in properties)))
             counts[diff_type] += 1
     return counts
