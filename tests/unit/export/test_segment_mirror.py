@@ -30,8 +30,8 @@ PROJECT = 424242
 def row(insert_id, event_type, **kw):
     return {"$insert_id": insert_id, "event_type": event_type, "user_id": "u-77", "device_id": "d-1",
             "event_time": "2024-03-09 07:15:00.000000", "server_received_time": "2024-03-09 07:15:01.000000",
-            "server_upload_time": "2024-03-09 07:15:01.000000", "uuid": f"6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e{kw.pop('n', 0):02x}",
-            **kw}
+            "server_upload_time": "2024-03-09 07:15:01.000000",
+            "uuid": f"6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e{kw.pop('n', 0):02x}", **kw}
 
 
 class Valid:
