@@ -227,6 +227,9 @@ COHORT_LAST_COMPLETED = Gauge("stream_cohort_last_completed_sync_timestamp_secon
 COHORT_SYNC_INTERVAL = Gauge("stream_cohort_sync_interval_seconds",
                              "The cadence of the cohort's syncs to the destination in seconds (3600 hourly, 86400 "
                              "daily, 0 once).", ["cohort", "destination"])
+COHORT_SYNC_DUTY = Gauge("stream_cohort_sync_duty",
+                         "1 on the worker that runs the cohort syncs (the one assigned partition 0 of the cohorts "
+                         "topic), else 0: summed over the workers, 1 (0 while a rebalance moves it).")
 COHORT_CONSECUTIVE_FAILURES = Gauge("stream_cohort_sync_consecutive_failures",
                                     "Failed attempts in a row at the cohort's sync to the destination (0 once one "
                                     "completes); the worker retries with a backoff of 1 minute doubling to 30.",

@@ -384,6 +384,7 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
 
         def on_duty(holder: Scheduler | None) -> None:
             NOW.scheduler = holder      # the admin API's "sync now" reaches it while it holds the duty
+            metrics.COHORT_SYNC_DUTY.set(1 if holder is not None else 0)
             if holder is not None:
                 log.info("cohorts: this worker is assigned partition %d of %s: it runs the %d cohort sync(s): %s",
                          DUTY_PARTITION, topic, len(jobs), ", ".join(j.name for j in jobs))

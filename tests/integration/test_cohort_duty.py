@@ -31,6 +31,15 @@ def sync_now(port):
         return exc.code, orjson.loads(exc.read())
 
 
+def duty(port):
+    """The worker's stream_cohort_sync_duty."""
+    from prometheus_client.parser import text_string_to_metric_families
+    text = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+    (value,) = [m.value for f in text_string_to_metric_families(text) for m in f.samples
+                if m.name == "stream_cohort_sync_duty"]
+    return value
+
+
 def test_two_workers_write_each_scheduled_sync_once_and_the_duty_moves_when_its_holder_stops(
         deployment, worker, tmp_path):
     settings, path = deployment
@@ -64,6 +73,7 @@ def test_two_workers_write_each_scheduled_sync_once_and_the_duty_moves_when_its_
         "this worker does not run the cohort syncs: it does not run the cohorts stage (worker.stages), has not started "
         f"it yet, or is not the worker assigned partition 0 of {topic}, the one that runs them (its log says so): ask "
         "that worker, or run stream cohorts sync pro-buyers")
+    assert [duty(ports[holder]), duty(ports[other])] == [1.0, 0.0]
     (answer,) = got[holder][1]["syncs"]
     assert (answer["destination"], answer["state"]) == ("crm", "complete")    # the hour is synced already
 
@@ -87,6 +97,7 @@ def test_two_workers_write_each_scheduled_sync_once_and_the_duty_moves_when_its_
     status, body = wait_until(lambda: (r := sync_now(ports[other]))[0] == 202 and r, 60,
                               "the other worker to take the sync duty")
     assert [(s["destination"], s["state"]) for s in body["syncs"]] == [("crm", "complete")]
+    assert duty(ports[other]) == 1.0
     log = (tmp_path / f"worker-{other}.log").read_text()
     assert f"assigned partition 0 of {topic}: it runs the 1 cohort sync(s)" in log
     # it read the completed sync and wrote nothing again
