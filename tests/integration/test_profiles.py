@@ -73,6 +73,25 @@ def answered(settings, user):
         return 0
 
 
+def ms_text(ms):
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+def console_page(settings, user):
+    """The console's profiles page for ``user``, signed in: (status, what its profile section holds, None when it has
+    none)."""
+    from tests.integration.conftest import ADMIN_TOKEN
+    from tests.integration.test_console import http_request
+    status, headers, _ = http_request(settings, "POST", "/console/login", {"token": ADMIN_TOKEN})
+    assert status == 303
+    cookie = headers["Set-Cookie"].split(";")[0]
+    status, _, page = http_request(settings, "GET", f"/console/profiles?project={PROJECT}&user_id={user}",
+                                   cookie=cookie)
+    section = page.split('<section id="profile">\n', 1)[1].split("</section>", 1)[0] \
+        if '<section id="profile">' in page else None
+    return status, section
+
+
 async def produce_again(settings, records):
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await p.start()
@@ -100,6 +119,15 @@ def test_a_profiles_file_sets_replaces_and_deletes_profiles_once_and_the_admin_a
     assert (doc["project"], doc["user_id"], doc["user_properties"], doc["set_by"]) == (
         PROJECT, "user-1", {"plan": "pro"}, {"file": url, "row": 2, "file_modified_ms": modified_ms})
     assert lookup(settings, "user-3")[1]["user_properties"] == {"plan": "team", "age": 50}
+    assert console_page(settings, "user-3") == (200, (
+        f'  <h2>User <code>user-3</code> of project {PROJECT}</h2>\n'
+        f'  <p>Last changed {ms_text(lookup(settings, "user-3")[1]["updated_ms"])}, set by row 5 of <code>{url}</code>.'
+        '</p>\n  <div class="scroll"><table id="properties">\n'
+        '    <thead><tr><th scope="col">property</th><th scope="col">value</th></tr></thead>\n    <tbody>\n'
+        '    <tr><th scope="row">age</th><td><pre>50</pre></td></tr>\n'
+        '    <tr><th scope="row">plan</th><td><pre>&#34;team&#34;</pre></td></tr>\n'
+        '    </tbody>\n  </table></div>\n'))
+    assert console_page(settings, "user-2") == (404, None)
     assert lookup(settings, "user-2") == (404, {"error": f"the profile of user 'user-2' in project {PROJECT} was "
                                                          f"deleted, by row 4 of {url}"})
     assert lookup(settings, "user-9") == (404, {"error": f"no profile of user 'user-9' in project {PROJECT}: no row "
