@@ -27,6 +27,9 @@ daily sync of 10 March 00:00 with ``within_days: 1`` counts 9 March's events.
 the worker began scheduling it) is more than two cadences old. The alert ``StreamCohortSyncLate`` computes the same
 from ``stream_cohort_last_completed_sync_timestamp_seconds`` and ``stream_cohort_sync_interval_seconds``.
 
+**Which worker**: the loop runs the syncs only while its worker holds the sync duty (``stream.cohorts.duty``: it
+is assigned partition 0 of the cohorts topic), so that with several workers each sync runs on one of them.
+
 **Failures** are retried with ``stream.retry.backoff_s`` (1 minute, doubling, at most 30 minutes) until the slot's
 sync completes or the next slot begins; each failed attempt is recorded (``sync.record_failure``) and counted.
 """
