@@ -345,6 +345,18 @@ def gauges(jobs: list[Any], states: dict[str, JobState]) -> dict[tuple[str, str]
     return out
 
 
+def report_duty(held: bool) -> None:
+    """The metrics of the sync duty: ``stream_cohort_sync_duty``; a worker that does not hold it (any more) drops
+    its syncs' gauges, as the worker holding it reports them (a former holder's would go stale, and the late alert
+    takes the oldest)."""
+    from stream import metrics
+    metrics.COHORT_SYNC_DUTY.set(1 if held else 0)
+    if not held:
+        for gauge in (metrics.COHORT_LAST_COMPLETED, metrics.COHORT_SYNC_INTERVAL,
+                      metrics.COHORT_CONSECUTIVE_FAILURES):
+            gauge.clear()
+
+
 async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
                     on_ready: Callable[[], None] = lambda: None, duty: Any = None) -> None:
     """The worker's ``cohorts`` stage: every configured sync on its cadence, until ``stop()``, while this worker
@@ -387,16 +399,11 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
 
         def on_duty(holder: Scheduler | None) -> None:
             NOW.scheduler = holder      # the admin API's "sync now" reaches it while it holds the duty
-            metrics.COHORT_SYNC_DUTY.set(1 if holder is not None else 0)
+            report_duty(holder is not None)
             if holder is not None:
                 log.info("cohorts: this worker is assigned partition %d of %s: it runs the %d cohort sync(s): %s",
                          DUTY_PARTITION, topic, len(jobs), ", ".join(j.name for j in jobs))
             else:
-                # the worker holding the duty reports the syncs' times and failures; a former holder's would go
-                # stale (and the late alert takes the oldest of them)
-                for gauge in (metrics.COHORT_LAST_COMPLETED, metrics.COHORT_SYNC_INTERVAL,
-                              metrics.COHORT_CONSECUTIVE_FAILURES):
-                    gauge.clear()
                 if not stop():
                     log.info("cohorts: partition %d of %s is no longer assigned to this worker: it starts no more "
                              "cohort syncs (the worker assigned it does)", DUTY_PARTITION, topic)

@@ -196,3 +196,23 @@ def test_a_worker_waits_for_its_first_assignment_before_it_is_ready():
     asyncio.run(sched.run_forever(lambda: bool(stop), lambda: events.append("ready"),
                                   lambda h: events.append(("duty", h))))
     assert events == [("pause", 60.0, None), "ready", ("pause", 60.0, False), ("pause", 60.0, False)]
+
+
+def test_a_worker_that_loses_the_duty_drops_its_sync_gauges():
+    from prometheus_client import REGISTRY
+
+    from stream import metrics
+    from stream.cohorts.schedule import report_duty
+    labels = {"cohort": "pro-buyers", "destination": "crm"}
+    report_duty(True)
+    metrics.COHORT_LAST_COMPLETED.labels(**labels).set(1710108000)
+    metrics.COHORT_SYNC_INTERVAL.labels(**labels).set(3600)
+    metrics.COHORT_CONSECUTIVE_FAILURES.labels(**labels).set(2)
+    assert REGISTRY.get_sample_value("stream_cohort_sync_duty") == 1.0
+    assert REGISTRY.get_sample_value("stream_cohort_last_completed_sync_timestamp_seconds", labels) == 1710108000
+    report_duty(False)
+    assert REGISTRY.get_sample_value("stream_cohort_sync_duty") == 0.0
+    # the worker now holding the duty reports them: this one's would stay at its last sync and look late
+    assert [REGISTRY.get_sample_value(name, labels) for name in (
+        "stream_cohort_last_completed_sync_timestamp_seconds", "stream_cohort_sync_interval_seconds",
+        "stream_cohort_sync_consecutive_failures")] == [None, None, None]
