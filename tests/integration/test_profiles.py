@@ -310,3 +310,49 @@ def test_reads_of_the_profiles_changelog_get_every_profile_when_the_broker_answe
         k = profiles.key(PROJECT, user)
         assert asyncio.run(read_profile(settings, PROJECT, user, **SLOW)) == written[k]
     assert asyncio.run(read_profile(settings, PROJECT, "user-40", **SLOW)) is None
+
+
+def test_a_cohort_whose_rule_reads_a_profile_property_lists_the_users_the_imported_profiles_give_it(
+        deployment, worker):
+    """Buyers whose events carry no ``tier``; a profiles file sets it (gold for one, silver for another, and gold for
+    a user who bought nothing): the cohort of gold buyers synced after the file is applied lists the one gold buyer,
+    with the profile's tier."""
+    from tests.integration.test_cohorts import H7, MIN, cohort_objects, start_state_worker
+    from tests.integration.test_crash import produce
+    from tests.integration.test_import import accepted_rows
+    settings, s3, src_bucket = profiles_source(deployment)
+    _, path = deployment
+    bucket = settings.destinations[0].bucket
+    cfg = yaml.safe_load(path.read_text())
+    cfg["cohorts"] = [{"id": "gold-buyers", "project": PROJECT, "name": "Gold buyers", "rule": {"and": [
+        {"performed": "purchase", "within_days": 2}, {"user_property": "tier", "op": "=", "value": "gold"}]}}]
+    cfg["cohort_destinations"] = [{"name": "crm-cohorts", "bucket": bucket, "syncs": [
+        {"cohort": "gold-buyers", "cadence": "hourly", "properties": ["tier"]}]}]
+    func = {"user_id": "user", "user_properties": {"tier": "tier"}, "$mutation_type": "op"}
+    cfg["sources"][0]["converter"] = {"converterConfig": {"convertToAmplitudeFunc": func}}
+    start_state_worker(worker, path, cfg, bucket, stages="ingest,dedupe,export,cohorts,import,profiles")
+    settings = load_settings(path)
+
+    buys = [({"event_type": "purchase", "device_id": f"device-{u}", "user_id": f"user-{u}", "insert_id": f"ins-{u}",
+              "time": H7 + i * MIN, "user_properties": {"plan": "any"}}, H7 + i * MIN)
+            for i, u in enumerate(("gold", "silver", "none"))]
+    asyncio.run(produce(settings, buys))
+    wait_until(lambda: len(accepted_rows(settings)) == 3, 60, "the purchases on events.accepted")
+    rows = [{"user": "user-gold", "tier": "gold", "op": "INSERT"}, {"user": "user-silver", "tier": "silver"},
+            {"user": "user-idle", "tier": "gold"}]
+    s3.put_object(Bucket=src_bucket, Key="in/tiers.json", Body=b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    asyncio.run(discover(settings, [ImportFile("people", src_bucket, "in/tiers.json", T0, "sqs")]))
+    wait_until(lambda: answered(settings, "user-idle") == 200, 90, "the profiles applied")
+
+    from click.testing import CliRunner
+
+    from stream.cli import main
+    result = CliRunner().invoke(main, ["cohorts", "sync", "gold-buyers", "-c", str(path), "--now",
+                                       "2024-03-09T08:30Z"])
+    assert result.exit_code == 0, result.output
+    assert "complete: 1 members, 1 entering, 0 exiting" in result.output, result.output
+    (aid,) = {r["amplitude_id"] for r in accepted_rows(settings) if r["user_id"] == "user-gold"}
+    head, member = b"amplitudeID,userID,tier\r\n", b"%d,user-gold,gold\r\n" % aid
+    f = f"cohorts/{PROJECT}_gold-buyers_2024-03-09T08:00_"
+    assert cohort_objects(s3, bucket) == {f + "entering.csv": head + member, f + "exiting.csv": head,
+                                          f + "existing.csv": head + member}
