@@ -129,3 +129,16 @@ def test_a_backfill_of_a_segment_layout_destination_leaves_the_mirror_inserted_e
     assert {k: gzip.decompress(v) for (_, k), v in run.storage.objects.items()} == live
     assert [(r.key, r.start_offset, r.end_offset, r.events, r.reason) for r in run.ledger if r.kind == "object"] == [
         (key, 0, 0, 1, "idle"), (key, 0, 0, 1, "rebuilt")]
+
+
+def test_mirror_rebuilds_touch_the_enabled_amplitude_layout_destinations_of_the_project_only():
+    from types import SimpleNamespace
+
+    from stream.agents.mirror import Rebuilds
+    s = load_settings(None, projects=[{"id": PROJECT}, {"id": 7}], destinations=[
+        {"name": "seg", "project": PROJECT, "bucket": "bkt", "layout": "segment"},
+        {"name": "amp", "project": PROJECT, "bucket": "bkt", "prefix": "amp/", "archive": True},
+        {"name": "off", "project": PROJECT, "bucket": "bkt", "prefix": "off/", "enabled": False},
+        {"name": "other", "project": 7, "bucket": "bkt", "prefix": "o/"}])
+    r = Rebuilds(s, FakeClock(H7), SimpleNamespace(storages=None, producers=None))
+    assert (r.destinations(PROJECT), r.clients_of(PROJECT), r.destinations(7)) == (["amp"], ["amp"], ["other"])
