@@ -34,7 +34,8 @@ An hour neither holds is refused before anything is written, naming the earliest
 the Amplitude layout applies the mutations kept for that hour to the rows it reads (``stream.export.mirror``): the
 mirror's own rebuilds, and any backfill, which would otherwise undo them. A batch whose rows are all deleted writes
 nothing, and the objects are still cut where the live export cut them. Segment-layout and merged-IDs exports get
-no mirror mutations, and a Segment-layout export leaves out the events a mirror import inserted (``layout.takes``). With a mirror log, the archive destination's own hours past the topic's retention are rebuilt
+no mirror mutations, and a Segment-layout export leaves out the events a mirror import inserted
+(``layout.takes``). With a mirror log, the archive destination's own hours past the topic's retention are rebuilt
 from its own objects: each is read whole, then written again, with the mutations applied, under its key.
 
 A crash anywhere leaves at worst a chunk partly rebuilt: the same backfill run again writes the same objects
