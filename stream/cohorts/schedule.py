@@ -407,7 +407,12 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
                 if not stop():
                     log.info("cohorts: partition %d of %s is no longer assigned to this worker: it starts no more "
                              "cohort syncs (the worker assigned it does)", DUTY_PARTITION, topic)
+        def ready() -> None:
+            if not duty.held:
+                log.info("cohorts: partition %d of %s is assigned to another worker, which runs the cohort syncs; "
+                         "this one runs them once a rebalance assigns it the partition", DUTY_PARTITION, topic)
+            on_ready()
         try:
-            await scheduler.run_forever(stop, on_ready, on_duty)
+            await scheduler.run_forever(stop, ready, on_duty)
         finally:
             NOW.scheduler = None
