@@ -21,8 +21,9 @@ Parts:
              state's bytes per user (keys and values; the RocksDB files after a compaction). Target: baseline
              time / state time >= 0.5.
   retention  The same U users (default 100,000) with one purchase a day for 1 and for 7 days (two retentions of
-             events), folded through both steps of the stage (a cohort of purchases within 1 day); then a sync from the state, and the old way's
-             read of the same rows (``sync.Membership.add_row``, the fold per row of a sync reading
+             events; --days), folded through both steps of the stage (a cohort of purchases within 1 day); the
+             stores compacted as a sync's local copy is after its first read; then a sync from the state, and
+             the old way's read of the same rows (``sync.Membership.add_row``, the fold per row of a sync reading
              events.accepted). The sync's cost should not depend on the days kept.
 
 Results: a Markdown table on stdout and bench/results-cohorts.json.
@@ -95,8 +96,11 @@ def child_sync(kind: str, members: int, seed: int) -> dict:
             t0 = time.monotonic()
             size = 0
             batches: list[list] = [[] for _ in range(4)]
+            # the state's layout (a version before the keys table: the key in ``counts``)
+            counted = ({"keys": [key], "counts": {0: {day: 1}}} if "keys" in StoredUser.__struct_fields__ else
+                       {"counts": {key: {day: 1}}})
             for aid in ids:
-                u = StoredUser(project=P, first_ms=t - DAY, last_day=day, counts={key: {day: 1}},
+                u = StoredUser(project=P, first_ms=t - DAY, last_day=day, **counted,
                                props=[(t - DAY, {"plan": "pro"})], uids=[(t - DAY, f"user-{aid}")],
                                marks={"0/events.ingest[0]": aid}, index_day=day + 7)
                 k, v = user_key(aid), encode_user(u)
@@ -117,21 +121,21 @@ def child_sync(kind: str, members: int, seed: int) -> dict:
                 stores[q].write([(b"p" + p.to_bytes(4, "big"), (t + 60_000).to_bytes(8, "big") +
                                   (day + 1).to_bytes(4, "big")) for p in range(4)])
             del batches
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             view = SyncView(cohorts, stores, 4, t)
             view.check()
             counts = write_files(work, iter(previous), view.members(cohorts.cohorts[0]), view.states, ["plan"], None)
-            out["sync_s"] = time.monotonic() - t0
+            out["sync_s"], out["sync_cpu_s"] = time.monotonic() - t0, time.process_time() - c0
         else:
             states = {aid: UserState(project=P, user_id=f"user-{aid}", counts={key: {day: 1}},
                                      properties={"plan": "pro"}) for aid in ids}
             from stream.cohorts.membership import is_member
             from stream.cohorts.schedule import counted_day
             cohort, today = cohorts.cohorts[0], counted_day(t)
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             members_sorted = sorted(aid for aid, st in states.items() if is_member(st, cohort, today))
             counts = write_files(work, iter(previous), members_sorted, states, ["plan"], None)
-            out["sync_s"] = time.monotonic() - t0
+            out["sync_s"], out["sync_cpu_s"] = time.monotonic() - t0, time.process_time() - c0
         out["files"] = counts
         out["file_bytes"] = {n: (work / f"{n}.csv").stat().st_size for n in counts}
         out["peak_rss_mb"] = peak_rss_mb()
@@ -155,9 +159,10 @@ def part_sync(members: int, seed: int, repeats: int) -> dict:
         one = {k: run_child("sync", k, str(members), str(seed + rep)) for k in order}
         assert one["state"]["files"] == one["baseline"]["files"], one
         one["ratio"] = one["baseline"]["sync_s"] / one["state"]["sync_s"]
+        one["cpu_ratio"] = one["baseline"]["sync_cpu_s"] / one["state"]["sync_cpu_s"]
         log(f"sync of {members:,} members, run {rep}: state {one['state']['sync_s']:.2f}s "
             f"(rss {one['state']['peak_rss_mb']:.0f} MB), sort-and-diff {one['baseline']['sync_s']:.2f}s "
-            f"(rss {one['baseline']['peak_rss_mb']:.0f} MB): {one['ratio']:.2f}")
+            f"(rss {one['baseline']['peak_rss_mb']:.0f} MB): {one['ratio']:.2f} (CPU time: {one['cpu_ratio']:.2f})")
         runs.append(one)
     return {"members": members, "runs": runs}
 
@@ -209,11 +214,18 @@ def child_retention(users: int, days: int, seed: int) -> dict:
                 for q, k, v in rekey.advance(p, day_start + DAY + 120_000, True):
                     dbs[q].write(state.apply(q, [(k, v)]).writes)
             fold_s += time.monotonic() - t0
+        sizes = [len(v) for db in dbs.values() for _, v in db.scan(b"u", b"u\xff")]
+        # the stores as a sync's local copy holds them after its first read (``changelog.ChangelogSource``: then
+        # compacted, one value a user instead of one per write since the broker compacted the changelog)
         t0 = time.monotonic()
+        for db in dbs.values():
+            db.db.compact_range(None, None)
+        compact_s = time.monotonic() - t0
+        t0, c0 = time.monotonic(), time.process_time()
         view = SyncView(cohorts, dbs, 4, t)
         view.check()
         counts = write_files(work, iter(()), view.members(cohorts.cohorts[0]), view.states, ["plan"], None)
-        sync_s = time.monotonic() - t0
+        sync_s, sync_cpu_s = time.monotonic() - t0, time.process_time() - c0
         t0 = time.monotonic()
         m = Membership(cohorts, {P}, t)
         for line, at in rows:
@@ -223,18 +235,21 @@ def child_retention(users: int, days: int, seed: int) -> dict:
         assert len(members_old) == counts["existing"], (len(members_old), counts)
         return {"users": users, "days": days, "events": len(rows), "members": counts["existing"],
                 "stage_fold_s": fold_s, "stage_events_per_s": len(rows) / fold_s, "sync_from_state_s": sync_s,
-                "old_read_events_s": old_s, "peak_rss_mb": peak_rss_mb()}
+                "sync_from_state_cpu_s": sync_cpu_s,
+                "old_read_events_s": old_s, "peak_rss_mb": peak_rss_mb(),
+                "state_bytes_per_user": sum(sizes) / len(sizes), "compact_s": compact_s}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def part_retention(users: int, seed: int) -> dict:
+def part_retention(users: int, seed: int, days_kept: list[int]) -> dict:
     out = {}
-    for days in (1, 7):
+    for days in days_kept:
         res = run_child("retention", str(users), str(days), str(seed))
         log(f"{users:,} users, {days} day(s) of events ({res['events']:,}): stage {res['stage_events_per_s']:,.0f} "
-            f"ev/s; sync from the state {res['sync_from_state_s']:.2f}s; the old read of the events "
-            f"{res['old_read_events_s']:.2f}s")
+            f"ev/s; sync from the state {res['sync_from_state_s']:.2f}s ({res['sync_from_state_cpu_s']:.2f}s CPU); "
+            f"the old read of the events "
+            f"{res['old_read_events_s']:.2f}s; {res['state_bytes_per_user']:.0f} bytes a state")
         out[str(days)] = res
     return out
 
@@ -383,8 +398,28 @@ def part_stage(events: int, repeats: int, seed: int) -> dict:
             st.accepted(part, b)
         took = time.process_time() - t
         best = took if best is None else min(best, took)
-    log(f"stage in process: {w.n:,} events, {best / w.n * 1e6:.1f} µs of CPU per event (best of {repeats})")
-    return {"events": w.n, "users": len(ids), "cpu_s": best, "us_per_event": best / w.n * 1e6}
+    # what the states weigh, and what their writes send to the changelog (the user states' values)
+    st = LocalStage(s.cohort_set, 4, s.cohort_state.state_days)
+    apply, written = st.state.apply, [0, 0]
+
+    def counted(q, records):
+        applied = apply(q, records)
+        for k, v in applied.writes:
+            if k[:1] == b"u" and v is not None:
+                written[0] += 1
+                written[1] += len(v)
+        return applied
+    st.state.apply = counted
+    for part, b in batches:
+        st.accepted(part, b)
+    sizes = [len(v) for store in st.stores.values() for k, v in store.data.items() if k[:1] == b"u"]
+    out = {"events": w.n, "users": len(ids), "cpu_s": best, "us_per_event": best / w.n * 1e6,
+           "state_bytes_per_user": sum(sizes) / len(sizes), "state_bytes_max": max(sizes),
+           "state_writes": written[0], "state_bytes_per_write": written[1] / written[0],
+           "changelog_state_bytes_per_event": written[1] / w.n}
+    log(f"stage in process: {w.n:,} events, {best / w.n * 1e6:.1f} µs of CPU per event (best of {repeats}); "
+        f"{out['state_bytes_per_user']:.0f} bytes a state, {out['state_bytes_per_write']:.0f} a state write")
+    return out
 
 
 # ---------------------------------------------------------------- main ------------------------------------------
@@ -404,6 +439,7 @@ def main() -> int:
     ap.add_argument("--members", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--days", default="1,7", help="part retention: the days of events kept, comma-separated")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--profile", action="store_true", help="sample the worker with 10 cohorts with py-spy "
                     "(bench/profile-cohorts.txt); its throughput is then not comparable")
@@ -416,7 +452,7 @@ def main() -> int:
         if part == "sync":
             results["sync"] = part_sync(a.members, a.seed, a.repeats)
         elif part == "retention":
-            results["retention"] = part_retention(a.users, a.seed)
+            results["retention"] = part_retention(a.users, a.seed, [int(d) for d in a.days.split(",")])
         elif part == "stage":
             results["stage"] = part_stage(a.events, a.repeats, a.seed)
         else:
