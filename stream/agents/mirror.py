@@ -427,10 +427,10 @@ def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int,
 
 
 class Rebuilds:
-    """The hour rebuilds of a batch of mutations: a backfill of the touched hours of every enabled Amplitude-layout
-    destination of the project that exports events, one run of consecutive hours at a time (the backfill the API
-    and the CLI run, which applies the project's mirror log), through the stage's held S3 clients and producer. A
-    rebuild that fails is tried again until it succeeds: the batch is not committed meanwhile
+    """The rebuilds of pending hours: a backfill of the hours of every enabled Amplitude-layout destination of the
+    project that exports events, one run of consecutive hours at a time (the backfill the API and the CLI run,
+    which applies the project's mirror log), through the stage's held S3 clients and producer. A rebuild that fails
+    is tried again until it succeeds: the hours stay pending and the next take waits meanwhile
     (StreamMirrorMutationsWaiting fires). A rebuild is not cancelled through the control topic: the stage would
     only run it again."""
 
