@@ -31,10 +31,10 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
-@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export,import,cohorts (worker.stages); "
+@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export,import,cohorts,mirror,profiles (worker.stages); "
               "default: all.")
 def worker(config: str | None, stages: str | None) -> None:
-    """Run a worker: ingest, dedupe and every enabled export, until SIGINT/SIGTERM."""
+    """Run a worker: its stages (ingest, dedupe, export, import, cohorts, mirror, profiles), until SIGINT/SIGTERM."""
     settings = _load(config)
     if stages:
         try:
