@@ -139,3 +139,13 @@ def test_a_sync_reads_a_state_of_either_layout_without_its_marks():
     seen = stage.decode_seen(new)
     assert (type(seen).__name__, bytes(seen.marks), seen.keys) == (
         "SeenUser", msgspec.msgpack.encode({"0/events.ingest[0]": 41}), ["buyKey01", "viewKey2"])
+
+
+def test_keys_that_nothing_counts_any_more_leave_the_table_and_the_others_move_down():
+    u = StoredUser(project=P, keys=["gone0001", "kept0002", "recent03"], counts={1: {DAY: 2}},
+                   recent={T: {DAY: [0, 2, 1]}, T + 60_000: {DAY - 1: [0, 0, 1]}})
+    kept = stage._unused_keys_dropped(u)
+    assert (kept.keys, kept.counts, kept.recent) == (
+        ["kept0002", "recent03"], {0: {DAY: 2}}, {T: {DAY: [2, 1]}, T + 60_000: {DAY - 1: [0, 1]}})
+    assert (counts_by_key(kept), recent_by_key(kept)) == (counts_by_key(u), recent_by_key(u))
+    assert stage._unused_keys_dropped(kept) is kept          # nothing to drop: the same state
