@@ -165,3 +165,62 @@ def test_chunks_a_hold_let_go_stay_until_that_offset_is_committed_so_a_replay_le
     s.device.committed = lambda partition: 8
     s.batch(ev("dev-dddd4"), partition=1, offset=PRUNE_EVERY)     # a pruning point, 7 committed
     assert s.table.get_many(1, chunks + [unused_key(7)]) == [None, None, None]
+
+
+def test_generated_batches_and_answers_read_again_and_pruned_send_every_row_as_read_once(tmp_path):
+    """Generated batches and answers on one partition, through the real table: on one device side each message is
+    read once; on the other, some are read again at once (a crash before the commit) and the journal and the unused
+    chunks are pruned as the offsets are committed. Every row (by its source and source offset) goes out with the
+    same bytes on both, and every row read once goes out on both."""
+    import random
+    from stream.identity.records import UNUSED, dec_keys, unused_offset
+    from stream.identity.table import PRUNE_EVERY
+    for seed in range(3):
+        rnd = random.Random(seed)
+        once, again = Stages(tmp_path / f"once{seed}"), Stages(tmp_path / f"again{seed}")
+        rows = ({}, {})
+        pending: list[bytes] = []
+        source, answered, now, replays = 0, 0, NOW, 0
+
+        def keep(into, b):
+            src, offsets = b.source_of_events()
+            for o, line in zip(offsets, b.lines):
+                assert into.setdefault((str(src), o), line) == line
+        for offset in range(3 * PRUNE_EVERY + 5):
+            now += rnd.choice([1, 10, 2000])
+            if pending and rnd.random() < 0.35:
+                value = pending.pop(0)
+
+                def step(s, value=value, offset=offset):
+                    assert s.remaps(value, 1, offset) is True
+            else:
+                events = [ev(f"dev-{rnd.randrange(5)}", rnd.choice([None, f"user-{rnd.randrange(4)}"]),
+                             user_properties={"v": rnd.randrange(3)}) for _ in range(rnd.randrange(1, 5))]
+                offsets = list(range(source, source + len(events)))
+                source += len(events)
+
+                def step(s, events=events, offsets=offsets, offset=offset, now=now):
+                    keep(rows[s is again], s.batch(*events, partition=1, offset=offset, now=now,
+                                                   source_offsets=offsets))
+            again.device.committed = lambda p, o=offset: o        # every offset before this one is committed
+            step(once)
+            step(again)
+            if rnd.random() < 0.3:
+                step(again)
+                replays += 1
+            for (q, value) in once.links[answered:]:
+                once.user_side(q, answered, value)
+                answered += 1
+            pending += [v for p, v in once.valid if p == 1]
+            once.valid.clear()
+        for s, into in ((once, rows[0]), (again, rows[1])):
+            for _, value in s.accepted:
+                keep(into, EventBatch.decode(value))
+        assert rows[0] == rows[1] and replays > 20
+        assert sum(1 for k in rows[0] if k[0] == "events.valid.held[1]") > 20, seed     # rows did go through holds
+        db = again.table.db(1)
+        unused = [k for k in db.keys(from_key=UNUSED) if k[:1] == UNUSED]
+        chunks = {k for k in db.keys() if k[:1] in b"QR"}
+        listed = {c for k in unused for c in dec_keys(db[k])}
+        # pruned at offset 192, when every offset before it was committed: only the lists written since remain
+        assert listed <= chunks and all(unused_offset(k) >= 3 * PRUNE_EVERY for k in unused)
