@@ -126,7 +126,7 @@ class StoredUserV1(msgspec.Struct, array_like=True):
 _enc = msgspec.msgpack.Encoder().encode
 _dec = msgspec.msgpack.Decoder(StoredUser).decode
 _dec_v1 = msgspec.msgpack.Decoder(StoredUserV1).decode
-_V1_HEAD = 0x9a        # a msgpack array of 10 elements: the fields of ``StoredUserV1`` (``StoredUser``'s has 12)
+_V1_HEAD = b"\x9a"     # a msgpack array of 10 elements: the fields of ``StoredUserV1`` (``StoredUser``'s has 12)
 
 
 def encode_user(u: StoredUser) -> bytes:
@@ -135,7 +135,7 @@ def encode_user(u: StoredUser) -> bytes:
 
 def decode_user(data: bytes) -> StoredUser:
     """A stored state, in either layout (``StoredUserV1``: converted)."""
-    if data[0] == _V1_HEAD:
+    if data[:1] == _V1_HEAD:
         return from_v1(_dec_v1(data))
     return _dec(data)
 
@@ -162,7 +162,7 @@ _dec_seen = msgspec.msgpack.Decoder(SeenUser).decode
 
 def decode_seen(data: bytes) -> StoredUser | SeenUser:
     """A stored state as a sync reads it, in either layout."""
-    if data[0] == _V1_HEAD:
+    if data[:1] == _V1_HEAD:
         return from_v1(_dec_v1(data))
     return _dec_seen(data)
 
