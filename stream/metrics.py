@@ -129,6 +129,10 @@ MIRROR_WAITING = Gauge("stream_mirror_oldest_waiting_seconds",
                        "Age of the oldest mirror mutation this worker took from events.mutations and has not applied "
                        "yet (being logged, or its hours pending and not rebuilt); 0 when none waits. Mutations not "
                        "taken yet show as consumer lag.")
+MIRROR_PENDING_HOURS = Gauge("stream_mirror_pending_hours",
+                             "Hours (per project) this worker's mirror stage has logged mutations in and not rebuilt "
+                             "yet, over its partitions of events.mutations: rebuilt once it has taken every mutation "
+                             "waiting, or once the oldest has waited mirror.rebuild_within_s.")
 MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
                                  "Hours rebuilt for mirror mutations (one per project and pending hour of a rebuild, "
                                  "however many takes touched it).")

@@ -283,7 +283,10 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
                 held[0] = oldest_pending()
 
     def oldest_pending() -> int | None:
-        return min((o for p in partitions() if (o := pending.pending(p).oldest_ms()) is not None), default=None)
+        """The oldest mutation the assigned partitions' pending hours wait for (the hours pending counted)."""
+        pend = [pending.pending(p) for p in partitions()]
+        metrics.MIRROR_PENDING_HOURS.set(mirror_pending.hours_pending(pend))
+        return min((o for pd in pend if (o := pd.oldest_ms()) is not None), default=None)
 
     def set_waiting() -> None:
         metrics.MIRROR_WAITING.set(mirror_pending.oldest_waiting_s([taken[0], held[0]], clock.now_ms()))

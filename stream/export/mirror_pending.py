@@ -129,6 +129,11 @@ def due_hours(pendings: Iterable[Pending], now_ms: int, is_drained: bool, within
     return {project: sorted(hs) for project, hs in sorted(out.items())}
 
 
+def hours_pending(pendings: Iterable[Pending]) -> int:
+    """The (project, hour)s pending over partitions, each once (the pending hours gauge)."""
+    return len({h for p in pendings for h in p.hours})
+
+
 def oldest_waiting_s(oldest_ms: Iterable[int | None], now_ms: int) -> float:
     """Age in seconds of the oldest mutation taken and not applied yet (its hours not rewritten), of the Kafka
     timestamps of the oldest of a take being logged and of the pending hours (``Pending.oldest_ms``; None: none);

@@ -361,6 +361,11 @@ def test_the_import_status_shows_each_mirror_files_mutations_and_hours_and_an_ov
     assert worker_counters(settings, "stream_mirror_rewrite_lag_seconds_count") == {
         "stream_mirror_rewrite_lag_seconds_count": float(sum(1 for t in takes if t.hours))}
     assert sum(1 for t in takes if t.hours) >= 1
+    # every hour rewritten: none pending
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{settings.worker.http_port}/metrics", timeout=10).read().decode()
+    assert [ln for ln in text.splitlines() if ln.startswith("stream_mirror_pending_hours")] == [
+        "stream_mirror_pending_hours 0.0"]
     # kept in Kafka, not in the worker: the same with every worker stopped
     worker.stop()
     assert asyncio.run(ops.status(settings)) == [doc]

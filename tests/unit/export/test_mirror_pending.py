@@ -48,6 +48,7 @@ def test_takes_of_a_backlog_wait_until_drained_then_every_hour_is_rebuilt_once()
                         (7, 3 * H): mp.PendingHour(T0 + 8_000, T0 + 7_000)}
     assert (p0.since_ms(), p0.oldest_ms(), p1.since_ms(), p1.oldest_ms()) == (T0, T0 - 500, T0 + 8_000, T0 + 7_500)
     assert mp.oldest_waiting_s([p0.oldest_ms(), p1.oldest_ms(), None], clock.now_ms()) == 8.5
+    assert (mp.hours_pending([p0, p1]), mp.hours_pending([p1]), mp.hours_pending([])) == (4, 2, 0)
     # drained: every pending hour of both partitions, each once
     assert mp.due_hours([p0, p1], clock.now_ms(), True, 60_000) == {7: [H, 2 * H, 3 * H], 9: [5 * H]}
 
