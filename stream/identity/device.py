@@ -208,7 +208,7 @@ class Hold(NamedTuple):
     uuids: Sequence[bytes]
     segment: Sequence[bytes]           # per row its Segment message; empty when none has one
     segment_source: str
-    at: int = 0                        # the batch's events.valid offset: the key of the chunk it holds rows in
+    at: int                            # the batch's events.valid offset: the key of the chunks it begins
 
 
 class Released(NamedTuple):
@@ -701,7 +701,7 @@ class Remapped(NamedTuple):
     released: Released                   # held rows let go: answered, or past their bound
 
 
-def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int = 0, offset: int = 0) -> Remapped:
+def apply_remaps(remaps: Sequence[Remap], get_many: GetMany, now_ms: int, offset: int) -> Remapped:
     """The writes, pre-images, remaps applied and rows released of the remap message at events.valid ``offset``,
     read at ``now_ms``; a remap whose pair moved on already moves nothing.
 
