@@ -724,9 +724,9 @@ class CohortState:
             c = conditions.get(key)
             if c is None or not c.keeps(day, upload_day):
                 continue              # it could never count
-            try:
+            if key in keys:
                 i = keys.index(key)
-            except ValueError:
+            else:             # a user's first event of this condition
                 i = len(keys)
                 keys.append(key)
             days = counts.get(i)
