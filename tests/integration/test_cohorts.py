@@ -78,6 +78,29 @@ def _topic_exists(settings):
     return asyncio.run(check())
 
 
+def stage_caught_up(settings):
+    """The worker's group has committed every record on events.accepted and on the cohorts topic: the cohorts stage
+    has applied what is there (a partition it is caught up with passes the clock, so a sync of a past time does not
+    wait for events uploaded now)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream.kafka import client_args, end_offsets
+
+    async def check():
+        c = AIOKafkaConsumer(**{**client_args(settings.kafka), "group_id": settings.worker.app_id,
+                                "enable_auto_commit": False})
+        await c.start()
+        try:
+            for topic in (settings.topics.name("accepted"), settings.topics.name("cohorts")):
+                for p, end in (await end_offsets(settings, topic)).items():
+                    if end and (await c.committed(TopicPartition(topic, p)) or 0) < end:
+                        return False
+            return True
+        finally:
+            await c.stop()
+    return asyncio.run(check())
+
+
 def test_cohort_syncs_from_accepted_events(deployment, worker):
     _, path = deployment
     cfg = yaml.safe_load(path.read_text())
@@ -100,6 +123,7 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
 
     asyncio.run(produce(settings, FIRST))
     wait_until(lambda: len(accepted_rows(settings)) == 2, 30, "the first events on events.accepted")
+    wait_until(lambda: stage_caught_up(settings), 60, "the cohorts stage to apply them")
     ids = {r["user_id"]: r["amplitude_id"] for r in accepted_rows(settings)}
     a, b = ids["user-aaaa"], ids["user-bbbb"]
 
@@ -122,6 +146,7 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
 
     asyncio.run(produce(settings, SECOND))
     wait_until(lambda: len(accepted_rows(settings)) == 4, 30, "the second events on events.accepted")
+    wait_until(lambda: stage_caught_up(settings), 60, "the cohorts stage to apply them")
 
     # the next hour's sync, killed -9 once its second file (exiting) is on S3
     env = {**os.environ, "STREAM_CRASH_AT": "cohorts.file_written:2"}
