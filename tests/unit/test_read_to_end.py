@@ -76,10 +76,10 @@ def test_end_offsets_reported_short_are_raised_to_the_first_fetchs_high_watermar
     assert len(broker.polls) == 4
 
 
-def test_an_empty_partition_and_an_empty_assignment_are_read_without_a_poll():
+def test_an_empty_partition_reads_nothing_and_an_empty_assignment_is_read_without_a_poll():
     clock = FakeClock(0)
-    broker = Broker(clock, {P0: 0}, {P0: 0}, [])
-    assert (read(broker, clock), broker.polls) == ([], [])
+    broker = Broker(clock, {P0: 0}, {P0: 0}, [{P0: 0}])
+    assert (read(broker, clock), clock.now_ms()) == ([], 0)
     broker = Broker(clock, {}, {}, [])
     assert (read(broker, clock), broker.polls) == ([], [])
 
