@@ -122,7 +122,14 @@ def test_events_flow_from_ingest_to_hourly_objects_exactly(deployment, worker, s
     assert all(now - 49 * 3600 < t < now for t in recent) and len(recent) >= 46
     assert {r.partition for r in everything if r.kind == "seal"} == {0, 1}
     exporting = ports[-1]
-    status = orjson.loads(admin_get(f"http://127.0.0.1:{exporting}/exports/status?hours=100"))
+
+    def status_with_the_marker():
+        # the worker's status follows the ledger as its exporter reads it back, a moment after the ledger has it
+        doc = orjson.loads(admin_get(f"http://127.0.0.1:{exporting}/exports/status?hours=100"))
+        hours = {h["hour"]: h for d in doc["destinations"] for h in d.get("hours", ())}
+        return doc if hours.get("2024-03-09T07:00:00Z", {}).get("complete_marker") else None
+
+    status = wait_until(status_with_the_marker, 30, "the worker's status to show the marker of 07:00")
     # the status names buckets, roles and errors: without the admin token it is refused; the probes stay open
     for token in (None, "not-the-token"):
         req = urllib.request.Request(f"http://127.0.0.1:{exporting}/exports/status",
