@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stream import kafka
 from stream.clock import Clock, SystemClock
 from stream.cohorts.rules import CohortSet
 from stream.cohorts.stage import NotPassed, RdictStore, SyncView
@@ -78,16 +79,11 @@ class ChangelogSource:
         self.consumer = c
 
     async def _read_to_end(self) -> int:
-        """Read every partition up to its end offsets as they are now; the records read."""
-        c = self.consumer
-        tps = list(c.assignment())
-        ends = await c.end_offsets(tps)
+        """Read every partition up to its end offsets as they are now (``stream.kafka.to_end``); the records read."""
         n = 0
-        while True:
-            left = [tp for tp in tps if await c.position(tp) < ends[tp]]
-            if not left:
-                return n
-            n += self._apply(await c.getmany(*left, timeout_ms=POLL_MS))
+        async for got in kafka.to_end(self.consumer, POLL_MS, clock=self.clock):
+            n += self._apply(got)
+        return n
 
     def _apply(self, got: Mapping[Any, list[Any]]) -> int:
         n = 0
