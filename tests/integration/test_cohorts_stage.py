@@ -1,5 +1,6 @@
 """The cohorts stage on a real broker and moto S3: a sync started while events keep arriving ends, with exactly the
-users uploaded before its time; a worker killed -9 inside the stage ends with the same files."""
+users uploaded before its time; a worker killed -9 at any cohorts crash point, in the stage or in its scheduler's
+sync, ends once started again with the files of an uninterrupted run and one completion record."""
 
 import asyncio
 import subprocess
@@ -35,12 +36,6 @@ def configure(path, bucket):
     cfg["cohort_destinations"] = [{"name": "crm", "bucket": bucket, "syncs": [
         {"cohort": "pro-buyers", "cadence": "hourly", "properties": ["plan"]}]}]
     return cfg
-
-
-def sync(path, now="2024-03-09T08:30Z"):
-    result = CliRunner().invoke(main, ["cohorts", "sync", "pro-buyers", "-c", str(path), "--now", now])
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 # before 08:00: ten buyers on the pro plan, two on the free plan; one buyer's purchase is uploaded after 08:00
@@ -108,22 +103,80 @@ def test_a_sync_started_while_events_flow_ends_with_exactly_the_users_uploaded_b
     assert cohort_objects(s3, bucket) == expected_files(settings)
 
 
-@pytest.mark.parametrize("point", ["cohorts.rekeyed:4", "cohorts.state_written:5"])
-def test_a_worker_killed_inside_the_cohorts_stage_ends_with_the_same_files(deployment, worker, point):
+# the syncs of the worker's own scheduler are of the current hour: the zone whose hour began last (hours begin at
+# :00, :30 and :15 UTC in these) leaves the test at least 30 minutes before the next
+ZONES = ("UTC", "Asia/Kolkata", "Asia/Kathmandu")
+
+
+def accepted_batches(settings, t):
+    """Twelve buyers uploaded in the half hour before ``t`` (ten on the pro plan, two on the free plan) and one on
+    the pro plan uploaded at ``t``, each in a batch of its own on events.accepted; the expected sync files of ``t``
+    (the worker's ``side/`` destination)."""
+    from stream.events.batch import EventBatch, Origin, Source
+
+    def row(i, user, plan, at):
+        return orjson.dumps({"amplitude_id": 1000 + i, "app": 424242, "event_type": "purchase",
+                             "event_time": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(at / 1000)),
+                             "user_id": user, "user_properties": {"plan": plan}})
+
+    rows = [(row(i, f"user-b{i:02d}", "pro" if i < 10 else "free", t - 30 * MIN + i * MIN), t - 30 * MIN + i * MIN)
+            for i in range(12)] + [(row(12, "user-late", "pro", t), t)]
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await p.start()
+        try:
+            for n, (line, at) in enumerate(rows):
+                batch = EventBatch(424242, at - at % 3_600_000, Origin("test", 0, n), [n], [b"d"], [at],
+                                   [b"u" * 16], [line], Source("test", 0))
+                await (await p.send(settings.topics.name("accepted"), batch.encode(), partition=n % 2))
+        finally:
+            await p.stop()
+    asyncio.run(run())
+    body = HEAD + b"".join(b"%d,user-b%02d,pro\r\n" % (1000 + i, i) for i in range(10))
+    prefix = f"side/424242_pro-buyers_{time.strftime('%Y-%m-%dT%H:%M', time.gmtime(t / 1000))}_"
+    return {prefix + "entering.csv": body, prefix + "exiting.csv": HEAD, prefix + "existing.csv": body}
+
+
+@pytest.mark.parametrize("point", [None, "cohorts.rekeyed:4", "cohorts.state_written:5", "cohorts.diffed",
+                                   "cohorts.file_written:1", "cohorts.file_written:3", "cohorts.completed"])
+def test_a_worker_killed_at_a_cohorts_crash_point_ends_with_the_files_of_an_uninterrupted_run(deployment, worker,
+                                                                                              point):
+    """The worker's scheduler syncs the current hour; killed -9 at ``point`` (None: never), the worker started
+    again ends with the same three files, byte for byte, and one completion record of the sync."""
+    from stream.cohorts.schedule import slot_start
+    from stream.kafka import ensure_topics
     settings, path = deployment
     bucket = settings.destinations[0].bucket
+    now = int(time.time() * 1000)
+    zone = max(ZONES, key=lambda z: slot_start("hourly", z, now))
+    t = slot_start("hourly", zone, now)
     cfg = configure(path, bucket)
+    cfg["cohort_destinations"][0]["syncs"][0]["time_zone"] = zone
+    cfg["cohort_state"] = {"grace_s": 1}
     path.write_text(yaml.safe_dump(cfg))
-    # the events on events.accepted first (their upload times are of 2024: had the stage seen its partitions at
-    # their end before they came, it would have passed them by the clock)
-    first = worker("--stages", "ingest,dedupe,export")
-    asyncio.run(produce(settings, BEFORE + LATE))
-    wait_until(lambda: len(accepted_rows(settings)) == len(BEFORE + LATE), 60, "the events on events.accepted")
-    first.terminate()
-    first.wait(30)
-    crashed = start_state_worker(worker, path, cfg, bucket, "cohorts", env={"STREAM_CRASH_AT": point})
-    assert crashed.wait(90) == -9
+    settings = load_settings(path)
+    asyncio.run(ensure_topics(settings))
+    # the events on events.accepted before any worker runs the stage: one that found the partitions empty would
+    # have them pass the clock, and sync the hour without them
+    expected = accepted_batches(settings, t)
+    if point is not None:
+        crashed = start_state_worker(worker, path, cfg, bucket, "cohorts", env={"STREAM_CRASH_AT": point})
+        assert crashed.wait(90) == -9
     start_state_worker(worker, path, cfg, bucket, "cohorts")
-    sync(path)
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
-    assert cohort_objects(s3, bucket) == expected_files(settings)
+    rec = "_side/side/424242_pro-buyers/"
+    done = rec + f"done/{time.strftime('%Y-%m-%dT%H-%M', time.gmtime(t / 1000))}.done"
+    records = wait_until(lambda: (r := cohort_objects(s3, bucket, "_side/")) and done in r and
+                         (rec + "latest.json" in r or point == "cohorts.completed") and r, 90,
+                         "the worker's sync of the hour")
+    assert cohort_objects(s3, bucket, "side/") == expected
+    # killed between the completion record and the pointer: the sync is complete and not run again; this job's
+    # next sync, finding no pointer, lists the records and writes it
+    assert sorted(records) == [done] + ([] if point == "cohorts.completed" else [rec + "latest.json"])
+    record = orjson.loads(records[done])
+    assert (record["scheduled_ms"], record["members"], record["entering"], record["exiting"], record["previous"],
+            record["keys"]) == (t, 10, 10, 0, None, {k.rsplit("_", 1)[1][:-4]: k for k in expected})
+    history = CliRunner().invoke(main, ["cohorts", "history", "pro-buyers", "-c", str(path.parent / "worker.yaml")])
+    assert history.exit_code == 0, history.output
+    assert [ln.split()[0] for ln in history.output.splitlines()] == [record["stamp"]]
