@@ -4,6 +4,12 @@
 ``crash_point(<name>)`` send SIGKILL to the process itself: no cleanup, no
 flush, no commit -- the failure exactly-once has to survive. Unset, a crash
 point costs one comparison.
+
+``STREAM_PAUSE_AT=<name>`` with ``STREAM_PAUSE_UNTIL=<path>`` makes the first
+pass through ``await pause_point(<name>)`` wait until a file exists at
+``<path>``: the rest of the process runs on meanwhile, so a test can make
+something happen at that moment (a live event while a rebuild holds its
+claim) and then let it go on.
 """
 
 from __future__ import annotations
@@ -11,9 +17,14 @@ from __future__ import annotations
 import os
 import signal
 
+from stream.retry import wait
+
 _name, _, _n = os.environ.get("STREAM_CRASH_AT", "").partition(":")
 _ARMED = _name or None
 _left = int(_n or 1)
+_PAUSE = os.environ.get("STREAM_PAUSE_AT") or None
+_PAUSE_UNTIL = os.environ.get("STREAM_PAUSE_UNTIL", "")
+PAUSE_LOOK_S = 0.1
 
 NAMES = (
     # ingest: events.ingest -> events.valid
@@ -75,3 +86,14 @@ def crash_point(name: str) -> None:
     _left -= 1
     if _left == 0:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def pause_point(name: str) -> None:
+    """Wait here the first time through until the file the test named exists (see the module docstring); a no-op
+    otherwise."""
+    global _PAUSE
+    if name != _PAUSE:
+        return
+    _PAUSE = None
+    while not os.path.exists(_PAUSE_UNTIL):
+        await wait(PAUSE_LOOK_S)

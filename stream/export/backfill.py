@@ -62,7 +62,7 @@ from isal import isal_zlib
 
 from stream import kafka
 from stream.clock import Clock
-from stream.crashpoints import crash_point
+from stream.crashpoints import crash_point, pause_point
 from stream.events.batch import decode_rows
 from stream.events.timefmt import HOUR_MS, hour_start
 from stream.export.exporter import ExportInput, export_input
@@ -451,6 +451,7 @@ class Backfill:
         await self.append_ledger(claim.record(source.name, self.dest.project, source.topic, self.dest.bucket,
                                               self.clock.now_ms()))
         crash_point("backfill.claimed")
+        await pause_point("backfill.claimed")
         acks = await self._await_acknowledgements(source, claim)
         wanted, hour_cuts = set(hours), cuts(live, set(hours))
         spool = self.spool_dir / source.name.replace("/", "_")
