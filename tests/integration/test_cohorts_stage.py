@@ -139,7 +139,8 @@ def accepted_batches(settings, t):
 
 
 @pytest.mark.parametrize("point", [None, "cohorts.rekeyed:4", "cohorts.state_written:5", "cohorts.diffed",
-                                   "cohorts.file_written:1", "cohorts.file_written:3", "cohorts.completed"])
+                                   "cohorts.file_written:1", "cohorts.file_written:2", "cohorts.file_written:3",
+                                   "cohorts.completed"])
 def test_a_worker_killed_at_a_cohorts_crash_point_ends_with_the_files_of_an_uninterrupted_run(deployment, worker,
                                                                                               point):
     """The worker's scheduler syncs the current hour; killed -9 at ``point`` (None: never), the worker started
