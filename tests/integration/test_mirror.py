@@ -44,12 +44,16 @@ def mirror_deployment(path):
 
 
 def objects(settings):
+    """key -> body of the export's objects (one a rebuild deletes between the listing and its read left out)."""
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     bucket = settings.destinations[0].bucket
     out = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="amp/"):
         for o in page.get("Contents", []):
-            out[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            try:
+                out[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                continue
     return out
 
 
@@ -62,9 +66,9 @@ def rows_by_hour(objs):
     return {h: sorted(rs, key=lambda r: r["$insert_id"]) for h, rs in out.items()}
 
 
-def mutation(row, op, n):
+def mutation(row, op, n, server_ms=1_710_000_000_000):
     m = records.mutation_of({"$mutation_type": op, **row}, 424242, (1_710_000_000_000, FILE, n), f"derived-{n}",
-                            1_710_000_000_000, f"{FILE}#{n}", Rules(), 1_710_000_000_000)
+                            server_ms, f"{FILE}#{n}", Rules(), 1_710_000_000_000)
     assert not hasattr(m, "reason"), m
     return m
 
@@ -460,3 +464,120 @@ def test_the_mirror_history_of_a_source_pages_through_every_file_past_the_twenty
     code, _, older = http_request(settings, "GET", f"/console/imports/corrections/history?before={q}", cookie=cookie)
     assert code == 200 and [r[0] for r in table_rows(older, "mirror-history")] == ["mirror/f01.json",
                                                                                   "mirror/f00.json"]
+
+
+H7, HOUR = 1_709_967_600_000, 3_600_000     # 2024-03-09T07
+MANY = [({"event_type": "Page Viewed", "device_id": f"device-{i % 7:04d}", "user_id": f"user-{i % 5:04d}",
+          "insert_id": f"ev-{i:04d}"}, H7 + (i // 250) * HOUR + (i % 250) * 10_000) for i in range(1000)]
+"""1,000 events, 250 in each of the hours 7 to 10 of 2024-03-09."""
+TOUCHED = ["2024-03-09_7", "2024-03-09_8", "2024-03-09_9"]
+
+
+def many_corrections():
+    """100 UPDATEs, 50 DELETEs and 20 INSERTs of new events across hours 7, 8 and 9 (hour 10 untouched): the
+    mutations, and the insert_ids updated and deleted."""
+    events = {ev["insert_id"]: ev for ev, _ in MANY}
+    muts, n = [], 0
+    ups, dels = [], []
+    for k, (u, d, i) in enumerate([(34, 17, 7), (33, 17, 7), (33, 16, 6)]):
+        ups += [f"ev-{k * 250 + j:04d}" for j in range(u)]
+        dels += [f"ev-{k * 250 + 100 + j:04d}" for j in range(d)]
+        for j in range(i):
+            n += 1
+            muts.append(mutation({"event_type": "Imported", "user_id": "user-0009", "device_id": "device-0099",
+                                  "insert_id": f"new-{k}-{j}"}, "insert", n, H7 + k * HOUR + 3_000_000 + j * 1000))
+    for x in ups:
+        n += 1
+        ev = events[x]
+        muts.append(mutation({"event_type": "Purchase", "user_id": ev["user_id"], "device_id": ev["device_id"],
+                              "insert_id": x, "event_properties": {"price": n}}, "update", n))
+    for x in dels:
+        n += 1
+        muts.append(mutation({"user_id": events[x]["user_id"], "insert_id": x}, "delete", n))
+    assert (len(ups), len(dels), n) == (100, 50, 170)
+    return muts, set(ups), set(dels)
+
+
+def ledger_of(settings):
+    from stream.export.ledger import LedgerRecord
+    return [LedgerRecord.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name(
+        "export_ledger")))]
+
+
+def hour_objects(objs, hour):
+    """The objects of one hour (its data objects and its marker)."""
+    return {k: v for k, v in objs.items() if f"_{hour}#" in k or k.endswith(f"_{hour}_complete")}
+
+
+def test_a_mirror_file_of_170_mutations_rewrites_three_of_four_hours_and_a_live_event_during_it_lands_once(
+        deployment, worker, tmp_path):
+    """1,000 events exported in four hours; a mirror file of 100 UPDATEs, 50 DELETEs and 20 INSERTs across three
+    of them. The worker's rebuild pauses once it has claimed the hours (``STREAM_PAUSE_AT``): an event of a
+    rewritten hour arrives then, and is exported while the rebuild holds the hours. Once it goes on, the rewritten
+    hours hold exactly the model's rows (the live event once), their markers are written again, and the fourth hour
+    keeps its bytes."""
+    from stream.export.ledger import Claim, facts
+    settings = mirror_deployment(deployment[1])
+    go = tmp_path / "go"
+    asyncio.run(ensure_topics(settings))
+    worker(env={"STREAM_PAUSE_AT": "backfill.claimed", "STREAM_PAUSE_UNTIL": str(go)})
+    asyncio.run(produce(settings, MANY))
+    hours = [*TOUCHED, "2024-03-09_10"]
+    wait_until(lambda: {f"amp/424242/424242_{h}_complete" for h in hours} <= {
+        r.key for r in ledger_of(settings) if r.kind == "marker"}, 180, "the four hours exported and marked")
+    before = objects(settings)
+    old = rows_by_hour(before)
+    assert {h: len(rs) for h, rs in old.items()} == {h: 250 for h in hours}
+
+    muts, ups, dels = many_corrections()
+    asyncio.run(send(settings, muts))
+    # the rebuild has claimed the hours and waits there: an event of hour 8 arrives meanwhile
+    (claim,) = wait_until(lambda: [r for r in ledger_of(settings) if r.kind == "claim"], 120, "the rebuild's claim")
+    job = Claim.of(claim).job
+    assert sorted(Claim.of(claim).hours) == [H7, H7 + HOUR, H7 + 2 * HOUR]
+    live = {"event_type": "Live", "device_id": "device-0003", "user_id": "user-0003", "insert_id": "live-1"}
+    asyncio.run(produce(settings, [(live, H7 + HOUR + 2_600_000)]))
+    # the live export writes it while the rebuild holds the hours (it lies past the claim's end offsets)
+    wait_until(lambda: any(r["$insert_id"] == "live-1" for r in rows_by_hour(objects(settings)).get(
+        "2024-03-09_8", [])), 60, "the live event exported during the rebuild")
+    # nothing of the rebuild written yet
+    assert [r.kind for r in ledger_of(settings) if facts(r).get("job") == job and r.kind in (
+        "object", "deleted", "marker")] == []
+    go.touch()
+
+    # the model: the old rows updated or deleted, the new events and the live one added
+    by_id = {m.insert_id: m for m in muts}
+    expected = {h: sorted([updated(r, by_id[r["$insert_id"]].row) if r["$insert_id"] in ups else r
+                           for r in old[h] if r["$insert_id"] not in dels], key=lambda r: r["$insert_id"])
+                for h in TOUCHED}
+    new = {h: sorted([f"new-{k}-{j}" for j in range(7 if k < 2 else 6)] + (["live-1"] if k == 1 else []))
+           for k, h in enumerate(TOUCHED)}
+
+    def done():
+        recs = ledger_of(settings)
+        marked = {r.hour for r in recs if r.kind == "marker" and facts(r).get("job") == job}
+        now = rows_by_hour(objects(settings))
+        ids = {h: sorted(r["$insert_id"] for r in now.get(h, [])) for h in TOUCHED}
+        want = {h: sorted([r["$insert_id"] for r in expected[h]] + new[h]) for h in TOUCHED}
+        return marked == {H7, H7 + HOUR, H7 + 2 * HOUR} and ids == want and now
+    now = wait_until(done, 240, "the three hours rewritten to the model")
+    after = objects(settings)
+    for h in TOUCHED:
+        assert [r for r in now[h] if r["$insert_id"] in {r["$insert_id"] for r in old[h]}] == expected[h]
+        fresh = [r for r in now[h] if r["$insert_id"] not in {r["$insert_id"] for r in old[h]}]
+        assert [(r["$insert_id"], r["event_type"], r["user_id"], r["device_id"],
+                 r.get("data", {}).get("$skip_user_properties_sync")) for r in fresh] == [
+            (i, "Live", "user-0003", "device-0003", None) if i == "live-1" else
+            (i, "Imported", "user-0009", "device-0099", True) for i in new[h]]
+    got = {r["$insert_id"]: r for r in now["2024-03-09_7"]}["ev-0000"]
+    assert (got["event_type"], got["event_properties"], got["uuid"], got["amplitude_id"]) == (
+        "Purchase", {"price": 21}, {r["$insert_id"]: r for r in old["2024-03-09_7"]}["ev-0000"]["uuid"],
+        {r["$insert_id"]: r for r in old["2024-03-09_7"]}["ev-0000"]["amplitude_id"])
+    # the untouched hour keeps its bytes; the rewritten hours' markers are there again
+    assert hour_objects(after, "2024-03-09_10") == hour_objects(before, "2024-03-09_10")
+    assert hour_objects(before, "2024-03-09_10")
+    assert all(f"amp/424242/424242_{h}_complete" in after for h in TOUCHED)
+    assert not [r for r in ledger_of(settings) if facts(r).get("job") == job and r.hour == H7 + 3 * HOUR]
+    # every event once, the live one included
+    ids = [r["$insert_id"] for h in hours for r in now[h]]
+    assert len(ids) == len(set(ids)) == 1000 - 50 + 20 + 1
