@@ -256,7 +256,8 @@ class Scheduler:
     held: Callable[[], bool | None] = lambda: True
 
     async def start(self) -> None:
-        """Each job's latest completed sync, from its pointer (read once; the loop keeps it after)."""
+        """Each job's latest completed sync, from its pointer (read once; the loop keeps it after); ``latest``
+        writes a pointer that a crash left behind or missing (``sync.latest_completed``)."""
         now = self.now()
         for job in self.jobs:
             state = JobState(job.sync.cadence, job.sync.time_zone, since_ms=now)

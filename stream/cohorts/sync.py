@@ -241,10 +241,12 @@ async def chain(storage: Storage, job: SyncJob) -> Chain:
     Records are written in this order: the three files, the completion record ``done/<time>.done``, then the pointer
     ``latest.json`` (a copy of that record). The pointer is read, then the completion records listed *after* its
     own (one LIST with StartAfter, normally empty). A crash between a completion record and the pointer leaves the
-    pointer on an older sync: that listing finds the newer record, and the next sync writes the pointer again. A
-    crash before the completion record leaves no record (the sync is not complete; its files are overwritten by
-    the next run for its time). Only when the pointer is missing (no sync yet, or it was deleted) are all the
-    records listed.
+    pointer on an older sync (that listing finds the newer record), or none after the job's first sync; whoever
+    next finds that sync complete writes the pointer again (``pointer_behind``): the scheduler when it starts
+    (``latest_completed``), a run of that sync's time (which does not run it again), the job's next sync. A crash
+    before the completion record leaves no record (the sync is not complete; its files are overwritten by the next
+    run for its time). Only when the pointer is missing (no sync yet, or it was deleted) are all the records
+    listed.
     """
     bucket = job.destination.bucket
     raw = await _read_optional(storage, bucket, pointer_key(job))
@@ -255,8 +257,30 @@ async def chain(storage: Storage, job: SyncJob) -> Chain:
     return Chain(pointer, [pointer] + [r for r in after if r["scheduled_ms"] > pointer["scheduled_ms"]])
 
 
+def pointer_behind(known: Chain) -> dict[str, Any] | None:
+    """The record the pointer should be a copy of when it is behind the completion records ``known`` found: the
+    latest one, when the pointer is missing or names an older sync (a crash between a record and the pointer);
+    None when it names the latest, or no sync is complete."""
+    latest = known.latest
+    if latest is None or (known.pointer is not None and known.pointer["scheduled_ms"] >= latest["scheduled_ms"]):
+        return None
+    return latest
+
+
+async def catch_up_pointer(storage: Storage, job: SyncJob, known: Chain) -> None:
+    """Write the pointer again when it is behind (``pointer_behind``)."""
+    record = pointer_behind(known)
+    if record is not None:
+        await _put_pointer(storage, job, record)
+
+
 async def latest_completed(storage: Storage, job: SyncJob) -> dict[str, Any] | None:
-    return (await chain(storage, job)).latest
+    """The latest completed sync of ``job``; its pointer written first when a crash left it behind or missing (the
+    scheduler reads this when it starts, so a worker killed between a completion record and the pointer names the
+    sync again once it starts, without waiting for the job's next sync)."""
+    known = await chain(storage, job)
+    await catch_up_pointer(storage, job, known)
+    return known.latest
 
 
 def scheduled_time(cadence: str, now_ms: int, done: Iterable[dict[str, Any]] = (), time_zone: str = "UTC") -> int:
@@ -417,9 +441,7 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
         this = orjson.loads(raw)
     if this is not None:
         result.skipped = True
-        if known.pointer is not None and known.latest is not None and \
-                known.pointer["scheduled_ms"] < known.latest["scheduled_ms"]:
-            await _put_pointer(storage, job, known.latest)     # a crash left the pointer behind: catch up
+        await catch_up_pointer(storage, job, known)     # a crash left the pointer behind or missing: catch up
         echo(f"{job.name}: the sync of {stamp(scheduled_ms)} is complete already ({done})")
         return result
     before = [r for r in known.known if r["scheduled_ms"] < scheduled_ms]

@@ -8,7 +8,9 @@ import pytest
 
 from stream import metrics
 from stream.cohorts import schedule
-from stream.cohorts.sync import Membership, jobs_of, run_syncs, sync_job
+from stream.clock import FakeClock
+from stream.cohorts.schedule import Scheduler
+from stream.cohorts.sync import Chain, Membership, jobs_of, latest_completed, pointer_behind, run_syncs, sync_job
 from stream.errors import ConfigError
 from stream.s3.storage import MemoryStorage
 from stream.settings import load_settings
@@ -129,6 +131,48 @@ def test_a_pointer_left_behind_by_a_crash_is_passed_and_caught_up():
     storage.objects[(BUCKET, REC + "latest.json")] = storage.objects[(BUCKET, REC + "done/2024-03-10T00-00.done")]
     (r,) = run(s, T3, storage, source)
     assert r.previous == "2024-03-11T00:00"    # not T1, which the pointer named
+
+
+def test_the_pointer_is_behind_when_missing_or_older_than_the_latest_completion_record():
+    r1, r2 = {"scheduled_ms": T1, "stamp": "a"}, {"scheduled_ms": T2, "stamp": "b"}
+    assert pointer_behind(Chain(None, [])) is None           # no sync complete: no pointer to write
+    assert pointer_behind(Chain(None, [r1, r2])) == r2       # missing (killed after a first sync's record)
+    assert pointer_behind(Chain(r1, [r1, r2])) == r2         # one sync behind
+    assert pointer_behind(Chain(r2, [r2])) is None           # names the latest
+
+
+def test_a_first_sync_killed_before_its_pointer_gets_it_when_next_found_complete():
+    s, storage, source = settings(), MemoryStorage(), Source(HISTORY, MERGES)
+    run(s, T1, storage, source)
+    done = storage.objects[(BUCKET, REC + "done/2024-03-10T00-00.done")]
+    # died between T1's completion record and its pointer, T1 being the job's first sync: no pointer at all
+    del storage.objects[(BUCKET, REC + "latest.json")]
+    (again,) = run(s, T1 + 3_600_000, storage, source)      # the sync of T1 run again (the CLI)
+    assert (again.skipped, again.error) == (True, None)
+    assert storage.objects[(BUCKET, REC + "latest.json")] == done
+    # the worker's scheduler, started again, reads each job's latest completed sync: it writes the pointer
+    del storage.objects[(BUCKET, REC + "latest.json")]
+    calls = []
+
+    async def latest(job):
+        return await latest_completed(storage, job)
+
+    async def sync(group, slot):
+        calls.append(slot)
+        return []
+
+    async def pause(_):
+        return None
+
+    sched = Scheduler(jobs_of(s, "pro-buyers"), FakeClock(T1 + 3_600_000).now_ms, latest, sync, pause)
+    asyncio.run(sched.start())
+    assert sched.states["pro-buyers -> crm"].completed_ms == T1
+    assert storage.objects[(BUCKET, REC + "latest.json")] == done
+    asyncio.run(sched.tick())
+    assert calls == []                                         # complete: not synced again
+    storage.puts.clear()
+    asyncio.run(sched.start())                                 # the pointer names it: nothing written
+    assert storage.puts == []
 
 
 def test_a_sync_older_than_the_latest_completed_one_is_refused():
