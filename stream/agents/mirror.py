@@ -36,7 +36,6 @@ from typing import Generic, TypeVar
 import faust
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
-from rocksdict import WriteBatch
 
 from stream import kafka, metrics
 from stream.agents.contiguous import Contiguous
@@ -90,19 +89,6 @@ class PendingTable(KeyedChangelog, DedupeTable):
 
     def pending(self, partition: int) -> mirror_pending.Pending:
         return mirror_pending.read(self.db(partition).items())
-
-    async def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
-        """Write ``ops`` (a value of None deletes the key) in one WriteBatch, and a changelog record per key."""
-        if not ops:
-            return
-        wb = WriteBatch(raw_mode=True)
-        for k, v in ops.items():
-            if v is None:
-                wb.delete(k)
-            else:
-                wb.put(k, v)
-        self.db(partition).write(wb)
-        await self.send_records(partition, ops.items())
 
 
 K = TypeVar("K", bound=Hashable)

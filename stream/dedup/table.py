@@ -127,3 +127,17 @@ class KeyedChangelog:
 
     def changelog_ops(self, key: bytes | None, value: bytes | None) -> Iterable[tuple[bytes, bytes | None]]:
         return () if key is None else ((key, value),)
+
+    async def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
+        """Write ``ops`` (a value of None deletes the key) in one WriteBatch, and a changelog record per key
+        (``DedupeTable.send_records``)."""
+        if not ops:
+            return
+        wb = WriteBatch(raw_mode=True)
+        for k, v in ops.items():
+            if v is None:
+                wb.delete(k)
+            else:
+                wb.put(k, v)
+        self.db(partition).write(wb)
+        await self.send_records(partition, ops.items())

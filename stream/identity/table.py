@@ -22,7 +22,6 @@ written, about one per event that changes a user's fields.
 
 from __future__ import annotations
 
-from rocksdict import WriteBatch
 
 from stream.dedup.table import DedupeTable, KeyedChangelog
 from stream.identity.records import (
@@ -48,19 +47,6 @@ class IdentityTable(KeyedChangelog, DedupeTable):
 
     The records of one batch's writes go to the broker in one go (``DedupeTable.send_records``).
     """
-
-    async def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None:
-        """Write ``ops`` (a value of None deletes the key) in one WriteBatch, and a changelog record per key."""
-        if not ops:
-            return
-        wb = WriteBatch(raw_mode=True)
-        for k, v in ops.items():
-            if v is None:
-                wb.delete(k)
-            else:
-                wb.put(k, v)
-        self.db(partition).write(wb)
-        await self.send_records(partition, ops.items())
 
     def applied(self, partition: int) -> int:
         """The highest events.valid offset whose writes are in the state, -1 if none."""
