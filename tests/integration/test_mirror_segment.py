@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaProducer
 from stream.events.normalize import Rules
 from stream.imports import mutations as records
 from stream.kafka import ensure_topics
-from stream.settings import load_settings
 from tests.integration.conftest import wait_until
 from tests.integration.test_backfill import marked
 from tests.integration.test_crash import EVENTS, produce
+from tests.integration.test_mirror import mirror_deployment
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +27,10 @@ MIRROR_MS = 1_710_000_000_000           # 2024-03-09T16:00Z: the new event's ser
 
 def deployment_with_segment(path):
     cfg = yaml.safe_load(path.read_text())
-    cfg["destinations"][0]["archive"] = True
     cfg["destinations"].append({"name": "seg", "project": 424242, "bucket": cfg["destinations"][0]["bucket"],
                                 "prefix": "seg/", "layout": "segment", "close_grace_s": 1, "idle_close_s": 1})
-    cfg["mirror"] = {"index_days": 3000}      # the sample events are of March 2024
-    cfg["sources"] = [{"name": "corrections", "project": 424242, "bucket": "src-bucket", "prefix": "mirror/",
-                       "strategy": "mirror", "scan": {"enabled": False},
-                       "converter": {"converterConfig": {"convertToAmplitudeFunc": {
-                           "event_type": "event_type", "user_id": "user_id", "device_id": "device_id",
-                           "insert_id": "insert_id", "$mutation_type": "op"}}}}]
     path.write_text(yaml.safe_dump(cfg))
-    return load_settings(path)
+    return mirror_deployment(path)
 
 
 def lines(settings, prefix):
