@@ -31,8 +31,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
-@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export,import,cohorts,mirror,profiles (worker.stages); "
-              "default: all.")
+@click.option("--stages", help="Comma-separated subset of ingest,dedupe,export,import,cohorts,mirror,profiles "
+              "(worker.stages); default: all.")
 def worker(config: str | None, stages: str | None) -> None:
     """Run a worker: its stages (ingest, dedupe, export, import, cohorts, mirror, profiles), until SIGINT/SIGTERM."""
     settings = _load(config)

@@ -15,9 +15,10 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
   take's offsets once the agent is done with it (the take acknowledges them then).
   The ``mirror-pending`` timer rebuilds the pending hours of the worker's partitions (those a previous worker left
   too), each once for every take that touched it, once the agent has taken every mutation of its partitions, or
-  once the oldest has waited ``mirror.rebuild_within_s`` (0: after every take); crash point ``mirror.rebuilt``. Once the hours are rewritten, a record per file and partition of what
-  each take did with the file's mutations goes to the mirror-files topic (``stream.imports.mirror_files``), which
-  ``stream import status`` reads, and the pending records are deleted.
+  once the oldest has waited ``mirror.rebuild_within_s`` (0: after every take); crash point ``mirror.rebuilt``.
+  Once the hours are rewritten, a record per file and partition of what each take did with the file's mutations
+  goes to the mirror-files topic (``stream.imports.mirror_files``), which ``stream import status`` reads, and the
+  pending records are deleted.
 
 The stage's S3 clients (one per bucket target) and the producer of its rebuilds' ledger records are made on first use
 and held until the mutations agent stops (``Held``): the logs of every partition and take and the rebuilds share them.
@@ -348,10 +349,10 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             at_ms = clock.now_ms()
             for p, pd in sorted(pend.items()):
                 # on the broker before the records they waited for are deleted
-                sent = [await files_topic.send(key=take.key, value=take.encode())
-                        for take in mirror_pending.rewritten(pd, at_ms)]
+                takes = mirror_pending.rewritten(pd, at_ms)
+                sent = [await files_topic.send(key=take.key, value=take.encode()) for take in takes]
                 await asyncio.gather(*sent)
-                for take in mirror_pending.rewritten(pd, at_ms):
+                for take in takes:
                     metrics.MIRROR_REWRITE_LAG.observe(max(0, at_ms - take.modified_ms) / 1000)
                 await pending.write(p, mirror_pending.clears(pd))
             held[0] = oldest_pending()

@@ -1,12 +1,12 @@
 """Takes that hold a burst of records whole: faust's ``take_events``, closed by quiet rather than by a fixed tick.
 
 ``Stream.take_events(max_, within)`` hands over what its buffer holds every ``within`` seconds, a tick that runs
-whether records arrive or not: a burst that starts just before a tick is cut in two takes, and an agent that
-does work per take (the mirror logs each take's mutations, an object per hour and partition) does it twice. :func:`take_bursts`
-closes a take when it holds ``max_`` records, when no record arrived for ``quiet_s`` seconds, or ``within_s``
-seconds after its first record, whichever comes first (:func:`left`). As with ``take_events``, the records of a
-take are acknowledged only once the agent is done with it (when it asks for the next take), so that faust
-commits no offset of a take the agent has not finished.
+whether records arrive or not: a burst that starts just before a tick is cut in two takes, and an agent that does work
+per take (the mirror logs each take's mutations, an object per hour and partition) does it twice. :func:`take_bursts`
+closes a take when it holds ``max_`` records, when no record arrived for ``quiet_s`` seconds, or ``within_s`` seconds
+after its first record, whichever comes first (:func:`left`). As with ``take_events``, the records of a take are
+acknowledged only once the agent is done with it (when it asks for the next take), so that faust commits no offset of
+a take the agent has not finished.
 """
 
 from __future__ import annotations

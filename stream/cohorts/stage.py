@@ -287,7 +287,8 @@ def _trim_log(log: list[tuple[int, Any]], cutoff: int) -> list[tuple[int, Any]]:
 def _trim(u: StoredUser, latest: int) -> StoredUser:
     """Without what no sync can ask any more: ``recent`` buckets of uploads older than ``RECENT_MS`` before the
     user's latest one, minute buckets older than ``MINUTE_BUCKETS_MS`` joined into their hour's (a sync stamped
-    with another minute than an hour's and read that late after its time is exact to the hour), properties and user_ids no longer in force then."""
+    with another minute than an hour's and read that late after its time is exact to the hour), properties and
+    user_ids no longer in force then."""
     cutoff = latest - RECENT_MS
     hours_from = latest - MINUTE_BUCKETS_MS
     oldest = cutoff - HOUR_MS

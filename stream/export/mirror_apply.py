@@ -1,9 +1,9 @@
 """Applying a batch of mirror mutations: route each by the index, keep it in its hour's log, rebuild the hours.
 
-The engine under the mutation agent (faust-free: it takes a clock, the index store, the logs' storage per project,
-and a rebuild; the agent sends the new events it hands back). A batch is the mutations of one partition of ``events.mutations`` (keyed
-by project and insert_id, so that one partition holds every mutation of an event, in the order they were read,
-and the index entries of its insert_ids). Order, and why a crash anywhere converges:
+The engine under the mutation agent (faust-free: it takes a clock, the index store, the logs' storage per project, and
+a rebuild; the agent sends the new events it hands back). A batch is the mutations of one partition of
+``events.mutations`` (keyed by project and insert_id, so that one partition holds every mutation of an event, in the
+order they were read, and the index entries of its insert_ids). Order, and why a crash anywhere converges:
 
 1. each mutation is routed by the index (``stream.export.mirror_index``): an UPDATE or DELETE to the hours that
    hold its event, or, naming no held event, counted ``unknown`` and handed back to be dead-lettered with its
