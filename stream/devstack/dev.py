@@ -612,7 +612,9 @@ async def _run(bootstrap: str, worker: subprocess.Popen, exit_after: float | Non
         code = await watch()
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True)):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                say(f"the demo's {task.get_coro().__name__} step failed: {result!r}")
     valid = produced["event"]
     say(f"produced {sum(produced.values())} inputs: {valid} events, {produced['duplicate']} re-sent duplicates, "
         f"{sum(v for k, v in produced.items() if k not in ('event', 'duplicate'))} invalid; "
