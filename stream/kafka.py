@@ -114,8 +114,10 @@ async def assign_from_beginning(c: AIOKafkaConsumer, topic: str, default: frozen
     refresh) and seek them to their beginning; False when there is none to assign."""
     parts = c.partitions_for_topic(topic) or set()
     if not parts:
-        await c.topics()  # refresh metadata
-        parts = c.partitions_for_topic(topic) or default
+        # the metadata of every topic, as it is now: the client's own copy (``partitions_for_topic``) is refreshed
+        # in the background every metadata_max_age_ms (5 minutes), so a topic created after the consumer started
+        # is not in it yet; asking for the topic by name could create it on a broker that creates topics on demand
+        parts = (await c._client.fetch_all_metadata()).partitions_for_topic(topic) or default
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     if not tps:
         return False

@@ -79,3 +79,26 @@ def test_the_dead_letters_listed_are_every_one_when_the_broker_answers_slower_th
         last = [d async for d in read_dead_letters(settings, last=2, **SLOW)]
         return [d["offset"] for d in every], [d["offset"] for d in last]
     assert asyncio.run(go()) == (list(range(6)), [4, 5])
+
+
+def test_a_consumer_started_before_its_topic_exists_is_assigned_every_partition_once_the_topic_is_created(deployment):
+    """A tail that starts before the worker has created the topic it follows (the demo's tail of the import files,
+    a console reading a topic not written yet) finds the topic's partitions at its next try, not only when the
+    client's background metadata refresh comes round (every 5 minutes)."""
+    settings, _ = deployment
+    topic = settings.topics.prefix + "later"
+
+    async def run():
+        from aiokafka import AIOKafkaConsumer
+        c = AIOKafkaConsumer(**kafka.client_args(settings.kafka), enable_auto_commit=False)
+        await c.start()
+        try:
+            assert await kafka.assign_from_beginning(c, topic) is False
+            await write(settings, topic, [2, 3])
+            assert await kafka.assign_from_beginning(c, topic) is True
+            got = [r async for r in kafka.records_to_end(c)]
+            return sorted((r.partition, r.offset) for r in got)
+        finally:
+            await c.stop()
+
+    assert asyncio.run(run()) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
