@@ -234,6 +234,11 @@ COHORT_SYNC_INTERVAL = Gauge("stream_cohort_sync_interval_seconds",
 COHORT_SYNC_DUTY = Gauge("stream_cohort_sync_duty",
                          "1 on the worker that runs the cohort syncs (the one assigned partition 0 of the cohorts "
                          "topic), else 0: summed over the workers, 1 (0 while a rebalance moves it).")
+COHORT_SYNC_REQUESTS = Counter("stream_cohort_sync_requests_total",
+                               "Cohort \"sync now\" requests, by outcome: queued (recorded on the sync requests "
+                               "topic by the worker whose admin API or console took it), run (the worker holding "
+                               "the sync duty ran each sync it asked for), dropped (older than 24 hours when a "
+                               "worker holding the duty read it: never run).", ["outcome"])
 COHORT_CONSECUTIVE_FAILURES = Gauge("stream_cohort_sync_consecutive_failures",
                                     "Failed attempts in a row at the cohort's sync to the destination (0 once one "
                                     "completes); the worker retries with a backoff of 1 minute doubling to 30.",

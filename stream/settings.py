@@ -93,6 +93,10 @@ class TopicSettings(_Section):
         "cohorts.activity", description="The cohorts stage's records (schemas/cohort_record.avsc): accepted events "
         "re-keyed by amplitude_id, merges and each events.accepted partition's progress, read by the stage's state "
         "step; partitioned like events.accepted.")
+    cohort_sync_requests: str = Field(
+        "cohorts.sync-requests", description="Cohort \"sync now\" requests, from any worker's admin API or console, "
+        "and what became of each (run or dropped), read by the worker holding the sync duty: JSON records, one "
+        "partition, kept two days (stream/cohorts/requests.py).")
     partitions: int = Field(4, ge=1, le=999, description="Partitions of events.valid and events.accepted "
                             "(and of the dedupe changelog); the export key encodes the partition in three digits.")
     ingest_partitions: int = Field(4, ge=1, description="Partitions of events.ingest when stream creates it.")

@@ -125,4 +125,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.name("cohorts"), t.partitions, kept),
         # one record per key written: compaction keeps each user's current state
         TopicSpec(cohorts_changelog(settings), t.partitions, {"cleanup.policy": "compact"}),
+        # "sync now" requests and what became of each, read whole by the worker holding the sync duty: kept longer
+        # than a request may wait (stream.cohorts.requests.MAX_AGE_MS)
+        TopicSpec(t.name("cohort_sync_requests"), 1, {"retention.ms": str(2 * DAY_MS)}),
     ] if cohorts_enabled(settings) else [])

@@ -182,7 +182,7 @@ async def _cohort_sync(r: web.Request, a: Admin) -> Any:
     destination = (await _body(r)).get("destination")
     if destination is not None and not isinstance(destination, str):
         raise AdminError(400, 'destination must be a string: the name of one of the cohort\'s destinations')
-    return a.cohort_sync(r.match_info["id"], destination)
+    return await a.cohort_sync(r.match_info["id"], destination, by="api")
 
 
 async def _cohorts(r: web.Request, a: Admin) -> Any:

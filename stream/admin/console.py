@@ -476,11 +476,12 @@ async def cohort_file(request: web.Request, c: Console) -> web.StreamResponse:
 async def cohort_sync(request: web.Request, c: Console) -> web.StreamResponse:
     """"Sync now": the same action as POST /admin/cohorts/{id}/syncs."""
     cohort_id = request.match_info["id"]
-    doc = c.admin.cohort_sync(cohort_id, _form(request, "destination") or None)
+    doc = await c.admin.cohort_sync(cohort_id, _form(request, "destination") or None, by="console")
     states = ", ".join(f"{s['destination']}{' (' + s['routing_key'] + ')' if s['routing_key'] else ''}: "
                        f"{s['state']}" for s in doc["syncs"])
+    waiting = "; it waits for a worker running the cohorts stage" if doc["waiting_for_worker"] else ""
     return c.redirect(request, f"{PREFIX}/cohorts/{urllib.parse.quote(cohort_id, safe='')}",
-                      f"sync now of {cohort_id}: {states}")
+                      f"sync now of {cohort_id} (request {doc['request']}): {states}{waiting}")
 
 
 async def cohort_members(request: web.Request, c: Console) -> web.StreamResponse:

@@ -55,6 +55,10 @@ class Admin:
         self.jobs: dict[str, asyncio.Task] = {}   # backfills running in this process
         # the storage of a cohort destination (a Storage or an async context manager of one): S3 unless set
         self.cohort_storage_of: Callable[[Any], Any] | None = None
+        # where "sync now" requests are recorded (stream.cohorts.requests; the topic unless set)
+        self.sync_requests: Any = None
+        from stream.cohorts.duty import DUTY
+        self.duty = DUTY          # this process's sync duty: known (not None) when it runs the cohorts stage
 
     def destination(self, name: str) -> DestinationSettings:
         d = self.settings.destination(name)
@@ -379,21 +383,64 @@ class Admin:
                              f"of {file}")
         return profiles.profile_doc(project, user_id, p)
 
-    def cohort_sync(self, cohort_id: str, destination: str | None = None) -> dict[str, Any]:
-        """"Sync now": the cohort's syncs (to ``destination`` only, if given) run by this worker's cohorts stage at
-        its next look, in turn with its other syncs."""
-        from stream.cohorts import schedule
-        from stream.cohorts.sync import SyncError, jobs_of
+    def _sync_requests(self) -> Any:
+        from stream.cohorts.requests import KafkaRequestLog
+        if self.sync_requests is None:
+            self.sync_requests = KafkaRequestLog(self.settings)
+        return self.sync_requests
+
+    async def cohort_sync(self, cohort_id: str, destination: str | None = None, by: str = "admin") -> dict[str, Any]:
+        """"Sync now": the cohort's syncs (to ``destination`` only, if given), recorded as a request on the sync
+        requests topic (``stream.cohorts.requests``), which the worker holding the sync duty runs in turn with its
+        scheduled syncs, whichever worker took it. What each sync will do is worked out from its latest completed
+        sync (``schedule.request_answer``)."""
+        from stream import metrics
+        from stream.cohorts import requests, schedule
+        from stream.cohorts.sync import SyncError, _Storages, chain, jobs_of
         try:
             jobs = jobs_of(self.settings, cohort_id, destination)
         except SyncError as exc:
             raise AdminError(404, str(exc)) from None
-        if schedule.NOW.scheduler is None:
-            raise AdminError(409, "this worker does not run the cohort syncs: it does not run the cohorts stage "
-                             "(worker.stages), has not started it yet, or is not the worker assigned partition 0 of "
-                             f"{self.settings.topics.name('cohorts')}, the one that runs them (its log says so): ask "
-                             f"that worker, or run stream cohorts sync {cohort_id}")
-        return {"cohort": cohort_id, "syncs": schedule.NOW.request(jobs, self.clock.now_ms())}
+        now = self.clock.now_ms()
+        syncs = []
+        async with _Storages(self._cohort_storage()) as storages:
+            for job in jobs:
+                latest = (await chain(await storages.get(job.destination), job)).latest
+                syncs.append(schedule.request_answer(job, latest["scheduled_ms"] if latest else None, now))
+        request_id = requests.new_request_id(now)
+        log_ = self._sync_requests()
+        await log_.append(requests.request_record(request_id, cohort_id, destination, jobs, now, by))
+        metrics.COHORT_SYNC_REQUESTS.labels("queued").inc()
+        topic = self.settings.topics.name("cohort_sync_requests")
+        try:
+            holder = requests.Book().add_all(await log_.read()).holder_at(self.clock.now_ms())
+        except Exception as exc:       # the request is recorded: say what could not be told
+            log.warning("cohort sync request %s: reading %s for its holder failed: %s", request_id, topic, exc)
+            holder, known = None, False
+        else:
+            known = True
+        waiting = holder is None and self.duty.held is None and known
+        if holder is not None or self.duty.held is not None:
+            who = f" ({holder['worker']})" if holder is not None else ""
+            note = (f"queued on {topic}: the worker holding the sync duty{who} runs it in turn with its scheduled "
+                    "syncs")
+        elif waiting:
+            note = (f"queued on {topic}, waiting for a worker running the cohorts stage: none has held the sync duty "
+                    f"in the last {requests.HOLDER_LEASE_MS // 60_000} minutes. A worker with cohorts in "
+                    "worker.stages runs it once it starts, unless the request is more than "
+                    f"{requests.MAX_AGE_MS // 3_600_000} hours old by then")
+        else:
+            note = (f"queued on {topic}; whether a worker holds the sync duty could not be read: the worker holding "
+                    "it runs the request in turn with its scheduled syncs")
+        return {"request": request_id, "cohort": cohort_id, "destination": destination, "syncs": syncs,
+                "runs_on": holder["worker"] if holder is not None else None, "waiting_for_worker": waiting,
+                "note": note}
+
+    async def cohort_requests(self, cohort_id: str) -> list[dict[str, Any]]:
+        """The cohort's "sync now" requests not run yet (and not too old to run), oldest first."""
+        from stream.cohorts import requests
+        book = requests.Book().add_all(await self._sync_requests().read())
+        return [requests.pending_doc(r) for r in book.pending(self.clock.now_ms(), cohort_id)]
 
     # --- cohorts, read from their sync records and files (stream.admin.cohorts) -------------------------------------
     def _cohort_storage(self) -> Callable[[Any], Any]:
@@ -405,12 +452,15 @@ class Admin:
         return cohorts.list_doc(self.settings)
 
     async def cohort(self, cohort_id: str) -> dict[str, Any]:
-        """A cohort's definition, its syncs' history and its member counts per completed sync."""
+        """A cohort's definition, its syncs' history, its member counts per completed sync, and its "sync now"
+        requests not run yet (``requested``)."""
         from stream.admin import cohorts
         try:
-            return await cohorts.cohort_doc(self.settings, cohort_id, self._cohort_storage())
+            doc = await cohorts.cohort_doc(self.settings, cohort_id, self._cohort_storage())
         except cohorts.CohortLookupError as exc:
             raise AdminError(exc.status, str(exc)) from None
+        doc["requested"] = await self.cohort_requests(cohort_id)
+        return doc
 
     async def cohort_file(self, cohort_id: str, key: str) -> tuple[bytes, Any]:
         """(the first chunk, an iterator of the others) of a file a completed sync of the cohort wrote."""

@@ -8,8 +8,9 @@ completed sync, or before any, now to the minute. A slot is due once no sync of 
 slot begins before a failing one succeeds, the failing one is left (its files, if any, stay without a completion
 record) and the next is synced against the latest completed sync.
 
-**Sync now** (``SyncNow``: the admin API's ``POST /admin/cohorts/{id}/syncs``, the console's button) runs a due
-slot at the loop's next look, without waiting out a failed attempt's backoff. An hourly or daily sync whose
+**Sync now** (the admin API's ``POST /admin/cohorts/{id}/syncs``, the console's button, on any worker: a request
+on the sync requests topic, ``stream.cohorts.requests``, which the duty holder hands to its loop through
+``SyncNow``) runs a due slot at the loop's next look, without waiting out a failed attempt's backoff. An hourly or daily sync whose
 current slot is complete has nothing due: it answers ``complete``. A ``once`` sync whose sync is complete runs
 another (``resync_slot``): stamped now to the minute, at the earliest the minute after its latest completed sync
 (two syncs cannot share a stamp: a request in that minute waits for the next), diffed against the latest
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -190,35 +191,33 @@ def late(state: JobState, now_ms: int) -> bool:
 
 
 class SyncNow:
-    """"Sync now" requests (``POST /admin/cohorts/{id}/syncs``) to this process's scheduler, if it runs one: each
-    named job's due sync is run at the scheduler's next look, without waiting out a failed attempt's backoff, in
-    its turn with the others (never beside another sync of the same job); a ``once`` sync whose sync is complete
-    gets another (see the module)."""
+    """"Sync now" requests handed to this process's scheduler while it holds the sync duty: per job name, the ids
+    of the requests (``stream.cohorts.requests``) that asked for its sync. The scheduler takes them at its next look
+    (``Scheduler.tick``) and runs each job's due sync without waiting out a failed attempt's backoff, in its turn
+    with the others (never beside another sync of the same job); a ``once`` sync whose sync is complete gets
+    another (see the module)."""
 
     def __init__(self) -> None:
-        self.scheduler: Scheduler | None = None
-        self.pending: set[str] = set()
+        self.pending: dict[str, list[str]] = {}
 
-    def request(self, jobs: list[Any], now_ms: int) -> list[dict[str, Any]]:
-        """Ask for ``jobs``' syncs now; what each will do: ``queued`` (its due time is not complete, or a once sync
-        asks for another: ``scheduled_ms``, the time it will be stamped with) or ``complete`` (the current time of
-        an hourly or daily sync is complete already)."""
-        assert self.scheduler is not None
-        out = []
-        for job in jobs:
-            state = self.scheduler.states.get(job.name)
-            slot = planned(sync_now(replace(state)), now_ms) if state is not None else None
-            if slot is not None:
-                self.pending.add(job.name)
-            out.append({"destination": job.destination.name, "routing_key": job.sync.routing_key,
-                        "cadence": job.sync.cadence, "state": "queued" if slot is not None else "complete",
-                        "scheduled_ms": slot, "latest_completed_ms": state.completed_ms if state else None,
-                        "failures": state.failures if state else 0})
-        return out
+    def add(self, names: list[str], request_id: str) -> None:
+        for name in names:
+            self.pending.setdefault(name, []).append(request_id)
 
-    def take(self) -> set[str]:
-        taken, self.pending = self.pending, set()
+    def take(self) -> dict[str, list[str]]:
+        taken, self.pending = self.pending, {}
         return taken
+
+
+def request_answer(job: Any, latest_completed_ms: int | None, now_ms: int) -> dict[str, Any]:
+    """What "sync now" will do for ``job``, from its latest completed sync (its pointer in the bucket): ``queued``
+    (its due time is not complete, or a ``once`` sync asks for another: ``scheduled_ms``, the time it will be stamped
+    with if it runs now) or ``complete`` (the current time of an hourly or daily sync is complete already)."""
+    state = JobState(job.sync.cadence, job.sync.time_zone, completed_ms=latest_completed_ms)
+    slot = planned(sync_now(state), now_ms)
+    return {"destination": job.destination.name, "routing_key": job.sync.routing_key, "cadence": job.sync.cadence,
+            "state": "queued" if slot is not None else "complete", "scheduled_ms": slot,
+            "latest_completed_ms": latest_completed_ms}
 
 
 def planned(state: JobState, now_ms: int) -> int | None:
@@ -243,6 +242,11 @@ class Scheduler:
     ``run``: ``sync.run_syncs`` for (jobs, slot), returning its ``SyncResult``s (a failed job's has ``error``);
     ``pause``: ``stream.retry.pause``-like wait of some seconds; ``held``: whether this worker holds the sync duty
     (``stream.cohorts.duty``; None: not known yet), asked before each sync it starts.
+
+    "Sync now" requests come through ``requests`` (job name -> request ids); ``asked`` holds those taken whose sync
+    has not run yet (``run`` writes them in the sync's completion record); ``ran``, per job, the requests its latest
+    completed sync ran (read as it starts); ``on_requests(name, ids, state)`` is awaited once job ``name``'s sync
+    ran for ``ids`` (``complete``, ``failed``) or had nothing to run (``complete``).
     """
 
     jobs: list[Any]
@@ -254,25 +258,38 @@ class Scheduler:
     requests: SyncNow | None = None
     states: dict[str, JobState] = field(default_factory=dict)
     held: Callable[[], bool | None] = lambda: True
+    on_requests: Callable[[str, list[str], str], Awaitable[None]] | None = None
+    asked: dict[str, list[str]] = field(default_factory=dict)
+    ran: dict[str, set[str]] = field(default_factory=dict)
 
     async def start(self) -> None:
         """Each job's latest completed sync, from its pointer (read once; the loop keeps it after); ``latest``
         writes a pointer that a crash left behind or missing (``sync.latest_completed``)."""
         now = self.now()
+        self.asked, self.ran = {}, {}
         for job in self.jobs:
             state = JobState(job.sync.cadence, job.sync.time_zone, since_ms=now)
             record = await self.latest(job)
             if record is not None:
                 state.completed_ms = record["scheduled_ms"]
+                self.ran[job.name] = set(record.get("requests", ()))
             self.states[job.name] = state
             self.on_state(job, state)
 
+    async def _requests_done(self, name: str, ids: list[str], state: str) -> None:
+        if ids and self.on_requests is not None:
+            await self.on_requests(name, ids, state)
+
     async def tick(self) -> float:
         """Sync what is due now; the seconds until the next wake."""
-        for name in self.requests.take() if self.requests is not None else ():
-            if name in self.states:
-                sync_now(self.states[name])
         now = self.now()
+        for name, ids in (self.requests.take() if self.requests is not None else {}).items():
+            if name not in self.states:
+                continue
+            if planned(sync_now(self.states[name]), now) is None:    # nothing to run: complete already
+                await self._requests_done(name, ids, "complete")
+            else:
+                self.asked.setdefault(name, []).extend(ids)
         plan: dict[int, list[Any]] = {}
         for job in self.jobs:
             slot = due(self.states[job.name], now)
@@ -288,6 +305,8 @@ class Scheduler:
                 else:
                     failed(state, slot, self.now())
                 self.on_state(result.job, state)
+                await self._requests_done(result.job.name, self.asked.pop(result.job.name, []),
+                                          "complete" if result.error is None else "failed")
         now = self.now()
         for job in self.jobs:
             if late(self.states[job.name], now):
@@ -361,22 +380,32 @@ def report_duty(held: bool) -> None:
 async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
                     on_ready: Callable[[], None] = lambda: None, duty: Any = None) -> None:
     """The worker's ``cohorts`` stage: every configured sync on its cadence, until ``stop()``, while this worker
-    holds the sync duty (``duty``, a ``stream.cohorts.duty.SyncDuty``; None: always)."""
+    holds the sync duty (``duty``, a ``stream.cohorts.duty.SyncDuty``; None: always); while it holds it, the "sync
+    now" requests of the requests topic too (``stream.cohorts.requests.Follower``)."""
+    import asyncio
     from contextlib import AsyncExitStack
 
-    from stream import metrics
+    from stream import kafka, metrics
     from stream.cohorts import sync
+    from stream.cohorts.requests import Follower
     from stream.retry import pause
 
     from stream.cohorts.duty import DUTY_PARTITION, SyncDuty
     duty = duty if duty is not None else SyncDuty(held=True)
     jobs = sync.all_jobs(settings)
+    requests_topic = settings.topics.name("cohort_sync_requests")
     async with AsyncExitStack() as stack:
         storages = {d.name: await stack.enter_async_context(sync._s3_storage(settings, d))
                     for d in settings.cohort_destinations if d.syncs}
         from stream.cohorts.changelog import ChangelogSource
         source = ChangelogSource(settings, clock)
         stack.push_async_callback(source.close)
+        producer = kafka.producer(settings.kafka)
+        await producer.start()
+        stack.push_async_callback(kafka.stop_all, producer)
+
+        async def send(record: tuple[bytes, bytes]) -> None:
+            await (await producer.send(requests_topic, record[1], key=record[0], partition=0))
 
         def on_state(job: Any, state: JobState) -> None:
             for (cohort, dest), (last, interval, failures) in gauges(jobs, scheduler.states).items():
@@ -389,19 +418,47 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
 
         async def run(group: list[Any], slot: int) -> list[Any]:
             return await sync.run_syncs(settings, group, slot, lambda d: storages[d.name], source,
-                                        echo=lambda line: log.info("%s", line), at_ms=slot, clock_ms=clock.now_ms)
+                                        echo=lambda line: log.info("%s", line), at_ms=slot, clock_ms=clock.now_ms,
+                                        requests={j.name: list(scheduler.asked.get(j.name, ())) for j in group})
 
         async def wait(seconds: float) -> None:      # until then, or stop, "sync now", or the duty moved
             seen = duty.changes
             await pause(seconds, lambda: stop() or bool(NOW.pending) or duty.changes != seen)
 
-        scheduler = Scheduler(jobs, clock.now_ms, latest, run, wait, on_state, NOW, held=lambda: duty.held)
+        following: dict[str, Any] = {}
+
+        async def on_requests(name: str, ids: list[str], state: str) -> None:
+            if following.get("follower") is not None:
+                await following["follower"].finished(name, ids, state)
+
+        scheduler = Scheduler(jobs, clock.now_ms, latest, run, wait, on_state, NOW, held=lambda: duty.held,
+                              on_requests=on_requests)
         topic = settings.topics.name("cohorts")
 
+        async def follow(follower: Follower, holding: dict[str, bool]) -> None:
+            while holding["on"] and not stop():
+                try:
+                    await follower.run(lambda: stop() or not holding["on"])
+                except Exception as exc:
+                    log.warning("cohorts: reading the sync requests of %s failed (%s: %s); reading it again in "
+                                "%g s", requests_topic, type(exc).__name__, exc, IDLE_WAKE_S / 4)
+                    await pause(IDLE_WAKE_S / 4, lambda: stop() or not holding["on"])
+                    follower = Follower(settings, clock.now_ms, jobs, scheduler.ran, NOW, send)
+                    following["follower"] = follower
+                else:
+                    return
+
         def on_duty(holder: Scheduler | None) -> None:
-            NOW.scheduler = holder      # the admin API's "sync now" reaches it while it holds the duty
             report_duty(holder is not None)
+            if following.get("holding") is not None:
+                following["holding"]["on"] = False
+                following["follower"] = None
             if holder is not None:
+                NOW.take()                # a previous holding's leftovers: the new follower reads them again
+                holding = {"on": True}
+                follower = Follower(settings, clock.now_ms, jobs, holder.ran, NOW, send)
+                following.update(holding=holding, follower=follower)
+                following.setdefault("tasks", []).append(asyncio.create_task(follow(follower, holding)))
                 log.info("cohorts: this worker is assigned partition %d of %s: it runs the %d cohort sync(s): %s",
                          DUTY_PARTITION, topic, len(jobs), ", ".join(j.name for j in jobs))
             else:
@@ -416,4 +473,10 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
         try:
             await scheduler.run_forever(stop, ready, on_duty)
         finally:
-            NOW.scheduler = None
+            if following.get("holding") is not None:
+                following["holding"]["on"] = False
+            for task in following.get("tasks", []):
+                try:
+                    await task
+                except Exception:
+                    log.exception("cohorts: reading the sync requests failed")

@@ -417,9 +417,11 @@ def write_files(spool_dir: Path, previous: Iterable[int | tuple[int, str]], memb
 
 async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership: Membership | None,
                    part_bytes: int = 8 << 20, echo: Callable[[str], None] = lambda _: None,
-                   fold: Callable[[], Any] | None = None, now_ms: Callable[[], int] | None = None) -> SyncResult:
+                   fold: Callable[[], Any] | None = None, now_ms: Callable[[], int] | None = None,
+                   requests: list[str] | None = None) -> SyncResult:
     """Write the sync of ``job`` at ``scheduled_ms`` from ``membership`` (folded until ``scheduled_ms``; or made by
-    ``await fold()`` when first needed), unless a completion record says it is written.
+    ``await fold()`` when first needed), unless a completion record says it is written. ``requests``: the "sync now"
+    requests it runs (``stream.cohorts.requests``), listed in its completion record so that none is run again.
 
     The diff follows the latest completed sync before ``scheduled_ms`` and nothing else: a sync older than the
     latest completed one is refused, and so is the completion of one during which another run completed a sync
@@ -498,6 +500,8 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
               "stamp": stamp(scheduled_ms, dest.hyphen_time), "keys": keys, "members": result.members,
               "entering": result.entering, "exiting": result.exiting, "previous": result.previous,
               "completed_at_ms": now_ms()}
+    if requests:
+        record["requests"] = list(requests)
     await storage.put_bytes(bucket, done, orjson.dumps(record), "application/json")
     crash_point("cohorts.completed")
     await _put_pointer(storage, job, record)
@@ -531,10 +535,12 @@ class _FoldError(Exception):
 async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
                     storage_of: Callable[[CohortDestinationSettings], Any] | None = None,
                     source: Any = None, echo: Callable[[str], None] = lambda _: None,
-                    at_ms: int | None = None, clock_ms: Callable[[], int] | None = None) -> list[SyncResult]:
+                    at_ms: int | None = None, clock_ms: Callable[[], int] | None = None,
+                    requests: Mapping[str, list[str]] | None = None) -> list[SyncResult]:
     """Each job's sync due at ``now_ms`` (or, with ``at_ms``, the sync of that scheduled time); the events are read
     once per scheduled time the jobs need. A job that fails does not stop the others: its result carries the error
-    and its reason, the failure is counted (``stream_cohort_sync_failures_total``) and recorded in its bucket."""
+    and its reason, the failure is counted (``stream_cohort_sync_failures_total``) and recorded in its bucket.
+    ``requests``: per job name, the "sync now" requests its sync runs (``sync_job``)."""
     own_source = source is None
     if source is None:
         from stream.cohorts.changelog import ChangelogSource
@@ -600,7 +606,7 @@ async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
                 try:
                     storage = await storages.get(job.destination)
                     results.append(await sync_job(storage, job, t, None, settings.s3.upload_part_bytes, echo,
-                                                  fold, clock_ms))
+                                                  fold, clock_ms, (requests or {}).get(job.name)))
                 except Exception as exc:
                     await fail(job, t, exc, storage)
     if own_source and hasattr(source, "close"):

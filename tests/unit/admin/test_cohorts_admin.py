@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from stream.admin.auth import Access
 from stream.admin.service import Admin
 from stream.clock import FakeClock
+from stream.cohorts.requests import MemoryRequestLog
 from stream.cohorts.sync import jobs_of, run_syncs
 from stream.health import Health
 from stream.s3.storage import MemoryStorage
@@ -43,6 +44,7 @@ def sync(s, storage, cohort, now):
 def serve(s, storage, calls):
     admin = Admin(s, FakeClock(DONE_AT))
     admin.cohort_storage_of = lambda d: storage
+    admin.sync_requests = MemoryRequestLog()
     app = worker_app(Health(), admin=admin, access=Access(TOKEN))
 
     async def go():

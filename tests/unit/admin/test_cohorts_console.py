@@ -4,14 +4,16 @@ destinations and dead-letter pages."""
 
 import asyncio
 import re
+import urllib.parse
 
+import orjson
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
 from stream.admin.auth import Access
 from stream.admin.service import Admin
 from stream.clock import FakeClock
-from stream.cohorts import schedule
+from stream.cohorts.requests import MemoryRequestLog
 from stream.health import Health
 from stream.s3.storage import MemoryStorage
 from stream.settings import load_settings
@@ -22,6 +24,7 @@ from tests.unit.admin.test_cohorts_admin import BUCKET, DONE_AT, T2, T3, TOKEN, 
 def console(storage, steps, admin_of=None):
     admin = Admin(settings(), FakeClock(DONE_AT))
     admin.cohort_storage_of = lambda d: storage
+    admin.sync_requests = MemoryRequestLog()
     if admin_of:
         admin_of(admin)
     app = worker_app(Health(), admin=admin, access=Access(TOKEN))
@@ -91,25 +94,24 @@ def test_a_cohorts_page_charts_its_member_counts_and_links_its_files():
 
 
 def test_sync_now_from_the_console_is_the_admin_apis_action():
-    storage, seen = MemoryStorage(), []
+    storage, logs = MemoryStorage(), []
 
-    class Now:
-        scheduler = object()
-
-        def request(self, jobs, now_ms):
-            seen.append(([j.name for j in jobs], now_ms))
-            return [{"destination": "crm", "routing_key": "", "state": "queued"}]
-    old = schedule.NOW
-    schedule.NOW = Now()
-    try:
-        ((status, location, flash, _), (_, _, _, page)) = console(storage, [
-            ("POST", "/console/cohorts/pro-buyers/sync", {}), ("POST", "/console/cohorts/nope/sync", {})])
-    finally:
-        schedule.NOW = old
+    def keep(admin):
+        logs.append(admin.sync_requests)
+    ((status, location, flash, _), (_, _, _, page), (_, _, _, refused)) = console(storage, [
+        ("POST", "/console/cohorts/pro-buyers/sync", {}), ("GET", "/console/cohorts/pro-buyers", None),
+        ("POST", "/console/cohorts/nope/sync", {})], keep)
+    (record,) = [orjson.loads(v) for _, v in logs[0].records]
     assert (status, location) == (303, "/console/cohorts/pro-buyers")
-    assert flash.value == "sync%20now%20of%20pro-buyers%3A%20crm%3A%20queued"
-    assert seen == [(["pro-buyers -> crm"], DONE_AT)]
-    assert "no cohort &#39;nope&#39; in the settings (cohorts)" in page.decode()
+    assert urllib.parse.unquote(flash.value) == (
+        f"sync now of pro-buyers (request {record['id']}): crm: queued; it waits for a worker running the cohorts "
+        "stage")
+    assert record == {"kind": "request", "id": record["id"], "cohort": "pro-buyers", "destination": None,
+                      "syncs": [{"destination": "crm", "routing_key": ""}], "at": DONE_AT, "by": "console"}
+    # the cohort's page lists it until it is run
+    assert ('<h3>Requested, not run yet</h3>\n<ul id="requested">\n  <li>2024-03-13 03:20:00Z by console (request '
+            f'{record["id"]}): crm</li>\n</ul>') in page.decode()
+    assert "no cohort &#39;nope&#39; in the settings (cohorts)" in refused.decode()
 
 
 def test_a_static_cohorts_list_is_uploaded_from_the_console():
