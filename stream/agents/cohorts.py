@@ -4,11 +4,11 @@
   the cohorts topic, one message per target partition (``Rekeyer.batch``); a timer sends each partition's progress
   (the consumer's position at its end: caught up). identity.merges, when identity is on, is read by
   ``cohorts-merges`` into MERGE_OUT records.
-- ``cohorts-state`` folds the cohorts topic into the ``cohorts-state`` table (RocksDB, per partition), each write
-  also a record of its key on the table's compacted changelog (``stream.topics.cohorts_changelog``), which the
-  syncs read (``stream.cohorts.changelog``). A record read again after a crash or a rebalance is dropped by the
-  source offsets each user's state keeps. faust commits an offset once its record is handled and the producer is
-  flushed.
+- ``cohorts-state`` folds the cohorts topic, a take of messages at a time (``TAKE_MAX``), into the ``cohorts-state``
+  table (RocksDB, per partition), each write also a record of its key on the table's compacted changelog
+  (``stream.topics.cohorts_changelog``), which the syncs read (``stream.cohorts.changelog``). A record read again
+  after a crash or a rebalance is dropped by the source offsets each user's state keeps. faust commits an offset
+  once its take is handled and the producer is flushed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import orjson
 
 from stream import metrics
 from stream.agents.contiguous import Contiguous, Record
+from stream.agents.takes import take_bursts
 from stream.clock import Clock
 from stream.cohorts.stage import CohortState, RdictStore, Rekeyer, Sent
 from stream.crashpoints import crash_point
@@ -32,6 +33,10 @@ from stream.topics import cohorts_changelog
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 2.0
 """How often each assigned events.accepted partition's progress is looked at (and sent when it moved)."""
+TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 64, 0.05, 0.5
+"""The cohorts topic's messages a take of the state step holds at most, and when it closes: once no message came for
+``TAKE_QUIET_S``, or ``TAKE_WITHIN_S`` after its first (``stream.agents.takes``). A user's state is decoded, encoded
+and written to its changelog once per take (and partition) rather than once per message."""
 
 
 def end_read_ms(consumer: object, tp: object) -> int | None:
@@ -124,19 +129,23 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
 
     @app.agent(cohorts_topic, name="cohorts-state")
     async def fold(stream: faust.StreamT) -> None:
-        await state_gaps.each(stream, fold_one)
+        await state_gaps.takes(take_bursts(stream, TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
+                                           lambda: clock.now_ms() / 1000), fold_take)
 
-    async def fold_one(event: faust.EventT | Record) -> None:
-        q = event.message.partition
-        applied = state.apply(q, [(event.message.key, event.value)])
-        if applied.writes:
-            RdictStore(table.db(q)).write(applied.writes)
-            await table.send_records(q, applied.writes)
-        crash_point("cohorts.state_written")
-        await send(applied.sends)
-        for outcome in ("applied", "replayed", "expired", "forgotten"):
-            if n := getattr(applied, outcome):
-                metrics.COHORT_STATE_RECORDS.labels(outcome).inc(n)
+    async def fold_take(events: list[faust.EventT | Record]) -> None:
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append((event.message.key, event.value))
+        for q, records in by_partition.items():
+            applied = state.apply(q, records)
+            if applied.writes:
+                RdictStore(table.db(q)).write(applied.writes)
+                await table.send_records(q, applied.writes)
+            crash_point("cohorts.state_written")
+            await send(applied.sends)
+            for outcome in ("applied", "replayed", "expired", "forgotten"):
+                if n := getattr(applied, outcome):
+                    metrics.COHORT_STATE_RECORDS.labels(outcome).inc(n)
 
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import faust
@@ -101,6 +101,18 @@ class Contiguous:
             for missed in await self.missed(event.message.partition, event.message.offset):
                 await handle(missed)
             await handle(event)
+
+    async def takes(self, takes: AsyncIterable[Sequence[Any]], handle: Callable[[list[Any]], Awaitable[None]]) -> None:
+        """Hand the records of the agent's stream to ``handle`` a take at a time (``takes``: its events a take at a
+        time, e.g. ``stream.agents.takes.take_bursts``), in order within each partition: the records passed over
+        before one (``missed``) first, then the one itself. A take's events are acknowledged once ``handle`` has
+        returned for it (when the next take is asked for)."""
+        async for events in takes:
+            records: list[Any] = []
+            for event in events:
+                records += await self.missed(event.message.partition, event.message.offset)
+                records.append(event)
+            await handle(records)
 
     async def missed(self, partition: int, offset: int) -> list[Record]:
         """The records of ``partition`` before ``offset`` that the agent should have had and did not, in order."""

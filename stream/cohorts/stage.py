@@ -469,6 +469,26 @@ class Progress:
         return None
 
 
+def row_fields(cohorts: CohortSet) -> tuple[str, ...]:
+    """The top-level fields of an export row that ``Rekeyer.activity`` reads for ``cohorts``, sorted: the user, the
+    project, the event's type and day, its user_id and user_properties, and the fields the conditions' filters
+    test."""
+    names = {"amplitude_id", "app", "event_type", "event_time", "server_upload_time", "user_id", "user_properties"}
+    for c in cohorts.conditions.values():
+        for f in c.filters:
+            names.add(f.column if f.column is not None else f.name)
+    return tuple(sorted(names))
+
+
+def row_decoder(fields: tuple[str, ...]) -> Callable[[bytes], dict[str, Any]]:
+    """A JSON export row -> a dict of ``fields`` alone (a field the row lacks: None, which ``.get`` answers alike);
+    the rest of the row is skipped, not built (half the time of decoding the whole row)."""
+    row_type = msgspec.defstruct("Row", [(f"f{i}", Any, None) for i in range(len(fields))],
+                                 rename={f"f{i}": name for i, name in enumerate(fields)})
+    decode, astuple = msgspec.json.Decoder(row_type).decode, msgspec.structs.astuple
+    return lambda line: dict(zip(fields, astuple(decode(line))))
+
+
 class Rekeyer:
     """Step 1 (module docstring): events.accepted batches and identity.merges records -> cohorts topic records."""
 
@@ -476,6 +496,8 @@ class Rekeyer:
         self.cohorts, self.partitions = cohorts, partitions
         self.projects = frozenset(c.project for c in cohorts.cohorts)
         self.progress = Progress(grace_ms)
+        self.decode_row = row_decoder(row_fields(cohorts))
+        self._names: dict[int, list[str]] = {}     # per project: the user properties kept, sorted
 
     def batch(self, partition: int, batch: Any) -> list[Sent]:
         """The records of one events.accepted batch (``EventBatch``) read from ``partition``."""
@@ -486,9 +508,9 @@ class Rekeyer:
         source, offsets = batch.source_of_events()
         src = str(source)
         out: list[Sent] = []
+        decode_row = self.decode_row
         for uploaded_ms, line, offset in zip(batch.times, batch.lines, offsets):
-            row = orjson.loads(line)
-            rec = self.activity(row, partition, src, offset, uploaded_ms)
+            rec = self.activity(decode_row(line), partition, src, offset, uploaded_ms)
             if rec is not None:
                 out.append((partition_of(rec.amplitude_id, self.partitions), _Q.pack(rec.amplitude_id),
                             rec.encode()))
@@ -508,8 +530,10 @@ class Rekeyer:
         given = row.get("user_properties")
         props = None
         if isinstance(given, Mapping):
-            names = self.cohorts.properties_of(project)
-            props = orjson.dumps({n: given[n] for n in sorted(names) if given.get(n) is not None})
+            names = self._names.get(project)
+            if names is None:
+                names = self._names[project] = sorted(self.cohorts.properties_of(project))
+            props = orjson.dumps({n: given[n] for n in names if given.get(n) is not None})
         user_id = row.get("user_id")
         return CohortRecord(ACTIVITY, aid, partition, source, offset, uploaded_ms, project, day, keys,
                             user_id if isinstance(user_id, str) and user_id else None, props)
@@ -645,6 +669,18 @@ class _Txn:
         self.pending[key] = _LATER
         self.users[key] = u
 
+    def scan(self, start: bytes, end: bytes) -> list[tuple[bytes, bytes]]:
+        """The keys from ``start`` up to ``end`` (excluded) as this apply has them, in key order: the store's, with
+        what the apply wrote (a record applied after others sees their writes, as if each were in the store)."""
+        found = dict(self.store.scan(start, end))
+        for k, v in self.pending.items():
+            if start <= k < end:
+                if v is None:
+                    found.pop(k, None)
+                else:
+                    found[k] = encode_user(self.users[k]) if v is _LATER else v
+        return sorted(found.items())
+
     def writes(self) -> list[tuple[bytes, bytes | None]]:
         users = self.users
         return [(k, encode_user(users[k]) if v is _LATER else v) for k, v in self.pending.items()]
@@ -658,24 +694,52 @@ class CohortState:
                  store_of: Callable[[int], Store]) -> None:
         self.cohorts, self.partitions, self.state_days = cohorts, partitions, state_days
         self.store_of = store_of
+        self._props: dict[bytes, dict[str, Any]] = {}
 
     def apply(self, partition: int, records: Iterable[tuple[bytes | None, bytes]]) -> Applied:
+        """Apply the records of ``partition``'s messages (key, value), in order: one message or several (a take),
+        each user's state decoded, encoded and written once for all of them."""
         store = self.store_of(partition)
         out = Applied()
         tx = _Txn(store)
+        touched: dict[int, None] = {}    # users ACTIVITY records changed since their day index was last written
         for rec in (r for _, value in records for r in decode_all(value)):
             kind = rec.kind
             if kind == ACTIVITY:
-                self._activity(rec, tx, out)
-            elif kind == PROGRESS:
+                self._activity(rec, tx, out, touched)
+                continue
+            if touched:                  # what the other kinds read is as it would be after each record
+                self._index(touched, tx)
+            if kind == PROGRESS:
                 self._progress(partition, rec, tx, store, out)
             elif kind == MERGE_OUT:
                 self._merge_out(rec, tx, out)
             elif kind == MERGE_IN:
                 self._merge_in(rec, tx, out)
+        if touched:
+            self._index(touched, tx)
         out.writes = tx.writes()
         out.sends = _grouped(out.sends)
         return out
+
+    def _index(self, touched: dict[int, None], tx: _Txn) -> None:
+        """The day index of the users ``touched`` names, written for their states as they are now (once, however
+        many of their records came before)."""
+        users = tx.users
+        for aid in touched:
+            self._store(aid, users[user_key(aid)], tx)
+        touched.clear()
+
+    def _properties(self, raw: bytes) -> dict[str, Any]:
+        """A record's properties decoded, the same object for the same bytes while it is cached (a user's mostly
+        stay the same from event to event; no one changes a logged value in place)."""
+        cache = self._props
+        props = cache.get(raw)
+        if props is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            props = cache[raw] = orjson.loads(raw)
+        return props
 
     # the user's index entry: the first day it has something to drop
     def _next_day(self, u: StoredUser) -> int:
@@ -702,8 +766,9 @@ class CohortState:
             u = msgspec.structs.replace(u, index_day=day)
         tx.keep(user_key(aid), u)
 
-    def _activity(self, rec: CohortRecord, tx: _Txn, out: Applied) -> None:
-        u = tx.user(user_key(rec.amplitude_id))
+    def _activity(self, rec: CohortRecord, tx: _Txn, out: Applied, touched: dict[int, None]) -> None:
+        ukey = user_key(rec.amplitude_id)
+        u = tx.user(ukey)
         if u is not None and u.merged_into is not None:   # a late event of a merged id: the survivor's
             fwd = msgspec.structs.replace(rec, amplitude_id=u.merged_into, source=f"{rec.source}@{rec.amplitude_id}")
             out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
@@ -745,7 +810,7 @@ class CohortState:
                 row.extend([0] * (i + 1 - len(row)))
             row[i] += 1
         if rec.properties is not None:
-            u.props = _insert(u.props, uploaded, orjson.loads(rec.properties))
+            u.props = _insert(u.props, uploaded, self._properties(rec.properties))
         if rec.user_id is not None:
             u.uids = _insert(u.uids, uploaded, rec.user_id)
         if u.project is None:
@@ -758,7 +823,8 @@ class CohortState:
         # the logs are in upload order: their last entries are their latest
         latest = max(u.first_ms, uploaded, u.props[-1][0] if u.props else uploaded,
                      u.uids[-1][0] if u.uids else uploaded)
-        self._store(rec.amplitude_id, _trim(u, latest), tx)
+        tx.keep(ukey, _trim(u, latest))     # its day index is written once the user's records are in (``_index``)
+        touched[rec.amplitude_id] = None
         out.applied += 1
 
     def _merge_out(self, rec: CohortRecord, tx: _Txn, out: Applied) -> None:
@@ -797,7 +863,7 @@ class CohortState:
             return
         put(key, _PROGRESS.pack(rec.uploaded_ms, rec.day))
         # windows move with the days of the uploads read (the newest of any partition), never with the clock alone
-        read_days = [_PROGRESS.unpack(v)[1] for _, v in store.scan(_P, _P + b"\xff") if len(v) == 12]
+        read_days = [_PROGRESS.unpack(v)[1] for _, v in tx.scan(_P, _P + b"\xff") if len(v) == 12]
         read_days.append(rec.day)
         day = max(read_days) - EXPIRY_LAG_DAYS
         if max(read_days) < 0:
@@ -823,7 +889,7 @@ class CohortState:
 
     def expire(self, today: int, tx: _Txn, store: Store, out: Applied) -> None:
         """Drop what can no longer count on ``today`` or later, for the users the day index names up to it."""
-        for k, _ in list(store.scan(_X, _X + _I.pack(today + 1))):
+        for k, _ in tx.scan(_X, _X + _I.pack(today + 1)):
             aid = _Q.unpack(k[5:])[0]
             tx.put(k, None)
             u = tx.user(user_key(aid))
