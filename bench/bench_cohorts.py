@@ -1,8 +1,8 @@
 """Cohorts stage: what keeping cohort membership in-stream costs the worker, and what a sync costs.
 
 usage:
-    python bench/bench_cohorts.py [--part worker|sync|retention|all] [--events N] [--repeats R]
-                                  [--members M] [--users U] [--seed S]
+    python bench/bench_cohorts.py [--part worker|sync|retention|stage|all] [--events N] [--repeats R]
+                                  [--members M] [--users U] [--seed S] [--before CHECKOUT] [--take K]
 
 Parts:
 
@@ -12,7 +12,8 @@ Parts:
              same run, each on a fresh Tansu broker. The 10 cohorts' syncs go to a bucket that does not exist, so
              that none runs in the measured window (a sync's cost is the part "sync"). Throughput = N / (t_last - t_first) as in bench_worker.py,
              where t_last is also at least the Kafka timestamp of the cohort state's last changelog record (the
-             stage must have taken every event too). Target: with / without >= 0.8.
+             stage must have taken every event too). Target: with / without >= 0.8. --before CHECKOUT: the
+             worker with cohorts of another checkout too, in every repeat, on the same input.
   sync       A sync of a cohort of M members (default 1,000,000) from the state (4 RocksDB partitions as a
              sync's local copy of the changelog: members streamed in amplitude_id order, each member's state
              looked up for its row), diffed against a previous sync of which 10% differ, the three CSV files
@@ -25,6 +26,8 @@ Parts:
              stores compacted as a sync's local copy is after its first read; then a sync from the state, and
              the old way's read of the same rows (``sync.Membership.add_row``, the fold per row of a sync reading
              events.accepted). The sync's cost should not depend on the days kept.
+  stage      Both steps in one process (``LocalStage``, in-memory stores) on figure B's generated events: CPU
+             time per event, best of R; --take K applies the cohorts records of K events.accepted batches at once.
 
 Results: a Markdown table on stdout and bench/results-cohorts.json.
 """
@@ -299,7 +302,8 @@ async def last_timestamp(bootstrap: str, topic: str) -> int | None:
         await c.stop()
 
 
-def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: bool = False) -> dict:
+def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: bool = False,
+                before: str | None = None) -> dict:
     import boto3
     import yaml
 
@@ -320,15 +324,16 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: b
     s3 = boto3.client("s3", endpoint_url=stack.s3_url)
     s3.create_bucket(Bucket=bw.BUCKET)
     runs = []
+    kinds = ("none", "cohorts", "before") if before else ("none", "cohorts")
     try:
         for rep in range(repeats):
             one = {}
-            for kind in (("none", "cohorts") if rep % 2 == 0 else ("cohorts", "none")):
+            for kind in (kinds if rep % 2 == 0 else tuple(reversed(kinds))):
                 stack.broker = start_broker(workdir)
                 try:
                     r = bw.prepare(stack, "valid", rep, f"{session}{kind[0]}", True)
                     cfg = yaml.safe_load(r.cfg_path.read_text())
-                    if kind == "cohorts":
+                    if kind in ("cohorts", "before"):
                         cfg["cohorts"] = ten_cohorts()
                         # a bucket that does not exist: each sync fails before it reads the state (then waits a
                         # minute), so that the window measured is the stage's steady work (syncs: part "sync")
@@ -341,12 +346,19 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: b
                         asyncio.run(ensure_topics(r.settings))
                     asyncio.run(workload.preload_batches(stack.bootstrap, r.settings.topics.name("valid"), batched))
                     raw = workdir / "profile-cohorts.raw" if profile and kind == "cohorts" else None
-                    res = bw.run_worker(stack, r, w, timeout, raw)
+                    here = os.getcwd()
+                    if kind == "before":      # ``python -m stream`` imports the package of its working directory
+                        os.chdir(Path(before).resolve())
+                    try:
+                        res = bw.run_worker(stack, r, w, timeout, raw)
+                    finally:
+                        os.chdir(here)
+                    res["load_average"] = os.getloadavg()
                     if raw is not None and raw.exists():
                         import profile_summary
                         (BENCH / "profile-cohorts.txt").write_text(profile_summary.summarise(
                             raw, f"the worker with 10 cohorts, {w.n:,} events (figure B's input), under py-spy"))
-                    if kind == "cohorts" and res["status"] == "ok":
+                    if kind in ("cohorts", "before") and res["status"] == "ok":
                         last = asyncio.run(last_timestamp(stack.bootstrap, cohorts_changelog(r.settings)))
                         firsts = asyncio.run(bw.first_timestamps(stack.bootstrap, r.settings.topics.name("accepted"),
                                                                  bw.PARTITIONS))
@@ -356,23 +368,29 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: b
                         res["events_per_s"] = w.n / wall
                     one[kind] = res
                     log(f"run {rep} {kind}: {res.get('events_per_s', 0):,.0f} ev/s ({res['status']}), "
-                        f"rss {res.get('peak_rss_mb', 0):.0f} MB")
+                        f"rss {res.get('peak_rss_mb', 0):.0f} MB, cpu {res.get('worker_cpu_total_s', 0):.1f} s, "
+                        f"load {res['load_average'][0]:.1f}")
                 finally:
                     stack.broker.stop()
                     shutil.rmtree(workdir / f"valid{rep}", ignore_errors=True)   # its data dir: the next run's
             if one["none"].get("events_per_s") and one["cohorts"].get("events_per_s"):
                 one["ratio"] = one["cohorts"]["events_per_s"] / one["none"]["events_per_s"]
+            if before and one["none"].get("events_per_s") and one["before"].get("events_per_s"):
+                one["before_ratio"] = one["before"]["events_per_s"] / one["none"]["events_per_s"]
+            log(f"run {rep}: with / without {one.get('ratio', 0):.2f}"
+                + (f", {before}'s {one.get('before_ratio', 0):.2f}" if before else ""))
             runs.append(one)
     finally:
         stack.moto.stop()
-    return {"events": w.n, "runs": runs}
+    return {"events": w.n, "before": before, "runs": runs}
 
 
 # ---------------------------------------------------------------- stage in process ------------------------------
 
-def part_stage(events: int, repeats: int, seed: int) -> dict:
+def part_stage(events: int, repeats: int, seed: int, take: int = 1) -> dict:
     """Both steps of the stage in one process (``LocalStage``, in-memory stores) on figure B's generated events,
-    an amplitude_id per user (or device): CPU time per event, best of ``repeats``."""
+    an amplitude_id per user (or device): CPU time per event, best of ``repeats``. ``take``: the cohorts topic's
+    messages of that many events.accepted batches applied together, as the state step's take holds them."""
     import workload
     import orjson
     from stream.cohorts.stage import LocalStage
@@ -394,8 +412,13 @@ def part_stage(events: int, repeats: int, seed: int) -> dict:
     for _ in range(repeats):
         st = LocalStage(s.cohort_set, 4, s.cohort_state.state_days)
         t = time.process_time()
-        for part, b in batches:
-            st.accepted(part, b)
+        sends: list = []
+        for i, (part, b) in enumerate(batches):
+            sends += st.rekeyer.batch(part, b)
+            if (i + 1) % take == 0:
+                st.deliver(sends)
+                sends = []
+        st.deliver(sends)
         took = time.process_time() - t
         best = took if best is None else min(best, took)
     # what the states weigh, and what their writes send to the changelog (the user states' values)
@@ -410,14 +433,20 @@ def part_stage(events: int, repeats: int, seed: int) -> dict:
                 written[1] += len(v)
         return applied
     st.state.apply = counted
-    for part, b in batches:
-        st.accepted(part, b)
+    sends = []
+    for i, (part, b) in enumerate(batches):
+        sends += st.rekeyer.batch(part, b)
+        if (i + 1) % take == 0:
+            st.deliver(sends)
+            sends = []
+    st.deliver(sends)
     sizes = [len(v) for store in st.stores.values() for k, v in store.data.items() if k[:1] == b"u"]
-    out = {"events": w.n, "users": len(ids), "cpu_s": best, "us_per_event": best / w.n * 1e6,
+    out = {"events": w.n, "users": len(ids), "take": take, "cpu_s": best, "us_per_event": best / w.n * 1e6,
            "state_bytes_per_user": sum(sizes) / len(sizes), "state_bytes_max": max(sizes),
            "state_writes": written[0], "state_bytes_per_write": written[1] / written[0],
            "changelog_state_bytes_per_event": written[1] / w.n}
-    log(f"stage in process: {w.n:,} events, {best / w.n * 1e6:.1f} µs of CPU per event (best of {repeats}); "
+    log(f"stage in process: {w.n:,} events, takes of {take} batch(es), {best / w.n * 1e6:.1f} µs of CPU per event "
+        f"(best of {repeats}), {written[0]:,} state writes; "
         f"{out['state_bytes_per_user']:.0f} bytes a state, {out['state_bytes_per_write']:.0f} a state write")
     return out
 
@@ -443,6 +472,11 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--profile", action="store_true", help="sample the worker with 10 cohorts with py-spy "
                     "(bench/profile-cohorts.txt); its throughput is then not comparable")
+    ap.add_argument("--before", metavar="CHECKOUT", help="part worker: also run the worker with cohorts of this "
+                    "checkout (a copy of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every "
+                    "repeat, beside this one's")
+    ap.add_argument("--take", type=int, default=1, help="part stage: events.accepted batches whose cohorts records "
+                    "are applied together (the state step's take)")
     ap.add_argument("--results", default=str(BENCH / "results-cohorts.json"))
     a = ap.parse_args()
     parts = ["sync", "retention", "worker"] if a.part == "all" else [a.part]
@@ -454,10 +488,10 @@ def main() -> int:
         elif part == "retention":
             results["retention"] = part_retention(a.users, a.seed, [int(d) for d in a.days.split(",")])
         elif part == "stage":
-            results["stage"] = part_stage(a.events, a.repeats, a.seed)
+            results["stage"] = part_stage(a.events, a.repeats, a.seed, a.take)
         else:
             results["worker-profiled" if a.profile else "worker"] = part_worker(a.events, a.repeats, a.seed,
-                                                                                 a.timeout, a.profile)
+                                                                                 a.timeout, a.profile, a.before)
         path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0
