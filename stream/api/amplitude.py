@@ -1,9 +1,10 @@
 """Amplitude HTTP V2 (/2/httpapi) and Batch (/batch) requests: parsing, validation, response bodies (pure).
 
-Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. The
-envelope is split with msgspec into the raw bytes of each event, which go through ``normalize_stamped`` (the
-ingest stage's validator, its fast path included, with the server's times and the client's address) without ever
-being decoded into dicts here.
+Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. A body
+as most are sent is decoded in one pass, its events straight into the fast path's Struct (``stamp_decoded``);
+any other, or a request with an event that pass does not take, is split with msgspec into the raw bytes of each
+event, which go through ``normalize_stamped`` (the ingest stage's validator, its fast path included, with the
+server's times and the client's address), with the same answer either way.
 
 A request is accepted or rejected whole, as Amplitude's documented 400 says ("Invalid field values on some
 events") and as its official SDKs expect: on a 400 that lists event indexes, amplitude-analytics drops the
@@ -16,6 +17,7 @@ index and field, which the SDKs ignore.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -25,11 +27,16 @@ import msgspec
 
 from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.normalize import (
+    _VARIANT,
+    REVENUE_PROPERTIES,
     Normalized,
+    NotFast,
     Reason,
     Rejected,
     Rules,
+    StampedEvent,
     normalize_stamped,
+    stamp_decoded,
     too_deep,
 )
 
@@ -74,15 +81,47 @@ class AmplitudeRequest:
     api_key: str
     events: list[msgspec.Raw]
     min_id_length: int | None
+    decoded: list[StampedEvent] | None = None
+    """The events decoded with the envelope in one pass (``parse`` given ``max_event_bytes``), ``events`` then
+    empty; ``validate_request`` reads ``body`` again for the raw events when one of them needs them."""
+    body: bytes = b""
+
+    @property
+    def count(self) -> int:
+        return len(self.decoded) if self.decoded is not None else len(self.events)
+
+
+class _Envelope(msgspec.Struct):
+    """A body as most requests send it, read in one pass: anything else (a missing or empty key, no events, a value
+    of another type, an event the fast path's Struct does not take) is read again the long way, which says why."""
+
+    api_key: str = ""
+    events: list[StampedEvent] = []
+    options: dict[str, Any] | None = None
 
 
 _envelope = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _events = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _any = msgspec.json.Decoder().decode
+_one_pass = msgspec.json.Decoder(_Envelope).decode
 
 
-def parse(body: bytes, max_events: int) -> AmplitudeRequest | ApiError:
-    """The request's API key, raw events and min_id_length, or the 400/413 that answers it."""
+def parse(body: bytes, max_events: int, max_event_bytes: int | None = None) -> AmplitudeRequest | ApiError:
+    """The request's API key, raw events and min_id_length, or the 400/413 that answers it.
+
+    With ``max_event_bytes`` (``Rules.max_event_bytes``), a body no larger than it is first read in one pass, its
+    events decoded into ``decoded`` (none of them can then be over the limit); whatever that pass does not take
+    is read as before."""
+    if max_event_bytes is not None and len(body) <= max_event_bytes:
+        try:
+            env = _one_pass(body)
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            pass
+        else:
+            min_id = env.options.get("min_id_length") if env.options is not None else None
+            if env.api_key and 0 < len(env.events) <= max_events and (
+                    min_id is None or (type(min_id) is int and min_id >= 1)):
+                return AmplitudeRequest(env.api_key, [], min_id, env.events, body)
     if not body.strip():
         return error(400, ERR_NO_BODY, "the request has no body; send {\"api_key\": ..., \"events\": [...]}")
     try:
@@ -179,28 +218,83 @@ def request_nonce() -> str:
     return "http/" + secrets.token_hex(16)
 
 
+_UUID_TAIL = (1 << 48) - 1
+
+
+class EventUuids:
+    """The uuids of a request's events that carry none: the SHA-1 of the request's nonce, once, gives a random
+    version-4 uuid, and event ``i`` gets it with ``i`` added to its last 48 bits (distinct within a request of fewer
+    than 2**48 events; 74 random bits apart from any other request's). One hash a request instead of one an
+    event: nothing derives these uuids again (dedupe goes by insert_id), so only their freshness matters."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, nonce: str):
+        h = hashlib.sha1(nonce.encode()).hexdigest()
+        self.head = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-"
+        self.tail = int(h[20:32], 16)
+
+    def __call__(self, i: int) -> str:
+        return f"{self.head}{(self.tail + i) & _UUID_TAIL:012x}"
+
+
 def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonce: str, rules: Rules,
              client_ip: str | None = None) -> Validated:
     """Normalize every event with the ingest stage's rules, stamping the request's receive time.
 
     ``server_received_time``/``server_upload_time`` are the server's to set: values an event carries are
-    replaced by the receive time. Events without a ``uuid`` get ``uuid5(nonce/index)``, random per request.
-    ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
+    replaced by the receive time. Events without a ``uuid`` get ``EventUuids(nonce)(index)``, random per
+    request. ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
     """
     out = Validated([], [])
     accept, reject = out.accepted.append, out.rejected.append
+    uuids = EventUuids(nonce)
     for i, raw in enumerate(events):
         value = bytes(raw)
         # depth_over's own first test, inline: an event with fewer brackets than the limit cannot nest past it
         if value.count(b"{") + value.count(b"[") > _DEPTH_LIMIT and (depth := depth_over(value)) is not None:
             reject((i, too_deep(depth)))
             continue
-        res = normalize_stamped(value, project, received_ms, f"{nonce}/{i}", rules, client_ip)
+        res = normalize_stamped(value, project, received_ms, "", rules, client_ip, uuids(i))
         if type(res) is Normalized:
             accept(res)
         else:
             reject((i, res))
     return out
+
+
+def validate_request(req: AmplitudeRequest, project: int, received_ms: int, nonce: str, rules: Rules,
+                     client_ip: str | None = None) -> tuple[Validated, list[msgspec.Raw]]:
+    """``validate`` of the request's events, and the raw events (for dead letters; empty when every event was
+    taken from ``decoded``). Events decoded in one pass go through ``stamp_decoded``: when it takes every one of
+    them and no export row has more brackets than an event may nest (so no event can nest deeper), the answer is
+    ``validate``'s; otherwise the body's raw events go through ``validate``."""
+    if req.decoded is not None:
+        uuids = EventUuids(nonce)
+        accepted: list[Normalized] = []
+        accept = accepted.append
+        try:
+            for i, e in enumerate(req.decoded):
+                n = stamp_decoded(e, project, received_ms, "", rules, client_ip, uuids(i))
+                # the row holds every container of the event (so at least as many brackets, and the event nests no
+                # deeper than its brackets), but for event properties its revenue fields replace: such events go
+                # the long way
+                line = n.line
+                if line.count(b"{") + line.count(b"[") > _DEPTH_LIMIT or (
+                        e.event_properties and not e.event_properties.keys().isdisjoint(REVENUE_PROPERTIES)):
+                    raise NotFast
+                accept(n)
+        except NotFast:
+            pass
+        else:
+            return Validated(accepted, []), []
+    events = req.events if req.decoded is None else _raw_events(req.body)
+    return validate(events, project, received_ms, nonce, rules, client_ip), events
+
+
+def _raw_events(body: bytes) -> list[msgspec.Raw]:
+    """The raw events of a body ``parse`` read in one pass (it holds an array of them)."""
+    return _events(_envelope(body)["events"])
 
 
 def invalid_body(rejected: Sequence[tuple[int, Rejected]], shown: int = 5) -> ApiError:

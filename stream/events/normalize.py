@@ -132,6 +132,8 @@ _json_encode = msgspec.json.Encoder().encode
 _TEMPLATE: dict[str, Any] = dict.fromkeys(EXPORT_FIELDS)
 _DATA_KEYS = tuple(k for k, (_, where, _) in INPUT_FIELDS.items() if where is Where.DATA)
 _REVENUE_KEYS = tuple(k for k, (_, where, _) in INPUT_FIELDS.items() if where is Where.REVENUE)
+REVENUE_PROPERTIES = frozenset("$" + k for k in _REVENUE_KEYS)
+"""The event properties an event's revenue fields write (``price`` -> ``$price``), replacing any it carries."""
 _KIND_NAMES = {Kind.STR: "a string", Kind.INT: "an integer", Kind.NUM: "a number", Kind.DICT: "an object",
                Kind.BOOL: "a boolean"}
 
@@ -495,7 +497,9 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 
 def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules,
-              now_ms: int | None) -> Normalized:
+              now_ms: int | None, uuid_s: str | None = None) -> Normalized:
+    """The export row of a decoded event; ``uuid_s`` (canonical) is the uuid of an event without one, when given,
+    instead of ``uuid5(origin)``."""
     global _last_received
     if not e.event_type:
         raise _NotFast
@@ -517,7 +521,7 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     if not 0 <= client_time <= MAX_TIME_MS:
         raise _NotFast
     if e.uuid is None:
-        uid_s = uuid5_str(origin)
+        uid_s = uuid5_str(origin) if uuid_s is None else uuid_s
     elif _CANONICAL_UUID(e.uuid):
         uid_s = e.uuid
     else:
@@ -623,26 +627,42 @@ REMOTE_IP = "$remote"
 SERVER_TIMES = ("server_received_time", "server_upload_time")
 
 
+StampedEvent = _Fast
+"""An event decoded for ``stamp_decoded`` (JSON text decoded into it, e.g. a request body's events in one pass)."""
+NotFast = _NotFast
+"""What ``stamp_decoded`` raises for an event it does not take: ``normalize_stamped`` of its text answers."""
+
+
+def stamp_decoded(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules, remote_ip: str | None = None,
+                  uuid_s: str | None = None) -> Normalized:
+    """``normalize_stamped`` of an event already decoded from JSON text into a ``StampedEvent`` (whose size and
+    depth the caller checked), when it takes it; else it raises ``NotFast`` and ``normalize_stamped`` of the
+    text gives the answer (the same ``Normalized`` for every event this takes). Changes ``e``."""
+    e.server_received_time = e.server_upload_time = None
+    if e.ip == REMOTE_IP:
+        e.ip = remote_ip or None
+    if e.ip is not None and len(e.ip) > MAX_STRING:   # a forwarded address over the limit: rejected by the reference
+        raise _NotFast
+    return _fast_row(e, project, timestamp_ms, origin, rules, None, uuid_s)
+
+
 def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules,
-                      remote_ip: str | None = None) -> Normalized | Rejected:
+                      remote_ip: str | None = None, uuid_s: str | None = None) -> Normalized | Rejected:
     """``normalize_message`` of an event the server stamps, without a key and whose depth the caller checked
     already (``depth_over`` found it within MAX_DEPTH): the HTTP API's events. Whatever the event carries under
     server_received_time and server_upload_time (however the key is spelled in JSON, whatever the value) is
-    dropped, so both are ``timestamp_ms``; ``"ip": "$remote"`` becomes ``remote_ip`` (dropped when None)."""
+    dropped, so both are ``timestamp_ms``; ``"ip": "$remote"`` becomes ``remote_ip`` (dropped when None). An
+    event without a uuid gets ``uuid_s`` (canonical) when given, else ``uuid5(origin)``."""
     if value and len(value) <= rules.max_event_bytes:
         try:
             e = _fast_decode(value)
         except (msgspec.MsgspecError, UnicodeDecodeError):
             pass
         else:
-            e.server_received_time = e.server_upload_time = None
-            if e.ip == REMOTE_IP:
-                e.ip = remote_ip or None
-            if e.ip is None or len(e.ip) <= MAX_STRING:   # a forwarded address over the limit: rejected below
-                try:
-                    return _fast_row(e, project, timestamp_ms, origin, rules, None)
-                except _NotFast:
-                    pass
+            try:
+                return stamp_decoded(e, project, timestamp_ms, origin, rules, remote_ip, uuid_s)
+            except _NotFast:
+                pass
     obj = decode(value, None, rules)
     if isinstance(obj, Rejected):
         return obj
@@ -653,6 +673,8 @@ def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str
             obj["ip"] = remote_ip
         else:
             del obj["ip"]
+    if uuid_s is not None and obj.get("uuid") is None:
+        obj["uuid"] = uuid_s
     return _reference(obj, project, timestamp_ms, origin, rules)
 
 
