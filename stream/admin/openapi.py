@@ -33,6 +33,21 @@ HOURS = {"name": "hours", "in": "query", "schema": {"type": "integer", "minimum"
 TEXT = {"type": "string", "maxLength": 1024}
 COHORT = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "description": "A cohort's id."}
 EXPORTS = {"type": "object", "properties": {"exports": {"type": "string", "enum": ["all", "events", "merged_ids"]}}}
+SYNC_NOW = {"type": "object", "required": ["request", "cohort", "destination", "syncs", "runs_on",
+                                           "waiting_for_worker", "note"], "properties": {
+    "request": {"type": "string", "description": "The request's id (sr-<time>-<hex>)."},
+    "cohort": {"type": "string"},
+    "destination": {"type": "string", "nullable": True, "description": "The one asked for; null: all."},
+    "syncs": {"type": "array", "items": {"type": "object", "properties": {
+        "destination": {"type": "string"}, "routing_key": {"type": "string"},
+        "cadence": {"type": "string", "enum": ["hourly", "daily", "once"]},
+        "state": {"type": "string", "enum": ["queued", "complete"]},
+        "scheduled_ms": {"type": "integer", "nullable": True},
+        "latest_completed_ms": {"type": "integer", "nullable": True}}}},
+    "runs_on": {"type": "string", "nullable": True, "description": "The worker seen holding the sync duty."},
+    "waiting_for_worker": {"type": "boolean", "description": "No worker running the cohorts stage was seen: the "
+                           "request waits on the topic for one."},
+    "note": {"type": "string"}}}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -125,7 +140,8 @@ OPENAPI: dict[str, Any] = {
             "members, entering, exiting, the previous sync it was diffed against, its bucket and the keys of its "
             "three files) and each failed attempt (state failed: reason, error); its member counts per sync "
             "(counts: one point per completed sync); for a static cohort, its uploaded list (uploaded: members, "
-            "uploaded_at_ms, by; null before any upload). Read from the sync records in the buckets.",
+            "uploaded_at_ms, by; null before any upload); its sync now requests not run yet (requested: request, at_ms, "
+            "by, destination, syncs). Read from the sync records in the buckets and the sync requests topic.",
             params=[COHORT], errors=("401", "404"))},
         "/admin/cohorts/{id}/file": {"get": {**_op(
             "A file of a cohort's sync", "The CSV file at key, read from the destination's bucket, when key is a "
@@ -154,16 +170,23 @@ OPENAPI: dict[str, Any] = {
                 {"name": "project", "in": "query", "schema": {"type": "integer", "minimum": 0,
                                                              "maximum": 4294967295}}],
             errors=("400", "401"))},
-        "/admin/cohorts/{id}/syncs": {"post": _op(
-            "Sync a cohort now", "The cohort's syncs due now (to one destination, if the body names it) run by this "
-            "worker's cohorts stage at once, in turn with its other syncs and without waiting out a failed "
-            "attempt's backoff; per sync, queued (scheduled_ms: the time it will be stamped with) or complete (the "
-            "current hour or day of an hourly or daily sync is complete already). A once sync whose sync is complete "
-            "runs another, stamped now to the minute (the next minute when asked within that of its latest "
-            "completed sync) and diffed against it (docs/cohorts.md).",
+        "/admin/cohorts/{id}/syncs": {"post": {**_op(
+            "Sync a cohort now", "Any worker takes it: the request is recorded on the sync requests topic "
+            "(topics.cohort_sync_requests) and the worker holding the sync duty runs the cohort's syncs (to one "
+            "destination, if the body names it) at its next look, in turn with its other syncs and without waiting "
+            "out a failed attempt's backoff, once (a request more than 24 hours old when a worker holding the duty "
+            "reads it is dropped). The answer has the request's id and, per sync, queued (scheduled_ms: the time it "
+            "will be stamped with if it runs now) or complete (the current hour or day of an hourly or daily sync is "
+            "complete already), from its latest completed sync; runs_on names the worker holding the duty when one "
+            "was seen; waiting_for_worker is true when none was (no worker runs the cohorts stage): the request "
+            "waits for one. A once sync whose sync is complete runs another, stamped now to the minute (the next "
+            "minute when asked within that of its latest completed sync) and diffed against it. GET "
+            "/admin/cohorts/{id} lists the requests not run yet (docs/cohorts.md).",
             params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
-                     "description": "A cohort's id."}], ok="202", errors=("400", "401", "404", "409"),
-            body={"type": "object", "properties": {"destination": {"type": "string"}}})},
+                     "description": "A cohort's id."}], ok="202", errors=("400", "401", "404"),
+            body={"type": "object", "properties": {"destination": {"type": "string"}}}), "responses": {
+                "202": {"description": "Queued", "content": {"application/json": {"schema": SYNC_NOW}}},
+                **{e: _ERROR for e in ("400", "401", "404")}, "429": _LIMITED}}},
         "/admin/profiles/{project}/{user_id}": {"get": _op(
             "A user's profile", "The user's current properties as the rows of the project's sources of profiles "
             "set them (user_properties), when they last changed (updated_ms) and the file and row that set them; "

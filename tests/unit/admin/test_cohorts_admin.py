@@ -197,3 +197,7 @@ def test_the_openapi_description_has_the_cohort_routes():
     assert list(OPENAPI["paths"]["/admin/cohorts/{id}/file"]["get"]["responses"]["200"]["content"]) == ["text/csv"]
     assert [p["name"] for p in OPENAPI["paths"]["/admin/memberships"]["get"]["parameters"]] == [
         "user_id", "amplitude_id", "project"]
+    sync_now = OPENAPI["paths"]["/admin/cohorts/{id}/syncs"]["post"]
+    assert sorted(sync_now["responses"]) == ["202", "400", "401", "404", "429"]
+    assert sync_now["responses"]["202"]["content"]["application/json"]["schema"]["required"] == [
+        "request", "cohort", "destination", "syncs", "runs_on", "waiting_for_worker", "note"]

@@ -83,6 +83,9 @@ def test_any_worker_records_the_request_and_answers_what_is_queued_and_who_runs_
     second, third, page = call(admin, [("POST", "/admin/cohorts/buyers/syncs", b'{"destination": "crm"}'),
                                        ("POST", "/admin/cohorts/buyers/syncs", b'{"destination": "ads"}'),
                                        ("GET", "/admin/cohorts/buyers", None)])
+    from stream.admin.openapi import SYNC_NOW
+    assert list(first[1]) == SYNC_NOW["required"]           # the answer is the one the OpenAPI document describes
+    assert list(first[1]["syncs"][0]) == list(SYNC_NOW["properties"]["syncs"]["items"]["properties"])
     ids = [doc[1].pop("request") for doc in (first, second, third)]
     assert all(ID.fullmatch(i) for i in ids) and len(set(ids)) == 3
     syncs = [{"destination": "crm", "routing_key": "", "cadence": "hourly", "state": "queued",
