@@ -302,7 +302,7 @@ async def last_timestamp(bootstrap: str, topic: str) -> int | None:
         await c.stop()
 
 
-def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: bool = False,
+def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: str | None = None,
                 before: str | None = None) -> dict:
     import boto3
     import yaml
@@ -356,7 +356,7 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: b
                     res["load_average"] = os.getloadavg()
                     if raw is not None and raw.exists():
                         import profile_summary
-                        (BENCH / "profile-cohorts.txt").write_text(profile_summary.summarise(
+                        Path(profile).write_text(profile_summary.summarise(
                             raw, f"the worker with 10 cohorts, {w.n:,} events (figure B's input), under py-spy"))
                     if kind in ("cohorts", "before") and res["status"] == "ok":
                         last = asyncio.run(last_timestamp(stack.bootstrap, cohorts_changelog(r.settings)))
@@ -470,8 +470,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--days", default="1,7", help="part retention: the days of events kept, comma-separated")
     ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--profile", action="store_true", help="sample the worker with 10 cohorts with py-spy "
-                    "(bench/profile-cohorts.txt); its throughput is then not comparable")
+    ap.add_argument("--profile", nargs="?", const=str(BENCH / "profile-cohorts.txt"), metavar="PATH",
+                    help="sample the worker with 10 cohorts with py-spy (to PATH, by default "
+                    "bench/profile-cohorts.txt); its throughput is then not comparable")
     ap.add_argument("--before", metavar="CHECKOUT", help="part worker: also run the worker with cohorts of this "
                     "checkout (a copy of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every "
                     "repeat, beside this one's")

@@ -288,27 +288,61 @@ def _trim(u: StoredUser, latest: int) -> StoredUser:
     """Without what no sync can ask any more: ``recent`` buckets of uploads older than ``RECENT_MS`` before the
     user's latest one, minute buckets older than ``MINUTE_BUCKETS_MS`` joined into their hour's (a sync stamped
     with another minute than an hour's and read that late after its time is exact to the hour), properties and
-    user_ids no longer in force then."""
+    user_ids no longer in force then. ``u`` is its caller's own, and so are its buckets: changed in place and
+    returned (``recent`` keeps its order: each bucket where it was, an hour's bucket first made where its first
+    minute was)."""
     cutoff = latest - RECENT_MS
     hours_from = latest - MINUTE_BUCKETS_MS
     oldest = cutoff - HOUR_MS
-    for m in u.recent:
+    recent = u.recent
+    for m in recent:
         if m < oldest or (m < hours_from and m % HOUR_MS):
             break
     else:   # no bucket to drop or to join into its hour's (the common case): ``recent`` as it is
-        return msgspec.structs.replace(u, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
-    # ``u`` is its caller's own, and so are its buckets: a minute's is added into its hour's in place
-    recent: dict[int, dict[int, list[int]]] = {}
-    for m, v in u.recent.items():
+        recent = None
+    if recent is not None:
+        # in place when every minute to join finds its hour's bucket before it (the common case once the hour's is
+        # made): removed, its counters added into the hour's; else the buckets made again in order
+        kept: set[int] = set()
+        stale: list[int] = []
+        for m in recent:
+            if m < oldest:
+                stale.append(m)
+            elif m >= hours_from or not m % HOUR_MS:
+                kept.add(m)
+            elif m - m % HOUR_MS in kept:
+                stale.append(m)
+            else:
+                u.recent = _rebucketed(recent, oldest, hours_from)
+                break
+        else:
+            for m in stale:
+                v = recent.pop(m)
+                if m >= oldest:
+                    _add_rows(recent[m - m % HOUR_MS], v)
+    props, uids = u.props, u.uids
+    if len(props) > 1 and props[1][0] < cutoff:
+        u.props = _trim_log(props, cutoff)
+    if len(uids) > 1 and uids[1][0] < cutoff:
+        u.uids = _trim_log(uids, cutoff)
+    return u
+
+
+def _rebucketed(recent: dict[int, dict[int, list[int]]], oldest: int,
+                hours_from: int) -> dict[int, dict[int, list[int]]]:
+    """``recent`` without the buckets before ``oldest``, the minutes before ``hours_from`` added into their hour's
+    (made where its first minute was); the buckets are the caller's own: added into in place."""
+    out: dict[int, dict[int, list[int]]] = {}
+    for m, v in recent.items():
         if m < oldest:
             continue
         key = m if m >= hours_from else m - m % HOUR_MS
-        into = recent.get(key)
+        into = out.get(key)
         if into is None:
-            recent[key] = v
+            out[key] = v
             continue
         _add_rows(into, v)
-    return msgspec.structs.replace(u, recent=recent, props=_trim_log(u.props, cutoff), uids=_trim_log(u.uids, cutoff))
+    return out
 
 
 def _add_rows(into: dict[int, list[int]], other: Mapping[int, list[int]], remap: list[int] | None = None) -> None:
@@ -507,14 +541,19 @@ class Rekeyer:
             return []
         source, offsets = batch.source_of_events()
         src = str(source)
-        out: list[Sent] = []
-        decode_row = self.decode_row
+        by: dict[int, list[CohortRecord]] = {}     # cohorts partition -> its records, in order
+        decode_row, activity, partitions = self.decode_row, self.activity, self.partitions
         for uploaded_ms, line, offset in zip(batch.times, batch.lines, offsets):
-            rec = self.activity(decode_row(line), partition, src, offset, uploaded_ms)
+            rec = activity(decode_row(line), partition, src, offset, uploaded_ms)
             if rec is not None:
-                out.append((partition_of(rec.amplitude_id, self.partitions), _Q.pack(rec.amplitude_id),
-                            rec.encode()))
-        return _grouped(out)
+                q = rec.amplitude_id % partitions       # partition_of
+                recs = by.get(q)
+                if recs is None:
+                    by[q] = [rec]
+                else:
+                    recs.append(rec)
+        # a message per partition (``_grouped``: keyed by its first record's user), its records encoded at once
+        return [(q, _Q.pack(recs[0].amplitude_id), _rec_enc(recs)) for q, recs in sorted(by.items())]
 
     def activity(self, row: Mapping[str, Any], partition: int, source: str, offset: int,
                  uploaded_ms: int) -> CohortRecord | None:
@@ -782,7 +821,7 @@ class CohortState:
         # ``u`` is this apply's own (decoded for it, or the object it wrote): changed in place
         counts, recent = u.counts, u.recent
         uploaded, day = rec.uploaded_ms, rec.day
-        upload_day = day_of_ms(uploaded)
+        upload_day = uploaded // DAY_MS      # day_of_ms
         minute = uploaded - uploaded % MINUTE_MS
         conditions, keys = self.cohorts.conditions, u.keys
         row = None
