@@ -10,7 +10,7 @@ from collections.abc import Callable
 import faust
 from faust.types import TP
 
-from stream.agents.contiguous import Contiguous
+from stream.agents.contiguous import Contiguous, read_range
 from stream.agents.deadletters import keep_undecodable
 from stream.clock import Clock
 from stream.identity.stage import DeviceStage, UserStage
@@ -47,10 +47,16 @@ def device_stage(app: faust.App, settings: Settings, clock: Clock, table: Identi
     async def send_dead(value: bytes):
         return await dead.send(value=value)
 
+    kafka = client_args(settings.kafka)
+
+    async def read_valid(partition: int, first: int, end: int) -> list[tuple[int, bytes]]:
+        """Held rows are read back from events.valid when they are no longer in memory (after a restart)."""
+        return [(r.message.offset, r.value) for r in await read_range(kafka, valid_name, partition, first, end)]
+
     return DeviceStage(table, clock, send_accepted, send_links, send_dead, valid_name,
                        committed_offsets(app, valid_name), partitions=settings.topics.partitions,
                        hold_s=settings.identity.hold_s, max_properties_bytes=settings.identity.max_properties_bytes,
-                       max_request_bytes=settings.kafka.max_request_bytes)
+                       max_request_bytes=settings.kafka.max_request_bytes, read_valid=read_valid)
 
 
 def register(app: faust.App, settings: Settings, table: IdentityTable, valid: faust.TopicT,

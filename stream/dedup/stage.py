@@ -18,7 +18,7 @@ has already written by their source offsets.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from stream import metrics
@@ -39,7 +39,8 @@ class Device(Protocol):
 
     async def remaps(self, value: bytes, partition: int, offset: int) -> bool: ...
 
-    async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int) -> EventBatch: ...
+    async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int,
+                    index: Sequence[int] | None = None) -> EventBatch: ...
 
 
 Send = Callable[[bytes, int], Awaitable[Any]]
@@ -78,7 +79,8 @@ class DedupeStage:
             crash_point("dedupe.state_written")
         out = batch.select(d.keep, origin)
         if self.device is not None and out.lines:
-            out = await self.device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000))
+            out = await self.device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000),
+                                          [i for i, k in enumerate(d.keep) if k])
         if out.lines:
             # the identity stage grew the rows after the batch was sized: keep each message within the
             # producer's limit (the parts keep their events' source offsets, so replays stay harmless)

@@ -94,7 +94,7 @@ properties after their operations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -209,13 +209,17 @@ class Hold(NamedTuple):
     segment: Sequence[bytes]           # per row its Segment message; empty when none has one
     segment_source: str
     at: int                            # the batch's events.valid offset: the key of the chunks it begins
+    index: Sequence[int] | None = None
+    """Per row, its index in the events.valid message at ``at``: a held row is then kept as a reference to it
+    (``HeldRow.at``) instead of a copy of its bytes. None: held rows are copies."""
 
 
 class Released(NamedTuple):
     """Held rows let go, in order: each with its row and its source offset (``RELEASED``), how many of them went
     without the user side's answer (the hold passed its bound), and how long each hold let go was held."""
 
-    rows: list[tuple[HeldRow, bytes, int]]     # (held row, enriched row, source offset)
+    rows: list[tuple[HeldRow, bytes | None, int]]   # (held row, enriched row, source offset); a row held by
+    # reference has no enriched row until ``fill`` gave it the bytes of the row it refers to
     unanswered: int = 0                        # let go without an answer: past the bound, or of an earlier hour
     waits_ms: list[int] = []
     past_bound: int = 0                        # of the unanswered, those held for the bound
@@ -233,6 +237,7 @@ class Resolution(NamedTuple):
     held: int = 0                                # rows held for the user side's answer
     released: Released = Released([])           # rows let go: holds past their bound
     replayed: int = 0                            # rows dropped: upstream replays of rows that went through a hold
+    held_rows: list[int] = []                    # the row indices held by reference (``Hold.index``)
 
 
 class BatchState:
@@ -338,6 +343,45 @@ def held_line(h: HeldRow) -> bytes:
                 h.created, h.props)
 
 
+class Message(NamedTuple):
+    """The rows of an events.valid batch message that held rows refer to (``HeldRow.at``): lines, keys, uuids and
+    Segment messages ([] when none has one), as the message has them or as a selection of them (the rows dedupe
+    kept), with ``pos`` mapping the message's row index to the selection's (None: the same)."""
+
+    lines: Sequence[bytes]
+    keys: Sequence[bytes]
+    uuids: Sequence[bytes]
+    segment: Sequence[bytes]
+    pos: dict[int, int] | None = None
+
+
+def referred(released: Released) -> dict[int, int]:
+    """The events.valid offsets the rows let go that were held by reference refer to, and how many rows each."""
+    out: dict[int, int] = {}
+    for row, _, _ in released.rows:
+        if row.at >= 0:
+            out[row.at] = out.get(row.at, 0) + 1
+    return out
+
+
+def fill(released: Released, messages: Mapping[int, Message]) -> None:
+    """Give every row of ``released`` held by reference the bytes it refers to (``messages`` by offset) and its
+    enriched row, in place: the same rows, byte for byte, as when they were held as copies."""
+    rows = released.rows
+    for n, (row, line, offset) in enumerate(rows):
+        if row.at >= 0:
+            m = messages[row.at]
+            j = row.index if m.pos is None else m.pos[row.index]
+            row.head, row.key, row.uuid = m.lines[j][:row.cut], m.keys[j], m.uuids[j]
+            if m.segment:
+                row.segment = m.segment[j]
+            row.at = -1
+            rows[n] = (row, row.head + _TAIL % (row.event_type, b"%d" % row.aid, row.group_properties,
+                                                b"true" if row.paying else b"false", row.processed_time,
+                                                _json_or_null(row.start_version), _json_or_null(row.created),
+                                                row.props), offset)
+
+
 class _HoldBook:
     """The partition's holds while the batch or remap message at ``offset`` runs: read from and written to its
     ``BatchState``.
@@ -417,7 +461,7 @@ class _HoldBook:
         nxt = decode_int(self.st.current(RELEASED), 0)
         rows = self.rows(hk, h)
         for row in rows:
-            self.released.append((row, held_line(row), nxt))
+            self.released.append((row, held_line(row) if row.at < 0 else None, nxt))
             nxt += 1
         self.st.put(RELEASED, encode_int(nxt))
         if not answered:
@@ -572,6 +616,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         book = _HoldBook(st, hold.at)
         book.expire(hold.now_ms, hold.bound_ms, hold.hour)     # before this batch's rows, which then go out after
     held = 0
+    held_rows: list[int] = []
     marked: set[bytes] = set()
 
     # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
@@ -652,10 +697,17 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             if hold.offsets[i] > dev.held.get(hold.source, -1):
                 dev.held[hold.source] = hold.offsets[i]
                 marked.add(devkeys[i])
-            h.rows.append(HeldRow(project, head, event_type, bytes(gp), processed, aid, prof.created,
-                                  prof.start_version, prof.paying, p.raw if shown_props is None else shown_props,
-                                  times[i], hold.keys[i], hold.uuids[i], hold.segment[i] if hold.segment else b"",
-                                  hold.segment_source))
+            if hold.index is not None and line.startswith(head):    # by reference: its bytes stay in the topic
+                h.rows.append(HeldRow(project, b"", event_type, bytes(gp), processed, aid, prof.created,
+                                      prof.start_version, prof.paying,
+                                      p.raw if shown_props is None else shown_props, times[i], b"", b"", b"",
+                                      hold.segment_source, hold.at, hold.index[i], len(head)))
+                held_rows.append(i)
+            else:
+                h.rows.append(HeldRow(project, head, event_type, bytes(gp), processed, aid, prof.created,
+                                      prof.start_version, prof.paying,
+                                      p.raw if shown_props is None else shown_props, times[i], hold.keys[i],
+                                      hold.uuids[i], hold.segment[i] if hold.segment else b"", hold.segment_source))
             keep[i] = False
             held += 1
         else:
@@ -676,7 +728,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         st.put(dk, enc.encode(devices[dk]))
     released = book.result() if hold is not None else Released([])
     return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped, held,
-                      released, replayed)
+                      released, replayed, held_rows)
 
 
 def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:

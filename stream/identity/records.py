@@ -16,7 +16,8 @@ key                                            value (msgpack arrays, ``Struct``
 ``U<project>\\0<user_id>``                     ``User``: the user's id and fields (user side)
 ``W<events.valid partition>``                  highest events.valid offset applied from it
 ``H<project>\\0<device>``                      ``Held``: the device's hold (since, waiting, chunks)
-``Q<project>\\0<device>`` + first + n (8+4)    the hold's n-th chunk of rows (``HeldRow`` list), one per batch
+``Q<project>\\0<device>`` + first + n (8+4)    the hold's n-th chunk of rows (``HeldRow`` list, references to
+                                               their events.valid messages), one per batch
 ``R<project>\\0<device>`` + n (4 bytes)        the same, as a previous version numbered them (read, not written)
 ``x`` + offset (8 bytes)                       chunks let go by the message at offset, deleted once it is committed
 ``h``                                          the partition's holds: ``Holds``, (since, hour, H key) each
@@ -121,7 +122,13 @@ class Remaps(msgspec.Struct, array_like=True):
 
 class HeldRow(msgspec.Struct, array_like=True):
     """An enriched row held back: the row up to its identity columns, the columns that do not depend on the user,
-    the user's fields as the device's partition had them for it, and what its batch carried of it."""
+    the user's fields as the device's partition had them for it, and what its batch carried of it.
+
+    The device side holds a row by reference (``at`` >= 0): the row's bytes, key, uuid and Segment message stay in
+    its events.valid message, which the worker keeps in memory until the row is let go and reads back from the
+    topic otherwise (after a restart), so that a held row costs its state, journal and changelog about its user's
+    fields only, not its ~1 KB of bytes. A row carrying its bytes (``at`` -1) is one a previous version held, or
+    one whose identity columns were not at its end."""
 
     project: int
     head: bytes            # the row up to and including the comma before its identity columns
@@ -138,6 +145,12 @@ class HeldRow(msgspec.Struct, array_like=True):
     uuid: bytes
     segment: bytes         # its Segment message, b"" when none
     segment_source: str
+    # a row held by reference (``at`` >= 0): head, key, uuid and segment are empty here and are those of row
+    # ``index`` of the events.valid batch message at offset ``at`` of the hold's partition, head its first
+    # ``cut`` bytes (``stream.identity.device.fill``); -1: the row carries them itself
+    at: int = -1
+    index: int = 0
+    cut: int = 0
 
 
 class Held(msgspec.Struct, array_like=True):

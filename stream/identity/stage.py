@@ -48,12 +48,20 @@ and every hold's length is observed (``stream_identity_hold_seconds``, wall
 clock at the answer). A partition that reads no message at all lets nothing go
 until it reads one, or the answer comes. ``identity.hold_s: 0`` holds nothing
 (and lets go, at its next batch, what was held).
+
+A held row is kept in the state as a reference to its events.valid message
+(offset, row index; ``stream.identity.records.HeldRow``) with the user's fields
+it had, not as a copy of its bytes: the worker keeps the batch's rows in memory
+until they are let go (``HeldRows``, ``HELD_ROWS_MEMORY_BYTES``), and reads
+them back from events.valid when they are not there (after a restart, or past
+the bound of that memory). events.valid is not compacted and its messages never
+change, so a replay lets go the same rows, byte for byte.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from stream import metrics
@@ -64,7 +72,7 @@ from stream.events.batch import EventBatch, Origin, Source
 from stream.events.normalize import Reason, Rejected, uuid5_bytes
 from stream.events.partitioning import partition_for
 from stream.events.timefmt import HOUR_MS, format_ms
-from stream.identity.device import Hold, Released, apply_remaps, resolve_batch
+from stream.identity.device import Hold, Message, Released, apply_remaps, fill, referred, resolve_batch
 from stream.identity.records import Links, dec_links, decode_remaps, enc, encode_remaps
 from stream.identity.table import PRUNE_EVERY
 from stream.identity.users import decide, group_merges
@@ -78,19 +86,47 @@ SendDead = Callable[[bytes], Awaitable[Any]]
 """(value): a record of the dead-letter topic."""
 DeadLetter = Callable[[Any, Exception], Awaitable[None]]
 """(record, why): keep a message that is not a links message in the dead-letter topic."""
+ReadValid = Callable[[int, int, int], Awaitable[list[tuple[int, bytes]]]]
+"""(partition, first, end): the messages of events.valid[partition] from ``first`` up to ``end`` (excluded), as
+(offset, value)."""
+
+HELD_ROWS_MEMORY_BYTES = 64 << 20
+"""Bytes of rows a device side keeps in memory from the batches that held them until they are let go; beyond it (and
+after a restart) rows are read back from events.valid when let go."""
 
 
-class Store(Protocol):
-    """The identity table (``stream.identity.table.IdentityTable``)."""
+class HeldRows:
+    """The rows of the batches that held rows by reference (``HeldRow.at``), kept until those rows are let go, so
+    that letting them go reads nothing back from events.valid: (partition, offset) -> [``Message``, rows held,
+    bytes]. Its entries are facts of the topic, never wrong, so it is not emptied when partitions move; past
+    ``limit`` bytes the oldest batches go first."""
 
-    def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]: ...
+    def __init__(self, limit: int = HELD_ROWS_MEMORY_BYTES):
+        self.batches: dict[tuple[int, int], list[Any]] = {}
+        self.bytes, self.limit = 0, limit
 
-    async def write(self, partition: int, ops: dict[bytes, bytes | None]) -> None: ...
+    def put(self, partition: int, offset: int, message: Message, held: int) -> None:
+        size = sum(map(len, message.lines)) + 64 * len(message.lines)
+        old = self.batches.pop((partition, offset), None)
+        if old is not None:
+            self.bytes -= old[2]
+        self.batches[(partition, offset)] = [message, held, size]
+        self.bytes += size
+        while self.bytes > self.limit and self.batches:
+            self.bytes -= self.batches.pop(next(iter(self.batches)))[2]
 
-    async def apply(self, partition: int, offset: int, writes: dict[bytes, bytes | None],
-                    before: dict[bytes, bytes | None], committed: int | None = None) -> int: ...
+    def get(self, partition: int, offset: int) -> Message | None:
+        e = self.batches.get((partition, offset))
+        return e[0] if e is not None else None
 
-    async def rollback(self, partition: int, offset: int) -> int: ...
+    def let_go(self, partition: int, offset: int, rows: int) -> None:
+        """``rows`` of the batch's held rows were let go; with the last, the batch is forgotten."""
+        e = self.batches.get((partition, offset))
+        if e is not None:
+            e[1] -= rows
+            if e[1] <= 0:
+                del self.batches[(partition, offset)]
+                self.bytes -= e[2]
 
 
 class DeviceStage:
@@ -102,13 +138,16 @@ class DeviceStage:
 
     def __init__(self, store: Store, clock: Clock, send_accepted: Send, send_links: Send, send_dead: SendDead,
                  valid_name: str, committed: Callable[[int], int | None], *, partitions: int, hold_s: float,
-                 max_properties_bytes: int, max_request_bytes: int):
+                 max_properties_bytes: int, max_request_bytes: int, read_valid: ReadValid | None = None,
+                 held_rows_bytes: int = HELD_ROWS_MEMORY_BYTES):
         self.table, self.clock = store, clock
         self.send_accepted, self.send_links, self.send_dead = send_accepted, send_links, send_dead
         self.valid_name, self.committed = valid_name, committed
         self.partitions, self.hold_s, self.hold_ms = partitions, hold_s, int(hold_s * 1000)
         self.max_properties_bytes, self.max_request_bytes = max_properties_bytes, max_request_bytes
         self.released_source = held_source(valid_name)
+        # with a way to read events.valid back, held rows are references to their batch's message (``HeldRow.at``)
+        self.read_valid, self.held = read_valid, HeldRows(held_rows_bytes)
 
     async def _rollback(self, partition: int, offset: int) -> None:
         undone = await self.table.rollback(partition, offset)
@@ -151,6 +190,7 @@ class DeviceStage:
         """Send held rows let go to events.accepted, on the partition's own source (``held_source``): their
         source offsets are the partition's release counter, so a replay of the message sends the same rows with
         the same offsets, which the exporter drops."""
+        released = await self._fill(released, partition)
         for wait in released.waits_ms:
             metrics.IDENTITY_HOLD_SECONDS.observe(wait / 1000)
         metrics.IDENTITY_UNANSWERED.inc(released.unanswered)
@@ -164,15 +204,66 @@ class DeviceStage:
                 await self.send_accepted(part.encode(), partition)
         metrics.DEDUPE_ACCEPTED.inc(len(released.rows))     # written to events.accepted: now, not with their batch
 
-    async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int) -> EventBatch:
-        """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered."""
+    async def _fill(self, released: Released, partition: int) -> Released:
+        """The rows let go with the bytes of those held by reference: from memory (``HeldRows``), else read back
+        from events.valid."""
+        counts = referred(released)
+        if not counts:
+            return released
+        messages: dict[int, Message] = {}
+        missing: list[int] = []
+        for at in counts:
+            m = self.held.get(partition, at)
+            if m is None:
+                missing.append(at)
+            else:
+                messages[at] = m
+        if missing:
+            messages.update(await self._read_back(partition, sorted(missing)))
+        fill(released, messages)
+        for at, n in counts.items():
+            self.held.let_go(partition, at, n)
+        return released
+
+    async def _read_back(self, partition: int, offsets: list[int]) -> dict[int, Message]:
+        """The events.valid[partition] batch messages at ``offsets`` (ascending), read from the topic."""
+        if self.read_valid is None:
+            raise RuntimeError(f"identity: held rows of {self.valid_name}[{partition}] refer to its messages, and "
+                               f"this worker has no reader of the topic: run the device side with its read_valid "
+                               f"(stream.agents.identity.device_stage)")
+        got = dict(await self.read_valid(partition, offsets[0], offsets[-1] + 1))
+        out: dict[int, Message] = {}
+        for at in offsets:
+            if at not in got:
+                raise RuntimeError(f"identity: rows held from {self.valid_name}[{partition}]@{at} cannot be read "
+                                   f"back: the offset is no longer in the topic (its retention deleted it while the "
+                                   f"rows were held); keep topics.retention_days well above the longest stop of a "
+                                   f"worker, or reset the identity state of the partition")
+            b = EventBatch.decode(got[at])
+            out[at] = Message(b.lines, b.keys, b.uuids, b.segment)
+        log.info("identity: held rows of %s[%d] read back from %d messages (offsets %d-%d)", self.valid_name,
+                 partition, len(offsets), offsets[0], offsets[-1])
+        return out
+
+    async def batch(self, out: EventBatch, partition: int, offset: int, timestamp_ms: int,
+                    index: Sequence[int] | None = None) -> EventBatch:
+        """The accepted batch ``out`` (read at ``offset``) with ids and user fields; rejected rows dead-lettered.
+        ``index``: per row of ``out``, its index in the events.valid message (held rows are then references to
+        it, when the stage can read the topic back)."""
         await self._rollback(partition, offset)
         # a bound of 0 holds nothing new, and lets go what was held before the setting changed
         source, source_offsets = out.source_of_events()
+        by_ref = index if self.read_valid is not None else None
         hold = Hold(timestamp_ms, self.hold_ms, out.hour, str(source), source_offsets, out.keys, out.uuids,
-                    out.segment, out.segment_source, offset)
+                    out.segment, out.segment_source, offset, by_ref)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
                             lambda keys: self.table.get_many(partition, keys), self.max_properties_bytes, hold)
+        if res.held_rows:
+            assert by_ref is not None
+            same = len(by_ref) == 0 or by_ref[-1] == len(by_ref) - 1     # no row of the message dropped before
+            self.held.put(partition, offset, Message(out.lines, out.keys, out.uuids, out.segment,
+                                                     None if same else {m: j for j, m in enumerate(by_ref)}),
+                          len(res.held_rows))
         await self._apply(partition, offset, res.writes, res.before)
         crash_point("identity.state_written")
         metrics.IDENTITY_IDS.inc(res.allocated)

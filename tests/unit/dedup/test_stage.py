@@ -107,8 +107,8 @@ class Device:
         self.calls.append(("remaps", partition, offset))
         return value.startswith(b"remap")
 
-    async def batch(self, out, partition, offset, timestamp_ms):
-        self.calls.append(("batch", partition, offset, timestamp_ms, len(out)))
+    async def batch(self, out, partition, offset, timestamp_ms, index=None):
+        self.calls.append(("batch", partition, offset, timestamp_ms, len(out), index))
         out.lines = [ln + b"+" for ln in out.lines]
         return out
 
@@ -119,5 +119,8 @@ def test_with_identity_a_remap_message_goes_to_the_device_side_and_the_kept_rows
     s.handle(b"remap message", offset=1)
     s.handle(batch((b"k1", H, 1, b"x"), (b"k1", H, 2, b"y")), offset=2, timestamp=1_800_000_000.5)
     s.handle(batch((b"k1", H, 3, b"z")), offset=3)                  # all duplicates: the device side is not asked
-    assert d.calls == [("remaps", 0, 1), ("remaps", 0, 2), ("batch", 0, 2, 1_800_000_000_500, 1), ("remaps", 0, 3)]
-    assert ([b.lines for _, b in s.accepted], s.dead) == ([[b"x+"]], [])
+    s.handle(batch((b"k1", H, 4, b"w"), (b"k2", H, 5, b"v")), offset=4, timestamp=1_800_000_001.0)
+    # with each kept row's index in the message (the second of offset 4: its first is a duplicate)
+    assert d.calls == [("remaps", 0, 1), ("remaps", 0, 2), ("batch", 0, 2, 1_800_000_000_500, 1, [0]),
+                       ("remaps", 0, 3), ("remaps", 0, 4), ("batch", 0, 4, 1_800_000_001_000, 1, [1])]
+    assert ([b.lines for _, b in s.accepted], s.dead) == ([[b"x+"], [b"v+"]], [])

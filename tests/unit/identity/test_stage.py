@@ -31,8 +31,16 @@ async def _done(value=None):
 class Stages:
     """A device side and a user side on one table, and what each sent."""
 
-    def __init__(self, tmp_path, hold_s=30.0):
+    def __init__(self, tmp_path, hold_s=30.0, by_ref=False, memory=64 << 20):
+        """``by_ref``: held rows are references to the events.valid messages (``topic``, which the stage reads
+        back when they are not among the ``memory`` bytes it keeps)."""
         self.table = table(tmp_path, "identity")
+        self.topic: dict[tuple[int, int], bytes] = {}
+        self.reads: list[tuple[int, int, int]] = []
+
+        async def read_valid(partition, first, end):
+            self.reads.append((partition, first, end))
+            return [(o, v) for (p, o), v in sorted(self.topic.items()) if p == partition and first <= o < end]
         self.clock = FakeClock(NOW)
         self.accepted, self.links, self.dead, self.valid, self.merges, self.undecodable = [], [], [], [], [], []
 
@@ -46,7 +54,8 @@ class Stages:
             self.undecodable.append((event.message.offset, type(exc).__name__))
         self.device = DeviceStage(self.table, self.clock, keep(self.accepted), keep(self.links), keep(self.dead),
                                   "events.valid", lambda p: None, partitions=PARTITIONS, hold_s=hold_s,
-                                  max_properties_bytes=64 << 10, max_request_bytes=1 << 20)
+                                  max_properties_bytes=64 << 10, max_request_bytes=1 << 20,
+                                  read_valid=read_valid if by_ref else None, held_rows_bytes=memory)
         self.users = UserStage(self.table, keep(self.valid), keep(self.merges), dead_letter, "identity.links",
                                answer=hold_s > 0)
 
@@ -58,7 +67,11 @@ class Stages:
                          offsets=source_offsets or list(range(n)), keys=[b"k%d" % i for i in range(n)],
                          times=[T + i for i in range(n)], uuids=[b"u%015d" % i for i in range(n)], lines=lines,
                          source=Source("events.ingest", 0))
-        return asyncio.run(self.device.batch(out, partition, offset, now))
+        # the message on events.valid: a row before the batch's (a duplicate, which dedupe dropped)
+        self.topic[(partition, offset)] = EventBatch(
+            PROJECT, T, out.origin, offsets=[10**6] + out.offsets, keys=[b"dup"] + out.keys, times=[T] + out.times,
+            uuids=[b"d%015d" % 0] + out.uuids, lines=[b'{"dup":1}'] + out.lines, source=out.source).encode()
+        return asyncio.run(self.device.batch(out, partition, offset, now, list(range(1, n + 1))))
 
     def user_side(self, partition, offset, value):
         msg = SimpleNamespace(topic="identity.links", partition=partition, offset=offset, timestamp=0, key=None)
@@ -224,3 +237,70 @@ def test_generated_batches_and_answers_read_again_and_pruned_send_every_row_as_r
         listed = {c for k in unused for c in dec_keys(db[k])}
         # pruned at offset 192, when every offset before it was committed: only the lists written since remain
         assert listed <= chunks and all(unused_offset(k) >= 3 * PRUNE_EVERY for k in unused)
+
+
+def test_rows_held_by_reference_go_out_as_the_rows_held_as_copies_from_memory_or_read_back(tmp_path):
+    """Generated batches and answers on one partition: held as copies of their bytes, held as references to their
+    events.valid message and kept in memory, and held as references with nothing kept (read back from the topic
+    when let go, as after a restart), and with a replay of some messages: the same rows, byte for byte and in the
+    same order, go to events.accepted; the references' state is smaller."""
+    import random
+    from stream.identity.records import dec_held_rows
+    for seed in range(3):
+        rnd = random.Random(seed)
+        runs = [Stages(tmp_path / f"copy{seed}"), Stages(tmp_path / f"mem{seed}", by_ref=True),
+                Stages(tmp_path / f"read{seed}", by_ref=True, memory=0)]
+        pending: list[bytes] = []
+        source, answered, now = 0, 0, NOW
+        for offset in range(150):
+            now += rnd.choice([1, 10, 2000])
+            if pending and rnd.random() < 0.35:
+                value = pending.pop(0)
+                for s in runs:
+                    assert s.remaps(value, 1, offset) is True
+            else:
+                events = [ev(f"dev-{rnd.randrange(5)}", rnd.choice([None, f"user-{rnd.randrange(4)}"]),
+                             user_properties={"v": rnd.randrange(3)}) for _ in range(rnd.randrange(1, 5))]
+                offsets = list(range(source, source + len(events)))
+                source += len(events)
+                again = rnd.random() < 0.2
+                for s in runs:
+                    s.batch(*events, partition=1, offset=offset, now=now, source_offsets=offsets)
+                    if again:     # read again before the next message: rolled back, computed again
+                        s.batch(*events, partition=1, offset=offset, now=now, source_offsets=offsets)
+            first = runs[0]
+            for (q, value) in first.links[answered:]:
+                first.user_side(q, answered, value)
+                answered += 1
+            pending += [v for p, v in first.valid if p == 1]
+            first.valid.clear()
+        sent = [[(p, EventBatch.decode(v)) for p, v in s.accepted] for s in runs]
+        rows = [[(p, b.source_of_events()[0], b.offsets, b.keys, b.uuids, b.times, b.lines) for p, b in x]
+                for x in sent]
+        assert rows[0] == rows[1] == rows[2]
+        held = [b for _, b in sent[0] if b.source == Source("events.valid.held", 1)]
+        assert sum(map(len, held)) > 20, seed             # rows did go through holds
+        assert (runs[0].reads, runs[1].reads) == ([], []) and len(runs[2].reads) > 5
+        chunks = [[r for k in s.table.db(1).keys() if k[:1] == b"Q" for r in dec_held_rows(s.table.db(1)[k])]
+                  for s in runs]
+        assert chunks[1] and all(r.at >= 0 and r.head == b"" and r.uuid == b"" for r in chunks[1])
+        assert all(r.at == -1 and r.head for r in chunks[0])
+        size = [sum(len(v) for k, v in s.table.db(1).items() if k[:1] == b"Q") for s in runs[:2]]
+        assert size[1] * 2 < size[0], size
+
+
+def test_a_row_held_by_reference_whose_message_is_gone_from_the_topic_stops_the_stage_with_what_to_do(tmp_path):
+    import pytest
+    s = Stages(tmp_path, by_ref=True, memory=0)
+    s.batch(ev("dev-bbbb2", "user-1111"), partition=1, offset=5)
+    ((q, value),) = s.links
+    s.user_side(q, 0, value)
+    ((_, remap),) = s.valid
+    del s.topic[(1, 5)]                                  # the topic's retention deleted it
+    with pytest.raises(RuntimeError) as e:
+        s.remaps(remap, 1, 7)
+    assert str(e.value) == (
+        "identity: rows held from events.valid[1]@5 cannot be read back: the offset is no longer in the topic (its "
+        "retention deleted it while the rows were held); keep topics.retention_days well above the longest stop of a "
+        "worker, or reset the identity state of the partition")
+    assert (s.reads, s.accepted) == ([(1, 5, 6)], [])
