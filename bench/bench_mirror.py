@@ -1,18 +1,24 @@
 """Mirror mutations against a backfill of the same hours, in the same run; the mirror index's size and lookup cost.
 
     python bench/bench_mirror.py [--hours H] [--events-per-hour N [N ...]] [--mutation-share S] [--repeats R]
-                                 [--shuffle] [--within S [S ...]]
+                                 [--shuffle] [--within S [S ...]] [--py-spy DIR] [--lookup-keys N]
     python bench/bench_mirror.py --rewrite-only ROWS [--mutation-share S] --results FILE
 
 For each ``--events-per-hour`` value, a session of its own: one broker and one moto_server, started here and
 stopped by PID. events.accepted is pre-loaded with ``--hours`` whole hours (the last ones before the current
-hour) of N events each (EventBatch records as the dedupe stage writes them, 4 partitions). One destination of
+hour) of N events each (EventBatch records as the dedupe stage writes them, 4 partitions), built and sent an hour
+at a time: this process keeps each hour's count, the index keys of up to ``--lookup-keys`` events (the lookup
+microbenchmark's) and the events the mirror runs update (drawn before the hours are built), so its memory is an
+hour's whatever the run's size. One destination of
 the project, the archive destination (``archive: true``), and a mirror source of the project (``strategy:
 mirror``, never scanned: the mutations are produced straight to events.mutations, as the importer would
 write them, with ``stream.imports.mutations.encode``). One ``stream worker --stages export,mirror`` exports
 every hour and indexes every event; the script waits for the whole count on the ledger and for the worker's
-consumer group to have committed the end of events.accepted and of mirror.index. Then, per repeat (the order
-alternates):
+consumer group to have committed the end of events.accepted and of mirror.index. Then, per repeat, a pair (the
+order alternates: backfill first in even repeats, mirror first in odd ones). Before every run the mirror log (every
+kept mutation, under ``mirror.log_prefix`` of the archive bucket) is deleted, so that the backfill rebuilds the hours
+with no kept mutation and the mirror run applies its own UPDATEs only: each pair compares like with like (before,
+every run kept its mutations and every later rebuild, a later backfill too, applied all of them).
 
   backfill  ``stream exports backfill`` of the hours of the destination (the live exporter still running, as
             when the mirror rebuilds them): time from the process start to the ``written_at`` of the ledger
@@ -26,6 +32,10 @@ alternates):
             With several ``--within`` values, a mirror run per value and repeat, the worker restarted before it
             with ``mirror.rebuild_within_s`` set to it (0: every take's hours rebuilt before the next take, as
             the stage did before the hours were kept pending; more: the takes of a backlog rebuilt once).
+
+Per run: the 1-minute load average before and after; the seconds after its start of its ledger records (job started,
+claim, last acknowledgement, first and last rebuilt object, done: ``phases``). ``--py-spy DIR`` records the worker
+with py-spy during each mirror run (collapsed stacks, ``DIR/mirror-<events per hour>-<repeat>.txt``).
 
 Peak RSS: of the backfill, its VmHWM sampled every 0.1 s; of the worker, its VmHWM reset (``echo 5 >
 /proc/<pid>/clear_refs``) before the mutations are sent and read once they are applied, so that it is the
@@ -56,6 +66,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -63,6 +74,7 @@ import tempfile
 import time
 import tracemalloc
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -97,30 +109,67 @@ APPLIED = re.compile(rb"mirror: (\d+) mutations of \S+ applied")
 REBUILT = re.compile(rb"mirror: hours rebuilt")
 
 
-def build(hours: int, per_hour: int, seed: int) -> tuple[list[tuple[int, bytes, int]], list[dict], list[int]]:
-    """(EventBatch items for events.accepted, the events as sent (insert_id, device_id, hour, bytes), the hours)."""
+@dataclass
+class Loaded:
+    """What a session keeps of the events it pre-loaded: not the events (built and sent an hour at a time), but each
+    hour's count, the (insert_id, device_id, hour) of up to ``--lookup-keys`` of them for the lookup microbenchmark,
+    and the values of the events each mirror run updates (drawn before the hours are built)."""
+
+    hours: list[int]
+    per_hour: int
+    keys: list[tuple[str, str, int]]
+    picked: dict[int, tuple[bytes, int]]
+    """Global index of an event drawn by some mirror run -> (its value as sent, its hour)."""
+
+    @property
+    def n(self) -> int:
+        return self.per_hour * len(self.hours)
+
+
+def draws(total: int, share: float, seeds: list[int]) -> dict[int, list[int]]:
+    """Per seed, the global indexes of the events a mirror run with it updates: ``share`` of ``total``, at random."""
+    return {s: random.Random(s).sample(range(total), max(1, round(share * total))) for s in seeds}
+
+
+def build_and_load(hours: int, per_hour: int, seed: int, picks: set[int], lookup_keys: int, bootstrap: str,
+                   topic: str) -> tuple[Loaded, int]:
+    """Build and pre-load ``hours`` whole hours (the last before the current one) of ``per_hour`` events each, one
+    hour at a time (so the harness's memory is an hour's, not the run's): EventBatch items as dedupe writes them,
+    4 partitions. (what is kept, the bytes sent)."""
     now = int(time.time() * 1000)
-    w = workload.generate(hours * per_hour, PARTITIONS, seed=seed, dup_rate=0.0, hours=hours,
-                          now_ms=now - now % HOUR_MS)
-    items = workload.batches(w, "events.ingest", PROJECT, PARTITIONS)
-    events = []
-    for r in w.records:
-        ev = orjson.loads(r.value)
-        events.append({"insert_id": ev["insert_id"], "device_id": ev["device_id"],
-                       "_hour": r.timestamp - r.timestamp % HOUR_MS, "_value": r.value})
-    return items, events, sorted(w.hours)
+    end = now - now % HOUR_MS
+    first = end - hours * HOUR_MS
+    loaded = Loaded([first + h * HOUR_MS for h in range(hours)], per_hour, [], {})
+    sent = 0
+    for h, hour in enumerate(loaded.hours):
+        w = workload.generate(per_hour, PARTITIONS, seed=seed + 7919 * h, dup_rate=0.0, hours=1,
+                              now_ms=hour + HOUR_MS)
+        assert len(w.records) == per_hour and w.hours == [hour], (len(w.records), w.hours, hour)
+        base = h * per_hour
+        for j, r in enumerate(w.records):
+            i = base + j
+            if i in picks:
+                loaded.picked[i] = (r.value, hour)
+            if len(loaded.keys) < lookup_keys:
+                ev = orjson.loads(r.value)
+                loaded.keys.append((ev["insert_id"], ev["device_id"], hour))
+        items = workload.batches(w, "events.ingest", PROJECT, PARTITIONS)
+        del w
+        sent += sum(len(v) for _, v, _ in items)
+        asyncio.run(workload.preload_batches(bootstrap, topic, items))
+        del items
+    return loaded, sent
 
 
-def mutation_records(events: list[dict], share: float, seed: int,
-                     shuffle: bool = False) -> tuple[list[tuple[int, bytes, bytes]], set[int]]:
-    """(partition, key, value) of UPDATEs of ``share`` of the events, drawn at random, in the order of their events
-    (``shuffle``: in a random order); the hours they touch."""
-    r = random.Random(seed)
-    chosen = r.sample(range(len(events)), max(1, round(share * len(events))))
+def mutation_records(loaded: Loaded, chosen: list[int], shuffle: bool = False,
+                     seed: int = 0) -> tuple[list[tuple[int, bytes, bytes]], set[int]]:
+    """(partition, key, value) of UPDATEs of the ``chosen`` events, in the order of their events (``shuffle``: in a
+    random order); the hours they touch."""
     out, touched = [], set()
     modified = int(time.time() * 1000)
     for n, i in enumerate(sorted(chosen)):
-        ev = orjson.loads(events[i]["_value"])
+        value, hour = loaded.picked[i]
+        ev = orjson.loads(value)
         ev["user_id"] = ev.get("user_id") or f"user-{i}"
         ev["event_properties"] = {**ev.get("event_properties", {}), "corrected": True}
         m = records.mutation_of({"$mutation_type": "UPDATE", **ev}, PROJECT, (modified, FILE, n), f"derived-{n}",
@@ -128,10 +177,30 @@ def mutation_records(events: list[dict], share: float, seed: int,
         assert not hasattr(m, "reason"), m
         key, value = records.encode(PROJECT, m)
         out.append((partition_of(key, PARTITIONS), key, value))
-        touched.add(events[i]["_hour"])
+        touched.add(hour)
     if shuffle:
-        r.shuffle(out)
+        random.Random(seed).shuffle(out)
     return out, touched
+
+
+def clear_kept(s3_url: str, bucket: str, prefix: str) -> int:
+    """Delete every kept mutation (the mirror log under ``prefix``), so that the next run starts with none: a
+    backfill then rewrites the hours as exported, and a mirror run applies its own mutations only. The objects
+    deleted."""
+    s3 = boto3.client("s3", endpoint_url=s3_url)
+    n = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+            n += len(keys)
+    rest = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0)
+    assert rest == 0, f"{rest} objects of the mirror log are left under s3://{bucket}/{prefix}"
+    return n
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 async def send(bootstrap: str, topic: str, recs: list[tuple[int, bytes, bytes]]) -> None:
@@ -174,6 +243,17 @@ def rebuilt(ledger: Ledger, dest: str, since_ms: int) -> list:
     return [r for r in list(ledger.records) if r.destination == dest and r.written_at >= since_ms]
 
 
+def phases(recs: list, t0: float) -> dict:
+    """Seconds after ``t0`` of a rebuild's ledger records: its first job record, its claim, the last acknowledgement
+    of the claim by the live exporter, its first and last rebuilt objects, its done record."""
+    def at(kind: str, pick=min, reason: str | None = None) -> float | None:
+        ts = [r.written_at for r in recs if r.kind == kind and (reason is None or r.reason == reason)]
+        return round(pick(ts) / 1000 - t0, 3) if ts else None
+    return {"job_started": at("job"), "claimed": at("claim"), "acknowledged": at("claim_ack", max),
+            "first_object": at("object", min, "rebuilt"), "last_object": at("object", max, "rebuilt"),
+            "done": at("job", max, "done")}
+
+
 def backfill_run(workdir: Path, cfg: Path, name: str, ledger: Ledger, events: int, first: str, end: str,
                  timeout: float, rep: int) -> dict:
     t0 = time.time()
@@ -205,14 +285,21 @@ def backfill_run(workdir: Path, cfg: Path, name: str, ledger: Ledger, events: in
     seconds = done_at - t0
     jobs = [facts(r) for r in recs if r.kind == "job" and r.reason == "done"]
     return {"kind": "backfill", "repeat": rep, "events": events, "seconds": seconds, "events_per_s": events / seconds,
+            "phases": phases(recs, t0),
             "process_seconds": exited - t0, "peak_rss_mb": hwm / 1024, "jobs": jobs}
 
 
 def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen, worker_log: Path, ledger: Ledger,
-               name: str, events: list[dict], share: float, seed: int, timeout: float, rep: int,
-               shuffle: bool = False, within: float | None = None) -> dict:
-    recs, touched = mutation_records(events, share, seed, shuffle)
-    touched_events = sum(1 for e in events if e["_hour"] in touched)
+               name: str, loaded: Loaded, chosen: list[int], seed: int, timeout: float, rep: int,
+               shuffle: bool = False, within: float | None = None, profile: Path | None = None) -> dict:
+    recs, touched = mutation_records(loaded, chosen, shuffle, seed)
+    spy = None
+    if profile is not None:     # collapsed stacks of the worker's threads, sampled while it applies the mutations
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--rate", "100",
+                                "--format", "raw", "-o", str(profile), "-p", str(worker.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(1.0)
+    touched_events = loaded.per_hour * len(touched)
     log_from = worker_log.stat().st_size
     Path(f"/proc/{worker.pid}/clear_refs").write_text("5")      # VmHWM := VmRSS
     rss_before = status_kb(worker.pid, "VmRSS")
@@ -234,6 +321,9 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
         assert worker.poll() is None, f"the worker exited {worker.returncode} (log {worker_log})"
         time.sleep(0.2)
     seen = time.time()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
     assert applied == len(recs) and rebuilt_after, \
         f"{applied} of {len(recs)} mutations applied in {timeout}s, rebuilt after: {rebuilt_after} (log {worker_log})"
     rebuild_lines = [ln.decode(errors="replace")[-400:] for ln in all_lines if REBUILT.search(ln)]
@@ -249,7 +339,7 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     return {"kind": "mirror", "repeat": rep, "within_s": within, "shuffled": shuffle, "t0": t0,
             "mutations": len(recs), "hours_touched": len(touched), "rebuild_lines": rebuild_lines,
             "events": touched_events, "seconds": seconds, "events_per_s": touched_events / seconds,
-            "send_seconds": sent - t0, "log_seen_seconds": seen - t0, "peak_rss_mb": hwm / 1024,
+            "send_seconds": sent - t0, "log_seen_seconds": seen - t0, "phases": phases(recs_l, t0), "peak_rss_mb": hwm / 1024,
             "rss_before_mb": rss_before / 1024, "applied_lines": [ln.decode(errors="replace")[-400:] for ln in lines],
             "rebuild_jobs": len(jobs), "hours_rebuilt": sum(d.get("hours_total", 0) for d in docs),
             "events_rewritten": sum(r.events for r in objs),
@@ -258,10 +348,10 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
                      for d in docs]}
 
 
-def held_mutation_bytes(events: list[dict], share: float, seed: int) -> dict:
+def held_mutation_bytes(loaded: Loaded, chosen: list[int]) -> dict:
     """Python heap a rebuild holds per kept mutation: ``mirror_log.decode`` of the mutations' log object, grouped
     with ``by_insert_id`` as ``Backfill._mutations`` holds them for every hour of its pass (tracemalloc)."""
-    recs, _ = mutation_records(events, share, seed)
+    recs, _ = mutation_records(loaded, chosen)
     muts = [records.decode(v)[1] for _, _, v in recs]
     data = mirror_log.encode(muts)
     del muts
@@ -349,7 +439,7 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def lookup_bench(events: list[dict], batch: int, seed: int, workdir: Path) -> dict:
+def lookup_bench(keys: list[tuple[str, str, int]], batch: int, seed: int, workdir: Path) -> dict:
     """Index size and ``MirrorApplier.route`` µs per mutation against a rocksdict DB of every event's entry."""
     from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
     path = workdir / "lookup-db"
@@ -363,9 +453,9 @@ def lookup_bench(events: list[dict], batch: int, seed: int, workdir: Path) -> di
     wo.disable_wal = True
     db.set_write_options(wo)
     wb = WriteBatch(raw_mode=True)
-    for n, e in enumerate(events):
-        wb.put(mirror_index.key(PROJECT, e["insert_id"]), mirror_index.encode([mirror_index.entry(e["_hour"],
-                                                                                                 e["device_id"])]))
+    events = keys
+    for n, (insert_id, device_id, hour) in enumerate(events):
+        wb.put(mirror_index.key(PROJECT, insert_id), mirror_index.encode([mirror_index.entry(hour, device_id)]))
         if n % 10000 == 9999:
             db.write(wb)
             wb = WriteBatch(raw_mode=True)
@@ -388,8 +478,8 @@ def lookup_bench(events: list[dict], batch: int, seed: int, workdir: Path) -> di
         picks = r.sample(range(len(events)), min(batch, len(events)))
         batch_ = []
         for n, i in enumerate(picks):
-            e = events[i]
-            m = Mutation(e["insert_id"], Op.UPDATE, (1, FILE, n), e["device_id"], {"event_type": "x"})
+            insert_id, device_id, _ = events[i]
+            m = Mutation(insert_id, Op.UPDATE, (1, FILE, n), device_id, {"event_type": "x"})
             batch_.append(Targeted(PROJECT, m, n))
         t = time.perf_counter()
         applied, per_hour = applier.route(batch_)
@@ -408,12 +498,10 @@ def lookup_bench(events: list[dict], batch: int, seed: int, workdir: Path) -> di
 
 
 def session(a, per_hour: int, workdir: Path) -> dict:
-    t = time.monotonic()
-    items, events, hours = build(a.hours, per_hour, a.seed)
-    n = len(events)
-    log(f"[{per_hour}/h] built {n:,} events over {a.hours} hours in {len(items):,} batches, "
-        f"{sum(len(v) for _, v, _ in items) / 1e9:.2f} GB, in {time.monotonic() - t:.0f}s")
-    first, end = (time.strftime("%Y-%m-%dT%H", time.gmtime(ms / 1000)) for ms in (hours[0], hours[-1] + HOUR_MS))
+    n = a.hours * per_hour
+    withins = a.within or [None]
+    seed_of = {(rep, w): a.seed + 100 + rep + 1000 * k for rep in range(a.repeats) for k, w in enumerate(withins)}
+    chosen = draws(n, a.mutation_share, sorted(seed_of.values()))
     sdir = workdir / f"eph-{per_hour}"
     sdir.mkdir()
     moto, broker = start_moto(sdir), start_broker(sdir)
@@ -429,9 +517,15 @@ def session(a, per_hour: int, workdir: Path) -> dict:
         name = settings.destinations[0].name
         asyncio.run(ensure_topics(settings))
         t = time.monotonic()
-        asyncio.run(workload.preload_batches(bootstrap, settings.topics.name("accepted"), items))
-        del items
-        log(f"[{per_hour}/h] pre-loaded events.accepted in {time.monotonic() - t:.0f}s; hours {first} .. {end}")
+        loaded, sent = build_and_load(a.hours, per_hour, a.seed, {i for c in chosen.values() for i in c},
+                                      a.lookup_keys, bootstrap, settings.topics.name("accepted"))
+        first, end = (time.strftime("%Y-%m-%dT%H", time.gmtime(ms / 1000))
+                      for ms in (loaded.hours[0], loaded.hours[-1] + HOUR_MS))
+        out["preload"] = {"seconds": time.monotonic() - t, "bytes": sent,
+                          "harness_peak_rss_mb": status_kb(os.getpid(), "VmHWM") / 1024}
+        log(f"[{per_hour}/h] built and pre-loaded {n:,} events ({sent / 1e9:.2f} GB) an hour at a time in "
+            f"{time.monotonic() - t:.0f}s; hours {first} .. {end}; this process's peak RSS "
+            f"{out['preload']['harness_peak_rss_mb']:.0f} MB")
         ledger = Ledger(bootstrap, settings.topics.name("export_ledger"))
         try:
             worker_log = sdir / "worker.log"
@@ -444,7 +538,6 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                 return subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg), "--stages",
                                          "export,mirror"], stdout=open(worker_log, "ab"), stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True, env=env)
-            withins = a.within or [None]
             running = withins[0]
             worker = start(running)
             group = f"{settings.worker.app_id}-export-mirror"
@@ -479,20 +572,27 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                             time.sleep(0.5)
                         time.sleep(5.0)     # its consumers' partitions assigned
                         log(f"  [{per_hour}/h] worker restarted with mirror.rebuild_within_s {within}")
+                    cleared = clear_kept(s3_url, BUCKET, settings.mirror.log_prefix)
+                    load = loadavg()
                     if kind == "backfill":
                         r = backfill_run(sdir, cfg, name, ledger, n, first, end, a.timeout, rep)
                         log(f"  [{per_hour}/h] backfill {rep}: {n:,} events of {a.hours} hours in {r['seconds']:.1f}s"
                             f" = {r['events_per_s']:,.0f} ev/s, peak RSS {r['peak_rss_mb']:.0f} MB")
                     else:
-                        r = mirror_run(sdir, bootstrap, settings, worker, worker_log, ledger, name, events,
-                                       a.mutation_share, a.seed + 100 + rep + 1000 * withins.index(within),
-                                       a.timeout, rep, a.shuffle, within)
+                        seed = seed_of[(rep, within)]
+                        r = mirror_run(sdir, bootstrap, settings, worker, worker_log, ledger, name, loaded,
+                                       chosen[seed], seed, a.timeout, rep, a.shuffle, within,
+                                       Path(a.py_spy) / f"mirror-{per_hour}-{rep}.txt" if a.py_spy else None)
                         log(f"  [{per_hour}/h] mirror {rep} (rebuild_within_s {within}): {r['mutations']:,} UPDATEs "
                             f"over {r['hours_touched']} "
                             f"hours ({r['events']:,} events) in {r['seconds']:.1f}s = {r['events_per_s']:,.0f} ev/s; "
                             f"{r['rebuild_jobs']} rebuild jobs, {r['hours_rebuilt']} hours rebuilt, "
                             f"{r['events_rewritten']:,} events rewritten; worker peak RSS {r['peak_rss_mb']:.0f} MB "
                             f"(from {r['rss_before_mb']:.0f})")
+                    r["kept_objects_deleted_before"] = cleared
+                    r["loadavg_before"], r["loadavg_after"] = load, loadavg()
+                    log(f"  [{per_hour}/h] load average {load[0]:.1f} before, {r['loadavg_after'][0]:.1f} after "
+                        f"({cleared} kept mutation objects deleted before the run)")
                     runs.append(r)
         finally:
             ledger.stop()
@@ -513,9 +613,9 @@ def session(a, per_hour: int, workdir: Path) -> dict:
     finally:
         broker.stop()
         moto.stop()
-    look = lookup_bench(events, 5000, a.seed, sdir)
+    look = lookup_bench(loaded.keys, 5000, a.seed, sdir)
     out["lookup"] = look
-    out["held_mutations"] = held = held_mutation_bytes(events, a.mutation_share, a.seed + 100)
+    out["held_mutations"] = held = held_mutation_bytes(loaded, chosen[seed_of[(0, withins[0])]])
     log(f"[{per_hour}/h] a rebuild holds {held['heap_bytes'] / 1e6:.1f} MB of heap for the {held['mutations']:,} "
         f"mutations of one repeat ({held['heap_bytes_per_mutation']:,.0f} B each)")
     log(f"[{per_hour}/h] lookup: route {look['route_us_median']:.1f} µs/mutation (multi-get alone "
@@ -530,6 +630,14 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                                if m["repeat"] == b["repeat"]]
     out["backfill_peak_rss_mb"] = max(r["peak_rss_mb"] for r in back)
     out["mirror_worker_peak_rss_mb"] = max(r["peak_rss_mb"] for r in mirr)
+    out["per_pair"] = [{"repeat": b["repeat"], "order": "backfill first" if b["repeat"] % 2 == 0 else "mirror first",
+                        "backfill_s": b["seconds"], "mirror_s": m["seconds"],
+                        "ratio": m["events_per_s"] / b["events_per_s"],
+                        "mirror_rebuild_starts_s": min((j["started_s"] for j in m["jobs"]), default=None),
+                        "backfill_peak_rss_mb": b["peak_rss_mb"], "worker_peak_rss_mb": m["peak_rss_mb"],
+                        "worker_rss_before_mb": m["rss_before_mb"],
+                        "loadavg_1m": [b["loadavg_before"][0], m["loadavg_before"][0], m["loadavg_after"][0]]}
+                       for b in back for m in mirr if m["repeat"] == b["repeat"]]
     if a.within:
         out["by_within_s"] = {str(w): {
             "ratio_per_repeat": [m["events_per_s"] / b["events_per_s"] for b in back for m in mirr
@@ -555,6 +663,10 @@ def main() -> int:
                     help="mirror.rebuild_within_s of the worker: several values, a mirror run each per repeat, the "
                          "worker restarted with it (default: the setting's default, one mirror run per repeat)")
     ap.add_argument("--seed", type=int, default=17)
+    ap.add_argument("--py-spy", metavar="DIR", help="record the worker with py-spy during each mirror run, collapsed "
+                    "stacks to DIR/mirror-<events per hour>-<repeat>.txt")
+    ap.add_argument("--lookup-keys", type=int, default=480_000,
+                    help="events whose index keys the lookup microbenchmark holds (default 480,000)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds one step may take")
     ap.add_argument("--results", default=str(BENCH / "results-mirror.json"))
     ap.add_argument("--spill-only", type=int, nargs="+", metavar="N",
@@ -586,7 +698,7 @@ def main() -> int:
         sessions.append(session(a, per_hour, workdir))
         summary = [{k: s[k] for k in ("events_per_hour", "hours", "events", "backfill_events_per_s",
                                       "mirror_events_per_s", "ratio_of_medians", "ratio_per_repeat",
-                                      "backfill_peak_rss_mb", "mirror_worker_peak_rss_mb")} |
+                                      "backfill_peak_rss_mb", "mirror_worker_peak_rss_mb", "per_pair")} |
                    ({"by_within_s": s["by_within_s"]} if "by_within_s" in s else {}) |
                    {"index_table_bytes_per_event": s["index"]["table_bytes_per_event"],
                     "index_table_sst_bytes_per_event": s["index"]["table_sst_bytes_per_event"],
