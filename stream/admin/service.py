@@ -459,7 +459,12 @@ class Admin:
             doc = await cohorts.cohort_doc(self.settings, cohort_id, self._cohort_storage())
         except cohorts.CohortLookupError as exc:
             raise AdminError(exc.status, str(exc)) from None
-        doc["requested"] = await self.cohort_requests(cohort_id)
+        try:
+            doc["requested"] = await self.cohort_requests(cohort_id)
+        except Exception as exc:       # the rest of the page is read from the buckets: shown without them
+            log.warning("cohort %s: its sync now requests could not be read from %s (%s: %s)", cohort_id,
+                        self.settings.topics.name("cohort_sync_requests"), type(exc).__name__, exc)
+            doc["requested"] = None
         return doc
 
     async def cohort_file(self, cohort_id: str, key: str) -> tuple[bytes, Any]:

@@ -133,6 +133,21 @@ def test_a_worker_running_the_cohorts_stage_answers_that_the_holder_runs_it():
                           "its scheduled syncs")
 
 
+def test_a_cohorts_document_without_the_requests_topic_still_shows_its_history():
+    class Down(MemoryRequestLog):
+        async def read(self):
+            raise ConnectionError("no broker")
+    log = Down()
+    admin = admin_of(settings(), FakeClock(ms("2024-03-10 07:30")), MemoryStorage(), log)
+    ((status, doc), (posted, answer)) = call(admin, [("GET", "/admin/cohorts/buyers", None),
+                                                     ("POST", "/admin/cohorts/buyers/syncs", None)])
+    assert (status, doc["requested"], doc["history"]) == (200, None, [])
+    # the request is recorded; whether a worker holds the duty could not be told
+    assert (posted, answer["runs_on"], answer["waiting_for_worker"], len(log.records)) == (202, None, False, 1)
+    assert answer["note"] == ("queued on cohorts.sync-requests; whether a worker holds the sync duty could not be "
+                              "read: the worker holding it runs the request in turn with its scheduled syncs")
+
+
 def test_sync_now_answers_what_is_wrong():
     s, log = settings(), MemoryRequestLog()
     admin = admin_of(s, FakeClock(0), MemoryStorage(), log)
