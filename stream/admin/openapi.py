@@ -181,12 +181,13 @@ OPENAPI: dict[str, Any] = {
             "was seen; waiting_for_worker is true when none was (no worker runs the cohorts stage): the request "
             "waits for one. A once sync whose sync is complete runs another, stamped now to the minute (the next "
             "minute when asked within that of its latest completed sync) and diffed against it. GET "
-            "/admin/cohorts/{id} lists the requests not run yet (docs/cohorts.md).",
+            "/admin/cohorts/{id} lists the requests not run yet (docs/cohorts.md). 502 when a sync's records "
+            "cannot be read from its bucket: nothing is queued.",
             params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"},
-                     "description": "A cohort's id."}], ok="202", errors=("400", "401", "404"),
+                     "description": "A cohort's id."}], ok="202", errors=("400", "401", "404", "502"),
             body={"type": "object", "properties": {"destination": {"type": "string"}}}), "responses": {
                 "202": {"description": "Queued", "content": {"application/json": {"schema": SYNC_NOW}}},
-                **{e: _ERROR for e in ("400", "401", "404")}, "429": _LIMITED}}},
+                **{e: _ERROR for e in ("400", "401", "404", "502")}, "429": _LIMITED}}},
         "/admin/profiles/{project}/{user_id}": {"get": _op(
             "A user's profile", "The user's current properties as the rows of the project's sources of profiles "
             "set them (user_properties), when they last changed (updated_ms) and the file and row that set them; "

@@ -396,7 +396,7 @@ class Admin:
         sync (``schedule.request_answer``)."""
         from stream import metrics
         from stream.cohorts import requests, schedule
-        from stream.cohorts.sync import SyncError, _Storages, chain, jobs_of
+        from stream.cohorts.sync import SyncError, _Storages, chain, jobs_of, records_dir
         try:
             jobs = jobs_of(self.settings, cohort_id, destination)
         except SyncError as exc:
@@ -405,7 +405,13 @@ class Admin:
         syncs = []
         async with _Storages(self._cohort_storage()) as storages:
             for job in jobs:
-                latest = (await chain(await storages.get(job.destination), job)).latest
+                try:
+                    latest = (await chain(await storages.get(job.destination), job)).latest
+                except Exception as exc:
+                    raise AdminError(502, f"the sync records of {job.name} could not be read from "
+                                     f"s3://{job.destination.bucket}/{records_dir(job)} ({type(exc).__name__}: "
+                                     f"{exc}); nothing was queued: check this worker's access to the bucket (stream "
+                                     f"policy {job.destination.name}) and ask again") from None
                 syncs.append(schedule.request_answer(job, latest["scheduled_ms"] if latest else None, now))
         request_id = requests.new_request_id(now)
         log_ = self._sync_requests()

@@ -198,6 +198,6 @@ def test_the_openapi_description_has_the_cohort_routes():
     assert [p["name"] for p in OPENAPI["paths"]["/admin/memberships"]["get"]["parameters"]] == [
         "user_id", "amplitude_id", "project"]
     sync_now = OPENAPI["paths"]["/admin/cohorts/{id}/syncs"]["post"]
-    assert sorted(sync_now["responses"]) == ["202", "400", "401", "404", "429"]
+    assert sorted(sync_now["responses"]) == ["202", "400", "401", "404", "429", "502"]
     assert sync_now["responses"]["202"]["content"]["application/json"]["schema"]["required"] == [
         "request", "cohort", "destination", "syncs", "runs_on", "waiting_for_worker", "note"]

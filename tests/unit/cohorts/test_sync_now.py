@@ -148,6 +148,20 @@ def test_a_cohorts_document_without_the_requests_topic_still_shows_its_history()
                               "read: the worker holding it runs the request in turn with its scheduled syncs")
 
 
+def test_sync_now_queues_nothing_when_a_bucket_cannot_be_read():
+    class Refusing(MemoryStorage):
+        def read(self, bucket, key):
+            raise PermissionError("AccessDenied")
+    log = MemoryRequestLog()
+    admin = admin_of(settings(), FakeClock(ms("2024-03-10 07:30")), Refusing(), log)
+    ((status, doc),) = call(admin, [("POST", "/admin/cohorts/buyers/syncs", b'{"destination": "crm"}')])
+    assert (status, doc) == (502, {"error": (
+        "the sync records of buyers -> crm could not be read from s3://crm-bucket/_stream/cohorts/crm/424242_buyers/ "
+        "(PermissionError: AccessDenied); nothing was queued: check this worker's access to the bucket (stream "
+        "policy crm) and ask again")})
+    assert log.records == []
+
+
 def test_sync_now_answers_what_is_wrong():
     s, log = settings(), MemoryRequestLog()
     admin = admin_of(s, FakeClock(0), MemoryStorage(), log)
