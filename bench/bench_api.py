@@ -264,7 +264,12 @@ def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profil
                             env=env, start_new_session=True, cwd=tree)
     spy = None
     try:
-        wait_up(port, proc)
+        try:
+            wait_up(port, proc)
+        except RuntimeError:
+            log.flush()
+            tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"{name} from {tree} did not start; the end of its log:\n" + "\n".join(tail)) from None
         if rate_eps is not None:
             rps = rate_eps / EVENTS_PER_REQUEST
             open_loop(port, bodies_file, rps, WARMUP_S, args.max_connections)

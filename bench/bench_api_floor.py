@@ -1,0 +1,149 @@
+"""The pure steps of a `stream api` request, timed in one process on bench_api.py's bodies: the floor under its CPU
+an event, without HTTP, the event loop or the producer's I/O.
+
+    python bench/bench_api_floor.py [--tree CHECKOUT] [--repeats 7] [--json PATH]
+
+Each step as the service runs it (stream.api.service.Ingestor.amplitude): parse the body and validate its events
+(``amplitude.parse`` with the rules' max_event_bytes and ``validate_request``, or, in a checkout without them,
+``parse`` and ``validate`` of the raw events), the throttle, grouping by target partition, ``EventBatch.encode``,
+and the producer's compression of the batches (zstd level 3, aiokafka's; zstd level 1, lz4 and none beside it
+for comparison, not in the total). CPU time of each step over the 200 bodies of 100 events, best of --repeats,
+in µs an event, with the garbage collector's start-up objects frozen as ``stream api`` does. --tree runs the steps
+of another checkout (e.g. the code before a change) with this script, so two trees can be timed in turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tree", default=str(ROOT), help="the checkout whose stream package is timed")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--json", help="append the result, as one JSON line, to this file")
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(args.tree).resolve()))
+    sys.path.insert(1, str(ROOT / "bench"))
+    import cramjam
+    from aiokafka.codec import lz4_encode, zstd_encode
+
+    from stream.api import amplitude   # from --tree, before bench_api puts this checkout first on the path
+    from bench_api import bodies  # noqa: I001
+    from stream.api.batching import group
+    from stream.api.throttle import Throttle
+    from stream.events.normalize import Rules
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies(Path(tmp) / "bodies.ndjson")
+        reqs = (Path(tmp) / "bodies.ndjson").read_bytes().splitlines()
+    rules, now = Rules(), int(time.time() * 1000)
+    one_pass = hasattr(amplitude, "validate_request")
+
+    def validate() -> list:
+        out = []
+        for b in reqs:
+            if one_pass:
+                req = amplitude.parse(b, 2000, rules.max_event_bytes)
+                out.append(amplitude.validate_request(req, 424242, now, amplitude.request_nonce(), rules)[0].accepted)
+            else:
+                req = amplitude.parse(b, 2000)
+                out.append(amplitude.validate(req.events, 424242, now, amplitude.request_nonce(), rules).accepted)
+        return out
+
+    checked = validate()
+    n = sum(map(len, checked))
+    assert n == 100 * len(reqs), n
+    throttle = Throttle(1e9, 30)
+    grouped = [group(a, "events.valid", 4, 500, 1 << 20) for a in checked]
+    encoded = [b.encode() for g in grouped for _, b in g]
+    gc.freeze()
+
+    def timed(f) -> float:
+        best = float("inf")
+        for _ in range(args.repeats):
+            t = time.process_time()
+            f()
+            best = min(best, time.process_time() - t)
+        return round(best / n * 1e6, 2)
+
+    steps = {
+        "parse and validate": timed(validate),
+        "throttle": timed(lambda: [throttle.admit([e.device_id for e in a], [e.user_id for e in a], now)
+                                   for a in checked]),
+        "group by partition": timed(lambda: [group(a, "events.valid", 4, 500, 1 << 20) for a in checked]),
+        "EventBatch.encode": timed(lambda: [b.encode() for g in grouped for _, b in g]),
+        "zstd-3 (the producer's)": timed(lambda: [zstd_encode(v) for v in encoded]),
+    }
+    codecs = {
+        "zstd-1": timed(lambda: [cramjam.zstd.compress(v, level=1) for v in encoded]),
+        "lz4 (aiokafka's, level 9)": timed(lambda: [lz4_encode(v) for v in encoded]),
+        "lz4 level 0": timed(lambda: [lz4_encode(v, level=0) for v in encoded]),
+    }
+    sizes = {"rows": sum(map(len, encoded)) / n, "zstd-3": sum(len(zstd_encode(v)) for v in encoded) / n,
+             "zstd-1": sum(len(cramjam.zstd.compress(v, level=1)) for v in encoded) / n,
+             "lz4 level 0": sum(len(lz4_encode(v, level=0)) for v in encoded) / n}
+    total = round(sum(steps.values()), 2)
+    steps_whole = {"Ingestor.amplitude (the steps, metrics, sends to a stand-in producer)": whole(reqs, args, n)}
+    width = max(map(len, [*steps, *codecs]))
+    assert Path(amplitude.__file__).resolve().is_relative_to(Path(args.tree).resolve()), amplitude.__file__
+    print(f"{args.tree} ({'one pass' if one_pass else 'parse, then validate the raw events'}), {n} events")
+    for k, v in steps.items():
+        print(f"  {k:<{width}}  {v:6.2f} µs/event")
+    print(f"  {'total':<{width}}  {total:6.2f} µs/event (one core: at most {1e6 / total:,.0f} events/s)")
+    for k, v in steps_whole.items():
+        print(f"  {k}  {v:6.2f} µs/event (without the producer's compression)")
+    for k, v in codecs.items():
+        print(f"  {k:<{width}}  {v:6.2f} µs/event (instead of zstd-3)")
+    print("  bytes an event: " + ", ".join(f"{k} {v:,.0f}" for k, v in sizes.items()))
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps({"tree": args.tree, "one_pass": one_pass, "events": n, "repeats": args.repeats,
+                                "us_per_event": steps, "total": total, **steps_whole, "codecs_us_per_event": codecs,
+                                "bytes_per_event": {k: round(v, 1) for k, v in sizes.items()}}) + "\n")
+
+
+def whole(reqs: list[bytes], args, n: int) -> float:
+    """The service's own handling of every body, ``Ingestor.amplitude`` as the HTTP route calls it, its producer
+    a stand-in that acknowledges each send at once: CPU µs an event, best of --repeats (the collector running)."""
+    import asyncio
+
+    from bench_api import API_KEY
+
+    from stream.api.service import Ingestor
+    from stream.clock import FakeClock
+    from stream.health import Health
+    from stream.settings import Settings
+
+    class Producer:
+        async def send(self, topic, value, partition=None):
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    settings = Settings(projects=[{"id": 424242, "api_keys": [API_KEY]}], api={"batch_device_eps": 1e9})
+    ing = Ingestor(settings, FakeClock(int(time.time() * 1000)), Health())
+    ing.producer = Producer()
+
+    async def run() -> float:
+        best = float("inf")
+        for _ in range(args.repeats):
+            t = time.process_time()
+            for b in reqs:
+                reply = await ing.amplitude("/batch", b, ing.clock.now_ms(), "203.0.113.9")
+                assert reply.status == 200, reply.body
+            best = min(best, time.process_time() - t)
+        return best
+    return round(asyncio.run(run()) / n * 1e6, 2)
+
+
+if __name__ == "__main__":
+    main()
