@@ -806,8 +806,10 @@ class CohortState:
         tx.keep(user_key(aid), u)
 
     def _activity(self, rec: CohortRecord, tx: _Txn, out: Applied, touched: dict[int, None]) -> None:
-        ukey = user_key(rec.amplitude_id)
-        u = tx.user(ukey)
+        ukey = _U + _Q.pack(rec.amplitude_id)       # user_key
+        u = tx.users.get(ukey)
+        if u is None:
+            u = tx.user(ukey)
         if u is not None and u.merged_into is not None:   # a late event of a merged id: the survivor's
             fwd = msgspec.structs.replace(rec, amplitude_id=u.merged_into, source=f"{rec.source}@{rec.amplitude_id}")
             out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
@@ -848,10 +850,16 @@ class CohortState:
             if len(row) <= i:
                 row.extend([0] * (i + 1 - len(row)))
             row[i] += 1
+        # the logs' latest value, in force already (the common case), leaves them as they are (``_insert``)
         if rec.properties is not None:
-            u.props = _insert(u.props, uploaded, self._properties(rec.properties))
-        if rec.user_id is not None:
-            u.uids = _insert(u.uids, uploaded, rec.user_id)
+            props, log = self._properties(rec.properties), u.props
+            if not log or log[-1][0] > uploaded or log[-1][1] is not props:
+                u.props = _insert(log, uploaded, props)
+        uid = rec.user_id
+        if uid is not None:
+            log = u.uids
+            if not log or log[-1][0] > uploaded or log[-1][1] != uid:
+                u.uids = _insert(log, uploaded, uid)
         if u.project is None:
             u.project = rec.project
         if uploaded < u.first_ms:
