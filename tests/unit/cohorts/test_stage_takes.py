@@ -124,3 +124,28 @@ def test_the_rekey_step_sends_the_bytes_of_a_full_parse():
     assert [g.encode() for g in got] == [f.encode() for f in full]
     assert [(g.amplitude_id, len(g.conditions), g.properties) for g in got] == [
         (10, 1, b'{"plan":"pro"}'), (12, 1, b'{"plan":"free"}'), (14, 0, None)]
+
+
+def test_trim_joins_a_minute_into_the_hours_bucket_before_it_in_place_and_makes_the_buckets_again_otherwise():
+    from stream.cohorts.stage import StoredUser, _trim
+    h = T + HOUR
+    # the hour's bucket is there before its minute: the minute is added into it, the order kept
+    u = StoredUser(project=P, first_ms=h, last_day=DAY, keys=["a", "b"],
+                   recent={h: {DAY: [1]}, h + MIN: {DAY: [0, 2], DAY - 1: [1]}, h + 40 * MIN: {DAY: [1]}})
+    buckets = u.recent
+    assert _trim(u, h + 40 * MIN) is u and u.recent is buckets
+    assert list(u.recent.items()) == [(h, {DAY: [1, 2], DAY - 1: [1]}), (h + 40 * MIN, {DAY: [1]})]
+    # no bucket of the hour yet: the buckets made again, the hour's where its first minute was
+    u = StoredUser(project=P, first_ms=h, last_day=DAY, keys=["a", "b"],
+                   recent={h + MIN: {DAY: [1]}, h + 2 * MIN: {DAY + 1: [0, 1]}, h + 40 * MIN: {DAY: [3]}})
+    _trim(u, h + 40 * MIN)
+    assert list(u.recent.items()) == [(h, {DAY: [1], DAY + 1: [0, 1]}), (h + 40 * MIN, {DAY: [3]})]
+    # a bucket older than RECENT_MS and its hour before the latest upload is dropped; properties and user_ids
+    # before the cutoff go but the one in force then
+    u = StoredUser(project=P, first_ms=h - 30 * HOUR, last_day=DAY, keys=["a"],
+                   recent={h - 30 * HOUR: {DAY - 2: [1]}, h: {DAY: [2]}},
+                   props=[(h - 30 * HOUR, {"plan": "free"}), (h - 28 * HOUR, {"plan": "pro"}), (h, {"plan": "x"})],
+                   uids=[(h - 30 * HOUR, "u-1")])
+    _trim(u, h)
+    assert (list(u.recent.items()), u.props, u.uids) == (
+        [(h, {DAY: [2]})], [(h - 28 * HOUR, {"plan": "pro"}), (h, {"plan": "x"})], [(h - 30 * HOUR, "u-1")])
