@@ -41,6 +41,7 @@ class ChangelogSource:
         self.consumer: Any = None
         self.stores: dict[int, RdictStore] = {}
         self.compacted = False
+        self.profiles: Any = None
 
     async def _start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -116,18 +117,17 @@ class ChangelogSource:
             return v
 
     async def _profiles(self, cohorts: CohortSet) -> Any:
+        """``SyncView``'s ``profile_of`` when a cohort's project has a source of profiles: the local copy of the
+        profiles changelog under the data directory, read on to its end (``profiles_copy``), a user read by key."""
         projects = frozenset(c.project for c in cohorts.cohorts)
         if not (self.settings.profiles_projects() & projects):
             return None
-        from stream.export.profiles_snapshot import read_stored
-        from stream.imports.profiles import key
-        stored = await read_stored(self.settings)
-        profiles = self.settings.profiles_projects()
-
-        def profile_of(project: int, user_id: str) -> Mapping[str, Any] | None:
-            p = stored.get(key(project, user_id))
-            return None if p is None or project not in profiles else p.properties
-        return profile_of
+        from stream.cohorts.profiles_copy import ProfilesCopy, catch_up, profile_reader
+        from stream.topics import profiles_changelog
+        if self.profiles is None:
+            self.profiles = ProfilesCopy.open(Path(self.settings.worker.data_dir), profiles_changelog(self.settings))
+        await catch_up(self.profiles, self.settings, self.clock)
+        return profile_reader(self.profiles, self.settings.profiles_projects())
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -136,5 +136,8 @@ class ChangelogSource:
         for s in self.stores.values():
             s.db.close()
         self.stores = {}
+        if self.profiles is not None:
+            self.profiles.close()
+            self.profiles = None
         if self.spool is not None:
             shutil.rmtree(self.spool, ignore_errors=True)
