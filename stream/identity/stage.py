@@ -66,7 +66,7 @@ from typing import Any, Protocol
 
 from stream import metrics
 from stream.clock import Clock
-from stream.crashpoints import crash_point
+from stream.crashpoints import crash_point, pause_point
 from stream.events import deadletter
 from stream.events.batch import EventBatch, Origin, Source
 from stream.events.normalize import Reason, Rejected, uuid5_bytes
@@ -316,6 +316,7 @@ class UserStage:
             await self.dead_letter(event, exc)
             return
         p = msg.partition
+        await pause_point("identity.links_read")    # a test holds the user side's answers here
         d = decide(message, lambda keys: self.table.get_many(p, keys), answer=self.answer)
         if d.skipped:
             return
