@@ -4,8 +4,7 @@ an event, without HTTP, the event loop or the producer's I/O.
     python bench/bench_api_floor.py [--tree CHECKOUT] [--repeats 7] [--json PATH]
 
 Each step as the service runs it (stream.api.service.Ingestor.amplitude): parse the body and validate its events
-(``amplitude.parse`` with the rules' max_event_bytes and ``validate_request``, or, in a checkout without them,
-``parse`` and ``validate`` of the raw events), the throttle, grouping by target partition, ``EventBatch.encode``,
+(``amplitude.parse``, ``amplitude.validate``), the throttle, grouping by target partition, ``EventBatch.encode``,
 and the producer's compression of the batches (zstd level 3, aiokafka's; zstd level 1, lz4 and none beside it
 for comparison, not in the total). CPU time of each step over the 200 bodies of 100 events, best of --repeats,
 in µs an event, with the garbage collector's start-up objects frozen as ``stream api`` does. --tree runs the steps
@@ -46,17 +45,13 @@ def main() -> None:
         bodies(Path(tmp) / "bodies.ndjson")
         reqs = (Path(tmp) / "bodies.ndjson").read_bytes().splitlines()
     rules, now = Rules(), int(time.time() * 1000)
-    one_pass = hasattr(amplitude, "validate_request")
+    one_pass = hasattr(amplitude, "parse_slowly")
 
     def validate() -> list:
         out = []
         for b in reqs:
-            if one_pass:
-                req = amplitude.parse(b, 2000, rules.max_event_bytes)
-                out.append(amplitude.validate_request(req, 424242, now, amplitude.request_nonce(), rules)[0].accepted)
-            else:
-                req = amplitude.parse(b, 2000)
-                out.append(amplitude.validate(req.events, 424242, now, amplitude.request_nonce(), rules).accepted)
+            req = amplitude.parse(b, 2000)
+            out.append(amplitude.validate(req.events, 424242, now, amplitude.request_nonce(), rules).accepted)
         return out
 
     checked = validate()
@@ -95,7 +90,7 @@ def main() -> None:
     steps_whole = {"Ingestor.amplitude (the steps, metrics, sends to a stand-in producer)": whole(reqs, args, n)}
     width = max(map(len, [*steps, *codecs]))
     assert Path(amplitude.__file__).resolve().is_relative_to(Path(args.tree).resolve()), amplitude.__file__
-    print(f"{args.tree} ({'one pass' if one_pass else 'parse, then validate the raw events'}), {n} events")
+    print(f"{args.tree} ({'envelope in one pass' if one_pass else 'envelope in two passes'}), {n} events")
     for k, v in steps.items():
         print(f"  {k:<{width}}  {v:6.2f} µs/event")
     print(f"  {'total':<{width}}  {total:6.2f} µs/event (one core: at most {1e6 / total:,.0f} events/s)")

@@ -1,10 +1,10 @@
 """Amplitude HTTP V2 (/2/httpapi) and Batch (/batch) requests: parsing, validation, response bodies (pure).
 
-Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. A body
-as most are sent is decoded in one pass, its events straight into the fast path's Struct (``stamp_decoded``);
-any other, or a request with an event that pass does not take, is split with msgspec into the raw bytes of each
-event, which go through ``normalize_stamped`` (the ingest stage's validator, its fast path included, with the
-server's times and the client's address), with the same answer either way.
+Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. The
+envelope is read in one pass into the raw bytes of each event; each event is decoded from them straight into the
+fast path's Struct (``stamp_decoded``), or, when that does not take it, goes through ``normalize_stamped`` (the
+ingest stage's validator, with the server's times and the client's address): the same answer either way, and no
+event is decoded into dicts here.
 
 A request is accepted or rejected whole, as Amplitude's documented 400 says ("Invalid field values on some
 events") and as its official SDKs expect: on a 400 that lists event indexes, amplitude-analytics drops the
@@ -34,7 +34,7 @@ from stream.events.normalize import (
     Reason,
     Rejected,
     Rules,
-    StampedEvent,
+    decode_stamped,
     normalize_stamped,
     stamp_decoded,
     too_deep,
@@ -81,22 +81,14 @@ class AmplitudeRequest:
     api_key: str
     events: list[msgspec.Raw]
     min_id_length: int | None
-    decoded: list[StampedEvent] | None = None
-    """The events decoded with the envelope in one pass (``parse`` given ``max_event_bytes``), ``events`` then
-    empty; ``validate_request`` reads ``body`` again for the raw events when one of them needs them."""
-    body: bytes = b""
-
-    @property
-    def count(self) -> int:
-        return len(self.decoded) if self.decoded is not None else len(self.events)
 
 
 class _Envelope(msgspec.Struct):
     """A body as most requests send it, read in one pass: anything else (a missing or empty key, no events, a value
-    of another type, an event the fast path's Struct does not take) is read again the long way, which says why."""
+    of another type) is read again the long way, which says why."""
 
     api_key: str = ""
-    events: list[StampedEvent] = []
+    events: list[msgspec.Raw] = []
     options: dict[str, Any] | None = None
 
 
@@ -106,22 +98,26 @@ _any = msgspec.json.Decoder().decode
 _one_pass = msgspec.json.Decoder(_Envelope).decode
 
 
-def parse(body: bytes, max_events: int, max_event_bytes: int | None = None) -> AmplitudeRequest | ApiError:
+def parse(body: bytes, max_events: int) -> AmplitudeRequest | ApiError:
     """The request's API key, raw events and min_id_length, or the 400/413 that answers it.
 
-    With ``max_event_bytes`` (``Rules.max_event_bytes``), a body no larger than it is first read in one pass, its
-    events decoded into ``decoded`` (none of them can then be over the limit); whatever that pass does not take
-    is read as before."""
-    if max_event_bytes is not None and len(body) <= max_event_bytes:
-        try:
-            env = _one_pass(body)
-        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
-            pass
-        else:
-            min_id = env.options.get("min_id_length") if env.options is not None else None
-            if env.api_key and 0 < len(env.events) <= max_events and (
-                    min_id is None or (type(min_id) is int and min_id >= 1)):
-                return AmplitudeRequest(env.api_key, [], min_id, env.events, body)
+    The body is read in one pass (``_Envelope``); whatever that pass does not take is read again as an object of
+    raw values, then its events as an array of raw events, to say what is wrong with it."""
+    try:
+        env = _one_pass(body)
+    except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+        pass
+    else:
+        min_id = env.options.get("min_id_length") if env.options is not None else None
+        if env.api_key and 0 < len(env.events) <= max_events and (
+                min_id is None or (type(min_id) is int and min_id >= 1)):
+            return AmplitudeRequest(env.api_key, env.events, min_id)
+    return parse_slowly(body, max_events)
+
+
+def parse_slowly(body: bytes, max_events: int) -> AmplitudeRequest | ApiError:
+    """``parse`` without its one pass: the body as an object of raw values, then its events as an array of raw
+    events, each step saying what is wrong (the same answer as ``parse`` for every body)."""
     if not body.strip():
         return error(400, ERR_NO_BODY, "the request has no body; send {\"api_key\": ..., \"events\": [...]}")
     try:
@@ -245,56 +241,42 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
     ``server_received_time``/``server_upload_time`` are the server's to set: values an event carries are
     replaced by the receive time. Events without a ``uuid`` get ``EventUuids(nonce)(index)``, random per
     request. ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
+
+    Each event is decoded straight from its raw bytes into the fast path's Struct (``stamp_decoded``); the answer
+    is taken when its export row has no more brackets than an event may nest (the row holds every container of the
+    event, but for event properties its revenue fields replace: events with such properties are not taken here),
+    so the event cannot nest deeper than the limit. Any other event goes through ``depth_over`` and
+    ``normalize_stamped``, which give the same answer for every event taken here.
     """
     out = Validated([], [])
     accept, reject = out.accepted.append, out.rejected.append
     uuids = EventUuids(nonce)
+    max_bytes = rules.max_event_bytes
     for i, raw in enumerate(events):
+        uid = uuids(i)
+        if len(raw) <= max_bytes:
+            try:
+                e = decode_stamped(raw)
+                n = stamp_decoded(e, project, received_ms, "", rules, client_ip, uid)
+            except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, NotFast):
+                pass
+            else:
+                line, props = n.line, e.event_properties
+                if line.count(b"{") + line.count(b"[") <= _DEPTH_LIMIT and (
+                        not props or props.keys().isdisjoint(REVENUE_PROPERTIES)):
+                    accept(n)
+                    continue
         value = bytes(raw)
         # depth_over's own first test, inline: an event with fewer brackets than the limit cannot nest past it
         if value.count(b"{") + value.count(b"[") > _DEPTH_LIMIT and (depth := depth_over(value)) is not None:
             reject((i, too_deep(depth)))
             continue
-        res = normalize_stamped(value, project, received_ms, "", rules, client_ip, uuids(i))
+        res = normalize_stamped(value, project, received_ms, "", rules, client_ip, uid)
         if type(res) is Normalized:
             accept(res)
         else:
             reject((i, res))
     return out
-
-
-def validate_request(req: AmplitudeRequest, project: int, received_ms: int, nonce: str, rules: Rules,
-                     client_ip: str | None = None) -> tuple[Validated, list[msgspec.Raw]]:
-    """``validate`` of the request's events, and the raw events (for dead letters; empty when every event was
-    taken from ``decoded``). Events decoded in one pass go through ``stamp_decoded``: when it takes every one of
-    them and no export row has more brackets than an event may nest (so no event can nest deeper), the answer is
-    ``validate``'s; otherwise the body's raw events go through ``validate``."""
-    if req.decoded is not None:
-        uuids = EventUuids(nonce)
-        accepted: list[Normalized] = []
-        accept = accepted.append
-        try:
-            for i, e in enumerate(req.decoded):
-                n = stamp_decoded(e, project, received_ms, "", rules, client_ip, uuids(i))
-                # the row holds every container of the event (so at least as many brackets, and the event nests no
-                # deeper than its brackets), but for event properties its revenue fields replace: such events go
-                # the long way
-                line = n.line
-                if line.count(b"{") + line.count(b"[") > _DEPTH_LIMIT or (
-                        e.event_properties and not e.event_properties.keys().isdisjoint(REVENUE_PROPERTIES)):
-                    raise NotFast
-                accept(n)
-        except NotFast:
-            pass
-        else:
-            return Validated(accepted, []), []
-    events = req.events if req.decoded is None else _raw_events(req.body)
-    return validate(events, project, received_ms, nonce, rules, client_ip), events
-
-
-def _raw_events(body: bytes) -> list[msgspec.Raw]:
-    """The raw events of a body ``parse`` read in one pass (it holds an array of them)."""
-    return _events(_envelope(body)["events"])
 
 
 def invalid_body(rejected: Sequence[tuple[int, Rejected]], shown: int = 5) -> ApiError:

@@ -217,9 +217,9 @@ class Ingestor:
     async def amplitude(self, route: str, body: bytes, received_ms: int, client_ip: str | None = None,
                         reserve: Reserve = lambda n: True) -> Reply:
         api = self.settings.api
-        req = amplitude.parse(body, api.amplitude_max_events, self.rules.max_event_bytes)
+        req = amplitude.parse(body, api.amplitude_max_events)
         if (wait := self._auth_wait(client_ip, received_ms)) is not None:
-            n = 0 if isinstance(req, amplitude.ApiError) else req.count
+            n = 0 if isinstance(req, amplitude.ApiError) else len(req.events)
             return _reply(amplitude.auth_limited(wait, api.max_failed_auth, api.failed_auth_window_s, n))
         if isinstance(req, amplitude.ApiError):
             return self._refused(req, client_ip, received_ms)
@@ -227,11 +227,11 @@ class Ingestor:
         if project is None:
             return self._refused(amplitude.unknown_key(req.api_key), client_ip, received_ms)
         rules = self.rules if req.min_id_length is None else self.rules._replace(min_id_length=req.min_id_length)
-        checked, raw = amplitude.validate_request(req, project, received_ms, amplitude.request_nonce(), rules,
-                                                  client_ip=client_ip)
-        n = req.count
+        checked = amplitude.validate(req.events, project, received_ms, amplitude.request_nonce(), rules,
+                                     client_ip=client_ip)
+        n = len(req.events)
         if checked.rejected:
-            dead = self._dead_letters(route, [(i, why, bytes(raw[i])) for i, why in checked.rejected],
+            dead = self._dead_letters(route, [(i, why, bytes(req.events[i])) for i, why in checked.rejected],
                                       received_ms)
             try:
                 await self._produce([], dead)

@@ -627,16 +627,17 @@ REMOTE_IP = "$remote"
 SERVER_TIMES = ("server_received_time", "server_upload_time")
 
 
-StampedEvent = _Fast
-"""An event decoded for ``stamp_decoded`` (JSON text decoded into it, e.g. a request body's events in one pass)."""
+decode_stamped = _fast_decode
+"""An event's JSON text (bytes, or a ``msgspec.Raw`` of it) -> what ``stamp_decoded`` takes; raises
+``msgspec.MsgspecError`` (or ``UnicodeDecodeError``, ``RecursionError``) for text the fast path does not take."""
 NotFast = _NotFast
 """What ``stamp_decoded`` raises for an event it does not take: ``normalize_stamped`` of its text answers."""
 
 
 def stamp_decoded(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules, remote_ip: str | None = None,
                   uuid_s: str | None = None) -> Normalized:
-    """``normalize_stamped`` of an event already decoded from JSON text into a ``StampedEvent`` (whose size and
-    depth the caller checked), when it takes it; else it raises ``NotFast`` and ``normalize_stamped`` of the
+    """``normalize_stamped`` of an event already decoded from JSON text by ``decode_stamped`` (whose size and
+    depth the caller checks), when it takes it; else it raises ``NotFast`` and ``normalize_stamped`` of the
     text gives the answer (the same ``Normalized`` for every event this takes). Changes ``e``."""
     e.server_received_time = e.server_upload_time = None
     if e.ip == REMOTE_IP:

@@ -1,7 +1,9 @@
-"""A request body read in one pass (``parse`` given ``max_event_bytes``, then ``validate_request``) against the
-same body read the long way (``parse`` of the envelope, then ``validate`` of each raw event): on generated
-requests, the very same answer: the same error, or the same accepted ``Normalized`` (row bytes, dedupe key, upload
-time, uuid, ids) and the same rejections with the same raw events for the dead letters.
+"""An Amplitude body read as ``stream api`` reads it (``parse``: the envelope in one pass; ``validate``: each event
+decoded from its raw bytes straight into the fast path's Struct) against the same body read the long way
+(``parse_slowly``: an object of raw values, then an array of raw events; then for each event ``depth_over`` and
+``normalize_stamped``, itself compared with the reference path in tests/unit/events): on generated requests, the
+very same answer: the same error, or the same accepted ``Normalized`` (row bytes, dedupe key, upload time, uuid,
+ids) and the same rejections, with the same raw events for the dead letters.
 
 The events are those of ``tests/unit/events/test_normalize_generated.py`` (every input field with values of every
 JSON type, odd values, unknown keys, objects nested near the depth limit, several JSON layouts), a few to a body,
@@ -13,14 +15,13 @@ from __future__ import annotations
 import json
 import uuid
 
-import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.api import amplitude
-from stream.api.amplitude import ApiError, EventUuids, parse, validate, validate_request
-from stream.events.depth import MAX_DEPTH
-from stream.events.normalize import Normalized, Reason, Rejected, Rules
+from stream.api.amplitude import ApiError, EventUuids, Validated, parse, parse_slowly, validate
+from stream.events.depth import MAX_DEPTH, depth_over
+from stream.events.normalize import Normalized, Reason, Rules, normalize_stamped, too_deep
 from tests.unit.events.test_normalize_generated import (
     GENERATED,
     LAYOUTS,
@@ -66,20 +67,31 @@ def bodies(draw) -> bytes:
     return b"{" + b",".join(parts[i] for i in order) + b"}"
 
 
-def long_way(body: bytes, rules_: Rules, remote_ip: str | None) -> tuple[ApiError | amplitude.Validated, list]:
+def long_way(body: bytes, rules_: Rules, remote_ip: str | None) -> tuple[ApiError | Validated, list]:
+    req = parse_slowly(body, MAX_EVENTS)
+    if isinstance(req, ApiError):
+        return req, []
+    r = rules_ if req.min_id_length is None else rules_._replace(min_id_length=req.min_id_length)
+    out, uuids = Validated([], []), EventUuids(NONCE)
+    for i, raw in enumerate(req.events):
+        value = bytes(raw)
+        if (depth := depth_over(value)) is not None:
+            out.rejected.append((i, too_deep(depth)))
+            continue
+        res = normalize_stamped(value, PROJECT, T, "", r, remote_ip, uuids(i))
+        if type(res) is Normalized:
+            out.accepted.append(res)
+        else:
+            out.rejected.append((i, res))
+    return out, req.events
+
+
+def as_served(body: bytes, rules_: Rules, remote_ip: str | None) -> tuple[ApiError | Validated, list]:
     req = parse(body, MAX_EVENTS)
     if isinstance(req, ApiError):
         return req, []
     r = rules_ if req.min_id_length is None else rules_._replace(min_id_length=req.min_id_length)
     return validate(req.events, PROJECT, T, NONCE, r, remote_ip), req.events
-
-
-def one_pass(body: bytes, rules_: Rules, remote_ip: str | None) -> tuple[ApiError | amplitude.Validated, list]:
-    req = parse(body, MAX_EVENTS, rules_.max_event_bytes)
-    if isinstance(req, ApiError):
-        return req, []
-    r = rules_ if req.min_id_length is None else rules_._replace(min_id_length=req.min_id_length)
-    return validate_request(req, PROJECT, T, NONCE, r, remote_ip)
 
 
 def same(a: tuple, b: tuple) -> None:
@@ -90,14 +102,13 @@ def same(a: tuple, b: tuple) -> None:
         return
     assert [n._asdict() for n in got.accepted] == [n._asdict() for n in want.accepted]
     assert got.rejected == want.rejected
-    if want.rejected:   # the dead letters carry the raw events
-        assert [bytes(raw_got[i]) for i, _ in got.rejected] == [bytes(raw_want[i]) for i, _ in want.rejected]
+    assert [bytes(r) for r in raw_got] == [bytes(r) for r in raw_want]   # what the dead letters carry
 
 
 @GENERATED
 @given(bodies(), rules, remote_ips)
-def test_a_body_read_in_one_pass_answers_as_read_the_long_way(body, rules_, remote_ip):
-    same(one_pass(body, rules_, remote_ip), long_way(body, rules_, remote_ip))
+def test_a_body_read_as_served_answers_as_read_the_long_way(body, rules_, remote_ip):
+    same(as_served(body, rules_, remote_ip), long_way(body, rules_, remote_ip))
 
 
 def body_of(*evs: dict, **envelope) -> bytes:
@@ -107,46 +118,46 @@ def body_of(*evs: dict, **envelope) -> bytes:
 EV = {"event_type": "Order Completed", "user_id": "user-20391", "event_properties": {"sku": "A-1"}}
 
 
-def test_a_common_body_is_decoded_in_one_pass_and_every_event_taken_from_it():
+def test_a_common_body_is_read_in_one_pass_and_its_events_taken_by_the_fast_path(monkeypatch):
     body = body_of(EV, {**EV, "uuid": "5ba40637-3bde-4060-a429-e47906945ed5"}, options={"min_id_length": 3})
-    req = parse(body, MAX_EVENTS, Rules().max_event_bytes)
-    assert (req.api_key, req.events, req.min_id_length, req.count, len(req.decoded)) == ("bench-key", [], 3, 2, 2)
-    checked, raw = validate_request(req, PROJECT, T, NONCE, Rules())
-    assert raw == [] and checked.rejected == []
-    uuids = EventUuids(NONCE)
-    assert [n.uuid for n in checked.accepted] == [uuid.UUID(uuids(0)).bytes,
+    slow = []
+    monkeypatch.setattr(amplitude, "parse_slowly", lambda *a: slow.append(a))
+    monkeypatch.setattr(amplitude, "normalize_stamped", lambda *a: slow.append(a))
+    req = parse(body, MAX_EVENTS)
+    assert (req.api_key, [bytes(e) for e in req.events], req.min_id_length) == (
+        "bench-key", [json.dumps(EV).encode(), json.dumps({**EV, "uuid": "5ba40637-3bde-4060-a429-e47906945ed5"})
+                      .encode()], 3)
+    checked = validate(req.events, PROJECT, T, NONCE, Rules())
+    assert slow == [] and checked.rejected == []
+    assert [n.uuid for n in checked.accepted] == [uuid.UUID(EventUuids(NONCE)(0)).bytes,
                                                   uuid.UUID("5ba40637-3bde-4060-a429-e47906945ed5").bytes]
-    same((checked, raw), long_way(body, Rules(), None))
+    monkeypatch.undo()
+    same(as_served(body, Rules(), None), long_way(body, Rules(), None))
 
 
-def test_a_body_larger_than_an_event_may_be_is_read_the_long_way():
-    body = body_of(EV, EV)
-    assert parse(body, MAX_EVENTS, len(body)).decoded is not None
-    req = parse(body, MAX_EVENTS, len(body) - 1)
-    assert req.decoded is None and len(req.events) == 2
-
-
-def test_events_the_one_pass_does_not_take_are_answered_from_the_raw_events():
-    too_deep = {**EV, "event_properties": nested(MAX_DEPTH + 2, False)}   # 42 levels with the event
+def test_events_the_fast_path_does_not_take_are_answered_the_long_way():
+    too_deep_ = {**EV, "event_properties": nested(MAX_DEPTH + 2, False)}   # 42 levels with the event
     hidden = {**EV, "event_properties": {"$price": nested(MAX_DEPTH + 2, True)}, "price": 2.5}
-    for bad, reason in ((too_deep, Reason.INVALID_VALUE), (hidden, Reason.INVALID_VALUE),
-                        ({**EV, "user_id": "null"}, Reason.INVALID_ID)):
+    for bad, reason in ((too_deep_, Reason.INVALID_VALUE), (hidden, Reason.INVALID_VALUE),
+                        ({**EV, "user_id": "null"}, Reason.INVALID_ID), ({**EV, "time": "x"}, Reason.INVALID_TYPE)):
         body = body_of(EV, bad)
-        req = parse(body, MAX_EVENTS, Rules().max_event_bytes)
-        assert req.decoded is not None
-        checked, raw = validate_request(req, PROJECT, T, NONCE, Rules())
+        checked = validate(parse(body, MAX_EVENTS).events, PROJECT, T, NONCE, Rules())
         assert [(i, r.reason) for i, r in checked.rejected] == [(1, reason)]
-        assert bytes(raw[1]) == json.dumps(bad).encode()
-        same((checked, raw), long_way(body, Rules(), None))
+        same(as_served(body, Rules(), None), long_way(body, Rules(), None))
 
 
-def test_an_event_of_fewer_brackets_than_the_limit_nests_no_deeper_and_more_are_read_the_long_way():
+def test_an_event_of_more_brackets_than_the_limit_but_within_it_is_accepted_the_long_way():
     within = {**EV, "event_properties": nested(MAX_DEPTH + 1, False)}   # MAX_DEPTH + 1 levels with the event: allowed
-    checked, raw = validate_request(parse(body_of(within), MAX_EVENTS, 1 << 20), PROJECT, T, NONCE, Rules())
-    (n,) = checked.accepted
-    assert type(n) is Normalized and checked.rejected == [] and len(raw) == 1
-    assert n.line.count(b"{") > MAX_DEPTH + 1   # so it went the long way, accepted there
-    same(one_pass(body_of(within), Rules(), None), long_way(body_of(within), Rules(), None))
+    (n,) = validate(parse(body_of(within), MAX_EVENTS).events, PROJECT, T, NONCE, Rules()).accepted
+    assert n.line.count(b"{") > MAX_DEPTH + 1   # so the fast path's answer was not taken
+    same(as_served(body_of(within), Rules(), None), long_way(body_of(within), Rules(), None))
+
+
+def test_an_event_larger_than_the_limit_is_too_large():
+    body = body_of(EV, {**EV, "event_properties": {"a": "x" * 400}})
+    checked = validate(parse(body, MAX_EVENTS).events, PROJECT, T, NONCE, Rules(max_event_bytes=300))
+    assert [(i, r.reason) for i, r in checked.rejected] == [(1, Reason.TOO_LARGE)]
+    same(as_served(body, Rules(max_event_bytes=300), None), long_way(body, Rules(max_event_bytes=300), None))
 
 
 def test_event_uuids_are_version_4_distinct_within_a_request_and_fresh_per_nonce():
@@ -161,17 +172,10 @@ def test_event_uuids_are_version_4_distinct_within_a_request_and_fresh_per_nonce
 
 
 def test_a_refused_body_gives_the_same_error_either_way():
-    for body in (b"", b"[]", b'{"api_key":"bench-key"}', b'{"api_key":"","events":[{}]}',
+    for body in (b"", b"  ", b"[]", b"{", b'{"api_key":"bench-key"}', b'{"api_key":"","events":[{}]}',
                  b'{"api_key":"bench-key","events":[]}', b'{"api_key":"bench-key","events":[1],"options":5}',
-                 body_of(*[EV] * 3)):
-        got = parse(body, 2, 1 << 20)
-        want = parse(body, 2)
-        assert got == want
+                 b'{"api_key":"bench-key","events":[1],"options":{"min_id_length":0}}', b"\xff", body_of(*[EV] * 3),
+                 b"[" * 5000 + b"]" * 5000):
+        got = parse(body, 2)
+        assert got == parse_slowly(body, 2)
         assert isinstance(got, ApiError)
-
-
-def test_the_raw_events_of_a_body_read_in_one_pass_are_its_events_array():
-    body = b'{"events":[{"a":1}],"api_key":"k","events":[{"event_type":"e", "user_id":"user-1"}, {"x":[]}]}'
-    assert [bytes(r) for r in amplitude._raw_events(body)] == [b'{"event_type":"e", "user_id":"user-1"}',
-                                                               b'{"x":[]}']
-    assert msgspec.json.decode(body)["events"][1] == {"x": []}
