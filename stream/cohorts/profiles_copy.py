@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 COPY_DIR = "cohorts-profiles"
 OFFSETS = "offsets"
+WRITE_BUFFER_BYTES = 16 << 20
+"""The copy's memtable: what a sync holds in memory of the records it read (more are flushed to disk)."""
 _P = struct.Struct(">I")
 _O = struct.Struct(">q")
 
@@ -75,6 +77,7 @@ class ProfilesCopy:
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
         opts.create_missing_column_families(True)
+        opts.set_write_buffer_size(WRITE_BUFFER_BYTES)
         self.path.mkdir(parents=True, exist_ok=True)
         self.db = Rdict(str(self.path), opts, column_families={OFFSETS: Options(raw_mode=True)})
         self._offsets = self.db.get_column_family(OFFSETS)
@@ -141,6 +144,8 @@ class ProfilesCopy:
         # the column family's objects hold the database open: let them go before closing it, or its lock stays
         self._offsets = self._offsets_cf = None
         if self.db is not None:
+            if not self.temporary:
+                self.db.flush()     # the next process opens the files, not a log of the writes to replay in memory
             self.db.close()
             self.db = None
 

@@ -1,0 +1,223 @@
+"""Profiles read by a cohort sync: the whole profiles changelog read into a dict at every sync, against the sync's local
+copy of it caught up with the records written since the previous sync.
+
+usage:
+    python bench/bench_profiles_copy.py [--profiles N] [--members M] [--new K] [--repeats R] [--seed S]
+
+On a fresh local Tansu broker, N profiles (default 200,000) are written to the profiles table's changelog (4
+partitions) as the profiles stage writes them (``stream.imports.profiles.encode``; one in 20 deleted). Each repeat
+first writes K new records (default 1,000 profiles set again), then runs, each in a process of its own, alternating:
+
+  whole   the profile step of a sync as it was: every stored profile read into a dict
+          (``profiles_snapshot.read_stored``), then the profile properties of M members (default 1,000) looked up;
+  copy    the step as it is: the local copy (``stream.cohorts.profiles_copy``, kept in the bench's data directory
+          from the previous repeat) caught up to the changelog's end, reading only the K new records, then the same
+          M members' properties read by key;
+  first   the copy's first sync: a new copy read from the beginning of the changelog, then the same lookups (what a
+          worker's first sync of a project with profiles costs once).
+
+Each process reports the step's seconds, the records it read, and its peak RSS (``VmHWM``) and the RSS it had
+before the step (the interpreter and imports), in MiB; the members' properties each read are compared (a digest
+that must be the same in every mode of a repeat). Ratios are taken within a repeat. Results: a Markdown table on
+stdout and bench/results-profiles-copy.json, with the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+
+P = 424242
+PARTITIONS = 4
+TOPICS = "bench."
+
+
+def rss_mib(field: str = "VmRSS") -> float:
+    """This process's RSS now (``VmRSS``) or its peak (``VmHWM``; unlike ``ru_maxrss``, not the parent's peak
+    carried over the exec), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def settings_of(bootstrap: str, data_dir: Path):
+    from stream.settings import Settings
+    return Settings.model_validate({
+        "kafka": {"bootstrap_servers": bootstrap},
+        "topics": {"prefix": TOPICS, "partitions": PARTITIONS},
+        "worker": {"app_id": "bench-profiles", "data_dir": str(data_dir)},
+        "projects": [{"id": P}]})
+
+
+def members(n_profiles: int, m: int, seed: int) -> list[str]:
+    return [f"user-{i}" for i in sorted(random.Random(seed).sample(range(n_profiles), m))]
+
+
+async def write(settings, records: list[tuple[bytes, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from stream.imports import profiles
+    from stream.topics import profiles_changelog
+    topic = profiles_changelog(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        await admin.close()
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=20,
+                         max_batch_size=1 << 20)
+    await p.start()
+    try:
+        for i in range(0, len(records), 5000):
+            await asyncio.gather(*[await p.send(topic, v, key=k, partition=profiles.partition(k, PARTITIONS))
+                                   for k, v in records[i:i + 5000]])
+    finally:
+        await p.stop()
+
+
+def profile_records(users: range, rnd: random.Random, round_: int) -> list[tuple[bytes, bytes]]:
+    from stream.imports.profiles import Profile, encode, key
+    out = []
+    for i in users:
+        props = None if i % 20 == 7 else {"plan": rnd.choice(["free", "pro", "team"]), "age": rnd.randrange(18, 90),
+                                          "country": rnd.choice(["DE", "FR", "US", "BR"]), "round": round_,
+                                          "email": f"user-{i}@example.com", "score": rnd.random()}
+        out.append((key(P, f"user-{i}"), encode(Profile(props, (1_700_000_000_000, "s3://b/p.json", round_ * 10_000_000
+                                                                  + i), 1_700_000_000_000 + i))))
+    return out
+
+
+def child(mode: str, bootstrap: str, data_dir: Path, users: list[str]) -> dict:
+    """One sync's profile step in this process (module docstring)."""
+    from stream.cohorts.profiles_copy import ProfilesCopy, catch_up, profile_reader
+    from stream.export.profiles_snapshot import read_stored
+    from stream.imports.profiles import key
+    from stream.topics import profiles_changelog
+    settings = settings_of(bootstrap, data_dir)
+    before = rss_mib()
+    t0 = time.perf_counter()
+    if mode == "whole":
+        stored = asyncio.run(read_stored(settings))
+        records = len(stored)
+
+        def profile_of(project, user_id):
+            p = stored.get(key(project, user_id))
+            return None if p is None else p.properties
+        got = [profile_of(P, u) for u in users]
+    else:
+        copy = ProfilesCopy.open(data_dir, profiles_changelog(settings))
+        records = asyncio.run(catch_up(copy, settings))
+        profile_of = profile_reader(copy, frozenset({P}))
+        got = [profile_of(P, u) for u in users]
+    seconds = time.perf_counter() - t0
+    peak = rss_mib("VmHWM")
+    digest = hashlib.sha256(json.dumps(got, sort_keys=True).encode()).hexdigest()[:16]
+    return {"mode": mode, "seconds": round(seconds, 3), "records_read": records, "rss_before_mib": round(before, 1),
+            "peak_rss_mib": round(peak, 1), "found": sum(g is not None for g in got), "digest": digest}
+
+
+def run_child(mode: str, bootstrap: str, data_dir: Path, users_file: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--bootstrap", bootstrap, "--data-dir",
+                          str(data_dir), "--users", str(users_file)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profiles", type=int, default=200_000)
+    ap.add_argument("--members", type=int, default=1_000)
+    ap.add_argument("--new", type=int, default=1_000)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--child")
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--data-dir")
+    ap.add_argument("--users")
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child, a.bootstrap, Path(a.data_dir), json.loads(Path(a.users).read_text()))))
+        return
+
+    from stream.devstack.services import start_broker
+    work = Path(tempfile.mkdtemp(prefix="stream-bench-profiles-"))
+    broker = start_broker(work)
+    try:
+        bootstrap = f"127.0.0.1:{broker.port}"
+        settings = settings_of(bootstrap, work / "data")
+        rnd = random.Random(a.seed)
+        t0 = time.perf_counter()
+        asyncio.run(write(settings, profile_records(range(a.profiles), rnd, 0)))
+        print(f"{a.profiles} profiles written in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        users_file = work / "users.json"
+        users_file.write_text(json.dumps(members(a.profiles, a.members, a.seed)))
+        # the copy as the previous sync left it
+        prior = run_child("copy", bootstrap, work / "data", users_file)
+        print(f"copy made: {prior}", file=sys.stderr)
+        load_before, runs = load(), []
+        for rep in range(a.repeats):
+            again = sorted(rnd.sample(range(a.profiles), a.new))
+            asyncio.run(write(settings, [r for i in again for r in profile_records(range(i, i + 1), rnd, rep + 1)]))
+            one = {}
+            order = ("whole", "copy", "first") if rep % 2 == 0 else ("first", "copy", "whole")
+            for mode in order:
+                if mode == "first":
+                    fresh = work / f"fresh-{rep}"
+                    one[mode] = run_child("copy", bootstrap, fresh, users_file)
+                    shutil.rmtree(fresh, ignore_errors=True)
+                else:
+                    one[mode] = run_child(mode, bootstrap, work / "data", users_file)
+                print(f"repeat {rep} {mode}: {one[mode]}", file=sys.stderr)
+            assert len({r["digest"] for r in one.values()}) == 1, one
+            one["load"] = load()
+            runs.append(one)
+        load_after = load()
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    rows = []
+    print(f"\n{a.profiles} profiles stored, {a.members} members looked up, {a.new} new records a repeat; "
+          f"load {load_before} -> {load_after}\n")
+    print("| repeat | whole: s | whole: peak RSS MiB | copy: s | copy: records read | copy: peak RSS MiB | "
+          "first: s | first: peak RSS MiB | whole s / copy s | whole / copy: peak RSS | whole / copy: RSS the step added |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for rep, r in enumerate(runs):
+        w, c, f = r["whole"], r["copy"], r["first"]
+        row = {"repeat": rep, "whole": w, "copy": c, "first": f, "load": r["load"],
+               "time_ratio": round(w["seconds"] / c["seconds"], 1),
+               "rss_ratio": round(w["peak_rss_mib"] / c["peak_rss_mib"], 2),
+               "growth_ratio": round((w["peak_rss_mib"] - w["rss_before_mib"])
+                                     / max(c["peak_rss_mib"] - c["rss_before_mib"], 0.1), 1)}
+        rows.append(row)
+        print(f"| {rep} | {w['seconds']} | {w['peak_rss_mib']} | {c['seconds']} | {c['records_read']} | "
+              f"{c['peak_rss_mib']} | {f['seconds']} | {f['peak_rss_mib']} | {row['time_ratio']} | "
+              f"{row['rss_ratio']} | {row['growth_ratio']} |")
+    result = {"profiles": a.profiles, "members": a.members, "new_records_per_repeat": a.new, "partitions": PARTITIONS,
+              "load_before": load_before, "load_after": load_after, "runs": rows}
+    (BENCH / "results-profiles-copy.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
