@@ -7,15 +7,17 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 - ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
   it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
 - ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after
-  two seconds without a mutation, ten seconds after its first, or at 20,000); per partition, the applier routes
+  half a second without a mutation, ten seconds after its first, or at 20,000; each mutation read by
+  ``stream.imports.mutations.decode_raw``, its row kept as its bytes); per partition, the applier routes
   each mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in
   its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
   table (RocksDB, compacted changelog: ``stream.export.mirror_pending``; crash point ``mirror.pending``); unknown
   UPDATEs and DELETEs are dead-lettered with their file and row, new INSERTs sent as events; faust commits the
   take's offsets once the agent is done with it (the take acknowledges them then).
   The ``mirror-pending`` timer rebuilds the pending hours of the worker's partitions (those a previous worker left
-  too), each once for every take that touched it, once the agent has taken every mutation of its partitions, or
-  once the oldest has waited ``mirror.rebuild_within_s`` (0: after every take); crash point ``mirror.rebuilt``.
+  too), each once for every take that touched it, once the agent has taken every mutation of its partitions (as its
+  consumer's last fetch saw their ends, and the broker's end offsets confirm just before), or once the oldest has
+  waited ``mirror.rebuild_within_s`` (0: after every take); crash point ``mirror.rebuilt``.
   Once the hours are rewritten, a record per file and partition of what each take did with the file's mutations
   goes to the mirror-files topic (``stream.imports.mirror_files``), which ``stream import status`` reads, and the
   pending records are deleted.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AbstractAsyncContextManager
@@ -67,14 +70,20 @@ from stream.topics import mirror_files_topic, mirror_index_changelog, mirror_pen
 
 log = logging.getLogger(__name__)
 
-TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 2.0, 10.0
+TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 0.5, 10.0
 """Mutations taken together: logged and recorded pending at once. A take closes once no mutation came for
-``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds ``TAKE_MAX``. The quiet time is longer than
-the 1.5 s faust's consumer lets the broker hold a fetch (``fetch_max_wait_ms``): the records of one burst can reach
-the stage that far apart."""
+``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds ``TAKE_MAX``. The records of one burst can reach
+the stage over a second or two (faust's consumer lets the broker hold a fetch 1.5 s), so a burst may fill several
+takes: that costs a set of log objects each, not a rebuild each, as the hours wait pending until the stage has taken
+every mutation up to its partitions' ends as the broker reports them when the rebuild would start (``fresh_ends``;
+its consumer's last fetch alone may not know of the burst's last records yet: with this quiet time and that alone,
+a burst of 4,800 or 9,600 UPDATEs sent in 0.3-0.7 s was rebuilt in two jobs in two runs of six). 2 s before."""
 
-PENDING_LOOK_S = 1.0
-"""How often the ``mirror-pending`` timer looks whether pending hours are due (and sets the waiting gauge)."""
+PENDING_LOOK_S = 0.2
+"""How often the ``mirror-pending`` timer looks whether pending hours are due (and sets the waiting gauge): a look
+reads only the pending hours' records of the worker's partitions (a few dozen keys), so it is cheap, and the
+rebuild of a drained take's hours starts within this time of its logs (every second, before: half a second of a
+rebuild's start, on average)."""
 
 
 class IndexTable(DedupeTable):
@@ -88,8 +97,13 @@ class PendingTable(KeyedChangelog, DedupeTable):
     """Per partition of events.mutations, its pending hours and mirror-files records (``mirror_pending``); each
     changelog record is one key's."""
 
-    def pending(self, partition: int) -> mirror_pending.Pending:
-        return mirror_pending.read(self.db(partition).items())
+    def pending(self, partition: int, files: bool = True) -> mirror_pending.Pending:
+        """The partition's pending records; without the mirror-files records unless ``files`` (what a look at the
+        pending hours needs: the hours' records come first, and the files' may be many)."""
+        if files:
+            return mirror_pending.read(self.db(partition).items())
+        return mirror_pending.read(itertools.takewhile(lambda kv: kv[0][:1] == mirror_pending.HOUR,
+                                                       self.db(partition).items(from_key=mirror_pending.HOUR)))
 
 
 K = TypeVar("K", bound=Hashable)
@@ -156,6 +170,13 @@ class StageClients:
         assert archive is not None, "a mirror source's project has an archive destination (checked at load)"
         yield await self.storages.get(archive.name), archive.bucket
 
+    async def mutation_ends(self, partitions: list[int]) -> dict[int, int]:
+        """The end offsets of events.mutations now (``kafka.end_offsets``: the broker's, raised to a fetch's high
+        watermark), of the given partitions; a consumer of its own, its fetches held 50 ms at most."""
+        ends = await kafka.end_offsets(self.settings, self.settings.topics.name("mutations"), poll_ms=200,
+                                       stall_s=5.0, fetch_max_wait_ms=50)
+        return {p: ends[p] for p in partitions if p in ends}
+
     async def close(self) -> None:
         try:
             await self.storages.aclose()
@@ -170,7 +191,7 @@ def register_stage(app: faust.App, settings: Settings, clock: Clock) -> None:
     clients = StageClients(settings)
     rebuilds = Rebuilds(settings, clock, clients)
     register(app, settings, clock, settings.mirror_projects(), clients.logs, rebuilds,
-             new_events_sender(valid, settings), rebuilds.prepare, clients.close)
+             new_events_sender(valid, settings), rebuilds.prepare, clients.close, clients.mutation_ends)
 
 
 def register(app: faust.App, settings: Settings, clock: Clock, projects: frozenset[int],
@@ -178,9 +199,12 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
              rebuild: Callable[[int, list[int]], Awaitable[None]],
              send_new: Callable[[int, list[Targeted]], Awaitable[None]],
              prepare: Callable[[set[int]], Awaitable[None]] | None = None,
-             close: Callable[[], Awaitable[None]] | None = None) -> None:
+             close: Callable[[], Awaitable[None]] | None = None,
+             fresh_ends: Callable[[list[int]], Awaitable[dict[int, int]]] | None = None) -> None:
     """``prepare(projects)``, when given, runs while a take's logs are written (the rebuilds' clients made meanwhile);
-    ``close()`` when the mutations agent stops."""
+    ``close()`` when the mutations agent stops; ``fresh_ends(partitions)``: the end offsets of those partitions of
+    events.mutations as the broker has them now, asked before pending hours are rebuilt because the stage seems to
+    have taken every mutation (without it, the consumer's last fetch decides)."""
     t, m = settings.topics, settings.mirror
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     accepted = app.topic(t.name("accepted"), partitions=t.partitions, **raw)
@@ -249,6 +273,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
     handled: dict[int, int] = {}    # per partition: the offset after the last mutation taken
     taken: list[int | None] = [None]    # the oldest mutation of the take being logged: its Kafka timestamp (ms)
     held: list[int | None] = [None]     # the oldest mutation of the pending hours, as last read
+    short: list[dict[int, int | None] | None] = [None]    # what was taken when the broker last had more than that
 
     @app.agent(mutations, name="mirror-mutations")
     async def apply(stream: faust.StreamT) -> None:
@@ -271,7 +296,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
 
     def oldest_pending() -> int | None:
         """The oldest mutation the assigned partitions' pending hours wait for (the hours pending counted)."""
-        pend = [pending.pending(p) for p in partitions()]
+        pend = [pending.pending(p, files=False) for p in partitions()]
         metrics.MIRROR_PENDING_HOURS.set(mirror_pending.hours_pending(pend))
         return min((o for pd in pend if (o := pd.oldest_ms()) is not None), default=None)
 
@@ -284,7 +309,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             by_partition.setdefault(e.message.partition, []).append(e)
         oldest_ms = int(min(e.message.timestamp for e in events) * 1000)
         taken[0] = oldest_ms
-        decoded = {p: [Targeted(*records.decode(e.value), e.message.offset) for e in evs]
+        decoded = {p: [Targeted(*records.decode_raw(e.value), e.message.offset) for e in evs]
                    for p, evs in by_partition.items()}
         ready = None
         if prepare is not None:     # made while the logs are written; a failure here is the rebuild's to meet
@@ -304,7 +329,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         files: dict[int, list[mirror_files.FileTake]] = {}
         for p, a in applied:
             files[p] = mirror_files.takes_of(a, p, at_ms)
-            await pending.write(p, mirror_pending.writes(pending.pending(p), a.hours,
+            await pending.write(p, mirror_pending.writes(pending.pending(p, files=False), a.hours,
                                                          [f for f in files[p] if f.hours], at_ms, oldest_ms))
         crash_point("mirror.pending")
         for p, a in applied:
@@ -318,31 +343,60 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         except Exception:       # no consumer yet, or not assigned any more
             return []
 
-    def is_drained(parts: list[int]) -> bool:
-        """Has the agent taken every mutation up to the end of its partitions (as the last fetch saw it)?"""
+    def taken_to(parts: list[int]) -> dict[int, int | None]:
+        """Per partition, the offset up to which the agent has taken its mutations: where it was sought to at the
+        last assignment, or past the last take since, whichever is later (None: unknown)."""
         starts = getattr(app, "starts", {})     # where each partition was sought to (stream.consumer.App)
-        ends: dict[int, int | None] = {}
         done: dict[int, int | None] = {}
         for p in parts:
-            tp = TP(mutations_name, p)
+            known = [o for o in (handled.get(p), starts.get(TP(mutations_name, p))) if o is not None]
+            done[p] = max(known) if known else None
+        return done
+
+    def is_drained(parts: list[int]) -> bool:
+        """Has the agent taken every mutation up to the end of its partitions (as the last fetch saw it)?"""
+        ends: dict[int, int | None] = {}
+        for p in parts:
             try:
-                ends[p] = app.consumer.highwater(tp)     # None until a fetch answered for the partition
+                ends[p] = app.consumer.highwater(TP(mutations_name, p))  # None until a fetch answered for it
             except Exception:       # not assigned any more
                 ends[p] = None
-            # where it was sought to at the last assignment, or past the last take since, whichever is later
-            known = [o for o in (handled.get(p), starts.get(tp)) if o is not None]
-            done[p] = max(known) if known else None
-        return mirror_pending.drained(done, ends)
+        return mirror_pending.drained(taken_to(parts), ends)
+
+    async def confirmed_drained(parts: list[int]) -> bool:
+        """Do the broker's ends now agree that every mutation is taken? Asked once for what has been taken: while
+        they say more is there, the next take (which those mutations make) asks again."""
+        if fresh_ends is None:
+            return True
+        done = taken_to(parts)
+        if short[0] == done:
+            return False
+        try:
+            ends = await fresh_ends(parts)
+        except Exception as exc:    # the consumer's last fetch decides, as without the broker's ends
+            log.warning("mirror: the end offsets of %s could not be read (%s: %s); the pending hours are rebuilt as "
+                        "the stage's consumer saw the partitions' ends", mutations_name, type(exc).__name__, exc)
+            return True
+        if mirror_pending.drained(done, {p: ends.get(p) for p in parts}):
+            short[0] = None
+            return True
+        short[0] = done
+        return False
 
     async def rebuild_due() -> None:
         """Rebuild the pending hours of the assigned partitions if they are due (``mirror_pending.due_hours``)."""
         async with lock:
             parts = partitions()
-            pend = {p: pending.pending(p) for p in parts}
             now_ms = clock.now_ms()
-            hours = mirror_pending.due_hours(pend.values(), now_ms, is_drained(parts), within_ms)
+            waiting = [pending.pending(p, files=False) for p in parts]
+            drained = is_drained(parts)
+            hours = mirror_pending.due_hours(waiting, now_ms, drained, within_ms)
             if not hours:
                 return
+            if mirror_pending.due_on_drain_only(waiting, now_ms, drained, within_ms) and \
+                    not await confirmed_drained(parts):
+                return
+            pend = {p: pending.pending(p) for p in parts}
             for project, hs in hours.items():
                 await rebuild(project, hs)
             crash_point("mirror.rebuilt")

@@ -468,7 +468,8 @@ class Backfill:
                             wanted: set[int], spool: Path, kept: KeptMutations | None) -> None:
         written: set[str] = set()
         writers: dict[int, PartitionWriter] = {}
-        mutations = {h: await self._mutations(source, h, kept) for h in hours}
+        # the hours' logs read together (at most mirror_apply.LOG_READS objects at once), not an hour after another
+        mutations = dict(zip(hours, await asyncio.gather(*(self._mutations(source, h, kept) for h in hours))))
         ids = {h: insert_ids(mutations[h]) for h in hours if mutations[h]}
         matched: dict[int, dict[str, set[int]]] = {h: {} for h in hours}
         insert_is_update = self.mirror is not None and self.mirror.insert_is_update

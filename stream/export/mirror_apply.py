@@ -46,7 +46,7 @@ class IndexReader(Protocol):
         """The index values of the keys (None: not indexed), in their order."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Targeted:
     """A mutation of events.mutations with the project it belongs to."""
 
@@ -130,6 +130,9 @@ def _device_of(m: Mutation) -> str | None:
         return m.row["device_id"]
     return None
 
+
+LOG_READS = 16
+"""The log objects a rebuild pass reads at once (of all its hours)."""
 
 LOG_PUTS = 16
 """The hours' log objects of a batch written at once (one S3 request each; a take of a file's mutations touches
@@ -255,13 +258,27 @@ class MirrorLog:
     def __init__(self, storage: Storage, bucket: str, log_prefix: str, insert_is_update: bool):
         self.storage, self.bucket, self.log_prefix = storage, bucket, log_prefix
         self.insert_is_update = insert_is_update
+        self._reads = asyncio.Semaphore(LOG_READS)     # shared by the hours of a pass read together
 
     async def keep(self, project: int, hour_ms: int, kept: KeptMutations) -> HourMutations:
-        """The hour's mutations by insert_id (each group in the order it applies), spilled to ``kept`` one log
-        object at a time."""
-        async for o in self.storage.list(self.bucket, mirror_log.hour_prefix(self.log_prefix, project, hour_ms)):
-            data = b"".join([chunk async for chunk in self.storage.read(self.bucket, o.key)])
-            kept.add(hour_ms, mirror_log.decode(data))
+        """The hour's mutations by insert_id (each group in the order it applies), spilled to ``kept`` as their log
+        lines, unparsed. The log objects (one per partition and take) are read ``LOG_READS`` at once, over every hour
+        a pass reads together, each spilled as it arrives (the order does not matter: a group is put in order when
+        it is read), so that a pass holds at most that many objects, whatever the hours' size."""
+        keys = [o.key async for o in self.storage.list(self.bucket, mirror_log.hour_prefix(self.log_prefix, project,
+                                                                                           hour_ms))]
+
+        async def spill(key: str) -> None:
+            async with self._reads:
+                data = b"".join([chunk async for chunk in self.storage.read(self.bucket, key)])
+                kept.add_lines(hour_ms, mirror_log.lines(data))
+        reads = [asyncio.ensure_future(spill(k)) for k in keys]
+        try:
+            await asyncio.gather(*reads)
+        except BaseException:
+            for t in reads:
+                t.cancel()
+            raise
         return kept.hour(hour_ms)
 
 

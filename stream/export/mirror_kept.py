@@ -49,6 +49,16 @@ class KeptMutations:
                 self._ids[hour] = self._ids.get(hour, 0) + 1
             self.db[key] = (old or b"") + mirror_log.line(m)
 
+    def add_lines(self, hour: int, lines: Iterable[bytes]) -> None:
+        """:meth:`add` of the mutations of log lines (``mirror_log.lines``), kept as they are, unparsed."""
+        prefix = hour.to_bytes(8, "big")
+        for ln in lines:
+            key = prefix + mirror_log.insert_id_of(ln)
+            old = self.db.get(key)
+            if old is None:
+                self._ids[hour] = self._ids.get(hour, 0) + 1
+            self.db[key] = (old or b"") + ln
+
     def hour(self, hour: int) -> HourMutations:
         return HourMutations(self, hour)
 

@@ -129,6 +129,13 @@ def due_hours(pendings: Iterable[Pending], now_ms: int, is_drained: bool, within
     return {project: sorted(hs) for project, hs in sorted(out.items())}
 
 
+def due_on_drain_only(pendings: Iterable[Pending], now_ms: int, is_drained: bool, within_ms: int) -> bool:
+    """Are pending hours due (``due_hours``) only because the partitions look drained, not yet by ``within_ms``? The
+    stage then asks the broker whether more mutations came since its consumer last looked before it rebuilds them."""
+    ps = list(pendings)
+    return is_drained and bool(due_hours(ps, now_ms, True, within_ms)) and not due_hours(ps, now_ms, False, within_ms)
+
+
 def hours_pending(pendings: Iterable[Pending]) -> int:
     """The (project, hour)s pending over partitions, each once (the pending hours gauge)."""
     return len({h for p in pendings for h in p.hours})

@@ -63,6 +63,17 @@ def test_a_trickle_that_never_drains_is_rebuilt_once_the_oldest_hour_waited_the_
     assert mp.due_hours([p], clock.now_ms(), False, 60_000) == {7: [H, 2 * H]}
 
 
+def test_hours_due_only_because_the_partitions_look_drained_are_confirmed_with_the_broker_first():
+    clock = FakeClock(T0)
+    p = recorded(mp.Pending(), {7: [H]}, [], clock.now_ms(), T0)
+    assert mp.due_on_drain_only([p], clock.now_ms(), True, 60_000) is True
+    assert mp.due_on_drain_only([p], clock.now_ms(), False, 60_000) is False    # not due at all
+    assert mp.due_on_drain_only([mp.Pending()], clock.now_ms(), True, 60_000) is False    # nothing pending
+    assert mp.due_on_drain_only([p], clock.now_ms(), True, 0) is False           # due after every take anyway
+    clock.advance(60_000)
+    assert mp.due_on_drain_only([p], clock.now_ms(), True, 60_000) is False      # due by the bound
+
+
 def test_a_bound_of_zero_rebuilds_after_every_take_and_nothing_pending_rebuilds_nothing():
     clock = FakeClock(T0)
     assert mp.due_hours([mp.Pending(), mp.Pending()], clock.now_ms(), True, 0) == {}
@@ -115,3 +126,11 @@ def test_the_pending_table_keeps_a_partitions_records_in_rocksdb_and_sends_each_
     asyncio.run(t.write(2, mp.clears(t.pending(2))))
     assert t.pending(2) == mp.Pending()
     assert sent == [(2, k, v) for k, v in ops.items()] + [(2, mp.hour_key(7, H), None), (2, mp.FILE + f.key, None)]
+    # a look at the pending hours reads the hours' records only, before and after the files' in key order
+    asyncio.run(t.write(2, ops))
+    asyncio.run(t.write(2, mp.writes(t.pending(2), {7: [2 * H], 3: [H]}, [], T0 + 5, T0 + 4)))
+    assert t.pending(2, files=False) == mp.Pending({(3, H): mp.PendingHour(T0 + 5, T0 + 4),
+                                                    (7, H): mp.PendingHour(T0, T0 - 1),
+                                                    (7, 2 * H): mp.PendingHour(T0 + 5, T0 + 4)})
+    assert t.pending(2).files == {f.key: take("s3://b/f", 2, 0, [H], 0)}
+    assert t.pending(1, files=False) == mp.Pending()
