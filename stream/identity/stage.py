@@ -52,10 +52,10 @@ until it reads one, or the answer comes. ``identity.hold_s: 0`` holds nothing
 A held row is kept in the state as a reference to its events.valid message
 (offset, row index; ``stream.identity.records.HeldRow``) with the user's fields
 it had, not as a copy of its bytes: the worker keeps the batch's rows in memory
-until they are let go (``HeldRows``, ``HELD_ROWS_MEMORY_BYTES``), and reads
-them back from events.valid when they are not there (after a restart, or past
-the bound of that memory). events.valid is not compacted and its messages never
-change, so a replay lets go the same rows, byte for byte.
+until they are let go (``HeldRows``, ``HELD_ROWS_MEMORY_BYTES``; a batch past
+that bound holds its rows as copies), and reads them back from events.valid
+when they are not there (after a restart). events.valid is not compacted and
+its messages never change, so a replay lets go the same rows, byte for byte.
 """
 
 from __future__ import annotations
@@ -91,29 +91,34 @@ ReadValid = Callable[[int, int, int], Awaitable[list[tuple[int, bytes]]]]
 (offset, value)."""
 
 HELD_ROWS_MEMORY_BYTES = 64 << 20
-"""Bytes of rows a device side keeps in memory from the batches that held them until they are let go; beyond it (and
-after a restart) rows are read back from events.valid when let go."""
+"""Bytes of rows a device side keeps in memory from the batches that held rows by reference until those rows are let
+go. A batch that does not fit holds its rows as copies in the state (as a previous version did), so that letting
+rows go never reads back more than what a restart lost."""
 
 
 class HeldRows:
     """The rows of the batches that held rows by reference (``HeldRow.at``), kept until those rows are let go, so
     that letting them go reads nothing back from events.valid: (partition, offset) -> [``Message``, rows held,
-    bytes]. Its entries are facts of the topic, never wrong, so it is not emptied when partitions move; past
-    ``limit`` bytes the oldest batches go first."""
+    bytes]. Its entries are facts of the topic, never wrong, so it is not emptied when partitions move (rows a
+    worker no longer lets go keep their memory; a batch that does not fit holds its rows as copies)."""
 
     def __init__(self, limit: int = HELD_ROWS_MEMORY_BYTES):
         self.batches: dict[tuple[int, int], list[Any]] = {}
         self.bytes, self.limit = 0, limit
 
-    def put(self, partition: int, offset: int, message: Message, held: int) -> None:
-        size = sum(map(len, message.lines)) + 64 * len(message.lines)
+    @staticmethod
+    def size(lines: Sequence[bytes]) -> int:
+        return sum(map(len, lines)) + 64 * len(lines)
+
+    def fits(self, size: int) -> bool:
+        return self.bytes + size <= self.limit
+
+    def put(self, partition: int, offset: int, message: Message, held: int, size: int) -> None:
         old = self.batches.pop((partition, offset), None)
         if old is not None:
             self.bytes -= old[2]
         self.batches[(partition, offset)] = [message, held, size]
         self.bytes += size
-        while self.bytes > self.limit and self.batches:
-            self.bytes -= self.batches.pop(next(iter(self.batches)))[2]
 
     def get(self, partition: int, offset: int) -> Message | None:
         e = self.batches.get((partition, offset))
@@ -253,7 +258,8 @@ class DeviceStage:
         await self._rollback(partition, offset)
         # a bound of 0 holds nothing new, and lets go what was held before the setting changed
         source, source_offsets = out.source_of_events()
-        by_ref = index if self.read_valid is not None else None
+        size = HeldRows.size(out.lines) if self.read_valid is not None and index is not None else 0
+        by_ref = index if size and (self.held.fits(size) or (partition, offset) in self.held.batches) else None
         hold = Hold(timestamp_ms, self.hold_ms, out.hour, str(source), source_offsets, out.keys, out.uuids,
                     out.segment, out.segment_source, offset, by_ref)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
@@ -263,7 +269,7 @@ class DeviceStage:
             same = len(by_ref) == 0 or by_ref[-1] == len(by_ref) - 1     # no row of the message dropped before
             self.held.put(partition, offset, Message(out.lines, out.keys, out.uuids, out.segment,
                                                      None if same else {m: j for j, m in enumerate(by_ref)}),
-                          len(res.held_rows))
+                          len(res.held_rows), size)
         await self._apply(partition, offset, res.writes, res.before)
         crash_point("identity.state_written")
         metrics.IDENTITY_IDS.inc(res.allocated)

@@ -14,7 +14,7 @@ from stream.events.batch import EventBatch, Origin, Source
 from stream.events.normalize import Rules, normalize_message
 from stream.events.partitioning import partition_for
 from stream.identity.records import dec_links
-from stream.identity.stage import DeviceStage, UserStage
+from stream.identity.stage import DeviceStage, HeldRows, UserStage
 from tests.unit.dedup.test_stage import table
 from tests.unit.identity.test_resolution import PROJECT, T, ev
 
@@ -240,16 +240,18 @@ def test_generated_batches_and_answers_read_again_and_pruned_send_every_row_as_r
 
 
 def test_rows_held_by_reference_go_out_as_the_rows_held_as_copies_from_memory_or_read_back(tmp_path):
-    """Generated batches and answers on one partition: held as copies of their bytes, held as references to their
-    events.valid message and kept in memory, and held as references with nothing kept (read back from the topic
-    when let go, as after a restart), and with a replay of some messages: the same rows, byte for byte and in the
-    same order, go to events.accepted; the references' state is smaller."""
+    """Generated batches and answers on one partition: held as copies of their bytes; held as references to their
+    events.valid message and kept in memory; held as references and forgotten after every message (read back from
+    the topic when let go, as after a restart); and with a memory of a few rows (the batches past it hold copies);
+    with a replay of some messages: the same rows, byte for byte and in the same order, go to events.accepted; the
+    references' state is smaller."""
     import random
     from stream.identity.records import dec_held_rows
     for seed in range(3):
         rnd = random.Random(seed)
         runs = [Stages(tmp_path / f"copy{seed}"), Stages(tmp_path / f"mem{seed}", by_ref=True),
-                Stages(tmp_path / f"read{seed}", by_ref=True, memory=0)]
+                Stages(tmp_path / f"read{seed}", by_ref=True), Stages(tmp_path / f"small{seed}", by_ref=True,
+                                                                        memory=4000)]
         pending: list[bytes] = []
         source, answered, now = 0, 0, NOW
         for offset in range(150):
@@ -268,6 +270,7 @@ def test_rows_held_by_reference_go_out_as_the_rows_held_as_copies_from_memory_or
                     s.batch(*events, partition=1, offset=offset, now=now, source_offsets=offsets)
                     if again:     # read again before the next message: rolled back, computed again
                         s.batch(*events, partition=1, offset=offset, now=now, source_offsets=offsets)
+            runs[2].device.held = HeldRows()                 # a restart: nothing in memory
             first = runs[0]
             for (q, value) in first.links[answered:]:
                 first.user_side(q, answered, value)
@@ -277,22 +280,24 @@ def test_rows_held_by_reference_go_out_as_the_rows_held_as_copies_from_memory_or
         sent = [[(p, EventBatch.decode(v)) for p, v in s.accepted] for s in runs]
         rows = [[(p, b.source_of_events()[0], b.offsets, b.keys, b.uuids, b.times, b.lines) for p, b in x]
                 for x in sent]
-        assert rows[0] == rows[1] == rows[2]
+        assert rows[0] == rows[1] == rows[2] == rows[3]
         held = [b for _, b in sent[0] if b.source == Source("events.valid.held", 1)]
         assert sum(map(len, held)) > 20, seed             # rows did go through holds
-        assert (runs[0].reads, runs[1].reads) == ([], []) and len(runs[2].reads) > 5
+        assert (runs[0].reads, runs[1].reads, runs[3].reads) == ([], [], []) and len(runs[2].reads) > 5
         chunks = [[r for k in s.table.db(1).keys() if k[:1] == b"Q" for r in dec_held_rows(s.table.db(1)[k])]
                   for s in runs]
         assert chunks[1] and all(r.at >= 0 and r.head == b"" and r.uuid == b"" for r in chunks[1])
         assert all(r.at == -1 and r.head for r in chunks[0])
+        assert {r.at >= 0 for r in chunks[3]} == {True, False}, seed    # past its memory, copies
         size = [sum(len(v) for k, v in s.table.db(1).items() if k[:1] == b"Q") for s in runs[:2]]
         assert size[1] * 2 < size[0], size
 
 
 def test_a_row_held_by_reference_whose_message_is_gone_from_the_topic_stops_the_stage_with_what_to_do(tmp_path):
     import pytest
-    s = Stages(tmp_path, by_ref=True, memory=0)
+    s = Stages(tmp_path, by_ref=True)
     s.batch(ev("dev-bbbb2", "user-1111"), partition=1, offset=5)
+    s.device.held = HeldRows()                           # a restart
     ((q, value),) = s.links
     s.user_side(q, 0, value)
     ((_, remap),) = s.valid
@@ -304,3 +309,24 @@ def test_a_row_held_by_reference_whose_message_is_gone_from_the_topic_stops_the_
         "retention deleted it while the rows were held); keep topics.retention_days well above the longest stop of a "
         "worker, or reset the identity state of the partition")
     assert (s.reads, s.accepted) == ([(1, 5, 6)], [])
+
+
+
+def test_a_batch_is_kept_in_memory_until_its_last_held_row_is_let_go_and_one_past_the_bound_holds_copies(tmp_path):
+    from stream.identity.records import dec_held_rows
+    for memory, kept in ((64 << 20, True), (100, False)):
+        s = Stages(tmp_path / str(memory), by_ref=True, memory=memory)
+        s.batch(ev("dev-bbbb2", "user-1111"), ev("dev-bbbb2"), ev("dev-cccc3"), partition=1, offset=5)
+        held = [r for k, v in s.table.db(1).items() if k[:1] == b"Q" for r in dec_held_rows(v)]
+        assert [(r.at, r.index, r.head == b"") for r in held] == (
+            [(5, 1, True), (5, 2, True)] if kept else [(-1, 0, False), (-1, 0, False)])
+        assert ({k: e[1] for k, e in s.device.held.batches.items()}, s.device.held.bytes > 0) == (
+            ({(1, 5): 2}, True) if kept else ({}, False))
+        ((q, value),) = s.links
+        s.user_side(q, 0, value)
+        ((_, remap),) = s.valid
+        assert s.remaps(remap, 1, 7) is True
+        (b,) = [EventBatch.decode(v) for _, v in s.accepted]             # the batch itself is returned, not sent
+        assert ([orjson.loads(x)["device_id"] for x in b.lines], b.keys, s.reads) == (
+            ["dev-bbbb2", "dev-bbbb2"], [b"k0", b"k1"], [])
+        assert (s.device.held.batches, s.device.held.bytes) == ({}, 0)
