@@ -28,7 +28,6 @@ import msgspec
 from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.normalize import (
     _VARIANT,
-    REVENUE_PROPERTIES,
     Normalized,
     NotFast,
     Reason,
@@ -243,9 +242,9 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
     request. ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
 
     Each event is decoded straight from its raw bytes into the fast path's Struct (``stamp_decoded``); the answer
-    is taken when its export row has no more brackets than an event may nest (the row holds every container of the
-    event, but for event properties its revenue fields replace: events with such properties are not taken here),
-    so the event cannot nest deeper than the limit. Any other event goes through ``depth_over`` and
+    is taken when its export row has no more brackets than an event may nest: the fast path's row holds every
+    container of the event (an event whose revenue fields would replace its own properties goes the reference
+    way), so the event cannot nest deeper than the limit. Any other event goes through ``depth_over`` and
     ``normalize_stamped``, which give the same answer for every event taken here.
     """
     out = Validated([], [])
@@ -261,9 +260,8 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
             except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, NotFast):
                 pass
             else:
-                line, props = n.line, e.event_properties
-                if line.count(b"{") + line.count(b"[") <= _DEPTH_LIMIT and (
-                        not props or props.keys().isdisjoint(REVENUE_PROPERTIES)):
+                line = n.line
+                if line.count(b"{") + line.count(b"[") <= _DEPTH_LIMIT:
                     accept(n)
                     continue
         value = bytes(raw)
