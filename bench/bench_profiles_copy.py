@@ -2,7 +2,8 @@
 copy of it caught up with the records written since the previous sync.
 
 usage:
-    python bench/bench_profiles_copy.py [--profiles N] [--members M] [--new K] [--repeats R] [--seed S]
+    python bench/bench_profiles_copy.py [--profiles N] [--members M] [--new K] [--scanned U] [--repeats R]
+                                        [--seed S] [--out NAME]
 
 On a fresh local Tansu broker, N profiles (default 200,000) are written to the profiles table's changelog (4
 partitions) as the profiles stage writes them (``stream.imports.profiles.encode``; one in 20 deleted). Each repeat
@@ -16,10 +17,14 @@ first writes K new records (default 1,000 profiles set again), then runs, each i
   first   the copy's first sync: a new copy read from the beginning of the changelog, then the same lookups (what a
           worker's first sync of a project with profiles costs once).
 
-Each process reports the step's seconds, the records it read, and its peak RSS (``VmHWM``) and the RSS it had
-before the step (the interpreter and imports), in MiB; the members' properties each read are compared (a digest
-that must be the same in every mode of a repeat). Ratios are taken within a repeat. Results: a Markdown table on
-stdout and bench/results-profiles-copy.json, with the load average before and after.
+Each process reports the step's seconds, the records it read, the microseconds of a member's lookup, and its peak
+RSS (``VmHWM``) and the RSS it had before the step (the interpreter and imports), in MiB; the members' properties
+each read are compared (a digest that must be the same in every mode of a repeat). Apart from the step, each process
+then times the profile lookups of a scan of U users of the state (default 20,000, a fifth without a profile): a
+sync's scan asks for the profile of every user of a project with profiles, once per cohort synced
+(``SyncView.users``), a dict lookup in ``whole``, a RocksDB get and the properties' JSON decoded in ``copy``. Ratios
+are taken within a repeat. Results: a Markdown table on stdout and bench/results-profiles-copy.json (--out NAME:
+another file), with the load average before and after and the copy's bytes on disk.
 """
 
 from __future__ import annotations
@@ -64,8 +69,11 @@ def settings_of(bootstrap: str, data_dir: Path):
         "projects": [{"id": P}]})
 
 
-def members(n_profiles: int, m: int, seed: int) -> list[str]:
-    return [f"user-{i}" for i in sorted(random.Random(seed).sample(range(n_profiles), m))]
+def lookups(n_profiles: int, m: int, scanned: int, seed: int) -> dict[str, list[str]]:
+    """The members looked up, and the users of a scan of the state: a fifth of these without a profile."""
+    rnd = random.Random(seed)
+    return {"members": [f"user-{i}" for i in sorted(rnd.sample(range(n_profiles), m))],
+            "scanned": [f"user-{i}" for i in rnd.sample(range(n_profiles * 5 // 4), scanned)]}
 
 
 async def write(settings, records: list[tuple[bytes, bytes]]) -> None:
@@ -105,13 +113,14 @@ def profile_records(users: range, rnd: random.Random, round_: int) -> list[tuple
     return out
 
 
-def child(mode: str, bootstrap: str, data_dir: Path, users: list[str]) -> dict:
+def child(mode: str, bootstrap: str, data_dir: Path, asked: dict[str, list[str]]) -> dict:
     """One sync's profile step in this process (module docstring)."""
     from stream.cohorts.profiles_copy import ProfilesCopy, catch_up, profile_reader
     from stream.export.profiles_snapshot import read_stored
     from stream.imports.profiles import key
     from stream.topics import profiles_changelog
     settings = settings_of(bootstrap, data_dir)
+    users = asked["members"]
     before = rss_mib()
     t0 = time.perf_counter()
     if mode == "whole":
@@ -121,17 +130,28 @@ def child(mode: str, bootstrap: str, data_dir: Path, users: list[str]) -> dict:
         def profile_of(project, user_id):
             p = stored.get(key(project, user_id))
             return None if p is None else p.properties
+        t1 = time.perf_counter()
         got = [profile_of(P, u) for u in users]
     else:
         copy = ProfilesCopy.open(data_dir, profiles_changelog(settings))
         records = asyncio.run(catch_up(copy, settings))
         profile_of = profile_reader(copy, frozenset({P}))
+        t1 = time.perf_counter()
         got = [profile_of(P, u) for u in users]
-    seconds = time.perf_counter() - t0
-    peak = rss_mib("VmHWM")
-    digest = hashlib.sha256(json.dumps(got, sort_keys=True).encode()).hexdigest()[:16]
+    t2 = time.perf_counter()
+    seconds = t2 - t0
+    peak = rss_mib("VmHWM")     # the step's (the scan's lookups below keep what they read, for the digest)
+    t3 = time.perf_counter()
+    scan = [profile_of(P, u) for u in asked["scanned"]]
+    scan_s = time.perf_counter() - t3
+    if mode != "whole":
+        copy.close()            # as the sync's source closes it when its process ends
+    digest = hashlib.sha256(json.dumps([got, scan], sort_keys=True).encode()).hexdigest()[:16]
     return {"mode": mode, "seconds": round(seconds, 3), "records_read": records, "rss_before_mib": round(before, 1),
-            "peak_rss_mib": round(peak, 1), "found": sum(g is not None for g in got), "digest": digest}
+            "peak_rss_mib": round(peak, 1),
+            "lookup_us": round((t2 - t1) / max(len(users), 1) * 1e6, 2), "scan_s": round(scan_s, 3),
+            "scan_us": round(scan_s / max(len(scan), 1) * 1e6, 2), "found": sum(g is not None for g in got),
+            "digest": digest}
 
 
 def run_child(mode: str, bootstrap: str, data_dir: Path, users_file: Path) -> dict:
@@ -149,8 +169,10 @@ def main() -> None:
     ap.add_argument("--profiles", type=int, default=200_000)
     ap.add_argument("--members", type=int, default=1_000)
     ap.add_argument("--new", type=int, default=1_000)
+    ap.add_argument("--scanned", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", help="the results file's name under bench/ (default results-profiles-copy.json)")
     ap.add_argument("--child")
     ap.add_argument("--bootstrap")
     ap.add_argument("--data-dir")
@@ -171,7 +193,7 @@ def main() -> None:
         asyncio.run(write(settings, profile_records(range(a.profiles), rnd, 0)))
         print(f"{a.profiles} profiles written in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
         users_file = work / "users.json"
-        users_file.write_text(json.dumps(members(a.profiles, a.members, a.seed)))
+        users_file.write_text(json.dumps(lookups(a.profiles, a.members, a.scanned, a.seed)))
         # the copy as the previous sync left it
         prior = run_child("copy", bootstrap, work / "data", users_file)
         print(f"copy made: {prior}", file=sys.stderr)
@@ -193,16 +215,20 @@ def main() -> None:
             one["load"] = load()
             runs.append(one)
         load_after = load()
+        copy_bytes = sum(f.stat().st_size for f in (work / "data").rglob("*") if f.is_file())
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     rows = []
-    print(f"\n{a.profiles} profiles stored, {a.members} members looked up, {a.new} new records a repeat; "
-          f"load {load_before} -> {load_after}\n")
+    print(f"\n{a.profiles} profiles stored, {a.members} members looked up ({a.scanned} in a scan), {a.new} new "
+          "records a repeat; "
+          f"load {load_before} -> {load_after}; the copy on disk: {copy_bytes / (1 << 20):.1f} MiB\n")
     print("| repeat | whole: s | whole: peak RSS MiB | copy: s | copy: records read | copy: peak RSS MiB | "
-          "first: s | first: peak RSS MiB | whole s / copy s | whole / copy: peak RSS | whole / copy: RSS the step added |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "first: s | first: peak RSS MiB | whole s / copy s | whole / copy: peak RSS | "
+          "whole / copy: RSS the step added | "
+          "scan lookup µs: whole / copy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rep, r in enumerate(runs):
         w, c, f = r["whole"], r["copy"], r["first"]
         row = {"repeat": rep, "whole": w, "copy": c, "first": f, "load": r["load"],
@@ -213,10 +239,11 @@ def main() -> None:
         rows.append(row)
         print(f"| {rep} | {w['seconds']} | {w['peak_rss_mib']} | {c['seconds']} | {c['records_read']} | "
               f"{c['peak_rss_mib']} | {f['seconds']} | {f['peak_rss_mib']} | {row['time_ratio']} | "
-              f"{row['rss_ratio']} | {row['growth_ratio']} |")
-    result = {"profiles": a.profiles, "members": a.members, "new_records_per_repeat": a.new, "partitions": PARTITIONS,
-              "load_before": load_before, "load_after": load_after, "runs": rows}
-    (BENCH / "results-profiles-copy.json").write_text(json.dumps(result, indent=1) + "\n")
+              f"{row['rss_ratio']} | {row['growth_ratio']} | {w['scan_us']} / {c['scan_us']} |")
+    result = {"profiles": a.profiles, "members": a.members, "scanned": a.scanned, "new_records_per_repeat": a.new,
+              "partitions": PARTITIONS,
+              "load_before": load_before, "load_after": load_after, "copy_bytes": copy_bytes, "runs": rows}
+    (BENCH / (a.out or "results-profiles-copy.json")).write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from stream.clock import Clock
-from stream.imports.profiles import decode, key
+from stream.imports.profiles import key
 from stream.settings import Settings
 from stream.topics import profiles_changelog
 
@@ -158,13 +160,14 @@ class ProfilesCopy:
 def profile_reader(copy: ProfilesCopy, projects: frozenset[int]) -> Callable[[int, str], Mapping[str, Any] | None]:
     """``SyncView``'s ``profile_of``: a user's profile properties in the copy; None for a project without a source of
     profiles, a user without a profile, or a deleted one."""
-    get = copy.db.get
+    get, loads = copy.db.get, orjson.loads
 
     def profile_of(project: int, user_id: str) -> Mapping[str, Any] | None:
         if project not in projects:
             return None
-        p = decode(get(key(project, user_id)))
-        return None if p is None else p.properties
+        raw = get(key(project, user_id))
+        # ``profiles.encode``'s properties, without decoding the rest (a sync asks for every user of its scans)
+        return None if raw is None else loads(raw)["properties"]
     return profile_of
 
 

@@ -47,7 +47,8 @@ def test_the_profiles_copy_reads_the_changelog_once_then_what_was_written_since_
             {"plan": "plan-1-0"}, None, None]
 
         new = profiles.Profile({"plan": "new"}, (T0, "s3://people/in/q.json", 1), T0 + 99)
-        asyncio.run(send(settings, [(keys[0], profiles.encode(new)), (keys[1], None), (keys[40], profiles.encode(new))]))
+        asyncio.run(send(settings, [(keys[0], profiles.encode(new)), (keys[1], None),
+                                    (keys[40], profiles.encode(new))]))
         assert asyncio.run(catch_up(copy, settings)) == 3
         after = {**{k: p for k, p in written.items() if k != keys[1]}, keys[0]: new, keys[40]: new}
         assert held(copy, keys) == after
