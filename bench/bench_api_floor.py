@@ -87,7 +87,7 @@ def main() -> None:
              "zstd-1": sum(len(cramjam.zstd.compress(v, level=1)) for v in encoded) / n,
              "lz4 level 0": sum(len(lz4_encode(v, level=0)) for v in encoded) / n}
     total = round(sum(steps.values()), 2)
-    steps_whole = {"Ingestor.amplitude (the steps, metrics, sends to a stand-in producer)": whole(reqs, args, n)}
+    steps_whole = {"Ingestor.amplitude, 16 requests at a time (the steps, metrics, sends to a stand-in producer)": whole(reqs, args, n)}
     width = max(map(len, [*steps, *codecs]))
     assert Path(amplitude.__file__).resolve().is_relative_to(Path(args.tree).resolve()), amplitude.__file__
     print(f"{args.tree} ({'envelope in one pass' if one_pass else 'envelope in two passes'}), {n} events")
@@ -108,7 +108,8 @@ def main() -> None:
 
 def whole(reqs: list[bytes], args, n: int) -> float:
     """The service's own handling of every body, ``Ingestor.amplitude`` as the HTTP route calls it, its producer
-    a stand-in that acknowledges each send at once: CPU µs an event, best of --repeats (the collector running)."""
+    a stand-in that acknowledges each send at once, 16 requests at a time: CPU µs an event, the median of
+    --repeats passes (the collector running: a request's objects alive at once cost its passes)."""
     import asyncio
 
     from bench_api import API_KEY
@@ -128,15 +129,18 @@ def whole(reqs: list[bytes], args, n: int) -> float:
     ing = Ingestor(settings, FakeClock(int(time.time() * 1000)), Health())
     ing.producer = Producer()
 
-    async def run() -> float:
-        best = float("inf")
+    async def one(b: bytes) -> None:
+        reply = await ing.amplitude("/batch", b, ing.clock.now_ms(), "203.0.113.9")
+        assert reply.status == 200, reply.body
+
+    async def run() -> float:   # 16 requests at a time, as a server holds several: the median pass
+        passes = []
         for _ in range(args.repeats):
             t = time.process_time()
-            for b in reqs:
-                reply = await ing.amplitude("/batch", b, ing.clock.now_ms(), "203.0.113.9")
-                assert reply.status == 200, reply.body
-            best = min(best, time.process_time() - t)
-        return best
+            for i in range(0, len(reqs), 16):
+                await asyncio.gather(*(one(b) for b in reqs[i:i + 16]))
+            passes.append(time.process_time() - t)
+        return sorted(passes)[len(passes) // 2]
     return round(asyncio.run(run()) / n * 1e6, 2)
 
 
