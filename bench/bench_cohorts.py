@@ -11,8 +11,10 @@ Parts:
              and synced (the cohorts stage's agents in the same process) and without any, alternating in the
              same run, each on a fresh Tansu broker. The 10 cohorts' syncs go to a bucket that does not exist, so
              that none runs in the measured window (a sync's cost is the part "sync"). Throughput = N / (t_last - t_first) as in bench_worker.py,
-             where t_last is also at least the Kafka timestamp of the cohort state's last changelog record (the
-             stage must have taken every event too). Target: with / without >= 0.8. --before CHECKOUT: the
+             where t_last is also at least the Kafka timestamp of the cohort state's last changelog record of a
+             user (the stage must have taken every event too: the worker is stopped only once its group has
+             committed events.accepted and the cohorts topic to their ends). Target: with / without >= 0.8.
+             --before CHECKOUT: the
              worker with cohorts of another checkout too, in every repeat, on the same input.
   sync       A sync of a cohort of M members (default 1,000,000) from the state (4 RocksDB partitions as a
              sync's local copy of the changelog: members streamed in amplitude_id order, each member's state
@@ -274,32 +276,40 @@ def ten_cohorts() -> list[dict]:
     return out
 
 
-async def last_timestamp(bootstrap: str, topic: str) -> int | None:
+async def stage_caught_up(bootstrap: str, group: str, accepted: str, cohorts: str, partitions: int,
+                          timeout: float) -> float | None:
+    """Wait until the worker's group has committed events.accepted to its end, then the cohorts topic to the end it
+    had then (every event's records applied, faust having committed their offsets once the state's writes were
+    flushed): the time it took (None: not within ``timeout``)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
+    t0 = time.monotonic()
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return None
-        ends = await c.end_offsets(tps)
-        best = None
-        c.assign(tps)
-        for tp in tps:
-            if ends[tp] > 0:
-                c.seek(tp, ends[tp] - 1)
-        for _ in range(20):
-            got = await c.getmany(timeout_ms=500)
-            for recs in got.values():
-                for rec in recs:
-                    best = max(best or 0, rec.timestamp)
-            positions = [await c.position(tp) for tp in tps if ends[tp] > 0]
-            if best is not None and all(p >= ends[tp] for p, tp in zip(positions, [t for t in tps if ends[t] > 0])):
-                break
-        return best
+        for topic in (accepted, cohorts):
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            ends = await c.end_offsets(tps)
+            while True:
+                done = [((await c.committed(tp)) or 0) >= ends[tp] for tp in tps]
+                if all(done):
+                    break
+                if time.monotonic() - t0 > timeout:
+                    return None
+                await asyncio.sleep(0.2)
+        return time.monotonic() - t0
     finally:
         await c.stop()
+
+
+async def last_state_write(bootstrap: str, topic: str, partitions: int) -> int | None:
+    """The Kafka timestamp of the changelog's last record of a user's state or day index (``u``/``x`` keys; the
+    progress records the stage goes on writing every few seconds left out): when the stage applied its last event."""
+    import bench_worker as bw
+    best = None
+    async for rec in bw.whole_topic(bootstrap, topic, partitions):
+        if rec.key and rec.key[:1] in (b"u", b"x"):
+            best = rec.timestamp if best is None else max(best, rec.timestamp)
+    return best
 
 
 def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: str | None = None,
@@ -349,17 +359,34 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                     here = os.getcwd()
                     if kind == "before":      # ``python -m stream`` imports the package of its working directory
                         os.chdir(Path(before).resolve())
+                    watch, waited = bw.watch_ledger, []
+                    if kind != "none":        # the worker stopped only once the stage has also taken every event
+                        settings = r.settings
+
+                        async def watch_both(*args, **kwargs):
+                            got = await watch(*args, **kwargs)
+                            if got["status"] == "ok":
+                                got["stage_wait_s"] = await stage_caught_up(
+                                    stack.bootstrap, settings.worker.app_id, settings.topics.name("accepted"),
+                                    settings.topics.name("cohorts"), bw.PARTITIONS, timeout)
+                                waited.append(got["stage_wait_s"])
+                            return got
+                        bw.watch_ledger = watch_both
                     try:
                         res = bw.run_worker(stack, r, w, timeout, raw)
                     finally:
                         os.chdir(here)
+                        bw.watch_ledger = watch
+                    if waited:
+                        res["stage_wait_s"] = waited[-1]
                     res["load_average"] = os.getloadavg()
                     if raw is not None and raw.exists():
                         import profile_summary
                         Path(profile).write_text(profile_summary.summarise(
                             raw, f"the worker with 10 cohorts, {w.n:,} events (figure B's input), under py-spy"))
                     if kind in ("cohorts", "before") and res["status"] == "ok":
-                        last = asyncio.run(last_timestamp(stack.bootstrap, cohorts_changelog(r.settings)))
+                        last = asyncio.run(last_state_write(stack.bootstrap, cohorts_changelog(r.settings),
+                                                            bw.PARTITIONS))
                         firsts = asyncio.run(bw.first_timestamps(stack.bootstrap, r.settings.topics.name("accepted"),
                                                                  bw.PARTITIONS))
                         t_first = min(firsts.values()) / 1000
@@ -369,6 +396,7 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                     one[kind] = res
                     log(f"run {rep} {kind}: {res.get('events_per_s', 0):,.0f} ev/s ({res['status']}), "
                         f"rss {res.get('peak_rss_mb', 0):.0f} MB, cpu {res.get('worker_cpu_total_s', 0):.1f} s, "
+                        f"the stage's catching up after the export's end {res.get('stage_wait_s') or 0:.1f} s, "
                         f"load {res['load_average'][0]:.1f}")
                 finally:
                     stack.broker.stop()
