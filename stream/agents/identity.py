@@ -53,10 +53,17 @@ def device_stage(app: faust.App, settings: Settings, clock: Clock, table: Identi
         """Held rows are read back from events.valid when they are no longer in memory (after a restart)."""
         return [(r.message.offset, r.value) for r in await read_range(kafka, valid_name, partition, first, end)]
 
-    return DeviceStage(table, clock, send_accepted, send_links, send_dead, valid_name,
-                       committed_offsets(app, valid_name), partitions=settings.topics.partitions,
-                       hold_s=settings.identity.hold_s, max_properties_bytes=settings.identity.max_properties_bytes,
-                       max_request_bytes=settings.kafka.max_request_bytes, read_valid=read_valid)
+    stage = DeviceStage(table, clock, send_accepted, send_links, send_dead, valid_name,
+                        committed_offsets(app, valid_name), partitions=settings.topics.partitions,
+                        hold_s=settings.identity.hold_s, max_properties_bytes=settings.identity.max_properties_bytes,
+                        max_request_bytes=settings.kafka.max_request_bytes, read_valid=read_valid)
+
+    @app.on_partitions_revoked.connect
+    async def _forget_held_rows(sender, revoked, **kwargs) -> None:
+        """The rows kept in memory for the partitions' holds: another worker may let them go now."""
+        stage.held.forget({tp.partition for tp in revoked if tp.topic == valid_name})
+
+    return stage
 
 
 def register(app: faust.App, settings: Settings, table: IdentityTable, valid: faust.TopicT,

@@ -99,8 +99,8 @@ rows go never reads back more than what a restart lost."""
 class HeldRows:
     """The rows of the batches that held rows by reference (``HeldRow.at``), kept until those rows are let go, so
     that letting them go reads nothing back from events.valid: (partition, offset) -> [``Message``, rows held,
-    bytes]. Its entries are facts of the topic, never wrong, so it is not emptied when partitions move (rows a
-    worker no longer lets go keep their memory; a batch that does not fit holds its rows as copies)."""
+    bytes]. Its entries are facts of the topic, never wrong; the worker forgets a partition's when the partition is
+    revoked (``forget``: another worker may let its rows go meanwhile, and its memory would stay taken)."""
 
     def __init__(self, limit: int = HELD_ROWS_MEMORY_BYTES):
         self.batches: dict[tuple[int, int], list[Any]] = {}
@@ -119,6 +119,10 @@ class HeldRows:
             self.bytes -= old[2]
         self.batches[(partition, offset)] = [message, held, size]
         self.bytes += size
+
+    def forget(self, partitions: set[int]) -> None:
+        for key in [k for k in self.batches if k[0] in partitions]:
+            self.bytes -= self.batches.pop(key)[2]
 
     def get(self, partition: int, offset: int) -> Message | None:
         e = self.batches.get((partition, offset))

@@ -330,3 +330,18 @@ def test_a_batch_is_kept_in_memory_until_its_last_held_row_is_let_go_and_one_pas
         assert ([orjson.loads(x)["device_id"] for x in b.lines], b.keys, s.reads) == (
             ["dev-bbbb2", "dev-bbbb2"], [b"k0", b"k1"], [])
         assert (s.device.held.batches, s.device.held.bytes) == ({}, 0)
+
+
+def test_the_rows_kept_for_a_revoked_partition_are_forgotten_and_read_back_when_let_go(tmp_path):
+    s = Stages(tmp_path, by_ref=True)
+    s.batch(ev("dev-bbbb2", "user-1111"), partition=1, offset=5)
+    s.batch(ev("dev-cccc3", "user-2222"), partition=2, offset=5)
+    size = s.device.held.bytes
+    s.device.held.forget({1, 3})
+    assert (list(s.device.held.batches), 0 < s.device.held.bytes < size) == ([(2, 5)], True)
+    q, value = s.links[0]
+    s.user_side(q, 0, value)
+    ((_, remap),) = s.valid
+    assert s.remaps(remap, 1, 7) is True
+    assert (s.reads, [orjson.loads(x)["device_id"] for _, v in s.accepted for x in EventBatch.decode(v).lines]) == (
+        [(1, 5, 6)], ["dev-bbbb2"])
