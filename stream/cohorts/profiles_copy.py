@@ -20,7 +20,8 @@ compaction would drop after ``delete.retention.ms``.
 
 One process opens the copy at a time (RocksDB's lock). Another one using the same data directory at the same time
 (``stream cohorts sync`` beside a worker) gets a copy of its own in a temporary directory there, read from the
-beginning and removed when it closes.
+beginning and removed when it closes; one left by a process killed before that is removed by the next process
+that opens the copy.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 COPY_DIR = "cohorts-profiles"
 OFFSETS = "offsets"
+TEMPORARY = ".temporary"
+"""Under ``COPY_DIR``: the copies of processes that found the copy open in another (no topic's copy has this name)."""
 WRITE_BUFFER_BYTES = 16 << 20
 """The copy's memtable: what a sync holds in memory of the records it read (more are flushed to disk)."""
 _P = struct.Struct(">I")
@@ -91,18 +94,33 @@ class ProfilesCopy:
         there is none or it cannot be read; a temporary one when another process has it open."""
         path = Path(root) / COPY_DIR / topic
         try:
-            return cls(path)
+            copy = cls(path)
         except Exception as exc:
             if _is_lock_error(exc):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=f"{topic}-", dir=path.parent))
+                (path.parent / TEMPORARY).mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f"{topic}-", dir=path.parent / TEMPORARY))
                 log.info("cohort syncs: the profiles copy %s is open in another process; this one reads the profiles "
                          "into %s, removed when it ends", path, tmp)
                 return cls(tmp, temporary=True)
             log.warning("cohort syncs: the profiles copy %s cannot be opened (%s: %s); it is made again from the "
                         "beginning of the profiles changelog", path, type(exc).__name__, exc)
             shutil.rmtree(path, ignore_errors=True)
-            return cls(path)
+            copy = cls(path)
+        cls._remove_left(path.parent / TEMPORARY)
+        return copy
+
+    @classmethod
+    def _remove_left(cls, temporary: Path) -> None:
+        """Remove the temporary copies that no process has open: left by a process killed before it closed them."""
+        for d in sorted(temporary.glob("*")) if temporary.is_dir() else ():
+            try:
+                left = cls(d, temporary=True)
+            except Exception as exc:
+                if _is_lock_error(exc):
+                    continue    # in use
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                left.close()
 
     def saved(self) -> dict[int, int]:
         """partition -> the offset up to which the copy holds it."""

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from stream.cohorts.profiles_copy import COPY_DIR, ProfilesCopy, profile_reader, resume_at
+from stream.cohorts.profiles_copy import COPY_DIR, TEMPORARY, ProfilesCopy, profile_reader, resume_at
 from stream.imports.profiles import Profile, encode, key
 
 TOPIC = "app-profiles-applied-changelog"
@@ -115,9 +115,28 @@ def test_a_copy_that_cannot_be_read_is_made_again_empty(tmp_path):
 def test_a_copy_open_in_another_reader_leaves_a_temporary_one_removed_when_it_closes(tmp_path, copy):
     copy.apply(0, [(A, value({"plan": "free"}))], 1)
     other = ProfilesCopy.open(tmp_path, TOPIC)
-    assert other.temporary and other.path.parent == tmp_path / COPY_DIR and other.path != copy.path
+    assert other.temporary and other.path.parent == tmp_path / COPY_DIR / TEMPORARY
     assert (other.saved(), everything(other)) == ({}, {})
     other.apply(0, [(B, value({"plan": "pro"}))], 2)
     other.close()
     assert not other.path.exists()
     assert (copy.saved(), everything(copy)) == ({0: 1}, {A: value({"plan": "free"})})
+
+
+def test_a_temporary_copy_left_by_a_process_killed_before_removing_it_is_removed_by_the_next_opening_one_in_use_kept(
+        tmp_path):
+    main = ProfilesCopy.open(tmp_path, TOPIC)
+    left, used = ProfilesCopy.open(tmp_path, TOPIC), ProfilesCopy.open(tmp_path, TOPIC)
+    left.apply(0, [(A, value({"plan": "free"}))], 1)
+    left._release()             # its process killed: the database closed, the directory not removed
+    main.close()
+    assert sorted(p.name for p in (tmp_path / COPY_DIR / TEMPORARY).iterdir()) == sorted([left.path.name,
+                                                                                         used.path.name])
+    again = ProfilesCopy.open(tmp_path, TOPIC)
+    try:
+        assert [p.name for p in (tmp_path / COPY_DIR / TEMPORARY).iterdir()] == [used.path.name]
+        assert (again.temporary, again.path) == (False, tmp_path / COPY_DIR / TOPIC)
+    finally:
+        again.close()
+        used.close()
+    assert list((tmp_path / COPY_DIR / TEMPORARY).iterdir()) == []
