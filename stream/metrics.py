@@ -57,6 +57,9 @@ IDENTITY_PRUNED = Counter("stream_identity_journal_pruned_total",
 IDENTITY_PRUNE_FAILURES = Counter("stream_identity_journal_prune_failures_total",
                                   "Prunings of the replay journal skipped because the committed offset could not be "
                                   "read (the journal grows until it can).")
+IDENTITY_READ_BACK = Counter("stream_identity_held_rows_read_back_total",
+                             "Held rows whose events.valid message was not in the worker's memory when they were let "
+                             "go (after a restart or a rebalance) and was read back from the topic.")
 IDENTITY_ROLLBACKS = Counter("stream_identity_rollbacks_total", "Batches of identity state rolled back through the "
                              "journal before a replayed batch (after a crash).")
 CONSUMER_LAG = Gauge("stream_consumer_lag_messages",

@@ -229,6 +229,7 @@ class DeviceStage:
                 messages[at] = m
         if missing:
             messages.update(await self._read_back(partition, sorted(missing)))
+            metrics.IDENTITY_READ_BACK.inc(sum(counts[at] for at in missing))
         fill(released, messages)
         for at, n in counts.items():
             self.held.let_go(partition, at, n)

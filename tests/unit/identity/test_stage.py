@@ -334,7 +334,8 @@ def test_a_batch_is_kept_in_memory_until_its_last_held_row_is_let_go_and_one_pas
 
 def test_the_rows_kept_for_a_revoked_partition_are_forgotten_and_read_back_when_let_go(tmp_path):
     s = Stages(tmp_path, by_ref=True)
-    s.batch(ev("dev-bbbb2", "user-1111"), partition=1, offset=5)
+    read_back = metrics.IDENTITY_READ_BACK._value.get()
+    s.batch(ev("dev-bbbb2", "user-1111"), ev("dev-bbbb2"), partition=1, offset=5)
     s.batch(ev("dev-cccc3", "user-2222"), partition=2, offset=5)
     size = s.device.held.bytes
     s.device.held.forget({1, 3})
@@ -344,4 +345,5 @@ def test_the_rows_kept_for_a_revoked_partition_are_forgotten_and_read_back_when_
     ((_, remap),) = s.valid
     assert s.remaps(remap, 1, 7) is True
     assert (s.reads, [orjson.loads(x)["device_id"] for _, v in s.accepted for x in EventBatch.decode(v).lines]) == (
-        [(1, 5, 6)], ["dev-bbbb2"])
+        [(1, 5, 6)], ["dev-bbbb2", "dev-bbbb2"])
+    assert metrics.IDENTITY_READ_BACK._value.get() - read_back == 2
