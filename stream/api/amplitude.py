@@ -1,10 +1,9 @@
 """Amplitude HTTP V2 (/2/httpapi) and Batch (/batch) requests: parsing, validation, response bodies (pure).
 
 Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. The
-envelope is read in one pass into the raw bytes of each event; each event is decoded from them straight into the
-fast path's Struct (``stamp_decoded``), or, when that does not take it, goes through ``normalize_stamped`` (the
-ingest stage's validator, with the server's times and the client's address): the same answer either way, and no
-event is decoded into dicts here.
+envelope is read in one msgspec pass into the raw bytes of each event, which go through ``normalize_stamped`` (the
+ingest stage's validator, its fast path included, with the server's times and the client's address) without ever
+being decoded into dicts here.
 
 A request is accepted or rejected whole, as Amplitude's documented 400 says ("Invalid field values on some
 events") and as its official SDKs expect: on a 400 that lists event indexes, amplitude-analytics drops the
@@ -29,13 +28,10 @@ from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.normalize import (
     _VARIANT,
     Normalized,
-    NotFast,
     Reason,
     Rejected,
     Rules,
-    decode_stamped,
     normalize_stamped,
-    stamp_decoded,
     too_deep,
 )
 
@@ -240,36 +236,17 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
     ``server_received_time``/``server_upload_time`` are the server's to set: values an event carries are
     replaced by the receive time. Events without a ``uuid`` get ``EventUuids(nonce)(index)``, random per
     request. ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
-
-    Each event is decoded straight from its raw bytes into the fast path's Struct (``stamp_decoded``); the answer
-    is taken when its export row has no more brackets than an event may nest: the fast path's row holds every
-    container of the event (an event whose revenue fields would replace its own properties goes the reference
-    way), so the event cannot nest deeper than the limit. Any other event goes through ``depth_over`` and
-    ``normalize_stamped``, which give the same answer for every event taken here.
     """
     out = Validated([], [])
     accept, reject = out.accepted.append, out.rejected.append
     uuids = EventUuids(nonce)
-    max_bytes = rules.max_event_bytes
     for i, raw in enumerate(events):
-        uid = uuids(i)
-        if len(raw) <= max_bytes:
-            try:
-                e = decode_stamped(raw)
-                n = stamp_decoded(e, project, received_ms, "", rules, client_ip, uid)
-            except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError, NotFast):
-                pass
-            else:
-                line = n.line
-                if line.count(b"{") + line.count(b"[") <= _DEPTH_LIMIT:
-                    accept(n)
-                    continue
         value = bytes(raw)
         # depth_over's own first test, inline: an event with fewer brackets than the limit cannot nest past it
         if value.count(b"{") + value.count(b"[") > _DEPTH_LIMIT and (depth := depth_over(value)) is not None:
             reject((i, too_deep(depth)))
             continue
-        res = normalize_stamped(value, project, received_ms, "", rules, client_ip, uid)
+        res = normalize_stamped(value, project, received_ms, "", rules, client_ip, uuids(i))
         if type(res) is Normalized:
             accept(res)
         else:

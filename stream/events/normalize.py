@@ -572,12 +572,7 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
             revenue["$revenueType"] = e.revenueType
         if e.currency is not None:
             revenue["$currency"] = e.currency
-        if props is None:
-            props = revenue
-        elif props.keys().isdisjoint(revenue):
-            props = {**props, **revenue}
-        else:   # the revenue fields replace properties the event carries: the reference path (the same answer), so
-            raise _NotFast   # a row never lacks a container of its event (stream.api.amplitude.validate counts them)
+        props = {**props, **revenue} if props is not None else revenue
 
     # one positional argument per export column, in EXPORT_FIELDS order (the fast and reference paths are
     # compared byte for byte by the tests)
@@ -630,26 +625,6 @@ REMOTE_IP = "$remote"
 SERVER_TIMES = ("server_received_time", "server_upload_time")
 
 
-decode_stamped = _fast_decode
-"""An event's JSON text (bytes, or a ``msgspec.Raw`` of it) -> what ``stamp_decoded`` takes; raises
-``msgspec.MsgspecError`` (or ``UnicodeDecodeError``, ``RecursionError``) for text the fast path does not take."""
-NotFast = _NotFast
-"""What ``stamp_decoded`` raises for an event it does not take: ``normalize_stamped`` of its text answers."""
-
-
-def stamp_decoded(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules, remote_ip: str | None = None,
-                  uuid_s: str | None = None) -> Normalized:
-    """``normalize_stamped`` of an event already decoded from JSON text by ``decode_stamped`` (whose size and
-    depth the caller checks), when it takes it; else it raises ``NotFast`` and ``normalize_stamped`` of the
-    text gives the answer (the same ``Normalized`` for every event this takes). Changes ``e``."""
-    e.server_received_time = e.server_upload_time = None
-    if e.ip == REMOTE_IP:
-        e.ip = remote_ip or None
-    if e.ip is not None and len(e.ip) > MAX_STRING:   # a forwarded address over the limit: rejected by the reference
-        raise _NotFast
-    return _fast_row(e, project, timestamp_ms, origin, rules, None, uuid_s)
-
-
 def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules,
                       remote_ip: str | None = None, uuid_s: str | None = None) -> Normalized | Rejected:
     """``normalize_message`` of an event the server stamps, without a key and whose depth the caller checked
@@ -663,10 +638,14 @@ def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str
         except (msgspec.MsgspecError, UnicodeDecodeError):
             pass
         else:
-            try:
-                return stamp_decoded(e, project, timestamp_ms, origin, rules, remote_ip, uuid_s)
-            except _NotFast:
-                pass
+            e.server_received_time = e.server_upload_time = None
+            if e.ip == REMOTE_IP:
+                e.ip = remote_ip or None
+            if e.ip is None or len(e.ip) <= MAX_STRING:   # a forwarded address over the limit: rejected below
+                try:
+                    return _fast_row(e, project, timestamp_ms, origin, rules, None, uuid_s)
+                except _NotFast:
+                    pass
     obj = decode(value, None, rules)
     if isinstance(obj, Rejected):
         return obj
