@@ -26,7 +26,6 @@ import msgspec
 
 from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.normalize import (
-    _VARIANT,
     Normalized,
     Reason,
     Rejected,
@@ -222,7 +221,7 @@ class EventUuids:
 
     def __init__(self, nonce: str):
         h = hashlib.sha1(nonce.encode()).hexdigest()
-        self.head = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-"
+        self.head = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"   # version 4, RFC 4122
         self.tail = int(h[20:32], 16)
 
     def __call__(self, i: int) -> str:

@@ -177,7 +177,8 @@ def test_a_refused_body_gives_the_same_error_either_way():
     for body in (b"", b"  ", b"[]", b"{", b'{"api_key":"bench-key"}', b'{"api_key":"","events":[{}]}',
                  b'{"api_key":"bench-key","events":[]}', b'{"api_key":"bench-key","events":[1],"options":5}',
                  b'{"api_key":"bench-key","events":[1],"options":{"min_id_length":0}}', b"\xff", body_of(*[EV] * 3),
-                 b"[" * 5000 + b"]" * 5000):
+                 b"[" * 5000 + b"]" * 5000,
+                 b'{"api_key":"bench-key","x":' + b"[" * 5000 + b"]" * 5000 + b',"events":[]}'):
         got = parse(body, 2)
         assert got == parse_slowly(body, 2)
         assert isinstance(got, ApiError)
