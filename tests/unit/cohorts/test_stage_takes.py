@@ -4,7 +4,7 @@ cohorts need."""
 
 import orjson
 
-from stream.cohorts.stage import MemoryStore, Rekeyer, CohortState, decode_user, row_decoder, row_fields, user_key
+from stream.cohorts.stage import CohortState, MemoryStore, Rekeyer, decode_user, row_decoder, row_fields, user_key
 from stream.events.batch import EventBatch, Origin, Source
 from stream.settings import load_settings
 
