@@ -565,7 +565,8 @@ class Rekeyer:
         if day is None:
             day = day_of_ms(uploaded_ms)
         day = min(day, day_of_ms(uploaded_ms))    # a device ahead of the clock counts on its upload's day
-        keys = [c.key for c in self.cohorts.candidates(row) if c.matches(row)]
+        # a candidate is of the row's project and event type already: one without filters matches
+        keys = [c.key for c in self.cohorts.candidates(row) if not c.filters or c.matches(row)]
         given = row.get("user_properties")
         props = None
         if isinstance(given, Mapping):
