@@ -273,7 +273,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
     handled: dict[int, int] = {}    # per partition: the offset after the last mutation taken
     taken: list[int | None] = [None]    # the oldest mutation of the take being logged: its Kafka timestamp (ms)
     held: list[int | None] = [None]     # the oldest mutation of the pending hours, as last read
-    short: list[dict[int, int | None] | None] = [None]    # what was taken when the broker last had more than that
+    drain_check = mirror_pending.DrainCheck()
 
     @app.agent(mutations, name="mirror-mutations")
     async def apply(stream: faust.StreamT) -> None:
@@ -368,20 +368,23 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         they say more is there, the next take (which those mutations make) asks again."""
         if fresh_ends is None:
             return True
-        done = taken_to(parts)
-        if short[0] == done:
-            return False
         try:
-            ends = await fresh_ends(parts)
+            return await drain_check.confirmed(taken_to(parts), lambda: fresh_ends(parts))
         except Exception as exc:    # the consumer's last fetch decides, as without the broker's ends
             log.warning("mirror: the end offsets of %s could not be read (%s: %s); the pending hours are rebuilt as "
                         "the stage's consumer saw the partitions' ends", mutations_name, type(exc).__name__, exc)
             return True
-        if mirror_pending.drained(done, {p: ends.get(p) for p in parts}):
-            short[0] = None
-            return True
-        short[0] = done
-        return False
+
+    async def commit_taken(parts: list[int]) -> None:
+        """Commit the offsets of the takes whose hours are about to be rebuilt (acknowledged once logged and recorded
+        pending; faust would commit them within a few seconds): a worker killed during or after the rebuild then does
+        not take them again, which would find a new event one of them sent already exported (an INSERT counted as
+        an insert conflict in its file's record instead of new)."""
+        try:
+            await app.consumer.commit({TP(mutations_name, p) for p in parts})
+        except Exception as exc:    # faust's own commit comes next; a take taken again still converges
+            log.warning("mirror: the offsets of %s could not be committed before the rebuild (%s: %s); faust commits "
+                        "them on its next commit", mutations_name, type(exc).__name__, exc)
 
     async def rebuild_due() -> None:
         """Rebuild the pending hours of the assigned partitions if they are due (``mirror_pending.due_hours``)."""
@@ -396,6 +399,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             if mirror_pending.due_on_drain_only(waiting, now_ms, drained, within_ms) and \
                     not await confirmed_drained(parts):
                 return
+            await commit_taken(parts)
             pend = {p: pending.pending(p) for p in parts}
             for project, hs in hours.items():
                 await rebuild(project, hs)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
@@ -134,6 +134,28 @@ def due_on_drain_only(pendings: Iterable[Pending], now_ms: int, is_drained: bool
     stage then asks the broker whether more mutations came since its consumer last looked before it rebuilds them."""
     ps = list(pendings)
     return is_drained and bool(due_hours(ps, now_ms, True, within_ms)) and not due_hours(ps, now_ms, False, within_ms)
+
+
+class DrainCheck:
+    """Whether the broker's end offsets confirm that a stage has taken every mutation (``drained`` of what it has
+    taken and of ends read now), asked at most once for what it has taken: while they say more is there, the next
+    take, which those mutations make, changes what has been taken and asks again."""
+
+    def __init__(self) -> None:
+        self.short: dict[int, int | None] | None = None
+        """What had been taken when the ends last said more was there."""
+
+    async def confirmed(self, taken: Mapping[int, int | None],
+                        ends: Callable[[], Awaitable[Mapping[int, int]]]) -> bool:
+        done = dict(taken)
+        if self.short == done:
+            return False
+        read = await ends()
+        if drained(done, {p: read.get(p) for p in done}):
+            self.short = None
+            return True
+        self.short = done
+        return False
 
 
 def hours_pending(pendings: Iterable[Pending]) -> int:

@@ -134,3 +134,24 @@ def test_the_pending_table_keeps_a_partitions_records_in_rocksdb_and_sends_each_
                                                     (7, 2 * H): mp.PendingHour(T0 + 5, T0 + 4)})
     assert t.pending(2).files == {f.key: take("s3://b/f", 2, 0, [H], 0)}
     assert t.pending(1, files=False) == mp.Pending()
+
+
+def test_partitions_that_look_drained_are_rebuilt_only_once_the_brokers_ends_agree_asked_once_per_take():
+    asked = []
+    ends = {0: 120, 1: 40}
+
+    async def read():
+        asked.append(dict(ends))
+        return dict(ends)
+
+    check = mp.DrainCheck()
+    # the consumer's last fetch saw partition 0 end at 100: the broker has 20 more, the burst's end not taken yet
+    assert asyncio.run(check.confirmed({0: 100, 1: 40}, read)) is False
+    assert asyncio.run(check.confirmed({0: 100, 1: 40}, read)) is False      # not asked again for the same take
+    assert len(asked) == 1
+    # the next take holds them: asked again, and now they agree
+    assert asyncio.run(check.confirmed({0: 120, 1: 40}, read)) is True
+    assert len(asked) == 2
+    ends[1] = 41
+    assert asyncio.run(check.confirmed({0: 120, 1: 40}, read)) is False     # a partition the broker has more of
+    assert asyncio.run(check.confirmed({0: 120, 1: None}, read)) is False   # one whose position is not known
