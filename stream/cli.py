@@ -453,6 +453,25 @@ def _admin_call(config: str | None, call: Any) -> Any:
         raise click.Abort() from None
 
 
+@cohorts.command("sync-now")
+@click.argument("cohort_id")
+@click.option("--destination", "-d", help="Only the sync to this cohort destination; default: every one.")
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="STREAM_CONFIG", help=CONFIG_HELP)
+def cohorts_sync_now(cohort_id: str, destination: str | None, config: str | None) -> None:
+    """Ask the workers to sync COHORT_ID now: a request on the sync requests topic, run by the worker holding the
+    sync duty in turn with its scheduled syncs (POST /admin/cohorts/ID/syncs); prints its id and what each sync
+    will do."""
+    from stream.cohorts.requests import answer_lines
+    if _load(config).cohort_set.cohort(cohort_id) is None:
+        raise click.ClickException(f"no cohort {cohort_id!r} in the settings: nothing was asked (stream cohorts list "
+                                   "shows them)")
+
+    async def ask(admin: Any) -> Any:
+        return await admin.cohort_sync(cohort_id, destination, by="cli")
+    for line in answer_lines(_admin_call(config, ask)):
+        click.echo(line)
+
+
 @cohorts.command("upload")
 @click.argument("cohort_id")
 @click.argument("file", type=click.File("rb"))

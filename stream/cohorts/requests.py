@@ -139,6 +139,24 @@ def pending_doc(request: dict[str, Any]) -> dict[str, Any]:
             "destination": request["destination"], "syncs": request["syncs"]}
 
 
+def answer_lines(doc: dict[str, Any]) -> list[str]:
+    """The answer to a "sync now" request (``Admin.cohort_sync``'s document, the API's 202) as ``stream cohorts
+    sync-now`` prints it: the request's id, what each sync will do, and where it runs (the ``note``)."""
+    def stamp(ms: int | None) -> str:
+        return "none" if ms is None else time.strftime("%Y-%m-%dT%H:%M", time.gmtime(ms // 1000))
+    to = f" to {doc['destination']}" if doc["destination"] else ""
+    lines = [f"request {doc['request']}: sync now of {doc['cohort']}{to}"]
+    for s in doc["syncs"]:
+        name = s["destination"] + (f" ({s['routing_key']})" if s["routing_key"] else "")
+        if s["state"] == "queued":
+            what = f"queued: a sync stamped {stamp(s['scheduled_ms'])} if it runs now"
+        else:
+            what = "complete: its current time is synced already, nothing to run"
+        lines.append(f"  {name:<16} {s['cadence']:<6} {what} (latest completed: {stamp(s['latest_completed_ms'])})")
+    lines.append(doc["note"])
+    return lines
+
+
 def job_names(request: dict[str, Any], jobs: Iterable[Any]) -> tuple[list[str], list[dict[str, str]]]:
     """The scheduler's jobs a request asks for (their names), and the syncs it names that are no longer in the
     settings."""
