@@ -4,6 +4,7 @@ copy of it caught up with the records written since the previous sync.
 usage:
     python bench/bench_profiles_copy.py [--profiles N] [--members M] [--new K] [--scanned U] [--repeats R]
                                         [--seed S] [--out NAME]
+    python bench/bench_profiles_copy.py --lookups [--profiles N] [--scanned U] [--repeats R] [--seed S] [--out NAME]
 
 On a fresh local Tansu broker, N profiles (default 200,000) are written to the profiles table's changelog (4
 partitions) as the profiles stage writes them (``stream.imports.profiles.encode``; one in 20 deleted). Each repeat
@@ -22,9 +23,22 @@ RSS (``VmHWM``) and the RSS it had before the step (the interpreter and imports)
 each read are compared (a digest that must be the same in every mode of a repeat). Apart from the step, each process
 then times the profile lookups of a scan of U users of the state (default 20,000, a fifth without a profile): a
 sync's scan asks for the profile of every user of a project with profiles, once per cohort synced
-(``SyncView.users``), a dict lookup in ``whole``, a RocksDB get and the properties' JSON decoded in ``copy``. Ratios
+(``SyncView.users``), a dict lookup in ``whole``, a RocksDB get and the properties' JSON decoded in ``copy``; in
+``copy`` and ``first`` the same scan's profiles are then read again ``RUN`` (256) users at a time, one RocksDB
+multi-get each (rocksdict's ``get`` of a list of keys; the same properties). Ratios
 are taken within a repeat. Results: a Markdown table on stdout and bench/results-profiles-copy.json (--out NAME:
 another file), with the load average before and after and the copy's bytes on disk.
+
+--lookups: the lookup phase alone, in this process, without a broker: N profiles written into a copy on disk
+(``ProfilesCopy.apply``), closed and opened again (read from its files, as a later sync reads it), then the profiles
+of a scan of U users (in the order of their amplitude_ids, which is not their user_ids': random) read R times each
+way, alternating: ``single``, one get a user
+(``profile_reader``, as ``SyncView.users`` reads them); ``batched``, one multi-get for each ``RUN`` (256) users;
+``dict``, a lookup in a dict of the decoded properties (what the whole changelog read into memory cost a lookup,
+and what a sync holding each user's profile once read would cost the next cohorts' scans). µs a user, the reads of
+the copy each way, and the ratio single / batched within each repeat; the properties read must be the same each way.
+Then the bytes a user that such a hold takes (two properties a user; ``tracemalloc``). Results:
+bench/results-profiles-lookups.json (--out NAME: another file).
 """
 
 from __future__ import annotations
@@ -47,6 +61,8 @@ sys.path.insert(0, str(BENCH.parent))
 
 P = 424242
 PARTITIONS = 4
+RUN = 256
+"""--lookups, and the scans' second read: the users whose profiles one multi-get reads."""
 TOPICS = "bench."
 
 
@@ -144,14 +160,87 @@ def child(mode: str, bootstrap: str, data_dir: Path, asked: dict[str, list[str]]
     t3 = time.perf_counter()
     scan = [profile_of(P, u) for u in asked["scanned"]]
     scan_s = time.perf_counter() - t3
-    if mode != "whole":
+    batched_us = None
+    if mode != "whole":     # the same scan's profiles read ``RUN`` users at a time, one multi-get each
+        t4 = time.perf_counter()
+        assert multi_get(copy, [(P, u) for u in asked["scanned"]]) == scan
+        batched_us = round((time.perf_counter() - t4) / max(len(scan), 1) * 1e6, 2)
         copy.close()            # as the sync's source closes it when its process ends
     digest = hashlib.sha256(json.dumps([got, scan], sort_keys=True).encode()).hexdigest()[:16]
     return {"mode": mode, "seconds": round(seconds, 3), "records_read": records, "rss_before_mib": round(before, 1),
             "peak_rss_mib": round(peak, 1),
             "lookup_us": round((t2 - t1) / max(len(users), 1) * 1e6, 2), "scan_s": round(scan_s, 3),
-            "scan_us": round(scan_s / max(len(scan), 1) * 1e6, 2), "found": sum(g is not None for g in got),
+            "scan_us": round(scan_s / max(len(scan), 1) * 1e6, 2), "scan_batched_us": batched_us,
+            "found": sum(g is not None for g in got),
             "digest": digest}
+
+
+def multi_get(copy, asked: list[tuple[int, str]]) -> list:
+    """The profile properties of ``asked`` read ``RUN`` users at a time, one RocksDB multi-get each (rocksdict's
+    ``get`` of a list of keys), as ``profile_reader`` decodes them."""
+    import orjson
+
+    from stream.imports.profiles import key
+    out = []
+    for i in range(0, len(asked), RUN):
+        out += [None if raw is None else orjson.loads(raw)["properties"]
+                for raw in copy.db.get([key(p, u) for p, u in asked[i:i + RUN]])]
+    return out
+
+
+def lookup_phase(n_profiles: int, scanned: int, repeats: int, seed: int) -> dict:
+    """``--lookups`` (module docstring)."""
+    import tracemalloc
+
+    from stream.cohorts.profiles_copy import ProfilesCopy, profile_reader
+    from stream.imports.profiles import decode, key
+    rnd = random.Random(seed)
+    work = Path(tempfile.mkdtemp(prefix="stream-bench-lookups-"))
+    try:
+        records = profile_records(range(n_profiles), rnd, 0)
+        copy = ProfilesCopy.open(work, "lookups")
+        for i in range(0, len(records), 10_000):
+            copy.apply(0, records[i:i + 10_000], i + 10_000)
+        copy.close()
+        stored = {k: decode(v).properties for k, v in records}
+        # the scan's users, a fifth without a profile
+        asked = [(P, u) for u in lookups(n_profiles, 1, scanned, seed)["scanned"]]
+        copy = ProfilesCopy.open(work, "lookups")
+        reader = profile_reader(copy, frozenset({P}))
+        runs = []
+        for rep in range(repeats):
+            one: dict = {}
+            order = ("single", "batched", "dict") if rep % 2 == 0 else ("dict", "batched", "single")
+            got: dict = {}
+            for way in order:
+                t0 = time.perf_counter()
+                if way == "single":
+                    got[way] = [reader(p, u) for p, u in asked]
+                elif way == "batched":
+                    got[way] = multi_get(copy, asked)
+                else:
+                    got[way] = [stored.get(key(p, u)) for p, u in asked]
+                one[way] = {"us": round((time.perf_counter() - t0) / len(asked) * 1e6, 2),
+                            "reads": {"single": len(asked), "batched": -(-len(asked) // RUN), "dict": 0}[way]}
+            assert got["single"] == got["batched"] == got["dict"]
+            one["single_over_batched"] = round(one["single"]["us"] / one["batched"]["us"], 2)
+            one["load"] = load()
+            print(f"repeat {rep}: {one}", file=sys.stderr)
+            runs.append(one)
+        # what a sync would hold to read each user's profile once whatever the cohorts synced: the properties a
+        # cohort reads (two names) of each user scanned, by amplitude_id
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        held = {1_000_000 + i: None if props is None else {n: props[n] for n in ("country", "plan")}
+                for i, props in enumerate(got["single"])}
+        cache_bytes = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        del held
+        copy.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"profiles": n_profiles, "scanned": scanned, "run": RUN, "found": sum(g is not None for g in got["single"]),
+            "cache_bytes_per_user": round(cache_bytes / len(asked)), "runs": runs}
 
 
 def run_child(mode: str, bootstrap: str, data_dir: Path, users_file: Path) -> dict:
@@ -173,6 +262,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", help="the results file's name under bench/ (default results-profiles-copy.json)")
+    ap.add_argument("--lookups", action="store_true", help="the lookup phase alone (module docstring)")
     ap.add_argument("--child")
     ap.add_argument("--bootstrap")
     ap.add_argument("--data-dir")
@@ -180,6 +270,22 @@ def main() -> None:
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(a.child, a.bootstrap, Path(a.data_dir), json.loads(Path(a.users).read_text()))))
+        return
+    if a.lookups:
+        load_before = load()
+        result = lookup_phase(a.profiles, a.scanned, a.repeats, a.seed)
+        result.update(load_before=load_before, load_after=load())
+        print(f"\n{a.profiles} profiles in the copy, a scan of {a.scanned} users ({result['found']} with a profile), "
+              f"runs of {result['run']}; load {load_before} -> {result['load_after']}; "
+              "holding two properties of each user "
+              f"scanned: {result['cache_bytes_per_user']} bytes a user\n")
+        print("| repeat | single: µs a user | single: reads | batched: µs a user | batched: reads | dict: µs a user "
+              "| single / batched |")
+        print("|---|---|---|---|---|---|---|")
+        for rep, r in enumerate(result["runs"]):
+            print(f"| {rep} | {r['single']['us']} | {r['single']['reads']} | {r['batched']['us']} | "
+                  f"{r['batched']['reads']} | {r['dict']['us']} | {r['single_over_batched']} |")
+        (BENCH / (a.out or "results-profiles-lookups.json")).write_text(json.dumps(result, indent=1) + "\n")
         return
 
     from stream.devstack.services import start_broker
@@ -227,7 +333,7 @@ def main() -> None:
     print("| repeat | whole: s | whole: peak RSS MiB | copy: s | copy: records read | copy: peak RSS MiB | "
           "first: s | first: peak RSS MiB | whole s / copy s | whole / copy: peak RSS | "
           "whole / copy: RSS the step added | "
-          "scan lookup µs: whole / copy |")
+          "scan lookup µs: whole / copy / copy batched |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rep, r in enumerate(runs):
         w, c, f = r["whole"], r["copy"], r["first"]
@@ -239,7 +345,8 @@ def main() -> None:
         rows.append(row)
         print(f"| {rep} | {w['seconds']} | {w['peak_rss_mib']} | {c['seconds']} | {c['records_read']} | "
               f"{c['peak_rss_mib']} | {f['seconds']} | {f['peak_rss_mib']} | {row['time_ratio']} | "
-              f"{row['rss_ratio']} | {row['growth_ratio']} | {w['scan_us']} / {c['scan_us']} |")
+              f"{row['rss_ratio']} | {row['growth_ratio']} | {w['scan_us']} / {c['scan_us']} / "
+              f"{c['scan_batched_us']} |")
     result = {"profiles": a.profiles, "members": a.members, "scanned": a.scanned, "new_records_per_repeat": a.new,
               "partitions": PARTITIONS,
               "load_before": load_before, "load_after": load_after, "copy_bytes": copy_bytes, "runs": rows}
