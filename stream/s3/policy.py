@@ -11,9 +11,9 @@ For a target that stream writes (an export or cohort destination):
   decrypt the data key) for the writer;
 - the **trust policy** of ``role_arn``: the workers' identity may assume it, with the external id if one is set.
 
-A cohort destination's writer also reads back what it wrote (``cohort_bucket_policy``, ``cohort_role_policy``):
-the previous sync's existing file (the diff), the sync records and a static cohort's list, and lists its
-records.
+A cohort destination's writer may also abort its multipart uploads, and reads back what it wrote
+(``cohort_bucket_policy``, ``cohort_role_policy``): the previous sync's existing file (the diff), the sync records
+and a static cohort's list, and lists its records.
 
 For a target that stream reads (an import source): ``s3:ListBucket`` limited to its prefix, ``s3:GetObject`` under
 it, ``kms:Decrypt``, and the notification set-up actions (FORMATS.md §7.1, Amplitude's import policy shape).
@@ -66,12 +66,18 @@ def _deny_unencrypted(target: Target) -> list[dict[str, Any]]:
              "Resource": everything, "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}}]
 
 
+COHORT_WRITES = ["s3:PutObject", "s3:AbortMultipartUpload"]
+"""A cohort destination's writes: a file larger than ``s3.upload_part_bytes`` is a multipart upload (PutObject
+grants its create, parts and completion), aborted when it fails, which needs its own action (else the parts stay,
+billed, until the bucket's lifecycle rule expires them)."""
+
+
 def _cohort_statements(target: Target, path_prefix: str, records_dir: str,
                        principal: dict[str, Any] | None) -> list[dict[str, Any]]:
     who = {"Principal": principal} if principal else {}
     objects = _objects(target, [path_prefix, records_dir])
     return [
-        {"Sid": "StreamWrites", "Effect": "Allow", **who, "Action": "s3:PutObject", "Resource": objects},
+        {"Sid": "StreamWrites", "Effect": "Allow", **who, "Action": COHORT_WRITES, "Resource": objects},
         {"Sid": "StreamReadsBack", "Effect": "Allow", **who, "Action": "s3:GetObject", "Resource": objects},
         {"Sid": "StreamListsRecords", "Effect": "Allow", **who, "Action": "s3:ListBucket",
          "Resource": s3_arn(target.bucket, region=target.region),

@@ -69,5 +69,5 @@ def test_a_static_cohort_on_s3_from_upload_to_files_history_memberships_and_down
                             "lists its files")
     policy = admin.policy("crm")
     assert policy["prefixes"] == ["cohorts/", "_stream/cohorts/crm/"]
-    assert [st["Action"] for st in policy["role_policy"]["Statement"]] == ["s3:PutObject", "s3:GetObject",
-                                                                         "s3:ListBucket"]
+    assert [st["Action"] for st in policy["role_policy"]["Statement"]] == [
+        ["s3:PutObject", "s3:AbortMultipartUpload"], "s3:GetObject", "s3:ListBucket"]

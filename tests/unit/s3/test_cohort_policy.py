@@ -32,6 +32,7 @@ def test_a_cohort_destinations_policies_are_exactly_these(tmp_path):
     code, doc = policy(tmp_path, "crm")
     files, records = "arn:aws:s3:::acme-cohorts/cohorts/*", "arn:aws:s3:::acme-cohorts/_stream/cohorts/crm/*"
     workers = {"AWS": "arn:aws:iam::111122223333:role/stream-workers"}
+    writes = ["s3:PutObject", "s3:AbortMultipartUpload"]   # a large file is a multipart upload, aborted on failure
     list_records = {"Sid": "StreamListsRecords", "Effect": "Allow", "Action": "s3:ListBucket",
                     "Resource": "arn:aws:s3:::acme-cohorts",
                     "Condition": {"StringLike": {"s3:prefix": ["_stream/cohorts/crm/*"]}}}
@@ -40,13 +41,13 @@ def test_a_cohort_destinations_policies_are_exactly_these(tmp_path):
         "cohort_destination": "crm", "writer": "arn:aws:iam::111122223333:role/stream-workers",
         "prefixes": ["cohorts/", "_stream/cohorts/crm/"],
         "bucket_policy": {"Version": "2012-10-17", "Statement": [
-            {"Sid": "StreamWrites", "Effect": "Allow", "Principal": workers, "Action": "s3:PutObject",
+            {"Sid": "StreamWrites", "Effect": "Allow", "Principal": workers, "Action": writes,
              "Resource": [files, records]},
             {"Sid": "StreamReadsBack", "Effect": "Allow", "Principal": workers, "Action": "s3:GetObject",
              "Resource": [files, records]},
             {**list_records, "Principal": workers}]},
         "role_policy": {"Version": "2012-10-17", "Statement": [
-            {"Sid": "StreamWrites", "Effect": "Allow", "Action": "s3:PutObject", "Resource": [files, records]},
+            {"Sid": "StreamWrites", "Effect": "Allow", "Action": writes, "Resource": [files, records]},
             {"Sid": "StreamReadsBack", "Effect": "Allow", "Action": "s3:GetObject", "Resource": [files, records]},
             list_records]}}
     assert list(doc["bucket_policy"]["Statement"][2]) == ["Sid", "Effect", "Principal", "Action", "Resource",
