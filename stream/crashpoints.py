@@ -67,6 +67,15 @@ NAMES = (
     "mirror.rebuilt",         # the pending hours rebuilt, their mirror-files records not written, still pending
     # profiles: profiles.mutations -> the profiles table
     "profiles.applied",       # a mutation's profile written to the table and handed to the changelog, not committed
+    "profiles.snapshot_planned",  # a day's snapshot read, listed as missing and its body made, not put
+    "profiles.snapshot_written",  # a day's snapshot put, the next day due (if any) not
+    # backfill: the hours of a backfill -> S3
+    "backfill.claimed",       # the claim (hours, end offsets) in the ledger, nothing rebuilt
+    "backfill.written",       # the claimed hours rebuilt and their objects uploaded, the replaced ones not deleted
+    "backfill.uploaded",      # a rebuilt object on S3, its ledger record not written
+    "backfill.progress",      # a progress report in the ledger, the backfill going on
+    "backfill.deleted",       # a replaced object deleted, its ledger record not written
+    "backfill.marked",        # an hour's _complete marker on S3 and recorded
     # shutdown
     "worker.stopping",        # SIGTERM received, nothing drained yet
     # cohorts

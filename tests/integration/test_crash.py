@@ -196,7 +196,7 @@ def crash_then_recover(settings, worker, point, events=EVENTS, hours=DATA_HOURS,
 
 
 @pytest.mark.parametrize("point", [p for p in NAMES if p not in MULTIPART and p != "worker.stopping"
-                                   and not p.startswith(("import.", "cohorts.", "mirror.", "profiles."))])
+                                   and not p.startswith(("import.", "cohorts.", "mirror.", "profiles.", "backfill."))])
 def test_killing_the_worker_at_each_point_neither_loses_nor_duplicates(deployment, worker, point):
     """Every stage replays what it had not committed; the exporter drops the replays by their source offsets."""
     settings = exporting_merged_ids(deployment[1])
