@@ -24,6 +24,7 @@ from typing import Any
 
 from stream import metrics
 from stream.clock import Clock
+from stream.crashpoints import crash_point
 from stream.imports.profiles import Profile, days_due, decode, snapshot_body, snapshot_key
 from stream.kafka import iter_all
 from stream.s3.client import target_client, target_of
@@ -69,7 +70,9 @@ async def write_to(storage: Storage, stored: Mapping[bytes, Profile], dest: Dest
     have = {o.key async for o in storage.list(dest.bucket, f"{dest.prefix}{dest.project}/profiles/")}
     written = []
     for key, body in planned(stored, dest, have, now_ms):
+        crash_point("profiles.snapshot_planned")
         await storage.put_bytes(dest.bucket, key, body, "application/gzip")
+        crash_point("profiles.snapshot_written")
         metrics.PROFILE_SNAPSHOTS.labels(dest.name).inc()
         log.info("profiles: snapshot s3://%s/%s written (%d bytes)", dest.bucket, key, len(body))
         written.append(f"s3://{dest.bucket}/{key}")

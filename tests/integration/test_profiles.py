@@ -255,6 +255,42 @@ def test_the_worker_writes_the_days_snapshot_of_the_changed_profiles_on_its_own(
         'stream_profile_snapshots_total{destination="crm"}': 1}
 
 
+@pytest.mark.parametrize("point", ["profiles.snapshot_planned", "profiles.snapshot_written"])
+def test_a_worker_killed_around_the_snapshots_put_ends_with_the_days_snapshot_written_once(deployment, worker, point):
+    """Killed with the day's snapshot made and not put (the restarted worker puts it), or put (the restarted worker
+    lists it and puts nothing): one object for the day, holding the day's changed profiles."""
+    from stream.agents.profiles import SCHEDULE_ENV
+    settings, s3, src_bucket = profiles_source(deployment)
+    s3.put_object(Bucket=src_bucket, Key="in/people.json", Body=profiles_file())
+    asyncio.run(discover(settings, [ImportFile("people", src_bucket, "in/people.json", T0, "sqs")]))
+    worker()
+    wait_until(lambda: answered(settings, "user-3") == 200 and answered(settings, "user-2") == 404, 90,
+               "the profiles applied")
+    worker.stop()
+    bucket = settings.destinations[0].bucket
+    stored = asyncio.run(profiles_snapshot.read_stored(settings))
+    (day,) = {p.changed_ms // DAY_MS * DAY_MS for p in stored.values()}
+    key = f"crm/{PROJECT}/profiles/{PROJECT}_profiles_{time.strftime('%Y-%m-%d', time.gmtime(day / 1000))}.json.gz"
+
+    def snapshots():
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="crm/").get("Contents", []))
+    schedule = {SCHEDULE_ENV: f"1:{DAY_MS + GRACE_MS}"}
+    first = worker(env={**schedule, "STREAM_CRASH_AT": point})
+    wait_until(lambda: first.poll() is not None, 90, f"the worker to die at {point}")
+    assert first.returncode == -9
+    assert snapshots() == ([] if point == "profiles.snapshot_planned" else [key])
+    worker(env=schedule)
+    wait_until(lambda: snapshots() == [key] and answered(settings, "user-3") == 200, 90,
+               "the day's snapshot written and the restarted worker up")
+    time.sleep(5)               # about five looks of the restarted worker (one a second): none puts the day again
+    assert snapshots() == [key]
+    assert worker_counters(settings, "stream_profile_snapshots_total") == (
+        {'stream_profile_snapshots_total{destination="crm"}': 1} if point == "profiles.snapshot_planned" else {})
+    body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert body.splitlines() == profiles.snapshot_body(stored, PROJECT, day).splitlines()
+    assert [orjson.loads(x)["user_id"] for x in body.splitlines()] == ["user-1", "user-2", "user-3"]
+
+
 SLOW = {"fetch_min_bytes": 50 << 20, "fetch_max_wait_ms": 1000}
 """Consumer settings that make the broker hold each fetch 1 s (it waits for 50 MB that never come): longer than the
 two polls of 300 ms after which a read that took two empty polls for the end stopped."""
