@@ -7,8 +7,12 @@ header) of ``stream.imports.profiles.snapshot_line`` lines ordered by user_id. A
 
 Exactly once: a day's object is written only when the destination's listing does not have it, and it is written
 whole by one PutObject, so a crash before the put writes it at the next look and a crash after leaves it as it is;
-the writer runs in the one replica that owns partition 0 of profiles.mutations (``stream.agents.profiles``), so
-two replicas do not write a day at once. The state is read from the profiles table's compacted changelog, every
+the writer runs in the replica that owns partition 0 of profiles.mutations (``stream.agents.profiles``), checked at
+the start of a look: when partition 0 moves during a look, two replicas can list a day missing and both put it. A
+day's body holds the profiles whose latest change is in the day, so what was written after the day for other users
+(or a row setting the same properties again) leaves it as it was and the second put writes the same bytes; a
+profile of the day changed again after it, between the two reads, makes the bodies differ (the later one lacks it),
+and the object is the last put, whole (docs/imports.md, "Profiles"). The state is read from the profiles table's compacted changelog, every
 partition up to its end offset as it is when the read starts (``read_stored``; a slow broker makes the read slower,
 not short, and one that fetches nothing for a minute fails the look, which the next look repeats): a day's snapshot
 holds each profile changed that day as it is when the snapshot is written, so a profile changed again on a later

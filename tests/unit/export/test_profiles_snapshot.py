@@ -78,3 +78,20 @@ def test_each_days_snapshot_is_written_once():
         "s3://out/amp/7/profiles/7_profiles_2024-03-10.json.gz"]
     assert storage.puts == ["amp/7/profiles/7_profiles_2024-03-09.json.gz",
                             "amp/7/profiles/7_profiles_2024-03-10.json.gz"]
+
+
+def test_a_second_writer_reading_later_puts_the_same_bytes_unless_a_profile_of_the_day_changed_again():
+    """Two replicas each read the profiles, list the day missing and put it (the duty moved during a look): the body
+    is made of the profiles whose latest change is in the day, so records written after the day's end for other
+    users, or setting a user's same properties again, leave its bytes as they were; a user of the day changed again
+    after it leaves the day (it is in its new day's snapshot), and the later reader puts other bytes under the key."""
+    dest, now = settings().destination("crm"), D1 + DAY_MS + GRACE_MS
+    first = planned(STORED, dest, set(), now)
+    later = {**STORED, key(7, "d"): Profile({"plan": "new"}, SEQ, D1 + DAY_MS + 9),          # a new user, the next day
+             key(7, "b"): Profile({"plan": "pro"}, (2, "s3://bkt/q.json", 1), D1 + 5)}      # set the same again
+    assert planned(later, dest, set(), now) == first
+    changed = {**STORED, key(7, "b"): Profile({"plan": "team"}, (2, "s3://bkt/q.json", 1), D1 + DAY_MS + 60_000)}
+    (k, body), = planned(changed, dest, set(), now)
+    assert k == first[0][0] and body != first[0][1]
+    assert gzip.decompress(body) == (
+        b'{"app":7,"user_id":"a","user_properties":null,"deleted":true,"updated_time":"2024-03-09 23:59:59.999000"}\n')
