@@ -12,11 +12,13 @@ the start of a look: when partition 0 moves during a look, two replicas can list
 day's body holds the profiles whose latest change is in the day, so what was written after the day for other users
 (or a row setting the same properties again) leaves it as it was and the second put writes the same bytes; a
 profile of the day changed again after it, between the two reads, makes the bodies differ (the later one lacks it),
-and the object is the last put, whole (docs/imports.md, "Profiles"). The state is read from the profiles table's compacted changelog, every
-partition up to its end offset as it is when the read starts (``read_stored``; a slow broker makes the read slower,
-not short, and one that fetches nothing for a minute fails the look, which the next look repeats): a day's snapshot
-holds each profile changed that day as it is when the snapshot is written, so a profile changed again on a later
-day before its day's snapshot was written (the writer was down past midnight) is in the later day's snapshot only.
+and the object is the last put, whole (docs/imports.md, "Profiles").
+
+The state is read from the profiles table's compacted changelog, every partition up to its end offset as it is when
+the read starts (``read_stored``; a slow broker makes the read slower, not short, and one that fetches nothing for a
+minute fails the look, which the next look repeats): a day's snapshot holds each profile changed that day as it is
+when the snapshot is written, so a profile changed again on a later day before its day's snapshot was written (the
+writer was down past midnight) is in the later day's snapshot only.
 """
 
 from __future__ import annotations
