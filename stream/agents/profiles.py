@@ -120,10 +120,12 @@ def register(app: faust.App, settings: Settings, clock: Clock,
         @app.timer(interval=look_s)
         async def profiles_snapshots() -> None:
             """The daily snapshots due, written by the replica that owns profiles.mutations partition 0."""
-            if owner not in app.consumer.assignment():
+            def owns() -> bool:
+                return owner in app.consumer.assignment()
+            if not owns():
                 return
             try:
-                await profiles_snapshot.write_due(settings, snapshot_clock)
+                await profiles_snapshot.write_due(settings, snapshot_clock, owns)
             except Exception as exc:   # S3 or Kafka away: the next look writes what is still missing
                 log.warning("profiles: the daily snapshots could not be written (%s: %s); trying again in %ds",
                             type(exc).__name__, exc, look_s)

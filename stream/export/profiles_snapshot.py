@@ -8,7 +8,8 @@ header) of ``stream.imports.profiles.snapshot_line`` lines ordered by user_id. A
 Exactly once: a day's object is written only when the destination's listing does not have it, and it is written
 whole by one PutObject, so a crash before the put writes it at the next look and a crash after leaves it as it is;
 the writer runs in the replica that owns partition 0 of profiles.mutations (``stream.agents.profiles``), checked at
-the start of a look: when partition 0 moves during a look, two replicas can list a day missing and both put it. A
+the start of a look and again before each put; when partition 0 moves during a put, or between the check and the
+put, two replicas can list a day missing and both put it. A
 day's body holds the profiles whose latest change is in the day, so what was written after the day for other users
 (or a row setting the same properties again) leaves it as it was and the second put writes the same bytes; a
 profile of the day changed again after it, between the two reads, makes the bodies differ (the later one lacks it),
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream import metrics
@@ -70,12 +71,21 @@ def planned(stored: Mapping[bytes, Profile], dest: DestinationSettings, have: se
     return out
 
 
+def _always() -> bool:
+    return True
+
+
 async def write_to(storage: Storage, stored: Mapping[bytes, Profile], dest: DestinationSettings,
-                   now_ms: int) -> list[str]:
-    """Write the due snapshots of ``dest`` that its bucket does not have; their URLs."""
+                   now_ms: int, owns: Callable[[], bool] = _always) -> list[str]:
+    """Write the due snapshots of ``dest`` that its bucket does not have; their URLs. ``owns``: whether this replica
+    still has the duty, asked before each put; once it says no, nothing more is put (the new owner writes the rest)."""
     have = {o.key async for o in storage.list(dest.bucket, f"{dest.prefix}{dest.project}/profiles/")}
     written = []
     for key, body in planned(stored, dest, have, now_ms):
+        if not owns():
+            log.info("profiles: snapshot s3://%s/%s not written: this replica no longer owns the snapshots' duty "
+                     "(partition 0 of profiles.mutations); its new owner writes it", dest.bucket, key)
+            break
         crash_point("profiles.snapshot_planned")
         await storage.put_bytes(dest.bucket, key, body, "application/gzip")
         crash_point("profiles.snapshot_written")
@@ -85,8 +95,9 @@ async def write_to(storage: Storage, stored: Mapping[bytes, Profile], dest: Dest
     return written
 
 
-async def write_due(settings: Settings, clock: Clock) -> list[str]:
-    """The due snapshots of every enabled destination with ``exports: profiles``, written; their URLs."""
+async def write_due(settings: Settings, clock: Clock, owns: Callable[[], bool] = _always) -> list[str]:
+    """The due snapshots of every enabled destination with ``exports: profiles``, written while ``owns()`` (asked
+    before each put); their URLs."""
     dests = [d for d in settings.destinations if d.enabled and d.exports_profiles()]
     if not dests:
         return []
@@ -95,5 +106,5 @@ async def write_due(settings: Settings, clock: Clock) -> list[str]:
     for d in dests:
         async with target_client(target_of(d, settings.s3), settings.s3) as s3:
             storage = S3Storage(s3, d.encryption, settings.s3.upload_part_bytes, settings.s3.read_timeout_s)
-            written += await write_to(storage, stored, d, clock.now_ms())
+            written += await write_to(storage, stored, d, clock.now_ms(), owns)
     return written

@@ -95,3 +95,14 @@ def test_a_second_writer_reading_later_puts_the_same_bytes_unless_a_profile_of_t
     assert k == first[0][0] and body != first[0][1]
     assert gzip.decompress(body) == (
         b'{"app":7,"user_id":"a","user_properties":null,"deleted":true,"updated_time":"2024-03-09 23:59:59.999000"}\n')
+
+
+def test_a_replica_that_lost_the_duty_during_a_look_puts_nothing_more():
+    """Two days due: the duty (partition 0) moves away after the first put; the second is left to the new owner."""
+    storage, dest = MemoryStorage(), settings().destination("crm")
+    answers = iter([True, False])
+    assert asyncio.run(write_to(storage, STORED, dest, D1 + 2 * DAY_MS + GRACE_MS, lambda: next(answers))) == [
+        "s3://out/amp/7/profiles/7_profiles_2024-03-09.json.gz"]
+    assert storage.puts == ["amp/7/profiles/7_profiles_2024-03-09.json.gz"]
+    assert asyncio.run(write_to(storage, STORED, dest, D1 + 2 * DAY_MS + GRACE_MS, lambda: False)) == []
+    assert storage.puts == ["amp/7/profiles/7_profiles_2024-03-09.json.gz"]
