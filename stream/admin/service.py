@@ -170,11 +170,15 @@ class Admin:
         dest = self.destination(name)
         target = target_of(dest, self.settings.s3)
         prefixes = [p for _, p in written_prefixes(dest, segment_sources_of(self.settings, dest.project))]
+        reads: list[str] = []
+        if dest.archive:    # its hours rebuilt from its own objects, and the project's mirror log in its bucket
+            prefixes.append(f"{self.settings.mirror.log_prefix}{dest.project}/")
+            reads = prefixes
         principal = self.settings.s3.worker_principal_arn
         doc: dict[str, Any] = {
             "destination": name, "writer": policy.writer_of(target, principal), "prefixes": prefixes,
-            "bucket_policy": policy.bucket_policy(target, prefixes, principal, enforce_encryption),
-            "role_policy": policy.role_policy(target, prefixes)}
+            "bucket_policy": policy.bucket_policy(target, prefixes, principal, enforce_encryption, reads),
+            "role_policy": policy.role_policy(target, prefixes, reads)}
         if dest.encryption.type == "sse-kms":
             doc["kms_key_policy_statement"] = policy.kms_key_policy_statement(target, principal)
         return _with_trust(doc, target, principal)

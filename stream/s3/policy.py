@@ -3,15 +3,18 @@
 For a target that stream writes (an export or cohort destination):
 
 - the **bucket policy** (on the bucket, naming who writes: the target's ``role_arn``, else the workers' own
-  identity) with ``s3:PutObject`` on exactly the key prefixes the target writes, and, on request, Segment's two
-  encryption-enforcing Deny statements (FORMATS.md §7.1);
+  identity) with ``s3:PutObject`` and ``s3:AbortMultipartUpload`` on exactly the key prefixes the target writes,
+  ``s3:DeleteObject`` there (a backfill or a mirror rebuild replaces an hour's objects), ``s3:ListBucket`` on the
+  bucket (the access check's HeadBucket, a rebuild's listing), ``s3:GetObject`` where an archive destination reads
+  back (its hours, its mirror log), and, on request, Segment's two encryption-enforcing Deny statements
+  (FORMATS.md §7.1);
 - the **role policy** (an identity policy: attach it to that role, or to the workers' role) granting the same
   writes, and the KMS actions on the key for SSE-KMS;
 - the **KMS key policy** statement for SSE-KMS: ``kms:GenerateDataKey`` and ``kms:Decrypt`` (multipart uploads
   decrypt the data key) for the writer;
 - the **trust policy** of ``role_arn``: the workers' identity may assume it, with the external id if one is set.
 
-A cohort destination's writer may also abort its multipart uploads, and reads back what it wrote
+A cohort destination's writer reads back what it wrote
 (``cohort_bucket_policy``, ``cohort_role_policy``): the previous sync's existing file (the diff), the sync records
 and a static cohort's list, and lists its records.
 
@@ -47,11 +50,32 @@ def writer_of(target: Target, worker_principal: str | None) -> str:
     return target.role_arn or worker_principal or UNKNOWN_PRINCIPAL
 
 
+WRITES = ["s3:PutObject", "s3:AbortMultipartUpload"]
+"""A destination's writes: an object larger than ``s3.upload_part_bytes`` is a multipart upload (PutObject grants
+its create, parts and completion), aborted when it fails, which needs its own action (else the parts stay, billed,
+until the bucket's lifecycle rule expires them)."""
+
+
+def _export_statements(target: Target, prefixes: Sequence[str], reads: Sequence[str],
+                       principal: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """An export destination's grants: put (and abort) its objects; delete the ones a backfill or a mirror
+    rebuild replaces; list the bucket (the access check's HeadBucket, a rebuild's listing of an hour's objects);
+    read back ``reads`` (an archive destination: its hours rebuilt from their objects, its mirror log)."""
+    who = {"Principal": principal} if principal else {}
+    objects = _objects(target, prefixes)
+    out = [{"Sid": "StreamWrites", "Effect": "Allow", **who, "Action": WRITES, "Resource": objects},
+           {"Sid": "StreamRebuilds", "Effect": "Allow", **who, "Action": "s3:DeleteObject", "Resource": objects},
+           {"Sid": "StreamLists", "Effect": "Allow", **who, "Action": "s3:ListBucket",
+            "Resource": s3_arn(target.bucket, region=target.region)}]
+    if reads:
+        out.append({"Sid": "StreamReadsBack", "Effect": "Allow", **who, "Action": "s3:GetObject",
+                    "Resource": _objects(target, reads)})
+    return out
+
+
 def bucket_policy(target: Target, prefixes: Sequence[str], worker_principal: str | None,
-                  enforce_encryption: bool = False) -> dict[str, Any]:
-    statements: list[dict[str, Any]] = [{
-        "Sid": "StreamWrites", "Effect": "Allow", "Principal": {"AWS": writer_of(target, worker_principal)},
-        "Action": "s3:PutObject", "Resource": _objects(target, prefixes)}]
+                  enforce_encryption: bool = False, reads: Sequence[str] = ()) -> dict[str, Any]:
+    statements = _export_statements(target, prefixes, reads, {"AWS": writer_of(target, worker_principal)})
     if enforce_encryption:
         statements += _deny_unencrypted(target)
     return _doc(*statements)
@@ -66,18 +90,12 @@ def _deny_unencrypted(target: Target) -> list[dict[str, Any]]:
              "Resource": everything, "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}}}]
 
 
-COHORT_WRITES = ["s3:PutObject", "s3:AbortMultipartUpload"]
-"""A cohort destination's writes: a file larger than ``s3.upload_part_bytes`` is a multipart upload (PutObject
-grants its create, parts and completion), aborted when it fails, which needs its own action (else the parts stay,
-billed, until the bucket's lifecycle rule expires them)."""
-
-
 def _cohort_statements(target: Target, path_prefix: str, records_dir: str,
                        principal: dict[str, Any] | None) -> list[dict[str, Any]]:
     who = {"Principal": principal} if principal else {}
     objects = _objects(target, [path_prefix, records_dir])
     return [
-        {"Sid": "StreamWrites", "Effect": "Allow", **who, "Action": COHORT_WRITES, "Resource": objects},
+        {"Sid": "StreamWrites", "Effect": "Allow", **who, "Action": WRITES, "Resource": objects},
         {"Sid": "StreamReadsBack", "Effect": "Allow", **who, "Action": "s3:GetObject", "Resource": objects},
         {"Sid": "StreamListsRecords", "Effect": "Allow", **who, "Action": "s3:ListBucket",
          "Resource": s3_arn(target.bucket, region=target.region),
@@ -107,9 +125,8 @@ def cohort_role_policy(target: Target, path_prefix: str, records_dir: str) -> di
     return _doc(*statements)
 
 
-def role_policy(target: Target, prefixes: Sequence[str]) -> dict[str, Any]:
-    statements: list[dict[str, Any]] = [{"Sid": "StreamWrites", "Effect": "Allow", "Action": "s3:PutObject",
-                                         "Resource": _objects(target, prefixes)}]
+def role_policy(target: Target, prefixes: Sequence[str], reads: Sequence[str] = ()) -> dict[str, Any]:
+    statements = _export_statements(target, prefixes, reads, None)
     if target.encryption.type == "sse-kms":
         statements.append({"Sid": "StreamEncrypts", "Effect": "Allow",
                            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],

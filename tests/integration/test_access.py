@@ -138,7 +138,7 @@ def test_a_destination_that_cannot_write_is_notified_once_verified_and_fixed_wit
         deployment, worker, tmp_path):
     """Against S3 with IAM enforced: the destination's access verification fails (it exports nothing), one
     notification per incident reaches the webhook and the mailbox with the missing permission and the statement;
-    `stream exports verify` names it; the role policy `stream policy` prints, attached as it is, lets the
+    `stream exports verify` names it; the role policy `stream policy` prints, attached as it is and alone, lets the
     destination export -- and still denies a put outside its prefix -- and one resolved message follows."""
     import http.server
     import threading
@@ -223,14 +223,25 @@ def test_a_destination_that_cannot_write_is_notified_once_verified_and_fixed_wit
         printed = orjson.loads(subprocess.run([sys.executable, "-m", "stream", "policy", "denied", "-c", str(path)],
                                               capture_output=True, text=True, timeout=60, check=True).stdout)
         boto3.client("iam", endpoint_url=url, **as_admin).put_user_policy(
-            UserName="exporter", PolicyName="p", PolicyDocument=policy(
-                READ, *printed["role_policy"]["Statement"]))
+            UserName="exporter", PolicyName="p", PolicyDocument=policy(*printed["role_policy"]["Statement"]))
         expected = sorted(ev["insert_id"] for ev, _ in EVENTS)
         s3 = boto3.client("s3", endpoint_url=url, **as_admin)
         wait_until(lambda: rows(s3, "ntf-bkt") == expected, 90, "the destination to export everything")
         wait_until(lambda: len(hooks) == 2 and len(mails) == 2, 60, "the resolved notification")
         assert hooks[1]["event"] == "export_resolved"
         assert "Subject: [stream] exports to denied succeed again" in mails[1][1]
+        # a backfill of the hours under the same identity and policy lists them, rewrites them and deletes the
+        # object it replaces: here a stray copy under another number, which would export its rows twice
+        first9 = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="ntf-bkt")["Contents"] if "_2024-03-09_9#" in o["Key"])[0]
+        s3.copy_object(Bucket="ntf-bkt", Key=first9.split("#")[0] + "#1000.json.gz",
+                       CopySource={"Bucket": "ntf-bkt", "Key": first9})
+        assert rows(s3, "ntf-bkt") != expected
+        backfill = subprocess.run([sys.executable, "-m", "stream", "exports", "backfill", "denied", "--from",
+                                   "2024-03-09T07", "--to", "2024-03-09T10", "--json", "-c", str(path)],
+                                  capture_output=True, text=True, timeout=240, env=env)
+        assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+        assert orjson.loads(backfill.stdout)["state"] == "done"
+        assert rows(s3, "ntf-bkt") == expected
         outside = boto3.client("s3", endpoint_url=url, aws_access_key_id=key["AccessKeyId"],
                                aws_secret_access_key=key["SecretAccessKey"])
         with pytest.raises(Exception, match="AccessDenied"):

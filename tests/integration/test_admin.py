@@ -137,9 +137,13 @@ def test_the_admin_api_describes_itself_prints_policies_and_refuses_without_the_
     status, pol = call(settings, "GET", "/admin/destinations/main/policy?enforce_encryption=true")
     bucket = settings.destinations[0].bucket
     assert pol["role_policy"] == {"Version": "2012-10-17", "Statement": [
-        {"Sid": "StreamWrites", "Effect": "Allow", "Action": "s3:PutObject",
-         "Resource": [f"arn:aws:s3:::{bucket}/amp/424242/424242_*"]}]}
-    assert [s["Sid"] for s in pol["bucket_policy"]["Statement"]] == ["StreamWrites", "DenyOtherEncryption",
+        {"Sid": "StreamWrites", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": [f"arn:aws:s3:::{bucket}/amp/424242/424242_*"]},
+        {"Sid": "StreamRebuilds", "Effect": "Allow", "Action": "s3:DeleteObject",
+         "Resource": [f"arn:aws:s3:::{bucket}/amp/424242/424242_*"]},
+        {"Sid": "StreamLists", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}]}
+    assert [s["Sid"] for s in pol["bucket_policy"]["Statement"]] == ["StreamWrites", "StreamRebuilds",
+                                                                      "StreamLists", "DenyOtherEncryption",
                                                                       "DenyUnencrypted"]
     assert call(settings, "GET", "/admin/status", token="wrong")[0] == 401
     status, dests = call(settings, "GET", "/admin/destinations")

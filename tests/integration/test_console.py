@@ -310,7 +310,8 @@ def test_sign_in_turn_a_destination_off_and_on_and_copy_its_policy(deployment, w
     driver.find_element(By.ID, "enforce_encryption").click()
     submit(driver, driver.find_element(By.CSS_SELECTOR, "form.inline button"))
     doc = json.loads(driver.find_element(By.ID, "bucket_policy").text)
-    assert [s["Sid"] for s in doc["Statement"]] == ["StreamWrites", "DenyOtherEncryption", "DenyUnencrypted"]
+    assert [s["Sid"] for s in doc["Statement"]] == ["StreamWrites", "StreamRebuilds", "StreamLists",
+                                                     "DenyOtherEncryption", "DenyUnencrypted"]
     driver.save_screenshot(str(tmp_path / "policy.png"))
     driver.set_window_size(375, 800)
     driver.save_screenshot(str(tmp_path / "policy-375.png"))

@@ -13,8 +13,13 @@ def test_the_bucket_policy_grants_puts_on_exactly_the_written_prefixes_to_the_wr
     t = Target("seg", "acme", "us-east-1", encryption=EncryptionSettings(type="sse-s3"))
     assert bucket_policy(t, ["seg/segment-logs/src-1/", "seg/segment-logs/424242/"], WORKERS, True) == {
         "Version": "2012-10-17", "Statement": [
-            {"Sid": "StreamWrites", "Effect": "Allow", "Principal": {"AWS": WORKERS}, "Action": "s3:PutObject",
+            {"Sid": "StreamWrites", "Effect": "Allow", "Principal": {"AWS": WORKERS},
+             "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
              "Resource": ["arn:aws:s3:::acme/seg/segment-logs/src-1/*", "arn:aws:s3:::acme/seg/segment-logs/424242/*"]},
+            {"Sid": "StreamRebuilds", "Effect": "Allow", "Principal": {"AWS": WORKERS}, "Action": "s3:DeleteObject",
+             "Resource": ["arn:aws:s3:::acme/seg/segment-logs/src-1/*", "arn:aws:s3:::acme/seg/segment-logs/424242/*"]},
+            {"Sid": "StreamLists", "Effect": "Allow", "Principal": {"AWS": WORKERS}, "Action": "s3:ListBucket",
+             "Resource": "arn:aws:s3:::acme"},
             {"Sid": "DenyOtherEncryption", "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
              "Resource": "arn:aws:s3:::acme/*",
              "Condition": {"StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"}}},
@@ -27,8 +32,11 @@ def test_a_destination_with_its_own_role_is_written_by_it_and_trusts_the_workers
                encryption=EncryptionSettings(type="sse-kms", kms_key_id=KEY))
     assert bucket_policy(t, ["amp/424242/"], WORKERS)["Statement"][0]["Principal"] == {"AWS": ROLE}
     assert role_policy(t, ["amp/424242/"])["Statement"] == [
-        {"Sid": "StreamWrites", "Effect": "Allow", "Action": "s3:PutObject",
+        {"Sid": "StreamWrites", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
          "Resource": ["arn:aws:s3:::acme/amp/424242/*"]},
+        {"Sid": "StreamRebuilds", "Effect": "Allow", "Action": "s3:DeleteObject",
+         "Resource": ["arn:aws:s3:::acme/amp/424242/*"]},
+        {"Sid": "StreamLists", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::acme"},
         {"Sid": "StreamEncrypts", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
          "Resource": KEY}]
     assert trust_policy(t, WORKERS) == {"Version": "2012-10-17", "Statement": [
@@ -46,3 +54,17 @@ def test_an_import_source_reads_only_under_its_prefix():
                                    "Resource": "arn:aws:s3:::in",
                                    "Condition": {"StringLike": {"s3:prefix": ["exports/*"]}}}
     assert [s["Sid"] for s in doc["Statement"]] == ["StreamLists", "StreamReads", "StreamNotifications"]
+
+
+def test_an_archive_destination_also_reads_back_its_objects_and_its_mirror_log():
+    t = Target("amp", "acme", "us-east-1")
+    prefixes = ["amp/424242/", "_stream/mirror/424242/"]
+    objects = ["arn:aws:s3:::acme/amp/424242/*", "arn:aws:s3:::acme/_stream/mirror/424242/*"]
+    assert role_policy(t, prefixes, reads=prefixes)["Statement"] == [
+        {"Sid": "StreamWrites", "Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": objects},
+        {"Sid": "StreamRebuilds", "Effect": "Allow", "Action": "s3:DeleteObject", "Resource": objects},
+        {"Sid": "StreamLists", "Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::acme"},
+        {"Sid": "StreamReadsBack", "Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}]
+    assert [s["Sid"] for s in bucket_policy(t, prefixes, WORKERS, reads=prefixes)["Statement"]] == [
+        "StreamWrites", "StreamRebuilds", "StreamLists", "StreamReadsBack"]
