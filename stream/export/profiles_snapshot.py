@@ -5,15 +5,14 @@ of that day), the profiles of its project whose properties changed that day (``P
 one object, ``<prefix><project>/profiles/<project>_profiles_<YYYY-MM-DD>.json.gz``: gzip (no timestamp in its
 header) of ``stream.imports.profiles.snapshot_line`` lines ordered by user_id. A day without a change has no object.
 
-Exactly once: a day's object is written only when the destination's listing does not have it, and it is written
-whole by one PutObject, so a crash before the put writes it at the next look and a crash after leaves it as it is;
-the writer runs in the replica that owns partition 0 of profiles.mutations (``stream.agents.profiles``), checked at
-the start of a look and again before each put; when partition 0 moves during a put, or between the check and the
-put, two replicas can list a day missing and both put it. A
-day's body holds the profiles whose latest change is in the day, so what was written after the day for other users
-(or a row setting the same properties again) leaves it as it was and the second put writes the same bytes; a
-profile of the day changed again after it, between the two reads, makes the bodies differ (the later one lacks it),
-and the object is the last put, whole (docs/imports.md, "Profiles").
+Exactly once: a day's object is written only when the destination's listing does not have it, whole, by one
+PutObject that is conditional (``If-None-Match: *``, ``Storage.put_new``): S3 keeps the first put of the key and
+refuses the others, so a crash before the put writes it at the next look, a crash after leaves it as it is, and two
+replicas that both listed the day as missing (partition 0 of profiles.mutations, whose owner writes, moving during
+a look: ``stream.agents.profiles`` checks it at the start of a look and again before each put) leave the first
+one's object, whole. An S3-compatible store that ignores the condition keeps the last put instead; a day's body
+holds the profiles whose latest change is in the day, so the second body is the same bytes unless a profile of the
+day changed again between the two reads (docs/imports.md, "Profiles").
 
 The state is read from the profiles table's compacted changelog, every partition up to its end offset as it is when
 the read starts (``read_stored``; a slow broker makes the read slower, not short, and one that fetches nothing for a
@@ -87,7 +86,10 @@ async def write_to(storage: Storage, stored: Mapping[bytes, Profile], dest: Dest
                      "(partition 0 of profiles.mutations); its new owner writes it", dest.bucket, key)
             break
         crash_point("profiles.snapshot_planned")
-        await storage.put_bytes(dest.bucket, key, body, "application/gzip")
+        if not await storage.put_new(dest.bucket, key, body, "application/gzip"):
+            log.info("profiles: snapshot s3://%s/%s not written: another replica wrote it since this one listed the "
+                     "bucket (a conditional put keeps the first)", dest.bucket, key)
+            continue
         crash_point("profiles.snapshot_written")
         metrics.PROFILE_SNAPSHOTS.labels(dest.name).inc()
         log.info("profiles: snapshot s3://%s/%s written (%d bytes)", dest.bucket, key, len(body))

@@ -31,6 +31,11 @@ class Storage(Protocol):
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         """Store ``body`` under ``s3://bucket/key`` (a small object: a marker), replacing any object there."""
 
+    async def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+        """Store ``body`` under ``s3://bucket/key`` only if no object is there (a conditional PutObject,
+        ``If-None-Match: *``): False, and nothing written, when one is. Two writers racing for one key: the first
+        put wins whatever the order of their listings."""
+
     def list(self, bucket: str, prefix: str, start_after: str = "") -> AsyncIterator[ListedObject]:
         """Every object under ``prefix``, in key order, page by page; with ``start_after``, only the keys after it
         (S3 skips the others: a listing of the few newest records costs one request however many precede them)."""
@@ -109,6 +114,18 @@ class S3Storage:
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         await self._call("put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type, **self._sse)
 
+    async def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+        from botocore.exceptions import ClientError
+        try:
+            await self._call("put_object", Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                             IfNoneMatch="*", **self._sse)
+        except ClientError as exc:
+            # 412: an object is there; 409: a put of the same key in flight (S3 answers one of them so)
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     async def list(self, bucket: str, prefix: str, start_after: str = "") -> AsyncIterator[ListedObject]:
         token: dict[str, str] = {"StartAfter": start_after} if start_after else {}
         while True:
@@ -153,6 +170,12 @@ class MemoryStorage:
     async def put_bytes(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         self.objects[(bucket, key)] = body
         self.puts.append(key)
+
+    async def put_new(self, bucket: str, key: str, body: bytes, content_type: str) -> bool:
+        if (bucket, key) in self.objects:
+            return False
+        await self.put_bytes(bucket, key, body, content_type)
+        return True
 
     async def list(self, bucket: str, prefix: str, start_after: str = "") -> AsyncIterator[ListedObject]:
         self.lists.append((prefix, start_after))

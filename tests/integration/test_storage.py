@@ -70,3 +70,14 @@ def test_storage_lists_reads_and_deletes_what_an_hour_rebuild_replaces(stack, bu
     assert {o.key: o.size for o in listed} == {f"amp/1/1_2024-03-09_7#{i * 1000}.json.gz": i % 3 for i in range(1005)}
     assert b"".join(chunks) == big and len(chunks) >= 3
     assert s3.list_objects_v2(Bucket=bucket, Prefix="amp/1/1_2024-03-09_8").get("KeyCount") == 0
+
+
+def test_a_conditional_put_writes_a_new_key_and_leaves_an_existing_object_as_it_is(stack, bucket):
+    async def go():
+        async with aioboto3.Session().client("s3", endpoint_url=stack["s3"]) as s3:
+            storage = S3Storage(s3, EncryptionSettings(type="sse-s3"), PART)
+            return [await storage.put_new(bucket, "p/day.json.gz", b"first", "application/gzip"),
+                    await storage.put_new(bucket, "p/day.json.gz", b"second", "application/gzip")]
+    assert asyncio.run(go()) == [True, False]
+    obj = boto3.client("s3", endpoint_url=stack["s3"]).get_object(Bucket=bucket, Key="p/day.json.gz")
+    assert (obj["Body"].read(), obj["ServerSideEncryption"]) == (b"first", "AES256")

@@ -106,3 +106,21 @@ def test_a_replica_that_lost_the_duty_during_a_look_puts_nothing_more():
     assert storage.puts == ["amp/7/profiles/7_profiles_2024-03-09.json.gz"]
     assert asyncio.run(write_to(storage, STORED, dest, D1 + 2 * DAY_MS + GRACE_MS, lambda: False)) == []
     assert storage.puts == ["amp/7/profiles/7_profiles_2024-03-09.json.gz"]
+
+
+def test_a_second_writer_that_listed_the_day_missing_leaves_the_first_writers_object():
+    """Two replicas list the day missing before either puts it: the conditional put keeps the first object whole,
+    and the second writes nothing, counts nothing and names nothing written, even with other bytes to put."""
+    dest, now = settings().destination("crm"), D1 + DAY_MS + GRACE_MS
+
+    class Unlisted(MemoryStorage):       # a listing made before the other replica's put
+        async def list(self, bucket, prefix, start_after=""):
+            return
+            yield
+
+    storage = Unlisted()
+    assert asyncio.run(write_to(storage, STORED, dest, now)) == ["s3://out/amp/7/profiles/7_profiles_2024-03-09.json.gz"]
+    first = dict(storage.objects)
+    changed = {**STORED, key(7, "b"): Profile({"plan": "team"}, (2, "s3://bkt/q.json", 1), D1 + DAY_MS + 60_000)}
+    assert asyncio.run(write_to(storage, changed, dest, now)) == []
+    assert storage.objects == first and storage.puts == ["amp/7/profiles/7_profiles_2024-03-09.json.gz"]
