@@ -581,3 +581,66 @@ def test_a_mirror_file_of_170_mutations_rewrites_three_of_four_hours_and_a_live_
     # every event once, the live one included
     ids = [r["$insert_id"] for h in hours for r in now[h]]
     assert len(ids) == len(set(ids)) == 1000 - 50 + 20 + 1
+
+
+@pytest.mark.parametrize("point", ["backfill.claimed", "backfill.uploaded", "backfill.written", "backfill.deleted",
+                                   "backfill.marked"])
+def test_killing_the_worker_inside_its_rebuild_of_the_mutated_hours_converges_to_the_same_hours(
+        deployment, worker, point):
+    """kill -9 inside the backfill that rebuilds the mutated hours for the mirror stage (no other backfill runs in
+    the worker): once it claimed the hours, once its first rebuilt object is on S3 (not recorded), once every
+    rebuilt object is (none replaced yet), once it deleted an object it replaces (not recorded), or once it marked
+    the first hour (the second not): the hours stay pending, and the next worker rebuilds them again to the hours of
+    an uninterrupted run. A stray copy of an hour-7 object under an hour-9 number gives the rebuild an object to
+    delete."""
+    from stream.export.layout import number_of
+    from stream.export.ledger import Claim, facts
+    settings = mirror_deployment(deployment[1])
+    before, old = exported(settings, worker)
+    worker.stop()
+    bucket = settings.destinations[0].bucket
+    s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
+    data = sorted(k for k in before if k.endswith(".json.gz"))
+    h7 = [k for k in data if "_2024-03-09_7#" in k]
+    stray = f"amp/424242/424242_2024-03-09_7#{number_of([k for k in data if '_2024-03-09_9#' in k][0])}.json.gz"
+    assert stray not in before
+    s3.put_object(Bucket=bucket, Key=stray, Body=before[h7[0]])
+    crashing = worker(env={"STREAM_CRASH_AT": point})
+    muts = corrections()
+    asyncio.run(send(settings, muts))
+    crashing.wait(180)
+    assert crashing.returncode == -9
+    # killed inside the mirror's rebuild of hours 7 and 8, where the point says
+    (claim,) = [r for r in ledger_of(settings) if r.kind == "claim"]
+    assert sorted(Claim.of(claim).hours) == [H7, H7 + HOUR]
+    job = Claim.of(claim).job
+    recs = [r for r in ledger_of(settings) if facts(r).get("job") == job and r.kind in (
+        "claim", "object", "deleted", "marker")]
+    rebuilt = sorted(r.key for r in recs if r.kind == "object")
+    replaced = sorted(k for k in data if "_2024-03-09_7#" in k or "_2024-03-09_8#" in k)
+    left = objects(settings)
+    assert (rebuilt, stray in left) == ({"backfill.claimed": [], "backfill.uploaded": []}.get(point, replaced),
+                                        point not in ("backfill.deleted", "backfill.marked"))
+    marked7 = [("deleted", stray), ("marker", "amp/424242/424242_2024-03-09_7_complete")]
+    assert sorted((r.kind, r.key) for r in recs if r.kind != "object") == [("claim", "")] + (
+        marked7 if point == "backfill.marked" else [])
+    # the objects on S3 the rebuild wrote (their metadata names its job): none, the first one, or every one
+    by_job = [k for k in replaced if s3.head_object(Bucket=bucket, Key=k)["Metadata"].get("stream-job") == job]
+    assert len(by_job) == {"backfill.claimed": 0, "backfill.uploaded": 1}.get(point, len(replaced))
+    worker()
+    wait_until(lambda: stray not in objects(settings), 180, "the stray object deleted by the rebuild run again")
+    check(settings, before, old, muts)
+    wait_until(lambda: dead_letters(settings), 60, "the unknown mutation's dead letter")
+    f = wait_until(lambda: applied_file(settings, 4), 60, "the file's record")
+    at = [h["rewritten_ms"] for h in f["hours"]]
+    assert f == {"key": "mirror/2024-03-10.json", "modified_ms": 1_710_000_000_000,
+                 "mutations": {"INSERT": 1, "UPDATE": 1, "DELETE": 2},
+                 "outcomes": {"applied": 2, "new": 1, "unknown_insert_id": 1, "insert_conflict": 0, "dead_lettered": 1},
+                 "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at[0]},
+                           {"project": 424242, "hour": "2024-03-09T08", "rewritten_ms": at[1]}],
+                 "last_applied_ms": f["last_applied_ms"]}
+    # the rebuild run again finished: one more claim, its two hours marked
+    claims = [Claim.of(r) for r in ledger_of(settings) if r.kind == "claim"]
+    assert [sorted(c.hours) for c in claims] == [[H7, H7 + HOUR]] * 2
+    assert sorted(r.hour for r in ledger_of(settings) if r.kind == "marker" and facts(r).get("job") == claims[1].job
+                  ) == [H7, H7 + HOUR]
