@@ -1,7 +1,7 @@
 """Mirror sync through S3 imports, end to end on the real broker and S3: 1,000 events imported from an append
 source and exported in four hours, then a mirror file of 100 UPDATEs, 50 DELETEs and 20 INSERTs across three of
-them read by a mirror source: the three hours hold exactly the model's rows, their markers are written again, and
-the fourth hour keeps its bytes."""
+them read by a mirror source: the three hours hold exactly the model's rows (an event imported while the rebuild
+holds its hour once among them), their markers are written again, and the fourth hour keeps its bytes."""
 
 import asyncio
 import gzip
@@ -27,8 +27,9 @@ pytestmark = pytest.mark.integration
 
 HOURS = [*TOUCHED, "2024-03-09_10"]
 EVENTS = {"event_type": "event_type", "user_id": "user_id", "device_id": "device_id", "insert_id": "insert_id",
-          "server_upload_time": "sut"}
-"""The append source's converter: the rows carry their server upload time, which places each in its hour."""
+          "time": "sut", "server_received_time": "sut", "server_upload_time": "sut"}
+"""The append source's converter: the rows carry their time, which is also their server times (the upload time
+places each in its hour)."""
 FIXES = {**EVENTS, "event_properties": {"price": "price"}, "$mutation_type": "op"}
 """The mirror source's converter: the same, the changed property and the row's mutation type."""
 
@@ -87,14 +88,18 @@ def status(settings):
 
 
 def test_a_mirror_file_imported_from_s3_rewrites_three_of_four_imported_hours_to_the_model_and_keeps_the_fourth(
-        deployment, worker):
+        deployment, worker, tmp_path):
+    """The rebuild pauses once it has claimed its first hours (``STREAM_PAUSE_AT``): a third import file brings an
+    event of one of them then, which the live export writes while the rebuild holds the hour; it is there once
+    after the rebuild goes on."""
     settings, src_bucket = two_sources(deployment)
     asyncio.run(ensure_topics(settings))
     s3 = boto3.client("s3", endpoint_url=settings.s3.endpoint_url)
     for key, body in event_files().items():
         s3.put_object(Bucket=src_bucket, Key=key, Body=body)
     asyncio.run(discover(settings, [ImportFile("events", src_bucket, k, T0, "sqs") for k in event_files()]))
-    worker()
+    go = tmp_path / "go"
+    worker(env={"STREAM_PAUSE_AT": "backfill.claimed", "STREAM_PAUSE_UNTIL": str(go)})
     wait_until(lambda: {f"amp/424242/424242_{h}_complete" for h in HOURS} <= {
         r.key for r in ledger_of(settings) if r.kind == "marker"}, 150, "the four imported hours exported and marked")
     before = objects(settings)
@@ -120,6 +125,22 @@ def test_a_mirror_file_imported_from_s3_rewrites_three_of_four_imported_hours_to
         + [(Op.DELETE, i) for i in dels])
     by_id = {m.insert_id: m for m in muts}
 
+    # the rebuild has claimed hours and waits there: an event of the first of them is imported meanwhile
+    claim = wait_until(lambda: [r for r in ledger_of(settings) if r.kind == "claim"], 120, "the rebuild's claim")[0]
+    job, held = Claim.of(claim).job, min(Claim.of(claim).hours)
+    assert held in (H7, H7 + HOUR, H7 + 2 * HOUR)
+    live_hour = TOUCHED[(held - H7) // HOUR]
+    live = {"event_type": "Live", "device_id": "device-0003", "user_id": "user-0003", "insert_id": "live-1",
+            "sut": held + 2_600_000}
+    s3.put_object(Bucket=src_bucket, Key="events/live.json", Body=jsonl([live]))
+    asyncio.run(discover(settings, [ImportFile("events", src_bucket, "events/live.json", T0, "sqs")]))
+    wait_until(lambda: any(r["$insert_id"] == "live-1" for r in rows_by_hour(objects(settings)).get(live_hour, [])),
+               60, "the live event exported during the rebuild")
+    assert [r.kind for r in ledger_of(settings) if facts(r).get("job") == job and r.kind in (
+        "object", "deleted", "marker")] == []       # nothing of the rebuild written yet
+    go.touch()
+    new[live_hour] = sorted(new[live_hour] + ["live-1"])
+
     # the model: the old rows updated (identity and hour kept) or deleted, the new events added
     expected = {h: sorted([updated(r, by_id[r["$insert_id"]].row) if r["$insert_id"] in ups else r
                            for r in old[h] if r["$insert_id"] not in dels], key=lambda r: r["$insert_id"])
@@ -140,7 +161,7 @@ def test_a_mirror_file_imported_from_s3_rewrites_three_of_four_imported_hours_to
 
     # the import's record of both sources: every row read once and imported
     assert {d["source"]: (d["files"]["done"], d["rows"]) for d in asyncio.run(ops.status(settings))} == {
-        "events": (2, {"read": 1000, "imported": 1000, "dead_lettered": 0}),
+        "events": (3, {"read": 1001, "imported": 1001, "dead_lettered": 0}),
         "corrections": (1, {"read": 170, "imported": 170, "dead_lettered": 0})}
     (f,) = doc["mirror_files"]
     assert (f["key"], f["mutations"], f["outcomes"], sorted({h["hour"] for h in f["hours"]})) == (
@@ -159,13 +180,15 @@ def test_a_mirror_file_imported_from_s3_rewrites_three_of_four_imported_hours_to
                 o = originals[i]
                 assert (r["event_type"], r["event_properties"], r["user_id"], r["device_id"]) == (
                     "Purchase", {"price": by_id[i].row["event_properties"]["price"]}, o["user_id"], o["device_id"])
-                assert [r[f] for f in ("uuid", "amplitude_id", "server_upload_time", "server_received_time")] == [
-                    o[f] for f in ("uuid", "amplitude_id", "server_upload_time", "server_received_time")]
+                kept = ("uuid", "amplitude_id", "server_upload_time", "server_received_time", "event_time")
+                assert [r[f] for f in kept] == [o[f] for f in kept]     # the row gave the event's own time again
             elif i in originals:
                 assert r == originals[i]
         fresh = [r for r in now[h] if r["$insert_id"] in new[h]]
         assert [(r["$insert_id"], r["event_type"], r["user_id"], r["device_id"], r["event_properties"],
                  r["server_upload_time"], r["data"].get("$skip_user_properties_sync")) for r in fresh] == [
+            (i, "Live", "user-0003", "device-0003", {}, f"2024-03-09 {7 + k:02d}:43:20.000000", True)
+            if i == "live-1" else         # an imported event: the source does not sync its user properties
             (i, "Imported", "user-0009", "device-0099", {"price": -int(i.rsplit("-", 1)[1])},
              by_id[i].row["server_upload_time"], True) for i in new[h]]
         assert [r["server_upload_time"][:13] for r in fresh] == [f"2024-03-09 {7 + k:02d}"] * len(fresh)
@@ -185,6 +208,6 @@ def test_a_mirror_file_imported_from_s3_rewrites_three_of_four_imported_hours_to
         assert s3.head_object(Bucket=bucket, Key=f"amp/424242/424242_{h}_complete")["LastModified"] > markers_before[h]
     assert s3.head_object(Bucket=bucket, Key="amp/424242/424242_2024-03-09_10_complete")["LastModified"] == \
         markers_before["2024-03-09_10"]
-    # every event once
+    # every event once, the live one included
     ids = [r["$insert_id"] for h in HOURS for r in now[h]]
-    assert len(ids) == len(set(ids)) == 1000 - 50 + 20
+    assert len(ids) == len(set(ids)) == 1000 - 50 + 20 + 1
