@@ -61,6 +61,7 @@ DEFAULT_GRACE_MS = 60_000
 ACTIVITY, PROGRESS, MERGE_OUT, MERGE_IN = "ACTIVITY", "PROGRESS", "MERGE_OUT", "MERGE_IN"
 
 _U, _X, _P, _E = b"u", b"x", b"p", b"e"
+_LAST = (_P, _E)
 _Q = struct.Struct(">q")
 _PROGRESS = struct.Struct(">qi")     # the time passed, the day of the latest upload read (-1: none)
 _I = struct.Struct(">i")
@@ -722,8 +723,12 @@ class _Txn:
         return sorted(found.items())
 
     def writes(self) -> list[tuple[bytes, bytes | None]]:
+        """What the apply wrote, the progress (and the expiry day) last: a sync trusts a partition's progress once it
+        has read it, reading the changelog only to its end offsets, so every state the records before the progress
+        changed must come before it, though in a take the progress key may first have been written before them."""
         users = self.users
-        return [(k, encode_user(users[k]) if v is _LATER else v) for k, v in self.pending.items()]
+        out = [(k, encode_user(users[k]) if v is _LATER else v) for k, v in self.pending.items()]
+        return [w for w in out if w[0][:1] not in _LAST] + [w for w in out if w[0][:1] in _LAST]
 
 
 class CohortState:

@@ -149,3 +149,22 @@ def test_trim_joins_a_minute_into_the_hours_bucket_before_it_in_place_and_makes_
     _trim(u, h)
     assert (list(u.recent.items()), u.props, u.uids) == (
         [(h, {DAY: [2]})], [(h - 28 * HOUR, {"plan": "pro"}), (h, {"plan": "x"})], [(h - 30 * HOUR, "u-1")])
+
+
+def test_a_takes_progress_is_written_after_every_state_it_covers():
+    """A sync trusts a partition's progress once it has read it, and reads the changelog no further than its end
+    offsets: the progress an apply writes must follow, in the changelog, every state the records before it changed.
+    In a take, a user first seen after an earlier message's progress (user 14, in the second batch) is written
+    before the progress, whose key the first message already wrote."""
+    r = Rekeyer(settings().cohort_set, 2, 0)
+    msgs = []
+    for n, (at, aid) in enumerate([(T + HOUR, 10), (T + 2 * HOUR, 14)]):
+        msgs += r.batch(0, batch(n + 1, [(row(aid, "purchase", at), at + 5_000)]))
+        msgs += r.advance(0, at + HOUR, False)
+    msgs = [(k, v) for p, k, v in msgs if p == 0]
+    take, _ = state()
+    writes = [k for k, _ in take.apply(0, msgs).writes]
+    assert user_key(14) in writes and user_key(10) in writes
+    states = [i for i, k in enumerate(writes) if k[:1] in (b"u", b"x")]
+    progress = [i for i, k in enumerate(writes) if k[:1] == b"p"]
+    assert progress and max(states) < min(progress), writes
