@@ -17,8 +17,7 @@ def _consumer(settings: Settings, **consumer: Any) -> AIOKafkaConsumer:
 
 
 async def _partitions(c: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    await c.topics()
-    return [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+    return [TopicPartition(topic, p) for p in sorted(await kafka.partitions(c, topic))]
 
 
 async def read_dead_letters(settings: Settings, *, since_ms: int | None = None, last: int | None = None,

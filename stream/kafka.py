@@ -98,13 +98,20 @@ async def lag(consumer: AIOKafkaConsumer) -> int:
     return total
 
 
+async def partitions(c: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partitions of ``topic`` as the broker has them now (none when it does not exist): the metadata of every
+    topic, fetched for this call. The client's own copy (``c.partitions_for_topic``) is refreshed in the background
+    every metadata_max_age_ms (5 minutes), so a topic created after the consumer started is not in it yet; and
+    asking for the topic by name could create it on a broker that creates topics on demand."""
+    return (await c._client.fetch_all_metadata()).partitions_for_topic(topic) or set()
+
+
 async def partition_count(settings: Settings, topic: str) -> int:
     """The number of partitions of ``topic`` (0 when it does not exist)."""
     c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False})
     await c.start()
     try:
-        await c.topics()
-        return len(c.partitions_for_topic(topic) or ())
+        return len(await partitions(c, topic))
     finally:
         await stop_all(c)
 
@@ -112,12 +119,7 @@ async def partition_count(settings: Settings, topic: str) -> int:
 async def assign_from_beginning(c: AIOKafkaConsumer, topic: str, default: frozenset[int] = frozenset()) -> bool:
     """Assign every partition of ``topic`` to ``c`` (``default`` when the broker knows none, even after a metadata
     refresh) and seek them to their beginning; False when there is none to assign."""
-    parts = c.partitions_for_topic(topic) or set()
-    if not parts:
-        # the metadata of every topic, as it is now: the client's own copy (``partitions_for_topic``) is refreshed
-        # in the background every metadata_max_age_ms (5 minutes), so a topic created after the consumer started
-        # is not in it yet; asking for the topic by name could create it on a broker that creates topics on demand
-        parts = (await c._client.fetch_all_metadata()).partitions_for_topic(topic) or default
+    parts = c.partitions_for_topic(topic) or await partitions(c, topic) or default
     tps = [TopicPartition(topic, p) for p in sorted(parts)]
     if not tps:
         return False
@@ -230,8 +232,7 @@ async def end_offsets(settings: Settings, topic: str, poll_ms: int = 1000, stall
     c = AIOKafkaConsumer(**{**client_args(settings.kafka), "enable_auto_commit": False, **consumer})
     await c.start()
     try:
-        await c.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        tps = [TopicPartition(topic, p) for p in sorted(await partitions(c, topic))]
         if not tps:
             return {}
         reported = await c.end_offsets(tps)

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.imports import profiles
 from stream.imports.profiles import Profile
-from stream.kafka import client_args, records_to_end, stop_all
+from stream.kafka import client_args, partitions, records_to_end, stop_all
 from stream.settings import Settings
 from stream.topics import profiles_changelog
 
@@ -40,8 +40,7 @@ async def read_profile(settings: Settings, project: int, user_id: str, poll_ms: 
                             **consumer})
     await c.start()
     try:
-        await c.topics()
-        if tp.partition not in (c.partitions_for_topic(tp.topic) or ()):
+        if tp.partition not in await partitions(c, tp.topic):
             return None     # nothing applied yet: the stage has not created its changelog
         c.assign([tp])
         await c.seek_to_beginning(tp)

@@ -124,8 +124,7 @@ class Admin:
                                  **{**kafka.client_args(self.settings.kafka), "enable_auto_commit": False})
             await c.start()
             try:
-                await c.topics()
-                tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+                tps = [TopicPartition(topic, p) for p in sorted(await kafka.partitions(c, topic))]
                 begins = await c.beginning_offsets(tps) if tps else {}
                 for tp in tps:
                     committed = await c.committed(tp)

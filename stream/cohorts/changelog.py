@@ -53,10 +53,7 @@ class ChangelogSource:
                                 "max_partition_fetch_bytes": max(self.settings.kafka.max_request_bytes, 1 << 20)})
         await c.start()
         try:
-            parts = c.partitions_for_topic(self.topic)
-            if not parts:
-                await c._client.force_metadata_update()
-                parts = c.partitions_for_topic(self.topic)
+            parts = c.partitions_for_topic(self.topic) or await kafka.partitions(c, self.topic)
             if not parts:
                 raise NotPassed(f"there is no cohort state yet: the topic {self.topic} does not exist; run a worker "
                                 "with the cohorts stage (worker.stages), which creates it and keeps the state")

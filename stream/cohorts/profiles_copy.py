@@ -202,10 +202,7 @@ async def catch_up(copy: ProfilesCopy, settings: Settings, clock: Clock | None =
                             "max_partition_fetch_bytes": max(settings.kafka.max_request_bytes, 1 << 20), **consumer})
     await c.start()
     try:
-        parts = c.partitions_for_topic(topic)
-        if not parts:
-            await c._client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
+        parts = c.partitions_for_topic(topic) or await kafka.partitions(c, topic)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         beginnings: dict[int, int] = {}
         ends: dict[int, int] = {}

@@ -304,8 +304,7 @@ class Backfill:
         c = AIOKafkaConsumer(**{**kafka.client_args(self.settings.kafka), "enable_auto_commit": False})
         await c.start()
         try:
-            await c.topics()
-            tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+            tps = [TopicPartition(topic, p) for p in sorted(await kafka.partitions(c, topic))]
             if not tps:
                 return None
             begins = await c.beginning_offsets(tps)
