@@ -276,6 +276,11 @@ class Scheduler:
             self.states[job.name] = state
             self.on_state(job, state)
 
+    def run_args(self, group: list[Any]) -> dict[str, Any]:
+        """What ``run`` passes to ``sync.run_syncs`` for ``group`` besides the jobs and the slot: the requests each
+        job's sync runs."""
+        return {"requests": {j.name: list(self.asked.get(j.name, ())) for j in group}}
+
     async def _requests_done(self, name: str, ids: list[str], state: str) -> None:
         if ids and self.on_requests is not None:
             await self.on_requests(name, ids, state)
@@ -419,7 +424,7 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
         async def run(group: list[Any], slot: int) -> list[Any]:
             return await sync.run_syncs(settings, group, slot, lambda d: storages[d.name], source,
                                         echo=lambda line: log.info("%s", line), at_ms=slot, clock_ms=clock.now_ms,
-                                        requests={j.name: list(scheduler.asked.get(j.name, ())) for j in group})
+                                        **scheduler.run_args(group))
 
         async def wait(seconds: float) -> None:      # until then, or stop, "sync now", or the duty moved
             seen = duty.changes
