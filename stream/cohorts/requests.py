@@ -20,7 +20,9 @@ Records (key, value):
 **Once.** A request is run once, across a restart or a change of holder: a worker that gains the duty reads the
 topic from its beginning and skips every request with a ``done`` record; a sync's completion record lists the
 requests it ran (``requests``), so a request whose sync completed just before its holder died without appending
-``done`` is not run again (the new holder reads each sync's latest completion record as it starts). A request older
+``done`` is not run again (the new holder reads each sync's latest completion record as it starts). A former holder
+may still complete a ``once`` sync it started after the new holder read that record; the new holder's sync of the
+request then finds it and runs nothing again (``sync.Base``, ``schedule.superseded``). A request older
 than ``MAX_AGE_MS`` when a duty holder reads it is dropped, with a log line and a ``done`` record, rather than run
 long after it was asked for.
 

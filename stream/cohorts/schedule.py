@@ -181,6 +181,19 @@ def failed(state: JobState, slot_ms: int, now_ms: int) -> JobState:
     return state
 
 
+def superseded(state: JobState, asked: list[str], records: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The state once the syncs of ``records`` (completion records, oldest first), which another run completed
+    after the latest one ``state`` knew of, are found complete in place of the one it ran (``sync.Base``): of the
+    requests ``asked`` of it, those they ran, and those still to run (for which, if any, another sync is due, as
+    "sync now" asks)."""
+    completed(state, records[-1]["scheduled_ms"])
+    ran = {rid for r in records for rid in r.get("requests", ())}
+    remaining = [rid for rid in asked if rid not in ran]
+    if remaining:
+        sync_now(state)
+    return [rid for rid in asked if rid in ran], remaining
+
+
 def late(state: JobState, now_ms: int) -> bool:
     """Whether an hourly or daily sync has had no completed slot for more than two cadences."""
     step = cadence_ms(state.cadence)
@@ -278,8 +291,13 @@ class Scheduler:
 
     def run_args(self, group: list[Any]) -> dict[str, Any]:
         """What ``run`` passes to ``sync.run_syncs`` for ``group`` besides the jobs and the slot: the requests each
-        job's sync runs."""
-        return {"requests": {j.name: list(self.asked.get(j.name, ())) for j in group}}
+        job's sync runs, and for a ``once`` job the latest completed sync this scheduler knows of (``sync.Base``:
+        a sync another run completed since, the former holder of the duty finishing its last, is found rather than
+        run again)."""
+        from stream.cohorts.sync import Base
+        return {"requests": {j.name: list(self.asked.get(j.name, ())) for j in group},
+                "bases": {j.name: Base(self.states[j.name].completed_ms) for j in group
+                          if j.sync.cadence == "once" and j.name in self.states}}
 
     async def _requests_done(self, name: str, ids: list[str], state: str) -> None:
         if ids and self.on_requests is not None:
@@ -305,6 +323,19 @@ class Scheduler:
                 break
             for result in await self.run(group, slot):
                 state = self.states[result.job.name]
+                if result.error is None and getattr(result, "superseded", None):
+                    name = result.job.name
+                    ran, remaining = superseded(state, self.asked.pop(name, []), result.superseded)
+                    self.ran[name] = {rid for r in result.superseded for rid in r.get("requests", ())}
+                    if remaining:
+                        self.asked[name] = remaining
+                    log.info("cohort sync %s: the sync of %s was completed by another run (it ran %s); %s",
+                             name, result.superseded[-1].get("stamp", result.superseded[-1]["scheduled_ms"]),
+                             ", ".join(ran) or "no request of this worker's",
+                             f"another sync is due for {', '.join(remaining)}" if remaining else "nothing is run again")
+                    self.on_state(result.job, state)
+                    await self._requests_done(name, ran, "complete")
+                    continue
                 if result.error is None:
                     completed(state, slot)
                 else:

@@ -105,6 +105,7 @@ class SyncResult:
     previous: str | None = None                # the stamp of the completed sync it was diffed against
     error: str | None = None                   # why it failed (the other jobs went on)
     reason: str | None = None                  # the failure's metric label (FAILURE_REASONS)
+    superseded: list[dict[str, Any]] | None = None  # not completed: the syncs another run completed after its base
 
 
 FAILURE_REASONS = ("chain", "events", "other")
@@ -418,10 +419,16 @@ def write_files(spool_dir: Path, previous: Iterable[int | tuple[int, str]], memb
 async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership: Membership | None,
                    part_bytes: int = 8 << 20, echo: Callable[[str], None] = lambda _: None,
                    fold: Callable[[], Any] | None = None, now_ms: Callable[[], int] | None = None,
-                   requests: list[str] | None = None) -> SyncResult:
+                   requests: list[str] | None = None, base: Base | None = None) -> SyncResult:
     """Write the sync of ``job`` at ``scheduled_ms`` from ``membership`` (folded until ``scheduled_ms``; or made by
     ``await fold()`` when first needed), unless a completion record says it is written. ``requests``: the "sync now"
     requests it runs (``stream.cohorts.requests``), listed in its completion record so that none is run again.
+
+    ``base``: the latest completed sync the caller knows of (the scheduler's, for a ``once`` sync: each of its syncs
+    is another, stamped with a minute of its own, so one that another run completed since would be run again).
+    When a sync after it other than this one is complete, as the chain is read or just before the completion
+    record, this sync is not run or not completed, and the result lists those syncs (``superseded``): the caller
+    learns what they ran (their ``requests``) rather than running it twice.
 
     The diff follows the latest completed sync before ``scheduled_ms`` and nothing else: a sync older than the
     latest completed one is refused, and so is the completion of one during which another run completed a sync
@@ -434,6 +441,11 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
     known = await chain(storage, job)
     this = next((r for r in known.known if r["scheduled_ms"] == scheduled_ms), None)
     later = [r for r in known.known if r["scheduled_ms"] > scheduled_ms]
+    if this is None and base is not None and (since := base.since(known.known, scheduled_ms)):
+        result.superseded = since
+        echo(f"{job.name}: the sync of {stamp(since[-1]['scheduled_ms'])} was completed by another run; this sync "
+             f"of {stamp(scheduled_ms)} is not run")
+        return result
     if this is None and later:   # an older time than the pointer's: is it complete itself?
         raw = await _read_optional(storage, bucket, done)
         if raw is None:
@@ -489,6 +501,11 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
                                            done_key(job, previous["scheduled_ms"]) if previous else "")
                  if r["scheduled_ms"] != scheduled_ms and (previous is None or r["scheduled_ms"] >
                                                            previous["scheduled_ms"])]
+    if meanwhile and base is not None and (since := base.since(meanwhile, scheduled_ms)):
+        result.superseded = since
+        echo(f"{job.name}: the sync of {stamp(since[-1]['scheduled_ms'])} was completed by another run meanwhile; "
+             f"this sync of {stamp(scheduled_ms)} is not completed (its files stay without a record)")
+        return result
     if meanwhile:
         raise ChainError(f"{job.name}: the sync of {stamp(meanwhile[0]['scheduled_ms'])} was completed by another "
                          f"run while this sync of {stamp(scheduled_ms)} was diffed against "
@@ -515,6 +532,20 @@ async def sync_job(storage: Storage, job: SyncJob, scheduled_ms: int, membership
     return result
 
 
+@dataclass(frozen=True)
+class Base:
+    """The latest completed sync a caller of ``sync_job`` knows of: its scheduled time (None: none)."""
+
+    scheduled_ms: int | None
+
+    def since(self, records: Iterable[dict[str, Any]], scheduled_ms: int) -> list[dict[str, Any]]:
+        """The completion records among ``records`` after this one, other than that of ``scheduled_ms``, oldest
+        first."""
+        return sorted((r for r in records if r["scheduled_ms"] != scheduled_ms
+                       and (self.scheduled_ms is None or r["scheduled_ms"] > self.scheduled_ms)),
+                      key=lambda r: r["scheduled_ms"])
+
+
 async def _put_pointer(storage: Storage, job: SyncJob, record: dict[str, Any]) -> None:
     await storage.put_bytes(job.destination.bucket, pointer_key(job), orjson.dumps(record), "application/json")
 
@@ -536,11 +567,13 @@ async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
                     storage_of: Callable[[CohortDestinationSettings], Any] | None = None,
                     source: Any = None, echo: Callable[[str], None] = lambda _: None,
                     at_ms: int | None = None, clock_ms: Callable[[], int] | None = None,
-                    requests: Mapping[str, list[str]] | None = None) -> list[SyncResult]:
+                    requests: Mapping[str, list[str]] | None = None,
+                    bases: Mapping[str, Base] | None = None) -> list[SyncResult]:
     """Each job's sync due at ``now_ms`` (or, with ``at_ms``, the sync of that scheduled time); the events are read
     once per scheduled time the jobs need. A job that fails does not stop the others: its result carries the error
     and its reason, the failure is counted (``stream_cohort_sync_failures_total``) and recorded in its bucket.
-    ``requests``: per job name, the "sync now" requests its sync runs (``sync_job``)."""
+    ``requests``: per job name, the "sync now" requests its sync runs; ``bases``: per job name, the latest completed
+    sync the caller knows of (``sync_job``)."""
     own_source = source is None
     if source is None:
         from stream.cohorts.changelog import ChangelogSource
@@ -606,7 +639,8 @@ async def run_syncs(settings: Settings, jobs: list[SyncJob], now_ms: int,
                 try:
                     storage = await storages.get(job.destination)
                     results.append(await sync_job(storage, job, t, None, settings.s3.upload_part_bytes, echo,
-                                                  fold, clock_ms, (requests or {}).get(job.name)))
+                                                  fold, clock_ms, (requests or {}).get(job.name),
+                                                  (bases or {}).get(job.name)))
                 except Exception as exc:
                     await fail(job, t, exc, storage)
     if own_source and hasattr(source, "close"):
