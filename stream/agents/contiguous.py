@@ -9,6 +9,15 @@ for the first record after a seek, from where the seek left the partition
 Kafka consumer and handed to the agent before the record that revealed it. A record that comes
 again (a seek back to the committed offset) is handed over again: every stage
 drops what it had already handled.
+
+A record passed over at the end of a partition reveals itself by no later record:
+a worker that restarts while the last identity.links message of a partition is
+unanswered would hold that message's rows for good. So while an agent runs, every
+``TAIL_CHECK_S`` it also compares, for each partition the worker is assigned,
+the next offset it expects with the partition's high watermark as the consumer
+last fetched it; a partition behind it that has not moved since the previous
+check (and the agent idle meanwhile) has its tail read back and handed over
+(``stalled``).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream import metrics
 from stream.kafka import stop_all
+from stream.retry import wait
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +60,22 @@ def gap(expected: int | None, offset: int) -> tuple[int, int] | None:
     return expected, offset
 
 
+def stalled(expected: Mapping[int, int], ends: Mapping[int, int | None],
+            before: Mapping[int, int]) -> dict[int, tuple[int, int]]:
+    """The partitions whose next ``expected`` offset is behind their end (``ends``: the high watermark the consumer
+    last fetched, None when unknown) and was the same at the previous check (``before``): the offsets ``[first,
+    end)`` the consumer fetched and never handed over."""
+    out: dict[int, tuple[int, int]] = {}
+    for p, n in expected.items():
+        end = ends.get(p)
+        if end is not None and end > n and before.get(p) == n:
+            out[p] = (n, end)
+    return out
+
+
 READ_TIMEOUT_S = 120.0
+TAIL_CHECK_S = 5.0
+TAIL_READ_MAX = 1000      # records read back per partition and check: a long tail is read over several checks
 
 
 async def read_range(client_args: Mapping[str, Any], topic: str, partition: int, first: int,
@@ -88,39 +113,111 @@ class Contiguous:
     """The gaps of one agent's input topic (see the module docstring)."""
 
     def __init__(self, app: faust.App, topic: str, client_args: Mapping[str, Any], stage: str,
-                 read: Callable[..., Awaitable[list[Record]]] = read_range):
+                 read: Callable[..., Awaitable[list[Record]]] = read_range, tail_check_s: float = TAIL_CHECK_S):
         self.app, self.topic, self.client_args, self.stage, self.read = app, topic, client_args, stage, read
+        self.tail_check_s = tail_check_s
         self._next: dict[int, int] = {}
         self._seeks = -1
+        self._lock = asyncio.Lock()       # the agent's handling and the tail check's, one at a time
 
     async def each(self, stream: faust.StreamT, handle: Callable[[Any], Awaitable[None]]) -> None:
         """Hand every record of the agent's ``stream`` to ``handle``, in order: the records passed over before
         one (``missed``) first, then the one itself. The loop is over faust's own iterator, which acknowledges an
-        event once ``handle`` has returned for it and for the records read back before it."""
-        async for event in stream.events():
-            for missed in await self.missed(event.message.partition, event.message.offset):
-                await handle(missed)
-            await handle(event)
+        event once ``handle`` has returned for it and for the records read back before it. A partition's tail
+        passed over is handed over by the tail check (``watch_tails``)."""
+        async def each_of(records: list[Any]) -> None:
+            for r in records:
+                await handle(r)
+        watcher = asyncio.ensure_future(self.watch_tails(each_of, self.tail_check_s))
+        try:
+            async for event in stream.events():
+                async with self._lock:
+                    for missed in await self.missed(event.message.partition, event.message.offset):
+                        await handle(missed)
+                    await handle(event)
+        finally:
+            watcher.cancel()
 
     async def takes(self, takes: AsyncIterable[Sequence[Any]], handle: Callable[[list[Any]], Awaitable[None]]) -> None:
         """Hand the records of the agent's stream to ``handle`` a take at a time (``takes``: its events a take at a
         time, e.g. ``stream.agents.takes.take_bursts``), in order within each partition: the records passed over
         before one (``missed``) first, then the one itself. A take's events are acknowledged once ``handle`` has
-        returned for it (when the next take is asked for)."""
-        async for events in takes:
-            records: list[Any] = []
-            for event in events:
-                records += await self.missed(event.message.partition, event.message.offset)
-                records.append(event)
-            await handle(records)
+        returned for it (when the next take is asked for). A partition's tail passed over is handed over by the
+        tail check (``watch_tails``)."""
+        watcher = asyncio.ensure_future(self.watch_tails(handle, self.tail_check_s))
+        try:
+            async for events in takes:
+                async with self._lock:
+                    records: list[Any] = []
+                    for event in events:
+                        records += await self.missed(event.message.partition, event.message.offset)
+                        records.append(event)
+                    await handle(records)
+        finally:
+            watcher.cancel()
 
-    async def missed(self, partition: int, offset: int) -> list[Record]:
-        """The records of ``partition`` before ``offset`` that the agent should have had and did not, in order."""
+    def _follow_seeks(self) -> None:
         seeks = getattr(self.app, "seeks", 0)     # stream.consumer.App counts them
         if seeks != self._seeks:                  # a seek: each partition follows on from where it left it
             self._seeks = seeks
             self._next = {tp.partition: o for tp, o in getattr(self.app, "starts", {}).items()
                           if tp.topic == self.topic}
+
+    def _ends(self) -> dict[int, int | None]:
+        """The high watermark the consumer last fetched of each partition of the topic assigned to this worker;
+        nothing while a rebalance or a recovery holds the flow (or without a faust consumer)."""
+        consumer = getattr(self.app, "consumer", None)
+        flow = getattr(self.app, "flow_control", None)
+        if consumer is None or flow is None or not flow.is_active() or getattr(self.app, "rebalancing", False):
+            return {}
+        out: dict[int, int | None] = {}
+        for tp in consumer.assignment():
+            if tp.topic == self.topic:
+                try:
+                    out[tp.partition] = consumer.highwater(tp)
+                except (AssertionError, KeyError):      # revoked since: aiokafka asserts it is assigned
+                    out[tp.partition] = None
+        return out
+
+    async def check_tails(self, handle: Callable[[list[Any]], Awaitable[None]],
+                          before: tuple[int, Mapping[int, int]] | None) -> tuple[int, dict[int, int]]:
+        """One tail check (see the module docstring): hand over what ``stalled`` finds since the ``before`` check
+        (None: none yet); returns what the next check compares with (the seeks counted and the offsets expected).
+        A seek in between starts the comparison again."""
+        async with self._lock:
+            self._follow_seeks()
+            ends = self._ends()
+            since = before[1] if before is not None and before[0] == self._seeks else {}
+            for p, (first, end) in stalled(self._next, ends, since).items():
+                end = min(end, first + TAIL_READ_MAX)
+                records = await self.read(self.client_args, self.topic, p, first, end)
+                self._next[p] = end
+                metrics.RECORDS_READ_BACK.labels(self.stage).inc(len(records))
+                log.warning("%s: offsets %d-%d of %s[%d] were fetched and not handed over by the consumer (the "
+                            "partition's last records, around a rebalance); read back from Kafka: %d records",
+                            self.stage, first, end - 1, self.topic, p, len(records))
+                if records:
+                    await handle(records)
+            return self._seeks, dict(self._next)
+
+    async def watch_tails(self, handle: Callable[[list[Any]], Awaitable[None]],
+                          every_s: float = TAIL_CHECK_S) -> None:
+        """``check_tails`` every ``every_s`` while the agent runs. A failed check is said and tried again."""
+        before: tuple[int, dict[int, int]] | None = None
+        while True:
+            await wait(every_s)
+            try:
+                before = await self.check_tails(handle, before)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                before = None
+                log.warning("%s: the check for passed-over records at the end of %s failed (%s: %s); checked again "
+                            "in %gs", self.stage, self.topic, type(exc).__name__, exc, every_s)
+
+    async def missed(self, partition: int, offset: int) -> list[Record]:
+        """The records of ``partition`` before ``offset`` that the agent should have had and did not, in order."""
+        self._follow_seeks()
         missing = gap(self._next.get(partition), offset)
         self._next[partition] = offset + 1
         if missing is None:
