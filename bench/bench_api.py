@@ -281,13 +281,16 @@ def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profil
                                     "--duration", str(int(args.duration)), "--nonblocking",
                                     "-o", str(logs / "api.folded")], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-        cpu0, t0 = _cpu_seconds(proc.pid), time.process_time()
+        cpu0, loop0, t0 = _cpu_seconds(proc.pid), _loop_cpu_seconds(proc.pid), time.process_time()
+        load0 = os.getloadavg()[0]
         if rate_eps is not None:
             r = open_loop(port, bodies_file, rate_eps / EVENTS_PER_REQUEST, args.duration, args.max_connections)
             r["client_cpu_s"] = time.process_time() - t0
         else:
             r = wrk(port, bodies_file, args.duration, args.connections, args.threads)
         r["server_cpu_s"] = _cpu_seconds(proc.pid) - cpu0
+        r["server_loop_cpu_s"] = _loop_cpu_seconds(proc.pid) - loop0
+        r["loadavg_1m"] = [load0, os.getloadavg()[0]]
         if spy is not None:
             spy.wait(args.duration + 30)
             what = "closed loop" if rate_eps is None else f"open loop, {rate_eps:,.0f} events/s offered"
@@ -320,6 +323,15 @@ def _cpu_seconds(pid: int) -> float:
         except (OSError, IndexError):
             pass
     return total
+
+
+def _loop_cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process's main thread (its event loop), without its other threads."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError):
+        return float("nan")
 
 
 def _summarise_profile(folded: Path, out: Path, title: str = "") -> None:
@@ -387,6 +399,7 @@ def main() -> None:
     rates: list[float | None] = ([] if args.no_closed else [None]) + [
         float(r) for r in args.open_loop.split(",") if r.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    load_start = os.getloadavg()
     try:
         body_bytes, event_bytes = bodies(work / "bodies.ndjson")
         runs: dict[str, list[dict]] = {}
@@ -418,22 +431,26 @@ def main() -> None:
                 r["offered_events_per_s"] = rate
                 r["events_per_s"] = r["answered"] * EVENTS_PER_REQUEST / args.duration
                 r["cpu_us_per_event"] = 1e6 * r["server_cpu_s"] / max(1, r["answered"] * EVENTS_PER_REQUEST)
+                r["loop_cpu_us_per_event"] = 1e6 * r["server_loop_cpu_s"] / max(1, r["answered"] * EVENTS_PER_REQUEST)
                 opened.setdefault(name, {}).setdefault(f"{rate:.0f}", []).append(r)
                 print(f"{name:26s} open loop {rate:>9,.0f} events/s offered: p50 {r['p50_us'] / 1000:7.1f} ms  "
                       f"p99 {r['p99_us'] / 1000:7.1f} ms  p99.9 {r['p999_us'] / 1000:7.1f} ms  "
                       f"max {r['max_us'] / 1000:7.1f} ms  answered {r['answered']}/{r['requests']} "
                       f"{r['statuses']}  errors {r['errors']}  connections {r['connections']}  "
-                      f"server CPU {r['cpu_us_per_event']:.1f} us/event  client CPU {r['client_cpu_s']:.2f} s",
+                      f"server CPU {r['cpu_us_per_event']:.1f} us/event (event loop {r['loop_cpu_us_per_event']:.1f})  "
+                      f"client CPU {r['client_cpu_s']:.2f} s  load {r['loadavg_1m'][0]:.1f}-{r['loadavg_1m'][1]:.1f}",
                       flush=True)
                 continue
             secs = r["duration_us"] / 1e6
             r["requests_per_s"] = r["requests"] / secs
             r["events_per_s"] = r["requests_per_s"] * EVENTS_PER_REQUEST
             r["cpu_us_per_event"] = 1e6 * r["server_cpu_s"] / (r["requests"] * EVENTS_PER_REQUEST)
+            r["loop_cpu_us_per_event"] = 1e6 * r["server_loop_cpu_s"] / (r["requests"] * EVENTS_PER_REQUEST)
             runs.setdefault(name, []).append(r)
             print(f"{name:26s} {r['events_per_s']:>9,.0f} events/s  p50 {r['p50_us'] / 1000:6.1f} ms  "
                   f"p99 {r['p99_us'] / 1000:6.1f} ms  non-2xx {r['non2xx']}  socket errors {r['socket_errors']}  "
-                  f"server CPU {r['cpu_us_per_event']:.1f} us/event", flush=True)
+                  f"server CPU {r['cpu_us_per_event']:.1f} us/event (event loop {r['loop_cpu_us_per_event']:.1f})  "
+                  f"load {r['loadavg_1m'][0]:.1f}-{r['loadavg_1m'][1]:.1f}", flush=True)
         results = {}
         for name, rs in runs.items():
             rs.sort(key=lambda r: r["events_per_s"])
@@ -449,7 +466,7 @@ def main() -> None:
         summary = {"events_per_request": EVENTS_PER_REQUEST, "body_bytes": body_bytes, "event_bytes": event_bytes,
                    "connections": args.connections, "duration_s": args.duration, "partitions": args.partitions,
                    "repeat": args.repeat, "processes": procs, "cpus": os.cpu_count(),
-                   "loadavg_end": os.getloadavg(),
+                   "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
                    "results": results}
         if opened:   # per server and offered rate, the run with the median p99
             summary["open_loop"] = {name: {rate: sorted(rs, key=lambda r: r["p99_us"])[(len(rs) - 1) // 2]
