@@ -213,59 +213,70 @@ def insert_ids(mutations: Iterable[str]) -> frozenset[bytes]:
 
 
 _INSERT_ID_KEY = b'"$insert_id"'
+_INSERT_ID_FIELD = _INSERT_ID_KEY + b':"'
 
 
-def named_rows(blob: bytes, ids: AbstractSet[bytes]) -> list[tuple[int, int, int]] | None:
+def named_rows(blob: bytes, ids: AbstractSet[bytes]) -> list[tuple[int, int]] | None:
     """The rows of a batch (rows joined by newlines) that hold an insert_id field whose value is in ``ids``, at
-    any depth, found in the bytes without parsing them: (row index, first byte, end byte) in order. None when the
+    any depth, found in the bytes without parsing them: (first byte, end byte) of each, in order. None when the
     bytes cannot answer for every row: a ``"$insert_id"`` not written as a compact string field without escapes,
     or any ``\\u`` escape (a key could be written with one). Every other row's own insert_id, if it has one, is
-    then written plainly and is not in ``ids``, so no mutation names it."""
+    then written plainly and is not in ``ids``, so no mutation names it.
+
+    The fields are found by their ``$`` (``bytes.find`` of one byte is a ``memchr``, about 20 times faster here
+    than a search for the field's 12 bytes, which looks at most bytes of a row of JSON), and the rows' bounds by
+    the newlines either side of a named field only; no byte is counted (``bytes.count`` looks at every byte)."""
     escapes = b"\\" in blob
     if escapes and b"\\u" in blob:
         return None
-    out: list[tuple[int, int, int]] = []
-    row = at = 0
-    find, n = blob.find, len(_INSERT_ID_KEY)
-    pos = find(_INSERT_ID_KEY)
-    while pos >= 0:
-        start = pos + n + 2
-        if blob[pos + n:start] != b':"' or (escapes and blob[pos - 1:pos] == b"\\"):
+    out: list[tuple[int, int]] = []
+    find, startswith, n = blob.find, blob.startswith, len(_INSERT_ID_FIELD)
+    last = -1                               # the end byte of the last row found
+    dollar = find(b"$", 1)
+    while dollar >= 0:
+        pos = dollar - 1                    # where the field would start: '"$insert_id":"'
+        if not startswith(_INSERT_ID_FIELD, pos):
+            if startswith(_INSERT_ID_KEY, pos):
+                return None                 # the key, not followed by a compact string
+            dollar = find(b"$", dollar + 1)
+            continue
+        if escapes and blob[pos - 1:pos] == b"\\":
             return None
+        start = pos + n
         end = find(b'"', start)
         if end < 0:
             return None
         value = blob[start:end]
         if escapes and b"\\" in value:
             return None
-        if value in ids:
-            row += blob.count(b"\n", at, pos)
-            at = pos
-            if not out or out[-1][0] != row:
-                first = blob.rfind(b"\n", 0, pos) + 1
-                last = find(b"\n", end)
-                out.append((row, first, len(blob) if last < 0 else last))
-        pos = find(_INSERT_ID_KEY, end)
+        if value in ids and pos > last:     # a second field of a row already found names it once
+            first = blob.rfind(b"\n", 0, pos) + 1
+            nl = find(b"\n", end)
+            last = len(blob) if nl < 0 else nl
+            out.append((first, last))
+        dollar = find(b"$", end)
     return out
 
 
-def _rewrite_named(blob: bytes, source_offsets: Sequence[int], named: list[tuple[int, int, int]],
+def _rewrite_named(blob: bytes, source_offsets: Sequence[int], named: list[tuple[int, int]],
                    mutations: Mapping[str, Sequence[Mutation]], insert_is_update: bool,
                    outcomes: Counter[tuple[str, Outcome]], matched: dict[str, set[int]]) -> tuple[bytes, list[int]]:
     """The batch with only the rows ``named`` parsed and rewritten; the bytes between them are copied as they
-    are."""
+    are. The index of a row is counted (by its newlines) only when it is deleted, to drop its source offset."""
     if not named:
         return blob, list(source_offsets)
     parts: list[bytes] = []
     dropped: set[int] = set()
     changed = False
     at = 0                                  # the first byte of the next row not yet copied
-    for row, first, end in named:
+    row, row_start = 0, 0                   # a row's index and its first byte, as far as counted
+    for first, end in named:
         if first > at:
             parts.append(blob[at:first - 1])   # the rows before, without the newline before this one
         line = blob[first:end]
         after = _one(line, mutations, insert_is_update, outcomes, matched)
         if after is None:
+            row, row_start = _row_at(blob, row, row_start, first), first
             dropped.add(row)
         else:
             changed = changed or after is not line
@@ -277,6 +288,16 @@ def _rewrite_named(blob: bytes, source_offsets: Sequence[int], named: list[tuple
         parts.append(blob[at:])
     offsets = [o for i, o in enumerate(source_offsets) if i not in dropped] if dropped else list(source_offsets)
     return b"\n".join(parts), offsets
+
+
+def _row_at(blob: bytes, row: int, start: int, first: int) -> int:
+    """The index of the row that starts at byte ``first``, counted on from row ``row`` starting at ``start``."""
+    find = blob.find
+    nl = find(b"\n", start, first)
+    while nl >= 0:
+        row += 1
+        nl = find(b"\n", nl + 1, first)
+    return row
 
 
 def _one(line: bytes, mutations: Mapping[str, Sequence[Mutation]], insert_is_update: bool,

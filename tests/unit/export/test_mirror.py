@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.export.mirror import (KEPT, Mutation, Op, Outcome, by_insert_id, insert_ids, named_rows, parse_op, rewrite,
-                                  rewrite_batch)
+from stream.export.mirror import (KEPT, Mutation, Op, Outcome, _row_at, by_insert_id, insert_ids, named_rows, parse_op,
+                                  rewrite, rewrite_batch)
 
 
 def line(insert_id, device="d1", **fields):
@@ -184,8 +184,8 @@ def test_rows_are_found_by_the_bytes_of_their_insert_id_and_bytes_that_cannot_sa
     rows = [line("a"), line("b"), orjson.dumps({"k": {"$insert_id": "c"}}), line("d")]
     blob = b"\n".join(rows)
     starts = [sum(len(r) + 1 for r in rows[:i]) for i in range(4)]
-    assert named_rows(blob, {b"b", b"c"}) == [(1, starts[1], starts[1] + len(rows[1])),
-                                               (2, starts[2], starts[2] + len(rows[2]))]
+    assert named_rows(blob, {b"b", b"c"}) == [(starts[1], starts[1] + len(rows[1])),
+                                               (starts[2], starts[2] + len(rows[2]))]
     assert named_rows(blob, {b"zz"}) == []
     assert named_rows(b'{"$insert_id": "a"}', {b"a"}) is None          # not compact
     assert named_rows(b'{"$insert_id":7}', {b"a"}) is None               # not a string
@@ -200,3 +200,65 @@ def test_a_batch_whose_rows_no_mutation_names_is_the_same_bytes_unparsed():
     muts = by_insert_id([Mutation("z", Op.DELETE, (1, "k", 1))])
     out = rewrite_batch(blob, [1, 2], muts, False, Counter(), {}, insert_ids(muts))
     assert out == (blob, [1, 2]) and out[0] is blob
+
+
+def reference_named_rows(blob, ids):
+    """The rows named, found by a search for the field's whole key and a count of the newlines before each (the
+    version before the search by ``$``): (row index, first byte, end byte)."""
+    escapes = b"\\" in blob
+    if escapes and b"\\u" in blob:
+        return None
+    out, row, at, key = [], 0, 0, b'"$insert_id"'
+    pos = blob.find(key)
+    while pos >= 0:
+        start = pos + len(key) + 2
+        if blob[pos + len(key):start] != b':"' or (escapes and blob[pos - 1:pos] == b"\\"):
+            return None
+        end = blob.find(b'"', start)
+        if end < 0:
+            return None
+        value = blob[start:end]
+        if escapes and b"\\" in value:
+            return None
+        if value in ids:
+            row += blob.count(b"\n", at, pos)
+            at = pos
+            if not out or out[-1][0] != row:
+                last = blob.find(b"\n", end)
+                out.append((row, blob.rfind(b"\n", 0, pos) + 1, len(blob) if last < 0 else last))
+        pos = blob.find(key, end)
+    return out
+
+
+_piece = st.sampled_from([b"$", b"$$", b'"$insert_id"', b'"$insert_id":"', b'"$insert_id": "', b'"', b"\n", b"\\",
+                          b"\\u", b"a", b"b", b'a"', b":", b"{", b"}", b",", b'"$insert_idx":"a"', b"x$y",
+                          b'\\"$insert_id":"a"', b'"$insert_id":"a"', b'"$insert_id":"b"', b'"$insert_id":7'])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(pieces=st.lists(st.one_of(_piece, st.binary(max_size=4)), max_size=30),
+       ids=st.sets(st.sampled_from([b"a", b"b", b"", b"a$", b"zz"]), max_size=3))
+def test_rows_found_by_the_fields_dollar_are_the_rows_found_by_the_fields_whole_key(pieces, ids):
+    """Any bytes, JSON or not: the same rows or the same refusal as the search for the field's key, and a deleted
+    row's index is the one its newlines give."""
+    blob = b"".join(pieces)
+    want = reference_named_rows(blob, ids)
+    got = named_rows(blob, ids)
+    assert got == (None if want is None else [(first, end) for _, first, end in want])
+    for row, first, _ in want or []:
+        assert _row_at(blob, 0, 0, first) == row
+
+
+def test_rows_are_found_in_rows_of_many_dollars_and_a_deleted_rows_index_is_counted():
+    rows = [line("a", event_properties={"$price": 1, "$quantity": 2}), b'{"k":"$$$"}', line("b"),
+            line("c", note="x$insert_id"), line("d")]
+    blob = b"\n".join(rows)
+    starts = [sum(len(r) + 1 for r in rows[:i]) for i in range(len(rows))]
+    assert named_rows(blob, {b"b", b"d"}) == [(starts[2], starts[2] + len(rows[2])),
+                                               (starts[4], starts[4] + len(rows[4]))]
+    muts = by_insert_id([Mutation("b", Op.DELETE, (1, "k", 1)), Mutation("d", Op.DELETE, (1, "k", 2))])
+    outcomes = Counter()
+    out, offsets = rewrite_batch(blob, [10, 11, 12, 13, 14], muts, False, outcomes, {}, insert_ids(muts))
+    assert out == b"\n".join([rows[0], rows[1], rows[3]])
+    assert offsets == [10, 11, 13]
+    assert outcomes == {("DELETE", Outcome.DELETED): 2}
