@@ -444,6 +444,34 @@ class Backfill:
         return await kafka.end_offsets(self.settings, topic)
 
     async def _rebuild_from_topic(self, source: ExportInput, hours: list[int]) -> None:
+        spool = self.spool_dir / source.name.replace("/", "_")
+        spool.mkdir(parents=True, exist_ok=True)
+        kept = self._kept(source, spool)
+        # the hours' kept mutations read while the ledger is read, the hours claimed and the topic's reading starts
+        mutations = asyncio.ensure_future(self._load_mutations(source, hours, kept))
+        try:
+            await self._claim_and_rebuild(source, hours, spool, mutations)
+        finally:
+            mutations.cancel()
+            await asyncio.gather(mutations, return_exceptions=True)
+            if kept is not None:
+                kept.close()
+
+    async def _load_mutations(self, source: ExportInput, hours: list[int],
+                              kept: KeptMutations | None) -> dict[int, Mapping[str, Sequence[Mutation]]]:
+        """The kept mutations of each hour (the hours' logs read together, at most mirror_apply.LOG_READS objects
+        at once, not an hour after another)."""
+        reads = [asyncio.ensure_future(self._mutations(source, h, kept)) for h in hours]
+        try:
+            return dict(zip(hours, await asyncio.gather(*reads)))
+        except BaseException:
+            for t in reads:
+                t.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
+            raise
+
+    async def _claim_and_rebuild(self, source: ExportInput, hours: list[int], spool: Path,
+                                 mutations: asyncio.Future[dict[int, Mapping[str, Sequence[Mutation]]]]) -> None:
         live = await self._live_ledger(source)
         ends = await self._end_offsets(source.topic)
         claim = Claim(self.request.job, tuple(hours), ends)
@@ -453,26 +481,23 @@ class Backfill:
         await pause_point("backfill.claimed")
         acks = await self._await_acknowledgements(source, claim)
         wanted, hour_cuts = set(hours), cuts(live, set(hours))
-        spool = self.spool_dir / source.name.replace("/", "_")
-        spool.mkdir(parents=True, exist_ok=True)
-        kept = self._kept(source, spool)
-        try:
-            await self._rebuild_pass(source, hours, live, ends, acks, hour_cuts, wanted, spool, kept)
-        finally:
-            if kept is not None:
-                kept.close()
+        await self._rebuild_pass(source, hours, live, ends, acks, hour_cuts, wanted, spool, mutations)
 
     async def _rebuild_pass(self, source: ExportInput, hours: list[int], live: list[LedgerRecord],
                             ends: dict[int, int], acks: Acknowledgements, hour_cuts: set[tuple[int, int]],
-                            wanted: set[int], spool: Path, kept: KeptMutations | None) -> None:
+                            wanted: set[int], spool: Path,
+                            loading: asyncio.Future[dict[int, Mapping[str, Sequence[Mutation]]]]) -> None:
         written: set[str] = set()
         writers: dict[int, PartitionWriter] = {}
-        # the hours' logs read together (at most mirror_apply.LOG_READS objects at once), not an hour after another
-        mutations = dict(zip(hours, await asyncio.gather(*(self._mutations(source, h, kept) for h in hours))))
-        ids = {h: insert_ids(mutations[h]) for h in hours if mutations[h]}
+        mutations: dict[int, Mapping[str, Sequence[Mutation]]] = {}
+        ids: dict[int, frozenset[bytes]] = {}
         matched: dict[int, dict[str, set[int]]] = {h: {} for h in hours}
         insert_is_update = self.mirror is not None and self.mirror.insert_is_update
+        loaded = False
         async for partition, offset, value in self._read(source.topic, acks.read_ends()):
+            if not loaded:          # the first record: the topic's consumer was started meanwhile
+                mutations, loaded = await loading, True
+                ids = {h: insert_ids(mutations[h]) for h in hours if mutations[h]}
             w = writers.get(partition)
             if w is None:
                 w = writers[partition] = PartitionWriter(partition, source.layout.key, spool, LedgerIndex(),
@@ -504,6 +529,7 @@ class Backfill:
                 await self._upload(source, obj)
                 w.written(obj)
                 written.add(obj.key)
+        mutations = await loading
         for h in hours:
             count_unmatched(mutations[h], matched[h], self.mirror_outcomes)
         crash_point("backfill.written")
