@@ -81,8 +81,9 @@ class Throttle:
         wanted = Counter(ids)
         wanted.pop(None, None)
         get, per = empty_at.get, self._ms_per_event
+        now = float(now_ms)   # the same number (epoch ms < 2**53): compared with floats without converting each time
         # max(t, now) spelt as a comparison: a builtin call per id cost more than the rest of the line
-        return {k: (t if (t := get(k, now_ms)) > now_ms else now_ms) + n * per for k, n in wanted.items()}
+        return {k: (t if (t := get(k, now)) > now else now) + n * per for k, n in wanted.items()}
 
     def _rates(self, over: dict[str, float], now_ms: int) -> dict[str, int]:
         """Events/s over the window each id would have reached."""
