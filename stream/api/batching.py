@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from stream.events.batch import EventBatch, Origin
 from stream.events.normalize import Normalized
-from stream.events.partitioning import partition_for
+from stream.events.partitioning import partition_for, partition_memo
 from stream.events.timefmt import HOUR_MS
 
 BATCH_OVERHEAD = 1024
@@ -27,26 +27,32 @@ def group(events: Sequence[Normalized], valid_topic: str, partitions: int, max_e
     A batch holds at most ``max_events`` events and about ``max_bytes`` bytes (the producer's largest message);
     ``segment`` gives each event's Segment message when the events came from Segment's API.
     """
-    by_key: dict[tuple[int, int, int], list[int]] = {}
-    targets: dict[str, int] = {}
-    for i, ev in enumerate(events):
-        key = ev.device_id if ev.device_id is not None else ev.user_id   # ev.partition_key, without its call
-        target = targets.get(key)
+    targets = partition_memo(partitions)
+    # (target, project, hour) -> the indices of its events, in order of first appearance; the events of the first
+    # event's project and hour (a request's, nearly always) are filed under their target alone
+    by_key: dict[int | tuple[int, int, int], list[int]] = {}
+    p0, t0 = (events[0].project, events[0].upload_ms) if events else (0, 0)
+    h0 = t0 - t0 % HOUR_MS
+    h1 = h0 + HOUR_MS
+    for i, (project, _, upload_ms, _, _, device_id, user_id, _) in enumerate(events):
+        key = device_id if device_id is not None else user_id   # ev.partition_key, without its call
+        target = targets.get(key)  # type: ignore[arg-type]
         if target is None:
-            target = targets[key] = partition_for(key, partitions)
-        k = (target, ev.project, ev.upload_ms - ev.upload_ms % HOUR_MS)
+            target = partition_for(key, partitions)  # type: ignore[arg-type]
+        k = target if project == p0 and h0 <= upload_ms < h1 else (target, project, upload_ms - upload_ms % HOUR_MS)
         members = by_key.get(k)
         if members is None:
             by_key[k] = [i]
         else:
             members.append(i)
     out: list[tuple[int, EventBatch]] = []
-    for (target, project, hour), members in by_key.items():
+    for k, members in by_key.items():
+        target, project, hour = (k, p0, h0) if type(k) is int else k  # type: ignore[misc]
         for chunk in _chunks(events, members, max_events, max_bytes, segment):
             evs = [events[i] for i in chunk]
             out.append((target, EventBatch(
-                project, hour, Origin(valid_topic, target, -1), keys=[e.dedupe_key for e in evs],
-                times=[e.upload_ms for e in evs], uuids=[e.uuid for e in evs], lines=[e.line for e in evs],
+                project, hour, Origin(valid_topic, target, -1), keys=[e[1] for e in evs],
+                times=[e[2] for e in evs], uuids=[e[3] for e in evs], lines=[e[4] for e in evs],
                 segment_source=segment_source, segment=[segment[i] for i in chunk] if segment else [])))
     return out
 
@@ -58,9 +64,16 @@ def _size(ev: Normalized, i: int, segment: Sequence[bytes] | None) -> int:
 def _chunks(events: Sequence[Normalized], members: list[int], max_events: int, max_bytes: int,
             segment: Sequence[bytes] | None) -> list[list[int]]:
     """``members`` cut into runs of at most ``max_events`` events and about ``max_bytes`` bytes."""
-    if len(members) <= max_events and BATCH_OVERHEAD + sum(
-            _size(events[i], i, segment) for i in members) <= max_bytes:
-        return [members]
+    if len(members) <= max_events:   # within both limits, nearly always: _size's sum without its calls
+        used = BATCH_OVERHEAD + PER_EVENT_OVERHEAD * len(members)
+        for i in members:
+            e = events[i]
+            used += len(e[4]) + len(e[1])   # line, dedupe_key
+        if segment:
+            for i in members:
+                used += len(segment[i])
+        if used <= max_bytes:
+            return [members]
     out: list[list[int]] = []
     run: list[int] = []
     used = BATCH_OVERHEAD

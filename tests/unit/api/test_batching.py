@@ -52,3 +52,73 @@ def test_a_batch_round_trips_and_takes_its_coordinates_when_read():
         [b'{"m":1}', b'{"m":2}', b'{"m":3}'], "src1")
     d.arrived_at(Origin("v", 0, 41))
     assert d.source_of_events()[1] == [(41 << 16) + i for i in range(3)]
+
+
+def group_reference(events, valid_topic, partitions, max_events, max_bytes, segment=None, segment_source=""):
+    """group as first written: one (target, project, hour) key an event, each batch's size summed event by event."""
+    from stream.api.batching import BATCH_OVERHEAD, _size
+    from stream.events.timefmt import HOUR_MS
+    by_key: dict = {}
+    for i, ev in enumerate(events):
+        by_key.setdefault((partition_for(ev.partition_key, partitions), ev.project,
+                           ev.upload_ms - ev.upload_ms % HOUR_MS), []).append(i)
+    out = []
+    for (target, project, hour), members in by_key.items():
+        runs, run, used = [], [], BATCH_OVERHEAD
+        for i in members:
+            size = _size(events[i], i, segment)
+            if run and (len(run) >= max_events or used + size > max_bytes):
+                runs.append(run)
+                run, used = [], BATCH_OVERHEAD
+            run.append(i)
+            used += size
+        runs.append(run)
+        for chunk in runs:
+            evs = [events[i] for i in chunk]
+            out.append((target, EventBatch(
+                project, hour, Origin(valid_topic, target, -1), keys=[e.dedupe_key for e in evs],
+                times=[e.upload_ms for e in evs], uuids=[e.uuid for e in evs], lines=[e.line for e in evs],
+                segment_source=segment_source, segment=[segment[i] for i in chunk] if segment else [])))
+    return out
+
+
+def test_group_gives_the_reference_batches_on_generated_requests():
+    import random
+    rnd = random.Random(7)
+    one = norm(device="device-0001")
+    per_event = len(one.line) + len(one.dedupe_key) + 48
+    for case in range(300):
+        n = rnd.choice([0, 1, 2, 5, 30, 100])
+        hours = rnd.choice([[0], [0], [0, 1], [0, -1, 2]])
+        projects = rnd.choice([[424242], [424242], [424242, 7]])
+        evs = []
+        for i in range(n):
+            who = rnd.randrange(12)
+            kind = rnd.random()
+            evs.append(norm(device=f"device-{who:04d}" if kind < 0.6 else None,
+                            user=f"user-{who:05d}" if kind >= 0.4 else None,
+                            t=T + rnd.choice(hours) * HOUR + rnd.randrange(-5, 5) * 60_000,
+                            i=i, project=rnd.choice(projects)))
+        segment = [b'{"m":%d}' % i * rnd.randrange(1, 4) for i in range(n)] if rnd.random() < 0.3 else None
+        partitions = rnd.choice([1, 2, 4, 7])
+        max_events = rnd.choice([1, 3, 500])
+        max_bytes = rnd.choice([1 << 20, 1024 + 2 * per_event, 1024 + 5 * per_event + 40])
+        got = group(evs, "p.events.valid", partitions, max_events, max_bytes, segment, "src" if segment else "")
+        want = group_reference(evs, "p.events.valid", partitions, max_events, max_bytes, segment,
+                               "src" if segment else "")
+        assert [(t, b.encode()) for t, b in got] == [(t, b.encode()) for t, b in want], case
+        assert [(t, b) for t, b in got] == want, case
+
+
+def test_the_partition_memo_holds_partition_fors_answers_and_is_emptied_when_full(monkeypatch):
+    from aiokafka.partitioner import murmur2
+
+    from stream.events import partitioning
+    monkeypatch.setattr(partitioning, "_MEMOS", {})
+    monkeypatch.setattr(partitioning, "MEMO_KEYS", 3)
+    keys = ["device-0001", "device-0002", "device-0003", "device-0004"]
+    assert [partition_for(k, 7) for k in keys[:3]] == [(murmur2(k.encode()) & 0x7FFFFFFF) % 7 for k in keys[:3]]
+    assert partitioning.partition_memo(7) == {k: (murmur2(k.encode()) & 0x7FFFFFFF) % 7 for k in keys[:3]}
+    assert partitioning.partition_memo(4) == {}
+    assert partition_for(keys[3], 7) == (murmur2(keys[3].encode()) & 0x7FFFFFFF) % 7
+    assert list(partitioning.partition_memo(7)) == [keys[3]]   # full at 3 keys: emptied, then the new key
