@@ -178,6 +178,9 @@ IMPORT_LAG = Histogram("stream_import_lag_seconds",
                        buckets=(.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 4 * 3600, 86400))
 IMPORT_IN_PROGRESS = Gauge("stream_import_files_in_progress",
                            "Import files being read by this process.", ["source"])
+IMPORT_CONVERT_PROCESSES = Gauge("stream_import_convert_processes",
+                                 "Processes converting this worker's import rows (worker.import_processes once its "
+                                 "first file started them; 0 while none run and when the worker converts them).")
 IMPORT_LAST_DONE = Gauge("stream_import_last_file_done_timestamp_seconds",
                          "When this process last finished an import file of the source, as a Unix timestamp.",
                          ["source"])

@@ -533,6 +533,13 @@ class WorkerSettings(_Section):
         9108, ge=1, le=65535, description="Serve /metrics (Prometheus), /healthz (liveness), /readyz (readiness) "
         "and /exports/status (JSON) on this port; null turns the server off.")
     http_host: str = Field("0.0.0.0", description="Address the worker's HTTP server listens on.")
+    import_processes: int = Field(
+        0, ge=0, le=64, description="Processes that convert the rows of the import stage's JSON-lines files of "
+        "append sources (decode, converter, validation, batches) beside the worker's own, which reads the files and "
+        "produces the records: about three quarters of an import's CPU moves to them; the same records in the same "
+        "order, each file still imported once by the worker that owns its discovery record. 0: the worker converts "
+        "them itself; give a worker with spare cores one per core (metric stream_import_convert_processes; "
+        "docs/imports.md, Limits).")
     shutdown_timeout_s: float = Field(
         30, gt=0, description="On SIGTERM the worker stops reading, finishes the uploads in flight and commits "
         "what is durable; after this many seconds it abandons the rest (a restart replays it, exactly once). "

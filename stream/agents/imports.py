@@ -23,6 +23,7 @@ from stream.health import HEALTH
 from stream.imports.fetch import S3Files
 from stream.imports.files import ImportFile
 from stream.imports.importer import FileImporter, Senders
+from stream.imports.pool import ConvertPool
 from stream.retry import supervise
 from stream.settings import Settings
 from stream.shutdown import SHUTDOWN
@@ -88,9 +89,12 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             # on the partition the admin API computes again to read the user's profile from the table's changelog
             return await profile_topic.send(key=key, value=value, partition=profile_partition(key, t.partitions))
 
+    # the processes converting rows (worker.import_processes) end with the worker: at its exit (concurrent.futures
+    # stops them) or, killed, by PR_SET_PDEATHSIG
+    pool = ConvertPool(settings, settings.worker.import_processes) if settings.worker.import_processes else None
     importer = FileImporter(settings, clock, Senders(send_valid, send_dead, send_mutation, send_profile),
                             _TableStore(table),
-                            S3Files(settings), files_name)
+                            S3Files(settings), files_name, pool=pool)
     gaps = Contiguous(app, files_name, kafka.client_args(settings.kafka), "import")
 
     @app.agent(files, name="import-files")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from stream.imports.files import ImportFile
-from stream.imports.reader import FileError, Row, RowError, aiter_rows, read_parquet
+from stream.imports.reader import FileError, Row, RowError, aiter_lines, aiter_rows, read_parquet
 from stream.s3.arn import s3_arn
 from stream.s3.client import target_client, target_of
 from stream.s3.errors import classify, explain
@@ -91,6 +91,27 @@ async def read_rows(settings: Settings, src: SourceSettings, f: ImportFile, spoo
     """The file's rows, read from S3 as a stream; parquet through a spool file, removed afterwards. ``clients``
     keeps one S3 client per source (a new one costs about 0.1 s); without it, one is opened for this file.
     ``fetched`` receives what GetObject said of the object."""
+    async for item in _read(settings, src, f, spool, clients, fetched, lines=False):
+        yield item
+
+
+async def read_lines(settings: Settings, src: SourceSettings, f: ImportFile, clients: Clients | None = None,
+                     fetched: Fetched | None = None) -> AsyncIterator[tuple[int, list[bytes | None]]]:
+    """A JSON-lines file's raw lines, read from S3 as a stream, in runs (``reader.LineReader``): the lines
+    ``read_rows`` would decode, for a caller that decodes them elsewhere; the same failures as ``read_rows``."""
+    if not lines_of(src, f):
+        raise ValueError(f"{f.url} is not read as JSON lines (its file type is {file_type_of(src, f.key)})")
+    async for run in _read(settings, src, f, Path("."), clients, fetched, lines=True):
+        yield run
+
+
+def lines_of(src: SourceSettings, f: ImportFile) -> bool:
+    """Whether the file is JSON lines, which ``read_lines`` reads."""
+    return file_type_of(src, f.key) == "json"
+
+
+async def _read(settings: Settings, src: SourceSettings, f: ImportFile, spool: Path, clients: Clients | None,
+                fetched: Fetched | None, *, lines: bool) -> AsyncIterator[Any]:
     compiled = src.compiled
     file_type = file_type_of(src, f.key)
     compression = src.compression or compiled.compression or "auto"
@@ -113,6 +134,10 @@ async def read_rows(settings: Settings, src: SourceSettings, f: ImportFile, spoo
                         yield row
                 finally:
                     os.unlink(name)
+                return
+            if lines:
+                async for run in aiter_lines(body.iter_chunks(READ_BYTES), compression):
+                    yield run
                 return
             from stream.imports.converter import CsvOptions
             c = src.csv
@@ -151,3 +176,7 @@ class S3Files:
 
     def rows(self, src: SourceSettings, f: ImportFile, fetched: Fetched) -> AsyncIterator[Row | RowError]:
         return read_rows(self.settings, src, f, self.spool, self.clients, fetched)
+
+    def lines(self, src: SourceSettings, f: ImportFile, fetched: Fetched,
+              ) -> AsyncIterator[tuple[int, list[bytes | None]]]:
+        return read_lines(self.settings, src, f, self.clients, fetched)

@@ -28,8 +28,10 @@ retried, the file read again from its start after a backoff (``stream.retry``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,8 +41,9 @@ from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.events.batch import group
 from stream.events.normalize import Reason, Rules
-from stream.imports.fetch import Fetched, TransientRead
+from stream.imports.fetch import Fetched, TransientRead, lines_of
 from stream.imports.files import FileState, ImportFile, State
+from stream.imports.pool import BrokenPool, Chunker, ConvertPool, Converted as PoolConverted, Job
 from stream.imports.reader import FileError, Row, RowError
 from stream.imports.rows import Converted, FileContext, convert, convert_mirror, convert_profiles, file_failed
 from stream.settings import Settings, SourceSettings
@@ -86,6 +89,10 @@ class Files(Protocol):
         """The file's rows in order (``stream.imports.fetch.read_rows``); raises ``FileError`` for a file that
         cannot be read, ``TransientRead`` for a failure that passes."""
 
+    def lines(self, src: SourceSettings, f: ImportFile, fetched: Fetched,
+              ) -> AsyncIterator[tuple[int, list[bytes | None]]]:
+        """A JSON-lines file's raw lines in runs (``stream.imports.fetch.read_lines``), failing as ``rows``."""
+
 
 class RateLimit:
     """At most ``per_s`` units a second, on average over about a second (a token bucket)."""
@@ -116,9 +123,11 @@ class FileImporter:
     """Imports each discovered file once: the state check, the read, the conversion, the sends, the state."""
 
     def __init__(self, settings: Settings, clock: Clock, senders: Senders, store: Store, files: Files, topic: str,
-                 *, sleep: Sleep = retry.wait, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 *, sleep: Sleep = retry.wait, monotonic: Callable[[], float] = time.monotonic,
+                 pool: ConvertPool | None = None) -> None:
         self.settings, self.clock, self.senders, self.store, self.files, self.topic = (
             settings, clock, senders, store, files, topic)
+        self.pool = pool
         self.sleep, self.monotonic = sleep, monotonic
         self.rules = Rules.of(settings.ingest)
         self.rates: dict[str, tuple[RateLimit, RateLimit]] = {}
@@ -179,8 +188,15 @@ class FileImporter:
         attempt = 0
         while True:
             try:
+                if self.pool is not None and src.strategy != "mirror" and lines_of(src, f):
+                    return await self._once_pooled(src, ctx, partition, rows_limit, self.pool)
                 return await self._once(src, ctx, partition, rows_limit)
-            except TransientRead as exc:
+            except (TransientRead, BrokenPool) as exc:
+                if isinstance(exc, BrokenPool):
+                    assert self.pool is not None
+                    self.pool.reset()
+                    log.error("import %s: a process converting %s's rows died (%s); starting new ones and reading "
+                              "the file again from its start", src.name, f.url, exc)
                 attempt += 1
                 wait = retry.backoff_s(attempt, 1.0, 30.0)
                 log.warning("import %s: reading %s failed (%s); reading it again from its start in %.1fs (rows "
@@ -211,6 +227,93 @@ class FileImporter:
             sends.append(await self.senders.dead(key, record))
         return sends
 
+    def _count(self, src: SourceSettings, counts: dict[str, int], rows: int, produced: int, dead: int,
+               fields_left_out: int, reasons: dict[str, int]) -> None:
+        counts["rows"] += rows
+        counts["imported"] += produced
+        counts["dead"] += dead
+        metrics.IMPORT_ROWS.labels(src.name, "imported").inc(produced)
+        metrics.IMPORT_ROWS.labels(src.name, "dead_lettered").inc(dead)
+        if fields_left_out:
+            metrics.IMPORT_FIELDS_LEFT_OUT.labels(src.name).inc(fields_left_out)
+        for reason, n in reasons.items():
+            metrics.EVENTS_DEAD_LETTERED.labels("import", reason).inc(n)
+
+    async def _failed(self, src: SourceSettings, ctx: FileContext, exc: FileError, counts: dict[str, int],
+                      ) -> FileState:
+        f = ctx.file
+        reason = exc.reason.value
+        await (await self.senders.dead(*file_failed(ctx, reason, exc.detail, self.clock.now_ms())))
+        metrics.EVENTS_DEAD_LETTERED.labels("import", Reason.UNREADABLE_FILE.value).inc()
+        log.error("import %s: %s cannot be read after %d rows (%s: %s); marked failed, `stream import retry "
+                  "%s '%s'` imports it again", src.name, f.url, counts["rows"], reason, exc.detail, src.name,
+                  f.key)
+        return FileState(State.FAILED, counts["rows"], counts["imported"], counts["dead"], self.clock.now_ms(),
+                         f.event_time_ms, f.etag, f.size, reason, exc.detail)
+
+    async def _once_pooled(self, src: SourceSettings, ctx: FileContext, partition: int, rows_limit: RateLimit,
+                           pool: ConvertPool) -> FileState:
+        """``_once`` for a JSON-lines file of an append source, its chunks converted by the pool's processes
+        (``stream.imports.pool``): the same chunks, records and order; at most ``pool.depth`` chunks converting and
+        ``MAX_CHUNKS_IN_FLIGHT`` awaiting their acknowledgements while the next lines are read."""
+        f = ctx.file
+        counts = {"rows": 0, "imported": 0, "dead": 0}
+        inflight: list[list[Ack]] = []
+        converting: deque[asyncio.Future[PoolConverted]] = deque()
+        chunker = Chunker(CHUNK_ROWS)
+
+        async def submit(first: int, lines: list[bytes | None], rows: int) -> None:
+            await rows_limit.take(rows)
+            converting.append(pool.submit(Job(src.name, f, ctx.record_offset, ctx.server_ms, ctx.record, self.topic,
+                                              partition, self.clock.now_ms(), first, lines)))
+            if counts["rows"] == 0 and len(converting) == 1:   # the first chunk: acknowledged before reading on
+                await produce(await converting.popleft())
+                await drain(len(inflight))
+                crash_point("import.reading")
+            while len(converting) > pool.depth:
+                await produce(await converting.popleft())
+
+        async def produce(out: PoolConverted) -> None:
+            sends = [await self.senders.valid(batch, target) for target, batch in out.batches]
+            for key, record in out.dead:
+                sends.append(await self.senders.dead(key, record))
+            before = counts["rows"]
+            self._count(src, counts, out.rows, out.imported, len(out.dead), out.fields_left_out, out.reasons)
+            if before // (CHUNK_ROWS * 50) != counts["rows"] // (CHUNK_ROWS * 50):
+                log.info("import %s: %s: %d rows read", src.name, f.url, counts["rows"])
+            inflight.append(sends)
+            if len(inflight) > MAX_CHUNKS_IN_FLIGHT:
+                await drain(1)
+
+        async def drain(n: int) -> None:
+            for _ in range(min(n, len(inflight))):
+                for fut in inflight.pop(0):
+                    await fut
+
+        async def finish() -> None:
+            rest = chunker.rest()
+            if rest is not None:
+                await submit(*rest)
+            while converting:
+                await produce(await converting.popleft())
+            await drain(len(inflight))
+
+        try:
+            try:
+                async for first, lines in self.files.lines(src, f, Fetched()):
+                    for chunk in chunker.add(first, lines):
+                        await submit(*chunk)
+            except FileError as exc:
+                await finish()
+                return await self._failed(src, ctx, exc, counts)
+            await finish()
+        except BaseException:
+            for fut in converting:   # a chunk converting for a read given up: its result is not wanted
+                fut.cancel()
+            raise
+        return FileState(State.DONE, counts["rows"], counts["imported"], counts["dead"], self.clock.now_ms(),
+                         f.event_time_ms, f.etag, f.size)
+
     async def _once(self, src: SourceSettings, ctx: FileContext, partition: int, rows_limit: RateLimit) -> FileState:
         f = ctx.file
         counts = {"rows": 0, "imported": 0, "dead": 0}
@@ -233,15 +336,7 @@ class FileImporter:
             sends = await self._produce(src, out, partition)
             produced = len(out.mutations) if mirror else len(out.events)
             first = counts["rows"] == 0
-            counts["rows"] += out.rows
-            counts["imported"] += produced
-            counts["dead"] += len(out.dead)
-            metrics.IMPORT_ROWS.labels(src.name, "imported").inc(produced)
-            metrics.IMPORT_ROWS.labels(src.name, "dead_lettered").inc(len(out.dead))
-            if out.fields_left_out:
-                metrics.IMPORT_FIELDS_LEFT_OUT.labels(src.name).inc(out.fields_left_out)
-            for reason, n in out.reasons.items():
-                metrics.EVENTS_DEAD_LETTERED.labels("import", reason).inc(n)
+            self._count(src, counts, out.rows, produced, len(out.dead), out.fields_left_out, out.reasons)
             inflight.append(sends)
             if first:
                 await drain(len(inflight))
@@ -267,14 +362,7 @@ class FileImporter:
             if chunk:
                 await flush()
             await drain(len(inflight))
-            reason = exc.reason.value
-            await (await self.senders.dead(*file_failed(ctx, reason, exc.detail, self.clock.now_ms())))
-            metrics.EVENTS_DEAD_LETTERED.labels("import", Reason.UNREADABLE_FILE.value).inc()
-            log.error("import %s: %s cannot be read after %d rows (%s: %s); marked failed, `stream import retry "
-                      "%s '%s'` imports it again", src.name, f.url, counts["rows"], reason, exc.detail, src.name,
-                      f.key)
-            return FileState(State.FAILED, counts["rows"], counts["imported"], counts["dead"], self.clock.now_ms(),
-                             f.event_time_ms, f.etag, f.size, reason, exc.detail)
+            return await self._failed(src, ctx, exc, counts)
         await drain(len(inflight))
         return FileState(State.DONE, counts["rows"], counts["imported"], counts["dead"], self.clock.now_ms(),
                          f.event_time_ms, f.etag, f.size)

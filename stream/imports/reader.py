@@ -178,6 +178,74 @@ async def aiter_rows(chunks: AsyncIterable[bytes], file_type: str, compression: 
         yield item
 
 
+class LineReader:
+    """JSON lines as runs of raw lines, not yet decoded: ``feed`` each chunk, then ``finish``; both yield
+    ``(number of the first line, lines)`` with the lines numbered on from it, a line over the limit as None. The
+    same lines, in the same order and with the same numbers, as ``RowReader`` decodes (``json_items`` decodes a
+    run as it would): for a reader that decodes the rows elsewhere, e.g. in another process."""
+
+    def __init__(self, compression: str = "auto", *, max_row_bytes: int = MAX_ROW_BYTES) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}")
+        if max_row_bytes < 1:
+            raise ValueError("max_row_bytes must be positive")
+        self._bytes: _Stage = {"gzip": _Gunzip, "none": _Plain, "auto": _Sniff}[compression]()
+        self._lines = _Lines(max_row_bytes)
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, list[bytes | None]]]:
+        for block in self._bytes.feed(chunk):
+            run = self._lines.run(block)
+            if run[1]:
+                yield run
+
+    def finish(self) -> Iterator[tuple[int, list[bytes | None]]]:
+        """The lines left at the end; raises FileError if the data stops early (a truncated gzip)."""
+        for block in self._bytes.finish():
+            run = self._lines.run(block)
+            if run[1]:
+                yield run
+        run = self._lines.finish_run()
+        if run[1]:
+            yield run
+
+
+async def aiter_lines(chunks: AsyncIterable[bytes], compression: str = "auto", *,
+                      max_row_bytes: int = MAX_ROW_BYTES) -> AsyncIterator[tuple[int, list[bytes | None]]]:
+    """``LineReader``'s runs of an async source such as an S3 GetObject body's ``iter_chunks()``."""
+    reader = LineReader(compression, max_row_bytes=max_row_bytes)
+    async for chunk in chunks:
+        for run in reader.feed(chunk):
+            yield run
+    for run in reader.finish():
+        yield run
+
+
+_JSON_ROWS: dict[int, _JsonRows] = {}
+
+
+def json_items(first: int, lines: list[bytes | None], max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Item]:
+    """The rows of a run of JSON lines numbered from ``first`` (``LineReader``), as ``RowReader`` reads them."""
+    rows = _JSON_ROWS.get(max_row_bytes)
+    if rows is None:
+        rows = _JSON_ROWS[max_row_bytes] = _JsonRows(max_row_bytes)
+    return rows.feed(zip(range(first, first + len(lines)), lines))
+
+
+def is_item(line: bytes | None) -> bool:
+    """Whether a raw line (``LineReader``) reads as a row or a RowError: all but blank (whitespace-only) lines."""
+    return line is None or bool(line.strip())
+
+
+def count_items(lines: list[bytes | None]) -> int:
+    """How many of the lines read as a row or a RowError (``is_item``)."""
+    try:
+        if b"" not in map(bytes.strip, lines):   # no blank line (the usual case), checked without a Python loop
+            return len(lines)
+    except TypeError:   # a None (a line over the limit): the slow way
+        pass
+    return sum(map(is_item, lines))
+
+
 # -- bytes: decompression ---------------------------------------------------------------------------------------
 
 
@@ -329,6 +397,34 @@ class _Lines:
             if self.number == 1 and line is not None and line.startswith(_BOM):
                 line = line[len(_BOM):]
             yield self.number, line
+
+    def run(self, block: bytes) -> tuple[int, list[bytes | None]]:
+        """``feed``'s lines of a block as one run: (the first's number, the lines, numbered on from it)."""
+        first = self.number + 1
+        pieces: list[Any] = block.split(b"\n")
+        tail = pieces.pop()
+        if pieces:
+            if max(map(len, pieces)) > self._max:
+                pieces = [None if len(p) > self._max else p for p in pieces]
+            if self._parts or self._skipping:
+                pieces[0] = self._take(block[:block.index(b"\n")])
+            if first == 1 and pieces[0] is not None and pieces[0].startswith(_BOM):
+                pieces[0] = pieces[0][len(_BOM):]
+            self.number += len(pieces)
+        if tail and not self._skipping:
+            self._size += len(tail)
+            if self._size > self._max:
+                self._parts.clear()
+                self._size = 0
+                self._skipping = True
+            else:
+                self._parts.append(tail)
+        return first, pieces
+
+    def finish_run(self) -> tuple[int, list[bytes | None]]:
+        """``finish``'s line as a run (no line: an empty one)."""
+        first = self.number + 1
+        return first, [line for _, line in self.finish()]
 
     def _take(self, piece: bytes) -> bytes | None:
         over = self._skipping or self._size + len(piece) > self._max
