@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import msgspec
 import orjson
 
-from stream.cohorts.membership import UserState, event_day
+from stream.cohorts.membership import UserState, _day, event_day
 from stream.cohorts.rules import CohortSet, day_of_ms
 from stream.events.timefmt import DAY_MS, HOUR_MS
 
@@ -524,6 +524,55 @@ def row_decoder(fields: tuple[str, ...]) -> Callable[[bytes], dict[str, Any]]:
     return lambda line: dict(zip(fields, astuple(decode(line))))
 
 
+_BASE_FIELDS = ("amplitude_id", "app", "event_type", "event_time", "server_upload_time", "user_id",
+                "user_properties")
+
+
+class RowReader:
+    """The fast path of ``Rekeyer.activity``'s read of a row: an export row decoded into a Struct of the fields it
+    reads, where each object holding what it reads (``user_properties``; a filter's ``column``) is a Struct of the
+    names read in it alone: the rest of the row, and of those objects, is skipped, not built (``row_decoder``
+    builds a dict of the row's fields and each object whole). ``read`` raises ``msgspec.DecodeError`` for a line it
+    cannot decode so (not JSON, not an object, a holder that is neither an object nor null): the caller then takes
+    the reference path (``row_decoder``), which gives the same record (or the same error) for any line
+    (``tests/unit/cohorts/test_rekey_fast.py``)."""
+
+    def __init__(self, cohorts: CohortSet) -> None:
+        holders: dict[str, set[str]] = {"user_properties": set(cohorts.all_properties)}
+        top = set(_BASE_FIELDS) - {"user_properties"}
+        for c in cohorts.conditions.values():
+            for f in c.filters:
+                if f.column is None:
+                    top.add(f.name)
+                else:
+                    holders.setdefault(f.column, set()).add(f.name)
+        # a name both a field and an object read in: the reference path alone (``usable``)
+        self.usable = not (top & holders.keys())
+        self.top = tuple(sorted(top))
+        self.holders = {h: tuple(sorted(names)) for h, names in sorted(holders.items())}
+        # the fields ``fast_activity`` reads by their own names, the filters' by ``attr``
+        self.attr = {name: name if name in _BASE_FIELDS else f"t{i}" for i, name in enumerate(self.top)}
+        self.attr.update({h: h if h in _BASE_FIELDS else f"h{i}" for i, h in enumerate(self.holders)})
+        self.inner: dict[str, dict[str, str]] = {h: {n: f"p{i}" for i, n in enumerate(names)}
+                                                  for h, names in self.holders.items()}
+        fields: list[tuple[str, Any, Any]] = [(self.attr[n], Any, None) for n in self.top]
+        for h, names in self.holders.items():
+            inner = msgspec.defstruct(f"Holder{self.attr[h]}", [(a, Any, None) for a in self.inner[h].values()],
+                                      rename={a: n for n, a in self.inner[h].items()})
+            fields.append((self.attr[h], inner | None, None))   # type: ignore[operator]
+        row_type = msgspec.defstruct("FastRow", fields, rename={a: n for n, a in self.attr.items()})
+        self.read: Callable[[bytes], Any] = msgspec.json.Decoder(row_type).decode
+        self.filtered = any(c.filters for c in cohorts.conditions.values())
+
+    def as_row(self, r: Any) -> dict[str, Any]:
+        """A read row as the dict a condition's filters test (each holder a dict of the names read in it)."""
+        row = {n: getattr(r, self.attr[n]) for n in self.top}
+        for h, names in self.inner.items():
+            held = getattr(r, self.attr[h])
+            row[h] = None if held is None else {n: getattr(held, a) for n, a in names.items()}
+        return row
+
+
 class Rekeyer:
     """Step 1 (module docstring): events.accepted batches and identity.merges records -> cohorts topic records."""
 
@@ -533,6 +582,8 @@ class Rekeyer:
         self.progress = Progress(grace_ms)
         self.decode_row = row_decoder(row_fields(cohorts))
         self._names: dict[int, list[str]] = {}     # per project: the user properties kept, sorted
+        self.reader = RowReader(cohorts)
+        self._kept: dict[int, list[tuple[str, str]]] = {}   # per project: (property, its attribute), sorted
 
     def batch(self, partition: int, batch: Any) -> list[Sent]:
         """The records of one events.accepted batch (``EventBatch``) read from ``partition``."""
@@ -544,8 +595,17 @@ class Rekeyer:
         src = str(source)
         by: dict[int, list[CohortRecord]] = {}     # cohorts partition -> its records, in order
         decode_row, activity, partitions = self.decode_row, self.activity, self.partitions
+        read, fast = (self.reader.read, self.fast_activity) if self.reader.usable else (None, None)
         for uploaded_ms, line, offset in zip(batch.times, batch.lines, offsets):
-            rec = activity(decode_row(line), partition, src, offset, uploaded_ms)
+            if read is not None:
+                try:
+                    r = read(line)
+                except msgspec.DecodeError:     # the reference path: the same record, or its error
+                    rec = activity(decode_row(line), partition, src, offset, uploaded_ms)
+                else:
+                    rec = fast(r, partition, src, offset, uploaded_ms)
+            else:
+                rec = activity(decode_row(line), partition, src, offset, uploaded_ms)
             if rec is not None:
                 q = rec.amplitude_id % partitions       # partition_of
                 recs = by.get(q)
@@ -576,6 +636,46 @@ class Rekeyer:
                 names = self._names[project] = sorted(self.cohorts.properties_of(project))
             props = orjson.dumps({n: given[n] for n in names if given.get(n) is not None})
         user_id = row.get("user_id")
+        return CohortRecord(ACTIVITY, aid, partition, source, offset, uploaded_ms, project, day, keys,
+                            user_id if isinstance(user_id, str) and user_id else None, props)
+
+    def fast_activity(self, r: Any, partition: int, source: str, offset: int,
+                      uploaded_ms: int) -> CohortRecord | None:
+        """``activity`` of a row read by ``RowReader.read``: the same record."""
+        aid, project = r.amplitude_id, r.app
+        if not isinstance(aid, int) or isinstance(aid, bool) or not isinstance(project, int):
+            return None
+        day = None
+        for text in (r.event_time, r.server_upload_time):      # event_day
+            if isinstance(text, str):
+                day = _day(text[:10])
+                if day is not None:
+                    break
+        upload_day = uploaded_ms // DAY_MS      # day_of_ms
+        if day is None or day > upload_day:     # a device ahead of the clock counts on its upload's day
+            day = upload_day
+        candidates = self.cohorts.by_event.get((project, r.event_type), ())
+        if not candidates:
+            keys = []
+        elif self.reader.filtered:
+            row = self.reader.as_row(r)
+            keys = [c.key for c in candidates if not c.filters or c.matches(row)]
+        else:
+            keys = [c.key for c in candidates]
+        given = r.user_properties
+        props = None
+        if given is not None:
+            kept = self._kept.get(project)
+            if kept is None:
+                attr = self.reader.inner["user_properties"]
+                kept = self._kept[project] = [(n, attr[n]) for n in sorted(self.cohorts.properties_of(project))]
+            values = {}
+            for n, a in kept:
+                v = getattr(given, a)
+                if v is not None:
+                    values[n] = v
+            props = orjson.dumps(values)
+        user_id = r.user_id
         return CohortRecord(ACTIVITY, aid, partition, source, offset, uploaded_ms, project, day, keys,
                             user_id if isinstance(user_id, str) and user_id else None, props)
 
