@@ -229,17 +229,21 @@ class EventUuids:
 
 
 def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonce: str, rules: Rules,
-             client_ip: str | None = None) -> Validated:
+             client_ip: str | None = None, start: int = 0, stop: int | None = None,
+             into: Validated | None = None) -> Validated:
     """Normalize every event with the ingest stage's rules, stamping the request's receive time.
 
     ``server_received_time``/``server_upload_time`` are the server's to set: values an event carries are
     replaced by the receive time. Events without a ``uuid`` get ``EventUuids(nonce)(index)``, random per
     request. ``"ip": "$remote"`` becomes ``client_ip`` (Amplitude: use the request's address).
+
+    ``start``/``stop``: only the events ``events[start:stop]`` (indexes counted in ``events``), added to ``into``:
+    a request validated slice after slice into one ``Validated`` gets what one call over it gives.
     """
-    out = Validated([], [])
+    out = Validated([], []) if into is None else into
     accept, reject = out.accepted.append, out.rejected.append
     uuids = EventUuids(nonce)
-    for i, raw in enumerate(events):
+    for i, raw in enumerate(events[start:stop] if start or stop is not None else events, start):
         value = bytes(raw)
         # depth_over's own first test, inline: an event with fewer brackets than the limit cannot nest past it
         if value.count(b"{") + value.count(b"[") > _DEPTH_LIMIT and (depth := depth_over(value)) is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,24 @@ PER_EVENT_HELD = 200
 def held_bytes(body: bytes, accepted: list[Normalized]) -> int:
     """What a request holds once validated: its body, its rows, and their copy in the encoded batches."""
     return len(body) + sum(2 * len(e.line) + PER_EVENT_HELD for e in accepted)
+
+
+SLICE_EVENTS = 200
+"""Events a request validates in one turn of the event loop (about 2 ms of CPU): a request of 2,000 lets the other
+requests' reads, answers and acknowledgements through nine times instead of holding the loop for 20 ms."""
+
+
+class _NextTurn:
+    """Awaited, lets the event loop run once (every callback ready by then) before the awaiting task goes on."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield   # a bare yield: the task is scheduled again behind what is ready, without a timer
+
+
+def next_turn() -> _NextTurn:
+    return _NextTurn()
 
 
 class Unavailable(Exception):
@@ -227,9 +245,14 @@ class Ingestor:
         if project is None:
             return self._refused(amplitude.unknown_key(req.api_key), client_ip, received_ms)
         rules = self.rules if req.min_id_length is None else self.rules._replace(min_id_length=req.min_id_length)
-        checked = amplitude.validate(req.events, project, received_ms, amplitude.request_nonce(), rules,
-                                     client_ip=client_ip)
         n = len(req.events)
+        nonce = amplitude.request_nonce()
+        checked = amplitude.validate(req.events, project, received_ms, nonce, rules, client_ip=client_ip,
+                                     stop=SLICE_EVENTS)
+        for start in range(SLICE_EVENTS, n, SLICE_EVENTS):   # a large request lets the others through in between
+            await next_turn()
+            amplitude.validate(req.events, project, received_ms, nonce, rules, client_ip=client_ip, start=start,
+                               stop=start + SLICE_EVENTS, into=checked)
         if checked.rejected:
             dead = self._dead_letters(route, [(i, why, bytes(req.events[i])) for i, why in checked.rejected],
                                       received_ms)
@@ -287,7 +310,9 @@ class Ingestor:
         accepted: list[Normalized] = []
         full_bytes: list[bytes] = []
         rejected: list[tuple[int, Rejected, bytes]] = [(i, why, orjson.dumps(m)) for i, why, m in msgs.rejected]
-        for i, full in msgs.full:
+        for j, (i, full) in enumerate(msgs.full):
+            if j and not j % SLICE_EVENTS:   # a large request lets the others through in between
+                await next_turn()
             res = normalize(to_amplitude(full), project, received_ms, f"{nonce}/{i}", self.segment_rules)
             if isinstance(res, Rejected):
                 rejected.append((i, res, orjson.dumps(full)))

@@ -182,3 +182,17 @@ def test_a_refused_body_gives_the_same_error_either_way():
         got = parse(body, 2)
         assert got == parse_slowly(body, 2)
         assert isinstance(got, ApiError)
+
+
+@GENERATED
+@given(st.lists(bodies(), min_size=1, max_size=4), rules, remote_ips, st.integers(1, 5))
+def test_a_request_validated_slice_after_slice_answers_as_validated_at_once(bodies_, rules_, remote_ip, size):
+    """The service validates a large request a slice at a time (stream.api.service.SLICE_EVENTS), its slices into
+    one Validated: the same accepted rows (uuids by the index in the request) and rejections, at their indexes."""
+    raws = [e for b in bodies_ if not isinstance(req := parse(b, MAX_EVENTS), ApiError) for e in req.events]
+    whole = validate(raws, PROJECT, T, NONCE, rules_, remote_ip)
+    sliced = validate(raws, PROJECT, T, NONCE, rules_, remote_ip, stop=size)
+    for start in range(size, len(raws), size):
+        assert validate(raws, PROJECT, T, NONCE, rules_, remote_ip, start=start, stop=start + size,
+                        into=sliced) is sliced
+    same((sliced, raws), (whole, raws))

@@ -183,3 +183,60 @@ def test_requests_that_fail_for_something_else_do_not_count():
     assert amp(ing, {"api_key": API_KEY, "events": [{"device_id": "device-0001"}]})[0] == 400   # invalid event
     assert seg(ing, b"[1]", key=WRITE_KEY)[0] == 400
     assert amp(ing, {"api_key": API_KEY, "events": [EVENT]})[0] == 200
+
+
+# --- one request at a time on the event loop ----------------------------------------------------------------------
+def large_and_small(run_large, run_small, large_n: int) -> list[tuple[str, int]]:
+    """A large request started first, then a small one: what the producer was sent, in order, as (device, events)
+    per batch: a request that let the other through during its validation has its batches after the other's."""
+    producer = Producer()
+    ing = ingestor(producer, batch_device_eps=1e9, segment_device_eps=1e9)
+
+    async def both():
+        large = asyncio.ensure_future(run_large(ing, large_n))
+        small = asyncio.ensure_future(run_small(ing, 1))
+        assert [(await large).status, (await small).status] == [200, 200]
+    asyncio.run(both())
+    out = []
+    for _, value in producer.sent:
+        b = EventBatch.decode(value)
+        out.append((orjson.loads(b.lines[0])["device_id"][:5], len(b)))
+    return out
+
+
+def amp_of(device: str):
+    async def run(ing, n):
+        body = {"api_key": API_KEY, "events": [{**EVENT, "device_id": f"{device}-{i:04d}", "insert_id": f"i-{i}"}
+                                                for i in range(n)]}
+        return await ing.amplitude("/batch", orjson.dumps(body), ing.clock.now_ms(), "198.51.100.7")
+    return run
+
+
+def seg_of(device: str):
+    async def run(ing, n):
+        body = {"batch": [{"type": "track", "event": "E", "anonymousId": f"{device}-{i:04d}", "messageId": f"m-{i}"}
+                          for i in range(n)]}
+        auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+        return await ing.segment("/v1/batch", None, orjson.dumps(body), auth, ing.clock.now_ms())
+    return run
+
+
+def test_a_large_amplitude_request_lets_a_smaller_one_through_between_its_slices():
+    from stream.api.service import SLICE_EVENTS
+    assert SLICE_EVENTS == 200
+    # 201 events: validated in two slices, the small request's whole handling in between
+    sent = large_and_small(amp_of("large"), amp_of("small"), SLICE_EVENTS + 1)
+    assert sent[0] == ("small", 1)
+    assert all(d == "large" for d, _ in sent[1:]) and sum(n for _, n in sent[1:]) == 201
+    # one slice: the large request is validated and sent first, as before
+    sent = large_and_small(amp_of("large"), amp_of("small"), SLICE_EVENTS)
+    assert sent[-1] == ("small", 1) and sum(n for _, n in sent[:-1]) == SLICE_EVENTS
+
+
+def test_a_large_segment_request_lets_a_smaller_one_through_between_its_slices():
+    from stream.api.service import SLICE_EVENTS
+    sent = large_and_small(seg_of("large"), seg_of("small"), SLICE_EVENTS + 1)
+    assert sent[0] == ("small", 1) and all(d == "large" for d, _ in sent[1:])
+    assert sum(n for _, n in sent[1:]) == SLICE_EVENTS + 1
+    sent = large_and_small(seg_of("large"), seg_of("small"), SLICE_EVENTS)
+    assert sent[-1] == ("small", 1) and sum(n for _, n in sent[:-1]) == SLICE_EVENTS
