@@ -151,11 +151,18 @@ class OpenLoop:
     queueing in the latencies instead of slowing the client down (no coordinated omission)."""
 
     def __init__(self, port: int, bodies_: list[bytes], rate_rps: float, duration_s: float, max_connections: int,
-                 timeout_s: float = 30.0):
+                 timeout_s: float = 30.0, large: list[bytes] | None = None, large_every: int = 0,
+                 large_events: int = 0):
         self.port, self.rate, self.duration, self.max_connections = port, rate_rps, duration_s, max_connections
         self.timeout = timeout_s
-        self.requests = [b"POST /batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(b), b) for b in bodies_]
+
+        def post(b: bytes) -> bytes:
+            return (b"POST /batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(b), b))
+        self.requests = [post(b) for b in bodies_]
+        self.large = [post(b) for b in large or []]
+        self.large_every, self.large_events = large_every, large_events
+        self.large_latencies: list[float] = []
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.opened = 0
         self.waiters: list[asyncio.Future] = []
@@ -185,7 +192,7 @@ class OpenLoop:
                 return
         self.idle.append(conn)
 
-    async def _one(self, due: float, request: bytes) -> None:
+    async def _one(self, due: float, request: bytes, is_large: bool = False) -> None:
         loop = asyncio.get_running_loop()
         conn = None
         try:
@@ -201,7 +208,7 @@ class OpenLoop:
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 await reader.readexactly(length)
-            self.latencies.append(loop.time() - due)
+            (self.large_latencies if is_large else self.latencies).append(loop.time() - due)
             self.statuses[status] = self.statuses.get(status, 0) + 1
             self._release(conn)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
@@ -223,7 +230,10 @@ class OpenLoop:
             now = loop.time()
             while i < n and start + i / self.rate <= now:
                 due = start + i / self.rate
-                tasks.append(loop.create_task(self._one(due, self.requests[i % len(self.requests)])))
+                if self.large_every and i % self.large_every == self.large_every - 1:
+                    tasks.append(loop.create_task(self._one(due, self.large[i % len(self.large)], True)))
+                else:
+                    tasks.append(loop.create_task(self._one(due, self.requests[i % len(self.requests)])))
                 i += 1
             if i < n:
                 loop.call_at(start + i / self.rate, fire)
@@ -236,19 +246,41 @@ class OpenLoop:
         await asyncio.gather(*tasks)
         for _, writer in self.idle:
             writer.close()
-        lat = sorted(self.latencies)
+        lat, big = sorted(self.latencies), sorted(self.large_latencies)
 
-        def pct(p: float) -> float:
+        def pct(p: float, lat: list[float] = lat) -> float:
             return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] * 1e6 if lat else float("nan")
-        return {"offered_rps": self.rate, "requests": n, "answered": len(lat), "errors": self.errors,
-                "statuses": {str(k): v for k, v in sorted(self.statuses.items())}, "send_s": sent_s,
-                "connections": self.opened + 0, "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
-                "p999_us": pct(99.9), "max_us": lat[-1] * 1e6 if lat else float("nan")}
+        out = {"offered_rps": self.rate, "requests": n, "answered": len(lat) + len(big), "errors": self.errors,
+               "statuses": {str(k): v for k, v in sorted(self.statuses.items())}, "send_s": sent_s,
+               "connections": self.opened + 0, "p50_us": pct(50), "p90_us": pct(90), "p99_us": pct(99),
+               "p999_us": pct(99.9), "max_us": lat[-1] * 1e6 if lat else float("nan"),
+               "events": len(lat) * EVENTS_PER_REQUEST}
+        if self.large_every:   # the percentiles above are the 100-event requests'; the large ones' apart
+            out.update({"large_every": self.large_every, "large_answered": len(big),
+                        "large_p50_us": pct(50, big), "large_p99_us": pct(99, big),
+                        "large_max_us": big[-1] * 1e6 if big else float("nan")})
+            out["events"] += len(big) * self.large_events
+        return out
 
 
-def open_loop(port: int, bodies_file: Path, rate_rps: float, duration: float, max_connections: int) -> dict:
+def large_bodies(path: Path, events: int) -> None:
+    """A few request bodies of ``events`` events each (--large-every), one per line, as ``bodies`` writes them."""
+    s = SampleEvents(seed=12, users=5000)
+    t = int(time.time() * 1000)
+    with open(path, "wb") as f:
+        for _ in range(4):
+            f.write(orjson.dumps({"api_key": API_KEY, "events": [s.event(t) for _ in range(events)]}) + b"\n")
+
+
+def open_loop(port: int, bodies_file: Path, rate_eps: float, duration: float, max_connections: int,
+              large_every: int = 0, large_events: int = 0) -> dict:
+    """The open loop at ``rate_eps`` events/s offered; with ``large_every`` K, every K-th request is a body of
+    ``large_events`` events (bodies_file's sibling large.ndjson), the rate of requests lowered to keep the events'."""
     bodies_ = bodies_file.read_bytes().splitlines()
-    return asyncio.run(OpenLoop(port, bodies_, rate_rps, duration, max_connections).run())
+    large = (bodies_file.parent / "large.ndjson").read_bytes().splitlines() if large_every else []
+    per_request = EVENTS_PER_REQUEST + ((large_events - EVENTS_PER_REQUEST) / large_every if large_every else 0)
+    return asyncio.run(OpenLoop(port, bodies_, rate_eps / per_request, duration, max_connections,
+                                large=large, large_every=large_every, large_events=large_events).run())
 
 
 def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profile: bool = False,
@@ -271,8 +303,8 @@ def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profil
             tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
             raise RuntimeError(f"{name} from {tree} did not start; the end of its log:\n" + "\n".join(tail)) from None
         if rate_eps is not None:
-            rps = rate_eps / EVENTS_PER_REQUEST
-            open_loop(port, bodies_file, rps, WARMUP_S, args.max_connections)
+            open_loop(port, bodies_file, rate_eps, WARMUP_S, args.max_connections, args.large_every,
+                      args.large_events)
         else:
             wrk(port, bodies_file, WARMUP_S, args.connections, args.threads)
         if profile:
@@ -284,7 +316,8 @@ def run_one(name: str, config: Path, bodies_file: Path, args, logs: Path, profil
         cpu0, loop0, t0 = _cpu_seconds(proc.pid), _loop_cpu_seconds(proc.pid), time.process_time()
         load0 = os.getloadavg()[0]
         if rate_eps is not None:
-            r = open_loop(port, bodies_file, rate_eps / EVENTS_PER_REQUEST, args.duration, args.max_connections)
+            r = open_loop(port, bodies_file, rate_eps, args.duration, args.max_connections, args.large_every,
+                          args.large_events)
             r["client_cpu_s"] = time.process_time() - t0
         else:
             r = wrk(port, bodies_file, args.duration, args.connections, args.threads)
@@ -373,6 +406,10 @@ def main() -> None:
                     help="also run each server under an open loop at these offered rates (events/s), e.g. "
                     "10000,25000,40000: latency counted from each request's scheduled send time")
     ap.add_argument("--no-closed", action="store_true", help="skip the closed-loop (wrk) runs")
+    ap.add_argument("--large-every", type=int, default=0, metavar="K",
+                    help="in the open loop, every K-th request is a body of --large-events events (the percentiles "
+                    "printed first are the 100-event requests'; the offered events/s include the large ones)")
+    ap.add_argument("--large-events", type=int, default=2000, help="events of a --large-every request")
     ap.add_argument("--max-connections", type=int, default=256,
                     help="the open loop's most connections (a request finding all busy waits for one)")
     ap.add_argument("--processes", default="1", metavar="N,...",
@@ -402,6 +439,8 @@ def main() -> None:
     load_start = os.getloadavg()
     try:
         body_bytes, event_bytes = bodies(work / "bodies.ndjson")
+        if args.large_every:
+            large_bodies(work / "large.ndjson", args.large_events)
         runs: dict[str, list[dict]] = {}
         opened: dict[str, dict[str, list[dict]]] = {}
         plan = [(n, rate) for n in names for rate in rates]
@@ -429,17 +468,20 @@ def main() -> None:
                 broker.stop()
             if rate is not None:
                 r["offered_events_per_s"] = rate
-                r["events_per_s"] = r["answered"] * EVENTS_PER_REQUEST / args.duration
-                r["cpu_us_per_event"] = 1e6 * r["server_cpu_s"] / max(1, r["answered"] * EVENTS_PER_REQUEST)
-                r["loop_cpu_us_per_event"] = 1e6 * r["server_loop_cpu_s"] / max(1, r["answered"] * EVENTS_PER_REQUEST)
+                r["events_per_s"] = r["events"] / args.duration
+                r["cpu_us_per_event"] = 1e6 * r["server_cpu_s"] / max(1, r["events"])
+                r["loop_cpu_us_per_event"] = 1e6 * r["server_loop_cpu_s"] / max(1, r["events"])
+                large = (f"  large requests ({args.large_events} events): p50 {r['large_p50_us'] / 1000:.1f} ms  "
+                         f"p99 {r['large_p99_us'] / 1000:.1f} ms  max {r['large_max_us'] / 1000:.1f} ms"
+                         if args.large_every else "")
                 opened.setdefault(name, {}).setdefault(f"{rate:.0f}", []).append(r)
                 print(f"{name:26s} open loop {rate:>9,.0f} events/s offered: p50 {r['p50_us'] / 1000:7.1f} ms  "
                       f"p99 {r['p99_us'] / 1000:7.1f} ms  p99.9 {r['p999_us'] / 1000:7.1f} ms  "
                       f"max {r['max_us'] / 1000:7.1f} ms  answered {r['answered']}/{r['requests']} "
                       f"{r['statuses']}  errors {r['errors']}  connections {r['connections']}  "
                       f"server CPU {r['cpu_us_per_event']:.1f} us/event (event loop {r['loop_cpu_us_per_event']:.1f})  "
-                      f"client CPU {r['client_cpu_s']:.2f} s  load {r['loadavg_1m'][0]:.1f}-{r['loadavg_1m'][1]:.1f}",
-                      flush=True)
+                      f"client CPU {r['client_cpu_s']:.2f} s  load {r['loadavg_1m'][0]:.1f}-{r['loadavg_1m'][1]:.1f}"
+                      + large, flush=True)
                 continue
             secs = r["duration_us"] / 1e6
             r["requests_per_s"] = r["requests"] / secs
