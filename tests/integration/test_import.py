@@ -239,6 +239,55 @@ def test_killing_the_importer_at_each_point_neither_loses_nor_duplicates_a_row(d
     assert len({r["$insert_id"] for r in got}) == len(want)
 
 
+def conversion_processes(marker):
+    """The pids of processes started by multiprocessing's spawn whose environment holds ``marker``."""
+    import os
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"multiprocessing" in cmd and marker.encode() in env:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.parametrize("point", ["import.reading", "import.produced"])
+def test_with_conversion_processes_a_killed_importer_neither_loses_nor_duplicates_a_row(deployment, worker, point):
+    """worker.import_processes 2: the worker killed -9 mid-file takes its conversion processes along, and the
+    next worker (converting in its processes too) imports every row once."""
+    settings, path = deployment
+    src_bucket = settings.destinations[0].bucket + "-src"
+    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
+    settings = source_deployment(path, src_bucket)
+    asyncio.run(ensure_topics(settings))
+    files, expected = big_and_small(src_bucket)
+    put(settings, src_bucket, files)
+    asyncio.run(discover(settings, [record(src_bucket, k) for k in files]))
+    marker = f"STREAM_TEST_RUN={path.parent.name}-{point}"
+    first = worker(env={"STREAM_CRASH_AT": point, "STREAM_WORKER__IMPORT_PROCESSES": "2",
+                        marker.split("=")[0]: marker.split("=")[1]})
+    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
+    assert first.returncode == -9
+    wait_until(lambda: conversion_processes(marker) == [], 10, "the conversion processes to end with the worker")
+    worker(env={"STREAM_WORKER__IMPORT_PROCESSES": "2"})
+
+    def imported():
+        doc = asyncio.run(ops.status(settings))[0]
+        return doc if doc["files"]["done"] == 2 else None
+    doc = wait_until(imported, 90, "both files imported")
+    assert doc["files"] == {"discovered": 2, "waiting": 0, "done": 2, "failed": 0}
+    assert doc["rows"] == {"read": 5100, "imported": 5100, "dead_lettered": 0}
+    want = sorted(str(r["price"]) for r in expected)
+    got = wait_until(lambda: (x := exported_rows(settings)) and len(x) >= len(want) and x, 90, "every row exported")
+    assert sorted(str(r["event_properties"]["price"]) for r in got) == want     # each row once
+    assert len({r["$insert_id"] for r in got}) == len(want)
+
+
 def accepted_rows(settings):
     from stream.events.batch import EventBatch
     out = []
