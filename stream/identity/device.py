@@ -532,6 +532,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     n = len(lines)
     rows: list[Any] = [None] * n
     devkeys: list[bytes] = [b""] * n
+    heldkeys: list[bytes] = [b""] * n
+    named: dict[str, tuple[bytes, bytes]] = {}       # device -> its D and H keys, built once a batch
     updates: list[tuple[str, Any, bytes] | None] = [None] * n   # ("identify" | "set", checked value, its JSON)
     group_ops: list[dict[str, Any] | None] = [None] * n
     groups: list[list[tuple[str, str]]] = [[] for _ in range(n)]
@@ -560,10 +562,14 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                              IdentifyError("invalid_identify", "user_properties", str(exc))))
             continue
         rows[i] = r
-        devkeys[i] = dk = device_key(project, _device_of(r))
-        keys.add(dk)     # (device, user) pairs are read when needed: a device with another user, a new user
-        if hold is not None:
-            keys.add(held_key(project, _device_of(r)))
+        device = _device_of(r)
+        dh = named.get(device)
+        if dh is None:
+            dh = named[device] = (device_key(project, device), held_key(project, device) if hold is not None else b"")
+            keys.add(dh[0])     # (device, user) pairs are read when needed: a device with another user, a new user
+            if hold is not None:
+                keys.add(dh[1])
+        devkeys[i], heldkeys[i] = dh
         for t, name in groups[i]:
             keys.add(group_key(project, t, name))
     st.load(keys)
@@ -620,7 +626,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     marked: set[bytes] = set()
 
     # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
-    st.load({profile_key(project, a) for a, r in zip(aids, rows) if r is not None})
+    st.load({profile_key(project, a) for a in {a for a, r in zip(aids, rows) if r is not None}})
     profiles: dict[int, _Props] = {}
     group_state: dict[bytes, _Props] = {}
     out: list[bytes] = []
@@ -684,7 +690,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             event_type = b'"%s"' % et.encode()
         h = None
         if hold is not None:
-            hk = held_key(project, _device_of(r))
+            hk = heldkeys[i]
             h = book.get(hk)
             if linked[i] and (h is not None or hold.bound_ms > 0):
                 if h is None:

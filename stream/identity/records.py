@@ -56,7 +56,7 @@ _OFFSET = struct.Struct(">q")
 _CHUNK = struct.Struct(">I")
 
 
-class Device(msgspec.Struct, array_like=True):
+class Device(msgspec.Struct, array_like=True, gc=False):
     aid: int
     user: str            # "" while no user_id was seen on the device
     # per source ("topic[partition]"), the highest source offset of the device's rows that were held: an upstream
@@ -65,14 +65,14 @@ class Device(msgspec.Struct, array_like=True):
     held: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class Profile(msgspec.Struct, array_like=True):
+class Profile(msgspec.Struct, array_like=True, gc=False):
     created: str | None           # user_creation_time
     start_version: str | None
     paying: bool
     props: bytes = b"{}"          # user properties, JSON
 
 
-class User(msgspec.Struct, array_like=True):
+class User(msgspec.Struct, array_like=True, gc=False):
     aid: int
     created: str | None
     start_version: str | None
@@ -80,7 +80,7 @@ class User(msgspec.Struct, array_like=True):
     props: bytes = b"{}"
 
 
-class Link(msgspec.Struct, array_like=True):
+class Link(msgspec.Struct, array_like=True, gc=False):
     """A (device, user) pair seen for the first time, with the device's id and what its partition knows."""
 
     project: int
@@ -96,13 +96,13 @@ class Link(msgspec.Struct, array_like=True):
     props: bytes
 
 
-class Links(msgspec.Struct, array_like=True):
+class Links(msgspec.Struct, array_like=True, gc=False):
     origin_partition: int   # events.valid partition of the batch
     origin_offset: int      # its offset: a replay of it is dropped by the W watermark
     links: list[Link]
 
 
-class Remap(msgspec.Struct, array_like=True):
+class Remap(msgspec.Struct, array_like=True, gc=False):
     """Device ``device``'s pair with ``user`` moves from id ``from_aid`` to the user's ``to_aid``."""
 
     project: int
@@ -116,11 +116,11 @@ class Remap(msgspec.Struct, array_like=True):
     props: bytes
 
 
-class Remaps(msgspec.Struct, array_like=True):
+class Remaps(msgspec.Struct, array_like=True, gc=False):
     remaps: list[Remap]
 
 
-class HeldRow(msgspec.Struct, array_like=True):
+class HeldRow(msgspec.Struct, array_like=True, gc=False):
     """An enriched row held back: the row up to its identity columns, the columns that do not depend on the user,
     the user's fields as the device's partition had them for it, and what its batch carried of it.
 
@@ -153,7 +153,7 @@ class HeldRow(msgspec.Struct, array_like=True):
     cut: int = 0
 
 
-class Held(msgspec.Struct, array_like=True):
+class Held(msgspec.Struct, array_like=True, gc=False):
     """A device's rows held until the user side answered every link it sent for the device (``waiting``: the
     user_ids of those links), from ``since`` (the Kafka timestamp of the events.valid message that held the
     first one, epoch ms).
@@ -177,7 +177,7 @@ class Held(msgspec.Struct, array_like=True):
     first: int = -1
 
 
-class Holds(msgspec.Struct, array_like=True):
+class Holds(msgspec.Struct, array_like=True, gc=False):
     """The partition's held devices: (since, hour of the batch that began the hold, H key) each, so that a batch
     finds those past the bound or of an earlier hour."""
 
