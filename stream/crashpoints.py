@@ -79,7 +79,7 @@ NAMES = (
     # shutdown
     "worker.stopping",        # SIGTERM received, nothing drained yet
     # cohorts
-    "cohorts.rekeyed",        # an accepted batch's cohort records handed to the producer, its offset not committed
+    "cohorts.rekeyed",        # a take of accepted batches' cohort records handed to the producer, offsets not committed
     "cohorts.state_written",  # a cohorts message's states written and handed to the changelog, not committed
     "cohorts.diffed",         # a sync's three files spooled, none uploaded
     "cohorts.file_written",   # one of a sync's files on S3, the others or its completion record not yet

@@ -1,9 +1,10 @@
 """The cohorts stage's faust agents (wiring only; the work is ``stream.cohorts.stage``).
 
-- ``cohorts-rekey`` reads events.accepted and, for the projects with cohorts, sends each batch's compact records to
-  the cohorts topic, one message per target partition (``Rekeyer.batch``); a timer sends each partition's progress
-  (the consumer's position at its end: caught up). identity.merges, when identity is on, is read by
-  ``cohorts-merges`` into MERGE_OUT records.
+- ``cohorts-rekey`` reads events.accepted a take at a time (``REKEY_TAKE_MAX`` batches, ``REKEY_TAKE_BYTES``) and,
+  for the projects with cohorts, sends the take's compact records to the cohorts topic, one message per target
+  partition (``Rekeyer.take``: the records in the order of the batches, as a message per batch sent them); a timer
+  sends each partition's progress (the consumer's position at its end: caught up). identity.merges, when identity
+  is on, is read by ``cohorts-merges`` into MERGE_OUT records.
 - ``cohorts-state`` folds the cohorts topic, a take of messages at a time (``TAKE_MAX``), into the ``cohorts-state``
   table (RocksDB, per partition), each write also a record of its key on the table's compacted changelog
   (``stream.topics.cohorts_changelog``), which the syncs read (``stream.cohorts.changelog``). A record read again
@@ -37,6 +38,11 @@ TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 64, 0.05, 0.5
 """The cohorts topic's messages a take of the state step holds at most, and when it closes: once no message came for
 ``TAKE_QUIET_S``, or ``TAKE_WITHIN_S`` after its first (``stream.agents.takes``). A user's state is decoded, encoded
 and written to its changelog once per take (and partition) rather than once per message."""
+REKEY_TAKE_MAX, REKEY_TAKE_BYTES = 32, 512 * 1024
+"""The events.accepted batches a take of the rekey step holds at most (closed as the state step's takes are), and
+the most bytes of batches whose records go in one message per cohorts partition (a message's records are smaller
+than the rows they come from; a larger take sends a message per partition for each part of it): fewer, larger
+messages for the producer, the broker and the state step than one per batch and partition."""
 
 
 def end_read_ms(consumer: object, tp: object) -> int | None:
@@ -77,17 +83,32 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
     @app.agent(accepted, name="cohorts-rekey")
     async def rekey(stream: faust.StreamT) -> None:
         gaps = Contiguous(app, accepted_name, args, "cohorts-rekey")
-        await gaps.each(stream, rekey_one)
+        await gaps.takes(take_bursts(stream, REKEY_TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
+                                     lambda: clock.now_ms() / 1000), rekey_take)
 
-    async def rekey_one(event: faust.EventT | Record) -> None:
-        try:
-            batch = EventBatch.decode(event.value)
-        except Exception as exc:     # the exporter dead-letters it; here it has nothing a cohort counts
-            log.warning("cohorts: %s[%d]@%d is not an event batch (%s): skipped", accepted_name,
-                        event.message.partition, event.message.offset, exc)
-            return
-        await send(rekeyer.batch(event.message.partition, batch))
-        handled[event.message.partition] = event.message.offset + 1
+    async def rekey_take(events: list[faust.EventT | Record]) -> None:
+        batches: list[tuple[int, EventBatch]] = []
+        ends: dict[int, int] = {}        # partition -> the offset after its last batch in ``batches``
+        size = 0
+        for event in events:
+            try:
+                batch = EventBatch.decode(event.value)
+            except Exception as exc:     # the exporter dead-letters it; here it has nothing a cohort counts
+                log.warning("cohorts: %s[%d]@%d is not an event batch (%s): skipped", accepted_name,
+                            event.message.partition, event.message.offset, exc)
+                continue
+            if batches and size + len(event.value) > REKEY_TAKE_BYTES:
+                await rekeyed(batches, ends)
+                batches, ends, size = [], {}, 0
+            batches.append((event.message.partition, batch))
+            ends[event.message.partition] = event.message.offset + 1
+            size += len(event.value)
+        if batches:
+            await rekeyed(batches, ends)
+
+    async def rekeyed(batches: list[tuple[int, EventBatch]], ends: dict[int, int]) -> None:
+        await send(rekeyer.take(batches))
+        handled.update(ends)
         crash_point("cohorts.rekeyed")
 
     @app.timer(interval=PROGRESS_INTERVAL_S)

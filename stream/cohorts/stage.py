@@ -587,13 +587,28 @@ class Rekeyer:
 
     def batch(self, partition: int, batch: Any) -> list[Sent]:
         """The records of one events.accepted batch (``EventBatch``) read from ``partition``."""
+        by: dict[int, list[CohortRecord]] = {}     # cohorts partition -> its records, in order
+        self._records(partition, batch, by)
+        # a message per partition (``_grouped``: keyed by its first record's user), its records encoded at once
+        return [(q, _Q.pack(recs[0].amplitude_id), _rec_enc(recs)) for q, recs in sorted(by.items())]
+
+    def take(self, batches: Iterable[tuple[int, Any]]) -> list[Sent]:
+        """The records of several events.accepted batches ((partition read from, ``EventBatch``), in the order
+        read), a message per cohorts partition for all of them: the records each partition gets, in the same
+        order as ``batch`` of each in turn would send them, in fewer messages."""
+        by: dict[int, list[CohortRecord]] = {}
+        for partition, batch in batches:
+            self._records(partition, batch, by)
+        return [(q, _Q.pack(recs[0].amplitude_id), _rec_enc(recs)) for q, recs in sorted(by.items())]
+
+    def _records(self, partition: int, batch: Any, by: dict[int, list[CohortRecord]]) -> None:
+        """A batch's records added to ``by`` (cohorts partition -> its records, in order)."""
         if batch.times:
             self.progress.saw(partition, max(batch.times))
         if batch.project not in self.projects or not batch.lines:
-            return []
+            return
         source, offsets = batch.source_of_events()
         src = str(source)
-        by: dict[int, list[CohortRecord]] = {}     # cohorts partition -> its records, in order
         decode_row, activity, partitions = self.decode_row, self.activity, self.partitions
         read, fast = (self.reader.read, self.fast_activity) if self.reader.usable else (None, None)
         for uploaded_ms, line, offset in zip(batch.times, batch.lines, offsets):
@@ -613,8 +628,6 @@ class Rekeyer:
                     by[q] = [rec]
                 else:
                     recs.append(rec)
-        # a message per partition (``_grouped``: keyed by its first record's user), its records encoded at once
-        return [(q, _Q.pack(recs[0].amplitude_id), _rec_enc(recs)) for q, recs in sorted(by.items())]
 
     def activity(self, row: Mapping[str, Any], partition: int, source: str, offset: int,
                  uploaded_ms: int) -> CohortRecord | None:

@@ -138,7 +138,7 @@ def accepted_batches(settings, t):
     return {prefix + "entering.csv": body, prefix + "exiting.csv": HEAD, prefix + "existing.csv": body}
 
 
-@pytest.mark.parametrize("point", [None, "cohorts.rekeyed:4", "cohorts.state_written:5", "cohorts.diffed",
+@pytest.mark.parametrize("point", [None, "cohorts.rekeyed:1", "cohorts.state_written:5", "cohorts.diffed",
                                    "cohorts.file_written:1", "cohorts.file_written:2", "cohorts.file_written:3",
                                    "cohorts.completed"])
 def test_a_worker_killed_at_a_cohorts_crash_point_ends_with_the_files_of_an_uninterrupted_run(deployment, worker,
