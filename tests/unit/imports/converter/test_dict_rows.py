@@ -1,0 +1,65 @@
+"""A dict row goes through the converter's generated function: the same output, key order, values and field errors
+as the entry-by-entry evaluation, on generated converters and rows."""
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.imports.converter import Converter, Ctx, NoValue
+from stream.imports.converter.converter import _evaluate
+from tests.unit.imports.converter.test_generated import FAST, FIELDS, any_rows, descriptions, json_rows
+
+ODD_KEYS = ["event_type", "a'b", 'q"uote', "back\\slash", "new\nline", "ü€", "{x}", "1", ""]
+output_keys = st.sampled_from(FIELDS + ODD_KEYS)
+outputs = st.recursive(descriptions, lambda inner: st.dictionaries(output_keys, inner, min_size=1, max_size=3),
+                       max_leaves=10)
+funcs = st.dictionaries(output_keys, outputs, min_size=1, max_size=6)
+
+
+def same(a, b):
+    """Equal values of the same types, objects with their keys in the same order (NaN equal to itself)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b
+
+
+def reference(convert, row, now_ms):
+    errors = []
+    return _evaluate(convert._entries, row, Ctx(now_ms), errors), errors
+
+
+@FAST
+@given(funcs, st.lists(st.one_of(json_rows, any_rows), min_size=1, max_size=4), st.integers(0, 2**45))
+def test_a_dict_row_converts_as_the_entries_evaluate_it(func, rows, now_ms):
+    convert = Converter(func)
+    for row in rows:
+        try:
+            want = reference(convert, row, now_ms)
+        except Exception as exc:   # an operator that raises (not NoValue) raises the same in both
+            try:
+                convert(row, now_ms)
+            except type(exc):
+                continue
+            raise AssertionError(f"{func}: {row} raised {exc!r} only in the reference")
+        got = convert(row, now_ms)
+        assert same(got[0], want[0]) and got[1] == want[1], (func, row)
+
+
+def test_a_converter_of_columns_and_operators_gives_the_reference_output_in_order():
+    func = {"event_type": "event", "user_id": ["lowercase", "user"], "p": {"b": "missing", "a": "x", "c": {"d": "y"}},
+            "a'b": "x", "time": "ts"}
+    convert = Converter(func)
+    row = {"event": "Play", "user": "ANN", "x": 1, "ts": 5}
+    out, errors = convert(row, 0)
+    assert list(out.items()) == [("event_type", "Play"), ("user_id", "ann"), ("p", {"a": 1, "c": {}}), ("a'b", 1),
+                                 ("time", 5)]
+    assert [(e.field, e.message) for e in errors] == [("p.b", "no field 'missing'"), ("p.c.d", "no field 'y'")]
+    assert (out, errors) == reference(convert, row, 0)
+    assert isinstance(NoValue("x"), Exception)
