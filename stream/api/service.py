@@ -180,8 +180,16 @@ class Ingestor:
         """Hand every batch and dead letter to the producer and wait for all acknowledgements (or raise)."""
         if self.producer is None:
             raise Unavailable("not connected to the brokers yet")
-        # encoded before anything is sent: an error here is a bug (a 500, logged), not the broker's refusal
-        values = [(p, b.encode()) for p, b in batches]
+        # encoded before anything is sent: an error here is a bug (a 500, logged), not the broker's refusal; the
+        # event loop runs once every SLICE_EVENTS events encoded (a large request's batches)
+        values: list[tuple[int, bytes]] = []
+        since = 0
+        for p, b in batches:
+            if since >= SLICE_EVENTS:
+                await next_turn()
+                since = 0
+            values.append((p, b.encode()))
+            since += len(b)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.api.produce_timeout_s):
@@ -265,6 +273,8 @@ class Ingestor:
             metrics.API_EVENTS.labels("rejected").inc(n)
             return _reply(amplitude.invalid_body(checked.rejected))
         accepted = checked.accepted  # every event of the request, in order
+        if n > SLICE_EVENTS:   # a large request: its throttle and its grouping each in a turn of their own
+            await next_turn()
         throttled = self.throttles[route].admit([e.device_id for e in accepted], [e.user_id for e in accepted],
                                                 received_ms)
         if throttled is not None:
@@ -272,6 +282,8 @@ class Ingestor:
             return Reply(429, throttled.body())
         if not reserve(held_bytes(body, accepted)):
             return unavailable_amplitude(self.busy())
+        if n > SLICE_EVENTS:
+            await next_turn()
         batches = group(accepted, self.valid_topic, self.settings.topics.partitions,
                         self.settings.ingest.batch_max_events, self.max_batch_bytes)
         try:
@@ -320,6 +332,9 @@ class Ingestor:
                 accepted.append(res)
                 full_bytes.append(orjson.dumps(full))
         rejected.sort(key=lambda r: r[0])
+        large = len(msgs.full) > SLICE_EVENTS
+        if large:   # a large request: its throttle and its grouping each in a turn of their own
+            await next_turn()
         throttled = self.throttles["segment"].admit([e.device_id for e in accepted], [e.user_id for e in accepted],
                                                     received_ms)
         if throttled is not None:
@@ -327,6 +342,8 @@ class Ingestor:
             return _reply(segment.throttled(throttled, api.throttle_window_s))
         if not reserve(held_bytes(body, accepted) + sum(map(len, full_bytes))):
             return unavailable_segment(self.busy())
+        if large:
+            await next_turn()
         dead = self._dead_letters(route, rejected, received_ms)
         batches = group(accepted, self.valid_topic, self.settings.topics.partitions,
                         self.settings.ingest.batch_max_events, self.max_batch_bytes, segment=full_bytes,

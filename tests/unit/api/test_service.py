@@ -240,3 +240,34 @@ def test_a_large_segment_request_lets_a_smaller_one_through_between_its_slices()
     assert sum(n for _, n in sent[1:]) == SLICE_EVENTS + 1
     sent = large_and_small(seg_of("large"), seg_of("small"), SLICE_EVENTS)
     assert sent[-1] == ("small", 1) and sum(n for _, n in sent[:-1]) == SLICE_EVENTS
+
+
+def test_a_large_request_gives_the_loop_a_turn_between_slices_the_throttle_the_grouping_and_every_200_encoded(
+        monkeypatch):
+    from stream.api import service
+    log: list[str] = []
+
+    class Turn:
+        def __await__(self):
+            log.append("turn")
+            yield
+
+    class Logged(Producer):
+        async def send(self, topic, value, partition=None):
+            log.append(f"send {len(EventBatch.decode(value))}")
+            return await super().send(topic, value, partition)
+    monkeypatch.setattr(service, "next_turn", Turn)
+    settings = Settings(projects=[{"id": 424242, "api_keys": [API_KEY]}], topics={"partitions": 1},
+                        ingest={"batch_max_events": 100}, api={"batch_device_eps": 1e9})
+    ing = Ingestor(settings, FakeClock(T), Health())
+    ing.producer = Logged()
+
+    def request(n: int) -> list[str]:
+        log.clear()
+        status = amp_of("d")(ing, n)
+        assert asyncio.run(status).status == 200
+        return list(log)
+    # 401 events: validated in slices of 200 (2 turns), the throttle (1), the grouping (1), five batches of at most
+    # 100 encoded with a turn once 200 events were (2), then sent
+    assert request(401) == ["turn"] * 6 + ["send 100"] * 4 + ["send 1"]
+    assert request(200) == ["send 100"] * 2   # a request of one slice: no turn of its own
