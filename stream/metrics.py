@@ -139,6 +139,12 @@ MIRROR_PENDING_HOURS = Gauge("stream_mirror_pending_hours",
 MIRROR_HOURS_REWRITTEN = Counter("stream_mirror_hours_rewritten_total",
                                  "Hours rebuilt for mirror mutations (one per project and pending hour of a rebuild, "
                                  "however many takes touched it).")
+MIRROR_TAKE_BYTES = Histogram("stream_mirror_take_bytes",
+                              "Bytes of the records of events.mutations of each take of the mirror stage (keys and "
+                              "values): a take closes at mirror.take_max_bytes or 20,000 mutations, after half a "
+                              "second without a mutation, or ten seconds after its first.",
+                              buckets=(1 << 14, 1 << 16, 1 << 18, 1 << 20, 1 << 21, 1 << 22, 1 << 23, 1 << 24,
+                                       1 << 25, 1 << 26, 1 << 27))
 MIRROR_REWRITE_LAG = Histogram("stream_mirror_rewrite_lag_seconds",
                                "Time from a mirror file's arrival (its S3 LastModified) to the rewrite of the hours "
                                "its mutations touched, once per file and partition of each take applied.",

@@ -609,6 +609,12 @@ class MirrorSettings(_Section):
         "pending, and rebuilds the pending hours once it has read every mutation there is (each hour once for all "
         "the takes that touched it), or once the oldest has waited this long, whichever comes first. 0: every take's "
         "hours are rebuilt before the next take (each hour again for every take that touches it).")
+    take_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024 * 1024, description="Bytes of mutations (their records on events.mutations) the "
+        "mirror stage takes at once at most (or 20,000 mutations, whichever comes first): the worker holds a take's "
+        "records until its mutations are logged, so this bounds the stage's memory whatever the events' size. A "
+        "take costs a log object per partition and hour it touches, not a rebuild: the hours wait pending until "
+        "every mutation is taken.")
 
 
 class BackfillSettings(_Section):

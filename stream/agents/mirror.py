@@ -6,14 +6,14 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
   entries to mirror.index, re-keyed by (project, insert_id): one message per target partition and batch;
 - ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
   it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
-- ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after
-  half a second without a mutation, ten seconds after its first, or at 20,000; each mutation read by
-  ``stream.imports.mutations.decode_raw``, its row kept as its bytes); per partition, the applier routes
-  each mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it in
-  its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
+- ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after half a
+  second without a mutation, ten seconds after its first, or at 20,000 or ``mirror.take_max_bytes`` of records; each
+  mutation read by ``stream.imports.mutations.decode_raw``, its row kept as its bytes); per partition, the applier
+  routes each mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it
+  in its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
   table (RocksDB, compacted changelog: ``stream.export.mirror_pending``; crash point ``mirror.pending``); unknown
-  UPDATEs and DELETEs are dead-lettered with their file and row, new INSERTs sent as events; faust commits the
-  take's offsets once the agent is done with it (the take acknowledges them then).
+  UPDATEs and DELETEs are dead-lettered with their file and row, new INSERTs sent as events; faust commits the take's
+  offsets once the agent is done with it (the take acknowledges them then).
   The ``mirror-pending`` timer rebuilds the pending hours of the worker's partitions (those a previous worker left
   too), each once for every take that touched it, once the agent has taken every mutation of its partitions (as its
   consumer's last fetch saw their ends, and the broker's end offsets confirm just before), or once the oldest has
@@ -43,7 +43,7 @@ from faust.types import TP
 
 from stream import kafka, metrics
 from stream.agents.contiguous import Contiguous
-from stream.agents.takes import take_bursts
+from stream.agents.takes import event_bytes, take_bursts
 from stream.clock import Clock
 from stream.crashpoints import crash_point
 from stream.dedup.table import DedupeTable, KeyedChangelog
@@ -72,12 +72,14 @@ log = logging.getLogger(__name__)
 
 TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 0.5, 10.0
 """Mutations taken together: logged and recorded pending at once. A take closes once no mutation came for
-``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds ``TAKE_MAX``. The records of one burst can reach
-the stage over a second or two (faust's consumer lets the broker hold a fetch 1.5 s), so a burst may fill several
-takes: that costs a set of log objects each, not a rebuild each, as the hours wait pending until the stage has taken
-every mutation up to its partitions' ends as the broker reports them when the rebuild would start (``fresh_ends``;
-its consumer's last fetch alone may not know of the burst's last records yet: with this quiet time and that alone,
-a burst of 4,800 or 9,600 UPDATEs sent in 0.3-0.7 s was rebuilt in two jobs in two runs of six). 2 s before."""
+``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds ``TAKE_MAX`` mutations or records of
+``mirror.take_max_bytes`` (the worker holds a take's records until it is logged: the bytes bound that whatever the
+events' size). The records of one burst can reach the stage over a second or two (faust's consumer lets the broker
+hold a fetch 1.5 s), so a burst may fill several takes: that costs a set of log objects each, not a rebuild each, as
+the hours wait pending until the stage has taken every mutation up to its partitions' ends as the broker reports them
+when the rebuild would start (``fresh_ends``; its consumer's last fetch alone may not know of the burst's last records
+yet: with this quiet time and that alone, a burst of 4,800 or 9,600 UPDATEs sent in 0.3-0.7 s was rebuilt in two jobs
+in two runs of six). 2 s before."""
 
 PENDING_LOOK_S = 0.2
 """How often the ``mirror-pending`` timer looks whether pending hours are due (and sets the waiting gauge): a look
@@ -280,7 +282,8 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         """A burst of mutations at a time, partition by partition (see the module)."""
         try:
             async for events in take_bursts(stream, TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
-                                            lambda: clock.now_ms() / 1000):
+                                            lambda: clock.now_ms() / 1000, m.take_max_bytes):
+                metrics.MIRROR_TAKE_BYTES.observe(sum(event_bytes(e) for e in events))
                 await apply_take(events)
         finally:
             if close is not None:

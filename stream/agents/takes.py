@@ -3,8 +3,9 @@
 ``Stream.take_events(max_, within)`` hands over what its buffer holds every ``within`` seconds, a tick that runs
 whether records arrive or not: a burst that starts just before a tick is cut in two takes, and an agent that does work
 per take (the mirror logs each take's mutations, an object per hour and partition) does it twice. :func:`take_bursts`
-closes a take when it holds ``max_`` records, when no record arrived for ``quiet_s`` seconds, or ``within_s`` seconds
-after its first record, whichever comes first (:func:`left`). As with ``take_events``, the records of a take are
+closes a take when it holds ``max_`` records (or, given ``max_bytes``, records of that many bytes or more: what a take
+holds is then bounded whatever its records' size), when no record arrived for ``quiet_s`` seconds, or ``within_s``
+seconds after its first record, whichever comes first (:func:`left`). As with ``take_events``, the records of a take are
 acknowledged only once the agent is done with it (when it asks for the next take), so that faust commits no offset of
 a take the agent has not finished.
 """
@@ -30,20 +31,27 @@ def left(size: int, max_: int, first_s: float, last_s: float, now_s: float, quie
     return max(0.0, min(last_s + quiet_s, first_s + within_s) - now_s)
 
 
-def take_bursts(stream: Any, max_: int, quiet_s: float, within_s: float,
-                now_s: Callable[[], float]) -> AsyncGenerator[Sequence[Any], None]:
-    """The events of ``stream`` a take at a time (see the module); ``now_s`` is the clock, in seconds. The
+def take_bursts(stream: Any, max_: int, quiet_s: float, within_s: float, now_s: Callable[[], float],
+                max_bytes: int | None = None) -> AsyncGenerator[Sequence[Any], None]:
+    """The events of ``stream`` a take at a time (see the module); ``now_s`` is the clock, in seconds; ``max_bytes``:
+    a take closes once its events' keys and values hold that many bytes (None: by their count only). The
     generator is registered with the stream, which closes it when it stops (as faust does its own takes)."""
-    agen = _takes(stream, max_, quiet_s, within_s, now_s)
+    agen = _takes(stream, max_, quiet_s, within_s, now_s, max_bytes)
     active = getattr(stream, "_active_agens", None)
     if active is not None:
         active.add(agen)
     return agen
 
 
-async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float,
-                 now_s: Callable[[], float]) -> AsyncGenerator[Sequence[Any], None]:
+def event_bytes(event: Any) -> int:
+    """The bytes of an event's key and value (as its message carries them)."""
+    return len(event.key or b"") + len(event.value or b"")
+
+
+async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s: Callable[[], float],
+                 max_bytes: int | None = None) -> AsyncGenerator[Sequence[Any], None]:
     events: list[Any] = []
+    held = [0]                         # the bytes of the take's events (with max_bytes)
     times = [0.0, 0.0]                 # when the take's first and last events arrived
     buffer_full = asyncio.Event()
     buffer_consumed = asyncio.Event()
@@ -64,7 +72,9 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float,
             times[0] = t
         times[1] = t
         events.append(event)
-        if len(events) >= max_:
+        if max_bytes is not None:
+            held[0] += event_bytes(event)
+        if len(events) >= max_ or (max_bytes is not None and held[0] >= max_bytes):
             buffer_full.set()
             buffer_consumed.clear()
             await stream.wait(buffer_consumed)     # no take holds more than max_
@@ -75,7 +85,8 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float,
     stream._enable_passive(aiter(stream.channel))
     try:
         while not stream.should_stop:
-            wait = left(len(events), max_, times[0], times[1], now_s(), quiet_s, within_s)
+            full = max_bytes is not None and held[0] >= max_bytes
+            wait = 0.0 if full else left(len(events), max_, times[0], times[1], now_s(), quiet_s, within_s)
             if wait > 0:
                 await stream.wait_for_stopped(buffer_full, timeout=wait)
                 continue
@@ -85,6 +96,7 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float,
             finally:
                 taken = list(events)
                 events.clear()
+                held[0] = 0
                 for event in taken:
                     await stream.ack(event)
                 notify(consuming[0])

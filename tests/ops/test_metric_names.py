@@ -82,7 +82,7 @@ def test_the_dashboard_shows_every_metric_stream_declares():
 def test_dashboard_panels_are_well_formed():
     dash = json.loads((CHART / "dashboards" / "stream.json").read_text())
     panels = dash["panels"]
-    assert len(panels) == 55 and [p["title"] for p in panels if p["type"] == "row"] == [
+    assert len(panels) == 56 and [p["title"] for p in panels if p["type"] == "row"] == [
         "Pipeline", "Identity", "Export", "HTTP API", "Import", "Cohorts", "Mirror", "Profiles", "Access", "Targets"]
     assert len({p["id"] for p in panels}) == len(panels)
     cells = set()

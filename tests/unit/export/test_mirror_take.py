@@ -172,3 +172,55 @@ def test_a_rebuild_spills_an_hour_s_log_objects_as_their_lines_and_reads_the_sam
     finally:
         kept.close()
 
+
+
+# --- a take bounded by its records' bytes -------------------------------------------------------------------------
+class Record:
+    def __init__(self, n: int, size: int):
+        self.n, self.key, self.value = n, b"k" * 10, b"v" * size
+
+
+def takes_by_bytes(arrivals, max_bytes):
+    """(records of each take, when it closed in ms) of records (arrival ms, index, value bytes) under ``max_bytes``."""
+    from stream.agents.takes import take_bursts
+    from tests.unit.test_takes import FakeStream
+
+    class Stream(FakeStream):
+        async def wait_for_stopped(self, event, timeout):
+            until = self.clock.now_ms() + max(1, int(timeout * 1000 + 0.999))
+            while self.arrivals and self.arrivals[0][0] <= until and not event.is_set():
+                at, n, size = self.arrivals.pop(0)
+                self.clock.advance(max(0, at - self.clock.now_ms()))
+                self.current_event = Record(n, size)
+                task = self.loop.create_task(self._processors[0](n))
+                await asyncio.wait({task}, timeout=0.05)
+            if not event.is_set():
+                self.clock.advance(max(0, until - self.clock.now_ms()))
+            if not self.arrivals and not event.is_set() and self.clock.now_ms() > 60_000:
+                self.should_stop = True
+            return False
+
+        async def ack(self, event):
+            self.acked.append(event.n)
+
+    async def go():
+        clock = FakeClock(0)
+        stream = Stream(arrivals, clock)
+        out = []
+        async for events in take_bursts(stream, 20_000, 0.5, 10.0, lambda: clock.now_ms() / 1000, max_bytes):
+            out.append(([e.n for e in events], clock.now_ms()))
+        return out, stream.acked
+    return asyncio.run(go())
+
+
+def test_a_take_closes_once_its_records_hold_max_bytes_whatever_their_count():
+    # 310 bytes a record (a 10-byte key, a 300-byte value): the fourth reaches 1,000 bytes, and the take closes at once
+    out, acked = takes_by_bytes([(0, i, 300) for i in range(10)], 1000)
+    assert out == [([0, 1, 2, 3], 0), ([4, 5, 6, 7], 0), ([8, 9], 500)]
+    assert acked == list(range(10))
+    # one record of more than the bound is a take of its own; smaller ones after it wait for the quiet time
+    out, _ = takes_by_bytes([(0, 0, 5000), (100, 1, 10), (200, 2, 10)], 1000)
+    assert out == [([0], 0), ([1, 2], 700)]
+    # without a bound, the count and the quiet time close the take, as before
+    out, _ = takes_by_bytes([(0, i, 300) for i in range(10)], None)
+    assert out == [(list(range(10)), 500)]
