@@ -54,7 +54,13 @@ kept UPDATEs of about 1 KB over 24 hours and reads each back, a process per N.
 
 ``--rewrite-only ROWS`` runs only a microbenchmark of an hour's rewrite, in this process: ``rewrite_batch`` over
 batches of 500 rows with the hour's mutations spilled as a rebuild reads them, every row parsed (the reference)
-against rows found by their insert_id's bytes, in turns, outputs checked equal (µs per row).
+against rows found by their insert_id's bytes, in turns, outputs checked equal (µs per row); and ``named_rows`` alone
+against the version that searched for the field's whole key (``reference_named_rows`` of the unit tests).
+
+``--trees DIR [DIR ...]``: a mirror run per source tree and repeat (the worker restarted from the tree, the same
+mutations in each), beside the repeat's backfill: the versions compared in one session. Every mirror run records the
+worker's RSS every 0.2 s (``rss_samples``) and its peak before the rebuild's job started (the take) and after (the
+rebuild).
 
 Results go to stdout and bench/results-mirror.json.
 """
@@ -63,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -107,6 +114,7 @@ from stream.topics import mirror_index_changelog
 
 BENCH = Path(__file__).resolve().parent
 FILE = "s3://bench-src/mirror/corrections.json"
+BUILD_CHUNK = 100_000
 APPLIED = re.compile(rb"mirror: (\d+) mutations of \S+ applied")
 REBUILT = re.compile(rb"mirror: hours rebuilt")
 
@@ -136,30 +144,39 @@ def draws(total: int, share: float, seeds: list[int]) -> dict[int, list[int]]:
 def build_and_load(hours: int, per_hour: int, seed: int, picks: set[int], lookup_keys: int, bootstrap: str,
                    topic: str) -> tuple[Loaded, int]:
     """Build and pre-load ``hours`` whole hours (the last before the current one) of ``per_hour`` events each, one
-    hour at a time (so the harness's memory is an hour's, not the run's): EventBatch items as dedupe writes them,
-    4 partitions. (what is kept, the bytes sent)."""
+    hour at a time and at most ``BUILD_CHUNK`` events at a time (so the harness's memory is a chunk's, not the run's
+    or an hour's): EventBatch items as dedupe writes them, 4 partitions. (what is kept, the bytes sent)."""
     now = int(time.time() * 1000)
     end = now - now % HOUR_MS
     first = end - hours * HOUR_MS
     loaded = Loaded([first + h * HOUR_MS for h in range(hours)], per_hour, [], {})
     sent = 0
     for h, hour in enumerate(loaded.hours):
-        w = workload.generate(per_hour, PARTITIONS, seed=seed + 7919 * h, dup_rate=0.0, hours=1,
-                              now_ms=hour + HOUR_MS)
-        assert len(w.records) == per_hour and w.hours == [hour], (len(w.records), w.hours, hour)
-        base = h * per_hour
-        for j, r in enumerate(w.records):
-            i = base + j
-            if i in picks:
-                loaded.picked[i] = (r.value, hour)
-            if len(loaded.keys) < lookup_keys:
-                ev = orjson.loads(r.value)
-                loaded.keys.append((ev["insert_id"], ev["device_id"], hour))
-        items = workload.batches(w, "events.ingest", PROJECT, PARTITIONS)
-        del w
-        sent += sum(len(v) for _, v, _ in items)
-        asyncio.run(workload.preload_batches(bootstrap, topic, items))
-        del items
+        # an hour of more than BUILD_CHUNK events is built and sent BUILD_CHUNK at a time, its offsets on from the
+        # chunk before (so the harness's memory is a chunk's whatever the hour's size)
+        next_offset = [0] * PARTITIONS
+        for c0 in range(0, per_hour, BUILD_CHUNK):
+            size = min(BUILD_CHUNK, per_hour - c0)
+            w = workload.generate(size, PARTITIONS, seed=seed + 7919 * h + 104_729 * (c0 // BUILD_CHUNK),
+                                  dup_rate=0.0, hours=1, now_ms=hour + HOUR_MS)
+            assert len(w.records) == size and w.hours == [hour], (len(w.records), w.hours, hour)
+            if c0:
+                w.records[:] = [dataclasses.replace(r, offset=r.offset + next_offset[r.partition]) for r in w.records]
+            for r in w.records:
+                next_offset[r.partition] = max(next_offset[r.partition], r.offset + 1)
+            base = h * per_hour + c0
+            for j, r in enumerate(w.records):
+                i = base + j
+                if i in picks:
+                    loaded.picked[i] = (r.value, hour)
+                if len(loaded.keys) < lookup_keys:
+                    ev = orjson.loads(r.value)
+                    loaded.keys.append((ev["insert_id"], ev["device_id"], hour))
+            items = workload.batches(w, "events.ingest", PROJECT, PARTITIONS)
+            del w
+            sent += sum(len(v) for _, v, _ in items)
+            asyncio.run(workload.preload_batches(bootstrap, topic, items))
+            del items
     return loaded, sent
 
 
@@ -318,7 +335,9 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     asyncio.run(send(bootstrap, settings.topics.name("mutations"), recs))
     sent = time.time()
     deadline, applied, hwm, lines, rebuilt_after = t0 + timeout, 0, 0, [], False
+    rss: list[tuple[float, float]] = []     # (seconds after t0, the worker's VmRSS in MB), every 0.2 s
     while time.time() < deadline:
+        rss.append((round(time.time() - t0, 2), round(status_kb(worker.pid, "VmRSS") / 1024, 1)))
         with open(worker_log, "rb") as f:
             f.seek(log_from)
             all_lines = f.read().splitlines()
@@ -347,16 +366,27 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     seconds = done_at - t0
     objs = [r for r in recs_l if r.kind == "object" and r.reason == "rebuilt"]
     docs = [facts(r) for r in jobs]
-    return {"kind": "mirror", "repeat": rep, "within_s": within, "shuffled": shuffle, "t0": t0,
+    ph = phases(recs_l, t0)
+    started = ph.get("job_started") or seconds
+    before, during = [m for t, m in rss if t < started], [m for t, m in rss if t >= started]
+    return {"kind": "mirror", "rss_samples": rss, "rss_peak_before_rebuild_mb": max(before, default=None),
+            "rss_peak_in_rebuild_mb": max(during, default=None), "repeat": rep, "within_s": within,
+            "shuffled": shuffle, "t0": t0,
             "mutations": len(recs), "hours_touched": len(touched), "rebuild_lines": rebuild_lines,
             "events": touched_events, "seconds": seconds, "events_per_s": touched_events / seconds,
-            "send_seconds": sent - t0, "log_seen_seconds": seen - t0, "phases": phases(recs_l, t0), "peak_rss_mb": hwm / 1024,
+            "send_seconds": sent - t0, "log_seen_seconds": seen - t0, "phases": ph, "peak_rss_mb": hwm / 1024,
             "rss_before_mb": rss_before / 1024, "applied_lines": [ln.decode(errors="replace")[-400:] for ln in lines],
             "rebuild_jobs": len(jobs), "hours_rebuilt": sum(d.get("hours_total", 0) for d in docs),
             "events_rewritten": sum(r.events for r in objs),
             "jobs": [{**{k: d.get(k) for k in ("job", "from", "to", "hours_total", "events", "events_per_s")},
                       "started_s": d["started_at"] / 1000 - t0, "done_s": d["updated_at"] / 1000 - t0}
                      for d in docs]}
+
+
+def phase(run: dict, name: str) -> str:
+    """A run's phase (seconds after its start) as text."""
+    t = run["phases"].get(name)
+    return "?" if t is None else f"{t:.1f}"
 
 
 def held_mutation_bytes(loaded: Loaded, chosen: list[int]) -> dict:
@@ -407,14 +437,28 @@ def rewrite_bench(rows: int, share: float, seed: int, workdir: Path, repeats: in
         out = [rewrite_batch(b, o, muts, False, outcomes, matched, ids) for b, o in batches]
         return (time.perf_counter() - t) / rows * 1e6, out, outcomes
 
-    pairs = []
+    sys.path.insert(0, str(BENCH.parent))
+    from stream.export.mirror import named_rows
+    from tests.unit.export.test_mirror import reference_named_rows     # by the field's whole key (the version before)
+    ids = insert_ids(muts)
+
+    def find(f) -> float:
+        t = time.perf_counter()
+        for b, _ in batches:
+            f(b, ids)
+        return (time.perf_counter() - t) / rows * 1e6
+
+    pairs, finds = [], []
     for _ in range(repeats):
         ref, fast = run(False), run(True)
         assert ref[1:] == fast[1:], "the rows found by their bytes must give the reference's output"
         pairs.append((ref[0], fast[0]))
+        finds.append((find(reference_named_rows), find(named_rows)))
     kept.close()
     return {"rows": rows, "row_bytes": sum(map(len, lines)) / rows, "mutations": len(chosen),
-            "parse_every_row_us_per_row": [a for a, _ in pairs], "by_insert_id_bytes_us_per_row": [b for _, b in pairs]}
+            "parse_every_row_us_per_row": [a for a, _ in pairs], "by_insert_id_bytes_us_per_row": [b for _, b in pairs],
+            "named_rows_by_whole_key_us_per_row": [a for a, _ in finds],
+            "named_rows_by_dollar_us_per_row": [b for _, b in finds]}
 
 
 def spill_rss(mutations: int, workdir: Path) -> dict:
@@ -510,8 +554,9 @@ def lookup_bench(keys: list[tuple[str, str, int]], batch: int, seed: int, workdi
 
 def session(a, per_hour: int, workdir: Path) -> dict:
     n = a.hours * per_hour
-    withins = a.within or [None]
-    seed_of = {(rep, w): a.seed + 100 + rep + 1000 * k for rep in range(a.repeats) for k, w in enumerate(withins)}
+    withins: list = a.trees or a.within or [None]
+    seed_of = {(rep, w): a.seed + 100 + rep + (0 if a.trees else 1000 * k)   # the trees apply the same mutations
+               for rep in range(a.repeats) for k, w in enumerate(withins)}
     chosen = draws(n, a.mutation_share, sorted(seed_of.values()))
     sdir = workdir / f"eph-{per_hour}"
     sdir.mkdir()
@@ -542,13 +587,15 @@ def session(a, per_hour: int, workdir: Path) -> dict:
             worker_log = sdir / "worker.log"
             t0 = time.time()
 
-            def start(within: float | None) -> subprocess.Popen:
-                env = {**os.environ, **local_aws_env()}
-                if within is not None:
+            def start(within: float | str | None) -> subprocess.Popen:
+                env, cwd = {**os.environ, **local_aws_env()}, None
+                if isinstance(within, str):         # --trees: the worker runs the stream package of that tree
+                    env["PYTHONPATH"], cwd = within, within
+                elif within is not None:
                     env["STREAM_MIRROR__REBUILD_WITHIN_S"] = str(within)
                 return subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg), "--stages",
                                          "export,mirror"], stdout=open(worker_log, "ab"), stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=cwd)
             running = withins[0]
             worker = start(running)
             group = f"{settings.worker.app_id}-export-mirror"
@@ -579,17 +626,19 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                         ready = time.time() + a.timeout
                         while b"Worker ready" not in worker_log.read_bytes()[mark:]:
                             assert worker.poll() is None and time.time() < ready, \
-                                f"the worker restarted with mirror.rebuild_within_s {within} is not ready (log {worker_log})"
+                                f"the worker restarted with {within} is not ready (log {worker_log})"
                             time.sleep(0.5)
                         time.sleep(5.0)     # its consumers' partitions assigned
-                        log(f"  [{per_hour}/h] worker restarted with mirror.rebuild_within_s {within}")
+                        log(f"  [{per_hour}/h] worker restarted with {within}")
                     cleared = clear_kept(s3_url, BUCKET, settings.mirror.log_prefix)
                     load = loadavg()
                     if kind == "backfill":
                         r = backfill_run(sdir, cfg, name, ledger, n, first, end, a.timeout, rep,
                                          Path(a.py_spy) / f"backfill-{per_hour}-{rep}.txt" if a.py_spy else None)
                         log(f"  [{per_hour}/h] backfill {rep}: {n:,} events of {a.hours} hours in {r['seconds']:.1f}s"
-                            f" = {r['events_per_s']:,.0f} ev/s, peak RSS {r['peak_rss_mb']:.0f} MB")
+                            f" = {r['events_per_s']:,.0f} ev/s, peak RSS {r['peak_rss_mb']:.0f} MB; start -> job "
+                            f"{phase(r, 'job_started')}s, first -> last object {phase(r, 'first_object')} -> "
+                            f"{phase(r, 'last_object')}s")
                     else:
                         seed = seed_of[(rep, within)]
                         r = mirror_run(sdir, bootstrap, settings, worker, worker_log, ledger, name, loaded,
@@ -600,7 +649,10 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                             f"hours ({r['events']:,} events) in {r['seconds']:.1f}s = {r['events_per_s']:,.0f} ev/s; "
                             f"{r['rebuild_jobs']} rebuild jobs, {r['hours_rebuilt']} hours rebuilt, "
                             f"{r['events_rewritten']:,} events rewritten; worker peak RSS {r['peak_rss_mb']:.0f} MB "
-                            f"(from {r['rss_before_mb']:.0f})")
+                            f"(from {r['rss_before_mb']:.0f}; before its rebuild "
+                            f"{r['rss_peak_before_rebuild_mb'] or 0:.0f}, in it {r['rss_peak_in_rebuild_mb'] or 0:.0f}); "
+                            f"first send -> job {phase(r, 'job_started')}s, first -> last object "
+                            f"{phase(r, 'first_object')} -> {phase(r, 'last_object')}s")
                     r["kept_objects_deleted_before"] = cleared
                     r["loadavg_before"], r["loadavg_after"] = load, loadavg()
                     log(f"  [{per_hour}/h] load average {load[0]:.1f} before, {r['loadavg_after'][0]:.1f} after "
@@ -644,20 +696,24 @@ def session(a, per_hour: int, workdir: Path) -> dict:
     out["mirror_worker_peak_rss_mb"] = max(r["peak_rss_mb"] for r in mirr)
     out["per_pair"] = [{"repeat": b["repeat"], "order": "backfill first" if b["repeat"] % 2 == 0 else "mirror first",
                         "backfill_s": b["seconds"], "mirror_s": m["seconds"],
-                        "ratio": m["events_per_s"] / b["events_per_s"],
+                        "ratio": m["events_per_s"] / b["events_per_s"], "variant": m["within_s"],
                         "mirror_rebuild_starts_s": min((j["started_s"] for j in m["jobs"]), default=None),
                         "backfill_peak_rss_mb": b["peak_rss_mb"], "worker_peak_rss_mb": m["peak_rss_mb"],
                         "worker_rss_before_mb": m["rss_before_mb"],
                         "loadavg_1m": [b["loadavg_before"][0], m["loadavg_before"][0], m["loadavg_after"][0]]}
                        for b in back for m in mirr if m["repeat"] == b["repeat"]]
-    if a.within:
-        out["by_within_s"] = {str(w): {
+    if a.within or a.trees:
+        out["by_within_s" if a.within else "by_tree"] = {str(w): {
             "ratio_per_repeat": [m["events_per_s"] / b["events_per_s"] for b in back for m in mirr
                                  if m["repeat"] == b["repeat"] and m["within_s"] == w],
             "hours_rebuilt": [m["hours_rebuilt"] for m in mirr if m["within_s"] == w],
             "rebuild_jobs": [m["rebuild_jobs"] for m in mirr if m["within_s"] == w],
             "seconds": [m["seconds"] for m in mirr if m["within_s"] == w],
-            "worker_peak_rss_mb": [m["peak_rss_mb"] for m in mirr if m["within_s"] == w]} for w in a.within}
+            "worker_peak_rss_mb": [m["peak_rss_mb"] for m in mirr if m["within_s"] == w],
+            "rss_peak_before_rebuild_mb": [m["rss_peak_before_rebuild_mb"] for m in mirr if m["within_s"] == w],
+            "rss_peak_in_rebuild_mb": [m["rss_peak_in_rebuild_mb"] for m in mirr if m["within_s"] == w],
+            "rss_before_mb": [m["rss_before_mb"] for m in mirr if m["within_s"] == w],
+            "phases": [m["phases"] for m in mirr if m["within_s"] == w]} for w in (a.within or a.trees)}
     out["runs"] = runs
     return out
 
@@ -674,6 +730,10 @@ def main() -> int:
     ap.add_argument("--within", type=float, nargs="+", metavar="S",
                     help="mirror.rebuild_within_s of the worker: several values, a mirror run each per repeat, the "
                          "worker restarted with it (default: the setting's default, one mirror run per repeat)")
+    ap.add_argument("--trees", nargs="+", metavar="DIR",
+                    help="source trees (a checkout each): a mirror run per tree and repeat, the worker restarted "
+                         "from it (PYTHONPATH and working directory), each applying the same mutations; the "
+                         "backfill runs this process's tree")
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--py-spy", metavar="DIR", help="record the worker with py-spy during each mirror run and each "
                     "backfill process, collapsed stacks to DIR/{mirror,backfill}-<events per hour>-<repeat>.txt")
@@ -711,7 +771,7 @@ def main() -> int:
         summary = [{k: s[k] for k in ("events_per_hour", "hours", "events", "backfill_events_per_s",
                                       "mirror_events_per_s", "ratio_of_medians", "ratio_per_repeat",
                                       "backfill_peak_rss_mb", "mirror_worker_peak_rss_mb", "per_pair")} |
-                   ({"by_within_s": s["by_within_s"]} if "by_within_s" in s else {}) |
+                   {k: s[k] for k in ("by_within_s", "by_tree") if k in s} |
                    {"index_table_bytes_per_event": s["index"]["table_bytes_per_event"],
                     "index_table_sst_bytes_per_event": s["index"]["table_sst_bytes_per_event"],
                     "index_changelog_bytes_per_event": s["index"]["changelog_bytes_per_event"],
