@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,36 @@ def encode_with_tail(name: str, head: dict[str, Any], tail: bytes) -> bytes:
 
 
 def _long(n: int) -> bytes:
+    """Avro's ``long`` (and ``int``: the same zig-zag varint for a value in its range)."""
     n = (n << 1) ^ (n >> 63)  # zig-zag
+    if n < 0x80:
+        return _ONE_BYTE[n]
     out = bytearray()
     while n & ~0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
+def long_of(n: int) -> bytes:
+    """Avro binary of the ``long`` (or ``int``) ``n``."""
+    return _long(n)
+
+
+def bytes_of(b: bytes) -> bytes:
+    """Avro binary of ``bytes`` without its content: the length that comes before it."""
+    return _long(len(b))
+
+
+@lru_cache(maxsize=1024)
+def string_of(s: str) -> bytes:
+    """Avro binary of the ``string`` ``s`` (its length, then its UTF-8), kept: the few topic names recur."""
+    b = s.encode()
+    return _long(len(b)) + b
 
 
 def decode(name: str, data: bytes) -> dict[str, Any]:

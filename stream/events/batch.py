@@ -90,6 +90,25 @@ class EventBatch:
         return parts
 
     def encode(self) -> bytes:
+        """Avro binary of schemas/event_batch.avsc, its fields written one after the other here (every field is a
+        long, an int, a string or bytes): the bytes fastavro's writer gives (``encode_slowly``, compared by the
+        tests), in a third of its time."""
+        o = self.origin
+        src = self.source or Source(o.topic, o.partition)
+        offsets, times = _pack(self.offsets), _pack(self.times)
+        keys, uuids = b"\xff".join(self.keys), b"".join(self.uuids)
+        segment = b"\xff".join(self.segment) if any(self.segment) else b""
+        events = b"\n".join(self.lines)
+        long_of, bytes_of, string_of = avro.long_of, avro.bytes_of, avro.string_of
+        return b"".join((
+            long_of(self.project), long_of(self.hour),
+            string_of(o.topic), long_of(o.partition), long_of(o.offset),   # origin
+            string_of(src.topic), long_of(src.partition),                   # source
+            bytes_of(offsets), offsets, bytes_of(keys), keys, bytes_of(times), times, bytes_of(uuids), uuids,
+            string_of(self.segment_source), bytes_of(segment), segment, bytes_of(events), events))
+
+    def encode_slowly(self) -> bytes:
+        """``encode`` through fastavro's writer of the schema: the reference the tests compare it with."""
         src = self.source or Source(self.origin.topic, self.origin.partition)
         return avro.encode_with_tail("event_batch", {
             "project": self.project, "hour": self.hour,

@@ -1,7 +1,10 @@
+import io
 from types import SimpleNamespace
 
 import fastavro
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.events import avro, deadletter
 from stream.events.batch import EventBatch, Origin, Source
@@ -181,3 +184,42 @@ def test_a_bytes_key_goes_to_the_partition_kafkas_default_partitioner_gives_it()
     from stream.export.mirror_index import key
     for k in (key(1, "a"), key(424242, "ins-" * 20), b"\x00"):
         assert partition_of(k, 12) == DefaultPartitioner()(k, list(range(12)), list(range(12)))
+
+
+_ints64 = st.integers(-(1 << 63), (1 << 63) - 1)
+_ints32 = st.integers(-(1 << 31), (1 << 31) - 1)
+_texts = st.text(max_size=40)
+
+
+@st.composite
+def batches(draw) -> EventBatch:
+    """A batch with any values of its fields' Avro types: every long and int at and between their limits, any
+    text (of any script) for the strings, events with and without offsets, keys, segment messages and a source."""
+    n = draw(st.integers(0, 6))
+    lines = [draw(st.binary(max_size=300)) for _ in range(n)]
+    segment = [draw(st.binary(max_size=50)) for _ in range(n)] if draw(st.booleans()) else []
+    return EventBatch(
+        draw(_ints64), draw(_ints64), Origin(draw(_texts), draw(_ints32), draw(_ints64)),
+        offsets=draw(st.lists(_ints64, min_size=n, max_size=n)) if draw(st.booleans()) else [],
+        keys=[draw(st.binary(max_size=30)) for _ in range(n)],
+        times=draw(st.lists(_ints64, min_size=n, max_size=n)),
+        uuids=[draw(st.binary(min_size=16, max_size=16)) for _ in range(n)], lines=lines,
+        source=Source(draw(_texts), draw(_ints32)) if draw(st.booleans()) else None,
+        segment_source=draw(_texts), segment=segment)
+
+
+@settings(max_examples=500, deadline=None)
+@given(batches())
+def test_a_batch_encodes_to_fastavros_bytes_of_the_schema(b):
+    assert b.encode() == b.encode_slowly()
+    d = fastavro.schemaless_reader(io.BytesIO(b.encode()), avro.schema("event_batch"), None)
+    assert (d["project"], d["hour"], d["origin"], d["segment_source"], d["events"]) == (
+        b.project, b.hour, {"topic": b.origin.topic, "partition": b.origin.partition, "offset": b.origin.offset},
+        b.segment_source, b"\n".join(b.lines))
+
+
+def test_a_batch_as_the_api_writes_it_encodes_to_fastavros_bytes():
+    b = EventBatch(424242, H, Origin("bench.events.valid", 3, -1), keys=[b"424242\x00d\x00i-1", b""],
+                   times=[H + 5, H + 6], uuids=[bytes(range(16)), bytes(16)], lines=[b'{"a":1}', b'{"b":2}'])
+    assert b.encode() == b.encode_slowly()
+    assert b.encode()[:8] == bytes([0xE4, 0xE4, 0x33]) + avro.long_of(H)[:5]   # 424242 and the hour, zig-zag
