@@ -176,17 +176,18 @@ _NEW_TAIL = _TAIL % tuple(b"%b" if f in ("group_properties", "processed_time", "
 user_properties (``%b``)."""
 
 
-def _head(line: bytes, r: _In) -> tuple[bytes, bytes]:
-    """The row without its identity columns, up to and including the comma before them, and its
-    amplitude_event_type (raw JSON).
-
-    A row from ``stream.events.normalize`` ends with them (EXPORT_FIELDS order), so its tail is checked byte for
-    byte against the values just decoded, and cut off; any other row (another column order, identity columns
-    already filled) is re-encoded without them."""
+def _cut(line: bytes, r: _In) -> int:
+    """The length of the row up to and including the comma before its identity columns, when it ends with them as
+    a row from ``stream.events.normalize`` does (EXPORT_FIELDS order: the tail is checked byte for byte against
+    the values just decoded); -1 for any other row (another column order, identity columns already filled)."""
     tail = _NEW_TAIL % (r.group_properties, r.processed_time, r.user_properties)
     cut = len(line) - len(tail)
-    if line.endswith(tail) and line[cut - 1:cut] == b",":
-        return line[:cut], _NULL
+    return cut if cut > 0 and line.endswith(tail) and line[cut - 1] == 44 else -1     # 44: b","
+
+
+def _reencoded(line: bytes) -> tuple[bytes, bytes]:
+    """A row whose tail is not the one ``_cut`` knows: the row without its identity columns, re-encoded, up to and
+    including the comma before where they go, and its amplitude_event_type (raw JSON)."""
     row = _json(line)
     rest = {k: v for k, v in row.items() if k not in IDENTITY_FIELDS}
     return _encode(rest)[:-1] + b"," if rest else b"{", _encode(row.get("amplitude_event_type"))
@@ -536,7 +537,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     named: dict[str, tuple[bytes, bytes]] = {}       # device -> its D and H keys, built once a batch
     updates: list[tuple[str, Any, bytes] | None] = [None] * n   # ("identify" | "set", checked value, its JSON)
     group_ops: list[dict[str, Any] | None] = [None] * n
-    groups: list[list[tuple[str, str]]] = [[] for _ in range(n)]
+    groups: list[Sequence[tuple[str, str]]] = [()] * n          # (type, name) per row; replaced, never appended to
     keep = [True] * n
     rejected: list[tuple[int, IdentifyError]] = []
     keys = {COUNTER, HOLDS} if hold is not None else {COUNTER}
@@ -684,7 +685,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         if f is None:
             f = p.fields = (b"%d" % aid, b"true" if prof.paying else b"false", _json_or_null(prof.start_version),
                             _json_or_null(prof.created))
-        head, event_type = _head(line, r)
+        cut = _cut(line, r)     # a row held by reference needs no copy of its head: only where it ends
+        head, event_type = (b"", _NULL) if cut >= 0 else _reencoded(line)
         et = r.event_type
         if et == IDENTIFY or et == GROUP_IDENTIFY:
             event_type = b'"%s"' % et.encode()
@@ -703,21 +705,21 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             if hold.offsets[i] > dev.held.get(hold.source, -1):
                 dev.held[hold.source] = hold.offsets[i]
                 marked.add(devkeys[i])
-            if hold.index is not None and line.startswith(head):    # by reference: its bytes stay in the topic
+            if hold.index is not None and cut >= 0:    # by reference: its bytes stay in the topic
                 h.rows.append(HeldRow(project, b"", event_type, bytes(gp), processed, aid, prof.created,
                                       prof.start_version, prof.paying,
                                       p.raw if shown_props is None else shown_props, times[i], b"", b"", b"",
-                                      hold.segment_source, hold.at, hold.index[i], len(head)))
+                                      hold.segment_source, hold.at, hold.index[i], cut))
                 held_rows.append(i)
             else:
-                h.rows.append(HeldRow(project, head, event_type, bytes(gp), processed, aid, prof.created,
-                                      prof.start_version, prof.paying,
+                h.rows.append(HeldRow(project, line[:cut] if cut >= 0 else head, event_type, bytes(gp), processed,
+                                      aid, prof.created, prof.start_version, prof.paying,
                                       p.raw if shown_props is None else shown_props, times[i], hold.keys[i],
                                       hold.uuids[i], hold.segment[i] if hold.segment else b"", hold.segment_source))
             keep[i] = False
             held += 1
         else:
-            out.append(head + _TAIL % (event_type, f[0], gp, f[1], processed, f[2], f[3],
+            out.append((line[:cut] if cut >= 0 else head) + _TAIL % (event_type, f[0], gp, f[1], processed, f[2], f[3],
                                        p.raw if shown_props is None else shown_props))
         if linked[i]:
             links.append(Link(project, r.user_id, _device_of(r), partition, aid,
