@@ -1,8 +1,9 @@
 """S3 import: rows/s of one worker against a raw loop, PutObject-to-row lag, and memory on a large file.
 
     python bench/bench_import.py [--files F] [--rows R] [--repeats N] [--lag-files L] [--lag-every S]
-                                 [--lag-rows R] [--gigabytes G] [--parts throughput,lag,large,worker-profile,profile]
-                                 [--quick] [--seed S] [--before CHECKOUT]
+                                 [--lag-rows R] [--gigabytes G]
+                                 [--parts throughput,lag,large,worker-profile,profile,converter]
+                                 [--quick] [--seed S] [--before CHECKOUT] [--processes N,M]
 
 About 8.5 minutes on 2 cores with --gigabytes 0.5, about 10.5 with the defaults (the large file is imported at
 ~20,000 rows/s: 0.5 GB more is 2 minutes more), about 4 with --quick (6 files x 20,000 rows, 2 repeats, 10 lag
@@ -38,6 +39,11 @@ throughput   ``--files`` files of ``--rows`` rows under tput/, uploaded once. Ea
              first GetObject to the last ack. Its batches carry the raw lines (~175 bytes a row), the
              worker's the export rows (~1.3 KB a row). Medians of the repeats and the ratio of the medians.
 
+             With ``--processes 0,1,2``, each repeat runs this checkout's worker once per value of
+             ``worker.import_processes`` (in alternating order) beside the raw loop: the worker's CPU is then
+             its process's and its conversion processes' (``/proc/<pid>/task/*/children``), and its own
+             process's CPU is reported apart (``main_cpu_us_per_row``).
+
 lag          A bucket of its own with a notification configuration (put_bucket_notification_configuration,
              s3:ObjectCreated:* under lag/) to a moto SQS queue; the source has that queue_url and no scan. A
              warm-up file goes first (its rows seen = the worker is polling); then ``--lag-files`` files of
@@ -66,6 +72,10 @@ profile      In this process, no Kafka: 50,000 rows through RowReader (gunzip, l
              msgspec fast path (normalize_message on the converted event re-encoded with orjson; checked to
              write the same lines), the UUID parse of the row's uuid; and the cost of opening an S3 client
              (stream.s3.client.target_client), which the agent does once per file.
+
+converter    In this process, no Kafka: the benchmark's converter on 20,000 of its rows, ``Converter.__call__`` (a
+             dict row through the function generated for the converter) against ``_evaluate`` (entry by entry),
+             five alternating rounds, best of 7 each, process CPU time.
 
 CPU seconds of the worker, broker and moto are sampled from /proc every 50 ms and interpolated at t_first and
 t_last. Results go to stdout and bench/results-import.json; logs and configs stay in the printed /tmp directory.
@@ -157,12 +167,15 @@ def source_cfg(bucket: str, prefix: str, queue_url: str | None = None) -> dict:
     return src
 
 
-def deployment(workdir: Path, bootstrap: str, s3_url: str, run: str, src: dict):
+def deployment(workdir: Path, bootstrap: str, s3_url: str, run: str, src: dict, processes: int | None = None):
+    worker = {"app_id": run, "data_dir": str(workdir / run / "data"), "log_level": "info", "http_port": None}
+    if processes is not None:   # worker.import_processes (a checkout from before the setting gets none)
+        worker["import_processes"] = processes
     cfg = {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 6, "heartbeat_interval_s": 1},
         "topics": {"prefix": f"{run}.", "partitions": PARTITIONS},
         "s3": {"endpoint_url": s3_url},
-        "worker": {"app_id": run, "data_dir": str(workdir / run / "data"), "log_level": "info", "http_port": None},
+        "worker": worker,
         "projects": [{"id": PROJECT, "name": "bench"}],
         "sources": [src],
     }
@@ -324,13 +337,39 @@ def upload_throughput(s3, bucket: str, files: int, rows: int, seed: int) -> tupl
     return records, raw, packed
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and of its children (the worker's import processes) that are alive."""
+    total = cpu_seconds(pid)
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for child in f.read().split():
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        total += cpu_seconds(int(child))
+    return total
+
+
+class TreeSampler(CpuSampler):
+    """CpuSampler whose "worker" is the worker's process and its children."""
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            now = time.time()
+            for k, pid in self.pids.items():
+                try:
+                    self.samples[k].append((now, tree_cpu_seconds(pid) if k == "worker" else cpu_seconds(pid)))
+                except (OSError, ValueError, IndexError):
+                    pass
+            self._halt.wait(self.every)
+
+
 def worker_run(workdir: Path, stack: dict, run: str, bucket: str, records: list[ImportFile], rows: int,
                timeout: float, profile_to: Path | None = None, tree: Path | None = None,
-               spy_to: Path | None = None) -> dict:
-    cfg, settings = deployment(workdir, stack["bootstrap"], stack["s3"], run, source_cfg(bucket, "tput/"))
+               spy_to: Path | None = None, processes: int | None = None) -> dict:
+    cfg, settings = deployment(workdir, stack["bootstrap"], stack["s3"], run, source_cfg(bucket, "tput/"), processes)
     asyncio.run(discover(stack["bootstrap"], settings.topics.name("import_files"), records))
     w = Worker(workdir, cfg, run, profile_to, tree)
-    sampler = CpuSampler({"worker": w.pid, "broker": stack["broker_pid"], "moto": stack["moto_pid"]})
+    sampler = TreeSampler({"worker": w.pid, "main": w.pid, "broker": stack["broker_pid"], "moto": stack["moto_pid"]})
     sampler.start()
     spy = None
     if spy_to is not None:   # py-spy on the whole run (start-up included), raw collapsed stacks
@@ -348,7 +387,7 @@ def worker_run(workdir: Path, stack: dict, run: str, bucket: str, records: list[
         if spy is not None:
             spy.wait(30)   # py-spy writes its file once the process it samples has exited
     res: dict = {"status": status, "files_done": sum(s.state is State.DONE for s in states.values()),
-                 "log": str(w.log_path), "peak_rss_mb": hwm / 1024}
+                 "log": str(w.log_path), "peak_rss_mb": hwm / 1024, "loadavg_end": os.getloadavg()}
     if status != "ok":
         return res
     seen = asyncio.run(valid_rows(stack["bootstrap"], settings.topics.name("valid")))
@@ -360,7 +399,9 @@ def worker_run(workdir: Path, stack: dict, run: str, bucket: str, records: list[
     res.update({"rows": rows, "imported": imported, "valid_rows": seen["rows"], "valid_records": seen["records"],
                 "wall_s": wall, "rows_per_s": rows / wall, "startup_s": t_first - w.t_spawn,
                 "rows_per_s_from_spawn": rows / (t_last - w.t_spawn), "cpu_s": cpu, "cpu_util": cpu / wall,
-                "cpu_us_per_row": 1e6 * cpu / rows, "broker_cpu_s": sampler.between("broker", t_first, t_last),
+                "cpu_us_per_row": 1e6 * cpu / rows,
+                "main_cpu_us_per_row": 1e6 * sampler.between("main", t_first, t_last) / rows,
+                "processes": processes, "broker_cpu_s": sampler.between("broker", t_first, t_last),
                 "moto_cpu_s": sampler.between("moto", t_first, t_last),
                 "file_done_after_s": [round(x, 2) for x in ends]})
     if imported != rows or seen["rows"] != rows or res["files_done"] != len(records):
@@ -486,16 +527,24 @@ def throughput_files(s3, session: str, a: argparse.Namespace) -> tuple[list[Impo
     return _FILES["v"]
 
 
+def n_rows(a: argparse.Namespace) -> int:
+    return a.files * a.rows
+
+
 def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespace) -> dict:
     bucket = f"imp-{session}-src"
     records, raw_bytes, gz_bytes = throughput_files(s3, session, a)
     n = a.files * a.rows
     runs = []
+    procs = [int(x) for x in a.processes.split(",")] if a.processes else []
     for rep in range(a.repeats):
-        order = ("raw", "worker") if rep % 2 == 0 else ("worker", "raw")
+        order: tuple[str, ...] = ("raw", "worker") if rep % 2 == 0 else ("worker", "raw")
         if a.before:   # the other checkout's worker right before or after this one's
             order = ("raw", "worker", "before") if rep % 2 == 0 else ("before", "worker", "raw")
-        one: dict = {"repeat": rep, "order": list(order)}
+        if procs:      # this checkout's worker with each worker.import_processes, alternating
+            kinds = ("raw", *(f"p{n}" for n in procs), *(("before",) if a.before else ()))
+            order = kinds if rep % 2 == 0 else kinds[::-1]
+        one: dict = {"repeat": rep, "order": list(order), "loadavg": os.getloadavg()}
         run = f"imp-{session}-t{rep}"
         try:
             for kind in order:
@@ -504,6 +553,15 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
                                                    tree=Path(a.before).resolve())
                     log(f"  repeat {rep} worker of {a.before}: {x.get('rows_per_s', 0):,.0f} rows/s, cpu "
                         f"{x.get('cpu_us_per_row', 0):.1f} µs/row, {x['status']}")
+                elif kind.startswith("p"):
+                    n = int(kind[1:])
+                    x = one[kind] = worker_run(workdir, stack, f"{run}{kind}", bucket, records, rows=n_rows(a),
+                                               timeout=a.timeout, processes=n)
+                    drop(stack["bootstrap"], f"{run}{kind}")
+                    log(f"  repeat {rep} worker, import_processes {n}: {x.get('rows_per_s', 0):,.0f} rows/s, cpu "
+                        f"{x.get('cpu_util', 0):.0%} of a core ({x.get('cpu_us_per_row', 0):.1f} µs/row, its own "
+                        f"process {x.get('main_cpu_us_per_row', 0):.1f}), load {os.getloadavg()[0]:.2f}, "
+                        f"{x['status']}")
                 elif kind == "raw":
                     x = one["raw"] = raw_run(workdir, stack, run, bucket, n, a.timeout)
                     log(f"  repeat {rep} raw loop: {x['rows_per_s']:,.0f} rows/s (wall {x['wall_s']:.2f}s, cpu "
@@ -527,6 +585,30 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
             if a.before:
                 drop(stack["bootstrap"], f"{run}b")
         runs.append(one)
+    if procs:
+        by: dict = {}
+        for n in procs:
+            ok = [r[f"p{n}"] for r in runs if r.get(f"p{n}", {}).get("status") == "ok"]
+            if ok:
+                by[str(n)] = {"rows_per_s": statistics.median(x["rows_per_s"] for x in ok),
+                              "rows_per_s_runs": [x["rows_per_s"] for x in ok],
+                              "cpu_us_per_row": statistics.median(x["cpu_us_per_row"] for x in ok),
+                              "main_cpu_us_per_row": statistics.median(x["main_cpu_us_per_row"] for x in ok),
+                              "cpu_util": statistics.median(x["cpu_util"] for x in ok)}
+        pairs = [r[f"p{procs[-1]}"]["rows_per_s"] / r[f"p{procs[0]}"]["rows_per_s"] for r in runs
+                 if r.get(f"p{procs[0]}", {}).get("status") == "ok" and r.get(f"p{procs[-1]}", {}).get("status") == "ok"]
+        ok_r = [r["raw"] for r in runs if r.get("raw", {}).get("status") == "ok"]
+        summary = {"files": a.files, "rows_per_file": a.rows, "rows": n_rows(a), "bytes": raw_bytes,
+                   "gzip_bytes": gz_bytes, "bytes_per_row": raw_bytes / n_rows(a), "by_import_processes": by,
+                   f"ratio_p{procs[-1]}_over_p{procs[0]}_per_repeat": pairs,
+                   "raw_rows_per_s": statistics.median(x["rows_per_s"] for x in ok_r) if ok_r else None,
+                   "loadavg_per_repeat": [r["loadavg"] for r in runs]}
+        for n, x in by.items():
+            log(f"  import_processes {n}: {x['rows_per_s']:,.0f} rows/s (runs "
+                f"{', '.join(f'{v:,.0f}' for v in x['rows_per_s_runs'])}), {x['cpu_us_per_row']:.1f} µs CPU/row, "
+                f"{x['main_cpu_us_per_row']:.1f} in the worker's own process")
+        log(f"  p{procs[-1]} / p{procs[0]} per repeat: {', '.join(f'{v:.2f}' for v in pairs)}")
+        return {"summary": summary, "runs": runs}
     ok_w = [r["worker"] for r in runs if r.get("worker", {}).get("status") == "ok"]
     ok_b = [r["before"] for r in runs if r.get("before", {}).get("status") == "ok"]
     ok_r = [r["raw"] for r in runs if r.get("raw", {}).get("status") == "ok"]
@@ -955,6 +1037,150 @@ def profile(rows: int, seed: int) -> dict:
 
 # ---------------------------------------------------------------- main ----------
 
+def pool_part(files: int, rows: int, seed: int, processes: list[int], rounds: int) -> dict:
+    """The import engine alone, in this process, no Kafka or S3: ``FileImporter`` imports ``files`` in-memory gzip
+    files of ``rows`` rows (the throughput part's rows, read in 1 MiB pieces) with senders that acknowledge at
+    once, once per value of ``worker.import_processes`` per round, in alternating order; a warm-up chunk starts
+    the pool's processes before the clock. Wall time and CPU (this process, and the pool's processes from
+    /proc) per row."""
+    from stream.clock import SystemClock
+    from stream.imports.importer import FileImporter, Senders
+    from stream.imports.pool import ConvertPool, Job
+    from stream.imports.reader import aiter_lines, aiter_rows
+    rnd = random.Random(seed)
+    now = int(time.time() * 1000)
+    bodies = [gz(rows_jsonl(rnd, rows, f"t{i:03d}", now)) for i in range(files)]
+    work = Path(tempfile.mkdtemp(prefix="stream-bench-import-pool-"))
+
+    def settings_of(n: int):
+        path = work / f"p{n}.yaml"
+        path.write_text(yaml.safe_dump({
+            "topics": {"partitions": PARTITIONS}, "projects": [{"id": PROJECT, "name": "bench"}],
+            "worker": {"data_dir": str(work / "data"), "import_processes": n},
+            "sources": [{**source_cfg("bench-src", "tput/"), "scan": {"enabled": False}}]}))
+        return load_settings(path)
+
+    class Memory:
+        def __init__(self) -> None:
+            self.valid = self.states = 0
+
+        async def send_valid(self, value: bytes, partition: int):
+            self.valid += 1
+            return asyncio.sleep(0)
+
+        async def send_dead(self, key: bytes, value: bytes):
+            return asyncio.sleep(0)
+
+        def get(self, key: bytes):
+            return None
+
+        async def put(self, key: bytes, value: bytes, partition: int) -> None:
+            self.states += 1
+
+    class InMemory:
+        def __init__(self) -> None:
+            self.bodies: dict[str, bytes] = {}
+
+        async def _chunks(self, body: bytes):
+            for i in range(0, len(body), 1 << 20):
+                yield body[i:i + (1 << 20)]
+
+        def rows(self, src, f, fetched):
+            return aiter_rows(self._chunks(self.bodies[f.key]), "json", "gzip")
+
+        def lines(self, src, f, fetched):
+            return aiter_lines(self._chunks(self.bodies[f.key]), "gzip")
+
+    async def one(n: int) -> dict:
+        s = settings_of(n)
+        pool = ConvertPool(s, n) if n else None
+        mem, files_ = Memory(), InMemory()
+        imp = FileImporter(s, SystemClock(), Senders(mem.send_valid, mem.send_dead), mem, files_, "imports.files",
+                           pool=pool)
+        records = []
+        for i, body in enumerate(bodies):
+            f = ImportFile(SOURCE, "bench-src", f"tput/part-{i:05d}.json.gz", now, "scan", len(body), "e")
+            files_.bodies[f.key] = body
+            records.append(f)
+        pids: list[int] = []
+        if pool is not None:   # the processes started (spawn, imports, compiling) before the clock
+            warm = Job(SOURCE, records[0], 0, now, "imports.files/0/0", "imports.files", 0, now, 1, [b"{}"])
+            await asyncio.gather(*(pool.submit(warm) for _ in range(2 * n)))
+            pids = list(pool._pool._processes)   # type: ignore[union-attr]
+        cpu0 = [cpu_seconds(os.getpid())] + [cpu_seconds(p) for p in pids]
+        t0 = time.perf_counter()
+        for i, f in enumerate(records):
+            await imp.handle(f, f.kafka_key, 0, i, now)
+        wall = time.perf_counter() - t0
+        cpu1 = [cpu_seconds(os.getpid())] + [cpu_seconds(p) for p in pids]
+        if pool is not None:
+            pool.close()
+        total = files * rows
+        assert mem.states == files, f"{mem.states} files done of {files}"
+        own, children = cpu1[0] - cpu0[0], sum(cpu1[1:]) - sum(cpu0[1:])
+        return {"processes": n, "rows_per_s": total / wall, "wall_s": wall, "cpu_us_per_row": 1e6 * (own + children)
+                / total, "own_cpu_us_per_row": 1e6 * own / total, "children_cpu_us_per_row": 1e6 * children / total,
+                "loadavg": os.getloadavg()[0]}
+
+    runs = []
+    for r in range(rounds):
+        for n in (processes if r % 2 == 0 else processes[::-1]):
+            x = asyncio.run(one(n))
+            x["round"] = r
+            runs.append(x)
+            log(f"  pool round {r}, import_processes {n}: {x['rows_per_s']:,.0f} rows/s, {x['cpu_us_per_row']:.1f} µs "
+                f"CPU/row ({x['own_cpu_us_per_row']:.1f} in this process), load {x['loadavg']:.2f}")
+    med = statistics.median
+    by = {str(n): {"rows_per_s": med(x["rows_per_s"] for x in runs if x["processes"] == n),
+                   "rows_per_s_runs": [x["rows_per_s"] for x in runs if x["processes"] == n],
+                   "cpu_us_per_row": med(x["cpu_us_per_row"] for x in runs if x["processes"] == n),
+                   "own_cpu_us_per_row": med(x["own_cpu_us_per_row"] for x in runs if x["processes"] == n)}
+          for n in processes}
+    for n, x in by.items():
+        log(f"  pool, import_processes {n}: {x['rows_per_s']:,.0f} rows/s (median), {x['cpu_us_per_row']:.1f} µs "
+            f"CPU/row, {x['own_cpu_us_per_row']:.1f} in the importer's process")
+    return {"files": files, "rows_per_file": rows, "by_import_processes": by, "runs": runs}
+
+
+def converter_part(rows: int, seed: int, rounds: int = 5) -> dict:
+    """The benchmark's converter on its rows, in this process: ``Converter.__call__`` (a dict row through the
+    generated function) against the entry-by-entry evaluation (``_evaluate``, what it did before), alternating,
+    best of 7 runs each per round, process CPU time, after ``gc.freeze()``."""
+    import gc
+    from stream.imports.converter import Ctx, parse_converter_config
+    from stream.imports.converter.converter import _evaluate
+    now = int(time.time() * 1000)
+    data = [orjson.loads(x) for x in rows_jsonl(random.Random(seed), rows, "t", now).splitlines()]
+    conv = parse_converter_config(CONVERTER).convert
+    entries, ctx = conv._entries, Ctx(now)
+
+    def generated() -> None:
+        for r in data:
+            conv(r, now)
+
+    def by_entry() -> None:
+        for r in data:
+            errors: list = []
+            _evaluate(entries, r, ctx, errors)
+
+    def best(fn, n: int = 7) -> float:
+        t = []
+        for _ in range(n):
+            t0 = time.process_time()
+            fn()
+            t.append(time.process_time() - t0)
+        return min(t) / rows * 1e6
+    gc.freeze()
+    runs = []
+    for i in range(rounds):
+        pair = (best(generated), best(by_entry)) if i % 2 == 0 else tuple(reversed((best(by_entry), best(generated))))
+        runs.append({"generated_us_per_row": pair[0], "by_entry_us_per_row": pair[1]})
+        log(f"  converter round {i}: generated {pair[0]:.2f} µs/row, entry by entry {pair[1]:.2f}")
+    med = statistics.median
+    return {"rows": rows, "runs": runs, "generated_us_per_row": med(r["generated_us_per_row"] for r in runs),
+            "by_entry_us_per_row": med(r["by_entry_us_per_row"] for r in runs), "loadavg": os.getloadavg()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=20, help="throughput: files (default 20)")
@@ -972,6 +1198,9 @@ def main() -> int:
     ap.add_argument("--before", metavar="CHECKOUT", help="throughput: also run the worker of this checkout (a copy "
                     "of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every repeat, beside "
                     "this one's, on the same files")
+    ap.add_argument("--processes", metavar="N,M", help="throughput: run this checkout's worker once with each "
+                    "worker.import_processes listed (e.g. 0,2), in alternating order, instead of once with the "
+                    "default; CPU is the worker's and its children's")
     ap.add_argument("--timeout", type=float, default=600, help="seconds one run may take (default 600)")
     ap.add_argument("--results", default=str(BENCH / "results-import.json"))
     ap.add_argument("--py-spy", metavar="OUT", help="throughput: sample the first repeat's worker with py-spy and "
@@ -993,7 +1222,7 @@ def main() -> int:
             if f"--{name.replace('_', '-')}" not in given:
                 setattr(a, name, value)
     parts = {p.strip() for p in a.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "lag", "large", "worker-profile", "profile"}
+    unknown = parts - {"throughput", "lag", "large", "worker-profile", "profile", "converter", "pool"}
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))}")
 
@@ -1014,7 +1243,15 @@ def main() -> int:
         pass
     out: dict = {"meta": meta}
     started = time.monotonic()
-    if parts - {"profile"}:
+    if "converter" in parts:
+        log("converter: the benchmark's converter on 20,000 rows, generated function against entry by entry")
+        out["converter"] = converter_part(20_000, a.seed)
+    if "pool" in parts:
+        procs = [int(x) for x in (a.processes or "0,1,2").split(",")]
+        log(f"pool: the import engine alone on {a.files} in-memory files of {a.rows:,} rows, import_processes "
+            f"{procs}, {a.repeats} rounds")
+        out["pool"] = pool_part(a.files, a.rows, a.seed, procs, a.repeats)
+    if parts - {"profile", "converter", "pool"}:
         moto, broker = start_moto(workdir), start_broker(workdir)
         stack = {"bootstrap": f"127.0.0.1:{broker.port}", "s3": f"http://127.0.0.1:{moto.port}",
                  "broker_pid": broker.pid, "moto_pid": moto.pid}
@@ -1054,7 +1291,13 @@ def report(out: dict) -> None:
     print()
     if "throughput" in out:
         s = out["throughput"]["summary"]
-        if "ratio" in s:
+        if "by_import_processes" in s:
+            for n, x in s["by_import_processes"].items():
+                print(f"throughput ({s['files']} files x {s['rows_per_file']:,} rows), worker.import_processes {n}: "
+                      f"{x['rows_per_s']:,.0f} rows/s (runs {', '.join(f'{v:,.0f}' for v in x['rows_per_s_runs'])}),"
+                      f" {x['cpu_us_per_row']:.1f} µs CPU/row ({x['main_cpu_us_per_row']:.1f} in the worker's own "
+                      f"process); >= 60,000 rows/s {'met' if x['rows_per_s'] >= 60_000 else 'NOT met'}")
+        elif "ratio" in s:
             print(f"throughput ({s['files']} files x {s['rows_per_file']:,} rows, {s['bytes_per_row']:.0f} B/row): "
                   f"worker {s['worker_rows_per_s']:,.0f} rows/s (runs "
                   f"{', '.join(f'{x:,.0f}' for x in s['worker_rows_per_s_runs'])}), raw loop "
