@@ -192,15 +192,17 @@ class FileImporter:
                     return await self._once_pooled(src, ctx, partition, rows_limit, self.pool)
                 return await self._once(src, ctx, partition, rows_limit)
             except (TransientRead, BrokenPool) as exc:
+                attempt += 1
+                wait = retry.backoff_s(attempt, 1.0, 30.0)
                 if isinstance(exc, BrokenPool):
                     assert self.pool is not None
                     self.pool.reset()
-                    log.error("import %s: a process converting %s's rows died (%s); starting new ones and reading "
-                              "the file again from its start", src.name, f.url, exc)
-                attempt += 1
-                wait = retry.backoff_s(attempt, 1.0, 30.0)
-                log.warning("import %s: reading %s failed (%s); reading it again from its start in %.1fs (rows "
-                            "sent before are dropped as replays)", src.name, f.url, exc, wait)
+                    log.error("import %s: a process converting the rows of %s died (%s; out of memory?); reading the "
+                              "file again from its start in %.1fs with new processes (rows sent before are dropped "
+                              "as replays)", src.name, f.url, exc, wait)
+                else:
+                    log.warning("import %s: reading %s failed (%s); reading it again from its start in %.1fs (rows "
+                                "sent before are dropped as replays)", src.name, f.url, exc, wait)
                 if SHUTDOWN.requested:
                     raise
                 await self.sleep(wait)

@@ -269,3 +269,60 @@ def test_the_processes_convert_as_this_process_does():
     finally:
         pool.close()
     assert got == [want, want] and want.rows == sum(1 for ln in lines if ln.strip()) > 250 and want.batches
+
+
+class BreakingPool(LocalPool):
+    """A pool whose processes die under the first ``breaks`` chunks (BrokenProcessPool, as a killed process gives)."""
+
+    def __init__(self, s, breaks):
+        super().__init__(s)
+        self.breaks, self.resets = breaks, 0
+
+    def submit(self, job):
+        if self.breaks:
+            self.breaks -= 1
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(pool_module.BrokenPool("A process in the process pool was terminated abruptly"))
+            return fut
+        return super().submit(job)
+
+    def reset(self):
+        self.resets += 1
+
+
+def test_a_process_that_dies_is_replaced_and_the_file_read_again_to_the_same_records(small_chunks, monkeypatch):
+    monkeypatch.setattr(pool_module, "json_items", lambda first, lines: json_items(first, lines, 500))
+    s = settings()
+    packed = gzip.compress(generated(9, 400), 1)
+    want_state, want = imported(s, packed, 9)
+    mem, clock, slept = Memory(), FakeClock(NOW), []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+    broken = BreakingPool(s, breaks=2)
+    imp = FileImporter(s, clock, Senders(mem.send_valid, mem.send_dead), mem, BytesFiles(packed, 9), "imports.files",
+                       monotonic=lambda: clock.now_ms() / 1000, pool=broken, sleep=sleep)
+    f = ImportFile("clicks", "bkt", "in/a.json.gz", RECORD_MS - 5000, "sqs", size=10, etag="e1")
+    state = asyncio.run(imp.handle(f, f.kafka_key, 2, 3, RECORD_MS))
+    assert broken.resets == 2 and [x for x in slept if x] == [1.0, 2.0]   # read again twice, after a backoff
+    assert state == want_state and mem.valid == want.valid and mem.dead == want.dead and state.state is State.DONE
+
+
+class CountingPool(LocalPool):
+    def submit(self, job):
+        raise AssertionError("this file is not converted by the pool")
+
+
+def test_csv_files_and_mirror_sources_are_converted_by_the_importer_itself():
+    s = settings()
+    csv = b"event,user,device,ts\nPlay,u1,d1,1699999000000\n"
+    mem, clock = Memory(), FakeClock(NOW)
+
+    class CsvFiles(BytesFiles):
+        def rows(self, src, f, fetched):
+            return aiter_rows(self._chunks(), "csv", "none")
+    imp = FileImporter(s, clock, Senders(mem.send_valid, mem.send_dead), mem, CsvFiles(csv, 1), "imports.files",
+                       monotonic=lambda: clock.now_ms() / 1000, pool=CountingPool(s))
+    f = ImportFile("clicks", "bkt", "in/a.csv", RECORD_MS - 5000, "sqs", size=10, etag="e1")
+    state = asyncio.run(imp.handle(f, f.kafka_key, 2, 3, RECORD_MS))
+    assert (state.state, state.rows, state.imported + state.dead) == (State.DONE, 1, 1)
