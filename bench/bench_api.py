@@ -510,6 +510,8 @@ def main() -> None:
                    "repeat": args.repeat, "processes": procs, "cpus": os.cpu_count(),
                    "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
                    "results": results}
+        summary["runs"] = runs   # every closed-loop run, per server, by events/s
+        summary["open_loop_runs"] = opened   # every open-loop run, per server and offered rate
         if opened:   # per server and offered rate, the run with the median p99
             summary["open_loop"] = {name: {rate: sorted(rs, key=lambda r: r["p99_us"])[(len(rs) - 1) // 2]
                                            for rate, rs in by_rate.items()} for name, by_rate in opened.items()}
