@@ -35,9 +35,12 @@ every run kept its mutations and every later rebuild, a later backfill too, appl
             with ``mirror.rebuild_within_s`` set to it (0: every take's hours rebuilt before the next take, as
             the stage did before the hours were kept pending; more: the takes of a backlog rebuilt once).
 
-Per run: the 1-minute load average before and after; the seconds after its start of its ledger records (job started,
-claim, last acknowledgement, first and last rebuilt object, done: ``phases``). ``--py-spy DIR`` records the worker
-with py-spy during each mirror run (collapsed stacks, ``DIR/mirror-<events per hour>-<repeat>.txt``).
+Per run: the 1-minute load average before and after; its CPU seconds (the backfill process's, from its rusage; the
+worker's from the first send to the rebuild's log line, from /proc: ``cpu_s``, and per pair ``cpu_ratio``, the
+backfill's over the mirror's: the work each did, which the machine's other load moves less than the time); the seconds
+after its start of its ledger records (job started, claim, last acknowledgement, first and last rebuilt object, done:
+``phases``). ``--py-spy DIR`` records the worker with py-spy during each mirror run (collapsed stacks,
+``DIR/mirror-<events per hour>-<repeat>.txt``).
 
 Peak RSS: of the backfill, its VmHWM sampled every 0.1 s; of the worker, its VmHWM reset (``echo 5 >
 /proc/<pid>/clear_refs``) before the mutations are sent and read once they are applied, so that it is the
@@ -287,7 +290,7 @@ def backfill_run(workdir: Path, cfg: Path, name: str, ledger: Ledger, events: in
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline, hwm = time.time() + timeout, 0
     while time.time() < deadline:
-        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         hwm = max(hwm, status_kb(proc.pid, "VmHWM"))
@@ -314,6 +317,7 @@ def backfill_run(workdir: Path, cfg: Path, name: str, ledger: Ledger, events: in
     seconds = max(r.written_at for r in recs if r.kind == "job" and r.reason == "done") / 1000 - t0
     return {"kind": "backfill", "repeat": rep, "events": events, "seconds": seconds, "events_per_s": events / seconds,
             "to_last_object_s": done_at - t0, "phases": phases(recs, t0),
+            "cpu_s": usage.ru_utime + usage.ru_stime,
             "process_seconds": exited - t0, "peak_rss_mb": hwm / 1024, "jobs": jobs}
 
 
@@ -331,6 +335,7 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     log_from = worker_log.stat().st_size
     Path(f"/proc/{worker.pid}/clear_refs").write_text("5")      # VmHWM := VmRSS
     rss_before = status_kb(worker.pid, "VmRSS")
+    cpu_before = cpu_s(worker.pid)
     t0 = time.time()
     asyncio.run(send(bootstrap, settings.topics.name("mutations"), recs))
     sent = time.time()
@@ -351,6 +356,7 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
         assert worker.poll() is None, f"the worker exited {worker.returncode} (log {worker_log})"
         time.sleep(0.2)
     seen = time.time()
+    cpu = cpu_s(worker.pid) - cpu_before
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
@@ -369,7 +375,7 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     ph = phases(recs_l, t0)
     started = ph.get("job_started") or seconds
     before, during = [m for t, m in rss if t < started], [m for t, m in rss if t >= started]
-    return {"kind": "mirror", "rss_samples": rss, "rss_peak_before_rebuild_mb": max(before, default=None),
+    return {"kind": "mirror", "cpu_s": cpu, "rss_samples": rss, "rss_peak_before_rebuild_mb": max(before, default=None),
             "rss_peak_in_rebuild_mb": max(during, default=None), "repeat": rep, "within_s": within,
             "shuffled": shuffle, "t0": t0,
             "mutations": len(recs), "hours_touched": len(touched), "rebuild_lines": rebuild_lines,
@@ -381,6 +387,12 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
             "jobs": [{**{k: d.get(k) for k in ("job", "from", "to", "hours_total", "events", "events_per_s")},
                       "started_s": d["started_at"] / 1000 - t0, "done_s": d["updated_at"] / 1000 - t0}
                      for d in docs]}
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU seconds (user and system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def phase(run: dict, name: str) -> str:
@@ -636,7 +648,8 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                         r = backfill_run(sdir, cfg, name, ledger, n, first, end, a.timeout, rep,
                                          Path(a.py_spy) / f"backfill-{per_hour}-{rep}.txt" if a.py_spy else None)
                         log(f"  [{per_hour}/h] backfill {rep}: {n:,} events of {a.hours} hours in {r['seconds']:.1f}s"
-                            f" = {r['events_per_s']:,.0f} ev/s, peak RSS {r['peak_rss_mb']:.0f} MB; start -> job "
+                            f" = {r['events_per_s']:,.0f} ev/s ({r['cpu_s']:.1f} s of CPU), peak RSS "
+                            f"{r['peak_rss_mb']:.0f} MB; start -> job "
                             f"{phase(r, 'job_started')}s, first -> last object {phase(r, 'first_object')} -> "
                             f"{phase(r, 'last_object')}s")
                     else:
@@ -646,11 +659,13 @@ def session(a, per_hour: int, workdir: Path) -> dict:
                                        Path(a.py_spy) / f"mirror-{per_hour}-{rep}.txt" if a.py_spy else None)
                         log(f"  [{per_hour}/h] mirror {rep} (rebuild_within_s {within}): {r['mutations']:,} UPDATEs "
                             f"over {r['hours_touched']} "
-                            f"hours ({r['events']:,} events) in {r['seconds']:.1f}s = {r['events_per_s']:,.0f} ev/s; "
+                            f"hours ({r['events']:,} events) in {r['seconds']:.1f}s = {r['events_per_s']:,.0f} ev/s "
+                            f"(the worker's CPU {r['cpu_s']:.1f} s); "
                             f"{r['rebuild_jobs']} rebuild jobs, {r['hours_rebuilt']} hours rebuilt, "
                             f"{r['events_rewritten']:,} events rewritten; worker peak RSS {r['peak_rss_mb']:.0f} MB "
                             f"(from {r['rss_before_mb']:.0f}; before its rebuild "
-                            f"{r['rss_peak_before_rebuild_mb'] or 0:.0f}, in it {r['rss_peak_in_rebuild_mb'] or 0:.0f}); "
+                            f"{r['rss_peak_before_rebuild_mb'] or 0:.0f}, in it "
+                            f"{r['rss_peak_in_rebuild_mb'] or 0:.0f}); "
                             f"first send -> job {phase(r, 'job_started')}s, first -> last object "
                             f"{phase(r, 'first_object')} -> {phase(r, 'last_object')}s")
                     r["kept_objects_deleted_before"] = cleared
@@ -697,6 +712,7 @@ def session(a, per_hour: int, workdir: Path) -> dict:
     out["per_pair"] = [{"repeat": b["repeat"], "order": "backfill first" if b["repeat"] % 2 == 0 else "mirror first",
                         "backfill_s": b["seconds"], "mirror_s": m["seconds"],
                         "ratio": m["events_per_s"] / b["events_per_s"], "variant": m["within_s"],
+                        "cpu_ratio": b["cpu_s"] / m["cpu_s"] if m["cpu_s"] else None,
                         "mirror_rebuild_starts_s": min((j["started_s"] for j in m["jobs"]), default=None),
                         "backfill_peak_rss_mb": b["peak_rss_mb"], "worker_peak_rss_mb": m["peak_rss_mb"],
                         "worker_rss_before_mb": m["rss_before_mb"],
@@ -710,6 +726,7 @@ def session(a, per_hour: int, workdir: Path) -> dict:
             "rebuild_jobs": [m["rebuild_jobs"] for m in mirr if m["within_s"] == w],
             "seconds": [m["seconds"] for m in mirr if m["within_s"] == w],
             "worker_peak_rss_mb": [m["peak_rss_mb"] for m in mirr if m["within_s"] == w],
+            "cpu_s": [m["cpu_s"] for m in mirr if m["within_s"] == w],
             "rss_peak_before_rebuild_mb": [m["rss_peak_before_rebuild_mb"] for m in mirr if m["within_s"] == w],
             "rss_peak_in_rebuild_mb": [m["rss_peak_in_rebuild_mb"] for m in mirr if m["within_s"] == w],
             "rss_before_mb": [m["rss_before_mb"] for m in mirr if m["within_s"] == w],
