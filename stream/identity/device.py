@@ -396,8 +396,10 @@ class _HoldBook:
         self.held: dict[bytes, Held | None] = {}
         self.stored: dict[bytes, tuple[int, int]] = {}    # H key -> (first, chunks) in the state before
         v = st.get(HOLDS)
-        self.index: list[tuple[int, int, bytes]] = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
-        self._index0 = list(self.index)
+        # the partition's holds, by H key, in the order they began: letting one go is a pop, not a pass over all
+        held = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
+        self.index: dict[bytes, tuple[int, int, bytes]] = {x[2]: x for x in held}
+        self._index0 = held
         self.released: list[tuple[HeldRow, bytes, int]] = []
         self.unanswered = 0
         self.past_bound = 0
@@ -452,7 +454,7 @@ class _HoldBook:
 
     def start(self, hk: bytes, since: int, hour: int) -> Held:
         h = self.held[hk] = Held(since, [], [])
-        self.index.append((since, hour, hk))
+        self.index[hk] = (since, hour, hk)
         return h
 
     def release(self, hk: bytes, now_ms: int, answered: bool, past_bound: bool = False) -> None:
@@ -471,14 +473,14 @@ class _HoldBook:
             self.past_bound += len(rows)
         self.waits.append(max(0, now_ms - h.since))
         self.held[hk] = None
-        self.index = [x for x in self.index if x[2] != hk]
+        self.index.pop(hk, None)
 
     def expire(self, now_ms: int, bound_ms: int, hour: int) -> None:
         """Let go, as they are, the holds held for ``bound_ms`` or longer, and those begun in a batch of an hour
         before ``hour``: in events.accepted their rows then come before any row of a later hour of the partition,
         so the exporter, which closes an hour once its partition's rows are past it, takes them into the hour's
         object instead of a straggler's."""
-        for since, h_hour, hk in list(self.index):
+        for since, h_hour, hk in list(self.index.values()):
             if now_ms - since >= bound_ms or h_hour < hour:
                 self.release(hk, now_ms, answered=False, past_bound=now_ms - since >= bound_ms)
 
@@ -505,8 +507,9 @@ class _HoldBook:
                 unused += self._chunks(hk, first, chunks)
         if unused:
             self.st.put_new(unused_key(self.offset), encode_keys(unused))
-        if self.index != self._index0:
-            self.st.put(HOLDS, enc.encode(Holds(self.index)) if self.index else None)
+        index = list(self.index.values())
+        if index != self._index0:
+            self.st.put(HOLDS, enc.encode(Holds(index)) if index else None)
         return Released(self.released, self.unanswered, self.waits, self.past_bound)
 
 
