@@ -359,7 +359,10 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _loop_cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process's main thread (its event loop), without its other threads."""
+    """User + system CPU of the process's main thread (its event loop), without its other threads; NaN for
+    ``stream api --processes N``, whose main process only supervises its serving processes."""
+    if "--processes" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+        return float("nan")
     try:
         fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
