@@ -3,6 +3,7 @@
 usage:
     python bench/bench_worker.py [--events N] [--repeats R] [--variant ingest|valid|ingest-split|all]
                                  [--[no-]identity] [--profile | --no-profile] [--seed S] [--timeout SECONDS]
+                                 [--set KEY=VALUE ...]
 
 Everything runs on 127.0.0.1: a Tansu broker (fresh for every run) and one
 moto_server (for the whole session), started with stream.devstack.services and
@@ -151,8 +152,8 @@ class CpuSampler(threading.Thread):
 # ---------------------------------------------------------------- config ----------
 
 def worker_config(bootstrap: str, s3_url: str, prefix: str, app_id: str, data_dir: Path,
-                  identity: bool = True) -> dict:
-    return {
+                  identity: bool = True, overrides: dict[str, Any] | None = None) -> dict:
+    cfg = {
         "kafka": {"bootstrap_servers": bootstrap, "session_timeout_s": 2, "heartbeat_interval_s": 0.5},
         "topics": {"prefix": prefix, "partitions": PARTITIONS, "ingest_partitions": PARTITIONS},
         "ingest": {"default_project": PROJECT},
@@ -164,6 +165,25 @@ def worker_config(bootstrap: str, s3_url: str, prefix: str, app_id: str, data_di
         "destinations": [{"name": "bench", "project": PROJECT, "bucket": BUCKET, "prefix": prefix,
                           "encryption": {"type": "sse-s3"}, "close_grace_s": 1, "idle_close_s": 0}],
     }
+    for dotted, value in (overrides or {}).items():     # --set section.key=value
+        *path, last = dotted.split(".")
+        node = cfg
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE items: a dotted setting and its value as YAML (``kafka.compression_type=none``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected a dotted setting, '=' and a value, such as "
+                             f"kafka.compression_type=none")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 @dataclass
@@ -290,13 +310,14 @@ async def watch_ledger(bootstrap: str, topic: str, expected: int, proc: subproce
 
 # ---------------------------------------------------------------- one run ----------
 
-def prepare(stack: Stack, variant: str, repeat: int, session: str, identity: bool = True) -> Run:
+def prepare(stack: Stack, variant: str, repeat: int, session: str, identity: bool = True,
+            overrides: dict[str, Any] | None = None) -> Run:
     tag = f"{variant}{repeat}"
     prefix = f"bench-{session}-{tag}."
     run_dir = stack.workdir / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     r = Run(variant, repeat, prefix, f"bench-{session}-{tag}", run_dir / "stream.yaml", run_dir / "data")
-    cfg = worker_config(stack.bootstrap, stack.s3_url, prefix, r.app_id, r.data_dir, identity)
+    cfg = worker_config(stack.bootstrap, stack.s3_url, prefix, r.app_id, r.data_dir, identity, overrides)
     r.cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     r.settings = load_settings(r.cfg_path)
     asyncio.run(ensure_topics(r.settings))
@@ -481,10 +502,13 @@ def main() -> int:
                     help="one extra py-spy-sampled worker run per variant (default on)")
     ap.add_argument("--identity", action=argparse.BooleanOptionalAction, default=True,
                     help="the worker's identity stage (default on, as deployed; --no-identity: the spine alone)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a worker setting, dotted, with its value as YAML (kafka.compression_type=none); repeatable")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--timeout", type=float, default=300, help="seconds a worker run may take (default 300)")
     ap.add_argument("--results", default=str(BENCH / "results.json"))
     a = ap.parse_args()
+    overrides = parse_overrides(a.set)
     variants = ["ingest", "valid"] if a.variant == "all" else [a.variant]
     if a.profile and shutil.which("py-spy") is None:
         ap.error("--profile needs py-spy on PATH (pip install py-spy), or pass --no-profile")
@@ -519,7 +543,7 @@ def main() -> int:
                 stack.broker = start_broker(workdir)
                 r = None
                 try:
-                    r = prepare(stack, variant, rep, session, a.identity)
+                    r = prepare(stack, variant, rep, session, a.identity, overrides)
                     t0 = time.monotonic()
                     if reads_ingest(variant):
                         asyncio.run(workload.preload_events(stack.bootstrap, r.settings.topics.name("ingest"), w))
@@ -540,7 +564,7 @@ def main() -> int:
                                 f"worker at {res.get('events_per_s', 0):,.0f} ev/s under py-spy"))
                             profiles[variant] = str(out)
                         continue
-                    one = {"variant": variant, "repeat": rep, "identity": a.identity}
+                    one = {"variant": variant, "repeat": rep, "identity": a.identity, "settings": overrides}
                     order = ("raw", "worker") if rep % 2 == 0 else ("worker", "raw")
                     for kind in order:
                         if kind == "raw":
