@@ -223,3 +223,14 @@ def test_a_batch_as_the_api_writes_it_encodes_to_fastavros_bytes():
                    times=[H + 5, H + 6], uuids=[bytes(range(16)), bytes(16)], lines=[b'{"a":1}', b'{"b":2}'])
     assert b.encode() == b.encode_slowly()
     assert b.encode()[:8] == bytes([0xE4, 0xE4, 0x33]) + avro.long_of(H)[:5]   # 424242 and the hour, zig-zag
+
+
+def test_avro_longs_are_fastavros_at_each_length_boundary():
+    edges = {0, -1, (1 << 63) - 1, -(1 << 63)}
+    for k in range(1, 10):   # a zig-zag value of 7k bits is the last of k bytes: either side of it, either sign
+        for n in ((1 << (7 * k - 1)) - 1, 1 << (7 * k - 1), -(1 << (7 * k - 1)), -(1 << (7 * k - 1)) - 1):
+            edges.update({n - 1, n, n + 1})
+    for n in sorted(e for e in edges if -(1 << 63) <= e < (1 << 63)):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, "long", n)
+        assert avro.long_of(n) == buf.getvalue(), n
