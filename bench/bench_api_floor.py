@@ -230,9 +230,9 @@ def mixed(args) -> None:
     cpu = asyncio.run(run())
     asyncio.events.Handle._run = handle_run
 
-    def pct(xs: list[float], p: float) -> float:
+    def pct(xs: list[float], p: float) -> float | None:
         xs = sorted(xs)
-        return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000, 2)
+        return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000, 2) if xs else None
     out = {"tree": args.tree, "mixed_eps": args.mixed, "large_every": args.large_every,
            "large_events": args.large_events, "seconds": args.seconds, "requests": n, "load": os.getloadavg()[0],
            "cpu_share": round(cpu / args.seconds, 2),
