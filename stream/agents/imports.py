@@ -46,7 +46,16 @@ class _TableStore:
         process. The record goes to the Kafka producer itself, not through faust's buffer, whose flush gives up
         after 0.1 s (``stream.dedup.table``)."""
         table = self.table
-        table.data[key] = value
+        store = table.data
+        db_of = getattr(store, "_db_for_partition", None)
+        if db_of is not None:
+            # RocksDB: into the partition named. faust's own write takes the partition of the event being handled,
+            # and asserts there is one: a record handed over outside the agent's stream (a partition's tail read
+            # back by stream.agents.contiguous) has none, and its file, produced already, was imported again
+            db_of(partition).put(key, value)
+            store._key_index[key] = partition
+        else:   # the memory store (no partitions)
+            store[key] = value
         sent = await table.changelog_topic.send(key=key, value=value, partition=partition,
                                                 key_serializer=table.key_serializer,
                                                 value_serializer=table.value_serializer,
