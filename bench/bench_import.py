@@ -554,11 +554,17 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
                     log(f"  repeat {rep} worker of {a.before}: {x.get('rows_per_s', 0):,.0f} rows/s, cpu "
                         f"{x.get('cpu_us_per_row', 0):.1f} µs/row, {x['status']}")
                 elif kind.startswith("p"):
-                    n = int(kind[1:])
+                    pn = int(kind[1:])
+                    spy = a.py_spy and rep == 0 and pn == procs[-1]   # the worker's own process, not its children
                     x = one[kind] = worker_run(workdir, stack, f"{run}{kind}", bucket, records, rows=n_rows(a),
-                                               timeout=a.timeout, processes=n)
+                                               timeout=a.timeout, processes=pn,
+                                               spy_to=workdir / "worker.pyspy" if spy else None)
+                    if spy:
+                        Path(a.py_spy).write_text(summarise(workdir / "worker.pyspy", "stream worker --stages import "
+                                                            f"with worker.import_processes {pn}, its own process, the "
+                                                            f"throughput part's first repeat ({n_rows(a):,} rows)"))
                     drop(stack["bootstrap"], f"{run}{kind}")
-                    log(f"  repeat {rep} worker, import_processes {n}: {x.get('rows_per_s', 0):,.0f} rows/s, cpu "
+                    log(f"  repeat {rep} worker, import_processes {pn}: {x.get('rows_per_s', 0):,.0f} rows/s, cpu "
                         f"{x.get('cpu_util', 0):.0%} of a core ({x.get('cpu_us_per_row', 0):.1f} µs/row, its own "
                         f"process {x.get('main_cpu_us_per_row', 0):.1f}), load {os.getloadavg()[0]:.2f}, "
                         f"{x['status']}")
@@ -608,6 +614,13 @@ def throughput(workdir: Path, stack: dict, s3, session: str, a: argparse.Namespa
                 f"{', '.join(f'{v:,.0f}' for v in x['rows_per_s_runs'])}), {x['cpu_us_per_row']:.1f} µs CPU/row, "
                 f"{x['main_cpu_us_per_row']:.1f} in the worker's own process")
         log(f"  p{procs[-1]} / p{procs[0]} per repeat: {', '.join(f'{v:.2f}' for v in pairs)}")
+        ok_b = [r["before"] for r in runs if r.get("before", {}).get("status") == "ok"]
+        if ok_b:
+            summary["before"] = {"tree": a.before, "rows_per_s_runs": [x["rows_per_s"] for x in ok_b],
+                                 "cpu_us_per_row_runs": [x["cpu_us_per_row"] for x in ok_b],
+                                 "cpu_us_per_row": statistics.median(x["cpu_us_per_row"] for x in ok_b)}
+            log(f"  {a.before}: {', '.join(f'{x:,.0f}' for x in summary['before']['rows_per_s_runs'])} rows/s, "
+                f"{', '.join(f'{x:.1f}' for x in summary['before']['cpu_us_per_row_runs'])} µs CPU/row")
         return {"summary": summary, "runs": runs}
     ok_w = [r["worker"] for r in runs if r.get("worker", {}).get("status") == "ok"]
     ok_b = [r["before"] for r in runs if r.get("before", {}).get("status") == "ok"]
@@ -1204,7 +1217,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds one run may take (default 600)")
     ap.add_argument("--results", default=str(BENCH / "results-import.json"))
     ap.add_argument("--py-spy", metavar="OUT", help="throughput: sample the first repeat's worker with py-spy and "
-                    "write a summary of where its CPU goes to OUT (bench/profile_summary.py)")
+                    "write a summary of where its CPU goes to OUT (bench/profile_summary.py); with --processes, the "
+                    "worker with the last value's own process")
     # the raw loop's own process
     ap.add_argument("--raw-loop", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--bootstrap", help=argparse.SUPPRESS)
