@@ -602,7 +602,9 @@ def session(a, per_hour: int, workdir: Path) -> dict:
             def start(within: float | str | None) -> subprocess.Popen:
                 env, cwd = {**os.environ, **local_aws_env()}, None
                 if isinstance(within, str):         # --trees: the worker runs the stream package of that tree
-                    env["PYTHONPATH"], cwd = within, within
+                    tree, *assignments = within.split(",")
+                    env["PYTHONPATH"], cwd = tree, tree
+                    env.update(a.split("=", 1) for a in assignments)
                 elif within is not None:
                     env["STREAM_MIRROR__REBUILD_WITHIN_S"] = str(within)
                 return subprocess.Popen([sys.executable, "-m", "stream", "worker", "-c", str(cfg), "--stages",
@@ -748,8 +750,9 @@ def main() -> int:
                     help="mirror.rebuild_within_s of the worker: several values, a mirror run each per repeat, the "
                          "worker restarted with it (default: the setting's default, one mirror run per repeat)")
     ap.add_argument("--trees", nargs="+", metavar="DIR",
-                    help="source trees (a checkout each): a mirror run per tree and repeat, the worker restarted "
-                         "from it (PYTHONPATH and working directory), each applying the same mutations; the "
+                    help="source trees (a checkout each, DIR[,NAME=VALUE...]: environment variables of its worker, "
+                         "STREAM_MIRROR__TAKE_MAX_BYTES=... for instance): a mirror run per tree and repeat, the worker "
+                         "restarted from it (PYTHONPATH and working directory), each applying the same mutations; the "
                          "backfill runs this process's tree")
     ap.add_argument("--seed", type=int, default=17)
     ap.add_argument("--py-spy", metavar="DIR", help="record the worker with py-spy during each mirror run and each "
