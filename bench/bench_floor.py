@@ -24,7 +24,9 @@ lasts until a batch of a later hour); then the enriched batches' encode and zstd
 (the dedupe step's own encode and zstd still count the batches before enrichment). Held rows are references to
 their events.valid message, kept in memory until let go, as the worker holds them. ``--identity-compare`` also
 times, alternating in each pass, that step with held rows copied into the state (the code before references) and
-with ``identity.hold_s`` 0 (nothing held), and reports them apart (not in the totals).
+with ``identity.hold_s`` 0 (nothing held), and reports them apart (not in the totals). ``--identity-only`` runs
+the other steps once, untimed (they build the identity step's input), and times the identity step alone: a shorter
+run, and one in which the collector's passes over the other steps' results do not fall inside the step.
 
 ``--api`` also times the pure steps of one ``stream api`` request against those of the ceiling endpoint of
 ``bench_api.py``, on that benchmark's request bodies (100 events each): the ceiling parses the envelope and
@@ -34,7 +36,8 @@ by partition, encodes the batches and compresses them.
 Prints the CPU microseconds per event of each step and the totals. ``bench_worker.py`` and ``bench_api.py``
 measure what each side costs with Kafka and HTTP; BENCHMARKS.md combines them into the bounds.
 
-    python bench/bench_floor.py [--events N] [--repeats R] [--api] [--identity [--identity-compare]] [--json PATH]
+    python bench/bench_floor.py [--events N] [--repeats R] [--api] [--identity [--identity-compare]]
+                                [--identity-only] [--json PATH]
 """
 
 from __future__ import annotations
@@ -197,7 +200,17 @@ def measure_identity(accepted: list[tuple[int, int, EventBatch, list[int]]], n: 
             "us_per_event": {k: round(v / n * 1e6, 2) for k, v in out.items()}, "compare": compare}
 
 
-def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: bool = False) -> dict:
+def _once(step: Callable[[], None], repeats: int, setup: Callable[[], None] | None = None) -> float:
+    """A step run once for what it builds, untimed (``--identity-only``)."""
+    if setup is not None:
+        setup()
+    step()
+    return float("nan")
+
+
+def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: bool = False,
+            identity_only: bool = False) -> dict:
+    timed = _once if identity_only else _timed
     wl = generate(n, 4)
     polls: list[tuple[int, list]] = []
     for p in range(wl.partitions):
@@ -238,9 +251,9 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
                 parts.add(p, h, g)
         parts.close_all()
 
-    out["raw: decode 3 fields"] = _timed(raw_decode, repeats)
-    out["raw: RocksDB dedupe"] = _timed(raw_dedupe, repeats, fresh)
-    out["raw: isal gzip of the input"] = _timed(raw_gzip, repeats)
+    out["raw: decode 3 fields"] = timed(raw_decode, repeats)
+    out["raw: RocksDB dedupe"] = timed(raw_dedupe, repeats, fresh)
+    out["raw: isal gzip of the input"] = timed(raw_gzip, repeats)
 
     # --- the worker's compute --------------------------------------------------------------------------------
     def ingest() -> list:
@@ -252,13 +265,13 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
         return res
 
     batches = ingest()
-    out["ingest: validate, normalize, group"] = _timed(ingest, repeats)
+    out["ingest: validate, normalize, group"] = timed(ingest, repeats)
     encoded = [(t, b.encode()) for t, b in batches]
-    out["ingest: EventBatch.encode"] = _timed(lambda: [b.encode() for _, b in batches], repeats)
+    out["ingest: EventBatch.encode"] = timed(lambda: [b.encode() for _, b in batches], repeats)
     compressed = [(t, zstd_encode(v)) for t, v in encoded]
-    out["ingest: zstd-3 (producer)"] = _timed(lambda: [zstd_encode(v) for _, v in encoded], repeats)
-    out["dedupe: zstd decompress"] = _timed(lambda: [zstd_decode(v) for _, v in compressed], repeats)
-    out["dedupe: EventBatch.decode"] = _timed(lambda: [EventBatch.decode(v) for _, v in encoded], repeats)
+    out["ingest: zstd-3 (producer)"] = timed(lambda: [zstd_encode(v) for _, v in encoded], repeats)
+    out["dedupe: zstd decompress"] = timed(lambda: [zstd_decode(v) for _, v in compressed], repeats)
+    out["dedupe: EventBatch.decode"] = timed(lambda: [EventBatch.decode(v) for _, v in encoded], repeats)
     decoded = [(t, EventBatch.decode(v)) for t, v in encoded]
     accepted: list[bytes] = []
     selected: list[tuple[int, int, EventBatch]] = []
@@ -282,11 +295,11 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
         for db in dbs:
             db.close()
 
-    out["dedupe: RocksDB, decide, changelog, select, encode"] = _timed(dedupe, repeats, fresh)
+    out["dedupe: RocksDB, decide, changelog, select, encode"] = timed(dedupe, repeats, fresh)
     acc_compressed = [zstd_encode(v) for v in accepted]
-    out["dedupe: zstd-3 (producer)"] = _timed(lambda: [zstd_encode(v) for v in accepted], repeats)
-    out["export: zstd decompress"] = _timed(lambda: [zstd_decode(v) for v in acc_compressed], repeats)
-    out["export: decode_rows"] = _timed(lambda: [decode_rows(v) for v in accepted], repeats)
+    out["dedupe: zstd-3 (producer)"] = timed(lambda: [zstd_encode(v) for v in accepted], repeats)
+    out["export: zstd decompress"] = timed(lambda: [zstd_decode(v) for v in acc_compressed], repeats)
+    out["export: decode_rows"] = timed(lambda: [decode_rows(v) for v in accepted], repeats)
     rows = [decode_rows(v) for v in accepted]
 
     def gzip_rows() -> None:
@@ -295,9 +308,9 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
             spool.write_rows(r.blob, r.count)
         spool.close()
 
-    out["export: isal gzip of the rows"] = _timed(gzip_rows, repeats)
+    out["export: isal gzip of the rows"] = timed(gzip_rows, repeats)
 
-    per_event = {k: round(v / n * 1e6, 2) for k, v in out.items()}
+    per_event = {k: round(v / n * 1e6, 2) for k, v in out.items() if v == v}    # not the untimed (nan) steps
     compared = {}
     if identity:
         ident = measure_identity(selected, n, repeats, work, [v for _, v in encoded],
@@ -363,14 +376,18 @@ def main() -> None:
     ap.add_argument("--identity", action="store_true", help="also time the identity stage's device side")
     ap.add_argument("--identity-compare", action="store_true",
                     help="with --identity: also time the identity step with held rows copied and with hold_s 0")
+    ap.add_argument("--identity-only", action="store_true",
+                    help="time the identity step alone (the other steps run once, untimed, to build its input)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results-floor.json"))
     args = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         print(f"figure A: generating {args.events:,} events, then {args.repeats} passes of each step ...",
               flush=True)
-        r = results["figure_a"] = measure(args.events, args.repeats, Path(tmp), args.identity, args.identity_compare)
-        _print(r, [("raw loop, compute", "raw_total"), ("worker (figure A), compute", "worker_total")])
+        r = results["figure_a"] = measure(args.events, args.repeats, Path(tmp), args.identity or args.identity_only,
+                                          args.identity_compare, args.identity_only)
+        _print(r, [] if args.identity_only else [("raw loop, compute", "raw_total"),
+                                                 ("worker (figure A), compute", "worker_total")])
         for k, v in r["identity_compared"].items():
             print(f"{k}  {v:6.2f} µs/event")
         print(f"({r['exported']:,} of {r['events']:,} events exported)")
