@@ -14,7 +14,9 @@ discovery record, on the partition that owns the record's key (``<source>:<key>`
    batches as the ingest stage makes them (``stream.imports.rows.convert``), a mirror source's mutations to
    events.mutations keyed by the mirror index key (``convert_mirror``); failing rows go to the dead-letter topic.
    The first chunk is acknowledged before the next is read (crash point ``import.reading``), then at most
-   ``MAX_CHUNKS_IN_FLIGHT`` chunks await their acknowledgements while the next ones are read;
+   ``MAX_CHUNKS_IN_FLIGHT`` chunks await their acknowledgements while the next ones are read. Given a pool
+   (``worker.import_processes``), an append source's JSON-lines file is read as raw lines and its chunks, the same
+   ones, are converted in the pool's processes (``stream.imports.pool``), their records produced in the file's order;
 3. once every record is acknowledged by Kafka (crash point ``import.produced``), the state is written: done,
    with the counts (crash point ``import.state_written``).
 

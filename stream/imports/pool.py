@@ -10,7 +10,7 @@ the file's state once every record is acknowledged, as it does for rows it conve
 imported by the one worker that owns its discovery record, once; only the CPU work moves. The records are the same
 bytes either way, and a file read again gives the same rows, ids and batches.
 
-The processes are started with ``spawn`` (never forked from a process running an event loop and Kafka clients's
+The processes are started with ``spawn`` (never forked from a process running an event loop and Kafka clients'
 threads) when the first file needs them, each with the settings of the sources and the ingest rules; on Linux they
 end with the worker (PR_SET_PDEATHSIG). A process that dies breaks the pool: the importer starts a new one and
 reads the file again from its start (``BrokenPool``).
