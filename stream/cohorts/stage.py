@@ -787,28 +787,17 @@ _LATER = object()
 taken."""
 
 
-DECODED_MAX = 1024
-"""The states a ``CohortState`` keeps decoded per partition after the apply that wrote them (the latest written), so
-that the next apply of a user's records takes the object rather than decoding the bytes again."""
-
-
 class _Txn:
     """The keys one ``CohortState.apply`` wrote, over its store. A user's state it wrote stays decoded until the
     writes are taken (``writes``), so that a user with several records in one message is decoded and encoded once,
-    not once a record; the writes are the same, in the same order.
+    not once a record; the writes are the same, in the same order."""
 
-    ``decoded``: the states earlier applies of the partition wrote, key -> (the bytes written, the object they are
-    the encoding of). A state read from the store whose bytes are those is that object (taken out: this apply owns
-    it and may change it); any other bytes (a write that failed, a partition restored from its changelog after a
-    rebalance) are decoded."""
+    __slots__ = ("pending", "store", "users")
 
-    __slots__ = ("decoded", "pending", "store", "users")
-
-    def __init__(self, store: Store, decoded: dict[bytes, tuple[bytes, StoredUser]] | None = None) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.pending: dict[bytes, Any] = {}
         self.users: dict[bytes, StoredUser] = {}
-        self.decoded = decoded if decoded is not None else {}
 
     def get(self, key: bytes) -> bytes | None:
         pending = self.pending
@@ -828,12 +817,7 @@ class _Txn:
         if u is not None:
             return u
         raw = self.get(key)
-        if raw is None:
-            return None
-        hit = self.decoded.pop(key, None)
-        if hit is not None and hit[0] == raw and key not in self.pending:
-            return hit[1]
-        return decode_user(raw)
+        return decode_user(raw) if raw is not None else None
 
     def keep(self, key: bytes, u: StoredUser) -> None:
         self.pending[key] = _LATER
@@ -855,18 +839,8 @@ class _Txn:
         """What the apply wrote, the progress (and the expiry day) last: a sync trusts a partition's progress once it
         has read it, reading the changelog only to its end offsets, so every state the records before the progress
         changed must come before it, though in a take the progress key may first have been written before them."""
-        users, decoded = self.users, self.decoded
-        out = []
-        for k, v in self.pending.items():
-            if v is _LATER:
-                u = users[k]
-                v = encode_user(u)
-                decoded[k] = (v, u)          # the latest written last
-            elif k[:1] == _U:
-                decoded.pop(k, None)
-            out.append((k, v))
-        while len(decoded) > DECODED_MAX:
-            del decoded[next(iter(decoded))]
+        users = self.users
+        out = [(k, encode_user(users[k]) if v is _LATER else v) for k, v in self.pending.items()]
         return [w for w in out if w[0][:1] not in _LAST] + [w for w in out if w[0][:1] in _LAST]
 
 
@@ -879,14 +853,13 @@ class CohortState:
         self.cohorts, self.partitions, self.state_days = cohorts, partitions, state_days
         self.store_of = store_of
         self._props: dict[bytes, dict[str, Any]] = {}
-        self._decoded: dict[int, dict[bytes, tuple[bytes, StoredUser]]] = {}    # per partition (``_Txn``)
 
     def apply(self, partition: int, records: Iterable[tuple[bytes | None, bytes]]) -> Applied:
         """Apply the records of ``partition``'s messages (key, value), in order: one message or several (a take),
         each user's state decoded, encoded and written once for all of them."""
         store = self.store_of(partition)
         out = Applied()
-        tx = _Txn(store, self._decoded.setdefault(partition, {}))
+        tx = _Txn(store)
         touched: dict[int, None] = {}    # users ACTIVITY records changed since their day index was last written
         for rec in (r for _, value in records for r in decode_all(value)):
             kind = rec.kind
