@@ -13,11 +13,14 @@ drops what it had already handled.
 A record passed over at the end of a partition reveals itself by no later record:
 a worker that restarts while the last identity.links message of a partition is
 unanswered would hold that message's rows for good. So while an agent runs, every
-``TAIL_CHECK_S`` it also compares, for each partition the worker is assigned,
-the next offset it expects with the partition's high watermark as the consumer
-last fetched it; a partition behind it that has not moved since the previous
-check (and the agent idle meanwhile) has its tail read back and handed over
-(``stalled``).
+``TAIL_CHECK_S`` it also checks whether it has handled anything since the
+previous check. Once it has been idle for ``TAIL_QUIET_CHECKS`` checks in a row
+(no seek either), it compares, for each partition the worker is assigned, the
+next offset it expects with the partition's high watermark as the consumer last
+fetched it, and reads back and hands over the tail of a partition behind it
+(``stalled``). An agent busy with one partition's records is not idle, so the
+records of another partition waiting their turn are not taken for passed over
+(and one handed over twice is dropped downstream like any replay).
 """
 
 from __future__ import annotations
@@ -60,21 +63,21 @@ def gap(expected: int | None, offset: int) -> tuple[int, int] | None:
     return expected, offset
 
 
-def stalled(expected: Mapping[int, int], ends: Mapping[int, int | None],
-            before: Mapping[int, int]) -> dict[int, tuple[int, int]]:
-    """The partitions whose next ``expected`` offset is behind their end (``ends``: the high watermark the consumer
-    last fetched, None when unknown) and was the same at the previous check (``before``): the offsets ``[first,
-    end)`` the consumer fetched and never handed over."""
+def stalled(expected: Mapping[int, int], ends: Mapping[int, int | None]) -> dict[int, tuple[int, int]]:
+    """The partitions of an idle agent whose next ``expected`` offset is behind their end (``ends``: the high
+    watermark the consumer last fetched, None when unknown): the offsets ``[first, end)`` the consumer fetched and
+    never handed over."""
     out: dict[int, tuple[int, int]] = {}
     for p, n in expected.items():
         end = ends.get(p)
-        if end is not None and end > n and before.get(p) == n:
+        if end is not None and end > n:
             out[p] = (n, end)
     return out
 
 
 READ_TIMEOUT_S = 120.0
 TAIL_CHECK_S = 5.0
+TAIL_QUIET_CHECKS = 2     # checks in a row that find the agent idle before its partitions' tails are compared
 TAIL_READ_MAX = 1000      # records read back per partition and check: a long tail is read over several checks
 
 
@@ -119,6 +122,9 @@ class Contiguous:
         self._next: dict[int, int] = {}
         self._seeks = -1
         self._lock = asyncio.Lock()       # the agent's handling and the tail check's, one at a time
+        self._handled = 0                 # handlings begun: the tail check looks for an idle agent
+        self._checked: tuple[int, int] | None = None     # (seeks, handlings) at the previous tail check
+        self._quiet = 0                   # tail checks in a row that found the agent idle
 
     async def each(self, stream: faust.StreamT, handle: Callable[[Any], Awaitable[None]]) -> None:
         """Hand every record of the agent's ``stream`` to ``handle``, in order: the records passed over before
@@ -132,6 +138,7 @@ class Contiguous:
         try:
             async for event in stream.events():
                 async with self._lock:
+                    self._handled += 1
                     for missed in await self.missed(event.message.partition, event.message.offset):
                         await handle(missed)
                     await handle(event)
@@ -148,6 +155,7 @@ class Contiguous:
         try:
             async for events in takes:
                 async with self._lock:
+                    self._handled += 1
                     records: list[Any] = []
                     for event in events:
                         records += await self.missed(event.message.partition, event.message.offset)
@@ -179,17 +187,20 @@ class Contiguous:
                     out[tp.partition] = None
         return out
 
-    async def check_tails(self, handle: Callable[[list[Any]], Awaitable[None]],
-                          before: tuple[int, Mapping[int, int]] | None) -> tuple[int, dict[int, int]]:
-        """One tail check (see the module docstring): hand over what ``stalled`` finds since the ``before`` check
-        (None: none yet); returns what the next check compares with (the seeks counted and the offsets expected).
-        A seek in between starts the comparison again."""
+    async def check_tails(self, handle: Callable[[list[Any]], Awaitable[None]]) -> dict[int, tuple[int, int]]:
+        """One tail check (see the module docstring): once the agent has been idle for ``TAIL_QUIET_CHECKS``
+        checks in a row, hand over what ``stalled`` finds. Returns the ranges read back."""
         async with self._lock:
             self._follow_seeks()
-            ends = self._ends()
-            since = before[1] if before is not None and before[0] == self._seeks else {}
-            for p, (first, end) in stalled(self._next, ends, since).items():
+            now = (self._seeks, self._handled)
+            self._quiet = self._quiet + 1 if now == self._checked else 0
+            self._checked = now
+            if self._quiet < TAIL_QUIET_CHECKS:
+                return {}
+            found = stalled(self._next, self._ends())
+            for p, (first, end) in list(found.items()):
                 end = min(end, first + TAIL_READ_MAX)
+                found[p] = (first, end)
                 records = await self.read(self.client_args, self.topic, p, first, end)
                 self._next[p] = end
                 metrics.RECORDS_READ_BACK.labels(self.stage).inc(len(records))
@@ -198,20 +209,20 @@ class Contiguous:
                             self.stage, first, end - 1, self.topic, p, len(records))
                 if records:
                     await handle(records)
-            return self._seeks, dict(self._next)
+            if found:
+                self._handled += 1        # a handling: the next tails are compared after quiet checks again
+            return found
 
     async def watch_tails(self, handle: Callable[[list[Any]], Awaitable[None]],
                           every_s: float = TAIL_CHECK_S) -> None:
         """``check_tails`` every ``every_s`` while the agent runs. A failed check is said and tried again."""
-        before: tuple[int, dict[int, int]] | None = None
         while True:
             await wait(every_s)
             try:
-                before = await self.check_tails(handle, before)
+                await self.check_tails(handle)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                before = None
                 log.warning("%s: the check for passed-over records at the end of %s failed (%s: %s); checked again "
                             "in %gs", self.stage, self.topic, type(exc).__name__, exc, every_s)
 
