@@ -84,7 +84,7 @@ def partition_of(amplitude_id: int, partitions: int) -> int:
     return amplitude_id % partitions
 
 
-class StoredUser(msgspec.Struct, array_like=True, tag=2):
+class StoredUser(msgspec.Struct, array_like=True, tag=2, gc=False):
     """One user's cohort state (module docstring), its condition keys written once: ``keys`` are the condition keys
     it counts, and ``counts`` and ``recent`` name a key by its index there. ``counts``: key index -> day -> events;
     ``recent``: upload minute -> day -> events of the last ``RECENT_MS`` by key index (a column per key, a key
@@ -107,7 +107,7 @@ class StoredUser(msgspec.Struct, array_like=True, tag=2):
     merged_into: int | None = None
 
 
-class StoredUserV1(msgspec.Struct, array_like=True):
+class StoredUserV1(msgspec.Struct, array_like=True, gc=False):
     """The layout a state was stored in before ``StoredUser``: each condition key written out in ``counts`` and
     again in every bucket of ``recent`` (upload minute -> condition key -> day -> events). Read (``decode_user``) and
     written again as a ``StoredUser`` by the next write of its user."""
@@ -141,7 +141,7 @@ def decode_user(data: bytes) -> StoredUser:
     return _dec(data)
 
 
-class SeenUser(msgspec.Struct, array_like=True, tag=2):
+class SeenUser(msgspec.Struct, array_like=True, tag=2, gc=False):
     """A ``StoredUser`` as a sync reads it (``view``): its ``marks``, which only the stage reads, are left encoded
     (the state keeps one per events.accepted partition and source its events came through)."""
 
@@ -421,7 +421,7 @@ def _unused_keys_dropped(u: StoredUser) -> StoredUser:
 
 # --- records of the cohorts topic --------------------------------------------------------------------------------
 
-class CohortRecord(msgspec.Struct, array_like=True):
+class CohortRecord(msgspec.Struct, array_like=True, gc=False):
     """One record of the cohorts topic, with the fields of ``schemas/cohort_record.avsc``, which documents them. On
     the wire: msgpack, the fields in the schema's order (a benchmark showed fastavro's per-record cost to be most
     of the stage's: BENCHMARKS.md, Cohorts); a message is an array of them (``decode_all``)."""
@@ -558,9 +558,9 @@ class RowReader:
         fields: list[tuple[str, Any, Any]] = [(self.attr[n], Any, None) for n in self.top]
         for h, names in self.holders.items():
             inner = msgspec.defstruct(f"Holder{self.attr[h]}", [(a, Any, None) for a in self.inner[h].values()],
-                                      rename={a: n for n, a in self.inner[h].items()})
+                                      rename={a: n for n, a in self.inner[h].items()}, gc=False)
             fields.append((self.attr[h], inner | None, None))   # type: ignore[operator]
-        row_type = msgspec.defstruct("FastRow", fields, rename={a: n for n, a in self.attr.items()})
+        row_type = msgspec.defstruct("FastRow", fields, rename={a: n for n, a in self.attr.items()}, gc=False)
         self.read: Callable[[bytes], Any] = msgspec.json.Decoder(row_type).decode
         self.filtered = any(c.filters for c in cohorts.conditions.values())
 

@@ -206,3 +206,18 @@ def test_a_take_of_batches_sends_each_partition_the_records_of_its_batches_in_or
             by_batch.accepted(part, b)
     assert {q: s.data for q, s in by_take.stores.items()} == {q: s.data for q, s in by_batch.stores.items()}
     assert by_take.totals.applied == by_batch.totals.applied == sum(len(b.lines) for _, b in batches)
+
+
+def test_the_stages_per_event_structs_are_not_tracked_by_the_garbage_collector():
+    """A row's Struct, its user_properties', a cohorts-topic record and a user's state hold JSON values and other
+    Structs alone, never a cycle: the collector does not track them (each would count towards its next run)."""
+    import gc
+
+    from stream.cohorts.stage import StoredUser, decode_all, decode_user, encode_user
+    reader = RowReader(COHORTS)
+    r = reader.read(b'{"amplitude_id": 5, "app": 424242, "event_type": "purchase", "user_properties": {"plan": "pro"},'
+                    b' "event_properties": {"page": "/cart"}}')
+    ((_, _, value),) = Rekeyer(COHORTS, 1).batch(0, batch_of([orjson.dumps({
+        "amplitude_id": 5, "app": P, "event_type": "purchase", "user_properties": {"plan": "pro"}})]))
+    state = decode_user(encode_user(StoredUser(project=P, keys=["k"], counts={0: {1: 2}})))
+    assert [gc.is_tracked(x) for x in (r, r.user_properties, decode_all(value)[0], state)] == [False] * 4
