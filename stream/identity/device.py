@@ -37,9 +37,10 @@ source offsets. An upstream replay is another matter: dedupe lets the same
 event through again (a file read again after a crash, an ingest replay), and
 the exporter, which drops such repeats by their source offsets, cannot know an
 event that went out on the held rows' source. So each device keeps, per source,
-the offset of its last held row (``Device.held``), and its rows from that
-source up to that offset are dropped here (``Resolution.replayed``): they went
-out already.
+the offset of its last held row (``Device.held``; its hold's record keeps it
+while the hold lasts, ``Held.offsets``, so that holding rows does not rewrite
+the device's record too), and its rows from that source up to that offset are
+dropped here (``Resolution.replayed``): they went out already.
 
 **Races, and which id an event carries.** An event carries the id its device
 (or its (device, user) pair) has in its partition's state when the event is
@@ -472,6 +473,15 @@ class _HoldBook:
         if past_bound:
             self.past_bound += len(rows)
         self.waits.append(max(0, now_ms - h.since))
+        if h.offsets:       # the device's record keeps the highest offset of each source's rows held (``Held``)
+            dk = b"D" + hk[1:]
+            v = self.st.current(dk)
+            if v is not None:
+                d = dec_device(v)
+                if any(o > d.held.get(src, -1) for src, o in h.offsets.items()):
+                    for src, o in h.offsets.items():
+                        d.held[src] = max(o, d.held.get(src, -1))
+                    self.st.put(dk, enc.encode(d))
         self.held[hk] = None
         self.index.pop(hk, None)
 
@@ -497,7 +507,7 @@ class _HoldBook:
                     # a chunk's key is written by one message only (``Held``)
                     self.st.put_new(held_chunk_key(hk, h.first, h.chunks), self._shared(h.rows))
                     h.chunks += 1
-                v = enc.encode(Held(h.since, h.waiting, [], h.chunks, h.first))
+                v = enc.encode(Held(h.since, h.waiting, [], h.chunks, h.first, h.offsets))
                 if v != self.st.get(hk):
                     self.st.put(hk, v)
             elif self.st.get(hk) is not None:
@@ -585,6 +595,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     linked = [False] * n
     devices: dict[bytes, Device | None] = {}
     replayed = 0
+    book = _HoldBook(st, hold.at) if hold is not None else None
     for i, r in enumerate(rows):
         if r is None:
             continue
@@ -594,10 +605,15 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         else:
             v = st.get(dk)
             d = devices[dk] = dec_device(v) if v is not None else None
-        if hold is not None and d is not None and d.held and hold.offsets[i] <= d.held.get(hold.source, -1):
-            rows[i], keep[i] = None, False      # a row that went through a hold, again: it went out already
-            replayed += 1
-            continue
+        if book is not None and d is not None and (d.held or heldkeys[i] in book.index):
+            seen = d.held.get(hold.source, -1)
+            hh = book.get(heldkeys[i]) if heldkeys[i] in book.index else None     # a hold of the device, now
+            if hh is not None and hh.offsets:
+                seen = max(seen, hh.offsets.get(hold.source, -1))
+            if hold.offsets[i] <= seen:
+                rows[i], keep[i] = None, False      # a row that went through a hold, again: it went out already
+                replayed += 1
+                continue
         uid = r.user_id or ""
         if d is not None and (not uid or uid == d.user):
             aids[i] = d.aid
@@ -622,12 +638,10 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         aids[i] = aid
     if counter != counter0:
         st.put(COUNTER, encode_int(counter))
-    if hold is not None:
-        book = _HoldBook(st, hold.at)
+    if book is not None:
         book.expire(hold.now_ms, hold.bound_ms, hold.hour)     # before this batch's rows, which then go out after
     held = 0
     held_rows: list[int] = []
-    marked: set[bytes] = set()
 
     # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
     st.load({profile_key(project, a) for a in {a for a, r in zip(aids, rows) if r is not None}})
@@ -703,11 +717,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 h.waiting.append(r.user_id)
         if h is not None:
             assert hold is not None
-            dev = devices[devkeys[i]]
-            assert dev is not None
-            if hold.offsets[i] > dev.held.get(hold.source, -1):
-                dev.held[hold.source] = hold.offsets[i]
-                marked.add(devkeys[i])
+            if hold.offsets[i] > h.offsets.get(hold.source, -1):     # the device's record takes it when let go
+                h.offsets[hold.source] = hold.offsets[i]
             if hold.index is not None and cut >= 0:    # by reference: its bytes stay in the topic
                 h.rows.append(HeldRow(project, b"", event_type, bytes(gp), processed, aid, prof.created,
                                       prof.start_version, prof.paying,
@@ -735,8 +746,6 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for gk, g in group_state.items():
         if g.dirty:
             st.put(gk, g.raw)
-    for dk in marked:
-        st.put(dk, enc.encode(devices[dk]))
     released = book.result() if hold is not None else Released([])
     return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped, held,
                       released, replayed, held_rows)

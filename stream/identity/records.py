@@ -15,7 +15,7 @@ key                                            value (msgpack arrays, ``Struct``
 ``G<project>\\0<group type>\\0<name>``         the group's properties (JSON)
 ``U<project>\\0<user_id>``                     ``User``: the user's id and fields (user side)
 ``W<events.valid partition>``                  highest events.valid offset applied from it
-``H<project>\\0<device>``                      ``Held``: the device's hold (since, waiting, chunks)
+``H<project>\\0<device>``                      ``Held``: the device's hold (since, waiting, chunks, offsets)
 ``Q<project>\\0<device>`` + first + n (8+4)    the hold's n-th chunk of rows (``HeldRow`` list, references to
                                                their events.valid messages), one per batch
 ``R<project>\\0<device>`` + n (4 bytes)        the same, as a previous version numbered them (read, not written)
@@ -61,7 +61,7 @@ class Device(msgspec.Struct, array_like=True, gc=False):
     user: str            # "" while no user_id was seen on the device
     # per source ("topic[partition]"), the highest source offset of the device's rows that were held: an upstream
     # replay of one (the same event again, which dedupe lets through) is known by it and dropped, as it went out
-    # through the hold, under another source than its own
+    # through the hold, under another source than its own (written when a hold is let go; ``Held.offsets`` meanwhile)
     held: dict[str, int] = msgspec.field(default_factory=dict)
 
 
@@ -166,15 +166,21 @@ class Held(msgspec.Struct, array_like=True, gc=False):
     message lists it under ``unused_key`` and it is deleted once the message's offset is committed
     (``IdentityTable.apply``), so that letting rows go journals no pre-image of them.
 
+    ``offsets``: per source, the highest source offset of the rows this hold holds. The device's record
+    (``Device.held``) takes them when the hold is let go, so that holding a batch's rows writes this record alone,
+    not the device's too; until then an upstream replay of a held row is known by either.
+
     A value written by a previous version has ``first`` -1: its rows are here (``rows``, before chunks existed)
     or in chunks ``held_rows_key(H key, n)``; read as such, they move to chunks of the current layout when the
-    hold is next written. In memory, ``rows`` are the rows not in a chunk yet."""
+    hold is next written. In memory, ``rows`` are the rows not in a chunk yet. A hold written before ``offsets``
+    has none: its rows' offsets are in the device's record already."""
 
     since: int
     waiting: list[str]
     rows: list[HeldRow]
     chunks: int = 0
     first: int = -1
+    offsets: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class Holds(msgspec.Struct, array_like=True, gc=False):

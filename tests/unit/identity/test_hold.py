@@ -159,7 +159,27 @@ def test_an_event_that_went_through_a_hold_and_comes_again_from_upstream_is_drop
     assert (len(rows), res.replayed) == (1, 0)
 
 
-def test_holding_a_batch_writes_that_batchs_rows_and_the_holds_record_not_the_rows_held_before():
+def test_an_event_held_and_come_again_from_upstream_while_its_hold_lasts_is_dropped_and_the_device_keeps_its_offset():
+    """While a hold lasts, the highest source offset of its rows is in the hold's record, not yet the device's: an
+    upstream replay of a held row is dropped all the same, and once the hold is let go the device's record has it."""
+    from stream.identity.records import dec_device, dec_held, device_key, held_key
+    p = Partition(0)
+    dk, hk = device_key(PROJECT, "dev-aaaa1"), held_key(PROJECT, "dev-aaaa1")
+    rows, res = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1"), now=NOW, bound=10**9, offsets=[10, 11])
+    assert (rows, res.held, dec_device(p.db[dk]).held, dec_held(p.db[hk]).offsets) == (
+        [], 2, {}, {"events.ingest[0]": 11})
+    rows, res = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-aaaa1"), ev("dev-aaaa1"), now=NOW + 1, bound=10**9,
+                      offsets=[10, 11, 12])
+    assert (res.keep, res.replayed, res.held) == ([False, False, False], 2, 1)    # 10 and 11 again; 12 held
+    assert (dk in res.writes, dec_held(p.db[hk]).offsets) == (False, {"events.ingest[0]": 12})
+    rows, res = p.run(ev("dev-cccc3"), now=NOW + 10**9 + 1, bound=10**9)          # past the bound: let go
+    assert ([o for _, _, o in res.released.rows], hk in p.db, dec_device(p.db[dk]).held) == (
+        [0, 1, 2], False, {"events.ingest[0]": 12})
+    rows, res = p.run(ev("dev-aaaa1"), ev("dev-aaaa1"), now=NOW + 10**9 + 2, offsets=[12, 13])
+    assert ([r["device_id"] for r in rows], res.replayed) == (["dev-aaaa1"], 1)
+
+
+def test_holding_a_batch_writes_that_batchs_rows_and_the_holds_record_not_the_rows_held_before_nor_the_device():
     from stream.identity.records import (Held, dec_held, dec_held_rows, dec_keys, device_key, enc, held_chunk_key,
                                          held_key, profile_key, unused_key)
     p = Partition(0)
@@ -170,15 +190,16 @@ def test_holding_a_batch_writes_that_batchs_rows_and_the_holds_record_not_the_ro
     for n in range(1, 41):
         _, res = p.run(*[ev("dev-aaaa1", user_properties={"n": n}) for _ in range(3)], now=NOW + n, bound=10**9)
         chunk = held_chunk_key(hk, 0, n)
-        assert (res.held, set(res.writes), res.before[chunk]) == (3, {dk, ak, hk, chunk}, None)
-        assert dec_held(res.writes[hk]) == Held(NOW, ["user-1111"], [], n + 1, 0)
+        assert (res.held, set(res.writes), res.before[chunk]) == (3, {ak, hk, chunk}, None)
+        # the highest source offset held is the hold's (the device's record takes it when the hold is let go)
+        assert dec_held(res.writes[hk]) == Held(NOW, ["user-1111"], [], n + 1, 0, {"events.ingest[0]": 3 * n})
         # the batch's rows, the user's properties once (the rows after the first show the same)
         assert [(r.key, r.uuid, r.props) for r in dec_held_rows(res.writes[chunk])] == [
             (b"k0", b"u%015d" % 0, b'{"n":%d}' % n), (b"k1", b"u%015d" % 1, b""), (b"k2", b"u%015d" % 2, b"")]
         sizes.append(sum(len(v) for v in res.writes.values()) + sum(len(v or b"") for v in res.before.values()))
     # the bytes written (and journaled) by a batch are those of its own rows, however many rows are held already
     assert sizes[39] - sizes[0] <= 16, sizes          # (the digits of n and of offsets grow)
-    assert enc.encode(Held(NOW, ["user-1111"], [], 41, 0)) == p.db[hk]
+    assert enc.encode(Held(NOW, ["user-1111"], [], 41, 0, {"events.ingest[0]": 120})) == p.db[hk]
     rows, res = p.run(ev("dev-cccc3"), now=NOW + 10**9)               # past the bound: all 121 go, in order
     assert [(orjson.loads(line)["user_properties"], o) for _, line, o in res.released.rows] == [({}, 0)] + [
         ({"n": n}, 1 + 3 * (n - 1) + i) for n in range(1, 41) for i in range(3)]
