@@ -16,11 +16,16 @@ unanswered would hold that message's rows for good. So while an agent runs, ever
 ``TAIL_CHECK_S`` it also checks whether it has handled anything since the
 previous check. Once it has been idle for ``TAIL_QUIET_CHECKS`` checks in a row
 (no seek either), it compares, for each partition the worker is assigned, the
-next offset it expects with the partition's high watermark as the consumer last
-fetched it, and reads back and hands over the tail of a partition behind it
+next offset it expects with where faust's consumer has read the partition to
+(the last offset it handed to its conductor, or skipped; within the high
+watermark), and reads back and hands over the tail of a partition behind it
 (``stalled``). An agent busy with one partition's records is not idle, so the
-records of another partition waiting their turn are not taken for passed over
-(and one handed over twice is dropped downstream like any replay).
+records of another partition waiting their turn are not taken for passed over;
+records faust has fetched and not yet handed on (its conductor waiting on a full
+queue of another agent) are not counted as read. A handler that fails on a tail
+stops the agent, as a failure on any record does, and the tail is read back again
+when it starts again; a revocation of the partition waits for a tail being handed
+over.
 """
 
 from __future__ import annotations
@@ -112,6 +117,10 @@ async def read_range(client_args: Mapping[str, Any], topic: str, partition: int,
         await stop_all(c)
 
 
+class _TailFailed(Exception):
+    """The agent's handler failed on a tail the check read back (``__cause__``)."""
+
+
 class Contiguous:
     """The gaps of one agent's input topic (see the module docstring)."""
 
@@ -125,6 +134,28 @@ class Contiguous:
         self._handled = 0                 # handlings begun: the tail check looks for an idle agent
         self._checked: tuple[int, int] | None = None     # (seeks, handlings) at the previous tail check
         self._quiet = 0                   # tail checks in a row that found the agent idle
+        self._failure: BaseException | None = None      # a handler's failure on a tail: the agent stops with it
+        self._no_tail = asyncio.Event()   # set while no tail is being read back or handed over
+        self._no_tail.set()
+        revoked = getattr(app, "on_partitions_revoked", None)
+        if revoked is not None:
+            revoked.connect(self._wait_for_the_tail)
+
+    async def _wait_for_the_tail(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """A revocation of the topic's partitions waits for a tail being handed over: records read back hold no
+        faust message whose acknowledgement the revocation would wait for."""
+        if any(tp.topic == self.topic for tp in revoked):
+            await self._no_tail.wait()
+
+    def _watch(self, handle: Callable[[list[Any]], Awaitable[None]]) -> asyncio.Future:
+        self._failure = None
+        return asyncio.ensure_future(self.watch_tails(handle, self.tail_check_s, asyncio.current_task()))
+
+    def _raise_failure(self) -> None:
+        """In the agent's loop, cancelled by the tail check: the handler's failure on the tail, if that is why."""
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     async def each(self, stream: faust.StreamT, handle: Callable[[Any], Awaitable[None]]) -> None:
         """Hand every record of the agent's ``stream`` to ``handle``, in order: the records passed over before
@@ -134,7 +165,7 @@ class Contiguous:
         async def each_of(records: list[Any]) -> None:
             for r in records:
                 await handle(r)
-        watcher = asyncio.ensure_future(self.watch_tails(each_of, self.tail_check_s))
+        watcher = self._watch(each_of)
         try:
             async for event in stream.events():
                 async with self._lock:
@@ -142,6 +173,9 @@ class Contiguous:
                     for missed in await self.missed(event.message.partition, event.message.offset):
                         await handle(missed)
                     await handle(event)
+        except asyncio.CancelledError:
+            self._raise_failure()
+            raise
         finally:
             watcher.cancel()
 
@@ -151,7 +185,7 @@ class Contiguous:
         before one (``missed``) first, then the one itself. A take's events are acknowledged once ``handle`` has
         returned for it (when the next take is asked for). A partition's tail passed over is handed over by the
         tail check (``watch_tails``)."""
-        watcher = asyncio.ensure_future(self.watch_tails(handle, self.tail_check_s))
+        watcher = self._watch(handle)
         try:
             async for events in takes:
                 async with self._lock:
@@ -161,6 +195,9 @@ class Contiguous:
                         records += await self.missed(event.message.partition, event.message.offset)
                         records.append(event)
                     await handle(records)
+        except asyncio.CancelledError:
+            self._raise_failure()
+            raise
         finally:
             watcher.cancel()
 
@@ -172,24 +209,32 @@ class Contiguous:
                           if tp.topic == self.topic}
 
     def _ends(self) -> dict[int, int | None]:
-        """The high watermark the consumer last fetched of each partition of the topic assigned to this worker;
-        nothing while a rebalance or a recovery holds the flow (or without a faust consumer)."""
+        """For each partition of the topic assigned to this worker, the offset after the last one faust's consumer
+        handed to its conductor or skipped (``Consumer._read_offset``, private to faust: without it, nothing is
+        compared), within the high watermark it last fetched (after a seek faust sets the read offset to the
+        committed one, which may not exist yet); nothing while a rebalance or a recovery holds the flow."""
         consumer = getattr(self.app, "consumer", None)
         flow = getattr(self.app, "flow_control", None)
         if consumer is None or flow is None or not flow.is_active() or getattr(self.app, "rebalancing", False):
             return {}
+        read = getattr(consumer, "_read_offset", None)
+        if read is None:
+            return {}
         out: dict[int, int | None] = {}
         for tp in consumer.assignment():
             if tp.topic == self.topic:
+                last = read.get(tp)
                 try:
-                    out[tp.partition] = consumer.highwater(tp)
+                    highwater = consumer.highwater(tp)
                 except (AssertionError, KeyError):      # revoked since: aiokafka asserts it is assigned
-                    out[tp.partition] = None
+                    highwater = None
+                out[tp.partition] = None if last is None or highwater is None else min(last + 1, highwater)
         return out
 
     async def check_tails(self, handle: Callable[[list[Any]], Awaitable[None]]) -> dict[int, tuple[int, int]]:
         """One tail check (see the module docstring): once the agent has been idle for ``TAIL_QUIET_CHECKS``
-        checks in a row, hand over what ``stalled`` finds. Returns the ranges read back."""
+        checks in a row, hand over what ``stalled`` finds. Returns the ranges handed over. The handler's failure
+        is raised as ``_TailFailed``; the range's offsets are expected again then."""
         async with self._lock:
             self._follow_seeks()
             now = (self._seeks, self._handled)
@@ -198,30 +243,50 @@ class Contiguous:
             if self._quiet < TAIL_QUIET_CHECKS:
                 return {}
             found = stalled(self._next, self._ends())
-            for p, (first, end) in list(found.items()):
-                end = min(end, first + TAIL_READ_MAX)
-                found[p] = (first, end)
-                records = await self.read(self.client_args, self.topic, p, first, end)
-                self._next[p] = end
-                metrics.RECORDS_READ_BACK.labels(self.stage).inc(len(records))
-                log.warning("%s: offsets %d-%d of %s[%d] were fetched and not handed over by the consumer (the "
-                            "partition's last records, around a rebalance); read back from Kafka: %d records",
-                            self.stage, first, end - 1, self.topic, p, len(records))
-                if records:
-                    await handle(records)
-            if found:
+            done: dict[int, tuple[int, int]] = {}
+            self._no_tail.clear()
+            try:
+                for p, (first, end) in found.items():
+                    end = min(end, first + TAIL_READ_MAX)
+                    records = await self.read(self.client_args, self.topic, p, first, end)
+                    if self._ends().get(p) is None:     # revoked, or a rebalance begun, during the read
+                        continue
+                    metrics.RECORDS_READ_BACK.labels(self.stage).inc(len(records))
+                    log.warning("%s: offsets %d-%d of %s[%d] were read by the consumer and not handed over (the "
+                                "partition's last records, around a rebalance); read back from Kafka: %d records",
+                                self.stage, first, end - 1, self.topic, p, len(records))
+                    if records:
+                        try:
+                            await handle(records)
+                        except Exception as exc:
+                            raise _TailFailed() from exc
+                    self._next[p] = end
+                    done[p] = (first, end)
+            finally:
+                self._no_tail.set()
+            if done:
                 self._handled += 1        # a handling: the next tails are compared after quiet checks again
-            return found
+            return done
 
-    async def watch_tails(self, handle: Callable[[list[Any]], Awaitable[None]],
-                          every_s: float = TAIL_CHECK_S) -> None:
-        """``check_tails`` every ``every_s`` while the agent runs. A failed check is said and tried again."""
+    async def watch_tails(self, handle: Callable[[list[Any]], Awaitable[None]], every_s: float = TAIL_CHECK_S,
+                          agent: asyncio.Task | None = None) -> None:
+        """``check_tails`` every ``every_s`` while the agent runs. A failed check (a read) is said and tried again;
+        the handler's failure on a tail stops the ``agent`` with it (its loop raises it)."""
         while True:
             await wait(every_s)
             try:
                 await self.check_tails(handle)
             except asyncio.CancelledError:
                 raise
+            except _TailFailed as exc:
+                cause = exc.__cause__ or exc
+                log.error("%s: handling the tail read back of %s failed (%s: %s); the agent stops", self.stage,
+                          self.topic, type(cause).__name__, cause)
+                if agent is None:
+                    raise cause from None
+                self._failure = cause
+                agent.cancel()
+                return
             except Exception as exc:
                 log.warning("%s: the check for passed-over records at the end of %s failed (%s: %s); checked again "
                             "in %gs", self.stage, self.topic, type(exc).__name__, exc, every_s)

@@ -74,30 +74,54 @@ def test_a_partition_behind_its_end_is_its_tail_passed_over():
     assert stalled(expected, ends) == {0: (5, 6), 1: (7, 9)}
 
 
-def test_the_tail_check_reads_back_tails_only_after_quiet_checks_and_starts_again_after_a_handling_or_a_seek():
-    import asyncio
+def _tail_app(topic, highwater, read_offset, starts, active=None):
+    """A faust app as the tail check reads it: its consumer's assignment, high watermarks and read offsets."""
     from types import SimpleNamespace
 
     from aiokafka import TopicPartition
     from faust.types import TP
 
+    hw = {TP(topic, p): o for p, o in highwater.items()}
+    consumer = SimpleNamespace(highwater=hw.__getitem__, assignment=lambda: set(hw),
+                               _read_offset={TP(topic, p): o for p, o in read_offset.items()})
+    active = active if active is not None else [True]
+    return SimpleNamespace(seeks=1, starts={TopicPartition(topic, p): o for p, o in starts.items()},
+                           consumer=consumer, flow_control=SimpleNamespace(is_active=lambda: active[0]),
+                           rebalancing=False)
+
+
+def _event(partition, offset):
+    from types import SimpleNamespace
+
+    from stream.agents.contiguous import Record
+    return Record(b"v%d" % offset, SimpleNamespace(partition=partition, offset=offset))
+
+
+async def _until(cond, what, timeout_s=10.0):
+    import asyncio
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not cond():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_the_tail_check_reads_back_tails_only_after_quiet_checks_and_starts_again_after_a_handling_or_a_seek():
+    import asyncio
+
+    from aiokafka import TopicPartition
+
     from stream.agents import contiguous
-    from stream.agents.contiguous import Contiguous, Record
+    from stream.agents.contiguous import Contiguous
 
-    def event(partition, offset):
-        return Record(b"v%d" % offset, SimpleNamespace(partition=partition, offset=offset))
-
-    highwater = {TP("links", 0): 1, TP("links", 1): 2500, TP("other", 0): 9}
-    consumer = SimpleNamespace(highwater=highwater.__getitem__, assignment=lambda: set(highwater))
     active = [True]
-    app = SimpleNamespace(seeks=1, starts={TopicPartition("links", 0): 0, TopicPartition("links", 1): 0},
-                          consumer=consumer, flow_control=SimpleNamespace(is_active=lambda: active[0]),
-                          rebalancing=False)
+    # partition 0: its last record (0) read by faust and never handed over; 1: read to 2499 of 2500
+    app = _tail_app("links", {0: 1, 1: 2500, 2: 7}, {0: 0, 1: 2499, 2: 3}, {0: 0, 1: 0, 2: 4}, active)
     reads, handled = [], []
 
     async def read(client_args, topic, partition, first, end):
         reads.append((topic, partition, first, end))
-        return [event(partition, o) for o in range(first, end)]
+        return [_event(partition, o) for o in range(first, end)]
 
     async def handle(records):
         handled.append([(r.message.partition, r.message.offset) for r in records])
@@ -107,19 +131,22 @@ def test_the_tail_check_reads_back_tails_only_after_quiet_checks_and_starts_agai
 
     async def run():
         c = Contiguous(app, "links", {}, "identity", read=read)
-        c.check = lambda: c.check_tails(handle)
-        assert [await c.check(), await c.check()] == [{}, {}]      # the first check, then one quiet: not yet
-        c._handled += 1                                           # the agent handled a record meanwhile
-        assert [await c.check(), await c.check()] == [{}, {}]
-        assert await c.check() == {0: (0, 1), 1: (0, n)}          # quiet twice: both tails, 1's a part of it
-        assert [await c.check(), await c.check()] == [{}, {}]     # the read-back was a handling
-        assert await c.check() == {1: (n, 2 * n)}                 # 0 at its end now
+
+        async def check():
+            return await c.check_tails(handle)
+        assert [await check(), await check()] == [{}, {}]      # the first check, then one quiet: not yet
+        c._handled += 1                                       # the agent handled a record meanwhile
+        assert [await check(), await check()] == [{}, {}]
+        # quiet twice: both tails, 1's a part of it; 2 is read by faust to 3 only (4-6 wait in its conductor)
+        assert await check() == {0: (0, 1), 1: (0, n)}
+        assert [await check(), await check()] == [{}, {}]     # the read-back was a handling
+        assert await check() == {1: (n, 2 * n)}               # 0 at its end now
         app.seeks, app.starts = 2, {TopicPartition("links", 1): 2400}
-        assert [await c.check(), await c.check()] == [{}, {}]     # a seek: quiet checks again
+        assert [await check(), await check()] == [{}, {}]     # a seek: quiet checks again
         active[0] = False
-        assert await c.check() == {}                              # the flow held: no end known
+        assert await check() == {}                            # the flow held: nothing compared
         active[0] = True
-        assert await c.check() == {1: (2400, 2500)}
+        assert await check() == {1: (2400, 2500)}
     asyncio.run(run())
     assert reads == [("links", 0, 0, 1), ("links", 1, 0, n), ("links", 1, n, 2 * n), ("links", 1, 2400, 2500)]
     assert [len(h) for h in handled] == [1, n, n, 100] and handled[0] == [(0, 0)]
@@ -128,59 +155,48 @@ def test_the_tail_check_reads_back_tails_only_after_quiet_checks_and_starts_agai
 
 def test_records_waiting_while_the_agent_handles_another_partitions_are_not_taken_for_passed_over():
     import asyncio
-    from types import SimpleNamespace
 
-    from aiokafka import TopicPartition
-    from faust.types import TP
+    from stream.agents.contiguous import Contiguous
 
-    from stream.agents.contiguous import Contiguous, Record
-
-    def event(partition, offset):
-        return Record(b"v%d" % offset, SimpleNamespace(partition=partition, offset=offset))
-
-    # partition 1's record 0 is fetched (its end is 1) but waits while the agent handles partition 0's slow record
-    consumer = SimpleNamespace(highwater={TP("files", 0): 1, TP("files", 1): 1}.__getitem__,
-                               assignment=lambda: {TP("files", 0), TP("files", 1)})
-    app = SimpleNamespace(seeks=1, starts={TopicPartition("files", 0): 0, TopicPartition("files", 1): 0},
-                          consumer=consumer, flow_control=SimpleNamespace(is_active=lambda: True), rebalancing=False)
-    log, reads = [], []
+    # partition 1's record 0 is read by faust (its end is 1) but waits while the agent handles partition 0's
+    app = _tail_app("files", {0: 1, 1: 1}, {0: 0, 1: 0}, {0: 0, 1: 0})
+    log, reads, checks = [], [], []
 
     async def run():
         class Stream:
             async def events(self):
-                await asyncio.sleep(0.04)    # a check first, the agent idle
-                yield event(0, 0)
-                yield event(1, 0)
+                await _until(lambda: len(checks) >= 1, "a check with the agent idle")
+                yield _event(0, 0)
+                yield _event(1, 0)
 
         async def read(client_args, topic, partition, first, end):
             reads.append((partition, first, end))
-            return [event(partition, o) for o in range(first, end)]
+            return [_event(partition, o) for o in range(first, end)]
 
         async def handle(e):
             log.append((e.message.partition, e.message.offset))
             if e.message.partition == 0:
-                await asyncio.sleep(0.5)     # 16 check periods
+                await _until(lambda: len(checks) >= 2, "a check begun while the agent is busy")
+                await asyncio.sleep(0.1)
 
-        await Contiguous(app, "files", {}, "import", read=read, tail_check_s=0.03).each(Stream(), handle)
+        c = Contiguous(app, "files", {}, "import", read=read, tail_check_s=0.03)
+        check_tails = c.check_tails
+
+        async def counted(handle):
+            checks.append(1)
+            return await check_tails(handle)
+        c.check_tails = counted
+        await c.each(Stream(), handle)
     asyncio.run(run())
-    assert (log, reads) == ([(0, 0), (1, 0)], [])
+    assert (log, reads) == ([(0, 0), (1, 0)], []) and len(checks) >= 2
 
 
 def test_each_hands_over_a_tail_the_check_reads_back_between_the_streams_events_never_during_one():
     import asyncio
-    from types import SimpleNamespace
 
-    from aiokafka import TopicPartition
-    from faust.types import TP
+    from stream.agents.contiguous import Contiguous
 
-    from stream.agents.contiguous import Contiguous, Record
-
-    def event(partition, offset):
-        return Record(b"v%d" % offset, SimpleNamespace(partition=partition, offset=offset))
-
-    consumer = SimpleNamespace(highwater={TP("links", 0): 3}.__getitem__, assignment=lambda: {TP("links", 0)})
-    app = SimpleNamespace(seeks=1, starts={TopicPartition("links", 0): 0}, consumer=consumer,
-                          flow_control=SimpleNamespace(is_active=lambda: True), rebalancing=False)
+    app = _tail_app("links", {0: 3}, {0: 2}, {0: 0})
     log = []
 
     async def run():
@@ -188,11 +204,11 @@ def test_each_hands_over_a_tail_the_check_reads_back_between_the_streams_events_
 
         class Stream:
             async def events(self):
-                yield event(0, 0)
+                yield _event(0, 0)
                 await go.wait()      # the consumer hands nothing more over: offsets 1 and 2 were passed over
 
         async def read(client_args, topic, partition, first, end):
-            return [event(partition, o) for o in range(first, end)]
+            return [_event(partition, o) for o in range(first, end)]
 
         async def handle(e):
             log.append(("start", e.message.offset))
@@ -201,10 +217,92 @@ def test_each_hands_over_a_tail_the_check_reads_back_between_the_streams_events_
 
         task = asyncio.ensure_future(
             Contiguous(app, "links", {}, "identity", read=read, tail_check_s=0.03).each(Stream(), handle))
-        while len(log) < 6:
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(log) >= 6, "the tail handed over")
         await asyncio.sleep(0.2)         # and nothing more: the tail is handed over once
         go.set()
         await task
     asyncio.run(run())
     assert log == [("start", 0), ("end", 0), ("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+
+
+def test_a_handler_failing_on_a_tail_stops_the_agent_with_its_error_and_the_tail_is_read_again_next_time():
+    import asyncio
+
+    from stream.agents.contiguous import Contiguous
+
+    app = _tail_app("links", {0: 3}, {0: 2}, {0: 1})
+    reads, log = [], []
+
+    async def read(client_args, topic, partition, first, end):
+        reads.append((first, end))
+        return [_event(partition, o) for o in range(first, end)]
+
+    class Stream:
+        async def events(self):
+            await asyncio.Event().wait()     # nothing handed over: the tail 1-2 was passed over
+            yield _event(0, 3)
+
+    async def failing(e):
+        log.append(e.message.offset)
+        raise ValueError("the state store is closed")
+
+    c = Contiguous(app, "links", {}, "identity", read=read, tail_check_s=0.03)
+    try:
+        asyncio.run(asyncio.wait_for(c.each(Stream(), failing), 10))
+        raise AssertionError("the agent went on")
+    except ValueError as exc:
+        assert str(exc) == "the state store is closed"
+    assert (reads, log, c._next) == ([(1, 3)], [1], {0: 1})
+
+    async def handle(e):
+        log.append(e.message.offset)
+
+    async def again():
+        task = asyncio.ensure_future(c.each(Stream(), handle))
+        await _until(lambda: len(log) >= 3, "the tail handed over again")
+        task.cancel()
+    asyncio.run(again())
+    assert (reads, log, c._next) == ([(1, 3), (1, 3)], [1, 1, 2], {0: 3})
+
+
+def test_a_revocation_of_the_partitions_waits_for_a_tail_being_handed_over():
+    import asyncio
+
+    from faust.types import TP
+
+    from stream.agents.contiguous import Contiguous
+
+    app = _tail_app("links", {0: 2}, {0: 1}, {0: 0})
+    connected = []
+    app.on_partitions_revoked = type("Signal", (), {"connect": lambda self, fn: connected.append(fn)})()
+    log = []
+
+    async def run():
+        release = asyncio.Event()
+
+        async def read(client_args, topic, partition, first, end):
+            return [_event(partition, o) for o in range(first, end)]
+
+        async def handle(records):
+            log.append("tail")
+            await release.wait()
+            log.append("tail handled")
+
+        c = Contiguous(app, "links", {}, "identity", read=read)
+        assert connected == [c._wait_for_the_tail]
+        await c.check_tails(handle)
+        await c.check_tails(handle)
+        tail = asyncio.ensure_future(c.check_tails(handle))
+        await _until(lambda: log == ["tail"], "the tail's handling")
+
+        async def revoke(revoked):
+            await connected[0](app, revoked)
+            log.append("revoked " + ",".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)))
+        await revoke({TP("other", 0)})                       # another topic's partitions: no wait
+        revoking = asyncio.ensure_future(revoke({TP("links", 0)}))
+        await asyncio.sleep(0.05)
+        assert not revoking.done()
+        release.set()
+        await asyncio.gather(tail, revoking)
+    asyncio.run(run())
+    assert log == ["tail", "revoked other[0]", "tail handled", "revoked links[0]"]
