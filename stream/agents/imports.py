@@ -111,8 +111,8 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
         await gaps.each(stream, handle)
 
     async def handle(event: faust.EventT | Record) -> None:
-        """One discovered file: imported once (a read-back record writes its state on the partition of the event
-        being handled, which is its own: a gap is within one partition)."""
+        """One discovered file: imported once (its state is written on the record's own partition, named: a
+        record read back by ``Contiguous`` may be handed over outside any event of faust's)."""
         msg = event.message
         try:
             f = ImportFile.decode(event.value)

@@ -199,9 +199,12 @@ class FileImporter:
                 if isinstance(exc, BrokenPool):
                     assert self.pool is not None
                     self.pool.reset()
-                    log.error("import %s: a process converting the rows of %s died (%s; out of memory?); reading the "
-                              "file again from its start in %.1fs with new processes (rows sent before are dropped "
-                              "as replays)", src.name, f.url, exc, wait)
+                    log.error("import %s: a process converting the rows of %s died (%s); reading the file again "
+                              "from its start in %.1fs with new processes (rows sent before are dropped as replays). "
+                              "The process's own error, if it wrote one, is in this log above (an error while it "
+                              "started: its settings or installation); killed without one, it ran out of memory: "
+                              "give the worker more memory, or lower worker.import_processes (0 converts the rows "
+                              "in the worker itself)", src.name, f.url, exc, wait)
                 else:
                     log.warning("import %s: reading %s failed (%s); reading it again from its start in %.1fs (rows "
                                 "sent before are dropped as replays)", src.name, f.url, exc, wait)

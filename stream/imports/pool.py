@@ -22,7 +22,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -123,6 +125,7 @@ class _Setup(NamedTuple):
     sources: dict[str, dict[str, Any]]   # name -> the source's settings, as model_dump gives them
     ingest: dict[str, Any]
     grouping: Grouping
+    parent: int        # the worker's pid: a process that finds itself orphaned as it starts ends
 
 
 _CHILD: dict[str, Any] = {}
@@ -132,19 +135,27 @@ def setup_of(settings: Settings) -> _Setup:
     """What each process needs of the settings: its sources, its ingest rules, its batches' limits."""
     s = settings
     return _Setup({src.name: src.model_dump(mode="json") for src in s.sources}, s.ingest.model_dump(mode="json"),
-                  Grouping(s.topics.partitions, s.ingest.batch_max_events, s.kafka.max_request_bytes // 2))
+                  Grouping(s.topics.partitions, s.ingest.batch_max_events, s.kafka.max_request_bytes // 2),
+                  os.getpid())
 
 
-def _end_with_parent() -> None:
+def _end_with_parent(parent: int) -> None:
+    """Ask for SIGTERM when the worker (``parent``) dies; and if it died already, while this process was starting
+    (before the request, which then never comes), end now."""
     with contextlib.suppress(Exception):   # Linux only; elsewhere the pool's pipes closing ends the processes
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 def _init(setup: _Setup) -> None:
     """In each process: the sources' converters compiled and the rules, once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the worker handles ^C and stops the pool
-    _end_with_parent()
+    _end_with_parent(setup.parent)
+    # into the worker's own stderr (its log), which the process shares
+    sys.stderr.write(f"import: conversion process {os.getpid()} of worker {setup.parent} started\n")
+    sys.stderr.flush()
     _load(setup)
 
 

@@ -313,7 +313,7 @@ class CountingPool(LocalPool):
         raise AssertionError("this file is not converted by the pool")
 
 
-def test_csv_files_and_mirror_sources_are_converted_by_the_importer_itself():
+def test_csv_files_are_converted_by_the_importer_itself():
     s = settings()
     csv = b"event,user,device,ts\nPlay,u1,d1,1699999000000\n"
     mem, clock = Memory(), FakeClock(NOW)
@@ -326,3 +326,32 @@ def test_csv_files_and_mirror_sources_are_converted_by_the_importer_itself():
     f = ImportFile("clicks", "bkt", "in/a.csv", RECORD_MS - 5000, "sqs", size=10, etag="e1")
     state = asyncio.run(imp.handle(f, f.kafka_key, 2, 3, RECORD_MS))
     assert (state.state, state.rows, state.imported + state.dead) == (State.DONE, 1, 1)
+
+
+def _start_then_wait(parent):
+    """A conversion process's start (``_end_with_parent``), then a long wait."""
+    import time
+
+    from stream.imports.pool import _end_with_parent
+    _end_with_parent(parent)
+    time.sleep(60)
+
+
+def test_a_conversion_process_whose_worker_died_while_it_started_ends_at_once_and_one_whose_worker_lives_stays():
+    import multiprocessing
+    import os
+
+    ctx = multiprocessing.get_context("spawn")
+    # its parent is not the worker it was started for: the worker died and the process was handed to another parent
+    orphan = ctx.Process(target=_start_then_wait, args=(os.getpid() + 10_000_000,))
+    kept = ctx.Process(target=_start_then_wait, args=(os.getpid(),))
+    orphan.start()
+    kept.start()
+    try:
+        orphan.join(30)
+        kept.join(1)
+        assert (orphan.exitcode, kept.exitcode) == (0, None)
+    finally:
+        for p in (orphan, kept):
+            p.kill()
+            p.join(10)
