@@ -48,11 +48,15 @@ def encode_with_tail(name: str, head: dict[str, Any], tail: bytes) -> bytes:
     return b"".join((buf.getvalue(), _long(len(tail)), tail))
 
 
-def _long(n: int) -> bytes:
-    """Avro's ``long`` (and ``int``: the same zig-zag varint for a value in its range)."""
-    n = (n << 1) ^ (n >> 63)  # zig-zag
+def _long(value: int) -> bytes:
+    """Avro's ``long`` (and ``int``: the same zig-zag varint for a value in its range). A value outside the long's
+    range (signed 64 bits) raises OverflowError, as fastavro's writer does, rather than being written wrapped."""
+    n = (value << 1) ^ (value >> 63)  # zig-zag: [-2**63, 2**63) onto [0, 2**64), anything else past it
     if n < 0x80:
         return _ONE_BYTE[n]
+    if n >> 64:
+        raise OverflowError(f"{value} is outside an Avro long's range (-2**63 to 2**63 - 1) and cannot be written; "
+                            "the value must fit a signed 64-bit integer")
     out = bytearray()
     while n & ~0x7F:
         out.append((n & 0x7F) | 0x80)

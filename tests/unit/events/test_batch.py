@@ -3,6 +3,7 @@ from types import SimpleNamespace
 
 import fastavro
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -234,3 +235,20 @@ def test_avro_longs_are_fastavros_at_each_length_boundary():
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, "long", n)
         assert avro.long_of(n) == buf.getvalue(), n
+
+
+def test_a_value_outside_avros_long_is_refused_like_fastavro_refuses_it():
+    for n in (1 << 63, (1 << 63) + 1, -(1 << 63) - 1, -(1 << 64), 1 << 64, (1 << 64) + 5, 1 << 70, -(1 << 70)):
+        with pytest.raises(OverflowError) as e:
+            avro.long_of(n)
+        assert str(e.value) == (f"{n} is outside an Avro long's range (-2**63 to 2**63 - 1) and cannot be written; "
+                                "the value must fit a signed 64-bit integer")
+        with pytest.raises(OverflowError):
+            fastavro.schemaless_writer(io.BytesIO(), "long", n)
+    # a project id past the long: the batch is not written (it was written wrapped, read back as -1)
+    b = EventBatch(1 << 63, H, Origin("events.valid", 0, -1), keys=[b"k"], times=[H], uuids=[bytes(16)],
+                   lines=[b"{}"])
+    with pytest.raises(OverflowError):
+        b.encode()
+    with pytest.raises(OverflowError):
+        b.encode_slowly()
