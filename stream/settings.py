@@ -486,8 +486,13 @@ class SegmentSourceSettings(_Section):
                            "(segment-logs/<source_id>/<received_day>/).")
 
 
+MAX_PROJECT_ID = 2**63 - 1
+"""The largest project id: batches carry it as an Avro long (signed 64 bits)."""
+
+
 class ProjectSettings(_Section):
-    id: int = Field(..., gt=0, description="Project id: the `app` field of exported events and the key prefix.")
+    id: int = Field(..., gt=0, le=MAX_PROJECT_ID, description="Project id: the `app` field of exported events and the "
+                    "key prefix; at most 2**63 - 1.")
     name: str = Field("", description="Human-readable name.")
     api_keys: list[str] = Field(default_factory=list,
                                 description="Amplitude API keys the HTTP API accepts for this project (/2/httpapi, "
@@ -495,6 +500,14 @@ class ProjectSettings(_Section):
     segment_sources: list[SegmentSourceSettings] = Field(
         default_factory=list, description="Segment sources whose write keys the HTTP API accepts for this project "
         "(/v1/*).")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_fits_a_long(cls, value: Any) -> Any:
+        if type(value) is int and value > MAX_PROJECT_ID:
+            raise ValueError(f"the project id {value} is over {MAX_PROJECT_ID} (2**63 - 1), the largest the event "
+                             "batches carry (an Avro long); use the project's id as Amplitude shows it")
+        return value
 
 
 class S3Settings(_Section):

@@ -89,3 +89,15 @@ def test_the_ledger_must_outlive_the_topics_the_exporters_read_again():
     s = load_settings(None, topics={"retention_days": 10, "ledger_retention_days": 30})
     from stream.topics import topic_specs
     assert {t.name: t.config.get("retention.ms") for t in topic_specs(s)}["events.accepted"] == str(10 * 86_400_000)
+
+
+def test_a_project_id_past_an_avro_long_is_refused_with_what_to_do(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"projects: [{{id: 1}}, {{id: {2**63}}}]\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(f)
+    assert str(e.value) == (
+        f"invalid configuration in {f}: projects[1].id: Value error, the project id 9223372036854775808 is over "
+        "9223372036854775807 (2**63 - 1), the largest the event batches carry (an Avro long); use the project's id "
+        "as Amplitude shows it")
+    assert load_settings(None, projects=[{"id": 2**63 - 1}]).projects[0].id == 2**63 - 1
