@@ -117,34 +117,55 @@ class Messages:
     rejected: list[tuple[int, Rejected, Any]]
 
 
-def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, max_message_bytes: int,
-             max_messages: int, new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> Messages | ApiError:
-    """The full messages of one call (``call_type`` None: a /v1/batch), each checked against Segment's limits."""
+@dataclass
+class Batch:
+    """A call's messages and what applies to all of them, checked once before its messages are (``batch_of``)."""
+
+    items: list[Any]
+    call_type: str | None
+    sent_at: Any
+    ctx: dict[str, Any] | None
+    integrations: dict[str, Any] | None
+    too_many: Rejected | None   # a /v1/batch of more than max_messages: why each of its messages is rejected
+
+
+def batch_of(obj: dict[str, Any], call_type: str | None, *, max_messages: int) -> Batch | ApiError:
+    """The head of ``messages``: the call's messages, its batch-level fields, or the 400 a malformed batch gets."""
     if call_type is not None:
-        items, sent_at, ctx, integrations = [obj], None, None, None
-    else:
-        items = obj.get("batch")
-        if type(items) is not list:
-            return error(400, "invalid_json", "a batch needs \"batch\": an array of messages")
-        sent_at, ctx, integrations = obj.get("sentAt"), obj.get("context"), obj.get("integrations")
-        if ctx is not None and type(ctx) is not dict:
-            return error(400, "invalid_json", "the batch's context must be an object")
-        if integrations is not None and type(integrations) is not dict:
-            return error(400, "invalid_json", "the batch's integrations must be an object")
-        for name, value in (("context", ctx), ("integrations", integrations)):
-            if value is not None and value_depth_over(value, MAX_READ_DEPTH - 1) is not None:
-                return too_deep_request(f"the batch's {name}")
-    out = Messages([], [])
-    too_many = call_type is None and len(items) > max_messages
-    for i, msg in enumerate(items):
+        return Batch([obj], call_type, None, None, None, None)
+    items = obj.get("batch")
+    if type(items) is not list:
+        return error(400, "invalid_json", "a batch needs \"batch\": an array of messages")
+    sent_at, ctx, integrations = obj.get("sentAt"), obj.get("context"), obj.get("integrations")
+    if ctx is not None and type(ctx) is not dict:
+        return error(400, "invalid_json", "the batch's context must be an object")
+    if integrations is not None and type(integrations) is not dict:
+        return error(400, "invalid_json", "the batch's integrations must be an object")
+    for name, value in (("context", ctx), ("integrations", integrations)):
+        if value is not None and value_depth_over(value, MAX_READ_DEPTH - 1) is not None:
+            return too_deep_request(f"the batch's {name}")
+    too_many = None if len(items) <= max_messages else Rejected(
+        Reason.TOO_LARGE, "batch", f"the batch holds {len(items)} messages; the limit is {max_messages} "
+        "(api.segment_max_batch_messages): send smaller batches")
+    return Batch(items, None, sent_at, ctx, integrations, too_many)
+
+
+def check(batch: Batch, received_ms: int, *, max_message_bytes: int,
+          new_id: Callable[[], str] = lambda: str(uuid.uuid4()), start: int = 0, stop: int | None = None,
+          into: Messages | None = None) -> Messages | ApiError:
+    """The step of ``messages`` for each message: the full messages of ``batch.items[start:stop]`` (indexes counted
+    in ``batch.items``), added to ``into``. A call checked slice after slice into one ``Messages`` gets what one call
+    over it gives; a message nested past ``MAX_READ_DEPTH`` answers the whole call with a 400 wherever it is."""
+    out = Messages([], []) if into is None else into
+    call_type, ctx, integrations = batch.call_type, batch.ctx, batch.integrations
+    items = batch.items[start:stop] if start or stop is not None else batch.items
+    for i, msg in enumerate(items, start):
         # nothing encodes a message before its depth is known (orjson refuses past 254 levels)
         depth = value_depth_over(msg)
         if depth is not None and value_depth_over(msg, MAX_READ_DEPTH) is not None:
             return too_deep_request("the message" if call_type is not None else f"message {i} of the batch")
-        if too_many:
-            out.rejected.append((i, Rejected(Reason.TOO_LARGE, "batch", f"the batch holds {len(items)} messages; "
-                                             f"the limit is {max_messages} (api.segment_max_batch_messages): send "
-                                             "smaller batches"), msg))
+        if batch.too_many is not None:
+            out.rejected.append((i, batch.too_many, msg))
             continue
         if depth is not None:
             out.rejected.append((i, too_deep(depth), msg))
@@ -155,8 +176,8 @@ def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, ma
                 out.rejected.append((i, Rejected(Reason.TOO_LARGE, None, f"the message is {size} bytes; the limit "
                                                  f"is {max_message_bytes} (api.segment_max_message_bytes)"), msg))
                 continue
-        full = full_message(msg, call_type, received_ms=received_ms, message_id=new_id(), batch_sent_at=sent_at,
-                            batch_context=ctx, batch_integrations=integrations)
+        full = full_message(msg, call_type, received_ms=received_ms, message_id=new_id(),
+                            batch_sent_at=batch.sent_at, batch_context=ctx, batch_integrations=integrations)
         if isinstance(full, Rejected):
             out.rejected.append((i, full, msg))
         elif (ctx or integrations) and (depth := value_depth_over(full)) is not None:
@@ -164,6 +185,17 @@ def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, ma
         else:
             out.full.append((i, full))
     return out
+
+
+def messages(obj: dict[str, Any], call_type: str | None, received_ms: int, *, max_message_bytes: int,
+             max_messages: int, new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> Messages | ApiError:
+    """The full messages of one call (``call_type`` None: a /v1/batch), each checked against Segment's limits: the
+    batch's head (``batch_of``), then every message (``check``) in one go. The service runs the same steps with
+    the event loop let through between slices of messages; this is what those slices add up to."""
+    batch = batch_of(obj, call_type, max_messages=max_messages)
+    if isinstance(batch, ApiError):
+        return batch
+    return check(batch, received_ms, max_message_bytes=max_message_bytes, new_id=new_id)
 
 
 def success_body(accepted: int, rejected: list[tuple[int, Rejected]]) -> dict[str, Any]:

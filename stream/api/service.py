@@ -315,10 +315,22 @@ class Ingestor:
                 return self._refused(segment.unknown_key(), client_ip, received_ms)
             key = body_key
         project, source_id = self.sources[key]
-        msgs = segment.messages(obj, call_type, received_ms, max_message_bytes=api.segment_max_message_bytes,
-                                max_messages=api.segment_max_batch_messages)
-        if isinstance(msgs, amplitude.ApiError):
-            return _reply(msgs)
+        batch = segment.batch_of(obj, call_type, max_messages=api.segment_max_batch_messages)
+        if isinstance(batch, amplitude.ApiError):
+            return _reply(batch)
+        # segment.messages, slice after slice: a large batch lets the others through after its parsing, between
+        # its slices of messages and before its normalizing (a message nested too deep ends it with a 400)
+        many = len(batch.items) > SLICE_EVENTS
+        msgs = segment.Messages([], [])
+        for start in range(0, len(batch.items), SLICE_EVENTS):
+            if many:
+                await next_turn()
+            step = segment.check(batch, received_ms, max_message_bytes=api.segment_max_message_bytes, start=start,
+                                 stop=start + SLICE_EVENTS, into=msgs)
+            if isinstance(step, amplitude.ApiError):
+                return _reply(step)
+        if many:
+            await next_turn()
         nonce = amplitude.request_nonce()
         accepted: list[Normalized] = []
         full_bytes: list[bytes] = []

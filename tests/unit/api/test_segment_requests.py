@@ -1,9 +1,12 @@
 """Segment requests: the write key, the body, Segment's limits, the bodies answered."""
 
 import base64
+import itertools
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.api import segment
 from stream.api.amplitude import ApiError
@@ -148,3 +151,87 @@ def test_a_body_nested_past_what_json_decoding_reads_is_a_400_naming_the_limit()
     deep = b'{"batch":[' + b'{"a":' * 1100 + b"1" + b"}" * 1100 + b"]}"
     got = segment.parse_body(deep)
     assert (got.status, got.body) == (400, {"success": False, "code": "too_deep", "message": "the body " + TOO_DEEP})
+
+
+# --- the batch checked slice after slice, as the service does, against messages() in one go -------------------------
+def _message(kind: str, i: int):
+    return {
+        "track": {"type": "track", "event": "e", "anonymousId": f"a-{i}", "properties": {"n": i}},
+        "with_id": {"type": "track", "event": "e", "userId": f"u-{i}", "messageId": f"m-{i}"},
+        "identify": {"type": "identify", "userId": f"u-{i}", "traits": {"plan": "pro"}},
+        "no_id": {"type": "track", "event": "e"},
+        "no_event": {"type": "track", "userId": f"u-{i}"},
+        "bad_type": {"type": "nope", "userId": f"u-{i}"},
+        "too_large": {"type": "track", "event": "e", "userId": f"u-{i}", "properties": {"s": "x" * 500}},
+        "too_deep": {"type": "track", "event": "e", "userId": f"u-{i}", "properties": nested(45)},
+        "past_read_limit": {"type": "track", "event": "e", "userId": f"u-{i}", "properties": nested(205)},
+        "not_object": [i],
+        "nested_ok": {"type": "track", "event": "e", "userId": f"u-{i}", "properties": nested(30)},
+    }[kind]
+
+
+_KINDS = ["track", "with_id", "identify", "no_id", "no_event", "bad_type", "too_large", "too_deep",
+          "past_read_limit", "not_object", "nested_ok"]
+
+
+@st.composite
+def calls(draw):
+    """A /v1/batch (or, one time in eight, a single call) of any mix of messages Segment takes and refuses, with or
+    without a batch context (one deep enough to push every message past the depth limit), and a small message limit."""
+    weights = st.sampled_from(_KINDS[:3] * 6 + _KINDS[3:])
+    kinds = draw(st.lists(weights, max_size=30))
+    items = [_message(k, i) for i, k in enumerate(kinds)]
+    if draw(st.integers(0, 7)) == 0:
+        return (items[0] if items and type(items[0]) is dict else _message("track", 0)), "track", 2500
+    obj: dict = {"batch": items}
+    ctx = draw(st.sampled_from([None, {"ip": "203.0.113.9"}, {"deep": nested(44)}]))
+    if ctx is not None:
+        obj["context"] = ctx
+    if draw(st.booleans()):
+        obj["sentAt"] = "2024-03-09T08:00:00.000Z"
+    return obj, None, draw(st.integers(1, 40))
+
+
+def _ids():
+    counter = itertools.count()
+    return lambda: f"id-{next(counter)}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(calls(), st.integers(1, 7))
+def test_a_call_checked_in_slices_is_what_messages_gives_in_one_go(call, size):
+    obj, call_type, max_messages = call
+    whole = segment.messages(obj, call_type, T, max_message_bytes=400, max_messages=max_messages, new_id=_ids())
+    batch = segment.batch_of(obj, call_type, max_messages=max_messages)
+    assert isinstance(batch, segment.Batch)
+    sliced, new_id = segment.Messages([], []), _ids()
+    for start in range(0, len(batch.items), size):
+        step = segment.check(batch, T, max_message_bytes=400, new_id=new_id, start=start, stop=start + size,
+                             into=sliced)
+        if isinstance(step, ApiError):   # a message past the read limit, in whichever slice: the whole call's 400
+            assert step == whole
+            return
+        assert step is sliced
+    assert isinstance(whole, segment.Messages)
+    assert (sliced.full, sliced.rejected) == (whole.full, whole.rejected)
+    assert orjson.dumps([m for _, m in sliced.full]) == orjson.dumps([m for _, m in whole.full])
+
+
+def test_the_slices_agree_with_messages_on_a_400_past_the_first_slice_and_on_a_batch_over_the_limit():
+    items = [_message("track", i) for i in range(9)]
+    deep = {"batch": items[:7] + [_message("past_read_limit", 7)] + items[7:]}
+    whole = segment.messages(deep, None, T, max_message_bytes=400, max_messages=5)
+    assert (whole.status, whole.body["message"]) == (400, "message 7 of the batch " + TOO_DEEP)
+    batch = segment.batch_of(deep, None, max_messages=5)
+    into = segment.Messages([], [])
+    assert segment.check(batch, T, max_message_bytes=400, start=0, stop=3, into=into) is into
+    assert segment.check(batch, T, max_message_bytes=400, start=3, stop=6, into=into) is into
+    assert segment.check(batch, T, max_message_bytes=400, start=6, stop=9, into=into) == whole
+    over = segment.batch_of({"batch": items}, None, max_messages=5)
+    got = segment.Messages([], [])
+    for start in range(0, 9, 4):
+        segment.check(over, T, max_message_bytes=400, start=start, stop=start + 4, into=got)
+    assert got.full == [] and [(i, r) for i, r, _ in got.rejected] == [
+        (i, Rejected(Reason.TOO_LARGE, "batch", "the batch holds 9 messages; the limit is 5 "
+                     "(api.segment_max_batch_messages): send smaller batches")) for i in range(9)]
+    assert segment.messages({"batch": items}, None, T, max_message_bytes=400, max_messages=5).rejected == got.rejected
