@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,15 @@ class _NextTurn:
 
 def next_turn() -> _NextTurn:
     return _NextTurn()
+
+
+def _records(valid_topic: str, values: list[tuple[int, bytes]], dead_topic: str,
+             dead: list[bytes]) -> Iterator[tuple[str, bytes, int | None]]:
+    """(topic, value, partition) of a request's batches, then of its dead letters (partition chosen by the producer)."""
+    for p, v in values:
+        yield valid_topic, v, p
+    for d in dead:
+        yield dead_topic, d, None
 
 
 class Unavailable(Exception):
@@ -194,9 +204,13 @@ class Ingestor:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.api.produce_timeout_s):
-                futures = [await self.producer.send(self.valid_topic, v, partition=p) for p, v in values]
-                futures += [await self.producer.send(self.dead_topic, d) for d in dead]
-                await asyncio.gather(*futures)
+                futures = []
+                for n, (topic, v, p) in enumerate(_records(self.valid_topic, values, self.dead_topic, dead)):
+                    if n and not n % SLICE_EVENTS:   # a request of many dead letters: sent in slices too
+                        await next_turn()
+                    futures.append(await self.producer.send(topic, v, partition=p))
+                for n in range(0, len(futures), SLICE_EVENTS):   # waited for in slices as well
+                    await asyncio.gather(*futures[n:n + SLICE_EVENTS])
         except TimeoutError:
             self.health.mark_not_ready(PRODUCER)
             raise Unavailable(f"the brokers did not acknowledge the events within "
@@ -207,11 +221,15 @@ class Ingestor:
         metrics.API_PRODUCE_DURATION.observe(time.perf_counter() - started)
         self.health.mark_ready(PRODUCER)
 
-    def _dead_letters(self, route: str, rejected: list[tuple[int, Rejected, bytes]], received_ms: int) -> list[bytes]:
-        """Dead-letter records of rejected events: topic ``http:<route>``, partition -1, offset = event index."""
+    async def _dead_letters(self, route: str, rejected: list[tuple[int, Rejected, bytes]],
+                            received_ms: int) -> list[bytes]:
+        """Dead-letter records of rejected events: topic ``http:<route>``, partition -1, offset = event index; the
+        event loop runs once every SLICE_EVENTS encoded (a batch of thousands of messages over the limit)."""
         now = self.clock.now_ms()
         out = []
-        for i, why, value in rejected:
+        for n, (i, why, value) in enumerate(rejected):
+            if n and not n % SLICE_EVENTS:
+                await next_turn()
             out.append(deadletter.encode(why, f"http:{route}", -1, i, received_ms, None, value, now,
                                          self.rules.max_event_bytes))
         return out
@@ -219,8 +237,8 @@ class Ingestor:
     @staticmethod
     def _count_dead(rejected: list[tuple[int, Rejected]] | list[tuple[int, Rejected, bytes]]) -> None:
         """Count dead letters once the broker has them."""
-        for r in rejected:
-            metrics.EVENTS_DEAD_LETTERED.labels("api", r[1].reason.value).inc()
+        for reason, n in Counter(r[1].reason.value for r in rejected).items():
+            metrics.EVENTS_DEAD_LETTERED.labels("api", reason).inc(n)
 
     # --- failed authentications --------------------------------------------------------------------------------
     def _auth_wait(self, client_ip: str | None, now_ms: int) -> int | None:
@@ -263,8 +281,8 @@ class Ingestor:
             amplitude.validate(req.events, project, received_ms, nonce, rules, client_ip=client_ip, start=start,
                                stop=start + SLICE_EVENTS, into=checked)
         if checked.rejected:
-            dead = self._dead_letters(route, [(i, why, bytes(req.events[i])) for i, why in checked.rejected],
-                                      received_ms)
+            dead = await self._dead_letters(route, [(i, why, bytes(req.events[i])) for i, why in checked.rejected],
+                                            received_ms)
             try:
                 await self._produce([], dead)
             except Unavailable as exc:
@@ -334,7 +352,11 @@ class Ingestor:
         nonce = amplitude.request_nonce()
         accepted: list[Normalized] = []
         full_bytes: list[bytes] = []
-        rejected: list[tuple[int, Rejected, bytes]] = [(i, why, orjson.dumps(m)) for i, why, m in msgs.rejected]
+        rejected: list[tuple[int, Rejected, bytes]] = []
+        for j, (i, why, m) in enumerate(msgs.rejected):
+            if j and not j % SLICE_EVENTS:   # a batch over the message limit: every message rejected
+                await next_turn()
+            rejected.append((i, why, orjson.dumps(m)))
         for j, (i, full) in enumerate(msgs.full):
             if j and not j % SLICE_EVENTS:   # a large request lets the others through in between
                 await next_turn()
@@ -357,7 +379,7 @@ class Ingestor:
             return unavailable_segment(self.busy())
         if large:
             await next_turn()
-        dead = self._dead_letters(route, rejected, received_ms)
+        dead = await self._dead_letters(route, rejected, received_ms)
         batches = group(accepted, self.valid_topic, self.settings.topics.partitions,
                         self.settings.ingest.batch_max_events, self.max_batch_bytes, segment=full_bytes,
                         segment_source=source_id)

@@ -277,6 +277,45 @@ def test_a_large_segment_batch_builds_its_messages_in_slices_letting_a_request_t
     assert sum(len(EventBatch.decode(v)) for _, v in producer.sent) == 2 * SLICE_EVENTS + 2
 
 
+def test_a_batch_over_the_message_limit_dumps_encodes_and_sends_its_dead_letters_200_a_turn(monkeypatch):
+    """Every message of a batch over api.segment_max_batch_messages is dead-lettered: thousands of records for one
+    request of 500 KB, each encoded and sent, with a turn of the event loop every 200 (not all in one)."""
+    from stream.api import service
+    from stream.events import deadletter
+    log: list[str] = []
+
+    class Turn:
+        def __await__(self):
+            log.append("turn")
+            yield
+    encode = deadletter.encode
+
+    def logged_encode(*args):
+        log.append("dead")
+        return encode(*args)
+
+    class Logged(Producer):
+        async def send(self, topic, value, partition=None):
+            log.append(f"send {topic}")
+            return await super().send(topic, value, partition)
+    monkeypatch.setattr(service, "next_turn", Turn)
+    monkeypatch.setattr(deadletter, "encode", logged_encode)
+    ing = ingestor(Logged(), segment_max_batch_messages=10)
+    labels = {"stage": "api", "reason": "too_large"}
+    counted = REGISTRY.get_sample_value("stream_dead_letter_events_total", labels) or 0
+    status, body, _ = seg(ing, {"batch": [{"type": "track", "event": "e", "userId": f"u-{i}"} for i in range(401)]})
+    assert REGISTRY.get_sample_value("stream_dead_letter_events_total", labels) == counted + 401
+    assert (status, body["accepted"], body["rejected"], len(body["errors"])) == (200, 0, 401, 20)
+    assert body["errors"][0] == {"index": 0, "reason": "too_large", "field": "batch", "message": (
+        "the batch holds 401 messages; the limit is 10 (api.segment_max_batch_messages): send smaller batches")}
+    send = "send events.dead-letter"
+    assert log == (["turn"] * 3      # before each slice of 200 messages checked
+                   + ["turn"] * 3    # before the rejected messages are dumped, then after 200 and 400 of them
+                   + ["dead"] * 200 + ["turn"] + ["dead"] * 200 + ["turn"] + ["dead"]
+                   + [send] * 200 + ["turn"] + [send] * 200 + ["turn"] + [send])
+    assert len(ing.producer.sent) == 401
+
+
 @settings(max_examples=60, deadline=None)
 @given(calls())
 def test_the_service_answers_a_batch_checked_in_slices_as_one_checked_in_one_go(call):
