@@ -143,15 +143,19 @@ def pending_doc(request: dict[str, Any]) -> dict[str, Any]:
 
 def answer_lines(doc: dict[str, Any]) -> list[str]:
     """The answer to a "sync now" request (``Admin.cohort_sync``'s document, the API's 202) as ``stream cohorts
-    sync-now`` prints it: the request's id, what each sync will do, and where it runs (the ``note``)."""
+    sync-now`` prints it: the request's id, what each sync will do (a ``once`` sync: one stamped at or after the
+    request; an hourly or daily one: its current time's, unless complete), and where it runs (the ``note``)."""
     def stamp(ms: int | None) -> str:
         return "none" if ms is None else time.strftime("%Y-%m-%dT%H:%M", time.gmtime(ms // 1000))
     to = f" to {doc['destination']}" if doc["destination"] else ""
     lines = [f"request {doc['request']}: sync now of {doc['cohort']}{to}"]
     for s in doc["syncs"]:
         name = s["destination"] + (f" ({s['routing_key']})" if s["routing_key"] else "")
-        if s["state"] == "queued":
-            what = f"queued: a sync stamped {stamp(s['scheduled_ms'])} if it runs now"
+        if s["state"] == "queued" and s["cadence"] == "once":
+            what = f"queued: a sync stamped {stamp(s['scheduled_ms'])}, counting every event accepted before then"
+        elif s["state"] == "queued":
+            what = (f"queued: the sync of its current time, stamped {stamp(s['scheduled_ms'])} (events accepted "
+                    "since count in the next)")
         else:
             what = "complete: its current time is synced already, nothing to run"
         lines.append(f"  {name:<16} {s['cadence']:<6} {what} (latest completed: {stamp(s['latest_completed_ms'])})")
@@ -322,7 +326,7 @@ class Follower:
         elif action == "run":
             log.info("cohort sync request %s (sync now of %s, asked by %s): queued for %s", r["id"], r["cohort"],
                      r["by"], ", ".join(names))
-            self.now.add(names, r["id"])
+            self.now.add(names, r["id"], r.get("at"))
 
     async def finished(self, name: str, request_ids: list[str], state: str) -> None:
         """The scheduler ran (or found nothing to run for) job ``name`` for ``request_ids``."""

@@ -11,13 +11,18 @@ record) and the next is synced against the latest completed sync.
 **Sync now** (the admin API's ``POST /admin/cohorts/{id}/syncs``, the console's button, on any worker: a request
 on the sync requests topic, ``stream.cohorts.requests``, which the duty holder hands to its loop through
 ``SyncNow``) runs a due slot at the loop's next look, without waiting out a failed attempt's backoff. An hourly or daily sync whose
-current slot is complete has nothing due: it answers ``complete``. A ``once`` sync whose sync is complete runs
-another (``resync_slot``): stamped now to the minute, at the earliest the minute after its latest completed sync
-(two syncs cannot share a stamp: a request in that minute waits for the next), diffed against the latest
-completed sync like any other, and recorded in its history; the loop never runs one on its own. A ``once`` sync
-is stamped when the stage first schedules it, so one scheduled before the events it should count had arrived
-(a worker started before its first events) completes with what was there: "sync now" then gives the sync the
-user expects.
+current slot is complete has nothing due: it answers ``complete``; one whose current slot is due runs it, stamped
+at the hour or day it is of, before the request (a request cannot make a slot earlier: the events accepted since
+are counted by the next slot). A ``once`` sync answers a request made at T with a sync stamped at or after T
+(``answers``), so that it counts every event accepted before the user asked: a pending sync stamped before T
+(the one the stage stamped as it first scheduled it, at the worker's start, or a failed attempt's) runs without
+the request, and the request waits for the next; a ``once`` sync whose sync is complete runs another
+(``resync_slot``): stamped at T's minute rounded up (due then, when the state has passed it; now to the minute
+when the loop takes the request later), at the earliest the minute after its latest completed sync (two syncs
+cannot share a stamp), diffed against the latest completed sync like any other, and recorded in its history; the
+loop never runs one on its own. A ``once`` sync is stamped when the stage first schedules it, so one scheduled
+before the events it should count had arrived (a worker started before its first events) completes with what was
+there: "sync now" then gives the sync the user expects.
 
 **What a sync at T counts** (``counted_day``): the events uploaded before T, on the UTC days of their
 ``event_time`` up to the day holding T's last millisecond before it: ``within_days: N`` covers the N UTC days
@@ -87,6 +92,18 @@ def next_slot(cadence: str, time_zone: str, slot_ms: int) -> int | None:
     return guess
 
 
+def ceil_minute(ms: int) -> int:
+    """``ms`` rounded up to the minute (itself when on one)."""
+    return -(-ms // MINUTE_MS) * MINUTE_MS
+
+
+def answers(cadence: str, slot_ms: int, at_ms: int | None) -> bool:
+    """Whether the sync of ``slot_ms`` answers a "sync now" request made at ``at_ms``: for ``once``, one stamped at
+    or after it (it counts every event accepted before the request); for ``hourly`` and ``daily``, the sync of any
+    slot (a request cannot make a slot earlier: it runs the current one). A request of no known time: any."""
+    return cadence != "once" or at_ms is None or slot_ms >= at_ms
+
+
 def counted_day(scheduled_ms: int) -> int:
     """The last UTC day a sync at ``scheduled_ms`` counts: the day of its last millisecond before it."""
     return day_of_ms(scheduled_ms - 1)
@@ -105,7 +122,8 @@ class JobState:
     failed_slot: int | None = None
     retry_at_ms: int | None = None
     once_slot: int | None = None           # once: the slot of its first attempt, kept across retries
-    requested: bool = False                # once, complete: "sync now" asked for another sync
+    requested: bool = False                # once: "sync now" asked for a sync after the pending or completed one
+    requested_ms: int | None = None        # once: the time of the latest request waiting (stamped at or after it)
 
 
 def due(state: JobState, now_ms: int) -> int | None:
@@ -130,20 +148,24 @@ def due(state: JobState, now_ms: int) -> int | None:
 
 def resync_slot(state: JobState, now_ms: int) -> int:
     """The slot of the sync "sync now" asked of a ``once`` sync whose sync is complete: that of its failed attempt,
-    else now to the minute, at the earliest the minute after the latest completed sync (which may be after
-    ``now_ms``: the sync is then due at that minute)."""
+    else the time of the latest request waiting (``now_ms`` if none is known) rounded up to the minute, or now to
+    the minute if later (a request taken late counts the events accepted until then too), at the earliest the
+    minute after the latest completed sync (which may be after ``now_ms``: the sync is then due at that minute)."""
     assert state.completed_ms is not None
     if state.once_slot is not None and state.once_slot > state.completed_ms:
         return state.once_slot
-    return max(slot_start("once", state.time_zone, now_ms), state.completed_ms + MINUTE_MS)
+    at = state.requested_ms if state.requested_ms is not None else now_ms
+    return max(ceil_minute(at), slot_start("once", state.time_zone, now_ms), state.completed_ms + MINUTE_MS)
 
 
-def sync_now(state: JobState) -> JobState:
-    """The state once "sync now" is asked of it: no waiting out a failed attempt's backoff; a ``once`` sync whose
-    sync is complete asks for another (``resync_slot``)."""
+def sync_now(state: JobState, at_ms: int) -> JobState:
+    """The state once "sync now" is asked of it at ``at_ms``: no waiting out a failed attempt's backoff; a ``once``
+    sync asks for a sync stamped at or after ``at_ms``: the pending one if it is (``answers``), else one after it,
+    or after the completed one (``resync_slot``)."""
     state.retry_at_ms = None
-    if state.cadence == "once" and state.completed_ms is not None:
+    if state.cadence == "once":
         state.requested = True
+        state.requested_ms = max(at_ms, state.requested_ms if state.requested_ms is not None else at_ms)
     return state
 
 
@@ -163,10 +185,13 @@ def next_wake(state: JobState, now_ms: int) -> int | None:
 
 
 def completed(state: JobState, slot_ms: int) -> JobState:
-    """The state once the sync of ``slot_ms`` is complete (or was found complete)."""
+    """The state once the sync of ``slot_ms`` is complete (or was found complete): a ``once`` sync asked for at a
+    time after ``slot_ms`` still asks for another."""
     state.completed_ms = max(slot_ms, state.completed_ms or slot_ms)
     state.failures, state.failed_slot, state.retry_at_ms = 0, None, None
-    state.once_slot, state.requested = None, False
+    state.once_slot = None
+    if state.requested_ms is None or state.requested_ms <= state.completed_ms:
+        state.requested, state.requested_ms = False, None
     return state
 
 
@@ -190,7 +215,7 @@ def superseded(state: JobState, asked: list[str], records: list[dict[str, Any]])
     ran = {rid for r in records for rid in r.get("requests", ())}
     remaining = [rid for rid in asked if rid not in ran]
     if remaining:
-        sync_now(state)
+        sync_now(state, state.completed_ms if state.completed_ms is not None else 0)
     return [rid for rid in asked if rid in ran], remaining
 
 
@@ -212,10 +237,13 @@ class SyncNow:
 
     def __init__(self) -> None:
         self.pending: dict[str, list[str]] = {}
+        self.at: dict[str, int] = {}         # request id -> the time it was asked at (its record's ``at``)
 
-    def add(self, names: list[str], request_id: str) -> None:
+    def add(self, names: list[str], request_id: str, at_ms: int | None = None) -> None:
         for name in names:
             self.pending.setdefault(name, []).append(request_id)
+        if at_ms is not None:
+            self.at[request_id] = at_ms
 
     def take(self) -> dict[str, list[str]]:
         taken, self.pending = self.pending, {}
@@ -223,11 +251,13 @@ class SyncNow:
 
 
 def request_answer(job: Any, latest_completed_ms: int | None, now_ms: int) -> dict[str, Any]:
-    """What "sync now" will do for ``job``, from its latest completed sync (its pointer in the bucket): ``queued``
-    (its due time is not complete, or a ``once`` sync asks for another: ``scheduled_ms``, the time it will be stamped
-    with if it runs now) or ``complete`` (the current time of an hourly or daily sync is complete already)."""
+    """What "sync now" asked at ``now_ms`` will do for ``job``, from its latest completed sync (its pointer in the
+    bucket): ``queued`` (its due time is not complete, or a ``once`` sync asks for another: ``scheduled_ms``, the
+    time of the sync that answers it if it runs in its turn: for ``once``, the request's minute rounded up at the
+    earliest, ``answering_slot``) or ``complete`` (the current time of an hourly or daily sync is complete
+    already)."""
     state = JobState(job.sync.cadence, job.sync.time_zone, completed_ms=latest_completed_ms)
-    slot = planned(sync_now(state), now_ms)
+    slot = answering_slot(sync_now(state, now_ms), now_ms, now_ms)
     return {"destination": job.destination.name, "routing_key": job.sync.routing_key, "cadence": job.sync.cadence,
             "state": "queued" if slot is not None else "complete", "scheduled_ms": slot,
             "latest_completed_ms": latest_completed_ms}
@@ -240,6 +270,17 @@ def planned(state: JobState, now_ms: int) -> int | None:
     if slot is None and state.cadence == "once" and state.requested and state.completed_ms is not None:
         slot = resync_slot(state, now_ms)
     return slot
+
+
+def answering_slot(state: JobState, at_ms: int, now_ms: int) -> int | None:
+    """The slot of the sync that answers a request made at ``at_ms`` (``answers``), ``state`` having taken it
+    (``sync_now``): the one planned, or, for a ``once`` sync whose planned one is stamped before the request (its
+    first, or a failed attempt), the one after it (``at_ms`` rounded up to the minute, at the earliest the minute
+    after it). None: nothing to run (an hourly or daily sync whose current time is complete)."""
+    slot = planned(state, now_ms)
+    if slot is None or answers(state.cadence, slot, at_ms):
+        return slot
+    return max(ceil_minute(at_ms), slot + MINUTE_MS)
 
 
 NOW = SyncNow()
@@ -274,12 +315,13 @@ class Scheduler:
     on_requests: Callable[[str, list[str], str], Awaitable[None]] | None = None
     asked: dict[str, list[str]] = field(default_factory=dict)
     ran: dict[str, set[str]] = field(default_factory=dict)
+    asked_at: dict[str, int] = field(default_factory=dict)     # request id -> the time it was asked at
 
     async def start(self) -> None:
         """Each job's latest completed sync, from its pointer (read once; the loop keeps it after); ``latest``
         writes a pointer that a crash left behind or missing (``sync.latest_completed``)."""
         now = self.now()
-        self.asked, self.ran = {}, {}
+        self.asked, self.ran, self.asked_at = {}, {}, {}
         for job in self.jobs:
             state = JobState(job.sync.cadence, job.sync.time_zone, since_ms=now)
             record = await self.latest(job)
@@ -289,13 +331,25 @@ class Scheduler:
             self.states[job.name] = state
             self.on_state(job, state)
 
-    def run_args(self, group: list[Any]) -> dict[str, Any]:
+    def answered(self, job: Any, slot: int | None) -> list[str]:
+        """The requests taken for ``job`` that its sync of ``slot`` answers (``answers``; all, with no slot)."""
+        return [rid for rid in self.asked.get(job.name, ())
+                if slot is None or answers(job.sync.cadence, slot, self.asked_at.get(rid))]
+
+    def _pop_answered(self, job: Any, slot: int) -> list[str]:
+        ids = self.answered(job, slot)
+        rest = [rid for rid in self.asked.pop(job.name, []) if rid not in ids]
+        if rest:
+            self.asked[job.name] = rest
+        return ids
+
+    def run_args(self, group: list[Any], slot: int | None = None) -> dict[str, Any]:
         """What ``run`` passes to ``sync.run_syncs`` for ``group`` besides the jobs and the slot: the requests each
-        job's sync runs, and for a ``once`` job the latest completed sync this scheduler knows of (``sync.Base``:
-        a sync another run completed since, the former holder of the duty finishing its last, is found rather than
-        run again)."""
+        job's sync of ``slot`` runs (those it answers), and for a ``once`` job the latest completed sync this
+        scheduler knows of (``sync.Base``: a sync another run completed since, the former holder of the duty
+        finishing its last, is found rather than run again)."""
         from stream.cohorts.sync import Base
-        return {"requests": {j.name: list(self.asked.get(j.name, ())) for j in group},
+        return {"requests": {j.name: self.answered(j, slot) for j in group},
                 "bases": {j.name: Base(self.states[j.name].completed_ms) for j in group
                           if j.sync.cadence == "once" and j.name in self.states}}
 
@@ -306,13 +360,19 @@ class Scheduler:
     async def tick(self) -> float:
         """Sync what is due now; the seconds until the next wake."""
         now = self.now()
-        for name, ids in (self.requests.take() if self.requests is not None else {}).items():
+        taken = self.requests.take() if self.requests is not None else {}
+        times = {rid: self.requests.at.pop(rid, now) for rid in {r for ids in taken.values() for r in ids}} \
+            if self.requests is not None else {}
+        for name, ids in taken.items():
             if name not in self.states:
                 continue
-            if planned(sync_now(self.states[name]), now) is None:    # nothing to run: complete already
+            at = {rid: times[rid] for rid in ids}
+            state = sync_now(self.states[name], max(at.values(), default=now))
+            if planned(state, now) is None:    # nothing to run: complete already
                 await self._requests_done(name, ids, "complete")
             else:
                 self.asked.setdefault(name, []).extend(ids)
+                self.asked_at.update(at)
         plan: dict[int, list[Any]] = {}
         for job in self.jobs:
             slot = due(self.states[job.name], now)
@@ -325,10 +385,12 @@ class Scheduler:
                 state = self.states[result.job.name]
                 if result.error is None and getattr(result, "superseded", None):
                     name = result.job.name
-                    ran, remaining = superseded(state, self.asked.pop(name, []), result.superseded)
+                    ran, remaining = superseded(state, self._pop_answered(result.job, slot), result.superseded)
                     self.ran[name] = {rid for r in result.superseded for rid in r.get("requests", ())}
                     if remaining:
-                        self.asked[name] = remaining
+                        self.asked[name] = remaining + self.asked.get(name, [])
+                    if self.asked.get(name):       # those asked after the sync it ran: a sync after the found one
+                        sync_now(state, max(self.asked_at.get(rid, 0) for rid in self.asked[name]))
                     log.info("cohort sync %s: the sync of %s was completed by another run (it ran %s); %s",
                              name, result.superseded[-1].get("stamp", result.superseded[-1]["scheduled_ms"]),
                              ", ".join(ran) or "no request of this worker's",
@@ -341,7 +403,7 @@ class Scheduler:
                 else:
                     failed(state, slot, self.now())
                 self.on_state(result.job, state)
-                await self._requests_done(result.job.name, self.asked.pop(result.job.name, []),
+                await self._requests_done(result.job.name, self._pop_answered(result.job, slot),
                                           "complete" if result.error is None else "failed")
         now = self.now()
         for job in self.jobs:
@@ -455,7 +517,7 @@ async def run_stage(settings: Any, clock: Any, stop: Callable[[], bool],
         async def run(group: list[Any], slot: int) -> list[Any]:
             return await sync.run_syncs(settings, group, slot, lambda d: storages[d.name], source,
                                         echo=lambda line: log.info("%s", line), at_ms=slot, clock_ms=clock.now_ms,
-                                        **scheduler.run_args(group))
+                                        **scheduler.run_args(group, slot))
 
         async def wait(seconds: float) -> None:      # until then, or stop, "sync now", or the duty moved
             seen = duty.changes

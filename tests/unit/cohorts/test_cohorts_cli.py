@@ -81,7 +81,8 @@ def test_sync_now_answer_lines():
         "request sr-20240312T103000-a1b2c3: sync now of pro-buyers",
         "  crm              daily  complete: its current time is synced already, nothing to run (latest completed: "
         "2024-03-12T00:00)",
-        "  ads (eu)         once   queued: a sync stamped 2024-03-12T10:30 if it runs now (latest completed: none)",
+        "  ads (eu)         once   queued: a sync stamped 2024-03-12T10:30, counting every event accepted before "
+        "then (latest completed: none)",
         "queued on t, waiting for a worker"]
     assert answer_lines({**doc, "destination": "crm", "syncs": []})[0] == (
         "request sr-20240312T103000-a1b2c3: sync now of pro-buyers to crm")
@@ -114,7 +115,8 @@ def test_sync_now_records_the_request_on_the_topic_for_the_duty_holder(cli, monk
     code, out = run("sync-now", "vips", "--destination", "crm")
     assert (code, out) == (0, (
         "request sr-20240312T010130-a1b2c3: sync now of vips to crm\n"
-        "  crm              daily  queued: a sync stamped 2024-03-12T00:00 if it runs now (latest completed: none)\n"
+        "  crm              daily  queued: the sync of its current time, stamped 2024-03-12T00:00 (events accepted "
+        "since count in the next) (latest completed: none)\n"
         "queued on cohorts.sync-requests: the worker holding the sync duty (host-a (pid 7)) runs it in turn with its "
         "scheduled syncs\n"))
     assert orjson.loads(log.records[-1][1])["destination"] == "crm"

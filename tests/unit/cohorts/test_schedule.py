@@ -82,7 +82,7 @@ def test_sync_now_of_a_complete_once_sync_runs_another_at_a_minute_of_its_own():
     schedule.completed(st, first)
     clock.advance(20_000)
     assert due(st, clock.now_ms()) is None and next_wake(st, clock.now_ms()) is None
-    schedule.sync_now(st)
+    schedule.sync_now(st, clock.now_ms())
     # asked within the minute of the completed sync: stamped, and due, at the next minute
     assert due(st, clock.now_ms()) is None
     assert next_wake(st, clock.now_ms()) == schedule.planned(st, clock.now_ms()) == ms("2024-03-10 07:43")
@@ -95,12 +95,16 @@ def test_sync_now_of_a_complete_once_sync_runs_another_at_a_minute_of_its_own():
     schedule.completed(st, ms("2024-03-10 07:43"))
     assert (st.completed_ms, st.requested, st.once_slot) == (ms("2024-03-10 07:43"), False, None)
     assert due(st, ms("2024-03-10 09:10")) is None and next_wake(st, ms("2024-03-10 09:10")) is None
-    # asked later: now to the minute, at once
-    schedule.sync_now(st)
-    assert due(st, ms("2024-03-10 09:10") + 40_000) == ms("2024-03-10 09:10")
+    # asked later, at 09:10:40: stamped 09:11, after the request (it counts every event accepted before it), due then
+    schedule.sync_now(st, ms("2024-03-10 09:10") + 40_000)
+    assert due(st, ms("2024-03-10 09:10") + 40_000) is None
+    assert next_wake(st, ms("2024-03-10 09:10") + 40_000) == ms("2024-03-10 09:11")
+    assert due(st, ms("2024-03-10 09:11")) == ms("2024-03-10 09:11")
+    # taken late (the loop busy with other syncs until 09:13:05): now to the minute
+    assert due(st, ms("2024-03-10 09:13") + 5_000) == ms("2024-03-10 09:13")
     # an hourly sync whose hour is complete has nothing due: sync now changes nothing
     hourly = schedule.completed(JobState("hourly", "UTC"), ms("2024-03-10 09:00"))
-    schedule.sync_now(hourly)
+    schedule.sync_now(hourly, ms("2024-03-10 09:10"))
     assert due(hourly, ms("2024-03-10 09:10")) is None and schedule.planned(hourly, ms("2024-03-10 09:10")) is None
     assert next_wake(hourly, ms("2024-03-10 09:10")) == ms("2024-03-10 10:00")
 

@@ -65,10 +65,10 @@ class Worker:
 def setup():
     s, clock, storage, log = settings("once"), FakeClock(ms("2024-03-12 07:42")), MemoryStorage(), MemoryRequestLog()
     (job,) = jobs_of(s, "pro-buyers")
-    # the once sync completed at 07:42; at 07:43:10 "sync now" asks for another
+    # the once sync completed at 07:42; at 07:42:50 "sync now" asks for another (stamped 07:43, after the request)
     asyncio.run(run_syncs(s, [job], clock.now_ms(), lambda d: storage, Source(HISTORY, MERGES),
                           clock_ms=clock.now_ms))
-    log.records.append(request_record("sr-1", "pro-buyers", None, [job], ms("2024-03-12 07:43") + 10_000, "api"))
+    log.records.append(request_record("sr-1", "pro-buyers", None, [job], ms("2024-03-12 07:42") + 50_000, "api"))
     return s, clock, storage, log, job
 
 
