@@ -4,8 +4,9 @@ A sync of cohort C to a cohort destination D at scheduled time T:
 
 1. **Schedule.** ``hourly`` and ``daily`` syncs are stamped with the latest hour or day start of the sync's
    ``time_zone`` (UTC by default) at or before now; a ``once`` sync with the time of its first sync (its completion
-   record's), or, before any, now to the minute (``schedule.slot_start``); a sync now of a completed ``once`` sync
-   runs another, stamped with a minute of its own (``schedule.sync_now``). Running the sync again within the same
+   record's), or, before any, now to the minute (``schedule.slot_start``); a sync now of a ``once`` sync runs one
+   stamped at or after the request, at a minute of its own (``schedule.answers``, ``schedule.resync_slot``), so
+   that it counts every event accepted before the request. Running the sync again within the same
    hour (day) finds that time's completion record and does nothing. The worker's ``cohorts`` stage runs each sync
    when it is due (``schedule.Scheduler``); ``stream cohorts sync`` runs the one due now.
 2. **Membership.** The cohorts stage keeps each user's state in-stream (``stage``); the sync reads it from the

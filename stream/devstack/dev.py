@@ -283,8 +283,10 @@ def wanted_syncs(doc: dict, asked: list[tuple[str, str, int | None]]) -> list[di
 async def cohort_demo(cfg: Path, user_ids: list[str], say: Callable[[str], None], t0: float, s3_url: str,
                       admin: str, token: str, timeout: float = 60) -> None:
     """Upload the static cohort's user ids (some of the sample users, and one without events), ask the worker
-    (its admin API at ``admin``) for another sync of both demo cohorts ("sync now": their once syncs completed
-    before the sample events existed), wait for them to complete, and print each file's key and first lines."""
+    (its admin API at ``admin``) for another sync of both demo cohorts ("sync now": their once syncs were stamped
+    as the worker started, before the sample events existed; the sync now answers is stamped after the request, so
+    it counts them, and is diffed against the first), wait for them to complete, and print each file's key and
+    first lines."""
     from stream.cohorts import static
     from stream.cohorts.sync import _s3_storage, stamp
     from stream.settings import load_settings
