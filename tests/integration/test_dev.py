@@ -67,15 +67,20 @@ def test_stream_dev_lands_every_kind_of_output_and_serves_the_api_then_stops_eve
     req = urllib.request.Request(cohorts_url.group(1) + "/admin/cohorts/buyers/syncs", data=b"{}", method="POST",
                                  headers={"Authorization": f"Bearer {token.group(1)}",
                                           "Content-Type": "application/json"})
+    sent = int(time.time() * 1000)
     with urllib.request.urlopen(req, timeout=10) as r:
         sync_now = (r.status, [(s["destination"], s["cadence"], s["state"], time.strftime(
             "%Y-%m-%dT%H:%M", time.gmtime(s["scheduled_ms"] / 1000))) for s in orjson.loads(r.read())["syncs"]])
+    answered = int(time.time() * 1000)
     assert proc.wait(150) == 0, "\n".join(lines)
     reader.join(10)
     out = "\n".join(lines)
     assert answers == [(200, 200), (200, 200)]
-    # queued for the minute the demo asked for, or, once that sync completed, for a later one
+    # queued for a sync stamped at the request's minute rounded up (it counts every event accepted before it),
+    # which is the minute the demo asked for or a later one
     assert [s[:3] for s in sync_now[1]] == [("local-cohorts", "once", "queued")] and sync_now[0] == 202, out
+    assert sync_now[1][0][3] in {time.strftime("%Y-%m-%dT%H:%M", time.gmtime(-(-t // 60_000) * 60))
+                                 for t in (sent, answered)}, out
     assert sync_now[1][0][3] >= asked.group(1), out
     now = int(time.time() * 1000)
     for h in (now - now % HOUR_MS - 2 * HOUR_MS, now - now % HOUR_MS - HOUR_MS):
