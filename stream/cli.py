@@ -59,8 +59,9 @@ def worker(config: str | None, stages: str | None) -> None:
         if (why := port_free(w.http_host, w.http_port)) is not None:
             raise click.ClickException(f"cannot serve HTTP on {w.http_host}:{w.http_port}: {why} (worker.http_port)")
     app = build_app(settings)
-    # what start-up built (faust, aiokafka, botocore's service models) lives as long as the process: out of the
-    # collector's sight, the full collections that batch after batch of short-lived rows trigger stay short
+    # what start-up built (faust, aiokafka, the app) lives as long as the process: out of the collector's sight,
+    # the full collections that batch after batch of short-lived rows trigger stay short (a second freeze once the
+    # worker is ready, its consumers and S3 clients made, measured no gain: BENCHMARKS.md)
     gc.freeze()
     StreamWorker(app, settings, loglevel=settings.worker.log_level, quiet=True).execute_from_commandline()
 
