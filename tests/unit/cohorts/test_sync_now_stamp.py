@@ -94,3 +94,43 @@ def test_a_request_at_11_14_45_after_the_sync_stamped_11_14_completed_runs_one_s
     assert waits == [60.0, 15.0, 60.0]
     assert (state.completed_ms, state.requested) == (T + 60_000, False)
     assert [d["id"] for d in dones] == ["sr-1"]
+
+
+def test_a_request_waiting_behind_a_sync_found_completed_by_another_run_gets_a_sync_after_it():
+    """sr-2 (11:13:30) waits behind the failed attempt of 11:13, which, tried again, finds a sync of 11:14 completed
+    by another run (the former holder of the duty) that does not list sr-2: sr-2 runs in a sync after it."""
+    (job,) = jobs_of(settings("once"), "buyers", "crm")
+    clock, now_q, calls = FakeClock(ms("2026-12-06 11:13")), SyncNow(), []
+    outcomes = [Result(job, "the cohort state had not passed the sync's time"), Result(job), Result(job)]
+    outcomes[1].superseded = [{"scheduled_ms": ms("2026-12-06 11:14"), "requests": ["sr-other"]}]
+
+    async def run(group, slot):
+        calls.append((clock.now_ms(), slot, sched.run_args(group, slot)["requests"][job.name]))
+        return [outcomes.pop(0)]
+
+    async def latest(job):
+        return {"scheduled_ms": ms("2026-12-06 11:10")}
+
+    async def nothing(_):
+        return None
+
+    sched = Scheduler([job], clock.now_ms, latest, run, nothing, requests=now_q)
+
+    async def go():
+        await sched.start()
+        now_q.add([job.name], "sr-1", ms("2026-12-06 11:12") + 30_000)
+        await sched.tick()                               # 11:13 for sr-1: fails
+        clock.t = ms("2026-12-06 11:13") + 30_000
+        now_q.add([job.name], "sr-2", clock.now_ms())
+        waits = [await sched.tick()]                     # 11:13 again, without sr-2: found superseded by 11:14
+        clock.t = ms("2026-12-06 11:15")
+        waits.append(await sched.tick())
+        return waits
+
+    waits = asyncio.run(go())
+    assert calls == [(ms("2026-12-06 11:13"), ms("2026-12-06 11:13"), ["sr-1"]),
+                     (ms("2026-12-06 11:13") + 30_000, ms("2026-12-06 11:13"), []),
+                     (ms("2026-12-06 11:15"), ms("2026-12-06 11:15"), ["sr-2"])]
+    assert waits == [60.0, 60.0]                        # 11:15 is 90 s away: the loop looks again in 60
+    state = sched.states[job.name]
+    assert (state.completed_ms, state.requested, sched.asked) == (ms("2026-12-06 11:15"), False, {})
