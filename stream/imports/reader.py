@@ -381,6 +381,10 @@ class _Lines:
             if self.number == 1 and line is not None and line.startswith(_BOM):
                 line = line[len(_BOM):]
             yield self.number, line
+        self._keep_tail(tail)
+
+    def _keep_tail(self, tail: bytes) -> None:
+        """The block's unfinished last line, kept for the next block; a line past the limit is skipped to its end."""
         if tail and not self._skipping:
             self._size += len(tail)
             if self._size > self._max:
@@ -411,14 +415,7 @@ class _Lines:
             if first == 1 and pieces[0] is not None and pieces[0].startswith(_BOM):
                 pieces[0] = pieces[0][len(_BOM):]
             self.number += len(pieces)
-        if tail and not self._skipping:
-            self._size += len(tail)
-            if self._size > self._max:
-                self._parts.clear()
-                self._size = 0
-                self._skipping = True
-            else:
-                self._parts.append(tail)
+        self._keep_tail(tail)
         return first, pieces
 
     def finish_run(self) -> tuple[int, list[bytes | None]]:
