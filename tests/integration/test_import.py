@@ -216,6 +216,16 @@ def big_and_small(src_bucket):
 @pytest.mark.parametrize("point", ["import.reading", "import.produced", "import.state_written"])
 def test_killing_the_importer_at_each_point_neither_loses_nor_duplicates_a_row(deployment, worker, point):
     settings, path = deployment
+    settings, expected = big_and_small_discovered(settings, path)
+    first = worker(env={"STREAM_CRASH_AT": point})
+    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
+    assert first.returncode == -9
+    worker()
+    both_imported_once(settings, expected)
+
+
+def big_and_small_discovered(settings, path):
+    """A source bucket holding ``big_and_small``'s files, both discovered: the source's settings and the rows."""
     src_bucket = settings.destinations[0].bucket + "-src"
     boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
     settings = source_deployment(path, src_bucket)
@@ -223,11 +233,7 @@ def test_killing_the_importer_at_each_point_neither_loses_nor_duplicates_a_row(d
     files, expected = big_and_small(src_bucket)
     put(settings, src_bucket, files)
     asyncio.run(discover(settings, [record(src_bucket, k) for k in files]))
-    first = worker(env={"STREAM_CRASH_AT": point})
-    wait_until(lambda: first.poll() is not None, 60, f"the worker to die at {point}")
-    assert first.returncode == -9
-    worker()
-    both_imported_once(settings, expected)
+    return settings, expected
 
 
 def both_imported_once(settings, expected):
@@ -266,13 +272,7 @@ def test_with_conversion_processes_a_killed_importer_neither_loses_nor_duplicate
     """worker.import_processes 2: the worker killed -9 mid-file takes its conversion processes along, and the
     next worker (converting in its processes too) imports every row once."""
     settings, path = deployment
-    src_bucket = settings.destinations[0].bucket + "-src"
-    boto3.client("s3", endpoint_url=settings.s3.endpoint_url).create_bucket(Bucket=src_bucket)
-    settings = source_deployment(path, src_bucket)
-    asyncio.run(ensure_topics(settings))
-    files, expected = big_and_small(src_bucket)
-    put(settings, src_bucket, files)
-    asyncio.run(discover(settings, [record(src_bucket, k) for k in files]))
+    settings, expected = big_and_small_discovered(settings, path)
     marker = f"STREAM_TEST_RUN={path.parent.name}-{point}"
     first = worker(env={"STREAM_CRASH_AT": point, "STREAM_WORKER__IMPORT_PROCESSES": "2",
                         marker.split("=")[0]: marker.split("=")[1]})

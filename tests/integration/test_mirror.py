@@ -185,6 +185,20 @@ def rewrites(settings):
     return sum(1 for r in asyncio.run(read_all(settings, mirror_files_topic(settings))) if FileTake.decode(r.value).hours)
 
 
+def corrections_recorded_once(settings):
+    """After ``corrections()`` were applied: the unknown mutation dead-lettered, and the file's record counting each
+    mutation once, whatever pass of the batch wrote it."""
+    wait_until(lambda: dead_letters(settings), 60, "the unknown mutation's dead letter")
+    f = wait_until(lambda: applied_file(settings, 4), 60, "the file's record")
+    at = [h["rewritten_ms"] for h in f["hours"]]
+    assert f == {"key": "mirror/2024-03-10.json", "modified_ms": 1_710_000_000_000,
+                 "mutations": {"INSERT": 1, "UPDATE": 1, "DELETE": 2},
+                 "outcomes": {"applied": 2, "new": 1, "unknown_insert_id": 1, "insert_conflict": 0, "dead_lettered": 1},
+                 "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at[0]},
+                           {"project": 424242, "hour": "2024-03-09T08", "rewritten_ms": at[1]}],
+                 "last_applied_ms": f["last_applied_ms"]}
+
+
 @pytest.mark.parametrize("point", ["mirror.logged", "mirror.pending", "mirror.rebuilt"])
 def test_killing_the_worker_while_it_applies_mutations_converges_to_the_same_hours(deployment, worker, point):
     """kill -9 after the hours' logs are written (not recorded pending), after they are recorded pending (the
@@ -200,16 +214,7 @@ def test_killing_the_worker_while_it_applies_mutations_converges_to_the_same_hou
     assert crashing.returncode == -9
     worker()
     check(settings, before, old, muts)
-    wait_until(lambda: dead_letters(settings), 60, "the unknown mutation's dead letter")
-    # the file's record: each mutation counted once, whatever pass of the batch wrote it
-    f = wait_until(lambda: applied_file(settings, 4), 60, "the file's record")
-    at = [h["rewritten_ms"] for h in f["hours"]]
-    assert f == {"key": "mirror/2024-03-10.json", "modified_ms": 1_710_000_000_000,
-                 "mutations": {"INSERT": 1, "UPDATE": 1, "DELETE": 2},
-                 "outcomes": {"applied": 2, "new": 1, "unknown_insert_id": 1, "insert_conflict": 0, "dead_lettered": 1},
-                 "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at[0]},
-                           {"project": 424242, "hour": "2024-03-09T08", "rewritten_ms": at[1]}],
-                 "last_applied_ms": f["last_applied_ms"]}
+    corrections_recorded_once(settings)
 
 
 def test_a_mirror_file_the_import_read_twice_counts_each_row_once_in_its_status(deployment, worker):
@@ -630,15 +635,7 @@ def test_killing_the_worker_inside_its_rebuild_of_the_mutated_hours_converges_to
     worker()
     wait_until(lambda: stray not in objects(settings), 180, "the stray object deleted by the rebuild run again")
     check(settings, before, old, muts)
-    wait_until(lambda: dead_letters(settings), 60, "the unknown mutation's dead letter")
-    f = wait_until(lambda: applied_file(settings, 4), 60, "the file's record")
-    at = [h["rewritten_ms"] for h in f["hours"]]
-    assert f == {"key": "mirror/2024-03-10.json", "modified_ms": 1_710_000_000_000,
-                 "mutations": {"INSERT": 1, "UPDATE": 1, "DELETE": 2},
-                 "outcomes": {"applied": 2, "new": 1, "unknown_insert_id": 1, "insert_conflict": 0, "dead_lettered": 1},
-                 "hours": [{"project": 424242, "hour": "2024-03-09T07", "rewritten_ms": at[0]},
-                           {"project": 424242, "hour": "2024-03-09T08", "rewritten_ms": at[1]}],
-                 "last_applied_ms": f["last_applied_ms"]}
+    corrections_recorded_once(settings)
     # the rebuild run again finished: one more claim, its two hours marked
     claims = [Claim.of(r) for r in ledger_of(settings) if r.kind == "claim"]
     assert [sorted(c.hours) for c in claims] == [[H7, H7 + HOUR]] * 2

@@ -11,10 +11,9 @@ def test_each_hands_over_the_records_read_back_before_the_one_that_revealed_them
 
     from aiokafka import TopicPartition
 
-    from stream.agents.contiguous import Contiguous, Record
+    from stream.agents.contiguous import Contiguous
 
-    def event(partition, offset):
-        return Record(b"v%d" % offset, SimpleNamespace(partition=partition, offset=offset))
+    event = _event
 
     class Stream:
         async def events(self):
@@ -41,10 +40,9 @@ def test_takes_hand_over_each_take_with_the_records_read_back_before_the_ones_th
 
     from aiokafka import TopicPartition
 
-    from stream.agents.contiguous import Contiguous, Record
+    from stream.agents.contiguous import Contiguous
 
-    def event(partition, offset):
-        return Record(b"v%d" % offset, SimpleNamespace(partition=partition, offset=offset))
+    event = _event
 
     async def takes():
         yield [event(0, 4), event(1, 0), event(0, 5)]
