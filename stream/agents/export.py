@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock, topic: str = "accepted",
                      running: dict[str, Exporter] | None = None, stop=lambda: SHUTDOWN.requested) -> None:
     """Export one destination's events (``topic="accepted"``) or merged ids (``"identity_merges"``) until ``stop()``
-    (checked after each whole cycle: uploaded, recorded, committed). ``running`` lists this process's exporters
+    (checked after each whole cycle: uploaded, recorded, committed; records polled once it is asked are not taken).
+    ``running`` lists this process's exporters
     by name while they run (for the status view)."""
     source = export_input(settings, dest, topic)
     name = source.name
@@ -75,7 +76,7 @@ async def run_export(settings: Settings, dest: DestinationSettings, clock: Clock
         HEALTH.mark_ready("export")
         log.info("export %s: reading %s for project %d into s3://%s/%s", name, exporter.topic, dest.project,
                  dest.bucket, dest.prefix)
-        cycle = ExportCycle(exporter, feed, read_ledger, tail, dead_letter, gate)
+        cycle = ExportCycle(exporter, feed, read_ledger, tail, dead_letter, gate, stop)
         try:
             while not stop():
                 await cycle.step()

@@ -3,7 +3,8 @@
 Each ``step``:
 
 1. polls the feed; after a new assignment it first reads the ledger (another worker may have written objects
-   of these partitions), then takes no record before;
+   of these partitions), then takes no record before; records polled once the exporter was asked to stop (turned
+   off at runtime, or the worker stopping) are left uncommitted, to be read again when it next runs;
 2. ``add``s each batch to its partition's open objects (a message that is not a batch goes to the dead-letter
    topic), and records the offsets the topic's retention deleted before they were exported (``gap``);
 3. ``tick``s: objects whose hour is over close (by the data, or by the clock once a partition is idle);
@@ -58,10 +59,12 @@ DeadLetter = Callable[[int, Any, Exception], Awaitable[None]]
 
 class ExportCycle:
     def __init__(self, exporter: Exporter, feed: Feed, read_ledger: ReadLedger, tail: Tail,
-                 dead_letter: DeadLetter, gate: Callable[[], Awaitable[bool]] | None = None):
+                 dead_letter: DeadLetter, gate: Callable[[], Awaitable[bool]] | None = None,
+                 stop: Callable[[], bool] = lambda: False):
         self.exporter, self.feed, self.read_ledger, self.tail, self.dead_letter = (
             exporter, feed, read_ledger, tail, dead_letter)
         self.gate = gate           # access verification: nothing is read before it opens (stream.export.verify)
+        self.stop = stop           # the exporter is stopping (turned off, or the worker stops): take no new record
         self.committed: dict[int, int] = {}
         self.finished: set[str | None] = set()     # backfill jobs done, cancelled or failed: claims not to answer
         self._lag = metrics.CONSUMER_LAG.labels(f"export-{exporter.name}", feed.topic)
@@ -113,6 +116,10 @@ class ExportCycle:
                 return
             self.gate = None
         polled = await self.feed.poll()
+        if polled and self.stop():
+            # asked to stop while polling (turned off at runtime, or the worker stopping): what came in is not
+            # exported now; uncommitted, it is read again when the exporter next runs
+            return
         await self._take_assignment()
         closed: list[ClosedObject] = []
         for p, recs in polled.items():

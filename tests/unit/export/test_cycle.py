@@ -104,3 +104,28 @@ def test_the_feed_turns_an_offset_the_topic_no_longer_holds_into_a_gap_and_goes_
     assert (feed.take_gaps(), seeks) == ([Gap(2, 120, 500)], [(2, 500)])
     asyncio.run(feed._lost({tp: 900}))                      # past the end: nothing was lost
     assert (feed.take_gaps(), seeks[-1]) == ([], (2, 500))
+
+
+def test_records_polled_once_the_exporter_is_asked_to_stop_are_neither_written_nor_committed(tmp_path):
+    """Turned off at runtime while it polls: what the poll brought is left to the next run of the exporter."""
+    ex, storage, records, clock = make(tmp_path, partitions=2)
+
+    async def read_ledger():
+        return LedgerIndex()
+
+    async def dead_letter(p, r, exc):
+        raise AssertionError("no dead letter")
+    stopping = []
+    feed = FakeFeed([{0: [rec(0, batch(H7, [b'{"a":1}']))]}, {1: [rec(0, batch(H7, [b'{"b":1}']))]}],
+                    assigned={0, 1})
+    cycle = ExportCycle(ex, feed, read_ledger, Tail(records), dead_letter, stop=lambda: bool(stopping))
+    asyncio.run(cycle.step())
+    assert (feed.commits, sorted(ex.writers)) == ([{0: 0}], [0, 1])   # the open object holds the commit back
+    stopping.append(True)
+    written = [(r.kind, r.partition) for r in records]
+    assert written == [("seal", 0), ("seal", 1)]          # hour 6, before the first record's hour
+    clock.t = H7 + HOUR + GRACE                            # the hour is over, the partitions idle
+    ex._idle_ms = 0
+    asyncio.run(cycle.step())                              # polls partition 1's batch: not taken
+    assert (feed.polls, feed.commits, [(r.kind, r.partition) for r in records], storage.objects) == (
+        [], [{0: 0}], written, {})
