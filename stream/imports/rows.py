@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from stream.events import deadletter
@@ -220,10 +221,19 @@ def _refused(ctx: FileContext, out: Converted, item: Row, res: Rejected, errors:
 
 
 def _dead(ctx: FileContext, row: int, why: Rejected, value: Any, now_ms: int) -> tuple[bytes, bytes]:
-    raw = None if value is None else orjson.dumps(value, default=str)
+    raw = None if value is None else _row_json(value)
     key = ctx.file.kafka_key
     return key, deadletter.encode(why, ctx.url, deadletter.FILE_ROW, row, ctx.server_ms, key, raw, now_ms,
                                   ctx.max_dead_value_bytes)
+
+
+def _row_json(value: Any) -> bytes:
+    """A refused row's value as JSON for its dead letter; an integer beyond 64 bits, which the reader keeps exact
+    and orjson cannot write, is written by msgspec, with its digits."""
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:
+        return msgspec.json.encode(value, enc_hook=str)
 
 
 def file_failed(ctx: FileContext, reason: str, message: str, now_ms: int) -> tuple[bytes, bytes]:

@@ -1,5 +1,7 @@
 """Import rows -> events and dead letters; the discovery record and the processed-files state; the rate limit."""
 
+import json
+
 import orjson
 import pytest
 
@@ -184,3 +186,14 @@ def test_a_row_the_converter_fails_on_is_dead_lettered_and_its_neighbours_go_on(
     assert [(d["offset"], d["reason"], d["detail"]) for d in dead] == [
         (2, "processing_error", "the converter failed: ValueError: boom"),
         (3, "malformed_json", "line 3 is bad")]
+
+
+def test_a_refused_row_holding_an_integer_beyond_64_bits_is_dead_lettered_with_its_value():
+    out = convert(ctx(), [row(1, event=""), row(2, event="", big=2**70, m={"k": -(2**64)}), row(3)], NOW)
+    assert out.rows == 3 and [offset - 5 * ROW_SLOTS for offset, _ in out.events] == [3]
+    dead = [deadletter.decode(v) for _, v in out.dead]
+    assert [(d["offset"], d["reason"]) for d in dead] == [(1, "missing_event_type"), (2, "missing_event_type")]
+    assert json.loads(dead[1]["value"]) == {"event": "", "user": "user-0001", "device": "dev-00001",
+                                              "ts": 1_699_999_999_000, "big": 2**70, "m": {"k": -(2**64)}}
+    assert dead[1]["value"] == (b'{"event":"","user":"user-0001","device":"dev-00001","ts":1699999999000,'
+                                b'"big":1180591620717411303424,"m":{"k":-18446744073709551616}}')
