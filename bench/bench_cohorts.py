@@ -276,11 +276,18 @@ def ten_cohorts() -> list[dict]:
     return out
 
 
+def folds_rekey(tree: str | Path) -> bool:
+    """Whether the worker of ``tree`` rekeys in the identity stage's device side (``DeviceStage.on_accepted``) rather
+    than reading events.accepted back."""
+    return "on_accepted" in (Path(tree) / "stream" / "identity" / "stage.py").read_text()
+
+
 async def stage_caught_up(bootstrap: str, group: str, accepted: str, cohorts: str, partitions: int,
                           timeout: float) -> float | None:
-    """Wait until the worker's group has committed events.accepted to its end, then the cohorts topic to the end it
-    had then (every event's records applied, faust having committed their offsets once the state's writes were
-    flushed): the time it took (None: not within ``timeout``)."""
+    """Wait until the worker's group has committed ``accepted`` to its end (events.accepted, the rekey step's input; or
+    events.valid, when the device side rekeys), then the cohorts topic to the end it had then (every event's records
+    applied, faust having committed their offsets once the state's writes were flushed): the time it took (None: not
+    within ``timeout``)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await c.start()
@@ -362,12 +369,14 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                     watch, waited = bw.watch_ledger, []
                     if kind != "none":        # the worker stopped only once the stage has also taken every event
                         settings = r.settings
+                        tree = before if kind == "before" else Path(__file__).resolve().parent.parent
+                        fed_by = settings.topics.name("valid" if folds_rekey(tree) else "accepted")
 
                         async def watch_both(*args, **kwargs):
                             got = await watch(*args, **kwargs)
                             if got["status"] == "ok":
                                 got["stage_wait_s"] = await stage_caught_up(
-                                    stack.bootstrap, settings.worker.app_id, settings.topics.name("accepted"),
+                                    stack.bootstrap, settings.worker.app_id, fed_by,
                                     settings.topics.name("cohorts"), bw.PARTITIONS, timeout)
                                 waited.append(got["stage_wait_s"])
                             return got

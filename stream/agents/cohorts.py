@@ -1,10 +1,15 @@
 """The cohorts stage's faust agents (wiring only; the work is ``stream.cohorts.stage``).
 
-- ``cohorts-rekey`` reads events.accepted a take at a time (``REKEY_TAKE_MAX`` batches, ``REKEY_TAKE_BYTES``) and,
-  for the projects with cohorts, sends the take's compact records to the cohorts topic, one message per target
-  partition (``Rekeyer.take``: the records in the order of the batches, as a message per batch sent them); a timer
-  sends each partition's progress (the consumer's position at its end: caught up). identity.merges, when identity
-  is on, is read by ``cohorts-merges`` into MERGE_OUT records.
+- The rekey step. In a worker that also runs the dedupe stage with identity on, the identity stage's device side
+  hands it each batch it gives events.accepted (``register_folded``: ``DeviceStage.on_accepted``), so each row is
+  rekeyed once it has its ids, not fetched from events.accepted, decompressed and decoded a second time; a timer sends
+  each events.valid partition's progress for the events.accepted partition of its number (caught up: the group has
+  committed events.valid to the end its last fetch read). Otherwise ``cohorts-rekey`` reads events.accepted a take at
+  a time (``REKEY_TAKE_MAX`` batches, ``REKEY_TAKE_BYTES``) and sends the take's records, one message per target
+  partition (``Rekeyer.take``: the records in the order of the batches, as a message per batch sent them), and the
+  timer each events.accepted partition's progress (caught up: the agent has handled every record up to the end).
+  Either way, for the projects with cohorts, compact records go to the cohorts topic, the same for the same batches.
+  identity.merges, when identity is on, is read by ``cohorts-merges`` into MERGE_OUT records.
 - ``cohorts-state`` folds the cohorts topic, a take of messages at a time (``TAKE_MAX``), into the ``cohorts-state``
   table (RocksDB, per partition), each write also a record of its key on the table's compacted changelog
   (``stream.topics.cohorts_changelog``), which the syncs read (``stream.cohorts.changelog``). A record read again
@@ -15,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import faust
 import orjson
@@ -27,6 +33,7 @@ from stream.cohorts.stage import CohortState, RdictStore, Rekeyer, Sent
 from stream.crashpoints import crash_point
 from stream.dedup.table import DedupeTable, KeyedChangelog
 from stream.events.batch import EventBatch
+from stream.identity.stage import DeviceStage
 from stream.kafka import client_args
 from stream.settings import Settings
 from stream.topics import cohorts_changelog
@@ -52,6 +59,27 @@ def end_read_ms(consumer: object, tp: object) -> int | None:
         return consumer._thread._ensure_consumer().last_poll_timestamp(tp)  # type: ignore[attr-defined]
     except Exception:          # not assigned any more, or no fetch answered yet
         return None
+
+
+def committed_offset(consumer: object, tp: object) -> int | None:
+    """The offset faust's consumer last committed (or found committed) for ``tp``; None when unknown."""
+    try:
+        return consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+    except Exception:          # a faust that keeps it elsewhere: not caught up, progress by upload times alone
+        return None
+
+
+def register_folded(app: faust.App, device: DeviceStage, rekeyer: Rekeyer,
+                    send: Callable[[list[Sent]], Awaitable[None]]) -> None:
+    """The rekey step in the device side of this worker's dedupe stage (``DeviceStage.on_accepted``): the batches it
+    hands to events.accepted are rekeyed as they are, not read back from the topic, decompressed and decoded again.
+    A replayed events.valid message hands over the same batches (the identity stage's replays are exact), so the
+    same records, which the state step drops by their source offsets."""
+    async def rekey_accepted(partition: int, batches: list[EventBatch]) -> None:
+        await send(rekeyer.take([(partition, b) for b in batches]))
+        crash_point("cohorts.rekeyed")
+
+    device.on_accepted = rekey_accepted
 
 
 class CohortsTable(KeyedChangelog, DedupeTable):
@@ -80,11 +108,19 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
         for q, key, value in sends:
             await cohorts_topic.send(key=key, value=value, partition=q)
 
-    @app.agent(accepted, name="cohorts-rekey")
-    async def rekey(stream: faust.StreamT) -> None:
-        gaps = Contiguous(app, accepted_name, args, "cohorts-rekey")
-        await gaps.takes(take_bursts(stream, REKEY_TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
-                                     lambda: clock.now_ms() / 1000), rekey_take)
+    # the device side of this worker's dedupe stage (identity on): it rekeys the batches it hands to events.accepted
+    device = getattr(app, "identity_device", None)
+    if device is not None:
+        read_name = device.valid_name
+        register_folded(app, device, rekeyer, send)
+    else:
+        read_name = accepted_name
+
+        @app.agent(accepted, name="cohorts-rekey")
+        async def rekey(stream: faust.StreamT) -> None:
+            gaps = Contiguous(app, accepted_name, args, "cohorts-rekey")
+            await gaps.takes(take_bursts(stream, REKEY_TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
+                                         lambda: clock.now_ms() / 1000), rekey_take)
 
     async def rekey_take(events: list[faust.EventT | Record]) -> None:
         batches: list[tuple[int, EventBatch]] = []
@@ -113,11 +149,12 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
 
     @app.timer(interval=PROGRESS_INTERVAL_S)
     async def cohorts_progress() -> None:
-        """Each assigned events.accepted partition's progress, to every cohorts partition when it moved."""
+        """Each assigned events.accepted partition's progress, to every cohorts partition when it moved (folded: the
+        events.valid partition's, whose device side sends to the events.accepted partition of its number)."""
         consumer = app.consumer
         starts = getattr(app, "starts", {})     # where each partition was sought to (stream.consumer.App)
         for tp in list(consumer.assignment()):
-            if tp.topic != accepted_name:
+            if tp.topic != read_name:
                 continue
             try:
                 high = consumer.highwater(tp)     # None until a fetch answered for the partition
@@ -127,7 +164,12 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
             # fetched, which may wait in the stream's buffer); the end is the one the consumer's last fetch of the
             # partition answered, stale while it does not fetch it (paused): caught up with it, the partition has
             # passed the time of that fetch, not the clock's (unknown: not caught up)
-            done = handled.get(tp.partition, starts.get(tp))
+            if device is None:
+                done = handled.get(tp.partition, starts.get(tp))
+            else:       # every message of events.valid before the committed offset was handled, its sends flushed
+                done = committed_offset(consumer, tp)
+                if done is None:
+                    done = starts.get(tp)
             read_ms = end_read_ms(consumer, tp)
             caught_up = high is not None and done is not None and done >= high and read_ms is not None
             await send(rekeyer.advance(tp.partition, clock.now_ms(), caught_up, read_ms))

@@ -58,6 +58,8 @@ def device_stage(app: faust.App, settings: Settings, clock: Clock, table: Identi
                         hold_s=settings.identity.hold_s, max_properties_bytes=settings.identity.max_properties_bytes,
                         max_request_bytes=settings.kafka.max_request_bytes, read_valid=read_valid)
 
+    app.identity_device = stage     # the cohorts stage of the same worker rekeys what it hands over (``on_accepted``)
+
     @app.on_partitions_revoked.connect
     async def _forget_held_rows(sender, revoked, **kwargs) -> None:
         """The rows kept in memory for the partitions' holds: another worker may let them go now."""

@@ -86,6 +86,11 @@ SendDead = Callable[[bytes], Awaitable[Any]]
 """(value): a record of the dead-letter topic."""
 DeadLetter = Callable[[Any, Exception], Awaitable[None]]
 """(record, why): keep a message that is not a links message in the dead-letter topic."""
+Accepted = Callable[[int, list[EventBatch]], Awaitable[None]]
+"""(partition, batches): what the device side hands to events.accepted[partition], in order, as it hands it over (the
+batches it lets go, each sent; the batch of a message, which the dedupe stage sends once ``DeviceStage.batch``
+returns it): the cohorts stage rekeys them there rather than reading events.accepted again
+(``stream.agents.cohorts``)."""
 ReadValid = Callable[[int, int, int], Awaitable[list[tuple[int, bytes]]]]
 """(partition, first, end): the messages of events.valid[partition] from ``first`` up to ``end`` (excluded), as
 (offset, value)."""
@@ -157,6 +162,7 @@ class DeviceStage:
         self.released_source = held_source(valid_name)
         # with a way to read events.valid back, held rows are references to their batch's message (``HeldRow.at``)
         self.read_valid, self.held = read_valid, HeldRows(held_rows_bytes)
+        self.on_accepted: Accepted | None = None
 
     async def _rollback(self, partition: int, offset: int) -> None:
         undone = await self.table.rollback(partition, offset)
@@ -208,9 +214,13 @@ class DeviceStage:
                         "identity.hold_s (%gs): their user's properties and id, if known elsewhere, come with a later "
                         "remap; is the user side (identity.links) lagging?", released.past_bound, self.valid_name,
                         partition, offset, self.hold_s)
+        sent: list[EventBatch] = []
         for batch in released_batches(released, Origin(self.valid_name, partition, offset), self.released_source):
             for part in batch.split(self.max_request_bytes // 2):
                 await self.send_accepted(part.encode(), partition)
+                sent.append(part)
+        if sent and self.on_accepted is not None:
+            await self.on_accepted(partition, sent)
         metrics.DEDUPE_ACCEPTED.inc(len(released.rows))     # written to events.accepted: now, not with their batch
 
     async def _fill(self, released: Released, partition: int) -> Released:
@@ -298,6 +308,8 @@ class DeviceStage:
         if res.rejected or res.held or res.replayed:
             out = out.select(res.keep, out.origin)
         out.lines = res.lines
+        if out.lines and self.on_accepted is not None:    # the batch the dedupe stage sends to events.accepted next
+            await self.on_accepted(partition, [out])
         if res.links:
             by_part: dict[int, list] = {}
             for link in res.links:

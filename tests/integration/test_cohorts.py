@@ -79,9 +79,10 @@ def _topic_exists(settings):
 
 
 def stage_caught_up(settings):
-    """The worker's group has committed every record on events.accepted and on the cohorts topic: the cohorts stage
-    has applied what is there (a partition it is caught up with passes the clock, so a sync of a past time does not
-    wait for events uploaded now)."""
+    """The worker's group has committed every record on events.valid and on the cohorts topic: the cohorts stage has
+    applied what is there (the worker's dedupe stage hands its accepted batches to the rekey step, whose records are
+    flushed before events.valid is committed; a partition it is caught up with passes the clock, so a sync of a past
+    time does not wait for events uploaded now)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from stream.kafka import client_args, end_offsets
@@ -91,7 +92,7 @@ def stage_caught_up(settings):
                                 "enable_auto_commit": False})
         await c.start()
         try:
-            for topic in (settings.topics.name("accepted"), settings.topics.name("cohorts")):
+            for topic in (settings.topics.name("valid"), settings.topics.name("cohorts")):
                 for p, end in (await end_offsets(settings, topic)).items():
                     if end and (await c.committed(TopicPartition(topic, p)) or 0) < end:
                         return False
