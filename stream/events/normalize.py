@@ -14,6 +14,7 @@ import sys
 import uuid as uuidlib
 from enum import Enum
 from functools import partial
+from collections.abc import Callable
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -33,6 +34,17 @@ def uuid5_str(name: str, _ns: bytes = UUID_NAMESPACE.bytes, _sha1=hashlib.sha1) 
     """``str(uuid.uuid5(UUID_NAMESPACE, name))``, straight from the hex digest (no UUID object)."""
     h = _sha1(_ns + name.encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+def uuid5_pair(name: str, _ns: bytes = UUID_NAMESPACE.bytes, _sha1=hashlib.sha1) -> tuple[str, bytes]:
+    """``uuid5_str(name)`` and its 16 bytes (``uuid_bytes`` of it), from one digest."""
+    d = _sha1(_ns + name.encode()).digest()
+    b = b"".join((d[:6], _BYTE[d[6] & 0x0F | 0x50], d[7:8], _BYTE[d[8] & 0x3F | 0x80], d[9:16]))
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}", b
+
+
+_BYTE = [bytes((i,)) for i in range(256)]
 
 
 def uuid_bytes(s: str) -> bytes:
@@ -495,9 +507,9 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 
 def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules,
-              now_ms: int | None, uuid_s: str | None = None) -> Normalized:
+              now_ms: int | None, uuid_s: str | None = None, uuid_b: bytes | None = None) -> Normalized:
     """The export row of a decoded event; ``uuid_s`` (canonical) is the uuid of an event without one, when given,
-    instead of ``uuid5(origin)``."""
+    instead of ``uuid5(origin)``, and ``uuid_b`` its 16 bytes, when given."""
     global _last_received
     if not e.event_type:
         raise _NotFast
@@ -518,8 +530,14 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     client_time = received if e.time is None else e.time
     if not 0 <= client_time <= MAX_TIME_MS:
         raise _NotFast
+    uid_b = None
     if e.uuid is None:
-        uid_s = uuid5_str(origin) if uuid_s is None else uuid_s
+        if uuid_s is None:
+            uid_s = uuid5_str(origin)
+        else:
+            uid_s = uuid_s
+            if uuid_b is not None:
+                uid_b = uuid_b
     elif _CANONICAL_UUID(e.uuid):
         uid_s = e.uuid
     else:
@@ -602,8 +620,70 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    return _new(Normalized, (project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line, device_id,
-                             user_id, clamped))
+    if uid_b is None:
+        uid_b = bytes.fromhex(uid_s.replace("-", ""))
+    return _new(Normalized, (project, dedupe_key, uploaded, uid_b, line, device_id, user_id, clamped))
+
+
+FastEvent = _Fast
+"""The fast path's decoded event (one attribute per input field; ``skip_user_properties_sync`` for
+``$skip_user_properties_sync``)."""
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def fast_event_builder(keys: tuple[str, ...], missing: object) -> Callable[[tuple[Any, ...]], _Fast | None] | None:
+    """A function of the values of the input fields ``keys`` (``missing`` for one absent) that gives the event
+    ``msgspec.convert`` gives of the dict of those fields (``_fast_obj``'s first step), or None when an input is
+    one ``_fast_obj`` may not take: a value of another type than the field's, a string over ``MAX_STRING``
+    characters, an integer beyond 64 bits, a float that is not finite, an object with a key that is not a string.
+    For a caller whose events come as the same fields every time (the S3 import's converter output), with the
+    checks written out for those fields (generated once): no dict of the fields, no ``msgspec.convert``. None when a
+    key is not an input field or is given twice (such events go through ``normalize``)."""
+    names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
+    if not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys):
+        return None
+    lines = ["def build(values):", f"    {''.join(f'v{i}, ' for i in range(len(keys)))}= values"]
+    for i, key in enumerate(keys):
+        v = f"v{i}"
+        lines.append(f"    if {v} is _M or {v} is None:")
+        lines.append(f"        {v} = None")
+        kind = INPUT_FIELDS[key][0]
+        if kind is Kind.STR:
+            lines.append(f"    elif type({v}) is not str or len({v}) > {MAX_STRING}:")
+        elif kind is Kind.INT:
+            lines.append(f"    elif type({v}) is not int or not {_INT_MIN} <= {v} <= {_INT_MAX}:")
+        elif kind is Kind.NUM:
+            lines.append(f"    elif not (type({v}) is int and {_INT_MIN} <= {v} <= {_INT_MAX} "
+                         f"or type({v}) is float and _finite({v})):")
+        elif kind is Kind.BOOL:
+            lines.append(f"    elif type({v}) is not bool:")
+        else:
+            assert kind is Kind.DICT
+            lines.append(f"    elif type({v}) is not dict or not _str_keys({v}):")
+        lines.append("        return None")
+    args = ", ".join(f"{names[k]}=v{i}" for i, k in enumerate(keys))
+    lines.append(f"    return _Fast({args})")
+    env: dict[str, Any] = {"_M": missing, "_Fast": _Fast, "_finite": math.isfinite, "_str_keys": _str_keys}
+    exec(compile("\n".join(lines), "<fast_event_builder>", "exec"), env)   # noqa: S102 -- names of _Fast's fields
+    return env["build"]
+
+
+def _str_keys(d: dict[Any, Any]) -> bool:
+    for k in d:
+        if type(k) is not str:
+            return False
+    return True
+
+
+def normalize_fast_event(e: _Fast, project: int, timestamp_ms: int, rules: Rules, now_ms: int | None,
+                         uuid_s: str, uuid_b: bytes) -> Normalized | None:
+    """``normalize`` of the dict whose ``msgspec.convert`` is ``e`` (``fast_event_builder``), when it takes the fast
+    path, else None (the caller then normalizes the dict). An event without a uuid gets ``uuid_s``, whose 16 bytes
+    are ``uuid_b``."""
+    try:
+        return _fast_row(e, project, timestamp_ms, "", rules, now_ms, uuid_s, uuid_b)
+    except _NotFast:
+        return None
 
 
 _last_received: tuple[int | None, str] = (None, "")

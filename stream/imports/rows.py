@@ -32,7 +32,7 @@ ingested event (``stream.events.normalize``), so imported rows get the same dedu
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +40,10 @@ import msgspec
 import orjson
 
 from stream.events import deadletter
-from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize, uuid5_str
+from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder, normalize,
+                                     normalize_fast_event, uuid5_pair, uuid5_str)
 from stream.export.mirror import Mutation
+from stream.imports.converter.converter import MISSING, Converter
 from stream.imports.files import ImportFile, row_offset
 from stream.imports.mutations import encode as encode_mutation
 from stream.imports.mutations import mutation_of
@@ -115,8 +117,49 @@ def row_ids(source: str, key: str, row: int) -> str:
     return uuid5_str(f"s3-import/{source}/{key}#{row}")
 
 
-def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> Converted:
-    """Convert a run of a file's items, in row order (``now_ms`` feeds the converter's *_now operators)."""
+@dataclass(frozen=True)
+class _Straight:
+    """An event source's converter output straight into normalize's Struct (``fast_event_builder``): the builder
+    of the converter's fields, where ``$skip_user_properties_sync`` is among them, and the fields ``shape`` adds."""
+
+    build: Callable[[tuple[Any, ...]], FastEvent | None]
+    skip_at: int | None          # the index of $skip_user_properties_sync among the converter's fields, if there
+    adds_skip: bool              # shape adds $skip_user_properties_sync: true to a row without it (not an identify)
+
+
+_STRAIGHT: dict[tuple[int, str, bool], tuple[Any, _Straight | None]] = {}
+
+
+def _straight(src: SourceSettings) -> _Straight | None:
+    """The straight route of an event source's rows, None when its rows go the dict's way only (another data type,
+    a converter field that is not an event field, a converter that is not a ``Converter``); made once per
+    converter."""
+    converter = src.compiled.convert
+    memo = (id(converter), src.data_type, bool(src.skip_user_properties_sync))
+    got = _STRAIGHT.get(memo)
+    if got is not None and got[0] is converter:
+        return got[1]
+    straight = None
+    keys = converter.fields if isinstance(converter, Converter) else ()
+    build = fast_event_builder(keys, MISSING) if src.data_type == "event" else None
+    if build is not None:
+        straight = _Straight(build, keys.index(SKIP_SYNC) if SKIP_SYNC in keys else None,
+                             bool(src.skip_user_properties_sync))
+    if len(_STRAIGHT) >= 256:
+        _STRAIGHT.clear()
+    _STRAIGHT[memo] = (converter, straight)
+    return straight
+
+
+def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, straight: bool = True) -> Converted:
+    """Convert a run of a file's items, in row order (``now_ms`` feeds the converter's *_now operators).
+
+    An event source's row whose converted fields ``normalize``'s fast path takes goes there straight from the
+    converter's values (``Converter.values``, ``fast_event_builder``: no output dict, no ``msgspec.convert``), with
+    its ids as below and its uuid's bytes from the same digest; any other row (a value the fast path refuses, a
+    converter that fails on it, a row over the size limit) goes the dict's way below, from its start, to the same
+    answer. ``straight=False``: every row the dict's way (the reference the tests compare the straight route
+    with)."""
     out = Converted()
     src, f = ctx.source, ctx.file
     converter = src.compiled.convert
@@ -124,7 +167,38 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int) -> C
     # the names the row ids and the origin derive from, up to the row number: the same strings as row_ids and
     # f"{ctx.record}#{n}", f"{f.url}#{n}", built once a chunk
     ids_name, uuid_name, origin_name = f"s3-import/{src.name}/{f.key}#", f"{ctx.record}#", f"{f.url}#"
+    straight_to = _straight(src) if straight else None
+    if straight_to is not None:
+        values, build, skip_at, adds_skip = (converter.values, straight_to.build, straight_to.skip_at,
+                                             straight_to.adds_skip)
+        server_ms, rules, max_bytes, record_offset = ctx.server_ms, ctx.rules, ctx.rules.max_event_bytes, \
+            ctx.record_offset
+        events = out.events
     for item in items:
+        if straight_to is not None and type(item) is Row and type(item.value) is dict:
+            try:
+                vals, errors = values(item.value, now_ms)
+            except Exception:   # the dict's way dead-letters it, with the converter's error
+                e = None
+            else:
+                e = build(vals)
+            if e is not None:
+                if adds_skip and (skip_at is None or vals[skip_at] is MISSING) and \
+                        e.event_type not in (IDENTIFY, GROUP_IDENTIFY):
+                    e.skip_user_properties_sync = True
+                number = str(item.number)
+                if not e.insert_id:
+                    e.insert_id = uuid5_str(ids_name + number)
+                if e.uuid is None:
+                    uuid_s, uuid_b = uuid5_pair(uuid_name + number)
+                else:
+                    uuid_s, uuid_b = "", b""
+                res = normalize_fast_event(e, project, server_ms, rules, now_ms, uuid_s, uuid_b)
+                if res is not None and len(res.line) <= max_bytes:
+                    out.rows += 1
+                    out.fields_left_out += len(errors)
+                    events.append((row_offset(record_offset, item.number), res))
+                    continue
         converted = _converted(ctx, converter, item, out, now_ms)
         if converted is None:
             continue

@@ -18,6 +18,8 @@ from stream.imports.converter.values import Ctx, Fn
 
 
 _MISSING = object()
+MISSING = _MISSING
+"""``Converter.values``'s value of an output field left out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,7 @@ class _Entry:
 class Converter:
     """Amplitude's ``convertToAmplitudeFunc`` compiled once; call it with a row and the current time."""
 
-    __slots__ = ("fields", "_entries", "_dict_row", "_ctx")
+    __slots__ = ("fields", "_entries", "_dict_row", "_dict_values", "_ctx")
 
     def __init__(self, func: Mapping[str, Any], path: str = "convertToAmplitudeFunc") -> None:
         if not isinstance(func, Mapping):
@@ -41,6 +43,7 @@ class Converter:
             raise ConverterError(path, None, 'maps no field; write at least {"event_type": ..., "user_id": ...}')
         self._entries = _compile_object(func, path, "", 0)
         self._dict_row = _generate(self._entries)
+        self._dict_values = _generate(self._entries, as_values=True)
         self.fields: tuple[str, ...] = tuple(entry.key for entry in self._entries)
         self._ctx = Ctx(0)
 
@@ -53,6 +56,19 @@ class Converter:
         if type(row) is dict:
             return self._dict_row(row, ctx, errors), errors
         return _evaluate(self._entries, row, ctx, errors), errors
+
+    def values(self, row: Mapping[str, Any], now_ms: int) -> tuple[tuple[Any, ...], list[FieldError]]:
+        """``self(row, now_ms)`` as a tuple of the output's top-level values in the order of ``fields``, ``MISSING``
+        for a field left out: the same values and errors, without the output's own dict (for a caller that takes
+        the fields one by one, such as the import's straight route into normalize's Struct)."""
+        errors: list[FieldError] = []
+        ctx = self._ctx
+        if ctx.now_ms != now_ms:
+            ctx = self._ctx = Ctx(now_ms)
+        if type(row) is dict:
+            return self._dict_values(row, ctx, errors), errors
+        out = _evaluate(self._entries, row, ctx, errors)
+        return tuple(out.get(key, _MISSING) for key in self.fields), errors
 
     def __repr__(self) -> str:
         return f"Converter(fields={self.fields!r})"
@@ -92,37 +108,44 @@ def _evaluate(entries: tuple[_Entry, ...], row: Any, ctx: Ctx, errors: list[Fiel
     return out
 
 
-def _generate(entries: tuple[_Entry, ...]) -> Callable[[dict[str, Any], Ctx, list[FieldError]], dict[str, Any]]:
+def _generate(entries: tuple[_Entry, ...], as_values: bool = False) -> Callable[[dict[str, Any], Ctx, list[FieldError]],
+                                                                              Any]:
     """``_evaluate`` of a dict row as one generated function: the output built by straight-line code, a column
     read inline (its compiled lookup called only when the column is missing, for its error), an operator called
-    directly; the same output (keys in the same order) and errors as ``_evaluate``, without its loop."""
+    directly; the same output (keys in the same order) and errors as ``_evaluate``, without its loop. With
+    ``as_values``, the output's top-level values as a tuple in the order of ``entries`` (``_MISSING`` for one left
+    out) instead of the output dict."""
     lines = ["def convert(row, ctx, errors):", "    get = row.get"]
     env: dict[str, Any] = {"_M": _MISSING, "NoValue": NoValue, "FieldError": FieldError}
     counter = iter(range(1 << 30))
 
-    def emit(entries: tuple[_Entry, ...], out: str) -> None:
-        lines.append(f"    {out} = {{}}")
-        for entry in entries:
+    def emit(entries: tuple[_Entry, ...], out: str, top: bool = False) -> None:
+        if top and as_values:
+            lines.extend(f"    t{i} = _M" for i in range(len(entries)))
+        else:
+            lines.append(f"    {out} = {{}}")
+        for i, entry in enumerate(entries):
             key, where = repr(entry.key), repr(entry.field)
+            target = f"t{i}" if top and as_values else f"{out}[{key}]"
             if entry.source is None:
                 inner = f"o{next(counter)}"
                 emit(entry.children, inner)
-                lines.append(f"    {out}[{key}] = {inner}")
+                lines.append(f"    {target} = {inner}")
                 continue
             fn = f"s{next(counter)}"
             env[fn] = entry.source
-            call = [f"    try:", f"        {out}[{key}] = {fn}(row, ctx)", "    except NoValue as exc:",
+            call = [f"    try:", f"        {target} = {fn}(row, ctx)", "    except NoValue as exc:",
                     f"        errors.append(FieldError({where}, str(exc)))"]
             if entry.column is None:
                 lines.extend(call)
                 continue
             lines.append(f"    v = get({entry.column!r}, _M)")
             lines.append("    if v is not _M:")
-            lines.append(f"        {out}[{key}] = v")
+            lines.append(f"        {target} = v")
             lines.append("    else:")
             lines.extend("    " + line for line in call)
 
-    emit(entries, "out")
-    lines.append("    return out")
+    emit(entries, "out", top=True)
+    lines.append(f"    return ({''.join(f't{i}, ' for i in range(len(entries)))})" if as_values else "    return out")
     exec(compile("\n".join(lines), "<converter>", "exec"), env)   # noqa: S102 -- our own code, keys as repr()
     return env["convert"]

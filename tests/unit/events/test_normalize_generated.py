@@ -17,6 +17,7 @@ Objects a JSON text cannot hold (NaN, infinities, floats where integers go) are 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 
 import msgspec
@@ -28,6 +29,8 @@ from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.fields import INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
 from stream.events.normalize import (
     MAX_TIME_MS,
+    UUID_NAMESPACE,
+    FastEvent,
     Normalized,
     Reason,
     Rejected,
@@ -37,9 +40,13 @@ from stream.events.normalize import (
     _NotFast,
     _reference,
     decode,
+    fast_event_builder,
     normalize,
+    normalize_fast_event,
     normalize_message,
     normalize_stamped,
+    uuid5_pair,
+    uuid5_str,
 )
 
 PROJECT = 424242
@@ -523,3 +530,69 @@ def test_an_integer_string_too_long_to_read_is_an_invalid_value():
     value = msgspec.json.encode({"event_type": "x", "user_id": "user-1", "event_id": "9" * 5000})
     assert agree(value) == Rejected(Reason.INVALID_VALUE, "event_id",
                                     "event_id has 5000 digits; the limit is 4300")
+
+
+# --- the straight route: the fields of a known set of keys into the fast path's Struct -------------------------
+
+MISSING = object()
+
+
+def convert_or_none(obj: dict):
+    """``msgspec.convert`` of the object into the fast path's Struct, None where ``_fast_obj`` declines it."""
+    try:
+        e = msgspec.convert(obj, FastEvent)
+    except msgspec.ValidationError:
+        return None
+    for v in (e.location_lat, e.location_lng, e.price, e.revenue):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+    return e
+
+
+@GENERATED
+@given(events() | events(odd=False, unknown=False), st.lists(st.tuples(NUMBER_FIELDS | ALL_FIELDS, not_json),
+                                                             max_size=2),
+       st.lists(ALL_FIELDS, max_size=3, unique=True), rules, timestamps, clocks, st.uuids())
+def test_the_fields_of_known_keys_built_into_the_fast_path_s_struct_as_msgspec_converts_them(
+        ev, odd, absent, rules, timestamp_ms, now_ms, uid):
+    for k, v in odd:
+        ev[k] = v
+    keys = tuple(ev) + tuple(k for k in absent if k not in ev)   # keys the builder knows, some absent from the event
+    build = fast_event_builder(keys, MISSING)
+    if any(k not in INPUT_FIELDS for k in keys):
+        assert build is None
+        return
+    got = build(tuple(ev.get(k, MISSING) for k in keys))
+    want = convert_or_none(ev)
+    if got is None:   # the builder may decline more (integers beyond 64 bits), never less
+        return
+    assert want is not None and msgspec.structs.asdict(got) == msgspec.structs.asdict(want)
+    uuid_s = str(uid)
+    answer = normalize_fast_event(got, PROJECT, timestamp_ms, rules, now_ms, uuid_s, uid.bytes)
+    ref = _reference(ev if "uuid" in ev and ev["uuid"] is not None else {**ev, "uuid": uuid_s}, PROJECT, timestamp_ms,
+                     ORIGIN, rules, now_ms)
+    if answer is not None:
+        assert type(ref) is Normalized and answer._asdict() == ref._asdict()
+
+
+def test_the_builder_declines_what_the_fast_path_declines_and_takes_the_rest():
+    build = fast_event_builder(("event_type", "time", "location_lat", "event_properties", "$skip_user_properties_sync",
+                                "user_id"), MISSING)
+    assert build(("e", 5, 1.5, {"a": 1}, True, "user-1")).skip_user_properties_sync is True
+    assert build(("e", MISSING, None, MISSING, MISSING, "user-1")) == FastEvent(event_type="e", user_id="user-1")
+    for values in [("e", True, None, None, None, None), ("e", 5.0, None, None, None, None),
+                   ("e", None, float("nan"), None, None, None), ("e", None, True, None, None, None),
+                   ("e", None, None, {1: 2}, None, None), ("e", None, None, [], None, None),
+                   ("e", None, None, None, 1, None), ("e" * (MAX_STRING + 1), None, None, None, None, None),
+                   (5, None, None, None, None, None), ("e", 2**63, None, None, None, None)]:
+        assert build(values) is None, values
+    assert build(("\U0001f600" * MAX_STRING, -(2**63), 2**63 - 1, {}, False, None)) is not None
+    assert fast_event_builder(("event_type", "colour"), MISSING) is None
+    assert fast_event_builder(("event_type", "event_type"), MISSING) is None
+    assert fast_event_builder((), MISSING) is None
+
+
+def test_uuid5_pair_is_uuid5_str_and_its_bytes():
+    for name in ["", "a", "imports.files/1/5#1", "s3-import/src/key#123456", "\u00e9" * 100]:
+        s, b = uuid5_pair(name)
+        assert s == uuid5_str(name) == str(uuid.uuid5(UUID_NAMESPACE, name)) and b == uuid.UUID(s).bytes

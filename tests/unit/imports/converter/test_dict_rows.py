@@ -2,12 +2,13 @@
 as the entry-by-entry evaluation, on generated converters and rows."""
 
 import math
+from types import MappingProxyType
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stream.imports.converter import Converter, Ctx, NoValue
-from stream.imports.converter.converter import _evaluate
+from stream.imports.converter.converter import MISSING, _evaluate
 from tests.unit.imports.converter.test_generated import FAST, FIELDS, any_rows, descriptions, json_rows
 
 ODD_KEYS = ["event_type", "a'b", 'q"uote', "back\\slash", "new\nline", "ü€", "{x}", "1", ""]
@@ -50,6 +51,8 @@ def test_a_dict_row_converts_as_the_entries_evaluate_it(func, rows, now_ms):
             raise AssertionError(f"{func}: {row} raised {exc!r} only in the reference")
         got = convert(row, now_ms)
         assert same(got[0], want[0]) and got[1] == want[1], (func, row)
+        values, errors = convert.values(row, now_ms)   # the top-level values in the order of fields, MISSING if out
+        assert same(list(values), [want[0].get(k, MISSING) for k in convert.fields]) and errors == want[1], (func, row)
 
 
 def test_a_converter_of_columns_and_operators_gives_the_reference_output_in_order():
@@ -63,3 +66,6 @@ def test_a_converter_of_columns_and_operators_gives_the_reference_output_in_orde
     assert [(e.field, e.message) for e in errors] == [("p.b", "no field 'missing'"), ("p.c.d", "no field 'y'")]
     assert (out, errors) == reference(convert, row, 0)
     assert isinstance(NoValue("x"), Exception)
+    assert convert.values(row, 0) == (("Play", "ann", {"a": 1, "c": {}}, 1, 5), errors)
+    assert convert.values(MappingProxyType(row), 0) == (("Play", "ann", {"a": 1, "c": {}}, 1, 5), errors)   # not a dict
+    assert convert.values({"event": "Play"}, 0)[0] == ("Play", MISSING, {"c": {}}, MISSING, MISSING)

@@ -1,0 +1,151 @@
+"""An event source's rows straight from the converter's values into normalize's fast path, against the dict's way.
+
+``rows.convert`` takes a row whose converted fields the fast path takes straight there (``Converter.values``,
+``fast_event_builder``, ``normalize_fast_event``) and every other row the dict's way (converter output, ``shape``,
+ids, ``normalize``). Both must give the same events, dead letters and counts: compared on generated converters (the
+event's input fields, and a field that is not one, as columns, operators, literals and objects of the output) and
+rows whose columns carry values of every JSON type (valid ones, and the odd ones of
+``tests/unit/events/test_normalize_generated.py``), for every data type and sync setting.
+"""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream.events.fields import INPUT_FIELDS, Kind
+from stream.events.normalize import Rules, uuid5_str
+from stream.imports import rows as rows_module
+from stream.imports.files import ROW_SLOTS, ImportFile
+from stream.imports.reader import Row, RowError, RowErrorReason
+from stream.imports.rows import FileContext, convert
+from stream.settings import SourceSettings
+from tests.unit.events.test_normalize_generated import MAX_TIME_MS, ODD, VALID, json_values, not_json, rules
+
+GENERATED = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FILE = ImportFile("clicks", "bkt", "d/1.json.gz", 1_700_000_000_000, "sqs", size=10, etag="abc")
+T = 1_710_000_000_123
+KEYS = sorted(INPUT_FIELDS) + ["colour"]
+FORMS = ["column", "column", "column", "lowercase", "literal", "object"]
+
+
+def values_of(key: str):
+    if key not in INPUT_FIELDS:
+        return json_values
+    return VALID[key] | VALID[key] | ODD[key] | not_json
+
+
+@st.composite
+def converters_and_rows(draw):
+    """(converter description, rows): every output field read from a column of its own (``c_<field>``), or an
+    operator, a literal or an object of the output over it; rows with or without each column."""
+    func: dict = {"event_type": "c_event_type", "user_id": "c_user_id"}
+    columns = {"c_event_type": values_of("event_type"), "c_user_id": values_of("user_id")}
+    for key in draw(st.lists(st.sampled_from(KEYS), max_size=7, unique=True)):
+        column = f"c_{key}"
+        form = draw(st.sampled_from(FORMS))
+        if form == "column":
+            func[key] = column
+            columns[column] = values_of(key)
+        elif form == "lowercase":   # a field left out when its column is not text
+            func[key] = ["lowercase", column]
+            columns[column] = values_of(key)
+        elif form == "literal":
+            func[key] = ["value", draw(json_values)]
+        else:                       # an object of the output: an entry missing from the row is left out
+            func[key] = {"a": column, "b": "c_nowhere", "n": {"x": "c_user_id"}}
+            columns[column] = json_values | not_json
+    rows = []
+    for n in range(1, draw(st.integers(1, 4)) + 1):
+        row = {c: draw(v) for c, v in columns.items() if draw(st.integers(0, 5))}
+        rows.append(Row(n, row))
+    if draw(st.booleans()):
+        rows.insert(0, RowError(len(rows) + 1, RowErrorReason.MALFORMED_JSON, "line 9 is bad"))
+    return func, rows
+
+
+def source(func, **kw) -> SourceSettings:
+    return SourceSettings(name="clicks", project=7, bucket="bkt",
+                          converter={"converterConfig": {"convertToAmplitudeFunc": func}}, **kw)
+
+
+def context(src: SourceSettings, rules: Rules, server_ms: int = T) -> FileContext:
+    return FileContext(src, FILE, 5, server_ms, rules, record="imports.files/1/5")
+
+
+def same(a, b) -> None:
+    assert a.events == b.events
+    assert a.dead == b.dead
+    assert (a.rows, a.fields_left_out, dict(a.reasons), a.mutations) == (b.rows, b.fields_left_out, dict(b.reasons),
+                                                                        b.mutations)
+
+
+@GENERATED
+@given(converters_and_rows(), st.sampled_from(["event", "event", "event", "user_properties", "group_properties"]),
+       st.booleans(), rules, st.sampled_from([T, T - 10**9, 0, MAX_TIME_MS]),
+       st.integers(T - 3_600_000, T + 3_600_000))
+def test_generated_converters_and_rows_give_the_dict_way_s_events_dead_letters_and_counts(
+        case, data_type, skip_sync, rules, server_ms, now_ms):
+    func, items = case
+    src = source(func, data_type=data_type, skip_user_properties_sync=skip_sync)
+    ctx = context(src, rules, server_ms)
+    same(convert(ctx, items, now_ms), convert(ctx, items, now_ms, straight=False))
+
+
+BENCH = {"event_type": "event", "user_id": "user", "device_id": "device", "time": "ts",
+         "event_properties": {k: k for k in ("page", "plan", "price", "qty", "campaign", "file")}}
+
+
+def bench_row(n: int, **v) -> Row:
+    return Row(n, {"event": "Play", "user": f"user-{n:06d}", "device": f"device-{n:07d}", "ts": T - 5000 - n,
+                   "page": "/", "plan": "pro", "price": 9.5, "qty": 2, "campaign": "brand", "file": "t000", **v})
+
+
+def test_a_source_of_column_renames_takes_the_straight_route_with_the_same_ids(monkeypatch):
+    src = source(BENCH)
+    items = [bench_row(n) for n in range(1, 6)] + [bench_row(6, insert_id="own", uuid="x")]
+    want = convert(context(src, Rules()), items, T, straight=False)
+
+    def no_dicts(*args, **kw):
+        raise AssertionError("the dict's way was taken")
+    monkeypatch.setattr(rows_module, "normalize", no_dicts)
+    got = convert(context(src, Rules()), items[:5], T)
+    same(got, type(want)(events=want.events[:5], rows=5))
+    line = orjson.loads(got.events[0][1].line)
+    assert line["$insert_id"] == uuid5_str("s3-import/clicks/d/1.json.gz#1")
+    assert line["uuid"] == uuid5_str("imports.files/1/5#1") and got.events[0][1].uuid.hex() == line["uuid"].replace(
+        "-", "")
+    assert line["data"] == {"$skip_user_properties_sync": True}
+    assert [offset - 5 * ROW_SLOTS for offset, _ in got.events] == [1, 2, 3, 4, 5]
+
+
+def test_rows_the_fast_path_refuses_go_the_dict_way_to_its_answer():
+    src = source({**BENCH, "uuid": "u", "session_id": "s", "location_lat": "lat"})
+    items = [bench_row(1), bench_row(2, u="not a uuid"), bench_row(3, s="12"), bench_row(4, lat=math.nan),
+             bench_row(5, user="null", device="nil"), bench_row(6, event=""), bench_row(7, s=2**64),
+             bench_row(8, u="5BA40637-3BDE-4060-A429-E47906945ED5"), bench_row(9, ts=-1)]
+    got = convert(context(src, Rules()), items, T)
+    same(got, convert(context(src, Rules()), items, T, straight=False))
+    assert [offset - 5 * ROW_SLOTS for offset, _ in got.events] == [1, 3, 7, 8]
+    assert dict(got.reasons) == {"invalid_value": 2, "invalid_type": 1, "invalid_id": 1, "missing_event_type": 1}
+
+
+def test_a_row_over_the_size_limit_is_dead_lettered_as_the_dict_way_does():
+    src = source(BENCH)
+    items = [bench_row(1), bench_row(2, page="p" * 1000)]
+    got = convert(context(src, Rules(max_event_bytes=2000)), items, T)
+    same(got, convert(context(src, Rules(max_event_bytes=2000)), items, T, straight=False))
+    assert dict(got.reasons) == {"too_large": 1} and len(got.events) == 1
+
+
+@pytest.mark.parametrize("func", [{**BENCH, "colour": "event"}, {"event_type": ["value", "x"], "user_id": "user"}])
+def test_a_converter_field_that_is_no_event_field_sends_every_row_the_dict_way(func):
+    src = source(func)
+    straight = rows_module._straight(src)
+    assert (straight is None) == ("colour" in func)
+    items = [bench_row(1), bench_row(2)]
+    same(convert(context(src, Rules()), items, T), convert(context(src, Rules()), items, T, straight=False))
