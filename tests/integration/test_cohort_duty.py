@@ -129,6 +129,9 @@ def test_sync_now_asked_of_the_worker_without_the_duty_runs_once_on_the_one_hold
         "performed": "purchase", "within_days": 2}}]
     cfg["cohort_destinations"] = [{"name": "crm", "bucket": bucket, "syncs": [
         {"cohort": "pro-buyers", "cadence": "once"}]}]
+    # a sync at T waits for the stage to pass T, which an idle stage does at the clock minus the grace: each
+    # requested sync then runs within about a minute (its stamp, the minute rounded up), not two
+    cfg["cohort_state"] = {"grace_s": 1}
     path.write_text(yaml.safe_dump(cfg))
     settings = load_settings(path)
     ports = [free_port(), free_port()]
