@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from stream.events import avro
 from stream.events.normalize import Normalized
-from stream.events.partitioning import partition_for
+from stream.events.partitioning import partition_for, partition_memo
 from stream.events.timefmt import HOUR_MS
 
 
@@ -222,30 +222,31 @@ def group(events: Iterable[tuple[int, Normalized]], topic: str, partition: int, 
     """
     open_: dict[tuple[int, int, int], EventBatch] = {}
     sizes: dict[tuple[int, int, int], int] = {}
-    targets: dict[str, int] = {}
-    for offset, ev in events:
-        key = ev.partition_key
-        target = targets.get(key)
+    targets = partition_memo(partitions)   # partition_for's memo: a device seen before (in any call) is looked up
+    for offset, (project, dedupe_key, upload_ms, uuid, line, device_id, user_id, _) in events:
+        key = device_id if device_id is not None else user_id   # ev.partition_key, without its call
+        target = targets.get(key)  # type: ignore[arg-type]
         if target is None:
-            target = targets[key] = partition_for(key, partitions)
-        hour = ev.upload_ms - ev.upload_ms % HOUR_MS
-        k = (target, ev.project, hour)
+            target = partition_for(key, partitions)  # type: ignore[arg-type]
+        hour = upload_ms - upload_ms % HOUR_MS
+        k = (target, project, hour)
         b = open_.get(k)
-        size = len(ev.line) + len(ev.dedupe_key) + 40
+        size = len(line) + len(dedupe_key) + 40
         if b is not None and sizes[k] + size > max_bytes:
             del open_[k]
             b.origin = Origin(topic, partition, b.offsets[-1])
             yield target, b
             b = None
         if b is None:
-            b = open_[k] = EventBatch(ev.project, hour, Origin(topic, partition, offset))
-            sizes[k] = 0
-        sizes[k] += size
+            b = open_[k] = EventBatch(project, hour, Origin(topic, partition, offset))
+            sizes[k] = size
+        else:
+            sizes[k] += size
         b.offsets.append(offset)
-        b.keys.append(ev.dedupe_key)
-        b.times.append(ev.upload_ms)
-        b.uuids.append(ev.uuid)
-        b.lines.append(ev.line)
+        b.keys.append(dedupe_key)
+        b.times.append(upload_ms)
+        b.uuids.append(uuid)
+        b.lines.append(line)
         if len(b.lines) >= max_events:
             del open_[k]
             b.origin = Origin(topic, partition, offset)

@@ -252,3 +252,70 @@ def test_a_value_outside_avros_long_is_refused_like_fastavro_refuses_it():
         b.encode()
     with pytest.raises(OverflowError):
         b.encode_slowly()
+
+
+def group_reference(events, topic, partition, partitions, max_events, max_bytes=4 << 20):
+    """``group`` as it was written first (each event's ``partition_key`` and fields by name, a memo per call): the
+    reference the grouping is compared with."""
+    from stream.events.timefmt import HOUR_MS
+    open_, sizes, targets = {}, {}, {}
+    for offset, ev in events:
+        key = ev.partition_key
+        target = targets.get(key)
+        if target is None:
+            target = targets[key] = partition_for(key, partitions)
+        hour = ev.upload_ms - ev.upload_ms % HOUR_MS
+        k = (target, ev.project, hour)
+        b = open_.get(k)
+        size = len(ev.line) + len(ev.dedupe_key) + 40
+        if b is not None and sizes[k] + size > max_bytes:
+            del open_[k]
+            b.origin = Origin(topic, partition, b.offsets[-1])
+            yield target, b
+            b = None
+        if b is None:
+            b = open_[k] = EventBatch(ev.project, hour, Origin(topic, partition, offset))
+            sizes[k] = 0
+        sizes[k] += size
+        b.offsets.append(offset)
+        b.keys.append(ev.dedupe_key)
+        b.times.append(ev.upload_ms)
+        b.uuids.append(ev.uuid)
+        b.lines.append(ev.line)
+        if len(b.lines) >= max_events:
+            del open_[k]
+            b.origin = Origin(topic, partition, offset)
+            yield target, b
+    for (target, _, _), b in open_.items():
+        b.origin = Origin(topic, partition, b.offsets[-1])
+        yield target, b
+
+
+_ids = st.sampled_from(["device-0000001", "device-0000002", "dev-x", "user-42", "\u00e9" * 6]) | st.text(min_size=1,
+                                                                                                       max_size=12)
+
+
+@st.composite
+def normalized_events(draw):
+    from stream.events.normalize import Normalized
+    out = []
+    offset = draw(st.integers(0, 2**40))
+    for _ in range(draw(st.integers(0, 40))):
+        device, user = draw(st.none() | _ids), draw(_ids)
+        out.append((offset, Normalized(draw(st.sampled_from([1, 1, 1, 7])), draw(st.binary(max_size=30)),
+                                       draw(st.sampled_from([H, H + 5, H + 3_599_999, H + 3_600_000, H - 1])),
+                                       draw(st.binary(min_size=16, max_size=16)), draw(st.binary(max_size=400)),
+                                       device, user if device is None or draw(st.booleans()) else None)))
+        offset += draw(st.integers(1, 3))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(normalized_events(), st.sampled_from([1, 4, 12]), st.sampled_from([1, 3, 500]),
+       st.sampled_from([300, 1000, 4 << 20]))
+def test_group_gives_the_reference_batches_on_generated_events(events, partitions, max_events, max_bytes):
+    from stream.events.batch import group
+    got = [(t, b.encode(), b.origin) for t, b in group(events, "imports.files", 3, partitions, max_events, max_bytes)]
+    want = [(t, b.encode(), b.origin) for t, b in group_reference(events, "imports.files", 3, partitions, max_events,
+                                                                   max_bytes)]
+    assert got == want
