@@ -853,6 +853,7 @@ class CohortState:
         self.cohorts, self.partitions, self.state_days = cohorts, partitions, state_days
         self.store_of = store_of
         self._props: dict[bytes, dict[str, Any]] = {}
+        self._marks: dict[tuple[int, str], str] = {}     # (partition, source) -> its key in ``StoredUser.marks``
 
     def apply(self, partition: int, records: Iterable[tuple[bytes | None, bytes]]) -> Applied:
         """Apply the records of ``partition``'s messages (key, value), in order: one message or several (a take),
@@ -933,7 +934,12 @@ class CohortState:
             fwd = msgspec.structs.replace(rec, amplitude_id=u.merged_into, source=f"{rec.source}@{rec.amplitude_id}")
             out.sends.append((partition_of(u.merged_into, self.partitions), _Q.pack(u.merged_into), fwd.encode()))
             return
-        mark = f"{rec.partition}/{rec.source}"
+        marks = self._marks
+        mark = marks.get((rec.partition, rec.source))
+        if mark is None:
+            if len(marks) >= 4096:
+                marks.clear()
+            mark = marks[(rec.partition, rec.source)] = f"{rec.partition}/{rec.source}"
         if u is not None and rec.source_offset <= u.marks.get(mark, -1):
             out.replayed += 1
             return
@@ -948,11 +954,14 @@ class CohortState:
         row = None
         for key in rec.conditions:
             c = conditions.get(key)
-            if c is None or not c.keeps(day, upload_day):
-                continue              # it could never count
-            if key in keys:
+            if c is None:
+                continue
+            within = c.within_days
+            if not (day > upload_day - within if within is not None else c.keeps(day, upload_day)):
+                continue              # it could never count (``Condition.keeps``)
+            try:
                 i = keys.index(key)
-            else:             # a user's first event of this condition
+            except ValueError:        # a user's first event of this condition
                 i = len(keys)
                 keys.append(key)
             days = counts.get(i)
