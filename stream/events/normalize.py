@@ -36,17 +36,6 @@ def uuid5_str(name: str, _ns: bytes = UUID_NAMESPACE.bytes, _sha1=hashlib.sha1) 
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
-def uuid5_pair(name: str, _ns: bytes = UUID_NAMESPACE.bytes, _sha1=hashlib.sha1) -> tuple[str, bytes]:
-    """``uuid5_str(name)`` and its 16 bytes (``uuid_bytes`` of it), from one digest."""
-    d = _sha1(_ns + name.encode()).digest()
-    b = b"".join((d[:6], _BYTE[d[6] & 0x0F | 0x50], d[7:8], _BYTE[d[8] & 0x3F | 0x80], d[9:16]))
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}", b
-
-
-_BYTE = [bytes((i,)) for i in range(256)]
-
-
 def uuid_bytes(s: str) -> bytes:
     """The 16 bytes of a canonical uuid string."""
     return bytes.fromhex(s.replace("-", ""))
@@ -507,9 +496,9 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 
 def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules,
-              now_ms: int | None, uuid_s: str | None = None, uuid_b: bytes | None = None) -> Normalized:
+              now_ms: int | None, uuid_s: str | None = None) -> Normalized:
     """The export row of a decoded event; ``uuid_s`` (canonical) is the uuid of an event without one, when given,
-    instead of ``uuid5(origin)``, and ``uuid_b`` its 16 bytes, when given."""
+    instead of ``uuid5(origin)``."""
     global _last_received
     if not e.event_type:
         raise _NotFast
@@ -530,14 +519,8 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     client_time = received if e.time is None else e.time
     if not 0 <= client_time <= MAX_TIME_MS:
         raise _NotFast
-    uid_b = None
     if e.uuid is None:
-        if uuid_s is None:
-            uid_s = uuid5_str(origin)
-        else:
-            uid_s = uuid_s
-            if uuid_b is not None:
-                uid_b = uuid_b
+        uid_s = uuid5_str(origin) if uuid_s is None else uuid_s
     elif _CANONICAL_UUID(e.uuid):
         uid_s = e.uuid
     else:
@@ -620,9 +603,8 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     line = _json_encode(row)
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
-    if uid_b is None:
-        uid_b = bytes.fromhex(uid_s.replace("-", ""))
-    return _new(Normalized, (project, dedupe_key, uploaded, uid_b, line, device_id, user_id, clamped))
+    return _new(Normalized, (project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line, device_id,
+                             user_id, clamped))
 
 
 FastEvent = _Fast
@@ -676,12 +658,11 @@ def _str_keys(d: dict[Any, Any]) -> bool:
 
 
 def normalize_fast_event(e: _Fast, project: int, timestamp_ms: int, rules: Rules, now_ms: int | None,
-                         uuid_s: str, uuid_b: bytes) -> Normalized | None:
+                         uuid_s: str) -> Normalized | None:
     """``normalize`` of the dict whose ``msgspec.convert`` is ``e`` (``fast_event_builder``), when it takes the fast
-    path, else None (the caller then normalizes the dict). An event without a uuid gets ``uuid_s``, whose 16 bytes
-    are ``uuid_b``."""
+    path, else None (the caller then normalizes the dict). An event without a uuid gets ``uuid_s`` (canonical)."""
     try:
-        return _fast_row(e, project, timestamp_ms, "", rules, now_ms, uuid_s, uuid_b)
+        return _fast_row(e, project, timestamp_ms, "", rules, now_ms, uuid_s)
     except _NotFast:
         return None
 

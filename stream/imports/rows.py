@@ -41,7 +41,7 @@ import orjson
 
 from stream.events import deadletter
 from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder, normalize,
-                                     normalize_fast_event, uuid5_pair, uuid5_str)
+                                     normalize_fast_event, uuid5_str)
 from stream.export.mirror import Mutation
 from stream.imports.converter.converter import MISSING, Converter
 from stream.imports.files import ImportFile, row_offset
@@ -156,7 +156,7 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
 
     An event source's row whose converted fields ``normalize``'s fast path takes goes there straight from the
     converter's values (``Converter.values``, ``fast_event_builder``: no output dict, no ``msgspec.convert``), with
-    its ids as below and its uuid's bytes from the same digest; any other row (a value the fast path refuses, a
+    its ids as below; any other row (a value the fast path refuses, a
     converter that fails on it, a row over the size limit) goes the dict's way below, from its start, to the same
     answer. ``straight=False``: every row the dict's way (the reference the tests compare the straight route
     with)."""
@@ -189,11 +189,8 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
                 number = str(item.number)
                 if not e.insert_id:
                     e.insert_id = uuid5_str(ids_name + number)
-                if e.uuid is None:
-                    uuid_s, uuid_b = uuid5_pair(uuid_name + number)
-                else:
-                    uuid_s, uuid_b = "", b""
-                res = normalize_fast_event(e, project, server_ms, rules, now_ms, uuid_s, uuid_b)
+                res = normalize_fast_event(e, project, server_ms, rules, now_ms,
+                                           uuid5_str(uuid_name + number) if e.uuid is None else "")
                 if res is not None and len(res.line) <= max_bytes:
                     out.rows += 1
                     out.fields_left_out += len(errors)

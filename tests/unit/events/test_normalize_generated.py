@@ -29,7 +29,6 @@ from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.fields import INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
 from stream.events.normalize import (
     MAX_TIME_MS,
-    UUID_NAMESPACE,
     FastEvent,
     Normalized,
     Reason,
@@ -45,8 +44,6 @@ from stream.events.normalize import (
     normalize_fast_event,
     normalize_message,
     normalize_stamped,
-    uuid5_pair,
-    uuid5_str,
 )
 
 PROJECT = 424242
@@ -568,7 +565,7 @@ def test_the_fields_of_known_keys_built_into_the_fast_path_s_struct_as_msgspec_c
         return
     assert want is not None and msgspec.structs.asdict(got) == msgspec.structs.asdict(want)
     uuid_s = str(uid)
-    answer = normalize_fast_event(got, PROJECT, timestamp_ms, rules, now_ms, uuid_s, uid.bytes)
+    answer = normalize_fast_event(got, PROJECT, timestamp_ms, rules, now_ms, uuid_s)
     ref = _reference(ev if "uuid" in ev and ev["uuid"] is not None else {**ev, "uuid": uuid_s}, PROJECT, timestamp_ms,
                      ORIGIN, rules, now_ms)
     if answer is not None:
@@ -590,9 +587,3 @@ def test_the_builder_declines_what_the_fast_path_declines_and_takes_the_rest():
     assert fast_event_builder(("event_type", "colour"), MISSING) is None
     assert fast_event_builder(("event_type", "event_type"), MISSING) is None
     assert fast_event_builder((), MISSING) is None
-
-
-def test_uuid5_pair_is_uuid5_str_and_its_bytes():
-    for name in ["", "a", "imports.files/1/5#1", "s3-import/src/key#123456", "\u00e9" * 100]:
-        s, b = uuid5_pair(name)
-        assert s == uuid5_str(name) == str(uuid.uuid5(UUID_NAMESPACE, name)) and b == uuid.UUID(s).bytes
