@@ -69,8 +69,7 @@ def committed_offset(consumer: object, tp: object) -> int | None:
         return None
 
 
-def register_folded(app: faust.App, device: DeviceStage, rekeyer: Rekeyer,
-                    send: Callable[[list[Sent]], Awaitable[None]]) -> None:
+def register_folded(device: DeviceStage, rekeyer: Rekeyer, send: Callable[[list[Sent]], Awaitable[None]]) -> None:
     """The rekey step in the device side of this worker's dedupe stage (``DeviceStage.on_accepted``): the batches it
     hands to events.accepted are rekeyed as they are, not read back from the topic, decompressed and decoded again.
     A replayed events.valid message hands over the same batches (the identity stage's replays are exact), so the
@@ -112,7 +111,7 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
     device = getattr(app, "identity_device", None)
     if device is not None:
         read_name = device.valid_name
-        register_folded(app, device, rekeyer, send)
+        register_folded(device, rekeyer, send)
     else:
         read_name = accepted_name
 

@@ -1,11 +1,12 @@
-"""The rekey step folded into the identity stage's device side (``DeviceStage.on_accepted``, wired by
-``stream.agents.cohorts.register_folded``): the batches the device side hands to events.accepted, rekeyed as they are,
-give the cohort state the same stores, byte for byte, as the rekey step reading events.accepted back (each message
-decoded), on generated batches with holds let go by the user side's answers and messages read again (a crash before
-the commit)."""
+"""The rekey step folded into the identity stage's device side (``DeviceStage.on_accepted``, as
+``stream.agents.cohorts.register_folded`` wires it): the batches the device side hands to events.accepted, rekeyed as
+they are, give the cohort state the same stores, byte for byte, as the rekey step reading events.accepted back (each
+message decoded), on generated batches with holds let go by the user side's answers and messages read again (a crash
+before the commit)."""
 
 import random
 
+from stream.agents.cohorts import register_folded
 from stream.cohorts.rules import parse_cohorts
 from stream.cohorts.stage import LocalStage, decode_all
 from stream.events.batch import EventBatch
@@ -34,10 +35,9 @@ def test_generated_batches_rekeyed_in_the_device_side_give_the_state_of_events_a
         folded.seen, read_back.seen = {}, {}
         accepted: list[bytes] = []        # events.accepted[1], in the order the stages send to it
 
-        async def on_accepted(partition, batches):
-            assert partition == 1
-            records(folded, folded.rekeyer.take([(partition, b) for b in batches]))
-        s.device.on_accepted = on_accepted
+        async def send(sends):
+            records(folded, sends)
+        register_folded(s.device, folded.rekeyer, send)
         pending: list[bytes] = []
         source, answered, now, held = 0, 0, NOW, 0
         for offset in range(150):
