@@ -77,7 +77,9 @@ def partition_for(key: str, partitions: int) -> int:
 
     Same as the Java client and aiokafka: ``(murmur2(key) & 0x7fffffff) % partitions``.
     """
-    memo = partition_memo(partitions)
+    memo = _MEMOS.get(partitions)
+    if memo is None:
+        memo = partition_memo(partitions)
     p = memo.get(key)
     if p is None:
         if len(memo) >= MEMO_KEYS:
