@@ -7,8 +7,7 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 - ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
   it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
 - ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after half a
-  second without a mutation, ten seconds after its first, or at 20,000 or ``mirror.take_max_bytes`` of records; the
-  next take fills while one is logged or its hours rebuilt, and is acknowledged only once it is logged; each
+  second without a mutation, ten seconds after its first, or at 20,000 or ``mirror.take_max_bytes`` of records; each
   mutation read by ``stream.imports.mutations.decode_raw``, its row kept as its bytes); per partition, the applier
   routes each mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it
   in its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
@@ -283,7 +282,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         """A burst of mutations at a time, partition by partition (see the module)."""
         try:
             async for events in take_bursts(stream, TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
-                                            lambda: clock.now_ms() / 1000, m.take_max_bytes, fill_ahead=True):
+                                            lambda: clock.now_ms() / 1000, m.take_max_bytes):
                 metrics.MIRROR_TAKE_BYTES.observe(sum(event_bytes(e) for e in events))
                 await apply_take(events)
                 del events      # not held while the pending hours are rebuilt and the next take is waited for

@@ -8,12 +8,6 @@ holds is then bounded whatever its records' size), when no record arrived for ``
 seconds after its first record, whichever comes first (:func:`left`). As with ``take_events``, the records of a take are
 acknowledged only once the agent is done with it (when it asks for the next take), so that faust commits no offset of
 a take the agent has not finished.
-
-While the agent works on a take, the next one fills (``fill_ahead``): records that arrive meanwhile are held (up to
-``max_`` or ``max_bytes`` again, then the stream waits), not left in faust's buffers with its fetches paused, so that
-the agent finds the next take ready, or filled sooner, when it asks for it: its time on a take and the arrival of the
-next overlap. They are acknowledged only once the agent is done with the take they fall in, as any take's. Without
-``fill_ahead`` the buffer takes nothing while the agent works on a take.
 """
 
 from __future__ import annotations
@@ -38,12 +32,11 @@ def left(size: int, max_: int, first_s: float, last_s: float, now_s: float, quie
 
 
 def take_bursts(stream: Any, max_: int, quiet_s: float, within_s: float, now_s: Callable[[], float],
-                max_bytes: int | None = None, fill_ahead: bool = False) -> AsyncGenerator[Sequence[Any], None]:
+                max_bytes: int | None = None) -> AsyncGenerator[Sequence[Any], None]:
     """The events of ``stream`` a take at a time (see the module); ``now_s`` is the clock, in seconds; ``max_bytes``:
-    a take closes once its events' keys and values hold that many bytes (None: by their count only); ``fill_ahead``:
-    the next take fills while the agent works on one. The generator is registered with the stream, which closes it
-    when it stops (as faust does its own takes)."""
-    agen = _takes(stream, max_, quiet_s, within_s, now_s, max_bytes, fill_ahead)
+    a take closes once its events' keys and values hold that many bytes (None: by their count only). The
+    generator is registered with the stream, which closes it when it stops (as faust does its own takes)."""
+    agen = _takes(stream, max_, quiet_s, within_s, now_s, max_bytes)
     active = getattr(stream, "_active_agens", None)
     if active is not None:
         active.add(agen)
@@ -61,7 +54,7 @@ async def _ack(stream: Any, events: list[Any]) -> None:
 
 
 async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s: Callable[[], float],
-                 max_bytes: int | None = None, fill_ahead: bool = False) -> AsyncGenerator[Sequence[Any], None]:
+                 max_bytes: int | None = None) -> AsyncGenerator[Sequence[Any], None]:
     events: list[Any] = []
     held = [0]                         # the bytes of the take's events (with max_bytes)
     times = [0.0, 0.0]                 # when the take's first and last events arrived
@@ -101,18 +94,6 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s:
             wait = 0.0 if full else left(len(events), max_, times[0], times[1], now_s(), quiet_s, within_s)
             if wait > 0:
                 await stream.wait_for_stopped(buffer_full, timeout=wait)
-                continue
-            if fill_ahead:      # the take handed over whole; the next fills from now on, from empty
-                taken = list(events)
-                events.clear()
-                held[0] = 0
-                buffer_full.clear()
-                buffer_consumed.set()
-                try:
-                    yield taken
-                finally:
-                    await _ack(stream, taken)
-                    taken = []      # not held while the next take is waited for
                 continue
             consuming[0] = stream.loop.create_future()
             try:

@@ -95,10 +95,11 @@ def test_a_take_holds_at_most_max_records_and_closes_at_its_age_limit():
     assert [at for _, at, _ in out] == [pytest.approx(10_000, abs=1), pytest.approx(16_100, abs=1)]  # ms rounding
 
 
-# --- the next take filled while the agent works on one ---------------------------------------------------------------
+# --- a take the agent is done with ------------------------------------------------------------------------------------
 class WorkingStream(FakeStream):
     """A FakeStream whose records also arrive while the agent works on a take (``work_until``); as in faust, the next
-    record is delivered only once the stream's processor returned for the one before."""
+    record is delivered only once the stream's processor returned for the one before, and the stream holds the event
+    it processes, its ``current_event`` a weak reference."""
 
     blocked = blocked_event = None
     _current = None
@@ -141,45 +142,7 @@ class WorkingStream(FakeStream):
         return False
 
 
-def working_takes(arrivals, work_ms, max_=100, fill_ahead=True):
-    """(records, when taken, acknowledged then) of each take, the agent working ``work_ms`` on each."""
-    async def go():
-        clock = FakeClock(0)
-        stream = WorkingStream(arrivals, clock)
-        out = []
-        async for events in take_bursts(stream, max_, 0.5, 10.0, lambda: clock.now_ms() / 1000,
-                                        fill_ahead=fill_ahead):
-            out.append(([e.n for e in events], clock.now_ms(), list(stream.acked)))
-            await stream.work_until(clock.now_ms() + work_ms)
-        return out, stream
-    return asyncio.run(go())
-
-
-def test_the_next_take_fills_while_the_agent_works_on_one_and_is_acknowledged_only_once_done():
-    first = [(100 * i, i) for i in range(5)]                        # 0 .. 0.4 s: taken at 0.9 s
-    second = [(1_000 + 100 * i, 5 + i) for i in range(5)]           # 1.0 .. 1.4 s, while the agent works (to 3.9 s)
-    out, stream = working_takes(first + second, 3_000)
-    # the second burst was quiet for 0.5 s long before the agent asked: its take is handed over at once
-    assert [(ns, at) for ns, at, _ in out] == [(list(range(5)), 900), (list(range(5, 10)), 3_900)]
-    assert [acked for _, _, acked in out] == [[], list(range(5))]   # the second's records unacknowledged until then
-    assert stream.acked == list(range(10)) and stream.enable_acks is True and stream._processors == []
-    # without fill_ahead, the records wait in the stream until the agent asks: the take closes 0.5 s after that
-    out, _ = working_takes(first + second, 3_000, fill_ahead=False)
-    assert [(ns, at) for ns, at, _ in out] == [(list(range(5)), 900), (list(range(5, 10)), 4_400)]
-
-
-def test_a_take_filled_ahead_holds_at_most_max_records_and_the_stream_waits_for_the_agent_meanwhile():
-    first = [(0, i) for i in range(3)]                              # full at once
-    later = [(100 + 10 * i, 3 + i) for i in range(7)]               # while the agent works (to 5.0 s)
-    out, stream = working_takes(first + later, 5_000, max_=3)
-    assert [ns for ns, _, _ in out] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
-    assert [at for _, at, _ in out] == [0, 5_000, 10_000, 15_000]    # each full when the agent asked, the last quiet
-    assert [acked for _, _, acked in out] == [[], [0, 1, 2], list(range(6)), list(range(9))]
-    assert stream.acked == list(range(10))
-
-
-@pytest.mark.parametrize("fill_ahead", [True, False])
-def test_a_take_the_agent_is_done_with_is_not_held_while_the_next_is_waited_for(fill_ahead):
+def test_a_take_the_agent_is_done_with_is_not_held_while_the_next_is_waited_for():
     # the mirror's rebuilds run while its agent waits for the next take: the last take's records must not stay
     # alive meanwhile (a take holds up to mirror.take_max_bytes of records)
     import gc
@@ -198,8 +161,7 @@ def test_a_take_the_agent_is_done_with_is_not_held_while_the_next_is_waited_for(
             return await original(event, timeout)
         stream.wait_for_stopped = waiting
         taken = []
-        async for events in take_bursts(stream, 100, 0.5, 10.0, lambda: clock.now_ms() / 1000,
-                                        fill_ahead=fill_ahead):
+        async for events in take_bursts(stream, 100, 0.5, 10.0, lambda: clock.now_ms() / 1000):
             taken.append([e.n for e in events])
             if not refs:
                 refs.extend(weakref.ref(e) for e in events)
