@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any, Callable
 
 
 _MEMOS: dict[int, dict[str, int]] = {}
@@ -11,9 +12,8 @@ MEMO_KEYS = 1_000_000
 
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
-_MASK = 0xFFFFFFFF
 _LANES_FROM = 6
-"""From this many 32-bit words on (24 bytes), murmur2 mixes all the words at once (see ``murmur2``)."""
+"""From this many 32-bit words on (24 bytes), the words are mixed all at once (see ``murmur2``)."""
 _TABLE_WORDS = 64
 """Keys of up to this many words (256 bytes) use the prepared structs below; longer ones a plain loop."""
 _WORDS = tuple(struct.Struct(f"<{n}I").unpack_from for n in range(_TABLE_WORDS + 1))
@@ -26,27 +26,72 @@ _LANE_MASKS = tuple(int.from_bytes(b"\xff\xff\xff\xff\0\0\0\0" * n, "little") fo
 """n -> the low 32 bits of each of n 64-bit lanes set."""
 
 
+def _murmur2_of_length(length: int) -> Callable[[bytes], int]:
+    """``murmur2`` for keys of ``length`` bytes (below ``_GENERATED``) as straight-line code: no loop, no branch on
+    the tail. Under ``_LANES_FROM`` words each word is mixed in turn; from there on the words are mixed at once in
+    64-bit lanes (see ``murmur2``) and ``h``'s chain is one expression."""
+    n, tail = length >> 2, length & 3
+    fmt = ("", "B", "H", "HB")[tail]      # the tail as one little-endian value (two for 3 bytes: 2 + 1)
+    env: dict[str, Any] = {"fb": int.from_bytes}
+    lines = [f"def murmur2_{length}(data, m={_M}):"]
+    h = str(_SEED ^ length)
+    if n < _LANES_FROM:
+        names = [f"w{i}" for i in range(n)] + [f"t{i}" for i in range(len(fmt))]
+        if names:
+            env["unpack"] = struct.Struct(f"<{n}I{fmt}").unpack_from
+            lines.append(f"    {', '.join(names)}, = unpack(data)")
+        for i in range(n):
+            lines.append(f"    k = w{i} * m & 0xFFFFFFFF")
+            lines.append(f"    h = {h} * m ^ (k ^ k >> 24) * m")
+            h = "h"
+    else:
+        env.update(words=_WORDS[n], spread=_SPREAD[n], lows=_LOW_HALVES[n], lanes=_LANE_MASKS[n])
+        lines.append("    y = fb(spread(*words(data)), 'little') * m & lanes")
+        lines.append("    y = (y ^ y >> 24) & lanes")
+        lines.append(f"    {', '.join(f'k{i}' for i in range(n))}, = lows((y * m).to_bytes({n << 3}, 'little'))")
+        for i in range(n):
+            h = f"({h}) * m ^ k{i}"
+        lines.append(f"    h = {h}")
+        if tail:
+            env["unpack"] = struct.Struct(f"<{fmt}").unpack_from
+            lines.append(f"    t{', t'.join(str(i) for i in range(len(fmt)))}, = unpack(data, {n << 2})")
+        h = "h"
+    if tail:
+        value = "t0" if tail < 3 else "t0 | t1 << 16"
+        lines.append(f"    h = ({h} ^ ({value})) * m & 0xFFFFFFFF")
+    else:
+        lines.append(f"    h = {h} & 0xFFFFFFFF")
+    lines.append("    h = (h ^ h >> 13) * m & 0xFFFFFFFF")
+    lines.append("    return h ^ h >> 15")
+    exec(compile("\n".join(lines), f"<murmur2_{length}>", "exec"), env)   # noqa: S102 -- our own code, numbers only
+    fn: Callable[[bytes], int] = env[f"murmur2_{length}"]
+    return fn
+
+
+_GENERATED = 64
+"""Keys shorter than this many bytes go through their length's ``_murmur2_of_length``."""
+_BY_LENGTH = tuple(_murmur2_of_length(length) for length in range(_GENERATED))
+
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 of ``data`` as an unsigned 32-bit integer: the Java client's ``Utils.murmur2`` (& 0xffffffff),
     the same value as ``aiokafka.partitioner.murmur2``, computed with fewer Python operations.
 
-    The key is read as little-endian 32-bit words in one ``unpack_from``. Inside the word loop ``h`` is not reduced
-    mod 2**32: the low 32 bits of a product or a xor depend only on the low 32 bits of the operands, so one mask
-    at the end gives the same value. From ``_LANES_FROM`` words on, the per-word mixing
-    (``k *= m; k ^= k >>> 24; k *= m``, independent of ``h``) is done for every word at once on one integer holding
-    each word in its own 64-bit lane: a 32-bit word times ``m`` fits in 64 bits, so no lane carries into the next,
-    and the mask after the shift drops the bits the next lane shifted in; only ``h = h * m ^ k`` stays a loop.
+    The key is read as little-endian 32-bit words in one ``unpack_from``. ``h`` is not reduced mod 2**32 between
+    words: the low 32 bits of a product or a xor depend only on the low 32 bits of the operands, so one mask at the
+    end gives the same value. From ``_LANES_FROM`` words on, the per-word mixing (``k *= m; k ^= k >>> 24;
+    k *= m``, independent of ``h``) is done for every word at once on one integer holding each word in its own
+    64-bit lane: a 32-bit word times ``m`` fits in 64 bits, so no lane carries into the next, and the mask after
+    the shift drops the bits the next lane shifted in; only ``h = h * m ^ k`` stays a chain. Keys shorter than
+    ``_GENERATED`` bytes (device ids, UUID strings) take straight-line code of their length.
     """
     length = len(data)
+    if length < _GENERATED:
+        return _BY_LENGTH[length](data)
     h = _SEED ^ length
     n = length >> 2
     m = _M
-    if n < _LANES_FROM:
-        for k in _WORDS[n](data):
-            k = k * m & 0xFFFFFFFF
-            h = h * m ^ (k ^ k >> 24) * m
-        h &= 0xFFFFFFFF
-    elif n <= _TABLE_WORDS:
+    if n <= _TABLE_WORDS:
         lanes = _LANE_MASKS[n]
         y = int.from_bytes(_SPREAD[n](*_WORDS[n](data)), "little") * m & lanes
         y = (y ^ y >> 24) & lanes

@@ -33,7 +33,8 @@ def test_murmur2_gives_aiokafkas_values_for_fixed_keys():
 
 
 def test_murmur2_is_aiokafkas_for_every_length_and_tail_up_to_1100_bytes():
-    # every length: all four tail lengths, the short keys' loop (< 24 bytes), the lanes (24-259), the long loop
+    # every length: all four tail lengths, straight-line code (< 64 bytes: words in turn below 24, lanes from
+    # there), the lanes with a loop (64-259 bytes), the plain loop (260 on)
     rnd = random.Random(20261206)
     for n in range(1101):
         keys = [bytes(n), b"\xff" * n, b"\x80" * n] + [rnd.randbytes(n) for _ in range(3 if n > 64 else 12)]
@@ -41,8 +42,8 @@ def test_murmur2_is_aiokafkas_for_every_length_and_tail_up_to_1100_bytes():
 
 
 def test_murmur2_takes_any_bytes_like_buffer():
-    k = b"3f2504e0-4f89-11d3-9a0c-0305e82c3301-x"
-    assert [murmur2(bytearray(k)), murmur2(memoryview(k))] == [reference(k)] * 2
+    for k in (b"device-0123456", b"3f2504e0-4f89-11d3-9a0c-0305e82c3301-x", b"y" * 301):
+        assert [murmur2(bytearray(k)), murmur2(memoryview(k))] == [reference(k)] * 2
 
 
 @settings(max_examples=2000, deadline=None)
