@@ -68,9 +68,18 @@ def _murmur2_of_length(length: int) -> Callable[[bytes], int]:
     return fn
 
 
+def _generated_on_first_call(length: int) -> Callable[[bytes], int]:
+    """``_BY_LENGTH[length]`` until its first call, which generates the function and puts it there (generating all
+    of them costs about 6 ms, at every import of this module otherwise)."""
+    def first_call(data: bytes) -> int:
+        fn = _BY_LENGTH[length] = _murmur2_of_length(length)
+        return fn(data)
+    return first_call
+
+
 _GENERATED = 64
 """Keys shorter than this many bytes go through their length's ``_murmur2_of_length``."""
-_BY_LENGTH = tuple(_murmur2_of_length(length) for length in range(_GENERATED))
+_BY_LENGTH = [_generated_on_first_call(length) for length in range(_GENERATED)]
 
 
 def murmur2(data: bytes) -> int:
