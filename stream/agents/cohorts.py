@@ -33,6 +33,7 @@ from stream.cohorts.stage import CohortState, RdictStore, Rekeyer, Sent
 from stream.crashpoints import crash_point
 from stream.dedup.table import DedupeTable, KeyedChangelog
 from stream.events.batch import EventBatch
+from stream.identity.device import Seen
 from stream.identity.stage import DeviceStage
 from stream.kafka import client_args
 from stream.settings import Settings
@@ -73,9 +74,10 @@ def register_folded(device: DeviceStage, rekeyer: Rekeyer, send: Callable[[list[
     """The rekey step in the device side of this worker's dedupe stage (``DeviceStage.on_accepted``): the batches it
     hands to events.accepted are rekeyed as they are, not read back from the topic, decompressed and decoded again.
     A replayed events.valid message hands over the same batches (the identity stage's replays are exact), so the
-    same records, which the state step drops by their source offsets."""
-    async def rekey_accepted(partition: int, batches: list[EventBatch]) -> None:
-        await send(rekeyer.take([(partition, b) for b in batches]))
+    same records, which the state step drops by their source offsets. The rows' fields are read from what the device
+    side read of them (``seen``, ``stream.identity.device.Seen``), not parsed again."""
+    async def rekey_accepted(partition: int, batches: list[EventBatch], seen: list[list[Seen | None]] | None) -> None:
+        await send(rekeyer.take([(partition, b) for b in batches], seen))
         crash_point("cohorts.rekeyed")
 
     device.on_accepted = rekey_accepted

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -556,13 +556,28 @@ class RowReader:
         self.inner: dict[str, dict[str, str]] = {h: {n: f"p{i}" for i, n in enumerate(names)}
                                                   for h, names in self.holders.items()}
         fields: list[tuple[str, Any, Any]] = [(self.attr[n], Any, None) for n in self.top]
+        holder_types: dict[str, Any] = {}
         for h, names in self.holders.items():
-            inner = msgspec.defstruct(f"Holder{self.attr[h]}", [(a, Any, None) for a in self.inner[h].values()],
-                                      rename={a: n for n, a in self.inner[h].items()}, gc=False)
+            inner = holder_types[h] = msgspec.defstruct(f"Holder{self.attr[h]}",
+                                                        [(a, Any, None) for a in self.inner[h].values()],
+                                                        rename={a: n for n, a in self.inner[h].items()}, gc=False)
             fields.append((self.attr[h], inner | None, None))   # type: ignore[operator]
         row_type = msgspec.defstruct("FastRow", fields, rename={a: n for n, a in self.attr.items()}, gc=False)
         self.read: Callable[[bytes], Any] = msgspec.json.Decoder(row_type).decode
         self.filtered = any(c.filters for c in cohorts.conditions.values())
+        # a row the identity stage's device side read (``stream.identity.device.Seen``): its fields are those read
+        # here when the conditions' filters read nothing but user_properties; only its user_properties are decoded
+        self.seeable = self.usable and set(self.top) == set(_BASE_FIELDS) - {"user_properties"} \
+            and set(self.holders) == {"user_properties"}
+        self.row_type = row_type
+        self.read_props: Callable[[bytes], Any] = msgspec.json.Decoder(holder_types["user_properties"]).decode
+
+    def of_seen(self, seen: Any, props: Any) -> Any:
+        """The row ``read`` would give for a row the device side read (``Seen``; its user_properties as
+        ``read_props`` decoded them): the fields of ``_BASE_FIELDS`` from what was read, in ``top``'s order."""
+        r = seen.row
+        return self.row_type(seen.amplitude_id, r.app, r.event_time, r.event_type, r.server_upload_time, r.user_id,
+                             props)
 
     def as_row(self, r: Any) -> dict[str, Any]:
         """A read row as the dict a condition's filters test (each holder a dict of the names read in it)."""
@@ -592,16 +607,20 @@ class Rekeyer:
         # a message per partition (``_grouped``: keyed by its first record's user), its records encoded at once
         return [(q, _Q.pack(recs[0].amplitude_id), _rec_enc(recs)) for q, recs in sorted(by.items())]
 
-    def take(self, batches: Iterable[tuple[int, Any]]) -> list[Sent]:
+    def take(self, batches: Iterable[tuple[int, Any]], seen: Sequence[Sequence[Any] | None] | None = None
+             ) -> list[Sent]:
         """The records of several events.accepted batches ((partition read from, ``EventBatch``), in the order
         read), a message per cohorts partition for all of them: the records each partition gets, in the same
-        order as ``batch`` of each in turn would send them, in fewer messages."""
+        order as ``batch`` of each in turn would send them, in fewer messages. ``seen``: per batch, per row, what
+        the identity stage's device side read of it (``stream.identity.device.Seen``; None: the row is read here),
+        the same records without reading the rows again."""
         by: dict[int, list[CohortRecord]] = {}
-        for partition, batch in batches:
-            self._records(partition, batch, by)
+        for i, (partition, batch) in enumerate(batches):
+            self._records(partition, batch, by, seen[i] if seen is not None else None)
         return [(q, _Q.pack(recs[0].amplitude_id), _rec_enc(recs)) for q, recs in sorted(by.items())]
 
-    def _records(self, partition: int, batch: Any, by: dict[int, list[CohortRecord]]) -> None:
+    def _records(self, partition: int, batch: Any, by: dict[int, list[CohortRecord]],
+                 seen: Sequence[Any] | None = None) -> None:
         """A batch's records added to ``by`` (cohorts partition -> its records, in order)."""
         if batch.times:
             self.progress.saw(partition, max(batch.times))
@@ -611,6 +630,9 @@ class Rekeyer:
         src = str(source)
         decode_row, activity, partitions = self.decode_row, self.activity, self.partitions
         read, fast = (self.reader.read, self.fast_activity) if self.reader.usable else (None, None)
+        if seen is not None and self.reader.seeable:
+            self._seen_records(partition, batch, by, seen, src, offsets)
+            return
         for uploaded_ms, line, offset in zip(batch.times, batch.lines, offsets):
             if read is not None:
                 try:
@@ -621,6 +643,44 @@ class Rekeyer:
                     rec = fast(r, partition, src, offset, uploaded_ms)
             else:
                 rec = activity(decode_row(line), partition, src, offset, uploaded_ms)
+            if rec is not None:
+                q = rec.amplitude_id % partitions       # partition_of
+                recs = by.get(q)
+                if recs is None:
+                    by[q] = [rec]
+                else:
+                    recs.append(rec)
+
+    def _seen_records(self, partition: int, batch: Any, by: dict[int, list[CohortRecord]], seen: Sequence[Any],
+                      src: str, offsets: Sequence[int]) -> None:
+        """``_records`` of a batch whose rows the device side read (``seen``, per row): each row's fields from what
+        it read, its user_properties decoded once per distinct JSON of the batch (a user's rows carry the same);
+        a row it did not read as it came (None), an event_type it read as "" (absent or empty), or user_properties
+        that are not an object: read here."""
+        reader, fast, partitions = self.reader, self.fast_activity, self.partitions
+        read_props, of_seen, read, decode_row = reader.read_props, reader.of_seen, reader.read, self.decode_row
+        props_of: dict[bytes, Any] = {}
+        for uploaded_ms, line, offset, s in zip(batch.times, batch.lines, offsets, seen):
+            r = None
+            if s is not None and s.row.event_type:
+                raw = s.user_properties
+                props = props_of.get(raw)
+                if props is None:
+                    try:
+                        props = props_of[raw] = read_props(raw)
+                    except msgspec.DecodeError:
+                        props = None
+                if props is not None:
+                    r = of_seen(s, props)
+            if r is None:
+                try:
+                    r = read(line)
+                except msgspec.DecodeError:     # the reference path: the same record, or its error
+                    rec = self.activity(decode_row(line), partition, src, offset, uploaded_ms)
+                else:
+                    rec = fast(r, partition, src, offset, uploaded_ms)
+            else:
+                rec = fast(r, partition, src, offset, uploaded_ms)
             if rec is not None:
                 q = rec.amplitude_id % partitions       # partition_of
                 recs = by.get(q)

@@ -166,6 +166,8 @@ class _In(msgspec.Struct, gc=False):
     processed_time: msgspec.Raw = msgspec.Raw(b"null")
     user_properties: msgspec.Raw = msgspec.Raw(b"{}")
     data: _Data = msgspec.field(default_factory=_Data)
+    app: Any = None                     # read for the cohorts stage (``Resolution.seen``), not here
+    server_upload_time: Any = None
 
 
 _decode_in = msgspec.json.Decoder(_In).decode
@@ -227,6 +229,16 @@ class Released(NamedTuple):
     past_bound: int = 0                        # of the unanswered, those held for the bound
 
 
+class Seen(NamedTuple):
+    """What the device side read of a row it sends as it came (its columns up to the identity ones unchanged) and
+    what it wrote there: the row's own fields (``_In``), its amplitude_id and its user_properties' JSON. The cohorts
+    stage of the same worker reads a row's fields from it rather than parsing the row again
+    (``stream.cohorts.stage.Rekeyer``)."""
+    row: Any                 # _In
+    amplitude_id: int
+    user_properties: bytes
+
+
 class Resolution(NamedTuple):
     lines: list[bytes]                           # the enriched rows of the events kept, in order
     keep: list[bool]                             # per input row: False when rejected or held
@@ -240,6 +252,7 @@ class Resolution(NamedTuple):
     released: Released = Released([])           # rows let go: holds past their bound
     replayed: int = 0                            # rows dropped: upstream replays of rows that went through a hold
     held_rows: list[int] = []                    # the row indices held by reference (``Hold.index``)
+    seen: list[Seen | None] = []                 # per row of ``lines``: what was read of it (None: re-encoded)
 
 
 class BatchState:
@@ -648,6 +661,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     profiles: dict[int, _Props] = {}
     group_state: dict[bytes, _Props] = {}
     out: list[bytes] = []
+    seen: list[Seen | None] = []
     links: list[Link] = []
     dropped: list[tuple[int, int]] = []
     processed = _encode(processed_time)
@@ -733,8 +747,10 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             keep[i] = False
             held += 1
         else:
+            props = p.raw if shown_props is None else shown_props
             out.append((line[:cut] if cut >= 0 else head) + _TAIL % (event_type, f[0], gp, f[1], processed, f[2], f[3],
-                                       p.raw if shown_props is None else shown_props))
+                                                                     props))
+            seen.append(Seen(r, aid, props) if cut >= 0 else None)
         if linked[i]:
             links.append(Link(project, r.user_id, _device_of(r), partition, aid,
                               parse_ms(r.event_time) if r.event_time else times[i], times[i], prof.created,
@@ -748,7 +764,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             st.put(gk, g.raw)
     released = book.result() if hold is not None else Released([])
     return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped, held,
-                      released, replayed, held_rows)
+                      released, replayed, held_rows, seen)
 
 
 def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:

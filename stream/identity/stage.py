@@ -72,7 +72,7 @@ from stream.events.batch import EventBatch, Origin, Source
 from stream.events.normalize import Reason, Rejected, uuid5_bytes
 from stream.events.partitioning import partition_for
 from stream.events.timefmt import HOUR_MS, format_ms
-from stream.identity.device import Hold, Message, Released, apply_remaps, fill, referred, resolve_batch
+from stream.identity.device import Hold, Message, Released, Seen, apply_remaps, fill, referred, resolve_batch
 from stream.identity.records import Links, dec_links, decode_remaps, enc, encode_remaps
 from stream.identity.table import PRUNE_EVERY
 from stream.identity.users import decide, group_merges
@@ -86,11 +86,12 @@ SendDead = Callable[[bytes], Awaitable[Any]]
 """(value): a record of the dead-letter topic."""
 DeadLetter = Callable[[Any, Exception], Awaitable[None]]
 """(record, why): keep a message that is not a links message in the dead-letter topic."""
-Accepted = Callable[[int, list[EventBatch]], Awaitable[None]]
-"""(partition, batches): what the device side hands to events.accepted[partition], in order, as it hands it over (the
-batches it lets go, each sent; the batch of a message, which the dedupe stage sends once ``DeviceStage.batch``
-returns it): the cohorts stage rekeys them there rather than reading events.accepted again
-(``stream.agents.cohorts``)."""
+Accepted = Callable[[int, list[EventBatch], list[list[Seen | None]] | None], Awaitable[None]]
+"""(partition, batches, seen): what the device side hands to events.accepted[partition], in order, as it hands it
+over (the batches it lets go, each sent; the batch of a message, which the dedupe stage sends once
+``DeviceStage.batch`` returns it), and per batch, per row, what the device side read of the row (``Seen``; None for
+the batches let go): the cohorts stage rekeys them there rather than reading events.accepted again, and reads the
+rows' fields from ``seen`` rather than parsing them again (``stream.agents.cohorts``)."""
 ReadValid = Callable[[int, int, int], Awaitable[list[tuple[int, bytes]]]]
 """(partition, first, end): the messages of events.valid[partition] from ``first`` up to ``end`` (excluded), as
 (offset, value)."""
@@ -220,7 +221,7 @@ class DeviceStage:
                 await self.send_accepted(part.encode(), partition)
                 sent.append(part)
         if sent and self.on_accepted is not None:
-            await self.on_accepted(partition, sent)
+            await self.on_accepted(partition, sent, None)
         metrics.DEDUPE_ACCEPTED.inc(len(released.rows))     # written to events.accepted: now, not with their batch
 
     async def _fill(self, released: Released, partition: int) -> Released:
@@ -309,7 +310,7 @@ class DeviceStage:
             out = out.select(res.keep, out.origin)
         out.lines = res.lines
         if out.lines and self.on_accepted is not None:    # the batch the dedupe stage sends to events.accepted next
-            await self.on_accepted(partition, [out])
+            await self.on_accepted(partition, [out], [res.seen])
         if res.links:
             by_part: dict[int, list] = {}
             for link in res.links:
