@@ -588,6 +588,12 @@ class RowReader:
         return row
 
 
+_NO_DAY = object()
+DAYS_KEPT = 4096
+"""The day numbers of dates ``Rekeyer.fast_activity`` keeps (a row's date parsed once, not once a row); past that
+many dates it forgets them all."""
+
+
 class Rekeyer:
     """Step 1 (module docstring): events.accepted batches and identity.merges records -> cohorts topic records."""
 
@@ -599,6 +605,7 @@ class Rekeyer:
         self._names: dict[int, list[str]] = {}     # per project: the user properties kept, sorted
         self.reader = RowReader(cohorts)
         self._kept: dict[int, list[tuple[str, str]]] = {}   # per project: (property, its attribute), sorted
+        self._days: dict[str, int | None] = {}     # a row's date (its time's first 10 characters) -> its day number
 
     def batch(self, partition: int, batch: Any) -> list[Sent]:
         """The records of one events.accepted batch (``EventBatch``) read from ``partition``."""
@@ -719,9 +726,15 @@ class Rekeyer:
         if not isinstance(aid, int) or isinstance(aid, bool) or not isinstance(project, int):
             return None
         day = None
+        days = self._days
         for text in (r.event_time, r.server_upload_time):      # event_day
             if isinstance(text, str):
-                day = _day(text[:10])
+                date = text[:10]
+                day = days.get(date, _NO_DAY)
+                if day is _NO_DAY:
+                    if len(days) >= DAYS_KEPT:
+                        days.clear()
+                    day = days[date] = _day(date)
                 if day is not None:
                     break
         upload_day = uploaded_ms // DAY_MS      # day_of_ms

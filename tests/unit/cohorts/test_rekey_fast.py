@@ -221,3 +221,17 @@ def test_the_stages_per_event_structs_are_not_tracked_by_the_garbage_collector()
         "amplitude_id": 5, "app": P, "event_type": "purchase", "user_properties": {"plan": "pro"}})]))
     state = decode_user(encode_user(StoredUser(project=P, keys=["k"], counts={0: {1: 2}})))
     assert [gc.is_tracked(x) for x in (r, r.user_properties, decode_all(value)[0], state)] == [False] * 4
+
+
+def test_the_days_of_dates_read_once_are_those_of_each_row_and_their_memo_is_bounded(monkeypatch):
+    import stream.cohorts.stage as stage
+    monkeypatch.setattr(stage, "DAYS_KEPT", 3)
+    dates = ["2024-11-30 10:00:00", "2024-11-29", "2024-02-30 00:00:00", "2024-11-30 23:59:59.999", "20241130",
+             "1969-12-31 00:00:00", "2024-11-28 01:00:00", "2024-11-30T10:00:00Z", "2024-11-29 00:00:00"] * 3
+    lines = [orjson.dumps({"amplitude_id": 5, "app": P, "event_type": "purchase", "event_time": d,
+                           "server_upload_time": dates[-1 - i]}) for i, d in enumerate(dates)]
+    fast = Rekeyer(COHORTS, 4)
+    got = records(fast, lines)
+    assert got == records(reference(Rekeyer(COHORTS, 4)), lines)
+    assert [msgspec.msgpack.decode(s[0][2])[0][7] for s in got[:3]] == [20057, 20056, 20055]
+    assert 0 < len(fast._days) <= 3
