@@ -490,6 +490,46 @@ def part_stage(events: int, repeats: int, seed: int, take: int = 1) -> dict:
 
 # ---------------------------------------------------------------- main ------------------------------------------
 
+def part_rekey(events: int, repeats: int, seed: int) -> dict:
+    """The rekey step in the identity stage's device side, in one process, on figure B's generated events: the device
+    side resolves each batch (``resolve_batch``, a dict for its state), then the rekey step makes the batch's records
+    reading each row again (``read``, as before) or from what the device side read of it (``seen``); the two in
+    turn, ``repeats`` rounds, CPU time per event. The records of the two are compared in every round."""
+    import workload
+    from stream.cohorts.stage import Rekeyer
+    from stream.events.batch import EventBatch
+    from stream.identity.device import resolve_batch
+    from stream.settings import load_settings
+    w = workload.generate(events, 4, seed=seed, now_ms=1_733_000_000_000)
+    s = load_settings(None, projects=[{"id": 424242}], cohorts=ten_cohorts())
+    db: dict[bytes, bytes | None] = {}
+    resolved, device_s, rows = [], 0.0, 0
+    for part, data, _ in workload.batches(w, "events.ingest", 424242, 4):
+        b = EventBatch.decode(data)
+        t = time.process_time()
+        res = resolve_batch(b.lines, b.times, b.project, part, "2024-11-30 21:00:00.000000",
+                            lambda keys: [db.get(k) for k in keys])
+        device_s += time.process_time() - t
+        db.update(res.writes)
+        b = b.select(res.keep, b.origin) if not all(res.keep) else b
+        b.lines = res.lines
+        rows += len(b.lines)
+        resolved.append((part, b, res.seen))
+    rounds = []
+    for i in range(repeats):
+        took = {}
+        for mode in (("read", "seen") if i % 2 == 0 else ("seen", "read")):
+            r = Rekeyer(s.cohort_set, 4)
+            t = time.process_time()
+            sends = [r.take([(p, b)], [seen] if mode == "seen" else None) for p, b, seen in resolved]
+            took[mode] = (time.process_time() - t, sends)
+        assert took["read"][1] == took["seen"][1], "the records of the two differ"
+        rounds.append({m: round(took[m][0] / rows * 1e6, 3) for m in took})
+        log(f"rekey round {i}: {rounds[-1]} us an event")
+    return {"events": events, "rows": rows, "device_side_us_per_event": round(device_s / rows * 1e6, 3),
+            "rounds_us_per_event": rounds, "load_average": os.getloadavg()}
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         what = sys.argv[2]
@@ -499,7 +539,7 @@ def main() -> int:
             print(json.dumps(child_retention(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["worker", "sync", "retention", "stage", "all"], default="all")
+    ap.add_argument("--part", choices=["worker", "sync", "retention", "stage", "rekey", "all"], default="all")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--members", type=int, default=1_000_000)
@@ -527,6 +567,8 @@ def main() -> int:
             results["retention"] = part_retention(a.users, a.seed, [int(d) for d in a.days.split(",")])
         elif part == "stage":
             results["stage"] = part_stage(a.events, a.repeats, a.seed, a.take)
+        elif part == "rekey":
+            results["rekey"] = part_rekey(a.events, a.repeats, a.seed)
         else:
             results["worker-profiled" if a.profile else "worker"] = part_worker(a.events, a.repeats, a.seed,
                                                                                  a.timeout, a.profile, a.before)
