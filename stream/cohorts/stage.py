@@ -574,9 +574,9 @@ class RowReader:
 
     def of_seen(self, seen: Any, props: Any) -> Any:
         """The row ``read`` would give for a row the device side read (``Seen``; its user_properties as
-        ``read_props`` decoded them): the fields of ``_BASE_FIELDS`` from what was read, in ``top``'s order."""
-        r = seen.row
-        return self.row_type(seen.amplitude_id, r.app, r.event_time, r.event_type, r.server_upload_time, r.user_id,
+        ``read_props`` decoded them), for a row whose event_time has a day: the fields of ``_BASE_FIELDS`` from what
+        was read, in ``top``'s order, but server_upload_time, which such a row's record does not read (None)."""
+        return self.row_type(seen.out_amplitude_id, seen.app, seen.event_time, seen.event_type, None, seen.user_id,
                              props)
 
     def as_row(self, r: Any) -> dict[str, Any]:
@@ -662,15 +662,23 @@ class Rekeyer:
                       src: str, offsets: Sequence[int]) -> None:
         """``_records`` of a batch whose rows the device side read (``seen``, per row): each row's fields from what
         it read, its user_properties decoded once per distinct JSON of the batch (a user's rows carry the same);
-        a row it did not read as it came (None), an event_type it read as "" (absent or empty), or user_properties
-        that are not an object: read here."""
+        a row it did not read as it came (None), an event_type it read as "" (absent or empty), an event_time
+        without a day (its day is then its server_upload_time's, which the device side does not read) or
+        user_properties that are not an object: read here."""
         reader, fast, partitions = self.reader, self.fast_activity, self.partitions
         read_props, of_seen, read, decode_row = reader.read_props, reader.of_seen, reader.read, self.decode_row
         props_of: dict[bytes, Any] = {}
+        days = self._days
         for uploaded_ms, line, offset, s in zip(batch.times, batch.lines, offsets, seen):
             r = None
-            if s is not None and s.row.event_type:
-                raw = s.user_properties
+            if s is not None and s.event_type and s.event_time is not None:
+                day = days.get(s.event_time[:10], _NO_DAY)
+                if day is _NO_DAY:
+                    day = self._date_day(s.event_time[:10])
+            else:
+                day = None
+            if day is not None:
+                raw = s.out_user_properties
                 props = props_of.get(raw)
                 if props is None:
                     try:
@@ -695,6 +703,14 @@ class Rekeyer:
                     by[q] = [rec]
                 else:
                     recs.append(rec)
+
+    def _date_day(self, date: str) -> int | None:
+        """The day number of a row's date (its time's first 10 characters; ``_day``), kept for the rows after it."""
+        days = self._days
+        if len(days) >= DAYS_KEPT:
+            days.clear()
+        day = days[date] = _day(date)
+        return day
 
     def activity(self, row: Mapping[str, Any], partition: int, source: str, offset: int,
                  uploaded_ms: int) -> CohortRecord | None:
@@ -732,9 +748,7 @@ class Rekeyer:
                 date = text[:10]
                 day = days.get(date, _NO_DAY)
                 if day is _NO_DAY:
-                    if len(days) >= DAYS_KEPT:
-                        days.clear()
-                    day = days[date] = _day(date)
+                    day = self._date_day(date)
                 if day is not None:
                     break
         upload_day = uploaded_ms // DAY_MS      # day_of_ms

@@ -167,7 +167,10 @@ class _In(msgspec.Struct, gc=False):
     user_properties: msgspec.Raw = msgspec.Raw(b"{}")
     data: _Data = msgspec.field(default_factory=_Data)
     app: Any = None                     # read for the cohorts stage (``Resolution.seen``), not here
-    server_upload_time: Any = None
+    # set once the row went out as it came (``Resolution.seen``): the amplitude_id and user_properties written in it
+    # (names no export row has: one that has them anyway has them overwritten, never checked)
+    out_amplitude_id: Any = msgspec.field(default=None, name="~out amplitude_id")
+    out_user_properties: Any = msgspec.field(default=None, name="~out user_properties")
 
 
 _decode_in = msgspec.json.Decoder(_In).decode
@@ -229,14 +232,12 @@ class Released(NamedTuple):
     past_bound: int = 0                        # of the unanswered, those held for the bound
 
 
-class Seen(NamedTuple):
-    """What the device side read of a row it sends as it came (its columns up to the identity ones unchanged) and
-    what it wrote there: the row's own fields (``_In``), its amplitude_id and its user_properties' JSON. The cohorts
-    stage of the same worker reads a row's fields from it rather than parsing the row again
-    (``stream.cohorts.stage.Rekeyer``)."""
-    row: Any                 # _In
-    amplitude_id: int
-    user_properties: bytes
+Seen = _In
+"""What the device side read of a row it sends as it came (its columns up to the identity ones unchanged) and what it
+wrote there: the row's own fields (and its app), its amplitude_id (``out_amplitude_id``) and its user_properties' JSON
+(``out_user_properties``). The cohorts stage of the same worker reads a row's fields from it rather than parsing the
+row again (``stream.cohorts.stage.Rekeyer``). The row's own Struct, with the two set: no object a row (a tuple a row,
+tracked by the garbage collector, cost the device side 0.6 µs an event)."""
 
 
 class Resolution(NamedTuple):
@@ -661,7 +662,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     profiles: dict[int, _Props] = {}
     group_state: dict[bytes, _Props] = {}
     out: list[bytes] = []
-    seen: list[Seen | None] = []
+    read_rows: list[Seen | None] = []            # Resolution.seen
     links: list[Link] = []
     dropped: list[tuple[int, int]] = []
     processed = _encode(processed_time)
@@ -750,7 +751,11 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             props = p.raw if shown_props is None else shown_props
             out.append((line[:cut] if cut >= 0 else head) + _TAIL % (event_type, f[0], gp, f[1], processed, f[2], f[3],
                                                                      props))
-            seen.append(Seen(r, aid, props) if cut >= 0 else None)
+            if cut >= 0:
+                r.out_amplitude_id, r.out_user_properties = aid, props
+                read_rows.append(r)
+            else:
+                read_rows.append(None)
         if linked[i]:
             links.append(Link(project, r.user_id, _device_of(r), partition, aid,
                               parse_ms(r.event_time) if r.event_time else times[i], times[i], prof.created,
@@ -764,7 +769,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             st.put(gk, g.raw)
     released = book.result() if hold is not None else Released([])
     return Resolution(out, keep, rejected, links, dict(st.writes), st.before(), counter - counter0, dropped, held,
-                      released, replayed, held_rows, seen)
+                      released, replayed, held_rows, read_rows)
 
 
 def fold(remap: Remap, dst: Profile | None, src: Profile | None) -> Profile:
