@@ -530,9 +530,65 @@ def part_rekey(events: int, repeats: int, seed: int) -> dict:
             "rounds_us_per_event": rounds, "load_average": os.getloadavg()}
 
 
+def child_folded(tree: str, mode: str, events: int, seed: int, repeats: int) -> dict:
+    """The device side (``resolve_batch``) then the rekey step of ``tree``'s code on figure B's generated events, in
+    this process: CPU time per event of each, best of ``repeats``; ``mode`` "seen": the rekey step reads the rows'
+    fields from what the device side read of them, "read": it reads the rows again."""
+    sys.path[:0] = [str(Path(tree) / "bench"), str(tree)]
+    for name in [m for m in sys.modules if m == "stream" or m.startswith("stream.")]:
+        del sys.modules[name]
+    import workload
+    from stream.cohorts.stage import Rekeyer
+    from stream.events.batch import EventBatch
+    from stream.identity.device import resolve_batch
+    from stream.settings import load_settings
+    s = load_settings(None, projects=[{"id": 424242}], cohorts=ten_cohorts())
+    w = workload.generate(events, 4, seed=seed, now_ms=1_733_000_000_000)
+    batches = [(p, EventBatch.decode(d)) for p, d, _ in workload.batches(w, "events.ingest", 424242, 4)]
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        db: dict[bytes, bytes | None] = {}
+        rekeyer = Rekeyer(s.cohort_set, 4)
+        device_s = rekey_s = 0.0
+        n = 0
+        for p, b in batches:
+            t0 = time.process_time()
+            res = resolve_batch(b.lines, b.times, b.project, p, "2024-11-30 21:00:00.000000",
+                                lambda keys: [db.get(k) for k in keys])
+            t1 = time.process_time()
+            db.update(res.writes)
+            n += len(res.lines)
+            out = EventBatch(b.project, b.hour, b.origin, b.offsets, b.keys, b.times, b.uuids, res.lines,
+                             source=b.source)
+            t2 = time.process_time()
+            rekeyer.take([(p, out)], [res.seen]) if mode == "seen" else rekeyer.take([(p, out)])
+            rekey_s += time.process_time() - t2
+            device_s += t1 - t0
+        for k, v in (("device_us", device_s), ("rekey_us", rekey_s), ("both_us", device_s + rekey_s)):
+            best[k] = min(best.get(k, float("inf")), round(v / n * 1e6, 3))
+    return {"tree": tree, "mode": mode, **best}
+
+
+def part_folded(before: str, events: int, repeats: int, seed: int) -> dict:
+    """``child_folded`` of this tree ("seen") and of ``before`` ("read"), each in a process of its own, in turn,
+    ``repeats`` rounds."""
+    rounds = []
+    for i in range(repeats):
+        pair = [(str(BENCH.parent), "seen"), (before, "read")]
+        for tree, mode in (pair if i % 2 == 0 else pair[::-1]):
+            r = run_child("folded", tree, mode, str(events), str(seed))
+            r["load_average"] = os.getloadavg()
+            rounds.append(r)
+            log(f"folded round {i} {mode}: {r}")
+    return {"events": events, "rounds": rounds}
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         what = sys.argv[2]
+        if what == "folded":
+            print(json.dumps(child_folded(sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), 3)))
+            return 0
         if what == "sync":
             print(json.dumps(child_sync(sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
         else:
@@ -552,7 +608,8 @@ def main() -> int:
                     "bench/profile-cohorts.txt); its throughput is then not comparable")
     ap.add_argument("--before", metavar="CHECKOUT", help="part worker: also run the worker with cohorts of this "
                     "checkout (a copy of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every "
-                    "repeat, beside this one's")
+                    "repeat, beside this one's; part rekey: also the device side and the rekey step of this checkout "
+                    "(reading the rows again) against this one's (reading what the device side read), in turn")
     ap.add_argument("--take", type=int, default=1, help="part stage: events.accepted batches whose cohorts records "
                     "are applied together (the state step's take)")
     ap.add_argument("--results", default=str(BENCH / "results-cohorts.json"))
@@ -569,6 +626,8 @@ def main() -> int:
             results["stage"] = part_stage(a.events, a.repeats, a.seed, a.take)
         elif part == "rekey":
             results["rekey"] = part_rekey(a.events, a.repeats, a.seed)
+            if a.before:
+                results["folded"] = part_folded(a.before, a.events, a.repeats, a.seed)
         else:
             results["worker-profiled" if a.profile else "worker"] = part_worker(a.events, a.repeats, a.seed,
                                                                                  a.timeout, a.profile, a.before)
