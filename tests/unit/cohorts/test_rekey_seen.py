@@ -50,12 +50,12 @@ event = st.fixed_dictionaries({
     "event_properties": st.dictionaries(st.sampled_from(["page", "$revenue"]), st.sampled_from(["/cart", 3]),
                                         max_size=2),
 })
-# how a normalized row is changed before the device side reads it: kept as it is, its event_type dropped, its
-# event_type empty, its event_time or server_upload_time or app or country replaced, its identity columns filled (re-encoded by the
-# device side), its user_properties not an object (rejected by the device side)
+# how a normalized row is changed before the device side reads it: kept as it is, its event_type dropped or
+# empty, its event_time or server_upload_time or app or country replaced, its identity columns filled (re-encoded by
+# the device side), its user_properties not an object (rejected by the device side)
 PARSED = (None, "2024-11-29 10:00:00.000000", "2024-12-25 00:00:00")
-change = st.sampled_from(["none", "none", "none", "no type", "empty type", "event_time", "upload", "app", "country", "filled",
-                          "props"])
+change = st.sampled_from(["none", "none", "none", "no type", "empty type", "event_time", "upload", "app", "country",
+                          "filled", "props"])
 
 
 def row(e: dict, how: str, other: object) -> bytes:
