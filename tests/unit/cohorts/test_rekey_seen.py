@@ -69,8 +69,8 @@ def row(e: dict, how: str, other: object) -> bytes:
         r.pop("event_type", None)
     elif how == "empty type":
         r["event_type"] = ""
-    elif how == "event_time":       # one the device side reads (a link's time): None or of its format
-        r["event_time"] = other if other in PARSED else "2024-12-25 00:00:00"
+    elif how == "event_time":       # a link's time is read by the device side: None or of its format
+        r["event_time"] = other if other in PARSED or "user_id" not in e else "2024-12-25 00:00:00"
     elif how == "upload":
         r["event_time"], r["server_upload_time"] = None, other
     elif how == "app":
