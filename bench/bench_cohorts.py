@@ -277,9 +277,11 @@ def ten_cohorts() -> list[dict]:
 
 
 def folds_rekey(tree: str | Path) -> bool:
-    """Whether the worker of ``tree`` rekeys in the identity stage's device side (``DeviceStage.on_accepted``) rather
-    than reading events.accepted back."""
-    return "on_accepted" in (Path(tree) / "stream" / "identity" / "stage.py").read_text()
+    """Whether the worker of ``tree``, in its default settings, rekeys in the identity stage's device side
+    (``DeviceStage.on_accepted``) rather than reading events.accepted back (a version without
+    ``cohort_state.rekey_in_identity`` always did)."""
+    return "on_accepted" in (Path(tree) / "stream" / "identity" / "stage.py").read_text() and \
+        "rekey_in_identity" not in (Path(tree) / "stream" / "settings.py").read_text()
 
 
 async def stage_caught_up(bootstrap: str, group: str, accepted: str, cohorts: str, partitions: int,
@@ -320,7 +322,10 @@ async def last_state_write(bootstrap: str, topic: str, partitions: int) -> int |
 
 
 def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: str | None = None,
-                before: str | None = None) -> dict:
+                before: str | None = None, folded: bool = False) -> dict:
+    """The worker without cohorts, with 10 (``cohorts``: the settings' default, the rekey step reading
+    events.accepted), with 10 and ``cohort_state.rekey_in_identity`` (``folded``, when asked) and with 10 in the
+    ``before`` checkout, in turns (the order reversed every other repeat)."""
     import boto3
     import yaml
 
@@ -341,7 +346,7 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
     s3 = boto3.client("s3", endpoint_url=stack.s3_url)
     s3.create_bucket(Bucket=bw.BUCKET)
     runs = []
-    kinds = ("none", "cohorts", "before") if before else ("none", "cohorts")
+    kinds = ("none", "cohorts") + (("folded",) if folded else ()) + (("before",) if before else ())
     try:
         for rep in range(repeats):
             one = {}
@@ -350,8 +355,10 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                 try:
                     r = bw.prepare(stack, "valid", rep, f"{session}{kind[0]}", True)
                     cfg = yaml.safe_load(r.cfg_path.read_text())
-                    if kind in ("cohorts", "before"):
+                    if kind in ("cohorts", "folded", "before"):
                         cfg["cohorts"] = ten_cohorts()
+                        if kind == "folded":
+                            cfg["cohort_state"] = {"rekey_in_identity": True}
                         # a bucket that does not exist: each sync fails before it reads the state (then waits a
                         # minute), so that the window measured is the stage's steady work (syncs: part "sync")
                         cfg["cohort_destinations"] = [{"name": "crm", "bucket": "bench-no-such-bucket",
@@ -370,7 +377,8 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                     if kind != "none":        # the worker stopped only once the stage has also taken every event
                         settings = r.settings
                         tree = before if kind == "before" else Path(__file__).resolve().parent.parent
-                        fed_by = settings.topics.name("valid" if folds_rekey(tree) else "accepted")
+                        fed_by = settings.topics.name("valid" if kind == "folded" or (
+                            kind == "before" and folds_rekey(tree)) else "accepted")
 
                         async def watch_both(*args, **kwargs):
                             got = await watch(*args, **kwargs)
@@ -393,7 +401,7 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                         import profile_summary
                         Path(profile).write_text(profile_summary.summarise(
                             raw, f"the worker with 10 cohorts, {w.n:,} events (figure B's input), under py-spy"))
-                    if kind in ("cohorts", "before") and res["status"] == "ok":
+                    if kind in ("cohorts", "folded", "before") and res["status"] == "ok":
                         last = asyncio.run(last_state_write(stack.bootstrap, cohorts_changelog(r.settings),
                                                             bw.PARTITIONS))
                         firsts = asyncio.run(bw.first_timestamps(stack.bootstrap, r.settings.topics.name("accepted"),
@@ -412,14 +420,17 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                     shutil.rmtree(workdir / f"valid{rep}", ignore_errors=True)   # its data dir: the next run's
             if one["none"].get("events_per_s") and one["cohorts"].get("events_per_s"):
                 one["ratio"] = one["cohorts"]["events_per_s"] / one["none"]["events_per_s"]
+            if folded and one["none"].get("events_per_s") and one["folded"].get("events_per_s"):
+                one["folded_ratio"] = one["folded"]["events_per_s"] / one["none"]["events_per_s"]
             if before and one["none"].get("events_per_s") and one["before"].get("events_per_s"):
                 one["before_ratio"] = one["before"]["events_per_s"] / one["none"]["events_per_s"]
             log(f"run {rep}: with / without {one.get('ratio', 0):.2f}"
+                + (f", rekeyed in the identity stage {one.get('folded_ratio', 0):.2f}" if folded else "")
                 + (f", {before}'s {one.get('before_ratio', 0):.2f}" if before else ""))
             runs.append(one)
     finally:
         stack.moto.stop()
-    return {"events": w.n, "before": before, "runs": runs}
+    return {"events": w.n, "before": before, "folded": folded, "runs": runs}
 
 
 # ---------------------------------------------------------------- stage in process ------------------------------
@@ -610,6 +621,8 @@ def main() -> int:
                     "checkout (a copy of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every "
                     "repeat, beside this one's; part rekey: also the device side and the rekey step of this checkout "
                     "(reading the rows again) against this one's (reading what the device side read), in turn")
+    ap.add_argument("--folded", action="store_true", help="part worker: also run the worker with 10 cohorts and "
+                    "cohort_state.rekey_in_identity: true in every repeat")
     ap.add_argument("--take", type=int, default=1, help="part stage: events.accepted batches whose cohorts records "
                     "are applied together (the state step's take)")
     ap.add_argument("--results", default=str(BENCH / "results-cohorts.json"))
@@ -630,7 +643,8 @@ def main() -> int:
                 results["folded"] = part_folded(a.before, a.events, a.repeats, a.seed)
         else:
             results["worker-profiled" if a.profile else "worker"] = part_worker(a.events, a.repeats, a.seed,
-                                                                                 a.timeout, a.profile, a.before)
+                                                                                 a.timeout, a.profile, a.before,
+                                                                                 a.folded)
         path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0

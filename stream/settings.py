@@ -600,6 +600,14 @@ class CohortStateSettings(_Section):
     sync_wait_s: float = Field(
         600, gt=0, description="How long a sync at T waits for every partition's state to pass T before it fails "
         "(and is retried): a stage behind by more than this delays the sync.")
+    rekey_in_identity: bool = Field(
+        False, description="In a worker that runs the dedupe stage with identity on, make the cohort records from "
+        "the batches the identity stage hands to events.accepted rather than reading events.accepted back (less CPU "
+        "an event). Switch it on for every worker at once, once the cohorts-rekey agent has read events.accepted to "
+        "its end (the worker group's committed offsets of events.accepted at the topic's end, ingestion paused): "
+        "records it had not read when it stops are not rekeyed by the identity stage, nor, in a deployment whose "
+        "cohorts stage first runs with it, the events events.accepted held before (the agent starts from the "
+        "topic's beginning). Off again, that agent reads events.accepted on from where it stopped.")
 
 
 class MirrorSettings(_Section):

@@ -1,7 +1,7 @@
 """The cohorts stage's faust agents (wiring only; the work is ``stream.cohorts.stage``).
 
-- The rekey step. In a worker that also runs the dedupe stage with identity on, the identity stage's device side
-  hands it each batch it gives events.accepted (``register_folded``: ``DeviceStage.on_accepted``), so each row is
+- The rekey step. With ``cohort_state.rekey_in_identity``, in a worker that also runs the dedupe stage with identity
+  on, the identity stage's device side hands it each batch it gives events.accepted (``register_folded``: ``DeviceStage.on_accepted``), so each row is
   rekeyed once it has its ids, not fetched from events.accepted, decompressed and decoded a second time; a timer sends
   each events.valid partition's progress for the events.accepted partition of its number (caught up: the group has
   committed events.valid to the end its last fetch read). Otherwise ``cohorts-rekey`` reads events.accepted a take at
@@ -77,7 +77,19 @@ def register_folded(device: DeviceStage, rekeyer: Rekeyer, send: Callable[[list[
     same records, which the state step drops by their source offsets. The rows' fields are read from what the device
     side read of them (``seen``, ``stream.identity.device.Seen``), not parsed again."""
     async def rekey_accepted(partition: int, batches: list[EventBatch], seen: list[list[Seen | None]] | None) -> None:
-        await send(rekeyer.take([(partition, b) for b in batches], seen))
+        # a hold let go hands over every part of its rows at once: their records go in a message per cohorts
+        # partition for each REKEY_TAKE_BYTES of rows, as the events.accepted reader sends them, never one message
+        # the producer would refuse
+        start, size = 0, 0
+        for i, b in enumerate(batches):
+            n = sum(map(len, b.lines))
+            if i > start and size + n > REKEY_TAKE_BYTES:
+                await send(rekeyer.take([(partition, x) for x in batches[start:i]],
+                                        seen[start:i] if seen is not None else None))
+                start, size = i, 0
+            size += n
+        await send(rekeyer.take([(partition, x) for x in batches[start:]],
+                                seen[start:] if seen is not None else None))
         crash_point("cohorts.rekeyed")
 
     device.on_accepted = rekey_accepted
@@ -109,8 +121,9 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
         for q, key, value in sends:
             await cohorts_topic.send(key=key, value=value, partition=q)
 
-    # the device side of this worker's dedupe stage (identity on): it rekeys the batches it hands to events.accepted
-    device = getattr(app, "identity_device", None)
+    # with cohort_state.rekey_in_identity, the device side of this worker's dedupe stage (identity on) rekeys the
+    # batches it hands to events.accepted
+    device = getattr(app, "identity_device", None) if c.rekey_in_identity else None
     if device is not None:
         read_name = device.valid_name
         register_folded(device, rekeyer, send)

@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from stream.cli import main
+from stream.kafka import end_offsets
 from stream.settings import load_settings
 from tests.integration.conftest import wait_until
 from tests.integration.test_crash import produce
@@ -79,10 +80,11 @@ def _topic_exists(settings):
 
 
 def stage_caught_up(settings):
-    """The worker's group has committed every record on events.valid and on the cohorts topic: the cohorts stage has
-    applied what is there (the worker's dedupe stage hands its accepted batches to the rekey step, whose records are
-    flushed before events.valid is committed; a partition it is caught up with passes the clock, so a sync of a past
-    time does not wait for events uploaded now)."""
+    """The worker's group has committed every record on events.valid, events.accepted (read by the rekey step) and
+    the cohorts topic: the cohorts stage has applied what is there (with ``cohort_state.rekey_in_identity`` the
+    worker's dedupe stage hands its accepted batches to the rekey step, whose records are flushed before events.valid
+    is committed, and events.accepted is not read; a partition it is caught up with passes the clock, so a sync of a
+    past time does not wait for events uploaded now)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from stream.kafka import client_args, end_offsets
@@ -92,7 +94,8 @@ def stage_caught_up(settings):
                                 "enable_auto_commit": False})
         await c.start()
         try:
-            for topic in (settings.topics.name("valid"), settings.topics.name("cohorts")):
+            read = ["valid", "cohorts"] if settings.cohort_state.rekey_in_identity else ["valid", "accepted", "cohorts"]
+            for topic in (settings.topics.name(t) for t in read):
                 for p, end in (await end_offsets(settings, topic)).items():
                     if end and (await c.committed(TopicPartition(topic, p)) or 0) < end:
                         return False
@@ -102,9 +105,28 @@ def stage_caught_up(settings):
     return asyncio.run(check())
 
 
-def test_cohort_syncs_from_accepted_events(deployment, worker):
+def accepted_committed(settings):
+    """The offsets the worker's group has committed on events.accepted (None where it has none)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read():
+        from stream.kafka import client_args
+        c = AIOKafkaConsumer(**{**client_args(settings.kafka), "group_id": settings.worker.app_id,
+                                "enable_auto_commit": False})
+        await c.start()
+        try:
+            topic = settings.topics.name("accepted")
+            return [await c.committed(TopicPartition(topic, p)) for p in range(settings.topics.partitions)]
+        finally:
+            await c.stop()
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("rekey_in_identity", [False, True])
+def test_cohort_syncs_from_accepted_events(deployment, worker, rekey_in_identity):
     _, path = deployment
     cfg = yaml.safe_load(path.read_text())
+    cfg["cohort_state"] = {"rekey_in_identity": rekey_in_identity}
     bucket = cfg["destinations"][0]["bucket"]
     cfg["cohorts"] = [{"id": "pro-buyers", "project": 424242, "name": "Pro buyers", "rule": {"and": [
         {"performed": "purchase", "within_days": 2}, {"user_property": "plan", "op": "=", "value": "pro"}]}}]
@@ -127,6 +149,11 @@ def test_cohort_syncs_from_accepted_events(deployment, worker):
     wait_until(lambda: stage_caught_up(settings), 60, "the cohorts stage to apply them")
     ids = {r["user_id"]: r["amplitude_id"] for r in accepted_rows(settings)}
     a, b = ids["user-aaaa"], ids["user-bbbb"]
+    # rekeyed in the identity stage, events.accepted is read by no agent of the worker; else the rekey agent's
+    ends = asyncio.run(end_offsets(settings, settings.topics.name("accepted")))
+    assert sum(ends.values()) > 0
+    assert accepted_committed(settings) == ([None] * len(ends) if rekey_in_identity else
+                                            [ends[p] or None for p in sorted(ends)])
 
     out = sync("2024-03-09T08:30Z")
     t1 = "cohorts/424242_pro-buyers_2024-03-09T08:00_"
