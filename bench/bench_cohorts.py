@@ -277,11 +277,16 @@ def ten_cohorts() -> list[dict]:
 
 
 def folds_rekey(tree: str | Path) -> bool:
-    """Whether the worker of ``tree``, in its default settings, rekeys in the identity stage's device side
-    (``DeviceStage.on_accepted``) rather than reading events.accepted back (a version without
-    ``cohort_state.rekey_in_identity`` always did)."""
-    return "on_accepted" in (Path(tree) / "stream" / "identity" / "stage.py").read_text() and \
-        "rekey_in_identity" not in (Path(tree) / "stream" / "settings.py").read_text()
+    """Whether the worker of ``tree``, in its default settings and a new deployment, rekeys in the identity stage's
+    device side (``DeviceStage.on_accepted``) rather than reading events.accepted back: a version with
+    ``stream.cohorts.rekey_mode`` does (``auto``), one with ``cohort_state.rekey_in_identity`` alone does not (off by
+    default), one with neither does if it has the device side's hand-over."""
+    tree = Path(tree)
+    if (tree / "stream" / "cohorts" / "rekey_mode.py").exists():
+        return True
+    if "rekey_in_identity" in (tree / "stream" / "settings.py").read_text():
+        return False
+    return "on_accepted" in (tree / "stream" / "identity" / "stage.py").read_text()
 
 
 async def stage_caught_up(bootstrap: str, group: str, accepted: str, cohorts: str, partitions: int,
@@ -322,10 +327,11 @@ async def last_state_write(bootstrap: str, topic: str, partitions: int) -> int |
 
 
 def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: str | None = None,
-                before: str | None = None, folded: bool = False) -> dict:
-    """The worker without cohorts, with 10 (``cohorts``: the settings' default, the rekey step reading
-    events.accepted), with 10 and ``cohort_state.rekey_in_identity`` (``folded``, when asked) and with 10 in the
-    ``before`` checkout, in turns (the order reversed every other repeat)."""
+                before: str | None = None, read_back: bool = False) -> dict:
+    """The worker without cohorts, with 10 (``cohorts``: the settings' default; in this new deployment the rekey step
+    takes the identity stage's batches), with 10 and ``cohort_state.rekey_in_identity: false`` (``read_back``, the
+    rekey step reading events.accepted, when asked) and with 10 in the ``before`` checkout, in turns (the order
+    reversed every other repeat)."""
     import boto3
     import yaml
 
@@ -346,7 +352,7 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
     s3 = boto3.client("s3", endpoint_url=stack.s3_url)
     s3.create_bucket(Bucket=bw.BUCKET)
     runs = []
-    kinds = ("none", "cohorts") + (("folded",) if folded else ()) + (("before",) if before else ())
+    kinds = ("none", "cohorts") + (("read_back",) if read_back else ()) + (("before",) if before else ())
     try:
         for rep in range(repeats):
             one = {}
@@ -355,10 +361,10 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                 try:
                     r = bw.prepare(stack, "valid", rep, f"{session}{kind[0]}", True)
                     cfg = yaml.safe_load(r.cfg_path.read_text())
-                    if kind in ("cohorts", "folded", "before"):
+                    if kind in ("cohorts", "read_back", "before"):
                         cfg["cohorts"] = ten_cohorts()
-                        if kind == "folded":
-                            cfg["cohort_state"] = {"rekey_in_identity": True}
+                        if kind == "read_back":
+                            cfg["cohort_state"] = {"rekey_in_identity": False}
                         # a bucket that does not exist: each sync fails before it reads the state (then waits a
                         # minute), so that the window measured is the stage's steady work (syncs: part "sync")
                         cfg["cohort_destinations"] = [{"name": "crm", "bucket": "bench-no-such-bucket",
@@ -377,8 +383,8 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                     if kind != "none":        # the worker stopped only once the stage has also taken every event
                         settings = r.settings
                         tree = before if kind == "before" else Path(__file__).resolve().parent.parent
-                        fed_by = settings.topics.name("valid" if kind == "folded" or (
-                            kind == "before" and folds_rekey(tree)) else "accepted")
+                        fed_by = settings.topics.name("valid" if kind != "read_back" and folds_rekey(tree)
+                                                      else "accepted")
 
                         async def watch_both(*args, **kwargs):
                             got = await watch(*args, **kwargs)
@@ -401,7 +407,7 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                         import profile_summary
                         Path(profile).write_text(profile_summary.summarise(
                             raw, f"the worker with 10 cohorts, {w.n:,} events (figure B's input), under py-spy"))
-                    if kind in ("cohorts", "folded", "before") and res["status"] == "ok":
+                    if kind in ("cohorts", "read_back", "before") and res["status"] == "ok":
                         last = asyncio.run(last_state_write(stack.bootstrap, cohorts_changelog(r.settings),
                                                             bw.PARTITIONS))
                         firsts = asyncio.run(bw.first_timestamps(stack.bootstrap, r.settings.topics.name("accepted"),
@@ -420,17 +426,17 @@ def part_worker(events: int, repeats: int, seed: int, timeout: float, profile: s
                     shutil.rmtree(workdir / f"valid{rep}", ignore_errors=True)   # its data dir: the next run's
             if one["none"].get("events_per_s") and one["cohorts"].get("events_per_s"):
                 one["ratio"] = one["cohorts"]["events_per_s"] / one["none"]["events_per_s"]
-            if folded and one["none"].get("events_per_s") and one["folded"].get("events_per_s"):
-                one["folded_ratio"] = one["folded"]["events_per_s"] / one["none"]["events_per_s"]
+            if read_back and one["none"].get("events_per_s") and one["read_back"].get("events_per_s"):
+                one["read_back_ratio"] = one["read_back"]["events_per_s"] / one["none"]["events_per_s"]
             if before and one["none"].get("events_per_s") and one["before"].get("events_per_s"):
                 one["before_ratio"] = one["before"]["events_per_s"] / one["none"]["events_per_s"]
             log(f"run {rep}: with / without {one.get('ratio', 0):.2f}"
-                + (f", rekeyed in the identity stage {one.get('folded_ratio', 0):.2f}" if folded else "")
+                + (f", reading events.accepted {one.get('read_back_ratio', 0):.2f}" if read_back else "")
                 + (f", {before}'s {one.get('before_ratio', 0):.2f}" if before else ""))
             runs.append(one)
     finally:
         stack.moto.stop()
-    return {"events": w.n, "before": before, "folded": folded, "runs": runs}
+    return {"events": w.n, "before": before, "read_back": read_back, "runs": runs}
 
 
 # ---------------------------------------------------------------- stage in process ------------------------------
@@ -621,8 +627,8 @@ def main() -> int:
                     "checkout (a copy of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every "
                     "repeat, beside this one's; part rekey: also the device side and the rekey step of this checkout "
                     "(reading the rows again) against this one's (reading what the device side read), in turn")
-    ap.add_argument("--folded", action="store_true", help="part worker: also run the worker with 10 cohorts and "
-                    "cohort_state.rekey_in_identity: true in every repeat")
+    ap.add_argument("--read-back", action="store_true", help="part worker: also run the worker with 10 cohorts and "
+                    "cohort_state.rekey_in_identity: false (the rekey step reading events.accepted) in every repeat")
     ap.add_argument("--take", type=int, default=1, help="part stage: events.accepted batches whose cohorts records "
                     "are applied together (the state step's take)")
     ap.add_argument("--results", default=str(BENCH / "results-cohorts.json"))
@@ -644,7 +650,7 @@ def main() -> int:
         else:
             results["worker-profiled" if a.profile else "worker"] = part_worker(a.events, a.repeats, a.seed,
                                                                                  a.timeout, a.profile, a.before,
-                                                                                 a.folded)
+                                                                                 a.read_back)
         path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     return 0

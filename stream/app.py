@@ -53,11 +53,10 @@ def faust_settings(settings: Settings) -> dict:
     return conf
 
 
-def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
-    clock = clock or SystemClock()
-    (Path(settings.worker.data_dir) / "faust").mkdir(parents=True, exist_ok=True)
+def effective_stages(settings: Settings) -> set[str]:
+    """The stages of ``worker.stages`` the worker runs: a stage with nothing to do is not run, so that readiness
+    waits only for the stages that work."""
     stages = set(settings.worker.stages)
-    # a stage with nothing to do is not run, so that readiness waits only for the stages that work
     if not settings.sources:
         stages.discard("import")     # nothing to import: no agent, no table, no discovery
     if not settings.destinations:
@@ -68,6 +67,13 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
         stages.discard("mirror")     # no mirror source: no index, no mutations to apply
     if not settings.profiles_projects():
         stages.discard("profiles")   # no source of profiles: no profiles table
+    return stages
+
+
+def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
+    clock = clock or SystemClock()
+    (Path(settings.worker.data_dir) / "faust").mkdir(parents=True, exist_ok=True)
+    stages = effective_stages(settings)
     # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"

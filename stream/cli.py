@@ -52,7 +52,18 @@ def worker(config: str | None, stages: str | None) -> None:
     except Exception as exc:
         raise click.ClickException(f"cannot reach the Kafka cluster at {settings.kafka.bootstrap_servers} to "
                                    f"create the topics: {exc}. Check kafka.bootstrap_servers.") from None
-    from stream.app import StreamWorker, build_app
+    from stream.app import StreamWorker, build_app, effective_stages
+    runs = effective_stages(settings)
+    if "cohorts" in runs:      # where the rekey step reads its rows (cohort_state.rekey_in_identity: auto)
+        from stream.cohorts import rekey_mode
+        try:
+            fold = asyncio.run(rekey_mode.resolve(settings, "dedupe" in runs and settings.identity.enabled))
+        except Exception as exc:
+            raise click.ClickException(f"cannot read where the cohorts stage's rekey step reads its rows (the "
+                                       f"consumer groups of {settings.topics.name('accepted')}): {exc}. Check the "
+                                       f"Kafka cluster, or set cohort_state.rekey_in_identity.") from None
+        settings = settings.model_copy(update={"cohort_state": settings.cohort_state.model_copy(
+            update={"rekey_in_identity": fold})})
     w = settings.worker
     if w.http_port:
         from stream.web import port_free

@@ -600,10 +600,13 @@ class CohortStateSettings(_Section):
     sync_wait_s: float = Field(
         600, gt=0, description="How long a sync at T waits for every partition's state to pass T before it fails "
         "(and is retried): a stage behind by more than this delays the sync.")
-    rekey_in_identity: bool = Field(
-        False, description="In a worker that runs the dedupe stage with identity on, make the cohort records from "
+    rekey_in_identity: bool | Literal["auto"] = Field(
+        "auto", description="In a worker that runs the dedupe stage with identity on, make the cohort records from "
         "the batches the identity stage hands to events.accepted rather than reading events.accepted back (less CPU "
-        "an event). Switch it on for every worker at once, once the cohorts-rekey agent has read events.accepted to "
+        "an event; the same records). auto: on where no record of events.accepted can be left unread: a new "
+        "deployment (events.accepted empty, never read by the worker group), or one whose cohort state was made this "
+        "way (stream/cohorts/rekey_mode.py); off elsewhere; the worker logs which and why as it starts. true: "
+        "switch it on for every worker at once, once the cohorts-rekey agent has read events.accepted to "
         "its end (the worker group's committed offsets of events.accepted at the topic's end, ingestion paused): "
         "records it had not read when it stops are not rekeyed by the identity stage, nor, in a deployment whose "
         "cohorts stage first runs with it, the events events.accepted held before (the agent starts from the "

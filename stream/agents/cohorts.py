@@ -121,9 +121,10 @@ def register(app: faust.App, settings: Settings, clock: Clock) -> None:
         for q, key, value in sends:
             await cohorts_topic.send(key=key, value=value, partition=q)
 
-    # with cohort_state.rekey_in_identity, the device side of this worker's dedupe stage (identity on) rekeys the
-    # batches it hands to events.accepted
-    device = getattr(app, "identity_device", None) if c.rekey_in_identity else None
+    # with cohort_state.rekey_in_identity (resolved by the worker command: stream.cohorts.rekey_mode; auto, unresolved,
+    # reads events.accepted), the device side of this worker's dedupe stage (identity on) rekeys the batches it hands
+    # to events.accepted
+    device = getattr(app, "identity_device", None) if c.rekey_in_identity is True else None
     if device is not None:
         read_name = device.valid_name
         register_folded(device, rekeyer, send)

@@ -79,9 +79,9 @@ def _topic_exists(settings):
     return asyncio.run(check())
 
 
-def stage_caught_up(settings):
+def stage_caught_up(settings, folded=False):
     """The worker's group has committed every record on events.valid, events.accepted (read by the rekey step) and
-    the cohorts topic: the cohorts stage has applied what is there (with ``cohort_state.rekey_in_identity`` the
+    the cohorts topic: the cohorts stage has applied what is there (``folded``: the
     worker's dedupe stage hands its accepted batches to the rekey step, whose records are flushed before events.valid
     is committed, and events.accepted is not read; a partition it is caught up with passes the clock, so a sync of a
     past time does not wait for events uploaded now)."""
@@ -94,7 +94,7 @@ def stage_caught_up(settings):
                                 "enable_auto_commit": False})
         await c.start()
         try:
-            read = ["valid", "cohorts"] if settings.cohort_state.rekey_in_identity else ["valid", "accepted", "cohorts"]
+            read = ["valid", "cohorts"] if folded else ["valid", "accepted", "cohorts"]
             for topic in (settings.topics.name(t) for t in read):
                 for p, end in (await end_offsets(settings, topic)).items():
                     if end and (await c.committed(TopicPartition(topic, p)) or 0) < end:
@@ -122,11 +122,12 @@ def accepted_committed(settings):
     return asyncio.run(read())
 
 
-@pytest.mark.parametrize("rekey_in_identity", [False, True])
+@pytest.mark.parametrize("rekey_in_identity", [False, True, "auto"])
 def test_cohort_syncs_from_accepted_events(deployment, worker, rekey_in_identity):
     _, path = deployment
     cfg = yaml.safe_load(path.read_text())
     cfg["cohort_state"] = {"rekey_in_identity": rekey_in_identity}
+    folded = rekey_in_identity in (True, "auto")       # auto: a new deployment rekeys in the identity stage
     bucket = cfg["destinations"][0]["bucket"]
     cfg["cohorts"] = [{"id": "pro-buyers", "project": 424242, "name": "Pro buyers", "rule": {"and": [
         {"performed": "purchase", "within_days": 2}, {"user_property": "plan", "op": "=", "value": "pro"}]}}]
@@ -146,13 +147,13 @@ def test_cohort_syncs_from_accepted_events(deployment, worker, rekey_in_identity
 
     asyncio.run(produce(settings, FIRST))
     wait_until(lambda: len(accepted_rows(settings)) == 2, 30, "the first events on events.accepted")
-    wait_until(lambda: stage_caught_up(settings), 60, "the cohorts stage to apply them")
+    wait_until(lambda: stage_caught_up(settings, folded), 60, "the cohorts stage to apply them")
     ids = {r["user_id"]: r["amplitude_id"] for r in accepted_rows(settings)}
     a, b = ids["user-aaaa"], ids["user-bbbb"]
     # rekeyed in the identity stage, events.accepted is read by no agent of the worker; else the rekey agent's
     ends = asyncio.run(end_offsets(settings, settings.topics.name("accepted")))
     assert sum(ends.values()) > 0
-    assert accepted_committed(settings) == ([None] * len(ends) if rekey_in_identity else
+    assert accepted_committed(settings) == ([None] * len(ends) if folded else
                                             [ends[p] or None for p in sorted(ends)])
 
     out = sync("2024-03-09T08:30Z")
@@ -174,7 +175,7 @@ def test_cohort_syncs_from_accepted_events(deployment, worker, rekey_in_identity
 
     asyncio.run(produce(settings, SECOND))
     wait_until(lambda: len(accepted_rows(settings)) == 4, 30, "the second events on events.accepted")
-    wait_until(lambda: stage_caught_up(settings), 60, "the cohorts stage to apply them")
+    wait_until(lambda: stage_caught_up(settings, folded), 60, "the cohorts stage to apply them")
 
     # the next hour's sync, killed -9 once its second file (exiting) is on S3
     env = {**os.environ, "STREAM_CRASH_AT": "cohorts.file_written:2"}
