@@ -1,8 +1,9 @@
 """The cohorts stage's faust agents (wiring only; the work is ``stream.cohorts.stage``).
 
 - The rekey step. With ``cohort_state.rekey_in_identity``, in a worker that also runs the dedupe stage with identity
-  on, the identity stage's device side hands it each batch it gives events.accepted (``register_folded``: ``DeviceStage.on_accepted``), so each row is
-  rekeyed once it has its ids, not fetched from events.accepted, decompressed and decoded a second time; a timer sends
+  on, the identity stage's device side hands it each batch it gives events.accepted (``register_folded``:
+  ``DeviceStage.on_accepted``), so each row is rekeyed once it has its ids, not fetched from events.accepted,
+  decompressed and decoded a second time; a timer sends
   each events.valid partition's progress for the events.accepted partition of its number (caught up: the group has
   committed events.valid to the end its last fetch read). Otherwise ``cohorts-rekey`` reads events.accepted a take at
   a time (``REKEY_TAKE_MAX`` batches, ``REKEY_TAKE_BYTES``) and sends the take's records, one message per target
