@@ -496,9 +496,10 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 
 def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules,
-              now_ms: int | None, uuid_s: str | None = None) -> Normalized:
+              now_ms: int | None, uuid_s: str | None = None, write: _Writer | None = None) -> Normalized:
     """The export row of a decoded event; ``uuid_s`` (canonical) is the uuid of an event without one, when given,
-    instead of ``uuid5(origin)``."""
+    instead of ``uuid5(origin)``. ``write``: the row's writer for events of ``fast_event_builder(keys)``
+    (``fast_row_writer(keys)``), which writes the same bytes as the ``_Row`` below."""
     global _last_received
     if not e.event_type:
         raise _NotFast
@@ -575,8 +576,14 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
             revenue["$currency"] = e.currency
         props = {**props, **revenue} if props is not None else revenue
 
+    if write is not None:
+        line = write(e, insert_id, project, client_s, received_s, uploaded_s, data, device_id, props, user_id, uid_s)
+        dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
+                      if insert_id else b"")
+        return _new(Normalized, (project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line,
+                                 device_id, user_id, clamped))
     # one positional argument per export column, in EXPORT_FIELDS order (the fast and reference paths are
-    # compared byte for byte by the tests)
+    # compared byte for byte by the tests; _ROW_SOURCES says the same for fast_row_writer)
     row = _Row(
         insert_id, None, e.adid, None,                          # $insert_id $schema adid amplitude_attribution_ids
         project, e.city,                                        # app city
@@ -667,13 +674,82 @@ def _str_keys(d: dict[Any, Any]) -> bool:
 
 
 def normalize_fast_event(e: _Fast, project: int, timestamp_ms: int, rules: Rules, now_ms: int | None,
-                         uuid_s: str) -> Normalized | None:
+                         uuid_s: str, write: _Writer | None = None) -> Normalized | None:
     """``normalize`` of the dict whose ``msgspec.convert`` is ``e`` (``fast_event_builder``), when it takes the fast
-    path, else None (the caller then normalizes the dict). An event without a uuid gets ``uuid_s`` (canonical)."""
+    path, else None (the caller then normalizes the dict). An event without a uuid gets ``uuid_s`` (canonical).
+    ``write``: ``fast_row_writer`` of the builder's keys, which writes the same row in less time."""
     try:
-        return _fast_row(e, project, timestamp_ms, "", rules, now_ms, uuid_s)
+        return _fast_row(e, project, timestamp_ms, "", rules, now_ms, uuid_s, write)
     except _NotFast:
         return None
+
+
+_Writer = Callable[..., bytes]
+_ROW_SOURCES: tuple[tuple[str, str], ...] = (
+    ("$insert_id", "insert_id"), ("$schema", "None"), ("adid", "e.adid"), ("amplitude_attribution_ids", "None"),
+    ("app", "project"), ("city", "e.city"), ("client_event_time", "client_s"), ("client_upload_time", "received_s"),
+    ("country", "e.country"), ("data", "data"), ("device_brand", "e.device_brand"), ("device_carrier", "e.carrier"),
+    ("device_family", "None"), ("device_id", "device_id"), ("device_manufacturer", "e.device_manufacturer"),
+    ("device_model", "e.device_model"), ("device_type", "None"), ("dma", "e.dma"), ("event_id", "e.event_id"),
+    ("event_properties", "props if props is not None else {}"), ("event_time", "client_s"),
+    ("event_type", "e.event_type"), ("groups", "e.groups if e.groups is not None else {}"), ("idfa", "e.idfa"),
+    ("ip_address", "e.ip"), ("is_attribution_event", "None"), ("language", "e.language"), ("library", "e.library"),
+    ("location_lat", "e.location_lat"), ("location_lng", "e.location_lng"), ("os_name", "e.os_name"),
+    ("os_version", "e.os_version"), ("platform", "e.platform"), ("region", "e.region"), ("sample_rate", "None"),
+    ("server_received_time", "received_s"), ("server_upload_time", "uploaded_s"),
+    ("session_id", "e.session_id if e.session_id is not None else -1"), ("user_id", "user_id"), ("uuid", "uid_s"),
+    ("version_name", "e.version_name if e.version_name is not None else e.app_version"),
+    ("amplitude_event_type", "None"), ("amplitude_id", "None"),
+    ("group_properties", "e.group_properties if e.group_properties is not None else {}"), ("paying", "None"),
+    ("processed_time", "uploaded_s"), ("start_version", "None"), ("user_creation_time", "None"),
+    ("user_properties", "e.user_properties if e.user_properties is not None else {}"),
+)
+"""Each export column as ``_fast_row`` fills it (its ``_Row(...)`` call, in the same order), over its locals."""
+assert tuple(c for c, _ in _ROW_SOURCES) == EXPORT_FIELDS, "_ROW_SOURCES must follow EXPORT_FIELDS"
+_WRITER_ARGS = ("e", "insert_id", "project", "client_s", "received_s", "uploaded_s", "data", "device_id", "props",
+                "user_id", "uid_s")
+_TIMES = ("client_s", "received_s", "uploaded_s")
+"""_fast_row's locals that are always ``format_ms`` text (digits, "-", " ", ":" and "."): written without escaping."""
+_PROPS_FIELDS = frozenset(("event_properties", "price", "quantity", "revenue", "productId", "revenueType", "currency"))
+"""The event's fields ``_fast_row``'s ``props`` is made of."""
+
+
+def fast_row_writer(keys: tuple[str, ...]) -> _Writer | None:
+    """The export row's writer for the events of ``fast_event_builder(keys, ...)`` (``_fast_row``'s ``write``): the
+    same bytes as ``_Row``'s encoding, with the columns those events always leave empty written once, here, and
+    the others encoded each call (a 49-column Struct built and encoded costs about 0.8 µs more). None where the
+    builder is None."""
+    names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
+    if not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys):
+        return None
+    given = {names[k] for k in keys} | set(_SET_BY_CALLERS)   # the event's fields a call may find set
+    pieces: list[str] = []      # the join's arguments: constant bytes (repr) and expressions
+    text = ""                   # constant JSON not yet added to pieces
+    for i, (column, source) in enumerate(_ROW_SOURCES):
+        text += ("{" if i == 0 else ",") + _json_encode(column).decode() + ":"
+        reads = set(re.findall(r"\be\.(\w+)", source))
+        words = set(re.findall(r"\b[a-z_]+\b", source)) & set(_WRITER_ARGS[1:])
+        if words == {"props"}:
+            constant = not reads and not (given & _PROPS_FIELDS)
+        else:
+            constant = not words and not (reads & given)
+        if constant:
+            value = eval(source, {"e": _Fast(), "props": None})   # noqa: S307 -- _ROW_SOURCES' own expressions
+            text += _json_encode(value).decode()
+            continue
+        if source in _TIMES:
+            text += '"'
+            pieces.extend((repr(text.encode()), f"{source}_b"))
+            text = '"'
+        else:
+            pieces.extend((repr(text.encode()), f"_enc({source})"))
+            text = ""
+    pieces.append(repr((text + "}").encode()))
+    times = "".join(f"    {t}_b = {t}.encode()\n" for t in _TIMES if f"{t}_b" in pieces)
+    code = f"def write({', '.join(_WRITER_ARGS)}):\n{times}    return b''.join(({', '.join(pieces)}))\n"
+    env: dict[str, Any] = {"_enc": _json_encode}
+    exec(compile(code, "<fast_row_writer>", "exec"), env)   # noqa: S102 -- _ROW_SOURCES' own expressions
+    return env["write"]
 
 
 _last_received: tuple[int | None, str] = (None, "")

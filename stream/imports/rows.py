@@ -40,8 +40,8 @@ import msgspec
 import orjson
 
 from stream.events import deadletter
-from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder, normalize,
-                                     normalize_fast_event, uuid5_str)
+from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder,
+                                     fast_row_writer, normalize, normalize_fast_event, uuid5_str)
 from stream.export.mirror import Mutation
 from stream.imports.converter.converter import MISSING, Converter
 from stream.imports.files import ImportFile, row_offset
@@ -123,6 +123,7 @@ class _Straight:
     of the converter's fields, where ``$skip_user_properties_sync`` is among them, and the fields ``shape`` adds."""
 
     build: Callable[[tuple[Any, ...]], FastEvent | None]
+    write: Callable[..., bytes] | None   # the export row's writer for the builder's events (fast_row_writer)
     skip_at: int | None          # the index of $skip_user_properties_sync among the converter's fields, if there
     adds_skip: bool              # shape adds $skip_user_properties_sync: true to a row without it (not an identify)
 
@@ -143,7 +144,7 @@ def _straight(src: SourceSettings) -> _Straight | None:
     keys = converter.fields if isinstance(converter, Converter) else ()
     build = fast_event_builder(keys, MISSING) if src.data_type == "event" else None
     if build is not None:
-        straight = _Straight(build, keys.index(SKIP_SYNC) if SKIP_SYNC in keys else None,
+        straight = _Straight(build, fast_row_writer(keys), keys.index(SKIP_SYNC) if SKIP_SYNC in keys else None,
                              bool(src.skip_user_properties_sync))
     if len(_STRAIGHT) >= 256:
         _STRAIGHT.clear()
@@ -169,8 +170,8 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
     ids_name, uuid_name, origin_name = f"s3-import/{src.name}/{f.key}#", f"{ctx.record}#", f"{f.url}#"
     straight_to = _straight(src) if straight else None
     if straight_to is not None:
-        values, build, skip_at, adds_skip = (converter.values, straight_to.build, straight_to.skip_at,
-                                             straight_to.adds_skip)
+        values, build, write, skip_at, adds_skip = (converter.values, straight_to.build, straight_to.write,
+                                                    straight_to.skip_at, straight_to.adds_skip)
         server_ms, rules, max_bytes, record_offset = ctx.server_ms, ctx.rules, ctx.rules.max_event_bytes, \
             ctx.record_offset
         events = out.events
@@ -190,7 +191,7 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
                 if not e.insert_id:
                     e.insert_id = uuid5_str(ids_name + number)
                 res = normalize_fast_event(e, project, server_ms, rules, now_ms,
-                                           uuid5_str(uuid_name + number) if e.uuid is None else "")
+                                           uuid5_str(uuid_name + number) if e.uuid is None else "", write)
                 if res is not None and len(res.line) <= max_bytes:
                     out.rows += 1
                     out.fields_left_out += len(errors)

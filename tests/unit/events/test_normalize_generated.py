@@ -21,6 +21,7 @@ import math
 import uuid
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -39,7 +40,9 @@ from stream.events.normalize import (
     _NotFast,
     _reference,
     decode,
+    _fast_row,
     fast_event_builder,
+    fast_row_writer,
     normalize,
     normalize_fast_event,
     normalize_message,
@@ -566,10 +569,62 @@ def test_the_fields_of_known_keys_built_into_the_fast_path_s_struct_as_msgspec_c
     assert want is not None and msgspec.structs.asdict(got) == msgspec.structs.asdict(want)
     uuid_s = str(uid)
     answer = normalize_fast_event(got, PROJECT, timestamp_ms, rules, now_ms, uuid_s)
+    assert normalize_fast_event(got, PROJECT, timestamp_ms, rules, now_ms, uuid_s, fast_row_writer(keys)) == answer
     ref = _reference(ev if "uuid" in ev and ev["uuid"] is not None else {**ev, "uuid": uuid_s}, PROJECT, timestamp_ms,
                      ORIGIN, rules, now_ms)
     if answer is not None:
         assert type(ref) is Normalized and answer._asdict() == ref._asdict()
+
+
+@GENERATED
+@given(events() | events(odd=False, unknown=False), st.lists(ALL_FIELDS, max_size=3, unique=True),
+       st.sampled_from([None, "", "ord-1", "\u00e9\"\\\n"]), st.none() | st.uuids().map(str),
+       st.sampled_from([None, True, False]), rules, timestamps, clocks, st.uuids())
+def test_the_row_writer_of_known_keys_writes_the_bytes_of_the_row_struct(
+        ev, absent, insert_id, uuid_given, skip, rules, timestamp_ms, now_ms, uid):
+    """``fast_row_writer(keys)`` writes, for any event the builder of the same keys gives (with the ids and sync flag
+    a caller sets on it), the very bytes the export row's Struct is encoded to: the same ``Normalized``."""
+    keys = tuple(k for k in ev if k in INPUT_FIELDS) + tuple(k for k in absent if k not in ev)
+    build, write = fast_event_builder(keys, MISSING), fast_row_writer(keys)
+    if not keys:
+        assert build is None and write is None
+        return
+    e = build(tuple(ev.get(k, MISSING) for k in keys))
+    if e is None:
+        return
+    if insert_id is not None:
+        e.insert_id = insert_id
+    if uuid_given is not None:
+        e.uuid = uuid_given
+    if skip is not None:
+        e.skip_user_properties_sync = skip
+    try:
+        want = _fast_row(e, PROJECT, timestamp_ms, ORIGIN, rules, now_ms, str(uid))
+    except _NotFast:
+        with pytest.raises(_NotFast):
+            _fast_row(e, PROJECT, timestamp_ms, ORIGIN, rules, now_ms, str(uid), write)
+        return
+    assert _fast_row(e, PROJECT, timestamp_ms, ORIGIN, rules, now_ms, str(uid), write)._asdict() == want._asdict()
+
+
+def test_the_row_writer_writes_the_columns_a_converter_never_gives_once():
+    write = fast_row_writer(("event_type", "user_id", "time", "event_properties"))
+    consts = [c for c in write.__code__.co_consts if isinstance(c, bytes)]
+    assert b',"$schema":null,"adid":null,"amplitude_attribution_ids":null,"app":' in consts
+    assert b'","event_type":' in consts   # event_time then event_type, groups constant after it
+    assert b',"groups":{},"idfa":null,"ip_address":null,"is_attribution_event":null,"language":null,"library":null,' \
+           b'"location_lat":null,"location_lng":null,"os_name":null,"os_version":null,"platform":null,"region":null,' \
+           b'"sample_rate":null,"server_received_time":"' in consts
+    e = fast_event_builder(("event_type", "user_id", "time", "event_properties"), MISSING)(
+        ("Play", "user-00001", T - 1, {"page": "/", "qty": 2}))
+    e.insert_id = "ord-1"
+    got = _fast_row(e, PROJECT, T, ORIGIN, RULES, T, "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f", write)
+    assert got.line == _fast_row(e, PROJECT, T, ORIGIN, RULES, T, "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f").line
+    assert got.line.startswith(b'{"$insert_id":"ord-1","$schema":null,"adid":null,"amplitude_attribution_ids":null,'
+                               b'"app":424242,"city":null,"client_event_time":"2024-03-09 16:00:00.122000",'
+                               b'"client_upload_time":"2024-03-09 16:00:00.123000","country":null,"data":{},')
+    assert got.line.endswith(b'"user_creation_time":null,"user_properties":{}}')
+    assert fast_row_writer(("event_type", "colour")) is None and fast_row_writer(()) is None
 
 
 def test_the_builder_declines_what_the_fast_path_declines_and_takes_the_rest():
