@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from stream.imports.files import ImportFile
-from stream.imports.reader import FileError, Row, RowError, aiter_lines, aiter_rows, read_parquet
+from stream.imports.reader import (PARQUET_BATCH_ROWS, FileError, Row, RowError, aiter_lines, aiter_rows, aiter_runs,
+                                   read_parquet)
 from stream.s3.arn import s3_arn
 from stream.s3.client import target_client, target_of
 from stream.s3.errors import classify, explain
@@ -95,6 +96,15 @@ async def read_rows(settings: Settings, src: SourceSettings, f: ImportFile, spoo
         yield item
 
 
+async def read_runs(settings: Settings, src: SourceSettings, f: ImportFile, spool: Path,
+                    clients: Clients | None = None, fetched: Fetched | None = None,
+                    ) -> AsyncIterator[list[Row | RowError]]:
+    """``read_rows``' rows in runs (a list of the rows of each decompressed block of JSON lines or CSV, of up to
+    ``PARQUET_BATCH_ROWS`` parquet rows): the same rows and failures, one step of the iterator a run."""
+    async for run in _read(settings, src, f, spool, clients, fetched, lines=False, runs=True):
+        yield run
+
+
 async def read_lines(settings: Settings, src: SourceSettings, f: ImportFile, clients: Clients | None = None,
                      fetched: Fetched | None = None) -> AsyncIterator[tuple[int, list[bytes | None]]]:
     """A JSON-lines file's raw lines, read from S3 as a stream, in runs (``reader.LineReader``): the lines
@@ -111,7 +121,7 @@ def lines_of(src: SourceSettings, f: ImportFile) -> bool:
 
 
 async def _read(settings: Settings, src: SourceSettings, f: ImportFile, spool: Path, clients: Clients | None,
-                fetched: Fetched | None, *, lines: bool) -> AsyncIterator[Any]:
+                fetched: Fetched | None, *, lines: bool, runs: bool = False) -> AsyncIterator[Any]:
     compiled = src.compiled
     file_type = file_type_of(src, f.key)
     compression = src.compression or compiled.compression or "auto"
@@ -130,8 +140,18 @@ async def _read(settings: Settings, src: SourceSettings, f: ImportFile, spool: P
                     with os.fdopen(fd, "wb") as out:
                         async for chunk in body.iter_chunks(READ_BYTES):
                             out.write(chunk)
-                    for row in read_parquet(name):
-                        yield row
+                    if runs:
+                        run: list[Row | RowError] = []
+                        for row in read_parquet(name):
+                            run.append(row)
+                            if len(run) >= PARQUET_BATCH_ROWS:
+                                yield run
+                                run = []
+                        if run:
+                            yield run
+                    else:
+                        for row in read_parquet(name):
+                            yield row
                 finally:
                     os.unlink(name)
                 return
@@ -142,6 +162,10 @@ async def _read(settings: Settings, src: SourceSettings, f: ImportFile, spool: P
             from stream.imports.converter import CsvOptions
             c = src.csv
             csv = compiled.csv or CsvOptions(c.delimiter, c.quote, c.escape, c.header)
+            if runs:
+                async for got in aiter_runs(body.iter_chunks(READ_BYTES), file_type, compression, csv):
+                    yield got
+                return
             async for item in aiter_rows(body.iter_chunks(READ_BYTES), file_type, compression, csv):
                 yield item
     except FileError:
@@ -176,6 +200,9 @@ class S3Files:
 
     def rows(self, src: SourceSettings, f: ImportFile, fetched: Fetched) -> AsyncIterator[Row | RowError]:
         return read_rows(self.settings, src, f, self.spool, self.clients, fetched)
+
+    def runs(self, src: SourceSettings, f: ImportFile, fetched: Fetched) -> AsyncIterator[list[Row | RowError]]:
+        return read_runs(self.settings, src, f, self.spool, self.clients, fetched)
 
     def lines(self, src: SourceSettings, f: ImportFile, fetched: Fetched,
               ) -> AsyncIterator[tuple[int, list[bytes | None]]]:

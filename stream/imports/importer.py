@@ -87,9 +87,9 @@ class Store(Protocol):
 
 
 class Files(Protocol):
-    def rows(self, src: SourceSettings, f: ImportFile, fetched: Fetched) -> AsyncIterator[Row | RowError]:
-        """The file's rows in order (``stream.imports.fetch.read_rows``); raises ``FileError`` for a file that
-        cannot be read, ``TransientRead`` for a failure that passes."""
+    def runs(self, src: SourceSettings, f: ImportFile, fetched: Fetched) -> AsyncIterator[list[Row | RowError]]:
+        """The file's rows in order, in runs of any length (``stream.imports.fetch.read_runs``); raises
+        ``FileError`` for a file that cannot be read, ``TransientRead`` for a failure that passes."""
 
     def lines(self, src: SourceSettings, f: ImportFile, fetched: Fetched,
               ) -> AsyncIterator[tuple[int, list[bytes | None]]]:
@@ -357,12 +357,16 @@ class FileImporter:
                     await fut
 
         try:
-            async for item in self.files.rows(src, f, fetched):
-                chunk.append(item)
-                if len(chunk) >= CHUNK_ROWS:
-                    await flush()
-                    if counts["rows"] % (CHUNK_ROWS * 50) == 0:
-                        log.info("import %s: %s: %d rows read", src.name, f.url, counts["rows"])
+            async for run in self.files.runs(src, f, fetched):
+                at = 0
+                while at < len(run):   # the run's rows into chunks of CHUNK_ROWS
+                    took = CHUNK_ROWS - len(chunk)
+                    chunk.extend(run[at:at + took] if at or took < len(run) else run)
+                    at += took
+                    if len(chunk) >= CHUNK_ROWS:
+                        await flush()
+                        if counts["rows"] % (CHUNK_ROWS * 50) == 0:
+                            log.info("import %s: %s: %d rows read", src.name, f.url, counts["rows"])
             if chunk:
                 await flush()
         except FileError as exc:

@@ -156,6 +156,30 @@ class RowReader:
         yield from self._rows.feed(self._lines.finish())
         yield from self._rows.finish()
 
+    def feed_runs(self, chunk: bytes) -> Iterator[list[Item]]:
+        """``feed``'s rows as runs: a list of the rows of each decompressed block (none for a block that completes
+        no row), in the same order; a FileError raised after the runs of the blocks read before it."""
+        for block in self._bytes.feed(chunk):
+            run = self._run(block)
+            if run:
+                yield run
+
+    def finish_runs(self) -> Iterator[list[Item]]:
+        """``finish``'s rows as runs."""
+        for block in self._bytes.finish():
+            run = self._run(block)
+            if run:
+                yield run
+        run = list(self._rows.feed(self._lines.finish()))
+        run.extend(self._rows.finish())
+        if run:
+            yield run
+
+    def _run(self, block: bytes) -> list[Item]:
+        if type(self._rows) is _JsonRows:
+            return self._rows.run(*self._lines.run(block))
+        return list(self._rows.feed(self._lines.feed(block)))
+
 
 def iter_rows(chunks: Iterable[bytes], file_type: str, compression: str = "auto",
               csv_options: CsvOptions | None = None, *, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[Item]:
@@ -176,6 +200,18 @@ async def aiter_rows(chunks: AsyncIterable[bytes], file_type: str, compression: 
             yield item
     for item in reader.finish():
         yield item
+
+
+async def aiter_runs(chunks: AsyncIterable[bytes], file_type: str, compression: str = "auto",
+                     csv_options: CsvOptions | None = None, *, max_row_bytes: int = MAX_ROW_BYTES,
+                     ) -> AsyncIterator[list[Item]]:
+    """``aiter_rows``' rows in runs (``RowReader.feed_runs``): one step of the iterator a run of rows, not a row."""
+    reader = RowReader(file_type, compression, csv_options, max_row_bytes=max_row_bytes)
+    async for chunk in chunks:
+        for run in reader.feed_runs(chunk):
+            yield run
+    for run in reader.finish_runs():
+        yield run
 
 
 class LineReader:
@@ -228,7 +264,7 @@ def json_items(first: int, lines: list[bytes | None], max_row_bytes: int = MAX_R
     rows = _JSON_ROWS.get(max_row_bytes)
     if rows is None:
         rows = _JSON_ROWS[max_row_bytes] = _JsonRows(max_row_bytes)
-    return rows.feed(zip(range(first, first + len(lines)), lines))
+    return iter(rows.run(first, lines))
 
 
 def is_item(line: bytes | None) -> bool:
@@ -474,6 +510,24 @@ class _JsonRows(_Rows):
                                "not a JSON object; write one JSON object per line")
                 continue
             yield Row(number, value)
+
+    def run(self, first: int, lines: list[bytes | None]) -> list[Item]:
+        """``feed``'s rows of a run of lines numbered from ``first``, as a list: the lines that decode to an object
+        in a plain loop, any other through ``feed``."""
+        decode, out, feed = self._decode, [], self.feed
+        number = first
+        for line in lines:
+            try:
+                value = decode(line)    # None (a line over the limit): TypeError
+            except Exception:
+                out.extend(feed(((number, line),)))
+            else:
+                if type(value) is dict:
+                    out.append(Row(number, value))
+                else:
+                    out.extend(feed(((number, line),)))
+            number += 1
+        return out
 
 
 class _CsvLine(NamedTuple):

@@ -77,17 +77,27 @@ class Files:
     def __init__(self, attempts):
         self.attempts, self.reads = list(attempts), 0
 
-    async def _rows(self, items, fetched):
+    async def _runs(self, items, fetched):
+        """The items in runs of 1, 2, 3, ... (the last cut short), as the readers give a block's rows at once; an
+        exception after the run of the items before it."""
         fetched.modified_ms = MODIFIED_MS
+        run, size = [], 1
         for item in items:
             if isinstance(item, BaseException):
+                if run:
+                    yield run
                 raise item
-            yield item
+            run.append(item)
+            if len(run) == size:
+                yield run
+                run, size = [], size + 1
+        if run:
+            yield run
 
-    def rows(self, src, f, fetched: Fetched):
+    def runs(self, src, f, fetched: Fetched):
         self.reads += 1
         items = self.attempts.pop(0) if len(self.attempts) > 1 else self.attempts[0]
-        return self._rows(items, fetched)
+        return self._runs(items, fetched)
 
 
 def engine(attempts, s=None, clock=None):

@@ -17,7 +17,7 @@ from stream.imports.fetch import Fetched
 from stream.imports.files import FileState, ImportFile, State
 from stream.imports.importer import FileImporter, Senders
 from stream.imports.pool import Chunker, ConvertPool, Job
-from stream.imports.reader import FileError, LineReader, RowReader, aiter_lines, aiter_rows, iter_rows, json_items
+from stream.imports.reader import FileError, LineReader, RowReader, aiter_lines, aiter_runs, iter_rows, json_items
 from stream.settings import Settings
 
 NOW = 1_700_000_100_000
@@ -198,8 +198,8 @@ class BytesFiles:
         for c in self.chunks:
             yield c
 
-    def rows(self, src, f, fetched: Fetched):
-        return aiter_rows(self._chunks(), "json", "auto", max_row_bytes=500)
+    def runs(self, src, f, fetched: Fetched):
+        return aiter_runs(self._chunks(), "json", "auto", max_row_bytes=500)
 
     def lines(self, src, f, fetched: Fetched):
         return aiter_lines(self._chunks(), "auto", max_row_bytes=500)
@@ -319,8 +319,8 @@ def test_csv_files_are_converted_by_the_importer_itself():
     mem, clock = Memory(), FakeClock(NOW)
 
     class CsvFiles(BytesFiles):
-        def rows(self, src, f, fetched):
-            return aiter_rows(self._chunks(), "csv", "none")
+        def runs(self, src, f, fetched):
+            return aiter_runs(self._chunks(), "csv", "none")
     imp = FileImporter(s, clock, Senders(mem.send_valid, mem.send_dead), mem, CsvFiles(csv, 1), "imports.files",
                        monotonic=lambda: clock.now_ms() / 1000, pool=CountingPool(s))
     f = ImportFile("clicks", "bkt", "in/a.csv", RECORD_MS - 5000, "sqs", size=10, etag="e1")

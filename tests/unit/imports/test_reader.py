@@ -26,6 +26,7 @@ from stream.imports.reader import (
     RowErrorReason,
     RowReader,
     aiter_rows,
+    aiter_runs,
     iter_rows,
     read_parquet,
 )
@@ -174,6 +175,73 @@ def test_the_reader_can_be_fed_by_hand():
     assert list(reader.feed(b'{"a":1}\n{"a"')) == [Row(1, {"a": 1})]
     assert list(reader.feed(b":2}")) == []
     assert list(reader.finish()) == [Row(2, {"a": 2})]
+
+
+def _items_then_error(feed, finish, chunks):
+    """What a reader gives for ``chunks``, one item a step (``feed``/``finish`` yield items) or a run a step (they
+    yield lists, flattened here), and the FileError it ends with (None when it reads to the end)."""
+    out = []
+    try:
+        for chunk in chunks:
+            out.extend(feed(chunk))
+        out.extend(finish())
+    except FileError as exc:
+        return out, (exc.reason, exc.detail)
+    return out, None
+
+
+def _flat(gen_of_runs):
+    def flattened(*args):
+        out = []
+        for run in gen_of_runs(*args):
+            assert type(run) is list and run   # a run is never empty
+            out.extend(run)
+        return out
+    return flattened
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_runs_hold_the_rows_the_reader_yields_one_at_a_time(seed):
+    """``feed_runs``/``finish_runs`` and ``aiter_runs`` give the rows and row errors ``feed``/``finish`` and
+    ``aiter_rows`` give, in the same order, and end with the same FileError after the same rows: generated JSON lines
+    (blank, whitespace, malformed, non-object, non-UTF-8, too large and CRLF lines, a BOM), plain, gzip, two gzip
+    members, truncated or corrupt gzip; and CSV."""
+    from tests.unit.imports.test_pool import generated, gz_members, pieces
+    import random
+    rnd = random.Random(seed)
+    data = generated(seed, 600)
+    file_type, compression = "json", "auto"
+    if seed % 4 == 1:
+        data = gz_members(data)
+    elif seed % 4 == 2:
+        data = gzip.compress(data, 1)[:-(30 + seed)]                      # truncated
+    elif seed % 4 == 3:
+        packed = bytearray(gzip.compress(generated(seed, 5000), 1))       # more than a block before the damage
+        packed[len(packed) * 9 // 10] ^= 0xFF                            # corrupt
+        data = bytes(packed)
+    if seed in (4, 8):
+        file_type, compression = "csv", "none"
+        data = b"a,b\n" + b"".join(b'%d,"x\ny%d"\n' % (n, n) if n % 7 else b"%d\n" % n for n in range(1, 900))
+    chunks = pieces(data, rnd)
+    one = RowReader(file_type, compression, max_row_bytes=500)
+    expected = _items_then_error(one.feed, one.finish, chunks)
+    runs = RowReader(file_type, compression, max_row_bytes=500)
+    got = _items_then_error(_flat(runs.feed_runs), _flat(runs.finish_runs), chunks)
+    assert got == expected and len(expected[0]) > 250
+
+    async def source():
+        for chunk in chunks:
+            yield chunk
+
+    async def collect(read, flat):
+        out = []
+        try:
+            async for got in read(source(), file_type, compression, max_row_bytes=500):
+                out.extend(got if flat else [got])
+        except FileError as exc:
+            return out, (exc.reason, exc.detail)
+        return out, None
+    assert asyncio.run(collect(aiter_runs, True)) == asyncio.run(collect(aiter_rows, False)) == expected
 
 
 @pytest.mark.parametrize("args, match", [
