@@ -12,7 +12,9 @@ microbenchmark's) and the events the mirror runs update (drawn before the hours 
 hour's whatever the run's size. One destination of
 the project, the archive destination (``archive: true``), and a mirror source of the project (``strategy:
 mirror``, never scanned: the mutations are produced straight to events.mutations, as the importer would
-write them, with ``stream.imports.mutations.encode``). One ``stream worker --stages export,mirror`` exports
+write them: with ``stream.imports.mutations.encode``, and, for a worker's tree whose importer writes records of
+many mutations (``grouped`` in its ``stream/imports/mutations.py``), grouped as it groups them, each 2,000
+(``CHUNK_ROWS``) a record per partition). One ``stream worker --stages export,mirror`` exports
 every hour and indexes every event; the script waits for the whole count on the ledger and for the worker's
 consumer group to have committed the end of events.accepted and of mirror.index. Then, per repeat, a pair (the
 order alternates: backfill first in even repeats, mirror first in odd ones). Before every run the mirror log (every
@@ -183,10 +185,18 @@ def build_and_load(hours: int, per_hour: int, seed: int, picks: set[int], lookup
     return loaded, sent
 
 
-def mutation_records(loaded: Loaded, chosen: list[int], shuffle: bool = False,
-                     seed: int = 0) -> tuple[list[tuple[int, bytes, bytes]], set[int]]:
+def writes_many(tree: str | None) -> bool:
+    """Does the importer of this tree (None: this process's) write records of many mutations (``grouped``)?"""
+    if tree is None:
+        return hasattr(records, "grouped")
+    return "\ndef grouped(" in (Path(tree.split(",")[0]) / "stream/imports/mutations.py").read_text()
+
+
+def mutation_records(loaded: Loaded, chosen: list[int], shuffle: bool = False, seed: int = 0,
+                     many: bool = False) -> tuple[list[tuple[int, bytes, bytes]], set[int]]:
     """(partition, key, value) of UPDATEs of the ``chosen`` events, in the order of their events (``shuffle``: in a
-    random order); the hours they touch."""
+    random order); the hours they touch. ``many``: as the importer writes them since records carry many mutations,
+    each ``CHUNK_ROWS`` of them a record per partition (``mutations.grouped``); else a record each."""
     out, touched = [], set()
     modified = int(time.time() * 1000)
     for n, i in enumerate(sorted(chosen)):
@@ -202,7 +212,15 @@ def mutation_records(loaded: Loaded, chosen: list[int], shuffle: bool = False,
         touched.add(hour)
     if shuffle:
         random.Random(seed).shuffle(out)
+    if many:
+        from stream.imports.importer import CHUNK_ROWS
+        out = [r for i in range(0, len(out), CHUNK_ROWS)
+               for r in records.grouped([(k, v) for _, k, v in out[i:i + CHUNK_ROWS]], PARTITIONS)]
     return out, touched
+
+
+def mutations_in(recs: list[tuple[int, bytes, bytes]]) -> int:
+    return sum(records.count_of(v) if hasattr(records, "count_of") else 1 for _, _, v in recs)
 
 
 def clear_kept(s3_url: str, bucket: str, prefix: str) -> int:
@@ -324,7 +342,9 @@ def backfill_run(workdir: Path, cfg: Path, name: str, ledger: Ledger, events: in
 def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen, worker_log: Path, ledger: Ledger,
                name: str, loaded: Loaded, chosen: list[int], seed: int, timeout: float, rep: int,
                shuffle: bool = False, within: float | None = None, profile: Path | None = None) -> dict:
-    recs, touched = mutation_records(loaded, chosen, shuffle, seed)
+    many = writes_many(within if isinstance(within, str) else None)
+    recs, touched = mutation_records(loaded, chosen, shuffle, seed, many)
+    count = mutations_in(recs)
     spy = None
     if profile is not None:     # collapsed stacks of the worker's threads, sampled while it applies the mutations
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--rate", "100",
@@ -351,7 +371,7 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
         last = max((i for i, ln in enumerate(all_lines) if APPLIED.search(ln)), default=None)
         rebuilt_after = last is not None and any(REBUILT.search(ln) for ln in all_lines[last + 1:])
         hwm = max(hwm, status_kb(worker.pid, "VmHWM"))
-        if applied >= len(recs) and rebuilt_after:
+        if applied >= count and rebuilt_after:
             break
         assert worker.poll() is None, f"the worker exited {worker.returncode} (log {worker_log})"
         time.sleep(0.2)
@@ -360,8 +380,8 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(60)
-    assert applied == len(recs) and rebuilt_after, \
-        f"{applied} of {len(recs)} mutations applied in {timeout}s, rebuilt after: {rebuilt_after} (log {worker_log})"
+    assert applied == count and rebuilt_after, \
+        f"{applied} of {count} mutations applied in {timeout}s, rebuilt after: {rebuilt_after} (log {worker_log})"
     rebuild_lines = [ln.decode(errors="replace")[-400:] for ln in all_lines if REBUILT.search(ln)]
     hwm = max(hwm, status_kb(worker.pid, "VmHWM"))
     time.sleep(1.0)
@@ -378,7 +398,8 @@ def mirror_run(workdir: Path, bootstrap: str, settings, worker: subprocess.Popen
     return {"kind": "mirror", "cpu_s": cpu, "rss_samples": rss, "rss_peak_before_rebuild_mb": max(before, default=None),
             "rss_peak_in_rebuild_mb": max(during, default=None), "repeat": rep, "within_s": within,
             "shuffled": shuffle, "t0": t0,
-            "mutations": len(recs), "hours_touched": len(touched), "rebuild_lines": rebuild_lines,
+            "mutations": count, "records": len(recs), "records_of_many": many, "hours_touched": len(touched),
+            "rebuild_lines": rebuild_lines,
             "events": touched_events, "seconds": seconds, "events_per_s": touched_events / seconds,
             "send_seconds": sent - t0, "log_seen_seconds": seen - t0, "phases": ph, "peak_rss_mb": hwm / 1024,
             "rss_before_mb": rss_before / 1024, "applied_lines": [ln.decode(errors="replace")[-400:] for ln in lines],

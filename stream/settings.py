@@ -80,8 +80,9 @@ class TopicSettings(_Section):
         "whether the file was already imported.")
     mutations: str = Field(
         "events.mutations", description="Mirror mutations read from the rows of mirror sources (schemas/mutation.avsc), "
-        "keyed by project and insert_id: every mutation of an event, and the mirror index entries of its insert_id, "
-        "are in one partition.")
+        "each in the partition of its project and insert_id: every mutation of an event, and the mirror index entries "
+        "of its insert_id, are in one partition. A record carries many, all of one partition (schemas/mutations.avsc, "
+        "keyed by its first one's key); records of one mutation, as earlier versions wrote them, are read too.")
     profiles: str = Field(
         "profiles.mutations", description="Profile mutations read from the rows of sources of profiles, keyed by "
         "project and user_id (stream.imports.profiles); the profiles stage applies them to its table, whose "

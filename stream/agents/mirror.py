@@ -7,10 +7,11 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
 - ``mirror-index`` merges them into the index table (RocksDB; a changelog record per message holding the values
   it wrote, kept ``mirror.index_days`` plus a day, and RocksDB's TTL drops what no write refreshed);
 - ``mirror-mutations`` takes events.mutations a burst at a time (``stream.agents.takes``: a take closes after half a
-  second without a mutation, ten seconds after its first, or at 20,000 or ``mirror.take_max_bytes`` of records; each
-  mutation read by ``stream.imports.mutations.decode_raw``, its row kept as its bytes); per partition, the applier
-  routes each mutation by the index (same partition: events.mutations and mirror.index are keyed alike) and keeps it
-  in its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
+  second without a record, ten seconds after its first, or at 20,000 mutations or ``mirror.take_max_bytes`` of
+  records; a record carries many mutations, or one as an earlier version wrote them, each read by
+  ``stream.imports.mutations.decode_record``, its row kept as its bytes: ``mirror_apply.targets_of``); per
+  partition, the applier routes each mutation by the index (same partition: events.mutations and mirror.index are
+  keyed alike) and keeps it in its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
   table (RocksDB, compacted changelog: ``stream.export.mirror_pending``; crash point ``mirror.pending``); unknown
   UPDATEs and DELETEs are dead-lettered with their file and row, new INSERTs sent as events; faust commits the take's
   offsets once the agent is done with it (the take acknowledges them then).
@@ -59,7 +60,7 @@ from stream.export.layout import MIRROR_SOURCE
 from stream.retry import retry_until_done
 from stream.export import mirror_index
 from stream.export import mirror_pending
-from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, mirror_log_of
+from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, mirror_log_of, targets_of
 from stream.imports import mirror_files
 from stream.imports import mutations as records
 from stream.kafka import client_args
@@ -71,15 +72,16 @@ from stream.topics import mirror_files_topic, mirror_index_changelog, mirror_pen
 log = logging.getLogger(__name__)
 
 TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S = 20_000, 0.5, 10.0
-"""Mutations taken together: logged and recorded pending at once. A take closes once no mutation came for
-``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when it holds ``TAKE_MAX`` mutations or records of
+"""Mutations taken together: logged and recorded pending at once. A take closes once no record came for
+``TAKE_QUIET_S``, ``TAKE_WITHIN_S`` after its first, or when its records carry ``TAKE_MAX`` mutations (counted from
+each record's head, ``records.count_of``: over by one record's at most, ``records.MANY_MAX``) or hold
 ``mirror.take_max_bytes`` (the worker holds a take's records until it is logged: the bytes bound that whatever the
-events' size). The records of one burst can reach the stage over a second or two (faust's consumer lets the broker
-hold a fetch 1.5 s), so a burst may fill several takes: that costs a set of log objects each, not a rebuild each, as
-the hours wait pending until the stage has taken every mutation up to its partitions' ends as the broker reports them
-when the rebuild would start (``fresh_ends``; its consumer's last fetch alone may not know of the burst's last records
-yet: with this quiet time and that alone, a burst of 4,800 or 9,600 UPDATEs sent in 0.3-0.7 s was rebuilt in two jobs
-in two runs of six). 2 s before."""
+events' size, over by one record's at most, ``records.MANY_BYTES``). The records of one burst can reach the stage
+over a second or two (faust's consumer lets the broker hold a fetch 1.5 s), so a burst may fill several takes: that
+costs a set of log objects each, not a rebuild each, as the hours wait pending until the stage has taken every
+mutation up to its partitions' ends as the broker reports them when the rebuild would start (``fresh_ends``; its
+consumer's last fetch alone may not know of the burst's last records yet: with this quiet time and that alone, a
+burst of 4,800 or 9,600 UPDATEs sent in 0.3-0.7 s was rebuilt in two jobs in two runs of six). 2 s before."""
 
 PENDING_LOOK_S = 0.2
 """How often the ``mirror-pending`` timer looks whether pending hours are due (and sets the waiting gauge): a look
@@ -282,7 +284,8 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
         """A burst of mutations at a time, partition by partition (see the module)."""
         try:
             async for events in take_bursts(stream, TAKE_MAX, TAKE_QUIET_S, TAKE_WITHIN_S,
-                                            lambda: clock.now_ms() / 1000, m.take_max_bytes):
+                                            lambda: clock.now_ms() / 1000, m.take_max_bytes,
+                                            lambda e: records.count_of(e.value)):
                 metrics.MIRROR_TAKE_BYTES.observe(sum(event_bytes(e) for e in events))
                 await apply_take(events)
                 del events      # not held while the pending hours are rebuilt and the next take is waited for
@@ -313,8 +316,7 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             by_partition.setdefault(e.message.partition, []).append(e)
         oldest_ms = int(min(e.message.timestamp for e in events) * 1000)
         taken[0] = oldest_ms
-        decoded = {p: [Targeted(*records.decode_raw(e.value), e.message.offset) for e in evs]
-                   for p, evs in by_partition.items()}
+        decoded = {p: targets_of((e.message.offset, e.value) for e in evs) for p, evs in by_partition.items()}
         ready = None
         if prepare is not None:     # made while the logs are written; a failure here is the rebuild's to meet
             ready = asyncio.ensure_future(prepare({t.project for b in decoded.values() for t in b}))
@@ -470,7 +472,7 @@ def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int,
         for n in new:
             row = dict(n.mutation.row or {})
             row["data"] = {**(row.get("data") or {}), "$skip_user_properties_sync": True}
-            events.append((n.offset, from_row(n.project, row)))
+            events.append((n.source_offset, from_row(n.project, row)))
         for target, b in group(events, mutations_topic, partition, t.partitions, settings.ingest.batch_max_events,
                                settings.kafka.max_request_bytes // 2):
             b.segment_source = MIRROR_SOURCE

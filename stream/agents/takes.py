@@ -3,9 +3,10 @@
 ``Stream.take_events(max_, within)`` hands over what its buffer holds every ``within`` seconds, a tick that runs
 whether records arrive or not: a burst that starts just before a tick is cut in two takes, and an agent that does work
 per take (the mirror logs each take's mutations, an object per hour and partition) does it twice. :func:`take_bursts`
-closes a take when it holds ``max_`` records (or, given ``max_bytes``, records of that many bytes or more: what a take
-holds is then bounded whatever its records' size), when no record arrived for ``quiet_s`` seconds, or ``within_s``
-seconds after its first record, whichever comes first (:func:`left`). As with ``take_events``, the records of a take are
+closes a take when it holds ``max_`` records (given ``weight``, records of that weight: the mirror counts the
+mutations a record carries; given ``max_bytes``, records of that many bytes or more: what a take holds is then bounded
+whatever its records' size), when no record arrived for ``quiet_s`` seconds, or ``within_s`` seconds after its first
+record, whichever comes first (:func:`left`). As with ``take_events``, the records of a take are
 acknowledged only once the agent is done with it (when it asks for the next take), so that faust commits no offset of
 a take the agent has not finished.
 """
@@ -32,11 +33,13 @@ def left(size: int, max_: int, first_s: float, last_s: float, now_s: float, quie
 
 
 def take_bursts(stream: Any, max_: int, quiet_s: float, within_s: float, now_s: Callable[[], float],
-                max_bytes: int | None = None) -> AsyncGenerator[Sequence[Any], None]:
+                max_bytes: int | None = None,
+                weight: Callable[[Any], int] | None = None) -> AsyncGenerator[Sequence[Any], None]:
     """The events of ``stream`` a take at a time (see the module); ``now_s`` is the clock, in seconds; ``max_bytes``:
-    a take closes once its events' keys and values hold that many bytes (None: by their count only). The
-    generator is registered with the stream, which closes it when it stops (as faust does its own takes)."""
-    agen = _takes(stream, max_, quiet_s, within_s, now_s, max_bytes)
+    a take closes once its events' keys and values hold that many bytes (None: by their count only); ``weight``: what
+    an event counts against ``max_`` (None: 1). The generator is registered with the stream, which closes it when it
+    stops (as faust does its own takes)."""
+    agen = _takes(stream, max_, quiet_s, within_s, now_s, max_bytes, weight)
     active = getattr(stream, "_active_agens", None)
     if active is not None:
         active.add(agen)
@@ -54,9 +57,11 @@ async def _ack(stream: Any, events: list[Any]) -> None:
 
 
 async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s: Callable[[], float],
-                 max_bytes: int | None = None) -> AsyncGenerator[Sequence[Any], None]:
+                 max_bytes: int | None = None,
+                 weight: Callable[[Any], int] | None = None) -> AsyncGenerator[Sequence[Any], None]:
     events: list[Any] = []
     held = [0]                         # the bytes of the take's events (with max_bytes)
+    counted = [0]                      # their weight (with weight; else len(events))
     times = [0.0, 0.0]                 # when the take's first and last events arrived
     buffer_full = asyncio.Event()
     buffer_consumed = asyncio.Event()
@@ -79,11 +84,16 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s:
         events.append(event)
         if max_bytes is not None:
             held[0] += event_bytes(event)
-        if len(events) >= max_ or (max_bytes is not None and held[0] >= max_bytes):
+        if weight is not None:
+            counted[0] += weight(event)
+        if size() >= max_ or (max_bytes is not None and held[0] >= max_bytes):
             buffer_full.set()
             buffer_consumed.clear()
             await stream.wait(buffer_consumed)     # no take holds more than max_
         return value
+
+    def size() -> int:
+        return counted[0] if weight is not None else len(events)
 
     stream.enable_acks = False          # acknowledged here, once the agent is done with the take
     stream.add_processor(add_to_buffer)
@@ -91,7 +101,7 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s:
     try:
         while not stream.should_stop:
             full = max_bytes is not None and held[0] >= max_bytes
-            wait = 0.0 if full else left(len(events), max_, times[0], times[1], now_s(), quiet_s, within_s)
+            wait = 0.0 if full else left(size(), max_, times[0], times[1], now_s(), quiet_s, within_s)
             if wait > 0:
                 await stream.wait_for_stopped(buffer_full, timeout=wait)
                 continue
@@ -101,7 +111,7 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s:
             finally:
                 taken = list(events)
                 events.clear()
-                held[0] = 0
+                held[0] = counted[0] = 0
                 await _ack(stream, taken)
                 taken = []          # not held while the next take is waited for
                 notify(consuming[0])

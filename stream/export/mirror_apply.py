@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from stream.clock import Clock
+from stream.events.batch import SOURCE_SLOTS
 from stream.export import mirror_index, mirror_log
 from stream.export.mirror import Mutation, Op, updated
 from stream.export.mirror_kept import HourMutations, KeptMutations
@@ -53,7 +54,24 @@ class Targeted:
     project: int
     mutation: Mutation
     offset: int = -1
-    """Its offset on events.mutations: the source offset of the event a new INSERT becomes."""
+    """The offset on events.mutations of its record (a record carries many mutations)."""
+    index: int = 0
+    """Its place in its record (0 for a record of one)."""
+
+    @property
+    def source_offset(self) -> int:
+        """The source offset of the event a new INSERT becomes: its record's offset times ``SOURCE_SLOTS``, plus its
+        index, so that the mutations of a record each have one of their own, increasing with the topic's order
+        (records of one mutation too: those an earlier version wrote may follow records of many on a partition)."""
+        return self.offset * SOURCE_SLOTS + self.index
+
+
+def targets_of(records: Iterable[tuple[int, bytes]]) -> list[Targeted]:
+    """The mutations of records of events.mutations ((offset, value), of either kind: one mutation or many,
+    ``stream.imports.mutations.decode_record``), in order, each with its record's offset and its index in it."""
+    from stream.imports.mutations import decode_record
+    return [Targeted(project, mutation, offset, i) for offset, value in records
+            for i, (project, mutation) in enumerate(decode_record(value))]
 
 
 @dataclass
@@ -181,7 +199,7 @@ class MirrorApplier:
                         applied.tally(batch[j], "folded")
                     result = fold_new(m, [batch[j].mutation for j in later])
                     if result is not None:
-                        applied.new.append(Targeted(t.project, result, t.offset))
+                        applied.new.append(Targeted(t.project, result, t.offset, t.index))
                     continue
                 if not self.insert_is_update:
                     applied.routed[(m.op.value, "insert_conflict")] += 1

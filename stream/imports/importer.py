@@ -12,7 +12,8 @@ discovery record, on the partition that owns the record's key (``<source>:<key>`
 2. the file is read as a stream (``stream.imports.fetch``), its rows converted and produced in chunks of
    ``CHUNK_ROWS``, at most ``rate.events_per_s`` rows a second: an append source's events to events.valid in
    batches as the ingest stage makes them (``stream.imports.rows.convert``), a mirror source's mutations to
-   events.mutations keyed by the mirror index key (``convert_mirror``); failing rows go to the dead-letter topic.
+   events.mutations, a record per partition of the chunk's mutations (``convert_mirror``,
+   ``stream.imports.mutations.grouped``); failing rows go to the dead-letter topic.
    The first chunk is acknowledged before the next is read (crash point ``import.reading``), then at most
    ``MAX_CHUNKS_IN_FLIGHT`` chunks await their acknowledgements while the next ones are read. Given a pool
    (``worker.import_processes``), an append source's JSON-lines file is read as raw lines and its chunks, the same
@@ -45,6 +46,7 @@ from stream.events.batch import group
 from stream.events.normalize import Reason, Rules
 from stream.imports.fetch import Fetched, TransientRead, lines_of
 from stream.imports.files import FileState, ImportFile, State
+from stream.imports.mutations import grouped as grouped_mutations
 from stream.imports.pool import BrokenPool, Chunker, ConvertPool, Converted as PoolConverted, Job
 from stream.imports.reader import FileError, Row, RowError
 from stream.imports.rows import Converted, FileContext, convert, convert_mirror, convert_profiles, file_failed
@@ -71,7 +73,8 @@ class Senders:
     dead: Callable[[bytes, bytes], Awaitable[Ack]]
     """(key, record) to the dead-letter topic."""
     mutations: Callable[[bytes, bytes], Awaitable[Ack]] | None = None
-    """(key, record) to events.mutations (the default partitioner places it by its key): mirror sources."""
+    """(key, record) to events.mutations (the default partitioner places it by its key, the key of the first of the
+    record's mutations, which all go to that partition): mirror sources."""
     profiles: Callable[[bytes, bytes], Awaitable[Ack]] | None = None
     """(key, record) to profiles.mutations (on ``stream.imports.profiles.partition`` of its key): sources of
     profiles."""
@@ -222,7 +225,11 @@ class FileImporter:
                 to = "profiles.mutations" if src.data_type == "profiles" else "events.mutations"
                 raise RuntimeError(f"import {src.name}: a mirror source's rows go to {to}, but this "
                                    "importer was given no sender for it (a bug in the wiring: please report it)")
-            for key, record in out.mutations:
+            # events.mutations: a record per partition of a chunk's mutations (``mutations.grouped``), keyed by its
+            # first one's key, so the default partitioner places it where each of its mutations' keys would have
+            sent = out.mutations if src.data_type == "profiles" else [
+                (key, value) for _, key, value in grouped_mutations(out.mutations, s.topics.partitions)]
+            for key, record in sent:
                 sends.append(await send(key, record))
             for op, n in out.ops.items():
                 metrics.IMPORT_MUTATIONS.labels(src.name, op.lower()).inc(n)

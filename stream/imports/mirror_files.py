@@ -4,7 +4,8 @@ The mirror stage (``stream.agents.mirror``) applies a file's mutations wherever 
 partitions of events.mutations, in one take or several. Once a take's hours are rewritten, it writes one
 ``FileTake`` per file and partition the take held mutations of, to a compacted topic
 (``stream.topics.mirror_files_topic``) keyed by the file, the partition and the offset of the file's first
-mutation in the take: a take applied again after a crash writes its records again under the same keys.
+mutation in the take (the offset of its record: a record of events.mutations carries many mutations, and a take
+holds whole records): a take applied again after a crash writes its records again under the same keys.
 
 ``summaries`` adds a file's takes up, each mutation once:
 
@@ -54,7 +55,8 @@ class FileTake:
     partition: int
     first: int
     last: int
-    """The offsets of the file's first and last mutation in the record."""
+    """The offsets of the file's first and last mutation in the record (of the records of events.mutations that
+    carry them)."""
     row_lo: int
     row_hi: int
     """Their rows in the file (increasing with the offset: a run of one read of the file)."""
@@ -84,7 +86,8 @@ class FileTake:
 
 def takes_of(applied: Applied, partition: int, at_ms: int) -> list[FileTake]:
     """The records of one partition's batch of a take whose hours were rewritten at ``at_ms``: per file (by URL),
-    one per run of its mutations whose rows increase with their offsets."""
+    one per run of its mutations whose rows increase with their offsets (the mutations of one record of
+    events.mutations, which share its offset, in the order of their rows)."""
     out = []
     for url, f in sorted(applied.files.items()):
         runs: list[list[FileMutation]] = []

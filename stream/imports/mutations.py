@@ -12,16 +12,30 @@ the vendor documents for Mirror Sync holds here too:
   no identity stage: its user and group properties update no stored properties, and it causes no merge.
 
 A DELETE needs no more than its insert_id (and a user_id), so it is not validated as an event.
+
+On events.mutations a record carries many mutations (:func:`grouped`): a chunk's mutations, each encoded by
+:func:`encode` as before (``schemas/mutation.avsc``), are grouped by the partition their own key would go to (the
+mirror index key, ``stream.events.partitioning.partition_of``: where the index keeps the insert_id's entries) and
+sent as one record per partition and ``MANY_BYTES`` (``MANY_MAX`` mutations at most): ``MANY_MAGIC``, then
+``schemas/mutations.avsc`` (an array of the mutations' records), keyed by its first mutation's key, so that the
+default partitioner places it where each of its mutations' keys would have. A worker reads both kinds
+(:func:`decode_record`): the records of one mutation that an earlier version wrote (and that may still be on the
+topic) start with the project's zigzag varint, an even byte (a project is 0 or more), and the records of many with
+``MANY_MAGIC``, whose first byte is odd. A leading magic rather than a record header: the value alone says what it
+is, so every reader (the mirror stage, the take's count, tests and tools reading the topic) needs no header, and
+the senders of the importer stay (key, value).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from stream.events import avro
+from stream.events.partitioning import partition_of
 from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize
 from stream.export import mirror_index
 from stream.export.mirror import MUTATION_FIELD, Mutation, Op, RawRow, parse_op
@@ -138,30 +152,162 @@ def decode_raw(value: bytes) -> tuple[int, Mutation]:
     Equal to :func:`decode`'s for every record :func:`encode` writes; a record it cannot read raises
     ``NotAMutation`` (a ValueError) naming the topic's schema."""
     try:
-        project, i = _long(value, 0)
-        op, i = _long(value, i)
-        if not 0 <= op < len(_OPS):
-            raise NotAMutation(f"op symbol {op}")
-        insert_id, i = _bytes(value, i)
-        has_device, i = _union(value, i)
-        device_id = None
-        if has_device:
-            raw_device, i = _bytes(value, i)
-            device_id = raw_device.decode()
-        modified_ms, i = _long(value, i)
-        file, i = _bytes(value, i)
-        row_no, i = _long(value, i)
-        has_event, i = _union(value, i)
-        event = None
-        if has_event:
-            n, i = _long(value, i)
-            if n < 0 or i + n > len(value):
-                raise NotAMutation(f"an event of {n} bytes at byte {i} of {len(value)}")
-            event = memoryview(value)[i:i + n]      # not copied: the take holds the record anyway
+        return _read(value, 0, len(value))
     except (IndexError, UnicodeDecodeError, NotAMutation) as exc:
         why = "it ends inside a field" if isinstance(exc, IndexError) else str(exc)
         raise NotAMutation(f"a record of {len(value)} bytes is not a mutation as schemas/mutation.avsc writes it "
                            f"({why}): only stream's mirror import writes events.mutations; find what else produces "
                            "to it") from exc
+
+
+def _read(value: bytes, i: int, end: int) -> tuple[int, Mutation]:
+    """The mutation of ``schemas/mutation.avsc`` in ``value[i:end]`` (its row a view of ``value``, not copied)."""
+    project, i = _long(value, i)
+    op, i = _long(value, i)
+    if not 0 <= op < len(_OPS):
+        raise NotAMutation(f"op symbol {op}")
+    insert_id, i = _bytes(value, i)
+    has_device, i = _union(value, i)
+    device_id = None
+    if has_device:
+        raw_device, i = _bytes(value, i)
+        device_id = raw_device.decode()
+    modified_ms, i = _long(value, i)
+    file, i = _bytes(value, i)
+    row_no, i = _long(value, i)
+    has_event, i = _union(value, i)
+    event = None
+    if has_event:
+        n, i = _long(value, i)
+        if n < 0 or i + n > end:
+            raise NotAMutation(f"an event of {n} bytes at byte {i} of {end}")
+        event = memoryview(value)[i:i + n]      # not copied: the take holds the record anyway
+        i += n
+    if i > end:
+        raise IndexError(i)
     return project, Mutation(insert_id.decode(), _OPS[op], (modified_ms, _file(file), row_no), device_id,
                              None if event is None else RawRow(event))
+
+
+MANY_MAGIC = b"\xff\x02"
+"""The first bytes of a record of many mutations (``schemas/mutations.avsc`` follows). Its first byte is odd: the
+first byte of a record of one mutation (``schemas/mutation.avsc``) is the zigzag varint of its project, which is
+never negative (``mirror_index.key`` packs it unsigned), so it is even."""
+MANY_BYTES = 512 * 1024
+"""The bytes of a record of many mutations at most (unless one mutation alone is larger): well under the producer's
+largest request (``kafka.max_request_bytes``, 8 MiB by default; half of it at most, the bound of events.valid's
+batches) and a sixteenth of the take's byte bound's default (``mirror.take_max_bytes``), so that a take of records
+holds about what it would of single mutations."""
+MANY_MAX = 4096
+"""Mutations in a record at most: under ``stream.events.batch.SOURCE_SLOTS`` (a new INSERT's source offset is its
+record's offset times that, plus its index in the record) and bounding the take's count (``TAKE_MAX`` mutations,
+overshot by one record's at most)."""
+
+
+def _varint(n: int) -> bytes:
+    """``n`` (0 or more) as an Avro long (zigzag varint)."""
+    n <<= 1
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_many(values: Sequence[bytes]) -> bytes:
+    """A record of many mutations: ``MANY_MAGIC``, then ``schemas/mutations.avsc`` (one block of the array: its
+    count, each mutation's record as Avro bytes, the end of the array) of the records :func:`encode` wrote."""
+    if not values:
+        raise ValueError("a record of many mutations holds one mutation at least")
+    parts = [MANY_MAGIC, _varint(len(values))]
+    for v in values:
+        parts.append(_varint(len(v)))
+        parts.append(v)
+    parts.append(b"\0")
+    return b"".join(parts)
+
+
+def grouped(records: Iterable[tuple[bytes, bytes]], partitions: int, max_bytes: int = MANY_BYTES,
+            max_count: int = MANY_MAX) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of the records of many mutations that carry ``records`` ((key, value) of
+    :func:`encode`, in the order they were read): per partition of events.mutations that a record's key goes to
+    (``partition_of``, as the default partitioner places it), its records in their order, cut at ``max_bytes`` of
+    values (a mutation larger than that goes alone) and ``max_count`` mutations; each keyed by its first mutation's
+    key. Ordered by each record's first mutation."""
+    open_: dict[int, tuple[bytes, list[bytes], list[int]]] = {}   # partition -> (key, values, [bytes])
+    done: list[tuple[int, tuple[int, bytes, bytes]]] = []          # (position of the first mutation, record)
+    first: dict[int, int] = {}
+    for pos, (key, value) in enumerate(records):
+        p = partition_of(key, partitions)
+        held = open_.get(p)
+        if held is not None and (held[2][0] + len(value) > max_bytes or len(held[1]) >= max_count):
+            done.append((first[p], (p, held[0], encode_many(held[1]))))
+            held = None
+        if held is None:
+            held = open_[p] = (key, [], [0])
+            first[p] = pos
+        held[1].append(value)
+        held[2][0] += len(value)
+    for p, (key, values, _) in open_.items():
+        done.append((first[p], (p, key, encode_many(values))))
+    return [r for _, r in sorted(done, key=lambda d: d[0])]
+
+
+def _spans(value: bytes) -> list[tuple[int, int]]:
+    """Where the records of one mutation are in a record of many (after ``MANY_MAGIC``): (start, end) each."""
+    out: list[tuple[int, int]] = []
+    i = len(MANY_MAGIC)
+    while True:
+        n, i = _long(value, i)
+        if n == 0:
+            break
+        if n < 0:       # a block with its byte size (the Avro spec allows it)
+            n = -n
+            _, i = _long(value, i)
+        for _ in range(n):
+            size, i = _long(value, i)
+            if size < 0 or i + size > len(value):
+                raise NotAMutation(f"a mutation of {size} bytes at byte {i} of {len(value)}")
+            out.append((i, i + size))
+            i += size
+    if i != len(value):
+        raise NotAMutation(f"{len(value) - i} bytes after the array's end")
+    return out
+
+
+def is_many(value: bytes) -> bool:
+    return value[:len(MANY_MAGIC)] == MANY_MAGIC
+
+
+def count_of(value: bytes) -> int:
+    """Mutations in a record of events.mutations (1 for a record of one; of many, its first block's count): what a
+    take counts against ``TAKE_MAX``, read from the record's first bytes."""
+    if not is_many(value):
+        return 1
+    try:
+        n, _ = _long(value, len(MANY_MAGIC))
+    except (IndexError, NotAMutation):
+        return 1        # decode_record says what is wrong with it
+    return max(1, abs(n))
+
+
+def decode_record(value: bytes) -> list[tuple[int, Mutation]]:
+    """The (project, mutation) pairs of a record of events.mutations, of either kind (see the module), read as
+    :func:`decode_raw` reads one; a record it cannot read raises ``NotAMutation``."""
+    if not is_many(value):
+        return [decode_raw(value)]
+    try:
+        return [_read(value, start, end) for start, end in _spans(value)]
+    except (IndexError, UnicodeDecodeError, NotAMutation) as exc:
+        why = "it ends inside a field" if isinstance(exc, IndexError) else str(exc)
+        raise NotAMutation(f"a record of {len(value)} bytes is not a record of mutations as schemas/mutations.avsc "
+                           f"writes it ({why}): only stream's mirror import writes events.mutations; find what else "
+                           "produces to it") from exc
+
+
+def decode_all(value: bytes) -> list[tuple[int, Mutation]]:
+    """:func:`decode` of each mutation of a record of either kind (the rows parsed): for tools and tests."""
+    if not is_many(value):
+        return [decode(value)]
+    return [decode(value[start:end]) for start, end in _spans(value)]

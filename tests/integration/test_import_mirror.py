@@ -70,8 +70,9 @@ def mirror_source(deployment):
 
 
 def mutation_records(settings):
-    return [(r.partition, r.key, *mutations.decode(r.value))
-            for r in asyncio.run(read_all(settings, settings.topics.name("mutations")))]
+    """(partition, key of the record, project, mutation) of each mutation on events.mutations."""
+    return [(r.partition, r.key, *pm) for r in asyncio.run(read_all(settings, settings.topics.name("mutations")))
+            for pm in mutations.decode_all(r.value)]
 
 
 def wait_done(settings):
@@ -99,9 +100,12 @@ def test_a_mirror_files_rows_land_on_events_mutations_once_and_its_bad_rows_are_
         (Op.DELETE, "e-2", (modified_ms, url, 2), "device-1"),
         (Op.INSERT, "e-3", (modified_ms, url, 3), "device-1"),
         (Op.UPDATE, "e-4", (modified_ms, url, 4), "device-1")]
+    firsts = {}
     for partition, k, project, m in got:
-        assert (project, k) == (PROJECT, mirror_index.key(PROJECT, m.insert_id))
-        assert partition == partition_of(k, settings.topics.partitions)   # where the mirror index keeps the id
+        # a record per partition, keyed by its first mutation's key; every mutation where the index keeps its id
+        assert (project, firsts.setdefault(k, mirror_index.key(PROJECT, m.insert_id))) == (PROJECT, k)
+        assert partition == partition_of(mirror_index.key(PROJECT, m.insert_id), settings.topics.partitions)
+        assert partition == partition_of(k, settings.topics.partitions)
         if m.op is Op.DELETE:
             assert m.row is None
         else:
@@ -145,10 +149,11 @@ def test_killing_the_importer_of_a_mirror_file_at_each_point_produces_the_same_r
     doc = wait_done(settings)
     assert doc["rows"] == {"read": 8, "imported": 4, "dead_lettered": 4}
     records = [(r.key, r.value) for r in asyncio.run(read_all(settings, settings.topics.name("mutations")))]
-    assert sorted(mutations.decode(v)[1].insert_id for v in set(v for _, v in records)) == ["e-1", "e-2", "e-3",
-                                                                                          "e-4"]
+    assert sorted(m.insert_id for v in set(v for _, v in records) for _, m in mutations.decode_all(v)) == [
+        "e-1", "e-2", "e-3", "e-4"]
+    partitions = {partition_of(mirror_index.key(PROJECT, f"e-{i}"), settings.topics.partitions) for i in range(1, 5)}
     copies = 1 if point == "import.state_written" else 2     # read again unless its state was written
-    assert sorted(Counter(records).values()) == [copies] * 4
+    assert sorted(Counter(records).values()) == [copies] * len(partitions)     # a record per partition, each again
     deads = [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
     assert Counter((deadletter.source_of(d), d["reason"]) for d in deads) == Counter({
         (f"s3://{src_bucket}/{key}#5", "invalid_mutation_type"): copies,

@@ -17,6 +17,8 @@ from aiokafka import AIOKafkaProducer
 
 from stream.events import deadletter
 from stream.events.normalize import Rules
+from stream.events.partitioning import partition_of
+from stream.export import mirror_index
 from stream.export.mirror import updated
 from stream.imports import mutations as records
 from stream.kafka import ensure_topics, read_all
@@ -73,12 +75,18 @@ def mutation(row, op, n, server_ms=1_710_000_000_000):
     return m
 
 
-async def send(settings, muts):
+async def send(settings, muts, kind="many"):
+    """The mutations to events.mutations as the importer writes them (``many``: a record per partition,
+    ``records.grouped``), as an earlier version wrote them (``one``: a record each), or ``mixed``: the first half in
+    records of many, the rest in records of one after them (an importer of each version on one topic)."""
+    one = [records.encode(424242, m) for m in muts]
+    half = len(one) // 2 if kind == "mixed" else len(one) if kind == "many" else 0
+    sent = [(key, value) for _, key, value in records.grouped(one[:half], settings.topics.partitions)] + one[half:]
+    assert kind != "many" or all(records.is_many(v) for _, v in sent)
     p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
     await p.start()
     try:
-        for m in muts:
-            key, value = records.encode(424242, m)
+        for key, value in sent:     # the default partitioner places each by its key, as the importer's producer
             await p.send(settings.topics.name("mutations"), value, key=key)
         await p.flush()
     finally:
@@ -157,11 +165,15 @@ def dead_letters(settings):
     return [deadletter.decode(m.value) for m in asyncio.run(read_all(settings, settings.topics.name("dead_letter")))]
 
 
-def test_mutations_rewrite_the_hours_holding_their_events_and_nothing_else(deployment, worker):
+@pytest.mark.parametrize("kind,again", [("many", "many"), ("one", "many"), ("mixed", "one")])
+def test_mutations_rewrite_the_hours_holding_their_events_and_nothing_else(deployment, worker, kind, again):
+    """Records of many mutations, of one (an earlier version's, still on the topic after an upgrade), or both on one
+    topic: the same hours (``check``: exactly the model's); the same mutations sent again, in records of either
+    kind: the same bytes."""
     settings = mirror_deployment(deployment[1])
     before, old = exported(settings, worker)
     muts = corrections()
-    asyncio.run(send(settings, muts))
+    asyncio.run(send(settings, muts, kind))
     after = check(settings, before, old, muts)
     # the unknown one: a dead letter naming its file and row, once the batch is applied
     wait_until(lambda: dead_letters(settings), 30, "the unknown mutation's dead letter")
@@ -172,7 +184,7 @@ def test_mutations_rewrite_the_hours_holding_their_events_and_nothing_else(deplo
     # second pass, at other offsets, written then)
     first = rewrites(settings)
     assert first >= 1
-    asyncio.run(send(settings, muts))
+    asyncio.run(send(settings, muts, again))
     wait_until(lambda: len(dead_letters(settings)) == 2 and rewrites(settings) == 2 * first, 120,
                "the second pass applied (its unknown mutation dead-lettered again, its hours rewritten)")
     assert objects(settings) == after
@@ -245,7 +257,11 @@ def test_a_mirror_file_the_import_read_twice_counts_each_row_once_in_its_status(
         (doc,) = asyncio.run(ops.status(settings))
         return doc if doc["files"]["done"] == 1 and len(dead_letters(settings)) == 2 and doc["mirror_files"] else None
     doc = wait_until(applied, 180, "the file imported again and its mutations applied")
-    assert len(asyncio.run(read_all(settings, settings.topics.name("mutations")))) == 6
+    assert mutations_on_topic(settings) == 6
+    # a record per partition of the file's mutations, each read of it
+    ids = ["ins-5", "ins-25", "never-sent"]
+    assert len(asyncio.run(read_all(settings, settings.topics.name("mutations")))) == 2 * len(
+        {partition_of(mirror_index.key(424242, i), settings.topics.partitions) for i in ids})
     (f,) = doc["mirror_files"]
     at = [h["rewritten_ms"] for h in f["hours"]]
     assert f == {"key": key, "modified_ms": modified_ms, "mutations": {"INSERT": 0, "UPDATE": 1, "DELETE": 2},
@@ -257,6 +273,12 @@ def test_a_mirror_file_the_import_read_twice_counts_each_row_once_in_its_status(
     now = rows_by_hour(objects(settings))
     assert [r["$insert_id"] for r in now["2024-03-09_8"]] == [r["$insert_id"] for r in old["2024-03-09_8"]
                                                                if r["$insert_id"] != "ins-25"]
+
+
+def mutations_on_topic(settings):
+    """The mutations the records of events.mutations carry."""
+    return sum(len(records.decode_all(r.value))
+               for r in asyncio.run(read_all(settings, settings.topics.name("mutations"))))
 
 
 def applied_file(settings, n):
@@ -360,7 +382,7 @@ def test_the_import_status_shows_each_mirror_files_mutations_and_hours_and_an_ov
     wait_until(lambda: worker_counters(settings, "stream_import_files_total").get(
         'stream_import_files_total{outcome="skipped",reason="already_done",source="corrections"}') == 1, 60,
         "the second discovery skipped")
-    assert len(asyncio.run(read_all(settings, settings.topics.name("mutations")))) == 3
+    assert mutations_on_topic(settings) == 3
     assert objects(settings) == after
     assert asyncio.run(ops.status(settings)) == [doc]
     # the rewrite lag: one observation per record of the file whose take rewrote hours

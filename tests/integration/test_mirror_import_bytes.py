@@ -114,9 +114,12 @@ def test_a_mirror_file_imported_from_s3_rewrites_three_of_four_imported_hours_to
     s3.put_object(Bucket=src_bucket, Key=key, Body=jsonl(rows))
     asyncio.run(discover(settings, [ImportFile("corrections", src_bucket, key, T0, "sqs")]))
 
-    # the file's rows as the importer produced them: one mutation each, of the type its row spells
+    # the file's rows as the importer produced them: one mutation each, of the type its row spells, in records of
+    # many (a record per partition)
     def produced():
-        got = [records.decode(r.value)[1] for r in asyncio.run(read_all(settings, settings.topics.name("mutations")))]
+        recs = asyncio.run(read_all(settings, settings.topics.name("mutations")))
+        assert all(records.is_many(r.value) for r in recs)
+        got = [m for r in recs for _, m in records.decode_all(r.value)]
         return got if len(got) >= 170 else None
     muts = wait_until(produced, 90, "the mirror file's 170 mutations produced")
     assert len(muts) == 170

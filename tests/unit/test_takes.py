@@ -65,12 +65,12 @@ class FakeStream:
         self.acked.append(event.n)
 
 
-def takes_of(arrivals, max_=100):
+def takes_of(arrivals, max_=100, weight=None):
     async def go():
         clock = FakeClock(0)
         stream = FakeStream(arrivals, clock)
         out = []
-        agen = take_bursts(stream, max_, 0.5, 10.0, lambda: clock.now_ms() / 1000)
+        agen = take_bursts(stream, max_, 0.5, 10.0, lambda: clock.now_ms() / 1000, weight=weight)
         assert agen in stream._active_agens
         async for events in agen:
             out.append(([e.n for e in events], clock.now_ms(), list(stream.acked)))
@@ -93,6 +93,16 @@ def test_a_take_holds_at_most_max_records_and_closes_at_its_age_limit():
     out, _ = takes_of(steady)
     assert [(ns[0], ns[-1]) for ns, _, _ in out] == [(0, 25), (26, 39)]
     assert [at for _, at, _ in out] == [pytest.approx(10_000, abs=1), pytest.approx(16_100, abs=1)]  # ms rounding
+
+
+def test_a_take_of_weighed_records_holds_at_most_max_of_their_weight_overshot_by_its_last_record():
+    # a record of events.mutations carries many mutations: the take counts those (TAKE_MAX mutations), not records
+    out, _ = takes_of([(0, i) for i in range(6)], max_=10, weight=lambda e: 4)
+    assert [(ns, at) for ns, at, _ in out] == [([0, 1, 2], 0), ([3, 4, 5], 0)]
+    out, _ = takes_of([(0, 7), (0, 1), (0, 2), (0, 1)], max_=10, weight=lambda e: e.n)
+    assert [(ns, at) for ns, at, _ in out] == [([7, 1, 2], 0), ([1], 500)]
+    out, _ = takes_of([(0, i) for i in range(6)], max_=10)          # no weight: each record counts 1
+    assert [(ns, at) for ns, at, _ in out] == [([0, 1, 2, 3, 4, 5], 500)]
 
 
 # --- a take the agent is done with ------------------------------------------------------------------------------------

@@ -224,3 +224,35 @@ def test_a_take_closes_once_its_records_hold_max_bytes_whatever_their_count():
     # without a bound, the count and the quiet time close the take, as before
     out, _ = takes_by_bytes([(0, i, 300) for i in range(10)], None)
     assert out == [(list(range(10)), 500)]
+
+
+# --- records of many mutations ----------------------------------------------------------------------------------------
+def test_a_take_of_records_of_many_and_of_one_mutation_is_logged_and_routed_as_the_take_of_records_of_one():
+    """A worker reads the records of one mutation an earlier version wrote and the records of many, mixed on a
+    partition (a rolling upgrade): the same logs byte for byte, the same outcomes, and the new events' source offsets
+    each of their own, increasing with the topic's order."""
+    from stream.export.mirror_apply import targets_of
+    from stream.imports.mutations import encode_many
+
+    held = {(1, f"ins-{i:032d}"): [(H7 + (i % 3) * HOUR_MS, f"dev-{i}")] for i in range(0, 60, 2)}
+    ms = [Mutation(f"ins-{i:032d}", [Op.UPDATE, Op.INSERT, Op.DELETE][i % 3], (5, FILE, i),
+                   None if i % 4 else f"dev-{i}", None if i % 3 == 2 else event_row(i)) for i in range(60)]
+    values = [encode(1, m)[1] for m in ms]
+    singles = targets_of(enumerate(values))
+    assert singles == [Targeted(*decode_raw(v), n) for n, v in enumerate(values)]
+    # offsets 0..9 records of one, 10: a record of 20, 11..14 of one, 15: of the rest (an old importer's records
+    # after a new one's)
+    mixed_records = [*enumerate(values[:10]), (10, encode_many(values[10:30])), *zip(range(11, 15), values[30:34]),
+                     (15, encode_many(values[34:]))]
+    mixed = targets_of(mixed_records)
+    assert [t.mutation for t in mixed] == [t.mutation for t in singles] == [decode(v)[1] for v in values]
+    assert [(t.offset, t.index) for t in mixed] == ([(n, 0) for n in range(10)] + [(10, i) for i in range(20)] +
+                                                    [(n, 0) for n in range(11, 15)] + [(15, i) for i in range(26)])
+    a, b = logged(singles, held), logged(mixed, held)
+    assert a[0] == b[0] and a[1] == b[1] and a[5] == b[5]          # outcomes, hours, the log objects' bytes
+    assert [t.mutation for t in a[2]] == [t.mutation for t in b[2]]
+    assert [t.mutation for t in a[3]] == [t.mutation for t in b[3]] and len(b[3]) == 10
+    new_offsets = [t.source_offset for t in b[3]]
+    assert new_offsets == sorted(set(new_offsets))
+    from stream.events.batch import SOURCE_SLOTS
+    assert [divmod(o, SOURCE_SLOTS) for o in new_offsets] == [(t.offset, t.index) for t in b[3]]

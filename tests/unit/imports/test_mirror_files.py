@@ -48,6 +48,18 @@ def test_a_batch_holding_the_end_of_one_read_of_a_file_and_the_start_of_the_next
         FileTake(F1, 1, 5, 0, 22, 23, 4, 7, {"DELETE": 1, "UPDATE": 1}, {"applied": 2}, ((1, H7), (1, H8)), AT)]
 
 
+def test_records_of_many_mutations_of_two_reads_of_a_file_are_recorded_apart_by_their_records_offsets():
+    # a record of events.mutations carries many mutations, which share its offset: each read's rows in order
+    a, _, _ = applier({(1, "a"): [(H7, "d1")], (1, "b"): [(H8, "d1")], (1, "c"): [(H8, "d1")]})
+    read = [Mutation("a", Op.UPDATE, (5, F1, 4), None, row("a")), Mutation("b", Op.DELETE, (5, F1, 7)),
+            Mutation("c", Op.DELETE, (5, F1, 9))]
+    batch = ([Targeted(1, m, 20, i) for i, m in enumerate(read[:2])] + [Targeted(1, read[2], 21)] +
+             [Targeted(1, m, 30, i) for i, m in enumerate(read)])
+    assert mf.takes_of(asyncio.run(a.log(0, 20, batch)), 0, AT) == [
+        FileTake(F1, 1, 5, 0, 20, 21, 4, 9, {"DELETE": 2, "UPDATE": 1}, {"applied": 3}, ((1, H7), (1, H8)), AT),
+        FileTake(F1, 1, 5, 0, 30, 30, 4, 9, {"DELETE": 2, "UPDATE": 1}, {"applied": 3}, ((1, H7), (1, H8)), AT)]
+
+
 def test_a_record_reads_back_as_written_and_its_key_names_file_partition_and_first_offset():
     t = take(7, 9, AT, partition=2, hours=((1, H7), (1, H8)), rows=(3, 40))
     assert FileTake.decode(t.encode()) == t

@@ -127,7 +127,8 @@ def test_the_engine_produces_a_mirror_files_mutations_once_and_nothing_to_events
 
     async def sleep(seconds):
         clock.advance(int(seconds * 1000))
-    files = Files([[row(1, id="e-1", op="update"), row(2, id="e-2", op="delete"), row(3, id="e-3", op="nope")]])
+    files = Files([[row(1, id="e-1", op="update"), row(2, id="e-2", op="delete"), row(3, id="e-3", op="nope"),
+                    row(4, id="e-4", op="delete"), row(5, id="e-3", op="update")]])
     imp = FileImporter(s, clock, mem.senders(), mem, files, "imports.files", sleep=sleep,
                        monotonic=lambda: clock.now_ms() / 1000)
     counted = metrics.IMPORT_MUTATIONS.labels("fixes", "delete")._value.get()
@@ -136,13 +137,18 @@ def test_the_engine_produces_a_mirror_files_mutations_once_and_nothing_to_events
         f = ImportFile("fixes", "bkt", "in/m.json", 1_700_000_000_000, found_by)
         return asyncio.run(imp.handle(f, f.kafka_key, 1, 5, record_ms))
     state = handle()
-    assert state == FileState(State.DONE, 3, 2, 1, NOW, 1_700_000_000_000)
+    assert state == FileState(State.DONE, 5, 4, 1, NOW, 1_700_000_000_000)
     assert mem.valid == []
-    assert [(k, m.op.value, m.seq) for k, (_, m) in ((k, mutations.decode(v)) for k, v in mem.mutations)] == [
-        (mirror_index.key(7, "e-1"), "UPDATE", (1_699_999_000_000, URL, 1)),    # Files: LastModified of GetObject
-        (mirror_index.key(7, "e-2"), "DELETE", (1_699_999_000_000, URL, 2))]
+    # a record per partition of events.mutations (4: e-1, e-3 and e-4 go to 0, e-2 to 2), keyed by its first
+    # mutation's key, its mutations in row order
+    at = 1_699_999_000_000          # Files: LastModified of GetObject
+    assert [(k, [(m.insert_id, m.op.value, m.seq) for _, m in mutations.decode_all(v)]) for k, v in mem.mutations] == [
+        (mirror_index.key(7, "e-1"), [("e-1", "UPDATE", (at, URL, 1)), ("e-4", "DELETE", (at, URL, 4)),
+                                      ("e-3", "UPDATE", (at, URL, 5))]),
+        (mirror_index.key(7, "e-2"), [("e-2", "DELETE", (at, URL, 2))])]
+    assert [mutations.is_many(v) for _, v in mem.mutations] == [True, True]
     assert [deadletter.decode(v)["reason"] for _, v in mem.dead] == ["invalid_mutation_type"]
-    assert metrics.IMPORT_MUTATIONS.labels("fixes", "delete")._value.get() == counted + 1
+    assert metrics.IMPORT_MUTATIONS.labels("fixes", "delete")._value.get() == counted + 2
     assert handle(found_by="scan") is None and len(mem.mutations) == 2 and files.reads == 1
 
 
