@@ -638,7 +638,21 @@ def fast_event_builder(keys: tuple[str, ...], missing: object) -> Callable[[tupl
     names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
     if not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys):
         return None
-    lines = ["def build(values):", f"    {''.join(f'v{i}, ' for i in range(len(keys)))}= values"]
+    lines = ["def build(values):", *_checks(keys)]
+    lines.append("    e = _e")
+    lines.extend(f"    e.{names[k]} = v{i}" for i, k in enumerate(keys))
+    lines.extend(f"    e.{name} = None" for name in _SET_BY_CALLERS if name not in {names[k] for k in keys})
+    lines.append("    return e")
+    env: dict[str, Any] = {"_M": missing, "_e": _Fast(), "_finite": math.isfinite, "_str_keys": _str_keys}
+    exec(compile("\n".join(lines), "<fast_event_builder>", "exec"), env)   # noqa: S102 -- names of _Fast's fields
+    return env["build"]
+
+
+def _checks(keys: tuple[str, ...]) -> list[str]:
+    """The lines of a generated function of ``values`` that check the values of the input fields ``keys`` as
+    ``fast_event_builder`` says (returning None for one it does not take), leaving each in ``v<i>`` (None for one
+    absent or null)."""
+    lines = [f"    {''.join(f'v{i}, ' for i in range(len(keys)))}= values"]
     for i, key in enumerate(keys):
         v = f"v{i}"
         lines.append(f"    if {v} is _M or {v} is None:")
@@ -657,13 +671,7 @@ def fast_event_builder(keys: tuple[str, ...], missing: object) -> Callable[[tupl
             assert kind is Kind.DICT
             lines.append(f"    elif type({v}) is not dict or not _str_keys({v}):")
         lines.append("        return None")
-    lines.append("    e = _e")
-    lines.extend(f"    e.{names[k]} = v{i}" for i, k in enumerate(keys))
-    lines.extend(f"    e.{name} = None" for name in _SET_BY_CALLERS if name not in {names[k] for k in keys})
-    lines.append("    return e")
-    env: dict[str, Any] = {"_M": missing, "_e": _Fast(), "_finite": math.isfinite, "_str_keys": _str_keys}
-    exec(compile("\n".join(lines), "<fast_event_builder>", "exec"), env)   # noqa: S102 -- names of _Fast's fields
-    return env["build"]
+    return lines
 
 
 def _str_keys(d: dict[Any, Any]) -> bool:
@@ -714,15 +722,11 @@ _PROPS_FIELDS = frozenset(("event_properties", "price", "quantity", "revenue", "
 """The event's fields ``_fast_row``'s ``props`` is made of."""
 
 
-def fast_row_writer(keys: tuple[str, ...]) -> _Writer | None:
-    """The export row's writer for the events of ``fast_event_builder(keys, ...)`` (``_fast_row``'s ``write``): the
-    same bytes as ``_Row``'s encoding, with the columns those events always leave empty written once, here, and
-    the others encoded each call (a 49-column Struct built and encoded costs about 0.8 µs more). None where the
-    builder is None."""
-    names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
-    if not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys):
-        return None
-    given = {names[k] for k in keys} | set(_SET_BY_CALLERS)   # the event's fields a call may find set
+def _row_join(given: set[str], field: Callable[[str], str]) -> tuple[str, str]:
+    """The export row as generated code over ``_fast_row``'s locals (``_WRITER_ARGS``): the lines that encode the
+    times it writes, and a ``b"".join`` of the row's bytes, the columns that read none of the event's fields
+    ``given`` (and no local but ``props`` without them) written as constants, ``e.<name>`` of a field read as
+    ``field(name)``."""
     pieces: list[str] = []      # the join's arguments: constant bytes (repr) and expressions
     text = ""                   # constant JSON not yet added to pieces
     for i, (column, source) in enumerate(_ROW_SOURCES):
@@ -742,14 +746,123 @@ def fast_row_writer(keys: tuple[str, ...]) -> _Writer | None:
             pieces.extend((repr(text.encode()), f"{source}_b"))
             text = '"'
         else:
-            pieces.extend((repr(text.encode()), f"_enc({source})"))
+            expr = re.sub(r"\be\.(\w+)", lambda m: field(m.group(1)) if m.group(1) in given else "None", source)
+            pieces.extend((repr(text.encode()), f"_enc({expr})"))
             text = ""
     pieces.append(repr((text + "}").encode()))
     times = "".join(f"    {t}_b = {t}.encode()\n" for t in _TIMES if f"{t}_b" in pieces)
-    code = f"def write({', '.join(_WRITER_ARGS)}):\n{times}    return b''.join(({', '.join(pieces)}))\n"
+    return times, f"b''.join(({', '.join(pieces)}))"
+
+
+def fast_row_writer(keys: tuple[str, ...]) -> _Writer | None:
+    """The export row's writer for the events of ``fast_event_builder(keys, ...)`` (``_fast_row``'s ``write``): the
+    same bytes as ``_Row``'s encoding, with the columns those events always leave empty written once, here, and
+    the others encoded each call (a 49-column Struct built and encoded costs about 0.8 µs more). None where the
+    builder is None."""
+    names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
+    if not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys):
+        return None
+    given = {names[k] for k in keys} | set(_SET_BY_CALLERS)   # the event's fields a call may find set
+    times, join = _row_join(given, lambda name: f"e.{name}")
+    code = f"def write({', '.join(_WRITER_ARGS)}):\n{times}    return {join}\n"
     env: dict[str, Any] = {"_enc": _json_encode}
     exec(compile(code, "<fast_row_writer>", "exec"), env)   # noqa: S102 -- _ROW_SOURCES' own expressions
     return env["write"]
+
+
+_DATA_FIELDS = ("idfv", "android_id", "android_app_set_id", "user_agent", "partner_id", "plan", "ingestion_metadata",
+                "extra")
+"""The fields ``_fast_row`` keeps under ``data``, in its order (``$skip_user_properties_sync`` after them)."""
+_REVENUE_FIELDS = ("price", "quantity", "revenue", "productId", "revenueType", "currency")
+"""The fields ``_fast_row`` adds to ``event_properties`` with a ``$``, in its order."""
+_CALLER_FIELDS = ("insert_id", "uuid", "$skip_user_properties_sync")
+_Maker = Callable[[tuple[Any, ...], int, int, Rules, "int | None", str, str, bool], "Normalized | None"]
+
+
+def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[str, ...]) -> _Maker | None:
+    """``fast_event_builder(keys, missing)``, the ids and sync flag set on its event, then ``normalize_fast_event``
+    with ``fast_row_writer(keys)``, as one function generated for those fields (the fields not among them known to
+    be None: no Struct filled and read, no checks of fields that never come): ``make(values, project, timestamp_ms,
+    rules, now_ms, insert_id, uuid_s, sync)`` gives the same ``Normalized``, or None where either of the two gives
+    None, for an event whose insert_id is ``insert_id`` (not empty), whose uuid is ``uuid_s`` (canonical) and whose
+    ``$skip_user_properties_sync`` is true when ``sync`` and its event_type is none of ``sync_except``, else absent.
+    None (use the builder) where the builder is None or ``keys`` holds insert_id, uuid,
+    ``$skip_user_properties_sync`` or no event_type."""
+    names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
+    if (not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys)
+            or any(k in keys for k in _CALLER_FIELDS) or "event_type" not in keys):
+        return None
+    var = {names[k]: f"v{i}" for i, k in enumerate(keys)}
+
+    def f(name: str) -> str:
+        return var.get(name, "None")
+
+    lines = ["def make(values, project, timestamp_ms, rules, now_ms, insert_id, uuid_s, sync):", *_checks(keys)]
+    add = lines.append
+    add(f"    if not {f('event_type')}:")
+    add("        return None")
+    add("    min_len = rules.min_id_length")
+    for name in ("user_id", "device_id"):   # _fast_id
+        add(f"    {name} = {f(name)}")
+        if name in var:
+            add(f"    if {name} is not None:")
+            add(f"        if {name}.lower() in _INVALID_IDS:")
+            add("            return None")
+            add(f"        if len({name}) < min_len:")
+            add(f"            {name} = None")
+    add("    if user_id is None and device_id is None:")
+    add("        return None")
+    for local, name in (("received", "server_received_time"), ("uploaded", "server_upload_time")):
+        add(f"    {local} = timestamp_ms" + (f" if {var[name]} is None else {var[name]}" if name in var else ""))
+    add(f"    if not (0 <= received <= {MAX_TIME_MS} and 0 <= uploaded <= {MAX_TIME_MS}):")
+    add("        return None")
+    add("    clamped = False")
+    add("    if now_ms is not None:")
+    add("        latest = now_ms + rules.max_clock_skew_ms")
+    add("        if received > latest or uploaded > latest:")
+    add("            received = now_ms if received > latest else received")   # clamp_server_time
+    add("            uploaded = now_ms if uploaded > latest else uploaded")
+    add("            clamped = True")
+    add("    client_time = received" + (f" if {var['time']} is None else {var['time']}" if "time" in var else ""))
+    add(f"    if not 0 <= client_time <= {MAX_TIME_MS}:")
+    add("        return None")
+    add("    last = _last[0]")
+    add("    if received == last[0]:")
+    add("        received_s = last[1]")
+    add("    else:")
+    add("        received_s = _format_ms(received)")
+    add("        _last[0] = (received, received_s)")
+    add("    uploaded_s = received_s if uploaded == received else _format_ms(uploaded)")
+    add("    client_s = received_s if client_time == received else _format_ms(client_time)")
+    add("    data = {}")
+    for name in _DATA_FIELDS:
+        if name in var:
+            add(f"    if {var[name]} is not None:")
+            add(f"        data[{name!r}] = {var[name]}")
+    add(f"    if sync and {var['event_type']} not in _SYNC_EXCEPT:")
+    add("        data['$skip_user_properties_sync'] = True")
+    add(f"    props = {f('event_properties')}")
+    revenue = [name for name in _REVENUE_FIELDS if name in var]
+    if revenue:
+        add(f"    if {' or '.join(f'{var[name]} is not None' for name in revenue)}:")
+        add("        revenue = {}")
+        for name in revenue:
+            add(f"        if {var[name]} is not None:")
+            add(f"            revenue[{'$' + name!r}] = {var[name]}")
+        add("        props = {**props, **revenue} if props is not None else revenue")
+    add("    uid_s = uuid_s")
+    times, join = _row_join(set(var), f)
+    lines.extend(times.rstrip("\n").split("\n") if times else [])
+    add(f"    line = {join}")
+    add("    dedupe_key = b'%d\\x00%s\\x00%s' % (project, (device_id or '').encode(), insert_id.encode())")
+    add("    return _new(_Normalized, (project, dedupe_key, uploaded, _fromhex(uid_s.replace('-', '')), line, device_id, "
+        "user_id, clamped))")
+    env: dict[str, Any] = {"_M": missing, "_finite": math.isfinite, "_str_keys": _str_keys, "_enc": _json_encode,
+                           "_INVALID_IDS": INVALID_IDS, "_format_ms": format_ms, "_last": [(None, "")],
+                           "_SYNC_EXCEPT": tuple(sync_except), "_new": tuple.__new__, "_Normalized": Normalized,
+                           "_fromhex": bytes.fromhex}
+    exec(compile("\n".join(lines), "<fast_row_maker>", "exec"), env)   # noqa: S102 -- names of _Fast's fields
+    return env["make"]
 
 
 _last_received: tuple[int | None, str] = (None, "")

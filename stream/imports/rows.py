@@ -41,7 +41,7 @@ import orjson
 
 from stream.events import deadletter
 from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder,
-                                     fast_row_writer, normalize, normalize_fast_event, uuid5_str)
+                                     fast_row_maker, fast_row_writer, normalize, normalize_fast_event, uuid5_str)
 from stream.export.mirror import Mutation
 from stream.imports.converter.converter import MISSING, Converter
 from stream.imports.files import ImportFile, row_offset
@@ -124,6 +124,7 @@ class _Straight:
 
     build: Callable[[tuple[Any, ...]], FastEvent | None]
     write: Callable[..., bytes] | None   # the export row's writer for the builder's events (fast_row_writer)
+    make: Callable[..., Normalized | None] | None   # all of it in one function (fast_row_maker), where there is one
     skip_at: int | None          # the index of $skip_user_properties_sync among the converter's fields, if there
     adds_skip: bool              # shape adds $skip_user_properties_sync: true to a row without it (not an identify)
 
@@ -144,7 +145,8 @@ def _straight(src: SourceSettings) -> _Straight | None:
     keys = converter.fields if isinstance(converter, Converter) else ()
     build = fast_event_builder(keys, MISSING) if src.data_type == "event" else None
     if build is not None:
-        straight = _Straight(build, fast_row_writer(keys), keys.index(SKIP_SYNC) if SKIP_SYNC in keys else None,
+        straight = _Straight(build, fast_row_writer(keys), fast_row_maker(keys, MISSING, (IDENTIFY, GROUP_IDENTIFY)),
+                             keys.index(SKIP_SYNC) if SKIP_SYNC in keys else None,
                              bool(src.skip_user_properties_sync))
     if len(_STRAIGHT) >= 256:
         _STRAIGHT.clear()
@@ -157,7 +159,8 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
 
     An event source's row whose converted fields ``normalize``'s fast path takes goes there straight from the
     converter's values (``Converter.values``, ``fast_event_builder``: no output dict, no ``msgspec.convert``), with
-    its ids as below; any other row (a value the fast path refuses, a
+    its ids as below, in one function generated for the converter's fields (``fast_row_maker``) where they hold no
+    insert_id, uuid or ``$skip_user_properties_sync``; any other row (a value the fast path refuses, a
     converter that fails on it, a row over the size limit) goes the dict's way below, from its start, to the same
     answer. ``straight=False``: every row the dict's way (the reference the tests compare the straight route
     with)."""
@@ -170,8 +173,8 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
     ids_name, uuid_name, origin_name = f"s3-import/{src.name}/{f.key}#", f"{ctx.record}#", f"{f.url}#"
     straight_to = _straight(src) if straight else None
     if straight_to is not None:
-        values, build, write, skip_at, adds_skip = (converter.values, straight_to.build, straight_to.write,
-                                                    straight_to.skip_at, straight_to.adds_skip)
+        values, build, write, make, skip_at, adds_skip = (converter.values, straight_to.build, straight_to.write,
+                                                          straight_to.make, straight_to.skip_at, straight_to.adds_skip)
         server_ms, rules, max_bytes, record_offset = ctx.server_ms, ctx.rules, ctx.rules.max_event_bytes, \
             ctx.record_offset
         events = out.events
@@ -182,7 +185,18 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
             except Exception:   # the dict's way dead-letters it, with the converter's error
                 e = None
             else:
-                e = build(vals)
+                if make is not None:   # the ids and the sync flag of the lines below, given to one function
+                    number = str(item.number)
+                    res = make(vals, project, server_ms, rules, now_ms, uuid5_str(ids_name + number),
+                               uuid5_str(uuid_name + number), adds_skip)
+                    if res is not None and len(res.line) <= max_bytes:
+                        out.rows += 1
+                        out.fields_left_out += len(errors)
+                        events.append((row_offset(record_offset, item.number), res))
+                        continue
+                    e = None
+                else:
+                    e = build(vals)
             if e is not None:
                 if adds_skip and (skip_at is None or vals[skip_at] is MISSING) and \
                         e.event_type not in (IDENTIFY, GROUP_IDENTIFY):

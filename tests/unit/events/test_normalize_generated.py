@@ -42,6 +42,7 @@ from stream.events.normalize import (
     decode,
     _fast_row,
     fast_event_builder,
+    fast_row_maker,
     fast_row_writer,
     normalize,
     normalize_fast_event,
@@ -625,6 +626,52 @@ def test_the_row_writer_writes_the_columns_a_converter_never_gives_once():
                                b'"client_upload_time":"2024-03-09 16:00:00.123000","country":null,"data":{},')
     assert got.line.endswith(b'"user_creation_time":null,"user_properties":{}}')
     assert fast_row_writer(("event_type", "colour")) is None and fast_row_writer(()) is None
+
+
+SYNC_EXCEPT = ("$identify", "$groupidentify")
+
+
+@GENERATED
+@given(events() | events(odd=False, unknown=False), st.lists(st.tuples(NUMBER_FIELDS | ALL_FIELDS, not_json),
+                                                             max_size=2),
+       st.lists(ALL_FIELDS, max_size=3, unique=True), st.booleans(), rules, timestamps, clocks, st.uuids(), st.uuids())
+def test_the_row_maker_of_known_keys_gives_what_the_builder_and_the_fast_path_give(
+        ev, odd, absent, sync, rules, timestamp_ms, now_ms, iid, uid):
+    """``fast_row_maker(keys)``: the builder of the same keys, the ids and the sync flag set on its event, then
+    ``normalize_fast_event``: the same ``Normalized``, or None where either gives None."""
+    for k, v in odd:
+        ev[k] = v
+    callers = ("insert_id", "uuid", "$skip_user_properties_sync")
+    keys = tuple(k for k in ev if k not in callers) + tuple(k for k in absent if k not in ev and k not in callers)
+    make, build = fast_row_maker(keys, MISSING, SYNC_EXCEPT), fast_event_builder(keys, MISSING)
+    if build is None or "event_type" not in keys:
+        assert make is None
+        return
+    values = tuple(ev.get(k, MISSING) for k in keys)
+    got = make(values, PROJECT, timestamp_ms, rules, now_ms, str(iid), str(uid), sync)
+    e, want = build(values), None
+    if e is not None:
+        e.insert_id = str(iid)
+        if sync and e.event_type not in SYNC_EXCEPT:
+            e.skip_user_properties_sync = True
+        want = normalize_fast_event(e, PROJECT, timestamp_ms, rules, now_ms, str(uid))
+    if currently_in_test_context():
+        event("made" if got is not None else "declined")
+    assert (got if got is None else got._asdict()) == (want if want is None else want._asdict())
+
+
+def test_the_row_maker_is_for_events_whose_ids_and_sync_flag_its_caller_gives():
+    assert fast_row_maker(("event_type", "user_id"), MISSING, SYNC_EXCEPT) is not None
+    for keys in [("event_type", "insert_id"), ("event_type", "uuid"), ("event_type", "$skip_user_properties_sync"),
+                 ("user_id", "time"), ("event_type", "colour"), ("event_type", "event_type"), ()]:
+        assert fast_row_maker(keys, MISSING, SYNC_EXCEPT) is None, keys
+    make = fast_row_maker(("event_type", "user_id", "time"), MISSING, SYNC_EXCEPT)
+    uid = "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f"
+    got = make(("Play", "user-00001", T - 1), PROJECT, T, RULES, T, "ord-1", uid, True)
+    assert got.dedupe_key == b"424242\x00\x00ord-1" and got.uuid == uuid.UUID(uid).bytes
+    assert b'"data":{"$skip_user_properties_sync":true}' in got.line
+    assert b'"data":{}' in make(("$identify", "user-00001", T - 1), PROJECT, T, RULES, T, "ord-1", uid, True).line
+    assert make(("Play", "null", T - 1), PROJECT, T, RULES, T, "ord-1", uid, True) is None   # an invalid id
 
 
 def test_the_builder_declines_what_the_fast_path_declines_and_takes_the_rest():
