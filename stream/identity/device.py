@@ -410,6 +410,7 @@ class _HoldBook:
         self.st, self.offset = st, offset
         self.held: dict[bytes, Held | None] = {}
         self.stored: dict[bytes, tuple[int, int]] = {}    # H key -> (first, chunks) in the state before
+        self.absent: set[bytes] = set()     # H keys without a record before the message (not in the holds list)
         v = st.get(HOLDS)
         # the partition's holds, by H key, in the order they began: letting one go is a pop, not a pass over all
         held = [tuple(x) for x in dec_holds(v).holds] if v is not None else []
@@ -435,6 +436,10 @@ class _HoldBook:
 
     def get(self, hk: bytes) -> Held | None:
         if hk not in self.held:
+            if hk not in self.index:    # every hold is in the partition's holds list (``HOLDS``): none, unread
+                self.stored[hk] = (-1, 0)
+                self.absent.add(hk)
+                return None
             v = self.st.get(hk)
             h = self.held[hk] = dec_held(v) if v is not None else None
             self.stored[hk] = (h.first, h.chunks) if h is not None else (-1, 0)
@@ -522,9 +527,11 @@ class _HoldBook:
                     self.st.put_new(held_chunk_key(hk, h.first, h.chunks), self._shared(h.rows))
                     h.chunks += 1
                 v = enc.encode(Held(h.since, h.waiting, [], h.chunks, h.first, h.offsets))
-                if v != self.st.get(hk):
+                if hk in self.absent:
+                    self.st.put_new(hk, v)
+                elif v != self.st.get(hk):
                     self.st.put(hk, v)
-            elif self.st.get(hk) is not None:
+            elif hk not in self.absent and self.st.get(hk) is not None:
                 self.st.put(hk, None)
             first, chunks = self.stored[hk]
             if chunks and (h is None or h.first != first):     # let go, or its rows read and written anew
@@ -595,12 +602,14 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         if dh is None:
             dh = named[device] = (device_key(project, device), held_key(project, device) if hold is not None else b"")
             keys.add(dh[0])     # (device, user) pairs are read when needed: a device with another user, a new user
-            if hold is not None:
-                keys.add(dh[1])
         devkeys[i], heldkeys[i] = dh
         for t, name in groups[i]:
             keys.add(group_key(project, t, name))
     st.load(keys)
+    # the holds of the batch's devices: only those the partition's holds list, read once a batch (``_HoldBook``)
+    book = _HoldBook(st, hold.at) if hold is not None else None
+    if book is not None and book.index:
+        st.load({hk for _, hk in named.values() if hk in book.index})
 
     # ids, in order
     counter = decode_int(st.get(COUNTER), 0)
@@ -609,7 +618,6 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     linked = [False] * n
     devices: dict[bytes, Device | None] = {}
     replayed = 0
-    book = _HoldBook(st, hold.at) if hold is not None else None
     for i, r in enumerate(rows):
         if r is None:
             continue

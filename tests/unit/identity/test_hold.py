@@ -373,3 +373,81 @@ def test_rows_held_by_reference_let_go_the_rows_held_as_copies_byte_for_byte():
             referred += sum(r.at >= 0 for k, v in refs.db.items() if k[:1] == b"Q" for r in dec_held_rows(v))
         assert out_c == out_r
         assert sum(map(len, out_c)) > 5 and referred > 5, seed    # the generated steps do hold and let go rows
+
+
+def test_a_batch_reads_the_hold_of_a_device_only_when_the_partitions_holds_list_it():
+    """The partition's holds list (``HOLDS``) names every hold: a device it does not name has none, and its H key is
+    not read; a held device's is read once, in one multi-get."""
+    p = Partition(0)
+    calls: list[list[bytes]] = []
+    get_many = p.get_many
+    p.get_many = lambda keys: calls.append(sorted(keys)) or get_many(keys)
+    _, res = p.run(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2"), now=NOW)
+    assert [k for c in calls for k in c if k[:1] == b"H"] == []      # no hold yet: none read
+    assert [k for k in res.writes if k[:1] == b"H"] == [b"H%d\x00dev-aaaa1" % PROJECT]
+    assert res.before[b"H%d\x00dev-aaaa1" % PROJECT] is None
+    calls.clear()
+    _, res = p.run(ev("dev-aaaa1"), ev("dev-bbbb2"), ev("dev-cccc3"), now=NOW + 1)
+    assert [[k for k in c if k[:1] == b"H"] for c in calls if any(k[:1] == b"H" for k in c)] == [
+        [b"H%d\x00dev-aaaa1" % PROJECT]]
+    assert res.held == 1 and res.keep == [False, True, True]
+
+
+def _get_reading_every_hold(self, hk):
+    """``_HoldBook.get`` as it was: every device's H key read, whether the holds list names it or not (the
+    reference the holds list's path is compared with)."""
+    from stream.identity.records import dec_held
+    if hk not in self.held:
+        v = self.st.get(hk)
+        h = self.held[hk] = dec_held(v) if v is not None else None
+        self.stored[hk] = (h.first, h.chunks) if h is not None else (-1, 0)
+        if h is not None:
+            self._unshare(h.rows)
+    return self.held[hk]
+
+
+def test_holds_found_by_the_holds_list_hold_and_let_go_what_reading_every_hold_does(monkeypatch):
+    """Generated batches and answers on two partitions, one finding its holds by the partition's holds list and one
+    reading every device's H key (the reference): the same rows out, held and let go, and the same writes with the
+    same pre-images, byte for byte."""
+    import random
+    from stream.identity import device
+    current = device._HoldBook.get
+    for seed in range(16):
+        rnd = random.Random(seed)
+        listed, every, users_l, users_e = Partition(0), Partition(0), UserSide(0), UserSide(0)
+        pending: list = []
+        now, held, let_go = NOW, 0, 0
+        for step in range(40):
+            now += rnd.choice([1, 50, 400])
+            if pending and rnd.random() < 0.3:
+                links = pending.pop(0)
+                out = []
+                for p, users, get in ((listed, users_l, current), (every, users_e, _get_reading_every_hold)):
+                    monkeypatch.setattr(device._HoldBook, "get", get)
+                    d = users.links(0, step, links)
+                    r = device.apply_remaps(d.remaps.get(0, []), p.get_many, now, p.offset)
+                    p.commit(r.writes)
+                    p.offset += 1
+                    out.append((r.writes, r.before, r.applied, [(line, o) for _, line, o in r.released.rows]))
+                assert out[0] == out[1], (seed, step)
+                let_go += len(out[0][3])
+                continue
+            events = [ev(f"dev-{rnd.randrange(6)}", rnd.choice([None, None, f"user-{rnd.randrange(4)}"]),
+                         user_properties={"$set": {"v": rnd.randrange(3)}}) for _ in range(rnd.randrange(1, 7))]
+            t = T + rnd.choice([0, 0, 0, 3_600_000]) * (step // 20)
+            bound = rnd.choice([1000, 30_000])
+            monkeypatch.setattr(device._HoldBook, "get", current)
+            lines_l, res_l = listed.run(*events, t=t, now=now, bound=bound)
+            monkeypatch.setattr(device._HoldBook, "get", _get_reading_every_hold)
+            lines_e, res_e = every.run(*events, t=t, now=now, bound=bound)
+            assert (lines_l, res_l.keep, res_l.writes, res_l.before, res_l.links) == (
+                lines_e, res_e.keep, res_e.writes, res_e.before, res_e.links), (seed, step)
+            assert ([(line, o) for _, line, o in res_l.released.rows] ==
+                    [(line, o) for _, line, o in res_e.released.rows]), (seed, step)
+            held += res_l.held
+            let_go += len(res_l.released.rows)
+            if res_l.links:
+                pending.append(res_l.links)
+        monkeypatch.setattr(device._HoldBook, "get", current)
+        assert held > 5 and let_go > 5, seed        # the generated steps do hold and let go rows
