@@ -855,8 +855,8 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     lines.extend(times.rstrip("\n").split("\n") if times else [])
     add(f"    line = {join}")
     add("    dedupe_key = b'%d\\x00%s\\x00%s' % (project, (device_id or '').encode(), insert_id.encode())")
-    add("    return _new(_Normalized, (project, dedupe_key, uploaded, _fromhex(uid_s.replace('-', '')), line, device_id, "
-        "user_id, clamped))")
+    add("    return _new(_Normalized, (project, dedupe_key, uploaded, _fromhex(uid_s.replace('-', '')), line, "
+        "device_id, user_id, clamped))")
     env: dict[str, Any] = {"_M": missing, "_finite": math.isfinite, "_str_keys": _str_keys, "_enc": _json_encode,
                            "_INVALID_IDS": INVALID_IDS, "_format_ms": format_ms, "_last": [(None, "")],
                            "_SYNC_EXCEPT": tuple(sync_except), "_new": tuple.__new__, "_Normalized": Normalized,

@@ -1,9 +1,9 @@
 """A discovered file's rows, read from S3 as a stream: the S3 client of each source, parquet through a spool file.
 
 ``read_rows`` is the one row reader of the import: the preview (``stream.imports.ops``) reads files through it, the
-importer (``stream.imports.importer``) through ``read_runs``, the same rows a run (a list) at a time. JSON lines and CSV are read as a stream and parsed as they
-come (a consumer that stops early stops the read); parquet is copied to a spool file first, as its footer needs
-random access, and the spool file is removed afterwards.
+importer (``stream.imports.importer``) through ``read_runs``, the same rows a run (a list) at a time. JSON lines and
+CSV are read as a stream and parsed as they come (a consumer that stops early stops the read); parquet is copied to
+a spool file first, as its footer needs random access, and the spool file is removed afterwards.
 
 Failures are sorted once here: a file that cannot be read (not found, access denied, truncated gzip, not
 parquet) raises ``FileError`` with its reason; S3 failures that pass (timeouts, throttling) raise
