@@ -62,16 +62,8 @@ def device_stage(app: faust.App, settings: Settings, clock: Clock, table: Identi
 
     @app.on_partitions_revoked.connect
     async def _forget_held_rows(sender, revoked, **kwargs) -> None:
-        """The rows kept in memory for the partitions' holds: another worker may let them go now; and the state
-        values kept from one batch to the next (another worker may write the partition's state now)."""
-        partitions = {tp.partition for tp in revoked if tp.topic == valid_name}
-        stage.held.forget(partitions)
-        stage.state.forget(partitions)
-
-    @app.on_partitions_assigned.connect
-    async def _forget_state_values(sender, assigned, **kwargs) -> None:
-        """A partition assigned: its table may be recovered from the changelog; nothing kept of it is used."""
-        stage.state.forget({tp.partition for tp in assigned if tp.topic == valid_name})
+        """The rows kept in memory for the partitions' holds: another worker may let them go now."""
+        stage.held.forget({tp.partition for tp in revoked if tp.topic == valid_name})
 
     return stage
 

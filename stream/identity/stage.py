@@ -102,74 +102,6 @@ go. A batch that does not fit holds its rows as copies in the state (as a previo
 rows go never reads back more than what a restart lost."""
 
 
-STATE_CACHE_BYTES = 16 << 20
-"""Bytes of state values (keys, values and 64 a key) a device side keeps from one batch of a partition to the next
-(``StateCache``)."""
-
-_MISS = object()
-
-
-class StateCache:
-    """The values of the device side's keys (devices, pairs, profiles, groups, holds, the counters and the holds
-    list) of each partition's identity state, as the device side last read or wrote them, so that the next batch of
-    the partition reads from RocksDB only the keys it did not see yet.
-
-    The device side is the only writer of these keys while it has the partition (the user side writes others; the
-    table's pruning deletes journal entries and chunks, which are not kept here), and every write it makes goes
-    through ``written``. A rollback, a failed write, and a partition assigned or revoked forget the partition's
-    values; past ``limit`` bytes, every partition's are forgotten."""
-
-    KEPT = frozenset(b"DPAGHchr")     # the first byte of the keys kept (``stream.identity.records``)
-
-    def __init__(self, limit: int = STATE_CACHE_BYTES):
-        self.parts: dict[int, dict[bytes, bytes | None]] = {}
-        self.bytes, self.limit = 0, limit
-
-    def reader(self, partition: int, get_many: Callable[[list[bytes]], list[bytes | None]]
-               ) -> Callable[[list[bytes]], list[bytes | None]]:
-        """``get_many`` of the partition, answered from the values kept where it can be."""
-        def read(keys: list[bytes]) -> list[bytes | None]:
-            kept = self.parts.get(partition)
-            if kept is None:
-                kept = self.parts[partition] = {}
-            out = [kept.get(k, _MISS) for k in keys]
-            missing = [k for k, v in zip(keys, out) if v is _MISS]
-            if not missing:
-                return out      # type: ignore[return-value]
-            got = dict(zip(missing, get_many(missing)))
-            self._keep(partition, got)
-            return [got[k] if v is _MISS else v for k, v in zip(keys, out)]
-        return read
-
-    def written(self, partition: int, writes: dict[bytes, bytes | None]) -> None:
-        """The values a batch of the partition wrote (None: deleted), once they are in the table."""
-        if partition in self.parts:
-            self._keep(partition, writes)
-
-    def _keep(self, partition: int, values: dict[bytes, bytes | None]) -> None:
-        kept = self.parts.get(partition)
-        if kept is None:
-            return
-        kept_first = self.KEPT
-        for k, v in values.items():
-            if k[0] in kept_first:
-                old = kept.get(k, _MISS)
-                if old is not _MISS:
-                    self.bytes -= len(k) + (len(old) if old is not None else 0) + 64   # type: ignore[arg-type]
-                kept[k] = v
-                self.bytes += len(k) + (len(v) if v is not None else 0) + 64
-        if self.bytes > self.limit:
-            self.parts.clear()
-            self.bytes = 0
-
-    def forget(self, partitions: set[int] | None = None) -> None:
-        """Forget the values of ``partitions`` (None: of every partition)."""
-        for p in list(self.parts) if partitions is None else partitions:
-            kept = self.parts.pop(p, None)
-            if kept:
-                self.bytes -= sum(len(k) + (len(v) if v is not None else 0) + 64 for k, v in kept.items())
-
-
 class HeldRows:
     """The rows of the batches that held rows by reference (``HeldRow.at``), kept until those rows are let go, so
     that letting them go reads nothing back from events.valid: (partition, offset) -> [``Message``, rows held,
@@ -222,7 +154,7 @@ class DeviceStage:
     def __init__(self, store: Store, clock: Clock, send_accepted: Send, send_links: Send, send_dead: SendDead,
                  valid_name: str, committed: Callable[[int], int | None], *, partitions: int, hold_s: float,
                  max_properties_bytes: int, max_request_bytes: int, read_valid: ReadValid | None = None,
-                 held_rows_bytes: int = HELD_ROWS_MEMORY_BYTES, state_cache_bytes: int = STATE_CACHE_BYTES):
+                 held_rows_bytes: int = HELD_ROWS_MEMORY_BYTES):
         self.table, self.clock = store, clock
         self.send_accepted, self.send_links, self.send_dead = send_accepted, send_links, send_dead
         self.valid_name, self.committed = valid_name, committed
@@ -231,20 +163,11 @@ class DeviceStage:
         self.released_source = held_source(valid_name)
         # with a way to read events.valid back, held rows are references to their batch's message (``HeldRow.at``)
         self.read_valid, self.held = read_valid, HeldRows(held_rows_bytes)
-        self.state = StateCache(state_cache_bytes)
         self.on_accepted: Accepted | None = None
 
-    def _reader(self, partition: int) -> Callable[[list[bytes]], list[bytes | None]]:
-        return self.state.reader(partition, lambda keys: self.table.get_many(partition, keys))
-
     async def _rollback(self, partition: int, offset: int) -> None:
-        try:
-            undone = await self.table.rollback(partition, offset)
-        except BaseException:
-            self.state.forget({partition})
-            raise
+        undone = await self.table.rollback(partition, offset)
         if undone:
-            self.state.forget({partition})
             metrics.IDENTITY_ROLLBACKS.inc(undone)
             log.info("identity: %s[%d]@%d read again: rolled back %d batches of state", self.valid_name, partition,
                      offset, undone)
@@ -262,12 +185,7 @@ class DeviceStage:
                 log.warning("identity: the committed offset of %s[%d] cannot be read (%s: %s); the replay journal "
                             "of the partition is not pruned until it can (it grows by one entry per batch)",
                             self.valid_name, partition, type(exc).__name__, exc)
-        try:
-            pruned = await self.table.apply(partition, offset, writes, before, committed)
-        except BaseException:
-            self.state.forget({partition})
-            raise
-        self.state.written(partition, writes)
+        pruned = await self.table.apply(partition, offset, writes, before, committed)
         if pruned:
             metrics.IDENTITY_PRUNED.inc(pruned)
 
@@ -277,7 +195,7 @@ class DeviceStage:
         if remaps is None:
             return False
         await self._rollback(partition, offset)
-        r = apply_remaps(remaps, self._reader(partition), self.clock.now_ms(), offset)
+        r = apply_remaps(remaps, lambda keys: self.table.get_many(partition, keys), self.clock.now_ms(), offset)
         await self._apply(partition, offset, r.writes, r.before)
         metrics.IDENTITY_REMAPS.inc(r.applied)
         await self._release(r.released, partition, offset)
@@ -361,7 +279,7 @@ class DeviceStage:
         hold = Hold(timestamp_ms, self.hold_ms, out.hour, str(source), source_offsets, out.keys, out.uuids,
                     out.segment, out.segment_source, offset, by_ref)
         res = resolve_batch(out.lines, out.times, out.project, partition, format_ms(timestamp_ms),
-                            self._reader(partition), self.max_properties_bytes, hold)
+                            lambda keys: self.table.get_many(partition, keys), self.max_properties_bytes, hold)
         if res.held_rows:
             assert by_ref is not None
             same = len(by_ref) == 0 or by_ref[-1] == len(by_ref) - 1     # no row of the message dropped before

@@ -14,7 +14,7 @@ from stream.events.batch import EventBatch, Origin, Source
 from stream.events.normalize import Rules, normalize_message
 from stream.events.partitioning import partition_for
 from stream.identity.records import dec_links
-from stream.identity.stage import STATE_CACHE_BYTES, DeviceStage, HeldRows, UserStage
+from stream.identity.stage import DeviceStage, HeldRows, UserStage
 from tests.unit.dedup.test_stage import table
 from tests.unit.identity.test_resolution import PROJECT, T, ev
 
@@ -31,7 +31,7 @@ async def _done(value=None):
 class Stages:
     """A device side and a user side on one table, and what each sent."""
 
-    def __init__(self, tmp_path, hold_s=30.0, by_ref=False, memory=64 << 20, state_cache=STATE_CACHE_BYTES):
+    def __init__(self, tmp_path, hold_s=30.0, by_ref=False, memory=64 << 20):
         """``by_ref``: held rows are references to the events.valid messages (``topic``, which the stage reads
         back when they are not among the ``memory`` bytes it keeps)."""
         self.table = table(tmp_path, "identity")
@@ -55,8 +55,7 @@ class Stages:
         self.device = DeviceStage(self.table, self.clock, keep(self.accepted), keep(self.links), keep(self.dead),
                                   "events.valid", lambda p: None, partitions=PARTITIONS, hold_s=hold_s,
                                   max_properties_bytes=64 << 10, max_request_bytes=1 << 20,
-                                  read_valid=read_valid if by_ref else None, held_rows_bytes=memory,
-                                  state_cache_bytes=state_cache)
+                                  read_valid=read_valid if by_ref else None, held_rows_bytes=memory)
         self.users = UserStage(self.table, keep(self.valid), keep(self.merges), dead_letter, "identity.links",
                                answer=hold_s > 0)
 
@@ -348,70 +347,3 @@ def test_the_rows_kept_for_a_revoked_partition_are_forgotten_and_read_back_when_
     assert (s.reads, [orjson.loads(x)["device_id"] for _, v in s.accepted for x in EventBatch.decode(v).lines]) == (
         [(1, 5, 6)], ["dev-bbbb2", "dev-bbbb2"])
     assert metrics.IDENTITY_READ_BACK._value.get() - read_back == 2
-
-
-def test_a_partitions_next_batch_reads_from_the_table_only_the_keys_its_batches_did_not_read_or_write(tmp_path):
-    """The device side keeps the state values it read and wrote from one batch of a partition to the next
-    (``StateCache``): the same devices again are read from memory; a batch read again (rolled back) and a partition
-    assigned again read the table."""
-    s = Stages(tmp_path)
-    asked: list[bytes] = []
-    get_many = s.table.get_many
-    s.table.get_many = lambda p, keys: asked.extend(keys) or get_many(p, keys)
-    s.batch(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2"), offset=0, source_offsets=[0, 1])
-    assert sorted(k[:1] for k in asked) == [b"A", b"A", b"D", b"D", b"P", b"c", b"h"]
-    for read_again in (False, True):
-        asked.clear()
-        b = s.batch(ev("dev-aaaa1", "user-1111"), ev("dev-bbbb2"), offset=1, now=NOW + 1, source_offsets=[2, 3])
-        assert ids(b) == [("dev-bbbb2", 2 * 1024)]         # dev-aaaa1's row is held
-        assert sorted(k[:1] for k in asked) == ([b"A", b"A", b"D", b"D", b"H", b"c", b"h"] if read_again else [])
-    asked.clear()
-    s.device.state.forget({0})
-    s.batch(ev("dev-bbbb2"), offset=2, now=NOW + 2, source_offsets=[4])
-    assert sorted(k[:1] for k in asked) == [b"A", b"D", b"c", b"h"]
-
-
-def test_generated_batches_read_again_send_the_same_rows_and_leave_the_same_state_with_the_values_kept_or_not(
-        tmp_path):
-    """Generated batches and answers on one partition, some read again at once (a crash before the commit), through
-    a device side that keeps state values from one batch to the next and one that keeps none (the reference): the
-    same rows go out, byte for byte and in order, and the tables end with the same keys and values."""
-    import random
-    for seed in range(3):
-        rnd = random.Random(seed)
-        kept, none = Stages(tmp_path / f"kept{seed}"), Stages(tmp_path / f"none{seed}", state_cache=0)
-        pending: list[bytes] = []
-        source, answered, now, replays = 0, 0, NOW, 0
-        for offset in range(150):
-            now += rnd.choice([1, 10, 2000])
-            if pending and rnd.random() < 0.35:
-                value = pending.pop(0)
-
-                def step(s, value=value, offset=offset):
-                    assert s.remaps(value, 1, offset) is True
-            else:
-                events = [ev(f"dev-{rnd.randrange(6)}", rnd.choice([None, f"user-{rnd.randrange(4)}"]),
-                             user_properties={"v": rnd.randrange(3)}, groups={"org": f"o{rnd.randrange(2)}"})
-                          for _ in range(rnd.randrange(1, 5))]
-                offsets = list(range(source, source + len(events)))
-                source += len(events)
-
-                def step(s, events=events, offsets=offsets, offset=offset, now=now):
-                    s.batch(*events, partition=1, offset=offset, now=now, source_offsets=offsets)
-            for s in (kept, none):
-                s.device.committed = lambda p, o=offset: o
-                step(s)
-            if rnd.random() < 0.3:
-                step(kept)
-                step(none)
-                replays += 1
-            if rnd.random() < 0.05:
-                kept.device.state.forget({1})     # a partition revoked and assigned again
-            for (q, value) in kept.links[answered:]:
-                kept.user_side(q, answered, value)
-                answered += 1
-            pending += [v for p, v in kept.valid if p == 1]
-            kept.valid.clear()
-        assert [v for _, v in kept.accepted] == [v for _, v in none.accepted] and replays > 20
-        assert sum(EventBatch.decode(v).source == Source("events.valid.held", 1) for _, v in kept.accepted) > 5
-        assert dict(kept.table.db(1).items()) == dict(none.table.db(1).items())
