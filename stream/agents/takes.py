@@ -8,7 +8,9 @@ mutations a record carries; given ``max_bytes``, records of that many bytes or m
 whatever its records' size), when no record arrived for ``quiet_s`` seconds, or ``within_s`` seconds after its first
 record, whichever comes first (:func:`left`). As with ``take_events``, the records of a take are
 acknowledged only once the agent is done with it (when it asks for the next take), so that faust commits no offset of
-a take the agent has not finished.
+a take the agent has not finished. Unlike ``take_events``, a take the agent did not finish (it raised, or it was
+cancelled as the worker stopped or its partitions were revoked, and the generator was closed) is not acknowledged at
+all: faust commits no offset at or past its first record, and whichever worker next holds the partition reads it again.
 """
 
 from __future__ import annotations
@@ -106,13 +108,16 @@ async def _takes(stream: Any, max_: int, quiet_s: float, within_s: float, now_s:
                 await stream.wait_for_stopped(buffer_full, timeout=wait)
                 continue
             consuming[0] = stream.loop.create_future()
+            done = False
             try:
                 yield list(events)
+                done = True
             finally:
                 taken = list(events)
                 events.clear()
                 held[0] = counted[0] = 0
-                await _ack(stream, taken)
+                if done:
+                    await _ack(stream, taken)
                 taken = []          # not held while the next take is waited for
                 notify(consuming[0])
                 buffer_full.clear()

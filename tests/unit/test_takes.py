@@ -181,3 +181,24 @@ def test_a_take_the_agent_is_done_with_is_not_held_while_the_next_is_waited_for(
     taken, alive = asyncio.run(go())
     assert taken == [[0, 1, 2, 3, 4], [5]]
     assert alive and set(alive) == {0}
+
+
+@pytest.mark.parametrize("how", ["raises", "closed"])
+def test_a_take_the_agent_did_not_finish_is_not_acknowledged(how):
+    """An agent that fails during a take, or is cancelled there as the worker stops (faust then closes the take's
+    generator), leaves the take's records unacknowledged: faust commits none of them, and they are read again."""
+    async def go():
+        clock = FakeClock(0)
+        stream = FakeStream([(0, 1), (100, 2), (2_000, 3)], clock)
+        agen = take_bursts(stream, 100, 0.5, 10.0, lambda: clock.now_ms() / 1000)
+        first = await agen.__anext__()
+        assert [e.n for e in first] == [1, 2]
+        if how == "raises":
+            with pytest.raises(RuntimeError, match="the log could not be written"):
+                await agen.athrow(RuntimeError("the log could not be written"))
+        else:
+            await agen.aclose()
+        return stream
+    stream = asyncio.run(go())
+    assert stream.acked == []
+    assert stream.enable_acks is True and stream._processors == []
