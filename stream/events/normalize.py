@@ -11,6 +11,7 @@ import hashlib
 import math
 import re
 import sys
+import threading
 import uuid as uuidlib
 from enum import Enum
 from functools import partial
@@ -130,6 +131,21 @@ def clamp_server_time(t: int, now_ms: int | None, max_skew_ms: int) -> int:
 
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
+_encode_into = msgspec.json.Encoder().encode_into
+
+
+class _RowBuffer(threading.local):
+    """The fast path's row is encoded into a buffer of its thread's, then copied out: ``encode`` starts each output
+    at 512 bytes and grows it (reallocations and copies for a 1.5 KB row), a buffer kept from one row to the next
+    is grown already."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(4096)
+
+
+_row_buffer = _RowBuffer()
+_EMPTY: dict[str, Any] = {}
+"""The empty object of a row's column the event leaves empty: only encoded (never kept, never changed)."""
 _TEMPLATE: dict[str, Any] = dict.fromkeys(EXPORT_FIELDS)
 _DATA_KEYS = tuple(k for k, (_, where, _) in INPUT_FIELDS.items() if where is Where.DATA)
 _REVENUE_KEYS = tuple(k for k, (_, where, _) in INPUT_FIELDS.items() if where is Where.REVENUE)
@@ -462,14 +478,6 @@ class _NotFast(Exception):
     pass
 
 
-def _fast_id(v: str | None, min_len: int) -> str | None:
-    if v is None:
-        return None
-    if v.lower() in INVALID_IDS:
-        raise _NotFast
-    return v if len(v) >= min_len else None
-
-
 def _fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules, now_ms: int | None) -> Normalized:
     return _fast_row(_fast_decode(value), project, timestamp_ms, origin, rules, now_ms)
 
@@ -503,8 +511,19 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     global _last_received
     if not e.event_type:
         raise _NotFast
-    user_id = _fast_id(e.user_id, rules.min_id_length)
-    device_id = _fast_id(e.device_id, rules.min_id_length)
+    min_len = rules.min_id_length   # the ids as _id gives them, written out (no call an id)
+    user_id = e.user_id
+    if user_id is not None:
+        if user_id.lower() in INVALID_IDS:
+            raise _NotFast
+        if len(user_id) < min_len:
+            user_id = None
+    device_id = e.device_id
+    if device_id is not None:
+        if device_id.lower() in INVALID_IDS:
+            raise _NotFast
+        if len(device_id) < min_len:
+            device_id = None
     if user_id is None and device_id is None:
         raise _NotFast
     received = timestamp_ms if e.server_received_time is None else e.server_received_time
@@ -512,11 +531,12 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     if not (0 <= received <= MAX_TIME_MS and 0 <= uploaded <= MAX_TIME_MS):
         raise _NotFast
     clamped = False
-    if now_ms is not None and (received > now_ms + rules.max_clock_skew_ms or
-                               uploaded > now_ms + rules.max_clock_skew_ms):
-        received = clamp_server_time(received, now_ms, rules.max_clock_skew_ms)
-        uploaded = clamp_server_time(uploaded, now_ms, rules.max_clock_skew_ms)
-        clamped = True
+    if now_ms is not None:
+        latest = now_ms + rules.max_clock_skew_ms
+        if received > latest or uploaded > latest:   # clamp_server_time
+            received = now_ms if received > latest else received
+            uploaded = now_ms if uploaded > latest else uploaded
+            clamped = True
     client_time = received if e.time is None else e.time
     if not 0 <= client_time <= MAX_TIME_MS:
         raise _NotFast
@@ -590,9 +610,9 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
         client_s, received_s, e.country, data,                  # client_event_time client_upload_time country data
         e.device_brand, e.carrier, None, device_id,             # device_brand device_carrier device_family device_id
         e.device_manufacturer, e.device_model, None, e.dma,     # device_manufacturer device_model device_type dma
-        e.event_id, props if props is not None else {},         # event_id event_properties
+        e.event_id, props if props is not None else _EMPTY,     # event_id event_properties
         client_s, e.event_type,                                 # event_time event_type
-        e.groups if e.groups is not None else {},               # groups
+        e.groups if e.groups is not None else _EMPTY,           # groups
         e.idfa, e.ip, None, e.language, e.library,              # idfa ip_address is_attribution_event language library
         e.location_lat, e.location_lng, e.os_name,              # location_lat location_lng os_name
         e.os_version, e.platform,                               # os_version platform
@@ -602,14 +622,15 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
         e.version_name if e.version_name is not None else e.app_version,  # version_name
         # IDENTITY_FIELDS
         None, None,                                             # amplitude_event_type amplitude_id
-        e.group_properties if e.group_properties is not None else {},  # group_properties
+        e.group_properties if e.group_properties is not None else _EMPTY,  # group_properties
         None, uploaded_s,                                       # paying processed_time
         None, None,                                             # start_version user_creation_time
-        e.user_properties if e.user_properties is not None else {},  # user_properties
+        e.user_properties if e.user_properties is not None else _EMPTY,  # user_properties
     )
-    line = _json_encode(row)
-    dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
-                  if insert_id else b"")
+    buf = _row_buffer.buf
+    _encode_into(row, buf)
+    line = bytes(buf)
+    dedupe_key = f"{project}\x00{device_id or ''}\x00{insert_id}".encode() if insert_id else b""
     return _new(Normalized, (project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line, device_id,
                              user_id, clamped))
 
@@ -802,7 +823,7 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     add(f"    if not {f('event_type')}:")
     add("        return None")
     add("    min_len = rules.min_id_length")
-    for name in ("user_id", "device_id"):   # _fast_id
+    for name in ("user_id", "device_id"):   # _fast_row's ids
         add(f"    {name} = {f(name)}")
         if name in var:
             add(f"    if {name} is not None:")
@@ -923,10 +944,10 @@ def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str
 def normalize_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
                       rules: Rules, now_ms: int | None = None) -> Normalized | Rejected:
     """One raw message -> its export row or why it was rejected (see ``normalize``)."""
-    if (value and len(value) <= rules.max_event_bytes and (key is None or _is_utf8(key))
+    if (value and len(value) <= rules.max_event_bytes and (key is None or key.isascii() or _is_utf8(key))
             and depth_over(value) is None):   # a too deep event is rejected by decode, before a decoder recurses
         try:
-            return _fast(value, project, timestamp_ms, origin, rules, now_ms)
+            return _fast_row(_fast_decode(value), project, timestamp_ms, origin, rules, now_ms)   # _fast
         except (msgspec.MsgspecError, UnicodeDecodeError, _NotFast):
             pass
     obj = decode(value, key, rules)

@@ -492,7 +492,7 @@ def test_hand_written_json_text(value, keep):
 @given(st.one_of(st.binary(max_size=40), json_values.map(msgspec.json.encode),
                  events().map(msgspec.json.encode).flatmap(
                      lambda b: st.integers(0, len(b)).map(lambda i: b[:i] + b"\xff" + b[i:]))),
-       st.sampled_from([None, b"", b"dev-12345", b"\xff\xfe"]))
+       st.sampled_from([None, b"", b"dev-12345", "d\u00e9v-\U0001f600".encode(), b"\xff\xfe"]))
 def test_any_bytes_and_keys(value, key):
     agree(value, key)
 
@@ -531,6 +531,23 @@ def test_an_integer_string_too_long_to_read_is_an_invalid_value():
     value = msgspec.json.encode({"event_type": "x", "user_id": "user-1", "event_id": "9" * 5000})
     assert agree(value) == Rejected(Reason.INVALID_VALUE, "event_id",
                                     "event_id has 5000 digits; the limit is 4300")
+
+
+def test_rows_of_any_size_one_after_another_each_keep_their_own_bytes():
+    """The fast path encodes each row into its thread's buffer and copies it out: a row over the buffer's size, a
+    small one after it and a large one again each come out whole, and a row given out earlier is not changed by
+    the ones after it."""
+    big = {"event_type": "x", "user_id": "user-1", "event_properties": {f"k{i}": "\u00e9" * 1000 for i in range(8)}}
+    small = {"event_type": "y", "device_id": "dev-12345"}
+    outs = [(ev, normalize_message(msgspec.json.encode(ev), b"dev-12345", PROJECT, T, ORIGIN, RULES, T))
+            for ev in (big, small, big, small)]
+    for ev, out in outs:
+        assert type(out.line) is bytes
+        assert out == agree(msgspec.json.encode(ev), b"dev-12345", now_ms=T)
+    assert len(outs[0][1].line) == len(outs[2][1].line) > 16_000
+    assert outs[1][1].line == outs[3][1].line
+    assert outs[1][1].line.startswith(b'{"$insert_id":null,"$schema":null,') and outs[1][1].line.endswith(
+        b',"user_properties":{}}')
 
 
 # --- the straight route: the fields of a known set of keys into the fast path's Struct -------------------------
