@@ -262,3 +262,108 @@ def test_rows_are_found_in_rows_of_many_dollars_and_a_deleted_rows_index_is_coun
     assert out == b"\n".join([rows[0], rows[1], rows[3]])
     assert offsets == [10, 11, 13]
     assert outcomes == {("DELETE", Outcome.DELETED): 2}
+
+
+def reference_named_rows_by_dollar(blob, ids):
+    """The rows named, found by each ``$`` and each field's closing quote (the version before the comparison of a
+    value by the length of the ids): (first byte, end byte)."""
+    escapes = b"\\" in blob
+    if escapes and b"\\u" in blob:
+        return None
+    out, field, key = [], b'"$insert_id":"', b'"$insert_id"'
+    find, startswith, n = blob.find, blob.startswith, len(field)
+    last = -1
+    dollar = find(b"$", 1)
+    while dollar >= 0:
+        pos = dollar - 1
+        if not startswith(field, pos):
+            if startswith(key, pos):
+                return None
+            dollar = find(b"$", dollar + 1)
+            continue
+        if escapes and blob[pos - 1:pos] == b"\\":
+            return None
+        start = pos + n
+        end = find(b'"', start)
+        if end < 0:
+            return None
+        value = blob[start:end]
+        if escapes and b"\\" in value:
+            return None
+        if value in ids and pos > last:
+            first = blob.rfind(b"\n", 0, pos) + 1
+            nl = find(b"\n", end)
+            last = len(blob) if nl < 0 else nl
+            out.append((first, last))
+        dollar = find(b"$", end)
+    return out
+
+
+_same_size_ids = ["abcd", "ab d", "é-12", "zzzz", "$ins", "a\nbc"]    # 4 characters; "é-12" is 5 bytes
+_value = st.one_of(st.sampled_from(_same_size_ids), st.sampled_from(["abcde", "abc", "", "a\"b", "a\\b", "é", "$insert_id"]),
+                   st.text(max_size=6))
+_field = st.one_of(
+    st.builds(lambda v: {"$insert_id": v}, _value),
+    st.builds(lambda v: {"$insert_id": v}, st.sampled_from([5, None, True, 1.5, [], {}])),
+    st.builds(lambda v: {"$insert_idx": v}, _value),
+    st.builds(lambda v: {"k": v}, _value),
+    st.builds(lambda v: {"$price": v, "note": "x$y"}, _value))
+_row_object = st.builds(lambda parts, nested: {**{k: v for p in parts for k, v in p.items()},
+                                               **({"props": nested} if nested else {})},
+                        st.lists(_field, max_size=3), st.one_of(st.none(), _field))
+_row_style = st.sampled_from(["orjson", "orjson", "orjson", "spaced", "ascii", "escaped", "quoted"])
+
+
+def _row_bytes(row, style):
+    """A row written by orjson or otherwise; ``quoted``: two insert_id fields in one row, the second inside a key's
+    escaped quote or written by hand after the first."""
+    if style == "quoted":
+        return orjson.dumps(row)[:-1] + b',"\\"$insert_id":"abcd","$insert_id":"zzzz"}' if row else b"{}"
+    return _dumps(row, style)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(_row_object, _row_style), max_size=8), trailing=st.booleans(),
+       ids=st.one_of(st.sets(st.sampled_from(_same_size_ids)), st.just(frozenset(_same_size_ids)),
+                     st.sets(st.sampled_from(_same_size_ids + ["abcde", "", "é"]), max_size=3)))
+def test_rows_found_comparing_values_by_the_ids_length_are_the_rows_found_by_each_fields_closing_quote(
+        rows, trailing, ids):
+    """Rows of 0, 1 or 2 insert_id fields, nested or not, a string or not, keys like it, escapes, values of other
+    lengths, spaces or unicode; ids of one length or of several, none or all: the same rows or the same None."""
+    blob = b"\n".join(_row_bytes(r, style) for r, style in rows) + (b"\n" if trailing and rows else b"")
+    ids = {i.encode() for i in ids}
+    assert named_rows(blob, ids) == reference_named_rows_by_dollar(blob, ids)
+
+
+_raw_piece = st.sampled_from([b"$", b'"$insert_id"', b'$insert_id":"abcd"', b'"$insert_id":"$insert_id":"abcd"',
+                              b'"$insert_id":"', b'"$insert_id":"$insert_id"', b'"', b"\n",
+                              b"\\", b"\\u", b"\\\\u", b"ab", b"abcd", b'abcd"', b'zzzz"', b":", b"{", b"}", b",", b'"$insert_id":7',
+                              b'"$insert_idx":"abcd"', b'"$insert_id": "abcd"', b'"$insert_id":"abcd"',
+                              b'"$insert_id":"zzzz"', b'"$insert_id":"abcde"', b'"$insert_id":"abc"'])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(pieces=st.lists(st.one_of(_raw_piece, st.binary(max_size=4)), max_size=30),
+       ids=st.sets(st.sampled_from([b"abcd", b"zzzz", b"$ins", b'ab"d', b"ab\nd", b"abc", b""]), max_size=3))
+def test_any_bytes_give_the_rows_or_the_none_of_the_search_of_each_fields_closing_quote(pieces, ids):
+    blob = b"".join(pieces)
+    assert named_rows(blob, ids) == reference_named_rows_by_dollar(blob, ids)
+
+
+def test_a_value_is_compared_whole_when_the_ids_have_one_length():
+    rows = [line("abcd"), line("abcde"), line("abc"), line("$insert_id"), line("zzzz")]
+    blob = b"\n".join(rows)
+    starts = [sum(len(r) + 1 for r in rows[:i]) for i in range(len(rows))]
+    assert named_rows(blob, {b"abcd", b"zzzz"}) == [(starts[0], starts[0] + len(rows[0])),
+                                                    (starts[4], starts[4] + len(rows[4]))]
+    assert named_rows(b'{"$insert_id":"abcd', {b"abcd"}) is None                # not closed
+    assert named_rows(b'{"$insert_id":"ab"}\n{"$insert_id":"abcd', {b"abcd"}) is None
+    assert named_rows(b'{"$insert_id":"$insert_id":"abcd"}', {b"abcd"}) == []  # the value is "$insert_id"
+    assert named_rows(b'{"$insert_id":"$insert_id"}', {b"$insert_id"}) == [(0, 27)]
+    assert named_rows(b'{"$insert_id":"ab"$insert_id":"abcd"}', {b"abcd"}) == [(0, 37)]  # a value's closing quote
+    #                                                                          opens the next field
+    assert named_rows(b'{"$insert_id":"ab"}', {b'ab"}'}) == []
+    assert named_rows(b'{"k":"a\\\\","$insert_id":"abcd"}', {b"abcd"}) == [(0, 31)]  # a backslash away from it
+    assert named_rows(b'{"k":"a\\\\u","$insert_id":"abcd"}', {b"abcd"}) is None   # "\\u": a backslash before u
+    assert named_rows(b'{"k":"a\\\\"$insert_id":"abcd"}', {b"abcd"}) is None     # before the field
+    assert named_rows(b'{"$insert_id":"ab\\\\"}', {b"abcd"}) is None               # in its value
