@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import threading
 import uuid
 
 import msgspec
@@ -549,6 +551,32 @@ def test_rows_of_any_size_one_after_another_each_keep_their_own_bytes():
     assert outs[1][1].line.startswith(b'{"$insert_id":null,"$schema":null,') and outs[1][1].line.endswith(
         b',"user_properties":{}}')
 
+
+
+def test_threads_normalizing_at_once_each_get_their_own_rows():
+    """Each thread encodes into a buffer of its own: four threads switching every microsecond give every event
+    the row one thread alone gives it (with one buffer shared by all, some rows came out of another's event)."""
+    values = [msgspec.json.encode({"event_type": "x" * (i % 7 + 1), "user_id": f"user-{i:06d}",
+                                   "event_properties": {"n": "y" * (i % 300)}}) for i in range(3000)]
+    want = [normalize_message(v, None, PROJECT, T, f"{ORIGIN}{i}", RULES) for i, v in enumerate(values)]
+    wrong: list[int] = []
+
+    def work() -> None:
+        for i, v in enumerate(values):
+            if normalize_message(v, None, PROJECT, T, f"{ORIGIN}{i}", RULES) != want[i]:
+                wrong.append(i)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
 
 # --- the straight route: the fields of a known set of keys into the fast path's Struct -------------------------
 
