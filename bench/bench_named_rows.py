@@ -1,12 +1,12 @@
 """CPU of the mirror rewrite's search for the rows a batch's mutations name (``named_rows``), against the version
 before it (each field's closing quote searched for: ``reference_named_rows_by_dollar`` of the unit tests).
 
-    python bench/bench_named_rows.py [--rows N] [--batch B] [--share S] [--repeats R] [--seed S] [--results FILE]
+    python bench/bench_named_rows.py [--rows N] [--share S] [--repeats R] [--seed S] [--results FILE]
                                      [--alternatives]
 
-The rows are the export rows of bench_mirror's rewrite microbenchmark (the workload's events with an insert_id,
-a uuid, amplitude_id and app: about 1 KB each), joined by newlines in batches of ``--batch`` rows; the ids are the
-insert_ids of ``--share`` of the rows, drawn at random. Per repeat, in turns (the order alternates), each version
+The batches are those a rebuild of the mirror benchmark's hours rewrites: the rows of the EventBatch records its
+workload loads (at most 500 events a record, as dedupe writes them; the normalized rows, about 1 KB and 2.4 ``$``
+each: ``"$insert_id"`` and ``"$schema"``); the ids are the insert_ids of ``--share`` of the rows, drawn at random. Per repeat, in turns (the order alternates), each version
 over every batch: CPU µs per row (``time.process_time``), the outputs checked equal; the best of the repeats is
 reported, with each repeat's and the 1-minute load average before and after. ``escaped``: the same batches with
 one row of each holding an escaped quote, which both versions search for each field's closing quote.
@@ -28,7 +28,6 @@ import random
 import re
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import orjson
@@ -38,24 +37,20 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
 import workload  # noqa: E402
-from bench_worker import PARTITIONS  # noqa: E402
+from bench_worker import PARTITIONS, PROJECT  # noqa: E402
 
+from stream.events.batch import decode_rows  # noqa: E402
 from stream.events.timefmt import HOUR_MS  # noqa: E402
 from stream.export.mirror import named_rows  # noqa: E402
 from tests.unit.export.test_mirror import reference_named_rows_by_dollar  # noqa: E402
 
 
-def export_rows(rows: int, seed: int) -> list[bytes]:
-    """The rows as bench_mirror's rewrite microbenchmark builds them (``$insert_id`` first, as exports write)."""
+def export_batches(rows: int, seed: int) -> list[bytes]:
+    """The rows of the EventBatch records the bench's workload loads (``workload.batches``: at most 500 events a
+    batch, as dedupe writes them) as a rebuild rewrites them: each record's rows joined by newlines."""
     now = int(time.time() * 1000)
     w = workload.generate(rows, PARTITIONS, seed=seed, dup_rate=0.0, hours=1, now_ms=now - now % HOUR_MS)
-    r = random.Random(seed)
-    out = []
-    for rec in w.records:
-        ev = orjson.loads(rec.value)
-        out.append(orjson.dumps({"$insert_id": ev.pop("insert_id"), "uuid": str(uuid.UUID(int=r.getrandbits(128))),
-                                 "amplitude_id": 1, "app": 1, **ev}))
-    return out
+    return [decode_rows(v).blob for _, v, _ in workload.batches(w, "events.ingest", PROJECT, PARTITIONS)]
 
 
 def cpu_us_per_row(find, batches: list[bytes], ids: frozenset[bytes], rows: int) -> tuple[float, list]:
@@ -96,26 +91,26 @@ def alternatives(batches: list[bytes], rows: int, repeats: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=20000)
-    ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--share", type=float, default=0.01)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--results", type=Path, default=BENCH / "results-named-rows.json")
     ap.add_argument("--alternatives", action="store_true", help="also time parts of other ways (see above)")
     a = ap.parse_args()
-    lines = export_rows(a.rows, a.seed)
+    batches = export_batches(a.rows, a.seed)
+    lines = [ln for b in batches for ln in b.split(b"\n")]
+    assert len(lines) == a.rows, (len(lines), a.rows)
     r = random.Random(a.seed)
     chosen = r.sample(range(a.rows), max(1, round(a.share * a.rows)))
     ids = frozenset(orjson.loads(lines[i])["$insert_id"].encode() for i in chosen)
-    batches = [b"\n".join(lines[i:i + a.batch]) for i in range(0, a.rows, a.batch)]
     escaped = [b.replace(b'"event_properties":{', b'"event_properties":{"q":"a\\"b",', 1) for b in batches]
     assert all(b"\\" in b for b in escaped)
     named = sum(len(named_rows(b, ids)) for b in batches)
     load_before = os.getloadavg()[0]
     plain = compare(batches, ids, a.rows, a.repeats)
     with_escape = compare(escaped, ids, a.rows, a.repeats)
-    out = {"command": " ".join(["bench/bench_named_rows.py", *sys.argv[1:]]), "rows": a.rows, "batch_rows": a.batch,
-           "row_bytes": sum(map(len, lines)) / a.rows, "ids": len(ids), "rows_named": named,
+    out = {"command": " ".join(["bench/bench_named_rows.py", *sys.argv[1:]]), "rows": a.rows, "batches": len(batches),
+           "row_bytes": sum(map(len, lines)) / a.rows, "dollars_per_row": sum(b.count(b"$") for b in batches) / a.rows, "ids": len(ids), "rows_named": named,
            "python": sys.version.split()[0], "loadavg_1m": [load_before, os.getloadavg()[0]],
            "plain": plain, "escaped": with_escape}
     if a.alternatives:

@@ -243,6 +243,9 @@ def named_rows(blob: bytes, ids: AbstractSet[bytes]) -> list[tuple[int, int]] | 
     start = -1                              # the first byte of the last field's value
     dollar = find(b"$", 1)
     while dollar >= 0:
+        if blob[dollar + 1:dollar + 2] != b"i":     # "$schema", "$price": passed over with one byte compared
+            dollar = find(b"$", dollar + 1)
+            continue
         if startswith(_INSERT_ID_FIELD, dollar - 1):
             if dollar == start:             # a field inside the last one's value: that value is "$insert_id"
                 return _named_rows_each(blob, ids)
