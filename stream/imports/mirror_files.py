@@ -91,7 +91,7 @@ def takes_of(applied: Applied, partition: int, at_ms: int) -> list[FileTake]:
     out = []
     for url, f in sorted(applied.files.items()):
         runs: list[list[FileMutation]] = []
-        for m in sorted(f.mutations, key=lambda m: m.offset):
+        for m in sorted(f.mutations, key=lambda m: (m.offset, m.row)):    # a new INSERT's folded mutations follow it
             if not runs or m.row <= runs[-1][-1].row:
                 runs.append([])
             runs[-1].append(m)

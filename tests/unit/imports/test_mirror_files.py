@@ -232,3 +232,17 @@ def test_the_history_of_a_source_without_mirror_files_is_refused():
     assert history_page(settings.source("fixes"), {}, history_files(2), 1, None) == {
         "source": "fixes", "total": 2, "files": mf.history_of("src", under_in, 1, history_files(2), {}, 1)["files"],
         "next": f"{AT + 1000}:in/f00.json"}
+
+
+def test_a_record_holding_a_new_insert_and_its_later_update_is_one_take_of_its_file():
+    """The mutations a new INSERT folds in are tallied right after it; within one record of events.mutations (one
+    offset) they are put back in row order, so the record is one take of its file, not two of the same key."""
+    record = [Mutation("n", Op.INSERT, (5, F1, 1), None, row("n")),      # a new event
+              Mutation("a", Op.UPDATE, (5, F1, 2), None, row("a")),      # an exported event's hour
+              Mutation("n", Op.UPDATE, (5, F1, 3), None, row("n"))]      # folded into the new event
+    a, _, _ = applier({(1, "a"): [(H7, "d1")]})
+    takes = mf.takes_of(asyncio.run(a.log(0, 20, [Targeted(1, m, 20, i) for i, m in enumerate(record)])), 0, AT)
+    assert [(t.key, t.row_lo, t.row_hi, t.ops, t.outcomes) for t in takes] == [
+        (b'["s3://src/in/a.json",0,20]', 1, 3, {"INSERT": 1, "UPDATE": 2}, {"applied": 2, "new": 1})]
+    s = mf.summaries(takes)[F1]
+    assert (dict(s.ops), dict(s.outcomes)) == ({"INSERT": 1, "UPDATE": 2}, {"applied": 2, "new": 1})
