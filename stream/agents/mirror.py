@@ -11,10 +11,12 @@ Three agents, wiring only (the work is ``stream.export.mirror_index`` and ``stre
   records; a record carries many mutations, or one as an earlier version wrote them, each read by
   ``stream.imports.mutations.decode_record``, its row kept as its bytes: ``mirror_apply.targets_of``); per
   partition, the applier routes each mutation by the index (same partition: events.mutations and mirror.index are
-  keyed alike) and keeps it in its hours' logs (crash point ``mirror.logged``); the hours the take touched are recorded pending in the pending
-  table (RocksDB, compacted changelog: ``stream.export.mirror_pending``; crash point ``mirror.pending``); unknown
-  UPDATEs and DELETEs are dead-lettered with their file and row, new INSERTs sent as events; faust commits the take's
-  offsets once the agent is done with it (the take acknowledges them then).
+  keyed alike) and keeps it in its hours' logs (crash point ``mirror.logged``); the hours the take touched are
+  recorded pending in the pending table (RocksDB, compacted changelog: ``stream.export.mirror_pending``; crash
+  point ``mirror.pending``); unknown UPDATEs and DELETEs are dead-lettered with their file and row, new INSERTs sent
+  as events; faust commits the take's offsets once the agent is done with it (the take acknowledges them then). A
+  take the agent fails on is not acknowledged: the worker marks the stage failed (its liveness check fails, so
+  Kubernetes restarts it) and the take is read again from the committed offsets.
   The ``mirror-pending`` timer rebuilds the pending hours of the worker's partitions (those a previous worker left
   too), each once for every take that touched it, once the agent has taken every mutation of its partitions (as its
   consumer's last fetch saw their ends, and the broker's end offsets confirm just before), or once the oldest has
@@ -60,6 +62,7 @@ from stream.export.layout import MIRROR_SOURCE
 from stream.retry import retry_until_done
 from stream.export import mirror_index
 from stream.export import mirror_pending
+from stream.health import HEALTH
 from stream.export.mirror_apply import Applied, MirrorApplier, Targeted, mirror_log_of, targets_of
 from stream.imports import mirror_files
 from stream.imports import mutations as records
@@ -287,7 +290,12 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
                                             lambda: clock.now_ms() / 1000, m.take_max_bytes,
                                             lambda e: records.count_of(e.value)):
                 metrics.MIRROR_TAKE_BYTES.observe(sum(event_bytes(e) for e in events))
-                await apply_take(events)
+                try:
+                    await apply_take(events)
+                except Exception as exc:
+                    why = take_failed(exc)
+                    del events, exc     # the take's records are not held by the error faust keeps
+                    raise TakeFailed(why) from None
                 del events      # not held while the pending hours are rebuilt and the next take is waited for
         finally:
             if close is not None:
@@ -459,6 +467,21 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
             await files_topic.send(key=take.key, value=take.encode())
 
 
+class TakeFailed(RuntimeError):
+    pass
+
+
+def take_failed(exc: BaseException) -> str:
+    """Mark the mirror stage failed after a take it could not apply (left unacknowledged: faust commits none of its
+    records) and say why: the worker's liveness check fails, Kubernetes restarts it, and the take is read again."""
+    why = (f"the mirror stage could not apply a take of events.mutations ({type(exc).__name__}: {exc}); it is not "
+           "acknowledged, and the worker is marked failed so that a restart reads it again from the committed offsets: "
+           "see the worker's log for the error and docs/runbook.md (mirror)")
+    log.error("mirror: %s", why, exc_info=exc)
+    HEALTH.mark_failed("mirror", why)
+    return why
+
+
 def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int, list[Targeted]], Awaitable[None]]:
     """New INSERTs -> events.valid, as batches whose source is events.mutations: they go through dedupe (a
     replay is dropped by its insert_id) and get their amplitude_id as every event does; their user properties
@@ -468,16 +491,29 @@ def new_events_sender(valid: faust.TopicT, settings: Settings) -> Callable[[int,
     mutations_topic = t.name("mutations")
 
     async def send(partition: int, new: list[Targeted]) -> None:
-        events = []
-        for n in new:
-            row = dict(n.mutation.row or {})
-            row["data"] = {**(row.get("data") or {}), "$skip_user_properties_sync": True}
-            events.append((n.source_offset, from_row(n.project, row)))
-        for target, b in group(events, mutations_topic, partition, t.partitions, settings.ingest.batch_max_events,
-                               settings.kafka.max_request_bytes // 2):
-            b.segment_source = MIRROR_SOURCE
-            await valid.send(value=b.encode(), partition=target)
+        for target, value in new_event_batches(new, mutations_topic, partition, settings):
+            await valid.send(value=value, partition=target)
     return send
+
+
+def new_event_batches(new: list[Targeted], mutations_topic: str, partition: int,
+                      settings: Settings) -> list[tuple[int, bytes]]:
+    """(partition of events.valid, batch) of a take's new INSERTs on ``partition`` of events.mutations, in the order
+    of their source offsets: the exporter skips a batch whose offsets are all at or below one it has already taken
+    for the same hour and source partition (an upstream replay), so a later batch must not carry lower offsets (the
+    applier lists the INSERTs by their files' order, which need not be their records')."""
+    t = settings.topics
+    events = []
+    for n in sorted(new, key=lambda n: n.source_offset):
+        row = dict(n.mutation.row or {})
+        row["data"] = {**(row.get("data") or {}), "$skip_user_properties_sync": True}
+        events.append((n.source_offset, from_row(n.project, row)))
+    out = []
+    for target, b in group(events, mutations_topic, partition, t.partitions, settings.ingest.batch_max_events,
+                           settings.kafka.max_request_bytes // 2):
+        b.segment_source = MIRROR_SOURCE
+        out.append((target, b.encode()))
+    return out
 
 
 class Rebuilds:

@@ -234,8 +234,8 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
 
 def convert_mirror(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, modified_ms: int) -> Converted:
     """Convert a run of a mirror source's items, in row order, to one-mutation records (``stream.imports.mutations``
-    ``encode``), which the importer groups by partition into the records of events.mutations (``grouped``); ``modified_ms``: the file's LastModified, the first part of each mutation's
-    sequence. No enrichment: the rows are not shaped (nothing becomes an identify, no sync flag is added)."""
+    ``encode``), which the importer groups by partition into the records of events.mutations (``grouped``);
+    ``modified_ms``: the file's LastModified, the first part of each mutation's sequence. No enrichment: the rows are not shaped (nothing becomes an identify, no sync flag is added)."""
     out = Converted()
     src, f = ctx.source, ctx.file
     converter = src.compiled.convert
