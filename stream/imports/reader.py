@@ -42,6 +42,8 @@ Choices:
 
 from __future__ import annotations
 
+import itertools
+
 import base64
 import csv
 import math
@@ -67,6 +69,7 @@ COMPRESSIONS = ("gzip", "none", "auto")
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_WBITS = 31  # zlib's "gzip wrapper" window bits
 BLOCK = 256 * 1024  # decompressed bytes per step: bounds memory whatever the compression ratio (gzip bombs)
+RUN_ROWS = 2_000  # rows of a run (RowReader.feed_runs) at most: bounds its objects as BLOCK bounds its bytes
 PARQUET_BATCH_ROWS = 1024
 _PARQUET_BUFFER = 1024 * 1024  # read column chunks through a buffer of this size rather than whole
 _BOM = b"\xef\xbb\xbf"
@@ -157,28 +160,32 @@ class RowReader:
         yield from self._rows.finish()
 
     def feed_runs(self, chunk: bytes) -> Iterator[list[Item]]:
-        """``feed``'s rows as runs: a list of the rows of each decompressed block (none for a block that completes
-        no row), in the same order; a FileError raised after the runs of the blocks read before it."""
+        """``feed``'s rows as runs: lists of the rows of each decompressed block, cut at ``RUN_ROWS`` rows (none
+        for a block that completes no row), in the same order; a FileError raised after the runs of the blocks read
+        before it. The cut keeps what a run holds bounded whatever the rows' size: a block of 256 KiB holds up to
+        about 87,000 lines of ``{}``, each a row object."""
         for block in self._bytes.feed(chunk):
-            run = self._run(block)
-            if run:
-                yield run
+            yield from self._runs(block)
 
     def finish_runs(self) -> Iterator[list[Item]]:
         """``finish``'s rows as runs."""
         for block in self._bytes.finish():
-            run = self._run(block)
-            if run:
-                yield run
-        run = list(self._rows.feed(self._lines.finish()))
-        run.extend(self._rows.finish())
-        if run:
+            yield from self._runs(block)
+        rows = itertools.chain(self._rows.feed(self._lines.finish()), self._rows.finish())
+        while run := list(itertools.islice(rows, RUN_ROWS)):
             yield run
 
-    def _run(self, block: bytes) -> list[Item]:
+    def _runs(self, block: bytes) -> Iterator[list[Item]]:
         if type(self._rows) is _JsonRows:
-            return self._rows.run(*self._lines.run(block))
-        return list(self._rows.feed(self._lines.feed(block)))
+            first, lines = self._lines.run(block)
+            for i in range(0, len(lines), RUN_ROWS):
+                run = self._rows.run(first + i, lines[i:i + RUN_ROWS])
+                if run:
+                    yield run
+            return
+        rows = self._rows.feed(self._lines.feed(block))
+        while run := list(itertools.islice(rows, RUN_ROWS)):
+            yield run
 
 
 def iter_rows(chunks: Iterable[bytes], file_type: str, compression: str = "auto",

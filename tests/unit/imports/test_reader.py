@@ -534,3 +534,16 @@ def test_memory_stays_bounded_for_a_large_gzip_json_file():
     assert count == last == repeats * len(lines)
     assert repeats * len(block) >= 200 << 20
     assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB while reading {repeats * len(block) / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("file_type,line", [("json", b"{}"), ("json", b"x"), ("json", b"[]"), ("csv", b"1")])
+def test_a_run_holds_at_most_run_rows_rows_however_small_the_rows(file_type, line):
+    """A block of 256 KiB of tiny lines is about 87,000 rows: its run is cut at RUN_ROWS rows, so what the importer
+    holds while it converts a run stays bounded (rows, row errors and CSV records alike), with the rows numbered on."""
+    from stream.imports.reader import RUN_ROWS
+    data = (b"a\n" if file_type == "csv" else b"") + b"\n".join([line] * 100_000) + b"\n"
+    reader = RowReader(file_type, "gzip", max_row_bytes=500)
+    runs = list(reader.feed_runs(gzip.compress(data, 1))) + list(reader.finish_runs())
+    assert max(len(r) for r in runs) == RUN_ROWS == 2_000
+    assert sum(len(r) for r in runs) == 100_000
+    assert [item.number for r in runs for item in r] == list(range(1, 100_001))     # a CSV's header is not a row
