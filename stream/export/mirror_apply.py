@@ -104,7 +104,7 @@ FILE_OUTCOME = {"routed": "applied", "folded": "applied", "new": "new", "unknown
 @dataclass(frozen=True)
 class FileMutation:
     offset: int
-    """Its offset on events.mutations."""
+    """The offset on events.mutations of the record carrying it (a record carries many)."""
     row: int
     """Its row in the file."""
     op: str

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from stream.events import avro
+from stream.events.batch import SOURCE_SLOTS
 from stream.events.partitioning import partition_of
 from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize
 from stream.export import mirror_index
@@ -271,6 +272,9 @@ def _spans(value: bytes) -> list[tuple[int, int]]:
                 raise NotAMutation(f"a mutation of {size} bytes at byte {i} of {len(value)}")
             out.append((i, i + size))
             i += size
+        if len(out) > SOURCE_SLOTS:
+            raise NotAMutation(f"more than {SOURCE_SLOTS} mutations in one record (the new INSERTs' source offsets "
+                               "would reach the next record's)")
     if i != len(value):
         raise NotAMutation(f"{len(value) - i} bytes after the array's end")
     return out

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from stream.events import avro
+from stream.events.batch import SOURCE_SLOTS
 from stream.events.normalize import Reason, Rejected, Rules
 from stream.events.partitioning import partition_of
 from stream.export import mirror_index
@@ -157,6 +158,11 @@ def test_a_record_of_many_that_is_cut_or_has_bytes_after_its_end_is_refused_sayi
         decode_record(inner)
     with pytest.raises(ValueError, match="holds one mutation at least"):
         encode_many([])
+    over = encode_many([values[0]] * (SOURCE_SLOTS + 1))
+    with pytest.raises(NotAMutation, match=r"\(more than 65536 mutations in one record \(the new INSERTs' source "
+                                           r"offsets would reach the next record's\)\): only stream's"):
+        decode_record(over)
+    assert len(decode_record(encode_many([values[0]] * SOURCE_SLOTS))) == SOURCE_SLOTS
 
 
 def test_grouped_puts_every_mutation_in_the_partition_its_own_key_goes_to_in_order_and_bounded():
