@@ -207,9 +207,27 @@ def rewrite_batch(blob: bytes, source_offsets: Sequence[int], mutations: Mapping
     return b"\n".join(lines), offsets
 
 
-def insert_ids(mutations: Iterable[str]) -> frozenset[bytes]:
+class InsertIds(frozenset):
+    """An hour's insert_ids (:func:`insert_ids`) with their one length, if they have one (``size``, else None):
+    found once for the hour, not for each of its batches (:func:`named_rows`)."""
+
+    size: int | None
+
+
+def insert_ids(mutations: Iterable[str]) -> InsertIds:
     """The insert_ids of an hour's mutations (the keys of its mapping) as the bytes a row holds them in."""
-    return frozenset(i.encode() for i in mutations)
+    ids = InsertIds(i.encode() for i in mutations)
+    sizes = set(map(len, ids))
+    ids.size = sizes.pop() if len(sizes) == 1 else None
+    return ids
+
+
+def _one_size(ids: AbstractSet[bytes]) -> int | None:
+    """The one length of ``ids`` (None: several, or none): an :class:`InsertIds`' own, else counted."""
+    if type(ids) is InsertIds:
+        return ids.size
+    sizes = set(map(len, ids))
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 _INSERT_ID_KEY = b'"$insert_id"'
@@ -233,10 +251,9 @@ def named_rows(blob: bytes, ids: AbstractSet[bytes]) -> list[tuple[int, int]] | 
     :func:`_named_rows_each`, which looks at each field's whole value, as does any other batch."""
     if b"\\" in blob and not _escapes_clear(blob):
         return _named_rows_each(blob, ids)
-    sizes = set(map(len, ids))
-    if len(sizes) != 1:
+    size = _one_size(ids)
+    if size is None:
         return _named_rows_each(blob, ids)
-    (size,) = sizes
     out: list[tuple[int, int]] = []
     find, startswith = blob.find, blob.startswith
     last = -1                               # the end byte of the last row found

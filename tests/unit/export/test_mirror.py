@@ -245,6 +245,7 @@ def test_rows_found_by_the_fields_dollar_are_the_rows_found_by_the_fields_whole_
     want = reference_named_rows(blob, ids)
     got = named_rows(blob, ids)
     assert got == (None if want is None else [(first, end) for _, first, end in want])
+    assert named_rows(blob, insert_ids(i.decode("latin-1") for i in ids)) == got     # with the hour's own length
     for row, first, _ in want or []:
         assert _row_at(blob, 0, 0, first) == row
 
@@ -367,3 +368,9 @@ def test_a_value_is_compared_whole_when_the_ids_have_one_length():
     assert named_rows(b'{"k":"a\\\\u","$insert_id":"abcd"}', {b"abcd"}) is None   # "\\u": a backslash before u
     assert named_rows(b'{"k":"a\\\\"$insert_id":"abcd"}', {b"abcd"}) is None     # before the field
     assert named_rows(b'{"$insert_id":"ab\\\\"}', {b"abcd"}) is None               # in its value
+
+
+def test_an_hours_insert_ids_carry_their_one_length_found_once():
+    assert insert_ids(["6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e01", "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e02"]).size == 36
+    assert insert_ids(["a", "bb"]).size is None and insert_ids([]).size is None
+    assert insert_ids(["é"]) == frozenset({"é".encode()}) and insert_ids(["é"]).size == 2
