@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from stream.export import mirror_log
 from stream.export.mirror import Mutation
@@ -50,14 +50,31 @@ class KeptMutations:
             self.db[key] = (old or b"") + mirror_log.line(m)
 
     def add_lines(self, hour: int, lines: Iterable[bytes]) -> None:
-        """:meth:`add` of the mutations of log lines (``mirror_log.lines``), kept as they are, unparsed."""
+        """:meth:`add` of the mutations of log lines (``mirror_log.lines``, a log object's), kept as they are,
+        unparsed: the lines grouped by insert_id, then one multi-get of the keys and one write batch (a get and a
+        put a line cost about 40 µs)."""
         prefix = hour.to_bytes(8, "big")
+        grouped: dict[bytes, list[bytes]] = {}
         for ln in lines:
             key = prefix + mirror_log.insert_id_of(ln)
-            old = self.db.get(key)
+            got = grouped.get(key)
+            if got is None:
+                grouped[key] = [ln]
+            else:
+                got.append(ln)
+        if not grouped:
+            return
+        keys = list(grouped)
+        batch, new = WriteBatch(raw_mode=True), 0
+        for key, old in zip(keys, self.db.get(keys)):
             if old is None:
-                self._ids[hour] = self._ids.get(hour, 0) + 1
-            self.db[key] = (old or b"") + ln
+                new += 1
+                batch.put(key, b"".join(grouped[key]))
+            else:
+                batch.put(key, b"".join((old, *grouped[key])))
+        self.db.write(batch)
+        if new:
+            self._ids[hour] = self._ids.get(hour, 0) + new
 
     def hour(self, hour: int) -> HourMutations:
         return HourMutations(self, hour)

@@ -40,3 +40,22 @@ def test_reading_every_kept_mutation_holds_the_block_cache_to_its_fixed_size(tmp
     assert kept.db.property_int_value("rocksdb.block-cache-capacity") == CACHE_BYTES == 1 << 20
     assert kept.db.property_int_value("rocksdb.block-cache-usage") <= CACHE_BYTES
     kept.close()
+
+
+def test_log_lines_kept_a_batch_at_a_time_read_back_as_the_mutations_kept_one_at_a_time(tmp_path):
+    from stream.export import mirror_log
+    muts = [Mutation(f"e{n % 7}", Op.UPDATE if n % 3 else Op.DELETE, (n // 10, f"s3://b/{n % 2}.json", n),
+                     None if n % 4 else f"d{n}", None if n % 3 == 0 else {"event_type": f"v{n}"}) for n in range(40)]
+    one, lines = KeptMutations(tmp_path / "one"), KeptMutations(tmp_path / "lines")
+    one.add(H7, muts[:25])
+    one.add(H7, muts[25:])
+    lines.add_lines(H7, [mirror_log.line(m) for m in muts[:25]])     # e0..e6 each several times in one object
+    lines.add_lines(H7, [mirror_log.line(m) for m in muts[25:]])     # and again in a second: appended to theirs
+    lines.add_lines(H7, [])
+    for kept in (one, lines):
+        assert len(kept.hour(H7)) == 7 and sorted(kept.hour(H7)) == [f"e{n}" for n in range(7)]
+    assert {k: list(v) for k, v in lines.hour(H7).items()} == {k: list(v) for k, v in one.hour(H7).items()} \
+        == {k: list(v) for k, v in by_insert_id(muts).items()}
+    assert [lines.db[k] for k in lines.db.keys()] == [one.db[k] for k in one.db.keys()]
+    one.close()
+    lines.close()
