@@ -195,7 +195,9 @@ def rewrite_batch(blob: bytes, source_offsets: Sequence[int], mutations: Mapping
     if not mutations:
         return blob, list(source_offsets)
     if ids is not None:
-        named = named_rows(blob, ids)
+        named = rows_by_first_field(blob, ids)
+        if named is None:
+            named = named_rows(blob, ids)
         if named is not None:
             return _rewrite_named(blob, source_offsets, named, mutations, insert_is_update, outcomes, matched)
     lines, offsets = [], []
@@ -232,6 +234,34 @@ def _one_size(ids: AbstractSet[bytes]) -> int | None:
 
 _INSERT_ID_KEY = b'"$insert_id"'
 _INSERT_ID_FIELD = _INSERT_ID_KEY + b':"'
+
+
+_FIRST_FIELD = b'{' + _INSERT_ID_FIELD
+
+
+def rows_by_first_field(blob: bytes, ids: InsertIds | AbstractSet[bytes]) -> list[tuple[int, int]] | None:
+    """:func:`named_rows` for a batch whose every row starts with its ``$insert_id`` as a compact string field (as
+    the export rows are written: it is their first column) and holds no backslash: (first byte, end byte) of each row
+    whose first field's value starts with one of ``ids`` (all of one length), found with a newline search and a
+    comparison a row (about half the CPU of looking at each ``$``). The rows it gives hold every row whose
+    insert_id is in ``ids`` (a row whose value only starts with one is given too: the rewrite parses each row it is
+    given and leaves one no mutation names as it is); None when a row starts otherwise, the batch has a backslash,
+    or the ids have several lengths: :func:`named_rows` answers for it."""
+    size = _one_size(ids)
+    if size is None or b"\\" in blob:
+        return None
+    out: list[tuple[int, int]] = []
+    find, startswith, n, end_of = blob.find, blob.startswith, len(_FIRST_FIELD), len(blob)
+    pos = 0
+    while pos < end_of:
+        if not startswith(_FIRST_FIELD, pos):
+            return None
+        nl = find(b"\n", pos)
+        end = end_of if nl < 0 else nl
+        if blob[pos + n:pos + n + size] in ids:
+            out.append((pos, end))
+        pos = end + 1
+    return out
 
 
 def named_rows(blob: bytes, ids: AbstractSet[bytes]) -> list[tuple[int, int]] | None:

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.export.mirror import (KEPT, Mutation, Op, Outcome, _row_at, by_insert_id, insert_ids, named_rows, parse_op,
-                                  rewrite, rewrite_batch)
+                                  rewrite, rewrite_batch, rows_by_first_field)
 
 
 def line(insert_id, device="d1", **fields):
@@ -374,3 +374,59 @@ def test_an_hours_insert_ids_carry_their_one_length_found_once():
     assert insert_ids(["6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e01", "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e02"]).size == 36
     assert insert_ids(["a", "bb"]).size is None and insert_ids([]).size is None
     assert insert_ids(["é"]) == frozenset({"é".encode()}) and insert_ids(["é"]).size == 2
+
+
+_ID4 = st.sampled_from(["ab12", "cd34", "ef56", "ab1", "ab123", "a$b4", "é9z1"])     # the hour's ids: 4 bytes
+_first = st.fixed_dictionaries(
+    {"$insert_id": st.one_of(_ID4, st.none(), st.integers(0, 2)), "uuid": st.sampled_from(["u1", "u2"]),
+     "device_id": st.sampled_from(["d1", "d2"])},
+    optional={"event_properties": st.dictionaries(st.sampled_from(["$insert_id", "k"]), st.one_of(_ID4, st.none()),
+                                                  max_size=2), "note": st.sampled_from(["x", 'q"r', "a\\b"])})
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(st.builds(lambda e, at_start: {"$insert_id": e.pop("$insert_id"), **e} if at_start
+                                  else {**e, "$insert_id": e.pop("$insert_id")},
+                                  _first, st.sampled_from([True, True, True, False])), min_size=1, max_size=8),
+       mutations=st.lists(st.builds(
+           lambda insert_id, op, n: Mutation(insert_id, op, (n % 3, "k", n), None,
+                                             None if op is Op.DELETE else new_row(insert_id, "d1", event_type="x")),
+           st.sampled_from(["ab12", "cd34", "ef56", "a$b4"]), st.sampled_from(list(Op)), st.integers(0, 50)),
+           max_size=6), insert_is_update=st.booleans())
+def test_a_batch_of_rows_starting_with_their_insert_id_rewritten_by_it_is_the_batch_rewritten_parsing_every_row(
+        events, mutations, insert_is_update):
+    """Rows as the export writes them (``$insert_id`` first; null, a number, nested ones, escapes elsewhere in the
+    batch): the rows found by their first field, or by each ``$`` where that cannot say, rewrite the batch as
+    parsing every row does."""
+    blob = b"\n".join(orjson.dumps(e) for e in events)      # a batch's rows, as rewrite_batch is given them
+    offsets = list(range(100, 100 + len(events)))
+    muts = by_insert_id(mutations)
+    ids = insert_ids(muts)
+    want_outcomes, want_matched = Counter(), {}
+    want = rewrite_batch(blob, offsets, muts, insert_is_update, want_outcomes, want_matched)
+    got_outcomes, got_matched = Counter(), {}
+    got = rewrite_batch(blob, offsets, muts, insert_is_update, got_outcomes, got_matched, ids)
+    assert got == want
+    assert got_outcomes == want_outcomes and got_matched == want_matched
+    first = rows_by_first_field(blob, ids)
+    plain = (all(next(iter(e)) == "$insert_id" and isinstance(e["$insert_id"], str) for e in events)
+             and b"\\" not in blob and len(ids) > 0)
+    assert (first is not None) == plain
+    if first is not None:       # every row its insert_id names is given
+        starts = [0]
+        for e in events[:-1]:
+            starts.append(starts[-1] + len(orjson.dumps(e)) + 1)
+        assert {s for s, _ in first} >= {s for s, e in zip(starts, events) if e["$insert_id"].encode() in ids}
+
+
+def test_rows_by_first_field_gives_the_rows_whose_first_field_names_an_id_and_none_where_it_cannot_say():
+    rows = [line("ab12"), line("zz99"), line("cd34")]
+    blob = b"\n".join(rows)
+    ids = insert_ids(["ab12", "cd34"])
+    assert rows_by_first_field(blob, ids) == [(0, len(rows[0])), (len(rows[0]) + len(rows[1]) + 2, len(blob))]
+    assert rows_by_first_field(blob + b"\n", ids) == rows_by_first_field(blob, ids)
+    assert rows_by_first_field(b"", ids) == []
+    assert rows_by_first_field(blob, insert_ids(["ab12", "c"])) is None                  # ids of two lengths
+    assert rows_by_first_field(blob + b'\n{"k":1}', ids) is None                         # a row starting otherwise
+    assert rows_by_first_field(blob + b"\n\n" + rows[0], ids) is None                    # an empty row
+    assert rows_by_first_field(blob.replace(b'"view"', b'"v\\"w"'), ids) is None         # a backslash
