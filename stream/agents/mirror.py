@@ -290,12 +290,14 @@ def register(app: faust.App, settings: Settings, clock: Clock, projects: frozens
                                             lambda: clock.now_ms() / 1000, m.take_max_bytes,
                                             lambda e: records.count_of(e.value)):
                 metrics.MIRROR_TAKE_BYTES.observe(sum(event_bytes(e) for e in events))
+                failed = None
                 try:
                     await apply_take(events)
                 except Exception as exc:
-                    why = take_failed(exc)
-                    del events, exc     # the take's records are not held by the error faust keeps
-                    raise TakeFailed(why) from None
+                    failed = take_failed(exc)
+                if failed is not None:      # raised here, not in the except: the error faust keeps holds no frame
+                    del events              # of the take (nor its records)
+                    raise TakeFailed(failed)
                 del events      # not held while the pending hours are rebuilt and the next take is waited for
         finally:
             if close is not None:
