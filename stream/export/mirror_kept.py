@@ -40,14 +40,8 @@ class KeptMutations:
         self._ids: dict[int, int] = {}
 
     def add(self, hour: int, mutations: Iterable[Mutation]) -> None:
-        """Keep mutations of the hour (the same mutation kept twice is read once)."""
-        prefix = hour.to_bytes(8, "big")
-        for m in mutations:
-            key = prefix + m.insert_id.encode()
-            old = self.db.get(key)
-            if old is None:
-                self._ids[hour] = self._ids.get(hour, 0) + 1
-            self.db[key] = (old or b"") + mirror_log.line(m)
+        """Keep mutations of the hour (the same mutation kept twice is read once), as their log lines."""
+        self.add_lines(hour, [mirror_log.line(m) for m in mutations])
 
     def add_lines(self, hour: int, lines: Iterable[bytes]) -> None:
         """:meth:`add` of the mutations of log lines (``mirror_log.lines``, a log object's), kept as they are,

@@ -206,13 +206,13 @@ overshot by one record's at most)."""
 
 
 def _varint(n: int) -> bytes:
-    """``n`` (0 or more) as an Avro long (zigzag varint)."""
-    n <<= 1
+    """``n`` (a 64-bit integer) as an Avro long (zigzag varint)."""
+    z = (n << 1) ^ (n >> 63)
     out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
+    while z >= 0x80:
+        out.append(z & 0x7F | 0x80)
+        z >>= 7
+    out.append(z)
     return bytes(out)
 
 

@@ -11,8 +11,8 @@ from stream.events.normalize import Reason, Rejected, Rules
 from stream.events.partitioning import partition_of
 from stream.export import mirror_index
 from stream.export.mirror import Mutation, Op, RawRow
-from stream.imports.mutations import (MANY_MAGIC, NotAMutation, count_of, decode, decode_all, decode_record, encode,
-                                      encode_many, grouped, mutation_of)
+from stream.imports.mutations import (MANY_MAGIC, NotAMutation, _varint, count_of, decode, decode_all, decode_record,
+                                      encode, encode_many, grouped, mutation_of)
 
 SEQ = (1709967600123, "s3://src/mirror/2024-03-09.json", 4)
 RULES = Rules()
@@ -130,14 +130,6 @@ def test_a_record_of_many_written_by_fastavro_with_blocks_of_their_byte_size_rea
     assert decode_record(MANY_MAGIC + _varint(-3) + _varint(len(items)) + items + b"\0") == muts[:3]
 
 
-def _varint(n):
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append(z & 0x7F | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def test_a_record_of_many_that_is_cut_or_has_bytes_after_its_end_is_refused_saying_what_to_do():
