@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Any, Callable
 
 
@@ -140,6 +141,73 @@ def partition_for(key: str, partitions: int) -> int:
             memo.clear()
         p = memo[key] = (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
     return p
+
+
+_MANY_FROM = 8
+"""From this many keys of one length on, ``remember_partitions`` hashes them at once (``murmur2_same_length``)."""
+
+
+def murmur2_same_length(blob: bytes, length: int) -> tuple[int, ...]:
+    """``murmur2`` of each of the keys of ``length`` bytes (at least 1) whose concatenation is ``blob``, hashed at
+    once: one integer holds the keys' i-th words, each key in its own 64-bit lane, and every step of murmur2 is one
+    operation on it for all the keys (a 32-bit value times ``m`` fits in its lane, and each shift is masked to the
+    lane's low 32 bits). About a quarter of ``murmur2``'s time a key for 2,000 keys of 14 bytes."""
+    n = len(blob) // length
+    words, tail = length >> 2, length & 3
+    m = _M
+    ones = int.from_bytes(b"\x01\0\0\0\0\0\0\0" * n, "little")
+    lanes = 0xFFFFFFFF * ones
+    values = struct.unpack("<" + (f"{words}I" + ("", "B", "H", "HB")[tail]) * n, blob)
+    per = words + (0, 1, 1, 2)[tail]    # the values unpacked from one key
+    spread = struct.Struct(f"<{n}Q").pack
+    fb = int.from_bytes
+    h = (_SEED ^ length) * ones
+    for j in range(words):
+        k = fb(spread(*values[j::per]), "little") * m & lanes
+        k = (k ^ k >> 24) & lanes
+        h = (h * m & lanes) ^ (k * m & lanes)
+    if tail:    # the last 1-3 bytes, little-endian (3 bytes as 2 + 1), then one more multiply
+        t = fb(spread(*values[words::per]), "little")
+        if tail == 3:
+            t |= fb(spread(*values[words + 1::per]), "little") << 16
+        h = (h ^ t) * m & lanes
+    h = (h ^ h >> 13) & lanes
+    h = h * m & lanes
+    h = (h ^ h >> 15) & lanes
+    return struct.unpack("<" + "I4x" * n, h.to_bytes(n << 3, "little"))
+
+
+def remember_partitions(keys: Iterable[str], partitions: int) -> None:
+    """Puts the partitions of those ``keys`` that ``partition_for``'s memo for ``partitions`` lacks into it, the
+    keys of one length in UTF-8 hashed at once where there are ``_MANY_FROM`` of them (``murmur2_same_length``):
+    for a caller that then looks many keys up (a chunk of imported rows, where most devices are new). The memo is
+    cleared first when they would take it over ``MEMO_KEYS``."""
+    memo = partition_memo(partitions)
+    new = {key for key in keys if key not in memo}
+    if not new:
+        return
+    if len(memo) + len(new) > MEMO_KEYS:
+        memo.clear()
+    if len(set(map(len, new))) == 1:    # as device ids often are
+        groups = [list(new)]
+    else:
+        by_length: dict[int, list[str]] = {}
+        for key in new:
+            by_length.setdefault(len(key), []).append(key)
+        groups = list(by_length.values())
+    for same in groups:
+        length = len(same[0])
+        encoded = [key.encode() for key in same]
+        blob = b"".join(encoded)
+        if len(blob) != length * len(same):     # some not ASCII: their lengths in bytes differ
+            for key in same:
+                partition_for(key, partitions)
+            continue
+        if len(same) < _MANY_FROM or not length:
+            hashes: Iterable[int] = map(murmur2, encoded)
+        else:
+            hashes = murmur2_same_length(blob, length)
+        memo.update(zip(same, [(h & 0x7FFFFFFF) % partitions for h in hashes]))
 
 
 def partition_of(key: bytes, partitions: int) -> int:

@@ -49,7 +49,8 @@ from stream.imports.files import FileState, ImportFile, State
 from stream.imports.mutations import grouped as grouped_mutations
 from stream.imports.pool import BrokenPool, Chunker, ConvertPool, Converted as PoolConverted, Job
 from stream.imports.reader import FileError, Row, RowError
-from stream.imports.rows import Converted, FileContext, convert, convert_mirror, convert_profiles, file_failed
+from stream.imports.rows import (Converted, FileContext, convert, convert_mirror, convert_profiles, file_failed,
+                                 remember_targets)
 from stream.settings import Settings, SourceSettings
 from stream.shutdown import SHUTDOWN
 
@@ -234,6 +235,7 @@ class FileImporter:
             for op, n in out.ops.items():
                 metrics.IMPORT_MUTATIONS.labels(src.name, op.lower()).inc(n)
         else:
+            remember_targets(out, s.topics.partitions)
             for target, batch in group(out.events, self.topic, partition, s.topics.partitions,
                                        s.ingest.batch_max_events, s.kafka.max_request_bytes // 2):
                 sends.append(await self.senders.valid(batch.encode(), target))

@@ -35,7 +35,7 @@ from stream.events.batch import group
 from stream.events.normalize import Rules
 from stream.imports.files import ImportFile
 from stream.imports.reader import count_items, is_item, json_items
-from stream.imports.rows import FileContext, convert
+from stream.imports.rows import FileContext, convert, remember_targets
 from stream.settings import Settings, SourceSettings
 
 BrokenPool = BrokenProcessPool
@@ -66,6 +66,7 @@ def convert_lines(ctx: FileContext, first: int, lines: list[bytes | None], now_m
     """A chunk of raw JSON lines numbered from ``first`` -> its batches and dead letters: what the importer
     produces for the same rows read and converted in its own process (pure)."""
     out = convert(ctx, json_items(first, lines), now_ms)
+    remember_targets(out, grouping.partitions)
     batches = [(target, batch.encode()) for target, batch in group(
         out.events, topic, partition, grouping.partitions, grouping.max_events, grouping.max_bytes)]
     return Converted(batches, out.dead, dict(out.reasons), out.fields_left_out, out.rows, len(out.events))

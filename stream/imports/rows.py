@@ -42,6 +42,7 @@ import orjson
 from stream.events import deadletter
 from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder,
                                      fast_row_maker, fast_row_writer, normalize, normalize_fast_event, uuid5_str)
+from stream.events.partitioning import remember_partitions
 from stream.export.mirror import Mutation
 from stream.imports.converter.converter import MISSING, Converter
 from stream.imports.files import ImportFile, row_offset
@@ -230,6 +231,13 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
             continue
         _refused(ctx, out, item, res, errors, now_ms)
     return out
+
+
+def remember_targets(out: Converted, partitions: int) -> None:
+    """Puts the target partitions of a chunk's events (of their device ids, user ids for those without) that
+    ``partition_for``'s memo lacks into it, hashed many at once (``remember_partitions``), for ``batch.group`` to
+    find there: most of an import's devices are new to the worker."""
+    remember_partitions([e.device_id if e.device_id is not None else e.user_id for _, e in out.events], partitions)
 
 
 def convert_mirror(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, modified_ms: int) -> Converted:

@@ -4,14 +4,15 @@ import json
 
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2
 
-from stream.events import deadletter
+from stream.events import deadletter, partitioning
 from stream.events.normalize import Rules, uuid5_str
 from stream.imports.files import ROW_SLOTS, FileState, ImportFile, State, row_offset, split_file_key
 from stream.imports.importer import RateLimit, should_import
 from stream.imports.ops import summarize
 from stream.imports.reader import Row, RowError, RowErrorReason
-from stream.imports.rows import FileContext, convert, row_ids
+from stream.imports.rows import FileContext, convert, remember_targets, row_ids
 from stream.settings import Settings, SourceSettings
 
 CONVERTER = {"converterConfig": {"convertToAmplitudeFunc": {
@@ -197,3 +198,12 @@ def test_a_refused_row_holding_an_integer_beyond_64_bits_is_dead_lettered_with_i
                                               "ts": 1_699_999_999_000, "big": 2**70, "m": {"k": -(2**64)}}
     assert dead[1]["value"] == (b'{"event":"","user":"user-0001","device":"dev-00001","ts":1699999999000,'
                                 b'"big":1180591620717411303424,"m":{"k":-18446744073709551616}}')
+
+
+def test_remember_targets_puts_the_partitions_of_a_chunk_s_devices_or_users_in_partition_for_s_memo(monkeypatch):
+    monkeypatch.setattr(partitioning, "_MEMOS", {})
+    rows = [row(n, device=f"dev-{n:05d}") for n in range(1, 21)] + [row(21, device=None), row(22, device="dev")]
+    out = convert(ctx(), rows, NOW)
+    remember_targets(out, 12)
+    keys = [f"dev-{n:05d}" for n in range(1, 21)] + ["user-0001"]    # no device id (too short: none) -> the user's
+    assert partitioning.partition_memo(12) == {k: (murmur2(k.encode()) & 0x7FFFFFFF) % 12 for k in keys}
