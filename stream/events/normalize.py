@@ -800,6 +800,26 @@ _CALLER_FIELDS = ("insert_id", "uuid", "$skip_user_properties_sync")
 _Maker = Callable[[tuple[Any, ...], int, int, Rules, "int | None", str, str, bool], "Normalized | None"]
 
 
+_SECONDS: dict[int, bytes] = {}
+"""Epoch second -> its ``format_ms`` text up to the milliseconds, as bytes (``_second_b``)."""
+_MILLIS = tuple(b".%03d000" % i for i in range(1000))
+"""Milliseconds -> the rest of ``format_ms``'s text, as bytes."""
+
+
+def _second_b(second: int) -> bytes:
+    """``format_ms(second * 1000)`` without its ``.000000``, as bytes, kept in ``_SECONDS`` (cleared from 65,536)."""
+    if len(_SECONDS) >= 65536:
+        _SECONDS.clear()
+    b = _SECONDS[second] = format_ms(second * 1000)[:-7].encode()
+    return b
+
+
+def _format_b(ms: int) -> bytes:
+    """``format_ms(ms).encode()`` (``ms`` from 0 to ``MAX_TIME_MS``)."""
+    second = ms // 1000
+    return (_SECONDS.get(second) or _second_b(second)) + _MILLIS[ms - second * 1000]
+
+
 def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[str, ...]) -> _Maker | None:
     """``fast_event_builder(keys, missing)``, the ids and sync flag set on its event, then ``normalize_fast_event``
     with ``fast_row_writer(keys)``, as one function generated for those fields (the fields not among them known to
@@ -847,21 +867,31 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     add("    client_time = received" + (f" if {var['time']} is None else {var['time']}" if "time" in var else ""))
     add(f"    if not 0 <= client_time <= {MAX_TIME_MS}:")
     add("        return None")
+    # the times' text as bytes (_row_join's <time>_b), format_ms's: the received time's kept from the last event
+    # (a chunk's rows share it), a client time's second found in _SECONDS and its milliseconds in _MILLIS
     add("    last = _last[0]")
     add("    if received == last[0]:")
-    add("        received_s = last[1]")
+    add("        received_s_b = last[1]")
     add("    else:")
-    add("        received_s = _format_ms(received)")
-    add("        _last[0] = (received, received_s)")
-    add("    uploaded_s = received_s if uploaded == received else _format_ms(uploaded)")
-    add("    client_s = received_s if client_time == received else _format_ms(client_time)")
-    add("    data = {}")
-    for name in _DATA_FIELDS:
-        if name in var:
+    add("        received_s_b = _format_b(received)")
+    add("        _last[0] = (received, received_s_b)")
+    add("    uploaded_s_b = received_s_b if uploaded == received else _format_b(uploaded)")
+    add("    if client_time == received:")
+    add("        client_s_b = received_s_b")
+    add("    else:")
+    add("        second = client_time // 1000")
+    add("        client_s_b = (_seconds.get(second) or _second_b(second)) + _MILLIS[client_time - second * 1000]")
+    data_given = [name for name in _DATA_FIELDS if name in var]
+    if data_given:
+        add("    data = {}")
+        for name in data_given:
             add(f"    if {var[name]} is not None:")
             add(f"        data[{name!r}] = {var[name]}")
-    add(f"    if sync and {var['event_type']} not in _SYNC_EXCEPT:")
-    add("        data['$skip_user_properties_sync'] = True")
+        add(f"    if sync and {var['event_type']} not in _SYNC_EXCEPT:")
+        add("        data['$skip_user_properties_sync'] = True")
+    else:   # the data column is one of two constants
+        add(f"    data_b = {_json_encode({'$skip_user_properties_sync': True})!r} "
+            f"if sync and {var['event_type']} not in _SYNC_EXCEPT else b'{{}}'")
     add(f"    props = {f('event_properties')}")
     revenue = [name for name in _REVENUE_FIELDS if name in var]
     if revenue:
@@ -872,14 +902,17 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
             add(f"            revenue[{'$' + name!r}] = {var[name]}")
         add("        props = {**props, **revenue} if props is not None else revenue")
     add("    uid_s = uuid_s")
-    times, join = _row_join(set(var), f)
-    lines.extend(times.rstrip("\n").split("\n") if times else [])
+    _, join = _row_join(set(var), f)     # the times' bytes are above
+    if not data_given:
+        assert join.count("_enc(data)") == 1
+        join = join.replace("_enc(data)", "data_b")
     add(f"    line = {join}")
-    add("    dedupe_key = b'%d\\x00%s\\x00%s' % (project, (device_id or '').encode(), insert_id.encode())")
+    add("    dedupe_key = f'{project}\\x00{device_id or \"\"}\\x00{insert_id}'.encode()")
     add("    return _new(_Normalized, (project, dedupe_key, uploaded, _fromhex(uid_s.replace('-', '')), line, "
         "device_id, user_id, clamped))")
     env: dict[str, Any] = {"_M": missing, "_finite": math.isfinite, "_str_keys": _str_keys, "_enc": _json_encode,
-                           "_INVALID_IDS": INVALID_IDS, "_format_ms": format_ms, "_last": [(None, "")],
+                           "_INVALID_IDS": INVALID_IDS, "_format_b": _format_b, "_last": [(None, b"")],
+                           "_seconds": _SECONDS, "_second_b": _second_b, "_MILLIS": _MILLIS,
                            "_SYNC_EXCEPT": tuple(sync_except), "_new": tuple.__new__, "_Normalized": Normalized,
                            "_fromhex": bytes.fromhex}
     exec(compile("\n".join(lines), "<fast_row_maker>", "exec"), env)   # noqa: S102 -- names of _Fast's fields

@@ -705,6 +705,33 @@ def test_the_row_maker_of_known_keys_gives_what_the_builder_and_the_fast_path_gi
     assert (got if got is None else got._asdict()) == (want if want is None else want._asdict())
 
 
+def test_one_row_maker_called_on_many_rows_writes_each_row_s_own_times():
+    """The maker keeps the received time's text from one call to the next and a client time's second from any
+    call: rows one after another, their server times changing every few rows and their client times in the same
+    second, other seconds, at 0, at the last millisecond of 9999 and past it, give what the builder's way gives."""
+    import random
+    rnd = random.Random(5)
+    keys = ("event_type", "device_id", "time", "server_upload_time")
+    make, build = fast_row_maker(keys, MISSING, SYNC_EXCEPT), fast_event_builder(keys, MISSING)
+    received = T
+    clients = [0, 999, 1000, 253_402_300_799_999, 253_402_300_800_000, T, T + 1, T - 1, T + 1000, MISSING]
+    for i in range(3000):
+        if i % 7 == 0:
+            received = rnd.choice([T, T + rnd.randrange(-5000, 5000), rnd.randrange(0, 253_402_300_799_999)])
+        client = rnd.choice(clients) if i % 3 else received + rnd.randrange(-3_600_000, 3_600_000)
+        uploaded = rnd.choice([MISSING, MISSING, received, rnd.randrange(0, 4_000_000_000_000)])
+        values = ("Play", f"device-{i:05d}", client, uploaded)
+        iid, uid = f"ord-{i}", str(uuid.UUID(int=rnd.getrandbits(128)))
+        got = make(values, PROJECT, received, RULES, None, iid, uid, i % 2 == 0)
+        e, want = build(values), None
+        if e is not None:
+            e.insert_id = iid
+            if i % 2 == 0:
+                e.skip_user_properties_sync = True
+            want = normalize_fast_event(e, PROJECT, received, RULES, None, uid)
+        assert (got if got is None else got._asdict()) == (want if want is None else want._asdict()), i
+
+
 def test_the_row_maker_is_for_events_whose_ids_and_sync_flag_its_caller_gives():
     assert fast_row_maker(("event_type", "user_id"), MISSING, SYNC_EXCEPT) is not None
     for keys in [("event_type", "insert_id"), ("event_type", "uuid"), ("event_type", "$skip_user_properties_sync"),
