@@ -12,8 +12,10 @@ Worker, the dataflow of DESIGN.md in one process (the functions the stages call)
 
 - ingest: validate and normalize every event into its export row and group the rows into EventBatches
   (``ingest_records``), encode them, and compress them with Kafka's zstd (level 3, what aiokafka's producer uses);
-- dedupe: decompress, ``EventBatch.decode``, RocksDB multi-get, ``decide``, WriteBatch and its changelog
-  record (encoded and compressed, as the changelog topic receives it), ``select``, encode, compress;
+- dedupe: decompress, ``ReadBatch.read``, RocksDB multi-get, ``decide``, WriteBatch and its changelog
+  record (encoded and compressed, as the changelog topic receives it), ``select_encoded`` (the kept rows' message,
+  with the search for the rows' newlines: each pass reads its batches anew, untimed, so that no pass finds them
+  already looked for), compress;
 - export: decompress, ``decode_rows``, isal gzip of the rows (``GzipLinesSpool.write_rows``).
 
 ``--identity`` adds the identity stage's device side, as the dedupe stage runs it (the default): on each accepted
@@ -71,7 +73,7 @@ from workload import batches as valid_batches, generate  # noqa: E402
 
 from stream.clock import FakeClock  # noqa: E402
 from stream.dedup.policy import decide, encode_changelog  # noqa: E402
-from stream.events.batch import EventBatch, Origin, decode_rows  # noqa: E402
+from stream.events.batch import EventBatch, Origin, ReadBatch, decode_rows  # noqa: E402
 from stream.events.ingest import ingest_records  # noqa: E402
 from stream.events.normalize import Rules  # noqa: E402
 from stream.export.format import GzipLinesSpool  # noqa: E402
@@ -280,14 +282,18 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
     compressed = [(t, zstd_encode(v)) for t, v in encoded]
     out["ingest: zstd-3 (producer)"] = timed(lambda: [zstd_encode(v) for _, v in encoded], repeats)
     out["dedupe: zstd decompress"] = timed(lambda: [zstd_decode(v) for _, v in compressed], repeats)
-    out["dedupe: EventBatch.decode"] = timed(lambda: [EventBatch.decode(v) for _, v in encoded], repeats)
-    decoded = [(t, EventBatch.decode(v)) for t, v in encoded]
+    out["dedupe: ReadBatch.read"] = timed(lambda: [ReadBatch.read(v) for _, v in encoded], repeats)
+    decoded: list[tuple[int, ReadBatch]] = []
     accepted: list[bytes] = []
-    selected: list[tuple[int, int, EventBatch]] = []
+    keeps: list[list[bool]] = []
+
+    def fresh_read() -> None:   # a new RocksDB, and the batches read anew: none has its rows looked for yet
+        fresh()
+        decoded[:] = [(t, ReadBatch.read(v)) for t, v in encoded]
 
     def dedupe() -> None:
         accepted.clear()
-        selected.clear()
+        keeps.clear()
         dbs = [_db(work / f"worker-{state['round']}-{p}") for p in range(wl.partitions)]
         for i, (t, b) in enumerate(decoded):
             db = dbs[t]
@@ -298,13 +304,16 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
                     wb.put(k, v)
                 db.write(wb)
                 zstd_encode(encode_changelog(d.writes))
-            kept = b.select(d.keep, Origin("events.valid", t, i))
-            selected.append((t, PRELOADED_MS + i, kept, [j for j, k in enumerate(d.keep) if k]))
-            accepted.append(kept.encode())
+            # parts of at most kafka.max_request_bytes // 2 (the default's: 4 MiB), as the stage cuts them
+            accepted.extend(b.select_encoded(d.keep, Origin("events.valid", t, i), 4 << 20)[0])
+            keeps.append(d.keep)
         for db in dbs:
             db.close()
 
-    out["dedupe: RocksDB, decide, changelog, select, encode"] = timed(dedupe, repeats, fresh)
+    out["dedupe: RocksDB, decide, changelog, select_encoded"] = timed(dedupe, repeats, fresh_read)
+    # the identity step's input, untimed: the kept rows as the stage hands them to the device side
+    selected = [(t, PRELOADED_MS + i, b.batch().select(keep, Origin("events.valid", t, i)),
+                 [j for j, k in enumerate(keep) if k]) for i, ((t, b), keep) in enumerate(zip(decoded, keeps))]
     acc_compressed = [zstd_encode(v) for v in accepted]
     out["dedupe: zstd-3 (producer)"] = timed(lambda: [zstd_encode(v) for v in accepted], repeats)
     out["export: zstd decompress"] = timed(lambda: [zstd_decode(v) for v in acc_compressed], repeats)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from stream import metrics
 from stream.crashpoints import crash_point
 from stream.dedup.policy import decide, encode_changelog
-from stream.events.batch import EventBatch, Origin
+from stream.events.batch import EventBatch, Origin, ReadBatch
 
 
 class Store(Protocol):
@@ -66,7 +66,7 @@ class DedupeStage:
         if self.device is not None and await self.device.remaps(event.value, msg.partition, msg.offset):
             return
         try:
-            batch = EventBatch.decode(event.value)
+            batch = ReadBatch.read(event.value)
         except Exception as exc:  # not a batch
             await self.dead_letter(event, exc)
             return
@@ -77,16 +77,21 @@ class DedupeStage:
         if d.writes:
             await self.store.write_batch(msg.partition, d.writes, str(origin).encode(), encode_changelog(d.writes))
             crash_point("dedupe.state_written")
-        out = batch.select(d.keep, origin)
-        if self.device is not None and out.lines:
-            out = await self.device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000),
-                                          [i for i, k in enumerate(d.keep) if k])
-        if out.lines:
+        if self.device is None:   # the kept rows go on as they came, never split into lines
+            messages, accepted = batch.select_encoded(d.keep, origin, self.max_request_bytes // 2)
+        else:
+            out = batch.batch().select(d.keep, origin)
+            if out.lines:
+                out = await self.device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000),
+                                              [i for i, k in enumerate(d.keep) if k])
             # the identity stage grew the rows after the batch was sized: keep each message within the
             # producer's limit (the parts keep their events' source offsets, so replays stay harmless)
-            for part in out.split(self.max_request_bytes // 2):
-                await self.send_accepted(part.encode(), msg.partition)
+            messages = [part.encode() for part in out.split(self.max_request_bytes // 2)] if out.lines else []
+            accepted = len(out.lines)
+        for value in messages:
+            await self.send_accepted(value, msg.partition)
+        if messages:
             crash_point("dedupe.sent")
         metrics.DEDUPE_EVENTS.inc(len(batch))
         metrics.DEDUPE_DUPLICATES.inc(d.duplicates)
-        metrics.DEDUPE_ACCEPTED.inc(len(out.lines))
+        metrics.DEDUPE_ACCEPTED.inc(accepted)

@@ -11,6 +11,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import NamedTuple
 
 from stream.events import avro
@@ -93,19 +94,22 @@ class EventBatch:
         """Avro binary of schemas/event_batch.avsc, its fields written one after the other here (every field is a
         long, an int, a string or bytes): the bytes fastavro's writer gives (``encode_slowly``, compared by the
         tests), in a third of its time."""
+        events = b"\n".join(self.lines)
+        return b"".join((*self._head(), avro.bytes_of(events), events))
+
+    def _head(self) -> tuple[bytes, ...]:
+        """The Avro binary of every field before the rows (``events``, the last field), in pieces."""
         o = self.origin
         src = self.source or Source(o.topic, o.partition)
         offsets, times = _pack(self.offsets), _pack(self.times)
         keys, uuids = b"\xff".join(self.keys), b"".join(self.uuids)
         segment = b"\xff".join(self.segment) if any(self.segment) else b""
-        events = b"\n".join(self.lines)
         long_of, bytes_of, string_of = avro.long_of, avro.bytes_of, avro.string_of
-        return b"".join((
-            long_of(self.project), long_of(self.hour),
-            string_of(o.topic), long_of(o.partition), long_of(o.offset),   # origin
-            string_of(src.topic), long_of(src.partition),                   # source
-            bytes_of(offsets), offsets, bytes_of(keys), keys, bytes_of(times), times, bytes_of(uuids), uuids,
-            string_of(self.segment_source), bytes_of(segment), segment, bytes_of(events), events))
+        return (long_of(self.project), long_of(self.hour),
+                string_of(o.topic), long_of(o.partition), long_of(o.offset),   # origin
+                string_of(src.topic), long_of(src.partition),                   # source
+                bytes_of(offsets), offsets, bytes_of(keys), keys, bytes_of(times), times, bytes_of(uuids), uuids,
+                string_of(self.segment_source), bytes_of(segment), segment)
 
     def encode_slowly(self) -> bytes:
         """``encode`` through fastavro's writer of the schema: the reference the tests compare it with."""
@@ -120,6 +124,14 @@ class EventBatch:
 
     @classmethod
     def decode(cls, data: bytes) -> EventBatch:
+        """The batch of a message: its fields read here (``ReadBatch``), its rows split into lines; a message not
+        in the form every writer gives is read by fastavro's reader of the schema (``decode_slowly``, the
+        reference the tests compare it with), and what that refuses raises its error."""
+        return ReadBatch.read(data).batch()
+
+    @classmethod
+    def decode_slowly(cls, data: bytes) -> EventBatch:
+        """``decode`` through fastavro's reader of the schema."""
         r = avro.decode("event_batch", data)
         o, src = r["origin"], r["source"]
         times = _unpack(r["times"])
@@ -150,6 +162,207 @@ class EventBatch:
             uuids=[u for u, m in zip(self.uuids, mask) if m], lines=[ln for ln, m in zip(self.lines, mask) if m],
             source=source, segment_source=self.segment_source,
             segment=[s for s, m in zip(self.segment, mask) if m] if self.segment else [])
+
+
+class _Unusual(Exception):
+    """A message not in the form every writer gives: fastavro's reader of the schema decides what it holds."""
+
+
+def _long_at(data: bytes, i: int) -> tuple[int, int]:
+    """The Avro long at ``data[i]`` and the index after it; a varint longer than 64 bits is ``_Unusual``."""
+    b = data[i]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), i + 1
+    n, shift = b & 0x7F, 7
+    while True:
+        i += 1
+        b = data[i]
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise _Unusual
+    if n >> 64:
+        raise _Unusual
+    return (n >> 1) ^ -(n & 1), i + 1
+
+
+def _span_at(data: bytes, i: int) -> tuple[int, int]:
+    """(start, end) of the Avro bytes or string at ``data[i]``."""
+    size, i = _long_at(data, i)
+    if size < 0 or i + size > len(data):
+        raise _Unusual
+    return i, i + size
+
+
+def _head_of(data: bytes) -> tuple | None:
+    """The fields of an EventBatch message up to its rows, and where its rows are (start, end); None for a message
+    not in the form every writer gives (a varint of more than 64 bits, a length past the end, a string not UTF-8)."""
+    try:
+        project, i = _long_at(data, 0)
+        hour, i = _long_at(data, i)
+        s, i = _span_at(data, i)
+        otopic = data[s:i].decode()
+        opartition, i = _long_at(data, i)   # an int: fastavro reads it as a long
+        ooffset, i = _long_at(data, i)
+        s, i = _span_at(data, i)
+        stopic = data[s:i].decode()
+        spartition, i = _long_at(data, i)
+        s, i = _span_at(data, i)
+        offsets = data[s:i]
+        s, i = _span_at(data, i)
+        keys = data[s:i]
+        s, i = _span_at(data, i)
+        times = data[s:i]
+        s, i = _span_at(data, i)
+        uuids = data[s:i]
+        s, i = _span_at(data, i)
+        segment_source = data[s:i].decode()
+        s, i = _span_at(data, i)
+        segment = data[s:i]
+        at, end = _span_at(data, i)
+    except (IndexError, UnicodeDecodeError, _Unusual):
+        return None
+    return (project, hour, otopic, opartition, ooffset, stopic, spartition, offsets, keys, times, uuids,
+            segment_source, segment, at, end)
+
+
+def _row_ends(data: bytes, at: int, end: int, n: int) -> list[int] | None:
+    """Where each of the ``n`` rows in ``data[at:end]`` ends (its newline, or ``end``); None when they are not
+    ``n`` lines. ``find`` looks for each newline with memchr: ``split`` compares byte by byte, several times slower
+    on rows of a kilobyte."""
+    find, ends = data.find, []
+    p = at - 1
+    for _ in range(n - 1):
+        p = find(b"\n", p + 1, end)
+        if p < 0:
+            return None
+        ends.append(p)
+    if find(b"\n", p + 1, end) >= 0:
+        return None
+    ends.append(end)
+    return ends
+
+
+@dataclass(slots=True)
+class ReadBatch:
+    """A batch as read from a message, its rows left where they are until asked for: the dedupe stage sends most of
+    them on unchanged. Its columns are ``EventBatch.decode``'s; ``batch()`` is that batch."""
+
+    project: int
+    hour: int
+    origin: Origin
+    offsets: list[int]
+    keys: list[bytes]
+    times: list[int]
+    uuids: list[bytes]
+    source: Source | None
+    segment_source: str
+    segment: list[bytes]
+    data: bytes                        # the message
+    at: int                            # its rows: data[at:end]
+    end: int
+    uuid_bytes: int                    # the length of the uuids field
+    read_slowly: EventBatch | None     # an unusual message, read by fastavro's reader: its batch, rows split
+    ends: list[int] | None = None      # where each row ends (``_row_ends``), once looked for
+    looked: bool = False
+
+    @classmethod
+    def read(cls, data: bytes) -> ReadBatch:
+        h = _head_of(data)
+        if h is None:
+            b = EventBatch.decode_slowly(data)
+            return cls(b.project, b.hour, b.origin, b.offsets, b.keys, b.times, b.uuids, b.source, b.segment_source,
+                       b.segment, data, 0, 0, 16 * len(b.uuids), b)
+        (project, hour, otopic, opartition, ooffset, stopic, spartition, offsets, keys, times, u, segment_source,
+         segment, at, end) = h
+        times_ = _unpack(times)   # decode_slowly's order: the times' error before the offsets'
+        n = len(times_)
+        origin = Origin(otopic, opartition, ooffset)
+        source = None if (stopic, spartition) == (otopic, opartition) else Source(stopic, spartition)
+        return cls(project, hour, origin, _unpack(offsets), keys.split(b"\xff") if n else [], times_,
+                   [u[i:i + 16] for i in range(0, 16 * n, 16)], source, segment_source,
+                   segment.split(b"\xff") if segment else [], data, at, end, len(u), None)
+
+    @property
+    def lines(self) -> list[bytes]:
+        """The rows split into lines, as ``EventBatch.decode`` splits them (on each newline, none when it holds no
+        event); each cut where ``_row_ends`` found its newline when they are its events' count."""
+        if self.read_slowly is not None:
+            return self.read_slowly.lines
+        if not self.times:
+            return []
+        data, ends = self.data, self._ends()
+        if ends is None:
+            return data[self.at:self.end].split(b"\n")
+        return [data[s + 1:e] for s, e in zip([self.at - 1, *ends], ends)]
+
+    def _ends(self) -> list[int] | None:
+        """``_row_ends`` of the rows, looked for once."""
+        if not self.looked and self.read_slowly is None:
+            self.ends, self.looked = _row_ends(self.data, self.at, self.end, len(self.times)), True
+        return self.ends
+
+    def __len__(self) -> int:
+        """Its rows, as ``len`` of its ``EventBatch``: its events' count when its rows are as many lines."""
+        return len(self.times) if self.times and self._ends() is not None else len(self.lines)
+
+    def batch(self) -> EventBatch:
+        """This batch with its rows split into lines: ``EventBatch.decode`` of the message, with its arrival."""
+        return EventBatch(self.project, self.hour, self.origin, self.offsets, self.keys, self.times, self.uuids,
+                          self.lines, self.source, self.segment_source, self.segment)
+
+    def arrived_at(self, origin: Origin) -> None:
+        """``EventBatch.arrived_at``."""
+        if not self.offsets:
+            self.origin, self.source = origin, None
+
+    def select_encoded(self, mask: list[bool], origin: Origin, max_bytes: int) -> tuple[list[bytes], int]:
+        """(messages, rows): the events whose mask is true as a batch derived from ``origin``, encoded in parts of
+        about ``max_bytes`` at most, and how many rows they hold: the messages of ``batch().select(mask,
+        origin).split(max_bytes)``, none when no row is kept. The kept rows are copied from the message into the new
+        one in runs, never split into lines: only the newlines are looked for, so that a batch whose rows are not
+        its events' count, or whose columns are not, is handed to ``batch()`` and goes that way."""
+        n, keys, segment = len(self.times), self.keys, self.segment
+        ends = None
+        if (self.read_slowly is None and len(keys) == n == len(mask) and self.uuid_bytes == 16 * n
+                and len(self.offsets) in (0, n) and len(segment) in (0, n)):
+            ends = self._ends() if n else None
+        if ends is None:
+            out = self.batch().select(mask, origin)
+            if not out.lines:
+                return [], 0
+            return [part.encode() for part in out.split(max_bytes)], len(out.lines)
+        source, offsets = (self.source or Source(self.origin.topic, self.origin.partition), self.offsets) \
+            if self.offsets else (Source(self.origin.topic, self.origin.partition), own_offsets(self.origin.offset, n))
+        kept_keys = list(compress(keys, mask))
+        k = len(kept_keys)
+        if not k:
+            return [], 0
+        kept_segment = list(compress(segment, mask)) if segment else []
+        view, runs, row, at = memoryview(self.data), [], 0, self.at
+        while row < n:   # the runs of kept rows between dropped ones
+            try:
+                drop = mask.index(False, row)
+            except ValueError:
+                drop = n
+            if drop > row:
+                runs.append(view[ends[row - 1] + 1 if row else at:ends[drop - 1]])
+            row = drop + 1
+        size = sum(map(len, runs)) + len(runs) - 1
+        rows_size = size - (k - 1) + sum(map(len, kept_keys)) + PER_EVENT_BYTES * k + sum(map(len, kept_segment))
+        if rows_size + BATCH_HEAD_BYTES > max_bytes:   # more than one part: EventBatch.split's cut
+            return [part.encode() for part in self.batch().select(mask, origin).split(max_bytes)], k
+        out = EventBatch(self.project, self.hour, origin, list(compress(offsets, mask)), kept_keys,
+                         list(compress(self.times, mask)), list(compress(self.uuids, mask)), [], source,
+                         self.segment_source, kept_segment)
+        pieces = [*out._head(), avro.long_of(size)]
+        for j, run in enumerate(runs):
+            if j:
+                pieces.append(b"\n")
+            pieces.append(run)
+        return [b"".join(pieces)], k
 
 
 class Rows(NamedTuple):
