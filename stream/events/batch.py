@@ -94,8 +94,11 @@ class EventBatch:
         """Avro binary of schemas/event_batch.avsc, its fields written one after the other here (every field is a
         long, an int, a string or bytes): the bytes fastavro's writer gives (``encode_slowly``, compared by the
         tests), in a third of its time."""
-        events = b"\n".join(self.lines)
-        return b"".join((*self._head(), avro.bytes_of(events), events))
+        lines = self.lines
+        rows = [b"\n"] * (2 * len(lines) - 1)   # the rows and their newlines, joined once with the rest: no
+        rows[::2] = lines                       # intermediate copy of them (a megabyte, allocated and freed a batch)
+        size = sum(map(len, lines)) + len(lines) - 1 if lines else 0
+        return b"".join((*self._head(), avro.long_of(size), *rows))
 
     def _head(self) -> tuple[bytes, ...]:
         """The Avro binary of every field before the rows (``events``, the last field), in pieces."""
