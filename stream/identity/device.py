@@ -103,7 +103,8 @@ import msgspec
 from stream.events.fields import IDENTITY_FIELDS
 from stream.events.timefmt import parse_ms
 from stream.identity import ids
-from stream.identity.ops import OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values
+from stream.identity.ops import (OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values,
+                                 within_limits)
 from stream.identity.records import (
     COUNTER,
     HOLDS,
@@ -139,6 +140,7 @@ _encode = msgspec.json.Encoder().encode
 _json = msgspec.json.Decoder().decode
 _EMPTY = b"{}"
 _EMPTY_RAW = msgspec.Raw(_EMPTY)
+_UNSET = msgspec.UNSET
 _NULL = b"null"
 
 
@@ -154,19 +156,23 @@ class _Data(msgspec.Struct, gc=False):
 
 class _In(msgspec.Struct, gc=False):
     """What this stage reads of an export row: a few typed columns, and as raw JSON the identity columns that can
-    hold anything but null when the row comes from ``stream.events.normalize``."""
+    hold anything but null when the row comes from ``stream.events.normalize``.
+
+    The fields are in the row's column order (EXPORT_FIELDS): msgspec looks a key up among the fields from the one
+    after the field it found last, so that each column read is found at the first field it tries (a key that is no
+    field is compared with every field whatever the order)."""
+    app: Any = None                     # read for the cohorts stage (``Resolution.seen``), not here
+    data: _Data = msgspec.field(default_factory=_Data)
     device_id: str | None = None
-    user_id: str | None = None
-    event_type: str = ""
-    version_name: str | None = None
-    event_time: str | None = None
     event_properties: _Revenue = msgspec.field(default_factory=_Revenue)
+    event_time: str | None = None
+    event_type: str = ""
     groups: msgspec.Raw = msgspec.Raw(b"{}")
+    user_id: str | None = None
+    version_name: str | None = None
     group_properties: msgspec.Raw = msgspec.Raw(b"{}")
     processed_time: msgspec.Raw = msgspec.Raw(b"null")
     user_properties: msgspec.Raw = msgspec.Raw(b"{}")
-    data: _Data = msgspec.field(default_factory=_Data)
-    app: Any = None                     # read for the cohorts stage (``Resolution.seen``), not here
     # set once the row went out as it came (``Resolution.seen``): the amplitude_id and user_properties written in it
     # (names no export row has: one that has them anyway has them overwritten, never checked)
     out_amplitude_id: Any = msgspec.field(default=None, name="~out amplitude_id")
@@ -174,26 +180,27 @@ class _In(msgspec.Struct, gc=False):
 
 
 _decode_in = msgspec.json.Decoder(_In).decode
-_TAIL = b",".join(b'"%s":%%b' % f.encode() for f in IDENTITY_FIELDS) + b"}"
-"""The identity columns at the end of a row, by value (raw JSON, ``%b``), and the row's closing brace."""
-_NEW_TAIL = _TAIL % tuple(b"%b" if f in ("group_properties", "processed_time", "user_properties") else b"null"
-                          for f in IDENTITY_FIELDS)
-"""The tail of a row from ``stream.events.normalize``: null but for group_properties, processed_time and
-user_properties (``%b``)."""
-
-
-def _cut(line: bytes, r: _In) -> int:
-    """The length of the row up to and including the comma before its identity columns, when it ends with them as
-    a row from ``stream.events.normalize`` does (EXPORT_FIELDS order: the tail is checked byte for byte against
-    the values just decoded); -1 for any other row (another column order, identity columns already filled)."""
-    tail = _NEW_TAIL % (r.group_properties, r.processed_time, r.user_properties)
-    cut = len(line) - len(tail)
-    return cut if cut > 0 and line.endswith(tail) and line[cut - 1] == 44 else -1     # 44: b","
+_KEYS = tuple((b"," if i else b"") + b'"%s":' % f.encode() for i, f in enumerate(IDENTITY_FIELDS))
+"""The identity columns at the end of a row: each key with the comma before it. A row's tail is these keys, each
+followed by its value (raw JSON), and the row's closing brace, written with the row's head in one ``b"".join``
+(a ``%`` format parses its text again at each use: the tail's check took 5,900 instructions a row that way, 4,700
+this way)."""
+_K_AET, _K_AID, _K_GP, _K_PAY, _K_PT, _K_SV, _K_UCT, _K_UP = _KEYS
+_NEW_GP = _K_AET + b"null" + _K_AID + b"null" + _K_GP
+_NEW_PT = _K_PAY + b"null" + _K_PT
+_NEW_UP = _K_SV + b"null" + _K_UCT + b"null" + _K_UP
+"""The tail of a row from ``stream.events.normalize`` is these, each followed by the row's group_properties,
+processed_time and user_properties, then the closing brace: null but for those three. ``resolve_batch`` checks a
+row's tail byte for byte against them and the values it decoded (EXPORT_FIELDS order): the row up to that tail, and
+its comma, is kept as it is (its length is the row's ``cut``); any other row (another column order, identity columns
+already filled) is re-encoded (``_reencoded``)."""
+_join = b"".join
 
 
 def _reencoded(line: bytes) -> tuple[bytes, bytes]:
-    """A row whose tail is not the one ``_cut`` knows: the row without its identity columns, re-encoded, up to and
-    including the comma before where they go, and its amplitude_event_type (raw JSON)."""
+    """A row whose tail is not the one ``_NEW_GP``, ``_NEW_PT`` and ``_NEW_UP`` make: the row without its identity
+    columns, re-encoded, up to and including the comma before where they go, and its amplitude_event_type (raw
+    JSON)."""
     row = _json(line)
     rest = {k: v for k, v in row.items() if k not in IDENTITY_FIELDS}
     return _encode(rest)[:-1] + b"," if rest else b"{", _encode(row.get("amplitude_event_type"))
@@ -325,11 +332,6 @@ def _device_of(row: Any) -> str:
     return row.device_id if row.device_id is not None else "\x01" + row.user_id
 
 
-def _paid(r: _In) -> bool:
-    """A revenue event: ``$revenue`` or ``$price`` among its event_properties."""
-    return r.event_properties.revenue is not msgspec.UNSET or r.event_properties.price is not msgspec.UNSET
-
-
 def _groups(raw: bytes) -> list[tuple[str, str]]:
     """(type, name) of an event's ``groups``: a name, or a list of names, per type."""
     g = _json(raw)
@@ -349,8 +351,9 @@ def _json_or_null(v: str | None) -> bytes:
 
 def _row(head: bytes, event_type: bytes, aid: int, gp: bytes, paying: bool, processed: bytes,
          start_version: str | None, created: str | None, props: bytes) -> bytes:
-    return head + _TAIL % (event_type, b"%d" % aid, gp, b"true" if paying else b"false", processed,
-                           _json_or_null(start_version), _json_or_null(created), props)
+    return _join((head, _K_AET, event_type, _K_AID, b"%d" % aid, _K_GP, gp, _K_PAY, b"true" if paying else b"false",
+                  _K_PT, processed, _K_SV, _json_or_null(start_version), _K_UCT, _json_or_null(created), _K_UP, props,
+                  b"}"))
 
 
 def held_line(h: HeldRow) -> bytes:
@@ -392,10 +395,10 @@ def fill(released: Released, messages: Mapping[int, Message]) -> None:
             if m.segment:
                 row.segment = m.segment[j]
             row.at = -1
-            rows[n] = (row, row.head + _TAIL % (row.event_type, b"%d" % row.aid, row.group_properties,
-                                                b"true" if row.paying else b"false", row.processed_time,
-                                                _json_or_null(row.start_version), _json_or_null(row.created),
-                                                row.props), offset)
+            rows[n] = (row, _join((row.head, _K_AET, row.event_type, _K_AID, b"%d" % row.aid, _K_GP,
+                                   row.group_properties, _K_PAY, b"true" if row.paying else b"false", _K_PT,
+                                   row.processed_time, _K_SV, _json_or_null(row.start_version), _K_UCT,
+                                   _json_or_null(row.created), _K_UP, row.props, b"}")), offset)
 
 
 class _HoldBook:
@@ -439,6 +442,7 @@ class _HoldBook:
             if hk not in self.index:    # every hold is in the partition's holds list (``HOLDS``): none, unread
                 self.stored[hk] = (-1, 0)
                 self.absent.add(hk)
+                self.held[hk] = None
                 return None
             v = self.st.get(hk)
             h = self.held[hk] = dec_held(v) if v is not None else None
@@ -585,7 +589,10 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             elif up != _EMPTY_RAW:
                 raw = bytes(up)
                 # $skip_user_properties_sync: the event shows its properties over the user's, which keeps them not
-                updates[i] = ("show" if r.data.skip_sync else "set", check_set(_json(raw), raw=raw), raw)
+                v = _json(raw)      # check_set's call only for what its first test does not take
+                updates[i] = ("show" if r.data.skip_sync else "set",
+                              v if type(v) is dict and within_limits(raw) else check_set(v, "user_properties", raw),
+                              raw)
             g = r.groups
             if g != _EMPTY_RAW:
                 groups[i] = _groups(bytes(g))
@@ -597,7 +604,9 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                              IdentifyError("invalid_identify", "user_properties", str(exc))))
             continue
         rows[i] = r
-        device = _device_of(r)
+        device = r.device_id
+        if device is None:      # _device_of, without its call
+            device = "\x01" + r.user_id
         dh = named.get(device)
         if dh is None:
             dh = named[device] = (device_key(project, device), held_key(project, device) if hold is not None else b"")
@@ -688,22 +697,37 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         if prof.start_version is None and r.version_name is not None:
             prof.start_version, p.dirty, p.fields = r.version_name, True, None
         line = lines[i]
-        if not prof.paying and _paid(r):
-            prof.paying, p.dirty, p.fields = True, True, None
+        if not prof.paying:     # a revenue event: ``$revenue`` or ``$price`` among its event_properties
+            ep = r.event_properties
+            if ep.revenue is not _UNSET or ep.price is not _UNSET:
+                prof.paying, p.dirty, p.fields = True, True, None
         u = updates[i]
         shown_props = None
         if u is not None:
-            was = (p.props, p.raw, p.dirty)
-            if u[0] == "identify":
-                p.replace(identify(p.get(), u[1]))
+            kind, values, raw = u
+            props = p.props
+            if kind != "identify" and (props if props is not None else p.get()).keys() <= values.keys() \
+                    and OPERATIONS.isdisjoint(values):
+                # an update naming every property the user has: the properties are the update, its JSON ``raw``
+                # (``_Props.set``'s first case, without its call and without keeping what they were)
+                if len(raw) > max_props_bytes:
+                    dropped.append((i, len(raw)))
+                elif kind == "show":
+                    shown_props = raw
+                else:
+                    p.props, p.raw, p.dirty = values, raw, True
             else:
-                p.set(u[1], u[2])
-            if len(p.raw) > max_props_bytes:
-                dropped.append((i, len(p.raw)))
-                p.props, p.raw, p.dirty = was
-            elif u[0] == "show":
-                shown_props = p.raw
-                p.props, p.raw, p.dirty = was
+                was = (p.props, p.raw, p.dirty)
+                if kind == "identify":
+                    p.replace(identify(p.get(), values))
+                else:
+                    p.set(values, raw)
+                if len(p.raw) > max_props_bytes:
+                    dropped.append((i, len(p.raw)))
+                    p.props, p.raw, p.dirty = was
+                elif kind == "show":
+                    shown_props = p.raw
+                    p.props, p.raw, p.dirty = was
         gp = r.group_properties
         if groups[i]:
             shown: dict[str, dict[str, Any]] = {}
@@ -725,15 +749,22 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         if f is None:
             f = p.fields = (b"%d" % aid, b"true" if prof.paying else b"false", _json_or_null(prof.start_version),
                             _json_or_null(prof.created))
-        cut = _cut(line, r)     # a row held by reference needs no copy of its head: only where it ends
-        head, event_type = (b"", _NULL) if cut >= 0 else _reencoded(line)
+        # where the row's identity columns begin (``_NEW_UP``): a row held by reference needs no copy of its head
+        tail = _join((_NEW_GP, r.group_properties, _NEW_PT, r.processed_time, _NEW_UP, r.user_properties, b"}"))
+        cut = len(line) - len(tail)
+        if cut > 0 and line.endswith(tail) and line[cut - 1] == 44:
+            head, event_type = b"", _NULL
+        else:
+            cut = -1
+            head, event_type = _reencoded(line)
         et = r.event_type
         if et == IDENTIFY or et == GROUP_IDENTIFY:
             event_type = b'"%s"' % et.encode()
         h = None
         if hold is not None:
             hk = heldkeys[i]
-            h = book.get(hk)
+            held_ = book.held
+            h = held_[hk] if hk in held_ else book.get(hk)
             if linked[i] and (h is not None or hold.bound_ms > 0):
                 if h is None:
                     h = book.start(hk, hold.now_ms, hold.hour)
@@ -757,8 +788,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             held += 1
         else:
             props = p.raw if shown_props is None else shown_props
-            out.append((line[:cut] if cut >= 0 else head) + _TAIL % (event_type, f[0], gp, f[1], processed, f[2], f[3],
-                                                                     props))
+            out.append(_join((line[:cut] if cut >= 0 else head, _K_AET, event_type, _K_AID, f[0], _K_GP, gp, _K_PAY,
+                              f[1], _K_PT, processed, _K_SV, f[2], _K_UCT, f[3], _K_UP, props, b"}")))
             if cut >= 0:
                 r.out_amplitude_id, r.out_user_properties = aid, props
                 read_rows.append(r)
