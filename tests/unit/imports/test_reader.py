@@ -547,3 +547,12 @@ def test_a_run_holds_at_most_run_rows_rows_however_small_the_rows(file_type, lin
     assert max(len(r) for r in runs) == RUN_ROWS == 2_000
     assert sum(len(r) for r in runs) == 100_000
     assert [item.number for r in runs for item in r] == list(range(1, 100_001))     # a CSV's header is not a row
+
+
+def test_rows_read_are_not_tracked_by_the_garbage_collector_and_compare_by_their_fields():
+    import gc
+    r = reader.RowReader("json", "none")
+    rows = [*r.feed(b'{"a": 1, "b": {"c": [1, 2]}}\n{"a": 2}\n'), *r.finish()]
+    assert rows == [Row(1, {"a": 1, "b": {"c": [1, 2]}}), Row(2, {"a": 2})]
+    assert [gc.is_tracked(row) for row in rows] == [False, False]
+    assert pickle.loads(pickle.dumps(rows)) == rows and rows[0] != Row(1, {"a": 2})
