@@ -2,7 +2,7 @@
 
     python bench/bench_import.py [--files F] [--rows R] [--repeats N] [--lag-files L] [--lag-every S]
                                  [--lag-rows R] [--gigabytes G]
-                                 [--parts throughput,lag,large,worker-profile,profile,converter]
+                                 [--parts throughput,lag,large,worker-profile,profile,converter,pipeline]
                                  [--quick] [--seed S] [--before CHECKOUT] [--processes N,M]
 
 About 8.5 minutes on 2 cores with --gigabytes 0.5, about 10.5 with the defaults (the large file is imported at
@@ -72,6 +72,14 @@ profile      In this process, no Kafka: 50,000 rows through RowReader (gunzip, l
              msgspec fast path (normalize_message on the converted event re-encoded with orjson; checked to
              write the same lines), the UUID parse of the row's uuid; and the cost of opening an S3 client
              (stream.s3.client.target_client), which the agent does once per file.
+
+pipeline     No Kafka: the importer's pure steps on ``--rows`` of the throughput part's rows, in a child process
+             per tree (this checkout, and ``--before``'s in turn, ``--repeats`` rounds): read 1 MiB of gzip at a
+             time into runs (gunzip, lines, JSON), cut chunks of 2,000 rows, convert, put the chunk's new devices'
+             partitions in partition_for's memo (where the tree does), group and encode the batches, the chunk's
+             rows and events dropped after it, as the agent does; partition_for's memo emptied at each pass (most
+             devices new, as in the throughput part). Best of 5 passes, process CPU µs a row, the collector on
+             after ``gc.freeze()`` as in the worker, and the collector's runs by generation.
 
 converter    In this process, no Kafka: the benchmark's converter on 20,000 of its rows, ``Converter.__call__`` (a
              dict row through the function generated for the converter) against ``_evaluate`` (entry by entry),
@@ -1155,6 +1163,100 @@ def pool_part(files: int, rows: int, seed: int, processes: list[int], rounds: in
     return {"files": files, "rows_per_file": rows, "by_import_processes": by, "runs": runs}
 
 
+PIPELINE_CHILD = r"""
+import gc, json, random, sys, time
+tree, bench, rows, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sys.path[:0] = [tree, bench]
+from bench_import import CHUNK_ROWS, PARTITIONS, PROJECT, SOURCE, gz, rows_jsonl, source_cfg
+import stream
+from stream.events import partitioning
+from stream.events.batch import group
+from stream.events.normalize import Rules
+from stream.imports.files import ImportFile
+from stream.imports.reader import RowReader
+from stream.imports.rows import FileContext, convert
+from stream.settings import Settings
+try:
+    from stream.imports.rows import remember_targets
+except ImportError:     # a tree from before it
+    remember_targets = None
+assert stream.__file__.startswith(tree), (stream.__file__, tree)
+settings = Settings(projects=[{"id": PROJECT}], sources=[source_cfg("bucket", "tput/")])
+src, ing = settings.sources[0], settings.ingest
+rules = Rules(ing.max_event_bytes, ing.min_id_length, ing.unknown_fields == "keep", int(ing.max_clock_skew_s * 1000))
+now = 1_765_000_000_000
+ctx = FileContext(src, ImportFile(SOURCE, "bucket", "tput/part-00000.json.gz", now, "scan"), 7, now, rules,
+                  ing.max_event_bytes, "imports.files/0/7")
+body = gz(rows_jsonl(random.Random(seed), rows, "t000", now))
+topic, max_bytes = "events.valid", settings.kafka.max_request_bytes // 2
+
+
+def pipeline():
+    partitioning._MEMOS.clear()
+    reader, chunk = RowReader("json", "gzip"), []
+
+    def flush():
+        out = convert(ctx, chunk, now)
+        chunk.clear()
+        if remember_targets is not None:
+            remember_targets(out, PARTITIONS)
+        for _, batch in group(out.events, topic, 0, PARTITIONS, ing.batch_max_events, max_bytes):
+            batch.encode()
+
+    def runs():
+        for i in range(0, len(body), 1 << 20):
+            yield from reader.feed_runs(body[i:i + (1 << 20)])
+        yield from reader.finish_runs()
+
+    for run in runs():
+        at = 0
+        while at < len(run):
+            took = CHUNK_ROWS - len(chunk)
+            chunk.extend(run[at:at + took])
+            at += took
+            if len(chunk) >= CHUNK_ROWS:
+                flush()
+    if chunk:
+        flush()
+
+
+gc.collect()
+gc.freeze()
+before = [g["collections"] for g in gc.get_stats()]
+passes = []
+for _ in range(5):
+    t = time.process_time()
+    pipeline()
+    passes.append(time.process_time() - t)
+print(json.dumps({"us_per_row": min(passes) * 1e6 / rows, "passes_us_per_row": [x * 1e6 / rows for x in passes],
+                  "collections": [g["collections"] - b for g, b in zip(gc.get_stats(), before)]}))
+"""
+
+
+def pipeline_part(rows: int, seed: int, before: str | None, rounds: int) -> dict:
+    """The importer's pure steps in a child process per tree, alternating (see the module docstring)."""
+    trees = {"this": str(BENCH.parent)} | ({"before": str(Path(before).resolve())} if before else {})
+    runs = []
+    for r in range(rounds):
+        for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+            got = subprocess.run([sys.executable, "-c", PIPELINE_CHILD, trees[name], str(BENCH), str(rows), str(seed)],
+                                 capture_output=True, text=True, check=True, cwd=trees[name])
+            x = {"tree": name, "round": r, "loadavg": os.getloadavg()[0], **json.loads(got.stdout)}
+            runs.append(x)
+            log(f"  pipeline round {r}, {name}: {x['us_per_row']:.2f} µs CPU a row (best of 5), collections "
+                f"{x['collections']}, load {x['loadavg']:.2f}")
+    med = statistics.median
+    summary = {name: {"us_per_row": med(x["us_per_row"] for x in runs if x["tree"] == name),
+                      "us_per_row_runs": [round(x["us_per_row"], 3) for x in runs if x["tree"] == name]}
+               for name in trees}
+    if before:
+        summary["ratio"] = summary["this"]["us_per_row"] / summary["before"]["us_per_row"]
+    for name, x in summary.items():
+        if name != "ratio":
+            log(f"  pipeline, {name}: {x['us_per_row']:.2f} µs CPU a row (median of {x['us_per_row_runs']})")
+    return {"rows": rows, "trees": trees, "summary": summary, "runs": runs}
+
+
 def converter_part(rows: int, seed: int, rounds: int = 5) -> dict:
     """The benchmark's converter on its rows, in this process: ``Converter.__call__`` (a dict row through the
     generated function) against the entry-by-entry evaluation (``_evaluate``, what it did before), alternating,
@@ -1198,7 +1300,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=20, help="throughput: files (default 20)")
     ap.add_argument("--rows", type=int, default=50_000, help="throughput: rows per file (default 50000)")
-    ap.add_argument("--repeats", type=int, default=3, help="throughput: repeats of worker and raw loop (default 3)")
+    ap.add_argument("--repeats", type=int, default=3, help="throughput: repeats of worker and raw loop; pipeline: rounds (default 3)")
     ap.add_argument("--lag-files", type=int, default=20, help="lag: files (default 20)")
     ap.add_argument("--lag-rows", type=int, default=100, help="lag: rows per file (default 100)")
     ap.add_argument("--lag-every", type=float, default=2.0, help="lag: seconds between puts (default 2)")
@@ -1208,7 +1310,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true",
                     help="6 files x 20000 rows, 2 repeats, 10 lag files, 0.25 GB (unless given explicitly)")
     ap.add_argument("--seed", type=int, default=17)
-    ap.add_argument("--before", metavar="CHECKOUT", help="throughput: also run the worker of this checkout (a copy "
+    ap.add_argument("--before", metavar="CHECKOUT", help="throughput and pipeline: also run the worker (the steps) of this checkout (a copy "
                     "of an earlier commit, e.g. git archive HEAD | tar -x -C /tmp/before) in every repeat, beside "
                     "this one's, on the same files")
     ap.add_argument("--processes", metavar="N,M", help="throughput: run this checkout's worker once with each "
@@ -1236,7 +1338,7 @@ def main() -> int:
             if f"--{name.replace('_', '-')}" not in given:
                 setattr(a, name, value)
     parts = {p.strip() for p in a.parts.split(",") if p.strip()}
-    unknown = parts - {"throughput", "lag", "large", "worker-profile", "profile", "converter", "pool"}
+    unknown = parts - {"throughput", "lag", "large", "worker-profile", "profile", "converter", "pool", "pipeline"}
     if unknown:
         ap.error(f"unknown parts: {', '.join(sorted(unknown))}")
 
@@ -1260,12 +1362,15 @@ def main() -> int:
     if "converter" in parts:
         log("converter: the benchmark's converter on 20,000 rows, generated function against entry by entry")
         out["converter"] = converter_part(20_000, a.seed)
+    if "pipeline" in parts:
+        log(f"pipeline: the importer's pure steps on {a.rows:,} rows in a child process per tree, {a.repeats} rounds")
+        out["pipeline"] = pipeline_part(a.rows, a.seed, a.before, a.repeats)
     if "pool" in parts:
         procs = [int(x) for x in (a.processes or "0,1,2").split(",")]
         log(f"pool: the import engine alone on {a.files} in-memory files of {a.rows:,} rows, import_processes "
             f"{procs}, {a.repeats} rounds")
         out["pool"] = pool_part(a.files, a.rows, a.seed, procs, a.repeats)
-    if parts - {"profile", "converter", "pool"}:
+    if parts - {"profile", "converter", "pool", "pipeline"}:
         moto, broker = start_moto(workdir), start_broker(workdir)
         stack = {"bootstrap": f"127.0.0.1:{broker.port}", "s3": f"http://127.0.0.1:{moto.port}",
                  "broker_pid": broker.pid, "moto_pid": moto.pid}
@@ -1337,6 +1442,10 @@ def report(out: dict) -> None:
         x = out["worker_profile"]
         print(f"worker under cProfile, share of the main thread's own time: "
               f"{', '.join(f'{k} {v:.0%}' for k, v in list(x['share_by_module'].items())[:8])}")
+    if "pipeline" in out:
+        x = out["pipeline"]["summary"]
+        print(f"pipeline ({out['pipeline']['rows']:,} rows), µs CPU a row: this tree {x['this']['us_per_row']:.2f}"
+              + (f", before {x['before']['us_per_row']:.2f} (ratio {x['ratio']:.3f})" if "before" in x else ""))
     if "profile" in out:
         p = out["profile"]
         print(f"profile, µs per row: {p['us_per_row']}; pure steps {p['pure_steps_us_per_row']} µs/row = "
