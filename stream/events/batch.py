@@ -95,10 +95,12 @@ class EventBatch:
         long, an int, a string or bytes): the bytes fastavro's writer gives (``encode_slowly``, compared by the
         tests), in a third of its time."""
         lines = self.lines
-        rows = [b"\n"] * (2 * len(lines) - 1)   # the rows and their newlines, joined once with the rest: no
-        rows[::2] = lines                       # intermediate copy of them (a megabyte, allocated and freed a batch)
-        size = sum(map(len, lines)) + len(lines) - 1 if lines else 0
-        return b"".join((*self._head(), avro.long_of(size), *rows))
+        if len(lines) < JOIN_ONCE_ROWS:
+            events = b"\n".join(lines)
+            return b"".join((*self._head(), avro.bytes_of(events), events))
+        rows = [b"\n"] * (2 * len(lines) - 1)   # the rows and their newlines, joined once with the rest
+        rows[::2] = lines
+        return b"".join((*self._head(), avro.long_of(sum(map(len, lines)) + len(lines) - 1), *rows))
 
     def _head(self) -> tuple[bytes, ...]:
         """The Avro binary of every field before the rows (``events``, the last field), in pieces."""
@@ -398,6 +400,11 @@ def decode_rows(data: bytes) -> Rows:
                 f"{src['topic']}[{src['partition']}]", offsets, r["segment_source"], r["segment"])
 
 
+JOIN_ONCE_ROWS = 200
+"""The rows of a batch of this many events or more are joined into its message in one pass with the rest, not first
+into a copy of their own: a copy of a megabyte allocated and freed a batch faulted in its pages anew each time
+(about 420 page faults a batch of 500 rows of 1.8 KB, 1.2 against 0.4 µs an event); for fewer rows the join of the
+rows alone is as cheap or cheaper (0.53 against 0.56 µs an event for batches of 25 such rows)."""
 SOURCE_SLOTS = 1 << 16
 """Events one batch written directly to its first topic may hold (the HTTP API writes events.valid so): their
 source offsets are the message's offset times this, plus their index, so that each event of such a batch has a

@@ -141,3 +141,12 @@ def test_a_kept_batch_past_the_limit_goes_in_parts_as_split_cuts_it(mask):
     want, n = reference(b.encode(), Origin("events.valid", 1, 7), mask, Origin("events.valid", 1, 7), limit)
     assert (got, count) == want
     assert [len(EventBatch.decode(m)) for m in got] == {5: [2, 2, 1], 3: [2, 1], 2: [2]}[sum(mask)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(195, 260), st.data())
+def test_a_batch_of_many_rows_joined_once_into_its_message_encodes_to_fastavros_bytes(n, data):
+    b = EventBatch(7, H, Origin("events.ingest", 1, 5), list(range(n)), [b"k%d" % i for i in range(n)],
+                   [H + i for i in range(n)], [bytes(16)] * n, [data.draw(st.binary(max_size=6)) for _ in range(n)])
+    assert b.encode() == b.encode_slowly()
+    assert ReadBatch.read(b.encode()).batch() == EventBatch.decode_slowly(b.encode())
