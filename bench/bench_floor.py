@@ -42,11 +42,16 @@ about a third of the rows are held (32,696 of 100,000), none until the answers.
 compresses the body as one message; the service also validates and normalizes every event, throttles, groups
 by partition, encodes the batches and compresses them.
 
+A step drops each of its outputs before it makes the next, as the worker drops a batch once it is sent;
+``--keep-outputs`` keeps them all until the pass ends, as this script did before (BENCHMARKS.md's tables before
+that note say so): a megabyte a batch then goes to pages the process never touched, and their faults count in the
+step (EventBatch.encode 1.1 against 0.4 µs an event).
+
 Prints the CPU microseconds per event of each step and the totals. ``bench_worker.py`` and ``bench_api.py``
 measure what each side costs with Kafka and HTTP; BENCHMARKS.md combines them into the bounds.
 
     python bench/bench_floor.py [--events N] [--repeats R] [--api] [--identity [--identity-compare]]
-                                [--identity-only] [--figure-b] [--json PATH]
+                                [--identity-only] [--figure-b] [--keep-outputs] [--json PATH]
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,6 +111,19 @@ def _db(path: Path) -> rocksdict.Rdict:
     w.disable_wal = True
     db.set_write_options(w)
     return db
+
+
+KEEP = {"outputs": False}
+"""--keep-outputs: each step keeps all it made until its pass ends, as this script did before; then every output
+(most of them a megabyte) is written to pages the process has not touched yet, and the page faults count in the
+step. By default a step drops each output before it makes the next, as the worker drops a batch once sent."""
+
+
+def _each(f: Callable, items: list) -> Callable[[], None]:
+    """A step that applies ``f`` to each of ``items`` (``KEEP``)."""
+    if KEEP["outputs"]:
+        return lambda: [f(x) for x in items]
+    return lambda: deque(map(f, items), maxlen=0)
 
 
 def _timed(step: Callable[[], None], repeats: int, setup: Callable[[], None] | None = None) -> float:
@@ -278,11 +297,11 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
         batches = [(t, EventBatch.decode(v)) for t, v, _ in valid_batches(wl, "events.ingest", 424242, wl.partitions)]
     out["ingest: validate, normalize, group"] = timed(ingest, repeats)
     encoded = [(t, b.encode()) for t, b in batches]
-    out["ingest: EventBatch.encode"] = timed(lambda: [b.encode() for _, b in batches], repeats)
+    out["ingest: EventBatch.encode"] = timed(_each(lambda tb: tb[1].encode(), batches), repeats)
     compressed = [(t, zstd_encode(v)) for t, v in encoded]
-    out["ingest: zstd-3 (producer)"] = timed(lambda: [zstd_encode(v) for _, v in encoded], repeats)
-    out["dedupe: zstd decompress"] = timed(lambda: [zstd_decode(v) for _, v in compressed], repeats)
-    out["dedupe: ReadBatch.read"] = timed(lambda: [ReadBatch.read(v) for _, v in encoded], repeats)
+    out["ingest: zstd-3 (producer)"] = timed(_each(lambda tv: zstd_encode(tv[1]), encoded), repeats)
+    out["dedupe: zstd decompress"] = timed(_each(lambda tv: zstd_decode(tv[1]), compressed), repeats)
+    out["dedupe: ReadBatch.read"] = timed(_each(lambda tv: ReadBatch.read(tv[1]), encoded), repeats)
     decoded: list[tuple[int, ReadBatch]] = []
     accepted: list[bytes] = []
     keeps: list[list[bool]] = []
@@ -291,7 +310,7 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
         fresh()
         decoded[:] = [(t, ReadBatch.read(v)) for t, v in encoded]
 
-    def dedupe() -> None:
+    def dedupe(collect: bool = KEEP["outputs"]) -> None:
         accepted.clear()
         keeps.clear()
         dbs = [_db(work / f"worker-{state['round']}-{p}") for p in range(wl.partitions)]
@@ -305,19 +324,24 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
                 db.write(wb)
                 zstd_encode(encode_changelog(d.writes))
             # parts of at most kafka.max_request_bytes // 2 (the default's: 4 MiB), as the stage cuts them
-            accepted.extend(b.select_encoded(d.keep, Origin("events.valid", t, i), 4 << 20)[0])
-            keeps.append(d.keep)
+            sent = b.select_encoded(d.keep, Origin("events.valid", t, i), 4 << 20)[0]
+            if collect:
+                accepted.extend(sent)
+                keeps.append(d.keep)
         for db in dbs:
             db.close()
 
     out["dedupe: RocksDB, decide, changelog, select_encoded"] = timed(dedupe, repeats, fresh_read)
+    if not accepted:   # the passes dropped what they sent: one more, untimed, for the next steps' input
+        fresh_read()
+        dedupe(collect=True)
     # the identity step's input, untimed: the kept rows as the stage hands them to the device side
     selected = [(t, PRELOADED_MS + i, b.batch().select(keep, Origin("events.valid", t, i)),
                  [j for j, k in enumerate(keep) if k]) for i, ((t, b), keep) in enumerate(zip(decoded, keeps))]
     acc_compressed = [zstd_encode(v) for v in accepted]
-    out["dedupe: zstd-3 (producer)"] = timed(lambda: [zstd_encode(v) for v in accepted], repeats)
-    out["export: zstd decompress"] = timed(lambda: [zstd_decode(v) for v in acc_compressed], repeats)
-    out["export: decode_rows"] = timed(lambda: [decode_rows(v) for v in accepted], repeats)
+    out["dedupe: zstd-3 (producer)"] = timed(_each(zstd_encode, accepted), repeats)
+    out["export: zstd decompress"] = timed(_each(zstd_decode, acc_compressed), repeats)
+    out["export: decode_rows"] = timed(_each(decode_rows, accepted), repeats)
     rows = [decode_rows(v) for v in accepted]
 
     def gzip_rows() -> None:
@@ -337,7 +361,8 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
         compared = ident["compare"] if compare else {}
     raw = sum(v for k, v in per_event.items() if k.startswith("raw:"))
     worker = sum(v for k, v in per_event.items() if not k.startswith("raw:"))
-    return {"events": n, "exported": sum(r.count for r in rows), "repeats": repeats, "us_per_event": per_event,
+    return {"events": n, "exported": sum(r.count for r in rows), "repeats": repeats,
+            "keep_outputs": KEEP["outputs"], "us_per_event": per_event,
             "raw_total": round(raw, 2), "worker_total": round(worker, 2), "identity_compared": compared}
 
 
@@ -400,8 +425,11 @@ def main() -> None:
                     help="the identity step's input: figure B's events.valid batches as bench_worker.py pre-loads "
                          "them (their upload hours: holds let go by a batch of a later hour) instead of the ingest "
                          "step's (upload times clamped to its clock: one hour, every hold lasting until the answers)")
+    ap.add_argument("--keep-outputs", action="store_true",
+                    help="keep each step's outputs until its pass ends (as before): their page faults count too")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results-floor.json"))
     args = ap.parse_args()
+    KEEP["outputs"] = args.keep_outputs
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         print(f"figure A: generating {args.events:,} events, then {args.repeats} passes of each step ...",
