@@ -800,6 +800,9 @@ _CALLER_FIELDS = ("insert_id", "uuid", "$skip_user_properties_sync")
 _Maker = Callable[[tuple[Any, ...], int, int, Rules, "int | None", str, str, bool], "Normalized | None"]
 
 
+_INVALID_LENGTHS = frozenset(map(len, INVALID_IDS))
+"""The lengths of the invalid ids: a text whose ``lower()`` is one of them (ASCII) has its length, as every
+character whose lowercase is ASCII lowers to exactly one character (checked over all of Unicode by the tests)."""
 _SECONDS: dict[int, bytes] = {}
 """Epoch second -> its ``format_ms`` text up to the milliseconds, as bytes (``_second_b``)."""
 _MILLIS = tuple(b".%03d000" % i for i in range(1000))
@@ -846,8 +849,8 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     for name in ("user_id", "device_id"):   # _fast_row's ids
         add(f"    {name} = {f(name)}")
         if name in var:
-            add(f"    if {name} is not None:")
-            add(f"        if {name}.lower() in _INVALID_IDS:")
+            add(f"    if {name} is not None:")   # an id of another length cannot be one (see _INVALID_LENGTHS)
+            add(f"        if len({name}) in _INVALID_LENGTHS and {name}.lower() in _INVALID_IDS:")
             add("            return None")
             add(f"        if len({name}) < min_len:")
             add(f"            {name} = None")
@@ -911,7 +914,8 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     add("    return _new(_Normalized, (project, dedupe_key, uploaded, _fromhex(uid_s.replace('-', '')), line, "
         "device_id, user_id, clamped))")
     env: dict[str, Any] = {"_M": missing, "_finite": math.isfinite, "_str_keys": _str_keys, "_enc": _json_encode,
-                           "_INVALID_IDS": INVALID_IDS, "_format_b": _format_b, "_last": [(None, b"")],
+                           "_INVALID_IDS": INVALID_IDS, "_INVALID_LENGTHS": _INVALID_LENGTHS,
+                           "_format_b": _format_b, "_last": [(None, b"")],
                            "_seconds": _SECONDS, "_second_b": _second_b, "_MILLIS": _MILLIS,
                            "_SYNC_EXCEPT": tuple(sync_except), "_new": tuple.__new__, "_Normalized": Normalized,
                            "_fromhex": bytes.fromhex}

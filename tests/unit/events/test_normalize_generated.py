@@ -761,3 +761,18 @@ def test_the_builder_declines_what_the_fast_path_declines_and_takes_the_rest():
     assert fast_event_builder(("event_type", "colour"), MISSING) is None
     assert fast_event_builder(("event_type", "event_type"), MISSING) is None
     assert fast_event_builder((), MISSING) is None
+
+
+def test_a_text_that_lowers_to_an_invalid_id_has_its_length():
+    """The row maker looks an id up among the invalid ones only when its length is one of theirs: every character
+    whose lowercase is ASCII lowers to exactly one character, and ids of every case and the Kelvin sign are refused."""
+    from stream.events.normalize import _INVALID_LENGTHS
+    assert [hex(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF
+            and chr(i).lower().isascii() and len(chr(i).lower()) != 1] == []
+    assert _INVALID_LENGTHS == {len(x) for x in INVALID_IDS}
+    make = fast_row_maker(("event_type", "user_id", "device_id"), MISSING, SYNC_EXCEPT)
+    uid = "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f"
+    for bad in ["NULL", "Undefined", "UN\u212aNOWN", "00000000-0000-0000-0000-000000000000", "N/A"]:
+        assert make(("Play", bad, "device-00001"), PROJECT, T, RULES, T, "ord-1", uid, False) is None, bad
+        assert make(("Play", "user-00001", bad), PROJECT, T, RULES, T, "ord-1", uid, False) is None, bad
+    assert make(("Play", "user-00001", "device-00001"), PROJECT, T, RULES, T, "ord-1", uid, False) is not None
