@@ -9,7 +9,8 @@ Per message:
    ``dedupe.state_written``);
 4. the events kept, as a batch derived from the message's offset, go through the identity stage's device side
    (ids and user fields, on the same partition), then to events.accepted, split so that each message stays within
-   the producer's limit (``dedupe.sent``).
+   the producer's limit (``dedupe.sent``). Without the identity stage their rows are never split into lines: they
+   go from the message into the new one in runs (``ReadBatch.select_encoded``).
 
 A replay of the message (a crash before the commit of its offset) decides the same: the state remembers each
 first occurrence with its uuid, and a replayed event is not a duplicate of itself; the exporter drops the rows it
