@@ -81,7 +81,7 @@ class DedupeStage:
         if self.device is None:   # the kept rows go on as they came, never split into lines
             messages, accepted = batch.select_encoded(d.keep, origin, self.max_request_bytes // 2)
         else:
-            out = batch.batch().select(d.keep, origin)
+            out = batch.select(d.keep, origin)
             if out.lines:
                 out = await self.device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000),
                                               [i for i, k in enumerate(d.keep) if k])

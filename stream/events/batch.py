@@ -323,6 +323,35 @@ class ReadBatch:
         if not self.offsets:
             self.origin, self.source = origin, None
 
+    def _ends_of_columns(self, mask: list[bool]) -> list[int] | None:
+        """``_ends()`` when every column and the mask are its events' count and its rows as many lines; None
+        otherwise (the batch then goes through ``batch()``, as fastavro's reading gives it)."""
+        n = len(self.times)
+        if (n and self.read_slowly is None and len(self.keys) == n == len(mask) and self.uuid_bytes == 16 * n
+                and len(self.offsets) in (0, n) and len(self.segment) in (0, n)):
+            return self._ends()
+        return None
+
+    def _source_of_events(self) -> tuple[Source, list[int]]:
+        """``EventBatch.source_of_events`` of a batch whose rows are its events' count."""
+        own = Source(self.origin.topic, self.origin.partition)
+        if self.offsets:
+            return self.source or own, self.offsets
+        return own, own_offsets(self.origin.offset, len(self.times))
+
+    def select(self, mask: list[bool], origin: Origin) -> EventBatch:
+        """``batch().select(mask, origin)``, with only the kept rows cut from the message."""
+        ends = self._ends_of_columns(mask)
+        if ends is None:
+            return self.batch().select(mask, origin)
+        source, offsets = self._source_of_events()
+        data = self.data
+        return EventBatch(
+            self.project, self.hour, origin, list(compress(offsets, mask)), list(compress(self.keys, mask)),
+            list(compress(self.times, mask)), list(compress(self.uuids, mask)),
+            [data[s + 1:e] for s, e in compress(zip([self.at - 1, *ends], ends), mask)], source, self.segment_source,
+            list(compress(self.segment, mask)) if self.segment else [])
+
     def select_encoded(self, mask: list[bool], origin: Origin, max_bytes: int) -> tuple[list[bytes], int]:
         """(messages, rows): the events whose mask is true as a batch derived from ``origin``, encoded in parts of
         about ``max_bytes`` at most, and how many rows they hold: the messages of ``batch().select(mask,
@@ -330,17 +359,13 @@ class ReadBatch:
         one in runs, never split into lines: only the newlines are looked for, so that a batch whose rows are not
         its events' count, or whose columns are not, is handed to ``batch()`` and goes that way."""
         n, keys, segment = len(self.times), self.keys, self.segment
-        ends = None
-        if (self.read_slowly is None and len(keys) == n == len(mask) and self.uuid_bytes == 16 * n
-                and len(self.offsets) in (0, n) and len(segment) in (0, n)):
-            ends = self._ends() if n else None
+        ends = self._ends_of_columns(mask)
         if ends is None:
             out = self.batch().select(mask, origin)
             if not out.lines:
                 return [], 0
             return [part.encode() for part in out.split(max_bytes)], len(out.lines)
-        source, offsets = (self.source or Source(self.origin.topic, self.origin.partition), self.offsets) \
-            if self.offsets else (Source(self.origin.topic, self.origin.partition), own_offsets(self.origin.offset, n))
+        source, offsets = self._source_of_events()
         kept_keys = list(compress(keys, mask))
         k = len(kept_keys)
         if not k:

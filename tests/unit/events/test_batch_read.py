@@ -55,6 +55,7 @@ def test_a_read_batch_is_fastavros_batch_and_sends_what_select_split_and_encode_
     arrived_slowly = EventBatch.decode_slowly(msg)
     arrived_slowly.arrived_at(arrived)
     assert r.batch() == arrived_slowly   # as read, with its arrival: sending changed nothing of it
+    assert r.select(mask, arrived) == arrived_slowly.select(mask, arrived)   # what the identity stage is handed
 
 
 @settings(max_examples=300, deadline=None)
@@ -82,6 +83,8 @@ def test_rows_holding_a_newline_or_columns_of_another_count_go_through_the_batch
             r = ReadBatch.read(msg)
             want, count = reference(msg, Origin("events.valid", 0, 3), mask, Origin("events.valid", 0, 3), 4 << 20)
             assert (r.select_encoded(mask, Origin("events.valid", 0, 3), 4 << 20), len(r)) == (want, count)
+            assert r.select(mask, Origin("events.valid", 0, 3)) == \
+                EventBatch.decode_slowly(msg).select(mask, Origin("events.valid", 0, 3))
     r = ReadBatch.read(b.encode())
     assert (len(r), r.lines) == (3, [b'{"x":1}', b'{"y":1}', b'{"x":2}'])   # three lines for two events, as before
 
