@@ -22,7 +22,7 @@ import msgspec
 
 from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.fields import EXPORT_FIELDS, INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
-from stream.events.timefmt import format_ms, parse_ms
+from stream.events.timefmt import _FRACTIONS, _second_cache, format_ms, parse_ms
 
 UUID_NAMESPACE = uuidlib.UUID("6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f")
 """Namespace of the uuid5 derived from an event's source coordinates."""
@@ -499,8 +499,40 @@ def _fast_obj(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str,
     return _fast_row(e, project, timestamp_ms, origin, rules, now_ms)
 
 
+_CASED_LENGTHS = frozenset(len(x) for x in INVALID_IDS if any(c.isalpha() for c in x))
+"""The lengths of the invalid ids that have a letter: an id of another of their lengths (``_INVALID_LENGTHS``) is
+one of them only as it is (a character lowers to an ASCII character that is not a letter only when it is that
+character: checked over all of Unicode by the tests), so it is not lowered."""
+
+
+_cached_second = _second_cache.get
+"""``format_ms``'s cache of the seconds' text, read (its dict is cleared, never replaced)."""
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z").match
 """A uuid already written as ``str(uuid.UUID(...))`` writes it: kept as it is (parsing it costs 1.9 µs)."""
+
+
+def _data(e: _Fast) -> dict[str, Any]:
+    """The data column of an event that sets one of its fields (``_fast_row``)."""
+    data: dict[str, Any] = {}
+    if e.idfv is not None:
+        data["idfv"] = e.idfv
+    if e.android_id is not None:
+        data["android_id"] = e.android_id
+    if e.android_app_set_id is not None:
+        data["android_app_set_id"] = e.android_app_set_id
+    if e.user_agent is not None:
+        data["user_agent"] = e.user_agent
+    if e.partner_id is not None:
+        data["partner_id"] = e.partner_id
+    if e.plan is not None:
+        data["plan"] = e.plan
+    if e.ingestion_metadata is not None:
+        data["ingestion_metadata"] = e.ingestion_metadata
+    if e.extra is not None:
+        data["extra"] = e.extra
+    if e.skip_user_properties_sync is not None:
+        data["$skip_user_properties_sync"] = e.skip_user_properties_sync
+    return data
 
 
 def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules,
@@ -514,15 +546,17 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     min_len = rules.min_id_length   # the ids as _id gives them, written out (no call an id)
     user_id = e.user_id
     if user_id is not None:
-        if user_id.lower() in INVALID_IDS:
+        n = len(user_id)   # looked up by its length first (_INVALID_LENGTHS, _CASED_LENGTHS)
+        if n in _INVALID_LENGTHS and (user_id.lower() if n in _CASED_LENGTHS else user_id) in INVALID_IDS:
             raise _NotFast
-        if len(user_id) < min_len:
+        if n < min_len:
             user_id = None
     device_id = e.device_id
     if device_id is not None:
-        if device_id.lower() in INVALID_IDS:
+        n = len(device_id)
+        if n in _INVALID_LENGTHS and (device_id.lower() if n in _CASED_LENGTHS else device_id) in INVALID_IDS:
             raise _NotFast
-        if len(device_id) < min_len:
+        if n < min_len:
             device_id = None
     if user_id is None and device_id is None:
         raise _NotFast
@@ -557,27 +591,19 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
         received_s = format_ms(received)
         _last_received = (received, received_s)
     uploaded_s = received_s if uploaded == received else format_ms(uploaded)
-    client_s = received_s if client_time == received else format_ms(client_time)
+    if client_time == received:
+        client_s = received_s
+    else:   # format_ms's text from its cache of seconds, without its call (and format_ms when not cached)
+        second = client_time // 1000
+        prefix = _cached_second(second)
+        client_s = format_ms(client_time) if prefix is None else prefix + _FRACTIONS[client_time - second * 1000]
 
-    data = {}
-    if e.idfv is not None:
-        data["idfv"] = e.idfv
-    if e.android_id is not None:
-        data["android_id"] = e.android_id
-    if e.android_app_set_id is not None:
-        data["android_app_set_id"] = e.android_app_set_id
-    if e.user_agent is not None:
-        data["user_agent"] = e.user_agent
-    if e.partner_id is not None:
-        data["partner_id"] = e.partner_id
-    if e.plan is not None:
-        data["plan"] = e.plan
-    if e.ingestion_metadata is not None:
-        data["ingestion_metadata"] = e.ingestion_metadata
-    if e.extra is not None:
-        data["extra"] = e.extra
-    if e.skip_user_properties_sync is not None:
-        data["$skip_user_properties_sync"] = e.skip_user_properties_sync
+    if (e.idfv is None and e.android_id is None and e.android_app_set_id is None and e.user_agent is None
+            and e.partner_id is None and e.plan is None and e.ingestion_metadata is None and e.extra is None
+            and e.skip_user_properties_sync is None):
+        data = _EMPTY   # the column's empty object, shared (only encoded)
+    else:
+        data = _data(e)
     props = e.event_properties
     if (e.price is not None or e.quantity is not None or e.revenue is not None or e.productId is not None
             or e.revenueType is not None or e.currency is not None):

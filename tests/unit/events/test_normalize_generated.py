@@ -776,3 +776,24 @@ def test_a_text_that_lowers_to_an_invalid_id_has_its_length():
         assert make(("Play", bad, "device-00001"), PROJECT, T, RULES, T, "ord-1", uid, False) is None, bad
         assert make(("Play", "user-00001", bad), PROJECT, T, RULES, T, "ord-1", uid, False) is None, bad
     assert make(("Play", "user-00001", "device-00001"), PROJECT, T, RULES, T, "ord-1", uid, False) is not None
+
+
+def test_an_id_of_a_length_whose_invalid_ids_have_no_letter_is_invalid_only_as_it_is():
+    """_fast_row does not lower an id of a length whose invalid ids hold no letter (the zero uuid's 36, "0"'s 1,
+    ""'s 0): no character but an ASCII one that is no letter lowers to such a character, so a text lowering to
+    one of those ids is that id."""
+    from stream.events.normalize import _CASED_LENGTHS
+    assert [hex(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i <= 0xDFFF
+            and len(chr(i).lower()) == 1 and chr(i).lower().isascii() and not chr(i).lower().isalpha()
+            and chr(i).lower() != chr(i)] == []
+    assert _CASED_LENGTHS == {2, 3, 4, 6, 7, 9}
+    zero = "00000000-0000-0000-0000-000000000000"
+    for field, ids in [("device_id", {"device_id": zero}), ("user_id", {"user_id": zero, "device_id": "device-00001"}),
+                       ("user_id", {"user_id": "NULL", "device_id": "device-00001"}),
+                       ("device_id", {"user_id": "user-00001", "device_id": "Un\u212anown"})]:
+        out = normalize_message(msgspec.json.encode({"event_type": "Play", **ids}), None, PROJECT, T, "t/0/1", RULES, T)
+        assert out == Rejected(Reason.INVALID_ID, field, f"{field} {ids[field]!r} is not a valid id"), ids
+    one = zero.replace("0", "1")
+    out = normalize_message(msgspec.json.encode({"event_type": "Play", "device_id": one}), None, PROJECT, T, "t/0/1",
+                            RULES, T)
+    assert type(out) is Normalized and out.device_id == one
