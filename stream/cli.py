@@ -24,6 +24,13 @@ def _load(config: str | None) -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def set_switch_interval(ms: float) -> float:
+    """Set the interpreter's switch interval to ``ms`` milliseconds; return the one it replaces, in ms."""
+    before = sys.getswitchinterval() * 1000
+    sys.setswitchinterval(ms / 1000)
+    return before
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """stream: Kafka events in, Amplitude-format hourly files on S3 out, exactly once."""
@@ -47,6 +54,9 @@ def worker(config: str | None, stages: str | None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from stream.redact import install_log_filter
     install_log_filter(settings)
+    before = set_switch_interval(settings.worker.gil_switch_interval_ms)
+    logging.getLogger("stream.worker").info("interpreter switch interval %g ms (worker.gil_switch_interval_ms; "
+                                            "was %g ms)", settings.worker.gil_switch_interval_ms, before)
     try:
         asyncio.run(ensure_topics(settings))
     except Exception as exc:

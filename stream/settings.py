@@ -558,6 +558,12 @@ class WorkerSettings(_Section):
         30, gt=0, description="On SIGTERM the worker stops reading, finishes the uploads in flight and commits "
         "what is durable; after this many seconds it abandons the rest (a restart replays it, exactly once). "
         "Keep Kubernetes' terminationGracePeriodSeconds above it.")
+    gil_switch_interval_ms: float = Field(
+        1, gt=0, le=100, description="The worker process's interpreter switch interval (sys.setswitchinterval), set "
+        "as it starts: the longest a thread that gave the GIL up (the state tables' multi-gets, zstd, gzip) waits "
+        "to get it back while another thread runs Python (faust's consumer thread, busy whenever the worker is). "
+        "Python's own 5 ms makes the event loop wait that long after each such call; 1 ms gave more events a "
+        "second for less CPU (BENCHMARKS.md). The API process has no second thread and keeps Python's.")
 
 
 class WebhookSettings(_Section):
