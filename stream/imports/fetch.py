@@ -14,7 +14,6 @@ this file, and becomes a ``FileError`` (processing_error) rather than a crash lo
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import tempfile
@@ -77,10 +76,6 @@ class Clients:
             client = await stack.enter_async_context(target_client(target_of(src, self.settings.s3),
                                                                    self.settings.s3))
             self.open[src.name] = (stack, client)
-            # the client's service model (about 40,000 objects, botocore's OrderedDicts) is made now, after the
-            # worker's start-up freeze, and lives as long as the client: out of the collector's sight too, or
-            # every full collection the imported rows bring on walks it (about 15 ms each)
-            gc.freeze()
         return self.open[src.name][1]
 
     async def drop(self, src: SourceSettings) -> None:
