@@ -157,7 +157,8 @@ def murmur2_same_length(blob: bytes, length: int) -> tuple[int, ...]:
     m = _M
     ones = int.from_bytes(b"\x01\0\0\0\0\0\0\0" * n, "little")
     lanes = 0xFFFFFFFF * ones
-    values = struct.unpack("<" + (f"{words}I" + ("", "B", "H", "HB")[tail]) * n, blob)
+    # Structs made here, not struct's module functions, whose cache would keep up to 100 of these long formats
+    values = struct.Struct("<" + (f"{words}I" + ("", "B", "H", "HB")[tail]) * n).unpack(blob)
     per = words + (0, 1, 1, 2)[tail]    # the values unpacked from one key
     spread = struct.Struct(f"<{n}Q").pack
     fb = int.from_bytes
@@ -174,7 +175,7 @@ def murmur2_same_length(blob: bytes, length: int) -> tuple[int, ...]:
     h = (h ^ h >> 13) & lanes
     h = h * m & lanes
     h = (h ^ h >> 15) & lanes
-    return struct.unpack("<" + "I4x" * n, h.to_bytes(n << 3, "little"))
+    return struct.Struct("<" + "I4x" * n).unpack(h.to_bytes(n << 3, "little"))
 
 
 def remember_partitions(keys: Iterable[str], partitions: int) -> None:

@@ -75,3 +75,27 @@ def test_remember_partitions_clears_a_memo_the_new_keys_would_take_over_its_limi
     remember_partitions([f"device-{i:07d}" for i in range(10, 30)], 8)    # 30 keys: within the limit, kept
     assert memo == {f"device-{i:07d}": expected(f"device-{i:07d}", 8) for i in range(30)}
     assert MEMO_KEYS == 1_000_000
+
+
+def test_hashing_chunks_of_ever_other_sizes_keeps_no_memory_of_their_formats():
+    """The long formats of one chunk's keys are not kept after it (struct's module functions would cache up to 100
+    of them: about 10 MB for chunks of about 2,000 ids)."""
+    import gc
+    import struct
+    import tracemalloc
+
+    rng = random.Random(5)
+    chunks = [b"".join(bytes(rng.choice(b"0123456789abcdef") for _ in range(14)) for _ in range(n))
+              for n in range(1_900, 2_000)]
+    struct._clearcache()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for blob in chunks:
+            murmur2_same_length(blob, 14)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 200_000, held
