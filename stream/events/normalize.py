@@ -933,7 +933,8 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     add("    uid_s = uuid_s")
     _, join = _row_join(set(var), f)     # the times' bytes are above
     if not data_given:
-        assert join.count("_enc(data)") == 1
+        if join.count("_enc(data)") != 1:   # a check that -O keeps: the row's data column is written once
+            raise RuntimeError("the row maker's join writes the data column other than once: check _row_join")
         join = join.replace("_enc(data)", "data_b")
     add(f"    line = {join}")
     add("    dedupe_key = f'{project}\\x00{device_id or \"\"}\\x00{insert_id}'.encode()")
