@@ -22,7 +22,8 @@ import msgspec
 
 from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.fields import EXPORT_FIELDS, INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
-from stream.events.timefmt import _FRACTIONS, _second_cache, format_ms, parse_ms
+from stream.events.timefmt import (_FRACTIONS, _FRACTIONS_B, _second_bytes, _second_cache, format_ms, format_ms_bytes,
+                                   parse_ms, second_bytes)
 
 UUID_NAMESPACE = uuidlib.UUID("6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f")
 """Namespace of the uuid5 derived from an event's source coordinates."""
@@ -499,6 +500,9 @@ def _fast_obj(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str,
     return _fast_row(e, project, timestamp_ms, origin, rules, now_ms)
 
 
+_INVALID_LENGTHS = frozenset(map(len, INVALID_IDS))
+"""The lengths of the invalid ids: a text whose ``lower()`` is one of them (ASCII) has its length, as every
+character whose lowercase is ASCII lowers to exactly one character (checked over all of Unicode by the tests)."""
 _CASED_LENGTHS = frozenset(len(x) for x in INVALID_IDS if any(c.isalpha() for c in x))
 """The lengths of the invalid ids that have a letter: an id of another of their lengths (``_INVALID_LENGTHS``) is
 one of them only as it is (a character lowers to an ASCII character that is not a letter only when it is that
@@ -826,29 +830,6 @@ _CALLER_FIELDS = ("insert_id", "uuid", "$skip_user_properties_sync")
 _Maker = Callable[[tuple[Any, ...], int, int, Rules, "int | None", str, str, bool], "Normalized | None"]
 
 
-_INVALID_LENGTHS = frozenset(map(len, INVALID_IDS))
-"""The lengths of the invalid ids: a text whose ``lower()`` is one of them (ASCII) has its length, as every
-character whose lowercase is ASCII lowers to exactly one character (checked over all of Unicode by the tests)."""
-_SECONDS: dict[int, bytes] = {}
-"""Epoch second -> its ``format_ms`` text up to the milliseconds, as bytes (``_second_b``)."""
-_MILLIS = tuple(b".%03d000" % i for i in range(1000))
-"""Milliseconds -> the rest of ``format_ms``'s text, as bytes."""
-
-
-def _second_b(second: int) -> bytes:
-    """``format_ms(second * 1000)`` without its ``.000000``, as bytes, kept in ``_SECONDS`` (cleared from 65,536)."""
-    if len(_SECONDS) >= 65536:
-        _SECONDS.clear()
-    b = _SECONDS[second] = format_ms(second * 1000)[:-7].encode()
-    return b
-
-
-def _format_b(ms: int) -> bytes:
-    """``format_ms(ms).encode()`` (``ms`` from 0 to ``MAX_TIME_MS``)."""
-    second = ms // 1000
-    return (_SECONDS.get(second) or _second_b(second)) + _MILLIS[ms - second * 1000]
-
-
 def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[str, ...]) -> _Maker | None:
     """``fast_event_builder(keys, missing)``, the ids and sync flag set on its event, then ``normalize_fast_event``
     with ``fast_row_writer(keys)``, as one function generated for those fields (the fields not among them known to
@@ -876,7 +857,9 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
         add(f"    {name} = {f(name)}")
         if name in var:
             add(f"    if {name} is not None:")   # an id of another length cannot be one (see _INVALID_LENGTHS)
-            add(f"        if len({name}) in _INVALID_LENGTHS and {name}.lower() in _INVALID_IDS:")
+            add(f"        id_len = len({name})")   # as _fast_row looks an id up
+            add(f"        if id_len in _INVALID_LENGTHS and ({name}.lower() if id_len in _CASED_LENGTHS else {name}) "
+                "in _INVALID_IDS:")
             add("            return None")
             add(f"        if len({name}) < min_len:")
             add(f"            {name} = None")
@@ -897,7 +880,8 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     add(f"    if not 0 <= client_time <= {MAX_TIME_MS}:")
     add("        return None")
     # the times' text as bytes (_row_join's <time>_b), format_ms's: the received time's kept from the last event
-    # (a chunk's rows share it), a client time's second found in _SECONDS and its milliseconds in _MILLIS
+    # (a chunk's rows share it), a client time's second found in timefmt's cache of them and its milliseconds'
+    # text in _FRACTIONS_B
     add("    last = _last[0]")
     add("    if received == last[0]:")
     add("        received_s_b = last[1]")
@@ -909,7 +893,7 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     add("        client_s_b = received_s_b")
     add("    else:")
     add("        second = client_time // 1000")
-    add("        client_s_b = (_seconds.get(second) or _second_b(second)) + _MILLIS[client_time - second * 1000]")
+    add("        client_s_b = (_seconds.get(second) or _second_b(second)) + _FRACTIONS_B[client_time - second * 1000]")
     data_given = [name for name in _DATA_FIELDS if name in var]
     if data_given:
         add("    data = {}")
@@ -942,8 +926,8 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
         "device_id, user_id, clamped))")
     env: dict[str, Any] = {"_M": missing, "_finite": math.isfinite, "_str_keys": _str_keys, "_enc": _json_encode,
                            "_INVALID_IDS": INVALID_IDS, "_INVALID_LENGTHS": _INVALID_LENGTHS,
-                           "_format_b": _format_b, "_last": [(None, b"")],
-                           "_seconds": _SECONDS, "_second_b": _second_b, "_MILLIS": _MILLIS,
+                           "_CASED_LENGTHS": _CASED_LENGTHS, "_format_b": format_ms_bytes, "_last": [(None, b"")],
+                           "_seconds": _second_bytes, "_second_b": second_bytes, "_FRACTIONS_B": _FRACTIONS_B,
                            "_SYNC_EXCEPT": tuple(sync_except), "_new": tuple.__new__, "_Normalized": Normalized,
                            "_fromhex": bytes.fromhex}
     exec(compile("\n".join(lines), "<fast_row_maker>", "exec"), env)   # noqa: S102 -- names of _Fast's fields

@@ -26,6 +26,26 @@ def format_ms(ms: int) -> str:
     return prefix + _FRACTIONS[ms - sec * 1000]
 
 
+_second_bytes: dict[int, bytes] = {}
+"""Epoch second -> ``format_ms``'s text up to the milliseconds, as bytes (``second_bytes``)."""
+_FRACTIONS_B = tuple(f.encode() for f in _FRACTIONS)
+
+
+def second_bytes(sec: int) -> bytes:
+    """``format_ms(sec * 1000)`` without its ``.000000``, as bytes, kept in ``_second_bytes`` (for writers of rows
+    as bytes, which look it up there first and call this when it is not)."""
+    if len(_second_bytes) >= 65536:
+        _second_bytes.clear()
+    b = _second_bytes[sec] = format_ms(sec * 1000)[:-7].encode()
+    return b
+
+
+def format_ms_bytes(ms: int) -> bytes:
+    """``format_ms(ms).encode()``."""
+    sec = ms // 1000
+    return (_second_bytes.get(sec) or second_bytes(sec)) + _FRACTIONS_B[ms - sec * 1000]
+
+
 def hour_start(ms: int) -> int:
     """The epoch-ms start of the UTC hour holding ``ms``."""
     return ms - ms % HOUR_MS
