@@ -205,25 +205,15 @@ record's offset times that, plus its index in the record) and bounding the take'
 overshot by one record's at most)."""
 
 
-def _varint(n: int) -> bytes:
-    """``n`` (a 64-bit integer) as an Avro long (zigzag varint)."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z >= 0x80:
-        out.append(z & 0x7F | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
 def encode_many(values: Sequence[bytes]) -> bytes:
     """A record of many mutations: ``MANY_MAGIC``, then ``schemas/mutations.avsc`` (one block of the array: its
     count, each mutation's record as Avro bytes, the end of the array) of the records :func:`encode` wrote."""
     if not values:
         raise ValueError("a record of many mutations holds one mutation at least")
-    parts = [MANY_MAGIC, _varint(len(values))]
+    long_of = avro.long_of
+    parts = [MANY_MAGIC, long_of(len(values))]
     for v in values:
-        parts.append(_varint(len(v)))
+        parts.append(long_of(len(v)))
         parts.append(v)
     parts.append(b"\0")
     return b"".join(parts)

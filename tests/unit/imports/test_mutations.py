@@ -11,7 +11,7 @@ from stream.events.normalize import Reason, Rejected, Rules
 from stream.events.partitioning import partition_of
 from stream.export import mirror_index
 from stream.export.mirror import Mutation, Op, RawRow
-from stream.imports.mutations import (MANY_MAGIC, NotAMutation, _varint, count_of, decode, decode_all, decode_record,
+from stream.imports.mutations import (MANY_MAGIC, NotAMutation, count_of, decode, decode_all, decode_record,
                                       encode, encode_many, grouped, mutation_of)
 
 SEQ = (1709967600123, "s3://src/mirror/2024-03-09.json", 4)
@@ -126,8 +126,8 @@ def test_a_record_of_many_written_by_fastavro_with_blocks_of_their_byte_size_rea
     fastavro.schemaless_writer(buf, avro.schema("mutations"), {"mutations": values})
     assert decode_record(MANY_MAGIC + buf.getvalue()) == muts
     # a block given with its byte size (a negative count): the Avro spec's other way to write an array
-    items = b"".join(_varint(len(v)) + v for v in values[:3])
-    assert decode_record(MANY_MAGIC + _varint(-3) + _varint(len(items)) + items + b"\0") == muts[:3]
+    items = b"".join(avro.long_of(len(v)) + v for v in values[:3])
+    assert decode_record(MANY_MAGIC + avro.long_of(-3) + avro.long_of(len(items)) + items + b"\0") == muts[:3]
 
 
 
@@ -145,7 +145,7 @@ def test_a_record_of_many_that_is_cut_or_has_bytes_after_its_end_is_refused_sayi
         decode_record(many + b"\0\0")
     with pytest.raises(NotAMutation, match=r"\(it ends inside a field\)"):
         decode_record(MANY_MAGIC + b"\x02")
-    inner = MANY_MAGIC + b"\x02" + _varint(len(values[0]) - 4) + values[0][:-4] + b"\0"
+    inner = MANY_MAGIC + b"\x02" + avro.long_of(len(values[0]) - 4) + values[0][:-4] + b"\0"
     with pytest.raises(NotAMutation, match=r"^a record of \d+ bytes is not a record of mutations"):
         decode_record(inner)
     with pytest.raises(ValueError, match="holds one mutation at least"):
