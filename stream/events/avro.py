@@ -68,6 +68,32 @@ def _long(value: int) -> bytes:
 _ONE_BYTE = [bytes((i,)) for i in range(0x80)]
 
 
+class NotALong(ValueError):
+    """Bytes that are no Avro ``long``: a varint of more than 10 bytes, or one past the signed 64 bits."""
+
+
+def long_at(data: bytes, i: int) -> tuple[int, int]:
+    """The Avro ``long`` (or ``int``) at ``data[i]`` and the index after it, read by hand for readers that take a
+    record's fields one after the other; ``NotALong`` for a varint of more than 10 bytes or past the long's range,
+    IndexError past the end of ``data``."""
+    b = data[i]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), i + 1
+    n, shift = b & 0x7F, 7
+    while True:
+        i += 1
+        b = data[i]
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            raise NotALong("a varint of more than 10 bytes")
+    if n >> 64:
+        raise NotALong("a varint past a long's 64 bits")
+    return (n >> 1) ^ -(n & 1), i + 1
+
+
 def long_of(n: int) -> bytes:
     """Avro binary of the ``long`` (or ``int``) ``n``."""
     return _long(n)

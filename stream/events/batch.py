@@ -173,24 +173,7 @@ class _Unusual(Exception):
     """A message not in the form every writer gives: fastavro's reader of the schema decides what it holds."""
 
 
-def _long_at(data: bytes, i: int) -> tuple[int, int]:
-    """The Avro long at ``data[i]`` and the index after it; a varint longer than 64 bits is ``_Unusual``."""
-    b = data[i]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), i + 1
-    n, shift = b & 0x7F, 7
-    while True:
-        i += 1
-        b = data[i]
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            break
-        shift += 7
-        if shift > 63:
-            raise _Unusual
-    if n >> 64:
-        raise _Unusual
-    return (n >> 1) ^ -(n & 1), i + 1
+_long_at = avro.long_at
 
 
 def _span_at(data: bytes, i: int) -> tuple[int, int]:
@@ -227,7 +210,7 @@ def _head_of(data: bytes) -> tuple | None:
         s, i = _span_at(data, i)
         segment = data[s:i]
         at, end = _span_at(data, i)
-    except (IndexError, UnicodeDecodeError, _Unusual):
+    except (IndexError, UnicodeDecodeError, avro.NotALong, _Unusual):
         return None
     return (project, hour, otopic, opartition, ooffset, stopic, spartition, offsets, keys, times, uuids,
             segment_source, segment, at, end)

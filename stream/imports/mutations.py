@@ -113,17 +113,11 @@ class NotAMutation(ValueError):
 
 
 def _long(b: bytes, i: int) -> tuple[int, int]:
-    """The zigzag varint at ``i`` (an Avro int or long) and the position after it."""
-    n = shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        n |= (c & 0x7F) << shift
-        if c < 0x80:
-            return (n >> 1) ^ -(n & 1), i
-        shift += 7
-        if shift > 63:
-            raise NotAMutation("a varint of more than 10 bytes")
+    """The zigzag varint at ``i`` (an Avro int or long) and the position after it (``avro.long_at``)."""
+    try:
+        return avro.long_at(b, i)
+    except avro.NotALong as exc:
+        raise NotAMutation(str(exc)) from None
 
 
 def _bytes(b: bytes, i: int) -> tuple[bytes, int]:

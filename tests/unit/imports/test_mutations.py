@@ -11,7 +11,7 @@ from stream.events.normalize import Reason, Rejected, Rules
 from stream.events.partitioning import partition_of
 from stream.export import mirror_index
 from stream.export.mirror import Mutation, Op, RawRow
-from stream.imports.mutations import (MANY_MAGIC, NotAMutation, count_of, decode, decode_all, decode_record,
+from stream.imports.mutations import (MANY_MAGIC, NotAMutation, count_of, decode, decode_all, decode_raw, decode_record,
                                       encode, encode_many, grouped, mutation_of)
 
 SEQ = (1709967600123, "s3://src/mirror/2024-03-09.json", 4)
@@ -186,3 +186,16 @@ def test_grouped_puts_every_mutation_in_the_partition_its_own_key_goes_to_in_ord
     assert grouped([], 4) == []
     # the same chunk, the same records: a file read again sends them again byte for byte
     assert grouped(recs, 4) == grouped(list(recs), 4)
+
+
+@pytest.mark.parametrize("varint, why", [
+    (bytes([0xFF] * 10 + [0x01]), "a varint of more than 10 bytes"),
+    (bytes([0xFF] * 9 + [0x02]), "a varint past a long's 64 bits"),
+])
+def test_a_record_whose_project_is_no_avro_long_is_not_a_mutation(varint, why):
+    value = varint + b"\x02"
+    with pytest.raises(NotAMutation) as e:
+        decode_raw(value)
+    assert str(e.value) == (f"a record of {len(value)} bytes is not a mutation as schemas/mutation.avsc writes it "
+                            f"({why}): only stream's mirror import writes events.mutations; find what else produces "
+                            "to it")
