@@ -19,7 +19,7 @@ from stream.export.control import Control, ControlTail
 from stream.export.exporter import Exporter, export_input
 from stream.export.status import export_status
 from stream.health import HEALTH
-from stream.kafka import client_args
+from stream.kafka import apply_compression_level, client_args
 from stream.retry import supervise
 from stream.settings import Settings
 from stream.shutdown import SHUTDOWN
@@ -77,6 +77,7 @@ def build_app(settings: Settings, clock: Clock | None = None) -> faust.App:
     # faust's own consumer group serves the dedupe agent; a worker without it gets a group of its own so
     # that it never takes part in the dedupe group's partition assignment
     app_id = settings.worker.app_id if "dedupe" in stages else f"{settings.worker.app_id}-{'-'.join(sorted(stages))}"
+    apply_compression_level(settings.kafka)    # faust's producers and the changelog batches built by hand
     app = StreamApp(app_id, **faust_settings(settings))
     app.kafka_client_args = client_args(settings.kafka)
     HEALTH.expect(*stages)

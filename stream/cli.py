@@ -57,6 +57,11 @@ def worker(config: str | None, stages: str | None) -> None:
     before = set_switch_interval(settings.worker.gil_switch_interval_ms)
     logging.getLogger("stream.worker").info("interpreter switch interval %g ms (worker.gil_switch_interval_ms; "
                                             "was %g ms)", settings.worker.gil_switch_interval_ms, before)
+    from stream.kafka import apply_compression_level
+    try:
+        apply_compression_level(settings.kafka)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         asyncio.run(ensure_topics(settings))
     except Exception as exc:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable
+from types import ModuleType
 from typing import Any
 
+import aiokafka
+import aiokafka.codec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from stream.clock import Clock, SystemClock
-from stream.settings import KafkaSettings, Settings
+from stream.errors import ConfigError
+from stream.settings import COMPRESSION_LEVELS, KafkaSettings, Settings
 from stream.topics import topic_specs
 
 log = logging.getLogger(__name__)
@@ -35,7 +41,117 @@ def consumer_args(k: KafkaSettings) -> dict[str, Any]:
             "fetch_max_bytes": max(4 * k.max_request_bytes, 50 << 20)}
 
 
+LEVEL_ARG = {"gzip": "compresslevel", "lz4": "level", "zstd": "level"}
+"""The keyword of aiokafka.codec's encoder of each codec that takes its compression level."""
+
+CODEC_IDS = {"gzip": 1, "lz4": 3, "zstd": 4}
+"""Each codec's id in a record batch's attributes (Kafka's protocol)."""
+
+AIOKAFKA_LEVELS = {"gzip": 9, "lz4": 9, "zstd": 3}
+"""The level aiokafka's encoders compress at when they are not given one (Kafka's defaults, KIP-390)."""
+
+
+def level_encoder(codec: str, level: int | None) -> Callable[[bytes], bytes]:
+    """aiokafka's encoder of ``codec`` (aiokafka.codec.<codec>_encode), bound to ``level`` (its own when None)."""
+    enc = getattr(aiokafka.codec, f"{codec}_encode")
+    return enc if level is None else functools.partial(enc, **{LEVEL_ARG[codec]: level})
+
+
+class CompressionLevelUnsupported(ConfigError):
+    """aiokafka does not build its record batches the way ``set_compression_level`` relies on."""
+
+
+_ORIGINAL: dict[tuple[str, str], Callable[..., bytes]] = {}     # (module, name) -> aiokafka's encoder it replaced
+_APPLIED: list[tuple[str, int | None]] = []                     # the (codec, level) this process compresses at
+
+
+def _builder_modules(name: str) -> list[ModuleType]:
+    """The modules whose record batch builders call ``name`` (a module global looked up at each batch): the one
+    that defines the builder aiokafka's producer uses (the Cython one unless AIOKAFKA_NO_EXTENSIONS), then the
+    pure-Python one if that is another. Raises CompressionLevelUnsupported when one of them lacks ``name``."""
+    import aiokafka.record.default_records as py
+    used = getattr(py, "DefaultRecordBatchBuilder", None)
+    mods = [sys.modules.get(getattr(used, "__module__", "")), py]
+    out: list[ModuleType] = []
+    for m in mods:
+        if m is not None and m not in out:
+            out.append(m)
+    for m in out:
+        if not callable(getattr(m, name, None)):
+            raise CompressionLevelUnsupported(
+                f"kafka.compression_level is set, but aiokafka {aiokafka.__version__}'s record batch builder "
+                f"({m.__name__}) has no {name} to replace with one bound to the level; unset "
+                f"kafka.compression_level (aiokafka then compresses at its own level), or install the aiokafka of "
+                f"requirements.lock")
+    return out
+
+
+def set_compression_level(codec: str, level: int | None) -> None:
+    """Make every record batch this process builds compress ``codec`` at ``level``: aiokafka's producers (faust's
+    too) and the builders made by hand (stream.dedup.table) call ``<codec>_encode`` of the builder's module at each
+    batch, which is replaced with aiokafka's encoder bound to the level; None puts aiokafka's own back (its
+    default level, AIOKAFKA_LEVELS). aiokafka has no setting for it (Kafka's producer has compression.<codec>.level).
+
+    Checked before anything is replaced: the builder's module has the encoder, and a batch built with a probe in
+    its place calls the probe; else CompressionLevelUnsupported, and nothing is changed."""
+    name = f"{codec}_encode"
+    mods = _builder_modules(name)
+    for m in mods:
+        _ORIGINAL.setdefault((m.__name__, name), getattr(m, name))
+    _check_builder_calls(mods[0], codec, name)
+    for m in mods:
+        setattr(m, name, _ORIGINAL[(m.__name__, name)] if level is None else level_encoder(codec, level))
+    _APPLIED[:] = [(codec, level)]
+
+
+def _check_builder_calls(m: ModuleType, codec: str, name: str) -> None:
+    """Build one small batch of ``codec`` with a probe in place of ``m.<name>``; raise unless the probe was called."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    calls: list[int] = []
+    before = getattr(m, name)
+
+    def probe(data: Any, *args: Any, **kwargs: Any) -> bytes:
+        calls.append(len(data))
+        return before(data, *args, **kwargs)
+
+    setattr(m, name, probe)
+    try:
+        b = DefaultRecordBatchBuilder(2, CODEC_IDS[codec], 0, -1, -1, 0, 1 << 16)
+        b.append(0, 0, None, b"x" * 64, [])
+        b.build()
+    finally:
+        setattr(m, name, before)
+    if not calls:
+        raise CompressionLevelUnsupported(
+            f"kafka.compression_level is set, but aiokafka {aiokafka.__version__}'s record batch builder "
+            f"({m.__name__}) does not call its module's {name} to compress a batch, so the level cannot be set; "
+            f"unset kafka.compression_level (aiokafka then compresses at its own level), or install the aiokafka of "
+            f"requirements.lock")
+
+
+def apply_compression_level(k: KafkaSettings) -> None:
+    """``set_compression_level`` for the settings' codec and level, once per process (again only when they
+    change), logged. Called where a process starts producing: the worker's and the API's start-up and every
+    ``producer``. Raises CompressionLevelUnsupported (a ConfigError) when aiokafka cannot be made to."""
+    want = (k.compression_type, k.compression_level)
+    if _APPLIED == [want]:
+        return
+    if k.compression_type == "none":
+        for (mod, name), enc in _ORIGINAL.items():     # levels set before (tests) are put back
+            setattr(sys.modules[mod], name, enc)
+    else:
+        set_compression_level(k.compression_type, k.compression_level)
+    _APPLIED[:] = [want]
+    if k.compression_type == "none":
+        log.info("kafka: batches produced uncompressed (kafka.compression_type none)")
+    else:
+        level = k.compression_level if k.compression_level is not None else AIOKAFKA_LEVELS[k.compression_type]
+        log.info("kafka: batches produced with %s at level %d (kafka.compression_level%s)", k.compression_type,
+                 level, "" if k.compression_level is not None else " unset: aiokafka's default")
+
+
 def producer(k: KafkaSettings) -> AIOKafkaProducer:
+    apply_compression_level(k)
     # acks=all: a batch counts as written only once every in-sync replica has it.
     return AIOKafkaProducer(**client_args(k), acks="all", linger_ms=5, max_batch_size=1 << 20,
                             max_request_size=k.max_request_bytes,

@@ -37,6 +37,11 @@ def api(config: str | None, host: str | None, port: int | None, processes: int, 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from stream.redact import install_log_filter
     install_log_filter(settings)
+    from stream.kafka import apply_compression_level
+    try:
+        apply_compression_level(settings.kafka)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     from stream.web import port_free
     if not reuse_port and (why := port_free(settings.api.host, settings.api.port)) is not None:
         raise click.ClickException(f"cannot serve HTTP on {settings.api.host}:{settings.api.port}: {why} "
