@@ -11,7 +11,8 @@ multi-get and one WriteBatch per poll of 500 records; isal gzip of the input byt
 Worker, the dataflow of DESIGN.md in one process (the functions the stages call):
 
 - ingest: validate and normalize every event into its export row and group the rows into EventBatches
-  (``ingest_records``), encode them, and compress them with Kafka's zstd (level 3, what aiokafka's producer uses);
+  (``ingest_records``), encode them, and compress them with Kafka's zstd (at kafka.compression_level's default,
+  as the producers do);
 - dedupe: decompress, ``ReadBatch.read``, RocksDB multi-get, ``decide``, WriteBatch and its changelog
   record (encoded and compressed, as the changelog topic receives it), ``select_encoded`` (the kept rows' message,
   with the search for the rows' newlines: each pass reads its batches anew, untimed, so that no pass finds them
@@ -68,7 +69,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import rocksdict
-from aiokafka.codec import zstd_decode, zstd_encode
+from aiokafka.codec import zstd_decode
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +88,15 @@ from stream.identity.records import dec_links, encode_remaps  # noqa: E402
 from stream.identity.stage import DeviceStage  # noqa: E402
 from stream.identity.users import decide as decide_users  # noqa: E402
 from stream.identity.table import IdentityTable  # noqa: E402
+from stream.kafka import AIOKAFKA_LEVELS, apply_compression_level, level_encoder  # noqa: E402
+from stream.settings import KafkaSettings  # noqa: E402
+
+KAFKA = KafkaSettings()
+"""The producers' codec and level as the defaults have them (kafka.compression_level): every zstd here, the
+changelog batches built with aiokafka's BatchBuilder too, compresses at that level."""
+apply_compression_level(KAFKA)
+zstd_encode = level_encoder("zstd", KAFKA.compression_level)
+ZSTD_NAME = f"zstd-{AIOKAFKA_LEVELS['zstd'] if KAFKA.compression_level is None else KAFKA.compression_level}"
 
 ZSTD = 0x04
 """The zstd codec id of a Kafka record batch (aiokafka's producer with compression_type zstd)."""
@@ -221,7 +231,7 @@ def measure_identity(accepted: list[tuple[int, int, EventBatch, list[int]]], n: 
     out = {label: best[variants[0]]}
     compare = {f"{label}, {v}": round(t / n * 1e6, 2) for v, t in best.items()}
     encoded = [b.encode() for b in enriched] + released
-    out["dedupe: zstd-3 of the enriched and released rows (producer)"] = _timed(
+    out[f"dedupe: {ZSTD_NAME} of the enriched and released rows (producer)"] = _timed(
         lambda: [zstd_encode(v) for v in encoded], repeats)
     return {"events": n, "enriched": sum(len(b) for b in enriched), "released_messages": len(released),
             "enriched_bytes": sum(map(len, encoded)), "repeats": repeats, "read_backs": reads["rows"],
@@ -299,7 +309,7 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
     encoded = [(t, b.encode()) for t, b in batches]
     out["ingest: EventBatch.encode"] = timed(_each(lambda tb: tb[1].encode(), batches), repeats)
     compressed = [(t, zstd_encode(v)) for t, v in encoded]
-    out["ingest: zstd-3 (producer)"] = timed(_each(lambda tv: zstd_encode(tv[1]), encoded), repeats)
+    out[f"ingest: {ZSTD_NAME} (producer)"] = timed(_each(lambda tv: zstd_encode(tv[1]), encoded), repeats)
     out["dedupe: zstd decompress"] = timed(_each(lambda tv: zstd_decode(tv[1]), compressed), repeats)
     out["dedupe: ReadBatch.read"] = timed(_each(lambda tv: ReadBatch.read(tv[1]), encoded), repeats)
     decoded: list[tuple[int, ReadBatch]] = []
@@ -339,7 +349,7 @@ def measure(n: int, repeats: int, work: Path, identity: bool = False, compare: b
     selected = [(t, PRELOADED_MS + i, b.batch().select(keep, Origin("events.valid", t, i)),
                  [j for j, k in enumerate(keep) if k]) for i, ((t, b), keep) in enumerate(zip(decoded, keeps))]
     acc_compressed = [zstd_encode(v) for v in accepted]
-    out["dedupe: zstd-3 (producer)"] = timed(_each(zstd_encode, accepted), repeats)
+    out[f"dedupe: {ZSTD_NAME} (producer)"] = timed(_each(zstd_encode, accepted), repeats)
     out["export: zstd decompress"] = timed(_each(zstd_decode, acc_compressed), repeats)
     out["export: decode_rows"] = timed(_each(decode_rows, accepted), repeats)
     rows = [decode_rows(v) for v in accepted]
@@ -381,7 +391,7 @@ def measure_api(repeats: int, work: Path) -> dict:
     rules, now = Rules(), int(time.time() * 1000)
     out: dict[str, float] = {}
     out["ceiling: parse the envelope"] = _timed(lambda: [amplitude.parse(b, 2000) for b in reqs], repeats)
-    out["ceiling: zstd-3 of the body (producer)"] = _timed(lambda: [zstd_encode(b) for b in reqs], repeats)
+    out[f"ceiling: {ZSTD_NAME} of the body (producer)"] = _timed(lambda: [zstd_encode(b) for b in reqs], repeats)
     out["api: parse the envelope"] = out["ceiling: parse the envelope"]
     checked = [amplitude.validate(r.events, 424242, now, "n", rules).accepted for r in parsed]
     assert sum(map(len, checked)) == n
@@ -395,8 +405,8 @@ def measure_api(repeats: int, work: Path) -> dict:
                                             repeats)
     encoded = [[b.encode() for _, b in g] for g in grouped]
     out["api: EventBatch.encode"] = _timed(lambda: [[b.encode() for _, b in g] for g in grouped], repeats)
-    out["api: zstd-3 of the batches (producer)"] = _timed(lambda: [[zstd_encode(v) for v in e] for e in encoded],
-                                                          repeats)
+    out[f"api: {ZSTD_NAME} of the batches (producer)"] = _timed(
+        lambda: [[zstd_encode(v) for v in e] for e in encoded], repeats)
     per_event = {k: round(v / n * 1e6, 2) for k, v in out.items()}
     return {"requests": len(reqs), "events": n, "us_per_event": per_event,
             "ceiling_total": round(sum(v for k, v in per_event.items() if k.startswith("ceiling:")), 2),
