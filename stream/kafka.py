@@ -143,10 +143,10 @@ def apply_compression_level(k: KafkaSettings) -> None:
         set_compression_level(k.compression_type, k.compression_level)
     _APPLIED[:] = [want]
     if k.compression_type == "none":
-        log.info("kafka: batches produced uncompressed (kafka.compression_type none)")
+        log.info("batches produced uncompressed (kafka.compression_type none)")
     else:
         level = k.compression_level if k.compression_level is not None else AIOKAFKA_LEVELS[k.compression_type]
-        log.info("kafka: batches produced with %s at level %d (kafka.compression_level%s)", k.compression_type,
+        log.info("batches produced with %s at level %d (kafka.compression_level%s)", k.compression_type,
                  level, "" if k.compression_level is not None else " unset: aiokafka's default")
 
 

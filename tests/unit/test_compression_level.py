@@ -124,7 +124,7 @@ def test_apply_sets_the_level_of_the_settings_once_and_logs_it(caplog):
     apply_compression_level(KafkaSettings())
     apply_compression_level(KafkaSettings())
     assert [r.getMessage() for r in caplog.records] == [
-        "kafka: batches produced with zstd at level 2 (kafka.compression_level)"]
+        "batches produced with zstd at level 2 (kafka.compression_level)"]
     for m in MODULES:
         assert m.zstd_encode(b"x" * 1000) == bytes(cramjam.zstd.compress(b"x" * 1000, level=2))
     caplog.clear()
@@ -132,9 +132,9 @@ def test_apply_sets_the_level_of_the_settings_once_and_logs_it(caplog):
     apply_compression_level(KafkaSettings(compression_type="lz4"))
     apply_compression_level(KafkaSettings(compression_type="none"))
     assert [r.getMessage() for r in caplog.records] == [
-        "kafka: batches produced with zstd at level 3 (kafka.compression_level unset: aiokafka's default)",
-        "kafka: batches produced with lz4 at level 9 (kafka.compression_level unset: aiokafka's default)",
-        "kafka: batches produced uncompressed (kafka.compression_type none)"]
+        "batches produced with zstd at level 3 (kafka.compression_level unset: aiokafka's default)",
+        "batches produced with lz4 at level 9 (kafka.compression_level unset: aiokafka's default)",
+        "batches produced uncompressed (kafka.compression_type none)"]
     for m in MODULES:
         assert m.zstd_encode is aiokafka.codec.zstd_encode
         assert m.lz4_encode is aiokafka.codec.lz4_encode
