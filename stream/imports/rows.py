@@ -41,7 +41,8 @@ import orjson
 
 from stream.events import deadletter
 from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder,
-                                     fast_row_maker, fast_row_writer, normalize, normalize_fast_event, uuid5_str)
+                                     fast_row_maker, fast_row_writer, normalize, normalize_fast_event, uuid5_many,
+                                     uuid5_str, uuid5_texts)
 from stream.events.partitioning import remember_partitions
 from stream.export.mirror import Mutation
 from stream.imports.converter.converter import MISSING, Converter
@@ -179,7 +180,13 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
         server_ms, rules, max_bytes, record_offset = ctx.server_ms, ctx.rules, ctx.rules.max_event_bytes, \
             ctx.record_offset
         events = out.events
-    for item in items:
+        if make is not None:   # the chunk's ids at once (uuid5_many): the text of uuid5_str(ids_name + number), and
+            # of uuid5_str(uuid_name + number) with its bytes, for every item (a few rows may go the dict's way)
+            items = items if type(items) is list else list(items)
+            numbers = [item.number for item in items]
+            insert_ids = uuid5_texts(ids_name, numbers)
+            uuid_texts, uuids = uuid5_many(uuid_name, numbers)
+    for at, item in enumerate(items):
         if straight_to is not None and type(item) is Row and type(item.value) is dict:
             try:
                 vals, errors = values(item.value, now_ms)
@@ -187,9 +194,8 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
                 e = None
             else:
                 if make is not None:   # the ids and the sync flag of the lines below, given to one function
-                    number = str(item.number)
-                    res = make(vals, project, server_ms, rules, now_ms, uuid5_str(ids_name + number),
-                               uuid5_str(uuid_name + number), adds_skip)
+                    res = make(vals, project, server_ms, rules, now_ms, insert_ids[at], uuid_texts[at], uuids[at],
+                               adds_skip)
                     if res is not None and len(res.line) <= max_bytes:
                         out.rows += 1
                         out.fields_left_out += len(errors)

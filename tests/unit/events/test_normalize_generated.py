@@ -50,6 +50,9 @@ from stream.events.normalize import (
     normalize_fast_event,
     normalize_message,
     normalize_stamped,
+    uuid5_many,
+    uuid5_str,
+    uuid5_texts,
 )
 
 PROJECT = 424242
@@ -693,7 +696,7 @@ def test_the_row_maker_of_known_keys_gives_what_the_builder_and_the_fast_path_gi
         assert make is None
         return
     values = tuple(ev.get(k, MISSING) for k in keys)
-    got = make(values, PROJECT, timestamp_ms, rules, now_ms, str(iid), str(uid), sync)
+    got = make(values, PROJECT, timestamp_ms, rules, now_ms, str(iid).encode(), str(uid).encode(), uid.bytes, sync)
     e, want = build(values), None
     if e is not None:
         e.insert_id = str(iid)
@@ -722,7 +725,7 @@ def test_one_row_maker_called_on_many_rows_writes_each_row_s_own_times():
         uploaded = rnd.choice([MISSING, MISSING, received, rnd.randrange(0, 4_000_000_000_000)])
         values = ("Play", f"device-{i:05d}", client, uploaded)
         iid, uid = f"ord-{i}", str(uuid.UUID(int=rnd.getrandbits(128)))
-        got = make(values, PROJECT, received, RULES, None, iid, uid, i % 2 == 0)
+        got = make(values, PROJECT, received, RULES, None, iid.encode(), uid.encode(), uuid.UUID(uid).bytes, i % 2 == 0)
         e, want = build(values), None
         if e is not None:
             e.insert_id = iid
@@ -739,11 +742,14 @@ def test_the_row_maker_is_for_events_whose_ids_and_sync_flag_its_caller_gives():
         assert fast_row_maker(keys, MISSING, SYNC_EXCEPT) is None, keys
     make = fast_row_maker(("event_type", "user_id", "time"), MISSING, SYNC_EXCEPT)
     uid = "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f"
-    got = make(("Play", "user-00001", T - 1), PROJECT, T, RULES, T, "ord-1", uid, True)
+    ids = (b"ord-1", uid.encode(), uuid.UUID(uid).bytes)
+    got = make(("Play", "user-00001", T - 1), PROJECT, T, RULES, T, *ids, True)
     assert got.dedupe_key == b"424242\x00\x00ord-1" and got.uuid == uuid.UUID(uid).bytes
+    assert got.line.startswith(b'{"$insert_id":"ord-1","$schema":null,')
+    assert b',"uuid":"6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f","version_name":null,' in got.line
     assert b'"data":{"$skip_user_properties_sync":true}' in got.line
-    assert b'"data":{}' in make(("$identify", "user-00001", T - 1), PROJECT, T, RULES, T, "ord-1", uid, True).line
-    assert make(("Play", "null", T - 1), PROJECT, T, RULES, T, "ord-1", uid, True) is None   # an invalid id
+    assert b'"data":{}' in make(("$identify", "user-00001", T - 1), PROJECT, T, RULES, T, *ids, True).line
+    assert make(("Play", "null", T - 1), PROJECT, T, RULES, T, *ids, True) is None   # an invalid id
 
 
 def test_the_builder_declines_what_the_fast_path_declines_and_takes_the_rest():
@@ -772,10 +778,11 @@ def test_a_text_that_lowers_to_an_invalid_id_has_its_length():
     assert _INVALID_LENGTHS == {len(x) for x in INVALID_IDS}
     make = fast_row_maker(("event_type", "user_id", "device_id"), MISSING, SYNC_EXCEPT)
     uid = "6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f"
+    ids = (b"ord-1", uid.encode(), uuid.UUID(uid).bytes)
     for bad in ["NULL", "Undefined", "UN\u212aNOWN", "00000000-0000-0000-0000-000000000000", "N/A"]:
-        assert make(("Play", bad, "device-00001"), PROJECT, T, RULES, T, "ord-1", uid, False) is None, bad
-        assert make(("Play", "user-00001", bad), PROJECT, T, RULES, T, "ord-1", uid, False) is None, bad
-    assert make(("Play", "user-00001", "device-00001"), PROJECT, T, RULES, T, "ord-1", uid, False) is not None
+        assert make(("Play", bad, "device-00001"), PROJECT, T, RULES, T, *ids, False) is None, bad
+        assert make(("Play", "user-00001", bad), PROJECT, T, RULES, T, *ids, False) is None, bad
+    assert make(("Play", "user-00001", "device-00001"), PROJECT, T, RULES, T, *ids, False) is not None
 
 
 def test_an_id_of_a_length_whose_invalid_ids_have_no_letter_is_invalid_only_as_it_is():
@@ -797,3 +804,32 @@ def test_an_id_of_a_length_whose_invalid_ids_have_no_letter_is_invalid_only_as_i
     out = normalize_message(msgspec.json.encode({"event_type": "Play", "device_id": one}), None, PROJECT, T, "t/0/1",
                             RULES, T)
     assert type(out) is Normalized and out.device_id == one
+
+
+NAMESPACE = uuid.UUID("6f1d2c3a-9b1e-5c7d-8e2f-3a4b5c6d7e8f")
+
+
+@GENERATED
+@given(st.text(max_size=80), st.lists(st.integers(-10**20, 10**20) | st.integers(1, 2_000_000), max_size=40))
+def test_uuids_made_at_once_are_uuid5_of_the_prefix_and_each_number(prefix, numbers):
+    """``uuid5_many`` and ``uuid5_texts``: for each number the text of ``uuid5(NAMESPACE, prefix + str(n))`` as
+    bytes, and its 16 bytes, whatever the prefix's characters (its UTF-8 of 1 to 4 bytes a character and any length,
+    so the number's digits start anywhere in SHA-1's blocks) and the numbers."""
+    want = [uuid.uuid5(NAMESPACE, prefix + str(n)) for n in numbers]
+    texts, raw = uuid5_many(prefix, numbers)
+    assert texts == [str(u).encode() for u in want]
+    assert raw == [u.bytes for u in want]
+    assert uuid5_texts(prefix, numbers) == texts
+    assert [t.decode() for t in texts] == [uuid5_str(prefix + str(n)) for n in numbers]
+
+
+def test_a_chunk_of_rows_ids_made_at_once():
+    """The import's 2,000 rows of a chunk, numbered on from a file's millionth row; one number, and none."""
+    prefix = "s3-import/clicks/d/1.json.gz#"
+    numbers = list(range(999_001, 1_001_001))
+    texts, raw = uuid5_many(prefix, numbers)
+    assert texts == [str(uuid.uuid5(NAMESPACE, f"{prefix}{n}")).encode() for n in numbers]
+    assert raw == [uuid.uuid5(NAMESPACE, f"{prefix}{n}").bytes for n in numbers]
+    assert uuid5_many(prefix, [7]) == ([str(uuid.uuid5(NAMESPACE, prefix + "7")).encode()],
+                                       [uuid.uuid5(NAMESPACE, prefix + "7").bytes])
+    assert uuid5_many(prefix, []) == ([], []) and uuid5_texts(prefix, []) == []
