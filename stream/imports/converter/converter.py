@@ -108,6 +108,24 @@ def _evaluate(entries: tuple[_Entry, ...], row: Any, ctx: Ctx, errors: list[Fiel
     return out
 
 
+def _by_columns(entries: tuple[_Entry, ...], as_tuple: bool) -> str | None:
+    """The output of a dict row holding every column the entries read as one expression of ``row[...]`` (a tuple
+    of the top-level values with ``as_tuple``), which raises KeyError for a row without one of them; None when an
+    entry is no column (an operator or a literal), whose value could be missing for a row that has every column."""
+    values = []
+    for entry in entries:
+        if entry.source is None:
+            value = _by_columns(entry.children, False)
+        else:
+            value = None if entry.column is None else f"row[{entry.column!r}]"
+        if value is None:
+            return None
+        values.append(value)
+    if as_tuple:
+        return f"({''.join(f'{v}, ' for v in values)})"
+    return "{" + ", ".join(f"{entry.key!r}: {v}" for entry, v in zip(entries, values)) + "}"
+
+
 def _generate(entries: tuple[_Entry, ...], as_values: bool = False) -> Callable[[dict[str, Any], Ctx, list[FieldError]],
                                                                               Any]:
     """``_evaluate`` of a dict row as one generated function: the output built by straight-line code, a column
@@ -115,7 +133,11 @@ def _generate(entries: tuple[_Entry, ...], as_values: bool = False) -> Callable[
     directly; the same output (keys in the same order) and errors as ``_evaluate``, without its loop. With
     ``as_values``, the output's top-level values as a tuple in the order of ``entries`` (``_MISSING`` for one left
     out) instead of the output dict."""
-    lines = ["def convert(row, ctx, errors):", "    get = row.get"]
+    lines = ["def convert(row, ctx, errors):"]
+    whole = _by_columns(entries, as_values)
+    if whole is not None:   # every leaf a column: a row holding them all is read in one expression
+        lines.extend(["    try:", f"        return {whole}", "    except KeyError:", "        pass"])
+    lines.append("    get = row.get")
     env: dict[str, Any] = {"_M": _MISSING, "NoValue": NoValue, "FieldError": FieldError}
     counter = iter(range(1 << 30))
 

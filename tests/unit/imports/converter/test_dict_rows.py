@@ -69,3 +69,43 @@ def test_a_converter_of_columns_and_operators_gives_the_reference_output_in_orde
     assert convert.values(row, 0) == (("Play", "ann", {"a": 1, "c": {}}, 1, 5), errors)
     assert convert.values(MappingProxyType(row), 0) == (("Play", "ann", {"a": 1, "c": {}}, 1, 5), errors)   # not a dict
     assert convert.values({"event": "Play"}, 0)[0] == ("Play", MISSING, {"c": {}}, MISSING, MISSING)
+
+
+column_outputs = st.recursive(st.sampled_from(FIELDS + ["a.b", "x y"]),
+                              lambda inner: st.dictionaries(output_keys, inner, max_size=3), max_leaves=10)
+
+
+@FAST
+@given(st.dictionaries(output_keys, column_outputs, min_size=1, max_size=6),
+       st.lists(st.dictionaries(st.sampled_from(FIELDS + ["a.b", "x y"]), st.one_of(json_rows, st.none(), st.just(1)),
+                                max_size=12), min_size=1, max_size=4),
+       st.integers(0, 11))
+def test_a_row_holding_every_column_of_a_converter_of_columns_converts_as_the_entries_evaluate_it(func, rows, drop):
+    """A converter whose every leaf is a column reads a row that holds them all in one expression: the same output,
+    key order and values as the entries' evaluation; a row missing one (KeyError) goes the entry-by-entry code."""
+    convert = Converter(func)
+    columns = set()
+
+    def collect(d):
+        for v in d.values():
+            collect(v) if isinstance(v, dict) else columns.add(v)
+    collect(func)
+    for row in rows:
+        full = {**{c: f"v-{c}" for c in sorted(columns)}, **row}
+        for r in (full, {k: v for i, (k, v) in enumerate(full.items()) if i != drop}):
+            want = reference(convert, r, 0)
+            got = convert(r, 0)
+            assert same(got[0], want[0]) and got[1] == want[1], (func, r)
+            values, errors = convert.values(r, 0)
+            assert same(list(values), [want[0].get(k, MISSING) for k in convert.fields]) and errors == want[1]
+
+
+def test_a_converter_of_columns_reads_a_row_holding_them_all_at_once():
+    convert = Converter({"event_type": "e", "p": {"b": "x", "a": "y", "c": {}}, "user_id": "u"})
+    row = {"u": "ann", "y": 2, "x": 1, "e": "Play"}
+    assert convert(row, 0) == ({"event_type": "Play", "p": {"b": 1, "a": 2, "c": {}}, "user_id": "ann"}, [])
+    assert list(convert(row, 0)[0]["p"]) == ["b", "a", "c"]
+    assert convert.values(row, 0) == (("Play", {"b": 1, "a": 2, "c": {}}, "ann"), [])
+    out, errors = convert({"u": "ann", "e": "Play", "x": 1}, 0)
+    assert out == {"event_type": "Play", "p": {"b": 1, "c": {}}, "user_id": "ann"}
+    assert [(e.field, e.message) for e in errors] == [("p.a", "no field 'y'")]
