@@ -20,6 +20,7 @@ has already written by their source offsets.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import compress
 from typing import Any, Protocol
 
 from stream import metrics
@@ -84,7 +85,7 @@ class DedupeStage:
             out = batch.select(d.keep, origin)
             if out.lines:
                 out = await self.device.batch(out, msg.partition, msg.offset, int(msg.timestamp * 1000),
-                                              [i for i, k in enumerate(d.keep) if k])
+                                              list(compress(range(len(d.keep)), d.keep)))
             # the identity stage grew the rows after the batch was sized: keep each message within the
             # producer's limit (the parts keep their events' source offsets, so replays stay harmless)
             messages = [part.encode() for part in out.split(self.max_request_bytes // 2)] if out.lines else []
