@@ -100,11 +100,10 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from stream.events.fields import IDENTITY_FIELDS
+from stream.events.fields import IDENTITY_FIELDS, MAX_STRING
 from stream.events.timefmt import parse_ms
 from stream.identity import ids
-from stream.identity.ops import (OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values,
-                                 within_limits)
+from stream.identity.ops import OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values
 from stream.identity.records import (
     COUNTER,
     HOLDS,
@@ -354,17 +353,27 @@ def _json_or_null(v: str | None) -> bytes:
     return _NULL if v is None else _encode(v)
 
 
-def _row(head: bytes, event_type: bytes, aid: int, gp: bytes, paying: bool, processed: bytes,
-         start_version: str | None, created: str | None, props: bytes) -> bytes:
-    return _join((head, _K_AET, event_type, _K_AID, b"%d" % aid, _K_GP, gp, _K_PAY, b"true" if paying else b"false",
-                  _K_PT, processed, _K_SV, _json_or_null(start_version), _K_UCT, _json_or_null(created), _K_UP, props,
-                  b"}"))
+_UserJSON = tuple[bytes, bytes, bytes, bytes]
+"""The JSON of a user's amplitude_id, paying, start_version and user_creation_time, as a row's tail shows them."""
 
 
-def held_line(h: HeldRow) -> bytes:
-    """The enriched row of a held row, with the user's fields it has now."""
-    return _row(h.head, h.event_type, h.aid, h.group_properties, h.paying, h.processed_time, h.start_version,
-                h.created, h.props)
+def _user_json(aid: int, paying: bool, start_version: str | None, created: str | None) -> _UserJSON:
+    return b"%d" % aid, b"true" if paying else b"false", _json_or_null(start_version), _json_or_null(created)
+
+
+def held_line(h: HeldRow, memo: dict[tuple, _UserJSON] | None = None) -> bytes:
+    """The enriched row of a held row, with the user's fields it has now. ``memo``: the user fields' JSON by their
+    values, kept by the caller over many rows (a hold's rows mostly share one user's fields)."""
+    if memo is None:
+        f = _user_json(h.aid, h.paying, h.start_version, h.created)
+    else:
+        k = (h.aid, h.paying, h.start_version, h.created)
+        f = memo.get(k)
+        if f is None:
+            f = memo[k] = _user_json(*k)
+    # the tail as ``resolve_batch`` writes it for a row it sends at once (the columns in EXPORT_FIELDS order)
+    return _join((h.head, _K_AET, h.event_type, _K_AID, f[0], _K_GP, h.group_properties, _K_PAY, f[1], _K_PT,
+                  h.processed_time, _K_SV, f[2], _K_UCT, f[3], _K_UP, h.props, b"}"))
 
 
 class Message(NamedTuple):
@@ -392,6 +401,7 @@ def fill(released: Released, messages: Mapping[int, Message]) -> None:
     """Give every row of ``released`` held by reference the bytes it refers to (``messages`` by offset) and its
     enriched row, in place: the same rows, byte for byte, as when they were held as copies."""
     rows = released.rows
+    memo: dict[tuple, _UserJSON] = {}
     for n, (row, line, offset) in enumerate(rows):
         if row.at >= 0:
             m = messages[row.at]
@@ -400,10 +410,7 @@ def fill(released: Released, messages: Mapping[int, Message]) -> None:
             if m.segment:
                 row.segment = m.segment[j]
             row.at = -1
-            rows[n] = (row, _join((row.head, _K_AET, row.event_type, _K_AID, b"%d" % row.aid, _K_GP,
-                                   row.group_properties, _K_PAY, b"true" if row.paying else b"false", _K_PT,
-                                   row.processed_time, _K_SV, _json_or_null(row.start_version), _K_UCT,
-                                   _json_or_null(row.created), _K_UP, row.props, b"}")), offset)
+            rows[n] = (row, held_line(row, memo), offset)
 
 
 class _HoldBook:
@@ -428,6 +435,7 @@ class _HoldBook:
         self.unanswered = 0
         self.past_bound = 0
         self.waits: list[int] = []
+        self._memo: dict[tuple, _UserJSON] = {}     # held_line's, for the rows let go as copies
 
     @staticmethod
     def _unshare(rows: list[HeldRow]) -> list[HeldRow]:
@@ -439,8 +447,22 @@ class _HoldBook:
 
     @staticmethod
     def _shared(rows: list[HeldRow]) -> bytes:
-        return enc.encode([msgspec.structs.replace(r, props=b"") if i and r.props == rows[i - 1].props else r
-                           for i, r in enumerate(rows)])
+        """Rows to store: each row's properties left out when they are the row before's (``_unshare`` puts them
+        back). The rows are given ``b""`` for the encode and their properties again after it, rather than copied
+        (``msgspec.structs.replace``, a new Struct of 18 fields a row)."""
+        blanked: list[tuple[HeldRow, bytes]] = []
+        prev = None
+        for r in rows:
+            p = r.props
+            if p == prev:
+                blanked.append((r, p))
+                r.props = b""
+            prev = p
+        try:
+            return enc.encode(rows)
+        finally:
+            for r, p in blanked:
+                r.props = p
 
     def get(self, hk: bytes) -> Held | None:
         if hk not in self.held:
@@ -492,8 +514,9 @@ class _HoldBook:
             return
         nxt = decode_int(self.st.current(RELEASED), 0)
         rows = self.rows(hk, h)
+        memo = self._memo
         for row in rows:
-            self.released.append((row, held_line(row) if row.at < 0 else None, nxt))
+            self.released.append((row, held_line(row, memo) if row.at < 0 else None, nxt))
             nxt += 1
         self.st.put(RELEASED, encode_int(nxt))
         if not answered:
@@ -596,8 +619,9 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 # $skip_user_properties_sync: the event shows its properties over the user's, which keeps them not
                 v = _json(raw)      # check_set's call only for what its first test does not take
                 updates[i] = ("show" if r.data.skip_sync else "set",
-                              v if type(v) is dict and within_limits(raw) else check_set(v, "user_properties", raw),
-                              raw)
+                              # within_limits(raw), without its call
+                              v if type(v) is dict and len(raw) <= MAX_STRING and raw.count(b"{") + raw.count(b"[")
+                              <= 41 else check_set(v, "user_properties", raw), raw)
             g = r.groups
             if g != _EMPTY_RAW:
                 groups[i] = _groups(bytes(g))
@@ -617,8 +641,9 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             dh = named[device] = (device_key(project, device), held_key(project, device) if hold is not None else b"")
             keys.add(dh[0])     # (device, user) pairs are read when needed: a device with another user, a new user
         devkeys[i], heldkeys[i] = dh
-        for t, name in groups[i]:
-            keys.add(group_key(project, t, name))
+        if groups[i]:
+            for t, name in groups[i]:
+                keys.add(group_key(project, t, name))
     st.load(keys)
     # the holds of the batch's devices: only those the partition's holds list, read once a batch (``_HoldBook``)
     book = _HoldBook(st, hold.at) if hold is not None else None
@@ -680,7 +705,8 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     held_rows: list[int] = []
 
     # user and group fields, in order; each row keeps its bytes up to the identity columns, which are written anew
-    st.load({profile_key(project, a) for a in {a for a, r in zip(aids, rows) if r is not None}})
+    pkeys = {a: profile_key(project, a) for a in {a for a, r in zip(aids, rows) if r is not None}}   # built once
+    st.load(set(pkeys.values()))
     profiles: dict[int, _Props] = {}
     group_state: dict[bytes, _Props] = {}
     out: list[bytes] = []
@@ -694,7 +720,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
         aid = aids[i]
         p = profiles.get(aid)
         if p is None:
-            v = st.get(profile_key(project, aid))
+            v = st.get(pkeys[aid])
             p = profiles[aid] = _Props(dec_profile(v) if v is not None else Profile(None, None, False))
         prof = p.profile
         if prof.created is None and r.event_time is not None:
@@ -752,8 +778,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
             gp = _encode(shown)
         f = p.fields
         if f is None:
-            f = p.fields = (b"%d" % aid, b"true" if prof.paying else b"false", _json_or_null(prof.start_version),
-                            _json_or_null(prof.created))
+            f = p.fields = _user_json(aid, prof.paying, prof.start_version, prof.created)
         # where the row's identity columns begin (``_NEW_UP``): a row held by reference needs no copy of its head
         tail = _join((_NEW_GP, r.group_properties, _NEW_PT, r.processed_time, _NEW_UP, r.user_properties, b"}"))
         cut = len(line) - len(tail)
@@ -806,7 +831,7 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
     for aid, p in profiles.items():
         if p.dirty:
             p.profile.props = p.raw
-            st.put(profile_key(project, aid), enc.encode(p.profile))
+            st.put(pkeys[aid], enc.encode(p.profile))
     for gk, g in group_state.items():
         if g.dirty:
             st.put(gk, g.raw)

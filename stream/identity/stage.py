@@ -373,19 +373,21 @@ def held_source(valid_name: str) -> str:
 def released_batches(released: Released, origin: Origin, source: str) -> list[EventBatch]:
     """The released rows as batches of one project, hour and Segment source each, in order."""
     out: list[EventBatch] = []
+    b: EventBatch | None = None
     for row, line, offset in released.rows:
-        hour = row.time - row.time % HOUR_MS
-        b = out[-1] if out else None
-        if b is None or (b.project, b.hour, b.segment_source) != (row.project, hour, row.segment_source):
+        t = row.time
+        hour = t - t % HOUR_MS
+        if b is None or b.hour != hour or b.project != row.project or b.segment_source != row.segment_source:
             b = EventBatch(row.project, hour, origin, source=Source(source, origin.partition),
                            segment_source=row.segment_source)
             out.append(b)
-        b.offsets.append(offset)
-        b.keys.append(row.key)
-        b.times.append(row.time)
-        b.uuids.append(row.uuid)
-        b.lines.append(line)
-        b.segment.append(row.segment)
+            offsets, keys, times, uuids, lines, segment = b.offsets, b.keys, b.times, b.uuids, b.lines, b.segment
+        offsets.append(offset)
+        keys.append(row.key)
+        times.append(t)
+        uuids.append(row.uuid)
+        lines.append(line)
+        segment.append(row.segment)
     for b in out:
         if not any(b.segment):
             b.segment = []
