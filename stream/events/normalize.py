@@ -897,6 +897,21 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     is true when ``sync`` and its event_type is none of ``sync_except``, else absent (``uuid5_many`` gives the
     ids' text and bytes of a chunk of rows at once). None (use the builder) where the builder is None or ``keys``
     holds insert_id, uuid, ``$skip_user_properties_sync`` or no event_type."""
+    code = fast_row_maker_code(keys, missing, sync_except)
+    if code is None:
+        return None
+    lines, env = code
+    lines = ["def make(values, project, timestamp_ms, rules, now_ms, insert_id_b, uid_s_b, uuid, sync):", *lines]
+    exec(compile("\n".join(lines), "<fast_row_maker>", "exec"), env)   # noqa: S102 -- names of _Fast's fields
+    return env["make"]
+
+
+def fast_row_maker_code(keys: tuple[str, ...], missing: object, sync_except: tuple[str, ...],
+                        ) -> tuple[list[str], dict[str, Any]] | None:
+    """The body of ``fast_row_maker``'s function (indented by four spaces, over its arguments) and the names it
+    reads, for a caller that writes it into a function of its own (the import's loop over a chunk's rows,
+    ``stream.imports.rows``): it declines an event by a line ``return None`` alone, and its last line returns the
+    ``Normalized`` (``return _new(...)``), its export row in the local ``line``. None where ``fast_row_maker`` is."""
     names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
     if (not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys)
             or any(k in keys for k in _CALLER_FIELDS) or "event_type" not in keys):
@@ -906,8 +921,7 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     def f(name: str) -> str:
         return var.get(name, "None")
 
-    lines = ["def make(values, project, timestamp_ms, rules, now_ms, insert_id_b, uid_s_b, uuid, sync):",
-             *_checks(keys)]
+    lines = _checks(keys)
     add = lines.append
     add(f"    if not {f('event_type')}:")
     add("        return None")
@@ -986,8 +1000,7 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
                            "_CASED_LENGTHS": _CASED_LENGTHS, "_format_b": format_ms_bytes, "_last": [(None, b"")],
                            "_seconds": _second_bytes, "_second_b": second_bytes, "_FRACTIONS_B": _FRACTIONS_B,
                            "_SYNC_EXCEPT": tuple(sync_except), "_new": tuple.__new__, "_Normalized": Normalized}
-    exec(compile("\n".join(lines), "<fast_row_maker>", "exec"), env)   # noqa: S102 -- names of _Fast's fields
-    return env["make"]
+    return lines, env
 
 
 _last_received: tuple[int | None, str] = (None, "")

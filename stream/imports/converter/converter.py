@@ -70,6 +70,14 @@ class Converter:
         out = _evaluate(self._entries, row, ctx, errors)
         return tuple(out.get(key, _MISSING) for key in self.fields), errors
 
+    def columns_read(self) -> str | None:
+        """Where every leaf of the output is a column: the expression of a dict row ``row`` that gives what
+        ``values`` gives of a row holding all those columns (the top-level values as a tuple, in the order of
+        ``fields``) and raises KeyError for a row without one of them (whose errors ``values`` gives); None for a
+        converter with an operator or a literal. For a caller that writes the converter into code of its own (the
+        import's loop over a chunk's rows)."""
+        return _by_columns(self._entries, True)
+
     def __repr__(self) -> str:
         return f"Converter(fields={self.fields!r})"
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.events.fields import INPUT_FIELDS, Kind
-from stream.events.normalize import Rules, uuid5_str
+from stream.events.normalize import Rules, uuid5_many, uuid5_str, uuid5_texts
 from stream.imports import rows as rows_module
 from stream.imports.files import ROW_SLOTS, ImportFile
 from stream.imports.reader import Row, RowError, RowErrorReason
@@ -149,3 +149,90 @@ def test_a_converter_field_that_is_no_event_field_sends_every_row_the_dict_way(f
     assert (straight is None) == ("colour" in func)
     items = [bench_row(1), bench_row(2)]
     same(convert(context(src, Rules()), items, T), convert(context(src, Rules()), items, T, straight=False))
+
+
+@st.composite
+def column_converters_and_rows(draw):
+    """(converter description, rows): every output field a column of its own (``c_<field>``), or an object of
+    columns; rows holding every column but now and then one, with values valid and odd, and now and then an item that
+    is no dict row."""
+    func: dict = {"event_type": "c_event_type", "user_id": "c_user_id"}
+    columns = {"c_event_type": values_of("event_type"), "c_user_id": values_of("user_id")}
+    for key in draw(st.lists(st.sampled_from(KEYS), max_size=7, unique=True)):
+        column = f"c_{key}"
+        if draw(st.integers(0, 4)):
+            func[key] = column
+            columns[column] = values_of(key)
+        else:
+            func[key] = {"a": column, "n": {"x": "c_user_id"}}
+            columns[column] = json_values | not_json
+    rows: list = []
+    for n in range(1, draw(st.integers(1, 6)) + 1):
+        row = {c: draw(v) for c, v in columns.items()}
+        if not draw(st.integers(0, 4)):
+            del row[draw(st.sampled_from(sorted(row)))]
+        rows.append(Row(n, row) if draw(st.integers(0, 9)) else
+                    draw(st.sampled_from([RowError(n, RowErrorReason.MALFORMED_JSON, "bad"), Row(n, [1])])))
+    return func, rows
+
+
+@GENERATED
+@given(column_converters_and_rows(), st.booleans(), rules, st.sampled_from([T, T - 10**9, 0, MAX_TIME_MS]),
+       st.integers(T - 3_600_000, T + 3_600_000))
+def test_a_converter_of_columns_runs_a_chunk_in_one_loop_to_the_dict_way_s_answer(case, skip_sync, rules, server_ms,
+                                                                                    now_ms):
+    """``_Straight.run``: a chunk's rows read, checked and made in one loop, the rows it declines going their own
+    way one by one, give what the dict's way gives and what the row-by-row straight route gives."""
+    func, items = case
+    src = source(func, skip_user_properties_sync=skip_sync)
+    ctx = context(src, rules, server_ms)
+    got = convert(ctx, items, now_ms)
+    same(got, convert(ctx, items, now_ms, straight=False))
+    straight = rows_module._straight(src)
+    if straight is not None and straight.make is not None:
+        assert straight.run is not None
+        rows_module._STRAIGHT[(id(src.compiled.convert), "event", skip_sync)] = (
+            src.compiled.convert, rows_module._Straight(*[getattr(straight, k) for k in
+                                                          ("build", "write", "make", "skip_at", "adds_skip")]))
+        try:
+            same(got, convert(ctx, items, now_ms))   # row by row
+        finally:
+            rows_module._STRAIGHT.clear()
+
+
+def test_the_loop_of_a_chunk_takes_the_rows_it_can_and_hands_each_other_item_its_own_way(monkeypatch):
+    src = source(BENCH)
+    straight = rows_module._straight(src)
+    assert straight.run is not None
+    assert rows_module._straight(source({**BENCH, "user_id": ["lowercase", "user"]})).run is None   # an operator
+    assert rows_module._straight(source({**BENCH, "insert_id": "i"})).run is None   # no maker
+    big = bench_row(4, page="p" * 3000)
+    missing_ts = bench_row(5)
+    del missing_ts.value["ts"]
+    items = [bench_row(1), RowError(2, RowErrorReason.MALFORMED_JSON, "bad"), Row(3, [1]), big, missing_ts,
+             bench_row(6, user="null", device="nil"), bench_row(7, price=math.inf), bench_row(8)]
+    ctx = context(src, Rules(max_event_bytes=2500))
+    taken = []
+
+    def spy(at, item):
+        taken.append(item.number)
+    want = convert(ctx, items, T, straight=False)
+    got = convert(ctx, items, T)
+    same(got, want)
+    assert [offset - 5 * ROW_SLOTS for offset, _ in got.events] == [1, 5, 7, 8]
+    assert dict(got.reasons) == {"malformed_json": 1, "missing_event_type": 1, "too_large": 1, "invalid_id": 1}
+    numbers = range(1, 9)
+    events: list = []
+    made = straight.run(items, uuid5_texts("i", numbers), *uuid5_many("u", numbers), 7, T, Rules(max_event_bytes=2500),
+                        T, True, 100, 2500, events, spy)
+    assert made == 3 and taken == [2, 3, 4, 5, 6]   # 1, 7 (a price among the properties) and 8 made in the loop
+    assert [offset for offset, _ in events] == [101, 107, 108]
+
+
+def test_a_chunk_with_a_row_number_past_the_slots_raises_as_row_by_row():
+    src = source(BENCH)
+    for n in (ROW_SLOTS, 0):
+        with pytest.raises(ValueError, match="rows one file may hold"):
+            convert(context(src, Rules()), [bench_row(1), bench_row(n)], T)
+    last = convert(context(src, Rules()), [bench_row(ROW_SLOTS - 1)], T)
+    assert [offset for offset, _ in last.events] == [5 * ROW_SLOTS + ROW_SLOTS - 1]
