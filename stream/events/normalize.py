@@ -754,10 +754,10 @@ def fast_event_builder(keys: tuple[str, ...], missing: object) -> Callable[[tupl
     return env["build"]
 
 
-def _checks(keys: tuple[str, ...]) -> list[str]:
+def _checks(keys: tuple[str, ...], text_keys: frozenset[str] = frozenset()) -> list[str]:
     """The lines of a generated function of ``values`` that check the values of the input fields ``keys`` as
     ``fast_event_builder`` says (returning None for one it does not take), leaving each in ``v<i>`` (None for one
-    absent or null)."""
+    absent or null); an object of a field of ``text_keys`` is known to have text keys (its caller built it so)."""
     lines = [f"    {''.join(f'v{i}, ' for i in range(len(keys)))}= values"]
     for i, key in enumerate(keys):
         v = f"v{i}"
@@ -775,7 +775,8 @@ def _checks(keys: tuple[str, ...]) -> list[str]:
             lines.append(f"    elif type({v}) is not bool:")
         else:
             assert kind is Kind.DICT
-            lines.append(f"    elif type({v}) is not dict or not _str_keys({v}):")
+            lines.append(f"    elif type({v}) is not dict:" if key in text_keys else
+                         f"    elif type({v}) is not dict or not _str_keys({v}):")
         lines.append("        return None")
     return lines
 
@@ -900,18 +901,23 @@ def fast_row_maker(keys: tuple[str, ...], missing: object, sync_except: tuple[st
     code = fast_row_maker_code(keys, missing, sync_except)
     if code is None:
         return None
-    lines, env = code
-    lines = ["def make(values, project, timestamp_ms, rules, now_ms, insert_id_b, uid_s_b, uuid, sync):", *lines]
+    setup, body, env = code
+    lines = ["def make(values, project, timestamp_ms, rules, now_ms, insert_id_b, uid_s_b, uuid, sync):", *setup,
+             *body]
     exec(compile("\n".join(lines), "<fast_row_maker>", "exec"), env)   # noqa: S102 -- names of _Fast's fields
     return env["make"]
 
 
 def fast_row_maker_code(keys: tuple[str, ...], missing: object, sync_except: tuple[str, ...],
-                        ) -> tuple[list[str], dict[str, Any]] | None:
-    """The body of ``fast_row_maker``'s function (indented by four spaces, over its arguments) and the names it
-    reads, for a caller that writes it into a function of its own (the import's loop over a chunk's rows,
-    ``stream.imports.rows``): it declines an event by a line ``return None`` alone, and its last line returns the
-    ``Normalized`` (``return _new(...)``), its export row in the local ``line``. None where ``fast_row_maker`` is."""
+                        text_keys: frozenset[str] = frozenset(),
+                        ) -> tuple[list[str], list[str], dict[str, Any]] | None:
+    """The code of ``fast_row_maker``'s function (lines indented by four spaces, over its arguments) and the names
+    it reads, for a caller that writes it into a function of its own (the import's loop over a chunk's rows,
+    ``stream.imports.rows``): its setup, lines of ``project`` and ``rules`` alone (a loop runs them once), and its
+    body, which declines an event by a line ``return None`` alone and whose last line returns the ``Normalized``
+    (``return _new(...)``), its export row in the local ``line``. None where ``fast_row_maker`` is. An object
+    value of a field of ``text_keys`` is taken to have only text keys, unchecked: for a caller that builds those
+    objects with keys of its own (the converter's objects of the output)."""
     names = {f.encode_name: f.name for f in msgspec.structs.fields(_Fast)}
     if (not keys or len(set(keys)) != len(keys) or any(k not in names for k in keys)
             or any(k in keys for k in _CALLER_FIELDS) or "event_type" not in keys):
@@ -921,11 +927,11 @@ def fast_row_maker_code(keys: tuple[str, ...], missing: object, sync_except: tup
     def f(name: str) -> str:
         return var.get(name, "None")
 
-    lines = _checks(keys)
+    setup = ["    min_len = rules.min_id_length", "    project_b = _enc(project)", "    project_nul = f'{project}\\x00'"]
+    lines = _checks(keys, text_keys)
     add = lines.append
     add(f"    if not {f('event_type')}:")
     add("        return None")
-    add("    min_len = rules.min_id_length")
     for name in ("user_id", "device_id"):   # _fast_row's ids
         add(f"    {name} = {f(name)}")
         if name in var:
@@ -992,15 +998,17 @@ def fast_row_maker_code(keys: tuple[str, ...], missing: object, sync_except: tup
         if join.count("_enc(data)") != 1:   # a check that -O keeps: the row's data column is written once
             raise RuntimeError("the row maker's join writes the data column other than once: check _row_join")
         join = join.replace("_enc(data)", "data_b")
-    add(f"    line = {join}")
-    add("    dedupe_key = f'{project}\\x00{device_id or \"\"}\\x00'.encode() + insert_id_b")
+    if join.count("_enc(project)") != 1:
+        raise RuntimeError("the row maker's join writes the app column other than once: check _row_join")
+    add(f"    line = {join.replace('_enc(project)', 'project_b')}")
+    add("    dedupe_key = f'{project_nul}{device_id or \"\"}\\x00'.encode() + insert_id_b")
     add("    return _new(_Normalized, (project, dedupe_key, uploaded, uuid, line, device_id, user_id, clamped))")
     env: dict[str, Any] = {"_M": missing, "_finite": math.isfinite, "_str_keys": _str_keys, "_enc": _json_encode,
                            "_INVALID_IDS": INVALID_IDS, "_INVALID_LENGTHS": _INVALID_LENGTHS,
                            "_CASED_LENGTHS": _CASED_LENGTHS, "_format_b": format_ms_bytes, "_last": [(None, b"")],
                            "_seconds": _second_bytes, "_second_b": second_bytes, "_FRACTIONS_B": _FRACTIONS_B,
                            "_SYNC_EXCEPT": tuple(sync_except), "_new": tuple.__new__, "_Normalized": Normalized}
-    return lines, env
+    return setup, lines, env
 
 
 _last_received: tuple[int | None, str] = (None, "")

@@ -169,12 +169,13 @@ def _runner(converter: Converter) -> Callable[..., int] | None:
     of the events it made. The same events as ``values`` and ``make`` row by row, without their calls, tuples and
     lists a row (about 1 µs a row less for the benchmark's ten columns)."""
     read = converter.columns_read()
-    code = fast_row_maker_code(converter.fields, MISSING, (IDENTIFY, GROUP_IDENTIFY))
+    code = fast_row_maker_code(converter.fields, MISSING, (IDENTIFY, GROUP_IDENTIFY), converter.objects())
     if read is None or code is None:
         return None
-    body, env = code
+    setup, body, env = code
     lines = ["def run(items, insert_ids, uuid_texts, uuids, project, timestamp_ms, rules, now_ms, sync, base, "
              "max_bytes, events, slow):",
+             *setup,
              "    made = 0",
              "    at = -1",
              "    for item in items:",

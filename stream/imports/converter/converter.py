@@ -78,6 +78,12 @@ class Converter:
         import's loop over a chunk's rows)."""
         return _by_columns(self._entries, True)
 
+    def objects(self) -> frozenset[str]:
+        """The output's fields that are objects of the output whose keys are all ``str`` (the converter's own keys,
+        not a subclass): a dict row's value of such a field is a dict of those keys."""
+        return frozenset(entry.key for entry in self._entries
+                         if entry.source is None and all(type(child.key) is str for child in entry.children))
+
     def __repr__(self) -> str:
         return f"Converter(fields={self.fields!r})"
 

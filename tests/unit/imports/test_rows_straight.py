@@ -151,6 +151,10 @@ def test_a_converter_field_that_is_no_event_field_sends_every_row_the_dict_way(f
     same(convert(context(src, Rules()), items, T), convert(context(src, Rules()), items, T, straight=False))
 
 
+non_text_keys = st.dictionaries(st.integers(0, 3) | st.sampled_from([1.5, None, True]), json_values, min_size=1,
+                                max_size=3)   # a reader of another format than JSON could give such objects
+
+
 @st.composite
 def column_converters_and_rows(draw):
     """(converter description, rows): every output field a column of its own (``c_<field>``), or an object of
@@ -162,7 +166,8 @@ def column_converters_and_rows(draw):
         column = f"c_{key}"
         if draw(st.integers(0, 4)):
             func[key] = column
-            columns[column] = values_of(key)
+            columns[column] = values_of(key) | (non_text_keys if key in INPUT_FIELDS and
+                                                INPUT_FIELDS[key][0] is Kind.DICT else st.nothing())
         else:
             func[key] = {"a": column, "n": {"x": "c_user_id"}}
             columns[column] = json_values | not_json
@@ -227,6 +232,15 @@ def test_the_loop_of_a_chunk_takes_the_rows_it_can_and_hands_each_other_item_its
                         T, True, 100, 2500, events, spy)
     assert made == 3 and taken == [2, 3, 4, 5, 6]   # 1, 7 (a price among the properties) and 8 made in the loop
     assert [offset for offset, _ in events] == [101, 107, 108]
+
+
+def test_an_object_with_keys_that_are_not_text_from_a_column_goes_the_dict_way():
+    """The loop leaves the check of an object's keys out only for the converter's own objects of the output."""
+    src = source({**BENCH, "event_properties": "props", "groups": {"g": "plan"}})
+    items = [bench_row(1, props={"a": 1}), bench_row(2, props={1: "x"}), bench_row(3, props={"a": {2: 3}})]
+    got = convert(context(src, Rules()), items, T)
+    same(got, convert(context(src, Rules()), items, T, straight=False))
+    assert rows_module._straight(src).run is not None and src.compiled.convert.objects() == {"groups"}
 
 
 def test_a_chunk_with_a_row_number_past_the_slots_raises_as_row_by_row():

@@ -109,3 +109,13 @@ def test_a_converter_of_columns_reads_a_row_holding_them_all_at_once():
     out, errors = convert({"u": "ann", "e": "Play", "x": 1}, 0)
     assert out == {"event_type": "Play", "p": {"b": 1, "c": {}}, "user_id": "ann"}
     assert [(e.field, e.message) for e in errors] == [("p.a", "no field 'y'")]
+
+
+def test_the_objects_of_the_output_are_the_fields_built_of_the_converter_s_own_text_keys():
+    class Text(str):
+        pass
+    convert = Converter({"event_type": "e", "p": {"b": "x", "c": {}}, "q": ["lowercase", "y"], "r": {Text("k"): "x"},
+                         "s": {}})
+    assert convert.objects() == frozenset({"p", "s"})
+    assert convert.columns_read() is None   # q is an operator
+    assert Converter({"a": "x", "p": {"b": "y", "c": {}}}).columns_read() == "(row['x'], {'b': row['y'], 'c': {}}, )"
