@@ -51,26 +51,36 @@ _TEXT_TEMPLATE = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 def uuid5_many(prefix: str, numbers: Sequence[int]) -> tuple[list[bytes], list[bytes]]:
     """For each ``n`` of ``numbers``, ``uuid5_str(prefix + str(n))`` as ASCII bytes, and the uuid's 16 bytes: the
     same uuids as one call each, for about half their cost (``uuid5_texts``)."""
-    raw = _uuid5_raw(prefix, numbers)
+    raw = _uuid5_raw(prefix, [b"%d" % n for n in numbers])
     whole = bytes(raw)
     return _uuid5_text(raw), [whole[i:i + 16] for i in range(0, len(whole), 20)]
+
+
+def uuid5_two(first: str, second: str, numbers: Sequence[int]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """``uuid5_texts(first, numbers)`` and ``uuid5_many(second, numbers)``, the numbers' digits written once (an
+    import row's insert_id and uuid)."""
+    digits = [b"%d" % n for n in numbers]
+    raw = _uuid5_raw(second, digits)
+    whole = bytes(raw)
+    return _uuid5_text(_uuid5_raw(first, digits)), _uuid5_text(raw), [whole[i:i + 16] for i in range(0, len(whole), 20)]
 
 
 def uuid5_texts(prefix: str, numbers: Sequence[int]) -> list[bytes]:
     """For each ``n`` of ``numbers``, ``uuid5_str(prefix + str(n))`` as ASCII bytes: the SHA-1 state of the
     namespace and ``prefix`` is copied for each number instead of hashed again, and the version, the variant and the
     text are written for all of them at once (an operation a field over the digests, not a string a uuid)."""
-    return _uuid5_text(_uuid5_raw(prefix, numbers))
+    return _uuid5_text(_uuid5_raw(prefix, [b"%d" % n for n in numbers]))
 
 
-def _uuid5_raw(prefix: str, numbers: Sequence[int]) -> bytearray:
-    """The uuids' 16 bytes, each followed by its digest's last 4."""
+def _uuid5_raw(prefix: str, digits: list[bytes]) -> bytearray:
+    """The uuids of ``prefix`` and each of ``digits`` (a number's text): their 16 bytes, each followed by its
+    digest's last 4."""
     copy = hashlib.sha1(UUID_NAMESPACE.bytes + prefix.encode()).copy
     digests = []
     add = digests.append
-    for n in numbers:
+    for d in digits:
         h = copy()
-        h.update(b"%d" % n)
+        h.update(d)
         add(h.digest())
     raw = bytearray(b"".join(digests))
     raw[6::20] = raw[6::20].translate(_VERSION_5)
@@ -927,7 +937,8 @@ def fast_row_maker_code(keys: tuple[str, ...], missing: object, sync_except: tup
     def f(name: str) -> str:
         return var.get(name, "None")
 
-    setup = ["    min_len = rules.min_id_length", "    project_b = _enc(project)", "    project_nul = f'{project}\\x00'"]
+    setup = ["    min_len = rules.min_id_length", "    project_b = _enc(project)",
+             "    project_nul = f'{project}\\x00'"]
     lines = _checks(keys, text_keys)
     add = lines.append
     add(f"    if not {f('event_type')}:")

@@ -43,7 +43,7 @@ import orjson
 from stream.events import deadletter
 from stream.events.normalize import (FastEvent, Normalized, Reason, Rejected, Rules, fast_event_builder,
                                      fast_row_maker, fast_row_maker_code, fast_row_writer, normalize,
-                                     normalize_fast_event, uuid5_many, uuid5_str, uuid5_texts)
+                                     normalize_fast_event, uuid5_str, uuid5_two)
 from stream.events.partitioning import remember_partitions
 from stream.export.mirror import Mutation
 from stream.imports.converter.converter import MISSING, Converter
@@ -240,12 +240,11 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
         server_ms, rules, max_bytes, record_offset = ctx.server_ms, ctx.rules, ctx.rules.max_event_bytes, \
             ctx.record_offset
         events = out.events
-        if make is not None:   # the chunk's ids at once (uuid5_many): the text of uuid5_str(ids_name + number), and
+        if make is not None:   # the chunk's ids at once (uuid5_two): the text of uuid5_str(ids_name + number), and
             # of uuid5_str(uuid_name + number) with its bytes, for every item (a few rows may go the dict's way)
             items = items if type(items) is list else list(items)
             numbers = [item.number for item in items]
-            insert_ids = uuid5_texts(ids_name, numbers)
-            uuid_texts, uuids = uuid5_many(uuid_name, numbers)
+            insert_ids, uuid_texts, uuids = uuid5_two(ids_name, uuid_name, numbers)
             if straight_to.run is not None and numbers and 0 < min(numbers) and max(numbers) < ROW_SLOTS:
                 run = straight_to.run   # every row's source offset is record_offset * ROW_SLOTS + its number
 

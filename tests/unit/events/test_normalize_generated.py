@@ -53,6 +53,7 @@ from stream.events.normalize import (
     uuid5_many,
     uuid5_str,
     uuid5_texts,
+    uuid5_two,
 )
 
 PROJECT = 424242
@@ -833,3 +834,11 @@ def test_a_chunk_of_rows_ids_made_at_once():
     assert uuid5_many(prefix, [7]) == ([str(uuid.uuid5(NAMESPACE, prefix + "7")).encode()],
                                        [uuid.uuid5(NAMESPACE, prefix + "7").bytes])
     assert uuid5_many(prefix, []) == ([], []) and uuid5_texts(prefix, []) == []
+
+
+@GENERATED
+@given(st.text(max_size=40), st.text(max_size=40), st.lists(st.integers(1, 10**12), max_size=20))
+def test_a_row_s_two_uuids_made_at_once_are_each_prefix_s_own(first, second, numbers):
+    assert uuid5_two(first, second, numbers) == (uuid5_texts(first, numbers), *uuid5_many(second, numbers))
+    assert uuid5_two(first, second, numbers)[0] == [str(uuid.uuid5(NAMESPACE, first + str(n))).encode()
+                                                    for n in numbers]
