@@ -92,15 +92,22 @@ def set_compression_level(codec: str, level: int | None) -> None:
     batch, which is replaced with aiokafka's encoder bound to the level; None puts aiokafka's own back (its
     default level, AIOKAFKA_LEVELS). aiokafka has no setting for it (Kafka's producer has compression.<codec>.level).
 
-    Checked before anything is replaced: the builder's module has the encoder, and a batch built with a probe in
-    its place calls the probe; else CompressionLevelUnsupported, and nothing is changed."""
+    Checked before a level is set: the builder's module has the encoder, and a batch built with a probe in its
+    place calls the probe; else CompressionLevelUnsupported, and nothing is changed. None checks nothing (it is
+    what to set when aiokafka cannot be given a level)."""
     name = f"{codec}_encode"
+    if level is None:
+        for (mod, n), enc in _ORIGINAL.items():
+            if n == name:
+                setattr(sys.modules[mod], n, enc)
+        _APPLIED[:] = [(codec, level)]
+        return
     mods = _builder_modules(name)
     for m in mods:
         _ORIGINAL.setdefault((m.__name__, name), getattr(m, name))
     _check_builder_calls(mods[0], codec, name)
     for m in mods:
-        setattr(m, name, _ORIGINAL[(m.__name__, name)] if level is None else level_encoder(codec, level))
+        setattr(m, name, level_encoder(codec, level))
     _APPLIED[:] = [(codec, level)]
 
 

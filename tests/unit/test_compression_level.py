@@ -166,6 +166,17 @@ def test_a_builder_module_without_the_encoder_is_refused_and_nothing_is_changed(
     assert stream.kafka._APPLIED == []
 
 
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_no_level_needs_nothing_of_aiokafka(monkeypatch, module, caplog):
+    """What the refusal tells to do works: with the level unset, start-up asks nothing of aiokafka's internals."""
+    caplog.set_level(logging.INFO, "stream.kafka")
+    monkeypatch.delattr(module, "zstd_encode")
+    apply_compression_level(KafkaSettings(compression_level=None))
+    assert not hasattr(module, "zstd_encode")
+    assert [r.getMessage() for r in caplog.records] == [
+        "batches produced with zstd at level 3 (kafka.compression_level unset: aiokafka's default)"]
+
+
 def test_a_builder_that_does_not_call_its_modules_encoder_is_refused(monkeypatch):
     own = aiokafka.codec.zstd_encode
 
