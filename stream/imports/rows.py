@@ -223,8 +223,10 @@ def convert(ctx: FileContext, items: Iterable[Row | RowError], now_ms: int, *, s
     its ids as below, in one function generated for the converter's fields (``fast_row_maker``) where they hold no
     insert_id, uuid or ``$skip_user_properties_sync``; any other row (a value the fast path refuses, a
     converter that fails on it, a row over the size limit) goes the dict's way below, from its start, to the same
-    answer. ``straight=False``: every row the dict's way (the reference the tests compare the straight route
-    with)."""
+    answer. The rows' ids are made for the whole chunk at once (``uuid5_two``); where the converter reads columns only,
+    the chunk goes through one generated loop that reads the columns and makes the events as ``values`` and
+    ``make`` do (``_runner``), each item it declines going its own way. ``straight=False``: every row the dict's way
+    (the reference the tests compare the straight route with)."""
     out = Converted()
     src, f = ctx.source, ctx.file
     converter = src.compiled.convert
