@@ -2,6 +2,7 @@
 
 import asyncio
 
+import aiokafka.codec
 import aiokafka.record.default_records as py_records
 import cramjam
 import pytest
@@ -29,7 +30,7 @@ def fetched(monkeypatch):
     seen: list[bytes] = []
     monkeypatch.setattr(kafka, "_APPLIED", [])
     for m in MODULES:
-        monkeypatch.setattr(m, "zstd_encode", m.zstd_encode)
+        monkeypatch.setattr(m, "zstd_encode", aiokafka.codec.zstd_encode)
         real = m.zstd_decode
 
         def decode(data, real=real):

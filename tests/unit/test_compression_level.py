@@ -29,10 +29,11 @@ except ImportError:  # aiokafka without its extensions
 
 @pytest.fixture(autouse=True)
 def aiokafka_encoders(monkeypatch):
-    """aiokafka's encoders and stream.kafka's record of what it applied, put back after each test."""
+    """aiokafka's own encoders in the builders' modules for the test (another test of the process may have set a
+    level); what was there, and stream.kafka's record of what it applied, put back after it."""
     for m in MODULES:
         for codec in CODECS:
-            monkeypatch.setattr(m, f"{codec}_encode", getattr(m, f"{codec}_encode"))
+            monkeypatch.setattr(m, f"{codec}_encode", getattr(aiokafka.codec, f"{codec}_encode"))
     monkeypatch.setattr(stream.kafka, "_APPLIED", [])
     monkeypatch.setattr(stream.kafka, "_ORIGINAL", {})
 
