@@ -340,7 +340,7 @@ def normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str,
     """
     try:
         return _fast_obj(obj, project, timestamp_ms, origin, rules, now_ms)
-    except (msgspec.ValidationError, _NotFast):
+    except (msgspec.ValidationError, _NotFast, TypeError):   # TypeError: a nested object key JSON cannot write
         pass
     return _reference(obj, project, timestamp_ms, origin, rules, now_ms)
 
@@ -439,11 +439,26 @@ def _normalize(obj: dict[str, Any], project: int, timestamp_ms: int, origin: str
             row[k] = {}
     if row["session_id"] is None:
         row["session_id"] = -1
-    line = _json_encode(row)
+    try:
+        line = _json_encode(row)
+    except TypeError:   # an object key that is neither text nor a number (normalize takes any dict; JSON has none)
+        key = next((k for k in row if _unwritable(row[k])), None)
+        raise _Bad(Reason.INVALID_VALUE, key, f"{key or 'the event'} holds an object whose key is neither text "
+                   "nor a number: give its keys as text") from None
     dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                   if insert_id else b"")
     return Normalized(project, dedupe_key, uploaded, uid, line, device_id, user_id,
                       received != given_received or uploaded != given_uploaded)
+
+
+def _unwritable(value: Any) -> bool:
+    """Whether JSON cannot write ``value``: an object in it, at any depth, has a key that is neither text nor a
+    number."""
+    try:
+        _json_encode(value)
+    except TypeError:
+        return True
+    return False
 
 
 def _uuid(u: Any, origin: str) -> bytes:
@@ -805,7 +820,7 @@ def normalize_fast_event(e: _Fast, project: int, timestamp_ms: int, rules: Rules
     ``write``: ``fast_row_writer`` of the builder's keys, which writes the same row in less time."""
     try:
         return _fast_row(e, project, timestamp_ms, "", rules, now_ms, uuid_s, write)
-    except _NotFast:
+    except (_NotFast, TypeError):   # TypeError: a nested object key JSON cannot write; the reference path says why
         return None
 
 
@@ -1011,7 +1026,10 @@ def fast_row_maker_code(keys: tuple[str, ...], missing: object, sync_except: tup
         join = join.replace("_enc(data)", "data_b")
     if join.count("_enc(project)") != 1:
         raise RuntimeError("the row maker's join writes the app column other than once: check _row_join")
-    add(f"    line = {join.replace('_enc(project)', 'project_b')}")
+    add("    try:")
+    add(f"        line = {join.replace('_enc(project)', 'project_b')}")
+    add("    except TypeError:   # an object key, at any depth, JSON cannot write: the reference path says which")
+    add("        return None")
     add("    dedupe_key = f'{project_nul}{device_id or \"\"}\\x00'.encode() + insert_id_b")
     add("    return _new(_Normalized, (project, dedupe_key, uploaded, uuid, line, device_id, user_id, clamped))")
     env: dict[str, Any] = {"_M": missing, "_finite": math.isfinite, "_str_keys": _str_keys, "_enc": _json_encode,

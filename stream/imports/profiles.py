@@ -80,11 +80,16 @@ def mutation_of(ev: dict[str, Any], seq: tuple[int, str, int], max_bytes: int) -
         return Rejected(Reason.INVALID_TYPE, PROPERTIES_FIELD,
                         f"a profile's user_properties must be an object of the user's properties, got "
                         f"{type(props).__name__}: map an object to user_properties in the source's converter")
-    size = len(orjson.dumps(props, default=str))
+    try:
+        text = orjson.dumps(props, default=str)
+    except TypeError:   # an object key that is not text, at any depth (this takes any dict; JSON has none)
+        return Rejected(Reason.INVALID_VALUE, PROPERTIES_FIELD, f"{PROPERTIES_FIELD} holds an object whose key is "
+                        "not text: give its keys as text")
+    size = len(text)
     if size > max_bytes:
         return Rejected(Reason.TOO_LARGE, PROPERTIES_FIELD, f"the profile's user_properties are {size} bytes, over "
                         f"ingest.max_event_bytes ({max_bytes}): leave the largest properties out in the converter")
-    return ProfileMutation(user_id, op, orjson.loads(orjson.dumps(props, default=str)), seq)
+    return ProfileMutation(user_id, op, orjson.loads(text), seq)
 
 
 def encode_mutation(project: int, m: ProfileMutation) -> tuple[bytes, bytes]:

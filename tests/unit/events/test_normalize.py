@@ -112,6 +112,25 @@ def test_an_event_over_the_size_limit_is_too_large():
     assert out.detail == "the event is 2000068 bytes; the limit is 1048576 (ingest.max_event_bytes)"
 
 
+@pytest.mark.parametrize("field, value", [
+    ("user_properties", {None: 1}),
+    ("event_properties", {"nested": {"ok": 1, None: "x"}}),
+    ("groups", {"team": 1, (1, 2): "x"}),
+])
+def test_an_object_key_json_cannot_write_is_rejected_naming_its_field(field, value):
+    """normalize takes any dict (the readers give text keys; a caller could give others): an object key JSON has no
+    text for refuses the event with its field instead of raising."""
+    out = normalize({"event_type": "x", "user_id": "user-1", field: value}, 424242, T, ORIGIN, RULES)
+    assert out == Rejected(Reason.INVALID_VALUE, field, f"{field} holds an object whose key is neither text nor a "
+                           "number: give its keys as text")
+
+
+def test_object_keys_of_numbers_are_written_as_their_text():
+    out = normalize({"event_type": "x", "user_id": "user-1", "user_properties": {1: "a", 2.5: "b", True: "c"}},
+                    424242, T, ORIGIN, RULES)
+    assert orjson.loads(out.line)["user_properties"] == {"1": "c", "2.5": "b"}
+
+
 def test_unknown_fields_are_kept_in_data_when_configured():
     out = norm(b'{"event_type":"x","user_id":"user-1","colour":"red"}', rules=Rules(keep_unknown_fields=True))
     assert orjson.loads(out.line)["data"] == {"colour": "red"}

@@ -104,6 +104,15 @@ def test_a_profiles_row_is_refused_without_user_id_with_another_type_or_properti
     assert profiles.mutation_of({"user_id": "u"}, seq, 100) == profiles.ProfileMutation("u", Op.UPDATE, {}, seq)
 
 
+def test_a_profile_whose_properties_hold_a_key_that_is_not_text_is_refused_naming_the_field():
+    """The readers give text keys; a dict of other keys is refused with its field instead of raising."""
+    seq = (1, "s3://b/k", 1)
+    for props in ({1: "a"}, {"a": {None: 1}}, {"a": [{2.5: 1}]}):
+        assert profiles.mutation_of({"user_id": "u", "user_properties": props}, seq, 100) == Rejected(
+            Reason.INVALID_VALUE, "user_properties", "user_properties holds an object whose key is not text: give "
+            "its keys as text")
+
+
 def test_a_record_that_is_not_a_profile_mutation_is_a_value_error():
     for bad in (b"nope", b"{}", b'{"project":7,"user_id":"u","op":"UPSERT","properties":null,"seq":[1,"f",1]}',
                 b'{"project":7,"user_id":"u","op":"UPDATE","properties":[1],"seq":[1,"f",1]}'):

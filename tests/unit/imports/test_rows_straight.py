@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream.events import deadletter
 from stream.events.fields import INPUT_FIELDS, Kind
 from stream.events.normalize import Rules, uuid5_many, uuid5_str, uuid5_texts
 from stream.imports import rows as rows_module
@@ -152,7 +153,7 @@ def test_a_converter_field_that_is_no_event_field_sends_every_row_the_dict_way(f
 
 
 non_text_keys = st.dictionaries(st.integers(0, 3) | st.sampled_from([1.5, None, True]), json_values, min_size=1,
-                                max_size=3)   # a reader of another format than JSON could give such objects
+                                max_size=3)   # convert takes any row; the readers give text keys
 
 
 @st.composite
@@ -250,3 +251,26 @@ def test_a_chunk_with_a_row_number_past_the_slots_raises_as_row_by_row():
             convert(context(src, Rules()), [bench_row(1), bench_row(n)], T)
     last = convert(context(src, Rules()), [bench_row(ROW_SLOTS - 1)], T)
     assert [offset for offset, _ in last.events] == [5 * ROW_SLOTS + ROW_SLOTS - 1]
+
+
+@pytest.mark.parametrize("props", [{None: 1}, {"a": {None: 1}}, {"a": [{None: 1}]}])
+def test_a_row_whose_properties_hold_a_key_json_cannot_write_is_dead_lettered_on_every_route(props):
+    """An object key JSON has no text for (the readers give text keys; ``convert`` takes any row): the chunk's loop,
+    the row-by-row route and the dict's way each dead-letter the row with its field, and take the rows around it."""
+    src = source({**BENCH, "user_properties": "props"})
+    items = [bench_row(1), bench_row(2, props=props), bench_row(3, props={"ok": 1})]
+    want = convert(context(src, Rules()), items, T, straight=False)
+    assert [offset % ROW_SLOTS for offset, _ in want.events] == [1, 3]
+    assert [(d["reason"], d["field"], d["detail"]) for d in (deadletter.decode(v) for _, v in want.dead)] == [
+        ("invalid_value", "user_properties",
+         "user_properties holds an object whose key is neither text nor a number: give its keys as text")]
+    same(convert(context(src, Rules()), items, T), want)   # the chunk's loop
+    straight = rows_module._straight(src)
+    assert straight.run is not None
+    rows_module._STRAIGHT[(id(src.compiled.convert), "event", False)] = (
+        src.compiled.convert, rows_module._Straight(*[getattr(straight, k) for k in
+                                                      ("build", "write", "make", "skip_at", "adds_skip")]))
+    try:
+        same(convert(context(src, Rules()), items, T), want)   # row by row
+    finally:
+        rows_module._STRAIGHT.clear()
