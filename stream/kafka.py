@@ -65,7 +65,15 @@ _ORIGINAL: dict[tuple[str, str], Callable[..., bytes]] = {}     # (module, name)
 _APPLIED: list[tuple[str, int | None]] = []                     # the (codec, level) this process compresses at
 
 
-def _builder_modules(name: str) -> list[ModuleType]:
+def _refusal(level: int, m: ModuleType, why: str) -> CompressionLevelUnsupported:
+    return CompressionLevelUnsupported(
+        f"kafka.compression_level is {level}, but aiokafka {aiokafka.__version__}'s record batch builder "
+        f"({m.__name__}) {why}; set kafka.compression_level to null (compression_level: null in the configuration "
+        f"file, or STREAM_KAFKA__COMPRESSION_LEVEL=null; aiokafka then compresses at its own level), or install "
+        f"the aiokafka of requirements.lock")
+
+
+def _builder_modules(name: str, level: int) -> list[ModuleType]:
     """The modules whose record batch builders call ``name`` (a module global looked up at each batch): the one
     that defines the builder aiokafka's producer uses (the Cython one unless AIOKAFKA_NO_EXTENSIONS), then the
     pure-Python one if that is another. Raises CompressionLevelUnsupported when one of them lacks ``name``."""
@@ -78,11 +86,7 @@ def _builder_modules(name: str) -> list[ModuleType]:
             out.append(m)
     for m in out:
         if not callable(getattr(m, name, None)):
-            raise CompressionLevelUnsupported(
-                f"kafka.compression_level is set, but aiokafka {aiokafka.__version__}'s record batch builder "
-                f"({m.__name__}) has no {name} to replace with one bound to the level; unset "
-                f"kafka.compression_level (aiokafka then compresses at its own level), or install the aiokafka of "
-                f"requirements.lock")
+            raise _refusal(level, m, f"has no {name} to replace with one bound to the level")
     return out
 
 
@@ -102,38 +106,45 @@ def set_compression_level(codec: str, level: int | None) -> None:
                 setattr(sys.modules[mod], n, enc)
         _APPLIED[:] = [(codec, level)]
         return
-    mods = _builder_modules(name)
+    mods = _builder_modules(name, level)
     for m in mods:
         _ORIGINAL.setdefault((m.__name__, name), getattr(m, name))
-    _check_builder_calls(mods[0], codec, name)
+    _check_builder_calls(mods[0], codec, name, level)
     for m in mods:
         setattr(m, name, level_encoder(codec, level))
     _APPLIED[:] = [(codec, level)]
 
 
-def _check_builder_calls(m: ModuleType, codec: str, name: str) -> None:
-    """Build one small batch of ``codec`` with a probe in place of ``m.<name>``; raise unless the probe was called."""
+def _check_builder_calls(m: ModuleType, codec: str, name: str, level: int) -> None:
+    """Build one small batch of ``codec`` with a probe in place of ``m.<name>`` that compresses with the encoder
+    bound to ``level`` (what is put there after); raise unless the probe was called with the batch's bytes alone
+    and the batch was built."""
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
     calls: list[int] = []
     before = getattr(m, name)
+    encode = level_encoder(codec, level)
 
     def probe(data: Any, *args: Any, **kwargs: Any) -> bytes:
         calls.append(len(data))
-        return before(data, *args, **kwargs)
+        if args or kwargs:   # the builder gives a level (or more) of its own, which the bound encoder would clash with
+            raise _refusal(level, m, f"calls {name} with arguments of its own ({len(args)} more, keywords "
+                           f"{sorted(kwargs)}), so the level cannot be set")
+        return encode(data)
 
     setattr(m, name, probe)
     try:
         b = DefaultRecordBatchBuilder(2, CODEC_IDS[codec], 0, -1, -1, 0, 1 << 16)
         b.append(0, 0, None, b"x" * 64, [])
         b.build()
+    except CompressionLevelUnsupported:
+        raise
+    except Exception as exc:
+        raise _refusal(level, m, f"fails to build a batch with {name} bound to the level ({type(exc).__name__}: "
+                       f"{exc})") from exc
     finally:
         setattr(m, name, before)
     if not calls:
-        raise CompressionLevelUnsupported(
-            f"kafka.compression_level is set, but aiokafka {aiokafka.__version__}'s record batch builder "
-            f"({m.__name__}) does not call its module's {name} to compress a batch, so the level cannot be set; "
-            f"unset kafka.compression_level (aiokafka then compresses at its own level), or install the aiokafka of "
-            f"requirements.lock")
+        raise _refusal(level, m, f"does not call its module's {name} to compress a batch, so the level cannot be set")
 
 
 def apply_compression_level(k: KafkaSettings) -> None:
@@ -154,7 +165,7 @@ def apply_compression_level(k: KafkaSettings) -> None:
     else:
         level = k.compression_level if k.compression_level is not None else AIOKAFKA_LEVELS[k.compression_type]
         log.info("batches produced with %s at level %d (kafka.compression_level%s)", k.compression_type,
-                 level, "" if k.compression_level is not None else " unset: aiokafka's default")
+                 level, "" if k.compression_level is not None else " null: aiokafka's default")
 
 
 def producer(k: KafkaSettings) -> AIOKafkaProducer:

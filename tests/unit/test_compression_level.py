@@ -133,8 +133,8 @@ def test_apply_sets_the_level_of_the_settings_once_and_logs_it(caplog):
     apply_compression_level(KafkaSettings(compression_type="lz4"))
     apply_compression_level(KafkaSettings(compression_type="none"))
     assert [r.getMessage() for r in caplog.records] == [
-        "batches produced with zstd at level 3 (kafka.compression_level unset: aiokafka's default)",
-        "batches produced with lz4 at level 9 (kafka.compression_level unset: aiokafka's default)",
+        "batches produced with zstd at level 3 (kafka.compression_level null: aiokafka's default)",
+        "batches produced with lz4 at level 9 (kafka.compression_level null: aiokafka's default)",
         "batches produced uncompressed (kafka.compression_type none)"]
     for m in MODULES:
         assert m.zstd_encode is aiokafka.codec.zstd_encode
@@ -149,10 +149,11 @@ def test_every_producer_built_here_applies_the_level():
         assert m.zstd_encode(b"y" * 1000) == bytes(cramjam.zstd.compress(b"y" * 1000, level=5))
 
 
-def _refusal(module: str, why: str) -> str:
-    return (f"kafka.compression_level is set, but aiokafka {aiokafka.__version__}'s record batch builder ({module}) "
-            f"{why}; unset kafka.compression_level (aiokafka then compresses at its own level), or install the "
-            "aiokafka of requirements.lock")
+def _refusal(module: str, why: str, level: int = 2) -> str:
+    return (f"kafka.compression_level is {level}, but aiokafka {aiokafka.__version__}'s record batch builder "
+            f"({module}) {why}; set kafka.compression_level to null (compression_level: null in the configuration "
+            "file, or STREAM_KAFKA__COMPRESSION_LEVEL=null; aiokafka then compresses at its own level), or install "
+            "the aiokafka of requirements.lock")
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
@@ -175,7 +176,7 @@ def test_no_level_needs_nothing_of_aiokafka(monkeypatch, module, caplog):
     apply_compression_level(KafkaSettings(compression_level=None))
     assert not hasattr(module, "zstd_encode")
     assert [r.getMessage() for r in caplog.records] == [
-        "batches produced with zstd at level 3 (kafka.compression_level unset: aiokafka's default)"]
+        "batches produced with zstd at level 3 (kafka.compression_level null: aiokafka's default)"]
 
 
 def test_a_builder_that_does_not_call_its_modules_encoder_is_refused(monkeypatch):
@@ -194,6 +195,47 @@ def test_a_builder_that_does_not_call_its_modules_encoder_is_refused(monkeypatch
     assert str(e.value) == _refusal(py_records.__name__, "does not call its module's zstd_encode to compress a "
                                     "batch, so the level cannot be set")
     assert py_records.zstd_encode is aiokafka.codec.zstd_encode
+
+
+def test_a_builder_that_gives_its_encoder_arguments_of_its_own_is_refused(monkeypatch):
+    """The probe compresses with the encoder bound to the level, as the batches will: a builder that passes a level
+    of its own would clash with it at every batch, after start-up."""
+    class Builder(_DefaultRecordBatchBuilderPy):
+        def _maybe_compress(self):
+            data = bytes(self._buffer[self.HEADER_STRUCT.size:])
+            self._buffer[self.HEADER_STRUCT.size:] = py_records.zstd_encode(data, None)
+            return True
+
+    Builder.__module__ = py_records.__name__
+    monkeypatch.setattr(py_records, "DefaultRecordBatchBuilder", Builder)
+    with pytest.raises(CompressionLevelUnsupported) as e:
+        set_compression_level("zstd", 7)
+    assert str(e.value) == _refusal(py_records.__name__, "calls zstd_encode with arguments of its own (1 more, "
+                                    "keywords []), so the level cannot be set", level=7)
+    assert py_records.zstd_encode is aiokafka.codec.zstd_encode
+
+
+def _encoder_of_another_aiokafka(payload, compression_level=None):   # its level named otherwise
+    return bytes(cramjam.zstd.compress(payload, level=compression_level or 3))
+
+
+def test_an_encoder_that_takes_the_level_under_another_name_is_refused(monkeypatch):
+    own = _encoder_of_another_aiokafka
+    monkeypatch.setattr(aiokafka.codec, "zstd_encode", own)
+    for m in MODULES:
+        monkeypatch.setattr(m, "zstd_encode", own)
+    with pytest.raises(CompressionLevelUnsupported) as e:
+        set_compression_level("zstd", 2)
+    used = py_records.DefaultRecordBatchBuilder.__module__   # the Cython builder's module unless NO_EXTENSIONS
+    assert str(e.value) == _refusal(used, "fails to build a batch with zstd_encode bound to the level (TypeError: "
+                                    "_encoder_of_another_aiokafka() got an unexpected keyword argument 'level')")
+    assert all(m.zstd_encode is own for m in MODULES)
+
+
+@pytest.mark.parametrize("value", ["null", "", "None"])
+def test_the_environment_sets_the_level_to_null(monkeypatch, value):
+    monkeypatch.setenv("STREAM_KAFKA__COMPRESSION_LEVEL", value)
+    assert load_settings(None).kafka.compression_level is None
 
 
 @pytest.mark.parametrize(("kafka", "message"), [
