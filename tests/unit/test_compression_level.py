@@ -10,12 +10,12 @@ import cramjam
 import pytest
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatch, _DefaultRecordBatchBuilderPy
-from click.testing import CliRunner
 
 import stream.kafka
 from stream.errors import ConfigError
 from stream.kafka import CompressionLevelUnsupported, apply_compression_level, set_compression_level
 from stream.settings import KafkaSettings, load_settings
+from tests.unit.worker_start import start_worker
 
 CODECS = {"gzip": 1, "lz4": 3, "zstd": 4}     # codec -> its id in a record batch's attributes
 HEADER = 61                                     # a v2 record batch's header; the records section follows it
@@ -179,17 +179,22 @@ def test_no_level_needs_nothing_of_aiokafka(monkeypatch, module, caplog):
         "batches produced with zstd at level 3 (kafka.compression_level null: aiokafka's default)"]
 
 
-def test_a_builder_that_does_not_call_its_modules_encoder_is_refused(monkeypatch):
-    own = aiokafka.codec.zstd_encode
-
+def _builder_compressing_with(monkeypatch, compress) -> None:
+    """aiokafka's builder made the pure-Python module's, compressing a batch's records with ``compress``."""
     class Builder(_DefaultRecordBatchBuilderPy):
-        def _maybe_compress(self):     # compresses with an encoder of its own, not the module's
+        def _maybe_compress(self):
             data = bytes(self._buffer[self.HEADER_STRUCT.size:])
-            self._buffer[self.HEADER_STRUCT.size:] = own(data)
+            self._buffer[self.HEADER_STRUCT.size:] = compress(data)
             return True
 
     Builder.__module__ = py_records.__name__
     monkeypatch.setattr(py_records, "DefaultRecordBatchBuilder", Builder)
+
+
+def test_a_builder_that_does_not_call_its_modules_encoder_is_refused(monkeypatch):
+    own = aiokafka.codec.zstd_encode
+
+    _builder_compressing_with(monkeypatch, own)    # an encoder of its own, not the module's
     with pytest.raises(CompressionLevelUnsupported) as e:
         set_compression_level("zstd", 2)
     assert str(e.value) == _refusal(py_records.__name__, "does not call its module's zstd_encode to compress a "
@@ -200,14 +205,7 @@ def test_a_builder_that_does_not_call_its_modules_encoder_is_refused(monkeypatch
 def test_a_builder_that_gives_its_encoder_arguments_of_its_own_is_refused(monkeypatch):
     """The probe compresses with the encoder bound to the level, as the batches will: a builder that passes a level
     of its own would clash with it at every batch, after start-up."""
-    class Builder(_DefaultRecordBatchBuilderPy):
-        def _maybe_compress(self):
-            data = bytes(self._buffer[self.HEADER_STRUCT.size:])
-            self._buffer[self.HEADER_STRUCT.size:] = py_records.zstd_encode(data, None)
-            return True
-
-    Builder.__module__ = py_records.__name__
-    monkeypatch.setattr(py_records, "DefaultRecordBatchBuilder", Builder)
+    _builder_compressing_with(monkeypatch, lambda data: py_records.zstd_encode(data, None))
     with pytest.raises(CompressionLevelUnsupported) as e:
         set_compression_level("zstd", 7)
     assert str(e.value) == _refusal(py_records.__name__, "calls zstd_encode with arguments of its own (1 more, "
@@ -269,32 +267,9 @@ def test_the_level_left_unset_is_2_with_zstd_and_the_codecs_own_with_the_others(
 
 
 def _start_worker(tmp_path, monkeypatch, yaml: str):
-    """Run `stream worker` up to the point faust would take over."""
-    import gc
-
-    import stream.app
-    import stream.redact
-    from stream.cli import main
-
-    async def no_topics(settings):
-        return []
-
-    class Worker:
-        def __init__(self, app, settings, **kwargs):
-            pass
-
-        def execute_from_commandline(self):
-            pass
-
-    monkeypatch.setattr(stream.kafka, "ensure_topics", no_topics)
-    monkeypatch.setattr(stream.app, "build_app", lambda settings: object())
-    monkeypatch.setattr(stream.app, "StreamWorker", Worker)
-    monkeypatch.setattr(gc, "freeze", lambda: None)
-    monkeypatch.setattr(stream.redact, "install_log_filter", lambda settings: None)
+    """Run `stream worker` up to the point faust would take over, leaving the process's switch interval alone."""
     monkeypatch.setattr("sys.setswitchinterval", lambda s: None)
-    f = tmp_path / "c.yaml"
-    f.write_text(yaml)
-    return CliRunner().invoke(main, ["worker", "-c", str(f), "--stages", "ingest"])
+    return start_worker(tmp_path, monkeypatch, yaml)
 
 
 def test_the_worker_starts_with_the_configured_level(tmp_path, monkeypatch):

@@ -1,13 +1,10 @@
-import gc
 import sys
 
 import pytest
 from click.testing import CliRunner
 
-import stream.app
-import stream.kafka
-import stream.redact
 from stream.cli import main, set_switch_interval
+from tests.unit.worker_start import start_worker
 
 
 @pytest.fixture
@@ -28,25 +25,7 @@ def test_set_switch_interval_sets_it_in_ms_and_returns_the_one_it_replaced(inter
 def _start_worker(tmp_path, monkeypatch, yaml: str) -> list[float]:
     """Run `stream worker` up to the point faust would take over; the switch interval faust's worker starts with."""
     seen: list[float] = []
-
-    async def no_topics(settings):
-        return []
-
-    class Worker:
-        def __init__(self, app, settings, **kwargs):
-            pass
-
-        def execute_from_commandline(self):
-            seen.append(sys.getswitchinterval())
-
-    monkeypatch.setattr(stream.kafka, "ensure_topics", no_topics)
-    monkeypatch.setattr(stream.app, "build_app", lambda settings: object())
-    monkeypatch.setattr(stream.app, "StreamWorker", Worker)
-    monkeypatch.setattr(gc, "freeze", lambda: None)
-    monkeypatch.setattr(stream.redact, "install_log_filter", lambda settings: None)
-    f = tmp_path / "c.yaml"
-    f.write_text(yaml)
-    r = CliRunner().invoke(main, ["worker", "-c", str(f), "--stages", "ingest"])
+    r = start_worker(tmp_path, monkeypatch, yaml, lambda: seen.append(sys.getswitchinterval()))
     assert r.exit_code == 0, r.output
     return seen
 
