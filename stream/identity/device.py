@@ -103,7 +103,8 @@ import msgspec
 from stream.events.fields import IDENTITY_FIELDS, MAX_STRING
 from stream.events.timefmt import parse_ms
 from stream.identity import ids
-from stream.identity.ops import OPERATIONS, IdentifyError, check_identify, check_set, identify, set_values
+from stream.identity.ops import (MAX_BRACKETS, OPERATIONS, IdentifyError, check_identify, check_set, identify,
+                                 set_values)
 from stream.identity.records import (
     COUNTER,
     HOLDS,
@@ -619,9 +620,9 @@ def resolve_batch(lines: Sequence[bytes], times: Sequence[int], project: int, pa
                 # $skip_user_properties_sync: the event shows its properties over the user's, which keeps them not
                 v = _json(raw)      # check_set's call only for what its first test does not take
                 updates[i] = ("show" if r.data.skip_sync else "set",
-                              # within_limits(raw), without its call
+                              # within_limits(raw) written out (ops.py), without its call
                               v if type(v) is dict and len(raw) <= MAX_STRING and raw.count(b"{") + raw.count(b"[")
-                              <= 41 else check_set(v, "user_properties", raw), raw)
+                              <= MAX_BRACKETS else check_set(v, "user_properties", raw), raw)
             g = r.groups
             if g != _EMPTY_RAW:
                 groups[i] = _groups(bytes(g))

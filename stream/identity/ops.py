@@ -88,12 +88,16 @@ def _is_number(v: Any) -> bool:
     return type(v) is int or type(v) is float
 
 
+MAX_BRACKETS = 41
+"""``within_limits``' bound on the opening brackets of a JSON value: one more than the 40 levels of nesting allowed."""
+
+
 def within_limits(raw: bytes) -> bool:
     """True when the JSON ``raw`` cannot break a limit, so its values need no walk: a string of more than
     MAX_STRING characters takes more than MAX_STRING bytes, more than MAX_PROPERTIES properties take five
     bytes each, and nesting deeper than 40 levels takes more than 41 brackets (counted inside strings too, so a
     JSON that passes here may be walked for nothing, never the other way round)."""
-    return len(raw) <= MAX_STRING and raw.count(b"{") + raw.count(b"[") <= 41
+    return len(raw) <= MAX_STRING and raw.count(b"{") + raw.count(b"[") <= MAX_BRACKETS
 
 
 def check_set(values: Any, where: str = "user_properties", raw: bytes | None = None) -> dict[str, Any]:
