@@ -101,9 +101,7 @@ def set_compression_level(codec: str, level: int | None) -> None:
     what to set when aiokafka cannot be given a level)."""
     name = f"{codec}_encode"
     if level is None:
-        for (mod, n), enc in _ORIGINAL.items():
-            if n == name:
-                setattr(sys.modules[mod], n, enc)
+        _put_back(name)
         _APPLIED[:] = [(codec, level)]
         return
     mods = _builder_modules(name, level)
@@ -113,6 +111,13 @@ def set_compression_level(codec: str, level: int | None) -> None:
     for m in mods:
         setattr(m, name, level_encoder(codec, level))
     _APPLIED[:] = [(codec, level)]
+
+
+def _put_back(name: str | None = None) -> None:
+    """Put aiokafka's own encoders back where a level was set: ``name``'s (``<codec>_encode``), or every one."""
+    for (mod, n), enc in _ORIGINAL.items():
+        if name is None or n == name:
+            setattr(sys.modules[mod], n, enc)
 
 
 def _check_builder_calls(m: ModuleType, codec: str, name: str, level: int) -> None:
@@ -155,8 +160,7 @@ def apply_compression_level(k: KafkaSettings) -> None:
     if _APPLIED == [want]:
         return
     if k.compression_type == "none":
-        for (mod, name), enc in _ORIGINAL.items():     # levels set before (tests) are put back
-            setattr(sys.modules[mod], name, enc)
+        _put_back()     # levels set before (tests) are put back
     else:
         set_compression_level(k.compression_type, k.compression_level)
     _APPLIED[:] = [want]
