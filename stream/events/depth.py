@@ -4,6 +4,8 @@ Amplitude accepts event and user properties nested at most 40 levels deep (FORMA
 thousand levels the JSON decoders recurse out of stack (msgspec raises RecursionError) and past 254 orjson
 refuses to encode, so an unchecked event nested 3,000 levels deep once answered a 500. Every input is checked
 here first, in bytes (no decoding), and a too-deep one is rejected with its reason like any other invalid value.
+(The fast path of ``normalize`` decodes into types nested at most ``FAST_NESTING`` levels instead: msgspec
+refuses a deeper event before recursing further, and the reference path, which checks here, answers.)
 """
 
 from __future__ import annotations

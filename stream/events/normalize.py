@@ -17,7 +17,7 @@ import uuid as uuidlib
 from enum import Enum
 from functools import partial
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, NewType, Union
 
 import msgspec
 
@@ -88,10 +88,27 @@ def _uuid5_raw(prefix: str, digits: list[bytes]) -> bytearray:
     return raw
 
 
+def uuid5_strs(prefix: str, numbers: Sequence[int]) -> tuple[list[str], list[bytes]]:
+    """``uuid5_many`` with the texts as str: for each ``n`` of ``numbers``, ``uuid5_str(prefix + str(n))`` and the
+    uuid's 16 bytes (the ingest stage's uuids of a poll's offsets: ``normalize_message``'s ``uuid_s`` and
+    ``uuid_b``)."""
+    raw = _uuid5_raw(prefix, [b"%d" % n for n in numbers])
+    whole = bytes(raw)
+    text = _uuid5_joined(raw).decode("ascii")
+    return ([text[i:i + 36] for i in range(0, len(text), 36)],
+            [whole[i:i + 16] for i in range(0, len(whole), 20)])
+
+
 def _uuid5_text(raw: bytearray) -> list[bytes]:
+    texts = _uuid5_joined(raw)
+    return [texts[i:i + 36] for i in range(0, len(texts), 36)]
+
+
+def _uuid5_joined(raw: bytearray) -> bytes:
+    """The canonical texts of the uuids of ``_uuid5_raw``, one after the other."""
     count = len(raw) // 20
     if not count:
-        return []
+        return b""
     hex_units = memoryview(binascii.hexlify(raw)).cast("I")   # 40 digits a uuid, copied 4 at a time
     text = bytearray(_TEXT_TEMPLATE * count)
     view = memoryview(text)
@@ -99,8 +116,7 @@ def _uuid5_text(raw: bytearray) -> list[bytes]:
         units = view[at:at + 36 * (count - 1) + size].cast("I")   # a group's units in each of the texts
         for k in range(size // 4):
             units[k::9] = hex_units[src // 4 + k::10]
-    texts = bytes(text)
-    return [texts[i:i + 36] for i in range(0, 36 * count, 36)]
+    return bytes(text)
 
 
 def uuid_bytes(s: str) -> bytes:
@@ -549,7 +565,42 @@ class _Fast(msgspec.Struct, forbid_unknown_fields=True):
 
 
 assert {f.encode_name for f in msgspec.structs.fields(_Fast)} == set(INPUT_FIELDS), "_Fast must mirror INPUT_FIELDS"
-_fast_decode = msgspec.json.Decoder(_Fast).decode
+
+
+FAST_NESTING = 8
+"""The deepest an object field's value (itself the first level) nests in the events ``_fast_decode`` takes: the
+event nests one level more, within MAX_DEPTH, so the fast path needs no ``depth_over`` of the text (two scans of
+it, a microsecond an event). A deeper event fails to decode and goes to the reference path, which checks."""
+assert FAST_NESTING + 1 <= MAX_DEPTH + 1, "an event _fast_decode takes must be within depth_over's limit"
+
+
+def _nested_type(levels: int) -> Any:
+    """The type of a JSON object nested at most ``levels`` levels, itself the first: what msgspec decodes as
+    ``dict[str, Any]`` does (the same values), with a ValidationError one level deeper instead of recursing on.
+    Its type tree doubles with each level (a list's and an object's values), so ``levels`` stays small."""
+    value: Any = Union[str, int, float, bool, None]
+    for _ in range(levels - 1):
+        value = Union[str, int, float, bool, None, list[value], dict[str, value]]
+    return dict[str, value]
+
+
+_Nested = NewType("_Nested", _nested_type(FAST_NESTING))
+"""A NewType, which msgspec reads as its type: the class's annotations are evaluated without walking its tree."""
+
+
+class _FastText(_Fast):
+    """``_Fast`` as ``_fast_decode`` reads it from JSON text: its object fields at most ``FAST_NESTING`` deep."""
+
+    event_properties: _Nested | None = None
+    user_properties: _Nested | None = None
+    group_properties: _Nested | None = None
+    groups: _Nested | None = None
+    plan: _Nested | None = None
+    ingestion_metadata: _Nested | None = None
+    extra: _Nested | None = None
+
+
+_fast_decode = msgspec.json.Decoder(_FastText).decode
 _ROW_NAMES = tuple(f.replace("$", "dollar_") for f in EXPORT_FIELDS)
 _Row = msgspec.defstruct("_Row", _ROW_NAMES, rename=dict(zip(_ROW_NAMES, EXPORT_FIELDS)))
 """The export row as a Struct: built positionally in C, encoded with its columns in order."""
@@ -620,10 +671,12 @@ def _data(e: _Fast) -> dict[str, Any]:
 
 
 def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rules,
-              now_ms: int | None, uuid_s: str | None = None, write: _Writer | None = None) -> Normalized:
+              now_ms: int | None, uuid_s: str | None = None, write: _Writer | None = None,
+              uuid_b: bytes | None = None) -> Normalized:
     """The export row of a decoded event; ``uuid_s`` (canonical) is the uuid of an event without one, when given,
-    instead of ``uuid5(origin)``. ``write``: the row's writer for events of ``fast_event_builder(keys)``
-    (``fast_row_writer(keys)``), which writes the same bytes as the ``_Row`` below."""
+    instead of ``uuid5(origin)``, and ``uuid_b``, when given with it, its 16 bytes. ``write``: the row's writer for
+    events of ``fast_event_builder(keys)`` (``fast_row_writer(keys)``), which writes the same bytes as the ``_Row``
+    below."""
     global _last_received
     if not e.event_type:
         raise _NotFast
@@ -659,14 +712,20 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     if not 0 <= client_time <= MAX_TIME_MS:
         raise _NotFast
     if e.uuid is None:
-        uid_s = uuid5_str(origin) if uuid_s is None else uuid_s
-    elif _CANONICAL_UUID(e.uuid):
-        uid_s = e.uuid
+        if uuid_s is None:
+            uid_s = uuid5_str(origin)
+            uuid_b = None
+        else:
+            uid_s = uuid_s
     else:
-        try:
-            uid_s = str(uuidlib.UUID(e.uuid))
-        except ValueError:
-            raise _NotFast from None
+        uuid_b = None   # the event's own
+        if _CANONICAL_UUID(e.uuid):
+            uid_s = e.uuid
+        else:
+            try:
+                uid_s = str(uuidlib.UUID(e.uuid))
+            except ValueError:
+                raise _NotFast from None
     insert_id = e.insert_id or None
     last = _last_received   # read once: a pair, never torn
     if received == last[0]:   # every event of a request (or of an import chunk) has the same received time
@@ -710,7 +769,8 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
         line = write(e, insert_id, project, client_s, received_s, uploaded_s, data, device_id, props, user_id, uid_s)
         dedupe_key = (b"%d\x00%s\x00%s" % (project, (device_id or "").encode(), insert_id.encode())
                       if insert_id else b"")
-        return _new(Normalized, (project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line,
+        return _new(Normalized, (project, dedupe_key, uploaded,
+                                 bytes.fromhex(uid_s.replace("-", "")) if uuid_b is None else uuid_b, line,
                                  device_id, user_id, clamped))
     # one positional argument per export column, in EXPORT_FIELDS order (the fast and reference paths are
     # compared byte for byte by the tests; _ROW_SOURCES says the same for fast_row_writer)
@@ -741,7 +801,8 @@ def _fast_row(e: _Fast, project: int, timestamp_ms: int, origin: str, rules: Rul
     _encode_into(row, buf)
     line = bytes(buf)
     dedupe_key = f"{project}\x00{device_id or ''}\x00{insert_id}".encode() if insert_id else b""
-    return _new(Normalized, (project, dedupe_key, uploaded, bytes.fromhex(uid_s.replace("-", "")), line, device_id,
+    return _new(Normalized, (project, dedupe_key, uploaded,
+                             bytes.fromhex(uid_s.replace("-", "")) if uuid_b is None else uuid_b, line, device_id,
                              user_id, clamped))
 
 
@@ -1096,15 +1157,38 @@ def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str
 
 
 def normalize_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
-                      rules: Rules, now_ms: int | None = None) -> Normalized | Rejected:
-    """One raw message -> its export row or why it was rejected (see ``normalize``)."""
-    if (value and len(value) <= rules.max_event_bytes and (key is None or key.isascii() or _is_utf8(key))
-            and depth_over(value) is None):   # a too deep event is rejected by decode, before a decoder recurses
+                      rules: Rules, now_ms: int | None = None, uuid_s: str | None = None,
+                      uuid_b: bytes | None = None) -> Normalized | Rejected:
+    """One raw message -> its export row or why it was rejected (see ``normalize``). ``uuid_s`` and ``uuid_b``,
+    when given, must be ``uuid5_str(origin)`` and its 16 bytes (``uuid5_strs`` makes a poll's at once): an event
+    without a uuid takes them instead of hashing ``origin``."""
+    if value and len(value) <= rules.max_event_bytes and (key is None or key.isascii() or _is_utf8(key)):
+        # _fast_decode refuses an event nested past FAST_NESTING (a ValidationError, before it recurses further):
+        # decode checks its depth
         try:
-            return _fast_row(_fast_decode(value), project, timestamp_ms, origin, rules, now_ms)   # _fast
-        except (msgspec.MsgspecError, UnicodeDecodeError, _NotFast):
+            return _fast_row(_fast_decode(value), project, timestamp_ms, origin, rules, now_ms, uuid_s, None,
+                             uuid_b)   # _fast
+        except FAST_DECLINES:
             pass
+    return reference_message(value, key, project, timestamp_ms, origin, rules, now_ms)
+
+
+def reference_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
+                      rules: Rules, now_ms: int | None = None) -> Normalized | Rejected:
+    """``normalize_message`` without its fast path, for a caller that tried that path itself and was declined
+    (the ingest stage's loop over a poll: ``fast_decode``, ``fast_row``, ``FAST_DECLINES``)."""
     obj = decode(value, key, rules)
     if isinstance(obj, Rejected):
         return obj
     return _reference(obj, project, timestamp_ms, origin, rules, now_ms)
+
+
+fast_decode = _fast_decode
+fast_row = _fast_row
+"""``normalize_message``'s fast path, for a loop over many messages that tries it without a call a message:
+``fast_row(fast_decode(value), project, timestamp_ms, origin, rules, now_ms, uuid_s, None, uuid_b)`` gives the
+same ``Normalized`` as ``normalize_message`` with those arguments, or raises one of ``FAST_DECLINES`` (then
+``reference_message`` answers), for a ``value`` that is not empty, within ``rules.max_event_bytes``, with a
+``key`` that is None or UTF-8 (the checks ``normalize_message`` makes first)."""
+FAST_DECLINES = (msgspec.MsgspecError, UnicodeDecodeError, _NotFast)
+"""The exceptions by which the fast path declines a message (``fast_row``)."""

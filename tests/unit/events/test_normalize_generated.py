@@ -5,6 +5,7 @@ of its kind), the events are written in several JSON layouts, and each one goes 
 
 - the fast path (``_fast``), where ``normalize_message`` tries it: when it takes the event, the reference path
   takes it too and returns the very same ``Normalized`` (row bytes, dedupe key, upload time, uuid, ids, clamped);
+  so does the fast path as the ingest stage's loop calls it (``fast_row``, with the uuid of the origin given);
 - the fast path for decoded objects (``_fast_obj``, what ``normalize`` tries first: the S3 import's rows), on the
   object the reference path decodes: when it takes the event, the very same ``Normalized`` as the reference path;
 - the reference path (``decode`` + ``_reference``): it accepts or names why not, and never raises;
@@ -30,7 +31,12 @@ from hypothesis.control import currently_in_test_context
 
 from stream.events.depth import MAX_DEPTH, depth_over
 from stream.events.fields import INPUT_FIELDS, INVALID_IDS, MAX_STRING, Kind, Where
+from stream.events.ingest import IngestResult, ingest_records, project_of
+from stream.events.batch import group
+from stream.events import deadletter
 from stream.events.normalize import (
+    FAST_DECLINES,
+    FAST_NESTING,
     MAX_TIME_MS,
     FastEvent,
     Normalized,
@@ -42,7 +48,10 @@ from stream.events.normalize import (
     _NotFast,
     _reference,
     decode,
+    _fast_decode,
     _fast_row,
+    fast_decode,
+    fast_row,
     fast_event_builder,
     fast_row_maker,
     fast_row_writer,
@@ -52,6 +61,7 @@ from stream.events.normalize import (
     normalize_stamped,
     uuid5_many,
     uuid5_str,
+    uuid5_strs,
     uuid5_texts,
     uuid5_two,
 )
@@ -95,8 +105,9 @@ def agree_obj(obj: dict, rules: Rules = RULES, timestamp_ms: int = T, now_ms: in
 
 
 def fast(value, key, rules, timestamp_ms=T, now_ms=None):
-    """The fast path's answer where ``normalize_message`` tries it; None where it is not tried or declines."""
-    if not value or len(value) > rules.max_event_bytes or depth_over(value) is not None:
+    """The fast path's answer where ``normalize_message`` tries it; None where it is not tried or declines. It
+    checks no depth first: it declines an event nested past ``FAST_NESTING`` + 1 levels itself."""
+    if not value or len(value) > rules.max_event_bytes:
         return None
     if key is not None:
         try:
@@ -104,9 +115,18 @@ def fast(value, key, rules, timestamp_ms=T, now_ms=None):
         except UnicodeDecodeError:
             return None
     try:
-        return _fast(value, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
+        got = _fast(value, PROJECT, timestamp_ms, ORIGIN, rules, now_ms)
     except (_NotFast, msgspec.MsgspecError, UnicodeDecodeError):
-        return None
+        got = None
+    try:   # the ingest stage's loop: the origin's uuid given (uuid5_strs), no origin
+        (text,), (raw,) = uuid5_strs(ORIGIN[:-2], [42])
+        given = fast_row(fast_decode(value), PROJECT, timestamp_ms, "", rules, now_ms, text, None, raw)
+    except FAST_DECLINES:
+        given = None
+    assert given == got
+    if got is not None:
+        assert depth_over(value) is None and _depth(msgspec.json.decode(value)) <= FAST_NESTING + 1
+    return got
 
 
 def agree(value: bytes, key: bytes | None = None, rules: Rules = RULES, timestamp_ms: int = T,
@@ -124,6 +144,8 @@ def agree(value: bytes, key: bytes | None = None, rules: Rules = RULES, timestam
         event("fast path" if got is not None else "reference path: accepted" if type(ref) is Normalized else
               f"reference path: {ref.reason.value}")  # the mix: pytest --hypothesis-show-statistics
     assert normalize_message(value, key, PROJECT, timestamp_ms, ORIGIN, rules, now_ms) == ref
+    assert normalize_message(value, key, PROJECT, timestamp_ms, ORIGIN, rules, now_ms, uuid5_str(ORIGIN),
+                             uuid.UUID(uuid5_str(ORIGIN)).bytes) == ref
     obj = decode(value, key, rules)
     if type(obj) is dict:
         agree_obj(obj, rules, timestamp_ms, now_ms)
@@ -169,6 +191,8 @@ def nested(depth: int, arrays: bool) -> dict:
 
 # an object that, as the value of a top-level key, nests the event MAX_DEPTH - 1 to MAX_DEPTH + 3 levels deep
 deep_objects = st.builds(nested, st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2), st.booleans())
+# and around the deepest the fast path decodes (FAST_NESTING levels for the value of an object field)
+deep_objects |= st.builds(nested, st.integers(FAST_NESTING - 2, FAST_NESTING + 2), st.booleans())
 
 RIGHT = {  # values of the right type, valid or not (times, lengths, ids, uuids)
     Kind.STR: st.text(max_size=20) | at_limit | st.sampled_from(["", " "]),
@@ -822,6 +846,7 @@ def test_uuids_made_at_once_are_uuid5_of_the_prefix_and_each_number(prefix, numb
     assert raw == [u.bytes for u in want]
     assert uuid5_texts(prefix, numbers) == texts
     assert [t.decode() for t in texts] == [uuid5_str(prefix + str(n)) for n in numbers]
+    assert uuid5_strs(prefix, numbers) == ([str(u) for u in want], raw)
 
 
 def test_a_chunk_of_rows_ids_made_at_once():
@@ -842,3 +867,107 @@ def test_a_row_s_two_uuids_made_at_once_are_each_prefix_s_own(first, second, num
     assert uuid5_two(first, second, numbers) == (uuid5_texts(first, numbers), *uuid5_many(second, numbers))
     assert uuid5_two(first, second, numbers)[0] == [str(uuid.uuid5(NAMESPACE, first + str(n))).encode()
                                                     for n in numbers]
+
+
+# --- the fast path's bounded nesting and the ingest stage's loop over a poll ----------------------------------
+
+deeper_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=2) |
+                             st.dictionaries(keys, inner, max_size=2), max_leaves=14)
+
+
+@GENERATED
+@given(st.sampled_from(DICT_KEYS), deeper_values | deep_objects, st.booleans())
+def test_the_fast_decoder_reads_an_object_field_as_the_untyped_decoder_does_up_to_its_nesting(field, value, nest):
+    """``_fast_decode`` types the object fields to at most FAST_NESTING levels: within them it gives the values
+    the untyped decoder gives (the same types too: 1, 1.0 and true), deeper it refuses (no RecursionError)."""
+    obj = {"deep": value} if nest else {"a": value, "b": [value]}
+    text = msgspec.json.encode({"event_type": "x", field: obj})
+    want = msgspec.json.decode(text)[field]
+    if _depth(obj) <= FAST_NESTING:
+        got = getattr(_fast_decode(text), field if field != "$skip_user_properties_sync" else "")
+        assert got == want and msgspec.json.encode(got) == msgspec.json.encode(want)
+        assert json.dumps(got) == json.dumps(want)   # int against float against bool, at every level
+    else:
+        with pytest.raises(msgspec.ValidationError):
+            _fast_decode(text)
+
+
+def test_the_fast_path_takes_an_object_field_nested_to_its_limit_and_not_one_level_more():
+    for field in DICT_KEYS:
+        for arrays in (False, True):
+            seen = set()
+            for levels in range(FAST_NESTING - 1, FAST_NESTING + 4):
+                obj = nested(levels, arrays)
+                depth = _depth(obj)
+                seen.add(depth)
+                value = msgspec.json.encode({"event_type": "x", "user_id": "user-1", field: obj})
+                assert (fast(value, None, RULES) is not None) == (depth <= FAST_NESTING), (field, arrays, depth)
+                assert type(agree(value)) is Normalized
+            assert {FAST_NESTING - arrays, FAST_NESTING + 1} <= seen   # with arrays: two levels a step
+
+
+def test_the_fast_decoder_refuses_a_value_nested_thousands_of_levels_anywhere_without_recursing():
+    deep = b"[" * 5000 + b"]" * 5000
+    obj = b'{"a":' * 5000 + b"1" + b"}" * 5000
+    for value in (deep, obj, b'{"event_type":' + deep + b"}", b'{"colour":' + obj + b"}",
+                  *(b'{"%s":{"a":%s}}' % (k.encode(), v) for k in DICT_KEYS for v in (deep, obj))):
+        with pytest.raises(msgspec.ValidationError):
+            _fast_decode(value)
+        agree(value)
+
+
+def _origin_uuid(offset: int) -> bytes:
+    return uuid.uuid5(NAMESPACE, f"events.ingest/3/{offset}").bytes
+
+
+poll_values = st.one_of(
+    events().map(msgspec.json.encode),
+    events(unknown=False, odd=False).map(msgspec.json.encode),
+    st.builds(lambda ev, u: msgspec.json.encode({**ev, "uuid": u}), events(unknown=False, odd=False), uuids),
+    st.builds(lambda ev, d: msgspec.json.encode({**ev, "event_properties": d}), events(unknown=False, odd=False),
+              deep_objects),
+    st.sampled_from([b"", b"{", b"[]", b'{"event_type":"a","user_id":"\xff"}', b'{"event_type":"a"}', None]),
+)
+poll_keys = st.none() | st.sampled_from([b"dev-12345", b"\xff\xfe", "\u00e9".encode()])
+poll_headers = st.sampled_from([(), (), (("project", b"7"),), (("project", b"5"),), (("project", b"x"),)])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(poll_values, poll_keys, poll_headers, timestamps), max_size=12),
+       st.integers(0, 10**12), st.sets(st.integers(0, 11)), clocks.filter(lambda c: c is not None),
+       st.sampled_from([None, PROJECT]), rules)
+def test_a_poll_gives_what_each_record_normalized_alone_gives(recs, first, clamped, now_ms, default, rules):
+    """``ingest_records``, which makes a poll's uuids at once and tries the fast path inline, against each record
+    through ``normalize_message`` with its origin (the code before): the same batches, byte for byte, the same dead
+    letters, reasons, clamp counts and new clamps. Records with and without a uuid of their own, rejected ones
+    among good ones, and a replay's recorded clamps."""
+    from types import SimpleNamespace
+    records = [SimpleNamespace(offset=first + i, value=v, key=k, headers=h, timestamp=ts)
+               for i, (v, k, h, ts) in enumerate(recs)]
+    clamps = {first + i: now_ms - 7_200_000 for i in clamped}
+    projects = frozenset({PROJECT, 7})
+    res = ingest_records(records, "events.ingest", 3, projects=projects, default_project=default, rules=rules,
+                         partitions=4, max_events=5, now_ms=now_ms, clamps=clamps)
+    want = IngestResult()
+    good = []
+    for r in records:
+        project = project_of(r.headers, projects, default)
+        out = project if type(project) is Rejected else normalize_message(
+            r.value, r.key, project, r.timestamp, f"events.ingest/3/{r.offset}", rules, clamps.get(r.offset, now_ms))
+        if type(out) is Normalized:
+            good.append((r.offset, out))
+            if not msgspec.json.decode(out.line).get("uuid") or b'"uuid"' not in (r.value or b""):
+                assert out.uuid == _origin_uuid(r.offset)
+            if out.clamped:
+                want.clamped += 1
+                if r.offset not in clamps:
+                    want.new_clamps[r.offset] = now_ms
+        else:
+            want.reasons[out.reason.value] += 1
+            want.dead.append((r.key, deadletter.encode(out, "events.ingest", 3, r.offset, r.timestamp, r.key, r.value,
+                                                       now_ms, rules.max_event_bytes)))
+    want.valid = len(good)
+    want.batches = list(group(good, "events.ingest", 3, 4, 5))
+    assert [(t, b.encode()) for t, b in res.batches] == [(t, b.encode()) for t, b in want.batches]
+    assert (res.dead, res.reasons, res.valid, res.clamped, res.new_clamps) == (
+        want.dead, want.reasons, want.valid, want.clamped, want.new_clamps)
