@@ -2,8 +2,8 @@
 
 Request body (FORMATS.md §2.1): ``{"api_key": ..., "events": [...], "options": {"min_id_length": n}}``. The
 envelope is read in one msgspec pass into the raw bytes of each event, which go through ``normalize_stamped`` (the
-ingest stage's validator, its fast path included, with the server's times and the client's address) without ever
-being decoded into dicts here.
+ingest stage's validator, its fast path included, with the server's times and the client's address; its two
+halves, ``stamped_fast`` and ``stamped_reference``) without ever being decoded into dicts here.
 
 A request is accepted or rejected whole, as Amplitude's documented 400 says ("Invalid field values on some
 events") and as its official SDKs expect: on a 400 that lists event indexes, amplitude-analytics drops the
@@ -30,7 +30,8 @@ from stream.events.normalize import (
     Reason,
     Rejected,
     Rules,
-    normalize_stamped,
+    stamped_fast,
+    stamped_reference,
     too_deep,
 )
 
@@ -245,11 +246,16 @@ def validate(events: Sequence[msgspec.Raw], project: int, received_ms: int, nonc
     uuids = EventUuids(nonce)
     for i, raw in enumerate(events[start:stop] if start or stop is not None else events, start):
         value = bytes(raw)
-        # depth_over's own first test, inline: an event with fewer brackets than the limit cannot nest past it
-        if value.count(b"{") + value.count(b"[") > _DEPTH_LIMIT and (depth := depth_over(value)) is not None:
-            reject((i, too_deep(depth)))
-            continue
-        res = normalize_stamped(value, project, received_ms, "", rules, client_ip, uuids(i))
+        uuid_s = uuids(i)
+        # the fast path first: an event it takes nests within the limit (it decodes no deeper), so only the events
+        # it declines have their depth checked (depth_over, its own first test inline: an event with fewer
+        # brackets than the limit cannot nest past it), before the reference path, as normalize_stamped asks
+        res: Normalized | Rejected | None = stamped_fast(value, project, received_ms, "", rules, client_ip, uuid_s)
+        if res is None:
+            if value.count(b"{") + value.count(b"[") > _DEPTH_LIMIT and (depth := depth_over(value)) is not None:
+                reject((i, too_deep(depth)))
+                continue
+            res = stamped_reference(value, project, received_ms, "", rules, client_ip, uuid_s)
         if type(res) is Normalized:
             accept(res)
         else:

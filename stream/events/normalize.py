@@ -1127,20 +1127,37 @@ def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str
     server_received_time and server_upload_time (however the key is spelled in JSON, whatever the value) is
     dropped, so both are ``timestamp_ms``; ``"ip": "$remote"`` becomes ``remote_ip`` (dropped when None). An
     event without a uuid gets ``uuid_s`` (canonical) when given, else ``uuid5(origin)``."""
+    got = stamped_fast(value, project, timestamp_ms, origin, rules, remote_ip, uuid_s)
+    if got is not None:
+        return got
+    return stamped_reference(value, project, timestamp_ms, origin, rules, remote_ip, uuid_s)
+
+
+def stamped_fast(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules,
+                 remote_ip: str | None = None, uuid_s: str | None = None) -> Normalized | None:
+    """``normalize_stamped``'s fast path: its answer, or None where the fast path declines (then
+    ``stamped_reference`` answers). It needs no depth checked first: an event it takes nests at most
+    ``FAST_NESTING`` + 1 levels, within MAX_DEPTH, and it declines any deeper one (the API checks the depth of
+    those alone)."""
     if value and len(value) <= rules.max_event_bytes:
         try:
             e = _fast_decode(value)
         except (msgspec.MsgspecError, UnicodeDecodeError):
-            pass
-        else:
-            e.server_received_time = e.server_upload_time = None
-            if e.ip == REMOTE_IP:
-                e.ip = remote_ip or None
-            if e.ip is None or len(e.ip) <= MAX_STRING:   # a forwarded address over the limit: rejected below
-                try:
-                    return _fast_row(e, project, timestamp_ms, origin, rules, None, uuid_s)
-                except _NotFast:
-                    pass
+            return None
+        e.server_received_time = e.server_upload_time = None
+        if e.ip == REMOTE_IP:
+            e.ip = remote_ip or None
+        if e.ip is None or len(e.ip) <= MAX_STRING:   # a forwarded address over the limit: rejected below
+            try:
+                return _fast_row(e, project, timestamp_ms, origin, rules, None, uuid_s)
+            except _NotFast:
+                pass
+    return None
+
+
+def stamped_reference(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules,
+                      remote_ip: str | None = None, uuid_s: str | None = None) -> Normalized | Rejected:
+    """``normalize_stamped`` without its fast path, for an event whose depth the caller checked."""
     obj = decode(value, None, rules)
     if isinstance(obj, Rejected):
         return obj

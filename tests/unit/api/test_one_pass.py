@@ -196,3 +196,21 @@ def test_a_request_validated_slice_after_slice_answers_as_validated_at_once(bodi
         assert validate(raws, PROJECT, T, NONCE, rules_, remote_ip, start=start, stop=start + size,
                         into=sliced) is sliced
     same((sliced, raws), (whole, raws))
+
+
+def test_only_the_events_the_fast_path_declines_have_their_depth_checked_and_a_too_deep_one_is_still_named_so():
+    """``validate`` tries the fast path before any depth check (an event it takes nests within the limit): an event
+    nested past the fast path's types but within MAX_DEPTH is accepted by the reference path, one past MAX_DEPTH
+    is rejected as too deep even when it is also too large (the depth is checked first, as before)."""
+    from stream.events.normalize import FAST_NESTING
+    from tests.unit.events.test_normalize_generated import _depth, nested
+    within = {**EV, "event_properties": nested(FAST_NESTING + 3, False)}
+    past = {**EV, "event_properties": nested(MAX_DEPTH + 2, True), "city": "x" * 400}
+    body = body_of(EV, within, past)
+    for rules_ in (Rules(), Rules(max_event_bytes=300)):
+        got = as_served(body, rules_, None)
+        same(got, long_way(body, rules_, None))
+        checked = got[0]
+        assert len(checked.accepted) == 2
+        assert checked.rejected == [(2, too_deep(depth_over(json.dumps(past).encode())))]
+    assert _depth(within["event_properties"]) > FAST_NESTING and len(json.dumps(past)) > 300
