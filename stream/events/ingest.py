@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from stream.events import deadletter
 from stream.events.batch import EventBatch, group
 from stream.events.normalize import (FAST_DECLINES, Normalized, Reason, Rejected, Rules, fast_decode, fast_row,
-                                     reference_message, uuid5_strs)
+                                     is_utf8, reference_message, uuid5_strs)
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,6 @@ def project_of(headers: Sequence[tuple[str, bytes]], projects: frozenset[int], d
     return default
 
 
-def _is_utf8(b: bytes) -> bool:
-    try:
-        b.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
 def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *, projects: frozenset[int],
                    default_project: int | None, rules: Rules, partitions: int, max_events: int,
                    max_bytes: int = 4 << 20, now_ms: int,
@@ -92,7 +84,7 @@ def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *,
                 out: Any = None
                 # normalize_message, its fast path written out (no call a record, no origin's text unless the
                 # reference path needs it)
-                if value and len(value) <= max_event_bytes and (key is None or key.isascii() or _is_utf8(key)):
+                if value and len(value) <= max_event_bytes and (key is None or key.isascii() or is_utf8(key)):
                     try:
                         out = fast_row(fast_decode(value), project, r.timestamp, "", rules, clock, uuid_texts[i],
                                        None, uuid_bytes[i])

@@ -1107,7 +1107,8 @@ _new = tuple.__new__
 """``Normalized(...)`` without the Python-level ``__new__`` of a NamedTuple (0.25 µs an event)."""
 
 
-def _is_utf8(b: bytes) -> bool:
+def is_utf8(b: bytes) -> bool:
+    """Whether ``b`` is UTF-8 text (a message key the fast path may take)."""
     try:
         b.decode()
     except UnicodeDecodeError:
@@ -1122,10 +1123,11 @@ SERVER_TIMES = ("server_received_time", "server_upload_time")
 
 def normalize_stamped(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules,
                       remote_ip: str | None = None, uuid_s: str | None = None) -> Normalized | Rejected:
-    """``normalize_message`` of an event the server stamps, without a key and whose depth the caller checked
-    already (``depth_over`` found it within MAX_DEPTH): the HTTP API's events. Whatever the event carries under
-    server_received_time and server_upload_time (however the key is spelled in JSON, whatever the value) is
-    dropped, so both are ``timestamp_ms``; ``"ip": "$remote"`` becomes ``remote_ip`` (dropped when None). An
+    """``normalize_message`` of an event the server stamps, without a key: the HTTP API's events. An event nested
+    past MAX_DEPTH is rejected as ``decode`` rejects it (the API checks the depth of the events the fast path
+    declines itself, so that a too-deep event is told so before it is told it is too large). Whatever the event
+    carries under server_received_time and server_upload_time (however the key is spelled in JSON, whatever the
+    value) is dropped, so both are ``timestamp_ms``; ``"ip": "$remote"`` becomes ``remote_ip`` (dropped when None). An
     event without a uuid gets ``uuid_s`` (canonical) when given, else ``uuid5(origin)``."""
     got = stamped_fast(value, project, timestamp_ms, origin, rules, remote_ip, uuid_s)
     if got is not None:
@@ -1157,7 +1159,7 @@ def stamped_fast(value: bytes, project: int, timestamp_ms: int, origin: str, rul
 
 def stamped_reference(value: bytes, project: int, timestamp_ms: int, origin: str, rules: Rules,
                       remote_ip: str | None = None, uuid_s: str | None = None) -> Normalized | Rejected:
-    """``normalize_stamped`` without its fast path, for an event whose depth the caller checked."""
+    """``normalize_stamped`` without its fast path (``decode`` checks the event's depth)."""
     obj = decode(value, None, rules)
     if isinstance(obj, Rejected):
         return obj
@@ -1179,7 +1181,7 @@ def normalize_message(value: bytes | None, key: bytes | None, project: int, time
     """One raw message -> its export row or why it was rejected (see ``normalize``). ``uuid_s`` and ``uuid_b``,
     when given, must be ``uuid5_str(origin)`` and its 16 bytes (``uuid5_strs`` makes a poll's at once): an event
     without a uuid takes them instead of hashing ``origin``."""
-    if value and len(value) <= rules.max_event_bytes and (key is None or key.isascii() or _is_utf8(key)):
+    if value and len(value) <= rules.max_event_bytes and (key is None or key.isascii() or is_utf8(key)):
         # _fast_decode refuses an event nested past FAST_NESTING (a ValidationError, before it recurses further):
         # decode checks its depth
         try:
