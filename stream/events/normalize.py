@@ -52,8 +52,7 @@ def uuid5_many(prefix: str, numbers: Sequence[int]) -> tuple[list[bytes], list[b
     """For each ``n`` of ``numbers``, ``uuid5_str(prefix + str(n))`` as ASCII bytes, and the uuid's 16 bytes: the
     same uuids as one call each, for about half their cost (``uuid5_texts``)."""
     raw = _uuid5_raw(prefix, [b"%d" % n for n in numbers])
-    whole = bytes(raw)
-    return _uuid5_text(raw), [whole[i:i + 16] for i in range(0, len(whole), 20)]
+    return _uuid5_text(raw), _uuids_of(raw)
 
 
 def uuid5_two(first: str, second: str, numbers: Sequence[int]) -> tuple[list[bytes], list[bytes], list[bytes]]:
@@ -61,8 +60,7 @@ def uuid5_two(first: str, second: str, numbers: Sequence[int]) -> tuple[list[byt
     import row's insert_id and uuid)."""
     digits = [b"%d" % n for n in numbers]
     raw = _uuid5_raw(second, digits)
-    whole = bytes(raw)
-    return _uuid5_text(_uuid5_raw(first, digits)), _uuid5_text(raw), [whole[i:i + 16] for i in range(0, len(whole), 20)]
+    return _uuid5_text(_uuid5_raw(first, digits)), _uuid5_text(raw), _uuids_of(raw)
 
 
 def uuid5_texts(prefix: str, numbers: Sequence[int]) -> list[bytes]:
@@ -93,10 +91,14 @@ def uuid5_strs(prefix: str, numbers: Sequence[int]) -> tuple[list[str], list[byt
     uuid's 16 bytes (the ingest stage's uuids of a poll's offsets: ``normalize_message``'s ``uuid_s`` and
     ``uuid_b``)."""
     raw = _uuid5_raw(prefix, [b"%d" % n for n in numbers])
-    whole = bytes(raw)
     text = _uuid5_joined(raw).decode("ascii")
-    return ([text[i:i + 36] for i in range(0, len(text), 36)],
-            [whole[i:i + 16] for i in range(0, len(whole), 20)])
+    return [text[i:i + 36] for i in range(0, len(text), 36)], _uuids_of(raw)
+
+
+def _uuids_of(raw: bytearray) -> list[bytes]:
+    """The 16 bytes of each uuid of ``_uuid5_raw``."""
+    whole = bytes(raw)
+    return [whole[i:i + 16] for i in range(0, len(whole), 20)]
 
 
 def _uuid5_text(raw: bytearray) -> list[bytes]:
