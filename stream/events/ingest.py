@@ -10,8 +10,7 @@ from typing import Any, Protocol
 
 from stream.events import deadletter
 from stream.events.batch import EventBatch, group
-from stream.events.normalize import (FAST_DECLINES, Normalized, Reason, Rejected, Rules, fast_decode, fast_row,
-                                     is_utf8, reference_message, uuid5_strs)
+from stream.events.normalize import Normalized, Reason, Rejected, Rules, normalize_message, uuid5_strs
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,6 @@ def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *,
     good: list[tuple[int, Normalized]] = []
     prefix = f"{topic}/{partition}/"
     clamps = clamps or {}
-    max_event_bytes = rules.max_event_bytes
     # the uuids of the records' origins, made for the whole poll at once (about half the cost of one call each);
     # an event with a uuid of its own keeps it
     uuid_texts, uuid_bytes = uuid5_strs(prefix, [r.offset for r in records])
@@ -79,19 +77,9 @@ def ingest_records(records: Sequence[RecordLike], topic: str, partition: int, *,
             else default_project
         if type(project) is int:
             clock = clamps.get(r.offset, now_ms) if clamps else now_ms
-            value, key = r.value, r.key
             try:
-                out: Any = None
-                # normalize_message, its fast path written out (no call a record, no origin's text unless the
-                # reference path needs it)
-                if value and len(value) <= max_event_bytes and (key is None or key.isascii() or is_utf8(key)):
-                    try:
-                        out = fast_row(fast_decode(value), project, r.timestamp, "", rules, clock, uuid_texts[i],
-                                       None, uuid_bytes[i])
-                    except FAST_DECLINES:
-                        pass
-                if out is None:
-                    out = reference_message(value, key, project, r.timestamp, prefix + str(r.offset), rules, clock)
+                out: Any = normalize_message(r.value, r.key, project, r.timestamp, prefix + str(r.offset), rules,
+                                             clock, uuid_texts[i], uuid_bytes[i])
             except Exception as exc:  # never crash-loop on one record: keep it, loudly
                 log.exception("unexpected error on %s[%d]@%d", topic, partition, r.offset)
                 out = Rejected(Reason.PROCESSING_ERROR, None, f"unexpected {type(exc).__name__}: {exc}")

@@ -1109,7 +1109,7 @@ _new = tuple.__new__
 """``Normalized(...)`` without the Python-level ``__new__`` of a NamedTuple (0.25 µs an event)."""
 
 
-def is_utf8(b: bytes) -> bool:
+def _is_utf8(b: bytes) -> bool:
     """Whether ``b`` is UTF-8 text (a message key the fast path may take)."""
     try:
         b.decode()
@@ -1183,33 +1183,15 @@ def normalize_message(value: bytes | None, key: bytes | None, project: int, time
     """One raw message -> its export row or why it was rejected (see ``normalize``). ``uuid_s`` and ``uuid_b``,
     when given, must be ``uuid5_str(origin)`` and its 16 bytes (``uuid5_strs`` makes a poll's at once): an event
     without a uuid takes them instead of hashing ``origin``."""
-    if value and len(value) <= rules.max_event_bytes and (key is None or key.isascii() or is_utf8(key)):
+    if value and len(value) <= rules.max_event_bytes and (key is None or key.isascii() or _is_utf8(key)):
         # _fast_decode refuses an event nested past FAST_NESTING (a ValidationError, before it recurses further):
         # decode checks its depth
         try:
             return _fast_row(_fast_decode(value), project, timestamp_ms, origin, rules, now_ms, uuid_s, None,
                              uuid_b)   # _fast
-        except FAST_DECLINES:
+        except (msgspec.MsgspecError, UnicodeDecodeError, _NotFast):
             pass
-    return reference_message(value, key, project, timestamp_ms, origin, rules, now_ms)
-
-
-def reference_message(value: bytes | None, key: bytes | None, project: int, timestamp_ms: int, origin: str,
-                      rules: Rules, now_ms: int | None = None) -> Normalized | Rejected:
-    """``normalize_message`` without its fast path, for a caller that tried that path itself and was declined
-    (the ingest stage's loop over a poll: ``fast_decode``, ``fast_row``, ``FAST_DECLINES``)."""
     obj = decode(value, key, rules)
     if isinstance(obj, Rejected):
         return obj
     return _reference(obj, project, timestamp_ms, origin, rules, now_ms)
-
-
-fast_decode = _fast_decode
-fast_row = _fast_row
-"""``normalize_message``'s fast path, for a loop over many messages that tries it without a call a message:
-``fast_row(fast_decode(value), project, timestamp_ms, origin, rules, now_ms, uuid_s, None, uuid_b)`` gives the
-same ``Normalized`` as ``normalize_message`` with those arguments, or raises one of ``FAST_DECLINES`` (then
-``reference_message`` answers), for a ``value`` that is not empty, within ``rules.max_event_bytes``, with a
-``key`` that is None or UTF-8 (the checks ``normalize_message`` makes first)."""
-FAST_DECLINES = (msgspec.MsgspecError, UnicodeDecodeError, _NotFast)
-"""The exceptions by which the fast path declines a message (``fast_row``)."""

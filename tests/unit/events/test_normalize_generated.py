@@ -5,7 +5,7 @@ of its kind), the events are written in several JSON layouts, and each one goes 
 
 - the fast path (``_fast``), where ``normalize_message`` tries it: when it takes the event, the reference path
   takes it too and returns the very same ``Normalized`` (row bytes, dedupe key, upload time, uuid, ids, clamped);
-  so does the fast path as the ingest stage's loop calls it (``fast_row``, with the uuid of the origin given);
+  so does the fast path given the origin's uuid (``uuid5_strs``: the ingest stage gives a poll's uuids);
 - the fast path for decoded objects (``_fast_obj``, what ``normalize`` tries first: the S3 import's rows), on the
   object the reference path decodes: when it takes the event, the very same ``Normalized`` as the reference path;
 - the reference path (``decode`` + ``_reference``): it accepts or names why not, and never raises;
@@ -35,7 +35,6 @@ from stream.events.ingest import IngestResult, ingest_records, project_of
 from stream.events.batch import group
 from stream.events import deadletter
 from stream.events.normalize import (
-    FAST_DECLINES,
     FAST_NESTING,
     MAX_TIME_MS,
     FastEvent,
@@ -50,8 +49,6 @@ from stream.events.normalize import (
     decode,
     _fast_decode,
     _fast_row,
-    fast_decode,
-    fast_row,
     fast_event_builder,
     fast_row_maker,
     fast_row_writer,
@@ -120,8 +117,8 @@ def fast(value, key, rules, timestamp_ms=T, now_ms=None):
         got = None
     try:   # the ingest stage's loop: the origin's uuid given (uuid5_strs), no origin
         (text,), (raw,) = uuid5_strs(ORIGIN[:-2], [42])
-        given = fast_row(fast_decode(value), PROJECT, timestamp_ms, "", rules, now_ms, text, None, raw)
-    except FAST_DECLINES:
+        given = _fast_row(_fast_decode(value), PROJECT, timestamp_ms, "", rules, now_ms, text, None, raw)
+    except (_NotFast, msgspec.MsgspecError, UnicodeDecodeError):
         given = None
     assert given == got
     if got is not None:
