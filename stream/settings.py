@@ -51,8 +51,8 @@ class KafkaSettings(_Section):
     compression_level: int | None = Field(
         ZSTD_LEVEL, description="Level of compression_type the batches stream produces are compressed at, as Kafka's "
         "producer setting compression.<codec>.level: zstd -131072 to 22, gzip 1 to 9, lz4 1 to 17; null (in the "
-        "environment STREAM_KAFKA__COMPRESSION_LEVEL=null): the codec's default (zstd 3, gzip 9, lz4 9). Unset, it is 2 with zstd and null with the other codecs. zstd "
-        "at 2 makes the same bytes as at 3 on the event batches (199 an event) with 10% less CPU (18% fewer "
+        "environment STREAM_KAFKA__COMPRESSION_LEVEL=null): the codec's default (zstd 3, gzip 9, lz4 9). Unset, it "
+        "is 2 with zstd and null with the other codecs. zstd at 2 makes the same bytes as at 3 on the event batches (199 an event) with 10% less CPU (18% fewer "
         "instructions); 1 is no faster and 4% larger, -1 8% faster but 1.5x the bytes (BENCHMARKS.md, \"The "
         "producer's zstd level\"). The consumers read any level. Applied to every producer of the process "
         "(aiokafka has no setting for it: start-up fails, naming aiokafka's version, if its record batch builder "
